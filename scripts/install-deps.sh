@@ -1,0 +1,14 @@
+#!/bin/sh
+# Installs everything mbq needs to build, test and benchmark, from Debian's packages.
+set -eu
+PKGS="build-essential cmake pkg-config git libevent-dev libsystemd-dev libprotobuf-c-dev \
+protobuf-c-compiler clang libclang-rt-14-dev valgrind gdb strace"
+if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+missing=
+for p in $PKGS; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+  $SUDO apt-get update
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -o DPkg::Lock::Timeout=300 $missing
+fi

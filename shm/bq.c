@@ -1,0 +1,1268 @@
+/* Buffer queue operations; the layout, locking and repair rules are in bq.h.
+ *
+ * Reading guide: bq_lock_*() take the locks an operation needs and run the
+ * repair when a lock comes back from a dead owner; the side_*() helpers keep
+ * each side's running sums under its sequence counter; trigger evaluation
+ * (trig_*) runs under the full lock and returns a mask of triggers that
+ * fired, which the caller signals only after unlocking. */
+#include "bq.h"
+
+#include "futex.h"
+
+#include <errno.h>
+#include <mbq/status.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+static _Thread_local const struct bq_shared *bq_in_callback;
+
+void bq_callback_scope(const struct bq *q)
+{
+    bq_in_callback = q ? q->sh : NULL;
+}
+
+static bool bq_in_own_callback(const struct bq *q)
+{
+    return __builtin_expect(bq_in_callback != NULL, 0) && bq_in_callback == q->sh;
+}
+
+/* ---- times ---------------------------------------------------------------- */
+
+static mbq_time side_duration_load(const struct bq_side *s)
+{
+    uint64_t sf = atomic_load_explicit(&s->dur_scale_flags, memory_order_relaxed);
+    return (mbq_time){
+        .value = atomic_load_explicit(&s->dur_value, memory_order_relaxed),
+        .timescale = (int32_t)(uint32_t)sf,
+        .flags = (uint32_t)(sf >> 32),
+        .epoch = atomic_load_explicit(&s->dur_epoch, memory_order_relaxed),
+    };
+}
+
+static void side_duration_store(struct bq_side *s, mbq_time t)
+{
+    atomic_store_explicit(&s->dur_value, t.value, memory_order_relaxed);
+    atomic_store_explicit(&s->dur_scale_flags,
+                          (uint64_t)(uint32_t)t.timescale | (uint64_t)t.flags << 32,
+                          memory_order_relaxed);
+    atomic_store_explicit(&s->dur_epoch, t.epoch, memory_order_relaxed);
+}
+
+/* sum + d, where a non-numeric d counts as zero. The common case — equal
+ * timescales, epoch 0, no overflow — stays out of mbq_time_add. */
+static mbq_time duration_accumulate(mbq_time sum, mbq_time d)
+{
+    if (!mbq_time_is_numeric(d))
+        return sum;
+    int64_t v;
+    if (sum.timescale == d.timescale && sum.epoch == 0 && d.epoch == 0 &&
+        sum.flags == MBQ_TIME_FLAG_VALID && d.flags == MBQ_TIME_FLAG_VALID &&
+        !__builtin_add_overflow(sum.value, d.value, &v)) {
+        sum.value = v;
+        return sum;
+    }
+    if (!mbq_time_is_numeric(sum))
+        sum = MBQ_TIME_ZERO;
+    return mbq_time_add(sum, d);
+}
+
+static mbq_time entry_key(const struct bq *q, const struct bq_entry *e)
+{
+    return q->order == BQ_ORDER_DTS ? e->dts : e->pts;
+}
+
+/* ---- sides: running sums under a sequence counter ------------------------- */
+
+struct side_snap {
+    uint64_t index, bytes, ops;
+    mbq_time duration;
+};
+
+static inline void side_begin(struct bq_side *s)
+{
+    uint32_t v = atomic_load_explicit(&s->seq, memory_order_relaxed);
+    atomic_store_explicit(&s->seq, v + 1, memory_order_relaxed);
+    atomic_thread_fence(memory_order_release);
+}
+
+static inline void side_end(struct bq_side *s)
+{
+    uint32_t v = atomic_load_explicit(&s->seq, memory_order_relaxed);
+    atomic_store_explicit(&s->seq, v + 1, memory_order_release);
+}
+
+/* Accounts for e passing side s and moves its index to new_index. */
+static inline void side_pass(struct bq_side *s, const struct bq_entry *e, uint64_t new_index,
+                             bool count_op)
+{
+    side_begin(s);
+    atomic_store_explicit(&s->bytes, atomic_load_explicit(&s->bytes, memory_order_relaxed) +
+                                         e->size,
+                          memory_order_relaxed);
+    side_duration_store(s, duration_accumulate(side_duration_load(s), e->duration));
+    if (count_op)
+        atomic_store_explicit(&s->ops, atomic_load_explicit(&s->ops, memory_order_relaxed) + 1,
+                              memory_order_relaxed);
+    atomic_store_explicit(&s->index, new_index, memory_order_release);
+    side_end(s);
+}
+
+/* A consistent read of one side; false if it stayed mid-update (its writer
+ * may have died: the caller falls back to the lock, which repairs). */
+static bool side_read(const struct bq_side *s, struct side_snap *out)
+{
+    for (int tries = 0; tries < 1000; tries++) {
+        uint32_t a = atomic_load_explicit(&s->seq, memory_order_acquire);
+        if (a & 1) {
+            cpu_relax();
+            continue;
+        }
+        out->index = atomic_load_explicit(&s->index, memory_order_relaxed);
+        out->bytes = atomic_load_explicit(&s->bytes, memory_order_relaxed);
+        out->ops = atomic_load_explicit(&s->ops, memory_order_relaxed);
+        out->duration = side_duration_load(s);
+        atomic_thread_fence(memory_order_acquire);
+        if (atomic_load_explicit(&s->seq, memory_order_relaxed) == a)
+            return true;
+    }
+    return false;
+}
+
+static inline uint64_t load_index(const struct bq_side *s)
+{
+    return atomic_load_explicit(&s->index, memory_order_acquire);
+}
+
+/* ---- locking and repair ------------------------------------------------- */
+
+static void bq_repair_locked(struct bq *q);
+
+static void bq_mark_repair(struct bq *q)
+{
+    atomic_fetch_or_explicit(&q->sh->flags, BQ_F_NEEDS_REPAIR, memory_order_relaxed);
+}
+
+static bool bq_needs_repair(struct bq *q)
+{
+    return atomic_load_explicit(&q->sh->flags, memory_order_relaxed) & BQ_F_NEEDS_REPAIR;
+}
+
+static void bq_lock_full(struct bq *q)
+{
+    int a = slock_lock(&q->sh->tail.lock);
+    int b = slock_lock(&q->sh->head.lock);
+    if (a == SLOCK_RECOVERED || b == SLOCK_RECOVERED || bq_needs_repair(q))
+        bq_repair_locked(q);
+}
+
+static void bq_unlock_full(struct bq *q)
+{
+    slock_unlock(&q->sh->head.lock);
+    slock_unlock(&q->sh->tail.lock);
+}
+
+/* Takes one side's lock. A lock recovered from a dead owner (or a queue
+ * already marked for repair) is handed back and the repair done under both
+ * locks in order, so the tail-then-head order is never broken. */
+static void bq_lock_side(struct bq *q, struct bq_side *s)
+{
+    for (;;) {
+        int r = slock_lock(&s->lock);
+        if (__builtin_expect(r == SLOCK_ACQUIRED && !bq_needs_repair(q), 1))
+            return;
+        bq_mark_repair(q);
+        slock_unlock(&s->lock);
+        bq_lock_full(q);
+        bq_unlock_full(q);
+    }
+}
+
+/* Index range check: the only way a corrupt counter could reach memory. */
+static inline bool bq_range_ok(const struct bq *q, uint64_t head, uint64_t tail)
+{
+    return tail - head <= q->capacity;
+}
+
+static int cmp_entry_seq(const void *a, const void *b, void *arg)
+{
+    const struct bq *q = arg;
+    const struct bq_entry *x = a, *y = b;
+    if (q) {
+        int32_t c = mbq_time_compare(entry_key(q, x), entry_key(q, y));
+        if (c)
+            return c;
+    }
+    return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+/* Runs with both locks held. Brings the queue back to a consistent state
+ * whatever a dead process or a scribbler left behind. */
+static void bq_repair_locked(struct bq *q)
+{
+    struct bq_shared *sh = q->sh;
+    uint64_t head = atomic_load_explicit(&sh->head.index, memory_order_relaxed);
+    uint64_t tail = atomic_load_explicit(&sh->tail.index, memory_order_relaxed);
+    bool corrupt = false;
+
+    /* 1. Roll a journalled sorted insertion forward. */
+    struct bq_journal *j = &sh->journal;
+    if (atomic_load_explicit(&j->active, memory_order_acquire)) {
+        uint64_t jt = j->tail, pos = j->pos;
+        uint64_t prog = atomic_load_explicit(&j->progress, memory_order_relaxed);
+        if (tail == jt + 1) {
+            /* published already */
+        } else if (tail == jt && bq_range_ok(q, head, jt) && jt - head < q->capacity &&
+                   pos >= head && pos <= jt && prog >= pos && prog <= jt) {
+            for (uint64_t k = prog; k > pos; k--)
+                q->entries[k & q->mask] = q->entries[(k - 1) & q->mask];
+            q->entries[pos & q->mask] = j->entry;
+            tail = jt + 1;
+            atomic_store_explicit(&sh->tail.index, tail, memory_order_release);
+        } else {
+            corrupt = true;
+        }
+        atomic_store_explicit(&j->active, 0, memory_order_release);
+    }
+
+    /* 2. Counters. */
+    if (!bq_range_ok(q, head, tail)) {
+        head = tail; /* the contents cannot be located: drop them */
+        atomic_store_explicit(&sh->head.index, head, memory_order_release);
+        corrupt = true;
+    }
+
+    /* 3. Sort order (a scribbled entry may have broken it). */
+    uint64_t n = tail - head;
+    if (q->order != BQ_ORDER_FIFO && n > 1) {
+        bool sorted = true;
+        for (uint64_t i = head + 1; i < tail && sorted; i++)
+            sorted = cmp_entry_seq(&q->entries[(i - 1) & q->mask], &q->entries[i & q->mask],
+                                   q) <= 0;
+        if (!sorted) {
+            struct bq_entry *tmp = malloc(n * sizeof(*tmp));
+            if (tmp) {
+                for (uint64_t i = 0; i < n; i++)
+                    tmp[i] = q->entries[(head + i) & q->mask];
+                qsort_r(tmp, n, sizeof(*tmp), cmp_entry_seq, q);
+                for (uint64_t i = 0; i < n; i++)
+                    q->entries[(head + i) & q->mask] = tmp[i];
+                free(tmp);
+            }
+            corrupt = true;
+        }
+    }
+
+    /* 4. Side sums, rebuilt from the live entries. */
+    uint64_t bytes = 0;
+    mbq_time dur = MBQ_TIME_ZERO;
+    for (uint64_t i = head; i < tail; i++) {
+        const struct bq_entry *e = &q->entries[i & q->mask];
+        bytes += e->size;
+        dur = duration_accumulate(dur, e->duration);
+    }
+    uint32_t hs = atomic_load_explicit(&sh->head.seq, memory_order_relaxed);
+    uint32_t ts = atomic_load_explicit(&sh->tail.seq, memory_order_relaxed);
+    atomic_store_explicit(&sh->head.seq, (hs | 1) + 0, memory_order_relaxed);
+    atomic_store_explicit(&sh->tail.seq, (ts | 1) + 0, memory_order_relaxed);
+    atomic_thread_fence(memory_order_release);
+    atomic_store_explicit(&sh->head.bytes, 0, memory_order_relaxed);
+    side_duration_store(&sh->head, MBQ_TIME_ZERO);
+    atomic_store_explicit(&sh->tail.bytes, bytes, memory_order_relaxed);
+    side_duration_store(&sh->tail, dur);
+    atomic_store_explicit(&sh->head.seq, (hs | 1) + 1, memory_order_release);
+    atomic_store_explicit(&sh->tail.seq, (ts | 1) + 1, memory_order_release);
+
+    /* 5. Trigger table. */
+    uint32_t count = 0;
+    for (int i = 0; i < BQ_MAX_TRIGGERS; i++) {
+        struct bq_trigger *t = &sh->triggers[i];
+        uint32_t st = atomic_load_explicit(&t->state, memory_order_relaxed);
+        if (st == 0)
+            continue;
+        if (st != 1 || t->condition < 1 || t->condition > 12 || t->level > 1) {
+            atomic_store_explicit(&t->state, 0, memory_order_relaxed);
+            corrupt = true;
+            continue;
+        }
+        count++;
+    }
+    if (atomic_load_explicit(&sh->trigger_count, memory_order_relaxed) != count) {
+        atomic_store_explicit(&sh->trigger_count, count, memory_order_relaxed);
+        atomic_fetch_add_explicit(&sh->trigger_gen, 1, memory_order_relaxed);
+    }
+
+    uint32_t f = atomic_load_explicit(&sh->flags, memory_order_relaxed);
+    atomic_store_explicit(&sh->flags, f & BQ_F_END_OF_DATA, memory_order_relaxed);
+    atomic_fetch_add_explicit(&sh->repairs, 1, memory_order_relaxed);
+    if (corrupt)
+        atomic_fetch_add_explicit(&sh->corruptions, 1, memory_order_relaxed);
+}
+
+/* ---- triggers ------------------------------------------------------------- */
+
+static bool cond_uses_time(int32_t c)
+{
+    return (c >= 1 && c <= 4) || c == 12;
+}
+
+static bool cond_is_event(int32_t c)
+{
+    return c == BQ_TRIGGER_MIN_PTS_CHANGES || c == BQ_TRIGGER_MAX_PTS_CHANGES ||
+           c == BQ_TRIGGER_RESET;
+}
+
+struct bq_state {
+    uint64_t count;
+    mbq_time duration;
+    bool eod, head_ready;
+    bool have_pts;
+    mbq_time min_pts, max_pts;
+};
+
+/* Scans the live entries for the numeric PTS extremes; non-numeric ones are
+ * skipped so that one invalid PTS cannot win "max" (it sorts above +inf). */
+static void scan_pts(struct bq *q, uint64_t head, uint64_t tail, mbq_time *min, mbq_time *max,
+                     mbq_time *end)
+{
+    mbq_time lo = MBQ_TIME_INVALID, hi = MBQ_TIME_INVALID, en = MBQ_TIME_INVALID;
+    for (uint64_t i = head; i < tail; i++) {
+        const struct bq_entry *e = &q->entries[i & q->mask];
+        if (!mbq_time_is_numeric(e->pts))
+            continue;
+        if (!mbq_time_is_valid(lo) || mbq_time_compare(e->pts, lo) < 0)
+            lo = e->pts;
+        if (!mbq_time_is_valid(hi) || mbq_time_compare(e->pts, hi) > 0)
+            hi = e->pts;
+        if (end) {
+            mbq_time x = mbq_time_is_numeric(e->duration) ? mbq_time_add(e->pts, e->duration)
+                                                         : e->pts;
+            if (!mbq_time_is_valid(en) || mbq_time_compare(x, en) > 0)
+                en = x;
+        }
+    }
+    if (min)
+        *min = lo;
+    if (max)
+        *max = hi;
+    if (end)
+        *end = en;
+}
+
+static bool head_ready_locked(struct bq *q, uint64_t head, uint64_t tail)
+{
+    if (head == tail)
+        return false;
+    if (!q->hooks.is_ready)
+        return true;
+    const struct bq_entry *e = &q->entries[head & q->mask];
+    return q->hooks.is_ready(q->hooks.ctx, e->pool_id, e->handle);
+}
+
+static void state_locked(struct bq *q, struct bq_state *st, bool want_pts)
+{
+    struct bq_shared *sh = q->sh;
+    uint64_t head = atomic_load_explicit(&sh->head.index, memory_order_relaxed);
+    uint64_t tail = atomic_load_explicit(&sh->tail.index, memory_order_relaxed);
+    st->count = tail - head;
+    mbq_time a = side_duration_load(&sh->tail), b = side_duration_load(&sh->head);
+    st->duration = st->count ? mbq_time_subtract(a, b) : MBQ_TIME_ZERO;
+    st->eod = atomic_load_explicit(&sh->flags, memory_order_relaxed) & BQ_F_END_OF_DATA;
+    st->head_ready = head_ready_locked(q, head, tail);
+    st->have_pts = want_pts;
+    if (want_pts)
+        scan_pts(q, head, tail, &st->min_pts, &st->max_pts, NULL);
+}
+
+static bool trig_level(const struct bq_trigger *t, const struct bq_state *st)
+{
+    switch (t->condition) {
+    case 1: return mbq_time_compare(st->duration, t->time) < 0;
+    case 2: return mbq_time_compare(st->duration, t->time) <= 0;
+    case 3: return mbq_time_compare(st->duration, t->time) > 0;
+    case 4: return mbq_time_compare(st->duration, t->time) >= 0;
+    case 7: return st->head_ready;
+    case 8: return st->eod && st->count == 0;
+    case 10: return (int64_t)st->count < t->threshold;
+    case 11: return (int64_t)st->count > t->threshold;
+    case 12:
+        return mbq_time_compare(st->duration, t->time) >= 0 &&
+               (int64_t)st->count > t->threshold;
+    default: return false; /* events */
+    }
+}
+
+static bool needs_pts_scan(struct bq *q)
+{
+    for (int i = 0; i < BQ_MAX_TRIGGERS; i++) {
+        const struct bq_trigger *t = &q->sh->triggers[i];
+        if (atomic_load_explicit(&t->state, memory_order_relaxed) == 1 &&
+            (t->condition == 5 || t->condition == 6))
+            return true;
+    }
+    return false;
+}
+
+/* Evaluates every installed trigger after a change; returns the mask of the
+ * ones that fired (false->true edge, or the event happened). */
+static uint32_t trig_eval_locked(struct bq *q, bool reset_event)
+{
+    struct bq_shared *sh = q->sh;
+    if (atomic_load_explicit(&sh->trigger_count, memory_order_relaxed) == 0)
+        return 0;
+    struct bq_state st;
+    bool pts = needs_pts_scan(q);
+    state_locked(q, &st, pts);
+    bool min_changed = false, max_changed = false;
+    if (pts) {
+        min_changed = mbq_time_compare(st.min_pts, sh->last_min_pts) != 0;
+        max_changed = mbq_time_compare(st.max_pts, sh->last_max_pts) != 0;
+        sh->last_min_pts = st.min_pts;
+        sh->last_max_pts = st.max_pts;
+    }
+    uint32_t mask = 0;
+    for (int i = 0; i < BQ_MAX_TRIGGERS; i++) {
+        struct bq_trigger *t = &sh->triggers[i];
+        if (atomic_load_explicit(&t->state, memory_order_relaxed) != 1)
+            continue;
+        bool fire;
+        switch (t->condition) {
+        case 5: fire = min_changed; break;
+        case 6: fire = max_changed; break;
+        case 9: fire = reset_event; break;
+        default: {
+            bool level = trig_level(t, &st);
+            fire = level && !t->level;
+            t->level = level;
+        }
+        }
+        if (fire) {
+            atomic_fetch_add_explicit(&t->fired, 1, memory_order_relaxed);
+            mask |= 1u << i;
+        }
+    }
+    return mask;
+}
+
+/* After unlocking: write the eventfd of each fired trigger this process
+ * holds; leave the others pending for a process that holds theirs. */
+static void trig_signal(struct bq *q, uint32_t mask)
+{
+    while (mask) {
+        int i = __builtin_ctz(mask);
+        mask &= mask - 1;
+        struct bq_trigger *t = &q->sh->triggers[i];
+        int fd = q->trigger_fd[i];
+        if (fd >= 0 && q->trigger_fd_gen[i] == t->gen) {
+            uint64_t one = 1;
+            ssize_t w = write(fd, &one, sizeof(one));
+            (void)w; /* EAGAIN: the counter is saturated, the reader will see it */
+        } else {
+            atomic_store_explicit(&t->pending, 1, memory_order_release);
+        }
+    }
+}
+
+static uint64_t token_make(const struct bq *q, int slot, uint32_t gen)
+{
+    return (uint64_t)q->sh->nonce << 32 | (uint64_t)(gen & 0xffffff) << 8 | (uint64_t)slot;
+}
+
+/* The slot a token names, or -1. Call under the full lock. */
+static int token_slot(const struct bq *q, uint64_t token)
+{
+    int slot = (int)(token & 0xff);
+    if (slot >= BQ_MAX_TRIGGERS || (uint32_t)(token >> 32) != q->sh->nonce)
+        return -1;
+    const struct bq_trigger *t = &q->sh->triggers[slot];
+    if (atomic_load_explicit(&t->state, memory_order_relaxed) != 1 ||
+        (t->gen & 0xffffff) != (uint32_t)((token >> 8) & 0xffffff))
+        return -1;
+    return slot;
+}
+
+/* ---- create / attach ------------------------------------------------------ */
+
+static size_t bq_entries_offset(void)
+{
+    return seg_round_up(sizeof(struct bq_shared), 128);
+}
+
+static uint32_t pow2_at_least(uint32_t n)
+{
+    uint32_t p = 1;
+    while (p < n)
+        p <<= 1;
+    return p;
+}
+
+static void bq_init_local(struct bq *q, struct seg *s, uint32_t capacity, uint32_t slots,
+                          uint32_t order, uint32_t policy)
+{
+    *q = (struct bq){.seg = *s,
+                     .sh = s->base,
+                     .entries = (struct bq_entry *)((char *)s->base + bq_entries_offset()),
+                     .capacity = capacity,
+                     .mask = slots - 1,
+                     .order = order,
+                     .full_policy = policy};
+    for (int i = 0; i < BQ_MAX_TRIGGERS; i++)
+        q->trigger_fd[i] = -1;
+}
+
+int bq_create(const struct bq_params *p, struct bq *out)
+{
+    if (!p || !out)
+        return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
+    uint32_t cap = p->capacity ? p->capacity : BQ_DEFAULT_CAPACITY;
+    if (cap > BQ_MAX_CAPACITY || p->order > BQ_ORDER_DTS || p->full_policy > BQ_FULL_DROP_OLDEST)
+        return -EINVAL;
+    uint32_t slots = pow2_at_least(cap);
+    struct seg s;
+    int r = seg_create("mbq-bq", bq_entries_offset() + (size_t)slots * sizeof(struct bq_entry),
+                       SEG_KIND_BUFFER_QUEUE, &s);
+    if (r < 0)
+        return r == -ENOMEM ? MBQ_BQ_ERR_ALLOCATION_FAILED : r;
+    struct bq_shared *sh = s.base;
+    sh->hdr.object_id = p->object_id;
+    sh->capacity = cap;
+    sh->slots = slots;
+    sh->order = p->order;
+    sh->full_policy = p->full_policy;
+    sh->entry_size = sizeof(struct bq_entry);
+    sh->entries_off = bq_entries_offset();
+    uint32_t nonce = 0;
+    while (nonce == 0 && getrandom(&nonce, sizeof(nonce), 0) != (ssize_t)sizeof(nonce))
+        ;
+    sh->nonce = nonce ? nonce : 1;
+    side_duration_store(&sh->tail, MBQ_TIME_ZERO);
+    side_duration_store(&sh->head, MBQ_TIME_ZERO);
+    bq_init_local(out, &s, cap, slots, p->order, p->full_policy);
+    return 0;
+}
+
+int bq_attach(int fd, struct bq *out)
+{
+    if (!out)
+        return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
+    struct seg s;
+    int r = seg_map(fd, SEG_KIND_BUFFER_QUEUE, sizeof(struct bq_shared), &s);
+    if (r < 0)
+        return r;
+    const struct bq_shared *sh = s.base;
+    uint32_t cap = sh->capacity, slots = sh->slots, order = sh->order, pol = sh->full_policy;
+    if (cap == 0 || cap > BQ_MAX_CAPACITY || slots != pow2_at_least(cap) ||
+        order > BQ_ORDER_DTS || pol > BQ_FULL_DROP_OLDEST ||
+        sh->entry_size != sizeof(struct bq_entry) || sh->entries_off != bq_entries_offset() ||
+        bq_entries_offset() + (size_t)slots * sizeof(struct bq_entry) > s.size) {
+        seg_close(&s);
+        return -EBADMSG;
+    }
+    bq_init_local(out, &s, cap, slots, order, pol);
+    return 0;
+}
+
+void bq_detach(struct bq *q)
+{
+    if (!q)
+        return;
+    seg_close(&q->seg);
+    *q = (struct bq){.seg = {.fd = -1}};
+}
+
+void bq_set_hooks(struct bq *q, const struct bq_hooks *hooks)
+{
+    q->hooks = hooks ? *hooks : (struct bq_hooks){0};
+}
+
+/* ---- enqueue -------------------------------------------------------------- */
+
+static void bump_high_water(struct bq_shared *sh, uint64_t count)
+{
+    uint64_t hw = atomic_load_explicit(&sh->high_water, memory_order_relaxed);
+    while (count > hw && !atomic_compare_exchange_weak_explicit(
+                             &sh->high_water, &hw, count, memory_order_relaxed,
+                             memory_order_relaxed))
+        ;
+}
+
+/* Wakes blocking dequeuers, if any flagged themselves asleep. The caller has
+ * just unlocked: the lock's release is an atomic exchange, a full barrier on
+ * x86, which orders the tail store before the waiters load (Dekker with the
+ * waiter's increment-then-check). */
+static inline void wake_consumers(struct bq_shared *sh)
+{
+#if !defined(__x86_64__) && !defined(__i386__)
+    atomic_thread_fence(memory_order_seq_cst);
+#endif
+    if (__builtin_expect(atomic_load_explicit(&sh->data_waiters, memory_order_seq_cst) != 0, 0)) {
+        atomic_fetch_add_explicit(&sh->data_seq, 1, memory_order_seq_cst);
+        futex_wake(&sh->data_seq, 1 << 30);
+    }
+}
+
+/* Drops the head entry to make room; both locks held. Returns its handle so
+ * the caller releases it after unlocking. */
+static struct bq_entry drop_oldest_locked(struct bq *q, uint64_t head)
+{
+    struct bq_entry old = q->entries[head & q->mask];
+    side_pass(&q->sh->head, &old, head + 1, false);
+    atomic_fetch_add_explicit(&q->sh->dropped, 1, memory_order_relaxed);
+    return old;
+}
+
+/* With the tail lock held, takes the head lock too (the lock order allows
+ * it). Returns false if that lock needed a repair: the repair has then been
+ * done, both locks are held, and the caller must re-read the queue. */
+static bool lock_head_after_tail(struct bq *q)
+{
+    int r = slock_lock(&q->sh->head.lock);
+    if (__builtin_expect(r == SLOCK_ACQUIRED && !bq_needs_repair(q), 1))
+        return true;
+    bq_repair_locked(q);
+    return false;
+}
+
+int bq_enqueue(struct bq *q, const struct bq_entry *e)
+{
+    if (!q || !q->sh || !e || !e->handle)
+        return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
+    if (bq_in_own_callback(q))
+        return MBQ_BQ_ERR_CANNOT_MODIFY_QUEUE_FROM_TRIGGER_CALLBACK;
+    if (q->hooks.validate) {
+        int v = q->hooks.validate(q->hooks.ctx, e);
+        if (v)
+            return v;
+    }
+    /* The queue's reference is taken before locking, so the critical
+     * section stays short; every failure below gives it back. */
+    if (q->hooks.retain) {
+        int v = q->hooks.retain(q->hooks.ctx, e->pool_id, e->handle, false);
+        if (v)
+            return v;
+    }
+    struct bq_shared *sh = q->sh;
+    bool full_lock = atomic_load_explicit(&sh->trigger_count, memory_order_relaxed) != 0;
+    if (full_lock)
+        bq_lock_full(q);
+    else
+        bq_lock_side(q, &sh->tail);
+    if (!full_lock && atomic_load_explicit(&sh->trigger_count, memory_order_relaxed) != 0) {
+        /* a trigger was installed while we waited for the tail lock */
+        slock_unlock(&sh->tail.lock);
+        bq_lock_full(q);
+        full_lock = true;
+    }
+
+    int r = 0;
+    bool have_head = full_lock, dropped = false;
+    struct bq_entry old = {0};
+    uint32_t fired = 0;
+    uint64_t tail, head, pos;
+reread:
+    tail = atomic_load_explicit(&sh->tail.index, memory_order_relaxed);
+    head = load_index(&sh->head);
+    if (!bq_range_ok(q, head, tail)) {
+        r = -EUCLEAN;
+        bq_mark_repair(q);
+        goto out;
+    }
+    if (atomic_load_explicit(&sh->flags, memory_order_relaxed) & BQ_F_END_OF_DATA) {
+        r = MBQ_BQ_ERR_ENQUEUE_AFTER_END_OF_DATA;
+        goto out;
+    }
+    if (tail - head >= q->capacity) {
+        if (q->full_policy != BQ_FULL_DROP_OLDEST) {
+            atomic_fetch_add_explicit(&sh->rejected_full, 1, memory_order_relaxed);
+            r = MBQ_BQ_ERR_QUEUE_IS_FULL;
+            goto out;
+        }
+        if (!have_head) {
+            have_head = true;
+            if (!lock_head_after_tail(q))
+                goto reread;
+            head = load_index(&sh->head);
+        }
+        if (tail - head >= q->capacity) {
+            old = drop_oldest_locked(q, head);
+            dropped = true;
+            head++;
+        }
+    }
+
+    struct bq_entry ne = *e;
+    ne.seq = tail;
+    pos = tail;
+    if (q->order != BQ_ORDER_FIFO && tail != head) {
+        mbq_time key = entry_key(q, &ne);
+        if (mbq_time_compare(key, entry_key(q, &q->entries[(tail - 1) & q->mask])) < 0) {
+            /* out of order: the shift may reach the head, so the consumer
+             * must be kept out */
+            if (!have_head) {
+                have_head = true;
+                if (!lock_head_after_tail(q))
+                    goto reread;
+                head = load_index(&sh->head);
+            }
+            while (pos > head &&
+                   mbq_time_compare(key, entry_key(q, &q->entries[(pos - 1) & q->mask])) < 0)
+                pos--;
+        }
+    }
+    if (pos == tail) {
+        q->entries[tail & q->mask] = ne;
+    } else {
+        struct bq_journal *j = &sh->journal;
+        j->entry = ne;
+        j->pos = pos;
+        j->tail = tail;
+        atomic_store_explicit(&j->progress, tail, memory_order_relaxed);
+        atomic_store_explicit(&j->active, 1, memory_order_release);
+        for (uint64_t k = tail; k > pos; k--) {
+            q->entries[k & q->mask] = q->entries[(k - 1) & q->mask];
+            atomic_store_explicit(&j->progress, k - 1, memory_order_release);
+        }
+        q->entries[pos & q->mask] = ne;
+    }
+    side_pass(&sh->tail, &ne, tail + 1, true);
+    if (pos != tail)
+        atomic_store_explicit(&sh->journal.active, 0, memory_order_release);
+    bump_high_water(sh, tail + 1 - head);
+    if (full_lock)
+        fired = trig_eval_locked(q, false);
+
+out:
+    if (have_head)
+        slock_unlock(&sh->head.lock);
+    slock_unlock(&sh->tail.lock);
+    if (r == 0)
+        wake_consumers(sh);
+    else if (q->hooks.release && q->hooks.retain)
+        q->hooks.release(q->hooks.ctx, e->pool_id, e->handle);
+    if (dropped && q->hooks.release)
+        q->hooks.release(q->hooks.ctx, old.pool_id, old.handle);
+    if (fired)
+        trig_signal(q, fired);
+    return r;
+}
+
+/* ---- dequeue -------------------------------------------------------------- */
+
+static int dequeue_common(struct bq *q, struct bq_entry *out, bool if_ready)
+{
+    if (!q || !q->sh || !out)
+        return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
+    if (bq_in_own_callback(q))
+        return MBQ_BQ_ERR_CANNOT_MODIFY_QUEUE_FROM_TRIGGER_CALLBACK;
+    struct bq_shared *sh = q->sh;
+    bool full_lock = atomic_load_explicit(&sh->trigger_count, memory_order_relaxed) != 0;
+    if (full_lock)
+        bq_lock_full(q);
+    else
+        bq_lock_side(q, &sh->head);
+    if (!full_lock && atomic_load_explicit(&sh->trigger_count, memory_order_relaxed) != 0) {
+        slock_unlock(&sh->head.lock);
+        bq_lock_full(q);
+        full_lock = true;
+    }
+
+    int r = 0;
+    uint32_t fired = 0;
+    uint64_t head = atomic_load_explicit(&sh->head.index, memory_order_relaxed);
+    uint64_t tail = load_index(&sh->tail);
+    if (!bq_range_ok(q, head, tail)) {
+        bq_mark_repair(q);
+        r = -EUCLEAN;
+    } else if (head == tail) {
+        r = -EAGAIN;
+    } else {
+        *out = q->entries[head & q->mask];
+        if (if_ready && q->hooks.is_ready &&
+            !q->hooks.is_ready(q->hooks.ctx, out->pool_id, out->handle)) {
+            r = -EAGAIN;
+        } else {
+            side_pass(&sh->head, out, head + 1, true);
+            if (full_lock)
+                fired = trig_eval_locked(q, false);
+        }
+    }
+    if (full_lock)
+        bq_unlock_full(q);
+    else
+        slock_unlock(&sh->head.lock);
+    if (fired)
+        trig_signal(q, fired);
+    return r;
+}
+
+int bq_dequeue(struct bq *q, struct bq_entry *out)
+{
+    return dequeue_common(q, out, false);
+}
+
+int bq_dequeue_if_ready(struct bq *q, struct bq_entry *out)
+{
+    return dequeue_common(q, out, true);
+}
+
+static inline bool bq_looks_empty(struct bq *q)
+{
+    return load_index(&q->sh->tail) == atomic_load_explicit(&q->sh->head.index,
+                                                            memory_order_relaxed);
+}
+
+int bq_dequeue_wait(struct bq *q, struct bq_entry *out, int64_t timeout_ns)
+{
+    int r = dequeue_common(q, out, false);
+    if (r != -EAGAIN)
+        return r;
+    uint64_t start = mono_ns();
+    uint64_t deadline = timeout_ns < 0 ? UINT64_MAX : start + (uint64_t)timeout_ns;
+    /* Spin first: a cross-vCPU wake costs ~25 us each way, so waiting that
+     * long on the cache line is cheaper than sleeping. */
+    uint64_t spin_end = start + BQ_SPIN_NS < deadline ? start + BQ_SPIN_NS : deadline;
+    for (unsigned i = 0;; i++) {
+        if (!bq_looks_empty(q)) {
+            r = dequeue_common(q, out, false);
+            if (r != -EAGAIN)
+                return r;
+        }
+        cpu_relax();
+        if ((i & 63) == 63 && mono_ns() >= spin_end)
+            break;
+    }
+    struct bq_shared *sh = q->sh;
+    for (;;) {
+        atomic_fetch_add_explicit(&sh->data_waiters, 1, memory_order_seq_cst);
+        uint32_t seq = atomic_load_explicit(&sh->data_seq, memory_order_seq_cst);
+        r = dequeue_common(q, out, false);
+        if (r == -EAGAIN && bq_is_at_end_of_data(q))
+            r = -ENODATA;
+        if (r != -EAGAIN) {
+            atomic_fetch_sub_explicit(&sh->data_waiters, 1, memory_order_relaxed);
+            return r;
+        }
+        uint64_t now = mono_ns();
+        if (now >= deadline) {
+            atomic_fetch_sub_explicit(&sh->data_waiters, 1, memory_order_relaxed);
+            return -ETIMEDOUT;
+        }
+        /* Sleep in slices so that a producer that died before waking us (or
+         * a scribbled futex word) costs a bounded delay, not a hang. */
+        uint64_t until = deadline - now > 100000000u ? now + 100000000u : deadline;
+        struct timespec ts = {.tv_sec = (time_t)(until / 1000000000u),
+                              .tv_nsec = (long)(until % 1000000000u)};
+        futex_wait(&sh->data_seq, seq, &ts);
+        atomic_fetch_sub_explicit(&sh->data_waiters, 1, memory_order_relaxed);
+    }
+}
+
+int bq_copy_head(struct bq *q, struct bq_entry *out)
+{
+    if (!q || !q->sh || !out)
+        return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
+    struct bq_shared *sh = q->sh;
+    bq_lock_side(q, &sh->head);
+    int r = 0;
+    uint64_t head = atomic_load_explicit(&sh->head.index, memory_order_relaxed);
+    uint64_t tail = load_index(&sh->tail);
+    if (!bq_range_ok(q, head, tail)) {
+        bq_mark_repair(q);
+        r = -EUCLEAN;
+    } else if (head == tail) {
+        r = -EAGAIN;
+    } else {
+        *out = q->entries[head & q->mask];
+        if (q->hooks.retain)
+            r = q->hooks.retain(q->hooks.ctx, out->pool_id, out->handle, true);
+    }
+    slock_unlock(&sh->head.lock);
+    return r;
+}
+
+/* ---- end of data, reset, for-each ----------------------------------------- */
+
+int bq_mark_end_of_data(struct bq *q)
+{
+    if (!q || !q->sh)
+        return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
+    if (bq_in_own_callback(q))
+        return MBQ_BQ_ERR_CANNOT_MODIFY_QUEUE_FROM_TRIGGER_CALLBACK;
+    bq_lock_full(q);
+    atomic_fetch_or_explicit(&q->sh->flags, BQ_F_END_OF_DATA, memory_order_relaxed);
+    uint32_t fired = trig_eval_locked(q, false);
+    bq_unlock_full(q);
+    wake_consumers(q->sh); /* blocked dequeuers return -ENODATA */
+    trig_signal(q, fired);
+    return 0;
+}
+
+int bq_reset(struct bq *q, void (*cb)(const struct bq_entry *e, void *ctx), void *ctx)
+{
+    if (!q || !q->sh)
+        return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
+    if (bq_in_own_callback(q))
+        return MBQ_BQ_ERR_CANNOT_MODIFY_QUEUE_FROM_TRIGGER_CALLBACK;
+    struct bq_shared *sh = q->sh;
+    bq_lock_full(q);
+    uint64_t head = atomic_load_explicit(&sh->head.index, memory_order_relaxed);
+    uint64_t tail = atomic_load_explicit(&sh->tail.index, memory_order_relaxed);
+    for (uint64_t i = head; i < tail; i++) {
+        const struct bq_entry e = q->entries[i & q->mask];
+        if (cb)
+            cb(&e, ctx);
+        if (q->hooks.release)
+            q->hooks.release(q->hooks.ctx, e.pool_id, e.handle);
+        side_pass(&sh->head, &e, i + 1, false);
+    }
+    atomic_fetch_and_explicit(&sh->flags, ~BQ_F_END_OF_DATA, memory_order_relaxed);
+    uint32_t fired = trig_eval_locked(q, true);
+    bq_unlock_full(q);
+    trig_signal(q, fired);
+    return 0;
+}
+
+int bq_for_each(struct bq *q, int (*cb)(struct bq_entry *e, void *ctx), void *ctx)
+{
+    if (!q || !q->sh || !cb)
+        return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
+    bq_lock_full(q);
+    int r = 0;
+    uint64_t head = atomic_load_explicit(&q->sh->head.index, memory_order_relaxed);
+    uint64_t tail = atomic_load_explicit(&q->sh->tail.index, memory_order_relaxed);
+    for (uint64_t i = head; i < tail && r == 0; i++) {
+        struct bq_entry *e = &q->entries[i & q->mask];
+        struct bq_entry before = *e;
+        r = cb(e, ctx);
+        /* only the attachments may change: restore what must not */
+        memcpy(e, &before, offsetof(struct bq_entry, attachments));
+    }
+    bq_unlock_full(q);
+    return r;
+}
+
+/* ---- inspection ----------------------------------------------------------- */
+
+/* A consistent snapshot of both sides without taking a lock: the consumer's
+ * side is read before and after the producer's, and the pair is accepted
+ * when the consumer's did not move in between. */
+static bool snapshot(struct bq *q, struct side_snap *t, struct side_snap *h)
+{
+    for (int tries = 0; tries < 100; tries++) {
+        struct side_snap h2;
+        if (!side_read(&q->sh->head, h) || !side_read(&q->sh->tail, t) ||
+            !side_read(&q->sh->head, &h2))
+            break;
+        if (h2.index == h->index && bq_range_ok(q, h->index, t->index))
+            return true;
+    }
+    /* a side stuck mid-update or corrupt counters: repair under the lock */
+    bq_lock_full(q);
+    bool ok = side_read(&q->sh->head, h) && side_read(&q->sh->tail, t) &&
+              bq_range_ok(q, h->index, t->index);
+    bq_unlock_full(q);
+    return ok;
+}
+
+int64_t bq_count(struct bq *q)
+{
+    if (!q || !q->sh)
+        return 0;
+    for (int tries = 0; tries < 100; tries++) {
+        uint64_t h = atomic_load_explicit(&q->sh->head.index, memory_order_acquire);
+        uint64_t t = atomic_load_explicit(&q->sh->tail.index, memory_order_acquire);
+        if (atomic_load_explicit(&q->sh->head.index, memory_order_acquire) == h &&
+            bq_range_ok(q, h, t))
+            return (int64_t)(t - h);
+    }
+    struct side_snap t, h;
+    return snapshot(q, &t, &h) ? (int64_t)(t.index - h.index) : 0;
+}
+
+bool bq_is_empty(struct bq *q)
+{
+    return bq_count(q) == 0;
+}
+
+bool bq_contains_end_of_data(struct bq *q)
+{
+    if (!q || !q->sh)
+        return true;
+    return atomic_load_explicit(&q->sh->flags, memory_order_acquire) & BQ_F_END_OF_DATA;
+}
+
+bool bq_is_at_end_of_data(struct bq *q)
+{
+    if (!q || !q->sh)
+        return true;
+    return bq_contains_end_of_data(q) && bq_count(q) == 0;
+}
+
+uint64_t bq_total_size(struct bq *q)
+{
+    struct side_snap t, h;
+    if (!q || !q->sh || !snapshot(q, &t, &h) || t.index == h.index)
+        return 0;
+    return t.bytes - h.bytes;
+}
+
+mbq_time bq_duration(struct bq *q)
+{
+    struct side_snap t, h;
+    if (!q || !q->sh || !snapshot(q, &t, &h) || t.index == h.index)
+        return MBQ_TIME_ZERO;
+    return mbq_time_subtract(t.duration, h.duration);
+}
+
+static mbq_time head_time(struct bq *q, bool dts)
+{
+    if (!q || !q->sh)
+        return MBQ_TIME_INVALID;
+    mbq_time r = MBQ_TIME_INVALID;
+    bq_lock_side(q, &q->sh->head);
+    uint64_t head = atomic_load_explicit(&q->sh->head.index, memory_order_relaxed);
+    uint64_t tail = load_index(&q->sh->tail);
+    if (head != tail && bq_range_ok(q, head, tail)) {
+        const struct bq_entry *e = &q->entries[head & q->mask];
+        r = dts ? e->dts : e->pts;
+    }
+    slock_unlock(&q->sh->head.lock);
+    return r;
+}
+
+mbq_time bq_first_dts(struct bq *q)
+{
+    return head_time(q, true);
+}
+
+mbq_time bq_first_pts(struct bq *q)
+{
+    return head_time(q, false);
+}
+
+enum scan_what { SCAN_MIN_DTS, SCAN_MIN_PTS, SCAN_MAX_PTS, SCAN_END_PTS };
+
+static mbq_time scan_time(struct bq *q, enum scan_what what)
+{
+    if (!q || !q->sh)
+        return MBQ_TIME_INVALID;
+    mbq_time r = MBQ_TIME_INVALID;
+    bq_lock_full(q);
+    uint64_t head = atomic_load_explicit(&q->sh->head.index, memory_order_relaxed);
+    uint64_t tail = atomic_load_explicit(&q->sh->tail.index, memory_order_relaxed);
+    if (what == SCAN_MIN_DTS) {
+        for (uint64_t i = head; i < tail; i++) {
+            mbq_time d = q->entries[i & q->mask].dts;
+            if (mbq_time_is_numeric(d) &&
+                (!mbq_time_is_valid(r) || mbq_time_compare(d, r) < 0))
+                r = d;
+        }
+    } else {
+        mbq_time lo, hi, end;
+        scan_pts(q, head, tail, &lo, &hi, &end);
+        r = what == SCAN_MIN_PTS ? lo : what == SCAN_MAX_PTS ? hi : end;
+    }
+    bq_unlock_full(q);
+    return r;
+}
+
+mbq_time bq_min_dts(struct bq *q)
+{
+    return scan_time(q, SCAN_MIN_DTS);
+}
+
+mbq_time bq_min_pts(struct bq *q)
+{
+    return scan_time(q, SCAN_MIN_PTS);
+}
+
+mbq_time bq_max_pts(struct bq *q)
+{
+    return scan_time(q, SCAN_MAX_PTS);
+}
+
+mbq_time bq_end_pts(struct bq *q)
+{
+    return scan_time(q, SCAN_END_PTS);
+}
+
+/* ---- trigger API ---------------------------------------------------------- */
+
+int bq_install_trigger(struct bq *q, int32_t condition, mbq_time time, int64_t threshold,
+                       int efd, uint64_t *token_out)
+{
+    if (!q || !q->sh || !token_out)
+        return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
+    if (condition < 1 || condition > 12)
+        return MBQ_BQ_ERR_INVALID_TRIGGER_CONDITION;
+    if (cond_uses_time(condition) && (!mbq_time_is_numeric(time) || time.epoch != 0))
+        return MBQ_BQ_ERR_BAD_TRIGGER_DURATION;
+    struct bq_shared *sh = q->sh;
+    bq_lock_full(q);
+    int slot = -1;
+    for (int i = 0; i < BQ_MAX_TRIGGERS && slot < 0; i++)
+        if (atomic_load_explicit(&sh->triggers[i].state, memory_order_relaxed) == 0)
+            slot = i;
+    if (slot < 0) {
+        bq_unlock_full(q);
+        return -ENOSPC;
+    }
+    struct bq_trigger *t = &sh->triggers[slot];
+    uint32_t gen = ((t->gen + 1) & 0xffffff) ? t->gen + 1 : 1;
+    *t = (struct bq_trigger){.condition = (uint32_t)condition,
+                             .gen = gen,
+                             .time = cond_uses_time(condition) ? time : MBQ_TIME_INVALID,
+                             .threshold = threshold,
+                             .owner_pid = (uint32_t)getpid()};
+    if (condition == 5 || condition == 6) {
+        uint64_t head = atomic_load_explicit(&sh->head.index, memory_order_relaxed);
+        uint64_t tail = atomic_load_explicit(&sh->tail.index, memory_order_relaxed);
+        scan_pts(q, head, tail, &sh->last_min_pts, &sh->last_max_pts, NULL);
+    }
+    uint32_t fired = 0;
+    if (!cond_is_event(condition)) {
+        struct bq_state st;
+        state_locked(q, &st, false);
+        t->level = trig_level(t, &st);
+        if (t->level) {
+            atomic_fetch_add_explicit(&t->fired, 1, memory_order_relaxed);
+            fired = 1u << slot;
+        }
+    }
+    atomic_store_explicit(&t->state, 1, memory_order_release);
+    atomic_fetch_add_explicit(&sh->trigger_count, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&sh->trigger_gen, 1, memory_order_relaxed);
+    *token_out = token_make(q, slot, gen);
+    q->trigger_fd[slot] = efd;
+    q->trigger_fd_gen[slot] = gen;
+    bq_unlock_full(q);
+    trig_signal(q, fired);
+    return 0;
+}
+
+int bq_remove_trigger(struct bq *q, uint64_t token)
+{
+    if (!q || !q->sh)
+        return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
+    bq_lock_full(q);
+    int slot = token_slot(q, token);
+    if (slot >= 0) {
+        atomic_store_explicit(&q->sh->triggers[slot].state, 0, memory_order_relaxed);
+        atomic_fetch_sub_explicit(&q->sh->trigger_count, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&q->sh->trigger_gen, 1, memory_order_relaxed);
+        q->trigger_fd[slot] = -1;
+    }
+    bq_unlock_full(q);
+    return slot >= 0 ? 0 : MBQ_BQ_ERR_INVALID_TRIGGER_TOKEN;
+}
+
+int bq_test_trigger(struct bq *q, uint64_t token)
+{
+    if (!q || !q->sh)
+        return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
+    bq_lock_full(q);
+    int slot = token_slot(q, token), r = MBQ_BQ_ERR_INVALID_TRIGGER_TOKEN;
+    if (slot >= 0) {
+        struct bq_state st;
+        state_locked(q, &st, false);
+        r = trig_level(&q->sh->triggers[slot], &st);
+    }
+    bq_unlock_full(q);
+    return r;
+}
+
+int bq_set_trigger_fd(struct bq *q, uint64_t token, int efd)
+{
+    if (!q || !q->sh)
+        return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
+    bq_lock_full(q);
+    int slot = token_slot(q, token);
+    bool deliver = false;
+    if (slot >= 0) {
+        q->trigger_fd[slot] = efd;
+        q->trigger_fd_gen[slot] = q->sh->triggers[slot].gen;
+        deliver = efd >= 0 &&
+                  atomic_exchange_explicit(&q->sh->triggers[slot].pending, 0,
+                                           memory_order_acq_rel);
+    }
+    bq_unlock_full(q);
+    if (slot < 0)
+        return MBQ_BQ_ERR_INVALID_TRIGGER_TOKEN;
+    if (deliver) {
+        uint64_t one = 1;
+        ssize_t w = write(efd, &one, sizeof(one));
+        (void)w;
+    }
+    return 0;
+}
+
+int64_t bq_trigger_fired(struct bq *q, uint64_t token)
+{
+    if (!q || !q->sh)
+        return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
+    bq_lock_full(q);
+    int slot = token_slot(q, token);
+    int64_t r = slot >= 0 ? (int64_t)atomic_load_explicit(&q->sh->triggers[slot].fired,
+                                                           memory_order_relaxed)
+                          : MBQ_BQ_ERR_INVALID_TRIGGER_TOKEN;
+    bq_unlock_full(q);
+    return r;
+}
+
+int bq_note_data_ready(struct bq *q)
+{
+    if (!q || !q->sh)
+        return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
+    if (atomic_load_explicit(&q->sh->trigger_count, memory_order_relaxed) == 0)
+        return 0;
+    bq_lock_full(q);
+    uint32_t fired = trig_eval_locked(q, false);
+    bq_unlock_full(q);
+    trig_signal(q, fired);
+    return 0;
+}
+
+/* ---- statistics and checking ---------------------------------------------- */
+
+int bq_stats(struct bq *q, struct bq_stats *out)
+{
+    if (!q || !q->sh || !out)
+        return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
+    struct bq_shared *sh = q->sh;
+    struct side_snap t, h;
+    if (!snapshot(q, &t, &h))
+        return -EUCLEAN;
+    *out = (struct bq_stats){
+        .capacity = q->capacity,
+        .order = q->order,
+        .full_policy = q->full_policy,
+        .triggers = atomic_load_explicit(&sh->trigger_count, memory_order_relaxed),
+        .count = t.index - h.index,
+        .enqueued = t.ops,
+        .dequeued = h.ops,
+        .dropped = atomic_load_explicit(&sh->dropped, memory_order_relaxed),
+        .rejected_full = atomic_load_explicit(&sh->rejected_full, memory_order_relaxed),
+        .high_water = atomic_load_explicit(&sh->high_water, memory_order_relaxed),
+        .repairs = atomic_load_explicit(&sh->repairs, memory_order_relaxed),
+        .corruptions = atomic_load_explicit(&sh->corruptions, memory_order_relaxed),
+        .total_size = t.index == h.index ? 0 : t.bytes - h.bytes,
+        .duration = t.index == h.index ? MBQ_TIME_ZERO
+                                       : mbq_time_subtract(t.duration, h.duration),
+        .end_of_data = atomic_load_explicit(&sh->flags, memory_order_relaxed) &
+                       BQ_F_END_OF_DATA,
+    };
+    return 0;
+}
+
+int bq_check(struct bq *q)
+{
+    if (!q || !q->sh)
+        return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
+    uint64_t before = atomic_load_explicit(&q->sh->corruptions, memory_order_relaxed);
+    bq_mark_repair(q);
+    bq_lock_full(q);
+    bq_unlock_full(q);
+    return atomic_load_explicit(&q->sh->corruptions, memory_order_relaxed) == before ? 0
+                                                                                    : -EUCLEAN;
+}

@@ -1,0 +1,280 @@
+/* Buffer queue: Core Media's CMBufferQueue in a segment, for many processes.
+ *
+ * Layout. A header (capacity, order, policy), a line of rarely written
+ * queue state (end-of-data flag, trigger count, statistics), the wait words
+ * of blocking dequeuers, a journal for sorted insertion, two "sides" — the
+ * producer side (tail) and the consumer side (head), each on its own pair
+ * of cache lines — the trigger table, and a power-of-two array of 128-byte
+ * entries indexed by monotonic 64-bit head and tail counters.
+ *
+ * Locking. Each side has its own slock. A FIFO enqueue takes only the tail
+ * lock and a dequeue only the head lock, so with one producer and one
+ * consumer neither lock is ever contended: the producer and the consumer
+ * share no lock, only the head/tail counters, and the per-operation cost is
+ * an uncontended compare-and-swap on a line the side owns. Several producers
+ * (or consumers) serialise on their side's lock. Operations that need the
+ * whole queue — sorted insertion out of order, dropping the oldest entry when
+ * full, reset, call-for-each, the scanning getters, trigger changes, and
+ * every mutation while a trigger is installed (triggers are evaluated under
+ * the queue lock, as the edges must follow the operations' order) — take
+ * both, always tail first.
+ *
+ * Totals. Each side keeps running sums (bytes, duration) of everything that
+ * passed it, under a sequence counter; count = tail - head, the queue's total
+ * size and duration are the producer's sums minus the consumer's, read as a
+ * consistent snapshot (double collect). Non-numeric durations count as zero.
+ *
+ * Sorted queues (by PTS or DTS, stable among equal keys) append when the new
+ * key is not below the last one — the common, mostly-ordered case, taking
+ * only the tail lock — and otherwise insert by shifting entries from the
+ * tail under both locks, so mostly-ordered input costs O(1) amortised. The
+ * shift is journalled so that a process dying mid-shift is rolled forward.
+ *
+ * Crashes. A lock taken over from a dead owner (SLOCK_RECOVERED) marks the
+ * queue for repair; the repair runs under both locks: it completes a
+ * journalled insertion, checks head/tail (a queue whose counters are out of
+ * range is emptied and reported), rebuilds the side sums from the live
+ * entries, restores the sort order, and rebuilds the trigger table.
+ *
+ * Untrusted memory. capacity, order and policy are copied at attach and
+ * never re-read; every counter read from the segment is range-checked before
+ * it indexes anything; buffer handles are checked by the pool that owns them.
+ *
+ * Buffers are opaque (pool_id, handle) pairs here: the process-local hooks
+ * (struct bq_hooks) retain and release them, and report readiness. */
+#ifndef MBQ_SHM_BQ_H
+#define MBQ_SHM_BQ_H
+
+#include "lock.h"
+#include "seg.h"
+
+#include <mbq/time.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#define BQ_MAX_CAPACITY (1u << 20)
+#define BQ_DEFAULT_CAPACITY 1024u /* what capacity 0 (Core Media: unbounded) gives */
+#define BQ_MAX_TRIGGERS 32
+#define BQ_SPIN_NS 25000u /* blocking dequeue spins this long before sleeping */
+
+enum bq_order { BQ_ORDER_FIFO = 0, BQ_ORDER_PTS = 1, BQ_ORDER_DTS = 2 };
+enum bq_full_policy { BQ_FULL_FAIL = 0, BQ_FULL_DROP_OLDEST = 1 };
+
+/* Trigger conditions, with Core Media's numbers. */
+enum bq_trigger_condition {
+    BQ_TRIGGER_DURATION_LESS_THAN = 1,
+    BQ_TRIGGER_DURATION_LESS_THAN_OR_EQUAL = 2,
+    BQ_TRIGGER_DURATION_GREATER_THAN = 3,
+    BQ_TRIGGER_DURATION_GREATER_THAN_OR_EQUAL = 4,
+    BQ_TRIGGER_MIN_PTS_CHANGES = 5,
+    BQ_TRIGGER_MAX_PTS_CHANGES = 6,
+    BQ_TRIGGER_DATA_BECOMES_READY = 7,
+    BQ_TRIGGER_END_OF_DATA_REACHED = 8,
+    BQ_TRIGGER_RESET = 9,
+    BQ_TRIGGER_COUNT_LESS_THAN = 10,
+    BQ_TRIGGER_COUNT_GREATER_THAN = 11,
+    BQ_TRIGGER_DURATION_GE_AND_COUNT_GT = 12,
+};
+
+struct bq_entry {
+    uint64_t handle; /* non-zero */
+    uint64_t seq;    /* assigned at enqueue: unique, increasing */
+    mbq_time dts, pts, duration;
+    uint64_t size;
+    uint32_t pool_id;
+    uint32_t flags;
+    uint8_t attachments[24];
+};
+_Static_assert(sizeof(struct bq_entry) == 128, "bq_entry is two cache lines");
+_Static_assert(offsetof(struct bq_entry, dts) == 16, "bq_entry layout");
+_Static_assert(offsetof(struct bq_entry, size) == 88, "bq_entry layout");
+
+struct bq_side {
+    struct slock lock;
+    _Atomic uint32_t seq;   /* odd while the sums below are being changed */
+    _Atomic uint64_t index; /* tail or head: monotonic */
+    _Atomic uint64_t bytes; /* sum of sizes that passed this side */
+    _Atomic int64_t dur_value;
+    _Atomic uint64_t dur_scale_flags; /* timescale | flags << 32 */
+    _Atomic int64_t dur_epoch;
+    _Atomic uint64_t ops; /* enqueued / dequeued (drops and resets excluded) */
+    uint8_t pad[72];
+};
+_Static_assert(sizeof(struct bq_side) == 128, "bq_side is two cache lines");
+
+struct bq_trigger {
+    _Atomic uint32_t state; /* 0 free, 1 installed */
+    uint32_t condition;
+    uint32_t gen;   /* bumped at each install of this slot */
+    uint32_t level; /* last evaluated level */
+    mbq_time time;
+    int64_t threshold;
+    _Atomic uint64_t fired;   /* times it fired */
+    _Atomic uint32_t pending; /* fired while the signalling process lacked its fd */
+    uint32_t owner_pid;       /* the installer */
+    uint8_t pad[8];
+};
+_Static_assert(sizeof(struct bq_trigger) == 72, "bq_trigger layout");
+
+struct bq_journal {
+    _Atomic uint32_t active; /* an out-of-order insertion is in progress */
+    uint32_t reserved;
+    uint64_t pos;               /* absolute index the new entry goes to */
+    uint64_t tail;              /* tail when the insertion began */
+    _Atomic uint64_t progress;  /* slots above this one are already shifted */
+    uint8_t pad[32];
+    struct bq_entry entry;
+};
+_Static_assert(sizeof(struct bq_journal) == 192, "bq_journal layout");
+
+#define BQ_F_END_OF_DATA 1u
+#define BQ_F_NEEDS_REPAIR 2u
+
+struct bq_shared {
+    struct seg_header hdr;
+    uint32_t capacity, slots, order, full_policy;
+    uint32_t entry_size, nonce;
+    uint64_t entries_off;
+    uint8_t pad0[32];
+    /* 128: queue state */
+    _Atomic uint32_t flags;
+    _Atomic uint32_t trigger_count;
+    _Atomic uint32_t trigger_gen; /* bumped when the trigger set changes */
+    uint32_t reserved0;
+    _Atomic uint64_t dropped, rejected_full, high_water, repairs, corruptions;
+    mbq_time last_min_pts, last_max_pts; /* for the PTS-change triggers */
+    uint8_t pad1[24];
+    /* 256: blocking dequeuers' futex word, written by producers */
+    _Alignas(128) _Atomic uint32_t data_seq;
+    _Atomic uint32_t data_waiters;
+    uint8_t pad2[120];
+    /* 384 */
+    _Alignas(128) struct bq_journal journal;
+    _Alignas(128) struct bq_side tail;
+    _Alignas(128) struct bq_side head;
+    _Alignas(128) struct bq_trigger triggers[BQ_MAX_TRIGGERS];
+    /* entries at entries_off */
+};
+_Static_assert(offsetof(struct bq_shared, flags) == 128, "bq layout");
+_Static_assert(offsetof(struct bq_shared, data_seq) == 256, "bq layout");
+_Static_assert(offsetof(struct bq_shared, journal) == 384, "bq layout");
+_Static_assert(offsetof(struct bq_shared, tail) == 640, "bq layout");
+_Static_assert(offsetof(struct bq_shared, head) == 768, "bq layout");
+_Static_assert(offsetof(struct bq_shared, triggers) == 896, "bq layout");
+
+/* Process-local callbacks for the buffers a queue references. Each may be
+ * NULL: then buffers are not reference counted and always ready. */
+struct bq_hooks {
+    void *ctx;
+    /* The queue takes a reference (enqueue) or the caller gets one (copy head). */
+    int (*retain)(void *ctx, uint32_t pool_id, uint64_t handle, bool by_client);
+    /* The queue drops a reference (reset, drop-oldest). */
+    void (*release)(void *ctx, uint32_t pool_id, uint64_t handle);
+    bool (*is_ready)(void *ctx, uint32_t pool_id, uint64_t handle);
+    /* CMBufferQueueSetValidationCallback: non-zero rejects the enqueue. */
+    int (*validate)(void *ctx, const struct bq_entry *e);
+};
+
+struct bq {
+    struct seg seg;
+    struct bq_shared *sh;
+    struct bq_entry *entries;
+    uint32_t capacity, mask, order, full_policy; /* copied at attach */
+    struct bq_hooks hooks;
+    int trigger_fd[BQ_MAX_TRIGGERS]; /* eventfds this process signals; -1: none */
+    uint32_t trigger_fd_gen[BQ_MAX_TRIGGERS];
+};
+
+struct bq_params {
+    uint32_t capacity; /* 0: BQ_DEFAULT_CAPACITY */
+    uint32_t order;    /* enum bq_order */
+    uint32_t full_policy;
+    uint64_t object_id;
+};
+
+struct bq_stats {
+    uint32_t capacity, order, full_policy, triggers;
+    uint64_t count, enqueued, dequeued, dropped, rejected_full, high_water, repairs,
+        corruptions, total_size;
+    mbq_time duration;
+    bool end_of_data;
+};
+
+/* Creation and attachment. create: 0, MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING,
+ * -EINVAL (bad order/policy/capacity), MBQ_BQ_ERR_ALLOCATION_FAILED.
+ * attach: 0, -EBADMSG (not a valid queue segment), -errno. */
+int bq_create(const struct bq_params *params, struct bq *out);
+int bq_attach(int fd, struct bq *out);
+void bq_detach(struct bq *q);
+void bq_set_hooks(struct bq *q, const struct bq_hooks *hooks);
+
+/* Enqueue a copy of *e (e->seq is assigned). 0,
+ * MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING (q, e or handle 0),
+ * MBQ_BQ_ERR_ENQUEUE_AFTER_END_OF_DATA, MBQ_BQ_ERR_QUEUE_IS_FULL (policy
+ * fail), the validation hook's status, the retain hook's status,
+ * MBQ_BQ_ERR_CANNOT_MODIFY_QUEUE_FROM_TRIGGER_CALLBACK, -EUCLEAN. */
+int bq_enqueue(struct bq *q, const struct bq_entry *e);
+/* Dequeue the head into *out; the queue's reference passes to the caller.
+ * 0, -EAGAIN (empty; for if_ready also: head not ready), -12766 from a
+ * trigger callback, -EUCLEAN. */
+int bq_dequeue(struct bq *q, struct bq_entry *out);
+int bq_dequeue_if_ready(struct bq *q, struct bq_entry *out);
+/* Blocks until an entry can be dequeued or timeout_ns passes (< 0: forever):
+ * spins BQ_SPIN_NS, then sleeps on a futex. 0, -ETIMEDOUT, -ENODATA (empty
+ * and end-of-data marked: nothing will come), or as bq_dequeue. */
+int bq_dequeue_wait(struct bq *q, struct bq_entry *out, int64_t timeout_ns);
+/* The head, with a new reference for the caller (retain hook, by_client). */
+int bq_copy_head(struct bq *q, struct bq_entry *out);
+
+int bq_mark_end_of_data(struct bq *q);
+bool bq_contains_end_of_data(struct bq *q);
+bool bq_is_at_end_of_data(struct bq *q);
+bool bq_is_empty(struct bq *q);
+int64_t bq_count(struct bq *q);
+uint64_t bq_total_size(struct bq *q);
+mbq_time bq_duration(struct bq *q);
+mbq_time bq_first_dts(struct bq *q);
+mbq_time bq_min_dts(struct bq *q);
+mbq_time bq_first_pts(struct bq *q);
+mbq_time bq_min_pts(struct bq *q);
+mbq_time bq_max_pts(struct bq *q);
+mbq_time bq_end_pts(struct bq *q);
+
+/* Releases every entry (calling cb first for each, in dequeue order, if
+ * given), empties the queue, clears end-of-data, fires reset triggers. */
+int bq_reset(struct bq *q, void (*cb)(const struct bq_entry *e, void *ctx), void *ctx);
+/* Calls cb for each entry in dequeue order under the queue lock; the first
+ * non-zero return stops the walk and is returned. cb may change an entry's
+ * attachments, nothing else, and must not call into the queue. */
+int bq_for_each(struct bq *q, int (*cb)(struct bq_entry *e, void *ctx), void *ctx);
+
+/* Triggers. install: time is used by conditions 1-4 and 12 (must be numeric,
+ * epoch 0: else MBQ_BQ_ERR_BAD_TRIGGER_DURATION), threshold by 10-12. efd
+ * (may be -1) is the eventfd this process signals for it; the process does
+ * not own it. If the condition is already true the trigger fires at once.
+ * Errors: MBQ_BQ_ERR_INVALID_TRIGGER_CONDITION, MBQ_BQ_ERR_BAD_TRIGGER_DURATION,
+ * MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING, -ENOSPC (BQ_MAX_TRIGGERS installed). */
+int bq_install_trigger(struct bq *q, int32_t condition, mbq_time time, int64_t threshold,
+                       int efd, uint64_t *token_out);
+int bq_remove_trigger(struct bq *q, uint64_t token);
+/* 1 or 0: the condition's current level (0 for the event conditions 5, 6, 9),
+ * or MBQ_BQ_ERR_INVALID_TRIGGER_TOKEN. */
+int bq_test_trigger(struct bq *q, uint64_t token);
+/* Records the eventfd this process signals for token (not owned), and
+ * signals it at once if the trigger fired while no fd was known here. */
+int bq_set_trigger_fd(struct bq *q, uint64_t token, int efd);
+/* Times the trigger has fired, or a negative status. */
+int64_t bq_trigger_fired(struct bq *q, uint64_t token);
+/* A buffer became ready: re-evaluates the data-ready trigger. */
+int bq_note_data_ready(struct bq *q);
+
+/* Marks the calling thread as running a trigger callback of q (NULL: none):
+ * mutations of that queue then fail with -12766. */
+void bq_callback_scope(const struct bq *q);
+
+int bq_stats(struct bq *q, struct bq_stats *out);
+/* Verifies every invariant under the queue lock (repairing what it can);
+ * 0 when consistent, -EUCLEAN if something had to be repaired. */
+int bq_check(struct bq *q);
+
+#endif

@@ -1,0 +1,166 @@
+/* Memory pools and buffers: Core Media's CMMemoryPool, shared by processes.
+ *
+ * A pool is one segment: a header, a table of client slots, a table of
+ * per-client holdings, a table of block descriptors, then the blocks
+ * themselves, each a page-aligned run of whole pages (never sub-page). All
+ * blocks of a pool have the same size, fixed at creation (a frame pool).
+ *
+ * A buffer is an allocated block. Its descriptor carries a 64-bit word
+ * {generation:32, refcount:32}; a handle is (generation << 32 | index + 1),
+ * so a handle whose block was freed and reused is detected (-ESTALE), never
+ * dereferenced. retain/release change the refcount with one CAS; the release
+ * that drops it to zero bumps the generation in the same CAS and puts the
+ * block on the pool's warm list.
+ *
+ * Freed blocks stay mapped and faulted on the warm list (LIFO, so the most
+ * recently used pages are reused first) and are aged out after the pool's
+ * age-out period: pool_age_out() (called off the hot path, by the daemon's
+ * timer) returns their pages with fallocate(PUNCH_HOLE) and moves them to the
+ * cold list, from which they are handed out only when no warm block is left.
+ * Flush ages out every warm block now; invalidate stops recycling: blocks
+ * freed afterwards go straight back to the kernel; existing buffers stay
+ * valid. The free lists are guarded by the pool's slock; the segment's pages
+ * are pre-faulted at creation, so a cached alloc+free makes no system call.
+ *
+ * Accounting: each attached process has a client slot, and the pool counts
+ * per slot how many references it holds on each block. When a process dies,
+ * pool_reclaim_dead() releases what it held, so a kill -9 leaks nothing
+ * (a death in the middle of a retain or release can leak that one
+ * reference: the refcount is changed before the holding count on acquire and
+ * after it on release, so an error can only leak, never double-free).
+ * References held by queues are not counted per client: they belong to the
+ * queue's entries. */
+#ifndef MBQ_SHM_POOL_H
+#define MBQ_SHM_POOL_H
+
+#include "lock.h"
+#include "seg.h"
+
+#include <mbq/time.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#define POOL_MAX_CLIENTS 64
+#define POOL_MAX_BLOCKS (1u << 20)
+#define POOL_DEFAULT_AGE_OUT_NS 500000000ull
+#define POOL_NONE 0xffffffffu
+
+struct pool_params {
+    uint64_t block_size;  /* bytes, rounded up to whole pages; > 0 */
+    uint32_t block_count; /* 1..POOL_MAX_BLOCKS */
+    uint64_t age_out_ns;  /* 0: POOL_DEFAULT_AGE_OUT_NS */
+    bool prefault;        /* fault every page in at creation (default for frames) */
+};
+
+enum pool_block_state {
+    POOL_BLOCK_WARM = 1,  /* free, pages resident, on the warm list */
+    POOL_BLOCK_COLD = 2,  /* free, pages returned, on the cold list */
+    POOL_BLOCK_USED = 3,  /* refcount > 0 */
+    POOL_BLOCK_AGING = 4, /* free, off the lists while its pages are punched */
+};
+
+/* Per-block descriptor: refcount, state, free-list links, and the buffer's
+ * metadata that queues copy at enqueue. */
+struct pool_block {
+    _Atomic uint64_t ref;   /* generation << 32 | refcount */
+    uint32_t state;         /* enum pool_block_state; under the pool lock */
+    uint32_t prev, next;    /* free-list links (block indices), POOL_NONE ends */
+    uint32_t reserved0;
+    uint64_t freed_at_ns;   /* CLOCK_MONOTONIC when it joined the warm list */
+    uint64_t data_size;     /* bytes of payload the producer filled in */
+    _Atomic uint32_t ready; /* data-ready flag (CMBufferQueue's isDataReady) */
+    uint32_t reserved1;
+    mbq_time dts, pts, duration;
+    uint8_t attachments[32];
+    uint8_t pad[40]; /* to 192 bytes: three cache lines */
+};
+
+struct pool_client {
+    _Atomic uint32_t pid; /* 0: free slot */
+    uint32_t reserved;
+};
+
+struct pool_shared {
+    struct seg_header hdr;
+    uint64_t block_size;
+    uint32_t block_count;
+    uint32_t flags; /* POOL_F_INVALIDATED */
+    uint64_t age_out_ns;
+    uint64_t clients_off, holdings_off, blocks_off, data_off; /* from segment start */
+    uint8_t pad0[8];
+    _Alignas(64) struct slock lock;
+    uint32_t warm_head, warm_tail; /* warm list: head = most recently freed */
+    uint32_t cold_head;
+    uint32_t warm_count, cold_count, used_count;
+    /* statistics */
+    uint64_t allocs, frees, aged_out, alloc_failures, reclaimed;
+    uint8_t pad1[8];
+};
+
+#define POOL_F_INVALIDATED 1u
+
+struct pool {
+    struct seg seg;
+    struct pool_shared *sh;
+    struct pool_client *clients;
+    _Atomic uint32_t *holdings; /* [POOL_MAX_CLIENTS][block_count] */
+    struct pool_block *blocks;
+    uint8_t *data;
+    uint64_t block_size; /* copied at attach: never re-read from shm */
+    uint32_t block_count;
+    uint32_t slot;       /* this process's client slot */
+};
+
+struct pool_stats {
+    uint64_t block_size;
+    uint32_t block_count, used, warm, cold;
+    uint64_t allocs, frees, aged_out, alloc_failures, reclaimed;
+    bool invalidated;
+};
+
+/* Creates a pool and attaches the caller as its first client.
+ * MBQ_POOL_ERR_INVALID_PARAMETER for bad params, MBQ_POOL_ERR_ALLOCATION_FAILED
+ * when the segment cannot be made. */
+int pool_create(const struct pool_params *params, struct pool *out);
+/* Maps a pool segment and claims a client slot for this process (reusing
+ * one that names a dead process). -EBADMSG for a bad segment, -EUSERS when
+ * every slot is taken by a live process. */
+int pool_attach(int fd, struct pool *out);
+/* Releases every reference this process still holds, frees its slot, unmaps. */
+void pool_detach(struct pool *p);
+
+/* Allocates a block of at least size bytes (size <= block_size) with one
+ * reference held by the caller. 0; MBQ_POOL_ERR_INVALID_PARAMETER (size 0 or
+ * too big, handle_out NULL); MBQ_POOL_ERR_ALLOCATION_FAILED (no free block). */
+int pool_alloc(struct pool *p, uint64_t size, uint64_t *handle_out);
+/* Adds a reference. by_client: counted as held by this process (false for a
+ * reference a queue entry holds). 0, -ESTALE, -EINVAL. */
+int pool_retain(struct pool *p, uint64_t handle, bool by_client);
+/* Drops a reference; the last one frees the block. 0, -ESTALE, -EINVAL. */
+int pool_release(struct pool *p, uint64_t handle, bool by_client);
+/* A reference moved from a queue entry to this process (dequeue): counts it
+ * as held by this process without changing the refcount. */
+int pool_adopt(struct pool *p, uint64_t handle);
+
+/* The block's descriptor and data for a live handle, or NULL (stale/bad). */
+struct pool_block *pool_block_of(struct pool *p, uint64_t handle);
+void *pool_data(struct pool *p, uint64_t handle);
+
+/* Returns the pages of warm blocks freed more than the age-out period
+ * before now_ns. Returns how many blocks were aged out, or -errno. */
+int pool_age_out(struct pool *p, uint64_t now_ns);
+/* Ages out every warm block now. */
+int pool_flush(struct pool *p);
+/* Stops recycling for good and flushes. */
+int pool_invalidate(struct pool *p);
+/* Releases the references of client slots whose process is gone.
+ * Returns how many references were released. */
+int pool_reclaim_dead(struct pool *p);
+/* Releases everything the client in slot holds (the daemon calls this when
+ * it learns a client died). */
+int pool_reclaim_slot(struct pool *p, uint32_t slot);
+int pool_stats(struct pool *p, struct pool_stats *out);
+/* References held by this process (sum of its holdings). */
+uint64_t pool_held_by_self(struct pool *p);
+
+#endif

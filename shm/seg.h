@@ -1,0 +1,66 @@
+/* Segments: sealed memfds holding one mbq object each.
+ *
+ * A segment is created at its final size and sealed against shrinking and
+ * growing before anyone else sees it, so a mapping can never SIGBUS. Its
+ * first 64 bytes are a header (magic, layout version, kind, size) that a
+ * process checks, together with the seals and the file size, before it uses
+ * the mapping. Nothing is named in /dev/shm: a segment disappears with the
+ * last fd and mapping. */
+#ifndef MBQ_SHM_SEG_H
+#define MBQ_SHM_SEG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define SEG_MAGIC 0x3151424du /* "MBQ1" little-endian */
+#define SEG_LAYOUT_VERSION 1u
+#define SEG_ALIGN 4096u
+
+enum seg_kind {
+    SEG_KIND_BUFFER_QUEUE = 1,
+    SEG_KIND_SIMPLE_QUEUE = 2,
+    SEG_KIND_POOL = 3,
+};
+
+struct seg_header {
+    uint32_t magic;
+    uint16_t layout_version;
+    uint16_t kind;
+    uint64_t size;        /* bytes of the whole segment, equal to the file size */
+    uint32_t header_size; /* sizeof(struct seg_header) */
+    uint32_t reserved0;
+    uint64_t object_id;   /* assigned by the creator (the daemon); 0 if none */
+    uint8_t reserved[32];
+};
+_Static_assert(sizeof(struct seg_header) == 64, "seg_header is one cache line");
+_Static_assert(offsetof(struct seg_header, size) == 8, "seg_header layout");
+_Static_assert(offsetof(struct seg_header, object_id) == 24, "seg_header layout");
+
+/* A mapped segment as one process sees it. */
+struct seg {
+    int fd;      /* owned; -1 if the mapping was made from a borrowed fd and closed */
+    void *base;  /* mapping of size bytes */
+    size_t size;
+};
+
+/* Creates a sealed memfd of size bytes (rounded up to pages), writes the
+ * header for kind, maps it read-write. The data after the header is zero.
+ * Returns 0, or -errno; on failure nothing is left open. */
+int seg_create(const char *debug_name, size_t size, enum seg_kind kind, struct seg *out);
+
+/* Maps the segment behind fd after checking that it is sealed against
+ * shrink and grow, that its size is at least min_size, and that its header
+ * names the expected kind, layout version and this exact size. Takes a
+ * duplicate of fd (CLOEXEC): the caller keeps its own. Returns 0, -EBADMSG
+ * for a segment that fails the checks, or -errno. */
+int seg_map(int fd, enum seg_kind kind, size_t min_size, struct seg *out);
+
+/* Unmaps and closes; accepts a zeroed or already-closed seg. */
+void seg_close(struct seg *s);
+
+static inline size_t seg_round_up(size_t n, size_t align)
+{
+    return (n + align - 1) / align * align;
+}
+
+#endif
