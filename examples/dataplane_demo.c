@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <mbq/status.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>

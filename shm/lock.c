@@ -4,6 +4,9 @@
 #include "futex.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sys/syscall.h>
@@ -36,7 +39,24 @@ bool slock_tid_alive(uint32_t tid)
     if (tid == 0)
         return false;
     /* kill() resolves any task id, thread or process; EPERM means it exists. */
-    return kill((pid_t)tid, 0) == 0 || errno != ESRCH;
+    if (kill((pid_t)tid, 0) < 0 && errno == ESRCH)
+        return false;
+    /* A killed process stays a zombie until its parent reaps it, and kill()
+     * still finds it: ask /proc for its state. */
+    char path[64], buf[256];
+    snprintf(path, sizeof(path), "/proc/%u/stat", tid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return errno != ENOENT;
+    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n <= 0)
+        return true;
+    buf[n] = 0;
+    const char *p = strrchr(buf, ')'); /* the name may contain anything */
+    if (!p || p[1] != ' ')
+        return true;
+    return p[2] != 'Z' && p[2] != 'X';
 }
 
 /* Takes over a lock word w whose owner is dead; true if we now hold it. */

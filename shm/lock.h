@@ -36,7 +36,7 @@ enum {
 
 /* The calling thread's id, cached (and refreshed in a fork child). */
 uint32_t slock_self(void);
-/* Whether the thread with this id exists. */
+/* Whether the thread with this id exists and is not a zombie. */
 bool slock_tid_alive(uint32_t tid);
 
 /* Blocks until the lock is held. Returns SLOCK_ACQUIRED or SLOCK_RECOVERED. */

@@ -67,7 +67,7 @@ int sq_create(int32_t capacity, struct sq *out)
     if (capacity < 0 || capacity > SQ_MAX_CAPACITY)
         return MBQ_SQ_ERR_PARAMETER_OUT_OF_RANGE;
 
-    size_t size = sizeof(struct sq_shared) + (size_t)capacity * sizeof(uint64_t);
+    size_t size = sizeof(struct sq_shared) + (size_t)capacity * SQ_SLOT_WORDS * sizeof(uint64_t);
     struct seg seg;
     int r = seg_create("mbq-sq", size, SEG_KIND_SIMPLE_QUEUE, &seg);
     if (r < 0)
@@ -101,7 +101,7 @@ int sq_attach(int fd, struct sq *out)
     if (capacity < 1 || capacity > SQ_MAX_CAPACITY ||
         values_offset != sizeof(struct sq_shared) ||
         seg.size < values_offset ||
-        (seg.size - values_offset) / sizeof(uint64_t) < capacity) {
+        (seg.size - values_offset) / (SQ_SLOT_WORDS * sizeof(uint64_t)) < capacity) {
         seg_close(&seg);
         return -EBADMSG;
     }
@@ -134,7 +134,7 @@ int sq_enqueue(struct sq *q, uint64_t value)
         if (used == cap)
             return MBQ_SQ_ERR_QUEUE_IS_FULL;
     }
-    atomic_store_explicit(&q->values[sq_slot(cap, tail)], value, memory_order_relaxed);
+    atomic_store_explicit(&q->values[sq_slot(cap, tail) * SQ_SLOT_WORDS], value, memory_order_relaxed);
     atomic_store_explicit(&q->sh->tail, tail + 1, memory_order_release);
     return 0;
 }
@@ -150,7 +150,7 @@ static inline int sq_consumer_head(struct sq *q, uint64_t *head_out)
     if (q->tail_cache - head - 1 >= cap) {
         uint64_t tail = atomic_load_explicit(&q->sh->tail, memory_order_acquire);
         q->tail_cache = tail;
-        if (tail == head)
+        if (tail == head || tail - head > cap)
             return 0;
     }
     *head_out = head;
@@ -165,7 +165,7 @@ uint64_t sq_dequeue(struct sq *q)
     if (!sq_consumer_head(q, &head))
         return 0;
     uint64_t value =
-        atomic_load_explicit(&q->values[sq_slot(q->capacity, head)], memory_order_relaxed);
+        atomic_load_explicit(&q->values[sq_slot(q->capacity, head) * SQ_SLOT_WORDS], memory_order_relaxed);
     /* Advance even past a zeroed (corrupt) slot, or the queue would wedge on
      * it; the caller just sees one "empty" answer. */
     atomic_store_explicit(&q->sh->head, head + 1, memory_order_release);
@@ -179,7 +179,7 @@ uint64_t sq_peek(struct sq *q)
     uint64_t head;
     if (!sq_consumer_head(q, &head))
         return 0;
-    return atomic_load_explicit(&q->values[sq_slot(q->capacity, head)], memory_order_relaxed);
+    return atomic_load_explicit(&q->values[sq_slot(q->capacity, head) * SQ_SLOT_WORDS], memory_order_relaxed);
 }
 
 int sq_reset(struct sq *q)

@@ -7,7 +7,12 @@
  * common case touches no shared line but its own. Counters read from the
  * segment are untrusted: a ring whose tail - head is out of range is reported
  * (-EUCLEAN) and never indexed. reset is not synchronised with a running
- * producer or consumer, as in Core Media. */
+ * producer or consumer, as in Core Media.
+ *
+ * Use one struct sq per side (the producer's and the consumer's caches
+ * share a line). A slot found zero (scribbled) is skipped by dequeue; peek
+ * returns 0 for it. For a capacity that is not a power of two, the slot
+ * index jumps when the counters wrap at 2^64 (after centuries of use). */
 #ifndef MBQ_SHM_SQ_H
 #define MBQ_SHM_SQ_H
 
@@ -17,6 +22,10 @@
 #include <stdint.h>
 
 #define SQ_MAX_CAPACITY (1 << 24)
+/* Each value has a cache line of its own: with eight to a line, a consumer
+ * that keeps up reads the line the producer is writing and the line bounces
+ * between the cores up to eight times (measured: half the raw ring's rate). */
+#define SQ_SLOT_WORDS 8
 
 struct sq_shared {
     struct seg_header hdr;
@@ -28,7 +37,8 @@ struct sq_shared {
     uint8_t pad1[120];
     _Alignas(128) _Atomic uint64_t head; /* written by the consumer only */
     uint8_t pad2[120];
-    /* uint64_t values[capacity] at values_offset */
+    /* uint64_t values[capacity * SQ_SLOT_WORDS] at values_offset; value i at
+     * word i * SQ_SLOT_WORDS */
 };
 _Static_assert(offsetof(struct sq_shared, tail) == 128, "sq layout");
 _Static_assert(offsetof(struct sq_shared, head) == 256, "sq layout");
@@ -49,7 +59,8 @@ struct sq {
  * Memory failure: MBQ_SQ_ERR_ALLOCATION_FAILED. */
 int sq_create(int32_t capacity, struct sq *out);
 /* Maps an existing simple-queue segment (fd is duplicated, caller keeps it).
- * -EBADMSG if it is not a valid one. */
+ * -EBADMSG if it is not a valid one, -EINVAL for a NULL out or negative fd,
+ * -EBADF for a closed fd. */
 int sq_attach(int fd, struct sq *out);
 void sq_detach(struct sq *q);
 

@@ -14,6 +14,12 @@
 #ifndef MBQ_BENCH_COMMON_H
 #define MBQ_BENCH_COMMON_H
 
+/* CPU affinity needs _GNU_SOURCE (the build defines it; include this header
+ * first otherwise). */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
@@ -247,6 +253,34 @@ static inline struct bench_ctxsw bench_ctxsw_sub(struct bench_ctxsw a, struct be
 {
     return (struct bench_ctxsw){.voluntary = a.voluntary - b.voluntary,
                                 .involuntary = a.involuntary - b.involuntary};
+}
+
+/* Time the host took from the benchmark's two vCPUs (the "steal" column of
+ * /proc/stat for BENCH_PARENT_CPU and BENCH_CHILD_CPU), in ms since boot; -1
+ * if unknown. A run with steal time was disturbed by the host. */
+static inline double bench_steal_ms(void)
+{
+    FILE *f = fopen("/proc/stat", "re");
+    if (!f)
+        return -1;
+    char line[512];
+    unsigned long long total = 0;
+    int seen = 0;
+    while (fgets(line, sizeof(line), f)) {
+        int cpu;
+        unsigned long long v[8];
+        if (sscanf(line, "cpu%d %llu %llu %llu %llu %llu %llu %llu %llu", &cpu, &v[0], &v[1],
+                   &v[2], &v[3], &v[4], &v[5], &v[6], &v[7]) == 9 &&
+            (cpu == BENCH_PARENT_CPU || cpu == BENCH_CHILD_CPU)) {
+            total += v[7];
+            seen++;
+        }
+    }
+    fclose(f);
+    long hz = sysconf(_SC_CLK_TCK);
+    if (seen != 2 || hz <= 0)
+        return -1;
+    return (double)total * 1000.0 / (double)hz;
 }
 
 /* ---- parent/child pairs ---- */

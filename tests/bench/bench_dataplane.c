@@ -16,10 +16,12 @@
  * host moves the vCPUs between placement states: a cache-line ping-pong probe
  * before every run prints the state (near <100 ns, mid ~140 ns, far >300 ns
  * round trip), and a busy-poll figure scales with it (3.5-5x from mid to
- * far). "RESULT key=value unit" gives the median of the runs, then min, max.
- * A "*_x_ring" figure is a cost ratio, mbq time per item (or latency) divided
- * by the raw ring's in the same run: 1.0 is as fast as the raw ring, 2.0 twice
- * as slow (sq values are 8 bytes, ring descriptors 64). vcsw_per_iter counts
+ * far). Each run's line also shows the time the host stole from the two vCPUs
+ * (/proc/stat; over 5% marks the run DISTURBED) and how often each process was
+ * preempted. "RESULT key=value unit" gives the median of the runs, then min,
+ * max. A "*_x_ring" figure is a cost ratio, mbq time per item (or latency)
+ * divided by the raw ring's in the same run: 1.0 is as fast as the raw ring,
+ * 2.0 twice as slow (sq values are 8 bytes, ring descriptors 64). vcsw_per_iter counts
  * voluntary context switches (blocking system calls that slept) of both
  * processes per iteration: a data path that never enters the kernel shows ~0.
  * A lost or reordered item makes the program exit 1.
@@ -47,12 +49,13 @@
 #define FUTEX_SPIN 1000 /* pause iterations, ~25 us */
 #define FUTEX_WARMUP 10000u
 #define FUTEX_ITERS 100000u
-/* Sleeping round trips cost ~55 us: 25k iterations x 3 runs keep these cases
- * near 5 s. */
+/* A sleeping round trip costs ~55 us at p50 and, with the host's millisecond
+ * tail, ~100 us on average: 15k iterations x 3 runs keep these cases near 5 s
+ * (p999 is then the 15th worst sample). */
 #define SLEEP_WARMUP 1000u
-#define SLEEP_ITERS 25000u
+#define SLEEP_ITERS 15000u
 #define EFD_WARMUP 1000u
-#define EFD_ITERS 25000u
+#define EFD_ITERS 15000u
 #define PROBE_WARMUP 2000u
 #define PROBE_ITERS 20000u
 #define SQ_CAPACITY 1024
@@ -74,6 +77,7 @@ struct figure {
 static struct figure figs[FIGS_MAX];
 static int nfigs;
 static int probe_states[3]; /* runs seen in the near, mid, far state */
+static double steal_total_ms, wall_total_ms;
 
 struct run {
     const char *case_name;
@@ -81,6 +85,17 @@ struct run {
     size_t len;
 };
 
+static void run_append(struct run *r, const char *text)
+{
+    if (r->len < sizeof(r->line)) {
+        int w = snprintf(r->line + r->len, sizeof(r->line) - r->len, " %s", text);
+        if (w > 0)
+            r->len += (size_t)w;
+    }
+}
+
+/* Records one run's value of a figure: it is printed on the run's line, and
+ * the driver prints the median over the runs and puts it in the summary. */
 static void fig(struct run *r, const char *name, double value, const char *unit)
 {
     char key[64];
@@ -101,11 +116,20 @@ static void fig(struct run *r, const char *name, double value, const char *unit)
     }
     if (f->n < RUNS_MAX)
         f->v[f->n++] = value;
-    if (r->len < sizeof(r->line)) {
-        int w = snprintf(r->line + r->len, sizeof(r->line) - r->len, " %s=%.4g", name, value);
-        if (w > 0)
-            r->len += (size_t)w;
-    }
+    char text[96];
+    snprintf(text, sizeof(text), "%s=%.4g", name, value);
+    run_append(r, text);
+}
+
+/* Involuntary context switches (preemptions) of parent+child, on the run's
+ * line only: kernel housekeeping makes a few; many mean that another task
+ * shared a CPU. */
+static void note_preempt(struct run *r, const struct bench_pair_stats *st)
+{
+    char text[64];
+    snprintf(text, sizeof(text), "(preempted %ld+%ld)", st->parent.involuntary,
+             st->child.involuntary);
+    run_append(r, text);
 }
 
 /* ---- raw SPSC ring of 64-byte descriptors ---- */
@@ -339,6 +363,7 @@ static int case_ring_rtt(struct run *r)
     ring_rtt_once(&lr);
     fig_latency(r, "", &lr, true);
     fig(r, "vcsw_per_iter", vcsw_per_iter(&lr), "/iter");
+    note_preempt(r, &lr.st);
     return 0;
 }
 
@@ -406,6 +431,7 @@ static int case_ring_stream(struct run *r)
     fig(r, "mdesc_s", 1e3 / sr.ns_per_item, "M/s");
     fig(r, "ns_per_desc", sr.ns_per_item, "ns");
     fig(r, "vcsw", (double)(sr.st.parent.voluntary + sr.st.child.voluntary), "switches");
+    note_preempt(r, &sr.st);
     return 0;
 }
 
@@ -516,6 +542,7 @@ static void fig_futex(struct run *r, const struct lat_result *lr)
     fig(r, "waits_per_iter", (double)lr->waits / (double)lr->total_iters, "/iter");
     fig(r, "wakes_per_iter", (double)lr->wakes / (double)lr->total_iters, "/iter");
     fig(r, "vcsw_per_iter", vcsw_per_iter(lr), "/iter");
+    note_preempt(r, &lr->st);
 }
 
 static int case_futex_rtt(struct run *r)
@@ -610,6 +637,7 @@ static int case_eventfd_rtt(struct run *r)
     close(ea.resp);
     fig_latency(r, "", &lr, true);
     fig(r, "vcsw_per_iter", vcsw_per_iter(&lr), "/iter");
+    note_preempt(r, &lr.st);
     return 0;
 }
 
@@ -679,6 +707,7 @@ static int case_sq_stream(struct run *r)
     fig(r, "mval_s", 1e3 / sqr.ns_per_item, "M/s");
     fig(r, "ns_per_val", sqr.ns_per_item, "ns");
     fig(r, "vcsw", (double)(sqr.st.parent.voluntary + sqr.st.child.voluntary), "switches");
+    note_preempt(r, &sqr.st);
     fig(r, "ring_mdesc_s", 1e3 / ring.ns_per_item, "M/s");
     fig(r, "cost_x_ring", sqr.ns_per_item / ring.ns_per_item, "x");
     return 0;
@@ -698,13 +727,17 @@ static int sq_rtt_parent(void *arg)
     for (uint64_t v = 1; v <= (uint64_t)a->warmup + a->iters; v++) {
         uint64_t t0 = bench_ticks();
         int rc = sq_enqueue(&sa->req, v);
+        if (rc != 0) {
+            fprintf(stderr, "bench: sq_rtt: sq_enqueue: %d\n", rc);
+            return -1;
+        }
         uint64_t got;
         while ((got = sq_dequeue(&sa->resp)) == 0)
             ;
         uint64_t t1 = bench_ticks();
-        if (rc != 0 || got != v) {
-            fprintf(stderr, "bench: sq_rtt: enqueue %d, response %" PRIu64 " for request %" PRIu64 "\n",
-                    rc, got, v);
+        if (got != v) {
+            fprintf(stderr, "bench: sq_rtt: response %" PRIu64 " for request %" PRIu64 "\n", got,
+                    v);
             return -1;
         }
         if (v > a->warmup)
@@ -721,7 +754,8 @@ static int sq_rtt_child(void *arg)
         while ((got = sq_dequeue(&sa->req)) == 0)
             ;
         if (got != v) {
-            fprintf(stderr, "bench: sq_rtt: request %" PRIu64 " where %" PRIu64 " was due\n", got, v);
+            fprintf(stderr, "bench: sq_rtt: request %" PRIu64 " where %" PRIu64 " was due\n", got,
+                    v);
             return -1;
         }
         int rc = sq_enqueue(&sa->resp, got);
@@ -753,6 +787,7 @@ static int case_sq_rtt(struct run *r)
 
     fig_latency(r, "", &lr, true);
     fig(r, "vcsw_per_iter", vcsw_per_iter(&lr), "/iter");
+    note_preempt(r, &lr.st);
     fig_latency(r, "ring_", &ring, false);
     fig(r, "p50_x_ring", lr.pct.p50 / ring.pct.p50, "x");
     fig(r, "p99_x_ring", lr.pct.p99 / ring.pct.p99, "x");
@@ -806,10 +841,20 @@ static void run_case(const struct bench_case *c, int runs)
         int state = probe_state(probe);
         probe_states[state]++;
         struct run r = {.case_name = c->name};
+        double steal0 = bench_steal_ms();
+        uint64_t w0 = bench_mono_ns();
         if (c->fn(&r) != 0)
             bench_die("%s: run %d failed", c->name, i + 1);
-        printf("# run %d/%d, probe %.0f ns (%s):%s\n", i + 1, runs, probe,
-               probe_state_names[state], r.line);
+        double wall_ms = (double)(bench_mono_ns() - w0) / 1e6;
+        double steal = steal0 < 0 ? -1 : bench_steal_ms() - steal0;
+        if (steal > 0)
+            steal_total_ms += steal;
+        wall_total_ms += wall_ms;
+        /* Steal is counted in clock ticks (10 ms), so short runs read 0 or a tick. */
+        double steal_pct = steal > 0 ? 100 * steal / (2 * wall_ms) : 0;
+        printf("# run %d/%d, probe %.0f ns (%s), host steal %.0f ms (%.0f%%)%s:%s\n", i + 1, runs,
+               probe, probe_state_names[state], steal, steal_pct,
+               steal_pct > 5 ? " DISTURBED" : "", r.line);
     }
     for (int i = first; i < nfigs; i++) {
         struct figure *f = &figs[i];
@@ -826,7 +871,9 @@ static void run_case(const struct bench_case *c, int runs)
 static void fmt_value(char *buf, size_t size, double v, const char *unit)
 {
     if (strcmp(unit, "ns") == 0) {
-        if (v >= 10000)
+        if (v >= 1e6)
+            snprintf(buf, size, "%.2f ms", v / 1e6);
+        else if (v >= 10000)
             snprintf(buf, size, "%.1f µs", v / 1000);
         else
             snprintf(buf, size, "%.0f ns", v);
@@ -839,8 +886,13 @@ static void fmt_value(char *buf, size_t size, double v, const char *unit)
 
 static void print_summary(int runs)
 {
-    printf("\n## Summary (median of %d runs per figure; placement probes: %d near, %d mid, %d far)\n\n",
-           runs, probe_states[0], probe_states[1], probe_states[2]);
+    printf("\n## Summary\n\nMedian of %d runs per figure. Placement probes: %d near, %d mid, "
+           "%d far; "
+           "host steal on CPUs %d-%d during the runs: %.0f ms (%.1f%% of their time; runs over 5%% "
+           "are marked DISTURBED above).\n\n",
+           runs, probe_states[0], probe_states[1], probe_states[2], BENCH_PARENT_CPU,
+           BENCH_CHILD_CPU, steal_total_ms,
+           wall_total_ms > 0 ? 100 * steal_total_ms / (2 * wall_total_ms) : 0.0);
     printf("| figure | median | min – max |\n|---|---|---|\n");
     for (int i = 0; i < nfigs; i++) {
         const struct figure *f = &figs[i];

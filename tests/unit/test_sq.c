@@ -533,15 +533,15 @@ static void test_attach_rejects_wrong_kind(void)
 
 static void test_attach_rejects_bad_header_fields(void)
 {
-    /* 464 slots fill one page exactly after the 384-byte header. */
-    const uint32_t fit = (4096 - VALUES_OFFSET) / 8;
+    /* 58 slots of one cache line each fill one page after the 384-byte header. */
+    const uint32_t fit = (4096 - VALUES_OFFSET) / (8 * SQ_SLOT_WORDS);
     struct sq q;
     REQUIRE(sq_create((int32_t)fit, &q) == 0);
     REQUIRE(q.seg.size == 4096);
     struct sq_shared *raw = raw_map(q.seg.fd, q.seg.size);
     REQUIRE(raw);
 
-    static const uint32_t bad_caps[] = {0, 465, 4096, SQ_MAX_CAPACITY, SQ_MAX_CAPACITY + 1,
+    static const uint32_t bad_caps[] = {0, 59, 4096, SQ_MAX_CAPACITY, SQ_MAX_CAPACITY + 1,
                                         0x80000000u, UINT32_MAX};
     for (size_t i = 0; i < sizeof bad_caps / sizeof bad_caps[0]; i++) {
         raw->capacity = bad_caps[i];
@@ -642,7 +642,7 @@ static void test_corrupt_counters_exact(void)
         REQUIRE(raw);
         uint64_t *slots = raw_values(raw);
         for (uint32_t i = 0; i < cap; i++)
-            slots[i] = MARK + i;
+            slots[i * SQ_SLOT_WORDS] = MARK + i;
 
         int bad = 0;
         for (int iter = 0; iter < 5000 && !bad; iter++) {
@@ -677,11 +677,11 @@ static void test_corrupt_counters_exact(void)
                 } else {
                     bad |= sq_enqueue(&q, enq) != 0;
                     bad |= atomic_load(&raw->tail) != tail + 1;
-                    bad |= slots[tail % cap] != enq;
+                    bad |= slots[(tail % cap) * SQ_SLOT_WORDS] != enq;
                     enq++;
                     used++;
                 }
-                uint64_t expect = slots[head % cap];
+                uint64_t expect = slots[(head % cap) * SQ_SLOT_WORDS];
                 bad |= sq_peek(&q) != expect;
                 bad |= sq_dequeue(&q) != expect;
                 bad |= atomic_load(&raw->head) != head + 1;
@@ -712,10 +712,10 @@ static void test_corrupt_everything_while_in_use(void)
         REQUIRE(sq_attach(owner.seg.fd, &q) == 0);
         struct sq_shared *raw = raw_map(owner.seg.fd, owner.seg.size);
         REQUIRE(raw);
-        size_t nslots = (owner.seg.size - VALUES_OFFSET) / 8;
+        size_t nslots = (owner.seg.size - VALUES_OFFSET) / (8 * SQ_SLOT_WORDS);
         uint64_t *slots = raw_values(raw);
         for (size_t i = 0; i < nslots; i++)
-            slots[i] = MARK + i;
+            slots[i * SQ_SLOT_WORDS] = MARK + i;
         const uint32_t fit = (uint32_t)nslots;
 
         uint64_t enq = ENQ;
@@ -729,7 +729,7 @@ static void test_corrupt_everything_while_in_use(void)
             if (r % 16 == 2)
                 raw->values_offset = rng() % 2 ? rng() : VALUES_OFFSET + 8 * (rng() % 3);
             if (r % 64 == 3)
-                slots[rng() % nslots] = 0;
+                slots[(rng() % nslots) * SQ_SLOT_WORDS] = 0;
 
             int rc = sq_enqueue(&p, enq);
             bad |= rc != 0 && rc != MBQ_SQ_ERR_QUEUE_IS_FULL && rc != -EUCLEAN;

@@ -1,0 +1,401 @@
+/* libmbq — Core Media's buffer queues, simple queues and memory pools,
+ * shared by many processes.
+ *
+ * A daemon, mbqd, owns named objects; this library talks to it over one
+ * Unix socket per process (the control plane: create, open, close, unlink,
+ * triggers, permissions) and then works directly in the objects' shared
+ * memory (the data plane: enqueue, dequeue, inspect, allocate, release),
+ * with no daemon round trip and no system call on the fast path.
+ *
+ * Conventions for every function here:
+ *  - Return values: 0 (or a count) on success; on failure a Core Media
+ *    status where Core Media defines one (MBQ_BQ_ERR_*, MBQ_SQ_ERR_*,
+ *    MBQ_POOL_ERR_*, see <mbq/status.h>), otherwise a negative errno value.
+ *    mbq_status_string() describes either. Bad arguments are errors, never
+ *    assertions. Nothing is printed.
+ *  - Ownership: an object returned through an `out` pointer is owned by the
+ *    caller and released with its close/disconnect function. On failure
+ *    nothing is returned and nothing is left open. File descriptors the
+ *    library hands out stay owned by the library (do not close them); every
+ *    fd it opens is close-on-exec.
+ *  - Threads: the library starts none. A client (mbq_client) and the objects
+ *    opened through it may be used from several threads: control-plane calls
+ *    are serialised on the client; data-plane calls follow Core Media: buffer
+ *    queues and pools are safe from any number of threads and processes;
+ *    a simple queue is one producer and one consumer.
+ *  - Options structs begin with their own size; set it with
+ *    sizeof(the struct) so that fields can be added later.
+ *
+ * Deviations from Core Media, because objects live in fixed-size shared
+ * memory:
+ *  - A buffer queue's capacity 0 means MBQ_BUFFER_QUEUE_DEFAULT_CAPACITY,
+ *    not "unbounded": segments cannot grow.
+ *  - Buffers are not CF objects but pool blocks: mbq_buffer is a small value
+ *    (copy it freely) naming a block and its generation; a stale one (its
+ *    block was freed) is detected and refused with -ESTALE.
+ *  - The time, size, readiness and ordering callbacks of CMBufferCallbacks
+ *    become data: each buffer carries its timestamps, duration, data size and
+ *    ready flag (set with mbq_buffer_set_*), and a queue is created FIFO or
+ *    sorted by PTS or by DTS.
+ *  - Trigger callbacks cannot run in another process: each trigger is an
+ *    eventfd (mbq_buffer_queue_trigger_fd) that becomes readable when the
+ *    trigger fires in any process; mbq_dispatcher runs callbacks for them in
+ *    the caller's thread.
+ *  - Condition 12 (duration >= time AND count > threshold), which Core Media
+ *    lists but no public installer accepts, is installed with
+ *    mbq_buffer_queue_install_trigger_with_time_and_threshold().
+ *  - Non-numeric buffer durations count as zero in the queue's duration.
+ *  - Blocking dequeue with a timeout, the drop-oldest full policy and the
+ *    per-queue counters are additions.
+ */
+#ifndef MBQ_MBQ_H
+#define MBQ_MBQ_H
+
+#include <mbq/status.h>
+#include <mbq/time.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define MBQ_VERSION_MAJOR 0
+#define MBQ_VERSION_MINOR 1
+#define MBQ_VERSION_PATCH 0
+#define MBQ_PROTOCOL_VERSION 1
+
+/* ---- connection ---------------------------------------------------------- */
+
+typedef struct mbq_client mbq_client;
+
+/* Connects to mbqd. socket_path NULL means: $MBQ_SOCKET if set, else
+ * /run/mbq/mbqd.sock for root and $XDG_RUNTIME_DIR/mbq/mbqd.sock otherwise
+ * (the daemon's defaults). client_name (may be NULL) shows in mbqctl.
+ * Errors: -ENOENT/-ECONNREFUSED (no daemon), -EPROTO (version mismatch). */
+int mbq_connect(const char *socket_path, const char *client_name, mbq_client **out);
+/* Closes every object opened through the client, releases every buffer
+ * reference the process still holds, and disconnects. Accepts NULL. */
+void mbq_disconnect(mbq_client *client);
+/* The default socket path as mbq_connect would choose it; returns the
+ * length written (like snprintf) or a negative errno. */
+int mbq_default_socket_path(char *buf, size_t len);
+/* The control connection's fd, for the caller's event loop: when it is
+ * readable, call mbq_client_dispatch(). Owned by the library. */
+int mbq_client_fd(mbq_client *client);
+/* Handles what the daemon pushed (new trigger eventfds for open queues)
+ * without blocking. 0, or -ENOTCONN if the daemon went away. */
+int mbq_client_dispatch(mbq_client *client);
+
+/* A static description of a status; never NULL. */
+const char *mbq_status_string(int status);
+
+/* Removes a name; the object lives on while it is open. 0, -ENOENT, -EACCES. */
+int mbq_unlink(mbq_client *client, const char *name);
+
+/* Object names: 1..255 bytes of [A-Za-z0-9._-] in '/'-separated components,
+ * none empty, "." or ".."; e.g. "cam0/raw". Others give -EINVAL. */
+
+/* ---- memory pools and buffers (CMMemoryPool) ----------------------------- */
+
+typedef struct mbq_pool mbq_pool;
+
+typedef struct mbq_pool_options {
+    size_t size;            /* sizeof(mbq_pool_options) */
+    uint64_t block_size;    /* bytes per block, rounded up to pages; required */
+    uint32_t block_count;   /* blocks in the pool; required */
+    double age_out_seconds; /* 0: 0.5 s (kCMMemoryPoolOption_AgeOutPeriod) */
+    uint32_t mode;          /* permission bits; 0: 0600 */
+    bool exclusive;         /* fail with -EEXIST if the name exists */
+} mbq_pool_options;
+
+/* Creates (or, unless exclusive, opens) a named pool. Its pages are
+ * faulted in at creation so that allocation never faults. */
+int mbq_pool_create(mbq_client *client, const char *name, const mbq_pool_options *options,
+                    mbq_pool **out);
+int mbq_pool_open(mbq_client *client, const char *name, mbq_pool **out);
+/* Releases the references this process holds on the pool's buffers. */
+void mbq_pool_close(mbq_pool *pool);
+/* CMMemoryPoolFlush: returns every cached free block's pages now. */
+int mbq_pool_flush(mbq_pool *pool);
+/* CMMemoryPoolInvalidate: stops recycling for good; live buffers stay valid. */
+int mbq_pool_invalidate(mbq_pool *pool);
+
+/* A buffer: a reference-counted pool block. A value; the fields are
+ * private. The zero value is "no buffer". */
+typedef struct mbq_buffer {
+    mbq_pool *pool_;
+    uint64_t handle_;
+} mbq_buffer;
+
+/* Allocates a buffer of at least size bytes with one reference held by the
+ * caller. MBQ_POOL_ERR_INVALID_PARAMETER (size 0 or above the block size),
+ * MBQ_POOL_ERR_ALLOCATION_FAILED (every block is in use). */
+int mbq_pool_allocate(mbq_pool *pool, size_t size, mbq_buffer *out);
+/* References: retain adds one, release drops one; the last release returns
+ * the block to its pool. -ESTALE if the buffer was already freed. */
+int mbq_buffer_retain(mbq_buffer buffer);
+int mbq_buffer_release(mbq_buffer buffer);
+bool mbq_buffer_is_valid(mbq_buffer buffer);
+/* The payload, mapped in this process; NULL for a stale buffer. capacity
+ * (may be NULL) receives the block size. */
+void *mbq_buffer_get_data(mbq_buffer buffer, size_t *capacity);
+/* Metadata a queue reads at enqueue: decode and presentation timestamps,
+ * duration, and the bytes of payload that are meaningful. */
+int mbq_buffer_set_timing(mbq_buffer buffer, mbq_time dts, mbq_time pts, mbq_time duration);
+int mbq_buffer_get_timing(mbq_buffer buffer, mbq_time *dts, mbq_time *pts, mbq_time *duration);
+int mbq_buffer_set_data_size(mbq_buffer buffer, size_t size);
+size_t mbq_buffer_get_data_size(mbq_buffer buffer);
+/* Readiness (CMBufferCallbacks.isDataReady): a new buffer is ready. A
+ * producer that fills a buffer after enqueueing it clears the flag first,
+ * then sets it and calls mbq_buffer_queue_notify_data_ready() on the queues
+ * holding it, so their data-ready triggers can fire. */
+int mbq_buffer_set_data_ready(mbq_buffer buffer, bool ready);
+bool mbq_buffer_is_data_ready(mbq_buffer buffer);
+
+/* ---- buffer queues (CMBufferQueue) --------------------------------------- */
+
+typedef struct mbq_buffer_queue mbq_buffer_queue;
+
+#define MBQ_BUFFER_QUEUE_DEFAULT_CAPACITY 1024
+
+typedef enum mbq_buffer_queue_order {
+    MBQ_ORDER_FIFO = 0,
+    MBQ_ORDER_PRESENTATION_TIME = 1, /* sorted by PTS, stable among equal keys */
+    MBQ_ORDER_DECODE_TIME = 2,       /* sorted by DTS */
+} mbq_buffer_queue_order;
+
+typedef enum mbq_full_policy {
+    MBQ_FULL_FAIL = 0,        /* enqueue on a full queue fails (Core Media) */
+    MBQ_FULL_DROP_OLDEST = 1, /* the oldest buffer is dropped to make room */
+} mbq_full_policy;
+
+typedef struct mbq_buffer_queue_options {
+    size_t size; /* sizeof(mbq_buffer_queue_options) */
+    uint32_t capacity;
+    mbq_buffer_queue_order order;
+    mbq_full_policy full_policy;
+    uint32_t mode;  /* permission bits; 0: 0600 */
+    bool exclusive; /* fail with -EEXIST if the name exists */
+} mbq_buffer_queue_options;
+
+int mbq_buffer_queue_create(mbq_client *client, const char *name,
+                            const mbq_buffer_queue_options *options, mbq_buffer_queue **out);
+int mbq_buffer_queue_open(mbq_client *client, const char *name, mbq_buffer_queue **out);
+/* Removes the triggers this process installed on the queue, then closes it. */
+void mbq_buffer_queue_close(mbq_buffer_queue *queue);
+
+/* CMBufferQueueEnqueue: the queue takes its own reference; the caller keeps
+ * its own. Errors: MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING,
+ * MBQ_BQ_ERR_ENQUEUE_AFTER_END_OF_DATA, MBQ_BQ_ERR_QUEUE_IS_FULL, the
+ * validation callback's status, -ESTALE,
+ * MBQ_BQ_ERR_CANNOT_MODIFY_QUEUE_FROM_TRIGGER_CALLBACK. */
+int mbq_buffer_queue_enqueue(mbq_buffer_queue *queue, mbq_buffer buffer);
+/* CMBufferQueueDequeueAndRetain: the queue's reference passes to the
+ * caller. 0, or -EAGAIN when empty (Core Media returns NULL). */
+int mbq_buffer_queue_dequeue_and_retain(mbq_buffer_queue *queue, mbq_buffer *out);
+/* CMBufferQueueDequeueIfDataReadyAndRetain: -EAGAIN also when the head is
+ * not ready (it never skips to a later buffer). */
+int mbq_buffer_queue_dequeue_if_data_ready_and_retain(mbq_buffer_queue *queue, mbq_buffer *out);
+/* Blocking dequeue: spins ~25 us, then sleeps until a buffer arrives or
+ * timeout_ns passes (< 0: no limit). 0, -ETIMEDOUT, -ENODATA (empty and at
+ * end of data), or as dequeue. */
+int mbq_buffer_queue_dequeue_wait(mbq_buffer_queue *queue, int64_t timeout_ns, mbq_buffer *out);
+/* CMBufferQueueCopyHead: the head with a new reference for the caller. */
+int mbq_buffer_queue_copy_head(mbq_buffer_queue *queue, mbq_buffer *out);
+
+int mbq_buffer_queue_mark_end_of_data(mbq_buffer_queue *queue);
+bool mbq_buffer_queue_contains_end_of_data(mbq_buffer_queue *queue);
+bool mbq_buffer_queue_is_at_end_of_data(mbq_buffer_queue *queue);
+bool mbq_buffer_queue_is_empty(mbq_buffer_queue *queue);
+int64_t mbq_buffer_queue_get_buffer_count(mbq_buffer_queue *queue);
+mbq_time mbq_buffer_queue_get_duration(mbq_buffer_queue *queue);
+size_t mbq_buffer_queue_get_total_size(mbq_buffer_queue *queue);
+/* Timestamps; MBQ_TIME_INVALID for an empty queue. The min/max scans skip
+ * non-numeric timestamps. */
+mbq_time mbq_buffer_queue_get_min_decode_time_stamp(mbq_buffer_queue *queue);
+mbq_time mbq_buffer_queue_get_first_decode_time_stamp(mbq_buffer_queue *queue);
+mbq_time mbq_buffer_queue_get_min_presentation_time_stamp(mbq_buffer_queue *queue);
+mbq_time mbq_buffer_queue_get_first_presentation_time_stamp(mbq_buffer_queue *queue);
+mbq_time mbq_buffer_queue_get_max_presentation_time_stamp(mbq_buffer_queue *queue);
+mbq_time mbq_buffer_queue_get_end_presentation_time_stamp(mbq_buffer_queue *queue);
+
+/* CMBufferQueueReset / ResetWithCallback: releases every buffer (calling
+ * callback first for each, in dequeue order), clears end of data. */
+int mbq_buffer_queue_reset(mbq_buffer_queue *queue);
+int mbq_buffer_queue_reset_with_callback(mbq_buffer_queue *queue,
+                                         void (*callback)(mbq_buffer buffer, void *refcon),
+                                         void *refcon);
+/* CMBufferQueueCallForEachBuffer: dequeue order; the first non-zero return
+ * stops the walk and is returned. The callback must not call into the queue. */
+int mbq_buffer_queue_call_for_each_buffer(mbq_buffer_queue *queue,
+                                          int (*callback)(mbq_buffer buffer, void *refcon),
+                                          void *refcon);
+/* CMBufferQueueSetValidationCallback, for this process's enqueues: a
+ * non-zero return rejects the buffer and is returned by enqueue
+ * (MBQ_BQ_ERR_INVALID_BUFFER is the conventional value). NULL removes it. */
+int mbq_buffer_queue_set_validation_callback(mbq_buffer_queue *queue,
+                                             int (*callback)(mbq_buffer_queue *queue,
+                                                             mbq_buffer buffer, void *refcon),
+                                             void *refcon);
+
+/* Triggers. Conditions carry Core Media's numbers. */
+typedef enum mbq_trigger_condition {
+    MBQ_TRIGGER_WHEN_DURATION_BECOMES_LESS_THAN = 1,
+    MBQ_TRIGGER_WHEN_DURATION_BECOMES_LESS_THAN_OR_EQUAL_TO = 2,
+    MBQ_TRIGGER_WHEN_DURATION_BECOMES_GREATER_THAN = 3,
+    MBQ_TRIGGER_WHEN_DURATION_BECOMES_GREATER_THAN_OR_EQUAL_TO = 4,
+    MBQ_TRIGGER_WHEN_MIN_PRESENTATION_TIME_STAMP_CHANGES = 5,
+    MBQ_TRIGGER_WHEN_MAX_PRESENTATION_TIME_STAMP_CHANGES = 6,
+    MBQ_TRIGGER_WHEN_DATA_BECOMES_READY = 7,
+    MBQ_TRIGGER_WHEN_END_OF_DATA_REACHED = 8,
+    MBQ_TRIGGER_WHEN_RESET = 9,
+    MBQ_TRIGGER_WHEN_BUFFER_COUNT_BECOMES_LESS_THAN = 10,
+    MBQ_TRIGGER_WHEN_BUFFER_COUNT_BECOMES_GREATER_THAN = 11,
+    MBQ_TRIGGER_WHEN_DURATION_BECOMES_GREATER_THAN_OR_EQUAL_TO_AND_BUFFER_COUNT_BECOMES_GREATER_THAN =
+        12,
+} mbq_trigger_condition;
+
+typedef uint64_t mbq_trigger_token;
+
+/* CMBufferQueueInstallTrigger: for conditions 1-9 (time is used by 1-4 and
+ * must be numeric with epoch 0, else MBQ_BQ_ERR_BAD_TRIGGER_DURATION).
+ * Integer conditions give MBQ_BQ_ERR_INVALID_TRIGGER_CONDITION. The trigger
+ * fires at once if already true, then on each false-to-true edge, whichever
+ * process changes the queue. token_out is required (the eventfd is found
+ * through it). The trigger belongs to this process and is removed when it
+ * closes the queue or exits. */
+int mbq_buffer_queue_install_trigger(mbq_buffer_queue *queue, mbq_trigger_condition condition,
+                                     mbq_time time, mbq_trigger_token *token_out);
+/* For conditions 10 and 11. */
+int mbq_buffer_queue_install_trigger_with_integer_threshold(mbq_buffer_queue *queue,
+                                                            mbq_trigger_condition condition,
+                                                            int64_t threshold,
+                                                            mbq_trigger_token *token_out);
+/* For condition 12. */
+int mbq_buffer_queue_install_trigger_with_time_and_threshold(mbq_buffer_queue *queue,
+                                                             mbq_trigger_condition condition,
+                                                             mbq_time time, int64_t threshold,
+                                                             mbq_trigger_token *token_out);
+/* MBQ_BQ_ERR_INVALID_TRIGGER_TOKEN if the token is not installed here. */
+int mbq_buffer_queue_remove_trigger(mbq_buffer_queue *queue, mbq_trigger_token token);
+/* The condition's current level; false for the event conditions 5, 6, 9
+ * and for an unknown token. */
+bool mbq_buffer_queue_test_trigger(mbq_buffer_queue *queue, mbq_trigger_token token);
+/* The trigger's eventfd: readable once the trigger fired; read 8 bytes to
+ * consume (the value is the number of firings since the last read). Owned
+ * by the library. -1 for an unknown token. */
+int mbq_buffer_queue_trigger_fd(mbq_buffer_queue *queue, mbq_trigger_token token);
+/* After a buffer in the queue became ready: lets the data-ready trigger fire. */
+int mbq_buffer_queue_notify_data_ready(mbq_buffer_queue *queue);
+
+/* Counters beyond Core Media (what mbqctl shows). */
+typedef struct mbq_buffer_queue_stats {
+    size_t size; /* set by the caller: sizeof(mbq_buffer_queue_stats) */
+    uint64_t count, capacity, enqueued, dequeued, dropped, rejected_full, high_water;
+    uint64_t total_size;
+    mbq_time duration;
+    bool end_of_data;
+} mbq_buffer_queue_stats;
+int mbq_buffer_queue_get_stats(mbq_buffer_queue *queue, mbq_buffer_queue_stats *stats);
+
+/* ---- trigger dispatcher --------------------------------------------------- */
+
+/* Runs callbacks for fired triggers in the caller's thread. Inside a
+ * callback, the queue may be inspected but not modified: mutations return
+ * MBQ_BQ_ERR_CANNOT_MODIFY_QUEUE_FROM_TRIGGER_CALLBACK, as in Core Media. */
+typedef struct mbq_dispatcher mbq_dispatcher;
+typedef void (*mbq_trigger_callback)(void *refcon, mbq_buffer_queue *queue,
+                                     mbq_trigger_token token);
+
+int mbq_dispatcher_create(mbq_dispatcher **out);
+void mbq_dispatcher_destroy(mbq_dispatcher *dispatcher);
+/* Calls callback each time the trigger fires. The trigger stays owned by
+ * its queue; remove it from the dispatcher before removing the trigger. */
+int mbq_dispatcher_add(mbq_dispatcher *dispatcher, mbq_buffer_queue *queue,
+                       mbq_trigger_token token, mbq_trigger_callback callback, void *refcon);
+int mbq_dispatcher_remove(mbq_dispatcher *dispatcher, mbq_buffer_queue *queue,
+                          mbq_trigger_token token);
+/* One fd (epoll) that is readable when any added trigger fired. */
+int mbq_dispatcher_fd(mbq_dispatcher *dispatcher);
+/* Waits up to timeout_ms (-1: forever, 0: poll) and runs the callbacks of
+ * fired triggers. Returns how many ran, or a negative errno. */
+int mbq_dispatcher_dispatch(mbq_dispatcher *dispatcher, int timeout_ms);
+
+/* ---- simple queues (CMSimpleQueue) ---------------------------------------- */
+
+typedef struct mbq_simple_queue mbq_simple_queue;
+
+typedef struct mbq_simple_queue_options {
+    size_t size; /* sizeof(mbq_simple_queue_options) */
+    uint32_t mode;
+    bool exclusive;
+} mbq_simple_queue_options;
+
+/* capacity: 1..2^24; 0 gives MBQ_SQ_ERR_REQUIRED_PARAMETER_MISSING, negative
+ * or too large MBQ_SQ_ERR_PARAMETER_OUT_OF_RANGE. options may be NULL. */
+int mbq_simple_queue_create(mbq_client *client, const char *name, int32_t capacity,
+                            const mbq_simple_queue_options *options, mbq_simple_queue **out);
+int mbq_simple_queue_open(mbq_client *client, const char *name, mbq_simple_queue **out);
+void mbq_simple_queue_close(mbq_simple_queue *queue);
+/* Values are non-zero 64-bit words (0 means "empty" on dequeue).
+ * MBQ_SQ_ERR_QUEUE_IS_FULL, MBQ_SQ_ERR_REQUIRED_PARAMETER_MISSING. */
+int mbq_simple_queue_enqueue(mbq_simple_queue *queue, uint64_t value);
+uint64_t mbq_simple_queue_dequeue(mbq_simple_queue *queue);
+uint64_t mbq_simple_queue_get_head(mbq_simple_queue *queue);
+/* Not synchronised with a running producer or consumer (as in Core Media). */
+int mbq_simple_queue_reset(mbq_simple_queue *queue);
+int32_t mbq_simple_queue_get_capacity(mbq_simple_queue *queue);
+int32_t mbq_simple_queue_get_count(mbq_simple_queue *queue);
+float mbq_simple_queue_get_fullness(mbq_simple_queue *queue);
+
+/* ---- introspection (what mbqctl uses) ------------------------------------- */
+
+typedef enum mbq_object_kind {
+    MBQ_OBJECT_BUFFER_QUEUE = 1,
+    MBQ_OBJECT_SIMPLE_QUEUE = 2,
+    MBQ_OBJECT_POOL = 3,
+} mbq_object_kind;
+
+typedef struct mbq_client_usage {
+    uint32_t pid, uid;
+    char name[64];
+    uint64_t buffers_held; /* pools: references this client holds */
+    uint32_t triggers;     /* buffer queues: triggers it installed */
+} mbq_client_usage;
+
+typedef struct mbq_object_info {
+    size_t size; /* set by the caller: sizeof(mbq_object_info) */
+    char name[256];
+    mbq_object_kind kind;
+    uint64_t object_id;
+    uint32_t owner_uid, owner_gid, mode, open_count;
+    uint64_t segment_size;
+    /* buffer queue */
+    uint32_t capacity, order, full_policy, triggers;
+    uint64_t count, enqueued, dequeued, dropped, rejected_full, high_water, total_size;
+    mbq_time duration;
+    bool end_of_data;
+    /* pool */
+    uint64_t block_size;
+    uint32_t block_count, blocks_used, blocks_warm, blocks_cold;
+    uint64_t allocations, frees, aged_out;
+    bool invalidated;
+    /* simple queue */
+    int32_t sq_capacity, sq_count;
+    /* the clients that have it open (stat only) */
+    uint32_t client_count;
+    mbq_client_usage clients[32];
+} mbq_object_info;
+
+/* Lists objects whose name starts with prefix (NULL: all) into an array of
+ * max entries; returns the number of objects (which may exceed max). */
+int mbq_list(mbq_client *client, const char *prefix, mbq_object_info *infos, size_t max);
+/* Everything the daemon knows about one object, with live counters. */
+int mbq_stat(mbq_client *client, const char *name, mbq_object_info *info);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

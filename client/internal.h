@@ -1,0 +1,225 @@
+/* libmbq internals: the objects behind the opaque public handles, and the
+ * few functions the library's files share.
+ *
+ * Planes. Everything that talks to mbqd goes through client.c, under the
+ * client's mutex (client->lock): the socket, the request ids, the lists of
+ * open objects and changes to the pool table. The data plane (enqueue,
+ * dequeue, allocate, release, inspection) never takes that mutex; it works
+ * on the mapped segments through shm/ and, for the pools its buffers live
+ * in, on a lock-free table of atomic pointers.
+ *
+ * Lock order: client->lock, then a queue's shared-memory lock (taken by
+ * bq_set_trigger_fd when a trigger's eventfd is recorded). Nothing that runs
+ * under a queue's shared-memory lock (the bq hooks, reset and for-each
+ * callbacks) takes client->lock or talks to the daemon: a hook that meets a
+ * pool this process has not opened yet records it, and the operation's
+ * wrapper opens it through the daemon once the queue is unlocked.
+ *
+ * Pools. A process maps each pool once per client, whoever asked for it:
+ * mbq_pool_create/open by name, or the library itself when a dequeued
+ * buffer names a pool by id (a "pinned" pool, kept until disconnect since
+ * buffers handed to the caller point at it). `opens` counts the daemon-side
+ * opens the mapping stands for; the mapping goes when it drops to zero.
+ *
+ * Symbols. The library is built with -fvisibility=hidden; the public header
+ * is included under default visibility so that exactly the functions it
+ * declares are exported (the version script then hides everything else,
+ * including shm/ and proto/, which are linked in). */
+#ifndef MBQ_CLIENT_INTERNAL_H
+#define MBQ_CLIENT_INTERNAL_H
+
+#pragma GCC visibility push(default)
+#include <mbq/mbq.h>
+#pragma GCC visibility pop
+
+#include "bq.h"
+#include "mbq.pb-c.h"
+#include "pool.h"
+#include "sq.h"
+#include "wire.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+/* ---- cleanup helpers ------------------------------------------------------ */
+
+#define _cleanup_(f) __attribute__((cleanup(f)))
+
+static inline void freep(void *p)
+{
+    free(*(void **)p);
+}
+
+static inline void closep(int *fd)
+{
+    if (*fd >= 0) {
+        int saved = errno;
+        close(*fd);
+        errno = saved;
+    }
+}
+
+#define TAKE_PTR(p)                        \
+    ({                                     \
+        __typeof__(p) _taken = (p);        \
+        (p) = NULL;                        \
+        _taken;                            \
+    })
+#define TAKE_FD(fd)                        \
+    ({                                     \
+        int _taken = (fd);                 \
+        (fd) = -1;                         \
+        _taken;                            \
+    })
+
+#define likely(x) __builtin_expect(!!(x), 1)
+#define unlikely(x) __builtin_expect(!!(x), 0)
+
+/* ---- objects -------------------------------------------------------------- */
+
+#define CLIENT_MAX_POOLS 256      /* pools one client can map at once */
+#define QUEUE_MAX_TRIGGERS 64     /* trigger fds a queue handle keeps (bq has 32 slots) */
+#define QUEUE_GRAVEYARD 16        /* removed trigger fds kept open a while, see below */
+
+struct mbq_pool {
+    struct pool pool;  /* the mapping; immutable after attach */
+    mbq_client *client;
+    uint64_t object_id; /* the pool id queue entries carry; < 2^32 */
+    unsigned opens;     /* daemon-side opens this mapping stands for (client->lock) */
+    bool pinned;        /* opened by id for a dequeued buffer: kept until disconnect */
+    unsigned slot;      /* index in client->pools */
+};
+
+struct queue_trigger {
+    uint64_t token;
+    int fd;    /* owned */
+    bool mine; /* installed through this handle: removed when it closes */
+};
+
+struct queue_validation {
+    int (*callback)(mbq_buffer_queue *queue, mbq_buffer buffer, void *refcon);
+    void *refcon;
+};
+
+struct mbq_buffer_queue {
+    struct bq bq; /* the mapping and this process's trigger fds (shm/bq.h) */
+    mbq_client *client;
+    uint64_t object_id;
+    mbq_buffer_queue *next; /* client->queues */
+
+    /* Under client->lock. */
+    struct queue_trigger triggers[QUEUE_MAX_TRIGGERS];
+    unsigned ntriggers;
+    /* A removed trigger's fd may still be about to be written by a thread
+     * that evaluated the trigger just before its removal (bq's trig_signal
+     * runs after unlocking). Closing it at once could let that write hit an
+     * unrelated fd that reused the number, so the last few stay open until
+     * the graveyard wraps or the queue closes. */
+    int graveyard[QUEUE_GRAVEYARD];
+    unsigned graveyard_next;
+
+    /* A pool id (+1) the is_ready hook met but could not resolve under the
+     * queue lock; the operation's wrapper opens it afterwards. 0: none. */
+    _Atomic uint64_t missing_pool;
+    /* Two slots so that a set never tears a pair an enqueue is reading. */
+    struct queue_validation validation[2];
+    _Atomic unsigned validation_slot;
+};
+
+struct mbq_simple_queue {
+    struct sq sq;
+    mbq_client *client;
+    uint64_t object_id;
+    mbq_simple_queue *next; /* client->simple_queues */
+};
+
+struct mbq_client {
+    pthread_mutex_t lock;
+    int fd; /* the SOCK_SEQPACKET connection; -1 once closed */
+    bool dead;
+    uint64_t next_id;
+    uint64_t session_id;
+    uint8_t *sendbuf, *recvbuf; /* WIRE_MAX_PACKET each */
+
+    mbq_buffer_queue *queues;
+    mbq_simple_queue *simple_queues;
+
+    /* Data-plane lookups read these without the lock; only client.c and
+     * pool.c write them, under it. */
+    _Atomic(struct mbq_pool *) pools[CLIENT_MAX_POOLS];
+    _Atomic unsigned npools; /* slots in use are below this */
+    _Atomic(struct mbq_pool *) last_pool;
+};
+
+/* ---- client.c: the control connection ------------------------------------ */
+
+/* A decoded reply. The response is borrowed from msg; fds holds the packet's
+ * descriptors (claim with wire_fds_take; the rest close in reply_done). */
+struct client_reply {
+    Mbq__V1__ServerMessage *msg;
+    Mbq__V1__Response *resp;
+    struct wire_fds fds;
+};
+
+/* Sends req (its id is assigned here) and waits for its response, applying
+ * whatever events arrive first. Call with client->lock held. Returns 0 with
+ * *reply filled (release with client_reply_done), the response's non-zero
+ * status (nothing to release), or -ENOTCONN / -EPROTO / -errno. */
+int client_call_locked(mbq_client *c, Mbq__V1__Request *req, struct client_reply *reply);
+void client_reply_done(struct client_reply *reply);
+/* Sends Close for an object (errors ignored: the daemon closes everything
+ * when the connection goes). Call with client->lock held. */
+void client_close_object_locked(mbq_client *c, uint64_t object_id);
+/* Object names: see mbq.h. */
+bool client_name_valid(const char *name);
+/* Reads a caller's size-prefixed options struct into a zeroed local copy:
+ * returns false if the declared size cannot even hold the size field. */
+bool client_copy_options(void *dst, size_t dst_size, const void *src);
+/* The segment fd of an ObjectInfo in a reply, claimed from its fds, or a
+ * negative errno. */
+int client_take_segment_fd(struct client_reply *reply, const Mbq__V1__ObjectInfo *info);
+
+/* ---- pool.c: pools and the pool table ------------------------------------- */
+
+/* The pool with this id mapped through c, or NULL. Lock-free; no system
+ * call. hint (may be NULL) is tried first. */
+struct mbq_pool *pool_table_lookup(mbq_client *c, uint32_t pool_id, struct mbq_pool *hint);
+/* As lookup, but opens the pool through the daemon (by id) if this client
+ * has not mapped it yet. Must not be called under a queue lock. */
+int pool_table_resolve(mbq_client *c, uint32_t pool_id, struct mbq_pool **out);
+/* Detaches and frees every pool of the client (disconnect). client->lock held. */
+void pool_close_all_locked(mbq_client *c);
+
+/* ---- buffer_queue.c ------------------------------------------------------- */
+
+/* A trigger became known (event, open reply, install): the fd (owned, taken)
+ * goes to `mine` if given, else to the first handle of the object; the other
+ * handles of the same object in this process get duplicates. client->lock held. */
+void bqueue_learn_trigger_locked(mbq_client *c, uint64_t object_id, uint64_t token, int fd,
+                                 mbq_buffer_queue *mine);
+/* A trigger went away: every handle of the object forgets it. */
+void bqueue_forget_trigger_locked(mbq_client *c, uint64_t object_id, uint64_t token);
+/* Re-records every known trigger fd so that firings left pending by a
+ * process that lacked the fd are delivered now. client->lock held. */
+void bqueue_deliver_pending_locked(mbq_client *c);
+/* Closes a queue handle (disconnect). client->lock held. */
+void bqueue_close_locked(mbq_buffer_queue *q);
+
+/* ---- simple_queue.c ------------------------------------------------------- */
+
+void squeue_close_locked(mbq_simple_queue *q);
+
+/* ---- time on the wire ----------------------------------------------------- */
+
+static inline mbq_time time_from_wire(const Mbq__V1__Time *t)
+{
+    if (!t)
+        return MBQ_TIME_INVALID;
+    return (mbq_time){.value = t->value, .timescale = t->timescale, .flags = t->flags,
+                      .epoch = t->epoch};
+}
+
+#endif

@@ -1,0 +1,1131 @@
+/* Memory pools: page-granular blocks of one sealed memfd, shared by processes.
+ *
+ * Role: the allocator behind mbq buffers (see pool.h for the contract). The
+ * segment holds the header, the client slots, the per-client holdings, the
+ * block descriptors and the page-aligned data area, in that order, at
+ * offsets that follow from (block_size, block_count) alone, so a process that
+ * attaches recomputes them and rejects a header that disagrees.
+ *
+ * Invariants, for a consistent pool, under the pool lock:
+ *  - every block is in exactly one place: the warm list (state WARM,
+ *    refcount 0, pages resident), the cold list (COLD, refcount 0, pages
+ *    returned or never touched), in use (USED, refcount > 0, on no list), or
+ *    being aged (AGING, refcount 0, on no list, reserved0 = the id of the
+ *    thread punching its pages outside the lock, which puts it back on the
+ *    cold list afterwards);
+ *  - transiently, a block whose last reference was just dropped is USED with
+ *    refcount 0 until its releaser takes the lock; the releaser re-checks the
+ *    state and ref word under the lock, so a repair that already moved the
+ *    block is never undone and a block is never listed twice;
+ *  - the warm list is ordered by freed_at_ns (head newest), so age-out only
+ *    looks at the tail; warm_count/cold_count/used_count match the lists.
+ * The refcount and generation change only by CAS on the 64-bit ref word, so
+ * retain/release need no lock; only the free lists do. Every index read from
+ * the segment is read once and bounds-checked: a corrupt list is detected
+ * (-EUCLEAN internally) and rebuilt from the descriptors by
+ * pool_repair_locked(), never followed out of range or around a cycle. */
+#include "pool.h"
+
+#include "futex.h"
+
+#include <mbq/status.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+
+/* ---- layout ---- */
+
+_Static_assert(sizeof(struct pool_block) == 192, "pool_block is three cache lines");
+_Static_assert(offsetof(struct pool_block, ref) == 0, "pool_block layout");
+_Static_assert(offsetof(struct pool_block, state) == 8, "pool_block layout");
+_Static_assert(offsetof(struct pool_block, prev) == 12, "pool_block layout");
+_Static_assert(offsetof(struct pool_block, next) == 16, "pool_block layout");
+_Static_assert(offsetof(struct pool_block, reserved0) == 20, "pool_block layout");
+_Static_assert(offsetof(struct pool_block, freed_at_ns) == 24, "pool_block layout");
+_Static_assert(offsetof(struct pool_block, data_size) == 32, "pool_block layout");
+_Static_assert(offsetof(struct pool_block, ready) == 40, "pool_block layout");
+_Static_assert(offsetof(struct pool_block, dts) == 48, "pool_block layout");
+_Static_assert(offsetof(struct pool_block, pts) == 72, "pool_block layout");
+_Static_assert(offsetof(struct pool_block, duration) == 96, "pool_block layout");
+_Static_assert(offsetof(struct pool_block, attachments) == 120, "pool_block layout");
+_Static_assert(offsetof(struct pool_block, pad) == 152, "pool_block layout");
+_Static_assert(sizeof(struct pool_client) == 8, "pool_client layout");
+_Static_assert(sizeof(struct pool_shared) == 256, "pool_shared layout");
+_Static_assert(offsetof(struct pool_shared, block_size) == 64, "pool_shared layout");
+_Static_assert(offsetof(struct pool_shared, block_count) == 72, "pool_shared layout");
+_Static_assert(offsetof(struct pool_shared, flags) == 76, "pool_shared layout");
+_Static_assert(offsetof(struct pool_shared, age_out_ns) == 80, "pool_shared layout");
+_Static_assert(offsetof(struct pool_shared, clients_off) == 88, "pool_shared layout");
+_Static_assert(offsetof(struct pool_shared, data_off) == 112, "pool_shared layout");
+_Static_assert(offsetof(struct pool_shared, lock) == 128, "pool_shared layout");
+_Static_assert(offsetof(struct pool_shared, warm_head) == 132, "pool_shared layout");
+_Static_assert(offsetof(struct pool_shared, used_count) == 152, "pool_shared layout");
+_Static_assert(offsetof(struct pool_shared, allocs) == 160, "pool_shared layout");
+_Static_assert(offsetof(struct pool_shared, reclaimed) == 192, "pool_shared layout");
+
+/* A read the compiler may not repeat: a peer can change the word between
+ * two loads, and a check must hold for the value that is then used. */
+#define RD(x) (*(const volatile __typeof__(x) *)&(x))
+
+#define POOL_RC_MASK 0xffffffffull
+/* A client slot whose pid has this bit is being reclaimed by that pid. */
+#define POOL_PID_RECLAIMING 0x80000000u
+/* Blocks detached per round of age-out: bounds the stack and the time any
+ * block spends AGING. */
+#define POOL_AGE_BATCH 64
+
+struct pool_layout {
+    uint64_t clients_off, holdings_off, blocks_off, data_off, total;
+};
+
+static uint64_t pool_page_size(void)
+{
+    long v = sysconf(_SC_PAGESIZE);
+    return v > 0 ? (uint64_t)v : 4096u;
+}
+
+static inline uint64_t round_up64(uint64_t n, uint64_t align)
+{
+    return (n + align - 1) / align * align;
+}
+
+/* The layout for these parameters, or -1 when they are out of range or the
+ * segment would not fit in an address space. */
+static int pool_layout_of(uint64_t block_size, uint32_t count, uint64_t page,
+                          struct pool_layout *l)
+{
+    if (block_size == 0 || block_size % page != 0 || count == 0 || count > POOL_MAX_BLOCKS)
+        return -1;
+    l->clients_off = round_up64(sizeof(struct pool_shared), 64);
+    l->holdings_off = l->clients_off + POOL_MAX_CLIENTS * sizeof(struct pool_client);
+    l->blocks_off = round_up64(l->holdings_off + (uint64_t)POOL_MAX_CLIENTS * count *
+                                                     sizeof(uint32_t), 64);
+    l->data_off = round_up64(l->blocks_off + (uint64_t)count * sizeof(struct pool_block), page);
+    uint64_t data_len;
+    if (__builtin_mul_overflow(block_size, (uint64_t)count, &data_len) ||
+        __builtin_add_overflow(l->data_off, data_len, &l->total) ||
+        l->total > (uint64_t)PTRDIFF_MAX)
+        return -1;
+    return 0;
+}
+
+/* ---- ref word and handles ---- */
+
+static inline uint64_t ref_make(uint32_t gen, uint32_t rc)
+{
+    return (uint64_t)gen << 32 | rc;
+}
+static inline uint32_t ref_gen(uint64_t r)
+{
+    return (uint32_t)(r >> 32);
+}
+static inline uint32_t ref_count(uint64_t r)
+{
+    return (uint32_t)(r & POOL_RC_MASK);
+}
+/* Generation 0 never appears in a handle, so that 0 is never a valid one. */
+static inline uint32_t gen_next(uint32_t g)
+{
+    return g + 1 ? g + 1 : 1;
+}
+
+static inline bool pool_decode(const struct pool *p, uint64_t h, uint32_t *idx, uint32_t *gen)
+{
+    uint32_t lo = (uint32_t)h, g = (uint32_t)(h >> 32);
+    if (lo == 0 || g == 0 || lo - 1 >= p->block_count)
+        return false;
+    *idx = lo - 1;
+    *gen = g;
+    return true;
+}
+
+static inline _Atomic uint32_t *pool_holding(const struct pool *p, uint32_t slot, uint32_t idx)
+{
+    return &p->holdings[(size_t)slot * p->block_count + idx];
+}
+
+static inline uint64_t pool_data_off(const struct pool *p)
+{
+    return (uint64_t)(p->data - (uint8_t *)p->seg.base);
+}
+
+/* A pid (or tid) from the segment names a live task. Values that cannot be
+ * task ids count as dead, so a scribbled slot is reclaimed, not kept. */
+static bool pool_task_alive(uint32_t v)
+{
+    v &= ~POOL_PID_RECLAIMING;
+    if (v == 0 || v > SLOCK_TID_MASK)
+        return false;
+    return slock_tid_alive(v); /* a zombie (killed, not yet reaped) is dead */
+}
+
+/* The time a block joins the warm list. CLOCK_MONOTONIC_COARSE is the same
+ * clock as mono_ns() read at tick resolution (1-10 ms, far below any useful
+ * age-out period) and costs a third of it here (10 vs 30 ns through the
+ * vDSO): with mono_ns() the clock read was 40% of an alloc+free pair. A
+ * coarse stamp lags the precise clock by at most a tick, so a block may be
+ * aged out that much early, which is harmless. */
+static inline uint64_t pool_clock_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Returns the pages of count blocks from first to the kernel. */
+static int pool_punch(struct pool *p, uint32_t first, uint32_t count)
+{
+    off_t off = (off_t)(pool_data_off(p) + (uint64_t)first * p->block_size);
+    off_t len = (off_t)((uint64_t)count * p->block_size);
+    if (fallocate(p->seg.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len) < 0)
+        return -errno;
+    return 0;
+}
+
+/* ---- repair ---- */
+
+struct pool_warm_ent {
+    uint64_t freed_at;
+    uint32_t idx;
+};
+
+static int pool_warm_cmp(const void *a, const void *b)
+{
+    const struct pool_warm_ent *x = a, *y = b;
+    if (x->freed_at != y->freed_at)
+        return x->freed_at < y->freed_at ? -1 : 1;
+    return (x->idx > y->idx) - (x->idx < y->idx);
+}
+
+/* Rebuilds the free lists and counters from the block descriptors alone,
+ * without following any link: after a lock holder died (its update may be
+ * half done) or when a list was found corrupt. A block with references is
+ * USED; a free block goes on the warm list if it was WARM (or was just
+ * released and is still USED with refcount 0, unless the pool is
+ * invalidated: then its pages are returned and it goes cold), on the cold
+ * list otherwise. An AGING block whose ager is alive stays off the lists (the
+ * ager puts it back); one whose ager is gone goes cold: its punch may not
+ * have happened, which costs memory, not correctness. The warm list is
+ * rebuilt in freed_at order so that age-out keeps working from the tail. */
+static void pool_repair_locked(struct pool *p)
+{
+    struct pool_shared *sh = p->sh;
+    const uint32_t n = p->block_count;
+    const uint64_t now = mono_ns();
+    const bool inv = (RD(sh->flags) & POOL_F_INVALIDATED) != 0;
+    struct pool_warm_ent *warm = malloc((size_t)n * sizeof(*warm));
+    uint32_t nwarm = 0, ncold = 0, nused = 0, cold_head = POOL_NONE;
+
+    for (uint32_t k = n; k-- > 0;) {
+        struct pool_block *b = &p->blocks[k];
+        uint64_t r = atomic_load_explicit(&b->ref, memory_order_acquire);
+        uint32_t st = RD(b->state);
+        b->prev = POOL_NONE;
+        b->next = POOL_NONE;
+        if (ref_count(r) > 0) {
+            b->state = POOL_BLOCK_USED;
+            nused++;
+            continue;
+        }
+        if (st == POOL_BLOCK_AGING && pool_task_alive(RD(b->reserved0)))
+            continue;
+        if (st == POOL_BLOCK_WARM || (st == POOL_BLOCK_USED && !inv)) {
+            uint64_t f = RD(b->freed_at_ns);
+            if (st == POOL_BLOCK_USED || f > now)
+                b->freed_at_ns = now;
+            b->state = POOL_BLOCK_WARM;
+            if (warm)
+                warm[nwarm] = (struct pool_warm_ent){.freed_at = b->freed_at_ns, .idx = k};
+            nwarm++;
+            continue;
+        }
+        if (st == POOL_BLOCK_USED)
+            (void)pool_punch(p, k, 1); /* released into an invalidated pool */
+        b->state = POOL_BLOCK_COLD;
+        b->next = cold_head; /* descending k: the head ends up lowest */
+        cold_head = k;
+        ncold++;
+    }
+
+    /* Link the warm blocks oldest first, each at the head. Without memory to
+     * sort, index order: age-out may then stop early at a young tail until
+     * the next flush, which is a delay, not an error. */
+    uint32_t head = POOL_NONE, tail = POOL_NONE, linked = 0;
+    if (warm)
+        qsort(warm, nwarm, sizeof(*warm), pool_warm_cmp);
+    for (uint32_t j = 0, k = 0; j < nwarm; j++) {
+        uint32_t idx;
+        if (warm) {
+            idx = warm[j].idx;
+        } else {
+            while (k < n && RD(p->blocks[k].state) != POOL_BLOCK_WARM)
+                k++;
+            if (k >= n)
+                break;
+            idx = k++;
+        }
+        struct pool_block *b = &p->blocks[idx];
+        b->prev = POOL_NONE;
+        b->next = head;
+        if (head != POOL_NONE)
+            p->blocks[head].prev = idx;
+        else
+            tail = idx;
+        head = idx;
+        linked++;
+    }
+    free(warm);
+
+    sh->warm_head = head;
+    sh->warm_tail = tail;
+    sh->cold_head = cold_head;
+    sh->warm_count = linked;
+    sh->cold_count = ncold;
+    sh->used_count = nused;
+}
+
+/* Whether the lists and counters describe the descriptors exactly, with no
+ * orphaned AGING block (its ager gone). O(block_count). A USED block with
+ * refcount 0 passes: it is a release between its CAS and the lock, which is
+ * normal under load and must not cost a rebuild; if its releaser died in
+ * that instant, the block leaks, as pool.h allows for such a death. */
+static bool pool_lists_ok_locked(struct pool *p)
+{
+    struct pool_shared *sh = p->sh;
+    const uint32_t n = p->block_count;
+    uint32_t nwarm = 0, ncold = 0, nused = 0;
+
+    for (uint32_t k = 0; k < n; k++) {
+        struct pool_block *b = &p->blocks[k];
+        uint32_t rc = ref_count(atomic_load_explicit(&b->ref, memory_order_acquire));
+        uint32_t st = RD(b->state);
+        if (rc > 0 && st != POOL_BLOCK_USED)
+            return false;
+        switch (st) {
+        case POOL_BLOCK_WARM: nwarm++; break;
+        case POOL_BLOCK_COLD: ncold++; break;
+        case POOL_BLOCK_USED: nused++; break;
+        case POOL_BLOCK_AGING:
+            if (!pool_task_alive(RD(b->reserved0)))
+                return false;
+            break;
+        default: return false;
+        }
+    }
+    if (RD(sh->warm_count) != nwarm || RD(sh->cold_count) != ncold || RD(sh->used_count) != nused)
+        return false;
+
+    /* A walk that ends within n steps cannot have revisited a node; if every
+     * node it met has the list's state and it met as many as have that
+     * state, the list holds exactly those blocks. */
+    uint32_t prev = POOL_NONE, cur = RD(sh->warm_head), steps = 0;
+    while (cur != POOL_NONE) {
+        if (cur >= n || steps >= nwarm || RD(p->blocks[cur].state) != POOL_BLOCK_WARM ||
+            RD(p->blocks[cur].prev) != prev)
+            return false;
+        prev = cur;
+        cur = RD(p->blocks[cur].next);
+        steps++;
+    }
+    if (steps != nwarm || RD(sh->warm_tail) != prev)
+        return false;
+    cur = RD(sh->cold_head);
+    steps = 0;
+    while (cur != POOL_NONE) {
+        if (cur >= n || steps >= ncold || RD(p->blocks[cur].state) != POOL_BLOCK_COLD)
+            return false;
+        cur = RD(p->blocks[cur].next);
+        steps++;
+    }
+    return steps == ncold;
+}
+
+/* ---- lock ---- */
+
+static void pool_lock(struct pool *p)
+{
+    if (slock_lock(&p->sh->lock) == SLOCK_RECOVERED)
+        pool_repair_locked(p);
+}
+
+static void pool_unlock(struct pool *p)
+{
+    slock_unlock(&p->sh->lock);
+}
+
+/* ---- free lists (pool lock held) ----
+ * Each operation checks everything it will rely on before it changes
+ * anything, and returns -EUCLEAN without a change when the list is corrupt;
+ * the caller then repairs. */
+
+/* Unlinks the warm head into *out (POOL_NONE when the list is empty). */
+static int pool_pop_warm_locked(struct pool *p, uint32_t *out)
+{
+    struct pool_shared *sh = p->sh;
+    const uint32_t n = p->block_count;
+    uint32_t h = RD(sh->warm_head), cnt = RD(sh->warm_count);
+    *out = POOL_NONE;
+    if (h == POOL_NONE)
+        return RD(sh->warm_tail) == POOL_NONE && cnt == 0 ? 0 : -EUCLEAN;
+    if (h >= n || cnt == 0)
+        return -EUCLEAN;
+    struct pool_block *b = &p->blocks[h];
+    if (RD(b->state) != POOL_BLOCK_WARM || RD(b->prev) != POOL_NONE)
+        return -EUCLEAN;
+    uint32_t nx = RD(b->next);
+    if (nx == POOL_NONE) {
+        if (RD(sh->warm_tail) != h)
+            return -EUCLEAN;
+    } else if (nx >= n || nx == h || RD(p->blocks[nx].state) != POOL_BLOCK_WARM ||
+               RD(p->blocks[nx].prev) != h) {
+        return -EUCLEAN;
+    }
+    sh->warm_head = nx;
+    if (nx == POOL_NONE)
+        sh->warm_tail = POOL_NONE;
+    else
+        p->blocks[nx].prev = POOL_NONE;
+    sh->warm_count = cnt - 1;
+    b->next = POOL_NONE;
+    *out = h;
+    return 0;
+}
+
+static int pool_pop_cold_locked(struct pool *p, uint32_t *out)
+{
+    struct pool_shared *sh = p->sh;
+    const uint32_t n = p->block_count;
+    uint32_t h = RD(sh->cold_head), cnt = RD(sh->cold_count);
+    *out = POOL_NONE;
+    if (h == POOL_NONE)
+        return cnt == 0 ? 0 : -EUCLEAN;
+    if (h >= n || cnt == 0)
+        return -EUCLEAN;
+    struct pool_block *b = &p->blocks[h];
+    if (RD(b->state) != POOL_BLOCK_COLD)
+        return -EUCLEAN;
+    uint32_t nx = RD(b->next);
+    if (nx != POOL_NONE && (nx >= n || nx == h || RD(p->blocks[nx].state) != POOL_BLOCK_COLD))
+        return -EUCLEAN;
+    sh->cold_head = nx;
+    sh->cold_count = cnt - 1;
+    b->next = POOL_NONE;
+    *out = h;
+    return 0;
+}
+
+/* Puts a free block that is on no list at the warm head. On a corrupt list
+ * the block is marked WARM and the lists are rebuilt, which links it. */
+static void pool_push_warm_locked(struct pool *p, uint32_t idx, uint64_t now)
+{
+    struct pool_shared *sh = p->sh;
+    const uint32_t n = p->block_count;
+    struct pool_block *b = &p->blocks[idx];
+    uint32_t h = RD(sh->warm_head), cnt = RD(sh->warm_count);
+    bool ok = h == POOL_NONE
+                  ? RD(sh->warm_tail) == POOL_NONE && cnt == 0
+                  : h < n && h != idx && RD(p->blocks[h].state) == POOL_BLOCK_WARM &&
+                        RD(p->blocks[h].prev) == POOL_NONE && cnt < n;
+    b->state = POOL_BLOCK_WARM;
+    b->freed_at_ns = now;
+    if (!ok) {
+        pool_repair_locked(p);
+        return;
+    }
+    b->prev = POOL_NONE;
+    b->next = h;
+    if (h == POOL_NONE)
+        sh->warm_tail = idx;
+    else
+        p->blocks[h].prev = idx;
+    sh->warm_head = idx;
+    sh->warm_count = cnt + 1;
+}
+
+static void pool_push_cold_locked(struct pool *p, uint32_t idx)
+{
+    struct pool_shared *sh = p->sh;
+    const uint32_t n = p->block_count;
+    struct pool_block *b = &p->blocks[idx];
+    uint32_t h = RD(sh->cold_head), cnt = RD(sh->cold_count);
+    bool ok = h == POOL_NONE ? cnt == 0
+                             : h < n && h != idx && RD(p->blocks[h].state) == POOL_BLOCK_COLD &&
+                                   cnt < n;
+    b->state = POOL_BLOCK_COLD;
+    if (!ok) {
+        pool_repair_locked(p);
+        return;
+    }
+    b->prev = POOL_NONE;
+    b->next = h;
+    sh->cold_head = idx;
+    sh->cold_count = cnt + 1;
+}
+
+/* Unlinks the warm tail if it was freed at least age ns before now (any
+ * age when force) and marks it AGING for this thread. 1 with *out and its
+ * ref word, 0 when there is nothing (old enough), -EUCLEAN. */
+static int pool_detach_tail_locked(struct pool *p, uint64_t now, uint64_t age, bool force,
+                                   uint32_t tid, uint32_t *out, uint64_t *ref_out)
+{
+    struct pool_shared *sh = p->sh;
+    const uint32_t n = p->block_count;
+    uint32_t t = RD(sh->warm_tail), cnt = RD(sh->warm_count);
+    if (t == POOL_NONE)
+        return RD(sh->warm_head) == POOL_NONE && cnt == 0 ? 0 : -EUCLEAN;
+    if (t >= n || cnt == 0)
+        return -EUCLEAN;
+    struct pool_block *b = &p->blocks[t];
+    if (RD(b->state) != POOL_BLOCK_WARM || RD(b->next) != POOL_NONE)
+        return -EUCLEAN;
+    if (!force) {
+        uint64_t f = RD(b->freed_at_ns);
+        if (now < f || now - f < age)
+            return 0; /* the tail is the oldest: nothing older to age out */
+    }
+    uint32_t pv = RD(b->prev);
+    if (pv == POOL_NONE) {
+        if (RD(sh->warm_head) != t)
+            return -EUCLEAN;
+    } else if (pv >= n || pv == t || RD(p->blocks[pv].state) != POOL_BLOCK_WARM ||
+               RD(p->blocks[pv].next) != t) {
+        return -EUCLEAN;
+    }
+    uint64_t r = atomic_load_explicit(&b->ref, memory_order_acquire);
+    if (ref_count(r) != 0)
+        return -EUCLEAN;
+    sh->warm_tail = pv;
+    if (pv == POOL_NONE)
+        sh->warm_head = POOL_NONE;
+    else
+        p->blocks[pv].next = POOL_NONE;
+    sh->warm_count = cnt - 1;
+    b->prev = POOL_NONE;
+    b->state = POOL_BLOCK_AGING;
+    b->reserved0 = tid;
+    *out = t;
+    *ref_out = r;
+    return 1;
+}
+
+/* Takes a free block (warm first, then cold) and gives it its first
+ * reference. 0 with the index and generation, 1 when there is none,
+ * -EUCLEAN. */
+static int pool_take_locked(struct pool *p, uint32_t *idx_out, uint32_t *gen_out)
+{
+    uint32_t idx;
+    int e = pool_pop_warm_locked(p, &idx);
+    if (e < 0)
+        return e;
+    if (idx == POOL_NONE) {
+        e = pool_pop_cold_locked(p, &idx);
+        if (e < 0)
+            return e;
+        if (idx == POOL_NONE)
+            return 1;
+    }
+    /* The block is off its list but still says WARM/COLD: if its ref word is
+     * wrong, the repair that follows files it by its refcount. */
+    struct pool_block *b = &p->blocks[idx];
+    uint64_t r = atomic_load_explicit(&b->ref, memory_order_acquire);
+    if (ref_count(r) != 0)
+        return -EUCLEAN;
+    uint32_t gen = ref_gen(r) ? ref_gen(r) : 1;
+    /* A plain store, not a CAS: nothing else writes the ref word of a free
+     * block (retain and reclaim leave a zero refcount alone). */
+    atomic_store_explicit(&b->ref, ref_make(gen, 1), memory_order_release);
+    b->state = POOL_BLOCK_USED;
+    *idx_out = idx;
+    *gen_out = gen;
+    return 0;
+}
+
+/* ---- freeing ---- */
+
+/* After the CAS that dropped idx's refcount to zero and made its ref word
+ * expect: files the block as free. */
+static void pool_free_block(struct pool *p, uint32_t idx, uint64_t expect)
+{
+    struct pool_shared *sh = p->sh;
+    struct pool_block *b = &p->blocks[idx];
+    pool_lock(p);
+    sh->frees++;
+    /* A repair between our CAS and our lock may have filed the block, and it
+     * may even have been allocated since: then it is not ours to file. */
+    if (RD(b->state) != POOL_BLOCK_USED ||
+        atomic_load_explicit(&b->ref, memory_order_acquire) != expect) {
+        pool_unlock(p);
+        return;
+    }
+    uint32_t used = RD(sh->used_count);
+    sh->used_count = used ? used - 1 : 0;
+    if (!(RD(sh->flags) & POOL_F_INVALIDATED)) {
+        pool_push_warm_locked(p, idx, pool_clock_ns());
+        pool_unlock(p);
+        return;
+    }
+    /* Invalidated: no recycling. The punch runs outside the lock, with the
+     * block AGING so that nobody allocates it meanwhile. */
+    uint32_t tid = slock_self();
+    b->state = POOL_BLOCK_AGING;
+    b->reserved0 = tid;
+    pool_unlock(p);
+    (void)pool_punch(p, idx, 1);
+    pool_lock(p);
+    if (RD(b->state) == POOL_BLOCK_AGING && RD(b->reserved0) == tid &&
+        atomic_load_explicit(&b->ref, memory_order_acquire) == expect)
+        pool_push_cold_locked(p, idx);
+    pool_unlock(p);
+}
+
+/* Drops up to k references on idx whatever its generation (for holdings,
+ * which are counted per block, not per handle). Returns how many. */
+static uint32_t pool_drop_refs(struct pool *p, uint32_t idx, uint32_t k)
+{
+    struct pool_block *b = &p->blocks[idx];
+    uint64_t r = atomic_load_explicit(&b->ref, memory_order_acquire), nr;
+    uint32_t take;
+    do {
+        uint32_t rc = ref_count(r);
+        if (rc == 0)
+            return 0;
+        take = rc < k ? rc : k;
+        nr = take == rc ? ref_make(gen_next(ref_gen(r)), 0) : r - take;
+    } while (!atomic_compare_exchange_weak_explicit(&b->ref, &r, nr, memory_order_acq_rel,
+                                                    memory_order_acquire));
+    if (ref_count(nr) == 0)
+        pool_free_block(p, idx, nr);
+    return take;
+}
+
+/* ---- client slots ---- */
+
+/* Releases every reference recorded for slot, which the caller has claimed
+ * (its pid word is ours), and zeroes its holdings. */
+static uint64_t pool_reclaim_holdings(struct pool *p, uint32_t slot)
+{
+    uint64_t released = 0;
+    for (uint32_t i = 0; i < p->block_count; i++) {
+        _Atomic uint32_t *h = pool_holding(p, slot, i);
+        /* Load first: most rows are zero, and writing them would fault in
+         * pages nobody needs. */
+        if (atomic_load_explicit(h, memory_order_relaxed) == 0)
+            continue;
+        uint32_t k = atomic_exchange_explicit(h, 0, memory_order_acq_rel);
+        if (k)
+            released += pool_drop_refs(p, i, k);
+    }
+    return released;
+}
+
+static void pool_count_reclaimed(struct pool *p, uint64_t n)
+{
+    if (!n)
+        return;
+    pool_lock(p);
+    p->sh->reclaimed += n;
+    pool_unlock(p);
+}
+
+/* Claims a client slot for this process: a free one, else one whose process
+ * is dead, after releasing what that process held. The slot is marked as
+ * being reclaimed by us first, so that no other reclaimer touches holdings
+ * that are already ours. */
+static int pool_claim_slot(struct pool *p)
+{
+    uint32_t self = (uint32_t)getpid();
+    for (uint32_t s = 0; s < POOL_MAX_CLIENTS; s++) {
+        uint32_t v = 0;
+        if (atomic_compare_exchange_strong(&p->clients[s].pid, &v, self)) {
+            p->slot = s;
+            return 0;
+        }
+    }
+    for (uint32_t s = 0; s < POOL_MAX_CLIENTS; s++) {
+        uint32_t v = atomic_load(&p->clients[s].pid);
+        if (v == 0 || pool_task_alive(v) ||
+            !atomic_compare_exchange_strong(&p->clients[s].pid, &v, self | POOL_PID_RECLAIMING))
+            continue;
+        pool_count_reclaimed(p, pool_reclaim_holdings(p, s));
+        atomic_store(&p->clients[s].pid, self);
+        p->slot = s;
+        return 0;
+    }
+    return -EUSERS;
+}
+
+static int pool_clamp_int(uint64_t v)
+{
+    return v > INT_MAX ? INT_MAX : (int)v;
+}
+
+/* ---- create / attach / detach ---- */
+
+int pool_create(const struct pool_params *params, struct pool *out)
+{
+    if (!params || !out)
+        return MBQ_POOL_ERR_INVALID_PARAMETER;
+    const uint64_t page = pool_page_size();
+    if (params->block_size == 0 || params->block_size > UINT64_MAX - page ||
+        params->block_count == 0 || params->block_count > POOL_MAX_BLOCKS)
+        return MBQ_POOL_ERR_INVALID_PARAMETER;
+    const uint64_t bs = round_up64(params->block_size, page);
+    const uint32_t n = params->block_count;
+    struct pool_layout l;
+    if (pool_layout_of(bs, n, page, &l) < 0)
+        return MBQ_POOL_ERR_INVALID_PARAMETER;
+
+    struct seg seg;
+    if (seg_create("mbq-pool", (size_t)l.total, SEG_KIND_POOL, &seg) < 0)
+        return MBQ_POOL_ERR_ALLOCATION_FAILED;
+    uint8_t *base = seg.base;
+    struct pool p = {
+        .seg = seg,
+        .sh = seg.base,
+        .clients = (struct pool_client *)(base + l.clients_off),
+        .holdings = (_Atomic uint32_t *)(base + l.holdings_off),
+        .blocks = (struct pool_block *)(base + l.blocks_off),
+        .data = base + l.data_off,
+        .block_size = bs,
+        .block_count = n,
+    };
+    struct pool_shared *sh = p.sh;
+    sh->block_size = bs;
+    sh->block_count = n;
+    sh->flags = 0;
+    sh->age_out_ns = params->age_out_ns ? params->age_out_ns : POOL_DEFAULT_AGE_OUT_NS;
+    sh->clients_off = l.clients_off;
+    sh->holdings_off = l.holdings_off;
+    sh->blocks_off = l.blocks_off;
+    sh->data_off = l.data_off;
+
+    if (params->prefault) {
+        size_t len = (size_t)(bs * n);
+        if (madvise(p.data, len, MADV_POPULATE_WRITE) < 0) {
+            if (errno != EINVAL) { /* ENOMEM: touching would only crash */
+                seg_close(&seg);
+                return MBQ_POOL_ERR_ALLOCATION_FAILED;
+            }
+            for (size_t off = 0; off < len; off += (size_t)page) /* kernel < 5.14 */
+                ((volatile uint8_t *)p.data)[off] = 0;
+        }
+    }
+
+    /* The memfd is zero: times are already MBQ_TIME_INVALID and sizes 0. The
+     * warm list runs 0..n-1 from the head, the cold list likewise. */
+    const uint64_t now = mono_ns();
+    const uint32_t state = params->prefault ? POOL_BLOCK_WARM : POOL_BLOCK_COLD;
+    for (uint32_t i = 0; i < n; i++) {
+        struct pool_block *b = &p.blocks[i];
+        atomic_init(&b->ref, ref_make(1, 0));
+        b->state = state;
+        b->prev = params->prefault && i > 0 ? i - 1 : POOL_NONE;
+        b->next = i + 1 < n ? i + 1 : POOL_NONE;
+        b->freed_at_ns = now;
+    }
+    sh->warm_head = sh->warm_tail = sh->cold_head = POOL_NONE;
+    if (params->prefault) {
+        sh->warm_head = 0;
+        sh->warm_tail = n - 1;
+        sh->warm_count = n;
+    } else {
+        sh->cold_head = 0;
+        sh->cold_count = n;
+    }
+    atomic_init(&sh->lock.word, 0);
+
+    if (pool_claim_slot(&p) < 0) { /* cannot happen on a fresh table */
+        seg_close(&seg);
+        return MBQ_POOL_ERR_ALLOCATION_FAILED;
+    }
+    *out = p;
+    return 0;
+}
+
+int pool_attach(int fd, struct pool *out)
+{
+    if (!out)
+        return -EINVAL;
+    struct seg seg;
+    int r = seg_map(fd, SEG_KIND_POOL, sizeof(struct pool_shared), &seg);
+    if (r < 0)
+        return r;
+    const struct pool_shared *sh = seg.base;
+    /* One read of each field; from here on only the local copies count. */
+    const uint64_t bs = RD(sh->block_size);
+    const uint32_t n = RD(sh->block_count);
+    const uint64_t co = RD(sh->clients_off), ho = RD(sh->holdings_off);
+    const uint64_t bo = RD(sh->blocks_off), dof = RD(sh->data_off);
+    struct pool_layout l;
+    if (pool_layout_of(bs, n, pool_page_size(), &l) < 0 || co != l.clients_off ||
+        ho != l.holdings_off || bo != l.blocks_off || dof != l.data_off ||
+        l.total > seg.size) {
+        seg_close(&seg);
+        return -EBADMSG;
+    }
+    uint8_t *base = seg.base;
+    struct pool p = {
+        .seg = seg,
+        .sh = seg.base,
+        .clients = (struct pool_client *)(base + l.clients_off),
+        .holdings = (_Atomic uint32_t *)(base + l.holdings_off),
+        .blocks = (struct pool_block *)(base + l.blocks_off),
+        .data = base + l.data_off,
+        .block_size = bs,
+        .block_count = n,
+    };
+    r = pool_claim_slot(&p);
+    if (r < 0) {
+        seg_close(&seg);
+        return r;
+    }
+    *out = p;
+    return 0;
+}
+
+void pool_detach(struct pool *p)
+{
+    if (!p || !p->sh)
+        return;
+    uint32_t self = (uint32_t)getpid();
+    uint32_t v = self;
+    /* Only our own slot: a fork child that inherited this struct must not
+     * release its parent's references. */
+    if (p->slot < POOL_MAX_CLIENTS &&
+        atomic_compare_exchange_strong(&p->clients[p->slot].pid, &v,
+                                       self | POOL_PID_RECLAIMING)) {
+        pool_count_reclaimed(p, pool_reclaim_holdings(p, p->slot));
+        atomic_store(&p->clients[p->slot].pid, 0);
+    }
+    seg_close(&p->seg);
+    memset(p, 0, sizeof(*p));
+    p->seg.fd = -1;
+}
+
+/* ---- buffers ---- */
+
+int pool_alloc(struct pool *p, uint64_t size, uint64_t *handle_out)
+{
+    if (!p || !p->sh || !handle_out || size == 0 || size > p->block_size)
+        return MBQ_POOL_ERR_INVALID_PARAMETER;
+    struct pool_shared *sh = p->sh;
+    uint32_t idx = 0, gen = 0;
+    pool_lock(p);
+    for (int attempt = 0;; attempt++) {
+        int e = pool_take_locked(p, &idx, &gen);
+        if (e == 0)
+            break;
+        if (e > 0) {
+            sh->alloc_failures++;
+            pool_unlock(p);
+            return MBQ_POOL_ERR_ALLOCATION_FAILED;
+        }
+        if (attempt > 0) { /* still corrupt after a rebuild: give up, do not loop */
+            pool_unlock(p);
+            return -EUCLEAN;
+        }
+        pool_repair_locked(p);
+    }
+    sh->allocs++;
+    sh->used_count = RD(sh->used_count) + 1;
+    pool_unlock(p);
+
+    /* The block is ours alone until its handle is published. */
+    struct pool_block *b = &p->blocks[idx];
+    b->data_size = size;
+    atomic_store_explicit(&b->ready, 1, memory_order_relaxed);
+    b->dts = b->pts = b->duration = MBQ_TIME_INVALID;
+    memset(b->attachments, 0, sizeof(b->attachments));
+    atomic_fetch_add_explicit(pool_holding(p, p->slot, idx), 1, memory_order_relaxed);
+    *handle_out = (uint64_t)gen << 32 | (idx + 1);
+    return 0;
+}
+
+int pool_retain(struct pool *p, uint64_t handle, bool by_client)
+{
+    uint32_t idx, gen;
+    if (!p || !p->sh || !pool_decode(p, handle, &idx, &gen))
+        return -EINVAL;
+    struct pool_block *b = &p->blocks[idx];
+    uint64_t r = atomic_load_explicit(&b->ref, memory_order_relaxed);
+    do {
+        if (ref_gen(r) != gen || ref_count(r) == 0)
+            return -ESTALE;
+        if (ref_count(r) == UINT32_MAX)
+            return -EINVAL;
+    } while (!atomic_compare_exchange_weak_explicit(&b->ref, &r, r + 1, memory_order_acquire,
+                                                    memory_order_relaxed));
+    /* Refcount first, holding second: a death in between leaks, never frees. */
+    if (by_client)
+        atomic_fetch_add_explicit(pool_holding(p, p->slot, idx), 1, memory_order_relaxed);
+    return 0;
+}
+
+int pool_release(struct pool *p, uint64_t handle, bool by_client)
+{
+    uint32_t idx, gen;
+    if (!p || !p->sh || !pool_decode(p, handle, &idx, &gen))
+        return -EINVAL;
+    struct pool_block *b = &p->blocks[idx];
+    uint64_t r = atomic_load_explicit(&b->ref, memory_order_acquire);
+    if (ref_gen(r) != gen || ref_count(r) == 0)
+        return -ESTALE;
+    /* Holding first, refcount second (the mirror of acquire). A process
+     * cannot release a reference it does not hold. */
+    _Atomic uint32_t *hold = by_client ? pool_holding(p, p->slot, idx) : NULL;
+    if (hold) {
+        uint32_t h = atomic_load_explicit(hold, memory_order_relaxed);
+        do {
+            if (h == 0)
+                return -EINVAL;
+        } while (!atomic_compare_exchange_weak_explicit(hold, &h, h - 1, memory_order_relaxed,
+                                                        memory_order_relaxed));
+    }
+    uint64_t nr;
+    do {
+        if (ref_gen(r) != gen || ref_count(r) == 0) {
+            if (hold)
+                atomic_fetch_add_explicit(hold, 1, memory_order_relaxed);
+            return -ESTALE;
+        }
+        /* The last release bumps the generation in the same CAS, so every
+         * outstanding handle is stale from this instant. */
+        nr = ref_count(r) == 1 ? ref_make(gen_next(gen), 0) : r - 1;
+    } while (!atomic_compare_exchange_weak_explicit(&b->ref, &r, nr, memory_order_acq_rel,
+                                                    memory_order_acquire));
+    if (ref_count(nr) == 0)
+        pool_free_block(p, idx, nr);
+    return 0;
+}
+
+int pool_adopt(struct pool *p, uint64_t handle)
+{
+    uint32_t idx, gen;
+    if (!p || !p->sh || !pool_decode(p, handle, &idx, &gen))
+        return -EINVAL;
+    uint64_t r = atomic_load_explicit(&p->blocks[idx].ref, memory_order_acquire);
+    if (ref_gen(r) != gen || ref_count(r) == 0)
+        return -ESTALE;
+    atomic_fetch_add_explicit(pool_holding(p, p->slot, idx), 1, memory_order_relaxed);
+    return 0;
+}
+
+struct pool_block *pool_block_of(struct pool *p, uint64_t handle)
+{
+    uint32_t idx, gen;
+    if (!p || !p->sh || !pool_decode(p, handle, &idx, &gen))
+        return NULL;
+    uint64_t r = atomic_load_explicit(&p->blocks[idx].ref, memory_order_acquire);
+    if (ref_gen(r) != gen || ref_count(r) == 0)
+        return NULL;
+    return &p->blocks[idx];
+}
+
+void *pool_data(struct pool *p, uint64_t handle)
+{
+    if (!pool_block_of(p, handle))
+        return NULL;
+    uint32_t idx = (uint32_t)handle - 1;
+    return p->data + (size_t)idx * p->block_size;
+}
+
+/* ---- age-out ---- */
+
+static void pool_sort_u32(uint32_t *v, uint32_t n)
+{
+    for (uint32_t i = 1; i < n; i++) {
+        uint32_t x = v[i], j = i;
+        for (; j > 0 && v[j - 1] > x; j--)
+            v[j] = v[j - 1];
+        v[j] = x;
+    }
+}
+
+/* Ages out warm blocks in batches: detach from the tail under the lock,
+ * punch outside it (one fallocate per run of adjacent blocks), file them
+ * cold under the lock. At most block_count blocks per call, so a peer
+ * freeing blocks as fast as we age them cannot keep us here. */
+static int pool_age_out_impl(struct pool *p, uint64_t now, bool force)
+{
+    if (!p || !p->sh)
+        return -EINVAL;
+    struct pool_shared *sh = p->sh;
+    const uint32_t tid = slock_self();
+    uint32_t total = 0;
+    int err = 0;
+    bool repaired = false;
+
+    while (total < p->block_count) {
+        uint32_t idx[POOL_AGE_BATCH], sorted[POOL_AGE_BATCH];
+        uint64_t ref[POOL_AGE_BATCH];
+        uint32_t k = 0;
+        pool_lock(p);
+        const uint64_t age = RD(sh->age_out_ns);
+        while (k < POOL_AGE_BATCH && total + k < p->block_count) {
+            int e = pool_detach_tail_locked(p, now, age, force, tid, &idx[k], &ref[k]);
+            if (e > 0) {
+                k++;
+                continue;
+            }
+            if (e < 0 && !repaired) {
+                /* Blocks we already detached are AGING under our live tid:
+                 * the rebuild leaves them to us. */
+                repaired = true;
+                pool_repair_locked(p);
+                continue;
+            }
+            if (e < 0)
+                err = -EUCLEAN;
+            break;
+        }
+        pool_unlock(p);
+        if (k == 0)
+            break;
+
+        memcpy(sorted, idx, k * sizeof(idx[0]));
+        pool_sort_u32(sorted, k);
+        for (uint32_t i = 0; i < k;) {
+            uint32_t j = i + 1;
+            while (j < k && sorted[j] == sorted[j - 1] + 1)
+                j++;
+            int e = pool_punch(p, sorted[i], j - i);
+            if (e < 0 && !err)
+                err = e;
+            i = j;
+        }
+
+        pool_lock(p);
+        for (uint32_t i = 0; i < k; i++) {
+            struct pool_block *b = &p->blocks[idx[i]];
+            /* Still ours unless a repair filed it meanwhile. */
+            if (RD(b->state) == POOL_BLOCK_AGING && RD(b->reserved0) == tid &&
+                atomic_load_explicit(&b->ref, memory_order_acquire) == ref[i])
+                pool_push_cold_locked(p, idx[i]);
+        }
+        sh->aged_out += k;
+        pool_unlock(p);
+        total += k;
+        if (k < POOL_AGE_BATCH || err)
+            break;
+    }
+    if (err && total == 0)
+        return err;
+    return (int)total;
+}
+
+int pool_age_out(struct pool *p, uint64_t now_ns)
+{
+    return pool_age_out_impl(p, now_ns, false);
+}
+
+int pool_flush(struct pool *p)
+{
+    return pool_age_out_impl(p, 0, true);
+}
+
+int pool_invalidate(struct pool *p)
+{
+    if (!p || !p->sh)
+        return -EINVAL;
+    pool_lock(p);
+    p->sh->flags = RD(p->sh->flags) | POOL_F_INVALIDATED;
+    pool_unlock(p);
+    return pool_flush(p);
+}
+
+/* ---- reclaim ---- */
+
+int pool_reclaim_slot(struct pool *p, uint32_t slot)
+{
+    if (!p || !p->sh || slot >= POOL_MAX_CLIENTS)
+        return -EINVAL;
+    const uint32_t self = (uint32_t)getpid();
+    _Atomic uint32_t *pid = &p->clients[slot].pid;
+    uint32_t v = atomic_load(pid);
+    for (;;) {
+        if (v == 0)
+            return 0;
+        /* Another live process is reclaiming it: leave it to that one. */
+        if ((v & POOL_PID_RECLAIMING) && v != (self | POOL_PID_RECLAIMING) &&
+            pool_task_alive(v))
+            return 0;
+        if (atomic_compare_exchange_strong(pid, &v, self | POOL_PID_RECLAIMING))
+            break;
+    }
+    uint64_t n = pool_reclaim_holdings(p, slot);
+    atomic_store(pid, 0);
+    pool_count_reclaimed(p, n);
+    return pool_clamp_int(n);
+}
+
+int pool_reclaim_dead(struct pool *p)
+{
+    if (!p || !p->sh)
+        return -EINVAL;
+    const uint32_t self = (uint32_t)getpid();
+    uint64_t total = 0;
+    for (uint32_t s = 0; s < POOL_MAX_CLIENTS; s++) {
+        _Atomic uint32_t *pid = &p->clients[s].pid;
+        uint32_t v = atomic_load(pid);
+        if (v == 0 || pool_task_alive(v) ||
+            !atomic_compare_exchange_strong(pid, &v, self | POOL_PID_RECLAIMING))
+            continue;
+        total += pool_reclaim_holdings(p, s);
+        atomic_store(pid, 0);
+    }
+    /* The periodic check (this runs on the daemon's timer): blocks left
+     * AGING by an ager that died, and lists or counters a peer scribbled
+     * on, are found here and the lists rebuilt. */
+    pool_lock(p);
+    p->sh->reclaimed += total;
+    if (!pool_lists_ok_locked(p))
+        pool_repair_locked(p);
+    pool_unlock(p);
+    return pool_clamp_int(total);
+}
+
+/* ---- inspection ---- */
+
+int pool_stats(struct pool *p, struct pool_stats *out)
+{
+    if (!p || !p->sh || !out)
+        return -EINVAL;
+    struct pool_shared *sh = p->sh;
+    pool_lock(p);
+    *out = (struct pool_stats){
+        .block_size = p->block_size,
+        .block_count = p->block_count,
+        .used = RD(sh->used_count),
+        .warm = RD(sh->warm_count),
+        .cold = RD(sh->cold_count),
+        .allocs = RD(sh->allocs),
+        .frees = RD(sh->frees),
+        .aged_out = RD(sh->aged_out),
+        .alloc_failures = RD(sh->alloc_failures),
+        .reclaimed = RD(sh->reclaimed),
+        .invalidated = (RD(sh->flags) & POOL_F_INVALIDATED) != 0,
+    };
+    pool_unlock(p);
+    return 0;
+}
+
+uint64_t pool_held_by_self(struct pool *p)
+{
+    if (!p || !p->sh || p->slot >= POOL_MAX_CLIENTS)
+        return 0;
+    uint64_t sum = 0;
+    for (uint32_t i = 0; i < p->block_count; i++)
+        sum += atomic_load_explicit(pool_holding(p, p->slot, i), memory_order_relaxed);
+    return sum;
+}

@@ -1,0 +1,912 @@
+/* Memory pools in one process: parameters, allocation and exhaustion,
+ * reference counting and stale handles, LIFO reuse, page-aligned data,
+ * age-out/flush/invalidate (checked against the memfd's allocated blocks and
+ * mincore), second mappings, header validation, client slots and reclaim,
+ * and robustness: a pool whose descriptors and list heads are scribbled on
+ * must answer every call with a value or an error, and a lock whose owner
+ * died must lead to a rebuilt, consistent pool. */
+#include "check.h"
+
+#include "futex.h"
+#include "pool.h"
+
+#include <mbq/status.h>
+
+#include <errno.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static uint64_t page_size(void)
+{
+    return (uint64_t)sysconf(_SC_PAGESIZE);
+}
+
+static int make_pool(struct pool *p, uint64_t block_size, uint32_t count, uint64_t age_out_ns,
+                     bool prefault)
+{
+    struct pool_params prm = {.block_size = block_size,
+                              .block_count = count,
+                              .age_out_ns = age_out_ns,
+                              .prefault = prefault};
+    return pool_create(&prm, p);
+}
+
+static struct pool_stats stats_of(struct pool *p)
+{
+    struct pool_stats s;
+    memset(&s, 0, sizeof(s));
+    CHECK_EQ(pool_stats(p, &s), 0);
+    return s;
+}
+
+static uint32_t idx_of(uint64_t h)
+{
+    return (uint32_t)h - 1;
+}
+
+static uint32_t refcount_of(struct pool *p, uint64_t h)
+{
+    return (uint32_t)atomic_load(&p->blocks[idx_of(h)].ref);
+}
+
+/* 512-byte units allocated to the memfd: drops when pages are punched. */
+static long long file_blocks(int fd)
+{
+    struct stat st;
+    if (fstat(fd, &st) != 0)
+        return -1;
+    return (long long)st.st_blocks;
+}
+
+/* Resident pages of [addr, addr + len) (page-aligned). */
+static size_t resident_pages(void *addr, size_t len)
+{
+    size_t n = len / page_size();
+    unsigned char *vec = calloc(n, 1);
+    size_t res = 0;
+    if (!vec || mincore(addr, len, vec) != 0) {
+        free(vec);
+        return (size_t)-1;
+    }
+    for (size_t i = 0; i < n; i++)
+        res += vec[i] & 1;
+    free(vec);
+    return res;
+}
+
+static uint8_t *block_data(struct pool *p, uint32_t idx)
+{
+    return p->data + (size_t)idx * p->block_size;
+}
+
+/* A pid that certainly names no process now: a child we reaped. */
+static uint32_t dead_pid(void)
+{
+    pid_t pid = fork();
+    if (pid == 0)
+        _exit(0);
+    int st;
+    waitpid(pid, &st, 0);
+    return (uint32_t)pid;
+}
+
+static void test_params_errors(void)
+{
+    struct pool p;
+    struct pool_params prm = {.block_size = 4096, .block_count = 4};
+    CHECK_EQ(pool_create(NULL, &p), MBQ_POOL_ERR_INVALID_PARAMETER);
+    CHECK_EQ(pool_create(&prm, NULL), MBQ_POOL_ERR_INVALID_PARAMETER);
+    CHECK_EQ(make_pool(&p, 0, 4, 0, false), MBQ_POOL_ERR_INVALID_PARAMETER);
+    CHECK_EQ(make_pool(&p, 4096, 0, 0, false), MBQ_POOL_ERR_INVALID_PARAMETER);
+    CHECK_EQ(make_pool(&p, 4096, POOL_MAX_BLOCKS + 1, 0, false),
+             MBQ_POOL_ERR_INVALID_PARAMETER);
+    CHECK_EQ(make_pool(&p, UINT64_MAX, 4, 0, false), MBQ_POOL_ERR_INVALID_PARAMETER);
+    CHECK_EQ(make_pool(&p, UINT64_MAX / 2, 4, 0, false), MBQ_POOL_ERR_INVALID_PARAMETER);
+
+    /* block_size rounds up to whole pages; age-out defaults. */
+    REQUIRE(make_pool(&p, 100, 3, 0, false) == 0);
+    struct pool_stats s = stats_of(&p);
+    CHECK_EQ(s.block_size, page_size());
+    CHECK_EQ(s.block_count, 3);
+    CHECK_EQ(p.sh->age_out_ns, POOL_DEFAULT_AGE_OUT_NS);
+    CHECK_EQ(s.cold, 3);
+    CHECK_EQ(s.warm, 0);
+    CHECK_EQ(s.used, 0);
+    pool_detach(&p);
+    pool_detach(&p); /* idempotent */
+    pool_detach(NULL);
+}
+
+static void test_alloc_exhaustion(void)
+{
+    struct pool p;
+    REQUIRE(make_pool(&p, 4096, 8, 0, true) == 0);
+    uint64_t h[8], extra = 0;
+    for (int i = 0; i < 8; i++)
+        CHECK_EQ(pool_alloc(&p, 4096, &h[i]), 0);
+    CHECK_EQ(pool_alloc(&p, 1, &extra), MBQ_POOL_ERR_ALLOCATION_FAILED);
+    struct pool_stats s = stats_of(&p);
+    CHECK_EQ(s.used, 8);
+    CHECK_EQ(s.warm + s.cold, 0);
+    CHECK_EQ(s.alloc_failures, 1);
+    CHECK_EQ(s.allocs, 8);
+    CHECK_EQ(pool_held_by_self(&p), 8);
+    for (int i = 0; i < 8; i++)
+        CHECK_EQ(pool_release(&p, h[i], true), 0);
+    s = stats_of(&p);
+    CHECK_EQ(s.used, 0);
+    CHECK_EQ(s.warm, 8);
+    CHECK_EQ(s.frees, 8);
+    CHECK_EQ(pool_held_by_self(&p), 0);
+    CHECK_EQ(pool_alloc(&p, 1, &extra), 0);
+    CHECK_EQ(pool_release(&p, extra, true), 0);
+    pool_detach(&p);
+}
+
+static void test_alloc_bad_size(void)
+{
+    struct pool p;
+    REQUIRE(make_pool(&p, 8192, 2, 0, true) == 0);
+    uint64_t h = 0;
+    CHECK_EQ(pool_alloc(&p, 0, &h), MBQ_POOL_ERR_INVALID_PARAMETER);
+    CHECK_EQ(pool_alloc(&p, p.block_size + 1, &h), MBQ_POOL_ERR_INVALID_PARAMETER);
+    CHECK_EQ(pool_alloc(&p, 1, NULL), MBQ_POOL_ERR_INVALID_PARAMETER);
+    CHECK_EQ(pool_alloc(NULL, 1, &h), MBQ_POOL_ERR_INVALID_PARAMETER);
+    CHECK_EQ(stats_of(&p).used, 0);
+    REQUIRE(pool_alloc(&p, p.block_size, &h) == 0);
+    struct pool_block *b = pool_block_of(&p, h);
+    REQUIRE(b != NULL);
+    CHECK_EQ(b->data_size, p.block_size);
+    CHECK_EQ(atomic_load(&b->ready), 1);
+    CHECK_EQ(b->pts.flags, 0); /* MBQ_TIME_INVALID */
+    CHECK_EQ(b->dts.timescale, 0);
+    CHECK_EQ(b->duration.value, 0);
+    /* Metadata is cleared at every allocation, not only the first. */
+    b->pts = MBQ_TIME_ZERO;
+    b->attachments[3] = 7;
+    atomic_store(&b->ready, 0);
+    CHECK_EQ(pool_release(&p, h, true), 0);
+    REQUIRE(pool_alloc(&p, 10, &h) == 0);
+    b = pool_block_of(&p, h);
+    REQUIRE(b != NULL);
+    CHECK_EQ(b->data_size, 10);
+    CHECK_EQ(b->pts.flags, 0);
+    CHECK_EQ(b->attachments[3], 0);
+    CHECK_EQ(atomic_load(&b->ready), 1);
+    CHECK_EQ(pool_release(&p, h, true), 0);
+    pool_detach(&p);
+}
+
+static void test_refcount(void)
+{
+    struct pool p;
+    REQUIRE(make_pool(&p, 4096, 4, 0, true) == 0);
+    uint64_t h;
+    REQUIRE(pool_alloc(&p, 100, &h) == 0);
+    CHECK_EQ(refcount_of(&p, h), 1);
+    CHECK_EQ(pool_retain(&p, h, true), 0);
+    CHECK_EQ(pool_retain(&p, h, false), 0); /* e.g. a queue entry's reference */
+    CHECK_EQ(refcount_of(&p, h), 3);
+    CHECK_EQ(pool_held_by_self(&p), 2);
+
+    CHECK_EQ(pool_release(&p, h, true), 0);
+    CHECK_EQ(pool_release(&p, h, true), 0);
+    CHECK_EQ(refcount_of(&p, h), 1);
+    /* This process holds nothing more: no release below zero, refcount kept. */
+    CHECK_EQ(pool_release(&p, h, true), -EINVAL);
+    CHECK_EQ(refcount_of(&p, h), 1);
+    CHECK_EQ(stats_of(&p).used, 1);
+    /* The queue's reference comes to us (dequeue), then we drop it. */
+    CHECK_EQ(pool_adopt(&p, h), 0);
+    CHECK_EQ(pool_held_by_self(&p), 1);
+    CHECK_EQ(pool_release(&p, h, true), 0);
+    CHECK_EQ(stats_of(&p).used, 0);
+    CHECK_EQ(pool_held_by_self(&p), 0);
+
+    /* Malformed handles. */
+    CHECK_EQ(pool_retain(&p, 0, true), -EINVAL);
+    CHECK_EQ(pool_retain(&p, (1ull << 32) | 5, true), -EINVAL); /* index 4 of 4 */
+    CHECK_EQ(pool_retain(&p, 1, true), -EINVAL);                /* generation 0 */
+    CHECK_EQ(pool_release(&p, (1ull << 32) | 0xffffffffu, true), -EINVAL);
+    CHECK_EQ(pool_adopt(&p, 0), -EINVAL);
+    CHECK(pool_data(&p, 0) == NULL);
+    CHECK(pool_block_of(&p, (7ull << 32) | 99) == NULL);
+    pool_detach(&p);
+}
+
+static void test_stale_handle(void)
+{
+    struct pool p;
+    REQUIRE(make_pool(&p, 4096, 4, 0, true) == 0);
+    uint64_t h, h2;
+    REQUIRE(pool_alloc(&p, 1, &h) == 0);
+    CHECK(pool_data(&p, h) != NULL);
+    CHECK_EQ(pool_release(&p, h, true), 0);
+    CHECK_EQ(pool_retain(&p, h, true), -ESTALE);
+    CHECK_EQ(pool_release(&p, h, true), -ESTALE);
+    CHECK_EQ(pool_release(&p, h, false), -ESTALE);
+    CHECK_EQ(pool_adopt(&p, h), -ESTALE);
+    CHECK(pool_data(&p, h) == NULL);
+    CHECK(pool_block_of(&p, h) == NULL);
+    /* Reuse of the same block: new generation, old handle still stale. */
+    REQUIRE(pool_alloc(&p, 1, &h2) == 0);
+    CHECK_EQ(idx_of(h2), idx_of(h));
+    CHECK_EQ(h2 >> 32, (h >> 32) + 1);
+    CHECK(h2 != h);
+    CHECK_EQ(pool_retain(&p, h, true), -ESTALE);
+    CHECK(pool_data(&p, h) == NULL);
+    CHECK(pool_data(&p, h2) != NULL);
+    CHECK_EQ(refcount_of(&p, h2), 1);
+    CHECK_EQ(pool_held_by_self(&p), 1);
+    CHECK_EQ(pool_release(&p, h2, true), 0);
+    pool_detach(&p);
+}
+
+static void test_lifo_reuse(void)
+{
+    struct pool p;
+    REQUIRE(make_pool(&p, 4096, 8, 0, true) == 0);
+    uint64_t a, b, c, x;
+    REQUIRE(pool_alloc(&p, 1, &a) == 0);
+    REQUIRE(pool_alloc(&p, 1, &b) == 0);
+    REQUIRE(pool_alloc(&p, 1, &c) == 0);
+    CHECK_EQ(pool_release(&p, b, true), 0);
+    REQUIRE(pool_alloc(&p, 1, &x) == 0);
+    CHECK_EQ(idx_of(x), idx_of(b)); /* the block just freed comes back first */
+    CHECK_EQ(pool_release(&p, a, true), 0);
+    CHECK_EQ(pool_release(&p, c, true), 0);
+    REQUIRE(pool_alloc(&p, 1, &b) == 0);
+    CHECK_EQ(idx_of(b), idx_of(c));
+    REQUIRE(pool_alloc(&p, 1, &c) == 0);
+    CHECK_EQ(idx_of(c), idx_of(a));
+    CHECK_EQ(pool_release(&p, x, true), 0);
+    CHECK_EQ(pool_release(&p, b, true), 0);
+    CHECK_EQ(pool_release(&p, c, true), 0);
+    /* Warm blocks are preferred to cold ones even when the cold ones were
+     * listed first. */
+    struct pool q;
+    REQUIRE(make_pool(&q, 4096, 4, 0, false) == 0);
+    REQUIRE(pool_alloc(&q, 1, &a) == 0);
+    CHECK_EQ(pool_release(&q, a, true), 0);
+    REQUIRE(pool_alloc(&q, 1, &b) == 0);
+    CHECK_EQ(idx_of(b), idx_of(a));
+    CHECK_EQ(pool_release(&q, b, true), 0);
+    pool_detach(&q);
+    pool_detach(&p);
+}
+
+static void test_data_pages(void)
+{
+    struct pool p;
+    const uint64_t pg = page_size();
+    REQUIRE(make_pool(&p, 3 * pg - 5, 6, 0, true) == 0);
+    CHECK_EQ(p.block_size, 3 * pg);
+    uint64_t h[6];
+    uint8_t *d[6];
+    for (int i = 0; i < 6; i++) {
+        REQUIRE(pool_alloc(&p, p.block_size, &h[i]) == 0);
+        d[i] = pool_data(&p, h[i]);
+        REQUIRE(d[i] != NULL);
+        CHECK_EQ((uintptr_t)d[i] % pg, 0);
+        memset(d[i], 0x30 + i, p.block_size);
+    }
+    for (int i = 0; i < 6; i++) {
+        for (int j = 0; j < 6; j++) {
+            if (i != j) /* distinct, non-overlapping runs */
+                CHECK(d[i] + p.block_size <= d[j] || d[j] + p.block_size <= d[i]);
+        }
+        int bad = 0;
+        for (uint64_t k = 0; k < p.block_size; k++)
+            bad |= d[i][k] != 0x30 + i;
+        CHECK_EQ(bad, 0);
+        CHECK_EQ(pool_release(&p, h[i], true), 0);
+    }
+    pool_detach(&p);
+}
+
+static void test_age_out_punches(void)
+{
+    struct pool p;
+    const uint64_t pg = page_size(), age = 1000000000ull;
+    REQUIRE(make_pool(&p, 16 * pg, 4, age, true) == 0);
+    uint64_t h[4];
+    for (int i = 0; i < 4; i++) {
+        REQUIRE(pool_alloc(&p, 1, &h[i]) == 0);
+        memset(pool_data(&p, h[i]), 0xa5, p.block_size);
+    }
+    uint32_t i0 = idx_of(h[0]), i1 = idx_of(h[1]);
+    CHECK_EQ(resident_pages(block_data(&p, i0), p.block_size), 16);
+    CHECK_EQ(pool_release(&p, h[0], true), 0);
+    CHECK_EQ(pool_release(&p, h[1], true), 0);
+    long long before = file_blocks(p.seg.fd);
+
+    /* Freed just now: young, nothing to do. */
+    CHECK_EQ(pool_age_out(&p, mono_ns()), 0);
+    CHECK_EQ(stats_of(&p).warm, 2);
+    CHECK_EQ(file_blocks(p.seg.fd), before);
+
+    /* "Long ago": both go, their pages are returned, they are cold. */
+    CHECK_EQ(pool_age_out(&p, mono_ns() + 2 * age), 2);
+    struct pool_stats s = stats_of(&p);
+    CHECK_EQ(s.warm, 0);
+    CHECK_EQ(s.cold, 2);
+    CHECK_EQ(s.used, 2);
+    CHECK_EQ(s.aged_out, 2);
+    CHECK_EQ(before - file_blocks(p.seg.fd), (long long)(2 * p.block_size / 512));
+    CHECK_EQ(resident_pages(block_data(&p, i0), p.block_size), 0);
+    CHECK_EQ(resident_pages(block_data(&p, i1), p.block_size), 0);
+    CHECK_EQ(block_data(&p, i0)[0], 0); /* punched pages read back as zero */
+    CHECK_EQ(pool_age_out(&p, mono_ns() + 2 * age), 0);
+
+    /* A cold block is handed out (and faults in) only when no warm one is left. */
+    CHECK_EQ(pool_release(&p, h[2], true), 0);
+    uint64_t x, y;
+    REQUIRE(pool_alloc(&p, 1, &x) == 0);
+    CHECK_EQ(idx_of(x), idx_of(h[2]));
+    REQUIRE(pool_alloc(&p, 1, &y) == 0);
+    CHECK(idx_of(y) == i0 || idx_of(y) == i1);
+    memset(pool_data(&p, y), 1, p.block_size);
+    CHECK_EQ(pool_release(&p, x, true), 0);
+    CHECK_EQ(pool_release(&p, y, true), 0);
+    CHECK_EQ(pool_release(&p, h[3], true), 0);
+    pool_detach(&p);
+}
+
+static void test_age_out_keeps_recent(void)
+{
+    struct pool p;
+    const uint64_t age = 500000000ull;
+    REQUIRE(make_pool(&p, 4096, 4, age, true) == 0);
+    /* Prefaulted blocks start warm; age them all out first. */
+    CHECK_EQ(pool_age_out(&p, mono_ns() + 2 * age), 4);
+    uint64_t c, d;
+    REQUIRE(pool_alloc(&p, 1, &c) == 0);
+    REQUIRE(pool_alloc(&p, 1, &d) == 0);
+    CHECK_EQ(pool_release(&p, c, true), 0);
+    CHECK_EQ(pool_release(&p, d, true), 0);
+    /* c is the older (the tail). Pin the clock readings so the test does
+     * not depend on timing: c freed at 1000, d at 5000. */
+    CHECK_EQ(p.sh->warm_tail, idx_of(c));
+    p.blocks[idx_of(c)].freed_at_ns = 1000;
+    p.blocks[idx_of(d)].freed_at_ns = 5000;
+    CHECK_EQ(pool_age_out(&p, 1000 + age - 1), 0);
+    CHECK_EQ(pool_age_out(&p, 1000 + age), 1); /* exactly the period: out */
+    struct pool_stats s = stats_of(&p);
+    CHECK_EQ(s.warm, 1);
+    CHECK_EQ(s.cold, 3);
+    uint64_t x;
+    REQUIRE(pool_alloc(&p, 1, &x) == 0);
+    CHECK_EQ(idx_of(x), idx_of(d)); /* the one still warm */
+    CHECK_EQ(pool_release(&p, x, true), 0);
+    pool_detach(&p);
+}
+
+static void test_flush(void)
+{
+    struct pool p;
+    REQUIRE(make_pool(&p, 2 * page_size(), 70, 0, true) == 0); /* > one age-out batch */
+    uint64_t h;
+    REQUIRE(pool_alloc(&p, 1, &h) == 0);
+    long long before = file_blocks(p.seg.fd);
+    CHECK_EQ(pool_flush(&p), 69);
+    struct pool_stats s = stats_of(&p);
+    CHECK_EQ(s.warm, 0);
+    CHECK_EQ(s.cold, 69);
+    CHECK_EQ(s.used, 1);
+    CHECK_EQ(before - file_blocks(p.seg.fd), (long long)(69 * p.block_size / 512));
+    CHECK_EQ(pool_flush(&p), 0);
+    /* The pool stays active: a freed block is warm again. */
+    CHECK_EQ(pool_release(&p, h, true), 0);
+    CHECK_EQ(stats_of(&p).warm, 1);
+    CHECK(!stats_of(&p).invalidated);
+    pool_detach(&p);
+}
+
+static void test_invalidate(void)
+{
+    struct pool p;
+    REQUIRE(make_pool(&p, 4 * page_size(), 4, 0, true) == 0);
+    uint64_t a, b;
+    REQUIRE(pool_alloc(&p, 1, &a) == 0);
+    REQUIRE(pool_alloc(&p, 1, &b) == 0);
+    memset(pool_data(&p, a), 0x5a, p.block_size);
+    CHECK_EQ(pool_release(&p, b, true), 0);
+    CHECK_EQ(pool_invalidate(&p), 3);
+    struct pool_stats s = stats_of(&p);
+    CHECK(s.invalidated);
+    CHECK_EQ(s.warm, 0);
+    CHECK_EQ(s.cold, 3);
+    CHECK_EQ(s.used, 1);
+
+    /* The existing buffer stays fully usable. */
+    uint8_t *d = pool_data(&p, a);
+    REQUIRE(d != NULL);
+    CHECK_EQ(d[0], 0x5a);
+    CHECK_EQ(d[p.block_size - 1], 0x5a);
+    d[1] = 1;
+    CHECK_EQ(pool_retain(&p, a, true), 0);
+    CHECK_EQ(pool_release(&p, a, true), 0);
+    long long before = file_blocks(p.seg.fd);
+    CHECK_EQ(pool_release(&p, a, true), 0);
+    /* Freed after invalidation: straight back to the kernel, not warm. */
+    s = stats_of(&p);
+    CHECK_EQ(s.warm, 0);
+    CHECK_EQ(s.cold, 4);
+    CHECK_EQ(s.used, 0);
+    CHECK_EQ(before - file_blocks(p.seg.fd), (long long)(p.block_size / 512));
+    /* Allocation keeps working (plain allocate/free, no recycling). */
+    REQUIRE(pool_alloc(&p, 1, &a) == 0);
+    d = pool_data(&p, a);
+    REQUIRE(d != NULL);
+    CHECK_EQ(d[0], 0);
+    d[0] = 9;
+    CHECK_EQ(pool_release(&p, a, true), 0);
+    s = stats_of(&p);
+    CHECK_EQ(s.warm, 0);
+    CHECK_EQ(s.cold, 4);
+    CHECK_EQ(pool_invalidate(&p), 0);
+    pool_detach(&p);
+}
+
+static void test_attach_second_mapping(void)
+{
+    struct pool p, q;
+    REQUIRE(make_pool(&p, 4096, 8, 0, true) == 0);
+    REQUIRE(pool_attach(p.seg.fd, &q) == 0);
+    CHECK(q.slot != p.slot);
+    CHECK_EQ(q.block_size, p.block_size);
+    CHECK_EQ(q.block_count, p.block_count);
+    CHECK(q.sh != p.sh); /* its own mapping */
+    uint64_t h;
+    REQUIRE(pool_alloc(&q, 50, &h) == 0);
+    uint8_t *dq = pool_data(&q, h), *dp = pool_data(&p, h);
+    REQUIRE(dq != NULL && dp != NULL);
+    CHECK(dq != dp);
+    memcpy(dq, "shared", 7);
+    CHECK(memcmp(dp, "shared", 7) == 0);
+    CHECK_EQ(pool_block_of(&p, h)->data_size, 50);
+    CHECK_EQ(pool_release(&p, h, true), -EINVAL); /* p holds none */
+    CHECK_EQ(pool_retain(&p, h, true), 0);
+    CHECK_EQ(pool_release(&q, h, true), 0);
+    CHECK(pool_data(&p, h) != NULL);
+    CHECK_EQ(pool_release(&p, h, true), 0);
+    CHECK(pool_data(&q, h) == NULL);
+
+    /* Detach releases what the mapping's client still holds. */
+    uint64_t x, y;
+    REQUIRE(pool_alloc(&q, 1, &x) == 0);
+    REQUIRE(pool_alloc(&q, 1, &y) == 0);
+    CHECK_EQ(pool_retain(&q, y, true), 0);
+    CHECK_EQ(stats_of(&p).used, 2);
+    uint32_t qslot = q.slot;
+    pool_detach(&q);
+    struct pool_stats s = stats_of(&p);
+    CHECK_EQ(s.used, 0);
+    CHECK_EQ(s.warm, 8);
+    CHECK_EQ(s.reclaimed, 3);
+    CHECK_EQ(atomic_load(&p.clients[qslot].pid), 0);
+    pool_detach(&p);
+}
+
+static void test_attach_rejects_corrupt(void)
+{
+    struct pool p, q;
+    REQUIRE(make_pool(&p, 2 * page_size(), 8, 0, false) == 0);
+    struct pool_shared *sh = p.sh;
+    const struct pool_shared saved = *sh;
+#define EXPECT_BAD(stmt)                                   \
+    do {                                                   \
+        stmt;                                              \
+        CHECK_EQ(pool_attach(p.seg.fd, &q), -EBADMSG);     \
+        memcpy(sh, &saved, offsetof(struct pool_shared, lock)); \
+    } while (0)
+    EXPECT_BAD(sh->block_size = 0);
+    EXPECT_BAD(sh->block_size = page_size() + 1);
+    EXPECT_BAD(sh->block_size = page_size() * 1000); /* layout beyond the segment */
+    EXPECT_BAD(sh->block_size = UINT64_MAX - page_size() + 1);
+    EXPECT_BAD(sh->block_count = 0);
+    EXPECT_BAD(sh->block_count = 9);
+    EXPECT_BAD(sh->block_count = POOL_MAX_BLOCKS + 1);
+    EXPECT_BAD(sh->block_count = 0xffffffffu);
+    EXPECT_BAD(sh->clients_off += 64);
+    EXPECT_BAD(sh->holdings_off -= 8);
+    EXPECT_BAD(sh->blocks_off = 0);
+    EXPECT_BAD(sh->data_off += page_size());
+    EXPECT_BAD(sh->data_off = UINT64_MAX);
+    EXPECT_BAD(sh->hdr.magic ^= 1);
+    EXPECT_BAD(sh->hdr.kind = SEG_KIND_SIMPLE_QUEUE);
+    EXPECT_BAD(sh->hdr.size += 4096);
+#undef EXPECT_BAD
+    int pfd[2];
+    REQUIRE(pipe(pfd) == 0);
+    CHECK_EQ(pool_attach(pfd[0], &q), -EBADMSG); /* not a memfd */
+    close(pfd[0]);
+    close(pfd[1]);
+    CHECK(pool_attach(-1, &q) < 0);
+    /* Restored: attaches. */
+    REQUIRE(pool_attach(p.seg.fd, &q) == 0);
+    pool_detach(&q);
+    pool_detach(&p);
+}
+
+static void test_client_slots(void)
+{
+    struct pool p;
+    REQUIRE(make_pool(&p, 4096, 2, 0, true) == 0);
+    CHECK_EQ(p.slot, 0);
+    static struct pool more[POOL_MAX_CLIENTS];
+    int n = 0;
+    while (n < POOL_MAX_CLIENTS - 1 && pool_attach(p.seg.fd, &more[n]) == 0)
+        n++;
+    CHECK_EQ(n, POOL_MAX_CLIENTS - 1);
+    struct pool extra;
+    CHECK_EQ(pool_attach(p.seg.fd, &extra), -EUSERS);
+    /* A slot naming a dead process is taken over, after its holdings are
+     * released. */
+    uint64_t h;
+    REQUIRE(pool_alloc(&p, 1, &h) == 0);
+    CHECK_EQ(pool_retain(&p, h, false), 0);
+    uint32_t victim = more[5].slot;
+    pool_detach(&more[5]);
+    atomic_store(&p.clients[victim].pid, dead_pid());
+    atomic_store(&p.holdings[(size_t)victim * p.block_count + idx_of(h)], 1);
+    REQUIRE(pool_attach(p.seg.fd, &extra) == 0);
+    CHECK_EQ(extra.slot, victim);
+    CHECK_EQ(refcount_of(&p, h), 1);
+    CHECK_EQ(pool_held_by_self(&extra), 0);
+    CHECK_EQ(atomic_load(&p.clients[victim].pid), (uint32_t)getpid());
+    pool_detach(&extra);
+    for (int i = 0; i < n; i++)
+        pool_detach(&more[i]);
+    for (uint32_t s = 1; s < POOL_MAX_CLIENTS; s++)
+        CHECK_EQ(atomic_load(&p.clients[s].pid), 0);
+    CHECK_EQ(pool_release(&p, h, true), 0);
+    CHECK_EQ(stats_of(&p).used, 0);
+    pool_detach(&p);
+}
+
+static void test_reclaim(void)
+{
+    struct pool p, q;
+    REQUIRE(make_pool(&p, 4096, 8, 0, true) == 0);
+    uint64_t hp;
+    REQUIRE(pool_alloc(&p, 1, &hp) == 0);
+    REQUIRE(pool_attach(p.seg.fd, &q) == 0);
+    uint64_t a, b;
+    REQUIRE(pool_alloc(&q, 1, &a) == 0);
+    REQUIRE(pool_alloc(&q, 1, &b) == 0);
+    CHECK_EQ(pool_retain(&q, hp, true), 0);
+    CHECK_EQ(refcount_of(&p, hp), 2);
+    CHECK_EQ(pool_reclaim_slot(&p, q.slot), 3);
+    CHECK_EQ(refcount_of(&p, hp), 1);
+    CHECK_EQ(stats_of(&p).used, 1);
+    CHECK_EQ(atomic_load(&p.clients[q.slot].pid), 0);
+    CHECK_EQ(pool_reclaim_slot(&p, q.slot), 0);
+    CHECK_EQ(pool_reclaim_slot(&p, POOL_MAX_CLIENTS), -EINVAL);
+    pool_detach(&q); /* its slot is gone: releases nothing more */
+    CHECK_EQ(refcount_of(&p, hp), 1);
+
+    /* A dead client's slot: references are dropped, never below zero. */
+    CHECK_EQ(pool_retain(&p, hp, false), 0);
+    atomic_store(&p.clients[7].pid, dead_pid());
+    atomic_store(&p.holdings[7 * p.block_count + idx_of(hp)], 1);
+    atomic_store(&p.holdings[7 * p.block_count + 5], 3); /* a free block: nothing to drop */
+    CHECK_EQ(pool_reclaim_dead(&p), 1);
+    CHECK_EQ(refcount_of(&p, hp), 1);
+    CHECK_EQ(atomic_load(&p.clients[7].pid), 0);
+    CHECK_EQ(atomic_load(&p.holdings[7 * p.block_count + 5]), 0);
+    CHECK_EQ(pool_reclaim_dead(&p), 0); /* our own slot is alive */
+    CHECK_EQ(pool_held_by_self(&p), 1);
+    struct pool_stats s = stats_of(&p);
+    CHECK_EQ(s.reclaimed, 4);
+    CHECK_EQ(s.used, 1);
+    CHECK_EQ(pool_release(&p, hp, true), 0);
+    pool_detach(&p);
+}
+
+static void check_consistent(struct pool *p)
+{
+    struct pool_stats s = stats_of(p);
+    CHECK_EQ(s.used + s.warm + s.cold, s.block_count);
+    uint32_t used = 0;
+    for (uint32_t i = 0; i < p->block_count; i++)
+        used += (uint32_t)atomic_load(&p->blocks[i].ref) != 0;
+    CHECK_EQ(s.used, used);
+}
+
+static void test_lock_recovery_repair(void)
+{
+    struct pool p;
+    REQUIRE(make_pool(&p, 4096, 8, 0, true) == 0);
+    uint64_t a, b, c;
+    REQUIRE(pool_alloc(&p, 1, &a) == 0);
+    REQUIRE(pool_alloc(&p, 1, &b) == 0);
+    REQUIRE(pool_alloc(&p, 1, &c) == 0);
+    CHECK_EQ(pool_release(&p, b, true), 0);
+    CHECK_EQ(pool_flush(&p), 6);
+    REQUIRE(pool_alloc(&p, 1, &b) == 0); /* a cold one */
+    CHECK_EQ(pool_release(&p, b, true), 0);
+    /* A holder died in the middle of a list update: heads, links and counts
+     * are garbage, and a block was left half-aged. */
+    struct pool_shared *sh = p.sh;
+    sh->warm_head = 5000;
+    sh->warm_tail = idx_of(a);
+    sh->cold_head = idx_of(c);
+    sh->warm_count = 1234;
+    sh->used_count = 0;
+    p.blocks[idx_of(b)].next = idx_of(b);
+    p.blocks[7].state = POOL_BLOCK_AGING;
+    p.blocks[7].reserved0 = dead_pid();
+    uint32_t dead = dead_pid();
+    atomic_store(&sh->lock.word, dead);
+    uint64_t x;
+    CHECK_EQ(pool_alloc(&p, 1, &x), 0);
+    CHECK_EQ(atomic_load(&sh->lock.word), 0);
+    CHECK_EQ(idx_of(x), idx_of(b)); /* the warm one, kept warm by the rebuild */
+    struct pool_stats s = stats_of(&p);
+    CHECK_EQ(s.used, 3);
+    CHECK_EQ(s.warm, 0);
+    CHECK_EQ(s.cold, 5);
+    check_consistent(&p);
+    CHECK_EQ(p.blocks[7].state, POOL_BLOCK_COLD);
+    /* Everything can be allocated and freed again. */
+    uint64_t h[5];
+    for (int i = 0; i < 5; i++)
+        CHECK_EQ(pool_alloc(&p, 1, &h[i]), 0);
+    CHECK_EQ(pool_alloc(&p, 1, &h[0]) , MBQ_POOL_ERR_ALLOCATION_FAILED);
+    for (int i = 0; i < 5; i++)
+        CHECK_EQ(pool_release(&p, h[i], true), 0);
+    CHECK_EQ(pool_release(&p, a, true), 0);
+    CHECK_EQ(pool_release(&p, c, true), 0);
+    CHECK_EQ(pool_release(&p, x, true), 0);
+    s = stats_of(&p);
+    CHECK_EQ(s.used, 0);
+    CHECK_EQ(s.warm + s.cold, 8);
+    pool_detach(&p);
+}
+
+static void test_alloc_repairs_corrupt_list(void)
+{
+    struct pool p;
+    REQUIRE(make_pool(&p, 4096, 4, 0, true) == 0);
+    uint64_t a, x, y;
+    REQUIRE(pool_alloc(&p, 1, &a) == 0);
+    /* The warm head names a block in use: alloc must notice, rebuild and
+     * still hand out a free block, not the used one. */
+    p.sh->warm_head = idx_of(a);
+    REQUIRE(pool_alloc(&p, 1, &x) == 0);
+    CHECK(idx_of(x) != idx_of(a));
+    CHECK_EQ(refcount_of(&p, a), 1);
+    check_consistent(&p);
+    /* A cycle in the warm list. */
+    uint32_t hd = p.sh->warm_head;
+    REQUIRE(hd < 4);
+    p.blocks[hd].next = hd;
+    REQUIRE(pool_alloc(&p, 1, &y) == 0);
+    CHECK(idx_of(y) != idx_of(a) && idx_of(y) != idx_of(x));
+    check_consistent(&p);
+    /* Lost lists with non-zero counts. */
+    p.sh->warm_head = p.sh->warm_tail = POOL_NONE;
+    uint64_t z;
+    REQUIRE(pool_alloc(&p, 1, &z) == 0);
+    check_consistent(&p);
+    /* reclaim_dead's periodic check finds silently lost blocks too. */
+    CHECK_EQ(pool_release(&p, z, true), 0);
+    p.sh->warm_head = p.sh->warm_tail = POOL_NONE;
+    p.sh->warm_count = 0;
+    CHECK_EQ(pool_reclaim_dead(&p), 0);
+    check_consistent(&p);
+    CHECK_EQ(stats_of(&p).warm, 1);
+    CHECK_EQ(pool_release(&p, a, true), 0);
+    CHECK_EQ(pool_release(&p, x, true), 0);
+    CHECK_EQ(pool_release(&p, y, true), 0);
+    check_consistent(&p);
+    pool_detach(&p);
+}
+
+/* Blocks off every list: a release caught between its CAS and the lock is
+ * left alone by the periodic check (it is normal under load) but filed by a
+ * lock-recovery rebuild; a block left AGING by a dead ager is filed cold by
+ * the periodic check, one whose ager is alive is left to it. */
+static void test_orphans(void)
+{
+    struct pool p;
+    REQUIRE(make_pool(&p, 4096, 4, 0, true) == 0);
+    uint64_t a, b, x;
+    REQUIRE(pool_alloc(&p, 1, &a) == 0);
+    REQUIRE(pool_alloc(&p, 1, &b) == 0);
+    /* a: "released" by a process that then stopped before the lock. */
+    atomic_store(&p.blocks[idx_of(a)].ref, ((a >> 32) + 1) << 32);
+    atomic_store(&p.holdings[(size_t)p.slot * p.block_count + idx_of(a)], 0);
+    CHECK_EQ(pool_reclaim_dead(&p), 0);
+    CHECK_EQ(p.blocks[idx_of(a)].state, POOL_BLOCK_USED);
+    CHECK_EQ(stats_of(&p).used, 2);
+    /* The owner of the lock dies: the rebuild files a. */
+    atomic_store(&p.sh->lock.word, dead_pid());
+    struct pool_stats s = stats_of(&p);
+    CHECK_EQ(s.used, 1);
+    CHECK_EQ(s.warm, 3);
+    CHECK_EQ(p.blocks[idx_of(a)].state, POOL_BLOCK_WARM);
+    check_consistent(&p);
+    REQUIRE(pool_alloc(&p, 1, &x) == 0);
+    CHECK_EQ(x >> 32, (a >> 32) + 1);
+    CHECK_EQ(pool_release(&p, x, true), 0);
+
+    /* b: detached for aging by a thread that is alive (left to it), then by
+     * one that no longer exists (filed cold by the periodic check). */
+    CHECK_EQ(pool_release(&p, b, true), 0);
+    CHECK_EQ(pool_flush(&p), 4);
+    REQUIRE(p.sh->cold_head == idx_of(b));
+    p.sh->cold_head = p.blocks[idx_of(b)].next;
+    p.sh->cold_count--;
+    p.blocks[idx_of(b)].state = POOL_BLOCK_AGING;
+    p.blocks[idx_of(b)].reserved0 = (uint32_t)getpid();
+    CHECK_EQ(pool_reclaim_dead(&p), 0);
+    CHECK_EQ(p.blocks[idx_of(b)].state, POOL_BLOCK_AGING);
+    CHECK_EQ(stats_of(&p).cold, 3);
+    p.blocks[idx_of(b)].reserved0 = dead_pid();
+    CHECK_EQ(pool_reclaim_dead(&p), 0);
+    CHECK_EQ(p.blocks[idx_of(b)].state, POOL_BLOCK_COLD);
+    s = stats_of(&p);
+    CHECK_EQ(s.cold, 4);
+    CHECK_EQ(s.used, 0);
+    check_consistent(&p);
+    pool_detach(&p);
+}
+
+/* xorshift64*: deterministic pseudo-random bytes. */
+static uint64_t rng_state;
+static uint64_t rnd(void)
+{
+    rng_state ^= rng_state >> 12;
+    rng_state ^= rng_state << 25;
+    rng_state ^= rng_state >> 27;
+    return rng_state * 2685821657736338717ull;
+}
+
+static void scribble(uint8_t *base, size_t lo, size_t hi, int bytes)
+{
+    for (int i = 0; i < bytes; i++) {
+        size_t off = lo + rnd() % (hi - lo);
+        uint64_t v = rnd();
+        switch (v & 3) {
+        case 0: base[off] = (uint8_t)(v >> 8); break;
+        case 1: base[off] = 0xff; break;
+        case 2: base[off] = 0; break;
+        default: base[off] = (uint8_t)((v >> 8) & 7); break; /* small: plausible indices */
+        }
+    }
+}
+
+static void test_corruption_fuzz(void)
+{
+    const uint32_t n = 16;
+    struct pool p;
+    REQUIRE(make_pool(&p, 4096, n, 1000, true) == 0);
+    /* A second, raw mapping: the "other process" that scribbles. */
+    uint8_t *raw = mmap(NULL, p.seg.size, PROT_READ | PROT_WRITE, MAP_SHARED, p.seg.fd, 0);
+    REQUIRE(raw != MAP_FAILED);
+    const size_t blocks_lo = p.sh->blocks_off;
+    const size_t blocks_hi = blocks_lo + n * sizeof(struct pool_block);
+    const size_t heads_lo = offsetof(struct pool_shared, warm_head);
+    const size_t heads_hi = offsetof(struct pool_shared, allocs);
+    uint8_t *data_lo = p.data, *data_hi = p.data + (size_t)n * p.block_size;
+    uint64_t held[64];
+    int nheld = 0;
+    rng_state = 0x9e3779b97f4a7c15ull;
+    alarm(120); /* a hang fails the test instead of wedging the run */
+    for (int round = 0; round < 3000; round++) {
+        if (round % 3 == 0) {
+            scribble(raw, blocks_lo, blocks_hi, 1 + (int)(rnd() % 8));
+            scribble(raw, heads_lo, heads_hi, (int)(rnd() % 3));
+        }
+        for (int op = 0; op < 12; op++) {
+            uint64_t h;
+            int r;
+            switch (rnd() % 10) {
+            case 0:
+            case 1:
+                r = pool_alloc(&p, 1 + rnd() % 4096, &h);
+                CHECK(r == 0 || r == MBQ_POOL_ERR_ALLOCATION_FAILED || r == -EUCLEAN);
+                if (r == 0) {
+                    CHECK(h >> 32 != 0 && idx_of(h) < n);
+                    if (nheld < 64)
+                        held[nheld++] = h;
+                    else
+                        CHECK(pool_release(&p, h, true) != 1);
+                }
+                break;
+            case 2:
+            case 3:
+                if (nheld) {
+                    int k = (int)(rnd() % (uint64_t)nheld);
+                    r = pool_release(&p, held[k], true);
+                    CHECK(r == 0 || r == -ESTALE || r == -EINVAL);
+                    held[k] = held[--nheld];
+                }
+                break;
+            case 4:
+                if (nheld && nheld < 64) {
+                    h = held[rnd() % (uint64_t)nheld];
+                    r = pool_retain(&p, h, true);
+                    CHECK(r == 0 || r == -ESTALE || r == -EINVAL);
+                    if (r == 0)
+                        held[nheld++] = h;
+                }
+                break;
+            case 5:
+                r = pool_age_out(&p, mono_ns() + (rnd() & 1) * 2000);
+                CHECK(r >= 0 || r == -EUCLEAN);
+                if (rnd() % 4 == 0) {
+                    r = pool_flush(&p);
+                    CHECK(r >= 0 || r == -EUCLEAN);
+                }
+                break;
+            case 6:
+                r = pool_reclaim_dead(&p);
+                CHECK(r >= 0);
+                break;
+            case 7: {
+                struct pool_stats s;
+                CHECK_EQ(pool_stats(&p, &s), 0);
+                CHECK_EQ(s.block_count, n);
+                break;
+            }
+            case 8: {
+                h = nheld && (rnd() & 1) ? held[rnd() % (uint64_t)nheld] : rnd();
+                uint8_t *d = pool_data(&p, h);
+                if (d) { /* inside the data area, on a block boundary */
+                    CHECK(d >= data_lo && d + p.block_size <= data_hi);
+                    CHECK_EQ((size_t)(d - data_lo) % p.block_size, 0);
+                    d[0] = 1;
+                    d[p.block_size - 1] = 2;
+                }
+                struct pool_block *b = pool_block_of(&p, h);
+                CHECK(b == NULL || (b >= p.blocks && b < p.blocks + n));
+                break;
+            }
+            default:
+                h = rnd();
+                r = pool_retain(&p, h, rnd() & 1);
+                CHECK(r == 0 || r == -ESTALE || r == -EINVAL);
+                r = pool_release(&p, h, rnd() & 1);
+                CHECK(r == 0 || r == -ESTALE || r == -EINVAL);
+                break;
+            }
+        }
+    }
+    alarm(0);
+    /* Scribbling stops. Blocks left AGING by a "live" random tid are handed
+     * to a dead one, and the scribbler "dies holding the lock": the next
+     * locker rebuilds the pool, after which everything is accounted for and
+     * every free block can be allocated once. */
+    for (uint32_t i = 0; i < n; i++)
+        p.blocks[i].reserved0 = 0;
+    CHECK(pool_reclaim_dead(&p) >= 0);
+    atomic_store(&p.sh->lock.word, dead_pid());
+    check_consistent(&p);
+    CHECK_EQ(atomic_load(&p.sh->lock.word), 0);
+    struct pool_stats s = stats_of(&p);
+    uint32_t free_blocks = s.warm + s.cold, got = 0;
+    uint64_t fresh[16];
+    while (got < n && pool_alloc(&p, 1, &fresh[got]) == 0)
+        got++;
+    CHECK_EQ(got, free_blocks);
+    for (uint32_t i = 0; i < got; i++)
+        CHECK_EQ(pool_release(&p, fresh[i], true), 0);
+    check_consistent(&p);
+    munmap(raw, p.seg.size);
+    pool_detach(&p);
+}
+
+CHECK_MAIN(CASE(test_params_errors), CASE(test_alloc_exhaustion), CASE(test_alloc_bad_size),
+           CASE(test_refcount), CASE(test_stale_handle), CASE(test_lifo_reuse),
+           CASE(test_data_pages), CASE(test_age_out_punches), CASE(test_age_out_keeps_recent),
+           CASE(test_flush), CASE(test_invalidate), CASE(test_attach_second_mapping),
+           CASE(test_attach_rejects_corrupt), CASE(test_client_slots), CASE(test_reclaim),
+           CASE(test_lock_recovery_repair), CASE(test_alloc_repairs_corrupt_list), CASE(test_orphans),
+           CASE(test_corruption_fuzz))

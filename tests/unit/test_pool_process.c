@@ -1,0 +1,401 @@
+/* Memory pools across real processes (fork()ed children that attach to the
+ * pool's memfd): a producer hands buffers to a consumer with zero copies, a
+ * client killed with SIGKILL while holding buffers leaks nothing once the
+ * pool reclaims dead clients, and two processes allocating and freeing at
+ * once never share a block and leave the pool whole. Synchronisation is by
+ * pipes and waitpid only; an alarm turns a hang into a failure. */
+#include "check.h"
+
+#include "futex.h"
+#include "pool.h"
+
+#include <mbq/status.h>
+
+#include <errno.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define CASE_TIMEOUT_S 120
+
+enum {
+    OUT_OK = 0,
+    OUT_ATTACH = 10,
+    OUT_ALLOC = 11,
+    OUT_BAD_DATA = 12,
+    OUT_REF = 13,
+    OUT_PIPE = 14,
+    OUT_LEAK = 15,
+};
+
+static uint32_t idx_of(uint64_t h)
+{
+    return (uint32_t)h - 1;
+}
+
+static uint32_t refcount_of(struct pool *p, uint64_t h)
+{
+    return (uint32_t)atomic_load(&p->blocks[idx_of(h)].ref);
+}
+
+static int read_full(int fd, void *buf, size_t n)
+{
+    uint8_t *b = buf;
+    while (n) {
+        ssize_t r = read(fd, b, n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return -1;
+        b += r;
+        n -= (size_t)r;
+    }
+    return 0;
+}
+
+static int write_full(int fd, const void *buf, size_t n)
+{
+    const uint8_t *b = buf;
+    while (n) {
+        ssize_t r = write(fd, b, n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return -1;
+        b += r;
+        n -= (size_t)r;
+    }
+    return 0;
+}
+
+/* Forks a child that dies with its parent and runs fn(arg), exiting with its
+ * result. */
+static pid_t spawn(int (*fn)(void *), void *arg)
+{
+    pid_t parent = getpid();
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent)
+            _exit(OUT_PIPE);
+        _exit(fn(arg));
+    }
+    return pid;
+}
+
+static int wait_exit(pid_t pid)
+{
+    int st;
+    while (waitpid(pid, &st, 0) < 0) {
+        if (errno != EINTR)
+            return -1;
+    }
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+static void fill(uint8_t *d, uint64_t size, uint64_t seq)
+{
+    memcpy(d, &seq, sizeof(seq));
+    memcpy(d + size - sizeof(seq), &seq, sizeof(seq));
+    for (int i = 0; i < 64; i++)
+        d[8 + i] = (uint8_t)(seq * 31 + (uint64_t)i);
+}
+
+static bool verify(const uint8_t *d, uint64_t size, uint64_t seq)
+{
+    uint64_t a, b;
+    memcpy(&a, d, sizeof(a));
+    memcpy(&b, d + size - sizeof(b), sizeof(b));
+    if (a != seq || b != seq)
+        return false;
+    for (int i = 0; i < 64; i++) {
+        if (d[8 + i] != (uint8_t)(seq * 31 + (uint64_t)i))
+            return false;
+    }
+    return true;
+}
+
+/* ---- 1: producer -> consumer, 100k buffers ---- */
+
+#define PC_BUFFERS 100000u
+#define PC_BLOCKS 16u
+
+struct pc_args {
+    int fd;      /* the pool's memfd */
+    int handles; /* read end: handles, 0 ends */
+    int acks;    /* write end: one byte per buffer released */
+};
+
+static int consumer(void *arg)
+{
+    struct pc_args *a = arg;
+    struct pool c;
+    if (pool_attach(a->fd, &c) != 0)
+        return OUT_ATTACH;
+    for (uint64_t seq = 0;; seq++) {
+        uint64_t h;
+        if (read_full(a->handles, &h, sizeof(h)) < 0)
+            return OUT_PIPE;
+        if (h == 0)
+            return seq == PC_BUFFERS && pool_held_by_self(&c) == 0 ? OUT_OK : OUT_LEAK;
+        /* The in-flight reference becomes ours. */
+        if (pool_adopt(&c, h) != 0)
+            return OUT_REF;
+        const uint8_t *d = pool_data(&c, h);
+        struct pool_block *b = pool_block_of(&c, h);
+        if (!d || !b || b->data_size != c.block_size || b->pts.value != (int64_t)seq ||
+            !verify(d, c.block_size, seq))
+            return OUT_BAD_DATA;
+        if (pool_release(&c, h, true) != 0)
+            return OUT_REF;
+        uint8_t ack = 1;
+        if (write_full(a->acks, &ack, 1) < 0)
+            return OUT_PIPE;
+    }
+}
+
+static void test_producer_consumer(void)
+{
+    alarm(CASE_TIMEOUT_S);
+    struct pool p;
+    struct pool_params prm = {.block_size = 4096, .block_count = PC_BLOCKS, .prefault = true};
+    REQUIRE(pool_create(&prm, &p) == 0);
+    int hp[2], ap[2];
+    REQUIRE(pipe(hp) == 0 && pipe(ap) == 0);
+    struct pc_args args = {.fd = p.seg.fd, .handles = hp[0], .acks = ap[1]};
+    pid_t child = spawn(consumer, &args);
+    REQUIRE(child > 0);
+    close(hp[0]);
+    close(ap[1]);
+
+    uint32_t credits = PC_BLOCKS;
+    int bad = 0;
+    for (uint64_t seq = 0; seq < PC_BUFFERS && !bad; seq++) {
+        while (credits == 0) { /* wait for the consumer to free one */
+            uint8_t acks[64];
+            ssize_t r = read(ap[0], acks, sizeof(acks));
+            if (r <= 0 && errno != EINTR) {
+                bad = 1;
+                break;
+            }
+            credits += r > 0 ? (uint32_t)r : 0;
+        }
+        if (bad)
+            break;
+        uint64_t h;
+        if (pool_alloc(&p, p.block_size, &h) != 0) {
+            bad = 2;
+            break;
+        }
+        credits--;
+        fill(pool_data(&p, h), p.block_size, seq);
+        pool_block_of(&p, h)->pts = (mbq_time){(int64_t)seq, 1, MBQ_TIME_FLAG_VALID, 0};
+        /* One reference for the trip (held by nobody while in the pipe),
+         * then the producer drops its own. */
+        if (pool_retain(&p, h, false) != 0 || pool_release(&p, h, true) != 0 ||
+            write_full(hp[1], &h, sizeof(h)) < 0)
+            bad = 3;
+    }
+    uint64_t end = 0;
+    CHECK_EQ(write_full(hp[1], &end, sizeof(end)), 0);
+    CHECK_EQ(bad, 0);
+    CHECK_EQ(wait_exit(child), OUT_OK);
+    close(hp[1]);
+    close(ap[0]);
+
+    struct pool_stats s;
+    REQUIRE(pool_stats(&p, &s) == 0);
+    CHECK_EQ(s.used, 0);
+    CHECK_EQ(s.warm + s.cold, PC_BLOCKS);
+    CHECK_EQ(s.allocs, PC_BUFFERS);
+    CHECK_EQ(s.frees, PC_BUFFERS);
+    CHECK_EQ(s.alloc_failures, 0);
+    CHECK_EQ(s.reclaimed, 0);
+    CHECK_EQ(pool_held_by_self(&p), 0);
+    for (uint32_t i = 0; i < PC_BLOCKS; i++)
+        CHECK_EQ((uint32_t)atomic_load(&p.blocks[i].ref), 0);
+    CHECK_EQ(pool_reclaim_dead(&p), 0);
+    pool_detach(&p);
+    alarm(0);
+}
+
+/* ---- 2: kill -9 while holding buffers ---- */
+
+#define KILL_OWN 4
+#define KILL_CHILD_ALLOCS 5
+
+struct kill_args {
+    int fd;
+    uint64_t parent_bufs[KILL_OWN];
+    int ready; /* write end */
+    int block; /* read end: never written */
+};
+
+static int victim(void *arg)
+{
+    struct kill_args *a = arg;
+    struct pool c;
+    if (pool_attach(a->fd, &c) != 0)
+        return OUT_ATTACH;
+    for (int i = 0; i < KILL_CHILD_ALLOCS; i++) {
+        uint64_t h;
+        if (pool_alloc(&c, 1, &h) != 0)
+            return OUT_ALLOC;
+        memset(pool_data(&c, h), 0xee, c.block_size);
+    }
+    /* Shares two of the parent's buffers, one of them twice. */
+    if (pool_retain(&c, a->parent_bufs[0], true) != 0 ||
+        pool_retain(&c, a->parent_bufs[1], true) != 0 ||
+        pool_retain(&c, a->parent_bufs[1], true) != 0)
+        return OUT_REF;
+    uint8_t b = 1;
+    if (write_full(a->ready, &b, 1) < 0)
+        return OUT_PIPE;
+    (void)read_full(a->block, &b, 1); /* until killed */
+    return OUT_PIPE;
+}
+
+static void test_kill_while_holding(void)
+{
+    alarm(CASE_TIMEOUT_S);
+    struct pool p;
+    struct pool_params prm = {.block_size = 8192, .block_count = 32, .prefault = true};
+    REQUIRE(pool_create(&prm, &p) == 0);
+    struct kill_args args = {.fd = p.seg.fd};
+    for (int i = 0; i < KILL_OWN; i++)
+        REQUIRE(pool_alloc(&p, 1, &args.parent_bufs[i]) == 0);
+    CHECK_EQ(pool_retain(&p, args.parent_bufs[2], true), 0); /* the parent's own extra */
+    int rp[2], bp[2];
+    REQUIRE(pipe(rp) == 0 && pipe(bp) == 0);
+    args.ready = rp[1];
+    args.block = bp[0];
+    pid_t child = spawn(victim, &args);
+    REQUIRE(child > 0);
+    close(rp[1]);
+    close(bp[0]);
+    uint8_t b;
+    REQUIRE(read_full(rp[0], &b, 1) == 0);
+
+    struct pool_stats s;
+    REQUIRE(pool_stats(&p, &s) == 0);
+    CHECK_EQ(s.used, KILL_OWN + KILL_CHILD_ALLOCS);
+    CHECK_EQ(refcount_of(&p, args.parent_bufs[0]), 2);
+    CHECK_EQ(refcount_of(&p, args.parent_bufs[1]), 3);
+
+    CHECK_EQ(kill(child, SIGKILL), 0);
+    CHECK_EQ(wait_exit(child), 128 + SIGKILL);
+    CHECK_EQ(pool_reclaim_dead(&p), KILL_CHILD_ALLOCS + 3);
+    REQUIRE(pool_stats(&p, &s) == 0);
+    CHECK_EQ(s.used, KILL_OWN);
+    CHECK_EQ(s.warm + s.cold, 32 - KILL_OWN);
+    CHECK_EQ(s.reclaimed, KILL_CHILD_ALLOCS + 3);
+    CHECK_EQ(refcount_of(&p, args.parent_bufs[0]), 1);
+    CHECK_EQ(refcount_of(&p, args.parent_bufs[1]), 1);
+    CHECK_EQ(refcount_of(&p, args.parent_bufs[2]), 2);
+    CHECK_EQ(refcount_of(&p, args.parent_bufs[3]), 1);
+    CHECK_EQ(pool_held_by_self(&p), KILL_OWN + 1);
+    uint32_t live_slots = 0;
+    for (uint32_t i = 0; i < POOL_MAX_CLIENTS; i++)
+        live_slots += atomic_load(&p.clients[i].pid) != 0;
+    CHECK_EQ(live_slots, 1);
+    CHECK_EQ(pool_reclaim_dead(&p), 0);
+
+    for (int i = 0; i < KILL_OWN; i++)
+        CHECK_EQ(pool_release(&p, args.parent_bufs[i], true), 0);
+    CHECK_EQ(pool_release(&p, args.parent_bufs[2], true), 0);
+    REQUIRE(pool_stats(&p, &s) == 0);
+    CHECK_EQ(s.used, 0);
+    CHECK_EQ(s.warm + s.cold, 32);
+    close(rp[0]);
+    close(bp[1]);
+    pool_detach(&p);
+    alarm(0);
+}
+
+/* ---- 3: two processes allocating and freeing at once ---- */
+
+#define CONC_ITERS 200000u
+#define CONC_BLOCKS 8u
+
+struct conc_args {
+    int fd;
+    int go;       /* read end: EOF means start */
+    int go_write; /* its write end, which a child must close to see EOF */
+};
+
+static int churner(void *arg)
+{
+    struct conc_args *a = arg;
+    struct pool c;
+    close(a->go_write);
+    if (pool_attach(a->fd, &c) != 0)
+        return OUT_ATTACH;
+    uint8_t b;
+    if (read(a->go, &b, 1) != 0)
+        return OUT_PIPE;
+    const uint64_t me = (uint64_t)getpid() << 32;
+    for (uint32_t i = 0; i < CONC_ITERS; i++) {
+        uint64_t h1, h2;
+        /* At most 2 x 2 blocks in use of 8: allocation never fails. */
+        if (pool_alloc(&c, 1, &h1) != 0)
+            return OUT_ALLOC;
+        uint64_t *d1 = pool_data(&c, h1);
+        *d1 = me | i;
+        if (pool_alloc(&c, 1, &h2) != 0)
+            return OUT_ALLOC;
+        uint64_t *d2 = pool_data(&c, h2);
+        *d2 = me | i | 0x80000000u;
+        if (i % 64 == 0 && (pool_retain(&c, h1, true) != 0 || pool_release(&c, h1, true) != 0))
+            return OUT_REF;
+        /* Had another process been handed the same block, it would have
+         * overwritten the tag by now (or will before its own check). */
+        if (*d1 != (me | i) || *d2 != (me | i | 0x80000000u))
+            return OUT_BAD_DATA;
+        if (pool_release(&c, h1, true) != 0 || pool_release(&c, h2, true) != 0)
+            return OUT_REF;
+    }
+    if (pool_held_by_self(&c) != 0)
+        return OUT_LEAK;
+    pool_detach(&c);
+    return OUT_OK;
+}
+
+static void test_concurrent_alloc_free(void)
+{
+    alarm(CASE_TIMEOUT_S);
+    struct pool p;
+    struct pool_params prm = {.block_size = 4096, .block_count = CONC_BLOCKS, .prefault = true};
+    REQUIRE(pool_create(&prm, &p) == 0);
+    int gp[2];
+    REQUIRE(pipe(gp) == 0);
+    struct conc_args args = {.fd = p.seg.fd, .go = gp[0], .go_write = gp[1]};
+    pid_t c1 = spawn(churner, &args);
+    pid_t c2 = spawn(churner, &args);
+    REQUIRE(c1 > 0 && c2 > 0);
+    close(gp[0]);
+    close(gp[1]); /* go */
+    CHECK_EQ(wait_exit(c1), OUT_OK);
+    CHECK_EQ(wait_exit(c2), OUT_OK);
+
+    struct pool_stats s;
+    REQUIRE(pool_stats(&p, &s) == 0);
+    CHECK_EQ(s.used, 0);
+    CHECK_EQ(s.warm + s.cold, CONC_BLOCKS);
+    CHECK_EQ(s.allocs, 2ull * 2 * CONC_ITERS);
+    CHECK_EQ(s.frees, 2ull * 2 * CONC_ITERS);
+    CHECK_EQ(s.alloc_failures, 0);
+    CHECK_EQ(s.reclaimed, 0);
+    CHECK_EQ(atomic_load(&p.sh->lock.word), 0);
+    for (uint32_t i = 0; i < CONC_BLOCKS; i++)
+        CHECK_EQ((uint32_t)atomic_load(&p.blocks[i].ref), 0);
+    CHECK_EQ(pool_reclaim_dead(&p), 0); /* also runs the full consistency check */
+    REQUIRE(pool_stats(&p, &s) == 0);
+    CHECK_EQ(s.warm, CONC_BLOCKS);
+    pool_detach(&p);
+    alarm(0);
+}
+
+CHECK_MAIN(CASE(test_producer_consumer), CASE(test_kill_while_holding),
+           CASE(test_concurrent_alloc_free))
