@@ -178,6 +178,11 @@ bool client_name_valid(const char *name);
 /* Reads a caller's size-prefixed options struct into a zeroed local copy:
  * returns false if the declared size cannot even hold the size field. */
 bool client_copy_options(void *dst, size_t dst_size, const void *src);
+/* Copies a filled-in struct src (src_size bytes, beginning with its size)
+ * into the caller's size-prefixed struct dst: as many bytes as dst declares
+ * (at most src_size), leaving dst's size field alone. False if dst's size
+ * cannot even hold the size field. */
+bool client_copy_out(void *dst, const void *src, size_t src_size);
 /* The segment fd of an ObjectInfo in a reply, claimed from its fds, or a
  * negative errno. */
 int client_take_segment_fd(struct client_reply *reply, const Mbq__V1__ObjectInfo *info);

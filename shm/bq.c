@@ -93,6 +93,26 @@ static inline void side_end(struct bq_side *s)
     atomic_store_explicit(&s->seq, v + 1, memory_order_release);
 }
 
+/* Adds d to the side's duration sum. The common case — both numeric with
+ * the same timescale and epoch 0, no overflow — touches only the value word
+ * and builds no mbq_time on the stack (passing those by value costs a
+ * store-forwarding stall per field here). */
+static inline void side_add_duration(struct bq_side *s, const mbq_time *d)
+{
+    uint64_t sf = atomic_load_explicit(&s->dur_scale_flags, memory_order_relaxed);
+    int64_t v = atomic_load_explicit(&s->dur_value, memory_order_relaxed), sum;
+    if (__builtin_expect(d->flags == MBQ_TIME_FLAG_VALID && d->epoch == 0 && d->timescale > 0 &&
+                             sf == ((uint64_t)(uint32_t)d->timescale |
+                                    (uint64_t)MBQ_TIME_FLAG_VALID << 32) &&
+                             atomic_load_explicit(&s->dur_epoch, memory_order_relaxed) == 0 &&
+                             !__builtin_add_overflow(v, d->value, &sum),
+                         1)) {
+        atomic_store_explicit(&s->dur_value, sum, memory_order_relaxed);
+        return;
+    }
+    side_duration_store(s, duration_accumulate(side_duration_load(s), *d));
+}
+
 /* Accounts for e passing side s and moves its index to new_index. */
 static inline void side_pass(struct bq_side *s, const struct bq_entry *e, uint64_t new_index,
                              bool count_op)
@@ -101,7 +121,7 @@ static inline void side_pass(struct bq_side *s, const struct bq_entry *e, uint64
     atomic_store_explicit(&s->bytes, atomic_load_explicit(&s->bytes, memory_order_relaxed) +
                                          e->size,
                           memory_order_relaxed);
-    side_duration_store(s, duration_accumulate(side_duration_load(s), e->duration));
+    side_add_duration(s, &e->duration);
     if (count_op)
         atomic_store_explicit(&s->ops, atomic_load_explicit(&s->ops, memory_order_relaxed) + 1,
                               memory_order_relaxed);
@@ -149,33 +169,47 @@ static bool bq_needs_repair(struct bq *q)
     return atomic_load_explicit(&q->sh->flags, memory_order_relaxed) & BQ_F_NEEDS_REPAIR;
 }
 
-static void bq_lock_full(struct bq *q)
+/* How each side's lock is held (what bslock_lock returned); the unlock
+ * needs it, and it lives on the caller's stack because threads share a
+ * struct bq. */
+struct bq_held {
+    int tail, head;
+};
+
+static inline bool bq_range_ok(const struct bq *q, uint64_t head, uint64_t tail);
+
+/* Takes both locks, tail first. Everything that walks the entries does so
+ * under these, so the counters are checked here once: a walk never starts
+ * from a scribbled range. */
+static struct bq_held bq_lock_full(struct bq *q)
 {
-    int a = slock_lock(&q->sh->tail.lock);
-    int b = slock_lock(&q->sh->head.lock);
-    if (a == SLOCK_RECOVERED || b == SLOCK_RECOVERED || bq_needs_repair(q))
+    struct bq_held h = {bslock_lock(&q->sh->tail.lock), bslock_lock(&q->sh->head.lock)};
+    if (h.tail == SLOCK_RECOVERED || h.head == SLOCK_RECOVERED || bq_needs_repair(q) ||
+        !bq_range_ok(q, atomic_load_explicit(&q->sh->head.index, memory_order_relaxed),
+                     atomic_load_explicit(&q->sh->tail.index, memory_order_relaxed)))
         bq_repair_locked(q);
+    return h;
 }
 
-static void bq_unlock_full(struct bq *q)
+static void bq_unlock_full(struct bq *q, struct bq_held h)
 {
-    slock_unlock(&q->sh->head.lock);
-    slock_unlock(&q->sh->tail.lock);
+    bslock_unlock(&q->sh->head.lock, h.head);
+    bslock_unlock(&q->sh->tail.lock, h.tail);
 }
 
-/* Takes one side's lock. A lock recovered from a dead owner (or a queue
- * already marked for repair) is handed back and the repair done under both
- * locks in order, so the tail-then-head order is never broken. */
-static void bq_lock_side(struct bq *q, struct bq_side *s)
+/* Takes one side's lock; returns how it is held. A lock recovered from a
+ * dead owner (or a queue already marked for repair) is handed back and the
+ * repair done under both locks in order, so the tail-then-head order is
+ * never broken. */
+static int bq_lock_side(struct bq *q, struct bq_side *s)
 {
     for (;;) {
-        int r = slock_lock(&s->lock);
-        if (__builtin_expect(r == SLOCK_ACQUIRED && !bq_needs_repair(q), 1))
-            return;
+        int r = bslock_lock(&s->lock);
+        if (__builtin_expect(r != SLOCK_RECOVERED && !bq_needs_repair(q), 1))
+            return r;
         bq_mark_repair(q);
-        slock_unlock(&s->lock);
-        bq_lock_full(q);
-        bq_unlock_full(q);
+        bslock_unlock(&s->lock, r);
+        bq_unlock_full(q, bq_lock_full(q));
     }
 }
 
@@ -219,6 +253,11 @@ static void bq_repair_locked(struct bq *q)
                 q->entries[k & q->mask] = q->entries[(k - 1) & q->mask];
             q->entries[pos & q->mask] = j->entry;
             tail = jt + 1;
+            /* the dead writer may or may not have counted it: count from
+             * what the journal recorded before it began */
+            atomic_store_explicit(&sh->tail.ops, j->ops + 1, memory_order_relaxed);
+            if (tail - head > atomic_load_explicit(&sh->tail.high_water, memory_order_relaxed))
+                atomic_store_explicit(&sh->tail.high_water, tail - head, memory_order_relaxed);
             atomic_store_explicit(&sh->tail.index, tail, memory_order_release);
         } else {
             corrupt = true;
@@ -500,6 +539,7 @@ static uint32_t pow2_at_least(uint32_t n)
 static void bq_init_local(struct bq *q, struct seg *s, uint32_t capacity, uint32_t slots,
                           uint32_t order, uint32_t policy)
 {
+    slock_membarrier_register(); /* see wake_consumers */
     *q = (struct bq){.seg = *s,
                      .sh = s->base,
                      .entries = (struct bq_entry *)((char *)s->base + bq_entries_offset()),
@@ -578,24 +618,37 @@ void bq_set_hooks(struct bq *q, const struct bq_hooks *hooks)
 
 /* ---- enqueue -------------------------------------------------------------- */
 
-static void bump_high_water(struct bq_shared *sh, uint64_t count)
+/* Called with the count bounded by the cached head (an upper bound): the
+ * exact count is worked out only when that bound beats the mark, which
+ * stops happening once the mark is reached. */
+static void bump_high_water(struct bq *q, uint64_t tail_after)
 {
-    uint64_t hw = atomic_load_explicit(&sh->high_water, memory_order_relaxed);
+    struct bq_side *t = &q->sh->tail;
+    uint64_t hw = atomic_load_explicit(&t->high_water, memory_order_relaxed);
+    if (__builtin_expect(tail_after - q->head_cache <= hw, 1))
+        return;
+    q->head_cache = load_index(&q->sh->head);
+    uint64_t count = tail_after - q->head_cache;
+    if (count > q->capacity)
+        return; /* a corrupt head: the next operation reports it */
     while (count > hw && !atomic_compare_exchange_weak_explicit(
-                             &sh->high_water, &hw, count, memory_order_relaxed,
+                             &t->high_water, &hw, count, memory_order_relaxed,
                              memory_order_relaxed))
         ;
 }
 
-/* Wakes blocking dequeuers, if any flagged themselves asleep. The caller has
- * just unlocked: the lock's release is an atomic exchange, a full barrier on
- * x86, which orders the tail store before the waiters load (Dekker with the
- * waiter's increment-then-check). */
+/* Wakes blocking dequeuers, if any flagged themselves asleep. This is a
+ * Dekker pair — producer: store tail, load waiters; consumer: add waiter,
+ * load tail — made asymmetric: the consumer about to sleep (already ~25 us
+ * into waiting) runs slock_heavy_barrier(), a barrier on every CPU running a
+ * registered process, so the producer needs none on its fast path. A
+ * process that could not register fences here instead. */
 static inline void wake_consumers(struct bq_shared *sh)
 {
-#if !defined(__x86_64__) && !defined(__i386__)
-    atomic_thread_fence(memory_order_seq_cst);
-#endif
+    if (__builtin_expect(!slock_membarrier_ready(), 0))
+        atomic_thread_fence(memory_order_seq_cst);
+    else
+        atomic_signal_fence(memory_order_seq_cst);
     if (__builtin_expect(atomic_load_explicit(&sh->data_waiters, memory_order_seq_cst) != 0, 0)) {
         atomic_fetch_add_explicit(&sh->data_seq, 1, memory_order_seq_cst);
         futex_wake(&sh->data_seq, 1 << 30);
@@ -608,20 +661,18 @@ static struct bq_entry drop_oldest_locked(struct bq *q, uint64_t head)
 {
     struct bq_entry old = q->entries[head & q->mask];
     side_pass(&q->sh->head, &old, head + 1, false);
-    atomic_fetch_add_explicit(&q->sh->dropped, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&q->sh->tail.dropped, 1, memory_order_relaxed);
     return old;
 }
 
 /* With the tail lock held, takes the head lock too (the lock order allows
- * it). Returns false if that lock needed a repair: the repair has then been
- * done, both locks are held, and the caller must re-read the queue. */
-static bool lock_head_after_tail(struct bq *q)
+ * it), repairing if it comes back from a dead owner. The caller re-reads
+ * the queue afterwards. */
+static void lock_head_after_tail(struct bq *q, int *how)
 {
-    int r = slock_lock(&q->sh->head.lock);
-    if (__builtin_expect(r == SLOCK_ACQUIRED && !bq_needs_repair(q), 1))
-        return true;
-    bq_repair_locked(q);
-    return false;
+    *how = bslock_lock(&q->sh->head.lock);
+    if (*how == SLOCK_RECOVERED || bq_needs_repair(q))
+        bq_repair_locked(q);
 }
 
 int bq_enqueue(struct bq *q, const struct bq_entry *e)
@@ -644,14 +695,15 @@ int bq_enqueue(struct bq *q, const struct bq_entry *e)
     }
     struct bq_shared *sh = q->sh;
     bool full_lock = atomic_load_explicit(&sh->trigger_count, memory_order_relaxed) != 0;
+    struct bq_held held = {0, 0};
     if (full_lock)
-        bq_lock_full(q);
+        held = bq_lock_full(q);
     else
-        bq_lock_side(q, &sh->tail);
+        held.tail = bq_lock_side(q, &sh->tail);
     if (!full_lock && atomic_load_explicit(&sh->trigger_count, memory_order_relaxed) != 0) {
         /* a trigger was installed while we waited for the tail lock */
-        slock_unlock(&sh->tail.lock);
-        bq_lock_full(q);
+        bslock_unlock(&sh->tail.lock, held.tail);
+        held = bq_lock_full(q);
         full_lock = true;
     }
 
@@ -662,7 +714,14 @@ int bq_enqueue(struct bq *q, const struct bq_entry *e)
     uint64_t tail, head, pos;
 reread:
     tail = atomic_load_explicit(&sh->tail.index, memory_order_relaxed);
-    head = load_index(&sh->head);
+    head = q->head_cache;
+    /* The cached head is a lower bound; reload it when it says full, when it
+     * is out of range (another producer moved tail on), and whenever the
+     * head lock is held anyway. */
+    if (have_head || tail - head >= q->capacity || head > tail) {
+        head = load_index(&sh->head);
+        q->head_cache = head;
+    }
     if (!bq_range_ok(q, head, tail)) {
         r = -EUCLEAN;
         bq_mark_repair(q);
@@ -674,15 +733,14 @@ reread:
     }
     if (tail - head >= q->capacity) {
         if (q->full_policy != BQ_FULL_DROP_OLDEST) {
-            atomic_fetch_add_explicit(&sh->rejected_full, 1, memory_order_relaxed);
+            atomic_fetch_add_explicit(&sh->tail.rejected_full, 1, memory_order_relaxed);
             r = MBQ_BQ_ERR_QUEUE_IS_FULL;
             goto out;
         }
         if (!have_head) {
             have_head = true;
-            if (!lock_head_after_tail(q))
-                goto reread;
-            head = load_index(&sh->head);
+            lock_head_after_tail(q, &held.head);
+            goto reread; /* with both locks: re-read and re-check everything */
         }
         if (tail - head >= q->capacity) {
             old = drop_oldest_locked(q, head);
@@ -701,9 +759,8 @@ reread:
              * must be kept out */
             if (!have_head) {
                 have_head = true;
-                if (!lock_head_after_tail(q))
-                    goto reread;
-                head = load_index(&sh->head);
+                lock_head_after_tail(q, &held.head);
+                goto reread;
             }
             while (pos > head &&
                    mbq_time_compare(key, entry_key(q, &q->entries[(pos - 1) & q->mask])) < 0)
@@ -717,6 +774,7 @@ reread:
         j->entry = ne;
         j->pos = pos;
         j->tail = tail;
+        j->ops = atomic_load_explicit(&sh->tail.ops, memory_order_relaxed);
         atomic_store_explicit(&j->progress, tail, memory_order_relaxed);
         atomic_store_explicit(&j->active, 1, memory_order_release);
         for (uint64_t k = tail; k > pos; k--) {
@@ -728,14 +786,14 @@ reread:
     side_pass(&sh->tail, &ne, tail + 1, true);
     if (pos != tail)
         atomic_store_explicit(&sh->journal.active, 0, memory_order_release);
-    bump_high_water(sh, tail + 1 - head);
+    bump_high_water(q, tail + 1);
     if (full_lock)
         fired = trig_eval_locked(q, false);
 
 out:
     if (have_head)
-        slock_unlock(&sh->head.lock);
-    slock_unlock(&sh->tail.lock);
+        bslock_unlock(&sh->head.lock, held.head);
+    bslock_unlock(&sh->tail.lock, held.tail);
     if (r == 0)
         wake_consumers(sh);
     else if (q->hooks.release && q->hooks.retain)
@@ -749,6 +807,15 @@ out:
 
 /* ---- dequeue -------------------------------------------------------------- */
 
+/* The consumer's view of tail: the cached one while it shows entries past
+ * head, else a fresh load. */
+static inline uint64_t consumer_tail(struct bq *q, uint64_t head)
+{
+    if (q->tail_cache - head - 1 >= q->capacity) /* cache shows 0 or a bogus count */
+        q->tail_cache = load_index(&q->sh->tail);
+    return q->tail_cache;
+}
+
 static int dequeue_common(struct bq *q, struct bq_entry *out, bool if_ready)
 {
     if (!q || !q->sh || !out)
@@ -756,21 +823,27 @@ static int dequeue_common(struct bq *q, struct bq_entry *out, bool if_ready)
     if (bq_in_own_callback(q))
         return MBQ_BQ_ERR_CANNOT_MODIFY_QUEUE_FROM_TRIGGER_CALLBACK;
     struct bq_shared *sh = q->sh;
+    /* An empty queue is answered without the lock: head read before tail,
+     * both only grow, so equal values mean it was empty when tail was read. */
+    uint64_t h = atomic_load_explicit(&sh->head.index, memory_order_acquire);
+    if (consumer_tail(q, h) == h)
+        return -EAGAIN;
     bool full_lock = atomic_load_explicit(&sh->trigger_count, memory_order_relaxed) != 0;
+    struct bq_held held = {0, 0};
     if (full_lock)
-        bq_lock_full(q);
+        held = bq_lock_full(q);
     else
-        bq_lock_side(q, &sh->head);
+        held.head = bq_lock_side(q, &sh->head);
     if (!full_lock && atomic_load_explicit(&sh->trigger_count, memory_order_relaxed) != 0) {
-        slock_unlock(&sh->head.lock);
-        bq_lock_full(q);
+        bslock_unlock(&sh->head.lock, held.head);
+        held = bq_lock_full(q);
         full_lock = true;
     }
 
     int r = 0;
     uint32_t fired = 0;
     uint64_t head = atomic_load_explicit(&sh->head.index, memory_order_relaxed);
-    uint64_t tail = load_index(&sh->tail);
+    uint64_t tail = full_lock ? (q->tail_cache = load_index(&sh->tail)) : consumer_tail(q, head);
     if (!bq_range_ok(q, head, tail)) {
         bq_mark_repair(q);
         r = -EUCLEAN;
@@ -788,9 +861,9 @@ static int dequeue_common(struct bq *q, struct bq_entry *out, bool if_ready)
         }
     }
     if (full_lock)
-        bq_unlock_full(q);
+        bq_unlock_full(q, held);
     else
-        slock_unlock(&sh->head.lock);
+        bslock_unlock(&sh->head.lock, held.head);
     if (fired)
         trig_signal(q, fired);
     return r;
@@ -835,6 +908,7 @@ int bq_dequeue_wait(struct bq *q, struct bq_entry *out, int64_t timeout_ns)
     struct bq_shared *sh = q->sh;
     for (;;) {
         atomic_fetch_add_explicit(&sh->data_waiters, 1, memory_order_seq_cst);
+        slock_heavy_barrier(); /* the producer's half of the pair: see wake_consumers */
         uint32_t seq = atomic_load_explicit(&sh->data_seq, memory_order_seq_cst);
         r = dequeue_common(q, out, false);
         if (r == -EAGAIN && bq_is_at_end_of_data(q))
@@ -863,7 +937,7 @@ int bq_copy_head(struct bq *q, struct bq_entry *out)
     if (!q || !q->sh || !out)
         return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
     struct bq_shared *sh = q->sh;
-    bq_lock_side(q, &sh->head);
+    int how = bq_lock_side(q, &sh->head);
     int r = 0;
     uint64_t head = atomic_load_explicit(&sh->head.index, memory_order_relaxed);
     uint64_t tail = load_index(&sh->tail);
@@ -877,7 +951,7 @@ int bq_copy_head(struct bq *q, struct bq_entry *out)
         if (q->hooks.retain)
             r = q->hooks.retain(q->hooks.ctx, out->pool_id, out->handle, true);
     }
-    slock_unlock(&sh->head.lock);
+    bslock_unlock(&sh->head.lock, how);
     return r;
 }
 
@@ -889,10 +963,10 @@ int bq_mark_end_of_data(struct bq *q)
         return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
     if (bq_in_own_callback(q))
         return MBQ_BQ_ERR_CANNOT_MODIFY_QUEUE_FROM_TRIGGER_CALLBACK;
-    bq_lock_full(q);
+    struct bq_held held = bq_lock_full(q);
     atomic_fetch_or_explicit(&q->sh->flags, BQ_F_END_OF_DATA, memory_order_relaxed);
     uint32_t fired = trig_eval_locked(q, false);
-    bq_unlock_full(q);
+    bq_unlock_full(q, held);
     wake_consumers(q->sh); /* blocked dequeuers return -ENODATA */
     trig_signal(q, fired);
     return 0;
@@ -905,7 +979,7 @@ int bq_reset(struct bq *q, void (*cb)(const struct bq_entry *e, void *ctx), void
     if (bq_in_own_callback(q))
         return MBQ_BQ_ERR_CANNOT_MODIFY_QUEUE_FROM_TRIGGER_CALLBACK;
     struct bq_shared *sh = q->sh;
-    bq_lock_full(q);
+    struct bq_held held = bq_lock_full(q);
     uint64_t head = atomic_load_explicit(&sh->head.index, memory_order_relaxed);
     uint64_t tail = atomic_load_explicit(&sh->tail.index, memory_order_relaxed);
     for (uint64_t i = head; i < tail; i++) {
@@ -918,7 +992,7 @@ int bq_reset(struct bq *q, void (*cb)(const struct bq_entry *e, void *ctx), void
     }
     atomic_fetch_and_explicit(&sh->flags, ~BQ_F_END_OF_DATA, memory_order_relaxed);
     uint32_t fired = trig_eval_locked(q, true);
-    bq_unlock_full(q);
+    bq_unlock_full(q, held);
     trig_signal(q, fired);
     return 0;
 }
@@ -927,7 +1001,7 @@ int bq_for_each(struct bq *q, int (*cb)(struct bq_entry *e, void *ctx), void *ct
 {
     if (!q || !q->sh || !cb)
         return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
-    bq_lock_full(q);
+    struct bq_held held = bq_lock_full(q);
     int r = 0;
     uint64_t head = atomic_load_explicit(&q->sh->head.index, memory_order_relaxed);
     uint64_t tail = atomic_load_explicit(&q->sh->tail.index, memory_order_relaxed);
@@ -938,7 +1012,7 @@ int bq_for_each(struct bq *q, int (*cb)(struct bq_entry *e, void *ctx), void *ct
         /* only the attachments may change: restore what must not */
         memcpy(e, &before, offsetof(struct bq_entry, attachments));
     }
-    bq_unlock_full(q);
+    bq_unlock_full(q, held);
     return r;
 }
 
@@ -958,10 +1032,11 @@ static bool snapshot(struct bq *q, struct side_snap *t, struct side_snap *h)
             return true;
     }
     /* a side stuck mid-update or corrupt counters: repair under the lock */
-    bq_lock_full(q);
+    bq_mark_repair(q);
+    struct bq_held held = bq_lock_full(q);
     bool ok = side_read(&q->sh->head, h) && side_read(&q->sh->tail, t) &&
               bq_range_ok(q, h->index, t->index);
-    bq_unlock_full(q);
+    bq_unlock_full(q, held);
     return ok;
 }
 
@@ -1020,14 +1095,14 @@ static mbq_time head_time(struct bq *q, bool dts)
     if (!q || !q->sh)
         return MBQ_TIME_INVALID;
     mbq_time r = MBQ_TIME_INVALID;
-    bq_lock_side(q, &q->sh->head);
+    int how = bq_lock_side(q, &q->sh->head);
     uint64_t head = atomic_load_explicit(&q->sh->head.index, memory_order_relaxed);
     uint64_t tail = load_index(&q->sh->tail);
     if (head != tail && bq_range_ok(q, head, tail)) {
         const struct bq_entry *e = &q->entries[head & q->mask];
         r = dts ? e->dts : e->pts;
     }
-    slock_unlock(&q->sh->head.lock);
+    bslock_unlock(&q->sh->head.lock, how);
     return r;
 }
 
@@ -1048,7 +1123,7 @@ static mbq_time scan_time(struct bq *q, enum scan_what what)
     if (!q || !q->sh)
         return MBQ_TIME_INVALID;
     mbq_time r = MBQ_TIME_INVALID;
-    bq_lock_full(q);
+    struct bq_held held = bq_lock_full(q);
     uint64_t head = atomic_load_explicit(&q->sh->head.index, memory_order_relaxed);
     uint64_t tail = atomic_load_explicit(&q->sh->tail.index, memory_order_relaxed);
     if (what == SCAN_MIN_DTS) {
@@ -1063,7 +1138,7 @@ static mbq_time scan_time(struct bq *q, enum scan_what what)
         scan_pts(q, head, tail, &lo, &hi, &end);
         r = what == SCAN_MIN_PTS ? lo : what == SCAN_MAX_PTS ? hi : end;
     }
-    bq_unlock_full(q);
+    bq_unlock_full(q, held);
     return r;
 }
 
@@ -1099,13 +1174,13 @@ int bq_install_trigger(struct bq *q, int32_t condition, mbq_time time, int64_t t
     if (cond_uses_time(condition) && (!mbq_time_is_numeric(time) || time.epoch != 0))
         return MBQ_BQ_ERR_BAD_TRIGGER_DURATION;
     struct bq_shared *sh = q->sh;
-    bq_lock_full(q);
+    struct bq_held held = bq_lock_full(q);
     int slot = -1;
     for (int i = 0; i < BQ_MAX_TRIGGERS && slot < 0; i++)
         if (atomic_load_explicit(&sh->triggers[i].state, memory_order_relaxed) == 0)
             slot = i;
     if (slot < 0) {
-        bq_unlock_full(q);
+        bq_unlock_full(q, held);
         return -ENOSPC;
     }
     struct bq_trigger *t = &sh->triggers[slot];
@@ -1136,7 +1211,7 @@ int bq_install_trigger(struct bq *q, int32_t condition, mbq_time time, int64_t t
     *token_out = token_make(q, slot, gen);
     q->trigger_fd[slot] = efd;
     q->trigger_fd_gen[slot] = gen;
-    bq_unlock_full(q);
+    bq_unlock_full(q, held);
     trig_signal(q, fired);
     return 0;
 }
@@ -1145,7 +1220,7 @@ int bq_remove_trigger(struct bq *q, uint64_t token)
 {
     if (!q || !q->sh)
         return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
-    bq_lock_full(q);
+    struct bq_held held = bq_lock_full(q);
     int slot = token_slot(q, token);
     if (slot >= 0) {
         atomic_store_explicit(&q->sh->triggers[slot].state, 0, memory_order_relaxed);
@@ -1153,7 +1228,7 @@ int bq_remove_trigger(struct bq *q, uint64_t token)
         atomic_fetch_add_explicit(&q->sh->trigger_gen, 1, memory_order_relaxed);
         q->trigger_fd[slot] = -1;
     }
-    bq_unlock_full(q);
+    bq_unlock_full(q, held);
     return slot >= 0 ? 0 : MBQ_BQ_ERR_INVALID_TRIGGER_TOKEN;
 }
 
@@ -1161,14 +1236,14 @@ int bq_test_trigger(struct bq *q, uint64_t token)
 {
     if (!q || !q->sh)
         return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
-    bq_lock_full(q);
+    struct bq_held held = bq_lock_full(q);
     int slot = token_slot(q, token), r = MBQ_BQ_ERR_INVALID_TRIGGER_TOKEN;
     if (slot >= 0) {
         struct bq_state st;
         state_locked(q, &st, false);
         r = trig_level(&q->sh->triggers[slot], &st);
     }
-    bq_unlock_full(q);
+    bq_unlock_full(q, held);
     return r;
 }
 
@@ -1176,7 +1251,7 @@ int bq_set_trigger_fd(struct bq *q, uint64_t token, int efd)
 {
     if (!q || !q->sh)
         return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
-    bq_lock_full(q);
+    struct bq_held held = bq_lock_full(q);
     int slot = token_slot(q, token);
     bool deliver = false;
     if (slot >= 0) {
@@ -1186,7 +1261,7 @@ int bq_set_trigger_fd(struct bq *q, uint64_t token, int efd)
                   atomic_exchange_explicit(&q->sh->triggers[slot].pending, 0,
                                            memory_order_acq_rel);
     }
-    bq_unlock_full(q);
+    bq_unlock_full(q, held);
     if (slot < 0)
         return MBQ_BQ_ERR_INVALID_TRIGGER_TOKEN;
     if (deliver) {
@@ -1201,12 +1276,12 @@ int64_t bq_trigger_fired(struct bq *q, uint64_t token)
 {
     if (!q || !q->sh)
         return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
-    bq_lock_full(q);
+    struct bq_held held = bq_lock_full(q);
     int slot = token_slot(q, token);
     int64_t r = slot >= 0 ? (int64_t)atomic_load_explicit(&q->sh->triggers[slot].fired,
                                                            memory_order_relaxed)
                           : MBQ_BQ_ERR_INVALID_TRIGGER_TOKEN;
-    bq_unlock_full(q);
+    bq_unlock_full(q, held);
     return r;
 }
 
@@ -1216,9 +1291,9 @@ int bq_note_data_ready(struct bq *q)
         return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
     if (atomic_load_explicit(&q->sh->trigger_count, memory_order_relaxed) == 0)
         return 0;
-    bq_lock_full(q);
+    struct bq_held held = bq_lock_full(q);
     uint32_t fired = trig_eval_locked(q, false);
-    bq_unlock_full(q);
+    bq_unlock_full(q, held);
     trig_signal(q, fired);
     return 0;
 }
@@ -1241,9 +1316,9 @@ int bq_stats(struct bq *q, struct bq_stats *out)
         .count = t.index - h.index,
         .enqueued = t.ops,
         .dequeued = h.ops,
-        .dropped = atomic_load_explicit(&sh->dropped, memory_order_relaxed),
-        .rejected_full = atomic_load_explicit(&sh->rejected_full, memory_order_relaxed),
-        .high_water = atomic_load_explicit(&sh->high_water, memory_order_relaxed),
+        .dropped = atomic_load_explicit(&sh->tail.dropped, memory_order_relaxed),
+        .rejected_full = atomic_load_explicit(&sh->tail.rejected_full, memory_order_relaxed),
+        .high_water = atomic_load_explicit(&sh->tail.high_water, memory_order_relaxed),
         .repairs = atomic_load_explicit(&sh->repairs, memory_order_relaxed),
         .corruptions = atomic_load_explicit(&sh->corruptions, memory_order_relaxed),
         .total_size = t.index == h.index ? 0 : t.bytes - h.bytes,
@@ -1261,8 +1336,8 @@ int bq_check(struct bq *q)
         return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
     uint64_t before = atomic_load_explicit(&q->sh->corruptions, memory_order_relaxed);
     bq_mark_repair(q);
-    bq_lock_full(q);
-    bq_unlock_full(q);
+    struct bq_held held = bq_lock_full(q);
+    bq_unlock_full(q, held);
     return atomic_load_explicit(&q->sh->corruptions, memory_order_relaxed) == before ? 0
                                                                                     : -EUCLEAN;
 }

@@ -19,6 +19,10 @@
  * the queue lock, as the edges must follow the operations' order) — take
  * both, always tail first.
  *
+ * Each side also caches the other's counter in process memory (see struct
+ * bq), so that a producer and a consumer that keep pace touch each other's
+ * lines only to hand over entries.
+ *
  * Totals. Each side keeps running sums (bytes, duration) of everything that
  * passed it, under a sequence counter; count = tail - head, the queue's total
  * size and duration are the producer's sums minus the consumer's, read as a
@@ -38,7 +42,9 @@
  *
  * Untrusted memory. capacity, order and policy are copied at attach and
  * never re-read; every counter read from the segment is range-checked before
- * it indexes anything; buffer handles are checked by the pool that owns them.
+ * it indexes anything (a side's cached copy of the other's counter is checked
+ * when it is reloaded, so a scribbled head is noticed by the producer only
+ * once the queue looks full to it); buffer handles are checked by the pool that owns them.
  *
  * Buffers are opaque (pool_id, handle) pairs here: the process-local hooks
  * (struct bq_hooks) retain and release them, and report readiness. */
@@ -89,18 +95,28 @@ _Static_assert(sizeof(struct bq_entry) == 128, "bq_entry is two cache lines");
 _Static_assert(offsetof(struct bq_entry, dts) == 16, "bq_entry layout");
 _Static_assert(offsetof(struct bq_entry, size) == 88, "bq_entry layout");
 
+/* One side of the queue. The index — the only field the other side reads
+ * on the fast path — sits alone in its own pair of cache lines, written
+ * once per operation; everything else the side writes (its lock, sequence
+ * counter, sums, counters) is in the next pair, which the other side never
+ * touches on the fast path. Sharing a line between them would make a
+ * spinning peer pull it away between each of the writer's stores. */
 struct bq_side {
-    struct slock lock;
-    _Atomic uint32_t seq;   /* odd while the sums below are being changed */
     _Atomic uint64_t index; /* tail or head: monotonic */
+    uint8_t pad0[120];
+    struct bslock lock;
+    _Atomic uint32_t seq;   /* odd while the sums below are being changed */
     _Atomic uint64_t bytes; /* sum of sizes that passed this side */
     _Atomic int64_t dur_value;
     _Atomic uint64_t dur_scale_flags; /* timescale | flags << 32 */
     _Atomic int64_t dur_epoch;
     _Atomic uint64_t ops; /* enqueued / dequeued (drops and resets excluded) */
-    uint8_t pad[72];
+    /* Producer-side counters (unused on the consumer side). */
+    _Atomic uint64_t rejected_full, dropped, high_water;
+    uint8_t pad1[32];
 };
-_Static_assert(sizeof(struct bq_side) == 128, "bq_side is two cache lines");
+_Static_assert(sizeof(struct bq_side) == 256, "bq_side is two pairs of cache lines");
+_Static_assert(offsetof(struct bq_side, lock) == 128, "bq_side layout");
 
 struct bq_trigger {
     _Atomic uint32_t state; /* 0 free, 1 installed */
@@ -122,7 +138,8 @@ struct bq_journal {
     uint64_t pos;               /* absolute index the new entry goes to */
     uint64_t tail;              /* tail when the insertion began */
     _Atomic uint64_t progress;  /* slots above this one are already shifted */
-    uint8_t pad[32];
+    uint64_t ops;               /* the producer's ops count when it began */
+    uint8_t pad[24];
     struct bq_entry entry;
 };
 _Static_assert(sizeof(struct bq_journal) == 192, "bq_journal layout");
@@ -141,7 +158,8 @@ struct bq_shared {
     _Atomic uint32_t trigger_count;
     _Atomic uint32_t trigger_gen; /* bumped when the trigger set changes */
     uint32_t reserved0;
-    _Atomic uint64_t dropped, rejected_full, high_water, repairs, corruptions;
+    _Atomic uint64_t repairs, corruptions;
+    uint8_t reserved1[24];
     mbq_time last_min_pts, last_max_pts; /* for the PTS-change triggers */
     uint8_t pad1[24];
     /* 256: blocking dequeuers' futex word, written by producers */
@@ -159,8 +177,8 @@ _Static_assert(offsetof(struct bq_shared, flags) == 128, "bq layout");
 _Static_assert(offsetof(struct bq_shared, data_seq) == 256, "bq layout");
 _Static_assert(offsetof(struct bq_shared, journal) == 384, "bq layout");
 _Static_assert(offsetof(struct bq_shared, tail) == 640, "bq layout");
-_Static_assert(offsetof(struct bq_shared, head) == 768, "bq layout");
-_Static_assert(offsetof(struct bq_shared, triggers) == 896, "bq layout");
+_Static_assert(offsetof(struct bq_shared, head) == 896, "bq layout");
+_Static_assert(offsetof(struct bq_shared, triggers) == 1152, "bq layout");
 
 /* Process-local callbacks for the buffers a queue references. Each may be
  * NULL: then buffers are not reference counted and always ready. */
@@ -180,6 +198,12 @@ struct bq {
     struct bq_shared *sh;
     struct bq_entry *entries;
     uint32_t capacity, mask, order, full_policy; /* copied at attach */
+    /* This process's last view of the other side's counter. Both counters
+     * only grow, so a stale view is a safe bound: a producer that sees room
+     * by its cached head has room; a consumer that sees entries by its
+     * cached tail has entries. Reloading only when the view says full (or
+     * empty) keeps each side off the other's cache lines, as a ring does. */
+    uint64_t head_cache, tail_cache;
     struct bq_hooks hooks;
     int trigger_fd[BQ_MAX_TRIGGERS]; /* eventfds this process signals; -1: none */
     uint32_t trigger_fd_gen[BQ_MAX_TRIGGERS];

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -136,4 +137,109 @@ bool slock_held_by_self(const struct slock *l)
 {
     return (atomic_load_explicit(&l->word, memory_order_relaxed) & SLOCK_TID_MASK) ==
            slock_self();
+}
+
+/* ---- bslock ---------------------------------------------------------------- */
+
+#include <linux/membarrier.h>
+
+static int bslock_membarrier_ok = -1; /* -1 unknown, 0 no, 1 yes */
+static pid_t bslock_registered_pid;
+
+bool slock_membarrier_register(void)
+{
+    if (bslock_membarrier_ok < 0) {
+        long q = syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
+        bslock_membarrier_ok = q > 0 && (q & MEMBARRIER_CMD_GLOBAL_EXPEDITED) &&
+                               (q & MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED);
+    }
+    if (!bslock_membarrier_ok)
+        return false;
+    /* Registration belongs to the process; a fork child registers again. */
+    pid_t pid = getpid();
+    if (bslock_registered_pid != pid) {
+        if (syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED, 0, 0) != 0)
+            return false;
+        bslock_registered_pid = pid;
+    }
+    return true;
+}
+
+int bslock_revoke_locked(struct bslock *b)
+{
+    uint32_t holder = atomic_load_explicit(&b->bias, memory_order_relaxed);
+    if (holder == 0)
+        return SLOCK_ACQUIRED;
+    atomic_store_explicit(&b->bias, 0, memory_order_relaxed);
+    /* After this, the holder either saw the bias gone or shows busy. */
+    if (syscall(SYS_membarrier, MEMBARRIER_CMD_GLOBAL_EXPEDITED, 0, 0) != 0)
+        atomic_thread_fence(memory_order_seq_cst); /* cannot fail once registered */
+    int r = SLOCK_ACQUIRED;
+    for (unsigned i = 0; atomic_load_explicit(&b->busy, memory_order_acquire); i++) {
+        if (i >= SLOCK_SPIN && (i & 1023) == 0 && !slock_tid_alive(holder)) {
+            atomic_store_explicit(&b->busy, 0, memory_order_relaxed);
+            r = SLOCK_RECOVERED;
+            break;
+        }
+        if (i < SLOCK_SPIN)
+            cpu_relax();
+        else
+            sched_yield(); /* the holder may be preempted inside */
+    }
+    uint32_t t = b->threshold ? b->threshold : BSLOCK_STREAK;
+    b->threshold = t < BSLOCK_STREAK_MAX ? t * 2 : t;
+    b->streak = 0;
+    return r;
+}
+
+int bslock_lock(struct bslock *b)
+{
+    uint32_t self = slock_self();
+    if (atomic_load_explicit(&b->bias, memory_order_relaxed) == self) {
+        atomic_store_explicit(&b->busy, 1, memory_order_relaxed);
+        /* Only a compiler barrier: the revoker's membarrier supplies the
+         * CPU-side one (see lock.h). */
+        atomic_signal_fence(memory_order_seq_cst);
+        if (__builtin_expect(atomic_load_explicit(&b->bias, memory_order_relaxed) == self, 1))
+            return BSLOCK_BIASED;
+        atomic_store_explicit(&b->busy, 0, memory_order_release);
+    }
+    int r = slock_lock(&b->lock);
+    if (bslock_revoke_locked(b) == SLOCK_RECOVERED)
+        r = SLOCK_RECOVERED;
+    if (b->streak_tid == self) {
+        b->streak++;
+    } else {
+        b->streak_tid = self;
+        b->streak = 1;
+    }
+    return r;
+}
+
+void bslock_unlock(struct bslock *b, int how)
+{
+    if (how == BSLOCK_BIASED) {
+        atomic_store_explicit(&b->busy, 0, memory_order_release);
+        return;
+    }
+    uint32_t t = b->threshold ? b->threshold : BSLOCK_STREAK;
+    if (b->streak >= t && b->streak_tid == slock_self() &&
+        !(atomic_load_explicit(&b->lock.word, memory_order_relaxed) & SLOCK_WAITERS) &&
+        slock_membarrier_register()) {
+        b->streak = 0;
+        atomic_store_explicit(&b->bias, b->streak_tid, memory_order_relaxed);
+    }
+    slock_unlock(&b->lock);
+}
+
+bool slock_membarrier_ready(void)
+{
+    return bslock_membarrier_ok == 1 && bslock_registered_pid != 0;
+}
+
+void slock_heavy_barrier(void)
+{
+    if (!slock_membarrier_register() ||
+        syscall(SYS_membarrier, MEMBARRIER_CMD_GLOBAL_EXPEDITED, 0, 0) != 0)
+        atomic_thread_fence(memory_order_seq_cst);
 }

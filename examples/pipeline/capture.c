@@ -35,7 +35,7 @@ struct capture_opts {
 };
 
 struct capture_counts {
-    uint64_t frames, waited, late, pool_waits, errors;
+    uint64_t frames, waited, late, pool_waits, errors, elapsed_ns;
 };
 
 static void usage(FILE *f)
@@ -284,7 +284,8 @@ static int run(mbq_client *c, const struct capture_opts *o, struct capture_count
             sec_frames = 0;
         }
     }
-    double secs = (double)(mono_ns() - start) / 1e9;
+    k->elapsed_ns = mono_ns() - start;
+    double secs = (double)k->elapsed_ns / 1e9;
     printf(PROG ": done: %llu frames in %.2f s (%.1f fps); waited for the encoder %llu times, "
            "%llu frames late%s\n",
            (unsigned long long)k->frames, secs, secs > 0 ? (double)k->frames / secs : 0.0,
@@ -378,6 +379,7 @@ int main(int argc, char **argv)
         report_u64(f, "late", k.late);
         report_u64(f, "pool_waits", k.pool_waits);
         report_u64(f, "errors", k.errors);
+        report_u64(f, "elapsed_ns", k.elapsed_ns);
         if (!report_close(f, o.report))
             fail = 1;
     }

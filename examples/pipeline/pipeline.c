@@ -242,15 +242,13 @@ int pipeline_connect(const char *prog, mbq_client **out)
     return r;
 }
 
-/* Retries open_fn while the object does not exist yet. */
-static int open_retry(const char *prog, const char *name, double timeout_s,
-                      const volatile sig_atomic_t *stop, int (*open_fn)(void *, void *),
-                      void *a, void *b)
+int pipeline_open_queue(const char *prog, mbq_client *c, const char *name, double timeout_s,
+                        const volatile sig_atomic_t *stop, mbq_buffer_queue **out)
 {
     uint64_t start = mono_ns(), deadline = start + (uint64_t)(timeout_s * 1e9);
     bool said = false;
     for (;;) {
-        int r = open_fn(a, b);
+        int r = mbq_buffer_queue_open(c, name, out);
         if (r != -ENOENT || (stop && *stop) || mono_ns() >= deadline) {
             if (r == -ENOENT)
                 fprintf(stderr, "%s: %s does not exist (is mbq-capture running?)\n", prog, name);
@@ -264,37 +262,6 @@ static int open_retry(const char *prog, const char *name, double timeout_s,
         }
         sleep_until_ns(mono_ns() + 10000000u, stop); /* 10 ms */
     }
-}
-
-struct open_args {
-    mbq_client *c;
-    const char *name;
-};
-
-static int open_queue_fn(void *a, void *out)
-{
-    struct open_args *o = a;
-    return mbq_buffer_queue_open(o->c, o->name, out);
-}
-
-static int open_pool_fn(void *a, void *out)
-{
-    struct open_args *o = a;
-    return mbq_pool_open(o->c, o->name, out);
-}
-
-int pipeline_open_queue(const char *prog, mbq_client *c, const char *name, double timeout_s,
-                        const volatile sig_atomic_t *stop, mbq_buffer_queue **out)
-{
-    struct open_args a = {c, name};
-    return open_retry(prog, name, timeout_s, stop, open_queue_fn, &a, out);
-}
-
-int pipeline_open_pool(const char *prog, mbq_client *c, const char *name, double timeout_s,
-                       const volatile sig_atomic_t *stop, mbq_pool **out)
-{
-    struct open_args a = {c, name};
-    return open_retry(prog, name, timeout_s, stop, open_pool_fn, &a, out);
 }
 
 /* ---- report files ----------------------------------------------------------- */

@@ -94,12 +94,11 @@ bool parse_u32(const char *opt, const char *s, uint32_t min, uint32_t max, uint3
 /* Connects to the daemon ($MBQ_SOCKET, else the default socket), printing
  * why not on failure. */
 int pipeline_connect(const char *prog, mbq_client **out);
-/* Open an object that another process creates, retrying on -ENOENT for up
- * to timeout_s seconds (or until *stop). Prints why on failure. */
+/* Opens a buffer queue that another process creates, retrying on -ENOENT
+ * for up to timeout_s seconds (or until *stop). Prints why on failure.
+ * (The pool need not be opened: libmbq maps a dequeued buffer's pool.) */
 int pipeline_open_queue(const char *prog, mbq_client *c, const char *name, double timeout_s,
                         const volatile sig_atomic_t *stop, mbq_buffer_queue **out);
-int pipeline_open_pool(const char *prog, mbq_client *c, const char *name, double timeout_s,
-                       const volatile sig_atomic_t *stop, mbq_pool **out);
 
 /* Report files: "key value" lines a program writes at exit when given
  * --report PATH, which the launcher reads for its summary. */

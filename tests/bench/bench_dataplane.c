@@ -33,9 +33,11 @@
 #include "bench_common.h"
 
 #include "futex.h"
+#include "bq.h"
 #include "mbq/status.h"
 #include "sq.h"
 
+#include <errno.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <sys/eventfd.h>
@@ -794,6 +796,212 @@ static int case_sq_rtt(struct run *r)
     return 0;
 }
 
+/* ---- buffer queue cases ----
+ * Entries carry a handle (the sequence number) and a PTS; no pool is
+ * involved, so these figures are the queue's own cost. */
+
+#define BQ_CAPACITY 1024u
+#define BQ_STREAM_ITEMS 5000000u
+
+static struct bq_entry bq_item(uint64_t v, int64_t pts)
+{
+    return (struct bq_entry){.handle = v,
+                             .pts = mbq_time_make(pts, 90000),
+                             .dts = mbq_time_make((int64_t)v, 90000),
+                             .duration = mbq_time_make(3000, 90000),
+                             .size = 4096};
+}
+
+static void bq_make(struct bq *q, uint32_t order)
+{
+    int rc = bq_create(&(struct bq_params){.capacity = BQ_CAPACITY, .order = order}, q);
+    if (rc != 0)
+        bench_die("bq_create: %d", rc);
+}
+
+struct bq_rtt_arg {
+    struct lat_arg a;
+    struct bq req, resp;
+    bool blocking;
+};
+
+static int bq_take(struct bq *q, bool blocking, struct bq_entry *e)
+{
+    if (blocking)
+        return bq_dequeue_wait(q, e, 10000000000ll);
+    int rc;
+    while ((rc = bq_dequeue(q, e)) == -EAGAIN)
+        ;
+    return rc;
+}
+
+static int bq_rtt_parent(void *arg)
+{
+    struct bq_rtt_arg *ba = arg;
+    struct lat_arg *a = &ba->a;
+    for (uint64_t v = 1; v <= (uint64_t)a->warmup + a->iters; v++) {
+        struct bq_entry e = bq_item(v, (int64_t)v), got;
+        uint64_t t0 = bench_ticks();
+        int rc = bq_enqueue(&ba->req, &e);
+        if (rc == 0)
+            rc = bq_take(&ba->resp, ba->blocking, &got);
+        uint64_t t1 = bench_ticks();
+        if (rc != 0 || got.handle != v) {
+            fprintf(stderr, "bench: bq_rtt: rc %d, response %" PRIu64 " for %" PRIu64 "\n", rc,
+                    got.handle, v);
+            return -1;
+        }
+        if (v > a->warmup)
+            a->lat[v - a->warmup - 1] = t1 - t0;
+    }
+    return 0;
+}
+
+static int bq_rtt_child(void *arg)
+{
+    struct bq_rtt_arg *ba = arg;
+    for (uint64_t v = 1; v <= (uint64_t)ba->a.warmup + ba->a.iters; v++) {
+        struct bq_entry got;
+        int rc = bq_take(&ba->req, ba->blocking, &got);
+        if (rc == 0)
+            rc = bq_enqueue(&ba->resp, &got);
+        if (rc != 0 || got.handle != v) {
+            fprintf(stderr, "bench: bq_rtt child: rc %d, request %" PRIu64 " for %" PRIu64 "\n",
+                    rc, got.handle, v);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void bq_rtt_once(bool blocking, uint32_t warmup, uint32_t iters, struct lat_result *out)
+{
+    struct bq_rtt_arg ba = {.a = {.warmup = warmup, .iters = iters}, .blocking = blocking};
+    bq_make(&ba.req, BQ_ORDER_FIFO);
+    bq_make(&ba.resp, BQ_ORDER_FIFO);
+    ba.a.lat = lat_alloc(iters);
+    if (bench_run_pair(bq_rtt_parent, &ba, bq_rtt_child, &ba, &out->st) != 0)
+        bench_die("bq_rtt failed");
+    lat_finish(&ba.a, out);
+    bq_detach(&ba.req);
+    bq_detach(&ba.resp);
+}
+
+static int case_bq_rtt(struct run *r)
+{
+    struct lat_result ring = {0}, lr = {0};
+    ring_rtt_once(&ring);
+    bq_rtt_once(false, RTT_WARMUP, RTT_ITERS, &lr);
+    fig_latency(r, "", &lr, true);
+    fig(r, "vcsw_per_iter", vcsw_per_iter(&lr), "/iter");
+    note_preempt(r, &lr.st);
+    fig_latency(r, "ring_", &ring, false);
+    fig(r, "p50_x_ring", lr.pct.p50 / ring.pct.p50, "x");
+    fig(r, "p99_x_ring", lr.pct.p99 / ring.pct.p99, "x");
+    return 0;
+}
+
+static int case_bq_block_rtt(struct run *r)
+{
+    struct lat_result base = {0}, lr = {0};
+    futex_rtt_once(FUTEX_SPIN, FUTEX_WARMUP, FUTEX_ITERS, &base);
+    bq_rtt_once(true, FUTEX_WARMUP, FUTEX_ITERS, &lr);
+    fig_latency(r, "", &lr, true);
+    fig(r, "vcsw_per_iter", vcsw_per_iter(&lr), "/iter");
+    note_preempt(r, &lr.st);
+    fig_latency(r, "futex_", &base, false);
+    fig(r, "p50_x_futex", lr.pct.p50 / base.pct.p50, "x");
+    fig(r, "p99_x_futex", lr.pct.p99 / base.pct.p99, "x");
+    return 0;
+}
+
+struct bq_stream_arg {
+    struct bq q;
+    struct stream_shared *ctl;
+    bool reorder; /* mostly ordered: B-frame-like groups of four, 0 3 1 2 */
+};
+
+static int64_t bq_stream_pts(const struct bq_stream_arg *ba, uint64_t v)
+{
+    static const int64_t shuffle[4] = {0, 3, 1, 2};
+    uint64_t i = v - 1;
+    return ba->reorder ? (int64_t)((i & ~3ull) + (uint64_t)shuffle[i & 3]) : (int64_t)i;
+}
+
+static int bq_stream_parent(void *arg)
+{
+    struct bq_stream_arg *ba = arg;
+    while (!atomic_load(&ba->ctl->ready))
+        ;
+    atomic_store(&ba->ctl->t_start, bench_mono_ns());
+    for (uint64_t v = 1; v <= BQ_STREAM_ITEMS; v++) {
+        struct bq_entry e = bq_item(v, bq_stream_pts(ba, v));
+        int rc;
+        while ((rc = bq_enqueue(&ba->q, &e)) != 0) {
+            if (rc != MBQ_BQ_ERR_QUEUE_IS_FULL) {
+                fprintf(stderr, "bench: bq_enqueue: %d\n", rc);
+                return -1;
+            }
+        }
+    }
+    return 0;
+}
+
+static int bq_stream_child(void *arg)
+{
+    struct bq_stream_arg *ba = arg;
+    atomic_store(&ba->ctl->ready, 1);
+    int64_t last = -1;
+    for (uint64_t n = 1; n <= BQ_STREAM_ITEMS; n++) {
+        struct bq_entry e;
+        while (bq_dequeue(&ba->q, &e) == -EAGAIN)
+            ;
+        /* FIFO: exactly in order. Sorted: never a key below one already
+         * dequeued by more than the reorder window allows. */
+        int64_t pts = e.pts.value;
+        if (ba->reorder ? pts < last - 3 : (e.handle != n || pts != last + 1)) {
+            fprintf(stderr, "bench: bq_stream: entry %" PRIu64 " (pts %" PRId64
+                            ") out of order after pts %" PRId64 "\n",
+                    e.handle, pts, last);
+            return -1;
+        }
+        if (pts > last)
+            last = pts;
+    }
+    atomic_store(&ba->ctl->t_end, bench_mono_ns());
+    return 0;
+}
+
+static double bq_stream_once(bool sorted, struct stream_result *out)
+{
+    struct bq_stream_arg ba = {.reorder = sorted};
+    bq_make(&ba.q, sorted ? BQ_ORDER_PTS : BQ_ORDER_FIFO);
+    ba.ctl = bench_shared_alloc(sizeof(*ba.ctl));
+    if (bench_run_pair(bq_stream_parent, &ba, bq_stream_child, &ba, &out->st) != 0)
+        bench_die("bq_stream failed");
+    out->ns_per_item = (double)(ba.ctl->t_end - ba.ctl->t_start) / BQ_STREAM_ITEMS;
+    if (bq_count(&ba.q) != 0)
+        bench_die("bq_stream: entries left in the queue");
+    bench_shared_free(ba.ctl, sizeof(*ba.ctl));
+    bq_detach(&ba.q);
+    return 1e3 / out->ns_per_item;
+}
+
+static int case_bq_stream(struct run *r)
+{
+    struct stream_result ring, fifo, sorted;
+    ring_stream_once(&ring);
+    bq_stream_once(false, &fifo);
+    bq_stream_once(true, &sorted);
+    fig(r, "fifo_mbuf_s", 1e3 / fifo.ns_per_item, "M/s");
+    fig(r, "sorted_mbuf_s", 1e3 / sorted.ns_per_item, "M/s");
+    note_preempt(r, &fifo.st);
+    fig(r, "ring_mdesc_s", 1e3 / ring.ns_per_item, "M/s");
+    fig(r, "fifo_rate_x_ring", ring.ns_per_item / fifo.ns_per_item, "x");
+    fig(r, "sorted_rate_x_fifo", fifo.ns_per_item / sorted.ns_per_item, "x");
+    return 0;
+}
+
 /* ---- driver ---- */
 
 struct bench_case {
@@ -816,6 +1024,12 @@ static const struct bench_case cases[] = {
      case_sq_stream},
     {"sq_rtt", "mbq simple queue request/response, busy-poll, vs ring_rtt in the same run",
      case_sq_rtt},
+    {"bq_rtt", "mbq buffer queue hand-off request/response, busy-poll, vs ring_rtt",
+     case_bq_rtt},
+    {"bq_block_rtt", "mbq buffer queue blocking dequeue (spin then futex), vs futex_rtt",
+     case_bq_block_rtt},
+    {"bq_stream", "mbq buffer queue one way: FIFO vs ring_stream, sorted (mostly ordered) vs FIFO",
+     case_bq_stream},
 };
 #define NCASES (sizeof(cases) / sizeof(cases[0]))
 

@@ -1,0 +1,824 @@
+/* Buffer queues (CMBufferQueue): a struct bq (shm/bq.h) on the mapped
+ * segment, with hooks that turn its opaque (pool_id, handle) entries into
+ * this process's pool buffers, and the trigger eventfds of the queue.
+ *
+ * Data plane. Enqueue copies the buffer's metadata from its pool block into
+ * an entry; the queue's reference is taken by the retain hook. Dequeue hands
+ * the queue's reference to the caller (pool_adopt counts it as held by this
+ * process). No system call and no allocation on these paths once the pools
+ * involved are mapped.
+ *
+ * Pools met under a queue lock. bq calls the retain hook (copy head), the
+ * is_ready hook (dequeue-if-ready, trigger evaluation) and the release hook
+ * (reset) with the queue locked; opening a pool there would put a daemon
+ * round trip inside a lock every process shares. So a hook that meets a pool
+ * this client has not mapped yet does not open it: retain fails with
+ * QUEUE_POOL_MISSING and the wrapper opens the pool and retries; is_ready
+ * says "not ready" and records the pool, which the wrapper opens afterwards
+ * before re-evaluating the triggers (queue_settle); reset and for-each open
+ * the pools of the queue's entries beforehand, and releases that still miss
+ * are deferred to after the unlock. Hooks that run unlocked (the release of
+ * a dropped-oldest entry) open the pool directly. A pool is opened once per
+ * client, typically when a consumer dequeues its first buffer from it.
+ *
+ * Triggers. Each trigger has an eventfd made by the daemon; every process
+ * with the queue open holds it and writes it when its own change makes the
+ * trigger fire. The library owns these fds (struct queue_trigger): it learns
+ * them from Open replies, InstallTrigger replies and TriggersChanged events,
+ * records each in the mapping with bq_set_trigger_fd (which also delivers a
+ * firing left pending by a process that did not have the fd yet), and gives
+ * copies to the other handles of the same queue in this process. */
+#include "internal.h"
+
+#include <fcntl.h>
+#include <string.h>
+
+/* The retain hook's answer for a pool this client has not mapped. */
+#define QUEUE_POOL_MISSING (-ENOENT)
+
+/* The pool of the buffer being enqueued on this thread, tried first by the
+ * hooks (the buffer may come from a pool mapped through another client). */
+static _Thread_local struct mbq_pool *queue_hint;
+
+/* Set while bq_reset runs on this thread (releases are deferred). */
+struct queue_deferred {
+    uint32_t pool_id;
+    uint64_t handle;
+};
+struct queue_reset {
+    mbq_buffer_queue *queue;
+    void (*callback)(mbq_buffer buffer, void *refcon);
+    void *refcon;
+    struct queue_deferred *deferred;
+    size_t ndeferred, cap;
+};
+static _Thread_local struct queue_reset *queue_resetting;
+
+/* ---- hooks (may run under the queue lock: no daemon, no client->lock) ------- */
+
+static int hook_retain(void *ctx, uint32_t pool_id, uint64_t handle, bool by_client)
+{
+    mbq_buffer_queue *q = ctx;
+    struct mbq_pool *p = pool_table_lookup(q->client, pool_id, queue_hint);
+    if (unlikely(!p))
+        return QUEUE_POOL_MISSING;
+    return pool_retain(&p->pool, handle, by_client);
+}
+
+static void hook_release(void *ctx, uint32_t pool_id, uint64_t handle)
+{
+    mbq_buffer_queue *q = ctx;
+    struct mbq_pool *p = pool_table_lookup(q->client, pool_id, queue_hint);
+    if (unlikely(!p)) {
+        struct queue_reset *rs = queue_resetting;
+        if (rs && rs->queue == q) {
+            if (rs->ndeferred == rs->cap) {
+                size_t cap = rs->cap ? rs->cap * 2 : 16;
+                struct queue_deferred *d = realloc(rs->deferred, cap * sizeof(*d));
+                if (!d)
+                    return; /* out of memory: the reference leaks */
+                rs->deferred = d;
+                rs->cap = cap;
+            }
+            rs->deferred[rs->ndeferred++] = (struct queue_deferred){pool_id, handle};
+            return;
+        }
+        /* Not under the queue lock (a dropped-oldest entry): open it now. */
+        if (pool_table_resolve(q->client, pool_id, &p) < 0)
+            return; /* the daemon refused or is gone: the reference leaks */
+    }
+    pool_release(&p->pool, handle, false);
+}
+
+static bool hook_is_ready(void *ctx, uint32_t pool_id, uint64_t handle)
+{
+    mbq_buffer_queue *q = ctx;
+    struct mbq_pool *p = pool_table_lookup(q->client, pool_id, queue_hint);
+    if (unlikely(!p)) {
+        atomic_store_explicit(&q->missing_pool, (uint64_t)pool_id + 1, memory_order_relaxed);
+        return false;
+    }
+    struct pool_block *b = pool_block_of(&p->pool, handle);
+    return b && atomic_load_explicit(&b->ready, memory_order_acquire) != 0;
+}
+
+static int hook_validate(void *ctx, const struct bq_entry *e)
+{
+    mbq_buffer_queue *q = ctx;
+    unsigned slot = atomic_load_explicit(&q->validation_slot, memory_order_acquire);
+    struct queue_validation v = q->validation[slot & 1];
+    if (!v.callback)
+        return 0;
+    struct mbq_pool *p = pool_table_lookup(q->client, e->pool_id, queue_hint);
+    return v.callback(q, (mbq_buffer){.pool_ = p, .handle_ = e->handle}, v.refcon);
+}
+
+static const struct bq_hooks queue_hooks_template = {
+    .retain = hook_retain,
+    .release = hook_release,
+    .is_ready = hook_is_ready,
+    .validate = hook_validate,
+};
+
+/* After an operation: opens a pool the is_ready hook could not read and lets
+ * the triggers see the buffer's real readiness. True if it opened one. */
+static bool queue_settle(mbq_buffer_queue *q)
+{
+    if (likely(!atomic_load_explicit(&q->missing_pool, memory_order_relaxed)))
+        return false;
+    uint64_t id = atomic_exchange_explicit(&q->missing_pool, 0, memory_order_relaxed);
+    struct mbq_pool *p;
+    if (!id || pool_table_resolve(q->client, (uint32_t)(id - 1), &p) < 0)
+        return false;
+    bq_note_data_ready(&q->bq);
+    return true;
+}
+
+/* ---- trigger fds (client->lock held) ------------------------------------------- */
+
+static void queue_bury_fd(mbq_buffer_queue *q, int fd)
+{
+    unsigned i = q->graveyard_next++ % QUEUE_GRAVEYARD;
+    if (q->graveyard[i] >= 0)
+        close(q->graveyard[i]);
+    q->graveyard[i] = fd;
+}
+
+static struct queue_trigger *queue_find_trigger(mbq_buffer_queue *q, uint64_t token)
+{
+    for (unsigned i = 0; i < q->ntriggers; i++)
+        if (q->triggers[i].token == token)
+            return &q->triggers[i];
+    return NULL;
+}
+
+/* Takes fd. */
+static void queue_add_trigger(mbq_buffer_queue *q, uint64_t token, int fd, bool mine)
+{
+    struct queue_trigger *t = queue_find_trigger(q, token);
+    if (t || q->ntriggers == QUEUE_MAX_TRIGGERS) {
+        if (t && mine)
+            t->mine = true;
+        close(fd);
+        return;
+    }
+    q->triggers[q->ntriggers++] = (struct queue_trigger){.token = token, .fd = fd, .mine = mine};
+    /* The daemon has installed it in the segment before telling anyone, so
+     * this finds it; a token already removed again is kept until its
+     * removal arrives, harmlessly. */
+    bq_set_trigger_fd(&q->bq, token, fd);
+}
+
+static void queue_drop_trigger(mbq_buffer_queue *q, uint64_t token)
+{
+    struct queue_trigger *t = queue_find_trigger(q, token);
+    if (!t)
+        return;
+    bq_set_trigger_fd(&q->bq, token, -1);
+    queue_bury_fd(q, t->fd);
+    *t = q->triggers[--q->ntriggers];
+}
+
+void bqueue_learn_trigger_locked(mbq_client *c, uint64_t object_id, uint64_t token, int fd,
+                                 mbq_buffer_queue *mine)
+{
+    mbq_buffer_queue *primary = mine;
+    for (mbq_buffer_queue *q = c->queues; q && !primary; q = q->next)
+        if (q->object_id == object_id)
+            primary = q;
+    if (!primary) {
+        close(fd); /* not open here (any more) */
+        return;
+    }
+    for (mbq_buffer_queue *q = c->queues; q; q = q->next) {
+        if (q == primary || q->object_id != object_id)
+            continue;
+        int dup = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+        if (dup >= 0)
+            queue_add_trigger(q, token, dup, false);
+    }
+    queue_add_trigger(primary, token, fd, mine != NULL);
+}
+
+void bqueue_forget_trigger_locked(mbq_client *c, uint64_t object_id, uint64_t token)
+{
+    for (mbq_buffer_queue *q = c->queues; q; q = q->next)
+        if (q->object_id == object_id)
+            queue_drop_trigger(q, token);
+}
+
+void bqueue_deliver_pending_locked(mbq_client *c)
+{
+    for (mbq_buffer_queue *q = c->queues; q; q = q->next)
+        for (unsigned i = 0; i < q->ntriggers; i++)
+            bq_set_trigger_fd(&q->bq, q->triggers[i].token, q->triggers[i].fd);
+}
+
+static void queue_unlink_locked(mbq_buffer_queue *q)
+{
+    for (mbq_buffer_queue **pp = &q->client->queues; *pp; pp = &(*pp)->next) {
+        if (*pp == q) {
+            *pp = q->next;
+            break;
+        }
+    }
+}
+
+static void queue_free(mbq_buffer_queue *q)
+{
+    bq_detach(&q->bq);
+    for (unsigned i = 0; i < q->ntriggers; i++)
+        close(q->triggers[i].fd);
+    for (unsigned i = 0; i < QUEUE_GRAVEYARD; i++)
+        if (q->graveyard[i] >= 0)
+            close(q->graveyard[i]);
+    free(q);
+}
+
+void bqueue_close_locked(mbq_buffer_queue *q)
+{
+    queue_unlink_locked(q);
+    queue_free(q);
+}
+
+/* ---- create / open / close ------------------------------------------------------------ */
+
+static int queue_from_reply_locked(mbq_client *c, struct client_reply *reply,
+                                   mbq_buffer_queue **out)
+{
+    const Mbq__V1__ObjectInfo *info =
+        reply->resp->body_case == MBQ__V1__RESPONSE__BODY_OBJECT ? reply->resp->object : NULL;
+    if (!info || info->kind != MBQ__V1__OBJECT_KIND__BUFFER_QUEUE)
+        return -EPROTO;
+    _cleanup_(closep) int fd = client_take_segment_fd(reply, info);
+    if (fd < 0)
+        return fd;
+    mbq_buffer_queue *q = calloc(1, sizeof(*q));
+    if (!q)
+        return -ENOMEM;
+    int r = bq_attach(fd, &q->bq);
+    if (r < 0) {
+        free(q);
+        return r;
+    }
+    q->client = c;
+    q->object_id = info->object_id;
+    for (unsigned i = 0; i < QUEUE_GRAVEYARD; i++)
+        q->graveyard[i] = -1;
+    struct bq_hooks hooks = queue_hooks_template;
+    hooks.ctx = q;
+    bq_set_hooks(&q->bq, &hooks);
+    for (size_t i = 0; i < info->n_triggers; i++) {
+        const Mbq__V1__TriggerFd *t = info->triggers[i];
+        int tfd = t ? wire_fds_take(&reply->fds, t->fd_index) : -1;
+        if (tfd >= 0)
+            queue_add_trigger(q, t->token, tfd, false);
+    }
+    q->next = c->queues;
+    c->queues = q;
+    *out = q;
+    return 0;
+}
+
+static int queue_request(mbq_client *c, Mbq__V1__Request *req, mbq_buffer_queue **out)
+{
+    struct client_reply reply;
+    pthread_mutex_lock(&c->lock);
+    int r = client_call_locked(c, req, &reply);
+    if (r == 0) {
+        r = queue_from_reply_locked(c, &reply, out);
+        if (r < 0 && reply.resp->body_case == MBQ__V1__RESPONSE__BODY_OBJECT &&
+            reply.resp->object)
+            client_close_object_locked(c, reply.resp->object->object_id);
+        client_reply_done(&reply);
+    }
+    pthread_mutex_unlock(&c->lock);
+    return r;
+}
+
+int mbq_buffer_queue_create(mbq_client *client, const char *name,
+                            const mbq_buffer_queue_options *options, mbq_buffer_queue **out)
+{
+    if (!client || !out)
+        return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
+    if (!client_name_valid(name))
+        return -EINVAL;
+    mbq_buffer_queue_options o = {.size = sizeof(o)};
+    if (options && !client_copy_options(&o, sizeof(o), options))
+        return -EINVAL;
+    if (o.capacity > BQ_MAX_CAPACITY || (unsigned)o.order > BQ_ORDER_DTS ||
+        (unsigned)o.full_policy > BQ_FULL_DROP_OLDEST || (o.mode & ~07777u))
+        return -EINVAL;
+
+    Mbq__V1__BufferQueueConfig cfg = MBQ__V1__BUFFER_QUEUE_CONFIG__INIT;
+    cfg.capacity = o.capacity;
+    cfg.order = (uint32_t)o.order;
+    cfg.full_policy = (uint32_t)o.full_policy;
+    Mbq__V1__Create cr = MBQ__V1__CREATE__INIT;
+    cr.name = (char *)name;
+    cr.kind = MBQ__V1__OBJECT_KIND__BUFFER_QUEUE;
+    cr.mode = o.mode;
+    cr.exclusive = o.exclusive;
+    cr.config_case = MBQ__V1__CREATE__CONFIG_BUFFER_QUEUE;
+    cr.buffer_queue = &cfg;
+    Mbq__V1__Request req = MBQ__V1__REQUEST__INIT;
+    req.body_case = MBQ__V1__REQUEST__BODY_CREATE;
+    req.create = &cr;
+    return queue_request(client, &req, out);
+}
+
+int mbq_buffer_queue_open(mbq_client *client, const char *name, mbq_buffer_queue **out)
+{
+    if (!client || !out)
+        return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
+    if (!client_name_valid(name))
+        return -EINVAL;
+    Mbq__V1__Open op = MBQ__V1__OPEN__INIT;
+    op.name = (char *)name;
+    op.kind = MBQ__V1__OBJECT_KIND__BUFFER_QUEUE;
+    Mbq__V1__Request req = MBQ__V1__REQUEST__INIT;
+    req.body_case = MBQ__V1__REQUEST__BODY_OPEN;
+    req.open = &op;
+    return queue_request(client, &req, out);
+}
+
+static int queue_remove_trigger_locked(mbq_buffer_queue *q, uint64_t token)
+{
+    Mbq__V1__RemoveTrigger rt = MBQ__V1__REMOVE_TRIGGER__INIT;
+    rt.object_id = q->object_id;
+    rt.token = token;
+    Mbq__V1__Request req = MBQ__V1__REQUEST__INIT;
+    req.body_case = MBQ__V1__REQUEST__BODY_REMOVE_TRIGGER;
+    req.remove_trigger = &rt;
+    struct client_reply reply;
+    int r = client_call_locked(q->client, &req, &reply);
+    if (r == 0)
+        client_reply_done(&reply);
+    /* Gone either way: our removal, or it was no longer installed. */
+    if (r == 0 || r == MBQ_BQ_ERR_INVALID_TRIGGER_TOKEN)
+        bqueue_forget_trigger_locked(q->client, q->object_id, token);
+    return r;
+}
+
+void mbq_buffer_queue_close(mbq_buffer_queue *queue)
+{
+    if (!queue)
+        return;
+    mbq_client *c = queue->client;
+    pthread_mutex_lock(&c->lock);
+    for (unsigned i = 0; i < queue->ntriggers;) {
+        uint64_t token = queue->triggers[i].token;
+        unsigned before = queue->ntriggers;
+        if (queue->triggers[i].mine)
+            queue_remove_trigger_locked(queue, token);
+        if (queue->ntriggers == before)
+            i++; /* not mine, or the removal failed: the connection will do it */
+    }
+    client_close_object_locked(c, queue->object_id);
+    bqueue_close_locked(queue);
+    pthread_mutex_unlock(&c->lock);
+}
+
+/* ---- data plane ------------------------------------------------------------------------ */
+
+int mbq_buffer_queue_enqueue(mbq_buffer_queue *queue, mbq_buffer buffer)
+{
+    if (!queue || !buffer.pool_ || !buffer.handle_)
+        return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
+    struct mbq_pool *p = buffer.pool_;
+    const struct pool_block *b = pool_block_of(&p->pool, buffer.handle_);
+    if (!b)
+        return -ESTALE;
+    uint64_t size = b->data_size;
+    struct bq_entry e = {
+        .handle = buffer.handle_,
+        .dts = b->dts,
+        .pts = b->pts,
+        .duration = b->duration,
+        .size = size > p->pool.block_size ? p->pool.block_size : size,
+        .pool_id = (uint32_t)p->object_id,
+    };
+    _Static_assert(sizeof(e.attachments) <= sizeof(b->attachments), "attachments fit");
+    memcpy(e.attachments, b->attachments, sizeof(e.attachments));
+    queue_hint = p;
+    int r = bq_enqueue(&queue->bq, &e);
+    queue_hint = NULL;
+    queue_settle(queue);
+    return r;
+}
+
+/* The queue's reference in e becomes the caller's buffer. */
+static int queue_adopt(mbq_buffer_queue *q, const struct bq_entry *e, mbq_buffer *out)
+{
+    struct mbq_pool *p = pool_table_lookup(q->client, e->pool_id, NULL);
+    int r = 0;
+    if (unlikely(!p)) {
+        /* The first buffer from this pool: map it (once per client). If that
+         * fails the reference cannot be accounted for and leaks. */
+        r = pool_table_resolve(q->client, e->pool_id, &p);
+        if (r < 0)
+            return r;
+    }
+    r = pool_adopt(&p->pool, e->handle);
+    if (r < 0)
+        return r;
+    *out = (mbq_buffer){.pool_ = p, .handle_ = e->handle};
+    return 0;
+}
+
+int mbq_buffer_queue_dequeue_and_retain(mbq_buffer_queue *queue, mbq_buffer *out)
+{
+    if (!queue || !out)
+        return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
+    struct bq_entry e;
+    int r = bq_dequeue(&queue->bq, &e);
+    queue_settle(queue);
+    return r ? r : queue_adopt(queue, &e, out);
+}
+
+int mbq_buffer_queue_dequeue_if_data_ready_and_retain(mbq_buffer_queue *queue, mbq_buffer *out)
+{
+    if (!queue || !out)
+        return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
+    struct bq_entry e;
+    int r;
+    for (int tries = 0;; tries++) {
+        r = bq_dequeue_if_ready(&queue->bq, &e);
+        /* "not ready" may mean "its pool is not mapped here yet" */
+        if (!(queue_settle(queue) && r == -EAGAIN && tries < 2))
+            break;
+    }
+    return r ? r : queue_adopt(queue, &e, out);
+}
+
+int mbq_buffer_queue_dequeue_wait(mbq_buffer_queue *queue, int64_t timeout_ns, mbq_buffer *out)
+{
+    if (!queue || !out)
+        return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
+    struct bq_entry e;
+    int r = bq_dequeue_wait(&queue->bq, &e, timeout_ns);
+    queue_settle(queue);
+    return r ? r : queue_adopt(queue, &e, out);
+}
+
+int mbq_buffer_queue_copy_head(mbq_buffer_queue *queue, mbq_buffer *out)
+{
+    if (!queue || !out)
+        return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
+    struct bq_entry e;
+    struct mbq_pool *p = NULL;
+    int r;
+    for (int tries = 0;; tries++) {
+        r = bq_copy_head(&queue->bq, &e);
+        if (r != QUEUE_POOL_MISSING || tries == 2)
+            break;
+        /* The retain hook met an unmapped pool under the head lock. */
+        r = pool_table_resolve(queue->client, e.pool_id, &p);
+        if (r < 0)
+            return r;
+    }
+    if (r == QUEUE_POOL_MISSING)
+        r = -EAGAIN; /* the head kept changing pools under us */
+    if (r)
+        return r;
+    p = pool_table_lookup(queue->client, e.pool_id, NULL);
+    if (!p) /* closed meanwhile by another thread: cannot hand it out */
+        return -ESTALE;
+    *out = (mbq_buffer){.pool_ = p, .handle_ = e.handle};
+    return 0;
+}
+
+int mbq_buffer_queue_mark_end_of_data(mbq_buffer_queue *queue)
+{
+    if (!queue)
+        return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
+    int r = bq_mark_end_of_data(&queue->bq);
+    queue_settle(queue);
+    return r;
+}
+
+bool mbq_buffer_queue_contains_end_of_data(mbq_buffer_queue *queue)
+{
+    return queue && bq_contains_end_of_data(&queue->bq);
+}
+
+bool mbq_buffer_queue_is_at_end_of_data(mbq_buffer_queue *queue)
+{
+    return queue && bq_is_at_end_of_data(&queue->bq);
+}
+
+bool mbq_buffer_queue_is_empty(mbq_buffer_queue *queue)
+{
+    return !queue || bq_is_empty(&queue->bq);
+}
+
+int64_t mbq_buffer_queue_get_buffer_count(mbq_buffer_queue *queue)
+{
+    return queue ? bq_count(&queue->bq) : 0;
+}
+
+mbq_time mbq_buffer_queue_get_duration(mbq_buffer_queue *queue)
+{
+    return queue ? bq_duration(&queue->bq) : MBQ_TIME_INVALID;
+}
+
+size_t mbq_buffer_queue_get_total_size(mbq_buffer_queue *queue)
+{
+    return queue ? (size_t)bq_total_size(&queue->bq) : 0;
+}
+
+mbq_time mbq_buffer_queue_get_min_decode_time_stamp(mbq_buffer_queue *queue)
+{
+    return queue ? bq_min_dts(&queue->bq) : MBQ_TIME_INVALID;
+}
+
+mbq_time mbq_buffer_queue_get_first_decode_time_stamp(mbq_buffer_queue *queue)
+{
+    return queue ? bq_first_dts(&queue->bq) : MBQ_TIME_INVALID;
+}
+
+mbq_time mbq_buffer_queue_get_min_presentation_time_stamp(mbq_buffer_queue *queue)
+{
+    return queue ? bq_min_pts(&queue->bq) : MBQ_TIME_INVALID;
+}
+
+mbq_time mbq_buffer_queue_get_first_presentation_time_stamp(mbq_buffer_queue *queue)
+{
+    return queue ? bq_first_pts(&queue->bq) : MBQ_TIME_INVALID;
+}
+
+mbq_time mbq_buffer_queue_get_max_presentation_time_stamp(mbq_buffer_queue *queue)
+{
+    return queue ? bq_max_pts(&queue->bq) : MBQ_TIME_INVALID;
+}
+
+mbq_time mbq_buffer_queue_get_end_presentation_time_stamp(mbq_buffer_queue *queue)
+{
+    return queue ? bq_end_pts(&queue->bq) : MBQ_TIME_INVALID;
+}
+
+/* ---- reset and for-each ------------------------------------------------------------------- */
+
+#define QUEUE_MAX_PRERESOLVE 64
+
+struct queue_pool_ids {
+    uint32_t id[QUEUE_MAX_PRERESOLVE];
+    unsigned n;
+    mbq_client *client;
+};
+
+static int collect_pool_ids(struct bq_entry *e, void *ctx)
+{
+    struct queue_pool_ids *ids = ctx;
+    if (pool_table_lookup(ids->client, e->pool_id, NULL))
+        return 0;
+    for (unsigned i = 0; i < ids->n; i++)
+        if (ids->id[i] == e->pool_id)
+            return 0;
+    if (ids->n < QUEUE_MAX_PRERESOLVE)
+        ids->id[ids->n++] = e->pool_id;
+    return 0;
+}
+
+/* Maps the pools of the queue's current entries, so that the callbacks of
+ * reset and for-each (run under the queue lock) can be given whole buffers. */
+static void queue_preresolve(mbq_buffer_queue *q)
+{
+    struct queue_pool_ids ids = {.n = 0, .client = q->client};
+    bq_for_each(&q->bq, collect_pool_ids, &ids);
+    for (unsigned i = 0; i < ids.n; i++) {
+        struct mbq_pool *p;
+        pool_table_resolve(q->client, ids.id[i], &p);
+    }
+}
+
+static void reset_entry(const struct bq_entry *e, void *ctx)
+{
+    struct queue_reset *rs = ctx;
+    if (!rs->callback)
+        return;
+    /* An entry whose pool is not mapped here (enqueued after the pre-scan,
+     * from a pool never seen) is passed with no pool: not a valid buffer. */
+    struct mbq_pool *p = pool_table_lookup(rs->queue->client, e->pool_id, NULL);
+    rs->callback((mbq_buffer){.pool_ = p, .handle_ = p ? e->handle : 0}, rs->refcon);
+}
+
+int mbq_buffer_queue_reset_with_callback(mbq_buffer_queue *queue,
+                                         void (*callback)(mbq_buffer buffer, void *refcon),
+                                         void *refcon)
+{
+    if (!queue)
+        return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
+    if (!bq_is_empty(&queue->bq))
+        queue_preresolve(queue);
+    struct queue_reset rs = {.queue = queue, .callback = callback, .refcon = refcon};
+    queue_resetting = &rs;
+    int r = bq_reset(&queue->bq, reset_entry, &rs);
+    queue_resetting = NULL;
+    for (size_t i = 0; i < rs.ndeferred; i++) {
+        struct mbq_pool *p;
+        if (pool_table_resolve(queue->client, rs.deferred[i].pool_id, &p) == 0)
+            pool_release(&p->pool, rs.deferred[i].handle, false);
+    }
+    free(rs.deferred);
+    queue_settle(queue);
+    return r;
+}
+
+int mbq_buffer_queue_reset(mbq_buffer_queue *queue)
+{
+    return mbq_buffer_queue_reset_with_callback(queue, NULL, NULL);
+}
+
+struct queue_for_each {
+    mbq_buffer_queue *queue;
+    int (*callback)(mbq_buffer buffer, void *refcon);
+    void *refcon;
+};
+
+static int for_each_entry(struct bq_entry *e, void *ctx)
+{
+    struct queue_for_each *fe = ctx;
+    struct mbq_pool *p = pool_table_lookup(fe->queue->client, e->pool_id, NULL);
+    return fe->callback((mbq_buffer){.pool_ = p, .handle_ = p ? e->handle : 0}, fe->refcon);
+}
+
+int mbq_buffer_queue_call_for_each_buffer(mbq_buffer_queue *queue,
+                                          int (*callback)(mbq_buffer buffer, void *refcon),
+                                          void *refcon)
+{
+    if (!queue || !callback)
+        return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
+    if (!bq_is_empty(&queue->bq))
+        queue_preresolve(queue);
+    struct queue_for_each fe = {.queue = queue, .callback = callback, .refcon = refcon};
+    return bq_for_each(&queue->bq, for_each_entry, &fe);
+}
+
+int mbq_buffer_queue_set_validation_callback(mbq_buffer_queue *queue,
+                                             int (*callback)(mbq_buffer_queue *queue,
+                                                             mbq_buffer buffer, void *refcon),
+                                             void *refcon)
+{
+    if (!queue)
+        return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
+    pthread_mutex_lock(&queue->client->lock);
+    unsigned next = (atomic_load_explicit(&queue->validation_slot, memory_order_relaxed) + 1) & 1;
+    queue->validation[next] = (struct queue_validation){.callback = callback, .refcon = refcon};
+    atomic_store_explicit(&queue->validation_slot, next, memory_order_release);
+    pthread_mutex_unlock(&queue->client->lock);
+    return 0;
+}
+
+/* ---- triggers ----------------------------------------------------------------------------- */
+
+static bool cond_uses_time(int c)
+{
+    return (c >= 1 && c <= 4) || c == 12;
+}
+
+static int queue_install(mbq_buffer_queue *q, int condition, mbq_time time, int64_t threshold,
+                         mbq_trigger_token *token_out)
+{
+    if (cond_uses_time(condition) && (!mbq_time_is_numeric(time) || time.epoch != 0))
+        return MBQ_BQ_ERR_BAD_TRIGGER_DURATION;
+    Mbq__V1__Time t = MBQ__V1__TIME__INIT;
+    t.value = time.value;
+    t.timescale = time.timescale;
+    t.flags = time.flags;
+    t.epoch = time.epoch;
+    Mbq__V1__InstallTrigger it = MBQ__V1__INSTALL_TRIGGER__INIT;
+    it.object_id = q->object_id;
+    it.condition = condition;
+    it.time = &t;
+    it.threshold = threshold;
+    Mbq__V1__Request req = MBQ__V1__REQUEST__INIT;
+    req.body_case = MBQ__V1__REQUEST__BODY_INSTALL_TRIGGER;
+    req.install_trigger = &it;
+
+    mbq_client *c = q->client;
+    struct client_reply reply;
+    pthread_mutex_lock(&c->lock);
+    int r = client_call_locked(c, &req, &reply);
+    if (r == 0) {
+        const Mbq__V1__TriggerFd *tf =
+            reply.resp->body_case == MBQ__V1__RESPONSE__BODY_TRIGGER && reply.resp->trigger
+                ? reply.resp->trigger->trigger
+                : NULL;
+        int fd = tf ? wire_fds_take(&reply.fds, tf->fd_index) : -1;
+        if (fd < 0) {
+            r = -EPROTO;
+            if (tf)
+                queue_remove_trigger_locked(q, tf->token);
+        } else {
+            bqueue_learn_trigger_locked(c, q->object_id, tf->token, fd, q);
+            *token_out = tf->token;
+        }
+        client_reply_done(&reply);
+    }
+    pthread_mutex_unlock(&c->lock);
+    return r;
+}
+
+int mbq_buffer_queue_install_trigger(mbq_buffer_queue *queue, mbq_trigger_condition condition,
+                                     mbq_time time, mbq_trigger_token *token_out)
+{
+    if (!queue || !token_out)
+        return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
+    if ((int)condition < 1 || (int)condition > 9)
+        return MBQ_BQ_ERR_INVALID_TRIGGER_CONDITION;
+    return queue_install(queue, (int)condition, time, 0, token_out);
+}
+
+int mbq_buffer_queue_install_trigger_with_integer_threshold(mbq_buffer_queue *queue,
+                                                            mbq_trigger_condition condition,
+                                                            int64_t threshold,
+                                                            mbq_trigger_token *token_out)
+{
+    if (!queue || !token_out)
+        return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
+    if (condition != MBQ_TRIGGER_WHEN_BUFFER_COUNT_BECOMES_LESS_THAN &&
+        condition != MBQ_TRIGGER_WHEN_BUFFER_COUNT_BECOMES_GREATER_THAN)
+        return MBQ_BQ_ERR_INVALID_TRIGGER_CONDITION;
+    return queue_install(queue, (int)condition, MBQ_TIME_INVALID, threshold, token_out);
+}
+
+int mbq_buffer_queue_install_trigger_with_time_and_threshold(mbq_buffer_queue *queue,
+                                                             mbq_trigger_condition condition,
+                                                             mbq_time time, int64_t threshold,
+                                                             mbq_trigger_token *token_out)
+{
+    if (!queue || !token_out)
+        return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
+    if (condition !=
+        MBQ_TRIGGER_WHEN_DURATION_BECOMES_GREATER_THAN_OR_EQUAL_TO_AND_BUFFER_COUNT_BECOMES_GREATER_THAN)
+        return MBQ_BQ_ERR_INVALID_TRIGGER_CONDITION;
+    return queue_install(queue, (int)condition, time, threshold, token_out);
+}
+
+int mbq_buffer_queue_remove_trigger(mbq_buffer_queue *queue, mbq_trigger_token token)
+{
+    if (!queue)
+        return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
+    mbq_client *c = queue->client;
+    pthread_mutex_lock(&c->lock);
+    const struct queue_trigger *t = queue_find_trigger(queue, token);
+    int r = t && t->mine ? queue_remove_trigger_locked(queue, token)
+                         : MBQ_BQ_ERR_INVALID_TRIGGER_TOKEN;
+    pthread_mutex_unlock(&c->lock);
+    return r;
+}
+
+bool mbq_buffer_queue_test_trigger(mbq_buffer_queue *queue, mbq_trigger_token token)
+{
+    if (!queue)
+        return false;
+    int r = bq_test_trigger(&queue->bq, token);
+    if (queue_settle(queue)) /* the head's readiness was unknown: ask again */
+        r = bq_test_trigger(&queue->bq, token);
+    return r == 1;
+}
+
+int mbq_buffer_queue_trigger_fd(mbq_buffer_queue *queue, mbq_trigger_token token)
+{
+    if (!queue)
+        return -1;
+    pthread_mutex_lock(&queue->client->lock);
+    const struct queue_trigger *t = queue_find_trigger(queue, token);
+    int fd = t ? t->fd : -1;
+    pthread_mutex_unlock(&queue->client->lock);
+    return fd;
+}
+
+int mbq_buffer_queue_notify_data_ready(mbq_buffer_queue *queue)
+{
+    if (!queue)
+        return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
+    int r = bq_note_data_ready(&queue->bq);
+    queue_settle(queue);
+    return r;
+}
+
+int mbq_buffer_queue_get_stats(mbq_buffer_queue *queue, mbq_buffer_queue_stats *stats)
+{
+    if (!queue || !stats)
+        return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
+    struct bq_stats s;
+    int r = bq_stats(&queue->bq, &s);
+    if (r < 0)
+        return r;
+    mbq_buffer_queue_stats full = {
+        .size = sizeof(full),
+        .count = s.count,
+        .capacity = s.capacity,
+        .enqueued = s.enqueued,
+        .dequeued = s.dequeued,
+        .dropped = s.dropped,
+        .rejected_full = s.rejected_full,
+        .high_water = s.high_water,
+        .total_size = s.total_size,
+        .duration = s.duration,
+        .end_of_data = s.end_of_data,
+    };
+    return client_copy_out(stats, &full, sizeof(full)) ? 0 : -EINVAL;
+}

@@ -1,0 +1,878 @@
+/* mbqctl: inspect and manage mbqd's objects from the command line.
+ *
+ * An ordinary client of the public library (<mbq/mbq.h> only). Every
+ * command is one connection: list, stat, create, unlink, and watch, which
+ * samples the objects' counters every --interval and shows depth, rates per
+ * second computed between consecutive samples, drops and the buffers each
+ * client holds — as a refreshed table, or with --json as one JSON object per
+ * line per sample (--count stops it, for scripts and tests).
+ *
+ * Exit status: 0 ok, 1 the operation failed (a message on stderr), 2 usage. */
+#include <mbq/mbq.h>
+
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2 };
+
+struct ctl {
+    const char *socket;
+    bool json;
+    mbq_client *client;
+};
+
+static const char usage_text[] =
+    "Usage: mbqctl [--socket PATH] [--json] COMMAND [ARGS]\n"
+    "\n"
+    "Commands:\n"
+    "  list [PREFIX]                      objects whose name starts with PREFIX\n"
+    "  stat NAME                          everything about one object\n"
+    "  create buffer-queue NAME [--capacity N] [--order fifo|pts|dts] [--drop-oldest]\n"
+    "                                     [--mode MODE]\n"
+    "  create simple-queue NAME --capacity N [--mode MODE]\n"
+    "  create pool NAME --block-size N --blocks N [--age-out SECONDS] [--mode MODE]\n"
+    "  unlink NAME                        remove a name (the object lives while open)\n"
+    "  watch [NAME...] [--interval MS] [--count N]\n"
+    "                                     live counters; all objects if no NAME\n"
+    "\n"
+    "Options:\n"
+    "  --socket PATH   mbqd's socket (default: $MBQ_SOCKET, /run/mbq/mbqd.sock for\n"
+    "                  root, else $XDG_RUNTIME_DIR/mbq/mbqd.sock)\n"
+    "  --json          machine-readable output\n"
+    "  --help          this text\n"
+    "  --version       versions of mbqctl, libmbq and the protocol\n"
+    "\n"
+    "Sizes take a k, M or G suffix (powers of 1024); MODE is octal (0644).\n"
+    "Exit status: 0 ok, 1 operation failed, 2 usage error.\n";
+
+static int usage_error(const char *fmt, const char *arg)
+{
+    fprintf(stderr, "mbqctl: ");
+    fprintf(stderr, fmt, arg);
+    fprintf(stderr, "\nTry 'mbqctl --help'.\n");
+    return EXIT_USAGE;
+}
+
+static int fail(const char *what, const char *name, int status)
+{
+    if (name)
+        fprintf(stderr, "mbqctl: %s %s: %s\n", what, name, mbq_status_string(status));
+    else
+        fprintf(stderr, "mbqctl: %s: %s\n", what, mbq_status_string(status));
+    return EXIT_FAIL;
+}
+
+static int ctl_connect(struct ctl *ctl)
+{
+    int r = mbq_connect(ctl->socket, "mbqctl", &ctl->client);
+    if (r < 0) {
+        char path[256];
+        const char *where = ctl->socket;
+        if (!where)
+            where = mbq_default_socket_path(path, sizeof(path)) >= 0 ? path : "(no default)";
+        return fail("cannot connect to mbqd at", where, r);
+    }
+    return EXIT_OK;
+}
+
+/* ---- parsing --------------------------------------------------------------- */
+
+static bool parse_u64(const char *s, uint64_t max, bool suffixes, uint64_t *out)
+{
+    if (!s || !*s || *s == '-')
+        return false;
+    errno = 0;
+    char *end;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || end == s)
+        return false;
+    uint64_t mult = 1;
+    if (suffixes && *end) {
+        switch (*end) {
+        case 'k': case 'K': mult = 1ull << 10; break;
+        case 'm': case 'M': mult = 1ull << 20; break;
+        case 'g': case 'G': mult = 1ull << 30; break;
+        default: return false;
+        }
+        end++;
+    }
+    if (*end || v > max / mult)
+        return false;
+    *out = v * mult;
+    return true;
+}
+
+static bool parse_mode(const char *s, uint32_t *out)
+{
+    if (!s || !*s)
+        return false;
+    errno = 0;
+    char *end;
+    unsigned long v = strtoul(s, &end, 8);
+    if (errno || *end || v > 07777)
+        return false;
+    *out = (uint32_t)v;
+    return true;
+}
+
+/* ---- JSON ------------------------------------------------------------------ */
+
+/* Length of the valid UTF-8 sequence at s, or 0. */
+static size_t utf8_seq(const unsigned char *s)
+{
+    unsigned char c = s[0];
+    size_t n;
+    uint32_t cp;
+    if (c >= 0xc2 && c <= 0xdf) {
+        n = 2;
+        cp = c & 0x1f;
+    } else if (c >= 0xe0 && c <= 0xef) {
+        n = 3;
+        cp = c & 0x0f;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        n = 4;
+        cp = c & 0x07;
+    } else {
+        return 0;
+    }
+    for (size_t i = 1; i < n; i++) {
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+        cp = cp << 6 | (s[i] & 0x3f);
+    }
+    if ((n == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+        (n == 4 && (cp < 0x10000 || cp > 0x10ffff)))
+        return 0;
+    return n;
+}
+
+/* A JSON string: quotes, escapes, and U+FFFD for bytes that are not UTF-8. */
+static void json_str(FILE *f, const char *s)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    fputc('"', f);
+    while (*p) {
+        unsigned char c = *p;
+        if (c == '"' || c == '\\') {
+            fputc('\\', f);
+            fputc(c, f);
+            p++;
+        } else if (c == '\n') {
+            fputs("\\n", f);
+            p++;
+        } else if (c == '\t') {
+            fputs("\\t", f);
+            p++;
+        } else if (c < 0x20 || c == 0x7f) {
+            fprintf(f, "\\u%04x", c);
+            p++;
+        } else if (c < 0x80) {
+            fputc(c, f);
+            p++;
+        } else {
+            size_t n = utf8_seq(p);
+            if (n) {
+                fwrite(p, 1, n, f);
+                p += n;
+            } else {
+                fputs("\\ufffd", f);
+                p++;
+            }
+        }
+    }
+    fputc('"', f);
+}
+
+static void json_num(FILE *f, double v)
+{
+    if (isfinite(v))
+        fprintf(f, "%.6g", v);
+    else
+        fputs("null", f);
+}
+
+/* ---- formatting ------------------------------------------------------------- */
+
+static const char *kind_name(mbq_object_kind k)
+{
+    switch (k) {
+    case MBQ_OBJECT_BUFFER_QUEUE: return "buffer-queue";
+    case MBQ_OBJECT_SIMPLE_QUEUE: return "simple-queue";
+    case MBQ_OBJECT_POOL: return "pool";
+    default: return "unknown";
+    }
+}
+
+static const char *order_name(uint32_t o)
+{
+    return o == MBQ_ORDER_PRESENTATION_TIME ? "pts" : o == MBQ_ORDER_DECODE_TIME ? "dts" : "fifo";
+}
+
+static const char *policy_name(uint32_t p)
+{
+    return p == MBQ_FULL_DROP_OLDEST ? "drop-oldest" : "fail";
+}
+
+static double duration_seconds(mbq_time t)
+{
+    return mbq_time_is_numeric(t) ? mbq_time_get_seconds(t) : NAN;
+}
+
+/* Fields of an object as JSON members (no braces); stat adds the clients. */
+static void json_object_fields(FILE *f, const mbq_object_info *o, bool with_stats)
+{
+    fputs("\"name\":", f);
+    json_str(f, o->name);
+    fprintf(f, ",\"kind\":\"%s\",\"object_id\":%" PRIu64 ",\"owner_uid\":%u,\"owner_gid\":%u,"
+               "\"mode\":\"%04o\",\"open_count\":%u,\"segment_size\":%" PRIu64,
+            kind_name(o->kind), o->object_id, o->owner_uid, o->owner_gid, o->mode, o->open_count,
+            o->segment_size);
+    switch (o->kind) {
+    case MBQ_OBJECT_BUFFER_QUEUE:
+        fprintf(f, ",\"capacity\":%u,\"order\":\"%s\",\"full_policy\":\"%s\"", o->capacity,
+                order_name(o->order), policy_name(o->full_policy));
+        if (with_stats) {
+            fprintf(f, ",\"count\":%" PRIu64 ",\"enqueued\":%" PRIu64 ",\"dequeued\":%" PRIu64
+                       ",\"dropped\":%" PRIu64 ",\"rejected_full\":%" PRIu64
+                       ",\"high_water\":%" PRIu64 ",\"total_size\":%" PRIu64
+                       ",\"triggers\":%u,\"end_of_data\":%s,\"duration_seconds\":",
+                    o->count, o->enqueued, o->dequeued, o->dropped, o->rejected_full,
+                    o->high_water, o->total_size, o->triggers, o->end_of_data ? "true" : "false");
+            json_num(f, duration_seconds(o->duration));
+        }
+        break;
+    case MBQ_OBJECT_SIMPLE_QUEUE:
+        fprintf(f, ",\"capacity\":%d", o->sq_capacity);
+        if (with_stats)
+            fprintf(f, ",\"count\":%d", o->sq_count);
+        break;
+    case MBQ_OBJECT_POOL:
+        fprintf(f, ",\"block_size\":%" PRIu64 ",\"block_count\":%u", o->block_size,
+                o->block_count);
+        if (with_stats)
+            fprintf(f, ",\"blocks_used\":%u,\"blocks_warm\":%u,\"blocks_cold\":%u,"
+                       "\"allocations\":%" PRIu64 ",\"frees\":%" PRIu64 ",\"aged_out\":%" PRIu64
+                       ",\"invalidated\":%s",
+                    o->blocks_used, o->blocks_warm, o->blocks_cold, o->allocations, o->frees,
+                    o->aged_out, o->invalidated ? "true" : "false");
+        break;
+    }
+}
+
+static void json_clients(FILE *f, const mbq_object_info *o)
+{
+    size_t max = sizeof(o->clients) / sizeof(o->clients[0]);
+    fputs(",\"clients\":[", f);
+    for (size_t i = 0; i < o->client_count && i < max; i++) {
+        const mbq_client_usage *u = &o->clients[i];
+        fprintf(f, "%s{\"pid\":%u,\"uid\":%u,\"name\":", i ? "," : "", u->pid, u->uid);
+        json_str(f, u->name);
+        fprintf(f, ",\"buffers_held\":%" PRIu64 ",\"triggers\":%u}", u->buffers_held,
+                u->triggers);
+    }
+    fputs("]", f);
+}
+
+/* ---- list ---------------------------------------------------------------------- */
+
+static int cmd_list(struct ctl *ctl, const char *prefix)
+{
+    size_t max = 256;
+    mbq_object_info *infos = NULL;
+    int n;
+    for (;;) {
+        free(infos);
+        infos = calloc(max, sizeof(*infos));
+        if (!infos)
+            return fail("list", NULL, -ENOMEM);
+        infos[0].size = sizeof(*infos);
+        n = mbq_list(ctl->client, prefix, infos, max);
+        if (n < 0) {
+            free(infos);
+            return fail("list", prefix, n);
+        }
+        if ((size_t)n <= max)
+            break;
+        max = (size_t)n + 16;
+    }
+    if (ctl->json) {
+        fputs("{\"objects\":[", stdout);
+        for (int i = 0; i < n; i++) {
+            fputs(i ? ",{" : "{", stdout);
+            json_object_fields(stdout, &infos[i], false);
+            fputs("}", stdout);
+        }
+        fputs("]}\n", stdout);
+    } else {
+        printf("%-13s %-32s %6s %5s %5s  %s\n", "KIND", "NAME", "ID", "MODE", "OPEN", "CONFIG");
+        for (int i = 0; i < n; i++) {
+            const mbq_object_info *o = &infos[i];
+            char cfg[128];
+            switch (o->kind) {
+            case MBQ_OBJECT_BUFFER_QUEUE:
+                snprintf(cfg, sizeof(cfg), "capacity=%u order=%s full=%s", o->capacity,
+                         order_name(o->order), policy_name(o->full_policy));
+                break;
+            case MBQ_OBJECT_SIMPLE_QUEUE:
+                snprintf(cfg, sizeof(cfg), "capacity=%d", o->sq_capacity);
+                break;
+            case MBQ_OBJECT_POOL:
+                snprintf(cfg, sizeof(cfg), "block_size=%" PRIu64 " blocks=%u", o->block_size,
+                         o->block_count);
+                break;
+            default: cfg[0] = '\0';
+            }
+            printf("%-13s %-32s %6" PRIu64 " %04o %5u  %s\n", kind_name(o->kind), o->name,
+                   o->object_id, o->mode, o->open_count, cfg);
+        }
+    }
+    free(infos);
+    return EXIT_OK;
+}
+
+/* ---- stat ------------------------------------------------------------------------ */
+
+static void print_stat_text(const mbq_object_info *o)
+{
+    printf("name:          %s\n", o->name);
+    printf("kind:          %s\n", kind_name(o->kind));
+    printf("object id:     %" PRIu64 "\n", o->object_id);
+    printf("owner:         uid %u gid %u, mode %04o\n", o->owner_uid, o->owner_gid, o->mode);
+    printf("open:          %u\n", o->open_count);
+    printf("segment size:  %" PRIu64 "\n", o->segment_size);
+    switch (o->kind) {
+    case MBQ_OBJECT_BUFFER_QUEUE:
+        printf("capacity:      %u (order %s, when full: %s)\n", o->capacity, order_name(o->order),
+               policy_name(o->full_policy));
+        printf("count:         %" PRIu64 " (high water %" PRIu64 ")\n", o->count, o->high_water);
+        printf("total size:    %" PRIu64 "\n", o->total_size);
+        printf("duration:      %.6g s\n", duration_seconds(o->duration));
+        printf("end of data:   %s\n", o->end_of_data ? "yes" : "no");
+        printf("enqueued:      %" PRIu64 "\n", o->enqueued);
+        printf("dequeued:      %" PRIu64 "\n", o->dequeued);
+        printf("dropped:       %" PRIu64 "\n", o->dropped);
+        printf("rejected full: %" PRIu64 "\n", o->rejected_full);
+        printf("triggers:      %u\n", o->triggers);
+        break;
+    case MBQ_OBJECT_SIMPLE_QUEUE:
+        printf("capacity:      %d\n", o->sq_capacity);
+        printf("count:         %d\n", o->sq_count);
+        break;
+    case MBQ_OBJECT_POOL:
+        printf("block size:    %" PRIu64 "\n", o->block_size);
+        printf("blocks:        %u (used %u, warm %u, cold %u)\n", o->block_count, o->blocks_used,
+               o->blocks_warm, o->blocks_cold);
+        printf("allocations:   %" PRIu64 "\n", o->allocations);
+        printf("frees:         %" PRIu64 "\n", o->frees);
+        printf("aged out:      %" PRIu64 "\n", o->aged_out);
+        printf("invalidated:   %s\n", o->invalidated ? "yes" : "no");
+        break;
+    }
+    size_t max = sizeof(o->clients) / sizeof(o->clients[0]);
+    printf("clients:       %u\n", o->client_count);
+    for (size_t i = 0; i < o->client_count && i < max; i++) {
+        const mbq_client_usage *u = &o->clients[i];
+        printf("  pid %-8u uid %-6u %-20s buffers held %-6" PRIu64 " triggers %u\n", u->pid,
+               u->uid, u->name, u->buffers_held, u->triggers);
+    }
+}
+
+static int cmd_stat(struct ctl *ctl, const char *name)
+{
+    mbq_object_info info = {.size = sizeof(info)};
+    int r = mbq_stat(ctl->client, name, &info);
+    if (r < 0)
+        return fail("stat", name, r);
+    if (ctl->json) {
+        fputs("{", stdout);
+        json_object_fields(stdout, &info, true);
+        json_clients(stdout, &info);
+        fputs("}\n", stdout);
+    } else {
+        print_stat_text(&info);
+    }
+    return EXIT_OK;
+}
+
+/* ---- create / unlink ----------------------------------------------------------------- */
+
+static int cmd_create(struct ctl *ctl, int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"capacity", required_argument, NULL, 'c'},
+        {"order", required_argument, NULL, 'o'},
+        {"drop-oldest", no_argument, NULL, 'd'},
+        {"block-size", required_argument, NULL, 'b'},
+        {"blocks", required_argument, NULL, 'n'},
+        {"age-out", required_argument, NULL, 'a'},
+        {"mode", required_argument, NULL, 'm'},
+        {"json", no_argument, NULL, 'j'},
+        {"socket", required_argument, NULL, 's'},
+        {0},
+    };
+    if (argc < 3)
+        return usage_error("%s", "create needs a kind (buffer-queue, simple-queue, pool) and a name");
+    const char *kind = argv[1], *name = argv[2];
+    bool bq = !strcmp(kind, "buffer-queue"), sq = !strcmp(kind, "simple-queue"),
+         pool = !strcmp(kind, "pool");
+    if (!bq && !sq && !pool)
+        return usage_error("unknown kind '%s' (buffer-queue, simple-queue or pool)", kind);
+    uint64_t capacity = 0, block_size = 0, blocks = 0;
+    bool have_capacity = false, drop_oldest = false;
+    double age_out = 0;
+    uint32_t mode = 0;
+    mbq_buffer_queue_order order = MBQ_ORDER_FIFO;
+    /* options after the name: parse argv[2..] as its own vector (argv[2],
+     * the name, stands where getopt expects the program name) */
+    int oargc = argc - 2;
+    char **oargv = argv + 2;
+    optind = 0; /* glibc: start over */
+    int c;
+    while ((c = getopt_long(oargc, oargv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c':
+            if (!parse_u64(optarg, sq ? (1u << 24) : (1u << 20), false, &capacity))
+                return usage_error("bad --capacity '%s'", optarg);
+            have_capacity = true;
+            break;
+        case 'o':
+            if (!strcmp(optarg, "fifo"))
+                order = MBQ_ORDER_FIFO;
+            else if (!strcmp(optarg, "pts"))
+                order = MBQ_ORDER_PRESENTATION_TIME;
+            else if (!strcmp(optarg, "dts"))
+                order = MBQ_ORDER_DECODE_TIME;
+            else
+                return usage_error("bad --order '%s' (fifo, pts or dts)", optarg);
+            break;
+        case 'd': drop_oldest = true; break;
+        case 'b':
+            if (!parse_u64(optarg, UINT64_MAX, true, &block_size) || !block_size)
+                return usage_error("bad --block-size '%s'", optarg);
+            break;
+        case 'n':
+            if (!parse_u64(optarg, UINT32_MAX, true, &blocks) || !blocks)
+                return usage_error("bad --blocks '%s'", optarg);
+            break;
+        case 'a': {
+            char *end;
+            age_out = strtod(optarg, &end);
+            if (*end || !(age_out >= 0) || age_out > 1e6)
+                return usage_error("bad --age-out '%s' (seconds)", optarg);
+            break;
+        }
+        case 'm':
+            if (!parse_mode(optarg, &mode))
+                return usage_error("bad --mode '%s' (octal, e.g. 0644)", optarg);
+            break;
+        case 'j': ctl->json = true; break;
+        case 's': ctl->socket = optarg; break;
+        default: return EXIT_USAGE;
+        }
+    }
+    if (optind < oargc)
+        return usage_error("unexpected argument '%s'", oargv[optind]);
+    if ((!bq && (order != MBQ_ORDER_FIFO || drop_oldest)) || (!pool && (block_size || blocks)) ||
+        (pool && have_capacity))
+        return usage_error("an option does not apply to a %s", kind);
+    if (sq && (!have_capacity || capacity == 0))
+        return usage_error("%s", "a simple queue needs --capacity N (1..16777216)");
+    if (pool && (!block_size || !blocks))
+        return usage_error("%s", "a pool needs --block-size N and --blocks N");
+
+    int r = ctl_connect(ctl);
+    if (r)
+        return r;
+    if (bq) {
+        mbq_buffer_queue_options o = {.size = sizeof(o),
+                                      .capacity = (uint32_t)capacity,
+                                      .order = order,
+                                      .full_policy = drop_oldest ? MBQ_FULL_DROP_OLDEST
+                                                                 : MBQ_FULL_FAIL,
+                                      .mode = mode,
+                                      .exclusive = true};
+        mbq_buffer_queue *q;
+        r = mbq_buffer_queue_create(ctl->client, name, &o, &q);
+        if (r == 0)
+            mbq_buffer_queue_close(q);
+    } else if (sq) {
+        mbq_simple_queue_options o = {.size = sizeof(o), .mode = mode, .exclusive = true};
+        mbq_simple_queue *q;
+        r = mbq_simple_queue_create(ctl->client, name, (int32_t)capacity, &o, &q);
+        if (r == 0)
+            mbq_simple_queue_close(q);
+    } else {
+        mbq_pool_options o = {.size = sizeof(o),
+                              .block_size = block_size,
+                              .block_count = (uint32_t)blocks,
+                              .age_out_seconds = age_out,
+                              .mode = mode,
+                              .exclusive = true};
+        mbq_pool *p;
+        r = mbq_pool_create(ctl->client, name, &o, &p);
+        if (r == 0)
+            mbq_pool_close(p);
+    }
+    if (r < 0)
+        return fail("create", name, r);
+    if (ctl->json) {
+        fputs("{\"created\":", stdout);
+        json_str(stdout, name);
+        printf(",\"kind\":\"%s\"}\n", kind);
+    }
+    return EXIT_OK;
+}
+
+static int cmd_unlink(struct ctl *ctl, const char *name)
+{
+    int r = mbq_unlink(ctl->client, name);
+    if (r < 0)
+        return fail("unlink", name, r);
+    if (ctl->json) {
+        fputs("{\"unlinked\":", stdout);
+        json_str(stdout, name);
+        fputs("}\n", stdout);
+    }
+    return EXIT_OK;
+}
+
+/* ---- watch ------------------------------------------------------------------------- */
+
+struct watch_prev {
+    char name[256];
+    mbq_object_kind kind;
+    uint64_t object_id;
+    uint64_t in, out; /* enqueued/dequeued, or allocations/frees */
+};
+
+struct watch_row {
+    mbq_object_info info;
+    double in_rate, out_rate; /* NAN on the first sample of an object */
+};
+
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static uint64_t depth_of(const mbq_object_info *o)
+{
+    switch (o->kind) {
+    case MBQ_OBJECT_BUFFER_QUEUE: return o->count;
+    case MBQ_OBJECT_SIMPLE_QUEUE: return o->sq_count > 0 ? (uint64_t)o->sq_count : 0;
+    case MBQ_OBJECT_POOL: return o->blocks_used;
+    default: return 0;
+    }
+}
+
+static uint64_t capacity_of(const mbq_object_info *o)
+{
+    switch (o->kind) {
+    case MBQ_OBJECT_BUFFER_QUEUE: return o->capacity;
+    case MBQ_OBJECT_SIMPLE_QUEUE: return o->sq_capacity > 0 ? (uint64_t)o->sq_capacity : 0;
+    case MBQ_OBJECT_POOL: return o->block_count;
+    default: return 0;
+    }
+}
+
+static void counters_of(const mbq_object_info *o, uint64_t *in, uint64_t *out)
+{
+    *in = o->kind == MBQ_OBJECT_POOL ? o->allocations : o->enqueued;
+    *out = o->kind == MBQ_OBJECT_POOL ? o->frees : o->dequeued;
+}
+
+static void format_rate(char *buf, size_t len, double v)
+{
+    if (isnan(v))
+        snprintf(buf, len, "-");
+    else
+        snprintf(buf, len, "%.1f", v);
+}
+
+static void print_watch_table(const struct watch_row *rows, size_t n, unsigned sample,
+                              bool tty)
+{
+    if (tty)
+        fputs("\033[H\033[2J", stdout);
+    else if (sample > 1)
+        fputc('\n', stdout);
+    printf("%-32s %-13s %8s %8s %10s %10s %8s  %s\n", "NAME", "KIND", "DEPTH", "CAP", "IN/s",
+           "OUT/s", "DROPS", "HELD BY CLIENT");
+    for (size_t i = 0; i < n; i++) {
+        const mbq_object_info *o = &rows[i].info;
+        char in[32], out[32], held[512] = "";
+        format_rate(in, sizeof(in), rows[i].in_rate);
+        format_rate(out, sizeof(out), rows[i].out_rate);
+        size_t used = 0, max = sizeof(o->clients) / sizeof(o->clients[0]);
+        for (size_t k = 0; k < o->client_count && k < max && used < sizeof(held); k++) {
+            const mbq_client_usage *u = &o->clients[k];
+            if (o->kind != MBQ_OBJECT_POOL)
+                continue;
+            int w = snprintf(held + used, sizeof(held) - used, "%s%u(%s)=%" PRIu64,
+                             used ? " " : "", u->pid, u->name, u->buffers_held);
+            if (w < 0)
+                break;
+            used += (size_t)w;
+        }
+        char drops[32] = "-";
+        if (o->kind == MBQ_OBJECT_BUFFER_QUEUE)
+            snprintf(drops, sizeof(drops), "%" PRIu64, o->dropped);
+        printf("%-32s %-13s %8" PRIu64 " %8" PRIu64 " %10s %10s %8s  %s\n", o->name,
+               kind_name(o->kind), depth_of(o), capacity_of(o), in, out, drops, held);
+    }
+    fflush(stdout);
+}
+
+static void print_watch_json(const struct watch_row *rows, size_t n, unsigned sample,
+                             double elapsed)
+{
+    printf("{\"sample\":%u,\"time\":", sample);
+    json_num(stdout, elapsed);
+    fputs(",\"objects\":[", stdout);
+    for (size_t i = 0; i < n; i++) {
+        const mbq_object_info *o = &rows[i].info;
+        fputs(i ? ",{\"name\":" : "{\"name\":", stdout);
+        json_str(stdout, o->name);
+        printf(",\"kind\":\"%s\",\"depth\":%" PRIu64 ",\"capacity\":%" PRIu64, kind_name(o->kind),
+               depth_of(o), capacity_of(o));
+        fputs(o->kind == MBQ_OBJECT_POOL ? ",\"alloc_rate\":" : ",\"enqueue_rate\":", stdout);
+        json_num(stdout, rows[i].in_rate);
+        fputs(o->kind == MBQ_OBJECT_POOL ? ",\"free_rate\":" : ",\"dequeue_rate\":", stdout);
+        json_num(stdout, rows[i].out_rate);
+        if (o->kind == MBQ_OBJECT_BUFFER_QUEUE)
+            printf(",\"dropped\":%" PRIu64 ",\"rejected_full\":%" PRIu64, o->dropped,
+                   o->rejected_full);
+        json_clients(stdout, o);
+        fputs("}", stdout);
+    }
+    fputs("]}\n", stdout);
+    fflush(stdout);
+}
+
+static volatile sig_atomic_t watch_stop;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    watch_stop = 1;
+}
+
+static int cmd_watch(struct ctl *ctl, int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"interval", required_argument, NULL, 'i'},
+        {"count", required_argument, NULL, 'n'},
+        {"json", no_argument, NULL, 'j'},
+        {"socket", required_argument, NULL, 's'},
+        {0},
+    };
+    uint64_t interval_ms = 1000, count = 0;
+    optind = 0; /* glibc: start over on the command's own vector */
+    int c;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case 'i':
+            if (!parse_u64(optarg, 3600000, false, &interval_ms) || interval_ms == 0)
+                return usage_error("bad --interval '%s' (milliseconds)", optarg);
+            break;
+        case 'n':
+            if (!parse_u64(optarg, UINT32_MAX, false, &count) || count == 0)
+                return usage_error("bad --count '%s'", optarg);
+            break;
+        case 'j': ctl->json = true; break;
+        case 's': ctl->socket = optarg; break;
+        default: return EXIT_USAGE;
+        }
+    }
+    char **names = argv + optind;
+    size_t nnames = (size_t)(argc - optind);
+    int r = ctl_connect(ctl);
+    if (r)
+        return r;
+
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
+    bool tty = !ctl->json && isatty(STDOUT_FILENO);
+    struct watch_prev *prev = NULL;
+    size_t nprev = 0;
+    struct watch_row *rows = NULL;
+    mbq_object_info *listed = NULL;
+    double start = now_seconds(), last = start;
+    int status = EXIT_OK;
+    for (unsigned sample = 1; !watch_stop; sample++) {
+        /* which objects: the names given, or whatever exists now */
+        size_t n = nnames;
+        if (!nnames) {
+            size_t max = 256;
+            int got;
+            for (;;) {
+                free(listed);
+                listed = calloc(max, sizeof(*listed));
+                if (!listed) {
+                    status = fail("watch", NULL, -ENOMEM);
+                    goto out;
+                }
+                listed[0].size = sizeof(*listed);
+                got = mbq_list(ctl->client, NULL, listed, max);
+                if (got < 0 || (size_t)got <= max)
+                    break;
+                max = (size_t)got + 16;
+            }
+            if (got < 0) {
+                status = fail("watch: list", NULL, got);
+                goto out;
+            }
+            n = (size_t)got;
+        }
+        free(rows);
+        rows = calloc(n ? n : 1, sizeof(*rows));
+        if (!rows) {
+            status = fail("watch", NULL, -ENOMEM);
+            goto out;
+        }
+        double now = now_seconds(), dt = now - last;
+        size_t nrows = 0;
+        for (size_t i = 0; i < n; i++) {
+            const char *name = nnames ? names[i] : listed[i].name;
+            struct watch_row *row = &rows[nrows];
+            row->info.size = sizeof(row->info);
+            r = mbq_stat(ctl->client, name, &row->info);
+            if (r == -ENOENT && !nnames)
+                continue; /* went away since the list */
+            if (r < 0) {
+                status = fail("watch: stat", name, r);
+                goto out;
+            }
+            row->in_rate = row->out_rate = NAN;
+            uint64_t in, outc;
+            counters_of(&row->info, &in, &outc);
+            for (size_t k = 0; k < nprev; k++) {
+                if (prev[k].object_id == row->info.object_id && prev[k].kind == row->info.kind &&
+                    dt > 0) {
+                    row->in_rate = (double)(in - prev[k].in) / dt;
+                    row->out_rate = (double)(outc - prev[k].out) / dt;
+                }
+            }
+            nrows++;
+        }
+        free(prev);
+        prev = calloc(nrows ? nrows : 1, sizeof(*prev));
+        if (!prev) {
+            status = fail("watch", NULL, -ENOMEM);
+            goto out;
+        }
+        for (size_t i = 0; i < nrows; i++) {
+            prev[i].kind = rows[i].info.kind;
+            prev[i].object_id = rows[i].info.object_id;
+            counters_of(&rows[i].info, &prev[i].in, &prev[i].out);
+        }
+        nprev = nrows;
+        last = now;
+        if (ctl->json)
+            print_watch_json(rows, nrows, sample, now - start);
+        else
+            print_watch_table(rows, nrows, sample, tty);
+        if (count && sample >= count)
+            break;
+        struct timespec ts = {.tv_sec = (time_t)(interval_ms / 1000),
+                              .tv_nsec = (long)(interval_ms % 1000) * 1000000L};
+        while (!watch_stop && nanosleep(&ts, &ts) < 0 && errno == EINTR)
+            ;
+    }
+out:
+    free(prev);
+    free(rows);
+    free(listed);
+    return status;
+}
+
+/* ---- main ---------------------------------------------------------------------------- */
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"socket", required_argument, NULL, 's'},
+        {"json", no_argument, NULL, 'j'},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
+        {0},
+    };
+    struct ctl ctl = {0};
+    int c;
+    /* "+": stop at the command; its own options follow it */
+    while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
+        switch (c) {
+        case 's': ctl.socket = optarg; break;
+        case 'j': ctl.json = true; break;
+        case 'h': fputs(usage_text, stdout); return EXIT_OK;
+        case 'V':
+            printf("mbqctl %d.%d.%d (libmbq %d.%d.%d, protocol %d)\n", MBQ_VERSION_MAJOR,
+                   MBQ_VERSION_MINOR, MBQ_VERSION_PATCH, MBQ_VERSION_MAJOR, MBQ_VERSION_MINOR,
+                   MBQ_VERSION_PATCH, MBQ_PROTOCOL_VERSION);
+            return EXIT_OK;
+        default: fputs("Try 'mbqctl --help'.\n", stderr); return EXIT_USAGE;
+        }
+    }
+    if (optind >= argc)
+        return usage_error("%s", "no command given");
+    const char *cmd = argv[optind];
+    int sub_argc = argc - optind;
+    char **sub_argv = argv + optind;
+    int status;
+
+    if (!strcmp(cmd, "create")) {
+        status = cmd_create(&ctl, sub_argc, sub_argv);
+    } else if (!strcmp(cmd, "watch")) {
+        status = cmd_watch(&ctl, sub_argc, sub_argv);
+    } else if (!strcmp(cmd, "list") || !strcmp(cmd, "stat") || !strcmp(cmd, "unlink")) {
+        /* these take at most one operand and the global options */
+        static const struct option sub[] = {
+            {"json", no_argument, NULL, 'j'},
+            {"socket", required_argument, NULL, 's'},
+            {0},
+        };
+        optind = 0;
+        while ((c = getopt_long(sub_argc, sub_argv, "", sub, NULL)) != -1) {
+            if (c == 'j')
+                ctl.json = true;
+            else if (c == 's')
+                ctl.socket = optarg;
+            else
+                return EXIT_USAGE;
+        }
+        int operands = sub_argc - optind;
+        const char *arg = operands ? sub_argv[optind] : NULL;
+        bool is_list = !strcmp(cmd, "list");
+        if (operands > 1)
+            return usage_error("too many arguments for %s", cmd);
+        if (!is_list && !arg)
+            return usage_error("%s needs a NAME", cmd);
+        status = ctl_connect(&ctl);
+        if (status == EXIT_OK) {
+            if (is_list)
+                status = cmd_list(&ctl, arg);
+            else if (!strcmp(cmd, "stat"))
+                status = cmd_stat(&ctl, arg);
+            else
+                status = cmd_unlink(&ctl, arg);
+        }
+    } else {
+        return usage_error("unknown command '%s'", cmd);
+    }
+    mbq_disconnect(ctl.client);
+    if (fflush(stdout) != 0 && status == EXIT_OK) {
+        fprintf(stderr, "mbqctl: cannot write output: %s\n", strerror(errno));
+        status = EXIT_FAIL;
+    }
+    return status;
+}

@@ -1,0 +1,450 @@
+/* The control connection: connect, hello, request/response, pushed events.
+ *
+ * One SOCK_SEQPACKET connection per mbq_client; each packet is one protobuf-c
+ * message with its descriptors (proto/wire.h). Requests are synchronous and
+ * serialised by client->lock, which also guards everything the replies and
+ * events change (object lists, trigger fds, the pool table). While a request
+ * waits for its response, the daemon may push events (TriggersChanged) on the
+ * same socket: the receive loop applies them in order and keeps waiting, so
+ * a caller that never calls mbq_client_dispatch() still sees every event at
+ * its next control call. Responses with another id (the answer to a request
+ * that timed out) are dropped with their descriptors.
+ *
+ * A connection that hangs up or breaks the protocol is marked dead: every
+ * control call then fails with -ENOTCONN, while the data plane keeps working
+ * on the mappings the process already has. */
+#include "internal.h"
+
+#include <limits.h>
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+
+/* A daemon that does not answer within this is treated as gone for this call
+ * (the connection stays up; a late answer is dropped). */
+#define CLIENT_CALL_TIMEOUT_MS 30000
+
+/* ---- small helpers shared by the other files ------------------------------- */
+
+bool client_name_valid(const char *name)
+{
+    if (!name)
+        return false;
+    size_t len = strnlen(name, 256);
+    if (len == 0 || len > 255)
+        return false;
+    const char *comp = name;
+    for (const char *p = name;; p++) {
+        if (*p == '/' || *p == '\0') {
+            size_t n = (size_t)(p - comp);
+            if (n == 0 || (n == 1 && comp[0] == '.') ||
+                (n == 2 && comp[0] == '.' && comp[1] == '.'))
+                return false;
+            if (*p == '\0')
+                return true;
+            comp = p + 1;
+            continue;
+        }
+        char ch = *p;
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+              ch == '.' || ch == '_' || ch == '-'))
+            return false;
+    }
+}
+
+bool client_copy_options(void *dst, size_t dst_size, const void *src)
+{
+    memset(dst, 0, dst_size);
+    size_t declared;
+    memcpy(&declared, src, sizeof(declared));
+    if (declared < sizeof(size_t))
+        return false;
+    memcpy(dst, src, declared < dst_size ? declared : dst_size);
+    memcpy(dst, &dst_size, sizeof(size_t));
+    return true;
+}
+
+bool client_copy_out(void *dst, const void *src, size_t src_size)
+{
+    size_t declared;
+    memcpy(&declared, dst, sizeof(declared));
+    if (declared < sizeof(size_t))
+        return false;
+    size_t n = declared < src_size ? declared : src_size;
+    memcpy((char *)dst + sizeof(size_t), (const char *)src + sizeof(size_t), n - sizeof(size_t));
+    return true;
+}
+
+int client_take_segment_fd(struct client_reply *reply, const Mbq__V1__ObjectInfo *info)
+{
+    if (!info || !info->has_segment)
+        return -EPROTO;
+    int fd = wire_fds_take(&reply->fds, info->segment_fd_index);
+    return fd < 0 ? -EPROTO : fd;
+}
+
+/* ---- socket path ----------------------------------------------------------- */
+
+int mbq_default_socket_path(char *buf, size_t len)
+{
+    if (!buf && len)
+        return -EINVAL;
+    const char *env = getenv("MBQ_SOCKET");
+    int n;
+    if (env && *env) {
+        n = snprintf(buf, len, "%s", env);
+    } else if (geteuid() == 0) {
+        n = snprintf(buf, len, "/run/mbq/mbqd.sock");
+    } else {
+        const char *xdg = getenv("XDG_RUNTIME_DIR");
+        if (!xdg || xdg[0] != '/')
+            return -ENOENT; /* no per-user runtime directory to look in */
+        n = snprintf(buf, len, "%s/mbq/mbqd.sock", xdg);
+    }
+    return n < 0 ? -EINVAL : n;
+}
+
+/* ---- receiving --------------------------------------------------------------- */
+
+static void client_mark_dead_locked(mbq_client *c)
+{
+    c->dead = true;
+}
+
+static void client_apply_event_locked(mbq_client *c, const Mbq__V1__Event *ev,
+                                      struct wire_fds *fds)
+{
+    if (ev->body_case != MBQ__V1__EVENT__BODY_TRIGGERS_CHANGED || !ev->triggers_changed)
+        return; /* an event this version does not know: ignore it */
+    const Mbq__V1__TriggersChanged *tc = ev->triggers_changed;
+    for (size_t i = 0; i < tc->n_removed; i++)
+        bqueue_forget_trigger_locked(c, tc->object_id, tc->removed[i]);
+    for (size_t i = 0; i < tc->n_added; i++) {
+        const Mbq__V1__TriggerFd *a = tc->added[i];
+        if (!a)
+            continue;
+        int fd = wire_fds_take(fds, a->fd_index);
+        if (fd >= 0)
+            bqueue_learn_trigger_locked(c, tc->object_id, a->token, fd, NULL);
+    }
+}
+
+/* Receives one packet, waiting up to timeout_ms (0: not at all, -1: no
+ * limit). 0 with *msg set, -EAGAIN if nothing came, -ETIMEDOUT, -ENOTCONN. */
+static int client_recv_locked(mbq_client *c, int timeout_ms, Mbq__V1__ServerMessage **msg,
+                              struct wire_fds *fds)
+{
+    for (;;) {
+        ssize_t n = wire_recv(c->fd, c->recvbuf, WIRE_MAX_PACKET, fds);
+        if (n == -EAGAIN) {
+            if (timeout_ms == 0)
+                return -EAGAIN;
+            struct pollfd p = {.fd = c->fd, .events = POLLIN};
+            int r = poll(&p, 1, timeout_ms);
+            if (r < 0 && errno == EINTR)
+                continue;
+            if (r < 0)
+                return -errno;
+            if (r == 0)
+                return -ETIMEDOUT;
+            continue;
+        }
+        if (n == -EINTR)
+            continue;
+        if (n <= 0) {
+            /* hang-up, reset, or a packet the daemon should never send */
+            client_mark_dead_locked(c);
+            return -ENOTCONN;
+        }
+        *msg = mbq__v1__server_message__unpack(NULL, (size_t)n, c->recvbuf);
+        if (!*msg) {
+            wire_fds_close(fds);
+            client_mark_dead_locked(c);
+            return -ENOTCONN;
+        }
+        return 0;
+    }
+}
+
+static int client_send_locked(mbq_client *c, Mbq__V1__Request *req)
+{
+    size_t len = mbq__v1__request__get_packed_size(req);
+    if (len > WIRE_MAX_PACKET)
+        return -EMSGSIZE;
+    mbq__v1__request__pack(req, c->sendbuf);
+    int r = wire_send(c->fd, c->sendbuf, len, NULL, 0);
+    if (r == -EPIPE || r == -ECONNRESET || r == -ENOTCONN) {
+        client_mark_dead_locked(c);
+        return -ENOTCONN;
+    }
+    return r;
+}
+
+int client_call_locked(mbq_client *c, Mbq__V1__Request *req, struct client_reply *reply)
+{
+    if (c->dead)
+        return -ENOTCONN;
+    req->id = ++c->next_id;
+    int r = client_send_locked(c, req);
+    if (r < 0)
+        return r;
+    for (;;) {
+        Mbq__V1__ServerMessage *msg = NULL;
+        struct wire_fds fds = {.n = 0};
+        r = client_recv_locked(c, CLIENT_CALL_TIMEOUT_MS, &msg, &fds);
+        if (r < 0)
+            return r;
+        if (msg->msg_case == MBQ__V1__SERVER_MESSAGE__MSG_EVENT && msg->event) {
+            client_apply_event_locked(c, msg->event, &fds);
+        } else if (msg->msg_case == MBQ__V1__SERVER_MESSAGE__MSG_RESPONSE && msg->response &&
+                   msg->response->id == req->id) {
+            int status = msg->response->status;
+            if (status != 0) {
+                wire_fds_close(&fds);
+                mbq__v1__server_message__free_unpacked(msg, NULL);
+                return status < 0 ? status : -EPROTO;
+            }
+            *reply = (struct client_reply){.msg = msg, .resp = msg->response, .fds = fds};
+            return 0;
+        }
+        wire_fds_close(&fds);
+        mbq__v1__server_message__free_unpacked(msg, NULL);
+    }
+}
+
+void client_reply_done(struct client_reply *reply)
+{
+    if (!reply)
+        return;
+    wire_fds_close(&reply->fds);
+    if (reply->msg)
+        mbq__v1__server_message__free_unpacked(reply->msg, NULL);
+    *reply = (struct client_reply){.msg = NULL};
+}
+
+void client_close_object_locked(mbq_client *c, uint64_t object_id)
+{
+    Mbq__V1__Close cl = MBQ__V1__CLOSE__INIT;
+    cl.object_id = object_id;
+    Mbq__V1__Request req = MBQ__V1__REQUEST__INIT;
+    req.body_case = MBQ__V1__REQUEST__BODY_CLOSE;
+    req.close = &cl;
+    struct client_reply reply;
+    if (client_call_locked(c, &req, &reply) == 0)
+        client_reply_done(&reply);
+}
+
+/* ---- connection ------------------------------------------------------------- */
+
+static int client_hello_locked(mbq_client *c, const char *client_name)
+{
+    Mbq__V1__Hello hello = MBQ__V1__HELLO__INIT;
+    hello.min_version = MBQ_PROTOCOL_VERSION;
+    hello.max_version = MBQ_PROTOCOL_VERSION;
+    hello.client_name = (char *)(client_name ? client_name : "");
+    Mbq__V1__Request req = MBQ__V1__REQUEST__INIT;
+    req.body_case = MBQ__V1__REQUEST__BODY_HELLO;
+    req.hello = &hello;
+    struct client_reply reply;
+    int r = client_call_locked(c, &req, &reply);
+    if (r == -EPROTONOSUPPORT)
+        return -EPROTO;
+    if (r < 0)
+        return r;
+    if (reply.resp->body_case != MBQ__V1__RESPONSE__BODY_HELLO || !reply.resp->hello ||
+        reply.resp->hello->version != MBQ_PROTOCOL_VERSION)
+        r = -EPROTO;
+    else
+        c->session_id = reply.resp->hello->session_id;
+    client_reply_done(&reply);
+    return r;
+}
+
+static void client_free(mbq_client *c)
+{
+    if (!c)
+        return;
+    if (c->fd >= 0)
+        close(c->fd);
+    free(c->sendbuf);
+    free(c->recvbuf);
+    pthread_mutex_destroy(&c->lock);
+    free(c);
+}
+
+int mbq_connect(const char *socket_path, const char *client_name, mbq_client **out)
+{
+    if (!out)
+        return -EINVAL;
+    if (client_name && strlen(client_name) > 255)
+        return -EINVAL;
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    if (socket_path) {
+        if (!*socket_path)
+            return -EINVAL;
+        if (strlen(socket_path) >= sizeof(sa.sun_path))
+            return -ENAMETOOLONG;
+        memcpy(sa.sun_path, socket_path, strlen(socket_path) + 1);
+    } else {
+        int n = mbq_default_socket_path(sa.sun_path, sizeof(sa.sun_path));
+        if (n < 0)
+            return n;
+        if ((size_t)n >= sizeof(sa.sun_path))
+            return -ENAMETOOLONG;
+    }
+
+    mbq_client *c = calloc(1, sizeof(*c));
+    if (!c)
+        return -ENOMEM;
+    c->fd = -1;
+    pthread_mutex_init(&c->lock, NULL);
+    c->sendbuf = malloc(WIRE_MAX_PACKET);
+    c->recvbuf = malloc(WIRE_MAX_PACKET);
+    if (!c->sendbuf || !c->recvbuf) {
+        client_free(c);
+        return -ENOMEM;
+    }
+    c->fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    if (c->fd < 0) {
+        int r = -errno;
+        client_free(c);
+        return r;
+    }
+    int r;
+    do
+        r = connect(c->fd, (const struct sockaddr *)&sa, sizeof(sa));
+    while (r < 0 && errno == EINTR);
+    if (r < 0) {
+        r = -errno;
+        client_free(c);
+        return r;
+    }
+    pthread_mutex_lock(&c->lock);
+    r = client_hello_locked(c, client_name);
+    pthread_mutex_unlock(&c->lock);
+    if (r < 0) {
+        client_free(c);
+        return r;
+    }
+    *out = c;
+    return 0;
+}
+
+void mbq_disconnect(mbq_client *client)
+{
+    if (!client)
+        return;
+    mbq_client *c = client;
+    pthread_mutex_lock(&c->lock);
+    /* No round trips: closing the connection tells the daemon to close the
+     * objects and remove the triggers; the local state goes here. */
+    c->dead = true;
+    while (c->queues)
+        bqueue_close_locked(c->queues);
+    while (c->simple_queues)
+        squeue_close_locked(c->simple_queues);
+    pool_close_all_locked(c);
+    pthread_mutex_unlock(&c->lock);
+    client_free(c);
+}
+
+int mbq_client_fd(mbq_client *client)
+{
+    return client ? client->fd : -EINVAL;
+}
+
+int mbq_client_dispatch(mbq_client *client)
+{
+    if (!client)
+        return -EINVAL;
+    mbq_client *c = client;
+    pthread_mutex_lock(&c->lock);
+    int r = 0;
+    while (!c->dead) {
+        Mbq__V1__ServerMessage *msg = NULL;
+        struct wire_fds fds = {.n = 0};
+        r = client_recv_locked(c, 0, &msg, &fds);
+        if (r == -EAGAIN) {
+            r = 0;
+            break;
+        }
+        if (r < 0)
+            break;
+        if (msg->msg_case == MBQ__V1__SERVER_MESSAGE__MSG_EVENT && msg->event)
+            client_apply_event_locked(c, msg->event, &fds);
+        /* a response here answers a request that timed out: drop it */
+        wire_fds_close(&fds);
+        mbq__v1__server_message__free_unpacked(msg, NULL);
+    }
+    bqueue_deliver_pending_locked(c);
+    if (c->dead)
+        r = -ENOTCONN;
+    pthread_mutex_unlock(&c->lock);
+    return r;
+}
+
+int mbq_unlink(mbq_client *client, const char *name)
+{
+    if (!client)
+        return -EINVAL;
+    if (!client_name_valid(name))
+        return -EINVAL;
+    Mbq__V1__Unlink ul = MBQ__V1__UNLINK__INIT;
+    ul.name = (char *)name;
+    Mbq__V1__Request req = MBQ__V1__REQUEST__INIT;
+    req.body_case = MBQ__V1__REQUEST__BODY_UNLINK;
+    req.unlink = &ul;
+    struct client_reply reply;
+    pthread_mutex_lock(&client->lock);
+    int r = client_call_locked(client, &req, &reply);
+    if (r == 0)
+        client_reply_done(&reply);
+    pthread_mutex_unlock(&client->lock);
+    return r;
+}
+
+/* ---- status strings ------------------------------------------------------------ */
+
+const char *mbq_status_string(int status)
+{
+    switch (status) {
+    case MBQ_OK: return "success";
+    case MBQ_BQ_ERR_ALLOCATION_FAILED: return "buffer queue: allocation failed";
+    case MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING: return "buffer queue: required parameter missing";
+    case MBQ_BQ_ERR_INVALID_CALLBACKS: return "buffer queue: invalid callbacks";
+    case MBQ_BQ_ERR_ENQUEUE_AFTER_END_OF_DATA: return "buffer queue: enqueue after end of data";
+    case MBQ_BQ_ERR_QUEUE_IS_FULL: return "buffer queue: queue is full";
+    case MBQ_BQ_ERR_BAD_TRIGGER_DURATION: return "buffer queue: bad trigger duration";
+    case MBQ_BQ_ERR_CANNOT_MODIFY_QUEUE_FROM_TRIGGER_CALLBACK:
+        return "buffer queue: cannot modify the queue from a trigger callback";
+    case MBQ_BQ_ERR_INVALID_TRIGGER_CONDITION: return "buffer queue: invalid trigger condition";
+    case MBQ_BQ_ERR_INVALID_TRIGGER_TOKEN: return "buffer queue: invalid trigger token";
+    case MBQ_BQ_ERR_INVALID_BUFFER: return "buffer queue: invalid buffer";
+    case MBQ_SQ_ERR_ALLOCATION_FAILED: return "simple queue: allocation failed";
+    case MBQ_SQ_ERR_REQUIRED_PARAMETER_MISSING: return "simple queue: required parameter missing";
+    case MBQ_SQ_ERR_PARAMETER_OUT_OF_RANGE: return "simple queue: parameter out of range";
+    case MBQ_SQ_ERR_QUEUE_IS_FULL: return "simple queue: queue is full";
+    case MBQ_POOL_ERR_ALLOCATION_FAILED: return "memory pool: allocation failed";
+    case MBQ_POOL_ERR_INVALID_PARAMETER: return "memory pool: invalid parameter";
+    /* errno values with an mbq meaning (see <mbq/status.h>) */
+    case -EBADMSG: return "segment failed validation (corrupt or not an mbq segment)";
+    case -EUCLEAN: return "shared state inconsistent and could not be repaired";
+    case -ESTALE: return "stale buffer (its block was freed)";
+    case -ETIMEDOUT: return "timed out";
+    case -EAGAIN: return "nothing available";
+    case -ENODATA: return "end of data";
+    case -ENOTCONN: return "not connected to mbqd";
+    case -ECONNREFUSED: return "connection refused (is mbqd running?)";
+    case -EPROTO: return "protocol error (version mismatch or bad message)";
+    default: break;
+    }
+    if (status < 0 && status > -4096) {
+        /* glibc's table of descriptions is static and thread-safe */
+        const char *s = strerrordesc_np(-status);
+        if (s)
+            return s;
+    }
+    return "unknown status";
+}

@@ -1,0 +1,178 @@
+/* Introspection: mbq_list and mbq_stat, what mbqctl shows.
+ *
+ * Both are plain control requests; the daemon reads the live counters from
+ * its own mappings. The caller's mbq_object_info structs are size-prefixed:
+ * only as many bytes as a struct declares are written, so a caller built
+ * against an older, shorter mbq_object_info still works. For mbq_list the
+ * first element's size is the array's stride. */
+#include "internal.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static void info_from_object(mbq_object_info *out, const Mbq__V1__ObjectInfo *o)
+{
+    snprintf(out->name, sizeof(out->name), "%s", o->name ? o->name : "");
+    out->kind = (mbq_object_kind)o->kind;
+    out->object_id = o->object_id;
+    out->owner_uid = o->owner_uid;
+    out->owner_gid = o->owner_gid;
+    out->mode = o->mode;
+    out->open_count = o->open_count;
+    out->segment_size = o->segment_size;
+    switch (o->config_case) {
+    case MBQ__V1__OBJECT_INFO__CONFIG_BUFFER_QUEUE:
+        if (o->buffer_queue) {
+            out->capacity = o->buffer_queue->capacity;
+            out->order = o->buffer_queue->order;
+            out->full_policy = o->buffer_queue->full_policy;
+        }
+        break;
+    case MBQ__V1__OBJECT_INFO__CONFIG_SIMPLE_QUEUE:
+        if (o->simple_queue)
+            out->sq_capacity = o->simple_queue->capacity;
+        break;
+    case MBQ__V1__OBJECT_INFO__CONFIG_POOL:
+        if (o->pool) {
+            out->block_size = o->pool->block_size;
+            out->block_count = o->pool->block_count;
+        }
+        break;
+    default: break;
+    }
+}
+
+static void info_from_stat(mbq_object_info *out, const Mbq__V1__StatReply *s)
+{
+    if (s->object)
+        info_from_object(out, s->object);
+    switch (s->stats_case) {
+    case MBQ__V1__STAT_REPLY__STATS_BUFFER_QUEUE: {
+        const Mbq__V1__BufferQueueStats *b = s->buffer_queue;
+        if (!b)
+            break;
+        out->count = b->count;
+        out->enqueued = b->enqueued;
+        out->dequeued = b->dequeued;
+        out->dropped = b->dropped;
+        out->rejected_full = b->rejected_full;
+        out->high_water = b->high_water;
+        out->total_size = b->total_size;
+        out->duration = time_from_wire(b->duration);
+        out->end_of_data = b->end_of_data;
+        out->triggers = b->triggers;
+        break;
+    }
+    case MBQ__V1__STAT_REPLY__STATS_SIMPLE_QUEUE:
+        if (s->simple_queue) {
+            out->sq_count = s->simple_queue->count;
+            out->sq_capacity = s->simple_queue->capacity;
+        }
+        break;
+    case MBQ__V1__STAT_REPLY__STATS_POOL: {
+        const Mbq__V1__PoolStats *p = s->pool;
+        if (!p)
+            break;
+        out->block_size = p->block_size;
+        out->block_count = p->block_count;
+        out->blocks_used = p->used;
+        out->blocks_warm = p->warm;
+        out->blocks_cold = p->cold;
+        out->allocations = p->allocs;
+        out->frees = p->frees;
+        out->aged_out = p->aged_out;
+        out->invalidated = p->invalidated;
+        break;
+    }
+    default: break;
+    }
+    size_t max = sizeof(out->clients) / sizeof(out->clients[0]);
+    out->client_count = (uint32_t)s->n_clients;
+    for (size_t i = 0; i < s->n_clients && i < max; i++) {
+        const Mbq__V1__ClientInfo *ci = s->clients[i];
+        if (!ci)
+            continue;
+        mbq_client_usage *u = &out->clients[i];
+        u->pid = ci->pid;
+        u->uid = ci->uid;
+        snprintf(u->name, sizeof(u->name), "%s", ci->name ? ci->name : "");
+        u->buffers_held = ci->buffers_held;
+        u->triggers = ci->triggers;
+    }
+}
+
+int mbq_list(mbq_client *client, const char *prefix, mbq_object_info *infos, size_t max)
+{
+    if (!client || (max && !infos))
+        return -EINVAL;
+    size_t stride = 0;
+    if (max) {
+        memcpy(&stride, infos, sizeof(stride));
+        if (stride < sizeof(size_t))
+            return -EINVAL;
+    }
+    if (prefix && strlen(prefix) > 255)
+        return -EINVAL;
+    Mbq__V1__List ls = MBQ__V1__LIST__INIT;
+    ls.prefix = (char *)(prefix ? prefix : "");
+    Mbq__V1__Request req = MBQ__V1__REQUEST__INIT;
+    req.body_case = MBQ__V1__REQUEST__BODY_LIST;
+    req.list = &ls;
+    struct client_reply reply;
+    pthread_mutex_lock(&client->lock);
+    int r = client_call_locked(client, &req, &reply);
+    pthread_mutex_unlock(&client->lock);
+    if (r < 0)
+        return r;
+    const Mbq__V1__ListReply *lr =
+        reply.resp->body_case == MBQ__V1__RESPONSE__BODY_LIST ? reply.resp->list : NULL;
+    if (!lr) {
+        client_reply_done(&reply);
+        return -EPROTO;
+    }
+    size_t n = lr->n_objects;
+    for (size_t i = 0; i < n && i < max; i++) {
+        mbq_object_info full = {.size = sizeof(full)};
+        if (lr->objects[i])
+            info_from_object(&full, lr->objects[i]);
+        mbq_object_info *dst = (mbq_object_info *)((char *)infos + i * stride);
+        memcpy(dst, &stride, sizeof(stride));
+        client_copy_out(dst, &full, sizeof(full));
+    }
+    client_reply_done(&reply);
+    return n > INT32_MAX ? INT32_MAX : (int)n;
+}
+
+int mbq_stat(mbq_client *client, const char *name, mbq_object_info *info)
+{
+    if (!client || !info)
+        return -EINVAL;
+    if (!client_name_valid(name))
+        return -EINVAL;
+    size_t declared;
+    memcpy(&declared, info, sizeof(declared));
+    if (declared < sizeof(size_t))
+        return -EINVAL;
+    Mbq__V1__Stat st = MBQ__V1__STAT__INIT;
+    st.name = (char *)name;
+    Mbq__V1__Request req = MBQ__V1__REQUEST__INIT;
+    req.body_case = MBQ__V1__REQUEST__BODY_STAT;
+    req.stat = &st;
+    struct client_reply reply;
+    pthread_mutex_lock(&client->lock);
+    int r = client_call_locked(client, &req, &reply);
+    pthread_mutex_unlock(&client->lock);
+    if (r < 0)
+        return r;
+    const Mbq__V1__StatReply *sr =
+        reply.resp->body_case == MBQ__V1__RESPONSE__BODY_STAT ? reply.resp->stat : NULL;
+    if (!sr) {
+        client_reply_done(&reply);
+        return -EPROTO;
+    }
+    mbq_object_info full = {.size = sizeof(full)};
+    info_from_stat(&full, sr);
+    client_reply_done(&reply);
+    client_copy_out(info, &full, sizeof(full));
+    return 0;
+}

@@ -1,0 +1,390 @@
+/* Memory pools and buffers (CMMemoryPool): the public mbq_pool_* and
+ * mbq_buffer_* calls, and the client's table of mapped pools.
+ *
+ * A pool is mapped once per client (see internal.h): the table maps the
+ * pool's object id — the pool_id that buffer-queue entries carry — to the
+ * mapping, so that a queue's hooks and a dequeue can turn an entry back into
+ * a buffer. Lookups are lock-free (a thread-local hint, then the last hit,
+ * then a scan of atomic pointers) and make no system call; only a miss that
+ * must open the pool through the daemon takes client->lock.
+ *
+ * Buffers are pool blocks (shm/pool.h): every mbq_buffer_* call maps to a
+ * pool_* call or a field of the block's descriptor on the buffer's own pool.
+ * A buffer's references are counted per process (pool holdings), so this
+ * process can release only what it allocated, retained or dequeued.
+ *
+ * Lifetime: an explicitly opened pool is detached at its last
+ * mbq_pool_close, which releases every reference the process still holds on
+ * its buffers (buffers handed out through it are invalid from then on). A
+ * pool the library opened by id for a dequeued buffer stays mapped until
+ * mbq_disconnect. */
+#include "internal.h"
+
+#include <string.h>
+
+/* ---- the pool table ----------------------------------------------------------- */
+
+struct mbq_pool *pool_table_lookup(mbq_client *c, uint32_t pool_id, struct mbq_pool *hint)
+{
+    /* The hint may belong to another client of this process: its mapping is
+     * as good as ours for a buffer the caller handed us. */
+    if (hint && hint->object_id == pool_id)
+        return hint;
+    struct mbq_pool *p = atomic_load_explicit(&c->last_pool, memory_order_acquire);
+    if (likely(p && p->object_id == pool_id))
+        return p;
+    unsigned n = atomic_load_explicit(&c->npools, memory_order_acquire);
+    for (unsigned i = 0; i < n && i < CLIENT_MAX_POOLS; i++) {
+        p = atomic_load_explicit(&c->pools[i], memory_order_acquire);
+        if (p && p->object_id == pool_id) {
+            atomic_store_explicit(&c->last_pool, p, memory_order_release);
+            return p;
+        }
+    }
+    return NULL;
+}
+
+static int pool_table_insert_locked(mbq_client *c, struct mbq_pool *p)
+{
+    unsigned n = atomic_load_explicit(&c->npools, memory_order_relaxed);
+    for (unsigned i = 0; i < n; i++) {
+        if (!atomic_load_explicit(&c->pools[i], memory_order_relaxed)) {
+            p->slot = i;
+            atomic_store_explicit(&c->pools[i], p, memory_order_release);
+            return 0;
+        }
+    }
+    if (n >= CLIENT_MAX_POOLS)
+        return -EMFILE;
+    p->slot = n;
+    atomic_store_explicit(&c->pools[n], p, memory_order_release);
+    atomic_store_explicit(&c->npools, n + 1, memory_order_release);
+    return 0;
+}
+
+static void pool_table_remove_locked(mbq_client *c, struct mbq_pool *p)
+{
+    atomic_store_explicit(&c->pools[p->slot], NULL, memory_order_release);
+    struct mbq_pool *expected = p;
+    atomic_compare_exchange_strong(&c->last_pool, &expected, NULL);
+}
+
+/* Turns a Create/Open reply into this client's mapping of the pool: a new
+ * one, or the existing one with one more open. */
+static int pool_from_reply_locked(mbq_client *c, struct client_reply *reply,
+                                  struct mbq_pool **out)
+{
+    const Mbq__V1__ObjectInfo *info =
+        reply->resp->body_case == MBQ__V1__RESPONSE__BODY_OBJECT ? reply->resp->object : NULL;
+    if (!info || info->kind != MBQ__V1__OBJECT_KIND__POOL || info->object_id > UINT32_MAX)
+        return -EPROTO;
+    struct mbq_pool *p = pool_table_lookup(c, (uint32_t)info->object_id, NULL);
+    if (p) {
+        p->opens++;
+        *out = p;
+        return 0;
+    }
+    _cleanup_(closep) int fd = client_take_segment_fd(reply, info);
+    if (fd < 0)
+        return fd;
+    p = calloc(1, sizeof(*p));
+    if (!p)
+        return -ENOMEM;
+    int r = pool_attach(fd, &p->pool);
+    if (r < 0) {
+        free(p);
+        return r;
+    }
+    p->client = c;
+    p->object_id = info->object_id;
+    p->opens = 1;
+    r = pool_table_insert_locked(c, p);
+    if (r < 0) {
+        pool_detach(&p->pool);
+        free(p);
+        return r;
+    }
+    *out = p;
+    return 0;
+}
+
+/* Sends req (Create or Open of a pool) and maps the result. On failure after
+ * the daemon opened the object, the open is given back. */
+static int pool_request_locked(mbq_client *c, Mbq__V1__Request *req, struct mbq_pool **out)
+{
+    struct client_reply reply;
+    int r = client_call_locked(c, req, &reply);
+    if (r < 0)
+        return r;
+    r = pool_from_reply_locked(c, &reply, out);
+    if (r < 0 && reply.resp->body_case == MBQ__V1__RESPONSE__BODY_OBJECT && reply.resp->object)
+        client_close_object_locked(c, reply.resp->object->object_id);
+    client_reply_done(&reply);
+    return r;
+}
+
+int pool_table_resolve(mbq_client *c, uint32_t pool_id, struct mbq_pool **out)
+{
+    struct mbq_pool *p = pool_table_lookup(c, pool_id, NULL);
+    if (p) {
+        *out = p;
+        return 0;
+    }
+    pthread_mutex_lock(&c->lock);
+    p = pool_table_lookup(c, pool_id, NULL);
+    int r = 0;
+    if (!p) {
+        Mbq__V1__Open op = MBQ__V1__OPEN__INIT;
+        op.kind = MBQ__V1__OBJECT_KIND__POOL;
+        op.object_id = pool_id;
+        Mbq__V1__Request req = MBQ__V1__REQUEST__INIT;
+        req.body_case = MBQ__V1__REQUEST__BODY_OPEN;
+        req.open = &op;
+        r = pool_request_locked(c, &req, &p);
+        if (r == 0)
+            p->pinned = true;
+    }
+    pthread_mutex_unlock(&c->lock);
+    if (r == 0)
+        *out = p;
+    return r;
+}
+
+static void pool_free_locked(mbq_client *c, struct mbq_pool *p)
+{
+    pool_table_remove_locked(c, p);
+    pool_detach(&p->pool);
+    free(p);
+}
+
+void pool_close_all_locked(mbq_client *c)
+{
+    unsigned n = atomic_load_explicit(&c->npools, memory_order_relaxed);
+    for (unsigned i = 0; i < n; i++) {
+        struct mbq_pool *p = atomic_load_explicit(&c->pools[i], memory_order_relaxed);
+        if (p)
+            pool_free_locked(c, p);
+    }
+    atomic_store_explicit(&c->npools, 0, memory_order_release);
+}
+
+/* ---- pools ----------------------------------------------------------------------- */
+
+int mbq_pool_create(mbq_client *client, const char *name, const mbq_pool_options *options,
+                    mbq_pool **out)
+{
+    if (!client || !out || !options)
+        return !client || !out ? -EINVAL : MBQ_POOL_ERR_INVALID_PARAMETER;
+    if (!client_name_valid(name))
+        return -EINVAL;
+    mbq_pool_options o;
+    if (!client_copy_options(&o, sizeof(o), options))
+        return -EINVAL;
+    if (o.block_size == 0 || o.block_count == 0 || o.block_count > POOL_MAX_BLOCKS ||
+        !(o.age_out_seconds >= 0) || o.age_out_seconds > 1e9)
+        return MBQ_POOL_ERR_INVALID_PARAMETER;
+    if (o.mode & ~07777u)
+        return -EINVAL;
+
+    Mbq__V1__PoolConfig cfg = MBQ__V1__POOL_CONFIG__INIT;
+    cfg.block_size = o.block_size;
+    cfg.block_count = o.block_count;
+    cfg.age_out_ns = (uint64_t)(o.age_out_seconds * 1e9 + 0.5);
+    Mbq__V1__Create cr = MBQ__V1__CREATE__INIT;
+    cr.name = (char *)name;
+    cr.kind = MBQ__V1__OBJECT_KIND__POOL;
+    cr.mode = o.mode;
+    cr.exclusive = o.exclusive;
+    cr.config_case = MBQ__V1__CREATE__CONFIG_POOL;
+    cr.pool = &cfg;
+    Mbq__V1__Request req = MBQ__V1__REQUEST__INIT;
+    req.body_case = MBQ__V1__REQUEST__BODY_CREATE;
+    req.create = &cr;
+
+    pthread_mutex_lock(&client->lock);
+    int r = pool_request_locked(client, &req, out);
+    pthread_mutex_unlock(&client->lock);
+    return r;
+}
+
+int mbq_pool_open(mbq_client *client, const char *name, mbq_pool **out)
+{
+    if (!client || !out)
+        return -EINVAL;
+    if (!client_name_valid(name))
+        return -EINVAL;
+    Mbq__V1__Open op = MBQ__V1__OPEN__INIT;
+    op.name = (char *)name;
+    op.kind = MBQ__V1__OBJECT_KIND__POOL;
+    Mbq__V1__Request req = MBQ__V1__REQUEST__INIT;
+    req.body_case = MBQ__V1__REQUEST__BODY_OPEN;
+    req.open = &op;
+    pthread_mutex_lock(&client->lock);
+    int r = pool_request_locked(client, &req, out);
+    pthread_mutex_unlock(&client->lock);
+    return r;
+}
+
+void mbq_pool_close(mbq_pool *pool)
+{
+    if (!pool)
+        return;
+    mbq_client *c = pool->client;
+    pthread_mutex_lock(&c->lock);
+    if (pool->opens > 0)
+        pool->opens--;
+    uint64_t id = pool->object_id;
+    if (pool->opens == 0 && !pool->pinned)
+        pool_free_locked(c, pool); /* releases this process's references */
+    client_close_object_locked(c, id);
+    pthread_mutex_unlock(&c->lock);
+}
+
+static int pool_simple_request(mbq_pool *pool, bool invalidate)
+{
+    if (!pool)
+        return -EINVAL;
+    Mbq__V1__PoolFlush fl = MBQ__V1__POOL_FLUSH__INIT;
+    Mbq__V1__PoolInvalidate inv = MBQ__V1__POOL_INVALIDATE__INIT;
+    Mbq__V1__Request req = MBQ__V1__REQUEST__INIT;
+    if (invalidate) {
+        inv.object_id = pool->object_id;
+        req.body_case = MBQ__V1__REQUEST__BODY_POOL_INVALIDATE;
+        req.pool_invalidate = &inv;
+    } else {
+        fl.object_id = pool->object_id;
+        req.body_case = MBQ__V1__REQUEST__BODY_POOL_FLUSH;
+        req.pool_flush = &fl;
+    }
+    struct client_reply reply;
+    pthread_mutex_lock(&pool->client->lock);
+    int r = client_call_locked(pool->client, &req, &reply);
+    if (r == 0)
+        client_reply_done(&reply);
+    pthread_mutex_unlock(&pool->client->lock);
+    return r;
+}
+
+int mbq_pool_flush(mbq_pool *pool)
+{
+    return pool_simple_request(pool, false);
+}
+
+int mbq_pool_invalidate(mbq_pool *pool)
+{
+    return pool_simple_request(pool, true);
+}
+
+/* ---- buffers ------------------------------------------------------------------- */
+
+int mbq_pool_allocate(mbq_pool *pool, size_t size, mbq_buffer *out)
+{
+    if (!pool || !out)
+        return MBQ_POOL_ERR_INVALID_PARAMETER;
+    uint64_t handle;
+    int r = pool_alloc(&pool->pool, size, &handle);
+    if (r < 0)
+        return r;
+    *out = (mbq_buffer){.pool_ = pool, .handle_ = handle};
+    return 0;
+}
+
+int mbq_buffer_retain(mbq_buffer buffer)
+{
+    if (!buffer.pool_)
+        return -EINVAL;
+    return pool_retain(&buffer.pool_->pool, buffer.handle_, true);
+}
+
+int mbq_buffer_release(mbq_buffer buffer)
+{
+    if (!buffer.pool_)
+        return -EINVAL;
+    return pool_release(&buffer.pool_->pool, buffer.handle_, true);
+}
+
+static struct pool_block *buffer_block(mbq_buffer buffer)
+{
+    return buffer.pool_ ? pool_block_of(&buffer.pool_->pool, buffer.handle_) : NULL;
+}
+
+bool mbq_buffer_is_valid(mbq_buffer buffer)
+{
+    return buffer_block(buffer) != NULL;
+}
+
+void *mbq_buffer_get_data(mbq_buffer buffer, size_t *capacity)
+{
+    void *data = buffer.pool_ ? pool_data(&buffer.pool_->pool, buffer.handle_) : NULL;
+    if (capacity)
+        *capacity = data ? (size_t)buffer.pool_->pool.block_size : 0;
+    return data;
+}
+
+int mbq_buffer_set_timing(mbq_buffer buffer, mbq_time dts, mbq_time pts, mbq_time duration)
+{
+    if (!buffer.pool_)
+        return -EINVAL;
+    struct pool_block *b = buffer_block(buffer);
+    if (!b)
+        return -ESTALE;
+    b->dts = dts;
+    b->pts = pts;
+    b->duration = duration;
+    return 0;
+}
+
+int mbq_buffer_get_timing(mbq_buffer buffer, mbq_time *dts, mbq_time *pts, mbq_time *duration)
+{
+    if (!buffer.pool_)
+        return -EINVAL;
+    struct pool_block *b = buffer_block(buffer);
+    if (!b)
+        return -ESTALE;
+    if (dts)
+        *dts = b->dts;
+    if (pts)
+        *pts = b->pts;
+    if (duration)
+        *duration = b->duration;
+    return 0;
+}
+
+int mbq_buffer_set_data_size(mbq_buffer buffer, size_t size)
+{
+    if (!buffer.pool_)
+        return -EINVAL;
+    struct pool_block *b = buffer_block(buffer);
+    if (!b)
+        return -ESTALE;
+    if (size > buffer.pool_->pool.block_size)
+        return -EINVAL;
+    b->data_size = size;
+    return 0;
+}
+
+size_t mbq_buffer_get_data_size(mbq_buffer buffer)
+{
+    struct pool_block *b = buffer_block(buffer);
+    if (!b)
+        return 0;
+    uint64_t n = b->data_size; /* untrusted: clamp to what is mapped */
+    return (size_t)(n > buffer.pool_->pool.block_size ? buffer.pool_->pool.block_size : n);
+}
+
+int mbq_buffer_set_data_ready(mbq_buffer buffer, bool ready)
+{
+    if (!buffer.pool_)
+        return -EINVAL;
+    struct pool_block *b = buffer_block(buffer);
+    if (!b)
+        return -ESTALE;
+    atomic_store_explicit(&b->ready, ready ? 1u : 0u, memory_order_release);
+    return 0;
+}
+
+bool mbq_buffer_is_data_ready(mbq_buffer buffer)
+{
+    struct pool_block *b = buffer_block(buffer);
+    return b && atomic_load_explicit(&b->ready, memory_order_acquire) != 0;
+}

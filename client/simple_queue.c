@@ -1,0 +1,157 @@
+/* Simple queues (CMSimpleQueue): a struct sq (shm/sq.h) on the mapped
+ * segment. Creation and opening go through the daemon; everything else is
+ * the lock-free ring in shared memory, one producer and one consumer, with
+ * no system call. One handle may serve both sides (the producer's and the
+ * consumer's cached counters are separate fields). */
+#include "internal.h"
+
+static int squeue_from_reply_locked(mbq_client *c, struct client_reply *reply,
+                                    mbq_simple_queue **out)
+{
+    const Mbq__V1__ObjectInfo *info =
+        reply->resp->body_case == MBQ__V1__RESPONSE__BODY_OBJECT ? reply->resp->object : NULL;
+    if (!info || info->kind != MBQ__V1__OBJECT_KIND__SIMPLE_QUEUE)
+        return -EPROTO;
+    _cleanup_(closep) int fd = client_take_segment_fd(reply, info);
+    if (fd < 0)
+        return fd;
+    mbq_simple_queue *q = calloc(1, sizeof(*q));
+    if (!q)
+        return -ENOMEM;
+    int r = sq_attach(fd, &q->sq);
+    if (r < 0) {
+        free(q);
+        return r;
+    }
+    q->client = c;
+    q->object_id = info->object_id;
+    q->next = c->simple_queues;
+    c->simple_queues = q;
+    *out = q;
+    return 0;
+}
+
+static int squeue_request(mbq_client *c, Mbq__V1__Request *req, mbq_simple_queue **out)
+{
+    struct client_reply reply;
+    pthread_mutex_lock(&c->lock);
+    int r = client_call_locked(c, req, &reply);
+    if (r == 0) {
+        r = squeue_from_reply_locked(c, &reply, out);
+        if (r < 0 && reply.resp->body_case == MBQ__V1__RESPONSE__BODY_OBJECT &&
+            reply.resp->object)
+            client_close_object_locked(c, reply.resp->object->object_id);
+        client_reply_done(&reply);
+    }
+    pthread_mutex_unlock(&c->lock);
+    return r;
+}
+
+int mbq_simple_queue_create(mbq_client *client, const char *name, int32_t capacity,
+                            const mbq_simple_queue_options *options, mbq_simple_queue **out)
+{
+    if (!client || !out)
+        return MBQ_SQ_ERR_REQUIRED_PARAMETER_MISSING;
+    if (capacity == 0)
+        return MBQ_SQ_ERR_REQUIRED_PARAMETER_MISSING;
+    if (capacity < 0 || capacity > SQ_MAX_CAPACITY)
+        return MBQ_SQ_ERR_PARAMETER_OUT_OF_RANGE;
+    if (!client_name_valid(name))
+        return -EINVAL;
+    mbq_simple_queue_options o = {.size = sizeof(o)};
+    if (options && !client_copy_options(&o, sizeof(o), options))
+        return -EINVAL;
+    if (o.mode & ~07777u)
+        return -EINVAL;
+
+    Mbq__V1__SimpleQueueConfig cfg = MBQ__V1__SIMPLE_QUEUE_CONFIG__INIT;
+    cfg.capacity = capacity;
+    Mbq__V1__Create cr = MBQ__V1__CREATE__INIT;
+    cr.name = (char *)name;
+    cr.kind = MBQ__V1__OBJECT_KIND__SIMPLE_QUEUE;
+    cr.mode = o.mode;
+    cr.exclusive = o.exclusive;
+    cr.config_case = MBQ__V1__CREATE__CONFIG_SIMPLE_QUEUE;
+    cr.simple_queue = &cfg;
+    Mbq__V1__Request req = MBQ__V1__REQUEST__INIT;
+    req.body_case = MBQ__V1__REQUEST__BODY_CREATE;
+    req.create = &cr;
+    return squeue_request(client, &req, out);
+}
+
+int mbq_simple_queue_open(mbq_client *client, const char *name, mbq_simple_queue **out)
+{
+    if (!client || !out)
+        return MBQ_SQ_ERR_REQUIRED_PARAMETER_MISSING;
+    if (!client_name_valid(name))
+        return -EINVAL;
+    Mbq__V1__Open op = MBQ__V1__OPEN__INIT;
+    op.name = (char *)name;
+    op.kind = MBQ__V1__OBJECT_KIND__SIMPLE_QUEUE;
+    Mbq__V1__Request req = MBQ__V1__REQUEST__INIT;
+    req.body_case = MBQ__V1__REQUEST__BODY_OPEN;
+    req.open = &op;
+    return squeue_request(client, &req, out);
+}
+
+void squeue_close_locked(mbq_simple_queue *q)
+{
+    for (mbq_simple_queue **pp = &q->client->simple_queues; *pp; pp = &(*pp)->next) {
+        if (*pp == q) {
+            *pp = q->next;
+            break;
+        }
+    }
+    sq_detach(&q->sq);
+    free(q);
+}
+
+void mbq_simple_queue_close(mbq_simple_queue *queue)
+{
+    if (!queue)
+        return;
+    mbq_client *c = queue->client;
+    pthread_mutex_lock(&c->lock);
+    client_close_object_locked(c, queue->object_id);
+    squeue_close_locked(queue);
+    pthread_mutex_unlock(&c->lock);
+}
+
+int mbq_simple_queue_enqueue(mbq_simple_queue *queue, uint64_t value)
+{
+    if (!queue)
+        return MBQ_SQ_ERR_REQUIRED_PARAMETER_MISSING;
+    return sq_enqueue(&queue->sq, value);
+}
+
+uint64_t mbq_simple_queue_dequeue(mbq_simple_queue *queue)
+{
+    return queue ? sq_dequeue(&queue->sq) : 0;
+}
+
+uint64_t mbq_simple_queue_get_head(mbq_simple_queue *queue)
+{
+    return queue ? sq_peek(&queue->sq) : 0;
+}
+
+int mbq_simple_queue_reset(mbq_simple_queue *queue)
+{
+    if (!queue)
+        return MBQ_SQ_ERR_REQUIRED_PARAMETER_MISSING;
+    return sq_reset(&queue->sq);
+}
+
+int32_t mbq_simple_queue_get_capacity(mbq_simple_queue *queue)
+{
+    return queue ? sq_capacity(&queue->sq) : 0;
+}
+
+int32_t mbq_simple_queue_get_count(mbq_simple_queue *queue)
+{
+    return queue ? sq_count(&queue->sq) : 0;
+}
+
+float mbq_simple_queue_get_fullness(mbq_simple_queue *queue)
+{
+    return queue ? sq_fullness(&queue->sq) : 0.0f;
+}

@@ -1,0 +1,589 @@
+/* The registry: named objects, their ids, permissions and the daemon's own
+ * mapping of each segment.
+ *
+ * Role. An object is a buffer queue, a simple queue or a pool living in one
+ * sealed memfd that the daemon created and keeps mapped for as long as the
+ * object exists: that mapping is how the daemon hands the segment to clients
+ * (the memfd), reads live counters for Stat, installs triggers and ages out
+ * pool blocks. The registry knows nothing of sessions or the protocol;
+ * session.c opens and closes objects through registry_hold/release.
+ *
+ * Invariants.
+ *  - Ids count up from 1 and are never reused; they fit in 32 bits because
+ *    queue entries name their pool by a uint32 pool_id. When they run out,
+ *    creation fails with -ENOSPC rather than wrap.
+ *  - The name table holds linked objects only, so at most one object has a
+ *    given name; an unlinked object keeps its name for display, stays in the
+ *    id table (a consumer resolves a buffer's pool by id even after the name
+ *    is gone) and is destroyed when the last session closes it.
+ *  - An object that is not unlinked lives until unlinked, even when nobody
+ *    has it open, like a file.
+ *  - Everything read from a segment here is a counter or a pid; the shm
+ *    layer range-checks what it indexes with. */
+#include "registry.h"
+
+#include "log.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <mbq/status.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+_Static_assert(OBJECT_BUFFER_QUEUE == (int)SEG_KIND_BUFFER_QUEUE, "kinds agree with shm");
+_Static_assert(OBJECT_SIMPLE_QUEUE == (int)SEG_KIND_SIMPLE_QUEUE, "kinds agree with shm");
+_Static_assert(OBJECT_POOL == (int)SEG_KIND_POOL, "kinds agree with shm");
+
+enum { TABLE_NAME = 0, TABLE_ID = 1 };
+
+/* A chained hash table of objects; grows by doubling, never shrinks. */
+typedef struct ObjectTable {
+    Object **slots;
+    size_t mask;
+    size_t count;
+} ObjectTable;
+
+struct Registry {
+    ObjectTable table[2];
+    struct list objects; /* creation order */
+    struct list pools;
+    size_t n_objects;
+    uint32_t next_id; /* 0 once the ids are exhausted */
+};
+
+/* ---- hashing ---- */
+
+static uint64_t hash_name(const char *s)
+{
+    uint64_t h = 0xcbf29ce484222325ull; /* FNV-1a */
+    for (; *s; s++)
+        h = (h ^ (uint8_t)*s) * 0x100000001b3ull;
+    return h;
+}
+
+static uint64_t hash_id(uint64_t id)
+{
+    id ^= id >> 33;
+    id *= 0xff51afd7ed558ccdull;
+    id ^= id >> 33;
+    return id;
+}
+
+static uint64_t object_hash(const Object *o, int t)
+{
+    return t == TABLE_NAME ? hash_name(o->name) : hash_id(o->id);
+}
+
+static int table_init(ObjectTable *tb)
+{
+    tb->slots = calloc(64, sizeof(*tb->slots));
+    if (!tb->slots)
+        return -ENOMEM;
+    tb->mask = 63;
+    tb->count = 0;
+    return 0;
+}
+
+/* Doubles the table; on allocation failure keeps it (chains grow longer). */
+static void table_grow(ObjectTable *tb, int t)
+{
+    size_t n = (tb->mask + 1) * 2;
+    Object **slots = calloc(n, sizeof(*slots));
+    if (!slots)
+        return;
+    for (size_t i = 0; i <= tb->mask; i++) {
+        Object *o = tb->slots[i];
+        while (o) {
+            Object *next = o->hash_next[t];
+            size_t b = object_hash(o, t) & (n - 1);
+            o->hash_next[t] = slots[b];
+            slots[b] = o;
+            o = next;
+        }
+    }
+    free(tb->slots);
+    tb->slots = slots;
+    tb->mask = n - 1;
+}
+
+static void table_insert(ObjectTable *tb, int t, Object *o)
+{
+    if (tb->count + 1 > tb->mask + 1)
+        table_grow(tb, t);
+    size_t b = object_hash(o, t) & tb->mask;
+    o->hash_next[t] = tb->slots[b];
+    tb->slots[b] = o;
+    tb->count++;
+}
+
+static void table_remove(ObjectTable *tb, int t, Object *o)
+{
+    Object **p = &tb->slots[object_hash(o, t) & tb->mask];
+    for (; *p; p = &(*p)->hash_next[t])
+        if (*p == o) {
+            *p = o->hash_next[t];
+            o->hash_next[t] = NULL;
+            tb->count--;
+            return;
+        }
+}
+
+/* ---- life cycle ---- */
+
+int registry_new(Registry **ret)
+{
+    _cleanup_(freep) Registry *r = calloc(1, sizeof(*r));
+    if (!r)
+        return -ENOMEM;
+    if (table_init(&r->table[TABLE_NAME]) < 0)
+        return -ENOMEM;
+    if (table_init(&r->table[TABLE_ID]) < 0) {
+        free(r->table[TABLE_NAME].slots);
+        return -ENOMEM;
+    }
+    list_init(&r->objects);
+    list_init(&r->pools);
+    r->next_id = 1;
+    *ret = TAKE_PTR(r);
+    return 0;
+}
+
+static void object_unmap(Object *o)
+{
+    switch (o->kind) {
+    case OBJECT_BUFFER_QUEUE:
+        bq_detach(&o->bq);
+        break;
+    case OBJECT_SIMPLE_QUEUE:
+        sq_detach(&o->sq);
+        break;
+    case OBJECT_POOL:
+        /* Frees the daemon's client slot; the daemon holds no buffers. */
+        pool_detach(&o->pool);
+        break;
+    }
+}
+
+static void object_destroy(Object *o)
+{
+    Registry *r = o->registry;
+    log_msg(LOG_LEVEL_DEBUG, "object %u '%s' destroyed", o->id, o->name);
+    if (!o->unlinked)
+        table_remove(&r->table[TABLE_NAME], TABLE_NAME, o);
+    table_remove(&r->table[TABLE_ID], TABLE_ID, o);
+    list_del(&o->link);
+    list_del(&o->pool_link);
+    if (o->charge) {
+        o->charge->bytes -= object_segment_size(o);
+        list_del(&o->charge_link);
+    }
+    r->n_objects--;
+    object_unmap(o);
+    free(o);
+}
+
+Registry *registry_free(Registry *r)
+{
+    if (!r)
+        return NULL;
+    list_for_each_safe(it, &r->objects) {
+        Object *o = list_entry(it, Object, link);
+        /* Sessions are gone; handles and triggers went with them. */
+        list_init(&o->handles);
+        o->open_count = 0;
+        object_destroy(o);
+    }
+    free(r->table[TABLE_NAME].slots);
+    free(r->table[TABLE_ID].slots);
+    free(r);
+    return NULL;
+}
+
+size_t registry_count(const Registry *r)
+{
+    return r->n_objects;
+}
+
+/* ---- names ---- */
+
+static bool name_char_ok(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           c == '.' || c == '_' || c == '-';
+}
+
+int registry_validate_name(const char *name)
+{
+    if (!name)
+        return -EINVAL;
+    size_t len = strnlen(name, REGISTRY_NAME_MAX + 1);
+    if (len == 0 || len > REGISTRY_NAME_MAX)
+        return -EINVAL;
+    const char *c = name;
+    for (;;) {
+        const char *start = c;
+        while (*c && *c != '/') {
+            if (!name_char_ok(*c))
+                return -EINVAL;
+            c++;
+        }
+        size_t n = (size_t)(c - start);
+        if (n == 0 || (n == 1 && start[0] == '.') ||
+            (n == 2 && start[0] == '.' && start[1] == '.'))
+            return -EINVAL;
+        if (*c == '\0')
+            return 0;
+        c++; /* '/': another component must follow */
+    }
+}
+
+const char *object_kind_name(enum object_kind kind)
+{
+    switch (kind) {
+    case OBJECT_BUFFER_QUEUE:
+        return "buffer queue";
+    case OBJECT_SIMPLE_QUEUE:
+        return "simple queue";
+    case OBJECT_POOL:
+        return "pool";
+    }
+    return "object";
+}
+
+/* ---- creation and lookup ---- */
+
+uint64_t registry_estimate_size(const struct object_config *c)
+{
+    const uint64_t page = 4096, overhead = 4 * page;
+    uint64_t n, size;
+    switch (c->kind) {
+    case OBJECT_BUFFER_QUEUE:
+        n = c->bq.capacity ? c->bq.capacity : BQ_DEFAULT_CAPACITY;
+        if (n > BQ_MAX_CAPACITY)
+            return 0; /* refused by bq_create */
+        for (size = 1; size < n; size <<= 1)
+            ;
+        return size * sizeof(struct bq_entry) + overhead;
+    case OBJECT_SIMPLE_QUEUE:
+        if (c->sq_capacity <= 0 || c->sq_capacity > SQ_MAX_CAPACITY)
+            return 0; /* refused by sq_create */
+        return (uint64_t)c->sq_capacity * sizeof(uint64_t) + overhead;
+    case OBJECT_POOL:
+        if (c->pool.block_size == 0 || c->pool.block_count == 0)
+            return 0; /* refused by pool_create */
+        if (c->pool.block_size > UINT64_MAX - page)
+            return UINT64_MAX;
+        size = (c->pool.block_size + page - 1) / page * page +
+               sizeof(struct pool_block) + POOL_MAX_CLIENTS * sizeof(uint32_t);
+        if (__builtin_mul_overflow(size, (uint64_t)c->pool.block_count, &n) ||
+            __builtin_add_overflow(n, overhead, &n))
+            return UINT64_MAX;
+        return n;
+    }
+    return 0;
+}
+
+int registry_create(Registry *r, const char *name, const struct object_config *config,
+                    uint32_t mode, uid_t uid, gid_t gid, RegistryCharge *charge, Object **ret)
+{
+    if (registry_validate_name(name) < 0)
+        return -EINVAL;
+    if (registry_lookup_name(r, name))
+        return -EEXIST;
+    if (r->next_id == 0)
+        return -ENOSPC;
+
+    _cleanup_(freep) Object *o = calloc(1, sizeof(*o));
+    if (!o)
+        return -ENOMEM;
+    o->registry = r;
+    o->id = r->next_id;
+    o->kind = config->kind;
+    o->uid = uid;
+    o->gid = gid;
+    o->mode = mode;
+    memcpy(o->name, name, strlen(name) + 1);
+    o->config = *config;
+    list_init(&o->handles);
+    list_init(&o->triggers);
+    list_init(&o->charge_link);
+    list_init(&o->link);
+    list_init(&o->pool_link);
+
+    int res;
+    struct seg_header *hdr;
+    switch (config->kind) {
+    case OBJECT_BUFFER_QUEUE:
+        o->config.bq.object_id = o->id;
+        res = bq_create(&o->config.bq, &o->bq);
+        if (res < 0)
+            return res;
+        o->config.bq.capacity = o->bq.capacity;
+        break;
+    case OBJECT_SIMPLE_QUEUE:
+        res = sq_create(config->sq_capacity, &o->sq);
+        if (res < 0)
+            return res;
+        hdr = o->sq.seg.base;
+        hdr->object_id = o->id;
+        break;
+    case OBJECT_POOL:
+        o->config.pool.prefault = true; /* frames: allocation must never fault */
+        res = pool_create(&o->config.pool, &o->pool);
+        if (res < 0)
+            return res;
+        hdr = o->pool.seg.base;
+        hdr->object_id = o->id;
+        o->config.pool.block_size = o->pool.block_size;
+        if (o->config.pool.age_out_ns == 0)
+            o->config.pool.age_out_ns = POOL_DEFAULT_AGE_OUT_NS;
+        list_add_tail(&r->pools, &o->pool_link);
+        break;
+    default:
+        return -EINVAL;
+    }
+
+    r->next_id = o->id == UINT32_MAX ? 0 : o->id + 1;
+    table_insert(&r->table[TABLE_NAME], TABLE_NAME, o);
+    table_insert(&r->table[TABLE_ID], TABLE_ID, o);
+    list_add_tail(&r->objects, &o->link);
+    r->n_objects++;
+    if (charge) {
+        o->charge = charge;
+        charge->bytes += object_segment_size(o);
+        list_add_tail(&charge->objects, &o->charge_link);
+    }
+    log_msg(LOG_LEVEL_DEBUG, "object %u '%s' created: %s, %" PRIu64 " bytes, owner %u:%u mode %04o",
+            o->id, o->name, object_kind_name(o->kind), object_segment_size(o), (unsigned)uid,
+            (unsigned)gid, mode);
+    *ret = TAKE_PTR(o);
+    return 0;
+}
+
+Object *registry_lookup_name(Registry *r, const char *name)
+{
+    ObjectTable *tb = &r->table[TABLE_NAME];
+    for (Object *o = tb->slots[hash_name(name) & tb->mask]; o; o = o->hash_next[TABLE_NAME])
+        if (strcmp(o->name, name) == 0)
+            return o;
+    return NULL;
+}
+
+Object *registry_lookup_id(Registry *r, uint64_t id)
+{
+    if (id == 0 || id > UINT32_MAX)
+        return NULL;
+    ObjectTable *tb = &r->table[TABLE_ID];
+    for (Object *o = tb->slots[hash_id(id) & tb->mask]; o; o = o->hash_next[TABLE_ID])
+        if (o->id == id)
+            return o;
+    return NULL;
+}
+
+static int object_cmp(const void *a, const void *b)
+{
+    const Object *x = *(Object *const *)a, *y = *(Object *const *)b;
+    int c = strcmp(x->name, y->name);
+    if (c)
+        return c;
+    return x->id < y->id ? -1 : x->id > y->id;
+}
+
+ssize_t registry_list(Registry *r, const char *prefix, Object ***ret)
+{
+    size_t plen = prefix ? strlen(prefix) : 0;
+    Object **v = calloc(r->n_objects ? r->n_objects : 1, sizeof(*v));
+    if (!v)
+        return -ENOMEM;
+    size_t n = 0;
+    list_for_each_safe(it, &r->objects) {
+        Object *o = list_entry(it, Object, link);
+        if (strncmp(o->name, prefix ? prefix : "", plen) == 0)
+            v[n++] = o;
+    }
+    qsort(v, n, sizeof(*v), object_cmp);
+    *ret = v;
+    return (ssize_t)n;
+}
+
+/* ---- permissions ---- */
+
+int registry_check_access(const Object *o, uid_t uid, gid_t gid)
+{
+    if (uid == 0)
+        return 0;
+    unsigned shift = uid == o->uid ? 6 : gid == o->gid ? 3 : 0;
+    unsigned rw = (o->mode >> shift) & 06;
+    return rw == 06 ? 0 : -EACCES;
+}
+
+int registry_check_owner(const Object *o, uid_t uid)
+{
+    return uid == 0 || uid == o->uid ? 0 : -EPERM;
+}
+
+/* ---- opening, closing, unlinking ---- */
+
+void registry_hold(Object *o, struct list *node)
+{
+    list_add_tail(&o->handles, node);
+    o->open_count++;
+}
+
+void registry_release(Object *o, struct list *node)
+{
+    list_del(node);
+    o->open_count--;
+    if (o->open_count == 0 && o->unlinked)
+        object_destroy(o);
+}
+
+void registry_unlink(Object *o)
+{
+    if (o->unlinked)
+        return;
+    table_remove(&o->registry->table[TABLE_NAME], TABLE_NAME, o);
+    o->unlinked = true;
+    log_msg(LOG_LEVEL_DEBUG, "object %u '%s' unlinked (%u open)", o->id, o->name, o->open_count);
+    if (o->open_count == 0)
+        object_destroy(o);
+}
+
+/* ---- the daemon's mapping ---- */
+
+static const struct seg *object_seg(const Object *o)
+{
+    switch (o->kind) {
+    case OBJECT_BUFFER_QUEUE:
+        return &o->bq.seg;
+    case OBJECT_SIMPLE_QUEUE:
+        return &o->sq.seg;
+    case OBJECT_POOL:
+        return &o->pool.seg;
+    }
+    return NULL;
+}
+
+int object_segment_fd(const Object *o)
+{
+    return object_seg(o)->fd;
+}
+
+uint64_t object_segment_size(const Object *o)
+{
+    return object_seg(o)->size;
+}
+
+int registry_object_stats(Object *o, struct object_stats *ret)
+{
+    *ret = (struct object_stats){.kind = o->kind};
+    switch (o->kind) {
+    case OBJECT_BUFFER_QUEUE:
+        return bq_stats(&o->bq, &ret->bq);
+    case OBJECT_SIMPLE_QUEUE:
+        ret->sq.count = sq_count(&o->sq);
+        ret->sq.capacity = sq_capacity(&o->sq);
+        return 0;
+    case OBJECT_POOL:
+        return pool_stats(&o->pool, &ret->pool);
+    }
+    return -EINVAL;
+}
+
+/* ---- pools: per-client accounting ---- */
+
+uint64_t registry_pool_held_by_pid(Object *o, pid_t pid)
+{
+    if (o->kind != OBJECT_POOL || pid <= 0)
+        return 0;
+    struct pool *p = &o->pool;
+    uint64_t sum = 0;
+    for (uint32_t s = 0; s < POOL_MAX_CLIENTS; s++) {
+        if (atomic_load_explicit(&p->clients[s].pid, memory_order_acquire) != (uint32_t)pid)
+            continue;
+        const _Atomic uint32_t *row = p->holdings + (size_t)s * p->block_count;
+        for (uint32_t i = 0; i < p->block_count; i++)
+            sum += atomic_load_explicit(&row[i], memory_order_relaxed);
+    }
+    return sum;
+}
+
+static bool pool_has_slot_of(struct pool *p, pid_t pid)
+{
+    for (uint32_t s = 0; s < POOL_MAX_CLIENTS; s++)
+        if (atomic_load_explicit(&p->clients[s].pid, memory_order_acquire) == (uint32_t)pid)
+            return true;
+    return false;
+}
+
+bool registry_pid_has_pool_slot(Registry *r, pid_t pid)
+{
+    if (pid > 0)
+        list_for_each_safe(it, &r->pools)
+            if (pool_has_slot_of(&list_entry(it, Object, pool_link)->pool, pid))
+                return true;
+    return false;
+}
+
+uint64_t registry_reclaim_pid(Registry *r, pid_t pid, unsigned *pools_out)
+{
+    uint64_t released = 0;
+    unsigned pools = 0;
+    if (pid > 0)
+        list_for_each_safe(it, &r->pools) {
+            Object *o = list_entry(it, Object, pool_link);
+            struct pool *p = &o->pool;
+            bool found = false;
+            for (uint32_t s = 0; s < POOL_MAX_CLIENTS; s++) {
+                if (atomic_load_explicit(&p->clients[s].pid, memory_order_acquire) !=
+                    (uint32_t)pid)
+                    continue;
+                int n = pool_reclaim_slot(p, s);
+                if (n > 0)
+                    released += (uint64_t)n;
+                found = true;
+            }
+            pools += found;
+        }
+    if (pools_out)
+        *pools_out = pools;
+    return released;
+}
+
+void registry_age_out(Registry *r, uint64_t now)
+{
+    list_for_each_safe(it, &r->pools) {
+        Object *o = list_entry(it, Object, pool_link);
+        /* A lock-free hint read from the segment: with nothing cached there
+         * is nothing to age, and the pool's lock is left alone. A scribbled
+         * count can only delay this pool's own age-out. */
+        if (*(volatile uint32_t *)&o->pool.sh->warm_count == 0)
+            continue;
+        int n = pool_age_out(&o->pool, now);
+        if (n < 0)
+            log_msg(LOG_LEVEL_WARNING, "pool %u '%s': age-out failed: %s", o->id, o->name,
+                    strerror(-n));
+        else if (n > 0)
+            log_msg(LOG_LEVEL_DEBUG, "pool %u '%s': aged out %d blocks", o->id, o->name, n);
+    }
+}
+
+/* ---- charges ---- */
+
+void registry_charge_init(RegistryCharge *c)
+{
+    c->bytes = 0;
+    list_init(&c->objects);
+}
+
+void registry_charge_release(RegistryCharge *c)
+{
+    list_for_each_safe(it, &c->objects) {
+        Object *o = list_entry(it, Object, charge_link);
+        o->charge = NULL;
+        list_del(&o->charge_link);
+    }
+    c->bytes = 0;
+}

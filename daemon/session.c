@@ -1,0 +1,940 @@
+/* Sessions: the daemon's side of one client connection, and the protocol.
+ *
+ * Role. A session is created when a client connects, with the peer's
+ * credentials from SO_PEERCRED (pid, uid, gid: what permissions and pool
+ * accounting use). It answers each request (mbq.proto says what each one
+ * means), keeps what the client holds — the objects it opened (a Handle per
+ * object) and the triggers it installed — and counts them against the
+ * client's quotas. When the connection ends, for whatever reason,
+ * session_end() gives everything back.
+ *
+ * Protocol rules enforced here. The first request must be Hello with a
+ * version range containing 1; requests carry no file descriptors; a packet
+ * must decode as a Request with a known body. A violation gets one Response
+ * (status -EPROTO, or -EBADMSG for a packet that does not decode, with an
+ * error string), then the session is dropped; other sessions are not
+ * affected. Every Response echoes its request's id; an error Response always
+ * carries an error string.
+ *
+ * Invariants.
+ *  - A Handle exists while its session has the object open (opens > 0); it
+ *    is on both the session's and the object's list; n_objects counts them.
+ *  - Triggers a session installed belong to one of its handles; closing the
+ *    handle (last Close, or session end) removes them first.
+ *  - Nothing here blocks on a client: replies and events go through
+ *    conn_send(), which queues.
+ *  - Logging: requests at debug level only; a session's end at info level,
+ *    with what was released and how long it took. */
+#include "session.h"
+
+#include "log.h"
+#include "reclaim.h"
+#include "server.h"
+#include "trigger.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <mbq/status.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#define PROTOCOL_VERSION 1u
+/* Room for a Response's own fields around a list or stat body. */
+#define REPLY_BUDGET (WIRE_MAX_PACKET - 1024)
+
+_Static_assert(WIRE_MAX_FDS >= 1 + BQ_MAX_TRIGGERS, "a queue's fds fit one packet");
+
+int session_new(Session **ret, Server *server, Conn *conn, Registry *registry,
+                const SessionLimits *limits, uint64_t id, pid_t pid, uid_t uid, gid_t gid,
+                int pidfd)
+{
+    Session *s = calloc(1, sizeof(*s));
+    if (!s) {
+        safe_close(pidfd);
+        return -ENOMEM;
+    }
+    s->server = server;
+    s->conn = conn;
+    s->registry = registry;
+    s->limits = limits;
+    s->id = id;
+    s->pid = pid;
+    s->uid = uid;
+    s->gid = gid;
+    s->pidfd = pidfd;
+    list_init(&s->handles);
+    registry_charge_init(&s->charge);
+    *ret = s;
+    return 0;
+}
+
+/* ---- handles ---- */
+
+static Handle *session_find_handle(Session *s, uint64_t object_id)
+{
+    list_for_each_safe(it, &s->handles) {
+        Handle *h = list_entry(it, Handle, session_link);
+        if (h->object->id == object_id)
+            return h;
+    }
+    return NULL;
+}
+
+static Handle *handle_new(Session *s, Object *o)
+{
+    Handle *h = calloc(1, sizeof(*h));
+    if (!h)
+        return NULL;
+    h->object = o;
+    h->session = s;
+    registry_hold(o, &h->object_link);
+    list_add_tail(&s->handles, &h->session_link);
+    s->n_objects++;
+    return h;
+}
+
+/* Closes the session's hold on the object; the triggers must be gone. */
+static void handle_free(Handle *h)
+{
+    Session *s = h->session;
+    list_del(&h->session_link);
+    s->n_objects--;
+    registry_release(h->object, &h->object_link); /* may destroy the object */
+    free(h);
+}
+
+/* ---- ending ---- */
+
+static const char *session_end_text(enum session_end why)
+{
+    switch (why) {
+    case SESSION_END_EOF:
+        return "disconnected";
+    case SESSION_END_ERROR:
+        return "socket error";
+    case SESSION_END_PROTOCOL:
+        return "dropped for a protocol violation";
+    case SESSION_END_SLOW:
+        return "dropped for not reading its messages";
+    case SESSION_END_SHUTDOWN:
+        return "closed at shutdown";
+    }
+    return "ended";
+}
+
+Session *session_end(Session *s, enum session_end why, const char *detail)
+{
+    if (!s)
+        return NULL;
+    const uint64_t t0 = now_ns();
+    const bool shutdown = why == SESSION_END_SHUTDOWN;
+    unsigned objects = 0, triggers = 0;
+
+    list_for_each_safe(it, &s->handles) {
+        Handle *h = list_entry(it, Handle, session_link);
+        if (shutdown)
+            trigger_forget_all(h); /* clients keep their triggers */
+        else
+            triggers += trigger_remove_all(h);
+        handle_free(h);
+        objects++;
+    }
+    registry_charge_release(&s->charge);
+
+    struct reclaim_outcome rc = {.result = RECLAIM_NONE};
+    if (!shutdown)
+        reclaimer_session_ended(server_reclaimer(s->server), s->pid, TAKE_FD(s->pidfd), &rc);
+    const uint64_t us = (now_ns() - t0) / 1000;
+
+    char refs[160];
+    switch (rc.result) {
+    case RECLAIM_NONE:
+    case RECLAIM_DONE:
+        snprintf(refs, sizeof(refs), "released %" PRIu64 " buffer references in %u pools",
+                 rc.released, rc.pools);
+        break;
+    case RECLAIM_SHARED:
+        snprintf(refs, sizeof(refs), "buffer references left to the process's other session");
+        break;
+    case RECLAIM_WATCHING:
+        snprintf(refs, sizeof(refs),
+                 "process still running: its buffer references are released when it exits");
+        break;
+    case RECLAIM_LEFT:
+        snprintf(refs, sizeof(refs), "process still running: its buffer references stay with it");
+        break;
+    }
+    log_msg_fields(shutdown ? LOG_LEVEL_DEBUG : LOG_LEVEL_INFO,
+                   LOG_FIELDS(LOG_NUM("SESSION_ID", s->id), LOG_NUM("PEER_PID", s->pid),
+                              LOG_NUM("PEER_UID", s->uid), LOG_STR("CLIENT_NAME", s->name),
+                              LOG_NUM("RELEASED", rc.released), LOG_NUM("CLEANUP_USEC", us)),
+                   "session %" PRIu64 " (pid %d, uid %u, '%s') %s%s%s: removed %u triggers, "
+                   "closed %u objects, %s; cleanup took %" PRIu64 " us",
+                   s->id, (int)s->pid, (unsigned)s->uid, s->name, session_end_text(why),
+                   detail ? ": " : "", detail ? detail : "", triggers, objects, refs, us);
+    safe_close(s->pidfd);
+    free(s);
+    return NULL;
+}
+
+/* ---- replies ---- */
+
+/* One request being answered. */
+typedef struct Call {
+    Session *s;
+    uint64_t id;
+    bool replied; /* a Response went out (the handler sent its body) */
+    bool fatal;   /* drop the session after the error reply */
+    char error[400];
+} Call;
+
+static int call_fail(Call *c, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int call_fail(Call *c, int status, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->error, sizeof(c->error), fmt, ap);
+    va_end(ap);
+    return status;
+}
+
+static const char *status_name(int status)
+{
+    switch (status) {
+    case MBQ_BQ_ERR_ALLOCATION_FAILED:
+        return "buffer queue: allocation failed";
+    case MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING:
+        return "buffer queue: required parameter missing";
+    case MBQ_BQ_ERR_INVALID_CALLBACKS:
+        return "buffer queue: invalid callbacks";
+    case MBQ_BQ_ERR_ENQUEUE_AFTER_END_OF_DATA:
+        return "buffer queue: enqueue after end of data";
+    case MBQ_BQ_ERR_QUEUE_IS_FULL:
+        return "buffer queue: queue is full";
+    case MBQ_BQ_ERR_BAD_TRIGGER_DURATION:
+        return "buffer queue: bad trigger duration";
+    case MBQ_BQ_ERR_CANNOT_MODIFY_QUEUE_FROM_TRIGGER_CALLBACK:
+        return "buffer queue: cannot modify queue from trigger callback";
+    case MBQ_BQ_ERR_INVALID_TRIGGER_CONDITION:
+        return "buffer queue: invalid trigger condition";
+    case MBQ_BQ_ERR_INVALID_TRIGGER_TOKEN:
+        return "buffer queue: invalid trigger token";
+    case MBQ_BQ_ERR_INVALID_BUFFER:
+        return "buffer queue: invalid buffer";
+    case MBQ_SQ_ERR_ALLOCATION_FAILED:
+        return "simple queue: allocation failed";
+    case MBQ_SQ_ERR_REQUIRED_PARAMETER_MISSING:
+        return "simple queue: required parameter missing";
+    case MBQ_SQ_ERR_PARAMETER_OUT_OF_RANGE:
+        return "simple queue: parameter out of range";
+    case MBQ_SQ_ERR_QUEUE_IS_FULL:
+        return "simple queue: queue is full";
+    case MBQ_POOL_ERR_ALLOCATION_FAILED:
+        return "pool: allocation failed";
+    case MBQ_POOL_ERR_INVALID_PARAMETER:
+        return "pool: invalid parameter";
+    }
+    return status > -4096 ? strerror(-status) : "unknown status";
+}
+
+static void session_send_response(Session *s, uint64_t id, int status, const char *error,
+                                  const Mbq__V1__Response *body, const int *fds, unsigned nfds)
+{
+    Mbq__V1__Response r = MBQ__V1__RESPONSE__INIT;
+    if (body)
+        r = *body;
+    r.id = id;
+    r.status = status;
+    r.error = (char *)(error ? error : "");
+    Mbq__V1__ServerMessage m = MBQ__V1__SERVER_MESSAGE__INIT;
+    m.msg_case = MBQ__V1__SERVER_MESSAGE__MSG_RESPONSE;
+    m.response = &r;
+    if (conn_send(s->conn, &m, fds, nfds) != -EMSGSIZE)
+        return;
+    /* Only a bug can make a reply too large: say so rather than go quiet. */
+    log_msg(LOG_LEVEL_ERROR, "session %" PRIu64 ": reply to request %" PRIu64 " does not fit a packet",
+            s->id, id);
+    r = (Mbq__V1__Response)MBQ__V1__RESPONSE__INIT;
+    r.id = id;
+    r.status = -EMSGSIZE;
+    r.error = (char *)"mbqd: the reply does not fit a packet";
+    conn_send(s->conn, &m, NULL, 0);
+}
+
+static void call_reply(Call *c, const Mbq__V1__Response *body, const int *fds, unsigned nfds)
+{
+    session_send_response(c->s, c->id, 0, NULL, body, fds, nfds);
+    c->replied = true;
+}
+
+void session_protocol_error(Session *s, int status, const char *error)
+{
+    log_msg(LOG_LEVEL_WARNING, "session %" PRIu64 " (pid %d): %s; disconnecting", s->id,
+            (int)s->pid, error);
+    session_send_response(s, 0, status, error, NULL, NULL, 0);
+}
+
+/* ---- object descriptions ---- */
+
+typedef struct InfoMsg {
+    Mbq__V1__ObjectInfo info;
+    union {
+        Mbq__V1__BufferQueueConfig bq;
+        Mbq__V1__SimpleQueueConfig sq;
+        Mbq__V1__PoolConfig pool;
+    } cfg;
+} InfoMsg;
+
+/* Fills m in place (it points into itself: never copy it). */
+static void info_fill(InfoMsg *m, const Object *o)
+{
+    Mbq__V1__ObjectInfo *i = &m->info;
+    *i = (Mbq__V1__ObjectInfo)MBQ__V1__OBJECT_INFO__INIT;
+    i->name = (char *)o->name;
+    i->kind = (Mbq__V1__ObjectKind)o->kind;
+    i->object_id = o->id;
+    i->owner_uid = o->uid;
+    i->owner_gid = o->gid;
+    i->mode = o->mode;
+    i->segment_size = object_segment_size(o);
+    i->open_count = o->open_count;
+    i->unlinked = o->unlinked;
+    switch (o->kind) {
+    case OBJECT_BUFFER_QUEUE:
+        m->cfg.bq = (Mbq__V1__BufferQueueConfig)MBQ__V1__BUFFER_QUEUE_CONFIG__INIT;
+        m->cfg.bq.capacity = o->config.bq.capacity;
+        m->cfg.bq.order = o->config.bq.order;
+        m->cfg.bq.full_policy = o->config.bq.full_policy;
+        i->config_case = MBQ__V1__OBJECT_INFO__CONFIG_BUFFER_QUEUE;
+        i->buffer_queue = &m->cfg.bq;
+        break;
+    case OBJECT_SIMPLE_QUEUE:
+        m->cfg.sq = (Mbq__V1__SimpleQueueConfig)MBQ__V1__SIMPLE_QUEUE_CONFIG__INIT;
+        m->cfg.sq.capacity = o->config.sq_capacity;
+        i->config_case = MBQ__V1__OBJECT_INFO__CONFIG_SIMPLE_QUEUE;
+        i->simple_queue = &m->cfg.sq;
+        break;
+    case OBJECT_POOL:
+        m->cfg.pool = (Mbq__V1__PoolConfig)MBQ__V1__POOL_CONFIG__INIT;
+        m->cfg.pool.block_size = o->config.pool.block_size;
+        m->cfg.pool.block_count = o->config.pool.block_count;
+        m->cfg.pool.age_out_ns = o->config.pool.age_out_ns;
+        i->config_case = MBQ__V1__OBJECT_INFO__CONFIG_POOL;
+        i->pool = &m->cfg.pool;
+        break;
+    }
+}
+
+/* Replies to Create/Open: the description, the segment's memfd as fd 0 and,
+ * for a buffer queue, every installed trigger's eventfd after it. */
+static void call_reply_segment(Call *c, const Object *o)
+{
+    InfoMsg m;
+    Mbq__V1__TriggerFd tf[BQ_MAX_TRIGGERS], *tfp[BQ_MAX_TRIGGERS];
+    int fds[1 + BQ_MAX_TRIGGERS];
+    unsigned nfds = 0, nt = 0;
+
+    info_fill(&m, o);
+    m.info.has_segment = true;
+    m.info.segment_fd_index = nfds;
+    fds[nfds++] = object_segment_fd(o);
+    list_for_each_safe(it, &o->triggers) {
+        const Trigger *t = list_entry(it, Trigger, object_link);
+        if (nt == BQ_MAX_TRIGGERS)
+            break;
+        tf[nt] = (Mbq__V1__TriggerFd)MBQ__V1__TRIGGER_FD__INIT;
+        tf[nt].token = t->token;
+        tf[nt].fd_index = nfds;
+        fds[nfds++] = t->efd;
+        tfp[nt] = &tf[nt];
+        nt++;
+    }
+    m.info.n_triggers = nt;
+    m.info.triggers = tfp;
+
+    Mbq__V1__Response r = MBQ__V1__RESPONSE__INIT;
+    r.body_case = MBQ__V1__RESPONSE__BODY_OBJECT;
+    r.object = &m.info;
+    call_reply(c, &r, fds, nfds);
+}
+
+static Mbq__V1__Time time_to_proto(mbq_time t)
+{
+    Mbq__V1__Time p = MBQ__V1__TIME__INIT;
+    p.value = t.value;
+    p.timescale = t.timescale;
+    p.flags = t.flags;
+    p.epoch = t.epoch;
+    return p;
+}
+
+static mbq_time time_from_proto(const Mbq__V1__Time *p)
+{
+    if (!p)
+        return MBQ_TIME_INVALID;
+    return (mbq_time){.value = p->value, .timescale = p->timescale, .flags = p->flags,
+                      .epoch = p->epoch};
+}
+
+/* ---- requests ---- */
+
+static int handle_hello(Call *c, const Mbq__V1__Hello *req)
+{
+    Session *s = c->s;
+    if (s->hello) {
+        c->fatal = true;
+        return call_fail(c, -EPROTO, "mbqd: Hello was already received on this connection");
+    }
+    if (req->min_version > PROTOCOL_VERSION || req->max_version < PROTOCOL_VERSION) {
+        c->fatal = true;
+        return call_fail(c, -EPROTO,
+                         "mbqd: protocol versions %u..%u are not supported; mbqd speaks %u",
+                         req->min_version, req->max_version, PROTOCOL_VERSION);
+    }
+    size_t n = 0;
+    for (const char *p = req->client_name; p && *p && n < sizeof(s->name) - 1; p++)
+        s->name[n++] = (*p >= 0x20 && *p < 0x7f) ? *p : '?';
+    s->name[n] = '\0';
+    s->hello = true;
+
+    Mbq__V1__HelloReply hr = MBQ__V1__HELLO_REPLY__INIT;
+    hr.version = PROTOCOL_VERSION;
+    hr.session_id = s->id;
+    hr.daemon_version = (char *)MBQ_VERSION_STRING;
+    Mbq__V1__Response r = MBQ__V1__RESPONSE__INIT;
+    r.body_case = MBQ__V1__RESPONSE__BODY_HELLO;
+    r.hello = &hr;
+    call_reply(c, &r, NULL, 0);
+    log_msg(LOG_LEVEL_DEBUG, "session %" PRIu64 ": hello from pid %d uid %u gid %u '%s'", s->id,
+            (int)s->pid, (unsigned)s->uid, (unsigned)s->gid, s->name);
+    return 0;
+}
+
+/* Opens o for the session (a new handle, or one more open on its handle)
+ * and replies with its segment. */
+static int session_open(Call *c, Object *o, bool check_access)
+{
+    Session *s = c->s;
+    if (check_access && registry_check_access(o, s->uid, s->gid) < 0)
+        return call_fail(c, -EACCES,
+                         "mbqd: permission denied: %s '%s' (owner %u:%u, mode %04o) needs read "
+                         "and write access",
+                         object_kind_name(o->kind), o->name, (unsigned)o->uid, (unsigned)o->gid,
+                         o->mode);
+    Handle *h = session_find_handle(s, o->id);
+    if (!h) {
+        if (s->n_objects >= s->limits->max_objects)
+            return call_fail(c, -EDQUOT,
+                             "mbqd: quota: this client has %u objects open (--max-objects %u)",
+                             s->n_objects, s->limits->max_objects);
+        h = handle_new(s, o);
+        if (!h)
+            return -ENOMEM;
+    }
+    h->opens++;
+    call_reply_segment(c, o);
+    return 0;
+}
+
+static int kind_from_proto(Mbq__V1__ObjectKind k, enum object_kind *ret)
+{
+    switch (k) {
+    case MBQ__V1__OBJECT_KIND__BUFFER_QUEUE:
+        *ret = OBJECT_BUFFER_QUEUE;
+        return 0;
+    case MBQ__V1__OBJECT_KIND__SIMPLE_QUEUE:
+        *ret = OBJECT_SIMPLE_QUEUE;
+        return 0;
+    case MBQ__V1__OBJECT_KIND__POOL:
+        *ret = OBJECT_POOL;
+        return 0;
+    default:
+        return -EINVAL;
+    }
+}
+
+static int fail_name(Call *c)
+{
+    return call_fail(c, -EINVAL,
+                     "mbqd: invalid object name: 1..255 bytes of [A-Za-z0-9._-] components "
+                     "separated by '/', none empty, '.' or '..'");
+}
+
+static int handle_create(Call *c, const Mbq__V1__Create *req)
+{
+    Session *s = c->s;
+    enum object_kind kind;
+    struct object_config cfg = {0};
+
+    if (registry_validate_name(req->name) < 0)
+        return fail_name(c);
+    if (kind_from_proto(req->kind, &kind) < 0)
+        return call_fail(c, -EINVAL, "mbqd: Create needs a kind");
+    cfg.kind = kind;
+    switch (req->config_case) {
+    case MBQ__V1__CREATE__CONFIG_BUFFER_QUEUE:
+        if (kind != OBJECT_BUFFER_QUEUE)
+            goto mismatch;
+        cfg.bq.capacity = req->buffer_queue->capacity;
+        cfg.bq.order = req->buffer_queue->order;
+        cfg.bq.full_policy = req->buffer_queue->full_policy;
+        break;
+    case MBQ__V1__CREATE__CONFIG_SIMPLE_QUEUE:
+        if (kind != OBJECT_SIMPLE_QUEUE)
+            goto mismatch;
+        cfg.sq_capacity = req->simple_queue->capacity;
+        break;
+    case MBQ__V1__CREATE__CONFIG_POOL:
+        if (kind != OBJECT_POOL)
+            goto mismatch;
+        cfg.pool.block_size = req->pool->block_size;
+        cfg.pool.block_count = req->pool->block_count;
+        cfg.pool.age_out_ns = req->pool->age_out_ns;
+        cfg.pool.prefault = true;
+        break;
+    default:
+        return call_fail(c, -EINVAL, "mbqd: Create of a %s needs its configuration",
+                         object_kind_name(kind));
+    }
+    uint32_t mode = req->mode ? req->mode : REGISTRY_DEFAULT_MODE;
+    if (mode & ~0777u)
+        return call_fail(c, -EINVAL, "mbqd: mode %#o has bits outside 0777", mode);
+
+    Object *o = registry_lookup_name(s->registry, req->name);
+    if (o) {
+        if (req->exclusive)
+            return call_fail(c, -EEXIST, "mbqd: '%s' already exists", o->name);
+        if (o->kind != kind)
+            return call_fail(c, -EEXIST, "mbqd: '%s' already exists as a %s", o->name,
+                             object_kind_name(o->kind));
+        return session_open(c, o, true);
+    }
+
+    if (s->n_objects >= s->limits->max_objects)
+        return call_fail(c, -EDQUOT, "mbqd: quota: this client has %u objects open (--max-objects %u)",
+                         s->n_objects, s->limits->max_objects);
+    uint64_t need = registry_estimate_size(&cfg);
+    uint64_t have = s->charge.bytes < s->limits->max_bytes ? s->limits->max_bytes - s->charge.bytes : 0;
+    if (need > have)
+        return call_fail(c, -EDQUOT,
+                         "mbqd: quota: a %s of about %" PRIu64 " bytes would exceed this client's "
+                         "%" PRIu64 " bytes of segments (--max-bytes %" PRIu64 ")",
+                         object_kind_name(kind), need, s->charge.bytes, s->limits->max_bytes);
+
+    int r = registry_create(s->registry, req->name, &cfg, mode, s->uid, s->gid, &s->charge, &o);
+    if (r < 0)
+        return call_fail(c, r, "mbqd: cannot create %s '%s': %s", object_kind_name(kind),
+                         req->name, status_name(r));
+    /* The creator may open what it created whatever the mode, as with files. */
+    r = session_open(c, o, false);
+    if (r < 0)
+        registry_unlink(o);
+    return r;
+
+mismatch:
+    return call_fail(c, -EINVAL, "mbqd: the configuration does not match the kind (%s)",
+                     object_kind_name(kind));
+}
+
+static int handle_open(Call *c, const Mbq__V1__Open *req)
+{
+    Session *s = c->s;
+    Object *o;
+    if (req->name && req->name[0]) {
+        if (registry_validate_name(req->name) < 0)
+            return fail_name(c);
+        o = registry_lookup_name(s->registry, req->name);
+        if (!o)
+            return call_fail(c, -ENOENT, "mbqd: no object named '%s'", req->name);
+    } else if (req->object_id) {
+        o = registry_lookup_id(s->registry, req->object_id);
+        if (!o)
+            return call_fail(c, -ENOENT, "mbqd: no object with id %" PRIu64, req->object_id);
+    } else {
+        return call_fail(c, -EINVAL, "mbqd: Open needs a name or an object id");
+    }
+    enum object_kind kind;
+    if (req->kind != MBQ__V1__OBJECT_KIND__OBJECT_KIND_UNSPECIFIED &&
+        (kind_from_proto(req->kind, &kind) < 0 || kind != o->kind))
+        return call_fail(c, -EINVAL, "mbqd: '%s' is a %s", o->name, object_kind_name(o->kind));
+    return session_open(c, o, true);
+}
+
+static Handle *call_handle(Call *c, uint64_t object_id)
+{
+    Handle *h = session_find_handle(c->s, object_id);
+    if (!h)
+        call_fail(c, -EBADF, "mbqd: object %" PRIu64 " is not open in this session", object_id);
+    return h;
+}
+
+static int handle_close(Call *c, const Mbq__V1__Close *req)
+{
+    Handle *h = call_handle(c, req->object_id);
+    if (!h)
+        return -EBADF;
+    if (--h->opens == 0) {
+        trigger_remove_all(h);
+        handle_free(h);
+    }
+    return 0;
+}
+
+static int handle_unlink(Call *c, const Mbq__V1__Unlink *req)
+{
+    Session *s = c->s;
+    if (registry_validate_name(req->name) < 0)
+        return fail_name(c);
+    Object *o = registry_lookup_name(s->registry, req->name);
+    if (!o)
+        return call_fail(c, -ENOENT, "mbqd: no object named '%s'", req->name);
+    if (registry_check_owner(o, s->uid) < 0)
+        return call_fail(c, -EPERM, "mbqd: only its owner (uid %u) or root may unlink '%s'",
+                         (unsigned)o->uid, o->name);
+    registry_unlink(o);
+    return 0;
+}
+
+static int handle_list(Call *c, const Mbq__V1__List *req)
+{
+    _cleanup_(freep) Object **objs = NULL;
+    ssize_t n = registry_list(c->s->registry, req->prefix, &objs);
+    if (n < 0)
+        return (int)n;
+    _cleanup_(freep) InfoMsg *msgs = calloc((size_t)n + 1, sizeof(*msgs));
+    _cleanup_(freep) Mbq__V1__ObjectInfo **ptrs = calloc((size_t)n + 1, sizeof(*ptrs));
+    if (!msgs || !ptrs)
+        return -ENOMEM;
+    size_t used = 0, k = 0;
+    for (; k < (size_t)n; k++) {
+        info_fill(&msgs[k], objs[k]);
+        size_t sz = mbq__v1__object_info__get_packed_size(&msgs[k].info) + 8;
+        if (used + sz > REPLY_BUDGET)
+            break;
+        used += sz;
+        ptrs[k] = &msgs[k].info;
+    }
+    Mbq__V1__ListReply lr = MBQ__V1__LIST_REPLY__INIT;
+    lr.n_objects = k;
+    lr.objects = ptrs;
+    Mbq__V1__Response r = MBQ__V1__RESPONSE__INIT;
+    r.body_case = MBQ__V1__RESPONSE__BODY_LIST;
+    r.list = &lr;
+    char note[96] = "";
+    if (k < (size_t)n) /* the status stays 0: what is listed is right */
+        snprintf(note, sizeof(note), "mbqd: list truncated to %zu of %zd objects", k, n);
+    session_send_response(c->s, c->id, 0, note, &r, NULL, 0);
+    c->replied = true;
+    return 0;
+}
+
+static int handle_stat(Call *c, const Mbq__V1__Stat *req)
+{
+    Session *s = c->s;
+    if (registry_validate_name(req->name) < 0)
+        return fail_name(c);
+    Object *o = registry_lookup_name(s->registry, req->name);
+    if (!o)
+        return call_fail(c, -ENOENT, "mbqd: no object named '%s'", req->name);
+    struct object_stats st;
+    int res = registry_object_stats(o, &st);
+    if (res < 0)
+        return call_fail(c, res, "mbqd: cannot read the counters of '%s': %s", o->name,
+                         status_name(res));
+
+    InfoMsg m;
+    info_fill(&m, o);
+    Mbq__V1__StatReply sr = MBQ__V1__STAT_REPLY__INIT;
+    sr.object = &m.info;
+    Mbq__V1__BufferQueueStats bs = MBQ__V1__BUFFER_QUEUE_STATS__INIT;
+    Mbq__V1__SimpleQueueStats ss = MBQ__V1__SIMPLE_QUEUE_STATS__INIT;
+    Mbq__V1__PoolStats ps = MBQ__V1__POOL_STATS__INIT;
+    Mbq__V1__Time dur;
+    switch (o->kind) {
+    case OBJECT_BUFFER_QUEUE:
+        bs.count = st.bq.count;
+        bs.enqueued = st.bq.enqueued;
+        bs.dequeued = st.bq.dequeued;
+        bs.dropped = st.bq.dropped;
+        bs.rejected_full = st.bq.rejected_full;
+        bs.high_water = st.bq.high_water;
+        bs.total_size = st.bq.total_size;
+        dur = time_to_proto(st.bq.duration);
+        bs.duration = &dur;
+        bs.end_of_data = st.bq.end_of_data;
+        bs.triggers = st.bq.triggers;
+        bs.repairs = st.bq.repairs;
+        sr.stats_case = MBQ__V1__STAT_REPLY__STATS_BUFFER_QUEUE;
+        sr.buffer_queue = &bs;
+        break;
+    case OBJECT_SIMPLE_QUEUE:
+        ss.count = st.sq.count;
+        ss.capacity = st.sq.capacity;
+        sr.stats_case = MBQ__V1__STAT_REPLY__STATS_SIMPLE_QUEUE;
+        sr.simple_queue = &ss;
+        break;
+    case OBJECT_POOL:
+        ps.block_size = st.pool.block_size;
+        ps.block_count = st.pool.block_count;
+        ps.used = st.pool.used;
+        ps.warm = st.pool.warm;
+        ps.cold = st.pool.cold;
+        ps.allocs = st.pool.allocs;
+        ps.frees = st.pool.frees;
+        ps.aged_out = st.pool.aged_out;
+        ps.invalidated = st.pool.invalidated;
+        sr.stats_case = MBQ__V1__STAT_REPLY__STATS_POOL;
+        sr.pool = &ps;
+        break;
+    }
+
+    _cleanup_(freep) Mbq__V1__ClientInfo *ci = calloc(o->open_count + 1, sizeof(*ci));
+    _cleanup_(freep) Mbq__V1__ClientInfo **cip = calloc(o->open_count + 1, sizeof(*cip));
+    if (!ci || !cip)
+        return -ENOMEM;
+    size_t used = mbq__v1__stat_reply__get_packed_size(&sr), k = 0;
+    list_for_each_safe(it, &o->handles) {
+        const Handle *h = list_entry(it, Handle, object_link);
+        const Session *peer = h->session;
+        if (k == o->open_count)
+            break;
+        ci[k] = (Mbq__V1__ClientInfo)MBQ__V1__CLIENT_INFO__INIT;
+        ci[k].session_id = peer->id;
+        ci[k].pid = (uint32_t)peer->pid;
+        ci[k].uid = peer->uid;
+        ci[k].name = (char *)peer->name;
+        if (o->kind == OBJECT_POOL)
+            ci[k].buffers_held = registry_pool_held_by_pid(o, peer->pid);
+        if (o->kind == OBJECT_BUFFER_QUEUE)
+            ci[k].triggers = h->triggers;
+        size_t sz = mbq__v1__client_info__get_packed_size(&ci[k]) + 8;
+        if (used + sz > REPLY_BUDGET)
+            break;
+        used += sz;
+        cip[k] = &ci[k];
+        k++;
+    }
+    sr.n_clients = k;
+    sr.clients = cip;
+    Mbq__V1__Response r = MBQ__V1__RESPONSE__INIT;
+    r.body_case = MBQ__V1__RESPONSE__BODY_STAT;
+    r.stat = &sr;
+    call_reply(c, &r, NULL, 0);
+    return 0;
+}
+
+static int handle_install_trigger(Call *c, const Mbq__V1__InstallTrigger *req)
+{
+    Session *s = c->s;
+    Handle *h = call_handle(c, req->object_id);
+    if (!h)
+        return -EBADF;
+    Object *o = h->object;
+    if (o->kind != OBJECT_BUFFER_QUEUE)
+        return call_fail(c, -EINVAL, "mbqd: '%s' is a %s, not a buffer queue", o->name,
+                         object_kind_name(o->kind));
+    if (s->n_triggers >= s->limits->max_triggers)
+        return call_fail(c, -EDQUOT,
+                         "mbqd: quota: this client has %u triggers installed (--max-triggers %u)",
+                         s->n_triggers, s->limits->max_triggers);
+    Trigger *t;
+    int r = trigger_install(h, req->condition, time_from_proto(req->time), req->threshold, &t);
+    if (r < 0)
+        return call_fail(c, r, "mbqd: cannot install a trigger on '%s': %s", o->name,
+                         r == -ENOSPC ? "the queue has its maximum of triggers" : status_name(r));
+
+    Mbq__V1__TriggerFd tf = MBQ__V1__TRIGGER_FD__INIT;
+    tf.token = t->token;
+    tf.fd_index = 0;
+    Mbq__V1__InstallTriggerReply ir = MBQ__V1__INSTALL_TRIGGER_REPLY__INIT;
+    ir.trigger = &tf;
+    Mbq__V1__Response resp = MBQ__V1__RESPONSE__INIT;
+    resp.body_case = MBQ__V1__RESPONSE__BODY_TRIGGER;
+    resp.trigger = &ir;
+    call_reply(c, &resp, &t->efd, 1);
+    trigger_announce(t);
+    return 0;
+}
+
+static int handle_remove_trigger(Call *c, const Mbq__V1__RemoveTrigger *req)
+{
+    Handle *h = call_handle(c, req->object_id);
+    if (!h)
+        return -EBADF;
+    Trigger *t = trigger_find(h->object, req->token);
+    if (!t || t->owner != h)
+        return call_fail(c, MBQ_BQ_ERR_INVALID_TRIGGER_TOKEN,
+                         "mbqd: no trigger %#" PRIx64 " installed by this client on '%s'",
+                         req->token, h->object->name);
+    trigger_remove(t);
+    return 0;
+}
+
+static int handle_test_trigger(Call *c, const Mbq__V1__TestTrigger *req)
+{
+    Handle *h = call_handle(c, req->object_id);
+    if (!h)
+        return -EBADF;
+    Object *o = h->object;
+    if (o->kind != OBJECT_BUFFER_QUEUE)
+        return call_fail(c, -EINVAL, "mbqd: '%s' is a %s, not a buffer queue", o->name,
+                         object_kind_name(o->kind));
+    int r = bq_test_trigger(&o->bq, req->token);
+    if (r < 0)
+        return call_fail(c, r, "mbqd: cannot test trigger %#" PRIx64 " on '%s': %s", req->token,
+                         o->name, status_name(r));
+    Mbq__V1__TestTriggerReply tr = MBQ__V1__TEST_TRIGGER_REPLY__INIT;
+    tr.level = r > 0;
+    Mbq__V1__Response resp = MBQ__V1__RESPONSE__INIT;
+    resp.body_case = MBQ__V1__RESPONSE__BODY_TEST_TRIGGER;
+    resp.test_trigger = &tr;
+    call_reply(c, &resp, NULL, 0);
+    return 0;
+}
+
+static int handle_pool_op(Call *c, uint64_t object_id, bool invalidate)
+{
+    Handle *h = call_handle(c, object_id);
+    if (!h)
+        return -EBADF;
+    Object *o = h->object;
+    if (o->kind != OBJECT_POOL)
+        return call_fail(c, -EINVAL, "mbqd: '%s' is a %s, not a pool", o->name,
+                         object_kind_name(o->kind));
+    int r = invalidate ? pool_invalidate(&o->pool) : pool_flush(&o->pool);
+    if (r < 0)
+        return call_fail(c, r, "mbqd: cannot %s pool '%s': %s", invalidate ? "invalidate" : "flush",
+                         o->name, status_name(r));
+    log_msg(LOG_LEVEL_DEBUG, "pool %u '%s': %s by session %" PRIu64 ", %d blocks returned", o->id,
+            o->name, invalidate ? "invalidated" : "flushed", c->s->id, r);
+    return 0;
+}
+
+static const char *request_name(Mbq__V1__Request__BodyCase b)
+{
+    switch (b) {
+    case MBQ__V1__REQUEST__BODY_HELLO:
+        return "Hello";
+    case MBQ__V1__REQUEST__BODY_CREATE:
+        return "Create";
+    case MBQ__V1__REQUEST__BODY_OPEN:
+        return "Open";
+    case MBQ__V1__REQUEST__BODY_CLOSE:
+        return "Close";
+    case MBQ__V1__REQUEST__BODY_UNLINK:
+        return "Unlink";
+    case MBQ__V1__REQUEST__BODY_LIST:
+        return "List";
+    case MBQ__V1__REQUEST__BODY_STAT:
+        return "Stat";
+    case MBQ__V1__REQUEST__BODY_INSTALL_TRIGGER:
+        return "InstallTrigger";
+    case MBQ__V1__REQUEST__BODY_REMOVE_TRIGGER:
+        return "RemoveTrigger";
+    case MBQ__V1__REQUEST__BODY_TEST_TRIGGER:
+        return "TestTrigger";
+    case MBQ__V1__REQUEST__BODY_POOL_FLUSH:
+        return "PoolFlush";
+    case MBQ__V1__REQUEST__BODY_POOL_INVALIDATE:
+        return "PoolInvalidate";
+    default:
+        return "?";
+    }
+}
+
+static int session_call(Call *c, const Mbq__V1__Request *req)
+{
+    switch (req->body_case) {
+    case MBQ__V1__REQUEST__BODY_HELLO:
+        return handle_hello(c, req->hello);
+    case MBQ__V1__REQUEST__BODY_CREATE:
+        return handle_create(c, req->create);
+    case MBQ__V1__REQUEST__BODY_OPEN:
+        return handle_open(c, req->open);
+    case MBQ__V1__REQUEST__BODY_CLOSE:
+        return handle_close(c, req->close);
+    case MBQ__V1__REQUEST__BODY_UNLINK:
+        return handle_unlink(c, req->unlink);
+    case MBQ__V1__REQUEST__BODY_LIST:
+        return handle_list(c, req->list);
+    case MBQ__V1__REQUEST__BODY_STAT:
+        return handle_stat(c, req->stat);
+    case MBQ__V1__REQUEST__BODY_INSTALL_TRIGGER:
+        return handle_install_trigger(c, req->install_trigger);
+    case MBQ__V1__REQUEST__BODY_REMOVE_TRIGGER:
+        return handle_remove_trigger(c, req->remove_trigger);
+    case MBQ__V1__REQUEST__BODY_TEST_TRIGGER:
+        return handle_test_trigger(c, req->test_trigger);
+    case MBQ__V1__REQUEST__BODY_POOL_FLUSH:
+        return handle_pool_op(c, req->pool_flush->object_id, false);
+    case MBQ__V1__REQUEST__BODY_POOL_INVALIDATE:
+        return handle_pool_op(c, req->pool_invalidate->object_id, true);
+    default:
+        c->fatal = true;
+        return call_fail(c, -EPROTO, "mbqd: request %" PRIu64 " has no body, or one this daemon "
+                                     "does not know", req->id);
+    }
+}
+
+int session_dispatch(Session *s, const uint8_t *buf, size_t len, struct wire_fds *fds)
+{
+    Mbq__V1__Request *req = mbq__v1__request__unpack(NULL, len, buf);
+    if (!req) {
+        wire_fds_close(fds);
+        session_protocol_error(s, -EBADMSG, "mbqd: the packet is not a valid mbq.v1.Request");
+        return -EBADMSG;
+    }
+    Call c = {.s = s, .id = req->id};
+    int status;
+    if (fds->n > 0) {
+        unsigned n = fds->n;
+        wire_fds_close(fds);
+        c.fatal = true;
+        status = call_fail(&c, -EPROTO, "mbqd: requests carry no file descriptors (got %u)", n);
+    } else if (!s->hello && req->body_case != MBQ__V1__REQUEST__BODY_HELLO) {
+        c.fatal = true;
+        status = call_fail(&c, -EPROTO, "mbqd: the first request must be Hello");
+    } else {
+        status = session_call(&c, req);
+    }
+
+    if (status < 0 && !c.error[0])
+        snprintf(c.error, sizeof(c.error), "mbqd: %s failed: %s", request_name(req->body_case),
+                 status_name(status));
+    if (status < 0 || !c.replied)
+        session_send_response(s, c.id, status, status < 0 ? c.error : NULL, NULL, NULL, 0);
+    log_msg(LOG_LEVEL_DEBUG, "session %" PRIu64 ": %s (id %" PRIu64 ") -> %d%s%s", s->id,
+            request_name(req->body_case), c.id, status, status < 0 ? ": " : "",
+            status < 0 ? c.error : "");
+    mbq__v1__request__free_unpacked(req, NULL);
+    if (c.fatal) {
+        log_msg(LOG_LEVEL_WARNING, "session %" PRIu64 " (pid %d): %s; disconnecting", s->id,
+                (int)s->pid, c.error);
+        return status;
+    }
+    return 0;
+}
+
+void session_push_triggers_changed(Session *s, uint32_t object_id, const uint64_t *added_token,
+                                   int added_fd, const uint64_t *removed, size_t n_removed)
+{
+    Mbq__V1__TriggerFd tf = MBQ__V1__TRIGGER_FD__INIT, *tfp = &tf;
+    Mbq__V1__TriggersChanged tc = MBQ__V1__TRIGGERS_CHANGED__INIT;
+    tc.object_id = object_id;
+    if (added_token) {
+        tf.token = *added_token;
+        tf.fd_index = 0;
+        tc.n_added = 1;
+        tc.added = &tfp;
+    }
+    tc.n_removed = n_removed;
+    tc.removed = (uint64_t *)removed;
+    Mbq__V1__Event ev = MBQ__V1__EVENT__INIT;
+    ev.body_case = MBQ__V1__EVENT__BODY_TRIGGERS_CHANGED;
+    ev.triggers_changed = &tc;
+    Mbq__V1__ServerMessage m = MBQ__V1__SERVER_MESSAGE__INIT;
+    m.msg_case = MBQ__V1__SERVER_MESSAGE__MSG_EVENT;
+    m.event = &ev;
+    conn_send(s->conn, &m, added_token ? &added_fd : NULL, added_token ? 1 : 0);
+}

@@ -1,0 +1,80 @@
+/* A session: the daemon's side of one client connection (see session.c). */
+#ifndef MBQD_SESSION_H
+#define MBQD_SESSION_H
+
+#include "registry.h"
+
+#include <mbq.pb-c.h>
+#include <wire.h>
+
+typedef struct Conn Conn;
+typedef struct Server Server;
+typedef struct Session Session;
+
+/* Per-client quotas (--max-objects, --max-triggers, --max-bytes). */
+typedef struct SessionLimits {
+    uint32_t max_objects;  /* objects open at once */
+    uint32_t max_triggers; /* triggers installed at once */
+    uint64_t max_bytes;    /* bytes of live segments it created */
+} SessionLimits;
+
+/* A session's hold on one object it opened (Create or Open). */
+typedef struct Handle {
+    Object *object;
+    Session *session;
+    unsigned opens;    /* Create/Open replies minus Closes; > 0 */
+    unsigned triggers; /* triggers this session installed on object */
+    struct list object_link;  /* Object.handles */
+    struct list session_link; /* Session.handles */
+} Handle;
+
+struct Session {
+    Server *server;
+    Conn *conn;
+    Registry *registry;
+    const SessionLimits *limits;
+    uint64_t id;
+    pid_t pid;
+    uid_t uid;
+    gid_t gid;
+    int pidfd; /* owned; -1 if the kernel gave none */
+    bool hello;
+    char name[64]; /* Hello.client_name, printable ASCII only */
+    struct list handles;
+    unsigned n_objects;
+    unsigned n_triggers;
+    RegistryCharge charge;
+};
+
+/* The reasons a session ends. */
+enum session_end {
+    SESSION_END_EOF,      /* the client closed the connection, or died */
+    SESSION_END_ERROR,    /* a socket error */
+    SESSION_END_PROTOCOL, /* the client broke the protocol */
+    SESSION_END_SLOW,     /* the client did not read its messages */
+    SESSION_END_SHUTDOWN, /* the daemon is stopping */
+};
+
+/* Creates a session for a connection; takes pidfd. */
+int session_new(Session **ret, Server *server, Conn *conn, Registry *registry,
+                const SessionLimits *limits, uint64_t id, pid_t pid, uid_t uid, gid_t gid,
+                int pidfd);
+/* Ends a session: removes its triggers (telling the other sessions), closes
+ * its objects, releases the buffer references its process held if the
+ * process is gone, logs, frees. At SESSION_END_SHUTDOWN it leaves shared
+ * memory alone, since the clients live on. Accepts NULL; returns NULL. */
+Session *session_end(Session *s, enum session_end why, const char *detail);
+
+/* Handles one received packet (fds are consumed). Returns 0, or a negative
+ * errno once the session has replied with an error and must be dropped. */
+int session_dispatch(Session *s, const uint8_t *buf, size_t len, struct wire_fds *fds);
+/* Replies to a packet that could not be received whole, then the caller
+ * drops the session. */
+void session_protocol_error(Session *s, int status, const char *error);
+
+/* Pushes Event{TriggersChanged} to s: one added trigger (token non-NULL,
+ * with its eventfd) and/or removed tokens. */
+void session_push_triggers_changed(Session *s, uint32_t object_id, const uint64_t *added_token,
+                                   int added_fd, const uint64_t *removed, size_t n_removed);
+
+#endif

@@ -1,0 +1,42 @@
+/* Buffer-queue triggers: one eventfd each, shared with every client that
+ * has the queue open (see trigger.c). */
+#ifndef MBQD_TRIGGER_H
+#define MBQD_TRIGGER_H
+
+#include "registry.h"
+
+#include <mbq/time.h>
+
+typedef struct Handle Handle;
+
+typedef struct Trigger {
+    Object *object;
+    Handle *owner; /* the installing session's handle on object */
+    uint64_t token;
+    int efd; /* owned: the daemon keeps it open while the trigger exists */
+    struct list object_link; /* Object.triggers */
+} Trigger;
+
+/* Installs a trigger on owner's buffer queue with a new eventfd, on the
+ * daemon's mapping (an install-time firing is written to the eventfd at
+ * once), and counts it against owner. Nobody is told yet: the caller replies
+ * first, then calls trigger_announce(). Returns 0 or bq_install_trigger's
+ * status, or -errno. */
+int trigger_install(Handle *owner, int32_t condition, mbq_time time, int64_t threshold,
+                    Trigger **ret);
+/* Pushes TriggersChanged{added} with the eventfd to every session that has
+ * the queue open, except the installer. */
+void trigger_announce(Trigger *t);
+/* The trigger with that token on o, or NULL. */
+Trigger *trigger_find(Object *o, uint64_t token);
+/* Removes t from the queue, tells every other session that has the queue
+ * open (TriggersChanged{removed}), closes the eventfd and frees t. */
+void trigger_remove(Trigger *t);
+/* Removes every trigger owner installed, with one TriggersChanged per other
+ * session. Returns how many were removed. */
+unsigned trigger_remove_all(Handle *owner);
+/* Daemon shutdown: forgets owner's triggers without touching the segment,
+ * so that clients keep their eventfds and triggers keep firing. */
+void trigger_forget_all(Handle *owner);
+
+#endif
