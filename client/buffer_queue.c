@@ -27,7 +27,15 @@
  * them from Open replies, InstallTrigger replies and TriggersChanged events,
  * records each in the mapping with bq_set_trigger_fd (which also delivers a
  * firing left pending by a process that did not have the fd yet), and gives
- * copies to the other handles of the same queue in this process. */
+ * copies to the other handles of the same queue in this process.
+ *
+ * A process that only moves data never reads its control socket, yet must
+ * signal triggers other processes install. So every mutation first compares
+ * the segment's trigger generation (bumped by the daemon at each install
+ * and removal, before it announces the change) with the one this handle
+ * last caught up with: one relaxed load, no system call; when it moved, the
+ * pending events are read first (mbq_client_dispatch, non-blocking), so the
+ * operation signals the new trigger's eventfd itself. */
 #include "internal.h"
 
 #include <fcntl.h>
@@ -134,6 +142,23 @@ static bool queue_settle(mbq_buffer_queue *q)
     return true;
 }
 
+/* Before a mutation: catch up with trigger changes announced since this
+ * handle last looked (see the top of the file). */
+static inline void queue_sync_triggers(mbq_buffer_queue *q)
+{
+    uint32_t gen = atomic_load_explicit(&q->bq.sh->trigger_gen, memory_order_acquire);
+    if (likely(gen == atomic_load_explicit(&q->trigger_gen_seen, memory_order_relaxed)))
+        return;
+    mbq_client *c = q->client;
+    /* Another thread in a control call holds the lock: its receive loop may
+     * not reach the event; try again at the next operation. */
+    if (pthread_mutex_trylock(&c->lock) != 0)
+        return;
+    atomic_store_explicit(&q->trigger_gen_seen, gen, memory_order_relaxed);
+    client_dispatch_locked(c);
+    pthread_mutex_unlock(&c->lock);
+}
+
 /* ---- trigger fds (client->lock held) ------------------------------------------- */
 
 static void queue_bury_fd(mbq_buffer_queue *q, int fd)
@@ -207,11 +232,23 @@ void bqueue_forget_trigger_locked(mbq_client *c, uint64_t object_id, uint64_t to
             queue_drop_trigger(q, token);
 }
 
+/* Whether some trigger of the queue fired in a process that lacked its fd. */
+static bool queue_has_pending(const mbq_buffer_queue *q)
+{
+    for (unsigned i = 0; i < BQ_MAX_TRIGGERS; i++)
+        if (atomic_load_explicit(&q->bq.sh->triggers[i].pending, memory_order_relaxed))
+            return true;
+    return false;
+}
+
 void bqueue_deliver_pending_locked(mbq_client *c)
 {
-    for (mbq_buffer_queue *q = c->queues; q; q = q->next)
+    for (mbq_buffer_queue *q = c->queues; q; q = q->next) {
+        if (!q->ntriggers || !queue_has_pending(q))
+            continue;
         for (unsigned i = 0; i < q->ntriggers; i++)
             bq_set_trigger_fd(&q->bq, q->triggers[i].token, q->triggers[i].fd);
+    }
 }
 
 static void queue_unlink_locked(mbq_buffer_queue *q)
@@ -400,6 +437,7 @@ int mbq_buffer_queue_enqueue(mbq_buffer_queue *queue, mbq_buffer buffer)
     };
     _Static_assert(sizeof(e.attachments) <= sizeof(b->attachments), "attachments fit");
     memcpy(e.attachments, b->attachments, sizeof(e.attachments));
+    queue_sync_triggers(queue);
     queue_hint = p;
     int r = bq_enqueue(&queue->bq, &e);
     queue_hint = NULL;
@@ -431,6 +469,7 @@ int mbq_buffer_queue_dequeue_and_retain(mbq_buffer_queue *queue, mbq_buffer *out
     if (!queue || !out)
         return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
     struct bq_entry e;
+    queue_sync_triggers(queue);
     int r = bq_dequeue(&queue->bq, &e);
     queue_settle(queue);
     return r ? r : queue_adopt(queue, &e, out);
@@ -442,6 +481,7 @@ int mbq_buffer_queue_dequeue_if_data_ready_and_retain(mbq_buffer_queue *queue, m
         return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
     struct bq_entry e;
     int r;
+    queue_sync_triggers(queue);
     for (int tries = 0;; tries++) {
         r = bq_dequeue_if_ready(&queue->bq, &e);
         /* "not ready" may mean "its pool is not mapped here yet" */
@@ -456,6 +496,7 @@ int mbq_buffer_queue_dequeue_wait(mbq_buffer_queue *queue, int64_t timeout_ns, m
     if (!queue || !out)
         return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
     struct bq_entry e;
+    queue_sync_triggers(queue);
     int r = bq_dequeue_wait(&queue->bq, &e, timeout_ns);
     queue_settle(queue);
     return r ? r : queue_adopt(queue, &e, out);
@@ -492,6 +533,7 @@ int mbq_buffer_queue_mark_end_of_data(mbq_buffer_queue *queue)
 {
     if (!queue)
         return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
+    queue_sync_triggers(queue);
     int r = bq_mark_end_of_data(&queue->bq);
     queue_settle(queue);
     return r;
@@ -611,6 +653,7 @@ int mbq_buffer_queue_reset_with_callback(mbq_buffer_queue *queue,
         return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
     if (!bq_is_empty(&queue->bq))
         queue_preresolve(queue);
+    queue_sync_triggers(queue);
     struct queue_reset rs = {.queue = queue, .callback = callback, .refcon = refcon};
     queue_resetting = &rs;
     int r = bq_reset(&queue->bq, reset_entry, &rs);
@@ -794,6 +837,7 @@ int mbq_buffer_queue_notify_data_ready(mbq_buffer_queue *queue)
 {
     if (!queue)
         return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
+    queue_sync_triggers(queue);
     int r = bq_note_data_ready(&queue->bq);
     queue_settle(queue);
     return r;

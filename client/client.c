@@ -359,8 +359,14 @@ int mbq_client_dispatch(mbq_client *client)
 {
     if (!client)
         return -EINVAL;
-    mbq_client *c = client;
-    pthread_mutex_lock(&c->lock);
+    pthread_mutex_lock(&client->lock);
+    int r = client_dispatch_locked(client);
+    pthread_mutex_unlock(&client->lock);
+    return r;
+}
+
+int client_dispatch_locked(mbq_client *c)
+{
     int r = 0;
     while (!c->dead) {
         Mbq__V1__ServerMessage *msg = NULL;
@@ -381,7 +387,6 @@ int mbq_client_dispatch(mbq_client *client)
     bqueue_deliver_pending_locked(c);
     if (c->dead)
         r = -ENOTCONN;
-    pthread_mutex_unlock(&c->lock);
     return r;
 }
 

@@ -5,12 +5,15 @@
  * add or remove registrations (its own included) while a dispatch runs,
  * since an event whose id is no longer registered is simply skipped. The
  * registrations are guarded by a mutex that is never held while a callback
- * runs. A callback runs inside bq_callback_scope() of its queue, so a
+ * runs. An eventfd's counter says how many times its trigger fired since it
+ * was last read: the callback runs that many times, as Core Media calls it
+ * once per firing. A callback runs inside bq_callback_scope() of its queue, so a
  * mutation of that queue from the callback fails with
  * MBQ_BQ_ERR_CANNOT_MODIFY_QUEUE_FROM_TRIGGER_CALLBACK, as in Core Media.
  * The eventfds stay owned by their queues; the dispatcher only watches them. */
 #include "internal.h"
 
+#include <limits.h>
 #include <poll.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -136,6 +139,16 @@ int mbq_dispatcher_fd(mbq_dispatcher *dispatcher)
     return dispatcher ? dispatcher->epfd : -EINVAL;
 }
 
+static bool dispatch_registered(mbq_dispatcher *d, uint64_t id)
+{
+    pthread_mutex_lock(&d->lock);
+    const struct dispatch_entry *e = d->entries;
+    while (e && e->id != id)
+        e = e->next;
+    pthread_mutex_unlock(&d->lock);
+    return e != NULL;
+}
+
 int mbq_dispatcher_dispatch(mbq_dispatcher *dispatcher, int timeout_ms)
 {
     if (!dispatcher)
@@ -162,10 +175,17 @@ int mbq_dispatcher_dispatch(mbq_dispatcher *dispatcher, int timeout_ms)
         uint64_t count;
         if (read(copy.fd, &count, sizeof(count)) != (ssize_t)sizeof(count))
             continue;
-        bq_callback_scope(&copy.queue->bq);
-        copy.callback(copy.refcon, copy.queue, copy.token);
-        bq_callback_scope(NULL);
-        ran++;
+        /* One call per firing, as in Core Media; stop if a callback removed
+         * the registration. */
+        for (uint64_t k = 0; k < count; k++) {
+            if (k > 0 && !dispatch_registered(dispatcher, copy.id))
+                break;
+            bq_callback_scope(&copy.queue->bq);
+            copy.callback(copy.refcon, copy.queue, copy.token);
+            bq_callback_scope(NULL);
+            if (ran < INT_MAX)
+                ran++;
+        }
     }
     return ran;
 }

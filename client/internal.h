@@ -121,6 +121,9 @@ struct mbq_buffer_queue {
     int graveyard[QUEUE_GRAVEYARD];
     unsigned graveyard_next;
 
+    /* The segment's trigger_gen when this handle last caught up with the
+     * daemon's TriggersChanged events (see queue_sync_triggers). */
+    _Atomic uint32_t trigger_gen_seen;
     /* A pool id (+1) the is_ready hook met but could not resolve under the
      * queue lock; the operation's wrapper opens it afterwards. 0: none. */
     _Atomic uint64_t missing_pool;
@@ -170,6 +173,9 @@ struct client_reply {
  * status (nothing to release), or -ENOTCONN / -EPROTO / -errno. */
 int client_call_locked(mbq_client *c, Mbq__V1__Request *req, struct client_reply *reply);
 void client_reply_done(struct client_reply *reply);
+/* mbq_client_dispatch with client->lock held: applies whatever events wait
+ * on the socket, without blocking. 0 or -ENOTCONN. */
+int client_dispatch_locked(mbq_client *c);
 /* Sends Close for an object (errors ignored: the daemon closes everything
  * when the connection goes). Call with client->lock held. */
 void client_close_object_locked(mbq_client *c, uint64_t object_id);

@@ -5,11 +5,12 @@
  * journal's native protocol, with the fields as journal fields) replaces its
  * body and nothing else. A line is formatted into one buffer and written with
  * one write(2), so lines never interleave and a full pipe costs at most that
- * line (stderr is left blocking: under systemd it is the journal's socket,
- * which does not stall; in a terminal, a stopped reader stops the daemon,
- * which is what a foreground program does). Long messages are cut at
- * LOG_LINE_MAX bytes. Callers log at the boundary: once per event, never per
- * data-plane operation, requests only at debug level. */
+ * line. stderr is left as it was given: a reader that stops reading (a
+ * stopped terminal, a stalled journal stream) stalls the daemon, as with any
+ * foreground program; the journal backend will write datagrams that cannot.
+ * Long messages are cut at LOG_LINE_MAX bytes. Callers log at the boundary:
+ * once per event, never per data-plane operation, requests only at debug
+ * level. */
 #include "log.h"
 
 #include <errno.h>

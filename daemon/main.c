@@ -5,16 +5,19 @@
  * control plane); the clients then work in shared memory directly. It never
  * forks: it runs in the foreground, as systemd expects.
  *
- * Layers, each depending only on those after it:
+ * Files, one concept each (the top of each says more):
  *   main.c     options, startup, signals, the age-out timer, shutdown
  *   server.c   socket, accept, per-connection reads and writes (libevent)
  *   session.c  one per connection: the protocol, what the client holds, quotas
  *   trigger.c  trigger eventfds and their fan-out to sessions
- *   reclaim.c  releasing a dead client's buffer references
+ *   reclaim.c  releasing the buffer references of a client that died
  *   registry.c named objects, ids, permissions, the daemon's mappings
  *   log.c      the one place that writes log lines
- * (server, session and trigger call each other through narrow functions.)
- * Nothing outside daemon/ includes these headers; libevent stays in here.
+ * registry.c and log.c know nothing of the others; server, session, trigger
+ * and reclaim call each other through a few narrow functions (a session
+ * sends through its connection, a trigger change is pushed to sessions).
+ * Nothing outside daemon/ includes these headers; libevent stays in here,
+ * and the protocol's generated types stay in server.c and session.c.
  *
  * Conventions: functions return 0 (or a count) or a negative errno; a reply
  * status is 0, a Core Media status or a negative errno, as in mbq.proto.

@@ -166,10 +166,41 @@ static void object_unmap(Object *o)
     }
 }
 
-static void object_destroy(Object *o)
+/* A queue entry's reference on a pool block, dropped through the daemon's
+ * mapping of that pool. A pool that is gone took its blocks with it. */
+static void object_release_entry(void *ctx, uint32_t pool_id, uint64_t handle)
+{
+    Object *p = registry_lookup_id(ctx, pool_id);
+    if (p && p->kind == OBJECT_POOL)
+        pool_release(&p->pool, handle, false);
+}
+
+/* A buffer queue that ceases to exist drops the references its entries
+ * hold, so that their blocks go back to their pools. */
+static void object_empty_queue(Object *o)
+{
+    struct bq_stats st;
+    if (bq_stats(&o->bq, &st) == 0 && st.count == 0)
+        return;
+    bq_set_hooks(&o->bq, &(struct bq_hooks){.ctx = o->registry, .release = object_release_entry});
+    int r = bq_reset(&o->bq, NULL, NULL);
+    if (r < 0)
+        log_msg(LOG_LEVEL_WARNING, "queue %u '%s': cannot release its buffers: %d", o->id,
+                o->name, r);
+    else
+        log_msg(LOG_LEVEL_DEBUG, "queue %u '%s': released the buffers of its %" PRIu64 " entries",
+                o->id, o->name, st.count);
+}
+
+/* Destroys o. release: it ceased to exist (unlinked and closed by all), so
+ * the buffers its entries hold go back to their pools; at daemon shutdown it
+ * did not, and the clients keep it as it is. */
+static void object_destroy(Object *o, bool release)
 {
     Registry *r = o->registry;
     log_msg(LOG_LEVEL_DEBUG, "object %u '%s' destroyed", o->id, o->name);
+    if (release && o->kind == OBJECT_BUFFER_QUEUE)
+        object_empty_queue(o);
     if (!o->unlinked)
         table_remove(&r->table[TABLE_NAME], TABLE_NAME, o);
     table_remove(&r->table[TABLE_ID], TABLE_ID, o);
@@ -193,7 +224,7 @@ Registry *registry_free(Registry *r)
         /* Sessions are gone; handles and triggers went with them. */
         list_init(&o->handles);
         o->open_count = 0;
-        object_destroy(o);
+        object_destroy(o, false);
     }
     free(r->table[TABLE_NAME].slots);
     free(r->table[TABLE_ID].slots);
@@ -421,7 +452,7 @@ int registry_check_access(const Object *o, uid_t uid, gid_t gid)
 
 int registry_check_owner(const Object *o, uid_t uid)
 {
-    return uid == 0 || uid == o->uid ? 0 : -EPERM;
+    return uid == 0 || uid == o->uid ? 0 : -EACCES;
 }
 
 /* ---- opening, closing, unlinking ---- */
@@ -437,7 +468,7 @@ void registry_release(Object *o, struct list *node)
     list_del(node);
     o->open_count--;
     if (o->open_count == 0 && o->unlinked)
-        object_destroy(o);
+        object_destroy(o, true);
 }
 
 void registry_unlink(Object *o)
@@ -448,7 +479,7 @@ void registry_unlink(Object *o)
     o->unlinked = true;
     log_msg(LOG_LEVEL_DEBUG, "object %u '%s' unlinked (%u open)", o->id, o->name, o->open_count);
     if (o->open_count == 0)
-        object_destroy(o);
+        object_destroy(o, true);
 }
 
 /* ---- the daemon's mapping ---- */

@@ -91,7 +91,7 @@ ssize_t registry_list(Registry *r, const char *prefix, Object ***ret);
 
 /* 0 if uid/gid may open o (read and write bits), else -EACCES. */
 int registry_check_access(const Object *o, uid_t uid, gid_t gid);
-/* 0 if uid may unlink o (its owner or root), else -EPERM. */
+/* 0 if uid may unlink o (its owner or root), else -EACCES (as <mbq/mbq.h> documents for mbq_unlink). */
 int registry_check_owner(const Object *o, uid_t uid);
 
 /* A session opens o: node joins o->handles. */

@@ -165,7 +165,10 @@ Session *session_end(Session *s, enum session_end why, const char *detail)
         snprintf(refs, sizeof(refs), "process still running: its buffer references stay with it");
         break;
     }
-    log_msg_fields(shutdown ? LOG_LEVEL_DEBUG : LOG_LEVEL_INFO,
+    /* A connection that never said Hello and held nothing (a probe, such as
+     * a second mbqd checking the socket) is not worth an info line. */
+    const bool quiet = shutdown || (!s->hello && objects == 0 && rc.released == 0);
+    log_msg_fields(quiet ? LOG_LEVEL_DEBUG : LOG_LEVEL_INFO,
                    LOG_FIELDS(LOG_NUM("SESSION_ID", s->id), LOG_NUM("PEER_PID", s->pid),
                               LOG_NUM("PEER_UID", s->uid), LOG_STR("CLIENT_NAME", s->name),
                               LOG_NUM("RELEASED", rc.released), LOG_NUM("CLEANUP_USEC", us)),
@@ -590,7 +593,7 @@ static int handle_unlink(Call *c, const Mbq__V1__Unlink *req)
     if (!o)
         return call_fail(c, -ENOENT, "mbqd: no object named '%s'", req->name);
     if (registry_check_owner(o, s->uid) < 0)
-        return call_fail(c, -EPERM, "mbqd: only its owner (uid %u) or root may unlink '%s'",
+        return call_fail(c, -EACCES, "mbqd: only its owner (uid %u) or root may unlink '%s'",
                          (unsigned)o->uid, o->name);
     registry_unlink(o);
     return 0;

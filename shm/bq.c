@@ -492,8 +492,9 @@ static void trig_signal(struct bq *q, uint32_t mask)
         int i = __builtin_ctz(mask);
         mask &= mask - 1;
         struct bq_trigger *t = &q->sh->triggers[i];
-        int fd = q->trigger_fd[i];
-        if (fd >= 0 && q->trigger_fd_gen[i] == t->gen) {
+        uint64_t fg = atomic_load_explicit(&q->trigger_fd[i], memory_order_acquire);
+        int fd = (int)(uint32_t)fg;
+        if (fd >= 0 && (uint32_t)(fg >> 32) == t->gen) {
             uint64_t one = 1;
             ssize_t w = write(fd, &one, sizeof(one));
             (void)w; /* EAGAIN: the counter is saturated, the reader will see it */
@@ -501,6 +502,13 @@ static void trig_signal(struct bq *q, uint32_t mask)
             atomic_store_explicit(&t->pending, 1, memory_order_release);
         }
     }
+}
+
+/* A process's record of a trigger's eventfd: fd and the generation it was
+ * given for, in one word so that a signalling thread reads a matching pair. */
+static inline uint64_t trigger_fd_pack(int fd, uint32_t gen)
+{
+    return (uint64_t)gen << 32 | (uint32_t)fd;
 }
 
 static uint64_t token_make(const struct bq *q, int slot, uint32_t gen)
@@ -548,7 +556,7 @@ static void bq_init_local(struct bq *q, struct seg *s, uint32_t capacity, uint32
                      .order = order,
                      .full_policy = policy};
     for (int i = 0; i < BQ_MAX_TRIGGERS; i++)
-        q->trigger_fd[i] = -1;
+        atomic_init(&q->trigger_fd[i], trigger_fd_pack(-1, 0));
 }
 
 int bq_create(const struct bq_params *p, struct bq *out)
@@ -1209,8 +1217,7 @@ int bq_install_trigger(struct bq *q, int32_t condition, mbq_time time, int64_t t
     atomic_fetch_add_explicit(&sh->trigger_count, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&sh->trigger_gen, 1, memory_order_relaxed);
     *token_out = token_make(q, slot, gen);
-    q->trigger_fd[slot] = efd;
-    q->trigger_fd_gen[slot] = gen;
+    atomic_store_explicit(&q->trigger_fd[slot], trigger_fd_pack(efd, gen), memory_order_release);
     bq_unlock_full(q, held);
     trig_signal(q, fired);
     return 0;
@@ -1226,7 +1233,7 @@ int bq_remove_trigger(struct bq *q, uint64_t token)
         atomic_store_explicit(&q->sh->triggers[slot].state, 0, memory_order_relaxed);
         atomic_fetch_sub_explicit(&q->sh->trigger_count, 1, memory_order_relaxed);
         atomic_fetch_add_explicit(&q->sh->trigger_gen, 1, memory_order_relaxed);
-        q->trigger_fd[slot] = -1;
+        atomic_store_explicit(&q->trigger_fd[slot], trigger_fd_pack(-1, 0), memory_order_release);
     }
     bq_unlock_full(q, held);
     return slot >= 0 ? 0 : MBQ_BQ_ERR_INVALID_TRIGGER_TOKEN;
@@ -1255,8 +1262,9 @@ int bq_set_trigger_fd(struct bq *q, uint64_t token, int efd)
     int slot = token_slot(q, token);
     bool deliver = false;
     if (slot >= 0) {
-        q->trigger_fd[slot] = efd;
-        q->trigger_fd_gen[slot] = q->sh->triggers[slot].gen;
+        atomic_store_explicit(&q->trigger_fd[slot],
+                              trigger_fd_pack(efd, q->sh->triggers[slot].gen),
+                              memory_order_release);
         deliver = efd >= 0 &&
                   atomic_exchange_explicit(&q->sh->triggers[slot].pending, 0,
                                            memory_order_acq_rel);

@@ -205,8 +205,8 @@ struct bq {
      * empty) keeps each side off the other's cache lines, as a ring does. */
     uint64_t head_cache, tail_cache;
     struct bq_hooks hooks;
-    int trigger_fd[BQ_MAX_TRIGGERS]; /* eventfds this process signals; -1: none */
-    uint32_t trigger_fd_gen[BQ_MAX_TRIGGERS];
+    /* eventfds this process signals: generation << 32 | fd (fd -1: none) */
+    _Atomic uint64_t trigger_fd[BQ_MAX_TRIGGERS];
 };
 
 struct bq_params {

@@ -645,10 +645,13 @@ static void print_watch_json(const struct watch_row *rows, size_t n, unsigned sa
         json_str(stdout, o->name);
         printf(",\"kind\":\"%s\",\"depth\":%" PRIu64 ",\"capacity\":%" PRIu64, kind_name(o->kind),
                depth_of(o), capacity_of(o));
-        fputs(o->kind == MBQ_OBJECT_POOL ? ",\"alloc_rate\":" : ",\"enqueue_rate\":", stdout);
-        json_num(stdout, rows[i].in_rate);
-        fputs(o->kind == MBQ_OBJECT_POOL ? ",\"free_rate\":" : ",\"dequeue_rate\":", stdout);
-        json_num(stdout, rows[i].out_rate);
+        if (o->kind != MBQ_OBJECT_SIMPLE_QUEUE) {
+            bool pool = o->kind == MBQ_OBJECT_POOL;
+            fputs(pool ? ",\"alloc_rate\":" : ",\"enqueue_rate\":", stdout);
+            json_num(stdout, rows[i].in_rate);
+            fputs(pool ? ",\"free_rate\":" : ",\"dequeue_rate\":", stdout);
+            json_num(stdout, rows[i].out_rate);
+        }
         if (o->kind == MBQ_OBJECT_BUFFER_QUEUE)
             printf(",\"dropped\":%" PRIu64 ",\"rejected_full\":%" PRIu64, o->dropped,
                    o->rejected_full);
@@ -756,7 +759,8 @@ static int cmd_watch(struct ctl *ctl, int argc, char **argv)
             row->in_rate = row->out_rate = NAN;
             uint64_t in, outc;
             counters_of(&row->info, &in, &outc);
-            for (size_t k = 0; k < nprev; k++) {
+            /* a simple queue keeps no counters: no rates */
+            for (size_t k = 0; k < nprev && row->info.kind != MBQ_OBJECT_SIMPLE_QUEUE; k++) {
                 if (prev[k].object_id == row->info.object_id && prev[k].kind == row->info.kind &&
                     dt > 0) {
                     row->in_rate = (double)(in - prev[k].in) / dt;

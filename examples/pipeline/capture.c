@@ -30,6 +30,7 @@ static volatile sig_atomic_t stop;
 
 struct capture_opts {
     uint32_t frames, fps, width, height, blocks;
+    int64_t corrupt_frame; /* -1: none */
     mbq_buffer_queue_order order;
     const char *report;
 };
@@ -42,12 +43,13 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: mbq-capture [--frames N] [--fps N] [--width W] [--height H] [--blocks N]\n"
-            "                   [--order fifo|pts] [--report FILE]\n"
+            "                   [--order fifo|pts] [--report FILE] [--corrupt-frame N]\n"
             "Produces synthetic 1920x1080 NV12 frames into the mbq buffer queues\n"
             "demo/encode (never drops) and demo/preview (drops the oldest), from the\n"
             "pool demo/frames, creating them if needed. Runs until --frames N frames\n"
             "(default: until SIGINT/SIGTERM), then marks end of data on both queues.\n"
-            "The daemon is found through $MBQ_SOCKET or the default socket.\n");
+            "The daemon is found through $MBQ_SOCKET or the default socket.\n"
+            "--corrupt-frame N (for tests) damages frame N after its checksum.\n");
 }
 
 static int create_objects(mbq_client *c, const struct capture_opts *o, mbq_pool **pool,
@@ -193,14 +195,14 @@ static int run(mbq_client *c, const struct capture_opts *o, struct capture_count
     }
 
     size_t bytes = FRAME_HEADER_SIZE + frame_pixel_bytes(o->width, o->height);
-    printf(PROG ": %ux%u NV12 at %u fps into %s (%s, capacity %llu, never drops) and %s "
-           "(capacity %d, drops the oldest)\n",
-           o->width, o->height, o->fps, PIPELINE_ENCODE_QUEUE,
-           o->order == MBQ_ORDER_FIFO ? "FIFO" : "sorted by PTS", (unsigned long long)es.capacity,
-           PIPELINE_PREVIEW_QUEUE, PIPELINE_PREVIEW_CAPACITY);
+    printf(PROG ": %ux%u NV12 at %u fps, %u blocks of %.2f MiB; when %s is full, capture "
+           "waits for its trigger \"count < %llu\"\n",
+           o->width, o->height, o->fps, o->blocks, (double)bytes / (1024 * 1024),
+           PIPELINE_ENCODE_QUEUE, (unsigned long long)es.capacity);
 
     const uint64_t start = mono_ns();
-    uint64_t sec_start = start, sec_frames = 0;
+    uint64_t sec_start = start, last_capture_ns = start;
+    struct rate rate = {0};
     fail = 0;
     for (uint64_t n = 0; (o->frames == 0 || n < o->frames) && !stop; n++) {
         uint64_t due = start + n * 1000000000ull / o->fps;
@@ -239,6 +241,8 @@ static int run(mbq_client *c, const struct capture_opts *o, struct capture_count
             .pixel_bytes = bytes - FRAME_HEADER_SIZE,
             .checksum = frame_checksum(pixels, bytes - FRAME_HEADER_SIZE),
         };
+        if ((int64_t)n == o->corrupt_frame)
+            pixels[(bytes - FRAME_HEADER_SIZE) / 2] ^= 0x5a;
         mbq_time pts = mbq_time_make((int64_t)n, (int32_t)o->fps);
         if ((r = mbq_buffer_set_timing(b, pts, pts, mbq_time_make(1, (int32_t)o->fps))) < 0 ||
             (r = mbq_buffer_set_data_size(b, bytes)) < 0) {
@@ -256,7 +260,8 @@ static int run(mbq_client *c, const struct capture_opts *o, struct capture_count
         r = enqueue_encode(enc, trigger_fd, b, k);
         if (r == 0) {
             k->frames++; /* captured = handed to the encoder */
-            sec_frames++;
+            last_capture_ns = now;
+            rate_frame(&rate, now);
             if ((r = mbq_buffer_queue_enqueue(prev, b)) != 0)
                 fprintf(stderr, PROG ": cannot enqueue frame %llu into %s: %s\n",
                         (unsigned long long)n, PIPELINE_PREVIEW_QUEUE, mbq_status_string(r));
@@ -279,17 +284,18 @@ static int run(mbq_client *c, const struct capture_opts *o, struct capture_count
 
         now = mono_ns();
         if (now - sec_start >= 1000000000u) {
-            print_second(c, enc, prev, n, (double)sec_frames * 1e9 / (double)(now - sec_start), k);
+            print_second(c, enc, prev, n, rate_next_window(&rate), k);
             sec_start = now;
-            sec_frames = 0;
         }
     }
-    k->elapsed_ns = mono_ns() - start;
+    /* From the first frame's start to the last one's end. */
+    k->elapsed_ns = k->frames ? last_capture_ns - start + 1000000000ull / o->fps : 0;
     double secs = (double)k->elapsed_ns / 1e9;
-    printf(PROG ": done: %llu frames in %.2f s (%.1f fps); waited for the encoder %llu times, "
-           "%llu frames late%s\n",
-           (unsigned long long)k->frames, secs, secs > 0 ? (double)k->frames / secs : 0.0,
-           (unsigned long long)k->waited, (unsigned long long)k->late,
+    printf(PROG ": done: %llu frame%s in %.2f s (%.1f fps); waited for the encoder %llu time%s, "
+           "%llu frame%s late%s\n",
+           (unsigned long long)k->frames, plural(k->frames), secs,
+           secs > 0 ? (double)k->frames / secs : 0.0, (unsigned long long)k->waited,
+           plural(k->waited), (unsigned long long)k->late, plural(k->late),
            stop ? " (stopped by a signal)" : "");
     if (k->pool_waits)
         printf(PROG ": every pool block was in use %llu times\n",
@@ -318,14 +324,15 @@ out:
 int main(int argc, char **argv)
 {
     struct capture_opts o = {.fps = 60, .width = 1920, .height = 1080, .blocks = 16,
-                             .order = MBQ_ORDER_FIFO};
+                             .order = MBQ_ORDER_FIFO, .corrupt_frame = -1};
     static const struct option longopts[] = {
         {"frames", required_argument, NULL, 'n'}, {"fps", required_argument, NULL, 'f'},
         {"width", required_argument, NULL, 'W'},  {"height", required_argument, NULL, 'H'},
         {"blocks", required_argument, NULL, 'b'}, {"order", required_argument, NULL, 'o'},
-        {"report", required_argument, NULL, 'r'}, {"help", no_argument, NULL, 'h'},
-        {0},
+        {"report", required_argument, NULL, 'r'}, {"corrupt-frame", required_argument, NULL, 'x'},
+        {"help", no_argument, NULL, 'h'},         {0},
     };
+    uint32_t corrupt;
     for (int ch; (ch = getopt_long(argc, argv, "h", longopts, NULL)) != -1;) {
         bool ok = true;
         switch (ch) {
@@ -345,6 +352,10 @@ int main(int argc, char **argv)
             }
             break;
         case 'r': o.report = optarg; break;
+        case 'x':
+            ok = parse_u32("--corrupt-frame", optarg, 0, UINT32_MAX, &corrupt);
+            o.corrupt_frame = corrupt;
+            break;
         case 'h': usage(stdout); return 0;
         default: ok = false;
         }

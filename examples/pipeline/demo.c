@@ -51,13 +51,15 @@ struct child {
 };
 
 struct demo {
-    uint32_t frames, fps, preview_fps;
+    uint32_t frames, fps, preview_fps, encode_delay_ms;
+    const char *corrupt_frame; /* for tests: passed to capture */
     const char *order;
     char dir[DIR_MAX];    /* our temporary directory */
     char socket[PATH_MAX];
     char bindir[DIR_MAX]; /* where mbq-demo and its programs are */
     char reports[NPROC][PATH_MAX];
     bool own_daemon;
+    bool keep_dir; /* keep reports and the daemon's log when the run fails */
     struct child daemon;
     struct child kids[NPROC];
     mbq_client *client;
@@ -68,15 +70,23 @@ struct demo {
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: mbq-demo [--frames N] [--fps N] [--preview-fps N] [--order fifo|pts]\n"
-            "Runs the mbq demo pipeline: mbq-capture makes 1920x1080 NV12 frames at --fps\n"
-            "(default 60) into the pool demo/frames and the queues demo/encode (never\n"
-            "drops) and demo/preview (drops the oldest); mbq-encode checks every frame;\n"
-            "mbq-preview shows the newest at --preview-fps (default 30).\n"
-            "  --frames N   frames to capture (default 600, i.e. 10 s; 0: until Ctrl-C)\n"
-            "  --order      demo/encode's order: fifo (default) or pts (sorted)\n"
-            "A private mbqd is started unless $MBQ_SOCKET names a running one.\n"
-            "Exit status 0 when every frame reached the encoder intact and in order.\n");
+            "usage: mbq-demo [OPTIONS]\n"
+            "Runs the mbq demo pipeline and checks it: mbq-capture makes 1920x1080 NV12\n"
+            "frames into the pool demo/frames and two buffer queues: demo/encode (never\n"
+            "drops), read by mbq-encode, which checks every frame, and demo/preview (drops\n"
+            "the oldest), read by mbq-preview, which shows the newest.\n"
+            "  --frames N         frames to capture (default 600 = 10 s; 0: until Ctrl-C)\n"
+            "  --fps N            capture rate (default 60)\n"
+            "  --preview-fps N    preview refresh rate (default 30; 0: as fast as it can)\n"
+            "  --order fifo|pts   demo/encode's order (default fifo; pts: sorted by PTS)\n"
+            "  --slow-encoder MS  the encoder spends MS ms more per frame, so that capture\n"
+            "                     must wait for it (back-pressure: nothing is dropped)\n"
+            "  --corrupt-frame N  for tests: capture damages frame N after its checksum\n"
+            "  --no-keep          remove the temporary directory even if the run fails\n"
+            "A private mbqd runs in a temporary directory unless $MBQ_SOCKET names a\n"
+            "running one. Ctrl-C stops the capture; the queues drain, then the summary.\n"
+            "Exit status: 0 if every frame reached the encoder intact and in order and\n"
+            "every buffer went back to the pool; 1 otherwise; 2 for bad usage.\n");
 }
 
 /* ---- processes ---------------------------------------------------------------- */
@@ -169,7 +179,7 @@ static void describe_status(const struct child *ch, char *buf, size_t len)
     else if (WIFEXITED(ch->status))
         snprintf(buf, len, "exit status %d", WEXITSTATUS(ch->status));
     else if (WIFSIGNALED(ch->status))
-        snprintf(buf, len, "killed by %s", strsignal(WTERMSIG(ch->status)));
+        snprintf(buf, len, "killed by SIG%s", sigabbrev_np(WTERMSIG(ch->status)) ?: "?");
     else
         snprintf(buf, len, "status %#x", ch->status);
 }
@@ -314,7 +324,7 @@ static void stop_daemon(struct demo *d)
 
 static int start_pipeline(struct demo *d)
 {
-    char prog[NPROC][PATH_MAX], num[3][16];
+    char prog[NPROC][PATH_MAX], num[4][16];
     for (int i = 0; i < NPROC; i++) {
         snprintf(prog[i], sizeof(prog[i]), "%s/mbq-%s", d->bindir, proc_names[i]);
         snprintf(d->reports[i], sizeof(d->reports[i]), "%s/%s.report", d->dir, proc_names[i]);
@@ -322,10 +332,13 @@ static int start_pipeline(struct demo *d)
     snprintf(num[0], sizeof(num[0]), "%u", d->frames);
     snprintf(num[1], sizeof(num[1]), "%u", d->fps);
     snprintf(num[2], sizeof(num[2]), "%u", d->preview_fps);
+    snprintf(num[3], sizeof(num[3]), "%u", d->encode_delay_ms);
     char *argv[NPROC][12] = {
         [CAPTURE] = {prog[CAPTURE], "--frames", num[0], "--fps", num[1], "--order",
-                     (char *)d->order, "--report", d->reports[CAPTURE], NULL},
-        [ENCODE] = {prog[ENCODE], "--report", d->reports[ENCODE], NULL},
+                     (char *)d->order, "--report", d->reports[CAPTURE],
+                     d->corrupt_frame ? "--corrupt-frame" : NULL, (char *)d->corrupt_frame,
+                     NULL},
+        [ENCODE] = {prog[ENCODE], "--delay-ms", num[3], "--report", d->reports[ENCODE], NULL},
         [PREVIEW] = {prog[PREVIEW], "--fps", num[2], "--report", d->reports[PREVIEW], NULL},
     };
     /* The consumers first: they wait for capture to create their queues. */
@@ -364,9 +377,15 @@ static void end_queues_for_consumers(struct demo *d)
     }
 }
 
+static bool reached_end_of_data(const struct demo *d, int i)
+{
+    uint64_t v = 0;
+    return report_get(d->reports[i], "end_of_data", &v) && v == 1;
+}
+
 static void run_pipeline(struct demo *d)
 {
-    bool capture_seen_done = false, consumer_gone_noted = false;
+    bool capture_seen_done = false, consumer_failed_noted = false;
     int drain_stage = 0;
     uint64_t capture_done_ns = 0;
     while (running(&d->kids[CAPTURE]) || running(&d->kids[ENCODE]) ||
@@ -379,13 +398,15 @@ static void run_pipeline(struct demo *d)
             if (!child_ok(&d->kids[CAPTURE]))
                 end_queues_for_consumers(d);
         }
-        if (running(&d->kids[CAPTURE]) && !consumer_gone_noted &&
-            (!running(&d->kids[ENCODE]) || !running(&d->kids[PREVIEW]))) {
-            consumer_gone_noted = true;
-            printf("mbq-demo: %s exited early; stopping capture\n",
-                   running(&d->kids[ENCODE]) ? "preview" : "encode");
-            signal_child(&d->kids[CAPTURE], SIGTERM);
-        }
+        /* A consumer that stopped before end of data leaves capture without
+         * a reader (one that got there may exit before capture does). */
+        for (int i = ENCODE; i <= PREVIEW; i++)
+            if (d->kids[i].exited && !child_ok(&d->kids[i]) && running(&d->kids[CAPTURE]) &&
+                !reached_end_of_data(d, i) && !consumer_failed_noted) {
+                consumer_failed_noted = true;
+                printf("mbq-demo: %s failed; stopping capture\n", proc_names[i]);
+                signal_child(&d->kids[CAPTURE], SIGTERM);
+            }
         if (capture_seen_done && drain_stage < 2 &&
             now - capture_done_ns > DRAIN_LIMIT_NS + (uint64_t)drain_stage * 3000000000ull) {
             fprintf(stderr, "mbq-demo: %s did not finish %llu s after capture; %s\n",
@@ -460,13 +481,15 @@ static int summarise(struct demo *d)
     struct report_values rep[NPROC];
     for (int i = 0; i < NPROC; i++)
         load_report(d->reports[i], &rep[i]);
+    /* The queues go first: frames still in them (if a consumer died) hold
+     * pool blocks until the queues are destroyed. Then every block must be
+     * back in the pool. */
     mbq_object_info pool = {.size = sizeof(pool)}, pq = {.size = sizeof(pq)};
-    int pool_r = mbq_stat(d->client, PIPELINE_POOL, &pool);
     int pq_r = mbq_stat(d->client, PIPELINE_PREVIEW_QUEUE, &pq);
-    static const char *const names[] = {PIPELINE_ENCODE_QUEUE, PIPELINE_PREVIEW_QUEUE,
-                                        PIPELINE_POOL};
-    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-        mbq_unlink(d->client, names[i]);
+    mbq_unlink(d->client, PIPELINE_ENCODE_QUEUE);
+    mbq_unlink(d->client, PIPELINE_PREVIEW_QUEUE);
+    int pool_r = mbq_stat(d->client, PIPELINE_POOL, &pool);
+    mbq_unlink(d->client, PIPELINE_POOL);
     mbq_disconnect(d->client);
     d->client = NULL;
     stop_daemon(d);
@@ -478,28 +501,30 @@ static int summarise(struct demo *d)
 
     if (cap->present) {
         double secs = (double)cap->elapsed_ns / 1e9;
-        printf("capture   %llu frames in %.2f s (%.1f fps); waited for the encoder %llu times\n",
-               (unsigned long long)cap->frames, secs,
-               secs > 0 ? (double)cap->frames / secs : 0.0, (unsigned long long)cap->waited);
+        printf("capture   %llu frame%s in %.2f s (%.1f fps); waited for the encoder %llu time%s\n",
+               (unsigned long long)cap->frames, plural(cap->frames), secs,
+               secs > 0 ? (double)cap->frames / secs : 0.0, (unsigned long long)cap->waited,
+               plural(cap->waited));
     } else {
         printf("capture   no report\n");
     }
     if (enc->present) {
-        uint64_t missing = cap->frames > enc->frames ? cap->frames - enc->frames : 0;
-        printf("encode    %llu of %llu frames, %llu missing, %llu errors; %s\n",
+        printf("encode    %llu of %llu frames intact and in order, %llu error%s; %s\n",
                (unsigned long long)enc->frames, (unsigned long long)cap->frames,
-               (unsigned long long)missing, (unsigned long long)enc->errors,
+               (unsigned long long)enc->errors, plural(enc->errors),
                lat_text(buf, sizeof(buf), enc));
     } else {
         printf("encode    no report\n");
     }
     if (pre->present) {
-        printf("preview   %llu frames shown, %llu dropped (its queue dropped %s), %llu errors; "
+        printf("preview   %llu frame%s shown, %llu dropped (its queue dropped %s), %llu error%s; "
                "%s\n",
-               (unsigned long long)pre->frames, (unsigned long long)pre->dropped,
+               (unsigned long long)pre->frames, plural(pre->frames),
+               (unsigned long long)pre->dropped,
                pq_r == 0 ? (snprintf(st, sizeof(st), "%llu", (unsigned long long)pq.dropped), st)
                          : "?",
-               (unsigned long long)pre->errors, lat_text(buf, sizeof(buf), pre));
+               (unsigned long long)pre->errors, plural(pre->errors),
+               lat_text(buf, sizeof(buf), pre));
     } else {
         printf("preview   no report\n");
     }
@@ -529,27 +554,37 @@ static int summarise(struct demo *d)
     }
     if (cap->present && enc->present) {
         if (enc->frames != cap->frames || enc->next_number != cap->frames)
-            fail_because(&v, "the encoder got %llu of %llu frames",
+            fail_because(&v, "only %llu of %llu frames reached the encoder intact",
                          (unsigned long long)enc->frames, (unsigned long long)cap->frames);
         if (enc->errors)
-            fail_because(&v, "the encoder saw %llu bad frames", (unsigned long long)enc->errors);
+            fail_because(&v, "the encoder saw %llu bad frame%s", (unsigned long long)enc->errors,
+                         plural(enc->errors));
         if (!enc->end_of_data)
             fail_because(&v, "the encoder did not reach end of data");
     }
     if (cap->present && pre->present) {
         if (pre->errors)
-            fail_because(&v, "the preview saw %llu bad frames", (unsigned long long)pre->errors);
-        if (pre->end_of_data && pre->frames + pre->dropped != cap->frames)
-            fail_because(&v, "the preview accounts for %llu of %llu frames",
-                         (unsigned long long)(pre->frames + pre->dropped),
-                         (unsigned long long)cap->frames);
+            fail_because(&v, "the preview saw %llu bad frame%s", (unsigned long long)pre->errors,
+                         plural(pre->errors));
+        /* The queue keeps the newest frames: the preview must see the last
+         * one, and every frame it missed must be one its queue dropped. */
+        if (pre->end_of_data && pre->next_number != cap->frames)
+            fail_because(&v, "the preview's last frame was %lld, not %lld",
+                         (long long)pre->next_number - 1, (long long)cap->frames - 1);
+        if (pq_r == 0 && !pre->errors && pre->dropped != pq.dropped)
+            fail_because(&v, "the preview missed %llu frames but its queue dropped %llu",
+                         (unsigned long long)pre->dropped, (unsigned long long)pq.dropped);
     }
     if (pool_r == 0 && (pool.blocks_used != 0 || pool.allocations != pool.frees))
-        fail_because(&v, "%u pool blocks were never returned", pool.blocks_used);
+        fail_because(&v, "%u pool block%s never came back", pool.blocks_used,
+                     plural(pool.blocks_used));
     if (pool_r != 0)
         fail_because(&v, "the pool's counters could not be read");
 
-    if (v.failures)
+    if (v.failures && d->interrupts >= 2)
+        printf("result    FAILED, as expected after a second Ctrl-C (queued frames were not "
+               "encoded): %s\n", v.text);
+    else if (v.failures)
         printf("result    FAILED: %s\n", v.text);
     else
         printf("result    OK: every frame reached the encoder intact and in order, and every "
@@ -588,11 +623,14 @@ static bool find_bindir(struct demo *d)
 
 int main(int argc, char **argv)
 {
-    static struct demo d = {.frames = 600, .fps = 60, .preview_fps = 30, .order = "fifo"};
+    static struct demo d = {.frames = 600, .fps = 60, .preview_fps = 30, .order = "fifo",
+                            .keep_dir = true};
     static const struct option longopts[] = {
         {"frames", required_argument, NULL, 'n'},      {"fps", required_argument, NULL, 'f'},
         {"preview-fps", required_argument, NULL, 'p'}, {"order", required_argument, NULL, 'o'},
-        {"help", no_argument, NULL, 'h'},              {0},
+        {"slow-encoder", required_argument, NULL, 's'}, {"help", no_argument, NULL, 'h'},
+        {"corrupt-frame", required_argument, NULL, 'x'}, {"no-keep", no_argument, NULL, 'k'},
+        {0},
     };
     for (int ch; (ch = getopt_long(argc, argv, "h", longopts, NULL)) != -1;) {
         bool ok = true;
@@ -600,6 +638,9 @@ int main(int argc, char **argv)
         case 'n': ok = parse_u32("--frames", optarg, 0, UINT32_MAX, &d.frames); break;
         case 'f': ok = parse_u32("--fps", optarg, 1, 1000, &d.fps); break;
         case 'p': ok = parse_u32("--preview-fps", optarg, 0, 1000, &d.preview_fps); break;
+        case 's': ok = parse_u32("--slow-encoder", optarg, 0, 10000, &d.encode_delay_ms); break;
+        case 'x': d.corrupt_frame = optarg; break; /* capture checks it */
+        case 'k': d.keep_dir = false; break;
         case 'o':
             ok = strcmp(optarg, "fifo") == 0 || strcmp(optarg, "pts") == 0;
             if (ok)
@@ -639,7 +680,10 @@ int main(int argc, char **argv)
     }
     if (connect_or_start_daemon(&d) < 0) {
         stop_daemon(&d);
-        fprintf(stderr, "mbq-demo: kept %s for inspection\n", d.dir);
+        if (d.keep_dir)
+            fprintf(stderr, "mbq-demo: kept %s for inspection\n", d.dir);
+        else
+            remove_dir(&d);
         return 1;
     }
     /* Objects left by an earlier run on a shared daemon would carry its
@@ -661,15 +705,18 @@ int main(int argc, char **argv)
     else
         printf("until Ctrl-C");
     printf(" of 1920x1080 NV12 at %u fps\n", d.fps);
-    printf("  capture --> %s (%s, capacity %d, never drops) --> encode (checks every frame)\n",
+    char slow[48] = "";
+    if (d.encode_delay_ms)
+        snprintf(slow, sizeof(slow), ", +%u ms a frame", d.encode_delay_ms);
+    printf("  capture --> %s (%s, capacity %d, never drops) --> encode (checks every frame%s)\n",
            PIPELINE_ENCODE_QUEUE, strcmp(d.order, "fifo") == 0 ? "FIFO" : "sorted by PTS",
-           PIPELINE_ENCODE_CAPACITY);
+           PIPELINE_ENCODE_CAPACITY, slow);
     printf("          --> %s (capacity %d, drops the oldest) --> preview (%u fps)\n",
            PIPELINE_PREVIEW_QUEUE, PIPELINE_PREVIEW_CAPACITY, d.preview_fps);
     printf("  frames live in the pool %s and are shared by both queues, never copied\n",
            PIPELINE_POOL);
     printf("  daemon: %s mbqd on %s\n", d.own_daemon ? "private" : "shared", d.socket);
-    printf("  watch:  MBQ_SOCKET=%s %s list\n", d.socket, mbqctl);
+    printf("  watch it from another terminal:  MBQ_SOCKET=%s %s watch\n", d.socket, mbqctl);
     printf("  Ctrl-C stops the capture; the queues drain and the summary follows.\n\n");
 
     int result = 1;
@@ -684,7 +731,7 @@ int main(int argc, char **argv)
         mbq_disconnect(d.client);
         stop_daemon(&d);
     }
-    if (result == 0)
+    if (result == 0 || !d.keep_dir)
         remove_dir(&d);
     else
         printf("mbq-demo: reports and mbqd's log kept in %s\n", d.dir);

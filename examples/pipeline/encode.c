@@ -22,10 +22,12 @@ static volatile sig_atomic_t stop;
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: mbq-encode [--open-timeout SECONDS] [--report FILE]\n"
+    fprintf(f, "usage: mbq-encode [--delay-ms N] [--open-timeout SECONDS] [--report FILE]\n"
                "Consumes the frames of the mbq buffer queue demo/encode (made by mbq-capture),\n"
                "checks that none is missing, corrupt or out of order, and prints figures\n"
-               "once a second until end of data. The daemon is found through $MBQ_SOCKET.\n");
+               "once a second until end of data. --delay-ms makes each frame take N ms more\n"
+               "(a slow encoder: capture then waits, it never drops). The daemon is found\n"
+               "through $MBQ_SOCKET.\n");
 }
 
 /* Stands in for an encoder: a horizontal-gradient pass over every fourth
@@ -44,23 +46,21 @@ static uint64_t encode_work(const struct frame_view *v)
 static void print_second(struct consumer_stats *s, mbq_buffer_queue *q, uint64_t now)
 {
     char p50[32], max[32];
-    double secs = (double)(now - s->win_start_ns) / 1e9;
+    fmt_ns(p50, sizeof(p50), lat_hist_quantile(&s->win_latency, 0.5));
+    fmt_ns(max, sizeof(max), s->win_latency.max_ns);
+    double fps = consumer_stats_next_window(s, now);
     printf(PROG ":   frame %6lld  %5.1f fps, latency p50 %s max %s, queue %lld/%d, errors %llu\n",
-           (long long)s->next_number - 1, (double)s->win_frames / secs,
-           fmt_ns(p50, sizeof(p50), lat_hist_quantile(&s->win_latency, 0.5)),
-           fmt_ns(max, sizeof(max), s->win_latency.max_ns),
+           (long long)s->next_number - 1, fps, p50, max,
            (long long)mbq_buffer_queue_get_buffer_count(q), PIPELINE_ENCODE_CAPACITY,
            (unsigned long long)s->errors);
-    lat_hist_reset(&s->win_latency);
-    s->win_frames = 0;
-    s->win_start_ns = now;
 }
 
 int main(int argc, char **argv)
 {
     const char *report = NULL;
-    uint32_t open_timeout = 10;
+    uint32_t open_timeout = 10, delay_ms = 0;
     static const struct option longopts[] = {
+        {"delay-ms", required_argument, NULL, 'd'},
         {"open-timeout", required_argument, NULL, 't'},
         {"report", required_argument, NULL, 'r'},
         {"help", no_argument, NULL, 'h'},
@@ -69,6 +69,7 @@ int main(int argc, char **argv)
     for (int ch; (ch = getopt_long(argc, argv, "h", longopts, NULL)) != -1;) {
         bool ok = true;
         switch (ch) {
+        case 'd': ok = parse_u32("--delay-ms", optarg, 0, 10000, &delay_ms); break;
         case 't': ok = parse_u32("--open-timeout", optarg, 0, 3600, &open_timeout); break;
         case 'r': report = optarg; break;
         case 'h': usage(stdout); return 0;
@@ -119,13 +120,13 @@ int main(int argc, char **argv)
             struct frame_view v;
             const char *problem = frame_check(b, &v);
             if (problem) {
-                s->errors++;
-                fprintf(stderr, PROG ": ERROR: frame after %lld: %s\n",
-                        (long long)s->next_number - 1, problem);
+                consumer_stats_bad_frame(s, PROG, &v, problem);
             } else {
                 consumer_stats_frame(s, PROG, &v, now, false);
                 sink += encode_work(&v);
             }
+            if (delay_ms)
+                sleep_until_ns(mono_ns() + (uint64_t)delay_ms * 1000000u, &stop);
             if ((r = mbq_buffer_release(b)) < 0) {
                 fprintf(stderr, PROG ": ERROR: cannot release a frame: %s\n",
                         mbq_status_string(r));
@@ -144,8 +145,8 @@ int main(int argc, char **argv)
 
     char lat[160];
     consumer_stats_latency_line(s, lat, sizeof(lat));
-    printf(PROG ": done: %llu frames, %llu errors%s; %s\n", (unsigned long long)s->frames,
-           (unsigned long long)s->errors,
+    printf(PROG ": done: %llu frame%s, %llu error%s%s; %s\n", (unsigned long long)s->frames,
+           plural(s->frames), (unsigned long long)s->errors, plural(s->errors),
            end_of_data ? "" : fatal ? " (stopped on an error)" : " (stopped by a signal)", lat);
     int fail = s->errors > 0 || fatal;
     if (report) {

@@ -55,6 +55,7 @@ uint64_t frame_checksum(const uint8_t *p, size_t len)
 const char *frame_check(mbq_buffer buffer, struct frame_view *v)
 {
     size_t capacity = 0;
+    v->number_known = false;
     const uint8_t *data = mbq_buffer_get_data(buffer, &capacity);
     if (!data)
         return "buffer has no data (stale handle?)";
@@ -73,6 +74,7 @@ const char *frame_check(mbq_buffer buffer, struct frame_view *v)
     if (mbq_buffer_get_data_size(buffer) != FRAME_HEADER_SIZE + h->pixel_bytes)
         return "buffer data size differs from the frame's";
     v->pixels = data + FRAME_HEADER_SIZE;
+    v->number_known = true; /* a well-formed header; the pixels may still be bad */
     if (frame_checksum(v->pixels, h->pixel_bytes) != h->checksum)
         return "checksum mismatch";
 
@@ -186,6 +188,26 @@ const char *fmt_ns(char *buf, size_t len, uint64_t ns)
     else
         snprintf(buf, len, "%.2f s", (double)ns / 1e9);
     return buf;
+}
+
+void rate_frame(struct rate *r, uint64_t now_ns)
+{
+    if (r->frames++ == 0)
+        r->first_ns = now_ns;
+    r->last_ns = now_ns;
+}
+
+double rate_next_window(struct rate *r)
+{
+    double fps = 0;
+    if (r->frames && r->prev_last_ns && r->last_ns > r->prev_last_ns)
+        fps = (double)r->frames * 1e9 / (double)(r->last_ns - r->prev_last_ns);
+    else if (r->frames > 1 && r->last_ns > r->first_ns)
+        fps = (double)(r->frames - 1) * 1e9 / (double)(r->last_ns - r->first_ns);
+    if (r->frames)
+        r->prev_last_ns = r->last_ns;
+    r->frames = 0;
+    return fps;
 }
 
 /* ---- processes -------------------------------------------------------------- */
@@ -315,7 +337,34 @@ void consumer_stats_init(struct consumer_stats *s)
 {
     memset(s, 0, sizeof(*s));
     s->last_pts = MBQ_TIME_NEGATIVE_INFINITY;
-    s->start_ns = s->win_start_ns = mono_ns();
+    s->win_start_ns = mono_ns();
+}
+
+double consumer_stats_next_window(struct consumer_stats *s, uint64_t now_ns)
+{
+    lat_hist_reset(&s->win_latency);
+    s->win_dropped = 0;
+    s->win_start_ns = now_ns;
+    return rate_next_window(&s->rate);
+}
+
+void consumer_stats_bad_frame(struct consumer_stats *s, const char *prog,
+                             const struct frame_view *v, const char *problem)
+{
+    s->errors++;
+    if (v->number_known) {
+        /* Its number is sound: account for it so that it is not also
+         * reported as missing (or as a drop). */
+        fprintf(stderr, "%s: ERROR: frame %llu: %s\n", prog, (unsigned long long)v->h.number,
+                problem);
+        if (v->h.number >= s->next_number)
+            s->next_number = v->h.number + 1;
+    } else if (s->next_number) {
+        fprintf(stderr, "%s: ERROR: the frame after frame %llu: %s\n", prog,
+                (unsigned long long)(s->next_number - 1), problem);
+    } else {
+        fprintf(stderr, "%s: ERROR: the first frame: %s\n", prog, problem);
+    }
 }
 
 void consumer_stats_frame(struct consumer_stats *s, const char *prog, const struct frame_view *v,
@@ -323,7 +372,7 @@ void consumer_stats_frame(struct consumer_stats *s, const char *prog, const stru
 {
     uint64_t n = v->h.number;
     s->frames++;
-    s->win_frames++;
+    rate_frame(&s->rate, now_ns);
     if (n > s->next_number) {
         uint64_t missing = n - s->next_number;
         if (gaps_are_drops) {

@@ -55,11 +55,18 @@ struct frame_view {
     struct frame_header h;
     const uint8_t *pixels;
     mbq_time pts;
+    bool number_known; /* h is well-formed, even if frame_check() failed later */
 };
 /* Checks that buffer holds a well-formed frame: header, size, checksum, and
  * timing consistent with its number (pts = dts = number x duration).
  * NULL if so, else a short description of what is wrong. */
 const char *frame_check(mbq_buffer buffer, struct frame_view *v);
+
+/* "s" unless n is 1: "1 error", "2 errors". */
+static inline const char *plural(uint64_t n)
+{
+    return n == 1 ? "" : "s";
+}
 
 uint64_t mono_ns(void);
 /* Sleeps until the CLOCK_MONOTONIC deadline; false if *stop got set first. */
@@ -109,6 +116,16 @@ bool report_close(FILE *f, const char *path);
 /* The value of key in the report at path; false if absent or unreadable. */
 bool report_get(const char *path, const char *key, uint64_t *out);
 
+/* A frame rate over windows of about a second that neither gains nor loses
+ * the frame at a window's edge: a window's frames over the time from the
+ * previous window's last frame to its own last one. */
+struct rate {
+    uint64_t frames, first_ns, last_ns, prev_last_ns;
+};
+void rate_frame(struct rate *r, uint64_t now_ns);
+/* The window's rate; then starts the next window. */
+double rate_next_window(struct rate *r);
+
 /* What a consumer (encode, preview) counts and prints. */
 struct consumer_stats {
     uint64_t frames, errors, dropped;
@@ -117,14 +134,20 @@ struct consumer_stats {
     struct lat_hist latency;     /* capture -> dequeue, whole run */
     struct lat_hist queue_wait;  /* enqueue -> dequeue, whole run */
     struct lat_hist win_latency; /* capture -> dequeue, this second */
-    uint64_t win_frames, win_dropped, win_start_ns, start_ns;
+    uint64_t win_dropped, win_start_ns;
+    struct rate rate;
 };
 void consumer_stats_init(struct consumer_stats *s);
+/* Counts an error for a frame frame_check() refused, and says why. */
+void consumer_stats_bad_frame(struct consumer_stats *s, const char *prog,
+                             const struct frame_view *v, const char *problem);
 /* Accounts a frame dequeued at now_ns: latency, and the order checks.
  * Frame numbers must rise; a jump forward counts as drops when gaps_are_drops,
  * else as an error (the missing numbers are reported once). PTS must rise. */
 void consumer_stats_frame(struct consumer_stats *s, const char *prog, const struct frame_view *v,
                           uint64_t now_ns, bool gaps_are_drops);
+/* Ends the once-a-second window: returns its frame rate and resets it. */
+double consumer_stats_next_window(struct consumer_stats *s, uint64_t now_ns);
 void consumer_stats_report(const struct consumer_stats *s, FILE *f);
 /* The summary line's latency part: "latency p50 .. p99 .. max .., in queue p50 ..". */
 void consumer_stats_latency_line(const struct consumer_stats *s, char *buf, size_t len);

@@ -43,22 +43,18 @@ static uint64_t display_work(const struct frame_view *v)
 
 static void print_second(struct consumer_stats *s, mbq_buffer_queue *q, uint64_t now)
 {
-    char p50[32], max[32];
-    double secs = (double)(now - s->win_start_ns) / 1e9;
+    char p50[32], max[32], queue_drops[48] = "";
+    fmt_ns(p50, sizeof(p50), lat_hist_quantile(&s->win_latency, 0.5));
+    fmt_ns(max, sizeof(max), s->win_latency.max_ns);
+    uint64_t dropped = s->win_dropped;
     mbq_buffer_queue_stats qs = {.size = sizeof(qs)};
-    char queue_drops[48] = "";
     if (mbq_buffer_queue_get_stats(q, &qs) == 0)
         snprintf(queue_drops, sizeof(queue_drops), " (queue total %llu)",
                  (unsigned long long)qs.dropped);
+    double fps = consumer_stats_next_window(s, now);
     printf(PROG ":  frame %6lld  %5.1f fps, latency p50 %s max %s, dropped %llu%s, errors %llu\n",
-           (long long)s->next_number - 1, (double)s->win_frames / secs,
-           fmt_ns(p50, sizeof(p50), lat_hist_quantile(&s->win_latency, 0.5)),
-           fmt_ns(max, sizeof(max), s->win_latency.max_ns), (unsigned long long)s->win_dropped,
-           queue_drops, (unsigned long long)s->errors);
-    lat_hist_reset(&s->win_latency);
-    s->win_frames = 0;
-    s->win_dropped = 0;
-    s->win_start_ns = now;
+           (long long)s->next_number - 1, fps, p50, max, (unsigned long long)dropped, queue_drops,
+           (unsigned long long)s->errors);
 }
 
 int main(int argc, char **argv)
@@ -138,9 +134,7 @@ int main(int argc, char **argv)
             struct frame_view v;
             const char *problem = frame_check(b, &v);
             if (problem) {
-                s->errors++;
-                fprintf(stderr, PROG ": ERROR: frame after %lld: %s\n",
-                        (long long)s->next_number - 1, problem);
+                consumer_stats_bad_frame(s, PROG, &v, problem);
             } else {
                 consumer_stats_frame(s, PROG, &v, now, true);
                 sink += display_work(&v);
@@ -163,9 +157,9 @@ int main(int argc, char **argv)
 
     char lat[160];
     consumer_stats_latency_line(s, lat, sizeof(lat));
-    printf(PROG ": done: %llu frames shown, %llu dropped, %llu errors%s; %s\n",
-           (unsigned long long)s->frames, (unsigned long long)s->dropped,
-           (unsigned long long)s->errors,
+    printf(PROG ": done: %llu frame%s shown, %llu dropped, %llu error%s%s; %s\n",
+           (unsigned long long)s->frames, plural(s->frames), (unsigned long long)s->dropped,
+           (unsigned long long)s->errors, plural(s->errors),
            end_of_data ? "" : fatal ? " (stopped on an error)" : " (stopped by a signal)", lat);
     int fail = s->errors > 0 || fatal;
     if (report) {

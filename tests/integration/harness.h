@@ -195,8 +195,32 @@ struct actor {
  * returns its exit status. */
 typedef int (*actor_fn)(int cmd, int rep, void *arg);
 
+/* The parent's ends of every live actor's pipes: a new child closes them,
+ * so that an actor sees EOF when the parent closes its command pipe even if
+ * actors forked later are still running. */
+static int h_parent_fds[256];
+static int h_parent_nfds;
+
+static inline void h_track_fd(int fd)
+{
+    if (h_parent_nfds < 256)
+        h_parent_fds[h_parent_nfds++] = fd;
+}
+
+static inline void h_untrack_fd(int fd)
+{
+    for (int i = 0; i < h_parent_nfds; i++)
+        if (h_parent_fds[i] == fd) {
+            h_parent_fds[i] = h_parent_fds[--h_parent_nfds];
+            return;
+        }
+}
+
 static inline void h_child_setup(pid_t parent)
 {
+    for (int i = 0; i < h_parent_nfds; i++)
+        close(h_parent_fds[i]);
+    h_parent_nfds = 0;
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != parent)
         _exit(99);
@@ -243,6 +267,8 @@ static inline int actor_start(struct actor *a, actor_fn fn, void *arg)
     a->pid = pid;
     a->cmd = to_child[1];
     a->rep = to_parent[0];
+    h_track_fd(a->cmd);
+    h_track_fd(a->rep);
     return 0;
 }
 
@@ -307,6 +333,8 @@ static inline int actor_finish(struct actor *a)
 {
     if (a->pid <= 0)
         return -1;
+    h_untrack_fd(a->cmd);
+    h_untrack_fd(a->rep);
     close(a->cmd);
     int st = h_wait_pid(a->pid, H_HANG_MS);
     close(a->rep);
@@ -321,6 +349,8 @@ static inline void actor_kill(struct actor *a)
         return;
     kill(a->pid, SIGKILL);
     h_wait_pid(a->pid, H_HANG_MS);
+    h_untrack_fd(a->cmd);
+    h_untrack_fd(a->rep);
     close(a->cmd);
     close(a->rep);
     a->pid = 0;
@@ -348,9 +378,11 @@ static inline int h_child_tramp(int cmd, int rep, void *arg)
 static inline int run_in_child(child_fn fn, void *arg)
 {
     struct h_child_trampoline t = {fn, arg};
-    struct actor a;
+    struct actor a = {0, -1, -1};
     if (actor_start(&a, h_child_tramp, &t) < 0)
         return -1;
+    h_untrack_fd(a.cmd);
+    h_untrack_fd(a.rep);
     close(a.cmd);
     int st = h_wait_pid(a.pid, H_CHILD_ALARM_S * 1000 + 5000);
     close(a.rep);
@@ -361,8 +393,8 @@ static inline int run_in_child(child_fn fn, void *arg)
 
 struct mbqd {
     pid_t pid;
-    char dir[PATH_MAX / 2];
-    char sock[PATH_MAX];
+    char dir[80];
+    char sock[108]; /* sun_path */
 };
 
 static inline const char *mbqd_path(void)
@@ -378,7 +410,12 @@ static inline int h_connect_raw(const char *sock)
     if (fd < 0)
         return -errno;
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", sock);
+    size_t len = strlen(sock);
+    if (len >= sizeof sa.sun_path) {
+        close(fd);
+        return -ENAMETOOLONG;
+    }
+    memcpy(sa.sun_path, sock, len + 1);
     if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
         int e = -errno;
         close(fd);
@@ -398,7 +435,9 @@ static inline int mbqd_start_args(struct mbqd *d, const char *const *extra)
         return -1;
     }
     const char *tmp = getenv("TMPDIR");
-    snprintf(d->dir, sizeof d->dir, "%s/mbq-it-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    if (!tmp || !*tmp || strlen(tmp) > 40)
+        tmp = "/tmp";
+    snprintf(d->dir, sizeof d->dir, "%s/mbq-it-XXXXXX", tmp);
     if (!mkdtemp(d->dir)) {
         fprintf(stderr, "harness: mkdtemp %s: %s\n", d->dir, strerror(errno));
         return -1;

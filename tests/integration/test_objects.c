@@ -103,7 +103,7 @@ static int objects_actor(int cmd, int rep, void *arg)
     struct hmsg m;
     while (hmsg_next(cmd, &m) == 0) {
         struct hmsg r = hmsg_op(m.op);
-        char n1[300], n2[300], n3[300];
+        char n1[600], n2[600], n3[600];
         name_of(n1, sizeof n1, m.s, "bq");
         name_of(n2, sizeof n2, m.s, "sq");
         name_of(n3, sizeof n3, m.s, "pool");
@@ -527,11 +527,14 @@ static void unlink_while_open(void)
     REQUIRE(actor_call(&b, &m, &r) == 0);
     CHECK_STATUS(r.v[1], 0);
 
+    mbq_object_info info;
+    CHECK_STATUS(h_stat(c, "u/bq", &info), 0);
+    uint64_t old_id = info.object_id;
+
     /* A unlinks the queue while both have it open */
     m = cmd_s(OP_UNLINK, "u/bq");
     REQUIRE(actor_call(&a, &m, &r) == 0);
     CHECK_STATUS(r.status, 0);
-    mbq_object_info info;
     CHECK_STATUS(h_stat(c, "u/bq", &info), -ENOENT);
     CHECK_STATUS(mbq_buffer_queue_open(c, "u/bq", &q), -ENOENT);
     CHECK(q == NULL);
@@ -554,6 +557,8 @@ static void unlink_while_open(void)
     CHECK_STATUS(h_stat(c, "u/bq", &info), 0);
     CHECK_EQ(info.count, 1);
     CHECK_EQ(info.enqueued, 1);
+    uint64_t new_id = info.object_id;
+    CHECK(new_id != old_id);
 
     /* A closes its handle of the old queue; B keeps using it */
     m = cmd_s(OP_CLOSE_OLD_Q, "u");
@@ -581,16 +586,68 @@ static void unlink_while_open(void)
     m = cmd_s(OP_CLOSE_ALL, "u");
     REQUIRE(actor_call(&b, &m, &r) == 0);
     REQUIRE(actor_call(&a, &m, &r) == 0);
-    /* only the new queue is left under u/ */
+    /* left under u/: the new queue and the simple queue; not the unlinked
+     * pool, not the unlinked queue */
     static mbq_object_info infos[8];
     int n = h_list(c, "u/", infos, 8);
-    CHECK_EQ(n, 1);
-    if (n == 1) {
-        CHECK(!strcmp(infos[0].name, "u/bq"));
-        CHECK_EQ(infos[0].kind, MBQ_OBJECT_BUFFER_QUEUE);
-    }
+    CHECK_EQ(n, 2);
+    for (int i = 0; n != 2 && i < n && i < 8; i++)
+        fprintf(stderr, "  listed: %s (kind %d, id %llu, open %u)\n", infos[i].name,
+                infos[i].kind, (unsigned long long)infos[i].object_id, infos[i].open_count);
+    const mbq_object_info *nq = find_info(infos, n, "u/bq");
+    CHECK(nq && nq->kind == MBQ_OBJECT_BUFFER_QUEUE && nq->object_id == new_id);
+    CHECK(find_info(infos, n, "u/sq") != NULL);
+    CHECK(find_info(infos, n, "u/pool") == NULL);
     CHECK_ACTOR_OK(&a);
     CHECK_ACTOR_OK(&b);
+    mbq_disconnect(c);
+    CHECK_MBQD_STOP(&D);
+}
+
+/* A queue that is destroyed (unlinked and closed by everyone) with buffers
+ * still in it releases their references: the blocks return to the pool. */
+static void destroyed_queue_releases_its_buffers(void)
+{
+    REQUIRE(mbqd_start(&D) == 0);
+    struct actor a;
+    REQUIRE(actor_start(&a, objects_actor, "A") == 0);
+    mbq_client *c = h_connect(&D, "observer");
+    REQUIRE(c);
+    struct hmsg r, m = cmd_s(OP_CREATE_ALL, "gone");
+    REQUIRE(actor_call(&a, &m, &r) == 0);
+    CHECK_STATUS(r.v[4], 0);
+    m = cmd_s(OP_ENQUEUE, "second");
+    REQUIRE(actor_call(&a, &m, &r) == 0);
+    CHECK_STATUS(r.status, 0);
+    mbq_object_info info;
+    CHECK_STATUS(h_stat(c, "gone/pool", &info), 0);
+    CHECK_EQ(info.blocks_used, 2);
+    /* unlinked while open, then closed */
+    m = cmd_s(OP_UNLINK, "gone/bq");
+    REQUIRE(actor_call(&a, &m, &r) == 0);
+    CHECK_STATUS(r.status, 0);
+    m = cmd_s(OP_CLOSE_ALL, "gone");
+    REQUIRE(actor_call(&a, &m, &r) == 0);
+    CHECK_EQ(h_wait_pool_used(c, "gone/pool", 0, 2000), 0);
+    CHECK_STATUS(h_stat(c, "gone/pool", &info), 0);
+    CHECK_EQ(info.allocations, info.frees);
+    /* closed, then unlinked */
+    mbq_pool *pool = NULL;
+    mbq_buffer_queue *q = NULL;
+    REQUIRE(mbq_pool_open(c, "gone/pool", &pool) == 0);
+    CHECK_STATUS(h_stat(c, "gone/pool", &info), 0);
+    uint32_t base = info.blocks_used; /* 0, unless the first half leaked */
+    mbq_buffer_queue_options qo = h_bq_opts(8, MBQ_ORDER_FIFO);
+    REQUIRE(mbq_buffer_queue_create(c, "gone/bq2", &qo, &q) == 0);
+    CHECK_STATUS(put_payload(pool, q, "x", NULL), 0);
+    CHECK_STATUS(put_payload(pool, q, "y", NULL), 0);
+    CHECK_STATUS(put_payload(pool, q, "z", NULL), 0);
+    mbq_buffer_queue_close(q);
+    CHECK_EQ(h_wait_pool_used(c, "gone/pool", base + 3, 2000), base + 3); /* not destroyed yet */
+    CHECK_STATUS(mbq_unlink(c, "gone/bq2"), 0);
+    CHECK_EQ(h_wait_pool_used(c, "gone/pool", base, 2000), base);
+    mbq_pool_close(pool);
+    CHECK_ACTOR_OK(&a);
     mbq_disconnect(c);
     CHECK_MBQD_STOP(&D);
 }
@@ -857,5 +914,6 @@ static void connection(void)
 }
 
 CHECK_MAIN(CASE(create_open_use_unlink_across_processes), CASE(objects_outlive_their_creator),
-           CASE(consumer_needs_no_pool_open), CASE(unlink_while_open), CASE(exclusive_create),
+           CASE(consumer_needs_no_pool_open), CASE(unlink_while_open),
+           CASE(destroyed_queue_releases_its_buffers), CASE(exclusive_create),
            CASE(invalid_names), CASE(invalid_arguments), CASE(connection))

@@ -549,6 +549,11 @@ static void run_script(const struct script *sc, struct actor *p, struct actor *k
             fprintf(stderr, "  ^ condition %d, step %d (op %d)\n", sc->cond, i, st->op);
         check_case_failed |= failed_before;
     }
+    /* empty the queue before it goes (test_objects checks what happens to
+     * buffers left in a destroyed queue) */
+    m = hmsg_op(T_RESET);
+    REQUIRE(call(p, &m, &r) == 0);
+    CHECK_STATUS(r.status, 0);
     CHECK_STATUS(mbq_unlink(c, qname), 0);
 }
 
@@ -569,7 +574,7 @@ static void twelve_conditions_across_processes(void)
     CHECK_ACTOR_OK(&p);
     CHECK_ACTOR_OK(&k);
     CHECK_ACTOR_OK(&w);
-    /* every queue was unlinked and closed: their buffers went back */
+    /* every buffer went back to the pool */
     mbq_object_info info;
     CHECK_EQ(h_wait_pool_used(c, "tr/pool", 0, 2000), 0);
     CHECK_STATUS(h_stat(c, "tr/pool", &info), 0);
@@ -629,6 +634,72 @@ static void trigger_reaches_late_opener(void)
     REQUIRE(call(&w, &chk, &r) == 0);
     CHECK_EQ(r.v[0], 1);
     CHECK_EQ(r.v[1], 1);
+
+    CHECK_ACTOR_OK(&p);
+    CHECK_ACTOR_OK(&w);
+    mbq_pool_close(pool);
+    mbq_disconnect(c);
+    CHECK_MBQD_STOP(&D);
+}
+
+/* ---- a producer with a backlog of trigger announcements ---------------------- */
+
+/* The producer has the queue open but does not touch the library while the
+ * watcher installs and removes many triggers: the daemon's announcements
+ * queue up for it (more than a socket holds at once). Then the watcher
+ * installs one more; the producer's next enqueue must signal it, like any
+ * enqueue that follows the install. */
+static void trigger_reaches_opener_with_backlog(void)
+{
+    REQUIRE(mbqd_start(&D) == 0);
+    mbq_client *c = h_connect(&D, "owner");
+    REQUIRE(c);
+    mbq_pool *pool = NULL;
+    mbq_pool_options po = h_pool_opts(4096, 16);
+    REQUIRE(mbq_pool_create(c, "tr/pool", &po, &pool) == 0);
+    mbq_buffer_queue *q = NULL;
+    mbq_buffer_queue_options qo = h_bq_opts(16, MBQ_ORDER_FIFO);
+    REQUIRE(mbq_buffer_queue_create(c, "tr/backlog", &qo, &q) == 0);
+    mbq_buffer_queue_close(q);
+
+    struct actor p, w;
+    REQUIRE(actor_start(&p, trig_actor, "producer") == 0);
+    REQUIRE(actor_start(&w, trig_actor, "watcher") == 0);
+    struct hmsg m = hmsg_op(T_OPEN), r;
+    snprintf(m.s, sizeof m.s, "tr/backlog");
+    REQUIRE(call(&p, &m, &r) == 0);
+    REQUIRE(call(&w, &m, &r) == 0);
+    for (int i = 0; i < 40; i++) {
+        struct hmsg in = hmsg_op(T_INSTALL);
+        in.v[0] = 0;
+        in.v[1] = MBQ_TRIGGER_WHEN_BUFFER_COUNT_BECOMES_GREATER_THAN;
+        in.v[3] = 100;
+        REQUIRE(call(&w, &in, &r) == 0);
+        CHECK_STATUS(r.status, 0);
+        struct hmsg rm = hmsg_op(T_REMOVE_ALL);
+        REQUIRE(call(&w, &rm, &r) == 0);
+        CHECK_EQ(r.v[0], 1);
+    }
+    struct hmsg reopen = hmsg_op(T_OPEN); /* forget the dups, keep the queue */
+    snprintf(reopen.s, sizeof reopen.s, "tr/backlog");
+    REQUIRE(call(&w, &reopen, &r) == 0);
+    struct hmsg in = hmsg_op(T_INSTALL);
+    in.v[0] = 0;
+    in.v[1] = MBQ_TRIGGER_WHEN_BUFFER_COUNT_BECOMES_GREATER_THAN;
+    in.v[3] = 0;
+    REQUIRE(call(&w, &in, &r) == 0);
+    CHECK_STATUS(r.status, 0);
+    CHECK_EQ(r.v[0], 0);
+
+    struct hmsg e = hmsg_op(T_ENQ);
+    REQUIRE(call(&p, &e, &r) == 0);
+    CHECK_STATUS(r.status, 0);
+    struct hmsg chk = hmsg_op(T_CHECK);
+    chk.v[0] = 1;
+    REQUIRE(call(&w, &chk, &r) == 0);
+    if (r.v[0] != 1)
+        fprintf(stderr, "the producer's enqueue did not signal the trigger installed before it\n");
+    CHECK_EQ(r.v[0], 1);
 
     CHECK_ACTOR_OK(&p);
     CHECK_ACTOR_OK(&w);
@@ -898,4 +969,5 @@ static void install_errors(void)
 }
 
 CHECK_MAIN(CASE(twelve_conditions_across_processes), CASE(trigger_reaches_late_opener),
+           CASE(trigger_reaches_opener_with_backlog),
            CASE(close_removes_triggers), CASE(dispatcher_callbacks), CASE(install_errors))

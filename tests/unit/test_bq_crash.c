@@ -279,9 +279,9 @@ static void hold_locks(struct bq *q, void *arg)
 {
     int mode = *(int *)arg;
     if (mode & HOLD_TAIL)
-        slock_lock(&q->sh->tail.lock);
+        slock_lock(&q->sh->tail.lock.lock);
     if (mode & HOLD_HEAD)
-        slock_lock(&q->sh->head.lock);
+        slock_lock(&q->sh->head.lock.lock);
 }
 
 /* The second child: dequeues the head, which must be handle `want`, then
@@ -408,6 +408,201 @@ static void test_kill_holding_both_locks(void)
     run_lock_holder_death(HOLD_BOTH, __func__);
 }
 
+/* A holder that earned the bias of the tail lock (a run of uncontended
+ * enqueues) dies inside a biased section — busy set, no lock word written.
+ * The next locker revokes the bias, finds the holder dead and repairs. */
+struct bias_args {
+    int inside; /* die inside the biased section, or just holding the bias */
+};
+
+static void hold_bias(struct bq *q, void *arg)
+{
+    const struct bias_args *a = arg;
+    /* earn the bias: enqueue and dequeue alone, many times */
+    for (uint64_t i = 0; i < 4 * BSLOCK_STREAK; i++) {
+        struct bq_entry e = mk_entry(1000 + i, 0, 1, 1), o;
+        if (bq_enqueue(q, &e) != 0 || bq_dequeue(q, &o) != 0)
+            _exit(OUT_OP);
+    }
+    if (atomic_load(&q->sh->tail.lock.bias) != slock_self())
+        _exit(OUT_WRONG); /* no bias given: the case would test nothing */
+    if (a->inside && bslock_lock(&q->sh->tail.lock) != BSLOCK_BIASED)
+        _exit(OUT_WRONG);
+    if (a->inside) /* half an enqueue: the entry written, tail not moved */
+        q->entries[atomic_load(&q->sh->tail.index) & q->mask] = mk_entry(999, 0, 9, 9);
+}
+
+static void run_bias_holder_death(int inside, const char *name)
+{
+    if (!slock_membarrier_register()) {
+        printf("# skipped: no expedited membarrier here, so no lock is ever biased\n");
+        return;
+    }
+    watchdog_arm(name);
+    struct bq q;
+    REQUIRE(create_queue(16, BQ_ORDER_FIFO, BQ_FULL_FAIL, &q) == 0);
+    struct bias_args a = {.inside = inside};
+    struct holder hd;
+    REQUIRE(holder_start(&hd, q.seg.fd, hold_bias, &a));
+    CHECK(holder_kill(&hd));
+    CHECK(atomic_load(&q.sh->tail.lock.bias) == (uint32_t)hd.pid);
+    CHECK_EQ(atomic_load(&q.sh->tail.lock.busy), inside);
+    struct bq_stats st0;
+    CHECK_EQ(bq_stats(&q, &st0), 0);
+
+    uint64_t t0 = mono_ns();
+    struct bq_entry e = mk_entry(1, 10, 1, 33);
+    CHECK_EQ(bq_enqueue(&q, &e), 0); /* revokes the dead holder's bias */
+    CHECK(mono_ns() - t0 < BOUND_NS);
+    CHECK_EQ(atomic_load(&q.sh->tail.lock.bias), 0);
+    CHECK_EQ(atomic_load(&q.sh->tail.lock.busy), 0);
+    struct second_args sa = {.want = 1, .put = 2};
+    struct child_op op = {.qfd = q.seg.fd, .fn = second_child, .arg = &sa};
+    CHECK(exited_ok("second child", run_child(&op, 10000)));
+    struct bq_stats st;
+    CHECK_EQ(bq_stats(&q, &st), 0);
+    if (inside)
+        CHECK(st.repairs > st0.repairs); /* a death inside the section is repaired */
+    CHECK_EQ(st.corruptions, 0);
+    CHECK_EQ(st.count, 1);
+    CHECK_EQ(st.total_size, 2);
+    CHECK_EQ(bq_check(&q), 0);
+    struct bq_entry o;
+    CHECK_EQ(bq_dequeue(&q, &o), 0);
+    CHECK_EQ(o.handle, 2);
+    CHECK(bq_is_empty(&q));
+    bq_detach(&q);
+    watchdog_disarm();
+}
+
+static void test_kill_inside_biased_section(void)
+{
+    run_bias_holder_death(1, __func__);
+}
+
+static void test_kill_holding_bias_outside_section(void)
+{
+    run_bias_holder_death(0, __func__);
+}
+
+/* A lock holder that is alive but not running (stopped by a debugger or
+ * SIGSTOP, or preempted for long) makes the others wait — but, as lock.h
+ * and DESIGN.md say, asleep after a short spin, not burning a CPU. Then the
+ * holder is killed, and the waiter must get through promptly. */
+/* The scheduler state of a task (R runnable, S asleep...), or 0. */
+static char task_state(pid_t pid)
+{
+    char path[64], buf[512];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    char *line = fgets(buf, sizeof(buf), f);
+    fclose(f);
+    char *p = line ? strrchr(line, ')') : NULL;
+    return p && p[1] == ' ' ? p[2] : 0;
+}
+
+static void stop_holding(struct bq *q, void *arg)
+{
+    int biased = *(int *)arg;
+    if (biased) {
+        for (uint64_t i = 0; i < 4 * BSLOCK_STREAK; i++) {
+            struct bq_entry e = mk_entry(1000 + i, 0, 1, 1), o;
+            if (bq_enqueue(q, &e) != 0 || bq_dequeue(q, &o) != 0)
+                _exit(OUT_OP);
+        }
+        if (bslock_lock(&q->sh->tail.lock) != BSLOCK_BIASED)
+            _exit(OUT_WRONG);
+    } else {
+        slock_lock(&q->sh->tail.lock.lock);
+    }
+}
+
+static void run_stopped_holder(int biased, const char *name)
+{
+    if (biased && !slock_membarrier_register()) {
+        printf("# skipped: no expedited membarrier here, so no lock is ever biased\n");
+        return;
+    }
+    watchdog_arm(name);
+    struct bq q;
+    REQUIRE(create_queue(16, BQ_ORDER_FIFO, BQ_FULL_FAIL, &q) == 0);
+    struct holder hd;
+    REQUIRE(holder_start(&hd, q.seg.fd, stop_holding, &biased));
+    struct pollfd pfd = {.fd = hd.ready_r, .events = POLLIN};
+    REQUIRE(poll(&pfd, 1, 10000) == 1);
+    kill(hd.pid, SIGSTOP);
+    siginfo_t si = {0};
+    uint64_t dl = mono_ns() + 10000000000ull;
+    while (waitid(P_PID, (id_t)hd.pid, &si, WSTOPPED | WNOHANG) == 0 && si.si_pid == 0 &&
+           mono_ns() < dl)
+        sched_yield();
+    CHECK(si.si_pid == hd.pid && si.si_code == CLD_STOPPED);
+
+    /* a waiter enqueues: it has to wait for the stopped holder */
+    int bp[2];
+    REQUIRE(pipe(bp) == 0);
+    fflush(NULL);
+    pid_t w = fork();
+    REQUIRE(w >= 0);
+    if (w == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        alarm(60);
+        close(bp[0]);
+        struct bq cq;
+        if (bq_attach(q.seg.fd, &cq) != 0)
+            _exit(OUT_ATTACH);
+        _exit(blocked_enqueuer(&cq, &bp[1]));
+    }
+    close(bp[1]);
+    pfd = (struct pollfd){.fd = bp[0], .events = POLLIN};
+    CHECK(poll(&pfd, 1, 10000) == 1);
+    close(bp[0]);
+    /* Watch it for 300 ms — it cannot finish, the lock is held — sampling
+     * its state every 10 ms: a sleeper is runnable only for its periodic
+     * rechecks, a spinner (even one that yields) always, whatever the load. */
+    int wfd = (int)syscall(SYS_pidfd_open, w, 0);
+    int runnable = 0, samples = 0;
+    for (int i = 0; i < 30; i++) {
+        if (wfd >= 0) {
+            pfd = (struct pollfd){.fd = wfd, .events = POLLIN};
+            CHECK_EQ(poll(&pfd, 1, 10), 0); /* still waiting, as it must */
+        }
+        char st = task_state(w);
+        samples += st != 0;
+        runnable += st == 'R';
+    }
+    if (wfd >= 0)
+        close(wfd);
+    printf("# %s holder stopped: the waiter was runnable in %d of %d samples over 300 ms\n",
+           biased ? "biased" : "slock", runnable, samples);
+    CHECK_EQ(samples, 30);
+    CHECK(runnable < 15); /* asleep, not spinning */
+
+    /* the holder dies: the waiter gets through */
+    kill(hd.pid, SIGKILL);
+    int status = reap(hd.pid, 10000);
+    CHECK(status != -1 && WIFSIGNALED(status));
+    close(hd.ready_r);
+    close(hd.hold_w);
+    CHECK(exited_ok("waiter", reap(w, (int)(BOUND_NS / 1000000))));
+    CHECK_EQ(bq_count(&q), 1);
+    CHECK_EQ(bq_check(&q), 0);
+    bq_detach(&q);
+    watchdog_disarm();
+}
+
+static void test_waiter_sleeps_while_slock_holder_stopped(void)
+{
+    run_stopped_holder(0, __func__);
+}
+
+static void test_waiter_sleeps_while_bias_holder_stopped(void)
+{
+    run_stopped_holder(1, __func__);
+}
+
 /* ---- 2. death in the middle of an out-of-order sorted insertion ------------- */
 
 /* What the dying bq_enqueue had done, in the order bq.c does it. */
@@ -437,8 +632,8 @@ static void half_insert(struct bq *q, void *arg)
 {
     const struct ins_args *a = arg;
     struct bq_shared *sh = q->sh;
-    slock_lock(&sh->tail.lock);
-    slock_lock(&sh->head.lock);
+    slock_lock(&sh->tail.lock.lock);
+    slock_lock(&sh->head.lock.lock);
     uint64_t tail = atomic_load(&sh->tail.index), head = atomic_load(&sh->head.index);
     struct bq_entry ne = a->ne;
     ne.seq = tail;
@@ -576,7 +771,7 @@ static void churn(const struct churn_args *a)
                     _exit(OUT_OP);
             } else if (r % 100 < 97) {
                 struct bq_entry o;
-                int rc = (r >> 40) & 1 ? bq_dequeue(&q[i], &o) : bq_dequeue_wait(&q[i], &o, 0);
+                int rc = (r >> 40) & 15 ? bq_dequeue(&q[i], &o) : bq_dequeue_wait(&q[i], &o, 0);
                 if (rc != 0 && rc != -EAGAIN && rc != -ETIMEDOUT)
                     _exit(OUT_OP);
             } else if (r % 100 < 99) {
@@ -645,7 +840,7 @@ static void test_random_kills(void)
     struct churn_shared *sh = mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE,
                                    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     REQUIRE(sh != MAP_FAILED);
-    uint64_t repairs0[2] = {0, 0}, held_locks = 0, mid_insert = 0;
+    uint64_t repairs0[2] = {0, 0}, held_locks = 0, held_biased = 0, mid_insert = 0;
     uint64_t tokens[2] = {0, 0};
     for (int i = 0; i < 2; i++) {
         struct bq_stats st0;
@@ -687,14 +882,20 @@ static void test_random_kills(void)
             }
         }
         CHECK(seen >= target); /* the child made progress */
+        /* then a random moment of the child's loop: spin a random while */
+        for (uint64_t spin = rng_below(&s, 200000); spin > 0; spin--)
+            cpu_relax();
         kill(pid, SIGKILL);
         int status = reap(pid, 10000);
         CHECK(status != -1 && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
         if (status != -1 && WIFEXITED(status))
             fprintf(stderr, "churn child exited with %d\n", WEXITSTATUS(status));
         for (int i = 0; i < 2; i++) {
-            held_locks += (atomic_load(&q[i].sh->tail.lock.word) & SLOCK_TID_MASK) == (uint32_t)pid;
-            held_locks += (atomic_load(&q[i].sh->head.lock.word) & SLOCK_TID_MASK) == (uint32_t)pid;
+            struct bslock *l[2] = {&q[i].sh->tail.lock, &q[i].sh->head.lock};
+            for (int k = 0; k < 2; k++) {
+                held_locks += (atomic_load(&l[k]->lock.word) & SLOCK_TID_MASK) == (uint32_t)pid;
+                held_biased += atomic_load(&l[k]->bias) == (uint32_t)pid && atomic_load(&l[k]->busy);
+            }
             mid_insert += atomic_load(&q[i].sh->journal.active) != 0;
         }
         check_after_kill(&q[0], "fifo", iter);
@@ -704,8 +905,10 @@ static void test_random_kills(void)
             break;
         }
     }
-    printf("# kills that left a lock held: %llu, mid sorted insertion: %llu\n",
-           (unsigned long long)held_locks, (unsigned long long)mid_insert);
+    printf("# kills that left a lock held: %llu, inside a biased section: %llu, mid sorted "
+           "insertion: %llu\n",
+           (unsigned long long)held_locks, (unsigned long long)held_biased,
+           (unsigned long long)mid_insert);
     struct bq_stats st;
     for (int i = 0; i < 2; i++) {
         CHECK_EQ(bq_stats(&q[i], &st), 0);
@@ -825,5 +1028,8 @@ static void test_kill_holding_buffers(void)
 }
 
 CHECK_MAIN(CASE(test_kill_holding_tail_lock), CASE(test_kill_holding_head_lock),
-           CASE(test_kill_holding_both_locks), CASE(test_kill_mid_sorted_insertion),
+           CASE(test_kill_holding_both_locks), CASE(test_kill_inside_biased_section),
+           CASE(test_kill_holding_bias_outside_section),
+           CASE(test_waiter_sleeps_while_slock_holder_stopped),
+           CASE(test_waiter_sleeps_while_bias_holder_stopped), CASE(test_kill_mid_sorted_insertion),
            CASE(test_random_kills), CASE(test_kill_holding_buffers))

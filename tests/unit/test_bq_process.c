@@ -499,13 +499,15 @@ static void test_sorted_pts_random_batches(void)
  * into the queue (O(n) each, hence the smaller n). Checks stability too. */
 static void test_sorted_pts_fully_random(void)
 {
-    run_sorted_complete(4000, PTS_RANDOM, 0);
+    run_sorted_complete(8000, PTS_RANDOM, 0);
 }
 
 /* Streaming: producer and consumer run together on a queue much smaller
  * than the stream; input is mostly ordered. No loss, no duplicate; once the
  * consumer has seen end of data (the producer marks it after its last
  * enqueue) what remains is drained in non-decreasing PTS order. */
+#define STREAM_REMAINDER 256u /* < the queue's capacity */
+
 struct stream_result {
     _Atomic uint64_t dequeued, after_eod;
 };
@@ -527,6 +529,17 @@ static int sorted_stream_consumer(void *arg)
     int64_t prev = INT64_MIN;
     uint64_t got = 0, after = 0;
     for (;;) {
+        if (got == a->s.n - STREAM_REMAINDER) {
+            /* Let the producer finish, so that a real remainder (inserted
+             * out of order, with no consumer racing) is drained below. It
+             * fits: at most STREAM_REMAINDER entries are still to come. */
+            uint64_t t0 = mono_ns();
+            while (!bq_contains_end_of_data(&q)) {
+                if (mono_ns() - t0 > STALL_NS)
+                    return OUT_STALLED;
+                sched_yield();
+            }
+        }
         bool eod = bq_contains_end_of_data(&q); /* before the dequeue */
         struct bq_entry e;
         int r = bq_dequeue_wait(&q, &e, DEQ_TIMEOUT_NS);
@@ -539,6 +552,8 @@ static int sorted_stream_consumer(void *arg)
         if (seen[e.handle]++)
             return OUT_DUPLICATE;
         if (eod) {
+            if (after == 0)
+                prev = INT64_MIN; /* the remainder starts here */
             if (e.pts.value < prev) {
                 fprintf(stderr, "stream: after end of data, pts %lld follows %lld\n",
                         (long long)e.pts.value, (long long)prev);
@@ -581,6 +596,7 @@ static void test_sorted_pts_streaming(void)
     CHECK_EQ(st.enqueued, n);
     CHECK_EQ(st.dequeued, n);
     CHECK_EQ(st.count, 0);
+    CHECK(atomic_load(&res->after_eod) >= STREAM_REMAINDER); /* more if the consumer lagged */
     printf("# %llu dequeued, %llu of them after end of data, high water %llu\n",
            (unsigned long long)atomic_load(&res->dequeued),
            (unsigned long long)atomic_load(&res->after_eod), (unsigned long long)st.high_water);

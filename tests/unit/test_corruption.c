@@ -118,6 +118,15 @@ static void fix_lock(struct slock *l, uint64_t *s)
         atomic_store(&l->word, rng_below(s, 2) ? 0 : dead_tid(s));
 }
 
+/* Likewise a biased lock's bias: none, or a task that cannot exist (its
+ * busy flag and streak bookkeeping stay as scribbled). */
+static void fix_bslock(struct bslock *b, uint64_t *s)
+{
+    fix_lock(&b->lock, s);
+    if (atomic_load(&b->bias) != 0)
+        atomic_store(&b->bias, rng_below(s, 2) ? 0 : dead_tid(s) & SLOCK_TID_MASK);
+}
+
 /* Mostly-plausible times, with every kind of special value mixed in. */
 static mbq_time rand_time(uint64_t *s)
 {
@@ -556,7 +565,11 @@ static void bq_scribble(struct bq *q, int cat, uint64_t *s)
                 {&sh->journal.tail, 8, tail},
                 {&sh->journal.progress, 8, tail},
                 {&sh->journal.entry, 128, 0},
-                {&sh->tail.lock, 4, 0},
+                {&sh->tail.lock.lock, 4, 0},
+                {&sh->tail.lock.bias, 4, 0},
+                {&sh->tail.lock.busy, 4, 0},
+                {&sh->tail.lock.streak, 4, 0},
+                {&sh->tail.lock.threshold, 4, 0},
                 {&sh->tail.seq, 4, 0},
                 {&sh->tail.index, 8, tail},
                 {&sh->tail.bytes, 8, 0},
@@ -564,7 +577,10 @@ static void bq_scribble(struct bq *q, int cat, uint64_t *s)
                 {&sh->tail.dur_scale_flags, 8, 0},
                 {&sh->tail.dur_epoch, 8, 0},
                 {&sh->tail.ops, 8, 0},
-                {&sh->head.lock, 4, 0},
+                {&sh->head.lock.lock, 4, 0},
+                {&sh->head.lock.bias, 4, 0},
+                {&sh->head.lock.busy, 4, 0},
+                {&sh->head.lock.streak_tid, 4, 0},
                 {&sh->head.seq, 4, 0},
                 {&sh->head.index, 8, head},
                 {&sh->head.bytes, 8, 0},
@@ -608,8 +624,8 @@ static void bq_scribble(struct bq *q, int cat, uint64_t *s)
         }
         }
     }
-    fix_lock(&sh->tail.lock, s);
-    fix_lock(&sh->head.lock, s);
+    fix_bslock(&sh->tail.lock, s);
+    fix_bslock(&sh->head.lock, s);
 }
 
 static void shuffle(int *v, int n, uint64_t *s)
