@@ -154,8 +154,12 @@ static inline void queue_sync_triggers(mbq_buffer_queue *q)
      * not reach the event; try again at the next operation. */
     if (pthread_mutex_trylock(&c->lock) != 0)
         return;
-    atomic_store_explicit(&q->trigger_gen_seen, gen, memory_order_relaxed);
     client_dispatch_locked(c);
+    /* Caught up only once this process holds every installed trigger's fd:
+     * the daemon's announcement may still be on its way, and until it
+     * arrives each operation looks again (one non-blocking read). */
+    if (bq_trigger_fds_complete(&q->bq))
+        atomic_store_explicit(&q->trigger_gen_seen, gen, memory_order_relaxed);
     pthread_mutex_unlock(&c->lock);
 }
 
@@ -276,6 +280,71 @@ void bqueue_close_locked(mbq_buffer_queue *q)
 {
     queue_unlink_locked(q);
     queue_free(q);
+}
+
+int bqueue_reattach_locked(mbq_buffer_queue *q)
+{
+    mbq_client *c = q->client;
+    struct client_reply reply;
+    uint32_t nonce = *(volatile uint32_t *)&q->bq.sh->nonce;
+    int r = client_reattach_locked(c, q->object_id, MBQ__V1__OBJECT_KIND__BUFFER_QUEUE, &q->bq.seg,
+                                   nonce, 1, &reply);
+    if (r < 0)
+        return r;
+    /* The daemon's trigger set is the truth: learn what is new (a trigger
+     * installed while our events were lost), forget what it does not have
+     * (removed while its installer was gone). The eventfds we hold are the
+     * very ones it restored, so a known token's copy is closed. */
+    const Mbq__V1__ObjectInfo *info = reply.resp->object;
+    uint64_t keep[QUEUE_MAX_TRIGGERS];
+    unsigned nkeep = 0;
+    for (size_t i = 0; i < info->n_triggers; i++) {
+        const Mbq__V1__TriggerFd *t = info->triggers[i];
+        if (!t)
+            continue;
+        int fd = wire_fds_take(&reply.fds, t->fd_index);
+        if (nkeep < QUEUE_MAX_TRIGGERS)
+            keep[nkeep++] = t->token;
+        if (queue_find_trigger(q, t->token)) {
+            if (fd >= 0)
+                close(fd);
+        } else if (fd >= 0) {
+            queue_add_trigger(q, t->token, fd, false);
+        }
+    }
+    client_reply_done(&reply);
+    for (unsigned i = 0; i < q->ntriggers;) {
+        bool known = false;
+        for (unsigned k = 0; k < nkeep && !known; k++)
+            known = keep[k] == q->triggers[i].token;
+        if (known) {
+            i++;
+            continue;
+        }
+        queue_drop_trigger(q, q->triggers[i].token); /* moves the last one here */
+    }
+    /* Ours again: removed when this handle closes or this process goes. */
+    for (unsigned i = 0; i < q->ntriggers; i++) {
+        if (!q->triggers[i].mine)
+            continue;
+        Mbq__V1__AdoptTrigger at = MBQ__V1__ADOPT_TRIGGER__INIT;
+        at.object_id = q->object_id;
+        at.token = q->triggers[i].token;
+        Mbq__V1__Request req = MBQ__V1__REQUEST__INIT;
+        req.body_case = MBQ__V1__REQUEST__BODY_ADOPT_TRIGGER;
+        req.adopt_trigger = &at;
+        r = client_call_locked(c, &req, &reply);
+        if (r == -ENOTCONN || r == -ETIMEDOUT)
+            return r;
+        if (r == 0)
+            client_reply_done(&reply);
+        else /* not ours after all: the daemon removes it with its installer */
+            q->triggers[i].mine = false;
+    }
+    atomic_store_explicit(&q->trigger_gen_seen,
+                          atomic_load_explicit(&q->bq.sh->trigger_gen, memory_order_acquire),
+                          memory_order_relaxed);
+    return 0;
 }
 
 /* ---- create / open / close ------------------------------------------------------------ */
@@ -403,7 +472,7 @@ void mbq_buffer_queue_close(mbq_buffer_queue *queue)
         return;
     mbq_client *c = queue->client;
     pthread_mutex_lock(&c->lock);
-    for (unsigned i = 0; i < queue->ntriggers;) {
+    for (unsigned i = 0; i < queue->ntriggers && !queue->lost;) {
         uint64_t token = queue->triggers[i].token;
         unsigned before = queue->ntriggers;
         if (queue->triggers[i].mine)
@@ -411,7 +480,8 @@ void mbq_buffer_queue_close(mbq_buffer_queue *queue)
         if (queue->ntriggers == before)
             i++; /* not mine, or the removal failed: the connection will do it */
     }
-    client_close_object_locked(c, queue->object_id);
+    if (!queue->lost)
+        client_close_object_locked(c, queue->object_id);
     bqueue_close_locked(queue);
     pthread_mutex_unlock(&c->lock);
 }
@@ -742,7 +812,11 @@ static int queue_install(mbq_buffer_queue *q, int condition, mbq_time time, int6
     mbq_client *c = q->client;
     struct client_reply reply;
     pthread_mutex_lock(&c->lock);
-    int r = client_call_locked(c, &req, &reply);
+    int r = q->lost ? -EIDRM : client_call_locked(c, &req, &reply);
+    if (r == 0 && q->lost) { /* lost in the reconnection this call made */
+        client_reply_done(&reply);
+        r = -EIDRM;
+    }
     if (r == 0) {
         const Mbq__V1__TriggerFd *tf =
             reply.resp->body_case == MBQ__V1__RESPONSE__BODY_TRIGGER && reply.resp->trigger
@@ -806,8 +880,9 @@ int mbq_buffer_queue_remove_trigger(mbq_buffer_queue *queue, mbq_trigger_token t
     mbq_client *c = queue->client;
     pthread_mutex_lock(&c->lock);
     const struct queue_trigger *t = queue_find_trigger(queue, token);
-    int r = t && t->mine ? queue_remove_trigger_locked(queue, token)
-                         : MBQ_BQ_ERR_INVALID_TRIGGER_TOKEN;
+    int r = queue->lost          ? -EIDRM
+            : t && t->mine       ? queue_remove_trigger_locked(queue, token)
+                                 : MBQ_BQ_ERR_INVALID_TRIGGER_TOKEN;
     pthread_mutex_unlock(&c->lock);
     return r;
 }

@@ -10,21 +10,46 @@
  * its next control call. Responses with another id (the answer to a request
  * that timed out) are dropped with their descriptors.
  *
- * A connection that hangs up or breaks the protocol is marked dead: every
- * control call then fails with -ENOTCONN, while the data plane keeps working
- * on the mappings the process already has. */
+ * A connection that hangs up or breaks the protocol is marked dead, while
+ * the data plane keeps working on the mappings the process already has.
+ *
+ * Reconnection. A daemon that keeps its objects across restarts (under
+ * systemd, with the fd store: HelloReply.restartable) comes back with the
+ * same objects, the same ids and the same segments. So when a control call
+ * (or mbq_client_dispatch) finds the connection gone — EOF, ECONNRESET,
+ * EPIPE — the client connects again to the same path, with backoff (10 ms
+ * doubling to 500 ms) for at most $MBQ_RECONNECT_TIMEOUT_MS (default 5000;
+ * 0 turns it off). With socket activation the socket outlives the daemon,
+ * so connect succeeds at once and Hello waits in the backlog until the new
+ * daemon serves. Then it says Hello, Reattaches every object it has open by
+ * id — the daemon checks that it is the very segment the client maps — and
+ * adopts the triggers it installed, so that the new daemon removes them
+ * when this process closes the queue or goes, as the old one would have.
+ * Objects the daemon refuses (it restarted without them) are marked lost:
+ * their mappings stay valid, their control calls fail with -EIDRM. Finally
+ * the call that found the connection gone is sent again, once. The socket
+ * keeps its descriptor number (dup3), so a poll()-based loop keeps working;
+ * an epoll set must add it again. No reconnection happens inside a
+ * data-plane call: those only ever read pending events. */
 #include "internal.h"
 
+#include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 
 /* A daemon that does not answer within this is treated as gone for this call
  * (the connection stays up; a late answer is dropped). */
 #define CLIENT_CALL_TIMEOUT_MS 30000
+/* Reconnection: the default budget, and the backoff between attempts. */
+#define CLIENT_RECONNECT_DEFAULT_MS 5000
+#define CLIENT_RECONNECT_FIRST_MS 10
+#define CLIENT_RECONNECT_MAX_STEP_MS 500
 
 /* ---- small helpers shared by the other files ------------------------------- */
 
@@ -142,6 +167,8 @@ static int client_recv_locked(mbq_client *c, int timeout_ms, Mbq__V1__ServerMess
             if (timeout_ms == 0)
                 return -EAGAIN;
             struct pollfd p = {.fd = c->fd, .events = POLLIN};
+            if (timeout_ms > 0 && c->call_timeout_ms > 0 && timeout_ms > c->call_timeout_ms)
+                timeout_ms = c->call_timeout_ms;
             int r = poll(&p, 1, timeout_ms);
             if (r < 0 && errno == EINTR)
                 continue;
@@ -182,7 +209,10 @@ static int client_send_locked(mbq_client *c, Mbq__V1__Request *req)
     return r;
 }
 
-int client_call_locked(mbq_client *c, Mbq__V1__Request *req, struct client_reply *reply)
+static int client_reconnect_locked(mbq_client *c);
+
+static int client_call_once_locked(mbq_client *c, Mbq__V1__Request *req,
+                                   struct client_reply *reply)
 {
     if (c->dead)
         return -ENOTCONN;
@@ -212,6 +242,16 @@ int client_call_locked(mbq_client *c, Mbq__V1__Request *req, struct client_reply
         wire_fds_close(&fds);
         mbq__v1__server_message__free_unpacked(msg, NULL);
     }
+}
+
+int client_call_locked(mbq_client *c, Mbq__V1__Request *req, struct client_reply *reply)
+{
+    int r = client_call_once_locked(c, req, reply);
+    if (r != -ENOTCONN || c->reconnecting || !c->restartable)
+        return r;
+    if (client_reconnect_locked(c) < 0)
+        return -ENOTCONN;
+    return client_call_once_locked(c, req, reply);
 }
 
 void client_reply_done(struct client_reply *reply)
@@ -256,9 +296,160 @@ static int client_hello_locked(mbq_client *c, const char *client_name)
     if (reply.resp->body_case != MBQ__V1__RESPONSE__BODY_HELLO || !reply.resp->hello ||
         reply.resp->hello->version != MBQ_PROTOCOL_VERSION)
         r = -EPROTO;
-    else
+    else {
         c->session_id = reply.resp->hello->session_id;
+        c->restartable = reply.resp->hello->restartable;
+    }
     client_reply_done(&reply);
+    return r;
+}
+
+/* ---- reconnection ----------------------------------------------------------- */
+
+static uint64_t client_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static uint64_t client_reconnect_budget_ms(void)
+{
+    const char *e = getenv("MBQ_RECONNECT_TIMEOUT_MS");
+    if (!e || !*e)
+        return CLIENT_RECONNECT_DEFAULT_MS;
+    char *end;
+    unsigned long long v = strtoull(e, &end, 10);
+    return *end ? CLIENT_RECONNECT_DEFAULT_MS : (uint64_t)v;
+}
+
+int client_reattach_locked(mbq_client *c, uint64_t object_id, Mbq__V1__ObjectKind kind,
+                           const struct seg *seg, uint32_t nonce, unsigned opens,
+                           struct client_reply *reply)
+{
+    struct stat st;
+    if (seg->fd < 0 || fstat(seg->fd, &st) < 0)
+        return -EBADF;
+    Mbq__V1__Reattach ra = MBQ__V1__REATTACH__INIT;
+    ra.object_id = object_id;
+    ra.kind = kind;
+    ra.segment_dev = (uint64_t)st.st_dev;
+    ra.segment_ino = (uint64_t)st.st_ino;
+    ra.segment_size = seg->size;
+    ra.nonce = nonce;
+    ra.opens = opens;
+    Mbq__V1__Request req = MBQ__V1__REQUEST__INIT;
+    req.body_case = MBQ__V1__REQUEST__BODY_REATTACH;
+    req.reattach = &ra;
+    int r = client_call_locked(c, &req, reply);
+    if (r < 0)
+        return r;
+    const Mbq__V1__ObjectInfo *info =
+        reply->resp->body_case == MBQ__V1__RESPONSE__BODY_OBJECT ? reply->resp->object : NULL;
+    if (!info || info->object_id != object_id || info->kind != kind) {
+        client_reply_done(reply);
+        return -EPROTO;
+    }
+    return 0;
+}
+
+/* Whether r says the connection failed (again), rather than the daemon
+ * refusing one object. */
+static bool client_connection_failed(int r)
+{
+    return r == -ENOTCONN || r == -ETIMEDOUT;
+}
+
+static int client_reattach_all_locked(mbq_client *c)
+{
+    for (mbq_buffer_queue *q = c->queues; q; q = q->next) {
+        if (q->lost)
+            continue;
+        int r = bqueue_reattach_locked(q);
+        if (client_connection_failed(r))
+            return r;
+        q->lost = r < 0;
+    }
+    for (mbq_simple_queue *q = c->simple_queues; q; q = q->next) {
+        if (q->lost)
+            continue;
+        int r = squeue_reattach_locked(q);
+        if (client_connection_failed(r))
+            return r;
+        q->lost = r < 0;
+    }
+    return pool_reattach_all_locked(c);
+}
+
+/* One attempt: a new connection in place of the old descriptor, Hello,
+ * Reattach. 0, or -errno. */
+static int client_reconnect_once_locked(mbq_client *c)
+{
+    int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    int r;
+    do
+        r = connect(fd, (const struct sockaddr *)&c->addr, sizeof(c->addr));
+    while (r < 0 && errno == EINTR);
+    if (r < 0) {
+        r = -errno;
+        close(fd);
+        return r;
+    }
+    /* Keep the number the application may be polling. */
+    if (dup3(fd, c->fd, O_CLOEXEC) >= 0)
+        close(fd);
+    else {
+        close(c->fd);
+        c->fd = fd;
+    }
+    c->dead = false;
+    r = client_hello_locked(c, c->name);
+    if (r == 0)
+        r = client_reattach_all_locked(c);
+    if (r < 0)
+        c->dead = true; /* a half-done session: start over */
+    return r;
+}
+
+static int client_reconnect_locked(mbq_client *c)
+{
+    uint64_t budget = client_reconnect_budget_ms();
+    if (budget == 0)
+        return -ENOTCONN;
+    uint64_t deadline = client_now_ms() + budget;
+    unsigned step = CLIENT_RECONNECT_FIRST_MS;
+    int r;
+    c->reconnecting = true;
+    for (;;) {
+        uint64_t now = client_now_ms();
+        uint64_t left = deadline > now ? deadline - now : 0;
+        /* Hello waits in the backlog of a socket that outlives the daemon:
+         * give the new one the rest of the budget, at least a second. */
+        c->call_timeout_ms = left < 1000 ? 1000 : left > CLIENT_CALL_TIMEOUT_MS
+                                                      ? CLIENT_CALL_TIMEOUT_MS
+                                                      : (int)left;
+        r = client_reconnect_once_locked(c);
+        if (r == 0 || r == -EPROTO || r == -ENAMETOOLONG)
+            break;
+        now = client_now_ms();
+        if (now >= deadline)
+            break;
+        uint64_t wait = deadline - now < step ? deadline - now : step;
+        struct timespec ts = {(time_t)(wait / 1000), (long)(wait % 1000) * 1000000L};
+        while (nanosleep(&ts, &ts) < 0 && errno == EINTR) {
+        }
+        step = step * 2 > CLIENT_RECONNECT_MAX_STEP_MS ? CLIENT_RECONNECT_MAX_STEP_MS : step * 2;
+    }
+    c->call_timeout_ms = 0;
+    c->reconnecting = false;
+    if (r == 0) {
+        c->reconnects++;
+        bqueue_deliver_pending_locked(c);
+        return 0;
+    }
+    c->dead = true;
     return r;
 }
 
@@ -299,6 +490,8 @@ int mbq_connect(const char *socket_path, const char *client_name, mbq_client **o
     if (!c)
         return -ENOMEM;
     c->fd = -1;
+    c->addr = sa;
+    snprintf(c->name, sizeof(c->name), "%s", client_name ? client_name : "");
     pthread_mutex_init(&c->lock, NULL);
     c->sendbuf = malloc(WIRE_MAX_PACKET);
     c->recvbuf = malloc(WIRE_MAX_PACKET);
@@ -361,6 +554,9 @@ int mbq_client_dispatch(mbq_client *client)
         return -EINVAL;
     pthread_mutex_lock(&client->lock);
     int r = client_dispatch_locked(client);
+    if (r == -ENOTCONN && client->restartable && !client->reconnecting &&
+        client_reconnect_locked(client) == 0)
+        r = client_dispatch_locked(client);
     pthread_mutex_unlock(&client->lock);
     return r;
 }
@@ -443,6 +639,7 @@ const char *mbq_status_string(int status)
     case -ENOTCONN: return "not connected to mbqd";
     case -ECONNREFUSED: return "connection refused (is mbqd running?)";
     case -EPROTO: return "protocol error (version mismatch or bad message)";
+    case -EIDRM: return "the daemon restarted without this object";
     default: break;
     }
     if (status < 0 && status > -4096) {

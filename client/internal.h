@@ -42,6 +42,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 /* ---- cleanup helpers ------------------------------------------------------ */
@@ -90,6 +91,7 @@ struct mbq_pool {
     uint64_t object_id; /* the pool id queue entries carry; < 2^32 */
     unsigned opens;     /* daemon-side opens this mapping stands for (client->lock) */
     bool pinned;        /* opened by id for a dequeued buffer: kept until disconnect */
+    bool lost;          /* a restarted daemon no longer has it (client->lock) */
     unsigned slot;      /* index in client->pools */
 };
 
@@ -109,6 +111,7 @@ struct mbq_buffer_queue {
     mbq_client *client;
     uint64_t object_id;
     mbq_buffer_queue *next; /* client->queues */
+    bool lost; /* a restarted daemon no longer has it (client->lock) */
 
     /* Under client->lock. */
     struct queue_trigger triggers[QUEUE_MAX_TRIGGERS];
@@ -137,14 +140,25 @@ struct mbq_simple_queue {
     mbq_client *client;
     uint64_t object_id;
     mbq_simple_queue *next; /* client->simple_queues */
+    bool lost; /* a restarted daemon no longer has it (client->lock) */
 };
 
 struct mbq_client {
     pthread_mutex_t lock;
-    int fd; /* the SOCK_SEQPACKET connection; -1 once closed */
+    int fd; /* the SOCK_SEQPACKET connection; -1 once closed; the number
+               stays the same across reconnections */
     bool dead;
     uint64_t next_id;
     uint64_t session_id;
+    /* Reconnection (client.c): where and as whom to connect again, whether
+     * the daemon keeps its objects across restarts (HelloReply), and the
+     * state of a reconnection in progress. */
+    struct sockaddr_un addr;
+    char name[256];
+    bool restartable;
+    bool reconnecting;
+    unsigned reconnects;
+    int call_timeout_ms;
     uint8_t *sendbuf, *recvbuf; /* WIRE_MAX_PACKET each */
 
     mbq_buffer_queue *queues;
@@ -174,8 +188,17 @@ struct client_reply {
 int client_call_locked(mbq_client *c, Mbq__V1__Request *req, struct client_reply *reply);
 void client_reply_done(struct client_reply *reply);
 /* mbq_client_dispatch with client->lock held: applies whatever events wait
- * on the socket, without blocking. 0 or -ENOTCONN. */
+ * on the socket, without blocking and without reconnecting (the data plane
+ * calls it). 0 or -ENOTCONN. */
 int client_dispatch_locked(mbq_client *c);
+/* After a reconnection: Reattach (client->lock held, within the
+ * reconnection) the object this process maps through seg. The reply's
+ * ObjectInfo carries the queue's trigger eventfds. 0 with *reply filled
+ * (release with client_reply_done), -ENOTCONN/-ETIMEDOUT (the connection
+ * failed again), or the daemon's refusal (the object is lost). */
+int client_reattach_locked(mbq_client *c, uint64_t object_id, Mbq__V1__ObjectKind kind,
+                           const struct seg *seg, uint32_t nonce, unsigned opens,
+                           struct client_reply *reply);
 /* Sends Close for an object (errors ignored: the daemon closes everything
  * when the connection goes). Call with client->lock held. */
 void client_close_object_locked(mbq_client *c, uint64_t object_id);
@@ -203,6 +226,9 @@ struct mbq_pool *pool_table_lookup(mbq_client *c, uint32_t pool_id, struct mbq_p
 int pool_table_resolve(mbq_client *c, uint32_t pool_id, struct mbq_pool **out);
 /* Detaches and frees every pool of the client (disconnect). client->lock held. */
 void pool_close_all_locked(mbq_client *c);
+/* After a reconnection: reattaches every mapped pool; a pool the daemon
+ * refuses is marked lost. 0, or -ENOTCONN/-ETIMEDOUT. */
+int pool_reattach_all_locked(mbq_client *c);
 
 /* ---- buffer_queue.c ------------------------------------------------------- */
 
@@ -218,10 +244,16 @@ void bqueue_forget_trigger_locked(mbq_client *c, uint64_t object_id, uint64_t to
 void bqueue_deliver_pending_locked(mbq_client *c);
 /* Closes a queue handle (disconnect). client->lock held. */
 void bqueue_close_locked(mbq_buffer_queue *q);
+/* After a reconnection: reattaches the queue, brings its trigger set in
+ * step with the daemon's, and adopts the triggers it installed. 0,
+ * -ENOTCONN/-ETIMEDOUT, or the daemon's refusal (the queue is lost). */
+int bqueue_reattach_locked(mbq_buffer_queue *q);
 
 /* ---- simple_queue.c ------------------------------------------------------- */
 
 void squeue_close_locked(mbq_simple_queue *q);
+/* After a reconnection: as bqueue_reattach_locked. */
+int squeue_reattach_locked(mbq_simple_queue *q);
 
 /* ---- time on the wire ----------------------------------------------------- */
 

@@ -157,6 +157,25 @@ static void pool_free_locked(mbq_client *c, struct mbq_pool *p)
     free(p);
 }
 
+int pool_reattach_all_locked(mbq_client *c)
+{
+    unsigned n = atomic_load_explicit(&c->npools, memory_order_relaxed);
+    for (unsigned i = 0; i < n; i++) {
+        struct mbq_pool *p = atomic_load_explicit(&c->pools[i], memory_order_relaxed);
+        if (!p || p->lost)
+            continue;
+        struct client_reply reply;
+        int r = client_reattach_locked(c, p->object_id, MBQ__V1__OBJECT_KIND__POOL, &p->pool.seg,
+                                       0, p->opens ? p->opens : 1, &reply);
+        if (r == -ENOTCONN || r == -ETIMEDOUT)
+            return r;
+        if (r == 0)
+            client_reply_done(&reply);
+        p->lost = r < 0;
+    }
+    return 0;
+}
+
 void pool_close_all_locked(mbq_client *c)
 {
     unsigned n = atomic_load_explicit(&c->npools, memory_order_relaxed);
@@ -231,12 +250,14 @@ void mbq_pool_close(mbq_pool *pool)
         return;
     mbq_client *c = pool->client;
     pthread_mutex_lock(&c->lock);
+    /* Close first: a reconnection it makes reattaches the pool with the
+     * opens it still stands for, and then the Close is sent again. */
+    if (!pool->lost)
+        client_close_object_locked(c, pool->object_id);
     if (pool->opens > 0)
         pool->opens--;
-    uint64_t id = pool->object_id;
     if (pool->opens == 0 && !pool->pinned)
         pool_free_locked(c, pool); /* releases this process's references */
-    client_close_object_locked(c, id);
     pthread_mutex_unlock(&c->lock);
 }
 
@@ -258,7 +279,7 @@ static int pool_simple_request(mbq_pool *pool, bool invalidate)
     }
     struct client_reply reply;
     pthread_mutex_lock(&pool->client->lock);
-    int r = client_call_locked(pool->client, &req, &reply);
+    int r = pool->lost ? -EIDRM : client_call_locked(pool->client, &req, &reply);
     if (r == 0)
         client_reply_done(&reply);
     pthread_mutex_unlock(&pool->client->lock);

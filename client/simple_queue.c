@@ -106,13 +106,24 @@ void squeue_close_locked(mbq_simple_queue *q)
     free(q);
 }
 
+int squeue_reattach_locked(mbq_simple_queue *q)
+{
+    struct client_reply reply;
+    int r = client_reattach_locked(q->client, q->object_id, MBQ__V1__OBJECT_KIND__SIMPLE_QUEUE,
+                                   &q->sq.seg, 0, 1, &reply);
+    if (r == 0)
+        client_reply_done(&reply);
+    return r;
+}
+
 void mbq_simple_queue_close(mbq_simple_queue *queue)
 {
     if (!queue)
         return;
     mbq_client *c = queue->client;
     pthread_mutex_lock(&c->lock);
-    client_close_object_locked(c, queue->object_id);
+    if (!queue->lost)
+        client_close_object_locked(c, queue->object_id);
     squeue_close_locked(queue);
     pthread_mutex_unlock(&c->lock);
 }

@@ -1,9 +1,10 @@
 /* Logging to stderr with a level prefix ("error: ", "warning: ", "info: ",
- * "debug: "); see log.h.
+ * "debug: "), or to a sink (the journal's native protocol, with the fields as
+ * journal fields: systemd.c); see log.h.
  *
- * log_write() is the only function that emits anything: a later backend (the
- * journal's native protocol, with the fields as journal fields) replaces its
- * body and nothing else. A line is formatted into one buffer and written with
+ * log_write() is the only function that emits anything. With a sink, the
+ * message (without the prefix: the sink has the level) goes there, and to
+ * stderr only if the sink fails. A line is formatted into one buffer and written with
  * one write(2), so lines never interleave and a full pipe costs at most that
  * line. stderr is left as it was given: a reader that stops reading (a
  * stopped terminal, a stalled journal stream) stalls the daemon, as with any
@@ -22,6 +23,12 @@
 #define LOG_LINE_MAX 2048
 
 static enum log_level log_max_level = LOG_LEVEL_INFO;
+static log_sink_fn log_sink;
+
+void log_set_sink(log_sink_fn sink)
+{
+    log_sink = sink;
+}
 
 void log_set_level(enum log_level level)
 {
@@ -63,7 +70,6 @@ int log_parse_level(const char *name, enum log_level *ret)
 static void log_write(enum log_level level, const struct log_field *fields, const char *fmt,
                       va_list ap)
 {
-    (void)fields; /* for the journal backend */
     int saved = errno;
     char line[LOG_LINE_MAX];
     int n = snprintf(line, sizeof(line), "%s: ", log_level_name(level));
@@ -73,6 +79,11 @@ static void log_write(enum log_level level, const struct log_field *fields, cons
     size_t len = (size_t)n + (m < 0 ? 0 : (size_t)m);
     if (len > sizeof(line) - 2)
         len = sizeof(line) - 2;
+    line[len] = '\0';
+    if (log_sink && log_sink(level, fields, line + n) == 0) {
+        errno = saved;
+        return;
+    }
     line[len++] = '\n';
     ssize_t w;
     do

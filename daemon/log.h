@@ -2,9 +2,10 @@
  *
  * Every message goes through log_msg() or log_msg_fields(), which share one
  * writer in log.c; nothing else in the daemon writes to stderr. Levels use
- * syslog's numbers so that a journal backend can pass them on as PRIORITY=.
+ * syslog's numbers so that the journal backend passes them on as PRIORITY=.
  * The optional fields (KEY=value pairs, keys in the journal's upper-case
- * style) are carried for that backend; the stderr backend prints the message
+ * style: OBJECT, CLIENT_PID, CLIENT_UID, ...) are carried for that backend,
+ * which sends them as MBQ_<KEY>=; the stderr backend prints the message
  * only, since the text already says the same thing. */
 #ifndef MBQD_LOG_H
 #define MBQD_LOG_H
@@ -35,6 +36,12 @@ void log_set_level(enum log_level level);
 bool log_enabled(enum log_level level);
 /* "error", "warning", "info" or "debug": 0 and *ret set, or -EINVAL. */
 int log_parse_level(const char *name, enum log_level *ret);
+
+/* A backend that takes every line instead of stderr (the journal, set by
+ * main.c when stderr is the journal stream). It returns 0, or a negative
+ * errno, and then the line goes to stderr after all. NULL: stderr. */
+typedef int (*log_sink_fn)(enum log_level level, const struct log_field *fields, const char *msg);
+void log_set_sink(log_sink_fn sink);
 
 void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void log_msg_fields(enum log_level level, const struct log_field *fields, const char *fmt, ...)

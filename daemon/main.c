@@ -12,10 +12,14 @@
  *   trigger.c  trigger eventfds and their fan-out to sessions
  *   reclaim.c  releasing the buffer references of a client that died
  *   registry.c named objects, ids, permissions, the daemon's mappings
+ *   fdstore.c  keeping every object in systemd's fd store (registry observer)
+ *   restore.c  restoring them in the next instance; their processes of before
+ *   systemd.c  every sd_* call: passed fds, notify, watchdog, the journal
  *   log.c      the one place that writes log lines
  * registry.c and log.c know nothing of the others; server, session, trigger
  * and reclaim call each other through a few narrow functions (a session
- * sends through its connection, a trigger change is pushed to sessions).
+ * sends through its connection, a trigger change is pushed to sessions);
+ * the registry tells fdstore.c what changed through its observer.
  * Nothing outside daemon/ includes these headers; libevent stays in here,
  * and the protocol's generated types stay in server.c and session.c.
  *
@@ -24,16 +28,32 @@
  * Destructors accept NULL and return NULL. Every fd is close-on-exec and,
  * when it is a socket, non-blocking. Only the boundaries log.
  *
- * Startup: parse options, take the socket (see server.c for the stale-socket
- * rule), then say "mbqd VERSION listening on PATH" at info level. Shutdown,
+ * Startup: parse options, route the log to the journal if stderr is the
+ * journal stream, take the socket the service manager passed or bind
+ * --socket (see server.c for the stale-socket rule), restore what the
+ * manager's fd store holds (restore.c), then say "mbqd VERSION listening on
+ * PATH" at info level and READY=1 to the manager: at that point every
+ * restored object is back and connections are served. While running:
+ * STATUS= follows the counts of objects and clients (checked on the 100 ms
+ * tick), WATCHDOG=1 at half the interval the manager asked for. Shutdown,
  * on SIGTERM or SIGINT (libevent signal events, so the handler runs in the
- * loop): stop accepting, remove the socket file, close every session without
- * touching shared memory (clients keep their mappings, buffers and triggers),
- * unmap every segment, exit 0. Startup errors exit 1, bad usage exits 2. */
+ * loop): STOPPING=1, stop accepting, remove the socket file if we bound it,
+ * close every session without touching shared memory (clients keep their
+ * mappings, buffers and triggers), unmap every segment, exit 0; the fd store
+ * is left as it is, for the next instance. Startup errors exit 1, bad usage
+ * exits 2.
+ *
+ * Test hooks (not in --help): --debug-hang-after-ms N stops the watchdog
+ * pings N ms after READY=1, and SIGUSR2 stops them at once; the daemon keeps
+ * serving, so a test can watch the manager kill and restart it. */
+#include "fdstore.h"
 #include "log.h"
 #include "registry.h"
+#include "restore.h"
 #include "server.h"
 #include "session.h"
+#include "systemd.h"
+#include "trigger.h"
 
 #include <errno.h>
 #include <event2/event.h>
@@ -46,11 +66,27 @@
 #include <unistd.h>
 
 #define AGE_OUT_INTERVAL_MS 100
+/* FileDescriptorStoreMax= in mbqd.service; $FDSTORE (systemd >= 254) says. */
+#define DEFAULT_FD_STORE_MAX 4096u
+
+enum log_target { LOG_TARGET_AUTO, LOG_TARGET_STDERR, LOG_TARGET_JOURNAL };
 
 struct options {
     const char *socket_path; /* NULL: the default */
     enum log_level log_level;
+    enum log_target log_target;
     SessionLimits limits;
+    unsigned fd_store_max; /* 0: $FDSTORE, else DEFAULT_FD_STORE_MAX */
+    bool fd_store_max_set;
+    uint64_t hang_after_ms;
+};
+
+/* What the loop's callbacks need. */
+struct daemon {
+    struct event_base *base;
+    Registry *registry;
+    Server *server;
+    Systemd *sd;
 };
 
 static void print_help(FILE *f)
@@ -69,12 +105,20 @@ static void print_help(FILE *f)
             "  --max-triggers N     triggers one client may have installed (default 64)\n"
             "  --max-bytes N        bytes of segments one client may have created and\n"
             "                       still alive; suffixes K, M, G, T (default 4G)\n"
+            "  --fd-store-max N     descriptors the service manager keeps for mbqd\n"
+            "                       (FileDescriptorStoreMax=; default $FDSTORE, else 4096);\n"
+            "                       0 keeps nothing across restarts\n"
+            "  --log-target TARGET  auto (default: the journal when stderr is connected\n"
+            "                       to it), journal or stderr\n"
             "  --foreground         accepted for compatibility: mbqd never forks and\n"
             "                       always runs in the foreground (as systemd runs it)\n"
             "  --version            print the version and exit\n"
             "  --help               print this help and exit\n"
             "\n"
-            "SIGTERM or SIGINT stops it cleanly. Logs go to standard error.\n");
+            "Under systemd (mbqd.socket, mbqd.service) it takes its socket from the\n"
+            "service manager, keeps its objects in the manager's file descriptor store\n"
+            "so that a restart loses nothing, and logs to the journal.\n"
+            "SIGTERM or SIGINT stops it cleanly. Otherwise logs go to standard error.\n");
 }
 
 static int parse_u64(const char *s, bool suffixes, uint64_t *ret)
@@ -108,7 +152,7 @@ static int parse_u64(const char *s, bool suffixes, uint64_t *ret)
 static int parse_options(int argc, char **argv, struct options *o)
 {
     enum { OPT_SOCKET = 256, OPT_LOG_LEVEL, OPT_MAX_OBJECTS, OPT_MAX_TRIGGERS, OPT_MAX_BYTES,
-           OPT_FOREGROUND, OPT_VERSION };
+           OPT_FOREGROUND, OPT_VERSION, OPT_FD_STORE_MAX, OPT_LOG_TARGET, OPT_DEBUG_HANG };
     static const struct option longopts[] = {
         {"socket", required_argument, NULL, OPT_SOCKET},
         {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
@@ -116,6 +160,9 @@ static int parse_options(int argc, char **argv, struct options *o)
         {"max-triggers", required_argument, NULL, OPT_MAX_TRIGGERS},
         {"max-bytes", required_argument, NULL, OPT_MAX_BYTES},
         {"foreground", no_argument, NULL, OPT_FOREGROUND},
+        {"fd-store-max", required_argument, NULL, OPT_FD_STORE_MAX},
+        {"log-target", required_argument, NULL, OPT_LOG_TARGET},
+        {"debug-hang-after-ms", required_argument, NULL, OPT_DEBUG_HANG}, /* test hook */
         {"version", no_argument, NULL, OPT_VERSION},
         {"help", no_argument, NULL, 'h'},
         {0},
@@ -156,6 +203,36 @@ static int parse_options(int argc, char **argv, struct options *o)
             break;
         case OPT_FOREGROUND:
             break; /* always */
+        case OPT_FD_STORE_MAX:
+            if (parse_u64(optarg, false, &v) < 0 || v > (1u << 20)) {
+                fprintf(stderr, "mbqd: --fd-store-max: '%s' is not a number up to %u\n", optarg,
+                        1u << 20);
+                return -EINVAL;
+            }
+            o->fd_store_max = (unsigned)v;
+            o->fd_store_max_set = true;
+            break;
+        case OPT_LOG_TARGET:
+            if (strcmp(optarg, "auto") == 0)
+                o->log_target = LOG_TARGET_AUTO;
+            else if (strcmp(optarg, "journal") == 0)
+                o->log_target = LOG_TARGET_JOURNAL;
+            else if (strcmp(optarg, "stderr") == 0)
+                o->log_target = LOG_TARGET_STDERR;
+            else {
+                fprintf(stderr, "mbqd: --log-target: '%s' is not auto, journal or stderr\n",
+                        optarg);
+                return -EINVAL;
+            }
+            break;
+        case OPT_DEBUG_HANG:
+            if (parse_u64(optarg, false, &v) < 0 || v == 0 || v > UINT32_MAX) {
+                fprintf(stderr, "mbqd: --debug-hang-after-ms: '%s' is not a positive number\n",
+                        optarg);
+                return -EINVAL;
+            }
+            o->hang_after_ms = v;
+            break;
         case OPT_VERSION:
             printf("mbqd %s (protocol 1)\n", MBQ_VERSION_STRING);
             exit(EXIT_SUCCESS);
@@ -210,15 +287,75 @@ static void on_libevent_log(int severity, const char *msg)
     log_msg(level, "libevent: %s", msg);
 }
 
-static void on_signal(evutil_socket_t sig, short what, void *arg)
+static void status_text(const struct daemon *d, char *buf, size_t len)
 {
-    log_msg(LOG_LEVEL_INFO, "received %s, shutting down", strsignal((int)sig));
-    event_base_loopbreak(arg);
+    size_t objects = registry_count(d->registry), clients = server_session_count(d->server);
+    snprintf(buf, len, "serving %zu object%s to %zu client%s", objects, objects == 1 ? "" : "s",
+             clients, clients == 1 ? "" : "s");
 }
 
-static void on_age_out(evutil_socket_t fd, short what, void *arg)
+static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
-    registry_age_out(arg, now_ns());
+    struct daemon *d = arg;
+    log_msg(LOG_LEVEL_INFO, "received %s, shutting down", strsignal((int)sig));
+    char status[128];
+    status_text(d, status, sizeof(status));
+    strncat(status, "; stopping", sizeof(status) - strlen(status) - 1);
+    systemd_stopping(d->sd, status);
+    event_base_loopbreak(d->base);
+}
+
+static void on_sigusr2(evutil_socket_t sig, short what, void *arg)
+{
+    struct daemon *d = arg;
+    systemd_stop_watchdog(d->sd);
+}
+
+/* The 100 ms tick: pool age-out, and STATUS= when the counts changed. */
+static void on_tick(evutil_socket_t fd, short what, void *arg)
+{
+    struct daemon *d = arg;
+    registry_age_out(d->registry, now_ns());
+    char status[128];
+    status_text(d, status, sizeof(status));
+    systemd_status(d->sd, status);
+}
+
+/* Where the log goes: the journal when systemd connected stderr to it. */
+static void setup_log_target(enum log_target target)
+{
+    bool journal = target == LOG_TARGET_JOURNAL ||
+                   (target == LOG_TARGET_AUTO && systemd_stderr_is_journal());
+    log_set_sink(journal ? systemd_journal_send : NULL);
+}
+
+/* Takes the listening socket out of what the manager passed; closes any
+ * other socket (a second ListenSequentialPacket= is not ours to serve). */
+static int take_listen_fd(struct systemd_fd *fds, int n)
+{
+    int listen_fd = -1;
+    for (int i = 0; i < n; i++) {
+        if (!systemd_fd_is_listening_seqpacket(fds[i].fd))
+            continue;
+        if (listen_fd < 0) {
+            listen_fd = TAKE_FD(fds[i].fd);
+            log_msg(LOG_LEVEL_DEBUG, "using the socket the service manager passed ('%s')",
+                    fds[i].name);
+        } else {
+            log_msg(LOG_LEVEL_WARNING, "ignoring another passed socket ('%s')", fds[i].name);
+            fds[i].fd = safe_close(fds[i].fd);
+        }
+    }
+    return listen_fd;
+}
+
+/* The store's size: --fd-store-max, else $FDSTORE, else the unit's. */
+static unsigned fd_store_max(const struct options *o)
+{
+    if (o->fd_store_max_set)
+        return o->fd_store_max;
+    unsigned env = systemd_fdstore_max_from_env();
+    return env ? env : DEFAULT_FD_STORE_MAX;
 }
 
 int main(int argc, char **argv)
@@ -230,68 +367,134 @@ int main(int argc, char **argv)
     if (parse_options(argc, argv, &opt) < 0)
         return 2;
     log_set_level(opt.log_level);
-
-    _cleanup_(freep) char *path = NULL;
-    if (opt.socket_path)
-        path = strdup(opt.socket_path);
-    else if (default_socket_path(&path) < 0)
-        return EXIT_FAILURE;
-    if (!path)
-        return EXIT_FAILURE;
+    setup_log_target(opt.log_target);
 
     signal(SIGPIPE, SIG_IGN); /* wire_send uses MSG_NOSIGNAL; this covers the rest */
     raise_fd_limit();
     event_set_log_callback(on_libevent_log);
 
+    /* What the manager passed: our socket, and what the store kept. */
+    struct systemd_fd *passed = NULL;
+    int n_passed = systemd_listen_fds(&passed);
+    if (n_passed < 0) {
+        log_msg(LOG_LEVEL_ERROR, "cannot take the descriptors the service manager passed: %s",
+                strerror(-n_passed));
+        return EXIT_FAILURE;
+    }
+    int listen_fd = take_listen_fd(passed, n_passed);
+
+    _cleanup_(freep) char *path = NULL;
+    if (listen_fd < 0) {
+        if (opt.socket_path)
+            path = strdup(opt.socket_path);
+        else if (default_socket_path(&path) < 0) {
+            systemd_fds_free(passed, n_passed);
+            return EXIT_FAILURE;
+        }
+        if (!path) {
+            systemd_fds_free(passed, n_passed);
+            return EXIT_FAILURE;
+        }
+    }
+
     int ret = EXIT_FAILURE;
-    Registry *registry = NULL;
-    Server *server = NULL;
-    struct event *ev_term = NULL, *ev_int = NULL, *ev_age = NULL;
-    struct event_base *base = event_base_new();
-    if (!base) {
+    struct daemon d = {0};
+    FdStore *store = NULL;
+    Restorer *restorer = NULL;
+    struct event *ev_term = NULL, *ev_int = NULL, *ev_usr2 = NULL, *ev_tick = NULL;
+    d.base = event_base_new();
+    if (!d.base) {
         log_msg(LOG_LEVEL_ERROR, "cannot create the event loop");
+        safe_close(listen_fd);
         goto out;
     }
-    int r = registry_new(&registry);
+    int r = registry_new(&d.registry);
     if (r < 0) {
         log_msg(LOG_LEVEL_ERROR, "cannot create the registry: %s", strerror(-r));
+        safe_close(listen_fd);
         goto out;
     }
-    r = server_new(&server, base, registry, &opt.limits, path);
+    registry_set_finalizer(d.registry, trigger_object_finalize);
+    r = server_new(&d.server, d.base, d.registry, &opt.limits, path, listen_fd);
     if (r < 0)
         goto out; /* server_new said why */
+    r = systemd_new(&d.sd, d.base, opt.hang_after_ms);
+    if (r < 0) {
+        log_msg(LOG_LEVEL_ERROR, "cannot set up the service manager interface: %s", strerror(-r));
+        goto out;
+    }
 
-    ev_term = evsignal_new(base, SIGTERM, on_signal, base);
-    ev_int = evsignal_new(base, SIGINT, on_signal, base);
-    ev_age = event_new(base, -1, EV_PERSIST, on_age_out, registry);
+    /* The fd store: only with a manager to keep it. */
+    unsigned store_max = fd_store_max(&opt);
+    if (systemd_notify_enabled() && store_max > 0) {
+        r = fdstore_new(&store, d.registry, store_max);
+        if (r < 0) {
+            log_msg(LOG_LEVEL_ERROR, "cannot set up the fd store: %s", strerror(-r));
+            goto out;
+        }
+    }
+    struct restore_outcome restored;
+    r = restorer_new(&restorer, d.base, d.registry, d.server, store, passed, n_passed, &restored);
+    passed = systemd_fds_free(passed, n_passed);
+    if (r < 0) {
+        log_msg(LOG_LEVEL_ERROR, "cannot restore the stored objects: %s", strerror(-r));
+        goto out;
+    }
+
+    ev_term = evsignal_new(d.base, SIGTERM, on_signal, &d);
+    ev_int = evsignal_new(d.base, SIGINT, on_signal, &d);
+    ev_usr2 = evsignal_new(d.base, SIGUSR2, on_sigusr2, &d);
+    ev_tick = event_new(d.base, -1, EV_PERSIST, on_tick, &d);
     struct timeval tick = {0, AGE_OUT_INTERVAL_MS * 1000};
-    if (!ev_term || !ev_int || !ev_age || event_add(ev_term, NULL) < 0 ||
-        event_add(ev_int, NULL) < 0 || event_add(ev_age, &tick) < 0) {
+    if (!ev_term || !ev_int || !ev_usr2 || !ev_tick || event_add(ev_term, NULL) < 0 ||
+        event_add(ev_int, NULL) < 0 || event_add(ev_usr2, NULL) < 0 ||
+        event_add(ev_tick, &tick) < 0) {
         log_msg(LOG_LEVEL_ERROR, "cannot set up signal and timer events");
         goto out;
     }
 
-    log_msg_fields(LOG_LEVEL_INFO, LOG_FIELDS(LOG_STR("SOCKET", path)),
-                   "mbqd %s listening on %s", MBQ_VERSION_STRING, path);
-    if (event_base_dispatch(base) < 0) {
+    log_msg_fields(LOG_LEVEL_INFO, LOG_FIELDS(LOG_STR("SOCKET", server_address(d.server))),
+                   "mbqd %s listening on %s%s", MBQ_VERSION_STRING, server_address(d.server),
+                   store ? "; objects are kept in the service manager's fd store" : "");
+    if (store)
+        log_msg(LOG_LEVEL_DEBUG, "fd store: %u of %u descriptors in use", fdstore_count(store),
+                fdstore_max(store));
+    if (systemd_watchdog_usec(d.sd))
+        log_msg(LOG_LEVEL_INFO, "watchdog: %" PRIu64 " ms", systemd_watchdog_usec(d.sd) / 1000);
+    char status[160];
+    status_text(&d, status, sizeof(status));
+    if (restored.objects) {
+        size_t len = strlen(status);
+        snprintf(status + len, sizeof(status) - len, " (%u restored)", restored.objects);
+    }
+    systemd_ready(d.sd, status);
+
+    if (event_base_dispatch(d.base) < 0) {
         log_msg(LOG_LEVEL_ERROR, "the event loop failed");
         goto out;
     }
     log_msg(LOG_LEVEL_INFO, "stopping: closing %zu sessions, unmapping %zu objects",
-            server_session_count(server), registry_count(registry));
+            server_session_count(d.server), registry_count(d.registry));
     ret = EXIT_SUCCESS;
 
 out:
-    if (ev_age)
-        event_free(ev_age);
+    systemd_fds_free(passed, n_passed);
+    if (ev_tick)
+        event_free(ev_tick);
+    if (ev_usr2)
+        event_free(ev_usr2);
     if (ev_int)
         event_free(ev_int);
     if (ev_term)
         event_free(ev_term);
-    server_free(server); /* before the registry: sessions hold objects */
-    registry_free(registry);
-    if (base)
-        event_base_free(base);
+    restorer_free(restorer);
+    /* Shutdown changes nothing in the store: it is the next instance's. */
+    store = fdstore_free(store);
+    server_free(d.server); /* before the registry: sessions hold objects */
+    registry_free(d.registry);
+    systemd_free(d.sd);
+    if (d.base)
+        event_base_free(d.base);
     if (ret == EXIT_SUCCESS)
         log_msg(LOG_LEVEL_INFO, "stopped");
     return ret;

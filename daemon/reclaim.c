@@ -136,7 +136,7 @@ static void watch_on_exit(evutil_socket_t fd, short what, void *arg)
     unsigned pools;
     uint64_t released = registry_reclaim_pid(rc->registry, pid, &pools);
     log_msg_fields(released ? LOG_LEVEL_INFO : LOG_LEVEL_DEBUG,
-                   LOG_FIELDS(LOG_NUM("PEER_PID", pid), LOG_NUM("RELEASED", released)),
+                   LOG_FIELDS(LOG_NUM("CLIENT_PID", pid), LOG_NUM("RELEASED", released)),
                    "pid %d exited: released %" PRIu64 " buffer references in %u pools in %" PRIu64 " us",
                    (int)pid, released, pools, (now_ns() - t0) / 1000);
 }

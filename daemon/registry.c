@@ -19,7 +19,12 @@
  *  - An object that is not unlinked lives until unlinked, even when nobody
  *    has it open, like a file.
  *  - Everything read from a segment here is a counter or a pid; the shm
- *    layer range-checks what it indexes with. */
+ *    layer range-checks what it indexes with.
+ *  - An observer (fdstore.c, under systemd) hears of every creation,
+ *    destruction and change once it is done, and may refuse a creation.
+ *    Restored objects (registry_restore) come back with their old ids, which
+ *    queue entries carry as pool ids; an unlinked one waits for the
+ *    processes that had it open to come back or die (Object.waiting). */
 #include "registry.h"
 
 #include "log.h"
@@ -51,6 +56,9 @@ struct Registry {
     struct list pools;
     size_t n_objects;
     uint32_t next_id; /* 0 once the ids are exhausted */
+    struct registry_observer obs;
+    bool has_obs;
+    void (*finalize)(Object *o);
 };
 
 /* ---- hashing ---- */
@@ -198,9 +206,14 @@ static void object_empty_queue(Object *o)
 static void object_destroy(Object *o, bool release)
 {
     Registry *r = o->registry;
-    log_msg(LOG_LEVEL_DEBUG, "object %u '%s' destroyed", o->id, o->name);
+    log_msg_fields(LOG_LEVEL_DEBUG, LOG_FIELDS(LOG_STR("OBJECT", o->name), LOG_NUM("OBJECT_ID", o->id)),
+                   "object %u '%s' destroyed", o->id, o->name);
     if (release && o->kind == OBJECT_BUFFER_QUEUE)
         object_empty_queue(o);
+    if (release && r->has_obs)
+        r->obs.object_removed(r->obs.ctx, o);
+    if (r->finalize)
+        r->finalize(o);
     if (!o->unlinked)
         table_remove(&r->table[TABLE_NAME], TABLE_NAME, o);
     table_remove(&r->table[TABLE_ID], TABLE_ID, o);
@@ -212,6 +225,7 @@ static void object_destroy(Object *o, bool release)
     }
     r->n_objects--;
     object_unmap(o);
+    free(o->waiting);
     free(o);
 }
 
@@ -386,11 +400,221 @@ int registry_create(Registry *r, const char *name, const struct object_config *c
         charge->bytes += object_segment_size(o);
         list_add_tail(&charge->objects, &o->charge_link);
     }
-    log_msg(LOG_LEVEL_DEBUG, "object %u '%s' created: %s, %" PRIu64 " bytes, owner %u:%u mode %04o",
-            o->id, o->name, object_kind_name(o->kind), object_segment_size(o), (unsigned)uid,
-            (unsigned)gid, mode);
+    if (r->has_obs) {
+        res = r->obs.object_added(r->obs.ctx, o);
+        if (res < 0) {
+            object_destroy(TAKE_PTR(o), false); /* never seen by anyone */
+            return res;
+        }
+    }
+    log_msg_fields(LOG_LEVEL_DEBUG, LOG_FIELDS(LOG_STR("OBJECT", o->name), LOG_NUM("OBJECT_ID", o->id)),
+                   "object %u '%s' created: %s, %" PRIu64 " bytes, owner %u:%u mode %04o", o->id,
+                   o->name, object_kind_name(o->kind), object_segment_size(o), (unsigned)uid,
+                   (unsigned)gid, mode);
     *ret = TAKE_PTR(o);
     return 0;
+}
+
+/* Attaches the daemon's mapping to a restored segment and checks that it is
+ * the object the record describes. */
+static int object_attach(Object *o, int fd)
+{
+    const struct object_config *c = &o->config;
+    const struct seg *seg;
+    int res;
+    switch (c->kind) {
+    case OBJECT_BUFFER_QUEUE:
+        res = bq_attach(fd, &o->bq);
+        if (res < 0)
+            return res;
+        seg = &o->bq.seg;
+        if (o->bq.capacity != c->bq.capacity || o->bq.order != c->bq.order ||
+            o->bq.full_policy != c->bq.full_policy)
+            res = -EBADMSG;
+        break;
+    case OBJECT_SIMPLE_QUEUE:
+        res = sq_attach(fd, &o->sq);
+        if (res < 0)
+            return res;
+        seg = &o->sq.seg;
+        if (sq_capacity(&o->sq) != c->sq_capacity)
+            res = -EBADMSG;
+        break;
+    case OBJECT_POOL:
+        res = pool_attach(fd, &o->pool);
+        if (res < 0)
+            return res;
+        seg = &o->pool.seg;
+        if (o->pool.block_size != c->pool.block_size || o->pool.block_count != c->pool.block_count)
+            res = -EBADMSG;
+        break;
+    default:
+        return -EINVAL;
+    }
+    if (res == 0) {
+        uint64_t id;
+        memcpy(&id, (const char *)seg->base + offsetof(struct seg_header, object_id), sizeof(id));
+        if (id != o->id)
+            res = -EBADMSG;
+    }
+    if (res < 0)
+        object_unmap(o);
+    return res;
+}
+
+int registry_restore(Registry *r, const struct registry_restore *spec, int fd, Object **ret)
+{
+    const struct object_config *c = &spec->config;
+    if (spec->id == 0 || registry_validate_name(spec->name) < 0 || (spec->mode & ~0777u) ||
+        (c->kind != OBJECT_BUFFER_QUEUE && c->kind != OBJECT_SIMPLE_QUEUE &&
+         c->kind != OBJECT_POOL))
+        return -EINVAL;
+    if (registry_lookup_id(r, spec->id) || (!spec->unlinked && registry_lookup_name(r, spec->name)))
+        return -EEXIST;
+
+    _cleanup_(freep) Object *o = calloc(1, sizeof(*o));
+    if (!o)
+        return -ENOMEM;
+    o->registry = r;
+    o->id = spec->id;
+    o->kind = c->kind;
+    o->uid = spec->uid;
+    o->gid = spec->gid;
+    o->mode = spec->mode;
+    o->unlinked = spec->unlinked;
+    memcpy(o->name, spec->name, strlen(spec->name) + 1);
+    o->config = *c;
+    o->config.bq.object_id = o->id;
+    o->config.pool.prefault = true;
+    list_init(&o->handles);
+    list_init(&o->triggers);
+    list_init(&o->charge_link);
+    list_init(&o->link);
+    list_init(&o->pool_link);
+    if (spec->unlinked && spec->n_holders) {
+        o->waiting = calloc(spec->n_holders, sizeof(*o->waiting));
+        if (!o->waiting)
+            return -ENOMEM;
+        for (unsigned i = 0; i < spec->n_holders; i++)
+            if (spec->holders[i] > 0)
+                o->waiting[o->n_waiting++] = spec->holders[i];
+    }
+    int res = object_attach(o, fd);
+    if (res < 0) {
+        free(o->waiting);
+        return res;
+    }
+    if (o->kind == OBJECT_POOL)
+        list_add_tail(&r->pools, &o->pool_link);
+    if (!o->unlinked)
+        table_insert(&r->table[TABLE_NAME], TABLE_NAME, o);
+    table_insert(&r->table[TABLE_ID], TABLE_ID, o);
+    list_add_tail(&r->objects, &o->link);
+    r->n_objects++;
+    if (r->next_id != 0 && o->id >= r->next_id)
+        r->next_id = o->id == UINT32_MAX ? 0 : o->id + 1;
+    *ret = TAKE_PTR(o);
+    return 0;
+}
+
+void registry_set_next_id(Registry *r, uint32_t next)
+{
+    uint32_t floor = 1;
+    bool exhausted = next == 0; /* the record says so */
+    list_for_each_safe(it, &r->objects) {
+        const Object *o = list_entry(it, Object, link);
+        if (o->id == UINT32_MAX)
+            exhausted = true;
+        else if (o->id >= floor)
+            floor = o->id + 1;
+    }
+    r->next_id = exhausted ? 0 : next > floor ? next : floor;
+}
+
+bool registry_drop_waiting(Object *o, pid_t pid)
+{
+    bool found = false;
+    for (unsigned i = 0; i < o->n_waiting;) {
+        if (o->waiting[i] == pid) {
+            o->waiting[i] = o->waiting[--o->n_waiting];
+            found = true;
+        } else {
+            i++;
+        }
+    }
+    if (!found)
+        return false;
+    if (o->unlinked && o->open_count == 0 && o->n_waiting == 0) {
+        object_destroy(o, true);
+        return true;
+    }
+    registry_note_changed(o->registry);
+    return false;
+}
+
+uint32_t registry_next_id(const Registry *r)
+{
+    return r->next_id;
+}
+
+void registry_for_each(Registry *r, void (*fn)(Object *o, void *ctx), void *ctx)
+{
+    list_for_each_safe(it, &r->objects)
+        fn(list_entry(it, Object, link), ctx);
+}
+
+/* ---- the observer ---- */
+
+void registry_set_observer(Registry *r, const struct registry_observer *obs)
+{
+    r->has_obs = obs != NULL;
+    r->obs = obs ? *obs : (struct registry_observer){0};
+}
+
+bool registry_persistent(const Registry *r)
+{
+    return r->has_obs;
+}
+
+bool registry_has_room(Registry *r, unsigned n)
+{
+    return !r->has_obs || r->obs.has_room(r->obs.ctx, n);
+}
+
+int registry_note_trigger_added(Object *o, uint64_t token, int efd)
+{
+    Registry *r = o->registry;
+    return r->has_obs ? r->obs.trigger_added(r->obs.ctx, o, token, efd) : 0;
+}
+
+void registry_note_trigger_removed(Object *o, uint64_t token)
+{
+    Registry *r = o->registry;
+    if (r->has_obs)
+        r->obs.trigger_removed(r->obs.ctx, o, token);
+}
+
+void registry_note_changed(Registry *r)
+{
+    if (r->has_obs)
+        r->obs.changed(r->obs.ctx);
+}
+
+void registry_batch_begin(Registry *r)
+{
+    if (r->has_obs)
+        r->obs.batch(r->obs.ctx, true);
+}
+
+void registry_batch_end(Registry *r)
+{
+    if (r->has_obs)
+        r->obs.batch(r->obs.ctx, false);
+}
+
+void registry_set_finalizer(Registry *r, void (*fn)(Object *o))
+{
+    r->finalize = fn;
 }
 
 Object *registry_lookup_name(Registry *r, const char *name)
@@ -461,14 +685,20 @@ void registry_hold(Object *o, struct list *node)
 {
     list_add_tail(&o->handles, node);
     o->open_count++;
+    if (o->unlinked) /* its holders are part of the state record */
+        registry_note_changed(o->registry);
 }
 
 void registry_release(Object *o, struct list *node)
 {
     list_del(node);
     o->open_count--;
-    if (o->open_count == 0 && o->unlinked)
+    if (!o->unlinked)
+        return;
+    if (o->open_count == 0 && o->n_waiting == 0)
         object_destroy(o, true);
+    else
+        registry_note_changed(o->registry);
 }
 
 void registry_unlink(Object *o)
@@ -477,9 +707,12 @@ void registry_unlink(Object *o)
         return;
     table_remove(&o->registry->table[TABLE_NAME], TABLE_NAME, o);
     o->unlinked = true;
-    log_msg(LOG_LEVEL_DEBUG, "object %u '%s' unlinked (%u open)", o->id, o->name, o->open_count);
-    if (o->open_count == 0)
+    log_msg_fields(LOG_LEVEL_DEBUG, LOG_FIELDS(LOG_STR("OBJECT", o->name), LOG_NUM("OBJECT_ID", o->id)),
+                   "object %u '%s' unlinked (%u open)", o->id, o->name, o->open_count);
+    if (o->open_count == 0 && o->n_waiting == 0)
         object_destroy(o, true);
+    else
+        registry_note_changed(o->registry);
 }
 
 /* ---- the daemon's mapping ---- */

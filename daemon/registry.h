@@ -58,16 +58,89 @@ struct Object {
     struct list handles;    /* owned by session.c: Handle.object_link */
     struct list triggers;   /* owned by trigger.c: Trigger.object_link */
     RegistryCharge *charge; /* the creator's, while it counts; NULL after */
+    /* Restored and unlinked: processes that had it open before the daemon
+     * restarted and have neither reattached nor died yet. It lives while
+     * one of them might still come back (see registry_drop_waiting). */
+    pid_t *waiting;
+    unsigned n_waiting;
     struct list charge_link;
     struct list link;      /* Registry.objects */
     struct list pool_link; /* Registry.pools (pools only) */
     Object *hash_next[2];  /* chains of the name and id tables */
 };
 
+/* Who keeps the objects across restarts (fdstore.c). Each callback is told
+ * of a change after it happened in the registry; object_added and
+ * trigger_added may refuse (a negative errno), and the change is undone.
+ * Destruction at daemon shutdown is not reported: the objects live on in
+ * the service manager's store for the next instance. */
+struct registry_observer {
+    void *ctx;
+    int (*object_added)(void *ctx, Object *o);
+    void (*object_removed)(void *ctx, Object *o);
+    int (*trigger_added)(void *ctx, Object *o, uint64_t token, int efd);
+    void (*trigger_removed)(void *ctx, Object *o, uint64_t token);
+    /* names, modes, holders of unlinked objects: what the state record says */
+    void (*changed)(void *ctx);
+    /* room for n more descriptors (objects and triggers) */
+    bool (*has_room)(void *ctx, unsigned n);
+    /* changes between begin and end are reported together at the end */
+    void (*batch)(void *ctx, bool begin);
+};
+
 int registry_new(Registry **ret);
 /* Destroys every object (unmapping, without touching what clients hold). */
 Registry *registry_free(Registry *r);
 size_t registry_count(const Registry *r);
+
+/* Installs (or with NULL removes) the observer; obs is copied. */
+void registry_set_observer(Registry *r, const struct registry_observer *obs);
+/* Whether objects outlive the daemon (an observer keeps them). */
+bool registry_persistent(const Registry *r);
+/* Whether the observer has room for n more descriptors (true without one). */
+bool registry_has_room(Registry *r, unsigned n);
+/* trigger.c reports its changes through these. */
+int registry_note_trigger_added(Object *o, uint64_t token, int efd);
+void registry_note_trigger_removed(Object *o, uint64_t token);
+void registry_note_changed(Registry *r);
+void registry_batch_begin(Registry *r);
+void registry_batch_end(Registry *r);
+/* Called for each object just before it is unmapped and freed (trigger.c
+ * frees the triggers nobody owns any more). */
+void registry_set_finalizer(Registry *r, void (*fn)(Object *o));
+/* Calls fn for every object, in creation order; fn may destroy the object
+ * it is given, and no other. */
+void registry_for_each(Registry *r, void (*fn)(Object *o, void *ctx), void *ctx);
+/* The id the next object gets (0: ids are exhausted). */
+uint32_t registry_next_id(const Registry *r);
+
+/* An object as the state record of a previous instance describes it. */
+struct registry_restore {
+    uint32_t id;
+    const char *name;
+    struct object_config config; /* kind included */
+    uid_t uid;
+    gid_t gid;
+    uint32_t mode;
+    bool unlinked;
+    const pid_t *holders; /* unlinked: the processes that had it open */
+    unsigned n_holders;
+};
+
+/* Restores an object from its segment (fd borrowed; the mapping takes its
+ * own copy) after checking everything as untrusted: the name, the id (free,
+ * and equal to the one in the segment's header), the mode, and that the
+ * segment is a valid one of that kind with exactly that configuration.
+ * Returns 0, -EEXIST (id or name taken), -EINVAL (bad description),
+ * -EBADMSG (the segment is not what the record says), or -errno. The object
+ * is charged to nobody and reported to no observer. */
+int registry_restore(Registry *r, const struct registry_restore *spec, int fd, Object **ret);
+/* Sets the next id after a restore: at least one above every object's. */
+void registry_set_next_id(Registry *r, uint32_t next);
+/* pid will not come back for o (it reattached, or it died): an unlinked
+ * object that nobody has open and nobody else may come back for is
+ * destroyed. Returns true if o was destroyed. */
+bool registry_drop_waiting(Object *o, pid_t pid);
 
 /* 0 if name follows the rules of <mbq/mbq.h>, else -EINVAL. */
 int registry_validate_name(const char *name);

@@ -23,7 +23,9 @@
  *  - One callback reads at most CONN_READ_BATCH packets, so a busy client
  *    cannot starve the others (the read event is level-triggered).
  *  - At shutdown, the socket file is removed only if it is still the one
- *    this daemon bound (same device and inode). */
+ *    this daemon bound (same device and inode); a socket the service
+ *    manager passed (socket activation) is never unlinked: it outlives us,
+ *    and clients that connect while we restart wait in its backlog. */
 #include "server.h"
 
 #include "log.h"
@@ -74,7 +76,8 @@ struct Server {
     Registry *registry;
     Reclaimer *reclaimer;
     SessionLimits limits;
-    char *path;
+    char *path; /* the socket file we bound and must remove; NULL if passed */
+    char address[108];
     dev_t dev;
     ino_t ino;
     int listen_fd;
@@ -470,12 +473,41 @@ static void server_unlink_path(Server *srv)
 
 /* ---- the server ---- */
 
+/* A socket the service manager passed: ours to accept on, not to unlink. */
+static int server_adopt(Server *srv, int fd)
+{
+    srv->listen_fd = fd;
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0 || fcntl(fd, F_SETFD, FD_CLOEXEC) < 0) {
+        int r = -errno;
+        log_msg(LOG_LEVEL_ERROR, "cannot set up the passed socket: %s", strerror(-r));
+        return r;
+    }
+    struct sockaddr_un sa;
+    socklen_t len = sizeof(sa);
+    memset(&sa, 0, sizeof(sa));
+    if (getsockname(fd, (struct sockaddr *)&sa, &len) == 0 && sa.sun_family == AF_UNIX &&
+        len > offsetof(struct sockaddr_un, sun_path) && sa.sun_path[0])
+        snprintf(srv->address, sizeof(srv->address), "%.*s",
+                 (int)(len - offsetof(struct sockaddr_un, sun_path)), sa.sun_path);
+    else
+        snprintf(srv->address, sizeof(srv->address), "passed socket (fd %d)", fd);
+    return 0;
+}
+
+const char *server_address(const Server *srv)
+{
+    return srv->address[0] ? srv->address : "?";
+}
+
 int server_new(Server **ret, struct event_base *base, Registry *registry,
-               const SessionLimits *limits, const char *path)
+               const SessionLimits *limits, const char *path, int listen_fd)
 {
     Server *srv = calloc(1, sizeof(*srv));
-    if (!srv)
+    if (!srv) {
+        safe_close(listen_fd);
         return -ENOMEM;
+    }
     srv->base = base;
     srv->registry = registry;
     srv->limits = *limits;
@@ -483,8 +515,15 @@ int server_new(Server **ret, struct event_base *base, Registry *registry,
     list_init(&srv->conns);
     list_init(&srv->dead);
     int r = reclaimer_new(&srv->reclaimer, base, registry, srv);
-    if (r == 0)
+    if (r < 0)
+        safe_close(listen_fd);
+    else if (listen_fd >= 0)
+        r = server_adopt(srv, listen_fd);
+    else {
         r = server_listen(srv, path);
+        if (r == 0)
+            snprintf(srv->address, sizeof(srv->address), "%s", path);
+    }
     if (r == 0) {
         srv->ev_listen = event_new(base, srv->listen_fd, EV_READ | EV_PERSIST, server_on_accept, srv);
         srv->ev_resume = evtimer_new(base, server_on_resume, srv);

@@ -13,12 +13,17 @@ typedef struct Reclaimer Reclaimer;
 /* Queued outgoing packets after which a client that does not read is dropped. */
 #define CONN_MAX_QUEUED 256
 
-/* Takes the socket at path (creating its directory, removing a stale socket
- * file, refusing if another daemon answers there) and starts accepting.
- * Returns 0, -EADDRINUSE (a daemon answers), -ENOTSOCK (path is something
- * else), or -errno; logs the reason. */
+/* With listen_fd < 0: takes the socket at path (creating its directory,
+ * removing a stale socket file, refusing if another daemon answers there)
+ * and starts accepting. With listen_fd >= 0 (taken; a listening
+ * SOCK_SEQPACKET socket the service manager passed): accepts on it, and
+ * never touches the socket file, which belongs to the manager. Returns 0,
+ * -EADDRINUSE (a daemon answers), -ENOTSOCK (path is something else), or
+ * -errno; logs the reason. */
 int server_new(Server **ret, struct event_base *base, Registry *registry,
-               const SessionLimits *limits, const char *path);
+               const SessionLimits *limits, const char *path, int listen_fd);
+/* Where clients connect, for messages ("?" if unknown). */
+const char *server_address(const Server *srv);
 /* Stops accepting, removes the socket file (if it is still ours), ends every
  * session in shutdown mode. Accepts NULL; returns NULL. */
 Server *server_free(Server *srv);

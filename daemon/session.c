@@ -38,6 +38,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #define PROTOCOL_VERSION 1u
 /* Room for a Response's own fields around a list or stat body. */
@@ -131,6 +132,9 @@ Session *session_end(Session *s, enum session_end why, const char *detail)
     const bool shutdown = why == SESSION_END_SHUTDOWN;
     unsigned objects = 0, triggers = 0;
 
+    /* One state record for everything this session gave back. */
+    if (!shutdown)
+        registry_batch_begin(s->registry);
     list_for_each_safe(it, &s->handles) {
         Handle *h = list_entry(it, Handle, session_link);
         if (shutdown)
@@ -141,6 +145,8 @@ Session *session_end(Session *s, enum session_end why, const char *detail)
         objects++;
     }
     registry_charge_release(&s->charge);
+    if (!shutdown)
+        registry_batch_end(s->registry);
 
     struct reclaim_outcome rc = {.result = RECLAIM_NONE};
     if (!shutdown)
@@ -169,8 +175,8 @@ Session *session_end(Session *s, enum session_end why, const char *detail)
      * a second mbqd checking the socket) is not worth an info line. */
     const bool quiet = shutdown || (!s->hello && objects == 0 && rc.released == 0);
     log_msg_fields(quiet ? LOG_LEVEL_DEBUG : LOG_LEVEL_INFO,
-                   LOG_FIELDS(LOG_NUM("SESSION_ID", s->id), LOG_NUM("PEER_PID", s->pid),
-                              LOG_NUM("PEER_UID", s->uid), LOG_STR("CLIENT_NAME", s->name),
+                   LOG_FIELDS(LOG_NUM("SESSION_ID", s->id), LOG_NUM("CLIENT_PID", s->pid),
+                              LOG_NUM("CLIENT_UID", s->uid), LOG_STR("CLIENT_NAME", s->name),
                               LOG_NUM("RELEASED", rc.released), LOG_NUM("CLEANUP_USEC", us)),
                    "session %" PRIu64 " (pid %d, uid %u, '%s') %s%s%s: removed %u triggers, "
                    "closed %u objects, %s; cleanup took %" PRIu64 " us",
@@ -330,8 +336,9 @@ static void info_fill(InfoMsg *m, const Object *o)
 }
 
 /* Replies to Create/Open: the description, the segment's memfd as fd 0 and,
- * for a buffer queue, every installed trigger's eventfd after it. */
-static void call_reply_segment(Call *c, const Object *o)
+ * for a buffer queue, every installed trigger's eventfd after it. To
+ * Reattach: the same without the segment. */
+static void call_reply_object(Call *c, const Object *o, bool with_segment)
 {
     InfoMsg m;
     Mbq__V1__TriggerFd tf[BQ_MAX_TRIGGERS], *tfp[BQ_MAX_TRIGGERS];
@@ -339,9 +346,11 @@ static void call_reply_segment(Call *c, const Object *o)
     unsigned nfds = 0, nt = 0;
 
     info_fill(&m, o);
-    m.info.has_segment = true;
-    m.info.segment_fd_index = nfds;
-    fds[nfds++] = object_segment_fd(o);
+    if (with_segment) {
+        m.info.has_segment = true;
+        m.info.segment_fd_index = nfds;
+        fds[nfds++] = object_segment_fd(o);
+    }
     list_for_each_safe(it, &o->triggers) {
         const Trigger *t = list_entry(it, Trigger, object_link);
         if (nt == BQ_MAX_TRIGGERS)
@@ -405,6 +414,7 @@ static int handle_hello(Call *c, const Mbq__V1__Hello *req)
     hr.version = PROTOCOL_VERSION;
     hr.session_id = s->id;
     hr.daemon_version = (char *)MBQ_VERSION_STRING;
+    hr.restartable = registry_persistent(s->registry);
     Mbq__V1__Response r = MBQ__V1__RESPONSE__INIT;
     r.body_case = MBQ__V1__RESPONSE__BODY_HELLO;
     r.hello = &hr;
@@ -436,7 +446,7 @@ static int session_open(Call *c, Object *o, bool check_access)
             return -ENOMEM;
     }
     h->opens++;
-    call_reply_segment(c, o);
+    call_reply_object(c, o, true);
     return 0;
 }
 
@@ -462,6 +472,15 @@ static int fail_name(Call *c)
     return call_fail(c, -EINVAL,
                      "mbqd: invalid object name: 1..255 bytes of [A-Za-z0-9._-] components "
                      "separated by '/', none empty, '.' or '..'");
+}
+
+/* Refuses rather than create what a restart would lose. */
+static int fail_store_full(Call *c, const char *what)
+{
+    return call_fail(c, -ENOSPC,
+                     "mbqd: cannot create another %s: the service manager's file descriptor "
+                     "store, which keeps every segment and trigger across restarts, is full "
+                     "(raise FileDescriptorStoreMax= and mbqd --fd-store-max)", what);
 }
 
 static int handle_create(Call *c, const Mbq__V1__Create *req)
@@ -517,6 +536,8 @@ static int handle_create(Call *c, const Mbq__V1__Create *req)
     if (s->n_objects >= s->limits->max_objects)
         return call_fail(c, -EDQUOT, "mbqd: quota: this client has %u objects open (--max-objects %u)",
                          s->n_objects, s->limits->max_objects);
+    if (!registry_has_room(s->registry, 1))
+        return fail_store_full(c, "object");
     uint64_t need = registry_estimate_size(&cfg);
     uint64_t have = s->charge.bytes < s->limits->max_bytes ? s->limits->max_bytes - s->charge.bytes : 0;
     if (need > have)
@@ -741,6 +762,8 @@ static int handle_install_trigger(Call *c, const Mbq__V1__InstallTrigger *req)
         return call_fail(c, -EDQUOT,
                          "mbqd: quota: this client has %u triggers installed (--max-triggers %u)",
                          s->n_triggers, s->limits->max_triggers);
+    if (!registry_has_room(s->registry, 1))
+        return fail_store_full(c, "trigger");
     Trigger *t;
     int r = trigger_install(h, req->condition, time_from_proto(req->time), req->threshold, &t);
     if (r < 0)
@@ -755,8 +778,11 @@ static int handle_install_trigger(Call *c, const Mbq__V1__InstallTrigger *req)
     Mbq__V1__Response resp = MBQ__V1__RESPONSE__INIT;
     resp.body_case = MBQ__V1__RESPONSE__BODY_TRIGGER;
     resp.trigger = &ir;
-    call_reply(c, &resp, &t->efd, 1);
+    /* The others first: the installer may start waiting as soon as it has
+     * its reply, and every process that changes the queue must by then be
+     * on its way to holding the fd. */
     trigger_announce(t);
+    call_reply(c, &resp, &t->efd, 1);
     return 0;
 }
 
@@ -766,6 +792,9 @@ static int handle_remove_trigger(Call *c, const Mbq__V1__RemoveTrigger *req)
     if (!h)
         return -EBADF;
     Trigger *t = trigger_find(h->object, req->token);
+    /* A restored trigger its process did not adopt yet is still its own. */
+    if (t && !t->owner && t->owner_pid == c->s->pid)
+        trigger_adopt(t, h);
     if (!t || t->owner != h)
         return call_fail(c, MBQ_BQ_ERR_INVALID_TRIGGER_TOKEN,
                          "mbqd: no trigger %#" PRIx64 " installed by this client on '%s'",
@@ -814,6 +843,82 @@ static int handle_pool_op(Call *c, uint64_t object_id, bool invalidate)
     return 0;
 }
 
+/* After a restart: the client reopens an object it still has mapped. It
+ * must be the very segment (memfd inode and size; a buffer queue's nonce),
+ * so that a client never mistakes a new object with a reused id for its
+ * own. Access is checked as at Open, except that the owner may always come
+ * back to what it created. */
+static int handle_reattach(Call *c, const Mbq__V1__Reattach *req)
+{
+    Session *s = c->s;
+    Object *o = registry_lookup_id(s->registry, req->object_id);
+    if (!o)
+        return call_fail(c, -ENOENT, "mbqd: no object with id %" PRIu64 " (it did not survive "
+                                     "the daemon's restart)", req->object_id);
+    enum object_kind kind;
+    if (kind_from_proto(req->kind, &kind) < 0 || kind != o->kind)
+        return call_fail(c, -ESTALE, "mbqd: object %" PRIu64 " '%s' is a %s: not the object this "
+                                     "client has mapped", req->object_id, o->name,
+                         object_kind_name(o->kind));
+    struct stat st;
+    if (fstat(object_segment_fd(o), &st) < 0)
+        return -errno;
+    if ((uint64_t)st.st_dev != req->segment_dev || (uint64_t)st.st_ino != req->segment_ino ||
+        object_segment_size(o) != req->segment_size ||
+        (o->kind == OBJECT_BUFFER_QUEUE && *(volatile uint32_t *)&o->bq.sh->nonce != req->nonce))
+        return call_fail(c, -ESTALE, "mbqd: object %" PRIu64 " '%s' is not the segment this client "
+                                     "has mapped", req->object_id, o->name);
+    if (registry_check_owner(o, s->uid) < 0 && registry_check_access(o, s->uid, s->gid) < 0)
+        return call_fail(c, -EACCES, "mbqd: permission denied: %s '%s' (owner %u:%u, mode %04o)",
+                         object_kind_name(o->kind), o->name, (unsigned)o->uid, (unsigned)o->gid,
+                         o->mode);
+    Handle *h = session_find_handle(s, o->id);
+    if (!h) {
+        if (s->n_objects >= s->limits->max_objects)
+            return call_fail(c, -EDQUOT,
+                             "mbqd: quota: this client has %u objects open (--max-objects %u)",
+                             s->n_objects, s->limits->max_objects);
+        h = handle_new(s, o);
+        if (!h)
+            return -ENOMEM;
+    }
+    unsigned opens = req->opens ? req->opens : 1;
+    h->opens += opens < (1u << 20) ? opens : 1u << 20;
+    registry_drop_waiting(o, s->pid); /* it has it open now: cannot destroy */
+    log_msg_fields(LOG_LEVEL_DEBUG,
+                   LOG_FIELDS(LOG_STR("OBJECT", o->name), LOG_NUM("CLIENT_PID", s->pid),
+                              LOG_NUM("CLIENT_UID", s->uid)),
+                   "session %" PRIu64 ": reattached %s %u '%s'", s->id, object_kind_name(o->kind),
+                   o->id, o->name);
+    call_reply_object(c, o, false);
+    return 0;
+}
+
+/* After Reattach: a trigger this process installed before the restart is
+ * this session's again. */
+static int handle_adopt_trigger(Call *c, const Mbq__V1__AdoptTrigger *req)
+{
+    Session *s = c->s;
+    Handle *h = call_handle(c, req->object_id);
+    if (!h)
+        return -EBADF;
+    Trigger *t = trigger_find(h->object, req->token);
+    if (!t)
+        return call_fail(c, MBQ_BQ_ERR_INVALID_TRIGGER_TOKEN,
+                         "mbqd: no trigger %#" PRIx64 " on '%s'", req->token, h->object->name);
+    if (t->owner == h)
+        return 0;
+    if (t->owner)
+        return call_fail(c, -EBUSY, "mbqd: trigger %#" PRIx64 " on '%s' belongs to session %" PRIu64,
+                         req->token, h->object->name, t->owner->session->id);
+    if (t->owner_pid != s->pid)
+        return call_fail(c, -EPERM, "mbqd: trigger %#" PRIx64 " on '%s' was installed by pid %d, "
+                                    "not by this process", req->token, h->object->name,
+                         (int)t->owner_pid);
+    trigger_adopt(t, h);
+    return 0;
+}
+
 static const char *request_name(Mbq__V1__Request__BodyCase b)
 {
     switch (b) {
@@ -841,6 +946,10 @@ static const char *request_name(Mbq__V1__Request__BodyCase b)
         return "PoolFlush";
     case MBQ__V1__REQUEST__BODY_POOL_INVALIDATE:
         return "PoolInvalidate";
+    case MBQ__V1__REQUEST__BODY_REATTACH:
+        return "Reattach";
+    case MBQ__V1__REQUEST__BODY_ADOPT_TRIGGER:
+        return "AdoptTrigger";
     default:
         return "?";
     }
@@ -873,6 +982,10 @@ static int session_call(Call *c, const Mbq__V1__Request *req)
         return handle_pool_op(c, req->pool_flush->object_id, false);
     case MBQ__V1__REQUEST__BODY_POOL_INVALIDATE:
         return handle_pool_op(c, req->pool_invalidate->object_id, true);
+    case MBQ__V1__REQUEST__BODY_REATTACH:
+        return handle_reattach(c, req->reattach);
+    case MBQ__V1__REQUEST__BODY_ADOPT_TRIGGER:
+        return handle_adopt_trigger(c, req->adopt_trigger);
     default:
         c->fatal = true;
         return call_fail(c, -EPROTO, "mbqd: request %" PRIu64 " has no body, or one this daemon "

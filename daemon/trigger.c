@@ -14,7 +14,13 @@
  *    segment through the daemon's mapping (trigger_forget_all at shutdown is
  *    the one exception: the segment keeps it for the clients).
  *  - t->owner is a live handle of the installing session; the handle's and
- *    the session's trigger counts include t (the trigger quota).
+ *    the session's trigger counts include t (the trigger quota). After a
+ *    restart, restored triggers have no owner until their process adopts
+ *    them (AdoptTrigger, after its Reattach), and are removed when that
+ *    process is seen dead (restore.c) or the object is destroyed.
+ *  - The registry's observer (the fd store) hears of every install and
+ *    removal that changes the segment, so the eventfd is kept across
+ *    restarts exactly while the trigger exists.
  *  - The daemon's mapping has every trigger's eventfd registered (it is the
  *    installer), so a firing the daemon causes, at install, is never left
  *    pending. */
@@ -25,6 +31,8 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <mbq/status.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <sys/eventfd.h>
 
@@ -42,8 +50,16 @@ int trigger_install(Handle *owner, int32_t condition, mbq_time time, int64_t thr
     int r = bq_install_trigger(&o->bq, condition, time, threshold, efd, &token);
     if (r < 0)
         return r;
+    r = registry_note_trigger_added(o, token, efd);
+    if (r < 0) {
+        bq_remove_trigger(&o->bq, token);
+        return r;
+    }
     t->object = o;
     t->owner = owner;
+    t->owner_pid = owner->session->pid;
+    t->owner_uid = owner->session->uid;
+    t->condition = condition;
     t->token = token;
     t->efd = TAKE_FD(efd);
     list_add_tail(&o->triggers, &t->object_link);
@@ -55,11 +71,16 @@ int trigger_install(Handle *owner, int32_t condition, mbq_time time, int64_t thr
     return 0;
 }
 
+static const Session *trigger_owner_session(const Trigger *t)
+{
+    return t->owner ? t->owner->session : NULL;
+}
+
 void trigger_announce(Trigger *t)
 {
     list_for_each_safe(it, &t->object->handles) {
         Handle *h = list_entry(it, Handle, object_link);
-        if (h->session != t->owner->session)
+        if (h->session != trigger_owner_session(t))
             session_push_triggers_changed(h->session, t->object->id, &t->token, t->efd, NULL, 0);
     }
 }
@@ -95,10 +116,13 @@ static void trigger_destroy(Trigger *t, bool in_segment)
         if (r < 0)
             log_msg(LOG_LEVEL_WARNING, "queue %u '%s': trigger %#" PRIx64 " was already gone from the segment",
                     o->id, o->name, t->token);
+        registry_note_trigger_removed(o, t->token);
     }
     list_del(&t->object_link);
-    t->owner->triggers--;
-    t->owner->session->n_triggers--;
+    if (t->owner) {
+        t->owner->triggers--;
+        t->owner->session->n_triggers--;
+    }
     safe_close(t->efd);
     free(t);
 }
@@ -106,7 +130,7 @@ static void trigger_destroy(Trigger *t, bool in_segment)
 void trigger_remove(Trigger *t)
 {
     Object *o = t->object;
-    const Session *owner = t->owner->session;
+    const Session *owner = trigger_owner_session(t);
     uint64_t token = t->token;
     log_msg(LOG_LEVEL_DEBUG, "queue %u '%s': trigger %#" PRIx64 " removed", o->id, o->name, token);
     trigger_destroy(t, true);
@@ -136,5 +160,115 @@ void trigger_forget_all(Handle *owner)
         Trigger *t = list_entry(it, Trigger, object_link);
         if (t->owner == owner)
             trigger_destroy(t, false);
+    }
+}
+
+/* ---- after a restart ---- */
+
+int trigger_restore(Object *o, uint64_t token, int32_t condition, pid_t owner_pid,
+                    uid_t owner_uid, int efd, Trigger **ret)
+{
+    _cleanup_(closep) int fd = efd;
+    if (o->kind != OBJECT_BUFFER_QUEUE || trigger_find(o, token))
+        return MBQ_BQ_ERR_INVALID_TRIGGER_TOKEN;
+    Trigger *t = calloc(1, sizeof(*t));
+    if (!t)
+        return -ENOMEM;
+    /* Validates the token against the segment, under the queue lock. */
+    int r = bq_set_trigger_fd(&o->bq, token, fd);
+    if (r < 0) {
+        free(t);
+        return r;
+    }
+    t->object = o;
+    t->owner_pid = owner_pid;
+    t->owner_uid = owner_uid;
+    t->condition = condition;
+    t->token = token;
+    t->efd = TAKE_FD(fd);
+    list_add_tail(&o->triggers, &t->object_link);
+    *ret = t;
+    return 0;
+}
+
+unsigned trigger_sweep_unknown(Object *o)
+{
+    if (o->kind != OBJECT_BUFFER_QUEUE)
+        return 0;
+    /* A token is nonce << 32 | (generation & 0xffffff) << 8 | slot (shm/bq.c,
+     * token_make). The values read here are only candidates:
+     * bq_remove_trigger checks the token against the segment under its lock,
+     * so a scribbled table can only make a removal fail. */
+    const struct bq_shared *sh = o->bq.sh;
+    uint32_t nonce = *(const volatile uint32_t *)&sh->nonce;
+    unsigned n = 0;
+    for (unsigned i = 0; i < BQ_MAX_TRIGGERS; i++) {
+        const struct bq_trigger *bt = &sh->triggers[i];
+        if (atomic_load_explicit(&bt->state, memory_order_acquire) != 1)
+            continue;
+        uint32_t gen = *(const volatile uint32_t *)&bt->gen;
+        uint64_t token = (uint64_t)nonce << 32 | (uint64_t)(gen & 0xffffff) << 8 | i;
+        if (trigger_find(o, token))
+            continue;
+        if (bq_remove_trigger(&o->bq, token) == 0) {
+            n++;
+            log_msg_fields(LOG_LEVEL_WARNING, LOG_FIELDS(LOG_STR("OBJECT", o->name)),
+                           "queue %u '%s': removed trigger %#" PRIx64 " that no record "
+                           "describes (the previous mbqd died while installing it)",
+                           o->id, o->name, token);
+        }
+    }
+    return n;
+}
+
+void trigger_adopt(Trigger *t, Handle *owner)
+{
+    t->owner = owner;
+    owner->triggers++;
+    owner->session->n_triggers++;
+}
+
+struct orphans {
+    pid_t pid;
+    unsigned removed;
+};
+
+static void remove_orphans_on(Object *o, void *ctx)
+{
+    struct orphans *or = ctx;
+    list_for_each_safe(it, &o->triggers) {
+        Trigger *t = list_entry(it, Trigger, object_link);
+        if (t->owner || t->owner_pid != or->pid)
+            continue;
+        log_msg_fields(LOG_LEVEL_INFO,
+                       LOG_FIELDS(LOG_STR("OBJECT", o->name), LOG_NUM("CLIENT_PID", t->owner_pid),
+                                  LOG_NUM("CLIENT_UID", t->owner_uid)),
+                       "queue %u '%s': trigger %#" PRIx64 " removed: pid %d, which installed it "
+                       "before the restart, is gone", o->id, o->name, t->token, (int)t->owner_pid);
+        trigger_remove(t);
+        or->removed++;
+    }
+}
+
+unsigned trigger_remove_orphans_of(Registry *r, pid_t pid)
+{
+    struct orphans or = {.pid = pid};
+    registry_for_each(r, remove_orphans_on, &or);
+    return or.removed;
+}
+
+void trigger_object_finalize(Object *o)
+{
+    /* Only unowned triggers can be left: an owner's handle keeps the object
+     * open, and shutdown forgot the owned ones already. */
+    list_for_each_safe(it, &o->triggers) {
+        Trigger *t = list_entry(it, Trigger, object_link);
+        list_del(&t->object_link);
+        if (t->owner) {
+            t->owner->triggers--;
+            t->owner->session->n_triggers--;
+        }
+        safe_close(t->efd);
+        free(t);
     }
 }

@@ -11,7 +11,12 @@ typedef struct Handle Handle;
 
 typedef struct Trigger {
     Object *object;
-    Handle *owner; /* the installing session's handle on object */
+    /* The installing session's handle on object; NULL for a trigger restored
+     * after a daemon restart that its process has not adopted (yet). */
+    Handle *owner;
+    pid_t owner_pid; /* the installing process */
+    uid_t owner_uid;
+    int32_t condition;
     uint64_t token;
     int efd; /* owned: the daemon keeps it open while the trigger exists */
     struct list object_link; /* Object.triggers */
@@ -38,5 +43,24 @@ unsigned trigger_remove_all(Handle *owner);
 /* Daemon shutdown: forgets owner's triggers without touching the segment,
  * so that clients keep their eventfds and triggers keep firing. */
 void trigger_forget_all(Handle *owner);
+
+/* After a restart: the trigger with token on o's segment, with its eventfd
+ * (taken) from the store, installed by owner_pid; nobody owns it until that
+ * process adopts it. Records efd in the daemon's mapping (so a pending
+ * firing is delivered). Returns 0, MBQ_BQ_ERR_INVALID_TRIGGER_TOKEN (the
+ * segment has no such trigger), or -errno; efd is closed on failure. */
+int trigger_restore(Object *o, uint64_t token, int32_t condition, pid_t owner_pid,
+                    uid_t owner_uid, int efd, Trigger **ret);
+/* Removes from o's segment the triggers installed there that the daemon
+ * does not know (a previous instance died between installing one and
+ * recording it). Returns how many. */
+unsigned trigger_sweep_unknown(Object *o);
+/* Gives an unowned (restored) trigger to owner, a handle of its process. */
+void trigger_adopt(Trigger *t, Handle *owner);
+/* Removes the unowned triggers of every object that process pid installed
+ * (it died without coming back). Returns how many. */
+unsigned trigger_remove_orphans_of(Registry *r, pid_t pid);
+/* The registry's finalizer: frees what is left on a destroyed object. */
+void trigger_object_finalize(Object *o);
 
 #endif

@@ -248,8 +248,8 @@ static void bq_repair_locked(struct bq *q)
         if (tail == jt + 1) {
             /* published already */
         } else if (tail == jt && bq_range_ok(q, head, jt) && jt - head < q->capacity &&
-                   pos >= head && pos <= jt && prog >= pos && prog <= jt) {
-            for (uint64_t k = prog; k > pos; k--)
+                   pos - head <= jt - head && prog - pos <= jt - pos) {
+            for (uint64_t k = prog; k != pos; k--)
                 q->entries[k & q->mask] = q->entries[(k - 1) & q->mask];
             q->entries[pos & q->mask] = j->entry;
             tail = jt + 1;
@@ -276,7 +276,7 @@ static void bq_repair_locked(struct bq *q)
     uint64_t n = tail - head;
     if (q->order != BQ_ORDER_FIFO && n > 1) {
         bool sorted = true;
-        for (uint64_t i = head + 1; i < tail && sorted; i++)
+        for (uint64_t i = head + 1; i - head < tail - head && sorted; i++)
             sorted = cmp_entry_seq(&q->entries[(i - 1) & q->mask], &q->entries[i & q->mask],
                                    q) <= 0;
         if (!sorted) {
@@ -296,7 +296,7 @@ static void bq_repair_locked(struct bq *q)
     /* 4. Side sums, rebuilt from the live entries. */
     uint64_t bytes = 0;
     mbq_time dur = MBQ_TIME_ZERO;
-    for (uint64_t i = head; i < tail; i++) {
+    for (uint64_t i = head; i != tail; i++) {
         const struct bq_entry *e = &q->entries[i & q->mask];
         bytes += e->size;
         dur = duration_accumulate(dur, e->duration);
@@ -366,7 +366,7 @@ static void scan_pts(struct bq *q, uint64_t head, uint64_t tail, mbq_time *min, 
                      mbq_time *end)
 {
     mbq_time lo = MBQ_TIME_INVALID, hi = MBQ_TIME_INVALID, en = MBQ_TIME_INVALID;
-    for (uint64_t i = head; i < tail; i++) {
+    for (uint64_t i = head; i != tail; i++) {
         const struct bq_entry *e = &q->entries[i & q->mask];
         if (!mbq_time_is_numeric(e->pts))
             continue;
@@ -770,7 +770,7 @@ reread:
                 lock_head_after_tail(q, &held.head);
                 goto reread;
             }
-            while (pos > head &&
+            while (pos != head &&
                    mbq_time_compare(key, entry_key(q, &q->entries[(pos - 1) & q->mask])) < 0)
                 pos--;
         }
@@ -785,7 +785,7 @@ reread:
         j->ops = atomic_load_explicit(&sh->tail.ops, memory_order_relaxed);
         atomic_store_explicit(&j->progress, tail, memory_order_relaxed);
         atomic_store_explicit(&j->active, 1, memory_order_release);
-        for (uint64_t k = tail; k > pos; k--) {
+        for (uint64_t k = tail; k != pos; k--) {
             q->entries[k & q->mask] = q->entries[(k - 1) & q->mask];
             atomic_store_explicit(&j->progress, k - 1, memory_order_release);
         }
@@ -990,7 +990,7 @@ int bq_reset(struct bq *q, void (*cb)(const struct bq_entry *e, void *ctx), void
     struct bq_held held = bq_lock_full(q);
     uint64_t head = atomic_load_explicit(&sh->head.index, memory_order_relaxed);
     uint64_t tail = atomic_load_explicit(&sh->tail.index, memory_order_relaxed);
-    for (uint64_t i = head; i < tail; i++) {
+    for (uint64_t i = head; i != tail; i++) {
         const struct bq_entry e = q->entries[i & q->mask];
         if (cb)
             cb(&e, ctx);
@@ -1013,7 +1013,7 @@ int bq_for_each(struct bq *q, int (*cb)(struct bq_entry *e, void *ctx), void *ct
     int r = 0;
     uint64_t head = atomic_load_explicit(&q->sh->head.index, memory_order_relaxed);
     uint64_t tail = atomic_load_explicit(&q->sh->tail.index, memory_order_relaxed);
-    for (uint64_t i = head; i < tail && r == 0; i++) {
+    for (uint64_t i = head; i != tail && r == 0; i++) {
         struct bq_entry *e = &q->entries[i & q->mask];
         struct bq_entry before = *e;
         r = cb(e, ctx);
@@ -1135,7 +1135,7 @@ static mbq_time scan_time(struct bq *q, enum scan_what what)
     uint64_t head = atomic_load_explicit(&q->sh->head.index, memory_order_relaxed);
     uint64_t tail = atomic_load_explicit(&q->sh->tail.index, memory_order_relaxed);
     if (what == SCAN_MIN_DTS) {
-        for (uint64_t i = head; i < tail; i++) {
+        for (uint64_t i = head; i != tail; i++) {
             mbq_time d = q->entries[i & q->mask].dts;
             if (mbq_time_is_numeric(d) &&
                 (!mbq_time_is_valid(r) || mbq_time_compare(d, r) < 0))
@@ -1278,6 +1278,19 @@ int bq_set_trigger_fd(struct bq *q, uint64_t token, int efd)
         (void)w;
     }
     return 0;
+}
+
+bool bq_trigger_fds_complete(const struct bq *q)
+{
+    for (int i = 0; i < BQ_MAX_TRIGGERS; i++) {
+        const struct bq_trigger *t = &q->sh->triggers[i];
+        if (atomic_load_explicit(&t->state, memory_order_acquire) != 1)
+            continue;
+        uint64_t fg = atomic_load_explicit(&q->trigger_fd[i], memory_order_relaxed);
+        if ((int)(uint32_t)fg < 0 || (uint32_t)(fg >> 32) != t->gen)
+            return false;
+    }
+    return true;
 }
 
 int64_t bq_trigger_fired(struct bq *q, uint64_t token)

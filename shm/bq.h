@@ -287,6 +287,9 @@ int bq_test_trigger(struct bq *q, uint64_t token);
 /* Records the eventfd this process signals for token (not owned), and
  * signals it at once if the trigger fired while no fd was known here. */
 int bq_set_trigger_fd(struct bq *q, uint64_t token, int efd);
+/* Whether this process holds the eventfd of every trigger installed now
+ * (a process that does not would leave the firings it causes pending). */
+bool bq_trigger_fds_complete(const struct bq *q);
 /* Times the trigger has fired, or a negative status. */
 int64_t bq_trigger_fired(struct bq *q, uint64_t token);
 /* A buffer became ready: re-evaluates the data-ready trigger. */

@@ -175,16 +175,24 @@ int bslock_revoke_locked(struct bslock *b)
     if (syscall(SYS_membarrier, MEMBARRIER_CMD_GLOBAL_EXPEDITED, 0, 0) != 0)
         atomic_thread_fence(memory_order_seq_cst); /* cannot fail once registered */
     int r = SLOCK_ACQUIRED;
+    /* Spin as for an slock, then sleep in growing slices (the holder does
+     * not wake us: its exit is a plain store, so we poll), checking between
+     * slices whether the holder died inside its section. */
+    uint64_t slice = 50000;
     for (unsigned i = 0; atomic_load_explicit(&b->busy, memory_order_acquire); i++) {
-        if (i >= SLOCK_SPIN && (i & 1023) == 0 && !slock_tid_alive(holder)) {
+        if (i < SLOCK_SPIN) {
+            cpu_relax();
+            continue;
+        }
+        if (!slock_tid_alive(holder)) {
             atomic_store_explicit(&b->busy, 0, memory_order_relaxed);
             r = SLOCK_RECOVERED;
             break;
         }
-        if (i < SLOCK_SPIN)
-            cpu_relax();
-        else
-            sched_yield(); /* the holder may be preempted inside */
+        struct timespec dl = mono_deadline_after_ns(slice);
+        futex_wait(&b->busy, 1, &dl);
+        if (slice < SLOCK_RECHECK_NS)
+            slice *= 2;
     }
     uint32_t t = b->threshold ? b->threshold : BSLOCK_STREAK;
     b->threshold = t < BSLOCK_STREAK_MAX ? t * 2 : t;

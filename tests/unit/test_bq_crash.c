@@ -871,15 +871,29 @@ static void test_random_kills(void)
             alarm(60);
             churn(&a);
         }
-        /* kill after a random number of changes observed through bq_count */
-        uint64_t target = 1 + rng_below(&s, 400), seen = 0, deadline = mono_ns() + 10000000000ull;
-        int64_t last = bq_count(&q[0]) * 1000 + bq_count(&q[1]);
+        /* kill after a random number of entries have gone in (the queues'
+         * own counters, so that the moment does not depend on how the two
+         * processes are scheduled), meanwhile checking bq_count's range */
+        uint64_t target = 1 + rng_below(&s, 3000), seen = 0;
+        uint64_t deadline = mono_ns() + 10000000000ull, base = 0;
+        for (int i = 0; i < 2; i++) {
+            struct bq_stats st0;
+            if (bq_stats(&q[i], &st0) == 0)
+                base += st0.enqueued;
+        }
         while (seen < target && mono_ns() < deadline) {
-            int64_t c = bq_count(&q[0]) * 1000 + bq_count(&q[1]);
-            if (c != last) {
-                seen++;
-                last = c;
+            uint64_t now = 0;
+            for (int i = 0; i < 2; i++) {
+                int64_t c = bq_count(&q[i]);
+                if (c < 0 || c > (int64_t)q[i].capacity) {
+                    CHECK(c >= 0 && c <= (int64_t)q[i].capacity);
+                    break;
+                }
+                struct bq_stats st1;
+                if (bq_stats(&q[i], &st1) == 0)
+                    now += st1.enqueued;
             }
+            seen = now - base;
         }
         CHECK(seen >= target); /* the child made progress */
         /* then a random moment of the child's loop: spin a random while */

@@ -1,0 +1,635 @@
+/* Restore: bringing back, in a new mbqd, the objects the previous instance
+ * left in the service manager's file descriptor store (fdstore.c says what
+ * it stores and in what order), then waiting for the processes that used
+ * them.
+ *
+ * Role. At start, before the daemon says READY=1, restorer_new() sorts the
+ * passed descriptors by name ("state-*", "seg-<id>", "trg-<id>-<token>"),
+ * picks the valid state record with the highest generation, and rebuilds
+ * each object it describes from its segment with its old id (queue entries
+ * name their pool by id), name, owner, mode and configuration, then each
+ * trigger with its eventfd, recorded in the daemon's mapping of the queue.
+ * Sessions are not restored: clients reconnect and Reattach.
+ *
+ * Untrusted input. The record and the segments are checked as if a
+ * stranger wrote them: the record's checksum, version and decoding
+ * (fdstore_read_state), each object's name, id (unique, and the one in its
+ * segment's header), mode and configuration against its segment (the shm
+ * layer's attach checks seals, sizes and layout), each trigger's token
+ * against its queue. What fails costs only itself: it is dropped with a
+ * warning, its descriptors closed and removed from the store; the rest is
+ * restored. Descriptors no record names are dropped the same way.
+ *
+ * Waiting. A trigger restored from the record has no owner until its
+ * process adopts it; an unlinked object lives while a process that had it
+ * open may come back; a pool's client slots hold references for processes
+ * that may never reconnect. So every such process is watched with a pidfd
+ * (or, without pidfds, by a look at /proc every second): when it is gone,
+ * its unadopted triggers are removed, it stops keeping unlinked objects
+ * alive, and unless it has a session again (whose end releases them as
+ * usual) its pool references are released. A process already dead at
+ * restore is dealt with before READY=1. A pid reused by an unrelated
+ * process before the restore would look alive: then its triggers stay until
+ * that process exits, which costs a trigger slot, never correctness. */
+#include "restore.h"
+
+#include "log.h"
+#include "server.h"
+#include "trigger.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <mbq/status.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/syscall.h>
+
+#define PID_POLL_MS 1000
+#define PID_VALID_MAX 0x3fffffffu /* pid_max is at most 2^22; slock's tid mask */
+
+typedef struct Watch {
+    Restorer *rs;
+    pid_t pid;
+    int pidfd; /* -1: polled through /proc */
+    struct event *ev;
+    struct list link;
+} Watch;
+
+struct Restorer {
+    struct event_base *base;
+    Registry *registry;
+    Server *server;
+    struct list watches;
+    struct event *ev_poll;
+    unsigned n_polled;
+};
+
+/* ---- parsing the passed descriptors ---- */
+
+enum entry_kind { ENTRY_SEGMENT = 1, ENTRY_TRIGGER = 2 };
+
+typedef struct Entry {
+    enum entry_kind kind;
+    uint32_t id;
+    uint64_t token;
+    int index; /* into the fds array */
+    bool used;
+} Entry;
+
+/* A non-empty run of digits (base 10 or 16) ending at *end. */
+static bool parse_number(const char *s, int base, const char **end, uint64_t *ret)
+{
+    uint64_t v = 0;
+    const char *p = s;
+    for (; *p; p++) {
+        int d;
+        if (*p >= '0' && *p <= '9')
+            d = *p - '0';
+        else if (base == 16 && *p >= 'a' && *p <= 'f')
+            d = *p - 'a' + 10;
+        else
+            break;
+        if (v > (UINT64_MAX - (uint64_t)d) / (uint64_t)base)
+            return false;
+        v = v * (uint64_t)base + (uint64_t)d;
+    }
+    if (p == s)
+        return false;
+    *end = p;
+    *ret = v;
+    return true;
+}
+
+static bool parse_entry(const char *name, Entry *e)
+{
+    const char *p;
+    uint64_t id, token;
+    if (strncmp(name, "seg-", 4) == 0) {
+        if (!parse_number(name + 4, 10, &p, &id) || *p || id == 0 || id > UINT32_MAX)
+            return false;
+        *e = (Entry){.kind = ENTRY_SEGMENT, .id = (uint32_t)id};
+        return true;
+    }
+    if (strncmp(name, "trg-", 4) == 0) {
+        if (!parse_number(name + 4, 10, &p, &id) || *p != '-' || id == 0 || id > UINT32_MAX)
+            return false;
+        const char *t = p + 1;
+        if (!parse_number(t, 16, &p, &token) || *p || p - t != 16)
+            return false;
+        *e = (Entry){.kind = ENTRY_TRIGGER, .id = (uint32_t)id, .token = token};
+        return true;
+    }
+    return false;
+}
+
+static int entry_cmp(const void *a, const void *b)
+{
+    const Entry *x = a, *y = b;
+    if (x->kind != y->kind)
+        return x->kind < y->kind ? -1 : 1;
+    if (x->id != y->id)
+        return x->id < y->id ? -1 : 1;
+    if (x->token != y->token)
+        return x->token < y->token ? -1 : 1;
+    return x->index < y->index ? -1 : x->index > y->index;
+}
+
+/* The first unused entry with that key, or NULL. */
+static Entry *entry_find(Entry *v, size_t n, enum entry_kind kind, uint32_t id, uint64_t token)
+{
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        const Entry *m = &v[mid];
+        if (m->kind < kind || (m->kind == kind && (m->id < id || (m->id == id && m->token < token))))
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    for (; lo < n && v[lo].kind == kind && v[lo].id == id && v[lo].token == token; lo++)
+        if (!v[lo].used)
+            return &v[lo];
+    return NULL;
+}
+
+/* Whether fd is an eventfd (a trigger's descriptor must be one). When
+ * /proc cannot say, the benefit of the doubt: writing 8 bytes to anything
+ * else only fails. */
+static bool fd_is_eventfd(int fd)
+{
+    char path[64], link[64];
+    snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(path, link, sizeof(link) - 1);
+    if (n < 0)
+        return true;
+    link[n] = '\0';
+    return strcmp(link, "anon_inode:[eventfd]") == 0;
+}
+
+/* ---- rebuilding ---- */
+
+static int config_from_stored(const Mbq__V1__StoredObject *so, struct object_config *c)
+{
+    *c = (struct object_config){0};
+    switch (so->kind) {
+    case MBQ__V1__OBJECT_KIND__BUFFER_QUEUE:
+        if (so->config_case != MBQ__V1__STORED_OBJECT__CONFIG_BUFFER_QUEUE || !so->buffer_queue)
+            return -EINVAL;
+        c->kind = OBJECT_BUFFER_QUEUE;
+        c->bq.capacity = so->buffer_queue->capacity;
+        c->bq.order = so->buffer_queue->order;
+        c->bq.full_policy = so->buffer_queue->full_policy;
+        return 0;
+    case MBQ__V1__OBJECT_KIND__SIMPLE_QUEUE:
+        if (so->config_case != MBQ__V1__STORED_OBJECT__CONFIG_SIMPLE_QUEUE || !so->simple_queue)
+            return -EINVAL;
+        c->kind = OBJECT_SIMPLE_QUEUE;
+        c->sq_capacity = so->simple_queue->capacity;
+        return 0;
+    case MBQ__V1__OBJECT_KIND__POOL:
+        if (so->config_case != MBQ__V1__STORED_OBJECT__CONFIG_POOL || !so->pool)
+            return -EINVAL;
+        c->kind = OBJECT_POOL;
+        c->pool.block_size = so->pool->block_size;
+        c->pool.block_count = so->pool->block_count;
+        c->pool.age_out_ns = so->pool->age_out_ns;
+        return 0;
+    default:
+        return -EINVAL;
+    }
+}
+
+static const char *restore_error(int r)
+{
+    switch (r) {
+    case -EEXIST:
+        return "its id or name is taken by another object of the record";
+    case -EINVAL:
+        return "the record describes it wrongly";
+    case -EBADMSG:
+        return "its segment is not the object the record describes";
+    case -ENOENT:
+        return "its segment is missing from the store";
+    default:
+        return strerror(-r);
+    }
+}
+
+static bool restore_object(Registry *r, const Mbq__V1__StoredObject *so, Entry *entries,
+                           size_t n_entries, struct systemd_fd *fds)
+{
+    const char *name = so->name ? so->name : "";
+    struct object_config cfg;
+    int res = config_from_stored(so, &cfg);
+    Entry *e = NULL;
+    if (res == 0 && (so->object_id == 0 || so->object_id > UINT32_MAX))
+        res = -EINVAL;
+    if (res == 0) {
+        e = entry_find(entries, n_entries, ENTRY_SEGMENT, (uint32_t)so->object_id, 0);
+        if (!e)
+            res = -ENOENT;
+    }
+    pid_t holders[64];
+    unsigned nh = 0;
+    for (size_t i = 0; i < so->n_holder_pids && nh < ARRAY_SIZE(holders); i++)
+        if (so->holder_pids[i] > 0 && so->holder_pids[i] <= PID_VALID_MAX)
+            holders[nh++] = (pid_t)so->holder_pids[i];
+    Object *o = NULL;
+    if (res == 0) {
+        struct registry_restore spec = {
+            .id = (uint32_t)so->object_id,
+            .name = name,
+            .config = cfg,
+            .uid = so->owner_uid,
+            .gid = so->owner_gid,
+            .mode = so->mode,
+            .unlinked = so->unlinked,
+            .holders = holders,
+            .n_holders = nh,
+        };
+        res = registry_restore(r, &spec, fds[e->index].fd, &o);
+    }
+    if (res < 0) {
+        log_msg_fields(LOG_LEVEL_WARNING, LOG_FIELDS(LOG_STR("OBJECT", name),
+                                                     LOG_NUM("OBJECT_ID", so->object_id)),
+                       "restore: dropping object %" PRIu64 " '%s': %s", so->object_id, name,
+                       restore_error(res));
+        return false;
+    }
+    e->used = true;
+    log_msg_fields(LOG_LEVEL_DEBUG, LOG_FIELDS(LOG_STR("OBJECT", o->name), LOG_NUM("OBJECT_ID", o->id)),
+                   "restore: %s %u '%s'%s", object_kind_name(o->kind), o->id, o->name,
+                   o->unlinked ? " (unlinked)" : "");
+    return true;
+}
+
+static bool restore_trigger(Registry *r, const Mbq__V1__StoredTrigger *st, Entry *entries,
+                            size_t n_entries, struct systemd_fd *fds)
+{
+    Object *o = st->object_id <= UINT32_MAX ? registry_lookup_id(r, st->object_id) : NULL;
+    const char *why = NULL;
+    Entry *e = NULL;
+    if (!o || o->kind != OBJECT_BUFFER_QUEUE)
+        why = "its queue was not restored";
+    else if (st->owner_pid == 0 || st->owner_pid > PID_VALID_MAX)
+        why = "the record names no installer";
+    else if (!(e = entry_find(entries, n_entries, ENTRY_TRIGGER, (uint32_t)st->object_id,
+                              st->token)))
+        why = "its eventfd is missing from the store";
+    else if (!fd_is_eventfd(fds[e->index].fd))
+        why = "its descriptor is not an eventfd";
+    if (!why) {
+        Trigger *t;
+        int fd = fds[e->index].fd;
+        fds[e->index].fd = -1; /* trigger_restore takes it */
+        e->used = true;
+        int res = trigger_restore(o, st->token, st->condition, (pid_t)st->owner_pid,
+                                  st->owner_uid, fd, &t);
+        if (res == 0)
+            return true;
+        e->used = false; /* its name goes from the store */
+        why = res == MBQ_BQ_ERR_INVALID_TRIGGER_TOKEN ? "the queue has no such trigger"
+                                                     : strerror(-res);
+    }
+    log_msg_fields(LOG_LEVEL_WARNING, LOG_FIELDS(LOG_STR("OBJECT", o ? o->name : "")),
+                   "restore: dropping trigger %#" PRIx64 " of object %" PRIu64 ": %s", st->token,
+                   st->object_id, why);
+    return false;
+}
+
+/* ---- waiting for the processes of before ---- */
+
+struct gone {
+    pid_t pid;
+    unsigned destroyed;
+};
+
+static void drop_waiting_on(Object *o, void *ctx)
+{
+    struct gone *g = ctx;
+    if (registry_drop_waiting(o, g->pid))
+        g->destroyed++;
+}
+
+static void restorer_pid_gone(Restorer *rs, pid_t pid)
+{
+    Registry *r = rs->registry;
+    registry_batch_begin(r);
+    unsigned triggers = trigger_remove_orphans_of(r, pid);
+    struct gone g = {.pid = pid};
+    registry_for_each(r, drop_waiting_on, &g);
+    uint64_t released = 0;
+    unsigned pools = 0;
+    /* With a session again, its end releases them (reclaim.c). */
+    if (!rs->server || !server_pid_has_session(rs->server, pid, NULL))
+        released = registry_reclaim_pid(r, pid, &pools);
+    registry_batch_end(r);
+    if (triggers || g.destroyed || released)
+        log_msg_fields(LOG_LEVEL_INFO, LOG_FIELDS(LOG_NUM("CLIENT_PID", pid), LOG_NUM("RELEASED", released)),
+                       "pid %d, a client from before the restart, is gone: removed %u triggers, "
+                       "destroyed %u unlinked objects, released %" PRIu64 " buffer references "
+                       "in %u pools", (int)pid, triggers, g.destroyed, released, pools);
+}
+
+static void watch_free(Watch *w)
+{
+    list_del(&w->link);
+    if (w->ev)
+        event_free(w->ev);
+    safe_close(w->pidfd);
+    free(w);
+}
+
+static void watch_on_exit(evutil_socket_t fd, short what, void *arg)
+{
+    Watch *w = arg;
+    Restorer *rs = w->rs;
+    pid_t pid = w->pid;
+    watch_free(w);
+    restorer_pid_gone(rs, pid);
+}
+
+/* Whether pid is gone (or exiting): /proc, else kill(2). */
+static bool pid_gone(pid_t pid)
+{
+    char path[64], buf[512];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        ssize_t n = read(fd, buf, sizeof(buf) - 1);
+        close(fd);
+        if (n > 0) {
+            buf[n] = '\0';
+            const char *p = strrchr(buf, ')');
+            return p && p[1] == ' ' && (p[2] == 'Z' || p[2] == 'X');
+        }
+    }
+    return kill(pid, 0) < 0 && errno == ESRCH;
+}
+
+static void restorer_on_poll(evutil_socket_t fd, short what, void *arg)
+{
+    Restorer *rs = arg;
+    list_for_each_safe(it, &rs->watches) {
+        Watch *w = list_entry(it, Watch, link);
+        if (w->pidfd >= 0 || !pid_gone(w->pid))
+            continue;
+        pid_t pid = w->pid;
+        watch_free(w);
+        rs->n_polled--;
+        restorer_pid_gone(rs, pid);
+    }
+    if (rs->n_polled == 0)
+        event_del(rs->ev_poll);
+}
+
+static bool restorer_watching(const Restorer *rs, pid_t pid)
+{
+    list_for_each_safe(it, (struct list *)&rs->watches)
+        if (list_entry(it, Watch, link)->pid == pid)
+            return true;
+    return false;
+}
+
+/* Watches pid, or deals with it now if it is gone. */
+static int restorer_watch(Restorer *rs, pid_t pid)
+{
+    if (pid <= 0 || pid == getpid() || restorer_watching(rs, pid))
+        return 0;
+    int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    if (pidfd < 0 && errno == ESRCH) {
+        restorer_pid_gone(rs, pid);
+        return 0;
+    }
+    if (pidfd >= 0)
+        fcntl(pidfd, F_SETFD, FD_CLOEXEC);
+    Watch *w = calloc(1, sizeof(*w));
+    if (!w) {
+        safe_close(pidfd);
+        return -ENOMEM;
+    }
+    w->rs = rs;
+    w->pid = pid;
+    w->pidfd = pidfd;
+    list_add_tail(&rs->watches, &w->link);
+    if (pidfd >= 0) {
+        w->ev = event_new(rs->base, pidfd, EV_READ, watch_on_exit, w);
+        if (!w->ev || event_add(w->ev, NULL) < 0) {
+            watch_free(w);
+            return -ENOMEM;
+        }
+        return 0;
+    }
+    if (!rs->ev_poll)
+        rs->ev_poll = event_new(rs->base, -1, EV_PERSIST, restorer_on_poll, rs);
+    if (!rs->ev_poll) {
+        watch_free(w);
+        return -ENOMEM;
+    }
+    if (rs->n_polled++ == 0) {
+        struct timeval tv = {PID_POLL_MS / 1000, PID_POLL_MS % 1000 * 1000};
+        event_add(rs->ev_poll, &tv);
+    }
+    return 0;
+}
+
+struct pids {
+    pid_t *v;
+    size_t n, cap;
+};
+
+static void pids_add(struct pids *p, pid_t pid)
+{
+    if (pid <= 0)
+        return;
+    for (size_t i = 0; i < p->n; i++)
+        if (p->v[i] == pid)
+            return;
+    if (p->n == p->cap) {
+        size_t cap = p->cap ? p->cap * 2 : 32;
+        pid_t *v = realloc(p->v, cap * sizeof(*v));
+        if (!v)
+            return; /* that process is not watched: its leftovers stay */
+        p->v = v;
+        p->cap = cap;
+    }
+    p->v[p->n++] = pid;
+}
+
+static void collect_pids(Object *o, void *ctx)
+{
+    struct pids *p = ctx;
+    list_for_each_safe(it, &o->triggers) {
+        const Trigger *t = list_entry(it, Trigger, object_link);
+        if (!t->owner)
+            pids_add(p, t->owner_pid);
+    }
+    for (unsigned i = 0; i < o->n_waiting; i++)
+        pids_add(p, o->waiting[i]);
+    if (o->kind == OBJECT_POOL)
+        for (uint32_t s = 0; s < POOL_MAX_CLIENTS; s++) {
+            uint32_t v = atomic_load_explicit(&o->pool.clients[s].pid, memory_order_acquire);
+            v &= PID_VALID_MAX;
+            pids_add(p, (pid_t)v);
+        }
+}
+
+static void sweep_unknown_triggers(Object *o, void *ctx)
+{
+    unsigned *n = ctx;
+    *n += trigger_sweep_unknown(o);
+}
+
+/* ---- the restore ---- */
+
+int restorer_new(Restorer **ret, struct event_base *base, Registry *r, Server *srv, FdStore *st,
+                 struct systemd_fd *fds, int n, struct restore_outcome *out)
+{
+    *out = (struct restore_outcome){0};
+    *ret = NULL;
+    Restorer *rs = calloc(1, sizeof(*rs));
+    Entry *entries = calloc((size_t)n + 1, sizeof(*entries));
+    if (!rs || !entries) {
+        free(rs);
+        free(entries);
+        return -ENOMEM;
+    }
+    rs->base = base;
+    rs->registry = r;
+    rs->server = srv;
+    list_init(&rs->watches);
+
+    /* Sort the descriptors out and pick the newest valid record. */
+    size_t n_entries = 0;
+    Mbq__V1__DaemonState *ds = NULL;
+    int ds_index = -1;
+    for (int i = 0; i < n; i++) {
+        const char *name = fds[i].name;
+        if (strncmp(name, "state-", 6) == 0) {
+            Mbq__V1__DaemonState *cand = NULL;
+            int q = fdstore_read_state(fds[i].fd, &cand);
+            if (q < 0) {
+                log_msg(LOG_LEVEL_WARNING, "restore: ignoring state record '%s': %s", name,
+                        q == -EBADMSG ? "it fails its checks" : strerror(-q));
+                continue;
+            }
+            if (!ds || cand->generation > ds->generation) {
+                if (ds)
+                    mbq__v1__daemon_state__free_unpacked(ds, NULL);
+                ds = cand;
+                ds_index = i;
+            } else {
+                mbq__v1__daemon_state__free_unpacked(cand, NULL);
+            }
+        } else if (parse_entry(name, &entries[n_entries])) {
+            entries[n_entries++].index = i;
+        }
+    }
+    qsort(entries, n_entries, sizeof(*entries), entry_cmp);
+
+    if (ds) {
+        out->generation = ds->generation;
+        log_msg(LOG_LEVEL_INFO, "restore: state record '%s', generation %" PRIu64 ", written by "
+                "pid %u: %zu objects, %zu triggers", fds[ds_index].name, ds->generation,
+                ds->daemon_pid, ds->n_objects, ds->n_triggers);
+        for (size_t i = 0; i < ds->n_objects; i++) {
+            if (ds->objects[i] && restore_object(r, ds->objects[i], entries, n_entries, fds))
+                out->objects++;
+            else
+                out->dropped++;
+        }
+        registry_set_next_id(r, ds->next_object_id > UINT32_MAX ? 0 : (uint32_t)ds->next_object_id);
+        for (size_t i = 0; i < ds->n_triggers; i++) {
+            if (ds->triggers[i] && restore_trigger(r, ds->triggers[i], entries, n_entries, fds))
+                out->triggers++;
+            else
+                out->dropped++;
+        }
+        unsigned swept = 0;
+        registry_for_each(r, sweep_unknown_triggers, &swept);
+    } else if (n_entries) {
+        log_msg(LOG_LEVEL_WARNING, "restore: %zu stored descriptors but no valid state record: "
+                "dropping them all", n_entries);
+    }
+
+    /* Whatever is left goes, from the store too; a record under the name
+     * the next one takes must go before that one is stored. */
+    const char *keep = ds ? fds[ds_index].name : NULL;
+    for (size_t i = 0; i < n_entries; i++) {
+        if (entries[i].used)
+            continue;
+        const char *name = fds[entries[i].index].name;
+        /* A duplicate of a name in use: removing the name would remove both. */
+        bool in_use = false;
+        for (size_t j = 0; j < n_entries && !in_use; j++)
+            in_use = entries[j].used && strcmp(fds[entries[j].index].name, name) == 0;
+        if (!in_use) {
+            log_msg(LOG_LEVEL_WARNING, "restore: dropping stored descriptor '%s'", name);
+            out->unknown_fds++;
+            if (st)
+                fdstore_drop(st, name);
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        const char *name = fds[i].name;
+        if (i == ds_index || (keep && strcmp(name, keep) == 0))
+            continue;
+        Entry probe;
+        if (strncmp(name, "state-", 6) == 0 || !parse_entry(name, &probe)) {
+            if (strncmp(name, "state-", 6) != 0) {
+                log_msg(LOG_LEVEL_WARNING, "restore: dropping stored descriptor '%s' (unknown name)",
+                        name);
+                out->unknown_fds++;
+            }
+            if (st)
+                fdstore_drop(st, name);
+        }
+    }
+    free(entries);
+    if (ds)
+        mbq__v1__daemon_state__free_unpacked(ds, NULL);
+
+    if (st) {
+        fdstore_adopt(st, out->objects + out->triggers, keep, out->generation);
+        fdstore_attach(st);
+    }
+
+    /* The processes of before: gone ones now, live ones when they go. */
+    registry_batch_begin(r);
+    struct pids p = {0};
+    registry_for_each(r, collect_pids, &p);
+    int res = 0;
+    for (size_t i = 0; i < p.n && res == 0; i++)
+        res = restorer_watch(rs, p.v[i]);
+    free(p.v);
+    registry_batch_end(r);
+    if (st)
+        fdstore_commit(st); /* this instance's own record */
+
+    if (out->objects || out->dropped || out->unknown_fds)
+        log_msg(LOG_LEVEL_INFO, "restored %u objects and %u triggers from the fd store; dropped "
+                "%u that failed their checks and %u unknown descriptors", out->objects,
+                out->triggers, out->dropped, out->unknown_fds);
+    if (res < 0) {
+        restorer_free(rs);
+        return res;
+    }
+    *ret = rs;
+    return 0;
+}
+
+Restorer *restorer_free(Restorer *rs)
+{
+    if (!rs)
+        return NULL;
+    list_for_each_safe(it, &rs->watches)
+        watch_free(list_entry(it, Watch, link));
+    if (rs->ev_poll)
+        event_free(rs->ev_poll);
+    free(rs);
+    return NULL;
+}
