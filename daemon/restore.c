@@ -576,7 +576,8 @@ int restorer_new(Restorer **ret, struct event_base *base, Registry *r, Server *s
     }
     for (int i = 0; i < n; i++) {
         const char *name = fds[i].name;
-        if (i == ds_index || (keep && strcmp(name, keep) == 0))
+        /* fd < 0: taken (the listening socket, a restored trigger) */
+        if (fds[i].fd < 0 || i == ds_index || (keep && strcmp(name, keep) == 0))
             continue;
         Entry probe;
         if (strncmp(name, "state-", 6) == 0 || !parse_entry(name, &probe)) {

@@ -26,7 +26,7 @@ cd "$(dirname "$0")/.."
 SRC=$PWD
 HERE=$SRC/tests/systemd/nspawn
 BUILD=${MBQ_SYSTEMD_BUILD:-$SRC/build-systemd}
-CACHE=${MBQ_NSPAWN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mbq/nspawn-rootfs}
+CACHE=${MBQ_NSPAWN_CACHE:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/mbq/nspawn-rootfs}
 SUITE=bookworm
 # What mbq needs at run time in the container (the daemon: libevent_core,
 # libsystemd; libmbq: libprotobuf-c), beyond systemd itself.

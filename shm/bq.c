@@ -633,10 +633,11 @@ static void bump_high_water(struct bq *q, uint64_t tail_after)
 {
     struct bq_side *t = &q->sh->tail;
     uint64_t hw = atomic_load_explicit(&t->high_water, memory_order_relaxed);
-    if (__builtin_expect(tail_after - q->head_cache <= hw, 1))
+    if (__builtin_expect(tail_after - atomic_load_explicit(&q->head_cache, memory_order_relaxed) <= hw, 1))
         return;
-    q->head_cache = load_index(&q->sh->head);
-    uint64_t count = tail_after - q->head_cache;
+    uint64_t hc = load_index(&q->sh->head);
+    atomic_store_explicit(&q->head_cache, hc, memory_order_relaxed);
+    uint64_t count = tail_after - hc;
     if (count > q->capacity)
         return; /* a corrupt head: the next operation reports it */
     while (count > hw && !atomic_compare_exchange_weak_explicit(
@@ -722,13 +723,13 @@ int bq_enqueue(struct bq *q, const struct bq_entry *e)
     uint64_t tail, head, pos;
 reread:
     tail = atomic_load_explicit(&sh->tail.index, memory_order_relaxed);
-    head = q->head_cache;
+    head = atomic_load_explicit(&q->head_cache, memory_order_relaxed);
     /* The cached head is a lower bound; reload it when it says full, when it
      * is out of range (another producer moved tail on), and whenever the
      * head lock is held anyway. */
     if (have_head || tail - head >= q->capacity || head > tail) {
         head = load_index(&sh->head);
-        q->head_cache = head;
+        atomic_store_explicit(&q->head_cache, head, memory_order_relaxed);
     }
     if (!bq_range_ok(q, head, tail)) {
         r = -EUCLEAN;
@@ -758,7 +759,7 @@ reread:
     }
 
     struct bq_entry ne = *e;
-    ne.seq = tail;
+    ne.seq = tail + 1; /* in a FIFO queue, also the mark that entry "tail" is published */
     pos = tail;
     if (q->order != BQ_ORDER_FIFO && tail != head) {
         mbq_time key = entry_key(q, &ne);
@@ -776,7 +777,12 @@ reread:
         }
     }
     if (pos == tail) {
-        q->entries[tail & q->mask] = ne;
+        /* Everything but seq, then seq with release: a FIFO consumer polls
+         * the entry's mark rather than the tail index (see consumer_tail). */
+        struct bq_entry *slot = &q->entries[tail & q->mask];
+        slot->handle = ne.handle;
+        memcpy(&slot->dts, &ne.dts, sizeof(ne) - offsetof(struct bq_entry, dts));
+        __atomic_store_n(&slot->seq, ne.seq, __ATOMIC_RELEASE);
     } else {
         struct bq_journal *j = &sh->journal;
         j->entry = ne;
@@ -819,9 +825,27 @@ out:
  * head, else a fresh load. */
 static inline uint64_t consumer_tail(struct bq *q, uint64_t head)
 {
-    if (q->tail_cache - head - 1 >= q->capacity) /* cache shows 0 or a bogus count */
-        q->tail_cache = load_index(&q->sh->tail);
-    return q->tail_cache;
+    uint64_t t = atomic_load_explicit(&q->tail_cache, memory_order_relaxed);
+    if (t - head - 1 < q->capacity) /* the cache shows entries */
+        return t;
+    if (q->order == BQ_ORDER_FIFO) {
+        /* In FIFO order entry i is published when its seq reads i + 1: the
+         * consumer looks at the entry it wants instead of the producer's
+         * index line, which then stays in the producer's cache. Every 64th
+         * empty answer is checked against the index, so a scribbled mark
+         * delays an entry, never strands it. */
+        if (__atomic_load_n(&q->entries[head & q->mask].seq, __ATOMIC_ACQUIRE) == head + 1) {
+            atomic_store_explicit(&q->tail_cache, head + 1, memory_order_relaxed);
+            return head + 1;
+        }
+        uint32_t n = atomic_load_explicit(&q->empty_polls, memory_order_relaxed) + 1;
+        atomic_store_explicit(&q->empty_polls, n, memory_order_relaxed);
+        if (n & 63)
+            return head;
+    }
+    t = load_index(&q->sh->tail);
+    atomic_store_explicit(&q->tail_cache, t, memory_order_relaxed);
+    return t;
 }
 
 static int dequeue_common(struct bq *q, struct bq_entry *out, bool if_ready)
@@ -851,7 +875,13 @@ static int dequeue_common(struct bq *q, struct bq_entry *out, bool if_ready)
     int r = 0;
     uint32_t fired = 0;
     uint64_t head = atomic_load_explicit(&sh->head.index, memory_order_relaxed);
-    uint64_t tail = full_lock ? (q->tail_cache = load_index(&sh->tail)) : consumer_tail(q, head);
+    uint64_t tail;
+    if (full_lock) {
+        tail = load_index(&sh->tail);
+        atomic_store_explicit(&q->tail_cache, tail, memory_order_relaxed);
+    } else {
+        tail = consumer_tail(q, head);
+    }
     if (!bq_range_ok(q, head, tail)) {
         bq_mark_repair(q);
         r = -EUCLEAN;
@@ -889,8 +919,8 @@ int bq_dequeue_if_ready(struct bq *q, struct bq_entry *out)
 
 static inline bool bq_looks_empty(struct bq *q)
 {
-    return load_index(&q->sh->tail) == atomic_load_explicit(&q->sh->head.index,
-                                                            memory_order_relaxed);
+    uint64_t head = atomic_load_explicit(&q->sh->head.index, memory_order_acquire);
+    return consumer_tail(q, head) == head;
 }
 
 int bq_dequeue_wait(struct bq *q, struct bq_entry *out, int64_t timeout_ns)

@@ -84,7 +84,8 @@ enum bq_trigger_condition {
 
 struct bq_entry {
     uint64_t handle; /* non-zero */
-    uint64_t seq;    /* assigned at enqueue: unique, increasing */
+    uint64_t seq;    /* tail + 1 at enqueue: unique, increasing; in a FIFO queue
+                      * entry i reads i + 1 once published (written last) */
     mbq_time dts, pts, duration;
     uint64_t size;
     uint32_t pool_id;
@@ -203,7 +204,8 @@ struct bq {
      * by its cached head has room; a consumer that sees entries by its
      * cached tail has entries. Reloading only when the view says full (or
      * empty) keeps each side off the other's cache lines, as a ring does. */
-    uint64_t head_cache, tail_cache;
+    _Atomic uint64_t head_cache, tail_cache;
+    _Atomic uint32_t empty_polls; /* FIFO consumer: see consumer_tail() */
     struct bq_hooks hooks;
     /* eventfds this process signals: generation << 32 | fd (fd -1: none) */
     _Atomic uint64_t trigger_fd[BQ_MAX_TRIGGERS];

@@ -2121,7 +2121,7 @@ static bool dead_insertion(struct bq *q, enum journal_phase ph, struct bq_entry 
     if (!pid)
         return false;
     uint64_t tail = atomic_load(&sh->tail.index), head = atomic_load(&sh->head.index);
-    ne.seq = tail;
+    ne.seq = tail + 1;
     uint64_t pos = tail;
     while (pos > head && mbq_time_compare(ne.pts, q->entries[(pos - 1) & q->mask].pts) < 0)
         pos--;

@@ -636,7 +636,7 @@ static void half_insert(struct bq *q, void *arg)
     slock_lock(&sh->head.lock.lock);
     uint64_t tail = atomic_load(&sh->tail.index), head = atomic_load(&sh->head.index);
     struct bq_entry ne = a->ne;
-    ne.seq = tail;
+    ne.seq = tail + 1;
     uint64_t pos = tail;
     while (pos > head && mbq_time_compare(ne.pts, q->entries[(pos - 1) & q->mask].pts) < 0)
         pos--;

@@ -256,7 +256,7 @@ static int fifo_consumer(void *arg)
         uint64_t att;
         memcpy(&att, e.attachments, sizeof(att));
         if (e.pts.value != (int64_t)want || e.dts.value != (int64_t)want - 1 ||
-            e.size != (want & 0xffff) || att != want || e.seq != want - 1)
+            e.size != (want & 0xffff) || att != want || e.seq != want)
             return OUT_WRONG_ENTRY;
         want++;
     }

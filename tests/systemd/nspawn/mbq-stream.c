@@ -3,6 +3,7 @@
  *
  *   mbq-stream producer --count N [--pace-us U] [--gate SEQ:PATH]... [NAMES]
  *   mbq-stream consumer --count N --progress PATH [--stall-s S] [NAMES]
+ *   mbq-stream holder --count N [NAMES]
  *   NAMES: [--pool NAME] [--queue NAME] [--socket PATH]
  *
  * Both create-or-open one pool and one FIFO buffer queue (same options, so
@@ -23,6 +24,10 @@
  * it runs, which is what a restart must not disturb. Afterwards both make
  * one control call (mbq_list) to see whether the library's connection works
  * again after the restarts, and report it on its own line ("control: ...").
+ *
+ * The holder allocates N buffers of the pool, says "holding N" and waits to
+ * be killed: the test kills it with SIGKILL around a daemon restart and
+ * checks that the daemon gets the blocks back.
  *
  * Output: one "key=value ..." summary line per program, prefixed with the
  * role; exit 0 when everything checked out, 1 otherwise, 2 on bad usage. */
@@ -111,6 +116,7 @@ static int usage(void)
 {
     fprintf(stderr, "usage: mbq-stream producer --count N [--pace-us U] [--gate SEQ:PATH]...\n"
                     "       mbq-stream consumer --count N --progress PATH [--stall-s S]\n"
+                    "       mbq-stream holder --count N\n"
                     "       common: [--pool NAME] [--queue NAME] [--socket PATH]\n");
     return 2;
 }
@@ -380,6 +386,28 @@ static int consumer(const struct args *a)
     return ok ? 0 : 1;
 }
 
+static int holder(const struct args *a)
+{
+    mbq_client *c = NULL;
+    mbq_pool *pool = NULL;
+    mbq_buffer_queue *q = NULL;
+    if (connect_retry(a, &c) < 0 || open_objects(a, c, &pool, &q) < 0)
+        return 1;
+    for (uint64_t i = 0; i < a->count; i++) {
+        mbq_buffer b;
+        int r = mbq_pool_allocate(pool, PAYLOAD_BYTES, &b);
+        if (r < 0) {
+            printf("%s: FAIL allocate %" PRIu64 ": %s\n", role, i + 1, mbq_status_string(r));
+            return 1;
+        }
+        fill(mbq_buffer_get_data(b, NULL), i + 1);
+    }
+    printf("%s: holding %" PRIu64 "\n", role, a->count);
+    fflush(stdout);
+    for (;;)
+        pause();
+}
+
 int main(int argc, char **argv)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -391,5 +419,7 @@ int main(int argc, char **argv)
         return producer(&a);
     if (!strcmp(role, "consumer"))
         return consumer(&a);
+    if (!strcmp(role, "holder"))
+        return holder(&a);
     return usage();
 }
