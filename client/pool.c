@@ -79,7 +79,7 @@ static int pool_from_reply_locked(mbq_client *c, struct client_reply *reply,
     if (!info || info->kind != MBQ__V1__OBJECT_KIND__POOL || info->object_id > UINT32_MAX)
         return -EPROTO;
     struct mbq_pool *p = pool_table_lookup(c, (uint32_t)info->object_id, NULL);
-    if (p) {
+    if (p && !p->lost) {
         p->opens++;
         *out = p;
         return 0;

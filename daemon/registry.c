@@ -210,10 +210,6 @@ static void object_destroy(Object *o, bool release)
                    "object %u '%s' destroyed", o->id, o->name);
     if (release && o->kind == OBJECT_BUFFER_QUEUE)
         object_empty_queue(o);
-    if (release && r->has_obs)
-        r->obs.object_removed(r->obs.ctx, o);
-    if (r->finalize)
-        r->finalize(o);
     if (!o->unlinked)
         table_remove(&r->table[TABLE_NAME], TABLE_NAME, o);
     table_remove(&r->table[TABLE_ID], TABLE_ID, o);
@@ -224,6 +220,11 @@ static void object_destroy(Object *o, bool release)
         list_del(&o->charge_link);
     }
     r->n_objects--;
+    /* Out of the registry (so out of the next state record), still mapped. */
+    if (release && r->has_obs)
+        r->obs.object_removed(r->obs.ctx, o);
+    if (r->finalize)
+        r->finalize(o);
     object_unmap(o);
     free(o->waiting);
     free(o);

@@ -11,6 +11,11 @@
  * trigger with its eventfd, recorded in the daemon's mapping of the queue.
  * Sessions are not restored: clients reconnect and Reattach.
  *
+ * Ids. Restored objects keep theirs and new ones continue after the
+ * record's next id. With a store but no record, ids start at a random point
+ * (2^20 .. 2^30 + 2^20), so that objects of an instance whose store was
+ * dropped, which clients may still map, are not confused with new ones.
+ *
  * Untrusted input. The record and the segments are checked as if a
  * stranger wrote them: the record's checksum, version and decoding
  * (fdstore_read_state), each object's name, id (unique, and the one in its
@@ -46,6 +51,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/syscall.h>
 
 #define PID_POLL_MS 1000
@@ -554,6 +560,15 @@ int restorer_new(Restorer **ret, struct event_base *base, Registry *r, Server *s
     } else if (n_entries) {
         log_msg(LOG_LEVEL_WARNING, "restore: %zu stored descriptors but no valid state record: "
                 "dropping them all", n_entries);
+    }
+    if (!ds && st) {
+        /* An empty store under a manager: the previous instance's store may
+         * have been dropped (systemctl stop) while its clients still map
+         * its objects and will reconnect. Numbering from a random point
+         * keeps a new object from taking the id of one of those. */
+        uint32_t first = 0;
+        if (getrandom(&first, sizeof(first), GRND_NONBLOCK) == (ssize_t)sizeof(first))
+            registry_set_next_id(r, (first & 0x3fffffffu) + 0x100000u);
     }
 
     /* Whatever is left goes, from the store too; a record under the name

@@ -8,6 +8,11 @@
  * client's quotas. When the connection ends, for whatever reason,
  * session_end() gives everything back.
  *
+ * After a daemon restart (restore.c), a client that reconnects sends
+ * Reattach for each object it still maps (checked to be the very segment)
+ * and AdoptTrigger for each trigger it installed before, which makes the
+ * session the owner of what its process had, as if it had never left.
+ *
  * Protocol rules enforced here. The first request must be Hello with a
  * version range containing 1; requests carry no file descriptors; a packet
  * must decode as a Request with a known body. A violation gets one Response
@@ -550,6 +555,11 @@ static int handle_create(Call *c, const Mbq__V1__Create *req)
     if (r < 0)
         return call_fail(c, r, "mbqd: cannot create %s '%s': %s", object_kind_name(kind),
                          req->name, status_name(r));
+    log_msg_fields(LOG_LEVEL_INFO,
+                   LOG_FIELDS(LOG_STR("OBJECT", o->name), LOG_NUM("OBJECT_ID", o->id),
+                              LOG_NUM("CLIENT_PID", s->pid), LOG_NUM("CLIENT_UID", s->uid)),
+                   "%s '%s' (id %u) created by pid %d, uid %u", object_kind_name(o->kind),
+                   o->name, o->id, (int)s->pid, (unsigned)s->uid);
     /* The creator may open what it created whatever the mode, as with files. */
     r = session_open(c, o, false);
     if (r < 0)
@@ -616,6 +626,12 @@ static int handle_unlink(Call *c, const Mbq__V1__Unlink *req)
     if (registry_check_owner(o, s->uid) < 0)
         return call_fail(c, -EACCES, "mbqd: only its owner (uid %u) or root may unlink '%s'",
                          (unsigned)o->uid, o->name);
+    log_msg_fields(LOG_LEVEL_INFO,
+                   LOG_FIELDS(LOG_STR("OBJECT", o->name), LOG_NUM("OBJECT_ID", o->id),
+                              LOG_NUM("CLIENT_PID", s->pid), LOG_NUM("CLIENT_UID", s->uid)),
+                   "%s '%s' (id %u) unlinked by pid %d, uid %u (%u still have it open)",
+                   object_kind_name(o->kind), o->name, o->id, (int)s->pid, (unsigned)s->uid,
+                   o->open_count);
     registry_unlink(o);
     return 0;
 }

@@ -50,19 +50,21 @@ int trigger_install(Handle *owner, int32_t condition, mbq_time time, int64_t thr
     int r = bq_install_trigger(&o->bq, condition, time, threshold, efd, &token);
     if (r < 0)
         return r;
-    r = registry_note_trigger_added(o, token, efd);
-    if (r < 0) {
-        bq_remove_trigger(&o->bq, token);
-        return r;
-    }
     t->object = o;
     t->owner = owner;
     t->owner_pid = owner->session->pid;
     t->owner_uid = owner->session->uid;
     t->condition = condition;
     t->token = token;
-    t->efd = TAKE_FD(efd);
-    list_add_tail(&o->triggers, &t->object_link);
+    t->efd = efd;
+    list_add_tail(&o->triggers, &t->object_link); /* the state record lists it */
+    r = registry_note_trigger_added(o, token, efd);
+    if (r < 0) {
+        list_del(&t->object_link);
+        bq_remove_trigger(&o->bq, token);
+        return r;
+    }
+    efd = -1; /* t owns it now */
     owner->triggers++;
     owner->session->n_triggers++;
     log_msg(LOG_LEVEL_DEBUG, "queue %u '%s': trigger %#" PRIx64 " (condition %d) installed by session %" PRIu64,

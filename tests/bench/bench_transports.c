@@ -25,7 +25,7 @@
  *
  * Output (--out DIR): summary.md (the tables), results.tsv (every
  * measurement), *.dat (the plots' data; tests/bench/bench_plots.gp draws
- * them), roudi.log. Progress goes to stdout.
+ * them). Progress goes to stdout.
  *
  * Timing: lfence;rdtsc;lfence, calibrated against CLOCK_MONOTONIC
  * (bench_common.h); every latency includes the ~20 ns timer pair. Latencies
@@ -899,7 +899,7 @@ static bool job_run(struct job *j)
 /* ---- the machine: quiet gate and foreign work ---- */
 
 struct cpu_snap {
-    uint64_t busy, total, steal; /* clock ticks, all CPUs */
+    uint64_t busy, total, steal; /* clock ticks, all CPUs; busy includes steal */
 };
 
 static struct cpu_snap cpu_read(void)
@@ -974,7 +974,7 @@ static struct gate gate_wait(void)
 static char run_dir[256];
 static pid_t mbqd_pid, roudi_pid;
 static bool iox_ok;
-static char iox_why[160] = "not built with iceoryx";
+static char iox_why[1300] = "not built with iceoryx";
 
 static pid_t spawn_exec(char *const argv[], const char *log_path)
 {
@@ -1061,7 +1061,7 @@ static void roudi_start(void)
         return;
     }
     char log[1100];
-    snprintf(log, sizeof(log), "%s/roudi.log", opt.out);
+    snprintf(log, sizeof(log), "%s/roudi.log", run_dir);
     char *argv[] = {(char *)opt.roudi, "-c", (char *)opt.roudi_config, "-l", "info", NULL};
     roudi_pid = spawn_exec(argv, log);
     for (int i = 0; i < 1000; i++) {
@@ -1072,13 +1072,13 @@ static void roudi_start(void)
         if (waitpid(roudi_pid, NULL, WNOHANG) == roudi_pid) {
             roudi_pid = 0;
             snprintf(iox_why, sizeof(iox_why),
-                     "%s did not start (another RouDi running? see roudi.log)", opt.roudi);
+                     "%s did not start (another RouDi running? see %s)", opt.roudi, log);
             return;
         }
         usleep(10000);
     }
     stop_pid(&roudi_pid, 5000);
-    snprintf(iox_why, sizeof(iox_why), "RouDi not ready after 10 s (see roudi.log)");
+    snprintf(iox_why, sizeof(iox_why), "RouDi not ready after 10 s (see %s)", log);
 #endif
 }
 
@@ -1229,7 +1229,7 @@ struct entry {
     uint32_t warmup, iters;
 };
 
-#define MAX_ENTRIES 8
+#define MAX_ENTRIES 10
 
 struct bcase {
     const char *id;
@@ -1313,6 +1313,8 @@ static const struct bcase cases[] = {
      K_WAKE, 64, false, TX_BLOCK, false, 64, 1, false, 200000, 0, "eventfd", false,
      {{"eventfd", &tx_ring, TXV_RING_EVENTFD, 0, 100, 1500},
       {"futex", &tx_ring, TXV_RING_FUTEX, 0, 100, 1500},
+      {"ring+futex", &tx_ring, TXV_RING_FUTEX_SPIN, 0, 100, 1500},
+      {"mbq-bq", &tx_bq, 0, 0, 100, 1500},
       {"mbq", &tx_mbq, 0, 0, 100, 1500},
       {"mbq-trigger", &tx_mbq, TXV_MBQ_TRIGGER, 0, 100, 1500},
       IOX_ENTRY("iceoryx", 100, 1500),
@@ -1383,9 +1385,10 @@ struct rec {
     bool ok;
     double p50, p99, p999, mean, rate, value, vcsw_per_msg;
     double cdf[CDF_N];
-    double probe;
+    double probe;             /* the round's placement probe */
+    double probe_pre, probe_post; /* around this measurement */
     bool quiet, disturbed;
-    double busy_pct, foreign_pct;
+    double busy_pct, foreign_pct, steal_pct;
     char note[200];
     char err[200];
 };
@@ -1422,14 +1425,14 @@ static void fill_spec(struct tx_spec *s, const struct bcase *c, const struct ent
     s->variant = e->variant;
 }
 
-static double probe_once(void)
+static double probe_once(uint32_t iters)
 {
     struct job *j = job_new();
     j->kind = K_PROBE;
     j->cpu_a = BENCH_PARENT_CPU;
     j->cpu_b = BENCH_CHILD_CPU;
-    j->warmup = 2000;
-    j->iters = 20000;
+    j->warmup = iters / 10;
+    j->iters = iters;
     double p = job_run(j) ? j->pct.p50 : NAN;
     munmap(j, sizeof(*j));
     return p;
@@ -1524,7 +1527,7 @@ static void run_round(const struct bcase *c, int rep)
 {
     int n = nentries(c);
     struct gate g = gate_wait();
-    double probe = probe_once();
+    double probe = probe_once(20000);
     struct cpu_snap s0 = cpu_read();
     double own0 = own_cpu_s();
     uint64_t w0 = bench_mono_ns();
@@ -1547,10 +1550,12 @@ static void run_round(const struct bcase *c, int rep)
             continue;
         }
         if (strcmp(e->label, "iceoryx") == 0 && !iox_ok) {
-            snprintf(r->err, sizeof(r->err), "skipped: %s", iox_why);
+            snprintf(r->err, sizeof(r->err), "skipped: %.150s", iox_why);
             continue;
         }
+        r->probe_pre = probe_once(5000);
         run_entry(c, e, rep, r);
+        r->probe_post = probe_once(5000);
         char a[32], b[32];
         if (c->rate) {
             fmt_rate(a, sizeof(a), r->rate);
@@ -1562,23 +1567,29 @@ static void run_round(const struct bcase *c, int rep)
             fmt_ns(a, sizeof(a), r->p50);
             fmt_ns(b, sizeof(b), r->p99);
         }
-        printf("    %-22s %s  %-10s p99 %-10s%s%s%s%s\n", e->label, r->ok ? "ok  " : "FAIL", a,
-               b, r->note[0] ? "  [" : "", r->note, r->note[0] ? "]" : "",
-               r->ok ? "" : r->err);
+        printf("    %-22s %s  %-10s p99 %-10s %s/%s%s%s%s%s\n", e->label,
+               r->ok ? "ok  " : "FAIL", a, b, state_name(r->probe_pre),
+               state_name(r->probe_post), r->note[0] ? "  [" : "", r->note,
+               r->note[0] ? "]" : "", r->ok ? "" : r->err);
     }
     double wall = (double)(bench_mono_ns() - w0) / 1e9;
     struct cpu_snap s1 = cpu_read();
     double hz = (double)sysconf(_SC_CLK_TCK);
-    double machine = (double)(s1.busy - s0.busy) / hz;
+    /* Steal (the host running something else on our vCPUs) is left out of
+     * "foreign work": waking a halted vCPU shows up as steal too, and that
+     * wake-up is what the blocking cases measure. It is reported apart. */
+    double machine = (double)((s1.busy - s1.steal) - (s0.busy - s0.steal)) / hz;
+    double steal_pct = wall > 0 ? 100 * (double)(s1.steal - s0.steal) / hz / wall : 0;
     double foreign = machine - (own_cpu_s() - own0);
     double fpct = wall > 0 ? 100 * (foreign > 0 ? foreign : 0) / wall : 0;
     bool disturbed = fpct > opt.foreign_pct;
     for (size_t i = first; i < nrecs; i++) {
         recs[i].foreign_pct = fpct;
+        recs[i].steal_pct = steal_pct;
         recs[i].disturbed = disturbed || !recs[i].quiet;
     }
-    printf("    foreign CPU during the round: %.1f%% of one CPU%s\n", fpct,
-           disturbed ? "  DISTURBED" : "");
+    printf("    foreign CPU during the round: %.1f%% of one CPU, host steal %.1f%%%s\n", fpct,
+           steal_pct, disturbed ? "  DISTURBED" : "");
 }
 
 /* ---- summaries ---- */
@@ -1588,23 +1599,50 @@ static double median_of(double *v, int n)
     return n ? bench_median(v, (size_t)n) : NAN;
 }
 
-/* The records of one (case, entry) that count: the quiet ones when at
- * least three are, else all; *flagged when disturbed ones are included. */
+static int state_of(double probe)
+{
+    return isnan(probe) ? -1 : probe < 100 ? 0 : probe < 300 ? 1 : 2;
+}
+
+/* The placement state a measurement ran in: the same before and after it,
+ * else -1 (the host moved the vCPUs meanwhile). */
+static int rec_state(const struct rec *r)
+{
+    int a = state_of(r->probe_pre), b = state_of(r->probe_post);
+    return a == b ? a : -1;
+}
+
+/* Quiet machine, nothing foreign during the round, a stable placement. */
+static bool rec_clean(const struct rec *r)
+{
+    return r->ok && !r->disturbed && rec_state(r) >= 0;
+}
+
+/* The records of one (case, entry) that count, best first: clean ones in
+ * the usual "mid" placement when there are three, else clean ones in any
+ * placement when there are three, else every successful one (then
+ * *flagged). */
 static int pick(int ci, int ei, const struct rec **out, bool *flagged)
 {
-    int nq = 0, n = 0;
-    for (size_t i = 0; i < nrecs; i++)
-        if (recs[i].ci == ci && recs[i].ei == ei && recs[i].ok && !recs[i].disturbed)
-            nq++;
-    bool quiet_only = nq >= 3;
-    *flagged = false;
+    int nmid = 0, nclean = 0, n = 0;
     for (size_t i = 0; i < nrecs; i++) {
         const struct rec *r = &recs[i];
-        if (r->ci != ci || r->ei != ei || !r->ok || (quiet_only && r->disturbed))
+        if (r->ci != ci || r->ei != ei || !rec_clean(r))
+            continue;
+        nclean++;
+        nmid += rec_state(r) == 1;
+    }
+    int level = nmid >= 3 ? 2 : nclean >= 3 ? 1 : 0;
+    *flagged = level == 0;
+    for (size_t i = 0; i < nrecs; i++) {
+        const struct rec *r = &recs[i];
+        if (r->ci != ci || r->ei != ei || !r->ok)
+            continue;
+        if (level >= 1 && !rec_clean(r))
+            continue;
+        if (level == 2 && rec_state(r) != 1)
             continue;
         out[n++] = r;
-        if (r->disturbed)
-            *flagged = true;
     }
     return n;
 }
@@ -1649,6 +1687,9 @@ static int ratios(int ci, int ei, int bi, const struct rec **use, int n, double 
     for (int i = 0; i < n; i++) {
         const struct rec *b = find_rec(ci, bi, use[i]->rep);
         if (!b)
+            continue;
+        /* a ratio across placement states compares the host, not the code */
+        if (rec_clean(use[i]) && (!rec_clean(b) || rec_state(b) != rec_state(use[i])))
             continue;
         double x = rec_main(c, use[i]), y = rec_main(c, b);
         if (!(x > 0) || !(y > 0))
@@ -1703,7 +1744,8 @@ static double cross_ratio(int ci_a, int ei_a, int ci_b, int ei_b, bool use_rate,
         if (!(x > 0) || !(y > 0))
             continue;
         all[na++] = x / y;
-        if (!a->disturbed && !b->disturbed)
+        if (rec_clean(a) && rec_clean(b) &&
+            (rec_state(a) == rec_state(b) || cases[ci_a].kind == K_RECLAIM))
             quiet[nq++] = x / y;
     }
     double *v = nq >= 3 ? quiet : all;
@@ -1751,16 +1793,17 @@ static void write_tsv(void)
 {
     FILE *f = out_open("results.tsv");
     fprintf(f, "rep\tcase\ttransport\tok\tp50_ns\tp99_ns\tp999_ns\tmean_ns\trate_per_s\tvalue_ns\t"
-               "vcsw_per_msg\tprobe_ns\tstate\tquiet\tbusy_pct\tforeign_pct\tdisturbed\tnote\t"
-               "error\n");
+               "vcsw_per_msg\tprobe_ns\tstate\tprobe_pre_ns\tprobe_post_ns\tquiet\tbusy_pct\t"
+               "foreign_pct\tsteal_pct\tdisturbed\tnote\terror\n");
     for (size_t i = 0; i < nrecs; i++) {
         const struct rec *r = &recs[i];
-        fprintf(f, "%d\t%s\t%s\t%d\t%.1f\t%.1f\t%.1f\t%.1f\t%.1f\t%.1f\t%.4f\t%.0f\t%s\t%d\t%.1f\t%"
-                   ".1f\t%d\t%s\t%s\n",
+        fprintf(f,
+                "%d\t%s\t%s\t%d\t%.1f\t%.1f\t%.1f\t%.1f\t%.1f\t%.1f\t%.4f\t%.0f\t%s\t%.0f\t%.0f\t"
+                "%d\t%.1f\t%.1f\t%.1f\t%d\t%s\t%s\n",
                 r->rep, cases[r->ci].id, cases[r->ci].e[r->ei].label, r->ok, r->p50, r->p99,
                 r->p999, r->mean, r->rate, r->value, r->vcsw_per_msg, r->probe,
-                state_name(r->probe), r->quiet, r->busy_pct, r->foreign_pct, r->disturbed,
-                r->note, r->err);
+                state_name(r->probe), r->probe_pre, r->probe_post, r->quiet, r->busy_pct,
+                r->foreign_pct, r->steal_pct, r->disturbed, r->note, r->err);
     }
     fclose(f);
 }
@@ -2325,6 +2368,10 @@ int main(int argc, char **argv)
     char p[1100];
     snprintf(p, sizeof(p), "%s/mbqd.log", run_dir);
     unlink(p);
+    if (iox_ok) { /* else its log tells why */
+        snprintf(p, sizeof(p), "%s/roudi.log", run_dir);
+        unlink(p);
+    }
     rmdir(run_dir);
 
     double total = (double)(bench_mono_ns() - t0) / 1e9;

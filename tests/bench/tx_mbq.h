@@ -328,7 +328,7 @@ struct bqx_end {
 
 static int bqx_prepare(struct tx_spec *s)
 {
-    if (s->payload != 64 || s->wait != TX_POLL)
+    if (s->payload != 64)
         return -ENOTSUP;
     uint32_t order = s->variant == TXV_MBQ_PTS || s->variant == TXV_MBQ_PTS_REORDER
                          ? BQ_ORDER_PTS
@@ -418,7 +418,7 @@ static const void *bqx_recv(void *rx, int *err)
 {
     struct bqx_end *e = rx;
     struct bq_entry ent;
-    int r = bq_dequeue(e->q[0], &ent);
+    int r = e->s->wait == TX_POLL ? bq_dequeue(e->q[0], &ent) : bq_dequeue_wait(e->q[0], &ent, -1);
     if (r != 0) {
         *err = r;
         return NULL;

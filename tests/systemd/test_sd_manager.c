@@ -23,6 +23,8 @@
  *     duplicated.
  *   - What does not check out is dropped, the rest restored; the daemon
  *     refuses objects the store could not keep.
+ *   - After a restart with an empty store (systemctl stop), a client's
+ *     objects are lost to the daemon (-EIDRM) but not to the client.
  * Every wait is on the notify socket, a pipe or a poll with a deadline.
  *
  * Like systemd, the manager reads notifications all the time (a thread):
@@ -545,8 +547,12 @@ static bool mgr_stop(struct mgr *m)
     return stopping && st == 0;
 }
 
+/* Ends everything a case started, whether it passed or stopped at a
+ * REQUIRE; harmless when already done. */
 static void mgr_cleanup(struct mgr *m)
 {
+    if (!m->dir[0])
+        return;
     if (m->pid > 0)
         mgr_kill(m);
     if (m->thread_running) {
@@ -570,6 +576,7 @@ static void mgr_cleanup(struct mgr *m)
     unlink(m->sock);
     unlink(m->notify);
     rmdir(m->dir);
+    m->dir[0] = '\0';
 }
 
 static mbq_client *connect_client(const char *name)
@@ -802,7 +809,7 @@ static int64_t stream(struct actor *prod, struct actor *cons, int64_t n)
 /* ---- cases ------------------------------------------------------------------------ */
 
 /* READY, STATUS, WATCHDOG, FDSTORE, STOPPING, and a SIGTERM restart. */
-static void notify_protocol(void)
+static void notify_protocol_body(void)
 {
     REQUIRE(mgr_init(&M) == 0);
     REQUIRE(mgr_start(&M, NULL) == 0);
@@ -893,7 +900,7 @@ static void notify_protocol(void)
 }
 
 /* The main scenario: a crash (SIGKILL) with clients working across it. */
-static void crash_restores_everything(void)
+static void crash_restores_everything_body(void)
 {
     REQUIRE(mgr_init(&M) == 0);
     REQUIRE(mgr_start(&M, NULL) == 0);
@@ -1036,7 +1043,7 @@ static void crash_restores_everything(void)
 
 /* A store with a bad segment, an unknown descriptor and a broken record:
  * what checks out is restored, the rest dropped and removed from the store. */
-static void restore_drops_what_fails(void)
+static void restore_drops_what_fails_body(void)
 {
     REQUIRE(mgr_init(&M) == 0);
     REQUIRE(mgr_start(&M, NULL) == 0);
@@ -1109,7 +1116,7 @@ static void restore_drops_what_fails(void)
 
 /* With room for 3 descriptors beyond the two records, the 4th object and
  * any trigger beyond are refused with -ENOSPC rather than lost later. */
-static void store_full_refuses(void)
+static void store_full_refuses_body(void)
 {
     REQUIRE(mgr_init(&M) == 0);
     const char *args[] = {"--fd-store-max", "5", NULL};
@@ -1142,7 +1149,7 @@ static void store_full_refuses(void)
 }
 
 /* The test hook: the pings stop (the manager would kill and restart). */
-static void watchdog_hang_hook(void)
+static void watchdog_hang_hook_body(void)
 {
     REQUIRE(mgr_init(&M) == 0);
     const char *args[] = {"--debug-hang-after-ms", "300", NULL};
@@ -1167,5 +1174,88 @@ static void watchdog_hang_hook(void)
     mgr_cleanup(&M);
 }
 
+/* `systemctl stop` then start (systemd 252 drops the store on stop): the
+ * client reconnects to a daemon that does not have its objects any more.
+ * Its mappings still work; their control calls say -EIDRM; the connection
+ * serves new objects. */
+static void stop_drops_store_body(void)
+{
+    REQUIRE(mgr_init(&M) == 0);
+    REQUIRE(mgr_start(&M, NULL) == 0);
+    REQUIRE(mgr_wait_ready(&M));
+    mbq_client *c = connect_client("survivor");
+    REQUIRE(c);
+    mbq_pool *pool = NULL;
+    mbq_pool_options po = h_pool_opts(4096, 4);
+    REQUIRE(mbq_pool_create(c, "s/pool", &po, &pool) == 0);
+    mbq_buffer b;
+    REQUIRE(mbq_pool_allocate(pool, 64, &b) == 0);
+    int64_t old_id = object_id_of(c, "s/pool");
+    CHECK(mgr_stop(&M));
+    pthread_mutex_lock(&M.lock);
+    for (int i = 0; i < M.nstore; i++)
+        close(M.store[i].fd);
+    M.nstore = 0;
+    pthread_mutex_unlock(&M.lock);
+    REQUIRE(mgr_start(&M, NULL) == 0);
+    REQUIRE(mgr_wait_ready(&M));
+    mbq_object_info info;
+    CHECK_STATUS(h_stat(c, "s/pool", &info), -ENOENT); /* reconnected; gone */
+    CHECK_STATUS(mbq_pool_flush(pool), -EIDRM);
+    CHECK(mbq_buffer_is_valid(b)); /* the mapping lives on */
+    CHECK_STATUS(mbq_buffer_release(b), 0);
+    CHECK_STATUS(mbq_pool_allocate(pool, 64, &b), 0);
+    CHECK_STATUS(mbq_buffer_release(b), 0);
+    mbq_pool *fresh = NULL;
+    CHECK_STATUS(mbq_pool_create(c, "s/pool", &po, &fresh), 0);
+    CHECK_STATUS(h_stat(c, "s/pool", &info), 0);
+    CHECK(info.object_id != (uint64_t)old_id); /* ids start afresh at a random point */
+    CHECK_EQ(info.open_count, 1); /* the lost one sent no Close, and counts for nothing */
+    mbq_pool_close(pool);
+    mbq_pool_close(fresh);
+    CHECK_STATUS(h_stat(c, "s/pool", &info), 0);
+    CHECK_EQ(info.open_count, 0);
+    mbq_disconnect(c);
+    CHECK(mgr_stop(&M));
+    mgr_cleanup(&M);
+}
+
+/* Each case, then its cleanup even if it stopped early. */
+static void notify_protocol(void)
+{
+    notify_protocol_body();
+    mgr_cleanup(&M);
+}
+
+static void crash_restores_everything(void)
+{
+    crash_restores_everything_body();
+    mgr_cleanup(&M);
+}
+
+static void restore_drops_what_fails(void)
+{
+    restore_drops_what_fails_body();
+    mgr_cleanup(&M);
+}
+
+static void store_full_refuses(void)
+{
+    store_full_refuses_body();
+    mgr_cleanup(&M);
+}
+
+static void watchdog_hang_hook(void)
+{
+    watchdog_hang_hook_body();
+    mgr_cleanup(&M);
+}
+
+static void stop_drops_store(void)
+{
+    stop_drops_store_body();
+    mgr_cleanup(&M);
+}
+
 CHECK_MAIN(CASE(notify_protocol), CASE(crash_restores_everything), CASE(restore_drops_what_fails),
-           CASE(store_full_refuses), CASE(watchdog_hang_hook))
+           CASE(store_full_refuses), CASE(watchdog_hang_hook), CASE(stop_drops_store))

@@ -73,7 +73,22 @@ typedef struct mbq_client mbq_client;
 /* Connects to mbqd. socket_path NULL means: $MBQ_SOCKET if set, else
  * /run/mbq/mbqd.sock for root and $XDG_RUNTIME_DIR/mbq/mbqd.sock otherwise
  * (the daemon's defaults). client_name (may be NULL) shows in mbqctl.
- * Errors: -ENOENT/-ECONNREFUSED (no daemon), -EPROTO (version mismatch). */
+ * Errors: -ENOENT/-ECONNREFUSED (no daemon), -EPROTO (version mismatch).
+ *
+ * Daemon restarts. When mbqd keeps its objects across restarts (under
+ * systemd, with its file descriptor store), a client survives them: the
+ * data plane never notices (mappings, buffers and trigger eventfds stay
+ * valid; data flows while no daemon runs), and the first control call (or
+ * mbq_client_dispatch) that finds the connection gone reconnects to the
+ * same path, re-attaches every open object (the daemon checks it is the
+ * same segment) and re-adopts this process's triggers, then carries on.
+ * That call may block while the daemon restarts: reconnection tries for up
+ * to $MBQ_RECONNECT_TIMEOUT_MS (default 5000; 0 disables it), then the call
+ * fails with -ENOTCONN. An object the restarted daemon does not have any
+ * more (e.g. after `systemctl stop`, which drops the store) stays mapped
+ * and usable in shared memory, but its control calls fail with -EIDRM.
+ * Against a daemon without a store, a lost connection stays lost: control
+ * calls fail with -ENOTCONN. See docs/SYSTEMD.md. */
 int mbq_connect(const char *socket_path, const char *client_name, mbq_client **out);
 /* Closes every object opened through the client, releases every buffer
  * reference the process still holds, and disconnects. Accepts NULL. */
@@ -82,10 +97,17 @@ void mbq_disconnect(mbq_client *client);
  * length written (like snprintf) or a negative errno. */
 int mbq_default_socket_path(char *buf, size_t len);
 /* The control connection's fd, for the caller's event loop: when it is
- * readable, call mbq_client_dispatch(). Owned by the library. */
+ * readable, call mbq_client_dispatch(). Owned by the library. A
+ * reconnection keeps the number (the new connection takes its place), so a
+ * poll() loop needs nothing; an epoll set loses it with the old connection
+ * and must add it again after a dispatch that returned 0 following a
+ * daemon restart. */
 int mbq_client_fd(mbq_client *client);
 /* Handles what the daemon pushed (new trigger eventfds for open queues)
- * without blocking. 0, or -ENOTCONN if the daemon went away. */
+ * without blocking while the connection is up. When the daemon went away
+ * and keeps its objects across restarts, reconnects (see mbq_connect; this
+ * may block up to $MBQ_RECONNECT_TIMEOUT_MS). 0, or -ENOTCONN if the
+ * daemon went away for good. */
 int mbq_client_dispatch(mbq_client *client);
 
 /* A static description of a status; never NULL. */
