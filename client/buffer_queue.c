@@ -349,13 +349,9 @@ int bqueue_reattach_locked(mbq_buffer_queue *q)
 
 /* ---- create / open / close ------------------------------------------------------------ */
 
-static int queue_from_reply_locked(mbq_client *c, struct client_reply *reply,
-                                   mbq_buffer_queue **out)
+static int queue_adopt_locked(mbq_client *c, struct client_reply *reply,
+                              const Mbq__V1__ObjectInfo *info, void *out)
 {
-    const Mbq__V1__ObjectInfo *info =
-        reply->resp->body_case == MBQ__V1__RESPONSE__BODY_OBJECT ? reply->resp->object : NULL;
-    if (!info || info->kind != MBQ__V1__OBJECT_KIND__BUFFER_QUEUE)
-        return -EPROTO;
     _cleanup_(closep) int fd = client_take_segment_fd(reply, info);
     if (fd < 0)
         return fd;
@@ -382,24 +378,8 @@ static int queue_from_reply_locked(mbq_client *c, struct client_reply *reply,
     }
     q->next = c->queues;
     c->queues = q;
-    *out = q;
+    *(mbq_buffer_queue **)out = q;
     return 0;
-}
-
-static int queue_request(mbq_client *c, Mbq__V1__Request *req, mbq_buffer_queue **out)
-{
-    struct client_reply reply;
-    pthread_mutex_lock(&c->lock);
-    int r = client_call_locked(c, req, &reply);
-    if (r == 0) {
-        r = queue_from_reply_locked(c, &reply, out);
-        if (r < 0 && reply.resp->body_case == MBQ__V1__RESPONSE__BODY_OBJECT &&
-            reply.resp->object)
-            client_close_object_locked(c, reply.resp->object->object_id);
-        client_reply_done(&reply);
-    }
-    pthread_mutex_unlock(&c->lock);
-    return r;
 }
 
 int mbq_buffer_queue_create(mbq_client *client, const char *name,
@@ -427,10 +407,7 @@ int mbq_buffer_queue_create(mbq_client *client, const char *name,
     cr.exclusive = o.exclusive;
     cr.config_case = MBQ__V1__CREATE__CONFIG_BUFFER_QUEUE;
     cr.buffer_queue = &cfg;
-    Mbq__V1__Request req = MBQ__V1__REQUEST__INIT;
-    req.body_case = MBQ__V1__REQUEST__BODY_CREATE;
-    req.create = &cr;
-    return queue_request(client, &req, out);
+    return client_create_object(client, &cr, queue_adopt_locked, out);
 }
 
 int mbq_buffer_queue_open(mbq_client *client, const char *name, mbq_buffer_queue **out)
@@ -439,13 +416,8 @@ int mbq_buffer_queue_open(mbq_client *client, const char *name, mbq_buffer_queue
         return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
     if (!client_name_valid(name))
         return -EINVAL;
-    Mbq__V1__Open op = MBQ__V1__OPEN__INIT;
-    op.name = (char *)name;
-    op.kind = MBQ__V1__OBJECT_KIND__BUFFER_QUEUE;
-    Mbq__V1__Request req = MBQ__V1__REQUEST__INIT;
-    req.body_case = MBQ__V1__REQUEST__BODY_OPEN;
-    req.open = &op;
-    return queue_request(client, &req, out);
+    return client_open_object(client, name, MBQ__V1__OBJECT_KIND__BUFFER_QUEUE,
+                              queue_adopt_locked, out);
 }
 
 static int queue_remove_trigger_locked(mbq_buffer_queue *q, uint64_t token)

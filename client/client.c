@@ -276,6 +276,54 @@ void client_close_object_locked(mbq_client *c, uint64_t object_id)
         client_reply_done(&reply);
 }
 
+/* ---- creating and opening objects ------------------------------------------- */
+
+int client_request_object_locked(mbq_client *c, Mbq__V1__Request *req, Mbq__V1__ObjectKind kind,
+                                 client_adopt_fn *adopt, void *out)
+{
+    struct client_reply reply;
+    int r = client_call_locked(c, req, &reply);
+    if (r < 0)
+        return r;
+    const Mbq__V1__ObjectInfo *info =
+        reply.resp->body_case == MBQ__V1__RESPONSE__BODY_OBJECT ? reply.resp->object : NULL;
+    if (!info) {
+        r = -EPROTO;
+    } else {
+        r = info->kind == kind ? adopt(c, &reply, info, out) : -EPROTO;
+        if (r < 0) /* the daemon opened it for us: give the open back */
+            client_close_object_locked(c, info->object_id);
+    }
+    client_reply_done(&reply);
+    return r;
+}
+
+int client_create_object(mbq_client *c, Mbq__V1__Create *cr, client_adopt_fn *adopt, void *out)
+{
+    Mbq__V1__Request req = MBQ__V1__REQUEST__INIT;
+    req.body_case = MBQ__V1__REQUEST__BODY_CREATE;
+    req.create = cr;
+    pthread_mutex_lock(&c->lock);
+    int r = client_request_object_locked(c, &req, cr->kind, adopt, out);
+    pthread_mutex_unlock(&c->lock);
+    return r;
+}
+
+int client_open_object(mbq_client *c, const char *name, Mbq__V1__ObjectKind kind,
+                       client_adopt_fn *adopt, void *out)
+{
+    Mbq__V1__Open op = MBQ__V1__OPEN__INIT;
+    op.name = (char *)name;
+    op.kind = kind;
+    Mbq__V1__Request req = MBQ__V1__REQUEST__INIT;
+    req.body_case = MBQ__V1__REQUEST__BODY_OPEN;
+    req.open = &op;
+    pthread_mutex_lock(&c->lock);
+    int r = client_request_object_locked(c, &req, kind, adopt, out);
+    pthread_mutex_unlock(&c->lock);
+    return r;
+}
+
 /* ---- connection ------------------------------------------------------------- */
 
 static int client_hello_locked(mbq_client *c, const char *client_name)

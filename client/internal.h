@@ -216,6 +216,25 @@ bool client_copy_out(void *dst, const void *src, size_t src_size);
  * negative errno. */
 int client_take_segment_fd(struct client_reply *reply, const Mbq__V1__ObjectInfo *info);
 
+/* Creating and opening objects. An adopt function maps the object a
+ * Create/Open reply describes (info, already checked to be of the kind asked
+ * for; its fds are in reply) into *out, a pointer to the caller's handle
+ * pointer. client->lock held. 0, or a negative errno. */
+typedef int client_adopt_fn(mbq_client *c, struct client_reply *reply,
+                            const Mbq__V1__ObjectInfo *info, void *out);
+/* Sends req (a Create or Open of an object of this kind) and adopts the
+ * object the reply describes. If that fails after the daemon opened the
+ * object, the open is given back. client->lock held. 0 or a negative value
+ * (the daemon's refusal, -EPROTO, or what adopt returned). */
+int client_request_object_locked(mbq_client *c, Mbq__V1__Request *req, Mbq__V1__ObjectKind kind,
+                                 client_adopt_fn *adopt, void *out);
+/* As client_request_object_locked, taking client->lock: Create (cr with its
+ * name, kind, mode, exclusive flag and configuration filled in) or Open by
+ * name. */
+int client_create_object(mbq_client *c, Mbq__V1__Create *cr, client_adopt_fn *adopt, void *out);
+int client_open_object(mbq_client *c, const char *name, Mbq__V1__ObjectKind kind,
+                       client_adopt_fn *adopt, void *out);
+
 /* ---- pool.c: pools and the pool table ------------------------------------- */
 
 /* The pool with this id mapped through c, or NULL. Lock-free; no system

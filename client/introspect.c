@@ -101,6 +101,25 @@ static void info_from_stat(mbq_object_info *out, const Mbq__V1__StatReply *s)
     }
 }
 
+/* Sends a List or Stat request and checks that the response carries the
+ * matching body: 0 with *reply filled (release with client_reply_done), or
+ * a negative value with nothing to release. (protobuf-c never leaves the
+ * member of a oneof it decoded NULL, so checking the case is enough.) */
+static int introspect_call(mbq_client *c, Mbq__V1__Request *req,
+                           Mbq__V1__Response__BodyCase body, struct client_reply *reply)
+{
+    pthread_mutex_lock(&c->lock);
+    int r = client_call_locked(c, req, reply);
+    pthread_mutex_unlock(&c->lock);
+    if (r < 0)
+        return r;
+    if (reply->resp->body_case != body) {
+        client_reply_done(reply);
+        return -EPROTO;
+    }
+    return 0;
+}
+
 int mbq_list(mbq_client *client, const char *prefix, mbq_object_info *infos, size_t max)
 {
     if (!client || (max && !infos))
@@ -119,17 +138,10 @@ int mbq_list(mbq_client *client, const char *prefix, mbq_object_info *infos, siz
     req.body_case = MBQ__V1__REQUEST__BODY_LIST;
     req.list = &ls;
     struct client_reply reply;
-    pthread_mutex_lock(&client->lock);
-    int r = client_call_locked(client, &req, &reply);
-    pthread_mutex_unlock(&client->lock);
+    int r = introspect_call(client, &req, MBQ__V1__RESPONSE__BODY_LIST, &reply);
     if (r < 0)
         return r;
-    const Mbq__V1__ListReply *lr =
-        reply.resp->body_case == MBQ__V1__RESPONSE__BODY_LIST ? reply.resp->list : NULL;
-    if (!lr) {
-        client_reply_done(&reply);
-        return -EPROTO;
-    }
+    const Mbq__V1__ListReply *lr = reply.resp->list;
     size_t n = lr->n_objects;
     for (size_t i = 0; i < n && i < max; i++) {
         mbq_object_info full = {.size = sizeof(full)};
@@ -159,19 +171,11 @@ int mbq_stat(mbq_client *client, const char *name, mbq_object_info *info)
     req.body_case = MBQ__V1__REQUEST__BODY_STAT;
     req.stat = &st;
     struct client_reply reply;
-    pthread_mutex_lock(&client->lock);
-    int r = client_call_locked(client, &req, &reply);
-    pthread_mutex_unlock(&client->lock);
+    int r = introspect_call(client, &req, MBQ__V1__RESPONSE__BODY_STAT, &reply);
     if (r < 0)
         return r;
-    const Mbq__V1__StatReply *sr =
-        reply.resp->body_case == MBQ__V1__RESPONSE__BODY_STAT ? reply.resp->stat : NULL;
-    if (!sr) {
-        client_reply_done(&reply);
-        return -EPROTO;
-    }
     mbq_object_info full = {.size = sizeof(full)};
-    info_from_stat(&full, sr);
+    info_from_stat(&full, reply.resp->stat);
     client_reply_done(&reply);
     client_copy_out(info, &full, sizeof(full));
     return 0;

@@ -71,12 +71,11 @@ static void pool_table_remove_locked(mbq_client *c, struct mbq_pool *p)
 
 /* Turns a Create/Open reply into this client's mapping of the pool: a new
  * one, or the existing one with one more open. */
-static int pool_from_reply_locked(mbq_client *c, struct client_reply *reply,
-                                  struct mbq_pool **out)
+static int pool_adopt_locked(mbq_client *c, struct client_reply *reply,
+                             const Mbq__V1__ObjectInfo *info, void *out_)
 {
-    const Mbq__V1__ObjectInfo *info =
-        reply->resp->body_case == MBQ__V1__RESPONSE__BODY_OBJECT ? reply->resp->object : NULL;
-    if (!info || info->kind != MBQ__V1__OBJECT_KIND__POOL || info->object_id > UINT32_MAX)
+    struct mbq_pool **out = out_;
+    if (info->object_id > UINT32_MAX)
         return -EPROTO;
     struct mbq_pool *p = pool_table_lookup(c, (uint32_t)info->object_id, NULL);
     if (p && !p->lost) {
@@ -108,21 +107,6 @@ static int pool_from_reply_locked(mbq_client *c, struct client_reply *reply,
     return 0;
 }
 
-/* Sends req (Create or Open of a pool) and maps the result. On failure after
- * the daemon opened the object, the open is given back. */
-static int pool_request_locked(mbq_client *c, Mbq__V1__Request *req, struct mbq_pool **out)
-{
-    struct client_reply reply;
-    int r = client_call_locked(c, req, &reply);
-    if (r < 0)
-        return r;
-    r = pool_from_reply_locked(c, &reply, out);
-    if (r < 0 && reply.resp->body_case == MBQ__V1__RESPONSE__BODY_OBJECT && reply.resp->object)
-        client_close_object_locked(c, reply.resp->object->object_id);
-    client_reply_done(&reply);
-    return r;
-}
-
 int pool_table_resolve(mbq_client *c, uint32_t pool_id, struct mbq_pool **out)
 {
     struct mbq_pool *p = pool_table_lookup(c, pool_id, NULL);
@@ -140,7 +124,8 @@ int pool_table_resolve(mbq_client *c, uint32_t pool_id, struct mbq_pool **out)
         Mbq__V1__Request req = MBQ__V1__REQUEST__INIT;
         req.body_case = MBQ__V1__REQUEST__BODY_OPEN;
         req.open = &op;
-        r = pool_request_locked(c, &req, &p);
+        r = client_request_object_locked(c, &req, MBQ__V1__OBJECT_KIND__POOL, pool_adopt_locked,
+                                         &p);
         if (r == 0)
             p->pinned = true;
     }
@@ -216,14 +201,7 @@ int mbq_pool_create(mbq_client *client, const char *name, const mbq_pool_options
     cr.exclusive = o.exclusive;
     cr.config_case = MBQ__V1__CREATE__CONFIG_POOL;
     cr.pool = &cfg;
-    Mbq__V1__Request req = MBQ__V1__REQUEST__INIT;
-    req.body_case = MBQ__V1__REQUEST__BODY_CREATE;
-    req.create = &cr;
-
-    pthread_mutex_lock(&client->lock);
-    int r = pool_request_locked(client, &req, out);
-    pthread_mutex_unlock(&client->lock);
-    return r;
+    return client_create_object(client, &cr, pool_adopt_locked, out);
 }
 
 int mbq_pool_open(mbq_client *client, const char *name, mbq_pool **out)
@@ -232,16 +210,7 @@ int mbq_pool_open(mbq_client *client, const char *name, mbq_pool **out)
         return -EINVAL;
     if (!client_name_valid(name))
         return -EINVAL;
-    Mbq__V1__Open op = MBQ__V1__OPEN__INIT;
-    op.name = (char *)name;
-    op.kind = MBQ__V1__OBJECT_KIND__POOL;
-    Mbq__V1__Request req = MBQ__V1__REQUEST__INIT;
-    req.body_case = MBQ__V1__REQUEST__BODY_OPEN;
-    req.open = &op;
-    pthread_mutex_lock(&client->lock);
-    int r = pool_request_locked(client, &req, out);
-    pthread_mutex_unlock(&client->lock);
-    return r;
+    return client_open_object(client, name, MBQ__V1__OBJECT_KIND__POOL, pool_adopt_locked, out);
 }
 
 void mbq_pool_close(mbq_pool *pool)

@@ -5,13 +5,9 @@
  * consumer's cached counters are separate fields). */
 #include "internal.h"
 
-static int squeue_from_reply_locked(mbq_client *c, struct client_reply *reply,
-                                    mbq_simple_queue **out)
+static int squeue_adopt_locked(mbq_client *c, struct client_reply *reply,
+                               const Mbq__V1__ObjectInfo *info, void *out)
 {
-    const Mbq__V1__ObjectInfo *info =
-        reply->resp->body_case == MBQ__V1__RESPONSE__BODY_OBJECT ? reply->resp->object : NULL;
-    if (!info || info->kind != MBQ__V1__OBJECT_KIND__SIMPLE_QUEUE)
-        return -EPROTO;
     _cleanup_(closep) int fd = client_take_segment_fd(reply, info);
     if (fd < 0)
         return fd;
@@ -27,24 +23,8 @@ static int squeue_from_reply_locked(mbq_client *c, struct client_reply *reply,
     q->object_id = info->object_id;
     q->next = c->simple_queues;
     c->simple_queues = q;
-    *out = q;
+    *(mbq_simple_queue **)out = q;
     return 0;
-}
-
-static int squeue_request(mbq_client *c, Mbq__V1__Request *req, mbq_simple_queue **out)
-{
-    struct client_reply reply;
-    pthread_mutex_lock(&c->lock);
-    int r = client_call_locked(c, req, &reply);
-    if (r == 0) {
-        r = squeue_from_reply_locked(c, &reply, out);
-        if (r < 0 && reply.resp->body_case == MBQ__V1__RESPONSE__BODY_OBJECT &&
-            reply.resp->object)
-            client_close_object_locked(c, reply.resp->object->object_id);
-        client_reply_done(&reply);
-    }
-    pthread_mutex_unlock(&c->lock);
-    return r;
 }
 
 int mbq_simple_queue_create(mbq_client *client, const char *name, int32_t capacity,
@@ -73,10 +53,7 @@ int mbq_simple_queue_create(mbq_client *client, const char *name, int32_t capaci
     cr.exclusive = o.exclusive;
     cr.config_case = MBQ__V1__CREATE__CONFIG_SIMPLE_QUEUE;
     cr.simple_queue = &cfg;
-    Mbq__V1__Request req = MBQ__V1__REQUEST__INIT;
-    req.body_case = MBQ__V1__REQUEST__BODY_CREATE;
-    req.create = &cr;
-    return squeue_request(client, &req, out);
+    return client_create_object(client, &cr, squeue_adopt_locked, out);
 }
 
 int mbq_simple_queue_open(mbq_client *client, const char *name, mbq_simple_queue **out)
@@ -85,13 +62,8 @@ int mbq_simple_queue_open(mbq_client *client, const char *name, mbq_simple_queue
         return MBQ_SQ_ERR_REQUIRED_PARAMETER_MISSING;
     if (!client_name_valid(name))
         return -EINVAL;
-    Mbq__V1__Open op = MBQ__V1__OPEN__INIT;
-    op.name = (char *)name;
-    op.kind = MBQ__V1__OBJECT_KIND__SIMPLE_QUEUE;
-    Mbq__V1__Request req = MBQ__V1__REQUEST__INIT;
-    req.body_case = MBQ__V1__REQUEST__BODY_OPEN;
-    req.open = &op;
-    return squeue_request(client, &req, out);
+    return client_open_object(client, name, MBQ__V1__OBJECT_KIND__SIMPLE_QUEUE,
+                              squeue_adopt_locked, out);
 }
 
 void squeue_close_locked(mbq_simple_queue *q)

@@ -429,6 +429,25 @@ static int handle_hello(Call *c, const Mbq__V1__Hello *req)
     return 0;
 }
 
+/* The session's handle on o: its existing one, or a new one if the
+ * client's quota of objects allows. */
+static int call_hold(Call *c, Object *o, Handle **ret)
+{
+    Session *s = c->s;
+    Handle *h = session_find_handle(s, o->id);
+    if (!h) {
+        if (s->n_objects >= s->limits->max_objects)
+            return call_fail(c, -EDQUOT,
+                             "mbqd: quota: this client has %u objects open (--max-objects %u)",
+                             s->n_objects, s->limits->max_objects);
+        h = handle_new(s, o);
+        if (!h)
+            return -ENOMEM;
+    }
+    *ret = h;
+    return 0;
+}
+
 /* Opens o for the session (a new handle, or one more open on its handle)
  * and replies with its segment. */
 static int session_open(Call *c, Object *o, bool check_access)
@@ -440,16 +459,10 @@ static int session_open(Call *c, Object *o, bool check_access)
                          "and write access",
                          object_kind_name(o->kind), o->name, (unsigned)o->uid, (unsigned)o->gid,
                          o->mode);
-    Handle *h = session_find_handle(s, o->id);
-    if (!h) {
-        if (s->n_objects >= s->limits->max_objects)
-            return call_fail(c, -EDQUOT,
-                             "mbqd: quota: this client has %u objects open (--max-objects %u)",
-                             s->n_objects, s->limits->max_objects);
-        h = handle_new(s, o);
-        if (!h)
-            return -ENOMEM;
-    }
+    Handle *h;
+    int r = call_hold(c, o, &h);
+    if (r < 0)
+        return r;
     h->opens++;
     call_reply_object(c, o, true);
     return 0;
@@ -477,6 +490,18 @@ static int fail_name(Call *c)
     return call_fail(c, -EINVAL,
                      "mbqd: invalid object name: 1..255 bytes of [A-Za-z0-9._-] components "
                      "separated by '/', none empty, '.' or '..'");
+}
+
+/* The object with this name, or an error the reply explains. */
+static int call_lookup_name(Call *c, const char *name, Object **ret)
+{
+    if (registry_validate_name(name) < 0)
+        return fail_name(c);
+    Object *o = registry_lookup_name(c->s->registry, name);
+    if (!o)
+        return call_fail(c, -ENOENT, "mbqd: no object named '%s'", name);
+    *ret = o;
+    return 0;
 }
 
 /* Refuses rather than create what a restart would lose. */
@@ -576,11 +601,9 @@ static int handle_open(Call *c, const Mbq__V1__Open *req)
     Session *s = c->s;
     Object *o;
     if (req->name && req->name[0]) {
-        if (registry_validate_name(req->name) < 0)
-            return fail_name(c);
-        o = registry_lookup_name(s->registry, req->name);
-        if (!o)
-            return call_fail(c, -ENOENT, "mbqd: no object named '%s'", req->name);
+        int r = call_lookup_name(c, req->name, &o);
+        if (r < 0)
+            return r;
     } else if (req->object_id) {
         o = registry_lookup_id(s->registry, req->object_id);
         if (!o)
@@ -603,6 +626,20 @@ static Handle *call_handle(Call *c, uint64_t object_id)
     return h;
 }
 
+/* As call_handle, for requests that apply to one kind of object only. */
+static int call_handle_of_kind(Call *c, uint64_t object_id, enum object_kind kind, Handle **ret)
+{
+    Handle *h = call_handle(c, object_id);
+    if (!h)
+        return -EBADF;
+    const Object *o = h->object;
+    if (o->kind != kind)
+        return call_fail(c, -EINVAL, "mbqd: '%s' is a %s, not a %s", o->name,
+                         object_kind_name(o->kind), object_kind_name(kind));
+    *ret = h;
+    return 0;
+}
+
 static int handle_close(Call *c, const Mbq__V1__Close *req)
 {
     Handle *h = call_handle(c, req->object_id);
@@ -618,11 +655,10 @@ static int handle_close(Call *c, const Mbq__V1__Close *req)
 static int handle_unlink(Call *c, const Mbq__V1__Unlink *req)
 {
     Session *s = c->s;
-    if (registry_validate_name(req->name) < 0)
-        return fail_name(c);
-    Object *o = registry_lookup_name(s->registry, req->name);
-    if (!o)
-        return call_fail(c, -ENOENT, "mbqd: no object named '%s'", req->name);
+    Object *o;
+    int r = call_lookup_name(c, req->name, &o);
+    if (r < 0)
+        return r;
     if (registry_check_owner(o, s->uid) < 0)
         return call_fail(c, -EACCES, "mbqd: only its owner (uid %u) or root may unlink '%s'",
                          (unsigned)o->uid, o->name);
@@ -671,14 +707,12 @@ static int handle_list(Call *c, const Mbq__V1__List *req)
 
 static int handle_stat(Call *c, const Mbq__V1__Stat *req)
 {
-    Session *s = c->s;
-    if (registry_validate_name(req->name) < 0)
-        return fail_name(c);
-    Object *o = registry_lookup_name(s->registry, req->name);
-    if (!o)
-        return call_fail(c, -ENOENT, "mbqd: no object named '%s'", req->name);
+    Object *o;
+    int res = call_lookup_name(c, req->name, &o);
+    if (res < 0)
+        return res;
     struct object_stats st;
-    int res = registry_object_stats(o, &st);
+    res = registry_object_stats(o, &st);
     if (res < 0)
         return call_fail(c, res, "mbqd: cannot read the counters of '%s': %s", o->name,
                          status_name(res));
@@ -767,13 +801,11 @@ static int handle_stat(Call *c, const Mbq__V1__Stat *req)
 static int handle_install_trigger(Call *c, const Mbq__V1__InstallTrigger *req)
 {
     Session *s = c->s;
-    Handle *h = call_handle(c, req->object_id);
-    if (!h)
-        return -EBADF;
+    Handle *h;
+    int r = call_handle_of_kind(c, req->object_id, OBJECT_BUFFER_QUEUE, &h);
+    if (r < 0)
+        return r;
     Object *o = h->object;
-    if (o->kind != OBJECT_BUFFER_QUEUE)
-        return call_fail(c, -EINVAL, "mbqd: '%s' is a %s, not a buffer queue", o->name,
-                         object_kind_name(o->kind));
     if (s->n_triggers >= s->limits->max_triggers)
         return call_fail(c, -EDQUOT,
                          "mbqd: quota: this client has %u triggers installed (--max-triggers %u)",
@@ -781,7 +813,7 @@ static int handle_install_trigger(Call *c, const Mbq__V1__InstallTrigger *req)
     if (!registry_has_room(s->registry, 1))
         return fail_store_full(c, "trigger");
     Trigger *t;
-    int r = trigger_install(h, req->condition, time_from_proto(req->time), req->threshold, &t);
+    r = trigger_install(h, req->condition, time_from_proto(req->time), req->threshold, &t);
     if (r < 0)
         return call_fail(c, r, "mbqd: cannot install a trigger on '%s': %s", o->name,
                          r == -ENOSPC ? "the queue has its maximum of triggers" : status_name(r));
@@ -821,14 +853,12 @@ static int handle_remove_trigger(Call *c, const Mbq__V1__RemoveTrigger *req)
 
 static int handle_test_trigger(Call *c, const Mbq__V1__TestTrigger *req)
 {
-    Handle *h = call_handle(c, req->object_id);
-    if (!h)
-        return -EBADF;
+    Handle *h;
+    int r = call_handle_of_kind(c, req->object_id, OBJECT_BUFFER_QUEUE, &h);
+    if (r < 0)
+        return r;
     Object *o = h->object;
-    if (o->kind != OBJECT_BUFFER_QUEUE)
-        return call_fail(c, -EINVAL, "mbqd: '%s' is a %s, not a buffer queue", o->name,
-                         object_kind_name(o->kind));
-    int r = bq_test_trigger(&o->bq, req->token);
+    r = bq_test_trigger(&o->bq, req->token);
     if (r < 0)
         return call_fail(c, r, "mbqd: cannot test trigger %#" PRIx64 " on '%s': %s", req->token,
                          o->name, status_name(r));
@@ -843,14 +873,12 @@ static int handle_test_trigger(Call *c, const Mbq__V1__TestTrigger *req)
 
 static int handle_pool_op(Call *c, uint64_t object_id, bool invalidate)
 {
-    Handle *h = call_handle(c, object_id);
-    if (!h)
-        return -EBADF;
+    Handle *h;
+    int r = call_handle_of_kind(c, object_id, OBJECT_POOL, &h);
+    if (r < 0)
+        return r;
     Object *o = h->object;
-    if (o->kind != OBJECT_POOL)
-        return call_fail(c, -EINVAL, "mbqd: '%s' is a %s, not a pool", o->name,
-                         object_kind_name(o->kind));
-    int r = invalidate ? pool_invalidate(&o->pool) : pool_flush(&o->pool);
+    r = invalidate ? pool_invalidate(&o->pool) : pool_flush(&o->pool);
     if (r < 0)
         return call_fail(c, r, "mbqd: cannot %s pool '%s': %s", invalidate ? "invalidate" : "flush",
                          o->name, status_name(r));
@@ -888,16 +916,10 @@ static int handle_reattach(Call *c, const Mbq__V1__Reattach *req)
         return call_fail(c, -EACCES, "mbqd: permission denied: %s '%s' (owner %u:%u, mode %04o)",
                          object_kind_name(o->kind), o->name, (unsigned)o->uid, (unsigned)o->gid,
                          o->mode);
-    Handle *h = session_find_handle(s, o->id);
-    if (!h) {
-        if (s->n_objects >= s->limits->max_objects)
-            return call_fail(c, -EDQUOT,
-                             "mbqd: quota: this client has %u objects open (--max-objects %u)",
-                             s->n_objects, s->limits->max_objects);
-        h = handle_new(s, o);
-        if (!h)
-            return -ENOMEM;
-    }
+    Handle *h;
+    int r = call_hold(c, o, &h);
+    if (r < 0)
+        return r;
     unsigned opens = req->opens ? req->opens : 1;
     h->opens += opens < (1u << 20) ? opens : 1u << 20;
     registry_drop_waiting(o, s->pid); /* it has it open now: cannot destroy */

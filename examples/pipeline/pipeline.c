@@ -1,10 +1,12 @@
 /* The demo pipeline's shared helpers (see pipeline.h): frame drawing and
- * checking, latency histograms, report files, signals, and opening objects
- * that another process creates. Nothing here keeps global state except the
- * stop flag the signal handler sets. */
+ * checking, latency histograms, report files, signals, opening objects
+ * that another process creates, and the consumers' (encode, preview) main
+ * loop. Nothing here keeps global state except the stop flag the signal
+ * handler sets (and a consumer's own flag it points at). */
 #include "pipeline.h"
 
 #include <errno.h>
+#include <getopt.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
@@ -427,4 +429,135 @@ void consumer_stats_latency_line(const struct consumer_stats *s, char *buf, size
              fmt_ns(b, sizeof(b), lat_hist_quantile(&s->latency, 0.99)),
              fmt_ns(c, sizeof(c), s->latency.max_ns),
              fmt_ns(d, sizeof(d), lat_hist_quantile(&s->queue_wait, 0.5)));
+}
+
+/* ---- the consumer loop ------------------------------------------------------------- */
+
+static volatile sig_atomic_t consumer_stop;
+
+static int consumer_run(const struct consumer *cfg, uint32_t open_timeout_s, const char *report)
+{
+    const char *prog = cfg->prog;
+    volatile sig_atomic_t *stop = &consumer_stop;
+    mbq_client *c;
+    if (pipeline_connect(cfg->client_name, &c) < 0)
+        return 1;
+    mbq_buffer_queue *q = NULL;
+    if (pipeline_open_queue(prog, c, cfg->queue, open_timeout_s, stop, &q) < 0) {
+        mbq_disconnect(c);
+        return 1;
+    }
+
+    struct consumer_stats *s = malloc(sizeof(*s));
+    if (!s) {
+        fprintf(stderr, "%s: out of memory\n", prog);
+        mbq_buffer_queue_close(q);
+        mbq_disconnect(c);
+        return 1;
+    }
+    consumer_stats_init(s);
+    volatile uint64_t sink = 0; /* keeps the simulated work from being optimised away */
+    const uint64_t period = cfg->fps ? 1000000000ull / cfg->fps : 0;
+    uint64_t next_refresh = mono_ns();
+    bool end_of_data = false, fatal = false;
+    while (!*stop) {
+        /* Wait for the display's next refresh, without catching up on
+         * missed ones: a display shows what is there now. */
+        if (period) {
+            if (!sleep_until_ns(next_refresh, stop))
+                break;
+            uint64_t now = mono_ns();
+            next_refresh += period;
+            if (next_refresh < now)
+                next_refresh = now + period;
+        }
+        uint64_t now = mono_ns(), next_print = s->win_start_ns + 1000000000u;
+        int64_t timeout = now < next_print ? (int64_t)(next_print - now) : 0;
+        mbq_buffer b;
+        int r = mbq_buffer_queue_dequeue_wait(q, timeout, &b);
+        now = mono_ns();
+        if (r == -ENODATA) {
+            end_of_data = true;
+            break;
+        }
+        if (r == 0) {
+            struct frame_view v;
+            const char *problem = frame_check(b, &v);
+            if (problem) {
+                consumer_stats_bad_frame(s, prog, &v, problem);
+            } else {
+                consumer_stats_frame(s, prog, &v, now, cfg->gaps_are_drops);
+                sink += cfg->work(&v);
+            }
+            if (cfg->delay_ms)
+                sleep_until_ns(mono_ns() + (uint64_t)cfg->delay_ms * 1000000u, stop);
+            if ((r = mbq_buffer_release(b)) < 0) {
+                fprintf(stderr, "%s: ERROR: cannot release a frame: %s\n", prog,
+                        mbq_status_string(r));
+                s->errors++;
+            }
+        } else if (r != -ETIMEDOUT && r != -EINTR) {
+            fprintf(stderr, "%s: ERROR: dequeue failed: %s\n", prog, mbq_status_string(r));
+            s->errors++;
+            fatal = true;
+            break;
+        }
+        if (now - s->win_start_ns >= 1000000000u)
+            cfg->print_second(s, q, now);
+    }
+    (void)sink;
+
+    char lat[160], dropped[48] = "";
+    consumer_stats_latency_line(s, lat, sizeof(lat));
+    if (cfg->gaps_are_drops)
+        snprintf(dropped, sizeof(dropped), " shown, %llu dropped", (unsigned long long)s->dropped);
+    printf("%s: done: %llu frame%s%s, %llu error%s%s; %s\n", prog, (unsigned long long)s->frames,
+           plural(s->frames), dropped, (unsigned long long)s->errors, plural(s->errors),
+           end_of_data ? "" : fatal ? " (stopped on an error)" : " (stopped by a signal)", lat);
+    int fail = s->errors > 0 || fatal;
+    if (report) {
+        FILE *f = report_open(report);
+        consumer_stats_report(s, f);
+        report_u64(f, "end_of_data", end_of_data);
+        if (!report_close(f, report))
+            fail = 1;
+    }
+    free(s);
+    mbq_buffer_queue_close(q);
+    mbq_disconnect(c);
+    return fail;
+}
+
+int consumer_main(int argc, char **argv, struct consumer *cfg)
+{
+    const char *report = NULL;
+    uint32_t open_timeout = 10;
+    const struct option longopts[] = {
+        {cfg->option + 2, required_argument, NULL, 'o'},
+        {"open-timeout", required_argument, NULL, 't'},
+        {"report", required_argument, NULL, 'r'},
+        {"help", no_argument, NULL, 'h'},
+        {0},
+    };
+    for (int ch; (ch = getopt_long(argc, argv, "h", longopts, NULL)) != -1;) {
+        bool ok = true;
+        switch (ch) {
+        case 'o': ok = parse_u32(cfg->option, optarg, 0, cfg->option_max, cfg->option_value); break;
+        case 't': ok = parse_u32("--open-timeout", optarg, 0, 3600, &open_timeout); break;
+        case 'r': report = optarg; break;
+        case 'h': cfg->usage(stdout); return 0;
+        default: ok = false;
+        }
+        if (!ok) {
+            cfg->usage(stderr);
+            return 2;
+        }
+    }
+    if (optind < argc) {
+        cfg->usage(stderr);
+        return 2;
+    }
+    pipeline_stdio_init();
+    install_stop_handler(&consumer_stop);
+    return consumer_run(cfg, open_timeout, report);
 }

@@ -1,6 +1,7 @@
 /* What the demo pipeline's programs share: the object names, the layout of
  * a synthetic frame, its checksum and checks, latency statistics, the small
- * report files the launcher reads, and a few process helpers.
+ * report files the launcher reads, a few process helpers, and the loop
+ * both consumers run.
  *
  * A frame is one pool block: a 64-byte header followed by an NV12 picture
  * (a Y plane of width x height bytes, then an interleaved UV plane of half
@@ -151,5 +152,41 @@ double consumer_stats_next_window(struct consumer_stats *s, uint64_t now_ns);
 void consumer_stats_report(const struct consumer_stats *s, FILE *f);
 /* The summary line's latency part: "latency p50 .. p99 .. max .., in queue p50 ..". */
 void consumer_stats_latency_line(const struct consumer_stats *s, char *buf, size_t len);
+
+/* A consumer program (encode, preview): what sets one apart from the other.
+ * Both parse the same options and run the same loop (consumer_main). */
+struct consumer {
+    const char *prog;        /* prefix of its messages: "encode" */
+    const char *client_name; /* the name it gives mbqd: "mbq-encode" */
+    const char *queue;       /* the buffer queue it takes frames from */
+    void (*usage)(FILE *f);
+    /* Its own option ("--fps"): a number from 0 to option_max, stored in
+     * *option_value (fps or delay_ms below). */
+    const char *option;
+    uint32_t option_max;
+    uint32_t *option_value;
+    /* Gaps in the frame numbers are drops (a queue that drops the oldest),
+     * not errors; the summary then counts them. */
+    bool gaps_are_drops;
+    /* Takes at most fps frames a second, without catching up on missed
+     * refreshes (a display); 0: takes frames as they come. */
+    uint32_t fps;
+    /* Spends this much longer on every frame before releasing it (a slow
+     * encoder). */
+    uint32_t delay_ms;
+    /* The simulated work on a good frame; the result only keeps it from
+     * being optimised away. */
+    uint64_t (*work)(const struct frame_view *v);
+    /* Prints the once-a-second line, and starts the next window
+     * (consumer_stats_next_window). */
+    void (*print_second)(struct consumer_stats *s, mbq_buffer_queue *q, uint64_t now_ns);
+};
+/* The whole of a consumer's main(): parses --open-timeout, --report,
+ * --help and cfg's own option (into cfg), then connects, opens the queue
+ * and takes frames until end of data, a dequeue error or SIGINT/SIGTERM;
+ * checks and accounts every frame, prints the summary and writes the
+ * report. Returns the exit status: 0; 1 if anything was wrong; 2 for bad
+ * options. */
+int consumer_main(int argc, char **argv, struct consumer *cfg);
 
 #endif

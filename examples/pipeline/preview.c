@@ -11,14 +11,8 @@
  * of data (-ENODATA) a summary. */
 #include "pipeline.h"
 
-#include <errno.h>
-#include <getopt.h>
-#include <stdlib.h>
-#include <string.h>
 
 #define PROG "preview"
-
-static volatile sig_atomic_t stop;
 
 static void usage(FILE *f)
 {
@@ -59,118 +53,18 @@ static void print_second(struct consumer_stats *s, mbq_buffer_queue *q, uint64_t
 
 int main(int argc, char **argv)
 {
-    const char *report = NULL;
-    uint32_t open_timeout = 10, fps = 30;
-    static const struct option longopts[] = {
-        {"fps", required_argument, NULL, 'f'},
-        {"open-timeout", required_argument, NULL, 't'},
-        {"report", required_argument, NULL, 'r'},
-        {"help", no_argument, NULL, 'h'},
-        {0},
+    struct consumer cfg = {
+        .prog = PROG,
+        .client_name = "mbq-preview",
+        .queue = PIPELINE_PREVIEW_QUEUE,
+        .usage = usage,
+        .option = "--fps",
+        .option_value = &cfg.fps,
+        .option_max = 1000,
+        .gaps_are_drops = true,
+        .fps = 30,
+        .work = display_work,
+        .print_second = print_second,
     };
-    for (int ch; (ch = getopt_long(argc, argv, "h", longopts, NULL)) != -1;) {
-        bool ok = true;
-        switch (ch) {
-        case 'f': ok = parse_u32("--fps", optarg, 0, 1000, &fps); break;
-        case 't': ok = parse_u32("--open-timeout", optarg, 0, 3600, &open_timeout); break;
-        case 'r': report = optarg; break;
-        case 'h': usage(stdout); return 0;
-        default: ok = false;
-        }
-        if (!ok) {
-            usage(stderr);
-            return 2;
-        }
-    }
-    if (optind < argc) {
-        usage(stderr);
-        return 2;
-    }
-    pipeline_stdio_init();
-    install_stop_handler(&stop);
-
-    mbq_client *c;
-    if (pipeline_connect("mbq-preview", &c) < 0)
-        return 1;
-    mbq_buffer_queue *q = NULL;
-    if (pipeline_open_queue(PROG, c, PIPELINE_PREVIEW_QUEUE, open_timeout, &stop, &q) < 0) {
-        mbq_disconnect(c);
-        return 1;
-    }
-
-    struct consumer_stats *s = malloc(sizeof(*s));
-    if (!s) {
-        fprintf(stderr, PROG ": out of memory\n");
-        mbq_buffer_queue_close(q);
-        mbq_disconnect(c);
-        return 1;
-    }
-    consumer_stats_init(s);
-    volatile uint64_t sink = 0;
-    const uint64_t period = fps ? 1000000000ull / fps : 0;
-    uint64_t next_refresh = mono_ns();
-    bool end_of_data = false, fatal = false;
-    while (!stop) {
-        /* Wait for the display's next refresh, without catching up on
-         * missed ones: a display shows what is there now. */
-        if (period) {
-            if (!sleep_until_ns(next_refresh, &stop))
-                break;
-            uint64_t now = mono_ns();
-            next_refresh += period;
-            if (next_refresh < now)
-                next_refresh = now + period;
-        }
-        uint64_t now = mono_ns(), next_print = s->win_start_ns + 1000000000u;
-        int64_t timeout = now < next_print ? (int64_t)(next_print - now) : 0;
-        mbq_buffer b;
-        int r = mbq_buffer_queue_dequeue_wait(q, timeout, &b);
-        now = mono_ns();
-        if (r == -ENODATA) {
-            end_of_data = true;
-            break;
-        }
-        if (r == 0) {
-            struct frame_view v;
-            const char *problem = frame_check(b, &v);
-            if (problem) {
-                consumer_stats_bad_frame(s, PROG, &v, problem);
-            } else {
-                consumer_stats_frame(s, PROG, &v, now, true);
-                sink += display_work(&v);
-            }
-            if ((r = mbq_buffer_release(b)) < 0) {
-                fprintf(stderr, PROG ": ERROR: cannot release a frame: %s\n",
-                        mbq_status_string(r));
-                s->errors++;
-            }
-        } else if (r != -ETIMEDOUT && r != -EINTR) {
-            fprintf(stderr, PROG ": ERROR: dequeue failed: %s\n", mbq_status_string(r));
-            s->errors++;
-            fatal = true;
-            break;
-        }
-        if (now - s->win_start_ns >= 1000000000u)
-            print_second(s, q, now);
-    }
-    (void)sink;
-
-    char lat[160];
-    consumer_stats_latency_line(s, lat, sizeof(lat));
-    printf(PROG ": done: %llu frame%s shown, %llu dropped, %llu error%s%s; %s\n",
-           (unsigned long long)s->frames, plural(s->frames), (unsigned long long)s->dropped,
-           (unsigned long long)s->errors, plural(s->errors),
-           end_of_data ? "" : fatal ? " (stopped on an error)" : " (stopped by a signal)", lat);
-    int fail = s->errors > 0 || fatal;
-    if (report) {
-        FILE *f = report_open(report);
-        consumer_stats_report(s, f);
-        report_u64(f, "end_of_data", end_of_data);
-        if (!report_close(f, report))
-            fail = 1;
-    }
-    free(s);
-    mbq_buffer_queue_close(q);
-    mbq_disconnect(c);
-    return fail;
+    return consumer_main(argc, argv, &cfg);
 }
