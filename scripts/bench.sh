@@ -33,4 +33,7 @@ build=${MBQ_BENCH_BUILD:-build-bench}
 out=${MBQ_BENCH_OUT:-docs/performance}
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build "$build" -j"$(nproc)" --target bench_transports mbqd
+MBQ_BENCH_REVISION=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+git diff --quiet HEAD -- 2>/dev/null || MBQ_BENCH_REVISION="$MBQ_BENCH_REVISION + uncommitted changes"
+export MBQ_BENCH_REVISION
 exec tests/bench/run_transports.sh "$build/tests/bench/bench_transports" "$build/daemon/mbqd" "$out" "$@"

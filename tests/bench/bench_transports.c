@@ -2158,14 +2158,34 @@ static void write_summary(int argc, char **argv, double total_s)
             machine_cpu, sysconf(_SC_NPROCESSORS_ONLN), machine_kernel, clocksource,
             cpuidle[0] ? cpuidle : "none", bench_use_tsc() ? "lfence;rdtsc" : "CLOCK_MONOTONIC",
             bench_ns_per_tick(), BENCH_PARENT_CPU, BENCH_CHILD_CPU, BENCH_PARENT_CPU);
-    fprintf(f, "%d repetitions; %d rounds, %d started on a quiet machine (busy < %.0f%% in two "
-               "0.5 s windows; %.0f s spent waiting), %d marked disturbed (not quiet at the "
-               "start, or foreign work > %.0f%% of one CPU during the round). A figure marked † "
-               "includes disturbed rounds (fewer than three quiet ones). iceoryx: %s.\n\n",
+    const char *rev = getenv("MBQ_BENCH_REVISION");
+    if (rev && *rev)
+        fprintf(f, "Source revision: `%s`.\n\n", rev);
+    int clean = 0, mid = 0, meas = 0;
+    for (size_t i = 0; i < nrecs; i++) {
+        if (!recs[i].ok)
+            continue;
+        meas++;
+        clean += rec_clean(&recs[i]);
+        mid += rec_clean(&recs[i]) && rec_state(&recs[i]) == 1;
+    }
+    fprintf(f,
+            "%d repetitions; %d rounds, %d started on a quiet machine (CPU busy < %.0f%% in two "
+            "0.5 s windows; %.0f s spent waiting for quiet), %d marked disturbed (not quiet at "
+            "the start, or foreign work > %.0f%% of one CPU during the round; host steal is "
+            "recorded apart, since waking a halted vCPU shows up as steal). %d measurements, %d "
+            "clean (quiet round and the same placement state before and after), %d of them in "
+            "the usual \"mid\" state. A figure is the median over the clean measurements in "
+            "the mid state when there are three, else over the clean ones in any state when "
+            "there are three, else over all (marked †). iceoryx: %s.\n\n",
             opt.reps, rounds, quiet, opt.quiet_pct, gate_spent_s, disturbed, opt.foreign_pct,
-            iox_ok ? "iox-roudi 2.0.3 started by the harness with roudi.toml" : iox_why);
+            meas, clean, mid,
+            iox_ok ? "iox-roudi 2.0.3 started by the harness with tests/bench/roudi.toml"
+                   : iox_why);
     fprintf(f, "## Targets\n\nRatios from the same rounds (each round measures every transport "
-               "of a case back to back).\n\n");
+               "of a case back to back); a round's ratio counts when both measurements are clean "
+               "and in the same placement state, if three rounds qualify, else every round's "
+               "does.\n\n");
     md_targets(f);
     fprintf(f, "## The machine's own limits, from this run\n\n");
     md_limits(f);
