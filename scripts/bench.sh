@@ -5,7 +5,7 @@
 # runs every case against mbq's peers — the raw shared-memory ring, iceoryx,
 # POSIX mq, Unix SOCK_SEQPACKET — and writes docs/performance/: summary.md
 # (the tables), results.tsv (every measurement), *.png (the plots).
-# About 10 minutes on a quiet 2-vCPU machine; longer if it has to wait for
+# About 8 minutes on a quiet 2-vCPU machine; longer if it has to wait for
 # quiet. Arguments go to bench_transports, e.g.:
 #   scripts/bench.sh                     everything, 5 repetitions
 #   scripts/bench.sh --reps 3 --cases rtt64,stream64

@@ -51,6 +51,7 @@ unset style
 set xtics norotate
 set key bottom right
 set ylabel "percentile"
+unset logscale y
 set yrange [0:100]
 set logscale x
 set output "cdf_rtt64.png"
