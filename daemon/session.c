@@ -599,7 +599,7 @@ mismatch:
 static int handle_open(Call *c, const Mbq__V1__Open *req)
 {
     Session *s = c->s;
-    Object *o;
+    Object *o = NULL;
     if (req->name && req->name[0]) {
         int r = call_lookup_name(c, req->name, &o);
         if (r < 0)
@@ -655,7 +655,7 @@ static int handle_close(Call *c, const Mbq__V1__Close *req)
 static int handle_unlink(Call *c, const Mbq__V1__Unlink *req)
 {
     Session *s = c->s;
-    Object *o;
+    Object *o = NULL;
     int r = call_lookup_name(c, req->name, &o);
     if (r < 0)
         return r;
@@ -707,7 +707,7 @@ static int handle_list(Call *c, const Mbq__V1__List *req)
 
 static int handle_stat(Call *c, const Mbq__V1__Stat *req)
 {
-    Object *o;
+    Object *o = NULL;
     int res = call_lookup_name(c, req->name, &o);
     if (res < 0)
         return res;
