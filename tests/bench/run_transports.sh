@@ -10,7 +10,9 @@ bench=$1 mbqd=$2 out=$3
 shift 3
 mkdir -p "$out"
 rc=0
-"$bench" --out "$out" --mbqd "$mbqd" --roudi-config "$here/roudi.toml" "$@" || rc=$?
+# The config's path as seen from here (it is recorded in the report).
+config=$(realpath --relative-to=. "$here/roudi.toml" 2>/dev/null || echo "$here/roudi.toml")
+"$bench" --out "$out" --mbqd "$mbqd" --roudi-config "$config" "$@" || rc=$?
 if command -v gnuplot >/dev/null 2>&1; then
   (cd "$out" && gnuplot "$here/bench_plots.gp") || { echo "run_transports.sh: gnuplot failed" >&2; rc=1; }
 else
