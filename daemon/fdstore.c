@@ -35,6 +35,7 @@
  * Batches: a session that ends gives back many things at once; between
  * registry_batch_begin and _end the changes are stored and the record is
  * written once, at the end. */
+#include "proto_config.h"
 #include "fdstore.h"
 
 #include "log.h"
@@ -105,11 +106,7 @@ static uint64_t fnv1a64(const uint8_t *p, size_t n)
 /* One object's message and what it points into. */
 typedef struct StoredMsg {
     Mbq__V1__StoredObject obj;
-    union {
-        Mbq__V1__BufferQueueConfig bq;
-        Mbq__V1__SimpleQueueConfig sq;
-        Mbq__V1__PoolConfig pool;
-    } cfg;
+    union proto_config cfg;
     uint32_t *holders;
 } StoredMsg;
 
@@ -144,26 +141,17 @@ static void collect_object(Object *o, void *ctx)
     so->owner_gid = o->gid;
     so->mode = o->mode;
     so->unlinked = o->unlinked;
+    proto_config_fill(o, &m->cfg);
     switch (o->kind) {
     case OBJECT_BUFFER_QUEUE:
-        m->cfg.bq = (Mbq__V1__BufferQueueConfig)MBQ__V1__BUFFER_QUEUE_CONFIG__INIT;
-        m->cfg.bq.capacity = o->config.bq.capacity;
-        m->cfg.bq.order = o->config.bq.order;
-        m->cfg.bq.full_policy = o->config.bq.full_policy;
         so->config_case = MBQ__V1__STORED_OBJECT__CONFIG_BUFFER_QUEUE;
         so->buffer_queue = &m->cfg.bq;
         break;
     case OBJECT_SIMPLE_QUEUE:
-        m->cfg.sq = (Mbq__V1__SimpleQueueConfig)MBQ__V1__SIMPLE_QUEUE_CONFIG__INIT;
-        m->cfg.sq.capacity = o->config.sq_capacity;
         so->config_case = MBQ__V1__STORED_OBJECT__CONFIG_SIMPLE_QUEUE;
         so->simple_queue = &m->cfg.sq;
         break;
     case OBJECT_POOL:
-        m->cfg.pool = (Mbq__V1__PoolConfig)MBQ__V1__POOL_CONFIG__INIT;
-        m->cfg.pool.block_size = o->config.pool.block_size;
-        m->cfg.pool.block_count = o->config.pool.block_count;
-        m->cfg.pool.age_out_ns = o->config.pool.age_out_ns;
         so->config_case = MBQ__V1__STORED_OBJECT__CONFIG_POOL;
         so->pool = &m->cfg.pool;
         break;

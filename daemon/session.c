@@ -30,6 +30,7 @@
  *    conn_send(), which queues.
  *  - Logging: requests at debug level only; a session's end at info level,
  *    with what was released and how long it took. */
+#include "proto_config.h"
 #include "session.h"
 
 #include "log.h"
@@ -293,11 +294,7 @@ void session_protocol_error(Session *s, int status, const char *error)
 
 typedef struct InfoMsg {
     Mbq__V1__ObjectInfo info;
-    union {
-        Mbq__V1__BufferQueueConfig bq;
-        Mbq__V1__SimpleQueueConfig sq;
-        Mbq__V1__PoolConfig pool;
-    } cfg;
+    union proto_config cfg;
 } InfoMsg;
 
 /* Fills m in place (it points into itself: never copy it). */
@@ -314,26 +311,17 @@ static void info_fill(InfoMsg *m, const Object *o)
     i->segment_size = object_segment_size(o);
     i->open_count = o->open_count;
     i->unlinked = o->unlinked;
+    proto_config_fill(o, &m->cfg);
     switch (o->kind) {
     case OBJECT_BUFFER_QUEUE:
-        m->cfg.bq = (Mbq__V1__BufferQueueConfig)MBQ__V1__BUFFER_QUEUE_CONFIG__INIT;
-        m->cfg.bq.capacity = o->config.bq.capacity;
-        m->cfg.bq.order = o->config.bq.order;
-        m->cfg.bq.full_policy = o->config.bq.full_policy;
         i->config_case = MBQ__V1__OBJECT_INFO__CONFIG_BUFFER_QUEUE;
         i->buffer_queue = &m->cfg.bq;
         break;
     case OBJECT_SIMPLE_QUEUE:
-        m->cfg.sq = (Mbq__V1__SimpleQueueConfig)MBQ__V1__SIMPLE_QUEUE_CONFIG__INIT;
-        m->cfg.sq.capacity = o->config.sq_capacity;
         i->config_case = MBQ__V1__OBJECT_INFO__CONFIG_SIMPLE_QUEUE;
         i->simple_queue = &m->cfg.sq;
         break;
     case OBJECT_POOL:
-        m->cfg.pool = (Mbq__V1__PoolConfig)MBQ__V1__POOL_CONFIG__INIT;
-        m->cfg.pool.block_size = o->config.pool.block_size;
-        m->cfg.pool.block_count = o->config.pool.block_count;
-        m->cfg.pool.age_out_ns = o->config.pool.age_out_ns;
         i->config_case = MBQ__V1__OBJECT_INFO__CONFIG_POOL;
         i->pool = &m->cfg.pool;
         break;
