@@ -684,7 +684,7 @@ static void lock_head_after_tail(struct bq *q, int *how)
         bq_repair_locked(q);
 }
 
-int bq_enqueue(struct bq *q, const struct bq_entry *e)
+static int enqueue_impl(struct bq *q, const struct bq_entry *e, bool take)
 {
     if (!q || !q->sh || !e || !e->handle)
         return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
@@ -696,8 +696,10 @@ int bq_enqueue(struct bq *q, const struct bq_entry *e)
             return v;
     }
     /* The queue's reference is taken before locking, so the critical
-     * section stays short; every failure below gives it back. */
-    if (q->hooks.retain) {
+     * section stays short; every failure below gives it back. With take,
+     * the caller's reference becomes the queue's instead. */
+    bool retained = !take && q->hooks.retain;
+    if (retained) {
         int v = q->hooks.retain(q->hooks.ctx, e->pool_id, e->handle, false);
         if (v)
             return v;
@@ -810,13 +812,23 @@ out:
     bslock_unlock(&sh->tail.lock, held.tail);
     if (r == 0)
         wake_consumers(sh);
-    else if (q->hooks.release && q->hooks.retain)
+    else if (retained && q->hooks.release)
         q->hooks.release(q->hooks.ctx, e->pool_id, e->handle);
     if (dropped && q->hooks.release)
         q->hooks.release(q->hooks.ctx, old.pool_id, old.handle);
     if (fired)
         trig_signal(q, fired);
     return r;
+}
+
+int bq_enqueue(struct bq *q, const struct bq_entry *e)
+{
+    return enqueue_impl(q, e, false);
+}
+
+int bq_enqueue_take(struct bq *q, const struct bq_entry *e)
+{
+    return enqueue_impl(q, e, true);
 }
 
 /* ---- dequeue -------------------------------------------------------------- */

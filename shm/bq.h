@@ -240,6 +240,10 @@ void bq_set_hooks(struct bq *q, const struct bq_hooks *hooks);
  * fail), the validation hook's status, the retain hook's status,
  * MBQ_BQ_ERR_CANNOT_MODIFY_QUEUE_FROM_TRIGGER_CALLBACK, -EUCLEAN. */
 int bq_enqueue(struct bq *q, const struct bq_entry *e);
+/* As bq_enqueue, but the queue takes over a reference the caller holds
+ * instead of taking a new one (no retain hook; on failure the caller still
+ * holds it). */
+int bq_enqueue_take(struct bq *q, const struct bq_entry *e);
 /* Dequeue the head into *out; the queue's reference passes to the caller.
  * 0, -EAGAIN (empty; for if_ready also: head not ready), -12766 from a
  * trigger callback, -EUCLEAN. */
