@@ -460,7 +460,7 @@ void mbq_buffer_queue_close(mbq_buffer_queue *queue)
 
 /* ---- data plane ------------------------------------------------------------------------ */
 
-int mbq_buffer_queue_enqueue(mbq_buffer_queue *queue, mbq_buffer buffer)
+static int queue_enqueue(mbq_buffer_queue *queue, mbq_buffer buffer, bool take)
 {
     if (!queue || !buffer.pool_ || !buffer.handle_)
         return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
@@ -479,12 +479,30 @@ int mbq_buffer_queue_enqueue(mbq_buffer_queue *queue, mbq_buffer buffer)
     };
     _Static_assert(sizeof(e.attachments) <= sizeof(b->attachments), "attachments fit");
     memcpy(e.attachments, b->attachments, sizeof(e.attachments));
+    /* A hand-over moves the caller's holding to the queue first: a death
+     * before the entry is published then leaks the reference, never frees
+     * a buffer a queue names (pool.h). */
+    int r = take ? pool_disown(&p->pool, buffer.handle_) : 0;
+    if (r < 0)
+        return r;
     queue_sync_triggers(queue);
     queue_hint = p;
-    int r = bq_enqueue(&queue->bq, &e);
+    r = take ? bq_enqueue_take(&queue->bq, &e) : bq_enqueue(&queue->bq, &e);
     queue_hint = NULL;
+    if (take && r != 0)
+        (void)pool_adopt(&p->pool, buffer.handle_); /* still the caller's */
     queue_settle(queue);
     return r;
+}
+
+int mbq_buffer_queue_enqueue(mbq_buffer_queue *queue, mbq_buffer buffer)
+{
+    return queue_enqueue(queue, buffer, false);
+}
+
+int mbq_buffer_queue_enqueue_and_release(mbq_buffer_queue *queue, mbq_buffer buffer)
+{
+    return queue_enqueue(queue, buffer, true);
 }
 
 /* The queue's reference in e becomes the caller's buffer. */

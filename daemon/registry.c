@@ -821,10 +821,10 @@ void registry_age_out(Registry *r, uint64_t now)
 {
     list_for_each_safe(it, &r->pools) {
         Object *o = list_entry(it, Object, pool_link);
-        /* A lock-free hint read from the segment: with nothing cached there
-         * is nothing to age, and the pool's lock is left alone. A scribbled
-         * count can only delay this pool's own age-out. */
-        if (*(volatile uint32_t *)&o->pool.sh->warm_count == 0)
+        /* Lock-free hints read from the segment: with nothing free and
+         * resident there is nothing to age, and the pool's lock is left
+         * alone. A scribbled count can only delay this pool's own age-out. */
+        if (!pool_age_out_due(&o->pool))
             continue;
         int n = pool_age_out(&o->pool, now);
         if (n < 0)

@@ -60,7 +60,9 @@ _Static_assert(offsetof(struct pool_block, pts) == 72, "pool_block layout");
 _Static_assert(offsetof(struct pool_block, duration) == 96, "pool_block layout");
 _Static_assert(offsetof(struct pool_block, attachments) == 120, "pool_block layout");
 _Static_assert(offsetof(struct pool_block, pad) == 152, "pool_block layout");
-_Static_assert(sizeof(struct pool_client) == 8, "pool_client layout");
+_Static_assert(sizeof(struct pool_client) == 128, "pool_client is two cache lines");
+_Static_assert(offsetof(struct pool_client, allocs) == 8, "pool_client layout");
+_Static_assert(offsetof(struct pool_client, cache) == 64, "pool_client layout");
 _Static_assert(sizeof(struct pool_shared) == 256, "pool_shared layout");
 _Static_assert(offsetof(struct pool_shared, block_size) == 64, "pool_shared layout");
 _Static_assert(offsetof(struct pool_shared, block_count) == 72, "pool_shared layout");
@@ -195,6 +197,36 @@ static int pool_punch(struct pool *p, uint32_t first, uint32_t count)
 
 /* ---- repair ---- */
 
+/* Whether CACHED block idx is really in the cache of the client it names:
+ * that client is alive (it may take the block at any moment) and lists the
+ * block among its published entries. A block that fails this is taken back
+ * (pool_uncache_one), not left where no one would ever allocate it. */
+static bool pool_cache_holds(const struct pool *p, uint32_t idx)
+{
+    uint32_t slot = RD(p->blocks[idx].reserved0);
+    if (slot >= POOL_MAX_CLIENTS)
+        return false;
+    const struct pool_client *c = &p->clients[slot];
+    uint32_t n = atomic_load_explicit(&c->cached, memory_order_acquire);
+    n = n > POOL_CACHE_MAX ? POOL_CACHE_MAX : n;
+    bool listed = false;
+    for (uint32_t i = 0; i < n && !listed; i++)
+        listed = atomic_load_explicit(&c->cache[i], memory_order_relaxed) == idx;
+    return listed && pool_task_alive(atomic_load_explicit(&c->pid, memory_order_acquire));
+}
+
+/* Takes a free CACHED block back from whichever cache has it by bumping its
+ * generation, so that its owner's claim fails. False if it was claimed
+ * first (it is in use then). */
+static bool pool_uncache_one(struct pool *p, uint32_t idx)
+{
+    struct pool_block *b = &p->blocks[idx];
+    uint64_t r = atomic_load_explicit(&b->ref, memory_order_acquire);
+    return ref_count(r) == 0 &&
+           atomic_compare_exchange_strong_explicit(&b->ref, &r, ref_make(gen_next(ref_gen(r)), 0),
+                                                   memory_order_acq_rel, memory_order_relaxed);
+}
+
 struct pool_warm_ent {
     uint64_t freed_at;
     uint32_t idx;
@@ -216,8 +248,10 @@ static int pool_warm_cmp(const void *a, const void *b)
  * invalidated: then its pages are returned and it goes cold), on the cold
  * list otherwise. An AGING block whose ager is alive stays off the lists (the
  * ager puts it back); one whose ager is gone goes cold: its punch may not
- * have happened, which costs memory, not correctness. The warm list is
- * rebuilt in freed_at order so that age-out keeps working from the tail. */
+ * have happened, which costs memory, not correctness. A CACHED block stays
+ * in its owner's cache while the owner lives and lists it (it counts as
+ * used: off the lists), else is taken back and goes warm. The warm list is rebuilt in freed_at order so that
+ * age-out keeps working from the tail. */
 static void pool_repair_locked(struct pool *p)
 {
     struct pool_shared *sh = p->sh;
@@ -233,6 +267,15 @@ static void pool_repair_locked(struct pool *p)
         uint32_t st = RD(b->state);
         b->prev = POOL_NONE;
         b->next = POOL_NONE;
+        if (st == POOL_BLOCK_CACHED && ref_count(r) == 0) {
+            if (pool_cache_holds(p, k)) {
+                nused++;
+                continue;
+            }
+            if (pool_uncache_one(p, k))
+                st = POOL_BLOCK_WARM; /* no live cache has it: free it */
+            r = atomic_load_explicit(&b->ref, memory_order_acquire);
+        }
         if (ref_count(r) > 0) {
             b->state = POOL_BLOCK_USED;
             nused++;
@@ -296,7 +339,8 @@ static void pool_repair_locked(struct pool *p)
 }
 
 /* Whether the lists and counters describe the descriptors exactly, with no
- * orphaned AGING block (its ager gone). O(block_count). A USED block with
+ * orphaned AGING or CACHED block (its ager gone, or no live cache has it). O(block_count).
+ * used_count counts USED and CACHED blocks: everything off the lists. A USED block with
  * refcount 0 passes: it is a release between its CAS and the lock, which is
  * normal under load and must not cost a rebuild; if its releaser died in
  * that instant, the block leaks, as pool.h allows for such a death. */
@@ -310,12 +354,19 @@ static bool pool_lists_ok_locked(struct pool *p)
         struct pool_block *b = &p->blocks[k];
         uint32_t rc = ref_count(atomic_load_explicit(&b->ref, memory_order_acquire));
         uint32_t st = RD(b->state);
-        if (rc > 0 && st != POOL_BLOCK_USED)
+        /* A CACHED block with a reference is being taken from a cache,
+         * between the CAS and the state's change. */
+        if (rc > 0 && st != POOL_BLOCK_USED && st != POOL_BLOCK_CACHED)
             return false;
         switch (st) {
         case POOL_BLOCK_WARM: nwarm++; break;
         case POOL_BLOCK_COLD: ncold++; break;
         case POOL_BLOCK_USED: nused++; break;
+        case POOL_BLOCK_CACHED:
+            if (rc == 0 && !pool_cache_holds(p, k))
+                return false;
+            nused++;
+            break;
         case POOL_BLOCK_AGING:
             if (!pool_task_alive(RD(b->reserved0)))
                 return false;
@@ -546,6 +597,7 @@ static int pool_take_locked(struct pool *p, uint32_t *idx_out, uint32_t *gen_out
      * block (retain and reclaim leave a zero refcount alone). */
     atomic_store_explicit(&b->ref, ref_make(gen, 1), memory_order_release);
     b->state = POOL_BLOCK_USED;
+    p->sh->used_count = RD(p->sh->used_count) + 1;
     *idx_out = idx;
     *gen_out = gen;
     return 0;
@@ -609,6 +661,256 @@ static uint32_t pool_drop_refs(struct pool *p, uint32_t idx, uint32_t k)
     return take;
 }
 
+/* ---- client caches (see pool.h) ---- */
+
+static inline struct pool_client *pool_self(const struct pool *p)
+{
+    return &p->clients[p->slot];
+}
+
+/* Makes this process's cache the calling thread's, or returns false (no
+ * cache, or another thread is in it: the caller uses the lists). */
+static inline bool pool_cache_enter(struct pool *p)
+{
+    return p->cache.max &&
+           !atomic_exchange_explicit(&p->cache.busy, 1, memory_order_acquire);
+}
+
+static inline void pool_cache_exit(struct pool *p)
+{
+    atomic_store_explicit(&p->cache.busy, 0, memory_order_release);
+}
+
+/* Publishes entry i of the cache (and the count) in our client slot, where
+ * allocators that find the lists empty, and age-out, look for blocks. */
+static inline void pool_cache_publish(struct pool *p, uint32_t i)
+{
+    struct pool_client *c = pool_self(p);
+    if (i < p->cache.n)
+        atomic_store_explicit(&c->cache[i], p->cache.idx[i], memory_order_relaxed);
+    atomic_store_explicit(&c->cached, p->cache.n, memory_order_release);
+}
+
+static inline void pool_counter_add(_Atomic uint64_t *ctr, uint64_t k)
+{
+    atomic_store_explicit(ctr, atomic_load_explicit(ctr, memory_order_relaxed) + k,
+                          memory_order_relaxed);
+}
+
+/* Gives the block its first reference if it is still the free, cached
+ * block of generation gen: the one CAS that decides between the owner and
+ * any other claimant. */
+static bool pool_claim_cached(struct pool *p, uint32_t idx, uint32_t gen)
+{
+    struct pool_block *b = &p->blocks[idx];
+    uint64_t expect = ref_make(gen, 0);
+    if (__atomic_load_n(&b->state, __ATOMIC_ACQUIRE) != POOL_BLOCK_CACHED ||
+        !atomic_compare_exchange_strong_explicit(&b->ref, &expect, ref_make(gen, 1),
+                                                 memory_order_acquire, memory_order_relaxed))
+        return false;
+    __atomic_store_n(&b->state, POOL_BLOCK_USED, __ATOMIC_RELAXED);
+    return true;
+}
+
+/* Takes the newest block of our cache that nobody took meanwhile. */
+static bool pool_cache_pop(struct pool *p, uint32_t *idx_out, uint32_t *gen_out)
+{
+    while (p->cache.n) {
+        uint32_t k = --p->cache.n;
+        uint32_t idx = p->cache.idx[k], gen = p->cache.gen[k];
+        if (RD(p->blocks[idx].reserved0) == p->slot && pool_claim_cached(p, idx, gen)) {
+            pool_cache_publish(p, k);
+            if (k) {
+                /* The next allocation's block was most likely freed by
+                 * another process: fetch its descriptor and the head of its
+                 * data for writing now, off that allocation's path. */
+                uint32_t nx = p->cache.idx[k - 1];
+                __builtin_prefetch(&p->blocks[nx], 1);
+                __builtin_prefetch((const uint8_t *)&p->blocks[nx] + 64, 1);
+                __builtin_prefetch(p->data + (size_t)nx * p->block_size, 1);
+            }
+            *idx_out = idx;
+            *gen_out = gen;
+            return true;
+        }
+    }
+    pool_cache_publish(p, 0);
+    return false;
+}
+
+/* Moves up to half a cache of free blocks from the lists into our cache
+ * (pool lock held). Returns how many. */
+static uint32_t pool_cache_fill_locked(struct pool *p)
+{
+    struct pool_shared *sh = p->sh;
+    uint32_t want = p->cache.max / 2, got = 0;
+    while (got < want) {
+        uint32_t idx;
+        if (pool_pop_warm_locked(p, &idx) < 0 || (idx == POOL_NONE &&
+                                                  (pool_pop_cold_locked(p, &idx) < 0 ||
+                                                   idx == POOL_NONE)))
+            break; /* empty (or corrupt: the caller's slow path repairs) */
+        struct pool_block *b = &p->blocks[idx];
+        uint64_t r = atomic_load_explicit(&b->ref, memory_order_acquire);
+        if (ref_count(r) != 0) { /* a listed block in use: let a repair file it */
+            b->state = POOL_BLOCK_USED;
+            sh->used_count = RD(sh->used_count) + 1;
+            break;
+        }
+        uint32_t gen = ref_gen(r) ? ref_gen(r) : 1;
+        atomic_store_explicit(&b->ref, ref_make(gen, 0), memory_order_relaxed);
+        b->reserved0 = p->slot;
+        b->freed_at_ns = 0;
+        __atomic_store_n(&b->state, POOL_BLOCK_CACHED, __ATOMIC_RELEASE);
+        sh->used_count = RD(sh->used_count) + 1;
+        p->cache.idx[p->cache.n] = idx;
+        p->cache.gen[p->cache.n] = gen;
+        p->cache.n++;
+        pool_cache_publish(p, p->cache.n - 1);
+        got++;
+    }
+    return got;
+}
+
+/* Gives the older half of a full cache back to the warm list. */
+static void pool_cache_spill(struct pool *p)
+{
+    uint32_t k = p->cache.n / 2;
+    const uint64_t now = pool_clock_ns();
+    pool_lock(p);
+    for (uint32_t i = 0; i < k; i++) {
+        struct pool_block *b = &p->blocks[p->cache.idx[i]];
+        /* Ours unless someone took it (or a flush took it back). */
+        if (__atomic_load_n(&b->state, __ATOMIC_ACQUIRE) == POOL_BLOCK_CACHED &&
+            RD(b->reserved0) == p->slot &&
+            atomic_load_explicit(&b->ref, memory_order_acquire) == ref_make(p->cache.gen[i], 0)) {
+            uint32_t used = RD(p->sh->used_count);
+            p->sh->used_count = used ? used - 1 : 0;
+            pool_push_warm_locked(p, p->cache.idx[i], now);
+        }
+    }
+    pool_unlock(p);
+    memmove(p->cache.idx, p->cache.idx + k, (p->cache.n - k) * sizeof(p->cache.idx[0]));
+    memmove(p->cache.gen, p->cache.gen + k, (p->cache.n - k) * sizeof(p->cache.gen[0]));
+    p->cache.n -= k;
+    for (uint32_t i = 0; i < p->cache.n; i++)
+        pool_cache_publish(p, i);
+}
+
+/* After the CAS that dropped idx's last reference (ref word now expect):
+ * keeps the block in our cache. False when it must go to the lists instead
+ * (no cache here, another thread in it, or the pool is invalidated). */
+static bool pool_cache_free(struct pool *p, uint32_t idx, uint64_t expect)
+{
+    if (RD(p->sh->flags) & POOL_F_INVALIDATED)
+        return false;
+    if (!pool_cache_enter(p))
+        return false;
+    struct pool_block *b = &p->blocks[idx];
+    b->reserved0 = p->slot;
+    b->freed_at_ns = 0;
+    /* USED -> CACHED, unless a repair filed the block since our CAS. */
+    uint32_t st = POOL_BLOCK_USED;
+    if (__atomic_compare_exchange_n(&b->state, &st, POOL_BLOCK_CACHED, false, __ATOMIC_RELEASE,
+                                    __ATOMIC_RELAXED)) {
+        if (p->cache.n == p->cache.max)
+            pool_cache_spill(p);
+        p->cache.idx[p->cache.n] = idx;
+        p->cache.gen[p->cache.n] = ref_gen(expect);
+        p->cache.n++;
+        pool_cache_publish(p, p->cache.n - 1);
+    }
+    pool_counter_add(&pool_self(p)->frees, 1);
+    pool_cache_exit(p);
+    return true;
+}
+
+/* Takes a block from some client's cache (pool lock held): the last resort
+ * of an allocation that found the lists empty. 0 with its index and
+ * generation (and the first reference), 1 when no client caches one. */
+static int pool_steal_locked(struct pool *p, uint32_t *idx_out, uint32_t *gen_out)
+{
+    for (uint32_t s = 0; s < POOL_MAX_CLIENTS; s++) {
+        const struct pool_client *c = &p->clients[s];
+        uint32_t n = atomic_load_explicit(&c->cached, memory_order_acquire);
+        if (n > POOL_CACHE_MAX)
+            n = POOL_CACHE_MAX;
+        for (uint32_t i = 0; i < n; i++) {
+            uint32_t idx = atomic_load_explicit(&c->cache[i], memory_order_relaxed);
+            if (idx >= p->block_count || RD(p->blocks[idx].reserved0) != s)
+                continue;
+            uint32_t gen = ref_gen(atomic_load_explicit(&p->blocks[idx].ref, memory_order_acquire));
+            if (pool_claim_cached(p, idx, gen)) {
+                *idx_out = idx;
+                *gen_out = gen;
+                return 0;
+            }
+        }
+    }
+    return 1;
+}
+
+/* Takes back the cached blocks of client slot (POOL_NONE: of every client)
+ * into the warm list, bumping their generation so that their owner's CAS
+ * fails (pool lock held). Only a block already stamped at or before
+ * stamped_before is taken when that is not 0 (age-out: a block not yet
+ * stamped is stamped now). Scans the descriptors when slot is a dead
+ * client's (its published hint may be stale), else the hints. */
+static uint32_t pool_uncache_locked(struct pool *p, uint32_t slot, bool scan,
+                                    uint64_t now, uint64_t stamped_before)
+{
+    uint32_t taken = 0;
+    for (uint32_t s = 0; s < POOL_MAX_CLIENTS; s++) {
+        if (slot != POOL_NONE && s != slot)
+            continue;
+        const struct pool_client *c = &p->clients[s];
+        uint32_t n = scan ? p->block_count : atomic_load_explicit(&c->cached, memory_order_acquire);
+        if (!scan && n > POOL_CACHE_MAX)
+            n = POOL_CACHE_MAX;
+        for (uint32_t i = 0; i < n; i++) {
+            uint32_t idx = scan ? i : atomic_load_explicit(&c->cache[i], memory_order_relaxed);
+            if (idx >= p->block_count)
+                continue;
+            struct pool_block *b = &p->blocks[idx];
+            if (__atomic_load_n(&b->state, __ATOMIC_ACQUIRE) != POOL_BLOCK_CACHED ||
+                RD(b->reserved0) != s)
+                continue;
+            uint64_t r = atomic_load_explicit(&b->ref, memory_order_acquire);
+            if (ref_count(r) != 0)
+                continue;
+            if (stamped_before) {
+                uint64_t f = RD(b->freed_at_ns);
+                if (f == 0 || f > now) {
+                    b->freed_at_ns = now; /* first seen: it goes one period from now */
+                    continue;
+                }
+                if (f > stamped_before)
+                    continue;
+            }
+            if (!atomic_compare_exchange_strong_explicit(&b->ref, &r,
+                                                         ref_make(gen_next(ref_gen(r)), 0),
+                                                         memory_order_acq_rel,
+                                                         memory_order_relaxed))
+                continue;
+            uint32_t used = RD(p->sh->used_count);
+            p->sh->used_count = used ? used - 1 : 0;
+            pool_push_warm_locked(p, idx, now);
+            taken++;
+        }
+    }
+    return taken;
+}
+
+/* Folds a client slot's counters into the pool's (pool lock held), before
+ * the slot is freed or reused. */
+static void pool_fold_counters_locked(struct pool *p, uint32_t slot)
+{
+    struct pool_client *c = &p->clients[slot];
+    p->sh->allocs += atomic_exchange_explicit(&c->allocs, 0, memory_order_relaxed);
+    p->sh->frees += atomic_exchange_explicit(&c->frees, 0, memory_order_relaxed);
+    atomic_store_explicit(&c->cached, 0, memory_order_relaxed);
+}
+
 /* ---- client slots ---- */
 
 /* Releases every reference recorded for slot, which the caller has claimed
@@ -629,12 +931,15 @@ static uint64_t pool_reclaim_holdings(struct pool *p, uint32_t slot)
     return released;
 }
 
-static void pool_count_reclaimed(struct pool *p, uint64_t n)
+/* Finishes the reclaim of a client slot whose holdings were released (n
+ * references): takes back the blocks it cached and folds its counters into
+ * the pool's, before the slot is freed or reused. */
+static void pool_finish_slot(struct pool *p, uint32_t slot, uint64_t n)
 {
-    if (!n)
-        return;
     pool_lock(p);
     p->sh->reclaimed += n;
+    pool_uncache_locked(p, slot, true, pool_clock_ns(), 0);
+    pool_fold_counters_locked(p, slot);
     pool_unlock(p);
 }
 
@@ -657,7 +962,7 @@ static int pool_claim_slot(struct pool *p)
         if (v == 0 || pool_task_alive(v) ||
             !atomic_compare_exchange_strong(&p->clients[s].pid, &v, self | POOL_PID_RECLAIMING))
             continue;
-        pool_count_reclaimed(p, pool_reclaim_holdings(p, s));
+        pool_finish_slot(p, s, pool_reclaim_holdings(p, s));
         atomic_store(&p->clients[s].pid, self);
         p->slot = s;
         return 0;
@@ -671,6 +976,15 @@ static int pool_clamp_int(uint64_t v)
 }
 
 /* ---- create / attach / detach ---- */
+
+/* How many free blocks a client may keep (see pool.h): an eighth of the
+ * pool, at most POOL_CACHE_MAX; none in pools too small to share that way. */
+static uint32_t pool_cache_max(uint32_t block_count)
+{
+    uint32_t m = block_count / 8;
+    m = m > POOL_CACHE_MAX ? POOL_CACHE_MAX : m;
+    return m >= 2 ? m : 0;
+}
 
 int pool_create(const struct pool_params *params, struct pool *out)
 {
@@ -699,6 +1013,7 @@ int pool_create(const struct pool_params *params, struct pool *out)
         .data = base + l.data_off,
         .block_size = bs,
         .block_count = n,
+        .cache.max = pool_cache_max(n),
     };
     struct pool_shared *sh = p.sh;
     sh->block_size = bs;
@@ -709,6 +1024,9 @@ int pool_create(const struct pool_params *params, struct pool *out)
     sh->holdings_off = l.holdings_off;
     sh->blocks_off = l.blocks_off;
     sh->data_off = l.data_off;
+    /* Fault the client table in now: its slots are scanned for cached
+     * blocks, and a read of a hole would allocate its page later. */
+    memset(p.clients, 0, POOL_MAX_CLIENTS * sizeof(struct pool_client));
 
     if (params->prefault) {
         size_t len = (size_t)(bs * n);
@@ -784,6 +1102,7 @@ int pool_attach(int fd, struct pool *out)
         .data = base + l.data_off,
         .block_size = bs,
         .block_count = n,
+        .cache.max = pool_cache_max(n),
     };
     r = pool_claim_slot(&p);
     if (r < 0) {
@@ -805,7 +1124,7 @@ void pool_detach(struct pool *p)
     if (p->slot < POOL_MAX_CLIENTS &&
         atomic_compare_exchange_strong(&p->clients[p->slot].pid, &v,
                                        self | POOL_PID_RECLAIMING)) {
-        pool_count_reclaimed(p, pool_reclaim_holdings(p, p->slot));
+        pool_finish_slot(p, p->slot, pool_reclaim_holdings(p, p->slot));
         atomic_store(&p->clients[p->slot].pid, 0);
     }
     seg_close(&p->seg);
@@ -821,25 +1140,41 @@ int pool_alloc(struct pool *p, uint64_t size, uint64_t *handle_out)
         return MBQ_POOL_ERR_INVALID_PARAMETER;
     struct pool_shared *sh = p->sh;
     uint32_t idx = 0, gen = 0;
-    pool_lock(p);
-    for (int attempt = 0;; attempt++) {
-        int e = pool_take_locked(p, &idx, &gen);
-        if (e == 0)
-            break;
-        if (e > 0) {
-            sh->alloc_failures++;
+    bool cached = false;
+    if (pool_cache_enter(p)) {
+        cached = pool_cache_pop(p, &idx, &gen);
+        if (!cached) {
+            pool_lock(p);
+            if (pool_cache_fill_locked(p))
+                cached = pool_cache_pop(p, &idx, &gen);
             pool_unlock(p);
-            return MBQ_POOL_ERR_ALLOCATION_FAILED;
         }
-        if (attempt > 0) { /* still corrupt after a rebuild: give up, do not loop */
-            pool_unlock(p);
-            return -EUCLEAN;
-        }
-        pool_repair_locked(p);
+        if (cached)
+            pool_counter_add(&pool_self(p)->allocs, 1);
+        pool_cache_exit(p);
     }
-    sh->allocs++;
-    sh->used_count = RD(sh->used_count) + 1;
-    pool_unlock(p);
+    if (!cached) {
+        pool_lock(p);
+        for (int attempt = 0;; attempt++) {
+            int e = pool_take_locked(p, &idx, &gen);
+            if (e > 0)
+                e = pool_steal_locked(p, &idx, &gen);
+            if (e == 0)
+                break;
+            if (e > 0) {
+                sh->alloc_failures++;
+                pool_unlock(p);
+                return MBQ_POOL_ERR_ALLOCATION_FAILED;
+            }
+            if (attempt > 0) { /* still corrupt after a rebuild: give up, do not loop */
+                pool_unlock(p);
+                return -EUCLEAN;
+            }
+            pool_repair_locked(p);
+        }
+        sh->allocs++;
+        pool_unlock(p);
+    }
 
     /* The block is ours alone until its handle is published. */
     struct pool_block *b = &p->blocks[idx];
@@ -904,8 +1239,26 @@ int pool_release(struct pool *p, uint64_t handle, bool by_client)
         nr = ref_count(r) == 1 ? ref_make(gen_next(gen), 0) : r - 1;
     } while (!atomic_compare_exchange_weak_explicit(&b->ref, &r, nr, memory_order_acq_rel,
                                                     memory_order_acquire));
-    if (ref_count(nr) == 0)
+    if (ref_count(nr) == 0 && !pool_cache_free(p, idx, nr))
         pool_free_block(p, idx, nr);
+    return 0;
+}
+
+int pool_disown(struct pool *p, uint64_t handle)
+{
+    uint32_t idx, gen;
+    if (!p || !p->sh || !pool_decode(p, handle, &idx, &gen))
+        return -EINVAL;
+    uint64_t r = atomic_load_explicit(&p->blocks[idx].ref, memory_order_acquire);
+    if (ref_gen(r) != gen || ref_count(r) == 0)
+        return -ESTALE;
+    _Atomic uint32_t *hold = pool_holding(p, p->slot, idx);
+    uint32_t h = atomic_load_explicit(hold, memory_order_relaxed);
+    do {
+        if (h == 0)
+            return -EINVAL; /* not ours to hand over */
+    } while (!atomic_compare_exchange_weak_explicit(hold, &h, h - 1, memory_order_relaxed,
+                                                    memory_order_relaxed));
     return 0;
 }
 
@@ -914,6 +1267,10 @@ int pool_adopt(struct pool *p, uint64_t handle)
     uint32_t idx, gen;
     if (!p || !p->sh || !pool_decode(p, handle, &idx, &gen))
         return -EINVAL;
+    /* The reference is on its way to a release here, which writes this
+     * line: fetch it for writing now, rather than shared now and again
+     * exclusive then (one transfer from the producer's core, not two). */
+    __builtin_prefetch(&p->blocks[idx].ref, 1);
     uint64_t r = atomic_load_explicit(&p->blocks[idx].ref, memory_order_acquire);
     if (ref_gen(r) != gen || ref_count(r) == 0)
         return -ESTALE;
@@ -965,6 +1322,16 @@ static int pool_age_out_impl(struct pool *p, uint64_t now, bool force)
     uint32_t total = 0;
     int err = 0;
     bool repaired = false;
+
+    /* Client caches first: flush takes every cached block back; age-out
+     * the ones that sat in a cache a whole period (see pool.h). */
+    pool_lock(p);
+    const uint64_t period = RD(sh->age_out_ns);
+    if (force)
+        pool_uncache_locked(p, POOL_NONE, false, pool_clock_ns(), 0);
+    else if (now > period)
+        pool_uncache_locked(p, POOL_NONE, false, now, now - period);
+    pool_unlock(p);
 
     while (total < p->block_count) {
         uint32_t idx[POOL_AGE_BATCH], sorted[POOL_AGE_BATCH];
@@ -1064,8 +1431,8 @@ int pool_reclaim_slot(struct pool *p, uint32_t slot)
             break;
     }
     uint64_t n = pool_reclaim_holdings(p, slot);
+    pool_finish_slot(p, slot, n);
     atomic_store(pid, 0);
-    pool_count_reclaimed(p, n);
     return pool_clamp_int(n);
 }
 
@@ -1081,7 +1448,9 @@ int pool_reclaim_dead(struct pool *p)
         if (v == 0 || pool_task_alive(v) ||
             !atomic_compare_exchange_strong(pid, &v, self | POOL_PID_RECLAIMING))
             continue;
-        total += pool_reclaim_holdings(p, s);
+        uint64_t n = pool_reclaim_holdings(p, s);
+        total += n;
+        pool_finish_slot(p, s, 0);
         atomic_store(pid, 0);
     }
     /* The periodic check (this runs on the daemon's timer): blocks left
@@ -1102,15 +1471,30 @@ int pool_stats(struct pool *p, struct pool_stats *out)
     if (!p || !p->sh || !out)
         return -EINVAL;
     struct pool_shared *sh = p->sh;
+    /* Cached blocks are counted from the descriptors, without the lock:
+     * caches change without it anyway. */
+    uint32_t cached = 0;
+    for (uint32_t i = 0; i < p->block_count; i++)
+        cached += __atomic_load_n(&p->blocks[i].state, __ATOMIC_RELAXED) == POOL_BLOCK_CACHED &&
+                  ref_count(atomic_load_explicit(&p->blocks[i].ref, memory_order_relaxed)) == 0;
     pool_lock(p);
+    uint64_t allocs = RD(sh->allocs), frees = RD(sh->frees);
+    for (uint32_t s = 0; s < POOL_MAX_CLIENTS; s++) {
+        allocs += atomic_load_explicit(&p->clients[s].allocs, memory_order_relaxed);
+        frees += atomic_load_explicit(&p->clients[s].frees, memory_order_relaxed);
+    }
+    uint32_t used = RD(sh->used_count);
+    if (cached > used)
+        cached = used;
     *out = (struct pool_stats){
         .block_size = p->block_size,
         .block_count = p->block_count,
-        .used = RD(sh->used_count),
-        .warm = RD(sh->warm_count),
+        .used = used - cached,
+        .warm = RD(sh->warm_count) + cached,
         .cold = RD(sh->cold_count),
-        .allocs = RD(sh->allocs),
-        .frees = RD(sh->frees),
+        .cached = cached,
+        .allocs = allocs,
+        .frees = frees,
         .aged_out = RD(sh->aged_out),
         .alloc_failures = RD(sh->alloc_failures),
         .reclaimed = RD(sh->reclaimed),
@@ -1118,6 +1502,16 @@ int pool_stats(struct pool *p, struct pool_stats *out)
     };
     pool_unlock(p);
     return 0;
+}
+
+bool pool_age_out_due(const struct pool *p)
+{
+    if (RD(p->sh->warm_count) != 0)
+        return true;
+    for (uint32_t s = 0; s < POOL_MAX_CLIENTS; s++)
+        if (atomic_load_explicit(&p->clients[s].cached, memory_order_relaxed) != 0)
+            return true;
+    return false;
 }
 
 uint64_t pool_held_by_self(struct pool *p)

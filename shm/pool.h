@@ -29,7 +29,28 @@
  * reference: the refcount is changed before the holding count on acquire and
  * after it on release, so an error can only leak, never double-free).
  * References held by queues are not counted per client: they belong to the
- * queue's entries. */
+ * queue's entries.
+ *
+ * Client caches. The pool lock is shared by every process, so taking it per
+ * allocate and per free makes a producer and a consumer pull its cache line
+ * back and forth, and contend, on every buffer. Instead each process keeps up
+ * to POOL_CACHE_MAX free blocks of its own (a pool of fewer than 16 blocks
+ * has no caches; the limit is block_count / 8): a free drops the block into
+ * the releasing process's cache, an allocation takes the most recently cached
+ * block, and the lock is taken once per batch — to refill an empty cache from
+ * the lists, or to give back half of a full one. A cached block is in state
+ * CACHED with its owner's slot in reserved0 and refcount 0; whoever gives it
+ * its first reference does so by one CAS of its ref word, so the owner and
+ * any other claimant cannot both win:
+ *  - an allocation that finds the lists empty takes a block from another
+ *    client's cache (the slots publish their cached indices as a hint), so a
+ *    pool never fails an allocation while a block is free somewhere;
+ *  - flush, invalidate and the reclaim of a dead client take cached blocks
+ *    back with a CAS that bumps their generation;
+ *  - age-out stamps a cached block the first time it sees it and takes it
+ *    back one age-out period later, so a block left in an idle process's
+ *    cache still returns its pages (after two to three periods, not one).
+ * The statistics count cached blocks as warm (free and resident). */
 #ifndef MBQ_SHM_POOL_H
 #define MBQ_SHM_POOL_H
 
@@ -57,6 +78,7 @@ enum pool_block_state {
     POOL_BLOCK_COLD = 2,  /* free, pages returned, on the cold list */
     POOL_BLOCK_USED = 3,  /* refcount > 0 */
     POOL_BLOCK_AGING = 4, /* free, off the lists while its pages are punched */
+    POOL_BLOCK_CACHED = 5, /* free, pages resident, in one client's cache (reserved0 = slot) */
 };
 
 /* Per-block descriptor: refcount, state, free-list links, and the buffer's
@@ -75,9 +97,19 @@ struct pool_block {
     uint8_t pad[40]; /* to 192 bytes: three cache lines */
 };
 
+/* Blocks a client keeps free for itself (see "Client caches" above). */
+#define POOL_CACHE_MAX 16
+
+/* A client slot, two cache lines written only by its owner (and by whoever
+ * reclaims it once the owner is gone). */
 struct pool_client {
-    _Atomic uint32_t pid; /* 0: free slot */
-    uint32_t reserved;
+    _Atomic uint32_t pid;    /* 0: free slot */
+    _Atomic uint32_t cached; /* entries of cache[] in use (a hint) */
+    /* Allocations and frees this client made through its cache; the pool's
+     * totals are the header's counters plus these. */
+    _Atomic uint64_t allocs, frees;
+    uint8_t pad[40];
+    _Atomic uint32_t cache[POOL_CACHE_MAX]; /* the cached blocks' indices (a hint) */
 };
 
 struct pool_shared {
@@ -109,11 +141,20 @@ struct pool {
     uint64_t block_size; /* copied at attach: never re-read from shm */
     uint32_t block_count;
     uint32_t slot;       /* this process's client slot */
+    /* This process's cache (see "Client caches"): blocks idx[0..n) with the
+     * generation each had when it was cached, newest last. busy makes it one
+     * thread's at a time; a thread that finds it busy uses the lists. */
+    struct {
+        _Atomic uint32_t busy;
+        uint32_t n, max;
+        uint32_t idx[POOL_CACHE_MAX], gen[POOL_CACHE_MAX];
+    } cache;
 };
 
 struct pool_stats {
     uint64_t block_size;
     uint32_t block_count, used, warm, cold;
+    uint32_t cached; /* free blocks in client caches (counted in warm too) */
     uint64_t allocs, frees, aged_out, alloc_failures, reclaimed;
     bool invalidated;
 };
@@ -141,6 +182,11 @@ int pool_release(struct pool *p, uint64_t handle, bool by_client);
 /* A reference moved from a queue entry to this process (dequeue): counts it
  * as held by this process without changing the refcount. */
 int pool_adopt(struct pool *p, uint64_t handle);
+/* The opposite: a reference this process holds moves to a queue entry
+ * (an enqueue that takes over the caller's reference). The refcount stays;
+ * the holding drops. 0, -ESTALE, -EINVAL (not held by this process). A
+ * failed hand-over is undone with pool_adopt. */
+int pool_disown(struct pool *p, uint64_t handle);
 
 /* The block's descriptor and data for a live handle, or NULL (stale/bad). */
 struct pool_block *pool_block_of(struct pool *p, uint64_t handle);
@@ -149,7 +195,10 @@ void *pool_data(struct pool *p, uint64_t handle);
 /* Returns the pages of warm blocks freed more than the age-out period
  * before now_ns. Returns how many blocks were aged out, or -errno. */
 int pool_age_out(struct pool *p, uint64_t now_ns);
-/* Ages out every warm block now. */
+/* Whether age-out may have work: warm blocks, or blocks in client caches.
+ * Reads hints without the lock (for the daemon's timer). */
+bool pool_age_out_due(const struct pool *p);
+/* Ages out every warm block now, cached ones included. */
 int pool_flush(struct pool *p);
 /* Stops recycling for good and flushes. */
 int pool_invalidate(struct pool *p);

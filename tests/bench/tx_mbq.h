@@ -6,8 +6,10 @@
  * side on its own connection. A message is a buffer's whole life:
  *   producer: mbq_pool_allocate, write the payload into
  *             mbq_buffer_get_data, mbq_buffer_set_timing, enqueue into every
- *             consumer's queue (the queue takes its own reference: one frame
- *             in two queues is not copied), mbq_buffer_release;
+ *             consumer's queue but the last (the queue takes its own
+ *             reference: one frame in two queues is not copied), and
+ *             mbq_buffer_queue_enqueue_and_release into the last (which
+ *             takes over the producer's reference);
  *   consumer: dequeue (busy: mbq_buffer_queue_dequeue_and_retain in a loop;
  *             blocking: mbq_buffer_queue_dequeue_wait, or the eventfd of a
  *             "count > 0" trigger), read the payload, mbq_buffer_release.
@@ -247,8 +249,12 @@ static int mbq_send(void *tx, void *payload, uint64_t seq)
                                   (mbq_time){mbq_bench_pts(e->s->variant, seq), 90000,
                                              MBQ_TIME_FLAG_VALID, 0},
                                   (mbq_time){3000, 90000, MBQ_TIME_FLAG_VALID, 0});
+    /* Every queue but the last takes its own reference; the last takes
+     * over ours (enqueue + release in one step). */
     for (unsigned i = 0; r == 0 && i < e->n; i++) {
-        for (unsigned k = 0; (r = mbq_buffer_queue_enqueue(e->q[i], e->cur)) ==
+        bool last = i + 1 == e->n;
+        for (unsigned k = 0; (r = last ? mbq_buffer_queue_enqueue_and_release(e->q[i], e->cur)
+                                       : mbq_buffer_queue_enqueue(e->q[i], e->cur)) ==
                              MBQ_BQ_ERR_QUEUE_IS_FULL;
              k++) {
             if (k < 1000)
@@ -257,8 +263,9 @@ static int mbq_send(void *tx, void *payload, uint64_t seq)
                 sched_yield();
         }
     }
-    int rr = mbq_buffer_release(e->cur);
-    return r ? r : rr;
+    if (r != 0)
+        mbq_buffer_release(e->cur);
+    return r;
 }
 
 static const void *mbq_recv(void *rx, int *err)

@@ -418,16 +418,24 @@ static int fan_producer(int cmd, int rep, void *arg)
             pl->i = i;
             pl->not_i = ~i;
             mbq_buffer_set_data_size(b, sizeof *pl);
+            /* v[3]: hand the reference to the last queue instead of
+             * releasing it after the enqueue */
             mbq_buffer_queue *qs[2] = {qa, qb};
+            bool handed = false;
             for (int k = 0; k < 2 && !r.status; k++) {
+                bool take = m.v[3] && k == 1;
                 uint64_t deadline = h_now_ns() + 60ull * 1000000000ull;
-                while ((e = mbq_buffer_queue_enqueue(qs[k], b)) == MBQ_BQ_ERR_QUEUE_IS_FULL &&
+                while ((e = take ? mbq_buffer_queue_enqueue_and_release(qs[k], b)
+                                 : mbq_buffer_queue_enqueue(qs[k], b)) ==
+                           MBQ_BQ_ERR_QUEUE_IS_FULL &&
                        h_now_ns() < deadline)
                     sched_yield();
                 if (e != 0)
                     r.status = e;
+                handed = take && e == 0;
             }
-            mbq_buffer_release(b);
+            if (!handed)
+                mbq_buffer_release(b);
         }
         if (m.v[2]) {
             CHECK_STATUS(mbq_buffer_queue_mark_end_of_data(qa), 0);
@@ -530,6 +538,7 @@ static void fanout_two_queues_two_consumers(void)
     m.v[0] = 0;
     m.v[1] = FAN_N;
     m.v[2] = 1; /* then end of data */
+    m.v[3] = 1; /* the producer hands its reference to queue b */
     REQUIRE(actor_call(&p, &m, &r) == 0);
     CHECK_STATUS(r.status, 0);
     struct hmsg ra, rb;
@@ -683,7 +692,13 @@ static int buffer_rules_child(void *arg)
     }
     x = mk(pool, 99);
     CHECK_STATUS(mbq_buffer_queue_enqueue(q, x), MBQ_BQ_ERR_QUEUE_IS_FULL);
+    /* a failed hand-over leaves the reference with the caller */
+    CHECK_STATUS(mbq_buffer_queue_enqueue_and_release(q, x), MBQ_BQ_ERR_QUEUE_IS_FULL);
+    CHECK(mbq_buffer_is_valid(x));
     CHECK_STATUS(mbq_buffer_release(x), 0);
+    CHECK_STATUS(mbq_buffer_queue_enqueue_and_release(q, x), -ESTALE);
+    CHECK_STATUS(mbq_buffer_queue_enqueue_and_release(q, zero),
+                 MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING);
     CHECK_TIME(mbq_buffer_queue_get_duration(q), h_time(4, 10));
     CHECK_EQ(mbq_buffer_queue_get_total_size(q), 64);
     mbq_buffer h;
@@ -716,7 +731,7 @@ static int buffer_rules_child(void *arg)
     memset(&st, 0, sizeof st);
     st.size = sizeof st;
     CHECK_STATUS(mbq_buffer_queue_get_stats(q, &st), 0);
-    CHECK_EQ(st.rejected_full, 1);
+    CHECK_EQ(st.rejected_full, 2); /* enqueue and enqueue_and_release */
     CHECK_EQ(st.capacity, 4);
     CHECK_EQ(st.high_water, 4);
 

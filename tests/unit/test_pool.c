@@ -782,6 +782,224 @@ static void scribble(uint8_t *base, size_t lo, size_t hi, int bytes)
     }
 }
 
+/* ---- client caches ---- */
+
+/* Blocks in state CACHED (free, kept by some client). */
+static uint32_t cached_blocks(struct pool *p)
+{
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < p->block_count; i++)
+        n += atomic_load((_Atomic uint32_t *)&p->blocks[i].state) == POOL_BLOCK_CACHED;
+    return n;
+}
+
+/* A free goes to the releasing client's cache and the next allocation takes
+ * it back without the lists; the counters stay exact throughout. */
+static void test_cache_reuse_and_counts(void)
+{
+    struct pool p;
+    REQUIRE(make_pool(&p, 4096, 64, 0, true) == 0);
+    CHECK_EQ(p.cache.max, 8);
+    uint64_t h, again;
+    REQUIRE(pool_alloc(&p, 1, &h) == 0); /* fills the cache with 4, takes one */
+    CHECK_EQ(p.sh->warm_count, 60);
+    CHECK_EQ(cached_blocks(&p), 3);
+    CHECK_EQ(pool_release(&p, h, true), 0);
+    CHECK_EQ(cached_blocks(&p), 4);
+    CHECK_EQ(pool_release(&p, h, true), -ESTALE); /* freed is freed, cache or not */
+    REQUIRE(pool_alloc(&p, 1, &again) == 0);
+    CHECK_EQ(idx_of(again), idx_of(h)); /* the newest cached block */
+    CHECK(again != h);                  /* with a new generation */
+    CHECK(pool_block_of(&p, h) == NULL);
+    struct pool_stats s = stats_of(&p);
+    CHECK_EQ(s.used, 1);
+    CHECK_EQ(s.cached, 3);
+    CHECK_EQ(s.warm, 63);
+    CHECK_EQ(s.allocs, 2);
+    CHECK_EQ(s.frees, 1);
+    CHECK_EQ(pool_release(&p, again, true), 0);
+
+    /* A full cache gives half back to the warm list. */
+    uint64_t many[20];
+    for (int i = 0; i < 20; i++)
+        REQUIRE(pool_alloc(&p, 1, &many[i]) == 0);
+    for (int i = 0; i < 20; i++)
+        CHECK_EQ(pool_release(&p, many[i], true), 0);
+    CHECK(cached_blocks(&p) <= 8);
+    s = stats_of(&p);
+    CHECK_EQ(s.used, 0);
+    CHECK_EQ(s.warm, 64);
+    CHECK_EQ(s.allocs, 22);
+    CHECK_EQ(s.frees, 22);
+    check_consistent(&p);
+    pool_detach(&p);
+}
+
+/* Blocks cached by one client are not lost to another: an allocation that
+ * finds the lists empty takes them from the other client's cache. */
+static void test_cache_steal(void)
+{
+    struct pool a, b;
+    REQUIRE(make_pool(&a, 4096, 32, 0, true) == 0);
+    int fd = dup(a.seg.fd);
+    REQUIRE(fd >= 0);
+    REQUIRE(pool_attach(fd, &b) == 0);
+    uint64_t h[32];
+    for (int round = 0; round < 3; round++) {
+        struct pool *x = round % 2 ? &b : &a;
+        for (int i = 0; i < 32; i++)
+            REQUIRE(pool_alloc(x, 1, &h[i]) == 0);
+        uint64_t none;
+        CHECK_EQ(pool_alloc(x, 1, &none), MBQ_POOL_ERR_ALLOCATION_FAILED);
+        CHECK_EQ(pool_alloc(round % 2 ? &a : &b, 1, &none), MBQ_POOL_ERR_ALLOCATION_FAILED);
+        for (int i = 0; i < 32; i++)
+            CHECK_EQ(pool_release(x, h[i], true), 0);
+        CHECK(cached_blocks(&a) > 0);
+    }
+    /* b's cache still holds blocks; a takes every one of the 32. */
+    for (int i = 0; i < 32; i++)
+        REQUIRE(pool_alloc(&a, 1, &h[i]) == 0);
+    for (int i = 0; i < 32; i++)
+        for (int j = i + 1; j < 32; j++)
+            CHECK(idx_of(h[i]) != idx_of(h[j]));
+    for (int i = 0; i < 32; i++)
+        CHECK_EQ(pool_release(&a, h[i], true), 0);
+    struct pool_stats s = stats_of(&a);
+    CHECK_EQ(s.used, 0);
+    CHECK_EQ(s.allocs, 4 * 32);
+    CHECK_EQ(s.frees, 4 * 32);
+    CHECK(s.alloc_failures >= 6);
+    check_consistent(&a);
+    pool_detach(&b);
+    pool_detach(&a);
+}
+
+/* A client that dies with blocks in its cache: reclaim returns them to the
+ * lists and keeps its counts; detach does the same for a live one. */
+static void test_cache_reclaim(void)
+{
+    struct pool p;
+    REQUIRE(make_pool(&p, 4096, 64, 0, true) == 0);
+    pid_t pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+        struct pool c;
+        int fd = dup(p.seg.fd);
+        if (fd < 0 || pool_attach(fd, &c) != 0)
+            _exit(1);
+        uint64_t h[10];
+        for (int i = 0; i < 10; i++)
+            if (pool_alloc(&c, 1, &h[i]) != 0)
+                _exit(2);
+        for (int i = 0; i < 9; i++) /* one stays held */
+            if (pool_release(&c, h[i], true) != 0)
+                _exit(3);
+        _exit(0); /* no detach: as if killed */
+    }
+    int st = 0;
+    REQUIRE(waitpid(pid, &st, 0) == pid);
+    REQUIRE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    CHECK(cached_blocks(&p) > 0);
+    CHECK_EQ(pool_reclaim_dead(&p), 1);
+    CHECK_EQ(cached_blocks(&p), 0);
+    struct pool_stats s = stats_of(&p);
+    CHECK_EQ(s.used, 0);
+    CHECK_EQ(s.warm, 64);
+    CHECK_EQ(s.allocs, 10);
+    CHECK_EQ(s.frees, 10); /* nine frees and the reclaimed reference */
+    CHECK_EQ(p.sh->warm_count, 64);
+
+    struct pool q;
+    int fd = dup(p.seg.fd);
+    REQUIRE(fd >= 0);
+    REQUIRE(pool_attach(fd, &q) == 0);
+    uint64_t h;
+    REQUIRE(pool_alloc(&q, 1, &h) == 0);
+    CHECK_EQ(pool_release(&q, h, true), 0);
+    CHECK(cached_blocks(&p) > 0);
+    pool_detach(&q);
+    CHECK_EQ(cached_blocks(&p), 0);
+    CHECK_EQ(stats_of(&p).allocs, 11);
+    check_consistent(&p);
+    pool_detach(&p);
+}
+
+/* Flush takes cached blocks back and returns their pages; age-out does so
+ * for a block that sat in a cache a whole period; after invalidate, frees
+ * bypass the caches. */
+static void test_cache_flush_age_invalidate(void)
+{
+    struct pool p;
+    const uint64_t age = 1000000000ull;
+    REQUIRE(make_pool(&p, 4096, 64, age, true) == 0);
+    CHECK_EQ(pool_age_out(&p, mono_ns() + 2 * age), 64); /* start from all cold */
+    uint64_t h;
+    REQUIRE(pool_alloc(&p, 1, &h) == 0);
+    memset(pool_data(&p, h), 1, 4096);
+    uint32_t idx = idx_of(h);
+    CHECK_EQ(pool_release(&p, h, true), 0);
+    CHECK_EQ(cached_blocks(&p), 4);
+    const uint64_t t = mono_ns();
+    CHECK_EQ(pool_age_out(&p, t), 0); /* first sight: stamped */
+    CHECK_EQ(cached_blocks(&p), 4);
+    CHECK_EQ(pool_age_out(&p, t + age - 1), 0); /* not a period yet */
+    CHECK_EQ(cached_blocks(&p), 4);
+    CHECK_EQ(pool_age_out(&p, t + age), 0); /* taken back, to the warm head */
+    CHECK_EQ(cached_blocks(&p), 0);
+    CHECK_EQ(stats_of(&p).warm, 4);
+    CHECK_EQ(pool_age_out(&p, t + 2 * age), 4); /* and aged out from there */
+    CHECK_EQ(resident_pages(block_data(&p, idx), 4096), 0);
+    struct pool_stats s = stats_of(&p);
+    CHECK_EQ(s.cached, 0);
+    CHECK_EQ(s.used, 0);
+    CHECK_EQ(s.cold, 64);
+    check_consistent(&p);
+
+    REQUIRE(pool_alloc(&p, 1, &h) == 0);
+    CHECK_EQ(pool_release(&p, h, true), 0);
+    CHECK_EQ(cached_blocks(&p), 4);
+    CHECK_EQ(pool_flush(&p), 4);
+    CHECK_EQ(cached_blocks(&p), 0);
+    CHECK_EQ(stats_of(&p).cold, 64);
+
+    REQUIRE(pool_alloc(&p, 1, &h) == 0);
+    CHECK_EQ(cached_blocks(&p), 3);
+    CHECK_EQ(pool_invalidate(&p), 3);
+    CHECK_EQ(cached_blocks(&p), 0);
+    CHECK_EQ(pool_release(&p, h, true), 0);
+    CHECK_EQ(cached_blocks(&p), 0);
+    s = stats_of(&p);
+    CHECK_EQ(s.cold, 64);
+    CHECK_EQ(s.allocs, s.frees);
+    check_consistent(&p);
+    pool_detach(&p);
+}
+
+/* A hand-over moves this process's holding to a queue: only a reference
+ * the process holds can go, and adopt gives it back. */
+static void test_disown(void)
+{
+    struct pool a, b;
+    REQUIRE(make_pool(&a, 4096, 4, 0, true) == 0);
+    int fd = dup(a.seg.fd);
+    REQUIRE(fd >= 0);
+    REQUIRE(pool_attach(fd, &b) == 0);
+    uint64_t h;
+    REQUIRE(pool_alloc(&a, 1, &h) == 0);
+    CHECK_EQ(pool_disown(&b, h), -EINVAL); /* b holds none */
+    CHECK_EQ(pool_disown(&a, h), 0);
+    CHECK_EQ(pool_held_by_self(&a), 0);
+    CHECK_EQ(refcount_of(&a, h), 1);       /* the "queue's" now */
+    CHECK_EQ(pool_disown(&a, h), -EINVAL); /* not twice */
+    CHECK_EQ(pool_release(&a, h, true), -EINVAL);
+    CHECK_EQ(pool_adopt(&b, h), 0);        /* a consumer takes it */
+    CHECK_EQ(pool_release(&b, h, true), 0);
+    CHECK_EQ(pool_disown(&a, h), -ESTALE);
+    CHECK_EQ(stats_of(&a).used, 0);
+    pool_detach(&b);
+    pool_detach(&a);
+}
+
 static void test_corruption_fuzz(void)
 {
     const uint32_t n = 16;
@@ -909,4 +1127,5 @@ CHECK_MAIN(CASE(test_params_errors), CASE(test_alloc_exhaustion), CASE(test_allo
            CASE(test_flush), CASE(test_invalidate), CASE(test_attach_second_mapping),
            CASE(test_attach_rejects_corrupt), CASE(test_client_slots), CASE(test_reclaim),
            CASE(test_lock_recovery_repair), CASE(test_alloc_repairs_corrupt_list), CASE(test_orphans),
-           CASE(test_corruption_fuzz))
+           CASE(test_corruption_fuzz), CASE(test_cache_reuse_and_counts), CASE(test_cache_steal),
+           CASE(test_cache_reclaim), CASE(test_cache_flush_age_invalidate), CASE(test_disown))
