@@ -6,8 +6,9 @@
  * frames). At a fixed rate, paced on absolute CLOCK_MONOTONIC deadlines, it
  * allocates a block, draws a synthetic NV12 frame with a header (number,
  * capture time, checksum), sets its timing (pts = dts = n/fps, duration
- * 1/fps), enqueues the same buffer into both queues (zero copy: each queue
- * takes a reference) and drops its own reference.
+ * 1/fps), enqueues the same buffer into both queues (zero copy: the encoder's
+ * queue takes a reference, the preview's takes over capture's own with
+ * mbq_buffer_queue_enqueue_and_release).
  *
  * Back-pressure: when demo/encode is full, capture does not spin. A trigger
  * "buffer count becomes less than <capacity>" installed at start makes an
@@ -262,14 +263,18 @@ static int run(mbq_client *c, const struct capture_opts *o, struct capture_count
             k->frames++; /* captured = handed to the encoder */
             last_capture_ns = now;
             rate_frame(&rate, now);
-            if ((r = mbq_buffer_queue_enqueue(prev, b)) != 0)
+            /* The preview queue takes over our reference (the encoder's
+             * queue took its own): no release afterwards. */
+            if ((r = mbq_buffer_queue_enqueue_and_release(prev, b)) != 0)
                 fprintf(stderr, PROG ": cannot enqueue frame %llu into %s: %s\n",
                         (unsigned long long)n, PIPELINE_PREVIEW_QUEUE, mbq_status_string(r));
+            else
+                b = (mbq_buffer){0};
         } else if (r < 0) {
             fprintf(stderr, PROG ": cannot enqueue frame %llu into %s: %s\n",
                     (unsigned long long)n, PIPELINE_ENCODE_QUEUE, mbq_status_string(r));
         }
-        int rr = mbq_buffer_release(b); /* the queues hold their own references */
+        int rr = b.pool_ ? mbq_buffer_release(b) : 0; /* unless a queue took it over */
         if (rr < 0) {
             fprintf(stderr, PROG ": cannot release frame %llu: %s\n", (unsigned long long)n,
                     mbq_status_string(rr));
