@@ -1180,7 +1180,12 @@ int pool_alloc(struct pool *p, uint64_t size, uint64_t *handle_out)
     struct pool_block *b = &p->blocks[idx];
     b->data_size = size;
     atomic_store_explicit(&b->ready, 1, memory_order_relaxed);
-    b->dts = b->pts = b->duration = MBQ_TIME_INVALID;
+    /* One constant stored three times: a chained assignment reloads each
+     * stored value, a store-forwarding stall per field. */
+    const mbq_time invalid = MBQ_TIME_INVALID;
+    b->dts = invalid;
+    b->pts = invalid;
+    b->duration = invalid;
     memset(b->attachments, 0, sizeof(b->attachments));
     atomic_fetch_add_explicit(pool_holding(p, p->slot, idx), 1, memory_order_relaxed);
     *handle_out = (uint64_t)gen << 32 | (idx + 1);
