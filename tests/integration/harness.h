@@ -232,6 +232,7 @@ static inline void h_child_setup(pid_t parent)
 /* Forks a child running fn(cmd, rep, arg). 0 or -errno. */
 static inline int actor_start(struct actor *a, actor_fn fn, void *arg)
 {
+    *a = (struct actor){.pid = -1, .cmd = -1, .rep = -1}; /* defined even on failure */
     int to_child[2], to_parent[2];
     if (pipe2(to_child, O_CLOEXEC) < 0)
         return -errno;
