@@ -1276,6 +1276,9 @@ int pool_adopt(struct pool *p, uint64_t handle)
      * line: fetch it for writing now, rather than shared now and again
      * exclusive then (one transfer from the producer's core, not two). */
     __builtin_prefetch(&p->blocks[idx].ref, 1);
+    /* And the head of the data, which the caller reads next, so that its
+     * miss overlaps the ref word's instead of following it. */
+    __builtin_prefetch(p->data + (size_t)idx * p->block_size, 0);
     uint64_t r = atomic_load_explicit(&p->blocks[idx].ref, memory_order_acquire);
     if (ref_gen(r) != gen || ref_count(r) == 0)
         return -ESTALE;
