@@ -27,7 +27,8 @@
  * pool_reclaim_dead() releases what it held, so a kill -9 leaks nothing
  * (a death in the middle of a retain or release can leak that one
  * reference: the refcount is changed before the holding count on acquire and
- * after it on release, so an error can only leak, never double-free).
+ * after it on release, so an error can only leak, never double-free; the
+ * allocation and free counters may then be one off as well).
  * References held by queues are not counted per client: they belong to the
  * queue's entries.
  *
