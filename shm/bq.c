@@ -73,6 +73,25 @@ static mbq_time entry_key(const struct bq *q, const struct bq_entry *e)
     return q->order == BQ_ORDER_DTS ? e->dts : e->pts;
 }
 
+/* mbq_time_compare, with the common case — both plain numeric values on
+ * the same timescale and epoch — compared in line. */
+static inline int32_t key_compare(const mbq_time *a, const mbq_time *b)
+{
+    if (__builtin_expect(a->flags == MBQ_TIME_FLAG_VALID && b->flags == MBQ_TIME_FLAG_VALID &&
+                             a->timescale == b->timescale && a->timescale > 0 &&
+                             a->epoch == b->epoch,
+                         1))
+        return (a->value > b->value) - (a->value < b->value);
+    return mbq_time_compare(*a, *b);
+}
+
+/* The sort key of entry i (absolute index) of a sorted queue. */
+static inline const mbq_time *slot_key(const struct bq *q, uint64_t i)
+{
+    const struct bq_entry *e = &q->entries[i & q->mask];
+    return q->order == BQ_ORDER_DTS ? &e->dts : &e->pts;
+}
+
 /* ---- sides: running sums under a sequence counter ------------------------- */
 
 struct side_snap {
@@ -178,16 +197,74 @@ struct bq_held {
 
 static inline bool bq_range_ok(const struct bq *q, uint64_t head, uint64_t tail);
 
+/* Sorted queues: puts the entries appended since the last call in order,
+ * so that the head is the least. Call with the head lock held, head and
+ * tail range-checked, tail no later than the real one (a consumer's view).
+ *
+ * Producers only append (under the tail lock), so they never wait for the
+ * consumer; whoever holds the head lock moves each entry that arrived below
+ * its predecessor down past the larger keys — nothing for in-order input, a
+ * short shift for mostly-ordered input. Only entries below tail move, and
+ * producers write only at tail and beyond, so the two never meet. The move
+ * is journalled (BQ_JOURNAL_SETTLE) and rolled forward if the mover dies.
+ * head.order_mark records how far the entries are in order; it is only a
+ * hint (out of range: everything from head is checked again). */
+static void bq_settle(struct bq *q, uint64_t head, uint64_t tail)
+{
+    if (q->order == BQ_ORDER_FIFO)
+        return;
+    struct bq_shared *sh = q->sh;
+    uint64_t s = atomic_load_explicit(&sh->head.order_mark, memory_order_relaxed);
+    if (s - head > tail - head) {
+        /* Beyond our view of tail: another consumer saw further and
+         * settled up to s, which covers our view — unless s is not below
+         * the real tail either (a scribble): then check everything. */
+        if (s - head <= q->capacity && s - head <= load_index(&sh->tail) - head)
+            return;
+        s = head;
+    }
+    if (s == tail)
+        return;
+    if (s == head)
+        s++; /* the head alone is in order */
+    for (; s != tail; s++) {
+        const mbq_time *key = slot_key(q, s);
+        if (__builtin_expect(key_compare(key, slot_key(q, s - 1)) >= 0, 1))
+            continue;
+        uint64_t pos = s - 1;
+        while (pos != head && key_compare(key, slot_key(q, pos - 1)) < 0)
+            pos--;
+        struct bq_journal *j = &sh->journal;
+        j->entry = q->entries[s & q->mask];
+        j->pos = pos;
+        j->tail = s;
+        j->ops = 0;
+        atomic_store_explicit(&j->progress, s, memory_order_relaxed);
+        atomic_store_explicit(&j->active, BQ_JOURNAL_SETTLE, memory_order_release);
+        for (uint64_t k = s; k != pos; k--) {
+            q->entries[k & q->mask] = q->entries[(k - 1) & q->mask];
+            atomic_store_explicit(&j->progress, k - 1, memory_order_release);
+        }
+        q->entries[pos & q->mask] = j->entry;
+        atomic_store_explicit(&j->active, 0, memory_order_release);
+    }
+    atomic_store_explicit(&sh->head.order_mark, tail, memory_order_relaxed);
+}
+
 /* Takes both locks, tail first. Everything that walks the entries does so
  * under these, so the counters are checked here once: a walk never starts
- * from a scribbled range. */
+ * from a scribbled range. A sorted queue is settled here, so that whatever
+ * runs under both locks finds its entries in order. */
 static struct bq_held bq_lock_full(struct bq *q)
 {
     struct bq_held h = {bslock_lock(&q->sh->tail.lock), bslock_lock(&q->sh->head.lock)};
+    uint64_t head = atomic_load_explicit(&q->sh->head.index, memory_order_relaxed);
+    uint64_t tail = atomic_load_explicit(&q->sh->tail.index, memory_order_relaxed);
     if (h.tail == SLOCK_RECOVERED || h.head == SLOCK_RECOVERED || bq_needs_repair(q) ||
-        !bq_range_ok(q, atomic_load_explicit(&q->sh->head.index, memory_order_relaxed),
-                     atomic_load_explicit(&q->sh->tail.index, memory_order_relaxed)))
-        bq_repair_locked(q);
+        !bq_range_ok(q, head, tail))
+        bq_repair_locked(q); /* leaves the queue settled */
+    else
+        bq_settle(q, head, tail);
     return h;
 }
 
@@ -240,9 +317,23 @@ static void bq_repair_locked(struct bq *q)
     uint64_t tail = atomic_load_explicit(&sh->tail.index, memory_order_relaxed);
     bool corrupt = false;
 
-    /* 1. Roll a journalled sorted insertion forward. */
+    /* 1. Roll a journalled sorted insertion (or settling move) forward. */
     struct bq_journal *j = &sh->journal;
-    if (atomic_load_explicit(&j->active, memory_order_acquire)) {
+    uint32_t kind = atomic_load_explicit(&j->active, memory_order_acquire);
+    if (kind == BQ_JOURNAL_SETTLE) {
+        /* a consumer moving entry jt down to pos; tail does not change */
+        uint64_t jt = j->tail, pos = j->pos;
+        uint64_t prog = atomic_load_explicit(&j->progress, memory_order_relaxed);
+        if (bq_range_ok(q, head, tail) && jt - head < tail - head && pos - head <= jt - head &&
+            prog - pos <= jt - pos) {
+            for (uint64_t k = prog; k != pos; k--)
+                q->entries[k & q->mask] = q->entries[(k - 1) & q->mask];
+            q->entries[pos & q->mask] = j->entry;
+        } else {
+            corrupt = true;
+        }
+        atomic_store_explicit(&j->active, 0, memory_order_release);
+    } else if (kind) {
         uint64_t jt = j->tail, pos = j->pos;
         uint64_t prog = atomic_load_explicit(&j->progress, memory_order_relaxed);
         if (tail == jt + 1) {
@@ -272,13 +363,28 @@ static void bq_repair_locked(struct bq *q)
         corrupt = true;
     }
 
-    /* 3. Sort order (a scribbled entry may have broken it). */
+    /* 3. Sort order. Entries appended since the last settle may be out of
+     * order, but only where a producer noted it (see bq_settle): an entry
+     * below its predecessor is legitimate at the first unsettled index, or
+     * below the tail side's mark; anywhere else it is a scribble. */
     uint64_t n = tail - head;
     if (q->order != BQ_ORDER_FIFO && n > 1) {
+        uint64_t settled = atomic_load_explicit(&sh->head.order_mark, memory_order_relaxed);
+        uint64_t ooo_end = atomic_load_explicit(&sh->tail.order_mark, memory_order_relaxed);
+        if (settled - head > n)
+            settled = head;
+        if (ooo_end - head > n + 1) /* tail + 1: a producer died appending */
+            ooo_end = head;
         bool sorted = true;
-        for (uint64_t i = head + 1; i - head < tail - head && sorted; i++)
-            sorted = cmp_entry_seq(&q->entries[(i - 1) & q->mask], &q->entries[i & q->mask],
-                                   q) <= 0;
+        for (uint64_t i = head + 1; i - head < n; i++) {
+            if (cmp_entry_seq(&q->entries[(i - 1) & q->mask], &q->entries[i & q->mask], q) <= 0)
+                continue;
+            sorted = false;
+            if (i - head < settled - head || (i != settled && i - head >= ooo_end - head)) {
+                corrupt = true;
+                break;
+            }
+        }
         if (!sorted) {
             struct bq_entry *tmp = malloc(n * sizeof(*tmp));
             if (tmp) {
@@ -288,9 +394,17 @@ static void bq_repair_locked(struct bq *q)
                 for (uint64_t i = 0; i < n; i++)
                     q->entries[(head + i) & q->mask] = tmp[i];
                 free(tmp);
+                sorted = true;
             }
-            corrupt = true;
         }
+        if (sorted) /* else out of memory: left for bq_settle */
+            atomic_store_explicit(&sh->head.order_mark, tail, memory_order_relaxed);
+    }
+    if (q->order != BQ_ORDER_FIFO) {
+        /* a producer that died mid-append may have left a last key that is
+         * not the last entry's */
+        if (n)
+            sh->tail.last_key = entry_key(q, &q->entries[(tail - 1) & q->mask]);
     }
 
     /* 4. Side sums, rebuilt from the live entries. */
@@ -586,6 +700,7 @@ int bq_create(const struct bq_params *p, struct bq *out)
     sh->nonce = nonce ? nonce : 1;
     side_duration_store(&sh->tail, MBQ_TIME_ZERO);
     side_duration_store(&sh->head, MBQ_TIME_ZERO);
+    sh->tail.last_key = MBQ_TIME_NEGATIVE_INFINITY;
     bq_init_local(out, &s, cap, slots, p->order, p->full_policy);
     return 0;
 }
@@ -675,13 +790,51 @@ static struct bq_entry drop_oldest_locked(struct bq *q, uint64_t head)
 }
 
 /* With the tail lock held, takes the head lock too (the lock order allows
- * it), repairing if it comes back from a dead owner. The caller re-reads
- * the queue afterwards. */
+ * it), repairing if it comes back from a dead owner, and settles a sorted
+ * queue (an out-of-range queue is left to the caller, which re-reads it). */
 static void lock_head_after_tail(struct bq *q, int *how)
 {
     *how = bslock_lock(&q->sh->head.lock);
+    uint64_t head = atomic_load_explicit(&q->sh->head.index, memory_order_relaxed);
+    uint64_t tail = atomic_load_explicit(&q->sh->tail.index, memory_order_relaxed);
     if (*how == SLOCK_RECOVERED || bq_needs_repair(q))
         bq_repair_locked(q);
+    else if (bq_range_ok(q, head, tail))
+        bq_settle(q, head, tail);
+}
+
+/* Writes e into the free slot at tail, seq = tail + 1. The second line goes
+ * first, then the first line in one burst ending with seq (release): a FIFO
+ * consumer polls seq (see consumer_tail), and a line it pulls over before
+ * seq is set must be pulled back before the next store, so the first line's
+ * stores are kept together and the second line is done by then. */
+static inline void write_slot(struct bq *q, const struct bq_entry *e, uint64_t tail)
+{
+    struct bq_entry *slot = &q->entries[tail & q->mask];
+    memcpy(&slot->duration, &e->duration, sizeof(*e) - offsetof(struct bq_entry, duration));
+    slot->handle = e->handle;
+    memcpy(&slot->dts, &e->dts, offsetof(struct bq_entry, duration) - offsetof(struct bq_entry, dts));
+    __atomic_store_n(&slot->seq, tail + 1, __ATOMIC_RELEASE);
+}
+
+/* Sorted queues: whether e's key is below that of the entry appended last. */
+static inline bool append_out_of_order(const struct bq *q, const struct bq_entry *e)
+{
+    const mbq_time *key = q->order == BQ_ORDER_DTS ? &e->dts : &e->pts;
+    return key_compare(key, &q->sh->tail.last_key) < 0;
+}
+
+/* Sorted queues: notes e, appended at tail, as the last entry appended, and
+ * whether it came out of order. Nothing depends on this but the repair's
+ * verdict on an out-of-order entry (a producer's or a scribble's; see
+ * bq_repair_locked), and the repair resets last_key, so a death in between
+ * does no harm. */
+static inline void note_append(struct bq *q, const struct bq_entry *e, uint64_t tail, bool ooo)
+{
+    struct bq_side *t = &q->sh->tail;
+    if (ooo)
+        atomic_store_explicit(&t->order_mark, tail + 1, memory_order_relaxed);
+    t->last_key = q->order == BQ_ORDER_DTS ? e->dts : e->pts;
 }
 
 static int enqueue_impl(struct bq *q, const struct bq_entry *e, bool take)
@@ -718,11 +871,40 @@ static int enqueue_impl(struct bq *q, const struct bq_entry *e, bool take)
         full_lock = true;
     }
 
+    uint64_t tail, head, pos;
+    if (__builtin_expect(!full_lock, 1)) {
+        /* The common case, FIFO or sorted: room by the cached head (a lower
+         * bound, so a stale one errs towards the slow path below), not at
+         * end of data — an append under the tail lock alone. */
+        tail = atomic_load_explicit(&sh->tail.index, memory_order_relaxed);
+        head = atomic_load_explicit(&q->head_cache, memory_order_relaxed);
+        /* An entry out of order is left for the consumer to move (see
+         * bq_settle), but the real head is read for it: a scribbled head
+         * is then noticed here, as it is when the queue looks full. */
+        bool ooo = q->order != BQ_ORDER_FIFO && append_out_of_order(q, e);
+        if (ooo) {
+            head = load_index(&sh->head);
+            atomic_store_explicit(&q->head_cache, head, memory_order_relaxed);
+        }
+        if (__builtin_expect(tail - head < q->capacity &&
+                                 !(atomic_load_explicit(&sh->flags, memory_order_relaxed) &
+                                   BQ_F_END_OF_DATA),
+                             1)) {
+            write_slot(q, e, tail);
+            if (q->order != BQ_ORDER_FIFO)
+                note_append(q, e, tail, ooo);
+            side_pass(&sh->tail, e, tail + 1, true);
+            bump_high_water(q, tail + 1);
+            bslock_unlock(&sh->tail.lock, held.tail);
+            wake_consumers(sh);
+            return 0;
+        }
+    }
+
     int r = 0;
     bool have_head = full_lock, dropped = false;
     struct bq_entry old = {0};
     uint32_t fired = 0;
-    uint64_t tail, head, pos;
 reread:
     tail = atomic_load_explicit(&sh->tail.index, memory_order_relaxed);
     head = atomic_load_explicit(&q->head_cache, memory_order_relaxed);
@@ -760,48 +942,38 @@ reread:
         }
     }
 
-    struct bq_entry ne = *e;
-    ne.seq = tail + 1; /* in a FIFO queue, also the mark that entry "tail" is published */
     pos = tail;
-    if (q->order != BQ_ORDER_FIFO && tail != head) {
-        mbq_time key = entry_key(q, &ne);
-        if (mbq_time_compare(key, entry_key(q, &q->entries[(tail - 1) & q->mask])) < 0) {
-            /* out of order: the shift may reach the head, so the consumer
-             * must be kept out */
-            if (!have_head) {
-                have_head = true;
-                lock_head_after_tail(q, &held.head);
-                goto reread;
-            }
-            while (pos != head &&
-                   mbq_time_compare(key, entry_key(q, &q->entries[(pos - 1) & q->mask])) < 0)
-                pos--;
-        }
+    if (have_head && q->order != BQ_ORDER_FIFO) {
+        /* Both locks are held anyway, and taking them settled the queue:
+         * insert in place rather than leave the move to a consumer. */
+        const mbq_time *key = q->order == BQ_ORDER_DTS ? &e->dts : &e->pts;
+        while (pos != head && key_compare(key, slot_key(q, pos - 1)) < 0)
+            pos--;
     }
     if (pos == tail) {
-        /* Everything but seq, then seq with release: a FIFO consumer polls
-         * the entry's mark rather than the tail index (see consumer_tail). */
-        struct bq_entry *slot = &q->entries[tail & q->mask];
-        slot->handle = ne.handle;
-        memcpy(&slot->dts, &ne.dts, sizeof(ne) - offsetof(struct bq_entry, dts));
-        __atomic_store_n(&slot->seq, ne.seq, __ATOMIC_RELEASE);
+        write_slot(q, e, tail);
+        if (q->order != BQ_ORDER_FIFO)
+            note_append(q, e, tail, append_out_of_order(q, e));
     } else {
         struct bq_journal *j = &sh->journal;
-        j->entry = ne;
+        j->entry = *e;
+        j->entry.seq = tail + 1;
         j->pos = pos;
         j->tail = tail;
         j->ops = atomic_load_explicit(&sh->tail.ops, memory_order_relaxed);
         atomic_store_explicit(&j->progress, tail, memory_order_relaxed);
-        atomic_store_explicit(&j->active, 1, memory_order_release);
+        atomic_store_explicit(&j->active, BQ_JOURNAL_INSERT, memory_order_release);
         for (uint64_t k = tail; k != pos; k--) {
             q->entries[k & q->mask] = q->entries[(k - 1) & q->mask];
             atomic_store_explicit(&j->progress, k - 1, memory_order_release);
         }
-        q->entries[pos & q->mask] = ne;
+        q->entries[pos & q->mask] = j->entry;
     }
-    side_pass(&sh->tail, &ne, tail + 1, true);
-    if (pos != tail)
+    side_pass(&sh->tail, e, tail + 1, true);
+    if (pos != tail) {
         atomic_store_explicit(&sh->journal.active, 0, memory_order_release);
+        atomic_store_explicit(&sh->head.order_mark, tail + 1, memory_order_relaxed);
+    }
     bump_high_water(q, tail + 1);
     if (full_lock)
         fired = trig_eval_locked(q, false);
@@ -900,6 +1072,7 @@ static int dequeue_common(struct bq *q, struct bq_entry *out, bool if_ready)
     } else if (head == tail) {
         r = -EAGAIN;
     } else {
+        bq_settle(q, head, tail);
         *out = q->entries[head & q->mask];
         if (if_ready && q->hooks.is_ready &&
             !q->hooks.is_ready(q->hooks.ctx, out->pool_id, out->handle)) {
@@ -1013,6 +1186,7 @@ int bq_copy_head(struct bq *q, struct bq_entry *out)
     } else if (head == tail) {
         r = -EAGAIN;
     } else {
+        bq_settle(q, head, tail);
         *out = q->entries[head & q->mask];
         if (q->hooks.retain)
             r = q->hooks.retain(q->hooks.ctx, out->pool_id, out->handle, true);
@@ -1165,6 +1339,7 @@ static mbq_time head_time(struct bq *q, bool dts)
     uint64_t head = atomic_load_explicit(&q->sh->head.index, memory_order_relaxed);
     uint64_t tail = load_index(&q->sh->tail);
     if (head != tail && bq_range_ok(q, head, tail)) {
+        bq_settle(q, head, tail);
         const struct bq_entry *e = &q->entries[head & q->mask];
         r = dts ? e->dts : e->pts;
     }

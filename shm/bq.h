@@ -7,17 +7,16 @@
  * of cache lines — the trigger table, and a power-of-two array of 128-byte
  * entries indexed by monotonic 64-bit head and tail counters.
  *
- * Locking. Each side has its own slock. A FIFO enqueue takes only the tail
+ * Locking. Each side has its own slock. An enqueue takes only the tail
  * lock and a dequeue only the head lock, so with one producer and one
  * consumer neither lock is ever contended: the producer and the consumer
  * share no lock, only the head/tail counters, and the per-operation cost is
  * an uncontended compare-and-swap on a line the side owns. Several producers
  * (or consumers) serialise on their side's lock. Operations that need the
- * whole queue — sorted insertion out of order, dropping the oldest entry when
- * full, reset, call-for-each, the scanning getters, trigger changes, and
- * every mutation while a trigger is installed (triggers are evaluated under
- * the queue lock, as the edges must follow the operations' order) — take
- * both, always tail first.
+ * whole queue — dropping the oldest entry when full, reset, call-for-each,
+ * the scanning getters, trigger changes, and every mutation while a trigger
+ * is installed (triggers are evaluated under the queue lock, as the edges
+ * must follow the operations' order) — take both, always tail first.
  *
  * Each side also caches the other's counter in process memory (see struct
  * bq), so that a producer and a consumer that keep pace touch each other's
@@ -28,23 +27,34 @@
  * size and duration are the producer's sums minus the consumer's, read as a
  * consistent snapshot (double collect). Non-numeric durations count as zero.
  *
- * Sorted queues (by PTS or DTS, stable among equal keys) append when the new
- * key is not below the last one — the common, mostly-ordered case, taking
- * only the tail lock — and otherwise insert by shifting entries from the
- * tail under both locks, so mostly-ordered input costs O(1) amortised. The
- * shift is journalled so that a process dying mid-shift is rolled forward.
+ * Sorted queues (by PTS or DTS, stable among equal keys). A producer only
+ * appends, under the tail lock alone, whatever the key: it never waits for
+ * the consumer. Whoever holds the head lock next (a dequeue, a getter of the
+ * head, or anything under both locks) first "settles" the entries appended
+ * since: each one below its predecessor is moved down past the larger keys,
+ * so the head is always the least and mostly-ordered input costs O(1)
+ * amortised. Only entries below the tail the settler has seen move, and
+ * producers write only at the tail, so the two sides never touch the same
+ * slot. head.order_mark says how far the entries are in order; the tail
+ * side notes where producers appended out of order, which lets the repair
+ * tell such entries from a scribble. An enqueue that holds both locks anyway
+ * (triggers installed, dropping the oldest) inserts in place instead. Both
+ * kinds of move are journalled so that a process dying mid-shift is rolled
+ * forward.
  *
  * Crashes. A lock taken over from a dead owner (SLOCK_RECOVERED) marks the
  * queue for repair; the repair runs under both locks: it completes a
  * journalled insertion, checks head/tail (a queue whose counters are out of
  * range is emptied and reported), rebuilds the side sums from the live
- * entries, restores the sort order, and rebuilds the trigger table.
+ * entries, restores the sort order (reporting only entries out of order
+ * where no producer appended one), and rebuilds the trigger table.
  *
  * Untrusted memory. capacity, order and policy are copied at attach and
  * never re-read; every counter read from the segment is range-checked before
  * it indexes anything (a side's cached copy of the other's counter is checked
  * when it is reloaded, so a scribbled head is noticed by the producer only
- * once the queue looks full to it); buffer handles are checked by the pool that owns them.
+ * once the queue looks full to it, or it appends out of order to a sorted
+ * queue); buffer handles are checked by the pool that owns them.
  *
  * Buffers are opaque (pool_id, handle) pairs here: the process-local hooks
  * (struct bq_hooks) retain and release them, and report readiness. */
@@ -114,7 +124,12 @@ struct bq_side {
     _Atomic uint64_t ops; /* enqueued / dequeued (drops and resets excluded) */
     /* Producer-side counters (unused on the consumer side). */
     _Atomic uint64_t rejected_full, dropped, high_water;
-    uint8_t pad1[32];
+    /* Sorted queues (see "Sorted queues" above). Head side: the entries in
+     * [head, order_mark) are in order. Tail side: one past the last index
+     * appended with a key below its predecessor's (0: none), and the key of
+     * the last entry appended. */
+    _Atomic uint64_t order_mark;
+    mbq_time last_key;
 };
 _Static_assert(sizeof(struct bq_side) == 256, "bq_side is two pairs of cache lines");
 _Static_assert(offsetof(struct bq_side, lock) == 128, "bq_side layout");
@@ -133,11 +148,16 @@ struct bq_trigger {
 };
 _Static_assert(sizeof(struct bq_trigger) == 72, "bq_trigger layout");
 
+/* What an active journal records: entry goes to pos, the entries in
+ * [pos, tail) each move up one slot (from the top down). */
+#define BQ_JOURNAL_INSERT 1u /* a producer's insertion; tail then becomes tail + 1 */
+#define BQ_JOURNAL_SETTLE 2u /* a consumer moving the appended entry at index tail down */
+
 struct bq_journal {
-    _Atomic uint32_t active; /* an out-of-order insertion is in progress */
+    _Atomic uint32_t active; /* 0, or what is in progress: BQ_JOURNAL_* */
     uint32_t reserved;
-    uint64_t pos;               /* absolute index the new entry goes to */
-    uint64_t tail;              /* tail when the insertion began */
+    uint64_t pos;               /* absolute index the entry goes to */
+    uint64_t tail;              /* tail when the insertion began (settle: the index moved) */
     _Atomic uint64_t progress;  /* slots above this one are already shifted */
     uint64_t ops;               /* the producer's ops count when it began */
     uint8_t pad[24];
