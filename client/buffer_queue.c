@@ -477,8 +477,8 @@ static int queue_enqueue(mbq_buffer_queue *queue, mbq_buffer buffer, bool take)
         .size = size > p->pool.block_size ? p->pool.block_size : size,
         .pool_id = (uint32_t)p->object_id,
     };
-    _Static_assert(sizeof(e.attachments) <= sizeof(b->attachments), "attachments fit");
-    memcpy(e.attachments, b->attachments, sizeof(e.attachments));
+    /* The entry's attachments stay zero: no call reads them from a queue,
+     * and without them the queue stores the entry in one line (bq_slot). */
     /* A hand-over moves the caller's holding to the queue first: a death
      * before the entry is published then leaks the reference, never frees
      * a buffer a queue names (pool.h). */

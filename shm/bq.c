@@ -85,11 +85,134 @@ static inline int32_t key_compare(const mbq_time *a, const mbq_time *b)
     return mbq_time_compare(*a, *b);
 }
 
-/* The sort key of entry i (absolute index) of a sorted queue. */
-static inline const mbq_time *slot_key(const struct bq *q, uint64_t i)
+/* ---- slots: entries as stored (see struct bq_slot) ------------------------- */
+
+/* One read of a field a peer may change under us (the form of a slot). */
+#define RD_ONCE(x) (*(const volatile __typeof__(x) *)&(x))
+
+/* Whether t can be stored compact with the slot's timescale *ts (which the
+ * first time with a timescale sets). */
+static inline bool time_fits(const mbq_time *t, int32_t *ts)
 {
-    const struct bq_entry *e = &q->entries[i & q->mask];
-    return q->order == BQ_ORDER_DTS ? &e->dts : &e->pts;
+    if (t->epoch != 0 || t->flags >= BQ_SLOT_TS_ZERO)
+        return false;
+    if (t->timescale == 0 || t->timescale == *ts)
+        return true;
+    if (*ts != 0)
+        return false;
+    *ts = t->timescale;
+    return true;
+}
+
+static inline uint8_t time_flags_byte(const mbq_time *t)
+{
+    return (uint8_t)(t->flags | (t->timescale == 0 ? BQ_SLOT_TS_ZERO : 0));
+}
+
+static inline mbq_time time_unpack(int64_t value, int32_t ts, uint8_t f)
+{
+    return (mbq_time){.value = value,
+                      .timescale = f & BQ_SLOT_TS_ZERO ? 0 : ts,
+                      .flags = f & (BQ_SLOT_TS_ZERO - 1),
+                      .epoch = 0};
+}
+
+static inline bool attachments_zero(const uint8_t *a)
+{
+    uint64_t w[3];
+    memcpy(w, a, sizeof(w));
+    return (w[0] | w[1] | w[2]) == 0;
+}
+
+/* Stores e at index i with the given seq (e->seq is ignored): every field
+ * straight into the slot, in one burst, then seq with release — a FIFO
+ * consumer polls the slot's mark (see consumer_tail). (Built in a local
+ * first and copied, the slot cost a store-forwarding stall per 16 bytes.) */
+static inline void slot_store(struct bq *q, uint64_t i, const struct bq_entry *e, uint64_t seq)
+{
+    struct bq_slot *sl = &q->slots[i & q->mask];
+    int32_t ts = 0;
+    bool compact = time_fits(&e->dts, &ts) && time_fits(&e->pts, &ts) &&
+                   time_fits(&e->duration, &ts) && attachments_zero(e->attachments);
+    if (__builtin_expect(!compact, 0)) {
+        struct bq_wide *w = &q->wide[i & q->mask];
+        w->dts = e->dts;
+        w->pts = e->pts;
+        w->duration = e->duration;
+        memcpy(w->attachments, e->attachments, sizeof(w->attachments));
+    }
+    sl->handle = e->handle;
+    sl->dts = e->dts.value;
+    sl->pts = e->pts.value;
+    sl->duration = e->duration.value;
+    sl->size = e->size;
+    sl->pool_id = e->pool_id;
+    sl->flags = e->flags;
+    sl->timescale = ts;
+    sl->dts_flags = time_flags_byte(&e->dts);
+    sl->pts_flags = time_flags_byte(&e->pts);
+    sl->duration_flags = time_flags_byte(&e->duration);
+    sl->wide = compact ? 0 : BQ_SLOT_WIDE;
+    __atomic_store_n(&sl->seq, seq, __ATOMIC_RELEASE);
+}
+
+void bq_slot_write(struct bq *q, uint64_t i, const struct bq_entry *e)
+{
+    slot_store(q, i, e, e->seq);
+}
+
+void bq_slot_read(const struct bq *q, uint64_t i, struct bq_entry *out)
+{
+    const struct bq_slot *sl = &q->slots[i & q->mask];
+    out->handle = sl->handle;
+    out->seq = sl->seq;
+    out->size = sl->size;
+    out->pool_id = sl->pool_id;
+    out->flags = sl->flags;
+    if (__builtin_expect(RD_ONCE(sl->wide) != BQ_SLOT_WIDE, 1)) {
+        int32_t ts = sl->timescale;
+        out->dts = time_unpack(sl->dts, ts, sl->dts_flags);
+        out->pts = time_unpack(sl->pts, ts, sl->pts_flags);
+        out->duration = time_unpack(sl->duration, ts, sl->duration_flags);
+        memset(out->attachments, 0, sizeof(out->attachments));
+    } else {
+        const struct bq_wide *w = &q->wide[i & q->mask];
+        out->dts = w->dts;
+        out->pts = w->pts;
+        out->duration = w->duration;
+        memcpy(out->attachments, w->attachments, sizeof(out->attachments));
+    }
+}
+
+/* Moves entry src to slot dst, wide part included. */
+static inline void slot_move(struct bq *q, uint64_t dst, uint64_t src)
+{
+    q->slots[dst & q->mask] = q->slots[src & q->mask];
+    if (q->slots[dst & q->mask].wide == BQ_SLOT_WIDE)
+        q->wide[dst & q->mask] = q->wide[src & q->mask];
+}
+
+/* A time of entry i, without reading the rest. */
+enum slot_time { SLOT_DTS, SLOT_PTS, SLOT_DURATION };
+static inline mbq_time slot_time(const struct bq *q, uint64_t i, enum slot_time which)
+{
+    const struct bq_slot *sl = &q->slots[i & q->mask];
+    if (__builtin_expect(sl->wide != BQ_SLOT_WIDE, 1)) {
+        int32_t ts = sl->timescale;
+        switch (which) {
+        case SLOT_DTS: return time_unpack(sl->dts, ts, sl->dts_flags);
+        case SLOT_PTS: return time_unpack(sl->pts, ts, sl->pts_flags);
+        default: return time_unpack(sl->duration, ts, sl->duration_flags);
+        }
+    }
+    const struct bq_wide *w = &q->wide[i & q->mask];
+    return which == SLOT_DTS ? w->dts : which == SLOT_PTS ? w->pts : w->duration;
+}
+
+/* The sort key of entry i (absolute index) of a sorted queue. */
+static inline mbq_time slot_key(const struct bq *q, uint64_t i)
+{
+    return slot_time(q, i, q->order == BQ_ORDER_DTS ? SLOT_DTS : SLOT_PTS);
 }
 
 /* ---- sides: running sums under a sequence counter ------------------------- */
@@ -227,26 +350,30 @@ static void bq_settle(struct bq *q, uint64_t head, uint64_t tail)
         return;
     if (s == head)
         s++; /* the head alone is in order */
+    mbq_time prev = slot_key(q, s - 1);
     for (; s != tail; s++) {
-        const mbq_time *key = slot_key(q, s);
-        if (__builtin_expect(key_compare(key, slot_key(q, s - 1)) >= 0, 1))
+        mbq_time key = slot_key(q, s);
+        if (__builtin_expect(key_compare(&key, &prev) >= 0, 1)) {
+            prev = key;
             continue;
+        }
         uint64_t pos = s - 1;
-        while (pos != head && key_compare(key, slot_key(q, pos - 1)) < 0)
+        for (mbq_time k; pos != head && (k = slot_key(q, pos - 1), key_compare(&key, &k) < 0);)
             pos--;
         struct bq_journal *j = &sh->journal;
-        j->entry = q->entries[s & q->mask];
+        bq_slot_read(q, s, &j->entry);
         j->pos = pos;
         j->tail = s;
         j->ops = 0;
         atomic_store_explicit(&j->progress, s, memory_order_relaxed);
         atomic_store_explicit(&j->active, BQ_JOURNAL_SETTLE, memory_order_release);
         for (uint64_t k = s; k != pos; k--) {
-            q->entries[k & q->mask] = q->entries[(k - 1) & q->mask];
+            slot_move(q, k, k - 1);
             atomic_store_explicit(&j->progress, k - 1, memory_order_release);
         }
-        q->entries[pos & q->mask] = j->entry;
+        bq_slot_write(q, pos, &j->entry);
         atomic_store_explicit(&j->active, 0, memory_order_release);
+        /* prev stays: the entry now at s is the one that was at s - 1 */
     }
     atomic_store_explicit(&sh->head.order_mark, tail, memory_order_relaxed);
 }
@@ -327,8 +454,8 @@ static void bq_repair_locked(struct bq *q)
         if (bq_range_ok(q, head, tail) && jt - head < tail - head && pos - head <= jt - head &&
             prog - pos <= jt - pos) {
             for (uint64_t k = prog; k != pos; k--)
-                q->entries[k & q->mask] = q->entries[(k - 1) & q->mask];
-            q->entries[pos & q->mask] = j->entry;
+                slot_move(q, k, k - 1);
+            bq_slot_write(q, pos, &j->entry);
         } else {
             corrupt = true;
         }
@@ -341,8 +468,8 @@ static void bq_repair_locked(struct bq *q)
         } else if (tail == jt && bq_range_ok(q, head, jt) && jt - head < q->capacity &&
                    pos - head <= jt - head && prog - pos <= jt - pos) {
             for (uint64_t k = prog; k != pos; k--)
-                q->entries[k & q->mask] = q->entries[(k - 1) & q->mask];
-            q->entries[pos & q->mask] = j->entry;
+                slot_move(q, k, k - 1);
+            bq_slot_write(q, pos, &j->entry);
             tail = jt + 1;
             /* the dead writer may or may not have counted it: count from
              * what the journal recorded before it began */
@@ -376,8 +503,12 @@ static void bq_repair_locked(struct bq *q)
         if (ooo_end - head > n + 1) /* tail + 1: a producer died appending */
             ooo_end = head;
         bool sorted = true;
+        struct bq_entry a, b;
+        bq_slot_read(q, head, &b);
         for (uint64_t i = head + 1; i - head < n; i++) {
-            if (cmp_entry_seq(&q->entries[(i - 1) & q->mask], &q->entries[i & q->mask], q) <= 0)
+            a = b;
+            bq_slot_read(q, i, &b);
+            if (cmp_entry_seq(&a, &b, q) <= 0)
                 continue;
             sorted = false;
             if (i - head < settled - head || (i != settled && i - head >= ooo_end - head)) {
@@ -389,10 +520,10 @@ static void bq_repair_locked(struct bq *q)
             struct bq_entry *tmp = malloc(n * sizeof(*tmp));
             if (tmp) {
                 for (uint64_t i = 0; i < n; i++)
-                    tmp[i] = q->entries[(head + i) & q->mask];
+                    bq_slot_read(q, head + i, &tmp[i]);
                 qsort_r(tmp, n, sizeof(*tmp), cmp_entry_seq, q);
                 for (uint64_t i = 0; i < n; i++)
-                    q->entries[(head + i) & q->mask] = tmp[i];
+                    bq_slot_write(q, head + i, &tmp[i]);
                 free(tmp);
                 sorted = true;
             }
@@ -404,16 +535,15 @@ static void bq_repair_locked(struct bq *q)
         /* a producer that died mid-append may have left a last key that is
          * not the last entry's */
         if (n)
-            sh->tail.last_key = entry_key(q, &q->entries[(tail - 1) & q->mask]);
+            sh->tail.last_key = slot_key(q, tail - 1);
     }
 
     /* 4. Side sums, rebuilt from the live entries. */
     uint64_t bytes = 0;
     mbq_time dur = MBQ_TIME_ZERO;
     for (uint64_t i = head; i != tail; i++) {
-        const struct bq_entry *e = &q->entries[i & q->mask];
-        bytes += e->size;
-        dur = duration_accumulate(dur, e->duration);
+        bytes += q->slots[i & q->mask].size;
+        dur = duration_accumulate(dur, slot_time(q, i, SLOT_DURATION));
     }
     uint32_t hs = atomic_load_explicit(&sh->head.seq, memory_order_relaxed);
     uint32_t ts = atomic_load_explicit(&sh->tail.seq, memory_order_relaxed);
@@ -481,16 +611,16 @@ static void scan_pts(struct bq *q, uint64_t head, uint64_t tail, mbq_time *min, 
 {
     mbq_time lo = MBQ_TIME_INVALID, hi = MBQ_TIME_INVALID, en = MBQ_TIME_INVALID;
     for (uint64_t i = head; i != tail; i++) {
-        const struct bq_entry *e = &q->entries[i & q->mask];
-        if (!mbq_time_is_numeric(e->pts))
+        const mbq_time pts = slot_time(q, i, SLOT_PTS);
+        if (!mbq_time_is_numeric(pts))
             continue;
-        if (!mbq_time_is_valid(lo) || mbq_time_compare(e->pts, lo) < 0)
-            lo = e->pts;
-        if (!mbq_time_is_valid(hi) || mbq_time_compare(e->pts, hi) > 0)
-            hi = e->pts;
+        if (!mbq_time_is_valid(lo) || mbq_time_compare(pts, lo) < 0)
+            lo = pts;
+        if (!mbq_time_is_valid(hi) || mbq_time_compare(pts, hi) > 0)
+            hi = pts;
         if (end) {
-            mbq_time x = mbq_time_is_numeric(e->duration) ? mbq_time_add(e->pts, e->duration)
-                                                         : e->pts;
+            const mbq_time d = slot_time(q, i, SLOT_DURATION);
+            mbq_time x = mbq_time_is_numeric(d) ? mbq_time_add(pts, d) : pts;
             if (!mbq_time_is_valid(en) || mbq_time_compare(x, en) > 0)
                 en = x;
         }
@@ -509,7 +639,7 @@ static bool head_ready_locked(struct bq *q, uint64_t head, uint64_t tail)
         return false;
     if (!q->hooks.is_ready)
         return true;
-    const struct bq_entry *e = &q->entries[head & q->mask];
+    const struct bq_slot *e = &q->slots[head & q->mask];
     return q->hooks.is_ready(q->hooks.ctx, e->pool_id, e->handle);
 }
 
@@ -650,6 +780,12 @@ static size_t bq_entries_offset(void)
     return seg_round_up(sizeof(struct bq_shared), 128);
 }
 
+/* The segment: header, slots, then the wide array. */
+static size_t bq_segment_size(uint32_t slots)
+{
+    return bq_entries_offset() + (size_t)slots * (sizeof(struct bq_slot) + sizeof(struct bq_wide));
+}
+
 static uint32_t pow2_at_least(uint32_t n)
 {
     uint32_t p = 1;
@@ -664,7 +800,9 @@ static void bq_init_local(struct bq *q, struct seg *s, uint32_t capacity, uint32
     slock_membarrier_register(); /* see wake_consumers */
     *q = (struct bq){.seg = *s,
                      .sh = s->base,
-                     .entries = (struct bq_entry *)((char *)s->base + bq_entries_offset()),
+                     .slots = (struct bq_slot *)((char *)s->base + bq_entries_offset()),
+                     .wide = (struct bq_wide *)((char *)s->base + bq_entries_offset() +
+                                                (size_t)slots * sizeof(struct bq_slot)),
                      .capacity = capacity,
                      .mask = slots - 1,
                      .order = order,
@@ -682,7 +820,7 @@ int bq_create(const struct bq_params *p, struct bq *out)
         return -EINVAL;
     uint32_t slots = pow2_at_least(cap);
     struct seg s;
-    int r = seg_create("mbq-bq", bq_entries_offset() + (size_t)slots * sizeof(struct bq_entry),
+    int r = seg_create("mbq-bq", bq_segment_size(slots),
                        SEG_KIND_BUFFER_QUEUE, &s);
     if (r < 0)
         return r == -ENOMEM ? MBQ_BQ_ERR_ALLOCATION_FAILED : r;
@@ -692,7 +830,7 @@ int bq_create(const struct bq_params *p, struct bq *out)
     sh->slots = slots;
     sh->order = p->order;
     sh->full_policy = p->full_policy;
-    sh->entry_size = sizeof(struct bq_entry);
+    sh->entry_size = sizeof(struct bq_slot);
     sh->entries_off = bq_entries_offset();
     uint32_t nonce = 0;
     while (nonce == 0 && getrandom(&nonce, sizeof(nonce), 0) != (ssize_t)sizeof(nonce))
@@ -717,8 +855,8 @@ int bq_attach(int fd, struct bq *out)
     uint32_t cap = sh->capacity, slots = sh->slots, order = sh->order, pol = sh->full_policy;
     if (cap == 0 || cap > BQ_MAX_CAPACITY || slots != pow2_at_least(cap) ||
         order > BQ_ORDER_DTS || pol > BQ_FULL_DROP_OLDEST ||
-        sh->entry_size != sizeof(struct bq_entry) || sh->entries_off != bq_entries_offset() ||
-        bq_entries_offset() + (size_t)slots * sizeof(struct bq_entry) > s.size) {
+        sh->entry_size != sizeof(struct bq_slot) || sh->entries_off != bq_entries_offset() ||
+        bq_segment_size(slots) > s.size) {
         seg_close(&s);
         return -EBADMSG;
     }
@@ -783,7 +921,8 @@ static inline void wake_consumers(struct bq_shared *sh)
  * the caller releases it after unlocking. */
 static struct bq_entry drop_oldest_locked(struct bq *q, uint64_t head)
 {
-    struct bq_entry old = q->entries[head & q->mask];
+    struct bq_entry old;
+    bq_slot_read(q, head, &old);
     side_pass(&q->sh->head, &old, head + 1, false);
     atomic_fetch_add_explicit(&q->sh->tail.dropped, 1, memory_order_relaxed);
     return old;
@@ -803,18 +942,10 @@ static void lock_head_after_tail(struct bq *q, int *how)
         bq_settle(q, head, tail);
 }
 
-/* Writes e into the free slot at tail, seq = tail + 1. The second line goes
- * first, then the first line in one burst ending with seq (release): a FIFO
- * consumer polls seq (see consumer_tail), and a line it pulls over before
- * seq is set must be pulled back before the next store, so the first line's
- * stores are kept together and the second line is done by then. */
+/* Writes e into the free slot at tail, seq = tail + 1 (the publish mark). */
 static inline void write_slot(struct bq *q, const struct bq_entry *e, uint64_t tail)
 {
-    struct bq_entry *slot = &q->entries[tail & q->mask];
-    memcpy(&slot->duration, &e->duration, sizeof(*e) - offsetof(struct bq_entry, duration));
-    slot->handle = e->handle;
-    memcpy(&slot->dts, &e->dts, offsetof(struct bq_entry, duration) - offsetof(struct bq_entry, dts));
-    __atomic_store_n(&slot->seq, tail + 1, __ATOMIC_RELEASE);
+    slot_store(q, tail, e, tail + 1);
 }
 
 /* Sorted queues: whether e's key is below that of the entry appended last. */
@@ -947,7 +1078,7 @@ reread:
         /* Both locks are held anyway, and taking them settled the queue:
          * insert in place rather than leave the move to a consumer. */
         const mbq_time *key = q->order == BQ_ORDER_DTS ? &e->dts : &e->pts;
-        while (pos != head && key_compare(key, slot_key(q, pos - 1)) < 0)
+        for (mbq_time k; pos != head && (k = slot_key(q, pos - 1), key_compare(key, &k) < 0);)
             pos--;
     }
     if (pos == tail) {
@@ -964,10 +1095,10 @@ reread:
         atomic_store_explicit(&j->progress, tail, memory_order_relaxed);
         atomic_store_explicit(&j->active, BQ_JOURNAL_INSERT, memory_order_release);
         for (uint64_t k = tail; k != pos; k--) {
-            q->entries[k & q->mask] = q->entries[(k - 1) & q->mask];
+            slot_move(q, k, k - 1);
             atomic_store_explicit(&j->progress, k - 1, memory_order_release);
         }
-        q->entries[pos & q->mask] = j->entry;
+        bq_slot_write(q, pos, &j->entry);
     }
     side_pass(&sh->tail, e, tail + 1, true);
     if (pos != tail) {
@@ -1018,7 +1149,7 @@ static inline uint64_t consumer_tail(struct bq *q, uint64_t head)
          * index line, which then stays in the producer's cache. Every 64th
          * empty answer is checked against the index, so a scribbled mark
          * delays an entry, never strands it. */
-        if (__atomic_load_n(&q->entries[head & q->mask].seq, __ATOMIC_ACQUIRE) == head + 1) {
+        if (__atomic_load_n(&q->slots[head & q->mask].seq, __ATOMIC_ACQUIRE) == head + 1) {
             atomic_store_explicit(&q->tail_cache, head + 1, memory_order_relaxed);
             return head + 1;
         }
@@ -1073,7 +1204,7 @@ static int dequeue_common(struct bq *q, struct bq_entry *out, bool if_ready)
         r = -EAGAIN;
     } else {
         bq_settle(q, head, tail);
-        *out = q->entries[head & q->mask];
+        bq_slot_read(q, head, out);
         if (if_ready && q->hooks.is_ready &&
             !q->hooks.is_ready(q->hooks.ctx, out->pool_id, out->handle)) {
             r = -EAGAIN;
@@ -1187,7 +1318,7 @@ int bq_copy_head(struct bq *q, struct bq_entry *out)
         r = -EAGAIN;
     } else {
         bq_settle(q, head, tail);
-        *out = q->entries[head & q->mask];
+        bq_slot_read(q, head, out);
         if (q->hooks.retain)
             r = q->hooks.retain(q->hooks.ctx, out->pool_id, out->handle, true);
     }
@@ -1223,7 +1354,8 @@ int bq_reset(struct bq *q, void (*cb)(const struct bq_entry *e, void *ctx), void
     uint64_t head = atomic_load_explicit(&sh->head.index, memory_order_relaxed);
     uint64_t tail = atomic_load_explicit(&sh->tail.index, memory_order_relaxed);
     for (uint64_t i = head; i != tail; i++) {
-        const struct bq_entry e = q->entries[i & q->mask];
+        struct bq_entry e;
+        bq_slot_read(q, i, &e);
         if (cb)
             cb(&e, ctx);
         if (q->hooks.release)
@@ -1246,11 +1378,15 @@ int bq_for_each(struct bq *q, int (*cb)(struct bq_entry *e, void *ctx), void *ct
     uint64_t head = atomic_load_explicit(&q->sh->head.index, memory_order_relaxed);
     uint64_t tail = atomic_load_explicit(&q->sh->tail.index, memory_order_relaxed);
     for (uint64_t i = head; i != tail && r == 0; i++) {
-        struct bq_entry *e = &q->entries[i & q->mask];
-        struct bq_entry before = *e;
-        r = cb(e, ctx);
-        /* only the attachments may change: restore what must not */
-        memcpy(e, &before, offsetof(struct bq_entry, attachments));
+        struct bq_entry e, before;
+        bq_slot_read(q, i, &e);
+        before = e;
+        r = cb(&e, ctx);
+        /* only the attachments may change: store them, nothing else */
+        if (memcmp(e.attachments, before.attachments, sizeof(e.attachments)) != 0) {
+            memcpy(before.attachments, e.attachments, sizeof(e.attachments));
+            bq_slot_write(q, i, &before);
+        }
     }
     bq_unlock_full(q, held);
     return r;
@@ -1340,8 +1476,7 @@ static mbq_time head_time(struct bq *q, bool dts)
     uint64_t tail = load_index(&q->sh->tail);
     if (head != tail && bq_range_ok(q, head, tail)) {
         bq_settle(q, head, tail);
-        const struct bq_entry *e = &q->entries[head & q->mask];
-        r = dts ? e->dts : e->pts;
+        r = slot_time(q, head, dts ? SLOT_DTS : SLOT_PTS);
     }
     bslock_unlock(&q->sh->head.lock, how);
     return r;
@@ -1369,7 +1504,7 @@ static mbq_time scan_time(struct bq *q, enum scan_what what)
     uint64_t tail = atomic_load_explicit(&q->sh->tail.index, memory_order_relaxed);
     if (what == SCAN_MIN_DTS) {
         for (uint64_t i = head; i != tail; i++) {
-            mbq_time d = q->entries[i & q->mask].dts;
+            mbq_time d = slot_time(q, i, SLOT_DTS);
             if (mbq_time_is_numeric(d) &&
                 (!mbq_time_is_valid(r) || mbq_time_compare(d, r) < 0))
                 r = d;

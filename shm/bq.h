@@ -4,14 +4,16 @@
  * queue state (end-of-data flag, trigger count, statistics), the wait words
  * of blocking dequeuers, a journal for sorted insertion, two "sides" — the
  * producer side (tail) and the consumer side (head), each on its own pair
- * of cache lines — the trigger table, and a power-of-two array of 128-byte
- * entries indexed by monotonic 64-bit head and tail counters.
+ * of cache lines — the trigger table, and a power-of-two array of 64-byte
+ * slots indexed by monotonic 64-bit head and tail counters (with, beside it,
+ * an array of the rare entries' full times: see struct bq_slot).
  *
  * Locking. Each side has its own slock. An enqueue takes only the tail
  * lock and a dequeue only the head lock, so with one producer and one
  * consumer neither lock is ever contended: the producer and the consumer
- * share no lock, only the head/tail counters, and the per-operation cost is
- * an uncontended compare-and-swap on a line the side owns. Several producers
+ * share no lock, only the head/tail counters, and with each side's bias
+ * held (struct bslock) an operation makes no atomic read-modify-write at
+ * all. Several producers
  * (or consumers) serialise on their side's lock. Operations that need the
  * whole queue — dropping the oldest entry when full, reset, call-for-each,
  * the scanning getters, trigger changes, and every mutation while a trigger
@@ -92,6 +94,7 @@ enum bq_trigger_condition {
     BQ_TRIGGER_DURATION_GE_AND_COUNT_GT = 12,
 };
 
+/* An entry as the queue's operations take and give it. */
 struct bq_entry {
     uint64_t handle; /* non-zero */
     uint64_t seq;    /* tail + 1 at enqueue: unique, increasing; in a FIFO queue
@@ -102,9 +105,38 @@ struct bq_entry {
     uint32_t flags;
     uint8_t attachments[24];
 };
-_Static_assert(sizeof(struct bq_entry) == 128, "bq_entry is two cache lines");
-_Static_assert(offsetof(struct bq_entry, dts) == 16, "bq_entry layout");
-_Static_assert(offsetof(struct bq_entry, size) == 88, "bq_entry layout");
+_Static_assert(sizeof(struct bq_entry) == 128, "bq_entry layout");
+
+/* How an entry is stored: one cache line per slot, so that handing an entry
+ * over moves one line between the cores, not two. The three times keep
+ * their values here and share one timescale (each time's flags byte has
+ * BQ_SLOT_TS_ZERO when its timescale is 0, as for an invalid time), which
+ * is what a stream's timestamps do. An entry that does not fit — times of
+ * different timescales or with an epoch, flags beyond CMTime's five, or
+ * non-zero attachments — is stored "wide": the slot says so and the full
+ * times and attachments are in the wide array at the same index. */
+struct bq_slot {
+    uint64_t handle;
+    uint64_t seq; /* as bq_entry.seq: the FIFO publish mark, stored last */
+    int64_t dts, pts, duration; /* values (compact slots) */
+    uint64_t size;
+    uint32_t pool_id;
+    uint32_t flags;
+    int32_t timescale; /* of every time with a timescale (compact slots) */
+    uint8_t dts_flags, pts_flags, duration_flags;
+    uint8_t wide; /* BQ_SLOT_WIDE: times and attachments in bq.wide[i] */
+};
+_Static_assert(sizeof(struct bq_slot) == 64, "bq_slot is one cache line");
+_Static_assert(offsetof(struct bq_slot, seq) == 8, "bq_slot layout");
+
+#define BQ_SLOT_TS_ZERO 0x80u
+#define BQ_SLOT_WIDE 1u
+
+struct bq_wide {
+    mbq_time dts, pts, duration;
+    uint8_t attachments[24];
+};
+_Static_assert(sizeof(struct bq_wide) == 96, "bq_wide layout");
 
 /* One side of the queue. The index — the only field the other side reads
  * on the fast path — sits alone in its own pair of cache lines, written
@@ -217,7 +249,8 @@ struct bq_hooks {
 struct bq {
     struct seg seg;
     struct bq_shared *sh;
-    struct bq_entry *entries;
+    struct bq_slot *slots;  /* [mask + 1] */
+    struct bq_wide *wide;   /* [mask + 1], read only for wide slots */
     uint32_t capacity, mask, order, full_policy; /* copied at attach */
     /* This process's last view of the other side's counter. Both counters
      * only grow, so a stale view is a safe bound: a producer that sees room
@@ -313,6 +346,12 @@ int bq_test_trigger(struct bq *q, uint64_t token);
 /* Records the eventfd this process signals for token (not owned), and
  * signals it at once if the trigger fired while no fd was known here. */
 int bq_set_trigger_fd(struct bq *q, uint64_t token, int efd);
+/* Reads or writes entry i (an absolute index; i & mask is used) in its
+ * stored form: for the queue's own code, and for tests that play a process
+ * dying mid-operation. write stores e->seq last (release). */
+void bq_slot_read(const struct bq *q, uint64_t i, struct bq_entry *out);
+void bq_slot_write(struct bq *q, uint64_t i, const struct bq_entry *e);
+
 /* Whether this process holds the eventfd of every trigger installed now
  * (a process that does not would leave the firings it causes pending). */
 bool bq_trigger_fds_complete(const struct bq *q);

@@ -23,6 +23,22 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+/* Entries as the queue stores them (struct bq_slot), read and written
+ * through the queue's own accessors. */
+static inline void slot_copy(struct bq *q, uint64_t dst, uint64_t src)
+{
+    struct bq_entry t;
+    bq_slot_read(q, src, &t);
+    bq_slot_write(q, dst, &t);
+}
+
+static inline mbq_time slot_pts(const struct bq *q, uint64_t i)
+{
+    struct bq_entry t;
+    bq_slot_read(q, i, &t);
+    return t.pts;
+}
+
 /* ---- reference-counting hooks ------------------------------------------------ */
 
 #define MAX_HANDLE 4096
@@ -356,9 +372,9 @@ static void test_attach_rejects(void)
     sh->full_policy = 2;
     CHECK_EQ(bq_attach(q.seg.fd, &b), -EBADMSG);
     sh->full_policy = BQ_FULL_FAIL;
-    sh->entry_size = 64;
+    sh->entry_size = 128;
     CHECK_EQ(bq_attach(q.seg.fd, &b), -EBADMSG);
-    sh->entry_size = sizeof(struct bq_entry);
+    sh->entry_size = sizeof(struct bq_slot);
     CHECK_EQ(bq_attach(q.seg.fd, &b), 0);
     bq_detach(&b);
     bq_detach(&q);
@@ -2016,8 +2032,8 @@ static void resort_case(uint32_t order)
         CHECK_EQ(enq(&q, (uint64_t)i + 1, key[i]), 0);
     /* a scribble swaps slots 6 (20, handle 2) and 1 (40, handle 5), and
      * moves slot 7 (20, handle 3) in front of slot 5 (10, handle 1) */
-    struct bq_entry *en = q.entries;
-    struct bq_entry tmp = en[6];
+    struct bq_slot *en = q.slots;
+    struct bq_slot tmp = en[6];
     en[6] = en[1];
     en[1] = tmp;
     tmp = en[5];
@@ -2123,7 +2139,7 @@ static bool dead_insertion(struct bq *q, enum journal_phase ph, struct bq_entry 
     uint64_t tail = atomic_load(&sh->tail.index), head = atomic_load(&sh->head.index);
     ne.seq = tail + 1;
     uint64_t pos = tail;
-    while (pos > head && mbq_time_compare(ne.pts, q->entries[(pos - 1) & q->mask].pts) < 0)
+    while (pos > head && mbq_time_compare(ne.pts, slot_pts(q, pos - 1)) < 0)
         pos--;
     struct bq_journal *j = &sh->journal;
     j->entry = ne;
@@ -2134,13 +2150,13 @@ static bool dead_insertion(struct bq *q, enum journal_phase ph, struct bq_entry 
     atomic_store(&j->active, 1);
     uint64_t stop = ph == J_NOTHING_SHIFTED ? tail : ph == J_HALF_SHIFTED ? tail - 2 : pos;
     for (uint64_t k = tail; k > stop; k--) {
-        q->entries[k & q->mask] = q->entries[(k - 1) & q->mask];
+        slot_copy(q, k, k - 1);
         atomic_store(&j->progress, k - 1);
     }
     if (ph == J_COPY_UNNOTED)
-        q->entries[(tail - 2) & q->mask] = q->entries[(tail - 3) & q->mask];
+        slot_copy(q, tail - 2, tail - 3);
     if (ph == J_ENTRY_WRITTEN)
-        q->entries[pos & q->mask] = ne;
+        bq_slot_write(q, pos, &ne);
     atomic_store(lock_word(&sh->tail), pid);
     return true;
 }
@@ -2235,6 +2251,92 @@ static void test_repair_journal_counts_enqueue(void)
     bq_detach(&q);
 }
 
+/* Entries are stored in one 64-byte line when their three times share a
+ * timescale (an invalid time has none) and they carry no attachments, and
+ * "wide" otherwise: either way every field comes back exactly as it went
+ * in, in FIFO and through a sorted queue's moves. */
+static struct bq_entry form_entry(uint64_t h, int kind)
+{
+    struct bq_entry e = {.handle = h, .size = 100 + h, .pool_id = 7, .flags = 3};
+    mbq_time pts = {.value = (int64_t)h * 3000, .timescale = 90000, .flags = MBQ_TIME_FLAG_VALID};
+    e.pts = pts;
+    e.dts = pts;
+    e.duration = (mbq_time){3000, 90000, MBQ_TIME_FLAG_VALID, 0};
+    switch (kind % 8) {
+    case 0: break;                                               /* compact */
+    case 1: e.dts = MBQ_TIME_INVALID; break;                     /* compact: no timescale */
+    case 2: e.duration = MBQ_TIME_POSITIVE_INFINITY; break;      /* compact */
+    case 3: e.duration = (mbq_time){1, 60, MBQ_TIME_FLAG_VALID, 0}; break; /* wide: timescale */
+    case 4: e.dts.epoch = 2; break;                              /* wide: epoch */
+    case 5: e.attachments[23] = 0x5a; e.attachments[0] = (uint8_t)h; break; /* wide */
+    case 6: e.pts.flags |= MBQ_TIME_FLAG_HAS_BEEN_ROUNDED; break; /* compact */
+    default: e.duration = (mbq_time){-5, 0, 0x40, 0}; break;     /* wide: foreign flags */
+    }
+    return e;
+}
+
+static bool entry_same(const struct bq_entry *a, const struct bq_entry *b)
+{
+    return a->handle == b->handle && a->size == b->size && a->pool_id == b->pool_id &&
+           a->flags == b->flags && time_eq(a->dts, b->dts) && time_eq(a->pts, b->pts) &&
+           time_eq(a->duration, b->duration) &&
+           memcmp(a->attachments, b->attachments, sizeof(a->attachments)) == 0;
+}
+
+static void test_slot_forms(void)
+{
+    for (uint32_t order = BQ_ORDER_FIFO; order <= BQ_ORDER_PTS; order++) {
+        struct bq q;
+        REQUIRE(mkq(64, order, BQ_FULL_FAIL, &q) == 0);
+        bq_set_hooks(&q, NULL);
+        /* sorted: every fourth entry out of order, so entries (wide ones
+         * among them) are moved by the consumer's settling */
+        static const int shuffle[4] = {0, 3, 1, 2};
+        for (uint64_t i = 0; i < 40; i++) {
+            uint64_t h = order == BQ_ORDER_FIFO ? i + 1 : (i & ~3ull) + (uint64_t)shuffle[i & 3] + 1;
+            struct bq_entry e = form_entry(h, (int)h);
+            CHECK_EQ(bq_enqueue(&q, &e), 0);
+        }
+        CHECK_EQ(bq_count(&q), 40);
+        for (uint64_t h = 1; h <= 40; h++) {
+            struct bq_entry got, want = form_entry(h, (int)h);
+            REQUIRE(bq_dequeue(&q, &got) == 0);
+            CHECK(entry_same(&got, &want));
+        }
+        CHECK_EQ(bq_count(&q), 0);
+        bq_detach(&q);
+    }
+}
+
+/* for_each may change an entry's attachments (making a compact entry wide);
+ * the change is kept and nothing else moves. */
+static int set_attachment(struct bq_entry *e, void *ctx)
+{
+    (void)ctx;
+    e->attachments[5] = (uint8_t)(0x80 | e->handle);
+    e->handle = 999; /* must not stick */
+    return 0;
+}
+
+static void test_for_each_attachments_kept(void)
+{
+    struct bq q;
+    REQUIRE(mkq(8, BQ_ORDER_FIFO, BQ_FULL_FAIL, &q) == 0);
+    bq_set_hooks(&q, NULL);
+    for (uint64_t h = 1; h <= 3; h++) {
+        struct bq_entry e = form_entry(h, 0);
+        CHECK_EQ(bq_enqueue(&q, &e), 0);
+    }
+    CHECK_EQ(bq_for_each(&q, set_attachment, NULL), 0);
+    for (uint64_t h = 1; h <= 3; h++) {
+        struct bq_entry got, want = form_entry(h, 0);
+        want.attachments[5] = (uint8_t)(0x80 | h);
+        REQUIRE(bq_dequeue(&q, &got) == 0);
+        CHECK(entry_same(&got, &want));
+    }
+    bq_detach(&q);
+}
+
 CHECK_MAIN(CASE(test_create_params), CASE(test_attach_shares_state), CASE(test_attach_rejects),
            CASE(test_fifo_order_and_refs), CASE(test_full_fail), CASE(test_full_drop_oldest),
            CASE(test_validation_hook), CASE(test_sorted_pts_random),
@@ -2253,4 +2355,5 @@ CHECK_MAIN(CASE(test_create_params), CASE(test_attach_shares_state), CASE(test_a
            CASE(test_repair_far_tail_for_each), CASE(test_repair_stuck_side_seq),
            CASE(test_repair_resort_pts), CASE(test_repair_resort_dts),
            CASE(test_repair_trigger_table), CASE(test_repair_journal_dead_inserter),
-           CASE(test_repair_journal_counts_enqueue))
+           CASE(test_repair_journal_counts_enqueue), CASE(test_slot_forms),
+           CASE(test_for_each_attachments_kept))

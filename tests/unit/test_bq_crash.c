@@ -32,6 +32,22 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+/* Entries as the queue stores them (struct bq_slot), read and written
+ * through the queue's own accessors. */
+static inline void slot_copy(struct bq *q, uint64_t dst, uint64_t src)
+{
+    struct bq_entry t;
+    bq_slot_read(q, src, &t);
+    bq_slot_write(q, dst, &t);
+}
+
+static inline mbq_time slot_pts(const struct bq *q, uint64_t i)
+{
+    struct bq_entry t;
+    bq_slot_read(q, i, &t);
+    return t.pts;
+}
+
 #define BOUND_NS 2000000000ull /* a survivor must get through within 2 s */
 #define WATCHDOG_S 50          /* a case that takes longer than this hung */
 
@@ -428,8 +444,10 @@ static void hold_bias(struct bq *q, void *arg)
         _exit(OUT_WRONG); /* no bias given: the case would test nothing */
     if (a->inside && bslock_lock(&q->sh->tail.lock) != BSLOCK_BIASED)
         _exit(OUT_WRONG);
-    if (a->inside) /* half an enqueue: the entry written, tail not moved */
-        q->entries[atomic_load(&q->sh->tail.index) & q->mask] = mk_entry(999, 0, 9, 9);
+    if (a->inside) { /* half an enqueue: the entry written, tail not moved */
+        struct bq_entry half = mk_entry(999, 0, 9, 9);
+        bq_slot_write(q, atomic_load(&q->sh->tail.index), &half);
+    }
 }
 
 static void run_bias_holder_death(int inside, const char *name)
@@ -638,7 +656,7 @@ static void half_insert(struct bq *q, void *arg)
     struct bq_entry ne = a->ne;
     ne.seq = tail + 1;
     uint64_t pos = tail;
-    while (pos > head && mbq_time_compare(ne.pts, q->entries[(pos - 1) & q->mask].pts) < 0)
+    while (pos > head && mbq_time_compare(ne.pts, slot_pts(q, pos - 1)) < 0)
         pos--;
     struct bq_journal *j = &sh->journal;
     j->entry = ne;
@@ -649,18 +667,18 @@ static void half_insert(struct bq *q, void *arg)
     if (a->phase == PH_JOURNAL)
         return;
     if (a->phase == PH_ONE_SHIFTED || a->phase == PH_COPY_UNNOTED) {
-        q->entries[tail & q->mask] = q->entries[(tail - 1) & q->mask];
+        slot_copy(q, tail, tail - 1);
         if (a->phase == PH_ONE_SHIFTED)
             atomic_store(&j->progress, tail - 1);
         return;
     }
     for (uint64_t k = tail; k > pos; k--) {
-        q->entries[k & q->mask] = q->entries[(k - 1) & q->mask];
+        slot_copy(q, k, k - 1);
         atomic_store(&j->progress, k - 1);
     }
     if (a->phase == PH_ALL_SHIFTED)
         return;
-    q->entries[pos & q->mask] = ne;
+    bq_slot_write(q, pos, &ne);
     if (a->phase == PH_ENTRY_WRITTEN)
         return;
     struct bq_side *s = &sh->tail;

@@ -611,7 +611,7 @@ static void bq_scribble(struct bq *q, int cat, uint64_t *s)
         default: { /* entries */
             uint64_t slot = rng_below(s, 2) ? (head + rng_below(s, tail - head + 1)) & q->mask
                                             : rng_below(s, (uint64_t)q->mask + 1);
-            struct bq_entry *e = &q->entries[slot];
+            struct bq_slot *e = &q->slots[slot];
             switch (rng_below(s, 6)) {
             case 0: rng_bytes(s, e, sizeof(*e)); break;
             case 1: e->handle = rng_below(s, 2) ? 0 : rng_next(s); break;
@@ -1449,10 +1449,10 @@ static void test_pin_wrapped_head(void)
     REQUIRE(pin_setup(&q)); /* head 0, tail 3, 3 entries of size 10 */
     struct bq_shared *sh = q.sh;
     /* the same 3 live slots, with head 2^64 - 2 and tail 1 */
-    struct bq_entry e0 = q.entries[0], e1 = q.entries[1], e2 = q.entries[2];
-    q.entries[(UINT64_MAX - 1) & q.mask] = e0;
-    q.entries[UINT64_MAX & q.mask] = e1;
-    q.entries[0] = e2;
+    struct bq_slot e0 = q.slots[0], e1 = q.slots[1], e2 = q.slots[2];
+    q.slots[(UINT64_MAX - 1) & q.mask] = e0;
+    q.slots[UINT64_MAX & q.mask] = e1;
+    q.slots[0] = e2;
     atomic_store(&sh->head.index, UINT64_MAX - 1);
     atomic_store(&sh->tail.index, 1);
     int rc = bq_check(&q);
