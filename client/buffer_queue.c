@@ -469,16 +469,19 @@ static int queue_enqueue(mbq_buffer_queue *queue, mbq_buffer buffer, bool take)
     if (!b)
         return -ESTALE;
     uint64_t size = b->data_size;
-    struct bq_entry e = {
-        .handle = buffer.handle_,
-        .dts = b->dts,
-        .pts = b->pts,
-        .duration = b->duration,
-        .size = size > p->pool.block_size ? p->pool.block_size : size,
-        .pool_id = (uint32_t)p->object_id,
-    };
-    /* The entry's attachments stay zero: no call reads them from a queue,
-     * and without them the queue stores the entry in one line (bq_slot). */
+    /* Field by field: an initialiser zeroes the 128 bytes first (rep stos).
+     * The attachments stay zero: no call reads them from a queue, and
+     * without them the queue stores the entry in one line (bq_slot). */
+    struct bq_entry e;
+    e.handle = buffer.handle_;
+    e.seq = 0;
+    e.dts = b->dts;
+    e.pts = b->pts;
+    e.duration = b->duration;
+    e.size = size > p->pool.block_size ? p->pool.block_size : size;
+    e.pool_id = (uint32_t)p->object_id;
+    e.flags = 0;
+    memset(e.attachments, 0, sizeof(e.attachments));
     /* A hand-over moves the caller's holding to the queue first: a death
      * before the entry is published then leaks the reference, never frees
      * a buffer a queue names (pool.h). */

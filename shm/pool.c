@@ -668,17 +668,22 @@ static inline struct pool_client *pool_self(const struct pool *p)
     return &p->clients[p->slot];
 }
 
-/* Makes this process's cache the calling thread's, or returns false (no
- * cache, or another thread is in it: the caller uses the lists). */
+/* Whether the calling thread may use this process's cache: it is the
+ * cache's owner, or becomes it (the first thread to ask). False also when
+ * the pool has no caches. */
 static inline bool pool_cache_enter(struct pool *p)
 {
-    return p->cache.max &&
-           !atomic_exchange_explicit(&p->cache.busy, 1, memory_order_acquire);
+    if (!p->cache.max)
+        return false;
+    uint32_t self = slock_self(), o = atomic_load_explicit(&p->cache.owner, memory_order_relaxed);
+    return o == self || (o == 0 && atomic_compare_exchange_strong_explicit(
+                                       &p->cache.owner, &o, self, memory_order_relaxed,
+                                       memory_order_relaxed));
 }
 
 static inline void pool_cache_exit(struct pool *p)
 {
-    atomic_store_explicit(&p->cache.busy, 0, memory_order_release);
+    (void)p; /* the owner keeps it */
 }
 
 /* Publishes entry i of the cache (and the count) in our client slot, where

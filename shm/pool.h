@@ -35,7 +35,8 @@
  * Client caches. The pool lock is shared by every process, so taking it per
  * allocate and per free makes a producer and a consumer pull its cache line
  * back and forth, and contend, on every buffer. Instead each process keeps up
- * to POOL_CACHE_MAX free blocks of its own (a pool of fewer than 16 blocks
+ * to POOL_CACHE_MAX free blocks of its own, used by one of its threads (a
+ * pool of fewer than 16 blocks
  * has no caches; the limit is block_count / 8): a free drops the block into
  * the releasing process's cache, an allocation takes the most recently cached
  * block, and the lock is taken once per batch — to refill an empty cache from
@@ -143,10 +144,12 @@ struct pool {
     uint32_t block_count;
     uint32_t slot;       /* this process's client slot */
     /* This process's cache (see "Client caches"): blocks idx[0..n) with the
-     * generation each had when it was cached, newest last. busy makes it one
-     * thread's at a time; a thread that finds it busy uses the lists. */
+     * generation each had when it was cached, newest last. It belongs to
+     * one thread, the first to allocate or free through it (owner, a tid):
+     * other threads use the lists, so the cache needs no atomic operation
+     * of its own. */
     struct {
-        _Atomic uint32_t busy;
+        _Atomic uint32_t owner;
         uint32_t n, max;
         uint32_t idx[POOL_CACHE_MAX], gen[POOL_CACHE_MAX];
     } cache;

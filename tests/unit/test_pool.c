@@ -13,6 +13,7 @@
 #include <mbq/status.h>
 
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <sys/mman.h>
@@ -1000,6 +1001,59 @@ static void test_disown(void)
     pool_detach(&a);
 }
 
+/* Two threads of one process on one struct pool: the first to use the
+ * cache owns it, the other goes through the lists; no block is ever handed
+ * to both, and the counts are exact afterwards. */
+struct thread_churn {
+    struct pool *p;
+    uint64_t tag;
+    int err;
+};
+
+static void *thread_churn(void *arg)
+{
+    struct thread_churn *t = arg;
+    uint64_t h[6];
+    for (uint32_t i = 0; i < 20000 && !t->err; i++) {
+        for (int k = 0; k < 6; k++) {
+            if (pool_alloc(t->p, 1, &h[k]) != 0) {
+                t->err = 1;
+                return NULL;
+            }
+            *(uint64_t *)pool_data(t->p, h[k]) = t->tag | (uint64_t)i << 8 | (uint64_t)k;
+        }
+        for (int k = 0; k < 6; k++)
+            if (*(uint64_t *)pool_data(t->p, h[k]) != (t->tag | (uint64_t)i << 8 | (uint64_t)k))
+                t->err = 2;
+        for (int k = 0; k < 6; k++)
+            if (pool_release(t->p, h[k], true) != 0)
+                t->err = 3;
+    }
+    return NULL;
+}
+
+static void test_cache_two_threads(void)
+{
+    struct pool p;
+    REQUIRE(make_pool(&p, 4096, 32, 0, true) == 0);
+    struct thread_churn a = {&p, 1ull << 62, 0}, b = {&p, 2ull << 62, 0};
+    pthread_t ta, tb;
+    REQUIRE(pthread_create(&ta, NULL, thread_churn, &a) == 0);
+    REQUIRE(pthread_create(&tb, NULL, thread_churn, &b) == 0);
+    pthread_join(ta, NULL);
+    pthread_join(tb, NULL);
+    CHECK_EQ(a.err, 0);
+    CHECK_EQ(b.err, 0);
+    CHECK(atomic_load(&p.cache.owner) != 0);
+    struct pool_stats s = stats_of(&p);
+    CHECK_EQ(s.allocs, 2 * 6 * 20000);
+    CHECK_EQ(s.frees, s.allocs);
+    CHECK_EQ(s.used, 0);
+    CHECK_EQ(s.warm, 32);
+    check_consistent(&p);
+    pool_detach(&p);
+}
+
 static void test_corruption_fuzz(void)
 {
     const uint32_t n = 16;
@@ -1128,4 +1182,5 @@ CHECK_MAIN(CASE(test_params_errors), CASE(test_alloc_exhaustion), CASE(test_allo
            CASE(test_attach_rejects_corrupt), CASE(test_client_slots), CASE(test_reclaim),
            CASE(test_lock_recovery_repair), CASE(test_alloc_repairs_corrupt_list), CASE(test_orphans),
            CASE(test_corruption_fuzz), CASE(test_cache_reuse_and_counts), CASE(test_cache_steal),
-           CASE(test_cache_reclaim), CASE(test_cache_flush_age_invalidate), CASE(test_disown))
+           CASE(test_cache_reclaim), CASE(test_cache_flush_age_invalidate), CASE(test_disown),
+           CASE(test_cache_two_threads))
