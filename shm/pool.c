@@ -9,7 +9,9 @@
  * Invariants, for a consistent pool, under the pool lock:
  *  - every block is in exactly one place: the warm list (state WARM,
  *    refcount 0, pages resident), the cold list (COLD, refcount 0, pages
- *    returned or never touched), in use (USED, refcount > 0, on no list), or
+ *    returned or never touched), in use (USED, refcount > 0, on no list), in
+ *    a client's cache (USED, on no list, refcount field POOL_RC_CACHED |
+ *    slot: see "Client caches" in pool.h), or
  *    being aged (AGING, refcount 0, on no list, reserved0 = the id of the
  *    thread punching its pages outside the lock, which puts it back on the
  *    cold list afterwards);
@@ -136,6 +138,21 @@ static inline uint32_t ref_count(uint64_t r)
 {
     return (uint32_t)(r & POOL_RC_MASK);
 }
+/* A refcount field of POOL_RC_CACHED | slot: free, in that client's cache
+ * (see "Client caches" in pool.h). Never a count of references: retain
+ * stops below it. */
+static inline bool rc_cached(uint32_t rc)
+{
+    return rc >= POOL_RC_CACHED;
+}
+static inline bool rc_live(uint32_t rc)
+{
+    return rc != 0 && rc < POOL_RC_CACHED;
+}
+static inline uint32_t rc_owner(uint32_t rc)
+{
+    return rc & ~POOL_RC_CACHED;
+}
 /* Generation 0 never appears in a handle, so that 0 is never a valid one. */
 static inline uint32_t gen_next(uint32_t g)
 {
@@ -197,13 +214,12 @@ static int pool_punch(struct pool *p, uint32_t first, uint32_t count)
 
 /* ---- repair ---- */
 
-/* Whether CACHED block idx is really in the cache of the client it names:
- * that client is alive (it may take the block at any moment) and lists the
- * block among its published entries. A block that fails this is taken back
- * (pool_uncache_one), not left where no one would ever allocate it. */
-static bool pool_cache_holds(const struct pool *p, uint32_t idx)
+/* Whether cached block idx (ref word r) is in the cache of the client its
+ * refcount field names: that client is alive (it may take the block at any
+ * moment) and lists the block among its published entries. */
+static bool pool_cache_holds(const struct pool *p, uint32_t idx, uint64_t r)
 {
-    uint32_t slot = RD(p->blocks[idx].reserved0);
+    uint32_t slot = rc_owner(ref_count(r));
     if (slot >= POOL_MAX_CLIENTS)
         return false;
     const struct pool_client *c = &p->clients[slot];
@@ -215,15 +231,14 @@ static bool pool_cache_holds(const struct pool *p, uint32_t idx)
     return listed && pool_task_alive(atomic_load_explicit(&c->pid, memory_order_acquire));
 }
 
-/* Takes a free CACHED block back from whichever cache has it by bumping its
- * generation, so that its owner's claim fails. False if it was claimed
- * first (it is in use then). */
-static bool pool_uncache_one(struct pool *p, uint32_t idx)
+/* Takes cached block idx back from whichever cache has it, if its ref word
+ * is still r: refcount 0 and the next generation in one CAS, so that its
+ * owner's claim fails. The caller files it (pool lock held). */
+static bool pool_uncache_one(struct pool *p, uint32_t idx, uint64_t r)
 {
-    struct pool_block *b = &p->blocks[idx];
-    uint64_t r = atomic_load_explicit(&b->ref, memory_order_acquire);
-    return ref_count(r) == 0 &&
-           atomic_compare_exchange_strong_explicit(&b->ref, &r, ref_make(gen_next(ref_gen(r)), 0),
+    return rc_cached(ref_count(r)) &&
+           atomic_compare_exchange_strong_explicit(&p->blocks[idx].ref, &r,
+                                                   ref_make(gen_next(ref_gen(r)), 0),
                                                    memory_order_acq_rel, memory_order_relaxed);
 }
 
@@ -248,7 +263,7 @@ static int pool_warm_cmp(const void *a, const void *b)
  * invalidated: then its pages are returned and it goes cold), on the cold
  * list otherwise. An AGING block whose ager is alive stays off the lists (the
  * ager puts it back); one whose ager is gone goes cold: its punch may not
- * have happened, which costs memory, not correctness. A CACHED block stays
+ * have happened, which costs memory, not correctness. A cached block stays
  * in its owner's cache while the owner lives and lists it (it counts as
  * used: off the lists), else is taken back and goes warm. The warm list is rebuilt in freed_at order so that
  * age-out keeps working from the tail. */
@@ -267,13 +282,14 @@ static void pool_repair_locked(struct pool *p)
         uint32_t st = RD(b->state);
         b->prev = POOL_NONE;
         b->next = POOL_NONE;
-        if (st == POOL_BLOCK_CACHED && ref_count(r) == 0) {
-            if (pool_cache_holds(p, k)) {
+        if (rc_cached(ref_count(r))) {
+            if (pool_cache_holds(p, k, r)) {
+                b->state = POOL_BLOCK_USED; /* off the lists */
                 nused++;
                 continue;
             }
-            if (pool_uncache_one(p, k))
-                st = POOL_BLOCK_WARM; /* no live cache has it: free it */
+            if (pool_uncache_one(p, k, r))
+                st = POOL_BLOCK_WARM; /* no live cache lists it: free it */
             r = atomic_load_explicit(&b->ref, memory_order_acquire);
         }
         if (ref_count(r) > 0) {
@@ -339,8 +355,8 @@ static void pool_repair_locked(struct pool *p)
 }
 
 /* Whether the lists and counters describe the descriptors exactly, with no
- * orphaned AGING or CACHED block (its ager gone, or no live cache has it). O(block_count).
- * used_count counts USED and CACHED blocks: everything off the lists. A USED block with
+ * orphaned AGING block (its ager gone). O(block_count). used_count counts
+ * the USED blocks, cached ones included: everything off the lists. A USED block with
  * refcount 0 passes: it is a release between its CAS and the lock, which is
  * normal under load and must not cost a rebuild; if its releaser died in
  * that instant, the block leaks, as pool.h allows for such a death. */
@@ -354,19 +370,15 @@ static bool pool_lists_ok_locked(struct pool *p)
         struct pool_block *b = &p->blocks[k];
         uint32_t rc = ref_count(atomic_load_explicit(&b->ref, memory_order_acquire));
         uint32_t st = RD(b->state);
-        /* A CACHED block with a reference is being taken from a cache,
-         * between the CAS and the state's change. */
-        if (rc > 0 && st != POOL_BLOCK_USED && st != POOL_BLOCK_CACHED)
+        /* In use or cached: off the lists. (A cached block its owner does
+         * not list yet is normal, between its release and its publication:
+         * no reason to rebuild.) */
+        if (rc > 0 && st != POOL_BLOCK_USED)
             return false;
         switch (st) {
         case POOL_BLOCK_WARM: nwarm++; break;
         case POOL_BLOCK_COLD: ncold++; break;
         case POOL_BLOCK_USED: nused++; break;
-        case POOL_BLOCK_CACHED:
-            if (rc == 0 && !pool_cache_holds(p, k))
-                return false;
-            nused++;
-            break;
         case POOL_BLOCK_AGING:
             if (!pool_task_alive(RD(b->reserved0)))
                 return false;
@@ -593,9 +605,12 @@ static int pool_take_locked(struct pool *p, uint32_t *idx_out, uint32_t *gen_out
     if (ref_count(r) != 0)
         return -EUCLEAN;
     uint32_t gen = ref_gen(r) ? ref_gen(r) : 1;
-    /* A plain store, not a CAS: nothing else writes the ref word of a free
-     * block (retain and reclaim leave a zero refcount alone). */
-    atomic_store_explicit(&b->ref, ref_make(gen, 1), memory_order_release);
+    /* Nothing else writes the ref word of a listed block (retain, reclaim
+     * and the caches leave a zero refcount alone), but a CAS costs nothing
+     * here and keeps that a check rather than an assumption. */
+    if (!atomic_compare_exchange_strong_explicit(&b->ref, &r, ref_make(gen, 1),
+                                                 memory_order_acq_rel, memory_order_relaxed))
+        return -EUCLEAN;
     b->state = POOL_BLOCK_USED;
     p->sh->used_count = RD(p->sh->used_count) + 1;
     *idx_out = idx;
@@ -650,8 +665,8 @@ static uint32_t pool_drop_refs(struct pool *p, uint32_t idx, uint32_t k)
     uint32_t take;
     do {
         uint32_t rc = ref_count(r);
-        if (rc == 0)
-            return 0;
+        if (!rc_live(rc))
+            return 0; /* free, or cached: no references to drop */
         take = rc < k ? rc : k;
         nr = take == rc ? ref_make(gen_next(ref_gen(r)), 0) : r - take;
     } while (!atomic_compare_exchange_weak_explicit(&b->ref, &r, nr, memory_order_acq_rel,
@@ -669,29 +684,28 @@ static inline struct pool_client *pool_self(const struct pool *p)
 }
 
 /* Whether the calling thread may use this process's cache: it is the
- * cache's owner, or becomes it (the first thread to ask). False also when
- * the pool has no caches. */
+ * cache's owner, or becomes it (the first thread of the process that
+ * attached to ask: a fork child's copy of the struct is not its own). False
+ * also when the pool has no caches or is invalidated. */
 static inline bool pool_cache_enter(struct pool *p)
 {
-    if (!p->cache.max)
+    if (!p->cache.max || (RD(p->sh->flags) & POOL_F_INVALIDATED))
         return false;
     uint32_t self = slock_self(), o = atomic_load_explicit(&p->cache.owner, memory_order_relaxed);
-    return o == self || (o == 0 && atomic_compare_exchange_strong_explicit(
-                                       &p->cache.owner, &o, self, memory_order_relaxed,
-                                       memory_order_relaxed));
+    if (__builtin_expect(o == self, 1))
+        return true;
+    return o == 0 && (uint32_t)getpid() == p->pid &&
+           atomic_compare_exchange_strong_explicit(&p->cache.owner, &o, self,
+                                                   memory_order_relaxed, memory_order_relaxed);
 }
 
-static inline void pool_cache_exit(struct pool *p)
-{
-    (void)p; /* the owner keeps it */
-}
-
-/* Publishes entry i of the cache (and the count) in our client slot, where
- * allocators that find the lists empty, and age-out, look for blocks. */
-static inline void pool_cache_publish(struct pool *p, uint32_t i)
+/* Publishes the cache (count and entries) in our client slot, where
+ * allocators that find the lists empty, age-out and repair look for it:
+ * the entries from first on, then the count. */
+static inline void pool_cache_publish(struct pool *p, uint32_t first)
 {
     struct pool_client *c = pool_self(p);
-    if (i < p->cache.n)
+    for (uint32_t i = first; i < p->cache.n; i++)
         atomic_store_explicit(&c->cache[i], p->cache.idx[i], memory_order_relaxed);
     atomic_store_explicit(&c->cached, p->cache.n, memory_order_release);
 }
@@ -702,28 +716,25 @@ static inline void pool_counter_add(_Atomic uint64_t *ctr, uint64_t k)
                           memory_order_relaxed);
 }
 
-/* Gives the block its first reference if it is still the free, cached
- * block of generation gen: the one CAS that decides between the owner and
- * any other claimant. */
-static bool pool_claim_cached(struct pool *p, uint32_t idx, uint32_t gen)
+/* Gives cached block idx its first reference if its ref word is still r
+ * (cached, by anyone): the one CAS that decides between the owner and any
+ * other claimant. */
+static inline bool pool_claim_cached(struct pool *p, uint32_t idx, uint64_t r)
 {
-    struct pool_block *b = &p->blocks[idx];
-    uint64_t expect = ref_make(gen, 0);
-    if (__atomic_load_n(&b->state, __ATOMIC_ACQUIRE) != POOL_BLOCK_CACHED ||
-        !atomic_compare_exchange_strong_explicit(&b->ref, &expect, ref_make(gen, 1),
-                                                 memory_order_acquire, memory_order_relaxed))
-        return false;
-    __atomic_store_n(&b->state, POOL_BLOCK_USED, __ATOMIC_RELAXED);
-    return true;
+    return rc_cached(ref_count(r)) &&
+           atomic_compare_exchange_strong_explicit(&p->blocks[idx].ref, &r,
+                                                   ref_make(ref_gen(r), 1),
+                                                   memory_order_acquire, memory_order_relaxed);
 }
 
 /* Takes the newest block of our cache that nobody took meanwhile. */
 static bool pool_cache_pop(struct pool *p, uint32_t *idx_out, uint32_t *gen_out)
 {
+    const uint32_t mine = POOL_RC_CACHED | p->slot;
     while (p->cache.n) {
         uint32_t k = --p->cache.n;
         uint32_t idx = p->cache.idx[k], gen = p->cache.gen[k];
-        if (RD(p->blocks[idx].reserved0) == p->slot && pool_claim_cached(p, idx, gen)) {
+        if (pool_claim_cached(p, idx, ref_make(gen, mine))) {
             pool_cache_publish(p, k);
             if (k) {
                 /* The next allocation's block was most likely freed by
@@ -744,95 +755,91 @@ static bool pool_cache_pop(struct pool *p, uint32_t *idx_out, uint32_t *gen_out)
 }
 
 /* Moves up to half a cache of free blocks from the lists into our cache
- * (pool lock held). Returns how many. */
+ * (pool lock held). Warm blocks only: a cold one's pages are gone, and it
+ * is handed out only when nothing else is left. Returns how many. */
 static uint32_t pool_cache_fill_locked(struct pool *p)
 {
     struct pool_shared *sh = p->sh;
-    uint32_t want = p->cache.max / 2, got = 0;
+    const uint32_t first = p->cache.n, want = p->cache.max / 2;
+    uint32_t got = 0;
     while (got < want) {
         uint32_t idx;
-        if (pool_pop_warm_locked(p, &idx) < 0 || (idx == POOL_NONE &&
-                                                  (pool_pop_cold_locked(p, &idx) < 0 ||
-                                                   idx == POOL_NONE)))
+        if (pool_pop_warm_locked(p, &idx) < 0 || idx == POOL_NONE)
             break; /* empty (or corrupt: the caller's slow path repairs) */
         struct pool_block *b = &p->blocks[idx];
-        uint64_t r = atomic_load_explicit(&b->ref, memory_order_acquire);
-        if (ref_count(r) != 0) { /* a listed block in use: let a repair file it */
-            b->state = POOL_BLOCK_USED;
-            sh->used_count = RD(sh->used_count) + 1;
-            break;
-        }
-        uint32_t gen = ref_gen(r) ? ref_gen(r) : 1;
-        atomic_store_explicit(&b->ref, ref_make(gen, 0), memory_order_relaxed);
-        b->reserved0 = p->slot;
-        b->freed_at_ns = 0;
-        __atomic_store_n(&b->state, POOL_BLOCK_CACHED, __ATOMIC_RELEASE);
+        b->state = POOL_BLOCK_USED; /* off the lists, whatever follows */
+        b->freed_at_ns = 0;         /* age-out stamps it when it first sees it cached */
         sh->used_count = RD(sh->used_count) + 1;
+        uint64_t r = atomic_load_explicit(&b->ref, memory_order_acquire);
+        uint32_t gen = ref_gen(r) ? ref_gen(r) : 1;
+        if (ref_count(r) != 0 ||
+            !atomic_compare_exchange_strong_explicit(&b->ref, &r,
+                                                     ref_make(gen, POOL_RC_CACHED | p->slot),
+                                                     memory_order_acq_rel, memory_order_relaxed))
+            break; /* a listed block with a refcount: a repair files it */
         p->cache.idx[p->cache.n] = idx;
         p->cache.gen[p->cache.n] = gen;
         p->cache.n++;
-        pool_cache_publish(p, p->cache.n - 1);
         got++;
     }
+    pool_cache_publish(p, first);
     return got;
 }
 
 /* Gives the older half of a full cache back to the warm list. */
 static void pool_cache_spill(struct pool *p)
 {
-    uint32_t k = p->cache.n / 2;
+    const uint32_t k = p->cache.n / 2, mine = POOL_RC_CACHED | p->slot;
     const uint64_t now = pool_clock_ns();
     pool_lock(p);
     for (uint32_t i = 0; i < k; i++) {
-        struct pool_block *b = &p->blocks[p->cache.idx[i]];
+        uint32_t idx = p->cache.idx[i];
+        uint64_t r = ref_make(p->cache.gen[i], mine);
         /* Ours unless someone took it (or a flush took it back). */
-        if (__atomic_load_n(&b->state, __ATOMIC_ACQUIRE) == POOL_BLOCK_CACHED &&
-            RD(b->reserved0) == p->slot &&
-            atomic_load_explicit(&b->ref, memory_order_acquire) == ref_make(p->cache.gen[i], 0)) {
+        if (atomic_compare_exchange_strong_explicit(&p->blocks[idx].ref, &r,
+                                                    ref_make(p->cache.gen[i], 0),
+                                                    memory_order_acq_rel, memory_order_relaxed)) {
             uint32_t used = RD(p->sh->used_count);
             p->sh->used_count = used ? used - 1 : 0;
-            pool_push_warm_locked(p, p->cache.idx[i], now);
+            pool_push_warm_locked(p, idx, now);
         }
     }
-    pool_unlock(p);
     memmove(p->cache.idx, p->cache.idx + k, (p->cache.n - k) * sizeof(p->cache.idx[0]));
     memmove(p->cache.gen, p->cache.gen + k, (p->cache.n - k) * sizeof(p->cache.gen[0]));
     p->cache.n -= k;
-    for (uint32_t i = 0; i < p->cache.n; i++)
-        pool_cache_publish(p, i);
+    pool_cache_publish(p, 0);
+    pool_unlock(p);
 }
 
-/* After the CAS that dropped idx's last reference (ref word now expect):
- * keeps the block in our cache. False when it must go to the lists instead
- * (no cache here, another thread in it, or the pool is invalidated). */
-static bool pool_cache_free(struct pool *p, uint32_t idx, uint64_t expect)
+/* After the CAS that made idx a block of our cache (ref word now r): lists
+ * it, and gives it back to the lists if the pool was invalidated
+ * meanwhile (an invalidated pool recycles nothing). */
+static void pool_cache_keep(struct pool *p, uint32_t idx, uint64_t r)
 {
-    if (RD(p->sh->flags) & POOL_F_INVALIDATED)
-        return false;
-    if (!pool_cache_enter(p))
-        return false;
-    struct pool_block *b = &p->blocks[idx];
-    b->reserved0 = p->slot;
-    b->freed_at_ns = 0;
-    /* USED -> CACHED, unless a repair filed the block since our CAS. */
-    uint32_t st = POOL_BLOCK_USED;
-    if (__atomic_compare_exchange_n(&b->state, &st, POOL_BLOCK_CACHED, false, __ATOMIC_RELEASE,
-                                    __ATOMIC_RELAXED)) {
-        if (p->cache.n == p->cache.max)
-            pool_cache_spill(p);
-        p->cache.idx[p->cache.n] = idx;
-        p->cache.gen[p->cache.n] = ref_gen(expect);
-        p->cache.n++;
-        pool_cache_publish(p, p->cache.n - 1);
-    }
+    p->blocks[idx].freed_at_ns = 0; /* age-out stamps it when it first sees it */
+    if (p->cache.n == p->cache.max)
+        pool_cache_spill(p);
+    p->cache.idx[p->cache.n] = idx;
+    p->cache.gen[p->cache.n] = ref_gen(r);
+    p->cache.n++;
+    pool_cache_publish(p, p->cache.n - 1);
     pool_counter_add(&pool_self(p)->frees, 1);
-    pool_cache_exit(p);
-    return true;
+    if (__builtin_expect(RD(p->sh->flags) & POOL_F_INVALIDATED, 0)) {
+        uint64_t freed = ref_make(ref_gen(r), 0);
+        if (atomic_compare_exchange_strong_explicit(&p->blocks[idx].ref, &r, freed,
+                                                    memory_order_acq_rel, memory_order_relaxed)) {
+            pool_counter_add(&pool_self(p)->frees, (uint64_t)-1); /* pool_free_block counts it */
+            pool_free_block(p, idx, freed);
+        }
+    }
 }
 
 /* Takes a block from some client's cache (pool lock held): the last resort
- * of an allocation that found the lists empty. 0 with its index and
- * generation (and the first reference), 1 when no client caches one. */
+ * of an allocation that found the lists empty. The clients' published
+ * entries first; then, at most once a millisecond per process, every
+ * descriptor, so that a cached block nobody lists (a release between its
+ * CAS and its publication, or a cache whose owner lost track) is found too.
+ * 0 with its index and generation (and the first reference), 1 when none. */
 static int pool_steal_locked(struct pool *p, uint32_t *idx_out, uint32_t *gen_out)
 {
     for (uint32_t s = 0; s < POOL_MAX_CLIENTS; s++) {
@@ -842,31 +849,44 @@ static int pool_steal_locked(struct pool *p, uint32_t *idx_out, uint32_t *gen_ou
             n = POOL_CACHE_MAX;
         for (uint32_t i = 0; i < n; i++) {
             uint32_t idx = atomic_load_explicit(&c->cache[i], memory_order_relaxed);
-            if (idx >= p->block_count || RD(p->blocks[idx].reserved0) != s)
+            if (idx >= p->block_count)
                 continue;
-            uint32_t gen = ref_gen(atomic_load_explicit(&p->blocks[idx].ref, memory_order_acquire));
-            if (pool_claim_cached(p, idx, gen)) {
+            uint64_t r = atomic_load_explicit(&p->blocks[idx].ref, memory_order_acquire);
+            if (pool_claim_cached(p, idx, r)) {
                 *idx_out = idx;
-                *gen_out = gen;
+                *gen_out = ref_gen(r);
                 return 0;
             }
         }
     }
+    uint64_t now = pool_clock_ns();
+    if (p->last_scan_ns && now - p->last_scan_ns < 1000000u)
+        return 1;
+    for (uint32_t idx = 0; idx < p->block_count; idx++) {
+        uint64_t r = atomic_load_explicit(&p->blocks[idx].ref, memory_order_acquire);
+        if (pool_claim_cached(p, idx, r)) {
+            p->last_scan_ns = 0;
+            *idx_out = idx;
+            *gen_out = ref_gen(r);
+            return 0;
+        }
+    }
+    p->last_scan_ns = now;
     return 1;
 }
 
-/* Takes back the cached blocks of client slot (POOL_NONE: of every client)
- * into the warm list, bumping their generation so that their owner's CAS
- * fails (pool lock held). Only a block already stamped at or before
- * stamped_before is taken when that is not 0 (age-out: a block not yet
- * stamped is stamped now). Scans the descriptors when slot is a dead
- * client's (its published hint may be stale), else the hints. */
-static uint32_t pool_uncache_locked(struct pool *p, uint32_t slot, bool scan,
-                                    uint64_t now, uint64_t stamped_before)
+/* Takes cached blocks back into the warm list (pool lock held): those of
+ * client slot, or of every client (POOL_NONE). scan: look at every
+ * descriptor (a dead client's entries may be stale; flush must miss
+ * nothing), else at the clients' published entries. stamped_before (age-out;
+ * 0: take all): a block is stamped the first time it is seen and taken one
+ * period later. Returns how many. */
+static uint32_t pool_uncache_locked(struct pool *p, uint32_t slot, bool scan, uint64_t now,
+                                    uint64_t stamped_before)
 {
     uint32_t taken = 0;
-    for (uint32_t s = 0; s < POOL_MAX_CLIENTS; s++) {
-        if (slot != POOL_NONE && s != slot)
+    for (uint32_t s = 0; s < (scan ? 1u : POOL_MAX_CLIENTS); s++) {
+        if (!scan && slot != POOL_NONE && s != slot)
             continue;
         const struct pool_client *c = &p->clients[s];
         uint32_t n = scan ? p->block_count : atomic_load_explicit(&c->cached, memory_order_acquire);
@@ -877,11 +897,9 @@ static uint32_t pool_uncache_locked(struct pool *p, uint32_t slot, bool scan,
             if (idx >= p->block_count)
                 continue;
             struct pool_block *b = &p->blocks[idx];
-            if (__atomic_load_n(&b->state, __ATOMIC_ACQUIRE) != POOL_BLOCK_CACHED ||
-                RD(b->reserved0) != s)
-                continue;
             uint64_t r = atomic_load_explicit(&b->ref, memory_order_acquire);
-            if (ref_count(r) != 0)
+            uint32_t rc = ref_count(r);
+            if (!rc_cached(rc) || (slot != POOL_NONE && rc_owner(rc) != slot))
                 continue;
             if (stamped_before) {
                 uint64_t f = RD(b->freed_at_ns);
@@ -892,10 +910,7 @@ static uint32_t pool_uncache_locked(struct pool *p, uint32_t slot, bool scan,
                 if (f > stamped_before)
                     continue;
             }
-            if (!atomic_compare_exchange_strong_explicit(&b->ref, &r,
-                                                         ref_make(gen_next(ref_gen(r)), 0),
-                                                         memory_order_acq_rel,
-                                                         memory_order_relaxed))
+            if (!pool_uncache_one(p, idx, r))
                 continue;
             uint32_t used = RD(p->sh->used_count);
             p->sh->used_count = used ? used - 1 : 0;
@@ -959,6 +974,7 @@ static int pool_claim_slot(struct pool *p)
         uint32_t v = 0;
         if (atomic_compare_exchange_strong(&p->clients[s].pid, &v, self)) {
             p->slot = s;
+            p->pid = self;
             return 0;
         }
     }
@@ -970,6 +986,7 @@ static int pool_claim_slot(struct pool *p)
         pool_finish_slot(p, s, pool_reclaim_holdings(p, s));
         atomic_store(&p->clients[s].pid, self);
         p->slot = s;
+        p->pid = self;
         return 0;
     }
     return -EUSERS;
@@ -1156,7 +1173,6 @@ int pool_alloc(struct pool *p, uint64_t size, uint64_t *handle_out)
         }
         if (cached)
             pool_counter_add(&pool_self(p)->allocs, 1);
-        pool_cache_exit(p);
     }
     if (!cached) {
         pool_lock(p);
@@ -1205,10 +1221,10 @@ int pool_retain(struct pool *p, uint64_t handle, bool by_client)
     struct pool_block *b = &p->blocks[idx];
     uint64_t r = atomic_load_explicit(&b->ref, memory_order_relaxed);
     do {
-        if (ref_gen(r) != gen || ref_count(r) == 0)
+        if (ref_gen(r) != gen || !rc_live(ref_count(r)))
             return -ESTALE;
-        if (ref_count(r) == UINT32_MAX)
-            return -EINVAL;
+        if (ref_count(r) == POOL_RC_CACHED - 1)
+            return -EINVAL; /* as many references as a refcount can count */
     } while (!atomic_compare_exchange_weak_explicit(&b->ref, &r, r + 1, memory_order_acquire,
                                                     memory_order_relaxed));
     /* Refcount first, holding second: a death in between leaks, never frees. */
@@ -1224,7 +1240,7 @@ int pool_release(struct pool *p, uint64_t handle, bool by_client)
         return -EINVAL;
     struct pool_block *b = &p->blocks[idx];
     uint64_t r = atomic_load_explicit(&b->ref, memory_order_acquire);
-    if (ref_gen(r) != gen || ref_count(r) == 0)
+    if (ref_gen(r) != gen || !rc_live(ref_count(r)))
         return -ESTALE;
     /* Holding first, refcount second (the mirror of acquire). A process
      * cannot release a reference it does not hold. */
@@ -1237,20 +1253,25 @@ int pool_release(struct pool *p, uint64_t handle, bool by_client)
         } while (!atomic_compare_exchange_weak_explicit(hold, &h, h - 1, memory_order_relaxed,
                                                         memory_order_relaxed));
     }
+    /* The last release bumps the generation in the same CAS, so every
+     * outstanding handle is stale from this instant; with a cache it also
+     * makes the block ours, cached (see pool.h). */
+    const bool cache = pool_cache_enter(p);
+    const uint32_t free_rc = cache ? POOL_RC_CACHED | p->slot : 0;
     uint64_t nr;
     do {
-        if (ref_gen(r) != gen || ref_count(r) == 0) {
+        if (ref_gen(r) != gen || !rc_live(ref_count(r))) {
             if (hold)
                 atomic_fetch_add_explicit(hold, 1, memory_order_relaxed);
             return -ESTALE;
         }
-        /* The last release bumps the generation in the same CAS, so every
-         * outstanding handle is stale from this instant. */
-        nr = ref_count(r) == 1 ? ref_make(gen_next(gen), 0) : r - 1;
+        nr = ref_count(r) == 1 ? ref_make(gen_next(gen), free_rc) : r - 1;
     } while (!atomic_compare_exchange_weak_explicit(&b->ref, &r, nr, memory_order_acq_rel,
                                                     memory_order_acquire));
-    if (ref_count(nr) == 0 && !pool_cache_free(p, idx, nr))
+    if (ref_count(nr) == 0)
         pool_free_block(p, idx, nr);
+    else if (rc_cached(ref_count(nr)))
+        pool_cache_keep(p, idx, nr);
     return 0;
 }
 
@@ -1260,7 +1281,7 @@ int pool_disown(struct pool *p, uint64_t handle)
     if (!p || !p->sh || !pool_decode(p, handle, &idx, &gen))
         return -EINVAL;
     uint64_t r = atomic_load_explicit(&p->blocks[idx].ref, memory_order_acquire);
-    if (ref_gen(r) != gen || ref_count(r) == 0)
+    if (ref_gen(r) != gen || !rc_live(ref_count(r)))
         return -ESTALE;
     _Atomic uint32_t *hold = pool_holding(p, p->slot, idx);
     uint32_t h = atomic_load_explicit(hold, memory_order_relaxed);
@@ -1285,7 +1306,7 @@ int pool_adopt(struct pool *p, uint64_t handle)
      * miss overlaps the ref word's instead of following it. */
     __builtin_prefetch(p->data + (size_t)idx * p->block_size, 0);
     uint64_t r = atomic_load_explicit(&p->blocks[idx].ref, memory_order_acquire);
-    if (ref_gen(r) != gen || ref_count(r) == 0)
+    if (ref_gen(r) != gen || !rc_live(ref_count(r)))
         return -ESTALE;
     atomic_fetch_add_explicit(pool_holding(p, p->slot, idx), 1, memory_order_relaxed);
     return 0;
@@ -1297,7 +1318,7 @@ struct pool_block *pool_block_of(struct pool *p, uint64_t handle)
     if (!p || !p->sh || !pool_decode(p, handle, &idx, &gen))
         return NULL;
     uint64_t r = atomic_load_explicit(&p->blocks[idx].ref, memory_order_acquire);
-    if (ref_gen(r) != gen || ref_count(r) == 0)
+    if (ref_gen(r) != gen || !rc_live(ref_count(r)))
         return NULL;
     return &p->blocks[idx];
 }
@@ -1341,7 +1362,7 @@ static int pool_age_out_impl(struct pool *p, uint64_t now, bool force)
     pool_lock(p);
     const uint64_t period = RD(sh->age_out_ns);
     if (force)
-        pool_uncache_locked(p, POOL_NONE, false, pool_clock_ns(), 0);
+        pool_uncache_locked(p, POOL_NONE, true, pool_clock_ns(), 0); /* miss none */
     else if (now > period)
         pool_uncache_locked(p, POOL_NONE, false, now, now - period);
     pool_unlock(p);
@@ -1466,9 +1487,10 @@ int pool_reclaim_dead(struct pool *p)
         pool_finish_slot(p, s, 0);
         atomic_store(pid, 0);
     }
-    /* The periodic check (this runs on the daemon's timer): blocks left
-     * AGING by an ager that died, and lists or counters a peer scribbled
-     * on, are found here and the lists rebuilt. */
+    /* The full check: blocks left AGING by an ager that died, and lists or
+     * counters a peer scribbled on, are found here and the lists rebuilt.
+     * (mbqd reclaims per client, with pool_reclaim_slot, when a connection
+     * drops; this sweep is for callers without a daemon.) */
     pool_lock(p);
     p->sh->reclaimed += total;
     if (!pool_lists_ok_locked(p))
@@ -1488,8 +1510,7 @@ int pool_stats(struct pool *p, struct pool_stats *out)
      * caches change without it anyway. */
     uint32_t cached = 0;
     for (uint32_t i = 0; i < p->block_count; i++)
-        cached += __atomic_load_n(&p->blocks[i].state, __ATOMIC_RELAXED) == POOL_BLOCK_CACHED &&
-                  ref_count(atomic_load_explicit(&p->blocks[i].ref, memory_order_relaxed)) == 0;
+        cached += rc_cached(ref_count(atomic_load_explicit(&p->blocks[i].ref, memory_order_relaxed)));
     pool_lock(p);
     uint64_t allocs = RD(sh->allocs), frees = RD(sh->frees);
     for (uint32_t s = 0; s < POOL_MAX_CLIENTS; s++) {

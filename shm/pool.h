@@ -36,23 +36,30 @@
  * allocate and per free makes a producer and a consumer pull its cache line
  * back and forth, and contend, on every buffer. Instead each process keeps up
  * to POOL_CACHE_MAX free blocks of its own, used by one of its threads (a
- * pool of fewer than 16 blocks
- * has no caches; the limit is block_count / 8): a free drops the block into
- * the releasing process's cache, an allocation takes the most recently cached
- * block, and the lock is taken once per batch — to refill an empty cache from
- * the lists, or to give back half of a full one. A cached block is in state
- * CACHED with its owner's slot in reserved0 and refcount 0; whoever gives it
- * its first reference does so by one CAS of its ref word, so the owner and
- * any other claimant cannot both win:
- *  - an allocation that finds the lists empty takes a block from another
- *    client's cache (the slots publish their cached indices as a hint), so a
- *    pool never fails an allocation while a block is free somewhere;
- *  - flush, invalidate and the reclaim of a dead client take cached blocks
- *    back with a CAS that bumps their generation;
- *  - age-out stamps a cached block the first time it sees it and takes it
+ * pool of fewer than 16 blocks has no caches; the limit is block_count / 8):
+ * a free drops the block into the releasing thread's cache, an allocation
+ * takes the most recently cached block, and the lock is taken once per
+ * batch of half a cache — to refill an empty cache from the warm list, or to
+ * give back half of a full one.
+ *
+ * Whose a cached block is, is in its ref word alone: refcount field
+ * POOL_RC_CACHED | slot, generation already bumped. Every change to it is
+ * one CAS of that word, so the owner, another claimant, a flush and a
+ * repair can never both win: the last release goes from (gen, 1) straight
+ * to (gen + 1, cached by me); a claim goes from cached to (gen + 1, 1); a
+ * take-back goes to (gen + 2, 0) and files the block on the warm list.
+ *  - An allocation that finds the lists empty takes a block from another
+ *    client's cache: the ones each slot publishes, then (at most once a
+ *    millisecond per process) any cached block it can find, so it does not
+ *    fail while a block is free in some cache.
+ *  - Flush, invalidate and the reclaim of a dead client take cached blocks
+ *    back; an invalidated pool caches nothing.
+ *  - Age-out stamps a cached block the first time it sees it and takes it
  *    back one age-out period later, so a block left in an idle process's
  *    cache still returns its pages (after two to three periods, not one).
- * The statistics count cached blocks as warm (free and resident). */
+ *  - A repair takes back the cached blocks no live client lists.
+ * The statistics count cached blocks as warm (free and resident) and as
+ * cached. */
 #ifndef MBQ_SHM_POOL_H
 #define MBQ_SHM_POOL_H
 
@@ -80,8 +87,11 @@ enum pool_block_state {
     POOL_BLOCK_COLD = 2,  /* free, pages returned, on the cold list */
     POOL_BLOCK_USED = 3,  /* refcount > 0 */
     POOL_BLOCK_AGING = 4, /* free, off the lists while its pages are punched */
-    POOL_BLOCK_CACHED = 5, /* free, pages resident, in one client's cache (reserved0 = slot) */
 };
+
+/* A block's refcount field POOL_RC_CACHED | slot: free, in the cache of the
+ * client in that slot (its state stays USED: off the lists). */
+#define POOL_RC_CACHED 0xff000000u
 
 /* Per-block descriptor: refcount, state, free-list links, and the buffer's
  * metadata that queues copy at enqueue. */
@@ -143,6 +153,8 @@ struct pool {
     uint64_t block_size; /* copied at attach: never re-read from shm */
     uint32_t block_count;
     uint32_t slot;       /* this process's client slot */
+    uint32_t pid;        /* the process that claimed it */
+    uint64_t last_scan_ns; /* see pool_steal_locked */
     /* This process's cache (see "Client caches"): blocks idx[0..n) with the
      * generation each had when it was cached, newest last. It belongs to
      * one thread, the first to allocate or free through it (owner, a tid):
