@@ -999,13 +999,16 @@ static int pool_clamp_int(uint64_t v)
 
 /* ---- create / attach / detach ---- */
 
-/* How many free blocks a client may keep (see pool.h): an eighth of the
- * pool, at most POOL_CACHE_MAX; none in pools too small to share that way. */
+/* How many free blocks a client may keep (see pool.h): half the pool, at
+ * most POOL_CACHE_MAX. The lock is taken once per half a cache, so a small
+ * cache would take it nearly as often as none: pools under 16 blocks have
+ * no caches. (Caches cannot starve anyone: an allocation that finds the
+ * lists empty takes from them.) */
 static uint32_t pool_cache_max(uint32_t block_count)
 {
-    uint32_t m = block_count / 8;
+    uint32_t m = block_count / 2;
     m = m > POOL_CACHE_MAX ? POOL_CACHE_MAX : m;
-    return m >= 2 ? m : 0;
+    return m >= 8 ? m : 0;
 }
 
 int pool_create(const struct pool_params *params, struct pool *out)

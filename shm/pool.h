@@ -36,7 +36,7 @@
  * allocate and per free makes a producer and a consumer pull its cache line
  * back and forth, and contend, on every buffer. Instead each process keeps up
  * to POOL_CACHE_MAX free blocks of its own, used by one of its threads (a
- * pool of fewer than 16 blocks has no caches; the limit is block_count / 8):
+ * pool of fewer than 16 blocks has no caches; the limit is block_count / 2):
  * a free drops the block into the releasing thread's cache, an allocation
  * takes the most recently cached block, and the lock is taken once per
  * batch of half a cache — to refill an empty cache from the warm list, or to

@@ -406,10 +406,10 @@ static void test_concurrent_alloc_free(void)
 
 /* ---- client caches under load ---- */
 
-/* 32 blocks, so each process caches up to 4. Two processes each hold 14 at
- * a time: 28 in use, and what the caches keep would starve the other side
- * unless an allocation that finds the lists empty takes blocks from the
- * other process's cache. */
+/* 32 blocks, so each process caches up to 16. Two processes each hold up
+ * to 14 at a time: what the caches keep would starve the other side unless
+ * an allocation that finds the lists empty takes blocks from the other
+ * process's cache. */
 #define CACHE_BLOCKS 32u
 #define CACHE_HOLD 14u
 #define CACHE_ITERS 20000u
@@ -493,7 +493,7 @@ static void test_concurrent_caches(void)
     struct pool p;
     struct pool_params prm = {.block_size = 4096, .block_count = CACHE_BLOCKS, .prefault = true};
     REQUIRE(pool_create(&prm, &p) == 0);
-    REQUIRE(p.cache.max == 4);
+    REQUIRE(p.cache.max == 16);
     int gp[2];
     REQUIRE(pipe(gp) == 0);
     struct cache_args args = {.fd = p.seg.fd, .go = gp[0], .go_write = gp[1], .progress = -1};
