@@ -40,6 +40,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #ifndef MADV_POPULATE_WRITE
@@ -288,8 +289,10 @@ static void pool_repair_locked(struct pool *p)
                 nused++;
                 continue;
             }
-            if (pool_uncache_one(p, k, r))
+            if (pool_uncache_one(p, k, r)) {
                 st = POOL_BLOCK_WARM; /* no live cache lists it: free it */
+                b->freed_at_ns = now;
+            }
             r = atomic_load_explicit(&b->ref, memory_order_acquire);
         }
         if (ref_count(r) > 0) {
@@ -683,10 +686,32 @@ static inline struct pool_client *pool_self(const struct pool *p)
     return &p->clients[p->slot];
 }
 
+/* Not the owner: becomes it if there is none yet, or if the owner thread
+ * has exited (checked at most every 10 ms, since other threads of the
+ * process come here on every call). A thread that exited is not in the
+ * middle of a cache operation, and the cache's state is in struct pool, so
+ * it can be taken over as it is. A fork child's copy of the struct is
+ * never its own (p->pid). */
+static bool pool_cache_adopt(struct pool *p, uint32_t self, uint32_t o)
+{
+    if (o != 0) {
+        uint64_t now = pool_clock_ns(),
+                 last = atomic_load_explicit(&p->cache.checked_ns, memory_order_relaxed);
+        if (now - last < 10000000u)
+            return false;
+        atomic_store_explicit(&p->cache.checked_ns, now, memory_order_relaxed);
+    }
+    if ((uint32_t)getpid() != p->pid)
+        return false;
+    if (o != 0 && !(syscall(SYS_tgkill, (pid_t)p->pid, (pid_t)o, 0) < 0 && errno == ESRCH))
+        return false; /* the owner lives */
+    return atomic_compare_exchange_strong_explicit(&p->cache.owner, &o, self,
+                                                   memory_order_acq_rel, memory_order_relaxed);
+}
+
 /* Whether the calling thread may use this process's cache: it is the
- * cache's owner, or becomes it (the first thread of the process that
- * attached to ask: a fork child's copy of the struct is not its own). False
- * also when the pool has no caches or is invalidated. */
+ * cache's owner, or becomes it (pool_cache_adopt). False also when the
+ * pool has no caches or is invalidated. */
 static inline bool pool_cache_enter(struct pool *p)
 {
     if (!p->cache.max || (RD(p->sh->flags) & POOL_F_INVALIDATED))
@@ -694,9 +719,7 @@ static inline bool pool_cache_enter(struct pool *p)
     uint32_t self = slock_self(), o = atomic_load_explicit(&p->cache.owner, memory_order_relaxed);
     if (__builtin_expect(o == self, 1))
         return true;
-    return o == 0 && (uint32_t)getpid() == p->pid &&
-           atomic_compare_exchange_strong_explicit(&p->cache.owner, &o, self,
-                                                   memory_order_relaxed, memory_order_relaxed);
+    return pool_cache_adopt(p, self, o);
 }
 
 /* Publishes the cache (count and entries) in our client slot, where
@@ -790,8 +813,8 @@ static uint32_t pool_cache_fill_locked(struct pool *p)
 static void pool_cache_spill(struct pool *p)
 {
     const uint32_t k = p->cache.n / 2, mine = POOL_RC_CACHED | p->slot;
-    const uint64_t now = pool_clock_ns();
     pool_lock(p);
+    const uint64_t now = pool_clock_ns(); /* under the lock: the warm list stays in order */
     for (uint32_t i = 0; i < k; i++) {
         uint32_t idx = p->cache.idx[i];
         uint64_t r = ref_make(p->cache.gen[i], mine);
@@ -816,7 +839,6 @@ static void pool_cache_spill(struct pool *p)
  * meanwhile (an invalidated pool recycles nothing). */
 static void pool_cache_keep(struct pool *p, uint32_t idx, uint64_t r)
 {
-    p->blocks[idx].freed_at_ns = 0; /* age-out stamps it when it first sees it */
     if (p->cache.n == p->cache.max)
         pool_cache_spill(p);
     p->cache.idx[p->cache.n] = idx;
@@ -824,6 +846,9 @@ static void pool_cache_keep(struct pool *p, uint32_t idx, uint64_t r)
     p->cache.n++;
     pool_cache_publish(p, p->cache.n - 1);
     pool_counter_add(&pool_self(p)->frees, 1);
+    /* Our CAS, then the flag; invalidate sets the flag, then flushes (under
+     * the lock): without a full fence the two could pass each other. */
+    atomic_thread_fence(memory_order_seq_cst);
     if (__builtin_expect(RD(p->sh->flags) & POOL_F_INVALIDATED, 0)) {
         uint64_t freed = ref_make(ref_gen(r), 0);
         if (atomic_compare_exchange_strong_explicit(&p->blocks[idx].ref, &r, freed,
@@ -1174,8 +1199,12 @@ int pool_alloc(struct pool *p, uint64_t size, uint64_t *handle_out)
                 cached = pool_cache_pop(p, &idx, &gen);
             pool_unlock(p);
         }
-        if (cached)
+        if (cached) {
+            /* The holding right after the claim: the window in which a
+             * death leaks the block stays as short as it can be. */
+            atomic_fetch_add_explicit(pool_holding(p, p->slot, idx), 1, memory_order_relaxed);
             pool_counter_add(&pool_self(p)->allocs, 1);
+        }
     }
     if (!cached) {
         pool_lock(p);
@@ -1197,6 +1226,7 @@ int pool_alloc(struct pool *p, uint64_t size, uint64_t *handle_out)
             pool_repair_locked(p);
         }
         sh->allocs++;
+        atomic_fetch_add_explicit(pool_holding(p, p->slot, idx), 1, memory_order_relaxed);
         pool_unlock(p);
     }
 
@@ -1211,7 +1241,6 @@ int pool_alloc(struct pool *p, uint64_t size, uint64_t *handle_out)
     b->pts = invalid;
     b->duration = invalid;
     memset(b->attachments, 0, sizeof(b->attachments));
-    atomic_fetch_add_explicit(pool_holding(p, p->slot, idx), 1, memory_order_relaxed);
     *handle_out = (uint64_t)gen << 32 | (idx + 1);
     return 0;
 }
@@ -1261,6 +1290,8 @@ int pool_release(struct pool *p, uint64_t handle, bool by_client)
      * makes the block ours, cached (see pool.h). */
     const bool cache = pool_cache_enter(p);
     const uint32_t free_rc = cache ? POOL_RC_CACHED | p->slot : 0;
+    if (cache && ref_count(r) == 1)
+        b->freed_at_ns = 0; /* while it is ours: age-out stamps it when it first sees it cached */
     uint64_t nr;
     do {
         if (ref_gen(r) != gen || !rc_live(ref_count(r))) {

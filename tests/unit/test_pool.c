@@ -1129,6 +1129,61 @@ static void test_cache_strays(void)
     pool_detach(&a);
 }
 
+/* The cache's owner thread exits: another thread of the process takes the
+ * cache over (it checks at most every 10 ms), blocks and all. */
+static void *alloc_free_once(void *arg)
+{
+    struct pool *p = arg;
+    uint64_t h;
+    if (pool_alloc(p, 1, &h) == 0)
+        pool_release(p, h, true);
+    return NULL;
+}
+
+struct takeover {
+    struct pool *p;
+    uint32_t tid;
+    int rounds, err;
+};
+
+static void *alloc_until_owner(void *arg)
+{
+    struct takeover *t = arg;
+    t->tid = slock_self();
+    uint64_t deadline = mono_ns() + 5000000000ull;
+    while (atomic_load(&t->p->cache.owner) != t->tid && mono_ns() < deadline) {
+        uint64_t h;
+        if (pool_alloc(t->p, 1, &h) != 0 || pool_release(t->p, h, true) != 0)
+            t->err = 1;
+        t->rounds++;
+    }
+    return NULL;
+}
+
+static void test_cache_owner_exits(void)
+{
+    struct pool p;
+    REQUIRE(make_pool(&p, 4096, 32, 0, true) == 0);
+    pthread_t a, b;
+    REQUIRE(pthread_create(&a, NULL, alloc_free_once, &p) == 0);
+    pthread_join(a, NULL);
+    uint32_t first = atomic_load(&p.cache.owner);
+    CHECK(first != 0);
+    CHECK(cached_blocks(&p) > 0); /* left in the exited thread's cache */
+    struct takeover t = {.p = &p};
+    REQUIRE(pthread_create(&b, NULL, alloc_until_owner, &t) == 0);
+    pthread_join(b, NULL);
+    CHECK_EQ(t.err, 0);
+    CHECK_EQ(atomic_load(&p.cache.owner), t.tid);
+    CHECK(t.tid != first);
+    struct pool_stats s = stats_of(&p);
+    CHECK_EQ(s.used, 0);
+    CHECK_EQ(s.allocs, s.frees);
+    CHECK_EQ(s.warm, 32);
+    check_consistent(&p);
+    pool_detach(&p);
+}
+
 static void test_corruption_fuzz(void)
 {
     const uint32_t n = 16;
@@ -1258,4 +1313,4 @@ CHECK_MAIN(CASE(test_params_errors), CASE(test_alloc_exhaustion), CASE(test_allo
            CASE(test_lock_recovery_repair), CASE(test_alloc_repairs_corrupt_list), CASE(test_orphans),
            CASE(test_corruption_fuzz), CASE(test_cache_reuse_and_counts), CASE(test_cache_steal),
            CASE(test_cache_reclaim), CASE(test_cache_flush_age_invalidate), CASE(test_disown),
-           CASE(test_cache_two_threads), CASE(test_cache_strays))
+           CASE(test_cache_two_threads), CASE(test_cache_strays), CASE(test_cache_owner_exits))
