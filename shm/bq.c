@@ -899,22 +899,81 @@ static void bump_high_water(struct bq *q, uint64_t tail_after)
         ;
 }
 
+/* A dequeuer that died asleep leaves data_waiters raised, and every enqueue
+ * would then make a futex_wake call for nobody. Sleepers also hold a slot
+ * with their tid (when one is free), so after BQ_IDLE_WAKES wakes in a row
+ * that woke nobody, a producer takes back the slots of dead tids and their
+ * count. A slot is taken after the count is raised and given back before
+ * it is lowered, so the count never drops below the sleepers it covers. */
+#define BQ_IDLE_WAKES 64
+
+static void reap_dead_waiters(struct bq_shared *sh)
+{
+    for (int i = 0; i < BQ_WAITER_SLOTS; i++) {
+        uint32_t t = atomic_load_explicit(&sh->waiter_tid[i], memory_order_acquire);
+        if (t == 0 || slock_tid_alive(t) ||
+            !atomic_compare_exchange_strong_explicit(&sh->waiter_tid[i], &t, 0,
+                                                     memory_order_acq_rel, memory_order_relaxed))
+            continue;
+        uint32_t n = atomic_load_explicit(&sh->data_waiters, memory_order_relaxed);
+        while (n != 0 && !atomic_compare_exchange_weak_explicit(&sh->data_waiters, &n, n - 1,
+                                                                memory_order_relaxed,
+                                                                memory_order_relaxed))
+            ;
+    }
+}
+
 /* Wakes blocking dequeuers, if any flagged themselves asleep. This is a
  * Dekker pair — producer: store tail, load waiters; consumer: add waiter,
  * load tail — made asymmetric: the consumer about to sleep (already ~25 us
  * into waiting) runs slock_heavy_barrier(), a barrier on every CPU running a
  * registered process, so the producer needs none on its fast path. A
  * process that could not register fences here instead. */
-static inline void wake_consumers(struct bq_shared *sh)
+static inline void wake_consumers(struct bq *q)
 {
+    struct bq_shared *sh = q->sh;
     if (__builtin_expect(!slock_membarrier_ready(), 0))
         atomic_thread_fence(memory_order_seq_cst);
     else
         atomic_signal_fence(memory_order_seq_cst);
     if (__builtin_expect(atomic_load_explicit(&sh->data_waiters, memory_order_seq_cst) != 0, 0)) {
         atomic_fetch_add_explicit(&sh->data_seq, 1, memory_order_seq_cst);
-        futex_wake(&sh->data_seq, 1 << 30);
+        if (futex_wake(&sh->data_seq, 1 << 30) > 0) {
+            atomic_store_explicit(&q->idle_wakes, 0, memory_order_relaxed);
+        } else if (atomic_fetch_add_explicit(&q->idle_wakes, 1, memory_order_relaxed) + 1 >=
+                   BQ_IDLE_WAKES) {
+            atomic_store_explicit(&q->idle_wakes, 0, memory_order_relaxed);
+            reap_dead_waiters(sh);
+        }
     }
+}
+
+/* A blocking dequeuer going to sleep: counted (data_waiters, which
+ * producers read), then named in a slot if one is free (-1: none). */
+static int waiter_enter(struct bq_shared *sh)
+{
+    atomic_fetch_add_explicit(&sh->data_waiters, 1, memory_order_seq_cst);
+    uint32_t self = slock_self();
+    for (int i = 0; i < BQ_WAITER_SLOTS; i++) {
+        uint32_t z = 0;
+        if (atomic_compare_exchange_strong_explicit(&sh->waiter_tid[i], &z, self,
+                                                    memory_order_relaxed, memory_order_relaxed))
+            return i;
+    }
+    return -1;
+}
+
+/* The opposite, in the opposite order. A producer that took the slot back
+ * believed us dead (a scribbled tid): it lowered the count for us. */
+static void waiter_leave(struct bq_shared *sh, int slot)
+{
+    if (slot >= 0) {
+        uint32_t self = slock_self();
+        if (!atomic_compare_exchange_strong_explicit(&sh->waiter_tid[slot], &self, 0,
+                                                     memory_order_acq_rel, memory_order_relaxed))
+            return;
+    }
+    atomic_fetch_sub_explicit(&sh->data_waiters, 1, memory_order_relaxed);
 }
 
 /* Drops the head entry to make room; both locks held. Returns its handle so
@@ -1027,7 +1086,7 @@ static int enqueue_impl(struct bq *q, const struct bq_entry *e, bool take)
             side_pass(&sh->tail, e, tail + 1, true);
             bump_high_water(q, tail + 1);
             bslock_unlock(&sh->tail.lock, held.tail);
-            wake_consumers(sh);
+            wake_consumers(q);
             return 0;
         }
     }
@@ -1114,7 +1173,7 @@ out:
         bslock_unlock(&sh->head.lock, held.head);
     bslock_unlock(&sh->tail.lock, held.tail);
     if (r == 0)
-        wake_consumers(sh);
+        wake_consumers(q);
     else if (retained && q->hooks.release)
         q->hooks.release(q->hooks.ctx, e->pool_id, e->handle);
     if (dropped && q->hooks.release)
@@ -1271,19 +1330,19 @@ int bq_dequeue_wait(struct bq *q, struct bq_entry *out, int64_t timeout_ns)
         spin_misses++;
     struct bq_shared *sh = q->sh;
     for (;;) {
-        atomic_fetch_add_explicit(&sh->data_waiters, 1, memory_order_seq_cst);
+        int slot = waiter_enter(sh);
         slock_heavy_barrier(); /* the producer's half of the pair: see wake_consumers */
         uint32_t seq = atomic_load_explicit(&sh->data_seq, memory_order_seq_cst);
         r = dequeue_common(q, out, false);
         if (r == -EAGAIN && bq_is_at_end_of_data(q))
             r = -ENODATA;
         if (r != -EAGAIN) {
-            atomic_fetch_sub_explicit(&sh->data_waiters, 1, memory_order_relaxed);
+            waiter_leave(sh, slot);
             return r;
         }
         uint64_t now = mono_ns();
         if (now >= deadline) {
-            atomic_fetch_sub_explicit(&sh->data_waiters, 1, memory_order_relaxed);
+            waiter_leave(sh, slot);
             return -ETIMEDOUT;
         }
         /* Sleep in slices so that a producer that died before waking us (or
@@ -1292,7 +1351,7 @@ int bq_dequeue_wait(struct bq *q, struct bq_entry *out, int64_t timeout_ns)
         struct timespec ts = {.tv_sec = (time_t)(until / 1000000000u),
                               .tv_nsec = (long)(until % 1000000000u)};
         futex_wait(&sh->data_seq, seq, &ts);
-        atomic_fetch_sub_explicit(&sh->data_waiters, 1, memory_order_relaxed);
+        waiter_leave(sh, slot);
         /* Woken (or a slice ended): the entry is most likely there. Take it
          * before re-arming, which costs a heavy barrier — in this VM about
          * as much as another wake-up. */
@@ -1338,7 +1397,7 @@ int bq_mark_end_of_data(struct bq *q)
     atomic_fetch_or_explicit(&q->sh->flags, BQ_F_END_OF_DATA, memory_order_relaxed);
     uint32_t fired = trig_eval_locked(q, false);
     bq_unlock_full(q, held);
-    wake_consumers(q->sh); /* blocked dequeuers return -ENODATA */
+    wake_consumers(q); /* blocked dequeuers return -ENODATA */
     trig_signal(q, fired);
     return 0;
 }

@@ -74,6 +74,7 @@
 #define BQ_DEFAULT_CAPACITY 1024u /* what capacity 0 (Core Media: unbounded) gives */
 #define BQ_MAX_TRIGGERS 32
 #define BQ_SPIN_NS 25000u /* blocking dequeue spins this long before sleeping */
+#define BQ_WAITER_SLOTS 16 /* sleeping dequeuers a producer can check on */
 
 enum bq_order { BQ_ORDER_FIFO = 0, BQ_ORDER_PTS = 1, BQ_ORDER_DTS = 2 };
 enum bq_full_policy { BQ_FULL_FAIL = 0, BQ_FULL_DROP_OLDEST = 1 };
@@ -218,7 +219,10 @@ struct bq_shared {
     /* 256: blocking dequeuers' futex word, written by producers */
     _Alignas(128) _Atomic uint32_t data_seq;
     _Atomic uint32_t data_waiters;
-    uint8_t pad2[120];
+    /* The tids of blocking dequeuers asleep (0: free), so that a producer
+     * can tell one that died asleep from a live one (see wake_consumers). */
+    _Atomic uint32_t waiter_tid[BQ_WAITER_SLOTS];
+    uint8_t pad2[120 - 4 * BQ_WAITER_SLOTS];
     /* 384 */
     _Alignas(128) struct bq_journal journal;
     _Alignas(128) struct bq_side tail;
@@ -259,6 +263,7 @@ struct bq {
      * empty) keeps each side off the other's cache lines, as a ring does. */
     _Atomic uint64_t head_cache, tail_cache;
     _Atomic uint32_t empty_polls; /* FIFO consumer: see consumer_tail() */
+    _Atomic uint32_t idle_wakes;  /* producer: wakes that woke nobody, in a row */
     struct bq_hooks hooks;
     /* eventfds this process signals: generation << 32 | fd (fd -1: none) */
     _Atomic uint64_t trigger_fd[BQ_MAX_TRIGGERS];

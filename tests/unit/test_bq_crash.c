@@ -1059,9 +1059,57 @@ static void test_kill_holding_buffers(void)
     watchdog_disarm();
 }
 
+/* A blocking dequeuer killed while asleep leaves the waiters count raised;
+ * the producer's wakes then wake nobody, and after a run of them it takes
+ * the dead sleeper's slot and count back, so enqueues stop making a
+ * futex_wake call for nobody. */
+static void test_kill_sleeping_dequeuer(void)
+{
+    watchdog_arm("test_kill_sleeping_dequeuer");
+    struct bq q;
+    REQUIRE(create_queue(64, BQ_ORDER_FIFO, BQ_FULL_FAIL, &q) == 0);
+    struct bq_shared *sh = q.sh;
+    pid_t pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+        struct bq e;
+        int fd = dup(q.seg.fd);
+        if (fd < 0 || bq_attach(fd, &e) != 0)
+            _exit(1);
+        struct bq_entry out;
+        (void)bq_dequeue_wait(&e, &out, -1); /* asleep until killed */
+        _exit(2);
+    }
+    /* Wait until it has named itself asleep (a condition, with a deadline). */
+    bool named = false;
+    for (uint64_t end = mono_ns() + 10000000000ull; !named && mono_ns() < end;) {
+        for (int i = 0; i < BQ_WAITER_SLOTS; i++)
+            named |= atomic_load(&sh->waiter_tid[i]) == (uint32_t)pid;
+        if (!named)
+            sched_yield();
+    }
+    REQUIRE(named);
+    kill(pid, SIGKILL);
+    int st = reap(pid, 5000);
+    CHECK(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+    CHECK_EQ(atomic_load(&sh->data_waiters), 1); /* left raised by the dead sleeper */
+
+    for (uint64_t i = 1; i <= 100; i++) {
+        struct bq_entry e = mk_entry(i, (int64_t)i, 10, 1), out;
+        CHECK_EQ(bq_enqueue(&q, &e), 0);
+        CHECK_EQ(bq_dequeue(&q, &out), 0);
+    }
+    CHECK_EQ(atomic_load(&sh->data_waiters), 0);
+    for (int i = 0; i < BQ_WAITER_SLOTS; i++)
+        CHECK_EQ(atomic_load(&sh->waiter_tid[i]), 0);
+    bq_detach(&q);
+    watchdog_disarm();
+}
+
 CHECK_MAIN(CASE(test_kill_holding_tail_lock), CASE(test_kill_holding_head_lock),
            CASE(test_kill_holding_both_locks), CASE(test_kill_inside_biased_section),
            CASE(test_kill_holding_bias_outside_section),
            CASE(test_waiter_sleeps_while_slock_holder_stopped),
            CASE(test_waiter_sleeps_while_bias_holder_stopped), CASE(test_kill_mid_sorted_insertion),
-           CASE(test_random_kills), CASE(test_kill_holding_buffers))
+           CASE(test_random_kills), CASE(test_kill_holding_buffers),
+           CASE(test_kill_sleeping_dequeuer))
