@@ -78,6 +78,7 @@ _Static_assert(offsetof(struct pool_shared, warm_head) == 132, "pool_shared layo
 _Static_assert(offsetof(struct pool_shared, used_count) == 152, "pool_shared layout");
 _Static_assert(offsetof(struct pool_shared, allocs) == 160, "pool_shared layout");
 _Static_assert(offsetof(struct pool_shared, reclaimed) == 192, "pool_shared layout");
+_Static_assert(offsetof(struct pool_shared, spill_hint) == 208, "pool_shared layout");
 
 /* A read the compiler may not repeat: a peer can change the word between
  * two loads, and a check must hold for the value that is then used. */
@@ -785,6 +786,12 @@ static uint32_t pool_cache_fill_locked(struct pool *p)
     struct pool_shared *sh = p->sh;
     const uint32_t first = p->cache.n, want = p->cache.max / 2;
     uint32_t got = 0;
+    /* The blocks most likely at the warm head: the last spill's. */
+    for (uint32_t i = 0; i < POOL_CACHE_MAX / 2; i++) {
+        uint32_t h = RD(sh->spill_hint[i]);
+        if (h < p->block_count)
+            __builtin_prefetch(&p->blocks[h], 1);
+    }
     while (got < want) {
         uint32_t idx;
         if (pool_pop_warm_locked(p, &idx) < 0 || idx == POOL_NONE)
@@ -827,6 +834,8 @@ static void pool_cache_spill(struct pool *p)
             pool_push_warm_locked(p, idx, now);
         }
     }
+    for (uint32_t i = 0; i < POOL_CACHE_MAX / 2; i++)
+        p->sh->spill_hint[i] = i < k ? p->cache.idx[i] : POOL_NONE;
     memmove(p->cache.idx, p->cache.idx + k, (p->cache.n - k) * sizeof(p->cache.idx[0]));
     memmove(p->cache.gen, p->cache.gen + k, (p->cache.n - k) * sizeof(p->cache.gen[0]));
     p->cache.n -= k;
@@ -1103,6 +1112,8 @@ int pool_create(const struct pool_params *params, struct pool *out)
         b->freed_at_ns = now;
     }
     sh->warm_head = sh->warm_tail = sh->cold_head = POOL_NONE;
+    for (uint32_t i = 0; i < POOL_CACHE_MAX / 2; i++)
+        sh->spill_hint[i] = POOL_NONE;
     if (params->prefault) {
         sh->warm_head = 0;
         sh->warm_tail = n - 1;

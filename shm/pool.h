@@ -146,6 +146,10 @@ struct pool_shared {
     /* statistics */
     uint64_t allocs, frees, aged_out, alloc_failures, reclaimed;
     uint8_t pad1[8];
+    /* The blocks a cache last gave back (POOL_NONE: none), under the lock:
+     * a hint for the next refill, which fetches them all at once instead of
+     * one miss after another down the list. */
+    uint32_t spill_hint[POOL_CACHE_MAX / 2];
 };
 
 #define POOL_F_INVALIDATED 1u
