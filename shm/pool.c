@@ -1221,7 +1221,7 @@ int pool_alloc(struct pool *p, uint64_t size, uint64_t *handle_out)
         pool_lock(p);
         for (int attempt = 0;; attempt++) {
             int e = pool_take_locked(p, &idx, &gen);
-            if (e > 0)
+            if (e > 0 && p->cache.max) /* no caches in this pool: nothing to take */
                 e = pool_steal_locked(p, &idx, &gen);
             if (e == 0)
                 break;
