@@ -297,6 +297,17 @@ static inline uint64_t load_index(const struct bq_side *s)
     return atomic_load_explicit(&s->index, memory_order_acquire);
 }
 
+/* The tail as a reader without the tail lock may count on it, given the
+ * head it read before. A FIFO consumer takes an entry as soon as its
+ * publish mark is set, which its producer does before it moves the tail
+ * index (see consumer_tail): until it does, head is one past the index.
+ * That is an empty queue, not a corrupt one. (Only one producer publishes
+ * at a time, so it is never more than one.) */
+static inline uint64_t tail_seen(const struct bq *q, uint64_t head, uint64_t tail)
+{
+    return q->order == BQ_ORDER_FIFO && tail + 1 == head ? head : tail;
+}
+
 /* ---- locking and repair ------------------------------------------------- */
 
 static void bq_repair_locked(struct bq *q);
@@ -1217,7 +1228,7 @@ static inline uint64_t consumer_tail(struct bq *q, uint64_t head)
         if (n & 63)
             return head;
     }
-    t = load_index(&q->sh->tail);
+    t = tail_seen(q, head, load_index(&q->sh->tail));
     atomic_store_explicit(&q->tail_cache, t, memory_order_relaxed);
     return t;
 }
@@ -1369,7 +1380,7 @@ int bq_copy_head(struct bq *q, struct bq_entry *out)
     int how = bq_lock_side(q, &sh->head);
     int r = 0;
     uint64_t head = atomic_load_explicit(&sh->head.index, memory_order_relaxed);
-    uint64_t tail = load_index(&sh->tail);
+    uint64_t tail = tail_seen(q, head, load_index(&sh->tail));
     if (!bq_range_ok(q, head, tail)) {
         bq_mark_repair(q);
         r = -EUCLEAN;
@@ -1463,6 +1474,7 @@ static bool snapshot(struct bq *q, struct side_snap *t, struct side_snap *h)
         if (!side_read(&q->sh->head, h) || !side_read(&q->sh->tail, t) ||
             !side_read(&q->sh->head, &h2))
             break;
+        t->index = tail_seen(q, h->index, t->index);
         if (h2.index == h->index && bq_range_ok(q, h->index, t->index))
             return true;
     }
@@ -1481,7 +1493,8 @@ int64_t bq_count(struct bq *q)
         return 0;
     for (int tries = 0; tries < 100; tries++) {
         uint64_t h = atomic_load_explicit(&q->sh->head.index, memory_order_acquire);
-        uint64_t t = atomic_load_explicit(&q->sh->tail.index, memory_order_acquire);
+        uint64_t t = tail_seen(q, h, atomic_load_explicit(&q->sh->tail.index,
+                                                          memory_order_acquire));
         if (atomic_load_explicit(&q->sh->head.index, memory_order_acquire) == h &&
             bq_range_ok(q, h, t))
             return (int64_t)(t - h);
@@ -1532,7 +1545,7 @@ static mbq_time head_time(struct bq *q, bool dts)
     mbq_time r = MBQ_TIME_INVALID;
     int how = bq_lock_side(q, &q->sh->head);
     uint64_t head = atomic_load_explicit(&q->sh->head.index, memory_order_relaxed);
-    uint64_t tail = load_index(&q->sh->tail);
+    uint64_t tail = tail_seen(q, head, load_index(&q->sh->tail));
     if (head != tail && bq_range_ok(q, head, tail)) {
         bq_settle(q, head, tail);
         r = slot_time(q, head, dts ? SLOT_DTS : SLOT_PTS);

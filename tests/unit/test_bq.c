@@ -2337,6 +2337,40 @@ static void test_for_each_attachments_kept(void)
     bq_detach(&q);
 }
 
+/* A FIFO consumer takes an entry as soon as its publish mark is set, which
+ * its producer does before it moves the tail index: for that moment the head
+ * is one past the tail. Every reader must see an empty queue then, not a
+ * corrupt one (it once answered -EUCLEAN and repaired: two consumers could
+ * hit it under load). */
+static void test_fifo_head_past_tail_while_publishing(void)
+{
+    struct bq q;
+    REQUIRE(mkq(8, BQ_ORDER_FIFO, BQ_FULL_FAIL, &q) == 0);
+    bq_set_hooks(&q, NULL);
+    CHECK_EQ(enq(&q, 1, 0), 0);
+    struct bq_entry out;
+    CHECK_EQ(bq_dequeue(&q, &out), 0);
+    /* A producer, half way: entry 1 written with its mark, tail not moved. */
+    struct bq_entry e = mk(2, 10, 10, 100);
+    e.seq = 2;
+    bq_slot_write(&q, 1, &e);
+    CHECK_EQ(bq_dequeue(&q, &out), 0); /* through the mark */
+    CHECK_EQ(out.handle, 2);
+    CHECK_EQ(atomic_load(&q.sh->head.index), 2);
+    CHECK_EQ(atomic_load(&q.sh->tail.index), 1);
+    for (int i = 0; i < 130; i++) /* past the every-64th check of the index */
+        CHECK_EQ(bq_dequeue(&q, &out), -EAGAIN);
+    CHECK_EQ(bq_copy_head(&q, &out), -EAGAIN);
+    CHECK_EQ(bq_count(&q), 0);
+    CHECK(bq_is_empty(&q));
+    CHECK(!mbq_time_is_valid(bq_first_pts(&q)));
+    struct bq_stats st;
+    CHECK_EQ(bq_stats(&q, &st), 0);
+    CHECK_EQ(st.repairs, 0);
+    CHECK_EQ(st.corruptions, 0);
+    bq_detach(&q);
+}
+
 CHECK_MAIN(CASE(test_create_params), CASE(test_attach_shares_state), CASE(test_attach_rejects),
            CASE(test_fifo_order_and_refs), CASE(test_full_fail), CASE(test_full_drop_oldest),
            CASE(test_validation_hook), CASE(test_sorted_pts_random),
@@ -2356,4 +2390,4 @@ CHECK_MAIN(CASE(test_create_params), CASE(test_attach_shares_state), CASE(test_a
            CASE(test_repair_resort_pts), CASE(test_repair_resort_dts),
            CASE(test_repair_trigger_table), CASE(test_repair_journal_dead_inserter),
            CASE(test_repair_journal_counts_enqueue), CASE(test_slot_forms),
-           CASE(test_for_each_attachments_kept))
+           CASE(test_for_each_attachments_kept), CASE(test_fifo_head_past_tail_while_publishing))
