@@ -624,6 +624,13 @@ static int pool_take_locked(struct pool *p, uint32_t *idx_out, uint32_t *gen_out
 
 /* ---- freeing ---- */
 
+/* A block goes back on a list (pool lock held). */
+static inline void pool_used_dec_locked(struct pool *p)
+{
+    uint32_t used = RD(p->sh->used_count);
+    p->sh->used_count = used ? used - 1 : 0;
+}
+
 /* After the CAS that dropped idx's refcount to zero and made its ref word
  * expect: files the block as free. */
 static void pool_free_block(struct pool *p, uint32_t idx, uint64_t expect)
@@ -639,8 +646,7 @@ static void pool_free_block(struct pool *p, uint32_t idx, uint64_t expect)
         pool_unlock(p);
         return;
     }
-    uint32_t used = RD(sh->used_count);
-    sh->used_count = used ? used - 1 : 0;
+    pool_used_dec_locked(p);
     if (!(RD(sh->flags) & POOL_F_INVALIDATED)) {
         pool_push_warm_locked(p, idx, pool_clock_ns());
         pool_unlock(p);
@@ -829,8 +835,7 @@ static void pool_cache_spill(struct pool *p)
         if (atomic_compare_exchange_strong_explicit(&p->blocks[idx].ref, &r,
                                                     ref_make(p->cache.gen[i], 0),
                                                     memory_order_acq_rel, memory_order_relaxed)) {
-            uint32_t used = RD(p->sh->used_count);
-            p->sh->used_count = used ? used - 1 : 0;
+            pool_used_dec_locked(p);
             pool_push_warm_locked(p, idx, now);
         }
     }
@@ -844,10 +849,20 @@ static void pool_cache_spill(struct pool *p)
 }
 
 /* After the CAS that made idx a block of our cache (ref word now r): lists
- * it, and gives it back to the lists if the pool was invalidated
- * meanwhile (an invalidated pool recycles nothing). */
+ * it — unless the pool was invalidated meanwhile (an invalidated pool
+ * recycles nothing): then the block goes back to the lists at once. */
 static void pool_cache_keep(struct pool *p, uint32_t idx, uint64_t r)
 {
+    /* Our CAS, then the flag; invalidate sets the flag, then flushes (under
+     * the lock): without a full fence the two could pass each other. */
+    atomic_thread_fence(memory_order_seq_cst);
+    if (__builtin_expect(RD(p->sh->flags) & POOL_F_INVALIDATED, 0)) {
+        uint64_t freed = ref_make(ref_gen(r), 0);
+        if (atomic_compare_exchange_strong_explicit(&p->blocks[idx].ref, &r, freed,
+                                                    memory_order_acq_rel, memory_order_relaxed))
+            pool_free_block(p, idx, freed); /* counts the free */
+        return; /* else someone took it already */
+    }
     if (p->cache.n == p->cache.max)
         pool_cache_spill(p);
     p->cache.idx[p->cache.n] = idx;
@@ -855,17 +870,19 @@ static void pool_cache_keep(struct pool *p, uint32_t idx, uint64_t r)
     p->cache.n++;
     pool_cache_publish(p, p->cache.n - 1);
     pool_counter_add(&pool_self(p)->frees, 1);
-    /* Our CAS, then the flag; invalidate sets the flag, then flushes (under
-     * the lock): without a full fence the two could pass each other. */
-    atomic_thread_fence(memory_order_seq_cst);
-    if (__builtin_expect(RD(p->sh->flags) & POOL_F_INVALIDATED, 0)) {
-        uint64_t freed = ref_make(ref_gen(r), 0);
-        if (atomic_compare_exchange_strong_explicit(&p->blocks[idx].ref, &r, freed,
-                                                    memory_order_acq_rel, memory_order_relaxed)) {
-            pool_counter_add(&pool_self(p)->frees, (uint64_t)-1); /* pool_free_block counts it */
-            pool_free_block(p, idx, freed);
-        }
-    }
+}
+
+/* Claims idx for an allocation if it is cached by anyone. */
+static bool pool_steal_one(struct pool *p, uint32_t idx, uint32_t *idx_out, uint32_t *gen_out)
+{
+    if (idx >= p->block_count)
+        return false;
+    uint64_t r = atomic_load_explicit(&p->blocks[idx].ref, memory_order_acquire);
+    if (!pool_claim_cached(p, idx, r))
+        return false;
+    *idx_out = idx;
+    *gen_out = ref_gen(r);
+    return true;
 }
 
 /* Takes a block from some client's cache (pool lock held): the last resort
@@ -879,29 +896,18 @@ static int pool_steal_locked(struct pool *p, uint32_t *idx_out, uint32_t *gen_ou
     for (uint32_t s = 0; s < POOL_MAX_CLIENTS; s++) {
         const struct pool_client *c = &p->clients[s];
         uint32_t n = atomic_load_explicit(&c->cached, memory_order_acquire);
-        if (n > POOL_CACHE_MAX)
-            n = POOL_CACHE_MAX;
-        for (uint32_t i = 0; i < n; i++) {
-            uint32_t idx = atomic_load_explicit(&c->cache[i], memory_order_relaxed);
-            if (idx >= p->block_count)
-                continue;
-            uint64_t r = atomic_load_explicit(&p->blocks[idx].ref, memory_order_acquire);
-            if (pool_claim_cached(p, idx, r)) {
-                *idx_out = idx;
-                *gen_out = ref_gen(r);
+        n = n > POOL_CACHE_MAX ? POOL_CACHE_MAX : n;
+        for (uint32_t i = 0; i < n; i++)
+            if (pool_steal_one(p, atomic_load_explicit(&c->cache[i], memory_order_relaxed),
+                               idx_out, gen_out))
                 return 0;
-            }
-        }
     }
     uint64_t now = pool_clock_ns();
     if (p->last_scan_ns && now - p->last_scan_ns < 1000000u)
         return 1;
     for (uint32_t idx = 0; idx < p->block_count; idx++) {
-        uint64_t r = atomic_load_explicit(&p->blocks[idx].ref, memory_order_acquire);
-        if (pool_claim_cached(p, idx, r)) {
+        if (pool_steal_one(p, idx, idx_out, gen_out)) {
             p->last_scan_ns = 0;
-            *idx_out = idx;
-            *gen_out = ref_gen(r);
             return 0;
         }
     }
@@ -909,48 +915,59 @@ static int pool_steal_locked(struct pool *p, uint32_t *idx_out, uint32_t *gen_ou
     return 1;
 }
 
+/* Takes block idx back into the warm list if it is cached (by slot, or by
+ * anyone: POOL_NONE), pool lock held. stamped_before (age-out; 0: take it
+ * now): a block is stamped the first time it is seen cached and taken one
+ * period later. Returns whether it was taken. */
+static bool pool_uncache_if(struct pool *p, uint32_t idx, uint32_t slot, uint64_t now,
+                            uint64_t stamped_before)
+{
+    if (idx >= p->block_count)
+        return false;
+    struct pool_block *b = &p->blocks[idx];
+    uint64_t r = atomic_load_explicit(&b->ref, memory_order_acquire);
+    uint32_t rc = ref_count(r);
+    if (!rc_cached(rc) || (slot != POOL_NONE && rc_owner(rc) != slot))
+        return false;
+    if (stamped_before) {
+        uint64_t f = RD(b->freed_at_ns);
+        if (f == 0 || f > now) {
+            b->freed_at_ns = now; /* first seen: it goes one period from now */
+            return false;
+        }
+        if (f > stamped_before)
+            return false;
+    }
+    if (!pool_uncache_one(p, idx, r))
+        return false;
+    pool_used_dec_locked(p);
+    pool_push_warm_locked(p, idx, now);
+    return true;
+}
+
 /* Takes cached blocks back into the warm list (pool lock held): those of
- * client slot, or of every client (POOL_NONE). scan: look at every
- * descriptor (a dead client's entries may be stale; flush must miss
- * nothing), else at the clients' published entries. stamped_before (age-out;
- * 0: take all): a block is stamped the first time it is seen and taken one
- * period later. Returns how many. */
+ * client slot, or of every client (POOL_NONE), as pool_uncache_if. scan:
+ * look at every descriptor (a dead client's published entries may be
+ * stale; flush must miss nothing), else at the clients' published entries.
+ * Returns how many. */
 static uint32_t pool_uncache_locked(struct pool *p, uint32_t slot, bool scan, uint64_t now,
                                     uint64_t stamped_before)
 {
     uint32_t taken = 0;
-    for (uint32_t s = 0; s < (scan ? 1u : POOL_MAX_CLIENTS); s++) {
-        if (!scan && slot != POOL_NONE && s != slot)
+    if (scan) {
+        for (uint32_t idx = 0; idx < p->block_count; idx++)
+            taken += pool_uncache_if(p, idx, slot, now, stamped_before);
+        return taken;
+    }
+    for (uint32_t s = 0; s < POOL_MAX_CLIENTS; s++) {
+        if (slot != POOL_NONE && s != slot)
             continue;
         const struct pool_client *c = &p->clients[s];
-        uint32_t n = scan ? p->block_count : atomic_load_explicit(&c->cached, memory_order_acquire);
-        if (!scan && n > POOL_CACHE_MAX)
-            n = POOL_CACHE_MAX;
-        for (uint32_t i = 0; i < n; i++) {
-            uint32_t idx = scan ? i : atomic_load_explicit(&c->cache[i], memory_order_relaxed);
-            if (idx >= p->block_count)
-                continue;
-            struct pool_block *b = &p->blocks[idx];
-            uint64_t r = atomic_load_explicit(&b->ref, memory_order_acquire);
-            uint32_t rc = ref_count(r);
-            if (!rc_cached(rc) || (slot != POOL_NONE && rc_owner(rc) != slot))
-                continue;
-            if (stamped_before) {
-                uint64_t f = RD(b->freed_at_ns);
-                if (f == 0 || f > now) {
-                    b->freed_at_ns = now; /* first seen: it goes one period from now */
-                    continue;
-                }
-                if (f > stamped_before)
-                    continue;
-            }
-            if (!pool_uncache_one(p, idx, r))
-                continue;
-            uint32_t used = RD(p->sh->used_count);
-            p->sh->used_count = used ? used - 1 : 0;
-            pool_push_warm_locked(p, idx, now);
-            taken++;
-        }
+        uint32_t n = atomic_load_explicit(&c->cached, memory_order_acquire);
+        n = n > POOL_CACHE_MAX ? POOL_CACHE_MAX : n;
+        for (uint32_t i = 0; i < n; i++)
+            taken += pool_uncache_if(p, atomic_load_explicit(&c->cache[i], memory_order_relaxed),
+                                     slot, now, stamped_before);
     }
     return taken;
 }
