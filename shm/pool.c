@@ -853,10 +853,12 @@ static void pool_cache_spill(struct pool *p)
  * recycles nothing): then the block goes back to the lists at once. */
 static void pool_cache_keep(struct pool *p, uint32_t idx, uint64_t r)
 {
-    /* Our CAS, then the flag; invalidate sets the flag, then flushes (under
-     * the lock): without a full fence the two could pass each other. */
-    atomic_thread_fence(memory_order_seq_cst);
-    if (__builtin_expect(RD(p->sh->flags) & POOL_F_INVALIDATED, 0)) {
+    /* Our CAS, then the flag; invalidate sets the flag, then flushes. The
+     * two must not pass each other: the CAS and this load are seq_cst, and
+     * invalidate fences after its store (on x86 the CAS's lock prefix
+     * already orders them, and this load is a plain one: no fence here). */
+    if (__builtin_expect(__atomic_load_n(&p->sh->flags, __ATOMIC_SEQ_CST) & POOL_F_INVALIDATED,
+                         0)) {
         uint64_t freed = ref_make(ref_gen(r), 0);
         if (atomic_compare_exchange_strong_explicit(&p->blocks[idx].ref, &r, freed,
                                                     memory_order_acq_rel, memory_order_relaxed))
@@ -1229,8 +1231,11 @@ int pool_alloc(struct pool *p, uint64_t size, uint64_t *handle_out)
         }
         if (cached) {
             /* The holding right after the claim: the window in which a
-             * death leaks the block stays as short as it can be. */
-            atomic_fetch_add_explicit(pool_holding(p, p->slot, idx), 1, memory_order_relaxed);
+             * death leaks the block stays as short as it can be. A store,
+             * not an increment: the block was free, so this process held no
+             * reference to it (holdings never exceed references), and no
+             * other thread can take one before its handle is published. */
+            atomic_store_explicit(pool_holding(p, p->slot, idx), 1, memory_order_relaxed);
             pool_counter_add(&pool_self(p)->allocs, 1);
         }
     }
@@ -1328,7 +1333,7 @@ int pool_release(struct pool *p, uint64_t handle, bool by_client)
             return -ESTALE;
         }
         nr = ref_count(r) == 1 ? ref_make(gen_next(gen), free_rc) : r - 1;
-    } while (!atomic_compare_exchange_weak_explicit(&b->ref, &r, nr, memory_order_acq_rel,
+    } while (!atomic_compare_exchange_weak_explicit(&b->ref, &r, nr, memory_order_seq_cst,
                                                     memory_order_acquire));
     if (ref_count(nr) == 0)
         pool_free_block(p, idx, nr);
@@ -1502,7 +1507,10 @@ int pool_invalidate(struct pool *p)
     if (!p || !p->sh)
         return -EINVAL;
     pool_lock(p);
-    p->sh->flags = RD(p->sh->flags) | POOL_F_INVALIDATED;
+    __atomic_store_n(&p->sh->flags, RD(p->sh->flags) | POOL_F_INVALIDATED, __ATOMIC_SEQ_CST);
+    /* The other half of pool_cache_keep's ordering: the flag, then the
+     * flush's reads of the ref words. */
+    atomic_thread_fence(memory_order_seq_cst);
     pool_unlock(p);
     return pool_flush(p);
 }
