@@ -13,7 +13,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-static _Thread_local uint32_t slock_tid_cache;
+_Thread_local uint32_t slock_tid_cache;
 static pthread_once_t slock_once = PTHREAD_ONCE_INIT;
 
 static void slock_atfork_child(void)
@@ -26,12 +26,10 @@ static void slock_register_atfork(void)
     pthread_atfork(NULL, NULL, slock_atfork_child);
 }
 
-uint32_t slock_self(void)
+uint32_t slock_self_slow(void)
 {
-    if (__builtin_expect(slock_tid_cache == 0, 0)) {
-        pthread_once(&slock_once, slock_register_atfork);
-        slock_tid_cache = (uint32_t)syscall(SYS_gettid) & SLOCK_TID_MASK;
-    }
+    pthread_once(&slock_once, slock_register_atfork);
+    slock_tid_cache = (uint32_t)syscall(SYS_gettid) & SLOCK_TID_MASK;
     return slock_tid_cache;
 }
 
@@ -145,6 +143,7 @@ bool slock_held_by_self(const struct slock *l)
 
 static int bslock_membarrier_ok = -1; /* -1 unknown, 0 no, 1 yes */
 static pid_t bslock_registered_pid;
+int slock_membarrier_state; /* see slock_membarrier_ready() */
 
 bool slock_membarrier_register(void)
 {
@@ -161,6 +160,7 @@ bool slock_membarrier_register(void)
         if (syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED, 0, 0) != 0)
             return false;
         bslock_registered_pid = pid;
+        __atomic_store_n(&slock_membarrier_state, 1, __ATOMIC_RELAXED);
     }
     return true;
 }
@@ -238,11 +238,6 @@ void bslock_unlock(struct bslock *b, int how)
         atomic_store_explicit(&b->bias, b->streak_tid, memory_order_relaxed);
     }
     slock_unlock(&b->lock);
-}
-
-bool slock_membarrier_ready(void)
-{
-    return bslock_membarrier_ok == 1 && bslock_registered_pid != 0;
 }
 
 void slock_heavy_barrier(void)

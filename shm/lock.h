@@ -34,8 +34,15 @@ enum {
     SLOCK_RECOVERED = 1, /* the previous owner died holding it: repair first */
 };
 
-/* The calling thread's id, cached (and refreshed in a fork child). */
-uint32_t slock_self(void);
+/* The calling thread's id, cached (and refreshed in a fork child). Inline:
+ * every data-plane operation asks for it, some twice. */
+extern _Thread_local uint32_t slock_tid_cache;
+uint32_t slock_self_slow(void);
+static inline uint32_t slock_self(void)
+{
+    uint32_t t = slock_tid_cache;
+    return __builtin_expect(t != 0, 1) ? t : slock_self_slow();
+}
 /* Whether the thread with this id exists and is not a zombie. */
 bool slock_tid_alive(uint32_t tid);
 
@@ -89,8 +96,13 @@ enum {
  * false where the kernel lacks it. */
 bool slock_membarrier_register(void);
 /* Whether this process is registered: its threads then receive the
- * barriers of slock_heavy_barrier() and may skip their own. Cheap. */
-bool slock_membarrier_ready(void);
+ * barriers of slock_heavy_barrier() and may skip their own. Inline: every
+ * enqueue asks. */
+extern int slock_membarrier_state; /* 1 once registered (for this pid) */
+static inline bool slock_membarrier_ready(void)
+{
+    return __atomic_load_n(&slock_membarrier_state, __ATOMIC_RELAXED) == 1;
+}
 /* A full barrier on every CPU running a registered process (the slow side
  * of an asymmetric Dekker pair); a local full fence where unavailable. */
 void slock_heavy_barrier(void);
