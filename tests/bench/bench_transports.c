@@ -1303,6 +1303,7 @@ struct entry {
     int variant;
     int sub;
     uint32_t warmup, iters;
+    uint32_t payload; /* bytes; 0: the case's */
 };
 
 #define MAX_ENTRIES 10
@@ -1330,120 +1331,123 @@ struct bcase {
 #else
 #define TX_IOX NULL
 #endif
-#define IOX_ENTRY(label, w, n) {label, TX_IOX, 0, 0, w, n}
+#define IOX_ENTRY(label, w, n) {label, TX_IOX, 0, 0, w, n, 0}
 
 static const struct bcase cases[] = {
     {"rtt64", "Round trip, 64 B, busy-poll, across cores",
      "The parent sends a 64-byte message, the child answers with a new one; both poll. "
      "Timed from the parent's loan/allocate to the release of the answer.",
      K_RTT, 64, false, TX_POLL, false, 64, 1, false, 0, 0, "ring", false,
-     {{"ring", &tx_ring, 0, 0, 5000, 50000},
-      {"mbq-bq", &tx_bq, 0, 0, 5000, 50000},
-      {"mbq", &tx_mbq, 0, 0, 5000, 50000},
+     {{"ring", &tx_ring, 0, 0, 5000, 50000, 0},
+      {"mbq-bq", &tx_bq, 0, 0, 5000, 50000, 0},
+      {"mbq", &tx_mbq, 0, 0, 5000, 50000, 0},
       IOX_ENTRY("iceoryx", 2000, 20000),
-      {"mq", &tx_mq, 0, 0, 2000, 20000},
-      {"uds", &tx_uds, 0, 0, 2000, 20000}}},
+      {"mq", &tx_mq, 0, 0, 2000, 20000, 0},
+      {"uds", &tx_uds, 0, 0, 2000, 20000, 0}}},
     {"rtt4m", "Round trip, 4 MiB payload (not touched), busy-poll, across cores",
      "As rtt64 with 4 MiB messages of which only the 64-byte header is written and read: "
-     "the cost of handing a frame over. The kernel transports copy all 4 MiB each way.",
+     "the cost of handing a frame over. The kernel transports copy all 4 MiB each way. "
+     "\"mbq 64 B\" is mbq with 64-byte messages in the same round, with the same depth and "
+     "pool size: the baseline of the 4 MiB ≈ 64 B target.",
      K_RTT, 4u << 20, false, TX_POLL, false, 8, 1, false, 0, 0, "ring", false,
-     {{"ring", &tx_ring, 0, 0, 1000, 10000},
-      {"mbq", &tx_mbq, 0, 0, 1000, 10000},
+     {{"ring", &tx_ring, 0, 0, 1000, 10000, 0},
+      {"mbq", &tx_mbq, 0, 0, 1000, 10000, 0},
+      {"mbq 64 B", &tx_mbq, 0, 0, 1000, 10000, 64},
       IOX_ENTRY("iceoryx", 1000, 10000),
-      {"mq", &tx_mq, 0, 0, 30, 300},
-      {"uds", &tx_uds, 0, 0, 30, 300}}},
+      {"mq", &tx_mq, 0, 0, 30, 300, 0},
+      {"uds", &tx_uds, 0, 0, 30, 300, 0}}},
     {"rtt4m_touch", "Round trip, 4 MiB payload touched, busy-poll, across cores",
      "As rtt4m, but the sender writes every byte and the receiver reads every byte, each way: "
      "the frame is really produced and consumed.",
      K_RTT, 4u << 20, true, TX_POLL, false, 8, 1, false, 0, 0, "ring", false,
-     {{"ring", &tx_ring, 0, 0, 20, 200},
-      {"mbq", &tx_mbq, 0, 0, 20, 200},
+     {{"ring", &tx_ring, 0, 0, 20, 200, 0},
+      {"mbq", &tx_mbq, 0, 0, 20, 200, 0},
       IOX_ENTRY("iceoryx", 20, 200),
-      {"mq", &tx_mq, 0, 0, 10, 100},
-      {"uds", &tx_uds, 0, 0, 10, 100}}},
+      {"mq", &tx_mq, 0, 0, 10, 100, 0},
+      {"uds", &tx_uds, 0, 0, 10, 100, 0}}},
     {"block_same", "Round trip, 64 B, blocking, both on the same core",
      "Both processes on CPU 0, each waiting in its transport's blocking call: a context switch "
      "per hop, no inter-processor wake-up. ring+futex spins ~25 us first, as mbq does.",
      K_RTT, 64, false, TX_BLOCK, true, 64, 1, false, 0, 0, "ring+eventfd", false,
-     {{"ring+eventfd", &tx_ring, TXV_RING_EVENTFD, 0, 500, 5000},
-      {"ring+futex", &tx_ring, TXV_RING_FUTEX_SPIN, 0, 200, 2000},
-      {"mbq", &tx_mbq, 0, 0, 200, 2000},
+     {{"ring+eventfd", &tx_ring, TXV_RING_EVENTFD, 0, 500, 5000, 0},
+      {"ring+futex", &tx_ring, TXV_RING_FUTEX_SPIN, 0, 200, 2000, 0},
+      {"mbq", &tx_mbq, 0, 0, 200, 2000, 0},
       IOX_ENTRY("iceoryx", 500, 5000),
-      {"mq", &tx_mq, 0, 0, 500, 5000},
-      {"uds", &tx_uds, 0, 0, 500, 5000}}},
+      {"mq", &tx_mq, 0, 0, 500, 5000, 0},
+      {"uds", &tx_uds, 0, 0, 500, 5000, 0}}},
     {"block_cross", "Round trip, 64 B, blocking, across cores",
      "Each side waits in its transport's blocking call. ring+futex spins ~25 us, then "
      "FUTEX_WAIT, and wakes only a flagged sleeper (the raw form of mbq's dequeue_wait); "
      "ring+eventfd sleeps at once.",
      K_RTT, 64, false, TX_BLOCK, false, 64, 1, false, 0, 0, "ring+futex", false,
-     {{"ring+futex", &tx_ring, TXV_RING_FUTEX_SPIN, 0, 2000, 20000},
-      {"ring+eventfd", &tx_ring, TXV_RING_EVENTFD, 0, 300, 3000},
-      {"mbq-bq", &tx_bq, 0, 0, 2000, 20000},
-      {"mbq", &tx_mbq, 0, 0, 2000, 20000},
+     {{"ring+futex", &tx_ring, TXV_RING_FUTEX_SPIN, 0, 2000, 20000, 0},
+      {"ring+eventfd", &tx_ring, TXV_RING_EVENTFD, 0, 300, 3000, 0},
+      {"mbq-bq", &tx_bq, 0, 0, 2000, 20000, 0},
+      {"mbq", &tx_mbq, 0, 0, 2000, 20000, 0},
       IOX_ENTRY("iceoryx", 300, 3000),
-      {"mq", &tx_mq, 0, 0, 300, 3000},
-      {"uds", &tx_uds, 0, 0, 300, 3000}}},
+      {"mq", &tx_mq, 0, 0, 300, 3000, 0},
+      {"uds", &tx_uds, 0, 0, 300, 3000, 0}}},
     {"wake", "Wake-up after a real sleep, 64 B, across cores",
      "The receiver is asleep in the kernel (the sender stays busy 200 us, past every spin "
      "window, before each message); timed from the send until the receiver, awake, has read "
      "the message and raised a flag the sender spins on.",
      K_WAKE, 64, false, TX_BLOCK, false, 64, 1, false, 200000, 0, "eventfd", false,
-     {{"eventfd", &tx_ring, TXV_RING_EVENTFD, 0, 100, 1500},
-      {"futex", &tx_ring, TXV_RING_FUTEX, 0, 100, 1500},
-      {"ring+futex", &tx_ring, TXV_RING_FUTEX_SPIN, 0, 100, 1500},
-      {"mbq-bq", &tx_bq, 0, 0, 100, 1500},
-      {"mbq", &tx_mbq, 0, 0, 100, 1500},
-      {"mbq-trigger", &tx_mbq, TXV_MBQ_TRIGGER, 0, 100, 1500},
+     {{"eventfd", &tx_ring, TXV_RING_EVENTFD, 0, 100, 1500, 0},
+      {"futex", &tx_ring, TXV_RING_FUTEX, 0, 100, 1500, 0},
+      {"ring+futex", &tx_ring, TXV_RING_FUTEX_SPIN, 0, 100, 1500, 0},
+      {"mbq-bq", &tx_bq, 0, 0, 100, 1500, 0},
+      {"mbq", &tx_mbq, 0, 0, 100, 1500, 0},
+      {"mbq-trigger", &tx_mbq, TXV_MBQ_TRIGGER, 0, 100, 1500, 0},
       IOX_ENTRY("iceoryx", 100, 1500),
-      {"mq", &tx_mq, 0, 0, 100, 1500},
-      {"uds", &tx_uds, 0, 0, 100, 1500}}},
+      {"mq", &tx_mq, 0, 0, 100, 1500, 0},
+      {"uds", &tx_uds, 0, 0, 100, 1500, 0}}},
     {"stream64", "One-way streaming, 64 B, busy-poll, across cores",
      "The producer sends back to back into a queue of depth 256 (mq: 10); rate = messages over "
      "the time from the first loan to the consumer's last release.",
      K_STREAM, 64, false, TX_POLL, false, 256, 1, false, 0, 0, "ring", true,
-     {{"ring", &tx_ring, 0, 0, 0, 5000000},
-      {"mbq-bq", &tx_bq, 0, 0, 0, 5000000},
-      {"mbq", &tx_mbq, 0, 0, 0, 2000000},
+     {{"ring", &tx_ring, 0, 0, 0, 5000000, 0},
+      {"mbq-bq", &tx_bq, 0, 0, 0, 5000000, 0},
+      {"mbq", &tx_mbq, 0, 0, 0, 2000000, 0},
       IOX_ENTRY("iceoryx", 0, 500000),
-      {"mq", &tx_mq, 0, 0, 0, 500000},
-      {"uds", &tx_uds, 0, 0, 0, 500000}}},
+      {"mq", &tx_mq, 0, 0, 0, 500000, 0},
+      {"uds", &tx_uds, 0, 0, 0, 500000, 0}}},
     {"fanout", "Fan-out: one producer, two consumers, 64 B streaming",
      "Every message reaches both consumers, which share CPU 1 and yield when empty. ring and "
      "the kernel transports write each message twice; mbq enqueues one buffer into two "
      "queues (one allocation, two references); iceoryx delivers one chunk to two subscribers.",
      K_STREAM, 64, false, TX_POLL, false, 256, 2, false, 0, 0, "ring", true,
-     {{"ring", &tx_ring, 0, 0, 0, 2000000},
-      {"mbq", &tx_mbq, 0, 0, 0, 1000000},
+     {{"ring", &tx_ring, 0, 0, 0, 2000000, 0},
+      {"mbq", &tx_mbq, 0, 0, 0, 1000000, 0},
       IOX_ENTRY("iceoryx", 0, 300000),
-      {"mq", &tx_mq, 0, 0, 0, 300000},
-      {"uds", &tx_uds, 0, 0, 0, 300000}}},
+      {"mq", &tx_mq, 0, 0, 0, 300000, 0},
+      {"uds", &tx_uds, 0, 0, 0, 300000, 0}}},
     {"sorted", "mbq sorted by PTS vs FIFO, 64 B streaming",
      "FIFO, sorted with PTS in order, and sorted with PTS in B-frame order (0 3 1 2 per group "
      "of four, so one entry in four is inserted out of order), through the library and the "
      "queue alone (mbq-bq).",
      K_STREAM, 64, false, TX_POLL, false, 256, 1, true, 0, 0, "mbq fifo", true,
-     {{"mbq fifo", &tx_mbq, 0, 0, 0, 1000000},
-      {"mbq pts", &tx_mbq, TXV_MBQ_PTS, 0, 0, 1000000},
-      {"mbq pts reordered", &tx_mbq, TXV_MBQ_PTS_REORDER, 0, 0, 1000000},
-      {"mbq-bq fifo", &tx_bq, 0, 0, 0, 2000000},
-      {"mbq-bq pts reordered", &tx_bq, TXV_MBQ_PTS_REORDER, 0, 0, 2000000}}},
+     {{"mbq fifo", &tx_mbq, 0, 0, 0, 1000000, 0},
+      {"mbq pts", &tx_mbq, TXV_MBQ_PTS, 0, 0, 1000000, 0},
+      {"mbq pts reordered", &tx_mbq, TXV_MBQ_PTS_REORDER, 0, 0, 1000000, 0},
+      {"mbq-bq fifo", &tx_bq, 0, 0, 0, 2000000, 0},
+      {"mbq-bq pts reordered", &tx_bq, TXV_MBQ_PTS_REORDER, 0, 0, 2000000, 0}}},
     {"pool", "Allocate + free 4 MiB, one process",
      "mbq: mbq_pool_allocate + mbq_buffer_release of a cached (pre-faulted) block; malloc+free "
      "(glibc); a fresh anonymous mmap+munmap. '+touch' writes one byte per page in between, "
      "which is where fresh memory pays its page faults.",
      K_POOL, POOL_SIZE, false, TX_POLL, false, 0, 1, false, 0, 0, "malloc", false,
-     {{"mbq", NULL, 0, POOL_MBQ, 1000, 100000},
-      {"malloc", NULL, 0, POOL_MALLOC, 1000, 100000},
-      {"mmap", NULL, 0, POOL_MMAP, 200, 10000},
-      {"mbq+touch", NULL, 0, POOL_MBQ_TOUCH, 100, 5000},
-      {"malloc+touch", NULL, 0, POOL_MALLOC_TOUCH, 100, 5000},
-      {"mmap+touch", NULL, 0, POOL_MMAP_TOUCH, 10, 200}}},
+     {{"mbq", NULL, 0, POOL_MBQ, 1000, 100000, 0},
+      {"malloc", NULL, 0, POOL_MALLOC, 1000, 100000, 0},
+      {"mmap", NULL, 0, POOL_MMAP, 200, 10000, 0},
+      {"mbq+touch", NULL, 0, POOL_MBQ_TOUCH, 100, 5000, 0},
+      {"malloc+touch", NULL, 0, POOL_MALLOC_TOUCH, 100, 5000, 0},
+      {"mmap+touch", NULL, 0, POOL_MMAP_TOUCH, 10, 200, 0}}},
     {"reclaim", "Dead-client reclaim",
      "A client holding every block of a pool (mbq: 8 x 64 KiB; iceoryx: the 16 chunks of its "
      "64 KiB mempool, taken by a subscriber) is killed with SIGKILL; timed until another "
      "process can allocate again.",
      K_RECLAIM, RECLAIM_SIZE, false, TX_POLL, false, 0, 1, false, 0, 3, "mbq", false,
-     {{"mbq", &tx_mbq, 0, 0, 0, 1}, IOX_ENTRY("iceoryx", 0, 1)}},
+     {{"mbq", &tx_mbq, 0, 0, 0, 1, 0}, IOX_ENTRY("iceoryx", 0, 1)}},
 };
 #define NCASES (sizeof(cases) / sizeof(cases[0]))
 
@@ -1497,7 +1501,7 @@ static void fill_spec(struct tx_spec *s, const struct bcase *c, const struct ent
     snprintf(s->name, sizeof(s->name), "%s-r%d-%d%s", c->id, rep, (int)(e - c->e), suffix);
     s->fan = c->fan;
     s->depth = c->depth;
-    s->payload = c->payload;
+    s->payload = e->payload ? e->payload : c->payload;
     s->wait = c->wait;
     s->variant = e->variant;
 }
@@ -2194,8 +2198,8 @@ static const struct target targets[] = {
      "ring+futex", false, "<=", 1.2, "p50 mbq ÷ p50 ring+futex, block_cross"},
     {"wake after a real sleep ≤ 1.2× raw eventfd", "wake", "mbq", "wake", "eventfd", false, "<=",
      1.2, "p50 mbq dequeue_wait ÷ p50 eventfd, wake"},
-    {"4 MiB hand-off ≈ 64 B hand-off (≤ 1.25×)", "rtt4m", "mbq", "rtt64", "mbq", false, "<=",
-     1.25, "p50 mbq rtt4m ÷ p50 mbq rtt64"},
+    {"4 MiB hand-off ≈ 64 B hand-off (≤ 1.25×)", "rtt4m", "mbq", "rtt4m", "mbq 64 B", false,
+     "<=", 1.25, "p50 mbq ÷ p50 mbq 64 B, rtt4m (the same round, depth and pool)"},
     {"(internal queue) round trip ≤ 2× the raw ring", "rtt64", "mbq-bq", "rtt64", "ring", false,
      "<=", 2, "p50 mbq-bq ÷ p50 ring, rtt64 (shm/ API, no pool)"},
     {"(internal queue) streaming ≥ 0.5× the raw ring", "stream64", "mbq-bq", "stream64", "ring",
