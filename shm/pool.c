@@ -845,7 +845,12 @@ static void pool_cache_spill(struct pool *p)
     memmove(p->cache.gen, p->cache.gen + k, (p->cache.n - k) * sizeof(p->cache.gen[0]));
     p->cache.n -= k;
     pool_cache_publish(p, 0);
+    const bool invalidated = RD(p->sh->flags) & POOL_F_INVALIDATED;
     pool_unlock(p);
+    /* Invalidated since our caller looked (and flushed already, maybe):
+     * what we just listed as warm would wait for age-out. Return it now. */
+    if (__builtin_expect(invalidated, 0))
+        (void)pool_flush(p);
 }
 
 /* After the CAS that made idx a block of our cache (ref word now r): lists
@@ -1225,7 +1230,10 @@ int pool_alloc(struct pool *p, uint64_t size, uint64_t *handle_out)
         cached = pool_cache_pop(p, &idx, &gen);
         if (!cached) {
             pool_lock(p);
-            if (pool_cache_fill_locked(p))
+            /* Checked again under the lock, which invalidate sets the flag
+             * under: a pool invalidated since pool_cache_enter() (and
+             * flushed already, maybe) must not have its blocks cached. */
+            if (!(RD(sh->flags) & POOL_F_INVALIDATED) && pool_cache_fill_locked(p))
                 cached = pool_cache_pop(p, &idx, &gen);
             pool_unlock(p);
         }

@@ -2,8 +2,11 @@
  * pool's memfd): a producer hands buffers to a consumer with zero copies, a
  * client killed with SIGKILL while holding buffers leaks nothing once the
  * pool reclaims dead clients, and two processes allocating and freeing at
- * once never share a block and leave the pool whole. Synchronisation is by
- * pipes and waitpid only; an alarm turns a hang into a failure. */
+ * once never share a block and leave the pool whole, and a pool invalidated
+ * while another process frees into its cache ends up caching nothing.
+ * Synchronisation is by pipes and waitpid, and by counters in shared memory
+ * where a round must start at a chosen instant; an alarm turns a hang into
+ * a failure. */
 #include "check.h"
 
 #include "futex.h"
@@ -14,6 +17,7 @@
 #include <errno.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -562,6 +566,124 @@ static void test_kill_caching_client(void)
     alarm(0);
 }
 
+/* ---- 6: invalidate while another process frees into its cache ---- */
+
+/* A releaser process allocates every block of the pool, then frees them
+ * all, most into its cache (and spills), while this process invalidates
+ * the pool after a varying delay. Invalidated, a pool caches nothing and
+ * recycles nothing: once both are done, no block may be cached, none warm
+ * (every free one punched), none used. A free that reads the flag before
+ * invalidate sets it, but files its block after the flush has passed it,
+ * must still give the block back: its CAS and its second read of the flag
+ * are ordered against invalidate's store and flush (pool_cache_keep), and
+ * a spill or refill checks the flag again under the pool lock. Those
+ * windows are a few instructions wide and a round lands in one only now
+ * and then; the outcome is checked every round. The two sides meet through
+ * counters in shared memory. */
+#define INV_BLOCKS 64u
+#define INV_ROUNDS 3000
+
+struct inv_sync {
+    _Atomic int round;   /* the round the releaser may allocate for */
+    _Atomic int ready;   /* the round it has allocated for */
+    _Atomic int go;      /* the round it may free in */
+    _Atomic int done;    /* the round it has freed */
+    _Atomic int overlap; /* rounds whose invalidation landed mid-free */
+};
+
+struct inv_args {
+    int fd;
+    struct inv_sync *sync;
+};
+
+static int inv_releaser(void *arg)
+{
+    struct inv_args *a = arg;
+    struct inv_sync *y = a->sync;
+    struct pool c;
+    if (pool_attach(a->fd, &c) != 0)
+        return OUT_ATTACH;
+    uint64_t h[INV_BLOCKS];
+    for (int round = 1; round <= INV_ROUNDS; round++) {
+        while (atomic_load(&y->round) != round)
+            cpu_relax();
+        for (unsigned i = 0; i < INV_BLOCKS; i++)
+            if (pool_alloc(&c, 1, &h[i]) != 0)
+                return OUT_ALLOC;
+        atomic_store(&y->ready, round);
+        while (atomic_load(&y->go) != round)
+            cpu_relax();
+        bool seen = false, seen_first = false;
+        for (unsigned i = 0; i < INV_BLOCKS; i++) {
+            if (pool_release(&c, h[i], true) != 0)
+                return OUT_REF;
+            bool inv = __atomic_load_n(&c.sh->flags, __ATOMIC_RELAXED) & POOL_F_INVALIDATED;
+            seen_first |= inv && i == 0;
+            seen |= inv;
+        }
+        if (seen && !seen_first)
+            atomic_fetch_add(&y->overlap, 1);
+        atomic_store(&y->done, round);
+    }
+    pool_detach(&c);
+    return OUT_OK;
+}
+
+static void test_invalidate_while_caching(void)
+{
+    alarm(CASE_TIMEOUT_S);
+    struct pool p;
+    struct pool_params prm = {.block_size = 4096, .block_count = INV_BLOCKS, .prefault = true,
+                              .age_out_ns = 3600000000000ull};
+    REQUIRE(pool_create(&prm, &p) == 0);
+    REQUIRE(p.cache.max == 16);
+    struct inv_sync *y = mmap(NULL, sizeof(*y), PROT_READ | PROT_WRITE,
+                              MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    REQUIRE(y != MAP_FAILED);
+    struct inv_args args = {.fd = p.seg.fd, .sync = y};
+    pid_t rel = spawn(inv_releaser, &args);
+    REQUIRE(rel > 0);
+    unsigned bad = 0, seed = 1;
+    for (int round = 1; round <= INV_ROUNDS && !bad; round++) {
+        /* Between rounds the pool is made whole and valid again, which no
+         * public call does: the flag is cleared here, then flushed. */
+        __atomic_store_n(&p.sh->flags, 0, __ATOMIC_SEQ_CST);
+        REQUIRE(pool_flush(&p) >= 0);
+        atomic_store(&y->round, round);
+        while (atomic_load(&y->ready) != round)
+            cpu_relax();
+        seed = seed * 1103515245u + 12345u;
+        unsigned delay = (seed >> 16) % 400;
+        atomic_store(&y->go, round);
+        for (unsigned k = 0; k < delay; k++)
+            cpu_relax();
+        REQUIRE(pool_invalidate(&p) >= 0);
+        while (atomic_load(&y->done) != round)
+            cpu_relax();
+        struct pool_stats s;
+        REQUIRE(pool_stats(&p, &s) == 0);
+        uint32_t cached = 0;
+        for (uint32_t i = 0; i < p.block_count; i++)
+            cached += (uint32_t)atomic_load(&p.blocks[i].ref) >= POOL_RC_CACHED;
+        if (cached || s.used || s.warm || s.cold != INV_BLOCKS) {
+            bad++;
+            fprintf(stderr, "# round %d (delay %u): cached %u, used %u, warm %u, cold %u\n",
+                    round, delay, cached, s.used, s.warm, s.cold);
+        }
+    }
+    CHECK_EQ(bad, 0);
+    if (bad)
+        kill(rel, SIGKILL);
+    CHECK_EQ(wait_exit(rel), bad ? 128 + SIGKILL : OUT_OK);
+    /* The invalidation must have landed in the middle of the frees often
+     * enough for the rounds to test anything. */
+    printf("# %d of %d rounds invalidated mid-free\n", atomic_load(&y->overlap), INV_ROUNDS);
+    CHECK(atomic_load(&y->overlap) > INV_ROUNDS / 100);
+    munmap(y, sizeof(*y));
+    pool_detach(&p);
+    alarm(0);
+}
+
 CHECK_MAIN(CASE(test_producer_consumer), CASE(test_kill_while_holding),
            CASE(test_concurrent_alloc_free), CASE(test_concurrent_caches),
-           CASE(test_kill_caching_client))
+           CASE(test_kill_caching_client), CASE(test_invalidate_while_caching))
