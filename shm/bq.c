@@ -331,6 +331,36 @@ struct bq_held {
 
 static inline bool bq_range_ok(const struct bq *q, uint64_t head, uint64_t tail);
 
+/* Where an entry with this key goes in a sorted queue: below every entry
+ * from pos down to head whose key is greater (stable: after equal keys). */
+static inline uint64_t sorted_position(const struct bq *q, const mbq_time *key, uint64_t pos,
+                                       uint64_t head)
+{
+    for (mbq_time k; pos != head && (k = slot_key(q, pos - 1), key_compare(key, &k) < 0);)
+        pos--;
+    return pos;
+}
+
+/* Moves the entries [pos, from) up one slot and writes the journal's entry
+ * (the caller fills it) at pos, journalled as kind with ops so that a death
+ * half-way is rolled forward (bq_repair_locked). The journal stays active:
+ * the caller clears it once the step it belongs to is complete. */
+static void journal_shift_in(struct bq *q, uint32_t kind, uint64_t from, uint64_t pos,
+                             uint64_t ops)
+{
+    struct bq_journal *j = &q->sh->journal;
+    j->pos = pos;
+    j->tail = from;
+    j->ops = ops;
+    atomic_store_explicit(&j->progress, from, memory_order_relaxed);
+    atomic_store_explicit(&j->active, kind, memory_order_release);
+    for (uint64_t k = from; k != pos; k--) {
+        slot_move(q, k, k - 1);
+        atomic_store_explicit(&j->progress, k - 1, memory_order_release);
+    }
+    bq_slot_write(q, pos, &j->entry);
+}
+
 /* Sorted queues: puts the entries appended since the last call in order,
  * so that the head is the least. Call with the head lock held, head and
  * tail range-checked, tail no later than the real one (a consumer's view).
@@ -368,22 +398,9 @@ static void bq_settle(struct bq *q, uint64_t head, uint64_t tail)
             prev = key;
             continue;
         }
-        uint64_t pos = s - 1;
-        for (mbq_time k; pos != head && (k = slot_key(q, pos - 1), key_compare(&key, &k) < 0);)
-            pos--;
-        struct bq_journal *j = &sh->journal;
-        bq_slot_read(q, s, &j->entry);
-        j->pos = pos;
-        j->tail = s;
-        j->ops = 0;
-        atomic_store_explicit(&j->progress, s, memory_order_relaxed);
-        atomic_store_explicit(&j->active, BQ_JOURNAL_SETTLE, memory_order_release);
-        for (uint64_t k = s; k != pos; k--) {
-            slot_move(q, k, k - 1);
-            atomic_store_explicit(&j->progress, k - 1, memory_order_release);
-        }
-        bq_slot_write(q, pos, &j->entry);
-        atomic_store_explicit(&j->active, 0, memory_order_release);
+        bq_slot_read(q, s, &sh->journal.entry);
+        journal_shift_in(q, BQ_JOURNAL_SETTLE, s, sorted_position(q, &key, s - 1, head), 0);
+        atomic_store_explicit(&sh->journal.active, 0, memory_order_release);
         /* prev stays: the entry now at s is the one that was at s - 1 */
     }
     atomic_store_explicit(&sh->head.order_mark, tail, memory_order_relaxed);
@@ -1147,28 +1164,17 @@ reread:
     if (have_head && q->order != BQ_ORDER_FIFO) {
         /* Both locks are held anyway, and taking them settled the queue:
          * insert in place rather than leave the move to a consumer. */
-        const mbq_time *key = q->order == BQ_ORDER_DTS ? &e->dts : &e->pts;
-        for (mbq_time k; pos != head && (k = slot_key(q, pos - 1), key_compare(key, &k) < 0);)
-            pos--;
+        pos = sorted_position(q, q->order == BQ_ORDER_DTS ? &e->dts : &e->pts, tail, head);
     }
     if (pos == tail) {
         write_slot(q, e, tail);
         if (q->order != BQ_ORDER_FIFO)
             note_append(q, e, tail, append_out_of_order(q, e));
     } else {
-        struct bq_journal *j = &sh->journal;
-        j->entry = *e;
-        j->entry.seq = tail + 1;
-        j->pos = pos;
-        j->tail = tail;
-        j->ops = atomic_load_explicit(&sh->tail.ops, memory_order_relaxed);
-        atomic_store_explicit(&j->progress, tail, memory_order_relaxed);
-        atomic_store_explicit(&j->active, BQ_JOURNAL_INSERT, memory_order_release);
-        for (uint64_t k = tail; k != pos; k--) {
-            slot_move(q, k, k - 1);
-            atomic_store_explicit(&j->progress, k - 1, memory_order_release);
-        }
-        bq_slot_write(q, pos, &j->entry);
+        sh->journal.entry = *e;
+        sh->journal.entry.seq = tail + 1;
+        journal_shift_in(q, BQ_JOURNAL_INSERT, tail, pos,
+                         atomic_load_explicit(&sh->tail.ops, memory_order_relaxed));
     }
     side_pass(&sh->tail, e, tail + 1, true);
     if (pos != tail) {
