@@ -7,6 +7,7 @@
  * dequeue (no release there). Triggers signal eventfds the test creates; a
  * firing is seen by reading the eventfd's counter. Corruption and crash
  * cases scribble on the mapping directly. */
+#include "bq_slots.h"
 #include "check.h"
 
 #include "bq.h"
@@ -22,22 +23,6 @@
 #include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-/* Entries as the queue stores them (struct bq_slot), read and written
- * through the queue's own accessors. */
-static inline void slot_copy(struct bq *q, uint64_t dst, uint64_t src)
-{
-    struct bq_entry t;
-    bq_slot_read(q, src, &t);
-    bq_slot_write(q, dst, &t);
-}
-
-static inline mbq_time slot_pts(const struct bq *q, uint64_t i)
-{
-    struct bq_entry t;
-    bq_slot_read(q, i, &t);
-    return t.pts;
-}
 
 /* ---- reference-counting hooks ------------------------------------------------ */
 

@@ -13,6 +13,7 @@
  * into a failure of the case that hung.
  *
  * The seed of the random-kill case is printed; MBQ_TEST_SEED=<n> replays. */
+#include "bq_slots.h"
 #include "check.h"
 
 #include "bq.h"
@@ -31,22 +32,6 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-/* Entries as the queue stores them (struct bq_slot), read and written
- * through the queue's own accessors. */
-static inline void slot_copy(struct bq *q, uint64_t dst, uint64_t src)
-{
-    struct bq_entry t;
-    bq_slot_read(q, src, &t);
-    bq_slot_write(q, dst, &t);
-}
-
-static inline mbq_time slot_pts(const struct bq *q, uint64_t i)
-{
-    struct bq_entry t;
-    bq_slot_read(q, i, &t);
-    return t.pts;
-}
 
 #define BOUND_NS 2000000000ull /* a survivor must get through within 2 s */
 #define WATCHDOG_S 50          /* a case that takes longer than this hung */

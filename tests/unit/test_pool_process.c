@@ -337,16 +337,33 @@ struct conc_args {
     int go_write; /* its write end, which a child must close to see EOF */
 };
 
+/* A churning child's start: attaches, then waits for the go (EOF on the
+ * pipe, once every holder of its write end has closed it). */
+static int churn_start(int fd, int go, int go_write, struct pool *c)
+{
+    close(go_write);
+    if (pool_attach(fd, c) != 0)
+        return OUT_ATTACH;
+    uint8_t b;
+    return read(go, &b, 1) != 0 ? OUT_PIPE : OUT_OK;
+}
+
+/* And its end: it must hold nothing any more. */
+static int churn_end(struct pool *c)
+{
+    if (pool_held_by_self(c) != 0)
+        return OUT_LEAK;
+    pool_detach(c);
+    return OUT_OK;
+}
+
 static int churner(void *arg)
 {
     struct conc_args *a = arg;
     struct pool c;
-    close(a->go_write);
-    if (pool_attach(a->fd, &c) != 0)
-        return OUT_ATTACH;
-    uint8_t b;
-    if (read(a->go, &b, 1) != 0)
-        return OUT_PIPE;
+    int r = churn_start(a->fd, a->go, a->go_write, &c);
+    if (r != OUT_OK)
+        return r;
     const uint64_t me = (uint64_t)getpid() << 32;
     for (uint32_t i = 0; i < CONC_ITERS; i++) {
         uint64_t h1, h2;
@@ -368,10 +385,7 @@ static int churner(void *arg)
         if (pool_release(&c, h1, true) != 0 || pool_release(&c, h2, true) != 0)
             return OUT_REF;
     }
-    if (pool_held_by_self(&c) != 0)
-        return OUT_LEAK;
-    pool_detach(&c);
-    return OUT_OK;
+    return churn_end(&c);
 }
 
 static void test_concurrent_alloc_free(void)
@@ -429,12 +443,9 @@ static int cache_churner(void *arg)
 {
     struct cache_args *a = arg;
     struct pool c;
-    close(a->go_write);
-    if (pool_attach(a->fd, &c) != 0)
-        return OUT_ATTACH;
-    uint8_t b;
-    if (read(a->go, &b, 1) != 0)
-        return OUT_PIPE;
+    int r = churn_start(a->fd, a->go, a->go_write, &c);
+    if (r != OUT_OK)
+        return r;
     const uint64_t me = (uint64_t)getpid() << 32;
     uint64_t h[CACHE_HOLD];
     for (uint32_t i = 0; i < CACHE_ITERS; i++) {
@@ -453,10 +464,7 @@ static int cache_churner(void *arg)
         if (i == 1000 && a->progress >= 0 && write(a->progress, "p", 1) != 1)
             return OUT_PIPE;
     }
-    if (pool_held_by_self(&c) != 0)
-        return OUT_LEAK;
-    pool_detach(&c);
-    return OUT_OK;
+    return churn_end(&c);
 }
 
 static uint64_t cache_rounds_blocks(void)
@@ -636,8 +644,7 @@ static int inv_releaser(void *arg)
             atomic_fetch_add(&y->overlap, 1);
         atomic_store(&y->done, round);
     }
-    pool_detach(&c);
-    return OUT_OK;
+    return churn_end(&c);
 }
 
 static void test_invalidate_while_caching(void)
