@@ -21,6 +21,16 @@
  * a dropped-oldest entry) open the pool directly. A pool is opened once per
  * client, typically when a consumer dequeues its first buffer from it.
  *
+ * Bound pools. The daemon acts on an entry's pool id only if the pool is
+ * bound to the queue (BindPool, which checks that the binder may open the
+ * pool). So a producer binds each (queue, pool) pair before its first
+ * enqueue of a buffer of that pool, and a consumer asks the daemon before
+ * it first adopts a reference from an entry of a pool (check only): an
+ * entry naming a pool nobody bound was written around the library, and its
+ * reference is refused (-ENOLINK) rather than counted as the consumer's.
+ * The answers are cached per handle (QUEUE_BOUND_CACHE pool ids): one
+ * round trip per pair, one or two loads per operation afterwards.
+ *
  * Triggers. Each trigger has an eventfd made by the daemon; every process
  * with the queue open holds it and writes it when its own change makes the
  * trigger fire. The library owns these fds (struct queue_trigger): it learns
@@ -458,6 +468,56 @@ void mbq_buffer_queue_close(mbq_buffer_queue *queue)
     pthread_mutex_unlock(&c->lock);
 }
 
+/* ---- bound pools ---------------------------------------------------------------------- */
+
+static inline bool queue_pool_bound(mbq_buffer_queue *q, uint32_t pool_id)
+{
+    for (unsigned i = 0; i < QUEUE_BOUND_CACHE; i++) {
+        uint32_t v = atomic_load_explicit(&q->bound[i], memory_order_relaxed);
+        if (v == pool_id)
+            return true;
+        if (v == 0)
+            return false;
+    }
+    return false;
+}
+
+/* Binds pool_id to q (check_only: asks whether it is bound) and caches a
+ * yes. 0, -ENOLINK (check_only: not bound), -EACCES, or -errno. */
+static int queue_bind_pool(mbq_buffer_queue *q, uint32_t pool_id, bool check_only)
+{
+    mbq_client *c = q->client;
+    Mbq__V1__BindPool bp = MBQ__V1__BIND_POOL__INIT;
+    bp.object_id = q->object_id;
+    bp.pool_id = pool_id;
+    bp.check_only = check_only;
+    Mbq__V1__Request req = MBQ__V1__REQUEST__INIT;
+    req.body_case = MBQ__V1__REQUEST__BODY_BIND_POOL;
+    req.bind_pool = &bp;
+    struct client_reply reply;
+    pthread_mutex_lock(&c->lock);
+    int r = q->lost ? -ESTALE : client_call_locked(c, &req, &reply);
+    if (r == 0) {
+        client_reply_done(&reply);
+        unsigned slot = atomic_fetch_add_explicit(&q->bound_next, 1, memory_order_relaxed);
+        atomic_store_explicit(&q->bound[slot % QUEUE_BOUND_CACHE], pool_id, memory_order_relaxed);
+    }
+    pthread_mutex_unlock(&c->lock);
+    return r;
+}
+
+/* Whether a consumer may take a reference from an entry of pool_id: the
+ * daemon's word (cached). Without a daemon to ask (-ENOTCONN) the entry is
+ * taken: the daemon, not the library, is what a forged entry must not
+ * fool, and a consumer then still holds no more than it could open. */
+static int queue_check_entry(mbq_buffer_queue *q, uint32_t pool_id)
+{
+    if (likely(queue_pool_bound(q, pool_id)))
+        return 0;
+    int r = queue_bind_pool(q, pool_id, true);
+    return r == -ENOTCONN ? 0 : r;
+}
+
 /* ---- data plane ------------------------------------------------------------------------ */
 
 static int queue_enqueue(mbq_buffer_queue *queue, mbq_buffer buffer, bool take)
@@ -468,6 +528,11 @@ static int queue_enqueue(mbq_buffer_queue *queue, mbq_buffer buffer, bool take)
     const struct pool_block *b = pool_block_of(&p->pool, buffer.handle_);
     if (!b)
         return -ESTALE;
+    if (unlikely(!queue_pool_bound(queue, (uint32_t)p->object_id))) {
+        int br = queue_bind_pool(queue, (uint32_t)p->object_id, false);
+        if (br < 0)
+            return br;
+    }
     uint64_t size = b->data_size;
     /* Field by field: an initialiser zeroes the 128 bytes first (rep stos).
      * The attachments stay zero: no call reads them from a queue, and
@@ -511,8 +576,10 @@ int mbq_buffer_queue_enqueue_and_release(mbq_buffer_queue *queue, mbq_buffer buf
 /* The queue's reference in e becomes the caller's buffer. */
 static int queue_adopt(mbq_buffer_queue *q, const struct bq_entry *e, mbq_buffer *out)
 {
+    int r = queue_check_entry(q, e->pool_id);
+    if (r < 0)
+        return r; /* not a reference anyone may count: dropped */
     struct mbq_pool *p = pool_table_lookup(q->client, e->pool_id, NULL);
-    int r = 0;
     if (unlikely(!p)) {
         /* The first buffer from this pool: map it (once per client). If that
          * fails the reference cannot be accounted for and leaks. */
@@ -588,6 +655,11 @@ int mbq_buffer_queue_copy_head(mbq_buffer_queue *queue, mbq_buffer *out)
     p = pool_table_lookup(queue->client, e.pool_id, NULL);
     if (!p) /* closed meanwhile by another thread: cannot hand it out */
         return -ESTALE;
+    r = queue_check_entry(queue, e.pool_id);
+    if (r < 0) {
+        (void)pool_release(&p->pool, e.handle, true); /* the copy's reference */
+        return r;
+    }
     *out = (mbq_buffer){.pool_ = p, .handle_ = e.handle};
     return 0;
 }

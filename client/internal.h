@@ -106,6 +106,8 @@ struct queue_validation {
     void *refcon;
 };
 
+#define QUEUE_BOUND_CACHE 8
+
 struct mbq_buffer_queue {
     struct bq bq; /* the mapping and this process's trigger fds (shm/bq.h) */
     mbq_client *client;
@@ -133,6 +135,10 @@ struct mbq_buffer_queue {
     /* Two slots so that a set never tears a pair an enqueue is reading. */
     struct queue_validation validation[2];
     _Atomic unsigned validation_slot;
+    /* Pool ids the daemon confirmed bound to this queue (0: empty slot),
+     * replaced round robin; see queue_pool_bound in buffer_queue.c. */
+    _Atomic uint32_t bound[QUEUE_BOUND_CACHE];
+    _Atomic unsigned bound_next;
 };
 
 struct mbq_simple_queue {

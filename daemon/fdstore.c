@@ -146,6 +146,8 @@ static void collect_object(Object *o, void *ctx)
     case OBJECT_BUFFER_QUEUE:
         so->config_case = MBQ__V1__STORED_OBJECT__CONFIG_BUFFER_QUEUE;
         so->buffer_queue = &m->cfg.bq;
+        so->n_bound_pools = o->n_bound; /* points into o: the record is packed before o changes */
+        so->bound_pools = o->bound;
         break;
     case OBJECT_SIMPLE_QUEUE:
         so->config_case = MBQ__V1__STORED_OBJECT__CONFIG_SIMPLE_QUEUE;

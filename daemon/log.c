@@ -11,19 +11,54 @@
  * foreground program; the journal backend will write datagrams that cannot.
  * Long messages are cut at LOG_LINE_MAX bytes. Callers log at the boundary:
  * once per event, never per data-plane operation, requests only at debug
- * level. */
+ * level.
+ *
+ * Rate limit. A line that names a client (a CLIENT_UID or CLIENT_PID field)
+ * counts against that client — its uid if known, else its pid — and the
+ * kind of event (the format string): at most LOG_BURST such lines per kind
+ * per client in LOG_WINDOW_NS, and then nothing until the window ends, when
+ * one line says how many similar messages were suppressed. A client that
+ * floods the daemon with bad input thus costs at most LOG_BURST lines per
+ * kind per window, whatever it sends and however often it reconnects.
+ * Lines at debug level are not limited (debug is asked for). The table of
+ * windows is fixed (LOG_SLOTS, by hash): a slot taken over by another
+ * client or kind first reports what it suppressed. log_flush_suppressed()
+ * (from the daemon's timer) reports a window that ended in silence. */
 #include "log.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/types.h>
 #include <unistd.h>
 
 #define LOG_LINE_MAX 2048
+#define LOG_BURST 10
+#define LOG_WINDOW_NS (10ull * 1000000000ull)
+#define LOG_SLOTS 256
 
 static enum log_level log_max_level = LOG_LEVEL_INFO;
 static log_sink_fn log_sink;
+
+/* One (client, kind) window. */
+struct log_window {
+    const char *fmt; /* NULL: free */
+    uint64_t who;    /* 1 << 32 | uid, or pid */
+    pid_t last_pid;
+    enum log_level level;
+    uint64_t start_ns;
+    uint32_t lines;
+    uint64_t suppressed;
+};
+static struct log_window log_windows[LOG_SLOTS];
+static uint64_t (*log_clock)(void);
+
+void log_set_clock(uint64_t (*clock_ns)(void))
+{
+    log_clock = clock_ns;
+}
 
 void log_set_sink(log_sink_fn sink)
 {
@@ -92,6 +127,81 @@ static void log_write(enum log_level level, const struct log_field *fields, cons
     errno = saved;
 }
 
+static void log_write_v(enum log_level level, const struct log_field *fields, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void log_write_v(enum log_level level, const struct log_field *fields, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    log_write(level, fields, fmt, ap);
+    va_end(ap);
+}
+
+static void log_report_suppressed(struct log_window *w)
+{
+    if (!w->fmt || w->suppressed == 0)
+        return;
+    bool uid = w->who >> 32;
+    /* The kind: the format's words up to its first conversion. */
+    int kind_len = (int)strcspn(w->fmt, "%");
+    log_write_v(w->level,
+                LOG_FIELDS(LOG_NUM("SUPPRESSED", w->suppressed), LOG_NUM("CLIENT_PID", w->last_pid)),
+                "log: suppressed %" PRIu64 " similar messages (\"%.*s...\") from %s %u, last from "
+                "pid %d",
+                w->suppressed, kind_len > 60 ? 60 : kind_len, w->fmt, uid ? "uid" : "pid",
+                (unsigned)(uint32_t)w->who, (int)w->last_pid);
+    w->suppressed = 0;
+}
+
+/* Whether a line may be written now (counting it against its client). */
+static bool log_admit(enum log_level level, const struct log_field *fields, const char *fmt)
+{
+    if (level == LOG_LEVEL_DEBUG || !fields || !log_clock)
+        return true;
+    bool has_uid = false, has_pid = false;
+    uint64_t uid = 0, pid = 0;
+    for (const struct log_field *f = fields; f->key; f++) {
+        if (!f->str && strcmp(f->key, "CLIENT_UID") == 0) {
+            has_uid = true;
+            uid = f->num;
+        } else if (!f->str && strcmp(f->key, "CLIENT_PID") == 0) {
+            has_pid = true;
+            pid = f->num;
+        }
+    }
+    if (!has_uid && !has_pid)
+        return true;
+    uint64_t who = has_uid ? (1ull << 32 | (uint32_t)uid) : (uint32_t)pid;
+    uint64_t h = (who * 0x9e3779b97f4a7c15ull) ^ ((uintptr_t)fmt * 0xff51afd7ed558ccdull);
+    struct log_window *w = &log_windows[(h >> 32) % LOG_SLOTS];
+    uint64_t now = log_clock();
+    if (w->fmt != fmt || w->who != who || now - w->start_ns >= LOG_WINDOW_NS) {
+        log_report_suppressed(w);
+        *w = (struct log_window){.fmt = fmt, .who = who, .start_ns = now, .level = level};
+    }
+    w->last_pid = (pid_t)pid;
+    if (w->lines < LOG_BURST) {
+        w->lines++;
+        return true;
+    }
+    w->suppressed++;
+    return false;
+}
+
+void log_flush_suppressed(void)
+{
+    if (!log_clock)
+        return;
+    uint64_t now = log_clock();
+    for (size_t i = 0; i < LOG_SLOTS; i++) {
+        struct log_window *w = &log_windows[i];
+        if (w->fmt && now - w->start_ns >= LOG_WINDOW_NS) {
+            log_report_suppressed(w);
+            w->fmt = NULL;
+        }
+    }
+}
+
 void log_msg(enum log_level level, const char *fmt, ...)
 {
     if (!log_enabled(level))
@@ -104,7 +214,7 @@ void log_msg(enum log_level level, const char *fmt, ...)
 
 void log_msg_fields(enum log_level level, const struct log_field *fields, const char *fmt, ...)
 {
-    if (!log_enabled(level))
+    if (!log_enabled(level) || !log_admit(level, fields, fmt))
         return;
     va_list ap;
     va_start(ap, fmt);

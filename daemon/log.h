@@ -43,6 +43,15 @@ int log_parse_level(const char *name, enum log_level *ret);
 typedef int (*log_sink_fn)(enum log_level level, const struct log_field *fields, const char *msg);
 void log_set_sink(log_sink_fn sink);
 
+/* The clock the rate limit reads (CLOCK_MONOTONIC ns); without one, nothing
+ * is limited. */
+void log_set_clock(uint64_t (*clock_ns)(void));
+/* Reports the windows that ended with messages suppressed (call it from a
+ * timer, say once a second). */
+void log_flush_suppressed(void);
+
+/* Lines with a CLIENT_UID or CLIENT_PID field are rate-limited per client
+ * and format string (see log.c); others are not. */
 void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void log_msg_fields(enum log_level level, const struct log_field *fields, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

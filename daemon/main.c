@@ -78,6 +78,7 @@ struct options {
     SessionLimits limits;
     unsigned fd_store_max; /* 0: $FDSTORE, else DEFAULT_FD_STORE_MAX */
     bool fd_store_max_set;
+    bool max_total_set;
     uint64_t hang_after_ms;
 };
 
@@ -101,10 +102,14 @@ static void print_help(FILE *f)
             "                       /run/mbq/mbqd.sock as root and\n"
             "                       $XDG_RUNTIME_DIR/mbq/mbqd.sock otherwise)\n"
             "  --log-level LEVEL    error, warning, info (default) or debug\n"
-            "  --max-objects N      objects one client may have open (default 256)\n"
+            "  --max-objects N      objects one user (uid) may own, for as long as they\n"
+            "                       exist, over all its connections (default 256;\n"
+            "                       0: no limit; root has none)\n"
             "  --max-triggers N     triggers one client may have installed (default 64)\n"
-            "  --max-bytes N        bytes of segments one client may have created and\n"
-            "                       still alive; suffixes K, M, G, T (default 4G)\n"
+            "  --max-bytes N        bytes of segments one user may own; suffixes K, M,\n"
+            "                       G, T (default 4G; 0: no limit; root has none)\n"
+            "  --max-total-bytes N  bytes of segments of all users together, root\n"
+            "                       included (default: a quarter of MemTotal; 0: none)\n"
             "  --fd-store-max N     descriptors the service manager keeps for mbqd\n"
             "                       (FileDescriptorStoreMax=; default $FDSTORE, else 4096);\n"
             "                       0 keeps nothing across restarts\n"
@@ -152,13 +157,14 @@ static int parse_u64(const char *s, bool suffixes, uint64_t *ret)
 static int parse_options(int argc, char **argv, struct options *o)
 {
     enum { OPT_SOCKET = 256, OPT_LOG_LEVEL, OPT_MAX_OBJECTS, OPT_MAX_TRIGGERS, OPT_MAX_BYTES,
-           OPT_FOREGROUND, OPT_VERSION, OPT_FD_STORE_MAX, OPT_LOG_TARGET, OPT_DEBUG_HANG };
+           OPT_MAX_TOTAL_BYTES, OPT_FOREGROUND, OPT_VERSION, OPT_FD_STORE_MAX, OPT_LOG_TARGET, OPT_DEBUG_HANG };
     static const struct option longopts[] = {
         {"socket", required_argument, NULL, OPT_SOCKET},
         {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
         {"max-objects", required_argument, NULL, OPT_MAX_OBJECTS},
         {"max-triggers", required_argument, NULL, OPT_MAX_TRIGGERS},
         {"max-bytes", required_argument, NULL, OPT_MAX_BYTES},
+        {"max-total-bytes", required_argument, NULL, OPT_MAX_TOTAL_BYTES},
         {"foreground", no_argument, NULL, OPT_FOREGROUND},
         {"fd-store-max", required_argument, NULL, OPT_FD_STORE_MAX},
         {"log-target", required_argument, NULL, OPT_LOG_TARGET},
@@ -195,11 +201,16 @@ static int parse_options(int argc, char **argv, struct options *o)
                 o->limits.max_triggers = (uint32_t)v;
             break;
         case OPT_MAX_BYTES:
-            if (parse_u64(optarg, true, &o->limits.max_bytes) < 0) {
-                fprintf(stderr, "mbqd: --max-bytes: '%s' is not a size (e.g. 4294967296 or 4G)\n",
-                        optarg);
+        case OPT_MAX_TOTAL_BYTES:
+            if (parse_u64(optarg, true,
+                          c == OPT_MAX_BYTES ? &o->limits.max_bytes : &o->limits.max_total_bytes) <
+                0) {
+                fprintf(stderr, "mbqd: %s: '%s' is not a size (e.g. 4294967296 or 4G)\n",
+                        c == OPT_MAX_BYTES ? "--max-bytes" : "--max-total-bytes", optarg);
                 return -EINVAL;
             }
+            if (c == OPT_MAX_TOTAL_BYTES)
+                o->max_total_set = true;
             break;
         case OPT_FOREGROUND:
             break; /* always */
@@ -316,6 +327,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
     struct daemon *d = arg;
     registry_age_out(d->registry, now_ns());
+    log_flush_suppressed();
     char status[128];
     status_text(d, status, sizeof(status));
     systemd_status(d->sd, status);
@@ -349,6 +361,25 @@ static int take_listen_fd(struct systemd_fd *fds, int n)
     return listen_fd;
 }
 
+/* The default cap on all segments together: a quarter of the machine's
+ * memory (pools are faulted in at creation, so segments are real memory),
+ * or 0 (none) if /proc/meminfo cannot say. */
+static uint64_t default_max_total_bytes(void)
+{
+    FILE *f = fopen("/proc/meminfo", "re");
+    char line[256];
+    unsigned long long kib;
+    uint64_t v = 0;
+    while (f && fgets(line, sizeof(line), f))
+        if (sscanf(line, "MemTotal: %llu kB", &kib) == 1) {
+            v = (uint64_t)kib * 1024 / 4;
+            break;
+        }
+    if (f)
+        fclose(f);
+    return v;
+}
+
 /* The store's size: --fd-store-max, else $FDSTORE, else the unit's. */
 static unsigned fd_store_max(const struct options *o)
 {
@@ -366,7 +397,10 @@ int main(int argc, char **argv)
     };
     if (parse_options(argc, argv, &opt) < 0)
         return 2;
+    if (!opt.max_total_set)
+        opt.limits.max_total_bytes = default_max_total_bytes();
     log_set_level(opt.log_level);
+    log_set_clock(now_ns);
     setup_log_target(opt.log_target);
 
     signal(SIGPIPE, SIG_IGN); /* wire_send uses MSG_NOSIGNAL; this covers the rest */

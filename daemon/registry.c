@@ -18,8 +18,16 @@
  *    is gone) and is destroyed when the last session closes it.
  *  - An object that is not unlinked lives until unlinked, even when nobody
  *    has it open, like a file.
- *  - Everything read from a segment here is a counter or a pid; the shm
- *    layer range-checks what it indexes with.
+ *  - Everything read from a segment here is a counter or a pid, except the
+ *    pool ids of a buffer queue's entries when the queue is destroyed: an
+ *    entry's pool id is acted on only if that pool is bound to the queue
+ *    (Object.bound, kept in daemon memory: registry_bind_pool, after the
+ *    session checked the binder's right to open the pool); any other entry
+ *    is ignored, counted (forged_entries) and logged. The shm layer
+ *    range-checks the handles it indexes with.
+ *  - Every object is charged to its owner uid (UserCharge: one object and
+ *    its segment's bytes) from creation or restore until it is destroyed,
+ *    and its bytes to total_bytes; connections have nothing to do with it.
  *  - An observer (fdstore.c, under systemd) hears of every creation,
  *    destruction and change once it is done, and may refuse a creation.
  *    Restored objects (registry_restore) come back with their old ids, which
@@ -59,7 +67,13 @@ struct Registry {
     struct registry_observer obs;
     bool has_obs;
     void (*finalize)(Object *o);
+    UserCharge *users; /* sorted by uid; entries with nothing charged are removed */
+    size_t n_users, cap_users;
+    uint64_t total_bytes;
 };
+
+static int user_charge(Registry *r, uid_t uid, uint64_t bytes);
+static void user_discharge(Registry *r, uid_t uid, uint64_t bytes);
 
 /* ---- hashing ---- */
 
@@ -175,10 +189,18 @@ static void object_unmap(Object *o)
 }
 
 /* A queue entry's reference on a pool block, dropped through the daemon's
- * mapping of that pool. A pool that is gone took its blocks with it. */
+ * mapping of that pool if the pool is bound to the queue. An entry naming
+ * any other pool was written by a client that skipped the binding (or
+ * forged it): the daemon does not act on it. A pool that is gone took its
+ * blocks with it. */
 static void object_release_entry(void *ctx, uint32_t pool_id, uint64_t handle)
 {
-    Object *p = registry_lookup_id(ctx, pool_id);
+    Object *q = ctx;
+    if (!registry_queue_may_carry(q, pool_id)) {
+        q->forged_entries++;
+        return;
+    }
+    Object *p = registry_lookup_id(q->registry, pool_id);
     if (p && p->kind == OBJECT_POOL)
         pool_release(&p->pool, handle, false);
 }
@@ -190,8 +212,16 @@ static void object_empty_queue(Object *o)
     struct bq_stats st;
     if (bq_stats(&o->bq, &st) == 0 && st.count == 0)
         return;
-    bq_set_hooks(&o->bq, &(struct bq_hooks){.ctx = o->registry, .release = object_release_entry});
+    bq_set_hooks(&o->bq, &(struct bq_hooks){.ctx = o, .release = object_release_entry});
+    uint64_t forged = o->forged_entries;
     int r = bq_reset(&o->bq, NULL, NULL);
+    if (o->forged_entries > forged)
+        log_msg_fields(LOG_LEVEL_WARNING,
+                       LOG_FIELDS(LOG_STR("OBJECT", o->name), LOG_NUM("OBJECT_ID", o->id),
+                                  LOG_NUM("FORGED_ENTRIES", o->forged_entries - forged)),
+                       "queue %u '%s': ignored %" PRIu64 " entries naming a pool not bound to "
+                       "the queue (written by a client that did not bind it)",
+                       o->id, o->name, o->forged_entries - forged);
     if (r < 0)
         log_msg(LOG_LEVEL_WARNING, "queue %u '%s': cannot release its buffers: %d", o->id,
                 o->name, r);
@@ -215,10 +245,7 @@ static void object_destroy(Object *o, bool release)
     table_remove(&r->table[TABLE_ID], TABLE_ID, o);
     list_del(&o->link);
     list_del(&o->pool_link);
-    if (o->charge) {
-        o->charge->bytes -= object_segment_size(o);
-        list_del(&o->charge_link);
-    }
+    user_discharge(r, o->uid, object_segment_size(o));
     r->n_objects--;
     /* Out of the registry (so out of the next state record), still mapped. */
     if (release && r->has_obs)
@@ -227,6 +254,7 @@ static void object_destroy(Object *o, bool release)
         r->finalize(o);
     object_unmap(o);
     free(o->waiting);
+    free(o->bound);
     free(o);
 }
 
@@ -243,6 +271,7 @@ Registry *registry_free(Registry *r)
     }
     free(r->table[TABLE_NAME].slots);
     free(r->table[TABLE_ID].slots);
+    free(r->users);
     free(r);
     return NULL;
 }
@@ -332,7 +361,7 @@ uint64_t registry_estimate_size(const struct object_config *c)
 }
 
 int registry_create(Registry *r, const char *name, const struct object_config *config,
-                    uint32_t mode, uid_t uid, gid_t gid, RegistryCharge *charge, Object **ret)
+                    uint32_t mode, uid_t uid, gid_t gid, Object **ret)
 {
     if (registry_validate_name(name) < 0)
         return -EINVAL;
@@ -354,7 +383,6 @@ int registry_create(Registry *r, const char *name, const struct object_config *c
     o->config = *config;
     list_init(&o->handles);
     list_init(&o->triggers);
-    list_init(&o->charge_link);
     list_init(&o->link);
     list_init(&o->pool_link);
 
@@ -396,10 +424,10 @@ int registry_create(Registry *r, const char *name, const struct object_config *c
     table_insert(&r->table[TABLE_ID], TABLE_ID, o);
     list_add_tail(&r->objects, &o->link);
     r->n_objects++;
-    if (charge) {
-        o->charge = charge;
-        charge->bytes += object_segment_size(o);
-        list_add_tail(&charge->objects, &o->charge_link);
+    res = user_charge(r, uid, object_segment_size(o));
+    if (res < 0) {
+        object_destroy(TAKE_PTR(o), false);
+        return res;
     }
     if (r->has_obs) {
         res = r->obs.object_added(r->obs.ctx, o);
@@ -489,7 +517,6 @@ int registry_restore(Registry *r, const struct registry_restore *spec, int fd, O
     o->config.pool.prefault = true;
     list_init(&o->handles);
     list_init(&o->triggers);
-    list_init(&o->charge_link);
     list_init(&o->link);
     list_init(&o->pool_link);
     if (spec->unlinked && spec->n_holders) {
@@ -500,9 +527,27 @@ int registry_restore(Registry *r, const struct registry_restore *spec, int fd, O
             if (spec->holders[i] > 0)
                 o->waiting[o->n_waiting++] = spec->holders[i];
     }
+    if (c->kind == OBJECT_BUFFER_QUEUE && spec->n_bound) {
+        unsigned n = spec->n_bound < REGISTRY_MAX_BINDINGS ? spec->n_bound : REGISTRY_MAX_BINDINGS;
+        o->bound = calloc(n, sizeof(*o->bound));
+        if (!o->bound) {
+            free(o->waiting);
+            return -ENOMEM;
+        }
+        o->cap_bound = n;
+        for (unsigned i = 0; i < n; i++)
+            if (spec->bound[i] && !registry_queue_may_carry(o, spec->bound[i]))
+                o->bound[o->n_bound++] = spec->bound[i];
+    }
     int res = object_attach(o, fd);
+    if (res == 0) {
+        res = user_charge(r, o->uid, object_segment_size(o));
+        if (res < 0)
+            object_unmap(o);
+    }
     if (res < 0) {
         free(o->waiting);
+        free(o->bound);
         return res;
     }
     if (o->kind == OBJECT_POOL)
@@ -837,18 +882,144 @@ void registry_age_out(Registry *r, uint64_t now)
 
 /* ---- charges ---- */
 
-void registry_charge_init(RegistryCharge *c)
+/* The index of uid's entry, or where it would go. */
+static size_t user_find(const Registry *r, uid_t uid)
 {
-    c->bytes = 0;
-    list_init(&c->objects);
+    size_t lo = 0, hi = r->n_users;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (r->users[mid].uid < uid)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
 }
 
-void registry_charge_release(RegistryCharge *c)
+/* Charges uid one object of bytes bytes. Fails (-ENOMEM) only when uid
+ * has no entry yet and none can be made. */
+static int user_charge(Registry *r, uid_t uid, uint64_t bytes)
 {
-    list_for_each_safe(it, &c->objects) {
-        Object *o = list_entry(it, Object, charge_link);
-        o->charge = NULL;
-        list_del(&o->charge_link);
+    size_t i = user_find(r, uid);
+    if (i == r->n_users || r->users[i].uid != uid) {
+        if (r->n_users == r->cap_users) {
+            size_t cap = r->cap_users ? r->cap_users * 2 : 16;
+            UserCharge *u = realloc(r->users, cap * sizeof(*u));
+            if (!u)
+                return -ENOMEM;
+            r->users = u;
+            r->cap_users = cap;
+        }
+        memmove(&r->users[i + 1], &r->users[i], (r->n_users - i) * sizeof(*r->users));
+        r->users[i] = (UserCharge){.uid = uid};
+        r->n_users++;
     }
-    c->bytes = 0;
+    r->users[i].objects++;
+    r->users[i].bytes += bytes;
+    r->total_bytes += bytes;
+    return 0;
+}
+
+static void user_discharge(Registry *r, uid_t uid, uint64_t bytes)
+{
+    size_t i = user_find(r, uid);
+    if (i == r->n_users || r->users[i].uid != uid)
+        return; /* never charged (its entry could not be made) */
+    UserCharge *u = &r->users[i];
+    u->objects--;
+    u->bytes -= bytes < u->bytes ? bytes : u->bytes;
+    r->total_bytes -= bytes < r->total_bytes ? bytes : r->total_bytes;
+    if (u->objects == 0) {
+        memmove(u, u + 1, (r->n_users - i - 1) * sizeof(*u));
+        r->n_users--;
+    }
+}
+
+int registry_charge_check(Registry *r, uid_t uid, uint64_t bytes, const struct registry_limits *l,
+                          char *why, size_t why_len)
+{
+    UserCharge u = registry_user_charge(r, uid);
+    if (uid != 0 && l->max_objects && u.objects >= l->max_objects) {
+        snprintf(why, why_len,
+                 "mbqd: quota: uid %u owns %u objects, the most a user may own "
+                 "(mbqd --max-objects %u)",
+                 (unsigned)uid, u.objects, l->max_objects);
+        return -EDQUOT;
+    }
+    if (uid != 0 && l->max_bytes && (bytes > l->max_bytes || u.bytes > l->max_bytes - bytes)) {
+        snprintf(why, why_len,
+                 "mbqd: quota: %" PRIu64 " more bytes of segments would exceed the %" PRIu64
+                 " bytes a user may own (uid %u owns %" PRIu64 "; mbqd --max-bytes %" PRIu64 ")",
+                 bytes, l->max_bytes, (unsigned)uid, u.bytes, l->max_bytes);
+        return -EDQUOT;
+    }
+    if (l->max_total_bytes &&
+        (bytes > l->max_total_bytes || r->total_bytes > l->max_total_bytes - bytes)) {
+        snprintf(why, why_len,
+                 "mbqd: quota: %" PRIu64 " more bytes of segments would exceed the daemon's "
+                 "%" PRIu64 " bytes for all users together (%" PRIu64 " in use; "
+                 "mbqd --max-total-bytes %" PRIu64 ")",
+                 bytes, l->max_total_bytes, r->total_bytes, l->max_total_bytes);
+        return -EDQUOT;
+    }
+    return 0;
+}
+
+UserCharge registry_user_charge(Registry *r, uid_t uid)
+{
+    size_t i = user_find(r, uid);
+    if (i < r->n_users && r->users[i].uid == uid)
+        return r->users[i];
+    return (UserCharge){.uid = uid};
+}
+
+ssize_t registry_user_charges(Registry *r, UserCharge **ret)
+{
+    UserCharge *v = calloc(r->n_users ? r->n_users : 1, sizeof(*v));
+    if (!v)
+        return -ENOMEM;
+    if (r->n_users)
+        memcpy(v, r->users, r->n_users * sizeof(*v));
+    *ret = v;
+    return (ssize_t)r->n_users;
+}
+
+uint64_t registry_total_bytes(const Registry *r)
+{
+    return r->total_bytes;
+}
+
+/* ---- bindings ---- */
+
+bool registry_queue_may_carry(const Object *q, uint64_t pool_id)
+{
+    for (unsigned i = 0; i < q->n_bound; i++)
+        if (q->bound[i] == pool_id)
+            return true;
+    return false;
+}
+
+int registry_bind_pool(Object *q, const Object *pool)
+{
+    if (q->kind != OBJECT_BUFFER_QUEUE || pool->kind != OBJECT_POOL)
+        return -EINVAL;
+    if (registry_queue_may_carry(q, pool->id))
+        return 0;
+    if (q->n_bound == q->cap_bound) {
+        if (q->cap_bound >= REGISTRY_MAX_BINDINGS)
+            return -ENOSPC;
+        unsigned cap = q->cap_bound ? q->cap_bound * 2 : 4;
+        uint32_t *b = realloc(q->bound, cap * sizeof(*b));
+        if (!b)
+            return -ENOMEM;
+        q->bound = b;
+        q->cap_bound = cap;
+    }
+    q->bound[q->n_bound++] = pool->id;
+    log_msg_fields(LOG_LEVEL_DEBUG,
+                   LOG_FIELDS(LOG_STR("OBJECT", q->name), LOG_NUM("OBJECT_ID", q->id),
+                              LOG_NUM("POOL_ID", pool->id)),
+                   "queue %u '%s': pool %u '%s' bound", q->id, q->name, pool->id, pool->name);
+    registry_note_changed(q->registry);
+    return 0;
 }

@@ -31,13 +31,25 @@ struct object_config {
     struct pool_params pool; /* prefault is forced on */
 };
 
-/* The bytes of live segments a client created: embedded in its session,
- * referenced by each object it created, so that destroying the object (even
- * after the session ended) gives the bytes back to whoever still counts them. */
-typedef struct RegistryCharge {
+/* What one user (the owner uid of objects) is charged: every object it
+ * owns and the bytes of its segment, from creation (or restore) until the
+ * object is destroyed, whatever connections come and go. */
+typedef struct UserCharge {
+    uid_t uid;
+    uint32_t objects;
     uint64_t bytes;
-    struct list objects; /* Object.charge_link */
-} RegistryCharge;
+} UserCharge;
+
+/* The quotas registry_charge_check applies (mbqd --max-objects,
+ * --max-bytes, --max-total-bytes). 0 means no limit. */
+struct registry_limits {
+    uint32_t max_objects;     /* per user, uid 0 exempt */
+    uint64_t max_bytes;       /* per user, uid 0 exempt */
+    uint64_t max_total_bytes; /* every user together, root included */
+};
+
+/* Pools a buffer queue may carry: at most this many bindings per queue. */
+#define REGISTRY_MAX_BINDINGS 1024u
 
 struct Object {
     Registry *registry;
@@ -57,13 +69,17 @@ struct Object {
     unsigned open_count;    /* sessions that have it open (entries of handles) */
     struct list handles;    /* owned by session.c: Handle.object_link */
     struct list triggers;   /* owned by trigger.c: Trigger.object_link */
-    RegistryCharge *charge; /* the creator's, while it counts; NULL after */
+    /* Buffer queues: the ids of the pools bound to it (registry_bind_pool),
+     * the only pools the daemon releases entries of; and how many entries
+     * it ignored because they named anything else. */
+    uint32_t *bound;
+    unsigned n_bound, cap_bound;
+    uint64_t forged_entries;
     /* Restored and unlinked: processes that had it open before the daemon
      * restarted and have neither reattached nor died yet. It lives while
      * one of them might still come back (see registry_drop_waiting). */
     pid_t *waiting;
     unsigned n_waiting;
-    struct list charge_link;
     struct list link;      /* Registry.objects */
     struct list pool_link; /* Registry.pools (pools only) */
     Object *hash_next[2];  /* chains of the name and id tables */
@@ -125,6 +141,8 @@ struct registry_restore {
     bool unlinked;
     const pid_t *holders; /* unlinked: the processes that had it open */
     unsigned n_holders;
+    const uint32_t *bound; /* buffer queues: the pools bound to it */
+    unsigned n_bound;
 };
 
 /* Restores an object from its segment (fd borrowed; the mapping takes its
@@ -133,7 +151,8 @@ struct registry_restore {
  * segment is a valid one of that kind with exactly that configuration.
  * Returns 0, -EEXIST (id or name taken), -EINVAL (bad description),
  * -EBADMSG (the segment is not what the record says), or -errno. The object
- * is charged to nobody and reported to no observer. */
+ * is charged to its owner (over quota or not: it exists) and reported to no
+ * observer. */
 int registry_restore(Registry *r, const struct registry_restore *spec, int fd, Object **ret);
 /* Sets the next id after a restore: at least one above every object's. */
 void registry_set_next_id(Registry *r, uint32_t next);
@@ -150,10 +169,11 @@ uint64_t registry_estimate_size(const struct object_config *config);
 
 /* Creates and names a new object (the name must be free). Returns 0, the
  * shm layer's status for a bad configuration, -ENOSPC when object ids are
- * exhausted, or -errno. On success the object is charged to charge (may be
- * NULL) and has open_count 0: the caller opens it. */
+ * exhausted, or -errno. On success the object is charged to uid (see
+ * registry_charge_check, which the caller asks first) and has open_count 0:
+ * the caller opens it. */
 int registry_create(Registry *r, const char *name, const struct object_config *config,
-                    uint32_t mode, uid_t uid, gid_t gid, RegistryCharge *charge, Object **ret);
+                    uint32_t mode, uid_t uid, gid_t gid, Object **ret);
 /* The linked object of that name, or NULL. */
 Object *registry_lookup_name(Registry *r, const char *name);
 /* The object with that id, linked or not, or NULL. */
@@ -201,8 +221,28 @@ uint64_t registry_reclaim_pid(Registry *r, pid_t pid, unsigned *pools_out);
 /* Ages out the cached blocks of every pool (the daemon's timer). */
 void registry_age_out(Registry *r, uint64_t now);
 
-void registry_charge_init(RegistryCharge *c);
-/* The client is gone: its objects stop counting against it. */
-void registry_charge_release(RegistryCharge *c);
+/* ---- charges ---- */
+
+/* 0 if uid may own one more object of bytes bytes under l, else -EDQUOT
+ * with the reason (naming the limit and its option) in why. */
+int registry_charge_check(Registry *r, uid_t uid, uint64_t bytes, const struct registry_limits *l,
+                          char *why, size_t why_len);
+/* What uid is charged now (zeros if nothing). */
+UserCharge registry_user_charge(Registry *r, uid_t uid);
+/* Every user charged something, sorted by uid: a new array (free() it) and
+ * its length, or -ENOMEM. */
+ssize_t registry_user_charges(Registry *r, UserCharge **ret);
+/* The bytes of every live segment together. */
+uint64_t registry_total_bytes(const Registry *r);
+
+/* ---- bindings: which pools a buffer queue may carry ---- */
+
+/* Binds pool to the buffer queue q (the caller checked the binder's right
+ * to open pool). 0 (bound now or before), -EINVAL (not a queue and a pool),
+ * -ENOSPC (REGISTRY_MAX_BINDINGS), -ENOMEM. Reported to the observer. */
+int registry_bind_pool(Object *q, const Object *pool);
+/* Whether entries of the buffer queue q may name pool_id: the only
+ * question to ask before acting on a pool id read from q's segment. */
+bool registry_queue_may_carry(const Object *q, uint64_t pool_id);
 
 #endif

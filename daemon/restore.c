@@ -256,6 +256,8 @@ static bool restore_object(Registry *r, const Mbq__V1__StoredObject *so, Entry *
             .unlinked = so->unlinked,
             .holders = holders,
             .n_holders = nh,
+            .bound = so->bound_pools, /* the registry caps and deduplicates them */
+            .n_bound = so->n_bound_pools > UINT32_MAX ? UINT32_MAX : (unsigned)so->n_bound_pools,
         };
         res = registry_restore(r, &spec, fds[e->index].fd, &o);
     }

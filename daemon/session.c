@@ -4,9 +4,15 @@
  * credentials from SO_PEERCRED (pid, uid, gid: what permissions and pool
  * accounting use). It answers each request (mbq.proto says what each one
  * means), keeps what the client holds — the objects it opened (a Handle per
- * object) and the triggers it installed — and counts them against the
- * client's quotas. When the connection ends, for whatever reason,
+ * object) and the triggers it installed — and counts the triggers against
+ * the client's quota. Objects and their bytes are charged to the owning
+ * user in the registry for as long as they live (registry_charge_check),
+ * not to the connection. When the connection ends, for whatever reason,
  * session_end() gives everything back.
+ *
+ * Visibility. List shows, and Stat answers about, only the objects the
+ * caller may open (or owns); the clients of an object (pids, uids, names)
+ * are shown to its owner and to root only.
  *
  * After a daemon restart (restore.c), a client that reconnects sends
  * Reattach for each object it still maps (checked to be the very segment)
@@ -71,7 +77,6 @@ int session_new(Session **ret, Server *server, Conn *conn, Registry *registry,
     s->gid = gid;
     s->pidfd = pidfd;
     list_init(&s->handles);
-    registry_charge_init(&s->charge);
     *ret = s;
     return 0;
 }
@@ -150,7 +155,6 @@ Session *session_end(Session *s, enum session_end why, const char *detail)
         handle_free(h);
         objects++;
     }
-    registry_charge_release(&s->charge);
     if (!shutdown)
         registry_batch_end(s->registry);
 
@@ -285,8 +289,11 @@ static void call_reply(Call *c, const Mbq__V1__Response *body, const int *fds, u
 
 void session_protocol_error(Session *s, int status, const char *error)
 {
-    log_msg(LOG_LEVEL_WARNING, "session %" PRIu64 " (pid %d): %s; disconnecting", s->id,
-            (int)s->pid, error);
+    log_msg_fields(LOG_LEVEL_WARNING,
+                   LOG_FIELDS(LOG_NUM("SESSION_ID", s->id), LOG_NUM("CLIENT_PID", s->pid),
+                              LOG_NUM("CLIENT_UID", s->uid)),
+                   "session %" PRIu64 " (pid %d, uid %u): %s; disconnecting", s->id, (int)s->pid,
+                   (unsigned)s->uid, error);
     session_send_response(s, 0, status, error, NULL, NULL, 0);
 }
 
@@ -417,17 +424,14 @@ static int handle_hello(Call *c, const Mbq__V1__Hello *req)
     return 0;
 }
 
-/* The session's handle on o: its existing one, or a new one if the
- * client's quota of objects allows. */
+/* The session's handle on o: its existing one, or a new one. (At most one
+ * per object: what a session holds is bounded by the objects that exist,
+ * which the users' quotas bound.) */
 static int call_hold(Call *c, Object *o, Handle **ret)
 {
     Session *s = c->s;
     Handle *h = session_find_handle(s, o->id);
     if (!h) {
-        if (s->n_objects >= s->limits->max_objects)
-            return call_fail(c, -EDQUOT,
-                             "mbqd: quota: this client has %u objects open (--max-objects %u)",
-                             s->n_objects, s->limits->max_objects);
         h = handle_new(s, o);
         if (!h)
             return -ENOMEM;
@@ -551,20 +555,25 @@ static int handle_create(Call *c, const Mbq__V1__Create *req)
         return session_open(c, o, true);
     }
 
-    if (s->n_objects >= s->limits->max_objects)
-        return call_fail(c, -EDQUOT, "mbqd: quota: this client has %u objects open (--max-objects %u)",
-                         s->n_objects, s->limits->max_objects);
     if (!registry_has_room(s->registry, 1))
         return fail_store_full(c, "object");
-    uint64_t need = registry_estimate_size(&cfg);
-    uint64_t have = s->charge.bytes < s->limits->max_bytes ? s->limits->max_bytes - s->charge.bytes : 0;
-    if (need > have)
-        return call_fail(c, -EDQUOT,
-                         "mbqd: quota: a %s of about %" PRIu64 " bytes would exceed this client's "
-                         "%" PRIu64 " bytes of segments (--max-bytes %" PRIu64 ")",
-                         object_kind_name(kind), need, s->charge.bytes, s->limits->max_bytes);
+    /* The estimate errs high, so that what is created never exceeds what
+     * was checked; the charge is then the segment's real size. */
+    const struct registry_limits lim = {.max_objects = s->limits->max_objects,
+                                        .max_bytes = s->limits->max_bytes,
+                                        .max_total_bytes = s->limits->max_total_bytes};
+    int r = registry_charge_check(s->registry, s->uid, registry_estimate_size(&cfg), &lim,
+                                  c->error, sizeof(c->error));
+    if (r < 0) {
+        log_msg_fields(LOG_LEVEL_INFO,
+                       LOG_FIELDS(LOG_STR("OBJECT", req->name), LOG_NUM("CLIENT_PID", s->pid),
+                                  LOG_NUM("CLIENT_UID", s->uid)),
+                       "session %" PRIu64 " (pid %d, uid %u): %s '%s' refused: %s", s->id,
+                       (int)s->pid, (unsigned)s->uid, object_kind_name(kind), req->name, c->error);
+        return r;
+    }
 
-    int r = registry_create(s->registry, req->name, &cfg, mode, s->uid, s->gid, &s->charge, &o);
+    r = registry_create(s->registry, req->name, &cfg, mode, s->uid, s->gid, &o);
     if (r < 0)
         return call_fail(c, r, "mbqd: cannot create %s '%s': %s", object_kind_name(kind),
                          req->name, status_name(r));
@@ -660,12 +669,23 @@ static int handle_unlink(Call *c, const Mbq__V1__Unlink *req)
     return 0;
 }
 
+/* Whether the session may see o in List and Stat: what it could open, or
+ * owns (an owner may have set a mode that locks itself out). */
+static bool session_may_see(const Session *s, const Object *o)
+{
+    return registry_check_owner(o, s->uid) == 0 || registry_check_access(o, s->uid, s->gid) == 0;
+}
+
 static int handle_list(Call *c, const Mbq__V1__List *req)
 {
     _cleanup_(freep) Object **objs = NULL;
-    ssize_t n = registry_list(c->s->registry, req->prefix, &objs);
-    if (n < 0)
-        return (int)n;
+    ssize_t all = registry_list(c->s->registry, req->prefix, &objs);
+    if (all < 0)
+        return (int)all;
+    ssize_t n = 0;
+    for (ssize_t i = 0; i < all; i++)
+        if (session_may_see(c->s, objs[i]))
+            objs[n++] = objs[i];
     _cleanup_(freep) InfoMsg *msgs = calloc((size_t)n + 1, sizeof(*msgs));
     _cleanup_(freep) Mbq__V1__ObjectInfo **ptrs = calloc((size_t)n + 1, sizeof(*ptrs));
     if (!msgs || !ptrs)
@@ -699,6 +719,15 @@ static int handle_stat(Call *c, const Mbq__V1__Stat *req)
     int res = call_lookup_name(c, req->name, &o);
     if (res < 0)
         return res;
+    const Session *s = c->s;
+    if (!session_may_see(s, o))
+        return call_fail(c, -EACCES,
+                         "mbqd: permission denied: %s '%s' (owner %u:%u, mode %04o): Stat needs "
+                         "read and write access, as Open does",
+                         object_kind_name(o->kind), o->name, (unsigned)o->uid, (unsigned)o->gid,
+                         o->mode);
+    /* Who has it open (pids, uids, names) is for its owner and root. */
+    const bool details = registry_check_owner(o, s->uid) == 0;
     struct object_stats st;
     res = registry_object_stats(o, &st);
     if (res < 0)
@@ -727,6 +756,7 @@ static int handle_stat(Call *c, const Mbq__V1__Stat *req)
         bs.end_of_data = st.bq.end_of_data;
         bs.triggers = st.bq.triggers;
         bs.repairs = st.bq.repairs;
+        bs.forged_entries = o->forged_entries;
         sr.stats_case = MBQ__V1__STAT_REPLY__STATS_BUFFER_QUEUE;
         sr.buffer_queue = &bs;
         break;
@@ -759,7 +789,7 @@ static int handle_stat(Call *c, const Mbq__V1__Stat *req)
     list_for_each_safe(it, &o->handles) {
         const Handle *h = list_entry(it, Handle, object_link);
         const Session *peer = h->session;
-        if (k == o->open_count)
+        if (!details || k == o->open_count)
             break;
         ci[k] = (Mbq__V1__ClientInfo)MBQ__V1__CLIENT_INFO__INIT;
         ci[k].session_id = peer->id;
@@ -945,6 +975,84 @@ static int handle_adopt_trigger(Call *c, const Mbq__V1__AdoptTrigger *req)
     return 0;
 }
 
+/* Binds a pool to a queue this session has open, if the caller may open
+ * the pool; with check_only, says whether it is bound. */
+static int handle_bind_pool(Call *c, const Mbq__V1__BindPool *req)
+{
+    Session *s = c->s;
+    Handle *h;
+    int r = call_handle_of_kind(c, req->object_id, OBJECT_BUFFER_QUEUE, &h);
+    if (r < 0)
+        return r;
+    Object *q = h->object;
+    Object *p = registry_lookup_id(s->registry, req->pool_id);
+    if (!p || p->kind != OBJECT_POOL)
+        return call_fail(c, -ENOENT, "mbqd: no pool with id %" PRIu64, req->pool_id);
+    if (req->check_only && registry_queue_may_carry(q, p->id))
+        return 0;
+    if (req->check_only) {
+        q->forged_entries++; /* a consumer refuses such an entry: count it here */
+        return call_fail(c, -ENOLINK,
+                               "mbqd: pool %u '%s' is not bound to queue %u '%s': its "
+                               "entries were not written through a binding client",
+                               p->id, p->name, q->id, q->name);
+    }
+    if (registry_check_access(p, s->uid, s->gid) < 0)
+        return call_fail(c, -EACCES,
+                         "mbqd: permission denied: pool '%s' (owner %u:%u, mode %04o) needs read "
+                         "and write access to be bound to a queue",
+                         p->name, (unsigned)p->uid, (unsigned)p->gid, p->mode);
+    r = registry_bind_pool(q, p);
+    if (r < 0)
+        return call_fail(c, r, "mbqd: cannot bind pool '%s' to queue '%s': %s", p->name, q->name,
+                         r == -ENOSPC ? "the queue has its maximum of bound pools"
+                                      : status_name(r));
+    return 0;
+}
+
+/* What each user is charged: the caller's own line, or every user's for
+ * root. */
+static int handle_usage(Call *c)
+{
+    Session *s = c->s;
+    _cleanup_(freep) UserCharge *all = NULL;
+    ssize_t n = registry_user_charges(s->registry, &all);
+    if (n < 0)
+        return (int)n;
+    if (s->uid != 0) {
+        all[0] = registry_user_charge(s->registry, s->uid);
+        n = 1;
+    }
+    _cleanup_(freep) Mbq__V1__UserUsage *uu = calloc((size_t)n + 1, sizeof(*uu));
+    _cleanup_(freep) Mbq__V1__UserUsage **up = calloc((size_t)n + 1, sizeof(*up));
+    if (!uu || !up)
+        return -ENOMEM;
+    size_t used = 0, k = 0;
+    for (; k < (size_t)n; k++) {
+        uu[k] = (Mbq__V1__UserUsage)MBQ__V1__USER_USAGE__INIT;
+        uu[k].uid = all[k].uid;
+        uu[k].objects = all[k].objects;
+        uu[k].bytes = all[k].bytes;
+        uu[k].max_objects = all[k].uid == 0 ? 0 : s->limits->max_objects;
+        uu[k].max_bytes = all[k].uid == 0 ? 0 : s->limits->max_bytes;
+        size_t sz = mbq__v1__user_usage__get_packed_size(&uu[k]) + 8;
+        if (used + sz > REPLY_BUDGET)
+            break;
+        used += sz;
+        up[k] = &uu[k];
+    }
+    Mbq__V1__UsageReply ur = MBQ__V1__USAGE_REPLY__INIT;
+    ur.n_users = k;
+    ur.users = up;
+    ur.total_bytes = registry_total_bytes(s->registry);
+    ur.max_total_bytes = s->limits->max_total_bytes;
+    Mbq__V1__Response r = MBQ__V1__RESPONSE__INIT;
+    r.body_case = MBQ__V1__RESPONSE__BODY_USAGE;
+    r.usage = &ur;
+    call_reply(c, &r, NULL, 0);
+    return 0;
+}
+
 static const char *request_name(Mbq__V1__Request__BodyCase b)
 {
     switch (b) {
@@ -976,6 +1084,10 @@ static const char *request_name(Mbq__V1__Request__BodyCase b)
         return "Reattach";
     case MBQ__V1__REQUEST__BODY_ADOPT_TRIGGER:
         return "AdoptTrigger";
+    case MBQ__V1__REQUEST__BODY_BIND_POOL:
+        return "BindPool";
+    case MBQ__V1__REQUEST__BODY_USAGE:
+        return "Usage";
     default:
         return "?";
     }
@@ -1012,6 +1124,10 @@ static int session_call(Call *c, const Mbq__V1__Request *req)
         return handle_reattach(c, req->reattach);
     case MBQ__V1__REQUEST__BODY_ADOPT_TRIGGER:
         return handle_adopt_trigger(c, req->adopt_trigger);
+    case MBQ__V1__REQUEST__BODY_BIND_POOL:
+        return handle_bind_pool(c, req->bind_pool);
+    case MBQ__V1__REQUEST__BODY_USAGE:
+        return handle_usage(c);
     default:
         c->fatal = true;
         return call_fail(c, -EPROTO, "mbqd: request %" PRIu64 " has no body, or one this daemon "
@@ -1051,8 +1167,11 @@ int session_dispatch(Session *s, const uint8_t *buf, size_t len, struct wire_fds
             status < 0 ? c.error : "");
     mbq__v1__request__free_unpacked(req, NULL);
     if (c.fatal) {
-        log_msg(LOG_LEVEL_WARNING, "session %" PRIu64 " (pid %d): %s; disconnecting", s->id,
-                (int)s->pid, c.error);
+        log_msg_fields(LOG_LEVEL_WARNING,
+                       LOG_FIELDS(LOG_NUM("SESSION_ID", s->id), LOG_NUM("CLIENT_PID", s->pid),
+                                  LOG_NUM("CLIENT_UID", s->uid)),
+                       "session %" PRIu64 " (pid %d, uid %u): %s; disconnecting", s->id,
+                       (int)s->pid, (unsigned)s->uid, c.error);
         return status;
     }
     return 0;

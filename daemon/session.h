@@ -11,11 +11,14 @@ typedef struct Conn Conn;
 typedef struct Server Server;
 typedef struct Session Session;
 
-/* Per-client quotas (--max-objects, --max-triggers, --max-bytes). */
+/* Quotas: per user (--max-objects, --max-bytes), for all users together
+ * (--max-total-bytes), per client (--max-triggers). 0: no limit, except
+ * max_triggers. */
 typedef struct SessionLimits {
-    uint32_t max_objects;  /* objects open at once */
-    uint32_t max_triggers; /* triggers installed at once */
-    uint64_t max_bytes;    /* bytes of live segments it created */
+    uint32_t max_objects;     /* objects a user owns (uid 0 exempt) */
+    uint32_t max_triggers;    /* triggers one client has installed at once */
+    uint64_t max_bytes;       /* bytes of segments a user owns (uid 0 exempt) */
+    uint64_t max_total_bytes; /* bytes of all segments together */
 } SessionLimits;
 
 /* A session's hold on one object it opened (Create or Open). */
@@ -43,7 +46,6 @@ struct Session {
     struct list handles;
     unsigned n_objects;
     unsigned n_triggers;
-    RegistryCharge charge;
 };
 
 /* The reasons a session ends. */

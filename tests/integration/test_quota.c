@@ -1,9 +1,23 @@
-/* Per-client quotas: mbqd --max-objects 4 --max-triggers 2 (and, separately,
- * --max-bytes). Client A exhausts its objects and its triggers and gets
- * -EDQUOT, with nothing created; client B, at the same time, still creates
+/* Quotas: mbqd --max-objects 4 --max-triggers 2 (and, separately,
+ * --max-bytes). Objects and bytes are charged to the owning user: client A
+ * (uid QA) exhausts its objects and client triggers and gets -EDQUOT, with
+ * nothing created; client B (another uid), at the same time, still creates
  * objects, installs triggers and moves data; freeing an object or a trigger
- * gives A its room back, and a new client gets a quota of its own. */
+ * gives A its room back; another connection of A's uid shares A's quota,
+ * before and after A disconnects (its objects still exist), while triggers
+ * are per connection. Needs root (to switch the clients to their uids);
+ * otherwise skipped. */
 #include "harness.h"
+
+#include <grp.h>
+
+#define QA_UID 61101
+#define QB_UID 61102
+
+struct quota_who {
+    const char *name;
+    uid_t uid;
+};
 
 static struct mbqd D;
 
@@ -31,9 +45,11 @@ struct qstate {
 
 static int quota_actor(int cmd, int rep, void *arg)
 {
+    const struct quota_who *who = arg;
     struct qstate s;
     memset(&s, 0, sizeof s);
-    s.c = h_connect(&D, (const char *)arg);
+    CREQUIRE(setgroups(0, NULL) == 0 && setgid(who->uid) == 0 && setuid(who->uid) == 0);
+    s.c = h_connect(&D, who->name);
     CREQUIRE(s.c);
     struct hmsg m;
     while (hmsg_next(cmd, &m) == 0) {
@@ -45,6 +61,7 @@ static int quota_actor(int cmd, int rep, void *arg)
                 mbq_buffer_queue *q = NULL;
                 mbq_buffer_queue_options o = h_bq_opts(8, MBQ_ORDER_FIFO);
                 o.exclusive = true;
+                o.mode = 0666; /* B installs a trigger on A's queue */
                 r.status = mbq_buffer_queue_create(s.c, m.s, &o, &q);
                 r.v[1] = q != NULL;
                 if (q && s.nbq < 8) {
@@ -196,11 +213,13 @@ static void object_and_trigger_quotas(void)
 {
     static const char *const args[] = {"--max-objects", "4", "--max-triggers", "2", NULL};
     REQUIRE(mbqd_start_args(&D, args) == 0);
+    CHECK(chmod(D.dir, 0755) == 0); /* the clients run as other users */
     mbq_client *obs = h_connect(&D, "observer");
     REQUIRE(obs);
+    static const struct quota_who wa = {"A", QA_UID}, wb = {"B", QB_UID}, wa2 = {"A2", QA_UID};
     struct actor a, b;
-    REQUIRE(actor_start(&a, quota_actor, "A") == 0);
-    REQUIRE(actor_start(&b, quota_actor, "B") == 0);
+    REQUIRE(actor_start(&a, quota_actor, (void *)&wa) == 0);
+    REQUIRE(actor_start(&b, quota_actor, (void *)&wb) == 0);
 
     /* A: four objects, then -EDQUOT for every kind, with nothing created */
     CHECK_STATUS(create(&a, "qa/bq", MBQ_OBJECT_BUFFER_QUEUE, 0, NULL), 0);
@@ -251,13 +270,20 @@ static void object_and_trigger_quotas(void)
     CHECK_STATUS(create(&a, "qa/sq2", MBQ_OBJECT_SIMPLE_QUEUE, 0, NULL), 0);
     CHECK_STATUS(create(&a, "qa/sq3", MBQ_OBJECT_SIMPLE_QUEUE, 0, NULL), -EDQUOT);
 
-    /* a new client has a quota of its own */
+    /* another connection of the same user shares its objects' quota, but
+     * has triggers of its own */
     struct actor a2;
-    REQUIRE(actor_start(&a2, quota_actor, "A2") == 0);
-    CHECK_STATUS(create(&a2, "qa2/sq", MBQ_OBJECT_SIMPLE_QUEUE, 0, NULL), 0);
-    CHECK_ACTOR_OK(&a2);
+    REQUIRE(actor_start(&a2, quota_actor, (void *)&wa2) == 0);
+    CHECK_STATUS(create(&a2, "qa2/sq", MBQ_OBJECT_SIMPLE_QUEUE, 0, NULL), -EDQUOT);
+    CHECK_STATUS(simple(&a2, Q_OPEN_BQ, "qa/bq", 0, 0), 0);
+    CHECK_STATUS(trigger(&a2, 0, 20, NULL), 0);
 
     CHECK_ACTOR_OK(&a);
+    /* A is gone, its objects are not: still charged to its uid */
+    CHECK_STATUS(create(&a2, "qa2/sq", MBQ_OBJECT_SIMPLE_QUEUE, 0, NULL), -EDQUOT);
+    CHECK_STATUS(simple(&a2, Q_CLOSE_UNLINK, "qa/sq0", 0, 0), 0);
+    CHECK_STATUS(create(&a2, "qa2/sq", MBQ_OBJECT_SIMPLE_QUEUE, 0, NULL), 0);
+    CHECK_ACTOR_OK(&a2);
     CHECK_ACTOR_OK(&b);
     /* their triggers went with them */
     CHECK_STATUS(h_stat(obs, "qa/bq", &info), 0);
@@ -270,11 +296,14 @@ static void byte_quota(void)
 {
     static const char *const args[] = {"--max-bytes", "4194304", NULL};
     REQUIRE(mbqd_start_args(&D, args) == 0);
+    CHECK(chmod(D.dir, 0755) == 0); /* the clients run as other users */
     mbq_client *obs = h_connect(&D, "observer");
     REQUIRE(obs);
-    struct actor a, b;
-    REQUIRE(actor_start(&a, quota_actor, "A") == 0);
-    REQUIRE(actor_start(&b, quota_actor, "B") == 0);
+    static const struct quota_who wa = {"A", QA_UID}, wb = {"B", QB_UID}, wa2 = {"A2", QA_UID};
+    struct actor a, b, a2;
+    REQUIRE(actor_start(&a, quota_actor, (void *)&wa) == 0);
+    REQUIRE(actor_start(&b, quota_actor, (void *)&wb) == 0);
+    REQUIRE(actor_start(&a2, quota_actor, (void *)&wa2) == 0);
     /* 512 pages: over 2 MiB; a second one does not fit in 4 MiB */
     CHECK_STATUS(create(&a, "qa/p1", MBQ_OBJECT_POOL, 512, NULL), 0);
     int64_t returned = -1;
@@ -282,8 +311,9 @@ static void byte_quota(void)
     CHECK_EQ(returned, 0);
     mbq_object_info info;
     CHECK_STATUS(h_stat(obs, "qa/p2", &info), -ENOENT);
-    /* a small one still fits */
+    /* a small one still fits; A's other connection has no more room */
     CHECK_STATUS(create(&a, "qa/p3", MBQ_OBJECT_POOL, 16, NULL), 0);
+    CHECK_STATUS(create(&a2, "qa2/p1", MBQ_OBJECT_POOL, 512, NULL), -EDQUOT);
     /* B has its own 4 MiB, and one pool above it is refused outright */
     CHECK_STATUS(create(&b, "qb/p1", MBQ_OBJECT_POOL, 512, NULL), 0);
     CHECK_STATUS(create(&b, "qb/huge", MBQ_OBJECT_POOL, 2048, NULL), -EDQUOT);
@@ -293,9 +323,20 @@ static void byte_quota(void)
     CHECK_STATUS(simple(&a, Q_CLOSE_UNLINK, "qa/p1", 0, 0), 0);
     CHECK_STATUS(create(&a, "qa/p2", MBQ_OBJECT_POOL, 512, NULL), 0);
     CHECK_ACTOR_OK(&a);
+    /* disconnecting does not: A's pools still exist */
+    CHECK_STATUS(create(&a2, "qa2/p1", MBQ_OBJECT_POOL, 512, NULL), -EDQUOT);
+    CHECK_ACTOR_OK(&a2);
     CHECK_ACTOR_OK(&b);
     mbq_disconnect(obs);
     CHECK_MBQD_STOP(&D);
 }
 
-CHECK_MAIN(CASE(object_and_trigger_quotas), CASE(byte_quota))
+static void skip_unless_root(void)
+{
+    if (geteuid() != 0) {
+        printf("# SKIP: needs root to run clients as other uids\n");
+        exit(0);
+    }
+}
+
+CHECK_MAIN(CASE(skip_unless_root), CASE(object_and_trigger_quotas), CASE(byte_quota))
