@@ -83,11 +83,17 @@ static int hook_retain(void *ctx, uint32_t pool_id, uint64_t handle, bool by_cli
     return pool_retain(&p->pool, handle, by_client);
 }
 
+static bool queue_pool_bound(mbq_buffer_queue *q, uint32_t pool_id);
+static int queue_check_entry(mbq_buffer_queue *q, uint32_t pool_id);
+
 static void hook_release(void *ctx, uint32_t pool_id, uint64_t handle)
 {
     mbq_buffer_queue *q = ctx;
     struct mbq_pool *p = pool_table_lookup(q->client, pool_id, queue_hint);
-    if (unlikely(!p)) {
+    /* A pool not known to be bound: asked about after the unlock (reset),
+     * or now (unlocked); an entry of a pool nobody bound is not released. */
+    bool bound = queue_pool_bound(q, pool_id);
+    if (unlikely(!p || !bound)) {
         struct queue_reset *rs = queue_resetting;
         if (rs && rs->queue == q) {
             if (rs->ndeferred == rs->cap) {
@@ -101,8 +107,10 @@ static void hook_release(void *ctx, uint32_t pool_id, uint64_t handle)
             rs->deferred[rs->ndeferred++] = (struct queue_deferred){pool_id, handle};
             return;
         }
-        /* Not under the queue lock (a dropped-oldest entry): open it now. */
-        if (pool_table_resolve(q->client, pool_id, &p) < 0)
+        /* Not under the queue lock (a dropped-oldest entry): ask and open now. */
+        if (!bound && queue_check_entry(q, pool_id) < 0)
+            return; /* not a reference anyone may count */
+        if (!p && pool_table_resolve(q->client, pool_id, &p) < 0)
             return; /* the daemon refused or is gone: the reference leaks */
     }
     pool_release(&p->pool, handle, false);
@@ -470,7 +478,7 @@ void mbq_buffer_queue_close(mbq_buffer_queue *queue)
 
 /* ---- bound pools ---------------------------------------------------------------------- */
 
-static inline bool queue_pool_bound(mbq_buffer_queue *q, uint32_t pool_id)
+static bool queue_pool_bound(mbq_buffer_queue *q, uint32_t pool_id)
 {
     for (unsigned i = 0; i < QUEUE_BOUND_CACHE; i++) {
         uint32_t v = atomic_load_explicit(&q->bound[i], memory_order_relaxed);
@@ -741,13 +749,14 @@ mbq_time mbq_buffer_queue_get_end_presentation_time_stamp(mbq_buffer_queue *queu
 struct queue_pool_ids {
     uint32_t id[QUEUE_MAX_PRERESOLVE];
     unsigned n;
-    mbq_client *client;
+    mbq_buffer_queue *queue;
 };
 
 static int collect_pool_ids(struct bq_entry *e, void *ctx)
 {
     struct queue_pool_ids *ids = ctx;
-    if (pool_table_lookup(ids->client, e->pool_id, NULL))
+    if (pool_table_lookup(ids->queue->client, e->pool_id, NULL) &&
+        queue_pool_bound(ids->queue, e->pool_id))
         return 0;
     for (unsigned i = 0; i < ids->n; i++)
         if (ids->id[i] == e->pool_id)
@@ -757,15 +766,17 @@ static int collect_pool_ids(struct bq_entry *e, void *ctx)
     return 0;
 }
 
-/* Maps the pools of the queue's current entries, so that the callbacks of
- * reset and for-each (run under the queue lock) can be given whole buffers. */
+/* Maps the pools of the queue's current entries, and learns which are
+ * bound, so that the callbacks of reset and for-each (run under the queue
+ * lock) can be given whole buffers. */
 static void queue_preresolve(mbq_buffer_queue *q)
 {
-    struct queue_pool_ids ids = {.n = 0, .client = q->client};
+    struct queue_pool_ids ids = {.n = 0, .queue = q};
     bq_for_each(&q->bq, collect_pool_ids, &ids);
     for (unsigned i = 0; i < ids.n; i++) {
         struct mbq_pool *p;
-        pool_table_resolve(q->client, ids.id[i], &p);
+        if (queue_check_entry(q, ids.id[i]) == 0)
+            pool_table_resolve(q->client, ids.id[i], &p);
     }
 }
 
@@ -777,6 +788,8 @@ static void reset_entry(const struct bq_entry *e, void *ctx)
     /* An entry whose pool is not mapped here (enqueued after the pre-scan,
      * from a pool never seen) is passed with no pool: not a valid buffer. */
     struct mbq_pool *p = pool_table_lookup(rs->queue->client, e->pool_id, NULL);
+    if (!queue_pool_bound(rs->queue, e->pool_id))
+        p = NULL; /* not a buffer of a pool bound to the queue: not a buffer */
     rs->callback((mbq_buffer){.pool_ = p, .handle_ = p ? e->handle : 0}, rs->refcon);
 }
 
@@ -795,7 +808,8 @@ int mbq_buffer_queue_reset_with_callback(mbq_buffer_queue *queue,
     queue_resetting = NULL;
     for (size_t i = 0; i < rs.ndeferred; i++) {
         struct mbq_pool *p;
-        if (pool_table_resolve(queue->client, rs.deferred[i].pool_id, &p) == 0)
+        if (queue_check_entry(queue, rs.deferred[i].pool_id) == 0 &&
+            pool_table_resolve(queue->client, rs.deferred[i].pool_id, &p) == 0)
             pool_release(&p->pool, rs.deferred[i].handle, false);
     }
     free(rs.deferred);
@@ -818,6 +832,8 @@ static int for_each_entry(struct bq_entry *e, void *ctx)
 {
     struct queue_for_each *fe = ctx;
     struct mbq_pool *p = pool_table_lookup(fe->queue->client, e->pool_id, NULL);
+    if (!queue_pool_bound(fe->queue, e->pool_id))
+        p = NULL; /* not a buffer of a pool bound to the queue */
     return fe->callback((mbq_buffer){.pool_ = p, .handle_ = p ? e->handle : 0}, fe->refcon);
 }
 

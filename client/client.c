@@ -231,6 +231,9 @@ static int client_call_once_locked(mbq_client *c, Mbq__V1__Request *req,
         } else if (msg->msg_case == MBQ__V1__SERVER_MESSAGE__MSG_RESPONSE && msg->response &&
                    msg->response->id == req->id) {
             int status = msg->response->status;
+            if (status != 0)
+                snprintf(c->last_error, sizeof(c->last_error), "%s",
+                         msg->response->error ? msg->response->error : "");
             if (status != 0) {
                 wire_fds_close(&fds);
                 mbq__v1__server_message__free_unpacked(msg, NULL);

@@ -166,6 +166,7 @@ struct mbq_client {
     unsigned reconnects;
     int call_timeout_ms;
     uint8_t *sendbuf, *recvbuf; /* WIRE_MAX_PACKET each */
+    char last_error[400]; /* the daemon's text for the last failed request */
 
     mbq_buffer_queue *queues;
     mbq_simple_queue *simple_queues;

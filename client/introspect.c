@@ -61,6 +61,7 @@ static void info_from_stat(mbq_object_info *out, const Mbq__V1__StatReply *s)
         out->duration = time_from_wire(b->duration);
         out->end_of_data = b->end_of_data;
         out->triggers = b->triggers;
+        out->forged_entries = b->forged_entries;
         break;
     }
     case MBQ__V1__STAT_REPLY__STATS_SIMPLE_QUEUE:
@@ -179,4 +180,60 @@ int mbq_stat(mbq_client *client, const char *name, mbq_object_info *info)
     client_reply_done(&reply);
     client_copy_out(info, &full, sizeof(full));
     return 0;
+}
+
+int mbq_usage(mbq_client *client, mbq_user_usage *users, size_t max, uint64_t *total,
+              uint64_t *max_total)
+{
+    if (!client || (max && !users))
+        return -EINVAL;
+    size_t stride = 0;
+    if (max) {
+        memcpy(&stride, users, sizeof(stride));
+        if (stride < sizeof(size_t))
+            return -EINVAL;
+    }
+    Mbq__V1__Usage us = MBQ__V1__USAGE__INIT;
+    Mbq__V1__Request req = MBQ__V1__REQUEST__INIT;
+    req.body_case = MBQ__V1__REQUEST__BODY_USAGE;
+    req.usage = &us;
+    struct client_reply reply;
+    int r = introspect_call(client, &req, MBQ__V1__RESPONSE__BODY_USAGE, &reply);
+    if (r < 0)
+        return r;
+    const Mbq__V1__UsageReply *ur = reply.resp->usage;
+    size_t n = ur->n_users;
+    for (size_t i = 0; i < n && i < max; i++) {
+        mbq_user_usage full = {.size = sizeof(full)};
+        const Mbq__V1__UserUsage *u = ur->users[i];
+        if (u) {
+            full.uid = u->uid;
+            full.objects = u->objects;
+            full.max_objects = u->max_objects;
+            full.bytes = u->bytes;
+            full.max_bytes = u->max_bytes;
+        }
+        mbq_user_usage *dst = (mbq_user_usage *)((char *)users + i * stride);
+        memcpy(dst, &stride, sizeof(stride));
+        client_copy_out(dst, &full, sizeof(full));
+    }
+    if (total)
+        *total = ur->total_bytes;
+    if (max_total)
+        *max_total = ur->max_total_bytes;
+    client_reply_done(&reply);
+    return n > INT32_MAX ? INT32_MAX : (int)n;
+}
+
+char *mbq_client_last_error(mbq_client *client, char *buf, size_t len)
+{
+    if (!buf || len == 0)
+        return buf;
+    buf[0] = '\0';
+    if (!client)
+        return buf;
+    pthread_mutex_lock(&client->lock);
+    snprintf(buf, len, "%s", client->last_error);
+    pthread_mutex_unlock(&client->lock);
+    return buf;
 }

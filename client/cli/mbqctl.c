@@ -40,6 +40,8 @@ static const char usage_text[] =
     "  create simple-queue NAME --capacity N [--mode MODE]\n"
     "  create pool NAME --block-size N --blocks N [--age-out SECONDS] [--mode MODE]\n"
     "  unlink NAME                        remove a name (the object lives while open)\n"
+    "  usage                              objects and bytes charged to users (your own;\n"
+    "                                     root: every user's); list --json has them too\n"
     "  watch [NAME...] [--interval MS] [--count N]\n"
     "                                     live counters; all objects if no NAME\n"
     "\n"
@@ -61,18 +63,25 @@ static int usage_error(const char *fmt, const char *arg)
     return EXIT_USAGE;
 }
 
+/* The connection whose daemon explains failures (mbq_client_last_error). */
+static mbq_client *fail_client;
+
 static int fail(const char *what, const char *name, int status)
 {
     if (name)
         fprintf(stderr, "mbqctl: %s %s: %s\n", what, name, mbq_status_string(status));
     else
         fprintf(stderr, "mbqctl: %s: %s\n", what, mbq_status_string(status));
+    char why[400];
+    if (fail_client && *mbq_client_last_error(fail_client, why, sizeof(why)))
+        fprintf(stderr, "mbqctl: %s\n", why);
     return EXIT_FAIL;
 }
 
 static int ctl_connect(struct ctl *ctl)
 {
     int r = mbq_connect(ctl->socket, "mbqctl", &ctl->client);
+    fail_client = ctl->client;
     if (r < 0) {
         char path[256];
         const char *where = ctl->socket;
@@ -247,6 +256,7 @@ static void json_object_fields(FILE *f, const mbq_object_info *o, bool with_stat
                     o->count, o->enqueued, o->dequeued, o->dropped, o->rejected_full,
                     o->high_water, o->total_size, o->triggers, o->end_of_data ? "true" : "false");
             json_num(f, duration_seconds(o->duration));
+            fprintf(f, ",\"forged_entries\":%" PRIu64, o->forged_entries);
         }
         break;
     case MBQ_OBJECT_SIMPLE_QUEUE:
@@ -283,6 +293,44 @@ static void json_clients(FILE *f, const mbq_object_info *o)
 
 /* ---- list ---------------------------------------------------------------------- */
 
+/* "users":[...],"total_bytes":N,"max_total_bytes":N (no braces); "users":[]
+ * if the daemon cannot say. */
+static void json_usage(FILE *f, mbq_client *c)
+{
+    mbq_user_usage u[64];
+    u[0].size = sizeof(u[0]);
+    uint64_t total = 0, max_total = 0;
+    int n = mbq_usage(c, u, 64, &total, &max_total);
+    fputs("\"users\":[", f);
+    for (int i = 0; i < n && i < 64; i++)
+        fprintf(f, "%s{\"uid\":%u,\"objects\":%u,\"max_objects\":%u,\"bytes\":%" PRIu64
+                   ",\"max_bytes\":%" PRIu64 "}",
+                i ? "," : "", u[i].uid, u[i].objects, u[i].max_objects, u[i].bytes, u[i].max_bytes);
+    fprintf(f, "],\"total_bytes\":%" PRIu64 ",\"max_total_bytes\":%" PRIu64, total, max_total);
+}
+
+static int cmd_usage(struct ctl *ctl)
+{
+    mbq_user_usage u[1024];
+    u[0].size = sizeof(u[0]);
+    uint64_t total = 0, max_total = 0;
+    int n = mbq_usage(ctl->client, u, 1024, &total, &max_total);
+    if (n < 0)
+        return fail("usage", NULL, n);
+    if (ctl->json) {
+        fputs("{", stdout);
+        json_usage(stdout, ctl->client);
+        fputs("}\n", stdout);
+        return EXIT_OK;
+    }
+    printf("%10s %8s %8s %16s %16s\n", "UID", "OBJECTS", "MAX", "BYTES", "MAX_BYTES");
+    for (int i = 0; i < n && i < 1024; i++)
+        printf("%10u %8u %8u %16" PRIu64 " %16" PRIu64 "\n", u[i].uid, u[i].objects,
+               u[i].max_objects, u[i].bytes, u[i].max_bytes);
+    printf("all users: %" PRIu64 " bytes of %" PRIu64 " (0: no limit)\n", total, max_total);
+    return EXIT_OK;
+}
+
 static int cmd_list(struct ctl *ctl, const char *prefix)
 {
     size_t max = 256;
@@ -310,7 +358,9 @@ static int cmd_list(struct ctl *ctl, const char *prefix)
             json_object_fields(stdout, &infos[i], false);
             fputs("}", stdout);
         }
-        fputs("]}\n", stdout);
+        fputs("],", stdout);
+        json_usage(stdout, ctl->client);
+        fputs("}\n", stdout);
     } else {
         printf("%-13s %-32s %6s %5s %5s  %s\n", "KIND", "NAME", "ID", "MODE", "OPEN", "CONFIG");
         for (int i = 0; i < n; i++) {
@@ -361,6 +411,8 @@ static void print_stat_text(const mbq_object_info *o)
         printf("dropped:       %" PRIu64 "\n", o->dropped);
         printf("rejected full: %" PRIu64 "\n", o->rejected_full);
         printf("triggers:      %u\n", o->triggers);
+        printf("forged:        %" PRIu64 " entries naming a pool not bound to the queue\n",
+               o->forged_entries);
         break;
     case MBQ_OBJECT_SIMPLE_QUEUE:
         printf("capacity:      %d\n", o->sq_capacity);
@@ -838,7 +890,8 @@ int main(int argc, char **argv)
         status = cmd_create(&ctl, sub_argc, sub_argv);
     } else if (!strcmp(cmd, "watch")) {
         status = cmd_watch(&ctl, sub_argc, sub_argv);
-    } else if (!strcmp(cmd, "list") || !strcmp(cmd, "stat") || !strcmp(cmd, "unlink")) {
+    } else if (!strcmp(cmd, "list") || !strcmp(cmd, "stat") || !strcmp(cmd, "unlink") ||
+               !strcmp(cmd, "usage")) {
         /* these take at most one operand and the global options */
         static const struct option sub[] = {
             {"json", no_argument, NULL, 'j'},
@@ -859,12 +912,17 @@ int main(int argc, char **argv)
         bool is_list = !strcmp(cmd, "list");
         if (operands > 1)
             return usage_error("too many arguments for %s", cmd);
-        if (!is_list && !arg)
+        bool is_usage = !strcmp(cmd, "usage");
+        if (is_usage && arg)
+            return usage_error("%s takes no arguments", cmd);
+        if (!is_list && !is_usage && !arg)
             return usage_error("%s needs a NAME", cmd);
         status = ctl_connect(&ctl);
         if (status == EXIT_OK) {
             if (is_list)
                 status = cmd_list(&ctl, arg);
+            else if (is_usage)
+                status = cmd_usage(&ctl);
             else if (!strcmp(cmd, "stat"))
                 status = cmd_stat(&ctl, arg);
             else

@@ -415,16 +415,41 @@ typedef struct mbq_object_info {
     bool invalidated;
     /* simple queue */
     int32_t sq_capacity, sq_count;
-    /* the clients that have it open (stat only) */
+    /* the clients that have it open (stat only; shown to the object's owner
+     * and root only, otherwise client_count is 0) */
     uint32_t client_count;
     mbq_client_usage clients[32];
+    /* buffer queue (stat only): entries naming a pool not bound to the
+     * queue, which the daemon ignored and consumers refused */
+    uint64_t forged_entries;
 } mbq_object_info;
+
+/* What one user is charged: the objects it owns and their bytes, for as
+ * long as they exist; its limits (0: none). */
+typedef struct mbq_user_usage {
+    size_t size; /* set by the caller: sizeof(mbq_user_usage) */
+    uint32_t uid;
+    uint32_t objects, max_objects;
+    uint64_t bytes, max_bytes;
+} mbq_user_usage;
 
 /* Lists objects whose name starts with prefix (NULL: all) into an array of
  * max entries; returns the number of objects (which may exceed max). */
 int mbq_list(mbq_client *client, const char *prefix, mbq_object_info *infos, size_t max);
 /* Everything the daemon knows about one object, with live counters. */
 int mbq_stat(mbq_client *client, const char *name, mbq_object_info *info);
+/* What users are charged: the caller's own line (root: every user's, by
+ * uid) into max entries (the first one's size is the stride); total and
+ * max_total (may be NULL) get the bytes of all segments and their cap (0:
+ * none). Returns the number of users (which may exceed max), -EINVAL, or
+ * -ENOTCONN/-ETIMEDOUT/-EPROTO as for every control request. */
+int mbq_usage(mbq_client *client, mbq_user_usage *users, size_t max, uint64_t *total,
+              uint64_t *max_total);
+/* Copies the daemon's explanation of the last request of this client that
+ * failed (e.g. which quota an -EDQUOT hit) into buf (NUL-terminated, cut
+ * to len); "" if none. Returns buf. Thread-safe; with several threads the
+ * last failure may be another thread's. */
+char *mbq_client_last_error(mbq_client *client, char *buf, size_t len);
 
 #ifdef __cplusplus
 }
