@@ -23,7 +23,8 @@
  * Lines at debug level are not limited (debug is asked for). The table of
  * windows is fixed (LOG_SLOTS, by hash): a slot taken over by another
  * client or kind first reports what it suppressed. log_flush_suppressed()
- * (from the daemon's timer) reports a window that ended in silence. */
+ * (from the daemon's timer) reports a window that ended in silence, and at
+ * shutdown every window. */
 #include "log.h"
 
 #include <errno.h>
@@ -188,14 +189,14 @@ static bool log_admit(enum log_level level, const struct log_field *fields, cons
     return false;
 }
 
-void log_flush_suppressed(void)
+void log_flush_suppressed(bool all)
 {
     if (!log_clock)
         return;
     uint64_t now = log_clock();
     for (size_t i = 0; i < LOG_SLOTS; i++) {
         struct log_window *w = &log_windows[i];
-        if (w->fmt && now - w->start_ns >= LOG_WINDOW_NS) {
+        if (w->fmt && (all || now - w->start_ns >= LOG_WINDOW_NS)) {
             log_report_suppressed(w);
             w->fmt = NULL;
         }

@@ -47,8 +47,8 @@ void log_set_sink(log_sink_fn sink);
  * is limited. */
 void log_set_clock(uint64_t (*clock_ns)(void));
 /* Reports the windows that ended with messages suppressed (call it from a
- * timer, say once a second). */
-void log_flush_suppressed(void);
+ * timer, say once a second); all: every window, ended or not (shutdown). */
+void log_flush_suppressed(bool all);
 
 /* Lines with a CLIENT_UID or CLIENT_PID field are rate-limited per client
  * and format string (see log.c); others are not. */

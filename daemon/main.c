@@ -327,7 +327,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
     struct daemon *d = arg;
     registry_age_out(d->registry, now_ns());
-    log_flush_suppressed();
+    log_flush_suppressed(false);
     char status[128];
     status_text(d, status, sizeof(status));
     systemd_status(d->sd, status);
@@ -507,6 +507,7 @@ int main(int argc, char **argv)
         log_msg(LOG_LEVEL_ERROR, "the event loop failed");
         goto out;
     }
+    log_flush_suppressed(true);
     log_msg(LOG_LEVEL_INFO, "stopping: closing %zu sessions, unmapping %zu objects",
             server_session_count(d.server), registry_count(d.registry));
     ret = EXIT_SUCCESS;

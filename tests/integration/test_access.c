@@ -1,0 +1,621 @@
+/* Access and resources: what a hostile user cannot do through mbqd, case
+ * by case as docs/MBQD.md's threat model lists it. Real users: the clients
+ * are forked children switched to throwaway uids and gids (numbers no
+ * account uses; the daemon knows users only by SO_PEERCRED), so the test
+ * needs root and is skipped (with the reason) without it.
+ *
+ *  - forged_release_fifo / forged_release_sorted: user B writes entries
+ *    naming user A's held buffer (A's 0600 pool) straight into the shared
+ *    memory of B's own queue and unlinks the queue. The daemon releases
+ *    only entries of pools bound to the queue: A's blocks_used stays 1 and
+ *    A's own release succeeds; B's legitimate entry (its own pool, bound
+ *    by the library at enqueue) is released as before.
+ *  - forged_consumer: user C may open A's pool (group) and B's queue; it
+ *    dequeues a forged entry (-ENOLINK, nothing adopted), resets the queue
+ *    over another (nothing released): A's block stays held, and the queue's
+ *    forged_entries counter says so.
+ *  - quota_across_connections: objects and bytes are charged to the uid for
+ *    as long as they live, whatever connections come and go (test_quota
+ *    covers the limits themselves).
+ *  - global_cap: --max-total-bytes bounds every user together, root too,
+ *    and the refusal's text names the limit (mbq_client_last_error).
+ *  - log_flood: thousands of malformed packets from several processes of
+ *    one user leave less than LOG_FLOOD_MAX bytes of log, with a line
+ *    saying how many were suppressed.
+ *  - visibility: List and Stat show an object to whoever may open it (or
+ *    owns it); its clients' pids and uids to its owner and root only;
+ *    mbq_usage shows a user its own charge and root everyone's. */
+#include "harness.h"
+
+#include <bq.h>
+#include <grp.h>
+
+static struct mbqd D;
+
+#define UID_A 61201
+#define UID_B 61202
+#define UID_C 61203
+#define UID_FLOOD 61250
+#define UID_OWNER 61301
+#define UID_GROUP 61302
+#define UID_OTHER 61303
+
+/* Log bytes allowed for the whole flood test (the daemon's own start and
+ * stop lines included); without the rate limit it writes ~0.5 MB. */
+#define LOG_FLOOD_MAX (32 * 1024)
+#define FLOOD_PROCS 3
+#define FLOOD_PACKETS 1000
+
+static void skip_unless_root(void)
+{
+    if (geteuid() != 0) {
+        printf("# SKIP: needs root to run clients as other uids\n");
+        exit(0);
+    }
+}
+
+static int start_daemon(const char *const *args)
+{
+    if (mbqd_start_args(&D, args) != 0)
+        return -1;
+    return chmod(D.dir, 0755); /* the clients run as other users */
+}
+
+/* ---- an actor that runs as a given user -------------------------------------- */
+
+struct who {
+    const char *name;
+    uid_t uid;
+    gid_t gid;
+};
+
+enum {
+    OP_POOL_CREATE = 1, /* s: name, v0: mode, v1: blocks -> status */
+    OP_POOL_OPEN,       /* s: name -> status */
+    OP_ALLOC,           /* -> status, v0: handle of the held buffer */
+    OP_RELEASE,         /* releases the held buffer -> status */
+    OP_BQ_CREATE,       /* s: name, v0: mode, v1: order -> status */
+    OP_BQ_OPEN,         /* s: name -> status */
+    OP_FORGE,           /* v0: pool id, v1: handle, v2: pts -> status (bq_enqueue, no hooks) */
+    OP_ENQUEUE_OWN,     /* a buffer of this actor's pool through its queue, kept there */
+    OP_DEQUEUE,         /* -> status */
+    OP_RESET,           /* -> status */
+    OP_CLOSE_UNLINK,    /* s: name: closes this actor's queue, unlinks it -> status */
+    OP_STAT,            /* s: name -> status, v0 blocks_used, v1 client_count, v2 forged,
+                           v3 open_count, v4 object_id, v5 first client's pid */
+    OP_LIST,            /* s: prefix -> status: count */
+    OP_SQ_CREATE,       /* s: name, v0: mode, v1: capacity -> status, s: the error text */
+    OP_POOL_CREATE_BIG, /* s: name, v1: blocks of 4096 -> status, s: the error text */
+    OP_USAGE,           /* -> status: users, v0: uid, v1: objects, v2: bytes of the first */
+    OP_RECONNECT,       /* disconnects and connects again -> status */
+};
+
+struct actor_state {
+    mbq_client *c;
+    mbq_pool *pool;
+    mbq_buffer held;
+    mbq_buffer_queue *q;
+    char qname[64];
+};
+
+static int drop_to(uid_t uid, gid_t gid)
+{
+    if (setgroups(0, NULL) < 0 || setgid(gid) < 0 || setuid(uid) < 0)
+        return -errno;
+    return getuid() == uid && getgid() == gid ? 0 : -EPERM;
+}
+
+/* The mapping of this process's open buffer queue with that object id,
+ * found among its memfds (what a hostile client can always do). */
+static int find_queue_segment(uint64_t object_id, struct bq *out)
+{
+    DIR *d = opendir("/proc/self/fd");
+    if (!d)
+        return -errno;
+    int r = -ENOENT;
+    struct dirent *e;
+    while (r < 0 && (e = readdir(d))) {
+        int fd = atoi(e->d_name);
+        char link[PATH_MAX], path[64];
+        snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+        ssize_t n = readlink(path, link, sizeof link - 1);
+        if (n <= 0)
+            continue;
+        link[n] = '\0';
+        if (strncmp(link, "/memfd:", 7) != 0)
+            continue;
+        if (bq_attach(fd, out) != 0)
+            continue;
+        const struct seg_header *h = out->seg.base;
+        if (h->object_id == object_id)
+            r = 0;
+        else
+            bq_detach(out);
+    }
+    closedir(d);
+    return r;
+}
+
+static int user_actor(int cmd, int rep, void *arg)
+{
+    const struct who *w = arg;
+    CREQUIRE(drop_to(w->uid, w->gid) == 0);
+    struct actor_state s;
+    memset(&s, 0, sizeof s);
+    s.c = h_connect(&D, w->name);
+    CREQUIRE(s.c);
+    struct hmsg m;
+    while (hmsg_next(cmd, &m) == 0) {
+        struct hmsg r = hmsg_op(m.op);
+        switch (m.op) {
+        case OP_POOL_CREATE: {
+            mbq_pool_options o = h_pool_opts(4096, (uint32_t)m.v[1]);
+            o.mode = (uint32_t)m.v[0];
+            o.exclusive = true;
+            r.status = mbq_pool_create(s.c, m.s, &o, &s.pool);
+            break;
+        }
+        case OP_POOL_OPEN:
+            r.status = mbq_pool_open(s.c, m.s, &s.pool);
+            break;
+        case OP_ALLOC:
+            r.status = s.pool ? mbq_pool_allocate(s.pool, 64, &s.held) : -ENOENT;
+            r.v[0] = (int64_t)s.held.handle_;
+            break;
+        case OP_RELEASE:
+            r.status = mbq_buffer_release(s.held);
+            s.held = (mbq_buffer){0};
+            break;
+        case OP_BQ_CREATE: {
+            mbq_buffer_queue_options o = h_bq_opts(16, (mbq_buffer_queue_order)m.v[1]);
+            o.mode = (uint32_t)m.v[0];
+            o.exclusive = true;
+            r.status = mbq_buffer_queue_create(s.c, m.s, &o, &s.q);
+            snprintf(s.qname, sizeof s.qname, "%.63s", m.s);
+            break;
+        }
+        case OP_BQ_OPEN:
+            r.status = mbq_buffer_queue_open(s.c, m.s, &s.q);
+            snprintf(s.qname, sizeof s.qname, "%.63s", m.s);
+            break;
+        case OP_FORGE: {
+            mbq_object_info info;
+            struct bq q;
+            r.status = h_stat(s.c, s.qname, &info);
+            if (r.status == 0)
+                r.status = find_queue_segment(info.object_id, &q);
+            if (r.status == 0) {
+                struct bq_entry e;
+                memset(&e, 0, sizeof e);
+                e.pool_id = (uint32_t)m.v[0];
+                e.handle = (uint64_t)m.v[1];
+                e.pts = h_time(m.v[2], 1000);
+                e.dts = e.pts;
+                e.duration = h_time(1, 1000);
+                e.size = 64;
+                r.status = bq_enqueue(&q, &e); /* no hooks: nothing retained */
+                bq_detach(&q);
+            }
+            break;
+        }
+        case OP_ENQUEUE_OWN: {
+            mbq_buffer b;
+            r.status = s.pool && s.q ? mbq_pool_allocate(s.pool, 64, &b) : -ENOENT;
+            if (r.status == 0) {
+                mbq_buffer_set_timing(b, h_time(m.v[2], 1000), h_time(m.v[2], 1000),
+                                      h_time(1, 1000));
+                r.status = mbq_buffer_queue_enqueue_and_release(s.q, b);
+            }
+            break;
+        }
+        case OP_DEQUEUE: {
+            mbq_buffer b;
+            r.status = mbq_buffer_queue_dequeue_and_retain(s.q, &b);
+            if (r.status == 0)
+                mbq_buffer_release(b);
+            break;
+        }
+        case OP_RESET:
+            r.status = mbq_buffer_queue_reset(s.q);
+            break;
+        case OP_CLOSE_UNLINK:
+            mbq_buffer_queue_close(s.q);
+            s.q = NULL;
+            r.status = mbq_unlink(s.c, m.s);
+            break;
+        case OP_STAT: {
+            mbq_object_info info;
+            r.status = h_stat(s.c, m.s, &info);
+            if (r.status == 0) {
+                r.v[0] = info.blocks_used;
+                r.v[1] = info.client_count;
+                r.v[2] = (int64_t)info.forged_entries;
+                r.v[3] = info.open_count;
+                r.v[4] = (int64_t)info.object_id;
+                r.v[5] = info.client_count ? info.clients[0].pid : 0;
+            }
+            break;
+        }
+        case OP_LIST: {
+            mbq_object_info infos[16];
+            infos[0].size = sizeof infos[0];
+            r.status = mbq_list(s.c, m.s, infos, 16);
+            break;
+        }
+        case OP_SQ_CREATE: {
+            mbq_simple_queue *sq = NULL;
+            mbq_simple_queue_options o = h_sq_opts((uint32_t)m.v[0], true);
+            r.status = mbq_simple_queue_create(s.c, m.s, (int32_t)m.v[1], &o, &sq);
+            mbq_simple_queue_close(sq);
+            mbq_client_last_error(s.c, r.s, sizeof r.s);
+            break;
+        }
+        case OP_POOL_CREATE_BIG: {
+            mbq_pool *p = NULL;
+            mbq_pool_options o = h_pool_opts(4096, (uint32_t)m.v[1]);
+            o.exclusive = true;
+            r.status = mbq_pool_create(s.c, m.s, &o, &p);
+            mbq_pool_close(p);
+            mbq_client_last_error(s.c, r.s, sizeof r.s);
+            break;
+        }
+        case OP_USAGE: {
+            mbq_user_usage u[8];
+            u[0].size = sizeof u[0];
+            r.status = mbq_usage(s.c, u, 8, NULL, NULL);
+            if (r.status > 0) {
+                r.v[0] = u[0].uid;
+                r.v[1] = u[0].objects;
+                r.v[2] = (int64_t)u[0].bytes;
+            }
+            break;
+        }
+        case OP_RECONNECT:
+            mbq_disconnect(s.c);
+            s.c = h_connect(&D, w->name);
+            r.status = s.c ? 0 : -ENOTCONN;
+            break;
+        default:
+            r.status = -ENOSYS;
+        }
+        hmsg_reply(rep, &r);
+    }
+    if (s.held.handle_)
+        mbq_buffer_release(s.held);
+    mbq_buffer_queue_close(s.q);
+    mbq_pool_close(s.pool);
+    mbq_disconnect(s.c);
+    return 0;
+}
+
+static int op(struct actor *a, int opcode, const char *str, int64_t v0, int64_t v1, int64_t v2,
+              struct hmsg *out)
+{
+    struct hmsg m = hmsg_op(opcode), r;
+    if (str)
+        snprintf(m.s, sizeof m.s, "%s", str);
+    m.v[0] = v0;
+    m.v[1] = v1;
+    m.v[2] = v2;
+    if (actor_call(a, &m, &r) != 0)
+        return -ETIMEDOUT;
+    if (out)
+        *out = r;
+    return r.status;
+}
+
+static int64_t blocks_used(mbq_client *root, const char *pool)
+{
+    mbq_object_info info;
+    return h_stat(root, pool, &info) == 0 ? (int64_t)info.blocks_used : -1;
+}
+
+/* ---- forged entries ------------------------------------------------------------ */
+
+static void forged_release(mbq_buffer_queue_order order)
+{
+    REQUIRE(start_daemon(NULL) == 0);
+    mbq_client *root = h_connect(&D, "root");
+    REQUIRE(root);
+    static const struct who wa = {"A", UID_A, UID_A}, wb = {"B", UID_B, UID_B};
+    struct actor a, b;
+    REQUIRE(actor_start(&a, user_actor, (void *)&wa) == 0);
+    REQUIRE(actor_start(&b, user_actor, (void *)&wb) == 0);
+    struct hmsg r;
+
+    /* A holds one buffer of its private pool */
+    CHECK_STATUS(op(&a, OP_POOL_CREATE, "a/pool", 0600, 4, 0, NULL), 0);
+    CHECK_STATUS(op(&a, OP_ALLOC, NULL, 0, 0, 0, &r), 0);
+    int64_t a_handle = r.v[0];
+    CHECK_STATUS(op(&a, OP_STAT, "a/pool", 0, 0, 0, &r), 0);
+    int64_t a_pool = r.v[4];
+    CHECK_EQ(blocks_used(root, "a/pool"), 1);
+
+    /* B cannot open A's pool ... */
+    CHECK_STATUS(op(&b, OP_POOL_OPEN, "a/pool", 0, 0, 0, NULL), -EACCES);
+    /* ... so it writes entries naming A's buffer into its own queue, next
+     * to a legitimate entry of its own pool */
+    CHECK_STATUS(op(&b, OP_POOL_CREATE, "b/pool", 0600, 4, 0, NULL), 0);
+    CHECK_STATUS(op(&b, OP_BQ_CREATE, "b/q", 0600, order, 0, NULL), 0);
+    CHECK_STATUS(op(&b, OP_ENQUEUE_OWN, NULL, 0, 0, 5, NULL), 0);
+    CHECK_STATUS(op(&b, OP_FORGE, NULL, a_pool, a_handle, 3, NULL), 0);
+    CHECK_STATUS(op(&b, OP_FORGE, NULL, a_pool, a_handle, 7, NULL), 0);
+    CHECK_EQ(blocks_used(root, "b/pool"), 1);
+
+    /* and destroys the queue: the daemon releases B's entry only */
+    CHECK_STATUS(op(&b, OP_CLOSE_UNLINK, "b/q", 0, 0, 0, NULL), 0);
+    mbq_object_info info;
+    CHECK_STATUS(h_stat(root, "b/q", &info), -ENOENT);
+    CHECK_EQ(blocks_used(root, "b/pool"), 0);
+    CHECK_EQ(blocks_used(root, "a/pool"), 1);
+    CHECK_STATUS(op(&a, OP_RELEASE, NULL, 0, 0, 0, NULL), 0);
+    CHECK_EQ(blocks_used(root, "a/pool"), 0);
+
+    CHECK_ACTOR_OK(&a);
+    CHECK_ACTOR_OK(&b);
+    mbq_disconnect(root);
+    CHECK_MBQD_STOP(&D);
+}
+
+static void forged_release_fifo(void)
+{
+    forged_release(MBQ_ORDER_FIFO);
+}
+
+static void forged_release_sorted(void)
+{
+    forged_release(MBQ_ORDER_PRESENTATION_TIME);
+}
+
+static void forged_consumer(void)
+{
+    REQUIRE(start_daemon(NULL) == 0);
+    mbq_client *root = h_connect(&D, "root");
+    REQUIRE(root);
+    /* C is in A's group: it may open A's 0660 pool */
+    static const struct who wa = {"A", UID_A, UID_A}, wb = {"B", UID_B, UID_B},
+                            wc = {"C", UID_C, UID_A};
+    struct actor a, b, c;
+    REQUIRE(actor_start(&a, user_actor, (void *)&wa) == 0);
+    REQUIRE(actor_start(&b, user_actor, (void *)&wb) == 0);
+    REQUIRE(actor_start(&c, user_actor, (void *)&wc) == 0);
+    struct hmsg r;
+
+    CHECK_STATUS(op(&a, OP_POOL_CREATE, "a/pool", 0660, 4, 0, NULL), 0);
+    CHECK_STATUS(op(&a, OP_ALLOC, NULL, 0, 0, 0, &r), 0);
+    int64_t a_handle = r.v[0];
+    CHECK_STATUS(op(&a, OP_STAT, "a/pool", 0, 0, 0, &r), 0);
+    int64_t a_pool = r.v[4];
+
+    CHECK_STATUS(op(&b, OP_BQ_CREATE, "b/shared", 0666, MBQ_ORDER_FIFO, 0, NULL), 0);
+    CHECK_STATUS(op(&b, OP_FORGE, NULL, a_pool, a_handle, 1, NULL), 0);
+
+    /* C opens the queue and A's pool (it may), and dequeues: refused */
+    CHECK_STATUS(op(&c, OP_POOL_OPEN, "a/pool", 0, 0, 0, NULL), 0);
+    CHECK_STATUS(op(&c, OP_BQ_OPEN, "b/shared", 0, 0, 0, NULL), 0);
+    CHECK_STATUS(op(&c, OP_DEQUEUE, NULL, 0, 0, 0, NULL), -ENOLINK);
+    CHECK_EQ(blocks_used(root, "a/pool"), 1);
+    /* a reset over forged entries releases nothing either */
+    CHECK_STATUS(op(&b, OP_FORGE, NULL, a_pool, a_handle, 2, NULL), 0);
+    CHECK_STATUS(op(&b, OP_FORGE, NULL, a_pool, a_handle, 3, NULL), 0);
+    CHECK_STATUS(op(&c, OP_RESET, NULL, 0, 0, 0, NULL), 0);
+    CHECK_EQ(blocks_used(root, "a/pool"), 1);
+    /* the refusals are counted on the queue */
+    CHECK_STATUS(op(&b, OP_STAT, "b/shared", 0, 0, 0, &r), 0);
+    CHECK(r.v[2] >= 1);
+    /* A's own reference is intact */
+    CHECK_STATUS(op(&a, OP_RELEASE, NULL, 0, 0, 0, NULL), 0);
+    CHECK_EQ(blocks_used(root, "a/pool"), 0);
+
+    /* data A's group member moves the normal way still flows: C binds A's
+     * pool to the queue at its first enqueue and dequeues it back */
+    CHECK_STATUS(op(&c, OP_ENQUEUE_OWN, NULL, 0, 0, 4, NULL), 0);
+    CHECK_STATUS(op(&c, OP_DEQUEUE, NULL, 0, 0, 0, NULL), 0);
+    CHECK_EQ(blocks_used(root, "a/pool"), 0);
+
+    CHECK_ACTOR_OK(&a);
+    CHECK_ACTOR_OK(&b);
+    CHECK_ACTOR_OK(&c);
+    mbq_disconnect(root);
+    CHECK_MBQD_STOP(&D);
+}
+
+/* ---- resources ------------------------------------------------------------------ */
+
+static void quota_across_connections(void)
+{
+    static const char *const args[] = {"--max-objects", "3", NULL};
+    REQUIRE(start_daemon(args) == 0);
+    static const struct who wa = {"A", UID_A, UID_A};
+    struct actor a[2];
+    REQUIRE(actor_start(&a[0], user_actor, (void *)&wa) == 0);
+    REQUIRE(actor_start(&a[1], user_actor, (void *)&wa) == 0);
+    struct hmsg r;
+    /* reconnecting between creations, and from two connections at once */
+    CHECK_STATUS(op(&a[0], OP_SQ_CREATE, "qa/0", 0600, 4, 0, NULL), 0);
+    CHECK_STATUS(op(&a[0], OP_RECONNECT, NULL, 0, 0, 0, NULL), 0);
+    CHECK_STATUS(op(&a[0], OP_SQ_CREATE, "qa/1", 0600, 4, 0, NULL), 0);
+    CHECK_STATUS(op(&a[1], OP_SQ_CREATE, "qa/2", 0600, 4, 0, NULL), 0);
+    CHECK_STATUS(op(&a[0], OP_RECONNECT, NULL, 0, 0, 0, NULL), 0);
+    CHECK_STATUS(op(&a[0], OP_SQ_CREATE, "qa/3", 0600, 4, 0, &r), -EDQUOT);
+    CHECK(strstr(r.s, "--max-objects 3") != NULL);
+    CHECK_STATUS(op(&a[1], OP_SQ_CREATE, "qa/3", 0600, 4, 0, NULL), -EDQUOT);
+    CHECK_STATUS(op(&a[1], OP_USAGE, NULL, 0, 0, 0, &r), 1);
+    CHECK_EQ(r.v[0], UID_A);
+    CHECK_EQ(r.v[1], 3);
+    CHECK_ACTOR_OK(&a[0]);
+    CHECK_ACTOR_OK(&a[1]);
+    CHECK_MBQD_STOP(&D);
+}
+
+static void global_cap(void)
+{
+    /* each 512-page pool is a little over 2 MiB; per user no limit */
+    static const char *const args[] = {"--max-bytes", "0", "--max-total-bytes", "5M", NULL};
+    REQUIRE(start_daemon(args) == 0);
+    mbq_client *root = h_connect(&D, "root");
+    REQUIRE(root);
+    static const struct who wa = {"A", UID_A, UID_A}, wb = {"B", UID_B, UID_B};
+    struct actor a, b;
+    REQUIRE(actor_start(&a, user_actor, (void *)&wa) == 0);
+    REQUIRE(actor_start(&b, user_actor, (void *)&wb) == 0);
+    struct hmsg r;
+    CHECK_STATUS(op(&a, OP_POOL_CREATE_BIG, "cap/a", 0, 512, 0, NULL), 0);
+    CHECK_STATUS(op(&b, OP_POOL_CREATE_BIG, "cap/b", 0, 512, 0, NULL), 0);
+    CHECK_STATUS(op(&b, OP_POOL_CREATE_BIG, "cap/b2", 0, 512, 0, &r), -EDQUOT);
+    CHECK(strstr(r.s, "--max-total-bytes") != NULL);
+    /* root is bound by it as well */
+    mbq_pool *p = NULL;
+    mbq_pool_options po = h_pool_opts(4096, 512);
+    CHECK_STATUS(mbq_pool_create(root, "cap/root", &po, &p), -EDQUOT);
+    char why[400];
+    CHECK(strstr(mbq_client_last_error(root, why, sizeof why), "--max-total-bytes") != NULL);
+    /* room comes back when an object goes */
+    CHECK_STATUS(mbq_unlink(root, "cap/a"), 0);
+    CHECK_STATUS(op(&b, OP_POOL_CREATE_BIG, "cap/b2", 0, 512, 0, NULL), 0);
+    CHECK_ACTOR_OK(&a);
+    CHECK_ACTOR_OK(&b);
+    mbq_disconnect(root);
+    CHECK_MBQD_STOP(&D);
+}
+
+static int flood_child(void *arg)
+{
+    (void)arg;
+    CREQUIRE(drop_to(UID_FLOOD, UID_FLOOD) == 0);
+    for (int i = 0; i < FLOOD_PACKETS; i++) {
+        int fd = h_connect_raw(D.sock);
+        CREQUIRE(fd >= 0);
+        static const char garbage[] = "\xff\xff\xff\xff not a request";
+        CREQUIRE(send(fd, garbage, sizeof garbage, 0) == (ssize_t)sizeof garbage);
+        /* the daemon answers once and hangs up */
+        char buf[4096];
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        while (poll(&p, 1, H_HANG_MS) == 1 && recv(fd, buf, sizeof buf, 0) > 0) {
+        }
+        close(fd);
+    }
+    return 0;
+}
+
+static void log_flood(void)
+{
+    char log_path[PATH_MAX];
+    snprintf(log_path, sizeof log_path, "%s/mbqd-flood.log", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+    int log_fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    REQUIRE(log_fd >= 0);
+    int saved = dup(STDERR_FILENO);
+    REQUIRE(saved >= 0);
+    fflush(stderr);
+    REQUIRE(dup2(log_fd, STDERR_FILENO) == STDERR_FILENO);
+    static const char *const args[] = {"--log-target", "stderr", NULL};
+    int started = start_daemon(args);
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+    close(log_fd);
+    REQUIRE(started == 0);
+
+    pid_t kids[FLOOD_PROCS];
+    for (int i = 0; i < FLOOD_PROCS; i++) {
+        fflush(NULL);
+        kids[i] = fork();
+        REQUIRE(kids[i] >= 0);
+        if (kids[i] == 0) {
+            prctl(PR_SET_PDEATHSIG, SIGKILL);
+            _exit(flood_child(NULL) ? 1 : check_case_failed);
+        }
+    }
+    for (int i = 0; i < FLOOD_PROCS; i++)
+        CHECK_EQ(h_wait_pid(kids[i], 120000), 0);
+    CHECK(mbqd_alive(&D));
+    CHECK_MBQD_STOP(&D);
+
+    struct stat st;
+    REQUIRE(stat(log_path, &st) == 0);
+    printf("# %d malformed packets from %d processes of one user: %lld bytes of log\n",
+           FLOOD_PROCS * FLOOD_PACKETS, FLOOD_PROCS, (long long)st.st_size);
+    CHECK(st.st_size < LOG_FLOOD_MAX);
+    FILE *f = fopen(log_path, "re");
+    REQUIRE(f);
+    char line[4096];
+    bool said = false;
+    long warnings = 0;
+    while (fgets(line, sizeof line, f)) {
+        if (strstr(line, "suppressed") && strstr(line, "uid 61250"))
+            said = true;
+        if (strstr(line, "not a valid mbq.v1.Request"))
+            warnings++;
+    }
+    fclose(f);
+    CHECK(said);
+    CHECK(warnings >= 1); /* limited, not silenced */
+    unlink(log_path);
+}
+
+/* ---- visibility ----------------------------------------------------------------- */
+
+static void visibility(void)
+{
+    REQUIRE(start_daemon(NULL) == 0);
+    mbq_client *root = h_connect(&D, "root");
+    REQUIRE(root);
+    static const struct who wo = {"owner", UID_OWNER, UID_OWNER},
+                            wg = {"group", UID_GROUP, UID_OWNER},
+                            wx = {"other", UID_OTHER, UID_OTHER};
+    struct actor o, g, x;
+    REQUIRE(actor_start(&o, user_actor, (void *)&wo) == 0);
+    REQUIRE(actor_start(&g, user_actor, (void *)&wg) == 0);
+    REQUIRE(actor_start(&x, user_actor, (void *)&wx) == 0);
+    struct hmsg r;
+    /* the owner's three queues; it keeps the last one open */
+    CHECK_STATUS(op(&o, OP_BQ_CREATE, "vis/q600", 0600, MBQ_ORDER_FIFO, 0, NULL), 0);
+    CHECK_STATUS(op(&o, OP_BQ_CREATE, "vis/q660", 0660, MBQ_ORDER_FIFO, 0, NULL), 0);
+    CHECK_STATUS(op(&o, OP_BQ_CREATE, "vis/q666", 0666, MBQ_ORDER_FIFO, 0, NULL), 0);
+
+    /* List: what each may open */
+    CHECK_STATUS(op(&o, OP_LIST, "vis/", 0, 0, 0, NULL), 3);
+    CHECK_STATUS(op(&g, OP_LIST, "vis/", 0, 0, 0, NULL), 2);
+    CHECK_STATUS(op(&x, OP_LIST, "vis/", 0, 0, 0, NULL), 1);
+    mbq_object_info infos[4];
+    infos[0].size = sizeof infos[0];
+    CHECK_STATUS(mbq_list(root, "vis/", infos, 4), 3);
+
+    /* Stat: refused where Open would be; client details to owner and root */
+    CHECK_STATUS(op(&g, OP_STAT, "vis/q600", 0, 0, 0, NULL), -EACCES);
+    CHECK_STATUS(op(&x, OP_STAT, "vis/q660", 0, 0, 0, NULL), -EACCES);
+    CHECK_STATUS(op(&g, OP_STAT, "vis/q666", 0, 0, 0, &r), 0);
+    CHECK_EQ(r.v[3], 1); /* open by the owner: a count ... */
+    CHECK_EQ(r.v[1], 0); /* ... but not who */
+    CHECK_STATUS(op(&x, OP_STAT, "vis/q666", 0, 0, 0, &r), 0);
+    CHECK_EQ(r.v[1], 0);
+    CHECK_STATUS(op(&o, OP_STAT, "vis/q666", 0, 0, 0, &r), 0);
+    CHECK_EQ(r.v[1], 1);
+    CHECK_EQ(r.v[5], o.pid);
+    mbq_object_info info;
+    CHECK_STATUS(h_stat(root, "vis/q666", &info), 0);
+    CHECK_EQ(info.client_count, 1);
+    CHECK_EQ(info.clients[0].uid, UID_OWNER);
+
+    /* usage: one's own line; root sees every user */
+    CHECK_STATUS(op(&o, OP_USAGE, NULL, 0, 0, 0, &r), 1);
+    CHECK_EQ(r.v[0], UID_OWNER);
+    CHECK_EQ(r.v[1], 3);
+    CHECK(r.v[2] > 0);
+    CHECK_STATUS(op(&x, OP_USAGE, NULL, 0, 0, 0, &r), 1);
+    CHECK_EQ(r.v[0], UID_OTHER);
+    CHECK_EQ(r.v[1], 0);
+    mbq_user_usage u[8];
+    u[0].size = sizeof u[0];
+    CHECK_STATUS(mbq_usage(root, u, 8, NULL, NULL), 1); /* root owns nothing here */
+    CHECK_EQ(u[0].uid, UID_OWNER);
+
+    CHECK_ACTOR_OK(&o);
+    CHECK_ACTOR_OK(&g);
+    CHECK_ACTOR_OK(&x);
+    mbq_disconnect(root);
+    CHECK_MBQD_STOP(&D);
+}
+
+CHECK_MAIN(CASE(skip_unless_root), CASE(forged_release_fifo), CASE(forged_release_sorted),
+           CASE(forged_consumer), CASE(quota_across_connections), CASE(global_cap),
+           CASE(log_flood), CASE(visibility))
