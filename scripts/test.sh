@@ -1,7 +1,8 @@
 #!/bin/sh
 # Installs the dependencies, builds mbq, and runs every test: the normal
 # build (warnings are errors), the whole suite again under AddressSanitizer
-# and UndefinedBehaviorSanitizer, and the tests under a real systemd booted
+# and UndefinedBehaviorSanitizer, the libFuzzer targets for a short bounded
+# time each (clang; see scripts/fuzz.sh), and the tests under a real systemd booted
 # in systemd-nspawn (skipped, with the reason printed, where the machine
 # cannot run a container).
 # Usage: scripts/test.sh [ctest arguments, e.g. -L unit]
@@ -21,6 +22,12 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
   ctest --test-dir build-asan --output-on-failure -j"$jobs" -LE '^systemd$' "$@"
 
 if [ $# -eq 0 ]; then
+  # The fuzz targets only (the rest of this tree is instrumented and not
+  # needed): each runs 20 s over its seed corpus, both at once.
+  CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMBQ_FUZZ=ON -DMBQ_WERROR=ON
+  cmake --build build-fuzz -j"$jobs" --target fuzz_dispatch fuzz_shm
+  ctest --test-dir build-fuzz --output-on-failure -j2 -L fuzz
+
   rc=0
   scripts/test-systemd.sh || rc=$?
   case $rc in
