@@ -63,6 +63,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/sysinfo.h>
 #include <unistd.h>
 
 #define AGE_OUT_INTERVAL_MS 100
@@ -362,22 +363,15 @@ static int take_listen_fd(struct systemd_fd *fds, int n)
 }
 
 /* The default cap on all segments together: a quarter of the machine's
- * memory (pools are faulted in at creation, so segments are real memory),
- * or 0 (none) if /proc/meminfo cannot say. */
+ * memory (pools are faulted in at creation, so segments are real memory).
+ * sysinfo(2), not /proc/meminfo, which the unit's ProcSubset=pid hides.
+ * 0 (no cap) if the kernel cannot say. */
 static uint64_t default_max_total_bytes(void)
 {
-    FILE *f = fopen("/proc/meminfo", "re");
-    char line[256];
-    unsigned long long kib;
-    uint64_t v = 0;
-    while (f && fgets(line, sizeof(line), f))
-        if (sscanf(line, "MemTotal: %llu kB", &kib) == 1) {
-            v = (uint64_t)kib * 1024 / 4;
-            break;
-        }
-    if (f)
-        fclose(f);
-    return v;
+    struct sysinfo si;
+    if (sysinfo(&si) < 0)
+        return 0;
+    return (uint64_t)si.totalram * (si.mem_unit ? si.mem_unit : 1) / 4;
 }
 
 /* The store's size: --fd-store-max, else $FDSTORE, else the unit's. */
