@@ -25,6 +25,15 @@
  *    a simple queue is one producer and one consumer.
  *  - Options structs begin with their own size; set it with
  *    sizeof(the struct) so that fields can be added later.
+ *  - Control calls (those that ask the daemon: connect, create, open,
+ *    unlink, flush, invalidate, triggers, list, stat, usage, and the first
+ *    enqueue of a pool's buffers into a queue) can also fail with
+ *    -ENOTCONN (the daemon is gone and reconnection failed or is not
+ *    possible), -ETIMEDOUT (no reply within the call timeout), -EPROTO (a
+ *    reply that makes no sense), -EIDRM (the daemon restarted without this
+ *    object), -EMSGSIZE (a request too large for a packet) and -ENOMEM.
+ *    The lists below name these as "control errors". When the daemon
+ *    refuses a request, mbq_client_last_error() has its explanation.
  *
  * Deviations from Core Media, because objects live in fixed-size shared
  * memory:
@@ -73,7 +82,11 @@ typedef struct mbq_client mbq_client;
 /* Connects to mbqd. socket_path NULL means: $MBQ_SOCKET if set, else
  * /run/mbq/mbqd.sock for root and $XDG_RUNTIME_DIR/mbq/mbqd.sock otherwise
  * (the daemon's defaults). client_name (may be NULL) shows in mbqctl.
- * Errors: -ENOENT/-ECONNREFUSED (no daemon), -EPROTO (version mismatch).
+ * Errors: -EINVAL (out NULL), -ENAMETOOLONG (socket path), -ENOENT (no
+ * default path: neither $MBQ_SOCKET nor $XDG_RUNTIME_DIR for a non-root
+ * user; or no socket), -ECONNREFUSED (no daemon), -EACCES (the socket's
+ * permissions), -EPROTO (version mismatch), -ETIMEDOUT, -ENOMEM, other
+ * errors of socket(2)/connect(2).
  *
  * Daemon restarts. When mbqd keeps its objects across restarts (under
  * systemd, with its file descriptor store), a client survives them: the
@@ -94,7 +107,8 @@ int mbq_connect(const char *socket_path, const char *client_name, mbq_client **o
  * reference the process still holds, and disconnects. Accepts NULL. */
 void mbq_disconnect(mbq_client *client);
 /* The default socket path as mbq_connect would choose it; returns the
- * length written (like snprintf) or a negative errno. */
+ * length written (like snprintf), -EINVAL (buf NULL), -ENOENT (no default:
+ * see mbq_connect) or -ENAMETOOLONG. */
 int mbq_default_socket_path(char *buf, size_t len);
 /* The control connection's fd, for the caller's event loop: when it is
  * readable, call mbq_client_dispatch(). Owned by the library. A
@@ -113,7 +127,8 @@ int mbq_client_dispatch(mbq_client *client);
 /* A static description of a status; never NULL. */
 const char *mbq_status_string(int status);
 
-/* Removes a name; the object lives on while it is open. 0, -ENOENT, -EACCES. */
+/* Removes a name; the object lives on while it is open. 0, -EINVAL (bad
+ * name), -ENOENT, -EACCES (only the owner or root may), control errors. */
 int mbq_unlink(mbq_client *client, const char *name);
 
 /* Object names: 1..255 bytes of [A-Za-z0-9._-] in '/'-separated components,
@@ -133,15 +148,32 @@ typedef struct mbq_pool_options {
 } mbq_pool_options;
 
 /* Creates (or, unless exclusive, opens) a named pool. Its pages are
- * faulted in at creation so that allocation never faults. */
+ * faulted in at creation so that allocation never faults, and the whole
+ * segment is charged to the creating user (docs/MBQD.md, Quotas).
+ * Errors: -EINVAL (client, out or options NULL, bad name, size field
+ * wrong, mode beyond 0777), MBQ_POOL_ERR_INVALID_PARAMETER (block size or
+ * count 0 or too large), -EEXIST (exclusive, or the name is another kind
+ * of object), -EACCES (it exists and this user may not open it), -EDQUOT
+ * (a quota: objects or bytes of this user, or bytes of all users
+ * together), -ENOSPC (object ids exhausted, or the daemon's store of
+ * segments across restarts is full), MBQ_POOL_ERR_ALLOCATION_FAILED (the
+ * segment cannot be made), -EUSERS (opening an existing pool: its 64
+ * client slots are all held by live processes), -EMFILE (this client has
+ * the most pools mapped it can), -EBADMSG (the segment is not a valid
+ * pool), control errors. */
 int mbq_pool_create(mbq_client *client, const char *name, const mbq_pool_options *options,
                     mbq_pool **out);
+/* Errors: -EINVAL, -ENOENT (no such name), -EACCES, -EUSERS (64 processes
+ * have the pool open: a pool has 64 client slots), -EMFILE, -EBADMSG,
+ * control errors. */
 int mbq_pool_open(mbq_client *client, const char *name, mbq_pool **out);
 /* Releases the references this process holds on the pool's buffers. */
 void mbq_pool_close(mbq_pool *pool);
-/* CMMemoryPoolFlush: returns every cached free block's pages now. */
+/* CMMemoryPoolFlush: returns every cached free block's pages now.
+ * -EINVAL (NULL), control errors. */
 int mbq_pool_flush(mbq_pool *pool);
-/* CMMemoryPoolInvalidate: stops recycling for good; live buffers stay valid. */
+/* CMMemoryPoolInvalidate: stops recycling for good; live buffers stay
+ * valid. -EINVAL (NULL), control errors. */
 int mbq_pool_invalidate(mbq_pool *pool);
 
 /* A buffer: a reference-counted pool block. A value; the fields are
@@ -156,7 +188,9 @@ typedef struct mbq_buffer {
  * MBQ_POOL_ERR_ALLOCATION_FAILED (every block is in use). */
 int mbq_pool_allocate(mbq_pool *pool, size_t size, mbq_buffer *out);
 /* References: retain adds one, release drops one; the last release returns
- * the block to its pool. -ESTALE if the buffer was already freed. */
+ * the block to its pool. -ESTALE if the buffer was already freed, -EINVAL
+ * for the zero buffer (release also when this process holds no reference
+ * to it). */
 int mbq_buffer_retain(mbq_buffer buffer);
 int mbq_buffer_release(mbq_buffer buffer);
 bool mbq_buffer_is_valid(mbq_buffer buffer);
@@ -164,7 +198,9 @@ bool mbq_buffer_is_valid(mbq_buffer buffer);
  * (may be NULL) receives the block size. */
 void *mbq_buffer_get_data(mbq_buffer buffer, size_t *capacity);
 /* Metadata a queue reads at enqueue: decode and presentation timestamps,
- * duration, and the bytes of payload that are meaningful. */
+ * duration, and the bytes of payload that are meaningful. -ESTALE (freed
+ * buffer), -EINVAL (zero buffer, NULL outputs, a size above the block
+ * size). */
 int mbq_buffer_set_timing(mbq_buffer buffer, mbq_time dts, mbq_time pts, mbq_time duration);
 int mbq_buffer_get_timing(mbq_buffer buffer, mbq_time *dts, mbq_time *pts, mbq_time *duration);
 int mbq_buffer_set_data_size(mbq_buffer buffer, size_t size);
@@ -173,6 +209,7 @@ size_t mbq_buffer_get_data_size(mbq_buffer buffer);
  * producer that fills a buffer after enqueueing it clears the flag first,
  * then sets it and calls mbq_buffer_queue_notify_data_ready() on the queues
  * holding it, so their data-ready triggers can fire. */
+/* -ESTALE, -EINVAL as above. */
 int mbq_buffer_set_data_ready(mbq_buffer buffer, bool ready);
 bool mbq_buffer_is_data_ready(mbq_buffer buffer);
 
@@ -202,8 +239,15 @@ typedef struct mbq_buffer_queue_options {
     bool exclusive; /* fail with -EEXIST if the name exists */
 } mbq_buffer_queue_options;
 
+/* Creates (or, unless exclusive, opens) a named buffer queue. Errors:
+ * MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING (client or out NULL), -EINVAL (bad
+ * name, size field, order, full policy, capacity above 2^20, mode),
+ * -EEXIST, -EACCES, -EDQUOT, -ENOSPC (as for mbq_pool_create),
+ * MBQ_BQ_ERR_ALLOCATION_FAILED, -EBADMSG, control errors. */
 int mbq_buffer_queue_create(mbq_client *client, const char *name,
                             const mbq_buffer_queue_options *options, mbq_buffer_queue **out);
+/* MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING, -EINVAL, -ENOENT, -EACCES,
+ * -EBADMSG, control errors. */
 int mbq_buffer_queue_open(mbq_client *client, const char *name, mbq_buffer_queue **out);
 /* Removes the triggers this process installed on the queue, then closes it. */
 void mbq_buffer_queue_close(mbq_buffer_queue *queue);
@@ -212,7 +256,13 @@ void mbq_buffer_queue_close(mbq_buffer_queue *queue);
  * its own. Errors: MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING,
  * MBQ_BQ_ERR_ENQUEUE_AFTER_END_OF_DATA, MBQ_BQ_ERR_QUEUE_IS_FULL, the
  * validation callback's status, -ESTALE,
- * MBQ_BQ_ERR_CANNOT_MODIFY_QUEUE_FROM_TRIGGER_CALLBACK. */
+ * MBQ_BQ_ERR_CANNOT_MODIFY_QUEUE_FROM_TRIGGER_CALLBACK, -EUCLEAN (the
+ * queue's shared state was inconsistent and could not be repaired).
+ * The first enqueue of a buffer of a given pool into a given queue, in
+ * this process, binds the pool to the queue through the daemon (a queue
+ * carries only pools bound to it; docs/MBQD.md): it can also fail with
+ * -EACCES (this user may not open the pool), -ENOSPC (1024 pools bound to
+ * the queue) and the control errors. Later enqueues ask nothing. */
 int mbq_buffer_queue_enqueue(mbq_buffer_queue *queue, mbq_buffer buffer);
 /* Enqueue, handing the caller's reference to the queue instead of taking a
  * new one: the same as enqueue followed by mbq_buffer_release, in one step
@@ -224,18 +274,28 @@ int mbq_buffer_queue_enqueue(mbq_buffer_queue *queue, mbq_buffer buffer);
  * this process holds no reference to the buffer. (An mbq extension.) */
 int mbq_buffer_queue_enqueue_and_release(mbq_buffer_queue *queue, mbq_buffer buffer);
 /* CMBufferQueueDequeueAndRetain: the queue's reference passes to the
- * caller. 0, or -EAGAIN when empty (Core Media returns NULL). */
+ * caller. 0, or -EAGAIN when empty (Core Media returns NULL),
+ * MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING, the trigger-callback status,
+ * -EUCLEAN; -ENOLINK when the entry names a pool not bound to the queue
+ * (written around the library: the entry is dropped, nothing is adopted,
+ * the queue's forged_entries counts it); and, for the first buffer of a
+ * pool this client has not mapped or checked yet, the errors of mapping it
+ * (-EACCES, -EUSERS, -EMFILE, -ENOENT when the pool is gone) and control
+ * errors (then the buffer's reference is lost). */
 int mbq_buffer_queue_dequeue_and_retain(mbq_buffer_queue *queue, mbq_buffer *out);
 /* CMBufferQueueDequeueIfDataReadyAndRetain: -EAGAIN also when the head is
- * not ready (it never skips to a later buffer). */
+ * not ready (it never skips to a later buffer). Otherwise as dequeue. */
 int mbq_buffer_queue_dequeue_if_data_ready_and_retain(mbq_buffer_queue *queue, mbq_buffer *out);
 /* Blocking dequeue: spins ~25 us, then sleeps until a buffer arrives or
  * timeout_ns passes (< 0: no limit). 0, -ETIMEDOUT, -ENODATA (empty and at
  * end of data), or as dequeue. */
 int mbq_buffer_queue_dequeue_wait(mbq_buffer_queue *queue, int64_t timeout_ns, mbq_buffer *out);
-/* CMBufferQueueCopyHead: the head with a new reference for the caller. */
+/* CMBufferQueueCopyHead: the head with a new reference for the caller.
+ * -EAGAIN (empty, or the head kept changing pools), -ESTALE (its pool was
+ * closed meanwhile), otherwise as dequeue (-ENOLINK included). */
 int mbq_buffer_queue_copy_head(mbq_buffer_queue *queue, mbq_buffer *out);
 
+/* MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING, the trigger-callback status. */
 int mbq_buffer_queue_mark_end_of_data(mbq_buffer_queue *queue);
 bool mbq_buffer_queue_contains_end_of_data(mbq_buffer_queue *queue);
 bool mbq_buffer_queue_is_at_end_of_data(mbq_buffer_queue *queue);
@@ -253,19 +313,25 @@ mbq_time mbq_buffer_queue_get_max_presentation_time_stamp(mbq_buffer_queue *queu
 mbq_time mbq_buffer_queue_get_end_presentation_time_stamp(mbq_buffer_queue *queue);
 
 /* CMBufferQueueReset / ResetWithCallback: releases every buffer (calling
- * callback first for each, in dequeue order), clears end of data. */
+ * callback first for each, in dequeue order), clears end of data. An entry
+ * of a pool not bound to the queue is not released, and the callback gets
+ * the zero buffer for it. MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING, the
+ * trigger-callback status. */
 int mbq_buffer_queue_reset(mbq_buffer_queue *queue);
 int mbq_buffer_queue_reset_with_callback(mbq_buffer_queue *queue,
                                          void (*callback)(mbq_buffer buffer, void *refcon),
                                          void *refcon);
 /* CMBufferQueueCallForEachBuffer: dequeue order; the first non-zero return
- * stops the walk and is returned. The callback must not call into the queue. */
+ * stops the walk and is returned. The callback must not call into the queue.
+ * An entry of an unbound pool (or one whose pool cannot be mapped) is
+ * passed as the zero buffer. MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING. */
 int mbq_buffer_queue_call_for_each_buffer(mbq_buffer_queue *queue,
                                           int (*callback)(mbq_buffer buffer, void *refcon),
                                           void *refcon);
 /* CMBufferQueueSetValidationCallback, for this process's enqueues: a
  * non-zero return rejects the buffer and is returned by enqueue
- * (MBQ_BQ_ERR_INVALID_BUFFER is the conventional value). NULL removes it. */
+ * (MBQ_BQ_ERR_INVALID_BUFFER is the conventional value). NULL removes it.
+ * MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING (queue NULL). */
 int mbq_buffer_queue_set_validation_callback(mbq_buffer_queue *queue,
                                              int (*callback)(mbq_buffer_queue *queue,
                                                              mbq_buffer buffer, void *refcon),
@@ -296,20 +362,23 @@ typedef uint64_t mbq_trigger_token;
  * fires at once if already true, then on each false-to-true edge, whichever
  * process changes the queue. token_out is required (the eventfd is found
  * through it). The trigger belongs to this process and is removed when it
- * closes the queue or exits. */
+ * closes the queue or exits. Also MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING,
+ * -ENOSPC (the queue has 32 triggers), -EDQUOT (this client has
+ * --max-triggers installed), -EIDRM, control errors. */
 int mbq_buffer_queue_install_trigger(mbq_buffer_queue *queue, mbq_trigger_condition condition,
                                      mbq_time time, mbq_trigger_token *token_out);
-/* For conditions 10 and 11. */
+/* For conditions 10 and 11; errors as above. */
 int mbq_buffer_queue_install_trigger_with_integer_threshold(mbq_buffer_queue *queue,
                                                             mbq_trigger_condition condition,
                                                             int64_t threshold,
                                                             mbq_trigger_token *token_out);
-/* For condition 12. */
+/* For condition 12; errors as above. */
 int mbq_buffer_queue_install_trigger_with_time_and_threshold(mbq_buffer_queue *queue,
                                                              mbq_trigger_condition condition,
                                                              mbq_time time, int64_t threshold,
                                                              mbq_trigger_token *token_out);
-/* MBQ_BQ_ERR_INVALID_TRIGGER_TOKEN if the token is not installed here. */
+/* MBQ_BQ_ERR_INVALID_TRIGGER_TOKEN if the token is not installed here;
+ * MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING, control errors. */
 int mbq_buffer_queue_remove_trigger(mbq_buffer_queue *queue, mbq_trigger_token token);
 /* The condition's current level; false for the event conditions 5, 6, 9
  * and for an unknown token. */
@@ -318,7 +387,8 @@ bool mbq_buffer_queue_test_trigger(mbq_buffer_queue *queue, mbq_trigger_token to
  * consume (the value is the number of firings since the last read). Owned
  * by the library. -1 for an unknown token. */
 int mbq_buffer_queue_trigger_fd(mbq_buffer_queue *queue, mbq_trigger_token token);
-/* After a buffer in the queue became ready: lets the data-ready trigger fire. */
+/* After a buffer in the queue became ready: lets the data-ready trigger
+ * fire. MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING, -EUCLEAN. */
 int mbq_buffer_queue_notify_data_ready(mbq_buffer_queue *queue);
 
 /* Counters beyond Core Media (what mbqctl shows). */
@@ -329,6 +399,7 @@ typedef struct mbq_buffer_queue_stats {
     mbq_time duration;
     bool end_of_data;
 } mbq_buffer_queue_stats;
+/* MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING, -EINVAL (size field too small). */
 int mbq_buffer_queue_get_stats(mbq_buffer_queue *queue, mbq_buffer_queue_stats *stats);
 
 /* ---- trigger dispatcher --------------------------------------------------- */
@@ -340,15 +411,21 @@ typedef struct mbq_dispatcher mbq_dispatcher;
 typedef void (*mbq_trigger_callback)(void *refcon, mbq_buffer_queue *queue,
                                      mbq_trigger_token token);
 
+/* -EINVAL (out NULL), -ENOMEM, the errors of epoll_create1(2). */
 int mbq_dispatcher_create(mbq_dispatcher **out);
 void mbq_dispatcher_destroy(mbq_dispatcher *dispatcher);
 /* Calls callback each time the trigger fires. The trigger stays owned by
- * its queue; remove it from the dispatcher before removing the trigger. */
+ * its queue; remove it from the dispatcher before removing the trigger.
+ * MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING, MBQ_BQ_ERR_INVALID_TRIGGER_TOKEN
+ * (not a trigger of the queue), -EEXIST (added already), -ENOMEM, the
+ * errors of epoll_ctl(2). */
 int mbq_dispatcher_add(mbq_dispatcher *dispatcher, mbq_buffer_queue *queue,
                        mbq_trigger_token token, mbq_trigger_callback callback, void *refcon);
+/* MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING, MBQ_BQ_ERR_INVALID_TRIGGER_TOKEN. */
 int mbq_dispatcher_remove(mbq_dispatcher *dispatcher, mbq_buffer_queue *queue,
                           mbq_trigger_token token);
-/* One fd (epoll) that is readable when any added trigger fired. */
+/* One fd (epoll) that is readable when any added trigger fired; -EINVAL
+ * for NULL. */
 int mbq_dispatcher_fd(mbq_dispatcher *dispatcher);
 /* Waits up to timeout_ms (-1: forever, 0: poll) and runs the callbacks of
  * fired triggers. Returns how many ran, or a negative errno. */
@@ -365,17 +442,23 @@ typedef struct mbq_simple_queue_options {
 } mbq_simple_queue_options;
 
 /* capacity: 1..2^24; 0 gives MBQ_SQ_ERR_REQUIRED_PARAMETER_MISSING, negative
- * or too large MBQ_SQ_ERR_PARAMETER_OUT_OF_RANGE. options may be NULL. */
+ * or too large MBQ_SQ_ERR_PARAMETER_OUT_OF_RANGE. options may be NULL.
+ * Also -EINVAL (client or out NULL, bad name, size field, mode), -EEXIST,
+ * -EACCES, -EDQUOT, -ENOSPC (as for mbq_pool_create),
+ * MBQ_SQ_ERR_ALLOCATION_FAILED, -EBADMSG, control errors. */
 int mbq_simple_queue_create(mbq_client *client, const char *name, int32_t capacity,
                             const mbq_simple_queue_options *options, mbq_simple_queue **out);
+/* -EINVAL, -ENOENT, -EACCES, -EBADMSG, control errors. */
 int mbq_simple_queue_open(mbq_client *client, const char *name, mbq_simple_queue **out);
 void mbq_simple_queue_close(mbq_simple_queue *queue);
 /* Values are non-zero 64-bit words (0 means "empty" on dequeue).
- * MBQ_SQ_ERR_QUEUE_IS_FULL, MBQ_SQ_ERR_REQUIRED_PARAMETER_MISSING. */
+ * MBQ_SQ_ERR_QUEUE_IS_FULL, MBQ_SQ_ERR_REQUIRED_PARAMETER_MISSING, -EUCLEAN
+ * (the shared counters are corrupt). */
 int mbq_simple_queue_enqueue(mbq_simple_queue *queue, uint64_t value);
 uint64_t mbq_simple_queue_dequeue(mbq_simple_queue *queue);
 uint64_t mbq_simple_queue_get_head(mbq_simple_queue *queue);
-/* Not synchronised with a running producer or consumer (as in Core Media). */
+/* Not synchronised with a running producer or consumer (as in Core Media).
+ * MBQ_SQ_ERR_REQUIRED_PARAMETER_MISSING. */
 int mbq_simple_queue_reset(mbq_simple_queue *queue);
 int32_t mbq_simple_queue_get_capacity(mbq_simple_queue *queue);
 int32_t mbq_simple_queue_get_count(mbq_simple_queue *queue);
@@ -433,10 +516,15 @@ typedef struct mbq_user_usage {
     uint64_t bytes, max_bytes;
 } mbq_user_usage;
 
-/* Lists objects whose name starts with prefix (NULL: all) into an array of
- * max entries; returns the number of objects (which may exceed max). */
+/* Lists the objects whose name starts with prefix (NULL: all) that this
+ * user may open or owns, into an array of max entries (the first one's
+ * size field is the stride); returns the number of objects (which may
+ * exceed max). -EINVAL (client NULL, infos NULL with max > 0, a size field
+ * too small, prefix longer than 255), control errors. */
 int mbq_list(mbq_client *client, const char *prefix, mbq_object_info *infos, size_t max);
-/* Everything the daemon knows about one object, with live counters. */
+/* Everything the daemon knows about one object, with live counters; its
+ * clients only for its owner and root. -EINVAL (bad name, size field),
+ * -ENOENT, -EACCES (this user may not open it), control errors. */
 int mbq_stat(mbq_client *client, const char *name, mbq_object_info *info);
 /* What users are charged: the caller's own line (root: every user's, by
  * uid) into max entries (the first one's size is the stride); total and
