@@ -21,8 +21,9 @@
  * floods the daemon with bad input thus costs at most LOG_BURST lines per
  * kind per window, whatever it sends and however often it reconnects.
  * Lines at debug level are not limited (debug is asked for). The table of
- * windows is fixed (LOG_SLOTS, by hash): a slot taken over by another
- * client or kind first reports what it suppressed. log_flush_suppressed()
+ * windows is fixed (LOG_SLOTS, by hash, LOG_PROBE slots probed): a window
+ * is reused only once ended, after reporting what it suppressed; a line
+ * that finds no window is dropped and counted, and the count is reported. log_flush_suppressed()
  * (from the daemon's timer) reports a window that ended in silence, and at
  * shutdown every window. */
 #include "log.h"
@@ -39,6 +40,7 @@
 #define LOG_BURST 10
 #define LOG_WINDOW_NS (10ull * 1000000000ull)
 #define LOG_SLOTS 256
+#define LOG_PROBE 8
 
 static enum log_level log_max_level = LOG_LEVEL_INFO;
 static log_sink_fn log_sink;
@@ -54,6 +56,7 @@ struct log_window {
     uint64_t suppressed;
 };
 static struct log_window log_windows[LOG_SLOTS];
+static uint64_t log_overflow; /* lines dropped for want of a window */
 static uint64_t (*log_clock)(void);
 
 void log_set_clock(uint64_t (*clock_ns)(void))
@@ -174,11 +177,28 @@ static bool log_admit(enum log_level level, const struct log_field *fields, cons
         return true;
     uint64_t who = has_uid ? (1ull << 32 | (uint32_t)uid) : (uint32_t)pid;
     uint64_t h = (who * 0x9e3779b97f4a7c15ull) ^ ((uintptr_t)fmt * 0xff51afd7ed558ccdull);
-    struct log_window *w = &log_windows[(h >> 32) % LOG_SLOTS];
     uint64_t now = log_clock();
-    if (w->fmt != fmt || w->who != who || now - w->start_ns >= LOG_WINDOW_NS) {
+    /* This (client, kind)'s window among LOG_PROBE slots, else a free or
+     * ended one. Never one still running for someone else: two kinds that
+     * share a slot must not reset each other's count. */
+    struct log_window *w = NULL, *spare = NULL;
+    for (unsigned i = 0; i < LOG_PROBE && !w; i++) {
+        struct log_window *c = &log_windows[((h >> 32) + i) % LOG_SLOTS];
+        if (c->fmt == fmt && c->who == who)
+            w = c;
+        else if (!spare && (!c->fmt || now - c->start_ns >= LOG_WINDOW_NS))
+            spare = c;
+    }
+    if (w && now - w->start_ns >= LOG_WINDOW_NS) {
         log_report_suppressed(w);
         *w = (struct log_window){.fmt = fmt, .who = who, .start_ns = now, .level = level};
+    } else if (!w && spare) {
+        log_report_suppressed(spare);
+        w = spare;
+        *w = (struct log_window){.fmt = fmt, .who = who, .start_ns = now, .level = level};
+    } else if (!w) {
+        log_overflow++; /* every slot nearby is busy: drop, and say so later */
+        return false;
     }
     w->last_pid = (pid_t)pid;
     if (w->lines < LOG_BURST) {
@@ -200,6 +220,15 @@ void log_flush_suppressed(bool all)
             log_report_suppressed(w);
             w->fmt = NULL;
         }
+    }
+    static uint64_t overflow_reported_ns;
+    if (log_overflow && (all || now - overflow_reported_ns >= LOG_WINDOW_NS)) {
+        overflow_reported_ns = now;
+        log_write_v(LOG_LEVEL_WARNING, NULL,
+                    "log: suppressed %" PRIu64 " messages about clients (too many kinds and "
+                    "clients at once to tell apart)",
+                    log_overflow);
+        log_overflow = 0;
     }
 }
 
