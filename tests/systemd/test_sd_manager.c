@@ -987,7 +987,11 @@ static void crash_restores_everything_body(void)
     REQUIRE(mbq_buffer_queue_open(c, "cam/sorted", &sorted) == 0);
     REQUIRE(mbq_pool_open(c, "cam/pool", &pool) == 0);
     CHECK(mbq_buffer_queue_trigger_fd(sorted, token) >= 0);
+    /* The queue's binding to its pool came back too: a consumer that never
+     * bound it (this new client) may take the restored entries' buffers. */
     mbq_buffer b;
+    CHECK_STATUS(mbq_buffer_queue_copy_head(sorted, &b), 0);
+    mbq_buffer_release(b);
     REQUIRE(mbq_pool_allocate(pool, 4096, &b) == 0);
     struct frame *f = mbq_buffer_get_data(b, NULL);
     f->seq = 11;
