@@ -19,9 +19,11 @@
  *
  * Locks: a lock word the input sets to the id of a live thread would make
  * the operations wait for it (by design: a stalled client stalls the
- * objects it shares). The harness therefore rewrites a lock owner the
- * input set into an id no thread can have, which the lock code treats as
- * a dead owner: the take-over and repair paths are what gets fuzzed. */
+ * objects it shares), and one naming this very thread a wait for ever (the
+ * locks are not recursive; the first long run found that). The harness
+ * therefore rewrites every lock owner and bias holder the input set into
+ * an id no thread can have, which the lock code treats as a dead owner:
+ * the take-over and repair paths are what gets fuzzed. */
 #include <bq.h>
 #include <pool.h>
 #include <seg.h>
@@ -37,8 +39,9 @@
 static void bury_owner(_Atomic uint32_t *w)
 {
     uint32_t v = atomic_load(w);
-    uint32_t tid = v & SLOCK_TID_MASK;
-    if (tid && tid != slock_self())
+    /* this process's own id too: the lock is not recursive, and an owner
+     * that is the caller itself would be a wait for ever */
+    if (v & SLOCK_TID_MASK)
         atomic_store(w, (v & ~SLOCK_TID_MASK) | DEAD_TID);
 }
 
