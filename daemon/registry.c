@@ -205,13 +205,36 @@ static void object_release_entry(void *ctx, uint32_t pool_id, uint64_t handle)
         pool_release(&p->pool, handle, false);
 }
 
+/* Whether a side's lock names a live thread (as owner or bias holder)
+ * other than the daemon's own: taking it would wait on that thread. */
+static bool side_lock_busy(struct bslock *l)
+{
+    uint32_t owner = atomic_load_explicit(&l->lock.word, memory_order_relaxed) & SLOCK_TID_MASK;
+    uint32_t bias = atomic_load_explicit(&l->bias, memory_order_relaxed) & SLOCK_TID_MASK;
+    return (owner && owner != slock_self() && slock_tid_alive(owner)) ||
+           (bias && bias != slock_self() && slock_tid_alive(bias));
+}
+
 /* A buffer queue that ceases to exist drops the references its entries
- * hold, so that their blocks go back to their pools. */
+ * hold, so that their blocks go back to their pools. The daemon must not
+ * wait on shared memory: a queue whose lock a live thread holds (nobody
+ * has the queue open any more, so only a process that kept writing to it
+ * can) keeps its references, and the daemon says so. (A thread that takes
+ * the lock between this check and the reset still stalls it: bq has no
+ * non-blocking reset yet.) */
 static void object_empty_queue(Object *o)
 {
     struct bq_stats st;
     if (bq_stats(&o->bq, &st) == 0 && st.count == 0)
         return;
+    if (side_lock_busy(&o->bq.sh->tail.lock) || side_lock_busy(&o->bq.sh->head.lock)) {
+        log_msg_fields(LOG_LEVEL_WARNING,
+                       LOG_FIELDS(LOG_STR("OBJECT", o->name), LOG_NUM("OBJECT_ID", o->id)),
+                       "queue %u '%s': destroyed with its lock held by a live process; the "
+                       "references of its %" PRIu64 " entries are not released",
+                       o->id, o->name, st.count);
+        return;
+    }
     bq_set_hooks(&o->bq, &(struct bq_hooks){.ctx = o, .release = object_release_entry});
     uint64_t forged = o->forged_entries;
     int r = bq_reset(&o->bq, NULL, NULL);

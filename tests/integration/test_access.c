@@ -14,6 +14,9 @@
  *    dequeues a forged entry (-ENOLINK, nothing adopted), resets the queue
  *    over another (nothing released): A's block stays held, and the queue's
  *    forged_entries counter says so.
+ *  - locked_queue_destroyed: a queue destroyed while its lock names a live
+ *    thread (written there by a client) does not stall the daemon; its
+ *    entries' references are left alone.
  *  - quota_across_connections: objects and bytes are charged to the uid for
  *    as long as they live, whatever connections come and go (test_quota
  *    covers the limits themselves).
@@ -88,6 +91,7 @@ enum {
     OP_POOL_CREATE_BIG, /* s: name, v1: blocks of 4096 -> status, s: the error text */
     OP_USAGE,           /* -> status: users, v0: uid, v1: objects, v2: bytes of the first */
     OP_RECONNECT,       /* disconnects and connects again -> status */
+    OP_LOCK_QUEUE,      /* writes pid 1 (alive) into the queue's tail lock word -> status */
 };
 
 struct actor_state {
@@ -270,6 +274,18 @@ static int user_actor(int cmd, int rep, void *arg)
             }
             break;
         }
+        case OP_LOCK_QUEUE: {
+            mbq_object_info info;
+            struct bq q;
+            r.status = h_stat(s.c, s.qname, &info);
+            if (r.status == 0)
+                r.status = find_queue_segment(info.object_id, &q);
+            if (r.status == 0) {
+                atomic_store(&q.sh->tail.lock.lock.word, 1u);
+                bq_detach(&q);
+            }
+            break;
+        }
         case OP_RECONNECT:
             mbq_disconnect(s.c);
             s.c = h_connect(&D, w->name);
@@ -416,6 +432,29 @@ static void forged_consumer(void)
     CHECK_ACTOR_OK(&a);
     CHECK_ACTOR_OK(&b);
     CHECK_ACTOR_OK(&c);
+    mbq_disconnect(root);
+    CHECK_MBQD_STOP(&D);
+}
+
+static void locked_queue_destroyed(void)
+{
+    REQUIRE(start_daemon(NULL) == 0);
+    mbq_client *root = h_connect(&D, "root");
+    REQUIRE(root);
+    static const struct who wb = {"B", UID_B, UID_B};
+    struct actor b;
+    REQUIRE(actor_start(&b, user_actor, (void *)&wb) == 0);
+    CHECK_STATUS(op(&b, OP_POOL_CREATE, "b/pool", 0600, 4, 0, NULL), 0);
+    CHECK_STATUS(op(&b, OP_BQ_CREATE, "b/locked", 0600, MBQ_ORDER_FIFO, 0, NULL), 0);
+    CHECK_STATUS(op(&b, OP_ENQUEUE_OWN, NULL, 0, 0, 1, NULL), 0);
+    CHECK_STATUS(op(&b, OP_LOCK_QUEUE, NULL, 0, 0, 0, NULL), 0);
+    CHECK_STATUS(op(&b, OP_CLOSE_UNLINK, "b/locked", 0, 0, 0, NULL), 0);
+    /* the daemon still answers, and left the entry's reference alone */
+    mbq_object_info info;
+    CHECK_STATUS(h_stat(root, "b/locked", &info), -ENOENT);
+    CHECK_EQ(blocks_used(root, "b/pool"), 1);
+    CHECK(mbqd_alive(&D));
+    CHECK_ACTOR_OK(&b);
     mbq_disconnect(root);
     CHECK_MBQD_STOP(&D);
 }
@@ -617,5 +656,5 @@ static void visibility(void)
 }
 
 CHECK_MAIN(CASE(skip_unless_root), CASE(forged_release_fifo), CASE(forged_release_sorted),
-           CASE(forged_consumer), CASE(quota_across_connections), CASE(global_cap),
+           CASE(forged_consumer), CASE(locked_queue_destroyed), CASE(quota_across_connections), CASE(global_cap),
            CASE(log_flood), CASE(visibility))
