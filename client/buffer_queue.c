@@ -504,7 +504,7 @@ static int queue_bind_pool(mbq_buffer_queue *q, uint32_t pool_id, bool check_onl
     req.bind_pool = &bp;
     struct client_reply reply;
     pthread_mutex_lock(&c->lock);
-    int r = q->lost ? -ESTALE : client_call_locked(c, &req, &reply);
+    int r = q->lost ? -EIDRM : client_call_locked(c, &req, &reply);
     if (r == 0) {
         client_reply_done(&reply);
         unsigned slot = atomic_fetch_add_explicit(&q->bound_next, 1, memory_order_relaxed);
@@ -515,15 +515,16 @@ static int queue_bind_pool(mbq_buffer_queue *q, uint32_t pool_id, bool check_onl
 }
 
 /* Whether a consumer may take a reference from an entry of pool_id: the
- * daemon's word (cached). Without a daemon to ask (-ENOTCONN) the entry is
- * taken: the daemon, not the library, is what a forged entry must not
- * fool, and a consumer then still holds no more than it could open. */
+ * daemon's word (cached). Without a daemon to ask (-ENOTCONN, or -EIDRM: a
+ * restarted daemon no longer has the queue) the entry is taken: the daemon,
+ * not the library, is what a forged entry must not fool, and a consumer
+ * then still holds no more than it could open. */
 static int queue_check_entry(mbq_buffer_queue *q, uint32_t pool_id)
 {
     if (likely(queue_pool_bound(q, pool_id)))
         return 0;
     int r = queue_bind_pool(q, pool_id, true);
-    return r == -ENOTCONN ? 0 : r;
+    return r == -ENOTCONN || r == -EIDRM ? 0 : r;
 }
 
 /* ---- data plane ------------------------------------------------------------------------ */
