@@ -91,10 +91,12 @@ typedef struct mbq_client mbq_client;
  * Daemon restarts. When mbqd keeps its objects across restarts (under
  * systemd, with its file descriptor store), a client survives them: the
  * data plane never notices (mappings, buffers and trigger eventfds stay
- * valid; data flows while no daemon runs), and the first control call (or
- * mbq_client_dispatch) that finds the connection gone reconnects to the
- * same path, re-attaches every open object (the daemon checks it is the
- * same segment) and re-adopts this process's triggers, then carries on.
+ * valid; data flows while no daemon runs, except that the first enqueue of
+ * a pool's buffers into a queue needs the daemon to bind them), and the
+ * first control call (or mbq_client_dispatch) that finds the connection
+ * gone reconnects to the same path, re-attaches every open object (the
+ * daemon checks it is the same segment) and re-adopts this process's
+ * triggers, then carries on.
  * That call may block while the daemon restarts: reconnection tries for up
  * to $MBQ_RECONNECT_TIMEOUT_MS (default 5000; 0 disables it), then the call
  * fails with -ENOTCONN. An object the restarted daemon does not have any
