@@ -447,6 +447,8 @@ static int cmd_stat(struct ctl *ctl, const char *name)
         fputs("{", stdout);
         json_object_fields(stdout, &info, true);
         json_clients(stdout, &info);
+        fputs(",", stdout);
+        json_usage(stdout, ctl->client);
         fputs("}\n", stdout);
     } else {
         print_stat_text(&info);

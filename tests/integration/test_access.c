@@ -12,8 +12,9 @@
  *    by the library at enqueue) is released as before.
  *  - forged_consumer: user C may open A's pool (group) and B's queue; it
  *    dequeues a forged entry (-ENOLINK, nothing adopted), resets the queue
- *    over another (nothing released): A's block stays held, and the queue's
- *    forged_entries counter says so.
+ *    with a callback over two more (the callback gets no buffer, nothing is
+ *    released): A's block stays held, and the queue's forged_entries
+ *    counter says so.
  *  - locked_queue_destroyed: a queue destroyed while its lock names a live
  *    thread (written there by a client) does not stall the daemon; its
  *    entries' references are left alone.
@@ -140,6 +141,13 @@ static int find_queue_segment(uint64_t object_id, struct bq *out)
     return r;
 }
 
+static void count_reset(mbq_buffer b, void *refcon)
+{
+    int64_t *v = refcon;
+    v[0]++;
+    v[1] += mbq_buffer_is_valid(b);
+}
+
 static int user_actor(int cmd, int rep, void *arg)
 {
     const struct who *w = arg;
@@ -219,8 +227,8 @@ static int user_actor(int cmd, int rep, void *arg)
                 mbq_buffer_release(b);
             break;
         }
-        case OP_RESET:
-            r.status = mbq_buffer_queue_reset(s.q);
+        case OP_RESET: /* -> status, v0: buffers the callback got, v1: of them valid */
+            r.status = mbq_buffer_queue_reset_with_callback(s.q, count_reset, r.v);
             break;
         case OP_CLOSE_UNLINK:
             mbq_buffer_queue_close(s.q);
@@ -414,7 +422,9 @@ static void forged_consumer(void)
     /* a reset over forged entries releases nothing either */
     CHECK_STATUS(op(&b, OP_FORGE, NULL, a_pool, a_handle, 2, NULL), 0);
     CHECK_STATUS(op(&b, OP_FORGE, NULL, a_pool, a_handle, 3, NULL), 0);
-    CHECK_STATUS(op(&c, OP_RESET, NULL, 0, 0, 0, NULL), 0);
+    CHECK_STATUS(op(&c, OP_RESET, NULL, 0, 0, 0, &r), 0);
+    CHECK_EQ(r.v[0], 2); /* the callback sees both entries ... */
+    CHECK_EQ(r.v[1], 0); /* ... as no buffer */
     CHECK_EQ(blocks_used(root, "a/pool"), 1);
     /* the refusals are counted on the queue */
     CHECK_STATUS(op(&b, OP_STAT, "b/shared", 0, 0, 0, &r), 0);
