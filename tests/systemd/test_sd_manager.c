@@ -25,6 +25,9 @@
  *     refuses objects the store could not keep.
  *   - After a restart with an empty store (systemctl stop), a client's
  *     objects are lost to the daemon (-EIDRM) but not to the client.
+ *   - A queue's bound pools come back with it: destroyed after a crash,
+ *     it releases the entries of its bound pool and ignores one written
+ *     straight into its memory naming a pool never bound to it.
  * Every wait is on the notify socket, a pipe or a poll with a deadline.
  *
  * Like systemd, the manager reads notifications all the time (a thread):
@@ -35,6 +38,7 @@
  * every notification mbqd sent before is accounted for. */
 #include "harness.h"
 
+#include <bq.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <sys/eventfd.h>
@@ -1182,6 +1186,100 @@ static void watchdog_hang_hook_body(void)
  * client reconnects to a daemon that does not have its objects any more.
  * Its mappings still work; their control calls say -EIDRM; the connection
  * serves new objects. */
+/* This process's mapping of the buffer queue with that object id, found
+ * among its memfds, as a client writing around the library would. */
+static int map_queue_segment(uint64_t object_id, struct bq *out)
+{
+    DIR *d = opendir("/proc/self/fd");
+    if (!d)
+        return -errno;
+    int r = -ENOENT;
+    struct dirent *e;
+    while (r < 0 && (e = readdir(d))) {
+        int fd = atoi(e->d_name);
+        char link[PATH_MAX], path[64];
+        snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+        ssize_t n = readlink(path, link, sizeof link - 1);
+        if (n <= 0)
+            continue;
+        link[n] = '\0';
+        if (strncmp(link, "/memfd:", 7) != 0 || bq_attach(fd, out) != 0)
+            continue;
+        const struct seg_header *h = out->seg.base;
+        if (h->object_id == object_id)
+            r = 0;
+        else
+            bq_detach(out);
+    }
+    closedir(d);
+    return r;
+}
+
+static void restore_ignores_forged_body(void)
+{
+    REQUIRE(mgr_init(&M) == 0);
+    REQUIRE(mgr_start(&M, NULL) == 0);
+    REQUIRE(mgr_wait_ready(&M));
+    mbq_client *c = connect_client("forger");
+    REQUIRE(c);
+    mbq_pool *bound = NULL, *other = NULL;
+    mbq_pool_options po = h_pool_opts(4096, 4);
+    REQUIRE(mbq_pool_create(c, "rf/bound", &po, &bound) == 0);
+    REQUIRE(mbq_pool_create(c, "rf/other", &po, &other) == 0);
+    mbq_buffer_queue *q = NULL;
+    mbq_buffer_queue_options qo = h_bq_opts(8, MBQ_ORDER_FIFO);
+    REQUIRE(mbq_buffer_queue_create(c, "rf/q", &qo, &q) == 0);
+    /* one real entry (the enqueue binds rf/bound) ... */
+    mbq_buffer b;
+    REQUIRE(mbq_pool_allocate(bound, 64, &b) == 0);
+    CHECK_STATUS(mbq_buffer_queue_enqueue_and_release(q, b), 0);
+    /* ... and one written into the queue's memory, naming a buffer of
+     * rf/other (held here) that nobody bound to the queue */
+    mbq_buffer held;
+    REQUIRE(mbq_pool_allocate(other, 64, &held) == 0);
+    struct bq raw;
+    REQUIRE(map_queue_segment((uint64_t)object_id_of(c, "rf/q"), &raw) == 0);
+    struct bq_entry e;
+    memset(&e, 0, sizeof e);
+    e.pool_id = (uint32_t)object_id_of(c, "rf/other");
+    e.handle = held.handle_;
+    e.size = 64;
+    CHECK_STATUS(bq_enqueue(&raw, &e), 0);
+    bq_detach(&raw);
+    mbq_object_info info;
+    CHECK_STATUS(h_stat(c, "rf/bound", &info), 0);
+    CHECK_EQ(info.blocks_used, 1);
+    CHECK_STATUS(h_stat(c, "rf/other", &info), 0);
+    CHECK_EQ(info.blocks_used, 1);
+    mgr_pump(&M);
+
+    /* Crash; the next instance restores the queue and its binding. */
+    mgr_kill(&M);
+    REQUIRE(mgr_start(&M, NULL) == 0);
+    REQUIRE(mgr_wait_ready(&M));
+    /* The queue goes: its real entry returns to rf/bound, the forged one
+     * does not touch rf/other. */
+    CHECK_STATUS(mbq_unlink(c, "rf/q"), 0); /* reconnects first */
+    mbq_buffer_queue_close(q);
+    CHECK_STATUS(h_stat(c, "rf/q", &info), -ENOENT);
+    CHECK_STATUS(h_stat(c, "rf/bound", &info), 0);
+    CHECK_EQ(info.blocks_used, 0);
+    CHECK_STATUS(h_stat(c, "rf/other", &info), 0);
+    CHECK_EQ(info.blocks_used, 1);
+    CHECK_STATUS(mbq_buffer_release(held), 0);
+    mbq_pool_close(bound);
+    mbq_pool_close(other);
+    mbq_disconnect(c);
+    CHECK(mgr_stop(&M));
+    mgr_cleanup(&M);
+}
+
+static void restore_ignores_forged(void)
+{
+    restore_ignores_forged_body();
+    mgr_cleanup(&M);
+}
+
 static void stop_drops_store_body(void)
 {
     REQUIRE(mgr_init(&M) == 0);
@@ -1262,4 +1360,5 @@ static void stop_drops_store(void)
 }
 
 CHECK_MAIN(CASE(notify_protocol), CASE(crash_restores_everything), CASE(restore_drops_what_fails),
+           CASE(restore_ignores_forged),
            CASE(store_full_refuses), CASE(watchdog_hang_hook), CASE(stop_drops_store))
