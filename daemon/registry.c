@@ -205,14 +205,17 @@ static void object_release_entry(void *ctx, uint32_t pool_id, uint64_t handle)
         pool_release(&p->pool, handle, false);
 }
 
-/* Whether a side's lock names a live thread (as owner or bias holder)
- * other than the daemon's own: taking it would wait on that thread. */
+/* Whether taking a side's lock would wait on a live thread other than the
+ * daemon's own: one that owns it, or holds its bias and is inside (busy).
+ * A bias holder that is not inside costs the taker no wait (it revokes the
+ * bias), and is the usual case: the last producer keeps it after closing. */
 static bool side_lock_busy(struct bslock *l)
 {
     uint32_t owner = atomic_load_explicit(&l->lock.word, memory_order_relaxed) & SLOCK_TID_MASK;
     uint32_t bias = atomic_load_explicit(&l->bias, memory_order_relaxed) & SLOCK_TID_MASK;
+    bool inside = atomic_load_explicit(&l->busy, memory_order_relaxed) != 0;
     return (owner && owner != slock_self() && slock_tid_alive(owner)) ||
-           (bias && bias != slock_self() && slock_tid_alive(bias));
+           (bias && inside && bias != slock_self() && slock_tid_alive(bias));
 }
 
 /* A buffer queue that ceases to exist drops the references its entries

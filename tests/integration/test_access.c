@@ -17,7 +17,8 @@
  *    counter says so.
  *  - locked_queue_destroyed: a queue destroyed while its lock names a live
  *    thread (written there by a client) does not stall the daemon; its
- *    entries' references are left alone.
+ *    entries' references are left alone; biased_queue_destroyed: one whose
+ *    lock's bias a live producer keeps (the usual case) is emptied.
  *  - quota_across_connections: objects and bytes are charged to the uid for
  *    as long as they live, whatever connections come and go (test_quota
  *    covers the limits themselves).
@@ -469,6 +470,33 @@ static void locked_queue_destroyed(void)
     CHECK_MBQD_STOP(&D);
 }
 
+/* The usual case next to it: the last producer keeps its queue lock's bias
+ * (it took the lock many times in a row) and lives on after closing the
+ * queue; the queue's entries still go back to their pool. */
+static void biased_queue_destroyed(void)
+{
+    REQUIRE(start_daemon(NULL) == 0);
+    mbq_client *root = h_connect(&D, "root");
+    REQUIRE(root);
+    static const struct who wb = {"B", UID_B, UID_B};
+    struct actor b;
+    REQUIRE(actor_start(&b, user_actor, (void *)&wb) == 0);
+    CHECK_STATUS(op(&b, OP_POOL_CREATE, "b/pool", 0600, 8, 0, NULL), 0);
+    CHECK_STATUS(op(&b, OP_BQ_CREATE, "b/biased", 0600, MBQ_ORDER_FIFO, 0, NULL), 0);
+    for (int i = 0; i < 200; i++) {
+        CHECK_STATUS(op(&b, OP_ENQUEUE_OWN, NULL, 0, 0, i, NULL), 0);
+        CHECK_STATUS(op(&b, OP_DEQUEUE, NULL, 0, 0, 0, NULL), 0);
+    }
+    for (int i = 0; i < 3; i++)
+        CHECK_STATUS(op(&b, OP_ENQUEUE_OWN, NULL, 0, 0, 300 + i, NULL), 0);
+    CHECK_EQ(blocks_used(root, "b/pool"), 3);
+    CHECK_STATUS(op(&b, OP_CLOSE_UNLINK, "b/biased", 0, 0, 0, NULL), 0);
+    CHECK_EQ(blocks_used(root, "b/pool"), 0);
+    CHECK_ACTOR_OK(&b);
+    mbq_disconnect(root);
+    CHECK_MBQD_STOP(&D);
+}
+
 /* ---- resources ------------------------------------------------------------------ */
 
 static void quota_across_connections(void)
@@ -666,5 +694,6 @@ static void visibility(void)
 }
 
 CHECK_MAIN(CASE(skip_unless_root), CASE(forged_release_fifo), CASE(forged_release_sorted),
-           CASE(forged_consumer), CASE(locked_queue_destroyed), CASE(quota_across_connections), CASE(global_cap),
+           CASE(forged_consumer), CASE(locked_queue_destroyed),
+           CASE(biased_queue_destroyed), CASE(quota_across_connections), CASE(global_cap),
            CASE(log_flood), CASE(visibility))
