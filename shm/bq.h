@@ -282,6 +282,7 @@ struct bq_stats {
         corruptions, total_size;
     mbq_time duration;
     bool end_of_data;
+    bool approximate; /* a lock stayed held: figures read without it, possibly torn */
 };
 
 /* Creation and attachment. create: 0, MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING,

@@ -79,6 +79,47 @@ int slock_trylock(struct slock *l)
     return -EBUSY;
 }
 
+int slock_take_from(struct slock *l, uint32_t owner)
+{
+    uint32_t w = atomic_load_explicit(&l->word, memory_order_relaxed);
+    if ((w & SLOCK_TID_MASK) != owner || owner == 0 || owner == slock_self() ||
+        !slock_take_over(l, w, slock_self()))
+        return -EBUSY;
+    return SLOCK_RECOVERED;
+}
+
+/* ---- wait limits ------------------------------------------------------------ */
+
+static _Atomic uint64_t slock_limit_ns = SLOCK_WAIT_DEFAULT_NS;
+static _Thread_local uint64_t slock_deadline_tls;
+
+void slock_set_wait_limit(uint64_t ns)
+{
+    atomic_store_explicit(&slock_limit_ns, ns, memory_order_relaxed);
+}
+
+uint64_t slock_wait_limit(void)
+{
+    return atomic_load_explicit(&slock_limit_ns, memory_order_relaxed);
+}
+
+uint64_t slock_set_deadline(uint64_t deadline_ns)
+{
+    uint64_t old = slock_deadline_tls;
+    slock_deadline_tls = deadline_ns;
+    return old;
+}
+
+/* When a wait starting now must end (mono_ns() scale). */
+static uint64_t slock_wait_deadline(void)
+{
+    uint64_t now = mono_ns(), limit = slock_wait_limit();
+    uint64_t d = now + limit < now ? UINT64_MAX : now + limit;
+    if (slock_deadline_tls && slock_deadline_tls < d)
+        d = slock_deadline_tls;
+    return d;
+}
+
 int slock_lock(struct slock *l)
 {
     uint32_t self = slock_self();
@@ -88,7 +129,9 @@ int slock_lock(struct slock *l)
                          1))
         return SLOCK_ACQUIRED;
 
-    for (int i = 0; i < SLOCK_SPIN; i++) {
+    const uint64_t deadline = slock_wait_deadline();
+    /* A process that must not wait (limit 0) only tries. */
+    for (int i = 0; i < SLOCK_SPIN && slock_wait_limit() != 0; i++) {
         cpu_relax();
         w = atomic_load_explicit(&l->word, memory_order_relaxed);
         if (w == 0 && atomic_compare_exchange_weak_explicit(&l->word, &w, self,
@@ -114,12 +157,17 @@ int slock_lock(struct slock *l)
                 return SLOCK_RECOVERED;
             continue;
         }
+        uint64_t now = mono_ns();
+        if (now >= deadline)
+            return -EBUSY; /* a waiters bit we set costs the owner one wake */
         if (!(w & SLOCK_WAITERS) &&
             !atomic_compare_exchange_weak_explicit(&l->word, &w, w | SLOCK_WAITERS,
                                                    memory_order_relaxed,
                                                    memory_order_relaxed))
             continue;
-        struct timespec dl = mono_deadline_after_ns(SLOCK_RECHECK_NS);
+        uint64_t until = deadline - now < SLOCK_RECHECK_NS ? deadline : now + SLOCK_RECHECK_NS;
+        struct timespec dl = {.tv_sec = (time_t)(until / 1000000000u),
+                              .tv_nsec = (long)(until % 1000000000u)};
         futex_wait(&l->word, w | SLOCK_WAITERS, &dl);
     }
 }
@@ -165,8 +213,12 @@ bool slock_membarrier_register(void)
     return true;
 }
 
-int bslock_revoke_locked(struct bslock *b)
+/* Waits for a revoked bias holder to leave its section, at most the wait
+ * limit (without wait: not at all). The deadline is read from the clock only
+ * once there is something to wait for: most revokes find no bias. */
+static int bslock_revoke_until(struct bslock *b, bool wait)
 {
+    uint64_t deadline = 0;
     uint32_t holder = atomic_load_explicit(&b->bias, memory_order_relaxed);
     if (holder == 0)
         return SLOCK_ACQUIRED;
@@ -180,7 +232,7 @@ int bslock_revoke_locked(struct bslock *b)
      * slices whether the holder died inside its section. */
     uint64_t slice = 50000;
     for (unsigned i = 0; atomic_load_explicit(&b->busy, memory_order_acquire); i++) {
-        if (i < SLOCK_SPIN) {
+        if (i < SLOCK_SPIN && wait) {
             cpu_relax();
             continue;
         }
@@ -189,7 +241,20 @@ int bslock_revoke_locked(struct bslock *b)
             r = SLOCK_RECOVERED;
             break;
         }
-        struct timespec dl = mono_deadline_after_ns(slice);
+        if (wait && deadline == 0)
+            deadline = slock_wait_deadline();
+        uint64_t now = mono_ns();
+        if (now >= deadline) {
+            /* Still inside, alive: give up, and give the bias back, so that
+             * the word keeps naming who is inside and the next revoker waits
+             * for it (and checks its liveness) again. Under the slock, as
+             * every write of the bias. */
+            atomic_store_explicit(&b->bias, holder, memory_order_relaxed);
+            return -EBUSY;
+        }
+        uint64_t until = deadline - now < slice ? deadline : now + slice;
+        struct timespec dl = {.tv_sec = (time_t)(until / 1000000000u),
+                              .tv_nsec = (long)(until % 1000000000u)};
         futex_wait(&b->busy, 1, &dl);
         if (slice < SLOCK_RECHECK_NS)
             slice *= 2;
@@ -198,6 +263,40 @@ int bslock_revoke_locked(struct bslock *b)
     b->threshold = t < BSLOCK_STREAK_MAX ? t * 2 : t;
     b->streak = 0;
     return r;
+}
+
+int bslock_revoke_locked(struct bslock *b)
+{
+    return bslock_revoke_until(b, true);
+}
+
+/* After the slock came back as r: revokes the bias (waiting or not) and
+ * counts the streak; the outcome for the caller (the slock is released on
+ * -EBUSY). */
+static int bslock_enter_locked(struct bslock *b, int r, bool wait, uint32_t self)
+{
+    int v = bslock_revoke_until(b, wait);
+    if (v < 0) {
+        slock_unlock(&b->lock);
+        return v;
+    }
+    if (v == SLOCK_RECOVERED)
+        r = SLOCK_RECOVERED;
+    if (b->streak_tid == self) {
+        b->streak++;
+    } else {
+        b->streak_tid = self;
+        b->streak = 1;
+    }
+    return r;
+}
+
+int bslock_trylock(struct bslock *b)
+{
+    int r = slock_trylock(&b->lock);
+    if (r < 0)
+        return r;
+    return bslock_enter_locked(b, r, false, slock_self());
 }
 
 int bslock_lock(struct bslock *b)
@@ -213,15 +312,9 @@ int bslock_lock(struct bslock *b)
         atomic_store_explicit(&b->busy, 0, memory_order_release);
     }
     int r = slock_lock(&b->lock);
-    if (bslock_revoke_locked(b) == SLOCK_RECOVERED)
-        r = SLOCK_RECOVERED;
-    if (b->streak_tid == self) {
-        b->streak++;
-    } else {
-        b->streak_tid = self;
-        b->streak = 1;
-    }
-    return r;
+    if (r < 0)
+        return r;
+    return bslock_enter_locked(b, r, true, self);
 }
 
 void bslock_unlock(struct bslock *b, int how)

@@ -10,6 +10,15 @@
  * guards before using it. Sleepers wake periodically to repeat that check,
  * so a holder's death never wedges anyone for longer than SLOCK_RECHECK_NS.
  *
+ * Nobody waits forever: a holder that is alive but does not let go (stopped,
+ * looping, or a forged owner a peer wrote into the word) is waited for at
+ * most the caller's wait limit, after which the lock call fails with -EBUSY
+ * and the lock is not held. The limit is per process (slock_set_wait_limit;
+ * SLOCK_WAIT_DEFAULT_NS for clients, a few milliseconds in mbqd, which must
+ * never wait on shared memory) and can be shortened per thread by a
+ * deadline (slock_set_deadline; a blocking call with a timeout sets its
+ * own). Only the slow path reads either: the uncontended lock is unchanged.
+ *
  * Limits: owners are identified by thread id, so processes sharing a lock
  * must share a pid namespace; a thread id reused by a new process in the
  * window before the check would look alive (pid_max makes that rare). */
@@ -24,6 +33,7 @@
 #define SLOCK_TID_MASK 0x3fffffffu
 #define SLOCK_SPIN 1000            /* ~25 us of pause on this class of machine */
 #define SLOCK_RECHECK_NS 20000000u /* 20 ms */
+#define SLOCK_WAIT_DEFAULT_NS 1000000000u /* 1 s: a client's bound on one lock */
 
 struct slock {
     _Atomic uint32_t word;
@@ -46,7 +56,18 @@ static inline uint32_t slock_self(void)
 /* Whether the thread with this id exists and is not a zombie. */
 bool slock_tid_alive(uint32_t tid);
 
-/* Blocks until the lock is held. Returns SLOCK_ACQUIRED or SLOCK_RECOVERED. */
+/* The longest this process waits for any one lock (ns; 0: never waits,
+ * only tries). Set once at start-up (mbqd) or left at the default. */
+void slock_set_wait_limit(uint64_t ns);
+uint64_t slock_wait_limit(void);
+/* A CLOCK_MONOTONIC deadline (mono_ns() scale; 0: none) that bounds this
+ * thread's lock waits on top of the process limit; returns the previous
+ * one, for the caller to restore. */
+uint64_t slock_set_deadline(uint64_t deadline_ns);
+
+/* Waits for the lock, at most the wait limit (see above). Returns
+ * SLOCK_ACQUIRED, SLOCK_RECOVERED, or -EBUSY: a live owner kept it that
+ * long; the lock is not held and nothing was changed. */
 int slock_lock(struct slock *l);
 /* Takes the lock if it is free, or if its owner is dead (then returns
  * SLOCK_RECOVERED); returns -EBUSY otherwise. Never sleeps. */
@@ -54,6 +75,17 @@ int slock_trylock(struct slock *l);
 void slock_unlock(struct slock *l);
 /* Whether the calling thread holds the lock. */
 bool slock_held_by_self(const struct slock *l);
+/* The owner recorded in the lock word (0: free). */
+static inline uint32_t slock_owner(const struct slock *l)
+{
+    return atomic_load_explicit(&((struct slock *)l)->word, memory_order_relaxed) &
+           SLOCK_TID_MASK;
+}
+/* Takes the lock from an owner the caller has decided is not entitled to it
+ * (a forged or scribbled word, judged by mbqd), provided the word still
+ * holds owner. Returns SLOCK_RECOVERED (repair, then unlock, which wakes
+ * the waiters) or -EBUSY if the word changed meanwhile. */
+int slock_take_from(struct slock *l, uint32_t owner);
 
 /* bslock: an slock with a bias, for locks that one thread takes over and
  * over (the producer side of a queue with one producer).
@@ -107,13 +139,19 @@ static inline bool slock_membarrier_ready(void)
  * of an asymmetric Dekker pair); a local full fence where unavailable. */
 void slock_heavy_barrier(void);
 
-/* SLOCK_ACQUIRED, SLOCK_RECOVERED (repair first) or BSLOCK_BIASED. */
+/* SLOCK_ACQUIRED, SLOCK_RECOVERED (repair first) or BSLOCK_BIASED; -EBUSY
+ * when the slock's owner or a bias holder inside its section kept it past
+ * the wait limit (nothing is held then). */
 int bslock_lock(struct bslock *b);
+/* As bslock_lock, but never waits for a live holder: -EBUSY at once. */
+int bslock_trylock(struct bslock *b);
 /* how: what bslock_lock returned. */
 void bslock_unlock(struct bslock *b, int how);
 /* Makes sure nobody holds the bias (for callers about to hold the slock a
  * long time, e.g. taking a whole queue). Call with the slock held. Returns
- * SLOCK_RECOVERED if the holder died inside its section. */
+ * SLOCK_RECOVERED if the holder died inside its section, -EBUSY if a live
+ * holder stayed inside past the wait limit (the slock is still held, the
+ * bias is gone: the caller unlocks and gives up). */
 int bslock_revoke_locked(struct bslock *b);
 
 #endif

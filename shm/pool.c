@@ -420,10 +420,37 @@ static bool pool_lists_ok_locked(struct pool *p)
 
 /* ---- lock ---- */
 
-static void pool_lock(struct pool *p)
+/* 0 with the lock held (repaired first if a dead owner left it, or if a
+ * caller that could not get the lock left work for a repair), or -EBUSY:
+ * a live owner kept it past the wait limit (see slock_lock); not held. */
+static int pool_lock(struct pool *p)
 {
-    if (slock_lock(&p->sh->lock) == SLOCK_RECOVERED)
+    int r = slock_lock(&p->sh->lock);
+    if (__builtin_expect(r < 0, 0))
+        return r;
+    if (r == SLOCK_RECOVERED || (RD(p->sh->flags) & POOL_F_NEEDS_REPAIR)) {
         pool_repair_locked(p);
+        __atomic_fetch_and(&p->sh->flags, ~POOL_F_NEEDS_REPAIR, __ATOMIC_RELAXED);
+    }
+    return 0;
+}
+
+/* A step that needed the lock and could not get it left a block for the
+ * repair to file (a freed block still marked used): the next holder runs it. */
+static void pool_mark_repair(struct pool *p)
+{
+    __atomic_fetch_or(&p->sh->flags, POOL_F_NEEDS_REPAIR, __ATOMIC_RELAXED);
+}
+
+/* A block we punched while AGING, that we cannot file cold for want of the
+ * lock: it is given up as an ager's that died (no ager), which the repair
+ * files cold. Nobody else writes an AGING block whose ager is alive. */
+static void pool_orphan_aging(struct pool *p, uint32_t idx, uint32_t tid)
+{
+    struct pool_block *b = &p->blocks[idx];
+    if (RD(b->state) == POOL_BLOCK_AGING && RD(b->reserved0) == tid)
+        __atomic_store_n(&b->reserved0, 0, __ATOMIC_RELAXED);
+    pool_mark_repair(p);
 }
 
 static void pool_unlock(struct pool *p)
@@ -637,7 +664,10 @@ static void pool_free_block(struct pool *p, uint32_t idx, uint64_t expect)
 {
     struct pool_shared *sh = p->sh;
     struct pool_block *b = &p->blocks[idx];
-    pool_lock(p);
+    if (pool_lock(p) < 0) {
+        pool_mark_repair(p); /* unreferenced but not filed: the repair files it */
+        return;
+    }
     sh->frees++;
     /* A repair between our CAS and our lock may have filed the block, and it
      * may even have been allocated since: then it is not ours to file. */
@@ -659,7 +689,10 @@ static void pool_free_block(struct pool *p, uint32_t idx, uint64_t expect)
     b->reserved0 = tid;
     pool_unlock(p);
     (void)pool_punch(p, idx, 1);
-    pool_lock(p);
+    if (pool_lock(p) < 0) {
+        pool_orphan_aging(p, idx, tid);
+        return;
+    }
     if (RD(b->state) == POOL_BLOCK_AGING && RD(b->reserved0) == tid &&
         atomic_load_explicit(&b->ref, memory_order_acquire) == expect)
         pool_push_cold_locked(p, idx);
@@ -826,7 +859,8 @@ static uint32_t pool_cache_fill_locked(struct pool *p)
 static void pool_cache_spill(struct pool *p)
 {
     const uint32_t k = p->cache.n / 2, mine = POOL_RC_CACHED | p->slot;
-    pool_lock(p);
+    if (pool_lock(p) < 0)
+        return; /* the cache stays full: the next free goes to the pool */
     const uint64_t now = pool_clock_ns(); /* under the lock: the warm list stays in order */
     for (uint32_t i = 0; i < k; i++) {
         uint32_t idx = p->cache.idx[i];
@@ -1014,7 +1048,12 @@ static uint64_t pool_reclaim_holdings(struct pool *p, uint32_t slot)
  * the pool's, before the slot is freed or reused. */
 static void pool_finish_slot(struct pool *p, uint32_t slot, uint64_t n)
 {
-    pool_lock(p);
+    if (pool_lock(p) < 0) {
+        /* Cached blocks of the slot stay cached until a repair finds no
+         * live cache holds them; the counters are lost. */
+        pool_mark_repair(p);
+        return;
+    }
     p->sh->reclaimed += n;
     pool_uncache_locked(p, slot, true, pool_clock_ns(), 0);
     pool_fold_counters_locked(p, slot);
@@ -1226,10 +1265,10 @@ int pool_alloc(struct pool *p, uint64_t size, uint64_t *handle_out)
     struct pool_shared *sh = p->sh;
     uint32_t idx = 0, gen = 0;
     bool cached = false;
+    int lr = 0;
     if (pool_cache_enter(p)) {
         cached = pool_cache_pop(p, &idx, &gen);
-        if (!cached) {
-            pool_lock(p);
+        if (!cached && (lr = pool_lock(p)) == 0) {
             /* Checked again under the lock, which invalidate sets the flag
              * under: a pool invalidated since pool_cache_enter() (and
              * flushed already, maybe) must not have its blocks cached. */
@@ -1248,7 +1287,8 @@ int pool_alloc(struct pool *p, uint64_t size, uint64_t *handle_out)
         }
     }
     if (!cached) {
-        pool_lock(p);
+        if (lr < 0 || (lr = pool_lock(p)) < 0)
+            return lr;
         for (int attempt = 0;; attempt++) {
             int e = pool_take_locked(p, &idx, &gen);
             if (e > 0 && p->cache.max) /* no caches in this pool: nothing to take */
@@ -1433,8 +1473,10 @@ static int pool_age_out_impl(struct pool *p, uint64_t now, bool force)
     bool repaired = false;
 
     /* Client caches first: flush takes every cached block back; age-out
-     * the ones that sat in a cache a whole period (see pool.h). */
-    pool_lock(p);
+     * the ones that sat in a cache a whole period (see pool.h). A lock that
+     * stays held fails the call, which mbqd retries on its next tick. */
+    if (pool_lock(p) < 0)
+        return -EBUSY;
     const uint64_t period = RD(sh->age_out_ns);
     if (force)
         pool_uncache_locked(p, POOL_NONE, true, pool_clock_ns(), 0); /* miss none */
@@ -1446,7 +1488,10 @@ static int pool_age_out_impl(struct pool *p, uint64_t now, bool force)
         uint32_t idx[POOL_AGE_BATCH], sorted[POOL_AGE_BATCH];
         uint64_t ref[POOL_AGE_BATCH];
         uint32_t k = 0;
-        pool_lock(p);
+        if (pool_lock(p) < 0) {
+            err = -EBUSY;
+            break;
+        }
         const uint64_t age = RD(sh->age_out_ns);
         while (k < POOL_AGE_BATCH && total + k < p->block_count) {
             int e = pool_detach_tail_locked(p, now, age, force, tid, &idx[k], &ref[k]);
@@ -1481,7 +1526,12 @@ static int pool_age_out_impl(struct pool *p, uint64_t now, bool force)
             i = j;
         }
 
-        pool_lock(p);
+        if (pool_lock(p) < 0) {
+            for (uint32_t i = 0; i < k; i++)
+                pool_orphan_aging(p, idx[i], tid);
+            err = -EBUSY;
+            break;
+        }
         for (uint32_t i = 0; i < k; i++) {
             struct pool_block *b = &p->blocks[idx[i]];
             /* Still ours unless a repair filed it meanwhile. */
@@ -1514,7 +1564,9 @@ int pool_invalidate(struct pool *p)
 {
     if (!p || !p->sh)
         return -EINVAL;
-    pool_lock(p);
+    int r = pool_lock(p);
+    if (r < 0)
+        return r;
     __atomic_store_n(&p->sh->flags, RD(p->sh->flags) | POOL_F_INVALIDATED, __ATOMIC_SEQ_CST);
     /* The other half of pool_cache_keep's ordering: the flag, then the
      * flush's reads of the ref words. */
@@ -1569,7 +1621,8 @@ int pool_reclaim_dead(struct pool *p)
      * counters a peer scribbled on, are found here and the lists rebuilt.
      * (mbqd reclaims per client, with pool_reclaim_slot, when a connection
      * drops; this sweep is for callers without a daemon.) */
-    pool_lock(p);
+    if (pool_lock(p) < 0)
+        return pool_clamp_int(total);
     p->sh->reclaimed += total;
     if (!pool_lists_ok_locked(p))
         pool_repair_locked(p);
@@ -1589,7 +1642,9 @@ int pool_stats(struct pool *p, struct pool_stats *out)
     uint32_t cached = 0;
     for (uint32_t i = 0; i < p->block_count; i++)
         cached += rc_cached(ref_count(atomic_load_explicit(&p->blocks[i].ref, memory_order_relaxed)));
-    pool_lock(p);
+    /* mbqd asks: a lock that stays held gives figures read without it
+     * rather than no answer. */
+    bool locked = pool_lock(p) == 0;
     uint64_t allocs = RD(sh->allocs), frees = RD(sh->frees);
     for (uint32_t s = 0; s < POOL_MAX_CLIENTS; s++) {
         allocs += atomic_load_explicit(&p->clients[s].allocs, memory_order_relaxed);
@@ -1611,8 +1666,10 @@ int pool_stats(struct pool *p, struct pool_stats *out)
         .alloc_failures = RD(sh->alloc_failures),
         .reclaimed = RD(sh->reclaimed),
         .invalidated = (RD(sh->flags) & POOL_F_INVALIDATED) != 0,
+        .approximate = !locked,
     };
-    pool_unlock(p);
+    if (locked)
+        pool_unlock(p);
     return 0;
 }
 

@@ -153,6 +153,7 @@ struct pool_shared {
 };
 
 #define POOL_F_INVALIDATED 1u
+#define POOL_F_NEEDS_REPAIR 2u /* a step could not take the lock: repair at the next */
 
 struct pool {
     struct seg seg;
@@ -185,6 +186,7 @@ struct pool_stats {
     uint32_t cached; /* free blocks in client caches (counted in warm too) */
     uint64_t allocs, frees, aged_out, alloc_failures, reclaimed;
     bool invalidated;
+    bool approximate; /* the pool lock stayed held: figures read without it */
 };
 
 /* Creates a pool and attaches the caller as its first client.
