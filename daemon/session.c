@@ -248,7 +248,8 @@ static const char *status_name(int status)
     case MBQ_POOL_ERR_ALLOCATION_FAILED:
         return "pool: allocation failed";
     case MBQ_POOL_ERR_INVALID_PARAMETER:
-        return "pool: invalid parameter";
+        return "pool: invalid parameter";    case -EBUSY: /* shm/lock.h: a lock's owner did not let go within mbqd's bound */
+        return "it is locked by a client that does not answer";
     }
     return status > -4096 ? strerror(-status) : "unknown status";
 }

@@ -1860,6 +1860,59 @@ int bq_note_data_ready(struct bq *q)
     return 0;
 }
 
+/* ---- locks others hold ----------------------------------------------------- */
+
+int bq_lock_owners(const struct bq *q, uint32_t owner[BQ_LOCKS])
+{
+    if (!q || !q->sh)
+        return -EINVAL;
+    const struct bq_side *side[2] = {&q->sh->tail, &q->sh->head};
+    for (int i = 0; i < 2; i++) {
+        const struct bslock *b = &side[i]->lock;
+        owner[2 * i] = slock_owner(&b->lock);
+        /* a bias names who is inside only while busy is set */
+        owner[2 * i + 1] = atomic_load_explicit(&((struct bslock *)b)->busy, memory_order_relaxed)
+                               ? atomic_load_explicit(&((struct bslock *)b)->bias,
+                                                      memory_order_relaxed) &
+                                     SLOCK_TID_MASK
+                               : 0;
+    }
+    return 0;
+}
+
+int bq_break_lock(struct bq *q, int which, uint32_t owner)
+{
+    if (!q || !q->sh || which < 0 || which >= BQ_LOCKS || owner == 0)
+        return -EINVAL;
+    struct bslock *b = which < 2 ? &q->sh->tail.lock : &q->sh->head.lock;
+    if (which % 2 == 0) {
+        if (slock_take_from(&b->lock, owner) != SLOCK_RECOVERED)
+            return 0;
+    } else {
+        /* The bias: with the slock, the word is ours to clear; busy, written
+         * by the holder only, is given up for it. */
+        if (slock_trylock(&b->lock) < 0)
+            return -EBUSY;
+        uint32_t bias = atomic_load_explicit(&b->bias, memory_order_relaxed) & SLOCK_TID_MASK;
+        if (bias != owner || !atomic_load_explicit(&b->busy, memory_order_relaxed)) {
+            slock_unlock(&b->lock);
+            return 0;
+        }
+        atomic_store_explicit(&b->bias, 0, memory_order_relaxed);
+        atomic_store_explicit(&b->busy, 0, memory_order_release);
+    }
+    /* Whatever the owner did under the lock is repaired by the next
+     * holder of both locks: now, if they can be had at once. */
+    bq_mark_repair(q);
+    slock_unlock(&b->lock);
+    uint64_t prev = slock_set_deadline(mono_ns()); /* do not wait */
+    struct bq_held h;
+    if (bq_lock_full(q, &h) == 0)
+        bq_unlock_full(q, h);
+    slock_set_deadline(prev);
+    return 1;
+}
+
 /* ---- statistics and checking ---------------------------------------------- */
 
 int bq_stats(struct bq *q, struct bq_stats *out)

@@ -110,6 +110,46 @@ uint64_t slock_set_deadline(uint64_t deadline_ns)
     return old;
 }
 
+/* The stuck-lock memo (slock_set_stuck_memo): locks whose wait timed out
+ * lately, with the word they showed. Per thread, a few entries, replaced
+ * oldest first. */
+#define SLOCK_MEMO 16
+static uint64_t slock_memo_ttl;
+static _Thread_local struct {
+    const void *addr;
+    uint32_t word;
+    uint64_t until;
+} slock_memo[SLOCK_MEMO];
+static _Thread_local unsigned slock_memo_next;
+
+void slock_set_stuck_memo(uint64_t ttl_ns)
+{
+    slock_memo_ttl = ttl_ns;
+}
+
+static bool slock_memo_hit(const void *addr, uint32_t word)
+{
+    if (!slock_memo_ttl)
+        return false;
+    for (unsigned i = 0; i < SLOCK_MEMO; i++)
+        if (slock_memo[i].addr == addr) {
+            if (slock_memo[i].word == word && mono_ns() < slock_memo[i].until)
+                return true;
+            slock_memo[i].addr = NULL;
+        }
+    return false;
+}
+
+static void slock_memo_add(const void *addr, uint32_t word)
+{
+    if (!slock_memo_ttl)
+        return;
+    unsigned i = slock_memo_next++ % SLOCK_MEMO;
+    slock_memo[i].addr = addr;
+    slock_memo[i].word = word;
+    slock_memo[i].until = mono_ns() + slock_memo_ttl;
+}
+
 /* When a wait starting now must end (mono_ns() scale). */
 static uint64_t slock_wait_deadline(void)
 {
@@ -129,6 +169,9 @@ int slock_lock(struct slock *l)
                          1))
         return SLOCK_ACQUIRED;
 
+    if (__builtin_expect(slock_memo_ttl != 0, 0) &&
+        slock_memo_hit(l, w & SLOCK_TID_MASK) && slock_tid_alive(w & SLOCK_TID_MASK))
+        return -EBUSY;
     const uint64_t deadline = slock_wait_deadline();
     /* A process that must not wait (limit 0) only tries. */
     for (int i = 0; i < SLOCK_SPIN && slock_wait_limit() != 0; i++) {
@@ -158,8 +201,10 @@ int slock_lock(struct slock *l)
             continue;
         }
         uint64_t now = mono_ns();
-        if (now >= deadline)
+        if (now >= deadline) {
+            slock_memo_add(l, owner);
             return -EBUSY; /* a waiters bit we set costs the owner one wake */
+        }
         if (!(w & SLOCK_WAITERS) &&
             !atomic_compare_exchange_weak_explicit(&l->word, &w, w | SLOCK_WAITERS,
                                                    memory_order_relaxed,
@@ -222,6 +267,9 @@ static int bslock_revoke_until(struct bslock *b, bool wait)
     uint32_t holder = atomic_load_explicit(&b->bias, memory_order_relaxed);
     if (holder == 0)
         return SLOCK_ACQUIRED;
+    if (__builtin_expect(slock_memo_ttl != 0, 0) &&
+        atomic_load_explicit(&b->busy, memory_order_relaxed) && slock_memo_hit(&b->busy, holder))
+        return -EBUSY; /* timed out on this holder lately: not again so soon */
     atomic_store_explicit(&b->bias, 0, memory_order_relaxed);
     /* After this, the holder either saw the bias gone or shows busy. */
     if (syscall(SYS_membarrier, MEMBARRIER_CMD_GLOBAL_EXPEDITED, 0, 0) != 0)
@@ -250,6 +298,7 @@ static int bslock_revoke_until(struct bslock *b, bool wait)
              * for it (and checks its liveness) again. Under the slock, as
              * every write of the bias. */
             atomic_store_explicit(&b->bias, holder, memory_order_relaxed);
+            slock_memo_add(&b->busy, holder);
             return -EBUSY;
         }
         uint64_t until = deadline - now < slice ? deadline : now + slice;

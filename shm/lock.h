@@ -60,6 +60,11 @@ bool slock_tid_alive(uint32_t tid);
  * only tries). Set once at start-up (mbqd) or left at the default. */
 void slock_set_wait_limit(uint64_t ns);
 uint64_t slock_wait_limit(void);
+/* For a process that must answer others while it waits (mbqd): once a
+ * wait for a lock timed out, a lock that still shows the same live owner
+ * fails at once for ttl_ns, so that a stopped holder costs the caller one
+ * wait per ttl, not one per call. 0 (the default): off. */
+void slock_set_stuck_memo(uint64_t ttl_ns);
 /* A CLOCK_MONOTONIC deadline (mono_ns() scale; 0: none) that bounds this
  * thread's lock waits on top of the process limit; returns the previous
  * one, for the caller to restore. */

@@ -1567,7 +1567,7 @@ int pool_invalidate(struct pool *p)
     int r = pool_lock(p);
     if (r < 0)
         return r;
-    __atomic_store_n(&p->sh->flags, RD(p->sh->flags) | POOL_F_INVALIDATED, __ATOMIC_SEQ_CST);
+    __atomic_fetch_or(&p->sh->flags, POOL_F_INVALIDATED, __ATOMIC_SEQ_CST); /* see pool_mark_repair */
     /* The other half of pool_cache_keep's ordering: the flag, then the
      * flush's reads of the ref words. */
     atomic_thread_fence(memory_order_seq_cst);
@@ -1628,6 +1628,25 @@ int pool_reclaim_dead(struct pool *p)
         pool_repair_locked(p);
     pool_unlock(p);
     return pool_clamp_int(total);
+}
+
+/* ---- locks others hold ---- */
+
+uint32_t pool_lock_owner(const struct pool *p)
+{
+    return p && p->sh ? slock_owner(&p->sh->lock) : 0;
+}
+
+int pool_break_lock(struct pool *p, uint32_t owner)
+{
+    if (!p || !p->sh || owner == 0)
+        return -EINVAL;
+    if (slock_take_from(&p->sh->lock, owner) != SLOCK_RECOVERED)
+        return 0;
+    pool_repair_locked(p);
+    __atomic_fetch_and(&p->sh->flags, ~POOL_F_NEEDS_REPAIR, __ATOMIC_RELAXED);
+    pool_unlock(p);
+    return 1;
 }
 
 /* ---- inspection ---- */
