@@ -682,6 +682,7 @@ const char *mbq_status_string(int status)
     case -EUCLEAN: return "shared state inconsistent and could not be repaired";
     case -ESTALE: return "stale buffer (its block was freed)";
     case -ETIMEDOUT: return "timed out";
+    case -EBUSY: return "locked by a process that does not let go (stopped, hung or hostile)";
     case -EAGAIN: return "nothing available";
     case -ENODATA: return "end of data";
     case -ENOTCONN: return "not connected to mbqd";

@@ -33,6 +33,7 @@
 #include "proto_config.h"
 #include "session.h"
 
+#include "lockwatch.h"
 #include "log.h"
 #include "reclaim.h"
 #include "server.h"
@@ -728,6 +729,8 @@ static int handle_stat(Call *c, const Mbq__V1__Stat *req)
         bs.end_of_data = st.bq.end_of_data;
         bs.triggers = st.bq.triggers;
         bs.repairs = st.bq.repairs;
+        bs.approximate = st.bq.approximate;
+        bs.lock_takeovers = lockwatch_broken(o->id);
         sr.stats_case = MBQ__V1__STAT_REPLY__STATS_BUFFER_QUEUE;
         sr.buffer_queue = &bs;
         break;
@@ -747,6 +750,8 @@ static int handle_stat(Call *c, const Mbq__V1__Stat *req)
         ps.frees = st.pool.frees;
         ps.aged_out = st.pool.aged_out;
         ps.invalidated = st.pool.invalidated;
+        ps.approximate = st.pool.approximate;
+        ps.lock_takeovers = lockwatch_broken(o->id);
         sr.stats_case = MBQ__V1__STAT_REPLY__STATS_POOL;
         sr.pool = &ps;
         break;

@@ -418,6 +418,9 @@ typedef struct mbq_object_info {
     /* the clients that have it open (stat only) */
     uint32_t client_count;
     mbq_client_usage clients[32];
+    /* stat only, buffer queues and pools: */
+    bool approximate;        /* a lock stayed held: counters read without it */
+    uint64_t lock_takeovers; /* locks mbqd took from owners not entitled to them */
 } mbq_object_info;
 
 /* Lists objects whose name starts with prefix (NULL: all) into an array of
