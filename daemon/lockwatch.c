@@ -200,7 +200,12 @@ static void lockwatch_object(Object *o, void *ctx)
         if (owner[i] == 0 || now - w->since[i] < LOCKWATCH_HOLD_NS)
             continue;
         pid_t proc;
-        if (lockwatch_judge(o, owner[i], &proc) != NOT_ENTITLED) {
+        enum verdict v = lockwatch_judge(o, owner[i], &proc);
+        log_msg(LOG_LEVEL_DEBUG, "%s %u '%s': %s held by thread %u (process %d) for %.1f s: %s",
+                object_kind_name(o->kind), o->id, o->name, lock_name(o, i), owner[i], (int)proc,
+                (double)(now - w->since[i]) / 1e9,
+                v == ENTITLED ? "entitled" : v == CANNOT_JUDGE ? "cannot judge" : "not entitled");
+        if (v != NOT_ENTITLED) {
             w->since[i] = now; /* judged again after another period */
             continue;
         }

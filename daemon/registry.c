@@ -827,7 +827,10 @@ void registry_age_out(Registry *r, uint64_t now)
         if (!pool_age_out_due(&o->pool))
             continue;
         int n = pool_age_out(&o->pool, now);
-        if (n < 0)
+        if (n == -EBUSY) /* its lock stays held: the next tick tries again */
+            log_msg(LOG_LEVEL_DEBUG, "pool %u '%s': age-out deferred: the pool is locked",
+                    o->id, o->name);
+        else if (n < 0)
             log_msg(LOG_LEVEL_WARNING, "pool %u '%s': age-out failed: %s", o->id, o->name,
                     strerror(-n));
         else if (n > 0)

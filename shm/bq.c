@@ -1870,11 +1870,12 @@ int bq_lock_owners(const struct bq *q, uint32_t owner[BQ_LOCKS])
     for (int i = 0; i < 2; i++) {
         const struct bslock *b = &side[i]->lock;
         owner[2 * i] = slock_owner(&b->lock);
-        /* a bias names who is inside only while busy is set */
+        /* A bias names who is inside only while busy is set (revoked or
+         * not); a clear bias with busy set is a holder backing out, and
+         * stops nobody. */
+        uint32_t bias = atomic_load_explicit(&((struct bslock *)b)->bias, memory_order_relaxed);
         owner[2 * i + 1] = atomic_load_explicit(&((struct bslock *)b)->busy, memory_order_relaxed)
-                               ? atomic_load_explicit(&((struct bslock *)b)->bias,
-                                                      memory_order_relaxed) &
-                                     SLOCK_TID_MASK
+                               ? bias & SLOCK_TID_MASK
                                : 0;
     }
     return 0;
@@ -1888,23 +1889,23 @@ int bq_break_lock(struct bq *q, int which, uint32_t owner)
     if (which % 2 == 0) {
         if (slock_take_from(&b->lock, owner) != SLOCK_RECOVERED)
             return 0;
+        bq_mark_repair(q); /* whatever the owner did under it */
+        slock_unlock(&b->lock);
     } else {
-        /* The bias: with the slock, the word is ours to clear; busy, written
-         * by the holder only, is given up for it. */
-        if (slock_trylock(&b->lock) < 0)
-            return -EBUSY;
-        uint32_t bias = atomic_load_explicit(&b->bias, memory_order_relaxed) & SLOCK_TID_MASK;
-        if (bias != owner || !atomic_load_explicit(&b->busy, memory_order_relaxed)) {
-            slock_unlock(&b->lock);
+        /* The bias: busy, written by the holder only, is given up for it.
+         * The bias word names owner, revoked or not (a revoker holding the
+         * slock may be waiting for owner to leave: clearing busy lets it in).
+         * A bias granted to anyone else since names that one: left alone. */
+        uint32_t bias = atomic_load_explicit(&b->bias, memory_order_relaxed);
+        if (!atomic_load_explicit(&b->busy, memory_order_relaxed) ||
+            (bias & SLOCK_TID_MASK) != owner ||
+            !atomic_compare_exchange_strong_explicit(&b->bias, &bias, owner | BSLOCK_REVOKED,
+                                                     memory_order_relaxed, memory_order_relaxed))
             return 0;
-        }
-        atomic_store_explicit(&b->bias, 0, memory_order_relaxed);
+        bq_mark_repair(q);
         atomic_store_explicit(&b->busy, 0, memory_order_release);
     }
-    /* Whatever the owner did under the lock is repaired by the next
-     * holder of both locks: now, if they can be had at once. */
-    bq_mark_repair(q);
-    slock_unlock(&b->lock);
+    /* The repair runs under both locks: now, if they can be had at once. */
     uint64_t prev = slock_set_deadline(mono_ns()); /* do not wait */
     struct bq_held h;
     if (bq_lock_full(q, &h) == 0)

@@ -82,8 +82,9 @@ int slock_trylock(struct slock *l)
 int slock_take_from(struct slock *l, uint32_t owner)
 {
     uint32_t w = atomic_load_explicit(&l->word, memory_order_relaxed);
-    if ((w & SLOCK_TID_MASK) != owner || owner == 0 || owner == slock_self() ||
-        !slock_take_over(l, w, slock_self()))
+    /* owner may be our own id: a forger may write it, and the caller, which
+     * knows it holds no lock now, judged it not entitled */
+    if ((w & SLOCK_TID_MASK) != owner || owner == 0 || !slock_take_over(l, w, slock_self()))
         return -EBUSY;
     return SLOCK_RECOVERED;
 }
@@ -264,16 +265,21 @@ bool slock_membarrier_register(void)
 static int bslock_revoke_until(struct bslock *b, bool wait)
 {
     uint64_t deadline = 0;
-    uint32_t holder = atomic_load_explicit(&b->bias, memory_order_relaxed);
-    if (holder == 0)
+    const uint32_t v = atomic_load_explicit(&b->bias, memory_order_relaxed);
+    if (v == 0)
         return SLOCK_ACQUIRED;
+    const uint32_t holder = v & SLOCK_TID_MASK;
     if (__builtin_expect(slock_memo_ttl != 0, 0) &&
         atomic_load_explicit(&b->busy, memory_order_relaxed) && slock_memo_hit(&b->busy, holder))
         return -EBUSY; /* timed out on this holder lately: not again so soon */
-    atomic_store_explicit(&b->bias, 0, memory_order_relaxed);
-    /* After this, the holder either saw the bias gone or shows busy. */
-    if (syscall(SYS_membarrier, MEMBARRIER_CMD_GLOBAL_EXPEDITED, 0, 0) != 0)
-        atomic_thread_fence(memory_order_seq_cst); /* cannot fail once registered */
+    if (!(v & BSLOCK_REVOKED)) {
+        /* The word keeps naming the holder (for the next revoker, should we
+         * give up, and for mbqd's watch), but no longer equals its id. */
+        atomic_store_explicit(&b->bias, holder | BSLOCK_REVOKED, memory_order_relaxed);
+        /* After this, the holder either saw the bias gone or shows busy. */
+        if (syscall(SYS_membarrier, MEMBARRIER_CMD_GLOBAL_EXPEDITED, 0, 0) != 0)
+            atomic_thread_fence(memory_order_seq_cst); /* cannot fail once registered */
+    }
     int r = SLOCK_ACQUIRED;
     /* Spin as for an slock, then sleep in growing slices (the holder does
      * not wake us: its exit is a plain store, so we poll), checking between
@@ -293,11 +299,9 @@ static int bslock_revoke_until(struct bslock *b, bool wait)
             deadline = slock_wait_deadline();
         uint64_t now = mono_ns();
         if (now >= deadline) {
-            /* Still inside, alive: give up, and give the bias back, so that
-             * the word keeps naming who is inside and the next revoker waits
-             * for it (and checks its liveness) again. Under the slock, as
-             * every write of the bias. */
-            atomic_store_explicit(&b->bias, holder, memory_order_relaxed);
+            /* Still inside, alive: give up. The bias stays revoked and
+             * naming the holder, so the next revoker waits for it (and
+             * checks its liveness) again. */
             slock_memo_add(&b->busy, holder);
             return -EBUSY;
         }
@@ -308,6 +312,7 @@ static int bslock_revoke_until(struct bslock *b, bool wait)
         if (slice < SLOCK_RECHECK_NS)
             slice *= 2;
     }
+    atomic_store_explicit(&b->bias, 0, memory_order_relaxed); /* under the slock, as every write */
     uint32_t t = b->threshold ? b->threshold : BSLOCK_STREAK;
     b->threshold = t < BSLOCK_STREAK_MAX ? t * 2 : t;
     b->streak = 0;

@@ -114,11 +114,14 @@ int slock_take_from(struct slock *l, uint32_t owner);
  * Processes that may hold a bias register for expedited membarrier once;
  * where the kernel lacks it, no bias is ever given and this is an slock. */
 #define BSLOCK_STREAK 64u
+#define BSLOCK_REVOKED 0x40000000u
 #define BSLOCK_STREAK_MAX (1u << 20)
 
 struct bslock {
     struct slock lock;
-    _Atomic uint32_t bias;      /* thread id holding the bias, 0 none */
+    _Atomic uint32_t bias;      /* thread id holding the bias, 0 none; with
+                                 * BSLOCK_REVOKED: revoked, and that thread
+                                 * may still be inside (busy) */
     _Atomic uint32_t busy;      /* the bias holder is inside (written by it only) */
     uint32_t streak_tid;        /* these three: under the slock */
     uint32_t streak;
