@@ -21,13 +21,18 @@
  * lock stays held (the peers that share the object get -EBUSY), since
  * taking it would let two writers in.
  *
+ * Owners in the client-id form (shm/lock.h) are judged by the id's process
+ * as identity.c knows it, in any pid namespace. The sweep also tells
+ * identity.c which ids lock words still name, so that none is reused early.
+ *
  * Limits. Thread ids are judged in the daemon's pid namespace; an object
- * that a process of another pid namespace has open is not judged at all
- * (its ids mean other threads here). A process that inherited a mapping by
+ * that a process of another pid namespace has open is not judged for them
+ * (its thread ids mean other threads here). A process that inherited a mapping by
  * fork without connecting has no session: a lock it holds for longer than
  * LOCKWATCH_HOLD_NS is broken. */
 #include "lockwatch.h"
 
+#include "identity.h"
 #include "log.h"
 #include "session.h"
 #include "trigger.h"
@@ -119,6 +124,23 @@ static enum verdict lockwatch_judge(Object *o, uint32_t owner, pid_t *proc)
     *proc = 0;
     if (!slock_tid_alive(owner))
         return NOT_ENTITLED; /* dead (or no such id): recover it as a waiter would */
+    if (owner & SLOCK_CID) {
+        /* A client id: its process as the daemon knows it, in any namespace. */
+        uint32_t id = (owner >> SLOCK_CID_SHIFT) & SLOCK_CID_MAX;
+        pid_t pid = identity_pid(id);
+        *proc = pid;
+        if (id == slock_identity() || pid <= 0)
+            return NOT_ENTITLED; /* mbqd holds nothing between events */
+        list_for_each_safe(it, &o->handles) {
+            const Handle *h = list_entry(it, Handle, object_link);
+            if (h->session->pid == pid)
+                return ENTITLED;
+        }
+        for (unsigned i = 0; i < o->n_waiting; i++)
+            if (o->waiting[i] == pid)
+                return ENTITLED;
+        return NOT_ENTITLED;
+    }
     pid_t pid = tid_process(owner);
     *proc = pid;
     if (pid == getpid())
@@ -182,8 +204,10 @@ static void lockwatch_object(Object *o, void *ctx)
         return; /* simple queues have no lock */
     }
     bool any = false;
-    for (int i = 0; i < nlocks; i++)
+    for (int i = 0; i < nlocks; i++) {
         any |= owner[i] != 0;
+        identity_sweep_note(owner[i]);
+    }
     struct watched *w = lockwatch_find(o->id, any);
     if (!w)
         return;
@@ -234,7 +258,9 @@ void lockwatch_tick(Registry *r, uint64_t now)
         lw.own_pidns = pidns_of(0);
     for (size_t i = 0; i < lw.n; i++)
         lw.v[i].seen = false;
+    identity_sweep_begin();
     registry_for_each(r, lockwatch_object, &now);
+    identity_sweep_end();
     /* Forget the objects that are gone, or hold no lock and broke none. */
     size_t k = 0;
     for (size_t i = 0; i < lw.n; i++)

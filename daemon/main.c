@@ -11,6 +11,7 @@
  *   session.c  one per connection: the protocol, what the client holds, quotas
  *   trigger.c  trigger eventfds and their fan-out to sessions
  *   lockwatch.c locks in segments held by owners not entitled to them
+ *   identity.c client ids and the liveness table clients map read-only
  *   reclaim.c  releasing the buffer references of a client that died
  *   registry.c named objects, ids, permissions, the daemon's mappings
  *   fdstore.c  keeping every object in systemd's fd store (registry observer)
@@ -48,6 +49,7 @@
  * pings N ms after READY=1, and SIGUSR2 stops them at once; the daemon keeps
  * serving, so a test can watch the manager kill and restart it. */
 #include "fdstore.h"
+#include "identity.h"
 #include "lockwatch.h"
 #include "log.h"
 #include "registry.h"
@@ -443,6 +445,11 @@ int main(int argc, char **argv)
             log_msg(LOG_LEVEL_ERROR, "cannot set up the fd store: %s", strerror(-r));
             goto out;
         }
+    }
+    r = identity_setup(d.base, passed, n_passed, store != NULL);
+    if (r < 0) {
+        log_msg(LOG_LEVEL_ERROR, "cannot set up the client id table: %s", strerror(-r));
+        goto out;
     }
     struct restore_outcome restored;
     r = restorer_new(&restorer, d.base, d.registry, d.server, store, passed, n_passed, &restored);

@@ -16,6 +16,28 @@
 _Thread_local uint32_t slock_tid_cache;
 static pthread_once_t slock_once = PTHREAD_ONCE_INIT;
 
+/* The process's client identity (slock_set_identity), and who set it: a
+ * fork child has another pid and falls back to thread ids. */
+static _Atomic uint32_t slock_cid;
+static _Atomic pid_t slock_cid_pid;
+static const struct slock_ids *_Atomic slock_ids_map;
+static _Atomic uint32_t slock_next_index;
+
+void slock_set_identity(uint32_t id, const struct slock_ids *ids)
+{
+    if (id == 0 || id > SLOCK_CID_MAX)
+        return;
+    atomic_store(&slock_ids_map, ids);
+    atomic_store(&slock_cid_pid, getpid());
+    atomic_store(&slock_cid, id);
+    slock_tid_cache = 0; /* the calling thread takes the new form at once */
+}
+
+uint32_t slock_identity(void)
+{
+    return atomic_load(&slock_cid_pid) == getpid() ? atomic_load(&slock_cid) : 0;
+}
+
 static void slock_atfork_child(void)
 {
     slock_tid_cache = 0; /* the child is a new thread with a new id */
@@ -29,7 +51,12 @@ static void slock_register_atfork(void)
 uint32_t slock_self_slow(void)
 {
     pthread_once(&slock_once, slock_register_atfork);
-    slock_tid_cache = (uint32_t)syscall(SYS_gettid) & SLOCK_TID_MASK;
+    uint32_t id = slock_identity();
+    if (id)
+        slock_tid_cache = SLOCK_CID | id << SLOCK_CID_SHIFT |
+                          (atomic_fetch_add(&slock_next_index, 1) & SLOCK_INDEX_MASK);
+    else
+        slock_tid_cache = (uint32_t)syscall(SYS_gettid) & SLOCK_TID_MASK;
     return slock_tid_cache;
 }
 
@@ -37,6 +64,13 @@ bool slock_tid_alive(uint32_t tid)
 {
     if (tid == 0)
         return false;
+    if (tid & SLOCK_CID) {
+        const struct slock_ids *ids = atomic_load_explicit(&slock_ids_map, memory_order_relaxed);
+        uint32_t id = (tid >> SLOCK_CID_SHIFT) & SLOCK_CID_MAX;
+        if (!ids)
+            return false; /* see lock.h: only a scribble names one here */
+        return id != 0 && atomic_load_explicit(&ids->live[id], memory_order_acquire) != 0;
+    }
     /* kill() resolves any task id, thread or process; EPERM means it exists. */
     if (kill((pid_t)tid, 0) < 0 && errno == ESRCH)
         return false;

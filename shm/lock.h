@@ -19,9 +19,24 @@
  * deadline (slock_set_deadline; a blocking call with a timeout sets its
  * own). Only the slow path reads either: the uncontended lock is unchanged.
  *
- * Limits: owners are identified by thread id, so processes sharing a lock
- * must share a pid namespace; a thread id reused by a new process in the
- * window before the check would look alive (pid_max makes that rare). */
+ * Owners. A lock word names its owner in one of two forms. A process
+ * connected to mbqd has a client id that the daemon assigned (at Hello) and
+ * whose liveness it publishes in a table the process maps read-only: its
+ * threads own locks as SLOCK_CID | id << SLOCK_CID_SHIFT | a per-process
+ * thread index, and "is the owner dead" is one load from that table — the
+ * daemon's decision, the same in every pid namespace. A process without a
+ * connection (shm/-only tools and tests, the daemon-less demo, a fork child
+ * that did not connect, a thread that took a lock before its process
+ * connected) owns locks by kernel thread id, judged with kill() and /proc,
+ * which only works within one pid namespace; thread ids never reach
+ * SLOCK_CID (pid_max is at most 2^22). A process that never had a table
+ * (it never connected, nor did the process it was forked from) sees every
+ * client-id owner as dead: it can only share segments with processes like
+ * itself, so such a word is a scribble.
+ *
+ * Limits: a thread id reused by a new process in the window before the
+ * check would look alive (pid_max makes that rare); the daemon never gives
+ * out again an id that a lock word still names (see daemon/identity.c). */
 #ifndef MBQ_SHM_LOCK_H
 #define MBQ_SHM_LOCK_H
 
@@ -30,7 +45,20 @@
 #include <stdint.h>
 
 #define SLOCK_WAITERS 0x80000000u
-#define SLOCK_TID_MASK 0x3fffffffu
+#define SLOCK_TID_MASK 0x3fffffffu /* the owner, either form */
+#define SLOCK_CID 0x20000000u      /* the owner is a client id (else a thread id) */
+#define SLOCK_CID_SHIFT 16
+#define SLOCK_CID_MAX 0x1fffu      /* ids 1..SLOCK_CID_MAX; 1 is mbqd's own */
+#define SLOCK_INDEX_MASK 0xffffu   /* the thread index within the process */
+
+/* The liveness table mbqd writes and clients map read-only: live[id] != 0
+ * while the process that has id is alive (or may still be: the daemon
+ * marks it dead only once it has exited). pid[] is the daemon's view of
+ * that process's pid, for the daemon's own use across restarts. */
+struct slock_ids {
+    _Atomic uint32_t live[SLOCK_CID_MAX + 1];
+    uint32_t pid[SLOCK_CID_MAX + 1];
+};
 #define SLOCK_SPIN 1000            /* ~25 us of pause on this class of machine */
 #define SLOCK_RECHECK_NS 20000000u /* 20 ms */
 #define SLOCK_WAIT_DEFAULT_NS 1000000000u /* 1 s: a client's bound on one lock */
@@ -53,8 +81,17 @@ static inline uint32_t slock_self(void)
     uint32_t t = slock_tid_cache;
     return __builtin_expect(t != 0, 1) ? t : slock_self_slow();
 }
-/* Whether the thread with this id exists and is not a zombie. */
-bool slock_tid_alive(uint32_t tid);
+/* Whether the owner a lock word names is alive: for a client id, what the
+ * liveness table says; for a thread id, whether that thread exists and is
+ * not a zombie. */
+bool slock_tid_alive(uint32_t owner);
+/* This process is client id of mbqd, whose liveness table ids (mapped
+ * read-only, never unmapped) says who is alive: threads that take their
+ * first lock from now on (and the calling thread) own locks as that id. A
+ * fork child goes back to thread ids until it connects itself. */
+void slock_set_identity(uint32_t id, const struct slock_ids *ids);
+/* The client id this process owns locks as (0: none). */
+uint32_t slock_identity(void);
 
 /* The longest this process waits for any one lock (ns; 0: never waits,
  * only tries). Set once at start-up (mbqd) or left at the default. */

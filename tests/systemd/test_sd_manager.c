@@ -852,7 +852,8 @@ static void notify_protocol_body(void)
     snprintf(name, sizeof(name), "trg-%lld-%016llx", (long long)qid, (unsigned long long)tok);
     CHECK(mgr_store_find(&M, name) >= 0);
     CHECK_EQ(mgr_store_count(&M, "state-"), 1);
-    CHECK_EQ(mgr_store_count(&M, ""), 4);
+    CHECK_EQ(mgr_store_count(&M, "ids"), 1); /* the client id table */
+    CHECK_EQ(mgr_store_count(&M, ""), 5);
     /* the stored segment is the pool, as a new process would map it */
     if (segfd >= 0) {
         struct stat st;
@@ -874,14 +875,14 @@ static void notify_protocol_body(void)
     CHECK(mgr_store_find(&M, name) < 0);
     snprintf(name, sizeof(name), "seg-%lld", (long long)qid);
     CHECK(mgr_store_find(&M, name) < 0);
-    CHECK_EQ(mgr_store_count(&M, ""), 2);
+    CHECK_EQ(mgr_store_count(&M, ""), 3);
     CHECK(mgr_wait_status(&M, "serving 1 object to 1 client", 5000));
 
     /* SIGTERM: STOPPING=1, exit 0, the store untouched: `systemctl restart`. */
     unsigned removes = mgr_removes(&M);
     CHECK(mgr_stop(&M));
     CHECK_EQ(mgr_removes(&M), removes);
-    CHECK_EQ(mgr_store_count(&M, ""), 2);
+    CHECK_EQ(mgr_store_count(&M, ""), 3);
     REQUIRE(mgr_start(&M, NULL) == 0);
     REQUIRE(mgr_wait_ready(&M));
     CHECK(mgr_status_has(&M, "(1 restored)"));
