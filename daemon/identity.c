@@ -262,6 +262,11 @@ pid_t identity_pid(uint32_t id)
     return id <= SLOCK_CID_MAX && idt.ids ? (pid_t)idt.ids->pid[id] : 0;
 }
 
+pid_t identity_owner_pid(uint32_t owner)
+{
+    return owner & SLOCK_CID ? identity_pid((owner >> SLOCK_CID_SHIFT) & SLOCK_CID_MAX) : 0;
+}
+
 void identity_sweep_begin(void)
 {
     for (uint32_t id = 0; id <= SLOCK_CID_MAX; id++) {

@@ -32,6 +32,8 @@ uint32_t identity_attach(pid_t pid, int pidfd, uint32_t asked);
 void identity_detach(uint32_t id);
 bool identity_alive(uint32_t id);
 pid_t identity_pid(uint32_t id);
+/* The process of an owner in the client-id form (0 for any other). */
+pid_t identity_owner_pid(uint32_t owner);
 /* The lock watch's sweep over every lock word: ids dead before it began and
  * named by no word during it are given out again. */
 void identity_sweep_begin(void);

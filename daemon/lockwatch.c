@@ -208,6 +208,18 @@ static void lockwatch_object(Object *o, void *ctx)
         any |= owner[i] != 0;
         identity_sweep_note(owner[i]);
     }
+    /* Other places that name a client id keep it from reuse as well: a
+     * queue's sleeping dequeuers, a pool's client slots (the high bit marks
+     * one being reclaimed). */
+    if (o->kind == OBJECT_BUFFER_QUEUE)
+        for (int i = 0; i < BQ_WAITER_SLOTS; i++)
+            identity_sweep_note(atomic_load_explicit(&o->bq.sh->waiter_tid[i],
+                                                     memory_order_relaxed));
+    else
+        for (uint32_t s = 0; s < POOL_MAX_CLIENTS; s++)
+            identity_sweep_note(atomic_load_explicit(&o->pool.clients[s].pid,
+                                                     memory_order_relaxed) &
+                                SLOCK_TID_MASK);
     struct watched *w = lockwatch_find(o->id, any);
     if (!w)
         return;

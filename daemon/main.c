@@ -428,6 +428,7 @@ int main(int argc, char **argv)
         goto out;
     }
     registry_set_finalizer(d.registry, trigger_object_finalize);
+    registry_set_owner_pid(d.registry, identity_owner_pid);
     r = server_new(&d.server, d.base, d.registry, &opt.limits, path, listen_fd);
     if (r < 0)
         goto out; /* server_new said why */

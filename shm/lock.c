@@ -38,14 +38,26 @@ uint32_t slock_identity(void)
     return atomic_load(&slock_cid_pid) == getpid() ? atomic_load(&slock_cid) : 0;
 }
 
+_Thread_local uint32_t slock_ktid_cache;
+
 static void slock_atfork_child(void)
 {
     slock_tid_cache = 0; /* the child is a new thread with a new id */
+    slock_ktid_cache = 0;
 }
+
+
 
 static void slock_register_atfork(void)
 {
     pthread_atfork(NULL, NULL, slock_atfork_child);
+}
+
+uint32_t slock_kernel_tid_slow(void)
+{
+    pthread_once(&slock_once, slock_register_atfork);
+    slock_ktid_cache = (uint32_t)syscall(SYS_gettid);
+    return slock_ktid_cache;
 }
 
 uint32_t slock_self_slow(void)

@@ -81,6 +81,15 @@ static inline uint32_t slock_self(void)
     uint32_t t = slock_tid_cache;
     return __builtin_expect(t != 0, 1) ? t : slock_self_slow();
 }
+/* The calling thread's kernel id, cached, for what stays within one process
+ * (which thread owns a process-local cache); never stored in a segment. */
+extern _Thread_local uint32_t slock_ktid_cache;
+uint32_t slock_kernel_tid_slow(void);
+static inline uint32_t slock_kernel_tid(void)
+{
+    uint32_t t = slock_ktid_cache;
+    return __builtin_expect(t != 0, 1) ? t : slock_kernel_tid_slow();
+}
 /* Whether the owner a lock word names is alive: for a client id, what the
  * liveness table says; for a thread id, whether that thread exists and is
  * not a zombie. */

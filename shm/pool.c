@@ -181,8 +181,17 @@ static inline uint64_t pool_data_off(const struct pool *p)
     return (uint64_t)(p->data - (uint8_t *)p->seg.base);
 }
 
-/* A pid (or tid) from the segment names a live task. Values that cannot be
- * task ids count as dead, so a scribbled slot is reclaimed, not kept. */
+/* How this process names itself in its client slot: by its client id where
+ * it has one (shm/lock.h), so that the slot means the same process in every
+ * pid namespace, else by its pid. */
+static uint32_t pool_self_id(void)
+{
+    uint32_t id = slock_identity();
+    return id ? SLOCK_CID | id << SLOCK_CID_SHIFT : (uint32_t)getpid();
+}
+
+/* A pid, tid or client id from the segment names a live task. Values that
+ * cannot be owners count as dead, so a scribbled slot is reclaimed, not kept. */
 static bool pool_task_alive(uint32_t v)
 {
     v &= ~POOL_PID_RECLAIMING;
@@ -741,9 +750,9 @@ static bool pool_cache_adopt(struct pool *p, uint32_t self, uint32_t o)
             return false;
         atomic_store_explicit(&p->cache.checked_ns, now, memory_order_relaxed);
     }
-    if ((uint32_t)getpid() != p->pid)
+    if (pool_self_id() != p->pid)
         return false;
-    if (o != 0 && !(syscall(SYS_tgkill, (pid_t)p->pid, (pid_t)o, 0) < 0 && errno == ESRCH))
+    if (o != 0 && !(syscall(SYS_tgkill, getpid(), (pid_t)o, 0) < 0 && errno == ESRCH))
         return false; /* the owner lives */
     return atomic_compare_exchange_strong_explicit(&p->cache.owner, &o, self,
                                                    memory_order_acq_rel, memory_order_relaxed);
@@ -756,7 +765,8 @@ static inline bool pool_cache_enter(struct pool *p)
 {
     if (!p->cache.max || (RD(p->sh->flags) & POOL_F_INVALIDATED))
         return false;
-    uint32_t self = slock_self(), o = atomic_load_explicit(&p->cache.owner, memory_order_relaxed);
+    /* the kernel id: the owner is checked with tgkill within this process */
+    uint32_t self = slock_kernel_tid(), o = atomic_load_explicit(&p->cache.owner, memory_order_relaxed);
     if (__builtin_expect(o == self, 1))
         return true;
     return pool_cache_adopt(p, self, o);
@@ -1066,7 +1076,7 @@ static void pool_finish_slot(struct pool *p, uint32_t slot, uint64_t n)
  * that are already ours. */
 static int pool_claim_slot(struct pool *p)
 {
-    uint32_t self = (uint32_t)getpid();
+    uint32_t self = pool_self_id();
     for (uint32_t s = 0; s < POOL_MAX_CLIENTS; s++) {
         uint32_t v = 0;
         if (atomic_compare_exchange_strong(&p->clients[s].pid, &v, self)) {
@@ -1241,7 +1251,7 @@ void pool_detach(struct pool *p)
 {
     if (!p || !p->sh)
         return;
-    uint32_t self = (uint32_t)getpid();
+    uint32_t self = pool_self_id();
     uint32_t v = self;
     /* Only our own slot: a fork child that inherited this struct must not
      * release its parent's references. */
@@ -1581,7 +1591,7 @@ int pool_reclaim_slot(struct pool *p, uint32_t slot)
 {
     if (!p || !p->sh || slot >= POOL_MAX_CLIENTS)
         return -EINVAL;
-    const uint32_t self = (uint32_t)getpid();
+    const uint32_t self = pool_self_id();
     _Atomic uint32_t *pid = &p->clients[slot].pid;
     uint32_t v = atomic_load(pid);
     for (;;) {
@@ -1604,7 +1614,7 @@ int pool_reclaim_dead(struct pool *p)
 {
     if (!p || !p->sh)
         return -EINVAL;
-    const uint32_t self = (uint32_t)getpid();
+    const uint32_t self = pool_self_id();
     uint64_t total = 0;
     for (uint32_t s = 0; s < POOL_MAX_CLIENTS; s++) {
         _Atomic uint32_t *pid = &p->clients[s].pid;
