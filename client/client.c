@@ -631,6 +631,11 @@ void mbq_disconnect(mbq_client *client)
     client_free(c);
 }
 
+uint32_t mbq_client_id(mbq_client *client)
+{
+    return client ? slock_identity() : 0;
+}
+
 int mbq_client_fd(mbq_client *client)
 {
     return client ? client->fd : -EINVAL;

@@ -21,9 +21,17 @@
  *  - An id is given out again only after a full sweep of every lock word
  *    of every object (the lock watch) found none naming it, so reuse never
  *    makes a dead owner look alive. Id 1 is the daemon's own.
+ *  - Only the daemon writes the table: it maps it, then seals it with
+ *    F_SEAL_FUTURE_WRITE, so no other writable mapping or write() is
+ *    possible, even through a descriptor reopened read-write via /proc.
  *  - The table survives a restart in the service manager's fd store (as
- *    "ids"): a client that reconnects asks for its id again in Hello and
- *    gets it back if the table says it is that process's and alive.
+ *    "ids"); being sealed, its content moves to a new table, which clients
+ *    map at their next Hello. A client that reconnects asks for its id
+ *    again and gets it back if the table says it is that process's and
+ *    alive. Until a client reconnects it reads the old table, frozen as it
+ *    was: an owner that dies meanwhile looks alive to it (its waits stay
+ *    bounded, and the lock watch, which reads the new table, recovers the
+ *    lock).
  *
  * Limits. An id per process, at most SLOCK_CID_MAX at once; beyond that a
  * client gets no id (0) and owns locks by thread id. After a restart the
@@ -51,6 +59,10 @@
 #endif
 
 #define IDENTITY_DAEMON 1u
+#ifndef F_SEAL_FUTURE_WRITE
+#define F_SEAL_FUTURE_WRITE 0x0010
+#endif
+#define IDENTITY_SEAL_FUTURE_WRITE F_SEAL_FUTURE_WRITE
 
 enum id_state { ID_FREE, ID_LIVE, ID_DEAD /* dead, not yet swept */ };
 
@@ -129,36 +141,46 @@ static void identity_watch(uint32_t id)
 int identity_init(struct event_base *base, int stored_fd)
 {
     idt.base = base;
-    int fd = stored_fd;
-    bool fresh = fd < 0;
-    if (fresh) {
-        fd = (int)syscall(SYS_memfd_create, "mbq-ids",
-                          MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_NOEXEC_SEAL);
-        if (fd < 0 && errno == EINVAL)
-            fd = (int)syscall(SYS_memfd_create, "mbq-ids", MFD_CLOEXEC | MFD_ALLOW_SEALING);
-        if (fd < 0)
-            return -errno;
-        if (ftruncate(fd, sizeof(struct slock_ids)) < 0 ||
-            fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0) {
-            int r = -errno;
-            close(fd);
-            return r;
-        }
-    } else {
+    const bool fresh = stored_fd < 0;
+    const struct slock_ids *old = NULL;
+    if (!fresh) {
+        /* A sealed table cannot be written again, not even by us: its
+         * content moves to a new one (clients map that at their Hello). */
         struct stat st;
-        if (fstat(fd, &st) < 0 || st.st_size != (off_t)sizeof(struct slock_ids)) {
-            close(fd);
+        void *m = MAP_FAILED;
+        if (fstat(stored_fd, &st) == 0 && st.st_size == (off_t)sizeof(struct slock_ids))
+            m = mmap(NULL, sizeof(struct slock_ids), PROT_READ, MAP_SHARED, stored_fd, 0);
+        close(stored_fd);
+        if (m == MAP_FAILED)
             return -EBADMSG;
-        }
+        old = m;
     }
-    void *m = mmap(NULL, sizeof(struct slock_ids), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    if (m == MAP_FAILED) {
+    int fd = (int)syscall(SYS_memfd_create, "mbq-ids",
+                          MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_NOEXEC_SEAL);
+    if (fd < 0 && errno == EINVAL)
+        fd = (int)syscall(SYS_memfd_create, "mbq-ids", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    void *m = MAP_FAILED;
+    if (fd >= 0 && ftruncate(fd, sizeof(struct slock_ids)) == 0)
+        m = mmap(NULL, sizeof(struct slock_ids), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    /* Our writable mapping is the last: F_SEAL_FUTURE_WRITE refuses any
+     * other, and write(), to whoever reopens the file through /proc. */
+    if (m == MAP_FAILED ||
+        fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | IDENTITY_SEAL_FUTURE_WRITE) < 0) {
         int r = -errno;
-        close(fd);
+        if (m != MAP_FAILED)
+            munmap(m, sizeof(struct slock_ids));
+        if (fd >= 0)
+            close(fd);
+        if (old)
+            munmap((void *)old, sizeof(struct slock_ids));
         return r;
     }
     idt.fd = fd;
     idt.ids = m;
+    if (old) {
+        memcpy(idt.ids, old, sizeof(*idt.ids));
+        munmap((void *)old, sizeof(struct slock_ids));
+    }
     idt.ro_fd = identity_open_ro();
     if (idt.ro_fd < 0)
         return idt.ro_fd;
@@ -308,9 +330,12 @@ int identity_setup(struct event_base *base, struct systemd_fd *passed, int n_pas
     }
     if (r < 0)
         return r;
-    if (stored >= 0)
+    if (stored >= 0) {
         log_msg(LOG_LEVEL_DEBUG, "client ids restored from the fd store");
-    else if (store && (r = systemd_fdstore_add(idt.fd, IDENTITY_FDNAME)) < 0)
+        if (store) /* the new table in place of the old (see identity_init) */
+            systemd_fdstore_remove(IDENTITY_FDNAME);
+    }
+    if (store && (r = systemd_fdstore_add(idt.fd, IDENTITY_FDNAME)) < 0)
         log_msg(LOG_LEVEL_WARNING, "cannot keep the client id table across restarts: %s",
                 strerror(-r));
     return 0;

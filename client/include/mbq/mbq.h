@@ -103,6 +103,11 @@ int mbq_default_socket_path(char *buf, size_t len);
  * and must add it again after a dispatch that returned 0 following a
  * daemon restart. */
 int mbq_client_fd(mbq_client *client);
+/* The id mbqd gave this process (0: none): the owner named in the lock
+ * words of shared memory that this process's threads hold, the same in
+ * every pid namespace. For diagnostics (mbqctl stat shows lock owners by
+ * it). Thread-safe. */
+uint32_t mbq_client_id(mbq_client *client);
 /* Handles what the daemon pushed (new trigger eventfds for open queues)
  * without blocking while the connection is up. When the daemon went away
  * and keeps its objects across restarts, reconnects (see mbq_connect; this
