@@ -25,6 +25,13 @@
  *    a simple queue is one producer and one consumer.
  *  - Options structs begin with their own size; set it with
  *    sizeof(the struct) so that fields can be added later.
+ *  - No call waits forever on another process: a data-plane call that needs
+ *    a lock held by a process that does not let go (stopped, hung, or one
+ *    that forged the lock word) fails with -EBUSY after 1 s, or after its
+ *    own timeout if shorter (mbq_buffer_queue_dequeue_wait), having done
+ *    nothing; it may be retried. A control-plane call on such an object
+ *    fails with -EBUSY and the daemon's explanation. mbqd takes back, within
+ *    about a second, a lock whose owner does not have the object open.
  *
  * Deviations from Core Media, because objects live in fixed-size shared
  * memory:
