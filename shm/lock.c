@@ -21,7 +21,11 @@ static pthread_once_t slock_once = PTHREAD_ONCE_INIT;
 static _Atomic uint32_t slock_cid;
 static _Atomic pid_t slock_cid_pid;
 static const struct slock_ids *_Atomic slock_ids_map;
-static _Atomic uint32_t slock_next_index;
+/* Thread indices in use in this process (an owner word must be unique
+ * among the live threads: the bias fast path enters on equality), each
+ * given back by its thread's exit through slock_index_key's destructor. */
+static _Atomic uint64_t slock_index_used[(SLOCK_INDEX_MASK + 1) / 64];
+static pthread_key_t slock_index_key; /* index + 1 */
 
 void slock_set_identity(uint32_t id, const struct slock_ids *ids)
 {
@@ -44,13 +48,42 @@ static void slock_atfork_child(void)
 {
     slock_tid_cache = 0; /* the child is a new thread with a new id */
     slock_ktid_cache = 0;
+    /* one thread, no identity: none of the parent's indices is in use */
+    for (size_t i = 0; i < sizeof(slock_index_used) / sizeof(slock_index_used[0]); i++)
+        atomic_store_explicit(&slock_index_used[i], 0, memory_order_relaxed);
+    pthread_setspecific(slock_index_key, NULL);
 }
 
-
+static void slock_index_release(void *v)
+{
+    uint32_t i = (uint32_t)(uintptr_t)v - 1;
+    atomic_fetch_and(&slock_index_used[i / 64], ~(1ull << (i % 64)));
+}
 
 static void slock_register_atfork(void)
 {
+    pthread_key_create(&slock_index_key, slock_index_release);
     pthread_atfork(NULL, NULL, slock_atfork_child);
+}
+
+/* This thread's index: the one it has, else the lowest free (-1: none). */
+static int slock_index(void)
+{
+    uintptr_t v = (uintptr_t)pthread_getspecific(slock_index_key);
+    if (v)
+        return (int)(v - 1);
+    for (uint32_t w = 0; w < sizeof(slock_index_used) / sizeof(slock_index_used[0]); w++) {
+        uint64_t m = atomic_load_explicit(&slock_index_used[w], memory_order_relaxed);
+        while (m != ~0ull) {
+            int b = __builtin_ctzll(~m);
+            if (atomic_compare_exchange_weak(&slock_index_used[w], &m, m | 1ull << b)) {
+                uint32_t i = w * 64 + (uint32_t)b;
+                pthread_setspecific(slock_index_key, (void *)(uintptr_t)(i + 1));
+                return (int)i;
+            }
+        }
+    }
+    return -1;
 }
 
 uint32_t slock_kernel_tid_slow(void)
@@ -64,9 +97,9 @@ uint32_t slock_self_slow(void)
 {
     pthread_once(&slock_once, slock_register_atfork);
     uint32_t id = slock_identity();
-    if (id)
-        slock_tid_cache = SLOCK_CID | id << SLOCK_CID_SHIFT |
-                          (atomic_fetch_add(&slock_next_index, 1) & SLOCK_INDEX_MASK);
+    int index = id ? slock_index() : -1;
+    if (index >= 0)
+        slock_tid_cache = SLOCK_CID | id << SLOCK_CID_SHIFT | (uint32_t)index;
     else
         slock_tid_cache = (uint32_t)syscall(SYS_gettid) & SLOCK_TID_MASK;
     return slock_tid_cache;

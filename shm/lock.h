@@ -49,7 +49,9 @@
 #define SLOCK_CID 0x20000000u      /* the owner is a client id (else a thread id) */
 #define SLOCK_CID_SHIFT 16
 #define SLOCK_CID_MAX 0x1fffu      /* ids 1..SLOCK_CID_MAX; 1 is mbqd's own */
-#define SLOCK_INDEX_MASK 0xffffu   /* the thread index within the process */
+#define SLOCK_INDEX_MASK 0xffffu   /* the thread index within the process: unique
+                                    * among its live threads (a 65537th
+                                    * concurrent thread uses its thread id) */
 
 /* The liveness table mbqd writes and clients map read-only: live[id] != 0
  * while the process that has id is alive (or may still be: the daemon
