@@ -879,6 +879,8 @@ static void notify_protocol_body(void)
     CHECK(mgr_wait_status(&M, "serving 1 object to 1 client", 5000));
 
     /* SIGTERM: STOPPING=1, exit 0, the store untouched: `systemctl restart`. */
+    uint32_t client_id = mbq_client_id(c);
+    CHECK(client_id >= 2);
     unsigned removes = mgr_removes(&M);
     CHECK(mgr_stop(&M));
     CHECK_EQ(mgr_removes(&M), removes);
@@ -889,6 +891,8 @@ static void notify_protocol_body(void)
     /* the client reconnects at its next call and keeps its pool */
     mbq_object_info info;
     CHECK_STATUS(h_stat(c, "n/pool", &info), 0);
+    /* and its client id: lock words name it (the table was in the store) */
+    CHECK_EQ(mbq_client_id(c), client_id);
     CHECK_EQ((int64_t)info.object_id, pid_);
     CHECK_EQ(info.open_count, 1); /* reattached */
     mbq_buffer b;
