@@ -1,13 +1,14 @@
 /* The lock watch: owners in shared memory that are not entitled to a lock.
  *
- * Role. Every lock word in a segment names its owner (a thread id), and a
- * waiter that finds the owner alive waits for it — at most its wait limit,
+ * Role. Every lock word in a segment names its owner (a client id or a
+ * thread id, shm/lock.h), and a waiter that finds the owner alive waits for it — at most its wait limit,
  * then it fails with -EBUSY (shm/lock.h). A client may write anything into
  * a word it can map: pid 1, mbqd's pid, a thread of another client, its own
  * thread id. Such an owner is alive, never lets go, and would fail every
  * operation on the object for ever. Once per tick this file reads every
  * lock word of every queue and pool; a word that names the same owner for
- * LOCKWATCH_HOLD_NS and whose owner is not entitled to it is broken: the
+ * LOCKWATCH_HOLD_NS, with no operation completing on the object meanwhile
+ * (object_progress), and whose owner is not entitled to it is broken: the
  * lock is taken over, the object repaired (as after a dead owner), the lock
  * let go so its waiters proceed; the event is logged and counted (shown by
  * `mbqctl stat`).
@@ -27,9 +28,9 @@
  *
  * Limits. Thread ids are judged in the daemon's pid namespace; an object
  * that a process of another pid namespace has open is not judged for them
- * (its thread ids mean other threads here). A process that inherited a mapping by
- * fork without connecting has no session: a lock it holds for longer than
- * LOCKWATCH_HOLD_NS is broken. */
+ * (its thread ids mean other threads here). A process that inherited a
+ * mapping by fork without connecting has no session: a lock it holds for
+ * longer than LOCKWATCH_HOLD_NS without progress is broken. */
 #include "lockwatch.h"
 
 #include "identity.h"
