@@ -1790,6 +1790,21 @@ int bq_set_trigger_fd(struct bq *q, uint64_t token, int efd)
 {
     if (!q || !q->sh)
         return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
+    if (efd < 0) {
+        /* Forgetting is process-local and needs no lock (nor waits behind a
+         * holder that does not let go): the slot's fd goes if it is still
+         * this token's generation. */
+        int slot = (int)(token & 0xff);
+        if (slot >= BQ_MAX_TRIGGERS)
+            return MBQ_BQ_ERR_INVALID_TRIGGER_TOKEN;
+        uint64_t fg = atomic_load_explicit(&q->trigger_fd[slot], memory_order_relaxed);
+        if ((uint32_t)(fg >> 32) != (uint32_t)((token >> 8) & 0xffffff) ||
+            !atomic_compare_exchange_strong_explicit(&q->trigger_fd[slot], &fg,
+                                                     trigger_fd_pack(-1, 0),
+                                                     memory_order_release, memory_order_relaxed))
+            return MBQ_BQ_ERR_INVALID_TRIGGER_TOKEN;
+        return 0;
+    }
     struct bq_held held;
     int lr = bq_lock_full(q, &held);
     if (lr < 0)

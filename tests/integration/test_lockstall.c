@@ -305,6 +305,11 @@ static void stalled(struct mbqd *d, enum which_lock w, bool resume)
     mbq_buffer b;
     REQUIRE(mbq_pool_allocate(o.buf, 10, &b) == 0);
     REQUIRE(mbq_buffer_queue_enqueue_and_release(o.q, b) == 0);
+    /* a trigger, removed while the queue is stalled */
+    mbq_trigger_token tok = 0;
+    if (w != L_POOL)
+        REQUIRE(mbq_buffer_queue_install_trigger_with_integer_threshold(
+                    o.q, MBQ_TRIGGER_WHEN_BUFFER_COUNT_BECOMES_GREATER_THAN, 100, &tok) == 0);
 
     struct holder_arg ha = {.sock = d->sock, .name = w == L_POOL ? o.pool_name : o.q_name, .w = w};
     struct actor h;
@@ -329,6 +334,23 @@ static void stalled(struct mbqd *d, enum which_lock w, bool resume)
     CHECK_STATUS(r, -EBUSY);
     CHECK(op_ms < BOUND_MS);
     printf("# %s: the peer's operation failed with -EBUSY after %" PRIu64 " ms\n", what, op_ms);
+
+    /* the daemon's operations on it: a clear error, or deferred */
+    t0 = h_now_ns();
+    if (w == L_POOL) {
+        CHECK_STATUS(mbq_pool_flush(o.pool), -EBUSY);
+    } else {
+        mbq_trigger_token t2;
+        CHECK_STATUS(mbq_buffer_queue_install_trigger_with_integer_threshold(
+                         o.q, MBQ_TRIGGER_WHEN_BUFFER_COUNT_BECOMES_GREATER_THAN, 200, &t2),
+                     -EBUSY);
+        /* removal is not refused: the segment is updated once it can be */
+        CHECK_STATUS(mbq_buffer_queue_remove_trigger(o.q, tok), 0);
+    }
+    op_ms = ms_since(t0);
+    CHECK(op_ms < BOUND_MS);
+    printf("# %s: the daemon answered %s in %" PRIu64 " ms\n", what,
+           w == L_POOL ? "flush with -EBUSY" : "install with -EBUSY and remove with 0", op_ms);
 
     /* another pool ages out meanwhile */
     char other[64];
@@ -376,6 +398,15 @@ static void stalled(struct mbqd *d, enum which_lock w, bool resume)
     CHECK(peer_recovers(&o, w, BOUND_MS, &busy));
     if (resume)
         CHECK_ACTOR_OK(&h);
+    if (w != L_POOL) { /* the deferred removal reached the segment */
+        bool gone = false;
+        for (dl = h_now_ns() + (uint64_t)BOUND_MS * 1000000u; !gone && h_now_ns() < dl;) {
+            gone = stat_of(o.c, o.q_name).triggers == 0;
+            if (!gone)
+                h_pause_us(10000);
+        }
+        CHECK(gone);
+    }
     check_daemon_answers(&o, prefix, resume ? "after SIGCONT" : "after SIGKILL");
     objs_close(&o);
 }
