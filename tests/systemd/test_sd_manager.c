@@ -602,7 +602,8 @@ static int64_t object_id_of(mbq_client *c, const char *name)
 enum {
     A_SETUP = 1,    /* owner: pool, sorted queue with 10 buffers, trigger, simple queue */
     A_FIRED,        /* owner: v0 = ms to wait for the trigger; reply v0 = fired */
-    A_STAT,         /* any: a control call (reconnects if need be); reply status */
+    A_STAT,         /* any: a control call (reconnects if need be); reply status,
+                       v1 = the process's client id */
     A_OPEN_STREAM,  /* producer/consumer: create/open the stream pool and queue */
     A_PRODUCE,      /* v0 = n */
     A_CONSUME,      /* v0 = n; reply v0 = consumed in order, v1 = errors */
@@ -750,6 +751,7 @@ static int sd_actor(int cmd, int rep, void *arg)
             mbq_object_info info;
             r.status = h_stat(s.c, m.s, &info);
             r.v[0] = (int64_t)info.object_id;
+            r.v[1] = mbq_client_id(s.c); /* after the call: reconnected if need be */
             break;
         }
         case A_OPEN_STREAM: {
@@ -929,6 +931,9 @@ static void crash_restores_everything_body(void)
     CHECK_STATUS(r.status, 0);
 
     CHECK_EQ(stream(&prod, &cons, 200), 200); /* also maps spool in the consumer */
+    REQUIRE(call(&prod, A_STAT, 0, "cam/stream", &r) == 0);
+    int64_t prod_id = r.v[1];
+    CHECK(prod_id >= 2);
 
     mbq_client *c = connect_client("checker");
     REQUIRE(c);
@@ -971,6 +976,10 @@ static void crash_restores_everything_body(void)
     CHECK_EQ(stream(&prod, &cons, 200), 200);
     REQUIRE(call(&prod, A_STAT, 0, "cam/stream", &r) == 0);
     CHECK_STATUS(r.status, 0);
+    /* its client id came back with it (the lock words it holds name it): a
+     * new table would have given the checker, first to say Hello, id 2 and
+     * the producer another */
+    CHECK_EQ(r.v[1], prod_id);
     REQUIRE(call(&cons, A_STAT, 0, "cam/spool", &r) == 0);
     CHECK_STATUS(r.status, 0);
     CHECK_EQ(stream(&prod, &cons, 100), 100);
