@@ -38,6 +38,8 @@
 #include <poll.h>
 #include <stdio.h>
 #include <string.h>
+#include <lock.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -329,12 +331,45 @@ int client_open_object(mbq_client *c, const char *name, Mbq__V1__ObjectKind kind
 
 /* ---- connection ------------------------------------------------------------- */
 
+/* The liveness table this process maps (read-only, never unmapped: lock
+ * code of every thread reads it), and which memfd it is. */
+static pthread_mutex_t client_ids_lock = PTHREAD_MUTEX_INITIALIZER;
+static const struct slock_ids *client_ids_map;
+static dev_t client_ids_dev;
+static ino_t client_ids_ino;
+
+/* Hello gave this process client id `id` and the table at fd (taken):
+ * from now on its threads own locks as that id (shm/lock.h). The process
+ * keeps the id it had if the daemon gave the same one back. */
+static void client_adopt_identity(uint32_t id, int fd)
+{
+    struct stat st;
+    if (fstat(fd, &st) < 0 || st.st_size != (off_t)sizeof(struct slock_ids)) {
+        close(fd);
+        return;
+    }
+    pthread_mutex_lock(&client_ids_lock);
+    if (!client_ids_map || st.st_dev != client_ids_dev || st.st_ino != client_ids_ino) {
+        void *m = mmap(NULL, sizeof(struct slock_ids), PROT_READ, MAP_SHARED, fd, 0);
+        if (m != MAP_FAILED) {
+            client_ids_map = m; /* a table replaced (a daemon without a store restarted) stays mapped */
+            client_ids_dev = st.st_dev;
+            client_ids_ino = st.st_ino;
+        }
+    }
+    if (client_ids_map && slock_identity() != id)
+        slock_set_identity(id, client_ids_map);
+    pthread_mutex_unlock(&client_ids_lock);
+    close(fd);
+}
+
 static int client_hello_locked(mbq_client *c, const char *client_name)
 {
     Mbq__V1__Hello hello = MBQ__V1__HELLO__INIT;
     hello.min_version = MBQ_PROTOCOL_VERSION;
     hello.max_version = MBQ_PROTOCOL_VERSION;
     hello.client_name = (char *)(client_name ? client_name : "");
+    hello.client_id = slock_identity(); /* asked back after a daemon restart */
     Mbq__V1__Request req = MBQ__V1__REQUEST__INIT;
     req.body_case = MBQ__V1__REQUEST__BODY_HELLO;
     req.hello = &hello;
@@ -350,6 +385,11 @@ static int client_hello_locked(mbq_client *c, const char *client_name)
     else {
         c->session_id = reply.resp->hello->session_id;
         c->restartable = reply.resp->hello->restartable;
+        if (reply.resp->hello->client_id != 0) {
+            int fd = wire_fds_take(&reply.fds, reply.resp->hello->ids_fd_index);
+            if (fd >= 0)
+                client_adopt_identity(reply.resp->hello->client_id, fd);
+        }
     }
     client_reply_done(&reply);
     return r;
@@ -594,6 +634,11 @@ void mbq_disconnect(mbq_client *client)
     client_free(c);
 }
 
+uint32_t mbq_client_id(mbq_client *client)
+{
+    return client ? slock_identity() : 0;
+}
+
 int mbq_client_fd(mbq_client *client)
 {
     return client ? client->fd : -EINVAL;
@@ -685,6 +730,7 @@ const char *mbq_status_string(int status)
     case -EUCLEAN: return "shared state inconsistent and could not be repaired";
     case -ESTALE: return "stale buffer (its block was freed)";
     case -ETIMEDOUT: return "timed out";
+    case -EBUSY: return "locked by a process that does not let go (stopped, hung or hostile)";
     case -EAGAIN: return "nothing available";
     case -ENODATA: return "end of data";
     case -ENOTCONN: return "not connected to mbqd";

@@ -62,6 +62,8 @@ static void info_from_stat(mbq_object_info *out, const Mbq__V1__StatReply *s)
         out->end_of_data = b->end_of_data;
         out->triggers = b->triggers;
         out->forged_entries = b->forged_entries;
+        out->approximate = b->approximate;
+        out->lock_takeovers = b->lock_takeovers;
         break;
     }
     case MBQ__V1__STAT_REPLY__STATS_SIMPLE_QUEUE:
@@ -83,6 +85,8 @@ static void info_from_stat(mbq_object_info *out, const Mbq__V1__StatReply *s)
         out->frees = p->frees;
         out->aged_out = p->aged_out;
         out->invalidated = p->invalidated;
+        out->approximate = p->approximate;
+        out->lock_takeovers = p->lock_takeovers;
         break;
     }
     default: break;

@@ -10,6 +10,8 @@
  *   server.c   socket, accept, per-connection reads and writes (libevent)
  *   session.c  one per connection: the protocol, what the client holds, quotas
  *   trigger.c  trigger eventfds and their fan-out to sessions
+ *   lockwatch.c locks in segments held by owners not entitled to them
+ *   identity.c client ids and the liveness table clients map read-only
  *   reclaim.c  releasing the buffer references of a client that died
  *   registry.c named objects, ids, permissions, the daemon's mappings
  *   fdstore.c  keeping every object in systemd's fd store (registry observer)
@@ -47,6 +49,8 @@
  * pings N ms after READY=1, and SIGUSR2 stops them at once; the daemon keeps
  * serving, so a test can watch the manager kill and restart it. */
 #include "fdstore.h"
+#include "identity.h"
+#include "lockwatch.h"
 #include "log.h"
 #include "registry.h"
 #include "restore.h"
@@ -67,6 +71,12 @@
 #include <unistd.h>
 
 #define AGE_OUT_INTERVAL_MS 100
+/* The daemon never waits on shared memory for long: a lock in a segment is
+ * waited for at most this long, and one that stayed held by the same live
+ * owner is not waited for again for MBQD_LOCK_STUCK_NS (shm/lock.h). What
+ * cannot get its lock is retried on a later tick or answered with -EBUSY. */
+#define MBQD_LOCK_WAIT_NS 10000000ull   /* 10 ms */
+#define MBQD_LOCK_STUCK_NS 1000000000ull /* 1 s */
 /* FileDescriptorStoreMax= in mbqd.service; $FDSTORE (systemd >= 254) says. */
 #define DEFAULT_FD_STORE_MAX 4096u
 
@@ -323,12 +333,13 @@ static void on_sigusr2(evutil_socket_t sig, short what, void *arg)
     systemd_stop_watchdog(d->sd);
 }
 
-/* The 100 ms tick: pool age-out, and STATUS= when the counts changed. */
+/* The 100 ms tick: pool age-out, the lock watch, and STATUS= when the counts changed. */
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
     struct daemon *d = arg;
     registry_age_out(d->registry, now_ns());
     log_flush_suppressed(false);
+    lockwatch_tick(d->registry, now_ns());
     char status[128];
     status_text(d, status, sizeof(status));
     systemd_status(d->sd, status);
@@ -425,6 +436,8 @@ int main(int argc, char **argv)
         }
     }
 
+    slock_set_wait_limit(MBQD_LOCK_WAIT_NS);
+    slock_set_stuck_memo(MBQD_LOCK_STUCK_NS);
     int ret = EXIT_FAILURE;
     struct daemon d = {0};
     FdStore *store = NULL;
@@ -443,6 +456,7 @@ int main(int argc, char **argv)
         goto out;
     }
     registry_set_finalizer(d.registry, trigger_object_finalize);
+    registry_set_owner_pid(d.registry, identity_owner_pid);
     r = server_new(&d.server, d.base, d.registry, &opt.limits, path, listen_fd);
     if (r < 0)
         goto out; /* server_new said why */
@@ -460,6 +474,11 @@ int main(int argc, char **argv)
             log_msg(LOG_LEVEL_ERROR, "cannot set up the fd store: %s", strerror(-r));
             goto out;
         }
+    }
+    r = identity_setup(d.base, passed, n_passed, store != NULL);
+    if (r < 0) {
+        log_msg(LOG_LEVEL_ERROR, "cannot set up the client id table: %s", strerror(-r));
+        goto out;
     }
     struct restore_outcome restored;
     r = restorer_new(&restorer, d.base, d.registry, d.server, store, passed, n_passed, &restored);

@@ -70,6 +70,7 @@ struct Registry {
     UserCharge *users; /* sorted by uid; entries with nothing charged are removed */
     size_t n_users, cap_users;
     uint64_t total_bytes;
+    pid_t (*owner_pid)(uint32_t owner); /* see registry_set_owner_pid */
 };
 
 static int user_charge(Registry *r, uid_t uid, uint64_t bytes);
@@ -830,6 +831,21 @@ int registry_object_stats(Object *o, struct object_stats *ret)
 
 /* ---- pools: per-client accounting ---- */
 
+void registry_set_owner_pid(Registry *r, pid_t (*fn)(uint32_t owner))
+{
+    r->owner_pid = fn;
+}
+
+/* Whether a pool client slot's value names process pid: its pid (a client
+ * in our pid namespace without a client id) or its client id. */
+static bool slot_is_pid(const Registry *r, const struct pool *p, uint32_t s, pid_t pid)
+{
+    uint32_t v = atomic_load_explicit(&p->clients[s].pid, memory_order_acquire);
+    if (!(v & SLOCK_CID))
+        return v == (uint32_t)pid;
+    return !(v & ~SLOCK_TID_MASK) && r->owner_pid && r->owner_pid(v) == pid;
+}
+
 uint64_t registry_pool_held_by_pid(Object *o, pid_t pid)
 {
     if (o->kind != OBJECT_POOL || pid <= 0)
@@ -837,7 +853,7 @@ uint64_t registry_pool_held_by_pid(Object *o, pid_t pid)
     struct pool *p = &o->pool;
     uint64_t sum = 0;
     for (uint32_t s = 0; s < POOL_MAX_CLIENTS; s++) {
-        if (atomic_load_explicit(&p->clients[s].pid, memory_order_acquire) != (uint32_t)pid)
+        if (!slot_is_pid(o->registry, p, s, pid))
             continue;
         const _Atomic uint32_t *row = p->holdings + (size_t)s * p->block_count;
         for (uint32_t i = 0; i < p->block_count; i++)
@@ -846,10 +862,10 @@ uint64_t registry_pool_held_by_pid(Object *o, pid_t pid)
     return sum;
 }
 
-static bool pool_has_slot_of(struct pool *p, pid_t pid)
+static bool pool_has_slot_of(const Registry *r, struct pool *p, pid_t pid)
 {
     for (uint32_t s = 0; s < POOL_MAX_CLIENTS; s++)
-        if (atomic_load_explicit(&p->clients[s].pid, memory_order_acquire) == (uint32_t)pid)
+        if (slot_is_pid(r, p, s, pid))
             return true;
     return false;
 }
@@ -858,7 +874,7 @@ bool registry_pid_has_pool_slot(Registry *r, pid_t pid)
 {
     if (pid > 0)
         list_for_each_safe(it, &r->pools)
-            if (pool_has_slot_of(&list_entry(it, Object, pool_link)->pool, pid))
+            if (pool_has_slot_of(r, &list_entry(it, Object, pool_link)->pool, pid))
                 return true;
     return false;
 }
@@ -873,8 +889,7 @@ uint64_t registry_reclaim_pid(Registry *r, pid_t pid, unsigned *pools_out)
             struct pool *p = &o->pool;
             bool found = false;
             for (uint32_t s = 0; s < POOL_MAX_CLIENTS; s++) {
-                if (atomic_load_explicit(&p->clients[s].pid, memory_order_acquire) !=
-                    (uint32_t)pid)
+                if (!slot_is_pid(r, p, s, pid))
                     continue;
                 int n = pool_reclaim_slot(p, s);
                 if (n > 0)
@@ -898,7 +913,10 @@ void registry_age_out(Registry *r, uint64_t now)
         if (!pool_age_out_due(&o->pool))
             continue;
         int n = pool_age_out(&o->pool, now);
-        if (n < 0)
+        if (n == -EBUSY) /* its lock stays held: the next tick tries again */
+            log_msg(LOG_LEVEL_DEBUG, "pool %u '%s': age-out deferred: the pool is locked",
+                    o->id, o->name);
+        else if (n < 0)
             log_msg(LOG_LEVEL_WARNING, "pool %u '%s': age-out failed: %s", o->id, o->name,
                     strerror(-n));
         else if (n > 0)

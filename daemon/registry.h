@@ -211,6 +211,10 @@ struct object_stats {
 /* Live counters from the daemon's mapping. */
 int registry_object_stats(Object *o, struct object_stats *ret);
 
+/* How a client id (shm/lock.h: SLOCK_CID form) maps to the daemon's view of
+ * its process's pid, for pool client slots that name their process by id;
+ * identity.c's, set once by main.c. */
+void registry_set_owner_pid(Registry *r, pid_t (*fn)(uint32_t owner));
 /* Pools: references held by the client slot of pid (0 if it has none). */
 uint64_t registry_pool_held_by_pid(Object *o, pid_t pid);
 /* Whether pid has a client slot in some pool. */

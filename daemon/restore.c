@@ -38,6 +38,7 @@
  * that process exits, which costs a trigger slot, never correctness. */
 #include "restore.h"
 
+#include "identity.h"
 #include "log.h"
 #include "server.h"
 #include "trigger.h"
@@ -482,7 +483,9 @@ static void collect_pids(Object *o, void *ctx)
         for (uint32_t s = 0; s < POOL_MAX_CLIENTS; s++) {
             uint32_t v = atomic_load_explicit(&o->pool.clients[s].pid, memory_order_acquire);
             v &= PID_VALID_MAX;
-            pids_add(p, (pid_t)v);
+            /* A slot names a pid or, in the client-id form, an id whose
+             * process the restored id table knows. */
+            pids_add(p, v & SLOCK_CID ? identity_owner_pid(v) : (pid_t)v);
         }
 }
 

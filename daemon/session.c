@@ -39,6 +39,8 @@
 #include "proto_config.h"
 #include "session.h"
 
+#include "identity.h"
+#include "lockwatch.h"
 #include "log.h"
 #include "reclaim.h"
 #include "server.h"
@@ -159,6 +161,8 @@ Session *session_end(Session *s, enum session_end why, const char *detail)
         registry_batch_end(s->registry);
 
     struct reclaim_outcome rc = {.result = RECLAIM_NONE};
+    if (!shutdown) /* at shutdown the ids stay alive for the next instance */
+        identity_detach(s->client_id);
     if (!shutdown)
         reclaimer_session_ended(server_reclaimer(s->server), s->pid, TAKE_FD(s->pidfd), &rc);
     const uint64_t us = (now_ns() - t0) / 1000;
@@ -252,7 +256,8 @@ static const char *status_name(int status)
     case MBQ_POOL_ERR_ALLOCATION_FAILED:
         return "pool: allocation failed";
     case MBQ_POOL_ERR_INVALID_PARAMETER:
-        return "pool: invalid parameter";
+        return "pool: invalid parameter";    case -EBUSY: /* shm/lock.h: a lock's owner did not let go within mbqd's bound */
+        return "it is locked by a client that does not answer";
     }
     return status > -4096 ? strerror(-status) : "unknown status";
 }
@@ -415,10 +420,14 @@ static int handle_hello(Call *c, const Mbq__V1__Hello *req)
     hr.session_id = s->id;
     hr.daemon_version = (char *)MBQ_VERSION_STRING;
     hr.restartable = registry_persistent(s->registry);
+    s->client_id = identity_attach(s->pid, s->pidfd, req->client_id);
+    int ids_fd = identity_ro_fd();
+    hr.client_id = ids_fd >= 0 ? s->client_id : 0;
+    hr.ids_fd_index = 0;
     Mbq__V1__Response r = MBQ__V1__RESPONSE__INIT;
     r.body_case = MBQ__V1__RESPONSE__BODY_HELLO;
     r.hello = &hr;
-    call_reply(c, &r, NULL, 0);
+    call_reply(c, &r, hr.client_id ? &ids_fd : NULL, hr.client_id ? 1 : 0);
     log_msg(LOG_LEVEL_DEBUG, "session %" PRIu64 ": hello from pid %d uid %u gid %u '%s'", s->id,
             (int)s->pid, (unsigned)s->uid, (unsigned)s->gid, s->name);
     return 0;
@@ -757,6 +766,8 @@ static int handle_stat(Call *c, const Mbq__V1__Stat *req)
         bs.triggers = st.bq.triggers;
         bs.repairs = st.bq.repairs;
         bs.forged_entries = o->forged_entries;
+        bs.approximate = st.bq.approximate;
+        bs.lock_takeovers = lockwatch_broken(o->id);
         sr.stats_case = MBQ__V1__STAT_REPLY__STATS_BUFFER_QUEUE;
         sr.buffer_queue = &bs;
         break;
@@ -776,6 +787,8 @@ static int handle_stat(Call *c, const Mbq__V1__Stat *req)
         ps.frees = st.pool.frees;
         ps.aged_out = st.pool.aged_out;
         ps.invalidated = st.pool.invalidated;
+        ps.approximate = st.pool.approximate;
+        ps.lock_takeovers = lockwatch_broken(o->id);
         sr.stats_case = MBQ__V1__STAT_REPLY__STATS_POOL;
         sr.pool = &ps;
         break;

@@ -42,6 +42,7 @@ struct Session {
     gid_t gid;
     int pidfd; /* owned; -1 if the kernel gave none */
     bool hello;
+    uint32_t client_id; /* identity.c: its process's id, 0 none */
     char name[64]; /* Hello.client_name, printable ASCII only */
     struct list handles;
     unsigned n_objects;

@@ -12,7 +12,10 @@
  * Invariants.
  *  - A Trigger exists exactly while its token is installed in the queue's
  *    segment through the daemon's mapping (trigger_forget_all at shutdown is
- *    the one exception: the segment keeps it for the clients).
+ *    the one exception: the segment keeps it for the clients). A removal
+ *    that finds the queue locked by someone who does not let go (the daemon
+ *    never waits on shared memory) ends the Trigger at once and leaves its
+ *    token on a retry list, taken out of the segment on a later tick.
  *  - t->owner is a live handle of the installing session; the handle's and
  *    the session's trigger counts include t (the trigger quota). After a
  *    restart, restored triggers have no owner until their process adopts
@@ -35,6 +38,8 @@
 #include <stdatomic.h>
 #include <string.h>
 #include <sys/eventfd.h>
+
+static void trigger_defer_removal(Object *o, uint64_t token);
 
 int trigger_install(Handle *owner, int32_t condition, mbq_time time, int64_t threshold,
                     Trigger **ret)
@@ -61,7 +66,8 @@ int trigger_install(Handle *owner, int32_t condition, mbq_time time, int64_t thr
     r = registry_note_trigger_added(o, token, efd);
     if (r < 0) {
         list_del(&t->object_link);
-        bq_remove_trigger(&o->bq, token);
+        if (bq_remove_trigger(&o->bq, token) == -EBUSY)
+            trigger_defer_removal(o, token);
         return r;
     }
     efd = -1; /* t owns it now */
@@ -108,16 +114,62 @@ static void announce_removed(Object *o, const Session *except, const uint64_t *t
     }
 }
 
+/* Tokens still in a segment whose removal found the queue locked. */
+struct pending_removal {
+    uint32_t object_id;
+    uint64_t token;
+};
+static struct pending_removal *pending;
+static size_t n_pending, cap_pending;
+
+static void trigger_defer_removal(Object *o, uint64_t token)
+{
+    if (n_pending == cap_pending) {
+        size_t cap = cap_pending ? cap_pending * 2 : 8;
+        struct pending_removal *v = realloc(pending, cap * sizeof(*v));
+        if (!v) {
+            log_msg(LOG_LEVEL_ERROR, "queue %u '%s': out of memory: trigger %#" PRIx64
+                    " stays in the segment", o->id, o->name, token);
+            return;
+        }
+        pending = v;
+        cap_pending = cap;
+    }
+    pending[n_pending++] = (struct pending_removal){o->id, token};
+}
+
+void trigger_retry_removals(Registry *r)
+{
+    for (size_t i = 0; i < n_pending;) {
+        Object *o = registry_lookup_id(r, pending[i].object_id);
+        if (o && o->kind == OBJECT_BUFFER_QUEUE &&
+            bq_remove_trigger(&o->bq, pending[i].token) == -EBUSY) {
+            i++;
+            continue;
+        }
+        if (o)
+            log_msg(LOG_LEVEL_INFO, "queue %u '%s': trigger %#" PRIx64 " removed from the segment "
+                    "now that its lock is free", o->id, o->name, pending[i].token);
+        pending[i] = pending[--n_pending];
+    }
+}
+
 /* Takes t out of the segment and out of the books; the caller announces. */
 static void trigger_destroy(Trigger *t, bool in_segment)
 {
     Object *o = t->object;
     if (in_segment) {
         int r = bq_remove_trigger(&o->bq, t->token);
-        /* Only a repair of a scribbled trigger table can have dropped it. */
-        if (r < 0)
+        if (r == -EBUSY) {
+            log_msg_fields(LOG_LEVEL_WARNING, LOG_FIELDS(LOG_STR("OBJECT", o->name)),
+                           "queue %u '%s' is locked by a client that does not answer: trigger %#"
+                           PRIx64 " leaves the segment later", o->id, o->name, t->token);
+            trigger_defer_removal(o, t->token);
+        } else if (r < 0) {
+            /* Only a repair of a scribbled trigger table can have dropped it. */
             log_msg(LOG_LEVEL_WARNING, "queue %u '%s': trigger %#" PRIx64 " was already gone from the segment",
                     o->id, o->name, t->token);
+        }
         registry_note_trigger_removed(o, t->token);
     }
     list_del(&t->object_link);

@@ -60,6 +60,9 @@ void trigger_adopt(Trigger *t, Handle *owner);
 /* Removes the unowned triggers of every object that process pid installed
  * (it died without coming back). Returns how many. */
 unsigned trigger_remove_orphans_of(Registry *r, pid_t pid);
+/* Takes out of their segments the tokens of removed triggers whose queue
+ * was locked at the time (the timer calls it). */
+void trigger_retry_removals(Registry *r);
 /* The registry's finalizer: frees what is left on a destroyed object. */
 void trigger_object_finalize(Object *o);
 

@@ -292,6 +292,16 @@ static bool side_read(const struct bq_side *s, struct side_snap *out)
     return false;
 }
 
+/* A read of one side without its sequence check, for when side_read cannot
+ * get one: the fields may be from different moments. */
+static void side_peek(const struct bq_side *s, struct side_snap *out)
+{
+    out->index = atomic_load_explicit(&s->index, memory_order_acquire);
+    out->bytes = atomic_load_explicit(&s->bytes, memory_order_relaxed);
+    out->ops = atomic_load_explicit(&s->ops, memory_order_relaxed);
+    out->duration = side_duration_load(s);
+}
+
 static inline uint64_t load_index(const struct bq_side *s)
 {
     return atomic_load_explicit(&s->index, memory_order_acquire);
@@ -409,10 +419,21 @@ static void bq_settle(struct bq *q, uint64_t head, uint64_t tail)
 /* Takes both locks, tail first. Everything that walks the entries does so
  * under these, so the counters are checked here once: a walk never starts
  * from a scribbled range. A sorted queue is settled here, so that whatever
- * runs under both locks finds its entries in order. */
-static struct bq_held bq_lock_full(struct bq *q)
+ * runs under both locks finds its entries in order. Returns 0, or -EBUSY
+ * (see slock_lock) with neither lock held; a tail lock recovered from a
+ * dead owner and let go unrepaired leaves the queue marked for repair. */
+static int bq_lock_full(struct bq *q, struct bq_held *out)
 {
-    struct bq_held h = {bslock_lock(&q->sh->tail.lock), bslock_lock(&q->sh->head.lock)};
+    struct bq_held h = {bslock_lock(&q->sh->tail.lock), 0};
+    if (h.tail < 0)
+        return h.tail;
+    h.head = bslock_lock(&q->sh->head.lock);
+    if (h.head < 0) {
+        if (h.tail == SLOCK_RECOVERED)
+            bq_mark_repair(q);
+        bslock_unlock(&q->sh->tail.lock, h.tail);
+        return h.head;
+    }
     uint64_t head = atomic_load_explicit(&q->sh->head.index, memory_order_relaxed);
     uint64_t tail = atomic_load_explicit(&q->sh->tail.index, memory_order_relaxed);
     if (h.tail == SLOCK_RECOVERED || h.head == SLOCK_RECOVERED || bq_needs_repair(q) ||
@@ -420,7 +441,8 @@ static struct bq_held bq_lock_full(struct bq *q)
         bq_repair_locked(q); /* leaves the queue settled */
     else
         bq_settle(q, head, tail);
-    return h;
+    *out = h;
+    return 0;
 }
 
 static void bq_unlock_full(struct bq *q, struct bq_held h)
@@ -429,19 +451,25 @@ static void bq_unlock_full(struct bq *q, struct bq_held h)
     bslock_unlock(&q->sh->tail.lock, h.tail);
 }
 
-/* Takes one side's lock; returns how it is held. A lock recovered from a
- * dead owner (or a queue already marked for repair) is handed back and the
- * repair done under both locks in order, so the tail-then-head order is
- * never broken. */
+/* Takes one side's lock; returns how it is held, or -EBUSY (nothing held).
+ * A lock recovered from a dead owner (or a queue already marked for repair)
+ * is handed back and the repair done under both locks in order, so the
+ * tail-then-head order is never broken. */
 static int bq_lock_side(struct bq *q, struct bq_side *s)
 {
     for (;;) {
         int r = bslock_lock(&s->lock);
-        if (__builtin_expect(r != SLOCK_RECOVERED && !bq_needs_repair(q), 1))
+        if (__builtin_expect(r >= 0 && r != SLOCK_RECOVERED && !bq_needs_repair(q), 1))
+            return r;
+        if (r < 0)
             return r;
         bq_mark_repair(q);
         bslock_unlock(&s->lock, r);
-        bq_unlock_full(q, bq_lock_full(q));
+        struct bq_held h;
+        int e = bq_lock_full(q, &h);
+        if (e < 0)
+            return e;
+        bq_unlock_full(q, h);
     }
 }
 
@@ -1017,16 +1045,20 @@ static struct bq_entry drop_oldest_locked(struct bq *q, uint64_t head)
 
 /* With the tail lock held, takes the head lock too (the lock order allows
  * it), repairing if it comes back from a dead owner, and settles a sorted
- * queue (an out-of-range queue is left to the caller, which re-reads it). */
-static void lock_head_after_tail(struct bq *q, int *how)
+ * queue (an out-of-range queue is left to the caller, which re-reads it).
+ * Returns 0 or -EBUSY (the head lock not held). */
+static int lock_head_after_tail(struct bq *q, int *how)
 {
     *how = bslock_lock(&q->sh->head.lock);
+    if (*how < 0)
+        return *how;
     uint64_t head = atomic_load_explicit(&q->sh->head.index, memory_order_relaxed);
     uint64_t tail = atomic_load_explicit(&q->sh->tail.index, memory_order_relaxed);
     if (*how == SLOCK_RECOVERED || bq_needs_repair(q))
         bq_repair_locked(q);
     else if (bq_range_ok(q, head, tail))
         bq_settle(q, head, tail);
+    return 0;
 }
 
 /* Writes e into the free slot at tail, seq = tail + 1 (the publish mark). */
@@ -1078,15 +1110,22 @@ static int enqueue_impl(struct bq *q, const struct bq_entry *e, bool take)
     struct bq_shared *sh = q->sh;
     bool full_lock = atomic_load_explicit(&sh->trigger_count, memory_order_relaxed) != 0;
     struct bq_held held = {0, 0};
+    int lr;
     if (full_lock)
-        held = bq_lock_full(q);
+        lr = bq_lock_full(q, &held);
     else
-        held.tail = bq_lock_side(q, &sh->tail);
-    if (!full_lock && atomic_load_explicit(&sh->trigger_count, memory_order_relaxed) != 0) {
+        lr = held.tail = bq_lock_side(q, &sh->tail);
+    if (lr >= 0 && !full_lock &&
+        atomic_load_explicit(&sh->trigger_count, memory_order_relaxed) != 0) {
         /* a trigger was installed while we waited for the tail lock */
         bslock_unlock(&sh->tail.lock, held.tail);
-        held = bq_lock_full(q);
+        lr = bq_lock_full(q, &held);
         full_lock = true;
+    }
+    if (__builtin_expect(lr < 0, 0)) {
+        if (retained && q->hooks.release)
+            q->hooks.release(q->hooks.ctx, e->pool_id, e->handle);
+        return lr;
     }
 
     uint64_t tail, head, pos;
@@ -1149,8 +1188,10 @@ reread:
             goto out;
         }
         if (!have_head) {
+            r = lock_head_after_tail(q, &held.head);
+            if (r < 0)
+                goto out;
             have_head = true;
-            lock_head_after_tail(q, &held.head);
             goto reread; /* with both locks: re-read and re-check everything */
         }
         if (tail - head >= q->capacity) {
@@ -1253,15 +1294,19 @@ static int dequeue_common(struct bq *q, struct bq_entry *out, bool if_ready)
         return -EAGAIN;
     bool full_lock = atomic_load_explicit(&sh->trigger_count, memory_order_relaxed) != 0;
     struct bq_held held = {0, 0};
+    int lr;
     if (full_lock)
-        held = bq_lock_full(q);
+        lr = bq_lock_full(q, &held);
     else
-        held.head = bq_lock_side(q, &sh->head);
-    if (!full_lock && atomic_load_explicit(&sh->trigger_count, memory_order_relaxed) != 0) {
+        lr = held.head = bq_lock_side(q, &sh->head);
+    if (lr >= 0 && !full_lock &&
+        atomic_load_explicit(&sh->trigger_count, memory_order_relaxed) != 0) {
         bslock_unlock(&sh->head.lock, held.head);
-        held = bq_lock_full(q);
+        lr = bq_lock_full(q, &held);
         full_lock = true;
     }
+    if (__builtin_expect(lr < 0, 0))
+        return lr;
 
     int r = 0;
     uint32_t fired = 0;
@@ -1315,6 +1360,9 @@ static inline bool bq_looks_empty(struct bq *q)
     return consumer_tail(q, head) == head;
 }
 
+static int dequeue_wait_slow(struct bq *q, struct bq_entry *out, uint64_t start,
+                             uint64_t deadline);
+
 int bq_dequeue_wait(struct bq *q, struct bq_entry *out, int64_t timeout_ns)
 {
     int r = dequeue_common(q, out, false);
@@ -1322,6 +1370,18 @@ int bq_dequeue_wait(struct bq *q, struct bq_entry *out, int64_t timeout_ns)
         return r;
     uint64_t start = mono_ns();
     uint64_t deadline = timeout_ns < 0 ? UINT64_MAX : start + (uint64_t)timeout_ns;
+    /* From here on a lock held by someone who does not answer fails the call
+     * by its own deadline, not the (longer) wait limit. */
+    uint64_t prev = slock_set_deadline(timeout_ns < 0 ? 0 : deadline);
+    r = dequeue_wait_slow(q, out, start, deadline);
+    slock_set_deadline(prev);
+    return r;
+}
+
+static int dequeue_wait_slow(struct bq *q, struct bq_entry *out, uint64_t start,
+                             uint64_t deadline)
+{
+    int r;
     /* Spin first: a cross-vCPU wake costs ~25 us each way, so waiting that
      * long on the cache line is cheaper than sleeping — unless the producer
      * shares our CPU, when spinning only delays it. There is no telling
@@ -1384,6 +1444,8 @@ int bq_copy_head(struct bq *q, struct bq_entry *out)
         return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
     struct bq_shared *sh = q->sh;
     int how = bq_lock_side(q, &sh->head);
+    if (how < 0)
+        return how;
     int r = 0;
     uint64_t head = atomic_load_explicit(&sh->head.index, memory_order_relaxed);
     uint64_t tail = tail_seen(q, head, load_index(&sh->tail));
@@ -1410,7 +1472,10 @@ int bq_mark_end_of_data(struct bq *q)
         return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
     if (bq_in_own_callback(q))
         return MBQ_BQ_ERR_CANNOT_MODIFY_QUEUE_FROM_TRIGGER_CALLBACK;
-    struct bq_held held = bq_lock_full(q);
+    struct bq_held held;
+    int lr = bq_lock_full(q, &held);
+    if (lr < 0)
+        return lr;
     atomic_fetch_or_explicit(&q->sh->flags, BQ_F_END_OF_DATA, memory_order_relaxed);
     uint32_t fired = trig_eval_locked(q, false);
     bq_unlock_full(q, held);
@@ -1426,7 +1491,10 @@ int bq_reset(struct bq *q, void (*cb)(const struct bq_entry *e, void *ctx), void
     if (bq_in_own_callback(q))
         return MBQ_BQ_ERR_CANNOT_MODIFY_QUEUE_FROM_TRIGGER_CALLBACK;
     struct bq_shared *sh = q->sh;
-    struct bq_held held = bq_lock_full(q);
+    struct bq_held held;
+    int lr = bq_lock_full(q, &held);
+    if (lr < 0)
+        return lr;
     uint64_t head = atomic_load_explicit(&sh->head.index, memory_order_relaxed);
     uint64_t tail = atomic_load_explicit(&sh->tail.index, memory_order_relaxed);
     for (uint64_t i = head; i != tail; i++) {
@@ -1449,8 +1517,10 @@ int bq_for_each(struct bq *q, int (*cb)(struct bq_entry *e, void *ctx), void *ct
 {
     if (!q || !q->sh || !cb)
         return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
-    struct bq_held held = bq_lock_full(q);
-    int r = 0;
+    struct bq_held held;
+    int r = bq_lock_full(q, &held);
+    if (r < 0)
+        return r;
     uint64_t head = atomic_load_explicit(&q->sh->head.index, memory_order_relaxed);
     uint64_t tail = atomic_load_explicit(&q->sh->tail.index, memory_order_relaxed);
     for (uint64_t i = head; i != tail && r == 0; i++) {
@@ -1484,9 +1554,12 @@ static bool snapshot(struct bq *q, struct side_snap *t, struct side_snap *h)
         if (h2.index == h->index && bq_range_ok(q, h->index, t->index))
             return true;
     }
-    /* a side stuck mid-update or corrupt counters: repair under the lock */
+    /* a side stuck mid-update or corrupt counters: repair under the lock
+     * (a side stuck because its writer stopped keeps the lock: no answer) */
     bq_mark_repair(q);
-    struct bq_held held = bq_lock_full(q);
+    struct bq_held held;
+    if (bq_lock_full(q, &held) < 0)
+        return false;
     bool ok = side_read(&q->sh->head, h) && side_read(&q->sh->tail, t) &&
               bq_range_ok(q, h->index, t->index);
     bq_unlock_full(q, held);
@@ -1550,6 +1623,8 @@ static mbq_time head_time(struct bq *q, bool dts)
         return MBQ_TIME_INVALID;
     mbq_time r = MBQ_TIME_INVALID;
     int how = bq_lock_side(q, &q->sh->head);
+    if (how < 0)
+        return r;
     uint64_t head = atomic_load_explicit(&q->sh->head.index, memory_order_relaxed);
     uint64_t tail = tail_seen(q, head, load_index(&q->sh->tail));
     if (head != tail && bq_range_ok(q, head, tail)) {
@@ -1577,7 +1652,9 @@ static mbq_time scan_time(struct bq *q, enum scan_what what)
     if (!q || !q->sh)
         return MBQ_TIME_INVALID;
     mbq_time r = MBQ_TIME_INVALID;
-    struct bq_held held = bq_lock_full(q);
+    struct bq_held held;
+    if (bq_lock_full(q, &held) < 0)
+        return r;
     uint64_t head = atomic_load_explicit(&q->sh->head.index, memory_order_relaxed);
     uint64_t tail = atomic_load_explicit(&q->sh->tail.index, memory_order_relaxed);
     if (what == SCAN_MIN_DTS) {
@@ -1628,7 +1705,10 @@ int bq_install_trigger(struct bq *q, int32_t condition, mbq_time time, int64_t t
     if (cond_uses_time(condition) && (!mbq_time_is_numeric(time) || time.epoch != 0))
         return MBQ_BQ_ERR_BAD_TRIGGER_DURATION;
     struct bq_shared *sh = q->sh;
-    struct bq_held held = bq_lock_full(q);
+    struct bq_held held;
+    int lr = bq_lock_full(q, &held);
+    if (lr < 0)
+        return lr;
     int slot = -1;
     for (int i = 0; i < BQ_MAX_TRIGGERS && slot < 0; i++)
         if (atomic_load_explicit(&sh->triggers[i].state, memory_order_relaxed) == 0)
@@ -1673,7 +1753,10 @@ int bq_remove_trigger(struct bq *q, uint64_t token)
 {
     if (!q || !q->sh)
         return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
-    struct bq_held held = bq_lock_full(q);
+    struct bq_held held;
+    int lr = bq_lock_full(q, &held);
+    if (lr < 0)
+        return lr;
     int slot = token_slot(q, token);
     if (slot >= 0) {
         atomic_store_explicit(&q->sh->triggers[slot].state, 0, memory_order_relaxed);
@@ -1689,7 +1772,10 @@ int bq_test_trigger(struct bq *q, uint64_t token)
 {
     if (!q || !q->sh)
         return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
-    struct bq_held held = bq_lock_full(q);
+    struct bq_held held;
+    int lr = bq_lock_full(q, &held);
+    if (lr < 0)
+        return lr;
     int slot = token_slot(q, token), r = MBQ_BQ_ERR_INVALID_TRIGGER_TOKEN;
     if (slot >= 0) {
         struct bq_state st;
@@ -1704,7 +1790,25 @@ int bq_set_trigger_fd(struct bq *q, uint64_t token, int efd)
 {
     if (!q || !q->sh)
         return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
-    struct bq_held held = bq_lock_full(q);
+    if (efd < 0) {
+        /* Forgetting is process-local and needs no lock (nor waits behind a
+         * holder that does not let go): the slot's fd goes if it is still
+         * this token's generation. */
+        int slot = (int)(token & 0xff);
+        if (slot >= BQ_MAX_TRIGGERS)
+            return MBQ_BQ_ERR_INVALID_TRIGGER_TOKEN;
+        uint64_t fg = atomic_load_explicit(&q->trigger_fd[slot], memory_order_relaxed);
+        if ((uint32_t)(fg >> 32) != (uint32_t)((token >> 8) & 0xffffff) ||
+            !atomic_compare_exchange_strong_explicit(&q->trigger_fd[slot], &fg,
+                                                     trigger_fd_pack(-1, 0),
+                                                     memory_order_release, memory_order_relaxed))
+            return MBQ_BQ_ERR_INVALID_TRIGGER_TOKEN;
+        return 0;
+    }
+    struct bq_held held;
+    int lr = bq_lock_full(q, &held);
+    if (lr < 0)
+        return lr;
     int slot = token_slot(q, token);
     bool deliver = false;
     if (slot >= 0) {
@@ -1743,7 +1847,10 @@ int64_t bq_trigger_fired(struct bq *q, uint64_t token)
 {
     if (!q || !q->sh)
         return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
-    struct bq_held held = bq_lock_full(q);
+    struct bq_held held;
+    int lr = bq_lock_full(q, &held);
+    if (lr < 0)
+        return lr;
     int slot = token_slot(q, token);
     int64_t r = slot >= 0 ? (int64_t)atomic_load_explicit(&q->sh->triggers[slot].fired,
                                                            memory_order_relaxed)
@@ -1758,11 +1865,68 @@ int bq_note_data_ready(struct bq *q)
         return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
     if (atomic_load_explicit(&q->sh->trigger_count, memory_order_relaxed) == 0)
         return 0;
-    struct bq_held held = bq_lock_full(q);
+    struct bq_held held;
+    int lr = bq_lock_full(q, &held);
+    if (lr < 0)
+        return lr;
     uint32_t fired = trig_eval_locked(q, false);
     bq_unlock_full(q, held);
     trig_signal(q, fired);
     return 0;
+}
+
+/* ---- locks others hold ----------------------------------------------------- */
+
+int bq_lock_owners(const struct bq *q, uint32_t owner[BQ_LOCKS])
+{
+    if (!q || !q->sh)
+        return -EINVAL;
+    const struct bq_side *side[2] = {&q->sh->tail, &q->sh->head};
+    for (int i = 0; i < 2; i++) {
+        const struct bslock *b = &side[i]->lock;
+        owner[2 * i] = slock_owner(&b->lock);
+        /* A bias names who is inside only while busy is set (revoked or
+         * not); a clear bias with busy set is a holder backing out, and
+         * stops nobody. */
+        uint32_t bias = atomic_load_explicit(&((struct bslock *)b)->bias, memory_order_relaxed);
+        owner[2 * i + 1] = atomic_load_explicit(&((struct bslock *)b)->busy, memory_order_relaxed)
+                               ? bias & SLOCK_TID_MASK
+                               : 0;
+    }
+    return 0;
+}
+
+int bq_break_lock(struct bq *q, int which, uint32_t owner)
+{
+    if (!q || !q->sh || which < 0 || which >= BQ_LOCKS || owner == 0)
+        return -EINVAL;
+    struct bslock *b = which < 2 ? &q->sh->tail.lock : &q->sh->head.lock;
+    if (which % 2 == 0) {
+        if (slock_take_from(&b->lock, owner) != SLOCK_RECOVERED)
+            return 0;
+        bq_mark_repair(q); /* whatever the owner did under it */
+        slock_unlock(&b->lock);
+    } else {
+        /* The bias: busy, written by the holder only, is given up for it.
+         * The bias word names owner, revoked or not (a revoker holding the
+         * slock may be waiting for owner to leave: clearing busy lets it in).
+         * A bias granted to anyone else since names that one: left alone. */
+        uint32_t bias = atomic_load_explicit(&b->bias, memory_order_relaxed);
+        if (!atomic_load_explicit(&b->busy, memory_order_relaxed) ||
+            (bias & SLOCK_TID_MASK) != owner ||
+            !atomic_compare_exchange_strong_explicit(&b->bias, &bias, owner | BSLOCK_REVOKED,
+                                                     memory_order_relaxed, memory_order_relaxed))
+            return 0;
+        bq_mark_repair(q);
+        atomic_store_explicit(&b->busy, 0, memory_order_release);
+    }
+    /* The repair runs under both locks: now, if they can be had at once. */
+    uint64_t prev = slock_set_deadline(mono_ns()); /* do not wait */
+    struct bq_held h;
+    if (bq_lock_full(q, &h) == 0)
+        bq_unlock_full(q, h);
+    slock_set_deadline(prev);
+    return 1;
 }
 
 /* ---- statistics and checking ---------------------------------------------- */
@@ -1773,9 +1937,22 @@ int bq_stats(struct bq *q, struct bq_stats *out)
         return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
     struct bq_shared *sh = q->sh;
     struct side_snap t, h;
-    if (!snapshot(q, &t, &h))
-        return -EUCLEAN;
+    bool approximate = false;
+    if (!snapshot(q, &t, &h)) {
+        /* A side stuck mid-update whose writer still holds the lock (stopped,
+         * or a forged owner), or counters the repair could not fix: answer
+         * with what the counters say now, marked approximate, rather than
+         * not at all. */
+        if (!(slock_owner(&sh->tail.lock.lock) || slock_owner(&sh->head.lock.lock)))
+            return -EUCLEAN;
+        approximate = true;
+        side_peek(&sh->tail, &t);
+        side_peek(&sh->head, &h);
+        if (!bq_range_ok(q, h.index, t.index))
+            h.index = t.index;
+    }
     *out = (struct bq_stats){
+        .approximate = approximate,
         .capacity = q->capacity,
         .order = q->order,
         .full_policy = q->full_policy,
@@ -1803,7 +1980,10 @@ int bq_check(struct bq *q)
         return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
     uint64_t before = atomic_load_explicit(&q->sh->corruptions, memory_order_relaxed);
     bq_mark_repair(q);
-    struct bq_held held = bq_lock_full(q);
+    struct bq_held held;
+    int lr = bq_lock_full(q, &held);
+    if (lr < 0)
+        return lr;
     bq_unlock_full(q, held);
     return atomic_load_explicit(&q->sh->corruptions, memory_order_relaxed) == before ? 0
                                                                                     : -EUCLEAN;

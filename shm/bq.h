@@ -282,6 +282,7 @@ struct bq_stats {
         corruptions, total_size;
     mbq_time duration;
     bool end_of_data;
+    bool approximate; /* a lock stayed held: figures read without it, possibly torn */
 };
 
 /* Creation and attachment. create: 0, MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING,
@@ -370,6 +371,20 @@ int bq_note_data_ready(struct bq *q);
 void bq_callback_scope(const struct bq *q);
 
 int bq_stats(struct bq *q, struct bq_stats *out);
+
+/* The queue's locks as mbqd watches them for owners that are not entitled
+ * to them: [0] the tail slock, [1] the tail's bias holder while inside,
+ * [2] the head slock, [3] the head's bias holder while inside. */
+#define BQ_LOCKS 4
+/* The owner (thread id form, 0: none) each lock names now. */
+int bq_lock_owners(const struct bq *q, uint32_t owner[BQ_LOCKS]);
+/* Takes lock `which` from owner, whom the caller judged not entitled to it
+ * (forged, scribbled, or gone), provided it still names owner; marks the
+ * queue for repair, lets go (waking its waiters) and runs the repair if
+ * both locks are free. 1 if broken, 0 if the lock moved on meanwhile,
+ * -EBUSY if a bias could not be cleared for want of the slock. Never
+ * waits. */
+int bq_break_lock(struct bq *q, int which, uint32_t owner);
 /* Verifies every invariant under the queue lock (repairing what it can);
  * 0 when consistent, -EUCLEAN if something had to be repaired. */
 int bq_check(struct bq *q);

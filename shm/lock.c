@@ -16,20 +16,92 @@
 _Thread_local uint32_t slock_tid_cache;
 static pthread_once_t slock_once = PTHREAD_ONCE_INIT;
 
+/* The process's client identity (slock_set_identity), and who set it: a
+ * fork child has another pid and falls back to thread ids. */
+static _Atomic uint32_t slock_cid;
+static _Atomic pid_t slock_cid_pid;
+static const struct slock_ids *_Atomic slock_ids_map;
+/* Thread indices in use in this process (an owner word must be unique
+ * among the live threads: the bias fast path enters on equality), each
+ * given back by its thread's exit through slock_index_key's destructor. */
+static _Atomic uint64_t slock_index_used[(SLOCK_INDEX_MASK + 1) / 64];
+static pthread_key_t slock_index_key; /* index + 1 */
+
+void slock_set_identity(uint32_t id, const struct slock_ids *ids)
+{
+    if (id == 0 || id > SLOCK_CID_MAX)
+        return;
+    atomic_store(&slock_ids_map, ids);
+    atomic_store(&slock_cid_pid, getpid());
+    atomic_store(&slock_cid, id);
+    slock_tid_cache = 0; /* the calling thread takes the new form at once */
+}
+
+uint32_t slock_identity(void)
+{
+    return atomic_load(&slock_cid_pid) == getpid() ? atomic_load(&slock_cid) : 0;
+}
+
+_Thread_local uint32_t slock_ktid_cache;
+
 static void slock_atfork_child(void)
 {
     slock_tid_cache = 0; /* the child is a new thread with a new id */
+    slock_ktid_cache = 0;
+    /* one thread, no identity: none of the parent's indices is in use */
+    for (size_t i = 0; i < sizeof(slock_index_used) / sizeof(slock_index_used[0]); i++)
+        atomic_store_explicit(&slock_index_used[i], 0, memory_order_relaxed);
+    pthread_setspecific(slock_index_key, NULL);
+}
+
+static void slock_index_release(void *v)
+{
+    uint32_t i = (uint32_t)(uintptr_t)v - 1;
+    atomic_fetch_and(&slock_index_used[i / 64], ~(1ull << (i % 64)));
 }
 
 static void slock_register_atfork(void)
 {
+    pthread_key_create(&slock_index_key, slock_index_release);
     pthread_atfork(NULL, NULL, slock_atfork_child);
+}
+
+/* This thread's index: the one it has, else the lowest free (-1: none). */
+static int slock_index(void)
+{
+    uintptr_t v = (uintptr_t)pthread_getspecific(slock_index_key);
+    if (v)
+        return (int)(v - 1);
+    for (uint32_t w = 0; w < sizeof(slock_index_used) / sizeof(slock_index_used[0]); w++) {
+        uint64_t m = atomic_load_explicit(&slock_index_used[w], memory_order_relaxed);
+        while (m != ~0ull) {
+            int b = __builtin_ctzll(~m);
+            if (atomic_compare_exchange_weak(&slock_index_used[w], &m, m | 1ull << b)) {
+                uint32_t i = w * 64 + (uint32_t)b;
+                pthread_setspecific(slock_index_key, (void *)(uintptr_t)(i + 1));
+                return (int)i;
+            }
+        }
+    }
+    return -1;
+}
+
+uint32_t slock_kernel_tid_slow(void)
+{
+    pthread_once(&slock_once, slock_register_atfork);
+    slock_ktid_cache = (uint32_t)syscall(SYS_gettid);
+    return slock_ktid_cache;
 }
 
 uint32_t slock_self_slow(void)
 {
     pthread_once(&slock_once, slock_register_atfork);
-    slock_tid_cache = (uint32_t)syscall(SYS_gettid) & SLOCK_TID_MASK;
+    uint32_t id = slock_identity();
+    int index = id ? slock_index() : -1;
+    if (index >= 0)
+        slock_tid_cache = SLOCK_CID | id << SLOCK_CID_SHIFT | (uint32_t)index;
+    else
+        slock_tid_cache = (uint32_t)syscall(SYS_gettid) & SLOCK_TID_MASK;
     return slock_tid_cache;
 }
 
@@ -37,6 +109,13 @@ bool slock_tid_alive(uint32_t tid)
 {
     if (tid == 0)
         return false;
+    if (tid & SLOCK_CID) {
+        const struct slock_ids *ids = atomic_load_explicit(&slock_ids_map, memory_order_relaxed);
+        uint32_t id = (tid >> SLOCK_CID_SHIFT) & SLOCK_CID_MAX;
+        if (!ids)
+            return false; /* see lock.h: only a scribble names one here */
+        return id != 0 && atomic_load_explicit(&ids->live[id], memory_order_acquire) != 0;
+    }
     /* kill() resolves any task id, thread or process; EPERM means it exists. */
     if (kill((pid_t)tid, 0) < 0 && errno == ESRCH)
         return false;
@@ -79,6 +158,88 @@ int slock_trylock(struct slock *l)
     return -EBUSY;
 }
 
+int slock_take_from(struct slock *l, uint32_t owner)
+{
+    uint32_t w = atomic_load_explicit(&l->word, memory_order_relaxed);
+    /* owner may be our own id: a forger may write it, and the caller, which
+     * knows it holds no lock now, judged it not entitled */
+    if ((w & SLOCK_TID_MASK) != owner || owner == 0 || !slock_take_over(l, w, slock_self()))
+        return -EBUSY;
+    return SLOCK_RECOVERED;
+}
+
+/* ---- wait limits ------------------------------------------------------------ */
+
+static _Atomic uint64_t slock_limit_ns = SLOCK_WAIT_DEFAULT_NS;
+static _Thread_local uint64_t slock_deadline_tls;
+
+void slock_set_wait_limit(uint64_t ns)
+{
+    atomic_store_explicit(&slock_limit_ns, ns, memory_order_relaxed);
+}
+
+uint64_t slock_wait_limit(void)
+{
+    return atomic_load_explicit(&slock_limit_ns, memory_order_relaxed);
+}
+
+uint64_t slock_set_deadline(uint64_t deadline_ns)
+{
+    uint64_t old = slock_deadline_tls;
+    slock_deadline_tls = deadline_ns;
+    return old;
+}
+
+/* The stuck-lock memo (slock_set_stuck_memo): locks whose wait timed out
+ * lately, with the word they showed. Per thread, a few entries, replaced
+ * oldest first. */
+#define SLOCK_MEMO 16
+static uint64_t slock_memo_ttl;
+static _Thread_local struct {
+    const void *addr;
+    uint32_t word;
+    uint64_t until;
+} slock_memo[SLOCK_MEMO];
+static _Thread_local unsigned slock_memo_next;
+
+void slock_set_stuck_memo(uint64_t ttl_ns)
+{
+    slock_memo_ttl = ttl_ns;
+}
+
+static bool slock_memo_hit(const void *addr, uint32_t word)
+{
+    if (!slock_memo_ttl)
+        return false;
+    for (unsigned i = 0; i < SLOCK_MEMO; i++)
+        if (slock_memo[i].addr == addr) {
+            if (slock_memo[i].word == word && mono_ns() < slock_memo[i].until)
+                return true;
+            slock_memo[i].addr = NULL;
+        }
+    return false;
+}
+
+static void slock_memo_add(const void *addr, uint32_t word)
+{
+    if (!slock_memo_ttl)
+        return;
+    unsigned i = slock_memo_next++ % SLOCK_MEMO;
+    slock_memo[i].addr = addr;
+    slock_memo[i].word = word;
+    slock_memo[i].until = mono_ns() + slock_memo_ttl;
+}
+
+/* When a wait starting now must end (mono_ns() scale). */
+static uint64_t slock_wait_deadline(void)
+{
+    uint64_t now = mono_ns(), limit = slock_wait_limit();
+    uint64_t d = now + limit < now ? UINT64_MAX : now + limit;
+    if (slock_deadline_tls && slock_deadline_tls < d)
+        d = slock_deadline_tls;
+    return d;
+}
+
 int slock_lock(struct slock *l)
 {
     uint32_t self = slock_self();
@@ -88,7 +249,12 @@ int slock_lock(struct slock *l)
                          1))
         return SLOCK_ACQUIRED;
 
-    for (int i = 0; i < SLOCK_SPIN; i++) {
+    if (__builtin_expect(slock_memo_ttl != 0, 0) &&
+        slock_memo_hit(l, w & SLOCK_TID_MASK) && slock_tid_alive(w & SLOCK_TID_MASK))
+        return -EBUSY;
+    const uint64_t deadline = slock_wait_deadline();
+    /* A process that must not wait (limit 0) only tries. */
+    for (int i = 0; i < SLOCK_SPIN && slock_wait_limit() != 0; i++) {
         cpu_relax();
         w = atomic_load_explicit(&l->word, memory_order_relaxed);
         if (w == 0 && atomic_compare_exchange_weak_explicit(&l->word, &w, self,
@@ -114,12 +280,19 @@ int slock_lock(struct slock *l)
                 return SLOCK_RECOVERED;
             continue;
         }
+        uint64_t now = mono_ns();
+        if (now >= deadline) {
+            slock_memo_add(l, owner);
+            return -EBUSY; /* a waiters bit we set costs the owner one wake */
+        }
         if (!(w & SLOCK_WAITERS) &&
             !atomic_compare_exchange_weak_explicit(&l->word, &w, w | SLOCK_WAITERS,
                                                    memory_order_relaxed,
                                                    memory_order_relaxed))
             continue;
-        struct timespec dl = mono_deadline_after_ns(SLOCK_RECHECK_NS);
+        uint64_t until = deadline - now < SLOCK_RECHECK_NS ? deadline : now + SLOCK_RECHECK_NS;
+        struct timespec dl = {.tv_sec = (time_t)(until / 1000000000u),
+                              .tv_nsec = (long)(until % 1000000000u)};
         futex_wait(&l->word, w | SLOCK_WAITERS, &dl);
     }
 }
@@ -165,22 +338,34 @@ bool slock_membarrier_register(void)
     return true;
 }
 
-int bslock_revoke_locked(struct bslock *b)
+/* Waits for a revoked bias holder to leave its section, at most the wait
+ * limit (without wait: not at all). The deadline is read from the clock only
+ * once there is something to wait for: most revokes find no bias. */
+static int bslock_revoke_until(struct bslock *b, bool wait)
 {
-    uint32_t holder = atomic_load_explicit(&b->bias, memory_order_relaxed);
-    if (holder == 0)
+    uint64_t deadline = 0;
+    const uint32_t v = atomic_load_explicit(&b->bias, memory_order_relaxed);
+    if (v == 0)
         return SLOCK_ACQUIRED;
-    atomic_store_explicit(&b->bias, 0, memory_order_relaxed);
-    /* After this, the holder either saw the bias gone or shows busy. */
-    if (syscall(SYS_membarrier, MEMBARRIER_CMD_GLOBAL_EXPEDITED, 0, 0) != 0)
-        atomic_thread_fence(memory_order_seq_cst); /* cannot fail once registered */
+    const uint32_t holder = v & SLOCK_TID_MASK;
+    if (__builtin_expect(slock_memo_ttl != 0, 0) &&
+        atomic_load_explicit(&b->busy, memory_order_relaxed) && slock_memo_hit(&b->busy, holder))
+        return -EBUSY; /* timed out on this holder lately: not again so soon */
+    if (!(v & BSLOCK_REVOKED)) {
+        /* The word keeps naming the holder (for the next revoker, should we
+         * give up, and for mbqd's watch), but no longer equals its id. */
+        atomic_store_explicit(&b->bias, holder | BSLOCK_REVOKED, memory_order_relaxed);
+        /* After this, the holder either saw the bias gone or shows busy. */
+        if (syscall(SYS_membarrier, MEMBARRIER_CMD_GLOBAL_EXPEDITED, 0, 0) != 0)
+            atomic_thread_fence(memory_order_seq_cst); /* cannot fail once registered */
+    }
     int r = SLOCK_ACQUIRED;
     /* Spin as for an slock, then sleep in growing slices (the holder does
      * not wake us: its exit is a plain store, so we poll), checking between
      * slices whether the holder died inside its section. */
     uint64_t slice = 50000;
     for (unsigned i = 0; atomic_load_explicit(&b->busy, memory_order_acquire); i++) {
-        if (i < SLOCK_SPIN) {
+        if (i < SLOCK_SPIN && wait) {
             cpu_relax();
             continue;
         }
@@ -189,15 +374,62 @@ int bslock_revoke_locked(struct bslock *b)
             r = SLOCK_RECOVERED;
             break;
         }
-        struct timespec dl = mono_deadline_after_ns(slice);
+        if (wait && deadline == 0)
+            deadline = slock_wait_deadline();
+        uint64_t now = mono_ns();
+        if (now >= deadline) {
+            /* Still inside, alive: give up. The bias stays revoked and
+             * naming the holder, so the next revoker waits for it (and
+             * checks its liveness) again. */
+            slock_memo_add(&b->busy, holder);
+            return -EBUSY;
+        }
+        uint64_t until = deadline - now < slice ? deadline : now + slice;
+        struct timespec dl = {.tv_sec = (time_t)(until / 1000000000u),
+                              .tv_nsec = (long)(until % 1000000000u)};
         futex_wait(&b->busy, 1, &dl);
         if (slice < SLOCK_RECHECK_NS)
             slice *= 2;
     }
+    atomic_store_explicit(&b->bias, 0, memory_order_relaxed); /* under the slock, as every write */
     uint32_t t = b->threshold ? b->threshold : BSLOCK_STREAK;
     b->threshold = t < BSLOCK_STREAK_MAX ? t * 2 : t;
     b->streak = 0;
     return r;
+}
+
+int bslock_revoke_locked(struct bslock *b)
+{
+    return bslock_revoke_until(b, true);
+}
+
+/* After the slock came back as r: revokes the bias (waiting or not) and
+ * counts the streak; the outcome for the caller (the slock is released on
+ * -EBUSY). */
+static int bslock_enter_locked(struct bslock *b, int r, bool wait, uint32_t self)
+{
+    int v = bslock_revoke_until(b, wait);
+    if (v < 0) {
+        slock_unlock(&b->lock);
+        return v;
+    }
+    if (v == SLOCK_RECOVERED)
+        r = SLOCK_RECOVERED;
+    if (b->streak_tid == self) {
+        b->streak++;
+    } else {
+        b->streak_tid = self;
+        b->streak = 1;
+    }
+    return r;
+}
+
+int bslock_trylock(struct bslock *b)
+{
+    int r = slock_trylock(&b->lock);
+    if (r < 0)
+        return r;
+    return bslock_enter_locked(b, r, false, slock_self());
 }
 
 int bslock_lock(struct bslock *b)
@@ -213,15 +445,9 @@ int bslock_lock(struct bslock *b)
         atomic_store_explicit(&b->busy, 0, memory_order_release);
     }
     int r = slock_lock(&b->lock);
-    if (bslock_revoke_locked(b) == SLOCK_RECOVERED)
-        r = SLOCK_RECOVERED;
-    if (b->streak_tid == self) {
-        b->streak++;
-    } else {
-        b->streak_tid = self;
-        b->streak = 1;
-    }
-    return r;
+    if (r < 0)
+        return r;
+    return bslock_enter_locked(b, r, true, self);
 }
 
 void bslock_unlock(struct bslock *b, int how)

@@ -10,9 +10,33 @@
  * guards before using it. Sleepers wake periodically to repeat that check,
  * so a holder's death never wedges anyone for longer than SLOCK_RECHECK_NS.
  *
- * Limits: owners are identified by thread id, so processes sharing a lock
- * must share a pid namespace; a thread id reused by a new process in the
- * window before the check would look alive (pid_max makes that rare). */
+ * Nobody waits forever: a holder that is alive but does not let go (stopped,
+ * looping, or a forged owner a peer wrote into the word) is waited for at
+ * most the caller's wait limit, after which the lock call fails with -EBUSY
+ * and the lock is not held. The limit is per process (slock_set_wait_limit;
+ * SLOCK_WAIT_DEFAULT_NS for clients, a few milliseconds in mbqd, which must
+ * never wait on shared memory) and can be shortened per thread by a
+ * deadline (slock_set_deadline; a blocking call with a timeout sets its
+ * own). Only the slow path reads either: the uncontended lock is unchanged.
+ *
+ * Owners. A lock word names its owner in one of two forms. A process
+ * connected to mbqd has a client id that the daemon assigned (at Hello) and
+ * whose liveness it publishes in a table the process maps read-only: its
+ * threads own locks as SLOCK_CID | id << SLOCK_CID_SHIFT | a per-process
+ * thread index, and "is the owner dead" is one load from that table — the
+ * daemon's decision, the same in every pid namespace. A process without a
+ * connection (shm/-only tools and tests, the daemon-less demo, a fork child
+ * that did not connect, a thread that took a lock before its process
+ * connected) owns locks by kernel thread id, judged with kill() and /proc,
+ * which only works within one pid namespace; thread ids never reach
+ * SLOCK_CID (pid_max is at most 2^22). A process that never had a table
+ * (it never connected, nor did the process it was forked from) sees every
+ * client-id owner as dead: it can only share segments with processes like
+ * itself, so such a word is a scribble.
+ *
+ * Limits: a thread id reused by a new process in the window before the
+ * check would look alive (pid_max makes that rare); the daemon never gives
+ * out again an id that a lock word still names (see daemon/identity.c). */
 #ifndef MBQ_SHM_LOCK_H
 #define MBQ_SHM_LOCK_H
 
@@ -21,9 +45,25 @@
 #include <stdint.h>
 
 #define SLOCK_WAITERS 0x80000000u
-#define SLOCK_TID_MASK 0x3fffffffu
+#define SLOCK_TID_MASK 0x3fffffffu /* the owner, either form */
+#define SLOCK_CID 0x20000000u      /* the owner is a client id (else a thread id) */
+#define SLOCK_CID_SHIFT 16
+#define SLOCK_CID_MAX 0x1fffu      /* ids 1..SLOCK_CID_MAX; 1 is mbqd's own */
+#define SLOCK_INDEX_MASK 0xffffu   /* the thread index within the process: unique
+                                    * among its live threads (a 65537th
+                                    * concurrent thread uses its thread id) */
+
+/* The liveness table mbqd writes and clients map read-only: live[id] != 0
+ * while the process that has id is alive (or may still be: the daemon
+ * marks it dead only once it has exited). pid[] is the daemon's view of
+ * that process's pid, for the daemon's own use across restarts. */
+struct slock_ids {
+    _Atomic uint32_t live[SLOCK_CID_MAX + 1];
+    uint32_t pid[SLOCK_CID_MAX + 1];
+};
 #define SLOCK_SPIN 1000            /* ~25 us of pause on this class of machine */
 #define SLOCK_RECHECK_NS 20000000u /* 20 ms */
+#define SLOCK_WAIT_DEFAULT_NS 1000000000u /* 1 s: a client's bound on one lock */
 
 struct slock {
     _Atomic uint32_t word;
@@ -43,10 +83,44 @@ static inline uint32_t slock_self(void)
     uint32_t t = slock_tid_cache;
     return __builtin_expect(t != 0, 1) ? t : slock_self_slow();
 }
-/* Whether the thread with this id exists and is not a zombie. */
-bool slock_tid_alive(uint32_t tid);
+/* The calling thread's kernel id, cached, for what stays within one process
+ * (which thread owns a process-local cache); never stored in a segment. */
+extern _Thread_local uint32_t slock_ktid_cache;
+uint32_t slock_kernel_tid_slow(void);
+static inline uint32_t slock_kernel_tid(void)
+{
+    uint32_t t = slock_ktid_cache;
+    return __builtin_expect(t != 0, 1) ? t : slock_kernel_tid_slow();
+}
+/* Whether the owner a lock word names is alive: for a client id, what the
+ * liveness table says; for a thread id, whether that thread exists and is
+ * not a zombie. */
+bool slock_tid_alive(uint32_t owner);
+/* This process is client id of mbqd, whose liveness table ids (mapped
+ * read-only, never unmapped) says who is alive: threads that take their
+ * first lock from now on (and the calling thread) own locks as that id. A
+ * fork child goes back to thread ids until it connects itself. */
+void slock_set_identity(uint32_t id, const struct slock_ids *ids);
+/* The client id this process owns locks as (0: none). */
+uint32_t slock_identity(void);
 
-/* Blocks until the lock is held. Returns SLOCK_ACQUIRED or SLOCK_RECOVERED. */
+/* The longest this process waits for any one lock (ns; 0: never waits,
+ * only tries). Set once at start-up (mbqd) or left at the default. */
+void slock_set_wait_limit(uint64_t ns);
+uint64_t slock_wait_limit(void);
+/* For a process that must answer others while it waits (mbqd): once a
+ * wait for a lock timed out, a lock that still shows the same live owner
+ * fails at once for ttl_ns, so that a stopped holder costs the caller one
+ * wait per ttl, not one per call. 0 (the default): off. */
+void slock_set_stuck_memo(uint64_t ttl_ns);
+/* A CLOCK_MONOTONIC deadline (mono_ns() scale; 0: none) that bounds this
+ * thread's lock waits on top of the process limit; returns the previous
+ * one, for the caller to restore. */
+uint64_t slock_set_deadline(uint64_t deadline_ns);
+
+/* Waits for the lock, at most the wait limit (see above). Returns
+ * SLOCK_ACQUIRED, SLOCK_RECOVERED, or -EBUSY: a live owner kept it that
+ * long; the lock is not held and nothing was changed. */
 int slock_lock(struct slock *l);
 /* Takes the lock if it is free, or if its owner is dead (then returns
  * SLOCK_RECOVERED); returns -EBUSY otherwise. Never sleeps. */
@@ -54,6 +128,17 @@ int slock_trylock(struct slock *l);
 void slock_unlock(struct slock *l);
 /* Whether the calling thread holds the lock. */
 bool slock_held_by_self(const struct slock *l);
+/* The owner recorded in the lock word (0: free). */
+static inline uint32_t slock_owner(const struct slock *l)
+{
+    return atomic_load_explicit(&((struct slock *)l)->word, memory_order_relaxed) &
+           SLOCK_TID_MASK;
+}
+/* Takes the lock from an owner the caller has decided is not entitled to it
+ * (a forged or scribbled word, judged by mbqd), provided the word still
+ * holds owner. Returns SLOCK_RECOVERED (repair, then unlock, which wakes
+ * the waiters) or -EBUSY if the word changed meanwhile. */
+int slock_take_from(struct slock *l, uint32_t owner);
 
 /* bslock: an slock with a bias, for locks that one thread takes over and
  * over (the producer side of a queue with one producer).
@@ -77,11 +162,14 @@ bool slock_held_by_self(const struct slock *l);
  * Processes that may hold a bias register for expedited membarrier once;
  * where the kernel lacks it, no bias is ever given and this is an slock. */
 #define BSLOCK_STREAK 64u
+#define BSLOCK_REVOKED 0x40000000u
 #define BSLOCK_STREAK_MAX (1u << 20)
 
 struct bslock {
     struct slock lock;
-    _Atomic uint32_t bias;      /* thread id holding the bias, 0 none */
+    _Atomic uint32_t bias;      /* thread id holding the bias, 0 none; with
+                                 * BSLOCK_REVOKED: revoked, and that thread
+                                 * may still be inside (busy) */
     _Atomic uint32_t busy;      /* the bias holder is inside (written by it only) */
     uint32_t streak_tid;        /* these three: under the slock */
     uint32_t streak;
@@ -107,13 +195,19 @@ static inline bool slock_membarrier_ready(void)
  * of an asymmetric Dekker pair); a local full fence where unavailable. */
 void slock_heavy_barrier(void);
 
-/* SLOCK_ACQUIRED, SLOCK_RECOVERED (repair first) or BSLOCK_BIASED. */
+/* SLOCK_ACQUIRED, SLOCK_RECOVERED (repair first) or BSLOCK_BIASED; -EBUSY
+ * when the slock's owner or a bias holder inside its section kept it past
+ * the wait limit (nothing is held then). */
 int bslock_lock(struct bslock *b);
+/* As bslock_lock, but never waits for a live holder: -EBUSY at once. */
+int bslock_trylock(struct bslock *b);
 /* how: what bslock_lock returned. */
 void bslock_unlock(struct bslock *b, int how);
 /* Makes sure nobody holds the bias (for callers about to hold the slock a
  * long time, e.g. taking a whole queue). Call with the slock held. Returns
- * SLOCK_RECOVERED if the holder died inside its section. */
+ * SLOCK_RECOVERED if the holder died inside its section, -EBUSY if a live
+ * holder stayed inside past the wait limit (the slock is still held, the
+ * bias is gone: the caller unlocks and gives up). */
 int bslock_revoke_locked(struct bslock *b);
 
 #endif

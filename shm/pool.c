@@ -181,8 +181,17 @@ static inline uint64_t pool_data_off(const struct pool *p)
     return (uint64_t)(p->data - (uint8_t *)p->seg.base);
 }
 
-/* A pid (or tid) from the segment names a live task. Values that cannot be
- * task ids count as dead, so a scribbled slot is reclaimed, not kept. */
+/* How this process names itself in its client slot: by its client id where
+ * it has one (shm/lock.h), so that the slot means the same process in every
+ * pid namespace, else by its pid. */
+static uint32_t pool_self_id(void)
+{
+    uint32_t id = slock_identity();
+    return id ? SLOCK_CID | id << SLOCK_CID_SHIFT : (uint32_t)getpid();
+}
+
+/* A pid, tid or client id from the segment names a live task. Values that
+ * cannot be owners count as dead, so a scribbled slot is reclaimed, not kept. */
 static bool pool_task_alive(uint32_t v)
 {
     v &= ~POOL_PID_RECLAIMING;
@@ -420,10 +429,37 @@ static bool pool_lists_ok_locked(struct pool *p)
 
 /* ---- lock ---- */
 
-static void pool_lock(struct pool *p)
+/* 0 with the lock held (repaired first if a dead owner left it, or if a
+ * caller that could not get the lock left work for a repair), or -EBUSY:
+ * a live owner kept it past the wait limit (see slock_lock); not held. */
+static int pool_lock(struct pool *p)
 {
-    if (slock_lock(&p->sh->lock) == SLOCK_RECOVERED)
+    int r = slock_lock(&p->sh->lock);
+    if (__builtin_expect(r < 0, 0))
+        return r;
+    if (r == SLOCK_RECOVERED || (RD(p->sh->flags) & POOL_F_NEEDS_REPAIR)) {
         pool_repair_locked(p);
+        __atomic_fetch_and(&p->sh->flags, ~POOL_F_NEEDS_REPAIR, __ATOMIC_RELAXED);
+    }
+    return 0;
+}
+
+/* A step that needed the lock and could not get it left a block for the
+ * repair to file (a freed block still marked used): the next holder runs it. */
+static void pool_mark_repair(struct pool *p)
+{
+    __atomic_fetch_or(&p->sh->flags, POOL_F_NEEDS_REPAIR, __ATOMIC_RELAXED);
+}
+
+/* A block we punched while AGING, that we cannot file cold for want of the
+ * lock: it is given up as an ager's that died (no ager), which the repair
+ * files cold. Nobody else writes an AGING block whose ager is alive. */
+static void pool_orphan_aging(struct pool *p, uint32_t idx, uint32_t tid)
+{
+    struct pool_block *b = &p->blocks[idx];
+    if (RD(b->state) == POOL_BLOCK_AGING && RD(b->reserved0) == tid)
+        __atomic_store_n(&b->reserved0, 0, __ATOMIC_RELAXED);
+    pool_mark_repair(p);
 }
 
 static void pool_unlock(struct pool *p)
@@ -637,7 +673,10 @@ static void pool_free_block(struct pool *p, uint32_t idx, uint64_t expect)
 {
     struct pool_shared *sh = p->sh;
     struct pool_block *b = &p->blocks[idx];
-    pool_lock(p);
+    if (pool_lock(p) < 0) {
+        pool_mark_repair(p); /* unreferenced but not filed: the repair files it */
+        return;
+    }
     sh->frees++;
     /* A repair between our CAS and our lock may have filed the block, and it
      * may even have been allocated since: then it is not ours to file. */
@@ -659,7 +698,10 @@ static void pool_free_block(struct pool *p, uint32_t idx, uint64_t expect)
     b->reserved0 = tid;
     pool_unlock(p);
     (void)pool_punch(p, idx, 1);
-    pool_lock(p);
+    if (pool_lock(p) < 0) {
+        pool_orphan_aging(p, idx, tid);
+        return;
+    }
     if (RD(b->state) == POOL_BLOCK_AGING && RD(b->reserved0) == tid &&
         atomic_load_explicit(&b->ref, memory_order_acquire) == expect)
         pool_push_cold_locked(p, idx);
@@ -708,9 +750,9 @@ static bool pool_cache_adopt(struct pool *p, uint32_t self, uint32_t o)
             return false;
         atomic_store_explicit(&p->cache.checked_ns, now, memory_order_relaxed);
     }
-    if ((uint32_t)getpid() != p->pid)
+    if (pool_self_id() != p->pid)
         return false;
-    if (o != 0 && !(syscall(SYS_tgkill, (pid_t)p->pid, (pid_t)o, 0) < 0 && errno == ESRCH))
+    if (o != 0 && !(syscall(SYS_tgkill, getpid(), (pid_t)o, 0) < 0 && errno == ESRCH))
         return false; /* the owner lives */
     return atomic_compare_exchange_strong_explicit(&p->cache.owner, &o, self,
                                                    memory_order_acq_rel, memory_order_relaxed);
@@ -723,7 +765,8 @@ static inline bool pool_cache_enter(struct pool *p)
 {
     if (!p->cache.max || (RD(p->sh->flags) & POOL_F_INVALIDATED))
         return false;
-    uint32_t self = slock_self(), o = atomic_load_explicit(&p->cache.owner, memory_order_relaxed);
+    /* the kernel id: the owner is checked with tgkill within this process */
+    uint32_t self = slock_kernel_tid(), o = atomic_load_explicit(&p->cache.owner, memory_order_relaxed);
     if (__builtin_expect(o == self, 1))
         return true;
     return pool_cache_adopt(p, self, o);
@@ -826,7 +869,8 @@ static uint32_t pool_cache_fill_locked(struct pool *p)
 static void pool_cache_spill(struct pool *p)
 {
     const uint32_t k = p->cache.n / 2, mine = POOL_RC_CACHED | p->slot;
-    pool_lock(p);
+    if (pool_lock(p) < 0)
+        return; /* the cache stays full: the next free goes to the pool */
     const uint64_t now = pool_clock_ns(); /* under the lock: the warm list stays in order */
     for (uint32_t i = 0; i < k; i++) {
         uint32_t idx = p->cache.idx[i];
@@ -1014,7 +1058,12 @@ static uint64_t pool_reclaim_holdings(struct pool *p, uint32_t slot)
  * the pool's, before the slot is freed or reused. */
 static void pool_finish_slot(struct pool *p, uint32_t slot, uint64_t n)
 {
-    pool_lock(p);
+    if (pool_lock(p) < 0) {
+        /* Cached blocks of the slot stay cached until a repair finds no
+         * live cache holds them; the counters are lost. */
+        pool_mark_repair(p);
+        return;
+    }
     p->sh->reclaimed += n;
     pool_uncache_locked(p, slot, true, pool_clock_ns(), 0);
     pool_fold_counters_locked(p, slot);
@@ -1027,7 +1076,7 @@ static void pool_finish_slot(struct pool *p, uint32_t slot, uint64_t n)
  * that are already ours. */
 static int pool_claim_slot(struct pool *p)
 {
-    uint32_t self = (uint32_t)getpid();
+    uint32_t self = pool_self_id();
     for (uint32_t s = 0; s < POOL_MAX_CLIENTS; s++) {
         uint32_t v = 0;
         if (atomic_compare_exchange_strong(&p->clients[s].pid, &v, self)) {
@@ -1202,7 +1251,7 @@ void pool_detach(struct pool *p)
 {
     if (!p || !p->sh)
         return;
-    uint32_t self = (uint32_t)getpid();
+    uint32_t self = pool_self_id();
     uint32_t v = self;
     /* Only our own slot: a fork child that inherited this struct must not
      * release its parent's references. */
@@ -1226,10 +1275,10 @@ int pool_alloc(struct pool *p, uint64_t size, uint64_t *handle_out)
     struct pool_shared *sh = p->sh;
     uint32_t idx = 0, gen = 0;
     bool cached = false;
+    int lr = 0;
     if (pool_cache_enter(p)) {
         cached = pool_cache_pop(p, &idx, &gen);
-        if (!cached) {
-            pool_lock(p);
+        if (!cached && (lr = pool_lock(p)) == 0) {
             /* Checked again under the lock, which invalidate sets the flag
              * under: a pool invalidated since pool_cache_enter() (and
              * flushed already, maybe) must not have its blocks cached. */
@@ -1248,7 +1297,8 @@ int pool_alloc(struct pool *p, uint64_t size, uint64_t *handle_out)
         }
     }
     if (!cached) {
-        pool_lock(p);
+        if (lr < 0 || (lr = pool_lock(p)) < 0)
+            return lr;
         for (int attempt = 0;; attempt++) {
             int e = pool_take_locked(p, &idx, &gen);
             if (e > 0 && p->cache.max) /* no caches in this pool: nothing to take */
@@ -1433,8 +1483,10 @@ static int pool_age_out_impl(struct pool *p, uint64_t now, bool force)
     bool repaired = false;
 
     /* Client caches first: flush takes every cached block back; age-out
-     * the ones that sat in a cache a whole period (see pool.h). */
-    pool_lock(p);
+     * the ones that sat in a cache a whole period (see pool.h). A lock that
+     * stays held fails the call, which mbqd retries on its next tick. */
+    if (pool_lock(p) < 0)
+        return -EBUSY;
     const uint64_t period = RD(sh->age_out_ns);
     if (force)
         pool_uncache_locked(p, POOL_NONE, true, pool_clock_ns(), 0); /* miss none */
@@ -1446,7 +1498,10 @@ static int pool_age_out_impl(struct pool *p, uint64_t now, bool force)
         uint32_t idx[POOL_AGE_BATCH], sorted[POOL_AGE_BATCH];
         uint64_t ref[POOL_AGE_BATCH];
         uint32_t k = 0;
-        pool_lock(p);
+        if (pool_lock(p) < 0) {
+            err = -EBUSY;
+            break;
+        }
         const uint64_t age = RD(sh->age_out_ns);
         while (k < POOL_AGE_BATCH && total + k < p->block_count) {
             int e = pool_detach_tail_locked(p, now, age, force, tid, &idx[k], &ref[k]);
@@ -1481,7 +1536,12 @@ static int pool_age_out_impl(struct pool *p, uint64_t now, bool force)
             i = j;
         }
 
-        pool_lock(p);
+        if (pool_lock(p) < 0) {
+            for (uint32_t i = 0; i < k; i++)
+                pool_orphan_aging(p, idx[i], tid);
+            err = -EBUSY;
+            break;
+        }
         for (uint32_t i = 0; i < k; i++) {
             struct pool_block *b = &p->blocks[idx[i]];
             /* Still ours unless a repair filed it meanwhile. */
@@ -1514,8 +1574,10 @@ int pool_invalidate(struct pool *p)
 {
     if (!p || !p->sh)
         return -EINVAL;
-    pool_lock(p);
-    __atomic_store_n(&p->sh->flags, RD(p->sh->flags) | POOL_F_INVALIDATED, __ATOMIC_SEQ_CST);
+    int r = pool_lock(p);
+    if (r < 0)
+        return r;
+    __atomic_fetch_or(&p->sh->flags, POOL_F_INVALIDATED, __ATOMIC_SEQ_CST); /* see pool_mark_repair */
     /* The other half of pool_cache_keep's ordering: the flag, then the
      * flush's reads of the ref words. */
     atomic_thread_fence(memory_order_seq_cst);
@@ -1529,7 +1591,7 @@ int pool_reclaim_slot(struct pool *p, uint32_t slot)
 {
     if (!p || !p->sh || slot >= POOL_MAX_CLIENTS)
         return -EINVAL;
-    const uint32_t self = (uint32_t)getpid();
+    const uint32_t self = pool_self_id();
     _Atomic uint32_t *pid = &p->clients[slot].pid;
     uint32_t v = atomic_load(pid);
     for (;;) {
@@ -1552,7 +1614,7 @@ int pool_reclaim_dead(struct pool *p)
 {
     if (!p || !p->sh)
         return -EINVAL;
-    const uint32_t self = (uint32_t)getpid();
+    const uint32_t self = pool_self_id();
     uint64_t total = 0;
     for (uint32_t s = 0; s < POOL_MAX_CLIENTS; s++) {
         _Atomic uint32_t *pid = &p->clients[s].pid;
@@ -1569,12 +1631,32 @@ int pool_reclaim_dead(struct pool *p)
      * counters a peer scribbled on, are found here and the lists rebuilt.
      * (mbqd reclaims per client, with pool_reclaim_slot, when a connection
      * drops; this sweep is for callers without a daemon.) */
-    pool_lock(p);
+    if (pool_lock(p) < 0)
+        return pool_clamp_int(total);
     p->sh->reclaimed += total;
     if (!pool_lists_ok_locked(p))
         pool_repair_locked(p);
     pool_unlock(p);
     return pool_clamp_int(total);
+}
+
+/* ---- locks others hold ---- */
+
+uint32_t pool_lock_owner(const struct pool *p)
+{
+    return p && p->sh ? slock_owner(&p->sh->lock) : 0;
+}
+
+int pool_break_lock(struct pool *p, uint32_t owner)
+{
+    if (!p || !p->sh || owner == 0)
+        return -EINVAL;
+    if (slock_take_from(&p->sh->lock, owner) != SLOCK_RECOVERED)
+        return 0;
+    pool_repair_locked(p);
+    __atomic_fetch_and(&p->sh->flags, ~POOL_F_NEEDS_REPAIR, __ATOMIC_RELAXED);
+    pool_unlock(p);
+    return 1;
 }
 
 /* ---- inspection ---- */
@@ -1589,7 +1671,9 @@ int pool_stats(struct pool *p, struct pool_stats *out)
     uint32_t cached = 0;
     for (uint32_t i = 0; i < p->block_count; i++)
         cached += rc_cached(ref_count(atomic_load_explicit(&p->blocks[i].ref, memory_order_relaxed)));
-    pool_lock(p);
+    /* mbqd asks: a lock that stays held gives figures read without it
+     * rather than no answer. */
+    bool locked = pool_lock(p) == 0;
     uint64_t allocs = RD(sh->allocs), frees = RD(sh->frees);
     for (uint32_t s = 0; s < POOL_MAX_CLIENTS; s++) {
         allocs += atomic_load_explicit(&p->clients[s].allocs, memory_order_relaxed);
@@ -1611,8 +1695,10 @@ int pool_stats(struct pool *p, struct pool_stats *out)
         .alloc_failures = RD(sh->alloc_failures),
         .reclaimed = RD(sh->reclaimed),
         .invalidated = (RD(sh->flags) & POOL_F_INVALIDATED) != 0,
+        .approximate = !locked,
     };
-    pool_unlock(p);
+    if (locked)
+        pool_unlock(p);
     return 0;
 }
 

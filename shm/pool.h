@@ -135,7 +135,7 @@ struct pool_shared {
     struct seg_header hdr;
     uint64_t block_size;
     uint32_t block_count;
-    uint32_t flags; /* POOL_F_INVALIDATED */
+    uint32_t flags; /* POOL_F_*; set with atomic or, some without the lock */
     uint64_t age_out_ns;
     uint64_t clients_off, holdings_off, blocks_off, data_off; /* from segment start */
     uint8_t pad0[8];
@@ -153,6 +153,7 @@ struct pool_shared {
 };
 
 #define POOL_F_INVALIDATED 1u
+#define POOL_F_NEEDS_REPAIR 2u /* a step could not take the lock: repair at the next */
 
 struct pool {
     struct seg seg;
@@ -185,6 +186,7 @@ struct pool_stats {
     uint32_t cached; /* free blocks in client caches (counted in warm too) */
     uint64_t allocs, frees, aged_out, alloc_failures, reclaimed;
     bool invalidated;
+    bool approximate; /* the pool lock stayed held: figures read without it */
 };
 
 /* Creates a pool and attaches the caller as its first client.
@@ -237,6 +239,14 @@ int pool_reclaim_dead(struct pool *p);
  * it learns a client died). */
 int pool_reclaim_slot(struct pool *p, uint32_t slot);
 int pool_stats(struct pool *p, struct pool_stats *out);
+/* The owner (thread id form, 0: none) the pool lock names now, for mbqd's
+ * watch over owners that are not entitled to it. */
+uint32_t pool_lock_owner(const struct pool *p);
+/* Takes the pool lock from owner, whom the caller judged not entitled to it
+ * (forged, scribbled, or gone), provided it still names owner; repairs the
+ * pool and lets go (waking its waiters). 1 if broken, 0 if the lock moved
+ * on meanwhile. Never waits. */
+int pool_break_lock(struct pool *p, uint32_t owner);
 /* References held by this process (sum of its holdings). */
 uint64_t pool_held_by_self(struct pool *p);
 

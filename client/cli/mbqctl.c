@@ -257,6 +257,8 @@ static void json_object_fields(FILE *f, const mbq_object_info *o, bool with_stat
                     o->high_water, o->total_size, o->triggers, o->end_of_data ? "true" : "false");
             json_num(f, duration_seconds(o->duration));
             fprintf(f, ",\"forged_entries\":%" PRIu64, o->forged_entries);
+            fprintf(f, ",\"approximate\":%s,\"lock_takeovers\":%" PRIu64,
+                    o->approximate ? "true" : "false", o->lock_takeovers);
         }
         break;
     case MBQ_OBJECT_SIMPLE_QUEUE:
@@ -273,6 +275,9 @@ static void json_object_fields(FILE *f, const mbq_object_info *o, bool with_stat
                        ",\"invalidated\":%s",
                     o->blocks_used, o->blocks_warm, o->blocks_cold, o->allocations, o->frees,
                     o->aged_out, o->invalidated ? "true" : "false");
+        if (with_stats)
+            fprintf(f, ",\"approximate\":%s,\"lock_takeovers\":%" PRIu64,
+                    o->approximate ? "true" : "false", o->lock_takeovers);
         break;
     }
 }
@@ -413,6 +418,8 @@ static void print_stat_text(const mbq_object_info *o)
         printf("triggers:      %u\n", o->triggers);
         printf("forged:        %" PRIu64 " entries naming a pool not bound to the queue\n",
                o->forged_entries);
+        printf("lock takeovers: %" PRIu64 "%s\n", o->lock_takeovers,
+               o->approximate ? " (a lock stays held: figures approximate)" : "");
         break;
     case MBQ_OBJECT_SIMPLE_QUEUE:
         printf("capacity:      %d\n", o->sq_capacity);
@@ -426,6 +433,8 @@ static void print_stat_text(const mbq_object_info *o)
         printf("frees:         %" PRIu64 "\n", o->frees);
         printf("aged out:      %" PRIu64 "\n", o->aged_out);
         printf("invalidated:   %s\n", o->invalidated ? "yes" : "no");
+        printf("lock takeovers: %" PRIu64 "%s\n", o->lock_takeovers,
+               o->approximate ? " (a lock stays held: figures approximate)" : "");
         break;
     }
     size_t max = sizeof(o->clients) / sizeof(o->clients[0]);

@@ -606,7 +606,8 @@ static int64_t object_id_of(mbq_client *c, const char *name)
 enum {
     A_SETUP = 1,    /* owner: pool, sorted queue with 10 buffers, trigger, simple queue */
     A_FIRED,        /* owner: v0 = ms to wait for the trigger; reply v0 = fired */
-    A_STAT,         /* any: a control call (reconnects if need be); reply status */
+    A_STAT,         /* any: a control call (reconnects if need be); reply status,
+                       v1 = the process's client id */
     A_OPEN_STREAM,  /* producer/consumer: create/open the stream pool and queue */
     A_PRODUCE,      /* v0 = n */
     A_CONSUME,      /* v0 = n; reply v0 = consumed in order, v1 = errors */
@@ -754,6 +755,7 @@ static int sd_actor(int cmd, int rep, void *arg)
             mbq_object_info info;
             r.status = h_stat(s.c, m.s, &info);
             r.v[0] = (int64_t)info.object_id;
+            r.v[1] = mbq_client_id(s.c); /* after the call: reconnected if need be */
             break;
         }
         case A_OPEN_STREAM: {
@@ -856,7 +858,8 @@ static void notify_protocol_body(void)
     snprintf(name, sizeof(name), "trg-%lld-%016llx", (long long)qid, (unsigned long long)tok);
     CHECK(mgr_store_find(&M, name) >= 0);
     CHECK_EQ(mgr_store_count(&M, "state-"), 1);
-    CHECK_EQ(mgr_store_count(&M, ""), 4);
+    CHECK_EQ(mgr_store_count(&M, "ids"), 1); /* the client id table */
+    CHECK_EQ(mgr_store_count(&M, ""), 5);
     /* the stored segment is the pool, as a new process would map it */
     if (segfd >= 0) {
         struct stat st;
@@ -878,20 +881,24 @@ static void notify_protocol_body(void)
     CHECK(mgr_store_find(&M, name) < 0);
     snprintf(name, sizeof(name), "seg-%lld", (long long)qid);
     CHECK(mgr_store_find(&M, name) < 0);
-    CHECK_EQ(mgr_store_count(&M, ""), 2);
+    CHECK_EQ(mgr_store_count(&M, ""), 3);
     CHECK(mgr_wait_status(&M, "serving 1 object to 1 client", 5000));
 
     /* SIGTERM: STOPPING=1, exit 0, the store untouched: `systemctl restart`. */
+    uint32_t client_id = mbq_client_id(c);
+    CHECK(client_id >= 2);
     unsigned removes = mgr_removes(&M);
     CHECK(mgr_stop(&M));
     CHECK_EQ(mgr_removes(&M), removes);
-    CHECK_EQ(mgr_store_count(&M, ""), 2);
+    CHECK_EQ(mgr_store_count(&M, ""), 3);
     REQUIRE(mgr_start(&M, NULL) == 0);
     REQUIRE(mgr_wait_ready(&M));
     CHECK(mgr_status_has(&M, "(1 restored)"));
     /* the client reconnects at its next call and keeps its pool */
     mbq_object_info info;
     CHECK_STATUS(h_stat(c, "n/pool", &info), 0);
+    /* and its client id: lock words name it (the table was in the store) */
+    CHECK_EQ(mbq_client_id(c), client_id);
     CHECK_EQ((int64_t)info.object_id, pid_);
     CHECK_EQ(info.open_count, 1); /* reattached */
     mbq_buffer b;
@@ -928,6 +935,9 @@ static void crash_restores_everything_body(void)
     CHECK_STATUS(r.status, 0);
 
     CHECK_EQ(stream(&prod, &cons, 200), 200); /* also maps spool in the consumer */
+    REQUIRE(call(&prod, A_STAT, 0, "cam/stream", &r) == 0);
+    int64_t prod_id = r.v[1];
+    CHECK(prod_id >= 2);
 
     mbq_client *c = connect_client("checker");
     REQUIRE(c);
@@ -970,6 +980,10 @@ static void crash_restores_everything_body(void)
     CHECK_EQ(stream(&prod, &cons, 200), 200);
     REQUIRE(call(&prod, A_STAT, 0, "cam/stream", &r) == 0);
     CHECK_STATUS(r.status, 0);
+    /* its client id came back with it (the lock words it holds name it): a
+     * new table would have given the checker, first to say Hello, id 2 and
+     * the producer another */
+    CHECK_EQ(r.v[1], prod_id);
     REQUIRE(call(&cons, A_STAT, 0, "cam/spool", &r) == 0);
     CHECK_STATUS(r.status, 0);
     CHECK_EQ(stream(&prod, &cons, 100), 100);

@@ -34,6 +34,13 @@
  *    object), -EMSGSIZE (a request too large for a packet) and -ENOMEM.
  *    The lists below name these as "control errors". When the daemon
  *    refuses a request, mbq_client_last_error() has its explanation.
+ *  - No call waits forever on another process: a data-plane call that needs
+ *    a lock held by a process that does not let go (stopped, hung, or one
+ *    that forged the lock word) fails with -EBUSY after 1 s, or after its
+ *    own timeout if shorter (mbq_buffer_queue_dequeue_wait), having done
+ *    nothing; it may be retried. A control-plane call on such an object
+ *    fails with -EBUSY and the daemon's explanation. mbqd takes back, within
+ *    about a second, a lock whose owner does not have the object open.
  *
  * Deviations from Core Media, because objects live in fixed-size shared
  * memory:
@@ -119,6 +126,11 @@ int mbq_default_socket_path(char *buf, size_t len);
  * and must add it again after a dispatch that returned 0 following a
  * daemon restart. */
 int mbq_client_fd(mbq_client *client);
+/* The id mbqd gave this process (0: none): the owner named in the lock
+ * words of shared memory that this process's threads hold, the same in
+ * every pid namespace. For diagnostics (mbqctl stat shows lock owners by
+ * it). Thread-safe. */
+uint32_t mbq_client_id(mbq_client *client);
 /* Handles what the daemon pushed (new trigger eventfds for open queues)
  * without blocking while the connection is up. When the daemon went away
  * and keeps its objects across restarts, reconnects (see mbq_connect; this
@@ -507,6 +519,9 @@ typedef struct mbq_object_info {
     /* buffer queue (stat only): entries naming a pool not bound to the
      * queue, which the daemon ignored and consumers refused */
     uint64_t forged_entries;
+    /* stat only, buffer queues and pools: */
+    bool approximate;        /* a lock stayed held: counters read without it */
+    uint64_t lock_takeovers; /* locks mbqd took from owners not entitled to them */
 } mbq_object_info;
 
 /* What one user is charged: the objects it owns and their bytes, for as

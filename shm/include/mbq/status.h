@@ -47,6 +47,11 @@ enum {
  *   -ESTALE    a buffer handle refers to a block that has since been freed
  *              (its generation no longer matches).
  *   -ETIMEDOUT a blocking call's deadline passed.
+ *   -EBUSY     a lock of the object stayed held by a live process that does
+ *              not let go (stopped, hung, or a forged owner) for the wait
+ *              limit: 1 s in a client (or the call's own timeout, if
+ *              shorter), 10 ms in mbqd. Nothing was done; the call may be
+ *              retried. mbqd takes a forged lock back within about a second.
  *   -EAGAIN    a non-blocking dequeue found nothing (where a status is
  *              returned rather than a NULL/0 value). */
 
