@@ -121,11 +121,47 @@ static int hook_validate(void *ctx, const struct bq_entry *e)
     return v.callback(q, (mbq_buffer){.pool_ = p, .handle_ = e->handle}, v.refcon);
 }
 
+/* The pools in which this thread holds a queue's move intent (which 0 and
+ * 1), and the pool a dequeue found unmapped (pool_id + 1; 0: none). */
+static _Thread_local struct mbq_pool *queue_moving[2];
+static _Thread_local uint32_t queue_unmapped;
+
+/* A reference of an entry's buffer changes hands (see "Accounting" in
+ * shm/pool.h): the intent goes into the buffer's pool. A pool not mapped
+ * here cannot hold it: the dequeue fails and its wrapper maps the pool and
+ * tries again (opening it here would put a daemon round trip under the
+ * head lock). */
+static int hook_move_begin(void *ctx, uint32_t pool_id, uint64_t handle, unsigned which)
+{
+    mbq_buffer_queue *q = ctx;
+    struct mbq_pool *p = pool_table_lookup(q->client, pool_id, queue_hint);
+    if (unlikely(!p)) {
+        queue_moving[which & 1] = NULL;
+        queue_unmapped = pool_id + 1;
+        return QUEUE_POOL_MISSING;
+    }
+    pool_move_begin(&p->pool, handle, which);
+    queue_moving[which & 1] = p;
+    return 0;
+}
+
+static void hook_move_end(void *ctx, uint32_t pool_id, unsigned which)
+{
+    (void)ctx;
+    (void)pool_id;
+    struct mbq_pool *p = queue_moving[which & 1];
+    queue_moving[which & 1] = NULL;
+    if (p)
+        pool_move_end(&p->pool, which);
+}
+
 static const struct bq_hooks queue_hooks_template = {
     .retain = hook_retain,
     .release = hook_release,
     .is_ready = hook_is_ready,
     .validate = hook_validate,
+    .move_begin = hook_move_begin,
+    .move_end = hook_move_end,
 };
 
 /* After an operation: opens a pool the is_ready hook could not read and lets
@@ -482,18 +518,28 @@ static int queue_enqueue(mbq_buffer_queue *queue, mbq_buffer buffer, bool take)
     e.pool_id = (uint32_t)p->object_id;
     e.flags = 0;
     memset(e.attachments, 0, sizeof(e.attachments));
-    /* A hand-over moves the caller's holding to the queue first: a death
-     * before the entry is published then leaks the reference, never frees
-     * a buffer a queue names (pool.h). */
-    int r = take ? pool_disown(&p->pool, buffer.handle_) : 0;
-    if (r < 0)
-        return r;
+    /* A hand-over moves the caller's holding to the queue first, under an
+     * intent that lasts until the entry is in: a death in between leaves
+     * the refcount one too high for the reclaimer's recount, never a
+     * buffer a queue names freed (shm/pool.h). */
+    int r = 0;
+    if (take) {
+        pool_move_begin(&p->pool, buffer.handle_, 0);
+        r = pool_disown(&p->pool, buffer.handle_);
+        if (r < 0) {
+            pool_move_end(&p->pool, 0);
+            return r;
+        }
+    }
     queue_sync_triggers(queue);
     queue_hint = p;
     r = take ? bq_enqueue_take(&queue->bq, &e) : bq_enqueue(&queue->bq, &e);
     queue_hint = NULL;
-    if (take && r != 0)
-        (void)pool_adopt(&p->pool, buffer.handle_); /* still the caller's */
+    if (take) {
+        if (r != 0)
+            (void)pool_adopt(&p->pool, buffer.handle_); /* still the caller's */
+        pool_move_end(&p->pool, 0);
+    }
     queue_settle(queue);
     return r;
 }
@@ -508,23 +554,34 @@ int mbq_buffer_queue_enqueue_and_release(mbq_buffer_queue *queue, mbq_buffer buf
     return queue_enqueue(queue, buffer, true);
 }
 
-/* The queue's reference in e becomes the caller's buffer. */
+/* The queue's reference in e becomes the caller's buffer: the holding,
+ * then the end of the intent the move_begin hook set before the entry
+ * left the queue. */
 static int queue_adopt(mbq_buffer_queue *q, const struct bq_entry *e, mbq_buffer *out)
 {
-    struct mbq_pool *p = pool_table_lookup(q->client, e->pool_id, NULL);
-    int r = 0;
-    if (unlikely(!p)) {
-        /* The first buffer from this pool: map it (once per client). If that
-         * fails the reference cannot be accounted for and leaks. */
-        r = pool_table_resolve(q->client, e->pool_id, &p);
-        if (r < 0)
-            return r;
-    }
-    r = pool_adopt(&p->pool, e->handle);
+    (void)q;
+    struct mbq_pool *p = queue_moving[0];
+    if (unlikely(!p))
+        return -ESTALE; /* cannot happen: the hook mapped the pool */
+    int r = pool_adopt(&p->pool, e->handle);
+    hook_move_end(NULL, e->pool_id, 0);
     if (r < 0)
         return r;
     *out = (mbq_buffer){.pool_ = p, .handle_ = e->handle};
     return 0;
+}
+
+/* A dequeue refused because the head's pool is not mapped here: maps it
+ * (once per client, typically at the first buffer from that pool). True
+ * when the dequeue should be tried again. */
+static bool queue_map_unmapped(mbq_buffer_queue *q, int r)
+{
+    if (r != QUEUE_POOL_MISSING || !queue_unmapped)
+        return false;
+    uint32_t id = queue_unmapped - 1;
+    queue_unmapped = 0;
+    struct mbq_pool *p;
+    return pool_table_resolve(q->client, id, &p) == 0;
 }
 
 int mbq_buffer_queue_dequeue_and_retain(mbq_buffer_queue *queue, mbq_buffer *out)
@@ -533,8 +590,15 @@ int mbq_buffer_queue_dequeue_and_retain(mbq_buffer_queue *queue, mbq_buffer *out
         return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
     struct bq_entry e;
     queue_sync_triggers(queue);
-    int r = bq_dequeue(&queue->bq, &e);
+    int r;
+    for (int tries = 0;; tries++) {
+        r = bq_dequeue(&queue->bq, &e);
+        if (tries == 2 || !queue_map_unmapped(queue, r))
+            break;
+    }
     queue_settle(queue);
+    if (r == QUEUE_POOL_MISSING)
+        r = -EAGAIN; /* the head kept changing pools under us */
     return r ? r : queue_adopt(queue, &e, out);
 }
 
@@ -548,9 +612,12 @@ int mbq_buffer_queue_dequeue_if_data_ready_and_retain(mbq_buffer_queue *queue, m
     for (int tries = 0;; tries++) {
         r = bq_dequeue_if_ready(&queue->bq, &e);
         /* "not ready" may mean "its pool is not mapped here yet" */
-        if (!(queue_settle(queue) && r == -EAGAIN && tries < 2))
+        bool mapped = queue_settle(queue) && r == -EAGAIN;
+        if (tries >= 2 || !(mapped || queue_map_unmapped(queue, r)))
             break;
     }
+    if (r == QUEUE_POOL_MISSING)
+        r = -EAGAIN;
     return r ? r : queue_adopt(queue, &e, out);
 }
 
@@ -560,8 +627,17 @@ int mbq_buffer_queue_dequeue_wait(mbq_buffer_queue *queue, int64_t timeout_ns, m
         return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
     struct bq_entry e;
     queue_sync_triggers(queue);
-    int r = bq_dequeue_wait(&queue->bq, &e, timeout_ns);
+    int r;
+    /* A retry after mapping a pool waits its whole timeout again: at most
+     * twice, once per client and pool. */
+    for (int tries = 0;; tries++) {
+        r = bq_dequeue_wait(&queue->bq, &e, timeout_ns);
+        if (tries == 2 || !queue_map_unmapped(queue, r))
+            break;
+    }
     queue_settle(queue);
+    if (r == QUEUE_POOL_MISSING)
+        r = -EAGAIN;
     return r ? r : queue_adopt(queue, &e, out);
 }
 

@@ -792,6 +792,28 @@ bool registry_pid_has_pool_slot(Registry *r, pid_t pid)
     return false;
 }
 
+/* The entries naming (pool, handle) in every buffer queue the daemon
+ * serves, for a pool's recount of a block a dead client was moving. A
+ * queue names the pool by its object id. Without any lock: -EAGAIN when a
+ * queue was moving entries (pool_audit then retries later). */
+static int registry_count_refs(void *ctx, uint64_t handle, uint64_t *n)
+{
+    Object *pool = ctx;
+    uint64_t total = 0;
+    list_for_each_safe(it, &pool->registry->objects) {
+        Object *o = list_entry(it, Object, link);
+        if (o->kind != OBJECT_BUFFER_QUEUE)
+            continue;
+        uint64_t k = 0;
+        int e = bq_count_refs(&o->bq, pool->id, handle, &k);
+        if (e < 0)
+            return e;
+        total += k;
+    }
+    *n = total;
+    return 0;
+}
+
 uint64_t registry_reclaim_pid(Registry *r, pid_t pid, unsigned *pools_out)
 {
     uint64_t released = 0;
@@ -805,7 +827,11 @@ uint64_t registry_reclaim_pid(Registry *r, pid_t pid, unsigned *pools_out)
                 if (atomic_load_explicit(&p->clients[s].pid, memory_order_acquire) !=
                     (uint32_t)pid)
                     continue;
-                int n = pool_reclaim_slot(p, s);
+                int n = pool_reclaim_slot_ex(p, s, registry_count_refs, o);
+                if (pool_audit_pending(p))
+                    log_msg(LOG_LEVEL_DEBUG,
+                            "pool %u '%s': a block pid %d was moving is recounted later",
+                            o->id, o->name, (int)pid);
                 if (n > 0)
                     released += (uint64_t)n;
                 found = true;
@@ -821,6 +847,11 @@ void registry_age_out(Registry *r, uint64_t now)
 {
     list_for_each_safe(it, &r->pools) {
         Object *o = list_entry(it, Object, pool_link);
+        /* Recounts that had to wait (a live client moving the same block, a
+         * queue mid-move) are retried here, every tick until done. */
+        if (pool_audit_pending(&o->pool) &&
+            pool_audit_retry(&o->pool, registry_count_refs, o) == 0)
+            log_msg(LOG_LEVEL_DEBUG, "pool %u '%s': deferred recounts done", o->id, o->name);
         /* Lock-free hints read from the segment: with nothing free and
          * resident there is nothing to age, and the pool's lock is left
          * alone. A scribbled count can only delay this pool's own age-out. */
