@@ -1,0 +1,340 @@
+/* kill -9 at any instruction leaks no pool block (shm/pool.h "Accounting").
+ *
+ * A child process loops over every public operation that moves a buffer
+ * reference or holding — allocate, set timing, retain, release, enqueue and
+ * enqueue_and_release into a FIFO queue, a PTS-sorted drop-oldest queue and
+ * a small FIFO drop-oldest queue, dequeue, dequeue_if_data_ready,
+ * dequeue_wait (sometimes 2 ms on an empty queue), copy_head, reset (plain
+ * and with a callback), call_for_each, a few held allocations — choosing
+ * each step with a seeded PRNG (every other batch: allocate and release
+ * only, MBQ_TORTURE_MIX=all|alloc fixes one), and is killed with SIGKILL a random 0–5 ms
+ * after it enters the loop (one kill in ten, MBQ_TORTURE_EARLY_PCT percent,
+ * is timed from the fork instead, so that it may land in the connection
+ * and the opens). After each batch of kills the queues are reset, and
+ * the pool must be back to zero blocks in use within 2 s (polled, no fixed
+ * wait): no leak at all. Then a fresh producer/consumer pair moves buffers
+ * through each queue and checks them.
+ *
+ * MBQ_TORTURE_KILLS sets the number of kills (default 500; 200 under ASan),
+ * MBQ_TORTURE_SEED the seed (default: from the clock; printed either way,
+ * so that a failing run can be repeated). A long run:
+ *   MBQ_TORTURE_KILLS=5000 build/tests/integration/test_kill_torture
+ * Printed: kills, leaked blocks, the worst time from a batch's last kill
+ * to all its blocks back, and how many recounts the daemon made. */
+#include "harness.h"
+
+#include <sys/wait.h>
+
+static struct mbqd D;
+
+#define POOL_BLOCKS 64
+#define BATCH 50
+#define BOUND_MS 2000
+
+static const char *const QNAMES[3] = {"t/fifo", "t/pts", "t/drop"};
+
+static uint64_t rng_next(uint64_t *s)
+{
+    uint64_t x = *s;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return *s = x;
+}
+
+struct loop {
+    mbq_client *c;
+    mbq_pool *pool;
+    mbq_buffer_queue *q[3];
+    mbq_buffer held[4];
+    int nheld;
+    uint64_t rng;
+    int64_t pts;
+};
+
+static void reset_cb(mbq_buffer b, void *refcon)
+{
+    (void)b;
+    ++*(int *)refcon;
+}
+
+static int for_each_cb(mbq_buffer b, void *refcon)
+{
+    (void)b;
+    return ++*(int *)refcon > 100;
+}
+
+static void drop_one(mbq_buffer b)
+{
+    mbq_buffer_release(b);
+}
+
+/* One step, chosen by the PRNG. Errors (a full queue, an empty one, a
+ * pool momentarily without a free block) are part of the game. */
+static bool alloc_only; /* MBQ_TORTURE_MIX=alloc: allocate and release only */
+
+static void step(struct loop *L)
+{
+    uint64_t r = rng_next(&L->rng);
+    if (alloc_only)
+        r &= ~(uint64_t)15;
+    mbq_buffer b, c;
+    mbq_buffer_queue *q = L->q[(r >> 8) % 3];
+    int n = 0;
+    switch (r % 16) {
+    case 0: /* allocate, set timing, release */
+        if (mbq_pool_allocate(L->pool, 64, &b) == 0) {
+            mbq_buffer_set_timing(b, MBQ_TIME_INVALID, h_time(L->pts++, 1000), h_time(1, 1000));
+            drop_one(b);
+        }
+        break;
+    case 1:
+    case 2: /* enqueue a copy, release ours */
+        if (mbq_pool_allocate(L->pool, 64, &b) == 0) {
+            mbq_buffer_set_timing(b, MBQ_TIME_INVALID, h_time((int64_t)(r >> 20) % 64, 1000),
+                                  h_time(1, 1000));
+            mbq_buffer_queue_enqueue(q, b);
+            drop_one(b);
+        }
+        break;
+    case 3:
+    case 4: /* hand ours over */
+        if (mbq_pool_allocate(L->pool, 64, &b) == 0) {
+            mbq_buffer_set_timing(b, MBQ_TIME_INVALID, h_time((int64_t)(r >> 20) % 64, 1000),
+                                  h_time(1, 1000));
+            if (mbq_buffer_queue_enqueue_and_release(q, b) != 0)
+                drop_one(b);
+        }
+        break;
+    case 5: /* the same buffer in two queues */
+        if (mbq_pool_allocate(L->pool, 64, &b) == 0) {
+            mbq_buffer_set_timing(b, MBQ_TIME_INVALID, h_time(L->pts++, 1000), h_time(1, 1000));
+            mbq_buffer_queue_enqueue(L->q[0], b);
+            if (mbq_buffer_queue_enqueue_and_release(L->q[1], b) != 0)
+                drop_one(b);
+        }
+        break;
+    case 6:
+    case 7:
+        if (mbq_buffer_queue_dequeue_and_retain(q, &b) == 0)
+            drop_one(b);
+        break;
+    case 8:
+        if (mbq_buffer_queue_dequeue_if_data_ready_and_retain(q, &b) == 0)
+            drop_one(b);
+        break;
+    case 9: /* waits 20 us, one time in eight 2 ms (a victim asleep would
+             * mostly be killed asleep) */
+        if (mbq_buffer_queue_dequeue_wait(q, (r >> 40) % 8 ? 20000 : 2000000, &b) == 0)
+            drop_one(b);
+        break;
+    case 10: /* copy the head, retain and release it */
+        if (mbq_buffer_queue_copy_head(q, &b) == 0) {
+            if (mbq_buffer_retain(b) == 0)
+                drop_one(b);
+            drop_one(b);
+        }
+        break;
+    case 11: /* hold a few */
+        if (L->nheld == 4) {
+            drop_one(L->held[--L->nheld]);
+        } else if (mbq_pool_allocate(L->pool, 64, &b) == 0) {
+            L->held[L->nheld++] = b;
+        }
+        break;
+    case 12: /* a second reference to a held one, dropped again */
+        if (L->nheld) {
+            c = L->held[(r >> 12) % (unsigned)L->nheld];
+            if (mbq_buffer_retain(c) == 0)
+                drop_one(c);
+        }
+        break;
+    case 13:
+        if ((r >> 30) % 4 == 0)
+            mbq_buffer_queue_reset_with_callback(q, reset_cb, &n);
+        else if ((r >> 30) % 4 == 1)
+            mbq_buffer_queue_reset(q);
+        break;
+    case 14:
+        mbq_buffer_queue_call_for_each_buffer(q, for_each_cb, &n);
+        break;
+    case 15: /* enqueue a held one (a copy), keep holding it */
+        if (L->nheld)
+            mbq_buffer_queue_enqueue(q, L->held[0]);
+        break;
+    }
+}
+
+static int victim(struct mbqd *d, uint64_t seed, int ready_fd)
+{
+    struct loop L;
+    memset(&L, 0, sizeof L);
+    L.rng = seed | 1;
+    L.c = h_connect(d, "victim");
+    if (!L.c || mbq_pool_open(L.c, "t/pool", &L.pool) != 0)
+        return 3;
+    for (int i = 0; i < 3; i++)
+        if (mbq_buffer_queue_open(L.c, QNAMES[i], &L.q[i]) != 0)
+            return 4;
+    /* the pool mapped before the loop, as any producer has it */
+    char b = 1;
+    if (ready_fd >= 0 && write(ready_fd, &b, 1) != 1)
+        return 5;
+    for (;;)
+        step(&L);
+}
+
+static pid_t spawn_victim(uint64_t seed, int ready_fd, int other_fd)
+{
+    pid_t parent = getpid();
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        h_child_setup(parent);
+        if (other_fd >= 0)
+            close(other_fd);
+        _exit(victim(&D, seed, ready_fd));
+    }
+    return pid;
+}
+
+/* A fresh producer and consumer move n buffers through each queue. */
+static void check_queues_work(void)
+{
+    mbq_client *pc = h_connect(&D, "producer"), *cc = h_connect(&D, "consumer");
+    REQUIRE(pc && cc);
+    mbq_pool *pp;
+    REQUIRE(mbq_pool_open(pc, "t/pool", &pp) == 0);
+    for (int i = 0; i < 3; i++) {
+        mbq_buffer_queue *pq, *cq;
+        REQUIRE(mbq_buffer_queue_open(pc, QNAMES[i], &pq) == 0);
+        REQUIRE(mbq_buffer_queue_open(cc, QNAMES[i], &cq) == 0);
+        for (int k = 0; k < 3; k++) {
+            mbq_buffer b;
+            CHECK_STATUS(h_alloc_retry(pp, 64, &b), 0);
+            uint32_t *d = mbq_buffer_get_data(b, NULL);
+            REQUIRE(d);
+            d[0] = 0xabc0u + (uint32_t)k;
+            mbq_buffer_set_timing(b, MBQ_TIME_INVALID, h_time(k, 1000), h_time(1, 1000));
+            CHECK_STATUS(mbq_buffer_queue_enqueue_and_release(pq, b), 0);
+        }
+        for (int k = 0; k < 3; k++) {
+            mbq_buffer b;
+            CHECK_STATUS(mbq_buffer_queue_dequeue_wait(cq, 2000000000ll, &b), 0);
+            const uint32_t *d = mbq_buffer_get_data(b, NULL);
+            CHECK(d && d[0] == 0xabc0u + (uint32_t)k);
+            CHECK_STATUS(mbq_buffer_release(b), 0);
+        }
+        mbq_buffer_queue_close(pq);
+        mbq_buffer_queue_close(cq);
+    }
+    mbq_pool_close(pp);
+    mbq_disconnect(pc);
+    mbq_disconnect(cc);
+}
+
+static long env_long(const char *name, long dflt)
+{
+    const char *v = getenv(name);
+    return v && *v ? strtol(v, NULL, 0) : dflt;
+}
+
+static void kill9_at_random_points_leaks_nothing(void)
+{
+#if defined(__SANITIZE_ADDRESS__)
+    const long dflt_kills = 200;
+#else
+    const long dflt_kills = 500;
+#endif
+    const long kills = env_long("MBQ_TORTURE_KILLS", dflt_kills);
+    uint64_t seed = (uint64_t)env_long("MBQ_TORTURE_SEED", (long)(h_now_ns() & 0x7fffffff));
+    printf("seed=%" PRIu64 " kills=%ld (MBQ_TORTURE_SEED, MBQ_TORTURE_KILLS)\n", seed, kills);
+    REQUIRE(mbqd_start(&D) == 0);
+    mbq_client *c = h_connect(&D, "owner");
+    REQUIRE(c);
+    mbq_pool *pool;
+    mbq_pool_options po = h_pool_opts(4096, POOL_BLOCKS);
+    REQUIRE(mbq_pool_create(c, "t/pool", &po, &pool) == 0);
+    mbq_buffer_queue *q[3];
+    mbq_buffer_queue_options qo = h_bq_opts(8, MBQ_ORDER_FIFO);
+    REQUIRE(mbq_buffer_queue_create(c, QNAMES[0], &qo, &q[0]) == 0);
+    qo = h_bq_opts(8, MBQ_ORDER_PRESENTATION_TIME);
+    qo.full_policy = MBQ_FULL_DROP_OLDEST;
+    REQUIRE(mbq_buffer_queue_create(c, QNAMES[1], &qo, &q[1]) == 0);
+    qo = h_bq_opts(4, MBQ_ORDER_FIFO);
+    qo.full_policy = MBQ_FULL_DROP_OLDEST;
+    REQUIRE(mbq_buffer_queue_create(c, QNAMES[2], &qo, &q[2]) == 0);
+
+    const long early_pct = env_long("MBQ_TORTURE_EARLY_PCT", 10);
+    /* MBQ_TORTURE_MIX: "all", "alloc", or (default) batches alternating
+     * between the two: allocate/release alone packs the windows of the
+     * allocator and its caches closest together. */
+    const char *mix = getenv("MBQ_TORTURE_MIX");
+    mix = mix ? mix : "";
+    uint64_t rng = seed | 1;
+    long done = 0, leaked = 0, early = 0;
+    double worst_ms = 0;
+    while (done < kills) {
+        long batch = kills - done < BATCH ? kills - done : BATCH;
+        alloc_only = !strcmp(mix, "alloc") || (strcmp(mix, "all") && (done / BATCH) % 2 == 1);
+        for (long k = 0; k < batch; k++) {
+            uint64_t r = rng_next(&rng);
+            bool at_start = r % 100 < (uint64_t)early_pct;
+            int rd[2];
+            REQUIRE(pipe2(rd, O_CLOEXEC) == 0);
+            pid_t pid = spawn_victim(r >> 8, rd[1], rd[0]);
+            REQUIRE(pid > 0);
+            close(rd[1]);
+            if (!at_start) {
+                char b;
+                /* in the loop: from here the kill lands anywhere in it */
+                if (h_read_full(rd[0], &b, 1, H_HANG_MS) != 0) {
+                    kill(pid, SIGKILL);
+                    waitpid(pid, NULL, 0);
+                    close(rd[0]);
+                    REQUIRE(!"the victim did not start its loop");
+                }
+            } else {
+                early++;
+            }
+            h_pause_us((unsigned)((r >> 32) % 5001)); /* the kill point, not a wait */
+            kill(pid, SIGKILL);
+            int st;
+            while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+                ;
+            close(rd[0]);
+            CHECK(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+        }
+        done += batch;
+        /* Whatever the dead left in the queues goes back; then every block
+         * must come back, within the bound, without a fixed wait. */
+        uint64_t t0 = h_now_ns();
+        for (int i = 0; i < 3; i++)
+            CHECK_STATUS(mbq_buffer_queue_reset(q[i]), 0);
+        int64_t used = h_wait_pool_used(c, "t/pool", 0, BOUND_MS);
+        double ms = (double)(h_now_ns() - t0) / 1e6;
+        if (ms > worst_ms)
+            worst_ms = ms;
+        if (used != 0) {
+            printf("after %ld kills: %" PRId64 " blocks in use\n", done, used);
+            leaked += used > 0 ? used : 0;
+        }
+        CHECK_EQ(used, 0);
+        check_queues_work();
+        if (check_case_failed)
+            break;
+    }
+    printf("kills=%ld (%ld during connect) leaked_blocks=%ld worst_reclaim_ms=%.1f\n", done,
+           early, leaked, worst_ms);
+    mbq_object_info info;
+    CHECK_STATUS(h_stat(c, "t/pool", &info), 0);
+    CHECK_EQ(info.blocks_used, 0);
+    CHECK_EQ(info.client_count, 1); /* every victim's slot is gone */
+    for (int i = 0; i < 3; i++)
+        mbq_buffer_queue_close(q[i]);
+    mbq_pool_close(pool);
+    mbq_disconnect(c);
+    CHECK_MBQD_STOP(&D);
+}
+
+CHECK_MAIN(CASE(kill9_at_random_points_leaks_nothing))
