@@ -530,6 +530,22 @@ static void bq_repair_entries_locked(struct bq *q)
         atomic_store_explicit(&j->active, 0, memory_order_release);
     }
 
+    /* 1b. A FIFO producer that died between storing its entry's publish
+     * mark (which consumers act on at once: consumer_tail) and moving tail:
+     * the entry is in the queue, and a consumer may have taken it already
+     * (head one past tail). Complete the append, so that the next producer
+     * does not write over it (losing its reference) and head never moves
+     * back over it (handing it out twice). */
+    if (q->order == BQ_ORDER_FIFO &&
+        __atomic_load_n(&q->slots[tail & q->mask].seq, __ATOMIC_ACQUIRE) == tail + 1 &&
+        (head == tail + 1 || tail - head < q->capacity)) {
+        tail++;
+        atomic_store_explicit(&sh->tail.ops, atomic_load_explicit(&sh->tail.ops,
+                                                                  memory_order_relaxed) + 1,
+                              memory_order_relaxed);
+        atomic_store_explicit(&sh->tail.index, tail, memory_order_release);
+    }
+
     /* 2. Counters. */
     if (!bq_range_ok(q, head, tail)) {
         head = tail; /* the contents cannot be located: drop them */

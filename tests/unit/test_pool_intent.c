@@ -512,7 +512,67 @@ static void count_refs_sees_entries(void)
     teardown();
 }
 
-CHECK_MAIN(CASE(retain_death_is_recounted), CASE(without_recount_it_leaks),
+/* A FIFO producer killed between storing its entry's publish mark and
+ * moving tail. The entry counts as queued (consumers take it by its mark),
+ * so the repair completes the append: the next producer must not write
+ * over it (its reference would be lost), and once a consumer has taken it,
+ * head must not move back over it (it would be handed out twice). */
+static void fifo_half_published_entry_is_kept(void)
+{
+    setup(true, BQ_ORDER_FIFO);
+    uint64_t h, g, k;
+    REQUIRE(pool_alloc(&E.p, 64, &h) == 0);
+    REQUIRE(pool_alloc(&E.p, 64, &g) == 0);
+    REQUIRE(pool_alloc(&E.p, 64, &k) == 0);
+    /* not taken yet: the repair publishes it, a later append goes after */
+    uint64_t tail = atomic_load(&E.q.sh->tail.index);
+    struct bq_entry e = entry_of(h, 0), out;
+    REQUIRE(pool_retain(&E.p, h, false) == 0); /* the entry's reference */
+    e.seq = tail + 1;
+    bq_slot_write(&E.q, tail, &e);
+    CHECK_EQ(bq_check(&E.q), 0);
+    CHECK_EQ(atomic_load(&E.q.sh->tail.index), tail + 1);
+    struct bq_entry f = entry_of(g, 0);
+    REQUIRE(bq_enqueue(&E.q, &f) == 0);
+    CHECK_EQ(bq_count(&E.q), 2);
+    REQUIRE(bq_dequeue(&E.q, &out) == 0);
+    CHECK_EQ(out.handle, h);
+    pool_adopt(&E.p, h);
+    pool_move_end(&E.p, 0);
+    REQUIRE(bq_dequeue(&E.q, &out) == 0);
+    CHECK_EQ(out.handle, g);
+    pool_adopt(&E.p, g);
+    pool_move_end(&E.p, 0);
+    /* taken already (head one past tail): taken once, not twice */
+    tail = atomic_load(&E.q.sh->tail.index);
+    struct bq_entry x = entry_of(k, 0);
+    REQUIRE(pool_retain(&E.p, k, false) == 0);
+    x.seq = tail + 1;
+    bq_slot_write(&E.q, tail, &x);
+    REQUIRE(bq_dequeue(&E.q, &out) == 0);
+    CHECK_EQ(out.handle, k);
+    pool_adopt(&E.p, k);
+    pool_move_end(&E.p, 0);
+    CHECK_EQ(bq_check(&E.q), 0);
+    CHECK_EQ(bq_count(&E.q), 0);
+    CHECK_EQ(bq_dequeue(&E.q, &out), -EAGAIN);
+    REQUIRE(bq_enqueue(&E.q, &f) == 0);
+    REQUIRE(bq_dequeue(&E.q, &out) == 0);
+    CHECK_EQ(out.handle, g);
+    pool_adopt(&E.p, g);
+    pool_move_end(&E.p, 0);
+    CHECK_EQ(bq_dequeue(&E.q, &out), -EAGAIN);
+    for (int i = 0; i < 2; i++) {
+        CHECK_EQ(pool_release(&E.p, h, true), 0);
+        CHECK_EQ(pool_release(&E.p, k, true), 0);
+    }
+    for (int i = 0; i < 3; i++) /* ours, and two dequeued */
+        CHECK_EQ(pool_release(&E.p, g, true), 0);
+    CHECK_EQ(used_of(&E.p), 0);
+    teardown();
+}
+
+CHECK_MAIN(CASE(fifo_half_published_entry_is_kept), CASE(retain_death_is_recounted), CASE(without_recount_it_leaks),
            CASE(alloc_death_frees_block), CASE(release_death_drops_reference),
            CASE(dequeue_death_frees_block), CASE(dequeue_death_before_removal_keeps_block),
            CASE(handover_death_drops_reference), CASE(reset_death_keeps_queued_reference),
