@@ -5,15 +5,20 @@
  * Data plane. Enqueue copies the buffer's metadata from its pool block into
  * an entry; the queue's reference is taken by the retain hook. Dequeue hands
  * the queue's reference to the caller (pool_adopt counts it as held by this
- * process). No system call and no allocation on these paths once the pools
- * involved are mapped.
+ * process). Each such move runs under an intent record in the buffer's pool
+ * (shm/pool.h "Accounting"): the move hooks set it before the entry leaves
+ * the queue (or before the enqueue's retain) and end it once the new holder
+ * has the reference, so a process killed in between leaks nothing. No
+ * system call and no allocation on these paths once the pools involved are
+ * mapped.
  *
  * Pools met under a queue lock. bq calls the retain hook (copy head), the
  * is_ready hook (dequeue-if-ready, trigger evaluation) and the release hook
  * (reset) with the queue locked; opening a pool there would put a daemon
  * round trip inside a lock every process shares. So a hook that meets a pool
  * this client has not mapped yet does not open it: retain fails with
- * QUEUE_POOL_MISSING and the wrapper opens the pool and retries; is_ready
+ * QUEUE_POOL_MISSING and the wrapper opens the pool and retries (so does the
+ * move hook of a dequeue, which must put its intent in the pool); is_ready
  * says "not ready" and records the pool, which the wrapper opens afterwards
  * before re-evaluating the triggers (queue_settle); reset and for-each open
  * the pools of the queue's entries beforehand, and releases that still miss

@@ -183,6 +183,25 @@ static void object_release_entry(void *ctx, uint32_t pool_id, uint64_t handle)
         pool_release(&p->pool, handle, false);
 }
 
+/* The intent of the daemon's own release of an entry (see "Accounting" in
+ * shm/pool.h), so that no recount ever sees the entry gone and its
+ * reference not yet dropped without knowing. */
+static int object_move_begin(void *ctx, uint32_t pool_id, uint64_t handle, unsigned which)
+{
+    Object *p = registry_lookup_id(ctx, pool_id);
+    if (!p || p->kind != OBJECT_POOL)
+        return -ENOENT;
+    pool_move_begin(&p->pool, handle, which);
+    return 0;
+}
+
+static void object_move_end(void *ctx, uint32_t pool_id, unsigned which)
+{
+    Object *p = registry_lookup_id(ctx, pool_id);
+    if (p && p->kind == OBJECT_POOL)
+        pool_move_end(&p->pool, which);
+}
+
 /* A buffer queue that ceases to exist drops the references its entries
  * hold, so that their blocks go back to their pools. */
 static void object_empty_queue(Object *o)
@@ -190,7 +209,10 @@ static void object_empty_queue(Object *o)
     struct bq_stats st;
     if (bq_stats(&o->bq, &st) == 0 && st.count == 0)
         return;
-    bq_set_hooks(&o->bq, &(struct bq_hooks){.ctx = o->registry, .release = object_release_entry});
+    bq_set_hooks(&o->bq, &(struct bq_hooks){.ctx = o->registry,
+                                            .release = object_release_entry,
+                                            .move_begin = object_move_begin,
+                                            .move_end = object_move_end});
     int r = bq_reset(&o->bq, NULL, NULL);
     if (r < 0)
         log_msg(LOG_LEVEL_WARNING, "queue %u '%s': cannot release its buffers: %d", o->id,

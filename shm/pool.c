@@ -22,7 +22,17 @@
  *  - the warm list is ordered by freed_at_ns (head newest), so age-out only
  *    looks at the tail; warm_count/cold_count/used_count match the lists.
  * The refcount and generation change only by CAS on the 64-bit ref word, so
- * retain/release need no lock; only the free lists do. Every index read from
+ * retain/release need no lock; only the free lists do.
+ *
+ * Reference accounting (pool.h "Accounting"): a live block's refcount is
+ * the sum of the slots' holdings, the queue entries naming it and the moves
+ * in flight, each of those under an intent record of its mover; a move
+ * raises the refcount before it records the new holder and removes a
+ * holder before it lowers the refcount, so a death leaves the refcount too
+ * high, never too low, and the recount of a dead slot's intents
+ * (pool_audit) drops the excess. A recount's audit bit in the ref word is
+ * cleared by every change of the word, so it never acts on a count that
+ * moved under it. Every index read from
  * the segment is read once and bounds-checked: a corrupt list is detected
  * (-EUCLEAN internally) and rebuilt from the descriptors by
  * pool_repair_locked(), never followed out of range or around a cycle. */
@@ -381,7 +391,8 @@ static void pool_repair_locked(struct pool *p)
  * the USED blocks, cached ones included: everything off the lists. A USED block with
  * refcount 0 passes: it is a release between its CAS and the lock, which is
  * normal under load and must not cost a rebuild; if its releaser died in
- * that instant, the block leaks, as pool.h allows for such a death. */
+ * that instant, its intent still names the block, and the recount files it
+ * (pool_audit). */
 static bool pool_lists_ok_locked(struct pool *p)
 {
     struct pool_shared *sh = p->sh;
