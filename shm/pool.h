@@ -276,8 +276,8 @@ typedef int (*pool_count_fn)(void *ctx, uint64_t handle, uint64_t *n);
  * leaves the slot marked pending, and a later call retries it. Returns how
  * many references were released. pool_reclaim_dead(p) is
  * pool_reclaim_dead_ex(p, NULL, NULL): without a way to count queue entries
- * it recounts nothing (a leak, never a wrong free), unless the caller knows
- * no queue holds the pool's buffers. */
+ * it recounts nothing (a leak, never a wrong free); a caller that knows no
+ * queue holds the pool's buffers passes a count that answers 0. */
 int pool_reclaim_dead(struct pool *p);
 int pool_reclaim_dead_ex(struct pool *p, pool_count_fn count, void *ctx);
 /* Releases everything the client in slot holds (the daemon calls this when
