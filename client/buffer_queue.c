@@ -529,12 +529,9 @@ static int queue_enqueue(mbq_buffer_queue *queue, mbq_buffer buffer, bool take)
      * buffer a queue names freed (shm/pool.h). */
     int r = 0;
     if (take) {
-        pool_move_begin(&p->pool, buffer.handle_, 0);
-        r = pool_disown(&p->pool, buffer.handle_);
-        if (r < 0) {
-            pool_move_end(&p->pool, 0);
+        r = pool_disown_begin(&p->pool, buffer.handle_);
+        if (r < 0)
             return r;
-        }
     }
     queue_sync_triggers(queue);
     queue_hint = p;
@@ -568,8 +565,8 @@ static int queue_adopt(mbq_buffer_queue *q, const struct bq_entry *e, mbq_buffer
     struct mbq_pool *p = queue_moving[0];
     if (unlikely(!p))
         return -ESTALE; /* cannot happen: the hook mapped the pool */
-    int r = pool_adopt(&p->pool, e->handle);
-    hook_move_end(NULL, e->pool_id, 0);
+    queue_moving[0] = NULL;
+    int r = pool_adopt_end(&p->pool, e->handle);
     if (r < 0)
         return r;
     *out = (mbq_buffer){.pool_ = p, .handle_ = e->handle};

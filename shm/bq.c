@@ -467,12 +467,11 @@ static int cmp_entry_seq(const void *a, const void *b, void *arg)
     return x->seq < y->seq ? -1 : x->seq > y->seq;
 }
 
-/* Runs with both locks held. Brings the queue back to a consistent state
- * whatever a dead process or a scribbler left behind. */
 static void bq_repair_entries_locked(struct bq *q);
 
-/* The repair moves entries: it runs with journal.moves odd (see
- * bq_count_refs). */
+/* Runs with both locks held. Brings the queue back to a consistent state
+ * whatever a dead process or a scribbler left behind. It moves entries, so
+ * it runs with journal.moves odd (see bq_count_refs). */
 static void bq_repair_locked(struct bq *q)
 {
     _Atomic uint32_t *m = &q->sh->journal.moves;

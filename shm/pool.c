@@ -517,18 +517,40 @@ static struct pool_intent *pool_intent_claim(struct pool_client *c, uint32_t tid
     return rec;
 }
 
-static inline struct pool_intent *pool_intent_rec(struct pool *p)
+/* The calling thread's record when it is not the mapping's first mover:
+ * the thread-local cache, else a claim (which may make it the first). */
+static __attribute__((noinline, cold)) struct pool_intent *
+pool_intent_rec_slow(struct pool *p, uint32_t tid)
 {
     struct pool_client *c = &p->clients[p->slot];
-    uint32_t tid = slock_self();
     for (unsigned i = 0; i < 4; i++) {
         const struct pool_itls *t = &pool_itls[i];
         if (t->c == c && t->tid == tid &&
-            __builtin_expect(atomic_load_explicit(&t->rec->owner, memory_order_relaxed) == tid,
-                             1))
+            atomic_load_explicit(&t->rec->owner, memory_order_relaxed) == tid)
             return t->rec;
     }
-    return pool_intent_claim(c, tid);
+    struct pool_intent *rec = pool_intent_claim(c, tid);
+    uint32_t none = 0;
+    if (rec && atomic_load_explicit(&p->irec_tid, memory_order_relaxed) == 0) {
+        p->irec = rec; /* set once, before irec_tid names its thread */
+        atomic_compare_exchange_strong_explicit(&p->irec_tid, &none, tid, memory_order_release,
+                                                memory_order_relaxed);
+    }
+    return rec;
+}
+
+/* The calling thread's record in this process's slot, NULL when all are
+ * taken. The mapping's first mover (usually its only one) finds it in
+ * struct pool: two loads, no thread-local lookup. */
+static inline struct pool_intent *pool_intent_rec(struct pool *p)
+{
+    uint32_t tid = slock_self();
+    if (__builtin_expect(atomic_load_explicit(&p->irec_tid, memory_order_relaxed) == tid, 1)) {
+        struct pool_intent *rec = p->irec;
+        if (__builtin_expect(atomic_load_explicit(&rec->owner, memory_order_relaxed) == tid, 1))
+            return rec;
+    }
+    return pool_intent_rec_slow(p, tid);
 }
 
 /* What a move holds: the record word it set (w), or the slot's overflow
@@ -537,6 +559,14 @@ struct pool_itok {
     _Atomic uint64_t *w;
     _Atomic uint32_t *ovf;
 };
+
+/* A move without a record (all taken): counted as one of unknown block. */
+static __attribute__((noinline, cold)) struct pool_itok pool_intent_overflow(struct pool *p)
+{
+    _Atomic uint32_t *ovf = &p->clients[p->slot].intent_overflow;
+    atomic_fetch_add_explicit(ovf, 1, memory_order_seq_cst);
+    return (struct pool_itok){NULL, ovf};
+}
 
 /* Opens an intent for handle (0: the block is not chosen yet; the caller
  * names it with pool_intent_point before its first step). */
@@ -555,9 +585,7 @@ static inline struct pool_itok pool_intent_open(struct pool *p, uint64_t handle)
             return (struct pool_itok){w, NULL};
         }
     }
-    _Atomic uint32_t *ovf = &p->clients[p->slot].intent_overflow;
-    atomic_fetch_add_explicit(ovf, 1, memory_order_seq_cst);
-    return (struct pool_itok){NULL, ovf};
+    return pool_intent_overflow(p);
 }
 
 static inline void pool_intent_point(struct pool_itok t, uint64_t handle)
@@ -576,6 +604,15 @@ static inline void pool_intent_close(struct pool_itok t)
         atomic_fetch_sub_explicit(t.ovf, 1, memory_order_release);
 }
 
+/* Clears a recount's audit bit, so that its final CAS fails. */
+static __attribute__((noinline, cold)) void pool_audit_spoil(_Atomic uint64_t *ref, uint64_t r)
+{
+    while ((r & POOL_AUDIT64) &&
+           !atomic_compare_exchange_weak_explicit(ref, &r, ref_plain(r), memory_order_acq_rel,
+                                                  memory_order_relaxed))
+        ;
+}
+
 /* Before a first step that is not a CAS of idx's ref word (a holding's
  * decrement, a queue's removal of an entry): the intent's store, then a
  * look at the ref word; a recount in progress is made to fail now, before
@@ -588,10 +625,8 @@ static inline void pool_intent_fence(struct pool *p, uint32_t idx)
         atomic_thread_fence(memory_order_seq_cst);
     _Atomic uint64_t *ref = &p->blocks[idx].ref;
     uint64_t r = atomic_load_explicit(ref, memory_order_relaxed);
-    while (__builtin_expect((r & POOL_AUDIT64) != 0, 0) &&
-           !atomic_compare_exchange_weak_explicit(ref, &r, ref_plain(r), memory_order_acq_rel,
-                                                  memory_order_relaxed))
-        ;
+    if (__builtin_expect((r & POOL_AUDIT64) != 0, 0))
+        pool_audit_spoil(ref, r);
 }
 
 static inline uint64_t handle_make(uint32_t gen, uint32_t idx)
@@ -599,31 +634,69 @@ static inline uint64_t handle_make(uint32_t gen, uint32_t idx)
     return (uint64_t)gen << 32 | (idx + 1);
 }
 
+/* pool_move_begin for every case its fast path leaves out: a thread not
+ * the mapping's first mover, no record, no membarrier, a recount to spoil. */
+static __attribute__((noinline)) void pool_move_begin_slow(struct pool *p, uint64_t handle,
+                                                           unsigned which)
+{
+    struct pool_intent *rec = pool_intent_rec(p);
+    if (rec)
+        atomic_store_explicit(&rec->h[which], handle, memory_order_relaxed);
+    else
+        (void)pool_intent_overflow(p); /* ended by pool_move_end's which */
+    pool_intent_fence(p, (uint32_t)handle - 1);
+}
+
+/* The fast paths below are leaves (no register saved, one branch to a
+ * slow path): they run on every dequeue and hand-over. */
 void pool_move_begin(struct pool *p, uint64_t handle, unsigned which)
 {
-    uint32_t idx, gen;
-    if (!p || !p->sh || which > 1 || !pool_decode(p, handle, &idx, &gen))
+    const uint32_t idx = (uint32_t)handle - 1;
+    if (__builtin_expect(!p || !p->sh || which > 1 || (handle >> 32) == 0 ||
+                             idx >= p->block_count,
+                         0))
         return;
-    struct pool_intent *rec = pool_intent_rec(p);
-    if (!rec) {
-        /* No record: counted as unknown, ended by pool_move_end's which. */
-        atomic_fetch_add_explicit(&p->clients[p->slot].intent_overflow, 1,
-                                  memory_order_seq_cst);
-    } else {
-        atomic_store_explicit(&rec->h[which], handle, memory_order_relaxed);
+    const uint32_t tid = slock_tid_cache;
+    struct pool_intent *rec = p->irec;
+    if (__builtin_expect(tid == 0 ||
+                             atomic_load_explicit(&p->irec_tid, memory_order_relaxed) != tid ||
+                             atomic_load_explicit(&rec->owner, memory_order_relaxed) != tid ||
+                             !slock_membarrier_ready(),
+                         0)) {
+        pool_move_begin_slow(p, handle, which);
+        return;
     }
-    pool_intent_fence(p, idx);
+    atomic_store_explicit(&rec->h[which], handle, memory_order_relaxed);
+    atomic_signal_fence(memory_order_seq_cst); /* slock_heavy_barrier fences us */
+    _Atomic uint64_t *ref = &p->blocks[idx].ref;
+    uint64_t r = atomic_load_explicit(ref, memory_order_relaxed);
+    if (__builtin_expect((r & POOL_AUDIT64) != 0, 0))
+        pool_audit_spoil(ref, r);
+}
+
+static __attribute__((noinline)) void pool_move_end_slow(struct pool *p, unsigned which)
+{
+    struct pool_intent *rec = pool_intent_rec(p);
+    if (rec) {
+        atomic_store_explicit(&rec->h[which], 0, memory_order_release);
+        return;
+    }
+    _Atomic uint32_t *ovf = &p->clients[p->slot].intent_overflow;
+    if (atomic_load_explicit(ovf, memory_order_relaxed))
+        atomic_fetch_sub_explicit(ovf, 1, memory_order_release);
 }
 
 void pool_move_end(struct pool *p, unsigned which)
 {
-    if (!p || !p->sh || which > 1)
+    if (__builtin_expect(!p || !p->sh || which > 1, 0))
         return;
-    struct pool_intent *rec = pool_intent_rec(p);
-    if (!rec) {
-        _Atomic uint32_t *ovf = &p->clients[p->slot].intent_overflow;
-        if (atomic_load_explicit(ovf, memory_order_relaxed))
-            atomic_fetch_sub_explicit(ovf, 1, memory_order_release);
+    const uint32_t tid = slock_tid_cache;
+    struct pool_intent *rec = p->irec;
+    if (__builtin_expect(tid == 0 ||
+                             atomic_load_explicit(&p->irec_tid, memory_order_relaxed) != tid ||
+                             atomic_load_explicit(&rec->owner, memory_order_relaxed) != tid,
+                         0)) {
+        pool_move_end_slow(p, which);
         return;
     }
     atomic_store_explicit(&rec->h[which], 0, memory_order_release);
@@ -1559,16 +1632,20 @@ int pool_release(struct pool *p, uint64_t handle, bool by_client)
     if (!p || !p->sh || !pool_decode(p, handle, &idx, &gen))
         return -EINVAL;
     struct pool_block *b = &p->blocks[idx];
-    uint64_t r = atomic_load_explicit(&b->ref, memory_order_acquire);
-    if (ref_gen(r) != gen || !rc_live(ref_count(r)))
-        return -ESTALE;
     /* Holding first, refcount second (the mirror of acquire), under an
      * intent that lasts until the block is filed. A process cannot release
-     * a reference it does not hold. */
+     * a reference it does not hold. The intent's fence (for the holding's
+     * decrement, which is not a CAS of the ref word) comes with the load. */
     _Atomic uint32_t *hold = by_client ? pool_holding(p, p->slot, idx) : NULL;
     const struct pool_itok t = pool_intent_open(p, handle);
-    if (hold) {
+    if (hold)
         pool_intent_fence(p, idx);
+    uint64_t r = atomic_load_explicit(&b->ref, memory_order_acquire);
+    if (ref_gen(r) != gen || !rc_live(ref_count(r))) {
+        pool_intent_close(t);
+        return -ESTALE;
+    }
+    if (hold) {
         uint32_t h = atomic_load_explicit(hold, memory_order_relaxed);
         do {
             if (h == 0) {
@@ -1613,19 +1690,14 @@ int pool_disown(struct pool *p, uint64_t handle)
     if (ref_gen(r) != gen || !rc_live(ref_count(r)))
         return -ESTALE;
     _Atomic uint32_t *hold = pool_holding(p, p->slot, idx);
-    /* Normally nested in the caller's pool_move_begin, which lasts until
-     * the entry is in the queue. */
-    const struct pool_itok t = pool_intent_open(p, handle);
-    pool_intent_fence(p, idx);
+    /* Inside the caller's intent (pool_move_begin, which also made a
+     * recount in progress fail), which lasts until the entry is in. */
     uint32_t h = atomic_load_explicit(hold, memory_order_relaxed);
     do {
-        if (h == 0) {
-            pool_intent_close(t);
+        if (h == 0)
             return -EINVAL; /* not ours to hand over */
-        }
     } while (!atomic_compare_exchange_weak_explicit(hold, &h, h - 1, memory_order_relaxed,
                                                     memory_order_relaxed));
-    pool_intent_close(t);
     return 0;
 }
 
@@ -1644,12 +1716,26 @@ int pool_adopt(struct pool *p, uint64_t handle)
     uint64_t r = atomic_load_explicit(&p->blocks[idx].ref, memory_order_acquire);
     if (ref_gen(r) != gen || !rc_live(ref_count(r)))
         return -ESTALE;
-    /* Nested in the dequeue's intent (set before the entry left the queue,
+    /* Inside the dequeue's intent (set before the entry left the queue,
      * cleared by the caller once this holding is recorded). */
-    const struct pool_itok t = pool_intent_open(p, handle);
     atomic_fetch_add_explicit(pool_holding(p, p->slot, idx), 1, memory_order_relaxed);
-    pool_intent_close(t);
     return 0;
+}
+
+int pool_disown_begin(struct pool *p, uint64_t handle)
+{
+    pool_move_begin(p, handle, 0);
+    int r = pool_disown(p, handle);
+    if (r != 0)
+        pool_move_end(p, 0);
+    return r;
+}
+
+int pool_adopt_end(struct pool *p, uint64_t handle)
+{
+    int r = pool_adopt(p, handle);
+    pool_move_end(p, 0);
+    return r;
 }
 
 struct pool_block *pool_block_of(struct pool *p, uint64_t handle)

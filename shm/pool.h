@@ -210,6 +210,10 @@ struct pool {
         uint32_t n, max;
         uint32_t idx[POOL_CACHE_MAX], gen[POOL_CACHE_MAX];
     } cache;
+    /* The intent record of the first thread to move a reference through
+     * this mapping (irec_tid), found without a thread-local lookup. */
+    struct pool_intent *irec;
+    _Atomic uint32_t irec_tid;
 };
 
 struct pool_stats {
@@ -243,12 +247,15 @@ int pool_retain(struct pool *p, uint64_t handle, bool by_client);
 /* Drops a reference; the last one frees the block. 0, -ESTALE, -EINVAL. */
 int pool_release(struct pool *p, uint64_t handle, bool by_client);
 /* A reference moved from a queue entry to this process (dequeue): counts it
- * as held by this process without changing the refcount. */
+ * as held by this process without changing the refcount. Call it inside the
+ * move's intent (pool_move_begin before the entry left the queue,
+ * pool_move_end after this). */
 int pool_adopt(struct pool *p, uint64_t handle);
 /* The opposite: a reference this process holds moves to a queue entry
  * (an enqueue that takes over the caller's reference). The refcount stays;
  * the holding drops. 0, -ESTALE, -EINVAL (not held by this process). A
- * failed hand-over is undone with pool_adopt. */
+ * failed hand-over is undone with pool_adopt. Call it inside the move's
+ * intent (pool_move_begin before, pool_move_end once the entry is in). */
 int pool_disown(struct pool *p, uint64_t handle);
 
 /* The block's descriptor and data for a live handle, or NULL (stale/bad). */
@@ -304,6 +311,12 @@ int pool_audit(struct pool *p, uint64_t handle, pool_count_fn count, void *ctx);
  * pool calls inside the span see the intent and leave it alone. */
 void pool_move_begin(struct pool *p, uint64_t handle, unsigned which);
 void pool_move_end(struct pool *p, unsigned which);
+/* The two ends of the library's hand-overs in one call each (one lookup of
+ * the intent record instead of two): pool_move_begin(which 0) and
+ * pool_disown (the intent is cleared again on failure); pool_adopt and
+ * pool_move_end(which 0) (the intent is cleared whatever the result). */
+int pool_disown_begin(struct pool *p, uint64_t handle);
+int pool_adopt_end(struct pool *p, uint64_t handle);
 int pool_stats(struct pool *p, struct pool_stats *out);
 /* References held by this process (sum of its holdings). */
 uint64_t pool_held_by_self(struct pool *p);
