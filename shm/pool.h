@@ -307,8 +307,11 @@ int pool_audit(struct pool *p, uint64_t handle, pool_count_fn count, void *ctx);
 /* Intents for moves that span more than one pool call (a dequeue: the
  * queue's removal of the entry, then pool_adopt; a hand-over enqueue:
  * pool_disown, then the queue's insertion; a queue's release of an entry
- * it dropped). which: 0 for the operation, 1 for a move nested in it. The
- * pool calls inside the span see the intent and leave it alone. */
+ * it dropped). which: 0 for the operation, 1 for a move nested in it.
+ * pool_retain and pool_release inside the span find the intent naming
+ * their block and leave it alone; pool_adopt and pool_disown rely on it.
+ * Called by one thread at a time per (thread, which); an intent must be
+ * ended by the thread that began it. */
 void pool_move_begin(struct pool *p, uint64_t handle, unsigned which);
 void pool_move_end(struct pool *p, unsigned which);
 /* The two ends of the library's hand-overs in one call each (one lookup of
