@@ -624,7 +624,6 @@ static inline void pool_intent_fence(struct pool *p, uint32_t idx)
     else
         atomic_thread_fence(memory_order_seq_cst);
     _Atomic uint64_t *ref = &p->blocks[idx].ref;
-    __builtin_prefetch(ref, 1); /* about to be written: see pool_move_begin */
     uint64_t r = atomic_load_explicit(ref, memory_order_relaxed);
     if (__builtin_expect((r & POOL_AUDIT64) != 0, 0))
         pool_audit_spoil(ref, r);
@@ -649,34 +648,39 @@ static __attribute__((noinline)) void pool_move_begin_slow(struct pool *p, uint6
 }
 
 /* The fast paths below are leaves (no register saved, one branch to a
- * slow path): they run on every dequeue and hand-over. */
-void pool_move_begin(struct pool *p, uint64_t handle, unsigned which)
+ * slow path): they run on every dequeue and hand-over. Each takes a handle
+ * already decoded (idx) and a pool already checked. */
+static inline bool pool_move_set_fast(struct pool *p, uint32_t idx, uint64_t handle,
+                                      unsigned which)
 {
-    const uint32_t idx = (uint32_t)handle - 1;
-    if (__builtin_expect(!p || !p->sh || which > 1 || (handle >> 32) == 0 ||
-                             idx >= p->block_count,
-                         0))
-        return;
     const uint32_t tid = slock_tid_cache;
     struct pool_intent *rec = p->irec;
     if (__builtin_expect(tid == 0 ||
                              atomic_load_explicit(&p->irec_tid, memory_order_relaxed) != tid ||
                              atomic_load_explicit(&rec->owner, memory_order_relaxed) != tid ||
                              !slock_membarrier_ready(),
-                         0)) {
-        pool_move_begin_slow(p, handle, which);
-        return;
-    }
+                         0))
+        return false;
     atomic_store_explicit(&rec->h[which], handle, memory_order_relaxed);
     atomic_signal_fence(memory_order_seq_cst); /* slock_heavy_barrier fences us */
     _Atomic uint64_t *ref = &p->blocks[idx].ref;
-    /* For writing: a dequeue's consumer releases the block next, and a
-     * line fetched shared now would cross again to be written then (the
-     * round trip measured 20% slower that way). */
-    __builtin_prefetch(ref, 1);
     uint64_t r = atomic_load_explicit(ref, memory_order_relaxed);
     if (__builtin_expect((r & POOL_AUDIT64) != 0, 0))
         pool_audit_spoil(ref, r);
+    return true;
+}
+
+static inline bool pool_move_clear_fast(struct pool *p, unsigned which)
+{
+    const uint32_t tid = slock_tid_cache;
+    struct pool_intent *rec = p->irec;
+    if (__builtin_expect(tid == 0 ||
+                             atomic_load_explicit(&p->irec_tid, memory_order_relaxed) != tid ||
+                             atomic_load_explicit(&rec->owner, memory_order_relaxed) != tid,
+                         0))
+        return false;
+    atomic_store_explicit(&rec->h[which], 0, memory_order_release);
+    return true;
 }
 
 static __attribute__((noinline)) void pool_move_end_slow(struct pool *p, unsigned which)
@@ -691,20 +695,23 @@ static __attribute__((noinline)) void pool_move_end_slow(struct pool *p, unsigne
         atomic_fetch_sub_explicit(ovf, 1, memory_order_release);
 }
 
+void pool_move_begin(struct pool *p, uint64_t handle, unsigned which)
+{
+    const uint32_t idx = (uint32_t)handle - 1;
+    if (__builtin_expect(!p || !p->sh || which > 1 || (handle >> 32) == 0 ||
+                             idx >= p->block_count,
+                         0))
+        return;
+    if (!pool_move_set_fast(p, idx, handle, which))
+        pool_move_begin_slow(p, handle, which);
+}
+
 void pool_move_end(struct pool *p, unsigned which)
 {
     if (__builtin_expect(!p || !p->sh || which > 1, 0))
         return;
-    const uint32_t tid = slock_tid_cache;
-    struct pool_intent *rec = p->irec;
-    if (__builtin_expect(tid == 0 ||
-                             atomic_load_explicit(&p->irec_tid, memory_order_relaxed) != tid ||
-                             atomic_load_explicit(&rec->owner, memory_order_relaxed) != tid,
-                         0)) {
+    if (!pool_move_clear_fast(p, which))
         pool_move_end_slow(p, which);
-        return;
-    }
-    atomic_store_explicit(&rec->h[which], 0, memory_order_release);
 }
 
 /* ---- free lists (pool lock held) ----
@@ -1729,9 +1736,13 @@ int pool_adopt(struct pool *p, uint64_t handle)
 
 int pool_disown_begin(struct pool *p, uint64_t handle)
 {
-    pool_move_begin(p, handle, 0);
+    uint32_t idx, gen;
+    if (!p || !p->sh || !pool_decode(p, handle, &idx, &gen))
+        return -EINVAL;
+    if (!pool_move_set_fast(p, idx, handle, 0))
+        pool_move_begin_slow(p, handle, 0);
     int r = pool_disown(p, handle);
-    if (r != 0)
+    if (__builtin_expect(r != 0, 0))
         pool_move_end(p, 0);
     return r;
 }
@@ -1739,7 +1750,8 @@ int pool_disown_begin(struct pool *p, uint64_t handle)
 int pool_adopt_end(struct pool *p, uint64_t handle)
 {
     int r = pool_adopt(p, handle);
-    pool_move_end(p, 0);
+    if (p && p->sh && !pool_move_clear_fast(p, 0))
+        pool_move_end_slow(p, 0);
     return r;
 }
 
