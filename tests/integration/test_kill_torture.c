@@ -19,10 +19,16 @@
  * MBQ_TORTURE_SEED the seed (default: from the clock; printed either way,
  * so that a failing run can be repeated). A long run:
  *   MBQ_TORTURE_KILLS=5000 build/tests/integration/test_kill_torture
- * Printed: kills, leaked blocks, the worst time from a batch's last kill
- * to all its blocks back, and how many recounts the daemon made. */
+ * Printed: kills, leaked blocks, and the worst time from a batch's last
+ * kill to all its blocks back.
+ *
+ * Beside the victims a survivor process churns the same pool and queues
+ * for the whole run, holding buffers it tags and checks (see survivor()):
+ * a recount that counted short, while it moves references of the blocks
+ * the victims were moving, would free a block under it. */
 #include "harness.h"
 
+#include <poll.h>
 #include <sys/wait.h>
 
 static struct mbqd D;
@@ -73,6 +79,19 @@ static void drop_one(mbq_buffer b)
  * pool momentarily without a free block) are part of the game. */
 static bool alloc_only; /* MBQ_TORTURE_MIX=alloc: allocate and release only */
 
+/* A victim's allocation: it writes over the block's first words, so that
+ * a block freed under the survivor (which checks its own) is noticed. */
+static int victim_alloc(struct loop *L, mbq_buffer *b)
+{
+    int r = mbq_pool_allocate(L->pool, 64, b);
+    if (r == 0) {
+        uint32_t *d = mbq_buffer_get_data(*b, NULL);
+        if (d)
+            d[0] = d[1] = 0xdeadbeefu;
+    }
+    return r;
+}
+
 static void step(struct loop *L)
 {
     uint64_t r = rng_next(&L->rng);
@@ -83,14 +102,14 @@ static void step(struct loop *L)
     int n = 0;
     switch (r % 16) {
     case 0: /* allocate, set timing, release */
-        if (mbq_pool_allocate(L->pool, 64, &b) == 0) {
+        if (victim_alloc(L, &b) == 0) {
             mbq_buffer_set_timing(b, MBQ_TIME_INVALID, h_time(L->pts++, 1000), h_time(1, 1000));
             drop_one(b);
         }
         break;
     case 1:
     case 2: /* enqueue a copy, release ours */
-        if (mbq_pool_allocate(L->pool, 64, &b) == 0) {
+        if (victim_alloc(L, &b) == 0) {
             mbq_buffer_set_timing(b, MBQ_TIME_INVALID, h_time((int64_t)(r >> 20) % 64, 1000),
                                   h_time(1, 1000));
             mbq_buffer_queue_enqueue(q, b);
@@ -99,7 +118,7 @@ static void step(struct loop *L)
         break;
     case 3:
     case 4: /* hand ours over */
-        if (mbq_pool_allocate(L->pool, 64, &b) == 0) {
+        if (victim_alloc(L, &b) == 0) {
             mbq_buffer_set_timing(b, MBQ_TIME_INVALID, h_time((int64_t)(r >> 20) % 64, 1000),
                                   h_time(1, 1000));
             if (mbq_buffer_queue_enqueue_and_release(q, b) != 0)
@@ -107,7 +126,7 @@ static void step(struct loop *L)
         }
         break;
     case 5: /* the same buffer in two queues */
-        if (mbq_pool_allocate(L->pool, 64, &b) == 0) {
+        if (victim_alloc(L, &b) == 0) {
             mbq_buffer_set_timing(b, MBQ_TIME_INVALID, h_time(L->pts++, 1000), h_time(1, 1000));
             mbq_buffer_queue_enqueue(L->q[0], b);
             if (mbq_buffer_queue_enqueue_and_release(L->q[1], b) != 0)
@@ -138,7 +157,7 @@ static void step(struct loop *L)
     case 11: /* hold a few */
         if (L->nheld == 4) {
             drop_one(L->held[--L->nheld]);
-        } else if (mbq_pool_allocate(L->pool, 64, &b) == 0) {
+        } else if (victim_alloc(L, &b) == 0) {
             L->held[L->nheld++] = b;
         }
         break;
@@ -184,18 +203,115 @@ static int victim(struct mbqd *d, uint64_t seed, int ready_fd)
         step(&L);
 }
 
-static pid_t spawn_victim(uint64_t seed, int ready_fd, int other_fd)
+static pid_t spawn_victim(uint64_t seed, int ready_fd, int other_fd, int cmd_fd, int ack_fd)
 {
     pid_t parent = getpid();
     fflush(NULL);
     pid_t pid = fork();
     if (pid == 0) {
         h_child_setup(parent);
-        if (other_fd >= 0)
-            close(other_fd);
+        close(other_fd);
+        close(cmd_fd);
+        close(ack_fd);
         _exit(victim(&D, seed, ready_fd));
     }
     return pid;
+}
+
+/* The survivor: a live client that churns the same pool and queues all
+ * through the kills, holding buffers tagged with its pid and a counter and
+ * checking them. A recount that dropped a reference it holds would free
+ * its block under it, and a victim would write over it (victim_alloc): the
+ * check fails, or a release is refused. Commands on cmd: 'p' pause (it
+ * releases what it holds, answers on ack, and waits), then 'r' resume or
+ * 'q' quit. Exit status 0, or what it found. */
+static int survivor(int cmd, int ack)
+{
+    mbq_client *c = h_connect(&D, "survivor");
+    mbq_pool *pool;
+    mbq_buffer_queue *q[3];
+    if (!c || mbq_pool_open(c, "t/pool", &pool) != 0)
+        return 3;
+    for (int i = 0; i < 3; i++)
+        if (mbq_buffer_queue_open(c, QNAMES[i], &q[i]) != 0)
+            return 4;
+    const uint32_t tag = 0x5a000000u | ((uint32_t)getpid() & 0xffffff);
+    mbq_buffer held[4];
+    uint32_t seq[4], n = 0, next = 0;
+    uint64_t rng = (uint64_t)getpid() * 0x9e3779b97f4a7c15ull | 1;
+    for (uint64_t it = 0;; it++) {
+        if ((it & 63) == 0) {
+            struct pollfd pf = {.fd = cmd, .events = POLLIN};
+            if (poll(&pf, 1, 0) > 0) {
+                char b;
+                if (read(cmd, &b, 1) != 1)
+                    return 5;
+                for (uint32_t k = 0; k < n; k++) {
+                    const uint32_t *d = mbq_buffer_get_data(held[k], NULL);
+                    if (!d || d[0] != tag || d[1] != seq[k])
+                        return 10;
+                    if (mbq_buffer_release(held[k]) != 0)
+                        return 11;
+                }
+                n = 0;
+                if (write(ack, "a", 1) != 1 || read(cmd, &b, 1) != 1)
+                    return 5;
+                if (b == 'q')
+                    break;
+            }
+        }
+        uint64_t r = rng_next(&rng);
+        mbq_buffer b;
+        mbq_buffer_queue *qq = q[(r >> 8) % 3];
+        switch (r % 5) {
+        case 0: /* hold a new one (the oldest goes when four are held) */
+            if (n == 4) {
+                const uint32_t *d = mbq_buffer_get_data(held[0], NULL);
+                if (!d || d[0] != tag || d[1] != seq[0])
+                    return 10;
+                if (mbq_buffer_release(held[0]) != 0)
+                    return 11;
+                memmove(held, held + 1, 3 * sizeof(held[0]));
+                memmove(seq, seq + 1, 3 * sizeof(seq[0]));
+                n--;
+            }
+            if (mbq_pool_allocate(pool, 64, &b) == 0) {
+                uint32_t *d = mbq_buffer_get_data(b, NULL);
+                if (!d)
+                    return 12;
+                d[0] = tag;
+                d[1] = seq[n] = next++;
+                mbq_buffer_set_timing(b, MBQ_TIME_INVALID, h_time((int64_t)(r >> 20) % 64, 1000),
+                                      h_time(1, 1000));
+                held[n++] = b;
+            }
+            break;
+        case 1: /* every held one intact */
+            for (uint32_t k = 0; k < n; k++) {
+                const uint32_t *d = mbq_buffer_get_data(held[k], NULL);
+                if (!mbq_buffer_is_valid(held[k]) || !d || d[0] != tag || d[1] != seq[k])
+                    return 10;
+            }
+            break;
+        case 2: /* a copy of a held one into a queue, still held */
+            if (n)
+                mbq_buffer_queue_enqueue(qq, held[(r >> 16) % n]);
+            break;
+        case 3:
+            if (mbq_buffer_queue_dequeue_and_retain(qq, &b) == 0 && mbq_buffer_release(b) != 0)
+                return 11;
+            break;
+        case 4:
+            if (mbq_buffer_queue_copy_head(qq, &b) == 0 && mbq_buffer_release(b) != 0)
+                return 11;
+            break;
+        }
+    }
+    for (int i = 0; i < 3; i++)
+        mbq_buffer_queue_close(q[i]);
+    mbq_pool_close(pool);
+    mbq_disconnect(c);
+    return 0;
 }
 
 /* A fresh producer and consumer move n buffers through each queue. */
@@ -271,8 +387,24 @@ static void kill9_at_random_points_leaks_nothing(void)
      * allocator and its caches closest together. */
     const char *mix = getenv("MBQ_TORTURE_MIX");
     mix = mix ? mix : "";
+    /* the survivor, churning beside the victims (see survivor()) */
+    int cmd[2], ack[2];
+    REQUIRE(pipe2(cmd, O_CLOEXEC) == 0 && pipe2(ack, O_CLOEXEC) == 0);
+    fflush(NULL);
+    pid_t surv = fork();
+    REQUIRE(surv >= 0);
+    if (surv == 0) {
+        h_child_setup(getppid());
+        close(cmd[1]);
+        close(ack[0]);
+        _exit(survivor(cmd[0], ack[1]));
+    }
+    close(cmd[0]);
+    close(ack[1]);
+
     uint64_t rng = seed | 1;
     long done = 0, leaked = 0, early = 0;
+    char b;
     double worst_ms = 0;
     while (done < kills) {
         long batch = kills - done < BATCH ? kills - done : BATCH;
@@ -282,11 +414,10 @@ static void kill9_at_random_points_leaks_nothing(void)
             bool at_start = r % 100 < (uint64_t)early_pct;
             int rd[2];
             REQUIRE(pipe2(rd, O_CLOEXEC) == 0);
-            pid_t pid = spawn_victim(r >> 8, rd[1], rd[0]);
+            pid_t pid = spawn_victim(r >> 8, rd[1], rd[0], cmd[1], ack[0]);
             REQUIRE(pid > 0);
             close(rd[1]);
             if (!at_start) {
-                char b;
                 /* in the loop: from here the kill lands anywhere in it */
                 if (h_read_full(rd[0], &b, 1, H_HANG_MS) != 0) {
                     kill(pid, SIGKILL);
@@ -306,6 +437,13 @@ static void kill9_at_random_points_leaks_nothing(void)
             CHECK(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
         }
         done += batch;
+        /* The survivor pauses, holding nothing (and has found nothing
+         * wrong: it would have exited). */
+        CHECK(write(cmd[1], "p", 1) == 1);
+        if (h_read_full(ack[0], &b, 1, H_HANG_MS) != 0) {
+            CHECK(!"the survivor did not pause");
+            break;
+        }
         /* Whatever the dead left in the queues goes back; then every block
          * must come back, within the bound, without a fixed wait. */
         uint64_t t0 = h_now_ns();
@@ -323,7 +461,17 @@ static void kill9_at_random_points_leaks_nothing(void)
         check_queues_work();
         if (check_case_failed)
             break;
+        CHECK(write(cmd[1], done < kills ? "r" : "q", 1) == 1);
     }
+    if (check_case_failed)
+        CHECK(write(cmd[1], "q", 1) == 1);
+    int st;
+    while (waitpid(surv, &st, 0) < 0 && errno == EINTR)
+        ;
+    CHECK(WIFEXITED(st));
+    CHECK_EQ(WEXITSTATUS(st), 0); /* 10, 11: a block it held was freed under it */
+    close(cmd[1]);
+    close(ack[0]);
     printf("kills=%ld (%ld during connect) leaked_blocks=%ld worst_reclaim_ms=%.1f\n", done,
            early, leaked, worst_ms);
     /* every victim's session is gone (the last one's hang-up may still be
