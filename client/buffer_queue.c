@@ -5,15 +5,20 @@
  * Data plane. Enqueue copies the buffer's metadata from its pool block into
  * an entry; the queue's reference is taken by the retain hook. Dequeue hands
  * the queue's reference to the caller (pool_adopt counts it as held by this
- * process). No system call and no allocation on these paths once the pools
- * involved are mapped.
+ * process). Each such move runs under an intent record in the buffer's pool
+ * (shm/pool.h "Accounting"): the move hooks set it before the entry leaves
+ * the queue (or before the enqueue's retain) and end it once the new holder
+ * has the reference, so a process killed in between leaks nothing. No
+ * system call and no allocation on these paths once the pools involved are
+ * mapped.
  *
  * Pools met under a queue lock. bq calls the retain hook (copy head), the
  * is_ready hook (dequeue-if-ready, trigger evaluation) and the release hook
  * (reset) with the queue locked; opening a pool there would put a daemon
  * round trip inside a lock every process shares. So a hook that meets a pool
  * this client has not mapped yet does not open it: retain fails with
- * QUEUE_POOL_MISSING and the wrapper opens the pool and retries; is_ready
+ * QUEUE_POOL_MISSING and the wrapper opens the pool and retries (so does the
+ * move hook of a dequeue, which must put its intent in the pool); is_ready
  * says "not ready" and records the pool, which the wrapper opens afterwards
  * before re-evaluating the triggers (queue_settle); reset and for-each open
  * the pools of the queue's entries beforehand, and releases that still miss
@@ -139,11 +144,59 @@ static int hook_validate(void *ctx, const struct bq_entry *e)
     return v.callback(q, (mbq_buffer){.pool_ = p, .handle_ = e->handle}, v.refcon);
 }
 
+/* The pools in which this thread holds a queue's move intent (which 0 and
+ * 1), and the pool a dequeue found unmapped (pool_id + 1; 0: none). */
+static _Thread_local struct mbq_pool *queue_moving[2];
+static _Thread_local uint32_t queue_unmapped;
+/* What queue_map_unmapped decided about that pool, for the retry alone:
+ * (pool_id + 1) * 2 to take the entry though the daemon could not say it
+ * is bound (it is gone), + 1 to let a forged entry go with nothing taken. */
+static _Thread_local uint32_t queue_verdict;
+
+/* A reference of an entry's buffer changes hands (see "Accounting" in
+ * shm/pool.h): the intent goes into the buffer's pool. A pool not mapped
+ * here cannot hold it: the dequeue fails and its wrapper maps the pool and
+ * tries again (opening it here would put a daemon round trip under the
+ * head lock). */
+static int hook_move_begin(void *ctx, uint32_t pool_id, uint64_t handle, unsigned which)
+{
+    mbq_buffer_queue *q = ctx;
+    struct mbq_pool *p = pool_table_lookup(q->client, pool_id, queue_hint);
+    const uint32_t verdict = queue_verdict;
+    queue_verdict = 0;
+    if (unlikely(verdict == (pool_id + 1) * 2 + 1)) {
+        /* Found not bound to the queue (forged): the entry leaves with no
+         * intent, and the caller gets nothing (queue_adopt: -ENOLINK). */
+        queue_moving[which & 1] = NULL;
+        return 0;
+    }
+    if (unlikely(!p || !(queue_pool_bound(q, pool_id) || verdict == (pool_id + 1) * 2))) {
+        queue_moving[which & 1] = NULL;
+        queue_unmapped = pool_id + 1;
+        return QUEUE_POOL_MISSING;
+    }
+    pool_move_begin(&p->pool, handle, which);
+    queue_moving[which & 1] = p;
+    return 0;
+}
+
+static void hook_move_end(void *ctx, uint32_t pool_id, unsigned which)
+{
+    (void)ctx;
+    (void)pool_id;
+    struct mbq_pool *p = queue_moving[which & 1];
+    queue_moving[which & 1] = NULL;
+    if (p)
+        pool_move_end(&p->pool, which);
+}
+
 static const struct bq_hooks queue_hooks_template = {
     .retain = hook_retain,
     .release = hook_release,
     .is_ready = hook_is_ready,
     .validate = hook_validate,
+    .move_begin = hook_move_begin,
+    .move_end = hook_move_end,
 };
 
 /* After an operation: opens a pool the is_ready hook could not read and lets
@@ -556,18 +609,25 @@ static int queue_enqueue(mbq_buffer_queue *queue, mbq_buffer buffer, bool take)
     e.pool_id = (uint32_t)p->object_id;
     e.flags = 0;
     memset(e.attachments, 0, sizeof(e.attachments));
-    /* A hand-over moves the caller's holding to the queue first: a death
-     * before the entry is published then leaks the reference, never frees
-     * a buffer a queue names (pool.h). */
-    int r = take ? pool_disown(&p->pool, buffer.handle_) : 0;
-    if (r < 0)
-        return r;
+    /* A hand-over moves the caller's holding to the queue first, under an
+     * intent that lasts until the entry is in: a death in between leaves
+     * the refcount one too high for the reclaimer's recount, never a
+     * buffer a queue names freed (shm/pool.h). */
+    int r = 0;
+    if (take) {
+        r = pool_disown_begin(&p->pool, buffer.handle_);
+        if (r < 0)
+            return r;
+    }
     queue_sync_triggers(queue);
     queue_hint = p;
     r = take ? bq_enqueue_take(&queue->bq, &e) : bq_enqueue(&queue->bq, &e);
     queue_hint = NULL;
-    if (take && r != 0)
-        (void)pool_adopt(&p->pool, buffer.handle_); /* still the caller's */
+    if (take) {
+        if (r != 0)
+            (void)pool_adopt(&p->pool, buffer.handle_); /* still the caller's */
+        pool_move_end(&p->pool, 0);
+    }
     queue_settle(queue);
     return r;
 }
@@ -582,25 +642,50 @@ int mbq_buffer_queue_enqueue_and_release(mbq_buffer_queue *queue, mbq_buffer buf
     return queue_enqueue(queue, buffer, true);
 }
 
-/* The queue's reference in e becomes the caller's buffer. */
+/* The queue's reference in e becomes the caller's buffer: the holding,
+ * then the end of the intent the move_begin hook set before the entry
+ * left the queue. */
 static int queue_adopt(mbq_buffer_queue *q, const struct bq_entry *e, mbq_buffer *out)
 {
-    int r = queue_check_entry(q, e->pool_id);
-    if (r < 0)
-        return r; /* not a reference anyone may count: dropped */
-    struct mbq_pool *p = pool_table_lookup(q->client, e->pool_id, NULL);
+    (void)e;
+    struct mbq_pool *p = queue_moving[0];
     if (unlikely(!p)) {
-        /* The first buffer from this pool: map it (once per client). If that
-         * fails the reference cannot be accounted for and leaks. */
-        r = pool_table_resolve(q->client, e->pool_id, &p);
-        if (r < 0)
-            return r;
+        /* The hook let a forged entry go with no intent and nothing taken
+         * (queue_map_unmapped found its pool not bound to the queue). */
+        return -ENOLINK;
     }
-    r = pool_adopt(&p->pool, e->handle);
+    queue_moving[0] = NULL;
+    int r = pool_adopt_end(&p->pool, e->handle);
     if (r < 0)
         return r;
     *out = (mbq_buffer){.pool_ = p, .handle_ = e->handle};
     return 0;
+}
+
+/* A dequeue refused because the head's pool is not mapped here or not yet
+ * known to be bound to the queue: asks the daemon whether it is bound (once
+ * per queue handle and pool) and maps it (once per client). True when the
+ * dequeue should be tried again: with the pool mapped, or with a verdict
+ * for the retry (a pool not bound: the entry goes, nothing is taken). */
+static bool queue_map_unmapped(mbq_buffer_queue *q, int r)
+{
+    if (r != QUEUE_POOL_MISSING || !queue_unmapped)
+        return false;
+    uint32_t id = queue_unmapped - 1;
+    queue_unmapped = 0;
+    int c = queue_check_entry(q, id);
+    if (c == -ENOLINK || c == -EACCES) {
+        queue_verdict = (id + 1) * 2 + 1;
+        return true;
+    }
+    if (c < 0)
+        return false;
+    struct mbq_pool *p = pool_table_lookup(q->client, id, NULL);
+    if (!p && pool_table_resolve(q->client, id, &p) < 0)
+        return false;
+    if (!queue_pool_bound(q, id))
+        queue_verdict = (id + 1) * 2; /* no daemon to ask: taken (see queue_check_entry) */
+    return true;
 }
 
 int mbq_buffer_queue_dequeue_and_retain(mbq_buffer_queue *queue, mbq_buffer *out)
@@ -609,8 +694,16 @@ int mbq_buffer_queue_dequeue_and_retain(mbq_buffer_queue *queue, mbq_buffer *out
         return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
     struct bq_entry e;
     queue_sync_triggers(queue);
-    int r = bq_dequeue(&queue->bq, &e);
+    int r;
+    for (int tries = 0;; tries++) {
+        r = bq_dequeue(&queue->bq, &e);
+        if (tries == 2 || !queue_map_unmapped(queue, r))
+            break;
+    }
+    queue_verdict = 0; /* for the retry alone */
     queue_settle(queue);
+    if (r == QUEUE_POOL_MISSING)
+        r = -EAGAIN; /* the head kept changing pools under us */
     return r ? r : queue_adopt(queue, &e, out);
 }
 
@@ -624,9 +717,13 @@ int mbq_buffer_queue_dequeue_if_data_ready_and_retain(mbq_buffer_queue *queue, m
     for (int tries = 0;; tries++) {
         r = bq_dequeue_if_ready(&queue->bq, &e);
         /* "not ready" may mean "its pool is not mapped here yet" */
-        if (!(queue_settle(queue) && r == -EAGAIN && tries < 2))
+        bool mapped = queue_settle(queue) && r == -EAGAIN;
+        if (tries >= 2 || !(mapped || queue_map_unmapped(queue, r)))
             break;
     }
+    queue_verdict = 0; /* for the retry alone */
+    if (r == QUEUE_POOL_MISSING)
+        r = -EAGAIN;
     return r ? r : queue_adopt(queue, &e, out);
 }
 
@@ -636,8 +733,18 @@ int mbq_buffer_queue_dequeue_wait(mbq_buffer_queue *queue, int64_t timeout_ns, m
         return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
     struct bq_entry e;
     queue_sync_triggers(queue);
-    int r = bq_dequeue_wait(&queue->bq, &e, timeout_ns);
+    int r;
+    /* A retry after mapping a pool waits its whole timeout again: at most
+     * twice, once per client and pool. */
+    for (int tries = 0;; tries++) {
+        r = bq_dequeue_wait(&queue->bq, &e, timeout_ns);
+        if (tries == 2 || !queue_map_unmapped(queue, r))
+            break;
+    }
+    queue_verdict = 0; /* for the retry alone */
     queue_settle(queue);
+    if (r == QUEUE_POOL_MISSING)
+        r = -EAGAIN;
     return r ? r : queue_adopt(queue, &e, out);
 }
 

@@ -3,7 +3,10 @@
  * Role. Pools count, per client slot (one per attached process, named by
  * its pid), how many references the process holds on each block. When a
  * process dies without releasing them (kill -9, crash), the daemon releases
- * them with pool_reclaim_slot(), so nothing leaks.
+ * them with pool_reclaim_slot_ex(), and recounts the blocks the process was
+ * in the middle of moving (its intent records), counting the entries of
+ * every buffer queue it serves (registry.c), so nothing leaks. A recount
+ * that must wait is retried by registry_age_out() on the 100 ms timer.
  *
  * When. The trigger is the end of the process's session, which the daemon
  * sees as EOF on the socket the moment the kernel closes the dead process's
@@ -22,7 +25,7 @@
  *
  * Limits. Pool slots carry the pid the client sees (getpid()); a client in
  * another pid namespace has a different one there, and its slot is not
- * found. pool_reclaim_slot() does not check the slot's pid again, so a slot
+ * found. pool_reclaim_slot_ex() does not check the slot's pid again, so a slot
  * handed to a new process between the scan and the call would be released
  * (a window of nanoseconds, against a process that has to attach first). */
 #include "reclaim.h"

@@ -219,6 +219,31 @@ static bool side_lock_busy(struct bslock *l)
            (bias && inside && bias != slock_self() && slock_tid_alive(bias));
 }
 
+/* The intent of the daemon's own release of an entry (see "Accounting" in
+ * shm/pool.h), so that no recount ever sees the entry gone and its
+ * reference not yet dropped without knowing. */
+static int object_move_begin(void *ctx, uint32_t pool_id, uint64_t handle, unsigned which)
+{
+    Object *q = ctx;
+    if (!registry_queue_may_carry(q, pool_id))
+        return -ENOENT; /* a forged entry: released by nobody, so moved by nobody */
+    Object *p = registry_lookup_id(q->registry, pool_id);
+    if (!p || p->kind != OBJECT_POOL)
+        return -ENOENT;
+    pool_move_begin(&p->pool, handle, which);
+    return 0;
+}
+
+static void object_move_end(void *ctx, uint32_t pool_id, unsigned which)
+{
+    Object *q = ctx;
+    if (!registry_queue_may_carry(q, pool_id))
+        return;
+    Object *p = registry_lookup_id(q->registry, pool_id);
+    if (p && p->kind == OBJECT_POOL)
+        pool_move_end(&p->pool, which);
+}
+
 /* A buffer queue that ceases to exist drops the references its entries
  * hold, so that their blocks go back to their pools. The daemon must not
  * wait on shared memory: a queue whose lock a live thread holds (nobody
@@ -239,7 +264,10 @@ static void object_empty_queue(Object *o)
                        o->id, o->name, st.count);
         return;
     }
-    bq_set_hooks(&o->bq, &(struct bq_hooks){.ctx = o, .release = object_release_entry});
+    bq_set_hooks(&o->bq, &(struct bq_hooks){.ctx = o,
+                                            .release = object_release_entry,
+                                            .move_begin = object_move_begin,
+                                            .move_end = object_move_end});
     uint64_t forged = o->forged_entries;
     int r = bq_reset(&o->bq, NULL, NULL);
     if (o->forged_entries > forged)
@@ -879,6 +907,31 @@ bool registry_pid_has_pool_slot(Registry *r, pid_t pid)
     return false;
 }
 
+/* The entries naming (pool, handle) in every buffer queue bound to the
+ * pool, for a pool's recount of a block a dead client was moving. A
+ * queue names the pool by its object id. Without any lock: -EAGAIN when a
+ * queue was moving entries (pool_audit then retries later). */
+static int registry_count_refs(void *ctx, uint64_t handle, uint64_t *n)
+{
+    Object *pool = ctx;
+    uint64_t total = 0;
+    list_for_each_safe(it, &pool->registry->objects) {
+        Object *o = list_entry(it, Object, link);
+        /* Only queues bound to the pool carry its references: an entry
+         * anywhere else is forged, and counting it would keep a leaked
+         * block from ever being recounted. */
+        if (o->kind != OBJECT_BUFFER_QUEUE || !registry_queue_may_carry(o, pool->id))
+            continue;
+        uint64_t k = 0;
+        int e = bq_count_refs(&o->bq, pool->id, handle, &k);
+        if (e < 0)
+            return e;
+        total += k;
+    }
+    *n = total;
+    return 0;
+}
+
 uint64_t registry_reclaim_pid(Registry *r, pid_t pid, unsigned *pools_out)
 {
     uint64_t released = 0;
@@ -891,7 +944,11 @@ uint64_t registry_reclaim_pid(Registry *r, pid_t pid, unsigned *pools_out)
             for (uint32_t s = 0; s < POOL_MAX_CLIENTS; s++) {
                 if (!slot_is_pid(r, p, s, pid))
                     continue;
-                int n = pool_reclaim_slot(p, s);
+                int n = pool_reclaim_slot_ex(p, s, registry_count_refs, o);
+                if (pool_audit_pending(p))
+                    log_msg(LOG_LEVEL_DEBUG,
+                            "pool %u '%s': a block pid %d was moving is recounted later",
+                            o->id, o->name, (int)pid);
                 if (n > 0)
                     released += (uint64_t)n;
                 found = true;
@@ -907,6 +964,11 @@ void registry_age_out(Registry *r, uint64_t now)
 {
     list_for_each_safe(it, &r->pools) {
         Object *o = list_entry(it, Object, pool_link);
+        /* Recounts that had to wait (a live client moving the same block, a
+         * queue mid-move) are retried here, every tick until done. */
+        if (pool_audit_pending(&o->pool) &&
+            pool_audit_retry(&o->pool, registry_count_refs, o) == 0)
+            log_msg(LOG_LEVEL_DEBUG, "pool %u '%s': deferred recounts done", o->id, o->name);
         /* Lock-free hints read from the segment: with nothing free and
          * resident there is nothing to age, and the pool's lock is left
          * alone. A scribbled count can only delay this pool's own age-out. */

@@ -363,7 +363,11 @@ static void journal_shift_in(struct bq *q, uint32_t kind, uint64_t from, uint64_
     j->tail = from;
     j->ops = ops;
     atomic_store_explicit(&j->progress, from, memory_order_relaxed);
-    atomic_store_explicit(&j->active, kind, memory_order_release);
+    /* moves first, then active, then the slots (bq_count_refs) */
+    atomic_store_explicit(&j->moves, atomic_load_explicit(&j->moves, memory_order_relaxed) + 2,
+                          memory_order_relaxed);
+    atomic_store_explicit(&j->active, kind, memory_order_relaxed);
+    atomic_thread_fence(memory_order_release);
     for (uint64_t k = from; k != pos; k--) {
         slot_move(q, k, k - 1);
         atomic_store_explicit(&j->progress, k - 1, memory_order_release);
@@ -491,9 +495,23 @@ static int cmp_entry_seq(const void *a, const void *b, void *arg)
     return x->seq < y->seq ? -1 : x->seq > y->seq;
 }
 
+static void bq_repair_entries_locked(struct bq *q);
+
 /* Runs with both locks held. Brings the queue back to a consistent state
- * whatever a dead process or a scribbler left behind. */
+ * whatever a dead process or a scribbler left behind. It moves entries, so
+ * it runs with journal.moves odd (see bq_count_refs). */
 static void bq_repair_locked(struct bq *q)
+{
+    _Atomic uint32_t *m = &q->sh->journal.moves;
+    atomic_store_explicit(m, atomic_load_explicit(m, memory_order_relaxed) | 1,
+                          memory_order_relaxed);
+    atomic_thread_fence(memory_order_release);
+    bq_repair_entries_locked(q);
+    atomic_store_explicit(m, (atomic_load_explicit(m, memory_order_relaxed) | 1) + 1,
+                          memory_order_release);
+}
+
+static void bq_repair_entries_locked(struct bq *q)
 {
     struct bq_shared *sh = q->sh;
     uint64_t head = atomic_load_explicit(&sh->head.index, memory_order_relaxed);
@@ -537,6 +555,22 @@ static void bq_repair_locked(struct bq *q)
             corrupt = true;
         }
         atomic_store_explicit(&j->active, 0, memory_order_release);
+    }
+
+    /* 1b. A FIFO producer that died between storing its entry's publish
+     * mark (which consumers act on at once: consumer_tail) and moving tail:
+     * the entry is in the queue, and a consumer may have taken it already
+     * (head one past tail). Complete the append, so that the next producer
+     * does not write over it (losing its reference) and head never moves
+     * back over it (handing it out twice). */
+    if (q->order == BQ_ORDER_FIFO &&
+        __atomic_load_n(&q->slots[tail & q->mask].seq, __ATOMIC_ACQUIRE) == tail + 1 &&
+        (head == tail + 1 || tail - head < q->capacity)) {
+        tail++;
+        atomic_store_explicit(&sh->tail.ops, atomic_load_explicit(&sh->tail.ops,
+                                                                  memory_order_relaxed) + 1,
+                              memory_order_relaxed);
+        atomic_store_explicit(&sh->tail.index, tail, memory_order_release);
     }
 
     /* 2. Counters. */
@@ -1038,6 +1072,10 @@ static struct bq_entry drop_oldest_locked(struct bq *q, uint64_t head)
 {
     struct bq_entry old;
     bq_slot_read(q, head, &old);
+    /* Nested in the enqueue's own move (which 1); a pool this process has
+     * not mapped cannot hold an intent, and the drop goes ahead without. */
+    if (q->hooks.move_begin)
+        (void)q->hooks.move_begin(q->hooks.ctx, old.pool_id, old.handle, 1);
     side_pass(&q->sh->head, &old, head + 1, false);
     atomic_fetch_add_explicit(&q->sh->tail.dropped, 1, memory_order_relaxed);
     return old;
@@ -1102,10 +1140,18 @@ static int enqueue_impl(struct bq *q, const struct bq_entry *e, bool take)
      * section stays short; every failure below gives it back. With take,
      * the caller's reference becomes the queue's instead. */
     bool retained = !take && q->hooks.retain;
+    bool moving = retained && q->hooks.move_begin;
     if (retained) {
-        int v = q->hooks.retain(q->hooks.ctx, e->pool_id, e->handle, false);
-        if (v)
+        /* The queue's new reference is covered from before the retain
+         * until the entry is in (or the reference given back). */
+        int v = moving ? q->hooks.move_begin(q->hooks.ctx, e->pool_id, e->handle, 0) : 0;
+        if (!v)
+            v = q->hooks.retain(q->hooks.ctx, e->pool_id, e->handle, false);
+        if (v) {
+            if (moving && q->hooks.move_end)
+                q->hooks.move_end(q->hooks.ctx, e->pool_id, 0);
             return v;
+        }
     }
     struct bq_shared *sh = q->sh;
     bool full_lock = atomic_load_explicit(&sh->trigger_count, memory_order_relaxed) != 0;
@@ -1153,6 +1199,8 @@ static int enqueue_impl(struct bq *q, const struct bq_entry *e, bool take)
             side_pass(&sh->tail, e, tail + 1, true);
             bump_high_water(q, tail + 1);
             bslock_unlock(&sh->tail.lock, held.tail);
+            if (moving && q->hooks.move_end)
+                q->hooks.move_end(q->hooks.ctx, e->pool_id, 0);
             wake_consumers(q);
             return 0;
         }
@@ -1234,8 +1282,12 @@ out:
         wake_consumers(q);
     else if (retained && q->hooks.release)
         q->hooks.release(q->hooks.ctx, e->pool_id, e->handle);
+    if (moving && q->hooks.move_end)
+        q->hooks.move_end(q->hooks.ctx, e->pool_id, 0);
     if (dropped && q->hooks.release)
         q->hooks.release(q->hooks.ctx, old.pool_id, old.handle);
+    if (dropped && q->hooks.move_end)
+        q->hooks.move_end(q->hooks.ctx, old.pool_id, 1);
     if (fired)
         trig_signal(q, fired);
     return r;
@@ -1329,6 +1381,9 @@ static int dequeue_common(struct bq *q, struct bq_entry *out, bool if_ready)
         if (if_ready && q->hooks.is_ready &&
             !q->hooks.is_ready(q->hooks.ctx, out->pool_id, out->handle)) {
             r = -EAGAIN;
+        } else if (q->hooks.move_begin &&
+                   (r = q->hooks.move_begin(q->hooks.ctx, out->pool_id, out->handle, 0)) != 0) {
+            /* no intent, no hand-over: the entry stays */
         } else {
             side_pass(&sh->head, out, head + 1, true);
             if (full_lock)
@@ -1502,9 +1557,16 @@ int bq_reset(struct bq *q, void (*cb)(const struct bq_entry *e, void *ctx), void
         bq_slot_read(q, i, &e);
         if (cb)
             cb(&e, ctx);
+        /* The entry leaves, then its reference goes, under an intent (a
+         * death in between leaves the refcount one too high, for the
+         * reclaimer's recount, never a queue naming a freed buffer). */
+        if (q->hooks.move_begin)
+            (void)q->hooks.move_begin(q->hooks.ctx, e.pool_id, e.handle, 0);
+        side_pass(&sh->head, &e, i + 1, false);
         if (q->hooks.release)
             q->hooks.release(q->hooks.ctx, e.pool_id, e.handle);
-        side_pass(&sh->head, &e, i + 1, false);
+        if (q->hooks.move_end)
+            q->hooks.move_end(q->hooks.ctx, e.pool_id, 0);
     }
     atomic_fetch_and_explicit(&sh->flags, ~BQ_F_END_OF_DATA, memory_order_relaxed);
     uint32_t fired = trig_eval_locked(q, true);
@@ -1536,6 +1598,44 @@ int bq_for_each(struct bq *q, int (*cb)(struct bq_entry *e, void *ctx), void *ct
     }
     bq_unlock_full(q, held);
     return r;
+}
+
+#define RD_SLOT(x) (*(const volatile __typeof__(x) *)&(x))
+
+/* ---- references (for the pool's recount) --------------------------------- */
+
+int bq_count_refs(const struct bq *q, uint32_t pool_id, uint64_t handle, uint64_t *n)
+{
+    if (!q || !q->sh || !n)
+        return -EINVAL;
+    const struct bq_shared *sh = q->sh;
+    const struct bq_journal *j = &sh->journal;
+    uint32_t m = atomic_load_explicit(&j->moves, memory_order_acquire);
+    if ((m & 1) || atomic_load_explicit(&j->active, memory_order_acquire))
+        return -EAGAIN;
+    uint64_t head = atomic_load_explicit(&sh->head.index, memory_order_acquire);
+    uint64_t tail = atomic_load_explicit(&sh->tail.index, memory_order_acquire);
+    uint64_t end = tail;
+    /* In FIFO order an entry counts once its seq is stored, before tail
+     * moves (consumer_tail): a producer that died there left it in. */
+    if (q->order == BQ_ORDER_FIFO &&
+        __atomic_load_n(&q->slots[tail & q->mask].seq, __ATOMIC_ACQUIRE) == tail + 1)
+        end = tail + 1;
+    uint64_t k = 0;
+    if (head - tail != 1) { /* one past: empty (see dequeue) */
+        if (end - head > q->capacity)
+            return -EAGAIN; /* moving, or scribbled: not now */
+        for (uint64_t i = head; i != end; i++) {
+            const struct bq_slot *sl = &q->slots[i & q->mask];
+            k += RD_SLOT(sl->handle) == handle && RD_SLOT(sl->pool_id) == pool_id;
+        }
+    }
+    atomic_thread_fence(memory_order_acquire);
+    if (atomic_load_explicit(&j->moves, memory_order_relaxed) != m ||
+        atomic_load_explicit(&j->active, memory_order_relaxed))
+        return -EAGAIN;
+    *n = k;
+    return 0;
 }
 
 /* ---- inspection ----------------------------------------------------------- */

@@ -188,7 +188,11 @@ _Static_assert(sizeof(struct bq_trigger) == 72, "bq_trigger layout");
 
 struct bq_journal {
     _Atomic uint32_t active; /* 0, or what is in progress: BQ_JOURNAL_* */
-    uint32_t reserved;
+    /* Bumped by 2 as a journalled move begins; odd while a repair runs. A
+     * reader that scans the entries without the locks (bq_count_refs) sees
+     * it unchanged and even, and active 0, on both sides of its scan, or
+     * an entry may have moved under it. */
+    _Atomic uint32_t moves;
     uint64_t pos;               /* absolute index the entry goes to */
     uint64_t tail;              /* tail when the insertion began (settle: the index moved) */
     _Atomic uint64_t progress;  /* slots above this one are already shifted */
@@ -245,6 +249,14 @@ struct bq_hooks {
     int (*retain)(void *ctx, uint32_t pool_id, uint64_t handle, bool by_client);
     /* The queue drops a reference (reset, drop-oldest). */
     void (*release)(void *ctx, uint32_t pool_id, uint64_t handle);
+    /* A reference of the entry's buffer is about to change hands (see
+     * "Accounting" in pool.h): called before the entry leaves the queue
+     * (dequeue, drop-oldest, reset), or before the retain of an enqueue;
+     * move_end once its new holder has it. which: 0, or 1 for the drop
+     * nested in an enqueue. A non-zero return (dequeue only) fails the
+     * operation before it changes anything. */
+    int (*move_begin)(void *ctx, uint32_t pool_id, uint64_t handle, unsigned which);
+    void (*move_end)(void *ctx, uint32_t pool_id, unsigned which);
     bool (*is_ready)(void *ctx, uint32_t pool_id, uint64_t handle);
     /* CMBufferQueueSetValidationCallback: non-zero rejects the enqueue. */
     int (*validate)(void *ctx, const struct bq_entry *e);
@@ -303,9 +315,11 @@ int bq_enqueue(struct bq *q, const struct bq_entry *e);
  * instead of taking a new one (no retain hook; on failure the caller still
  * holds it). */
 int bq_enqueue_take(struct bq *q, const struct bq_entry *e);
-/* Dequeue the head into *out; the queue's reference passes to the caller.
- * 0, -EAGAIN (empty; for if_ready also: head not ready), -12766 from a
- * trigger callback, -EUCLEAN. */
+/* Dequeue the head into *out; the queue's reference passes to the caller,
+ * whose move_begin hook ran before the entry left (the caller ends the
+ * move once it holds the reference). 0, -EAGAIN (empty; for if_ready also:
+ * head not ready), -12766 from a trigger callback, -EUCLEAN, or the
+ * move_begin hook's status. */
 int bq_dequeue(struct bq *q, struct bq_entry *out);
 int bq_dequeue_if_ready(struct bq *q, struct bq_entry *out);
 /* Blocks until an entry can be dequeued or timeout_ns passes (< 0: forever):
@@ -357,6 +371,13 @@ int bq_set_trigger_fd(struct bq *q, uint64_t token, int efd);
  * dying mid-operation. write stores e->seq last (release). */
 void bq_slot_read(const struct bq *q, uint64_t i, struct bq_entry *out);
 void bq_slot_write(struct bq *q, uint64_t i, const struct bq_entry *e);
+
+/* Counts the entries naming (pool_id, handle) without taking a lock: 0
+ * with *n, or -EAGAIN when entries moved within the queue during the scan
+ * (a sorted insertion, a settle, a repair) and the count may be short.
+ * Entries that arrive or leave meanwhile are the callers' business: their
+ * movers hold intents (pool.h). */
+int bq_count_refs(const struct bq *q, uint32_t pool_id, uint64_t handle, uint64_t *n);
 
 /* Whether this process holds the eventfd of every trigger installed now
  * (a process that does not would leave the firings it causes pending). */

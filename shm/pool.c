@@ -22,7 +22,17 @@
  *  - the warm list is ordered by freed_at_ns (head newest), so age-out only
  *    looks at the tail; warm_count/cold_count/used_count match the lists.
  * The refcount and generation change only by CAS on the 64-bit ref word, so
- * retain/release need no lock; only the free lists do. Every index read from
+ * retain/release need no lock; only the free lists do.
+ *
+ * Reference accounting (pool.h "Accounting"): a live block's refcount is
+ * the sum of the slots' holdings, the queue entries naming it and the moves
+ * in flight, each of those under an intent record of its mover; a move
+ * raises the refcount before it records the new holder and removes a
+ * holder before it lowers the refcount, so a death leaves the refcount too
+ * high, never too low, and the recount of a dead slot's intents
+ * (pool_audit) drops the excess. A recount's audit bit in the ref word is
+ * cleared by every change of the word, so it never acts on a count that
+ * moved under it. Every index read from
  * the segment is read once and bounds-checked: a corrupt list is detected
  * (-EUCLEAN internally) and rebuilt from the descriptors by
  * pool_repair_locked(), never followed out of range or around a cycle. */
@@ -63,9 +73,14 @@ _Static_assert(offsetof(struct pool_block, pts) == 72, "pool_block layout");
 _Static_assert(offsetof(struct pool_block, duration) == 96, "pool_block layout");
 _Static_assert(offsetof(struct pool_block, attachments) == 120, "pool_block layout");
 _Static_assert(offsetof(struct pool_block, pad) == 152, "pool_block layout");
-_Static_assert(sizeof(struct pool_client) == 128, "pool_client is two cache lines");
+_Static_assert(sizeof(struct pool_intent) == 32, "pool_intent is half a cache line");
+_Static_assert(sizeof(struct pool_client) == 128 + 32 * POOL_INTENTS, "pool_client layout");
 _Static_assert(offsetof(struct pool_client, allocs) == 8, "pool_client layout");
+_Static_assert(offsetof(struct pool_client, intent_overflow) == 24, "pool_client layout");
 _Static_assert(offsetof(struct pool_client, cache) == 64, "pool_client layout");
+_Static_assert(offsetof(struct pool_client, intent) == 128, "pool_client layout");
+_Static_assert((POOL_RC_AUDIT & POOL_RC_CACHED) == 0 && POOL_MAX_CLIENTS <= POOL_RC_AUDIT,
+               "the audit bit is neither a cache owner nor a cached marker");
 _Static_assert(sizeof(struct pool_shared) == 256, "pool_shared layout");
 _Static_assert(offsetof(struct pool_shared, block_size) == 64, "pool_shared layout");
 _Static_assert(offsetof(struct pool_shared, block_count) == 72, "pool_shared layout");
@@ -78,6 +93,7 @@ _Static_assert(offsetof(struct pool_shared, warm_head) == 132, "pool_shared layo
 _Static_assert(offsetof(struct pool_shared, used_count) == 152, "pool_shared layout");
 _Static_assert(offsetof(struct pool_shared, allocs) == 160, "pool_shared layout");
 _Static_assert(offsetof(struct pool_shared, reclaimed) == 192, "pool_shared layout");
+_Static_assert(offsetof(struct pool_shared, audited) == 200, "pool_shared layout");
 _Static_assert(offsetof(struct pool_shared, spill_hint) == 208, "pool_shared layout");
 
 /* A read the compiler may not repeat: a peer can change the word between
@@ -87,6 +103,11 @@ _Static_assert(offsetof(struct pool_shared, spill_hint) == 208, "pool_shared lay
 #define POOL_RC_MASK 0xffffffffull
 /* A client slot whose pid has this bit is being reclaimed by that pid. */
 #define POOL_PID_RECLAIMING 0x80000000u
+/* A dead client's slot whose holdings are released but whose intents wait
+ * for a recount (pool_reclaim_dead_ex retries them): the bit alone, no pid,
+ * so it names no live task. */
+#define POOL_PID_PENDING POOL_PID_RECLAIMING
+#define POOL_AUDIT64 ((uint64_t)POOL_RC_AUDIT)
 /* Blocks detached per round of age-out: bounds the stack and the time any
  * block spends AGING. */
 #define POOL_AGE_BATCH 64
@@ -136,9 +157,16 @@ static inline uint32_t ref_gen(uint64_t r)
 {
     return (uint32_t)(r >> 32);
 }
+/* The refcount field without the audit bit (see POOL_RC_AUDIT). */
 static inline uint32_t ref_count(uint64_t r)
 {
-    return (uint32_t)(r & POOL_RC_MASK);
+    return (uint32_t)(r & POOL_RC_MASK) & ~POOL_RC_AUDIT;
+}
+/* r with the audit bit cleared: what every change of a live ref word
+ * starts from, so that it makes a recount's final CAS fail. */
+static inline uint64_t ref_plain(uint64_t r)
+{
+    return r & ~POOL_AUDIT64;
 }
 /* A refcount field of POOL_RC_CACHED | slot: free, in that client's cache
  * (see "Client caches" in pool.h). Never a count of references: retain
@@ -372,7 +400,8 @@ static void pool_repair_locked(struct pool *p)
  * the USED blocks, cached ones included: everything off the lists. A USED block with
  * refcount 0 passes: it is a release between its CAS and the lock, which is
  * normal under load and must not cost a rebuild; if its releaser died in
- * that instant, the block leaks, as pool.h allows for such a death. */
+ * that instant, its intent still names the block, and the recount files it
+ * (pool_audit). */
 static bool pool_lists_ok_locked(struct pool *p)
 {
     struct pool_shared *sh = p->sh;
@@ -465,6 +494,260 @@ static void pool_orphan_aging(struct pool *p, uint32_t idx, uint32_t tid)
 static void pool_unlock(struct pool *p)
 {
     slock_unlock(&p->sh->lock);
+}
+
+/* ---- intents (see "Accounting" in pool.h) ----
+ *
+ * A thread that moves a reference of block X first stores X's handle in its
+ * intent record, then makes the move's steps, then clears the record. A
+ * recount (pool_audit) of X sets POOL_RC_AUDIT in X's ref word, forces a
+ * barrier on every CPU, reads every live slot's records, counts, and CASes
+ * the ref word from what it saw. So a mover either is seen (the recount
+ * gives up), or comes after the barrier: then it sees the audit bit before
+ * its first step, and clears it (every CAS of a live ref word does, and the
+ * steps that are not such a CAS check for it first), so the recount's
+ * final CAS fails. The mover's half costs a store to its own record and a
+ * load of the ref word it is about to use: no fence where the process is
+ * registered for membarrier (slock_heavy_barrier reaches it), a fence
+ * where it is not. */
+
+/* A thread's record of a slot: found through a small per-thread cache,
+ * checked against the record's owner (a fork child, or a takeover, makes
+ * it another thread's). */
+struct pool_itls {
+    const struct pool_client *c;
+    struct pool_intent *rec;
+    uint32_t tid;
+};
+static _Thread_local struct pool_itls pool_itls[4];
+static _Thread_local uint32_t pool_itls_next;
+
+/* Claims a record of slot c for thread tid: its own, a free one, or one
+ * whose owner thread (of this process) has exited and left it clear. NULL
+ * when all POOL_INTENTS are taken. */
+static struct pool_intent *pool_intent_claim(struct pool_client *c, uint32_t tid)
+{
+    struct pool_intent *rec = NULL;
+    for (unsigned i = 0; i < POOL_INTENTS && !rec; i++)
+        if (atomic_load_explicit(&c->intent[i].owner, memory_order_relaxed) == tid)
+            rec = &c->intent[i];
+    for (unsigned i = 0; i < POOL_INTENTS && !rec; i++) {
+        uint32_t o = 0;
+        if (atomic_compare_exchange_strong(&c->intent[i].owner, &o, tid))
+            rec = &c->intent[i];
+    }
+    for (unsigned i = 0; i < POOL_INTENTS && !rec; i++) {
+        struct pool_intent *x = &c->intent[i];
+        uint32_t o = atomic_load_explicit(&x->owner, memory_order_acquire);
+        if (atomic_load_explicit(&x->h[0], memory_order_relaxed) ||
+            atomic_load_explicit(&x->h[1], memory_order_relaxed) ||
+            !(syscall(SYS_tgkill, getpid(), (pid_t)o, 0) < 0 && errno == ESRCH))
+            continue;
+        if (atomic_compare_exchange_strong(&x->owner, &o, tid))
+            rec = x;
+    }
+    if (rec) {
+        uint32_t k = pool_itls_next++ & 3;
+        pool_itls[k] = (struct pool_itls){.c = c, .rec = rec, .tid = tid};
+    }
+    return rec;
+}
+
+/* The calling thread's record when it is not the mapping's first mover:
+ * the thread-local cache, else a claim (which may make it the first). */
+static __attribute__((noinline, cold)) struct pool_intent *
+pool_intent_rec_slow(struct pool *p, uint32_t tid)
+{
+    struct pool_client *c = &p->clients[p->slot];
+    for (unsigned i = 0; i < 4; i++) {
+        const struct pool_itls *t = &pool_itls[i];
+        if (t->c == c && t->tid == tid &&
+            atomic_load_explicit(&t->rec->owner, memory_order_relaxed) == tid)
+            return t->rec;
+    }
+    struct pool_intent *rec = pool_intent_claim(c, tid);
+    uint32_t none = 0;
+    if (rec && atomic_load_explicit(&p->irec_tid, memory_order_relaxed) == 0) {
+        p->irec = rec; /* set once, before irec_tid names its thread */
+        atomic_compare_exchange_strong_explicit(&p->irec_tid, &none, tid, memory_order_release,
+                                                memory_order_relaxed);
+    }
+    return rec;
+}
+
+/* The calling thread's record in this process's slot, NULL when all are
+ * taken. The mapping's first mover (usually its only one) finds it in
+ * struct pool: two loads, no thread-local lookup. */
+static inline struct pool_intent *pool_intent_rec(struct pool *p)
+{
+    uint32_t tid = slock_self();
+    if (__builtin_expect(atomic_load_explicit(&p->irec_tid, memory_order_relaxed) == tid, 1)) {
+        struct pool_intent *rec = p->irec;
+        if (__builtin_expect(atomic_load_explicit(&rec->owner, memory_order_relaxed) == tid, 1))
+            return rec;
+    }
+    return pool_intent_rec_slow(p, tid);
+}
+
+/* What a move holds: the record word it set (w), or the slot's overflow
+ * count it raised (ovf), or neither (nested in a move of the same block). */
+struct pool_itok {
+    _Atomic uint64_t *w;
+    _Atomic uint32_t *ovf;
+};
+
+/* A move without a record (all taken): counted as one of unknown block. */
+static __attribute__((noinline, cold)) struct pool_itok pool_intent_overflow(struct pool *p)
+{
+    _Atomic uint32_t *ovf = &p->clients[p->slot].intent_overflow;
+    atomic_fetch_add_explicit(ovf, 1, memory_order_seq_cst);
+    return (struct pool_itok){NULL, ovf};
+}
+
+/* Opens an intent for handle (0: the block is not chosen yet; the caller
+ * names it with pool_intent_point before its first step). */
+static inline struct pool_itok pool_intent_open(struct pool *p, uint64_t handle)
+{
+    struct pool_intent *rec = pool_intent_rec(p);
+    if (__builtin_expect(rec != NULL, 1)) {
+        uint64_t h0 = atomic_load_explicit(&rec->h[0], memory_order_relaxed);
+        uint64_t h1 = atomic_load_explicit(&rec->h[1], memory_order_relaxed);
+        if (handle && (h0 == handle || h1 == handle))
+            return (struct pool_itok){NULL, NULL}; /* nested: the outer move covers it */
+        _Atomic uint64_t *w = h0 == 0 ? &rec->h[0] : h1 == 0 ? &rec->h[1] : NULL;
+        if (w) {
+            if (handle)
+                atomic_store_explicit(w, handle, memory_order_relaxed);
+            return (struct pool_itok){w, NULL};
+        }
+    }
+    return pool_intent_overflow(p);
+}
+
+static inline void pool_intent_point(struct pool_itok t, uint64_t handle)
+{
+    if (t.w)
+        atomic_store_explicit(t.w, handle, memory_order_relaxed);
+}
+
+/* After the move's last step: what it did is visible before the record is
+ * clear. */
+static inline void pool_intent_close(struct pool_itok t)
+{
+    if (t.w)
+        atomic_store_explicit(t.w, 0, memory_order_release);
+    else if (t.ovf)
+        atomic_fetch_sub_explicit(t.ovf, 1, memory_order_release);
+}
+
+/* Clears a recount's audit bit, so that its final CAS fails. */
+static __attribute__((noinline, cold)) void pool_audit_spoil(_Atomic uint64_t *ref, uint64_t r)
+{
+    while ((r & POOL_AUDIT64) &&
+           !atomic_compare_exchange_weak_explicit(ref, &r, ref_plain(r), memory_order_acq_rel,
+                                                  memory_order_relaxed))
+        ;
+}
+
+/* Before a first step that is not a CAS of idx's ref word (a holding's
+ * decrement, a queue's removal of an entry): the intent's store, then a
+ * look at the ref word; a recount in progress is made to fail now, before
+ * the step can change what it counts. */
+static inline void pool_intent_fence(struct pool *p, uint32_t idx)
+{
+    if (__builtin_expect(slock_membarrier_ready(), 1))
+        atomic_signal_fence(memory_order_seq_cst); /* slock_heavy_barrier fences us */
+    else
+        atomic_thread_fence(memory_order_seq_cst);
+    _Atomic uint64_t *ref = &p->blocks[idx].ref;
+    uint64_t r = atomic_load_explicit(ref, memory_order_relaxed);
+    if (__builtin_expect((r & POOL_AUDIT64) != 0, 0))
+        pool_audit_spoil(ref, r);
+}
+
+static inline uint64_t handle_make(uint32_t gen, uint32_t idx)
+{
+    return (uint64_t)gen << 32 | (idx + 1);
+}
+
+/* pool_move_begin for every case its fast path leaves out: a thread not
+ * the mapping's first mover, no record, no membarrier, a recount to spoil. */
+static __attribute__((noinline)) void pool_move_begin_slow(struct pool *p, uint64_t handle,
+                                                           unsigned which)
+{
+    struct pool_intent *rec = pool_intent_rec(p);
+    if (rec)
+        atomic_store_explicit(&rec->h[which], handle, memory_order_relaxed);
+    else
+        (void)pool_intent_overflow(p); /* ended by pool_move_end's which */
+    pool_intent_fence(p, (uint32_t)handle - 1);
+}
+
+/* The fast paths below are leaves (no register saved, one branch to a
+ * slow path): they run on every dequeue and hand-over. Each takes a handle
+ * already decoded (idx) and a pool already checked. */
+static inline bool pool_move_set_fast(struct pool *p, uint32_t idx, uint64_t handle,
+                                      unsigned which)
+{
+    const uint32_t tid = slock_tid_cache;
+    struct pool_intent *rec = p->irec;
+    if (__builtin_expect(tid == 0 ||
+                             atomic_load_explicit(&p->irec_tid, memory_order_relaxed) != tid ||
+                             atomic_load_explicit(&rec->owner, memory_order_relaxed) != tid ||
+                             !slock_membarrier_ready(),
+                         0))
+        return false;
+    atomic_store_explicit(&rec->h[which], handle, memory_order_relaxed);
+    atomic_signal_fence(memory_order_seq_cst); /* slock_heavy_barrier fences us */
+    _Atomic uint64_t *ref = &p->blocks[idx].ref;
+    uint64_t r = atomic_load_explicit(ref, memory_order_relaxed);
+    if (__builtin_expect((r & POOL_AUDIT64) != 0, 0))
+        pool_audit_spoil(ref, r);
+    return true;
+}
+
+static inline bool pool_move_clear_fast(struct pool *p, unsigned which)
+{
+    const uint32_t tid = slock_tid_cache;
+    struct pool_intent *rec = p->irec;
+    if (__builtin_expect(tid == 0 ||
+                             atomic_load_explicit(&p->irec_tid, memory_order_relaxed) != tid ||
+                             atomic_load_explicit(&rec->owner, memory_order_relaxed) != tid,
+                         0))
+        return false;
+    atomic_store_explicit(&rec->h[which], 0, memory_order_release);
+    return true;
+}
+
+static __attribute__((noinline)) void pool_move_end_slow(struct pool *p, unsigned which)
+{
+    struct pool_intent *rec = pool_intent_rec(p);
+    if (rec) {
+        atomic_store_explicit(&rec->h[which], 0, memory_order_release);
+        return;
+    }
+    _Atomic uint32_t *ovf = &p->clients[p->slot].intent_overflow;
+    if (atomic_load_explicit(ovf, memory_order_relaxed))
+        atomic_fetch_sub_explicit(ovf, 1, memory_order_release);
+}
+
+void pool_move_begin(struct pool *p, uint64_t handle, unsigned which)
+{
+    const uint32_t idx = (uint32_t)handle - 1;
+    if (__builtin_expect(!p || !p->sh || which > 1 || (handle >> 32) == 0 ||
+                             idx >= p->block_count,
+                         0))
+        return;
+    if (!pool_move_set_fast(p, idx, handle, which))
+        pool_move_begin_slow(p, handle, which);
+}
+
+void pool_move_end(struct pool *p, unsigned which)
+{
+    if (__builtin_expect(!p || !p->sh || which > 1, 0))
+        return;
+    if (!pool_move_clear_fast(p, which))
+        pool_move_end_slow(p, which);
 }
 
 /* ---- free lists (pool lock held) ----
@@ -625,7 +908,8 @@ static int pool_detach_tail_locked(struct pool *p, uint64_t now, uint64_t age, b
 /* Takes a free block (warm first, then cold) and gives it its first
  * reference. 0 with the index and generation, 1 when there is none,
  * -EUCLEAN. */
-static int pool_take_locked(struct pool *p, uint32_t *idx_out, uint32_t *gen_out)
+static int pool_take_locked(struct pool *p, struct pool_itok t, uint32_t *idx_out,
+                            uint32_t *gen_out)
 {
     uint32_t idx;
     int e = pool_pop_warm_locked(p, &idx);
@@ -645,6 +929,7 @@ static int pool_take_locked(struct pool *p, uint32_t *idx_out, uint32_t *gen_out
     if (ref_count(r) != 0)
         return -EUCLEAN;
     uint32_t gen = ref_gen(r) ? ref_gen(r) : 1;
+    pool_intent_point(t, handle_make(gen, idx)); /* before the reference exists */
     /* Nothing else writes the ref word of a listed block (retain, reclaim
      * and the caches leave a zero refcount alone), but a CAS costs nothing
      * here and keeps that a check rather than an assumption. */
@@ -720,7 +1005,7 @@ static uint32_t pool_drop_refs(struct pool *p, uint32_t idx, uint32_t k)
         if (!rc_live(rc))
             return 0; /* free, or cached: no references to drop */
         take = rc < k ? rc : k;
-        nr = take == rc ? ref_make(gen_next(ref_gen(r)), 0) : r - take;
+        nr = take == rc ? ref_make(gen_next(ref_gen(r)), 0) : ref_plain(r) - take;
     } while (!atomic_compare_exchange_weak_explicit(&b->ref, &r, nr, memory_order_acq_rel,
                                                     memory_order_acquire));
     if (ref_count(nr) == 0)
@@ -792,22 +1077,28 @@ static inline void pool_counter_add(_Atomic uint64_t *ctr, uint64_t k)
 /* Gives cached block idx its first reference if its ref word is still r
  * (cached, by anyone): the one CAS that decides between the owner and any
  * other claimant. */
-static inline bool pool_claim_cached(struct pool *p, uint32_t idx, uint64_t r)
+static inline bool pool_claim_cached(struct pool *p, struct pool_itok t, uint32_t idx,
+                                     uint64_t r)
 {
-    return rc_cached(ref_count(r)) &&
-           atomic_compare_exchange_strong_explicit(&p->blocks[idx].ref, &r,
+    if (!rc_cached(ref_count(r)))
+        return false;
+    /* Named before the CAS that makes the reference (release: the record is
+     * visible to whoever sees the new ref word). */
+    pool_intent_point(t, handle_make(ref_gen(r), idx));
+    return atomic_compare_exchange_strong_explicit(&p->blocks[idx].ref, &r,
                                                    ref_make(ref_gen(r), 1),
-                                                   memory_order_acquire, memory_order_relaxed);
+                                                   memory_order_acq_rel, memory_order_relaxed);
 }
 
 /* Takes the newest block of our cache that nobody took meanwhile. */
-static bool pool_cache_pop(struct pool *p, uint32_t *idx_out, uint32_t *gen_out)
+static bool pool_cache_pop(struct pool *p, struct pool_itok t, uint32_t *idx_out,
+                           uint32_t *gen_out)
 {
     const uint32_t mine = POOL_RC_CACHED | p->slot;
     while (p->cache.n) {
         uint32_t k = --p->cache.n;
         uint32_t idx = p->cache.idx[k], gen = p->cache.gen[k];
-        if (pool_claim_cached(p, idx, ref_make(gen, mine))) {
+        if (pool_claim_cached(p, t, idx, ref_make(gen, mine))) {
             pool_cache_publish(p, k);
             if (k) {
                 /* The next allocation's block was most likely freed by
@@ -924,12 +1215,13 @@ static void pool_cache_keep(struct pool *p, uint32_t idx, uint64_t r)
 }
 
 /* Claims idx for an allocation if it is cached by anyone. */
-static bool pool_steal_one(struct pool *p, uint32_t idx, uint32_t *idx_out, uint32_t *gen_out)
+static bool pool_steal_one(struct pool *p, struct pool_itok t, uint32_t idx, uint32_t *idx_out,
+                           uint32_t *gen_out)
 {
     if (idx >= p->block_count)
         return false;
     uint64_t r = atomic_load_explicit(&p->blocks[idx].ref, memory_order_acquire);
-    if (!pool_claim_cached(p, idx, r))
+    if (!pool_claim_cached(p, t, idx, r))
         return false;
     *idx_out = idx;
     *gen_out = ref_gen(r);
@@ -942,14 +1234,15 @@ static bool pool_steal_one(struct pool *p, uint32_t idx, uint32_t *idx_out, uint
  * descriptor, so that a cached block nobody lists (a release between its
  * CAS and its publication, or a cache whose owner lost track) is found too.
  * 0 with its index and generation (and the first reference), 1 when none. */
-static int pool_steal_locked(struct pool *p, uint32_t *idx_out, uint32_t *gen_out)
+static int pool_steal_locked(struct pool *p, struct pool_itok t, uint32_t *idx_out,
+                             uint32_t *gen_out)
 {
     for (uint32_t s = 0; s < POOL_MAX_CLIENTS; s++) {
         const struct pool_client *c = &p->clients[s];
         uint32_t n = atomic_load_explicit(&c->cached, memory_order_acquire);
         n = n > POOL_CACHE_MAX ? POOL_CACHE_MAX : n;
         for (uint32_t i = 0; i < n; i++)
-            if (pool_steal_one(p, atomic_load_explicit(&c->cache[i], memory_order_relaxed),
+            if (pool_steal_one(p, t, atomic_load_explicit(&c->cache[i], memory_order_relaxed),
                                idx_out, gen_out))
                 return 0;
     }
@@ -957,7 +1250,7 @@ static int pool_steal_locked(struct pool *p, uint32_t *idx_out, uint32_t *gen_ou
     if (p->last_scan_ns && now - p->last_scan_ns < 1000000u)
         return 1;
     for (uint32_t idx = 0; idx < p->block_count; idx++) {
-        if (pool_steal_one(p, idx, idx_out, gen_out)) {
+        if (pool_steal_one(p, t, idx, idx_out, gen_out)) {
             p->last_scan_ns = 0;
             return 0;
         }
@@ -1046,9 +1339,15 @@ static uint64_t pool_reclaim_holdings(struct pool *p, uint32_t slot)
          * pages nobody needs. */
         if (atomic_load_explicit(h, memory_order_relaxed) == 0)
             continue;
+        /* Holding first, refcount second, under our own intent: a
+         * reclaimer that dies in between is reclaimed in turn. */
+        uint64_t r = atomic_load_explicit(&p->blocks[i].ref, memory_order_relaxed);
+        const struct pool_itok t = pool_intent_open(p, handle_make(ref_gen(r), i));
+        pool_intent_fence(p, i);
         uint32_t k = atomic_exchange_explicit(h, 0, memory_order_acq_rel);
         if (k)
             released += pool_drop_refs(p, i, k);
+        pool_intent_close(t);
     }
     return released;
 }
@@ -1070,6 +1369,18 @@ static void pool_finish_slot(struct pool *p, uint32_t slot, uint64_t n)
     pool_unlock(p);
 }
 
+/* Clears the intent records of a slot being reused. */
+static void pool_intents_forget(struct pool *p, uint32_t slot)
+{
+    struct pool_client *c = &p->clients[slot];
+    for (unsigned i = 0; i < POOL_INTENTS; i++) {
+        atomic_store_explicit(&c->intent[i].h[0], 0, memory_order_relaxed);
+        atomic_store_explicit(&c->intent[i].h[1], 0, memory_order_relaxed);
+        atomic_store_explicit(&c->intent[i].owner, 0, memory_order_relaxed);
+    }
+    atomic_store_explicit(&c->intent_overflow, 0, memory_order_release);
+}
+
 /* Claims a client slot for this process: a free one, else one whose process
  * is dead, after releasing what that process held. The slot is marked as
  * being reclaimed by us first, so that no other reclaimer touches holdings
@@ -1085,17 +1396,22 @@ static int pool_claim_slot(struct pool *p)
             return 0;
         }
     }
-    for (uint32_t s = 0; s < POOL_MAX_CLIENTS; s++) {
-        uint32_t v = atomic_load(&p->clients[s].pid);
-        if (v == 0 || pool_task_alive(v) ||
-            !atomic_compare_exchange_strong(&p->clients[s].pid, &v, self | POOL_PID_RECLAIMING))
-            continue;
-        pool_finish_slot(p, s, pool_reclaim_holdings(p, s));
-        atomic_store(&p->clients[s].pid, self);
-        p->slot = s;
-        p->pid = self;
-        return 0;
-    }
+    /* A slot whose intents wait for a recount is taken last: reusing it
+     * drops them (a leak, never a wrong free). */
+    for (int pass = 0; pass < 2; pass++)
+        for (uint32_t s = 0; s < POOL_MAX_CLIENTS; s++) {
+            uint32_t v = atomic_load(&p->clients[s].pid);
+            if (v == 0 || (pass == 0 && v == POOL_PID_PENDING) || pool_task_alive(v) ||
+                !atomic_compare_exchange_strong(&p->clients[s].pid, &v,
+                                                self | POOL_PID_RECLAIMING))
+                continue;
+            pool_finish_slot(p, s, pool_reclaim_holdings(p, s));
+            pool_intents_forget(p, s);
+            atomic_store(&p->clients[s].pid, self);
+            p->slot = s;
+            p->pid = self;
+            return 0;
+        }
     return -EUSERS;
 }
 
@@ -1197,6 +1513,7 @@ int pool_create(const struct pool_params *params, struct pool *out)
     }
     atomic_init(&sh->lock.word, 0);
 
+    slock_membarrier_register(); /* see pool_intent_fence */
     if (pool_claim_slot(&p) < 0) { /* cannot happen on a fresh table */
         seg_close(&seg);
         return MBQ_POOL_ERR_ALLOCATION_FAILED;
@@ -1238,6 +1555,7 @@ int pool_attach(int fd, struct pool *out)
         .block_count = n,
         .cache.max = pool_cache_max(n),
     };
+    slock_membarrier_register(); /* see pool_intent_fence */
     r = pool_claim_slot(&p);
     if (r < 0) {
         seg_close(&seg);
@@ -1259,6 +1577,7 @@ void pool_detach(struct pool *p)
         atomic_compare_exchange_strong(&p->clients[p->slot].pid, &v,
                                        self | POOL_PID_RECLAIMING)) {
         pool_finish_slot(p, p->slot, pool_reclaim_holdings(p, p->slot));
+        pool_intents_forget(p, p->slot);
         atomic_store(&p->clients[p->slot].pid, 0);
     }
     seg_close(&p->seg);
@@ -1275,20 +1594,23 @@ int pool_alloc(struct pool *p, uint64_t size, uint64_t *handle_out)
     struct pool_shared *sh = p->sh;
     uint32_t idx = 0, gen = 0;
     bool cached = false;
+    /* The intent names each block before the CAS that claims it, and is
+     * cleared once the holding records the reference. */
+    const struct pool_itok t = pool_intent_open(p, 0);
     int lr = 0;
     if (pool_cache_enter(p)) {
-        cached = pool_cache_pop(p, &idx, &gen);
+        cached = pool_cache_pop(p, t, &idx, &gen);
         if (!cached && (lr = pool_lock(p)) == 0) {
             /* Checked again under the lock, which invalidate sets the flag
              * under: a pool invalidated since pool_cache_enter() (and
              * flushed already, maybe) must not have its blocks cached. */
             if (!(RD(sh->flags) & POOL_F_INVALIDATED) && pool_cache_fill_locked(p))
-                cached = pool_cache_pop(p, &idx, &gen);
+                cached = pool_cache_pop(p, t, &idx, &gen);
             pool_unlock(p);
         }
         if (cached) {
-            /* The holding right after the claim: the window in which a
-             * death leaks the block stays as short as it can be. A store,
+            /* The holding right after the claim (the intent covers the
+             * two). A store,
              * not an increment: the block was free, so this process held no
              * reference to it (holdings never exceed references), and no
              * other thread can take one before its handle is published. */
@@ -1297,21 +1619,25 @@ int pool_alloc(struct pool *p, uint64_t size, uint64_t *handle_out)
         }
     }
     if (!cached) {
-        if (lr < 0 || (lr = pool_lock(p)) < 0)
+        if (lr < 0 || (lr = pool_lock(p)) < 0) {
+            pool_intent_close(t);
             return lr;
+        }
         for (int attempt = 0;; attempt++) {
-            int e = pool_take_locked(p, &idx, &gen);
+            int e = pool_take_locked(p, t, &idx, &gen);
             if (e > 0 && p->cache.max) /* no caches in this pool: nothing to take */
-                e = pool_steal_locked(p, &idx, &gen);
+                e = pool_steal_locked(p, t, &idx, &gen);
             if (e == 0)
                 break;
             if (e > 0) {
                 sh->alloc_failures++;
                 pool_unlock(p);
+                pool_intent_close(t);
                 return MBQ_POOL_ERR_ALLOCATION_FAILED;
             }
             if (attempt > 0) { /* still corrupt after a rebuild: give up, do not loop */
                 pool_unlock(p);
+                pool_intent_close(t);
                 return -EUCLEAN;
             }
             pool_repair_locked(p);
@@ -1320,6 +1646,7 @@ int pool_alloc(struct pool *p, uint64_t size, uint64_t *handle_out)
         atomic_fetch_add_explicit(pool_holding(p, p->slot, idx), 1, memory_order_relaxed);
         pool_unlock(p);
     }
+    pool_intent_close(t);
 
     /* The block is ours alone until its handle is published. */
     struct pool_block *b = &p->blocks[idx];
@@ -1342,17 +1669,24 @@ int pool_retain(struct pool *p, uint64_t handle, bool by_client)
     if (!p || !p->sh || !pool_decode(p, handle, &idx, &gen))
         return -EINVAL;
     struct pool_block *b = &p->blocks[idx];
+    /* Refcount first, holding second, under an intent (a queue's retain has
+     * no holding: its enqueue's intent covers it until the entry is in). */
+    const struct pool_itok t = pool_intent_open(p, handle);
     uint64_t r = atomic_load_explicit(&b->ref, memory_order_relaxed);
     do {
-        if (ref_gen(r) != gen || !rc_live(ref_count(r)))
+        if (ref_gen(r) != gen || !rc_live(ref_count(r))) {
+            pool_intent_close(t);
             return -ESTALE;
-        if (ref_count(r) == POOL_RC_CACHED - 1)
+        }
+        if (ref_count(r) >= POOL_RC_AUDIT - 1) {
+            pool_intent_close(t);
             return -EINVAL; /* as many references as a refcount can count */
-    } while (!atomic_compare_exchange_weak_explicit(&b->ref, &r, r + 1, memory_order_acquire,
-                                                    memory_order_relaxed));
-    /* Refcount first, holding second: a death in between leaks, never frees. */
+        }
+    } while (!atomic_compare_exchange_weak_explicit(&b->ref, &r, ref_plain(r) + 1,
+                                                    memory_order_acq_rel, memory_order_relaxed));
     if (by_client)
         atomic_fetch_add_explicit(pool_holding(p, p->slot, idx), 1, memory_order_relaxed);
+    pool_intent_close(t);
     return 0;
 }
 
@@ -1362,17 +1696,26 @@ int pool_release(struct pool *p, uint64_t handle, bool by_client)
     if (!p || !p->sh || !pool_decode(p, handle, &idx, &gen))
         return -EINVAL;
     struct pool_block *b = &p->blocks[idx];
-    uint64_t r = atomic_load_explicit(&b->ref, memory_order_acquire);
-    if (ref_gen(r) != gen || !rc_live(ref_count(r)))
-        return -ESTALE;
-    /* Holding first, refcount second (the mirror of acquire). A process
-     * cannot release a reference it does not hold. */
+    /* Holding first, refcount second (the mirror of acquire), under an
+     * intent that lasts until the block is filed. A process cannot release
+     * a reference it does not hold. The intent's fence (for the holding's
+     * decrement, which is not a CAS of the ref word) comes with the load. */
     _Atomic uint32_t *hold = by_client ? pool_holding(p, p->slot, idx) : NULL;
+    const struct pool_itok t = pool_intent_open(p, handle);
+    if (hold)
+        pool_intent_fence(p, idx);
+    uint64_t r = atomic_load_explicit(&b->ref, memory_order_acquire);
+    if (ref_gen(r) != gen || !rc_live(ref_count(r))) {
+        pool_intent_close(t);
+        return -ESTALE;
+    }
     if (hold) {
         uint32_t h = atomic_load_explicit(hold, memory_order_relaxed);
         do {
-            if (h == 0)
+            if (h == 0) {
+                pool_intent_close(t);
                 return -EINVAL;
+            }
         } while (!atomic_compare_exchange_weak_explicit(hold, &h, h - 1, memory_order_relaxed,
                                                         memory_order_relaxed));
     }
@@ -1388,15 +1731,17 @@ int pool_release(struct pool *p, uint64_t handle, bool by_client)
         if (ref_gen(r) != gen || !rc_live(ref_count(r))) {
             if (hold)
                 atomic_fetch_add_explicit(hold, 1, memory_order_relaxed);
+            pool_intent_close(t);
             return -ESTALE;
         }
-        nr = ref_count(r) == 1 ? ref_make(gen_next(gen), free_rc) : r - 1;
+        nr = ref_count(r) == 1 ? ref_make(gen_next(gen), free_rc) : ref_plain(r) - 1;
     } while (!atomic_compare_exchange_weak_explicit(&b->ref, &r, nr, memory_order_seq_cst,
                                                     memory_order_acquire));
     if (ref_count(nr) == 0)
         pool_free_block(p, idx, nr);
     else if (rc_cached(ref_count(nr)))
         pool_cache_keep(p, idx, nr);
+    pool_intent_close(t);
     return 0;
 }
 
@@ -1409,6 +1754,8 @@ int pool_disown(struct pool *p, uint64_t handle)
     if (ref_gen(r) != gen || !rc_live(ref_count(r)))
         return -ESTALE;
     _Atomic uint32_t *hold = pool_holding(p, p->slot, idx);
+    /* Inside the caller's intent (pool_move_begin, which also made a
+     * recount in progress fail), which lasts until the entry is in. */
     uint32_t h = atomic_load_explicit(hold, memory_order_relaxed);
     do {
         if (h == 0)
@@ -1433,8 +1780,31 @@ int pool_adopt(struct pool *p, uint64_t handle)
     uint64_t r = atomic_load_explicit(&p->blocks[idx].ref, memory_order_acquire);
     if (ref_gen(r) != gen || !rc_live(ref_count(r)))
         return -ESTALE;
+    /* Inside the dequeue's intent (set before the entry left the queue,
+     * cleared by the caller once this holding is recorded). */
     atomic_fetch_add_explicit(pool_holding(p, p->slot, idx), 1, memory_order_relaxed);
     return 0;
+}
+
+int pool_disown_begin(struct pool *p, uint64_t handle)
+{
+    uint32_t idx, gen;
+    if (!p || !p->sh || !pool_decode(p, handle, &idx, &gen))
+        return -EINVAL;
+    if (!pool_move_set_fast(p, idx, handle, 0))
+        pool_move_begin_slow(p, handle, 0);
+    int r = pool_disown(p, handle);
+    if (__builtin_expect(r != 0, 0))
+        pool_move_end(p, 0);
+    return r;
+}
+
+int pool_adopt_end(struct pool *p, uint64_t handle)
+{
+    int r = pool_adopt(p, handle);
+    if (p && p->sh && !pool_move_clear_fast(p, 0))
+        pool_move_end_slow(p, 0);
+    return r;
 }
 
 struct pool_block *pool_block_of(struct pool *p, uint64_t handle)
@@ -1585,9 +1955,141 @@ int pool_invalidate(struct pool *p)
     return pool_flush(p);
 }
 
-/* ---- reclaim ---- */
+/* ---- reclaim and recount ---- */
 
-int pool_reclaim_slot(struct pool *p, uint32_t slot)
+/* Whether a live process may be moving block idx: a live slot (other than
+ * those we are reclaiming) has an intent naming it, or has moves whose
+ * blocks are unknown. */
+static bool pool_intent_live(struct pool *p, uint32_t idx)
+{
+    const uint32_t mine = pool_self_id() | POOL_PID_RECLAIMING;
+    for (uint32_t s = 0; s < POOL_MAX_CLIENTS; s++) {
+        struct pool_client *c = &p->clients[s];
+        uint32_t v = atomic_load_explicit(&c->pid, memory_order_acquire);
+        if (v == 0 || v == mine || !pool_task_alive(v))
+            continue;
+        if (atomic_load_explicit(&c->intent_overflow, memory_order_acquire))
+            return true;
+        for (unsigned i = 0; i < POOL_INTENTS; i++)
+            for (unsigned w = 0; w < 2; w++) {
+                uint64_t h = atomic_load_explicit(&c->intent[i].h[w], memory_order_acquire);
+                if (h && (uint32_t)h - 1 == idx)
+                    return true;
+            }
+    }
+    return false;
+}
+
+int pool_audit(struct pool *p, uint64_t handle, pool_count_fn count, void *ctx)
+{
+    uint32_t idx, gen;
+    if (!p || !p->sh)
+        return -EINVAL;
+    if (!pool_decode(p, handle, &idx, &gen))
+        return 0; /* a scribbled record names no block */
+    struct pool_block *b = &p->blocks[idx];
+    uint64_t r = atomic_load_explicit(&b->ref, memory_order_acquire);
+    uint32_t rc = ref_count(r);
+    if (rc == 0 && ref_gen(r) == gen_next(gen) && RD(b->state) == POOL_BLOCK_USED) {
+        /* A last release that died between its CAS and filing the block.
+         * pool_free_block files it only if it is still so, under the lock;
+         * a live releaser in that instant would file it itself. */
+        if (pool_intent_live(p, idx))
+            return -EAGAIN;
+        pool_free_block(p, idx, r);
+        return 0;
+    }
+    if (ref_gen(r) != gen || !rc_live(rc))
+        return 0; /* freed since (or cached): no reference of that generation is left */
+
+    /* 1. The audit bit: from here, any change of the ref word fails our
+     * final CAS. 2. A barrier on every CPU: a mover that stored its intent
+     * before it is seen below; one that did not sees the bit before its
+     * first step and clears it. */
+    if (!(r & POOL_AUDIT64)) {
+        uint64_t ra = r | POOL_AUDIT64;
+        if (!atomic_compare_exchange_strong_explicit(&b->ref, &r, ra, memory_order_seq_cst,
+                                                     memory_order_relaxed))
+            return -EAGAIN;
+        r = ra;
+    }
+    slock_heavy_barrier();
+    uint64_t n = 0;
+    if (pool_intent_live(p, idx))
+        goto busy;
+    /* 3. What holds references: every slot's holding, every queue entry. */
+    for (uint32_t s = 0; s < POOL_MAX_CLIENTS; s++)
+        n += atomic_load_explicit(pool_holding(p, s, idx), memory_order_acquire);
+    if (count) {
+        uint64_t q = 0;
+        if (count(ctx, handle, &q) < 0)
+            goto busy;
+        n += q;
+    }
+    if (n >= rc) {
+        /* Exact (the dead mover finished, or had not begun). */
+        atomic_compare_exchange_strong_explicit(&b->ref, &r, ref_plain(r), memory_order_acq_rel,
+                                                memory_order_relaxed);
+        return 0;
+    }
+    /* 4. The excess goes, if nothing moved meanwhile. */
+    uint64_t nr = n == 0 ? ref_make(gen_next(gen), 0) : ref_make(gen, (uint32_t)n);
+    if (!atomic_compare_exchange_strong_explicit(&b->ref, &r, nr, memory_order_acq_rel,
+                                                 memory_order_relaxed))
+        return -EAGAIN;
+    __atomic_fetch_add(&p->sh->audited, (uint64_t)(rc - n), __ATOMIC_RELAXED);
+    if (n == 0)
+        pool_free_block(p, idx, nr);
+    return 1;
+busy:
+    atomic_compare_exchange_strong_explicit(&b->ref, &r, ref_plain(r), memory_order_acq_rel,
+                                            memory_order_relaxed);
+    return -EAGAIN;
+}
+
+/* Recounts the blocks the intents of slot (a dead client's, claimed by us)
+ * name, and clears each record that is settled. Returns how many must be
+ * retried. Without count, nothing is recounted: the records are cleared
+ * and a reference a move left behind leaks. Moves whose block is unknown
+ * (intent_overflow) leak likewise. */
+static unsigned pool_resolve_intents(struct pool *p, uint32_t slot, pool_count_fn count,
+                                     void *ctx)
+{
+    struct pool_client *c = &p->clients[slot];
+    unsigned left = 0;
+    for (unsigned i = 0; i < POOL_INTENTS; i++)
+        for (unsigned w = 0; w < 2; w++) {
+            uint64_t h = atomic_load_explicit(&c->intent[i].h[w], memory_order_acquire);
+            if (!h)
+                continue;
+            if (count && pool_audit(p, h, count, ctx) == -EAGAIN)
+                left++;
+            else
+                atomic_store_explicit(&c->intent[i].h[w], 0, memory_order_relaxed);
+        }
+    atomic_store_explicit(&c->intent_overflow, 0, memory_order_relaxed);
+    return left;
+}
+
+/* Reclaims slot, which the caller has claimed (its pid word is ours):
+ * holdings, intents, cache. The slot is then free, or pending when a
+ * recount must be retried. Returns the references released. */
+static uint64_t pool_reclaim_claimed(struct pool *p, uint32_t slot, pool_count_fn count,
+                                     void *ctx)
+{
+    uint64_t n = pool_reclaim_holdings(p, slot);
+    unsigned left = pool_resolve_intents(p, slot, count, ctx);
+    pool_finish_slot(p, slot, n);
+    if (left) {
+        atomic_store(&p->clients[slot].pid, POOL_PID_PENDING);
+        return n;
+    }
+    pool_intents_forget(p, slot);
+    atomic_store(&p->clients[slot].pid, 0);
+    return n;
+}
+
+int pool_reclaim_slot_ex(struct pool *p, uint32_t slot, pool_count_fn count, void *ctx)
 {
     if (!p || !p->sh || slot >= POOL_MAX_CLIENTS)
         return -EINVAL;
@@ -1604,40 +2106,69 @@ int pool_reclaim_slot(struct pool *p, uint32_t slot)
         if (atomic_compare_exchange_strong(pid, &v, self | POOL_PID_RECLAIMING))
             break;
     }
-    uint64_t n = pool_reclaim_holdings(p, slot);
-    pool_finish_slot(p, slot, n);
-    atomic_store(pid, 0);
-    return pool_clamp_int(n);
+    return pool_clamp_int(pool_reclaim_claimed(p, slot, count, ctx));
 }
 
-int pool_reclaim_dead(struct pool *p)
+int pool_reclaim_slot(struct pool *p, uint32_t slot)
 {
-    if (!p || !p->sh)
-        return -EINVAL;
+    return pool_reclaim_slot_ex(p, slot, NULL, NULL);
+}
+
+/* Reclaims the slots whose process is gone (only the pending ones). */
+static uint64_t pool_reclaim_dead_slots(struct pool *p, bool pending_only, pool_count_fn count,
+                                        void *ctx)
+{
     const uint32_t self = pool_self_id();
     uint64_t total = 0;
     for (uint32_t s = 0; s < POOL_MAX_CLIENTS; s++) {
         _Atomic uint32_t *pid = &p->clients[s].pid;
         uint32_t v = atomic_load(pid);
-        if (v == 0 || pool_task_alive(v) ||
+        if (v == 0 || (pending_only && v != POOL_PID_PENDING) || pool_task_alive(v) ||
             !atomic_compare_exchange_strong(pid, &v, self | POOL_PID_RECLAIMING))
             continue;
-        uint64_t n = pool_reclaim_holdings(p, s);
-        total += n;
-        pool_finish_slot(p, s, 0);
-        atomic_store(pid, 0);
+        total += pool_reclaim_claimed(p, s, count, ctx);
     }
+    return total;
+}
+
+bool pool_audit_pending(const struct pool *p)
+{
+    if (!p || !p->sh)
+        return false;
+    for (uint32_t s = 0; s < POOL_MAX_CLIENTS; s++)
+        if (atomic_load_explicit(&p->clients[s].pid, memory_order_relaxed) == POOL_PID_PENDING)
+            return true;
+    return false;
+}
+
+int pool_audit_retry(struct pool *p, pool_count_fn count, void *ctx)
+{
+    if (!p || !p->sh)
+        return -EINVAL;
+    pool_reclaim_dead_slots(p, true, count, ctx);
+    return pool_audit_pending(p) ? -EAGAIN : 0;
+}
+
+int pool_reclaim_dead_ex(struct pool *p, pool_count_fn count, void *ctx)
+{
+    if (!p || !p->sh)
+        return -EINVAL;
+    uint64_t total = pool_reclaim_dead_slots(p, false, count, ctx);
     /* The full check: blocks left AGING by an ager that died, and lists or
      * counters a peer scribbled on, are found here and the lists rebuilt.
-     * (mbqd reclaims per client, with pool_reclaim_slot, when a connection
-     * drops; this sweep is for callers without a daemon.) */
+     * (mbqd reclaims per client, with pool_reclaim_slot_ex, when a
+     * connection drops; this sweep is for callers without a daemon.) */
     if (pool_lock(p) < 0)
         return pool_clamp_int(total);
-    p->sh->reclaimed += total;
     if (!pool_lists_ok_locked(p))
         pool_repair_locked(p);
     pool_unlock(p);
     return pool_clamp_int(total);
+}
+
+int pool_reclaim_dead(struct pool *p)
+{
+    return pool_reclaim_dead_ex(p, NULL, NULL);
 }
 
 /* ---- locks others hold ---- */
@@ -1696,7 +2227,11 @@ int pool_stats(struct pool *p, struct pool_stats *out)
         .reclaimed = RD(sh->reclaimed),
         .invalidated = (RD(sh->flags) & POOL_F_INVALIDATED) != 0,
         .approximate = !locked,
+        .audited = RD(sh->audited),
     };
+    for (uint32_t s = 0; s < POOL_MAX_CLIENTS; s++)
+        out->audits_pending +=
+            atomic_load_explicit(&p->clients[s].pid, memory_order_relaxed) == POOL_PID_PENDING;
     if (locked)
         pool_unlock(p);
     return 0;

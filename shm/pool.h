@@ -24,18 +24,25 @@
  * are pre-faulted at creation, so a cached alloc+free makes no system call.
  *
  * Accounting: each attached process has a client slot, and the pool counts
- * per slot how many references it holds on each block. When a process dies,
- * pool_reclaim_dead() (mbqd: pool_reclaim_slot) releases what it held, so a
- * kill -9 leaks nothing — except a death in the middle of an allocate,
- * retain, adopt, release or hand-over, which can leak that one reference
- * and so its block: the refcount is changed before the holding count when a
- * reference is taken and after it when one is dropped, so an error can only
- * leak, never double-free (the allocation and free counters may then be one
- * off as well). A process killed while it churns buffers in a tight loop
- * leaks a block on about a third of the kills; per-thread intent records
- * that the reclaimer resolves would close this, and are not built.
- * References held by queues are not counted per client: they belong to the
- * queue's entries.
+ * per slot how many references it holds on each block. References held by
+ * queues are not counted per client: they belong to the queue's entries.
+ * For every live block X:
+ *
+ *     refcount(X) = sum over slots of holdings[slot][X]
+ *                 + queue entries naming X at its generation
+ *                 + moves in flight on X,
+ *
+ * and every move in flight is covered by an intent record of its mover
+ * naming X (struct pool_intent): outside an intent the sum is exact. A move
+ * raises the refcount before it records the new holder, and removes a
+ * holder before it lowers the refcount, so a death inside an intent leaves
+ * X's refcount too high, never too low. When a process dies, its slot's
+ * holdings are released and each block its intents name is recounted
+ * (pool_audit): the excess is dropped, and the block freed if nothing
+ * holds it. So a kill -9 at any instruction leaks nothing; a recount that
+ * cannot be done safely now (a live process is moving the same block, a
+ * queue is mid-shift) is retried later, never guessed. See "Reclaim" in
+ * docs/DATAPLANE.md for the argument, op by op.
  *
  * Client caches. The pool lock is shared by every process, so taking it per
  * allocate and per free makes a producer and a consumer pull its cache line
@@ -99,6 +106,11 @@ enum pool_block_state {
 /* A block's refcount field POOL_RC_CACHED | slot: free, in the cache of the
  * client in that slot (its state stays USED: off the lists). */
 #define POOL_RC_CACHED 0xff000000u
+/* A refcount bit set by a recount in progress (pool_audit): every change of
+ * the ref word clears it, so the recount's final CAS fails if anything
+ * moved. Never part of a count: a block holds at most POOL_RC_AUDIT - 1
+ * references. */
+#define POOL_RC_AUDIT 0x00800000u
 
 /* Per-block descriptor: refcount, state, free-list links, and the buffer's
  * metadata that queues copy at enqueue. */
@@ -119,16 +131,37 @@ struct pool_block {
 /* Blocks a client keeps free for itself (see "Client caches" above). */
 #define POOL_CACHE_MAX 16
 
-/* A client slot, two cache lines written only by its owner (and by whoever
- * reclaims it once the owner is gone). */
+/* Intent records per client slot: one per thread that moves references of
+ * the pool (see "Accounting"). */
+#define POOL_INTENTS 16
+
+/* One thread's intent record, written only by that thread (owner, a tid):
+ * the handles of the blocks whose references it is moving, 0 when none.
+ * h[0] covers a single operation; h[1] a second move nested in it (an
+ * enqueue that drops the oldest entry to make room). Half a cache line, so
+ * that a thread's stores stay on a line it already owns. */
+struct pool_intent {
+    _Atomic uint32_t owner; /* tid; 0: free */
+    uint32_t reserved;
+    _Atomic uint64_t h[2];
+    uint64_t pad;
+};
+
+/* A client slot, written only by its owner (and by whoever reclaims it once
+ * the owner is gone). */
 struct pool_client {
-    _Atomic uint32_t pid;    /* 0: free slot */
+    _Atomic uint32_t pid;    /* 0: free slot; POOL_PID_PENDING: see pool.c */
     _Atomic uint32_t cached; /* entries of cache[] in use (a hint) */
     /* Allocations and frees this client made through its cache; the pool's
      * totals are the header's counters plus these. */
     _Atomic uint64_t allocs, frees;
-    uint8_t pad[40];
+    /* Moves in flight by threads that found no free intent record: their
+     * blocks are unknown, so while it is non-zero no block is recounted,
+     * and a death with it non-zero may leak (a 17th concurrent thread). */
+    _Atomic uint32_t intent_overflow;
+    uint8_t pad[36];
     _Atomic uint32_t cache[POOL_CACHE_MAX]; /* the cached blocks' indices (a hint) */
+    struct pool_intent intent[POOL_INTENTS];
 };
 
 struct pool_shared {
@@ -145,7 +178,7 @@ struct pool_shared {
     uint32_t warm_count, cold_count, used_count;
     /* statistics */
     uint64_t allocs, frees, aged_out, alloc_failures, reclaimed;
-    uint8_t pad1[8];
+    uint64_t audited; /* references dropped by recounts (pool_audit) */
     /* The blocks a cache last gave back (POOL_NONE: none), under the lock:
      * a hint for the next refill, which fetches them all at once instead of
      * one miss after another down the list. */
@@ -178,6 +211,10 @@ struct pool {
         uint32_t n, max;
         uint32_t idx[POOL_CACHE_MAX], gen[POOL_CACHE_MAX];
     } cache;
+    /* The intent record of the first thread to move a reference through
+     * this mapping (irec_tid), found without a thread-local lookup. */
+    struct pool_intent *irec;
+    _Atomic uint32_t irec_tid;
 };
 
 struct pool_stats {
@@ -187,6 +224,8 @@ struct pool_stats {
     uint64_t allocs, frees, aged_out, alloc_failures, reclaimed;
     bool invalidated;
     bool approximate; /* the pool lock stayed held: figures read without it */
+    uint32_t audits_pending; /* dead slots whose intents wait for a recount */
+    uint64_t audited;        /* references dropped by recounts */
 };
 
 /* Creates a pool and attaches the caller as its first client.
@@ -210,12 +249,15 @@ int pool_retain(struct pool *p, uint64_t handle, bool by_client);
 /* Drops a reference; the last one frees the block. 0, -ESTALE, -EINVAL. */
 int pool_release(struct pool *p, uint64_t handle, bool by_client);
 /* A reference moved from a queue entry to this process (dequeue): counts it
- * as held by this process without changing the refcount. */
+ * as held by this process without changing the refcount. Call it inside the
+ * move's intent (pool_move_begin before the entry left the queue,
+ * pool_move_end after this). */
 int pool_adopt(struct pool *p, uint64_t handle);
 /* The opposite: a reference this process holds moves to a queue entry
  * (an enqueue that takes over the caller's reference). The refcount stays;
  * the holding drops. 0, -ESTALE, -EINVAL (not held by this process). A
- * failed hand-over is undone with pool_adopt. */
+ * failed hand-over is undone with pool_adopt. Call it inside the move's
+ * intent (pool_move_begin before, pool_move_end once the entry is in). */
 int pool_disown(struct pool *p, uint64_t handle);
 
 /* The block's descriptor and data for a live handle, or NULL (stale/bad). */
@@ -232,12 +274,54 @@ bool pool_age_out_due(const struct pool *p);
 int pool_flush(struct pool *p);
 /* Stops recycling for good and flushes. */
 int pool_invalidate(struct pool *p);
-/* Releases the references of client slots whose process is gone.
- * Returns how many references were released. */
+/* Counts the queue entries that name the block of handle (at its
+ * generation), in every queue that may hold buffers of this pool: 0 with
+ * *n, or -EAGAIN when a queue is mid-move and cannot be counted now. */
+typedef int (*pool_count_fn)(void *ctx, uint64_t handle, uint64_t *n);
+
+/* Releases the references of client slots whose process is gone, and
+ * recounts the blocks their intents name (count: the queues' entries; NULL
+ * when no queue can hold this pool's buffers). A recount that must wait
+ * leaves the slot marked pending, and a later call retries it. Returns how
+ * many references were released. pool_reclaim_dead(p) is
+ * pool_reclaim_dead_ex(p, NULL, NULL): without a way to count queue entries
+ * it recounts nothing (a leak, never a wrong free); a caller that knows no
+ * queue holds the pool's buffers passes a count that answers 0. */
 int pool_reclaim_dead(struct pool *p);
+int pool_reclaim_dead_ex(struct pool *p, pool_count_fn count, void *ctx);
 /* Releases everything the client in slot holds (the daemon calls this when
- * it learns a client died). */
+ * it learns a client died) and recounts the blocks of its intents, as
+ * pool_reclaim_dead_ex. */
 int pool_reclaim_slot(struct pool *p, uint32_t slot);
+int pool_reclaim_slot_ex(struct pool *p, uint32_t slot, pool_count_fn count, void *ctx);
+/* Whether some slot waits for a recount. pool_audit_retry retries those
+ * slots only (what the daemon's timer does): 0 when none is left pending,
+ * -EAGAIN. */
+bool pool_audit_pending(const struct pool *p);
+int pool_audit_retry(struct pool *p, pool_count_fn count, void *ctx);
+/* Recounts the references of handle's block and drops the excess over what
+ * holdings and queue entries account for (freeing the block at zero).
+ * Call only for a block some dead process's intent named. 1 when references
+ * were dropped, 0 when the count was exact (or the block moved on),
+ * -EAGAIN when it cannot be decided now: retry later. */
+int pool_audit(struct pool *p, uint64_t handle, pool_count_fn count, void *ctx);
+
+/* Intents for moves that span more than one pool call (a dequeue: the
+ * queue's removal of the entry, then pool_adopt; a hand-over enqueue:
+ * pool_disown, then the queue's insertion; a queue's release of an entry
+ * it dropped). which: 0 for the operation, 1 for a move nested in it.
+ * pool_retain and pool_release inside the span find the intent naming
+ * their block and leave it alone; pool_adopt and pool_disown rely on it.
+ * Called by one thread at a time per (thread, which); an intent must be
+ * ended by the thread that began it. */
+void pool_move_begin(struct pool *p, uint64_t handle, unsigned which);
+void pool_move_end(struct pool *p, unsigned which);
+/* The two ends of the library's hand-overs in one call each (one lookup of
+ * the intent record instead of two): pool_move_begin(which 0) and
+ * pool_disown (the intent is cleared again on failure); pool_adopt and
+ * pool_move_end(which 0) (the intent is cleared whatever the result). */
+int pool_disown_begin(struct pool *p, uint64_t handle);
+int pool_adopt_end(struct pool *p, uint64_t handle);
 int pool_stats(struct pool *p, struct pool_stats *out);
 /* The owner (thread id form, 0: none) the pool lock names now, for mbqd's
  * watch over owners that are not entitled to it. */

@@ -49,6 +49,9 @@
  *  - Buffers are not CF objects but pool blocks: mbq_buffer is a small value
  *    (copy it freely) naming a block and its generation; a stale one (its
  *    block was freed) is detected and refused with -ESTALE.
+ *  - A process that dies (even by kill -9, at any instruction) leaks no
+ *    buffer: mbqd releases every reference it held or was moving, once the
+ *    process has exited.
  *  - The time, size, readiness and ordering callbacks of CMBufferCallbacks
  *    become data: each buffer carries its timestamps, duration, data size and
  *    ready flag (set with mbq_buffer_set_*), and a queue is created FIFO or
@@ -465,7 +468,10 @@ int mbq_simple_queue_create(mbq_client *client, const char *name, int32_t capaci
 /* -EINVAL, -ENOENT, -EACCES, -EBADMSG, control errors. */
 int mbq_simple_queue_open(mbq_client *client, const char *name, mbq_simple_queue **out);
 void mbq_simple_queue_close(mbq_simple_queue *queue);
-/* Values are non-zero 64-bit words (0 means "empty" on dequeue).
+/* Values are non-zero 64-bit words (0 means "empty" on dequeue): plain
+ * values, not buffer references. A value that names a buffer holds no
+ * reference to it, and a process killed with a value in hand leaves
+ * nothing for mbqd to release; pass buffers through buffer queues.
  * MBQ_SQ_ERR_QUEUE_IS_FULL, MBQ_SQ_ERR_REQUIRED_PARAMETER_MISSING, -EUCLEAN
  * (the shared counters are corrupt). */
 int mbq_simple_queue_enqueue(mbq_simple_queue *queue, uint64_t value);
