@@ -129,8 +129,7 @@ static bool hook_is_ready(void *ctx, uint32_t pool_id, uint64_t handle)
         atomic_store_explicit(&q->missing_pool, (uint64_t)pool_id + 1, memory_order_relaxed);
         return false;
     }
-    struct pool_block *b = pool_block_of(&p->pool, handle);
-    return b && atomic_load_explicit(&b->ready, memory_order_acquire) != 0;
+    return pool_is_ready(&p->pool, handle);
 }
 
 static int hook_validate(void *ctx, const struct bq_entry *e)
@@ -217,7 +216,7 @@ static bool queue_settle(mbq_buffer_queue *q)
  * handle last looked (see the top of the file). */
 static inline void queue_sync_triggers(mbq_buffer_queue *q)
 {
-    uint32_t gen = atomic_load_explicit(&q->bq.sh->trigger_gen, memory_order_acquire);
+    uint32_t gen = bq_trigger_gen(&q->bq);
     if (likely(gen == atomic_load_explicit(&q->trigger_gen_seen, memory_order_relaxed)))
         return;
     mbq_client *c = q->client;
@@ -310,10 +309,7 @@ void bqueue_forget_trigger_locked(mbq_client *c, uint64_t object_id, uint64_t to
 /* Whether some trigger of the queue fired in a process that lacked its fd. */
 static bool queue_has_pending(const mbq_buffer_queue *q)
 {
-    for (unsigned i = 0; i < BQ_MAX_TRIGGERS; i++)
-        if (atomic_load_explicit(&q->bq.sh->triggers[i].pending, memory_order_relaxed))
-            return true;
-    return false;
+    return bq_trigger_pending_any(&q->bq);
 }
 
 void bqueue_deliver_pending_locked(mbq_client *c)
@@ -357,7 +353,7 @@ int bqueue_reattach_locked(mbq_buffer_queue *q)
 {
     mbq_client *c = q->client;
     struct client_reply reply;
-    uint32_t nonce = *(volatile uint32_t *)&q->bq.sh->nonce;
+    uint32_t nonce = bq_nonce(&q->bq);
     int r = client_reattach_locked(c, q->object_id, MBQ__V1__OBJECT_KIND__BUFFER_QUEUE, &q->bq.seg,
                                    nonce, 1, &reply);
     if (r < 0)
@@ -413,7 +409,7 @@ int bqueue_reattach_locked(mbq_buffer_queue *q)
             q->triggers[i].mine = false;
     }
     atomic_store_explicit(&q->trigger_gen_seen,
-                          atomic_load_explicit(&q->bq.sh->trigger_gen, memory_order_acquire),
+                          bq_trigger_gen(&q->bq),
                           memory_order_relaxed);
     return 0;
 }
@@ -587,25 +583,25 @@ static int queue_enqueue(mbq_buffer_queue *queue, mbq_buffer buffer, bool take)
     if (!queue || !buffer.pool_ || !buffer.handle_)
         return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
     struct mbq_pool *p = buffer.pool_;
-    const struct pool_block *b = pool_block_of(&p->pool, buffer.handle_);
-    if (!b)
+    uint64_t size;
+    mbq_time dts, pts, duration;
+    if (pool_read_meta(&p->pool, buffer.handle_, &size, &dts, &pts, &duration) < 0)
         return -ESTALE;
     if (unlikely(!queue_pool_bound(queue, (uint32_t)p->object_id))) {
         int br = queue_bind_pool(queue, (uint32_t)p->object_id, false);
         if (br < 0)
             return br;
     }
-    uint64_t size = b->data_size;
     /* Field by field: an initialiser zeroes the 128 bytes first (rep stos).
      * The attachments stay zero: no call reads them from a queue, and
      * without them the queue stores the entry in one line (bq_slot). */
     struct bq_entry e;
     e.handle = buffer.handle_;
     e.seq = 0;
-    e.dts = b->dts;
-    e.pts = b->pts;
-    e.duration = b->duration;
-    e.size = size > p->pool.block_size ? p->pool.block_size : size;
+    e.dts = dts;
+    e.pts = pts;
+    e.duration = duration;
+    e.size = size;
     e.pool_id = (uint32_t)p->object_id;
     e.flags = 0;
     memset(e.attachments, 0, sizeof(e.attachments));

@@ -344,13 +344,13 @@ static ino_t client_ids_ino;
 static void client_adopt_identity(uint32_t id, int fd)
 {
     struct stat st;
-    if (fstat(fd, &st) < 0 || st.st_size != (off_t)sizeof(struct slock_ids)) {
+    if (fstat(fd, &st) < 0 || st.st_size != (off_t)slock_ids_size()) {
         close(fd);
         return;
     }
     pthread_mutex_lock(&client_ids_lock);
     if (!client_ids_map || st.st_dev != client_ids_dev || st.st_ino != client_ids_ino) {
-        void *m = mmap(NULL, sizeof(struct slock_ids), PROT_READ, MAP_SHARED, fd, 0);
+        void *m = mmap(NULL, slock_ids_size(), PROT_READ, MAP_SHARED, fd, 0);
         if (m != MAP_FAILED) {
             client_ids_map = m; /* a table replaced (a daemon without a store restarted) stays mapped */
             client_ids_dev = st.st_dev;

@@ -293,14 +293,9 @@ int mbq_buffer_release(mbq_buffer buffer)
     return pool_release(&buffer.pool_->pool, buffer.handle_, true);
 }
 
-static struct pool_block *buffer_block(mbq_buffer buffer)
-{
-    return buffer.pool_ ? pool_block_of(&buffer.pool_->pool, buffer.handle_) : NULL;
-}
-
 bool mbq_buffer_is_valid(mbq_buffer buffer)
 {
-    return buffer_block(buffer) != NULL;
+    return buffer.pool_ && pool_block_of(&buffer.pool_->pool, buffer.handle_) != NULL;
 }
 
 void *mbq_buffer_get_data(mbq_buffer buffer, size_t *capacity)
@@ -315,66 +310,40 @@ int mbq_buffer_set_timing(mbq_buffer buffer, mbq_time dts, mbq_time pts, mbq_tim
 {
     if (!buffer.pool_)
         return -EINVAL;
-    struct pool_block *b = buffer_block(buffer);
-    if (!b)
-        return -ESTALE;
-    b->dts = dts;
-    b->pts = pts;
-    b->duration = duration;
-    return 0;
+    return pool_set_timing(&buffer.pool_->pool, buffer.handle_, dts, pts, duration);
 }
 
 int mbq_buffer_get_timing(mbq_buffer buffer, mbq_time *dts, mbq_time *pts, mbq_time *duration)
 {
     if (!buffer.pool_)
         return -EINVAL;
-    struct pool_block *b = buffer_block(buffer);
-    if (!b)
-        return -ESTALE;
-    if (dts)
-        *dts = b->dts;
-    if (pts)
-        *pts = b->pts;
-    if (duration)
-        *duration = b->duration;
-    return 0;
+    return pool_read_meta(&buffer.pool_->pool, buffer.handle_, NULL, dts, pts, duration);
 }
 
 int mbq_buffer_set_data_size(mbq_buffer buffer, size_t size)
 {
     if (!buffer.pool_)
         return -EINVAL;
-    struct pool_block *b = buffer_block(buffer);
-    if (!b)
-        return -ESTALE;
-    if (size > buffer.pool_->pool.block_size)
-        return -EINVAL;
-    b->data_size = size;
-    return 0;
+    return pool_set_data_size(&buffer.pool_->pool, buffer.handle_, size);
 }
 
 size_t mbq_buffer_get_data_size(mbq_buffer buffer)
 {
-    struct pool_block *b = buffer_block(buffer);
-    if (!b)
+    uint64_t n;
+    if (!buffer.pool_ || pool_read_meta(&buffer.pool_->pool, buffer.handle_, &n, NULL, NULL,
+                                        NULL) < 0)
         return 0;
-    uint64_t n = b->data_size; /* untrusted: clamp to what is mapped */
-    return (size_t)(n > buffer.pool_->pool.block_size ? buffer.pool_->pool.block_size : n);
+    return (size_t)n;
 }
 
 int mbq_buffer_set_data_ready(mbq_buffer buffer, bool ready)
 {
     if (!buffer.pool_)
         return -EINVAL;
-    struct pool_block *b = buffer_block(buffer);
-    if (!b)
-        return -ESTALE;
-    atomic_store_explicit(&b->ready, ready ? 1u : 0u, memory_order_release);
-    return 0;
+    return pool_set_ready(&buffer.pool_->pool, buffer.handle_, ready);
 }
 
 bool mbq_buffer_is_data_ready(mbq_buffer buffer)
 {
-    struct pool_block *b = buffer_block(buffer);
-    return b && atomic_load_explicit(&b->ready, memory_order_acquire) != 0;
+    return buffer.pool_ && pool_is_ready(&buffer.pool_->pool, buffer.handle_);
 }

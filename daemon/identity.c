@@ -111,8 +111,8 @@ static void identity_mark_dead(uint32_t id)
         close(e->pidfd);
     e->pidfd = -1;
     e->state = ID_DEAD;
-    atomic_store_explicit(&idt.ids->live[id], 0, memory_order_release);
-    log_msg(LOG_LEVEL_DEBUG, "client id %u (pid %u): the process exited", id, idt.ids->pid[id]);
+    slock_ids_set(idt.ids, id, false, 0);
+    log_msg(LOG_LEVEL_DEBUG, "client id %u (pid %u): the process exited", id, slock_ids_pid(idt.ids, id));
 }
 
 static void identity_on_exit(evutil_socket_t fd, short what, void *arg)
@@ -148,8 +148,8 @@ int identity_init(struct event_base *base, int stored_fd)
          * content moves to a new one (clients map that at their Hello). */
         struct stat st;
         void *m = MAP_FAILED;
-        if (fstat(stored_fd, &st) == 0 && st.st_size == (off_t)sizeof(struct slock_ids))
-            m = mmap(NULL, sizeof(struct slock_ids), PROT_READ, MAP_SHARED, stored_fd, 0);
+        if (fstat(stored_fd, &st) == 0 && st.st_size == (off_t)slock_ids_size())
+            m = mmap(NULL, slock_ids_size(), PROT_READ, MAP_SHARED, stored_fd, 0);
         close(stored_fd);
         if (m == MAP_FAILED)
             return -EBADMSG;
@@ -160,26 +160,26 @@ int identity_init(struct event_base *base, int stored_fd)
     if (fd < 0 && errno == EINVAL)
         fd = (int)syscall(SYS_memfd_create, "mbq-ids", MFD_CLOEXEC | MFD_ALLOW_SEALING);
     void *m = MAP_FAILED;
-    if (fd >= 0 && ftruncate(fd, sizeof(struct slock_ids)) == 0)
-        m = mmap(NULL, sizeof(struct slock_ids), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (fd >= 0 && ftruncate(fd, slock_ids_size()) == 0)
+        m = mmap(NULL, slock_ids_size(), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     /* Our writable mapping is the last: F_SEAL_FUTURE_WRITE refuses any
      * other, and write(), to whoever reopens the file through /proc. */
     if (m == MAP_FAILED ||
         fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | IDENTITY_SEAL_FUTURE_WRITE) < 0) {
         int r = -errno;
         if (m != MAP_FAILED)
-            munmap(m, sizeof(struct slock_ids));
+            munmap(m, slock_ids_size());
         if (fd >= 0)
             close(fd);
         if (old)
-            munmap((void *)old, sizeof(struct slock_ids));
+            munmap((void *)old, slock_ids_size());
         return r;
     }
     idt.fd = fd;
     idt.ids = m;
     if (old) {
-        memcpy(idt.ids, old, sizeof(*idt.ids));
-        munmap((void *)old, sizeof(struct slock_ids));
+        memcpy(idt.ids, old, slock_ids_size());
+        munmap((void *)old, slock_ids_size());
     }
     idt.ro_fd = identity_open_ro();
     if (idt.ro_fd < 0)
@@ -189,17 +189,16 @@ int identity_init(struct event_base *base, int stored_fd)
     /* After a restart: the ids of before stay taken; each is watched until
      * its process reconnects or exits. */
     for (uint32_t id = 2; !fresh && id <= SLOCK_CID_MAX; id++) {
-        if (!atomic_load(&idt.ids->live[id])) {
-            if (idt.ids->pid[id])
+        if (!slock_ids_alive(idt.ids, id)) {
+            if (slock_ids_pid(idt.ids, id))
                 idt.e[id].state = ID_DEAD; /* swept before reuse, like any */
             continue;
         }
         idt.e[id].state = ID_LIVE;
-        idt.e[id].pidfd = (int)syscall(SYS_pidfd_open, (pid_t)idt.ids->pid[id], 0);
+        idt.e[id].pidfd = (int)syscall(SYS_pidfd_open, (pid_t)slock_ids_pid(idt.ids, id), 0);
         identity_watch(id);
     }
-    atomic_store(&idt.ids->live[IDENTITY_DAEMON], 1);
-    idt.ids->pid[IDENTITY_DAEMON] = (uint32_t)getpid();
+    slock_ids_set(idt.ids, IDENTITY_DAEMON, true, (uint32_t)getpid());
     idt.e[IDENTITY_DAEMON].state = ID_LIVE;
     idt.next = 2;
     slock_set_identity(IDENTITY_DAEMON, idt.ids);
@@ -219,7 +218,7 @@ int identity_ro_fd(void)
 static bool identity_same_process(uint32_t id, pid_t pid, int pidfd)
 {
     const struct id_entry *e = &idt.e[id];
-    if (e->state != ID_LIVE || idt.ids->pid[id] != (uint32_t)pid)
+    if (e->state != ID_LIVE || slock_ids_pid(idt.ids, id) != (uint32_t)pid)
         return false;
     /* The same pid: the same process unless the one we know exited. */
     return !pidfd_exited(e->pidfd) || pidfd < 0;
@@ -261,8 +260,7 @@ uint32_t identity_attach(pid_t pid, int pidfd, uint32_t asked)
     *e = (struct id_entry){.state = ID_LIVE, .sessions = 1, .pidfd = -1};
     if (pidfd >= 0)
         e->pidfd = fcntl(pidfd, F_DUPFD_CLOEXEC, 3);
-    idt.ids->pid[id] = (uint32_t)pid;
-    atomic_store_explicit(&idt.ids->live[id], 1, memory_order_release);
+    slock_ids_set(idt.ids, id, true, (uint32_t)pid);
     return id;
 }
 
@@ -276,12 +274,12 @@ void identity_detach(uint32_t id)
 
 bool identity_alive(uint32_t id)
 {
-    return id <= SLOCK_CID_MAX && idt.ids && atomic_load(&idt.ids->live[id]) != 0;
+    return id <= SLOCK_CID_MAX && idt.ids && slock_ids_alive(idt.ids, id);
 }
 
 pid_t identity_pid(uint32_t id)
 {
-    return id <= SLOCK_CID_MAX && idt.ids ? (pid_t)idt.ids->pid[id] : 0;
+    return id <= SLOCK_CID_MAX && idt.ids ? (pid_t)slock_ids_pid(idt.ids, id) : 0;
 }
 
 pid_t identity_owner_pid(uint32_t owner)
@@ -308,7 +306,7 @@ void identity_sweep_end(void)
     for (uint32_t id = 2; id <= SLOCK_CID_MAX; id++)
         if (idt.e[id].state == ID_DEAD && idt.e[id].swept && !idt.e[id].named) {
             idt.e[id].state = ID_FREE;
-            idt.ids->pid[id] = 0;
+            slock_ids_clear_pid(idt.ids, id);
         }
 }
 

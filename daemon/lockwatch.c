@@ -176,17 +176,7 @@ static const char *lock_name(const Object *o, int which)
  * over shows the same id every time, but moves these). */
 static uint64_t object_progress(const Object *o)
 {
-    if (o->kind == OBJECT_POOL) {
-        const struct pool_shared *sh = o->pool.sh;
-        return *(const volatile uint64_t *)&sh->allocs + *(const volatile uint64_t *)&sh->frees +
-               *(const volatile uint64_t *)&sh->aged_out +
-               *(const volatile uint32_t *)&sh->warm_count +
-               *(const volatile uint32_t *)&sh->used_count;
-    }
-    const struct bq_shared *sh = o->bq.sh;
-    return (uint64_t)atomic_load_explicit(&sh->tail.seq, memory_order_relaxed) +
-           atomic_load_explicit(&sh->head.seq, memory_order_relaxed) +
-           atomic_load_explicit(&sh->trigger_gen, memory_order_relaxed);
+    return o->kind == OBJECT_POOL ? pool_progress(&o->pool) : bq_progress(&o->bq);
 }
 
 static void lockwatch_object(Object *o, void *ctx)
@@ -214,13 +204,10 @@ static void lockwatch_object(Object *o, void *ctx)
      * one being reclaimed). */
     if (o->kind == OBJECT_BUFFER_QUEUE)
         for (int i = 0; i < BQ_WAITER_SLOTS; i++)
-            identity_sweep_note(atomic_load_explicit(&o->bq.sh->waiter_tid[i],
-                                                     memory_order_relaxed));
+            identity_sweep_note(bq_waiter_owner(&o->bq, (unsigned)i));
     else
         for (uint32_t s = 0; s < POOL_MAX_CLIENTS; s++)
-            identity_sweep_note(atomic_load_explicit(&o->pool.clients[s].pid,
-                                                     memory_order_relaxed) &
-                                SLOCK_TID_MASK);
+            identity_sweep_note(pool_slot_owner(&o->pool, s) & SLOCK_TID_MASK);
     struct watched *w = lockwatch_find(o->id, any);
     if (!w)
         return;

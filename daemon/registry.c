@@ -206,17 +206,20 @@ static void object_release_entry(void *ctx, uint32_t pool_id, uint64_t handle)
         pool_release(&p->pool, handle, false);
 }
 
-/* Whether taking a side's lock would wait on a live thread other than the
- * daemon's own: one that owns it, or holds its bias and is inside (busy).
- * A bias holder that is not inside costs the taker no wait (it revokes the
- * bias), and is the usual case: the last producer keeps it after closing. */
-static bool side_lock_busy(struct bslock *l)
+/* Whether taking one of the queue's locks would wait on a live owner other
+ * than the daemon's own: one that owns a side's lock, or holds its bias and
+ * is inside. A bias holder that is not inside costs the taker no wait (it
+ * revokes the bias), and is the usual case: the last producer keeps it
+ * after closing. */
+static bool queue_locks_busy(const struct bq *q)
 {
-    uint32_t owner = atomic_load_explicit(&l->lock.word, memory_order_relaxed) & SLOCK_TID_MASK;
-    uint32_t bias = atomic_load_explicit(&l->bias, memory_order_relaxed) & SLOCK_TID_MASK;
-    bool inside = atomic_load_explicit(&l->busy, memory_order_relaxed) != 0;
-    return (owner && owner != slock_self() && slock_tid_alive(owner)) ||
-           (bias && inside && bias != slock_self() && slock_tid_alive(bias));
+    uint32_t owner[BQ_LOCKS];
+    if (bq_lock_owners(q, owner) < 0)
+        return true;
+    for (int i = 0; i < BQ_LOCKS; i++)
+        if (owner[i] && owner[i] != slock_self() && slock_tid_alive(owner[i]))
+            return true;
+    return false;
 }
 
 /* The intent of the daemon's own release of an entry (see "Accounting" in
@@ -256,7 +259,7 @@ static void object_empty_queue(Object *o)
     struct bq_stats st;
     if (bq_stats(&o->bq, &st) == 0 && st.count == 0)
         return;
-    if (side_lock_busy(&o->bq.sh->tail.lock) || side_lock_busy(&o->bq.sh->head.lock)) {
+    if (queue_locks_busy(&o->bq)) {
         log_msg_fields(LOG_LEVEL_WARNING,
                        LOG_FIELDS(LOG_STR("OBJECT", o->name), LOG_NUM("OBJECT_ID", o->id)),
                        "queue %u '%s': destroyed with its lock held by a live process; the "
@@ -406,7 +409,7 @@ uint64_t registry_estimate_size(const struct object_config *c)
         if (c->pool.block_size > UINT64_MAX - page)
             return UINT64_MAX;
         size = (c->pool.block_size + page - 1) / page * page +
-               sizeof(struct pool_block) + POOL_MAX_CLIENTS * sizeof(uint32_t);
+               pool_overhead_per_block();
         if (__builtin_mul_overflow(size, (uint64_t)c->pool.block_count, &n) ||
             __builtin_add_overflow(n, overhead, &n))
             return UINT64_MAX;
@@ -442,7 +445,6 @@ int registry_create(Registry *r, const char *name, const struct object_config *c
     list_init(&o->pool_link);
 
     int res;
-    struct seg_header *hdr;
     switch (config->kind) {
     case OBJECT_BUFFER_QUEUE:
         o->config.bq.object_id = o->id;
@@ -455,16 +457,14 @@ int registry_create(Registry *r, const char *name, const struct object_config *c
         res = sq_create(config->sq_capacity, &o->sq);
         if (res < 0)
             return res;
-        hdr = o->sq.seg.base;
-        hdr->object_id = o->id;
+        seg_set_object_id(&o->sq.seg, o->id);
         break;
     case OBJECT_POOL:
         o->config.pool.prefault = true; /* frames: allocation must never fault */
         res = pool_create(&o->config.pool, &o->pool);
         if (res < 0)
             return res;
-        hdr = o->pool.seg.base;
-        hdr->object_id = o->id;
+        seg_set_object_id(&o->pool.seg, o->id);
         o->config.pool.block_size = o->pool.block_size;
         if (o->config.pool.age_out_ns == 0)
             o->config.pool.age_out_ns = POOL_DEFAULT_AGE_OUT_NS;
@@ -536,9 +536,7 @@ static int object_attach(Object *o, int fd)
         return -EINVAL;
     }
     if (res == 0) {
-        uint64_t id;
-        memcpy(&id, (const char *)seg->base + offsetof(struct seg_header, object_id), sizeof(id));
-        if (id != o->id)
+        if (seg_object_id(seg) != o->id)
             res = -EBADMSG;
     }
     if (res < 0)
@@ -868,7 +866,7 @@ void registry_set_owner_pid(Registry *r, pid_t (*fn)(uint32_t owner))
  * in our pid namespace without a client id) or its client id. */
 static bool slot_is_pid(const Registry *r, const struct pool *p, uint32_t s, pid_t pid)
 {
-    uint32_t v = atomic_load_explicit(&p->clients[s].pid, memory_order_acquire);
+    uint32_t v = pool_slot_owner(p, s);
     if (!(v & SLOCK_CID))
         return v == (uint32_t)pid;
     return !(v & ~SLOCK_TID_MASK) && r->owner_pid && r->owner_pid(v) == pid;
@@ -883,9 +881,7 @@ uint64_t registry_pool_held_by_pid(Object *o, pid_t pid)
     for (uint32_t s = 0; s < POOL_MAX_CLIENTS; s++) {
         if (!slot_is_pid(o->registry, p, s, pid))
             continue;
-        const _Atomic uint32_t *row = p->holdings + (size_t)s * p->block_count;
-        for (uint32_t i = 0; i < p->block_count; i++)
-            sum += atomic_load_explicit(&row[i], memory_order_relaxed);
+        sum += pool_slot_held(p, s);
     }
     return sum;
 }

@@ -481,7 +481,7 @@ static void collect_pids(Object *o, void *ctx)
         pids_add(p, o->waiting[i]);
     if (o->kind == OBJECT_POOL)
         for (uint32_t s = 0; s < POOL_MAX_CLIENTS; s++) {
-            uint32_t v = atomic_load_explicit(&o->pool.clients[s].pid, memory_order_acquire);
+            uint32_t v = pool_slot_owner(&o->pool, s);
             v &= PID_VALID_MAX;
             /* A slot names a pid or, in the client-id form, an id whose
              * process the restored id table knows. */

@@ -940,7 +940,7 @@ static int handle_reattach(Call *c, const Mbq__V1__Reattach *req)
         return -errno;
     if ((uint64_t)st.st_dev != req->segment_dev || (uint64_t)st.st_ino != req->segment_ino ||
         object_segment_size(o) != req->segment_size ||
-        (o->kind == OBJECT_BUFFER_QUEUE && *(volatile uint32_t *)&o->bq.sh->nonce != req->nonce))
+        (o->kind == OBJECT_BUFFER_QUEUE && bq_nonce(&o->bq) != req->nonce))
         return call_fail(c, -ESTALE, "mbqd: object %" PRIu64 " '%s' is not the segment this client "
                                      "has mapped", req->object_id, o->name);
     if (registry_check_owner(o, s->uid) < 0 && registry_check_access(o, s->uid, s->gid) < 0)

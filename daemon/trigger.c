@@ -249,19 +249,14 @@ unsigned trigger_sweep_unknown(Object *o)
 {
     if (o->kind != OBJECT_BUFFER_QUEUE)
         return 0;
-    /* A token is nonce << 32 | (generation & 0xffffff) << 8 | slot (shm/bq.c,
-     * token_make). The values read here are only candidates:
-     * bq_remove_trigger checks the token against the segment under its lock,
-     * so a scribbled table can only make a removal fail. */
-    const struct bq_shared *sh = o->bq.sh;
-    uint32_t nonce = *(const volatile uint32_t *)&sh->nonce;
+    /* The tokens read here are only candidates: bq_remove_trigger checks
+     * the token against the segment under its lock, so a scribbled table
+     * can only make a removal fail. */
     unsigned n = 0;
     for (unsigned i = 0; i < BQ_MAX_TRIGGERS; i++) {
-        const struct bq_trigger *bt = &sh->triggers[i];
-        if (atomic_load_explicit(&bt->state, memory_order_acquire) != 1)
+        uint64_t token;
+        if (bq_trigger_token_at(&o->bq, i, &token) != 1)
             continue;
-        uint32_t gen = *(const volatile uint32_t *)&bt->gen;
-        uint64_t token = (uint64_t)nonce << 32 | (uint64_t)(gen & 0xffffff) << 8 | i;
         if (trigger_find(o, token))
             continue;
         if (bq_remove_trigger(&o->bq, token) == 0) {

@@ -5,7 +5,7 @@
  * each side's running sums under its sequence counter; trigger evaluation
  * (trig_*) runs under the full lock and returns a mask of triggers that
  * fired, which the caller signals only after unlocking. */
-#include "bq.h"
+#include "bq_layout.h"
 
 #include "futex.h"
 
@@ -2087,4 +2087,48 @@ int bq_check(struct bq *q)
     bq_unlock_full(q, held);
     return atomic_load_explicit(&q->sh->corruptions, memory_order_relaxed) == before ? 0
                                                                                     : -EUCLEAN;
+}
+
+/* ---- lock-free views for the library and mbqd ---- */
+
+uint32_t bq_trigger_gen(const struct bq *q)
+{
+    return atomic_load_explicit(&q->sh->trigger_gen, memory_order_acquire);
+}
+
+bool bq_trigger_pending_any(const struct bq *q)
+{
+    for (unsigned i = 0; i < BQ_MAX_TRIGGERS; i++)
+        if (atomic_load_explicit(&q->sh->triggers[i].pending, memory_order_relaxed))
+            return true;
+    return false;
+}
+
+uint32_t bq_nonce(const struct bq *q)
+{
+    return *(const volatile uint32_t *)&q->sh->nonce;
+}
+
+int bq_trigger_token_at(const struct bq *q, unsigned slot, uint64_t *token)
+{
+    if (slot >= BQ_MAX_TRIGGERS)
+        return -EINVAL;
+    const struct bq_trigger *t = &q->sh->triggers[slot];
+    if (atomic_load_explicit(&((struct bq_trigger *)t)->state, memory_order_acquire) != 1)
+        return 0;
+    *token = token_make(q, (int)slot, *(const volatile uint32_t *)&t->gen);
+    return 1;
+}
+
+uint64_t bq_progress(const struct bq *q)
+{
+    return (uint64_t)atomic_load_explicit(&q->sh->tail.seq, memory_order_relaxed) +
+           atomic_load_explicit(&q->sh->head.seq, memory_order_relaxed) +
+           atomic_load_explicit(&q->sh->trigger_gen, memory_order_relaxed);
+}
+
+uint32_t bq_waiter_owner(const struct bq *q, unsigned i)
+{
+    return i < BQ_WAITER_SLOTS ? atomic_load_explicit(&q->sh->waiter_tid[i], memory_order_relaxed)
+                               : 0;
 }

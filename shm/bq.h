@@ -108,138 +108,10 @@ struct bq_entry {
 };
 _Static_assert(sizeof(struct bq_entry) == 128, "bq_entry layout");
 
-/* How an entry is stored: one cache line per slot, so that handing an entry
- * over moves one line between the cores, not two. The three times keep
- * their values here and share one timescale (each time's flags byte has
- * BQ_SLOT_TS_ZERO when its timescale is 0, as for an invalid time), which
- * is what a stream's timestamps do. An entry that does not fit — times of
- * different timescales or with an epoch, flags beyond CMTime's five, or
- * non-zero attachments — is stored "wide": the slot says so and the full
- * times and attachments are in the wide array at the same index. */
-struct bq_slot {
-    uint64_t handle;
-    uint64_t seq; /* as bq_entry.seq: the FIFO publish mark, stored last */
-    int64_t dts, pts, duration; /* values (compact slots) */
-    uint64_t size;
-    uint32_t pool_id;
-    uint32_t flags;
-    int32_t timescale; /* of every time with a timescale (compact slots) */
-    uint8_t dts_flags, pts_flags, duration_flags;
-    uint8_t wide; /* BQ_SLOT_WIDE: times and attachments in bq.wide[i] */
-};
-_Static_assert(sizeof(struct bq_slot) == 64, "bq_slot is one cache line");
-_Static_assert(offsetof(struct bq_slot, seq) == 8, "bq_slot layout");
-
-#define BQ_SLOT_TS_ZERO 0x80u
-#define BQ_SLOT_WIDE 1u
-
-struct bq_wide {
-    mbq_time dts, pts, duration;
-    uint8_t attachments[24];
-};
-_Static_assert(sizeof(struct bq_wide) == 96, "bq_wide layout");
-
-/* One side of the queue. The index — the only field the other side reads
- * on the fast path — sits alone in its own pair of cache lines, written
- * once per operation; everything else the side writes (its lock, sequence
- * counter, sums, counters) is in the next pair, which the other side never
- * touches on the fast path. Sharing a line between them would make a
- * spinning peer pull it away between each of the writer's stores. */
-struct bq_side {
-    _Atomic uint64_t index; /* tail or head: monotonic */
-    uint8_t pad0[120];
-    struct bslock lock;
-    _Atomic uint32_t seq;   /* odd while the sums below are being changed */
-    _Atomic uint64_t bytes; /* sum of sizes that passed this side */
-    _Atomic int64_t dur_value;
-    _Atomic uint64_t dur_scale_flags; /* timescale | flags << 32 */
-    _Atomic int64_t dur_epoch;
-    _Atomic uint64_t ops; /* enqueued / dequeued (drops and resets excluded) */
-    /* Producer-side counters (unused on the consumer side). */
-    _Atomic uint64_t rejected_full, dropped, high_water;
-    /* Sorted queues (see "Sorted queues" above). Head side: the entries in
-     * [head, order_mark) are in order. Tail side: one past the last index
-     * appended with a key below its predecessor's (0: none), and the key of
-     * the last entry appended. */
-    _Atomic uint64_t order_mark;
-    mbq_time last_key;
-};
-_Static_assert(sizeof(struct bq_side) == 256, "bq_side is two pairs of cache lines");
-_Static_assert(offsetof(struct bq_side, lock) == 128, "bq_side layout");
-
-struct bq_trigger {
-    _Atomic uint32_t state; /* 0 free, 1 installed */
-    uint32_t condition;
-    uint32_t gen;   /* bumped at each install of this slot */
-    uint32_t level; /* last evaluated level */
-    mbq_time time;
-    int64_t threshold;
-    _Atomic uint64_t fired;   /* times it fired */
-    _Atomic uint32_t pending; /* fired while the signalling process lacked its fd */
-    uint32_t owner_pid;       /* the installer */
-    uint8_t pad[8];
-};
-_Static_assert(sizeof(struct bq_trigger) == 72, "bq_trigger layout");
-
-/* What an active journal records: entry goes to pos, the entries in
- * [pos, tail) each move up one slot (from the top down). */
-#define BQ_JOURNAL_INSERT 1u /* a producer's insertion; tail then becomes tail + 1 */
-#define BQ_JOURNAL_SETTLE 2u /* a consumer moving the appended entry at index tail down */
-
-struct bq_journal {
-    _Atomic uint32_t active; /* 0, or what is in progress: BQ_JOURNAL_* */
-    /* Bumped by 2 as a journalled move begins; odd while a repair runs. A
-     * reader that scans the entries without the locks (bq_count_refs) sees
-     * it unchanged and even, and active 0, on both sides of its scan, or
-     * an entry may have moved under it. */
-    _Atomic uint32_t moves;
-    uint64_t pos;               /* absolute index the entry goes to */
-    uint64_t tail;              /* tail when the insertion began (settle: the index moved) */
-    _Atomic uint64_t progress;  /* slots above this one are already shifted */
-    uint64_t ops;               /* the producer's ops count when it began */
-    uint8_t pad[24];
-    struct bq_entry entry;
-};
-_Static_assert(sizeof(struct bq_journal) == 192, "bq_journal layout");
-
-#define BQ_F_END_OF_DATA 1u
-#define BQ_F_NEEDS_REPAIR 2u
-
-struct bq_shared {
-    struct seg_header hdr;
-    uint32_t capacity, slots, order, full_policy;
-    uint32_t entry_size, nonce;
-    uint64_t entries_off;
-    uint8_t pad0[32];
-    /* 128: queue state */
-    _Atomic uint32_t flags;
-    _Atomic uint32_t trigger_count;
-    _Atomic uint32_t trigger_gen; /* bumped when the trigger set changes */
-    uint32_t reserved0;
-    _Atomic uint64_t repairs, corruptions;
-    uint8_t reserved1[24];
-    mbq_time last_min_pts, last_max_pts; /* for the PTS-change triggers */
-    uint8_t pad1[24];
-    /* 256: blocking dequeuers' futex word, written by producers */
-    _Alignas(128) _Atomic uint32_t data_seq;
-    _Atomic uint32_t data_waiters;
-    /* The tids of blocking dequeuers asleep (0: free), so that a producer
-     * can tell one that died asleep from a live one (see wake_consumers). */
-    _Atomic uint32_t waiter_tid[BQ_WAITER_SLOTS];
-    uint8_t pad2[120 - 4 * BQ_WAITER_SLOTS];
-    /* 384 */
-    _Alignas(128) struct bq_journal journal;
-    _Alignas(128) struct bq_side tail;
-    _Alignas(128) struct bq_side head;
-    _Alignas(128) struct bq_trigger triggers[BQ_MAX_TRIGGERS];
-    /* entries at entries_off */
-};
-_Static_assert(offsetof(struct bq_shared, flags) == 128, "bq layout");
-_Static_assert(offsetof(struct bq_shared, data_seq) == 256, "bq layout");
-_Static_assert(offsetof(struct bq_shared, journal) == 384, "bq layout");
-_Static_assert(offsetof(struct bq_shared, tail) == 640, "bq layout");
-_Static_assert(offsetof(struct bq_shared, head) == 896, "bq layout");
-_Static_assert(offsetof(struct bq_shared, triggers) == 1152, "bq layout");
+/* The shared layout (bq_layout.h), known to shm/ alone. */
+struct bq_shared;
+struct bq_slot;
+struct bq_wide;
 
 /* Process-local callbacks for the buffers a queue references. Each may be
  * NULL: then buffers are not reference counted and always ready. */
@@ -397,6 +269,20 @@ int bq_stats(struct bq *q, struct bq_stats *out);
  * to them: [0] the tail slock, [1] the tail's bias holder while inside,
  * [2] the head slock, [3] the head's bias holder while inside. */
 #define BQ_LOCKS 4
+
+/* Read without a lock, for the library and mbqd (hints: whatever they
+ * return is checked again under the lock before anything depends on it):
+ * the trigger generation (bumped when the trigger set changes), whether
+ * some trigger fired in a process that lacked its fd, the queue's nonce
+ * (which tokens carry), the token of the trigger installed in slot (1; 0
+ * when the slot is free), a counter that moves with every operation under
+ * one of the locks, and the owner of sleeping-dequeuer slot i (0: free). */
+uint32_t bq_trigger_gen(const struct bq *q);
+bool bq_trigger_pending_any(const struct bq *q);
+uint32_t bq_nonce(const struct bq *q);
+int bq_trigger_token_at(const struct bq *q, unsigned slot, uint64_t *token);
+uint64_t bq_progress(const struct bq *q);
+uint32_t bq_waiter_owner(const struct bq *q, unsigned i);
 /* The owner (thread id form, 0: none) each lock names now. */
 int bq_lock_owners(const struct bq *q, uint32_t owner[BQ_LOCKS]);
 /* Takes lock `which` from owner, whom the caller judged not entitled to it

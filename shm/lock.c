@@ -1,5 +1,5 @@
 /* slock implementation; see lock.h for the protocol. */
-#include "lock.h"
+#include "lock_layout.h"
 
 #include "futex.h"
 
@@ -471,4 +471,46 @@ void slock_heavy_barrier(void)
     if (!slock_membarrier_register() ||
         syscall(SYS_membarrier, MEMBARRIER_CMD_GLOBAL_EXPEDITED, 0, 0) != 0)
         atomic_thread_fence(memory_order_seq_cst);
+}
+
+/* ---- the liveness table ---------------------------------------------------- */
+
+uint32_t slock_owner(const struct slock *l)
+{
+    return atomic_load_explicit(&((struct slock *)l)->word, memory_order_relaxed) &
+           SLOCK_TID_MASK;
+}
+
+size_t slock_ids_size(void)
+{
+    return sizeof(struct slock_ids);
+}
+
+void slock_ids_set(struct slock_ids *ids, uint32_t id, bool alive, uint32_t pid)
+{
+    if (id > SLOCK_CID_MAX)
+        return;
+    if (alive) {
+        ids->pid[id] = pid; /* before the id reads as alive */
+        atomic_store_explicit(&ids->live[id], 1, memory_order_release);
+    } else {
+        atomic_store_explicit(&ids->live[id], 0, memory_order_release);
+    }
+}
+
+bool slock_ids_alive(const struct slock_ids *ids, uint32_t id)
+{
+    return id <= SLOCK_CID_MAX &&
+           atomic_load_explicit(&((struct slock_ids *)ids)->live[id], memory_order_acquire) != 0;
+}
+
+uint32_t slock_ids_pid(const struct slock_ids *ids, uint32_t id)
+{
+    return id <= SLOCK_CID_MAX ? *(const volatile uint32_t *)&ids->pid[id] : 0;
+}
+
+void slock_ids_clear_pid(struct slock_ids *ids, uint32_t id)
+{
+    if (id <= SLOCK_CID_MAX)
+        ids->pid[id] = 0;
 }

@@ -42,6 +42,7 @@
 
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #define SLOCK_WAITERS 0x80000000u
@@ -53,21 +54,24 @@
                                     * among its live threads (a 65537th
                                     * concurrent thread uses its thread id) */
 
-/* The liveness table mbqd writes and clients map read-only: live[id] != 0
- * while the process that has id is alive (or may still be: the daemon
- * marks it dead only once it has exited). pid[] is the daemon's view of
- * that process's pid, for the daemon's own use across restarts. */
-struct slock_ids {
-    _Atomic uint32_t live[SLOCK_CID_MAX + 1];
-    uint32_t pid[SLOCK_CID_MAX + 1];
-};
+/* The liveness table mbqd writes and clients map read-only (layout in
+ * lock_layout.h): which client ids are alive, and the daemon's view of
+ * each one's pid. */
+struct slock_ids;
+/* Its size in bytes: the memfd that holds it has exactly this size. */
+size_t slock_ids_size(void);
+/* Marks id alive as process pid, or dead (pid 0 keeps the recorded pid). */
+void slock_ids_set(struct slock_ids *ids, uint32_t id, bool alive, uint32_t pid);
+bool slock_ids_alive(const struct slock_ids *ids, uint32_t id);
+uint32_t slock_ids_pid(const struct slock_ids *ids, uint32_t id);
+/* Forgets the pid recorded for id. */
+void slock_ids_clear_pid(struct slock_ids *ids, uint32_t id);
 #define SLOCK_SPIN 1000            /* ~25 us of pause on this class of machine */
 #define SLOCK_RECHECK_NS 20000000u /* 20 ms */
 #define SLOCK_WAIT_DEFAULT_NS 1000000000u /* 1 s: a client's bound on one lock */
 
-struct slock {
-    _Atomic uint32_t word;
-};
+struct slock;  /* lock_layout.h */
+struct bslock; /* lock_layout.h */
 
 enum {
     SLOCK_ACQUIRED = 0,
@@ -129,11 +133,7 @@ void slock_unlock(struct slock *l);
 /* Whether the calling thread holds the lock. */
 bool slock_held_by_self(const struct slock *l);
 /* The owner recorded in the lock word (0: free). */
-static inline uint32_t slock_owner(const struct slock *l)
-{
-    return atomic_load_explicit(&((struct slock *)l)->word, memory_order_relaxed) &
-           SLOCK_TID_MASK;
-}
+uint32_t slock_owner(const struct slock *l);
 /* Takes the lock from an owner the caller has decided is not entitled to it
  * (a forged or scribbled word, judged by mbqd), provided the word still
  * holds owner. Returns SLOCK_RECOVERED (repair, then unlock, which wakes
@@ -165,16 +165,6 @@ int slock_take_from(struct slock *l, uint32_t owner);
 #define BSLOCK_REVOKED 0x40000000u
 #define BSLOCK_STREAK_MAX (1u << 20)
 
-struct bslock {
-    struct slock lock;
-    _Atomic uint32_t bias;      /* thread id holding the bias, 0 none; with
-                                 * BSLOCK_REVOKED: revoked, and that thread
-                                 * may still be inside (busy) */
-    _Atomic uint32_t busy;      /* the bias holder is inside (written by it only) */
-    uint32_t streak_tid;        /* these three: under the slock */
-    uint32_t streak;
-    uint32_t threshold;         /* 0: BSLOCK_STREAK */
-};
 
 enum {
     BSLOCK_BIASED = 2, /* entered through the bias: unlock with it too */

@@ -36,7 +36,7 @@
  * the segment is read once and bounds-checked: a corrupt list is detected
  * (-EUCLEAN internally) and rebuilt from the descriptors by
  * pool_repair_locked(), never followed out of range or around a cycle. */
-#include "pool.h"
+#include "pool_layout.h"
 
 #include "futex.h"
 
@@ -2255,4 +2255,93 @@ uint64_t pool_held_by_self(struct pool *p)
     for (uint32_t i = 0; i < p->block_count; i++)
         sum += atomic_load_explicit(pool_holding(p, p->slot, i), memory_order_relaxed);
     return sum;
+}
+
+/* ---- metadata and the daemon's view ---- */
+
+int pool_read_meta(struct pool *p, uint64_t handle, uint64_t *size, mbq_time *dts,
+                   mbq_time *pts, mbq_time *duration)
+{
+    const struct pool_block *b = pool_block_of(p, handle);
+    if (!b)
+        return -ESTALE;
+    if (size) {
+        uint64_t n = RD(b->data_size);
+        *size = n > p->block_size ? p->block_size : n;
+    }
+    if (dts)
+        *dts = b->dts;
+    if (pts)
+        *pts = b->pts;
+    if (duration)
+        *duration = b->duration;
+    return 0;
+}
+
+int pool_set_timing(struct pool *p, uint64_t handle, mbq_time dts, mbq_time pts,
+                    mbq_time duration)
+{
+    struct pool_block *b = pool_block_of(p, handle);
+    if (!b)
+        return -ESTALE;
+    b->dts = dts;
+    b->pts = pts;
+    b->duration = duration;
+    return 0;
+}
+
+int pool_set_data_size(struct pool *p, uint64_t handle, uint64_t size)
+{
+    struct pool_block *b = pool_block_of(p, handle);
+    if (!b)
+        return -ESTALE;
+    if (size > p->block_size)
+        return -EINVAL;
+    b->data_size = size;
+    return 0;
+}
+
+int pool_set_ready(struct pool *p, uint64_t handle, bool ready)
+{
+    struct pool_block *b = pool_block_of(p, handle);
+    if (!b)
+        return -ESTALE;
+    atomic_store_explicit(&b->ready, ready ? 1u : 0u, memory_order_release);
+    return 0;
+}
+
+bool pool_is_ready(struct pool *p, uint64_t handle)
+{
+    const struct pool_block *b = pool_block_of(p, handle);
+    return b && atomic_load_explicit(&((struct pool_block *)b)->ready, memory_order_acquire) != 0;
+}
+
+uint32_t pool_slot_owner(const struct pool *p, uint32_t slot)
+{
+    if (!p || !p->clients || slot >= POOL_MAX_CLIENTS)
+        return 0;
+    return atomic_load_explicit(&p->clients[slot].pid, memory_order_acquire);
+}
+
+uint64_t pool_slot_held(const struct pool *p, uint32_t slot)
+{
+    if (!p || !p->holdings || slot >= POOL_MAX_CLIENTS)
+        return 0;
+    const _Atomic uint32_t *row = p->holdings + (size_t)slot * p->block_count;
+    uint64_t sum = 0;
+    for (uint32_t i = 0; i < p->block_count; i++)
+        sum += atomic_load_explicit(&row[i], memory_order_relaxed);
+    return sum;
+}
+
+uint64_t pool_progress(const struct pool *p)
+{
+    const struct pool_shared *sh = p->sh;
+    return RD(sh->allocs) + RD(sh->frees) + RD(sh->aged_out) + RD(sh->warm_count) +
+           RD(sh->used_count);
+}
+
+uint64_t pool_overhead_per_block(void)
+{
+    return sizeof(struct pool_block) + POOL_MAX_CLIENTS * sizeof(uint32_t);
 }

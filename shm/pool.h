@@ -103,89 +103,13 @@ enum pool_block_state {
     POOL_BLOCK_AGING = 4, /* free, off the lists while its pages are punched */
 };
 
-/* A block's refcount field POOL_RC_CACHED | slot: free, in the cache of the
- * client in that slot (its state stays USED: off the lists). */
-#define POOL_RC_CACHED 0xff000000u
-/* A refcount bit set by a recount in progress (pool_audit): every change of
- * the ref word clears it, so the recount's final CAS fails if anything
- * moved. Never part of a count: a block holds at most POOL_RC_AUDIT - 1
- * references. */
-#define POOL_RC_AUDIT 0x00800000u
-
-/* Per-block descriptor: refcount, state, free-list links, and the buffer's
- * metadata that queues copy at enqueue. */
-struct pool_block {
-    _Atomic uint64_t ref;   /* generation << 32 | refcount */
-    uint32_t state;         /* enum pool_block_state; under the pool lock */
-    uint32_t prev, next;    /* free-list links (block indices), POOL_NONE ends */
-    uint32_t reserved0;
-    uint64_t freed_at_ns;   /* CLOCK_MONOTONIC when it joined the warm list */
-    uint64_t data_size;     /* bytes of payload the producer filled in */
-    _Atomic uint32_t ready; /* data-ready flag (CMBufferQueue's isDataReady) */
-    uint32_t reserved1;
-    mbq_time dts, pts, duration;
-    uint8_t attachments[32];
-    uint8_t pad[40]; /* to 192 bytes: three cache lines */
-};
-
 /* Blocks a client keeps free for itself (see "Client caches" above). */
 #define POOL_CACHE_MAX 16
 
-/* Intent records per client slot: one per thread that moves references of
- * the pool (see "Accounting"). */
-#define POOL_INTENTS 16
-
-/* One thread's intent record, written only by that thread (owner, a tid):
- * the handles of the blocks whose references it is moving, 0 when none.
- * h[0] covers a single operation; h[1] a second move nested in it (an
- * enqueue that drops the oldest entry to make room). Half a cache line, so
- * that a thread's stores stay on a line it already owns. */
-struct pool_intent {
-    _Atomic uint32_t owner; /* tid; 0: free */
-    uint32_t reserved;
-    _Atomic uint64_t h[2];
-    uint64_t pad;
-};
-
-/* A client slot, written only by its owner (and by whoever reclaims it once
- * the owner is gone). */
-struct pool_client {
-    _Atomic uint32_t pid;    /* 0: free slot; POOL_PID_PENDING: see pool.c */
-    _Atomic uint32_t cached; /* entries of cache[] in use (a hint) */
-    /* Allocations and frees this client made through its cache; the pool's
-     * totals are the header's counters plus these. */
-    _Atomic uint64_t allocs, frees;
-    /* Moves in flight by threads that found no free intent record: their
-     * blocks are unknown, so while it is non-zero no block is recounted,
-     * and a death with it non-zero may leak (a 17th concurrent thread). */
-    _Atomic uint32_t intent_overflow;
-    uint8_t pad[36];
-    _Atomic uint32_t cache[POOL_CACHE_MAX]; /* the cached blocks' indices (a hint) */
-    struct pool_intent intent[POOL_INTENTS];
-};
-
-struct pool_shared {
-    struct seg_header hdr;
-    uint64_t block_size;
-    uint32_t block_count;
-    uint32_t flags; /* POOL_F_*; set with atomic or, some without the lock */
-    uint64_t age_out_ns;
-    uint64_t clients_off, holdings_off, blocks_off, data_off; /* from segment start */
-    uint8_t pad0[8];
-    _Alignas(64) struct slock lock;
-    uint32_t warm_head, warm_tail; /* warm list: head = most recently freed */
-    uint32_t cold_head;
-    uint32_t warm_count, cold_count, used_count;
-    /* statistics */
-    uint64_t allocs, frees, aged_out, alloc_failures, reclaimed;
-    uint64_t audited; /* references dropped by recounts (pool_audit) */
-    /* The blocks a cache last gave back (POOL_NONE: none), under the lock:
-     * a hint for the next refill, which fetches them all at once instead of
-     * one miss after another down the list. */
-    uint32_t spill_hint[POOL_CACHE_MAX / 2];
-};
-
-#define POOL_F_INVALIDATED 1u
+/* The shared layout (pool_layout.h), known to shm/ alone. */
+struct pool_shared;
+struct pool_client;
+struct pool_block;
 #define POOL_F_NEEDS_REPAIR 2u /* a step could not take the lock: repair at the next */
 
 struct pool {
@@ -263,6 +187,31 @@ int pool_disown(struct pool *p, uint64_t handle);
 /* The block's descriptor and data for a live handle, or NULL (stale/bad). */
 struct pool_block *pool_block_of(struct pool *p, uint64_t handle);
 void *pool_data(struct pool *p, uint64_t handle);
+
+/* A live buffer's metadata, read or written by the process that holds it
+ * (what a queue copies at enqueue). Each returns 0, or -ESTALE for a stale
+ * or bad handle. The size read is clamped to the block: a peer may have
+ * scribbled it. Any pointer may be NULL. */
+int pool_read_meta(struct pool *p, uint64_t handle, uint64_t *size, mbq_time *dts,
+                   mbq_time *pts, mbq_time *duration);
+int pool_set_timing(struct pool *p, uint64_t handle, mbq_time dts, mbq_time pts,
+                    mbq_time duration);
+/* -EINVAL when size exceeds the block. */
+int pool_set_data_size(struct pool *p, uint64_t handle, uint64_t size);
+int pool_set_ready(struct pool *p, uint64_t handle, bool ready);
+/* False for a stale handle too. */
+bool pool_is_ready(struct pool *p, uint64_t handle);
+
+/* For the daemon, read without the lock (hints, never trusted for an
+ * index): the raw owner word of a client slot (a pid, or a client id in
+ * the form of shm/lock.h, with POOL_PID_RECLAIMING while being reclaimed),
+ * the references that slot holds, a counter that moves with every
+ * operation under the pool lock, and the bytes of descriptors and
+ * holdings a pool needs per block besides its pages. */
+uint32_t pool_slot_owner(const struct pool *p, uint32_t slot);
+uint64_t pool_slot_held(const struct pool *p, uint32_t slot);
+uint64_t pool_progress(const struct pool *p);
+uint64_t pool_overhead_per_block(void);
 
 /* Returns the pages of warm blocks freed more than the age-out period
  * before now_ns. Returns how many blocks were aged out, or -errno. */

@@ -4,9 +4,10 @@
  * seals guarantee the size cannot change under us (so no SIGBUS), and the
  * header check rejects anything that is not the object we expect. Contents
  * beyond the header stay untrusted; each object validates its own. */
-#include "seg.h"
+#include "seg_layout.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <fcntl.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -100,4 +101,17 @@ void seg_close(struct seg *s)
     if (s->fd >= 0 && s->base)
         close(s->fd);
     *s = (struct seg){.fd = -1};
+}
+
+uint64_t seg_object_id(const struct seg *s)
+{
+    uint64_t id;
+    /* Copied out: a peer may write the header, and the caller compares. */
+    memcpy(&id, (const char *)s->base + offsetof(struct seg_header, object_id), sizeof(id));
+    return id;
+}
+
+void seg_set_object_id(struct seg *s, uint64_t id)
+{
+    ((struct seg_header *)s->base)->object_id = id;
 }

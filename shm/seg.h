@@ -22,19 +22,9 @@ enum seg_kind {
     SEG_KIND_POOL = 3,
 };
 
-struct seg_header {
-    uint32_t magic;
-    uint16_t layout_version;
-    uint16_t kind;
-    uint64_t size;        /* bytes of the whole segment, equal to the file size */
-    uint32_t header_size; /* sizeof(struct seg_header) */
-    uint32_t reserved0;
-    uint64_t object_id;   /* assigned by the creator (the daemon); 0 if none */
-    uint8_t reserved[32];
-};
-_Static_assert(sizeof(struct seg_header) == 64, "seg_header is one cache line");
-_Static_assert(offsetof(struct seg_header, size) == 8, "seg_header layout");
-_Static_assert(offsetof(struct seg_header, object_id) == 24, "seg_header layout");
+
+/* The 64-byte header every segment starts with (seg_layout.h). */
+struct seg_header;
 
 /* A mapped segment as one process sees it. */
 struct seg {
@@ -54,6 +44,11 @@ int seg_create(const char *debug_name, size_t size, enum seg_kind kind, struct s
  * duplicate of fd (CLOEXEC): the caller keeps its own. Returns 0, -EBADMSG
  * for a segment that fails the checks, or -errno. */
 int seg_map(int fd, enum seg_kind kind, size_t min_size, struct seg *out);
+
+/* The object id the creator stamped in the header (0: none), and the
+ * stamp itself, for the creator before it hands the segment out. */
+uint64_t seg_object_id(const struct seg *s);
+void seg_set_object_id(struct seg *s, uint64_t id);
 
 /* Unmaps and closes; accepts a zeroed or already-closed seg. */
 void seg_close(struct seg *s);

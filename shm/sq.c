@@ -18,7 +18,7 @@
  * difference exceeds the capacity (which also covers head > tail) is reported
  * and never used; every index is reduced modulo the local capacity. So no
  * value written into the segment can move an access outside the ring. */
-#include "sq.h"
+#include "sq_layout.h"
 
 #include <mbq/status.h>
 

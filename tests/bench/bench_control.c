@@ -363,9 +363,8 @@ static int raw_parent(void *arg)
         bench_die("pool_alloc");
     for (uint32_t i = 0; i < a->warmup + a->iters; i++) {
         uint64_t t0 = bench_ticks();
-        struct pool_block *b = pool_block_of(&p, h);
-        struct bq_entry e = {.handle = h, .pool_id = 1, .dts = b->dts, .pts = b->pts,
-                             .duration = b->duration, .size = b->data_size};
+        struct bq_entry e = {.handle = h, .pool_id = 1};
+        pool_read_meta(&p, h, &e.size, &e.dts, &e.pts, &e.duration);
         if (bq_enqueue(&req, &e) != 0)
             bench_die("raw enqueue");
         struct bq_entry got;

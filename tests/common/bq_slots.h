@@ -4,7 +4,7 @@
 #ifndef MBQ_TESTS_BQ_SLOTS_H
 #define MBQ_TESTS_BQ_SLOTS_H
 
-#include "bq.h"
+#include "bq_layout.h"
 
 static inline void slot_copy(struct bq *q, uint64_t dst, uint64_t src)
 {

@@ -32,7 +32,7 @@
  *    mbq_usage shows a user its own charge and root everyone's. */
 #include "harness.h"
 
-#include <bq.h>
+#include <bq_layout.h>
 #include <grp.h>
 
 static struct mbqd D;

@@ -15,10 +15,10 @@
  * the segment (found in /proc/self/maps by the object id in its header). */
 #include "harness.h"
 
-#include <bq.h>
-#include <lock.h>
-#include <pool.h>
-#include <seg.h>
+#include <bq_layout.h>
+#include <lock_layout.h>
+#include <pool_layout.h>
+#include <seg_layout.h>
 
 #include <inttypes.h>
 #include <sys/syscall.h>

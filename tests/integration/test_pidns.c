@@ -11,9 +11,9 @@
  * stdout. Where unshare is not permitted the test says why and passes. */
 #include "harness.h"
 
-#include <lock.h>
-#include <bq.h>
-#include <seg.h>
+#include <lock_layout.h>
+#include <bq_layout.h>
+#include <seg_layout.h>
 
 #include <inttypes.h>
 #include <sys/mman.h>

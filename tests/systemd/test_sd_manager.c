@@ -38,7 +38,7 @@
  * every notification mbqd sent before is accounted for. */
 #include "harness.h"
 
-#include <bq.h>
+#include <bq_layout.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <sys/eventfd.h>

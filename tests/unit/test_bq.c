@@ -10,9 +10,9 @@
 #include "bq_slots.h"
 #include "check.h"
 
-#include "bq.h"
+#include "bq_layout.h"
 #include "futex.h"
-#include "seg.h"
+#include "seg_layout.h"
 
 #include <mbq/status.h>
 

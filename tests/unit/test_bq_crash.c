@@ -16,9 +16,9 @@
 #include "bq_slots.h"
 #include "check.h"
 
-#include "bq.h"
+#include "bq_layout.h"
 #include "futex.h"
-#include "pool.h"
+#include "pool_layout.h"
 
 #include <mbq/status.h>
 

@@ -14,9 +14,9 @@
  * a run. */
 #include "check.h"
 
-#include "bq.h"
+#include "bq_layout.h"
 #include "futex.h"
-#include "pool.h"
+#include "pool_layout.h"
 
 #include <mbq/status.h>
 

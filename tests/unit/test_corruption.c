@@ -25,10 +25,10 @@
  * uses its own stream derived from the seed, so one round replays alone). */
 #include "check.h"
 
-#include "bq.h"
+#include "bq_layout.h"
 #include "futex.h"
-#include "pool.h"
-#include "sq.h"
+#include "pool_layout.h"
+#include "sq_layout.h"
 
 #include <mbq/status.h>
 

@@ -10,7 +10,7 @@
 #include "check.h"
 
 #include <errno.h>
-#include <lock.h>
+#include <lock_layout.h>
 #include <futex.h>
 #include <pthread.h>
 #include <signal.h>

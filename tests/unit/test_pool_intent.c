@@ -15,8 +15,8 @@
  * journal active: the count is refused until the queue is settled. */
 #include "check.h"
 
-#include "bq.h"
-#include "pool.h"
+#include "bq_layout.h"
+#include "pool_layout.h"
 
 #include <mbq/status.h>
 

@@ -10,7 +10,7 @@
 #include "check.h"
 
 #include "futex.h"
-#include "pool.h"
+#include "pool_layout.h"
 
 #include <mbq/status.h>
 

@@ -4,7 +4,7 @@
  * (attach validation and counters rewritten behind the queue's back). */
 #include "check.h"
 
-#include "sq.h"
+#include "sq_layout.h"
 
 #include <mbq/status.h>
 

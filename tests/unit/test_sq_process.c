@@ -7,7 +7,7 @@
 #include "check.h"
 
 #include "futex.h"
-#include "sq.h"
+#include "sq_layout.h"
 
 #include <mbq/status.h>
 

@@ -1,0 +1,35 @@
+/* The shared layout of locks and of the liveness table: known to shm/
+ * alone (see lock.h for the protocol). */
+#ifndef MBQ_SHM_LOCK_LAYOUT_H
+#define MBQ_SHM_LOCK_LAYOUT_H
+
+#include "lock.h"
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+struct slock {
+    _Atomic uint32_t word;
+};
+
+struct bslock {
+    struct slock lock;
+    _Atomic uint32_t bias;      /* thread id holding the bias, 0 none; with
+                                 * BSLOCK_REVOKED: revoked, and that thread
+                                 * may still be inside (busy) */
+    _Atomic uint32_t busy;      /* the bias holder is inside (written by it only) */
+    uint32_t streak_tid;        /* these three: under the slock */
+    uint32_t streak;
+    uint32_t threshold;         /* 0: BSLOCK_STREAK */
+};
+
+/* The liveness table mbqd writes and clients map read-only: live[id] != 0
+ * while the process that has id is alive (or may still be: the daemon
+ * marks it dead only once it has exited). pid[] is the daemon's view of
+ * that process's pid, for the daemon's own use across restarts. */
+struct slock_ids {
+    _Atomic uint32_t live[SLOCK_CID_MAX + 1];
+    uint32_t pid[SLOCK_CID_MAX + 1];
+};
+
+#endif
