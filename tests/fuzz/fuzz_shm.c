@@ -24,10 +24,10 @@
  * therefore rewrites every lock owner and bias holder the input set into
  * an id no thread can have, which the lock code treats as a dead owner:
  * the take-over and repair paths are what gets fuzzed. */
-#include <bq.h>
-#include <pool.h>
-#include <seg.h>
-#include <sq.h>
+#include <bq_layout.h>
+#include <pool_layout.h>
+#include <seg_layout.h>
+#include <sq_layout.h>
 
 #include <stddef.h>
 #include <stdint.h>
