@@ -440,6 +440,14 @@ static int call_hold(Call *c, Object *o, Handle **ret)
     return 0;
 }
 
+/* Whether the session may see o in List and Stat, or learn its name
+ * from an id (Open, Reattach, BindPool): what it could open, or
+ * owns (an owner may have set a mode that locks itself out). */
+static bool session_may_see(const Session *s, const Object *o)
+{
+    return registry_check_owner(o, s->uid) == 0 || registry_check_access(o, s->uid, s->gid) == 0;
+}
+
 /* Opens o for the session (a new handle, or one more open on its handle)
  * and replies with its segment. */
 static int session_open(Call *c, Object *o, bool check_access)
@@ -605,6 +613,11 @@ static int handle_open(Call *c, const Mbq__V1__Open *req)
         o = registry_lookup_id(s->registry, req->object_id);
         if (!o)
             return call_fail(c, -ENOENT, "mbqd: no object with id %" PRIu64, req->object_id);
+        /* By id, the caller may not know the name: do not tell it one it
+         * may not see (List would not). */
+        if (!session_may_see(s, o))
+            return call_fail(c, -EACCES, "mbqd: permission denied: object %u needs read and "
+                                         "write access", o->id);
     } else {
         return call_fail(c, -EINVAL, "mbqd: Open needs a name or an object id");
     }
@@ -667,13 +680,6 @@ static int handle_unlink(Call *c, const Mbq__V1__Unlink *req)
                    o->open_count);
     registry_unlink(o);
     return 0;
-}
-
-/* Whether the session may see o in List and Stat: what it could open, or
- * owns (an owner may have set a mode that locks itself out). */
-static bool session_may_see(const Session *s, const Object *o)
-{
-    return registry_check_owner(o, s->uid) == 0 || registry_check_access(o, s->uid, s->gid) == 0;
 }
 
 static int handle_list(Call *c, const Mbq__V1__List *req)
@@ -917,6 +923,9 @@ static int handle_reattach(Call *c, const Mbq__V1__Reattach *req)
     if (!o)
         return call_fail(c, -ENOENT, "mbqd: no object with id %" PRIu64 " (it did not survive "
                                      "the daemon's restart)", req->object_id);
+    /* Before anything that names it: the caller gave an id only. */
+    if (!session_may_see(s, o))
+        return call_fail(c, -EACCES, "mbqd: permission denied: object %u", o->id);
     enum object_kind kind;
     if (kind_from_proto(req->kind, &kind) < 0 || kind != o->kind)
         return call_fail(c, -ESTALE, "mbqd: object %" PRIu64 " '%s' is a %s: not the object this "
@@ -930,10 +939,6 @@ static int handle_reattach(Call *c, const Mbq__V1__Reattach *req)
         (o->kind == OBJECT_BUFFER_QUEUE && *(volatile uint32_t *)&o->bq.sh->nonce != req->nonce))
         return call_fail(c, -ESTALE, "mbqd: object %" PRIu64 " '%s' is not the segment this client "
                                      "has mapped", req->object_id, o->name);
-    if (registry_check_owner(o, s->uid) < 0 && registry_check_access(o, s->uid, s->gid) < 0)
-        return call_fail(c, -EACCES, "mbqd: permission denied: %s '%s' (owner %u:%u, mode %04o)",
-                         object_kind_name(o->kind), o->name, (unsigned)o->uid, (unsigned)o->gid,
-                         o->mode);
     Handle *h;
     int r = call_hold(c, o, &h);
     if (r < 0)
@@ -985,18 +990,22 @@ static int handle_bind_pool(Call *c, const Mbq__V1__BindPool *req)
     if (r < 0)
         return r;
     Object *q = h->object;
-    Object *p = registry_lookup_id(s->registry, req->pool_id);
-    if (!p || p->kind != OBJECT_POOL)
-        return call_fail(c, -ENOENT, "mbqd: no pool with id %" PRIu64, req->pool_id);
-    if (req->check_only && registry_queue_may_carry(q, p->id))
-        return 0;
+    /* The pool id comes from an entry a client wrote: the answer about a
+     * pool the caller may not see neither names it nor tells whether it
+     * exists. */
     if (req->check_only) {
+        if (registry_queue_may_carry(q, req->pool_id))
+            return 0;
         q->forged_entries++; /* a consumer refuses such an entry: count it here */
         return call_fail(c, -ENOLINK,
-                               "mbqd: pool %u '%s' is not bound to queue %u '%s': its "
-                               "entries were not written through a binding client",
-                               p->id, p->name, q->id, q->name);
+                         "mbqd: pool id %" PRIu64 " is not bound to queue %u '%s': its "
+                         "entries were not written through a binding client",
+                         req->pool_id, q->id, q->name);
     }
+    Object *p = registry_lookup_id(s->registry, req->pool_id);
+    if (!p || p->kind != OBJECT_POOL || !session_may_see(s, p))
+        return call_fail(c, -ENOENT, "mbqd: no pool with id %" PRIu64 " that this client may "
+                                     "see", req->pool_id);
     if (registry_check_access(p, s->uid, s->gid) < 0)
         return call_fail(c, -EACCES,
                          "mbqd: permission denied: pool '%s' (owner %u:%u, mode %04o) needs read "

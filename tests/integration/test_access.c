@@ -29,7 +29,10 @@
  *    saying how many were suppressed.
  *  - visibility: List and Stat show an object to whoever may open it (or
  *    owns it); its clients' pids and uids to its owner and root only;
- *    mbq_usage shows a user its own charge and root everyone's. */
+ *    mbq_usage shows a user its own charge and root everyone's.
+ *  - hidden_by_id: a pool id read from a queue's entry (Open by id,
+ *    BindPool's check) gets no answer naming a pool the reader may not
+ *    see. */
 #include "harness.h"
 
 #include <bq.h>
@@ -83,7 +86,7 @@ enum {
     OP_BQ_OPEN,         /* s: name -> status */
     OP_FORGE,           /* v0: pool id, v1: handle, v2: pts -> status (bq_enqueue, no hooks) */
     OP_ENQUEUE_OWN,     /* a buffer of this actor's pool through its queue, kept there */
-    OP_DEQUEUE,         /* -> status */
+    OP_DEQUEUE,         /* -> status, s: the error text */
     OP_RESET,           /* -> status */
     OP_CLOSE_UNLINK,    /* s: name: closes this actor's queue, unlinks it -> status */
     OP_STAT,            /* s: name -> status, v0 blocks_used, v1 client_count, v2 forged,
@@ -226,6 +229,8 @@ static int user_actor(int cmd, int rep, void *arg)
             r.status = mbq_buffer_queue_dequeue_and_retain(s.q, &b);
             if (r.status == 0)
                 mbq_buffer_release(b);
+            else
+                mbq_client_last_error(s.c, r.s, sizeof r.s);
             break;
         }
         case OP_RESET: /* -> status, v0: buffers the callback got, v1: of them valid */
@@ -497,6 +502,38 @@ static void biased_queue_destroyed(void)
     CHECK_MBQD_STOP(&D);
 }
 
+/* Ids read from a queue name pools; the daemon's answers about a pool the
+ * reader may not see must not tell its name (List would not show it). */
+static void hidden_by_id(void)
+{
+    REQUIRE(start_daemon(NULL) == 0);
+    static const struct who wa = {"A", UID_A, UID_A}, wx = {"X", UID_B, UID_B};
+    struct actor a, x;
+    REQUIRE(actor_start(&a, user_actor, (void *)&wa) == 0);
+    REQUIRE(actor_start(&x, user_actor, (void *)&wx) == 0);
+    struct hmsg r;
+    CHECK_STATUS(op(&a, OP_POOL_CREATE, "a/secret-pool", 0600, 4, 0, NULL), 0);
+    CHECK_STATUS(op(&a, OP_STAT, "a/secret-pool", 0, 0, 0, &r), 0);
+    int64_t a_pool = r.v[4];
+    /* A's open queue carries a buffer of its private pool (bound by A) */
+    CHECK_STATUS(op(&a, OP_BQ_CREATE, "a/open-q", 0666, MBQ_ORDER_FIFO, 0, NULL), 0);
+    CHECK_STATUS(op(&a, OP_ENQUEUE_OWN, NULL, 0, 0, 1, NULL), 0);
+    /* X may take the entry but not open its pool (Open by id) */
+    CHECK_STATUS(op(&x, OP_BQ_OPEN, "a/open-q", 0, 0, 0, NULL), 0);
+    CHECK_STATUS(op(&x, OP_DEQUEUE, NULL, 0, 0, 0, &r), -EACCES);
+    printf("# open by id: %s\n", r.s);
+    CHECK(strstr(r.s, "secret") == NULL);
+    /* X writes the pool's id into its own queue and asks (BindPool) */
+    CHECK_STATUS(op(&x, OP_BQ_CREATE, "x/q", 0600, MBQ_ORDER_FIFO, 0, NULL), 0);
+    CHECK_STATUS(op(&x, OP_FORGE, NULL, a_pool, 1, 1, NULL), 0);
+    CHECK_STATUS(op(&x, OP_DEQUEUE, NULL, 0, 0, 0, &r), -ENOLINK);
+    printf("# bind check: %s\n", r.s);
+    CHECK(strstr(r.s, "secret") == NULL);
+    CHECK_ACTOR_OK(&a);
+    CHECK_ACTOR_OK(&x);
+    CHECK_MBQD_STOP(&D);
+}
+
 /* ---- resources ------------------------------------------------------------------ */
 
 static void quota_across_connections(void)
@@ -696,4 +733,4 @@ static void visibility(void)
 CHECK_MAIN(CASE(skip_unless_root), CASE(forged_release_fifo), CASE(forged_release_sorted),
            CASE(forged_consumer), CASE(locked_queue_destroyed),
            CASE(biased_queue_destroyed), CASE(quota_across_connections), CASE(global_cap),
-           CASE(log_flood), CASE(visibility))
+           CASE(log_flood), CASE(visibility), CASE(hidden_by_id))
