@@ -14,7 +14,10 @@
  * level.
  *
  * Rate limit. A line that names a client (a CLIENT_UID or CLIENT_PID field)
- * counts against that client — its uid if known, else its pid — and the
+ * or the owner of the object it is about (OWNER_UID: what that object's
+ * clients wrote, found when the daemon acts on it, such as a destroyed
+ * queue's forged entries) counts against that client — its uid if known
+ * (CLIENT_UID first, else OWNER_UID), else its pid — and the
  * kind of event (the format string): at most LOG_BURST such lines per kind
  * per client in LOG_WINDOW_NS, and then nothing until the window ends, when
  * one line says how many similar messages were suppressed. A client that
@@ -167,6 +170,9 @@ static bool log_admit(enum log_level level, const struct log_field *fields, cons
     for (const struct log_field *f = fields; f->key; f++) {
         if (!f->str && strcmp(f->key, "CLIENT_UID") == 0) {
             has_uid = true;
+            uid = f->num;
+        } else if (!f->str && !has_uid && strcmp(f->key, "OWNER_UID") == 0) {
+            has_uid = true; /* a line about an object its owner's clients caused */
             uid = f->num;
         } else if (!f->str && strcmp(f->key, "CLIENT_PID") == 0) {
             has_pid = true;

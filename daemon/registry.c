@@ -232,7 +232,8 @@ static void object_empty_queue(Object *o)
         return;
     if (side_lock_busy(&o->bq.sh->tail.lock) || side_lock_busy(&o->bq.sh->head.lock)) {
         log_msg_fields(LOG_LEVEL_WARNING,
-                       LOG_FIELDS(LOG_STR("OBJECT", o->name), LOG_NUM("OBJECT_ID", o->id)),
+                       LOG_FIELDS(LOG_STR("OBJECT", o->name), LOG_NUM("OBJECT_ID", o->id),
+                                  LOG_NUM("OWNER_UID", o->uid)),
                        "queue %u '%s': destroyed with its lock held by a live process; the "
                        "references of its %" PRIu64 " entries are not released",
                        o->id, o->name, st.count);
@@ -244,13 +245,16 @@ static void object_empty_queue(Object *o)
     if (o->forged_entries > forged)
         log_msg_fields(LOG_LEVEL_WARNING,
                        LOG_FIELDS(LOG_STR("OBJECT", o->name), LOG_NUM("OBJECT_ID", o->id),
+                                  LOG_NUM("OWNER_UID", o->uid),
                                   LOG_NUM("FORGED_ENTRIES", o->forged_entries - forged)),
                        "queue %u '%s': ignored %" PRIu64 " entries naming a pool not bound to "
                        "the queue (written by a client that did not bind it)",
                        o->id, o->name, o->forged_entries - forged);
-    if (r < 0)
-        log_msg(LOG_LEVEL_WARNING, "queue %u '%s': cannot release its buffers: %d", o->id,
-                o->name, r);
+    if (r < 0) /* its owner's clients can corrupt it at will: limited like them */
+        log_msg_fields(LOG_LEVEL_WARNING,
+                       LOG_FIELDS(LOG_STR("OBJECT", o->name), LOG_NUM("OBJECT_ID", o->id),
+                                  LOG_NUM("OWNER_UID", o->uid)),
+                       "queue %u '%s': cannot release its buffers: %d", o->id, o->name, r);
     else
         log_msg(LOG_LEVEL_DEBUG, "queue %u '%s': released the buffers of its %" PRIu64 " entries",
                 o->id, o->name, st.count);

@@ -26,7 +26,8 @@
  *    and the refusal's text names the limit (mbq_client_last_error).
  *  - log_flood: thousands of malformed packets from several processes of
  *    one user leave less than LOG_FLOOD_MAX bytes of log, with a line
- *    saying how many were suppressed.
+ *    saying how many were suppressed; log_flood_forged: so do a hundred
+ *    queues destroyed with forged entries in them.
  *  - visibility: List and Stat show an object to whoever may open it (or
  *    owns it); its clients' pids and uids to its owner and root only;
  *    mbq_usage shows a user its own charge and root everyone's.
@@ -612,22 +613,51 @@ static int flood_child(void *arg)
     return 0;
 }
 
-static void log_flood(void)
+/* Starts mbqd with its log (stderr) going to a file of that name in
+ * $TMPDIR; its path in path. */
+static int start_daemon_logged(const char *name, char *path, size_t path_len)
 {
-    char log_path[PATH_MAX];
-    snprintf(log_path, sizeof log_path, "%s/mbqd-flood.log", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
-    int log_fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    REQUIRE(log_fd >= 0);
+    snprintf(path, path_len, "%s/%s", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp", name);
+    int log_fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (log_fd < 0)
+        return -1;
     int saved = dup(STDERR_FILENO);
-    REQUIRE(saved >= 0);
+    if (saved < 0) {
+        close(log_fd);
+        return -1;
+    }
     fflush(stderr);
-    REQUIRE(dup2(log_fd, STDERR_FILENO) == STDERR_FILENO);
+    if (dup2(log_fd, STDERR_FILENO) != STDERR_FILENO) {
+        close(log_fd);
+        close(saved);
+        return -1;
+    }
     static const char *const args[] = {"--log-target", "stderr", NULL};
     int started = start_daemon(args);
     dup2(saved, STDERR_FILENO);
     close(saved);
     close(log_fd);
-    REQUIRE(started == 0);
+    return started;
+}
+
+/* Lines of the log at path that contain both strings (b may be NULL). */
+static long log_lines_with(const char *path, const char *a, const char *b)
+{
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return -1;
+    char line[4096];
+    long n = 0;
+    while (fgets(line, sizeof line, f))
+        n += strstr(line, a) && (!b || strstr(line, b));
+    fclose(f);
+    return n;
+}
+
+static void log_flood(void)
+{
+    char log_path[PATH_MAX];
+    REQUIRE(start_daemon_logged("mbqd-flood.log", log_path, sizeof log_path) == 0);
 
     pid_t kids[FLOOD_PROCS];
     for (int i = 0; i < FLOOD_PROCS; i++) {
@@ -649,20 +679,36 @@ static void log_flood(void)
     printf("# %d malformed packets from %d processes of one user: %lld bytes of log\n",
            FLOOD_PROCS * FLOOD_PACKETS, FLOOD_PROCS, (long long)st.st_size);
     CHECK(st.st_size < LOG_FLOOD_MAX);
-    FILE *f = fopen(log_path, "re");
-    REQUIRE(f);
-    char line[4096];
-    bool said = false;
-    long warnings = 0;
-    while (fgets(line, sizeof line, f)) {
-        if (strstr(line, "suppressed") && strstr(line, "uid 61250"))
-            said = true;
-        if (strstr(line, "not a valid mbq.v1.Request"))
-            warnings++;
+    CHECK(log_lines_with(log_path, "suppressed", "uid 61250") >= 1);
+    /* limited, not silenced */
+    CHECK(log_lines_with(log_path, "not a valid mbq.v1.Request", NULL) >= 1);
+    unlink(log_path);
+}
+
+/* What the daemon finds when it destroys a user's queue — entries naming
+ * unbound pools — is that user's doing: limited like its other lines,
+ * however many queues it makes and destroys. */
+static void log_flood_forged(void)
+{
+    char log_path[PATH_MAX];
+    REQUIRE(start_daemon_logged("mbqd-forged.log", log_path, sizeof log_path) == 0);
+    static const struct who wb = {"B", UID_B, UID_B};
+    struct actor b;
+    REQUIRE(actor_start(&b, user_actor, (void *)&wb) == 0);
+    enum { QUEUES = 100 };
+    for (int i = 0; i < QUEUES; i++) {
+        CHECK_STATUS(op(&b, OP_BQ_CREATE, "b/forged", 0600, MBQ_ORDER_FIFO, 0, NULL), 0);
+        CHECK_STATUS(op(&b, OP_FORGE, NULL, 999999, 1, 1, NULL), 0);
+        CHECK_STATUS(op(&b, OP_CLOSE_UNLINK, "b/forged", 0, 0, 0, NULL), 0);
     }
-    fclose(f);
-    CHECK(said);
-    CHECK(warnings >= 1); /* limited, not silenced */
+    CHECK_ACTOR_OK(&b);
+    CHECK(mbqd_alive(&D));
+    CHECK_MBQD_STOP(&D); /* reports the suppressed windows */
+    long lines = log_lines_with(log_path, "entries naming a pool not bound", NULL);
+    printf("# %d destroyed queues with a forged entry: %ld lines about them\n", QUEUES, lines);
+    CHECK(lines >= 1);
+    CHECK(lines <= 20);
+    CHECK(log_lines_with(log_path, "suppressed", "uid 61202") >= 1);
     unlink(log_path);
 }
 
@@ -733,4 +779,5 @@ static void visibility(void)
 CHECK_MAIN(CASE(skip_unless_root), CASE(forged_release_fifo), CASE(forged_release_sorted),
            CASE(forged_consumer), CASE(locked_queue_destroyed),
            CASE(biased_queue_destroyed), CASE(quota_across_connections), CASE(global_cap),
-           CASE(log_flood), CASE(visibility), CASE(hidden_by_id))
+           CASE(log_flood), CASE(visibility), CASE(hidden_by_id),
+           CASE(log_flood_forged))
