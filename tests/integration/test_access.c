@@ -27,7 +27,8 @@
  *  - log_flood: thousands of malformed packets from several processes of
  *    one user leave less than LOG_FLOOD_MAX bytes of log, with a line
  *    saying how many were suppressed; log_flood_forged: so do a hundred
- *    queues destroyed with forged entries in them.
+ *    queues destroyed with forged entries in them; log_flood_slow_reader:
+ *    and connections dropped for not reading their replies.
  *  - visibility: List and Stat show an object to whoever may open it (or
  *    owns it); its clients' pids and uids to its owner and root only;
  *    mbq_usage shows a user its own charge and root everyone's.
@@ -35,6 +36,8 @@
  *    BindPool's check) gets no answer naming a pool the reader may not
  *    see. */
 #include "harness.h"
+
+#include "mbq.pb-c.h"
 
 #include <bq.h>
 #include <grp.h>
@@ -54,6 +57,7 @@ static struct mbqd D;
 #define LOG_FLOOD_MAX (32 * 1024)
 #define FLOOD_PROCS 3
 #define FLOOD_PACKETS 1000
+#define SLOW_CONNS 40
 
 static void skip_unless_root(void)
 {
@@ -712,6 +716,64 @@ static void log_flood_forged(void)
     unlink(log_path);
 }
 
+/* A connection that sends requests and never reads the replies is
+ * disconnected once 256 wait; that costs a line, limited like any other
+ * about that user. */
+static int slow_child(void *arg)
+{
+    (void)arg;
+    CREQUIRE(drop_to(UID_FLOOD, UID_FLOOD) == 0);
+    for (int i = 0; i < SLOW_CONNS; i++) {
+        int fd = h_connect_raw(D.sock);
+        CREQUIRE(fd >= 0);
+        Mbq__V1__Hello h = MBQ__V1__HELLO__INIT;
+        h.min_version = 1;
+        h.max_version = 1;
+        h.client_name = "slow";
+        Mbq__V1__Usage u = MBQ__V1__USAGE__INIT;
+        Mbq__V1__Request rq = MBQ__V1__REQUEST__INIT;
+        uint8_t buf[256];
+        /* until the daemon hangs up (a bound: it must, long before) */
+        for (uint64_t id = 1; id < 200000; id++) {
+            rq.id = id;
+            if (id == 1) {
+                rq.body_case = MBQ__V1__REQUEST__BODY_HELLO;
+                rq.hello = &h;
+            } else {
+                rq.body_case = MBQ__V1__REQUEST__BODY_USAGE;
+                rq.usage = &u;
+            }
+            size_t n = mbq__v1__request__pack(&rq, buf);
+            if (send(fd, buf, n, MSG_NOSIGNAL) < 0)
+                break;
+        }
+        close(fd);
+    }
+    return 0;
+}
+
+static void log_flood_slow_reader(void)
+{
+    char log_path[PATH_MAX];
+    REQUIRE(start_daemon_logged("mbqd-slow.log", log_path, sizeof log_path) == 0);
+    fflush(NULL);
+    pid_t kid = fork();
+    REQUIRE(kid >= 0);
+    if (kid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        _exit(slow_child(NULL) ? 1 : check_case_failed);
+    }
+    CHECK_EQ(h_wait_pid(kid, 120000), 0);
+    CHECK(mbqd_alive(&D));
+    CHECK_MBQD_STOP(&D);
+    long lines = log_lines_with(log_path, "messages wait to be read", NULL);
+    printf("# %d connections that do not read: %ld lines about them\n", SLOW_CONNS, lines);
+    CHECK(lines >= 1);
+    CHECK(lines <= 20);
+    CHECK(log_lines_with(log_path, "suppressed", "uid 61250") >= 1);
+    unlink(log_path);
+}
+
 /* ---- visibility ----------------------------------------------------------------- */
 
 static void visibility(void)
@@ -780,4 +842,4 @@ CHECK_MAIN(CASE(skip_unless_root), CASE(forged_release_fifo), CASE(forged_releas
            CASE(forged_consumer), CASE(locked_queue_destroyed),
            CASE(biased_queue_destroyed), CASE(quota_across_connections), CASE(global_cap),
            CASE(log_flood), CASE(visibility), CASE(hidden_by_id),
-           CASE(log_flood_forged))
+           CASE(log_flood_forged), CASE(log_flood_slow_reader))
