@@ -28,7 +28,8 @@
  *    one user leave less than LOG_FLOOD_MAX bytes of log, with a line
  *    saying how many were suppressed; log_flood_forged: so do a hundred
  *    queues destroyed with forged entries in them; log_flood_slow_reader:
- *    and connections dropped for not reading their replies.
+ *    and connections dropped for not reading their replies;
+ *    log_flood_pids: and processes (new pids) that exit holding buffers.
  *  - visibility: List and Stat show an object to whoever may open it (or
  *    owns it); its clients' pids and uids to its owner and root only;
  *    mbq_usage shows a user its own charge and root everyone's.
@@ -58,6 +59,7 @@ static struct mbqd D;
 #define FLOOD_PROCS 3
 #define FLOOD_PACKETS 1000
 #define SLOW_CONNS 40
+#define HOLDERS 40
 
 static void skip_unless_root(void)
 {
@@ -774,6 +776,78 @@ static void log_flood_slow_reader(void)
     unlink(log_path);
 }
 
+/* A process of UID_FLOOD that holds a buffer of rl/pool, disconnects,
+ * says so on ready, and exits when go says so: the daemon releases its
+ * reference when it exits (a line naming its pid only). */
+static int holder_child(int ready, int go)
+{
+    CREQUIRE(drop_to(UID_FLOOD, UID_FLOOD) == 0);
+    mbq_client *c = h_connect(&D, "holder");
+    CREQUIRE(c);
+    mbq_pool *p = NULL;
+    mbq_buffer b;
+    CREQUIRE(mbq_pool_open(c, "rl/pool", &p) == 0);
+    CREQUIRE(mbq_pool_allocate(p, 64, &b) == 0);
+    /* hangs up under the library (which would give the reference back):
+     * the reference stays with the live process */
+    close(mbq_client_fd(c));
+    char x = 1;
+    CREQUIRE(write(ready, &x, 1) == 1);
+    struct pollfd pfd = {.fd = go, .events = POLLIN};
+    CREQUIRE(poll(&pfd, 1, H_HANG_MS) == 1);
+    return 0;
+}
+
+static void log_flood_pids(void)
+{
+    char log_path[PATH_MAX];
+    REQUIRE(start_daemon_logged("mbqd-pids.log", log_path, sizeof log_path) == 0);
+    mbq_client *root = h_connect(&D, "root");
+    REQUIRE(root);
+    mbq_pool *p = NULL;
+    mbq_pool_options po = h_pool_opts(4096, 64);
+    po.mode = 0666;
+    REQUIRE(mbq_pool_create(root, "rl/pool", &po, &p) == 0);
+    mbq_pool_close(p);
+    for (int i = 0; i < HOLDERS; i++) {
+        int ready[2], go[2];
+        REQUIRE(pipe2(ready, O_CLOEXEC) == 0 && pipe2(go, O_CLOEXEC) == 0);
+        fflush(NULL);
+        pid_t kid = fork();
+        REQUIRE(kid >= 0);
+        if (kid == 0) {
+            prctl(PR_SET_PDEATHSIG, SIGKILL);
+            close(ready[0]);
+            close(go[1]);
+            _exit(holder_child(ready[1], go[0]) ? 1 : check_case_failed);
+        }
+        close(ready[1]);
+        close(go[0]);
+        char x;
+        CHECK(read(ready[0], &x, 1) == 1);
+        /* the daemon has ended its session (and watches the process) */
+        mbq_object_info info;
+        uint64_t deadline = h_now_ns() + (uint64_t)H_HANG_MS * 1000000ull;
+        while (h_stat(root, "rl/pool", &info) == 0 && info.open_count > 0 &&
+               h_now_ns() < deadline)
+            h_pause_us(200);
+        CHECK_EQ(info.open_count, 0);
+        close(go[1]);
+        close(ready[0]);
+        CHECK_EQ(h_wait_pid(kid, 120000), 0);
+    }
+    CHECK_EQ(h_wait_pool_used(root, "rl/pool", 0, H_HANG_MS), 0);
+    mbq_disconnect(root);
+    CHECK(mbqd_alive(&D));
+    CHECK_MBQD_STOP(&D);
+    long lines = log_lines_with(log_path, "exited: released", NULL);
+    printf("# %d processes exited holding a buffer: %ld lines about them\n", HOLDERS, lines);
+    CHECK(lines >= 1);
+    CHECK(lines <= 20);
+    CHECK(log_lines_with(log_path, "suppressed", "known by pid only") >= 1);
+    unlink(log_path);
+}
+
 /* ---- visibility ----------------------------------------------------------------- */
 
 static void visibility(void)
@@ -842,4 +916,5 @@ CHECK_MAIN(CASE(skip_unless_root), CASE(forged_release_fifo), CASE(forged_releas
            CASE(forged_consumer), CASE(locked_queue_destroyed),
            CASE(biased_queue_destroyed), CASE(quota_across_connections), CASE(global_cap),
            CASE(log_flood), CASE(visibility), CASE(hidden_by_id),
-           CASE(log_flood_forged), CASE(log_flood_slow_reader))
+           CASE(log_flood_forged), CASE(log_flood_slow_reader),
+           CASE(log_flood_pids))
