@@ -1035,6 +1035,17 @@ int registry_bind_pool(Object *q, const Object *pool)
         return -EINVAL;
     if (registry_queue_may_carry(q, pool->id))
         return 0;
+    if (q->n_bound == REGISTRY_MAX_BINDINGS) {
+        /* Forget the pools that are gone (ids are never reused, so no entry
+         * can name them usefully): otherwise anyone who may open the queue
+         * could fill its bindings with pools it creates and destroys, and
+         * lock every other producer out. */
+        unsigned k = 0;
+        for (unsigned i = 0; i < q->n_bound; i++)
+            if (registry_lookup_id(q->registry, q->bound[i]))
+                q->bound[k++] = q->bound[i];
+        q->n_bound = k;
+    }
     if (q->n_bound == q->cap_bound) {
         if (q->cap_bound >= REGISTRY_MAX_BINDINGS)
             return -ENOSPC;

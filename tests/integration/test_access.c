@@ -33,6 +33,8 @@
  *  - visibility: List and Stat show an object to whoever may open it (or
  *    owns it); its clients' pids and uids to its owner and root only;
  *    mbq_usage shows a user its own charge and root everyone's.
+ *  - bindings_of_dead_pools: pools bound to a queue and destroyed do not
+ *    use up its bindings.
  *  - hidden_by_id: a pool id read from a queue's entry (Open by id,
  *    BindPool's check) gets no answer naming a pool the reader may not
  *    see. */
@@ -541,6 +543,43 @@ static void hidden_by_id(void)
     CHECK_MBQD_STOP(&D);
 }
 
+/* A queue's bindings are bounded (1024 pools); pools that are gone do not
+ * count, or whoever may open a shared queue could fill them with pools it
+ * creates and destroys and lock out every other producer. */
+static void bindings_of_dead_pools(void)
+{
+    REQUIRE(start_daemon(NULL) == 0);
+    mbq_client *c = h_connect(&D, "binder");
+    REQUIRE(c);
+    mbq_buffer_queue *q = NULL;
+    mbq_buffer_queue_options qo = h_bq_opts(4, MBQ_ORDER_FIFO);
+    REQUIRE(mbq_buffer_queue_create(c, "bind/q", &qo, &q) == 0);
+    for (int i = 0; i < 1100; i++) {
+        mbq_pool *p = NULL;
+        mbq_pool_options po = h_pool_opts(4096, 1);
+        po.exclusive = true;
+        mbq_buffer b;
+        REQUIRE(mbq_pool_create(c, "bind/p", &po, &p) == 0);
+        REQUIRE(mbq_pool_allocate(p, 64, &b) == 0);
+        int r = mbq_buffer_queue_enqueue_and_release(q, b);
+        if (r != 0) {
+            printf("# enqueue of pool %d: %d\n", i, r);
+            CHECK_STATUS(r, 0);
+            mbq_buffer_release(b);
+        } else {
+            CHECK_STATUS(mbq_buffer_queue_dequeue_and_retain(q, &b), 0);
+            mbq_buffer_release(b);
+        }
+        mbq_pool_close(p);
+        REQUIRE(mbq_unlink(c, "bind/p") == 0);
+        if (r != 0)
+            break;
+    }
+    mbq_buffer_queue_close(q);
+    mbq_disconnect(c);
+    CHECK_MBQD_STOP(&D);
+}
+
 /* ---- resources ------------------------------------------------------------------ */
 
 static void quota_across_connections(void)
@@ -917,4 +956,4 @@ CHECK_MAIN(CASE(skip_unless_root), CASE(forged_release_fifo), CASE(forged_releas
            CASE(biased_queue_destroyed), CASE(quota_across_connections), CASE(global_cap),
            CASE(log_flood), CASE(visibility), CASE(hidden_by_id),
            CASE(log_flood_forged), CASE(log_flood_slow_reader),
-           CASE(log_flood_pids))
+           CASE(log_flood_pids), CASE(bindings_of_dead_pools))

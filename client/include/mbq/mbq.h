@@ -263,7 +263,7 @@ void mbq_buffer_queue_close(mbq_buffer_queue *queue);
  * The first enqueue of a buffer of a given pool into a given queue, in
  * this process, binds the pool to the queue through the daemon (a queue
  * carries only pools bound to it; docs/MBQD.md): it can also fail with
- * -EACCES (this user may not open the pool), -ENOSPC (1024 pools bound to
+ * -EACCES (this user may not open the pool), -ENOSPC (1024 pools that still exist bound to
  * the queue) and the control errors. Later enqueues ask nothing. */
 int mbq_buffer_queue_enqueue(mbq_buffer_queue *queue, mbq_buffer buffer);
 /* Enqueue, handing the caller's reference to the queue instead of taking a
