@@ -115,9 +115,11 @@ static void trigger_destroy(Trigger *t, bool in_segment)
     if (in_segment) {
         int r = bq_remove_trigger(&o->bq, t->token);
         /* Only a repair of a scribbled trigger table can have dropped it. */
-        if (r < 0)
-            log_msg(LOG_LEVEL_WARNING, "queue %u '%s': trigger %#" PRIx64 " was already gone from the segment",
-                    o->id, o->name, t->token);
+        if (r < 0) /* a client of the queue can do that at will: rate-limited */
+            log_msg_fields(LOG_LEVEL_WARNING,
+                           LOG_FIELDS(LOG_STR("OBJECT", o->name), LOG_NUM("OWNER_UID", o->uid)),
+                           "queue %u '%s': trigger %#" PRIx64 " was already gone from the segment",
+                           o->id, o->name, t->token);
         registry_note_trigger_removed(o, t->token);
     }
     list_del(&t->object_link);

@@ -29,7 +29,8 @@
  *    saying how many were suppressed; log_flood_forged: so do a hundred
  *    queues destroyed with forged entries in them; log_flood_slow_reader:
  *    and connections dropped for not reading their replies;
- *    log_flood_pids: and processes (new pids) that exit holding buffers.
+ *    log_flood_pids: and processes (new pids) that exit holding buffers;
+ *    log_flood_triggers: and triggers wiped from a queue's segment.
  *  - visibility: List and Stat show an object to whoever may open it (or
  *    owns it); its clients' pids and uids to its owner and root only;
  *    mbq_usage shows a user its own charge and root everyone's.
@@ -106,6 +107,7 @@ enum {
     OP_USAGE,           /* -> status: users, v0: uid, v1: objects, v2: bytes of the first */
     OP_RECONNECT,       /* disconnects and connects again -> status */
     OP_LOCK_QUEUE,      /* writes pid 1 (alive) into the queue's tail lock word -> status */
+    OP_SCRIBBLE_TRIGGERS, /* v0: triggers to install, then wiped from the segment -> status */
 };
 
 struct actor_state {
@@ -305,6 +307,26 @@ static int user_actor(int cmd, int rep, void *arg)
                 r.status = find_queue_segment(info.object_id, &q);
             if (r.status == 0) {
                 atomic_store(&q.sh->tail.lock.lock.word, 1u);
+                bq_detach(&q);
+            }
+            break;
+        }
+        case OP_SCRIBBLE_TRIGGERS: {
+            mbq_object_info info;
+            struct bq q;
+            r.status = 0;
+            for (int64_t i = 0; i < m.v[0] && r.status == 0; i++) {
+                mbq_trigger_token t;
+                r.status = mbq_buffer_queue_install_trigger(
+                    s.q, MBQ_TRIGGER_WHEN_DATA_BECOMES_READY, h_time(0, 1000), &t);
+            }
+            if (r.status == 0)
+                r.status = h_stat(s.c, s.qname, &info);
+            if (r.status == 0)
+                r.status = find_queue_segment(info.object_id, &q);
+            if (r.status == 0) {
+                for (unsigned i = 0; i < BQ_MAX_TRIGGERS; i++)
+                    atomic_store(&q.sh->triggers[i].state, 0u);
                 bq_detach(&q);
             }
             break;
@@ -887,6 +909,32 @@ static void log_flood_pids(void)
     unlink(log_path);
 }
 
+/* Triggers a client wiped from its queue's segment cost the daemon a line
+ * each when it removes them: limited against the queue's owner. */
+static void log_flood_triggers(void)
+{
+    char log_path[PATH_MAX];
+    REQUIRE(start_daemon_logged("mbqd-triggers.log", log_path, sizeof log_path) == 0);
+    static const struct who wb = {"B", UID_B, UID_B};
+    struct actor b;
+    REQUIRE(actor_start(&b, user_actor, (void *)&wb) == 0);
+    enum { ROUNDS = 10, TRIGGERS = 8 };
+    for (int i = 0; i < ROUNDS; i++) {
+        CHECK_STATUS(op(&b, OP_BQ_CREATE, "b/trig", 0600, MBQ_ORDER_FIFO, 0, NULL), 0);
+        CHECK_STATUS(op(&b, OP_SCRIBBLE_TRIGGERS, NULL, TRIGGERS, 0, 0, NULL), 0);
+        CHECK_STATUS(op(&b, OP_CLOSE_UNLINK, "b/trig", 0, 0, 0, NULL), 0);
+    }
+    CHECK_ACTOR_OK(&b);
+    CHECK(mbqd_alive(&D));
+    CHECK_MBQD_STOP(&D);
+    long lines = log_lines_with(log_path, "was already gone from the segment", NULL);
+    printf("# %d wiped triggers: %ld lines about them\n", ROUNDS * TRIGGERS, lines);
+    CHECK(lines >= 1);
+    CHECK(lines <= 20);
+    CHECK(log_lines_with(log_path, "suppressed", "uid 61202") >= 1);
+    unlink(log_path);
+}
+
 /* ---- visibility ----------------------------------------------------------------- */
 
 static void visibility(void)
@@ -956,4 +1004,5 @@ CHECK_MAIN(CASE(skip_unless_root), CASE(forged_release_fifo), CASE(forged_releas
            CASE(biased_queue_destroyed), CASE(quota_across_connections), CASE(global_cap),
            CASE(log_flood), CASE(visibility), CASE(hidden_by_id),
            CASE(log_flood_forged), CASE(log_flood_slow_reader),
-           CASE(log_flood_pids), CASE(bindings_of_dead_pools))
+           CASE(log_flood_pids), CASE(bindings_of_dead_pools),
+           CASE(log_flood_triggers))
