@@ -12,7 +12,9 @@
  *
  * Visibility. List shows, and Stat answers about, only the objects the
  * caller may open (or owns); the clients of an object (pids, uids, names)
- * are shown to its owner and to root only.
+ * are shown to its owner and to root only; a request by id (Open,
+ * Reattach, BindPool: ids a client may read from any segment) gets no
+ * answer that names an object the caller may not see.
  *
  * After a daemon restart (restore.c), a client that reconnects sends
  * Reattach for each object it still maps (checked to be the very segment)
