@@ -824,6 +824,22 @@ static int handle_stat(Call *c, const Mbq__V1__Stat *req)
     return 0;
 }
 
+/* The triggers a user has installed, over all its connections (restored
+ * ones its processes have not adopted yet included). */
+struct user_triggers {
+    uid_t uid;
+    unsigned n;
+};
+
+static void count_user_triggers(Object *o, void *ctx)
+{
+    struct user_triggers *u = ctx;
+    list_for_each_safe(it, &o->triggers) {
+        const Trigger *t = list_entry(it, Trigger, object_link);
+        u->n += t->owner_uid == u->uid;
+    }
+}
+
 static int handle_install_trigger(Call *c, const Mbq__V1__InstallTrigger *req)
 {
     Session *s = c->s;
@@ -836,6 +852,18 @@ static int handle_install_trigger(Call *c, const Mbq__V1__InstallTrigger *req)
         return call_fail(c, -EDQUOT,
                          "mbqd: quota: this client has %u triggers installed (--max-triggers %u)",
                          s->n_triggers, s->limits->max_triggers);
+    /* Each trigger is a descriptor the daemon (and the service manager's
+     * store) keeps: bounded per user like objects, or one user's
+     * connections could take every descriptor the store has. */
+    if (s->uid != 0 && s->limits->max_objects) {
+        struct user_triggers u = {.uid = s->uid};
+        registry_for_each(s->registry, count_user_triggers, &u);
+        if (u.n >= s->limits->max_objects)
+            return call_fail(c, -EDQUOT,
+                             "mbqd: quota: uid %u has %u triggers installed, the most a user may "
+                             "have over all its connections (mbqd --max-objects %u)",
+                             (unsigned)s->uid, u.n, s->limits->max_objects);
+    }
     if (!registry_has_room(s->registry, 1))
         return fail_store_full(c, "trigger");
     Trigger *t;

@@ -22,6 +22,8 @@
  *  - quota_across_connections: objects and bytes are charged to the uid for
  *    as long as they live, whatever connections come and go (test_quota
  *    covers the limits themselves).
+ *  - trigger_quota_per_user: a user's triggers over all its connections
+ *    are bounded (by --max-objects), however many connections it opens.
  *  - global_cap: --max-total-bytes bounds every user together, root too,
  *    and the refusal's text names the limit (mbq_client_last_error).
  *  - log_flood: thousands of malformed packets from several processes of
@@ -108,6 +110,7 @@ enum {
     OP_RECONNECT,       /* disconnects and connects again -> status */
     OP_LOCK_QUEUE,      /* writes pid 1 (alive) into the queue's tail lock word -> status */
     OP_SCRIBBLE_TRIGGERS, /* v0: triggers to install, then wiped from the segment -> status */
+    OP_TRIGGERS,          /* v0: triggers to install -> status, s: the error text */
 };
 
 struct actor_state {
@@ -331,6 +334,16 @@ static int user_actor(int cmd, int rep, void *arg)
             }
             break;
         }
+        case OP_TRIGGERS:
+            r.status = 0;
+            for (int64_t i = 0; i < m.v[0] && r.status == 0; i++) {
+                mbq_trigger_token t;
+                r.status = mbq_buffer_queue_install_trigger(
+                    s.q, MBQ_TRIGGER_WHEN_DATA_BECOMES_READY, h_time(0, 1000), &t);
+            }
+            if (r.status != 0)
+                mbq_client_last_error(s.c, r.s, sizeof r.s);
+            break;
         case OP_RECONNECT:
             mbq_disconnect(s.c);
             s.c = h_connect(&D, w->name);
@@ -627,6 +640,48 @@ static void quota_across_connections(void)
     CHECK_EQ(r.v[1], 3);
     CHECK_ACTOR_OK(&a[0]);
     CHECK_ACTOR_OK(&a[1]);
+    CHECK_MBQD_STOP(&D);
+}
+
+/* Triggers are descriptors the daemon keeps: a user has at most
+ * --max-objects of them over all its connections, not --max-triggers per
+ * connection times however many connections it opens. */
+static void trigger_quota_per_user(void)
+{
+    static const char *const args[] = {"--max-objects", "3", "--max-triggers", "2", NULL};
+    REQUIRE(start_daemon(args) == 0);
+    static const struct who wb = {"B", UID_B, UID_B}, wc = {"C", UID_C, UID_C};
+    struct actor b[3], c;
+    for (int i = 0; i < 3; i++)
+        REQUIRE(actor_start(&b[i], user_actor, (void *)&wb) == 0);
+    REQUIRE(actor_start(&c, user_actor, (void *)&wc) == 0);
+    struct hmsg r;
+    CHECK_STATUS(op(&b[0], OP_BQ_CREATE, "b/tq", 0600, MBQ_ORDER_FIFO, 0, NULL), 0);
+    CHECK_STATUS(op(&b[1], OP_BQ_OPEN, "b/tq", 0, 0, 0, NULL), 0);
+    CHECK_STATUS(op(&b[2], OP_BQ_OPEN, "b/tq", 0, 0, 0, NULL), 0);
+    CHECK_STATUS(op(&b[0], OP_TRIGGERS, NULL, 2, 0, 0, NULL), 0);
+    CHECK_STATUS(op(&b[1], OP_TRIGGERS, NULL, 1, 0, 0, NULL), 0);
+    CHECK_STATUS(op(&b[1], OP_TRIGGERS, NULL, 1, 0, 0, &r), -EDQUOT);
+    CHECK(strstr(r.s, "--max-objects 3") != NULL);
+    CHECK_STATUS(op(&b[2], OP_TRIGGERS, NULL, 1, 0, 0, NULL), -EDQUOT);
+    /* another user is not affected */
+    CHECK_STATUS(op(&c, OP_BQ_CREATE, "c/tq", 0600, MBQ_ORDER_FIFO, 0, NULL), 0);
+    CHECK_STATUS(op(&c, OP_TRIGGERS, NULL, 2, 0, 0, NULL), 0);
+    /* a connection that goes takes its triggers, and gives the room back
+     * (once the daemon has seen it go: b[1]'s one trigger is left) */
+    CHECK_ACTOR_OK(&b[0]);
+    mbq_client *root = h_connect(&D, "root");
+    REQUIRE(root);
+    mbq_object_info info;
+    uint64_t deadline = h_now_ns() + (uint64_t)H_HANG_MS * 1000000ull;
+    while (h_stat(root, "b/tq", &info) == 0 && info.triggers != 1 && h_now_ns() < deadline)
+        h_pause_us(200);
+    CHECK_EQ(info.triggers, 1);
+    mbq_disconnect(root);
+    CHECK_STATUS(op(&b[2], OP_TRIGGERS, NULL, 2, 0, 0, NULL), 0);
+    CHECK_ACTOR_OK(&b[1]);
+    CHECK_ACTOR_OK(&b[2]);
+    CHECK_ACTOR_OK(&c);
     CHECK_MBQD_STOP(&D);
 }
 
@@ -1012,7 +1067,8 @@ static void visibility(void)
 
 CHECK_MAIN(CASE(skip_unless_root), CASE(forged_release_fifo), CASE(forged_release_sorted),
            CASE(forged_consumer), CASE(locked_queue_destroyed),
-           CASE(biased_queue_destroyed), CASE(quota_across_connections), CASE(global_cap),
+           CASE(biased_queue_destroyed), CASE(quota_across_connections),
+           CASE(trigger_quota_per_user), CASE(global_cap),
            CASE(log_flood), CASE(visibility), CASE(hidden_by_id),
            CASE(log_flood_forged), CASE(log_flood_slow_reader),
            CASE(log_flood_pids), CASE(bindings_of_dead_pools),

@@ -366,7 +366,8 @@ typedef uint64_t mbq_trigger_token;
  * through it). The trigger belongs to this process and is removed when it
  * closes the queue or exits. Also MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING,
  * -ENOSPC (the queue has 32 triggers), -EDQUOT (this client has
- * --max-triggers installed), -EIDRM, control errors. */
+ * --max-triggers installed, or this user --max-objects over all its
+ * connections), -EIDRM, control errors. */
 int mbq_buffer_queue_install_trigger(mbq_buffer_queue *queue, mbq_trigger_condition condition,
                                      mbq_time time, mbq_trigger_token *token_out);
 /* For conditions 10 and 11; errors as above. */
