@@ -662,10 +662,13 @@ static int queue_adopt(mbq_buffer_queue *q, const struct bq_entry *e, mbq_buffer
  * known to be bound to the queue: asks the daemon whether it is bound (once
  * per queue handle and pool) and maps it (once per client). True when the
  * dequeue should be tried again: with the pool mapped, or with a verdict
- * for the retry (a pool not bound: the entry goes, nothing is taken). */
-static bool queue_map_unmapped(mbq_buffer_queue *q, int r)
+ * for the retry (a pool not bound: the entry goes, nothing is taken).
+ * Otherwise *r is what the caller returns: as it was, or the error that
+ * stopped it (the pool may not be opened here: -EACCES; the daemon is
+ * gone; ...). */
+static bool queue_map_unmapped(mbq_buffer_queue *q, int *r)
 {
-    if (r != QUEUE_POOL_MISSING || !queue_unmapped)
+    if (*r != QUEUE_POOL_MISSING || !queue_unmapped)
         return false;
     uint32_t id = queue_unmapped - 1;
     queue_unmapped = 0;
@@ -674,11 +677,13 @@ static bool queue_map_unmapped(mbq_buffer_queue *q, int r)
         queue_verdict = (id + 1) * 2 + 1;
         return true;
     }
-    if (c < 0)
+    struct mbq_pool *p = c < 0 ? NULL : pool_table_lookup(q->client, id, NULL);
+    if (c == 0 && !p)
+        c = pool_table_resolve(q->client, id, &p);
+    if (c < 0) {
+        *r = c;
         return false;
-    struct mbq_pool *p = pool_table_lookup(q->client, id, NULL);
-    if (!p && pool_table_resolve(q->client, id, &p) < 0)
-        return false;
+    }
     if (!queue_pool_bound(q, id))
         queue_verdict = (id + 1) * 2; /* no daemon to ask: taken (see queue_check_entry) */
     return true;
@@ -693,7 +698,7 @@ int mbq_buffer_queue_dequeue_and_retain(mbq_buffer_queue *queue, mbq_buffer *out
     int r;
     for (int tries = 0;; tries++) {
         r = bq_dequeue(&queue->bq, &e);
-        if (tries == 2 || !queue_map_unmapped(queue, r))
+        if (tries == 2 || !queue_map_unmapped(queue, &r))
             break;
     }
     queue_verdict = 0; /* for the retry alone */
@@ -714,7 +719,7 @@ int mbq_buffer_queue_dequeue_if_data_ready_and_retain(mbq_buffer_queue *queue, m
         r = bq_dequeue_if_ready(&queue->bq, &e);
         /* "not ready" may mean "its pool is not mapped here yet" */
         bool mapped = queue_settle(queue) && r == -EAGAIN;
-        if (tries >= 2 || !(mapped || queue_map_unmapped(queue, r)))
+        if (tries >= 2 || !(mapped || queue_map_unmapped(queue, &r)))
             break;
     }
     queue_verdict = 0; /* for the retry alone */
@@ -734,7 +739,7 @@ int mbq_buffer_queue_dequeue_wait(mbq_buffer_queue *queue, int64_t timeout_ns, m
      * twice, once per client and pool. */
     for (int tries = 0;; tries++) {
         r = bq_dequeue_wait(&queue->bq, &e, timeout_ns);
-        if (tries == 2 || !queue_map_unmapped(queue, r))
+        if (tries == 2 || !queue_map_unmapped(queue, &r))
             break;
     }
     queue_verdict = 0; /* for the retry alone */

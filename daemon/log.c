@@ -14,7 +14,11 @@
  * level.
  *
  * Rate limit. A line that names a client (a CLIENT_UID or CLIENT_PID field)
- * counts against that client — its uid if known, else its pid — and the
+ * or the owner of the object it is about (OWNER_UID: what that object's
+ * clients wrote, found when the daemon acts on it, such as a destroyed
+ * queue's forged entries) counts against that client — its uid if known
+ * (CLIENT_UID first, else OWNER_UID); lines naming only a pid count
+ * together, since pids are free to make — and the
  * kind of event (the format string): at most LOG_BURST such lines per kind
  * per client in LOG_WINDOW_NS, and then nothing until the window ends, when
  * one line says how many similar messages were suppressed. A client that
@@ -45,10 +49,13 @@
 static enum log_level log_max_level = LOG_LEVEL_INFO;
 static log_sink_fn log_sink;
 
+/* The "who" of the lines that name a pid and no uid (see log_admit). */
+#define LOG_WHO_PIDS (2ull << 32)
+
 /* One (client, kind) window. */
 struct log_window {
     const char *fmt; /* NULL: free */
-    uint64_t who;    /* 1 << 32 | uid, or pid */
+    uint64_t who;    /* 1 << 32 | uid, or LOG_WHO_PIDS */
     pid_t last_pid;
     enum log_level level;
     uint64_t start_ns;
@@ -145,15 +152,16 @@ static void log_report_suppressed(struct log_window *w)
 {
     if (!w->fmt || w->suppressed == 0)
         return;
-    bool uid = w->who >> 32;
     /* The kind: the format's words up to its first conversion. */
     int kind_len = (int)strcspn(w->fmt, "%");
+    char from[32] = "processes known by pid only";
+    if (w->who != LOG_WHO_PIDS)
+        snprintf(from, sizeof(from), "uid %u", (unsigned)(uint32_t)w->who);
     log_write_v(w->level,
                 LOG_FIELDS(LOG_NUM("SUPPRESSED", w->suppressed), LOG_NUM("CLIENT_PID", w->last_pid)),
-                "log: suppressed %" PRIu64 " similar messages (\"%.*s...\") from %s %u, last from "
+                "log: suppressed %" PRIu64 " similar messages (\"%.*s...\") from %s, last from "
                 "pid %d",
-                w->suppressed, kind_len > 60 ? 60 : kind_len, w->fmt, uid ? "uid" : "pid",
-                (unsigned)(uint32_t)w->who, (int)w->last_pid);
+                w->suppressed, kind_len > 60 ? 60 : kind_len, w->fmt, from, (int)w->last_pid);
     w->suppressed = 0;
 }
 
@@ -168,6 +176,9 @@ static bool log_admit(enum log_level level, const struct log_field *fields, cons
         if (!f->str && strcmp(f->key, "CLIENT_UID") == 0) {
             has_uid = true;
             uid = f->num;
+        } else if (!f->str && !has_uid && strcmp(f->key, "OWNER_UID") == 0) {
+            has_uid = true; /* a line about an object its owner's clients caused */
+            uid = f->num;
         } else if (!f->str && strcmp(f->key, "CLIENT_PID") == 0) {
             has_pid = true;
             pid = f->num;
@@ -175,7 +186,10 @@ static bool log_admit(enum log_level level, const struct log_field *fields, cons
     }
     if (!has_uid && !has_pid)
         return true;
-    uint64_t who = has_uid ? (1ull << 32 | (uint32_t)uid) : (uint32_t)pid;
+    /* A pid costs a fork, a uid does not come cheap: lines that name only
+     * a pid share one window per kind, or a user forking short-lived
+     * processes would get LOG_BURST lines each and fill the table. */
+    uint64_t who = has_uid ? (1ull << 32 | (uint32_t)uid) : LOG_WHO_PIDS;
     uint64_t h = (who * 0x9e3779b97f4a7c15ull) ^ ((uintptr_t)fmt * 0xff51afd7ed558ccdull);
     uint64_t now = log_clock();
     /* This (client, kind)'s window among LOG_PROBE slots, else a free or

@@ -50,8 +50,8 @@ void log_set_clock(uint64_t (*clock_ns)(void));
  * timer, say once a second); all: every window, ended or not (shutdown). */
 void log_flush_suppressed(bool all);
 
-/* Lines with a CLIENT_UID or CLIENT_PID field are rate-limited per client
- * and format string (see log.c); others are not. */
+/* Lines with a CLIENT_UID, OWNER_UID or CLIENT_PID field are rate-limited
+ * per client (or owner) and format string (see log.c); others are not. */
 void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void log_msg_fields(enum log_level level, const struct log_field *fields, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

@@ -261,7 +261,8 @@ static void object_empty_queue(Object *o)
         return;
     if (queue_locks_busy(&o->bq)) {
         log_msg_fields(LOG_LEVEL_WARNING,
-                       LOG_FIELDS(LOG_STR("OBJECT", o->name), LOG_NUM("OBJECT_ID", o->id)),
+                       LOG_FIELDS(LOG_STR("OBJECT", o->name), LOG_NUM("OBJECT_ID", o->id),
+                                  LOG_NUM("OWNER_UID", o->uid)),
                        "queue %u '%s': destroyed with its lock held by a live process; the "
                        "references of its %" PRIu64 " entries are not released",
                        o->id, o->name, st.count);
@@ -276,13 +277,16 @@ static void object_empty_queue(Object *o)
     if (o->forged_entries > forged)
         log_msg_fields(LOG_LEVEL_WARNING,
                        LOG_FIELDS(LOG_STR("OBJECT", o->name), LOG_NUM("OBJECT_ID", o->id),
+                                  LOG_NUM("OWNER_UID", o->uid),
                                   LOG_NUM("FORGED_ENTRIES", o->forged_entries - forged)),
                        "queue %u '%s': ignored %" PRIu64 " entries naming a pool not bound to "
                        "the queue (written by a client that did not bind it)",
                        o->id, o->name, o->forged_entries - forged);
-    if (r < 0)
-        log_msg(LOG_LEVEL_WARNING, "queue %u '%s': cannot release its buffers: %d", o->id,
-                o->name, r);
+    if (r < 0) /* its owner's clients can corrupt it at will: limited like them */
+        log_msg_fields(LOG_LEVEL_WARNING,
+                       LOG_FIELDS(LOG_STR("OBJECT", o->name), LOG_NUM("OBJECT_ID", o->id),
+                                  LOG_NUM("OWNER_UID", o->uid)),
+                       "queue %u '%s': cannot release its buffers: %d", o->id, o->name, r);
     else
         log_msg(LOG_LEVEL_DEBUG, "queue %u '%s': released the buffers of its %" PRIu64 " entries",
                 o->id, o->name, st.count);
@@ -1107,6 +1111,17 @@ int registry_bind_pool(Object *q, const Object *pool)
         return -EINVAL;
     if (registry_queue_may_carry(q, pool->id))
         return 0;
+    if (q->n_bound == REGISTRY_MAX_BINDINGS) {
+        /* Forget the pools that are gone (ids are never reused, so no entry
+         * can name them usefully): otherwise anyone who may open the queue
+         * could fill its bindings with pools it creates and destroys, and
+         * lock every other producer out. */
+        unsigned k = 0;
+        for (unsigned i = 0; i < q->n_bound; i++)
+            if (registry_lookup_id(q->registry, q->bound[i]))
+                q->bound[k++] = q->bound[i];
+        q->n_bound = k;
+    }
     if (q->n_bound == q->cap_bound) {
         if (q->cap_bound >= REGISTRY_MAX_BINDINGS)
             return -ENOSPC;

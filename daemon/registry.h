@@ -243,7 +243,8 @@ uint64_t registry_total_bytes(const Registry *r);
 
 /* Binds pool to the buffer queue q (the caller checked the binder's right
  * to open pool). 0 (bound now or before), -EINVAL (not a queue and a pool),
- * -ENOSPC (REGISTRY_MAX_BINDINGS), -ENOMEM. Reported to the observer. */
+ * -ENOSPC (REGISTRY_MAX_BINDINGS pools that still exist), -ENOMEM.
+ * Reported to the observer. */
 int registry_bind_pool(Object *q, const Object *pool);
 /* Whether entries of the buffer queue q may name pool_id: the only
  * question to ask before acting on a pool id read from q's segment. */

@@ -113,8 +113,13 @@ static enum session_end send_error_kind(int r)
 static int conn_queue(Conn *c, const uint8_t *data, size_t len, const int *fds, unsigned nfds)
 {
     if (c->outq_len >= CONN_MAX_QUEUED) {
-        log_msg(LOG_LEVEL_WARNING, "session %" PRIu64 " (pid %d): %u messages wait to be read; "
-                "disconnecting", c->session->id, (int)c->session->pid, c->outq_len);
+        log_msg_fields(LOG_LEVEL_WARNING,
+                       LOG_FIELDS(LOG_NUM("SESSION_ID", c->session->id),
+                                  LOG_NUM("CLIENT_PID", c->session->pid),
+                                  LOG_NUM("CLIENT_UID", c->session->uid)),
+                       "session %" PRIu64 " (pid %d, uid %u): %u messages wait to be read; "
+                       "disconnecting", c->session->id, (int)c->session->pid,
+                       (unsigned)c->session->uid, c->outq_len);
         conn_drop(c, SESSION_END_SLOW, NULL);
         return -ENOBUFS;
     }

@@ -12,7 +12,9 @@
  *
  * Visibility. List shows, and Stat answers about, only the objects the
  * caller may open (or owns); the clients of an object (pids, uids, names)
- * are shown to its owner and to root only.
+ * are shown to its owner and to root only; a request by id (Open,
+ * Reattach, BindPool: ids a client may read from any segment) gets no
+ * answer that names an object the caller may not see.
  *
  * After a daemon restart (restore.c), a client that reconnects sends
  * Reattach for each object it still maps (checked to be the very segment)
@@ -449,6 +451,14 @@ static int call_hold(Call *c, Object *o, Handle **ret)
     return 0;
 }
 
+/* Whether the session may see o in List and Stat, or learn its name
+ * from an id (Open, Reattach, BindPool): what it could open, or
+ * owns (an owner may have set a mode that locks itself out). */
+static bool session_may_see(const Session *s, const Object *o)
+{
+    return registry_check_owner(o, s->uid) == 0 || registry_check_access(o, s->uid, s->gid) == 0;
+}
+
 /* Opens o for the session (a new handle, or one more open on its handle)
  * and replies with its segment. */
 static int session_open(Call *c, Object *o, bool check_access)
@@ -614,6 +624,11 @@ static int handle_open(Call *c, const Mbq__V1__Open *req)
         o = registry_lookup_id(s->registry, req->object_id);
         if (!o)
             return call_fail(c, -ENOENT, "mbqd: no object with id %" PRIu64, req->object_id);
+        /* By id, the caller may not know the name: do not tell it one it
+         * may not see (List would not). */
+        if (!session_may_see(s, o))
+            return call_fail(c, -EACCES, "mbqd: permission denied: object %u needs read and "
+                                         "write access", o->id);
     } else {
         return call_fail(c, -EINVAL, "mbqd: Open needs a name or an object id");
     }
@@ -676,13 +691,6 @@ static int handle_unlink(Call *c, const Mbq__V1__Unlink *req)
                    o->open_count);
     registry_unlink(o);
     return 0;
-}
-
-/* Whether the session may see o in List and Stat: what it could open, or
- * owns (an owner may have set a mode that locks itself out). */
-static bool session_may_see(const Session *s, const Object *o)
-{
-    return registry_check_owner(o, s->uid) == 0 || registry_check_access(o, s->uid, s->gid) == 0;
 }
 
 static int handle_list(Call *c, const Mbq__V1__List *req)
@@ -829,6 +837,22 @@ static int handle_stat(Call *c, const Mbq__V1__Stat *req)
     return 0;
 }
 
+/* The triggers a user has installed, over all its connections (restored
+ * ones its processes have not adopted yet included). */
+struct user_triggers {
+    uid_t uid;
+    unsigned n;
+};
+
+static void count_user_triggers(Object *o, void *ctx)
+{
+    struct user_triggers *u = ctx;
+    list_for_each_safe(it, &o->triggers) {
+        const Trigger *t = list_entry(it, Trigger, object_link);
+        u->n += t->owner_uid == u->uid;
+    }
+}
+
 static int handle_install_trigger(Call *c, const Mbq__V1__InstallTrigger *req)
 {
     Session *s = c->s;
@@ -841,6 +865,18 @@ static int handle_install_trigger(Call *c, const Mbq__V1__InstallTrigger *req)
         return call_fail(c, -EDQUOT,
                          "mbqd: quota: this client has %u triggers installed (--max-triggers %u)",
                          s->n_triggers, s->limits->max_triggers);
+    /* Each trigger is a descriptor the daemon (and the service manager's
+     * store) keeps: bounded per user like objects, or one user's
+     * connections could take every descriptor the store has. */
+    if (s->uid != 0 && s->limits->max_objects) {
+        struct user_triggers u = {.uid = s->uid};
+        registry_for_each(s->registry, count_user_triggers, &u);
+        if (u.n >= s->limits->max_objects)
+            return call_fail(c, -EDQUOT,
+                             "mbqd: quota: uid %u has %u triggers installed, the most a user may "
+                             "have over all its connections (mbqd --max-objects %u)",
+                             (unsigned)s->uid, u.n, s->limits->max_objects);
+    }
     if (!registry_has_room(s->registry, 1))
         return fail_store_full(c, "trigger");
     Trigger *t;
@@ -930,6 +966,9 @@ static int handle_reattach(Call *c, const Mbq__V1__Reattach *req)
     if (!o)
         return call_fail(c, -ENOENT, "mbqd: no object with id %" PRIu64 " (it did not survive "
                                      "the daemon's restart)", req->object_id);
+    /* Before anything that names it: the caller gave an id only. */
+    if (!session_may_see(s, o))
+        return call_fail(c, -EACCES, "mbqd: permission denied: object %u", o->id);
     enum object_kind kind;
     if (kind_from_proto(req->kind, &kind) < 0 || kind != o->kind)
         return call_fail(c, -ESTALE, "mbqd: object %" PRIu64 " '%s' is a %s: not the object this "
@@ -943,10 +982,6 @@ static int handle_reattach(Call *c, const Mbq__V1__Reattach *req)
         (o->kind == OBJECT_BUFFER_QUEUE && bq_nonce(&o->bq) != req->nonce))
         return call_fail(c, -ESTALE, "mbqd: object %" PRIu64 " '%s' is not the segment this client "
                                      "has mapped", req->object_id, o->name);
-    if (registry_check_owner(o, s->uid) < 0 && registry_check_access(o, s->uid, s->gid) < 0)
-        return call_fail(c, -EACCES, "mbqd: permission denied: %s '%s' (owner %u:%u, mode %04o)",
-                         object_kind_name(o->kind), o->name, (unsigned)o->uid, (unsigned)o->gid,
-                         o->mode);
     Handle *h;
     int r = call_hold(c, o, &h);
     if (r < 0)
@@ -998,18 +1033,22 @@ static int handle_bind_pool(Call *c, const Mbq__V1__BindPool *req)
     if (r < 0)
         return r;
     Object *q = h->object;
-    Object *p = registry_lookup_id(s->registry, req->pool_id);
-    if (!p || p->kind != OBJECT_POOL)
-        return call_fail(c, -ENOENT, "mbqd: no pool with id %" PRIu64, req->pool_id);
-    if (req->check_only && registry_queue_may_carry(q, p->id))
-        return 0;
+    /* The pool id comes from an entry a client wrote: the answer about a
+     * pool the caller may not see neither names it nor tells whether it
+     * exists. */
     if (req->check_only) {
+        if (registry_queue_may_carry(q, req->pool_id))
+            return 0;
         q->forged_entries++; /* a consumer refuses such an entry: count it here */
         return call_fail(c, -ENOLINK,
-                               "mbqd: pool %u '%s' is not bound to queue %u '%s': its "
-                               "entries were not written through a binding client",
-                               p->id, p->name, q->id, q->name);
+                         "mbqd: pool id %" PRIu64 " is not bound to queue %u '%s': its "
+                         "entries were not written through a binding client",
+                         req->pool_id, q->id, q->name);
     }
+    Object *p = registry_lookup_id(s->registry, req->pool_id);
+    if (!p || p->kind != OBJECT_POOL || !session_may_see(s, p))
+        return call_fail(c, -ENOENT, "mbqd: no pool with id %" PRIu64 " that this client may "
+                                     "see", req->pool_id);
     if (registry_check_access(p, s->uid, s->gid) < 0)
         return call_fail(c, -EACCES,
                          "mbqd: permission denied: pool '%s' (owner %u:%u, mode %04o) needs read "

@@ -161,14 +161,19 @@ static void trigger_destroy(Trigger *t, bool in_segment)
     if (in_segment) {
         int r = bq_remove_trigger(&o->bq, t->token);
         if (r == -EBUSY) {
-            log_msg_fields(LOG_LEVEL_WARNING, LOG_FIELDS(LOG_STR("OBJECT", o->name)),
+            log_msg_fields(LOG_LEVEL_WARNING,
+                           LOG_FIELDS(LOG_STR("OBJECT", o->name), LOG_NUM("OWNER_UID", o->uid)),
                            "queue %u '%s' is locked by a client that does not answer: trigger %#"
                            PRIx64 " leaves the segment later", o->id, o->name, t->token);
             trigger_defer_removal(o, t->token);
         } else if (r < 0) {
-            /* Only a repair of a scribbled trigger table can have dropped it. */
-            log_msg(LOG_LEVEL_WARNING, "queue %u '%s': trigger %#" PRIx64 " was already gone from the segment",
-                    o->id, o->name, t->token);
+            /* Only a repair of a scribbled trigger table can have dropped
+             * it, and a client of the queue can do that at will: both lines
+             * are rate-limited against the queue's owner. */
+            log_msg_fields(LOG_LEVEL_WARNING,
+                           LOG_FIELDS(LOG_STR("OBJECT", o->name), LOG_NUM("OWNER_UID", o->uid)),
+                           "queue %u '%s': trigger %#" PRIx64 " was already gone from the segment",
+                           o->id, o->name, t->token);
         }
         registry_note_trigger_removed(o, t->token);
     }

@@ -22,15 +22,28 @@
  *  - quota_across_connections: objects and bytes are charged to the uid for
  *    as long as they live, whatever connections come and go (test_quota
  *    covers the limits themselves).
+ *  - trigger_quota_per_user: a user's triggers over all its connections
+ *    are bounded (by --max-objects), however many connections it opens.
  *  - global_cap: --max-total-bytes bounds every user together, root too,
  *    and the refusal's text names the limit (mbq_client_last_error).
  *  - log_flood: thousands of malformed packets from several processes of
  *    one user leave less than LOG_FLOOD_MAX bytes of log, with a line
- *    saying how many were suppressed.
+ *    saying how many were suppressed; log_flood_forged: so do a hundred
+ *    queues destroyed with forged entries in them; log_flood_slow_reader:
+ *    and connections dropped for not reading their replies;
+ *    log_flood_pids: and processes (new pids) that exit holding buffers;
+ *    log_flood_triggers: and triggers wiped from a queue's segment.
  *  - visibility: List and Stat show an object to whoever may open it (or
  *    owns it); its clients' pids and uids to its owner and root only;
- *    mbq_usage shows a user its own charge and root everyone's. */
+ *    mbq_usage shows a user its own charge and root everyone's.
+ *  - bindings_of_dead_pools: pools bound to a queue and destroyed do not
+ *    use up its bindings.
+ *  - hidden_by_id: a pool id read from a queue's entry (Open by id,
+ *    BindPool's check) gets no answer naming a pool the reader may not
+ *    see. */
 #include "harness.h"
+
+#include "mbq.pb-c.h"
 
 #include <bq_layout.h>
 #include <grp.h>
@@ -50,6 +63,8 @@ static struct mbqd D;
 #define LOG_FLOOD_MAX (32 * 1024)
 #define FLOOD_PROCS 3
 #define FLOOD_PACKETS 1000
+#define SLOW_CONNS 40
+#define HOLDERS 40
 
 static void skip_unless_root(void)
 {
@@ -83,7 +98,7 @@ enum {
     OP_BQ_OPEN,         /* s: name -> status */
     OP_FORGE,           /* v0: pool id, v1: handle, v2: pts -> status (bq_enqueue, no hooks) */
     OP_ENQUEUE_OWN,     /* a buffer of this actor's pool through its queue, kept there */
-    OP_DEQUEUE,         /* -> status */
+    OP_DEQUEUE,         /* -> status, s: the error text */
     OP_RESET,           /* -> status */
     OP_CLOSE_UNLINK,    /* s: name: closes this actor's queue, unlinks it -> status */
     OP_STAT,            /* s: name -> status, v0 blocks_used, v1 client_count, v2 forged,
@@ -94,6 +109,8 @@ enum {
     OP_USAGE,           /* -> status: users, v0: uid, v1: objects, v2: bytes of the first */
     OP_RECONNECT,       /* disconnects and connects again -> status */
     OP_LOCK_QUEUE,      /* writes pid 1 (alive) into the queue's tail lock word -> status */
+    OP_SCRIBBLE_TRIGGERS, /* v0: triggers to install, then wiped from the segment -> status */
+    OP_TRIGGERS,          /* v0: triggers to install -> status, s: the error text */
 };
 
 struct actor_state {
@@ -226,6 +243,8 @@ static int user_actor(int cmd, int rep, void *arg)
             r.status = mbq_buffer_queue_dequeue_and_retain(s.q, &b);
             if (r.status == 0)
                 mbq_buffer_release(b);
+            else
+                mbq_client_last_error(s.c, r.s, sizeof r.s);
             break;
         }
         case OP_RESET: /* -> status, v0: buffers the callback got, v1: of them valid */
@@ -295,6 +314,36 @@ static int user_actor(int cmd, int rep, void *arg)
             }
             break;
         }
+        case OP_SCRIBBLE_TRIGGERS: {
+            mbq_object_info info;
+            struct bq q;
+            r.status = 0;
+            for (int64_t i = 0; i < m.v[0] && r.status == 0; i++) {
+                mbq_trigger_token t;
+                r.status = mbq_buffer_queue_install_trigger(
+                    s.q, MBQ_TRIGGER_WHEN_DATA_BECOMES_READY, h_time(0, 1000), &t);
+            }
+            if (r.status == 0)
+                r.status = h_stat(s.c, s.qname, &info);
+            if (r.status == 0)
+                r.status = find_queue_segment(info.object_id, &q);
+            if (r.status == 0) {
+                for (unsigned i = 0; i < BQ_MAX_TRIGGERS; i++)
+                    atomic_store(&q.sh->triggers[i].state, 0u);
+                bq_detach(&q);
+            }
+            break;
+        }
+        case OP_TRIGGERS:
+            r.status = 0;
+            for (int64_t i = 0; i < m.v[0] && r.status == 0; i++) {
+                mbq_trigger_token t;
+                r.status = mbq_buffer_queue_install_trigger(
+                    s.q, MBQ_TRIGGER_WHEN_DATA_BECOMES_READY, h_time(0, 1000), &t);
+            }
+            if (r.status != 0)
+                mbq_client_last_error(s.c, r.s, sizeof r.s);
+            break;
         case OP_RECONNECT:
             mbq_disconnect(s.c);
             s.c = h_connect(&D, w->name);
@@ -497,6 +546,75 @@ static void biased_queue_destroyed(void)
     CHECK_MBQD_STOP(&D);
 }
 
+/* Ids read from a queue name pools; the daemon's answers about a pool the
+ * reader may not see must not tell its name (List would not show it). */
+static void hidden_by_id(void)
+{
+    REQUIRE(start_daemon(NULL) == 0);
+    static const struct who wa = {"A", UID_A, UID_A}, wx = {"X", UID_B, UID_B};
+    struct actor a, x;
+    REQUIRE(actor_start(&a, user_actor, (void *)&wa) == 0);
+    REQUIRE(actor_start(&x, user_actor, (void *)&wx) == 0);
+    struct hmsg r;
+    CHECK_STATUS(op(&a, OP_POOL_CREATE, "a/secret-pool", 0600, 4, 0, NULL), 0);
+    CHECK_STATUS(op(&a, OP_STAT, "a/secret-pool", 0, 0, 0, &r), 0);
+    int64_t a_pool = r.v[4];
+    /* A's open queue carries a buffer of its private pool (bound by A) */
+    CHECK_STATUS(op(&a, OP_BQ_CREATE, "a/open-q", 0666, MBQ_ORDER_FIFO, 0, NULL), 0);
+    CHECK_STATUS(op(&a, OP_ENQUEUE_OWN, NULL, 0, 0, 1, NULL), 0);
+    /* X may take the entry but not open its pool (Open by id) */
+    CHECK_STATUS(op(&x, OP_BQ_OPEN, "a/open-q", 0, 0, 0, NULL), 0);
+    CHECK_STATUS(op(&x, OP_DEQUEUE, NULL, 0, 0, 0, &r), -EACCES);
+    printf("# open by id: %s\n", r.s);
+    CHECK(strstr(r.s, "secret") == NULL);
+    /* X writes the pool's id into its own queue and asks (BindPool) */
+    CHECK_STATUS(op(&x, OP_BQ_CREATE, "x/q", 0600, MBQ_ORDER_FIFO, 0, NULL), 0);
+    CHECK_STATUS(op(&x, OP_FORGE, NULL, a_pool, 1, 1, NULL), 0);
+    CHECK_STATUS(op(&x, OP_DEQUEUE, NULL, 0, 0, 0, &r), -ENOLINK);
+    printf("# bind check: %s\n", r.s);
+    CHECK(strstr(r.s, "secret") == NULL);
+    CHECK_ACTOR_OK(&a);
+    CHECK_ACTOR_OK(&x);
+    CHECK_MBQD_STOP(&D);
+}
+
+/* A queue's bindings are bounded (1024 pools); pools that are gone do not
+ * count, or whoever may open a shared queue could fill them with pools it
+ * creates and destroys and lock out every other producer. */
+static void bindings_of_dead_pools(void)
+{
+    REQUIRE(start_daemon(NULL) == 0);
+    mbq_client *c = h_connect(&D, "binder");
+    REQUIRE(c);
+    mbq_buffer_queue *q = NULL;
+    mbq_buffer_queue_options qo = h_bq_opts(4, MBQ_ORDER_FIFO);
+    REQUIRE(mbq_buffer_queue_create(c, "bind/q", &qo, &q) == 0);
+    for (int i = 0; i < 1100; i++) {
+        mbq_pool *p = NULL;
+        mbq_pool_options po = h_pool_opts(4096, 1);
+        po.exclusive = true;
+        mbq_buffer b;
+        REQUIRE(mbq_pool_create(c, "bind/p", &po, &p) == 0);
+        REQUIRE(mbq_pool_allocate(p, 64, &b) == 0);
+        int r = mbq_buffer_queue_enqueue_and_release(q, b);
+        if (r != 0) {
+            printf("# enqueue of pool %d: %d\n", i, r);
+            CHECK_STATUS(r, 0);
+            mbq_buffer_release(b);
+        } else {
+            CHECK_STATUS(mbq_buffer_queue_dequeue_and_retain(q, &b), 0);
+            mbq_buffer_release(b);
+        }
+        mbq_pool_close(p);
+        REQUIRE(mbq_unlink(c, "bind/p") == 0);
+        if (r != 0)
+            break;
+    }
+    mbq_buffer_queue_close(q);
+    mbq_disconnect(c);
+    CHECK_MBQD_STOP(&D);
+}
+
 /* ---- resources ------------------------------------------------------------------ */
 
 static void quota_across_connections(void)
@@ -522,6 +640,48 @@ static void quota_across_connections(void)
     CHECK_EQ(r.v[1], 3);
     CHECK_ACTOR_OK(&a[0]);
     CHECK_ACTOR_OK(&a[1]);
+    CHECK_MBQD_STOP(&D);
+}
+
+/* Triggers are descriptors the daemon keeps: a user has at most
+ * --max-objects of them over all its connections, not --max-triggers per
+ * connection times however many connections it opens. */
+static void trigger_quota_per_user(void)
+{
+    static const char *const args[] = {"--max-objects", "3", "--max-triggers", "2", NULL};
+    REQUIRE(start_daemon(args) == 0);
+    static const struct who wb = {"B", UID_B, UID_B}, wc = {"C", UID_C, UID_C};
+    struct actor b[3], c;
+    for (int i = 0; i < 3; i++)
+        REQUIRE(actor_start(&b[i], user_actor, (void *)&wb) == 0);
+    REQUIRE(actor_start(&c, user_actor, (void *)&wc) == 0);
+    struct hmsg r;
+    CHECK_STATUS(op(&b[0], OP_BQ_CREATE, "b/tq", 0600, MBQ_ORDER_FIFO, 0, NULL), 0);
+    CHECK_STATUS(op(&b[1], OP_BQ_OPEN, "b/tq", 0, 0, 0, NULL), 0);
+    CHECK_STATUS(op(&b[2], OP_BQ_OPEN, "b/tq", 0, 0, 0, NULL), 0);
+    CHECK_STATUS(op(&b[0], OP_TRIGGERS, NULL, 2, 0, 0, NULL), 0);
+    CHECK_STATUS(op(&b[1], OP_TRIGGERS, NULL, 1, 0, 0, NULL), 0);
+    CHECK_STATUS(op(&b[1], OP_TRIGGERS, NULL, 1, 0, 0, &r), -EDQUOT);
+    CHECK(strstr(r.s, "--max-objects 3") != NULL);
+    CHECK_STATUS(op(&b[2], OP_TRIGGERS, NULL, 1, 0, 0, NULL), -EDQUOT);
+    /* another user is not affected */
+    CHECK_STATUS(op(&c, OP_BQ_CREATE, "c/tq", 0600, MBQ_ORDER_FIFO, 0, NULL), 0);
+    CHECK_STATUS(op(&c, OP_TRIGGERS, NULL, 2, 0, 0, NULL), 0);
+    /* a connection that goes takes its triggers, and gives the room back
+     * (once the daemon has seen it go: b[1]'s one trigger is left) */
+    CHECK_ACTOR_OK(&b[0]);
+    mbq_client *root = h_connect(&D, "root");
+    REQUIRE(root);
+    mbq_object_info info;
+    uint64_t deadline = h_now_ns() + (uint64_t)H_HANG_MS * 1000000ull;
+    while (h_stat(root, "b/tq", &info) == 0 && info.triggers != 1 && h_now_ns() < deadline)
+        h_pause_us(200);
+    CHECK_EQ(info.triggers, 1);
+    mbq_disconnect(root);
+    CHECK_STATUS(op(&b[2], OP_TRIGGERS, NULL, 2, 0, 0, NULL), 0);
+    CHECK_ACTOR_OK(&b[1]);
+    CHECK_ACTOR_OK(&b[2]);
+    CHECK_ACTOR_OK(&c);
     CHECK_MBQD_STOP(&D);
 }
 
@@ -575,22 +735,58 @@ static int flood_child(void *arg)
     return 0;
 }
 
-static void log_flood(void)
+/* Starts mbqd with its log (stderr) going to a file of that name in
+ * $TMPDIR; its path in path. */
+static int start_daemon_logged(const char *name, char *path, size_t path_len)
 {
-    char log_path[PATH_MAX];
-    snprintf(log_path, sizeof log_path, "%s/mbqd-flood.log", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
-    int log_fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    REQUIRE(log_fd >= 0);
+    snprintf(path, path_len, "%s/%s", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp", name);
+    int log_fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (log_fd < 0)
+        return -1;
     int saved = dup(STDERR_FILENO);
-    REQUIRE(saved >= 0);
+    if (saved < 0) {
+        close(log_fd);
+        return -1;
+    }
     fflush(stderr);
-    REQUIRE(dup2(log_fd, STDERR_FILENO) == STDERR_FILENO);
+    if (dup2(log_fd, STDERR_FILENO) != STDERR_FILENO) {
+        close(log_fd);
+        close(saved);
+        return -1;
+    }
     static const char *const args[] = {"--log-target", "stderr", NULL};
     int started = start_daemon(args);
     dup2(saved, STDERR_FILENO);
     close(saved);
     close(log_fd);
-    REQUIRE(started == 0);
+    return started;
+}
+
+/* The most lines of one kind the rate limit lets one user write since t0:
+ * 10 per window of 10 s begun (the slack covers a window begun before). */
+static long log_lines_allowed(uint64_t t0)
+{
+    return 10 * (long)((h_now_ns() - t0) / 10000000000ull + 2);
+}
+
+/* Lines of the log at path that contain both strings (b may be NULL). */
+static long log_lines_with(const char *path, const char *a, const char *b)
+{
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return -1;
+    char line[4096];
+    long n = 0;
+    while (fgets(line, sizeof line, f))
+        n += strstr(line, a) && (!b || strstr(line, b));
+    fclose(f);
+    return n;
+}
+
+static void log_flood(void)
+{
+    char log_path[PATH_MAX];
+    REQUIRE(start_daemon_logged("mbqd-flood.log", log_path, sizeof log_path) == 0);
 
     pid_t kids[FLOOD_PROCS];
     for (int i = 0; i < FLOOD_PROCS; i++) {
@@ -612,20 +808,196 @@ static void log_flood(void)
     printf("# %d malformed packets from %d processes of one user: %lld bytes of log\n",
            FLOOD_PROCS * FLOOD_PACKETS, FLOOD_PROCS, (long long)st.st_size);
     CHECK(st.st_size < LOG_FLOOD_MAX);
-    FILE *f = fopen(log_path, "re");
-    REQUIRE(f);
-    char line[4096];
-    bool said = false;
-    long warnings = 0;
-    while (fgets(line, sizeof line, f)) {
-        if (strstr(line, "suppressed") && strstr(line, "uid 61250"))
-            said = true;
-        if (strstr(line, "not a valid mbq.v1.Request"))
-            warnings++;
+    CHECK(log_lines_with(log_path, "suppressed", "uid 61250") >= 1);
+    /* limited, not silenced */
+    CHECK(log_lines_with(log_path, "not a valid mbq.v1.Request", NULL) >= 1);
+    unlink(log_path);
+}
+
+/* What the daemon finds when it destroys a user's queue — entries naming
+ * unbound pools — is that user's doing: limited like its other lines,
+ * however many queues it makes and destroys. */
+static void log_flood_forged(void)
+{
+    char log_path[PATH_MAX];
+    REQUIRE(start_daemon_logged("mbqd-forged.log", log_path, sizeof log_path) == 0);
+    uint64_t t0 = h_now_ns();
+    static const struct who wb = {"B", UID_B, UID_B};
+    struct actor b;
+    REQUIRE(actor_start(&b, user_actor, (void *)&wb) == 0);
+    enum { QUEUES = 100 };
+    for (int i = 0; i < QUEUES; i++) {
+        CHECK_STATUS(op(&b, OP_BQ_CREATE, "b/forged", 0600, MBQ_ORDER_FIFO, 0, NULL), 0);
+        CHECK_STATUS(op(&b, OP_FORGE, NULL, 999999, 1, 1, NULL), 0);
+        CHECK_STATUS(op(&b, OP_CLOSE_UNLINK, "b/forged", 0, 0, 0, NULL), 0);
     }
-    fclose(f);
-    CHECK(said);
-    CHECK(warnings >= 1); /* limited, not silenced */
+    CHECK_ACTOR_OK(&b);
+    CHECK(mbqd_alive(&D));
+    CHECK_MBQD_STOP(&D); /* reports the suppressed windows */
+    long lines = log_lines_with(log_path, "entries naming a pool not bound", NULL);
+    printf("# %d destroyed queues with a forged entry: %ld lines about them\n", QUEUES, lines);
+    CHECK(lines >= 1);
+    CHECK(lines <= log_lines_allowed(t0));
+    CHECK(log_lines_with(log_path, "suppressed", "uid 61202") >= 1);
+    unlink(log_path);
+}
+
+/* A connection that sends requests and never reads the replies is
+ * disconnected once 256 wait; that costs a line, limited like any other
+ * about that user. */
+static int slow_child(void *arg)
+{
+    (void)arg;
+    CREQUIRE(drop_to(UID_FLOOD, UID_FLOOD) == 0);
+    for (int i = 0; i < SLOW_CONNS; i++) {
+        int fd = h_connect_raw(D.sock);
+        CREQUIRE(fd >= 0);
+        Mbq__V1__Hello h = MBQ__V1__HELLO__INIT;
+        h.min_version = 1;
+        h.max_version = 1;
+        h.client_name = "slow";
+        Mbq__V1__Usage u = MBQ__V1__USAGE__INIT;
+        Mbq__V1__Request rq = MBQ__V1__REQUEST__INIT;
+        uint8_t buf[256];
+        /* until the daemon hangs up (a bound: it must, long before) */
+        for (uint64_t id = 1; id < 200000; id++) {
+            rq.id = id;
+            if (id == 1) {
+                rq.body_case = MBQ__V1__REQUEST__BODY_HELLO;
+                rq.hello = &h;
+            } else {
+                rq.body_case = MBQ__V1__REQUEST__BODY_USAGE;
+                rq.usage = &u;
+            }
+            size_t n = mbq__v1__request__pack(&rq, buf);
+            if (send(fd, buf, n, MSG_NOSIGNAL) < 0)
+                break;
+        }
+        close(fd);
+    }
+    return 0;
+}
+
+static void log_flood_slow_reader(void)
+{
+    char log_path[PATH_MAX];
+    REQUIRE(start_daemon_logged("mbqd-slow.log", log_path, sizeof log_path) == 0);
+    uint64_t t0 = h_now_ns();
+    fflush(NULL);
+    pid_t kid = fork();
+    REQUIRE(kid >= 0);
+    if (kid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        _exit(slow_child(NULL) ? 1 : check_case_failed);
+    }
+    CHECK_EQ(h_wait_pid(kid, 120000), 0);
+    CHECK(mbqd_alive(&D));
+    CHECK_MBQD_STOP(&D);
+    long lines = log_lines_with(log_path, "messages wait to be read", NULL);
+    printf("# %d connections that do not read: %ld lines about them\n", SLOW_CONNS, lines);
+    CHECK(lines >= 1);
+    CHECK(lines <= log_lines_allowed(t0));
+    CHECK(log_lines_with(log_path, "suppressed", "uid 61250") >= 1);
+    unlink(log_path);
+}
+
+/* A process of UID_FLOOD that holds a buffer of rl/pool, disconnects,
+ * says so on ready, and exits when go says so: the daemon releases its
+ * reference when it exits (a line naming its pid only). */
+static int holder_child(int ready, int go)
+{
+    CREQUIRE(drop_to(UID_FLOOD, UID_FLOOD) == 0);
+    mbq_client *c = h_connect(&D, "holder");
+    CREQUIRE(c);
+    mbq_pool *p = NULL;
+    mbq_buffer b;
+    CREQUIRE(mbq_pool_open(c, "rl/pool", &p) == 0);
+    CREQUIRE(mbq_pool_allocate(p, 64, &b) == 0);
+    /* hangs up under the library (which would give the reference back):
+     * the reference stays with the live process */
+    close(mbq_client_fd(c));
+    char x = 1;
+    CREQUIRE(write(ready, &x, 1) == 1);
+    struct pollfd pfd = {.fd = go, .events = POLLIN};
+    CREQUIRE(poll(&pfd, 1, H_HANG_MS) == 1);
+    return 0;
+}
+
+static void log_flood_pids(void)
+{
+    char log_path[PATH_MAX];
+    REQUIRE(start_daemon_logged("mbqd-pids.log", log_path, sizeof log_path) == 0);
+    uint64_t t0 = h_now_ns();
+    mbq_client *root = h_connect(&D, "root");
+    REQUIRE(root);
+    mbq_pool *p = NULL;
+    mbq_pool_options po = h_pool_opts(4096, 64);
+    po.mode = 0666;
+    REQUIRE(mbq_pool_create(root, "rl/pool", &po, &p) == 0);
+    mbq_pool_close(p);
+    for (int i = 0; i < HOLDERS; i++) {
+        int ready[2], go[2];
+        REQUIRE(pipe2(ready, O_CLOEXEC) == 0 && pipe2(go, O_CLOEXEC) == 0);
+        fflush(NULL);
+        pid_t kid = fork();
+        REQUIRE(kid >= 0);
+        if (kid == 0) {
+            prctl(PR_SET_PDEATHSIG, SIGKILL);
+            close(ready[0]);
+            close(go[1]);
+            _exit(holder_child(ready[1], go[0]) ? 1 : check_case_failed);
+        }
+        close(ready[1]);
+        close(go[0]);
+        char x;
+        CHECK(read(ready[0], &x, 1) == 1);
+        /* the daemon has ended its session (and watches the process) */
+        mbq_object_info info;
+        uint64_t deadline = h_now_ns() + (uint64_t)H_HANG_MS * 1000000ull;
+        while (h_stat(root, "rl/pool", &info) == 0 && info.open_count > 0 &&
+               h_now_ns() < deadline)
+            h_pause_us(200);
+        CHECK_EQ(info.open_count, 0);
+        close(go[1]);
+        close(ready[0]);
+        CHECK_EQ(h_wait_pid(kid, 120000), 0);
+    }
+    CHECK_EQ(h_wait_pool_used(root, "rl/pool", 0, H_HANG_MS), 0);
+    mbq_disconnect(root);
+    CHECK(mbqd_alive(&D));
+    CHECK_MBQD_STOP(&D);
+    long lines = log_lines_with(log_path, "exited: released", NULL);
+    printf("# %d processes exited holding a buffer: %ld lines about them\n", HOLDERS, lines);
+    CHECK(lines >= 1);
+    CHECK(lines <= log_lines_allowed(t0));
+    CHECK(log_lines_with(log_path, "suppressed", "known by pid only") >= 1);
+    unlink(log_path);
+}
+
+/* Triggers a client wiped from its queue's segment cost the daemon a line
+ * each when it removes them: limited against the queue's owner. */
+static void log_flood_triggers(void)
+{
+    char log_path[PATH_MAX];
+    REQUIRE(start_daemon_logged("mbqd-triggers.log", log_path, sizeof log_path) == 0);
+    uint64_t t0 = h_now_ns();
+    static const struct who wb = {"B", UID_B, UID_B};
+    struct actor b;
+    REQUIRE(actor_start(&b, user_actor, (void *)&wb) == 0);
+    enum { ROUNDS = 10, TRIGGERS = 8 };
+    for (int i = 0; i < ROUNDS; i++) {
+        CHECK_STATUS(op(&b, OP_BQ_CREATE, "b/trig", 0600, MBQ_ORDER_FIFO, 0, NULL), 0);
+        CHECK_STATUS(op(&b, OP_SCRIBBLE_TRIGGERS, NULL, TRIGGERS, 0, 0, NULL), 0);
+        CHECK_STATUS(op(&b, OP_CLOSE_UNLINK, "b/trig", 0, 0, 0, NULL), 0);
+    }
+    CHECK_ACTOR_OK(&b);
+    CHECK(mbqd_alive(&D));
+    CHECK_MBQD_STOP(&D);
+    long lines = log_lines_with(log_path, "was already gone from the segment", NULL);
+    printf("# %d wiped triggers: %ld lines about them\n", ROUNDS * TRIGGERS, lines);
+    CHECK(lines >= 1);
+    CHECK(lines <= log_lines_allowed(t0));
+    CHECK(log_lines_with(log_path, "suppressed", "uid 61202") >= 1);
     unlink(log_path);
 }
 
@@ -695,5 +1067,9 @@ static void visibility(void)
 
 CHECK_MAIN(CASE(skip_unless_root), CASE(forged_release_fifo), CASE(forged_release_sorted),
            CASE(forged_consumer), CASE(locked_queue_destroyed),
-           CASE(biased_queue_destroyed), CASE(quota_across_connections), CASE(global_cap),
-           CASE(log_flood), CASE(visibility))
+           CASE(biased_queue_destroyed), CASE(quota_across_connections),
+           CASE(trigger_quota_per_user), CASE(global_cap),
+           CASE(log_flood), CASE(visibility), CASE(hidden_by_id),
+           CASE(log_flood_forged), CASE(log_flood_slow_reader),
+           CASE(log_flood_pids), CASE(bindings_of_dead_pools),
+           CASE(log_flood_triggers))

@@ -278,7 +278,7 @@ void mbq_buffer_queue_close(mbq_buffer_queue *queue);
  * The first enqueue of a buffer of a given pool into a given queue, in
  * this process, binds the pool to the queue through the daemon (a queue
  * carries only pools bound to it; docs/MBQD.md): it can also fail with
- * -EACCES (this user may not open the pool), -ENOSPC (1024 pools bound to
+ * -EACCES (this user may not open the pool), -ENOSPC (1024 pools that still exist bound to
  * the queue) and the control errors. Later enqueues ask nothing. */
 int mbq_buffer_queue_enqueue(mbq_buffer_queue *queue, mbq_buffer buffer);
 /* Enqueue, handing the caller's reference to the queue instead of taking a
@@ -381,7 +381,8 @@ typedef uint64_t mbq_trigger_token;
  * through it). The trigger belongs to this process and is removed when it
  * closes the queue or exits. Also MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING,
  * -ENOSPC (the queue has 32 triggers), -EDQUOT (this client has
- * --max-triggers installed), -EIDRM, control errors. */
+ * --max-triggers installed, or this user --max-objects over all its
+ * connections), -EIDRM, control errors. */
 int mbq_buffer_queue_install_trigger(mbq_buffer_queue *queue, mbq_trigger_condition condition,
                                      mbq_time time, mbq_trigger_token *token_out);
 /* For conditions 10 and 11; errors as above. */
