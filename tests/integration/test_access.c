@@ -42,6 +42,7 @@
  *    BindPool's check) gets no answer naming a pool the reader may not
  *    see. */
 #include "harness.h"
+#include "segments.h"
 
 #include "mbq.pb-c.h"
 
@@ -128,37 +129,6 @@ static int drop_to(uid_t uid, gid_t gid)
     return getuid() == uid && getgid() == gid ? 0 : -EPERM;
 }
 
-/* The mapping of this process's open buffer queue with that object id,
- * found among its memfds (what a hostile client can always do). */
-static int find_queue_segment(uint64_t object_id, struct bq *out)
-{
-    DIR *d = opendir("/proc/self/fd");
-    if (!d)
-        return -errno;
-    int r = -ENOENT;
-    struct dirent *e;
-    while (r < 0 && (e = readdir(d))) {
-        int fd = atoi(e->d_name);
-        char link[PATH_MAX], path[64];
-        snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
-        ssize_t n = readlink(path, link, sizeof link - 1);
-        if (n <= 0)
-            continue;
-        link[n] = '\0';
-        if (strncmp(link, "/memfd:", 7) != 0)
-            continue;
-        if (bq_attach(fd, out) != 0)
-            continue;
-        const struct seg_header *h = out->seg.base;
-        if (h->object_id == object_id)
-            r = 0;
-        else
-            bq_detach(out);
-    }
-    closedir(d);
-    return r;
-}
-
 static void count_reset(mbq_buffer b, void *refcon)
 {
     int64_t *v = refcon;
@@ -213,7 +183,7 @@ static int user_actor(int cmd, int rep, void *arg)
             struct bq q;
             r.status = h_stat(s.c, s.qname, &info);
             if (r.status == 0)
-                r.status = find_queue_segment(info.object_id, &q);
+                r.status = test_attach_queue_segment(info.object_id, &q);
             if (r.status == 0) {
                 struct bq_entry e;
                 memset(&e, 0, sizeof e);
@@ -307,7 +277,7 @@ static int user_actor(int cmd, int rep, void *arg)
             struct bq q;
             r.status = h_stat(s.c, s.qname, &info);
             if (r.status == 0)
-                r.status = find_queue_segment(info.object_id, &q);
+                r.status = test_attach_queue_segment(info.object_id, &q);
             if (r.status == 0) {
                 atomic_store(&q.sh->tail.lock.lock.word, 1u);
                 bq_detach(&q);
@@ -326,7 +296,7 @@ static int user_actor(int cmd, int rep, void *arg)
             if (r.status == 0)
                 r.status = h_stat(s.c, s.qname, &info);
             if (r.status == 0)
-                r.status = find_queue_segment(info.object_id, &q);
+                r.status = test_attach_queue_segment(info.object_id, &q);
             if (r.status == 0) {
                 for (unsigned i = 0; i < BQ_MAX_TRIGGERS; i++)
                     atomic_store(&q.sh->triggers[i].state, 0u);

@@ -14,6 +14,7 @@
  * then reach the lock words through shm/ directly in their own mapping of
  * the segment (found in /proc/self/maps by the object id in its header). */
 #include "harness.h"
+#include "segments.h"
 
 #include <bq_layout.h>
 #include <lock_layout.h>
@@ -29,26 +30,6 @@ enum which_lock { L_POOL, L_TAIL, L_HEAD, L_TAIL_BIAS, L_COUNT };
 static const char *lock_names[L_COUNT] = {"pool lock", "tail lock", "head lock", "tail bias"};
 
 /* ---- finding the segment in this process -------------------------------- */
-
-static void *segment_of(uint64_t object_id)
-{
-    FILE *f = fopen("/proc/self/maps", "r");
-    if (!f)
-        return NULL;
-    char line[512];
-    void *found = NULL;
-    while (!found && fgets(line, sizeof line, f)) {
-        unsigned long lo, hi, off;
-        if (!strstr(line, "memfd:mbq-") || sscanf(line, "%lx-%lx %*s %lx", &lo, &hi, &off) != 3 ||
-            off != 0)
-            continue;
-        const struct seg_header *h = (const void *)lo;
-        if (h->object_id == object_id)
-            found = (void *)lo;
-    }
-    fclose(f);
-    return found;
-}
 
 static _Atomic uint32_t *lock_word(void *base, enum which_lock w)
 {
@@ -166,7 +147,7 @@ static int holder_body(int cmd, int rep, void *arg)
         CREQUIRE(mbq_pool_open(c, a->name, &p) == 0);
     else
         CREQUIRE(mbq_buffer_queue_open(c, a->name, &q) == 0);
-    void *base = segment_of(object_id_of(c, a->name));
+    void *base = test_segment_mapping(object_id_of(c, a->name));
     CREQUIRE(base != NULL);
     _Atomic uint32_t *word = lock_word(base, a->w);
     struct hmsg m = hmsg_op(1);

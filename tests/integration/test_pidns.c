@@ -10,6 +10,7 @@
  * unshare (argv[1] "holder" or "peer"), driven through their stdin and
  * stdout. Where unshare is not permitted the test says why and passes. */
 #include "harness.h"
+#include "segments.h"
 
 #include <lock_layout.h>
 #include <bq_layout.h>
@@ -19,25 +20,6 @@
 #include <sys/mman.h>
 
 #define BOUND_MS 20000
-
-static void *segment_of(uint64_t object_id)
-{
-    FILE *f = fopen("/proc/self/maps", "r");
-    if (!f)
-        return NULL;
-    char line[512];
-    void *found = NULL;
-    while (!found && fgets(line, sizeof line, f)) {
-        unsigned long lo, hi, off;
-        if (!strstr(line, "memfd:mbq-") || sscanf(line, "%lx-%lx %*s %lx", &lo, &hi, &off) != 3 ||
-            off != 0)
-            continue;
-        if (((const struct seg_header *)lo)->object_id == object_id)
-            found = (void *)lo;
-    }
-    fclose(f);
-    return found;
-}
 
 /* This binary's copy of shm/ is not libmbq's: it is told the identity the
  * library got, and the table, which the library mapped. */
@@ -77,7 +59,7 @@ static int holder_main(const char *sock)
     /* a client id, not a thread id */
     adopt_library_identity(c);
     uint32_t id = slock_identity();
-    struct bq_shared *sh = segment_of(object_id_of(c, "ns/q"));
+    struct bq_shared *sh = test_segment_mapping(object_id_of(c, "ns/q"));
     if (!sh || id == 0)
         return 3;
     if (slock_lock(&sh->tail.lock.lock) < 0)

@@ -37,6 +37,7 @@
  * the manager a datagram of its own and waits until it is read, so that
  * every notification mbqd sent before is accounted for. */
 #include "harness.h"
+#include "segments.h"
 
 #include <bq_layout.h>
 #include <fcntl.h>
@@ -1196,39 +1197,6 @@ static void watchdog_hang_hook_body(void)
     mgr_cleanup(&M);
 }
 
-/* `systemctl stop` then start (systemd 252 drops the store on stop): the
- * client reconnects to a daemon that does not have its objects any more.
- * Its mappings still work; their control calls say -EIDRM; the connection
- * serves new objects. */
-/* This process's mapping of the buffer queue with that object id, found
- * among its memfds, as a client writing around the library would. */
-static int map_queue_segment(uint64_t object_id, struct bq *out)
-{
-    DIR *d = opendir("/proc/self/fd");
-    if (!d)
-        return -errno;
-    int r = -ENOENT;
-    struct dirent *e;
-    while (r < 0 && (e = readdir(d))) {
-        int fd = atoi(e->d_name);
-        char link[PATH_MAX], path[64];
-        snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
-        ssize_t n = readlink(path, link, sizeof link - 1);
-        if (n <= 0)
-            continue;
-        link[n] = '\0';
-        if (strncmp(link, "/memfd:", 7) != 0 || bq_attach(fd, out) != 0)
-            continue;
-        const struct seg_header *h = out->seg.base;
-        if (h->object_id == object_id)
-            r = 0;
-        else
-            bq_detach(out);
-    }
-    closedir(d);
-    return r;
-}
-
 static void restore_ignores_forged_body(void)
 {
     REQUIRE(mgr_init(&M) == 0);
@@ -1252,7 +1220,7 @@ static void restore_ignores_forged_body(void)
     mbq_buffer held;
     REQUIRE(mbq_pool_allocate(other, 64, &held) == 0);
     struct bq raw;
-    REQUIRE(map_queue_segment((uint64_t)object_id_of(c, "rf/q"), &raw) == 0);
+    REQUIRE(test_attach_queue_segment((uint64_t)object_id_of(c, "rf/q"), &raw) == 0);
     struct bq_entry e;
     memset(&e, 0, sizeof e);
     e.pool_id = (uint32_t)object_id_of(c, "rf/other");
@@ -1294,6 +1262,10 @@ static void restore_ignores_forged(void)
     mgr_cleanup(&M);
 }
 
+/* `systemctl stop` then start (systemd 252 drops the store on stop): the
+ * client reconnects to a daemon that does not have its objects any more.
+ * Its mappings still work; their control calls say -EIDRM; the connection
+ * serves new objects. */
 static void stop_drops_store_body(void)
 {
     REQUIRE(mgr_init(&M) == 0);
