@@ -206,6 +206,20 @@ static void object_release_entry(void *ctx, uint32_t pool_id, uint64_t handle)
         pool_release(&p->pool, handle, false);
 }
 
+/* The queue's readiness hook in the daemon, which evaluates a trigger at
+ * install: the head is ready when its pool (one bound to the queue) says
+ * so, as in the clients; an entry the daemon cannot resolve is not ready,
+ * so a data-ready trigger never fires at install for a head nobody has
+ * marked ready (Core Media). */
+static bool object_entry_ready(void *ctx, uint32_t pool_id, uint64_t handle)
+{
+    Object *q = ctx;
+    if (!registry_queue_may_carry(q, pool_id))
+        return false;
+    Object *p = registry_lookup_id(q->registry, pool_id);
+    return p && p->kind == OBJECT_POOL && pool_is_ready(&p->pool, handle);
+}
+
 /* Whether taking one of the queue's locks would wait on a live owner other
  * than the daemon's own: one that owns a side's lock, or holds its bias and
  * is inside. A bias holder that is not inside costs the taker no wait (it
@@ -451,6 +465,7 @@ int registry_create(Registry *r, const char *name, const struct object_config *c
         res = bq_create(&o->config.bq, &o->bq);
         if (res < 0)
             return res;
+        bq_set_hooks(&o->bq, &(struct bq_hooks){.ctx = o, .is_ready = object_entry_ready});
         o->config.bq.capacity = o->bq.capacity;
         break;
     case OBJECT_SIMPLE_QUEUE:
@@ -511,6 +526,7 @@ static int object_attach(Object *o, int fd)
         res = bq_attach(fd, &o->bq);
         if (res < 0)
             return res;
+        bq_set_hooks(&o->bq, &(struct bq_hooks){.ctx = o, .is_ready = object_entry_ready});
         seg = &o->bq.seg;
         if (o->bq.capacity != c->bq.capacity || o->bq.order != c->bq.order ||
             o->bq.full_policy != c->bq.full_policy)
