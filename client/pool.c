@@ -347,3 +347,53 @@ bool mbq_buffer_is_data_ready(mbq_buffer buffer)
 {
     return buffer.pool_ && pool_is_ready(&buffer.pool_->pool, buffer.handle_);
 }
+
+int mbq_buffer_set_sample_timing(mbq_buffer buffer, const mbq_sample_timing *timing)
+{
+    if (!buffer.pool_ || !timing)
+        return -EINVAL;
+    return pool_set_timing(&buffer.pool_->pool, buffer.handle_, timing->decode_time_stamp,
+                           timing->presentation_time_stamp, timing->duration);
+}
+
+int mbq_buffer_get_sample_timing(mbq_buffer buffer, mbq_sample_timing *timing)
+{
+    if (!buffer.pool_ || !timing)
+        return -EINVAL;
+    mbq_sample_timing t;
+    int r = pool_read_meta(&buffer.pool_->pool, buffer.handle_, NULL, &t.decode_time_stamp,
+                           &t.presentation_time_stamp, &t.duration);
+    if (r == 0)
+        *timing = t;
+    return r;
+}
+
+int mbq_buffer_set_flags(mbq_buffer buffer, uint32_t flags)
+{
+    if (!buffer.pool_)
+        return -EINVAL;
+    return pool_set_flags(&buffer.pool_->pool, buffer.handle_, flags);
+}
+
+int mbq_buffer_get_flags(mbq_buffer buffer, uint32_t *flags)
+{
+    if (!buffer.pool_ || !flags)
+        return -EINVAL;
+    return pool_get_flags(&buffer.pool_->pool, buffer.handle_, flags);
+}
+
+bool mbq_buffer_is_frozen(mbq_buffer buffer)
+{
+    return buffer.pool_ && pool_is_frozen(&buffer.pool_->pool, buffer.handle_);
+}
+
+int mbq_buffer_get_fd(mbq_buffer buffer, int *fd, uint64_t *offset, size_t *length)
+{
+    if (!buffer.pool_ || !fd || !offset || !length)
+        return -EINVAL;
+    uint64_t len;
+    int r = pool_block_span(&buffer.pool_->pool, buffer.handle_, fd, offset, &len);
+    if (r == 0)
+        *length = (size_t)len;
+    return r;
+}

@@ -72,7 +72,9 @@ _Static_assert(offsetof(struct pool_block, dts) == 48, "pool_block layout");
 _Static_assert(offsetof(struct pool_block, pts) == 72, "pool_block layout");
 _Static_assert(offsetof(struct pool_block, duration) == 96, "pool_block layout");
 _Static_assert(offsetof(struct pool_block, attachments) == 120, "pool_block layout");
-_Static_assert(offsetof(struct pool_block, pad) == 152, "pool_block layout");
+_Static_assert(offsetof(struct pool_block, flags) == 44, "pool_block layout");
+_Static_assert(offsetof(struct pool_block, frozen) == 152, "pool_block layout");
+_Static_assert(offsetof(struct pool_block, pad) == 156, "pool_block layout");
 _Static_assert(sizeof(struct pool_intent) == 32, "pool_intent is half a cache line");
 _Static_assert(sizeof(struct pool_client) == 128 + 32 * POOL_INTENTS, "pool_client layout");
 _Static_assert(offsetof(struct pool_client, allocs) == 8, "pool_client layout");
@@ -1652,6 +1654,8 @@ int pool_alloc(struct pool *p, uint64_t size, uint64_t *handle_out)
     struct pool_block *b = &p->blocks[idx];
     b->data_size = size;
     atomic_store_explicit(&b->ready, 1, memory_order_relaxed);
+    atomic_store_explicit(&b->frozen, 0, memory_order_relaxed);
+    b->flags = POOL_FLAGS_DEFAULT;
     /* One constant stored three times: a chained assignment reloads each
      * stored value, a store-forwarding stall per field. */
     const mbq_time invalid = MBQ_TIME_INVALID;
@@ -2278,12 +2282,28 @@ int pool_read_meta(struct pool *p, uint64_t handle, uint64_t *size, mbq_time *dt
     return 0;
 }
 
-int pool_set_timing(struct pool *p, uint64_t handle, mbq_time dts, mbq_time pts,
-                    mbq_time duration)
+/* A setter's block: live, and not frozen by an enqueue. The check is not
+ * atomic with the store that follows: a thread that sets metadata while
+ * another enqueues the same buffer races (its store may land after the
+ * queue's copy), which is the caller's bug, as with any value shared
+ * without order. */
+static struct pool_block *pool_block_mutable(struct pool *p, uint64_t handle, int *err)
 {
     struct pool_block *b = pool_block_of(p, handle);
     if (!b)
-        return -ESTALE;
+        *err = -ESTALE;
+    else if (atomic_load_explicit(&b->frozen, memory_order_relaxed))
+        *err = -EPERM, b = NULL;
+    return b;
+}
+
+int pool_set_timing(struct pool *p, uint64_t handle, mbq_time dts, mbq_time pts,
+                    mbq_time duration)
+{
+    int err;
+    struct pool_block *b = pool_block_mutable(p, handle, &err);
+    if (!b)
+        return err;
     b->dts = dts;
     b->pts = pts;
     b->duration = duration;
@@ -2292,12 +2312,70 @@ int pool_set_timing(struct pool *p, uint64_t handle, mbq_time dts, mbq_time pts,
 
 int pool_set_data_size(struct pool *p, uint64_t handle, uint64_t size)
 {
-    struct pool_block *b = pool_block_of(p, handle);
+    int err;
+    struct pool_block *b = pool_block_mutable(p, handle, &err);
     if (!b)
-        return -ESTALE;
+        return err;
     if (size > p->block_size)
         return -EINVAL;
     b->data_size = size;
+    return 0;
+}
+
+int pool_set_flags(struct pool *p, uint64_t handle, uint32_t flags)
+{
+    int err;
+    struct pool_block *b = pool_block_mutable(p, handle, &err);
+    if (!b)
+        return err;
+    b->flags = flags;
+    return 0;
+}
+
+int pool_get_flags(struct pool *p, uint64_t handle, uint32_t *flags)
+{
+    const struct pool_block *b = pool_block_of(p, handle);
+    if (!b)
+        return -ESTALE;
+    *flags = RD(b->flags);
+    return 0;
+}
+
+int pool_freeze(struct pool *p, uint64_t handle)
+{
+    struct pool_block *b = pool_block_of(p, handle);
+    if (!b)
+        return -ESTALE;
+    /* Stored once: a re-enqueue does not dirty the line again. */
+    if (atomic_load_explicit(&b->frozen, memory_order_relaxed))
+        return 0;
+    atomic_store_explicit(&b->frozen, 1, memory_order_relaxed);
+    return 1;
+}
+
+void pool_thaw(struct pool *p, uint64_t handle)
+{
+    struct pool_block *b = pool_block_of(p, handle);
+    if (b)
+        atomic_store_explicit(&b->frozen, 0, memory_order_relaxed);
+}
+
+bool pool_is_frozen(struct pool *p, uint64_t handle)
+{
+    const struct pool_block *b = pool_block_of(p, handle);
+    return b && atomic_load_explicit(&((struct pool_block *)b)->frozen, memory_order_relaxed);
+}
+
+int pool_block_span(struct pool *p, uint64_t handle, int *fd, uint64_t *offset, uint64_t *len)
+{
+    if (!pool_block_of(p, handle))
+        return -ESTALE;
+    if (p->seg.fd < 0)
+        return -EBADF;
+    uint32_t idx = (uint32_t)handle - 1;
+    *fd = p->seg.fd;
+    *offset = pool_data_off(p) + (uint64_t)idx * p->block_size;
+    *len = p->block_size;
     return 0;
 }
 

@@ -196,8 +196,29 @@ int pool_read_meta(struct pool *p, uint64_t handle, uint64_t *size, mbq_time *dt
                    mbq_time *pts, mbq_time *duration);
 int pool_set_timing(struct pool *p, uint64_t handle, mbq_time dts, mbq_time pts,
                     mbq_time duration);
-/* -EINVAL when size exceeds the block. */
+/* -EINVAL when size exceeds the block. The setters of size, timing and
+ * flags return -EPERM once the buffer was enqueued (pool_freeze): its
+ * metadata is then fixed until the block is freed, so that a consumer reads
+ * on the block what the queue copied. Readiness is not frozen. */
 int pool_set_data_size(struct pool *p, uint64_t handle, uint64_t size);
+/* The buffer's flags word (MBQ_BUFFER_FLAG_*, opaque here); a new buffer's
+ * is POOL_FLAGS_DEFAULT (sync). */
+#define POOL_FLAGS_DEFAULT 1u
+int pool_set_flags(struct pool *p, uint64_t handle, uint32_t flags);
+int pool_get_flags(struct pool *p, uint64_t handle, uint32_t *flags);
+/* Freezes the metadata (the library calls it at enqueue, before reading
+ * what the queue copies): 1 when this call froze it, 0 when it was frozen
+ * already, -ESTALE. pool_thaw undoes a freeze whose enqueue failed (so a
+ * refused buffer stays mutable; two threads enqueueing the same buffer at
+ * once, one failing, may leave it thawed while queued: the documented
+ * race of concurrent use). */
+int pool_freeze(struct pool *p, uint64_t handle);
+void pool_thaw(struct pool *p, uint64_t handle);
+bool pool_is_frozen(struct pool *p, uint64_t handle);
+/* The segment's fd (borrowed: owned by the mapping) and the block's offset
+ * and length in it, for a consumer that maps the payload itself. 0,
+ * -ESTALE, -EBADF (the mapping kept no fd). */
+int pool_block_span(struct pool *p, uint64_t handle, int *fd, uint64_t *offset, uint64_t *len);
 int pool_set_ready(struct pool *p, uint64_t handle, bool ready);
 /* False for a stale handle too. */
 bool pool_is_ready(struct pool *p, uint64_t handle);

@@ -21,19 +21,22 @@
 #define POOL_RC_AUDIT 0x00800000u
 
 /* Per-block descriptor: refcount, state, free-list links, and the buffer's
- * metadata that queues copy at enqueue. */
+ * metadata that queues copy at enqueue. The metadata (size, timing, flags)
+ * is frozen by the first enqueue (frozen != 0) until the block is freed, so
+ * that what a consumer reads on the block is what the queue copied. */
 struct pool_block {
     _Atomic uint64_t ref;   /* generation << 32 | refcount */
     uint32_t state;         /* enum pool_block_state; under the pool lock */
     uint32_t prev, next;    /* free-list links (block indices), POOL_NONE ends */
-    uint32_t reserved0;
+    uint32_t reserved0;     /* while AGING: the id of the task punching it */
     uint64_t freed_at_ns;   /* CLOCK_MONOTONIC when it joined the warm list */
     uint64_t data_size;     /* bytes of payload the producer filled in */
     _Atomic uint32_t ready; /* data-ready flag (CMBufferQueue's isDataReady) */
-    uint32_t reserved1;
+    uint32_t flags;         /* MBQ_BUFFER_FLAG_* (mbq.h): opaque here */
     mbq_time dts, pts, duration;
     uint8_t attachments[32];
-    uint8_t pad[40]; /* to 192 bytes: three cache lines */
+    _Atomic uint32_t frozen; /* non-zero once enqueued: setters refuse */
+    uint8_t pad[36];         /* to 192 bytes: three cache lines */
 };
 
 

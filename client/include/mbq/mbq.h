@@ -222,6 +222,53 @@ int mbq_buffer_set_timing(mbq_buffer buffer, mbq_time dts, mbq_time pts, mbq_tim
 int mbq_buffer_get_timing(mbq_buffer buffer, mbq_time *dts, mbq_time *pts, mbq_time *duration);
 int mbq_buffer_set_data_size(mbq_buffer buffer, size_t size);
 size_t mbq_buffer_get_data_size(mbq_buffer buffer);
+/* One owner of metadata: the first enqueue freezes a buffer's data size,
+ * timing and flags until the buffer is freed (its last release). From then
+ * on the setters above and mbq_buffer_set_sample_timing/mbq_buffer_set_flags
+ * fail with -EPERM, so what a consumer reads on the buffer is exactly what
+ * the queue copied to order it and to sum its duration and size (a
+ * producer that needs other metadata allocates a new buffer). Readiness is
+ * not frozen (see below), nor is the payload, which the library cannot
+ * guard. A thread that sets metadata while another enqueues the same buffer
+ * races, and either value may win. */
+bool mbq_buffer_is_frozen(mbq_buffer buffer);
+
+/* CMSampleTimingInfo: the three times in one struct, so that they cannot be
+ * swapped by position as with mbq_buffer_set_timing (kept). */
+typedef struct mbq_sample_timing {
+    mbq_time duration;
+    mbq_time presentation_time_stamp;
+    mbq_time decode_time_stamp;
+} mbq_sample_timing;
+/* -EINVAL (zero buffer, timing NULL), -ESTALE, -EPERM (frozen: set only). */
+int mbq_buffer_set_sample_timing(mbq_buffer buffer, const mbq_sample_timing *timing);
+int mbq_buffer_get_sample_timing(mbq_buffer buffer, mbq_sample_timing *timing);
+
+/* Per-buffer flags (the sample attachments Core Media defines as booleans).
+ * A new buffer's flags are MBQ_BUFFER_FLAG_SYNC: Core Media's
+ * kCMSampleAttachmentKey_NotSync is the absence of SYNC, and a sample
+ * without it is a sync sample. Bits 16..31 are the application's. */
+#define MBQ_BUFFER_FLAG_SYNC (1u << 0)          /* a sync sample (key frame) */
+#define MBQ_BUFFER_FLAG_DISCONTINUITY (1u << 1) /* a break in the stream before it */
+#define MBQ_BUFFER_FLAG_DROPPABLE (1u << 2)     /* kCMSampleAttachmentKey_IsDependedOnByOthers false */
+#define MBQ_BUFFER_FLAG_CORRUPT (1u << 3)       /* the payload is known to be damaged */
+#define MBQ_BUFFER_FLAG_HEADER (1u << 4)        /* codec configuration, not a sample */
+#define MBQ_BUFFER_FLAG_GAP (1u << 5)           /* no data: a gap in the stream */
+#define MBQ_BUFFER_FLAG_USER(n) (1u << (16 + (n))) /* n: 0..15 */
+/* -EINVAL (zero buffer, flags NULL), -ESTALE, -EPERM (frozen: set only). */
+int mbq_buffer_set_flags(mbq_buffer buffer, uint32_t flags);
+int mbq_buffer_get_flags(mbq_buffer buffer, uint32_t *flags);
+
+/* The payload as a file: the pool's memfd (borrowed: owned by the library,
+ * valid while the pool is open in this process; do not close it, dup it to
+ * keep it) and the offset and length of the buffer's block in it, page
+ * aligned, for GstFdMemory- or dmabuf-style consumers. A consumer must map
+ * it read-only (PROT_READ, MAP_SHARED): the segment is sealed against
+ * growing and shrinking, and a writable mapping could scribble on buffers
+ * other processes own. The fd stays the same for every buffer of the pool.
+ * 0, -EINVAL (zero buffer, an output NULL), -ESTALE. */
+int mbq_buffer_get_fd(mbq_buffer buffer, int *fd, uint64_t *offset, size_t *length);
+
 /* Readiness (CMBufferCallbacks.isDataReady): a new buffer is ready. A
  * producer that fills a buffer after enqueueing it clears the flag first,
  * then sets it and calls mbq_buffer_queue_notify_data_ready() on the queues
@@ -314,6 +361,8 @@ int mbq_buffer_queue_copy_head(mbq_buffer_queue *queue, mbq_buffer *out);
 
 /* MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING, the trigger-callback status. */
 int mbq_buffer_queue_mark_end_of_data(mbq_buffer_queue *queue);
+/* As Core Media, contains_end_of_data and is_at_end_of_data are true for a
+ * NULL queue (there is no more data to come from it). */
 bool mbq_buffer_queue_contains_end_of_data(mbq_buffer_queue *queue);
 bool mbq_buffer_queue_is_at_end_of_data(mbq_buffer_queue *queue);
 bool mbq_buffer_queue_is_empty(mbq_buffer_queue *queue);

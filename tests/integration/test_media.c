@@ -1,0 +1,211 @@
+/* Media buffers across processes: what a consumer in another process reads
+ * for each buffer is what the producer enqueued — timing (struct form),
+ * flags, data size — and it cannot change once enqueued (frozen: setters
+ * fail with -EPERM); the payload is reachable as the pool's fd and the
+ * block's offset (mapped read-only by the consumer); create-or-open with
+ * other options is refused with -EEXIST and the daemon's text unless the
+ * caller asks to open what exists; the NULL queue is at end of data. */
+#include "harness.h"
+
+#include <sys/mman.h>
+
+static struct mbqd D;
+
+#define N_BUFS 6
+
+static mbq_time ts(int64_t v)
+{
+    return h_time(v, 1000);
+}
+
+/* Buffer i: pts 100 i, dts 100 i - 50, duration 100; a key frame every
+ * third, a discontinuity at the first, a user bit on the odd ones. */
+static uint32_t flags_of(int i)
+{
+    uint32_t f = (i % 3 == 0) ? MBQ_BUFFER_FLAG_SYNC : MBQ_BUFFER_FLAG_DROPPABLE;
+    if (i == 0)
+        f |= MBQ_BUFFER_FLAG_DISCONTINUITY;
+    if (i & 1)
+        f |= MBQ_BUFFER_FLAG_USER(15);
+    return f;
+}
+
+static int media_producer(void *arg)
+{
+    (void)arg;
+    mbq_client *c = h_connect(&D, "producer");
+    CREQUIRE(c);
+    mbq_pool *pool = NULL;
+    mbq_buffer_queue *q = NULL;
+    mbq_pool_options po = h_pool_opts(8192, 16);
+    mbq_buffer_queue_options qo = h_bq_opts(16, MBQ_ORDER_FIFO);
+    CREQUIRE(mbq_pool_create(c, "media/pool", &po, &pool) == 0);
+    CREQUIRE(mbq_buffer_queue_create(c, "media/q", &qo, &q) == 0);
+    for (int i = 0; i < N_BUFS; i++) {
+        mbq_buffer b;
+        CREQUIRE(mbq_pool_allocate(pool, 4096, &b) == 0);
+        uint32_t f = 0;
+        CHECK_STATUS(mbq_buffer_get_flags(b, &f), 0);
+        CHECK_EQ(f, MBQ_BUFFER_FLAG_SYNC); /* a new buffer is a sync sample */
+        CHECK(!mbq_buffer_is_frozen(b));
+        mbq_sample_timing t = {.duration = ts(100),
+                               .presentation_time_stamp = ts(100 * i),
+                               .decode_time_stamp = ts(100 * i - 50)};
+        CHECK_STATUS(mbq_buffer_set_sample_timing(b, &t), 0);
+        CHECK_STATUS(mbq_buffer_set_flags(b, flags_of(i)), 0);
+        CHECK_STATUS(mbq_buffer_set_data_size(b, 1000 + (size_t)i), 0);
+        unsigned char *d = mbq_buffer_get_data(b, NULL);
+        CREQUIRE(d);
+        memset(d, 'a' + i, 4096);
+        CHECK_STATUS(mbq_buffer_queue_enqueue(q, b), 0);
+        /* frozen: the consumer reads what the queue copied */
+        CHECK(mbq_buffer_is_frozen(b));
+        mbq_sample_timing other = {.duration = ts(1),
+                                   .presentation_time_stamp = ts(-7),
+                                   .decode_time_stamp = ts(-8)};
+        CHECK_STATUS(mbq_buffer_set_sample_timing(b, &other), -EPERM);
+        CHECK_STATUS(mbq_buffer_set_timing(b, ts(-8), ts(-7), ts(1)), -EPERM);
+        CHECK_STATUS(mbq_buffer_set_flags(b, 0), -EPERM);
+        CHECK_STATUS(mbq_buffer_set_data_size(b, 1), -EPERM);
+        /* readiness is not frozen */
+        CHECK_STATUS(mbq_buffer_set_data_ready(b, true), 0);
+        mbq_sample_timing back;
+        CHECK_STATUS(mbq_buffer_get_sample_timing(b, &back), 0);
+        CHECK_TIME(back.presentation_time_stamp, ts(100 * i));
+        CHECK_STATUS(mbq_buffer_release(b), 0);
+    }
+    CHECK_TIME(mbq_buffer_queue_get_duration(q), ts(100 * N_BUFS));
+    CHECK_EQ(mbq_buffer_queue_get_total_size(q), (size_t)(1000 * N_BUFS + 15));
+    /* argument checks */
+    mbq_buffer zero = {0};
+    uint32_t f;
+    mbq_sample_timing t;
+    CHECK_STATUS(mbq_buffer_set_flags(zero, 1), -EINVAL);
+    CHECK_STATUS(mbq_buffer_get_flags(zero, &f), -EINVAL);
+    CHECK_STATUS(mbq_buffer_set_sample_timing(zero, &t), -EINVAL);
+    CHECK_STATUS(mbq_buffer_get_sample_timing(zero, &t), -EINVAL);
+    int fd;
+    uint64_t off;
+    size_t len;
+    CHECK_STATUS(mbq_buffer_get_fd(zero, &fd, &off, &len), -EINVAL);
+    mbq_buffer_queue_close(q);
+    mbq_pool_close(pool);
+    mbq_disconnect(c);
+    return 0;
+}
+
+static int media_consumer(void *arg)
+{
+    (void)arg;
+    mbq_client *c = h_connect(&D, "consumer");
+    CREQUIRE(c);
+    mbq_buffer_queue *q = NULL;
+    CREQUIRE(mbq_buffer_queue_open(c, "media/q", &q) == 0);
+    long page = sysconf(_SC_PAGESIZE);
+    for (int i = 0; i < N_BUFS; i++) {
+        mbq_buffer b;
+        CREQUIRE(mbq_buffer_queue_dequeue_and_retain(q, &b) == 0);
+        mbq_sample_timing t;
+        CHECK_STATUS(mbq_buffer_get_sample_timing(b, &t), 0);
+        CHECK_TIME(t.presentation_time_stamp, ts(100 * i));
+        CHECK_TIME(t.decode_time_stamp, ts(100 * i - 50));
+        CHECK_TIME(t.duration, ts(100));
+        mbq_time dts, pts, dur;
+        CHECK_STATUS(mbq_buffer_get_timing(b, &dts, &pts, &dur), 0);
+        CHECK_TIME(pts, ts(100 * i));
+        CHECK_TIME(dts, ts(100 * i - 50));
+        uint32_t f = 0;
+        CHECK_STATUS(mbq_buffer_get_flags(b, &f), 0);
+        CHECK_EQ(f, flags_of(i));
+        CHECK_EQ(mbq_buffer_get_data_size(b), (size_t)(1000 + i));
+        /* still frozen in the consumer's hands */
+        CHECK_STATUS(mbq_buffer_set_flags(b, 0), -EPERM);
+        /* the payload through the fd, mapped read-only */
+        int fd = -1;
+        uint64_t off = 1;
+        size_t len = 0;
+        CHECK_STATUS(mbq_buffer_get_fd(b, &fd, &off, &len), 0);
+        CHECK(fd >= 0);
+        CHECK_EQ(off % (uint64_t)page, 0u);
+        CHECK(len >= 4096);
+        if (fd >= 0 && len) {
+            void *m = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, (off_t)off);
+            CHECK(m != MAP_FAILED);
+            if (m != MAP_FAILED) {
+                const unsigned char *d = m;
+                CHECK_EQ(d[0], 'a' + i);
+                CHECK_EQ(d[4095], 'a' + i);
+                CHECK(!memcmp(m, mbq_buffer_get_data(b, NULL), 4096));
+                munmap(m, len);
+            }
+        }
+        CHECK_STATUS(mbq_buffer_release(b), 0);
+        CHECK_STATUS(mbq_buffer_get_fd(b, &fd, &off, &len), -ESTALE);
+    }
+    mbq_buffer_queue_close(q);
+    mbq_disconnect(c);
+    return 0;
+}
+
+/* A recycled block is not frozen any more: the freeze lasts until free. */
+static int media_recycle(void *arg)
+{
+    (void)arg;
+    mbq_client *c = h_connect(&D, "recycle");
+    CREQUIRE(c);
+    mbq_pool *pool = NULL;
+    mbq_buffer_queue *q = NULL;
+    CREQUIRE(mbq_pool_open(c, "media/pool", &pool) == 0);
+    CREQUIRE(mbq_buffer_queue_open(c, "media/q", &q) == 0);
+    for (int i = 0; i < 40; i++) { /* more than the pool: every block recycles */
+        mbq_buffer b, d;
+        CREQUIRE(mbq_pool_allocate(pool, 100, &b) == 0);
+        CHECK(!mbq_buffer_is_frozen(b));
+        uint32_t f = 0;
+        CHECK_STATUS(mbq_buffer_get_flags(b, &f), 0);
+        CHECK_EQ(f, MBQ_BUFFER_FLAG_SYNC);
+        CHECK_STATUS(mbq_buffer_set_flags(b, MBQ_BUFFER_FLAG_GAP), 0);
+        CHECK_STATUS(mbq_buffer_queue_enqueue(q, b), 0);
+        CHECK_STATUS(mbq_buffer_release(b), 0);
+        CREQUIRE(mbq_buffer_queue_dequeue_and_retain(q, &d) == 0);
+        CHECK_STATUS(mbq_buffer_release(d), 0);
+    }
+    /* a refused enqueue leaves the buffer mutable */
+    mbq_buffer_queue *full = NULL;
+    mbq_buffer_queue_options qo = h_bq_opts(1, MBQ_ORDER_FIFO);
+    CREQUIRE(mbq_buffer_queue_create(c, "media/full", &qo, &full) == 0);
+    mbq_buffer a, b;
+    CREQUIRE(mbq_pool_allocate(pool, 100, &a) == 0);
+    CREQUIRE(mbq_pool_allocate(pool, 100, &b) == 0);
+    CHECK_STATUS(mbq_buffer_queue_enqueue(full, a), 0);
+    CHECK_STATUS(mbq_buffer_queue_enqueue(full, b), MBQ_BQ_ERR_QUEUE_IS_FULL);
+    CHECK(mbq_buffer_is_frozen(a));
+    CHECK(!mbq_buffer_is_frozen(b));
+    CHECK_STATUS(mbq_buffer_set_flags(b, MBQ_BUFFER_FLAG_HEADER), 0);
+    CHECK_STATUS(mbq_buffer_set_flags(a, MBQ_BUFFER_FLAG_HEADER), -EPERM);
+    CHECK_STATUS(mbq_buffer_queue_reset(full), 0);
+    CHECK_STATUS(mbq_buffer_release(a), 0);
+    CHECK_STATUS(mbq_buffer_release(b), 0);
+    mbq_buffer_queue_close(full);
+    mbq_buffer_queue_close(q);
+    mbq_pool_close(pool);
+    mbq_disconnect(c);
+    return 0;
+}
+
+static void metadata_round_trip_and_freeze(void)
+{
+    REQUIRE(mbqd_start(&D) == 0);
+    CHECK_EQ(run_in_child(media_producer, NULL), 0);
+    CHECK_EQ(run_in_child(media_consumer, NULL), 0);
+    CHECK_EQ(run_in_child(media_recycle, NULL), 0);
+    CHECK_MBQD_STOP(&D);
+}
+
+static void null_queue_is_at_end_of_data(void)
+{
+    CHECK(mbq_buffer_queue_contains_end_of_data(NULL));
+    CHECK(mbq_buffer_queue_is_at_end_of_data(NULL));
+}
+
+CHECK_MAIN(CASE(metadata_round_trip_and_freeze), CASE(null_queue_is_at_end_of_data))
