@@ -472,6 +472,7 @@ int mbq_buffer_queue_create(mbq_client *client, const char *name,
     cr.kind = MBQ__V1__OBJECT_KIND__BUFFER_QUEUE;
     cr.mode = o.mode;
     cr.exclusive = o.exclusive;
+    cr.open_existing = (o.flags & MBQ_OPEN_IF_EXISTS) != 0;
     cr.config_case = MBQ__V1__CREATE__CONFIG_BUFFER_QUEUE;
     cr.buffer_queue = &cfg;
     return client_create_object(client, &cr, queue_adopt_locked, out);

@@ -199,6 +199,7 @@ int mbq_pool_create(mbq_client *client, const char *name, const mbq_pool_options
     cr.kind = MBQ__V1__OBJECT_KIND__POOL;
     cr.mode = o.mode;
     cr.exclusive = o.exclusive;
+    cr.open_existing = (o.flags & MBQ_OPEN_IF_EXISTS) != 0;
     cr.config_case = MBQ__V1__CREATE__CONFIG_POOL;
     cr.pool = &cfg;
     return client_create_object(client, &cr, pool_adopt_locked, out);

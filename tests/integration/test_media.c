@@ -202,10 +202,115 @@ static void metadata_round_trip_and_freeze(void)
     CHECK_MBQD_STOP(&D);
 }
 
+/* Create-or-open: the same options open, other options give -EEXIST with
+ * the daemon's text naming the difference, MBQ_OPEN_IF_EXISTS opens
+ * whatever the options. Another process, so that the daemon's view is
+ * what decides. */
+static int create_or_open_child(void *arg)
+{
+    (void)arg;
+    mbq_client *c = h_connect(&D, "second");
+    CREQUIRE(c);
+    char err[256];
+    mbq_pool *p = NULL;
+    mbq_pool_options po = h_pool_opts(8192, 16);
+    CHECK_STATUS(mbq_pool_create(c, "coo/pool", &po, &p), 0); /* same: opens */
+    mbq_pool_close(p);
+    p = NULL;
+    po = h_pool_opts(8000, 16); /* rounds up to the same pages */
+    CHECK_STATUS(mbq_pool_create(c, "coo/pool", &po, &p), 0);
+    mbq_pool_close(p);
+    p = NULL;
+    po = h_pool_opts(8192, 8);
+    CHECK_STATUS(mbq_pool_create(c, "coo/pool", &po, &p), -EEXIST);
+    CHECK(p == NULL);
+    mbq_client_last_error(c, err, sizeof err);
+    CHECK(strstr(err, "16 blocks, not 8") != NULL);
+    po = h_pool_opts(16384, 16);
+    CHECK_STATUS(mbq_pool_create(c, "coo/pool", &po, &p), -EEXIST);
+    mbq_client_last_error(c, err, sizeof err);
+    CHECK(strstr(err, "block size") != NULL);
+    po.flags = MBQ_OPEN_IF_EXISTS;
+    CHECK_STATUS(mbq_pool_create(c, "coo/pool", &po, &p), 0);
+    if (p) {
+        mbq_buffer b;
+        size_t cap = 0;
+        CHECK_STATUS(mbq_pool_allocate(p, 100, &b), 0);
+        CHECK(mbq_buffer_get_data(b, &cap) != NULL);
+        CHECK_EQ(cap, (size_t)8192); /* the existing pool's blocks */
+        mbq_buffer_release(b);
+        mbq_pool_close(p);
+    }
+
+    mbq_buffer_queue *q = NULL;
+    mbq_buffer_queue_options qo = h_bq_opts(0, MBQ_ORDER_FIFO);
+    CHECK_STATUS(mbq_buffer_queue_create(c, "coo/q", &qo, &q), 0); /* 0: the default */
+    mbq_buffer_queue_close(q);
+    q = NULL;
+    qo = h_bq_opts(16, MBQ_ORDER_FIFO);
+    CHECK_STATUS(mbq_buffer_queue_create(c, "coo/q", &qo, &q), -EEXIST);
+    mbq_client_last_error(c, err, sizeof err);
+    CHECK(strstr(err, "capacity") != NULL);
+    qo = h_bq_opts(0, MBQ_ORDER_PRESENTATION_TIME);
+    CHECK_STATUS(mbq_buffer_queue_create(c, "coo/q", &qo, &q), -EEXIST);
+    mbq_client_last_error(c, err, sizeof err);
+    CHECK(strstr(err, "order") != NULL);
+    qo = h_bq_opts(0, MBQ_ORDER_FIFO);
+    qo.full_policy = MBQ_FULL_DROP_OLDEST;
+    CHECK_STATUS(mbq_buffer_queue_create(c, "coo/q", &qo, &q), -EEXIST);
+    qo.flags = MBQ_OPEN_IF_EXISTS;
+    CHECK_STATUS(mbq_buffer_queue_create(c, "coo/q", &qo, &q), 0);
+    if (q) {
+        mbq_buffer_queue_stats st = {.size = sizeof st};
+        CHECK_STATUS(mbq_buffer_queue_get_stats(q, &st), 0);
+        CHECK_EQ(st.capacity, (uint64_t)MBQ_BUFFER_QUEUE_DEFAULT_CAPACITY);
+        mbq_buffer_queue_close(q);
+    }
+
+    mbq_simple_queue *sq = NULL;
+    CHECK_STATUS(mbq_simple_queue_create(c, "coo/sq", 8, NULL, &sq), 0);
+    mbq_simple_queue_close(sq);
+    sq = NULL;
+    CHECK_STATUS(mbq_simple_queue_create(c, "coo/sq", 9, NULL, &sq), -EEXIST);
+    mbq_simple_queue_options so = h_sq_opts(0, false);
+    so.flags = MBQ_OPEN_IF_EXISTS;
+    CHECK_STATUS(mbq_simple_queue_create(c, "coo/sq", 9, &so, &sq), 0);
+    if (sq) {
+        CHECK_EQ(mbq_simple_queue_get_capacity(sq), 8);
+        mbq_simple_queue_close(sq);
+    }
+    /* another kind under the name stays -EEXIST even with the flag */
+    CHECK_STATUS(mbq_pool_create(c, "coo/q", &po, &p), -EEXIST);
+    mbq_disconnect(c);
+    return 0;
+}
+
+static void create_or_open(void)
+{
+    REQUIRE(mbqd_start(&D) == 0);
+    mbq_client *c = h_connect(&D, "first");
+    REQUIRE(c);
+    mbq_pool *p = NULL;
+    mbq_buffer_queue *q = NULL;
+    mbq_simple_queue *sq = NULL;
+    mbq_pool_options po = h_pool_opts(8192, 16);
+    mbq_buffer_queue_options qo = h_bq_opts(0, MBQ_ORDER_FIFO);
+    CHECK_STATUS(mbq_pool_create(c, "coo/pool", &po, &p), 0);
+    CHECK_STATUS(mbq_buffer_queue_create(c, "coo/q", &qo, &q), 0);
+    CHECK_STATUS(mbq_simple_queue_create(c, "coo/sq", 8, NULL, &sq), 0);
+    CHECK_EQ(run_in_child(create_or_open_child, NULL), 0);
+    mbq_simple_queue_close(sq);
+    mbq_buffer_queue_close(q);
+    mbq_pool_close(p);
+    mbq_disconnect(c);
+    CHECK_MBQD_STOP(&D);
+}
+
 static void null_queue_is_at_end_of_data(void)
 {
     CHECK(mbq_buffer_queue_contains_end_of_data(NULL));
     CHECK(mbq_buffer_queue_is_at_end_of_data(NULL));
 }
 
-CHECK_MAIN(CASE(metadata_round_trip_and_freeze), CASE(null_queue_is_at_end_of_data))
+CHECK_MAIN(CASE(metadata_round_trip_and_freeze), CASE(create_or_open),
+           CASE(null_queue_is_at_end_of_data))

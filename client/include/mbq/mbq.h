@@ -155,6 +155,16 @@ int mbq_unlink(mbq_client *client, const char *name);
 
 typedef struct mbq_pool mbq_pool;
 
+/* Create-or-open. A create (unless exclusive) opens an object that exists
+ * under the name if it was made with the same options (the mode is not
+ * compared: it is a permission); one made with other options (capacity,
+ * order, full policy; block size as rounded to pages, block count, age-out)
+ * is refused with -EEXIST, and mbq_client_last_error() names the
+ * difference. With MBQ_OPEN_IF_EXISTS in the options' flags, an existing
+ * object of the same kind is opened whatever its options (what Core Media
+ * code that creates its queue once and shares it expects). */
+#define MBQ_OPEN_IF_EXISTS (1ull << 0)
+
 typedef struct mbq_pool_options {
     size_t size;            /* sizeof(mbq_pool_options) */
     uint64_t block_size;    /* bytes per block, rounded up to pages; required */
@@ -162,15 +172,16 @@ typedef struct mbq_pool_options {
     double age_out_seconds; /* 0: 0.5 s (kCMMemoryPoolOption_AgeOutPeriod) */
     uint32_t mode;          /* permission bits; 0: 0600 */
     bool exclusive;         /* fail with -EEXIST if the name exists */
+    uint64_t flags;         /* MBQ_OPEN_IF_EXISTS */
 } mbq_pool_options;
 
-/* Creates (or, unless exclusive, opens) a named pool. Its pages are
+/* Creates (or, unless exclusive, opens: see "Create-or-open") a named pool. Its pages are
  * faulted in at creation so that allocation never faults, and the whole
  * segment is charged to the creating user (docs/MBQD.md, Quotas).
  * Errors: -EINVAL (client, out or options NULL, bad name, size field
  * wrong, mode beyond 0777), MBQ_POOL_ERR_INVALID_PARAMETER (block size or
- * count 0 or too large), -EEXIST (exclusive, or the name is another kind
- * of object), -EACCES (it exists and this user may not open it), -EDQUOT
+ * count 0 or too large), -EEXIST (exclusive, the name is another kind
+ * of object, or a pool with other options without MBQ_OPEN_IF_EXISTS), -EACCES (it exists and this user may not open it), -EDQUOT
  * (a quota: objects or bytes of this user, or bytes of all users
  * together), -ENOSPC (object ids exhausted, or the daemon's store of
  * segments across restarts is full), MBQ_POOL_ERR_ALLOCATION_FAILED (the
@@ -301,9 +312,11 @@ typedef struct mbq_buffer_queue_options {
     mbq_full_policy full_policy;
     uint32_t mode;  /* permission bits; 0: 0600 */
     bool exclusive; /* fail with -EEXIST if the name exists */
+    uint64_t flags; /* MBQ_OPEN_IF_EXISTS */
 } mbq_buffer_queue_options;
 
-/* Creates (or, unless exclusive, opens) a named buffer queue. Errors:
+/* Creates (or, unless exclusive, opens: see "Create-or-open" above) a named
+ * buffer queue. Errors:
  * MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING (client or out NULL), -EINVAL (bad
  * name, size field, order, full policy, capacity above 2^20, mode),
  * -EEXIST, -EACCES, -EDQUOT, -ENOSPC (as for mbq_pool_create),
@@ -505,6 +518,7 @@ typedef struct mbq_simple_queue_options {
     size_t size; /* sizeof(mbq_simple_queue_options) */
     uint32_t mode;
     bool exclusive;
+    uint64_t flags; /* MBQ_OPEN_IF_EXISTS (see "Create-or-open") */
 } mbq_simple_queue_options;
 
 /* capacity: 1..2^24; 0 gives MBQ_SQ_ERR_REQUIRED_PARAMETER_MISSING, negative
