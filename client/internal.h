@@ -93,6 +93,7 @@ struct mbq_pool {
     bool pinned;        /* opened by id for a dequeued buffer: kept until disconnect */
     bool lost;          /* a restarted daemon no longer has it (client->lock) */
     unsigned slot;      /* index in client->pools */
+    struct mbq_pool *tomb_next; /* once closed: the process's tombstones (pool.c) */
 };
 
 struct queue_trigger {

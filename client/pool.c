@@ -15,7 +15,8 @@
  *
  * Lifetime: an explicitly opened pool is detached at its last
  * mbq_pool_close, which releases every reference the process still holds on
- * its buffers (buffers handed out through it are invalid from then on). A
+ * its buffers (buffers handed out through it are invalid from then on, and
+ * every call on them gives -ESTALE: the struct stays as a tombstone). A
  * pool the library opened by id for a dequeued buffer stays mapped until
  * mbq_disconnect. */
 #include "internal.h"
@@ -135,12 +136,28 @@ int pool_table_resolve(mbq_client *c, uint32_t pool_id, struct mbq_pool **out)
     return r;
 }
 
+/* Tombstones: a closed pool's struct is never freed, so that the
+ * mbq_buffer values that still name it (a process-local pointer) find a
+ * detached pool (pool.sh NULL, block_count 0) and get -ESTALE instead of
+ * reading freed memory. They are kept on a process-wide list (reachable,
+ * so not a leak to LeakSanitizer) and cost sizeof(struct mbq_pool) per
+ * mapping ever closed. Using a buffer in one thread while another closes
+ * its pool remains a race of the caller's. */
+static pthread_mutex_t tombstones_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct mbq_pool *tombstones;
+
 static void pool_free_locked(mbq_client *c, struct mbq_pool *p)
 {
     pool_table_remove_locked(c, p);
-    pool_detach(&p->pool);
-    free(p);
+    pool_detach(&p->pool); /* zeroes it: every handle now decodes as stale */
+    p->client = NULL;
+    p->object_id = UINT64_MAX; /* matches no pool id a queue entry carries */
+    pthread_mutex_lock(&tombstones_lock);
+    p->tomb_next = tombstones;
+    tombstones = p;
+    pthread_mutex_unlock(&tombstones_lock);
 }
+
 
 int pool_reattach_all_locked(mbq_client *c)
 {
@@ -284,6 +301,8 @@ int mbq_buffer_retain(mbq_buffer buffer)
 {
     if (!buffer.pool_)
         return -EINVAL;
+    if (!buffer.pool_->pool.sh)
+        return -ESTALE; /* its pool was closed here (a tombstone) */
     return pool_retain(&buffer.pool_->pool, buffer.handle_, true);
 }
 
@@ -291,6 +310,8 @@ int mbq_buffer_release(mbq_buffer buffer)
 {
     if (!buffer.pool_)
         return -EINVAL;
+    if (!buffer.pool_->pool.sh)
+        return -ESTALE; /* its pool was closed here (a tombstone) */
     return pool_release(&buffer.pool_->pool, buffer.handle_, true);
 }
 

@@ -15,7 +15,12 @@
  *  - The name table holds linked objects only, so at most one object has a
  *    given name; an unlinked object keeps its name for display, stays in the
  *    id table (a consumer resolves a buffer's pool by id even after the name
- *    is gone) and is destroyed when the last session closes it.
+ *    is gone) and is destroyed when the last session closes it — a pool
+ *    only once none of its blocks is in use (object_gone): a buffer still
+ *    queued, or held by a process that has not closed it yet, keeps its
+ *    pool, which registry_age_out destroys on the first tick after its
+ *    last block was freed. A client that scribbles a block's ref word can
+ *    keep a pool it may open alive this way, charged to the pool's owner.
  *  - An object that is not unlinked lives until unlinked, even when nobody
  *    has it open, like a file.
  *  - Everything read from a segment here is a counter or a pid, except the
@@ -300,6 +305,16 @@ static void object_empty_queue(Object *o)
     else
         log_msg(LOG_LEVEL_DEBUG, "queue %u '%s': released the buffers of its %" PRIu64 " entries",
                 o->id, o->name, st.count);
+}
+
+/* Whether o, unlinked, ceased to exist: nobody has it open or may come
+ * back to it, and for a pool no block is in use (pool_blocks_in_use, a
+ * hint read without the lock: a scribbled ref word only delays it). */
+static bool object_gone(const Object *o)
+{
+    if (!o->unlinked || o->open_count != 0 || o->n_waiting != 0)
+        return false;
+    return o->kind != OBJECT_POOL || pool_blocks_in_use(&o->pool) == 0;
 }
 
 /* Destroys o. release: it ceased to exist (unlinked and closed by all), so
@@ -659,7 +674,7 @@ bool registry_drop_waiting(Object *o, pid_t pid)
     }
     if (!found)
         return false;
-    if (o->unlinked && o->open_count == 0 && o->n_waiting == 0) {
+    if (object_gone(o)) {
         object_destroy(o, true);
         return true;
     }
@@ -810,7 +825,7 @@ void registry_release(Object *o, struct list *node)
     o->open_count--;
     if (!o->unlinked)
         return;
-    if (o->open_count == 0 && o->n_waiting == 0)
+    if (object_gone(o))
         object_destroy(o, true);
     else
         registry_note_changed(o->registry);
@@ -824,7 +839,7 @@ void registry_unlink(Object *o)
     o->unlinked = true;
     log_msg_fields(LOG_LEVEL_DEBUG, LOG_FIELDS(LOG_STR("OBJECT", o->name), LOG_NUM("OBJECT_ID", o->id)),
                    "object %u '%s' unlinked (%u open)", o->id, o->name, o->open_count);
-    if (o->open_count == 0 && o->n_waiting == 0)
+    if (object_gone(o))
         object_destroy(o, true);
     else
         registry_note_changed(o->registry);
@@ -976,6 +991,14 @@ void registry_age_out(Registry *r, uint64_t now)
 {
     list_for_each_safe(it, &r->pools) {
         Object *o = list_entry(it, Object, pool_link);
+        /* An unlinked pool nobody has open, kept for its blocks in use (a
+         * buffer still queued): gone once the last of them was freed. */
+        if (o->unlinked && object_gone(o)) {
+            log_msg(LOG_LEVEL_DEBUG, "pool %u '%s': its last block in use was freed", o->id,
+                    o->name);
+            object_destroy(o, true);
+            continue;
+        }
         /* Recounts that had to wait (a live client moving the same block, a
          * queue mid-move) are retried here, every tick until done. */
         if (pool_audit_pending(&o->pool) &&

@@ -2394,6 +2394,14 @@ bool pool_is_ready(struct pool *p, uint64_t handle)
     return b && atomic_load_explicit(&((struct pool_block *)b)->ready, memory_order_acquire) != 0;
 }
 
+uint32_t pool_blocks_in_use(const struct pool *p)
+{
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < p->block_count; i++)
+        n += rc_live(ref_count(atomic_load_explicit(&p->blocks[i].ref, memory_order_relaxed)));
+    return n;
+}
+
 uint32_t pool_slot_owner(const struct pool *p, uint32_t slot)
 {
     if (!p || !p->clients || slot >= POOL_MAX_CLIENTS)

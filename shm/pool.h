@@ -230,6 +230,10 @@ bool pool_is_ready(struct pool *p, uint64_t handle);
  * operation under the pool lock, and the bytes of descriptors and
  * holdings a pool needs per block besides its pages. */
 uint32_t pool_slot_owner(const struct pool *p, uint32_t slot);
+/* Blocks with a live reference (held, queued or being moved; cached free
+ * blocks do not count), from the descriptors without the lock: a hint
+ * (mbqd keeps an unlinked pool nobody has open while it is non-zero). */
+uint32_t pool_blocks_in_use(const struct pool *p);
 uint64_t pool_slot_held(const struct pool *p, uint32_t slot);
 uint64_t pool_progress(const struct pool *p);
 uint64_t pool_overhead_per_block(void);

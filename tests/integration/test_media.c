@@ -306,6 +306,140 @@ static void create_or_open(void)
     CHECK_MBQD_STOP(&D);
 }
 
+/* A buffer whose pool this process closed: every call refuses it with
+ * -ESTALE (the mapping is gone; under ASan, no use after free). */
+static int closed_pool_child(void *arg)
+{
+    (void)arg;
+    mbq_client *c = h_connect(&D, "closer");
+    CREQUIRE(c);
+    mbq_pool *pool = NULL;
+    mbq_pool_options po = h_pool_opts(4096, 4);
+    CREQUIRE(mbq_pool_create(c, "closed/pool", &po, &pool) == 0);
+    mbq_buffer b;
+    CREQUIRE(mbq_pool_allocate(pool, 100, &b) == 0);
+    mbq_pool_close(pool);
+    CHECK(!mbq_buffer_is_valid(b));
+    CHECK(mbq_buffer_get_data(b, NULL) == NULL);
+    CHECK_STATUS(mbq_buffer_retain(b), -ESTALE);
+    CHECK_STATUS(mbq_buffer_release(b), -ESTALE);
+    CHECK_STATUS(mbq_buffer_set_data_size(b, 1), -ESTALE);
+    CHECK_STATUS(mbq_buffer_set_flags(b, 0), -ESTALE);
+    uint32_t f;
+    CHECK_STATUS(mbq_buffer_get_flags(b, &f), -ESTALE);
+    mbq_sample_timing t = {0};
+    CHECK_STATUS(mbq_buffer_set_sample_timing(b, &t), -ESTALE);
+    CHECK_STATUS(mbq_buffer_get_sample_timing(b, &t), -ESTALE);
+    int fd;
+    uint64_t off;
+    size_t len;
+    CHECK_STATUS(mbq_buffer_get_fd(b, &fd, &off, &len), -ESTALE);
+    CHECK_EQ(mbq_buffer_get_data_size(b), (size_t)0);
+    mbq_buffer_queue *q = NULL;
+    mbq_buffer_queue_options qo = h_bq_opts(4, MBQ_ORDER_FIFO);
+    CREQUIRE(mbq_buffer_queue_create(c, "closed/q", &qo, &q) == 0);
+    CHECK_STATUS(mbq_buffer_queue_enqueue(q, b), -ESTALE);
+    CHECK_STATUS(mbq_buffer_queue_enqueue_and_release(q, b), -ESTALE);
+    CHECK_EQ(mbq_buffer_queue_get_buffer_count(q), 0);
+    /* reopened: a new mapping; the old handle stays stale */
+    CREQUIRE(mbq_pool_open(c, "closed/pool", &pool) == 0);
+    CHECK_STATUS(mbq_buffer_release(b), -ESTALE);
+    mbq_pool_close(pool);
+    mbq_buffer_queue_close(q);
+    /* after disconnect too */
+    mbq_disconnect(c);
+    CHECK_STATUS(mbq_buffer_release(b), -ESTALE);
+    CHECK(!mbq_buffer_is_valid(b));
+    return 0;
+}
+
+static void buffer_after_pool_close(void)
+{
+    REQUIRE(mbqd_start(&D) == 0);
+    CHECK_EQ(run_in_child(closed_pool_child, NULL), 0);
+    CHECK_MBQD_STOP(&D);
+}
+
+/* A producer that unlinks its pool, closes it and exits with its buffers
+ * still queued: the pool lives on for them, the consumer gets each one
+ * (opening the unlinked pool by id), and once the last is released the
+ * pool is destroyed with every block back. */
+static int orphan_producer(void *arg)
+{
+    (void)arg;
+    mbq_client *c = h_connect(&D, "orphan-producer");
+    CREQUIRE(c);
+    mbq_pool *pool = NULL;
+    mbq_buffer_queue *q = NULL;
+    mbq_pool_options po = h_pool_opts(4096, 8);
+    mbq_buffer_queue_options qo = h_bq_opts(8, MBQ_ORDER_FIFO);
+    CREQUIRE(mbq_pool_create(c, "orphan/pool", &po, &pool) == 0);
+    CREQUIRE(mbq_buffer_queue_create(c, "orphan/q", &qo, &q) == 0);
+    for (int i = 0; i < 3; i++) {
+        mbq_buffer b;
+        CREQUIRE(mbq_pool_allocate(pool, 100, &b) == 0);
+        memset(mbq_buffer_get_data(b, NULL), 'x' + i, 100);
+        CHECK_STATUS(mbq_buffer_set_flags(b, MBQ_BUFFER_FLAG_USER(i)), 0);
+        CHECK_STATUS(mbq_buffer_queue_enqueue_and_release(q, b), 0);
+    }
+    CHECK_STATUS(mbq_unlink(c, "orphan/pool"), 0);
+    mbq_pool_close(pool);
+    mbq_buffer_queue_close(q);
+    mbq_disconnect(c);
+    return 0;
+}
+
+static int orphan_consumer(void *arg)
+{
+    (void)arg;
+    mbq_client *c = h_connect(&D, "orphan-consumer");
+    CREQUIRE(c);
+    mbq_buffer_queue *q = NULL;
+    CREQUIRE(mbq_buffer_queue_open(c, "orphan/q", &q) == 0);
+    for (int i = 0; i < 3; i++) {
+        mbq_buffer b;
+        CHECK_STATUS(mbq_buffer_queue_dequeue_and_retain(q, &b), 0);
+        const unsigned char *d = mbq_buffer_get_data(b, NULL);
+        CHECK(d && d[0] == 'x' + i && d[99] == 'x' + i);
+        uint32_t f = 0;
+        CHECK_STATUS(mbq_buffer_get_flags(b, &f), 0);
+        CHECK_EQ(f, MBQ_BUFFER_FLAG_USER(i));
+        CHECK_STATUS(mbq_buffer_release(b), 0);
+    }
+    mbq_buffer_queue_close(q);
+    mbq_disconnect(c);
+    return 0;
+}
+
+static bool pool_listed(mbq_client *c, const char *prefix)
+{
+    mbq_object_info infos[8];
+    memset(infos, 0, sizeof infos);
+    infos[0].size = sizeof infos[0];
+    int n = h_list(c, prefix, infos, 8);
+    for (int i = 0; i < n && i < 8; i++)
+        if (infos[i].kind == MBQ_OBJECT_POOL)
+            return true;
+    return false;
+}
+
+static void queued_buffer_keeps_its_pool(void)
+{
+    REQUIRE(mbqd_start(&D) == 0);
+    CHECK_EQ(run_in_child(orphan_producer, NULL), 0);
+    mbq_client *c = h_connect(&D, "watcher");
+    REQUIRE(c);
+    CHECK(pool_listed(c, "orphan/")); /* unlinked, closed, kept for its buffers */
+    CHECK_EQ(run_in_child(orphan_consumer, NULL), 0);
+    /* destroyed on the daemon's next tick once its last block was freed */
+    uint64_t deadline = h_now_ns() + 20ull * 1000000000ull;
+    while (pool_listed(c, "orphan/") && h_now_ns() < deadline)
+        h_pause_us(10000);
+    CHECK(!pool_listed(c, "orphan/"));
+    mbq_disconnect(c);
+    CHECK_MBQD_STOP(&D);
+}
+
 static void null_queue_is_at_end_of_data(void)
 {
     CHECK(mbq_buffer_queue_contains_end_of_data(NULL));
@@ -313,4 +447,5 @@ static void null_queue_is_at_end_of_data(void)
 }
 
 CHECK_MAIN(CASE(metadata_round_trip_and_freeze), CASE(create_or_open),
+           CASE(buffer_after_pool_close), CASE(queued_buffer_keeps_its_pool),
            CASE(null_queue_is_at_end_of_data))
