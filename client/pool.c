@@ -23,6 +23,8 @@
 
 #include <string.h>
 
+_Static_assert(MBQ_FORMAT_MAX == POOL_FORMAT_MAX, "the header's format limit is the pool's");
+
 /* ---- the pool table ----------------------------------------------------------- */
 
 struct mbq_pool *pool_table_lookup(mbq_client *c, uint32_t pool_id, struct mbq_pool *hint)
@@ -98,6 +100,7 @@ static int pool_adopt_locked(mbq_client *c, struct client_reply *reply,
     p->client = c;
     p->object_id = info->object_id;
     p->opens = 1;
+    pthread_mutex_init(&p->format_lock, NULL);
     r = pool_table_insert_locked(c, p);
     if (r < 0) {
         pool_detach(&p->pool);
@@ -150,6 +153,10 @@ static void pool_free_locked(mbq_client *c, struct mbq_pool *p)
 {
     pool_table_remove_locked(c, p);
     pool_detach(&p->pool); /* zeroes it: every handle now decodes as stale */
+    free(p->format_bytes);
+    p->format_bytes = NULL;
+    p->format_len = 0;
+    p->format_id = 0;
     p->client = NULL;
     p->object_id = UINT64_MAX; /* matches no pool id a queue entry carries */
     pthread_mutex_lock(&tombstones_lock);
@@ -417,5 +424,90 @@ int mbq_buffer_get_fd(mbq_buffer buffer, int *fd, uint64_t *offset, size_t *leng
     int r = pool_block_span(&buffer.pool_->pool, buffer.handle_, fd, offset, &len);
     if (r == 0)
         *length = (size_t)len;
+    return r;
+}
+
+/* ---- formats ------------------------------------------------------------------- */
+
+int mbq_pool_intern_format(mbq_pool *pool, const void *bytes, size_t len, mbq_format_id *out)
+{
+    if (!pool || !bytes || !out || len == 0)
+        return -EINVAL;
+    if (len > POOL_FORMAT_MAX)
+        return -EMSGSIZE;
+    if (!pool->pool.sh)
+        return -ESTALE;
+    return pool_format_intern(&pool->pool, bytes, (uint32_t)len, out);
+}
+
+int mbq_buffer_set_format_id(mbq_buffer buffer, mbq_format_id id)
+{
+    if (!buffer.pool_)
+        return -EINVAL;
+    return pool_set_format(&buffer.pool_->pool, buffer.handle_, id);
+}
+
+int mbq_buffer_set_format(mbq_buffer buffer, const void *bytes, size_t len)
+{
+    if (!buffer.pool_ || (!bytes && len))
+        return -EINVAL;
+    if (len > POOL_FORMAT_MAX)
+        return -EMSGSIZE;
+    struct mbq_pool *p = buffer.pool_;
+    if (len == 0)
+        return pool_set_format(&p->pool, buffer.handle_, 0);
+    if (!p->pool.sh)
+        return -ESTALE;
+    /* The format a producer sets on every buffer rarely changes: compare it
+     * with the last one interned here, and intern only a new one (or one
+     * whose slot was recycled meanwhile). */
+    uint64_t id = 0;
+    pthread_mutex_lock(&p->format_lock);
+    if (p->format_len == len && memcmp(p->format_bytes, bytes, len) == 0 &&
+        pool_format_current(&p->pool, p->format_id))
+        id = p->format_id;
+    pthread_mutex_unlock(&p->format_lock);
+    if (!id) {
+        int r = pool_format_intern(&p->pool, bytes, (uint32_t)len, &id);
+        if (r < 0)
+            return r;
+        uint8_t *copy = malloc(len);
+        if (copy) {
+            memcpy(copy, bytes, len);
+            pthread_mutex_lock(&p->format_lock);
+            free(p->format_bytes);
+            p->format_bytes = copy;
+            p->format_len = (uint32_t)len;
+            p->format_id = id;
+            pthread_mutex_unlock(&p->format_lock);
+        }
+    }
+    return pool_set_format(&p->pool, buffer.handle_, id);
+}
+
+int mbq_buffer_get_format_id(mbq_buffer buffer, mbq_format_id *id)
+{
+    if (!buffer.pool_ || !id)
+        return -EINVAL;
+    return pool_get_format(&buffer.pool_->pool, buffer.handle_, id);
+}
+
+int mbq_buffer_copy_format(mbq_buffer buffer, void *buf, size_t cap, size_t *len)
+{
+    if (!buffer.pool_ || !len || (!buf && cap))
+        return -EINVAL;
+    uint64_t id;
+    int r = pool_get_format(&buffer.pool_->pool, buffer.handle_, &id);
+    if (r < 0)
+        return r;
+    if (id == 0) {
+        *len = 0;
+        return -ENODATA;
+    }
+    uint32_t n = 0;
+    r = pool_format_read(&buffer.pool_->pool, id, buf,
+                         cap > POOL_FORMAT_MAX ? POOL_FORMAT_MAX : (uint32_t)cap, &n);
+    if (r == 0 || r == -ERANGE)
+        *len = n;
     return r;
 }

@@ -440,7 +440,7 @@ uint64_t registry_estimate_size(const struct object_config *c)
         size = (c->pool.block_size + page - 1) / page * page +
                pool_overhead_per_block();
         if (__builtin_mul_overflow(size, (uint64_t)c->pool.block_count, &n) ||
-            __builtin_add_overflow(n, overhead, &n))
+            __builtin_add_overflow(n, overhead + pool_format_area_size(), &n))
             return UINT64_MAX;
         return n;
     }

@@ -74,7 +74,9 @@ _Static_assert(offsetof(struct pool_block, duration) == 96, "pool_block layout")
 _Static_assert(offsetof(struct pool_block, attachments) == 120, "pool_block layout");
 _Static_assert(offsetof(struct pool_block, flags) == 44, "pool_block layout");
 _Static_assert(offsetof(struct pool_block, frozen) == 152, "pool_block layout");
-_Static_assert(offsetof(struct pool_block, pad) == 156, "pool_block layout");
+_Static_assert(offsetof(struct pool_block, format) == 160, "pool_block layout");
+_Static_assert(offsetof(struct pool_block, pad) == 168, "pool_block layout");
+_Static_assert(sizeof(struct pool_format) == 4096, "pool_format is a page");
 _Static_assert(sizeof(struct pool_intent) == 32, "pool_intent is half a cache line");
 _Static_assert(sizeof(struct pool_client) == 128 + 32 * POOL_INTENTS, "pool_client layout");
 _Static_assert(offsetof(struct pool_client, allocs) == 8, "pool_client layout");
@@ -115,7 +117,7 @@ _Static_assert(offsetof(struct pool_shared, spill_hint) == 208, "pool_shared lay
 #define POOL_AGE_BATCH 64
 
 struct pool_layout {
-    uint64_t clients_off, holdings_off, blocks_off, data_off, total;
+    uint64_t clients_off, holdings_off, blocks_off, formats_off, data_off, total;
 };
 
 static uint64_t pool_page_size(void)
@@ -140,7 +142,9 @@ static int pool_layout_of(uint64_t block_size, uint32_t count, uint64_t page,
     l->holdings_off = l->clients_off + POOL_MAX_CLIENTS * sizeof(struct pool_client);
     l->blocks_off = round_up64(l->holdings_off + (uint64_t)POOL_MAX_CLIENTS * count *
                                                      sizeof(uint32_t), 64);
-    l->data_off = round_up64(l->blocks_off + (uint64_t)count * sizeof(struct pool_block), page);
+    l->formats_off = round_up64(l->blocks_off + (uint64_t)count * sizeof(struct pool_block), 64);
+    l->data_off =
+        round_up64(l->formats_off + POOL_FORMATS * (uint64_t)sizeof(struct pool_format), page);
     uint64_t data_len;
     if (__builtin_mul_overflow(block_size, (uint64_t)count, &data_len) ||
         __builtin_add_overflow(l->data_off, data_len, &l->total) ||
@@ -1460,6 +1464,7 @@ int pool_create(const struct pool_params *params, struct pool *out)
         .clients = (struct pool_client *)(base + l.clients_off),
         .holdings = (_Atomic uint32_t *)(base + l.holdings_off),
         .blocks = (struct pool_block *)(base + l.blocks_off),
+        .formats = (struct pool_format *)(base + l.formats_off),
         .data = base + l.data_off,
         .block_size = bs,
         .block_count = n,
@@ -1552,6 +1557,7 @@ int pool_attach(int fd, struct pool *out)
         .clients = (struct pool_client *)(base + l.clients_off),
         .holdings = (_Atomic uint32_t *)(base + l.holdings_off),
         .blocks = (struct pool_block *)(base + l.blocks_off),
+        .formats = (struct pool_format *)(base + l.formats_off),
         .data = base + l.data_off,
         .block_size = bs,
         .block_count = n,
@@ -1656,6 +1662,7 @@ int pool_alloc(struct pool *p, uint64_t size, uint64_t *handle_out)
     atomic_store_explicit(&b->ready, 1, memory_order_relaxed);
     atomic_store_explicit(&b->frozen, 0, memory_order_relaxed);
     b->flags = POOL_FLAGS_DEFAULT;
+    b->format = 0;
     /* One constant stored three times: a chained assignment reloads each
      * stored value, a store-forwarding stall per field. */
     const mbq_time invalid = MBQ_TIME_INVALID;
@@ -2392,6 +2399,134 @@ bool pool_is_ready(struct pool *p, uint64_t handle)
 {
     const struct pool_block *b = pool_block_of(p, handle);
     return b && atomic_load_explicit(&((struct pool_block *)b)->ready, memory_order_acquire) != 0;
+}
+
+/* ---- formats (see struct pool_format) ---- */
+
+static uint64_t fnv1a(const void *bytes, uint32_t len)
+{
+    const uint8_t *b = bytes;
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (uint32_t i = 0; i < len; i++)
+        h = (h ^ b[i]) * 0x100000001b3ull;
+    return h;
+}
+
+uint64_t pool_format_area_size(void)
+{
+    return POOL_FORMATS * (uint64_t)sizeof(struct pool_format);
+}
+
+int pool_format_intern(struct pool *p, const void *bytes, uint32_t len, uint64_t *id_out)
+{
+    if (!p || !p->sh || !bytes || len == 0 || len > POOL_FORMAT_MAX || !id_out)
+        return -EINVAL;
+    const uint64_t h = fnv1a(bytes, len);
+    int lr = pool_lock(p);
+    if (lr < 0)
+        return lr;
+    struct pool_shared *sh = p->sh;
+    const uint64_t clock = RD(sh->format_clock) + 1;
+    sh->format_clock = clock;
+    /* Under the lock no one else writes a slot: an odd seq is a writer that
+     * died mid-write, as good as an empty slot. */
+    int victim = -1;
+    uint64_t oldest = UINT64_MAX;
+    for (int i = 0; i < POOL_FORMATS; i++) {
+        struct pool_format *f = &p->formats[i];
+        const uint32_t seq = atomic_load_explicit(&f->seq, memory_order_relaxed);
+        if (seq == 0 || (seq & 1)) {
+            if (oldest != 0)
+                victim = i, oldest = 0;
+            continue;
+        }
+        if (RD(f->len) == len && RD(f->hash) == h && memcmp(f->bytes, bytes, len) == 0) {
+            f->stamp = clock;
+            pool_unlock(p);
+            *id_out = (uint64_t)seq << 32 | (uint32_t)(i + 1);
+            return 0;
+        }
+        const uint64_t st = RD(f->stamp);
+        if (st < oldest)
+            victim = i, oldest = st;
+    }
+    struct pool_format *f = &p->formats[victim];
+    uint32_t seq = atomic_load_explicit(&f->seq, memory_order_relaxed);
+    const uint32_t busy = (seq & 1) ? seq : seq + 1;
+    uint32_t next = busy + 1;
+    if (next == 0)
+        next = 2; /* a wrapped seq: 0 means "never used" */
+    atomic_store_explicit(&f->seq, busy, memory_order_relaxed);
+    atomic_thread_fence(memory_order_release); /* readers see busy before new bytes */
+    f->len = len;
+    f->hash = h;
+    f->stamp = clock;
+    memcpy(f->bytes, bytes, len);
+    atomic_store_explicit(&f->seq, next, memory_order_release);
+    pool_unlock(p);
+    *id_out = (uint64_t)next << 32 | (uint32_t)(victim + 1);
+    return 0;
+}
+
+/* The slot an id names, or NULL for an id that names none. */
+static struct pool_format *pool_format_slot(const struct pool *p, uint64_t id)
+{
+    const uint32_t lo = (uint32_t)id, gen = (uint32_t)(id >> 32);
+    if (!p || !p->sh || lo == 0 || lo > POOL_FORMATS || gen == 0 || (gen & 1))
+        return NULL;
+    return &p->formats[lo - 1];
+}
+
+bool pool_format_current(const struct pool *p, uint64_t id)
+{
+    struct pool_format *f = pool_format_slot(p, id);
+    return f && atomic_load_explicit(&f->seq, memory_order_acquire) == (uint32_t)(id >> 32);
+}
+
+int pool_format_read(const struct pool *p, uint64_t id, void *buf, uint32_t cap,
+                     uint32_t *len_out)
+{
+    struct pool_format *f = pool_format_slot(p, id);
+    if (!f)
+        return -EBADMSG;
+    const uint32_t seq = atomic_load_explicit(&f->seq, memory_order_acquire);
+    if (seq != (uint32_t)(id >> 32))
+        return -ESTALE;
+    const uint32_t len = RD(f->len);
+    if (len == 0 || len > POOL_FORMAT_MAX)
+        return -EBADMSG;
+    if (len_out)
+        *len_out = len;
+    if (cap < len || !buf)
+        return -ERANGE;
+    memcpy(buf, f->bytes, len);
+    atomic_thread_fence(memory_order_acquire); /* the copy before the re-check */
+    if (atomic_load_explicit(&f->seq, memory_order_relaxed) != seq)
+        return -ESTALE;
+    return 0;
+}
+
+int pool_set_format(struct pool *p, uint64_t handle, uint64_t id)
+{
+    int err;
+    struct pool_block *b = pool_block_mutable(p, handle, &err);
+    if (!b)
+        return err;
+    if (id != 0 && !pool_format_slot(p, id))
+        return -EBADMSG;
+    if (id != 0 && !pool_format_current(p, id))
+        return -ESTALE;
+    b->format = id;
+    return 0;
+}
+
+int pool_get_format(struct pool *p, uint64_t handle, uint64_t *id)
+{
+    const struct pool_block *b = pool_block_of(p, handle);
+    if (!b)
+        return -ESTALE;
+    *id = RD(b->format);
+    return 0;
 }
 
 uint32_t pool_blocks_in_use(const struct pool *p)

@@ -110,6 +110,7 @@ enum pool_block_state {
 struct pool_shared;
 struct pool_client;
 struct pool_block;
+struct pool_format;
 #define POOL_F_NEEDS_REPAIR 2u /* a step could not take the lock: repair at the next */
 
 struct pool {
@@ -118,6 +119,7 @@ struct pool {
     struct pool_client *clients;
     _Atomic uint32_t *holdings; /* [POOL_MAX_CLIENTS][block_count] */
     struct pool_block *blocks;
+    struct pool_format *formats; /* [POOL_FORMATS] */
     uint8_t *data;
     uint64_t block_size; /* copied at attach: never re-read from shm */
     uint32_t block_count;
@@ -206,6 +208,33 @@ int pool_set_data_size(struct pool *p, uint64_t handle, uint64_t size);
 #define POOL_FLAGS_DEFAULT 1u
 int pool_set_flags(struct pool *p, uint64_t handle, uint32_t flags);
 int pool_get_flags(struct pool *p, uint64_t handle, uint32_t *flags);
+/* Format descriptions (an opaque byte string: caps, codec parameters),
+ * interned in the pool's format area so that a buffer carries only an id.
+ * POOL_FORMATS slots, recycled least recently interned first: a buffer
+ * whose format's slot was recycled for another format (more than
+ * POOL_FORMATS distinct formats interned since) reads -ESTALE. */
+#define POOL_FORMATS 16
+#define POOL_FORMAT_MAX 4064
+/* Interns bytes[0..len) (1..POOL_FORMAT_MAX), under the pool lock: the id
+ * of an identical format already there, or of a slot written now. 0,
+ * -EINVAL, -EBUSY (the lock stays held). */
+int pool_format_intern(struct pool *p, const void *bytes, uint32_t len, uint64_t *id_out);
+/* Whether id names a format the area holds now (no lock). */
+bool pool_format_current(const struct pool *p, uint64_t id);
+/* Copies format id into buf (cap bytes) and its length into *len_out. 0;
+ * -ERANGE (cap too small: *len_out says how much is needed); -ESTALE (the
+ * slot was recycled, or is being written); -EBADMSG (an id that names no
+ * slot, or a slot whose length is out of range: forged or scribbled). */
+int pool_format_read(const struct pool *p, uint64_t id, void *buf, uint32_t cap,
+                     uint32_t *len_out);
+/* The buffer's format id (0: none); setting it is frozen by an enqueue like
+ * the rest of the metadata. set: 0, -ESTALE (buffer, or id not current),
+ * -EBADMSG (id names no slot), -EPERM (frozen). */
+int pool_set_format(struct pool *p, uint64_t handle, uint64_t id);
+int pool_get_format(struct pool *p, uint64_t handle, uint64_t *id);
+/* The bytes of the format area (what a pool costs besides its blocks). */
+uint64_t pool_format_area_size(void);
+
 /* Freezes the metadata (the library calls it at enqueue, before reading
  * what the queue copies): 1 when this call froze it, 0 when it was frozen
  * already, -ESTALE. pool_thaw undoes a freeze whose enqueue failed (so a

@@ -270,6 +270,44 @@ int mbq_buffer_get_sample_timing(mbq_buffer buffer, mbq_sample_timing *timing);
 int mbq_buffer_set_flags(mbq_buffer buffer, uint32_t flags);
 int mbq_buffer_get_flags(mbq_buffer buffer, uint32_t *flags);
 
+/* Format descriptions: an opaque byte string of up to MBQ_FORMAT_MAX bytes
+ * (GStreamer caps, codec parameters — CMFormatDescription's role) that a
+ * producer sets on a buffer and every consumer reads for that buffer, so a
+ * change takes effect exactly at the buffer that carries it. Formats are
+ * interned in the pool's format area (16 slots per pool) and a buffer
+ * carries only an id: a format that does not change costs no copy per
+ * buffer. Like the rest of the metadata it is frozen by the first enqueue.
+ *
+ * The slots are recycled least recently interned first: a buffer whose
+ * format was interned more than 16 distinct formats ago may read -ESTALE.
+ * A consumer that compares ids (mbq_buffer_get_format_id) copies a format
+ * only when it changes; ids are per pool.
+ *
+ * mbq_pool_intern_format: the id of bytes[0..len) in the pool (an identical
+ * format already there is reused). 0, -EINVAL (NULL, len 0), -EMSGSIZE
+ * (above MBQ_FORMAT_MAX), -ESTALE (pool closed), -EBUSY (the pool lock
+ * stays held by another process).
+ * mbq_buffer_set_format_id: sets an id interned in the buffer's own pool (0
+ * clears). -ESTALE (buffer, or a format no longer current), -EBADMSG (not a
+ * format id of this pool), -EPERM (frozen), -EINVAL.
+ * mbq_buffer_set_format: interns and sets in one call; the library keeps
+ * the last format it interned per pool, so an unchanged format costs a
+ * compare in process memory. len 0 clears. Errors of both above.
+ * mbq_buffer_get_format_id: 0 with *id (0: the buffer has no format).
+ * mbq_buffer_copy_format: copies the format into buf (cap bytes) and its
+ * length into *len. 0; -ENODATA (no format: *len 0); -ERANGE (cap too
+ * small: *len is the length needed); -ESTALE (freed buffer, or its format's
+ * slot was recycled); -EBADMSG (the format area or the buffer's id is
+ * corrupt: a hostile or broken peer wrote shared memory; never read out of
+ * bounds); -EINVAL. */
+#define MBQ_FORMAT_MAX 4064
+typedef uint64_t mbq_format_id;
+int mbq_pool_intern_format(mbq_pool *pool, const void *bytes, size_t len, mbq_format_id *out);
+int mbq_buffer_set_format_id(mbq_buffer buffer, mbq_format_id id);
+int mbq_buffer_set_format(mbq_buffer buffer, const void *bytes, size_t len);
+int mbq_buffer_get_format_id(mbq_buffer buffer, mbq_format_id *id);
+int mbq_buffer_copy_format(mbq_buffer buffer, void *buf, size_t cap, size_t *len);
+
 /* The payload as a file: the pool's memfd (borrowed: owned by the library,
  * valid while the pool is open in this process; do not close it, dup it to
  * keep it) and the offset and length of the buffer's block in it, page
