@@ -2432,23 +2432,45 @@ int pool_format_intern(struct pool *p, const void *bytes, uint32_t len, uint64_t
      * died mid-write, as good as an empty slot. */
     int victim = -1;
     uint64_t oldest = UINT64_MAX;
+    uint32_t seqs[POOL_FORMATS];
     for (int i = 0; i < POOL_FORMATS; i++) {
         struct pool_format *f = &p->formats[i];
         const uint32_t seq = atomic_load_explicit(&f->seq, memory_order_relaxed);
-        if (seq == 0 || (seq & 1)) {
-            if (oldest != 0)
-                victim = i, oldest = 0;
+        seqs[i] = seq;
+        if (seq == 0 || (seq & 1))
             continue;
-        }
         if (RD(f->len) == len && RD(f->hash) == h && memcmp(f->bytes, bytes, len) == 0) {
             f->stamp = clock;
             pool_unlock(p);
             *id_out = (uint64_t)seq << 32 | (uint32_t)(i + 1);
             return 0;
         }
-        const uint64_t st = RD(f->stamp);
-        if (st < oldest)
+    }
+    /* A slot some live buffer carries is not recycled: the formats of
+     * buffers held or queued stay readable. One pass over the descriptors,
+     * on a new format only (rare). */
+    uint32_t in_use = 0;
+    for (uint32_t i = 0; i < p->block_count; i++) {
+        if (!rc_live(ref_count(atomic_load_explicit(&p->blocks[i].ref, memory_order_relaxed))))
+            continue;
+        const uint64_t id = RD(p->blocks[i].format);
+        const uint32_t lo = (uint32_t)id;
+        if (lo >= 1 && lo <= POOL_FORMATS && (uint32_t)(id >> 32) == seqs[lo - 1])
+            in_use |= 1u << (lo - 1);
+    }
+    for (int i = 0; i < POOL_FORMATS; i++) {
+        if (seqs[i] == 0 || (seqs[i] & 1)) {
+            if (oldest != 0)
+                victim = i, oldest = 0;
+            continue;
+        }
+        const uint64_t st = RD(p->formats[i].stamp);
+        if (!(in_use & (1u << i)) && st < oldest)
             victim = i, oldest = st;
+    }
+    if (victim < 0) {
+        pool_unlock(p);
+        return -ENOSPC; /* every slot is carried by a live buffer */
     }
     struct pool_format *f = &p->formats[victim];
     uint32_t seq = atomic_load_explicit(&f->seq, memory_order_relaxed);
@@ -2517,6 +2539,13 @@ int pool_set_format(struct pool *p, uint64_t handle, uint64_t id)
     if (id != 0 && !pool_format_current(p, id))
         return -ESTALE;
     b->format = id;
+    /* An intern that scanned the descriptors before this store may have
+     * recycled the slot meanwhile: checked again after it. */
+    atomic_thread_fence(memory_order_seq_cst);
+    if (id != 0 && !pool_format_current(p, id)) {
+        b->format = 0;
+        return -ESTALE;
+    }
     return 0;
 }
 

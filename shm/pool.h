@@ -210,14 +210,17 @@ int pool_set_flags(struct pool *p, uint64_t handle, uint32_t flags);
 int pool_get_flags(struct pool *p, uint64_t handle, uint32_t *flags);
 /* Format descriptions (an opaque byte string: caps, codec parameters),
  * interned in the pool's format area so that a buffer carries only an id.
- * POOL_FORMATS slots, recycled least recently interned first: a buffer
- * whose format's slot was recycled for another format (more than
- * POOL_FORMATS distinct formats interned since) reads -ESTALE. */
+ * POOL_FORMATS slots; a new format takes an empty slot or the least
+ * recently interned one that no live buffer carries (-ENOSPC when every
+ * slot is carried). An id whose slot was recycled reads -ESTALE: one kept
+ * aside while no buffer carried it, or (a narrow race) one set on a buffer
+ * while another process recycled its slot. */
 #define POOL_FORMATS 16
 #define POOL_FORMAT_MAX 4064
 /* Interns bytes[0..len) (1..POOL_FORMAT_MAX), under the pool lock: the id
  * of an identical format already there, or of a slot written now. 0,
- * -EINVAL, -EBUSY (the lock stays held). */
+ * -EINVAL, -ENOSPC (every slot carried by a live buffer), -EBUSY (the lock
+ * stays held). */
 int pool_format_intern(struct pool *p, const void *bytes, uint32_t len, uint64_t *id_out);
 /* Whether id names a format the area holds now (no lock). */
 bool pool_format_current(const struct pool *p, uint64_t id);

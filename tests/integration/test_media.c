@@ -440,6 +440,112 @@ static void queued_buffer_keeps_its_pool(void)
     CHECK_MBQD_STOP(&D);
 }
 
+/* Formats across processes: set per buffer, read per buffer, a change
+ * takes effect exactly at the buffer that carries it; an unchanged format
+ * is interned once (the same id); a forged or recycled id is refused. */
+static const char *const caps[] = {"video/x-raw,format=NV12,width=640,height=480",
+                                   "video/x-raw,format=NV12,width=1280,height=720"};
+/* buffer i's format: 0 0 0 1 1 0 none */
+static int format_of(int i)
+{
+    return i == 6 ? -1 : (i == 3 || i == 4) ? 1 : 0;
+}
+
+static int format_producer(void *arg)
+{
+    (void)arg;
+    mbq_client *c = h_connect(&D, "fmt-producer");
+    CREQUIRE(c);
+    mbq_pool *pool = NULL;
+    mbq_buffer_queue *q = NULL;
+    mbq_pool_options po = h_pool_opts(4096, 16);
+    mbq_buffer_queue_options qo = h_bq_opts(16, MBQ_ORDER_FIFO);
+    CREQUIRE(mbq_pool_create(c, "fmt/pool", &po, &pool) == 0);
+    CREQUIRE(mbq_buffer_queue_create(c, "fmt/q", &qo, &q) == 0);
+    for (int i = 0; i < 7; i++) {
+        mbq_buffer b;
+        CREQUIRE(mbq_pool_allocate(pool, 100, &b) == 0);
+        int f = format_of(i);
+        if (f >= 0)
+            CHECK_STATUS(mbq_buffer_set_format(b, caps[f], strlen(caps[f]) + 1), 0);
+        CHECK_STATUS(mbq_buffer_queue_enqueue_and_release(q, b), 0);
+    }
+    /* forged and recycled ids on a buffer of this pool */
+    mbq_buffer b;
+    CREQUIRE(mbq_pool_allocate(pool, 100, &b) == 0);
+    CHECK_STATUS(mbq_buffer_set_format_id(b, (mbq_format_id)2 << 32 | 1000), -EBADMSG);
+    mbq_format_id first, held, id;
+    CHECK_STATUS(mbq_pool_intern_format(pool, "first", 5, &first), 0);
+    CHECK_STATUS(mbq_pool_intern_format(pool, "held", 4, &held), 0);
+    CHECK_STATUS(mbq_buffer_set_format_id(b, held), 0);
+    CHECK_STATUS(mbq_buffer_set_format_id(b, held + ((mbq_format_id)2 << 32)), -ESTALE);
+    char name[32];
+    for (int i = 0; i < 20; i++) { /* more distinct formats than slots */
+        int n = snprintf(name, sizeof name, "other-%d", i);
+        CHECK_STATUS(mbq_pool_intern_format(pool, name, (size_t)n, &id), 0);
+    }
+    /* "first", carried by no buffer, was recycled; "held" was not */
+    CHECK_STATUS(mbq_buffer_set_format_id(b, first), -ESTALE);
+    char buf[64];
+    size_t len = 0;
+    CHECK_STATUS(mbq_buffer_copy_format(b, buf, sizeof buf, &len), 0);
+    CHECK(len == 4 && !memcmp(buf, "held", 4));
+    CHECK_STATUS(mbq_buffer_set_format(b, NULL, 0), 0); /* cleared */
+    CHECK_STATUS(mbq_buffer_copy_format(b, buf, sizeof buf, &len), -ENODATA);
+    static char big[MBQ_FORMAT_MAX + 1];
+    CHECK_STATUS(mbq_buffer_set_format(b, big, sizeof big), -EMSGSIZE);
+    CHECK_STATUS(mbq_buffer_set_format(b, big, MBQ_FORMAT_MAX), 0);
+    CHECK_STATUS(mbq_buffer_release(b), 0);
+    mbq_buffer_queue_close(q);
+    mbq_pool_close(pool);
+    mbq_disconnect(c);
+    return 0;
+}
+
+static int format_consumer(void *arg)
+{
+    (void)arg;
+    mbq_client *c = h_connect(&D, "fmt-consumer");
+    CREQUIRE(c);
+    mbq_buffer_queue *q = NULL;
+    CREQUIRE(mbq_buffer_queue_open(c, "fmt/q", &q) == 0);
+    mbq_format_id ids[7] = {0};
+    for (int i = 0; i < 7; i++) {
+        mbq_buffer b;
+        CREQUIRE(mbq_buffer_queue_dequeue_and_retain(q, &b) == 0);
+        CHECK_STATUS(mbq_buffer_get_format_id(b, &ids[i]), 0);
+        char buf[256];
+        size_t len = 0;
+        int f = format_of(i);
+        if (f < 0) {
+            CHECK_EQ(ids[i], 0u);
+            CHECK_STATUS(mbq_buffer_copy_format(b, buf, sizeof buf, &len), -ENODATA);
+        } else {
+            CHECK_STATUS(mbq_buffer_copy_format(b, buf, 4, &len), -ERANGE);
+            CHECK_EQ(len, strlen(caps[f]) + 1);
+            CHECK_STATUS(mbq_buffer_copy_format(b, buf, sizeof buf, &len), 0);
+            CHECK_EQ(len, strlen(caps[f]) + 1);
+            CHECK(!strcmp(buf, caps[f]));
+        }
+        CHECK_STATUS(mbq_buffer_release(b), 0);
+    }
+    CHECK_EQ(ids[0], ids[1]); /* interned once */
+    CHECK_EQ(ids[0], ids[5]); /* and found again after the change */
+    CHECK_EQ(ids[3], ids[4]);
+    CHECK(ids[0] != ids[3]);
+    mbq_buffer_queue_close(q);
+    mbq_disconnect(c);
+    return 0;
+}
+
+static void formats_across_processes(void)
+{
+    REQUIRE(mbqd_start(&D) == 0);
+    CHECK_EQ(run_in_child(format_producer, NULL), 0);
+    CHECK_EQ(run_in_child(format_consumer, NULL), 0);
+    CHECK_MBQD_STOP(&D);
+}
+
 static void null_queue_is_at_end_of_data(void)
 {
     CHECK(mbq_buffer_queue_contains_end_of_data(NULL));
@@ -448,4 +554,4 @@ static void null_queue_is_at_end_of_data(void)
 
 CHECK_MAIN(CASE(metadata_round_trip_and_freeze), CASE(create_or_open),
            CASE(buffer_after_pool_close), CASE(queued_buffer_keeps_its_pool),
-           CASE(null_queue_is_at_end_of_data))
+           CASE(formats_across_processes), CASE(null_queue_is_at_end_of_data))

@@ -278,15 +278,19 @@ int mbq_buffer_get_flags(mbq_buffer buffer, uint32_t *flags);
  * carries only an id: a format that does not change costs no copy per
  * buffer. Like the rest of the metadata it is frozen by the first enqueue.
  *
- * The slots are recycled least recently interned first: a buffer whose
- * format was interned more than 16 distinct formats ago may read -ESTALE.
- * A consumer that compares ids (mbq_buffer_get_format_id) copies a format
- * only when it changes; ids are per pool.
+ * A new format takes an empty slot, or recycles the least recently
+ * interned one that no live buffer (held or queued) carries, so the format
+ * of every buffer in flight stays readable; with all 16 carried, interning
+ * fails with -ENOSPC. An id kept aside while no buffer carried it may have
+ * been recycled: setting it gives -ESTALE. A consumer that compares ids
+ * (mbq_buffer_get_format_id) copies a format only when it changes; ids are
+ * per pool.
  *
  * mbq_pool_intern_format: the id of bytes[0..len) in the pool (an identical
  * format already there is reused). 0, -EINVAL (NULL, len 0), -EMSGSIZE
- * (above MBQ_FORMAT_MAX), -ESTALE (pool closed), -EBUSY (the pool lock
- * stays held by another process).
+ * (above MBQ_FORMAT_MAX), -ENOSPC (16 formats carried by live buffers),
+ * -ESTALE (pool closed), -EBUSY (the pool lock stays held by another
+ * process).
  * mbq_buffer_set_format_id: sets an id interned in the buffer's own pool (0
  * clears). -ESTALE (buffer, or a format no longer current), -EBADMSG (not a
  * format id of this pool), -EPERM (frozen), -EINVAL.
