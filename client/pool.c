@@ -24,6 +24,7 @@
 #include <string.h>
 
 _Static_assert(MBQ_FORMAT_MAX == POOL_FORMAT_MAX, "the header's format limit is the pool's");
+_Static_assert(MBQ_ATTACHMENTS_MAX == POOL_ATTACH_MAX, "the header's attachment area is the pool's");
 
 /* ---- the pool table ----------------------------------------------------------- */
 
@@ -510,4 +511,66 @@ int mbq_buffer_copy_format(mbq_buffer buffer, void *buf, size_t cap, size_t *len
     if (r == 0 || r == -ERANGE)
         *len = n;
     return r;
+}
+
+/* ---- attachments ------------------------------------------------------------------ */
+
+int mbq_buffer_set_attachment(mbq_buffer buffer, const char *key, const void *value,
+                              size_t length, mbq_attachment_mode mode)
+{
+    if (!buffer.pool_ || (mode != MBQ_ATTACHMENT_SHOULD_NOT_PROPAGATE &&
+                          mode != MBQ_ATTACHMENT_SHOULD_PROPAGATE))
+        return -EINVAL;
+    if (length > POOL_ATTACH_MAX)
+        return -ENOSPC;
+    return pool_attachment_set(&buffer.pool_->pool, buffer.handle_, key, value,
+                               (uint32_t)length, mode == MBQ_ATTACHMENT_SHOULD_PROPAGATE);
+}
+
+int mbq_buffer_get_attachment(mbq_buffer buffer, const char *key, void *buf, size_t cap,
+                              size_t *length, mbq_attachment_mode *mode)
+{
+    if (!buffer.pool_)
+        return -EINVAL;
+    uint32_t n = 0;
+    bool prop = false;
+    int r = pool_attachment_get(&buffer.pool_->pool, buffer.handle_, key, buf,
+                                cap > POOL_ATTACH_MAX ? POOL_ATTACH_MAX : (uint32_t)cap, &n,
+                                &prop);
+    if (r == 0 || r == -ERANGE) {
+        if (length)
+            *length = n;
+        if (mode)
+            *mode = prop ? MBQ_ATTACHMENT_SHOULD_PROPAGATE : MBQ_ATTACHMENT_SHOULD_NOT_PROPAGATE;
+    }
+    return r;
+}
+
+int mbq_buffer_remove_attachment(mbq_buffer buffer, const char *key)
+{
+    if (!buffer.pool_ || !key)
+        return -EINVAL;
+    return pool_attachment_remove(&buffer.pool_->pool, buffer.handle_, key);
+}
+
+int mbq_buffer_remove_all_attachments(mbq_buffer buffer)
+{
+    if (!buffer.pool_)
+        return -EINVAL;
+    return pool_attachment_remove(&buffer.pool_->pool, buffer.handle_, NULL);
+}
+
+int mbq_buffer_get_attachment_count(mbq_buffer buffer)
+{
+    if (!buffer.pool_)
+        return -EINVAL;
+    return pool_attachment_count(&buffer.pool_->pool, buffer.handle_);
+}
+
+int mbq_buffer_copy_attachments(mbq_buffer dst, mbq_buffer src)
+{
+    if (!dst.pool_ || !src.pool_)
+        return -EINVAL;
+    return pool_attachment_propagate(&dst.pool_->pool, dst.handle_, &src.pool_->pool,
+                                     src.handle_);
 }

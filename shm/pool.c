@@ -74,6 +74,7 @@ _Static_assert(offsetof(struct pool_block, duration) == 96, "pool_block layout")
 _Static_assert(offsetof(struct pool_block, attachments) == 120, "pool_block layout");
 _Static_assert(offsetof(struct pool_block, flags) == 44, "pool_block layout");
 _Static_assert(offsetof(struct pool_block, frozen) == 152, "pool_block layout");
+_Static_assert(offsetof(struct pool_block, attach_len) == 156, "pool_block layout");
 _Static_assert(offsetof(struct pool_block, format) == 160, "pool_block layout");
 _Static_assert(offsetof(struct pool_block, pad) == 168, "pool_block layout");
 _Static_assert(sizeof(struct pool_format) == 4096, "pool_format is a page");
@@ -117,7 +118,7 @@ _Static_assert(offsetof(struct pool_shared, spill_hint) == 208, "pool_shared lay
 #define POOL_AGE_BATCH 64
 
 struct pool_layout {
-    uint64_t clients_off, holdings_off, blocks_off, formats_off, data_off, total;
+    uint64_t clients_off, holdings_off, blocks_off, formats_off, attach_off, data_off, total;
 };
 
 static uint64_t pool_page_size(void)
@@ -143,8 +144,8 @@ static int pool_layout_of(uint64_t block_size, uint32_t count, uint64_t page,
     l->blocks_off = round_up64(l->holdings_off + (uint64_t)POOL_MAX_CLIENTS * count *
                                                      sizeof(uint32_t), 64);
     l->formats_off = round_up64(l->blocks_off + (uint64_t)count * sizeof(struct pool_block), 64);
-    l->data_off =
-        round_up64(l->formats_off + POOL_FORMATS * (uint64_t)sizeof(struct pool_format), page);
+    l->attach_off = l->formats_off + POOL_FORMATS * (uint64_t)sizeof(struct pool_format);
+    l->data_off = round_up64(l->attach_off + (uint64_t)count * POOL_ATTACH_MAX, page);
     uint64_t data_len;
     if (__builtin_mul_overflow(block_size, (uint64_t)count, &data_len) ||
         __builtin_add_overflow(l->data_off, data_len, &l->total) ||
@@ -1465,6 +1466,7 @@ int pool_create(const struct pool_params *params, struct pool *out)
         .holdings = (_Atomic uint32_t *)(base + l.holdings_off),
         .blocks = (struct pool_block *)(base + l.blocks_off),
         .formats = (struct pool_format *)(base + l.formats_off),
+        .attach = base + l.attach_off,
         .data = base + l.data_off,
         .block_size = bs,
         .block_count = n,
@@ -1558,6 +1560,7 @@ int pool_attach(int fd, struct pool *out)
         .holdings = (_Atomic uint32_t *)(base + l.holdings_off),
         .blocks = (struct pool_block *)(base + l.blocks_off),
         .formats = (struct pool_format *)(base + l.formats_off),
+        .attach = base + l.attach_off,
         .data = base + l.data_off,
         .block_size = bs,
         .block_count = n,
@@ -1663,6 +1666,7 @@ int pool_alloc(struct pool *p, uint64_t size, uint64_t *handle_out)
     atomic_store_explicit(&b->frozen, 0, memory_order_relaxed);
     b->flags = POOL_FLAGS_DEFAULT;
     b->format = 0;
+    b->attach_len = 0;
     /* One constant stored three times: a chained assignment reloads each
      * stored value, a store-forwarding stall per field. */
     const mbq_time invalid = MBQ_TIME_INVALID;
@@ -2558,6 +2562,232 @@ int pool_get_format(struct pool *p, uint64_t handle, uint64_t *id)
     return 0;
 }
 
+/* ---- attachments ----
+ *
+ * A block's attachments are records in its POOL_ATTACH_MAX bytes of the
+ * attachment area, the first attach_len bytes of it in use:
+ * {key length 1..POOL_ATTACH_KEY_MAX, mode, value length (2 bytes, little
+ * endian), key, value}. Read into a local copy first and parsed there, every
+ * length checked against what is left: a record that runs past the end (a
+ * scribbled area, or a holder killed while writing it) is -EBADMSG. */
+
+struct attach_view {
+    uint8_t area[POOL_ATTACH_MAX];
+    uint32_t len;
+};
+
+/* The block's attachments copied out, or -ESTALE / -EBADMSG. */
+static int attach_load(struct pool *p, uint64_t handle, struct attach_view *v)
+{
+    const struct pool_block *b = pool_block_of(p, handle);
+    if (!b)
+        return -ESTALE;
+    const uint32_t len = RD(b->attach_len);
+    if (len > POOL_ATTACH_MAX)
+        return -EBADMSG;
+    v->len = len;
+    memcpy(v->area, p->attach + (size_t)((uint32_t)handle - 1) * POOL_ATTACH_MAX, len);
+    return 0;
+}
+
+/* The record at off: 1 with its fields, 0 at the end, -EBADMSG. */
+static int attach_next(const struct attach_view *v, uint32_t off, uint32_t *klen, uint32_t *mode,
+                       uint32_t *vlen)
+{
+    if (off == v->len)
+        return 0;
+    if (v->len - off < 4)
+        return -EBADMSG;
+    *klen = v->area[off];
+    *mode = v->area[off + 1];
+    *vlen = (uint32_t)v->area[off + 2] | (uint32_t)v->area[off + 3] << 8;
+    if (*klen == 0 || *klen > POOL_ATTACH_KEY_MAX || *mode > 1 ||
+        (uint64_t)*klen + *vlen > v->len - off - 4)
+        return -EBADMSG;
+    return 1;
+}
+
+/* The offset of key's record, -ENOENT, or -EBADMSG. */
+static int attach_find(const struct attach_view *v, const char *key, uint32_t klen)
+{
+    uint32_t off = 0, kl, mode, vl;
+    int r;
+    while ((r = attach_next(v, off, &kl, &mode, &vl)) == 1) {
+        if (kl == klen && memcmp(v->area + off + 4, key, klen) == 0)
+            return (int)off;
+        off += 4 + kl + vl;
+    }
+    return r < 0 ? r : -ENOENT;
+}
+
+static void attach_cut(struct attach_view *v, uint32_t off)
+{
+    const uint32_t n = 4 + v->area[off] + ((uint32_t)v->area[off + 2] | (uint32_t)v->area[off + 3] << 8);
+    memmove(v->area + off, v->area + off + n, v->len - off - n);
+    v->len -= n;
+}
+
+static int attach_add(struct attach_view *v, const char *key, uint32_t klen, const void *val,
+                      uint32_t vlen, uint32_t mode)
+{
+    if ((uint64_t)v->len + 4 + klen + vlen > POOL_ATTACH_MAX)
+        return -ENOSPC;
+    uint8_t *r = v->area + v->len;
+    r[0] = (uint8_t)klen;
+    r[1] = (uint8_t)mode;
+    r[2] = (uint8_t)vlen;
+    r[3] = (uint8_t)(vlen >> 8);
+    memcpy(r + 4, key, klen);
+    if (vlen)
+        memcpy(r + 4 + klen, val, vlen);
+    v->len += 4 + klen + vlen;
+    return 0;
+}
+
+/* Writes v back to a mutable block: the bytes, then the length. */
+static int attach_store(struct pool *p, uint64_t handle, const struct attach_view *v)
+{
+    int err;
+    struct pool_block *b = pool_block_mutable(p, handle, &err);
+    if (!b)
+        return err;
+    memcpy(p->attach + (size_t)((uint32_t)handle - 1) * POOL_ATTACH_MAX, v->area, v->len);
+    atomic_thread_fence(memory_order_release);
+    b->attach_len = v->len;
+    return 0;
+}
+
+static bool attach_key_ok(const char *key, uint32_t *klen)
+{
+    if (!key)
+        return false;
+    size_t n = strnlen(key, POOL_ATTACH_KEY_MAX + 1);
+    *klen = (uint32_t)n;
+    return n >= 1 && n <= POOL_ATTACH_KEY_MAX;
+}
+
+int pool_attachment_set(struct pool *p, uint64_t handle, const char *key, const void *val,
+                    uint32_t vlen, bool propagate)
+{
+    uint32_t klen;
+    if (!attach_key_ok(key, &klen) || (!val && vlen) || vlen > POOL_ATTACH_MAX)
+        return -EINVAL;
+    int err;
+    if (!pool_block_mutable(p, handle, &err))
+        return err;
+    struct attach_view v;
+    int r = attach_load(p, handle, &v);
+    if (r < 0)
+        return r;
+    r = attach_find(&v, key, klen);
+    if (r == -EBADMSG)
+        return r;
+    if (r >= 0)
+        attach_cut(&v, (uint32_t)r);
+    r = attach_add(&v, key, klen, val, vlen, propagate ? 1u : 0u);
+    if (r < 0)
+        return r;
+    return attach_store(p, handle, &v);
+}
+
+int pool_attachment_get(struct pool *p, uint64_t handle, const char *key, void *buf, uint32_t cap,
+                    uint32_t *vlen_out, bool *propagate)
+{
+    uint32_t klen;
+    if (!attach_key_ok(key, &klen))
+        return -EINVAL;
+    struct attach_view v;
+    int r = attach_load(p, handle, &v);
+    if (r < 0)
+        return r;
+    r = attach_find(&v, key, klen);
+    if (r < 0)
+        return r;
+    const uint32_t off = (uint32_t)r;
+    const uint32_t vlen = (uint32_t)v.area[off + 2] | (uint32_t)v.area[off + 3] << 8;
+    if (vlen_out)
+        *vlen_out = vlen;
+    if (propagate)
+        *propagate = v.area[off + 1] != 0;
+    if (vlen > cap || (vlen && !buf))
+        return -ERANGE;
+    if (vlen)
+        memcpy(buf, v.area + off + 4 + klen, vlen);
+    return 0;
+}
+
+int pool_attachment_remove(struct pool *p, uint64_t handle, const char *key)
+{
+    struct attach_view v;
+    int err;
+    if (!pool_block_mutable(p, handle, &err))
+        return err;
+    int r = attach_load(p, handle, &v);
+    if (r < 0)
+        return r;
+    if (!key) {
+        v.len = 0;
+        return attach_store(p, handle, &v);
+    }
+    uint32_t klen;
+    if (!attach_key_ok(key, &klen))
+        return -EINVAL;
+    r = attach_find(&v, key, klen);
+    if (r < 0)
+        return r;
+    attach_cut(&v, (uint32_t)r);
+    return attach_store(p, handle, &v);
+}
+
+int pool_attachment_propagate(struct pool *dp, uint64_t dst, struct pool *sp, uint64_t src)
+{
+    int err;
+    if (!pool_block_mutable(dp, dst, &err))
+        return err;
+    struct attach_view s, d;
+    int r = attach_load(sp, src, &s);
+    if (r < 0)
+        return r;
+    r = attach_load(dp, dst, &d);
+    if (r < 0)
+        return r;
+    uint32_t off = 0, kl, mode, vl;
+    while ((r = attach_next(&s, off, &kl, &mode, &vl)) == 1) {
+        if (mode) {
+            char key[POOL_ATTACH_KEY_MAX + 1];
+            memcpy(key, s.area + off + 4, kl);
+            key[kl] = 0;
+            int f = attach_find(&d, key, kl);
+            if (f == -EBADMSG)
+                return f;
+            if (f >= 0)
+                attach_cut(&d, (uint32_t)f);
+            f = attach_add(&d, key, kl, s.area + off + 4 + kl, vl, mode);
+            if (f < 0)
+                return f;
+        }
+        off += 4 + kl + vl;
+    }
+    if (r < 0)
+        return r;
+    return attach_store(dp, dst, &d);
+}
+
+int pool_attachment_count(struct pool *p, uint64_t handle)
+{
+    struct attach_view v;
+    int r = attach_load(p, handle, &v);
+    if (r < 0)
+        return r;
+    uint32_t off = 0, kl, mode, vl;
+    int n = 0;
+    while ((r = attach_next(&v, off, &kl, &mode, &vl)) == 1) {
+        n++;
+        off += 4 + kl + vl;
+    }
+    return r < 0 ? r : n;
+}
+
 uint32_t pool_blocks_in_use(const struct pool *p)
 {
     uint32_t n = 0;
@@ -2593,5 +2823,5 @@ uint64_t pool_progress(const struct pool *p)
 
 uint64_t pool_overhead_per_block(void)
 {
-    return sizeof(struct pool_block) + POOL_MAX_CLIENTS * sizeof(uint32_t);
+    return sizeof(struct pool_block) + POOL_MAX_CLIENTS * sizeof(uint32_t) + POOL_ATTACH_MAX;
 }

@@ -120,6 +120,7 @@ struct pool {
     _Atomic uint32_t *holdings; /* [POOL_MAX_CLIENTS][block_count] */
     struct pool_block *blocks;
     struct pool_format *formats; /* [POOL_FORMATS] */
+    uint8_t *attach;             /* [block_count][POOL_ATTACH_MAX] */
     uint8_t *data;
     uint64_t block_size; /* copied at attach: never re-read from shm */
     uint32_t block_count;
@@ -237,6 +238,27 @@ int pool_set_format(struct pool *p, uint64_t handle, uint64_t id);
 int pool_get_format(struct pool *p, uint64_t handle, uint64_t *id);
 /* The bytes of the format area (what a pool costs besides its blocks). */
 uint64_t pool_format_area_size(void);
+
+/* Attachments (CMSampleBuffer attachments): per block, up to
+ * POOL_ATTACH_MAX bytes of key -> bytes records in the attachment area,
+ * keys NUL-free strings of 1..POOL_ATTACH_KEY_MAX bytes, each record
+ * marked propagate or not. Writes are frozen by an enqueue like the rest of
+ * the metadata. A malformed area (scribbled, or a holder killed while
+ * writing it) reads -EBADMSG, never out of bounds.
+ * set: replaces key's record; 0, -EINVAL, -ENOSPC (area full), -ESTALE,
+ * -EPERM, -EBADMSG. get: 0 (value copied, *vlen its length), -ENOENT,
+ * -ERANGE (cap too small: *vlen needed), -ESTALE, -EBADMSG. remove (key
+ * NULL: all): 0, -ENOENT, ... propagate: copies src's propagating records
+ * onto dst (replacing the same keys). count: records, or -errno. */
+#define POOL_ATTACH_MAX 256
+#define POOL_ATTACH_KEY_MAX 64
+int pool_attachment_set(struct pool *p, uint64_t handle, const char *key, const void *val,
+                    uint32_t vlen, bool propagate);
+int pool_attachment_get(struct pool *p, uint64_t handle, const char *key, void *buf, uint32_t cap,
+                    uint32_t *vlen, bool *propagate);
+int pool_attachment_remove(struct pool *p, uint64_t handle, const char *key);
+int pool_attachment_propagate(struct pool *dp, uint64_t dst, struct pool *sp, uint64_t src);
+int pool_attachment_count(struct pool *p, uint64_t handle);
 
 /* Freezes the metadata (the library calls it at enqueue, before reading
  * what the queue copies): 1 when this call froze it, 0 when it was frozen

@@ -36,7 +36,7 @@ struct pool_block {
     mbq_time dts, pts, duration;
     uint8_t attachments[32];
     _Atomic uint32_t frozen; /* non-zero once enqueued: setters refuse */
-    uint32_t reserved2;
+    uint32_t attach_len;     /* bytes of its attachment area in use */
     uint64_t format;         /* a format id (pool_format_intern), 0: none */
     uint8_t pad[24];         /* to 192 bytes: three cache lines */
 };

@@ -442,7 +442,9 @@ static void queued_buffer_keeps_its_pool(void)
 
 /* Formats across processes: set per buffer, read per buffer, a change
  * takes effect exactly at the buffer that carries it; an unchanged format
- * is interned once (the same id); a forged or recycled id is refused. */
+ * is interned once (the same id); a forged or recycled id is refused.
+ * Attachments travel with each buffer, and only the propagating ones are
+ * copied onto another buffer. */
 static const char *const caps[] = {"video/x-raw,format=NV12,width=640,height=480",
                                    "video/x-raw,format=NV12,width=1280,height=720"};
 /* buffer i's format: 0 0 0 1 1 0 none */
@@ -468,7 +470,17 @@ static int format_producer(void *arg)
         int f = format_of(i);
         if (f >= 0)
             CHECK_STATUS(mbq_buffer_set_format(b, caps[f], strlen(caps[f]) + 1), 0);
-        CHECK_STATUS(mbq_buffer_queue_enqueue_and_release(q, b), 0);
+        char tc[16];
+        int n = snprintf(tc, sizeof tc, "00:00:00:%02d", i);
+        CHECK_STATUS(mbq_buffer_set_attachment(b, "timecode", tc, (size_t)n,
+                                               MBQ_ATTACHMENT_SHOULD_PROPAGATE), 0);
+        CHECK_STATUS(mbq_buffer_set_attachment(b, "stride", "640", 3,
+                                               MBQ_ATTACHMENT_SHOULD_NOT_PROPAGATE), 0);
+        CHECK_STATUS(mbq_buffer_queue_enqueue(q, b), 0);
+        CHECK_STATUS(mbq_buffer_set_attachment(b, "late", "x", 1,
+                                               MBQ_ATTACHMENT_SHOULD_NOT_PROPAGATE), -EPERM);
+        CHECK_STATUS(mbq_buffer_remove_attachment(b, "stride"), -EPERM);
+        CHECK_STATUS(mbq_buffer_release(b), 0);
     }
     /* forged and recycled ids on a buffer of this pool */
     mbq_buffer b;
@@ -508,7 +520,9 @@ static int format_consumer(void *arg)
     mbq_client *c = h_connect(&D, "fmt-consumer");
     CREQUIRE(c);
     mbq_buffer_queue *q = NULL;
+    mbq_pool *pool = NULL;
     CREQUIRE(mbq_buffer_queue_open(c, "fmt/q", &q) == 0);
+    CREQUIRE(mbq_pool_open(c, "fmt/pool", &pool) == 0);
     mbq_format_id ids[7] = {0};
     for (int i = 0; i < 7; i++) {
         mbq_buffer b;
@@ -527,12 +541,33 @@ static int format_consumer(void *arg)
             CHECK_EQ(len, strlen(caps[f]) + 1);
             CHECK(!strcmp(buf, caps[f]));
         }
+        /* attachments as set, and the propagating one carried onto a new
+         * buffer (what a filter does) */
+        char tc[16], exp[16];
+        size_t n = 0;
+        mbq_attachment_mode mode;
+        snprintf(exp, sizeof exp, "00:00:00:%02d", i);
+        CHECK_EQ(mbq_buffer_get_attachment_count(b), 2);
+        CHECK_STATUS(mbq_buffer_get_attachment(b, "timecode", tc, sizeof tc, &n, &mode), 0);
+        CHECK(n == strlen(exp) && !memcmp(tc, exp, n));
+        CHECK_EQ(mode, MBQ_ATTACHMENT_SHOULD_PROPAGATE);
+        CHECK_STATUS(mbq_buffer_get_attachment(b, "stride", tc, sizeof tc, &n, &mode), 0);
+        CHECK(n == 3 && !memcmp(tc, "640", 3) && mode == MBQ_ATTACHMENT_SHOULD_NOT_PROPAGATE);
+        mbq_buffer out;
+        CREQUIRE(mbq_pool_allocate(pool, 100, &out) == 0);
+        CHECK_STATUS(mbq_buffer_copy_attachments(out, b), 0);
+        CHECK_EQ(mbq_buffer_get_attachment_count(out), 1);
+        CHECK_STATUS(mbq_buffer_get_attachment(out, "timecode", tc, sizeof tc, &n, NULL), 0);
+        CHECK(n == strlen(exp) && !memcmp(tc, exp, n));
+        CHECK_STATUS(mbq_buffer_get_attachment(out, "stride", tc, sizeof tc, &n, NULL), -ENOENT);
+        CHECK_STATUS(mbq_buffer_release(out), 0);
         CHECK_STATUS(mbq_buffer_release(b), 0);
     }
     CHECK_EQ(ids[0], ids[1]); /* interned once */
     CHECK_EQ(ids[0], ids[5]); /* and found again after the change */
     CHECK_EQ(ids[3], ids[4]);
     CHECK(ids[0] != ids[3]);
+    mbq_pool_close(pool);
     mbq_buffer_queue_close(q);
     mbq_disconnect(c);
     return 0;

@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -201,6 +202,83 @@ static void test_scribbled(void)
     pool_detach(&p);
 }
 
+/* Attachments: set, replace, get, remove, propagate; a scribbled area is
+ * -EBADMSG for every call, never read out of bounds. */
+static void test_attachments(void)
+{
+    struct pool p;
+    REQUIRE(make_pool(&p, 2) == 0);
+    uint64_t a, b;
+    CHECK_EQ(pool_alloc(&p, 100, &a), 0);
+    CHECK_EQ(pool_alloc(&p, 100, &b), 0);
+    char buf[POOL_ATTACH_MAX];
+    uint32_t n = 0;
+    bool prop = false;
+    CHECK_EQ(pool_attachment_count(&p, a), 0);
+    CHECK_EQ(pool_attachment_get(&p, a, "x", buf, sizeof buf, &n, &prop), -ENOENT);
+    CHECK_EQ(pool_attachment_set(&p, a, "timecode", "01:02:03:04", 11, true), 0);
+    CHECK_EQ(pool_attachment_set(&p, a, "layout", "planar", 6, false), 0);
+    CHECK_EQ(pool_attachment_set(&p, a, "timecode", "05:06:07:08", 11, true), 0); /* replaced */
+    CHECK_EQ(pool_attachment_count(&p, a), 2);
+    CHECK_EQ(pool_attachment_get(&p, a, "timecode", buf, sizeof buf, &n, &prop), 0);
+    CHECK(n == 11 && !memcmp(buf, "05:06:07:08", 11) && prop);
+    CHECK_EQ(pool_attachment_get(&p, a, "layout", buf, 2, &n, &prop), -ERANGE);
+    CHECK(n == 6 && !prop);
+    CHECK_EQ(pool_attachment_set(&p, a, "empty", NULL, 0, false), 0);
+    CHECK_EQ(pool_attachment_get(&p, a, "empty", NULL, 0, &n, &prop), 0);
+    CHECK_EQ(n, 0u);
+    /* bounds: keys, a value too large for what is left */
+    CHECK_EQ(pool_attachment_set(&p, a, "", "v", 1, false), -EINVAL);
+    char longkey[POOL_ATTACH_KEY_MAX + 2];
+    memset(longkey, 'k', sizeof longkey - 1);
+    longkey[sizeof longkey - 1] = 0;
+    CHECK_EQ(pool_attachment_set(&p, a, longkey, "v", 1, false), -EINVAL);
+    static char big[POOL_ATTACH_MAX];
+    CHECK_EQ(pool_attachment_set(&p, a, "big", big, POOL_ATTACH_MAX - 10, false), -ENOSPC);
+    CHECK_EQ(pool_attachment_count(&p, a), 3); /* unchanged */
+    /* propagate: only the propagating ones, replacing the same key */
+    CHECK_EQ(pool_attachment_set(&p, b, "timecode", "old", 3, true), 0);
+    CHECK_EQ(pool_attachment_set(&p, b, "mine", "m", 1, false), 0);
+    CHECK_EQ(pool_attachment_propagate(&p, b, &p, a), 0);
+    CHECK_EQ(pool_attachment_count(&p, b), 2);
+    CHECK_EQ(pool_attachment_get(&p, b, "timecode", buf, sizeof buf, &n, &prop), 0);
+    CHECK(n == 11 && !memcmp(buf, "05:06:07:08", 11));
+    CHECK_EQ(pool_attachment_get(&p, b, "layout", buf, sizeof buf, &n, &prop), -ENOENT);
+    CHECK_EQ(pool_attachment_remove(&p, b, "mine"), 0);
+    CHECK_EQ(pool_attachment_remove(&p, b, "mine"), -ENOENT);
+    CHECK_EQ(pool_attachment_remove(&p, b, NULL), 0);
+    CHECK_EQ(pool_attachment_count(&p, b), 0);
+    /* frozen */
+    CHECK_EQ(pool_freeze(&p, b), 1);
+    CHECK_EQ(pool_attachment_set(&p, b, "k", "v", 1, false), -EPERM);
+    CHECK_EQ(pool_attachment_propagate(&p, b, &p, a), -EPERM);
+    /* scribbled: a length past the area, a record running past the end */
+    struct pool_block *blk = pool_block_of(&p, a);
+    REQUIRE(blk);
+    const uint32_t saved = blk->attach_len;
+    blk->attach_len = POOL_ATTACH_MAX + 1;
+    CHECK_EQ(pool_attachment_count(&p, a), -EBADMSG);
+    CHECK_EQ(pool_attachment_get(&p, a, "timecode", buf, sizeof buf, &n, &prop), -EBADMSG);
+    blk->attach_len = saved;
+    uint8_t *area = p.attach + (size_t)((uint32_t)a - 1) * POOL_ATTACH_MAX;
+    for (int trial = 0; trial < 2000; trial++) { /* random garbage in the used part */
+        for (uint32_t i = 0; i < POOL_ATTACH_MAX; i++)
+            area[i] = (uint8_t)(rand() & 0xff);
+        blk->attach_len = (uint32_t)rand() % (POOL_ATTACH_MAX + 1);
+        int r = pool_attachment_count(&p, a);
+        CHECK(r >= 0 || r == -EBADMSG);
+        r = pool_attachment_get(&p, a, "timecode", buf, sizeof buf, &n, &prop);
+        CHECK(r == 0 || r == -ENOENT || r == -ERANGE || r == -EBADMSG);
+        r = pool_attachment_set(&p, a, "k", "v", 1, true);
+        CHECK(r == 0 || r == -ENOSPC || r == -EBADMSG);
+        r = pool_attachment_propagate(&p, a, &p, a);
+        CHECK(r == 0 || r == -ENOSPC || r == -EBADMSG);
+    }
+    pool_release(&p, a, true);
+    pool_release(&p, b, true);
+    pool_detach(&p);
+}
+
 /* A process killed at any point of interning: others still intern and
  * read (the lock is recovered by its next taker, the slot it was writing
  * is odd or complete). Forked children share the segment. */
@@ -268,5 +346,5 @@ static void test_kill_while_interning(void)
 }
 
 CHECK_MAIN(CASE(test_intern_and_read), CASE(test_recycle_lru), CASE(test_carried_slots_stay),
-           CASE(test_block_metadata),
+           CASE(test_block_metadata), CASE(test_attachments),
            CASE(test_scribbled), CASE(test_kill_while_interning))

@@ -312,6 +312,40 @@ int mbq_buffer_set_format(mbq_buffer buffer, const void *bytes, size_t len);
 int mbq_buffer_get_format_id(mbq_buffer buffer, mbq_format_id *id);
 int mbq_buffer_copy_format(mbq_buffer buffer, void *buf, size_t cap, size_t *len);
 
+/* Attachments (CMSampleBuffer attachments): key -> bytes, per buffer, in a
+ * bounded area of MBQ_ATTACHMENTS_MAX bytes (each attachment costs 4 bytes
+ * plus its key and value); keys are strings of 1..64 bytes. Set before the
+ * first enqueue, like the rest of the metadata (then -EPERM); read by every
+ * consumer. Each has a mode, as kCMAttachmentMode_ShouldPropagate /
+ * ShouldNotPropagate: in mbq, "propagate" means that
+ * mbq_buffer_copy_attachments(dst, src) — what a filter calls to carry a
+ * sample's attachments onto the buffer it produces from it — copies it;
+ * other attachments describe this buffer only (e.g. its payload layout).
+ * set: replaces key's value. 0, -EINVAL (zero buffer, bad key or mode),
+ * -ENOSPC (the area is full), -ESTALE, -EPERM (frozen).
+ * get: copies the value into buf (cap bytes), its length into *length and
+ * its mode into *mode (both may be NULL). 0, -ENOENT, -ERANGE (cap too
+ * small: *length is what is needed), -ESTALE, -EINVAL.
+ * remove: 0, -ENOENT, -ESTALE, -EPERM, -EINVAL. count: the number, or an
+ * error. copy: src's propagating attachments onto dst (replacing the same
+ * keys, keeping dst's others); dst may be of another pool. 0, -ENOSPC,
+ * -ESTALE, -EPERM (dst frozen), -EINVAL.
+ * Every call returns -EBADMSG for an attachment area that is malformed (a
+ * peer scribbled shared memory, or a holder was killed while writing it). */
+#define MBQ_ATTACHMENTS_MAX 256
+typedef enum mbq_attachment_mode {
+    MBQ_ATTACHMENT_SHOULD_NOT_PROPAGATE = 0,
+    MBQ_ATTACHMENT_SHOULD_PROPAGATE = 1,
+} mbq_attachment_mode;
+int mbq_buffer_set_attachment(mbq_buffer buffer, const char *key, const void *value,
+                              size_t length, mbq_attachment_mode mode);
+int mbq_buffer_get_attachment(mbq_buffer buffer, const char *key, void *buf, size_t cap,
+                              size_t *length, mbq_attachment_mode *mode);
+int mbq_buffer_remove_attachment(mbq_buffer buffer, const char *key);
+int mbq_buffer_remove_all_attachments(mbq_buffer buffer);
+int mbq_buffer_get_attachment_count(mbq_buffer buffer);
+int mbq_buffer_copy_attachments(mbq_buffer dst, mbq_buffer src);
+
 /* The payload as a file: the pool's memfd (borrowed: owned by the library,
  * valid while the pool is open in this process; do not close it, dup it to
  * keep it) and the offset and length of the buffer's block in it, page
