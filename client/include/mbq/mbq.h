@@ -64,6 +64,10 @@
  *    lists but no public installer accepts, is installed with
  *    mbq_buffer_queue_install_trigger_with_time_and_threshold().
  *  - Non-numeric buffer durations count as zero in the queue's duration.
+ *  - A buffer's metadata (size, timing, flags, format, attachments) is
+ *    frozen by its first enqueue: setters then fail with -EPERM, so a
+ *    consumer reads exactly what the queue ordered by (see
+ *    mbq_buffer_is_frozen).
  *  - Blocking dequeue with a timeout, the drop-oldest full policy and the
  *    per-queue counters are additions.
  */
@@ -216,7 +220,10 @@ typedef struct mbq_buffer {
  * MBQ_POOL_ERR_ALLOCATION_FAILED (every block is in use). */
 int mbq_pool_allocate(mbq_pool *pool, size_t size, mbq_buffer *out);
 /* References: retain adds one, release drops one; the last release returns
- * the block to its pool. -ESTALE if the buffer was already freed, -EINVAL
+ * the block to its pool. -ESTALE if the buffer was already freed or its
+ * pool was closed in this process (every buffer call then gives -ESTALE,
+ * false or NULL; a queued buffer keeps its pool alive in the daemon even
+ * after it was unlinked and closed by everyone), -EINVAL
  * for the zero buffer (release also when this process holds no reference
  * to it). */
 int mbq_buffer_retain(mbq_buffer buffer);
@@ -228,7 +235,9 @@ void *mbq_buffer_get_data(mbq_buffer buffer, size_t *capacity);
 /* Metadata a queue reads at enqueue: decode and presentation timestamps,
  * duration, and the bytes of payload that are meaningful. -ESTALE (freed
  * buffer), -EINVAL (zero buffer, NULL outputs, a size above the block
- * size). */
+ * size), -EPERM (setters, once enqueued: see "One owner of metadata"
+ * below). mbq_buffer_set_timing takes dts before pts; prefer
+ * mbq_buffer_set_sample_timing, whose fields are named. */
 int mbq_buffer_set_timing(mbq_buffer buffer, mbq_time dts, mbq_time pts, mbq_time duration);
 int mbq_buffer_get_timing(mbq_buffer buffer, mbq_time *dts, mbq_time *pts, mbq_time *duration);
 int mbq_buffer_set_data_size(mbq_buffer buffer, size_t size);
@@ -511,14 +520,20 @@ typedef enum mbq_trigger_condition {
 
 typedef uint64_t mbq_trigger_token;
 
-/* CMBufferQueueInstallTrigger: for conditions 1-9 (time is used by 1-4 and
- * must be numeric with epoch 0, else MBQ_BQ_ERR_BAD_TRIGGER_DURATION).
+/* CMBufferQueueInstallTrigger: for conditions 1-9. Data readiness
+ * (condition 7) is the head buffer's ready flag: installed while the head
+ * is present but not ready, it does not fire; it fires when that head
+ * becomes ready and mbq_buffer_queue_notify_data_ready() is called.
+ * The time is used by conditions 1-4 and
+ * must be numeric with epoch 0, else MBQ_BQ_ERR_BAD_TRIGGER_DURATION.
  * Integer conditions give MBQ_BQ_ERR_INVALID_TRIGGER_CONDITION. The trigger
  * fires at once if already true, then on each false-to-true edge, whichever
  * process changes the queue. token_out is required (the eventfd is found
  * through it). The trigger belongs to this process and is removed when it
  * closes the queue or exits. Also MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING,
- * -ENOSPC (the queue has 32 triggers), -EDQUOT (this client has
+ * -ENOSPC (the queue has 32 triggers, in all processes together: each
+ * is an eventfd in every process that has the queue open, and every
+ * mutation evaluates them all), -EDQUOT (this client has
  * --max-triggers installed), -EIDRM, control errors. */
 int mbq_buffer_queue_install_trigger(mbq_buffer_queue *queue, mbq_trigger_condition condition,
                                      mbq_time time, mbq_trigger_token *token_out);
@@ -560,8 +575,12 @@ int mbq_buffer_queue_get_stats(mbq_buffer_queue *queue, mbq_buffer_queue_stats *
 /* ---- trigger dispatcher --------------------------------------------------- */
 
 /* Runs callbacks for fired triggers in the caller's thread. Inside a
- * callback, the queue may be inspected but not modified: mutations return
- * MBQ_BQ_ERR_CANNOT_MODIFY_QUEUE_FROM_TRIGGER_CALLBACK, as in Core Media. */
+ * callback, the queue may be inspected but not modified: mutations of that
+ * queue (enqueue, dequeue, copy head, reset, mark end of data) return
+ * MBQ_BQ_ERR_CANNOT_MODIFY_QUEUE_FROM_TRIGGER_CALLBACK (-12766), as in Core
+ * Media. Inspection (counts, duration, timestamps, test_trigger,
+ * call_for_each_buffer), other queues, pools and buffers, and installing or
+ * removing triggers, may be called. */
 typedef struct mbq_dispatcher mbq_dispatcher;
 typedef void (*mbq_trigger_callback)(void *refcon, mbq_buffer_queue *queue,
                                      mbq_trigger_token token);
