@@ -589,8 +589,8 @@ static int queue_enqueue(mbq_buffer_queue *queue, mbq_buffer buffer, bool take)
     /* Frozen first, read second: from here on the block's metadata is what
      * the queue copies, and what every consumer reads on the block. An
      * enqueue that fails thaws what it froze (froze: 1). */
-    int froze = pool_freeze(&p->pool, buffer.handle_);
-    if (froze < 0 || pool_read_meta(&p->pool, buffer.handle_, &size, &dts, &pts, &duration) < 0)
+    int froze = pool_freeze_read_meta(&p->pool, buffer.handle_, &size, &dts, &pts, &duration);
+    if (froze < 0)
         return -ESTALE;
     if (unlikely(!queue_pool_bound(queue, (uint32_t)p->object_id))) {
         int br = queue_bind_pool(queue, (uint32_t)p->object_id, false);

@@ -2364,6 +2364,25 @@ int pool_freeze(struct pool *p, uint64_t handle)
     return 1;
 }
 
+int pool_freeze_read_meta(struct pool *p, uint64_t handle, uint64_t *size, mbq_time *dts,
+                          mbq_time *pts, mbq_time *duration)
+{
+    struct pool_block *b = pool_block_of(p, handle);
+    if (!b)
+        return -ESTALE;
+    int froze = 0;
+    if (!atomic_load_explicit(&b->frozen, memory_order_relaxed)) {
+        atomic_store_explicit(&b->frozen, 1, memory_order_relaxed);
+        froze = 1;
+    }
+    const uint64_t n = RD(b->data_size);
+    *size = n > p->block_size ? p->block_size : n;
+    *dts = b->dts;
+    *pts = b->pts;
+    *duration = b->duration;
+    return froze;
+}
+
 void pool_thaw(struct pool *p, uint64_t handle)
 {
     struct pool_block *b = pool_block_of(p, handle);

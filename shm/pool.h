@@ -268,6 +268,10 @@ int pool_attachment_count(struct pool *p, uint64_t handle);
  * race of concurrent use). */
 int pool_freeze(struct pool *p, uint64_t handle);
 void pool_thaw(struct pool *p, uint64_t handle);
+/* pool_freeze, then pool_read_meta, in one lookup (the enqueue's): 1, 0
+ * as pool_freeze, or -ESTALE. Every output is required. */
+int pool_freeze_read_meta(struct pool *p, uint64_t handle, uint64_t *size, mbq_time *dts,
+                          mbq_time *pts, mbq_time *duration);
 bool pool_is_frozen(struct pool *p, uint64_t handle);
 /* The segment's fd (borrowed: owned by the mapping) and the block's offset
  * and length in it, for a consumer that maps the payload itself. 0,
