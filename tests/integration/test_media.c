@@ -581,6 +581,104 @@ static void formats_across_processes(void)
     CHECK_MBQD_STOP(&D);
 }
 
+/* kill -9 while setting formats and attachments: the victim churns
+ * buffers of a shared pool (intern a new format, set it, attach, enqueue,
+ * and the survivor dequeues); killed at whatever instruction, it leaves a
+ * pool whose format area others intern into and read from, and every
+ * block comes back once mbqd has reclaimed it. */
+static int churn_victim(int cmd, int rep, void *arg)
+{
+    (void)cmd;
+    intptr_t round = (intptr_t)arg;
+    mbq_client *c = h_connect(&D, "victim");
+    CREQUIRE(c);
+    mbq_pool *pool = NULL;
+    mbq_buffer_queue *q = NULL;
+    CREQUIRE(mbq_pool_open(c, "kill/pool", &pool) == 0);
+    CREQUIRE(mbq_buffer_queue_open(c, "kill/q", &q) == 0);
+    static char fmt[MBQ_FORMAT_MAX];
+    for (unsigned i = 0;; i++) {
+        mbq_buffer b;
+        if (mbq_pool_allocate(pool, 100, &b) == 0) {
+            memset(fmt, 'a' + (int)((i + (unsigned)round) % 26), sizeof fmt);
+            (void)mbq_buffer_set_format(b, fmt, 2000 + i % 2000);
+            (void)mbq_buffer_set_attachment(b, "k", fmt, 100, MBQ_ATTACHMENT_SHOULD_PROPAGATE);
+            (void)mbq_buffer_set_attachment(b, "j", fmt, 50, MBQ_ATTACHMENT_SHOULD_NOT_PROPAGATE);
+            if (mbq_buffer_queue_enqueue_and_release(q, b) != 0)
+                mbq_buffer_release(b);
+        }
+        if (i == 200) {
+            struct hmsg m = hmsg_op(1);
+            hmsg_reply(rep, &m); /* running: the parent may kill now */
+        }
+    }
+    return 0;
+}
+
+static void kill_while_setting_formats(void)
+{
+    REQUIRE(mbqd_start(&D) == 0);
+    mbq_client *c = h_connect(&D, "survivor");
+    REQUIRE(c);
+    mbq_pool *pool = NULL;
+    mbq_buffer_queue *q = NULL;
+    mbq_pool_options po = h_pool_opts(4096, 32);
+    mbq_buffer_queue_options qo = h_bq_opts(8, MBQ_ORDER_FIFO);
+    qo.full_policy = MBQ_FULL_DROP_OLDEST;
+    REQUIRE(mbq_pool_create(c, "kill/pool", &po, &pool) == 0);
+    REQUIRE(mbq_buffer_queue_create(c, "kill/q", &qo, &q) == 0);
+    static char buf[MBQ_FORMAT_MAX];
+    for (intptr_t round = 0; round < 8; round++) {
+        struct actor a;
+        REQUIRE(actor_start(&a, churn_victim, (void *)round) == 0);
+        struct hmsg m;
+        CHECK_EQ(actor_recv(&a, &m, H_HANG_MS), 0);
+        /* a different moment each round */
+        for (volatile long spin = 0; spin < round * 100000; spin++) {
+        }
+        actor_kill(&a);
+        /* the survivor reads whatever is queued: whole or refused */
+        mbq_buffer b;
+        while (mbq_buffer_queue_dequeue_and_retain(q, &b) == 0) {
+            size_t len = 0;
+            int r = mbq_buffer_copy_format(b, buf, sizeof buf, &len);
+            CHECK(r == 0 || r == -ENODATA || r == -ESTALE);
+            if (r == 0) {
+                bool whole = len >= 2000;
+                for (size_t k = 1; k < len && whole; k++)
+                    whole = buf[k] == buf[0];
+                CHECK(whole);
+            }
+            r = mbq_buffer_get_attachment(b, "k", buf, sizeof buf, &len, NULL);
+            CHECK(r == 0 || r == -ENOENT || r == -EBADMSG);
+            mbq_buffer_release(b);
+        }
+        /* and interns and sets a format of its own */
+        char name[32];
+        int n = snprintf(name, sizeof name, "survivor-%d", (int)round);
+        mbq_buffer mine;
+        CHECK_STATUS(h_alloc_retry(pool, 100, &mine), 0);
+        int r;
+        uint64_t deadline = h_now_ns() + 20ull * 1000000000ull;
+        /* the victim may have died holding the pool lock: -EBUSY until
+         * mbqd takes it back */
+        while ((r = mbq_buffer_set_format(mine, name, (size_t)n)) == -EBUSY &&
+               h_now_ns() < deadline)
+            h_pause_us(1000);
+        CHECK_STATUS(r, 0);
+        size_t len = 0;
+        CHECK_STATUS(mbq_buffer_copy_format(mine, buf, sizeof buf, &len), 0);
+        CHECK(len == (size_t)n && !memcmp(buf, name, len));
+        mbq_buffer_release(mine);
+    }
+    /* every block back once the victims are reclaimed */
+    CHECK_EQ(h_wait_pool_used(c, "kill/pool", 0, 20000), 0);
+    mbq_buffer_queue_close(q);
+    mbq_pool_close(pool);
+    mbq_disconnect(c);
+    CHECK_MBQD_STOP(&D);
+}
+
 static void null_queue_is_at_end_of_data(void)
 {
     CHECK(mbq_buffer_queue_contains_end_of_data(NULL));
@@ -589,4 +687,5 @@ static void null_queue_is_at_end_of_data(void)
 
 CHECK_MAIN(CASE(metadata_round_trip_and_freeze), CASE(create_or_open),
            CASE(buffer_after_pool_close), CASE(queued_buffer_keeps_its_pool),
-           CASE(formats_across_processes), CASE(null_queue_is_at_end_of_data))
+           CASE(formats_across_processes), CASE(kill_while_setting_formats),
+           CASE(null_queue_is_at_end_of_data))
