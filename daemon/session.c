@@ -621,8 +621,11 @@ static int handle_create(Call *c, const Mbq__V1__Create *req)
         if (o->kind != kind)
             return call_fail(c, -EEXIST, "mbqd: '%s' already exists as a %s", o->name,
                              object_kind_name(o->kind));
+        /* Compared only for a caller who may open it: the difference names
+         * the existing object's options. */
         char what[96];
-        if (!req->open_existing && !config_matches(o, &cfg, what, sizeof what))
+        if (!req->open_existing && registry_check_access(o, s->uid, s->gid) == 0 &&
+            !config_matches(o, &cfg, what, sizeof what))
             return call_fail(c, -EEXIST,
                              "mbqd: '%s' already exists with other options: %s (open it, or "
                              "create with open-if-exists)", o->name, what);

@@ -7,7 +7,9 @@
  * caller asks to open what exists; the NULL queue is at end of data. */
 #include "harness.h"
 
+#include <grp.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 
 static struct mbqd D;
 
@@ -285,6 +287,24 @@ static int create_or_open_child(void *arg)
     return 0;
 }
 
+/* Another user, who may not open the objects, learns nothing of their
+ * options: -EACCES, as an open, not -EEXIST naming the difference. */
+static int create_or_open_nobody(void *arg)
+{
+    (void)arg;
+    CREQUIRE(setgroups(0, NULL) == 0 && setgid(65534) == 0 && setuid(65534) == 0);
+    mbq_client *c = NULL;
+    CREQUIRE(mbq_connect(D.sock, "nobody", &c) == 0);
+    mbq_pool *p = NULL;
+    mbq_pool_options po = h_pool_opts(4096, 3);
+    CHECK_STATUS(mbq_pool_create(c, "coo/pool", &po, &p), -EACCES);
+    char err[256];
+    mbq_client_last_error(c, err, sizeof err);
+    CHECK(strstr(err, "blocks") == NULL);
+    mbq_disconnect(c);
+    return 0;
+}
+
 static void create_or_open(void)
 {
     REQUIRE(mbqd_start(&D) == 0);
@@ -299,6 +319,8 @@ static void create_or_open(void)
     CHECK_STATUS(mbq_buffer_queue_create(c, "coo/q", &qo, &q), 0);
     CHECK_STATUS(mbq_simple_queue_create(c, "coo/sq", 8, NULL, &sq), 0);
     CHECK_EQ(run_in_child(create_or_open_child, NULL), 0);
+    CHECK(chmod(D.dir, 0755) == 0); /* the socket's directory, for nobody */
+    CHECK_EQ(run_in_child(create_or_open_nobody, NULL), 0);
     mbq_simple_queue_close(sq);
     mbq_buffer_queue_close(q);
     mbq_pool_close(p);
