@@ -472,6 +472,7 @@ int mbq_buffer_queue_create(mbq_client *client, const char *name,
     cr.kind = MBQ__V1__OBJECT_KIND__BUFFER_QUEUE;
     cr.mode = o.mode;
     cr.exclusive = o.exclusive;
+    cr.open_existing = (o.flags & MBQ_OPEN_IF_EXISTS) != 0;
     cr.config_case = MBQ__V1__CREATE__CONFIG_BUFFER_QUEUE;
     cr.buffer_queue = &cfg;
     return client_create_object(client, &cr, queue_adopt_locked, out);
@@ -585,12 +586,19 @@ static int queue_enqueue(mbq_buffer_queue *queue, mbq_buffer buffer, bool take)
     struct mbq_pool *p = buffer.pool_;
     uint64_t size;
     mbq_time dts, pts, duration;
-    if (pool_read_meta(&p->pool, buffer.handle_, &size, &dts, &pts, &duration) < 0)
+    /* Frozen first, read second: from here on the block's metadata is what
+     * the queue copies, and what every consumer reads on the block. An
+     * enqueue that fails thaws what it froze (froze: 1). */
+    int froze = pool_freeze_read_meta(&p->pool, buffer.handle_, &size, &dts, &pts, &duration);
+    if (froze < 0)
         return -ESTALE;
     if (unlikely(!queue_pool_bound(queue, (uint32_t)p->object_id))) {
         int br = queue_bind_pool(queue, (uint32_t)p->object_id, false);
-        if (br < 0)
+        if (br < 0) {
+            if (froze)
+                pool_thaw(&p->pool, buffer.handle_);
             return br;
+        }
     }
     /* Field by field: an initialiser zeroes the 128 bytes first (rep stos).
      * The attachments stay zero: no call reads them from a queue, and
@@ -612,8 +620,11 @@ static int queue_enqueue(mbq_buffer_queue *queue, mbq_buffer buffer, bool take)
     int r = 0;
     if (take) {
         r = pool_disown_begin(&p->pool, buffer.handle_);
-        if (r < 0)
+        if (r < 0) {
+            if (froze)
+                pool_thaw(&p->pool, buffer.handle_);
             return r;
+        }
     }
     queue_sync_triggers(queue);
     queue_hint = p;
@@ -624,6 +635,8 @@ static int queue_enqueue(mbq_buffer_queue *queue, mbq_buffer buffer, bool take)
             (void)pool_adopt(&p->pool, buffer.handle_); /* still the caller's */
         pool_move_end(&p->pool, 0);
     }
+    if (unlikely(r != 0) && froze)
+        pool_thaw(&p->pool, buffer.handle_);
     queue_settle(queue);
     return r;
 }
@@ -793,12 +806,12 @@ int mbq_buffer_queue_mark_end_of_data(mbq_buffer_queue *queue)
 
 bool mbq_buffer_queue_contains_end_of_data(mbq_buffer_queue *queue)
 {
-    return queue && bq_contains_end_of_data(&queue->bq);
+    return !queue || bq_contains_end_of_data(&queue->bq); /* NULL: true, as Core Media */
 }
 
 bool mbq_buffer_queue_is_at_end_of_data(mbq_buffer_queue *queue)
 {
-    return queue && bq_is_at_end_of_data(&queue->bq);
+    return !queue || bq_is_at_end_of_data(&queue->bq); /* NULL: true, as Core Media */
 }
 
 bool mbq_buffer_queue_is_empty(mbq_buffer_queue *queue)

@@ -93,6 +93,13 @@ struct mbq_pool {
     bool pinned;        /* opened by id for a dequeued buffer: kept until disconnect */
     bool lost;          /* a restarted daemon no longer has it (client->lock) */
     unsigned slot;      /* index in client->pools */
+    struct mbq_pool *tomb_next; /* once closed: the process's tombstones (pool.c) */
+    /* The last format this process interned through mbq_buffer_set_format
+     * (a copy, so that an unchanged format costs a compare, no lock). */
+    pthread_mutex_t format_lock;
+    uint64_t format_id;
+    uint32_t format_len;
+    uint8_t *format_bytes; /* malloc'd; freed with the mapping */
 };
 
 struct queue_trigger {

@@ -15,12 +15,16 @@
  *
  * Lifetime: an explicitly opened pool is detached at its last
  * mbq_pool_close, which releases every reference the process still holds on
- * its buffers (buffers handed out through it are invalid from then on). A
+ * its buffers (buffers handed out through it are invalid from then on, and
+ * every call on them gives -ESTALE: the struct stays as a tombstone). A
  * pool the library opened by id for a dequeued buffer stays mapped until
  * mbq_disconnect. */
 #include "internal.h"
 
 #include <string.h>
+
+_Static_assert(MBQ_FORMAT_MAX == POOL_FORMAT_MAX, "the header's format limit is the pool's");
+_Static_assert(MBQ_ATTACHMENTS_MAX == POOL_ATTACH_MAX, "the header's attachment area is the pool's");
 
 /* ---- the pool table ----------------------------------------------------------- */
 
@@ -97,6 +101,7 @@ static int pool_adopt_locked(mbq_client *c, struct client_reply *reply,
     p->client = c;
     p->object_id = info->object_id;
     p->opens = 1;
+    pthread_mutex_init(&p->format_lock, NULL);
     r = pool_table_insert_locked(c, p);
     if (r < 0) {
         pool_detach(&p->pool);
@@ -135,12 +140,32 @@ int pool_table_resolve(mbq_client *c, uint32_t pool_id, struct mbq_pool **out)
     return r;
 }
 
+/* Tombstones: a closed pool's struct is never freed, so that the
+ * mbq_buffer values that still name it (a process-local pointer) find a
+ * detached pool (pool.sh NULL, block_count 0) and get -ESTALE instead of
+ * reading freed memory. They are kept on a process-wide list (reachable,
+ * so not a leak to LeakSanitizer) and cost sizeof(struct mbq_pool) per
+ * mapping ever closed. Using a buffer in one thread while another closes
+ * its pool remains a race of the caller's. */
+static pthread_mutex_t tombstones_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct mbq_pool *tombstones;
+
 static void pool_free_locked(mbq_client *c, struct mbq_pool *p)
 {
     pool_table_remove_locked(c, p);
-    pool_detach(&p->pool);
-    free(p);
+    pool_detach(&p->pool); /* zeroes it: every handle now decodes as stale */
+    free(p->format_bytes);
+    p->format_bytes = NULL;
+    p->format_len = 0;
+    p->format_id = 0;
+    p->client = NULL;
+    p->object_id = UINT64_MAX; /* matches no pool id a queue entry carries */
+    pthread_mutex_lock(&tombstones_lock);
+    p->tomb_next = tombstones;
+    tombstones = p;
+    pthread_mutex_unlock(&tombstones_lock);
 }
+
 
 int pool_reattach_all_locked(mbq_client *c)
 {
@@ -199,6 +224,7 @@ int mbq_pool_create(mbq_client *client, const char *name, const mbq_pool_options
     cr.kind = MBQ__V1__OBJECT_KIND__POOL;
     cr.mode = o.mode;
     cr.exclusive = o.exclusive;
+    cr.open_existing = (o.flags & MBQ_OPEN_IF_EXISTS) != 0;
     cr.config_case = MBQ__V1__CREATE__CONFIG_POOL;
     cr.pool = &cfg;
     return client_create_object(client, &cr, pool_adopt_locked, out);
@@ -283,6 +309,8 @@ int mbq_buffer_retain(mbq_buffer buffer)
 {
     if (!buffer.pool_)
         return -EINVAL;
+    if (!buffer.pool_->pool.sh)
+        return -ESTALE; /* its pool was closed here (a tombstone) */
     return pool_retain(&buffer.pool_->pool, buffer.handle_, true);
 }
 
@@ -290,6 +318,8 @@ int mbq_buffer_release(mbq_buffer buffer)
 {
     if (!buffer.pool_)
         return -EINVAL;
+    if (!buffer.pool_->pool.sh)
+        return -ESTALE; /* its pool was closed here (a tombstone) */
     return pool_release(&buffer.pool_->pool, buffer.handle_, true);
 }
 
@@ -346,4 +376,201 @@ int mbq_buffer_set_data_ready(mbq_buffer buffer, bool ready)
 bool mbq_buffer_is_data_ready(mbq_buffer buffer)
 {
     return buffer.pool_ && pool_is_ready(&buffer.pool_->pool, buffer.handle_);
+}
+
+int mbq_buffer_set_sample_timing(mbq_buffer buffer, const mbq_sample_timing *timing)
+{
+    if (!buffer.pool_ || !timing)
+        return -EINVAL;
+    return pool_set_timing(&buffer.pool_->pool, buffer.handle_, timing->decode_time_stamp,
+                           timing->presentation_time_stamp, timing->duration);
+}
+
+int mbq_buffer_get_sample_timing(mbq_buffer buffer, mbq_sample_timing *timing)
+{
+    if (!buffer.pool_ || !timing)
+        return -EINVAL;
+    mbq_sample_timing t;
+    int r = pool_read_meta(&buffer.pool_->pool, buffer.handle_, NULL, &t.decode_time_stamp,
+                           &t.presentation_time_stamp, &t.duration);
+    if (r == 0)
+        *timing = t;
+    return r;
+}
+
+int mbq_buffer_set_flags(mbq_buffer buffer, uint32_t flags)
+{
+    if (!buffer.pool_)
+        return -EINVAL;
+    return pool_set_flags(&buffer.pool_->pool, buffer.handle_, flags);
+}
+
+int mbq_buffer_get_flags(mbq_buffer buffer, uint32_t *flags)
+{
+    if (!buffer.pool_ || !flags)
+        return -EINVAL;
+    return pool_get_flags(&buffer.pool_->pool, buffer.handle_, flags);
+}
+
+bool mbq_buffer_is_frozen(mbq_buffer buffer)
+{
+    return buffer.pool_ && pool_is_frozen(&buffer.pool_->pool, buffer.handle_);
+}
+
+int mbq_buffer_get_fd(mbq_buffer buffer, int *fd, uint64_t *offset, size_t *length)
+{
+    if (!buffer.pool_ || !fd || !offset || !length)
+        return -EINVAL;
+    uint64_t len;
+    int r = pool_block_span(&buffer.pool_->pool, buffer.handle_, fd, offset, &len);
+    if (r == 0)
+        *length = (size_t)len;
+    return r;
+}
+
+/* ---- formats ------------------------------------------------------------------- */
+
+int mbq_pool_intern_format(mbq_pool *pool, const void *bytes, size_t len, mbq_format_id *out)
+{
+    if (!pool || !bytes || !out || len == 0)
+        return -EINVAL;
+    if (len > POOL_FORMAT_MAX)
+        return -EMSGSIZE;
+    if (!pool->pool.sh)
+        return -ESTALE;
+    return pool_format_intern(&pool->pool, bytes, (uint32_t)len, out);
+}
+
+int mbq_buffer_set_format_id(mbq_buffer buffer, mbq_format_id id)
+{
+    if (!buffer.pool_)
+        return -EINVAL;
+    return pool_set_format(&buffer.pool_->pool, buffer.handle_, id);
+}
+
+int mbq_buffer_set_format(mbq_buffer buffer, const void *bytes, size_t len)
+{
+    if (!buffer.pool_ || (!bytes && len))
+        return -EINVAL;
+    if (len > POOL_FORMAT_MAX)
+        return -EMSGSIZE;
+    struct mbq_pool *p = buffer.pool_;
+    if (len == 0)
+        return pool_set_format(&p->pool, buffer.handle_, 0);
+    if (!p->pool.sh)
+        return -ESTALE;
+    /* The format a producer sets on every buffer rarely changes: compare it
+     * with the last one interned here, and intern only a new one (or one
+     * whose slot was recycled meanwhile). */
+    uint64_t id = 0;
+    pthread_mutex_lock(&p->format_lock);
+    if (p->format_len == len && memcmp(p->format_bytes, bytes, len) == 0 &&
+        pool_format_current(&p->pool, p->format_id))
+        id = p->format_id;
+    pthread_mutex_unlock(&p->format_lock);
+    if (!id) {
+        int r = pool_format_intern(&p->pool, bytes, (uint32_t)len, &id);
+        if (r < 0)
+            return r;
+        uint8_t *copy = malloc(len);
+        if (copy) {
+            memcpy(copy, bytes, len);
+            pthread_mutex_lock(&p->format_lock);
+            free(p->format_bytes);
+            p->format_bytes = copy;
+            p->format_len = (uint32_t)len;
+            p->format_id = id;
+            pthread_mutex_unlock(&p->format_lock);
+        }
+    }
+    return pool_set_format(&p->pool, buffer.handle_, id);
+}
+
+int mbq_buffer_get_format_id(mbq_buffer buffer, mbq_format_id *id)
+{
+    if (!buffer.pool_ || !id)
+        return -EINVAL;
+    return pool_get_format(&buffer.pool_->pool, buffer.handle_, id);
+}
+
+int mbq_buffer_copy_format(mbq_buffer buffer, void *buf, size_t cap, size_t *len)
+{
+    if (!buffer.pool_ || !len || (!buf && cap))
+        return -EINVAL;
+    uint64_t id;
+    int r = pool_get_format(&buffer.pool_->pool, buffer.handle_, &id);
+    if (r < 0)
+        return r;
+    if (id == 0) {
+        *len = 0;
+        return -ENODATA;
+    }
+    uint32_t n = 0;
+    r = pool_format_read(&buffer.pool_->pool, id, buf,
+                         cap > POOL_FORMAT_MAX ? POOL_FORMAT_MAX : (uint32_t)cap, &n);
+    if (r == 0 || r == -ERANGE)
+        *len = n;
+    return r;
+}
+
+/* ---- attachments ------------------------------------------------------------------ */
+
+int mbq_buffer_set_attachment(mbq_buffer buffer, const char *key, const void *value,
+                              size_t length, mbq_attachment_mode mode)
+{
+    if (!buffer.pool_ || (mode != MBQ_ATTACHMENT_SHOULD_NOT_PROPAGATE &&
+                          mode != MBQ_ATTACHMENT_SHOULD_PROPAGATE))
+        return -EINVAL;
+    if (length > POOL_ATTACH_MAX)
+        return -ENOSPC;
+    return pool_attachment_set(&buffer.pool_->pool, buffer.handle_, key, value,
+                               (uint32_t)length, mode == MBQ_ATTACHMENT_SHOULD_PROPAGATE);
+}
+
+int mbq_buffer_get_attachment(mbq_buffer buffer, const char *key, void *buf, size_t cap,
+                              size_t *length, mbq_attachment_mode *mode)
+{
+    if (!buffer.pool_)
+        return -EINVAL;
+    uint32_t n = 0;
+    bool prop = false;
+    int r = pool_attachment_get(&buffer.pool_->pool, buffer.handle_, key, buf,
+                                cap > POOL_ATTACH_MAX ? POOL_ATTACH_MAX : (uint32_t)cap, &n,
+                                &prop);
+    if (r == 0 || r == -ERANGE) {
+        if (length)
+            *length = n;
+        if (mode)
+            *mode = prop ? MBQ_ATTACHMENT_SHOULD_PROPAGATE : MBQ_ATTACHMENT_SHOULD_NOT_PROPAGATE;
+    }
+    return r;
+}
+
+int mbq_buffer_remove_attachment(mbq_buffer buffer, const char *key)
+{
+    if (!buffer.pool_ || !key)
+        return -EINVAL;
+    return pool_attachment_remove(&buffer.pool_->pool, buffer.handle_, key);
+}
+
+int mbq_buffer_remove_all_attachments(mbq_buffer buffer)
+{
+    if (!buffer.pool_)
+        return -EINVAL;
+    return pool_attachment_remove(&buffer.pool_->pool, buffer.handle_, NULL);
+}
+
+int mbq_buffer_get_attachment_count(mbq_buffer buffer)
+{
+    if (!buffer.pool_)
+        return -EINVAL;
+    return pool_attachment_count(&buffer.pool_->pool, buffer.handle_);
+}
+
+int mbq_buffer_copy_attachments(mbq_buffer dst, mbq_buffer src)
+{
+    if (!dst.pool_ || !src.pool_)
+        return -EINVAL;
+    return pool_attachment_propagate(&dst.pool_->pool, dst.handle_, &src.pool_->pool,
+                                     src.handle_);
 }

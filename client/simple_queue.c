@@ -51,6 +51,7 @@ int mbq_simple_queue_create(mbq_client *client, const char *name, int32_t capaci
     cr.kind = MBQ__V1__OBJECT_KIND__SIMPLE_QUEUE;
     cr.mode = o.mode;
     cr.exclusive = o.exclusive;
+    cr.open_existing = (o.flags & MBQ_OPEN_IF_EXISTS) != 0;
     cr.config_case = MBQ__V1__CREATE__CONFIG_SIMPLE_QUEUE;
     cr.simple_queue = &cfg;
     return client_create_object(client, &cr, squeue_adopt_locked, out);

@@ -15,7 +15,12 @@
  *  - The name table holds linked objects only, so at most one object has a
  *    given name; an unlinked object keeps its name for display, stays in the
  *    id table (a consumer resolves a buffer's pool by id even after the name
- *    is gone) and is destroyed when the last session closes it.
+ *    is gone) and is destroyed when the last session closes it — a pool
+ *    only once none of its blocks is in use (object_gone): a buffer still
+ *    queued, or held by a process that has not closed it yet, keeps its
+ *    pool, which registry_age_out destroys on the first tick after its
+ *    last block was freed. A client that scribbles a block's ref word can
+ *    keep a pool it may open alive this way, charged to the pool's owner.
  *  - An object that is not unlinked lives until unlinked, even when nobody
  *    has it open, like a file.
  *  - Everything read from a segment here is a counter or a pid, except the
@@ -206,6 +211,20 @@ static void object_release_entry(void *ctx, uint32_t pool_id, uint64_t handle)
         pool_release(&p->pool, handle, false);
 }
 
+/* The queue's readiness hook in the daemon, which evaluates a trigger at
+ * install: the head is ready when its pool (one bound to the queue) says
+ * so, as in the clients; an entry the daemon cannot resolve is not ready,
+ * so a data-ready trigger never fires at install for a head nobody has
+ * marked ready (Core Media). */
+static bool object_entry_ready(void *ctx, uint32_t pool_id, uint64_t handle)
+{
+    Object *q = ctx;
+    if (!registry_queue_may_carry(q, pool_id))
+        return false;
+    Object *p = registry_lookup_id(q->registry, pool_id);
+    return p && p->kind == OBJECT_POOL && pool_is_ready(&p->pool, handle);
+}
+
 /* Whether taking one of the queue's locks would wait on a live owner other
  * than the daemon's own: one that owns a side's lock, or holds its bias and
  * is inside. A bias holder that is not inside costs the taker no wait (it
@@ -290,6 +309,16 @@ static void object_empty_queue(Object *o)
     else
         log_msg(LOG_LEVEL_DEBUG, "queue %u '%s': released the buffers of its %" PRIu64 " entries",
                 o->id, o->name, st.count);
+}
+
+/* Whether o, unlinked, ceased to exist: nobody has it open or may come
+ * back to it, and for a pool no block is in use (pool_blocks_in_use, a
+ * hint read without the lock: a scribbled ref word only delays it). */
+static bool object_gone(const Object *o)
+{
+    if (!o->unlinked || o->open_count != 0 || o->n_waiting != 0)
+        return false;
+    return o->kind != OBJECT_POOL || pool_blocks_in_use(&o->pool) == 0;
 }
 
 /* Destroys o. release: it ceased to exist (unlinked and closed by all), so
@@ -415,7 +444,7 @@ uint64_t registry_estimate_size(const struct object_config *c)
         size = (c->pool.block_size + page - 1) / page * page +
                pool_overhead_per_block();
         if (__builtin_mul_overflow(size, (uint64_t)c->pool.block_count, &n) ||
-            __builtin_add_overflow(n, overhead, &n))
+            __builtin_add_overflow(n, overhead + pool_format_area_size(), &n))
             return UINT64_MAX;
         return n;
     }
@@ -455,6 +484,7 @@ int registry_create(Registry *r, const char *name, const struct object_config *c
         res = bq_create(&o->config.bq, &o->bq);
         if (res < 0)
             return res;
+        bq_set_hooks(&o->bq, &(struct bq_hooks){.ctx = o, .is_ready = object_entry_ready});
         o->config.bq.capacity = o->bq.capacity;
         break;
     case OBJECT_SIMPLE_QUEUE:
@@ -515,6 +545,7 @@ static int object_attach(Object *o, int fd)
         res = bq_attach(fd, &o->bq);
         if (res < 0)
             return res;
+        bq_set_hooks(&o->bq, &(struct bq_hooks){.ctx = o, .is_ready = object_entry_ready});
         seg = &o->bq.seg;
         if (o->bq.capacity != c->bq.capacity || o->bq.order != c->bq.order ||
             o->bq.full_policy != c->bq.full_policy)
@@ -647,7 +678,7 @@ bool registry_drop_waiting(Object *o, pid_t pid)
     }
     if (!found)
         return false;
-    if (o->unlinked && o->open_count == 0 && o->n_waiting == 0) {
+    if (object_gone(o)) {
         object_destroy(o, true);
         return true;
     }
@@ -798,7 +829,7 @@ void registry_release(Object *o, struct list *node)
     o->open_count--;
     if (!o->unlinked)
         return;
-    if (o->open_count == 0 && o->n_waiting == 0)
+    if (object_gone(o))
         object_destroy(o, true);
     else
         registry_note_changed(o->registry);
@@ -812,7 +843,7 @@ void registry_unlink(Object *o)
     o->unlinked = true;
     log_msg_fields(LOG_LEVEL_DEBUG, LOG_FIELDS(LOG_STR("OBJECT", o->name), LOG_NUM("OBJECT_ID", o->id)),
                    "object %u '%s' unlinked (%u open)", o->id, o->name, o->open_count);
-    if (o->open_count == 0 && o->n_waiting == 0)
+    if (object_gone(o))
         object_destroy(o, true);
     else
         registry_note_changed(o->registry);
@@ -964,6 +995,14 @@ void registry_age_out(Registry *r, uint64_t now)
 {
     list_for_each_safe(it, &r->pools) {
         Object *o = list_entry(it, Object, pool_link);
+        /* An unlinked pool nobody has open, kept for its blocks in use (a
+         * buffer still queued): gone once the last of them was freed. */
+        if (o->unlinked && object_gone(o)) {
+            log_msg(LOG_LEVEL_DEBUG, "pool %u '%s': its last block in use was freed", o->id,
+                    o->name);
+            object_destroy(o, true);
+            continue;
+        }
         /* Recounts that had to wait (a live client moving the same block, a
          * queue mid-move) are retried here, every tick until done. */
         if (pool_audit_pending(&o->pool) &&

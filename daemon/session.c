@@ -55,6 +55,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #define PROTOCOL_VERSION 1u
 /* Room for a Response's own fields around a list or stat body. */
@@ -524,6 +525,65 @@ static int fail_store_full(Call *c, const char *what)
                      "(raise FileDescriptorStoreMax= and mbqd --fd-store-max)", what);
 }
 
+/* Whether an existing object of the requested kind was made with the
+ * configuration a Create asks for, as the segment would be made from it
+ * (capacity 0 is the default, block sizes are whole pages, age-out 0 the
+ * default); if not, names the first difference in what. The mode is not
+ * compared: it is a permission, not the object's shape. */
+static bool config_matches(const Object *o, const struct object_config *want, char *what,
+                           size_t n)
+{
+    const struct object_config *have = &o->config;
+    switch (o->kind) {
+    case OBJECT_BUFFER_QUEUE: {
+        uint32_t cap = want->bq.capacity ? want->bq.capacity : BQ_DEFAULT_CAPACITY;
+        if (cap != have->bq.capacity) {
+            snprintf(what, n, "capacity %u, not %u", have->bq.capacity, cap);
+            return false;
+        }
+        if (want->bq.order != have->bq.order) {
+            snprintf(what, n, "order %u, not %u", have->bq.order, want->bq.order);
+            return false;
+        }
+        if (want->bq.full_policy != have->bq.full_policy) {
+            snprintf(what, n, "full policy %u, not %u", have->bq.full_policy,
+                     want->bq.full_policy);
+            return false;
+        }
+        return true;
+    }
+    case OBJECT_SIMPLE_QUEUE:
+        if (want->sq_capacity != have->sq_capacity) {
+            snprintf(what, n, "capacity %d, not %d", (int)have->sq_capacity,
+                     (int)want->sq_capacity);
+            return false;
+        }
+        return true;
+    case OBJECT_POOL: {
+        const uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
+        uint64_t bs = want->pool.block_size;
+        bs = bs > UINT64_MAX - page ? bs : (bs + page - 1) / page * page;
+        uint64_t age = want->pool.age_out_ns ? want->pool.age_out_ns : POOL_DEFAULT_AGE_OUT_NS;
+        if (bs != have->pool.block_size) {
+            snprintf(what, n, "block size %" PRIu64 ", not %" PRIu64, have->pool.block_size, bs);
+            return false;
+        }
+        if (want->pool.block_count != have->pool.block_count) {
+            snprintf(what, n, "%u blocks, not %u", have->pool.block_count,
+                     want->pool.block_count);
+            return false;
+        }
+        if (age != have->pool.age_out_ns) {
+            snprintf(what, n, "age-out %" PRIu64 " ns, not %" PRIu64, have->pool.age_out_ns,
+                     age);
+            return false;
+        }
+        return true;
+    }
+    }
+    return true;
+}
+
 static int handle_create(Call *c, const Mbq__V1__Create *req)
 {
     Session *s = c->s;
@@ -571,6 +631,14 @@ static int handle_create(Call *c, const Mbq__V1__Create *req)
         if (o->kind != kind)
             return call_fail(c, -EEXIST, "mbqd: '%s' already exists as a %s", o->name,
                              object_kind_name(o->kind));
+        /* Compared only for a caller who may open it: the difference names
+         * the existing object's options. */
+        char what[96];
+        if (!req->open_existing && registry_check_access(o, s->uid, s->gid) == 0 &&
+            !config_matches(o, &cfg, what, sizeof what))
+            return call_fail(c, -EEXIST,
+                             "mbqd: '%s' already exists with other options: %s (open it, or "
+                             "create with open-if-exists)", o->name, what);
         return session_open(c, o, true);
     }
 

@@ -110,6 +110,7 @@ enum pool_block_state {
 struct pool_shared;
 struct pool_client;
 struct pool_block;
+struct pool_format;
 #define POOL_F_NEEDS_REPAIR 2u /* a step could not take the lock: repair at the next */
 
 struct pool {
@@ -118,6 +119,8 @@ struct pool {
     struct pool_client *clients;
     _Atomic uint32_t *holdings; /* [POOL_MAX_CLIENTS][block_count] */
     struct pool_block *blocks;
+    struct pool_format *formats; /* [POOL_FORMATS] */
+    uint8_t *attach;             /* [block_count][POOL_ATTACH_MAX] */
     uint8_t *data;
     uint64_t block_size; /* copied at attach: never re-read from shm */
     uint32_t block_count;
@@ -196,8 +199,84 @@ int pool_read_meta(struct pool *p, uint64_t handle, uint64_t *size, mbq_time *dt
                    mbq_time *pts, mbq_time *duration);
 int pool_set_timing(struct pool *p, uint64_t handle, mbq_time dts, mbq_time pts,
                     mbq_time duration);
-/* -EINVAL when size exceeds the block. */
+/* -EINVAL when size exceeds the block. The setters of size, timing and
+ * flags return -EPERM once the buffer was enqueued (pool_freeze): its
+ * metadata is then fixed until the block is freed, so that a consumer reads
+ * on the block what the queue copied. Readiness is not frozen. */
 int pool_set_data_size(struct pool *p, uint64_t handle, uint64_t size);
+/* The buffer's flags word (MBQ_BUFFER_FLAG_*, opaque here); a new buffer's
+ * is POOL_FLAGS_DEFAULT (sync). */
+#define POOL_FLAGS_DEFAULT 1u
+int pool_set_flags(struct pool *p, uint64_t handle, uint32_t flags);
+int pool_get_flags(struct pool *p, uint64_t handle, uint32_t *flags);
+/* Format descriptions (an opaque byte string: caps, codec parameters),
+ * interned in the pool's format area so that a buffer carries only an id.
+ * POOL_FORMATS slots; a new format takes an empty slot or the least
+ * recently interned one that no live buffer carries (-ENOSPC when every
+ * slot is carried). An id whose slot was recycled reads -ESTALE: one kept
+ * aside while no buffer carried it, or (a narrow race) one set on a buffer
+ * while another process recycled its slot. */
+#define POOL_FORMATS 16
+#define POOL_FORMAT_MAX 4064
+/* Interns bytes[0..len) (1..POOL_FORMAT_MAX), under the pool lock: the id
+ * of an identical format already there, or of a slot written now. 0,
+ * -EINVAL, -ENOSPC (every slot carried by a live buffer), -EBUSY (the lock
+ * stays held). */
+int pool_format_intern(struct pool *p, const void *bytes, uint32_t len, uint64_t *id_out);
+/* Whether id names a format the area holds now (no lock). */
+bool pool_format_current(const struct pool *p, uint64_t id);
+/* Copies format id into buf (cap bytes) and its length into *len_out. 0;
+ * -ERANGE (cap too small: *len_out says how much is needed); -ESTALE (the
+ * slot was recycled, or is being written); -EBADMSG (an id that names no
+ * slot, or a slot whose length is out of range: forged or scribbled). */
+int pool_format_read(const struct pool *p, uint64_t id, void *buf, uint32_t cap,
+                     uint32_t *len_out);
+/* The buffer's format id (0: none); setting it is frozen by an enqueue like
+ * the rest of the metadata. set: 0, -ESTALE (buffer, or id not current),
+ * -EBADMSG (id names no slot), -EPERM (frozen). */
+int pool_set_format(struct pool *p, uint64_t handle, uint64_t id);
+int pool_get_format(struct pool *p, uint64_t handle, uint64_t *id);
+/* The bytes of the format area (what a pool costs besides its blocks). */
+uint64_t pool_format_area_size(void);
+
+/* Attachments (CMSampleBuffer attachments): per block, up to
+ * POOL_ATTACH_MAX bytes of key -> bytes records in the attachment area,
+ * keys NUL-free strings of 1..POOL_ATTACH_KEY_MAX bytes, each record
+ * marked propagate or not. Writes are frozen by an enqueue like the rest of
+ * the metadata. A malformed area (scribbled, or a holder killed while
+ * writing it) reads -EBADMSG, never out of bounds.
+ * set: replaces key's record; 0, -EINVAL, -ENOSPC (area full), -ESTALE,
+ * -EPERM, -EBADMSG. get: 0 (value copied, *vlen its length), -ENOENT,
+ * -ERANGE (cap too small: *vlen needed), -ESTALE, -EBADMSG. remove (key
+ * NULL: all): 0, -ENOENT, ... propagate: copies src's propagating records
+ * onto dst (replacing the same keys). count: records, or -errno. */
+#define POOL_ATTACH_MAX 256
+#define POOL_ATTACH_KEY_MAX 64
+int pool_attachment_set(struct pool *p, uint64_t handle, const char *key, const void *val,
+                    uint32_t vlen, bool propagate);
+int pool_attachment_get(struct pool *p, uint64_t handle, const char *key, void *buf, uint32_t cap,
+                    uint32_t *vlen, bool *propagate);
+int pool_attachment_remove(struct pool *p, uint64_t handle, const char *key);
+int pool_attachment_propagate(struct pool *dp, uint64_t dst, struct pool *sp, uint64_t src);
+int pool_attachment_count(struct pool *p, uint64_t handle);
+
+/* Freezes the metadata (the library calls it at enqueue, before reading
+ * what the queue copies): 1 when this call froze it, 0 when it was frozen
+ * already, -ESTALE. pool_thaw undoes a freeze whose enqueue failed (so a
+ * refused buffer stays mutable; two threads enqueueing the same buffer at
+ * once, one failing, may leave it thawed while queued: the documented
+ * race of concurrent use). */
+int pool_freeze(struct pool *p, uint64_t handle);
+void pool_thaw(struct pool *p, uint64_t handle);
+/* pool_freeze, then pool_read_meta, in one lookup (the enqueue's): 1, 0
+ * as pool_freeze, or -ESTALE. Every output is required. */
+int pool_freeze_read_meta(struct pool *p, uint64_t handle, uint64_t *size, mbq_time *dts,
+                          mbq_time *pts, mbq_time *duration);
+bool pool_is_frozen(struct pool *p, uint64_t handle);
+/* The segment's fd (borrowed: owned by the mapping) and the block's offset
+ * and length in it, for a consumer that maps the payload itself. 0,
+ * -ESTALE, -EBADF (the mapping kept no fd). */
+int pool_block_span(struct pool *p, uint64_t handle, int *fd, uint64_t *offset, uint64_t *len);
 int pool_set_ready(struct pool *p, uint64_t handle, bool ready);
 /* False for a stale handle too. */
 bool pool_is_ready(struct pool *p, uint64_t handle);
@@ -209,6 +288,10 @@ bool pool_is_ready(struct pool *p, uint64_t handle);
  * operation under the pool lock, and the bytes of descriptors and
  * holdings a pool needs per block besides its pages. */
 uint32_t pool_slot_owner(const struct pool *p, uint32_t slot);
+/* Blocks with a live reference (held, queued or being moved; cached free
+ * blocks do not count), from the descriptors without the lock: a hint
+ * (mbqd keeps an unlinked pool nobody has open while it is non-zero). */
+uint32_t pool_blocks_in_use(const struct pool *p);
 uint64_t pool_slot_held(const struct pool *p, uint32_t slot);
 uint64_t pool_progress(const struct pool *p);
 uint64_t pool_overhead_per_block(void);

@@ -21,19 +21,24 @@
 #define POOL_RC_AUDIT 0x00800000u
 
 /* Per-block descriptor: refcount, state, free-list links, and the buffer's
- * metadata that queues copy at enqueue. */
+ * metadata that queues copy at enqueue. The metadata (size, timing, flags)
+ * is frozen by the first enqueue (frozen != 0) until the block is freed, so
+ * that what a consumer reads on the block is what the queue copied. */
 struct pool_block {
     _Atomic uint64_t ref;   /* generation << 32 | refcount */
     uint32_t state;         /* enum pool_block_state; under the pool lock */
     uint32_t prev, next;    /* free-list links (block indices), POOL_NONE ends */
-    uint32_t reserved0;
+    uint32_t reserved0;     /* while AGING: the id of the task punching it */
     uint64_t freed_at_ns;   /* CLOCK_MONOTONIC when it joined the warm list */
     uint64_t data_size;     /* bytes of payload the producer filled in */
     _Atomic uint32_t ready; /* data-ready flag (CMBufferQueue's isDataReady) */
-    uint32_t reserved1;
+    uint32_t flags;         /* MBQ_BUFFER_FLAG_* (mbq.h): opaque here */
     mbq_time dts, pts, duration;
     uint8_t attachments[32];
-    uint8_t pad[40]; /* to 192 bytes: three cache lines */
+    _Atomic uint32_t frozen; /* non-zero once enqueued: setters refuse */
+    uint32_t attach_len;     /* bytes of its attachment area in use */
+    uint64_t format;         /* a format id (pool_format_intern), 0: none */
+    uint8_t pad[24];         /* to 192 bytes: three cache lines */
 };
 
 
@@ -77,7 +82,7 @@ struct pool_shared {
     uint32_t flags; /* POOL_F_*; set with atomic or, some without the lock */
     uint64_t age_out_ns;
     uint64_t clients_off, holdings_off, blocks_off, data_off; /* from segment start */
-    uint8_t pad0[8];
+    uint64_t format_clock; /* interns so far (under the lock): the formats' LRU clock */
     _Alignas(64) struct slock lock;
     uint32_t warm_head, warm_tail; /* warm list: head = most recently freed */
     uint32_t cold_head;
@@ -89,6 +94,22 @@ struct pool_shared {
      * a hint for the next refill, which fetches them all at once instead of
      * one miss after another down the list. */
     uint32_t spill_hint[POOL_CACHE_MAX / 2];
+};
+
+/* The format area, between the descriptors and the data: POOL_FORMATS
+ * slots, each an interned format description (pool_format_intern). A slot
+ * is a seqlock written under the pool lock: seq odd while being written
+ * (or forever, if its writer died: the next intern reuses it), even and
+ * non-zero when it holds bytes; a format id names the slot and the seq it
+ * was interned at, so a recycled slot is detected. Readers take nothing
+ * and check every length (a peer may have scribbled any of it). */
+struct pool_format {
+    _Atomic uint32_t seq;
+    uint32_t len;   /* 1..POOL_FORMAT_MAX */
+    uint64_t hash;  /* FNV-1a of bytes, to find it again */
+    uint64_t stamp; /* format_clock when last interned: the oldest is recycled */
+    uint64_t reserved;
+    uint8_t bytes[POOL_FORMAT_MAX];
 };
 
 #define POOL_F_INVALIDATED 1u

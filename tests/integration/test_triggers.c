@@ -417,6 +417,10 @@ static const struct script scripts[] = {
      * does not count) */
     {7, 0, 0, {I(0, 0), ENR(0, 0), E(0, 0), RDY(1, 1), Q(0, 1), Q(0, 0), E(1, 1), I(1, 1), X,
                Q(0, -1), E(0, -1)}},
+    /* 7 again: a head that is present but not ready does not fire at
+     * install (the daemon, which evaluates it, asks the pool); it fires
+     * when that head becomes ready */
+    {7, 0, 0, {ENR(0, -1), I(0, 0), E(0, 0), RDY(1, 1), Q(0, 1), Q(0, 0), X}},
     /* 8: end of data reached (marked and empty) */
     {8, 0, 0, {PRE, I(0, 0), EOD(0, 0), Q(1, 1), RST(0, 0), E(0, 0), Q(0, 0), EOD(1, 1),
                I(1, 1), X, RST(0, -1), EOD(0, -1)}},

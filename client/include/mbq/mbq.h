@@ -64,6 +64,10 @@
  *    lists but no public installer accepts, is installed with
  *    mbq_buffer_queue_install_trigger_with_time_and_threshold().
  *  - Non-numeric buffer durations count as zero in the queue's duration.
+ *  - A buffer's metadata (size, timing, flags, format, attachments) is
+ *    frozen by its first enqueue: setters then fail with -EPERM, so a
+ *    consumer reads exactly what the queue ordered by (see
+ *    mbq_buffer_is_frozen).
  *  - Blocking dequeue with a timeout, the drop-oldest full policy and the
  *    per-queue counters are additions.
  */
@@ -155,6 +159,16 @@ int mbq_unlink(mbq_client *client, const char *name);
 
 typedef struct mbq_pool mbq_pool;
 
+/* Create-or-open. A create (unless exclusive) opens an object that exists
+ * under the name if it was made with the same options (the mode is not
+ * compared: it is a permission); one made with other options (capacity,
+ * order, full policy; block size as rounded to pages, block count, age-out)
+ * is refused with -EEXIST, and mbq_client_last_error() names the
+ * difference. With MBQ_OPEN_IF_EXISTS in the options' flags, an existing
+ * object of the same kind is opened whatever its options (what Core Media
+ * code that creates its queue once and shares it expects). */
+#define MBQ_OPEN_IF_EXISTS (1ull << 0)
+
 typedef struct mbq_pool_options {
     size_t size;            /* sizeof(mbq_pool_options) */
     uint64_t block_size;    /* bytes per block, rounded up to pages; required */
@@ -162,15 +176,16 @@ typedef struct mbq_pool_options {
     double age_out_seconds; /* 0: 0.5 s (kCMMemoryPoolOption_AgeOutPeriod) */
     uint32_t mode;          /* permission bits; 0: 0600 */
     bool exclusive;         /* fail with -EEXIST if the name exists */
+    uint64_t flags;         /* MBQ_OPEN_IF_EXISTS */
 } mbq_pool_options;
 
-/* Creates (or, unless exclusive, opens) a named pool. Its pages are
+/* Creates (or, unless exclusive, opens: see "Create-or-open") a named pool. Its pages are
  * faulted in at creation so that allocation never faults, and the whole
  * segment is charged to the creating user (docs/MBQD.md, Quotas).
  * Errors: -EINVAL (client, out or options NULL, bad name, size field
  * wrong, mode beyond 0777), MBQ_POOL_ERR_INVALID_PARAMETER (block size or
- * count 0 or too large), -EEXIST (exclusive, or the name is another kind
- * of object), -EACCES (it exists and this user may not open it), -EDQUOT
+ * count 0 or too large), -EEXIST (exclusive, the name is another kind
+ * of object, or a pool with other options without MBQ_OPEN_IF_EXISTS), -EACCES (it exists and this user may not open it), -EDQUOT
  * (a quota: objects or bytes of this user, or bytes of all users
  * together), -ENOSPC (object ids exhausted, or the daemon's store of
  * segments across restarts is full), MBQ_POOL_ERR_ALLOCATION_FAILED (the
@@ -205,7 +220,10 @@ typedef struct mbq_buffer {
  * MBQ_POOL_ERR_ALLOCATION_FAILED (every block is in use). */
 int mbq_pool_allocate(mbq_pool *pool, size_t size, mbq_buffer *out);
 /* References: retain adds one, release drops one; the last release returns
- * the block to its pool. -ESTALE if the buffer was already freed, -EINVAL
+ * the block to its pool. -ESTALE if the buffer was already freed or its
+ * pool was closed in this process (every buffer call then gives -ESTALE,
+ * false or NULL; a queued buffer keeps its pool alive in the daemon even
+ * after it was unlinked and closed by everyone), -EINVAL
  * for the zero buffer (release also when this process holds no reference
  * to it). */
 int mbq_buffer_retain(mbq_buffer buffer);
@@ -217,11 +235,136 @@ void *mbq_buffer_get_data(mbq_buffer buffer, size_t *capacity);
 /* Metadata a queue reads at enqueue: decode and presentation timestamps,
  * duration, and the bytes of payload that are meaningful. -ESTALE (freed
  * buffer), -EINVAL (zero buffer, NULL outputs, a size above the block
- * size). */
+ * size), -EPERM (setters, once enqueued: see "One owner of metadata"
+ * below). mbq_buffer_set_timing takes dts before pts; prefer
+ * mbq_buffer_set_sample_timing, whose fields are named. */
 int mbq_buffer_set_timing(mbq_buffer buffer, mbq_time dts, mbq_time pts, mbq_time duration);
 int mbq_buffer_get_timing(mbq_buffer buffer, mbq_time *dts, mbq_time *pts, mbq_time *duration);
 int mbq_buffer_set_data_size(mbq_buffer buffer, size_t size);
 size_t mbq_buffer_get_data_size(mbq_buffer buffer);
+/* One owner of metadata: the first enqueue freezes a buffer's data size,
+ * timing and flags until the buffer is freed (its last release). From then
+ * on the setters above and mbq_buffer_set_sample_timing/mbq_buffer_set_flags
+ * fail with -EPERM, so what a consumer reads on the buffer is exactly what
+ * the queue copied to order it and to sum its duration and size (a
+ * producer that needs other metadata allocates a new buffer). Readiness is
+ * not frozen (see below), nor is the payload, which the library cannot
+ * guard. A thread that sets metadata while another enqueues the same buffer
+ * races, and either value may win. */
+bool mbq_buffer_is_frozen(mbq_buffer buffer);
+
+/* CMSampleTimingInfo: the three times in one struct, so that they cannot be
+ * swapped by position as with mbq_buffer_set_timing (kept). */
+typedef struct mbq_sample_timing {
+    mbq_time duration;
+    mbq_time presentation_time_stamp;
+    mbq_time decode_time_stamp;
+} mbq_sample_timing;
+/* -EINVAL (zero buffer, timing NULL), -ESTALE, -EPERM (frozen: set only). */
+int mbq_buffer_set_sample_timing(mbq_buffer buffer, const mbq_sample_timing *timing);
+int mbq_buffer_get_sample_timing(mbq_buffer buffer, mbq_sample_timing *timing);
+
+/* Per-buffer flags (the sample attachments Core Media defines as booleans).
+ * A new buffer's flags are MBQ_BUFFER_FLAG_SYNC: Core Media's
+ * kCMSampleAttachmentKey_NotSync is the absence of SYNC, and a sample
+ * without it is a sync sample. Bits 16..31 are the application's. */
+#define MBQ_BUFFER_FLAG_SYNC (1u << 0)          /* a sync sample (key frame) */
+#define MBQ_BUFFER_FLAG_DISCONTINUITY (1u << 1) /* a break in the stream before it */
+#define MBQ_BUFFER_FLAG_DROPPABLE (1u << 2)     /* kCMSampleAttachmentKey_IsDependedOnByOthers false */
+#define MBQ_BUFFER_FLAG_CORRUPT (1u << 3)       /* the payload is known to be damaged */
+#define MBQ_BUFFER_FLAG_HEADER (1u << 4)        /* codec configuration, not a sample */
+#define MBQ_BUFFER_FLAG_GAP (1u << 5)           /* no data: a gap in the stream */
+#define MBQ_BUFFER_FLAG_USER(n) (1u << (16 + (n))) /* n: 0..15 */
+/* -EINVAL (zero buffer, flags NULL), -ESTALE, -EPERM (frozen: set only). */
+int mbq_buffer_set_flags(mbq_buffer buffer, uint32_t flags);
+int mbq_buffer_get_flags(mbq_buffer buffer, uint32_t *flags);
+
+/* Format descriptions: an opaque byte string of up to MBQ_FORMAT_MAX bytes
+ * (GStreamer caps, codec parameters — CMFormatDescription's role) that a
+ * producer sets on a buffer and every consumer reads for that buffer, so a
+ * change takes effect exactly at the buffer that carries it. Formats are
+ * interned in the pool's format area (16 slots per pool) and a buffer
+ * carries only an id: a format that does not change costs no copy per
+ * buffer. Like the rest of the metadata it is frozen by the first enqueue.
+ *
+ * A new format takes an empty slot, or recycles the least recently
+ * interned one that no live buffer (held or queued) carries, so the format
+ * of every buffer in flight stays readable; with all 16 carried, interning
+ * fails with -ENOSPC. An id kept aside while no buffer carried it may have
+ * been recycled: setting it gives -ESTALE. A consumer that compares ids
+ * (mbq_buffer_get_format_id) copies a format only when it changes; ids are
+ * per pool.
+ *
+ * mbq_pool_intern_format: the id of bytes[0..len) in the pool (an identical
+ * format already there is reused). 0, -EINVAL (NULL, len 0), -EMSGSIZE
+ * (above MBQ_FORMAT_MAX), -ENOSPC (16 formats carried by live buffers),
+ * -ESTALE (pool closed), -EBUSY (the pool lock stays held by another
+ * process).
+ * mbq_buffer_set_format_id: sets an id interned in the buffer's own pool (0
+ * clears). -ESTALE (buffer, or a format no longer current), -EBADMSG (not a
+ * format id of this pool), -EPERM (frozen), -EINVAL.
+ * mbq_buffer_set_format: interns and sets in one call; the library keeps
+ * the last format it interned per pool, so an unchanged format costs a
+ * compare in process memory. len 0 clears. Errors of both above.
+ * mbq_buffer_get_format_id: 0 with *id (0: the buffer has no format).
+ * mbq_buffer_copy_format: copies the format into buf (cap bytes) and its
+ * length into *len. 0; -ENODATA (no format: *len 0); -ERANGE (cap too
+ * small: *len is the length needed); -ESTALE (freed buffer, or its format's
+ * slot was recycled); -EBADMSG (the format area or the buffer's id is
+ * corrupt: a hostile or broken peer wrote shared memory; never read out of
+ * bounds); -EINVAL. */
+#define MBQ_FORMAT_MAX 4064
+typedef uint64_t mbq_format_id;
+int mbq_pool_intern_format(mbq_pool *pool, const void *bytes, size_t len, mbq_format_id *out);
+int mbq_buffer_set_format_id(mbq_buffer buffer, mbq_format_id id);
+int mbq_buffer_set_format(mbq_buffer buffer, const void *bytes, size_t len);
+int mbq_buffer_get_format_id(mbq_buffer buffer, mbq_format_id *id);
+int mbq_buffer_copy_format(mbq_buffer buffer, void *buf, size_t cap, size_t *len);
+
+/* Attachments (CMSampleBuffer attachments): key -> bytes, per buffer, in a
+ * bounded area of MBQ_ATTACHMENTS_MAX bytes (each attachment costs 4 bytes
+ * plus its key and value); keys are strings of 1..64 bytes. Set before the
+ * first enqueue, like the rest of the metadata (then -EPERM); read by every
+ * consumer. Each has a mode, as kCMAttachmentMode_ShouldPropagate /
+ * ShouldNotPropagate: in mbq, "propagate" means that
+ * mbq_buffer_copy_attachments(dst, src) — what a filter calls to carry a
+ * sample's attachments onto the buffer it produces from it — copies it;
+ * other attachments describe this buffer only (e.g. its payload layout).
+ * set: replaces key's value. 0, -EINVAL (zero buffer, bad key or mode),
+ * -ENOSPC (the area is full), -ESTALE, -EPERM (frozen).
+ * get: copies the value into buf (cap bytes), its length into *length and
+ * its mode into *mode (both may be NULL). 0, -ENOENT, -ERANGE (cap too
+ * small: *length is what is needed), -ESTALE, -EINVAL.
+ * remove: 0, -ENOENT, -ESTALE, -EPERM, -EINVAL. count: the number, or an
+ * error. copy: src's propagating attachments onto dst (replacing the same
+ * keys, keeping dst's others); dst may be of another pool. 0, -ENOSPC,
+ * -ESTALE, -EPERM (dst frozen), -EINVAL.
+ * Every call returns -EBADMSG for an attachment area that is malformed (a
+ * peer scribbled shared memory, or a holder was killed while writing it). */
+#define MBQ_ATTACHMENTS_MAX 256
+typedef enum mbq_attachment_mode {
+    MBQ_ATTACHMENT_SHOULD_NOT_PROPAGATE = 0,
+    MBQ_ATTACHMENT_SHOULD_PROPAGATE = 1,
+} mbq_attachment_mode;
+int mbq_buffer_set_attachment(mbq_buffer buffer, const char *key, const void *value,
+                              size_t length, mbq_attachment_mode mode);
+int mbq_buffer_get_attachment(mbq_buffer buffer, const char *key, void *buf, size_t cap,
+                              size_t *length, mbq_attachment_mode *mode);
+int mbq_buffer_remove_attachment(mbq_buffer buffer, const char *key);
+int mbq_buffer_remove_all_attachments(mbq_buffer buffer);
+int mbq_buffer_get_attachment_count(mbq_buffer buffer);
+int mbq_buffer_copy_attachments(mbq_buffer dst, mbq_buffer src);
+
+/* The payload as a file: the pool's memfd (borrowed: owned by the library,
+ * valid while the pool is open in this process; do not close it, dup it to
+ * keep it) and the offset and length of the buffer's block in it, page
+ * aligned, for GstFdMemory- or dmabuf-style consumers. A consumer must map
+ * it read-only (PROT_READ, MAP_SHARED): the segment is sealed against
+ * growing and shrinking, and a writable mapping could scribble on buffers
+ * other processes own. The fd stays the same for every buffer of the pool.
+ * 0, -EINVAL (zero buffer, an output NULL), -ESTALE. */
+int mbq_buffer_get_fd(mbq_buffer buffer, int *fd, uint64_t *offset, size_t *length);
+
 /* Readiness (CMBufferCallbacks.isDataReady): a new buffer is ready. A
  * producer that fills a buffer after enqueueing it clears the flag first,
  * then sets it and calls mbq_buffer_queue_notify_data_ready() on the queues
@@ -254,9 +397,11 @@ typedef struct mbq_buffer_queue_options {
     mbq_full_policy full_policy;
     uint32_t mode;  /* permission bits; 0: 0600 */
     bool exclusive; /* fail with -EEXIST if the name exists */
+    uint64_t flags; /* MBQ_OPEN_IF_EXISTS */
 } mbq_buffer_queue_options;
 
-/* Creates (or, unless exclusive, opens) a named buffer queue. Errors:
+/* Creates (or, unless exclusive, opens: see "Create-or-open" above) a named
+ * buffer queue. Errors:
  * MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING (client or out NULL), -EINVAL (bad
  * name, size field, order, full policy, capacity above 2^20, mode),
  * -EEXIST, -EACCES, -EDQUOT, -ENOSPC (as for mbq_pool_create),
@@ -314,6 +459,8 @@ int mbq_buffer_queue_copy_head(mbq_buffer_queue *queue, mbq_buffer *out);
 
 /* MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING, the trigger-callback status. */
 int mbq_buffer_queue_mark_end_of_data(mbq_buffer_queue *queue);
+/* As Core Media, contains_end_of_data and is_at_end_of_data are true for a
+ * NULL queue (there is no more data to come from it). */
 bool mbq_buffer_queue_contains_end_of_data(mbq_buffer_queue *queue);
 bool mbq_buffer_queue_is_at_end_of_data(mbq_buffer_queue *queue);
 bool mbq_buffer_queue_is_empty(mbq_buffer_queue *queue);
@@ -373,16 +520,22 @@ typedef enum mbq_trigger_condition {
 
 typedef uint64_t mbq_trigger_token;
 
-/* CMBufferQueueInstallTrigger: for conditions 1-9 (time is used by 1-4 and
- * must be numeric with epoch 0, else MBQ_BQ_ERR_BAD_TRIGGER_DURATION).
+/* CMBufferQueueInstallTrigger: for conditions 1-9. Data readiness
+ * (condition 7) is the head buffer's ready flag: installed while the head
+ * is present but not ready, it does not fire; it fires when that head
+ * becomes ready and mbq_buffer_queue_notify_data_ready() is called.
+ * The time is used by conditions 1-4 and
+ * must be numeric with epoch 0, else MBQ_BQ_ERR_BAD_TRIGGER_DURATION.
  * Integer conditions give MBQ_BQ_ERR_INVALID_TRIGGER_CONDITION. The trigger
  * fires at once if already true, then on each false-to-true edge, whichever
  * process changes the queue. token_out is required (the eventfd is found
  * through it). The trigger belongs to this process and is removed when it
  * closes the queue or exits. Also MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING,
- * -ENOSPC (the queue has 32 triggers), -EDQUOT (this client has
- * --max-triggers installed, or this user --max-objects over all its
- * connections), -EIDRM, control errors. */
+ * -ENOSPC (the queue has 32 triggers, in all processes together: each
+ * is an eventfd in every process that has the queue open, and every
+ * mutation evaluates them all), -EDQUOT (this client has --max-triggers
+ * installed, or this user --max-objects over all its connections),
+ * -EIDRM, control errors. */
 int mbq_buffer_queue_install_trigger(mbq_buffer_queue *queue, mbq_trigger_condition condition,
                                      mbq_time time, mbq_trigger_token *token_out);
 /* For conditions 10 and 11; errors as above. */
@@ -423,8 +576,12 @@ int mbq_buffer_queue_get_stats(mbq_buffer_queue *queue, mbq_buffer_queue_stats *
 /* ---- trigger dispatcher --------------------------------------------------- */
 
 /* Runs callbacks for fired triggers in the caller's thread. Inside a
- * callback, the queue may be inspected but not modified: mutations return
- * MBQ_BQ_ERR_CANNOT_MODIFY_QUEUE_FROM_TRIGGER_CALLBACK, as in Core Media. */
+ * callback, the queue may be inspected but not modified: mutations of that
+ * queue (enqueue, dequeue, copy head, reset, mark end of data) return
+ * MBQ_BQ_ERR_CANNOT_MODIFY_QUEUE_FROM_TRIGGER_CALLBACK (-12766), as in Core
+ * Media. Inspection (counts, duration, timestamps, test_trigger,
+ * call_for_each_buffer), other queues, pools and buffers, and installing or
+ * removing triggers, may be called. */
 typedef struct mbq_dispatcher mbq_dispatcher;
 typedef void (*mbq_trigger_callback)(void *refcon, mbq_buffer_queue *queue,
                                      mbq_trigger_token token);
@@ -457,6 +614,7 @@ typedef struct mbq_simple_queue_options {
     size_t size; /* sizeof(mbq_simple_queue_options) */
     uint32_t mode;
     bool exclusive;
+    uint64_t flags; /* MBQ_OPEN_IF_EXISTS (see "Create-or-open") */
 } mbq_simple_queue_options;
 
 /* capacity: 1..2^24; 0 gives MBQ_SQ_ERR_REQUIRED_PARAMETER_MISSING, negative
