@@ -536,10 +536,15 @@ static struct pool_intent *pool_intent_claim(struct pool_client *c, uint32_t tid
         if (atomic_compare_exchange_strong(&c->intent[i].owner, &o, tid))
             rec = &c->intent[i];
     }
+    /* Only a thread-id owner can be asked whether it exited. A client-id
+     * owner (lock.h: id and thread index) is not a task: tgkill would call
+     * every one of them dead and take a live thread's record between two of
+     * its moves. Its record passes to the next thread given its index (the
+     * lowest free one is given first), by the first loop. */
     for (unsigned i = 0; i < POOL_INTENTS && !rec; i++) {
         struct pool_intent *x = &c->intent[i];
         uint32_t o = atomic_load_explicit(&x->owner, memory_order_acquire);
-        if (atomic_load_explicit(&x->h[0], memory_order_relaxed) ||
+        if ((o & SLOCK_CID) || atomic_load_explicit(&x->h[0], memory_order_relaxed) ||
             atomic_load_explicit(&x->h[1], memory_order_relaxed) ||
             !(syscall(SYS_tgkill, getpid(), (pid_t)o, 0) < 0 && errno == ESRCH))
             continue;
