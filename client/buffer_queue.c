@@ -670,7 +670,10 @@ static bool queue_map_unmapped(mbq_buffer_queue *q, int r)
     uint32_t id = queue_unmapped - 1;
     queue_unmapped = 0;
     int c = queue_check_entry(q, id);
-    if (c == -ENOLINK || c == -EACCES) {
+    /* -ENOENT: no pool has that id (or it names another kind of object), so
+     * none is bound: refusing the dequeue instead would stall the queue
+     * behind the entry for good. */
+    if (c == -ENOLINK || c == -EACCES || c == -ENOENT) {
         queue_verdict = (id + 1) * 2 + 1;
         return true;
     }

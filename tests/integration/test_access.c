@@ -14,7 +14,8 @@
  *    dequeues a forged entry (-ENOLINK, nothing adopted), resets the queue
  *    with a callback over two more (the callback gets no buffer, nothing is
  *    released): A's block stays held, and the queue's forged_entries
- *    counter says so.
+ *    counter says so. forged_unknown_pool: an entry naming no pool at all
+ *    is dropped the same way, and the entries behind it flow.
  *  - locked_queue_destroyed: a queue destroyed while its lock names a live
  *    thread (written there by a client) does not stall the daemon; its
  *    entries' references are left alone; biased_queue_destroyed: one whose
@@ -447,6 +448,31 @@ static void forged_consumer(void)
     CHECK_MBQD_STOP(&D);
 }
 
+/* An entry naming a pool id that no pool has (written straight into the
+ * queue) is bound to nothing: the consumer drops it (-ENOLINK, nothing
+ * adopted) and the entries behind it flow; it must not answer -EAGAIN for
+ * ever because the pool cannot be asked about or mapped. */
+static void forged_unknown_pool(void)
+{
+    REQUIRE(start_daemon(NULL) == 0);
+    mbq_client *root = h_connect(&D, "root");
+    REQUIRE(root);
+    static const struct who wb = {"B", UID_B, UID_B};
+    struct actor b;
+    REQUIRE(actor_start(&b, user_actor, (void *)&wb) == 0);
+    CHECK_STATUS(op(&b, OP_POOL_CREATE, "b/pool", 0600, 4, 0, NULL), 0);
+    CHECK_STATUS(op(&b, OP_BQ_CREATE, "b/q", 0600, MBQ_ORDER_FIFO, 0, NULL), 0);
+    CHECK_STATUS(op(&b, OP_FORGE, NULL, 0x7ffffff0, ((int64_t)1 << 32) | 1, 1, NULL), 0);
+    CHECK_STATUS(op(&b, OP_ENQUEUE_OWN, NULL, 0, 0, 2, NULL), 0);
+    CHECK_EQ(blocks_used(root, "b/pool"), 1);
+    CHECK_STATUS(op(&b, OP_DEQUEUE, NULL, 0, 0, 0, NULL), -ENOLINK);
+    CHECK_STATUS(op(&b, OP_DEQUEUE, NULL, 0, 0, 0, NULL), 0); /* the real one */
+    CHECK_EQ(blocks_used(root, "b/pool"), 0);
+    CHECK_ACTOR_OK(&b);
+    mbq_disconnect(root);
+    CHECK_MBQD_STOP(&D);
+}
+
 static void locked_queue_destroyed(void)
 {
     REQUIRE(start_daemon(NULL) == 0);
@@ -694,6 +720,6 @@ static void visibility(void)
 }
 
 CHECK_MAIN(CASE(skip_unless_root), CASE(forged_release_fifo), CASE(forged_release_sorted),
-           CASE(forged_consumer), CASE(locked_queue_destroyed),
+           CASE(forged_consumer), CASE(forged_unknown_pool), CASE(locked_queue_destroyed),
            CASE(biased_queue_destroyed), CASE(quota_across_connections), CASE(global_cap),
            CASE(log_flood), CASE(visibility))
