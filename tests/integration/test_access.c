@@ -85,6 +85,7 @@ enum {
     OP_FORGE,           /* v0: pool id, v1: handle, v2: pts -> status (bq_enqueue, no hooks) */
     OP_ENQUEUE_OWN,     /* a buffer of this actor's pool through its queue, kept there */
     OP_DEQUEUE,         /* -> status */
+    OP_DEQUEUE_READY,   /* dequeue_if_data_ready -> status */
     OP_RESET,           /* -> status */
     OP_CLOSE_UNLINK,    /* s: name: closes this actor's queue, unlinks it -> status */
     OP_STAT,            /* s: name -> status, v0 blocks_used, v1 client_count, v2 forged,
@@ -225,6 +226,13 @@ static int user_actor(int cmd, int rep, void *arg)
         case OP_DEQUEUE: {
             mbq_buffer b;
             r.status = mbq_buffer_queue_dequeue_and_retain(s.q, &b);
+            if (r.status == 0)
+                mbq_buffer_release(b);
+            break;
+        }
+        case OP_DEQUEUE_READY: {
+            mbq_buffer b;
+            r.status = mbq_buffer_queue_dequeue_if_data_ready_and_retain(s.q, &b);
             if (r.status == 0)
                 mbq_buffer_release(b);
             break;
@@ -467,6 +475,13 @@ static void forged_unknown_pool(void)
     CHECK_EQ(blocks_used(root, "b/pool"), 1);
     CHECK_STATUS(op(&b, OP_DEQUEUE, NULL, 0, 0, 0, NULL), -ENOLINK);
     CHECK_STATUS(op(&b, OP_DEQUEUE, NULL, 0, 0, 0, NULL), 0); /* the real one */
+    CHECK_EQ(blocks_used(root, "b/pool"), 0);
+    /* the same through dequeue_if_data_ready, whose readiness check meets
+     * the pool first */
+    CHECK_STATUS(op(&b, OP_FORGE, NULL, 0x7ffffff0, ((int64_t)1 << 32) | 1, 3, NULL), 0);
+    CHECK_STATUS(op(&b, OP_ENQUEUE_OWN, NULL, 0, 0, 4, NULL), 0);
+    CHECK_STATUS(op(&b, OP_DEQUEUE_READY, NULL, 0, 0, 0, NULL), -ENOLINK);
+    CHECK_STATUS(op(&b, OP_DEQUEUE_READY, NULL, 0, 0, 0, NULL), 0);
     CHECK_EQ(blocks_used(root, "b/pool"), 0);
     CHECK_ACTOR_OK(&b);
     mbq_disconnect(root);
