@@ -467,8 +467,11 @@ static int pool_lock(struct pool *p)
     if (__builtin_expect(r < 0, 0))
         return r;
     if (r == SLOCK_RECOVERED || (RD(p->sh->flags) & POOL_F_NEEDS_REPAIR)) {
+        /* Cleared first: a request made while the repair runs (a release
+         * that read its block as referenced, then failed to get the lock)
+         * stays for the next holder instead of being cleared with this. */
+        __atomic_fetch_and(&p->sh->flags, ~POOL_F_NEEDS_REPAIR, __ATOMIC_SEQ_CST);
         pool_repair_locked(p);
-        __atomic_fetch_and(&p->sh->flags, ~POOL_F_NEEDS_REPAIR, __ATOMIC_RELAXED);
     }
     return 0;
 }
@@ -477,7 +480,9 @@ static int pool_lock(struct pool *p)
  * repair to file (a freed block still marked used): the next holder runs it. */
 static void pool_mark_repair(struct pool *p)
 {
-    __atomic_fetch_or(&p->sh->flags, POOL_F_NEEDS_REPAIR, __ATOMIC_RELAXED);
+    /* release: the repair that clears the request (acquire) reads what
+     * the step did before asking */
+    __atomic_fetch_or(&p->sh->flags, POOL_F_NEEDS_REPAIR, __ATOMIC_RELEASE);
 }
 
 /* A block we punched while AGING, that we cannot file cold for want of the
@@ -2189,8 +2194,8 @@ int pool_break_lock(struct pool *p, uint32_t owner)
         return -EINVAL;
     if (slock_take_from(&p->sh->lock, owner) != SLOCK_RECOVERED)
         return 0;
+    __atomic_fetch_and(&p->sh->flags, ~POOL_F_NEEDS_REPAIR, __ATOMIC_SEQ_CST); /* see pool_lock */
     pool_repair_locked(p);
-    __atomic_fetch_and(&p->sh->flags, ~POOL_F_NEEDS_REPAIR, __ATOMIC_RELAXED);
     pool_unlock(p);
     return 1;
 }
