@@ -90,6 +90,7 @@ static int hook_retain(void *ctx, uint32_t pool_id, uint64_t handle, bool by_cli
 
 static bool queue_pool_bound(mbq_buffer_queue *q, uint32_t pool_id);
 static int queue_check_entry(mbq_buffer_queue *q, uint32_t pool_id);
+static _Thread_local uint32_t queue_verdict; /* see hook_move_begin */
 
 static void hook_release(void *ctx, uint32_t pool_id, uint64_t handle)
 {
@@ -126,6 +127,10 @@ static bool hook_is_ready(void *ctx, uint32_t pool_id, uint64_t handle)
     mbq_buffer_queue *q = ctx;
     struct mbq_pool *p = pool_table_lookup(q->client, pool_id, queue_hint);
     if (unlikely(!p)) {
+        /* The retry of a dequeue whose head names a pool nobody bound (or
+         * no pool): move_begin lets the entry go, readiness aside. */
+        if (queue_verdict == (pool_id + 1) * 2 + 1)
+            return true;
         atomic_store_explicit(&q->missing_pool, (uint64_t)pool_id + 1, memory_order_relaxed);
         return false;
     }
@@ -686,7 +691,10 @@ static bool queue_map_unmapped(mbq_buffer_queue *q, int *r)
     uint32_t id = queue_unmapped - 1;
     queue_unmapped = 0;
     int c = queue_check_entry(q, id);
-    if (c == -ENOLINK || c == -EACCES) {
+    /* -ENOENT: no pool has that id (or it names another kind of object), so
+     * none is bound: refusing the dequeue instead would stall the queue
+     * behind the entry for good. */
+    if (c == -ENOLINK || c == -EACCES || c == -ENOENT) {
         queue_verdict = (id + 1) * 2 + 1;
         return true;
     }
@@ -731,7 +739,15 @@ int mbq_buffer_queue_dequeue_if_data_ready_and_retain(mbq_buffer_queue *queue, m
     for (int tries = 0;; tries++) {
         r = bq_dequeue_if_ready(&queue->bq, &e);
         /* "not ready" may mean "its pool is not mapped here yet" */
+        const uint64_t missing = atomic_load_explicit(&queue->missing_pool, memory_order_relaxed);
         bool mapped = queue_settle(queue) && r == -EAGAIN;
+        /* ... or "its pool cannot be mapped here": asked about as a dequeue
+         * would, so that an entry of a pool nobody bound (or of no pool)
+         * goes on the retry instead of reading as not ready for ever */
+        if (!mapped && r == -EAGAIN && missing) {
+            queue_unmapped = (uint32_t)missing;
+            r = QUEUE_POOL_MISSING;
+        }
         if (tries >= 2 || !(mapped || queue_map_unmapped(queue, &r)))
             break;
     }

@@ -991,6 +991,34 @@ uint64_t registry_reclaim_pid(Registry *r, pid_t pid, unsigned *pools_out)
     return released;
 }
 
+uint64_t registry_reclaim_previous_instance(Registry *r, unsigned *slots_out)
+{
+    /* mbqd keeps its client id across a restart: a slot that names it (with
+     * the reclaiming bit or not) and is not the one we attached with is a
+     * previous instance's, alive in the liveness table, so nobody else
+     * would ever reclaim it. */
+    const uint32_t id = slock_identity();
+    const uint32_t self = SLOCK_CID | id << SLOCK_CID_SHIFT;
+    uint64_t released = 0;
+    unsigned slots = 0;
+    if (id)
+        list_for_each_safe(it, &r->pools) {
+            Object *o = list_entry(it, Object, pool_link);
+            struct pool *p = &o->pool;
+            for (uint32_t s = 0; s < POOL_MAX_CLIENTS; s++) {
+                if (s == p->slot || (pool_slot_owner(p, s) & SLOCK_TID_MASK) != self)
+                    continue;
+                int n = pool_reclaim_slot_ex(p, s, registry_count_refs, o);
+                if (n > 0)
+                    released += (uint64_t)n;
+                slots++;
+            }
+        }
+    if (slots_out)
+        *slots_out = slots;
+    return released;
+}
+
 void registry_age_out(Registry *r, uint64_t now)
 {
     list_for_each_safe(it, &r->pools) {

@@ -222,6 +222,12 @@ bool registry_pid_has_pool_slot(Registry *r, pid_t pid);
 /* Releases what the client slot of pid holds in every pool; returns the
  * references released and (pools_out) in how many pools. */
 uint64_t registry_reclaim_pid(Registry *r, pid_t pid, unsigned *pools_out);
+/* After a restore: releases what the pool slots that name mbqd's own
+ * client id, other than the one this instance attached with, hold (a
+ * previous instance's: its own slot, and a dead client's it was reclaiming
+ * when it was killed), recounting their intents. Returns the references
+ * released and (slots_out) how many slots. */
+uint64_t registry_reclaim_previous_instance(Registry *r, unsigned *slots_out);
 /* Ages out the cached blocks of every pool (the daemon's timer). */
 void registry_age_out(Registry *r, uint64_t now);
 

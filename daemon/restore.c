@@ -619,8 +619,14 @@ int restorer_new(Restorer **ret, struct event_base *base, Registry *r, Server *s
         fdstore_attach(st);
     }
 
-    /* The processes of before: gone ones now, live ones when they go. */
+    /* The processes of before: gone ones now, live ones when they go; the
+     * previous instance itself is gone, and its pool slots with it. */
     registry_batch_begin(r);
+    unsigned prev_slots = 0;
+    uint64_t prev_released = registry_reclaim_previous_instance(r, &prev_slots);
+    if (prev_slots)
+        log_msg(LOG_LEVEL_INFO, "restore: released %" PRIu64 " buffer references in %u pool "
+                "slots of the previous instance", prev_released, prev_slots);
     struct pids p = {0};
     registry_for_each(r, collect_pids, &p);
     int res = 0;

@@ -474,8 +474,11 @@ static int pool_lock(struct pool *p)
     if (__builtin_expect(r < 0, 0))
         return r;
     if (r == SLOCK_RECOVERED || (RD(p->sh->flags) & POOL_F_NEEDS_REPAIR)) {
+        /* Cleared first: a request made while the repair runs (a release
+         * that read its block as referenced, then failed to get the lock)
+         * stays for the next holder instead of being cleared with this. */
+        __atomic_fetch_and(&p->sh->flags, ~POOL_F_NEEDS_REPAIR, __ATOMIC_SEQ_CST);
         pool_repair_locked(p);
-        __atomic_fetch_and(&p->sh->flags, ~POOL_F_NEEDS_REPAIR, __ATOMIC_RELAXED);
     }
     return 0;
 }
@@ -484,7 +487,9 @@ static int pool_lock(struct pool *p)
  * repair to file (a freed block still marked used): the next holder runs it. */
 static void pool_mark_repair(struct pool *p)
 {
-    __atomic_fetch_or(&p->sh->flags, POOL_F_NEEDS_REPAIR, __ATOMIC_RELAXED);
+    /* release: the repair that clears the request (acquire) reads what
+     * the step did before asking */
+    __atomic_fetch_or(&p->sh->flags, POOL_F_NEEDS_REPAIR, __ATOMIC_RELEASE);
 }
 
 /* A block we punched while AGING, that we cannot file cold for want of the
@@ -543,10 +548,15 @@ static struct pool_intent *pool_intent_claim(struct pool_client *c, uint32_t tid
         if (atomic_compare_exchange_strong(&c->intent[i].owner, &o, tid))
             rec = &c->intent[i];
     }
+    /* Only a thread-id owner can be asked whether it exited. A client-id
+     * owner (lock.h: id and thread index) is not a task: tgkill would call
+     * every one of them dead and take a live thread's record between two of
+     * its moves. Its record passes to the next thread given its index (the
+     * lowest free one is given first), by the first loop. */
     for (unsigned i = 0; i < POOL_INTENTS && !rec; i++) {
         struct pool_intent *x = &c->intent[i];
         uint32_t o = atomic_load_explicit(&x->owner, memory_order_acquire);
-        if (atomic_load_explicit(&x->h[0], memory_order_relaxed) ||
+        if ((o & SLOCK_CID) || atomic_load_explicit(&x->h[0], memory_order_relaxed) ||
             atomic_load_explicit(&x->h[1], memory_order_relaxed) ||
             !(syscall(SYS_tgkill, getpid(), (pid_t)o, 0) < 0 && errno == ESRCH))
             continue;
@@ -2199,8 +2209,8 @@ int pool_break_lock(struct pool *p, uint32_t owner)
         return -EINVAL;
     if (slock_take_from(&p->sh->lock, owner) != SLOCK_RECOVERED)
         return 0;
+    __atomic_fetch_and(&p->sh->flags, ~POOL_F_NEEDS_REPAIR, __ATOMIC_SEQ_CST); /* see pool_lock */
     pool_repair_locked(p);
-    __atomic_fetch_and(&p->sh->flags, ~POOL_F_NEEDS_REPAIR, __ATOMIC_RELAXED);
     pool_unlock(p);
     return 1;
 }

@@ -14,7 +14,8 @@
  *    dequeues a forged entry (-ENOLINK, nothing adopted), resets the queue
  *    with a callback over two more (the callback gets no buffer, nothing is
  *    released): A's block stays held, and the queue's forged_entries
- *    counter says so.
+ *    counter says so. forged_unknown_pool: an entry naming no pool at all
+ *    is dropped the same way, and the entries behind it flow.
  *  - locked_queue_destroyed: a queue destroyed while its lock names a live
  *    thread (written there by a client) does not stall the daemon; its
  *    entries' references are left alone; biased_queue_destroyed: one whose
@@ -100,6 +101,7 @@ enum {
     OP_FORGE,           /* v0: pool id, v1: handle, v2: pts -> status (bq_enqueue, no hooks) */
     OP_ENQUEUE_OWN,     /* a buffer of this actor's pool through its queue, kept there */
     OP_DEQUEUE,         /* -> status, s: the error text */
+    OP_DEQUEUE_READY,   /* dequeue_if_data_ready -> status */
     OP_RESET,           /* -> status */
     OP_CLOSE_UNLINK,    /* s: name: closes this actor's queue, unlinks it -> status */
     OP_STAT,            /* s: name -> status, v0 blocks_used, v1 client_count, v2 forged,
@@ -215,6 +217,13 @@ static int user_actor(int cmd, int rep, void *arg)
                 mbq_buffer_release(b);
             else
                 mbq_client_last_error(s.c, r.s, sizeof r.s);
+            break;
+        }
+        case OP_DEQUEUE_READY: {
+            mbq_buffer b;
+            r.status = mbq_buffer_queue_dequeue_if_data_ready_and_retain(s.q, &b);
+            if (r.status == 0)
+                mbq_buffer_release(b);
             break;
         }
         case OP_RESET: /* -> status, v0: buffers the callback got, v1: of them valid */
@@ -462,6 +471,38 @@ static void forged_consumer(void)
     CHECK_ACTOR_OK(&a);
     CHECK_ACTOR_OK(&b);
     CHECK_ACTOR_OK(&c);
+    mbq_disconnect(root);
+    CHECK_MBQD_STOP(&D);
+}
+
+/* An entry naming a pool id that no pool has (written straight into the
+ * queue) is bound to nothing: the consumer drops it (-ENOLINK, nothing
+ * adopted) and the entries behind it flow; it must not answer -EAGAIN for
+ * ever because the pool cannot be asked about or mapped. */
+static void forged_unknown_pool(void)
+{
+    REQUIRE(start_daemon(NULL) == 0);
+    mbq_client *root = h_connect(&D, "root");
+    REQUIRE(root);
+    static const struct who wb = {"B", UID_B, UID_B};
+    struct actor b;
+    REQUIRE(actor_start(&b, user_actor, (void *)&wb) == 0);
+    CHECK_STATUS(op(&b, OP_POOL_CREATE, "b/pool", 0600, 4, 0, NULL), 0);
+    CHECK_STATUS(op(&b, OP_BQ_CREATE, "b/q", 0600, MBQ_ORDER_FIFO, 0, NULL), 0);
+    CHECK_STATUS(op(&b, OP_FORGE, NULL, 0x7ffffff0, ((int64_t)1 << 32) | 1, 1, NULL), 0);
+    CHECK_STATUS(op(&b, OP_ENQUEUE_OWN, NULL, 0, 0, 2, NULL), 0);
+    CHECK_EQ(blocks_used(root, "b/pool"), 1);
+    CHECK_STATUS(op(&b, OP_DEQUEUE, NULL, 0, 0, 0, NULL), -ENOLINK);
+    CHECK_STATUS(op(&b, OP_DEQUEUE, NULL, 0, 0, 0, NULL), 0); /* the real one */
+    CHECK_EQ(blocks_used(root, "b/pool"), 0);
+    /* the same through dequeue_if_data_ready, whose readiness check meets
+     * the pool first */
+    CHECK_STATUS(op(&b, OP_FORGE, NULL, 0x7ffffff0, ((int64_t)1 << 32) | 1, 3, NULL), 0);
+    CHECK_STATUS(op(&b, OP_ENQUEUE_OWN, NULL, 0, 0, 4, NULL), 0);
+    CHECK_STATUS(op(&b, OP_DEQUEUE_READY, NULL, 0, 0, 0, NULL), -ENOLINK);
+    CHECK_STATUS(op(&b, OP_DEQUEUE_READY, NULL, 0, 0, 0, NULL), 0);
+    CHECK_EQ(blocks_used(root, "b/pool"), 0);
+    CHECK_ACTOR_OK(&b);
     mbq_disconnect(root);
     CHECK_MBQD_STOP(&D);
 }
@@ -1036,7 +1077,7 @@ static void visibility(void)
 }
 
 CHECK_MAIN(CASE(skip_unless_root), CASE(forged_release_fifo), CASE(forged_release_sorted),
-           CASE(forged_consumer), CASE(locked_queue_destroyed),
+           CASE(forged_consumer), CASE(forged_unknown_pool), CASE(locked_queue_destroyed),
            CASE(biased_queue_destroyed), CASE(quota_across_connections),
            CASE(trigger_quota_per_user), CASE(global_cap),
            CASE(log_flood), CASE(visibility), CASE(hidden_by_id),

@@ -28,6 +28,8 @@
  *   - A queue's bound pools come back with it: destroyed after a crash,
  *     it releases the entries of its bound pool and ignores one written
  *     straight into its memory naming a pool never bound to it.
+ *   - A restart leaves no pool slot of the previous mbqd behind, and
+ *     finishes a dead client's reclaim the previous one was killed in.
  * Every wait is on the notify socket, a pipe or a poll with a deadline.
  *
  * Like systemd, the manager reads notifications all the time (a thread):
@@ -40,6 +42,7 @@
 #include "segments.h"
 
 #include <bq_layout.h>
+#include <pool_layout.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <sys/eventfd.h>
@@ -1262,6 +1265,108 @@ static void restore_ignores_forged(void)
     mgr_cleanup(&M);
 }
 
+/* Maps the pool segment with object_id that this process has open (a
+ * second client slot of ours), to write into it as a dying mbqd would. */
+static int map_pool_segment(uint64_t object_id, struct pool *out)
+{
+    DIR *d = opendir("/proc/self/fd");
+    if (!d)
+        return -errno;
+    int r = -ENOENT;
+    struct dirent *e;
+    while (r < 0 && (e = readdir(d))) {
+        int fd = atoi(e->d_name);
+        char link[PATH_MAX], path[64];
+        snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+        ssize_t n = readlink(path, link, sizeof link - 1);
+        if (n <= 0)
+            continue;
+        link[n] = '\0';
+        if (strncmp(link, "/memfd:", 7) != 0 || pool_attach(fd, out) != 0)
+            continue;
+        if (seg_object_id(&out->seg) == object_id)
+            r = 0;
+        else
+            pool_detach(out);
+    }
+    closedir(d);
+    return r;
+}
+
+/* The slots that name mbqd (client id 1, lock.h), with or without the
+ * reclaiming bit. */
+static unsigned daemon_slots(const struct pool *p, bool reclaiming)
+{
+    const uint32_t mbqd = SLOCK_CID | 1u << SLOCK_CID_SHIFT;
+    unsigned n = 0;
+    for (uint32_t s = 0; s < POOL_MAX_CLIENTS; s++)
+        n += pool_slot_owner(p, s) == (reclaiming ? mbqd | 0x80000000u : mbqd);
+    return n;
+}
+
+/* mbqd keeps its client id across a restart, so the slots a previous
+ * instance named are this one's to finish: the pool slot it attached with
+ * (never another's: a restart must not leave one behind each time) and a
+ * dead client's slot it was reclaiming when it was killed (its holdings
+ * and intents go to the recount, not to nobody). */
+static void restart_finishes_own_slots_body(void)
+{
+    REQUIRE(mgr_init(&M) == 0);
+    REQUIRE(mgr_start(&M, NULL) == 0);
+    REQUIRE(mgr_wait_ready(&M));
+    mbq_client *c = connect_client("reclaimer");
+    REQUIRE(c);
+    mbq_pool *pool = NULL;
+    mbq_pool_options po = h_pool_opts(4096, 4);
+    REQUIRE(mbq_pool_create(c, "rr/p", &po, &pool) == 0);
+    mbq_buffer b;
+    REQUIRE(mbq_pool_allocate(pool, 64, &b) == 0);
+    struct pool raw;
+    REQUIRE(map_pool_segment((uint64_t)object_id_of(c, "rr/p"), &raw) == 0);
+    CHECK_EQ(daemon_slots(&raw, false), 1);
+    /* What a kill -9 of mbqd leaves in the reclaim of a dead client that
+     * held b: the slot claimed (reclaiming, mbqd's id), its holding and
+     * the reference it counts still there. */
+    uint32_t dead = POOL_MAX_CLIENTS;
+    for (uint32_t s = 0; s < POOL_MAX_CLIENTS && dead == POOL_MAX_CLIENTS; s++)
+        if (pool_slot_owner(&raw, s) == 0)
+            dead = s;
+    REQUIRE(dead < POOL_MAX_CLIENTS);
+    const uint32_t idx = (uint32_t)b.handle_ - 1;
+    REQUIRE(pool_retain(&raw, b.handle_, false) == 0);
+    atomic_store(&raw.holdings[(size_t)dead * raw.block_count + idx], 1);
+    atomic_store(&raw.clients[dead].pid, SLOCK_CID | 1u << SLOCK_CID_SHIFT | 0x80000000u);
+    mgr_kill(&M);
+
+    /* Twice: each instance attaches anew. */
+    for (int i = 0; i < 2; i++) {
+        REQUIRE(mgr_start(&M, NULL) == 0);
+        REQUIRE(mgr_wait_ready(&M));
+        CHECK_EQ(daemon_slots(&raw, false), 1);
+        CHECK_EQ(daemon_slots(&raw, true), 0);
+        CHECK_EQ(pool_slot_held(&raw, dead), 0);
+        mgr_kill(&M);
+    }
+    REQUIRE(mgr_start(&M, NULL) == 0);
+    REQUIRE(mgr_wait_ready(&M));
+    /* b's only reference is ours again: released, the pool is empty. */
+    CHECK_STATUS(mbq_buffer_release(b), 0);
+    mbq_object_info info;
+    CHECK_STATUS(h_stat(c, "rr/p", &info), 0);
+    CHECK_EQ(info.blocks_used, 0);
+    pool_detach(&raw);
+    mbq_pool_close(pool);
+    mbq_disconnect(c);
+    CHECK(mgr_stop(&M));
+    mgr_cleanup(&M);
+}
+
+static void restart_finishes_own_slots(void)
+{
+    restart_finishes_own_slots_body();
+    mgr_cleanup(&M);
+}
+
 /* `systemctl stop` then start (systemd 252 drops the store on stop): the
  * client reconnects to a daemon that does not have its objects any more.
  * Its mappings still work; their control calls say -EIDRM; the connection
@@ -1346,5 +1451,5 @@ static void stop_drops_store(void)
 }
 
 CHECK_MAIN(CASE(notify_protocol), CASE(crash_restores_everything), CASE(restore_drops_what_fails),
-           CASE(restore_ignores_forged),
+           CASE(restore_ignores_forged), CASE(restart_finishes_own_slots),
            CASE(store_full_refuses), CASE(watchdog_hang_hook), CASE(stop_drops_store))

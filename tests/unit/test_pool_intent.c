@@ -12,7 +12,10 @@
  * refcount and the pool's used count. The live-intent case keeps a second
  * child alive inside a move on the same block: the recount must wait
  * (audits_pending), not guess. The mid-shift case leaves a sorted queue's
- * journal active: the count is refused until the queue is settled. */
+ * journal active: the count is refused until the queue is settled. A
+ * process with a client id and more moving threads than records counts
+ * the extra moves as of unknown block and never takes a live thread's
+ * record. */
 #include "check.h"
 
 #include "bq_layout.h"
@@ -21,7 +24,10 @@
 #include <mbq/status.h>
 
 #include <errno.h>
+#include <lock_layout.h>
+#include <pthread.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <stdatomic.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
@@ -572,9 +578,102 @@ static void fifo_half_published_entry_is_kept(void)
     teardown();
 }
 
+/* ---- records of live threads ---- */
+
+/* The allocating thread holds one record; these threads the others. */
+#define LIVE_MOVERS (POOL_INTENTS - 1)
+
+struct mover {
+    struct pool *p;
+    uint64_t h;
+    pthread_barrier_t *moved, *done;
+    int result;
+};
+
+static void *mover_body(void *arg)
+{
+    struct mover *m = arg;
+    pool_move_begin(m->p, m->h, 0);
+    pool_move_end(m->p, 0);
+    pthread_barrier_wait(m->moved); /* holds a record, clear, and lives on */
+    pthread_barrier_wait(m->done);
+    return NULL;
+}
+
+/* The thread one too many: every record is a live thread's. */
+static void *extra_body(void *arg)
+{
+    struct mover *m = arg;
+    struct pool_client *c = &m->p->clients[m->p->slot];
+    uint32_t before[POOL_INTENTS];
+    for (int i = 0; i < POOL_INTENTS; i++)
+        before[i] = atomic_load(&c->intent[i].owner);
+    pool_move_begin(m->p, m->h, 0);
+    m->result = 0;
+    for (int i = 0; i < POOL_INTENTS; i++)
+        if (atomic_load(&c->intent[i].owner) != before[i])
+            m->result = 20; /* a live thread's record was taken */
+    if (!m->result && atomic_load(&c->intent_overflow) != 1)
+        m->result = 21;
+    pool_move_end(m->p, 0);
+    if (!m->result && atomic_load(&c->intent_overflow) != 0)
+        m->result = 22;
+    return NULL;
+}
+
+/* In the client-id form (a process with a daemon-assigned identity), one
+ * thread more than there are records: it must count its move as one of
+ * unknown block, not take the record of a live thread that is between two
+ * moves (the record would then name the other thread's block or none while
+ * that thread moves, and a recount would not see its move). */
+static int child_records(void)
+{
+    struct slock_ids *ids = mmap(NULL, sizeof(struct slock_ids), PROT_READ | PROT_WRITE,
+                                 MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (ids == MAP_FAILED)
+        return 10;
+    atomic_store(&ids->live[9], 1);
+    slock_set_identity(9, ids);
+    if (slock_identity() != 9)
+        return 11;
+    struct pool p;
+    struct pool_params prm = {.block_size = 4096, .block_count = 4};
+    if (pool_create(&prm, &p) != 0)
+        return 12;
+    uint64_t h;
+    if (pool_alloc(&p, 4096, &h) != 0)
+        return 13;
+    pthread_barrier_t moved, done;
+    pthread_barrier_init(&moved, NULL, LIVE_MOVERS + 1);
+    pthread_barrier_init(&done, NULL, LIVE_MOVERS + 1);
+    pthread_t t[LIVE_MOVERS], x;
+    struct mover m = {.p = &p, .h = h, .moved = &moved, .done = &done, .result = -1};
+    for (int i = 0; i < LIVE_MOVERS; i++)
+        if (pthread_create(&t[i], NULL, mover_body, &m) != 0)
+            return 14;
+    pthread_barrier_wait(&moved);
+    if (pthread_create(&x, NULL, extra_body, &m) != 0)
+        return 15;
+    pthread_join(x, NULL);
+    pthread_barrier_wait(&done);
+    for (int i = 0; i < LIVE_MOVERS; i++)
+        pthread_join(t[i], NULL);
+    return m.result;
+}
+
+static void live_threads_keep_their_records(void)
+{
+    pid_t pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0)
+        _exit(child_records());
+    CHECK_EQ(wait_exit(pid), 0);
+}
+
 CHECK_MAIN(CASE(fifo_half_published_entry_is_kept), CASE(retain_death_is_recounted), CASE(without_recount_it_leaks),
            CASE(alloc_death_frees_block), CASE(release_death_drops_reference),
            CASE(dequeue_death_frees_block), CASE(dequeue_death_before_removal_keeps_block),
            CASE(handover_death_drops_reference), CASE(reset_death_keeps_queued_reference),
            CASE(completed_move_changes_nothing), CASE(live_intent_defers_recount),
-           CASE(queue_mid_shift_defers_recount), CASE(count_refs_sees_entries))
+           CASE(queue_mid_shift_defers_recount), CASE(count_refs_sees_entries),
+           CASE(live_threads_keep_their_records))

@@ -438,8 +438,8 @@ int mbq_buffer_queue_enqueue_and_release(mbq_buffer_queue *queue, mbq_buffer buf
 /* CMBufferQueueDequeueAndRetain: the queue's reference passes to the
  * caller. 0, or -EAGAIN when empty (Core Media returns NULL),
  * MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING, the trigger-callback status,
- * -EUCLEAN; -ENOLINK when the entry names a pool not bound to the queue
- * (written around the library: the entry is dropped, nothing is adopted,
+ * -EUCLEAN; -ENOLINK when the entry names a pool not bound to the queue,
+ * or an id no pool has (written around the library: the entry is dropped, nothing is adopted,
  * the queue's forged_entries counts it); and, for the first buffer of a
  * pool this client has not mapped or checked yet, the errors of mapping it
  * (-EACCES, -EUSERS, -EMFILE, -ENOENT when the pool is gone) and control
