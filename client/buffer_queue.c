@@ -67,6 +67,7 @@ static _Thread_local struct mbq_pool *queue_hint;
 struct queue_deferred {
     uint32_t pool_id;
     uint64_t handle;
+    struct mbq_pool *held; /* the pool whose recounts wait for it (mapped) */
 };
 struct queue_reset {
     mbq_buffer_queue *queue;
@@ -110,7 +111,12 @@ static void hook_release(void *ctx, uint32_t pool_id, uint64_t handle)
                 rs->deferred = d;
                 rs->cap = cap;
             }
-            rs->deferred[rs->ndeferred++] = (struct queue_deferred){pool_id, handle};
+            /* The entry has left the queue and its intent ends when this
+             * hook returns: until the release after the unlock, the
+             * reference is held back from every recount of its pool. */
+            if (p)
+                pool_move_hold(&p->pool);
+            rs->deferred[rs->ndeferred++] = (struct queue_deferred){pool_id, handle, p};
             return;
         }
         /* Not under the queue lock (a dropped-oldest entry): ask and open now. */
@@ -156,6 +162,8 @@ static _Thread_local uint32_t queue_unmapped;
  * (pool_id + 1) * 2 to take the entry though the daemon could not say it
  * is bound (it is gone), + 1 to let a forged entry go with nothing taken. */
 static _Thread_local uint32_t queue_verdict;
+/* This thread is inside a dequeue (see hook_move_begin). */
+static _Thread_local bool queue_dequeuing;
 
 /* A reference of an entry's buffer changes hands (see "Accounting" in
  * shm/pool.h): the intent goes into the buffer's pool. A pool not mapped
@@ -174,7 +182,12 @@ static int hook_move_begin(void *ctx, uint32_t pool_id, uint64_t handle, unsigne
         queue_moving[which & 1] = NULL;
         return 0;
     }
-    if (unlikely(!p || !(queue_pool_bound(q, pool_id) || verdict == (pool_id + 1) * 2))) {
+    /* Only a dequeue waits for the daemon's word on the pool before the
+     * entry leaves (its reference becomes the caller's). A reset or a drop
+     * moves the entry out either way, so it keeps the intent wherever the
+     * pool is mapped; its release asks about the pool afterwards. */
+    if (unlikely(!p || (queue_dequeuing && !queue_pool_bound(q, pool_id) &&
+                        verdict != (pool_id + 1) * 2))) {
         queue_moving[which & 1] = NULL;
         queue_unmapped = pool_id + 1;
         return QUEUE_POOL_MISSING;
@@ -717,11 +730,13 @@ int mbq_buffer_queue_dequeue_and_retain(mbq_buffer_queue *queue, mbq_buffer *out
     struct bq_entry e;
     queue_sync_triggers(queue);
     int r;
+    queue_dequeuing = true;
     for (int tries = 0;; tries++) {
         r = bq_dequeue(&queue->bq, &e);
         if (tries == 2 || !queue_map_unmapped(queue, &r))
             break;
     }
+    queue_dequeuing = false;
     queue_verdict = 0; /* for the retry alone */
     queue_settle(queue);
     if (r == QUEUE_POOL_MISSING)
@@ -736,6 +751,7 @@ int mbq_buffer_queue_dequeue_if_data_ready_and_retain(mbq_buffer_queue *queue, m
     struct bq_entry e;
     int r;
     queue_sync_triggers(queue);
+    queue_dequeuing = true;
     for (int tries = 0;; tries++) {
         r = bq_dequeue_if_ready(&queue->bq, &e);
         /* "not ready" may mean "its pool is not mapped here yet" */
@@ -751,6 +767,7 @@ int mbq_buffer_queue_dequeue_if_data_ready_and_retain(mbq_buffer_queue *queue, m
         if (tries >= 2 || !(mapped || queue_map_unmapped(queue, &r)))
             break;
     }
+    queue_dequeuing = false;
     queue_verdict = 0; /* for the retry alone */
     if (r == QUEUE_POOL_MISSING)
         r = -EAGAIN;
@@ -766,11 +783,13 @@ int mbq_buffer_queue_dequeue_wait(mbq_buffer_queue *queue, int64_t timeout_ns, m
     int r;
     /* A retry after mapping a pool waits its whole timeout again: at most
      * twice, once per client and pool. */
+    queue_dequeuing = true;
     for (int tries = 0;; tries++) {
         r = bq_dequeue_wait(&queue->bq, &e, timeout_ns);
         if (tries == 2 || !queue_map_unmapped(queue, &r))
             break;
     }
+    queue_dequeuing = false;
     queue_verdict = 0; /* for the retry alone */
     queue_settle(queue);
     if (r == QUEUE_POOL_MISSING)
@@ -949,6 +968,8 @@ int mbq_buffer_queue_reset_with_callback(mbq_buffer_queue *queue,
         if (queue_check_entry(queue, rs.deferred[i].pool_id) == 0 &&
             pool_table_resolve(queue->client, rs.deferred[i].pool_id, &p) == 0)
             pool_release(&p->pool, rs.deferred[i].handle, false);
+        if (rs.deferred[i].held)
+            pool_move_unhold(&rs.deferred[i].held->pool);
     }
     free(rs.deferred);
     queue_settle(queue);

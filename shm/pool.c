@@ -748,6 +748,18 @@ static __attribute__((noinline)) void pool_move_end_slow(struct pool *p, unsigne
         atomic_fetch_sub_explicit(ovf, 1, memory_order_release);
 }
 
+void pool_move_hold(struct pool *p)
+{
+    if (p && p->sh)
+        (void)pool_intent_overflow(p);
+}
+
+void pool_move_unhold(struct pool *p)
+{
+    if (p && p->sh)
+        pool_intent_close((struct pool_itok){NULL, &p->clients[p->slot].intent_overflow});
+}
+
 void pool_move_begin(struct pool *p, uint64_t handle, unsigned which)
 {
     const uint32_t idx = (uint32_t)handle - 1;

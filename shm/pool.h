@@ -353,6 +353,13 @@ void pool_move_end(struct pool *p, unsigned which);
  * pool_disown (the intent is cleared again on failure); pool_adopt and
  * pool_move_end(which 0) (the intent is cleared whatever the result). */
 int pool_disown_begin(struct pool *p, uint64_t handle);
+/* A move that must outlive its intent record (a reset's release of an
+ * entry deferred past the queue's unlock, while the library asks the
+ * daemon about the entry's pool): while held, no block of the pool is
+ * recounted, as for a move without a record. A death while held may leak
+ * the block, never free it. Every hold ends with one unhold. */
+void pool_move_hold(struct pool *p);
+void pool_move_unhold(struct pool *p);
 int pool_adopt_end(struct pool *p, uint64_t handle);
 int pool_stats(struct pool *p, struct pool_stats *out);
 /* The owner (thread id form, 0: none) the pool lock names now, for mbqd's
