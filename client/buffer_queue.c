@@ -135,12 +135,20 @@ static bool hook_is_ready(void *ctx, uint32_t pool_id, uint64_t handle)
 static int hook_validate(void *ctx, const struct bq_entry *e)
 {
     mbq_buffer_queue *q = ctx;
-    unsigned slot = atomic_load_explicit(&q->validation_slot, memory_order_acquire);
-    struct queue_validation v = q->validation[slot & 1];
-    if (!v.callback)
+    queue_validation_fn cb;
+    void *refcon;
+    unsigned s1, s2;
+    do { /* a seqlock read: retry while a set is writing, or wrote meanwhile */
+        s1 = atomic_load_explicit(&q->validation_seq, memory_order_acquire);
+        cb = atomic_load_explicit(&q->validation_cb, memory_order_relaxed);
+        refcon = atomic_load_explicit(&q->validation_refcon, memory_order_relaxed);
+        atomic_thread_fence(memory_order_acquire);
+        s2 = atomic_load_explicit(&q->validation_seq, memory_order_relaxed);
+    } while ((s1 & 1) || s1 != s2);
+    if (!cb)
         return 0;
     struct mbq_pool *p = pool_table_lookup(q->client, e->pool_id, queue_hint);
-    return v.callback(q, (mbq_buffer){.pool_ = p, .handle_ = e->handle}, v.refcon);
+    return cb(q, (mbq_buffer){.pool_ = p, .handle_ = e->handle}, refcon);
 }
 
 /* The pools in which this thread holds a queue's move intent (which 0 and
@@ -578,7 +586,9 @@ static int queue_check_entry(mbq_buffer_queue *q, uint32_t pool_id)
 
 /* ---- data plane ------------------------------------------------------------------------ */
 
-static int queue_enqueue(mbq_buffer_queue *queue, mbq_buffer buffer, bool take)
+/* wait: the blocking forms, with timeout_ns as bq_enqueue_wait takes it. */
+static int queue_enqueue(mbq_buffer_queue *queue, mbq_buffer buffer, bool take, bool wait,
+                         int64_t timeout_ns)
 {
     if (!queue || !buffer.pool_ || !buffer.handle_)
         return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
@@ -617,7 +627,11 @@ static int queue_enqueue(mbq_buffer_queue *queue, mbq_buffer buffer, bool take)
     }
     queue_sync_triggers(queue);
     queue_hint = p;
-    r = take ? bq_enqueue_take(&queue->bq, &e) : bq_enqueue(&queue->bq, &e);
+    if (__builtin_expect(wait, 0))
+        r = take ? bq_enqueue_take_wait(&queue->bq, &e, timeout_ns)
+                 : bq_enqueue_wait(&queue->bq, &e, timeout_ns);
+    else
+        r = take ? bq_enqueue_take(&queue->bq, &e) : bq_enqueue(&queue->bq, &e);
     queue_hint = NULL;
     if (take) {
         if (r != 0)
@@ -630,12 +644,38 @@ static int queue_enqueue(mbq_buffer_queue *queue, mbq_buffer buffer, bool take)
 
 int mbq_buffer_queue_enqueue(mbq_buffer_queue *queue, mbq_buffer buffer)
 {
-    return queue_enqueue(queue, buffer, false);
+    return queue_enqueue(queue, buffer, false, false, 0);
 }
 
 int mbq_buffer_queue_enqueue_and_release(mbq_buffer_queue *queue, mbq_buffer buffer)
 {
-    return queue_enqueue(queue, buffer, true);
+    return queue_enqueue(queue, buffer, true, false, 0);
+}
+
+int mbq_buffer_queue_enqueue_wait(mbq_buffer_queue *queue, mbq_buffer buffer, int64_t timeout_ns)
+{
+    return queue_enqueue(queue, buffer, false, true, timeout_ns);
+}
+
+int mbq_buffer_queue_enqueue_and_release_wait(mbq_buffer_queue *queue, mbq_buffer buffer,
+                                              int64_t timeout_ns)
+{
+    return queue_enqueue(queue, buffer, true, true, timeout_ns);
+}
+
+int mbq_buffer_queue_cancel_waits(mbq_buffer_queue *queue)
+{
+    if (!queue)
+        return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
+    return bq_cancel_waits(&queue->bq);
+}
+
+int mbq_buffer_queue_set_wait_spin(mbq_buffer_queue *queue, int64_t spin_ns)
+{
+    if (!queue)
+        return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
+    bq_set_spin(&queue->bq, spin_ns);
+    return 0;
 }
 
 /* The queue's reference in e becomes the caller's buffer: the holding,
@@ -961,9 +1001,12 @@ int mbq_buffer_queue_set_validation_callback(mbq_buffer_queue *queue,
     if (!queue)
         return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
     pthread_mutex_lock(&queue->client->lock);
-    unsigned next = (atomic_load_explicit(&queue->validation_slot, memory_order_relaxed) + 1) & 1;
-    queue->validation[next] = (struct queue_validation){.callback = callback, .refcon = refcon};
-    atomic_store_explicit(&queue->validation_slot, next, memory_order_release);
+    unsigned s = atomic_load_explicit(&queue->validation_seq, memory_order_relaxed);
+    atomic_store_explicit(&queue->validation_seq, s + 1, memory_order_relaxed);
+    atomic_thread_fence(memory_order_release); /* odd before either field changes */
+    atomic_store_explicit(&queue->validation_cb, callback, memory_order_relaxed);
+    atomic_store_explicit(&queue->validation_refcon, refcon, memory_order_relaxed);
+    atomic_store_explicit(&queue->validation_seq, s + 2, memory_order_release);
     pthread_mutex_unlock(&queue->client->lock);
     return 0;
 }

@@ -279,6 +279,25 @@ int mbq_pool_allocate(mbq_pool *pool, size_t size, mbq_buffer *out)
     return 0;
 }
 
+int mbq_pool_allocate_wait(mbq_pool *pool, size_t size, int64_t timeout_ns, mbq_buffer *out)
+{
+    if (!pool || !out)
+        return MBQ_POOL_ERR_INVALID_PARAMETER;
+    uint64_t handle;
+    int r = pool_alloc_wait(&pool->pool, size, &handle, timeout_ns);
+    if (r < 0)
+        return r;
+    *out = (mbq_buffer){.pool_ = pool, .handle_ = handle};
+    return 0;
+}
+
+int mbq_pool_cancel_waits(mbq_pool *pool)
+{
+    if (!pool)
+        return MBQ_POOL_ERR_INVALID_PARAMETER;
+    return pool_cancel_waits(&pool->pool);
+}
+
 int mbq_buffer_retain(mbq_buffer buffer)
 {
     if (!buffer.pool_)
