@@ -8,6 +8,9 @@
  * the actor asleep (/proc/PID/stat state S) before it acts. */
 #include "harness.h"
 
+#include <pthread.h>
+#include <stdatomic.h>
+
 static struct mbqd D;
 
 enum { OP_GO = 1 };
@@ -307,6 +310,86 @@ static void allocate_wait_woken_by_reclaim(void)
     CHECK_MBQD_STOP(&D);
 }
 
-CHECK_MAIN(CASE(back_pressure_without_failures),
+/* ---- the validation callback set while enqueues run ---------------------------------- */
+
+static int tag_a, tag_b;
+static _Atomic long vc_mismatch, vc_calls;
+static _Atomic bool vc_stop;
+static _Atomic long vc_sets;
+
+static int validate_a(mbq_buffer_queue *q, mbq_buffer b, void *refcon)
+{
+    (void)q, (void)b;
+    atomic_fetch_add(&vc_calls, 1);
+    if (refcon != &tag_a)
+        atomic_fetch_add(&vc_mismatch, 1);
+    return 0;
+}
+
+static int validate_b(mbq_buffer_queue *q, mbq_buffer b, void *refcon)
+{
+    (void)q, (void)b;
+    atomic_fetch_add(&vc_calls, 1);
+    if (refcon != &tag_b)
+        atomic_fetch_add(&vc_mismatch, 1);
+    return 0;
+}
+
+static void *vc_setter(void *arg)
+{
+    mbq_buffer_queue *q = arg;
+    while (!atomic_load(&vc_stop)) {
+        mbq_buffer_queue_set_validation_callback(q, validate_a, &tag_a);
+        mbq_buffer_queue_set_validation_callback(q, validate_b, &tag_b);
+        atomic_fetch_add(&vc_sets, 2);
+    }
+    return NULL;
+}
+
+/* Every enqueue's callback gets the refcon set with it: a set never hands
+ * an enqueue a callback with another set's refcon (and, under TSan, the
+ * two do not race). */
+static void validation_callback_set_during_enqueues(void)
+{
+    REQUIRE(mbqd_start(&D) == 0);
+    mbq_client *c = h_connect(&D, "owner");
+    REQUIRE(c);
+    mbq_pool *pool;
+    mbq_buffer_queue *q;
+    mbq_pool_options po = h_pool_opts(4096, 4);
+    REQUIRE(mbq_pool_create(c, "fl/v/pool", &po, &pool) == 0);
+    mbq_buffer_queue_options qo = h_bq_opts(4, MBQ_ORDER_FIFO);
+    REQUIRE(mbq_buffer_queue_create(c, "fl/v/q", &qo, &q) == 0);
+    mbq_buffer b;
+    REQUIRE(mbq_pool_allocate(pool, 8, &b) == 0);
+    REQUIRE(mbq_buffer_queue_enqueue(q, b) == 0); /* binds the pool */
+    mbq_buffer out;
+    REQUIRE(mbq_buffer_queue_dequeue_and_retain(q, &out) == 0);
+    mbq_buffer_release(out);
+    pthread_t th;
+    atomic_store(&vc_stop, false);
+    REQUIRE(pthread_create(&th, NULL, vc_setter, q) == 0);
+    uint64_t deadline = h_now_ns() + 30ull * 1000000000ull;
+    while (atomic_load(&vc_sets) == 0 && h_now_ns() < deadline)
+        sched_yield();
+    for (int i = 0; i < 20000; i++) {
+        CHECK_STATUS(mbq_buffer_queue_enqueue(q, b), 0);
+        if (mbq_buffer_queue_dequeue_and_retain(q, &out) == 0)
+            mbq_buffer_release(out);
+    }
+    atomic_store(&vc_stop, true);
+    pthread_join(th, NULL);
+    printf("validation: %ld sets, %ld callbacks, %ld with another set's refcon\n",
+           atomic_load(&vc_sets), atomic_load(&vc_calls), atomic_load(&vc_mismatch));
+    CHECK(atomic_load(&vc_calls) > 0);
+    CHECK_EQ(atomic_load(&vc_mismatch), 0);
+    mbq_buffer_release(b);
+    mbq_buffer_queue_close(q);
+    mbq_pool_close(pool);
+    mbq_disconnect(c);
+    CHECK_MBQD_STOP(&D);
+}
+
+CHECK_MAIN(CASE(back_pressure_without_failures), CASE(validation_callback_set_during_enqueues),
            CASE(cancel_stops_blocked_calls_in_other_processes),
            CASE(allocate_wait_woken_by_reclaim))
