@@ -232,9 +232,11 @@ static void cancel_stops_blocked_calls_in_other_processes(void)
     for (int i = 0; i < 3; i++)
         CHECK(h_wait_asleep(a[i].pid));
     uint64_t t0 = h_now_ns();
+    /* The pool first: the cancelled enqueuer releases its block, which
+     * would otherwise satisfy the allocator before its cancel. */
+    CHECK_STATUS(mbq_pool_cancel_waits(pool), 0);
     CHECK_STATUS(mbq_buffer_queue_cancel_waits(qe), 0);
     CHECK_STATUS(mbq_buffer_queue_cancel_waits(qf), 0);
-    CHECK_STATUS(mbq_pool_cancel_waits(pool), 0);
     const char *what[3] = {"dequeue_wait", "enqueue_and_release_wait", "allocate_wait"};
     for (int i = 0; i < 3; i++) {
         struct hmsg r;
