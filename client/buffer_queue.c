@@ -586,6 +586,61 @@ static int queue_check_entry(mbq_buffer_queue *q, uint32_t pool_id)
 
 /* ---- data plane ------------------------------------------------------------------------ */
 
+static int queue_enqueue_entry(mbq_buffer_queue *queue, struct mbq_pool *p,
+                               const struct bq_entry *e, bool take)
+{
+    int r = 0;
+    if (take) {
+        r = pool_disown_begin(&p->pool, e->handle);
+        if (r < 0)
+            return r;
+    }
+    queue_sync_triggers(queue);
+    queue_hint = p;
+    r = take ? bq_enqueue_take(&queue->bq, e) : bq_enqueue(&queue->bq, e);
+    queue_hint = NULL;
+    if (take) {
+        if (r != 0)
+            (void)pool_adopt(&p->pool, e->handle); /* still the caller's */
+        pool_move_end(&p->pool, 0);
+    }
+    queue_settle(queue);
+    return r;
+}
+
+/* The blocking forms: wait for room with nothing in flight (no intent, no
+ * reference taken: a waiter killed asleep has nothing to roll back, and an
+ * audit of the buffer is not held up), then enqueue; another producer may
+ * take the room first, and then the wait goes on. */
+static int queue_enqueue_wait(mbq_buffer_queue *queue, struct mbq_pool *p,
+                              const struct bq_entry *e, bool take, int64_t timeout_ns)
+{
+    uint32_t epoch = bq_cancel_epoch(&queue->bq);
+    uint64_t deadline = 0;
+    if (timeout_ns > 0) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        deadline = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec + (uint64_t)timeout_ns;
+    }
+    for (;;) {
+        int64_t left = timeout_ns;
+        if (timeout_ns > 0) {
+            struct timespec ts;
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            uint64_t now = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+            left = now >= deadline ? 0 : (int64_t)(deadline - now);
+        }
+        int r = bq_wait_room(&queue->bq, epoch, left);
+        if (r == MBQ_BQ_ERR_QUEUE_IS_FULL)
+            bq_note_rejected(&queue->bq); /* once per call, when it gives up */
+        if (r != 0)
+            return r;
+        r = queue_enqueue_entry(queue, p, e, take);
+        if (r != MBQ_BQ_ERR_QUEUE_IS_FULL || left == 0)
+            return r;
+    }
+}
+
 /* wait: the blocking forms, with timeout_ns as bq_enqueue_wait takes it. */
 static int queue_enqueue(mbq_buffer_queue *queue, mbq_buffer buffer, bool take, bool wait,
                          int64_t timeout_ns)
@@ -619,27 +674,9 @@ static int queue_enqueue(mbq_buffer_queue *queue, mbq_buffer buffer, bool take, 
      * intent that lasts until the entry is in: a death in between leaves
      * the refcount one too high for the reclaimer's recount, never a
      * buffer a queue names freed (shm/pool.h). */
-    int r = 0;
-    if (take) {
-        r = pool_disown_begin(&p->pool, buffer.handle_);
-        if (r < 0)
-            return r;
-    }
-    queue_sync_triggers(queue);
-    queue_hint = p;
     if (__builtin_expect(wait, 0))
-        r = take ? bq_enqueue_take_wait(&queue->bq, &e, timeout_ns)
-                 : bq_enqueue_wait(&queue->bq, &e, timeout_ns);
-    else
-        r = take ? bq_enqueue_take(&queue->bq, &e) : bq_enqueue(&queue->bq, &e);
-    queue_hint = NULL;
-    if (take) {
-        if (r != 0)
-            (void)pool_adopt(&p->pool, buffer.handle_); /* still the caller's */
-        pool_move_end(&p->pool, 0);
-    }
-    queue_settle(queue);
-    return r;
+        return queue_enqueue_wait(queue, p, &e, take, timeout_ns);
+    return queue_enqueue_entry(queue, p, &e, take);
 }
 
 int mbq_buffer_queue_enqueue(mbq_buffer_queue *queue, mbq_buffer buffer)

@@ -1386,6 +1386,41 @@ int bq_enqueue_take_wait(struct bq *q, const struct bq_entry *e, int64_t timeout
     return enqueue_wait_impl(q, e, true, timeout_ns);
 }
 
+int bq_wait_room(struct bq *q, uint32_t epoch, int64_t timeout_ns)
+{
+    if (!q || !q->sh)
+        return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
+    if (bq_cancelled(q, epoch))
+        return -ECANCELED;
+    if (!bq_looks_full(q))
+        return 0;
+    if (timeout_ns == 0)
+        return MBQ_BQ_ERR_QUEUE_IS_FULL;
+    struct bq_shared *sh = q->sh;
+    uint64_t deadline = timeout_ns < 0 ? UINT64_MAX : mono_ns() + (uint64_t)timeout_ns;
+    for (;;) {
+        int slot = futex_sleepers_enter(&sh->space_waiters, sh->space_tid,
+                                        BQ_SPACE_WAITER_SLOTS, slock_self());
+        slock_heavy_barrier(); /* the consumer's half of the pair: see wake_producers */
+        uint32_t seq = atomic_load_explicit(&sh->space_seq, memory_order_seq_cst);
+        int r = bq_cancelled(q, epoch) ? -ECANCELED : bq_looks_full(q) ? 1 : 0;
+        uint64_t now = r == 1 ? mono_ns() : 0;
+        if (r != 1 || now >= deadline) {
+            futex_sleepers_leave(&sh->space_waiters, sh->space_tid, slot, slock_self());
+            return r == 1 ? MBQ_BQ_ERR_QUEUE_IS_FULL : r;
+        }
+        uint64_t until = deadline - now > 100000000u ? now + 100000000u : deadline;
+        struct timespec ts = ns_to_ts(until);
+        futex_wait(&sh->space_seq, seq, &ts);
+        futex_sleepers_leave(&sh->space_waiters, sh->space_tid, slot, slock_self());
+    }
+}
+
+void bq_note_rejected(struct bq *q)
+{
+    atomic_fetch_add_explicit(&q->sh->tail.rejected_full, 1, memory_order_relaxed);
+}
+
 int bq_cancel_waits(struct bq *q)
 {
     if (!q || !q->sh)

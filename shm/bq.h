@@ -215,6 +215,16 @@ int bq_dequeue_wait(struct bq *q, struct bq_entry *out, int64_t timeout_ns);
  * while an enqueuer sleeps. */
 int bq_enqueue_wait(struct bq *q, const struct bq_entry *e, int64_t timeout_ns);
 int bq_enqueue_take_wait(struct bq *q, const struct bq_entry *e, int64_t timeout_ns);
+/* The wait of a blocking enqueue alone, for a caller that must do work
+ * between the wait and the enqueue (the library moves a reference under an
+ * intent, which it should not hold asleep): returns 0 once the queue looks
+ * not full (or at end of data, or with a policy that never rejects), and
+ * MBQ_BQ_ERR_QUEUE_IS_FULL on timeout (not counted: bq_note_rejected
+ * counts a give-up), -ECANCELED once the cancel epoch differs from epoch
+ * (bq_cancel_epoch, read when the caller's call began). The enqueue that
+ * follows may still find the queue full (another producer): wait again. */
+int bq_wait_room(struct bq *q, uint32_t epoch, int64_t timeout_ns);
+void bq_note_rejected(struct bq *q);
 /* Every blocking call on q (dequeue and enqueue waits), in every process,
  * that began before this returns -ECANCELED at once; later calls are not
  * affected. Takes no lock. */
