@@ -1267,8 +1267,10 @@ out:
     if (have_head)
         bslock_unlock(&sh->head.lock, held.head);
     bslock_unlock(&sh->tail.lock, held.tail);
-    if (r == 0)
+    if (r == 0) {
+        note_producer_cpu(q);
         wake_consumers(q);
+    }
     else if (retained && q->hooks.release)
         q->hooks.release(q->hooks.ctx, e->pool_id, e->handle);
     if (moving && q->hooks.move_end)
