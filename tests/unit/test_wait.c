@@ -188,8 +188,12 @@ static void test_enqueue_wait_blocks_until_dequeue(void)
     CHECK_EQ(atomic_load(&rep->status), 1); /* still waiting */
     /* ...until a dequeue in this process makes room. */
     struct bq_entry out;
+    uint32_t seq0 = atomic_load(&q.sh->space_seq);
     uint64_t t0 = mono_ns();
     CHECK_EQ(bq_dequeue(&q, &out), 0);
+    /* The dequeue saw the sleeper flagged and woke it: not left to the
+     * sleep's 100 ms safety slice. */
+    CHECK(atomic_load(&q.sh->space_seq) != seq0);
     CHECK_EQ(reap(pid, 30000), 0);
     CHECK_EQ(atomic_load(&rep->status), 0);
     printf("enqueue_wait: woken %.1f us after the dequeue\n",
@@ -384,8 +388,10 @@ static void test_alloc_wait_woken_by_free_in_other_process(void)
     pid_t pid = spawn(child_alloc_wait, &a);
     CHECK(wait_word(&p.sh->alloc_waiters, 1));
     CHECK_EQ(atomic_load(&rep->status), 1);
+    uint32_t seq0 = atomic_load(&p.sh->free_seq);
     uint64_t t0 = mono_ns();
     CHECK_EQ(pool_release(&p, h[0], true), 0);
+    CHECK(atomic_load(&p.sh->free_seq) != seq0); /* the free woke the sleeper */
     CHECK_EQ(reap(pid, 30000), 0);
     CHECK_EQ(atomic_load(&rep->status), 0);
     printf("allocate_wait: woken %.1f us after the free\n",
