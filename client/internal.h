@@ -93,6 +93,7 @@ struct mbq_pool {
     bool pinned;        /* opened by id for a dequeued buffer: kept until disconnect */
     bool lost;          /* a restarted daemon no longer has it (client->lock) */
     unsigned slot;      /* index in client->pools */
+    _Atomic uint32_t hold_limit; /* mbq_pool_set_hold_limit; 0: none */
 };
 
 struct queue_trigger {

@@ -392,6 +392,74 @@ static void validation_callback_set_during_enqueues(void)
     CHECK_MBQD_STOP(&D);
 }
 
-CHECK_MAIN(CASE(back_pressure_without_failures), CASE(validation_callback_set_during_enqueues),
+/* ---- a cap on the blocks one client holds ---------------------------------------- */
+
+/* A consumer that holds frames (a lookahead) capped at 2 of a 4-block pool:
+ * its third allocation fails with -EDQUOT at once (also the blocking one),
+ * a release lets it allocate again, and the producer in another process
+ * still finds blocks. */
+static int cap_producer(int cmd, int rep, void *arg)
+{
+    (void)arg;
+    struct hmsg m;
+    CREQUIRE(hmsg_next(cmd, &m) == 0);
+    mbq_client *c = h_connect(&D, "cap-producer");
+    CREQUIRE(c);
+    mbq_pool *pool;
+    CREQUIRE(mbq_pool_open(c, "fl/cap/pool", &pool) == 0);
+    mbq_buffer b[2];
+    struct hmsg r = hmsg_op(OP_GO);
+    r.status = mbq_pool_allocate_wait(pool, 8, 5 * SEC, &b[0]);
+    if (r.status == 0)
+        r.status = mbq_pool_allocate_wait(pool, 8, 5 * SEC, &b[1]);
+    hmsg_reply(rep, &r);
+    mbq_pool_close(pool);
+    mbq_disconnect(c);
+    return 0;
+}
+
+static void hold_limit_per_client(void)
+{
+    REQUIRE(mbqd_start(&D) == 0);
+    mbq_client *c = h_connect(&D, "capped");
+    REQUIRE(c);
+    mbq_pool *pool;
+    mbq_pool_options po = h_pool_opts(4096, 4);
+    REQUIRE(mbq_pool_create(c, "fl/cap/pool", &po, &pool) == 0);
+    CHECK_STATUS(mbq_pool_set_hold_limit(pool, 2), 0);
+    mbq_buffer b[3];
+    CHECK_STATUS(mbq_pool_allocate(pool, 8, &b[0]), 0);
+    CHECK_STATUS(mbq_pool_allocate(pool, 8, &b[1]), 0);
+    uint64_t held = 0;
+    CHECK_STATUS(mbq_pool_get_held(pool, &held), 0);
+    CHECK_EQ(held, 2);
+    CHECK_STATUS(mbq_pool_allocate(pool, 8, &b[2]), -EDQUOT);
+    uint64_t t0 = h_now_ns();
+    CHECK_STATUS(mbq_pool_allocate_wait(pool, 8, 10 * SEC, &b[2]), -EDQUOT);
+    CHECK(h_now_ns() - t0 < 5ull * 1000000000ull); /* at once, not after the timeout */
+    /* A retained reference counts as held too. */
+    CHECK_STATUS(mbq_buffer_release(b[1]), 0);
+    CHECK_STATUS(mbq_buffer_retain(b[0]), 0);
+    CHECK_STATUS(mbq_pool_allocate(pool, 8, &b[2]), -EDQUOT);
+    CHECK_STATUS(mbq_buffer_release(b[0]), 0);
+    CHECK_STATUS(mbq_pool_allocate(pool, 8, &b[1]), 0);
+    /* The other two blocks are still there for another client. */
+    struct actor p;
+    REQUIRE(actor_start(&p, cap_producer, NULL) == 0);
+    struct hmsg go = hmsg_op(OP_GO), r;
+    CHECK_EQ(actor_call(&p, &go, &r), 0);
+    CHECK_STATUS(r.status, 0);
+    CHECK_ACTOR_OK(&p);
+    CHECK_STATUS(mbq_pool_set_hold_limit(pool, 0), 0);
+    CHECK_STATUS(mbq_pool_allocate(pool, 8, &b[2]), 0); /* no cap: the producer's are free */
+    mbq_buffer_release(b[0]);
+    mbq_buffer_release(b[1]);
+    mbq_buffer_release(b[2]);
+    mbq_pool_close(pool);
+    mbq_disconnect(c);
+    CHECK_MBQD_STOP(&D);
+}
+
+CHECK_MAIN(CASE(back_pressure_without_failures), CASE(hold_limit_per_client), CASE(validation_callback_set_during_enqueues),
            CASE(cancel_stops_blocked_calls_in_other_processes),
            CASE(allocate_wait_woken_by_reclaim))

@@ -218,6 +218,17 @@ int mbq_pool_allocate_wait(mbq_pool *pool, size_t size, int64_t timeout_ns, mbq_
  * returns -ECANCELED at once. Calls begun later wait as usual. For a
  * pipeline that stops. (An mbq extension.) */
 int mbq_pool_cancel_waits(mbq_pool *pool);
+/* A cap on the blocks this client holds of this pool (every reference it
+ * holds: allocated, retained, dequeued), for a consumer that must not
+ * starve its producer (an encoder's lookahead): allocate and
+ * allocate_wait fail with -EDQUOT at once while the client holds max_held
+ * or more. 0 (the default) removes the cap. The cap is the client's own
+ * discipline, kept by the library (a dequeue is not refused: it hands
+ * over the queue's reference, and the next allocation sees it); with a
+ * cap each allocation sums the client's holdings (O(block count)).
+ * get_held reads what the client holds now. (mbq extensions.) */
+int mbq_pool_set_hold_limit(mbq_pool *pool, uint32_t max_held);
+int mbq_pool_get_held(mbq_pool *pool, uint64_t *held);
 /* References: retain adds one, release drops one; the last release returns
  * the block to its pool. -ESTALE if the buffer was already freed, -EINVAL
  * for the zero buffer (release also when this process holds no reference
