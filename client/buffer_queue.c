@@ -146,12 +146,20 @@ static bool hook_is_ready(void *ctx, uint32_t pool_id, uint64_t handle)
 static int hook_validate(void *ctx, const struct bq_entry *e)
 {
     mbq_buffer_queue *q = ctx;
-    unsigned slot = atomic_load_explicit(&q->validation_slot, memory_order_acquire);
-    struct queue_validation v = q->validation[slot & 1];
-    if (!v.callback)
+    queue_validation_fn cb;
+    void *refcon;
+    unsigned s1, s2;
+    do { /* a seqlock read: retry while a set is writing, or wrote meanwhile */
+        s1 = atomic_load_explicit(&q->validation_seq, memory_order_acquire);
+        cb = atomic_load_explicit(&q->validation_cb, memory_order_relaxed);
+        refcon = atomic_load_explicit(&q->validation_refcon, memory_order_relaxed);
+        atomic_thread_fence(memory_order_acquire);
+        s2 = atomic_load_explicit(&q->validation_seq, memory_order_relaxed);
+    } while ((s1 & 1) || s1 != s2);
+    if (!cb)
         return 0;
     struct mbq_pool *p = pool_table_lookup(q->client, e->pool_id, queue_hint);
-    return v.callback(q, (mbq_buffer){.pool_ = p, .handle_ = e->handle}, v.refcon);
+    return cb(q, (mbq_buffer){.pool_ = p, .handle_ = e->handle}, refcon);
 }
 
 /* The pools in which this thread holds a queue's move intent (which 0 and
@@ -597,7 +605,64 @@ static int queue_check_entry(mbq_buffer_queue *q, uint32_t pool_id)
 
 /* ---- data plane ------------------------------------------------------------------------ */
 
-static int queue_enqueue(mbq_buffer_queue *queue, mbq_buffer buffer, bool take)
+static int queue_enqueue_entry(mbq_buffer_queue *queue, struct mbq_pool *p,
+                               const struct bq_entry *e, bool take)
+{
+    int r = 0;
+    if (take) {
+        r = pool_disown_begin(&p->pool, e->handle);
+        if (r < 0)
+            return r;
+    }
+    queue_sync_triggers(queue);
+    queue_hint = p;
+    r = take ? bq_enqueue_take(&queue->bq, e) : bq_enqueue(&queue->bq, e);
+    queue_hint = NULL;
+    if (take) {
+        if (r != 0)
+            (void)pool_adopt(&p->pool, e->handle); /* still the caller's */
+        pool_move_end(&p->pool, 0);
+    }
+    queue_settle(queue);
+    return r;
+}
+
+/* The blocking forms: wait for room with nothing in flight (no intent, no
+ * reference taken: a waiter killed asleep has nothing to roll back, and an
+ * audit of the buffer is not held up), then enqueue; another producer may
+ * take the room first, and then the wait goes on. */
+static int queue_enqueue_wait(mbq_buffer_queue *queue, struct mbq_pool *p,
+                              const struct bq_entry *e, bool take, int64_t timeout_ns)
+{
+    uint32_t epoch = bq_cancel_epoch(&queue->bq);
+    uint64_t deadline = 0;
+    if (timeout_ns > 0) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        deadline = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec + (uint64_t)timeout_ns;
+    }
+    for (;;) {
+        int64_t left = timeout_ns;
+        if (timeout_ns > 0) {
+            struct timespec ts;
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            uint64_t now = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+            left = now >= deadline ? 0 : (int64_t)(deadline - now);
+        }
+        int r = bq_wait_room(&queue->bq, epoch, left);
+        if (r == MBQ_BQ_ERR_QUEUE_IS_FULL)
+            bq_note_rejected(&queue->bq); /* once per call, when it gives up */
+        if (r != 0)
+            return r;
+        r = queue_enqueue_entry(queue, p, e, take);
+        if (r != MBQ_BQ_ERR_QUEUE_IS_FULL || left == 0)
+            return r;
+    }
+}
+
+/* wait: the blocking forms, with timeout_ns as bq_enqueue_wait takes it. */
+static int queue_enqueue(mbq_buffer_queue *queue, mbq_buffer buffer, bool take, bool wait,
+                         int64_t timeout_ns)
 {
     if (!queue || !buffer.pool_ || !buffer.handle_)
         return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
@@ -635,38 +700,47 @@ static int queue_enqueue(mbq_buffer_queue *queue, mbq_buffer buffer, bool take)
      * intent that lasts until the entry is in: a death in between leaves
      * the refcount one too high for the reclaimer's recount, never a
      * buffer a queue names freed (shm/pool.h). */
-    int r = 0;
-    if (take) {
-        r = pool_disown_begin(&p->pool, buffer.handle_);
-        if (r < 0) {
-            if (froze)
-                pool_thaw(&p->pool, buffer.handle_);
-            return r;
-        }
-    }
-    queue_sync_triggers(queue);
-    queue_hint = p;
-    r = take ? bq_enqueue_take(&queue->bq, &e) : bq_enqueue(&queue->bq, &e);
-    queue_hint = NULL;
-    if (take) {
-        if (r != 0)
-            (void)pool_adopt(&p->pool, buffer.handle_); /* still the caller's */
-        pool_move_end(&p->pool, 0);
-    }
+    int r = __builtin_expect(wait, 0) ? queue_enqueue_wait(queue, p, &e, take, timeout_ns)
+                                      : queue_enqueue_entry(queue, p, &e, take);
     if (unlikely(r != 0) && froze)
         pool_thaw(&p->pool, buffer.handle_);
-    queue_settle(queue);
     return r;
 }
 
 int mbq_buffer_queue_enqueue(mbq_buffer_queue *queue, mbq_buffer buffer)
 {
-    return queue_enqueue(queue, buffer, false);
+    return queue_enqueue(queue, buffer, false, false, 0);
 }
 
 int mbq_buffer_queue_enqueue_and_release(mbq_buffer_queue *queue, mbq_buffer buffer)
 {
-    return queue_enqueue(queue, buffer, true);
+    return queue_enqueue(queue, buffer, true, false, 0);
+}
+
+int mbq_buffer_queue_enqueue_wait(mbq_buffer_queue *queue, mbq_buffer buffer, int64_t timeout_ns)
+{
+    return queue_enqueue(queue, buffer, false, true, timeout_ns);
+}
+
+int mbq_buffer_queue_enqueue_and_release_wait(mbq_buffer_queue *queue, mbq_buffer buffer,
+                                              int64_t timeout_ns)
+{
+    return queue_enqueue(queue, buffer, true, true, timeout_ns);
+}
+
+int mbq_buffer_queue_cancel_waits(mbq_buffer_queue *queue)
+{
+    if (!queue)
+        return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
+    return bq_cancel_waits(&queue->bq);
+}
+
+int mbq_buffer_queue_set_wait_spin(mbq_buffer_queue *queue, int64_t spin_ns)
+{
+    if (!queue)
+        return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
+    bq_set_spin(&queue->bq, spin_ns);
+    return 0;
 }
 
 /* The queue's reference in e becomes the caller's buffer: the holding,
@@ -1016,9 +1090,12 @@ int mbq_buffer_queue_set_validation_callback(mbq_buffer_queue *queue,
     if (!queue)
         return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
     pthread_mutex_lock(&queue->client->lock);
-    unsigned next = (atomic_load_explicit(&queue->validation_slot, memory_order_relaxed) + 1) & 1;
-    queue->validation[next] = (struct queue_validation){.callback = callback, .refcon = refcon};
-    atomic_store_explicit(&queue->validation_slot, next, memory_order_release);
+    unsigned s = atomic_load_explicit(&queue->validation_seq, memory_order_relaxed);
+    atomic_store_explicit(&queue->validation_seq, s + 1, memory_order_relaxed);
+    atomic_thread_fence(memory_order_release); /* odd before either field changes */
+    atomic_store_explicit(&queue->validation_cb, callback, memory_order_relaxed);
+    atomic_store_explicit(&queue->validation_refcon, refcon, memory_order_relaxed);
+    atomic_store_explicit(&queue->validation_seq, s + 2, memory_order_release);
     pthread_mutex_unlock(&queue->client->lock);
     return 0;
 }

@@ -100,6 +100,7 @@ struct mbq_pool {
     uint64_t format_id;
     uint32_t format_len;
     uint8_t *format_bytes; /* malloc'd; freed with the mapping */
+    _Atomic uint32_t hold_limit; /* mbq_pool_set_hold_limit; 0: none */
 };
 
 struct queue_trigger {
@@ -108,10 +109,7 @@ struct queue_trigger {
     bool mine; /* installed through this handle: removed when it closes */
 };
 
-struct queue_validation {
-    int (*callback)(mbq_buffer_queue *queue, mbq_buffer buffer, void *refcon);
-    void *refcon;
-};
+typedef int (*queue_validation_fn)(mbq_buffer_queue *queue, mbq_buffer buffer, void *refcon);
 
 #define QUEUE_BOUND_CACHE 8
 
@@ -139,9 +137,13 @@ struct mbq_buffer_queue {
     /* A pool id (+1) the is_ready hook met but could not resolve under the
      * queue lock; the operation's wrapper opens it afterwards. 0: none. */
     _Atomic uint64_t missing_pool;
-    /* Two slots so that a set never tears a pair an enqueue is reading. */
-    struct queue_validation validation[2];
-    _Atomic unsigned validation_slot;
+    /* The validation callback and its refcon, under a sequence counter
+     * (odd while a set writes them) so that an enqueue always reads a pair
+     * one set wrote: two slots flipped by each set could be rewritten under
+     * a reader by the set after next. Sets serialise on client->lock. */
+    _Atomic queue_validation_fn validation_cb;
+    _Atomic(void *) validation_refcon;
+    _Atomic unsigned validation_seq;
     /* Pool ids the daemon confirmed bound to this queue (0: empty slot),
      * replaced round robin; see queue_pool_bound in buffer_queue.c. */
     _Atomic uint32_t bound[QUEUE_BOUND_CACHE];

@@ -21,6 +21,8 @@
  * mbq_disconnect. */
 #include "internal.h"
 
+#include <errno.h>
+
 #include <string.h>
 
 _Static_assert(MBQ_FORMAT_MAX == POOL_FORMAT_MAX, "the header's format limit is the pool's");
@@ -293,16 +295,67 @@ int mbq_pool_invalidate(mbq_pool *pool)
 
 /* ---- buffers ------------------------------------------------------------------- */
 
+/* A cap set with mbq_pool_set_hold_limit: -EDQUOT when this client holds
+ * that many references already. Without a cap, one load. */
+static inline int pool_check_hold_limit(mbq_pool *pool)
+{
+    uint32_t limit = atomic_load_explicit(&pool->hold_limit, memory_order_relaxed);
+    if (__builtin_expect(limit == 0, 1))
+        return 0;
+    return pool_held_by_self(&pool->pool) >= limit ? -EDQUOT : 0;
+}
+
+int mbq_pool_set_hold_limit(mbq_pool *pool, uint32_t max_held)
+{
+    if (!pool)
+        return MBQ_POOL_ERR_INVALID_PARAMETER;
+    atomic_store_explicit(&pool->hold_limit, max_held, memory_order_relaxed);
+    return 0;
+}
+
+int mbq_pool_get_held(mbq_pool *pool, uint64_t *held)
+{
+    if (!pool || !held)
+        return MBQ_POOL_ERR_INVALID_PARAMETER;
+    *held = pool_held_by_self(&pool->pool);
+    return 0;
+}
+
 int mbq_pool_allocate(mbq_pool *pool, size_t size, mbq_buffer *out)
 {
     if (!pool || !out)
         return MBQ_POOL_ERR_INVALID_PARAMETER;
+    int q = pool_check_hold_limit(pool);
+    if (q < 0)
+        return q;
     uint64_t handle;
     int r = pool_alloc(&pool->pool, size, &handle);
     if (r < 0)
         return r;
     *out = (mbq_buffer){.pool_ = pool, .handle_ = handle};
     return 0;
+}
+
+int mbq_pool_allocate_wait(mbq_pool *pool, size_t size, int64_t timeout_ns, mbq_buffer *out)
+{
+    if (!pool || !out)
+        return MBQ_POOL_ERR_INVALID_PARAMETER;
+    int q = pool_check_hold_limit(pool);
+    if (q < 0)
+        return q;
+    uint64_t handle;
+    int r = pool_alloc_wait(&pool->pool, size, &handle, timeout_ns);
+    if (r < 0)
+        return r;
+    *out = (mbq_buffer){.pool_ = pool, .handle_ = handle};
+    return 0;
+}
+
+int mbq_pool_cancel_waits(mbq_pool *pool)
+{
+    if (!pool)
+        return MBQ_POOL_ERR_INVALID_PARAMETER;
+    return pool_cancel_waits(&pool->pool);
 }
 
 int mbq_buffer_retain(mbq_buffer buffer)

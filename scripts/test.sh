@@ -1,7 +1,8 @@
 #!/bin/sh
 # Installs the dependencies, builds mbq, and runs every test: the normal
 # build (warnings are errors), the whole suite again under AddressSanitizer
-# and UndefinedBehaviorSanitizer, the libFuzzer targets for a short bounded
+# and UndefinedBehaviorSanitizer, the unit and integration tests under
+# ThreadSanitizer, the libFuzzer targets for a short bounded
 # time each (clang; see scripts/fuzz.sh), and the tests under a real systemd booted
 # in systemd-nspawn (skipped, with the reason printed, where the machine
 # cannot run a container).
@@ -20,6 +21,15 @@ cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DMBQ_SANITIZE=ON -DMBQ_WERROR
 cmake --build build-asan -j"$jobs"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
   ctest --test-dir build-asan --output-on-failure -j"$jobs" -LE '^systemd$' "$@"
+
+# ThreadSanitizer over the unit and integration tests (the data plane's
+# threads within a process; processes are separate address spaces). A
+# report fails the test (exitcode); tests/tsan.supp lists the races TSan
+# cannot see the synchronisation of, each with its reason.
+cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DMBQ_TSAN=ON -DMBQ_WERROR=ON
+cmake --build build-tsan -j"$jobs"
+TSAN_OPTIONS="suppressions=$(pwd)/tests/tsan.supp exitcode=66 second_deadlock_stack=1" \
+  ctest --test-dir build-tsan --output-on-failure -j"$jobs" -L '^(unit|integration)$' "$@"
 
 if [ $# -eq 0 ]; then
   # The fuzz targets only (the rest of this tree is instrumented and not

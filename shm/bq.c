@@ -10,7 +10,9 @@
 #include "futex.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <mbq/status.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -896,7 +898,8 @@ static void bq_init_local(struct bq *q, struct seg *s, uint32_t capacity, uint32
                      .capacity = capacity,
                      .mask = slots - 1,
                      .order = order,
-                     .full_policy = policy};
+                     .full_policy = policy,
+                     .spin_ns = -1};
     for (int i = 0; i < BQ_MAX_TRIGGERS; i++)
         atomic_init(&q->trigger_fd[i], trigger_fd_pack(-1, 0));
 }
@@ -989,29 +992,10 @@ static void bump_high_water(struct bq *q, uint64_t tail_after)
         ;
 }
 
-/* A dequeuer that died asleep leaves data_waiters raised, and every enqueue
- * would then make a futex_wake call for nobody. Sleepers also hold a slot
- * with their tid (when one is free), so after BQ_IDLE_WAKES wakes in a row
- * that woke nobody, a producer takes back the slots of dead tids and their
- * count. A slot is taken after the count is raised and given back before
- * it is lowered, so the count never drops below the sleepers it covers. */
-#define BQ_IDLE_WAKES 64
-
-static void reap_dead_waiters(struct bq_shared *sh)
-{
-    for (int i = 0; i < BQ_WAITER_SLOTS; i++) {
-        uint32_t t = atomic_load_explicit(&sh->waiter_tid[i], memory_order_acquire);
-        if (t == 0 || slock_tid_alive(t) ||
-            !atomic_compare_exchange_strong_explicit(&sh->waiter_tid[i], &t, 0,
-                                                     memory_order_acq_rel, memory_order_relaxed))
-            continue;
-        uint32_t n = atomic_load_explicit(&sh->data_waiters, memory_order_relaxed);
-        while (n != 0 && !atomic_compare_exchange_weak_explicit(&sh->data_waiters, &n, n - 1,
-                                                                memory_order_relaxed,
-                                                                memory_order_relaxed))
-            ;
-    }
-}
+/* Sleepers (blocking dequeuers on data_seq, blocking enqueuers on
+ * space_seq) count themselves and name themselves in a slot: see
+ * futex_sleepers_enter in futex.h for how one killed asleep stops costing
+ * its wakers a system call. */
 
 /* Wakes blocking dequeuers, if any flagged themselves asleep. This is a
  * Dekker pair — producer: store tail, load waiters; consumer: add waiter,
@@ -1026,44 +1010,47 @@ static inline void wake_consumers(struct bq *q)
         atomic_thread_fence(memory_order_seq_cst);
     else
         atomic_signal_fence(memory_order_seq_cst);
-    if (__builtin_expect(atomic_load_explicit(&sh->data_waiters, memory_order_seq_cst) != 0, 0)) {
-        atomic_fetch_add_explicit(&sh->data_seq, 1, memory_order_seq_cst);
-        if (futex_wake(&sh->data_seq, 1 << 30) > 0) {
-            atomic_store_explicit(&q->idle_wakes, 0, memory_order_relaxed);
-        } else if (atomic_fetch_add_explicit(&q->idle_wakes, 1, memory_order_relaxed) + 1 >=
-                   BQ_IDLE_WAKES) {
-            atomic_store_explicit(&q->idle_wakes, 0, memory_order_relaxed);
-            reap_dead_waiters(sh);
-        }
-    }
+    if (__builtin_expect(atomic_load_explicit(&sh->data_waiters, memory_order_seq_cst) != 0, 0))
+        futex_sleepers_wake(&sh->data_seq, &sh->data_waiters, sh->waiter_tid, BQ_WAITER_SLOTS,
+                            &q->idle_wakes, slock_tid_alive);
+}
+
+/* The mirror for blocking enqueuers: consumer: store head, load
+ * space_waiters; enqueuer: add waiter, heavy barrier, load head. */
+static inline void wake_producers(struct bq *q)
+{
+    struct bq_shared *sh = q->sh;
+    if (__builtin_expect(!slock_membarrier_ready(), 0))
+        atomic_thread_fence(memory_order_seq_cst);
+    else
+        atomic_signal_fence(memory_order_seq_cst);
+    if (__builtin_expect(atomic_load_explicit(&sh->space_waiters, memory_order_seq_cst) != 0, 0))
+        futex_sleepers_wake(&sh->space_seq, &sh->space_waiters, sh->space_tid,
+                            BQ_SPACE_WAITER_SLOTS, &q->idle_space_wakes, slock_tid_alive);
 }
 
 /* A blocking dequeuer going to sleep: counted (data_waiters, which
  * producers read), then named in a slot if one is free (-1: none). */
 static int waiter_enter(struct bq_shared *sh)
 {
-    atomic_fetch_add_explicit(&sh->data_waiters, 1, memory_order_seq_cst);
-    uint32_t self = slock_self();
-    for (int i = 0; i < BQ_WAITER_SLOTS; i++) {
-        uint32_t z = 0;
-        if (atomic_compare_exchange_strong_explicit(&sh->waiter_tid[i], &z, self,
-                                                    memory_order_relaxed, memory_order_relaxed))
-            return i;
-    }
-    return -1;
+    return futex_sleepers_enter(&sh->data_waiters, sh->waiter_tid, BQ_WAITER_SLOTS, slock_self());
 }
 
-/* The opposite, in the opposite order. A producer that took the slot back
- * believed us dead (a scribbled tid): it lowered the count for us. */
 static void waiter_leave(struct bq_shared *sh, int slot)
 {
-    if (slot >= 0) {
-        uint32_t self = slock_self();
-        if (!atomic_compare_exchange_strong_explicit(&sh->waiter_tid[slot], &self, 0,
-                                                     memory_order_acq_rel, memory_order_relaxed))
-            return;
+    futex_sleepers_leave(&sh->data_waiters, sh->waiter_tid, slot, slock_self());
+}
+
+/* The producer publishes the CPU it runs on when it changes (a load from
+ * the rseq area in glibc: no system call). */
+static inline void note_producer_cpu(struct bq *q)
+{
+    int cpu = sched_getcpu();
+    uint32_t v = cpu < 0 ? 0 : (uint32_t)cpu + 1;
+    if (__builtin_expect(atomic_load_explicit(&q->cpu_seen, memory_order_relaxed) != v, 0)) {
+        atomic_store_explicit(&q->cpu_seen, v, memory_order_relaxed);
+        atomic_store_explicit(&q->sh->producer_cpu, v, memory_order_relaxed);
     }
-    atomic_fetch_sub_explicit(&sh->data_waiters, 1, memory_order_relaxed);
 }
 
 /* Drops the head entry to make room; both locks held. Returns its handle so
@@ -1125,7 +1112,7 @@ static inline void note_append(struct bq *q, const struct bq_entry *e, uint64_t 
     t->last_key = q->order == BQ_ORDER_DTS ? e->dts : e->pts;
 }
 
-static int enqueue_impl(struct bq *q, const struct bq_entry *e, bool take)
+static int enqueue_impl(struct bq *q, const struct bq_entry *e, bool take, bool quiet)
 {
     if (!q || !q->sh || !e || !e->handle)
         return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
@@ -1201,6 +1188,7 @@ static int enqueue_impl(struct bq *q, const struct bq_entry *e, bool take)
             bslock_unlock(&sh->tail.lock, held.tail);
             if (moving && q->hooks.move_end)
                 q->hooks.move_end(q->hooks.ctx, e->pool_id, 0);
+            note_producer_cpu(q);
             wake_consumers(q);
             return 0;
         }
@@ -1231,7 +1219,8 @@ reread:
     }
     if (tail - head >= q->capacity) {
         if (q->full_policy != BQ_FULL_DROP_OLDEST) {
-            atomic_fetch_add_explicit(&sh->tail.rejected_full, 1, memory_order_relaxed);
+            if (!quiet) /* a blocking enqueue counts once, when it gives up */
+                atomic_fetch_add_explicit(&sh->tail.rejected_full, 1, memory_order_relaxed);
             r = MBQ_BQ_ERR_QUEUE_IS_FULL;
             goto out;
         }
@@ -1278,8 +1267,10 @@ out:
     if (have_head)
         bslock_unlock(&sh->head.lock, held.head);
     bslock_unlock(&sh->tail.lock, held.tail);
-    if (r == 0)
+    if (r == 0) {
+        note_producer_cpu(q);
         wake_consumers(q);
+    }
     else if (retained && q->hooks.release)
         q->hooks.release(q->hooks.ctx, e->pool_id, e->handle);
     if (moving && q->hooks.move_end)
@@ -1295,12 +1286,168 @@ out:
 
 int bq_enqueue(struct bq *q, const struct bq_entry *e)
 {
-    return enqueue_impl(q, e, false);
+    return enqueue_impl(q, e, false, false);
 }
 
 int bq_enqueue_take(struct bq *q, const struct bq_entry *e)
 {
-    return enqueue_impl(q, e, true);
+    return enqueue_impl(q, e, true, false);
+}
+
+/* Full for a blocking enqueue's purposes, read without a lock: the real
+ * head (a stale cached one would say full when it is not), a policy that
+ * rejects, and no end of data (which the enqueue must report). */
+static bool bq_looks_full(struct bq *q)
+{
+    struct bq_shared *sh = q->sh;
+    if (q->full_policy != BQ_FULL_FAIL ||
+        (atomic_load_explicit(&sh->flags, memory_order_relaxed) & BQ_F_END_OF_DATA))
+        return false;
+    uint64_t tail = atomic_load_explicit(&sh->tail.index, memory_order_acquire);
+    uint64_t head = atomic_load_explicit(&sh->head.index, memory_order_acquire);
+    atomic_store_explicit(&q->head_cache, head, memory_order_relaxed);
+    return tail - head >= q->capacity && head <= tail;
+}
+
+static inline bool bq_cancelled(const struct bq *q, uint32_t epoch)
+{
+    return atomic_load_explicit(&q->sh->cancel_epoch, memory_order_seq_cst) != epoch;
+}
+
+static inline struct timespec ns_to_ts(uint64_t t)
+{
+    return (struct timespec){.tv_sec = (time_t)(t / 1000000000u),
+                             .tv_nsec = (long)(t % 1000000000u)};
+}
+
+/* Sleeps until a dequeue makes room (see wake_producers), then enqueues.
+ * No spin: a consumer frees room at its own pace, and a producer that
+ * waited for room has time to spare. */
+static int enqueue_wait_slow(struct bq *q, const struct bq_entry *e, bool take, uint32_t epoch,
+                             uint64_t deadline)
+{
+    struct bq_shared *sh = q->sh;
+    for (;;) {
+        int slot = futex_sleepers_enter(&sh->space_waiters, sh->space_tid,
+                                        BQ_SPACE_WAITER_SLOTS, slock_self());
+        slock_heavy_barrier(); /* the consumer's half of the pair: see wake_producers */
+        uint32_t seq = atomic_load_explicit(&sh->space_seq, memory_order_seq_cst);
+        int r = MBQ_BQ_ERR_QUEUE_IS_FULL;
+        if (bq_cancelled(q, epoch))
+            r = -ECANCELED;
+        else if (!bq_looks_full(q))
+            r = enqueue_impl(q, e, take, true);
+        uint64_t now = r == MBQ_BQ_ERR_QUEUE_IS_FULL ? mono_ns() : 0;
+        if (r != MBQ_BQ_ERR_QUEUE_IS_FULL || now >= deadline) {
+            futex_sleepers_leave(&sh->space_waiters, sh->space_tid, slot, slock_self());
+            if (r == MBQ_BQ_ERR_QUEUE_IS_FULL)
+                atomic_fetch_add_explicit(&sh->tail.rejected_full, 1, memory_order_relaxed);
+            return r;
+        }
+        /* In slices, so that a consumer that died before waking us (or a
+         * scribbled word) costs a bounded delay, not a hang. */
+        uint64_t until = deadline - now > 100000000u ? now + 100000000u : deadline;
+        struct timespec ts = ns_to_ts(until);
+        futex_wait(&sh->space_seq, seq, &ts);
+        futex_sleepers_leave(&sh->space_waiters, sh->space_tid, slot, slock_self());
+    }
+}
+
+static int enqueue_wait_impl(struct bq *q, const struct bq_entry *e, bool take,
+                             int64_t timeout_ns)
+{
+    if (!q || !q->sh)
+        return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
+    uint32_t epoch = atomic_load_explicit(&q->sh->cancel_epoch, memory_order_seq_cst);
+    /* A queue that looks full is not tried: a failed try would cost a
+     * reference round trip (retain, release) and a rejected_full count. */
+    if (!bq_looks_full(q)) {
+        int r = enqueue_impl(q, e, take, true);
+        if (r != MBQ_BQ_ERR_QUEUE_IS_FULL)
+            return r;
+    }
+    if (timeout_ns == 0) {
+        atomic_fetch_add_explicit(&q->sh->tail.rejected_full, 1, memory_order_relaxed);
+        return MBQ_BQ_ERR_QUEUE_IS_FULL;
+    }
+    uint64_t start = mono_ns();
+    uint64_t deadline = timeout_ns < 0 ? UINT64_MAX : start + (uint64_t)timeout_ns;
+    uint64_t prev = slock_set_deadline(timeout_ns < 0 ? 0 : deadline);
+    int r = enqueue_wait_slow(q, e, take, epoch, deadline);
+    slock_set_deadline(prev);
+    return r;
+}
+
+int bq_enqueue_wait(struct bq *q, const struct bq_entry *e, int64_t timeout_ns)
+{
+    return enqueue_wait_impl(q, e, false, timeout_ns);
+}
+
+int bq_enqueue_take_wait(struct bq *q, const struct bq_entry *e, int64_t timeout_ns)
+{
+    return enqueue_wait_impl(q, e, true, timeout_ns);
+}
+
+int bq_wait_room(struct bq *q, uint32_t epoch, int64_t timeout_ns)
+{
+    if (!q || !q->sh)
+        return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
+    if (bq_cancelled(q, epoch))
+        return -ECANCELED;
+    if (!bq_looks_full(q))
+        return 0;
+    if (timeout_ns == 0)
+        return MBQ_BQ_ERR_QUEUE_IS_FULL;
+    struct bq_shared *sh = q->sh;
+    uint64_t deadline = timeout_ns < 0 ? UINT64_MAX : mono_ns() + (uint64_t)timeout_ns;
+    for (;;) {
+        int slot = futex_sleepers_enter(&sh->space_waiters, sh->space_tid,
+                                        BQ_SPACE_WAITER_SLOTS, slock_self());
+        slock_heavy_barrier(); /* the consumer's half of the pair: see wake_producers */
+        uint32_t seq = atomic_load_explicit(&sh->space_seq, memory_order_seq_cst);
+        int r = bq_cancelled(q, epoch) ? -ECANCELED : bq_looks_full(q) ? 1 : 0;
+        uint64_t now = r == 1 ? mono_ns() : 0;
+        if (r != 1 || now >= deadline) {
+            futex_sleepers_leave(&sh->space_waiters, sh->space_tid, slot, slock_self());
+            return r == 1 ? MBQ_BQ_ERR_QUEUE_IS_FULL : r;
+        }
+        uint64_t until = deadline - now > 100000000u ? now + 100000000u : deadline;
+        struct timespec ts = ns_to_ts(until);
+        futex_wait(&sh->space_seq, seq, &ts);
+        futex_sleepers_leave(&sh->space_waiters, sh->space_tid, slot, slock_self());
+    }
+}
+
+void bq_note_rejected(struct bq *q)
+{
+    atomic_fetch_add_explicit(&q->sh->tail.rejected_full, 1, memory_order_relaxed);
+}
+
+int bq_cancel_waits(struct bq *q)
+{
+    if (!q || !q->sh)
+        return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
+    struct bq_shared *sh = q->sh;
+    /* The epoch first, then the words the sleepers compare: a sleeper that
+     * read a word before our bump returns from futex_wait at once, and one
+     * that read it after sees the new epoch. Woken unconditionally: the
+     * sleepers' counts are hints, and a cancel is rare. */
+    atomic_fetch_add_explicit(&sh->cancel_epoch, 1, memory_order_seq_cst);
+    atomic_fetch_add_explicit(&sh->data_seq, 1, memory_order_seq_cst);
+    atomic_fetch_add_explicit(&sh->space_seq, 1, memory_order_seq_cst);
+    futex_wake(&sh->data_seq, INT_MAX);
+    futex_wake(&sh->space_seq, INT_MAX);
+    return 0;
+}
+
+uint32_t bq_cancel_epoch(const struct bq *q)
+{
+    return atomic_load_explicit(&q->sh->cancel_epoch, memory_order_seq_cst);
+}
+
+void bq_set_spin(struct bq *q, int64_t spin_ns)
+{
+    atomic_store_explicit(&q->spin_ns, spin_ns, memory_order_relaxed);
 }
 
 /* ---- dequeue -------------------------------------------------------------- */
@@ -1394,6 +1541,8 @@ static int dequeue_common(struct bq *q, struct bq_entry *out, bool if_ready)
         bq_unlock_full(q, held);
     else
         bslock_unlock(&sh->head.lock, held.head);
+    if (r == 0)
+        wake_producers(q);
     if (fired)
         trig_signal(q, fired);
     return r;
@@ -1415,11 +1564,15 @@ static inline bool bq_looks_empty(struct bq *q)
     return consumer_tail(q, head) == head;
 }
 
-static int dequeue_wait_slow(struct bq *q, struct bq_entry *out, uint64_t start,
-                             uint64_t deadline);
+static int dequeue_wait_slow(struct bq *q, struct bq_entry *out, uint32_t epoch,
+                             uint64_t start, uint64_t deadline);
 
 int bq_dequeue_wait(struct bq *q, struct bq_entry *out, int64_t timeout_ns)
 {
+    if (!q || !q->sh)
+        return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
+    /* Read before the first try: a cancel from here on is seen. */
+    uint32_t epoch = atomic_load_explicit(&q->sh->cancel_epoch, memory_order_seq_cst);
     int r = dequeue_common(q, out, false);
     if (r != -EAGAIN)
         return r;
@@ -1428,23 +1581,31 @@ int bq_dequeue_wait(struct bq *q, struct bq_entry *out, int64_t timeout_ns)
     /* From here on a lock held by someone who does not answer fails the call
      * by its own deadline, not the (longer) wait limit. */
     uint64_t prev = slock_set_deadline(timeout_ns < 0 ? 0 : deadline);
-    r = dequeue_wait_slow(q, out, start, deadline);
+    r = dequeue_wait_slow(q, out, epoch, start, deadline);
     slock_set_deadline(prev);
     return r;
 }
 
-static int dequeue_wait_slow(struct bq *q, struct bq_entry *out, uint64_t start,
-                             uint64_t deadline)
+static int dequeue_wait_slow(struct bq *q, struct bq_entry *out, uint32_t epoch,
+                             uint64_t start, uint64_t deadline)
 {
     int r;
     /* Spin first: a cross-vCPU wake costs ~25 us each way, so waiting that
      * long on the cache line is cheaper than sleeping — unless the producer
-     * shares our CPU, when spinning only delays it. There is no telling
-     * which from here, so the spin adapts: after 8 waits in a row whose
-     * spin found nothing, sleep at once, trying the spin on every 16th. */
+     * shares our CPU, when spinning only delays it: then no spin at all
+     * (the producer publishes its CPU when it moves). Otherwise the spin
+     * adapts: after 8 waits in a row whose spin found nothing, sleep at
+     * once, trying the spin on every 16th. A budget set with bq_set_spin
+     * replaces the adaptive one (0: never spin). */
     static _Thread_local unsigned spin_misses, spin_tries;
-    uint64_t spin_end = start + BQ_SPIN_NS < deadline ? start + BQ_SPIN_NS : deadline;
-    if (spin_misses >= 8 && ++spin_tries % 16 != 0)
+    int64_t budget = atomic_load_explicit(&q->spin_ns, memory_order_relaxed);
+    uint64_t spin_ns = budget < 0 ? BQ_SPIN_NS : (uint64_t)budget;
+    uint64_t spin_end = deadline - start > spin_ns ? start + spin_ns : deadline;
+    if (budget < 0 && spin_misses >= 8 && ++spin_tries % 16 != 0)
+        spin_end = start;
+    int cpu = sched_getcpu();
+    uint32_t pcpu = atomic_load_explicit(&q->sh->producer_cpu, memory_order_relaxed);
+    if (cpu >= 0 && pcpu == (uint32_t)cpu + 1)
         spin_end = start;
     for (unsigned i = 0; spin_end != start; i++) {
         if (!bq_looks_empty(q)) {
@@ -1455,7 +1616,7 @@ static int dequeue_wait_slow(struct bq *q, struct bq_entry *out, uint64_t start,
             }
         }
         cpu_relax();
-        if ((i & 63) == 63 && mono_ns() >= spin_end)
+        if ((i & 63) == 63 && (mono_ns() >= spin_end || bq_cancelled(q, epoch)))
             break;
     }
     if (spin_end != start)
@@ -1465,7 +1626,7 @@ static int dequeue_wait_slow(struct bq *q, struct bq_entry *out, uint64_t start,
         int slot = waiter_enter(sh);
         slock_heavy_barrier(); /* the producer's half of the pair: see wake_consumers */
         uint32_t seq = atomic_load_explicit(&sh->data_seq, memory_order_seq_cst);
-        r = dequeue_common(q, out, false);
+        r = bq_cancelled(q, epoch) ? -ECANCELED : dequeue_common(q, out, false);
         if (r == -EAGAIN && bq_is_at_end_of_data(q))
             r = -ENODATA;
         if (r != -EAGAIN) {
@@ -1484,6 +1645,8 @@ static int dequeue_wait_slow(struct bq *q, struct bq_entry *out, uint64_t start,
                               .tv_nsec = (long)(until % 1000000000u)};
         futex_wait(&sh->data_seq, seq, &ts);
         waiter_leave(sh, slot);
+        if (bq_cancelled(q, epoch))
+            return -ECANCELED;
         /* Woken (or a slice ended): the entry is most likely there. Take it
          * before re-arming, which costs a heavy barrier — in this VM about
          * as much as another wake-up. */
@@ -1535,6 +1698,7 @@ int bq_mark_end_of_data(struct bq *q)
     uint32_t fired = trig_eval_locked(q, false);
     bq_unlock_full(q, held);
     wake_consumers(q); /* blocked dequeuers return -ENODATA */
+    wake_producers(q); /* blocked enqueuers fail: enqueue after end of data */
     trig_signal(q, fired);
     return 0;
 }
@@ -1571,6 +1735,7 @@ int bq_reset(struct bq *q, void (*cb)(const struct bq_entry *e, void *ctx), void
     atomic_fetch_and_explicit(&sh->flags, ~BQ_F_END_OF_DATA, memory_order_relaxed);
     uint32_t fired = trig_eval_locked(q, true);
     bq_unlock_full(q, held);
+    wake_producers(q); /* room for blocked enqueuers */
     trig_signal(q, fired);
     return 0;
 }

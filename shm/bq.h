@@ -75,6 +75,7 @@
 #define BQ_MAX_TRIGGERS 32
 #define BQ_SPIN_NS 25000u /* blocking dequeue spins this long before sleeping */
 #define BQ_WAITER_SLOTS 16 /* sleeping dequeuers a producer can check on */
+#define BQ_SPACE_WAITER_SLOTS 8 /* sleeping enqueuers a consumer can check on */
 
 enum bq_order { BQ_ORDER_FIFO = 0, BQ_ORDER_PTS = 1, BQ_ORDER_DTS = 2 };
 enum bq_full_policy { BQ_FULL_FAIL = 0, BQ_FULL_DROP_OLDEST = 1 };
@@ -148,6 +149,12 @@ struct bq {
     _Atomic uint64_t head_cache, tail_cache;
     _Atomic uint32_t empty_polls; /* FIFO consumer: see consumer_tail() */
     _Atomic uint32_t idle_wakes;  /* producer: wakes that woke nobody, in a row */
+    _Atomic uint32_t idle_space_wakes; /* consumer: the same for blocked enqueuers */
+    _Atomic uint32_t cpu_seen;    /* producer: the producer_cpu it last stored */
+    /* Blocking calls' spin before sleeping, in ns: < 0 adaptive (up to
+     * BQ_SPIN_NS, none with the producer on this CPU or after spins that
+     * found nothing), 0 never, > 0 that long whenever the peer is elsewhere. */
+    _Atomic int64_t spin_ns;
     struct bq_hooks hooks;
     /* eventfds this process signals: generation << 32 | fd (fd -1: none) */
     _Atomic uint64_t trigger_fd[BQ_MAX_TRIGGERS];
@@ -195,9 +202,37 @@ int bq_enqueue_take(struct bq *q, const struct bq_entry *e);
 int bq_dequeue(struct bq *q, struct bq_entry *out);
 int bq_dequeue_if_ready(struct bq *q, struct bq_entry *out);
 /* Blocks until an entry can be dequeued or timeout_ns passes (< 0: forever):
- * spins BQ_SPIN_NS, then sleeps on a futex. 0, -ETIMEDOUT, -ENODATA (empty
- * and end-of-data marked: nothing will come), or as bq_dequeue. */
+ * spins (see bq_set_spin), then sleeps on a futex. 0, -ETIMEDOUT, -ENODATA
+ * (empty and end-of-data marked: nothing will come), -ECANCELED
+ * (bq_cancel_waits), or as bq_dequeue. */
 int bq_dequeue_wait(struct bq *q, struct bq_entry *out, int64_t timeout_ns);
+/* Blocking enqueue: as bq_enqueue (or bq_enqueue_take), but a full queue
+ * (policy fail) waits until a dequeue, a reset or end of data makes room,
+ * or until timeout_ns passes (< 0: forever): MBQ_BQ_ERR_QUEUE_IS_FULL on
+ * timeout, -ECANCELED after bq_cancel_waits. A full queue is seen without
+ * taking a reference or a lock, and counts once in rejected_full, on
+ * timeout. The wait sleeps on a futex; dequeuers make a system call only
+ * while an enqueuer sleeps. */
+int bq_enqueue_wait(struct bq *q, const struct bq_entry *e, int64_t timeout_ns);
+int bq_enqueue_take_wait(struct bq *q, const struct bq_entry *e, int64_t timeout_ns);
+/* The wait of a blocking enqueue alone, for a caller that must do work
+ * between the wait and the enqueue (the library moves a reference under an
+ * intent, which it should not hold asleep): returns 0 once the queue looks
+ * not full (or at end of data, or with a policy that never rejects), and
+ * MBQ_BQ_ERR_QUEUE_IS_FULL on timeout (not counted: bq_note_rejected
+ * counts a give-up), -ECANCELED once the cancel epoch differs from epoch
+ * (bq_cancel_epoch, read when the caller's call began). The enqueue that
+ * follows may still find the queue full (another producer): wait again. */
+int bq_wait_room(struct bq *q, uint32_t epoch, int64_t timeout_ns);
+void bq_note_rejected(struct bq *q);
+/* Every blocking call on q (dequeue and enqueue waits), in every process,
+ * that began before this returns -ECANCELED at once; later calls are not
+ * affected. Takes no lock. */
+int bq_cancel_waits(struct bq *q);
+/* The cancel epoch (for a caller that checks it itself) and the spin
+ * budget of this process's blocking calls on q (see struct bq). */
+uint32_t bq_cancel_epoch(const struct bq *q);
+void bq_set_spin(struct bq *q, int64_t spin_ns);
 /* The head, with a new reference for the caller (retain hook, by_client). */
 int bq_copy_head(struct bq *q, struct bq_entry *out);
 

@@ -129,7 +129,21 @@ struct bq_shared {
     /* The tids of blocking dequeuers asleep (0: free), so that a producer
      * can tell one that died asleep from a live one (see wake_consumers). */
     _Atomic uint32_t waiter_tid[BQ_WAITER_SLOTS];
-    uint8_t pad2[120 - 4 * BQ_WAITER_SLOTS];
+    /* Blocking enqueuers' futex word, written by consumers, and their
+     * sleepers (as above). Consumers read space_waiters on every dequeue,
+     * producers data_waiters on every enqueue: the line is written only by
+     * a waiter going to sleep, so on the fast path both keep it shared. */
+    _Atomic uint32_t space_seq;
+    _Atomic uint32_t space_waiters;
+    _Atomic uint32_t space_tid[BQ_SPACE_WAITER_SLOTS];
+    /* Bumped by bq_cancel_waits: every blocked call that began before
+     * returns -ECANCELED. */
+    _Atomic uint32_t cancel_epoch;
+    /* The CPU (+1; 0: unknown) the last enqueue ran on, stored only when it
+     * changes: a blocking dequeuer on the same CPU does not spin, as the
+     * producer cannot run while it does. A hint, never trusted further. */
+    _Atomic uint32_t producer_cpu;
+    uint8_t pad2[120 - 4 * BQ_WAITER_SLOTS - 16 - 4 * BQ_SPACE_WAITER_SLOTS];
     /* 384 */
     _Alignas(128) struct bq_journal journal;
     _Alignas(128) struct bq_side tail;
@@ -140,6 +154,7 @@ struct bq_shared {
 _Static_assert(offsetof(struct bq_shared, flags) == 128, "bq layout");
 _Static_assert(offsetof(struct bq_shared, data_seq) == 256, "bq layout");
 _Static_assert(offsetof(struct bq_shared, journal) == 384, "bq layout");
+_Static_assert(offsetof(struct bq_shared, cancel_epoch) < 384, "bq layout");
 _Static_assert(offsetof(struct bq_shared, tail) == 640, "bq layout");
 _Static_assert(offsetof(struct bq_shared, head) == 896, "bq layout");
 _Static_assert(offsetof(struct bq_shared, triggers) == 1152, "bq layout");

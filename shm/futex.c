@@ -25,3 +25,57 @@ int futex_wake(_Atomic uint32_t *word, int n)
     long r = syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE, n, NULL, NULL, 0);
     return r < 0 ? -errno : (int)r;
 }
+
+int futex_sleepers_enter(_Atomic uint32_t *count, _Atomic uint32_t *tids, unsigned n,
+                         uint32_t self)
+{
+    atomic_fetch_add_explicit(count, 1, memory_order_seq_cst);
+    for (unsigned i = 0; i < n; i++) {
+        uint32_t z = 0;
+        if (atomic_compare_exchange_strong_explicit(&tids[i], &z, self, memory_order_relaxed,
+                                                    memory_order_relaxed))
+            return (int)i;
+    }
+    return -1;
+}
+
+/* A waker that took the entry back believed us dead (a scribbled id): it
+ * lowered the count for us. */
+void futex_sleepers_leave(_Atomic uint32_t *count, _Atomic uint32_t *tids, int slot,
+                          uint32_t self)
+{
+    if (slot >= 0 && !atomic_compare_exchange_strong_explicit(&tids[slot], &self, 0,
+                                                              memory_order_acq_rel,
+                                                              memory_order_relaxed))
+        return;
+    atomic_fetch_sub_explicit(count, 1, memory_order_relaxed);
+}
+
+void futex_sleepers_reap(_Atomic uint32_t *count, _Atomic uint32_t *tids, unsigned n,
+                         bool (*alive)(uint32_t owner))
+{
+    for (unsigned i = 0; i < n; i++) {
+        uint32_t t = atomic_load_explicit(&tids[i], memory_order_acquire);
+        if (t == 0 || alive(t) ||
+            !atomic_compare_exchange_strong_explicit(&tids[i], &t, 0, memory_order_acq_rel,
+                                                     memory_order_relaxed))
+            continue;
+        uint32_t c = atomic_load_explicit(count, memory_order_relaxed);
+        while (c != 0 && !atomic_compare_exchange_weak_explicit(count, &c, c - 1,
+                                                                memory_order_relaxed,
+                                                                memory_order_relaxed))
+            ;
+    }
+}
+
+void futex_sleepers_wake(_Atomic uint32_t *seq, _Atomic uint32_t *count, _Atomic uint32_t *tids,
+                         unsigned n, _Atomic uint32_t *idle, bool (*alive)(uint32_t owner))
+{
+    atomic_fetch_add_explicit(seq, 1, memory_order_seq_cst);
+    if (futex_wake(seq, INT_MAX) > 0) {
+        atomic_store_explicit(idle, 0, memory_order_relaxed);
+    } else if (atomic_fetch_add_explicit(idle, 1, memory_order_relaxed) + 1 >= FUTEX_IDLE_WAKES) {
+        atomic_store_explicit(idle, 0, memory_order_relaxed);
+        futex_sleepers_reap(count, tids, n, alive);
+    }
+}

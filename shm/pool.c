@@ -86,7 +86,8 @@ _Static_assert(offsetof(struct pool_client, cache) == 64, "pool_client layout");
 _Static_assert(offsetof(struct pool_client, intent) == 128, "pool_client layout");
 _Static_assert((POOL_RC_AUDIT & POOL_RC_CACHED) == 0 && POOL_MAX_CLIENTS <= POOL_RC_AUDIT,
                "the audit bit is neither a cache owner nor a cached marker");
-_Static_assert(sizeof(struct pool_shared) == 256, "pool_shared layout");
+_Static_assert(sizeof(struct pool_shared) == 320, "pool_shared layout");
+_Static_assert(offsetof(struct pool_shared, free_seq) == 256, "pool_shared layout");
 _Static_assert(offsetof(struct pool_shared, block_size) == 64, "pool_shared layout");
 _Static_assert(offsetof(struct pool_shared, block_count) == 72, "pool_shared layout");
 _Static_assert(offsetof(struct pool_shared, flags) == 76, "pool_shared layout");
@@ -981,6 +982,22 @@ static inline void pool_used_dec_locked(struct pool *p)
     p->sh->used_count = used ? used - 1 : 0;
 }
 
+/* Wakes blocking allocators, if any flagged themselves asleep: a Dekker
+ * pair — releaser: file the block (list or cache), load alloc_waiters;
+ * allocator: raise alloc_waiters, heavy barrier, try again — asymmetric
+ * as the queues' (see wake_consumers in bq.c), so a release pays a load. */
+static inline void pool_wake_allocators(struct pool *p)
+{
+    struct pool_shared *sh = p->sh;
+    if (__builtin_expect(!slock_membarrier_ready(), 0))
+        atomic_thread_fence(memory_order_seq_cst);
+    else
+        atomic_signal_fence(memory_order_seq_cst);
+    if (__builtin_expect(atomic_load_explicit(&sh->alloc_waiters, memory_order_seq_cst) != 0, 0))
+        futex_sleepers_wake(&sh->free_seq, &sh->alloc_waiters, sh->alloc_tid,
+                            POOL_ALLOC_WAITER_SLOTS, &p->idle_wakes, slock_tid_alive);
+}
+
 /* After the CAS that dropped idx's refcount to zero and made its ref word
  * expect: files the block as free. */
 static void pool_free_block(struct pool *p, uint32_t idx, uint64_t expect)
@@ -1003,6 +1020,7 @@ static void pool_free_block(struct pool *p, uint32_t idx, uint64_t expect)
     if (!(RD(sh->flags) & POOL_F_INVALIDATED)) {
         pool_push_warm_locked(p, idx, pool_clock_ns());
         pool_unlock(p);
+        pool_wake_allocators(p);
         return;
     }
     /* Invalidated: no recycling. The punch runs outside the lock, with the
@@ -1020,6 +1038,7 @@ static void pool_free_block(struct pool *p, uint32_t idx, uint64_t expect)
         atomic_load_explicit(&b->ref, memory_order_acquire) == expect)
         pool_push_cold_locked(p, idx);
     pool_unlock(p);
+    pool_wake_allocators(p);
 }
 
 /* Drops up to k references on idx whatever its generation (for holdings,
@@ -1241,6 +1260,7 @@ static void pool_cache_keep(struct pool *p, uint32_t idx, uint64_t r)
     p->cache.n++;
     pool_cache_publish(p, p->cache.n - 1);
     pool_counter_add(&pool_self(p)->frees, 1);
+    pool_wake_allocators(p); /* another process's allocation can take it from the cache */
 }
 
 /* Claims idx for an allocation if it is cached by anyone. */
@@ -1620,7 +1640,7 @@ void pool_detach(struct pool *p)
 
 /* ---- buffers ---- */
 
-int pool_alloc(struct pool *p, uint64_t size, uint64_t *handle_out)
+static int pool_alloc_impl(struct pool *p, uint64_t size, uint64_t *handle_out, bool quiet)
 {
     if (!p || !p->sh || !handle_out || size == 0 || size > p->block_size)
         return MBQ_POOL_ERR_INVALID_PARAMETER;
@@ -1663,7 +1683,8 @@ int pool_alloc(struct pool *p, uint64_t size, uint64_t *handle_out)
             if (e == 0)
                 break;
             if (e > 0) {
-                sh->alloc_failures++;
+                if (!quiet) /* a blocking allocation counts once, when it gives up */
+                    sh->alloc_failures++;
                 pool_unlock(p);
                 pool_intent_close(t);
                 return MBQ_POOL_ERR_ALLOCATION_FAILED;
@@ -1697,6 +1718,65 @@ int pool_alloc(struct pool *p, uint64_t size, uint64_t *handle_out)
     b->duration = invalid;
     memset(b->attachments, 0, sizeof(b->attachments));
     *handle_out = (uint64_t)gen << 32 | (idx + 1);
+    return 0;
+}
+
+int pool_alloc(struct pool *p, uint64_t size, uint64_t *handle_out)
+{
+    return pool_alloc_impl(p, size, handle_out, false);
+}
+
+static inline bool pool_cancelled(const struct pool *p, uint32_t epoch)
+{
+    return atomic_load_explicit(&p->sh->cancel_epoch, memory_order_seq_cst) != epoch;
+}
+
+int pool_alloc_wait(struct pool *p, uint64_t size, uint64_t *handle_out, int64_t timeout_ns)
+{
+    if (!p || !p->sh)
+        return MBQ_POOL_ERR_INVALID_PARAMETER;
+    struct pool_shared *sh = p->sh;
+    uint32_t epoch = atomic_load_explicit(&sh->cancel_epoch, memory_order_seq_cst);
+    int r = pool_alloc_impl(p, size, handle_out, timeout_ns != 0);
+    if (r != MBQ_POOL_ERR_ALLOCATION_FAILED || timeout_ns == 0)
+        return r;
+    uint64_t deadline = timeout_ns < 0 ? UINT64_MAX : mono_ns() + (uint64_t)timeout_ns;
+    uint64_t prev = slock_set_deadline(timeout_ns < 0 ? 0 : deadline);
+    for (;;) {
+        int slot = futex_sleepers_enter(&sh->alloc_waiters, sh->alloc_tid,
+                                        POOL_ALLOC_WAITER_SLOTS, slock_self());
+        slock_heavy_barrier(); /* the releaser's half: see pool_wake_allocators */
+        uint32_t seq = atomic_load_explicit(&sh->free_seq, memory_order_seq_cst);
+        r = pool_cancelled(p, epoch) ? -ECANCELED : pool_alloc_impl(p, size, handle_out, true);
+        uint64_t now = r == MBQ_POOL_ERR_ALLOCATION_FAILED ? mono_ns() : 0;
+        if (r != MBQ_POOL_ERR_ALLOCATION_FAILED || now >= deadline) {
+            futex_sleepers_leave(&sh->alloc_waiters, sh->alloc_tid, slot, slock_self());
+            break;
+        }
+        /* In slices: a releaser that died before waking us costs a bounded
+         * delay, not a hang. */
+        uint64_t until = deadline - now > 100000000u ? now + 100000000u : deadline;
+        struct timespec ts = {.tv_sec = (time_t)(until / 1000000000u),
+                              .tv_nsec = (long)(until % 1000000000u)};
+        futex_wait(&sh->free_seq, seq, &ts);
+        futex_sleepers_leave(&sh->alloc_waiters, sh->alloc_tid, slot, slock_self());
+    }
+    slock_set_deadline(prev);
+    if (r == MBQ_POOL_ERR_ALLOCATION_FAILED && pool_lock(p) == 0) {
+        sh->alloc_failures++;
+        pool_unlock(p);
+    }
+    return r;
+}
+
+int pool_cancel_waits(struct pool *p)
+{
+    if (!p || !p->sh)
+        return MBQ_POOL_ERR_INVALID_PARAMETER;
+    /* The epoch, then the word the sleepers compare (see bq_cancel_waits). */
+    atomic_fetch_add_explicit(&p->sh->cancel_epoch, 1, memory_order_seq_cst);
+    atomic_fetch_add_explicit(&p->sh->free_seq, 1, memory_order_seq_cst);
+    futex_wake(&p->sh->free_seq, INT_MAX);
     return 0;
 }
 

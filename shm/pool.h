@@ -127,6 +127,7 @@ struct pool {
     uint32_t slot;       /* this process's client slot */
     uint32_t pid;        /* the process that claimed it */
     uint64_t last_scan_ns; /* see pool_steal_locked */
+    _Atomic uint32_t idle_wakes; /* wakes of allocators that woke nobody, in a row */
     /* This process's cache (see "Client caches"): blocks idx[0..n) with the
      * generation each had when it was cached, newest last. It belongs to
      * one thread, the first to allocate or free through it (owner, a tid):
@@ -170,6 +171,16 @@ void pool_detach(struct pool *p);
  * reference held by the caller. 0; MBQ_POOL_ERR_INVALID_PARAMETER (size 0 or
  * too big, handle_out NULL); MBQ_POOL_ERR_ALLOCATION_FAILED (no free block). */
 int pool_alloc(struct pool *p, uint64_t size, uint64_t *handle_out);
+/* As pool_alloc, but an empty pool waits until a block is freed (by any
+ * process, or by the reclaim of a dead holder) or timeout_ns passes (< 0:
+ * forever; 0: pool_alloc): MBQ_POOL_ERR_ALLOCATION_FAILED on timeout
+ * (counted once in alloc_failures), -ECANCELED after pool_cancel_waits.
+ * Sleeps on a futex in the segment; releases make a system call only while
+ * an allocator sleeps. */
+int pool_alloc_wait(struct pool *p, uint64_t size, uint64_t *handle_out, int64_t timeout_ns);
+/* Every pool_alloc_wait on p, in every process, that began before this
+ * returns -ECANCELED at once. Takes no lock. */
+int pool_cancel_waits(struct pool *p);
 /* Adds a reference. by_client: counted as held by this process (false for a
  * reference a queue entry holds). 0, -ESTALE, -EINVAL. */
 int pool_retain(struct pool *p, uint64_t handle, bool by_client);

@@ -11,6 +11,8 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#define POOL_ALLOC_WAITER_SLOTS 8
+
 /* A block's refcount field POOL_RC_CACHED | slot: free, in the cache of the
  * client in that slot (its state stays USED: off the lists). */
 #define POOL_RC_CACHED 0xff000000u
@@ -94,6 +96,16 @@ struct pool_shared {
      * a hint for the next refill, which fetches them all at once instead of
      * one miss after another down the list. */
     uint32_t spill_hint[POOL_CACHE_MAX / 2];
+    /* 256: blocking allocators. free_seq is their futex word, bumped by a
+     * free that finds alloc_waiters non-zero; sleepers name themselves in
+     * alloc_tid (see futex_sleepers_enter). Written only by a waiter going
+     * to sleep, so every release reads the line without moving it. */
+    _Alignas(64) _Atomic uint32_t free_seq;
+    _Atomic uint32_t alloc_waiters;
+    /* Bumped by pool_cancel_waits: blocked allocations return -ECANCELED. */
+    _Atomic uint32_t cancel_epoch;
+    _Atomic uint32_t alloc_tid[POOL_ALLOC_WAITER_SLOTS];
+    uint8_t pad_wait[52 - 4 * POOL_ALLOC_WAITER_SLOTS];
 };
 
 /* The format area, between the descriptors and the data: POOL_FORMATS

@@ -1375,6 +1375,27 @@ static const struct bcase cases[] = {
       IOX_ENTRY("iceoryx", 500, 5000),
       {"mq", &tx_mq, 0, 0, 500, 5000, 0},
       {"uds", &tx_uds, 0, 0, 500, 5000, 0}}},
+    {"stream_same", "One-way streaming, 64 B, blocking, both on the same core",
+     "Both processes on CPU 0, each waiting in its transport's blocking call when it cannot go "
+     "on (queue full: the producer; empty: the consumer); depth 256. mbq's blocking dequeue does "
+     "not spin when the producer last ran on its CPU, and the producer uses the blocking "
+     "enqueue.",
+     K_STREAM, 64, false, TX_BLOCK, true, 256, 1, false, 0, 0, "ring+eventfd", true,
+     {{"ring+eventfd", &tx_ring, TXV_RING_EVENTFD, 0, 0, 1000000, 0},
+      {"mbq-bq", &tx_bq, 0, 0, 0, 1000000, 0},
+      {"mbq", &tx_mbq, 0, 0, 0, 1000000, 0},
+      IOX_ENTRY("iceoryx", 0, 300000)}},
+    {"trig_rtt", "Round trip, 64 B, busy-poll, across cores, with and without a trigger",
+     "As rtt64 for mbq, with a trigger installed on the queue (count > 1000000: it never fires) "
+     "against none: what an installed trigger costs every operation.",
+     K_RTT, 64, false, TX_POLL, false, 64, 1, false, 0, 0, "mbq", false,
+     {{"mbq", &tx_mbq, 0, 0, 5000, 50000, 0},
+      {"mbq trigger", &tx_mbq, TXV_MBQ_TRIGGER_IDLE, 0, 5000, 50000, 0}}},
+    {"trig_stream", "One-way streaming, 64 B, busy-poll, across cores, with and without a trigger",
+     "As stream64 for mbq, with a trigger installed that never fires against none.",
+     K_STREAM, 64, false, TX_POLL, false, 256, 1, false, 0, 0, "mbq", true,
+     {{"mbq", &tx_mbq, 0, 0, 0, 1000000, 0},
+      {"mbq trigger", &tx_mbq, TXV_MBQ_TRIGGER_IDLE, 0, 0, 1000000, 0}}},
     {"block_cross", "Round trip, 64 B, blocking, across cores",
      "Each side waits in its transport's blocking call. ring+futex spins ~25 us, then "
      "FUTEX_WAIT, and wakes only a flagged sleeper (the raw form of mbq's dequeue_wait); "

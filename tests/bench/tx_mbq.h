@@ -175,6 +175,12 @@ static int mbq_open_end(struct tx_spec *s, bool tx, unsigned which, void **out)
                 r = -EBADF;
         }
     }
+    if (r == 0 && !tx && s->variant == TXV_MBQ_TRIGGER_IDLE) {
+        /* What an installed trigger costs every enqueue and dequeue: a
+         * level the queue never reaches, so it never fires. */
+        r = mbq_buffer_queue_install_trigger_with_integer_threshold(
+            e->q[0], MBQ_TRIGGER_WHEN_BUFFER_COUNT_BECOMES_GREATER_THAN, 1000000, &e->token);
+    }
     if (r < 0) {
         for (unsigned i = 0; i < e->n; i++)
             mbq_buffer_queue_close(e->q[i]);
@@ -218,6 +224,14 @@ static void mbq_close(void *p)
 static void *mbq_loan(void *tx, int *err)
 {
     struct mbq_end *e = tx;
+    if (e->s->wait == TX_BLOCK) { /* back-pressure: sleep until a block is freed */
+        int r = mbq_pool_allocate_wait(e->pool, e->s->payload, -1, &e->cur);
+        if (r != 0) {
+            *err = r;
+            return NULL;
+        }
+        return mbq_buffer_get_data(e->cur, NULL);
+    }
     for (unsigned i = 0;; i++) {
         int r = mbq_pool_allocate(e->pool, e->s->payload, &e->cur);
         if (r == 0)
@@ -253,6 +267,11 @@ static int mbq_send(void *tx, void *payload, uint64_t seq)
      * over ours (enqueue + release in one step). */
     for (unsigned i = 0; r == 0 && i < e->n; i++) {
         bool last = i + 1 == e->n;
+        if (e->s->wait == TX_BLOCK) { /* back-pressure: sleep until the queue has room */
+            r = last ? mbq_buffer_queue_enqueue_and_release_wait(e->q[i], e->cur, -1)
+                     : mbq_buffer_queue_enqueue_wait(e->q[i], e->cur, -1);
+            continue;
+        }
         for (unsigned k = 0; (r = last ? mbq_buffer_queue_enqueue_and_release(e->q[i], e->cur)
                                        : mbq_buffer_queue_enqueue(e->q[i], e->cur)) ==
                              MBQ_BQ_ERR_QUEUE_IS_FULL;
@@ -414,8 +433,11 @@ static int bqx_send(void *tx, void *payload, uint64_t seq)
     };
     for (unsigned i = 0; i < e->n; i++) {
         int r;
-        while ((r = bq_enqueue(e->q[i], &ent)) == MBQ_BQ_ERR_QUEUE_IS_FULL)
-            cpu_relax();
+        if (e->s->wait == TX_BLOCK)
+            r = bq_enqueue_wait(e->q[i], &ent, -1);
+        else
+            while ((r = bq_enqueue(e->q[i], &ent)) == MBQ_BQ_ERR_QUEUE_IS_FULL)
+                cpu_relax();
         if (r != 0)
             return r;
     }

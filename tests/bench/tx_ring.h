@@ -148,7 +148,14 @@ static void *ring_loan(void *tx, int *err)
     for (unsigned i = 0; i < e->n; i++) {
         while (e->pos - e->peer[i] == e->sh->slots) {
             e->peer[i] = atomic_load_explicit(&e->r[i]->head, memory_order_acquire);
-            if (e->pos - e->peer[i] == e->sh->slots)
+            if (e->pos - e->peer[i] != e->sh->slots)
+                break;
+            /* Full. Blocking: give the CPU away (a consumer on the same
+             * CPU runs at once; cheaper than a sleep and a wake, so the
+             * raw ring's figure is a bound, not a straw man). */
+            if (e->sh->wait == TX_BLOCK)
+                sched_yield();
+            else
                 cpu_relax();
         }
     }

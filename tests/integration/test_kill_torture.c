@@ -1,9 +1,10 @@
 /* kill -9 at any instruction leaks no pool block (shm/pool.h "Accounting").
  *
  * A child process loops over every public operation that moves a buffer
- * reference or holding — allocate, set timing, retain, release, enqueue and
- * enqueue_and_release into a FIFO queue, a PTS-sorted drop-oldest queue and
- * a small FIFO drop-oldest queue, dequeue, dequeue_if_data_ready,
+ * reference or holding — allocate (and allocate_wait), set timing, retain,
+ * release, enqueue and enqueue_and_release (and their blocking forms) into
+ * a FIFO queue, a PTS-sorted drop-oldest queue and a small FIFO
+ * drop-oldest queue, dequeue, dequeue_if_data_ready,
  * dequeue_wait (sometimes 2 ms on an empty queue), copy_head, reset (plain
  * and with a callback), call_for_each, a few held allocations — choosing
  * each step with a seeded PRNG (every other batch: allocate and release
@@ -83,7 +84,11 @@ static bool alloc_only; /* MBQ_TORTURE_MIX=alloc: allocate and release only */
  * a block freed under the survivor (which checks its own) is noticed. */
 static int victim_alloc(struct loop *L, mbq_buffer *b)
 {
-    int r = mbq_pool_allocate(L->pool, 64, b);
+    /* One time in four a blocking allocate (20 us, or 2 ms: a victim may
+     * be killed asleep waiting for a block). */
+    uint64_t w = rng_next(&L->rng);
+    int r = w % 4 ? mbq_pool_allocate(L->pool, 64, b)
+                  : mbq_pool_allocate_wait(L->pool, 64, (w >> 8) % 2 ? 20000 : 2000000, b);
     if (r == 0) {
         uint32_t *d = mbq_buffer_get_data(*b, NULL);
         if (d)
@@ -112,7 +117,10 @@ static void step(struct loop *L)
         if (victim_alloc(L, &b) == 0) {
             mbq_buffer_set_timing(b, MBQ_TIME_INVALID, h_time((int64_t)(r >> 20) % 64, 1000),
                                   h_time(1, 1000));
-            mbq_buffer_queue_enqueue(q, b);
+            if ((r >> 50) % 2) /* blocking, on the FIFO queue that rejects when full */
+                mbq_buffer_queue_enqueue_wait(L->q[0], b, (r >> 51) % 2 ? 20000 : 2000000);
+            else
+                mbq_buffer_queue_enqueue(q, b);
             drop_one(b);
         }
         break;
@@ -121,7 +129,10 @@ static void step(struct loop *L)
         if (victim_alloc(L, &b) == 0) {
             mbq_buffer_set_timing(b, MBQ_TIME_INVALID, h_time((int64_t)(r >> 20) % 64, 1000),
                                   h_time(1, 1000));
-            if (mbq_buffer_queue_enqueue_and_release(q, b) != 0)
+            int e = (r >> 50) % 2 ? mbq_buffer_queue_enqueue_and_release_wait(
+                                        L->q[0], b, (r >> 51) % 2 ? 20000 : 2000000)
+                                  : mbq_buffer_queue_enqueue_and_release(q, b);
+            if (e != 0)
                 drop_one(b);
         }
         break;

@@ -219,6 +219,31 @@ typedef struct mbq_buffer {
  * caller. MBQ_POOL_ERR_INVALID_PARAMETER (size 0 or above the block size),
  * MBQ_POOL_ERR_ALLOCATION_FAILED (every block is in use). */
 int mbq_pool_allocate(mbq_pool *pool, size_t size, mbq_buffer *out);
+/* Blocking allocate (back-pressure from the pool): as allocate, but while
+ * every block is in use it sleeps until one is freed — by any process, or
+ * by mbqd's reclaim of a holder that died — or until timeout_ns passes
+ * (< 0: no limit; 0: allocate). MBQ_POOL_ERR_ALLOCATION_FAILED on timeout
+ * (alloc_failures counts it once), -ECANCELED after
+ * mbq_pool_cancel_waits. No polling: the sleeper is woken by the release
+ * that frees a block, which makes a system call only while someone
+ * sleeps. (An mbq extension.) */
+int mbq_pool_allocate_wait(mbq_pool *pool, size_t size, int64_t timeout_ns, mbq_buffer *out);
+/* Wakes every mbq_pool_allocate_wait on this pool, in every process (the
+ * word is in the pool's shared memory), that began before the call: each
+ * returns -ECANCELED at once. Calls begun later wait as usual. For a
+ * pipeline that stops. (An mbq extension.) */
+int mbq_pool_cancel_waits(mbq_pool *pool);
+/* A cap on the blocks this client holds of this pool (every reference it
+ * holds: allocated, retained, dequeued), for a consumer that must not
+ * starve its producer (an encoder's lookahead): allocate and
+ * allocate_wait fail with -EDQUOT at once while the client holds max_held
+ * or more. 0 (the default) removes the cap. The cap is the client's own
+ * discipline, kept by the library (a dequeue is not refused: it hands
+ * over the queue's reference, and the next allocation sees it); with a
+ * cap each allocation sums the client's holdings (O(block count)).
+ * get_held reads what the client holds now. (mbq extensions.) */
+int mbq_pool_set_hold_limit(mbq_pool *pool, uint32_t max_held);
+int mbq_pool_get_held(mbq_pool *pool, uint64_t *held);
 /* References: retain adds one, release drops one; the last release returns
  * the block to its pool. -ESTALE if the buffer was already freed or its
  * pool was closed in this process (every buffer call then gives -ESTALE,
@@ -448,10 +473,40 @@ int mbq_buffer_queue_dequeue_and_retain(mbq_buffer_queue *queue, mbq_buffer *out
 /* CMBufferQueueDequeueIfDataReadyAndRetain: -EAGAIN also when the head is
  * not ready (it never skips to a later buffer). Otherwise as dequeue. */
 int mbq_buffer_queue_dequeue_if_data_ready_and_retain(mbq_buffer_queue *queue, mbq_buffer *out);
-/* Blocking dequeue: spins ~25 us, then sleeps until a buffer arrives or
- * timeout_ns passes (< 0: no limit). 0, -ETIMEDOUT, -ENODATA (empty and at
- * end of data), or as dequeue. */
+/* Blocking dequeue: spins (see mbq_buffer_queue_set_wait_spin), then
+ * sleeps until a buffer arrives or timeout_ns passes (< 0: no limit). 0,
+ * -ETIMEDOUT, -ENODATA (empty and at end of data), -ECANCELED
+ * (mbq_buffer_queue_cancel_waits), or as dequeue. */
 int mbq_buffer_queue_dequeue_wait(mbq_buffer_queue *queue, int64_t timeout_ns, mbq_buffer *out);
+/* Blocking enqueue (back-pressure from the queue): as enqueue (or
+ * enqueue_and_release), but a full queue (MBQ_BUFFER_QUEUE_FULL_FAIL)
+ * makes the call sleep until a consumer's dequeue (or a reset) makes room
+ * or timeout_ns passes (< 0: no limit; 0: one try). Returns as enqueue:
+ * MBQ_BQ_ERR_QUEUE_IS_FULL on timeout (counted once in rejected_full),
+ * MBQ_BQ_ERR_ENQUEUE_AFTER_END_OF_DATA if end of data is marked meanwhile,
+ * and -ECANCELED after mbq_buffer_queue_cancel_waits. A full queue is
+ * noticed without a lock or a reference change, so waiting costs the
+ * buffer nothing; for enqueue_and_release_wait the caller keeps its
+ * reference on any failure. No polling: the consumer's dequeue makes a
+ * system call only while a producer sleeps. (mbq extensions.) */
+int mbq_buffer_queue_enqueue_wait(mbq_buffer_queue *queue, mbq_buffer buffer, int64_t timeout_ns);
+int mbq_buffer_queue_enqueue_and_release_wait(mbq_buffer_queue *queue, mbq_buffer buffer,
+                                              int64_t timeout_ns);
+/* Cancel: every blocking call on this queue (dequeue_wait, enqueue_wait,
+ * enqueue_and_release_wait) in every process that has it open, begun
+ * before this call, returns -ECANCELED at once. The cancel is a word in the
+ * queue's shared memory, so any process with the queue open can stop a
+ * pipeline; calls begun afterwards wait as usual (mark end of data as well
+ * to make later dequeue_waits return -ENODATA). Takes no lock; safe from
+ * any thread and from a signal handler. (An mbq extension.) */
+int mbq_buffer_queue_cancel_waits(mbq_buffer_queue *queue);
+/* How long this process's blocking calls on this queue handle spin before
+ * sleeping: < 0 adaptive (the default: up to ~25 us, none while the
+ * producer last ran on this CPU, where spinning only delays it, and none
+ * after spins that kept finding nothing), 0 never spin (for producer and
+ * consumer sharing a CPU, or power), > 0 up to that many nanoseconds
+ * whenever the producer runs on another CPU. (An mbq extension.) */
+int mbq_buffer_queue_set_wait_spin(mbq_buffer_queue *queue, int64_t spin_ns);
 /* CMBufferQueueCopyHead: the head with a new reference for the caller.
  * -EAGAIN (empty, or the head kept changing pools), -ESTALE (its pool was
  * closed meanwhile), otherwise as dequeue (-ENOLINK included). */
