@@ -498,6 +498,7 @@ static int cmp_entry_seq(const void *a, const void *b, void *arg)
 }
 
 static void bq_repair_entries_locked(struct bq *q);
+static void trig_sides_locked(struct bq *q);
 
 /* Runs with both locks held. Brings the queue back to a consistent state
  * whatever a dead process or a scribbler left behind. It moves entries, so
@@ -667,6 +668,7 @@ static void bq_repair_entries_locked(struct bq *q)
         atomic_store_explicit(&sh->trigger_count, count, memory_order_relaxed);
         atomic_fetch_add_explicit(&sh->trigger_gen, 1, memory_order_relaxed);
     }
+    trig_sides_locked(q);
 
     uint32_t f = atomic_load_explicit(&sh->flags, memory_order_relaxed);
     atomic_store_explicit(&sh->flags, f & BQ_F_END_OF_DATA, memory_order_relaxed);
@@ -779,9 +781,93 @@ static bool needs_pts_scan(struct bq *q)
     return false;
 }
 
+/* Which operations a condition's false->true edge can happen on (BQ_TRIG_*
+ * in bq_layout.h). An enqueue adds one entry and, if its duration is a
+ * plain non-negative one in the sum's timescale, adds to the duration; a
+ * dequeue does the opposite. So "count below N", "duration below T" and
+ * "end of data reached" can only turn true on a dequeue, "count above N",
+ * "duration above T" and 12 only on an enqueue; the PTS changes and data
+ * readiness on either; reset on neither (only bq_reset, which, like
+ * end-of-data and drop-oldest, always takes both locks and evaluates). */
+static uint32_t cond_sides(uint32_t c)
+{
+    switch (c) {
+    case 1: case 2: return BQ_TRIG_DEQ | BQ_TRIG_ENQ_DUR;
+    case 3: case 4: case 12: return BQ_TRIG_ENQ | BQ_TRIG_DEQ_DUR;
+    case 8: case 10: return BQ_TRIG_DEQ;
+    case 11: return BQ_TRIG_ENQ;
+    case 9: return 0;
+    default: return BQ_TRIG_ENQ | BQ_TRIG_DEQ; /* 5, 6, 7 */
+    }
+}
+
+/* Recomputes trigger_sides from the installed triggers. Under both locks. */
+static void trig_sides_locked(struct bq *q)
+{
+    struct bq_shared *sh = q->sh;
+    uint32_t m = 0;
+    for (int i = 0; i < BQ_MAX_TRIGGERS; i++) {
+        const struct bq_trigger *t = &sh->triggers[i];
+        if (atomic_load_explicit(&t->state, memory_order_relaxed) == 1)
+            m |= cond_sides(t->condition);
+    }
+    /* An enqueue that drops the oldest entry is also a dequeue. */
+    if (sh->full_policy == BQ_FULL_DROP_OLDEST && (m & (BQ_TRIG_DEQ | BQ_TRIG_DEQ_DUR)))
+        m |= BQ_TRIG_ENQ;
+    atomic_store_explicit(&sh->trigger_sides, m, memory_order_relaxed);
+}
+
+/* Whether adding d to side s's duration sum cannot lower it: d is not
+ * numeric (it counts as zero), or it is a plain non-negative value in the
+ * sum's timescale that does not overflow (the sum then grows exactly, and
+ * the queue's duration, the tail's sum minus the head's, moves by d). Any
+ * other duration sends the operation to the locked evaluation. */
+static inline bool dur_monotone(const struct bq_side *s, const mbq_time *d)
+{
+    if (!mbq_time_is_numeric(*d))
+        return true;
+    uint64_t sf = atomic_load_explicit(&s->dur_scale_flags, memory_order_relaxed);
+    int64_t v = atomic_load_explicit(&s->dur_value, memory_order_relaxed), sum;
+    return d->flags == MBQ_TIME_FLAG_VALID && d->epoch == 0 && d->timescale > 0 &&
+           d->value >= 0 &&
+           sf == ((uint64_t)(uint32_t)d->timescale | (uint64_t)MBQ_TIME_FLAG_VALID << 32) &&
+           atomic_load_explicit(&s->dur_epoch, memory_order_relaxed) == 0 &&
+           !__builtin_add_overflow(v, d->value, &sum);
+}
+
+/* The state a level condition reads, before a mutation (no PTS scan, no
+ * readiness: those conditions keep their stored level, see below). */
+static void state_before_locked(struct bq *q, struct bq_state *st)
+{
+    struct bq_shared *sh = q->sh;
+    uint64_t head = atomic_load_explicit(&sh->head.index, memory_order_relaxed);
+    uint64_t tail = atomic_load_explicit(&sh->tail.index, memory_order_relaxed);
+    st->count = tail - head;
+    mbq_time a = side_duration_load(&sh->tail), b = side_duration_load(&sh->head);
+    st->duration = st->count ? mbq_time_subtract(a, b) : MBQ_TIME_ZERO;
+    st->eod = atomic_load_explicit(&sh->flags, memory_order_relaxed) & BQ_F_END_OF_DATA;
+    st->head_ready = false;
+    st->have_pts = false;
+}
+
 /* Evaluates every installed trigger after a change; returns the mask of the
- * ones that fired (false->true edge, or the event happened). */
-static uint32_t trig_eval_locked(struct bq *q, bool reset_event)
+ * ones that fired (false->true edge, or the event happened). before is the
+ * state just before the change, taken under the same hold of both locks
+ * (NULL: nothing but readiness changed).
+ *
+ * Why no edge is lost or doubled although only some operations get here
+ * (trigger_sides): a level condition's edge is judged on the state before
+ * and after this one change, not on a stored level. Between two evaluated
+ * changes, only operations of the sides that cannot turn the condition
+ * true ran (each holds its side's lock and is one step), so the condition
+ * can only have gone true->false then; the evaluated change holds both
+ * locks, so nothing moves between its before and after. The edges counted
+ * are thus exactly the changes that take the level from false to true —
+ * those the evaluation of every change under both locks counted. Data
+ * readiness (7) can change without a mutation (a buffer made ready), so it
+ * keeps its stored level; with it installed every operation is evaluated,
+ * so that level is never stale. */
+static uint32_t trig_eval_locked(struct bq *q, bool reset_event, const struct bq_state *before)
 {
     struct bq_shared *sh = q->sh;
     if (atomic_load_explicit(&sh->trigger_count, memory_order_relaxed) == 0)
@@ -796,6 +882,8 @@ static uint32_t trig_eval_locked(struct bq *q, bool reset_event)
         sh->last_min_pts = st.min_pts;
         sh->last_max_pts = st.max_pts;
     }
+    if (!before)
+        before = &st;
     uint32_t mask = 0;
     for (int i = 0; i < BQ_MAX_TRIGGERS; i++) {
         struct bq_trigger *t = &sh->triggers[i];
@@ -806,9 +894,15 @@ static uint32_t trig_eval_locked(struct bq *q, bool reset_event)
         case 5: fire = min_changed; break;
         case 6: fire = max_changed; break;
         case 9: fire = reset_event; break;
-        default: {
+        case 7: {
             bool level = trig_level(t, &st);
             fire = level && !t->level;
+            t->level = level;
+            break;
+        }
+        default: {
+            bool level = trig_level(t, &st);
+            fire = level && !trig_level(t, before);
             t->level = level;
         }
         }
@@ -1141,16 +1235,25 @@ static int enqueue_impl(struct bq *q, const struct bq_entry *e, bool take, bool 
         }
     }
     struct bq_shared *sh = q->sh;
-    bool full_lock = atomic_load_explicit(&sh->trigger_count, memory_order_relaxed) != 0;
+    /* Both locks and an evaluation only when an installed trigger can turn
+     * true on this enqueue (see trig_eval_locked); the check is repeated
+     * under the tail lock, as triggers change only under both locks. */
+    bool full_lock =
+        atomic_load_explicit(&sh->trigger_sides, memory_order_relaxed) & BQ_TRIG_ENQ;
     struct bq_held held = {0, 0};
     int lr;
     if (full_lock)
         lr = bq_lock_full(q, &held);
     else
         lr = held.tail = bq_lock_side(q, &sh->tail);
+    uint32_t sides;
     if (lr >= 0 && !full_lock &&
-        atomic_load_explicit(&sh->trigger_count, memory_order_relaxed) != 0) {
-        /* a trigger was installed while we waited for the tail lock */
+        __builtin_expect((sides = atomic_load_explicit(&sh->trigger_sides,
+                                                       memory_order_relaxed)) != 0, 0) &&
+        ((sides & BQ_TRIG_ENQ) ||
+         ((sides & BQ_TRIG_ENQ_DUR) && !dur_monotone(&sh->tail, &e->duration)))) {
+        /* a trigger was installed while we waited for the tail lock, or
+         * this entry's duration could lower the queue's */
         bslock_unlock(&sh->tail.lock, held.tail);
         lr = bq_lock_full(q, &held);
         full_lock = true;
@@ -1198,7 +1301,10 @@ static int enqueue_impl(struct bq *q, const struct bq_entry *e, bool take, bool 
     bool have_head = full_lock, dropped = false;
     struct bq_entry old = {0};
     uint32_t fired = 0;
+    struct bq_state before;
 reread:
+    if (full_lock)
+        state_before_locked(q, &before);
     tail = atomic_load_explicit(&sh->tail.index, memory_order_relaxed);
     head = atomic_load_explicit(&q->head_cache, memory_order_relaxed);
     /* The cached head is a lower bound; reload it when it says full, when it
@@ -1261,7 +1367,7 @@ reread:
     }
     bump_high_water(q, tail + 1);
     if (full_lock)
-        fired = trig_eval_locked(q, false);
+        fired = trig_eval_locked(q, false, &before);
 
 out:
     if (have_head)
@@ -1491,15 +1597,21 @@ static int dequeue_common(struct bq *q, struct bq_entry *out, bool if_ready)
     uint64_t h = atomic_load_explicit(&sh->head.index, memory_order_acquire);
     if (consumer_tail(q, h) == h)
         return -EAGAIN;
-    bool full_lock = atomic_load_explicit(&sh->trigger_count, memory_order_relaxed) != 0;
-    struct bq_held held = {0, 0};
+    /* As in enqueue: both locks only when an installed trigger can turn
+     * true on a dequeue, checked again under the head lock. */
+    uint32_t sides = atomic_load_explicit(&sh->trigger_sides, memory_order_relaxed);
+    bool full_lock = sides & BQ_TRIG_DEQ;
+    struct bq_held held;
+relock:
+    held = (struct bq_held){0, 0};
     int lr;
     if (full_lock)
         lr = bq_lock_full(q, &held);
     else
         lr = held.head = bq_lock_side(q, &sh->head);
     if (lr >= 0 && !full_lock &&
-        atomic_load_explicit(&sh->trigger_count, memory_order_relaxed) != 0) {
+        ((sides = atomic_load_explicit(&sh->trigger_sides, memory_order_relaxed)) &
+         BQ_TRIG_DEQ)) {
         bslock_unlock(&sh->head.lock, held.head);
         lr = bq_lock_full(q, &held);
         full_lock = true;
@@ -1525,6 +1637,13 @@ static int dequeue_common(struct bq *q, struct bq_entry *out, bool if_ready)
     } else {
         bq_settle(q, head, tail);
         bq_slot_read(q, head, out);
+        if (__builtin_expect(!full_lock && (sides & BQ_TRIG_DEQ_DUR), 0) &&
+            !dur_monotone(&sh->head, &out->duration)) {
+            /* its duration could raise the queue's: evaluate this one */
+            bslock_unlock(&sh->head.lock, held.head);
+            full_lock = true;
+            goto relock;
+        }
         if (if_ready && q->hooks.is_ready &&
             !q->hooks.is_ready(q->hooks.ctx, out->pool_id, out->handle)) {
             r = -EAGAIN;
@@ -1532,9 +1651,12 @@ static int dequeue_common(struct bq *q, struct bq_entry *out, bool if_ready)
                    (r = q->hooks.move_begin(q->hooks.ctx, out->pool_id, out->handle, 0)) != 0) {
             /* no intent, no hand-over: the entry stays */
         } else {
+            struct bq_state before;
+            if (full_lock)
+                state_before_locked(q, &before);
             side_pass(&sh->head, out, head + 1, true);
             if (full_lock)
-                fired = trig_eval_locked(q, false);
+                fired = trig_eval_locked(q, false, &before);
         }
     }
     if (full_lock)
@@ -1694,8 +1816,10 @@ int bq_mark_end_of_data(struct bq *q)
     int lr = bq_lock_full(q, &held);
     if (lr < 0)
         return lr;
+    struct bq_state before;
+    state_before_locked(q, &before);
     atomic_fetch_or_explicit(&q->sh->flags, BQ_F_END_OF_DATA, memory_order_relaxed);
-    uint32_t fired = trig_eval_locked(q, false);
+    uint32_t fired = trig_eval_locked(q, false, &before);
     bq_unlock_full(q, held);
     wake_consumers(q); /* blocked dequeuers return -ENODATA */
     wake_producers(q); /* blocked enqueuers fail: enqueue after end of data */
@@ -1714,6 +1838,8 @@ int bq_reset(struct bq *q, void (*cb)(const struct bq_entry *e, void *ctx), void
     int lr = bq_lock_full(q, &held);
     if (lr < 0)
         return lr;
+    struct bq_state before;
+    state_before_locked(q, &before);
     uint64_t head = atomic_load_explicit(&sh->head.index, memory_order_relaxed);
     uint64_t tail = atomic_load_explicit(&sh->tail.index, memory_order_relaxed);
     for (uint64_t i = head; i != tail; i++) {
@@ -1733,7 +1859,7 @@ int bq_reset(struct bq *q, void (*cb)(const struct bq_entry *e, void *ctx), void
             q->hooks.move_end(q->hooks.ctx, e.pool_id, 0);
     }
     atomic_fetch_and_explicit(&sh->flags, ~BQ_F_END_OF_DATA, memory_order_relaxed);
-    uint32_t fired = trig_eval_locked(q, true);
+    uint32_t fired = trig_eval_locked(q, true, &before);
     bq_unlock_full(q, held);
     wake_producers(q); /* room for blocked enqueuers */
     trig_signal(q, fired);
@@ -2007,6 +2133,7 @@ int bq_install_trigger(struct bq *q, int32_t condition, mbq_time time, int64_t t
     atomic_store_explicit(&t->state, 1, memory_order_release);
     atomic_fetch_add_explicit(&sh->trigger_count, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&sh->trigger_gen, 1, memory_order_relaxed);
+    trig_sides_locked(q);
     *token_out = token_make(q, slot, gen);
     atomic_store_explicit(&q->trigger_fd[slot], trigger_fd_pack(efd, gen), memory_order_release);
     bq_unlock_full(q, held);
@@ -2027,6 +2154,7 @@ int bq_remove_trigger(struct bq *q, uint64_t token)
         atomic_store_explicit(&q->sh->triggers[slot].state, 0, memory_order_relaxed);
         atomic_fetch_sub_explicit(&q->sh->trigger_count, 1, memory_order_relaxed);
         atomic_fetch_add_explicit(&q->sh->trigger_gen, 1, memory_order_relaxed);
+        trig_sides_locked(q);
         atomic_store_explicit(&q->trigger_fd[slot], trigger_fd_pack(-1, 0), memory_order_release);
     }
     bq_unlock_full(q, held);
@@ -2134,7 +2262,7 @@ int bq_note_data_ready(struct bq *q)
     int lr = bq_lock_full(q, &held);
     if (lr < 0)
         return lr;
-    uint32_t fired = trig_eval_locked(q, false);
+    uint32_t fired = trig_eval_locked(q, false, NULL);
     bq_unlock_full(q, held);
     trig_signal(q, fired);
     return 0;
