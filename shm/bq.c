@@ -801,20 +801,71 @@ static uint32_t cond_sides(uint32_t c)
     }
 }
 
-/* Recomputes trigger_sides from the installed triggers. Under both locks. */
+/* Recomputes trigger_sides and the count gates from the installed
+ * triggers. Under both locks.
+ *
+ * The gates spare most evaluations of the side that can turn a count
+ * trigger true. "count above N" (and 12, which needs it too) is false after
+ * an enqueue that leaves at most N entries; the enqueuer holds the tail
+ * lock, knows the tail, and its cached head is a lower bound of the head,
+ * so tail + 1 - cached head bounds the count from above: at most the
+ * smallest such N (enq_gate) and the enqueue cannot fire any of them.
+ * Likewise "count below N" is false after a dequeue that leaves at least N
+ * (and "end of data reached" after one that leaves at least 1); the
+ * dequeuer's cached tail bounds the count from below. A change that leaves
+ * the level false is not an edge, and the edge argument of
+ * trig_eval_locked holds unchanged (it needs only that every change that
+ * could take the level from false to true is evaluated). A condition of the
+ * side without a count gate sets the gate so that nothing passes it. */
 static void trig_sides_locked(struct bq *q)
 {
     struct bq_shared *sh = q->sh;
     uint32_t m = 0;
+    int64_t enq_gate = INT64_MAX, deq_gate = INT64_MIN;
     for (int i = 0; i < BQ_MAX_TRIGGERS; i++) {
         const struct bq_trigger *t = &sh->triggers[i];
-        if (atomic_load_explicit(&t->state, memory_order_relaxed) == 1)
-            m |= cond_sides(t->condition);
+        if (atomic_load_explicit(&t->state, memory_order_relaxed) != 1)
+            continue;
+        uint32_t c = t->condition, cs = cond_sides(c);
+        m |= cs;
+        if (cs & BQ_TRIG_ENQ) {
+            int64_t g = c == 11 || c == 12 ? t->threshold : INT64_MIN;
+            enq_gate = g < enq_gate ? g : enq_gate;
+        }
+        if (cs & BQ_TRIG_DEQ) {
+            int64_t g = c == 10 ? t->threshold : c == 8 ? 1 : INT64_MAX;
+            deq_gate = g > deq_gate ? g : deq_gate;
+        }
     }
     /* An enqueue that drops the oldest entry is also a dequeue. */
-    if (sh->full_policy == BQ_FULL_DROP_OLDEST && (m & (BQ_TRIG_DEQ | BQ_TRIG_DEQ_DUR)))
+    if (sh->full_policy == BQ_FULL_DROP_OLDEST && (m & (BQ_TRIG_DEQ | BQ_TRIG_DEQ_DUR))) {
         m |= BQ_TRIG_ENQ;
+        enq_gate = INT64_MIN;
+    }
+    atomic_store_explicit(&sh->enq_gate, enq_gate, memory_order_relaxed);
+    atomic_store_explicit(&sh->deq_gate, deq_gate, memory_order_relaxed);
     atomic_store_explicit(&sh->trigger_sides, m, memory_order_relaxed);
+}
+
+/* Whether an enqueue at tail (tail lock held) leaves few enough entries to
+ * pass every enqueue trigger's gate (see trig_sides_locked). */
+static inline bool enq_gated(struct bq *q, uint64_t tail)
+{
+    uint64_t head = atomic_load_explicit(&q->head_cache, memory_order_relaxed);
+    int64_t gate = atomic_load_explicit(&q->sh->enq_gate, memory_order_relaxed);
+    uint64_t after = tail + 1 - head; /* >= the real count after */
+    return head <= tail && gate >= 0 && after <= (uint64_t)gate;
+}
+
+/* Whether a dequeue at head (head lock held), with tail a lower bound of the
+ * tail, leaves enough entries to pass every dequeue trigger's gate. */
+static inline bool deq_gated(struct bq *q, uint64_t head, uint64_t tail)
+{
+    int64_t gate = atomic_load_explicit(&q->sh->deq_gate, memory_order_relaxed);
+    if (gate == INT64_MAX || tail <= head)
+        return false;
+    uint64_t after = tail - head - 1; /* <= the real count after */
+    return gate <= 0 || after >= (uint64_t)gate;
 }
 
 /* Whether adding d to side s's duration sum cannot lower it: d is not
@@ -1236,21 +1287,24 @@ static int enqueue_impl(struct bq *q, const struct bq_entry *e, bool take, bool 
     }
     struct bq_shared *sh = q->sh;
     /* Both locks and an evaluation only when an installed trigger can turn
-     * true on this enqueue (see trig_eval_locked); the check is repeated
-     * under the tail lock, as triggers change only under both locks. */
-    bool full_lock =
-        atomic_load_explicit(&sh->trigger_sides, memory_order_relaxed) & BQ_TRIG_ENQ;
+     * true on this enqueue (see trig_eval_locked and trig_sides_locked):
+     * straight away when no count gate can spare it, else judged under the
+     * tail lock, where the trigger set cannot change (it changes only under
+     * both locks) and the tail is known. */
+    uint32_t sides = atomic_load_explicit(&sh->trigger_sides, memory_order_relaxed);
+    bool full_lock = __builtin_expect(sides != 0, 0) && (sides & BQ_TRIG_ENQ) &&
+                     atomic_load_explicit(&sh->enq_gate, memory_order_relaxed) == INT64_MIN;
     struct bq_held held = {0, 0};
     int lr;
     if (full_lock)
         lr = bq_lock_full(q, &held);
     else
         lr = held.tail = bq_lock_side(q, &sh->tail);
-    uint32_t sides;
     if (lr >= 0 && !full_lock &&
         __builtin_expect((sides = atomic_load_explicit(&sh->trigger_sides,
                                                        memory_order_relaxed)) != 0, 0) &&
-        ((sides & BQ_TRIG_ENQ) ||
+        (((sides & BQ_TRIG_ENQ) &&
+          !enq_gated(q, atomic_load_explicit(&sh->tail.index, memory_order_relaxed))) ||
          ((sides & BQ_TRIG_ENQ_DUR) && !dur_monotone(&sh->tail, &e->duration)))) {
         /* a trigger was installed while we waited for the tail lock, or
          * this entry's duration could lower the queue's */
@@ -1598,9 +1652,11 @@ static int dequeue_common(struct bq *q, struct bq_entry *out, bool if_ready)
     if (consumer_tail(q, h) == h)
         return -EAGAIN;
     /* As in enqueue: both locks only when an installed trigger can turn
-     * true on a dequeue, checked again under the head lock. */
+     * true on this dequeue (the hint here taken again under the head lock,
+     * the count gate judged once the tail is known). */
     uint32_t sides = atomic_load_explicit(&sh->trigger_sides, memory_order_relaxed);
-    bool full_lock = sides & BQ_TRIG_DEQ;
+    bool full_lock = __builtin_expect(sides != 0, 0) && (sides & BQ_TRIG_DEQ) &&
+                     atomic_load_explicit(&sh->deq_gate, memory_order_relaxed) == INT64_MAX;
     struct bq_held held;
 relock:
     held = (struct bq_held){0, 0};
@@ -1609,13 +1665,8 @@ relock:
         lr = bq_lock_full(q, &held);
     else
         lr = held.head = bq_lock_side(q, &sh->head);
-    if (lr >= 0 && !full_lock &&
-        ((sides = atomic_load_explicit(&sh->trigger_sides, memory_order_relaxed)) &
-         BQ_TRIG_DEQ)) {
-        bslock_unlock(&sh->head.lock, held.head);
-        lr = bq_lock_full(q, &held);
-        full_lock = true;
-    }
+    if (lr >= 0 && !full_lock)
+        sides = atomic_load_explicit(&sh->trigger_sides, memory_order_relaxed);
     if (__builtin_expect(lr < 0, 0))
         return lr;
 
@@ -1637,6 +1688,13 @@ relock:
     } else {
         bq_settle(q, head, tail);
         bq_slot_read(q, head, out);
+        if (__builtin_expect(!full_lock && (sides & BQ_TRIG_DEQ), 0) &&
+            !deq_gated(q, head, tail)) {
+            /* it may leave few enough entries to turn a trigger true */
+            bslock_unlock(&sh->head.lock, held.head);
+            full_lock = true;
+            goto relock;
+        }
         if (__builtin_expect(!full_lock && (sides & BQ_TRIG_DEQ_DUR), 0) &&
             !dur_monotone(&sh->head, &out->duration)) {
             /* its duration could raise the queue's: evaluate this one */

@@ -133,7 +133,11 @@ struct bq_shared {
      * both locks, read by each enqueue and dequeue. */
     _Atomic uint32_t trigger_sides;
     _Atomic uint64_t repairs, corruptions;
-    uint8_t reserved1[24];
+    /* Count gates (see trig_sides_locked): an enqueue that leaves at most
+     * enq_gate entries, or a dequeue that leaves at least deq_gate, cannot
+     * turn any installed trigger true and needs no evaluation. */
+    _Atomic int64_t enq_gate, deq_gate;
+    uint8_t reserved1[8];
     mbq_time last_min_pts, last_max_pts; /* for the PTS-change triggers */
     uint8_t pad1[24];
     /* 256: blocking dequeuers' futex word, written by producers */

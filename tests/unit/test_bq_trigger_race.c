@@ -400,6 +400,20 @@ static void test_sides_mask(void)
     CHECK_EQ(atomic_load(&q.sh->trigger_sides), BQ_TRIG_ENQ | BQ_TRIG_DEQ_DUR);
     CHECK_EQ(bq_remove_trigger(&q, tok[2]), 0);
     CHECK_EQ(atomic_load(&q.sh->trigger_sides), 0);
+    /* the count gates: the smallest "above", the largest "below" */
+    uint64_t g[4];
+    REQUIRE(bq_install_trigger(&q, BQ_TRIGGER_COUNT_GREATER_THAN, t, 9, -1, &g[0]) == 0);
+    REQUIRE(bq_install_trigger(&q, BQ_TRIGGER_DURATION_GE_AND_COUNT_GT, t, 5, -1, &g[1]) == 0);
+    REQUIRE(bq_install_trigger(&q, BQ_TRIGGER_COUNT_LESS_THAN, t, 3, -1, &g[2]) == 0);
+    REQUIRE(bq_install_trigger(&q, BQ_TRIGGER_END_OF_DATA_REACHED, t, 0, -1, &g[3]) == 0);
+    CHECK_EQ(atomic_load(&q.sh->enq_gate), 5);
+    CHECK_EQ(atomic_load(&q.sh->deq_gate), 3);
+    CHECK_EQ(bq_remove_trigger(&q, g[2]), 0);
+    CHECK_EQ(atomic_load(&q.sh->deq_gate), 1);
+    for (int i = 0; i < 4; i++)
+        if (i != 2)
+            CHECK_EQ(bq_remove_trigger(&q, g[i]), 0);
+    CHECK_EQ(atomic_load(&q.sh->trigger_sides), 0);
     REQUIRE(bq_install_trigger(&q, BQ_TRIGGER_MIN_PTS_CHANGES, t, 0, -1, &tok[3]) == 0);
     CHECK_EQ(atomic_load(&q.sh->trigger_sides), BQ_TRIG_ENQ | BQ_TRIG_DEQ);
     bq_detach(&q);
