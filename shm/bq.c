@@ -4,7 +4,8 @@
  * repair when a lock comes back from a dead owner; the side_*() helpers keep
  * each side's running sums under its sequence counter; trigger evaluation
  * (trig_*) runs under the full lock and returns a mask of triggers that
- * fired, which the caller signals only after unlocking. */
+ * fired, which the caller signals only after unlocking; trigger_sides and
+ * the count gates say which enqueues and dequeues need it at all. */
 #include "bq_layout.h"
 
 #include "futex.h"
@@ -770,9 +771,35 @@ static bool trig_level(const struct bq_trigger *t, const struct bq_state *st)
     }
 }
 
+/* A set of trigger slots (the ones that fired). */
+struct tmask {
+    uint64_t w[BQ_MAX_TRIGGERS / 64];
+};
+
+static inline void tmask_set(struct tmask *m, unsigned i)
+{
+    m->w[i / 64] |= 1ull << (i % 64);
+}
+
+static inline bool tmask_any(const struct tmask *m)
+{
+    uint64_t any = 0;
+    for (unsigned k = 0; k < BQ_MAX_TRIGGERS / 64; k++)
+        any |= m->w[k];
+    return any != 0;
+}
+
+/* One past the highest slot in use (install takes the lowest free one, so
+ * a queue with few triggers scans few slots). Under both locks. */
+static inline int trig_hi(const struct bq *q)
+{
+    uint32_t hi = atomic_load_explicit(&q->sh->trigger_hi, memory_order_relaxed);
+    return hi < BQ_MAX_TRIGGERS ? (int)hi : BQ_MAX_TRIGGERS;
+}
+
 static bool needs_pts_scan(struct bq *q)
 {
-    for (int i = 0; i < BQ_MAX_TRIGGERS; i++) {
+    for (int i = 0, hi = trig_hi(q); i < hi; i++) {
         const struct bq_trigger *t = &q->sh->triggers[i];
         if (atomic_load_explicit(&t->state, memory_order_relaxed) == 1 &&
             (t->condition == 5 || t->condition == 6))
@@ -822,10 +849,12 @@ static void trig_sides_locked(struct bq *q)
     struct bq_shared *sh = q->sh;
     uint32_t m = 0;
     int64_t enq_gate = INT64_MAX, deq_gate = INT64_MIN;
+    uint32_t hi = 0;
     for (int i = 0; i < BQ_MAX_TRIGGERS; i++) {
         const struct bq_trigger *t = &sh->triggers[i];
         if (atomic_load_explicit(&t->state, memory_order_relaxed) != 1)
             continue;
+        hi = (uint32_t)i + 1;
         uint32_t c = t->condition, cs = cond_sides(c);
         m |= cs;
         if (cs & BQ_TRIG_ENQ) {
@@ -842,6 +871,7 @@ static void trig_sides_locked(struct bq *q)
         m |= BQ_TRIG_ENQ;
         enq_gate = INT64_MIN;
     }
+    atomic_store_explicit(&sh->trigger_hi, hi, memory_order_relaxed);
     atomic_store_explicit(&sh->enq_gate, enq_gate, memory_order_relaxed);
     atomic_store_explicit(&sh->deq_gate, deq_gate, memory_order_relaxed);
     atomic_store_explicit(&sh->trigger_sides, m, memory_order_relaxed);
@@ -918,11 +948,13 @@ static void state_before_locked(struct bq *q, struct bq_state *st)
  * readiness (7) can change without a mutation (a buffer made ready), so it
  * keeps its stored level; with it installed every operation is evaluated,
  * so that level is never stale. */
-static uint32_t trig_eval_locked(struct bq *q, bool reset_event, const struct bq_state *before)
+static struct tmask trig_eval_locked(struct bq *q, bool reset_event,
+                                     const struct bq_state *before)
 {
     struct bq_shared *sh = q->sh;
+    struct tmask mask = {{0}};
     if (atomic_load_explicit(&sh->trigger_count, memory_order_relaxed) == 0)
-        return 0;
+        return mask;
     struct bq_state st;
     bool pts = needs_pts_scan(q);
     state_locked(q, &st, pts);
@@ -935,8 +967,7 @@ static uint32_t trig_eval_locked(struct bq *q, bool reset_event, const struct bq
     }
     if (!before)
         before = &st;
-    uint32_t mask = 0;
-    for (int i = 0; i < BQ_MAX_TRIGGERS; i++) {
+    for (int i = 0, hi = trig_hi(q); i < hi; i++) {
         struct bq_trigger *t = &sh->triggers[i];
         if (atomic_load_explicit(&t->state, memory_order_relaxed) != 1)
             continue;
@@ -959,7 +990,7 @@ static uint32_t trig_eval_locked(struct bq *q, bool reset_event, const struct bq
         }
         if (fire) {
             atomic_fetch_add_explicit(&t->fired, 1, memory_order_relaxed);
-            mask |= 1u << i;
+            tmask_set(&mask, (unsigned)i);
         }
     }
     return mask;
@@ -967,20 +998,22 @@ static uint32_t trig_eval_locked(struct bq *q, bool reset_event, const struct bq
 
 /* After unlocking: write the eventfd of each fired trigger this process
  * holds; leave the others pending for a process that holds theirs. */
-static void trig_signal(struct bq *q, uint32_t mask)
+static void trig_signal(struct bq *q, struct tmask mask)
 {
-    while (mask) {
-        int i = __builtin_ctz(mask);
-        mask &= mask - 1;
-        struct bq_trigger *t = &q->sh->triggers[i];
-        uint64_t fg = atomic_load_explicit(&q->trigger_fd[i], memory_order_acquire);
-        int fd = (int)(uint32_t)fg;
-        if (fd >= 0 && (uint32_t)(fg >> 32) == t->gen) {
-            uint64_t one = 1;
-            ssize_t w = write(fd, &one, sizeof(one));
-            (void)w; /* EAGAIN: the counter is saturated, the reader will see it */
-        } else {
-            atomic_store_explicit(&t->pending, 1, memory_order_release);
+    for (unsigned k = 0; k < BQ_MAX_TRIGGERS / 64; k++) {
+        while (mask.w[k]) {
+            int i = (int)(k * 64) + __builtin_ctzll(mask.w[k]);
+            mask.w[k] &= mask.w[k] - 1;
+            struct bq_trigger *t = &q->sh->triggers[i];
+            uint64_t fg = atomic_load_explicit(&q->trigger_fd[i], memory_order_acquire);
+            int fd = (int)(uint32_t)fg;
+            if (fd >= 0 && (uint32_t)(fg >> 32) == t->gen) {
+                uint64_t one = 1;
+                ssize_t w = write(fd, &one, sizeof(one));
+                (void)w; /* EAGAIN: the counter is saturated, the reader will see it */
+            } else {
+                atomic_store_explicit(&t->pending, 1, memory_order_release);
+            }
         }
     }
 }
@@ -1354,7 +1387,7 @@ static int enqueue_impl(struct bq *q, const struct bq_entry *e, bool take, bool 
     int r = 0;
     bool have_head = full_lock, dropped = false;
     struct bq_entry old = {0};
-    uint32_t fired = 0;
+    struct tmask fired = {{0}};
     struct bq_state before;
 reread:
     if (full_lock)
@@ -1439,7 +1472,7 @@ out:
         q->hooks.release(q->hooks.ctx, old.pool_id, old.handle);
     if (dropped && q->hooks.move_end)
         q->hooks.move_end(q->hooks.ctx, old.pool_id, 1);
-    if (fired)
+    if (tmask_any(&fired))
         trig_signal(q, fired);
     return r;
 }
@@ -1671,7 +1704,7 @@ relock:
         return lr;
 
     int r = 0;
-    uint32_t fired = 0;
+    struct tmask fired = {{0}};
     uint64_t head = atomic_load_explicit(&sh->head.index, memory_order_relaxed);
     uint64_t tail;
     if (full_lock) {
@@ -1723,7 +1756,7 @@ relock:
         bslock_unlock(&sh->head.lock, held.head);
     if (r == 0)
         wake_producers(q);
-    if (fired)
+    if (tmask_any(&fired))
         trig_signal(q, fired);
     return r;
 }
@@ -1877,7 +1910,7 @@ int bq_mark_end_of_data(struct bq *q)
     struct bq_state before;
     state_before_locked(q, &before);
     atomic_fetch_or_explicit(&q->sh->flags, BQ_F_END_OF_DATA, memory_order_relaxed);
-    uint32_t fired = trig_eval_locked(q, false, &before);
+    struct tmask fired = trig_eval_locked(q, false, &before);
     bq_unlock_full(q, held);
     wake_consumers(q); /* blocked dequeuers return -ENODATA */
     wake_producers(q); /* blocked enqueuers fail: enqueue after end of data */
@@ -1917,7 +1950,7 @@ int bq_reset(struct bq *q, void (*cb)(const struct bq_entry *e, void *ctx), void
             q->hooks.move_end(q->hooks.ctx, e.pool_id, 0);
     }
     atomic_fetch_and_explicit(&sh->flags, ~BQ_F_END_OF_DATA, memory_order_relaxed);
-    uint32_t fired = trig_eval_locked(q, true, &before);
+    struct tmask fired = trig_eval_locked(q, true, &before);
     bq_unlock_full(q, held);
     wake_producers(q); /* room for blocked enqueuers */
     trig_signal(q, fired);
@@ -2178,14 +2211,14 @@ int bq_install_trigger(struct bq *q, int32_t condition, mbq_time time, int64_t t
         uint64_t tail = atomic_load_explicit(&sh->tail.index, memory_order_relaxed);
         scan_pts(q, head, tail, &sh->last_min_pts, &sh->last_max_pts, NULL);
     }
-    uint32_t fired = 0;
+    struct tmask fired = {{0}};
     if (!cond_is_event(condition)) {
         struct bq_state st;
         state_locked(q, &st, false);
         t->level = trig_level(t, &st);
         if (t->level) {
             atomic_fetch_add_explicit(&t->fired, 1, memory_order_relaxed);
-            fired = 1u << slot;
+            tmask_set(&fired, (unsigned)slot);
         }
     }
     atomic_store_explicit(&t->state, 1, memory_order_release);
@@ -2320,7 +2353,7 @@ int bq_note_data_ready(struct bq *q)
     int lr = bq_lock_full(q, &held);
     if (lr < 0)
         return lr;
-    uint32_t fired = trig_eval_locked(q, false, NULL);
+    struct tmask fired = trig_eval_locked(q, false, NULL);
     bq_unlock_full(q, held);
     trig_signal(q, fired);
     return 0;

@@ -137,7 +137,8 @@ struct bq_shared {
      * enq_gate entries, or a dequeue that leaves at least deq_gate, cannot
      * turn any installed trigger true and needs no evaluation. */
     _Atomic int64_t enq_gate, deq_gate;
-    uint8_t reserved1[8];
+    _Atomic uint32_t trigger_hi; /* one past the highest trigger slot in use */
+    uint32_t reserved1;
     mbq_time last_min_pts, last_max_pts; /* for the PTS-change triggers */
     uint8_t pad1[24];
     /* 256: blocking dequeuers' futex word, written by producers */
