@@ -82,7 +82,7 @@ static inline void closep(int *fd)
 /* ---- objects -------------------------------------------------------------- */
 
 #define CLIENT_MAX_POOLS 256      /* pools one client can map at once */
-#define QUEUE_MAX_TRIGGERS 64     /* trigger fds a queue handle keeps (bq has 32 slots) */
+#define QUEUE_MAX_TRIGGERS (2 * BQ_MAX_TRIGGERS) /* trigger fds a queue handle keeps */
 #define QUEUE_GRAVEYARD 16        /* removed trigger fds kept open a while, see below */
 
 struct mbq_pool {

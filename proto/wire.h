@@ -16,7 +16,9 @@
 #include <sys/types.h>
 
 #define WIRE_MAX_PACKET 65536
-#define WIRE_MAX_FDS 48
+/* A queue's segment and its up to BQ_MAX_TRIGGERS trigger eventfds go in
+ * one packet; the kernel allows at most 253 (SCM_MAX_FD). */
+#define WIRE_MAX_FDS 160
 
 struct wire_fds {
     int fd[WIRE_MAX_FDS];

@@ -4,7 +4,8 @@
  * repair when a lock comes back from a dead owner; the side_*() helpers keep
  * each side's running sums under its sequence counter; trigger evaluation
  * (trig_*) runs under the full lock and returns a mask of triggers that
- * fired, which the caller signals only after unlocking. */
+ * fired, which the caller signals only after unlocking; trigger_sides and
+ * the count gates say which enqueues and dequeues need it at all. */
 #include "bq_layout.h"
 
 #include "futex.h"
@@ -498,6 +499,7 @@ static int cmp_entry_seq(const void *a, const void *b, void *arg)
 }
 
 static void bq_repair_entries_locked(struct bq *q);
+static void trig_sides_locked(struct bq *q);
 
 /* Runs with both locks held. Brings the queue back to a consistent state
  * whatever a dead process or a scribbler left behind. It moves entries, so
@@ -667,6 +669,7 @@ static void bq_repair_entries_locked(struct bq *q)
         atomic_store_explicit(&sh->trigger_count, count, memory_order_relaxed);
         atomic_fetch_add_explicit(&sh->trigger_gen, 1, memory_order_relaxed);
     }
+    trig_sides_locked(q);
 
     uint32_t f = atomic_load_explicit(&sh->flags, memory_order_relaxed);
     atomic_store_explicit(&sh->flags, f & BQ_F_END_OF_DATA, memory_order_relaxed);
@@ -768,9 +771,35 @@ static bool trig_level(const struct bq_trigger *t, const struct bq_state *st)
     }
 }
 
+/* A set of trigger slots (the ones that fired). */
+struct tmask {
+    uint64_t w[BQ_MAX_TRIGGERS / 64];
+};
+
+static inline void tmask_set(struct tmask *m, unsigned i)
+{
+    m->w[i / 64] |= 1ull << (i % 64);
+}
+
+static inline bool tmask_any(const struct tmask *m)
+{
+    uint64_t any = 0;
+    for (unsigned k = 0; k < BQ_MAX_TRIGGERS / 64; k++)
+        any |= m->w[k];
+    return any != 0;
+}
+
+/* One past the highest slot in use (install takes the lowest free one, so
+ * a queue with few triggers scans few slots). Under both locks. */
+static inline int trig_hi(const struct bq *q)
+{
+    uint32_t hi = atomic_load_explicit(&q->sh->trigger_hi, memory_order_relaxed);
+    return hi < BQ_MAX_TRIGGERS ? (int)hi : BQ_MAX_TRIGGERS;
+}
+
 static bool needs_pts_scan(struct bq *q)
 {
-    for (int i = 0; i < BQ_MAX_TRIGGERS; i++) {
+    for (int i = 0, hi = trig_hi(q); i < hi; i++) {
         const struct bq_trigger *t = &q->sh->triggers[i];
         if (atomic_load_explicit(&t->state, memory_order_relaxed) == 1 &&
             (t->condition == 5 || t->condition == 6))
@@ -779,13 +808,153 @@ static bool needs_pts_scan(struct bq *q)
     return false;
 }
 
-/* Evaluates every installed trigger after a change; returns the mask of the
- * ones that fired (false->true edge, or the event happened). */
-static uint32_t trig_eval_locked(struct bq *q, bool reset_event)
+/* Which operations a condition's false->true edge can happen on (BQ_TRIG_*
+ * in bq_layout.h). An enqueue adds one entry and, if its duration is a
+ * plain non-negative one in the sum's timescale, adds to the duration; a
+ * dequeue does the opposite. So "count below N", "duration below T" and
+ * "end of data reached" can only turn true on a dequeue, "count above N",
+ * "duration above T" and 12 only on an enqueue; the PTS changes and data
+ * readiness on either; reset on neither (only bq_reset, which, like
+ * end-of-data and drop-oldest, always takes both locks and evaluates). */
+static uint32_t cond_sides(uint32_t c)
+{
+    switch (c) {
+    case 1: case 2: return BQ_TRIG_DEQ | BQ_TRIG_ENQ_DUR;
+    case 3: case 4: case 12: return BQ_TRIG_ENQ | BQ_TRIG_DEQ_DUR;
+    case 8: case 10: return BQ_TRIG_DEQ;
+    case 11: return BQ_TRIG_ENQ;
+    case 9: return 0;
+    default: return BQ_TRIG_ENQ | BQ_TRIG_DEQ; /* 5, 6, 7 */
+    }
+}
+
+/* Recomputes trigger_sides and the count gates from the installed
+ * triggers. Under both locks.
+ *
+ * The gates spare most evaluations of the side that can turn a count
+ * trigger true. "count above N" (and 12, which needs it too) is false after
+ * an enqueue that leaves at most N entries; the enqueuer holds the tail
+ * lock, knows the tail, and its cached head is a lower bound of the head,
+ * so tail + 1 - cached head bounds the count from above: at most the
+ * smallest such N (enq_gate) and the enqueue cannot fire any of them.
+ * Likewise "count below N" is false after a dequeue that leaves at least N
+ * (and "end of data reached" after one that leaves at least 1); the
+ * dequeuer's cached tail bounds the count from below. A change that leaves
+ * the level false is not an edge, and the edge argument of
+ * trig_eval_locked holds unchanged (it needs only that every change that
+ * could take the level from false to true is evaluated). A condition of the
+ * side without a count gate sets the gate so that nothing passes it. */
+static void trig_sides_locked(struct bq *q)
 {
     struct bq_shared *sh = q->sh;
+    uint32_t m = 0;
+    int64_t enq_gate = INT64_MAX, deq_gate = INT64_MIN;
+    uint32_t hi = 0;
+    for (int i = 0; i < BQ_MAX_TRIGGERS; i++) {
+        const struct bq_trigger *t = &sh->triggers[i];
+        if (atomic_load_explicit(&t->state, memory_order_relaxed) != 1)
+            continue;
+        hi = (uint32_t)i + 1;
+        uint32_t c = t->condition, cs = cond_sides(c);
+        m |= cs;
+        if (cs & BQ_TRIG_ENQ) {
+            int64_t g = c == 11 || c == 12 ? t->threshold : INT64_MIN;
+            enq_gate = g < enq_gate ? g : enq_gate;
+        }
+        if (cs & BQ_TRIG_DEQ) {
+            int64_t g = c == 10 ? t->threshold : c == 8 ? 1 : INT64_MAX;
+            deq_gate = g > deq_gate ? g : deq_gate;
+        }
+    }
+    /* An enqueue that drops the oldest entry is also a dequeue. */
+    if (sh->full_policy == BQ_FULL_DROP_OLDEST && (m & (BQ_TRIG_DEQ | BQ_TRIG_DEQ_DUR))) {
+        m |= BQ_TRIG_ENQ;
+        enq_gate = INT64_MIN;
+    }
+    atomic_store_explicit(&sh->trigger_hi, hi, memory_order_relaxed);
+    atomic_store_explicit(&sh->enq_gate, enq_gate, memory_order_relaxed);
+    atomic_store_explicit(&sh->deq_gate, deq_gate, memory_order_relaxed);
+    atomic_store_explicit(&sh->trigger_sides, m, memory_order_relaxed);
+}
+
+/* Whether an enqueue at tail (tail lock held) leaves few enough entries to
+ * pass every enqueue trigger's gate (see trig_sides_locked). */
+static inline bool enq_gated(struct bq *q, uint64_t tail)
+{
+    uint64_t head = atomic_load_explicit(&q->head_cache, memory_order_relaxed);
+    int64_t gate = atomic_load_explicit(&q->sh->enq_gate, memory_order_relaxed);
+    uint64_t after = tail + 1 - head; /* >= the real count after */
+    return head <= tail && gate >= 0 && after <= (uint64_t)gate;
+}
+
+/* Whether a dequeue at head (head lock held), with tail a lower bound of the
+ * tail, leaves enough entries to pass every dequeue trigger's gate. */
+static inline bool deq_gated(struct bq *q, uint64_t head, uint64_t tail)
+{
+    int64_t gate = atomic_load_explicit(&q->sh->deq_gate, memory_order_relaxed);
+    if (gate == INT64_MAX || tail <= head)
+        return false;
+    uint64_t after = tail - head - 1; /* <= the real count after */
+    return gate <= 0 || after >= (uint64_t)gate;
+}
+
+/* Whether adding d to side s's duration sum cannot lower it: d is not
+ * numeric (it counts as zero), or it is a plain non-negative value in the
+ * sum's timescale that does not overflow (the sum then grows exactly, and
+ * the queue's duration, the tail's sum minus the head's, moves by d). Any
+ * other duration sends the operation to the locked evaluation. */
+static inline bool dur_monotone(const struct bq_side *s, const mbq_time *d)
+{
+    if (!mbq_time_is_numeric(*d))
+        return true;
+    uint64_t sf = atomic_load_explicit(&s->dur_scale_flags, memory_order_relaxed);
+    int64_t v = atomic_load_explicit(&s->dur_value, memory_order_relaxed), sum;
+    return d->flags == MBQ_TIME_FLAG_VALID && d->epoch == 0 && d->timescale > 0 &&
+           d->value >= 0 &&
+           sf == ((uint64_t)(uint32_t)d->timescale | (uint64_t)MBQ_TIME_FLAG_VALID << 32) &&
+           atomic_load_explicit(&s->dur_epoch, memory_order_relaxed) == 0 &&
+           !__builtin_add_overflow(v, d->value, &sum);
+}
+
+/* The state a level condition reads, before a mutation (no PTS scan, no
+ * readiness: those conditions keep their stored level, see below). */
+static void state_before_locked(struct bq *q, struct bq_state *st)
+{
+    struct bq_shared *sh = q->sh;
+    uint64_t head = atomic_load_explicit(&sh->head.index, memory_order_relaxed);
+    uint64_t tail = atomic_load_explicit(&sh->tail.index, memory_order_relaxed);
+    st->count = tail - head;
+    mbq_time a = side_duration_load(&sh->tail), b = side_duration_load(&sh->head);
+    st->duration = st->count ? mbq_time_subtract(a, b) : MBQ_TIME_ZERO;
+    st->eod = atomic_load_explicit(&sh->flags, memory_order_relaxed) & BQ_F_END_OF_DATA;
+    st->head_ready = false;
+    st->have_pts = false;
+}
+
+/* Evaluates every installed trigger after a change; returns the mask of the
+ * ones that fired (false->true edge, or the event happened). before is the
+ * state just before the change, taken under the same hold of both locks
+ * (NULL: nothing but readiness changed).
+ *
+ * Why no edge is lost or doubled although only some operations get here
+ * (trigger_sides): a level condition's edge is judged on the state before
+ * and after this one change, not on a stored level. Between two evaluated
+ * changes, only operations of the sides that cannot turn the condition
+ * true ran (each holds its side's lock and is one step), so the condition
+ * can only have gone true->false then; the evaluated change holds both
+ * locks, so nothing moves between its before and after. The edges counted
+ * are thus exactly the changes that take the level from false to true —
+ * those the evaluation of every change under both locks counted. Data
+ * readiness (7) can change without a mutation (a buffer made ready), so it
+ * keeps its stored level; with it installed every operation is evaluated,
+ * so that level is never stale. */
+static struct tmask trig_eval_locked(struct bq *q, bool reset_event,
+                                     const struct bq_state *before)
+{
+    struct bq_shared *sh = q->sh;
+    struct tmask mask = {{0}};
     if (atomic_load_explicit(&sh->trigger_count, memory_order_relaxed) == 0)
-        return 0;
+        return mask;
     struct bq_state st;
     bool pts = needs_pts_scan(q);
     state_locked(q, &st, pts);
@@ -796,8 +965,9 @@ static uint32_t trig_eval_locked(struct bq *q, bool reset_event)
         sh->last_min_pts = st.min_pts;
         sh->last_max_pts = st.max_pts;
     }
-    uint32_t mask = 0;
-    for (int i = 0; i < BQ_MAX_TRIGGERS; i++) {
+    if (!before)
+        before = &st;
+    for (int i = 0, hi = trig_hi(q); i < hi; i++) {
         struct bq_trigger *t = &sh->triggers[i];
         if (atomic_load_explicit(&t->state, memory_order_relaxed) != 1)
             continue;
@@ -806,15 +976,21 @@ static uint32_t trig_eval_locked(struct bq *q, bool reset_event)
         case 5: fire = min_changed; break;
         case 6: fire = max_changed; break;
         case 9: fire = reset_event; break;
-        default: {
+        case 7: {
             bool level = trig_level(t, &st);
             fire = level && !t->level;
+            t->level = level;
+            break;
+        }
+        default: {
+            bool level = trig_level(t, &st);
+            fire = level && !trig_level(t, before);
             t->level = level;
         }
         }
         if (fire) {
             atomic_fetch_add_explicit(&t->fired, 1, memory_order_relaxed);
-            mask |= 1u << i;
+            tmask_set(&mask, (unsigned)i);
         }
     }
     return mask;
@@ -822,20 +998,22 @@ static uint32_t trig_eval_locked(struct bq *q, bool reset_event)
 
 /* After unlocking: write the eventfd of each fired trigger this process
  * holds; leave the others pending for a process that holds theirs. */
-static void trig_signal(struct bq *q, uint32_t mask)
+static void trig_signal(struct bq *q, struct tmask mask)
 {
-    while (mask) {
-        int i = __builtin_ctz(mask);
-        mask &= mask - 1;
-        struct bq_trigger *t = &q->sh->triggers[i];
-        uint64_t fg = atomic_load_explicit(&q->trigger_fd[i], memory_order_acquire);
-        int fd = (int)(uint32_t)fg;
-        if (fd >= 0 && (uint32_t)(fg >> 32) == t->gen) {
-            uint64_t one = 1;
-            ssize_t w = write(fd, &one, sizeof(one));
-            (void)w; /* EAGAIN: the counter is saturated, the reader will see it */
-        } else {
-            atomic_store_explicit(&t->pending, 1, memory_order_release);
+    for (unsigned k = 0; k < BQ_MAX_TRIGGERS / 64; k++) {
+        while (mask.w[k]) {
+            int i = (int)(k * 64) + __builtin_ctzll(mask.w[k]);
+            mask.w[k] &= mask.w[k] - 1;
+            struct bq_trigger *t = &q->sh->triggers[i];
+            uint64_t fg = atomic_load_explicit(&q->trigger_fd[i], memory_order_acquire);
+            int fd = (int)(uint32_t)fg;
+            if (fd >= 0 && (uint32_t)(fg >> 32) == t->gen) {
+                uint64_t one = 1;
+                ssize_t w = write(fd, &one, sizeof(one));
+                (void)w; /* EAGAIN: the counter is saturated, the reader will see it */
+            } else {
+                atomic_store_explicit(&t->pending, 1, memory_order_release);
+            }
         }
     }
 }
@@ -1141,7 +1319,14 @@ static int enqueue_impl(struct bq *q, const struct bq_entry *e, bool take, bool 
         }
     }
     struct bq_shared *sh = q->sh;
-    bool full_lock = atomic_load_explicit(&sh->trigger_count, memory_order_relaxed) != 0;
+    /* Both locks and an evaluation only when an installed trigger can turn
+     * true on this enqueue (see trig_eval_locked and trig_sides_locked):
+     * straight away when no count gate can spare it, else judged under the
+     * tail lock, where the trigger set cannot change (it changes only under
+     * both locks) and the tail is known. */
+    uint32_t sides = atomic_load_explicit(&sh->trigger_sides, memory_order_relaxed);
+    bool full_lock = __builtin_expect(sides != 0, 0) && (sides & BQ_TRIG_ENQ) &&
+                     atomic_load_explicit(&sh->enq_gate, memory_order_relaxed) == INT64_MIN;
     struct bq_held held = {0, 0};
     int lr;
     if (full_lock)
@@ -1149,8 +1334,13 @@ static int enqueue_impl(struct bq *q, const struct bq_entry *e, bool take, bool 
     else
         lr = held.tail = bq_lock_side(q, &sh->tail);
     if (lr >= 0 && !full_lock &&
-        atomic_load_explicit(&sh->trigger_count, memory_order_relaxed) != 0) {
-        /* a trigger was installed while we waited for the tail lock */
+        __builtin_expect((sides = atomic_load_explicit(&sh->trigger_sides,
+                                                       memory_order_relaxed)) != 0, 0) &&
+        (((sides & BQ_TRIG_ENQ) &&
+          !enq_gated(q, atomic_load_explicit(&sh->tail.index, memory_order_relaxed))) ||
+         ((sides & BQ_TRIG_ENQ_DUR) && !dur_monotone(&sh->tail, &e->duration)))) {
+        /* a trigger was installed while we waited for the tail lock, or
+         * this entry's duration could lower the queue's */
         bslock_unlock(&sh->tail.lock, held.tail);
         lr = bq_lock_full(q, &held);
         full_lock = true;
@@ -1197,8 +1387,11 @@ static int enqueue_impl(struct bq *q, const struct bq_entry *e, bool take, bool 
     int r = 0;
     bool have_head = full_lock, dropped = false;
     struct bq_entry old = {0};
-    uint32_t fired = 0;
+    struct tmask fired = {{0}};
+    struct bq_state before;
 reread:
+    if (full_lock)
+        state_before_locked(q, &before);
     tail = atomic_load_explicit(&sh->tail.index, memory_order_relaxed);
     head = atomic_load_explicit(&q->head_cache, memory_order_relaxed);
     /* The cached head is a lower bound; reload it when it says full, when it
@@ -1261,7 +1454,7 @@ reread:
     }
     bump_high_water(q, tail + 1);
     if (full_lock)
-        fired = trig_eval_locked(q, false);
+        fired = trig_eval_locked(q, false, &before);
 
 out:
     if (have_head)
@@ -1279,7 +1472,7 @@ out:
         q->hooks.release(q->hooks.ctx, old.pool_id, old.handle);
     if (dropped && q->hooks.move_end)
         q->hooks.move_end(q->hooks.ctx, old.pool_id, 1);
-    if (fired)
+    if (tmask_any(&fired))
         trig_signal(q, fired);
     return r;
 }
@@ -1491,24 +1684,27 @@ static int dequeue_common(struct bq *q, struct bq_entry *out, bool if_ready)
     uint64_t h = atomic_load_explicit(&sh->head.index, memory_order_acquire);
     if (consumer_tail(q, h) == h)
         return -EAGAIN;
-    bool full_lock = atomic_load_explicit(&sh->trigger_count, memory_order_relaxed) != 0;
-    struct bq_held held = {0, 0};
+    /* As in enqueue: both locks only when an installed trigger can turn
+     * true on this dequeue (the hint here taken again under the head lock,
+     * the count gate judged once the tail is known). */
+    uint32_t sides = atomic_load_explicit(&sh->trigger_sides, memory_order_relaxed);
+    bool full_lock = __builtin_expect(sides != 0, 0) && (sides & BQ_TRIG_DEQ) &&
+                     atomic_load_explicit(&sh->deq_gate, memory_order_relaxed) == INT64_MAX;
+    struct bq_held held;
+relock:
+    held = (struct bq_held){0, 0};
     int lr;
     if (full_lock)
         lr = bq_lock_full(q, &held);
     else
         lr = held.head = bq_lock_side(q, &sh->head);
-    if (lr >= 0 && !full_lock &&
-        atomic_load_explicit(&sh->trigger_count, memory_order_relaxed) != 0) {
-        bslock_unlock(&sh->head.lock, held.head);
-        lr = bq_lock_full(q, &held);
-        full_lock = true;
-    }
+    if (lr >= 0 && !full_lock)
+        sides = atomic_load_explicit(&sh->trigger_sides, memory_order_relaxed);
     if (__builtin_expect(lr < 0, 0))
         return lr;
 
     int r = 0;
-    uint32_t fired = 0;
+    struct tmask fired = {{0}};
     uint64_t head = atomic_load_explicit(&sh->head.index, memory_order_relaxed);
     uint64_t tail;
     if (full_lock) {
@@ -1525,6 +1721,20 @@ static int dequeue_common(struct bq *q, struct bq_entry *out, bool if_ready)
     } else {
         bq_settle(q, head, tail);
         bq_slot_read(q, head, out);
+        if (__builtin_expect(!full_lock && (sides & BQ_TRIG_DEQ), 0) &&
+            !deq_gated(q, head, tail)) {
+            /* it may leave few enough entries to turn a trigger true */
+            bslock_unlock(&sh->head.lock, held.head);
+            full_lock = true;
+            goto relock;
+        }
+        if (__builtin_expect(!full_lock && (sides & BQ_TRIG_DEQ_DUR), 0) &&
+            !dur_monotone(&sh->head, &out->duration)) {
+            /* its duration could raise the queue's: evaluate this one */
+            bslock_unlock(&sh->head.lock, held.head);
+            full_lock = true;
+            goto relock;
+        }
         if (if_ready && q->hooks.is_ready &&
             !q->hooks.is_ready(q->hooks.ctx, out->pool_id, out->handle)) {
             r = -EAGAIN;
@@ -1532,9 +1742,12 @@ static int dequeue_common(struct bq *q, struct bq_entry *out, bool if_ready)
                    (r = q->hooks.move_begin(q->hooks.ctx, out->pool_id, out->handle, 0)) != 0) {
             /* no intent, no hand-over: the entry stays */
         } else {
+            struct bq_state before;
+            if (full_lock)
+                state_before_locked(q, &before);
             side_pass(&sh->head, out, head + 1, true);
             if (full_lock)
-                fired = trig_eval_locked(q, false);
+                fired = trig_eval_locked(q, false, &before);
         }
     }
     if (full_lock)
@@ -1543,7 +1756,7 @@ static int dequeue_common(struct bq *q, struct bq_entry *out, bool if_ready)
         bslock_unlock(&sh->head.lock, held.head);
     if (r == 0)
         wake_producers(q);
-    if (fired)
+    if (tmask_any(&fired))
         trig_signal(q, fired);
     return r;
 }
@@ -1694,8 +1907,10 @@ int bq_mark_end_of_data(struct bq *q)
     int lr = bq_lock_full(q, &held);
     if (lr < 0)
         return lr;
+    struct bq_state before;
+    state_before_locked(q, &before);
     atomic_fetch_or_explicit(&q->sh->flags, BQ_F_END_OF_DATA, memory_order_relaxed);
-    uint32_t fired = trig_eval_locked(q, false);
+    struct tmask fired = trig_eval_locked(q, false, &before);
     bq_unlock_full(q, held);
     wake_consumers(q); /* blocked dequeuers return -ENODATA */
     wake_producers(q); /* blocked enqueuers fail: enqueue after end of data */
@@ -1714,6 +1929,8 @@ int bq_reset(struct bq *q, void (*cb)(const struct bq_entry *e, void *ctx), void
     int lr = bq_lock_full(q, &held);
     if (lr < 0)
         return lr;
+    struct bq_state before;
+    state_before_locked(q, &before);
     uint64_t head = atomic_load_explicit(&sh->head.index, memory_order_relaxed);
     uint64_t tail = atomic_load_explicit(&sh->tail.index, memory_order_relaxed);
     for (uint64_t i = head; i != tail; i++) {
@@ -1733,7 +1950,7 @@ int bq_reset(struct bq *q, void (*cb)(const struct bq_entry *e, void *ctx), void
             q->hooks.move_end(q->hooks.ctx, e.pool_id, 0);
     }
     atomic_fetch_and_explicit(&sh->flags, ~BQ_F_END_OF_DATA, memory_order_relaxed);
-    uint32_t fired = trig_eval_locked(q, true);
+    struct tmask fired = trig_eval_locked(q, true, &before);
     bq_unlock_full(q, held);
     wake_producers(q); /* room for blocked enqueuers */
     trig_signal(q, fired);
@@ -1994,19 +2211,20 @@ int bq_install_trigger(struct bq *q, int32_t condition, mbq_time time, int64_t t
         uint64_t tail = atomic_load_explicit(&sh->tail.index, memory_order_relaxed);
         scan_pts(q, head, tail, &sh->last_min_pts, &sh->last_max_pts, NULL);
     }
-    uint32_t fired = 0;
+    struct tmask fired = {{0}};
     if (!cond_is_event(condition)) {
         struct bq_state st;
         state_locked(q, &st, false);
         t->level = trig_level(t, &st);
         if (t->level) {
             atomic_fetch_add_explicit(&t->fired, 1, memory_order_relaxed);
-            fired = 1u << slot;
+            tmask_set(&fired, (unsigned)slot);
         }
     }
     atomic_store_explicit(&t->state, 1, memory_order_release);
     atomic_fetch_add_explicit(&sh->trigger_count, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&sh->trigger_gen, 1, memory_order_relaxed);
+    trig_sides_locked(q);
     *token_out = token_make(q, slot, gen);
     atomic_store_explicit(&q->trigger_fd[slot], trigger_fd_pack(efd, gen), memory_order_release);
     bq_unlock_full(q, held);
@@ -2027,6 +2245,7 @@ int bq_remove_trigger(struct bq *q, uint64_t token)
         atomic_store_explicit(&q->sh->triggers[slot].state, 0, memory_order_relaxed);
         atomic_fetch_sub_explicit(&q->sh->trigger_count, 1, memory_order_relaxed);
         atomic_fetch_add_explicit(&q->sh->trigger_gen, 1, memory_order_relaxed);
+        trig_sides_locked(q);
         atomic_store_explicit(&q->trigger_fd[slot], trigger_fd_pack(-1, 0), memory_order_release);
     }
     bq_unlock_full(q, held);
@@ -2134,7 +2353,7 @@ int bq_note_data_ready(struct bq *q)
     int lr = bq_lock_full(q, &held);
     if (lr < 0)
         return lr;
-    uint32_t fired = trig_eval_locked(q, false);
+    struct tmask fired = trig_eval_locked(q, false, NULL);
     bq_unlock_full(q, held);
     trig_signal(q, fired);
     return 0;

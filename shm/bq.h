@@ -16,9 +16,10 @@
  * all. Several producers
  * (or consumers) serialise on their side's lock. Operations that need the
  * whole queue — dropping the oldest entry when full, reset, call-for-each,
- * the scanning getters, trigger changes, and every mutation while a trigger
- * is installed (triggers are evaluated under the queue lock, as the edges
- * must follow the operations' order) — take both, always tail first.
+ * the scanning getters, trigger changes, and the mutations that must
+ * evaluate an installed trigger (those on the side where its condition can
+ * turn true and near its threshold: see trig_eval_locked and
+ * trig_sides_locked in bq.c) — take both, always tail first.
  *
  * Each side also caches the other's counter in process memory (see struct
  * bq), so that a producer and a consumer that keep pace touch each other's
@@ -72,7 +73,7 @@
 
 #define BQ_MAX_CAPACITY (1u << 20)
 #define BQ_DEFAULT_CAPACITY 1024u /* what capacity 0 (Core Media: unbounded) gives */
-#define BQ_MAX_TRIGGERS 32
+#define BQ_MAX_TRIGGERS 128
 #define BQ_SPIN_NS 25000u /* blocking dequeue spins this long before sleeping */
 #define BQ_WAITER_SLOTS 16 /* sleeping dequeuers a producer can check on */
 #define BQ_SPACE_WAITER_SLOTS 8 /* sleeping enqueuers a consumer can check on */

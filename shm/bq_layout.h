@@ -105,6 +105,16 @@ struct bq_journal {
 };
 _Static_assert(sizeof(struct bq_journal) == 192, "bq_journal layout");
 
+/* trigger_sides: an enqueue (dequeue) takes both locks and evaluates when
+ * an installed condition can become true on it (ENQ, DEQ), or when its
+ * entry's duration could move the total the way an installed duration
+ * condition turns true on (ENQ_DUR: the enqueue lowers it, DEQ_DUR: the
+ * dequeue raises it — a negative, rounded or rescaled duration). */
+#define BQ_TRIG_ENQ 1u
+#define BQ_TRIG_DEQ 2u
+#define BQ_TRIG_ENQ_DUR 4u
+#define BQ_TRIG_DEQ_DUR 8u
+
 #define BQ_F_END_OF_DATA 1u
 #define BQ_F_NEEDS_REPAIR 2u
 
@@ -118,9 +128,17 @@ struct bq_shared {
     _Atomic uint32_t flags;
     _Atomic uint32_t trigger_count;
     _Atomic uint32_t trigger_gen; /* bumped when the trigger set changes */
-    uint32_t reserved0;
+    /* Which operations must take both locks and evaluate the triggers
+     * (BQ_TRIG_*): derived from the installed conditions, changed only under
+     * both locks, read by each enqueue and dequeue. */
+    _Atomic uint32_t trigger_sides;
     _Atomic uint64_t repairs, corruptions;
-    uint8_t reserved1[24];
+    /* Count gates (see trig_sides_locked): an enqueue that leaves at most
+     * enq_gate entries, or a dequeue that leaves at least deq_gate, cannot
+     * turn any installed trigger true and needs no evaluation. */
+    _Atomic int64_t enq_gate, deq_gate;
+    _Atomic uint32_t trigger_hi; /* one past the highest trigger slot in use */
+    uint32_t reserved1;
     mbq_time last_min_pts, last_max_pts; /* for the PTS-change triggers */
     uint8_t pad1[24];
     /* 256: blocking dequeuers' futex word, written by producers */

@@ -2431,6 +2431,10 @@ static const struct tx_ops *solo_transport(const char *name, int *variant)
         *variant = TXV_MBQ_TRIGGER;
         return &tx_mbq;
     }
+    if (strcmp(name, "mbq-trigger-idle") == 0) {
+        *variant = TXV_MBQ_TRIGGER_IDLE;
+        return &tx_mbq;
+    }
     return NULL;
 }
 
@@ -2439,7 +2443,7 @@ static int run_solo(const char *name, long n)
     int variant;
     const struct tx_ops *t = solo_transport(name, &variant);
     if (!t || n < 1) {
-        fprintf(stderr, "bench_transports: --solo ring|mbq-bq|mbq|mbq-trigger N\n");
+        fprintf(stderr, "bench_transports: --solo ring|mbq-bq|mbq|mbq-trigger|mbq-trigger-idle N\n");
         return 2;
     }
     if (t == &tx_mbq && !mbqd_start())
@@ -2520,7 +2524,8 @@ static void usage(FILE *to)
                 "                       most S s for the usual (mid) placement (default 3)\n"
                 "  --placement-budget S and at most S s in all (default 150)\n"
                 "  --solo T [N]         profiling aid: N messages through transport T (ring,\n"
-                "                       mbq-bq, mbq, mbq-trigger) in one process, no peers\n");
+                "                       mbq-bq, mbq, mbq-trigger, mbq-trigger-idle) in one\n"
+                "                       process, no peers\n");
 }
 
 int main(int argc, char **argv)

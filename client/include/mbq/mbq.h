@@ -583,12 +583,16 @@ typedef uint64_t mbq_trigger_token;
  * must be numeric with epoch 0, else MBQ_BQ_ERR_BAD_TRIGGER_DURATION.
  * Integer conditions give MBQ_BQ_ERR_INVALID_TRIGGER_CONDITION. The trigger
  * fires at once if already true, then on each false-to-true edge, whichever
- * process changes the queue. token_out is required (the eventfd is found
+ * process changes the queue. An installed trigger costs the operations
+ * that cannot make it true (the other side's, or a count far from its
+ * threshold) one load and a compare; the others take the whole queue's
+ * lock to evaluate it. token_out is required (the eventfd is found
  * through it). The trigger belongs to this process and is removed when it
  * closes the queue or exits. Also MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING,
- * -ENOSPC (the queue has 32 triggers, in all processes together: each
- * is an eventfd in every process that has the queue open, and every
- * mutation evaluates them all), -EDQUOT (this client has --max-triggers
+ * -ENOSPC (the queue has 128 triggers, in all processes together: each
+ * is an eventfd in every process that has the queue open, all of a
+ * queue's are handed over in one message at open, and an evaluation
+ * looks at each), -EDQUOT (this client has --max-triggers
  * installed, or this user --max-objects over all its connections),
  * -EIDRM, control errors. */
 int mbq_buffer_queue_install_trigger(mbq_buffer_queue *queue, mbq_trigger_condition condition,
