@@ -1175,36 +1175,37 @@ static void bump_high_water(struct bq *q, uint64_t tail_after)
  * futex_sleepers_enter in futex.h for how one killed asleep stops costing
  * its wakers a system call. */
 
-/* Wakes blocking dequeuers, if any flagged themselves asleep. This is a
- * Dekker pair — producer: store tail, load waiters; consumer: add waiter,
- * load tail — made asymmetric: the consumer about to sleep (already ~25 us
- * into waiting) runs slock_heavy_barrier(), a barrier on every CPU running a
- * registered process, so the producer needs none on its fast path. A
+/* Wakes the sleepers counted in waiters, if any flagged themselves asleep.
+ * This is a Dekker pair — waker: store its index, load waiters; sleeper:
+ * add itself, load the index — made asymmetric: the sleeper (already ~25 us
+ * into waiting) runs slock_heavy_barrier(), a barrier on every CPU running
+ * a registered process, so the waker needs none on its fast path. A
  * process that could not register fences here instead. */
+static inline void wake_sleepers(_Atomic uint32_t *seq, _Atomic uint32_t *waiters,
+                                 _Atomic uint32_t *tids, unsigned n, _Atomic uint32_t *idle)
+{
+    if (__builtin_expect(!slock_membarrier_ready(), 0))
+        atomic_thread_fence(memory_order_seq_cst);
+    else
+        atomic_signal_fence(memory_order_seq_cst);
+    if (__builtin_expect(atomic_load_explicit(waiters, memory_order_seq_cst) != 0, 0))
+        futex_sleepers_wake(seq, waiters, tids, n, idle, slock_tid_alive);
+}
+
+/* Blocking dequeuers, woken by a producer after it stored tail. */
 static inline void wake_consumers(struct bq *q)
 {
     struct bq_shared *sh = q->sh;
-    if (__builtin_expect(!slock_membarrier_ready(), 0))
-        atomic_thread_fence(memory_order_seq_cst);
-    else
-        atomic_signal_fence(memory_order_seq_cst);
-    if (__builtin_expect(atomic_load_explicit(&sh->data_waiters, memory_order_seq_cst) != 0, 0))
-        futex_sleepers_wake(&sh->data_seq, &sh->data_waiters, sh->waiter_tid, BQ_WAITER_SLOTS,
-                            &q->idle_wakes, slock_tid_alive);
+    wake_sleepers(&sh->data_seq, &sh->data_waiters, sh->waiter_tid, BQ_WAITER_SLOTS,
+                  &q->idle_wakes);
 }
 
-/* The mirror for blocking enqueuers: consumer: store head, load
- * space_waiters; enqueuer: add waiter, heavy barrier, load head. */
+/* Blocking enqueuers, woken by a consumer after it stored head. */
 static inline void wake_producers(struct bq *q)
 {
     struct bq_shared *sh = q->sh;
-    if (__builtin_expect(!slock_membarrier_ready(), 0))
-        atomic_thread_fence(memory_order_seq_cst);
-    else
-        atomic_signal_fence(memory_order_seq_cst);
-    if (__builtin_expect(atomic_load_explicit(&sh->space_waiters, memory_order_seq_cst) != 0, 0))
-        futex_sleepers_wake(&sh->space_seq, &sh->space_waiters, sh->space_tid,
-                            BQ_SPACE_WAITER_SLOTS, &q->idle_space_wakes, slock_tid_alive);
+    wake_sleepers(&sh->space_seq, &sh->space_waiters, sh->space_tid, BQ_SPACE_WAITER_SLOTS,
+                  &q->idle_space_wakes);
 }
 
 /* A blocking dequeuer going to sleep: counted (data_waiters, which

@@ -5,6 +5,7 @@
 #define MBQ_TEST_SEGMENTS_H
 
 #include <bq.h>
+#include <pool.h>
 #include <seg.h>
 
 #include <dirent.h>
@@ -38,9 +39,12 @@ static inline void *test_segment_mapping(uint64_t object_id)
     return found;
 }
 
-/* A mapping of its own of the buffer queue with that id, attached from
- * one of this process's memfds: 0, or -ENOENT. */
-static inline int test_attach_queue_segment(uint64_t object_id, struct bq *out)
+/* A mapping of its own of the object with that id, attached (attach,
+ * detach, seg_of: the object kind's) from one of this process's memfds
+ * into obj: 0, or -ENOENT. */
+static inline int test_attach_segment(uint64_t object_id, int (*attach)(int fd, void *obj),
+                                      void (*detach)(void *obj), struct seg *(*seg_of)(void *obj),
+                                      void *obj)
 {
     DIR *d = opendir("/proc/self/fd");
     if (!d)
@@ -55,15 +59,34 @@ static inline int test_attach_queue_segment(uint64_t object_id, struct bq *out)
         if (n <= 0)
             continue;
         link[n] = '\0';
-        if (strncmp(link, "/memfd:", 7) != 0 || bq_attach(fd, out) != 0)
+        if (strncmp(link, "/memfd:", 7) != 0 || attach(fd, obj) != 0)
             continue;
-        if (seg_object_id(&out->seg) == object_id)
+        if (seg_object_id(seg_of(obj)) == object_id)
             r = 0;
         else
-            bq_detach(out);
+            detach(obj);
     }
     closedir(d);
     return r;
+}
+
+static inline int test_bq_attach(int fd, void *q) { return bq_attach(fd, q); }
+static inline void test_bq_detach(void *q) { bq_detach(q); }
+static inline struct seg *test_bq_seg(void *q) { return &((struct bq *)q)->seg; }
+static inline int test_pool_attach(int fd, void *p) { return pool_attach(fd, p); }
+static inline void test_pool_detach(void *p) { pool_detach(p); }
+static inline struct seg *test_pool_seg(void *p) { return &((struct pool *)p)->seg; }
+
+/* The buffer queue, and the pool (which takes a client slot of its own),
+ * with that id. */
+static inline int test_attach_queue_segment(uint64_t object_id, struct bq *out)
+{
+    return test_attach_segment(object_id, test_bq_attach, test_bq_detach, test_bq_seg, out);
+}
+
+static inline int test_attach_pool_segment(uint64_t object_id, struct pool *out)
+{
+    return test_attach_segment(object_id, test_pool_attach, test_pool_detach, test_pool_seg, out);
 }
 
 #endif

@@ -1265,34 +1265,6 @@ static void restore_ignores_forged(void)
     mgr_cleanup(&M);
 }
 
-/* Maps the pool segment with object_id that this process has open (a
- * second client slot of ours), to write into it as a dying mbqd would. */
-static int map_pool_segment(uint64_t object_id, struct pool *out)
-{
-    DIR *d = opendir("/proc/self/fd");
-    if (!d)
-        return -errno;
-    int r = -ENOENT;
-    struct dirent *e;
-    while (r < 0 && (e = readdir(d))) {
-        int fd = atoi(e->d_name);
-        char link[PATH_MAX], path[64];
-        snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
-        ssize_t n = readlink(path, link, sizeof link - 1);
-        if (n <= 0)
-            continue;
-        link[n] = '\0';
-        if (strncmp(link, "/memfd:", 7) != 0 || pool_attach(fd, out) != 0)
-            continue;
-        if (seg_object_id(&out->seg) == object_id)
-            r = 0;
-        else
-            pool_detach(out);
-    }
-    closedir(d);
-    return r;
-}
-
 /* The slots that name mbqd (client id 1, lock.h), with or without the
  * reclaiming bit. */
 static unsigned daemon_slots(const struct pool *p, bool reclaiming)
@@ -1322,7 +1294,7 @@ static void restart_finishes_own_slots_body(void)
     mbq_buffer b;
     REQUIRE(mbq_pool_allocate(pool, 64, &b) == 0);
     struct pool raw;
-    REQUIRE(map_pool_segment((uint64_t)object_id_of(c, "rr/p"), &raw) == 0);
+    REQUIRE(test_attach_pool_segment((uint64_t)object_id_of(c, "rr/p"), &raw) == 0);
     CHECK_EQ(daemon_slots(&raw, false), 1);
     /* What a kill -9 of mbqd leaves in the reclaim of a dead client that
      * held b: the slot claimed (reclaiming, mbqd's id), its holding and
