@@ -2144,9 +2144,14 @@ int pool_audit(struct pool *p, uint64_t handle, pool_count_fn count, void *ctx)
         n += q;
     }
     if (n >= rc) {
-        /* Exact (the dead mover finished, or had not begun). */
-        atomic_compare_exchange_strong_explicit(&b->ref, &r, ref_plain(r), memory_order_acq_rel,
-                                                memory_order_relaxed);
+        /* Exact (the dead mover finished, or had not begun), but only if
+         * nothing moved: a live move during the count (a copy into a queue:
+         * holding read before, entry read after) raises n past the rc read
+         * before it while the excess is still there. Then the word moved,
+         * our CAS fails, and the recount is retried. */
+        if (!atomic_compare_exchange_strong_explicit(&b->ref, &r, ref_plain(r),
+                                                     memory_order_acq_rel, memory_order_relaxed))
+            return -EAGAIN;
         return 0;
     }
     /* 4. The excess goes, if nothing moved meanwhile. */

@@ -11,7 +11,8 @@
  * (pool_reclaim_dead_ex, counting the queue's entries) and checks the
  * refcount and the pool's used count. The live-intent case keeps a second
  * child alive inside a move on the same block: the recount must wait
- * (audits_pending), not guess. The mid-shift case leaves a sorted queue's
+ * (audits_pending), not guess; so must a recount during whose count a live
+ * process copied the block into the queue. The mid-shift case leaves a sorted queue's
  * journal active: the count is refused until the queue is settled. A
  * process with a client id and more moving threads than records counts
  * the extra moves as of unknown block and never takes a live thread's
@@ -427,6 +428,44 @@ static void completed_move_changes_nothing(void)
     teardown();
 }
 
+/* A count during which a live process copies the block into the queue:
+ * the recount read the holdings before the copy and the queue after it, so
+ * it counts the new entry but compares with the refcount it read before the
+ * copy raised it. Its sum then reaches that stale refcount although the
+ * dead mover's excess is still there; the ref word has moved, so the
+ * recount must wait, not settle (which would leak the block). */
+static int copies_left;
+static int count_queue_while_copying(void *ctx, uint64_t h, uint64_t *n)
+{
+    if (copies_left > 0) {
+        copies_left--;
+        struct bq_entry e = entry_of(h, 0);
+        if (bq_enqueue(&E.q, &e) != 0)
+            return -EIO;
+    }
+    return count_queue(ctx, h, n);
+}
+
+static void move_during_count_defers_recount(void)
+{
+    setup(true, BQ_ORDER_FIFO);
+    uint64_t h;
+    REQUIRE(pool_alloc(&E.p, 64, &h) == 0);
+    REQUIRE(die_at(RETAIN_NO_HOLDING, h) == 0);
+    CHECK_EQ(rc_of(&E.p, h), 2); /* our holding and the dead retain's excess */
+    copies_left = 1;
+    CHECK(pool_reclaim_dead_ex(&E.p, count_queue_while_copying, &E) >= 0);
+    CHECK_EQ(copies_left, 0);
+    CHECK_EQ(rc_of(&E.p, h), 3); /* holding, entry, excess */
+    CHECK(pool_audit_pending(&E.p));
+    CHECK_EQ(pool_audit_retry(&E.p, count_queue, &E), 0);
+    CHECK_EQ(rc_of(&E.p, h), 2);
+    CHECK_EQ(pool_release(&E.p, h, true), 0);
+    CHECK_EQ(bq_reset(&E.q, NULL, NULL), 0);
+    CHECK_EQ(used_of(&E.p), 0);
+    teardown();
+}
+
 /* A live process inside a move of the same block: the recount waits (the
  * slot stays pending, the refcount untouched), and is done once the live
  * move ends. */
@@ -675,5 +714,6 @@ CHECK_MAIN(CASE(fifo_half_published_entry_is_kept), CASE(retain_death_is_recount
            CASE(dequeue_death_frees_block), CASE(dequeue_death_before_removal_keeps_block),
            CASE(handover_death_drops_reference), CASE(reset_death_keeps_queued_reference),
            CASE(completed_move_changes_nothing), CASE(live_intent_defers_recount),
+           CASE(move_during_count_defers_recount),
            CASE(queue_mid_shift_defers_recount), CASE(count_refs_sees_entries),
            CASE(live_threads_keep_their_records))
