@@ -738,15 +738,22 @@ static bool head_ready_locked(struct bq *q, uint64_t head, uint64_t tail)
     return q->hooks.is_ready(q->hooks.ctx, e->pool_id, e->handle);
 }
 
+/* Count, duration and end of data, from the side indices head and tail. */
+static void state_counts_locked(struct bq *q, uint64_t head, uint64_t tail, struct bq_state *st)
+{
+    struct bq_shared *sh = q->sh;
+    st->count = tail - head;
+    mbq_time a = side_duration_load(&sh->tail), b = side_duration_load(&sh->head);
+    st->duration = st->count ? mbq_time_subtract(a, b) : MBQ_TIME_ZERO;
+    st->eod = atomic_load_explicit(&sh->flags, memory_order_relaxed) & BQ_F_END_OF_DATA;
+}
+
 static void state_locked(struct bq *q, struct bq_state *st, bool want_pts)
 {
     struct bq_shared *sh = q->sh;
     uint64_t head = atomic_load_explicit(&sh->head.index, memory_order_relaxed);
     uint64_t tail = atomic_load_explicit(&sh->tail.index, memory_order_relaxed);
-    st->count = tail - head;
-    mbq_time a = side_duration_load(&sh->tail), b = side_duration_load(&sh->head);
-    st->duration = st->count ? mbq_time_subtract(a, b) : MBQ_TIME_ZERO;
-    st->eod = atomic_load_explicit(&sh->flags, memory_order_relaxed) & BQ_F_END_OF_DATA;
+    state_counts_locked(q, head, tail, st);
     st->head_ready = head_ready_locked(q, head, tail);
     st->have_pts = want_pts;
     if (want_pts)
@@ -923,10 +930,7 @@ static void state_before_locked(struct bq *q, struct bq_state *st)
     struct bq_shared *sh = q->sh;
     uint64_t head = atomic_load_explicit(&sh->head.index, memory_order_relaxed);
     uint64_t tail = atomic_load_explicit(&sh->tail.index, memory_order_relaxed);
-    st->count = tail - head;
-    mbq_time a = side_duration_load(&sh->tail), b = side_duration_load(&sh->head);
-    st->duration = st->count ? mbq_time_subtract(a, b) : MBQ_TIME_ZERO;
-    st->eod = atomic_load_explicit(&sh->flags, memory_order_relaxed) & BQ_F_END_OF_DATA;
+    state_counts_locked(q, head, tail, st);
     st->head_ready = false;
     st->have_pts = false;
 }
