@@ -2289,6 +2289,58 @@ static void md_targets(FILE *f)
     fprintf(f, "\n");
 }
 
+/* mbq against the zero-copy floor and the raw ring, in every case that has
+ * all three (or the floor and the case's own base): per-round cost ratios. */
+static void md_floor(FILE *f)
+{
+    fprintf(f, "| case | mbq × floor | min – max (rounds) | mbq × %s | min – max (rounds) | floor "
+               "× the same | floor b16 × the same |\n|---|---:|---:|---:|---:|---:|---:|\n",
+            "ring");
+    for (size_t ci = 0; ci < NCASES; ci++) {
+        const struct bcase *c = &cases[ci];
+        int em = find_entry((int)ci, "mbq"), ef = find_entry((int)ci, "floor");
+        int eb = find_entry((int)ci, "ring"), e16 = find_entry((int)ci, "floor b16");
+        const char *base = "ring";
+        if (eb < 0) {
+            eb = base_index(c);
+            base = c->base;
+        }
+        if (em < 0 || ef < 0 || !case_selected(c))
+            continue;
+        double lo, hi, lo2 = NAN, hi2 = NAN, r2 = NAN, r3 = NAN, r4 = NAN, x, y;
+        int n, n2 = 0, n3, n4;
+        /* cost ratios: time ÷ time, or for rates the other's rate ÷ mbq's */
+        double r = c->rate ? 1 / cross_ratio((int)ci, em, (int)ci, ef, true, &y, &x, &n)
+                           : cross_ratio((int)ci, em, (int)ci, ef, false, &x, &y, &n);
+        if (c->rate) {
+            lo = 1 / x;
+            hi = 1 / y;
+        } else {
+            lo = x;
+            hi = y;
+        }
+        if (eb >= 0) {
+            r2 = c->rate ? 1 / cross_ratio((int)ci, em, (int)ci, eb, true, &y, &x, &n2)
+                         : cross_ratio((int)ci, em, (int)ci, eb, false, &x, &y, &n2);
+            lo2 = c->rate ? 1 / x : x;
+            hi2 = c->rate ? 1 / y : y;
+            r3 = c->rate ? 1 / cross_ratio((int)ci, ef, (int)ci, eb, true, &y, &x, &n3)
+                         : cross_ratio((int)ci, ef, (int)ci, eb, false, &x, &y, &n3);
+            if (e16 >= 0)
+                r4 = 1 / cross_ratio((int)ci, e16, (int)ci, eb, true, &y, &x, &n4);
+        }
+        fprintf(f, "| %s (%s) | %.2f× | %.2f – %.2f (%d) | %.2f× | %.2f – %.2f (%d) | %.2f× | ",
+                c->id, base, r, lo, hi, n, r2, lo2, hi2, n2, r3);
+        if (isnan(r4))
+            fprintf(f, "– |\n");
+        else
+            fprintf(f, "%.2f× |\n", r4);
+    }
+    fprintf(f, "\nCost ratios (1.00× is as fast; for rates, the other's rate ÷ this one's), the "
+               "median of per-round ratios. Where a case has no raw ring, the ratio is to its "
+               "base (in brackets).\n\n");
+}
+
 static void md_limits(FILE *f)
 {
     double v[MAX_REPS * 64];
@@ -2421,6 +2473,8 @@ static void write_summary(int argc, char **argv, double total_s)
                "and in the same placement state, if three rounds qualify, else every round's "
                "does.\n\n");
     md_targets(f);
+    fprintf(f, "## mbq against the zero-copy floor, every case\n\n");
+    md_floor(f);
     fprintf(f, "## The machine's own limits, from this run\n\n");
     md_limits(f);
     fprintf(f, "## Cases\n\nLatencies are per-run nearest-rank percentiles (timer pair "
