@@ -44,6 +44,7 @@
 #include <getopt.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -117,6 +118,17 @@ static mbq_client *connect_or_die(const char *name)
     if (r != 0)
         bench_die("mbq_connect: %s", mbq_status_string(r));
     return c;
+}
+
+/* A forked side: it dies with the measuring process (a busy-polling
+ * consumer left behind would spin on its CPU for good). */
+static pid_t fork_side(void)
+{
+    pid_t parent = getpid();
+    pid_t pid = fork_side();
+    if (pid == 0 && (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent))
+        _exit(1);
+    return pid;
 }
 
 static long minflt(void)
@@ -251,8 +263,7 @@ static void curve_faults(void)
                                                      .age_out_seconds = 0.3},
                                  &pool));
         struct fault_res *res = bench_shared_alloc(sizeof(*res));
-        fflush(NULL);
-        pid_t pid = fork();
+        pid_t pid = fork_side();
         if (pid == 0) {
             bench_pin(BENCH_CHILD_CPU);
             mbq_client *cc = connect_or_die("bench-faults-user");
@@ -331,8 +342,7 @@ static void fan_once(unsigned nq, double *rate, double *prod_ns)
             &qs[i]));
     }
     struct fan_sh *sh = bench_shared_alloc(sizeof(*sh));
-    fflush(NULL);
-    pid_t pid = fork();
+    pid_t pid = fork_side();
     if (pid == 0) {
         /* the consumer: drains every queue in turn */
         bench_pin(BENCH_CHILD_CPU);
@@ -480,8 +490,7 @@ static void ep_once(unsigned nq, double *wake_ns, double *cpu_us, double *idle_p
                                                  .block_size = 4096, .block_count = 64},
                              &pool));
     struct ep_sh *sh = bench_shared_alloc(sizeof(*sh));
-    fflush(NULL);
-    pid_t pid = fork();
+    pid_t pid = fork_side();
     if (pid == 0) {
         bench_pin(BENCH_CHILD_CPU);
         mbq_client *cc = connect_or_die("bench-epoll-consumer");
@@ -657,8 +666,7 @@ static struct daemon_mem daemon_mem(void)
 static double run_mbqctl_list_ms(void)
 {
     uint64_t t0 = bench_mono_ns();
-    fflush(NULL);
-    pid_t pid = fork();
+    pid_t pid = fork_side();
     if (pid == 0) {
         int null = open("/dev/null", O_WRONLY | O_CLOEXEC);
         if (null >= 0)
@@ -768,8 +776,7 @@ static double clients_reclaim_ms(mbq_client *cl)
     int pipefd[2];
     if (pipe2(pipefd, O_CLOEXEC) < 0)
         bench_die("pipe: %s", strerror(errno));
-    fflush(NULL);
-    pid_t pid = fork();
+    pid_t pid = fork_side();
     if (pid == 0) {
         mbq_client *cc = connect_or_die("bench-victim");
         mbq_pool *pp;
@@ -831,8 +838,7 @@ static void curve_clients(void)
             uint64_t t0 = bench_mono_ns();
             unsigned made = xs[i] - have;
             for (; have < xs[i]; have++) {
-                fflush(NULL);
-                pid_t pid = fork();
+                pid_t pid = fork_side();
                 if (pid == 0) {
                     mbq_client *cc;
                     mbq_buffer_queue *qq;
