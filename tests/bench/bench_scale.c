@@ -125,7 +125,8 @@ static mbq_client *connect_or_die(const char *name)
 static pid_t fork_side(void)
 {
     pid_t parent = getpid();
-    pid_t pid = fork_side();
+    fflush(NULL);
+    pid_t pid = fork();
     if (pid == 0 && (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent))
         _exit(1);
     return pid;
