@@ -27,7 +27,12 @@
  * Beside the victims a survivor process churns the same pool and queues
  * for the whole run, holding buffers it tags and checks (see survivor()):
  * a recount that counted short, while it moves references of the blocks
- * the victims were moving, would free a block under it. */
+ * the victims were moving, would free a block under it.
+ *
+ * A leak here is best chased with the per-block history of shm/trace.h
+ * (configure with -DMBQ_POOL_TRACE=ON, run with MBQ_TRACE_FILE=path, read
+ * with scripts/pool-trace.py): the leaked blocks are listed with their last
+ * events, the dead victim's among them. */
 #include "harness.h"
 
 #include <poll.h>
