@@ -797,8 +797,10 @@ static void test_kill_mid_settle(void)
     for (int when = 0; when < DIE_COUNT; when++) {
         int failed_before = check_case_failed;
         check_case_failed = 0;
+        /* slots over two pages at least, so that one starts a page */
+        uint32_t cap = (uint32_t)(2 * pg / sizeof(struct bq_slot));
         struct bq q;
-        REQUIRE(create_queue(256, BQ_ORDER_PTS, BQ_FULL_FAIL, &q) == 0);
+        REQUIRE(create_queue(cap > 256 ? cap : 256, BQ_ORDER_PTS, BQ_FULL_FAIL, &q) == 0);
         /* b: an index whose slot starts a page, with room below it */
         uint64_t b = 3;
         while ((uintptr_t)&q.slots[b] % pg != 0)
