@@ -425,6 +425,13 @@ static void bq_settle(struct bq *q, uint64_t head, uint64_t tail)
         }
         bq_slot_read(q, s, &sh->journal.entry);
         journal_shift_in(q, BQ_JOURNAL_SETTLE, s, sorted_position(q, &key, s - 1, head), 0);
+        /* [head, s] is in order now. Say so before the journal lets go: the
+         * entry at s + 1 may be below the largest key just moved up to s
+         * although no producer noted it (it was not below its own
+         * predecessor), which the repair accepts only at order_mark. A
+         * death before this store leaves the journal active, and the
+         * repair's roll-forward sets the mark instead. */
+        atomic_store_explicit(&sh->head.order_mark, s + 1, memory_order_relaxed);
         atomic_store_explicit(&sh->journal.active, 0, memory_order_release);
         /* prev stays: the entry now at s is the one that was at s - 1 */
     }
@@ -542,6 +549,10 @@ static void bq_repair_entries_locked(struct bq *q)
             for (uint64_t k = prog; k != pos; k--)
                 slot_move(q, k, k - 1);
             bq_slot_write(q, pos, &j->entry);
+            /* the settle had [head, jt) in order and now [head, jt] is:
+             * the entry past jt may be below the key moved up to jt,
+             * unnoted, which step 3 accepts only at the mark */
+            atomic_store_explicit(&sh->head.order_mark, jt + 1, memory_order_relaxed);
         } else {
             corrupt = true;
         }
