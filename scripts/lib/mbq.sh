@@ -89,3 +89,42 @@ mbq_pool_idle() {
 mbq_queue_exists() {
     "$MBQCTL" --socket "$MBQ_SOCKET" stat "$1" >/dev/null 2>&1
 }
+
+# mbq_check_video FILE FRAMES SECONDS: ffprobe finds a video stream in FILE
+# with FRAMES decoded frames, a duration of SECONDS (to the millisecond),
+# and strictly increasing presentation times. Sets MBQ_CHECK_RESULT to what
+# it found (or what is wrong); 0 if every check holds.
+mbq_check_video() {
+    local file=$1 want_frames=$2 want_s=$3 pts dur n bad
+    MBQ_CHECK_RESULT=
+    if [ ! -s "$file" ]; then
+        MBQ_CHECK_RESULT="missing or empty"
+        return 1
+    fi
+    if ! pts=$(ffprobe -v error -select_streams v:0 -show_entries frame=pts_time \
+                       -of csv=p=0 "$file" 2>&1); then
+        MBQ_CHECK_RESULT="ffprobe cannot read it: $(echo "$pts" | head -2 | tr '\n' ' ')"
+        return 1
+    fi
+    # One line a frame (side data adds empty fields and lines).
+    pts=$(printf '%s\n' "$pts" | tr -d , | grep -E '^-?[0-9]') || true
+    dur=$(ffprobe -v error -select_streams v:0 -show_entries stream=duration -of csv=p=0 "$file")
+    n=$(printf '%s\n' "$pts" | grep -c .) || true
+    # The first timestamp that is not above the one before it, if any.
+    bad=$(printf '%s\n' "$pts" | awk 'NR > 1 && !($1 > prev) { print NR ": " prev " then " $1; exit }
+                                      { prev = $1 }')
+    MBQ_CHECK_RESULT="$n frames, duration $dur s, timestamps $(printf '%s\n' "$pts" | head -1) .. $(printf '%s\n' "$pts" | tail -1) s"
+    if [ "$n" != "$want_frames" ]; then
+        MBQ_CHECK_RESULT="$MBQ_CHECK_RESULT; expected $want_frames frames"
+        return 1
+    fi
+    if ! awk -v d="$dur" -v w="$want_s" 'BEGIN { x = d - w; exit !(x < 0.0005 && x > -0.0005) }'; then
+        MBQ_CHECK_RESULT="$MBQ_CHECK_RESULT; expected a duration of $want_s s"
+        return 1
+    fi
+    if [ -n "$bad" ]; then
+        MBQ_CHECK_RESULT="$MBQ_CHECK_RESULT; timestamps do not rise at frame $bad"
+        return 1
+    fi
+    MBQ_CHECK_RESULT="$MBQ_CHECK_RESULT, strictly increasing"
+}
