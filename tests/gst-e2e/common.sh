@@ -45,14 +45,20 @@ need() { # need ELEMENT...: skips the test if an element is missing
 }
 
 # gst NAME SECONDS PIPELINE...: starts gst-launch-1.0 in the background,
-# killed after SECONDS; its output goes to $T/NAME.log. Sets LAST_PID.
+# killed after SECONDS; its output goes to $T/NAME.log. Sets LAST_PID (the
+# process to wait for: timeout(1), which exits with gst-launch's status, or
+# 128 + the signal that killed it) and GST_PID (gst-launch-1.0 itself, the
+# one to signal).
 gst() {
     local name=$1 secs=$2
     shift 2
     timeout -k 5 "$secs" gst-launch-1.0 "$@" >"$T/$name.log" 2>&1 &
     LAST_PID=$!
     PIDS+=("$LAST_PID")
+    mbq_wait_until 10 child_of "$LAST_PID" || fail "$name: gst-launch-1.0 did not start"
+    PIDS+=("$GST_PID")
 }
+child_of() { GST_PID=$(pgrep -P "$1" | head -1); [ -n "$GST_PID" ]; }
 
 # reap PID: waits for it (bounded by its timeout); its exit status in RC.
 reap() {
