@@ -10,7 +10,9 @@
 #  3. block, capture not live: it waits for room without a limit (a file
 #     source must not lose data) - the queue full, capture alive; Ctrl-C
 #     (SIGINT) ends it within seconds.
-# Then, every process gone, every block comes back.
+# Then, every process gone, the blocks in use are exactly those the queues
+# still hold (nobody dequeues them; they go back when the queues are reset
+# or destroyed).
 . "$(dirname "$0")/common.sh"
 need videotestsrc
 caps=video/x-raw,format=I420,width=320,height=240,framerate=30/1
