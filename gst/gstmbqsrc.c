@@ -379,6 +379,8 @@ static GstFlowReturn gst_mbq_src_create(GstPushSrc *psrc, GstBuffer **out)
         gst_mbq_buffer_get_meta(b, gb);
         self->wrapped++;
     }
+    /* the memory is the block as the producer left it */
+    GST_BUFFER_FLAG_UNSET(gb, GST_BUFFER_FLAG_TAG_MEMORY);
     *out = gb;
     return GST_FLOW_OK;
 }
