@@ -401,6 +401,68 @@ static void errors_name_their_cause(void)
     expect_error("mbqsrc queue=err/late timeout=100000000 ! fakesink", "waited for it");
 }
 
+/* ---- daemon restart ------------------------------------------------------------ */
+
+/* Stops mbqd and starts a new one on the same socket (a daemon without a
+ * store: every object is gone, as after a crash). */
+static bool restart_daemon(void)
+{
+    kill(d.pid, SIGTERM);
+    if (h_wait_pid(d.pid, 20000) != 0)
+        return false;
+    pid_t parent = getpid();
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent)
+            _exit(99);
+        execl(mbqd_path(), mbqd_path(), "--socket", d.sock, (char *)NULL);
+        _exit(127);
+    }
+    d.pid = pid;
+    for (int attempt = 0; attempt < 2000; attempt++) {
+        int fd = h_connect_raw(d.sock);
+        if (fd >= 0) {
+            close(fd);
+            mbq_disconnect(observer);
+            observer = h_connect(&d, "observer");
+            return observer != NULL;
+        }
+        h_pause_us(10000);
+    }
+    return false;
+}
+
+static void source_survives_daemon_restart(void)
+{
+    GstHarness *sink = gst_harness_new_parse("mbqsink queue=rs/q capacity=4 block-size=4096");
+    gst_harness_set_src_caps_str(sink, CAPS_A);
+    CHECK_EQ(gst_harness_push(sink, make_buffer(32, 1, 0)), GST_FLOW_OK);
+    GstHarness *src = src_harness("mbqsrc queue=rs/q");
+    GstBuffer *b = gst_harness_pull(src);
+    REQUIRE(b);
+    CHECK(buffer_is_filled(b, 1));
+    gst_harness_teardown(sink);
+    /* the source is waiting on the old daemon's queue; it keeps the block */
+    REQUIRE(restart_daemon());
+    CHECK(buffer_is_filled(b, 1));
+    gst_buffer_unref(b);
+    /* a producer starts again on the new daemon */
+    sink = gst_harness_new_parse("mbqsink queue=rs/q capacity=4 block-size=4096");
+    gst_harness_set_src_caps_str(sink, CAPS_A);
+    CHECK_EQ(gst_harness_push(sink, make_buffer(32, 2, GST_SECOND)), GST_FLOW_OK);
+    CHECK(gst_harness_push_event(sink, gst_event_new_eos()));
+    b = gst_harness_pull(src);
+    REQUIRE(b);
+    CHECK(buffer_is_filled(b, 2));
+    CHECK_EQ(GST_BUFFER_PTS(b), GST_SECOND);
+    gst_buffer_unref(b);
+    CHECK(pull_until_eos(src));
+    gst_harness_teardown(src);
+    gst_harness_teardown(sink);
+}
+
 int main(int argc, char **argv)
 {
     if (mbqd_start(&d) != 0)
@@ -422,6 +484,8 @@ int main(int argc, char **argv)
         {"max_held_copies_beyond_the_limit", max_held_copies_beyond_the_limit},
         {"state_changes_while_waiting", state_changes_while_waiting},
         {"errors_name_their_cause", errors_name_their_cause},
+        /* last: it replaces the daemon */
+        {"source_survives_daemon_restart", source_survives_daemon_restart},
     };
     int rc = check_run(cases, sizeof cases / sizeof cases[0], argc, argv);
     mbq_disconnect(observer);
