@@ -257,6 +257,42 @@ static void pool_buffers_are_not_copied(void)
     CHECK(pool_drains("zc/q.pool"));
 }
 
+/* A frame with padded strides (its GstVideoMeta says so) reaches the
+ * consumer in the caps' default layout, which is all a consumer knows. */
+static void padded_video_frames_are_relaid(void)
+{
+    GstHarness *sink = gst_harness_new_parse("mbqsink queue=pv/q capacity=4");
+    gst_harness_set_src_caps_str(
+        sink, "video/x-raw, format=(string)GRAY8, width=(int)6, height=(int)2, framerate=(fraction)1/1");
+    GstBuffer *b = gst_buffer_new_allocate(NULL, 32, NULL); /* stride 16, not 8 */
+    gst_buffer_memset(b, 0, 0xEE, 32);
+    for (int y = 0; y < 2; y++)
+        for (int x = 0; x < 6; x++) {
+            guint8 v = (guint8)(y * 10 + x + 1);
+            gst_buffer_fill(b, (gsize)(y * 16 + x), &v, 1);
+        }
+    gsize offset[GST_VIDEO_MAX_PLANES] = {0};
+    gint stride[GST_VIDEO_MAX_PLANES] = {16};
+    gst_buffer_add_video_meta_full(b, GST_VIDEO_FRAME_FLAG_NONE, GST_VIDEO_FORMAT_GRAY8, 6, 2, 1,
+                                   offset, stride);
+    CHECK_EQ(gst_harness_push(sink, b), GST_FLOW_OK);
+    CHECK(gst_harness_push_event(sink, gst_event_new_eos()));
+    GstHarness *src = src_harness("mbqsrc queue=pv/q");
+    GstBuffer *got = gst_harness_pull(src);
+    REQUIRE(got);
+    CHECK_EQ(gst_buffer_get_size(got), 16); /* default stride: 8 */
+    GstMapInfo m;
+    REQUIRE(gst_buffer_map(got, &m, GST_MAP_READ));
+    for (int y = 0; y < 2; y++)
+        for (int x = 0; x < 6; x++)
+            CHECK_EQ(m.data[y * 8 + x], y * 10 + x + 1);
+    gst_buffer_unmap(got, &m);
+    gst_buffer_unref(got);
+    CHECK(pull_until_eos(src));
+    gst_harness_teardown(src);
+    gst_harness_teardown(sink);
+}
+
 /* ---- fan-out ------------------------------------------------------------------ */
 
 static void fan_out_two_queues(void)
@@ -480,6 +516,7 @@ int main(int argc, char **argv)
     static const struct check_case cases[] = {
         {"roundtrip_caps_timing_flags", roundtrip_caps_timing_flags},
         {"pool_buffers_are_not_copied", pool_buffers_are_not_copied},
+        {"padded_video_frames_are_relaid", padded_video_frames_are_relaid},
         {"fan_out_two_queues", fan_out_two_queues},
         {"max_held_copies_beyond_the_limit", max_held_copies_beyond_the_limit},
         {"state_changes_while_waiting", state_changes_while_waiting},
