@@ -70,6 +70,8 @@ struct _GstMbqSink {
     gchar **names;
     GstMbqAllocator *alloc; /* owns the mbq pool */
     gchar *caps_str;
+    gboolean video; /* raw video caps: vinfo is their default layout */
+    GstVideoInfo vinfo;
     mbq_format_id format_id;
     gboolean format_valid;
     gint upstream_live; /* -1: not asked yet */
@@ -360,9 +362,9 @@ static gboolean gst_mbq_sink_set_caps(GstBaseSink *bsink, GstCaps *caps)
     g_free(self->caps_str);
     self->caps_str = s;
     self->format_valid = FALSE;
-    GstVideoInfo vi;
-    if (!self->alloc && gst_video_info_from_caps(&vi, caps))
-        return ensure_pool(self, GST_VIDEO_INFO_SIZE(&vi), TRUE);
+    self->video = gst_video_info_from_caps(&self->vinfo, caps);
+    if (!self->alloc && self->video)
+        return ensure_pool(self, GST_VIDEO_INFO_SIZE(&self->vinfo), TRUE);
     return TRUE;
 }
 
@@ -499,17 +501,52 @@ static int enqueue_one(GstMbqSink *self, mbq_buffer_queue *q, const gchar *name,
     }
 }
 
+/* A raw video frame whose GstVideoMeta describes another layout than the
+ * caps' default (padded strides, planes elsewhere): consumers know only
+ * the caps, so it is copied into the default layout. */
+static gboolean needs_relayout(GstMbqSink *self, GstBuffer *buffer)
+{
+    if (!self->video)
+        return FALSE;
+    GstVideoMeta *m = gst_buffer_get_video_meta(buffer);
+    if (!m)
+        return FALSE;
+    for (guint i = 0; i < GST_VIDEO_INFO_N_PLANES(&self->vinfo); i++)
+        if (m->offset[i] != self->vinfo.offset[i] || m->stride[i] != self->vinfo.stride[i])
+            return TRUE;
+    return FALSE;
+}
+
+static gboolean copy_frame(GstMbqSink *self, GstBuffer *buffer, guint8 *data, gsize size)
+{
+    GstBuffer *dst = gst_buffer_new_wrapped_full(0, data, size, 0, size, NULL, NULL);
+    GstVideoFrame in, out;
+    gboolean ok = FALSE;
+    if (gst_video_frame_map(&in, &self->vinfo, buffer, GST_MAP_READ)) {
+        if (gst_video_frame_map(&out, &self->vinfo, dst, GST_MAP_WRITE)) {
+            ok = gst_video_frame_copy(&out, &in);
+            gst_video_frame_unmap(&out);
+        }
+        gst_video_frame_unmap(&in);
+    }
+    gst_buffer_unref(dst);
+    return ok;
+}
+
 static GstFlowReturn gst_mbq_sink_render(GstBaseSink *bsink, GstBuffer *buffer)
 {
     GstMbqSink *self = GST_MBQ_SINK(bsink);
     gsize size = gst_buffer_get_size(buffer);
+    gboolean relayout = needs_relayout(self, buffer);
+    if (relayout)
+        size = GST_VIDEO_INFO_SIZE(&self->vinfo);
     if (!ensure_pool(self, size, FALSE))
         return GST_FLOW_ERROR;
 
     mbq_buffer b = {0};
     gboolean have = FALSE, owned = FALSE;
     GstMemory *mem = gst_buffer_n_memory(buffer) == 1 ? gst_buffer_peek_memory(buffer, 0) : NULL;
-    if (mem && gst_is_mbq_memory(mem) && mem->allocator == GST_ALLOCATOR_CAST(self->alloc) &&
+    if (mem && !relayout && gst_is_mbq_memory(mem) && mem->allocator == GST_ALLOCATOR_CAST(self->alloc) &&
         mem->offset == 0) {
         b = gst_mbq_memory_get_buffer(mem);
         int r = gst_mbq_buffer_set_meta(b, buffer, mem->size);
@@ -564,7 +601,16 @@ static GstFlowReturn gst_mbq_sink_render(GstBaseSink *bsink, GstBuffer *buffer)
             return GST_FLOW_ERROR;
         }
         owned = TRUE;
-        gst_buffer_extract(buffer, 0, mbq_buffer_get_data(b, NULL), size);
+        guint8 *data = mbq_buffer_get_data(b, NULL);
+        if (relayout) {
+            if (!copy_frame(self, buffer, data, size)) {
+                mbq_buffer_release(b);
+                GST_ELEMENT_ERROR(self, STREAM, FAILED, ("Cannot map the video frame"), (NULL));
+                return GST_FLOW_ERROR;
+            }
+        } else {
+            gst_buffer_extract(buffer, 0, data, size);
+        }
         int r = gst_mbq_buffer_set_meta(b, buffer, size);
         if (r == 0)
             r = set_format(self, b);

@@ -23,11 +23,14 @@
  * that says the daemon lost the queue (-EIDRM, -ENOTCONN) makes the
  * source close the queue and its connection and open them again, backing
  * off from 20 ms to 500 ms; blocks already pushed stay valid (their
- * connection lives until they are freed). */
+ * connection lives until they are freed). The data plane never reports a
+ * lost daemon, so while the queue is quiet the source also looks at the
+ * control connection every wait slice (connection_lost()). */
 #include "gstmbqsrc.h"
 #include "gstmbq.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <string.h>
 
 #define GST_CAT_DEFAULT gst_mbq_debug
@@ -166,6 +169,20 @@ static GstFlowReturn open_queue(GstMbqSrc *self, gboolean wait, gboolean backoff
         if (backoff)
             retry = MIN(retry * 2, RETRY_MAX_US);
     }
+}
+
+/* While the queue is quiet: has the daemon gone? The data plane does not
+ * notice (the queue stays mapped), so the control connection is looked at:
+ * readable means pushed events or a hang-up, and mbq_client_dispatch()
+ * either handles them, reconnects to a daemon that kept its objects (0),
+ * or says the connection is lost for good (-ENOTCONN): the queue this
+ * source has open is then an orphan that no producer will write again. */
+static gboolean connection_lost(GstMbqSrc *self)
+{
+    struct pollfd p = {.fd = mbq_client_fd(self->session->client), .events = POLLIN};
+    if (p.fd < 0 || poll(&p, 1, 0) <= 0)
+        return FALSE;
+    return mbq_client_dispatch(self->session->client) == -ENOTCONN;
 }
 
 static gboolean gst_mbq_src_start(GstBaseSrc *bsrc)
@@ -326,7 +343,9 @@ static GstFlowReturn gst_mbq_src_create(GstPushSrc *psrc, GstBuffer **out)
         int r = mbq_buffer_queue_dequeue_wait(self->q, WAIT_SLICE_NS, &b);
         if (r == 0)
             break;
-        if (r == -ETIMEDOUT || r == -ECANCELED || r == -EAGAIN)
+        if (r == -ETIMEDOUT && connection_lost(self))
+            r = -ENOTCONN;
+        else if (r == -ETIMEDOUT || r == -ECANCELED || r == -EAGAIN)
             continue;
         if (r == -ENODATA) {
             GST_INFO_OBJECT(self, "end of data");
@@ -379,6 +398,8 @@ static GstFlowReturn gst_mbq_src_create(GstPushSrc *psrc, GstBuffer **out)
         gst_mbq_buffer_get_meta(b, gb);
         self->wrapped++;
     }
+    /* the memory is the block as the producer left it */
+    GST_BUFFER_FLAG_UNSET(gb, GST_BUFFER_FLAG_TAG_MEMORY);
     *out = gb;
     return GST_FLOW_OK;
 }
