@@ -128,14 +128,14 @@ for rep in $(seq 1 "$reps"); do
 done
 
 echo
-echo "| size | transport | delivered | stalls | latency p50 / p95 / max (ms) | capture CPU s, peak RSS MiB | encoder CPU s, peak RSS MiB |"
-echo "|---|---|---|---|---|---|---|"
+echo "| run | size | transport | delivered | stalls | latency p50 / p95 / max (ms) | capture CPU s, peak RSS MiB | encoder CPU s, peak RSS MiB |"
+echo "|---|---|---|---|---|---|---|---|"
 awk -F'\t' 'NR > 1 {
     crss = ($11 == "-") ? "-" : sprintf("%.0f", $11 / 1024)
     ccpu = ($10 == "-") ? "(one process)" : ($10 == "?") ? "did not finish" : $10 " s, " crss
     cap = ($5 < 0) ? "?" : $5
-    printf "| %s | %s | %d/%s | %d | %.1f / %.1f / %.1f | %s | %s s, %.0f |\n",
-        $2, ($1 == "single" ? "one process (queue)" : $1 == "mbq" ? "mbqsink/mbqsrc" : "shmsink/shmsrc"),
+    printf "| %d | %s | %s | %d/%s | %d | %.1f / %.1f / %.1f | %s | %s s, %.0f |\n",
+        $3, $2, ($1 == "single" ? "one process (queue)" : $1 == "mbq" ? "mbqsink/mbqsrc" : "shmsink/shmsrc"),
         $4, cap, $9, $6, $7, $8, ccpu, $12, $13 / 1024 }' "$tsv"
 echo
 echo "(every run: $tsv; $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg))"

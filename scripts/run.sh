@@ -12,8 +12,8 @@ usage: scripts/run.sh [--frames N] [--size WxH] [--fps N] [--live] [--out FILE]
        scripts/run.sh --demo [mbq-demo options]     the synthetic demo pipeline
        scripts/run.sh --help
 
-Installs the build dependencies, GStreamer and ffmpeg if they are missing,
-builds mbq with its GStreamer plugin, and runs three processes against a
+Installs what is missing (scripts/install-deps.sh: the build dependencies,
+GStreamer, x264 and ffmpeg), builds mbq with its GStreamer plugin, and runs three processes against a
 private mbqd (or the one $MBQ_SOCKET names):
 
   capture  videotestsrc ! video/x-raw,... ! mbqsink queue=cam/encode,cam/preview
@@ -71,17 +71,6 @@ width=${size%x*} height=${size#*x}
 
 # ---- dependencies and build ------------------------------------------------
 scripts/install-deps.sh
-GST_PKGS="gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
-gstreamer1.0-plugins-ugly libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev ffmpeg"
-missing=
-for p in $GST_PKGS; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
-done
-if [ -n "$missing" ]; then
-    if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
-    $SUDO apt-get update
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -o DPkg::Lock::Timeout=300 $missing
-fi
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build -j"$(nproc)"
 echo

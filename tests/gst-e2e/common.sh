@@ -52,7 +52,13 @@ need() { # need ELEMENT...: skips the test if an element is missing
 gst() {
     local name=$1 secs=$2
     shift 2
-    timeout -k 5 "$secs" gst-launch-1.0 "$@" >"$T/$name.log" 2>&1 &
+    if [ -n "${MBQ_GST_PRELOAD:-}" ]; then # a sanitizer build: see CMakeLists.txt
+        timeout -k 5 "$secs" env LD_PRELOAD="$MBQ_GST_PRELOAD" \
+            ASAN_OPTIONS="detect_leaks=0:abort_on_error=1" \
+            gst-launch-1.0 "$@" >"$T/$name.log" 2>&1 &
+    else
+        timeout -k 5 "$secs" gst-launch-1.0 "$@" >"$T/$name.log" 2>&1 &
+    fi
     LAST_PID=$!
     PIDS+=("$LAST_PID")
     mbq_wait_until 10 child_of "$LAST_PID" || fail "$name: gst-launch-1.0 did not start"
