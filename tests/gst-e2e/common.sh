@@ -37,10 +37,22 @@ fail() {
 skip() { echo "SKIP: $*"; exit 77; }
 note() { echo "$*"; }
 
+# gst_env CMD...: runs a GStreamer tool; in a sanitizer build with the
+# sanitizer runtime loaded first (see CMakeLists.txt). Every GStreamer
+# process of a test must: one that scans the registry without it would
+# record the plugin as unloadable for the others.
+gst_env() {
+    if [ -n "${MBQ_GST_PRELOAD:-}" ]; then
+        env LD_PRELOAD="$MBQ_GST_PRELOAD" ASAN_OPTIONS="detect_leaks=0:abort_on_error=1" "$@"
+    else
+        "$@"
+    fi
+}
+
 need() { # need ELEMENT...: skips the test if an element is missing
     local e
     for e in "$@"; do
-        gst-inspect-1.0 "$e" >/dev/null 2>&1 || skip "GStreamer element $e is not installed"
+        gst_env gst-inspect-1.0 "$e" >/dev/null 2>&1 || skip "GStreamer element $e is not installed"
     done
 }
 
@@ -52,13 +64,9 @@ need() { # need ELEMENT...: skips the test if an element is missing
 gst() {
     local name=$1 secs=$2
     shift 2
-    if [ -n "${MBQ_GST_PRELOAD:-}" ]; then # a sanitizer build: see CMakeLists.txt
-        timeout -k 5 "$secs" env LD_PRELOAD="$MBQ_GST_PRELOAD" \
-            ASAN_OPTIONS="detect_leaks=0:abort_on_error=1" \
-            gst-launch-1.0 "$@" >"$T/$name.log" 2>&1 &
-    else
-        timeout -k 5 "$secs" gst-launch-1.0 "$@" >"$T/$name.log" 2>&1 &
-    fi
+    timeout -k 5 "$secs" env ${MBQ_GST_PRELOAD:+LD_PRELOAD="$MBQ_GST_PRELOAD"} \
+        ${MBQ_GST_PRELOAD:+ASAN_OPTIONS="detect_leaks=0:abort_on_error=1"} \
+        gst-launch-1.0 "$@" >"$T/$name.log" 2>&1 &
     LAST_PID=$!
     PIDS+=("$LAST_PID")
     mbq_wait_until 10 child_of "$LAST_PID" || fail "$name: gst-launch-1.0 did not start"
