@@ -83,7 +83,11 @@ run_one() {
         timeout -k 5 $limit "$PROBE" --read "enc:$T/rows" --stats "$T/enc.stats" \
             shmsrc socket-path="$T/shm.sock" is-live=true do-timestamp=true ! $caps ! $ENC \
             >"$T/enc.log" 2>&1 || true
-        wait $capp || echo "  (shm capture: exit $?)" >&2
+        if ! wait $capp; then
+            echo "  (shm capture: exit $?; logs in $out/shm-${w}x$h-*.log)" >&2
+            cp "$T/cap.log" "$out/shm-${w}x$h-capture.log"
+            cp "$T/enc.log" "$out/shm-${w}x$h-encoder.log"
+        fi
         ;;
     esac
 }
