@@ -2,9 +2,10 @@
 # An encoder slower than the camera (identity sleeps 30 ms a frame before
 # x264enc): capture, not live, with full-policy=block, must wait for room
 # rather than lose anything. The queue fills to its capacity while capture
-# is still running (it is waiting), the queue counts the enqueues it refused
-# as full (capture then waits for room), nothing is dropped, and the file
-# holds every frame.
+# is still running (it is waiting), nothing is dropped, and the file holds
+# every frame. (The queue's "rejected full" counter does not show such waits
+# reliably: a blocking enqueue counts a refusal only when a 100 ms slice of
+# its wait runs out, so the test prints it and does not rely on it.)
 . "$(dirname "$0")/common.sh"
 need videotestsrc x264enc mp4mux identity
 
@@ -28,8 +29,6 @@ mbq_check_video "$T/out.mp4" 60 2.000 || fail "out.mp4: $MBQ_CHECK_RESULT"
 note "out.mp4: $MBQ_CHECK_RESULT"
 [ "$(mbq_stat cam/encode dropped)" = 0 ] || fail "cam/encode dropped $(mbq_stat cam/encode dropped) frames"
 [ "$(mbq_stat cam/encode high_water)" = 4 ] || fail "cam/encode's high water is $(mbq_stat cam/encode high_water), not 4"
-# Each time capture found the queue full it was refused, then waited.
-stat_at_least cam/encode rejected_full 1 || fail "cam/encode never refused capture (rejected full 0)"
 note "cam/encode: enqueued $(mbq_stat cam/encode enqueued), dropped 0, rejected full $(mbq_stat cam/encode rejected_full), high water 4"
 mbq_wait_until 10 mbq_pool_idle cam/frames || fail "cam/frames: blocks never came back"
 echo PASS
