@@ -636,17 +636,12 @@ static int queue_enqueue_wait(mbq_buffer_queue *queue, struct mbq_pool *p,
 {
     uint32_t epoch = bq_cancel_epoch(&queue->bq);
     uint64_t deadline = 0;
-    if (timeout_ns > 0) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        deadline = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec + (uint64_t)timeout_ns;
-    }
+    if (timeout_ns > 0)
+        deadline = mono_ns() + (uint64_t)timeout_ns;
     for (;;) {
         int64_t left = timeout_ns;
         if (timeout_ns > 0) {
-            struct timespec ts;
-            clock_gettime(CLOCK_MONOTONIC, &ts);
-            uint64_t now = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+            uint64_t now = mono_ns();
             left = now >= deadline ? 0 : (int64_t)(deadline - now);
         }
         int r = bq_wait_room(&queue->bq, epoch, left);

@@ -399,9 +399,7 @@ static int client_hello_locked(mbq_client *c, const char *client_name)
 
 static uint64_t client_now_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    return mono_ns() / 1000000u;
 }
 
 static uint64_t client_reconnect_budget_ms(void)

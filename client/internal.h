@@ -33,6 +33,8 @@
 #pragma GCC visibility pop
 
 #include "bq.h"
+#include "common/clock.h"
+#include "common/macro.h"
 #include "mbq.pb-c.h"
 #include "pool.h"
 #include "sq.h"
@@ -44,40 +46,6 @@
 #include <stdlib.h>
 #include <sys/un.h>
 #include <unistd.h>
-
-/* ---- cleanup helpers ------------------------------------------------------ */
-
-#define _cleanup_(f) __attribute__((cleanup(f)))
-
-static inline void freep(void *p)
-{
-    free(*(void **)p);
-}
-
-static inline void closep(int *fd)
-{
-    if (*fd >= 0) {
-        int saved = errno;
-        close(*fd);
-        errno = saved;
-    }
-}
-
-#define TAKE_PTR(p)                        \
-    ({                                     \
-        __typeof__(p) _taken = (p);        \
-        (p) = NULL;                        \
-        _taken;                            \
-    })
-#define TAKE_FD(fd)                        \
-    ({                                     \
-        int _taken = (fd);                 \
-        (fd) = -1;                         \
-        _taken;                            \
-    })
-
-#define likely(x) __builtin_expect(!!(x), 1)
-#define unlikely(x) __builtin_expect(!!(x), 0)
 
 /* ---- objects -------------------------------------------------------------- */
 

@@ -337,9 +337,9 @@ static void on_sigusr2(evutil_socket_t sig, short what, void *arg)
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
     struct daemon *d = arg;
-    registry_age_out(d->registry, now_ns());
+    registry_age_out(d->registry, mono_ns());
     log_flush_suppressed(false);
-    lockwatch_tick(d->registry, now_ns());
+    lockwatch_tick(d->registry, mono_ns());
     char status[128];
     status_text(d, status, sizeof(status));
     systemd_status(d->sd, status);
@@ -405,7 +405,7 @@ int main(int argc, char **argv)
     if (!opt.max_total_set)
         opt.limits.max_total_bytes = default_max_total_bytes();
     log_set_level(opt.log_level);
-    log_set_clock(now_ns);
+    log_set_clock(mono_ns);
     setup_log_target(opt.log_target);
 
     signal(SIGPIPE, SIG_IGN); /* wire_send uses MSG_NOSIGNAL; this covers the rest */

@@ -135,13 +135,13 @@ static void watch_on_exit(evutil_socket_t fd, short what, void *arg)
      * fired; then its slot is that client's, not ours to release. */
     if (server_pid_has_session(rc->server, pid, NULL))
         return;
-    uint64_t t0 = now_ns();
+    uint64_t t0 = mono_ns();
     unsigned pools;
     uint64_t released = registry_reclaim_pid(rc->registry, pid, &pools);
     log_msg_fields(released ? LOG_LEVEL_INFO : LOG_LEVEL_DEBUG,
                    LOG_FIELDS(LOG_NUM("CLIENT_PID", pid), LOG_NUM("RELEASED", released)),
                    "pid %d exited: released %" PRIu64 " buffer references in %u pools in %" PRIu64 " us",
-                   (int)pid, released, pools, (now_ns() - t0) / 1000);
+                   (int)pid, released, pools, (mono_ns() - t0) / 1000);
 }
 
 static int watch_add(Reclaimer *rc, pid_t pid, int pidfd)

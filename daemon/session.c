@@ -144,7 +144,7 @@ Session *session_end(Session *s, enum session_end why, const char *detail)
 {
     if (!s)
         return NULL;
-    const uint64_t t0 = now_ns();
+    const uint64_t t0 = mono_ns();
     const bool shutdown = why == SESSION_END_SHUTDOWN;
     unsigned objects = 0, triggers = 0;
 
@@ -168,7 +168,7 @@ Session *session_end(Session *s, enum session_end why, const char *detail)
         identity_detach(s->client_id);
     if (!shutdown)
         reclaimer_session_ended(server_reclaimer(s->server), s->pid, TAKE_FD(s->pidfd), &rc);
-    const uint64_t us = (now_ns() - t0) / 1000;
+    const uint64_t us = (mono_ns() - t0) / 1000;
 
     char refs[160];
     switch (rc.result) {
