@@ -505,7 +505,12 @@ const char *server_address(const Server *srv)
     return srv->address[0] ? srv->address : "?";
 }
 
-int server_new(Server **ret, struct event_base *base, Registry *registry,
+static bool server_has_session_cb(void *ctx, pid_t pid)
+{
+    return server_pid_has_session(ctx, pid, NULL);
+}
+
+int server_new(Server **ret, struct event_base *base, Registry *registry, PidWatch *pw,
                const SessionLimits *limits, const char *path, int listen_fd)
 {
     Server *srv = calloc(1, sizeof(*srv));
@@ -519,7 +524,7 @@ int server_new(Server **ret, struct event_base *base, Registry *registry,
     srv->listen_fd = -1;
     list_init(&srv->conns);
     list_init(&srv->dead);
-    int r = reclaimer_new(&srv->reclaimer, base, registry, srv);
+    int r = reclaimer_new(&srv->reclaimer, pw, registry, server_has_session_cb, srv);
     if (r < 0)
         safe_close(listen_fd);
     else if (listen_fd >= 0)

@@ -8,6 +8,7 @@
 #include <mbq.pb-c.h>
 
 struct event_base;
+typedef struct PidWatch PidWatch;
 typedef struct Reclaimer Reclaimer;
 
 /* Queued outgoing packets after which a client that does not read is dropped. */
@@ -19,8 +20,8 @@ typedef struct Reclaimer Reclaimer;
  * SOCK_SEQPACKET socket the service manager passed): accepts on it, and
  * never touches the socket file, which belongs to the manager. Returns 0,
  * -EADDRINUSE (a daemon answers), -ENOTSOCK (path is something else), or
- * -errno; logs the reason. */
-int server_new(Server **ret, struct event_base *base, Registry *registry,
+ * -errno; logs the reason. Client exits are waited for through pw. */
+int server_new(Server **ret, struct event_base *base, Registry *registry, PidWatch *pw,
                const SessionLimits *limits, const char *path, int listen_fd);
 /* Where clients connect, for messages ("?" if unknown). */
 const char *server_address(const Server *srv);
