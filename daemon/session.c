@@ -45,7 +45,6 @@
 #include "lockwatch.h"
 #include "log.h"
 #include "reclaim.h"
-#include "server.h"
 #include "trigger.h"
 
 #include <errno.h>
@@ -63,7 +62,7 @@
 
 _Static_assert(WIRE_MAX_FDS >= 1 + BQ_MAX_TRIGGERS, "a queue's fds fit one packet");
 
-int session_new(Session **ret, Server *server, Conn *conn, Registry *registry,
+int session_new(Session **ret, Reclaimer *reclaimer, Conn *conn, Registry *registry,
                 const SessionLimits *limits, uint64_t id, pid_t pid, uid_t uid, gid_t gid,
                 int pidfd)
 {
@@ -72,7 +71,7 @@ int session_new(Session **ret, Server *server, Conn *conn, Registry *registry,
         safe_close(pidfd);
         return -ENOMEM;
     }
-    s->server = server;
+    s->reclaimer = reclaimer;
     s->conn = conn;
     s->registry = registry;
     s->limits = limits;
@@ -167,7 +166,7 @@ Session *session_end(Session *s, enum session_end why, const char *detail)
     if (!shutdown) /* at shutdown the ids stay alive for the next instance */
         identity_detach(s->client_id);
     if (!shutdown)
-        reclaimer_session_ended(server_reclaimer(s->server), s->pid, TAKE_FD(s->pidfd), &rc);
+        reclaimer_session_ended(s->reclaimer, s->pid, TAKE_FD(s->pidfd), &rc);
     const uint64_t us = (mono_ns() - t0) / 1000;
 
     char refs[160];

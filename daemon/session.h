@@ -2,13 +2,13 @@
 #ifndef MBQD_SESSION_H
 #define MBQD_SESSION_H
 
+#include "conn.h"
 #include "registry.h"
 
 #include <mbq.pb-c.h>
 #include <wire.h>
 
-typedef struct Conn Conn;
-typedef struct Server Server;
+typedef struct Reclaimer Reclaimer;
 typedef struct Session Session;
 
 /* Quotas: per user (--max-objects, --max-bytes), for all users together
@@ -32,7 +32,7 @@ typedef struct Handle {
 } Handle;
 
 struct Session {
-    Server *server;
+    Reclaimer *reclaimer; /* told when the session ends */
     Conn *conn;
     Registry *registry;
     const SessionLimits *limits;
@@ -49,17 +49,8 @@ struct Session {
     unsigned n_triggers;
 };
 
-/* The reasons a session ends. */
-enum session_end {
-    SESSION_END_EOF,      /* the client closed the connection, or died */
-    SESSION_END_ERROR,    /* a socket error */
-    SESSION_END_PROTOCOL, /* the client broke the protocol */
-    SESSION_END_SLOW,     /* the client did not read its messages */
-    SESSION_END_SHUTDOWN, /* the daemon is stopping */
-};
-
 /* Creates a session for a connection; takes pidfd. */
-int session_new(Session **ret, Server *server, Conn *conn, Registry *registry,
+int session_new(Session **ret, Reclaimer *reclaimer, Conn *conn, Registry *registry,
                 const SessionLimits *limits, uint64_t id, pid_t pid, uid_t uid, gid_t gid,
                 int pidfd);
 /* Ends a session: removes its triggers (telling the other sessions), closes
