@@ -62,6 +62,8 @@
 
 _Static_assert(WIRE_MAX_FDS >= 1 + BQ_MAX_TRIGGERS, "a queue's fds fit one packet");
 
+static trigger_changed_fn session_push_triggers_changed;
+
 int session_new(Session **ret, Reclaimer *reclaimer, Conn *conn, Registry *registry,
                 const SessionLimits *limits, uint64_t id, pid_t pid, uid_t uid, gid_t gid,
                 int pidfd)
@@ -71,6 +73,9 @@ int session_new(Session **ret, Reclaimer *reclaimer, Conn *conn, Registry *regis
         safe_close(pidfd);
         return -ENOMEM;
     }
+    /* Sessions are who hears of trigger changes; set on every new one,
+     * which costs a store and needs no init order. */
+    trigger_set_listener(session_push_triggers_changed);
     s->reclaimer = reclaimer;
     s->conn = conn;
     s->registry = registry;
@@ -1296,7 +1301,9 @@ int session_dispatch(Session *s, const uint8_t *buf, size_t len, struct wire_fds
     return 0;
 }
 
-void session_push_triggers_changed(Session *s, uint32_t object_id, const uint64_t *added_token,
+/* The trigger layer's listener (trigger_set_listener): Event{TriggersChanged}
+ * to s. */
+static void session_push_triggers_changed(Session *s, uint32_t object_id, const uint64_t *added_token,
                                    int added_fd, const uint64_t *removed, size_t n_removed)
 {
     Mbq__V1__TriggerFd tf = MBQ__V1__TRIGGER_FD__INIT, *tfp = &tf;

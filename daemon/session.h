@@ -66,9 +66,4 @@ int session_dispatch(Session *s, const uint8_t *buf, size_t len, struct wire_fds
  * drops the session. */
 void session_protocol_error(Session *s, int status, const char *error);
 
-/* Pushes Event{TriggersChanged} to s: one added trigger (token non-NULL,
- * with its eventfd) and/or removed tokens. */
-void session_push_triggers_changed(Session *s, uint32_t object_id, const uint64_t *added_token,
-                                   int added_fd, const uint64_t *removed, size_t n_removed);
-
 #endif
