@@ -143,19 +143,16 @@ static void client_mark_dead_locked(mbq_client *c)
 static void client_apply_event_locked(mbq_client *c, const Mbq__V1__Event *ev,
                                       struct wire_fds *fds)
 {
-    if (ev->body_case != MBQ__V1__EVENT__BODY_TRIGGERS_CHANGED || !ev->triggers_changed)
-        return; /* an event this version does not know: ignore it */
-    const Mbq__V1__TriggersChanged *tc = ev->triggers_changed;
-    for (size_t i = 0; i < tc->n_removed; i++)
-        bqueue_forget_trigger_locked(c, tc->object_id, tc->removed[i]);
-    for (size_t i = 0; i < tc->n_added; i++) {
-        const Mbq__V1__TriggerFd *a = tc->added[i];
-        if (!a)
-            continue;
-        int fd = wire_fds_take(fds, a->fd_index);
-        if (fd >= 0)
-            bqueue_learn_trigger_locked(c, tc->object_id, a->token, fd, NULL);
-    }
+    for (size_t i = 0; i < client_n_kinds; i++)
+        if (client_kinds[i]->on_event)
+            client_kinds[i]->on_event(c, ev, fds);
+}
+
+static void client_events_done_locked(mbq_client *c)
+{
+    for (size_t i = 0; i < client_n_kinds; i++)
+        if (client_kinds[i]->events_done)
+            client_kinds[i]->events_done(c);
 }
 
 /* Receives one packet, waiting up to timeout_ms (0: not at all, -1: no
@@ -442,32 +439,14 @@ int client_reattach_locked(mbq_client *c, uint64_t object_id, Mbq__V1__ObjectKin
     return 0;
 }
 
-/* Whether r says the connection failed (again), rather than the daemon
- * refusing one object. */
-static bool client_connection_failed(int r)
-{
-    return r == -ENOTCONN || r == -ETIMEDOUT;
-}
-
 static int client_reattach_all_locked(mbq_client *c)
 {
-    for (mbq_buffer_queue *q = c->queues; q; q = q->next) {
-        if (q->lost)
-            continue;
-        int r = bqueue_reattach_locked(q);
-        if (client_connection_failed(r))
+    for (size_t i = 0; i < client_n_kinds; i++) {
+        int r = client_kinds[i]->reattach_all(c);
+        if (r < 0)
             return r;
-        q->lost = r < 0;
     }
-    for (mbq_simple_queue *q = c->simple_queues; q; q = q->next) {
-        if (q->lost)
-            continue;
-        int r = squeue_reattach_locked(q);
-        if (client_connection_failed(r))
-            return r;
-        q->lost = r < 0;
-    }
-    return pool_reattach_all_locked(c);
+    return 0;
 }
 
 /* One attempt: a new connection in place of the old descriptor, Hello,
@@ -535,7 +514,7 @@ static int client_reconnect_locked(mbq_client *c)
     c->reconnecting = false;
     if (r == 0) {
         c->reconnects++;
-        bqueue_deliver_pending_locked(c);
+        client_events_done_locked(c);
         return 0;
     }
     c->dead = true;
@@ -623,11 +602,8 @@ void mbq_disconnect(mbq_client *client)
     /* No round trips: closing the connection tells the daemon to close the
      * objects and remove the triggers; the local state goes here. */
     c->dead = true;
-    while (c->queues)
-        bqueue_close_locked(c->queues);
-    while (c->simple_queues)
-        squeue_close_locked(c->simple_queues);
-    pool_close_all_locked(c);
+    for (size_t i = 0; i < client_n_kinds; i++)
+        client_kinds[i]->close_all(c);
     pthread_mutex_unlock(&c->lock);
     client_free(c);
 }
@@ -674,7 +650,7 @@ int client_dispatch_locked(mbq_client *c)
         wire_fds_close(&fds);
         mbq__v1__server_message__free_unpacked(msg, NULL);
     }
-    bqueue_deliver_pending_locked(c);
+    client_events_done_locked(c);
     if (c->dead)
         r = -ENOTCONN;
     return r;

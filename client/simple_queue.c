@@ -67,7 +67,7 @@ int mbq_simple_queue_open(mbq_client *client, const char *name, mbq_simple_queue
                               squeue_adopt_locked, out);
 }
 
-void squeue_close_locked(mbq_simple_queue *q)
+static void squeue_close_locked(mbq_simple_queue *q)
 {
     for (mbq_simple_queue **pp = &q->client->simple_queues; *pp; pp = &(*pp)->next) {
         if (*pp == q) {
@@ -79,7 +79,7 @@ void squeue_close_locked(mbq_simple_queue *q)
     free(q);
 }
 
-int squeue_reattach_locked(mbq_simple_queue *q)
+static int squeue_reattach_locked(mbq_simple_queue *q)
 {
     struct client_reply reply;
     int r = client_reattach_locked(q->client, q->object_id, MBQ__V1__OBJECT_KIND__SIMPLE_QUEUE,
@@ -88,6 +88,31 @@ int squeue_reattach_locked(mbq_simple_queue *q)
         client_reply_done(&reply);
     return r;
 }
+
+static int squeue_reattach_all_locked(mbq_client *c)
+{
+    for (mbq_simple_queue *q = c->simple_queues; q; q = q->next) {
+        if (q->lost)
+            continue;
+        int r = squeue_reattach_locked(q);
+        if (client_connection_failed(r))
+            return r;
+        q->lost = r < 0;
+    }
+    return 0;
+}
+
+static void squeue_close_all_locked(mbq_client *c)
+{
+    while (c->simple_queues)
+        squeue_close_locked(c->simple_queues);
+}
+
+const struct client_kind client_kind_simple_queue = {
+    .name = "simple queue",
+    .reattach_all = squeue_reattach_all_locked,
+    .close_all = squeue_close_all_locked,
+};
 
 void mbq_simple_queue_close(mbq_simple_queue *queue)
 {
