@@ -525,13 +525,13 @@ int mbq_buffer_queue_create(mbq_client *client, const char *name,
 {
     if (!client || !out)
         return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
-    if (!client_name_valid(name))
+    if (!objname_valid(name))
         return -EINVAL;
     mbq_buffer_queue_options o = {.size = sizeof(o)};
     if (options && !client_copy_options(&o, sizeof(o), options))
         return -EINVAL;
     if (o.capacity > BQ_MAX_CAPACITY || (unsigned)o.order > BQ_ORDER_DTS ||
-        (unsigned)o.full_policy > BQ_FULL_DROP_OLDEST || (o.mode & ~07777u))
+        (unsigned)o.full_policy > BQ_FULL_DROP_OLDEST || !objmode_valid(o.mode))
         return -EINVAL;
 
     Mbq__V1__BufferQueueConfig cfg = MBQ__V1__BUFFER_QUEUE_CONFIG__INIT;
@@ -553,7 +553,7 @@ int mbq_buffer_queue_open(mbq_client *client, const char *name, mbq_buffer_queue
 {
     if (!client || !out)
         return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
-    if (!client_name_valid(name))
+    if (!objname_valid(name))
         return -EINVAL;
     return client_open_object(client, name, MBQ__V1__OBJECT_KIND__BUFFER_QUEUE,
                               queue_adopt_locked, out);

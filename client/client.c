@@ -55,31 +55,6 @@
 
 /* ---- small helpers shared by the other files ------------------------------- */
 
-bool client_name_valid(const char *name)
-{
-    if (!name)
-        return false;
-    size_t len = strnlen(name, 256);
-    if (len == 0 || len > 255)
-        return false;
-    const char *comp = name;
-    for (const char *p = name;; p++) {
-        if (*p == '/' || *p == '\0') {
-            size_t n = (size_t)(p - comp);
-            if (n == 0 || (n == 1 && comp[0] == '.') ||
-                (n == 2 && comp[0] == '.' && comp[1] == '.'))
-                return false;
-            if (*p == '\0')
-                return true;
-            comp = p + 1;
-            continue;
-        }
-        char ch = *p;
-        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-              ch == '.' || ch == '_' || ch == '-'))
-            return false;
-    }
-}
 
 bool client_copy_options(void *dst, size_t dst_size, const void *src)
 {
@@ -660,7 +635,7 @@ int mbq_unlink(mbq_client *client, const char *name)
 {
     if (!client)
         return -EINVAL;
-    if (!client_name_valid(name))
+    if (!objname_valid(name))
         return -EINVAL;
     Mbq__V1__Unlink ul = MBQ__V1__UNLINK__INIT;
     ul.name = (char *)name;

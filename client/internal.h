@@ -35,6 +35,7 @@
 #include "bq.h"
 #include "common/clock.h"
 #include "common/macro.h"
+#include "common/objname.h"
 #include "mbq.pb-c.h"
 #include "pool.h"
 #include "sq.h"
@@ -186,8 +187,6 @@ int client_reattach_locked(mbq_client *c, uint64_t object_id, Mbq__V1__ObjectKin
 /* Sends Close for an object (errors ignored: the daemon closes everything
  * when the connection goes). Call with client->lock held. */
 void client_close_object_locked(mbq_client *c, uint64_t object_id);
-/* Object names: see mbq.h. */
-bool client_name_valid(const char *name);
 /* Reads a caller's size-prefixed options struct into a zeroed local copy:
  * returns false if the declared size cannot even hold the size field. */
 bool client_copy_options(void *dst, size_t dst_size, const void *src);

@@ -28,8 +28,6 @@
 
 #include <string.h>
 
-_Static_assert(MBQ_FORMAT_MAX == POOL_FORMAT_MAX, "the header's format limit is the pool's");
-_Static_assert(MBQ_ATTACHMENTS_MAX == POOL_ATTACH_MAX, "the header's attachment area is the pool's");
 
 /* ---- the pool table ----------------------------------------------------------- */
 
@@ -215,7 +213,7 @@ int mbq_pool_create(mbq_client *client, const char *name, const mbq_pool_options
 {
     if (!client || !out || !options)
         return !client || !out ? -EINVAL : MBQ_POOL_ERR_INVALID_PARAMETER;
-    if (!client_name_valid(name))
+    if (!objname_valid(name))
         return -EINVAL;
     mbq_pool_options o;
     if (!client_copy_options(&o, sizeof(o), options))
@@ -223,7 +221,7 @@ int mbq_pool_create(mbq_client *client, const char *name, const mbq_pool_options
     if (o.block_size == 0 || o.block_count == 0 || o.block_count > POOL_MAX_BLOCKS ||
         !(o.age_out_seconds >= 0) || o.age_out_seconds > 1e9)
         return MBQ_POOL_ERR_INVALID_PARAMETER;
-    if (o.mode & ~07777u)
+    if (!objmode_valid(o.mode))
         return -EINVAL;
 
     Mbq__V1__PoolConfig cfg = MBQ__V1__POOL_CONFIG__INIT;
@@ -245,7 +243,7 @@ int mbq_pool_open(mbq_client *client, const char *name, mbq_pool **out)
 {
     if (!client || !out)
         return -EINVAL;
-    if (!client_name_valid(name))
+    if (!objname_valid(name))
         return -EINVAL;
     return client_open_object(client, name, MBQ__V1__OBJECT_KIND__POOL, cpool_adopt_locked, out);
 }

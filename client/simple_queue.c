@@ -36,12 +36,12 @@ int mbq_simple_queue_create(mbq_client *client, const char *name, int32_t capaci
         return MBQ_SQ_ERR_REQUIRED_PARAMETER_MISSING;
     if (capacity < 0 || capacity > SQ_MAX_CAPACITY)
         return MBQ_SQ_ERR_PARAMETER_OUT_OF_RANGE;
-    if (!client_name_valid(name))
+    if (!objname_valid(name))
         return -EINVAL;
     mbq_simple_queue_options o = {.size = sizeof(o)};
     if (options && !client_copy_options(&o, sizeof(o), options))
         return -EINVAL;
-    if (o.mode & ~07777u)
+    if (!objmode_valid(o.mode))
         return -EINVAL;
 
     Mbq__V1__SimpleQueueConfig cfg = MBQ__V1__SIMPLE_QUEUE_CONFIG__INIT;
@@ -61,7 +61,7 @@ int mbq_simple_queue_open(mbq_client *client, const char *name, mbq_simple_queue
 {
     if (!client || !out)
         return MBQ_SQ_ERR_REQUIRED_PARAMETER_MISSING;
-    if (!client_name_valid(name))
+    if (!objname_valid(name))
         return -EINVAL;
     return client_open_object(client, name, MBQ__V1__OBJECT_KIND__SIMPLE_QUEUE,
                               squeue_adopt_locked, out);

@@ -541,7 +541,7 @@ static bool config_matches(const Object *o, const struct object_config *want, ch
     const struct object_config *have = &o->config;
     switch (o->kind) {
     case OBJECT_BUFFER_QUEUE: {
-        uint32_t cap = want->bq.capacity ? want->bq.capacity : BQ_DEFAULT_CAPACITY;
+        uint32_t cap = BQ_CAPACITY_OR_DEFAULT(want->bq.capacity);
         if (cap != have->bq.capacity) {
             snprintf(what, n, "capacity %u, not %u", have->bq.capacity, cap);
             return false;
@@ -627,8 +627,8 @@ static int handle_create(Call *c, const Mbq__V1__Request *request)
                          object_kind_name(kind));
     }
     uint32_t mode = req->mode ? req->mode : REGISTRY_DEFAULT_MODE;
-    if (mode & ~0777u)
-        return call_fail(c, -EINVAL, "mbqd: mode %#o has bits outside 0777", mode);
+    if (!objmode_valid(mode))
+        return call_fail(c, -EINVAL, "mbqd: mode %#o has bits outside %#o", mode, OBJMODE_MASK);
 
     Object *o = registry_lookup_name(s->registry, req->name);
     if (o) {

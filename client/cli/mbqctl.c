@@ -128,7 +128,7 @@ static bool parse_mode(const char *s, uint32_t *out)
     errno = 0;
     char *end;
     unsigned long v = strtoul(s, &end, 8);
-    if (errno || *end || v > 07777)
+    if (errno || *end || (v & ~(unsigned long)MBQ_MODE_MASK))
         return false;
     *out = (uint32_t)v;
     return true;
