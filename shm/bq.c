@@ -9,6 +9,7 @@
 #include "bq_layout.h"
 
 #include "futex.h"
+#include "trace.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -127,12 +128,17 @@ static inline bool attachments_zero(const uint8_t *a)
     return (w[0] | w[1] | w[2]) == 0;
 }
 
+/* A queue's tag in the trace (shm/trace.h): its order and capacity. */
+#define BQ_TAG(q) ((uint64_t)((q)->order | (q)->capacity << 4) & 0xfff)
+
 /* Stores e at index i with the given seq (e->seq is ignored): every field
  * straight into the slot, in one burst, then seq with release — a FIFO
  * consumer polls the slot's mark (see consumer_tail). (Built in a local
  * first and copied, the slot cost a store-forwarding stall per 16 bytes.) */
 static inline void slot_store(struct bq *q, uint64_t i, const struct bq_entry *e, uint64_t seq)
 {
+    MBQ_TRACE((uint32_t)e->handle - 1, TR_PUB, e->handle,
+              BQ_TAG(q) | i << 16 | (uint64_t)(seq == i + 1) << 12);
     struct bq_slot *sl = &q->slots[i & q->mask];
     int32_t ts = 0;
     bool compact = time_fits(&e->dts, &ts) && time_fits(&e->pts, &ts) &&
@@ -190,6 +196,8 @@ void bq_slot_read(const struct bq *q, uint64_t i, struct bq_entry *out)
 /* Moves entry src to slot dst, wide part included. */
 static inline void slot_move(struct bq *q, uint64_t dst, uint64_t src)
 {
+    MBQ_TRACE((uint32_t)q->slots[src & q->mask].handle - 1, TR_MOVE, q->slots[src & q->mask].handle,
+              BQ_TAG(q) | dst << 16);
     q->slots[dst & q->mask] = q->slots[src & q->mask];
     if (q->slots[dst & q->mask].wide == BQ_SLOT_WIDE)
         q->wide[dst & q->mask] = q->wide[src & q->mask];
@@ -417,6 +425,13 @@ static void bq_settle(struct bq *q, uint64_t head, uint64_t tail)
         }
         bq_slot_read(q, s, &sh->journal.entry);
         journal_shift_in(q, BQ_JOURNAL_SETTLE, s, sorted_position(q, &key, s - 1, head), 0);
+        /* [head, s] is in order now. Say so before the journal lets go: the
+         * entry at s + 1 may be below the largest key just moved up to s
+         * although no producer noted it (it was not below its own
+         * predecessor), which the repair accepts only at order_mark. A
+         * death before this store leaves the journal active, and the
+         * repair's roll-forward sets the mark instead. */
+        atomic_store_explicit(&sh->head.order_mark, s + 1, memory_order_relaxed);
         atomic_store_explicit(&sh->journal.active, 0, memory_order_release);
         /* prev stays: the entry now at s is the one that was at s - 1 */
     }
@@ -534,6 +549,10 @@ static void bq_repair_entries_locked(struct bq *q)
             for (uint64_t k = prog; k != pos; k--)
                 slot_move(q, k, k - 1);
             bq_slot_write(q, pos, &j->entry);
+            /* the settle had [head, jt) in order and now [head, jt] is:
+             * the entry past jt may be below the key moved up to jt,
+             * unnoted, which step 3 accepts only at the mark */
+            atomic_store_explicit(&sh->head.order_mark, jt + 1, memory_order_relaxed);
         } else {
             corrupt = true;
         }
@@ -570,6 +589,8 @@ static void bq_repair_entries_locked(struct bq *q)
     if (q->order == BQ_ORDER_FIFO &&
         __atomic_load_n(&q->slots[tail & q->mask].seq, __ATOMIC_ACQUIRE) == tail + 1 &&
         (head == tail + 1 || tail - head < q->capacity)) {
+        MBQ_TRACE((uint32_t)q->slots[tail & q->mask].handle - 1, TR_COMPLETE,
+                  q->slots[tail & q->mask].handle, BQ_TAG(q) | tail << 16);
         tail++;
         atomic_store_explicit(&sh->tail.ops, atomic_load_explicit(&sh->tail.ops,
                                                                   memory_order_relaxed) + 1,
@@ -579,6 +600,11 @@ static void bq_repair_entries_locked(struct bq *q)
 
     /* 2. Counters. */
     if (!bq_range_ok(q, head, tail)) {
+#ifdef MBQ_POOL_TRACE
+        for (uint64_t di = head; di != tail && di - head < 64; di++)
+            MBQ_TRACE((uint32_t)q->slots[di & q->mask].handle - 1, TR_DROPALL,
+                      q->slots[di & q->mask].handle, BQ_TAG(q) | di << 16);
+#endif
         head = tail; /* the contents cannot be located: drop them */
         atomic_store_explicit(&sh->head.index, head, memory_order_release);
         corrupt = true;
@@ -1246,6 +1272,7 @@ static struct bq_entry drop_oldest_locked(struct bq *q, uint64_t head)
      * not mapped cannot hold an intent, and the drop goes ahead without. */
     if (q->hooks.move_begin)
         (void)q->hooks.move_begin(q->hooks.ctx, old.pool_id, old.handle, 1);
+    MBQ_TRACE((uint32_t)old.handle - 1, TR_TAKE, old.handle, BQ_TAG(q) | head << 16 | 2 << 12);
     side_pass(&q->sh->head, &old, head + 1, false);
     atomic_fetch_add_explicit(&q->sh->tail.dropped, 1, memory_order_relaxed);
     return old;
@@ -1750,6 +1777,8 @@ relock:
             struct bq_state before;
             if (full_lock)
                 state_before_locked(q, &before);
+            MBQ_TRACE((uint32_t)out->handle - 1, TR_TAKE, out->handle,
+                      BQ_TAG(q) | head << 16 | 1 << 12);
             side_pass(&sh->head, out, head + 1, true);
             if (full_lock)
                 fired = trig_eval_locked(q, false, &before);
@@ -1925,6 +1954,12 @@ int bq_mark_end_of_data(struct bq *q)
 
 int bq_reset(struct bq *q, void (*cb)(const struct bq_entry *e, void *ctx), void *ctx)
 {
+    return bq_reset_if(q, NULL, cb, ctx);
+}
+
+int bq_reset_if(struct bq *q, bool (*ready)(const struct bq_entry *e, void *ctx),
+                void (*cb)(const struct bq_entry *e, void *ctx), void *ctx)
+{
     if (!q || !q->sh)
         return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
     if (bq_in_own_callback(q))
@@ -1934,10 +1969,24 @@ int bq_reset(struct bq *q, void (*cb)(const struct bq_entry *e, void *ctx), void
     int lr = bq_lock_full(q, &held);
     if (lr < 0)
         return lr;
-    struct bq_state before;
-    state_before_locked(q, &before);
     uint64_t head = atomic_load_explicit(&sh->head.index, memory_order_relaxed);
     uint64_t tail = atomic_load_explicit(&sh->tail.index, memory_order_relaxed);
+    /* Every entry is judged before anything moves: a caller that needs
+     * something for each entry's release (libmbq: the pool mapped and known
+     * bound, so that the release runs under the move's intent) gets what
+     * it lacks unlocked, and tries again. */
+    bool all_ready = true;
+    for (uint64_t i = head; ready && i != tail; i++) {
+        struct bq_entry e;
+        bq_slot_read(q, i, &e);
+        all_ready &= ready(&e, ctx); /* on through the rest: the caller lists them all */
+    }
+    if (!all_ready) {
+        bq_unlock_full(q, held);
+        return -EAGAIN;
+    }
+    struct bq_state before;
+    state_before_locked(q, &before);
     for (uint64_t i = head; i != tail; i++) {
         struct bq_entry e;
         bq_slot_read(q, i, &e);
@@ -1948,6 +1997,7 @@ int bq_reset(struct bq *q, void (*cb)(const struct bq_entry *e, void *ctx), void
          * reclaimer's recount, never a queue naming a freed buffer). */
         if (q->hooks.move_begin)
             (void)q->hooks.move_begin(q->hooks.ctx, e.pool_id, e.handle, 0);
+        MBQ_TRACE((uint32_t)e.handle - 1, TR_TAKE, e.handle, BQ_TAG(q) | i << 16 | 3 << 12);
         side_pass(&sh->head, &e, i + 1, false);
         if (q->hooks.release)
             q->hooks.release(q->hooks.ctx, e.pool_id, e.handle);

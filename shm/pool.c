@@ -39,6 +39,7 @@
 #include "pool_layout.h"
 
 #include "futex.h"
+#include "trace.h"
 
 #include <mbq/status.h>
 
@@ -283,10 +284,15 @@ static bool pool_cache_holds(const struct pool *p, uint32_t idx, uint64_t r)
  * owner's claim fails. The caller files it (pool lock held). */
 static bool pool_uncache_one(struct pool *p, uint32_t idx, uint64_t r)
 {
-    return rc_cached(ref_count(r)) &&
+    uint64_t r0 = r;
+    bool ok = rc_cached(ref_count(r)) &&
            atomic_compare_exchange_strong_explicit(&p->blocks[idx].ref, &r,
                                                    ref_make(gen_next(ref_gen(r)), 0),
                                                    memory_order_acq_rel, memory_order_relaxed);
+    if (ok)
+        MBQ_TRACE(idx, TR_CACHE, r0, ref_make(gen_next(ref_gen(r0)), 0));
+    (void)r0;
+    return ok;
 }
 
 struct pool_warm_ent {
@@ -634,8 +640,11 @@ static inline struct pool_itok pool_intent_open(struct pool *p, uint64_t handle)
             return (struct pool_itok){NULL, NULL}; /* nested: the outer move covers it */
         _Atomic uint64_t *w = h0 == 0 ? &rec->h[0] : h1 == 0 ? &rec->h[1] : NULL;
         if (w) {
-            if (handle)
+            if (handle) {
                 atomic_store_explicit(w, handle, memory_order_relaxed);
+                MBQ_TRACE((uint32_t)handle - 1, TR_INTENT_SET, handle,
+                          (w - &rec->h[0]) | p->slot << 8);
+            }
             return (struct pool_itok){w, NULL};
         }
     }
@@ -644,6 +653,7 @@ static inline struct pool_itok pool_intent_open(struct pool *p, uint64_t handle)
 
 static inline void pool_intent_point(struct pool_itok t, uint64_t handle)
 {
+    MBQ_TRACE((uint32_t)handle - 1, TR_INTENT_SET, handle, t.w ? 0xaa : 0xbb);
     if (t.w)
         atomic_store_explicit(t.w, handle, memory_order_relaxed);
 }
@@ -652,6 +662,12 @@ static inline void pool_intent_point(struct pool_itok t, uint64_t handle)
  * clear. */
 static inline void pool_intent_close(struct pool_itok t)
 {
+#ifdef MBQ_POOL_TRACE
+    if (t.w) {
+        uint64_t th = atomic_load_explicit(t.w, memory_order_relaxed);
+        MBQ_TRACE((uint32_t)th - 1, TR_INTENT_CLR, th, 0xcc);
+    }
+#endif
     if (t.w)
         atomic_store_explicit(t.w, 0, memory_order_release);
     else if (t.ovf)
@@ -694,6 +710,8 @@ static __attribute__((noinline)) void pool_move_begin_slow(struct pool *p, uint6
                                                            unsigned which)
 {
     struct pool_intent *rec = pool_intent_rec(p);
+    MBQ_TRACE((uint32_t)handle - 1, TR_INTENT_SET, handle,
+              which | p->slot << 8 | (rec ? 0 : 0xff0000));
     if (rec)
         atomic_store_explicit(&rec->h[which], handle, memory_order_relaxed);
     else
@@ -716,6 +734,7 @@ static inline bool pool_move_set_fast(struct pool *p, uint32_t idx, uint64_t han
                          0))
         return false;
     atomic_store_explicit(&rec->h[which], handle, memory_order_relaxed);
+    MBQ_TRACE(idx, TR_INTENT_SET, handle, which | p->slot << 8 | 0x10000);
     atomic_signal_fence(memory_order_seq_cst); /* slock_heavy_barrier fences us */
     _Atomic uint64_t *ref = &p->blocks[idx].ref;
     uint64_t r = atomic_load_explicit(ref, memory_order_relaxed);
@@ -733,6 +752,12 @@ static inline bool pool_move_clear_fast(struct pool *p, unsigned which)
                              atomic_load_explicit(&rec->owner, memory_order_relaxed) != tid,
                          0))
         return false;
+#ifdef MBQ_POOL_TRACE
+    {
+        uint64_t th = atomic_load_explicit(&rec->h[which], memory_order_relaxed);
+        MBQ_TRACE((uint32_t)th - 1, TR_INTENT_CLR, th, which | p->slot << 8 | 0x10000);
+    }
+#endif
     atomic_store_explicit(&rec->h[which], 0, memory_order_release);
     return true;
 }
@@ -741,6 +766,10 @@ static __attribute__((noinline)) void pool_move_end_slow(struct pool *p, unsigne
 {
     struct pool_intent *rec = pool_intent_rec(p);
     if (rec) {
+#ifdef MBQ_POOL_TRACE
+        uint64_t th = atomic_load_explicit(&rec->h[which], memory_order_relaxed);
+        MBQ_TRACE((uint32_t)th - 1, TR_INTENT_CLR, th, which | p->slot << 8);
+#endif
         atomic_store_explicit(&rec->h[which], 0, memory_order_release);
         return;
     }
@@ -966,6 +995,7 @@ static int pool_take_locked(struct pool *p, struct pool_itok t, uint32_t *idx_ou
     if (!atomic_compare_exchange_strong_explicit(&b->ref, &r, ref_make(gen, 1),
                                                  memory_order_acq_rel, memory_order_relaxed))
         return -EUCLEAN;
+    MBQ_TRACE(idx, TR_CLAIM, r, ref_make(gen, 1));
     b->state = POOL_BLOCK_USED;
     p->sh->used_count = RD(p->sh->used_count) + 1;
     *idx_out = idx;
@@ -1004,6 +1034,7 @@ static void pool_free_block(struct pool *p, uint32_t idx, uint64_t expect)
 {
     struct pool_shared *sh = p->sh;
     struct pool_block *b = &p->blocks[idx];
+    MBQ_TRACE(idx, TR_FREE, expect, 0);
     if (pool_lock(p) < 0) {
         pool_mark_repair(p); /* unreferenced but not filed: the repair files it */
         return;
@@ -1056,6 +1087,7 @@ static uint32_t pool_drop_refs(struct pool *p, uint32_t idx, uint32_t k)
         nr = take == rc ? ref_make(gen_next(ref_gen(r)), 0) : ref_plain(r) - take;
     } while (!atomic_compare_exchange_weak_explicit(&b->ref, &r, nr, memory_order_acq_rel,
                                                     memory_order_acquire));
+    MBQ_TRACE(idx, TR_DROPREFS, nr, take);
     if (ref_count(nr) == 0)
         pool_free_block(p, idx, nr);
     return take;
@@ -1133,9 +1165,14 @@ static inline bool pool_claim_cached(struct pool *p, struct pool_itok t, uint32_
     /* Named before the CAS that makes the reference (release: the record is
      * visible to whoever sees the new ref word). */
     pool_intent_point(t, handle_make(ref_gen(r), idx));
-    return atomic_compare_exchange_strong_explicit(&p->blocks[idx].ref, &r,
+    uint64_t r0 = r;
+    bool ok = atomic_compare_exchange_strong_explicit(&p->blocks[idx].ref, &r,
                                                    ref_make(ref_gen(r), 1),
                                                    memory_order_acq_rel, memory_order_relaxed);
+    if (ok)
+        MBQ_TRACE(idx, TR_CLAIM, r0, ref_make(ref_gen(r0), 1) | 0x100000000000000ull);
+    (void)r0;
+    return ok;
 }
 
 /* Takes the newest block of our cache that nobody took meanwhile. */
@@ -1195,6 +1232,7 @@ static uint32_t pool_cache_fill_locked(struct pool *p)
                                                      ref_make(gen, POOL_RC_CACHED | p->slot),
                                                      memory_order_acq_rel, memory_order_relaxed))
             break; /* a listed block with a refcount: a repair files it */
+        MBQ_TRACE(idx, TR_CACHE, ref_make(gen, 0), ref_make(gen, POOL_RC_CACHED | p->slot));
         p->cache.idx[p->cache.n] = idx;
         p->cache.gen[p->cache.n] = gen;
         p->cache.n++;
@@ -1218,6 +1256,7 @@ static void pool_cache_spill(struct pool *p)
         if (atomic_compare_exchange_strong_explicit(&p->blocks[idx].ref, &r,
                                                     ref_make(p->cache.gen[i], 0),
                                                     memory_order_acq_rel, memory_order_relaxed)) {
+            MBQ_TRACE(idx, TR_CACHE, ref_make(p->cache.gen[i], mine), ref_make(p->cache.gen[i], 0));
             pool_used_dec_locked(p);
             pool_push_warm_locked(p, idx, now);
         }
@@ -1394,6 +1433,7 @@ static uint64_t pool_reclaim_holdings(struct pool *p, uint32_t slot)
         const struct pool_itok t = pool_intent_open(p, handle_make(ref_gen(r), i));
         pool_intent_fence(p, i);
         uint32_t k = atomic_exchange_explicit(h, 0, memory_order_acq_rel);
+        MBQ_TRACE(i, TR_RECLAIM_HOLD, slot, k);
         if (k)
             released += pool_drop_refs(p, i, k);
         pool_intent_close(t);
@@ -1423,6 +1463,13 @@ static void pool_intents_forget(struct pool *p, uint32_t slot)
 {
     struct pool_client *c = &p->clients[slot];
     for (unsigned i = 0; i < POOL_INTENTS; i++) {
+#ifdef MBQ_POOL_TRACE
+        for (unsigned w = 0; w < 2; w++) {
+            uint64_t th = atomic_load_explicit(&c->intent[i].h[w], memory_order_relaxed);
+            if (th)
+                MBQ_TRACE((uint32_t)th - 1, TR_INTENT_FORGET, th, slot);
+        }
+#endif
         atomic_store_explicit(&c->intent[i].h[0], 0, memory_order_relaxed);
         atomic_store_explicit(&c->intent[i].h[1], 0, memory_order_relaxed);
         atomic_store_explicit(&c->intent[i].owner, 0, memory_order_relaxed);
@@ -1668,6 +1715,7 @@ static int pool_alloc_impl(struct pool *p, uint64_t size, uint64_t *handle_out, 
              * reference to it (holdings never exceed references), and no
              * other thread can take one before its handle is published. */
             atomic_store_explicit(pool_holding(p, p->slot, idx), 1, memory_order_relaxed);
+            MBQ_TRACE(idx, TR_HOLD_SET, p->slot, 1);
             pool_counter_add(&pool_self(p)->allocs, 1);
         }
     }
@@ -1698,6 +1746,7 @@ static int pool_alloc_impl(struct pool *p, uint64_t size, uint64_t *handle_out, 
         }
         sh->allocs++;
         atomic_fetch_add_explicit(pool_holding(p, p->slot, idx), 1, memory_order_relaxed);
+        MBQ_TRACE(idx, TR_HOLD_SET, p->slot, 0x101);
         pool_unlock(p);
     }
     pool_intent_close(t);
@@ -1801,6 +1850,7 @@ int pool_retain(struct pool *p, uint64_t handle, bool by_client)
         }
     } while (!atomic_compare_exchange_weak_explicit(&b->ref, &r, ref_plain(r) + 1,
                                                     memory_order_acq_rel, memory_order_relaxed));
+    MBQ_TRACE(idx, TR_RETAIN, ref_plain(r) + 1, by_client | p->slot << 8);
     if (by_client)
         atomic_fetch_add_explicit(pool_holding(p, p->slot, idx), 1, memory_order_relaxed);
     pool_intent_close(t);
@@ -1854,6 +1904,7 @@ int pool_release(struct pool *p, uint64_t handle, bool by_client)
         nr = ref_count(r) == 1 ? ref_make(gen_next(gen), free_rc) : ref_plain(r) - 1;
     } while (!atomic_compare_exchange_weak_explicit(&b->ref, &r, nr, memory_order_seq_cst,
                                                     memory_order_acquire));
+    MBQ_TRACE(idx, TR_RELEASE, nr, by_client | p->slot << 8);
     if (ref_count(nr) == 0)
         pool_free_block(p, idx, nr);
     else if (rc_cached(ref_count(nr)))
@@ -1879,6 +1930,7 @@ int pool_disown(struct pool *p, uint64_t handle)
             return -EINVAL; /* not ours to hand over */
     } while (!atomic_compare_exchange_weak_explicit(hold, &h, h - 1, memory_order_relaxed,
                                                     memory_order_relaxed));
+    MBQ_TRACE(idx, TR_DISOWN, handle, (h - 1) | p->slot << 8);
     return 0;
 }
 
@@ -1900,6 +1952,7 @@ int pool_adopt(struct pool *p, uint64_t handle)
     /* Inside the dequeue's intent (set before the entry left the queue,
      * cleared by the caller once this holding is recorded). */
     atomic_fetch_add_explicit(pool_holding(p, p->slot, idx), 1, memory_order_relaxed);
+    MBQ_TRACE(idx, TR_ADOPT, handle, p->slot << 8);
     return 0;
 }
 
@@ -2097,7 +2150,23 @@ static bool pool_intent_live(struct pool *p, uint32_t idx)
     return false;
 }
 
+static inline __attribute__((always_inline)) int
+pool_audit_impl(struct pool *p, uint64_t handle, pool_count_fn count, void *ctx);
 int pool_audit(struct pool *p, uint64_t handle, pool_count_fn count, void *ctx)
+{
+    int res = pool_audit_impl(p, handle, count, ctx);
+#ifdef MBQ_POOL_TRACE
+    uint32_t ti, tg;
+    if (p && p->sh && pool_decode(p, handle, &ti, &tg))
+        MBQ_TRACE(ti, TR_AUDIT, atomic_load(&p->blocks[ti].ref),
+                  (uint64_t)(int64_t)res << 8 | 0xee);
+#endif
+    return res;
+}
+
+/* (Inlined: pool_audit without the trace is this.) */
+static inline __attribute__((always_inline)) int
+pool_audit_impl(struct pool *p, uint64_t handle, pool_count_fn count, void *ctx)
 {
     uint32_t idx, gen;
     if (!p || !p->sh)
@@ -2143,6 +2212,7 @@ int pool_audit(struct pool *p, uint64_t handle, pool_count_fn count, void *ctx)
             goto busy;
         n += q;
     }
+    MBQ_TRACE(idx, TR_AUDIT, rc | n << 32, r);
     if (n >= rc) {
         /* Exact (the dead mover finished, or had not begun), but only if
          * nothing moved: a live move during the count (a copy into a queue:
@@ -2186,8 +2256,10 @@ static unsigned pool_resolve_intents(struct pool *p, uint32_t slot, pool_count_f
                 continue;
             if (count && pool_audit(p, h, count, ctx) == -EAGAIN)
                 left++;
-            else
+            else {
+                MBQ_TRACE((uint32_t)h - 1, TR_INTENT_FORGET, h, slot | 0x100);
                 atomic_store_explicit(&c->intent[i].h[w], 0, memory_order_relaxed);
+            }
         }
     atomic_store_explicit(&c->intent_overflow, 0, memory_order_relaxed);
     return left;
