@@ -297,6 +297,23 @@ static inline uint64_t sorted_position(const struct bq *q, const mbq_time *key, 
     return pos;
 }
 
+/* Moves the entries [pos, from) up one slot and writes the journal's entry
+ * at pos, journalled as kind (bq_sorted.c). The journal stays active. */
+BQ_INTERNAL void journal_shift_in(struct bq *q, uint32_t kind, uint64_t from, uint64_t pos,
+                                  uint64_t ops);
+/* The settle of a sorted queue (bq_sorted.c); see bq_settle. */
+BQ_INTERNAL void bq_settle_sorted(struct bq *q, uint64_t head, uint64_t tail);
+
+/* Puts the entries of a sorted queue appended since the last call in order
+ * (see bq_settle_sorted); nothing for a FIFO queue, inline so that the
+ * FIFO dequeue pays no call for it. */
+static inline void bq_settle(struct bq *q, uint64_t head, uint64_t tail)
+{
+    if (q->order == BQ_ORDER_FIFO)
+        return;
+    bq_settle_sorted(q, head, tail);
+}
+
 /* ---- the counters ---------------------------------------------------------- */
 
 /* Index range check: the only way a corrupt counter could reach memory. */
