@@ -285,6 +285,13 @@ struct bq_held {
     int tail, head;
 };
 
+/* Both locks, tail first, the queue repaired or settled (bq.c): 0 or
+ * -EBUSY with neither held. */
+BQ_INTERNAL int bq_lock_full(struct bq *q, struct bq_held *out);
+BQ_INTERNAL void bq_unlock_full(struct bq *q, struct bq_held h);
+/* One side's lock (bq.c): how it is held, or -EBUSY. */
+BQ_INTERNAL int bq_lock_side(struct bq *q, struct bq_side *s);
+
 /* ---- sorted queues -------------------------------------------------------- */
 
 /* Where an entry with this key goes in a sorted queue: below every entry
@@ -348,6 +355,23 @@ static inline bool tmask_any(const struct tmask *m)
     for (unsigned k = 0; k < BQ_MAX_TRIGGERS / 64; k++)
         any |= m->w[k];
     return any != 0;
+}
+
+/* Evaluation and signalling (bq_trigger.c). */
+BQ_INTERNAL void trig_sides_locked(struct bq *q);
+BQ_INTERNAL void state_before_locked(struct bq *q, struct bq_state *st);
+BQ_INTERNAL struct tmask trig_eval_locked(struct bq *q, bool reset_event,
+                                          const struct bq_state *before);
+BQ_INTERNAL void trig_signal(struct bq *q, struct tmask mask);
+/* The numeric PTS extremes of the entries [head, tail) (and their end). */
+BQ_INTERNAL void scan_pts(struct bq *q, uint64_t head, uint64_t tail, mbq_time *min,
+                          mbq_time *max, mbq_time *end);
+
+/* A process's record of a trigger's eventfd: fd and the generation it was
+ * given for, in one word so that a signalling thread reads a matching pair. */
+static inline uint64_t trigger_fd_pack(int fd, uint32_t gen)
+{
+    return (uint64_t)gen << 32 | (uint32_t)fd;
 }
 
 /* Whether an enqueue at tail (tail lock held) leaves few enough entries to
