@@ -292,6 +292,12 @@ BQ_INTERNAL void bq_unlock_full(struct bq *q, struct bq_held h);
 /* One side's lock (bq.c): how it is held, or -EBUSY. */
 BQ_INTERNAL int bq_lock_side(struct bq *q, struct bq_side *s);
 
+/* The non-blocking enqueue and dequeue (bq.c), which the blocking ones in
+ * bq_wait.c retry. quiet: a full queue is not counted as rejected (the
+ * blocking enqueue counts once, when it gives up). */
+BQ_INTERNAL int enqueue_impl(struct bq *q, const struct bq_entry *e, bool take, bool quiet);
+BQ_INTERNAL int dequeue_common(struct bq *q, struct bq_entry *out, bool if_ready);
+
 /* ---- sorted queues -------------------------------------------------------- */
 
 /* Where an entry with this key goes in a sorted queue: below every entry
