@@ -298,6 +298,10 @@ BQ_INTERNAL int bq_lock_side(struct bq *q, struct bq_side *s);
 BQ_INTERNAL int enqueue_impl(struct bq *q, const struct bq_entry *e, bool take, bool quiet);
 BQ_INTERNAL int dequeue_common(struct bq *q, struct bq_entry *out, bool if_ready);
 
+/* Brings the queue back to a consistent state; both locks held
+ * (bq_repair.c). Leaves a sorted queue settled. */
+BQ_INTERNAL void bq_repair_locked(struct bq *q);
+
 /* ---- sorted queues -------------------------------------------------------- */
 
 /* Where an entry with this key goes in a sorted queue: below every entry
