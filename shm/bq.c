@@ -1,11 +1,38 @@
-/* Buffer queue operations; the layout, locking and repair rules are in bq.h.
+/* Buffer queue: the ring, its locks, and the operations that change it
+ * (create/attach, enqueue, dequeue, copy of the head, end of data, reset,
+ * for-each); the layout, locking and repair rules are in bq.h.
  *
- * Reading guide: bq_lock_*() take the locks an operation needs and run the
- * repair when a lock comes back from a dead owner; the side_*() helpers keep
- * each side's running sums under its sequence counter; trigger evaluation
- * (trig_*) runs under the full lock and returns a mask of triggers that
- * fired, which the caller signals only after unlocking; trigger_sides and
- * the count gates say which enqueues and dequeues need it at all. */
+ * The other parts: bq_sorted.c (settle and journalled shifts of sorted
+ * queues), bq_trigger.c (triggers), bq_inspect.c (counts, sums, times,
+ * statistics), bq_wait.c (blocking calls), bq_repair.c (repair); what they
+ * share is in bq_internal.h.
+ *
+ * Invariants of a sound queue (bq_repair_locked restores each one):
+ *  - head and tail only grow; 0 <= tail - head <= capacity; entry n lives
+ *    in slot n & mask while head <= n < tail (mask + 1 >= capacity);
+ *  - only the holder of the tail lock writes tail, the tail side's sums and
+ *    the slots at tail and beyond; only the holder of the head lock writes
+ *    head, the head side's sums, and (settling a sorted queue) the slots
+ *    below the tail it has seen; whatever needs the whole queue takes both,
+ *    tail first;
+ *  - a FIFO entry is published by the release store of its slot's seq
+ *    (tail + 1), before tail moves: a consumer may take it from then on
+ *    (consumer_tail), so a dequeuer can be one past the tail index, and
+ *    that is an empty queue (tail_seen);
+ *  - each side's sums (bytes, duration, ops) cover every entry that passed
+ *    it, and change under its sequence counter, the index last;
+ *  - the process-local copies of the other side's counter (head_cache,
+ *    tail_cache) only lag, so they err towards full (producer) or empty
+ *    (consumer), and are range-checked whenever they are reloaded;
+ *  - an entry's buffer reference is the queue's from before the entry is
+ *    in until after it is out, and every hand-over of it runs under a move
+ *    intent (struct bq_hooks; pool.h "Accounting");
+ *  - a lock that comes back from a dead owner marks the queue for repair,
+ *    which runs under both locks before anything reads the entries;
+ *  - triggers fire from under both locks and are signalled after them;
+ *    an operation in a trigger callback on its own queue is refused.
+ * Limits: one queue's producers (consumers) serialise on their side's lock;
+ * a queue holds at most BQ_MAX_CAPACITY entries. */
 #include "bq_internal.h"
 
 #include <errno.h>
@@ -316,153 +343,197 @@ static inline void note_append(struct bq *q, const struct bq_entry *e, uint64_t 
     t->last_key = q->order == BQ_ORDER_DTS ? e->dts : e->pts;
 }
 
-int enqueue_impl(struct bq *q, const struct bq_entry *e, bool take, bool quiet)
+/* An enqueue, step by step: check the call (enqueue_check), take the
+ * queue's reference (enqueue_take_ref), take the locks it needs
+ * (enqueue_lock), then either append under the tail lock alone
+ * (enqueue_append_fast) or, with both locks or a full queue, make room
+ * (enqueue_room_locked), put the entry in its place (enqueue_place_locked)
+ * and evaluate the triggers; enqueue_finish lets go of everything. */
+
+/* The checks that need no lock: arguments, the trigger callback's own
+ * queue, the validation hook. */
+static inline int enqueue_check(struct bq *q, const struct bq_entry *e)
 {
     if (!q || !q->sh || !e || !e->handle)
         return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
     if (bq_in_own_callback(q))
         return MBQ_BQ_ERR_CANNOT_MODIFY_QUEUE_FROM_TRIGGER_CALLBACK;
-    if (q->hooks.validate) {
-        int v = q->hooks.validate(q->hooks.ctx, e);
-        if (v)
-            return v;
-    }
-    /* The queue's reference is taken before locking, so the critical
-     * section stays short; every failure below gives it back. With take,
-     * the caller's reference becomes the queue's instead. */
-    bool retained = !take && q->hooks.retain;
-    bool moving = retained && q->hooks.move_begin;
-    if (retained) {
-        /* The queue's new reference is covered from before the retain
-         * until the entry is in (or the reference given back). */
-        int v = moving ? q->hooks.move_begin(q->hooks.ctx, e->pool_id, e->handle, 0) : 0;
-        if (!v)
-            v = q->hooks.retain(q->hooks.ctx, e->pool_id, e->handle, false);
-        if (v) {
-            if (moving && q->hooks.move_end)
-                q->hooks.move_end(q->hooks.ctx, e->pool_id, 0);
-            return v;
-        }
-    }
+    if (q->hooks.validate)
+        return q->hooks.validate(q->hooks.ctx, e);
+    return 0;
+}
+
+/* How the enqueue holds the entry's reference: retained, it took a new one
+ * for the queue (to give back on failure); moving, under a move intent
+ * (to end in every case). */
+struct enq_ref {
+    bool retained, moving;
+};
+
+/* The queue's reference is taken before locking, so the critical section
+ * stays short; every failure gives it back. With take, the caller's
+ * reference becomes the queue's instead. The new reference is covered by
+ * a move intent from before the retain until the entry is in (or the
+ * reference given back). */
+static inline int enqueue_take_ref(struct bq *q, const struct bq_entry *e, bool take,
+                                   struct enq_ref *ref)
+{
+    ref->retained = !take && q->hooks.retain;
+    ref->moving = ref->retained && q->hooks.move_begin;
+    if (!ref->retained)
+        return 0;
+    int v = ref->moving ? q->hooks.move_begin(q->hooks.ctx, e->pool_id, e->handle, 0) : 0;
+    if (!v)
+        v = q->hooks.retain(q->hooks.ctx, e->pool_id, e->handle, false);
+    if (v && ref->moving && q->hooks.move_end)
+        q->hooks.move_end(q->hooks.ctx, e->pool_id, 0);
+    return v;
+}
+
+static inline void enqueue_move_end(struct bq *q, const struct bq_entry *e, struct enq_ref ref)
+{
+    if (ref.moving && q->hooks.move_end)
+        q->hooks.move_end(q->hooks.ctx, e->pool_id, 0);
+}
+
+/* With the tail lock held: whether an installed trigger may turn true on
+ * this enqueue after all — one installed while we waited for the lock, a
+ * count gate this tail does not pass, or a duration that could lower the
+ * queue's. Under the tail lock the trigger set cannot change (it changes
+ * only under both locks) and the tail is known. */
+static inline bool enqueue_must_evaluate(struct bq *q, const struct bq_entry *e)
+{
     struct bq_shared *sh = q->sh;
-    /* Both locks and an evaluation only when an installed trigger can turn
-     * true on this enqueue (see trig_eval_locked and trig_sides_locked):
-     * straight away when no count gate can spare it, else judged under the
-     * tail lock, where the trigger set cannot change (it changes only under
-     * both locks) and the tail is known. */
     uint32_t sides = atomic_load_explicit(&sh->trigger_sides, memory_order_relaxed);
-    bool full_lock = __builtin_expect(sides != 0, 0) && (sides & BQ_TRIG_ENQ) &&
-                     atomic_load_explicit(&sh->enq_gate, memory_order_relaxed) == INT64_MIN;
-    struct bq_held held = {0, 0};
-    int lr;
-    if (full_lock)
-        lr = bq_lock_full(q, &held);
-    else
-        lr = held.tail = bq_lock_side(q, &sh->tail);
-    if (lr >= 0 && !full_lock &&
-        __builtin_expect((sides = atomic_load_explicit(&sh->trigger_sides,
-                                                       memory_order_relaxed)) != 0, 0) &&
-        (((sides & BQ_TRIG_ENQ) &&
-          !enq_gated(q, atomic_load_explicit(&sh->tail.index, memory_order_relaxed))) ||
-         ((sides & BQ_TRIG_ENQ_DUR) && !dur_monotone(&sh->tail, &e->duration)))) {
-        /* a trigger was installed while we waited for the tail lock, or
-         * this entry's duration could lower the queue's */
-        bslock_unlock(&sh->tail.lock, held.tail);
-        lr = bq_lock_full(q, &held);
-        full_lock = true;
-    }
-    if (__builtin_expect(lr < 0, 0)) {
-        if (retained && q->hooks.release)
-            q->hooks.release(q->hooks.ctx, e->pool_id, e->handle);
-        return lr;
-    }
+    if (__builtin_expect(sides == 0, 1))
+        return false;
+    return ((sides & BQ_TRIG_ENQ) &&
+            !enq_gated(q, atomic_load_explicit(&sh->tail.index, memory_order_relaxed))) ||
+           ((sides & BQ_TRIG_ENQ_DUR) && !dur_monotone(&sh->tail, &e->duration));
+}
 
-    uint64_t tail, head, pos;
-    if (__builtin_expect(!full_lock, 1)) {
-        /* The common case, FIFO or sorted: room by the cached head (a lower
-         * bound, so a stale one errs towards the slow path below), not at
-         * end of data — an append under the tail lock alone. */
-        tail = atomic_load_explicit(&sh->tail.index, memory_order_relaxed);
-        head = atomic_load_explicit(&q->head_cache, memory_order_relaxed);
-        /* An entry out of order is left for the consumer to move (see
-         * bq_settle), but the real head is read for it: a scribbled head
-         * is then noticed here, as it is when the queue looks full. */
-        bool ooo = q->order != BQ_ORDER_FIFO && append_out_of_order(q, e);
-        if (ooo) {
-            head = load_index(&sh->head);
-            atomic_store_explicit(&q->head_cache, head, memory_order_relaxed);
-        }
-        if (__builtin_expect(tail - head < q->capacity &&
-                                 !(atomic_load_explicit(&sh->flags, memory_order_relaxed) &
-                                   BQ_F_END_OF_DATA),
-                             1)) {
-            write_slot(q, e, tail);
-            if (q->order != BQ_ORDER_FIFO)
-                note_append(q, e, tail, ooo);
-            side_pass(&sh->tail, e, tail + 1, true);
-            bump_high_water(q, tail + 1);
-            bslock_unlock(&sh->tail.lock, held.tail);
-            if (moving && q->hooks.move_end)
-                q->hooks.move_end(q->hooks.ctx, e->pool_id, 0);
-            note_producer_cpu(q);
-            wake_consumers(q);
-            return 0;
-        }
+/* Takes the locks this enqueue needs: both, with an evaluation, only when
+ * an installed trigger can turn true on it (see trig_eval_locked and
+ * trig_sides_locked) — straight away when no count gate can spare it, else
+ * as judged under the tail lock. Returns 0 with *full_lock saying which,
+ * or -EBUSY with nothing held. */
+static inline int enqueue_lock(struct bq *q, const struct bq_entry *e, struct bq_held *held,
+                               bool *full_lock)
+{
+    struct bq_shared *sh = q->sh;
+    uint32_t sides = atomic_load_explicit(&sh->trigger_sides, memory_order_relaxed);
+    *full_lock = __builtin_expect(sides != 0, 0) && (sides & BQ_TRIG_ENQ) &&
+                 atomic_load_explicit(&sh->enq_gate, memory_order_relaxed) == INT64_MIN;
+    *held = (struct bq_held){0, 0};
+    if (*full_lock)
+        return bq_lock_full(q, held);
+    int lr = held->tail = bq_lock_side(q, &sh->tail);
+    if (lr >= 0 && enqueue_must_evaluate(q, e)) {
+        bslock_unlock(&sh->tail.lock, held->tail);
+        *full_lock = true;
+        return bq_lock_full(q, held);
     }
+    return lr < 0 ? lr : 0;
+}
 
-    int r = 0;
-    bool have_head = full_lock, dropped = false;
-    struct bq_entry old = {0};
-    struct tmask fired = {{0}};
+/* The common case, FIFO or sorted, with the tail lock alone: room by the
+ * cached head (a lower bound, so a stale one errs towards the slow path),
+ * not at end of data — an append. Lets go of the tail lock and returns
+ * true once the entry is in; false (nothing changed, lock held) sends the
+ * enqueue to the slow path. */
+static inline bool enqueue_append_fast(struct bq *q, const struct bq_entry *e, int how)
+{
+    struct bq_shared *sh = q->sh;
+    uint64_t tail = atomic_load_explicit(&sh->tail.index, memory_order_relaxed);
+    uint64_t head = atomic_load_explicit(&q->head_cache, memory_order_relaxed);
+    /* An entry out of order is left for the consumer to move (see
+     * bq_settle), but the real head is read for it: a scribbled head is
+     * then noticed here, as it is when the queue looks full. */
+    bool ooo = q->order != BQ_ORDER_FIFO && append_out_of_order(q, e);
+    if (ooo) {
+        head = load_index(&sh->head);
+        atomic_store_explicit(&q->head_cache, head, memory_order_relaxed);
+    }
+    if (__builtin_expect(tail - head >= q->capacity ||
+                             (atomic_load_explicit(&sh->flags, memory_order_relaxed) &
+                              BQ_F_END_OF_DATA),
+                         0))
+        return false;
+    write_slot(q, e, tail);
+    if (q->order != BQ_ORDER_FIFO)
+        note_append(q, e, tail, ooo);
+    side_pass(&sh->tail, e, tail + 1, true);
+    bump_high_water(q, tail + 1);
+    bslock_unlock(&sh->tail.lock, how);
+    return true;
+}
+
+/* What the slow path holds and carries from step to step. */
+struct enq_slow {
+    struct bq_held held;
+    bool full_lock, have_head, dropped;
+    uint64_t head, tail;
+    struct bq_entry old; /* the entry dropped to make room */
     struct bq_state before;
-reread:
-    if (full_lock)
-        state_before_locked(q, &before);
-    tail = atomic_load_explicit(&sh->tail.index, memory_order_relaxed);
-    head = atomic_load_explicit(&q->head_cache, memory_order_relaxed);
+};
+
+/* Re-reads the counters under the locks held and makes sure there is room:
+ * 0 with c->head and c->tail set (the oldest entry dropped if the policy
+ * says so), ENQ_AGAIN when it just took the head lock too (everything must
+ * be read again), or the enqueue's error. */
+#define ENQ_AGAIN 1
+static int enqueue_room_locked(struct bq *q, struct enq_slow *c, bool quiet)
+{
+    struct bq_shared *sh = q->sh;
+    if (c->full_lock)
+        state_before_locked(q, &c->before);
+    uint64_t tail = atomic_load_explicit(&sh->tail.index, memory_order_relaxed);
+    uint64_t head = atomic_load_explicit(&q->head_cache, memory_order_relaxed);
     /* The cached head is a lower bound; reload it when it says full, when it
      * is out of range (another producer moved tail on), and whenever the
      * head lock is held anyway. */
-    if (have_head || tail - head >= q->capacity || head > tail) {
+    if (c->have_head || tail - head >= q->capacity || head > tail) {
         head = load_index(&sh->head);
         atomic_store_explicit(&q->head_cache, head, memory_order_relaxed);
     }
     if (!bq_range_ok(q, head, tail)) {
-        r = -EUCLEAN;
         bq_mark_repair(q);
-        goto out;
+        return -EUCLEAN;
     }
-    if (atomic_load_explicit(&sh->flags, memory_order_relaxed) & BQ_F_END_OF_DATA) {
-        r = MBQ_BQ_ERR_ENQUEUE_AFTER_END_OF_DATA;
-        goto out;
-    }
+    if (atomic_load_explicit(&sh->flags, memory_order_relaxed) & BQ_F_END_OF_DATA)
+        return MBQ_BQ_ERR_ENQUEUE_AFTER_END_OF_DATA;
     if (tail - head >= q->capacity) {
         if (q->full_policy != BQ_FULL_DROP_OLDEST) {
             if (!quiet) /* a blocking enqueue counts once, when it gives up */
                 atomic_fetch_add_explicit(&sh->tail.rejected_full, 1, memory_order_relaxed);
-            r = MBQ_BQ_ERR_QUEUE_IS_FULL;
-            goto out;
+            return MBQ_BQ_ERR_QUEUE_IS_FULL;
         }
-        if (!have_head) {
-            r = lock_head_after_tail(q, &held.head);
+        if (!c->have_head) {
+            int r = lock_head_after_tail(q, &c->held.head);
             if (r < 0)
-                goto out;
-            have_head = true;
-            goto reread; /* with both locks: re-read and re-check everything */
+                return r;
+            c->have_head = true;
+            return ENQ_AGAIN;
         }
-        if (tail - head >= q->capacity) {
-            old = drop_oldest_locked(q, head);
-            dropped = true;
-            head++;
-        }
+        c->old = drop_oldest_locked(q, head);
+        c->dropped = true;
+        head++;
     }
+    c->head = head;
+    c->tail = tail;
+    return 0;
+}
 
-    pos = tail;
-    if (have_head && q->order != BQ_ORDER_FIFO) {
-        /* Both locks are held anyway, and taking them settled the queue:
-         * insert in place rather than leave the move to a consumer. */
-        pos = sorted_position(q, q->order == BQ_ORDER_DTS ? &e->dts : &e->pts, tail, head);
-    }
+/* Puts e in its place and moves tail: appended, or — both locks held
+ * anyway, and taking them settled the queue — inserted in order in a sorted
+ * queue, through the journal, rather than left for a consumer to move. */
+static void enqueue_place_locked(struct bq *q, const struct bq_entry *e,
+                                 const struct enq_slow *c)
+{
+    struct bq_shared *sh = q->sh;
+    uint64_t tail = c->tail, pos = tail;
+    if (c->have_head && q->order != BQ_ORDER_FIFO)
+        pos = sorted_position(q, q->order == BQ_ORDER_DTS ? &e->dts : &e->pts, tail, c->head);
     if (pos == tail) {
         write_slot(q, e, tail);
         if (q->order != BQ_ORDER_FIFO)
@@ -479,28 +550,78 @@ reread:
         atomic_store_explicit(&sh->head.order_mark, tail + 1, memory_order_relaxed);
     }
     bump_high_water(q, tail + 1);
-    if (full_lock)
-        fired = trig_eval_locked(q, false, &before);
+}
 
-out:
-    if (have_head)
-        bslock_unlock(&sh->head.lock, held.head);
-    bslock_unlock(&sh->tail.lock, held.tail);
+/* Lets go of the locks, then of what the enqueue held: on success the
+ * consumers are woken, on failure the queue's new reference goes back; the
+ * move intents end, the dropped entry's reference goes, and the fired
+ * triggers are signalled. Returns r. */
+static int enqueue_finish(struct bq *q, const struct bq_entry *e, int r, struct enq_ref ref,
+                          const struct enq_slow *c, struct tmask fired)
+{
+    struct bq_shared *sh = q->sh;
+    if (c->have_head)
+        bslock_unlock(&sh->head.lock, c->held.head);
+    bslock_unlock(&sh->tail.lock, c->held.tail);
     if (r == 0) {
         note_producer_cpu(q);
         wake_consumers(q);
-    }
-    else if (retained && q->hooks.release)
+    } else if (ref.retained && q->hooks.release) {
         q->hooks.release(q->hooks.ctx, e->pool_id, e->handle);
-    if (moving && q->hooks.move_end)
-        q->hooks.move_end(q->hooks.ctx, e->pool_id, 0);
-    if (dropped && q->hooks.release)
-        q->hooks.release(q->hooks.ctx, old.pool_id, old.handle);
-    if (dropped && q->hooks.move_end)
-        q->hooks.move_end(q->hooks.ctx, old.pool_id, 1);
+    }
+    enqueue_move_end(q, e, ref);
+    if (c->dropped && q->hooks.release)
+        q->hooks.release(q->hooks.ctx, c->old.pool_id, c->old.handle);
+    if (c->dropped && q->hooks.move_end)
+        q->hooks.move_end(q->hooks.ctx, c->old.pool_id, 1);
     if (tmask_any(&fired))
         trig_signal(q, fired);
     return r;
+}
+
+/* Everything but the common append: a full queue, end of data, a corrupt
+ * head, or both locks held for a trigger evaluation. */
+static __attribute__((noinline)) int enqueue_slow(struct bq *q, const struct bq_entry *e,
+                                                  bool quiet, struct enq_ref ref,
+                                                  struct bq_held held, bool full_lock)
+{
+    struct enq_slow c = {.held = held, .full_lock = full_lock, .have_head = full_lock};
+    struct tmask fired = {{0}};
+    int r;
+    while ((r = enqueue_room_locked(q, &c, quiet)) == ENQ_AGAIN)
+        ;
+    if (r == 0) {
+        enqueue_place_locked(q, e, &c);
+        if (c.full_lock)
+            fired = trig_eval_locked(q, false, &c.before);
+    }
+    return enqueue_finish(q, e, r, ref, &c, fired);
+}
+
+int enqueue_impl(struct bq *q, const struct bq_entry *e, bool take, bool quiet)
+{
+    int r = enqueue_check(q, e);
+    if (r)
+        return r;
+    struct enq_ref ref;
+    r = enqueue_take_ref(q, e, take, &ref);
+    if (r)
+        return r;
+    struct bq_held held;
+    bool full_lock;
+    r = enqueue_lock(q, e, &held, &full_lock);
+    if (__builtin_expect(r < 0, 0)) {
+        if (ref.retained && q->hooks.release)
+            q->hooks.release(q->hooks.ctx, e->pool_id, e->handle);
+        return r;
+    }
+    if (__builtin_expect(!full_lock, 1) && enqueue_append_fast(q, e, held.tail)) {
+        enqueue_move_end(q, e, ref);
+        note_producer_cpu(q);
+        wake_consumers(q);
+        return 0;
+    }
+    return enqueue_slow(q, e, quiet, ref, held, full_lock);
 }
 
 int bq_enqueue(struct bq *q, const struct bq_entry *e)
@@ -514,6 +635,81 @@ int bq_enqueue_take(struct bq *q, const struct bq_entry *e)
 }
 
 /* ---- dequeue -------------------------------------------------------------- */
+
+/* A dequeue, step by step: the lock-free empty answer, the locks it needs
+ * (the head lock alone, or both when an installed trigger can turn true on
+ * it), then under them dequeue_take_locked — counters, settle, read the
+ * head entry, the gates' verdict — and dequeue_hand_over_locked, which
+ * moves head once the entry's reference is covered by an intent. */
+
+/* dequeue_take_locked's answer when this dequeue must be evaluated after
+ * all: the caller lets go of the head lock and starts again with both. */
+#define DEQ_EVALUATE 1
+
+/* With the head lock held and out read: whether an installed trigger may
+ * turn true on this dequeue — it may leave few enough entries (the count
+ * gate, judged with tail a lower bound), or its duration could raise the
+ * queue's. */
+static inline bool dequeue_must_evaluate(struct bq *q, uint32_t sides, uint64_t head,
+                                         uint64_t tail, const struct bq_entry *out)
+{
+    return ((sides & BQ_TRIG_DEQ) && !deq_gated(q, head, tail)) ||
+           ((sides & BQ_TRIG_DEQ_DUR) && !dur_monotone(&q->sh->head, &out->duration));
+}
+
+/* Hands the entry read at head over to the caller: not if it is not ready
+ * (if_ready), nor without an intent covering its reference (the entry then
+ * stays); else head moves past it, evaluated if both locks are held. */
+static inline int dequeue_hand_over_locked(struct bq *q, const struct bq_entry *out,
+                                           bool if_ready, bool full_lock, uint64_t head,
+                                           struct tmask *fired)
+{
+    if (if_ready && q->hooks.is_ready &&
+        !q->hooks.is_ready(q->hooks.ctx, out->pool_id, out->handle))
+        return -EAGAIN;
+    if (q->hooks.move_begin) {
+        int r = q->hooks.move_begin(q->hooks.ctx, out->pool_id, out->handle, 0);
+        if (r != 0)
+            return r;
+    }
+    struct bq_state before;
+    if (full_lock)
+        state_before_locked(q, &before);
+    side_pass(&q->sh->head, out, head + 1, true);
+    if (full_lock)
+        *fired = trig_eval_locked(q, false, &before);
+    return 0;
+}
+
+/* Under the head lock (and the tail lock if full_lock): 0 with the head
+ * entry in out and head moved, -EAGAIN (empty, or not ready), -EUCLEAN (a
+ * corrupt pair of counters, marked for repair), a move_begin error, or
+ * DEQ_EVALUATE with nothing changed. */
+static inline int dequeue_take_locked(struct bq *q, struct bq_entry *out, bool if_ready,
+                                      bool full_lock, uint32_t sides, struct tmask *fired)
+{
+    struct bq_shared *sh = q->sh;
+    uint64_t head = atomic_load_explicit(&sh->head.index, memory_order_relaxed);
+    uint64_t tail;
+    if (full_lock) {
+        tail = load_index(&sh->tail);
+        atomic_store_explicit(&q->tail_cache, tail, memory_order_relaxed);
+    } else {
+        tail = consumer_tail(q, head);
+    }
+    if (!bq_range_ok(q, head, tail)) {
+        bq_mark_repair(q);
+        return -EUCLEAN;
+    }
+    if (head == tail)
+        return -EAGAIN;
+    bq_settle(q, head, tail);
+    bq_slot_read(q, head, out);
+    if (__builtin_expect(!full_lock && sides != 0, 0) &&
+        dequeue_must_evaluate(q, sides, head, tail, out))
+        return DEQ_EVALUATE;
+    return dequeue_hand_over_locked(q, out, if_ready, full_lock, head, fired);
+}
 
 int dequeue_common(struct bq *q, struct bq_entry *out, bool if_ready)
 {
@@ -533,75 +729,30 @@ int dequeue_common(struct bq *q, struct bq_entry *out, bool if_ready)
     uint32_t sides = atomic_load_explicit(&sh->trigger_sides, memory_order_relaxed);
     bool full_lock = __builtin_expect(sides != 0, 0) && (sides & BQ_TRIG_DEQ) &&
                      atomic_load_explicit(&sh->deq_gate, memory_order_relaxed) == INT64_MAX;
-    struct bq_held held;
-relock:
-    held = (struct bq_held){0, 0};
-    int lr;
-    if (full_lock)
-        lr = bq_lock_full(q, &held);
-    else
-        lr = held.head = bq_lock_side(q, &sh->head);
-    if (lr >= 0 && !full_lock)
-        sides = atomic_load_explicit(&sh->trigger_sides, memory_order_relaxed);
-    if (__builtin_expect(lr < 0, 0))
-        return lr;
-
-    int r = 0;
-    struct tmask fired = {{0}};
-    uint64_t head = atomic_load_explicit(&sh->head.index, memory_order_relaxed);
-    uint64_t tail;
-    if (full_lock) {
-        tail = load_index(&sh->tail);
-        atomic_store_explicit(&q->tail_cache, tail, memory_order_relaxed);
-    } else {
-        tail = consumer_tail(q, head);
-    }
-    if (!bq_range_ok(q, head, tail)) {
-        bq_mark_repair(q);
-        r = -EUCLEAN;
-    } else if (head == tail) {
-        r = -EAGAIN;
-    } else {
-        bq_settle(q, head, tail);
-        bq_slot_read(q, head, out);
-        if (__builtin_expect(!full_lock && (sides & BQ_TRIG_DEQ), 0) &&
-            !deq_gated(q, head, tail)) {
-            /* it may leave few enough entries to turn a trigger true */
+    for (;;) {
+        struct bq_held held = {0, 0};
+        int r = full_lock ? bq_lock_full(q, &held) : (held.head = bq_lock_side(q, &sh->head));
+        if (__builtin_expect(r < 0, 0))
+            return r;
+        if (!full_lock)
+            sides = atomic_load_explicit(&sh->trigger_sides, memory_order_relaxed);
+        struct tmask fired = {{0}};
+        r = dequeue_take_locked(q, out, if_ready, full_lock, sides, &fired);
+        if (r == DEQ_EVALUATE) {
             bslock_unlock(&sh->head.lock, held.head);
             full_lock = true;
-            goto relock;
+            continue;
         }
-        if (__builtin_expect(!full_lock && (sides & BQ_TRIG_DEQ_DUR), 0) &&
-            !dur_monotone(&sh->head, &out->duration)) {
-            /* its duration could raise the queue's: evaluate this one */
+        if (full_lock)
+            bq_unlock_full(q, held);
+        else
             bslock_unlock(&sh->head.lock, held.head);
-            full_lock = true;
-            goto relock;
-        }
-        if (if_ready && q->hooks.is_ready &&
-            !q->hooks.is_ready(q->hooks.ctx, out->pool_id, out->handle)) {
-            r = -EAGAIN;
-        } else if (q->hooks.move_begin &&
-                   (r = q->hooks.move_begin(q->hooks.ctx, out->pool_id, out->handle, 0)) != 0) {
-            /* no intent, no hand-over: the entry stays */
-        } else {
-            struct bq_state before;
-            if (full_lock)
-                state_before_locked(q, &before);
-            side_pass(&sh->head, out, head + 1, true);
-            if (full_lock)
-                fired = trig_eval_locked(q, false, &before);
-        }
+        if (r == 0)
+            wake_producers(q);
+        if (tmask_any(&fired))
+            trig_signal(q, fired);
+        return r;
     }
-    if (full_lock)
-        bq_unlock_full(q, held);
-    else
-        bslock_unlock(&sh->head.lock, held.head);
-    if (r == 0)
-        wake_producers(q);
-    if (tmask_any(&fired))
-        trig_signal(q, fired);
-    return r;
 }
 
 int bq_dequeue(struct bq *q, struct bq_entry *out)

@@ -64,124 +64,172 @@ void bq_repair_locked(struct bq *q)
                           memory_order_release);
 }
 
-static void bq_repair_entries_locked(struct bq *q)
+/* Step 1a: a settle that died half-way (a consumer moving the entry at
+ * journal.tail down to journal.pos; tail does not change): finish the
+ * shift from where its progress says. Returns true if the record does not
+ * fit the counters (reported; the entries stay where they are). */
+static bool repair_settle_journal(struct bq *q, uint64_t head, uint64_t tail)
+{
+    struct bq_journal *j = &q->sh->journal;
+    uint64_t jt = j->tail, pos = j->pos;
+    uint64_t prog = atomic_load_explicit(&j->progress, memory_order_relaxed);
+    if (!(bq_range_ok(q, head, tail) && jt - head < tail - head && pos - head <= jt - head &&
+          prog - pos <= jt - pos))
+        return true;
+    for (uint64_t k = prog; k != pos; k--)
+        slot_move(q, k, k - 1);
+    bq_slot_write(q, pos, &j->entry);
+    return false;
+}
+
+/* Step 1b: a sorted insertion that died half-way (a producer shifting
+ * [pos, tail) up to put its entry at pos): if tail has not moved yet,
+ * finish the shift and publish the entry, counted from the ops the journal
+ * recorded before it began (the dead writer may or may not have counted
+ * it). Returns true if the record does not fit the counters. */
+static bool repair_insert_journal(struct bq *q, uint64_t head, uint64_t *tail)
 {
     struct bq_shared *sh = q->sh;
-    uint64_t head = atomic_load_explicit(&sh->head.index, memory_order_relaxed);
-    uint64_t tail = atomic_load_explicit(&sh->tail.index, memory_order_relaxed);
-    bool corrupt = false;
-
-    /* 1. Roll a journalled sorted insertion (or settling move) forward. */
     struct bq_journal *j = &sh->journal;
+    uint64_t jt = j->tail, pos = j->pos;
+    uint64_t prog = atomic_load_explicit(&j->progress, memory_order_relaxed);
+    if (*tail == jt + 1)
+        return false; /* published already */
+    if (!(*tail == jt && bq_range_ok(q, head, jt) && jt - head < q->capacity &&
+          pos - head <= jt - head && prog - pos <= jt - pos))
+        return true;
+    for (uint64_t k = prog; k != pos; k--)
+        slot_move(q, k, k - 1);
+    bq_slot_write(q, pos, &j->entry);
+    *tail = jt + 1;
+    atomic_store_explicit(&sh->tail.ops, j->ops + 1, memory_order_relaxed);
+    if (*tail - head > atomic_load_explicit(&sh->tail.high_water, memory_order_relaxed))
+        atomic_store_explicit(&sh->tail.high_water, *tail - head, memory_order_relaxed);
+    atomic_store_explicit(&sh->tail.index, *tail, memory_order_release);
+    return false;
+}
+
+/* Step 1: rolls a journalled sorted insertion (or settling move) forward
+ * and clears the journal. Returns true if it had to be reported. */
+static bool repair_journal(struct bq *q, uint64_t head, uint64_t *tail)
+{
+    struct bq_journal *j = &q->sh->journal;
     uint32_t kind = atomic_load_explicit(&j->active, memory_order_acquire);
-    if (kind == BQ_JOURNAL_SETTLE) {
-        /* a consumer moving entry jt down to pos; tail does not change */
-        uint64_t jt = j->tail, pos = j->pos;
-        uint64_t prog = atomic_load_explicit(&j->progress, memory_order_relaxed);
-        if (bq_range_ok(q, head, tail) && jt - head < tail - head && pos - head <= jt - head &&
-            prog - pos <= jt - pos) {
-            for (uint64_t k = prog; k != pos; k--)
-                slot_move(q, k, k - 1);
-            bq_slot_write(q, pos, &j->entry);
-        } else {
-            corrupt = true;
+    if (!kind)
+        return false;
+    bool corrupt = kind == BQ_JOURNAL_SETTLE ? repair_settle_journal(q, head, *tail)
+                                             : repair_insert_journal(q, head, tail);
+    atomic_store_explicit(&j->active, 0, memory_order_release);
+    return corrupt;
+}
+
+/* Step 2: a FIFO producer that died between storing its entry's publish
+ * mark (which consumers act on at once: consumer_tail) and moving tail: the
+ * entry is in the queue, and a consumer may have taken it already (head
+ * one past tail). Complete the append, so that the next producer does not
+ * write over it (losing its reference) and head never moves back over it
+ * (handing it out twice). */
+static void repair_fifo_publish(struct bq *q, uint64_t head, uint64_t *tail)
+{
+    struct bq_shared *sh = q->sh;
+    uint64_t t = *tail;
+    if (q->order != BQ_ORDER_FIFO ||
+        __atomic_load_n(&q->slots[t & q->mask].seq, __ATOMIC_ACQUIRE) != t + 1 ||
+        !(head == t + 1 || t - head < q->capacity))
+        return;
+    *tail = ++t;
+    atomic_store_explicit(&sh->tail.ops,
+                          atomic_load_explicit(&sh->tail.ops, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+    atomic_store_explicit(&sh->tail.index, t, memory_order_release);
+}
+
+/* Step 3: counters out of range cannot locate the contents: drop them
+ * (head = tail). Returns true if it had to. */
+static bool repair_counters(struct bq *q, uint64_t *head, uint64_t tail)
+{
+    if (bq_range_ok(q, *head, tail))
+        return false;
+    *head = tail;
+    atomic_store_explicit(&q->sh->head.index, tail, memory_order_release);
+    return true;
+}
+
+/* Whether the n entries from head are in order; *corrupt when an inversion
+ * sits where no producer could have left one: entries appended since the
+ * last settle may be out of order, but only where a producer noted it (see
+ * bq_settle) — at the first unsettled index, or below the tail side's
+ * mark. */
+static bool repair_order_scan(struct bq *q, uint64_t head, uint64_t n, bool *corrupt)
+{
+    struct bq_shared *sh = q->sh;
+    uint64_t settled = atomic_load_explicit(&sh->head.order_mark, memory_order_relaxed);
+    uint64_t ooo_end = atomic_load_explicit(&sh->tail.order_mark, memory_order_relaxed);
+    if (settled - head > n)
+        settled = head;
+    if (ooo_end - head > n + 1) /* tail + 1: a producer died appending */
+        ooo_end = head;
+    bool sorted = true;
+    struct bq_entry a, b;
+    bq_slot_read(q, head, &b);
+    for (uint64_t i = head + 1; i - head < n; i++) {
+        a = b;
+        bq_slot_read(q, i, &b);
+        if (cmp_entry_seq(&a, &b, q) <= 0)
+            continue;
+        sorted = false;
+        if (i - head < settled - head || (i != settled && i - head >= ooo_end - head)) {
+            *corrupt = true;
+            break;
         }
-        atomic_store_explicit(&j->active, 0, memory_order_release);
-    } else if (kind) {
-        uint64_t jt = j->tail, pos = j->pos;
-        uint64_t prog = atomic_load_explicit(&j->progress, memory_order_relaxed);
-        if (tail == jt + 1) {
-            /* published already */
-        } else if (tail == jt && bq_range_ok(q, head, jt) && jt - head < q->capacity &&
-                   pos - head <= jt - head && prog - pos <= jt - pos) {
-            for (uint64_t k = prog; k != pos; k--)
-                slot_move(q, k, k - 1);
-            bq_slot_write(q, pos, &j->entry);
-            tail = jt + 1;
-            /* the dead writer may or may not have counted it: count from
-             * what the journal recorded before it began */
-            atomic_store_explicit(&sh->tail.ops, j->ops + 1, memory_order_relaxed);
-            if (tail - head > atomic_load_explicit(&sh->tail.high_water, memory_order_relaxed))
-                atomic_store_explicit(&sh->tail.high_water, tail - head, memory_order_relaxed);
-            atomic_store_explicit(&sh->tail.index, tail, memory_order_release);
-        } else {
-            corrupt = true;
-        }
-        atomic_store_explicit(&j->active, 0, memory_order_release);
     }
+    return sorted;
+}
 
-    /* 1b. A FIFO producer that died between storing its entry's publish
-     * mark (which consumers act on at once: consumer_tail) and moving tail:
-     * the entry is in the queue, and a consumer may have taken it already
-     * (head one past tail). Complete the append, so that the next producer
-     * does not write over it (losing its reference) and head never moves
-     * back over it (handing it out twice). */
-    if (q->order == BQ_ORDER_FIFO &&
-        __atomic_load_n(&q->slots[tail & q->mask].seq, __ATOMIC_ACQUIRE) == tail + 1 &&
-        (head == tail + 1 || tail - head < q->capacity)) {
-        tail++;
-        atomic_store_explicit(&sh->tail.ops, atomic_load_explicit(&sh->tail.ops,
-                                                                  memory_order_relaxed) + 1,
-                              memory_order_relaxed);
-        atomic_store_explicit(&sh->tail.index, tail, memory_order_release);
-    }
+/* Sorts the n entries from head by key, then seq. False if out of memory. */
+static bool repair_order_sort(struct bq *q, uint64_t head, uint64_t n)
+{
+    struct bq_entry *tmp = malloc(n * sizeof(*tmp));
+    if (!tmp)
+        return false;
+    for (uint64_t i = 0; i < n; i++)
+        bq_slot_read(q, head + i, &tmp[i]);
+    qsort_r(tmp, n, sizeof(*tmp), cmp_entry_seq, q);
+    for (uint64_t i = 0; i < n; i++)
+        bq_slot_write(q, head + i, &tmp[i]);
+    free(tmp);
+    return true;
+}
 
-    /* 2. Counters. */
-    if (!bq_range_ok(q, head, tail)) {
-        head = tail; /* the contents cannot be located: drop them */
-        atomic_store_explicit(&sh->head.index, head, memory_order_release);
-        corrupt = true;
-    }
-
-    /* 3. Sort order. Entries appended since the last settle may be out of
-     * order, but only where a producer noted it (see bq_settle): an entry
-     * below its predecessor is legitimate at the first unsettled index, or
-     * below the tail side's mark; anywhere else it is a scribble. */
+/* Step 4 (sorted queues): the entries in order, the whole queue settled,
+ * and the tail side's last key that of the last entry (a producer that
+ * died mid-append may have left another). Returns true if an inversion
+ * was a scribble. */
+static bool repair_order(struct bq *q, uint64_t head, uint64_t tail)
+{
+    if (q->order == BQ_ORDER_FIFO)
+        return false;
+    struct bq_shared *sh = q->sh;
     uint64_t n = tail - head;
-    if (q->order != BQ_ORDER_FIFO && n > 1) {
-        uint64_t settled = atomic_load_explicit(&sh->head.order_mark, memory_order_relaxed);
-        uint64_t ooo_end = atomic_load_explicit(&sh->tail.order_mark, memory_order_relaxed);
-        if (settled - head > n)
-            settled = head;
-        if (ooo_end - head > n + 1) /* tail + 1: a producer died appending */
-            ooo_end = head;
-        bool sorted = true;
-        struct bq_entry a, b;
-        bq_slot_read(q, head, &b);
-        for (uint64_t i = head + 1; i - head < n; i++) {
-            a = b;
-            bq_slot_read(q, i, &b);
-            if (cmp_entry_seq(&a, &b, q) <= 0)
-                continue;
-            sorted = false;
-            if (i - head < settled - head || (i != settled && i - head >= ooo_end - head)) {
-                corrupt = true;
-                break;
-            }
-        }
-        if (!sorted) {
-            struct bq_entry *tmp = malloc(n * sizeof(*tmp));
-            if (tmp) {
-                for (uint64_t i = 0; i < n; i++)
-                    bq_slot_read(q, head + i, &tmp[i]);
-                qsort_r(tmp, n, sizeof(*tmp), cmp_entry_seq, q);
-                for (uint64_t i = 0; i < n; i++)
-                    bq_slot_write(q, head + i, &tmp[i]);
-                free(tmp);
-                sorted = true;
-            }
-        }
+    bool corrupt = false;
+    if (n > 1) {
+        bool sorted = repair_order_scan(q, head, n, &corrupt);
+        if (!sorted)
+            sorted = repair_order_sort(q, head, n);
         if (sorted) /* else out of memory: left for bq_settle */
             atomic_store_explicit(&sh->head.order_mark, tail, memory_order_relaxed);
     }
-    if (q->order != BQ_ORDER_FIFO) {
-        /* a producer that died mid-append may have left a last key that is
-         * not the last entry's */
-        if (n)
-            sh->tail.last_key = slot_key(q, tail - 1);
-    }
+    if (n)
+        sh->tail.last_key = slot_key(q, tail - 1);
+    return corrupt;
+}
 
-    /* 4. Side sums, rebuilt from the live entries. */
+/* Step 5: the side sums rebuilt from the live entries — the head side's
+ * zero, the tail side's those of [head, tail) — written with both
+ * sequence counters odd, so that no reader takes a half-written pair. */
+static void repair_sums(struct bq *q, uint64_t head, uint64_t tail)
+{
+    struct bq_shared *sh = q->sh;
     uint64_t bytes = 0;
     mbq_time dur = MBQ_TIME_ZERO;
     for (uint64_t i = head; i != tail; i++) {
@@ -199,8 +247,16 @@ static void bq_repair_entries_locked(struct bq *q)
     side_duration_store(&sh->tail, dur);
     atomic_store_explicit(&sh->head.seq, (hs | 1) + 1, memory_order_release);
     atomic_store_explicit(&sh->tail.seq, (ts | 1) + 1, memory_order_release);
+}
 
-    /* 5. Trigger table. */
+/* Step 6: the trigger table — a slot in an unknown state, with an unknown
+ * condition or a level other than 0/1 is freed (reported), the count made
+ * to match, and the derived words recomputed. Returns true if a slot was
+ * freed. */
+static bool repair_triggers(struct bq *q)
+{
+    struct bq_shared *sh = q->sh;
+    bool corrupt = false;
     uint32_t count = 0;
     for (int i = 0; i < BQ_MAX_TRIGGERS; i++) {
         struct bq_trigger *t = &sh->triggers[i];
@@ -219,6 +275,23 @@ static void bq_repair_entries_locked(struct bq *q)
         atomic_fetch_add_explicit(&sh->trigger_gen, 1, memory_order_relaxed);
     }
     trig_sides_locked(q);
+    return corrupt;
+}
+
+/* The steps in order: each may rely on the ones before it (the journal
+ * rolled forward before the counters are judged, the counters in range
+ * before any entry is read). */
+static void bq_repair_entries_locked(struct bq *q)
+{
+    struct bq_shared *sh = q->sh;
+    uint64_t head = atomic_load_explicit(&sh->head.index, memory_order_relaxed);
+    uint64_t tail = atomic_load_explicit(&sh->tail.index, memory_order_relaxed);
+    bool corrupt = repair_journal(q, head, &tail);
+    repair_fifo_publish(q, head, &tail);
+    corrupt |= repair_counters(q, &head, tail);
+    corrupt |= repair_order(q, head, tail);
+    repair_sums(q, head, tail);
+    corrupt |= repair_triggers(q);
 
     uint32_t f = atomic_load_explicit(&sh->flags, memory_order_relaxed);
     atomic_store_explicit(&sh->flags, f & BQ_F_END_OF_DATA, memory_order_relaxed);
