@@ -36,9 +36,7 @@
  * the segment is read once and bounds-checked: a corrupt list is detected
  * (-EUCLEAN internally) and rebuilt from the descriptors by
  * pool_repair_locked(), never followed out of range or around a cycle. */
-#include "pool_layout.h"
-
-#include "futex.h"
+#include "pool_internal.h"
 
 #include <mbq/status.h>
 
@@ -102,22 +100,6 @@ _Static_assert(offsetof(struct pool_shared, reclaimed) == 192, "pool_shared layo
 _Static_assert(offsetof(struct pool_shared, audited) == 200, "pool_shared layout");
 _Static_assert(offsetof(struct pool_shared, spill_hint) == 208, "pool_shared layout");
 
-/* A read the compiler may not repeat: a peer can change the word between
- * two loads, and a check must hold for the value that is then used. */
-#define RD(x) (*(const volatile __typeof__(x) *)&(x))
-
-#define POOL_RC_MASK 0xffffffffull
-/* A client slot whose pid has this bit is being reclaimed by that pid. */
-#define POOL_PID_RECLAIMING 0x80000000u
-/* A dead client's slot whose holdings are released but whose intents wait
- * for a recount (pool_reclaim_dead_ex retries them): the bit alone, no pid,
- * so it names no live task. */
-#define POOL_PID_PENDING POOL_PID_RECLAIMING
-#define POOL_AUDIT64 ((uint64_t)POOL_RC_AUDIT)
-/* Blocks detached per round of age-out: bounds the stack and the time any
- * block spends AGING. */
-#define POOL_AGE_BATCH 64
-
 struct pool_layout {
     uint64_t clients_off, holdings_off, blocks_off, formats_off, attach_off, data_off, total;
 };
@@ -153,100 +135,6 @@ static int pool_layout_of(uint64_t block_size, uint32_t count, uint64_t page,
         l->total > (uint64_t)PTRDIFF_MAX)
         return -1;
     return 0;
-}
-
-/* ---- ref word and handles ---- */
-
-static inline uint64_t ref_make(uint32_t gen, uint32_t rc)
-{
-    return (uint64_t)gen << 32 | rc;
-}
-static inline uint32_t ref_gen(uint64_t r)
-{
-    return (uint32_t)(r >> 32);
-}
-/* The refcount field without the audit bit (see POOL_RC_AUDIT). */
-static inline uint32_t ref_count(uint64_t r)
-{
-    return (uint32_t)(r & POOL_RC_MASK) & ~POOL_RC_AUDIT;
-}
-/* r with the audit bit cleared: what every change of a live ref word
- * starts from, so that it makes a recount's final CAS fail. */
-static inline uint64_t ref_plain(uint64_t r)
-{
-    return r & ~POOL_AUDIT64;
-}
-/* A refcount field of POOL_RC_CACHED | slot: free, in that client's cache
- * (see "Client caches" in pool.h). Never a count of references: retain
- * stops below it. */
-static inline bool rc_cached(uint32_t rc)
-{
-    return rc >= POOL_RC_CACHED;
-}
-static inline bool rc_live(uint32_t rc)
-{
-    return rc != 0 && rc < POOL_RC_CACHED;
-}
-static inline uint32_t rc_owner(uint32_t rc)
-{
-    return rc & ~POOL_RC_CACHED;
-}
-/* Generation 0 never appears in a handle, so that 0 is never a valid one. */
-static inline uint32_t gen_next(uint32_t g)
-{
-    return g + 1 ? g + 1 : 1;
-}
-
-static inline bool pool_decode(const struct pool *p, uint64_t h, uint32_t *idx, uint32_t *gen)
-{
-    uint32_t lo = (uint32_t)h, g = (uint32_t)(h >> 32);
-    if (lo == 0 || g == 0 || lo - 1 >= p->block_count)
-        return false;
-    *idx = lo - 1;
-    *gen = g;
-    return true;
-}
-
-static inline _Atomic uint32_t *pool_holding(const struct pool *p, uint32_t slot, uint32_t idx)
-{
-    return &p->holdings[(size_t)slot * p->block_count + idx];
-}
-
-static inline uint64_t pool_data_off(const struct pool *p)
-{
-    return (uint64_t)(p->data - (uint8_t *)p->seg.base);
-}
-
-/* How this process names itself in its client slot: by its client id where
- * it has one (shm/lock.h), so that the slot means the same process in every
- * pid namespace, else by its pid. */
-static uint32_t pool_self_id(void)
-{
-    uint32_t id = slock_identity();
-    return id ? SLOCK_CID | id << SLOCK_CID_SHIFT : (uint32_t)getpid();
-}
-
-/* A pid, tid or client id from the segment names a live task. Values that
- * cannot be owners count as dead, so a scribbled slot is reclaimed, not kept. */
-static bool pool_task_alive(uint32_t v)
-{
-    v &= ~POOL_PID_RECLAIMING;
-    if (v == 0 || v > SLOCK_TID_MASK)
-        return false;
-    return slock_tid_alive(v); /* a zombie (killed, not yet reaped) is dead */
-}
-
-/* The time a block joins the warm list. CLOCK_MONOTONIC_COARSE is the same
- * clock as mono_ns() read at tick resolution (1-10 ms, far below any useful
- * age-out period) and costs a third of it here (10 vs 30 ns through the
- * vDSO): with mono_ns() the clock read was 40% of an alloc+free pair. A
- * coarse stamp lags the precise clock by at most a tick, so a block may be
- * aged out that much early, which is harmless. */
-static inline uint64_t pool_clock_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
 /* Returns the pages of count blocks from first to the kernel. */
@@ -573,7 +461,7 @@ static struct pool_intent *pool_intent_claim(struct pool_client *c, uint32_t tid
 
 /* The calling thread's record when it is not the mapping's first mover:
  * the thread-local cache, else a claim (which may make it the first). */
-static __attribute__((noinline, cold)) struct pool_intent *
+__attribute__((noinline, cold)) struct pool_intent *
 pool_intent_rec_slow(struct pool *p, uint32_t tid)
 {
     struct pool_client *c = &p->clients[p->slot];
@@ -593,99 +481,21 @@ pool_intent_rec_slow(struct pool *p, uint32_t tid)
     return rec;
 }
 
-/* The calling thread's record in this process's slot, NULL when all are
- * taken. The mapping's first mover (usually its only one) finds it in
- * struct pool: two loads, no thread-local lookup. */
-static inline struct pool_intent *pool_intent_rec(struct pool *p)
-{
-    uint32_t tid = slock_self();
-    if (__builtin_expect(atomic_load_explicit(&p->irec_tid, memory_order_relaxed) == tid, 1)) {
-        struct pool_intent *rec = p->irec;
-        if (__builtin_expect(atomic_load_explicit(&rec->owner, memory_order_relaxed) == tid, 1))
-            return rec;
-    }
-    return pool_intent_rec_slow(p, tid);
-}
-
-/* What a move holds: the record word it set (w), or the slot's overflow
- * count it raised (ovf), or neither (nested in a move of the same block). */
-struct pool_itok {
-    _Atomic uint64_t *w;
-    _Atomic uint32_t *ovf;
-};
-
 /* A move without a record (all taken): counted as one of unknown block. */
-static __attribute__((noinline, cold)) struct pool_itok pool_intent_overflow(struct pool *p)
+__attribute__((noinline, cold)) struct pool_itok pool_intent_overflow(struct pool *p)
 {
     _Atomic uint32_t *ovf = &p->clients[p->slot].intent_overflow;
     atomic_fetch_add_explicit(ovf, 1, memory_order_seq_cst);
     return (struct pool_itok){NULL, ovf};
 }
 
-/* Opens an intent for handle (0: the block is not chosen yet; the caller
- * names it with pool_intent_point before its first step). */
-static inline struct pool_itok pool_intent_open(struct pool *p, uint64_t handle)
-{
-    struct pool_intent *rec = pool_intent_rec(p);
-    if (__builtin_expect(rec != NULL, 1)) {
-        uint64_t h0 = atomic_load_explicit(&rec->h[0], memory_order_relaxed);
-        uint64_t h1 = atomic_load_explicit(&rec->h[1], memory_order_relaxed);
-        if (handle && (h0 == handle || h1 == handle))
-            return (struct pool_itok){NULL, NULL}; /* nested: the outer move covers it */
-        _Atomic uint64_t *w = h0 == 0 ? &rec->h[0] : h1 == 0 ? &rec->h[1] : NULL;
-        if (w) {
-            if (handle)
-                atomic_store_explicit(w, handle, memory_order_relaxed);
-            return (struct pool_itok){w, NULL};
-        }
-    }
-    return pool_intent_overflow(p);
-}
-
-static inline void pool_intent_point(struct pool_itok t, uint64_t handle)
-{
-    if (t.w)
-        atomic_store_explicit(t.w, handle, memory_order_relaxed);
-}
-
-/* After the move's last step: what it did is visible before the record is
- * clear. */
-static inline void pool_intent_close(struct pool_itok t)
-{
-    if (t.w)
-        atomic_store_explicit(t.w, 0, memory_order_release);
-    else if (t.ovf)
-        atomic_fetch_sub_explicit(t.ovf, 1, memory_order_release);
-}
-
 /* Clears a recount's audit bit, so that its final CAS fails. */
-static __attribute__((noinline, cold)) void pool_audit_spoil(_Atomic uint64_t *ref, uint64_t r)
+__attribute__((noinline, cold)) void pool_audit_spoil(_Atomic uint64_t *ref, uint64_t r)
 {
     while ((r & POOL_AUDIT64) &&
            !atomic_compare_exchange_weak_explicit(ref, &r, ref_plain(r), memory_order_acq_rel,
                                                   memory_order_relaxed))
         ;
-}
-
-/* Before a first step that is not a CAS of idx's ref word (a holding's
- * decrement, a queue's removal of an entry): the intent's store, then a
- * look at the ref word; a recount in progress is made to fail now, before
- * the step can change what it counts. */
-static inline void pool_intent_fence(struct pool *p, uint32_t idx)
-{
-    if (__builtin_expect(slock_membarrier_ready(), 1))
-        atomic_signal_fence(memory_order_seq_cst); /* slock_heavy_barrier fences us */
-    else
-        atomic_thread_fence(memory_order_seq_cst);
-    _Atomic uint64_t *ref = &p->blocks[idx].ref;
-    uint64_t r = atomic_load_explicit(ref, memory_order_relaxed);
-    if (__builtin_expect((r & POOL_AUDIT64) != 0, 0))
-        pool_audit_spoil(ref, r);
-}
-
-static inline uint64_t handle_make(uint32_t gen, uint32_t idx)
-{
-    return (uint64_t)gen << 32 | (idx + 1);
 }
 
 /* pool_move_begin for every case its fast path leaves out: a thread not
@@ -975,29 +785,6 @@ static int pool_take_locked(struct pool *p, struct pool_itok t, uint32_t *idx_ou
 
 /* ---- freeing ---- */
 
-/* A block goes back on a list (pool lock held). */
-static inline void pool_used_dec_locked(struct pool *p)
-{
-    uint32_t used = RD(p->sh->used_count);
-    p->sh->used_count = used ? used - 1 : 0;
-}
-
-/* Wakes blocking allocators, if any flagged themselves asleep: a Dekker
- * pair — releaser: file the block (list or cache), load alloc_waiters;
- * allocator: raise alloc_waiters, heavy barrier, try again — asymmetric
- * as the queues' (see wake_consumers in bq.c), so a release pays a load. */
-static inline void pool_wake_allocators(struct pool *p)
-{
-    struct pool_shared *sh = p->sh;
-    if (__builtin_expect(!slock_membarrier_ready(), 0))
-        atomic_thread_fence(memory_order_seq_cst);
-    else
-        atomic_signal_fence(memory_order_seq_cst);
-    if (__builtin_expect(atomic_load_explicit(&sh->alloc_waiters, memory_order_seq_cst) != 0, 0))
-        futex_sleepers_wake(&sh->free_seq, &sh->alloc_waiters, sh->alloc_tid,
-                            POOL_ALLOC_WAITER_SLOTS, &p->idle_wakes, slock_tid_alive);
-}
-
 /* After the CAS that dropped idx's refcount to zero and made its ref word
  * expect: files the block as free. */
 static void pool_free_block(struct pool *p, uint32_t idx, uint64_t expect)
@@ -1063,11 +850,6 @@ static uint32_t pool_drop_refs(struct pool *p, uint32_t idx, uint32_t k)
 
 /* ---- client caches (see pool.h) ---- */
 
-static inline struct pool_client *pool_self(const struct pool *p)
-{
-    return &p->clients[p->slot];
-}
-
 /* Not the owner: becomes it if there is none yet, or if the owner thread
  * has exited (checked at most every 10 ms, since other threads of the
  * process come here on every call). A thread that exited is not in the
@@ -1114,12 +896,6 @@ static inline void pool_cache_publish(struct pool *p, uint32_t first)
     for (uint32_t i = first; i < p->cache.n; i++)
         atomic_store_explicit(&c->cache[i], p->cache.idx[i], memory_order_relaxed);
     atomic_store_explicit(&c->cached, p->cache.n, memory_order_release);
-}
-
-static inline void pool_counter_add(_Atomic uint64_t *ctr, uint64_t k)
-{
-    atomic_store_explicit(ctr, atomic_load_explicit(ctr, memory_order_relaxed) + k,
-                          memory_order_relaxed);
 }
 
 /* Gives cached block idx its first reference if its ref word is still r
