@@ -138,7 +138,7 @@ static int pool_layout_of(uint64_t block_size, uint32_t count, uint64_t page,
 }
 
 /* Returns the pages of count blocks from first to the kernel. */
-static int pool_punch(struct pool *p, uint32_t first, uint32_t count)
+int pool_punch(struct pool *p, uint32_t first, uint32_t count)
 {
     off_t off = (off_t)(pool_data_off(p) + (uint64_t)first * p->block_size);
     off_t len = (off_t)((uint64_t)count * p->block_size);
@@ -164,17 +164,6 @@ static bool pool_cache_holds(const struct pool *p, uint32_t idx, uint64_t r)
     for (uint32_t i = 0; i < n && !listed; i++)
         listed = atomic_load_explicit(&c->cache[i], memory_order_relaxed) == idx;
     return listed && pool_task_alive(atomic_load_explicit(&c->pid, memory_order_acquire));
-}
-
-/* Takes cached block idx back from whichever cache has it, if its ref word
- * is still r: refcount 0 and the next generation in one CAS, so that its
- * owner's claim fails. The caller files it (pool lock held). */
-static bool pool_uncache_one(struct pool *p, uint32_t idx, uint64_t r)
-{
-    return rc_cached(ref_count(r)) &&
-           atomic_compare_exchange_strong_explicit(&p->blocks[idx].ref, &r,
-                                                   ref_make(gen_next(ref_gen(r)), 0),
-                                                   memory_order_acq_rel, memory_order_relaxed);
 }
 
 struct pool_warm_ent {
@@ -357,7 +346,7 @@ static bool pool_lists_ok_locked(struct pool *p)
 /* 0 with the lock held (repaired first if a dead owner left it, or if a
  * caller that could not get the lock left work for a repair), or -EBUSY:
  * a live owner kept it past the wait limit (see slock_lock); not held. */
-static int pool_lock(struct pool *p)
+int pool_lock(struct pool *p)
 {
     int r = slock_lock(&p->sh->lock);
     if (__builtin_expect(r < 0, 0))
@@ -374,7 +363,7 @@ static int pool_lock(struct pool *p)
 
 /* A step that needed the lock and could not get it left a block for the
  * repair to file (a freed block still marked used): the next holder runs it. */
-static void pool_mark_repair(struct pool *p)
+void pool_mark_repair(struct pool *p)
 {
     /* release: the repair that clears the request (acquire) reads what
      * the step did before asking */
@@ -384,17 +373,12 @@ static void pool_mark_repair(struct pool *p)
 /* A block we punched while AGING, that we cannot file cold for want of the
  * lock: it is given up as an ager's that died (no ager), which the repair
  * files cold. Nobody else writes an AGING block whose ager is alive. */
-static void pool_orphan_aging(struct pool *p, uint32_t idx, uint32_t tid)
+void pool_orphan_aging(struct pool *p, uint32_t idx, uint32_t tid)
 {
     struct pool_block *b = &p->blocks[idx];
     if (RD(b->state) == POOL_BLOCK_AGING && RD(b->reserved0) == tid)
         __atomic_store_n(&b->reserved0, 0, __ATOMIC_RELAXED);
     pool_mark_repair(p);
-}
-
-static void pool_unlock(struct pool *p)
-{
-    slock_unlock(&p->sh->lock);
 }
 
 /* ---- free lists (pool lock held) ----
@@ -403,7 +387,7 @@ static void pool_unlock(struct pool *p)
  * the caller then repairs. */
 
 /* Unlinks the warm head into *out (POOL_NONE when the list is empty). */
-static int pool_pop_warm_locked(struct pool *p, uint32_t *out)
+int pool_pop_warm_locked(struct pool *p, uint32_t *out)
 {
     struct pool_shared *sh = p->sh;
     const uint32_t n = p->block_count;
@@ -460,7 +444,7 @@ static int pool_pop_cold_locked(struct pool *p, uint32_t *out)
 
 /* Puts a free block that is on no list at the warm head. On a corrupt list
  * the block is marked WARM and the lists are rebuilt, which links it. */
-static void pool_push_warm_locked(struct pool *p, uint32_t idx, uint64_t now)
+void pool_push_warm_locked(struct pool *p, uint32_t idx, uint64_t now)
 {
     struct pool_shared *sh = p->sh;
     const uint32_t n = p->block_count;
@@ -486,7 +470,7 @@ static void pool_push_warm_locked(struct pool *p, uint32_t idx, uint64_t now)
     sh->warm_count = cnt + 1;
 }
 
-static void pool_push_cold_locked(struct pool *p, uint32_t idx)
+void pool_push_cold_locked(struct pool *p, uint32_t idx)
 {
     struct pool_shared *sh = p->sh;
     const uint32_t n = p->block_count;
@@ -594,7 +578,7 @@ static int pool_take_locked(struct pool *p, struct pool_itok t, uint32_t *idx_ou
 
 /* After the CAS that dropped idx's refcount to zero and made its ref word
  * expect: files the block as free. */
-static void pool_free_block(struct pool *p, uint32_t idx, uint64_t expect)
+void pool_free_block(struct pool *p, uint32_t idx, uint64_t expect)
 {
     struct pool_shared *sh = p->sh;
     struct pool_block *b = &p->blocks[idx];
@@ -657,29 +641,6 @@ static uint32_t pool_drop_refs(struct pool *p, uint32_t idx, uint32_t k)
 
 /* ---- client caches (see pool.h) ---- */
 
-/* Not the owner: becomes it if there is none yet, or if the owner thread
- * has exited (checked at most every 10 ms, since other threads of the
- * process come here on every call). A thread that exited is not in the
- * middle of a cache operation, and the cache's state is in struct pool, so
- * it can be taken over as it is. A fork child's copy of the struct is
- * never its own (p->pid). */
-static bool pool_cache_adopt(struct pool *p, uint32_t self, uint32_t o)
-{
-    if (o != 0) {
-        uint64_t now = pool_clock_ns(),
-                 last = atomic_load_explicit(&p->cache.checked_ns, memory_order_relaxed);
-        if (now - last < 10000000u)
-            return false;
-        atomic_store_explicit(&p->cache.checked_ns, now, memory_order_relaxed);
-    }
-    if (pool_self_id() != p->pid)
-        return false;
-    if (o != 0 && !(syscall(SYS_tgkill, getpid(), (pid_t)o, 0) < 0 && errno == ESRCH))
-        return false; /* the owner lives */
-    return atomic_compare_exchange_strong_explicit(&p->cache.owner, &o, self,
-                                                   memory_order_acq_rel, memory_order_relaxed);
-}
-
 /* Whether the calling thread may use this process's cache: it is the
  * cache's owner, or becomes it (pool_cache_adopt). False also when the
  * pool has no caches or is invalidated. */
@@ -692,33 +653,6 @@ static inline bool pool_cache_enter(struct pool *p)
     if (__builtin_expect(o == self, 1))
         return true;
     return pool_cache_adopt(p, self, o);
-}
-
-/* Publishes the cache (count and entries) in our client slot, where
- * allocators that find the lists empty, age-out and repair look for it:
- * the entries from first on, then the count. */
-static inline void pool_cache_publish(struct pool *p, uint32_t first)
-{
-    struct pool_client *c = pool_self(p);
-    for (uint32_t i = first; i < p->cache.n; i++)
-        atomic_store_explicit(&c->cache[i], p->cache.idx[i], memory_order_relaxed);
-    atomic_store_explicit(&c->cached, p->cache.n, memory_order_release);
-}
-
-/* Gives cached block idx its first reference if its ref word is still r
- * (cached, by anyone): the one CAS that decides between the owner and any
- * other claimant. */
-static inline bool pool_claim_cached(struct pool *p, struct pool_itok t, uint32_t idx,
-                                     uint64_t r)
-{
-    if (!rc_cached(ref_count(r)))
-        return false;
-    /* Named before the CAS that makes the reference (release: the record is
-     * visible to whoever sees the new ref word). */
-    pool_intent_point(t, handle_make(ref_gen(r), idx));
-    return atomic_compare_exchange_strong_explicit(&p->blocks[idx].ref, &r,
-                                                   ref_make(ref_gen(r), 1),
-                                                   memory_order_acq_rel, memory_order_relaxed);
 }
 
 /* Takes the newest block of our cache that nobody took meanwhile. */
@@ -749,76 +683,6 @@ static bool pool_cache_pop(struct pool *p, struct pool_itok t, uint32_t *idx_out
     return false;
 }
 
-/* Moves up to half a cache of free blocks from the lists into our cache
- * (pool lock held). Warm blocks only: a cold one's pages are gone, and it
- * is handed out only when nothing else is left. Returns how many. */
-static uint32_t pool_cache_fill_locked(struct pool *p)
-{
-    struct pool_shared *sh = p->sh;
-    const uint32_t first = p->cache.n, want = p->cache.max / 2;
-    uint32_t got = 0;
-    /* The blocks most likely at the warm head: the last spill's. */
-    for (uint32_t i = 0; i < POOL_CACHE_MAX / 2; i++) {
-        uint32_t h = RD(sh->spill_hint[i]);
-        if (h < p->block_count)
-            __builtin_prefetch(&p->blocks[h], 1);
-    }
-    while (got < want) {
-        uint32_t idx;
-        if (pool_pop_warm_locked(p, &idx) < 0 || idx == POOL_NONE)
-            break; /* empty (or corrupt: the caller's slow path repairs) */
-        struct pool_block *b = &p->blocks[idx];
-        b->state = POOL_BLOCK_USED; /* off the lists, whatever follows */
-        b->freed_at_ns = 0;         /* age-out stamps it when it first sees it cached */
-        sh->used_count = RD(sh->used_count) + 1;
-        uint64_t r = atomic_load_explicit(&b->ref, memory_order_acquire);
-        uint32_t gen = ref_gen(r) ? ref_gen(r) : 1;
-        if (ref_count(r) != 0 ||
-            !atomic_compare_exchange_strong_explicit(&b->ref, &r,
-                                                     ref_make(gen, POOL_RC_CACHED | p->slot),
-                                                     memory_order_acq_rel, memory_order_relaxed))
-            break; /* a listed block with a refcount: a repair files it */
-        p->cache.idx[p->cache.n] = idx;
-        p->cache.gen[p->cache.n] = gen;
-        p->cache.n++;
-        got++;
-    }
-    pool_cache_publish(p, first);
-    return got;
-}
-
-/* Gives the older half of a full cache back to the warm list. */
-static void pool_cache_spill(struct pool *p)
-{
-    const uint32_t k = p->cache.n / 2, mine = POOL_RC_CACHED | p->slot;
-    if (pool_lock(p) < 0)
-        return; /* the cache stays full: the next free goes to the pool */
-    const uint64_t now = pool_clock_ns(); /* under the lock: the warm list stays in order */
-    for (uint32_t i = 0; i < k; i++) {
-        uint32_t idx = p->cache.idx[i];
-        uint64_t r = ref_make(p->cache.gen[i], mine);
-        /* Ours unless someone took it (or a flush took it back). */
-        if (atomic_compare_exchange_strong_explicit(&p->blocks[idx].ref, &r,
-                                                    ref_make(p->cache.gen[i], 0),
-                                                    memory_order_acq_rel, memory_order_relaxed)) {
-            pool_used_dec_locked(p);
-            pool_push_warm_locked(p, idx, now);
-        }
-    }
-    for (uint32_t i = 0; i < POOL_CACHE_MAX / 2; i++)
-        p->sh->spill_hint[i] = i < k ? p->cache.idx[i] : POOL_NONE;
-    memmove(p->cache.idx, p->cache.idx + k, (p->cache.n - k) * sizeof(p->cache.idx[0]));
-    memmove(p->cache.gen, p->cache.gen + k, (p->cache.n - k) * sizeof(p->cache.gen[0]));
-    p->cache.n -= k;
-    pool_cache_publish(p, 0);
-    const bool invalidated = RD(p->sh->flags) & POOL_F_INVALIDATED;
-    pool_unlock(p);
-    /* Invalidated since our caller looked (and flushed already, maybe):
-     * what we just listed as warm would wait for age-out. Return it now. */
-    if (__builtin_expect(invalidated, 0))
-        (void)pool_flush(p);
-}
-
 /* After the CAS that made idx a block of our cache (ref word now r): lists
  * it — unless the pool was invalidated meanwhile (an invalidated pool
  * recycles nothing): then the block goes back to the lists at once. */
@@ -844,118 +708,6 @@ static void pool_cache_keep(struct pool *p, uint32_t idx, uint64_t r)
     pool_cache_publish(p, p->cache.n - 1);
     pool_counter_add(&pool_self(p)->frees, 1);
     pool_wake_allocators(p); /* another process's allocation can take it from the cache */
-}
-
-/* Claims idx for an allocation if it is cached by anyone. */
-static bool pool_steal_one(struct pool *p, struct pool_itok t, uint32_t idx, uint32_t *idx_out,
-                           uint32_t *gen_out)
-{
-    if (idx >= p->block_count)
-        return false;
-    uint64_t r = atomic_load_explicit(&p->blocks[idx].ref, memory_order_acquire);
-    if (!pool_claim_cached(p, t, idx, r))
-        return false;
-    *idx_out = idx;
-    *gen_out = ref_gen(r);
-    return true;
-}
-
-/* Takes a block from some client's cache (pool lock held): the last resort
- * of an allocation that found the lists empty. The clients' published
- * entries first; then, at most once a millisecond per process, every
- * descriptor, so that a cached block nobody lists (a release between its
- * CAS and its publication, or a cache whose owner lost track) is found too.
- * 0 with its index and generation (and the first reference), 1 when none. */
-static int pool_steal_locked(struct pool *p, struct pool_itok t, uint32_t *idx_out,
-                             uint32_t *gen_out)
-{
-    for (uint32_t s = 0; s < POOL_MAX_CLIENTS; s++) {
-        const struct pool_client *c = &p->clients[s];
-        uint32_t n = atomic_load_explicit(&c->cached, memory_order_acquire);
-        n = n > POOL_CACHE_MAX ? POOL_CACHE_MAX : n;
-        for (uint32_t i = 0; i < n; i++)
-            if (pool_steal_one(p, t, atomic_load_explicit(&c->cache[i], memory_order_relaxed),
-                               idx_out, gen_out))
-                return 0;
-    }
-    uint64_t now = pool_clock_ns();
-    if (p->last_scan_ns && now - p->last_scan_ns < 1000000u)
-        return 1;
-    for (uint32_t idx = 0; idx < p->block_count; idx++) {
-        if (pool_steal_one(p, t, idx, idx_out, gen_out)) {
-            p->last_scan_ns = 0;
-            return 0;
-        }
-    }
-    p->last_scan_ns = now;
-    return 1;
-}
-
-/* Takes block idx back into the warm list if it is cached (by slot, or by
- * anyone: POOL_NONE), pool lock held. stamped_before (age-out; 0: take it
- * now): a block is stamped the first time it is seen cached and taken one
- * period later. Returns whether it was taken. */
-static bool pool_uncache_if(struct pool *p, uint32_t idx, uint32_t slot, uint64_t now,
-                            uint64_t stamped_before)
-{
-    if (idx >= p->block_count)
-        return false;
-    struct pool_block *b = &p->blocks[idx];
-    uint64_t r = atomic_load_explicit(&b->ref, memory_order_acquire);
-    uint32_t rc = ref_count(r);
-    if (!rc_cached(rc) || (slot != POOL_NONE && rc_owner(rc) != slot))
-        return false;
-    if (stamped_before) {
-        uint64_t f = RD(b->freed_at_ns);
-        if (f == 0 || f > now) {
-            b->freed_at_ns = now; /* first seen: it goes one period from now */
-            return false;
-        }
-        if (f > stamped_before)
-            return false;
-    }
-    if (!pool_uncache_one(p, idx, r))
-        return false;
-    pool_used_dec_locked(p);
-    pool_push_warm_locked(p, idx, now);
-    return true;
-}
-
-/* Takes cached blocks back into the warm list (pool lock held): those of
- * client slot, or of every client (POOL_NONE), as pool_uncache_if. scan:
- * look at every descriptor (a dead client's published entries may be
- * stale; flush must miss nothing), else at the clients' published entries.
- * Returns how many. */
-static uint32_t pool_uncache_locked(struct pool *p, uint32_t slot, bool scan, uint64_t now,
-                                    uint64_t stamped_before)
-{
-    uint32_t taken = 0;
-    if (scan) {
-        for (uint32_t idx = 0; idx < p->block_count; idx++)
-            taken += pool_uncache_if(p, idx, slot, now, stamped_before);
-        return taken;
-    }
-    for (uint32_t s = 0; s < POOL_MAX_CLIENTS; s++) {
-        if (slot != POOL_NONE && s != slot)
-            continue;
-        const struct pool_client *c = &p->clients[s];
-        uint32_t n = atomic_load_explicit(&c->cached, memory_order_acquire);
-        n = n > POOL_CACHE_MAX ? POOL_CACHE_MAX : n;
-        for (uint32_t i = 0; i < n; i++)
-            taken += pool_uncache_if(p, atomic_load_explicit(&c->cache[i], memory_order_relaxed),
-                                     slot, now, stamped_before);
-    }
-    return taken;
-}
-
-/* Folds a client slot's counters into the pool's (pool lock held), before
- * the slot is freed or reused. */
-static void pool_fold_counters_locked(struct pool *p, uint32_t slot)
-{
-    struct pool_client *c = &p->clients[slot];
-    p->sh->allocs += atomic_exchange_explicit(&c->allocs, 0, memory_order_relaxed);
-    p->sh->frees += atomic_exchange_explicit(&c->frees, 0, memory_order_relaxed);
-    atomic_store_explicit(&c->cached, 0, memory_order_relaxed);
 }
 
 /* ---- client slots ---- */

@@ -244,7 +244,26 @@ static inline uint64_t handle_make(uint32_t gen, uint32_t idx)
     return (uint64_t)gen << 32 | (idx + 1);
 }
 
+/* ---- the lock ---- */
+
+static inline void pool_unlock(struct pool *p)
+{
+    slock_unlock(&p->sh->lock);
+}
+
 /* ---- freeing and the client caches ---- */
+
+/* Takes cached block idx back from whichever cache has it, if its ref word
+ * is still r: refcount 0 and the next generation in one CAS, so that its
+ * owner's claim fails. The caller files it (pool lock held). */
+static inline bool pool_uncache_one(struct pool *p, uint32_t idx, uint64_t r)
+{
+    return rc_cached(ref_count(r)) &&
+           atomic_compare_exchange_strong_explicit(&p->blocks[idx].ref, &r,
+                                                   ref_make(gen_next(ref_gen(r)), 0),
+                                                   memory_order_acq_rel, memory_order_relaxed);
+}
+
 
 /* A block goes back on a list (pool lock held). */
 static inline void pool_used_dec_locked(struct pool *p)
@@ -279,5 +298,52 @@ static inline void pool_counter_add(_Atomic uint64_t *ctr, uint64_t k)
     atomic_store_explicit(ctr, atomic_load_explicit(ctr, memory_order_relaxed) + k,
                           memory_order_relaxed);
 }
+
+/* Publishes the cache (count and entries) in our client slot, where
+ * allocators that find the lists empty, age-out and repair look for it:
+ * the entries from first on, then the count. */
+static inline void pool_cache_publish(struct pool *p, uint32_t first)
+{
+    struct pool_client *c = pool_self(p);
+    for (uint32_t i = first; i < p->cache.n; i++)
+        atomic_store_explicit(&c->cache[i], p->cache.idx[i], memory_order_relaxed);
+    atomic_store_explicit(&c->cached, p->cache.n, memory_order_release);
+}
+
+/* Gives cached block idx its first reference if its ref word is still r
+ * (cached, by anyone): the one CAS that decides between the owner and any
+ * other claimant. */
+static inline bool pool_claim_cached(struct pool *p, struct pool_itok t, uint32_t idx,
+                                     uint64_t r)
+{
+    if (!rc_cached(ref_count(r)))
+        return false;
+    /* Named before the CAS that makes the reference (release: the record is
+     * visible to whoever sees the new ref word). */
+    pool_intent_point(t, handle_make(ref_gen(r), idx));
+    return atomic_compare_exchange_strong_explicit(&p->blocks[idx].ref, &r,
+                                                   ref_make(ref_gen(r), 1),
+                                                   memory_order_acq_rel, memory_order_relaxed);
+}
+
+/* Client caches, the slow half (pool_cache.c). */
+POOL_INTERNAL bool pool_cache_adopt(struct pool *p, uint32_t self, uint32_t o);
+POOL_INTERNAL uint32_t pool_cache_fill_locked(struct pool *p);
+POOL_INTERNAL void pool_cache_spill(struct pool *p);
+POOL_INTERNAL int pool_steal_locked(struct pool *p, struct pool_itok t, uint32_t *idx_out,
+                                    uint32_t *gen_out);
+POOL_INTERNAL uint32_t pool_uncache_locked(struct pool *p, uint32_t slot, bool scan, uint64_t now,
+                                           uint64_t stamped_before);
+POOL_INTERNAL void pool_fold_counters_locked(struct pool *p, uint32_t slot);
+
+/* Blocks, the lock and the free lists (pool.c). */
+POOL_INTERNAL int pool_lock(struct pool *p);
+POOL_INTERNAL void pool_mark_repair(struct pool *p);
+POOL_INTERNAL void pool_orphan_aging(struct pool *p, uint32_t idx, uint32_t tid);
+POOL_INTERNAL int pool_punch(struct pool *p, uint32_t first, uint32_t count);
+POOL_INTERNAL int pool_pop_warm_locked(struct pool *p, uint32_t *out);
+POOL_INTERNAL void pool_push_warm_locked(struct pool *p, uint32_t idx, uint64_t now);
+POOL_INTERNAL void pool_push_cold_locked(struct pool *p, uint32_t idx);
+POOL_INTERNAL void pool_free_block(struct pool *p, uint32_t idx, uint64_t expect);
 
 #endif
