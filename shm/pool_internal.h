@@ -346,4 +346,7 @@ POOL_INTERNAL void pool_push_warm_locked(struct pool *p, uint32_t idx, uint64_t 
 POOL_INTERNAL void pool_push_cold_locked(struct pool *p, uint32_t idx);
 POOL_INTERNAL void pool_free_block(struct pool *p, uint32_t idx, uint64_t expect);
 
+/* Rebuilds the free lists and counters from the descriptors (pool_repair.c). */
+POOL_INTERNAL void pool_repair_locked(struct pool *p);
+
 #endif
