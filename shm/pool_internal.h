@@ -349,4 +349,7 @@ POOL_INTERNAL void pool_free_block(struct pool *p, uint32_t idx, uint64_t expect
 /* Rebuilds the free lists and counters from the descriptors (pool_repair.c). */
 POOL_INTERNAL void pool_repair_locked(struct pool *p);
 
+/* Whether the lists and counters describe the descriptors exactly (pool_repair.c). */
+POOL_INTERNAL bool pool_lists_ok_locked(struct pool *p);
+
 #endif

@@ -1,0 +1,237 @@
+/* Repair of a memory pool: the free lists and counters rebuilt from the
+ * block descriptors alone, the check that tells whether they need it, and
+ * the breaking of a lock whose owner does not answer.
+ *
+ * Role: pool_repair_locked (run by pool_lock when a dead owner left the
+ * lock or a step asked for it, and by any list operation that found a list
+ * corrupt), pool_lists_ok_locked, pool_lock_owner, pool_break_lock.
+ *
+ * What a consistent pool is (pool.c has the whole list) — what the repair
+ * restores, each from the descriptors, never by following a link:
+ *  - a block with references is USED and on no list; a cached block stays
+ *    in its owner's cache while the owner lives and lists it, else it is
+ *    taken back and filed free (repair_file_block);
+ *  - a free block is WARM (recyclable, pages resident) or COLD (pages
+ *    returned): WARM if it was, or if it was just released (USED with
+ *    refcount 0) into a pool not invalidated; an AGING block stays with a
+ *    live ager, goes cold if its ager is gone;
+ *  - the warm list is linked oldest first, so that age-out keeps working
+ *    from the tail (repair_link_warm); the counters match the lists.
+ * Limits: O(block_count), and a sort of the warm blocks; without memory for
+ * it the warm list is linked in index order (age-out may stop early at a
+ * young tail until the next flush: a delay, not an error). */
+#include "pool_internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+
+/* Whether cached block idx (ref word r) is in the cache of the client its
+ * refcount field names: that client is alive (it may take the block at any
+ * moment) and lists the block among its published entries. */
+static bool pool_cache_holds(const struct pool *p, uint32_t idx, uint64_t r)
+{
+    uint32_t slot = rc_owner(ref_count(r));
+    if (slot >= POOL_MAX_CLIENTS)
+        return false;
+    const struct pool_client *c = &p->clients[slot];
+    uint32_t n = atomic_load_explicit(&c->cached, memory_order_acquire);
+    n = n > POOL_CACHE_MAX ? POOL_CACHE_MAX : n;
+    bool listed = false;
+    for (uint32_t i = 0; i < n && !listed; i++)
+        listed = atomic_load_explicit(&c->cache[i], memory_order_relaxed) == idx;
+    return listed && pool_task_alive(atomic_load_explicit(&c->pid, memory_order_acquire));
+}
+
+struct pool_warm_ent {
+    uint64_t freed_at;
+    uint32_t idx;
+};
+
+static int pool_warm_cmp(const void *a, const void *b)
+{
+    const struct pool_warm_ent *x = a, *y = b;
+    if (x->freed_at != y->freed_at)
+        return x->freed_at < y->freed_at ? -1 : 1;
+    return (x->idx > y->idx) - (x->idx < y->idx);
+}
+
+/* Rebuilds the free lists and counters from the block descriptors alone,
+ * without following any link: after a lock holder died (its update may be
+ * half done) or when a list was found corrupt. A block with references is
+ * USED; a free block goes on the warm list if it was WARM (or was just
+ * released and is still USED with refcount 0, unless the pool is
+ * invalidated: then its pages are returned and it goes cold), on the cold
+ * list otherwise. An AGING block whose ager is alive stays off the lists (the
+ * ager puts it back); one whose ager is gone goes cold: its punch may not
+ * have happened, which costs memory, not correctness. A cached block stays
+ * in its owner's cache while the owner lives and lists it (it counts as
+ * used: off the lists), else is taken back and goes warm. The warm list is rebuilt in freed_at order so that
+ * age-out keeps working from the tail. */
+void pool_repair_locked(struct pool *p)
+{
+    struct pool_shared *sh = p->sh;
+    const uint32_t n = p->block_count;
+    const uint64_t now = mono_ns();
+    const bool inv = (RD(sh->flags) & POOL_F_INVALIDATED) != 0;
+    struct pool_warm_ent *warm = malloc((size_t)n * sizeof(*warm));
+    uint32_t nwarm = 0, ncold = 0, nused = 0, cold_head = POOL_NONE;
+
+    for (uint32_t k = n; k-- > 0;) {
+        struct pool_block *b = &p->blocks[k];
+        uint64_t r = atomic_load_explicit(&b->ref, memory_order_acquire);
+        uint32_t st = RD(b->state);
+        b->prev = POOL_NONE;
+        b->next = POOL_NONE;
+        if (rc_cached(ref_count(r))) {
+            if (pool_cache_holds(p, k, r)) {
+                b->state = POOL_BLOCK_USED; /* off the lists */
+                nused++;
+                continue;
+            }
+            if (pool_uncache_one(p, k, r)) {
+                st = POOL_BLOCK_WARM; /* no live cache lists it: free it */
+                b->freed_at_ns = now;
+            }
+            r = atomic_load_explicit(&b->ref, memory_order_acquire);
+        }
+        if (ref_count(r) > 0) {
+            b->state = POOL_BLOCK_USED;
+            nused++;
+            continue;
+        }
+        if (st == POOL_BLOCK_AGING && pool_task_alive(RD(b->reserved0)))
+            continue;
+        if (st == POOL_BLOCK_WARM || (st == POOL_BLOCK_USED && !inv)) {
+            uint64_t f = RD(b->freed_at_ns);
+            if (st == POOL_BLOCK_USED || f > now)
+                b->freed_at_ns = now;
+            b->state = POOL_BLOCK_WARM;
+            if (warm)
+                warm[nwarm] = (struct pool_warm_ent){.freed_at = b->freed_at_ns, .idx = k};
+            nwarm++;
+            continue;
+        }
+        if (st == POOL_BLOCK_USED)
+            (void)pool_punch(p, k, 1); /* released into an invalidated pool */
+        b->state = POOL_BLOCK_COLD;
+        b->next = cold_head; /* descending k: the head ends up lowest */
+        cold_head = k;
+        ncold++;
+    }
+
+    /* Link the warm blocks oldest first, each at the head. Without memory to
+     * sort, index order: age-out may then stop early at a young tail until
+     * the next flush, which is a delay, not an error. */
+    uint32_t head = POOL_NONE, tail = POOL_NONE, linked = 0;
+    if (warm)
+        qsort(warm, nwarm, sizeof(*warm), pool_warm_cmp);
+    for (uint32_t j = 0, k = 0; j < nwarm; j++) {
+        uint32_t idx;
+        if (warm) {
+            idx = warm[j].idx;
+        } else {
+            while (k < n && RD(p->blocks[k].state) != POOL_BLOCK_WARM)
+                k++;
+            if (k >= n)
+                break;
+            idx = k++;
+        }
+        struct pool_block *b = &p->blocks[idx];
+        b->prev = POOL_NONE;
+        b->next = head;
+        if (head != POOL_NONE)
+            p->blocks[head].prev = idx;
+        else
+            tail = idx;
+        head = idx;
+        linked++;
+    }
+    free(warm);
+
+    sh->warm_head = head;
+    sh->warm_tail = tail;
+    sh->cold_head = cold_head;
+    sh->warm_count = linked;
+    sh->cold_count = ncold;
+    sh->used_count = nused;
+}
+
+/* Whether the lists and counters describe the descriptors exactly, with no
+ * orphaned AGING block (its ager gone). O(block_count). used_count counts
+ * the USED blocks, cached ones included: everything off the lists. A USED block with
+ * refcount 0 passes: it is a release between its CAS and the lock, which is
+ * normal under load and must not cost a rebuild; if its releaser died in
+ * that instant, its intent still names the block, and the recount files it
+ * (pool_audit). */
+bool pool_lists_ok_locked(struct pool *p)
+{
+    struct pool_shared *sh = p->sh;
+    const uint32_t n = p->block_count;
+    uint32_t nwarm = 0, ncold = 0, nused = 0;
+
+    for (uint32_t k = 0; k < n; k++) {
+        struct pool_block *b = &p->blocks[k];
+        uint32_t rc = ref_count(atomic_load_explicit(&b->ref, memory_order_acquire));
+        uint32_t st = RD(b->state);
+        /* In use or cached: off the lists. (A cached block its owner does
+         * not list yet is normal, between its release and its publication:
+         * no reason to rebuild.) */
+        if (rc > 0 && st != POOL_BLOCK_USED)
+            return false;
+        switch (st) {
+        case POOL_BLOCK_WARM: nwarm++; break;
+        case POOL_BLOCK_COLD: ncold++; break;
+        case POOL_BLOCK_USED: nused++; break;
+        case POOL_BLOCK_AGING:
+            if (!pool_task_alive(RD(b->reserved0)))
+                return false;
+            break;
+        default: return false;
+        }
+    }
+    if (RD(sh->warm_count) != nwarm || RD(sh->cold_count) != ncold || RD(sh->used_count) != nused)
+        return false;
+
+    /* A walk that ends within n steps cannot have revisited a node; if every
+     * node it met has the list's state and it met as many as have that
+     * state, the list holds exactly those blocks. */
+    uint32_t prev = POOL_NONE, cur = RD(sh->warm_head), steps = 0;
+    while (cur != POOL_NONE) {
+        if (cur >= n || steps >= nwarm || RD(p->blocks[cur].state) != POOL_BLOCK_WARM ||
+            RD(p->blocks[cur].prev) != prev)
+            return false;
+        prev = cur;
+        cur = RD(p->blocks[cur].next);
+        steps++;
+    }
+    if (steps != nwarm || RD(sh->warm_tail) != prev)
+        return false;
+    cur = RD(sh->cold_head);
+    steps = 0;
+    while (cur != POOL_NONE) {
+        if (cur >= n || steps >= ncold || RD(p->blocks[cur].state) != POOL_BLOCK_COLD)
+            return false;
+        cur = RD(p->blocks[cur].next);
+        steps++;
+    }
+    return steps == ncold;
+}
+
+/* ---- locks others hold ---- */
+
+uint32_t pool_lock_owner(const struct pool *p)
+{
+    return p && p->sh ? slock_owner(&p->sh->lock) : 0;
+}
+
+int pool_break_lock(struct pool *p, uint32_t owner)
+{
+    if (!p || !p->sh || owner == 0)
+        return -EINVAL;
+    if (slock_take_from(&p->sh->lock, owner) != SLOCK_RECOVERED)
+        return 0;
+    __atomic_fetch_and(&p->sh->flags, ~POOL_F_NEEDS_REPAIR, __ATOMIC_SEQ_CST); /* see pool_lock */
+    pool_repair_locked(p);
+    pool_unlock(p);
+    return 1;
+}
