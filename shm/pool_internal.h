@@ -352,4 +352,13 @@ POOL_INTERNAL void pool_repair_locked(struct pool *p);
 /* Whether the lists and counters describe the descriptors exactly (pool_repair.c). */
 POOL_INTERNAL bool pool_lists_ok_locked(struct pool *p);
 
+/* Client slots (pool_client.c). */
+POOL_INTERNAL int pool_claim_slot(struct pool *p);
+POOL_INTERNAL uint64_t pool_reclaim_holdings(struct pool *p, uint32_t slot);
+POOL_INTERNAL void pool_finish_slot(struct pool *p, uint32_t slot, uint64_t n);
+POOL_INTERNAL void pool_intents_forget(struct pool *p, uint32_t slot);
+
+/* Drops up to k references on idx whatever its generation (pool.c). */
+POOL_INTERNAL uint32_t pool_drop_refs(struct pool *p, uint32_t idx, uint32_t k);
+
 #endif
