@@ -80,91 +80,133 @@ static void pool_sort_u32(uint32_t *v, uint32_t n)
     }
 }
 
-/* Ages out warm blocks in batches: detach from the tail under the lock,
- * punch outside it (one fallocate per run of adjacent blocks), file them
- * cold under the lock. At most block_count blocks per call, so a peer
- * freeing blocks as fast as we age them cannot keep us here. */
-static int pool_age_out_impl(struct pool *p, uint64_t now, bool force)
+/* Step 1: the client caches first: flush takes every cached block back;
+ * age-out the ones that sat in a cache a whole period (see pool.h).
+ * -EBUSY when the lock stays held (mbqd retries on its next tick). */
+static int age_uncache(struct pool *p, uint64_t now, bool force)
 {
-    if (!p || !p->sh)
-        return -EINVAL;
-    struct pool_shared *sh = p->sh;
-    const uint32_t tid = slock_self();
-    uint32_t total = 0;
-    int err = 0;
-    bool repaired = false;
-
-    /* Client caches first: flush takes every cached block back; age-out
-     * the ones that sat in a cache a whole period (see pool.h). A lock that
-     * stays held fails the call, which mbqd retries on its next tick. */
     if (pool_lock(p) < 0)
         return -EBUSY;
-    const uint64_t period = RD(sh->age_out_ns);
+    const uint64_t period = RD(p->sh->age_out_ns);
     if (force)
         pool_uncache_locked(p, POOL_NONE, true, pool_clock_ns(), 0); /* miss none */
     else if (now > period)
         pool_uncache_locked(p, POOL_NONE, false, now, now - period);
     pool_unlock(p);
+    return 0;
+}
 
+/* One round's blocks: detached AGING under this thread's id, with the ref
+ * word each had (so that filing them later can tell they are still ours). */
+struct age_batch {
+    uint32_t idx[POOL_AGE_BATCH];
+    uint64_t ref[POOL_AGE_BATCH];
+    uint32_t k;
+};
+
+/* Step 2, under the lock: detaches up to a batch (and up to room more
+ * blocks) of old enough blocks from the warm tail. A corrupt list is
+ * rebuilt once per call (*repaired) and the detach goes on; corrupt again,
+ * *err is -EUCLEAN and the round ends. */
+static void age_detach_locked(struct pool *p, uint64_t now, bool force, uint32_t tid,
+                              uint32_t room, struct age_batch *a, bool *repaired, int *err)
+{
+    const uint64_t age = RD(p->sh->age_out_ns);
+    a->k = 0;
+    while (a->k < POOL_AGE_BATCH && a->k < room) {
+        int e = pool_detach_tail_locked(p, now, age, force, tid, &a->idx[a->k], &a->ref[a->k]);
+        if (e > 0) {
+            a->k++;
+            continue;
+        }
+        if (e < 0 && !*repaired) {
+            /* Blocks we already detached are AGING under our live tid:
+             * the rebuild leaves them to us. */
+            *repaired = true;
+            pool_repair_locked(p);
+            continue;
+        }
+        if (e < 0)
+            *err = -EUCLEAN;
+        break;
+    }
+}
+
+/* Step 3, outside the lock: returns the batch's pages, one fallocate per
+ * run of adjacent blocks. Returns the first error, or 0. */
+static int age_punch(struct pool *p, const struct age_batch *a)
+{
+    uint32_t sorted[POOL_AGE_BATCH];
+    int err = 0;
+    memcpy(sorted, a->idx, a->k * sizeof(a->idx[0]));
+    pool_sort_u32(sorted, a->k);
+    for (uint32_t i = 0; i < a->k;) {
+        uint32_t j = i + 1;
+        while (j < a->k && sorted[j] == sorted[j - 1] + 1)
+            j++;
+        int e = pool_punch(p, sorted[i], j - i);
+        if (e < 0 && !err)
+            err = e;
+        i = j;
+    }
+    return err;
+}
+
+/* Step 4: files the batch cold, each block still ours unless a repair filed
+ * it meanwhile. Without the lock the blocks are given up as a dead ager's,
+ * for the repair to file: -EBUSY. */
+static int age_file_cold(struct pool *p, uint32_t tid, const struct age_batch *a)
+{
+    if (pool_lock(p) < 0) {
+        for (uint32_t i = 0; i < a->k; i++)
+            pool_orphan_aging(p, a->idx[i], tid);
+        return -EBUSY;
+    }
+    for (uint32_t i = 0; i < a->k; i++) {
+        struct pool_block *b = &p->blocks[a->idx[i]];
+        if (RD(b->state) == POOL_BLOCK_AGING && RD(b->reserved0) == tid &&
+            atomic_load_explicit(&b->ref, memory_order_acquire) == a->ref[i])
+            pool_push_cold_locked(p, a->idx[i]);
+    }
+    p->sh->aged_out += a->k;
+    pool_unlock(p);
+    return 0;
+}
+
+/* Ages out warm blocks in batches: detach from the tail under the lock,
+ * punch outside it, file them cold under the lock. At most block_count
+ * blocks per call, so a peer freeing blocks as fast as we age them cannot
+ * keep us here. Returns how many, or the error when none. */
+static int pool_age_out_impl(struct pool *p, uint64_t now, bool force)
+{
+    if (!p || !p->sh)
+        return -EINVAL;
+    const uint32_t tid = slock_self();
+    uint32_t total = 0;
+    int err = age_uncache(p, now, force);
+    bool repaired = false;
+    if (err < 0)
+        return err;
     while (total < p->block_count) {
-        uint32_t idx[POOL_AGE_BATCH], sorted[POOL_AGE_BATCH];
-        uint64_t ref[POOL_AGE_BATCH];
-        uint32_t k = 0;
+        struct age_batch a;
         if (pool_lock(p) < 0) {
             err = -EBUSY;
             break;
         }
-        const uint64_t age = RD(sh->age_out_ns);
-        while (k < POOL_AGE_BATCH && total + k < p->block_count) {
-            int e = pool_detach_tail_locked(p, now, age, force, tid, &idx[k], &ref[k]);
-            if (e > 0) {
-                k++;
-                continue;
-            }
-            if (e < 0 && !repaired) {
-                /* Blocks we already detached are AGING under our live tid:
-                 * the rebuild leaves them to us. */
-                repaired = true;
-                pool_repair_locked(p);
-                continue;
-            }
-            if (e < 0)
-                err = -EUCLEAN;
-            break;
-        }
+        age_detach_locked(p, now, force, tid, p->block_count - total, &a, &repaired, &err);
         pool_unlock(p);
-        if (k == 0)
+        if (a.k == 0)
             break;
-
-        memcpy(sorted, idx, k * sizeof(idx[0]));
-        pool_sort_u32(sorted, k);
-        for (uint32_t i = 0; i < k;) {
-            uint32_t j = i + 1;
-            while (j < k && sorted[j] == sorted[j - 1] + 1)
-                j++;
-            int e = pool_punch(p, sorted[i], j - i);
-            if (e < 0 && !err)
-                err = e;
-            i = j;
-        }
-
-        if (pool_lock(p) < 0) {
-            for (uint32_t i = 0; i < k; i++)
-                pool_orphan_aging(p, idx[i], tid);
-            err = -EBUSY;
+        int e = age_punch(p, &a);
+        if (e < 0 && !err)
+            err = e;
+        e = age_file_cold(p, tid, &a);
+        if (e < 0) {
+            err = e;
             break;
         }
-        for (uint32_t i = 0; i < k; i++) {
-            struct pool_block *b = &p->blocks[idx[i]];
-            /* Still ours unless a repair filed it meanwhile. */
-            if (RD(b->state) == POOL_BLOCK_AGING && RD(b->reserved0) == tid &&
-                atomic_load_explicit(&b->ref, memory_order_acquire) == ref[i])
-                pool_push_cold_locked(p, idx[i]);
-        }
-        sh->aged_out += k;
-        pool_unlock(p);
-        total += k;
-        if (k < POOL_AGE_BATCH || err)
+        total += a.k;
+        if (a.k < POOL_AGE_BATCH || err)
             break;
     }
     if (err && total == 0)
