@@ -55,73 +55,63 @@ static int pool_warm_cmp(const void *a, const void *b)
     return (x->idx > y->idx) - (x->idx < y->idx);
 }
 
-/* Rebuilds the free lists and counters from the block descriptors alone,
- * without following any link: after a lock holder died (its update may be
- * half done) or when a list was found corrupt. A block with references is
- * USED; a free block goes on the warm list if it was WARM (or was just
- * released and is still USED with refcount 0, unless the pool is
- * invalidated: then its pages are returned and it goes cold), on the cold
- * list otherwise. An AGING block whose ager is alive stays off the lists (the
- * ager puts it back); one whose ager is gone goes cold: its punch may not
- * have happened, which costs memory, not correctness. A cached block stays
- * in its owner's cache while the owner lives and lists it (it counts as
- * used: off the lists), else is taken back and goes warm. The warm list is rebuilt in freed_at order so that
- * age-out keeps working from the tail. */
-void pool_repair_locked(struct pool *p)
+/* Where repair_file_block puts a block. */
+enum repair_place { PLACE_USED, PLACE_WARM, PLACE_COLD, PLACE_AGER };
+
+/* Decides block k's place from its descriptor alone, and sets its state
+ * (and freed_at for a warm one) accordingly; unlinks it. A block with
+ * references is USED; a cached one stays in its owner's cache (counted
+ * used: off the lists) while the owner lives and lists it, else is taken
+ * back and goes warm. A free block goes warm if it was WARM, or was just
+ * released (still USED, refcount 0) into a pool not invalidated; else
+ * cold, its pages returned if it was just released. An AGING block whose
+ * ager lives stays off the lists (the ager files it); one whose ager is
+ * gone goes cold: its punch may not have happened, which costs memory,
+ * not correctness. */
+static enum repair_place repair_file_block(struct pool *p, uint32_t k, uint64_t now, bool inv)
 {
-    struct pool_shared *sh = p->sh;
-    const uint32_t n = p->block_count;
-    const uint64_t now = mono_ns();
-    const bool inv = (RD(sh->flags) & POOL_F_INVALIDATED) != 0;
-    struct pool_warm_ent *warm = malloc((size_t)n * sizeof(*warm));
-    uint32_t nwarm = 0, ncold = 0, nused = 0, cold_head = POOL_NONE;
-
-    for (uint32_t k = n; k-- > 0;) {
-        struct pool_block *b = &p->blocks[k];
-        uint64_t r = atomic_load_explicit(&b->ref, memory_order_acquire);
-        uint32_t st = RD(b->state);
-        b->prev = POOL_NONE;
-        b->next = POOL_NONE;
-        if (rc_cached(ref_count(r))) {
-            if (pool_cache_holds(p, k, r)) {
-                b->state = POOL_BLOCK_USED; /* off the lists */
-                nused++;
-                continue;
-            }
-            if (pool_uncache_one(p, k, r)) {
-                st = POOL_BLOCK_WARM; /* no live cache lists it: free it */
-                b->freed_at_ns = now;
-            }
-            r = atomic_load_explicit(&b->ref, memory_order_acquire);
+    struct pool_block *b = &p->blocks[k];
+    uint64_t r = atomic_load_explicit(&b->ref, memory_order_acquire);
+    uint32_t st = RD(b->state);
+    b->prev = POOL_NONE;
+    b->next = POOL_NONE;
+    if (rc_cached(ref_count(r))) {
+        if (pool_cache_holds(p, k, r)) {
+            b->state = POOL_BLOCK_USED; /* off the lists */
+            return PLACE_USED;
         }
-        if (ref_count(r) > 0) {
-            b->state = POOL_BLOCK_USED;
-            nused++;
-            continue;
+        if (pool_uncache_one(p, k, r)) {
+            st = POOL_BLOCK_WARM; /* no live cache lists it: free it */
+            b->freed_at_ns = now;
         }
-        if (st == POOL_BLOCK_AGING && pool_task_alive(RD(b->reserved0)))
-            continue;
-        if (st == POOL_BLOCK_WARM || (st == POOL_BLOCK_USED && !inv)) {
-            uint64_t f = RD(b->freed_at_ns);
-            if (st == POOL_BLOCK_USED || f > now)
-                b->freed_at_ns = now;
-            b->state = POOL_BLOCK_WARM;
-            if (warm)
-                warm[nwarm] = (struct pool_warm_ent){.freed_at = b->freed_at_ns, .idx = k};
-            nwarm++;
-            continue;
-        }
-        if (st == POOL_BLOCK_USED)
-            (void)pool_punch(p, k, 1); /* released into an invalidated pool */
-        b->state = POOL_BLOCK_COLD;
-        b->next = cold_head; /* descending k: the head ends up lowest */
-        cold_head = k;
-        ncold++;
+        r = atomic_load_explicit(&b->ref, memory_order_acquire);
     }
+    if (ref_count(r) > 0) {
+        b->state = POOL_BLOCK_USED;
+        return PLACE_USED;
+    }
+    if (st == POOL_BLOCK_AGING && pool_task_alive(RD(b->reserved0)))
+        return PLACE_AGER;
+    if (st == POOL_BLOCK_WARM || (st == POOL_BLOCK_USED && !inv)) {
+        uint64_t f = RD(b->freed_at_ns);
+        if (st == POOL_BLOCK_USED || f > now)
+            b->freed_at_ns = now;
+        b->state = POOL_BLOCK_WARM;
+        return PLACE_WARM;
+    }
+    if (st == POOL_BLOCK_USED)
+        (void)pool_punch(p, k, 1); /* released into an invalidated pool */
+    b->state = POOL_BLOCK_COLD;
+    return PLACE_COLD;
+}
 
-    /* Link the warm blocks oldest first, each at the head. Without memory to
-     * sort, index order: age-out may then stop early at a young tail until
-     * the next flush, which is a delay, not an error. */
+/* Links the nwarm WARM blocks oldest first, each at the head (warm: them,
+ * sorted here; NULL: found by index, in index order). Returns how many it
+ * linked, with the list's ends. */
+static uint32_t repair_link_warm(struct pool *p, struct pool_warm_ent *warm, uint32_t nwarm,
+                                 uint32_t *head_out, uint32_t *tail_out)
+{
+    const uint32_t n = p->block_count;
     uint32_t head = POOL_NONE, tail = POOL_NONE, linked = 0;
     if (warm)
         qsort(warm, nwarm, sizeof(*warm), pool_warm_cmp);
@@ -146,6 +136,47 @@ void pool_repair_locked(struct pool *p)
         head = idx;
         linked++;
     }
+    *head_out = head;
+    *tail_out = tail;
+    return linked;
+}
+
+/* Rebuilds the free lists and counters from the block descriptors alone,
+ * without following any link: after a lock holder died (its update may be
+ * half done) or when a list was found corrupt. Each block is filed by
+ * repair_file_block; the cold list is linked as it goes (descending index:
+ * the head ends up lowest), the warm list afterwards in freed_at order so
+ * that age-out keeps working from the tail. Without memory to sort, index
+ * order: age-out may then stop early at a young tail until the next flush,
+ * which is a delay, not an error. */
+void pool_repair_locked(struct pool *p)
+{
+    struct pool_shared *sh = p->sh;
+    const uint32_t n = p->block_count;
+    const uint64_t now = mono_ns();
+    const bool inv = (RD(sh->flags) & POOL_F_INVALIDATED) != 0;
+    struct pool_warm_ent *warm = malloc((size_t)n * sizeof(*warm));
+    uint32_t nwarm = 0, ncold = 0, nused = 0, cold_head = POOL_NONE;
+
+    for (uint32_t k = n; k-- > 0;) {
+        switch (repair_file_block(p, k, now, inv)) {
+        case PLACE_USED: nused++; break;
+        case PLACE_AGER: break;
+        case PLACE_WARM:
+            if (warm)
+                warm[nwarm] = (struct pool_warm_ent){.freed_at = p->blocks[k].freed_at_ns,
+                                                     .idx = k};
+            nwarm++;
+            break;
+        case PLACE_COLD:
+            p->blocks[k].next = cold_head;
+            cold_head = k;
+            ncold++;
+            break;
+        }
+    }
+    uint32_t head, tail;
+    uint32_t linked = repair_link_warm(p, warm, nwarm, &head, &tail);
     free(warm);
 
     sh->warm_head = head;
@@ -155,6 +186,8 @@ void pool_repair_locked(struct pool *p)
     sh->cold_count = ncold;
     sh->used_count = nused;
 }
+
+static bool lists_walk_ok(const struct pool *p, uint32_t nwarm, uint32_t ncold);
 
 /* Whether the lists and counters describe the descriptors exactly, with no
  * orphaned AGING block (its ager gone). O(block_count). used_count counts
@@ -191,10 +224,17 @@ bool pool_lists_ok_locked(struct pool *p)
     }
     if (RD(sh->warm_count) != nwarm || RD(sh->cold_count) != ncold || RD(sh->used_count) != nused)
         return false;
+    return lists_walk_ok(p, nwarm, ncold);
+}
 
-    /* A walk that ends within n steps cannot have revisited a node; if every
-     * node it met has the list's state and it met as many as have that
-     * state, the list holds exactly those blocks. */
+/* Whether walking the lists meets exactly the nwarm WARM and ncold COLD
+ * blocks. A walk that ends within n steps cannot have revisited a node; if
+ * every node it met has the list's state and it met as many as have that
+ * state, the list holds exactly those blocks. */
+static bool lists_walk_ok(const struct pool *p, uint32_t nwarm, uint32_t ncold)
+{
+    const struct pool_shared *sh = p->sh;
+    const uint32_t n = p->block_count;
     uint32_t prev = POOL_NONE, cur = RD(sh->warm_head), steps = 0;
     while (cur != POOL_NONE) {
         if (cur >= n || steps >= nwarm || RD(p->blocks[cur].state) != POOL_BLOCK_WARM ||
