@@ -190,9 +190,12 @@ void pool_orphan_aging(struct pool *p, uint32_t idx, uint32_t tid)
 /* ---- free lists (pool lock held) ----
  * Each operation checks everything it will rely on before it changes
  * anything, and returns -EUCLEAN without a change when the list is corrupt;
- * the caller then repairs. */
+ * the caller then repairs. One convention for every operation here (and in
+ * pool_age.c and pool_cache.c) that looks for a block: it returns how many
+ * it took — 1, or 0 when there is none — or -errno. */
 
-/* Unlinks the warm head into *out (POOL_NONE when the list is empty). */
+/* Unlinks the warm head into *out: 1, or 0 with *out POOL_NONE when the
+ * list is empty, or -EUCLEAN. */
 int pool_pop_warm_locked(struct pool *p, uint32_t *out)
 {
     struct pool_shared *sh = p->sh;
@@ -222,7 +225,7 @@ int pool_pop_warm_locked(struct pool *p, uint32_t *out)
     sh->warm_count = cnt - 1;
     b->next = POOL_NONE;
     *out = h;
-    return 0;
+    return 1;
 }
 
 static int pool_pop_cold_locked(struct pool *p, uint32_t *out)
@@ -245,7 +248,7 @@ static int pool_pop_cold_locked(struct pool *p, uint32_t *out)
     sh->cold_count = cnt - 1;
     b->next = POOL_NONE;
     *out = h;
-    return 0;
+    return 1;
 }
 
 /* Puts a free block that is on no list at the warm head. On a corrupt list
@@ -297,22 +300,17 @@ void pool_push_cold_locked(struct pool *p, uint32_t idx)
 }
 
 /* Takes a free block (warm first, then cold) and gives it its first
- * reference. 0 with the index and generation, 1 when there is none,
+ * reference. 1 with the index and generation, 0 when there is none,
  * -EUCLEAN. */
 static int pool_take_locked(struct pool *p, struct pool_itok t, uint32_t *idx_out,
                             uint32_t *gen_out)
 {
     uint32_t idx;
     int e = pool_pop_warm_locked(p, &idx);
-    if (e < 0)
-        return e;
-    if (idx == POOL_NONE) {
+    if (e == 0)
         e = pool_pop_cold_locked(p, &idx);
-        if (e < 0)
-            return e;
-        if (idx == POOL_NONE)
-            return 1;
-    }
+    if (e <= 0)
+        return e;
     /* The block is off its list but still says WARM/COLD: if its ref word is
      * wrong, the repair that follows files it by its refcount. */
     struct pool_block *b = &p->blocks[idx];
@@ -331,7 +329,7 @@ static int pool_take_locked(struct pool *p, struct pool_itok t, uint32_t *idx_ou
     p->sh->used_count = RD(p->sh->used_count) + 1;
     *idx_out = idx;
     *gen_out = gen;
-    return 0;
+    return 1;
 }
 
 /* ---- freeing ---- */
@@ -679,11 +677,11 @@ static int pool_alloc_impl(struct pool *p, uint64_t size, uint64_t *handle_out, 
         }
         for (int attempt = 0;; attempt++) {
             int e = pool_take_locked(p, t, &idx, &gen);
-            if (e > 0 && p->cache.max) /* no caches in this pool: nothing to take */
+            if (e == 0 && p->cache.max) /* no caches in this pool: nothing to take */
                 e = pool_steal_locked(p, t, &idx, &gen);
-            if (e == 0)
+            if (e > 0)
                 break;
-            if (e > 0) {
+            if (e == 0) {
                 if (!quiet) /* a blocking allocation counts once, when it gives up */
                     sh->alloc_failures++;
                 pool_unlock(p);

@@ -68,7 +68,7 @@ uint32_t pool_cache_fill_locked(struct pool *p)
     }
     while (got < want) {
         uint32_t idx;
-        if (pool_pop_warm_locked(p, &idx) < 0 || idx == POOL_NONE)
+        if (pool_pop_warm_locked(p, &idx) <= 0)
             break; /* empty (or corrupt: the caller's slow path repairs) */
         struct pool_block *b = &p->blocks[idx];
         b->state = POOL_BLOCK_USED; /* off the lists, whatever follows */
@@ -141,7 +141,7 @@ static bool pool_steal_one(struct pool *p, struct pool_itok t, uint32_t idx, uin
  * entries first; then, at most once a millisecond per process, every
  * descriptor, so that a cached block nobody lists (a release between its
  * CAS and its publication, or a cache whose owner lost track) is found too.
- * 0 with its index and generation (and the first reference), 1 when none. */
+ * 1 with its index and generation (and the first reference), 0 when none. */
 int pool_steal_locked(struct pool *p, struct pool_itok t, uint32_t *idx_out,
                       uint32_t *gen_out)
 {
@@ -152,19 +152,19 @@ int pool_steal_locked(struct pool *p, struct pool_itok t, uint32_t *idx_out,
         for (uint32_t i = 0; i < n; i++)
             if (pool_steal_one(p, t, atomic_load_explicit(&c->cache[i], memory_order_relaxed),
                                idx_out, gen_out))
-                return 0;
+                return 1;
     }
     uint64_t now = pool_clock_ns();
     if (p->last_scan_ns && now - p->last_scan_ns < 1000000u)
-        return 1;
+        return 0;
     for (uint32_t idx = 0; idx < p->block_count; idx++) {
         if (pool_steal_one(p, t, idx, idx_out, gen_out)) {
             p->last_scan_ns = 0;
-            return 0;
+            return 1;
         }
     }
     p->last_scan_ns = now;
-    return 1;
+    return 0;
 }
 
 /* Takes block idx back into the warm list if it is cached (by slot, or by
