@@ -193,22 +193,13 @@ uint64_t pool_format_area_size(void)
     return POOL_FORMATS * (uint64_t)sizeof(struct pool_format);
 }
 
-int pool_format_intern(struct pool *p, const void *bytes, uint32_t len, uint64_t *id_out)
+/* Step 1 of an intern, under the lock: the slot that holds these bytes
+ * already (its index, its stamp refreshed), or -1; seqs gets every slot's
+ * seq. No one else writes a slot under the lock: an odd seq is a writer
+ * that died mid-write, as good as an empty slot. */
+static int format_find_locked(struct pool *p, const void *bytes, uint32_t len, uint64_t h,
+                              uint64_t clock, uint32_t seqs[POOL_FORMATS])
 {
-    if (!p || !p->sh || !bytes || len == 0 || len > POOL_FORMAT_MAX || !id_out)
-        return -EINVAL;
-    const uint64_t h = fnv1a(bytes, len);
-    int lr = pool_lock(p);
-    if (lr < 0)
-        return lr;
-    struct pool_shared *sh = p->sh;
-    const uint64_t clock = RD(sh->format_clock) + 1;
-    sh->format_clock = clock;
-    /* Under the lock no one else writes a slot: an odd seq is a writer that
-     * died mid-write, as good as an empty slot. */
-    int victim = -1;
-    uint64_t oldest = UINT64_MAX;
-    uint32_t seqs[POOL_FORMATS];
     for (int i = 0; i < POOL_FORMATS; i++) {
         struct pool_format *f = &p->formats[i];
         const uint32_t seq = atomic_load_explicit(&f->seq, memory_order_relaxed);
@@ -217,14 +208,17 @@ int pool_format_intern(struct pool *p, const void *bytes, uint32_t len, uint64_t
             continue;
         if (RD(f->len) == len && RD(f->hash) == h && memcmp(f->bytes, bytes, len) == 0) {
             f->stamp = clock;
-            pool_unlock(p);
-            *id_out = (uint64_t)seq << 32 | (uint32_t)(i + 1);
-            return 0;
+            return i;
         }
     }
-    /* A slot some live buffer carries is not recycled: the formats of
-     * buffers held or queued stay readable. One pass over the descriptors,
-     * on a new format only (rare). */
+    return -1;
+}
+
+/* Step 2: the slots some live buffer carries (a bit each), which are not
+ * recycled, so that the formats of buffers held or queued stay readable.
+ * One pass over the descriptors, on a new format only (rare). */
+static uint32_t format_in_use_locked(const struct pool *p, const uint32_t seqs[POOL_FORMATS])
+{
     uint32_t in_use = 0;
     for (uint32_t i = 0; i < p->block_count; i++) {
         if (!rc_live(ref_count(atomic_load_explicit(&p->blocks[i].ref, memory_order_relaxed))))
@@ -234,6 +228,17 @@ int pool_format_intern(struct pool *p, const void *bytes, uint32_t len, uint64_t
         if (lo >= 1 && lo <= POOL_FORMATS && (uint32_t)(id >> 32) == seqs[lo - 1])
             in_use |= 1u << (lo - 1);
     }
+    return in_use;
+}
+
+/* Step 3: the slot to write — an empty (or dead writer's) one, else the
+ * least recently interned one no live buffer carries; -1 when every slot
+ * is carried. */
+static int format_victim_locked(const struct pool *p, const uint32_t seqs[POOL_FORMATS],
+                                uint32_t in_use)
+{
+    int victim = -1;
+    uint64_t oldest = UINT64_MAX;
     for (int i = 0; i < POOL_FORMATS; i++) {
         if (seqs[i] == 0 || (seqs[i] & 1)) {
             if (oldest != 0)
@@ -244,11 +249,15 @@ int pool_format_intern(struct pool *p, const void *bytes, uint32_t len, uint64_t
         if (!(in_use & (1u << i)) && st < oldest)
             victim = i, oldest = st;
     }
-    if (victim < 0) {
-        pool_unlock(p);
-        return -ENOSPC; /* every slot is carried by a live buffer */
-    }
-    struct pool_format *f = &p->formats[victim];
+    return victim;
+}
+
+/* Step 4: writes the bytes into slot f as a seqlock writer (seq odd while
+ * it writes, readers see that before the new bytes). Returns the new seq,
+ * which the format's id carries. */
+static uint32_t format_write_locked(struct pool_format *f, const void *bytes, uint32_t len,
+                                    uint64_t h, uint64_t clock)
+{
     uint32_t seq = atomic_load_explicit(&f->seq, memory_order_relaxed);
     const uint32_t busy = (seq & 1) ? seq : seq + 1;
     uint32_t next = busy + 1;
@@ -261,8 +270,32 @@ int pool_format_intern(struct pool *p, const void *bytes, uint32_t len, uint64_t
     f->stamp = clock;
     memcpy(f->bytes, bytes, len);
     atomic_store_explicit(&f->seq, next, memory_order_release);
+    return next;
+}
+
+int pool_format_intern(struct pool *p, const void *bytes, uint32_t len, uint64_t *id_out)
+{
+    if (!p || !p->sh || !bytes || len == 0 || len > POOL_FORMAT_MAX || !id_out)
+        return -EINVAL;
+    const uint64_t h = fnv1a(bytes, len);
+    int lr = pool_lock(p);
+    if (lr < 0)
+        return lr;
+    struct pool_shared *sh = p->sh;
+    const uint64_t clock = RD(sh->format_clock) + 1;
+    sh->format_clock = clock;
+    uint32_t seqs[POOL_FORMATS];
+    int slot = format_find_locked(p, bytes, len, h, clock, seqs);
+    uint32_t seq = slot >= 0 ? seqs[slot] : 0;
+    if (slot < 0) {
+        slot = format_victim_locked(p, seqs, format_in_use_locked(p, seqs));
+        if (slot >= 0)
+            seq = format_write_locked(&p->formats[slot], bytes, len, h, clock);
+    }
     pool_unlock(p);
-    *id_out = (uint64_t)next << 32 | (uint32_t)(victim + 1);
+    if (slot < 0)
+        return -ENOSPC; /* every slot is carried by a live buffer */
+    *id_out = (uint64_t)seq << 32 | (uint32_t)(slot + 1);
     return 0;
 }
 
