@@ -325,6 +325,42 @@ static int token_slot(const struct bq *q, uint64_t token)
     return slot;
 }
 
+/* The lowest free trigger slot, or -1. Under both locks. */
+static int trig_free_slot_locked(const struct bq *q)
+{
+    for (int i = 0; i < BQ_MAX_TRIGGERS; i++)
+        if (atomic_load_explicit(&q->sh->triggers[i].state, memory_order_relaxed) == 0)
+            return i;
+    return -1;
+}
+
+/* Arms the trigger just written at slot: the PTS extremes a PTS-change
+ * condition compares against, the current level of a level condition
+ * (which, true already, fires at once), then
+ * the slot installed. Returns the fired set. Under both locks. */
+static struct tmask trig_arm_locked(struct bq *q, int slot)
+{
+    struct bq_shared *sh = q->sh;
+    struct bq_trigger *t = &sh->triggers[slot];
+    struct tmask fired = {{0}};
+    if (t->condition == 5 || t->condition == 6) {
+        uint64_t head = atomic_load_explicit(&sh->head.index, memory_order_relaxed);
+        uint64_t tail = atomic_load_explicit(&sh->tail.index, memory_order_relaxed);
+        scan_pts(q, head, tail, &sh->last_min_pts, &sh->last_max_pts, NULL);
+    }
+    if (!cond_is_event((int32_t)t->condition)) {
+        struct bq_state st;
+        state_locked(q, &st, false);
+        t->level = trig_level(t, &st);
+        if (t->level) {
+            atomic_fetch_add_explicit(&t->fired, 1, memory_order_relaxed);
+            tmask_set(&fired, (unsigned)slot);
+        }
+    }
+    atomic_store_explicit(&t->state, 1, memory_order_release);
+    return fired;
+}
+
 int bq_install_trigger(struct bq *q, int32_t condition, mbq_time time, int64_t threshold,
                        int efd, uint64_t *token_out)
 {
@@ -339,10 +375,7 @@ int bq_install_trigger(struct bq *q, int32_t condition, mbq_time time, int64_t t
     int lr = bq_lock_full(q, &held);
     if (lr < 0)
         return lr;
-    int slot = -1;
-    for (int i = 0; i < BQ_MAX_TRIGGERS && slot < 0; i++)
-        if (atomic_load_explicit(&sh->triggers[i].state, memory_order_relaxed) == 0)
-            slot = i;
+    int slot = trig_free_slot_locked(q);
     if (slot < 0) {
         bq_unlock_full(q, held);
         return -ENOSPC;
@@ -354,22 +387,7 @@ int bq_install_trigger(struct bq *q, int32_t condition, mbq_time time, int64_t t
                              .time = cond_uses_time(condition) ? time : MBQ_TIME_INVALID,
                              .threshold = threshold,
                              .owner_pid = (uint32_t)getpid()};
-    if (condition == 5 || condition == 6) {
-        uint64_t head = atomic_load_explicit(&sh->head.index, memory_order_relaxed);
-        uint64_t tail = atomic_load_explicit(&sh->tail.index, memory_order_relaxed);
-        scan_pts(q, head, tail, &sh->last_min_pts, &sh->last_max_pts, NULL);
-    }
-    struct tmask fired = {{0}};
-    if (!cond_is_event(condition)) {
-        struct bq_state st;
-        state_locked(q, &st, false);
-        t->level = trig_level(t, &st);
-        if (t->level) {
-            atomic_fetch_add_explicit(&t->fired, 1, memory_order_relaxed);
-            tmask_set(&fired, (unsigned)slot);
-        }
-    }
-    atomic_store_explicit(&t->state, 1, memory_order_release);
+    struct tmask fired = trig_arm_locked(q, slot);
     atomic_fetch_add_explicit(&sh->trigger_count, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&sh->trigger_gen, 1, memory_order_relaxed);
     trig_sides_locked(q);

@@ -229,18 +229,19 @@ int bq_dequeue_wait(struct bq *q, struct bq_entry *out, int64_t timeout_ns)
     return r;
 }
 
-static int dequeue_wait_slow(struct bq *q, struct bq_entry *out, uint32_t epoch,
-                             uint64_t start, uint64_t deadline)
+/* The adaptive spin's memory, per thread: waits in a row whose spin found
+ * nothing, and waits since the spin was last tried. */
+static _Thread_local unsigned spin_misses, spin_tries;
+
+/* When the spin of a wait that began at start ends (start: no spin). A
+ * cross-vCPU wake costs ~25 us each way, so waiting that long on the cache
+ * line is cheaper than sleeping — unless the producer shares our CPU, when
+ * spinning only delays it: then no spin at all (the producer publishes its
+ * CPU when it moves). Otherwise the spin adapts: after 8 waits in a row
+ * whose spin found nothing, sleep at once, trying the spin on every 16th.
+ * A budget set with bq_set_spin replaces the adaptive one (0: never spin). */
+static uint64_t dequeue_spin_end(struct bq *q, uint64_t start, uint64_t deadline)
 {
-    int r;
-    /* Spin first: a cross-vCPU wake costs ~25 us each way, so waiting that
-     * long on the cache line is cheaper than sleeping — unless the producer
-     * shares our CPU, when spinning only delays it: then no spin at all
-     * (the producer publishes its CPU when it moves). Otherwise the spin
-     * adapts: after 8 waits in a row whose spin found nothing, sleep at
-     * once, trying the spin on every 16th. A budget set with bq_set_spin
-     * replaces the adaptive one (0: never spin). */
-    static _Thread_local unsigned spin_misses, spin_tries;
     int64_t budget = atomic_load_explicit(&q->spin_ns, memory_order_relaxed);
     uint64_t spin_ns = budget < 0 ? BQ_SPIN_NS : (uint64_t)budget;
     uint64_t spin_end = deadline - start > spin_ns ? start + spin_ns : deadline;
@@ -250,9 +251,17 @@ static int dequeue_wait_slow(struct bq *q, struct bq_entry *out, uint32_t epoch,
     uint32_t pcpu = atomic_load_explicit(&q->sh->producer_cpu, memory_order_relaxed);
     if (cpu >= 0 && pcpu == (uint32_t)cpu + 1)
         spin_end = start;
+    return spin_end;
+}
+
+/* Spins until spin_end for an entry: the dequeue's result, or -EAGAIN if
+ * none came (or a cancel ended the spin). */
+static int dequeue_spin(struct bq *q, struct bq_entry *out, uint32_t epoch, uint64_t start,
+                        uint64_t spin_end)
+{
     for (unsigned i = 0; spin_end != start; i++) {
         if (!bq_looks_empty(q)) {
-            r = dequeue_common(q, out, false);
+            int r = dequeue_common(q, out, false);
             if (r != -EAGAIN) {
                 spin_misses = 0;
                 return r;
@@ -264,12 +273,19 @@ static int dequeue_wait_slow(struct bq *q, struct bq_entry *out, uint32_t epoch,
     }
     if (spin_end != start)
         spin_misses++;
+    return -EAGAIN;
+}
+
+/* Sleeps until a producer wakes us (see wake_consumers), then dequeues;
+ * -ENODATA at end of data, -ETIMEDOUT at the deadline, -ECANCELED. */
+static int dequeue_sleep(struct bq *q, struct bq_entry *out, uint32_t epoch, uint64_t deadline)
+{
     struct bq_shared *sh = q->sh;
     for (;;) {
         int slot = waiter_enter(sh);
         slock_heavy_barrier(); /* the producer's half of the pair: see wake_consumers */
         uint32_t seq = atomic_load_explicit(&sh->data_seq, memory_order_seq_cst);
-        r = bq_cancelled(q, epoch) ? -ECANCELED : dequeue_common(q, out, false);
+        int r = bq_cancelled(q, epoch) ? -ECANCELED : dequeue_common(q, out, false);
         if (r == -EAGAIN && bq_is_at_end_of_data(q))
             r = -ENODATA;
         if (r != -EAGAIN) {
@@ -284,8 +300,7 @@ static int dequeue_wait_slow(struct bq *q, struct bq_entry *out, uint32_t epoch,
         /* Sleep in slices so that a producer that died before waking us (or
          * a scribbled futex word) costs a bounded delay, not a hang. */
         uint64_t until = deadline - now > 100000000u ? now + 100000000u : deadline;
-        struct timespec ts = {.tv_sec = (time_t)(until / 1000000000u),
-                              .tv_nsec = (long)(until % 1000000000u)};
+        struct timespec ts = ns_to_ts(until);
         futex_wait(&sh->data_seq, seq, &ts);
         waiter_leave(sh, slot);
         if (bq_cancelled(q, epoch))
@@ -297,4 +312,14 @@ static int dequeue_wait_slow(struct bq *q, struct bq_entry *out, uint32_t epoch,
         if (r != -EAGAIN)
             return r;
     }
+}
+
+/* Spin first, then sleep. */
+static int dequeue_wait_slow(struct bq *q, struct bq_entry *out, uint32_t epoch,
+                             uint64_t start, uint64_t deadline)
+{
+    int r = dequeue_spin(q, out, epoch, start, dequeue_spin_end(q, start, deadline));
+    if (r != -EAGAIN)
+        return r;
+    return dequeue_sleep(q, out, epoch, deadline);
 }
