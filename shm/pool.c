@@ -482,6 +482,52 @@ static uint32_t pool_cache_max(uint32_t block_count)
     return m >= 8 ? m : 0;
 }
 
+/* Faults a new pool's data in (pool_params.prefault): 0, or -ENOMEM when
+ * the kernel cannot (touching would only crash). */
+static int pool_prefault(struct pool *p, uint64_t page)
+{
+    size_t len = (size_t)(p->block_size * p->block_count);
+    if (madvise(p->data, len, MADV_POPULATE_WRITE) == 0)
+        return 0;
+    if (errno != EINVAL)
+        return -ENOMEM;
+    for (size_t off = 0; off < len; off += (size_t)page) /* kernel < 5.14 */
+        ((volatile uint8_t *)p->data)[off] = 0;
+    return 0;
+}
+
+/* A new pool's descriptors and lists: every block free, on the warm list
+ * if its pages were faulted in (warm), else on the cold list. The memfd is
+ * zero: times are already MBQ_TIME_INVALID and sizes 0. The warm list runs
+ * 0..n-1 from the head, the cold list likewise. */
+static void pool_init_lists(struct pool *p, bool warm)
+{
+    struct pool_shared *sh = p->sh;
+    const uint32_t n = p->block_count;
+    const uint64_t now = mono_ns();
+    const uint32_t state = warm ? POOL_BLOCK_WARM : POOL_BLOCK_COLD;
+    for (uint32_t i = 0; i < n; i++) {
+        struct pool_block *b = &p->blocks[i];
+        atomic_init(&b->ref, ref_make(1, 0));
+        b->state = state;
+        b->prev = warm && i > 0 ? i - 1 : POOL_NONE;
+        b->next = i + 1 < n ? i + 1 : POOL_NONE;
+        b->freed_at_ns = now;
+    }
+    sh->warm_head = sh->warm_tail = sh->cold_head = POOL_NONE;
+    for (uint32_t i = 0; i < POOL_CACHE_MAX / 2; i++)
+        sh->spill_hint[i] = POOL_NONE;
+    if (warm) {
+        sh->warm_head = 0;
+        sh->warm_tail = n - 1;
+        sh->warm_count = n;
+    } else {
+        sh->cold_head = 0;
+        sh->cold_count = n;
+    }
+    atomic_init(&sh->lock.word, 0);
+}
+
 int pool_create(const struct pool_params *params, struct pool *out)
 {
     if (!params || !out)
@@ -526,42 +572,11 @@ int pool_create(const struct pool_params *params, struct pool *out)
      * blocks, and a read of a hole would allocate its page later. */
     memset(p.clients, 0, POOL_MAX_CLIENTS * sizeof(struct pool_client));
 
-    if (params->prefault) {
-        size_t len = (size_t)(bs * n);
-        if (madvise(p.data, len, MADV_POPULATE_WRITE) < 0) {
-            if (errno != EINVAL) { /* ENOMEM: touching would only crash */
-                seg_close(&seg);
-                return MBQ_POOL_ERR_ALLOCATION_FAILED;
-            }
-            for (size_t off = 0; off < len; off += (size_t)page) /* kernel < 5.14 */
-                ((volatile uint8_t *)p.data)[off] = 0;
-        }
+    if (params->prefault && pool_prefault(&p, page) < 0) {
+        seg_close(&seg);
+        return MBQ_POOL_ERR_ALLOCATION_FAILED;
     }
-
-    /* The memfd is zero: times are already MBQ_TIME_INVALID and sizes 0. The
-     * warm list runs 0..n-1 from the head, the cold list likewise. */
-    const uint64_t now = mono_ns();
-    const uint32_t state = params->prefault ? POOL_BLOCK_WARM : POOL_BLOCK_COLD;
-    for (uint32_t i = 0; i < n; i++) {
-        struct pool_block *b = &p.blocks[i];
-        atomic_init(&b->ref, ref_make(1, 0));
-        b->state = state;
-        b->prev = params->prefault && i > 0 ? i - 1 : POOL_NONE;
-        b->next = i + 1 < n ? i + 1 : POOL_NONE;
-        b->freed_at_ns = now;
-    }
-    sh->warm_head = sh->warm_tail = sh->cold_head = POOL_NONE;
-    for (uint32_t i = 0; i < POOL_CACHE_MAX / 2; i++)
-        sh->spill_hint[i] = POOL_NONE;
-    if (params->prefault) {
-        sh->warm_head = 0;
-        sh->warm_tail = n - 1;
-        sh->warm_count = n;
-    } else {
-        sh->cold_head = 0;
-        sh->cold_count = n;
-    }
-    atomic_init(&sh->lock.word, 0);
+    pool_init_lists(&p, params->prefault);
 
     slock_membarrier_register(); /* see pool_intent_fence */
     if (pool_claim_slot(&p) < 0) { /* cannot happen on a fresh table */
@@ -639,70 +654,64 @@ void pool_detach(struct pool *p)
 
 /* ---- buffers ---- */
 
-static int pool_alloc_impl(struct pool *p, uint64_t size, uint64_t *handle_out, bool quiet)
+/* An allocation from this process's cache (refilled from the warm list
+ * when empty): true with the block's index and generation, its holding
+ * recorded. *lr gets the lock's error if the refill could not have it. */
+static inline bool pool_alloc_cached(struct pool *p, struct pool_itok t, uint32_t *idx,
+                                     uint32_t *gen, int *lr)
 {
-    if (!p || !p->sh || !handle_out || size == 0 || size > p->block_size)
-        return MBQ_POOL_ERR_INVALID_PARAMETER;
-    struct pool_shared *sh = p->sh;
-    uint32_t idx = 0, gen = 0;
-    bool cached = false;
-    /* The intent names each block before the CAS that claims it, and is
-     * cleared once the holding records the reference. */
-    const struct pool_itok t = pool_intent_open(p, 0);
-    int lr = 0;
-    if (pool_cache_enter(p)) {
-        cached = pool_cache_pop(p, t, &idx, &gen);
-        if (!cached && (lr = pool_lock(p)) == 0) {
-            /* Checked again under the lock, which invalidate sets the flag
-             * under: a pool invalidated since pool_cache_enter() (and
-             * flushed already, maybe) must not have its blocks cached. */
-            if (!(RD(sh->flags) & POOL_F_INVALIDATED) && pool_cache_fill_locked(p))
-                cached = pool_cache_pop(p, t, &idx, &gen);
-            pool_unlock(p);
-        }
-        if (cached) {
-            /* The holding right after the claim (the intent covers the
-             * two). A store,
-             * not an increment: the block was free, so this process held no
-             * reference to it (holdings never exceed references), and no
-             * other thread can take one before its handle is published. */
-            atomic_store_explicit(pool_holding(p, p->slot, idx), 1, memory_order_relaxed);
-            pool_counter_add(&pool_self(p)->allocs, 1);
-        }
-    }
-    if (!cached) {
-        if (lr < 0 || (lr = pool_lock(p)) < 0) {
-            pool_intent_close(t);
-            return lr;
-        }
-        for (int attempt = 0;; attempt++) {
-            int e = pool_take_locked(p, t, &idx, &gen);
-            if (e == 0 && p->cache.max) /* no caches in this pool: nothing to take */
-                e = pool_steal_locked(p, t, &idx, &gen);
-            if (e > 0)
-                break;
-            if (e == 0) {
-                if (!quiet) /* a blocking allocation counts once, when it gives up */
-                    sh->alloc_failures++;
-                pool_unlock(p);
-                pool_intent_close(t);
-                return MBQ_POOL_ERR_ALLOCATION_FAILED;
-            }
-            if (attempt > 0) { /* still corrupt after a rebuild: give up, do not loop */
-                pool_unlock(p);
-                pool_intent_close(t);
-                return -EUCLEAN;
-            }
-            pool_repair_locked(p);
-        }
-        sh->allocs++;
-        atomic_fetch_add_explicit(pool_holding(p, p->slot, idx), 1, memory_order_relaxed);
+    bool cached = pool_cache_pop(p, t, idx, gen);
+    if (!cached && (*lr = pool_lock(p)) == 0) {
+        /* Checked again under the lock, which invalidate sets the flag
+         * under: a pool invalidated since pool_cache_enter() (and
+         * flushed already, maybe) must not have its blocks cached. */
+        if (!(RD(p->sh->flags) & POOL_F_INVALIDATED) && pool_cache_fill_locked(p))
+            cached = pool_cache_pop(p, t, idx, gen);
         pool_unlock(p);
     }
-    pool_intent_close(t);
+    if (cached) {
+        /* The holding right after the claim (the intent covers the two). A
+         * store, not an increment: the block was free, so this process held
+         * no reference to it (holdings never exceed references), and no
+         * other thread can take one before its handle is published. */
+        atomic_store_explicit(pool_holding(p, p->slot, *idx), 1, memory_order_relaxed);
+        pool_counter_add(&pool_self(p)->allocs, 1);
+    }
+    return cached;
+}
 
-    /* The block is ours alone until its handle is published. */
-    struct pool_block *b = &p->blocks[idx];
+/* An allocation from the lists (then other clients' caches) under the
+ * lock: 0 with the block's index and generation, its holding recorded;
+ * MBQ_POOL_ERR_ALLOCATION_FAILED when there is none; -EUCLEAN when the
+ * lists are still corrupt after a rebuild (no loop). Lock held. */
+static int pool_alloc_listed_locked(struct pool *p, struct pool_itok t, uint32_t *idx,
+                                    uint32_t *gen, bool quiet)
+{
+    struct pool_shared *sh = p->sh;
+    for (int attempt = 0;; attempt++) {
+        int e = pool_take_locked(p, t, idx, gen);
+        if (e == 0 && p->cache.max) /* no caches in this pool: nothing to take */
+            e = pool_steal_locked(p, t, idx, gen);
+        if (e > 0)
+            break;
+        if (e == 0) {
+            if (!quiet) /* a blocking allocation counts once, when it gives up */
+                sh->alloc_failures++;
+            return MBQ_POOL_ERR_ALLOCATION_FAILED;
+        }
+        if (attempt > 0) /* still corrupt after a rebuild: give up, do not loop */
+            return -EUCLEAN;
+        pool_repair_locked(p);
+    }
+    sh->allocs++;
+    atomic_fetch_add_explicit(pool_holding(p, p->slot, *idx), 1, memory_order_relaxed);
+    return 0;
+}
+
+/* A block just allocated, ours alone until its handle is published: its
+ * metadata reset to a new buffer's. */
+static inline void pool_block_init(struct pool_block *b, uint64_t size)
+{
     b->data_size = size;
     atomic_store_explicit(&b->ready, 1, memory_order_relaxed);
     atomic_store_explicit(&b->frozen, 0, memory_order_relaxed);
@@ -716,6 +725,32 @@ static int pool_alloc_impl(struct pool *p, uint64_t size, uint64_t *handle_out, 
     b->pts = invalid;
     b->duration = invalid;
     memset(b->attachments, 0, sizeof(b->attachments));
+}
+
+static int pool_alloc_impl(struct pool *p, uint64_t size, uint64_t *handle_out, bool quiet)
+{
+    if (!p || !p->sh || !handle_out || size == 0 || size > p->block_size)
+        return MBQ_POOL_ERR_INVALID_PARAMETER;
+    uint32_t idx = 0, gen = 0;
+    /* The intent names each block before the CAS that claims it, and is
+     * cleared once the holding records the reference. */
+    const struct pool_itok t = pool_intent_open(p, 0);
+    int lr = 0;
+    bool cached = pool_cache_enter(p) && pool_alloc_cached(p, t, &idx, &gen, &lr);
+    if (!cached) {
+        if (lr < 0 || (lr = pool_lock(p)) < 0) {
+            pool_intent_close(t);
+            return lr;
+        }
+        int r = pool_alloc_listed_locked(p, t, &idx, &gen, quiet);
+        pool_unlock(p);
+        if (r) {
+            pool_intent_close(t);
+            return r;
+        }
+    }
+    pool_intent_close(t);
+    pool_block_init(&p->blocks[idx], size);
     *handle_out = (uint64_t)gen << 32 | (idx + 1);
     return 0;
 }
@@ -806,6 +841,18 @@ int pool_retain(struct pool *p, uint64_t handle, bool by_client)
     return 0;
 }
 
+/* Takes one reference off a holding: false if it holds none. */
+static inline bool pool_holding_take(_Atomic uint32_t *hold)
+{
+    uint32_t h = atomic_load_explicit(hold, memory_order_relaxed);
+    do {
+        if (h == 0)
+            return false;
+    } while (!atomic_compare_exchange_weak_explicit(hold, &h, h - 1, memory_order_relaxed,
+                                                    memory_order_relaxed));
+    return true;
+}
+
 int pool_release(struct pool *p, uint64_t handle, bool by_client)
 {
     uint32_t idx, gen;
@@ -825,15 +872,9 @@ int pool_release(struct pool *p, uint64_t handle, bool by_client)
         pool_intent_close(t);
         return -ESTALE;
     }
-    if (hold) {
-        uint32_t h = atomic_load_explicit(hold, memory_order_relaxed);
-        do {
-            if (h == 0) {
-                pool_intent_close(t);
-                return -EINVAL;
-            }
-        } while (!atomic_compare_exchange_weak_explicit(hold, &h, h - 1, memory_order_relaxed,
-                                                        memory_order_relaxed));
+    if (hold && !pool_holding_take(hold)) {
+        pool_intent_close(t);
+        return -EINVAL;
     }
     /* The last release bumps the generation in the same CAS, so every
      * outstanding handle is stale from this instant; with a cache it also
