@@ -147,6 +147,25 @@ static bool pool_intent_live(struct pool *p, uint32_t idx)
     return false;
 }
 
+/* Step 3 of a recount: what holds references to block idx — every slot's
+ * holding, every queue entry (count, when given). -EAGAIN when the queues
+ * could not be counted now. */
+static int audit_count_holders(struct pool *p, uint32_t idx, uint64_t handle,
+                               pool_count_fn count, void *ctx, uint64_t *n_out)
+{
+    uint64_t n = 0;
+    for (uint32_t s = 0; s < POOL_MAX_CLIENTS; s++)
+        n += atomic_load_explicit(pool_holding(p, s, idx), memory_order_acquire);
+    if (count) {
+        uint64_t q = 0;
+        if (count(ctx, handle, &q) < 0)
+            return -EAGAIN;
+        n += q;
+    }
+    *n_out = n;
+    return 0;
+}
+
 int pool_audit(struct pool *p, uint64_t handle, pool_count_fn count, void *ctx)
 {
     uint32_t idx, gen;
@@ -182,17 +201,8 @@ int pool_audit(struct pool *p, uint64_t handle, pool_count_fn count, void *ctx)
     }
     slock_heavy_barrier();
     uint64_t n = 0;
-    if (pool_intent_live(p, idx))
+    if (pool_intent_live(p, idx) || audit_count_holders(p, idx, handle, count, ctx, &n) < 0)
         goto busy;
-    /* 3. What holds references: every slot's holding, every queue entry. */
-    for (uint32_t s = 0; s < POOL_MAX_CLIENTS; s++)
-        n += atomic_load_explicit(pool_holding(p, s, idx), memory_order_acquire);
-    if (count) {
-        uint64_t q = 0;
-        if (count(ctx, handle, &q) < 0)
-            goto busy;
-        n += q;
-    }
     if (n >= rc) {
         /* Exact (the dead mover finished, or had not begun), but only if
          * nothing moved: a live move during the count (a copy into a queue:
