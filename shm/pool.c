@@ -6,6 +6,14 @@
  * offsets that follow from (block_size, block_count) alone, so a process that
  * attaches recomputes them and rejects a header that disagrees.
  *
+ * This file: the layout, create/attach, the lock, the free lists, freeing,
+ * the fast half of the client caches, and allocate/retain/release — what a
+ * buffer's life runs through. The other parts: pool_intent.c (intents and
+ * hand-overs), pool_cache.c (the caches' slow half), pool_age.c (age-out,
+ * flush, invalidate), pool_repair.c (list rebuild and check), pool_client.c
+ * (client slots, recount, reclaim), pool_meta.c (metadata, formats,
+ * attachments); what they share is in pool_internal.h.
+ *
  * Invariants, for a consistent pool, under the pool lock:
  *  - every block is in exactly one place: the warm list (state WARM,
  *    refcount 0, pages resident), the cold list (COLD, refcount 0, pages
