@@ -43,6 +43,8 @@
 #include "log.h"
 #include "systemd.h"
 
+#include "common/proc.h"
+
 #include <errno.h>
 #include <event2/event.h>
 #include <fcntl.h>
@@ -90,14 +92,6 @@ static int identity_open_ro(void)
     snprintf(path, sizeof path, "/proc/self/fd/%d", idt.fd);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     return fd < 0 ? -errno : fd;
-}
-
-static bool pidfd_exited(int pidfd)
-{
-    if (pidfd < 0)
-        return false;
-    struct pollfd p = {.fd = pidfd, .events = POLLIN};
-    return poll(&p, 1, 0) == 1;
 }
 
 static void identity_mark_dead(uint32_t id)

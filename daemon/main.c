@@ -13,6 +13,7 @@
  *   lockwatch.c locks in segments held by owners not entitled to them
  *   identity.c client ids and the liveness table clients map read-only
  *   reclaim.c  releasing the buffer references of a client that died
+ *   pidwatch.c one pidfd per client process whose exit reclaim/restore await
  *   registry.c named objects, ids, permissions, the daemon's mappings
  *   fdstore.c  keeping every object in systemd's fd store (registry observer)
  *   restore.c  restoring them in the next instance; their processes of before
@@ -52,6 +53,7 @@
 #include "identity.h"
 #include "lockwatch.h"
 #include "log.h"
+#include "pidwatch.h"
 #include "registry.h"
 #include "restore.h"
 #include "server.h"
@@ -337,9 +339,9 @@ static void on_sigusr2(evutil_socket_t sig, short what, void *arg)
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
     struct daemon *d = arg;
-    registry_age_out(d->registry, now_ns());
+    registry_age_out(d->registry, mono_ns());
     log_flush_suppressed(false);
-    lockwatch_tick(d->registry, now_ns());
+    lockwatch_tick(d->registry, mono_ns());
     char status[128];
     status_text(d, status, sizeof(status));
     systemd_status(d->sd, status);
@@ -405,7 +407,7 @@ int main(int argc, char **argv)
     if (!opt.max_total_set)
         opt.limits.max_total_bytes = default_max_total_bytes();
     log_set_level(opt.log_level);
-    log_set_clock(now_ns);
+    log_set_clock(mono_ns);
     setup_log_target(opt.log_target);
 
     signal(SIGPIPE, SIG_IGN); /* wire_send uses MSG_NOSIGNAL; this covers the rest */
@@ -442,6 +444,7 @@ int main(int argc, char **argv)
     struct daemon d = {0};
     FdStore *store = NULL;
     Restorer *restorer = NULL;
+    PidWatch *pidwatch = NULL;
     struct event *ev_term = NULL, *ev_int = NULL, *ev_usr2 = NULL, *ev_tick = NULL;
     d.base = event_base_new();
     if (!d.base) {
@@ -457,7 +460,13 @@ int main(int argc, char **argv)
     }
     registry_set_finalizer(d.registry, trigger_object_finalize);
     registry_set_owner_pid(d.registry, identity_owner_pid);
-    r = server_new(&d.server, d.base, d.registry, &opt.limits, path, listen_fd);
+    r = pidwatch_new(&pidwatch, d.base);
+    if (r < 0) {
+        log_msg(LOG_LEVEL_ERROR, "cannot create the process watcher: %s", strerror(-r));
+        safe_close(listen_fd);
+        goto out;
+    }
+    r = server_new(&d.server, d.base, d.registry, pidwatch, &opt.limits, path, listen_fd);
     if (r < 0)
         goto out; /* server_new said why */
     r = systemd_new(&d.sd, d.base, opt.hang_after_ms);
@@ -481,7 +490,7 @@ int main(int argc, char **argv)
         goto out;
     }
     struct restore_outcome restored;
-    r = restorer_new(&restorer, d.base, d.registry, d.server, store, passed, n_passed, &restored);
+    r = restorer_new(&restorer, pidwatch, d.registry, d.server, store, passed, n_passed, &restored);
     passed = systemd_fds_free(passed, n_passed);
     if (r < 0) {
         log_msg(LOG_LEVEL_ERROR, "cannot restore the stored objects: %s", strerror(-r));
@@ -539,6 +548,7 @@ out:
     /* Shutdown changes nothing in the store: it is the next instance's. */
     store = fdstore_free(store);
     server_free(d.server); /* before the registry: sessions hold objects */
+    pidwatch_free(pidwatch); /* after its subscribers */
     registry_free(d.registry);
     systemd_free(d.sd);
     if (d.base)

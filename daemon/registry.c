@@ -374,35 +374,9 @@ size_t registry_count(const Registry *r)
 
 /* ---- names ---- */
 
-static bool name_char_ok(char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '.' || c == '_' || c == '-';
-}
-
 int registry_validate_name(const char *name)
 {
-    if (!name)
-        return -EINVAL;
-    size_t len = strnlen(name, REGISTRY_NAME_MAX + 1);
-    if (len == 0 || len > REGISTRY_NAME_MAX)
-        return -EINVAL;
-    const char *c = name;
-    for (;;) {
-        const char *start = c;
-        while (*c && *c != '/') {
-            if (!name_char_ok(*c))
-                return -EINVAL;
-            c++;
-        }
-        size_t n = (size_t)(c - start);
-        if (n == 0 || (n == 1 && start[0] == '.') ||
-            (n == 2 && start[0] == '.' && start[1] == '.'))
-            return -EINVAL;
-        if (*c == '\0')
-            return 0;
-        c++; /* '/': another component must follow */
-    }
+    return objname_valid(name) ? 0 : -EINVAL;
 }
 
 const char *object_kind_name(enum object_kind kind)
@@ -426,7 +400,7 @@ uint64_t registry_estimate_size(const struct object_config *c)
     uint64_t n, size;
     switch (c->kind) {
     case OBJECT_BUFFER_QUEUE:
-        n = c->bq.capacity ? c->bq.capacity : BQ_DEFAULT_CAPACITY;
+        n = BQ_CAPACITY_OR_DEFAULT(c->bq.capacity);
         if (n > BQ_MAX_CAPACITY)
             return 0; /* refused by bq_create */
         for (size = 1; size < n; size <<= 1)
@@ -582,7 +556,7 @@ static int object_attach(Object *o, int fd)
 int registry_restore(Registry *r, const struct registry_restore *spec, int fd, Object **ret)
 {
     const struct object_config *c = &spec->config;
-    if (spec->id == 0 || registry_validate_name(spec->name) < 0 || (spec->mode & ~0777u) ||
+    if (spec->id == 0 || registry_validate_name(spec->name) < 0 || !objmode_valid(spec->mode) ||
         (c->kind != OBJECT_BUFFER_QUEUE && c->kind != OBJECT_SIMPLE_QUEUE &&
          c->kind != OBJECT_POOL))
         return -EINVAL;

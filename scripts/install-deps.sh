@@ -1,10 +1,11 @@
 #!/bin/sh
 # Installs everything mbq needs to build, test and benchmark, from Debian's packages.
 # systemd: systemd-analyze and systemd-sysusers for the unit tests (tests/systemd).
+# gcc-multilib: the i686 (-m32) build of the layout in scripts/test.sh.
 set -eu
 PKGS="build-essential cmake pkg-config git libevent-dev libsystemd-dev libprotobuf-c-dev \
 protobuf-c-compiler clang libclang-rt-14-dev valgrind gdb strace \
-systemd"
+systemd gcc-multilib"
 if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
 missing=
 for p in $PKGS; do

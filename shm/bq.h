@@ -73,6 +73,10 @@
 
 #define BQ_MAX_CAPACITY (1u << 20)
 #define BQ_DEFAULT_CAPACITY 1024u /* what capacity 0 (Core Media: unbounded) gives */
+/* The capacity a queue asked with capacity cap gets (the one place 0 turns
+ * into the default; <mbq/mbq.h>'s MBQ_BUFFER_QUEUE_DEFAULT_CAPACITY is
+ * checked to agree in client/abi_twins.c). */
+#define BQ_CAPACITY_OR_DEFAULT(cap) ((cap) ? (cap) : BQ_DEFAULT_CAPACITY)
 #define BQ_MAX_TRIGGERS 128
 #define BQ_SPIN_NS 25000u /* blocking dequeue spins this long before sleeping */
 #define BQ_WAITER_SLOTS 16 /* sleeping dequeuers a producer can check on */

@@ -10,6 +10,8 @@
  * Exit status: 0 ok, 1 the operation failed (a message on stderr), 2 usage. */
 #include <mbq/mbq.h>
 
+#include "common/clock.h"
+
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -126,7 +128,7 @@ static bool parse_mode(const char *s, uint32_t *out)
     errno = 0;
     char *end;
     unsigned long v = strtoul(s, &end, 8);
-    if (errno || *end || v > 07777)
+    if (errno || *end || (v & ~(unsigned long)MBQ_MODE_MASK))
         return false;
     *out = (uint32_t)v;
     return true;
@@ -623,9 +625,7 @@ struct watch_row {
 
 static double now_seconds(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+    return (double)mono_ns() / 1e9;
 }
 
 static uint64_t depth_of(const mbq_object_info *o)

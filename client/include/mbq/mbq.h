@@ -152,8 +152,11 @@ const char *mbq_status_string(int status);
  * name), -ENOENT, -EACCES (only the owner or root may), control errors. */
 int mbq_unlink(mbq_client *client, const char *name);
 
-/* Object names: 1..255 bytes of [A-Za-z0-9._-] in '/'-separated components,
- * none empty, "." or ".."; e.g. "cam0/raw". Others give -EINVAL. */
+/* Object names: 1..MBQ_NAME_MAX bytes of [A-Za-z0-9._-] in '/'-separated
+ * components, none empty, "." or ".."; e.g. "cam0/raw". Others give -EINVAL.
+ * Modes: permission bits only (within MBQ_MODE_MASK); others give -EINVAL. */
+#define MBQ_NAME_MAX 255
+#define MBQ_MODE_MASK 0777
 
 /* ---- memory pools and buffers (CMMemoryPool) ----------------------------- */
 
