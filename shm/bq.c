@@ -71,7 +71,7 @@ void bq_slot_read(const struct bq *q, uint64_t i, struct bq_entry *out)
     out->size = sl->size;
     out->pool_id = sl->pool_id;
     out->flags = sl->flags;
-    if (__builtin_expect(RD_ONCE(sl->wide) != BQ_SLOT_WIDE, 1)) {
+    if (__builtin_expect(READ_ONCE(sl->wide) != BQ_SLOT_WIDE, 1)) {
         int32_t ts = sl->timescale;
         out->dts = time_unpack(sl->dts, ts, sl->dts_flags);
         out->pts = time_unpack(sl->pts, ts, sl->pts_flags);

@@ -58,8 +58,6 @@ static void side_peek(const struct bq_side *s, struct side_snap *out)
 
 /* ---- references (for the pool's recount) --------------------------------- */
 
-#define RD_SLOT(x) (*(const volatile __typeof__(x) *)&(x))
-
 int bq_count_refs(const struct bq *q, uint32_t pool_id, uint64_t handle, uint64_t *n)
 {
     if (!q || !q->sh || !n)
@@ -83,7 +81,7 @@ int bq_count_refs(const struct bq *q, uint32_t pool_id, uint64_t handle, uint64_
             return -EAGAIN; /* moving, or scribbled: not now */
         for (uint64_t i = head; i != end; i++) {
             const struct bq_slot *sl = &q->slots[i & q->mask];
-            k += RD_SLOT(sl->handle) == handle && RD_SLOT(sl->pool_id) == pool_id;
+            k += READ_ONCE(sl->handle) == handle && READ_ONCE(sl->pool_id) == pool_id;
         }
     }
     atomic_thread_fence(memory_order_acquire);
@@ -300,7 +298,7 @@ int bq_stats(struct bq *q, struct bq_stats *out)
 
 uint32_t bq_nonce(const struct bq *q)
 {
-    return *(const volatile uint32_t *)&q->sh->nonce;
+    return READ_ONCE(q->sh->nonce);
 }
 
 uint64_t bq_progress(const struct bq *q)

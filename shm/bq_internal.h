@@ -24,6 +24,8 @@
 
 #include "futex.h"
 
+#include "common/macro.h" /* READ_ONCE */
+
 #include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
@@ -92,9 +94,6 @@ static inline int32_t key_compare(const mbq_time *a, const mbq_time *b)
 }
 
 /* ---- slots: entries as stored (see struct bq_slot) ------------------------- */
-
-/* One read of a field a peer may change under us (the form of a slot). */
-#define RD_ONCE(x) (*(const volatile __typeof__(x) *)&(x))
 
 /* Whether t can be stored compact with the slot's timescale *ts (which the
  * first time with a timescale sets). */

@@ -545,6 +545,6 @@ int bq_trigger_token_at(const struct bq *q, unsigned slot, uint64_t *token)
     const struct bq_trigger *t = &q->sh->triggers[slot];
     if (atomic_load_explicit(&((struct bq_trigger *)t)->state, memory_order_acquire) != 1)
         return 0;
-    *token = token_make(q, (int)slot, *(const volatile uint32_t *)&t->gen);
+    *token = token_make(q, (int)slot, READ_ONCE(t->gen));
     return 1;
 }

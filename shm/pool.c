@@ -165,7 +165,7 @@ int pool_lock(struct pool *p)
     int r = slock_lock(&p->sh->lock);
     if (__builtin_expect(r < 0, 0))
         return r;
-    if (r == SLOCK_RECOVERED || (RD(p->sh->flags) & POOL_F_NEEDS_REPAIR)) {
+    if (r == SLOCK_RECOVERED || (READ_ONCE(p->sh->flags) & POOL_F_NEEDS_REPAIR)) {
         /* Cleared first: a request made while the repair runs (a release
          * that read its block as referenced, then failed to get the lock)
          * stays for the next holder instead of being cleared with this. */
@@ -190,7 +190,7 @@ void pool_mark_repair(struct pool *p)
 void pool_orphan_aging(struct pool *p, uint32_t idx, uint32_t tid)
 {
     struct pool_block *b = &p->blocks[idx];
-    if (RD(b->state) == POOL_BLOCK_AGING && RD(b->reserved0) == tid)
+    if (READ_ONCE(b->state) == POOL_BLOCK_AGING && READ_ONCE(b->reserved0) == tid)
         __atomic_store_n(&b->reserved0, 0, __ATOMIC_RELAXED);
     pool_mark_repair(p);
 }
@@ -208,21 +208,21 @@ int pool_pop_warm_locked(struct pool *p, uint32_t *out)
 {
     struct pool_shared *sh = p->sh;
     const uint32_t n = p->block_count;
-    uint32_t h = RD(sh->warm_head), cnt = RD(sh->warm_count);
+    uint32_t h = READ_ONCE(sh->warm_head), cnt = READ_ONCE(sh->warm_count);
     *out = POOL_NONE;
     if (h == POOL_NONE)
-        return RD(sh->warm_tail) == POOL_NONE && cnt == 0 ? 0 : -EUCLEAN;
+        return READ_ONCE(sh->warm_tail) == POOL_NONE && cnt == 0 ? 0 : -EUCLEAN;
     if (h >= n || cnt == 0)
         return -EUCLEAN;
     struct pool_block *b = &p->blocks[h];
-    if (RD(b->state) != POOL_BLOCK_WARM || RD(b->prev) != POOL_NONE)
+    if (READ_ONCE(b->state) != POOL_BLOCK_WARM || READ_ONCE(b->prev) != POOL_NONE)
         return -EUCLEAN;
-    uint32_t nx = RD(b->next);
+    uint32_t nx = READ_ONCE(b->next);
     if (nx == POOL_NONE) {
-        if (RD(sh->warm_tail) != h)
+        if (READ_ONCE(sh->warm_tail) != h)
             return -EUCLEAN;
-    } else if (nx >= n || nx == h || RD(p->blocks[nx].state) != POOL_BLOCK_WARM ||
-               RD(p->blocks[nx].prev) != h) {
+    } else if (nx >= n || nx == h || READ_ONCE(p->blocks[nx].state) != POOL_BLOCK_WARM ||
+               READ_ONCE(p->blocks[nx].prev) != h) {
         return -EUCLEAN;
     }
     sh->warm_head = nx;
@@ -240,17 +240,18 @@ static int pool_pop_cold_locked(struct pool *p, uint32_t *out)
 {
     struct pool_shared *sh = p->sh;
     const uint32_t n = p->block_count;
-    uint32_t h = RD(sh->cold_head), cnt = RD(sh->cold_count);
+    uint32_t h = READ_ONCE(sh->cold_head), cnt = READ_ONCE(sh->cold_count);
     *out = POOL_NONE;
     if (h == POOL_NONE)
         return cnt == 0 ? 0 : -EUCLEAN;
     if (h >= n || cnt == 0)
         return -EUCLEAN;
     struct pool_block *b = &p->blocks[h];
-    if (RD(b->state) != POOL_BLOCK_COLD)
+    if (READ_ONCE(b->state) != POOL_BLOCK_COLD)
         return -EUCLEAN;
-    uint32_t nx = RD(b->next);
-    if (nx != POOL_NONE && (nx >= n || nx == h || RD(p->blocks[nx].state) != POOL_BLOCK_COLD))
+    uint32_t nx = READ_ONCE(b->next);
+    if (nx != POOL_NONE &&
+        (nx >= n || nx == h || READ_ONCE(p->blocks[nx].state) != POOL_BLOCK_COLD))
         return -EUCLEAN;
     sh->cold_head = nx;
     sh->cold_count = cnt - 1;
@@ -266,11 +267,11 @@ void pool_push_warm_locked(struct pool *p, uint32_t idx, uint64_t now)
     struct pool_shared *sh = p->sh;
     const uint32_t n = p->block_count;
     struct pool_block *b = &p->blocks[idx];
-    uint32_t h = RD(sh->warm_head), cnt = RD(sh->warm_count);
+    uint32_t h = READ_ONCE(sh->warm_head), cnt = READ_ONCE(sh->warm_count);
     bool ok = h == POOL_NONE
-                  ? RD(sh->warm_tail) == POOL_NONE && cnt == 0
-                  : h < n && h != idx && RD(p->blocks[h].state) == POOL_BLOCK_WARM &&
-                        RD(p->blocks[h].prev) == POOL_NONE && cnt < n;
+                  ? READ_ONCE(sh->warm_tail) == POOL_NONE && cnt == 0
+                  : h < n && h != idx && READ_ONCE(p->blocks[h].state) == POOL_BLOCK_WARM &&
+                        READ_ONCE(p->blocks[h].prev) == POOL_NONE && cnt < n;
     b->state = POOL_BLOCK_WARM;
     b->freed_at_ns = now;
     if (!ok) {
@@ -292,10 +293,10 @@ void pool_push_cold_locked(struct pool *p, uint32_t idx)
     struct pool_shared *sh = p->sh;
     const uint32_t n = p->block_count;
     struct pool_block *b = &p->blocks[idx];
-    uint32_t h = RD(sh->cold_head), cnt = RD(sh->cold_count);
+    uint32_t h = READ_ONCE(sh->cold_head), cnt = READ_ONCE(sh->cold_count);
     bool ok = h == POOL_NONE ? cnt == 0
-                             : h < n && h != idx && RD(p->blocks[h].state) == POOL_BLOCK_COLD &&
-                                   cnt < n;
+                             : h < n && h != idx &&
+                                   READ_ONCE(p->blocks[h].state) == POOL_BLOCK_COLD && cnt < n;
     b->state = POOL_BLOCK_COLD;
     if (!ok) {
         pool_repair_locked(p);
@@ -334,7 +335,7 @@ static int pool_take_locked(struct pool *p, struct pool_itok t, uint32_t *idx_ou
                                                  memory_order_acq_rel, memory_order_relaxed))
         return -EUCLEAN;
     b->state = POOL_BLOCK_USED;
-    p->sh->used_count = RD(p->sh->used_count) + 1;
+    p->sh->used_count = READ_ONCE(p->sh->used_count) + 1;
     *idx_out = idx;
     *gen_out = gen;
     return 1;
@@ -355,13 +356,13 @@ void pool_free_block(struct pool *p, uint32_t idx, uint64_t expect)
     sh->frees++;
     /* A repair between our CAS and our lock may have filed the block, and it
      * may even have been allocated since: then it is not ours to file. */
-    if (RD(b->state) != POOL_BLOCK_USED ||
+    if (READ_ONCE(b->state) != POOL_BLOCK_USED ||
         atomic_load_explicit(&b->ref, memory_order_acquire) != expect) {
         pool_unlock(p);
         return;
     }
     pool_used_dec_locked(p);
-    if (!(RD(sh->flags) & POOL_F_INVALIDATED)) {
+    if (!(READ_ONCE(sh->flags) & POOL_F_INVALIDATED)) {
         pool_push_warm_locked(p, idx, pool_clock_ns());
         pool_unlock(p);
         pool_wake_allocators(p);
@@ -378,7 +379,7 @@ void pool_free_block(struct pool *p, uint32_t idx, uint64_t expect)
         pool_orphan_aging(p, idx, tid);
         return;
     }
-    if (RD(b->state) == POOL_BLOCK_AGING && RD(b->reserved0) == tid &&
+    if (READ_ONCE(b->state) == POOL_BLOCK_AGING && READ_ONCE(b->reserved0) == tid &&
         atomic_load_explicit(&b->ref, memory_order_acquire) == expect)
         pool_push_cold_locked(p, idx);
     pool_unlock(p);
@@ -412,7 +413,7 @@ uint32_t pool_drop_refs(struct pool *p, uint32_t idx, uint32_t k)
  * pool has no caches or is invalidated. */
 static inline bool pool_cache_enter(struct pool *p)
 {
-    if (!p->cache.max || (RD(p->sh->flags) & POOL_F_INVALIDATED))
+    if (!p->cache.max || (READ_ONCE(p->sh->flags) & POOL_F_INVALIDATED))
         return false;
     /* the kernel id: the owner is checked with tgkill within this process */
     uint32_t self = slock_kernel_tid(), o = atomic_load_explicit(&p->cache.owner, memory_order_relaxed);
@@ -605,10 +606,10 @@ int pool_attach(int fd, struct pool *out)
         return r;
     const struct pool_shared *sh = seg.base;
     /* One read of each field; from here on only the local copies count. */
-    const uint64_t bs = RD(sh->block_size);
-    const uint32_t n = RD(sh->block_count);
-    const uint64_t co = RD(sh->clients_off), ho = RD(sh->holdings_off);
-    const uint64_t bo = RD(sh->blocks_off), dof = RD(sh->data_off);
+    const uint64_t bs = READ_ONCE(sh->block_size);
+    const uint32_t n = READ_ONCE(sh->block_count);
+    const uint64_t co = READ_ONCE(sh->clients_off), ho = READ_ONCE(sh->holdings_off);
+    const uint64_t bo = READ_ONCE(sh->blocks_off), dof = READ_ONCE(sh->data_off);
     struct pool_layout l;
     if (pool_layout_of(bs, n, pool_page_size(), &l) < 0 || co != l.clients_off ||
         ho != l.holdings_off || bo != l.blocks_off || dof != l.data_off ||
@@ -673,7 +674,7 @@ static inline bool pool_alloc_cached(struct pool *p, struct pool_itok t, uint32_
         /* Checked again under the lock, which invalidate sets the flag
          * under: a pool invalidated since pool_cache_enter() (and
          * flushed already, maybe) must not have its blocks cached. */
-        if (!(RD(p->sh->flags) & POOL_F_INVALIDATED) && pool_cache_fill_locked(p))
+        if (!(READ_ONCE(p->sh->flags) & POOL_F_INVALIDATED) && pool_cache_fill_locked(p))
             cached = pool_cache_pop(p, t, idx, gen);
         pool_unlock(p);
     }
@@ -944,29 +945,29 @@ int pool_stats(struct pool *p, struct pool_stats *out)
     /* mbqd asks: a lock that stays held gives figures read without it
      * rather than no answer. */
     bool locked = pool_lock(p) == 0;
-    uint64_t allocs = RD(sh->allocs), frees = RD(sh->frees);
+    uint64_t allocs = READ_ONCE(sh->allocs), frees = READ_ONCE(sh->frees);
     for (uint32_t s = 0; s < POOL_MAX_CLIENTS; s++) {
         allocs += atomic_load_explicit(&p->clients[s].allocs, memory_order_relaxed);
         frees += atomic_load_explicit(&p->clients[s].frees, memory_order_relaxed);
     }
-    uint32_t used = RD(sh->used_count);
+    uint32_t used = READ_ONCE(sh->used_count);
     if (cached > used)
         cached = used;
     *out = (struct pool_stats){
         .block_size = p->block_size,
         .block_count = p->block_count,
         .used = used - cached,
-        .warm = RD(sh->warm_count) + cached,
-        .cold = RD(sh->cold_count),
+        .warm = READ_ONCE(sh->warm_count) + cached,
+        .cold = READ_ONCE(sh->cold_count),
         .cached = cached,
         .allocs = allocs,
         .frees = frees,
-        .aged_out = RD(sh->aged_out),
-        .alloc_failures = RD(sh->alloc_failures),
-        .reclaimed = RD(sh->reclaimed),
-        .invalidated = (RD(sh->flags) & POOL_F_INVALIDATED) != 0,
+        .aged_out = READ_ONCE(sh->aged_out),
+        .alloc_failures = READ_ONCE(sh->alloc_failures),
+        .reclaimed = READ_ONCE(sh->reclaimed),
+        .invalidated = (READ_ONCE(sh->flags) & POOL_F_INVALIDATED) != 0,
         .approximate = !locked,
-        .audited = RD(sh->audited),
+        .audited = READ_ONCE(sh->audited),
     };
     for (uint32_t s = 0; s < POOL_MAX_CLIENTS; s++)
         out->audits_pending +=
@@ -987,8 +988,8 @@ uint32_t pool_blocks_in_use(const struct pool *p)
 uint64_t pool_progress(const struct pool *p)
 {
     const struct pool_shared *sh = p->sh;
-    return RD(sh->allocs) + RD(sh->frees) + RD(sh->aged_out) + RD(sh->warm_count) +
-           RD(sh->used_count);
+    return READ_ONCE(sh->allocs) + READ_ONCE(sh->frees) + READ_ONCE(sh->aged_out) +
+           READ_ONCE(sh->warm_count) + READ_ONCE(sh->used_count);
 }
 
 uint64_t pool_overhead_per_block(void)

@@ -32,25 +32,25 @@ static int pool_detach_tail_locked(struct pool *p, uint64_t now, uint64_t age, b
 {
     struct pool_shared *sh = p->sh;
     const uint32_t n = p->block_count;
-    uint32_t t = RD(sh->warm_tail), cnt = RD(sh->warm_count);
+    uint32_t t = READ_ONCE(sh->warm_tail), cnt = READ_ONCE(sh->warm_count);
     if (t == POOL_NONE)
-        return RD(sh->warm_head) == POOL_NONE && cnt == 0 ? 0 : -EUCLEAN;
+        return READ_ONCE(sh->warm_head) == POOL_NONE && cnt == 0 ? 0 : -EUCLEAN;
     if (t >= n || cnt == 0)
         return -EUCLEAN;
     struct pool_block *b = &p->blocks[t];
-    if (RD(b->state) != POOL_BLOCK_WARM || RD(b->next) != POOL_NONE)
+    if (READ_ONCE(b->state) != POOL_BLOCK_WARM || READ_ONCE(b->next) != POOL_NONE)
         return -EUCLEAN;
     if (!force) {
-        uint64_t f = RD(b->freed_at_ns);
+        uint64_t f = READ_ONCE(b->freed_at_ns);
         if (now < f || now - f < age)
             return 0; /* the tail is the oldest: nothing older to age out */
     }
-    uint32_t pv = RD(b->prev);
+    uint32_t pv = READ_ONCE(b->prev);
     if (pv == POOL_NONE) {
-        if (RD(sh->warm_head) != t)
+        if (READ_ONCE(sh->warm_head) != t)
             return -EUCLEAN;
-    } else if (pv >= n || pv == t || RD(p->blocks[pv].state) != POOL_BLOCK_WARM ||
-               RD(p->blocks[pv].next) != t) {
+    } else if (pv >= n || pv == t || READ_ONCE(p->blocks[pv].state) != POOL_BLOCK_WARM ||
+               READ_ONCE(p->blocks[pv].next) != t) {
         return -EUCLEAN;
     }
     uint64_t r = atomic_load_explicit(&b->ref, memory_order_acquire);
@@ -87,7 +87,7 @@ static int age_uncache(struct pool *p, uint64_t now, bool force)
 {
     if (pool_lock(p) < 0)
         return -EBUSY;
-    const uint64_t period = RD(p->sh->age_out_ns);
+    const uint64_t period = READ_ONCE(p->sh->age_out_ns);
     if (force)
         pool_uncache_locked(p, POOL_NONE, true, pool_clock_ns(), 0); /* miss none */
     else if (now > period)
@@ -111,7 +111,7 @@ struct age_batch {
 static void age_detach_locked(struct pool *p, uint64_t now, bool force, uint32_t tid,
                               uint32_t room, struct age_batch *a, bool *repaired, int *err)
 {
-    const uint64_t age = RD(p->sh->age_out_ns);
+    const uint64_t age = READ_ONCE(p->sh->age_out_ns);
     a->k = 0;
     while (a->k < POOL_AGE_BATCH && a->k < room) {
         int e = pool_detach_tail_locked(p, now, age, force, tid, &a->idx[a->k], &a->ref[a->k]);
@@ -164,7 +164,7 @@ static int age_file_cold(struct pool *p, uint32_t tid, const struct age_batch *a
     }
     for (uint32_t i = 0; i < a->k; i++) {
         struct pool_block *b = &p->blocks[a->idx[i]];
-        if (RD(b->state) == POOL_BLOCK_AGING && RD(b->reserved0) == tid &&
+        if (READ_ONCE(b->state) == POOL_BLOCK_AGING && READ_ONCE(b->reserved0) == tid &&
             atomic_load_explicit(&b->ref, memory_order_acquire) == a->ref[i])
             pool_push_cold_locked(p, a->idx[i]);
     }
@@ -241,7 +241,7 @@ int pool_invalidate(struct pool *p)
 
 bool pool_age_out_due(const struct pool *p)
 {
-    if (RD(p->sh->warm_count) != 0)
+    if (READ_ONCE(p->sh->warm_count) != 0)
         return true;
     for (uint32_t s = 0; s < POOL_MAX_CLIENTS; s++)
         if (atomic_load_explicit(&p->clients[s].cached, memory_order_relaxed) != 0)

@@ -62,7 +62,7 @@ uint32_t pool_cache_fill_locked(struct pool *p)
     uint32_t got = 0;
     /* The blocks most likely at the warm head: the last spill's. */
     for (uint32_t i = 0; i < POOL_CACHE_MAX / 2; i++) {
-        uint32_t h = RD(sh->spill_hint[i]);
+        uint32_t h = READ_ONCE(sh->spill_hint[i]);
         if (h < p->block_count)
             __builtin_prefetch(&p->blocks[h], 1);
     }
@@ -73,7 +73,7 @@ uint32_t pool_cache_fill_locked(struct pool *p)
         struct pool_block *b = &p->blocks[idx];
         b->state = POOL_BLOCK_USED; /* off the lists, whatever follows */
         b->freed_at_ns = 0;         /* age-out stamps it when it first sees it cached */
-        sh->used_count = RD(sh->used_count) + 1;
+        sh->used_count = READ_ONCE(sh->used_count) + 1;
         uint64_t r = atomic_load_explicit(&b->ref, memory_order_acquire);
         uint32_t gen = ref_gen(r) ? ref_gen(r) : 1;
         if (ref_count(r) != 0 ||
@@ -114,7 +114,7 @@ void pool_cache_spill(struct pool *p)
     memmove(p->cache.gen, p->cache.gen + k, (p->cache.n - k) * sizeof(p->cache.gen[0]));
     p->cache.n -= k;
     pool_cache_publish(p, 0);
-    const bool invalidated = RD(p->sh->flags) & POOL_F_INVALIDATED;
+    const bool invalidated = READ_ONCE(p->sh->flags) & POOL_F_INVALIDATED;
     pool_unlock(p);
     /* Invalidated since our caller looked (and flushed already, maybe):
      * what we just listed as warm would wait for age-out. Return it now. */
@@ -182,7 +182,7 @@ static bool pool_uncache_if(struct pool *p, uint32_t idx, uint32_t slot, uint64_
     if (!rc_cached(rc) || (slot != POOL_NONE && rc_owner(rc) != slot))
         return false;
     if (stamped_before) {
-        uint64_t f = RD(b->freed_at_ns);
+        uint64_t f = READ_ONCE(b->freed_at_ns);
         if (f == 0 || f > now) {
             b->freed_at_ns = now; /* first seen: it goes one period from now */
             return false;

@@ -176,7 +176,7 @@ int pool_audit(struct pool *p, uint64_t handle, pool_count_fn count, void *ctx)
     struct pool_block *b = &p->blocks[idx];
     uint64_t r = atomic_load_explicit(&b->ref, memory_order_acquire);
     uint32_t rc = ref_count(r);
-    if (rc == 0 && ref_gen(r) == gen_next(gen) && RD(b->state) == POOL_BLOCK_USED) {
+    if (rc == 0 && ref_gen(r) == gen_next(gen) && READ_ONCE(b->state) == POOL_BLOCK_USED) {
         /* A last release that died between its CAS and filing the block.
          * pool_free_block files it only if it is still so, under the lock;
          * a live releaser in that instant would file it itself. */

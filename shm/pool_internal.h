@@ -25,6 +25,8 @@
 
 #include "futex.h"
 
+#include "common/macro.h" /* READ_ONCE */
+
 #include <stdbool.h>
 #include <stdint.h>
 #include <time.h>
@@ -34,10 +36,6 @@
  * stay out of libmbq's symbol table and the compiler may inline them in
  * their own file (see BQ_INTERNAL in bq_internal.h). */
 #define POOL_INTERNAL __attribute__((visibility("hidden")))
-
-/* A read the compiler may not repeat: a peer can change the word between
- * two loads, and a check must hold for the value that is then used. */
-#define RD(x) (*(const volatile __typeof__(x) *)&(x))
 
 #define POOL_RC_MASK 0xffffffffull
 
@@ -268,7 +266,7 @@ static inline bool pool_uncache_one(struct pool *p, uint32_t idx, uint64_t r)
 /* A block goes back on a list (pool lock held). */
 static inline void pool_used_dec_locked(struct pool *p)
 {
-    uint32_t used = RD(p->sh->used_count);
+    uint32_t used = READ_ONCE(p->sh->used_count);
     p->sh->used_count = used ? used - 1 : 0;
 }
 

@@ -34,7 +34,7 @@ int pool_read_meta(struct pool *p, uint64_t handle, uint64_t *size, mbq_time *dt
     if (!b)
         return -ESTALE;
     if (size) {
-        uint64_t n = RD(b->data_size);
+        uint64_t n = READ_ONCE(b->data_size);
         *size = n > p->block_size ? p->block_size : n;
     }
     if (dts)
@@ -101,7 +101,7 @@ int pool_get_flags(struct pool *p, uint64_t handle, uint32_t *flags)
     const struct pool_block *b = pool_block_of(p, handle);
     if (!b)
         return -ESTALE;
-    *flags = RD(b->flags);
+    *flags = READ_ONCE(b->flags);
     return 0;
 }
 
@@ -128,7 +128,7 @@ int pool_freeze_read_meta(struct pool *p, uint64_t handle, uint64_t *size, mbq_t
         atomic_store_explicit(&b->frozen, 1, memory_order_relaxed);
         froze = 1;
     }
-    const uint64_t n = RD(b->data_size);
+    const uint64_t n = READ_ONCE(b->data_size);
     *size = n > p->block_size ? p->block_size : n;
     *dts = b->dts;
     *pts = b->pts;
@@ -206,7 +206,8 @@ static int format_find_locked(struct pool *p, const void *bytes, uint32_t len, u
         seqs[i] = seq;
         if (seq == 0 || (seq & 1))
             continue;
-        if (RD(f->len) == len && RD(f->hash) == h && memcmp(f->bytes, bytes, len) == 0) {
+        if (READ_ONCE(f->len) == len && READ_ONCE(f->hash) == h &&
+            memcmp(f->bytes, bytes, len) == 0) {
             f->stamp = clock;
             return i;
         }
@@ -223,7 +224,7 @@ static uint32_t format_in_use_locked(const struct pool *p, const uint32_t seqs[P
     for (uint32_t i = 0; i < p->block_count; i++) {
         if (!rc_live(ref_count(atomic_load_explicit(&p->blocks[i].ref, memory_order_relaxed))))
             continue;
-        const uint64_t id = RD(p->blocks[i].format);
+        const uint64_t id = READ_ONCE(p->blocks[i].format);
         const uint32_t lo = (uint32_t)id;
         if (lo >= 1 && lo <= POOL_FORMATS && (uint32_t)(id >> 32) == seqs[lo - 1])
             in_use |= 1u << (lo - 1);
@@ -245,7 +246,7 @@ static int format_victim_locked(const struct pool *p, const uint32_t seqs[POOL_F
                 victim = i, oldest = 0;
             continue;
         }
-        const uint64_t st = RD(p->formats[i].stamp);
+        const uint64_t st = READ_ONCE(p->formats[i].stamp);
         if (!(in_use & (1u << i)) && st < oldest)
             victim = i, oldest = st;
     }
@@ -282,7 +283,7 @@ int pool_format_intern(struct pool *p, const void *bytes, uint32_t len, uint64_t
     if (lr < 0)
         return lr;
     struct pool_shared *sh = p->sh;
-    const uint64_t clock = RD(sh->format_clock) + 1;
+    const uint64_t clock = READ_ONCE(sh->format_clock) + 1;
     sh->format_clock = clock;
     uint32_t seqs[POOL_FORMATS];
     int slot = format_find_locked(p, bytes, len, h, clock, seqs);
@@ -323,7 +324,7 @@ int pool_format_read(const struct pool *p, uint64_t id, void *buf, uint32_t cap,
     const uint32_t seq = atomic_load_explicit(&f->seq, memory_order_acquire);
     if (seq != (uint32_t)(id >> 32))
         return -ESTALE;
-    const uint32_t len = RD(f->len);
+    const uint32_t len = READ_ONCE(f->len);
     if (len == 0 || len > POOL_FORMAT_MAX)
         return -EBADMSG;
     if (len_out)
@@ -363,7 +364,7 @@ int pool_get_format(struct pool *p, uint64_t handle, uint64_t *id)
     const struct pool_block *b = pool_block_of(p, handle);
     if (!b)
         return -ESTALE;
-    *id = RD(b->format);
+    *id = READ_ONCE(b->format);
     return 0;
 }
 
@@ -387,7 +388,7 @@ static int attach_load(struct pool *p, uint64_t handle, struct attach_view *v)
     const struct pool_block *b = pool_block_of(p, handle);
     if (!b)
         return -ESTALE;
-    const uint32_t len = RD(b->attach_len);
+    const uint32_t len = READ_ONCE(b->attach_len);
     if (len > POOL_ATTACH_MAX)
         return -EBADMSG;
     v->len = len;

@@ -72,7 +72,7 @@ static enum repair_place repair_file_block(struct pool *p, uint32_t k, uint64_t 
 {
     struct pool_block *b = &p->blocks[k];
     uint64_t r = atomic_load_explicit(&b->ref, memory_order_acquire);
-    uint32_t st = RD(b->state);
+    uint32_t st = READ_ONCE(b->state);
     b->prev = POOL_NONE;
     b->next = POOL_NONE;
     if (rc_cached(ref_count(r))) {
@@ -90,10 +90,10 @@ static enum repair_place repair_file_block(struct pool *p, uint32_t k, uint64_t 
         b->state = POOL_BLOCK_USED;
         return PLACE_USED;
     }
-    if (st == POOL_BLOCK_AGING && pool_task_alive(RD(b->reserved0)))
+    if (st == POOL_BLOCK_AGING && pool_task_alive(READ_ONCE(b->reserved0)))
         return PLACE_AGER;
     if (st == POOL_BLOCK_WARM || (st == POOL_BLOCK_USED && !inv)) {
-        uint64_t f = RD(b->freed_at_ns);
+        uint64_t f = READ_ONCE(b->freed_at_ns);
         if (st == POOL_BLOCK_USED || f > now)
             b->freed_at_ns = now;
         b->state = POOL_BLOCK_WARM;
@@ -120,7 +120,7 @@ static uint32_t repair_link_warm(struct pool *p, struct pool_warm_ent *warm, uin
         if (warm) {
             idx = warm[j].idx;
         } else {
-            while (k < n && RD(p->blocks[k].state) != POOL_BLOCK_WARM)
+            while (k < n && READ_ONCE(p->blocks[k].state) != POOL_BLOCK_WARM)
                 k++;
             if (k >= n)
                 break;
@@ -154,7 +154,7 @@ void pool_repair_locked(struct pool *p)
     struct pool_shared *sh = p->sh;
     const uint32_t n = p->block_count;
     const uint64_t now = mono_ns();
-    const bool inv = (RD(sh->flags) & POOL_F_INVALIDATED) != 0;
+    const bool inv = (READ_ONCE(sh->flags) & POOL_F_INVALIDATED) != 0;
     struct pool_warm_ent *warm = malloc((size_t)n * sizeof(*warm));
     uint32_t nwarm = 0, ncold = 0, nused = 0, cold_head = POOL_NONE;
 
@@ -205,7 +205,7 @@ bool pool_lists_ok_locked(struct pool *p)
     for (uint32_t k = 0; k < n; k++) {
         struct pool_block *b = &p->blocks[k];
         uint32_t rc = ref_count(atomic_load_explicit(&b->ref, memory_order_acquire));
-        uint32_t st = RD(b->state);
+        uint32_t st = READ_ONCE(b->state);
         /* In use or cached: off the lists. (A cached block its owner does
          * not list yet is normal, between its release and its publication:
          * no reason to rebuild.) */
@@ -216,13 +216,14 @@ bool pool_lists_ok_locked(struct pool *p)
         case POOL_BLOCK_COLD: ncold++; break;
         case POOL_BLOCK_USED: nused++; break;
         case POOL_BLOCK_AGING:
-            if (!pool_task_alive(RD(b->reserved0)))
+            if (!pool_task_alive(READ_ONCE(b->reserved0)))
                 return false;
             break;
         default: return false;
         }
     }
-    if (RD(sh->warm_count) != nwarm || RD(sh->cold_count) != ncold || RD(sh->used_count) != nused)
+    if (READ_ONCE(sh->warm_count) != nwarm || READ_ONCE(sh->cold_count) != ncold ||
+        READ_ONCE(sh->used_count) != nused)
         return false;
     return lists_walk_ok(p, nwarm, ncold);
 }
@@ -235,23 +236,23 @@ static bool lists_walk_ok(const struct pool *p, uint32_t nwarm, uint32_t ncold)
 {
     const struct pool_shared *sh = p->sh;
     const uint32_t n = p->block_count;
-    uint32_t prev = POOL_NONE, cur = RD(sh->warm_head), steps = 0;
+    uint32_t prev = POOL_NONE, cur = READ_ONCE(sh->warm_head), steps = 0;
     while (cur != POOL_NONE) {
-        if (cur >= n || steps >= nwarm || RD(p->blocks[cur].state) != POOL_BLOCK_WARM ||
-            RD(p->blocks[cur].prev) != prev)
+        if (cur >= n || steps >= nwarm || READ_ONCE(p->blocks[cur].state) != POOL_BLOCK_WARM ||
+            READ_ONCE(p->blocks[cur].prev) != prev)
             return false;
         prev = cur;
-        cur = RD(p->blocks[cur].next);
+        cur = READ_ONCE(p->blocks[cur].next);
         steps++;
     }
-    if (steps != nwarm || RD(sh->warm_tail) != prev)
+    if (steps != nwarm || READ_ONCE(sh->warm_tail) != prev)
         return false;
-    cur = RD(sh->cold_head);
+    cur = READ_ONCE(sh->cold_head);
     steps = 0;
     while (cur != POOL_NONE) {
-        if (cur >= n || steps >= ncold || RD(p->blocks[cur].state) != POOL_BLOCK_COLD)
+        if (cur >= n || steps >= ncold || READ_ONCE(p->blocks[cur].state) != POOL_BLOCK_COLD)
             return false;
-        cur = RD(p->blocks[cur].next);
+        cur = READ_ONCE(p->blocks[cur].next);
         steps++;
     }
     return steps == ncold;
