@@ -18,18 +18,18 @@
  * moves in intent_overflow, and while that is non-zero every recount waits
  * (the blocks of those moves are unknown).
  *
- * How a recount and a move meet: a thread that moves a reference of block
- * X first stores X's handle in its intent record, then makes the move's
- * steps, then clears the record. A recount (pool_audit) of X sets
- * POOL_RC_AUDIT in X's ref word, forces a barrier on every CPU, reads every
- * live slot's records, counts, and CASes the ref word from what it saw. So a mover either is seen (the recount
- * gives up), or comes after the barrier: then it sees the audit bit before
- * its first step, and clears it (every CAS of a live ref word does, and the
- * steps that are not such a CAS check for it first), so the recount's
- * final CAS fails. The mover's half costs a store to its own record and a
- * load of the ref word it is about to use: no fence where the process is
- * registered for membarrier (slock_heavy_barrier reaches it), a fence
- * where it is not. */
+ * How a recount and a move meet: a thread that moves a reference of block X
+ * first stores X's handle in its intent record, then makes the move's steps,
+ * then clears the record. A recount (pool_audit) of X sets POOL_RC_AUDIT in
+ * X's ref word, forces a barrier on every CPU, reads every live slot's
+ * records, counts, and CASes the ref word from what it saw. So a mover either
+ * is seen (the recount gives up), or comes after the barrier: then it sees the
+ * audit bit before its first step, and clears it (every CAS of a live ref word
+ * does, and the steps that are not such a CAS check for it first), so the
+ * recount's final CAS fails. The mover's half costs a store to its own record
+ * and a load of the ref word it is about to use: no fence where the process is
+ * registered for membarrier (slock_heavy_barrier reaches it), a fence where it
+ * is not. */
 #include "pool_internal.h"
 
 #include <errno.h>
