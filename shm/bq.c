@@ -585,7 +585,13 @@ static __attribute__((noinline)) int enqueue_slow(struct bq *q, const struct bq_
                                                   bool quiet, struct enq_ref ref,
                                                   struct bq_held held, bool full_lock)
 {
-    struct enq_slow c = {.held = held, .full_lock = full_lock, .have_head = full_lock};
+    /* Field by field: old and before are read only once written (dropped,
+     * full_lock), and zeroing them would cost 200 bytes of stores here. */
+    struct enq_slow c;
+    c.held = held;
+    c.full_lock = full_lock;
+    c.have_head = full_lock;
+    c.dropped = false;
     struct tmask fired = {{0}};
     int r;
     while ((r = enqueue_room_locked(q, &c, quiet)) == ENQ_AGAIN)
