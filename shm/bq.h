@@ -19,7 +19,7 @@
  * the scanning getters, trigger changes, and the mutations that must
  * evaluate an installed trigger (those on the side where its condition can
  * turn true and near its threshold: see trig_eval_locked and
- * trig_sides_locked in bq.c) — take both, always tail first.
+ * trig_sides_locked in bq_trigger.c) — take both, always tail first.
  *
  * Each side also caches the other's counter in process memory (see struct
  * bq), so that a producer and a consumer that keep pace touch each other's

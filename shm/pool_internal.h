@@ -273,7 +273,7 @@ static inline void pool_used_dec_locked(struct pool *p)
 /* Wakes blocking allocators, if any flagged themselves asleep: a Dekker
  * pair — releaser: file the block (list or cache), load alloc_waiters;
  * allocator: raise alloc_waiters, heavy barrier, try again — asymmetric
- * as the queues' (see wake_consumers in bq.c), so a release pays a load. */
+ * as the queues' (see wake_consumers in bq_internal.h), so a release pays a load. */
 static inline void pool_wake_allocators(struct pool *p)
 {
     struct pool_shared *sh = p->sh;
