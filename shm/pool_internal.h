@@ -324,7 +324,21 @@ static inline bool pool_claim_cached(struct pool *p, struct pool_itok t, uint32_
                                                    memory_order_acq_rel, memory_order_relaxed);
 }
 
-/* Client caches, the slow half (pool_cache.c). */
+/* ---- what the parts call in each other (hidden) ---- */
+
+/* pool.c: the lock, the free lists, freeing. */
+POOL_INTERNAL int pool_lock(struct pool *p);
+POOL_INTERNAL void pool_mark_repair(struct pool *p);
+POOL_INTERNAL void pool_orphan_aging(struct pool *p, uint32_t idx, uint32_t tid);
+POOL_INTERNAL int pool_punch(struct pool *p, uint32_t first, uint32_t count);
+POOL_INTERNAL int pool_pop_warm_locked(struct pool *p, uint32_t *out);
+POOL_INTERNAL void pool_push_warm_locked(struct pool *p, uint32_t idx, uint64_t now);
+POOL_INTERNAL void pool_push_cold_locked(struct pool *p, uint32_t idx);
+POOL_INTERNAL void pool_free_block(struct pool *p, uint32_t idx, uint64_t expect);
+/* Drops up to k references on idx whatever its generation. */
+POOL_INTERNAL uint32_t pool_drop_refs(struct pool *p, uint32_t idx, uint32_t k);
+
+/* pool_cache.c: the client caches' slow half. */
 POOL_INTERNAL bool pool_cache_adopt(struct pool *p, uint32_t self, uint32_t o);
 POOL_INTERNAL uint32_t pool_cache_fill_locked(struct pool *p);
 POOL_INTERNAL void pool_cache_spill(struct pool *p);
@@ -334,29 +348,15 @@ POOL_INTERNAL uint32_t pool_uncache_locked(struct pool *p, uint32_t slot, bool s
                                            uint64_t stamped_before);
 POOL_INTERNAL void pool_fold_counters_locked(struct pool *p, uint32_t slot);
 
-/* Blocks, the lock and the free lists (pool.c). */
-POOL_INTERNAL int pool_lock(struct pool *p);
-POOL_INTERNAL void pool_mark_repair(struct pool *p);
-POOL_INTERNAL void pool_orphan_aging(struct pool *p, uint32_t idx, uint32_t tid);
-POOL_INTERNAL int pool_punch(struct pool *p, uint32_t first, uint32_t count);
-POOL_INTERNAL int pool_pop_warm_locked(struct pool *p, uint32_t *out);
-POOL_INTERNAL void pool_push_warm_locked(struct pool *p, uint32_t idx, uint64_t now);
-POOL_INTERNAL void pool_push_cold_locked(struct pool *p, uint32_t idx);
-POOL_INTERNAL void pool_free_block(struct pool *p, uint32_t idx, uint64_t expect);
-
-/* Rebuilds the free lists and counters from the descriptors (pool_repair.c). */
+/* pool_repair.c: rebuild the lists and counters from the descriptors; tell
+ * whether they describe the descriptors exactly. */
 POOL_INTERNAL void pool_repair_locked(struct pool *p);
-
-/* Whether the lists and counters describe the descriptors exactly (pool_repair.c). */
 POOL_INTERNAL bool pool_lists_ok_locked(struct pool *p);
 
-/* Client slots (pool_client.c). */
+/* pool_client.c: client slots. */
 POOL_INTERNAL int pool_claim_slot(struct pool *p);
 POOL_INTERNAL uint64_t pool_reclaim_holdings(struct pool *p, uint32_t slot);
 POOL_INTERNAL void pool_finish_slot(struct pool *p, uint32_t slot, uint64_t n);
 POOL_INTERNAL void pool_intents_forget(struct pool *p, uint32_t slot);
-
-/* Drops up to k references on idx whatever its generation (pool.c). */
-POOL_INTERNAL uint32_t pool_drop_refs(struct pool *p, uint32_t idx, uint32_t k);
 
 #endif
