@@ -82,7 +82,8 @@ static bool head_ready_locked(struct bq *q, uint64_t head, uint64_t tail)
 }
 
 /* Count, duration and end of data, from the side indices head and tail. */
-static void state_counts_locked(struct bq *q, uint64_t head, uint64_t tail, struct bq_state *st)
+static inline void state_counts_locked(struct bq *q, uint64_t head, uint64_t tail,
+                                       struct bq_state *st)
 {
     struct bq_shared *sh = q->sh;
     st->count = tail - head;
