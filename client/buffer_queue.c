@@ -20,9 +20,17 @@
  * QUEUE_POOL_MISSING and the wrapper opens the pool and retries (so does the
  * move hook of a dequeue, which must put its intent in the pool); is_ready
  * says "not ready" and records the pool, which the wrapper opens afterwards
- * before re-evaluating the triggers (queue_settle); reset and for-each open
- * the pools of the queue's entries beforehand, and releases that still miss
- * are deferred to after the unlock. Hooks that run unlocked (the release of
+ * before re-evaluating the triggers (queue_settle); for-each opens the
+ * pools of the queue's entries beforehand. A reset first looks at every
+ * entry under the lock and, if some entry's pool is not mapped here or not
+ * known to be bound, changes nothing, learns those pools unlocked, and
+ * starts again (bq_reset_if): an entry leaves the queue only when its
+ * reference can be released at once, under its intent. (Releasing it after
+ * the unlock, as a reset once did, left the reference in no queue, no
+ * holding and no intent in between: a kill there leaked the block for
+ * good.) Only entries of pools that are not bound, or that this process
+ * cannot open, still have their release deferred to after the unlock,
+ * where it is skipped or fails. Hooks that run unlocked (the release of
  * a dropped-oldest entry) open the pool directly. A pool is opened once per
  * client, typically when a consumer dequeues its first buffer from it.
  *
@@ -69,14 +77,41 @@ struct queue_deferred {
     uint64_t handle;
     struct mbq_pool *held; /* the pool whose recounts wait for it (mapped) */
 };
+/* Pools one reset call asks the daemon about, at most; rounds it makes
+ * before it lets entries of pools it could not learn go with their release
+ * deferred (see mbq_buffer_queue_reset_with_callback). */
+#define QUEUE_RESET_POOLS 64
+#define QUEUE_RESET_ROUNDS 8
 struct queue_reset {
     mbq_buffer_queue *queue;
     void (*callback)(mbq_buffer buffer, void *refcon);
     void *refcon;
     struct queue_deferred *deferred;
     size_t ndeferred, cap;
+    /* What this call learned (the handle's cache of answers may have
+     * dropped some since): a pool id, and whether its entries may be
+     * released here (bound, or no daemon to ask, and mapped). */
+    uint32_t known[QUEUE_RESET_POOLS];
+    bool known_ok[QUEUE_RESET_POOLS];
+    unsigned nknown;
+    /* The pools the last look lacked. */
+    uint32_t missing[QUEUE_RESET_POOLS];
+    unsigned nmissing;
 };
 static _Thread_local struct queue_reset *queue_resetting;
+
+/* Whether the reset in progress on q learned that pool_id's entries may be
+ * released here. */
+static bool reset_learned_ok(mbq_buffer_queue *q, uint32_t pool_id)
+{
+    const struct queue_reset *rs = queue_resetting;
+    if (!rs || rs->queue != q)
+        return false;
+    for (unsigned i = 0; i < rs->nknown; i++)
+        if (rs->known[i] == pool_id)
+            return rs->known_ok[i];
+    return false;
+}
 
 /* ---- hooks (may run under the queue lock: no daemon, no client->lock) ------- */
 
@@ -97,9 +132,11 @@ static void hook_release(void *ctx, uint32_t pool_id, uint64_t handle)
 {
     mbq_buffer_queue *q = ctx;
     struct mbq_pool *p = cpool_table_lookup(q->client, pool_id, queue_hint);
-    /* A pool not known to be bound: asked about after the unlock (reset),
-     * or now (unlocked); an entry of a pool nobody bound is not released. */
-    bool bound = queue_pool_bound(q, pool_id);
+    /* A pool not known to be bound: asked about after the unlock (reset:
+     * only pools it found not bound or could not open, see
+     * mbq_buffer_queue_reset_with_callback), or now (unlocked); an entry of
+     * a pool nobody bound is not released. */
+    bool bound = queue_pool_bound(q, pool_id) || reset_learned_ok(q, pool_id);
     if (unlikely(!p || !bound)) {
         struct queue_reset *rs = queue_resetting;
         if (rs && rs->queue == q) {
@@ -1056,12 +1093,59 @@ static void reset_entry(const struct bq_entry *e, void *ctx)
     struct queue_reset *rs = ctx;
     if (!rs->callback)
         return;
-    /* An entry whose pool is not mapped here (enqueued after the pre-scan,
-     * from a pool never seen) is passed with no pool: not a valid buffer. */
+    /* An entry of a pool this reset could not map here, or found not bound
+     * to the queue, is passed with no pool: not a valid buffer. */
     struct mbq_pool *p = cpool_table_lookup(rs->queue->client, e->pool_id, NULL);
-    if (!queue_pool_bound(rs->queue, e->pool_id))
+    if (!queue_pool_bound(rs->queue, e->pool_id) && !reset_learned_ok(rs->queue, e->pool_id))
         p = NULL; /* not a buffer of a pool bound to the queue: not a buffer */
     rs->callback((mbq_buffer){.pool_ = p, .handle_ = p ? e->handle : 0}, rs->refcon);
+}
+
+/* Under the queue lock, before a reset moves anything: whether e's
+ * reference can be released at once (its pool mapped here and known to be
+ * bound), or its pool was settled otherwise by this call; else the pool is
+ * listed for the caller to learn. */
+static bool reset_entry_ready(const struct bq_entry *e, void *ctx)
+{
+    struct queue_reset *rs = ctx;
+    for (unsigned i = 0; i < rs->nknown; i++)
+        if (rs->known[i] == e->pool_id)
+            return true;
+    if (cpool_table_lookup(rs->queue->client, e->pool_id, NULL) &&
+        queue_pool_bound(rs->queue, e->pool_id)) {
+        /* Noted, so that the release hook still knows it should another
+         * thread's answers push it out of the handle's cache meanwhile. */
+        if (rs->nknown < QUEUE_RESET_POOLS) {
+            rs->known[rs->nknown] = e->pool_id;
+            rs->known_ok[rs->nknown++] = true;
+        }
+        return true;
+    }
+    for (unsigned i = 0; i < rs->nmissing; i++)
+        if (rs->missing[i] == e->pool_id)
+            return false;
+    if (rs->nmissing < QUEUE_RESET_POOLS)
+        rs->missing[rs->nmissing++] = e->pool_id;
+    return false;
+}
+
+/* Unlocked, between two looks of a reset: asks the daemon about each pool
+ * the last look lacked and maps it. False when nothing could be learned
+ * (no room left to note it). */
+static bool reset_learn(struct queue_reset *rs)
+{
+    bool learned = false;
+    for (unsigned i = 0; i < rs->nmissing && rs->nknown < QUEUE_RESET_POOLS; i++) {
+        uint32_t id = rs->missing[i];
+        struct mbq_pool *p;
+        bool ok = queue_check_entry(rs->queue, id) == 0 &&
+                  cpool_table_resolve(rs->queue->client, id, &p) == 0;
+        rs->known[rs->nknown] = id;
+        rs->known_ok[rs->nknown++] = ok;
+        learned = true;
+    }
+    rs->nmissing = 0;
+    return learned;
 }
 
 int mbq_buffer_queue_reset_with_callback(mbq_buffer_queue *queue,
@@ -1070,13 +1154,26 @@ int mbq_buffer_queue_reset_with_callback(mbq_buffer_queue *queue,
 {
     if (!queue)
         return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
-    if (!bq_is_empty(&queue->bq))
-        queue_preresolve(queue);
     queue_sync_triggers(queue);
     struct queue_reset rs = {.queue = queue, .callback = callback, .refcon = refcon};
-    queue_resetting = &rs;
-    int r = bq_reset(&queue->bq, reset_entry, &rs);
-    queue_resetting = NULL;
+    /* Every entry's pool is learned before any entry leaves (bq_reset_if
+     * changes nothing while one is missing). A producer that keeps adding
+     * entries of pools new to us could make that go on: after a few rounds
+     * the rest go with their release deferred, as before. */
+    int r;
+    for (int round = 0;; round++) {
+        const bool last = round == QUEUE_RESET_ROUNDS;
+        queue_resetting = &rs;
+        r = bq_reset_if(&queue->bq, last ? NULL : reset_entry_ready, reset_entry, &rs);
+        queue_resetting = NULL;
+        if (r != -EAGAIN || last || !reset_learn(&rs))
+            break;
+    }
+    if (r == -EAGAIN) { /* nothing more could be learned: as before */
+        queue_resetting = &rs;
+        r = bq_reset(&queue->bq, reset_entry, &rs);
+        queue_resetting = NULL;
+    }
     for (size_t i = 0; i < rs.ndeferred; i++) {
         struct mbq_pool *p;
         if (queue_check_entry(queue, rs.deferred[i].pool_id) == 0 &&

@@ -294,6 +294,7 @@ static struct bq_entry drop_oldest_locked(struct bq *q, uint64_t head)
      * not mapped cannot hold an intent, and the drop goes ahead without. */
     if (q->hooks.move_begin)
         (void)q->hooks.move_begin(q->hooks.ctx, old.pool_id, old.handle, 1);
+    MBQ_TRACE((uint32_t)old.handle - 1, TR_TAKE, old.handle, BQ_TAG(q) | head << 16 | 2 << 12);
     side_pass(&q->sh->head, &old, head + 1, false);
     atomic_fetch_add_explicit(&q->sh->tail.dropped, 1, memory_order_relaxed);
     return old;
@@ -681,6 +682,7 @@ static inline int dequeue_hand_over_locked(struct bq *q, const struct bq_entry *
     struct bq_state before;
     if (full_lock)
         state_before_locked(q, &before);
+    MBQ_TRACE((uint32_t)out->handle - 1, TR_TAKE, out->handle, BQ_TAG(q) | head << 16 | 1 << 12);
     side_pass(&q->sh->head, out, head + 1, true);
     if (full_lock)
         *fired = trig_eval_locked(q, false, &before);
@@ -822,6 +824,12 @@ int bq_mark_end_of_data(struct bq *q)
 
 int bq_reset(struct bq *q, void (*cb)(const struct bq_entry *e, void *ctx), void *ctx)
 {
+    return bq_reset_if(q, NULL, cb, ctx);
+}
+
+int bq_reset_if(struct bq *q, bool (*ready)(const struct bq_entry *e, void *ctx),
+                void (*cb)(const struct bq_entry *e, void *ctx), void *ctx)
+{
     if (!q || !q->sh)
         return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
     if (bq_in_own_callback(q))
@@ -831,10 +839,24 @@ int bq_reset(struct bq *q, void (*cb)(const struct bq_entry *e, void *ctx), void
     int lr = bq_lock_full(q, &held);
     if (lr < 0)
         return lr;
-    struct bq_state before;
-    state_before_locked(q, &before);
     uint64_t head = atomic_load_explicit(&sh->head.index, memory_order_relaxed);
     uint64_t tail = atomic_load_explicit(&sh->tail.index, memory_order_relaxed);
+    /* Every entry is judged before anything moves: a caller that needs
+     * something for each entry's release (libmbq: the pool mapped and known
+     * bound, so that the release runs under the move's intent) gets what
+     * it lacks unlocked, and tries again. */
+    bool all_ready = true;
+    for (uint64_t i = head; ready && i != tail; i++) {
+        struct bq_entry e;
+        bq_slot_read(q, i, &e);
+        all_ready &= ready(&e, ctx); /* on through the rest: the caller lists them all */
+    }
+    if (!all_ready) {
+        bq_unlock_full(q, held);
+        return -EAGAIN;
+    }
+    struct bq_state before;
+    state_before_locked(q, &before);
     for (uint64_t i = head; i != tail; i++) {
         struct bq_entry e;
         bq_slot_read(q, i, &e);
@@ -845,6 +867,7 @@ int bq_reset(struct bq *q, void (*cb)(const struct bq_entry *e, void *ctx), void
          * reclaimer's recount, never a queue naming a freed buffer). */
         if (q->hooks.move_begin)
             (void)q->hooks.move_begin(q->hooks.ctx, e.pool_id, e.handle, 0);
+        MBQ_TRACE((uint32_t)e.handle - 1, TR_TAKE, e.handle, BQ_TAG(q) | i << 16 | 3 << 12);
         side_pass(&sh->head, &e, i + 1, false);
         if (q->hooks.release)
             q->hooks.release(q->hooks.ctx, e.pool_id, e.handle);

@@ -270,6 +270,12 @@ mbq_time bq_end_pts(struct bq *q);
 /* Releases every entry (calling cb first for each, in dequeue order, if
  * given), empties the queue, clears end-of-data, fires reset triggers. */
 int bq_reset(struct bq *q, void (*cb)(const struct bq_entry *e, void *ctx), void *ctx);
+/* As bq_reset, but first, under the same locks, asks ready about every
+ * entry; if it says false for any, nothing is changed and -EAGAIN is
+ * returned (the caller gets what it lacks, unlocked, and tries again).
+ * ready must not call into the queue. */
+int bq_reset_if(struct bq *q, bool (*ready)(const struct bq_entry *e, void *ctx),
+                void (*cb)(const struct bq_entry *e, void *ctx), void *ctx);
 /* Calls cb for each entry in dequeue order under the queue lock; the first
  * non-zero return stops the walk and is returned. cb may change an entry's
  * attachments, nothing else, and must not call into the queue. */

@@ -23,6 +23,7 @@
 #include "bq_layout.h"
 
 #include "futex.h"
+#include "trace.h"
 
 #include "common/macro.h" /* READ_ONCE */
 
@@ -129,12 +130,17 @@ static inline bool attachments_zero(const uint8_t *a)
     return (w[0] | w[1] | w[2]) == 0;
 }
 
+/* A queue's tag in the trace (shm/trace.h): its order and capacity. */
+#define BQ_TAG(q) ((uint64_t)((q)->order | (q)->capacity << 4) & 0xfff)
+
 /* Stores e at index i with the given seq (e->seq is ignored): every field
  * straight into the slot, in one burst, then seq with release — a FIFO
  * consumer polls the slot's mark (see consumer_tail). (Built in a local
  * first and copied, the slot cost a store-forwarding stall per 16 bytes.) */
 static inline void slot_store(struct bq *q, uint64_t i, const struct bq_entry *e, uint64_t seq)
 {
+    MBQ_TRACE((uint32_t)e->handle - 1, TR_PUB, e->handle,
+              BQ_TAG(q) | i << 16 | (uint64_t)(seq == i + 1) << 12);
     struct bq_slot *sl = &q->slots[i & q->mask];
     int32_t ts = 0;
     bool compact = time_fits(&e->dts, &ts) && time_fits(&e->pts, &ts) &&
@@ -164,6 +170,8 @@ static inline void slot_store(struct bq *q, uint64_t i, const struct bq_entry *e
 /* Moves entry src to slot dst, wide part included. */
 static inline void slot_move(struct bq *q, uint64_t dst, uint64_t src)
 {
+    MBQ_TRACE((uint32_t)q->slots[src & q->mask].handle - 1, TR_MOVE, q->slots[src & q->mask].handle,
+              BQ_TAG(q) | dst << 16);
     q->slots[dst & q->mask] = q->slots[src & q->mask];
     if (q->slots[dst & q->mask].wide == BQ_SLOT_WIDE)
         q->wide[dst & q->mask] = q->wide[src & q->mask];

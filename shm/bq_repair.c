@@ -79,6 +79,10 @@ static bool repair_settle_journal(struct bq *q, uint64_t head, uint64_t tail)
     for (uint64_t k = prog; k != pos; k--)
         slot_move(q, k, k - 1);
     bq_slot_write(q, pos, &j->entry);
+    /* the settle had [head, jt) in order and now [head, jt] is: the entry
+     * past jt may be below the key moved up to jt, unnoted, which
+     * repair_order accepts only at the mark */
+    atomic_store_explicit(&q->sh->head.order_mark, jt + 1, memory_order_relaxed);
     return false;
 }
 
@@ -137,6 +141,8 @@ static void repair_fifo_publish(struct bq *q, uint64_t head, uint64_t *tail)
         __atomic_load_n(&q->slots[t & q->mask].seq, __ATOMIC_ACQUIRE) != t + 1 ||
         !(head == t + 1 || t - head < q->capacity))
         return;
+    MBQ_TRACE((uint32_t)q->slots[t & q->mask].handle - 1, TR_COMPLETE,
+              q->slots[t & q->mask].handle, BQ_TAG(q) | t << 16);
     *tail = ++t;
     atomic_store_explicit(&sh->tail.ops,
                           atomic_load_explicit(&sh->tail.ops, memory_order_relaxed) + 1,
@@ -150,6 +156,11 @@ static bool repair_counters(struct bq *q, uint64_t *head, uint64_t tail)
 {
     if (bq_range_ok(q, *head, tail))
         return false;
+#ifdef MBQ_POOL_TRACE
+    for (uint64_t di = *head; di != tail && di - *head < 64; di++)
+        MBQ_TRACE((uint32_t)q->slots[di & q->mask].handle - 1, TR_DROPALL,
+                  q->slots[di & q->mask].handle, BQ_TAG(q) | di << 16);
+#endif
     *head = tail;
     atomic_store_explicit(&q->sh->head.index, tail, memory_order_release);
     return true;

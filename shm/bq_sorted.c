@@ -83,6 +83,13 @@ void bq_settle_sorted(struct bq *q, uint64_t head, uint64_t tail)
         }
         bq_slot_read(q, s, &sh->journal.entry);
         journal_shift_in(q, BQ_JOURNAL_SETTLE, s, sorted_position(q, &key, s - 1, head), 0);
+        /* [head, s] is in order now. Say so before the journal lets go: the
+         * entry at s + 1 may be below the largest key just moved up to s
+         * although no producer noted it (it was not below its own
+         * predecessor), which the repair accepts only at order_mark. A
+         * death before this store leaves the journal active, and the
+         * repair's roll-forward sets the mark instead. */
+        atomic_store_explicit(&sh->head.order_mark, s + 1, memory_order_relaxed);
         atomic_store_explicit(&sh->journal.active, 0, memory_order_release);
         /* prev stays: the entry now at s is the one that was at s - 1 */
     }

@@ -334,6 +334,7 @@ static int pool_take_locked(struct pool *p, struct pool_itok t, uint32_t *idx_ou
     if (!atomic_compare_exchange_strong_explicit(&b->ref, &r, ref_make(gen, 1),
                                                  memory_order_acq_rel, memory_order_relaxed))
         return -EUCLEAN;
+    MBQ_TRACE(idx, TR_CLAIM, r, ref_make(gen, 1));
     b->state = POOL_BLOCK_USED;
     p->sh->used_count = READ_ONCE(p->sh->used_count) + 1;
     *idx_out = idx;
@@ -349,6 +350,7 @@ void pool_free_block(struct pool *p, uint32_t idx, uint64_t expect)
 {
     struct pool_shared *sh = p->sh;
     struct pool_block *b = &p->blocks[idx];
+    MBQ_TRACE(idx, TR_FREE, expect, 0);
     if (pool_lock(p) < 0) {
         pool_mark_repair(p); /* unreferenced but not filed: the repair files it */
         return;
@@ -401,6 +403,7 @@ uint32_t pool_drop_refs(struct pool *p, uint32_t idx, uint32_t k)
         nr = take == rc ? ref_make(gen_next(ref_gen(r)), 0) : ref_plain(r) - take;
     } while (!atomic_compare_exchange_weak_explicit(&b->ref, &r, nr, memory_order_acq_rel,
                                                     memory_order_acquire));
+    MBQ_TRACE(idx, TR_DROPREFS, nr, take);
     if (ref_count(nr) == 0)
         pool_free_block(p, idx, nr);
     return take;
@@ -684,6 +687,7 @@ static inline bool pool_alloc_cached(struct pool *p, struct pool_itok t, uint32_
          * no reference to it (holdings never exceed references), and no
          * other thread can take one before its handle is published. */
         atomic_store_explicit(pool_holding(p, p->slot, *idx), 1, memory_order_relaxed);
+        MBQ_TRACE(*idx, TR_HOLD_SET, p->slot, 1);
         pool_counter_add(&pool_self(p)->allocs, 1);
     }
     return cached;
@@ -714,6 +718,7 @@ static int pool_alloc_listed_locked(struct pool *p, struct pool_itok t, uint32_t
     }
     sh->allocs++;
     atomic_fetch_add_explicit(pool_holding(p, p->slot, *idx), 1, memory_order_relaxed);
+    MBQ_TRACE(*idx, TR_HOLD_SET, p->slot, 0x101);
     return 0;
 }
 
@@ -844,6 +849,7 @@ int pool_retain(struct pool *p, uint64_t handle, bool by_client)
         }
     } while (!atomic_compare_exchange_weak_explicit(&b->ref, &r, ref_plain(r) + 1,
                                                     memory_order_acq_rel, memory_order_relaxed));
+    MBQ_TRACE(idx, TR_RETAIN, ref_plain(r) + 1, by_client | p->slot << 8);
     if (by_client)
         atomic_fetch_add_explicit(pool_holding(p, p->slot, idx), 1, memory_order_relaxed);
     pool_intent_close(t);
@@ -903,6 +909,7 @@ int pool_release(struct pool *p, uint64_t handle, bool by_client)
         nr = ref_count(r) == 1 ? ref_make(gen_next(gen), free_rc) : ref_plain(r) - 1;
     } while (!atomic_compare_exchange_weak_explicit(&b->ref, &r, nr, memory_order_seq_cst,
                                                     memory_order_acquire));
+    MBQ_TRACE(idx, TR_RELEASE, nr, by_client | p->slot << 8);
     if (ref_count(nr) == 0)
         pool_free_block(p, idx, nr);
     else if (rc_cached(ref_count(nr)))

@@ -81,6 +81,7 @@ uint32_t pool_cache_fill_locked(struct pool *p)
                                                      ref_make(gen, POOL_RC_CACHED | p->slot),
                                                      memory_order_acq_rel, memory_order_relaxed))
             break; /* a listed block with a refcount: a repair files it */
+        MBQ_TRACE(idx, TR_CACHE, ref_make(gen, 0), ref_make(gen, POOL_RC_CACHED | p->slot));
         p->cache.idx[p->cache.n] = idx;
         p->cache.gen[p->cache.n] = gen;
         p->cache.n++;
@@ -104,6 +105,7 @@ void pool_cache_spill(struct pool *p)
         if (atomic_compare_exchange_strong_explicit(&p->blocks[idx].ref, &r,
                                                     ref_make(p->cache.gen[i], 0),
                                                     memory_order_acq_rel, memory_order_relaxed)) {
+            MBQ_TRACE(idx, TR_CACHE, ref_make(p->cache.gen[i], mine), ref_make(p->cache.gen[i], 0));
             pool_used_dec_locked(p);
             pool_push_warm_locked(p, idx, now);
         }

@@ -47,6 +47,7 @@ uint64_t pool_reclaim_holdings(struct pool *p, uint32_t slot)
         const struct pool_itok t = pool_intent_open(p, handle_make(ref_gen(r), i));
         pool_intent_fence(p, i);
         uint32_t k = atomic_exchange_explicit(h, 0, memory_order_acq_rel);
+        MBQ_TRACE(i, TR_RECLAIM_HOLD, slot, k);
         if (k)
             released += pool_drop_refs(p, i, k);
         pool_intent_close(t);
@@ -76,6 +77,13 @@ void pool_intents_forget(struct pool *p, uint32_t slot)
 {
     struct pool_client *c = &p->clients[slot];
     for (unsigned i = 0; i < POOL_INTENTS; i++) {
+#ifdef MBQ_POOL_TRACE
+        for (unsigned w = 0; w < 2; w++) {
+            uint64_t th = atomic_load_explicit(&c->intent[i].h[w], memory_order_relaxed);
+            if (th)
+                MBQ_TRACE((uint32_t)th - 1, TR_INTENT_FORGET, th, slot);
+        }
+#endif
         atomic_store_explicit(&c->intent[i].h[0], 0, memory_order_relaxed);
         atomic_store_explicit(&c->intent[i].h[1], 0, memory_order_relaxed);
         atomic_store_explicit(&c->intent[i].owner, 0, memory_order_relaxed);
@@ -166,7 +174,23 @@ static int audit_count_holders(struct pool *p, uint32_t idx, uint64_t handle,
     return 0;
 }
 
+static inline __attribute__((always_inline)) int
+pool_audit_impl(struct pool *p, uint64_t handle, pool_count_fn count, void *ctx);
 int pool_audit(struct pool *p, uint64_t handle, pool_count_fn count, void *ctx)
+{
+    int res = pool_audit_impl(p, handle, count, ctx);
+#ifdef MBQ_POOL_TRACE
+    uint32_t ti, tg;
+    if (p && p->sh && pool_decode(p, handle, &ti, &tg))
+        MBQ_TRACE(ti, TR_AUDIT, atomic_load(&p->blocks[ti].ref),
+                  (uint64_t)(int64_t)res << 8 | 0xee);
+#endif
+    return res;
+}
+
+/* (Inlined: pool_audit without the trace is this.) */
+static inline __attribute__((always_inline)) int
+pool_audit_impl(struct pool *p, uint64_t handle, pool_count_fn count, void *ctx)
 {
     uint32_t idx, gen;
     if (!p || !p->sh)
@@ -203,6 +227,7 @@ int pool_audit(struct pool *p, uint64_t handle, pool_count_fn count, void *ctx)
     uint64_t n = 0;
     if (pool_intent_live(p, idx) || audit_count_holders(p, idx, handle, count, ctx, &n) < 0)
         goto busy;
+    MBQ_TRACE(idx, TR_AUDIT, rc | n << 32, r);
     if (n >= rc) {
         /* Exact (the dead mover finished, or had not begun), but only if
          * nothing moved: a live move during the count (a copy into a queue:
@@ -248,8 +273,10 @@ static unsigned pool_resolve_intents(struct pool *p, uint32_t slot, pool_count_f
                 continue;
             if (count && pool_audit(p, h, count, ctx) == -EAGAIN)
                 left++;
-            else
+            else {
+                MBQ_TRACE((uint32_t)h - 1, TR_INTENT_FORGET, h, slot | 0x100);
                 atomic_store_explicit(&c->intent[i].h[w], 0, memory_order_relaxed);
+            }
         }
     atomic_store_explicit(&c->intent_overflow, 0, memory_order_relaxed);
     return left;

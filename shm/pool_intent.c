@@ -131,6 +131,8 @@ static __attribute__((noinline)) void pool_move_begin_slow(struct pool *p, uint6
                                                            unsigned which)
 {
     struct pool_intent *rec = pool_intent_rec(p);
+    MBQ_TRACE((uint32_t)handle - 1, TR_INTENT_SET, handle,
+              which | p->slot << 8 | (rec ? 0 : 0xff0000));
     if (rec)
         atomic_store_explicit(&rec->h[which], handle, memory_order_relaxed);
     else
@@ -153,6 +155,7 @@ static inline bool pool_move_set_fast(struct pool *p, uint32_t idx, uint64_t han
                          0))
         return false;
     atomic_store_explicit(&rec->h[which], handle, memory_order_relaxed);
+    MBQ_TRACE(idx, TR_INTENT_SET, handle, which | p->slot << 8 | 0x10000);
     atomic_signal_fence(memory_order_seq_cst); /* slock_heavy_barrier fences us */
     _Atomic uint64_t *ref = &p->blocks[idx].ref;
     uint64_t r = atomic_load_explicit(ref, memory_order_relaxed);
@@ -170,6 +173,12 @@ static inline bool pool_move_clear_fast(struct pool *p, unsigned which)
                              atomic_load_explicit(&rec->owner, memory_order_relaxed) != tid,
                          0))
         return false;
+#ifdef MBQ_POOL_TRACE
+    {
+        uint64_t th = atomic_load_explicit(&rec->h[which], memory_order_relaxed);
+        MBQ_TRACE((uint32_t)th - 1, TR_INTENT_CLR, th, which | p->slot << 8 | 0x10000);
+    }
+#endif
     atomic_store_explicit(&rec->h[which], 0, memory_order_release);
     return true;
 }
@@ -178,6 +187,10 @@ static __attribute__((noinline)) void pool_move_end_slow(struct pool *p, unsigne
 {
     struct pool_intent *rec = pool_intent_rec(p);
     if (rec) {
+#ifdef MBQ_POOL_TRACE
+        uint64_t th = atomic_load_explicit(&rec->h[which], memory_order_relaxed);
+        MBQ_TRACE((uint32_t)th - 1, TR_INTENT_CLR, th, which | p->slot << 8);
+#endif
         atomic_store_explicit(&rec->h[which], 0, memory_order_release);
         return;
     }
@@ -234,6 +247,7 @@ int pool_disown(struct pool *p, uint64_t handle)
             return -EINVAL; /* not ours to hand over */
     } while (!atomic_compare_exchange_weak_explicit(hold, &h, h - 1, memory_order_relaxed,
                                                     memory_order_relaxed));
+    MBQ_TRACE(idx, TR_DISOWN, handle, (h - 1) | p->slot << 8);
     return 0;
 }
 
@@ -255,6 +269,7 @@ int pool_adopt(struct pool *p, uint64_t handle)
     /* Inside the dequeue's intent (set before the entry left the queue,
      * cleared by the caller once this holding is recorded). */
     atomic_fetch_add_explicit(pool_holding(p, p->slot, idx), 1, memory_order_relaxed);
+    MBQ_TRACE(idx, TR_ADOPT, handle, p->slot << 8);
     return 0;
 }
 

@@ -24,6 +24,7 @@
 #include "pool_layout.h"
 
 #include "futex.h"
+#include "trace.h"
 
 #include "common/macro.h" /* READ_ONCE */
 
@@ -197,8 +198,11 @@ static inline struct pool_itok pool_intent_open(struct pool *p, uint64_t handle)
             return (struct pool_itok){NULL, NULL}; /* nested: the outer move covers it */
         _Atomic uint64_t *w = h0 == 0 ? &rec->h[0] : h1 == 0 ? &rec->h[1] : NULL;
         if (w) {
-            if (handle)
+            if (handle) {
                 atomic_store_explicit(w, handle, memory_order_relaxed);
+                MBQ_TRACE((uint32_t)handle - 1, TR_INTENT_SET, handle,
+                          (w - &rec->h[0]) | p->slot << 8);
+            }
             return (struct pool_itok){w, NULL};
         }
     }
@@ -207,6 +211,7 @@ static inline struct pool_itok pool_intent_open(struct pool *p, uint64_t handle)
 
 static inline void pool_intent_point(struct pool_itok t, uint64_t handle)
 {
+    MBQ_TRACE((uint32_t)handle - 1, TR_INTENT_SET, handle, t.w ? 0xaa : 0xbb);
     if (t.w)
         atomic_store_explicit(t.w, handle, memory_order_relaxed);
 }
@@ -215,6 +220,12 @@ static inline void pool_intent_point(struct pool_itok t, uint64_t handle)
  * clear. */
 static inline void pool_intent_close(struct pool_itok t)
 {
+#ifdef MBQ_POOL_TRACE
+    if (t.w) {
+        uint64_t th = atomic_load_explicit(t.w, memory_order_relaxed);
+        MBQ_TRACE((uint32_t)th - 1, TR_INTENT_CLR, th, 0xcc);
+    }
+#endif
     if (t.w)
         atomic_store_explicit(t.w, 0, memory_order_release);
     else if (t.ovf)
@@ -256,10 +267,15 @@ static inline void pool_unlock(struct pool *p)
  * owner's claim fails. The caller files it (pool lock held). */
 static inline bool pool_uncache_one(struct pool *p, uint32_t idx, uint64_t r)
 {
-    return rc_cached(ref_count(r)) &&
-           atomic_compare_exchange_strong_explicit(&p->blocks[idx].ref, &r,
-                                                   ref_make(gen_next(ref_gen(r)), 0),
-                                                   memory_order_acq_rel, memory_order_relaxed);
+    uint64_t r0 = r;
+    bool ok = rc_cached(ref_count(r)) &&
+              atomic_compare_exchange_strong_explicit(&p->blocks[idx].ref, &r,
+                                                      ref_make(gen_next(ref_gen(r)), 0),
+                                                      memory_order_acq_rel, memory_order_relaxed);
+    if (ok)
+        MBQ_TRACE(idx, TR_CACHE, r0, ref_make(gen_next(ref_gen(r0)), 0));
+    (void)r0;
+    return ok;
 }
 
 
@@ -319,9 +335,14 @@ static inline bool pool_claim_cached(struct pool *p, struct pool_itok t, uint32_
     /* Named before the CAS that makes the reference (release: the record is
      * visible to whoever sees the new ref word). */
     pool_intent_point(t, handle_make(ref_gen(r), idx));
-    return atomic_compare_exchange_strong_explicit(&p->blocks[idx].ref, &r,
-                                                   ref_make(ref_gen(r), 1),
-                                                   memory_order_acq_rel, memory_order_relaxed);
+    uint64_t r0 = r;
+    bool ok = atomic_compare_exchange_strong_explicit(&p->blocks[idx].ref, &r,
+                                                      ref_make(ref_gen(r), 1),
+                                                      memory_order_acq_rel, memory_order_relaxed);
+    if (ok)
+        MBQ_TRACE(idx, TR_CLAIM, r0, ref_make(ref_gen(r0), 1) | 0x100000000000000ull);
+    (void)r0;
+    return ok;
 }
 
 /* ---- what the parts call in each other (hidden) ---- */

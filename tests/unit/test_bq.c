@@ -891,6 +891,40 @@ static void test_reset(void)
     bq_detach(&q);
 }
 
+/* bq_reset_if: one entry not ready and nothing moves (no release, no
+ * entry gone); all ready and it is a reset. */
+struct ready_ctx {
+    uint64_t refuse; /* this handle is not ready (0: none) */
+    int asked;
+};
+
+static bool ready_cb(const struct bq_entry *e, void *ctx)
+{
+    struct ready_ctx *r = ctx;
+    r->asked++;
+    return e->handle != r->refuse;
+}
+
+static void test_reset_if(void)
+{
+    refs_reset();
+    struct bq q;
+    REQUIRE(mkq(8, BQ_ORDER_FIFO, BQ_FULL_FAIL, &q) == 0);
+    for (uint64_t h = 1; h <= 3; h++)
+        CHECK_EQ(enq(&q, h, (int64_t)h), 0);
+    struct ready_ctx rc = {.refuse = 2};
+    CHECK_EQ(bq_reset_if(&q, ready_cb, NULL, &rc), -EAGAIN);
+    CHECK_EQ(rc.asked, 3); /* every entry asked about, the caller lists them all */
+    CHECK_EQ(total_releases(), 0);
+    CHECK_EQ(bq_count(&q), 3);
+    rc = (struct ready_ctx){.refuse = 0};
+    CHECK_EQ(bq_reset_if(&q, ready_cb, NULL, &rc), 0);
+    CHECK_EQ(rc.asked, 3);
+    CHECK_EQ(total_releases(), 3);
+    CHECK_EQ(bq_count(&q), 0);
+    bq_detach(&q);
+}
+
 struct fe_ctx {
     int calls, stop_at, ret;
     uint64_t h[16];
@@ -2362,7 +2396,8 @@ CHECK_MAIN(CASE(test_create_params), CASE(test_attach_shares_state), CASE(test_a
            CASE(test_sorted_dts_random), CASE(test_sorted_stable_equal_keys),
            CASE(test_sorted_mostly_ordered), CASE(test_sorted_invalid_pts_last),
            CASE(test_dequeue_if_ready), CASE(test_copy_head), CASE(test_end_of_data),
-           CASE(test_dequeue_wait_timeout), CASE(test_reset), CASE(test_for_each),
+           CASE(test_dequeue_wait_timeout), CASE(test_reset), CASE(test_reset_if),
+           CASE(test_for_each),
            CASE(test_getters_empty), CASE(test_getters_values),
            CASE(test_duration_mixed_timescales), CASE(test_trigger_errors),
            CASE(test_trigger_duration), CASE(test_trigger_pts_changes),

@@ -6,6 +6,8 @@
  * another pipe; the parent kill -9s it, reaps it (so its tid is dead) and
  * then checks that it, and a second child, can use the queue within a
  * bounded time, that the repair ran, and that the contents are intact.
+ * Where the state is the library's own (a settle cut between two moves),
+ * the child runs the library and dies at a page it made inaccessible.
  *
  * Waits are bounded everywhere: children wait for the parent with poll()
  * and an alarm() as last resort; the parent reaps with a pidfd and a
@@ -745,6 +747,115 @@ static void test_kill_mid_sorted_insertion(void)
     watchdog_disarm();
 }
 
+/* ---- 2b. a consumer killed while it settles a sorted queue ------------------ */
+
+/* The consumer puts a sorted queue's appended entries in order one move at a
+ * time (bq_settle). Killed between two moves, or inside the second, it
+ * leaves the entries in order up to the one it was on; past that one they
+ * are where their producers put them, so the entry just past it may be below
+ * its predecessor — now the largest key moved up — although no producer
+ * noted it: a death, not a scribble, and the repair must not count it as
+ * corruption. The child runs the real bq_dequeue and dies at a chosen point:
+ * the page that holds the slot of the second entry to move is made
+ * unreadable (the settle dies reading its key: between the moves) or
+ * read-only (it dies writing it: inside the second, journalled move), and
+ * its fault handler kills it. */
+
+enum settle_death { DIE_BETWEEN_MOVES, DIE_IN_SECOND_MOVE, DIE_COUNT };
+
+static const char *settle_death_name[DIE_COUNT] = {"between moves", "in the second move"};
+
+struct settle_args {
+    enum settle_death when;
+    uint64_t fault_index; /* an index whose slot starts a page */
+};
+
+static void die_now(int sig)
+{
+    (void)sig;
+    kill(getpid(), SIGKILL);
+}
+
+static int settle_and_die(struct bq *q, void *arg)
+{
+    const struct settle_args *a = arg;
+    struct sigaction sa = {.sa_handler = die_now};
+    if (sigaction(SIGSEGV, &sa, NULL) != 0 || sigaction(SIGBUS, &sa, NULL) != 0)
+        return OUT_OP;
+    int prot = a->when == DIE_BETWEEN_MOVES ? PROT_NONE : PROT_READ;
+    if (mprotect(&q->slots[a->fault_index & q->mask], (size_t)sysconf(_SC_PAGESIZE), prot) != 0)
+        return OUT_OP;
+    struct bq_entry o;
+    bq_dequeue(q, &o);
+    return OUT_WRONG; /* the settle before the dequeue did not reach the page */
+}
+
+static void test_kill_mid_settle(void)
+{
+    watchdog_arm(__func__);
+    uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
+    for (int when = 0; when < DIE_COUNT; when++) {
+        int failed_before = check_case_failed;
+        check_case_failed = 0;
+        /* slots over two pages at least, so that one starts a page */
+        uint32_t cap = (uint32_t)(2 * pg / sizeof(struct bq_slot));
+        struct bq q;
+        REQUIRE(create_queue(cap > 256 ? cap : 256, BQ_ORDER_PTS, BQ_FULL_FAIL, &q) == 0);
+        /* b: an index whose slot starts a page, with room below it */
+        uint64_t b = 3;
+        while ((uintptr_t)&q.slots[b] % pg != 0)
+            b++;
+        REQUIRE(b + 2 < q.capacity);
+        /* move head and tail to b - 3, the queue settled there */
+        for (uint64_t h = 1; h <= b - 3; h++) {
+            struct bq_entry e = mk_entry(1000 + h, 1, 1, 1), o;
+            REQUIRE(bq_enqueue(&q, &e) == 0);
+            REQUIRE(bq_dequeue(&q, &o) == 0);
+        }
+        /* pts 10, 30, 20, 25, 27 at b - 3 .. b + 1: 20 is appended below the
+         * last key (noted), 25 and 27 are not (each above the last key) but
+         * sit below 30 once 20 has moved down past it */
+        static const int64_t pts[5] = {10, 30, 20, 25, 27};
+        for (uint64_t h = 1; h <= 5; h++) {
+            struct bq_entry e = mk_entry(h, pts[h - 1], h * 100, 10);
+            REQUIRE(bq_enqueue(&q, &e) == 0);
+        }
+        /* the settle moves 20 (slots b - 1, b - 2), then 25 (slots b, b - 1) */
+        struct settle_args a = {.when = (enum settle_death)when, .fault_index = b};
+        struct child_op op = {.qfd = q.seg.fd, .fn = settle_and_die, .arg = &a};
+        int status = run_child(&op, 10000);
+        CHECK(status != -1 && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+        if (status != -1 && WIFEXITED(status))
+            fprintf(stderr, "settling child exited with %d\n", WEXITSTATUS(status));
+        /* it died where it was meant to: inside a journalled move or not */
+        CHECK_EQ(atomic_load(&q.sh->journal.active) != 0, when == DIE_IN_SECOND_MOVE);
+
+        CHECK_EQ(bq_check(&q), 0); /* a death, not corruption */
+        struct bq_stats st;
+        CHECK_EQ(bq_stats(&q, &st), 0);
+        CHECK(st.repairs >= 1);
+        CHECK_EQ(st.corruptions, 0);
+        CHECK_EQ(st.count, 5);
+        CHECK_EQ(st.total_size, 100 + 200 + 300 + 400 + 500);
+        struct walk w;
+        CHECK_EQ(walk(&q, &w), 0);
+        CHECK(w.sorted);
+        CHECK_EQ(w.n, 5);
+        static const uint64_t order[5] = {1, 3, 4, 5, 2};
+        for (int i = 0; i < 5; i++) {
+            struct bq_entry o;
+            CHECK_EQ(bq_dequeue(&q, &o), 0);
+            CHECK_EQ(o.handle, order[i]);
+        }
+        CHECK(bq_is_empty(&q));
+        if (check_case_failed)
+            fprintf(stderr, "  (killed %s)\n", settle_death_name[when]);
+        check_case_failed |= failed_before;
+        bq_detach(&q);
+    }
+    watchdog_disarm();
+}
+
 /* ---- 3. random kills of a busy process --------------------------------------- */
 
 struct churn_shared {
@@ -1101,5 +1212,5 @@ CHECK_MAIN(CASE(test_kill_holding_tail_lock), CASE(test_kill_holding_head_lock),
            CASE(test_kill_holding_bias_outside_section),
            CASE(test_waiter_sleeps_while_slock_holder_stopped),
            CASE(test_waiter_sleeps_while_bias_holder_stopped), CASE(test_kill_mid_sorted_insertion),
-           CASE(test_random_kills), CASE(test_kill_holding_buffers),
+           CASE(test_kill_mid_settle), CASE(test_random_kills), CASE(test_kill_holding_buffers),
            CASE(test_kill_sleeping_dequeuer))

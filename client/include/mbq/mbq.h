@@ -537,8 +537,11 @@ mbq_time mbq_buffer_queue_get_end_presentation_time_stamp(mbq_buffer_queue *queu
 /* CMBufferQueueReset / ResetWithCallback: releases every buffer (calling
  * callback first for each, in dequeue order), clears end of data. An entry
  * of a pool not bound to the queue is not released, and the callback gets
- * the zero buffer for it. MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING, the
- * trigger-callback status. */
+ * the zero buffer for it. Before any entry leaves, the pools of the
+ * entries are opened in this process and their binding to the queue
+ * learned (a daemon round trip per pool new to this handle), so that a
+ * process killed in the call leaks no buffer.
+ * MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING, the trigger-callback status. */
 int mbq_buffer_queue_reset(mbq_buffer_queue *queue);
 int mbq_buffer_queue_reset_with_callback(mbq_buffer_queue *queue,
                                          void (*callback)(mbq_buffer buffer, void *refcon),
