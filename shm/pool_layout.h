@@ -63,7 +63,7 @@ struct pool_intent {
 /* A client slot, written only by its owner (and by whoever reclaims it once
  * the owner is gone). */
 struct pool_client {
-    _Atomic uint32_t pid;    /* 0: free slot; POOL_PID_PENDING: see pool.c */
+    _Atomic uint32_t pid;    /* 0: free slot; POOL_PID_PENDING: see pool_internal.h */
     _Atomic uint32_t cached; /* entries of cache[] in use (a hint) */
     /* Allocations and frees this client made through its cache; the pool's
      * totals are the header's counters plus these. */
