@@ -78,8 +78,6 @@ static void cpool_table_remove_locked(mbq_client *c, struct mbq_pool *p)
     atomic_compare_exchange_strong(&c->last_pool, &expected, NULL);
 }
 
-/* Turns a Create/Open reply into this client's mapping of the pool: a new
- * one, or the existing one with one more open. */
 #ifndef MADV_POPULATE_WRITE
 #define MADV_POPULATE_WRITE 23
 #endif
@@ -90,7 +88,7 @@ static void cpool_table_remove_locked(mbq_client *c, struct mbq_pool *p)
  * resident pages are populated: a hole (a block that aged out, or one never
  * faulted in) stays a hole, since populating it would allocate and charge
  * its memory. Best effort: failing leaves the faults where they were. */
-static void pool_populate_mapping(struct pool *pool)
+static void cpool_populate_mapping(struct pool *pool)
 {
     long page = sysconf(_SC_PAGESIZE);
     if (page <= 0 || !pool->data || pool->seg.size == 0)
@@ -119,6 +117,8 @@ static void pool_populate_mapping(struct pool *pool)
     free(vec);
 }
 
+/* Turns a Create/Open reply into this client's mapping of the pool: a new
+ * one, or the existing one with one more open. */
 static int cpool_adopt_locked(mbq_client *c, struct client_reply *reply,
                              const Mbq__V1__ObjectInfo *info, void *out_)
 {
@@ -142,7 +142,7 @@ static int cpool_adopt_locked(mbq_client *c, struct client_reply *reply,
         free(p);
         return r;
     }
-    pool_populate_mapping(&p->pool);
+    cpool_populate_mapping(&p->pool);
     p->client = c;
     p->object_id = info->object_id;
     p->opens = 1;

@@ -10,7 +10,7 @@ set style data yerrorlines
 set output "scale_fanout.png"
 set title "Fan-out: one producer, one buffer into N queues, 64 B (busy-poll)"
 set xlabel "queues each buffer is enqueued into"
-set ylabel "producer ns per message (waits for room excluded)"
+set ylabel "producer ns per message (failed attempts excluded)"
 set y2label "messages per second (millions)"
 set ytics nomirror
 set y2tics
