@@ -118,7 +118,7 @@ static bool reset_learned_ok(mbq_buffer_queue *q, uint32_t pool_id)
 static int hook_retain(void *ctx, uint32_t pool_id, uint64_t handle, bool by_client)
 {
     mbq_buffer_queue *q = ctx;
-    struct mbq_pool *p = pool_table_lookup(q->client, pool_id, queue_hint);
+    struct mbq_pool *p = cpool_table_lookup(q->client, pool_id, queue_hint);
     if (unlikely(!p))
         return QUEUE_POOL_MISSING;
     return pool_retain(&p->pool, handle, by_client);
@@ -131,7 +131,7 @@ static _Thread_local uint32_t queue_verdict; /* see hook_move_begin */
 static void hook_release(void *ctx, uint32_t pool_id, uint64_t handle)
 {
     mbq_buffer_queue *q = ctx;
-    struct mbq_pool *p = pool_table_lookup(q->client, pool_id, queue_hint);
+    struct mbq_pool *p = cpool_table_lookup(q->client, pool_id, queue_hint);
     /* A pool not known to be bound: asked about after the unlock (reset:
      * only pools it found not bound or could not open, see
      * mbq_buffer_queue_reset_with_callback), or now (unlocked); an entry of
@@ -159,7 +159,7 @@ static void hook_release(void *ctx, uint32_t pool_id, uint64_t handle)
         /* Not under the queue lock (a dropped-oldest entry): ask and open now. */
         if (!bound && queue_check_entry(q, pool_id) < 0)
             return; /* not a reference anyone may count */
-        if (!p && pool_table_resolve(q->client, pool_id, &p) < 0)
+        if (!p && cpool_table_resolve(q->client, pool_id, &p) < 0)
             return; /* the daemon refused or is gone: the reference leaks */
     }
     pool_release(&p->pool, handle, false);
@@ -168,7 +168,7 @@ static void hook_release(void *ctx, uint32_t pool_id, uint64_t handle)
 static bool hook_is_ready(void *ctx, uint32_t pool_id, uint64_t handle)
 {
     mbq_buffer_queue *q = ctx;
-    struct mbq_pool *p = pool_table_lookup(q->client, pool_id, queue_hint);
+    struct mbq_pool *p = cpool_table_lookup(q->client, pool_id, queue_hint);
     if (unlikely(!p)) {
         /* The retry of a dequeue whose head names a pool nobody bound (or
          * no pool): move_begin lets the entry go, readiness aside. */
@@ -195,7 +195,7 @@ static int hook_validate(void *ctx, const struct bq_entry *e)
     } while ((s1 & 1) || s1 != s2);
     if (!cb)
         return 0;
-    struct mbq_pool *p = pool_table_lookup(q->client, e->pool_id, queue_hint);
+    struct mbq_pool *p = cpool_table_lookup(q->client, e->pool_id, queue_hint);
     return cb(q, (mbq_buffer){.pool_ = p, .handle_ = e->handle}, refcon);
 }
 
@@ -218,7 +218,7 @@ static _Thread_local bool queue_dequeuing;
 static int hook_move_begin(void *ctx, uint32_t pool_id, uint64_t handle, unsigned which)
 {
     mbq_buffer_queue *q = ctx;
-    struct mbq_pool *p = pool_table_lookup(q->client, pool_id, queue_hint);
+    struct mbq_pool *p = cpool_table_lookup(q->client, pool_id, queue_hint);
     const uint32_t verdict = queue_verdict;
     queue_verdict = 0;
     if (unlikely(verdict == (pool_id + 1) * 2 + 1)) {
@@ -269,7 +269,7 @@ static bool queue_settle(mbq_buffer_queue *q)
         return false;
     uint64_t id = atomic_exchange_explicit(&q->missing_pool, 0, memory_order_relaxed);
     struct mbq_pool *p;
-    if (!id || pool_table_resolve(q->client, (uint32_t)(id - 1), &p) < 0)
+    if (!id || cpool_table_resolve(q->client, (uint32_t)(id - 1), &p) < 0)
         return false;
     bq_note_data_ready(&q->bq);
     return true;
@@ -375,7 +375,7 @@ static bool queue_has_pending(const mbq_buffer_queue *q)
     return bq_trigger_pending_any(&q->bq);
 }
 
-void bqueue_deliver_pending_locked(mbq_client *c)
+static void bqueue_deliver_pending_locked(mbq_client *c)
 {
     for (mbq_buffer_queue *q = c->queues; q; q = q->next) {
         if (!q->ntriggers || !queue_has_pending(q))
@@ -406,13 +406,13 @@ static void queue_free(mbq_buffer_queue *q)
     free(q);
 }
 
-void bqueue_close_locked(mbq_buffer_queue *q)
+static void bqueue_close_locked(mbq_buffer_queue *q)
 {
     queue_unlink_locked(q);
     queue_free(q);
 }
 
-int bqueue_reattach_locked(mbq_buffer_queue *q)
+static int bqueue_reattach_locked(mbq_buffer_queue *q)
 {
     mbq_client *c = q->client;
     struct client_reply reply;
@@ -477,6 +477,51 @@ int bqueue_reattach_locked(mbq_buffer_queue *q)
     return 0;
 }
 
+static int bqueue_reattach_all_locked(mbq_client *c)
+{
+    for (mbq_buffer_queue *q = c->queues; q; q = q->next) {
+        if (q->lost)
+            continue;
+        int r = bqueue_reattach_locked(q);
+        if (client_connection_failed(r))
+            return r;
+        q->lost = r < 0;
+    }
+    return 0;
+}
+
+static void bqueue_close_all_locked(mbq_client *c)
+{
+    while (c->queues)
+        bqueue_close_locked(c->queues);
+}
+
+/* Event{TriggersChanged}: what other sessions installed and removed. */
+static void bqueue_on_event_locked(mbq_client *c, const Mbq__V1__Event *ev, struct wire_fds *fds)
+{
+    if (ev->body_case != MBQ__V1__EVENT__BODY_TRIGGERS_CHANGED || !ev->triggers_changed)
+        return; /* not about queues: another kind's, or one this version does not know */
+    const Mbq__V1__TriggersChanged *tc = ev->triggers_changed;
+    for (size_t i = 0; i < tc->n_removed; i++)
+        bqueue_forget_trigger_locked(c, tc->object_id, tc->removed[i]);
+    for (size_t i = 0; i < tc->n_added; i++) {
+        const Mbq__V1__TriggerFd *a = tc->added[i];
+        if (!a)
+            continue;
+        int fd = wire_fds_take(fds, a->fd_index);
+        if (fd >= 0)
+            bqueue_learn_trigger_locked(c, tc->object_id, a->token, fd, NULL);
+    }
+}
+
+const struct client_kind client_kind_buffer_queue = {
+    .name = "buffer queue",
+    .reattach_all = bqueue_reattach_all_locked,
+    .close_all = bqueue_close_all_locked,
+    .on_event = bqueue_on_event_locked,
+    .events_done = bqueue_deliver_pending_locked,
+};
+
 /* ---- create / open / close ------------------------------------------------------------ */
 
 static int queue_adopt_locked(mbq_client *c, struct client_reply *reply,
@@ -517,13 +562,13 @@ int mbq_buffer_queue_create(mbq_client *client, const char *name,
 {
     if (!client || !out)
         return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
-    if (!client_name_valid(name))
+    if (!objname_valid(name))
         return -EINVAL;
     mbq_buffer_queue_options o = {.size = sizeof(o)};
     if (options && !client_copy_options(&o, sizeof(o), options))
         return -EINVAL;
     if (o.capacity > BQ_MAX_CAPACITY || (unsigned)o.order > BQ_ORDER_DTS ||
-        (unsigned)o.full_policy > BQ_FULL_DROP_OLDEST || (o.mode & ~07777u))
+        (unsigned)o.full_policy > BQ_FULL_DROP_OLDEST || !objmode_valid(o.mode))
         return -EINVAL;
 
     Mbq__V1__BufferQueueConfig cfg = MBQ__V1__BUFFER_QUEUE_CONFIG__INIT;
@@ -545,7 +590,7 @@ int mbq_buffer_queue_open(mbq_client *client, const char *name, mbq_buffer_queue
 {
     if (!client || !out)
         return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
-    if (!client_name_valid(name))
+    if (!objname_valid(name))
         return -EINVAL;
     return client_open_object(client, name, MBQ__V1__OBJECT_KIND__BUFFER_QUEUE,
                               queue_adopt_locked, out);
@@ -673,17 +718,12 @@ static int queue_enqueue_wait(mbq_buffer_queue *queue, struct mbq_pool *p,
 {
     uint32_t epoch = bq_cancel_epoch(&queue->bq);
     uint64_t deadline = 0;
-    if (timeout_ns > 0) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        deadline = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec + (uint64_t)timeout_ns;
-    }
+    if (timeout_ns > 0)
+        deadline = mono_ns() + (uint64_t)timeout_ns;
     for (;;) {
         int64_t left = timeout_ns;
         if (timeout_ns > 0) {
-            struct timespec ts;
-            clock_gettime(CLOCK_MONOTONIC, &ts);
-            uint64_t now = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+            uint64_t now = mono_ns();
             left = now >= deadline ? 0 : (int64_t)(deadline - now);
         }
         int r = bq_wait_room(&queue->bq, epoch, left);
@@ -822,9 +862,9 @@ static bool queue_map_unmapped(mbq_buffer_queue *q, int *r)
         queue_verdict = (id + 1) * 2 + 1;
         return true;
     }
-    struct mbq_pool *p = c < 0 ? NULL : pool_table_lookup(q->client, id, NULL);
+    struct mbq_pool *p = c < 0 ? NULL : cpool_table_lookup(q->client, id, NULL);
     if (c == 0 && !p)
-        c = pool_table_resolve(q->client, id, &p);
+        c = cpool_table_resolve(q->client, id, &p);
     if (c < 0) {
         *r = c;
         return false;
@@ -920,7 +960,7 @@ int mbq_buffer_queue_copy_head(mbq_buffer_queue *queue, mbq_buffer *out)
         if (r != QUEUE_POOL_MISSING || tries == 2)
             break;
         /* The retain hook met an unmapped pool under the head lock. */
-        r = pool_table_resolve(queue->client, e.pool_id, &p);
+        r = cpool_table_resolve(queue->client, e.pool_id, &p);
         if (r < 0)
             return r;
     }
@@ -928,7 +968,7 @@ int mbq_buffer_queue_copy_head(mbq_buffer_queue *queue, mbq_buffer *out)
         r = -EAGAIN; /* the head kept changing pools under us */
     if (r)
         return r;
-    p = pool_table_lookup(queue->client, e.pool_id, NULL);
+    p = cpool_table_lookup(queue->client, e.pool_id, NULL);
     if (!p) /* closed meanwhile by another thread: cannot hand it out */
         return -ESTALE;
     r = queue_check_entry(queue, e.pool_id);
@@ -1023,7 +1063,7 @@ struct queue_pool_ids {
 static int collect_pool_ids(struct bq_entry *e, void *ctx)
 {
     struct queue_pool_ids *ids = ctx;
-    if (pool_table_lookup(ids->queue->client, e->pool_id, NULL) &&
+    if (cpool_table_lookup(ids->queue->client, e->pool_id, NULL) &&
         queue_pool_bound(ids->queue, e->pool_id))
         return 0;
     for (unsigned i = 0; i < ids->n; i++)
@@ -1044,7 +1084,7 @@ static void queue_preresolve(mbq_buffer_queue *q)
     for (unsigned i = 0; i < ids.n; i++) {
         struct mbq_pool *p;
         if (queue_check_entry(q, ids.id[i]) == 0)
-            pool_table_resolve(q->client, ids.id[i], &p);
+            cpool_table_resolve(q->client, ids.id[i], &p);
     }
 }
 
@@ -1055,7 +1095,7 @@ static void reset_entry(const struct bq_entry *e, void *ctx)
         return;
     /* An entry of a pool this reset could not map here, or found not bound
      * to the queue, is passed with no pool: not a valid buffer. */
-    struct mbq_pool *p = pool_table_lookup(rs->queue->client, e->pool_id, NULL);
+    struct mbq_pool *p = cpool_table_lookup(rs->queue->client, e->pool_id, NULL);
     if (!queue_pool_bound(rs->queue, e->pool_id) && !reset_learned_ok(rs->queue, e->pool_id))
         p = NULL; /* not a buffer of a pool bound to the queue: not a buffer */
     rs->callback((mbq_buffer){.pool_ = p, .handle_ = p ? e->handle : 0}, rs->refcon);
@@ -1071,7 +1111,7 @@ static bool reset_entry_ready(const struct bq_entry *e, void *ctx)
     for (unsigned i = 0; i < rs->nknown; i++)
         if (rs->known[i] == e->pool_id)
             return true;
-    if (pool_table_lookup(rs->queue->client, e->pool_id, NULL) &&
+    if (cpool_table_lookup(rs->queue->client, e->pool_id, NULL) &&
         queue_pool_bound(rs->queue, e->pool_id)) {
         /* Noted, so that the release hook still knows it should another
          * thread's answers push it out of the handle's cache meanwhile. */
@@ -1099,7 +1139,7 @@ static bool reset_learn(struct queue_reset *rs)
         uint32_t id = rs->missing[i];
         struct mbq_pool *p;
         bool ok = queue_check_entry(rs->queue, id) == 0 &&
-                  pool_table_resolve(rs->queue->client, id, &p) == 0;
+                  cpool_table_resolve(rs->queue->client, id, &p) == 0;
         rs->known[rs->nknown] = id;
         rs->known_ok[rs->nknown++] = ok;
         learned = true;
@@ -1137,7 +1177,7 @@ int mbq_buffer_queue_reset_with_callback(mbq_buffer_queue *queue,
     for (size_t i = 0; i < rs.ndeferred; i++) {
         struct mbq_pool *p;
         if (queue_check_entry(queue, rs.deferred[i].pool_id) == 0 &&
-            pool_table_resolve(queue->client, rs.deferred[i].pool_id, &p) == 0)
+            cpool_table_resolve(queue->client, rs.deferred[i].pool_id, &p) == 0)
             pool_release(&p->pool, rs.deferred[i].handle, false);
         if (rs.deferred[i].held)
             pool_move_unhold(&rs.deferred[i].held->pool);
@@ -1161,7 +1201,7 @@ struct queue_for_each {
 static int for_each_entry(struct bq_entry *e, void *ctx)
 {
     struct queue_for_each *fe = ctx;
-    struct mbq_pool *p = pool_table_lookup(fe->queue->client, e->pool_id, NULL);
+    struct mbq_pool *p = cpool_table_lookup(fe->queue->client, e->pool_id, NULL);
     if (!queue_pool_bound(fe->queue, e->pool_id))
         p = NULL; /* not a buffer of a pool bound to the queue */
     return fe->callback((mbq_buffer){.pool_ = p, .handle_ = p ? e->handle : 0}, fe->refcon);

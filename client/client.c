@@ -55,31 +55,6 @@
 
 /* ---- small helpers shared by the other files ------------------------------- */
 
-bool client_name_valid(const char *name)
-{
-    if (!name)
-        return false;
-    size_t len = strnlen(name, 256);
-    if (len == 0 || len > 255)
-        return false;
-    const char *comp = name;
-    for (const char *p = name;; p++) {
-        if (*p == '/' || *p == '\0') {
-            size_t n = (size_t)(p - comp);
-            if (n == 0 || (n == 1 && comp[0] == '.') ||
-                (n == 2 && comp[0] == '.' && comp[1] == '.'))
-                return false;
-            if (*p == '\0')
-                return true;
-            comp = p + 1;
-            continue;
-        }
-        char ch = *p;
-        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-              ch == '.' || ch == '_' || ch == '-'))
-            return false;
-    }
-}
 
 bool client_copy_options(void *dst, size_t dst_size, const void *src)
 {
@@ -143,19 +118,16 @@ static void client_mark_dead_locked(mbq_client *c)
 static void client_apply_event_locked(mbq_client *c, const Mbq__V1__Event *ev,
                                       struct wire_fds *fds)
 {
-    if (ev->body_case != MBQ__V1__EVENT__BODY_TRIGGERS_CHANGED || !ev->triggers_changed)
-        return; /* an event this version does not know: ignore it */
-    const Mbq__V1__TriggersChanged *tc = ev->triggers_changed;
-    for (size_t i = 0; i < tc->n_removed; i++)
-        bqueue_forget_trigger_locked(c, tc->object_id, tc->removed[i]);
-    for (size_t i = 0; i < tc->n_added; i++) {
-        const Mbq__V1__TriggerFd *a = tc->added[i];
-        if (!a)
-            continue;
-        int fd = wire_fds_take(fds, a->fd_index);
-        if (fd >= 0)
-            bqueue_learn_trigger_locked(c, tc->object_id, a->token, fd, NULL);
-    }
+    for (size_t i = 0; i < client_n_kinds; i++)
+        if (client_kinds[i]->on_event)
+            client_kinds[i]->on_event(c, ev, fds);
+}
+
+static void client_events_done_locked(mbq_client *c)
+{
+    for (size_t i = 0; i < client_n_kinds; i++)
+        if (client_kinds[i]->events_done)
+            client_kinds[i]->events_done(c);
 }
 
 /* Receives one packet, waiting up to timeout_ms (0: not at all, -1: no
@@ -399,9 +371,7 @@ static int client_hello_locked(mbq_client *c, const char *client_name)
 
 static uint64_t client_now_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    return mono_ns() / 1000000u;
 }
 
 static uint64_t client_reconnect_budget_ms(void)
@@ -444,32 +414,14 @@ int client_reattach_locked(mbq_client *c, uint64_t object_id, Mbq__V1__ObjectKin
     return 0;
 }
 
-/* Whether r says the connection failed (again), rather than the daemon
- * refusing one object. */
-static bool client_connection_failed(int r)
-{
-    return r == -ENOTCONN || r == -ETIMEDOUT;
-}
-
 static int client_reattach_all_locked(mbq_client *c)
 {
-    for (mbq_buffer_queue *q = c->queues; q; q = q->next) {
-        if (q->lost)
-            continue;
-        int r = bqueue_reattach_locked(q);
-        if (client_connection_failed(r))
+    for (size_t i = 0; i < client_n_kinds; i++) {
+        int r = client_kinds[i]->reattach_all(c);
+        if (r < 0)
             return r;
-        q->lost = r < 0;
     }
-    for (mbq_simple_queue *q = c->simple_queues; q; q = q->next) {
-        if (q->lost)
-            continue;
-        int r = squeue_reattach_locked(q);
-        if (client_connection_failed(r))
-            return r;
-        q->lost = r < 0;
-    }
-    return pool_reattach_all_locked(c);
+    return 0;
 }
 
 /* One attempt: a new connection in place of the old descriptor, Hello,
@@ -537,7 +489,7 @@ static int client_reconnect_locked(mbq_client *c)
     c->reconnecting = false;
     if (r == 0) {
         c->reconnects++;
-        bqueue_deliver_pending_locked(c);
+        client_events_done_locked(c);
         return 0;
     }
     c->dead = true;
@@ -625,11 +577,8 @@ void mbq_disconnect(mbq_client *client)
     /* No round trips: closing the connection tells the daemon to close the
      * objects and remove the triggers; the local state goes here. */
     c->dead = true;
-    while (c->queues)
-        bqueue_close_locked(c->queues);
-    while (c->simple_queues)
-        squeue_close_locked(c->simple_queues);
-    pool_close_all_locked(c);
+    for (size_t i = 0; i < client_n_kinds; i++)
+        client_kinds[i]->close_all(c);
     pthread_mutex_unlock(&c->lock);
     client_free(c);
 }
@@ -676,7 +625,7 @@ int client_dispatch_locked(mbq_client *c)
         wire_fds_close(&fds);
         mbq__v1__server_message__free_unpacked(msg, NULL);
     }
-    bqueue_deliver_pending_locked(c);
+    client_events_done_locked(c);
     if (c->dead)
         r = -ENOTCONN;
     return r;
@@ -686,7 +635,7 @@ int mbq_unlink(mbq_client *client, const char *name)
 {
     if (!client)
         return -EINVAL;
-    if (!client_name_valid(name))
+    if (!objname_valid(name))
         return -EINVAL;
     Mbq__V1__Unlink ul = MBQ__V1__UNLINK__INIT;
     ul.name = (char *)name;

@@ -33,6 +33,9 @@
 #pragma GCC visibility pop
 
 #include "bq.h"
+#include "common/clock.h"
+#include "common/macro.h"
+#include "common/objname.h"
 #include "mbq.pb-c.h"
 #include "pool.h"
 #include "sq.h"
@@ -44,40 +47,6 @@
 #include <stdlib.h>
 #include <sys/un.h>
 #include <unistd.h>
-
-/* ---- cleanup helpers ------------------------------------------------------ */
-
-#define _cleanup_(f) __attribute__((cleanup(f)))
-
-static inline void freep(void *p)
-{
-    free(*(void **)p);
-}
-
-static inline void closep(int *fd)
-{
-    if (*fd >= 0) {
-        int saved = errno;
-        close(*fd);
-        errno = saved;
-    }
-}
-
-#define TAKE_PTR(p)                        \
-    ({                                     \
-        __typeof__(p) _taken = (p);        \
-        (p) = NULL;                        \
-        _taken;                            \
-    })
-#define TAKE_FD(fd)                        \
-    ({                                     \
-        int _taken = (fd);                 \
-        (fd) = -1;                         \
-        _taken;                            \
-    })
-
-#define likely(x) __builtin_expect(!!(x), 1)
-#define unlikely(x) __builtin_expect(!!(x), 0)
 
 /* ---- objects -------------------------------------------------------------- */
 
@@ -218,8 +187,6 @@ int client_reattach_locked(mbq_client *c, uint64_t object_id, Mbq__V1__ObjectKin
 /* Sends Close for an object (errors ignored: the daemon closes everything
  * when the connection goes). Call with client->lock held. */
 void client_close_object_locked(mbq_client *c, uint64_t object_id);
-/* Object names: see mbq.h. */
-bool client_name_valid(const char *name);
 /* Reads a caller's size-prefixed options struct into a zeroed local copy:
  * returns false if the declared size cannot even hold the size field. */
 bool client_copy_options(void *dst, size_t dst_size, const void *src);
@@ -255,15 +222,10 @@ int client_open_object(mbq_client *c, const char *name, Mbq__V1__ObjectKind kind
 
 /* The pool with this id mapped through c, or NULL. Lock-free; no system
  * call. hint (may be NULL) is tried first. */
-struct mbq_pool *pool_table_lookup(mbq_client *c, uint32_t pool_id, struct mbq_pool *hint);
+struct mbq_pool *cpool_table_lookup(mbq_client *c, uint32_t pool_id, struct mbq_pool *hint);
 /* As lookup, but opens the pool through the daemon (by id) if this client
  * has not mapped it yet. Must not be called under a queue lock. */
-int pool_table_resolve(mbq_client *c, uint32_t pool_id, struct mbq_pool **out);
-/* Detaches and frees every pool of the client (disconnect). client->lock held. */
-void pool_close_all_locked(mbq_client *c);
-/* After a reconnection: reattaches every mapped pool; a pool the daemon
- * refuses is marked lost. 0, or -ENOTCONN/-ETIMEDOUT. */
-int pool_reattach_all_locked(mbq_client *c);
+int cpool_table_resolve(mbq_client *c, uint32_t pool_id, struct mbq_pool **out);
 
 /* ---- buffer_queue.c ------------------------------------------------------- */
 
@@ -274,21 +236,41 @@ void bqueue_learn_trigger_locked(mbq_client *c, uint64_t object_id, uint64_t tok
                                  mbq_buffer_queue *mine);
 /* A trigger went away: every handle of the object forgets it. */
 void bqueue_forget_trigger_locked(mbq_client *c, uint64_t object_id, uint64_t token);
-/* Re-records every known trigger fd so that firings left pending by a
- * process that lacked the fd are delivered now. client->lock held. */
-void bqueue_deliver_pending_locked(mbq_client *c);
-/* Closes a queue handle (disconnect). client->lock held. */
-void bqueue_close_locked(mbq_buffer_queue *q);
-/* After a reconnection: reattaches the queue, brings its trigger set in
- * step with the daemon's, and adopts the triggers it installed. 0,
- * -ENOTCONN/-ETIMEDOUT, or the daemon's refusal (the queue is lost). */
-int bqueue_reattach_locked(mbq_buffer_queue *q);
 
-/* ---- simple_queue.c ------------------------------------------------------- */
+/* ---- object kinds --------------------------------------------------------- */
 
-void squeue_close_locked(mbq_simple_queue *q);
-/* After a reconnection: as bqueue_reattach_locked. */
-int squeue_reattach_locked(mbq_simple_queue *q);
+/* What the connection (client.c) does over every object of a client, kind
+ * by kind, so that it names no kind: each kind's file defines its table and
+ * kinds.c lists them, in the order they are reattached and closed (queues
+ * before the pools their entries name). Each runs with client->lock held. */
+struct client_kind {
+    const char *name;
+    /* After a reconnection: reattaches each object of this kind that is not
+     * lost yet; one the daemon refuses is marked lost. 0, or
+     * -ENOTCONN/-ETIMEDOUT (the connection failed again). */
+    int (*reattach_all)(mbq_client *c);
+    /* Disconnect: frees every object of this kind, telling the daemon
+     * nothing (the connection's end closes them there). */
+    void (*close_all)(mbq_client *c);
+    /* An event from the daemon; claims the fds it takes. NULL: none. */
+    void (*on_event)(mbq_client *c, const Mbq__V1__Event *ev, struct wire_fds *fds);
+    /* After events were applied or the connection came back. NULL: none. */
+    void (*events_done)(mbq_client *c);
+};
+
+extern const struct client_kind client_kind_buffer_queue;
+extern const struct client_kind client_kind_simple_queue;
+extern const struct client_kind client_kind_pool;
+/* Every kind, in order (kinds.c). */
+extern const struct client_kind *const client_kinds[];
+extern const size_t client_n_kinds;
+
+/* Whether r says the connection failed (again), rather than the daemon
+ * refusing one object. */
+static inline bool client_connection_failed(int r)
+{
+    return r == -ENOTCONN || r == -ETIMEDOUT;
+}
 
 /* ---- time on the wire ----------------------------------------------------- */
 

@@ -164,7 +164,7 @@ int mbq_stat(mbq_client *client, const char *name, mbq_object_info *info)
 {
     if (!client || !info)
         return -EINVAL;
-    if (!client_name_valid(name))
+    if (!objname_valid(name))
         return -EINVAL;
     size_t declared;
     memcpy(&declared, info, sizeof(declared));

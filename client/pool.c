@@ -18,7 +18,10 @@
  * its buffers (buffers handed out through it are invalid from then on, and
  * every call on them gives -ESTALE: the struct stays as a tombstone). A
  * pool the library opened by id for a dequeued buffer stays mapped until
- * mbq_disconnect. */
+ * mbq_disconnect.
+ *
+ * Names: the library's own functions here are cpool_*; pool_* is the
+ * shared-memory layer's (shm/pool.h), which this file calls. */
 #include "internal.h"
 
 #include <errno.h>
@@ -27,12 +30,10 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-_Static_assert(MBQ_FORMAT_MAX == POOL_FORMAT_MAX, "the header's format limit is the pool's");
-_Static_assert(MBQ_ATTACHMENTS_MAX == POOL_ATTACH_MAX, "the header's attachment area is the pool's");
 
 /* ---- the pool table ----------------------------------------------------------- */
 
-struct mbq_pool *pool_table_lookup(mbq_client *c, uint32_t pool_id, struct mbq_pool *hint)
+struct mbq_pool *cpool_table_lookup(mbq_client *c, uint32_t pool_id, struct mbq_pool *hint)
 {
     /* The hint may belong to another client of this process: its mapping is
      * as good as ours for a buffer the caller handed us. */
@@ -52,7 +53,7 @@ struct mbq_pool *pool_table_lookup(mbq_client *c, uint32_t pool_id, struct mbq_p
     return NULL;
 }
 
-static int pool_table_insert_locked(mbq_client *c, struct mbq_pool *p)
+static int cpool_table_insert_locked(mbq_client *c, struct mbq_pool *p)
 {
     unsigned n = atomic_load_explicit(&c->npools, memory_order_relaxed);
     for (unsigned i = 0; i < n; i++) {
@@ -70,15 +71,13 @@ static int pool_table_insert_locked(mbq_client *c, struct mbq_pool *p)
     return 0;
 }
 
-static void pool_table_remove_locked(mbq_client *c, struct mbq_pool *p)
+static void cpool_table_remove_locked(mbq_client *c, struct mbq_pool *p)
 {
     atomic_store_explicit(&c->pools[p->slot], NULL, memory_order_release);
     struct mbq_pool *expected = p;
     atomic_compare_exchange_strong(&c->last_pool, &expected, NULL);
 }
 
-/* Turns a Create/Open reply into this client's mapping of the pool: a new
- * one, or the existing one with one more open. */
 #ifndef MADV_POPULATE_WRITE
 #define MADV_POPULATE_WRITE 23
 #endif
@@ -89,7 +88,7 @@ static void pool_table_remove_locked(mbq_client *c, struct mbq_pool *p)
  * resident pages are populated: a hole (a block that aged out, or one never
  * faulted in) stays a hole, since populating it would allocate and charge
  * its memory. Best effort: failing leaves the faults where they were. */
-static void pool_populate_mapping(struct pool *pool)
+static void cpool_populate_mapping(struct pool *pool)
 {
     long page = sysconf(_SC_PAGESIZE);
     if (page <= 0 || !pool->data || pool->seg.size == 0)
@@ -118,13 +117,15 @@ static void pool_populate_mapping(struct pool *pool)
     free(vec);
 }
 
-static int pool_adopt_locked(mbq_client *c, struct client_reply *reply,
+/* Turns a Create/Open reply into this client's mapping of the pool: a new
+ * one, or the existing one with one more open. */
+static int cpool_adopt_locked(mbq_client *c, struct client_reply *reply,
                              const Mbq__V1__ObjectInfo *info, void *out_)
 {
     struct mbq_pool **out = out_;
     if (info->object_id > UINT32_MAX)
         return -EPROTO;
-    struct mbq_pool *p = pool_table_lookup(c, (uint32_t)info->object_id, NULL);
+    struct mbq_pool *p = cpool_table_lookup(c, (uint32_t)info->object_id, NULL);
     if (p && !p->lost) {
         p->opens++;
         *out = p;
@@ -141,12 +142,12 @@ static int pool_adopt_locked(mbq_client *c, struct client_reply *reply,
         free(p);
         return r;
     }
-    pool_populate_mapping(&p->pool);
+    cpool_populate_mapping(&p->pool);
     p->client = c;
     p->object_id = info->object_id;
     p->opens = 1;
     pthread_mutex_init(&p->format_lock, NULL);
-    r = pool_table_insert_locked(c, p);
+    r = cpool_table_insert_locked(c, p);
     if (r < 0) {
         pool_detach(&p->pool);
         free(p);
@@ -156,15 +157,15 @@ static int pool_adopt_locked(mbq_client *c, struct client_reply *reply,
     return 0;
 }
 
-int pool_table_resolve(mbq_client *c, uint32_t pool_id, struct mbq_pool **out)
+int cpool_table_resolve(mbq_client *c, uint32_t pool_id, struct mbq_pool **out)
 {
-    struct mbq_pool *p = pool_table_lookup(c, pool_id, NULL);
+    struct mbq_pool *p = cpool_table_lookup(c, pool_id, NULL);
     if (p) {
         *out = p;
         return 0;
     }
     pthread_mutex_lock(&c->lock);
-    p = pool_table_lookup(c, pool_id, NULL);
+    p = cpool_table_lookup(c, pool_id, NULL);
     int r = 0;
     if (!p) {
         Mbq__V1__Open op = MBQ__V1__OPEN__INIT;
@@ -173,7 +174,7 @@ int pool_table_resolve(mbq_client *c, uint32_t pool_id, struct mbq_pool **out)
         Mbq__V1__Request req = MBQ__V1__REQUEST__INIT;
         req.body_case = MBQ__V1__REQUEST__BODY_OPEN;
         req.open = &op;
-        r = client_request_object_locked(c, &req, MBQ__V1__OBJECT_KIND__POOL, pool_adopt_locked,
+        r = client_request_object_locked(c, &req, MBQ__V1__OBJECT_KIND__POOL, cpool_adopt_locked,
                                          &p);
         if (r == 0)
             p->pinned = true;
@@ -194,9 +195,9 @@ int pool_table_resolve(mbq_client *c, uint32_t pool_id, struct mbq_pool **out)
 static pthread_mutex_t tombstones_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct mbq_pool *tombstones;
 
-static void pool_free_locked(mbq_client *c, struct mbq_pool *p)
+static void cpool_free_locked(mbq_client *c, struct mbq_pool *p)
 {
-    pool_table_remove_locked(c, p);
+    cpool_table_remove_locked(c, p);
     pool_detach(&p->pool); /* zeroes it: every handle now decodes as stale */
     free(p->format_bytes);
     p->format_bytes = NULL;
@@ -211,7 +212,7 @@ static void pool_free_locked(mbq_client *c, struct mbq_pool *p)
 }
 
 
-int pool_reattach_all_locked(mbq_client *c)
+static int cpool_reattach_all_locked(mbq_client *c)
 {
     unsigned n = atomic_load_explicit(&c->npools, memory_order_relaxed);
     for (unsigned i = 0; i < n; i++) {
@@ -221,7 +222,7 @@ int pool_reattach_all_locked(mbq_client *c)
         struct client_reply reply;
         int r = client_reattach_locked(c, p->object_id, MBQ__V1__OBJECT_KIND__POOL, &p->pool.seg,
                                        0, p->opens ? p->opens : 1, &reply);
-        if (r == -ENOTCONN || r == -ETIMEDOUT)
+        if (client_connection_failed(r))
             return r;
         if (r == 0)
             client_reply_done(&reply);
@@ -230,16 +231,22 @@ int pool_reattach_all_locked(mbq_client *c)
     return 0;
 }
 
-void pool_close_all_locked(mbq_client *c)
+static void cpool_close_all_locked(mbq_client *c)
 {
     unsigned n = atomic_load_explicit(&c->npools, memory_order_relaxed);
     for (unsigned i = 0; i < n; i++) {
         struct mbq_pool *p = atomic_load_explicit(&c->pools[i], memory_order_relaxed);
         if (p)
-            pool_free_locked(c, p);
+            cpool_free_locked(c, p);
     }
     atomic_store_explicit(&c->npools, 0, memory_order_release);
 }
+
+const struct client_kind client_kind_pool = {
+    .name = "pool",
+    .reattach_all = cpool_reattach_all_locked,
+    .close_all = cpool_close_all_locked,
+};
 
 /* ---- pools ----------------------------------------------------------------------- */
 
@@ -248,7 +255,7 @@ int mbq_pool_create(mbq_client *client, const char *name, const mbq_pool_options
 {
     if (!client || !out || !options)
         return !client || !out ? -EINVAL : MBQ_POOL_ERR_INVALID_PARAMETER;
-    if (!client_name_valid(name))
+    if (!objname_valid(name))
         return -EINVAL;
     mbq_pool_options o;
     if (!client_copy_options(&o, sizeof(o), options))
@@ -256,7 +263,7 @@ int mbq_pool_create(mbq_client *client, const char *name, const mbq_pool_options
     if (o.block_size == 0 || o.block_count == 0 || o.block_count > POOL_MAX_BLOCKS ||
         !(o.age_out_seconds >= 0) || o.age_out_seconds > 1e9)
         return MBQ_POOL_ERR_INVALID_PARAMETER;
-    if (o.mode & ~07777u)
+    if (!objmode_valid(o.mode))
         return -EINVAL;
 
     Mbq__V1__PoolConfig cfg = MBQ__V1__POOL_CONFIG__INIT;
@@ -271,16 +278,16 @@ int mbq_pool_create(mbq_client *client, const char *name, const mbq_pool_options
     cr.open_existing = (o.flags & MBQ_OPEN_IF_EXISTS) != 0;
     cr.config_case = MBQ__V1__CREATE__CONFIG_POOL;
     cr.pool = &cfg;
-    return client_create_object(client, &cr, pool_adopt_locked, out);
+    return client_create_object(client, &cr, cpool_adopt_locked, out);
 }
 
 int mbq_pool_open(mbq_client *client, const char *name, mbq_pool **out)
 {
     if (!client || !out)
         return -EINVAL;
-    if (!client_name_valid(name))
+    if (!objname_valid(name))
         return -EINVAL;
-    return client_open_object(client, name, MBQ__V1__OBJECT_KIND__POOL, pool_adopt_locked, out);
+    return client_open_object(client, name, MBQ__V1__OBJECT_KIND__POOL, cpool_adopt_locked, out);
 }
 
 void mbq_pool_close(mbq_pool *pool)
@@ -296,11 +303,11 @@ void mbq_pool_close(mbq_pool *pool)
     if (pool->opens > 0)
         pool->opens--;
     if (pool->opens == 0 && !pool->pinned)
-        pool_free_locked(c, pool); /* releases this process's references */
+        cpool_free_locked(c, pool); /* releases this process's references */
     pthread_mutex_unlock(&c->lock);
 }
 
-static int pool_simple_request(mbq_pool *pool, bool invalidate)
+static int cpool_simple_request(mbq_pool *pool, bool invalidate)
 {
     if (!pool)
         return -EINVAL;
@@ -327,19 +334,19 @@ static int pool_simple_request(mbq_pool *pool, bool invalidate)
 
 int mbq_pool_flush(mbq_pool *pool)
 {
-    return pool_simple_request(pool, false);
+    return cpool_simple_request(pool, false);
 }
 
 int mbq_pool_invalidate(mbq_pool *pool)
 {
-    return pool_simple_request(pool, true);
+    return cpool_simple_request(pool, true);
 }
 
 /* ---- buffers ------------------------------------------------------------------- */
 
 /* A cap set with mbq_pool_set_hold_limit: -EDQUOT when this client holds
  * that many references already. Without a cap, one load. */
-static inline int pool_check_hold_limit(mbq_pool *pool)
+static inline int cpool_check_hold_limit(mbq_pool *pool)
 {
     uint32_t limit = atomic_load_explicit(&pool->hold_limit, memory_order_relaxed);
     if (__builtin_expect(limit == 0, 1))
@@ -367,7 +374,7 @@ int mbq_pool_allocate(mbq_pool *pool, size_t size, mbq_buffer *out)
 {
     if (!pool || !out)
         return MBQ_POOL_ERR_INVALID_PARAMETER;
-    int q = pool_check_hold_limit(pool);
+    int q = cpool_check_hold_limit(pool);
     if (q < 0)
         return q;
     uint64_t handle;
@@ -382,7 +389,7 @@ int mbq_pool_allocate_wait(mbq_pool *pool, size_t size, int64_t timeout_ns, mbq_
 {
     if (!pool || !out)
         return MBQ_POOL_ERR_INVALID_PARAMETER;
-    int q = pool_check_hold_limit(pool);
+    int q = cpool_check_hold_limit(pool);
     if (q < 0)
         return q;
     uint64_t handle;

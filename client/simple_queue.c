@@ -36,12 +36,12 @@ int mbq_simple_queue_create(mbq_client *client, const char *name, int32_t capaci
         return MBQ_SQ_ERR_REQUIRED_PARAMETER_MISSING;
     if (capacity < 0 || capacity > SQ_MAX_CAPACITY)
         return MBQ_SQ_ERR_PARAMETER_OUT_OF_RANGE;
-    if (!client_name_valid(name))
+    if (!objname_valid(name))
         return -EINVAL;
     mbq_simple_queue_options o = {.size = sizeof(o)};
     if (options && !client_copy_options(&o, sizeof(o), options))
         return -EINVAL;
-    if (o.mode & ~07777u)
+    if (!objmode_valid(o.mode))
         return -EINVAL;
 
     Mbq__V1__SimpleQueueConfig cfg = MBQ__V1__SIMPLE_QUEUE_CONFIG__INIT;
@@ -61,13 +61,13 @@ int mbq_simple_queue_open(mbq_client *client, const char *name, mbq_simple_queue
 {
     if (!client || !out)
         return MBQ_SQ_ERR_REQUIRED_PARAMETER_MISSING;
-    if (!client_name_valid(name))
+    if (!objname_valid(name))
         return -EINVAL;
     return client_open_object(client, name, MBQ__V1__OBJECT_KIND__SIMPLE_QUEUE,
                               squeue_adopt_locked, out);
 }
 
-void squeue_close_locked(mbq_simple_queue *q)
+static void squeue_close_locked(mbq_simple_queue *q)
 {
     for (mbq_simple_queue **pp = &q->client->simple_queues; *pp; pp = &(*pp)->next) {
         if (*pp == q) {
@@ -79,7 +79,7 @@ void squeue_close_locked(mbq_simple_queue *q)
     free(q);
 }
 
-int squeue_reattach_locked(mbq_simple_queue *q)
+static int squeue_reattach_locked(mbq_simple_queue *q)
 {
     struct client_reply reply;
     int r = client_reattach_locked(q->client, q->object_id, MBQ__V1__OBJECT_KIND__SIMPLE_QUEUE,
@@ -88,6 +88,31 @@ int squeue_reattach_locked(mbq_simple_queue *q)
         client_reply_done(&reply);
     return r;
 }
+
+static int squeue_reattach_all_locked(mbq_client *c)
+{
+    for (mbq_simple_queue *q = c->simple_queues; q; q = q->next) {
+        if (q->lost)
+            continue;
+        int r = squeue_reattach_locked(q);
+        if (client_connection_failed(r))
+            return r;
+        q->lost = r < 0;
+    }
+    return 0;
+}
+
+static void squeue_close_all_locked(mbq_client *c)
+{
+    while (c->simple_queues)
+        squeue_close_locked(c->simple_queues);
+}
+
+const struct client_kind client_kind_simple_queue = {
+    .name = "simple queue",
+    .reattach_all = squeue_reattach_all_locked,
+    .close_all = squeue_close_all_locked,
+};
 
 void mbq_simple_queue_close(mbq_simple_queue *queue)
 {

@@ -16,11 +16,12 @@
  * producer would be handed the block it is still filling. So the references
  * are released at session end only if no other session of the process is
  * alive and the process is gone or exiting: its pidfd is readable (exited),
- * or /proc/PID/stat shows it as a zombie or with PF_EXITING, which the kernel
- * sets before it closes a dying process's files, so a kill -9 is always
- * seen as exiting by the time its EOF arrives. Otherwise, if the process
- * still holds a pool slot, the daemon watches its pidfd and releases what it
- * holds when it exits; the pidfd (SO_PEERPIDFD, or pidfd_open at accept)
+ * or proc_state() (common/proc.h) shows it gone, a zombie or with
+ * PF_EXITING, which the kernel sets before it closes a dying process's
+ * files, so a kill -9 is always seen as exiting by the time its EOF
+ * arrives. Otherwise, if the process
+ * still holds a pool slot, the daemon subscribes to its exit (pidwatch.c)
+ * and releases what it holds then; the pidfd (SO_PEERPIDFD, or pidfd_open at accept)
  * names that process, not a later one with the same pid.
  *
  * Limits. Pool slots carry the pid the client sees (getpid()); a client in
@@ -31,152 +32,69 @@
 #include "reclaim.h"
 
 #include "log.h"
-#include "server.h"
+#include "pidwatch.h"
+
+#include "common/proc.h"
 
 #include <errno.h>
-#include <event2/event.h>
-#include <fcntl.h>
 #include <inttypes.h>
-#include <poll.h>
-#include <signal.h>
-#include <stdio.h>
-#include <string.h>
-
-#define PF_EXITING_FLAG 0x00000004u /* include/linux/sched.h */
-
-typedef struct Watch {
-    Reclaimer *rc;
-    pid_t pid;
-    int pidfd;
-    struct event *ev;
-    struct list link;
-} Watch;
 
 struct Reclaimer {
-    struct event_base *base;
+    PidWatch *pidwatch;
     Registry *registry;
-    Server *server;
-    struct list watches;
+    reclaim_has_session_fn *has_session;
+    void *has_session_ctx;
 };
 
-int reclaimer_new(Reclaimer **ret, struct event_base *base, Registry *registry, Server *server)
+int reclaimer_new(Reclaimer **ret, PidWatch *pw, Registry *registry,
+                  reclaim_has_session_fn *has_session, void *ctx)
 {
     Reclaimer *rc = calloc(1, sizeof(*rc));
     if (!rc)
         return -ENOMEM;
-    rc->base = base;
+    rc->pidwatch = pw;
     rc->registry = registry;
-    rc->server = server;
-    list_init(&rc->watches);
+    rc->has_session = has_session;
+    rc->has_session_ctx = ctx;
     *ret = rc;
     return 0;
-}
-
-static void watch_free(Watch *w)
-{
-    list_del(&w->link);
-    if (w->ev)
-        event_free(w->ev);
-    safe_close(w->pidfd);
-    free(w);
 }
 
 Reclaimer *reclaimer_free(Reclaimer *rc)
 {
     if (!rc)
         return NULL;
-    list_for_each_safe(it, &rc->watches)
-        watch_free(list_entry(it, Watch, link));
+    pidwatch_forget(rc->pidwatch, rc);
     free(rc);
     return NULL;
 }
 
-/* 1 if /proc shows pid as exiting or a zombie, 0 if running, -1 if unknown. */
-static int proc_exiting(pid_t pid)
+static void reclaim_on_exit(pid_t pid, void *userdata)
 {
-    char path[64], buf[1024];
-    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-    _cleanup_(closep) int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    ssize_t n = read(fd, buf, sizeof(buf) - 1);
-    if (n <= 0)
-        return -1;
-    buf[n] = '\0';
-    const char *p = strrchr(buf, ')'); /* the command name may hold anything */
-    char state;
-    unsigned flags;
-    if (!p || sscanf(p + 1, " %c %*d %*d %*d %*d %*d %u", &state, &flags) != 2)
-        return -1;
-    return state == 'Z' || state == 'X' || state == 'x' || (flags & PF_EXITING_FLAG);
-}
-
-static bool process_gone(pid_t pid, int pidfd)
-{
-    if (pidfd >= 0) {
-        struct pollfd p = {.fd = pidfd, .events = POLLIN};
-        if (poll(&p, 1, 0) > 0)
-            return true; /* pidfds become readable when the process exits */
-    }
-    int st = proc_exiting(pid);
-    if (st >= 0)
-        return st == 1;
-    /* No /proc entry we may read: trust kill(2) (EPERM still means alive). */
-    return kill(pid, 0) < 0 && errno == ESRCH;
-}
-
-static void watch_on_exit(evutil_socket_t fd, short what, void *arg)
-{
-    Watch *w = arg;
-    Reclaimer *rc = w->rc;
-    pid_t pid = w->pid;
-    watch_free(w);
+    Reclaimer *rc = userdata;
     /* The pid may have been reaped and reused by a client since the pidfd
      * fired; then its slot is that client's, not ours to release. */
-    if (server_pid_has_session(rc->server, pid, NULL))
+    if (rc->has_session(rc->has_session_ctx, pid))
         return;
-    uint64_t t0 = now_ns();
+    uint64_t t0 = mono_ns();
     unsigned pools;
     uint64_t released = registry_reclaim_pid(rc->registry, pid, &pools);
     log_msg_fields(released ? LOG_LEVEL_INFO : LOG_LEVEL_DEBUG,
                    LOG_FIELDS(LOG_NUM("CLIENT_PID", pid), LOG_NUM("RELEASED", released)),
                    "pid %d exited: released %" PRIu64 " buffer references in %u pools in %" PRIu64 " us",
-                   (int)pid, released, pools, (now_ns() - t0) / 1000);
-}
-
-static int watch_add(Reclaimer *rc, pid_t pid, int pidfd)
-{
-    list_for_each_safe(it, &rc->watches)
-        if (list_entry(it, Watch, link)->pid == pid) {
-            safe_close(pidfd); /* already watched */
-            return 0;
-        }
-    Watch *w = calloc(1, sizeof(*w));
-    if (!w) {
-        safe_close(pidfd);
-        return -ENOMEM;
-    }
-    w->rc = rc;
-    w->pid = pid;
-    w->pidfd = pidfd;
-    list_add_tail(&rc->watches, &w->link);
-    w->ev = event_new(rc->base, pidfd, EV_READ, watch_on_exit, w);
-    if (!w->ev || event_add(w->ev, NULL) < 0) {
-        watch_free(w);
-        return -ENOMEM;
-    }
-    return 0;
+                   (int)pid, released, pools, (mono_ns() - t0) / 1000);
 }
 
 void reclaimer_session_ended(Reclaimer *rc, pid_t pid, int pidfd, struct reclaim_outcome *ret)
 {
     *ret = (struct reclaim_outcome){.result = RECLAIM_NONE};
-    if (server_pid_has_session(rc->server, pid, NULL)) {
+    if (rc->has_session(rc->has_session_ctx, pid)) {
         safe_close(pidfd);
         ret->result = RECLAIM_SHARED;
         return;
     }
-    if (process_gone(pid, pidfd)) {
+    /* pidfds become readable when the process exits; else the one rule. */
+    if (pidfd_exited(pidfd) || proc_gone(pid)) {
         safe_close(pidfd);
         ret->released = registry_reclaim_pid(rc->registry, pid, &ret->pools);
         ret->result = RECLAIM_DONE;
@@ -186,9 +104,12 @@ void reclaimer_session_ended(Reclaimer *rc, pid_t pid, int pidfd, struct reclaim
         safe_close(pidfd);
         return;
     }
-    if (pidfd < 0 || watch_add(rc, pid, pidfd) < 0) {
+    /* Without the pidfd of this process, a pid alone could name a later one. */
+    if (pidfd < 0) {
         ret->result = RECLAIM_LEFT;
         return;
     }
-    ret->result = RECLAIM_WATCHING;
+    /* With a pidfd given, pidwatch_add subscribes or fails: never 0. */
+    int r = pidwatch_add(rc->pidwatch, pid, pidfd, reclaim_on_exit, rc);
+    ret->result = r < 0 ? RECLAIM_LEFT : RECLAIM_WATCHING;
 }

@@ -7,9 +7,11 @@
 
 #include <sys/types.h>
 
-struct event_base;
-typedef struct Server Server;
+typedef struct PidWatch PidWatch;
 typedef struct Reclaimer Reclaimer;
+
+/* Whether a live session belongs to process pid (the server knows). */
+typedef bool reclaim_has_session_fn(void *ctx, pid_t pid);
 
 enum reclaim_result {
     RECLAIM_NONE,     /* the process holds no pool slot: nothing to do */
@@ -25,8 +27,11 @@ struct reclaim_outcome {
     unsigned pools;    /* pools they were in */
 };
 
-int reclaimer_new(Reclaimer **ret, struct event_base *base, Registry *registry, Server *server);
-/* Drops the pending exit watches; releases nothing. Accepts NULL. */
+/* has_session(ctx, pid) is asked before any release: a process with a
+ * session keeps its references. Exits are waited for through pw. */
+int reclaimer_new(Reclaimer **ret, PidWatch *pw, Registry *registry,
+                  reclaim_has_session_fn *has_session, void *ctx);
+/* Drops the pending exit subscriptions; releases nothing. Accepts NULL. */
 Reclaimer *reclaimer_free(Reclaimer *rc);
 /* A session of process pid ended: decides what happens to the references
  * the process holds in pools. Takes pidfd (may be -1). */

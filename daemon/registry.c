@@ -374,35 +374,9 @@ size_t registry_count(const Registry *r)
 
 /* ---- names ---- */
 
-static bool name_char_ok(char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '.' || c == '_' || c == '-';
-}
-
 int registry_validate_name(const char *name)
 {
-    if (!name)
-        return -EINVAL;
-    size_t len = strnlen(name, REGISTRY_NAME_MAX + 1);
-    if (len == 0 || len > REGISTRY_NAME_MAX)
-        return -EINVAL;
-    const char *c = name;
-    for (;;) {
-        const char *start = c;
-        while (*c && *c != '/') {
-            if (!name_char_ok(*c))
-                return -EINVAL;
-            c++;
-        }
-        size_t n = (size_t)(c - start);
-        if (n == 0 || (n == 1 && start[0] == '.') ||
-            (n == 2 && start[0] == '.' && start[1] == '.'))
-            return -EINVAL;
-        if (*c == '\0')
-            return 0;
-        c++; /* '/': another component must follow */
-    }
+    return objname_valid(name) ? 0 : -EINVAL;
 }
 
 const char *object_kind_name(enum object_kind kind)
@@ -426,7 +400,7 @@ uint64_t registry_estimate_size(const struct object_config *c)
     uint64_t n, size;
     switch (c->kind) {
     case OBJECT_BUFFER_QUEUE:
-        n = c->bq.capacity ? c->bq.capacity : BQ_DEFAULT_CAPACITY;
+        n = BQ_CAPACITY_OR_DEFAULT(c->bq.capacity);
         if (n > BQ_MAX_CAPACITY)
             return 0; /* refused by bq_create */
         for (size = 1; size < n; size <<= 1)
@@ -579,10 +553,39 @@ static int object_attach(Object *o, int fd)
     return res;
 }
 
+/* A restored object's lists: the processes an unlinked object waits for,
+ * and a queue's bound pools (capped, without duplicates). 0 or -ENOMEM,
+ * with nothing allocated. */
+static int object_restore_lists(Object *o, const struct registry_restore *spec)
+{
+    if (spec->unlinked && spec->n_holders) {
+        o->waiting = calloc(spec->n_holders, sizeof(*o->waiting));
+        if (!o->waiting)
+            return -ENOMEM;
+        for (unsigned i = 0; i < spec->n_holders; i++)
+            if (spec->holders[i] > 0)
+                o->waiting[o->n_waiting++] = spec->holders[i];
+    }
+    if (o->kind == OBJECT_BUFFER_QUEUE && spec->n_bound) {
+        unsigned n = spec->n_bound < REGISTRY_MAX_BINDINGS ? spec->n_bound : REGISTRY_MAX_BINDINGS;
+        o->bound = calloc(n, sizeof(*o->bound));
+        if (!o->bound) {
+            free(o->waiting);
+            o->waiting = NULL;
+            return -ENOMEM;
+        }
+        o->cap_bound = n;
+        for (unsigned i = 0; i < n; i++)
+            if (spec->bound[i] && !registry_queue_may_carry(o, spec->bound[i]))
+                o->bound[o->n_bound++] = spec->bound[i];
+    }
+    return 0;
+}
+
 int registry_restore(Registry *r, const struct registry_restore *spec, int fd, Object **ret)
 {
     const struct object_config *c = &spec->config;
-    if (spec->id == 0 || registry_validate_name(spec->name) < 0 || (spec->mode & ~0777u) ||
+    if (spec->id == 0 || registry_validate_name(spec->name) < 0 || !objmode_valid(spec->mode) ||
         (c->kind != OBJECT_BUFFER_QUEUE && c->kind != OBJECT_SIMPLE_QUEUE &&
          c->kind != OBJECT_POOL))
         return -EINVAL;
@@ -607,27 +610,10 @@ int registry_restore(Registry *r, const struct registry_restore *spec, int fd, O
     list_init(&o->triggers);
     list_init(&o->link);
     list_init(&o->pool_link);
-    if (spec->unlinked && spec->n_holders) {
-        o->waiting = calloc(spec->n_holders, sizeof(*o->waiting));
-        if (!o->waiting)
-            return -ENOMEM;
-        for (unsigned i = 0; i < spec->n_holders; i++)
-            if (spec->holders[i] > 0)
-                o->waiting[o->n_waiting++] = spec->holders[i];
-    }
-    if (c->kind == OBJECT_BUFFER_QUEUE && spec->n_bound) {
-        unsigned n = spec->n_bound < REGISTRY_MAX_BINDINGS ? spec->n_bound : REGISTRY_MAX_BINDINGS;
-        o->bound = calloc(n, sizeof(*o->bound));
-        if (!o->bound) {
-            free(o->waiting);
-            return -ENOMEM;
-        }
-        o->cap_bound = n;
-        for (unsigned i = 0; i < n; i++)
-            if (spec->bound[i] && !registry_queue_may_carry(o, spec->bound[i]))
-                o->bound[o->n_bound++] = spec->bound[i];
-    }
-    int res = object_attach(o, fd);
+    int res = object_restore_lists(o, spec);
+    if (res < 0)
+        return res;
+    res = object_attach(o, fd);
     if (res == 0) {
         res = user_charge(r, o->uid, object_segment_size(o));
         if (res < 0)

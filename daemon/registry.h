@@ -4,12 +4,14 @@
 
 #include "util.h"
 
+#include "common/objname.h"
+
 #include <bq.h>
 #include <pool.h>
 #include <sq.h>
 #include <sys/types.h>
 
-#define REGISTRY_NAME_MAX 255
+#define REGISTRY_NAME_MAX OBJNAME_MAX
 #define REGISTRY_DEFAULT_MODE 0600u
 
 typedef struct Registry Registry;

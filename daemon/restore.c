@@ -28,8 +28,9 @@
  * Waiting. A trigger restored from the record has no owner until its
  * process adopts it; an unlinked object lives while a process that had it
  * open may come back; a pool's client slots hold references for processes
- * that may never reconnect. So every such process is watched with a pidfd
- * (or, without pidfds, by a look at /proc every second): when it is gone,
+ * that may never reconnect. So the restorer subscribes to every such
+ * process's exit (pidwatch.c: a pidfd, or without pidfds a look every
+ * second): when it is gone,
  * its unadopted triggers are removed, it stops keeping unlinked objects
  * alive, and unless it has a session again (whose end releases them as
  * usual) its pool references are released. A process already dead at
@@ -40,11 +41,11 @@
 
 #include "identity.h"
 #include "log.h"
+#include "pidwatch.h"
 #include "server.h"
 #include "trigger.h"
 
 #include <errno.h>
-#include <event2/event.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <mbq/status.h>
@@ -55,24 +56,12 @@
 #include <sys/random.h>
 #include <sys/syscall.h>
 
-#define PID_POLL_MS 1000
 #define PID_VALID_MAX 0x3fffffffu /* pid_max is at most 2^22; slock's tid mask */
 
-typedef struct Watch {
-    Restorer *rs;
-    pid_t pid;
-    int pidfd; /* -1: polled through /proc */
-    struct event *ev;
-    struct list link;
-} Watch;
-
 struct Restorer {
-    struct event_base *base;
+    PidWatch *pidwatch;
     Registry *registry;
     Server *server;
-    struct list watches;
-    struct event *ev_poll;
-    unsigned n_polled;
 };
 
 /* ---- parsing the passed descriptors ---- */
@@ -324,8 +313,10 @@ static void drop_waiting_on(Object *o, void *ctx)
         g->destroyed++;
 }
 
-static void restorer_pid_gone(Restorer *rs, pid_t pid)
+/* pidwatch callback, and called directly for a process gone at restore. */
+static void restorer_pid_gone(pid_t pid, void *userdata)
 {
+    Restorer *rs = userdata;
     Registry *r = rs->registry;
     registry_batch_begin(r);
     unsigned triggers = trigger_remove_orphans_of(r, pid);
@@ -344,106 +335,15 @@ static void restorer_pid_gone(Restorer *rs, pid_t pid)
                        "in %u pools", (int)pid, triggers, g.destroyed, released, pools);
 }
 
-static void watch_free(Watch *w)
-{
-    list_del(&w->link);
-    if (w->ev)
-        event_free(w->ev);
-    safe_close(w->pidfd);
-    free(w);
-}
-
-static void watch_on_exit(evutil_socket_t fd, short what, void *arg)
-{
-    Watch *w = arg;
-    Restorer *rs = w->rs;
-    pid_t pid = w->pid;
-    watch_free(w);
-    restorer_pid_gone(rs, pid);
-}
-
-/* Whether pid is gone (or exiting): /proc, else kill(2). */
-static bool pid_gone(pid_t pid)
-{
-    char path[64], buf[512];
-    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd >= 0) {
-        ssize_t n = read(fd, buf, sizeof(buf) - 1);
-        close(fd);
-        if (n > 0) {
-            buf[n] = '\0';
-            const char *p = strrchr(buf, ')');
-            return p && p[1] == ' ' && (p[2] == 'Z' || p[2] == 'X');
-        }
-    }
-    return kill(pid, 0) < 0 && errno == ESRCH;
-}
-
-static void restorer_on_poll(evutil_socket_t fd, short what, void *arg)
-{
-    Restorer *rs = arg;
-    list_for_each_safe(it, &rs->watches) {
-        Watch *w = list_entry(it, Watch, link);
-        if (w->pidfd >= 0 || !pid_gone(w->pid))
-            continue;
-        pid_t pid = w->pid;
-        watch_free(w);
-        rs->n_polled--;
-        restorer_pid_gone(rs, pid);
-    }
-    if (rs->n_polled == 0)
-        event_del(rs->ev_poll);
-}
-
-static bool restorer_watching(const Restorer *rs, pid_t pid)
-{
-    list_for_each_safe(it, (struct list *)&rs->watches)
-        if (list_entry(it, Watch, link)->pid == pid)
-            return true;
-    return false;
-}
-
 /* Watches pid, or deals with it now if it is gone. */
 static int restorer_watch(Restorer *rs, pid_t pid)
 {
-    if (pid <= 0 || pid == getpid() || restorer_watching(rs, pid))
+    if (pid <= 0 || pid == getpid())
         return 0;
-    int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
-    if (pidfd < 0 && errno == ESRCH) {
-        restorer_pid_gone(rs, pid);
-        return 0;
-    }
-    if (pidfd >= 0)
-        fcntl(pidfd, F_SETFD, FD_CLOEXEC);
-    Watch *w = calloc(1, sizeof(*w));
-    if (!w) {
-        safe_close(pidfd);
-        return -ENOMEM;
-    }
-    w->rs = rs;
-    w->pid = pid;
-    w->pidfd = pidfd;
-    list_add_tail(&rs->watches, &w->link);
-    if (pidfd >= 0) {
-        w->ev = event_new(rs->base, pidfd, EV_READ, watch_on_exit, w);
-        if (!w->ev || event_add(w->ev, NULL) < 0) {
-            watch_free(w);
-            return -ENOMEM;
-        }
-        return 0;
-    }
-    if (!rs->ev_poll)
-        rs->ev_poll = event_new(rs->base, -1, EV_PERSIST, restorer_on_poll, rs);
-    if (!rs->ev_poll) {
-        watch_free(w);
-        return -ENOMEM;
-    }
-    if (rs->n_polled++ == 0) {
-        struct timeval tv = {PID_POLL_MS / 1000, PID_POLL_MS % 1000 * 1000};
-        event_add(rs->ev_poll, &tv);
-    }
-    return 0;
+    int r = pidwatch_add(rs->pidwatch, pid, -1, restorer_pid_gone, rs);
+    if (r == 0)
+        restorer_pid_gone(pid, rs);
+    return r < 0 ? r : 0;
 }
 
 struct pids {
@@ -489,138 +389,11 @@ static void collect_pids(Object *o, void *ctx)
         }
 }
 
-static void sweep_unknown_triggers(Object *o, void *ctx)
+/* The processes of before: gone ones now, live ones when they go; the
+ * previous instance itself is gone, and its pool slots with it. */
+static int restorer_watch_before(Restorer *rs)
 {
-    unsigned *n = ctx;
-    *n += trigger_sweep_unknown(o);
-}
-
-/* ---- the restore ---- */
-
-int restorer_new(Restorer **ret, struct event_base *base, Registry *r, Server *srv, FdStore *st,
-                 struct systemd_fd *fds, int n, struct restore_outcome *out)
-{
-    *out = (struct restore_outcome){0};
-    *ret = NULL;
-    Restorer *rs = calloc(1, sizeof(*rs));
-    Entry *entries = calloc((size_t)n + 1, sizeof(*entries));
-    if (!rs || !entries) {
-        free(rs);
-        free(entries);
-        return -ENOMEM;
-    }
-    rs->base = base;
-    rs->registry = r;
-    rs->server = srv;
-    list_init(&rs->watches);
-
-    /* Sort the descriptors out and pick the newest valid record. */
-    size_t n_entries = 0;
-    Mbq__V1__DaemonState *ds = NULL;
-    int ds_index = -1;
-    for (int i = 0; i < n; i++) {
-        const char *name = fds[i].name;
-        if (strncmp(name, "state-", 6) == 0) {
-            Mbq__V1__DaemonState *cand = NULL;
-            int q = fdstore_read_state(fds[i].fd, &cand);
-            if (q < 0) {
-                log_msg(LOG_LEVEL_WARNING, "restore: ignoring state record '%s': %s", name,
-                        q == -EBADMSG ? "it fails its checks" : strerror(-q));
-                continue;
-            }
-            if (!ds || cand->generation > ds->generation) {
-                if (ds)
-                    mbq__v1__daemon_state__free_unpacked(ds, NULL);
-                ds = cand;
-                ds_index = i;
-            } else {
-                mbq__v1__daemon_state__free_unpacked(cand, NULL);
-            }
-        } else if (parse_entry(name, &entries[n_entries])) {
-            entries[n_entries++].index = i;
-        }
-    }
-    qsort(entries, n_entries, sizeof(*entries), entry_cmp);
-
-    if (ds) {
-        out->generation = ds->generation;
-        log_msg(LOG_LEVEL_INFO, "restore: state record '%s', generation %" PRIu64 ", written by "
-                "pid %u: %zu objects, %zu triggers", fds[ds_index].name, ds->generation,
-                ds->daemon_pid, ds->n_objects, ds->n_triggers);
-        for (size_t i = 0; i < ds->n_objects; i++) {
-            if (ds->objects[i] && restore_object(r, ds->objects[i], entries, n_entries, fds))
-                out->objects++;
-            else
-                out->dropped++;
-        }
-        registry_set_next_id(r, ds->next_object_id > UINT32_MAX ? 0 : (uint32_t)ds->next_object_id);
-        for (size_t i = 0; i < ds->n_triggers; i++) {
-            if (ds->triggers[i] && restore_trigger(r, ds->triggers[i], entries, n_entries, fds))
-                out->triggers++;
-            else
-                out->dropped++;
-        }
-        unsigned swept = 0;
-        registry_for_each(r, sweep_unknown_triggers, &swept);
-    } else if (n_entries) {
-        log_msg(LOG_LEVEL_WARNING, "restore: %zu stored descriptors but no valid state record: "
-                "dropping them all", n_entries);
-    }
-    if (!ds && st) {
-        /* An empty store under a manager: the previous instance's store may
-         * have been dropped (systemctl stop) while its clients still map
-         * its objects and will reconnect. Numbering from a random point
-         * keeps a new object from taking the id of one of those. */
-        uint32_t first = 0;
-        if (getrandom(&first, sizeof(first), GRND_NONBLOCK) == (ssize_t)sizeof(first))
-            registry_set_next_id(r, (first & 0x3fffffffu) + 0x100000u);
-    }
-
-    /* Whatever is left goes, from the store too; a record under the name
-     * the next one takes must go before that one is stored. */
-    const char *keep = ds ? fds[ds_index].name : NULL;
-    for (size_t i = 0; i < n_entries; i++) {
-        if (entries[i].used)
-            continue;
-        const char *name = fds[entries[i].index].name;
-        /* A duplicate of a name in use: removing the name would remove both. */
-        bool in_use = false;
-        for (size_t j = 0; j < n_entries && !in_use; j++)
-            in_use = entries[j].used && strcmp(fds[entries[j].index].name, name) == 0;
-        if (!in_use) {
-            log_msg(LOG_LEVEL_WARNING, "restore: dropping stored descriptor '%s'", name);
-            out->unknown_fds++;
-            if (st)
-                fdstore_drop(st, name);
-        }
-    }
-    for (int i = 0; i < n; i++) {
-        const char *name = fds[i].name;
-        /* fd < 0: taken (the listening socket, a restored trigger) */
-        if (fds[i].fd < 0 || i == ds_index || (keep && strcmp(name, keep) == 0))
-            continue;
-        Entry probe;
-        if (strncmp(name, "state-", 6) == 0 || !parse_entry(name, &probe)) {
-            if (strncmp(name, "state-", 6) != 0) {
-                log_msg(LOG_LEVEL_WARNING, "restore: dropping stored descriptor '%s' (unknown name)",
-                        name);
-                out->unknown_fds++;
-            }
-            if (st)
-                fdstore_drop(st, name);
-        }
-    }
-    free(entries);
-    if (ds)
-        mbq__v1__daemon_state__free_unpacked(ds, NULL);
-
-    if (st) {
-        fdstore_adopt(st, out->objects + out->triggers, keep, out->generation);
-        fdstore_attach(st);
-    }
-
-    /* The processes of before: gone ones now, live ones when they go; the
-     * previous instance itself is gone, and its pool slots with it. */
+    Registry *r = rs->registry;
     registry_batch_begin(r);
     unsigned prev_slots = 0;
     uint64_t prev_released = registry_reclaim_previous_instance(r, &prev_slots);
@@ -634,6 +407,183 @@ int restorer_new(Restorer **ret, struct event_base *base, Registry *r, Server *s
         res = restorer_watch(rs, p.v[i]);
     free(p.v);
     registry_batch_end(r);
+    return res;
+}
+
+/* ---- the restore, step by step ---- */
+
+static void sweep_unknown_triggers(Object *o, void *ctx)
+{
+    unsigned *n = ctx;
+    *n += trigger_sweep_unknown(o);
+}
+
+/* What one restore works through: the passed descriptors, sorted out. */
+struct restore_run {
+    Registry *r;
+    FdStore *st;
+    struct systemd_fd *fds;
+    int n;
+    Entry *entries; /* segments and triggers, sorted (entry_cmp) */
+    size_t n_entries;
+    Mbq__V1__DaemonState *ds; /* the newest valid record, or NULL */
+    int ds_index;
+    struct restore_outcome *out;
+};
+
+static void restore_run_done(struct restore_run *run)
+{
+    free(run->entries);
+    if (run->ds)
+        mbq__v1__daemon_state__free_unpacked(run->ds, NULL);
+}
+
+static bool is_state_name(const char *name)
+{
+    return strncmp(name, "state-", 6) == 0;
+}
+
+/* Step 1: sort the descriptors out and pick the newest valid record. */
+static void restore_sort_fds(struct restore_run *run)
+{
+    for (int i = 0; i < run->n; i++) {
+        const char *name = run->fds[i].name;
+        if (!is_state_name(name)) {
+            if (parse_entry(name, &run->entries[run->n_entries]))
+                run->entries[run->n_entries++].index = i;
+            continue;
+        }
+        Mbq__V1__DaemonState *cand = NULL;
+        int q = fdstore_read_state(run->fds[i].fd, &cand);
+        if (q < 0) {
+            log_msg(LOG_LEVEL_WARNING, "restore: ignoring state record '%s': %s", name,
+                    q == -EBADMSG ? "it fails its checks" : strerror(-q));
+            continue;
+        }
+        if (run->ds && cand->generation <= run->ds->generation) {
+            mbq__v1__daemon_state__free_unpacked(cand, NULL);
+            continue;
+        }
+        if (run->ds)
+            mbq__v1__daemon_state__free_unpacked(run->ds, NULL);
+        run->ds = cand;
+        run->ds_index = i;
+    }
+    qsort(run->entries, run->n_entries, sizeof(*run->entries), entry_cmp);
+}
+
+/* Step 2: the objects and triggers the record describes, and the ids. */
+static void restore_from_record(struct restore_run *run)
+{
+    const Mbq__V1__DaemonState *ds = run->ds;
+    struct restore_outcome *out = run->out;
+    out->generation = ds->generation;
+    log_msg(LOG_LEVEL_INFO, "restore: state record '%s', generation %" PRIu64 ", written by "
+            "pid %u: %zu objects, %zu triggers", run->fds[run->ds_index].name, ds->generation,
+            ds->daemon_pid, ds->n_objects, ds->n_triggers);
+    for (size_t i = 0; i < ds->n_objects; i++) {
+        if (ds->objects[i] &&
+            restore_object(run->r, ds->objects[i], run->entries, run->n_entries, run->fds))
+            out->objects++;
+        else
+            out->dropped++;
+    }
+    registry_set_next_id(run->r, ds->next_object_id > UINT32_MAX ? 0 : (uint32_t)ds->next_object_id);
+    for (size_t i = 0; i < ds->n_triggers; i++) {
+        if (ds->triggers[i] &&
+            restore_trigger(run->r, ds->triggers[i], run->entries, run->n_entries, run->fds))
+            out->triggers++;
+        else
+            out->dropped++;
+    }
+    unsigned swept = 0;
+    registry_for_each(run->r, sweep_unknown_triggers, &swept);
+}
+
+/* Step 2, without a record. An empty store under a manager: the previous
+ * instance's store may have been dropped (systemctl stop) while its clients
+ * still map its objects and will reconnect. Numbering from a random point
+ * keeps a new object from taking the id of one of those. */
+static void restore_without_record(struct restore_run *run)
+{
+    if (run->n_entries)
+        log_msg(LOG_LEVEL_WARNING, "restore: %zu stored descriptors but no valid state record: "
+                "dropping them all", run->n_entries);
+    uint32_t first = 0;
+    if (run->st && getrandom(&first, sizeof(first), GRND_NONBLOCK) == (ssize_t)sizeof(first))
+        registry_set_next_id(run->r, (first & 0x3fffffffu) + 0x100000u);
+}
+
+static bool restore_name_in_use(const struct restore_run *run, const char *name)
+{
+    for (size_t j = 0; j < run->n_entries; j++)
+        if (run->entries[j].used && strcmp(run->fds[run->entries[j].index].name, name) == 0)
+            return true;
+    return false;
+}
+
+/* Step 3: whatever is left goes, from the store too; a record under the
+ * name the next one takes must go before that one is stored. */
+static void restore_drop_leftovers(struct restore_run *run, const char *keep)
+{
+    for (size_t i = 0; i < run->n_entries; i++) {
+        const char *name = run->fds[run->entries[i].index].name;
+        /* A duplicate of a name in use: removing the name would remove both. */
+        if (run->entries[i].used || restore_name_in_use(run, name))
+            continue;
+        log_msg(LOG_LEVEL_WARNING, "restore: dropping stored descriptor '%s'", name);
+        run->out->unknown_fds++;
+        if (run->st)
+            fdstore_drop(run->st, name);
+    }
+    for (int i = 0; i < run->n; i++) {
+        const char *name = run->fds[i].name;
+        Entry probe;
+        /* fd < 0: taken (the listening socket, a restored trigger) */
+        if (run->fds[i].fd < 0 || i == run->ds_index || (keep && strcmp(name, keep) == 0) ||
+            (!is_state_name(name) && parse_entry(name, &probe)))
+            continue;
+        if (!is_state_name(name)) {
+            log_msg(LOG_LEVEL_WARNING, "restore: dropping stored descriptor '%s' (unknown name)",
+                    name);
+            run->out->unknown_fds++;
+        }
+        if (run->st)
+            fdstore_drop(run->st, name);
+    }
+}
+
+int restorer_new(Restorer **ret, PidWatch *pw, Registry *r, Server *srv, FdStore *st,
+                 struct systemd_fd *fds, int n, struct restore_outcome *out)
+{
+    *out = (struct restore_outcome){0};
+    *ret = NULL;
+    Restorer *rs = calloc(1, sizeof(*rs));
+    struct restore_run run = {.r = r, .st = st, .fds = fds, .n = n, .ds_index = -1, .out = out,
+                              .entries = calloc((size_t)n + 1, sizeof(Entry))};
+    if (!rs || !run.entries) {
+        free(rs);
+        restore_run_done(&run);
+        return -ENOMEM;
+    }
+    rs->pidwatch = pw;
+    rs->registry = r;
+    rs->server = srv;
+
+    restore_sort_fds(&run);
+    if (run.ds)
+        restore_from_record(&run);
+    else
+        restore_without_record(&run);
+    const char *keep = run.ds ? fds[run.ds_index].name : NULL;
+    restore_drop_leftovers(&run, keep);
+    if (st)
+        fdstore_adopt(st, out->objects + out->triggers, keep, out->generation);
+    restore_run_done(&run);
+    if (st)
+        fdstore_attach(st);
+
+    int res = restorer_watch_before(rs);
     if (st)
         fdstore_commit(st); /* this instance's own record */
 
@@ -653,10 +603,7 @@ Restorer *restorer_free(Restorer *rs)
 {
     if (!rs)
         return NULL;
-    list_for_each_safe(it, &rs->watches)
-        watch_free(list_entry(it, Watch, link));
-    if (rs->ev_poll)
-        event_free(rs->ev_poll);
+    pidwatch_forget(rs->pidwatch, rs);
     free(rs);
     return NULL;
 }

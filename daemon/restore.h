@@ -8,7 +8,7 @@
 #include "registry.h"
 #include "systemd.h"
 
-struct event_base;
+typedef struct PidWatch PidWatch;
 typedef struct Server Server;
 typedef struct Restorer Restorer;
 
@@ -28,9 +28,9 @@ struct restore_outcome {
  * attached to the registry. Processes that had objects or triggers before
  * the restart are then watched: those already dead are dealt with at once
  * (their triggers removed, their pool references released), the others
- * when they die without having come back. Returns 0 with *ret (NULL when
+ * when they die without having come back (subscribed through pw). Returns 0 with *ret (NULL when
  * there is nothing to watch) or -ENOMEM. */
-int restorer_new(Restorer **ret, struct event_base *base, Registry *r, Server *srv, FdStore *st,
+int restorer_new(Restorer **ret, PidWatch *pw, Registry *r, Server *srv, FdStore *st,
                  struct systemd_fd *fds, int n, struct restore_outcome *outcome);
 /* Stops watching. Accepts NULL; returns NULL. */
 Restorer *restorer_free(Restorer *rs);

@@ -1,33 +1,26 @@
-/* The server: the listening socket, accepting clients, and every
- * connection's reads and writes on the one libevent loop.
+/* The server: the listening socket, accepting clients, and pairing each
+ * connection (conn.c: its reads, writes and output queue) with a session
+ * (session.c: the protocol).
  *
  * Role. The server owns the socket file (taken over from a dead daemon if
- * stale, never from a live one), accepts SOCK_SEQPACKET connections, reads
- * one packet at a time with wire_recv() into one shared buffer and hands it
- * to the connection's session, and writes what sessions send.
+ * stale, never from a live one), accepts SOCK_SEQPACKET connections and
+ * keeps the list of clients: which processes have a live session (reclaim
+ * and restore ask), how many there are.
  *
  * Invariants.
- *  - Every fd is non-blocking and close-on-exec; nothing here waits for a
- *    client. A packet that cannot be written now is queued with its
- *    descriptors duplicated (the originals may close before it leaves) and
- *    sent in order on EV_WRITE. A client that lets CONN_MAX_QUEUED packets
- *    pile up is dropped; the others do not notice.
- *  - A connection is dropped by conn_drop(): its events stop at once and it
- *    moves to the dead list; its session ends from a separate event that the
- *    loop runs right after the current callback. So no callback ever frees a
- *    connection or session that a caller up the stack still uses (a session
- *    ending pushes TriggersChanged to others, whose send may fail and drop
- *    them in turn: they simply join the dead list).
- *  - A session ends within the loop iteration that saw its EOF: the death
- *    of a client process is handled in microseconds, without polling.
- *  - One callback reads at most CONN_READ_BATCH packets, so a busy client
- *    cannot starve the others (the read event is level-triggered).
+ *  - A client's session ends from its connection's ended event, which the
+ *    loop runs right after the callback that dropped the connection (see
+ *    conn.c): the death of a client process is handled in microseconds,
+ *    without polling.
+ *  - A dropped connection's client stays on the list until then, but no
+ *    longer counts as a live session.
  *  - At shutdown, the socket file is removed only if it is still the one
  *    this daemon bound (same device and inode); a socket the service
  *    manager passed (socket activation) is never unlinked: it outlives us,
  *    and clients that connect while we restart wait in its backlog. */
 #include "server.h"
 
+#include "conn.h"
 #include "log.h"
 #include "reclaim.h"
 
@@ -46,30 +39,16 @@
 #define SO_PEERPIDFD 77
 #endif
 
-#define CONN_READ_BATCH 32
 #define ACCEPT_BATCH 16
 #define ACCEPT_PAUSE_MS 100
 
-typedef struct OutPacket {
-    struct list link;
-    size_t len;
-    unsigned nfds;
-    int fds[WIRE_MAX_FDS]; /* owned duplicates */
-    uint8_t data[];
-} OutPacket;
-
-struct Conn {
+/* One accepted client: its connection and its session. */
+typedef struct Client {
     Server *server;
-    int fd;
-    struct event *ev_read, *ev_write;
+    Conn *conn;
     Session *session;
-    struct list outq;
-    unsigned outq_len;
-    bool dead;
-    enum session_end why;
-    char detail[128];
-    struct list link; /* Server.conns, then Server.dead */
-};
+    struct list link; /* Server.clients */
+} Client;
 
 struct Server {
     struct event_base *base;
@@ -81,188 +60,51 @@ struct Server {
     dev_t dev;
     ino_t ino;
     int listen_fd;
-    struct event *ev_listen, *ev_resume, *ev_reap;
-    struct list conns; /* live */
-    struct list dead;  /* dropped, waiting for ev_reap */
-    size_t n_conns;
+    struct event *ev_listen, *ev_resume;
+    struct list clients;
     uint64_t last_session_id;
-    uint8_t rbuf[WIRE_MAX_PACKET];
-    uint8_t wbuf[WIRE_MAX_PACKET];
 };
 
-/* ---- connections: writing ---- */
+/* ---- clients ---- */
 
-static OutPacket *outpacket_free(OutPacket *p)
+static bool client_live(const Client *cl)
 {
-    for (unsigned i = 0; i < p->nfds; i++)
-        safe_close(p->fds[i]);
-    free(p);
-    return NULL;
+    enum session_end why;
+    const char *detail;
+    return cl->session && !conn_dropped(cl->conn, &why, &detail);
 }
 
-static const char *errno_text(int neg)
+static void client_free(Client *cl, enum session_end why, const char *detail)
 {
-    return strerror(-neg);
+    list_del(&cl->link);
+    cl->session = session_end(cl->session, why, detail);
+    conn_free(cl->conn);
+    free(cl);
 }
 
-static enum session_end send_error_kind(int r)
+static int client_on_packet(void *userdata, const uint8_t *buf, size_t len, struct wire_fds *fds)
 {
-    return r == -EPIPE || r == -ECONNRESET ? SESSION_END_EOF : SESSION_END_ERROR;
+    Client *cl = userdata;
+    return session_dispatch(cl->session, buf, len, fds);
 }
 
-static int conn_queue(Conn *c, const uint8_t *data, size_t len, const int *fds, unsigned nfds)
+static void client_on_truncated(void *userdata)
 {
-    if (c->outq_len >= CONN_MAX_QUEUED) {
-        log_msg_fields(LOG_LEVEL_WARNING,
-                       LOG_FIELDS(LOG_NUM("SESSION_ID", c->session->id),
-                                  LOG_NUM("CLIENT_PID", c->session->pid),
-                                  LOG_NUM("CLIENT_UID", c->session->uid)),
-                       "session %" PRIu64 " (pid %d, uid %u): %u messages wait to be read; "
-                       "disconnecting", c->session->id, (int)c->session->pid,
-                       (unsigned)c->session->uid, c->outq_len);
-        conn_drop(c, SESSION_END_SLOW, NULL);
-        return -ENOBUFS;
-    }
-    OutPacket *p = malloc(sizeof(*p) + len);
-    if (!p) {
-        conn_drop(c, SESSION_END_ERROR, "out of memory");
-        return -ENOMEM;
-    }
-    p->len = len;
-    p->nfds = 0;
-    memcpy(p->data, data, len);
-    for (unsigned i = 0; i < nfds; i++) {
-        int fd = fcntl(fds[i], F_DUPFD_CLOEXEC, 3);
-        if (fd < 0) {
-            int r = -errno;
-            outpacket_free(p);
-            conn_drop(c, SESSION_END_ERROR, "cannot duplicate a descriptor to queue it");
-            return r;
-        }
-        p->fds[p->nfds++] = fd;
-    }
-    list_add_tail(&c->outq, &p->link);
-    if (c->outq_len++ == 0)
-        event_add(c->ev_write, NULL);
-    return 0;
+    Client *cl = userdata;
+    session_protocol_error(cl->session, -EPROTO,
+                           "mbqd: packet truncated: larger than 65536 bytes or 48 descriptors");
 }
 
-int conn_send(Conn *c, const Mbq__V1__ServerMessage *msg, const int *fds, unsigned nfds)
+static void client_on_ended(void *userdata, enum session_end why, const char *detail)
 {
-    if (c->dead)
-        return -ENOTCONN;
-    size_t len = mbq__v1__server_message__get_packed_size(msg);
-    if (len > WIRE_MAX_PACKET || nfds > WIRE_MAX_FDS)
-        return -EMSGSIZE;
-    uint8_t *buf = c->server->wbuf;
-    mbq__v1__server_message__pack(msg, buf);
-    if (c->outq_len == 0) {
-        int r = wire_send(c->fd, buf, len, fds, nfds);
-        if (r == 0)
-            return 0;
-        if (r != -EAGAIN) {
-            conn_drop(c, send_error_kind(r), errno_text(r));
-            return r;
-        }
-    }
-    return conn_queue(c, buf, len, fds, nfds);
+    client_free(userdata, why, detail);
 }
 
-static void conn_on_write(evutil_socket_t fd, short what, void *arg)
-{
-    Conn *c = arg;
-    while (!list_empty(&c->outq)) {
-        OutPacket *p = list_entry(c->outq.next, OutPacket, link);
-        int r = wire_send(c->fd, p->data, p->len, p->fds, p->nfds);
-        if (r == -EAGAIN)
-            return;
-        if (r < 0) {
-            conn_drop(c, send_error_kind(r), errno_text(r));
-            return;
-        }
-        list_del(&p->link);
-        c->outq_len--;
-        outpacket_free(p);
-    }
-    event_del(c->ev_write);
-}
-
-/* ---- connections: reading ---- */
-
-static void conn_on_read(evutil_socket_t fd, short what, void *arg)
-{
-    Conn *c = arg;
-    Server *srv = c->server;
-    for (int i = 0; i < CONN_READ_BATCH && !c->dead; i++) {
-        struct wire_fds fds;
-        ssize_t n = wire_recv(c->fd, srv->rbuf, sizeof(srv->rbuf), &fds);
-        if (n == -EAGAIN)
-            return;
-        if (n == -EMSGSIZE) { /* wire_recv closed what came with it */
-            session_protocol_error(c->session, -EPROTO,
-                                   "mbqd: packet truncated: larger than 65536 bytes or 48 descriptors");
-            conn_drop(c, SESSION_END_PROTOCOL, "truncated packet");
-            return;
-        }
-        if (n < 0) {
-            conn_drop(c, n == -ECONNRESET ? SESSION_END_EOF : SESSION_END_ERROR,
-                      errno_text((int)n));
-            return;
-        }
-        if (n == 0) {
-            /* An orderly shutdown (a zero-length packet reads the same). */
-            wire_fds_close(&fds);
-            conn_drop(c, SESSION_END_EOF, NULL);
-            return;
-        }
-        if (session_dispatch(c->session, srv->rbuf, (size_t)n, &fds) < 0) {
-            conn_drop(c, SESSION_END_PROTOCOL, NULL);
-            return;
-        }
-    }
-}
-
-/* ---- connections: life cycle ---- */
-
-static Conn *conn_free(Conn *c)
-{
-    list_for_each_safe(it, &c->outq)
-        outpacket_free(list_entry(it, OutPacket, link));
-    if (c->ev_read)
-        event_free(c->ev_read);
-    if (c->ev_write)
-        event_free(c->ev_write);
-    safe_close(c->fd);
-    free(c);
-    return NULL;
-}
-
-void conn_drop(Conn *c, enum session_end why, const char *detail)
-{
-    if (c->dead)
-        return;
-    Server *srv = c->server;
-    c->dead = true;
-    c->why = why;
-    snprintf(c->detail, sizeof(c->detail), "%s", detail ? detail : "");
-    event_del(c->ev_read);
-    event_del(c->ev_write);
-    list_del(&c->link);
-    srv->n_conns--;
-    list_add_tail(&srv->dead, &c->link);
-    event_active(srv->ev_reap, EV_TIMEOUT, 0);
-}
-
-static void server_on_reap(evutil_socket_t fd, short what, void *arg)
-{
-    Server *srv = arg;
-    while (!list_empty(&srv->dead)) {
-        Conn *c = list_entry(srv->dead.next, Conn, link);
-        list_del(&c->link);
-        c->session = session_end(c->session, c->why, c->detail[0] ? c->detail : NULL);
-        conn_free(c);
-    }
-}
+static const ConnEvents client_conn_events = {
+    .packet = client_on_packet,
+    .truncated = client_on_truncated,
+    .ended = client_on_ended,
+};
 
 /* The peer's pidfd: SO_PEERPIDFD names the very process that connected
  * (Linux 6.5); pidfd_open by pid is the fallback (5.3). -1 if neither. */
@@ -277,7 +119,7 @@ static int peer_pidfd(int fd, pid_t pid)
     return pidfd < 0 ? -1 : pidfd;
 }
 
-static int server_add_conn(Server *srv, int fd)
+static int server_add_client(Server *srv, int fd)
 {
     struct ucred cred;
     socklen_t len = sizeof(cred);
@@ -286,33 +128,32 @@ static int server_add_conn(Server *srv, int fd)
         safe_close(fd);
         return r;
     }
-    Conn *c = calloc(1, sizeof(*c));
-    if (!c) {
+    Client *cl = calloc(1, sizeof(*cl));
+    if (!cl) {
         safe_close(fd);
         return -ENOMEM;
     }
-    c->server = srv;
-    c->fd = fd;
-    list_init(&c->outq);
-    list_init(&c->link);
-    c->ev_read = event_new(srv->base, fd, EV_READ | EV_PERSIST, conn_on_read, c);
-    c->ev_write = event_new(srv->base, fd, EV_WRITE | EV_PERSIST, conn_on_write, c);
-    int r = c->ev_read && c->ev_write ? 0 : -ENOMEM;
+    cl->server = srv;
+    list_init(&cl->link);
+    int pidfd = peer_pidfd(fd, cred.pid);
+    int r = conn_new(&cl->conn, srv->base, fd, &client_conn_events, cl);
     if (r == 0)
-        r = session_new(&c->session, srv, c, srv->registry, &srv->limits,
-                        ++srv->last_session_id, cred.pid, cred.uid, cred.gid,
-                        peer_pidfd(fd, cred.pid));
-    if (r == 0 && event_add(c->ev_read, NULL) < 0)
-        r = -ENOMEM;
+        r = session_new(&cl->session, srv->reclaimer, cl->conn, srv->registry, &srv->limits,
+                        ++srv->last_session_id, cred.pid, cred.uid, cred.gid, TAKE_FD(pidfd));
+    if (r == 0) {
+        conn_set_peer(cl->conn, cl->session->id, cred.pid, cred.uid);
+        r = conn_start(cl->conn);
+    }
     if (r < 0) {
-        session_end(c->session, SESSION_END_SHUTDOWN, NULL);
-        conn_free(c);
+        safe_close(pidfd);
+        session_end(cl->session, SESSION_END_SHUTDOWN, NULL);
+        conn_free(cl->conn);
+        free(cl);
         return r;
     }
-    list_add_tail(&srv->conns, &c->link);
-    srv->n_conns++;
+    list_add_tail(&srv->clients, &cl->link);
     log_msg(LOG_LEVEL_DEBUG, "session %" PRIu64 ": connected, pid %d uid %u gid %u",
-            c->session->id, (int)cred.pid, (unsigned)cred.uid, (unsigned)cred.gid);
+            cl->session->id, (int)cred.pid, (unsigned)cred.uid, (unsigned)cred.gid);
     return 0;
 }
 
@@ -337,7 +178,7 @@ static void server_on_accept(evutil_socket_t fd, short what, void *arg)
                 /* Out of descriptors: the pending connection would wake us
                  * in a loop. Pause accepting until some are released. */
                 log_msg(LOG_LEVEL_WARNING, "accept: %s (%zu sessions); pausing for %d ms",
-                        strerror(e), srv->n_conns, ACCEPT_PAUSE_MS);
+                        strerror(e), server_session_count(srv), ACCEPT_PAUSE_MS);
                 event_del(srv->ev_listen);
                 struct timeval tv = {0, ACCEPT_PAUSE_MS * 1000};
                 event_add(srv->ev_resume, &tv);
@@ -346,7 +187,7 @@ static void server_on_accept(evutil_socket_t fd, short what, void *arg)
             log_msg(LOG_LEVEL_ERROR, "accept: %s", strerror(e));
             return;
         }
-        int r = server_add_conn(srv, cfd);
+        int r = server_add_client(srv, cfd);
         if (r < 0)
             log_msg(LOG_LEVEL_WARNING, "cannot set up a connection: %s", strerror(-r));
     }
@@ -505,7 +346,12 @@ const char *server_address(const Server *srv)
     return srv->address[0] ? srv->address : "?";
 }
 
-int server_new(Server **ret, struct event_base *base, Registry *registry,
+static bool server_has_session_cb(void *ctx, pid_t pid)
+{
+    return server_pid_has_session(ctx, pid, NULL);
+}
+
+int server_new(Server **ret, struct event_base *base, Registry *registry, PidWatch *pw,
                const SessionLimits *limits, const char *path, int listen_fd)
 {
     Server *srv = calloc(1, sizeof(*srv));
@@ -517,9 +363,8 @@ int server_new(Server **ret, struct event_base *base, Registry *registry,
     srv->registry = registry;
     srv->limits = *limits;
     srv->listen_fd = -1;
-    list_init(&srv->conns);
-    list_init(&srv->dead);
-    int r = reclaimer_new(&srv->reclaimer, base, registry, srv);
+    list_init(&srv->clients);
+    int r = reclaimer_new(&srv->reclaimer, pw, registry, server_has_session_cb, srv);
     if (r < 0)
         safe_close(listen_fd);
     else if (listen_fd >= 0)
@@ -532,8 +377,7 @@ int server_new(Server **ret, struct event_base *base, Registry *registry,
     if (r == 0) {
         srv->ev_listen = event_new(base, srv->listen_fd, EV_READ | EV_PERSIST, server_on_accept, srv);
         srv->ev_resume = evtimer_new(base, server_on_resume, srv);
-        srv->ev_reap = event_new(base, -1, 0, server_on_reap, srv);
-        if (!srv->ev_listen || !srv->ev_resume || !srv->ev_reap ||
+        if (!srv->ev_listen || !srv->ev_resume ||
             event_add(srv->ev_listen, NULL) < 0)
             r = -ENOMEM;
     }
@@ -556,19 +400,17 @@ Server *server_free(Server *srv)
     srv->listen_fd = safe_close(srv->listen_fd);
     server_unlink_path(srv);
     /* Every connection, live or already dropped, ends quietly: the clients
-     * keep their mappings, buffers and triggers through a restart. */
-    list_for_each_safe(it, &srv->conns) {
-        Conn *c = list_entry(it, Conn, link);
-        conn_drop(c, SESSION_END_SHUTDOWN, NULL);
+     * keep their mappings, buffers and triggers through a restart. All are
+     * dropped first, so that no ending session sends to another. */
+    list_for_each_safe(it, &srv->clients)
+        conn_drop(list_entry(it, Client, link)->conn, SESSION_END_SHUTDOWN, NULL);
+    list_for_each_safe(it, &srv->clients) {
+        Client *cl = list_entry(it, Client, link);
+        enum session_end why = SESSION_END_SHUTDOWN;
+        const char *detail = NULL;
+        conn_dropped(cl->conn, &why, &detail);
+        client_free(cl, why, detail);
     }
-    list_for_each_safe(it, &srv->dead) {
-        Conn *c = list_entry(it, Conn, link);
-        list_del(&c->link);
-        c->session = session_end(c->session, c->why, c->detail[0] ? c->detail : NULL);
-        conn_free(c);
-    }
-    if (srv->ev_reap)
-        event_free(srv->ev_reap);
     reclaimer_free(srv->reclaimer);
     free(srv);
     return NULL;
@@ -576,19 +418,17 @@ Server *server_free(Server *srv)
 
 size_t server_session_count(const Server *srv)
 {
-    return srv->n_conns;
-}
-
-Reclaimer *server_reclaimer(Server *srv)
-{
-    return srv->reclaimer;
+    size_t n = 0;
+    list_for_each_safe(it, (struct list *)&srv->clients)
+        n += client_live(list_entry(it, Client, link));
+    return n;
 }
 
 bool server_pid_has_session(Server *srv, pid_t pid, const Session *except)
 {
-    list_for_each_safe(it, &srv->conns) {
-        const Conn *c = list_entry(it, Conn, link);
-        if (c->session && c->session != except && c->session->pid == pid)
+    list_for_each_safe(it, &srv->clients) {
+        const Client *cl = list_entry(it, Client, link);
+        if (client_live(cl) && cl->session != except && cl->session->pid == pid)
             return true;
     }
     return false;

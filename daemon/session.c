@@ -45,7 +45,6 @@
 #include "lockwatch.h"
 #include "log.h"
 #include "reclaim.h"
-#include "server.h"
 #include "trigger.h"
 
 #include <errno.h>
@@ -63,7 +62,9 @@
 
 _Static_assert(WIRE_MAX_FDS >= 1 + BQ_MAX_TRIGGERS, "a queue's fds fit one packet");
 
-int session_new(Session **ret, Server *server, Conn *conn, Registry *registry,
+static trigger_changed_fn session_push_triggers_changed;
+
+int session_new(Session **ret, Reclaimer *reclaimer, Conn *conn, Registry *registry,
                 const SessionLimits *limits, uint64_t id, pid_t pid, uid_t uid, gid_t gid,
                 int pidfd)
 {
@@ -72,7 +73,10 @@ int session_new(Session **ret, Server *server, Conn *conn, Registry *registry,
         safe_close(pidfd);
         return -ENOMEM;
     }
-    s->server = server;
+    /* Sessions are who hears of trigger changes; set on every new one,
+     * which costs a store and needs no init order. */
+    trigger_set_listener(session_push_triggers_changed);
+    s->reclaimer = reclaimer;
     s->conn = conn;
     s->registry = registry;
     s->limits = limits;
@@ -144,7 +148,7 @@ Session *session_end(Session *s, enum session_end why, const char *detail)
 {
     if (!s)
         return NULL;
-    const uint64_t t0 = now_ns();
+    const uint64_t t0 = mono_ns();
     const bool shutdown = why == SESSION_END_SHUTDOWN;
     unsigned objects = 0, triggers = 0;
 
@@ -167,8 +171,8 @@ Session *session_end(Session *s, enum session_end why, const char *detail)
     if (!shutdown) /* at shutdown the ids stay alive for the next instance */
         identity_detach(s->client_id);
     if (!shutdown)
-        reclaimer_session_ended(server_reclaimer(s->server), s->pid, TAKE_FD(s->pidfd), &rc);
-    const uint64_t us = (now_ns() - t0) / 1000;
+        reclaimer_session_ended(s->reclaimer, s->pid, TAKE_FD(s->pidfd), &rc);
+    const uint64_t us = (mono_ns() - t0) / 1000;
 
     char refs[160];
     switch (rc.result) {
@@ -399,8 +403,9 @@ static mbq_time time_from_proto(const Mbq__V1__Time *p)
 
 /* ---- requests ---- */
 
-static int handle_hello(Call *c, const Mbq__V1__Hello *req)
+static int handle_hello(Call *c, const Mbq__V1__Request *request)
 {
+    const Mbq__V1__Hello *req = request->hello;
     Session *s = c->s;
     if (s->hello) {
         c->fatal = true;
@@ -536,7 +541,7 @@ static bool config_matches(const Object *o, const struct object_config *want, ch
     const struct object_config *have = &o->config;
     switch (o->kind) {
     case OBJECT_BUFFER_QUEUE: {
-        uint32_t cap = want->bq.capacity ? want->bq.capacity : BQ_DEFAULT_CAPACITY;
+        uint32_t cap = BQ_CAPACITY_OR_DEFAULT(want->bq.capacity);
         if (cap != have->bq.capacity) {
             snprintf(what, n, "capacity %u, not %u", have->bq.capacity, cap);
             return false;
@@ -584,8 +589,11 @@ static bool config_matches(const Object *o, const struct object_config *want, ch
     return true;
 }
 
-static int handle_create(Call *c, const Mbq__V1__Create *req)
+/* Size (96 lines), kept: the checks of a Create in the order a client's
+ * error messages follow (arguments, quotas, create-or-open), each one reply. */
+static int handle_create(Call *c, const Mbq__V1__Request *request)
 {
+    const Mbq__V1__Create *req = request->create;
     Session *s = c->s;
     enum object_kind kind;
     struct object_config cfg = {0};
@@ -621,8 +629,8 @@ static int handle_create(Call *c, const Mbq__V1__Create *req)
                          object_kind_name(kind));
     }
     uint32_t mode = req->mode ? req->mode : REGISTRY_DEFAULT_MODE;
-    if (mode & ~0777u)
-        return call_fail(c, -EINVAL, "mbqd: mode %#o has bits outside 0777", mode);
+    if (!objmode_valid(mode))
+        return call_fail(c, -EINVAL, "mbqd: mode %#o has bits outside %#o", mode, OBJMODE_MASK);
 
     Object *o = registry_lookup_name(s->registry, req->name);
     if (o) {
@@ -680,8 +688,9 @@ mismatch:
                      object_kind_name(kind));
 }
 
-static int handle_open(Call *c, const Mbq__V1__Open *req)
+static int handle_open(Call *c, const Mbq__V1__Request *request)
 {
+    const Mbq__V1__Open *req = request->open;
     Session *s = c->s;
     Object *o = NULL;
     if (req->name && req->name[0]) {
@@ -729,8 +738,9 @@ static int call_handle_of_kind(Call *c, uint64_t object_id, enum object_kind kin
     return 0;
 }
 
-static int handle_close(Call *c, const Mbq__V1__Close *req)
+static int handle_close(Call *c, const Mbq__V1__Request *request)
 {
+    const Mbq__V1__Close *req = request->close;
     Handle *h = call_handle(c, req->object_id);
     if (!h)
         return -EBADF;
@@ -741,8 +751,9 @@ static int handle_close(Call *c, const Mbq__V1__Close *req)
     return 0;
 }
 
-static int handle_unlink(Call *c, const Mbq__V1__Unlink *req)
+static int handle_unlink(Call *c, const Mbq__V1__Request *request)
 {
+    const Mbq__V1__Unlink *req = request->unlink;
     Session *s = c->s;
     Object *o = NULL;
     int r = call_lookup_name(c, req->name, &o);
@@ -761,8 +772,9 @@ static int handle_unlink(Call *c, const Mbq__V1__Unlink *req)
     return 0;
 }
 
-static int handle_list(Call *c, const Mbq__V1__List *req)
+static int handle_list(Call *c, const Mbq__V1__Request *request)
 {
+    const Mbq__V1__List *req = request->list;
     _cleanup_(freep) Object **objs = NULL;
     ssize_t all = registry_list(c->s->registry, req->prefix, &objs);
     if (all < 0)
@@ -798,87 +810,74 @@ static int handle_list(Call *c, const Mbq__V1__List *req)
     return 0;
 }
 
-static int handle_stat(Call *c, const Mbq__V1__Stat *req)
-{
-    Object *o = NULL;
-    int res = call_lookup_name(c, req->name, &o);
-    if (res < 0)
-        return res;
-    const Session *s = c->s;
-    if (!session_may_see(s, o))
-        return call_fail(c, -EACCES,
-                         "mbqd: permission denied: %s '%s' (owner %u:%u, mode %04o): Stat needs "
-                         "read and write access, as Open does",
-                         object_kind_name(o->kind), o->name, (unsigned)o->uid, (unsigned)o->gid,
-                         o->mode);
-    /* Who has it open (pids, uids, names) is for its owner and root. */
-    const bool details = registry_check_owner(o, s->uid) == 0;
-    struct object_stats st;
-    res = registry_object_stats(o, &st);
-    if (res < 0)
-        return call_fail(c, res, "mbqd: cannot read the counters of '%s': %s", o->name,
-                         status_name(res));
+/* The kind-specific counters of a Stat reply; they point into each other. */
+struct stat_bodies {
+    Mbq__V1__BufferQueueStats bq;
+    Mbq__V1__SimpleQueueStats sq;
+    Mbq__V1__PoolStats pool;
+    Mbq__V1__Time duration;
+};
 
-    InfoMsg m;
-    info_fill(&m, o);
-    Mbq__V1__StatReply sr = MBQ__V1__STAT_REPLY__INIT;
-    sr.object = &m.info;
-    Mbq__V1__BufferQueueStats bs = MBQ__V1__BUFFER_QUEUE_STATS__INIT;
-    Mbq__V1__SimpleQueueStats ss = MBQ__V1__SIMPLE_QUEUE_STATS__INIT;
-    Mbq__V1__PoolStats ps = MBQ__V1__POOL_STATS__INIT;
-    Mbq__V1__Time dur;
+static void stat_fill_counters(const Object *o, const struct object_stats *st,
+                               struct stat_bodies *b, Mbq__V1__StatReply *sr)
+{
     switch (o->kind) {
     case OBJECT_BUFFER_QUEUE:
-        bs.count = st.bq.count;
-        bs.enqueued = st.bq.enqueued;
-        bs.dequeued = st.bq.dequeued;
-        bs.dropped = st.bq.dropped;
-        bs.rejected_full = st.bq.rejected_full;
-        bs.high_water = st.bq.high_water;
-        bs.total_size = st.bq.total_size;
-        dur = time_to_proto(st.bq.duration);
-        bs.duration = &dur;
-        bs.end_of_data = st.bq.end_of_data;
-        bs.triggers = st.bq.triggers;
-        bs.repairs = st.bq.repairs;
-        bs.forged_entries = o->forged_entries;
-        bs.approximate = st.bq.approximate;
-        bs.lock_takeovers = lockwatch_broken(o->id);
-        sr.stats_case = MBQ__V1__STAT_REPLY__STATS_BUFFER_QUEUE;
-        sr.buffer_queue = &bs;
+        b->bq = (Mbq__V1__BufferQueueStats)MBQ__V1__BUFFER_QUEUE_STATS__INIT;
+        b->bq.count = st->bq.count;
+        b->bq.enqueued = st->bq.enqueued;
+        b->bq.dequeued = st->bq.dequeued;
+        b->bq.dropped = st->bq.dropped;
+        b->bq.rejected_full = st->bq.rejected_full;
+        b->bq.high_water = st->bq.high_water;
+        b->bq.total_size = st->bq.total_size;
+        b->duration = time_to_proto(st->bq.duration);
+        b->bq.duration = &b->duration;
+        b->bq.end_of_data = st->bq.end_of_data;
+        b->bq.triggers = st->bq.triggers;
+        b->bq.repairs = st->bq.repairs;
+        b->bq.forged_entries = o->forged_entries;
+        b->bq.approximate = st->bq.approximate;
+        b->bq.lock_takeovers = lockwatch_broken(o->id);
+        sr->stats_case = MBQ__V1__STAT_REPLY__STATS_BUFFER_QUEUE;
+        sr->buffer_queue = &b->bq;
         break;
     case OBJECT_SIMPLE_QUEUE:
-        ss.count = st.sq.count;
-        ss.capacity = st.sq.capacity;
-        sr.stats_case = MBQ__V1__STAT_REPLY__STATS_SIMPLE_QUEUE;
-        sr.simple_queue = &ss;
+        b->sq = (Mbq__V1__SimpleQueueStats)MBQ__V1__SIMPLE_QUEUE_STATS__INIT;
+        b->sq.count = st->sq.count;
+        b->sq.capacity = st->sq.capacity;
+        sr->stats_case = MBQ__V1__STAT_REPLY__STATS_SIMPLE_QUEUE;
+        sr->simple_queue = &b->sq;
         break;
     case OBJECT_POOL:
-        ps.block_size = st.pool.block_size;
-        ps.block_count = st.pool.block_count;
-        ps.used = st.pool.used;
-        ps.warm = st.pool.warm;
-        ps.cold = st.pool.cold;
-        ps.allocs = st.pool.allocs;
-        ps.frees = st.pool.frees;
-        ps.aged_out = st.pool.aged_out;
-        ps.invalidated = st.pool.invalidated;
-        ps.approximate = st.pool.approximate;
-        ps.lock_takeovers = lockwatch_broken(o->id);
-        sr.stats_case = MBQ__V1__STAT_REPLY__STATS_POOL;
-        sr.pool = &ps;
+        b->pool = (Mbq__V1__PoolStats)MBQ__V1__POOL_STATS__INIT;
+        b->pool.block_size = st->pool.block_size;
+        b->pool.block_count = st->pool.block_count;
+        b->pool.used = st->pool.used;
+        b->pool.warm = st->pool.warm;
+        b->pool.cold = st->pool.cold;
+        b->pool.allocs = st->pool.allocs;
+        b->pool.frees = st->pool.frees;
+        b->pool.aged_out = st->pool.aged_out;
+        b->pool.invalidated = st->pool.invalidated;
+        b->pool.approximate = st->pool.approximate;
+        b->pool.lock_takeovers = lockwatch_broken(o->id);
+        sr->stats_case = MBQ__V1__STAT_REPLY__STATS_POOL;
+        sr->pool = &b->pool;
         break;
     }
+}
 
-    _cleanup_(freep) Mbq__V1__ClientInfo *ci = calloc(o->open_count + 1, sizeof(*ci));
-    _cleanup_(freep) Mbq__V1__ClientInfo **cip = calloc(o->open_count + 1, sizeof(*cip));
-    if (!ci || !cip)
-        return -ENOMEM;
-    size_t used = mbq__v1__stat_reply__get_packed_size(&sr), k = 0;
+/* The sessions that have o open, into ci/cip (open_count + 1 each), as
+ * many as fit the reply after what sr already holds. Their number. */
+static size_t stat_fill_clients(Object *o, const Mbq__V1__StatReply *sr,
+                                Mbq__V1__ClientInfo *ci, Mbq__V1__ClientInfo **cip)
+{
+    size_t used = mbq__v1__stat_reply__get_packed_size(sr), k = 0;
     list_for_each_safe(it, &o->handles) {
         const Handle *h = list_entry(it, Handle, object_link);
         const Session *peer = h->session;
-        if (!details || k == o->open_count)
+        if (k == o->open_count)
             break;
         ci[k] = (Mbq__V1__ClientInfo)MBQ__V1__CLIENT_INFO__INIT;
         ci[k].session_id = peer->id;
@@ -896,7 +895,42 @@ static int handle_stat(Call *c, const Mbq__V1__Stat *req)
         cip[k] = &ci[k];
         k++;
     }
-    sr.n_clients = k;
+    return k;
+}
+
+static int handle_stat(Call *c, const Mbq__V1__Request *request)
+{
+    const Mbq__V1__Stat *req = request->stat;
+    Object *o = NULL;
+    int res = call_lookup_name(c, req->name, &o);
+    if (res < 0)
+        return res;
+    const Session *s = c->s;
+    if (!session_may_see(s, o))
+        return call_fail(c, -EACCES,
+                         "mbqd: permission denied: %s '%s' (owner %u:%u, mode %04o): Stat needs "
+                         "read and write access, as Open does",
+                         object_kind_name(o->kind), o->name, (unsigned)o->uid, (unsigned)o->gid,
+                         o->mode);
+    struct object_stats st;
+    res = registry_object_stats(o, &st);
+    if (res < 0)
+        return call_fail(c, res, "mbqd: cannot read the counters of '%s': %s", o->name,
+                         status_name(res));
+
+    InfoMsg m;
+    info_fill(&m, o);
+    Mbq__V1__StatReply sr = MBQ__V1__STAT_REPLY__INIT;
+    sr.object = &m.info;
+    struct stat_bodies bodies;
+    stat_fill_counters(o, &st, &bodies, &sr);
+    _cleanup_(freep) Mbq__V1__ClientInfo *ci = calloc(o->open_count + 1, sizeof(*ci));
+    _cleanup_(freep) Mbq__V1__ClientInfo **cip = calloc(o->open_count + 1, sizeof(*cip));
+    if (!ci || !cip)
+        return -ENOMEM;
+    /* Who has it open (pids, uids, names) is for its owner and root. */
+    if (registry_check_owner(o, s->uid) == 0)
+        sr.n_clients = stat_fill_clients(o, &sr, ci, cip);
     sr.clients = cip;
     Mbq__V1__Response r = MBQ__V1__RESPONSE__INIT;
     r.body_case = MBQ__V1__RESPONSE__BODY_STAT;
@@ -921,8 +955,9 @@ static void count_user_triggers(Object *o, void *ctx)
     }
 }
 
-static int handle_install_trigger(Call *c, const Mbq__V1__InstallTrigger *req)
+static int handle_install_trigger(Call *c, const Mbq__V1__Request *request)
 {
+    const Mbq__V1__InstallTrigger *req = request->install_trigger;
     Session *s = c->s;
     Handle *h;
     int r = call_handle_of_kind(c, req->object_id, OBJECT_BUFFER_QUEUE, &h);
@@ -969,8 +1004,9 @@ static int handle_install_trigger(Call *c, const Mbq__V1__InstallTrigger *req)
     return 0;
 }
 
-static int handle_remove_trigger(Call *c, const Mbq__V1__RemoveTrigger *req)
+static int handle_remove_trigger(Call *c, const Mbq__V1__Request *request)
 {
+    const Mbq__V1__RemoveTrigger *req = request->remove_trigger;
     Handle *h = call_handle(c, req->object_id);
     if (!h)
         return -EBADF;
@@ -986,8 +1022,9 @@ static int handle_remove_trigger(Call *c, const Mbq__V1__RemoveTrigger *req)
     return 0;
 }
 
-static int handle_test_trigger(Call *c, const Mbq__V1__TestTrigger *req)
+static int handle_test_trigger(Call *c, const Mbq__V1__Request *request)
 {
+    const Mbq__V1__TestTrigger *req = request->test_trigger;
     Handle *h;
     int r = call_handle_of_kind(c, req->object_id, OBJECT_BUFFER_QUEUE, &h);
     if (r < 0)
@@ -1027,8 +1064,19 @@ static int handle_pool_op(Call *c, uint64_t object_id, bool invalidate)
  * so that a client never mistakes a new object with a reused id for its
  * own. Access is checked as at Open, except that the owner may always come
  * back to what it created. */
-static int handle_reattach(Call *c, const Mbq__V1__Reattach *req)
+static int handle_pool_flush(Call *c, const Mbq__V1__Request *request)
 {
+    return handle_pool_op(c, request->pool_flush->object_id, false);
+}
+
+static int handle_pool_invalidate(Call *c, const Mbq__V1__Request *request)
+{
+    return handle_pool_op(c, request->pool_invalidate->object_id, true);
+}
+
+static int handle_reattach(Call *c, const Mbq__V1__Request *request)
+{
+    const Mbq__V1__Reattach *req = request->reattach;
     Session *s = c->s;
     Object *o = registry_lookup_id(s->registry, req->object_id);
     if (!o)
@@ -1068,8 +1116,9 @@ static int handle_reattach(Call *c, const Mbq__V1__Reattach *req)
 
 /* After Reattach: a trigger this process installed before the restart is
  * this session's again. */
-static int handle_adopt_trigger(Call *c, const Mbq__V1__AdoptTrigger *req)
+static int handle_adopt_trigger(Call *c, const Mbq__V1__Request *request)
 {
+    const Mbq__V1__AdoptTrigger *req = request->adopt_trigger;
     Session *s = c->s;
     Handle *h = call_handle(c, req->object_id);
     if (!h)
@@ -1093,8 +1142,9 @@ static int handle_adopt_trigger(Call *c, const Mbq__V1__AdoptTrigger *req)
 
 /* Binds a pool to a queue this session has open, if the caller may open
  * the pool; with check_only, says whether it is bound. */
-static int handle_bind_pool(Call *c, const Mbq__V1__BindPool *req)
+static int handle_bind_pool(Call *c, const Mbq__V1__Request *request)
 {
+    const Mbq__V1__BindPool *req = request->bind_pool;
     Session *s = c->s;
     Handle *h;
     int r = call_handle_of_kind(c, req->object_id, OBJECT_BUFFER_QUEUE, &h);
@@ -1132,7 +1182,7 @@ static int handle_bind_pool(Call *c, const Mbq__V1__BindPool *req)
 
 /* What each user is charged: the caller's own line, or every user's for
  * root. */
-static int handle_usage(Call *c)
+static int handle_usage(Call *c, const Mbq__V1__Request *request)
 {
     Session *s = c->s;
     _cleanup_(freep) UserCharge *all = NULL;
@@ -1173,86 +1223,52 @@ static int handle_usage(Call *c)
     return 0;
 }
 
-static const char *request_name(Mbq__V1__Request__BodyCase b)
+/* The requests: each kind once, with its name (errors, logs) and handler. */
+static const struct request_type {
+    Mbq__V1__Request__BodyCase kind;
+    const char *name;
+    int (*handler)(Call *c, const Mbq__V1__Request *request);
+} request_types[] = {
+    {MBQ__V1__REQUEST__BODY_HELLO, "Hello", handle_hello},
+    {MBQ__V1__REQUEST__BODY_CREATE, "Create", handle_create},
+    {MBQ__V1__REQUEST__BODY_OPEN, "Open", handle_open},
+    {MBQ__V1__REQUEST__BODY_CLOSE, "Close", handle_close},
+    {MBQ__V1__REQUEST__BODY_UNLINK, "Unlink", handle_unlink},
+    {MBQ__V1__REQUEST__BODY_LIST, "List", handle_list},
+    {MBQ__V1__REQUEST__BODY_STAT, "Stat", handle_stat},
+    {MBQ__V1__REQUEST__BODY_INSTALL_TRIGGER, "InstallTrigger", handle_install_trigger},
+    {MBQ__V1__REQUEST__BODY_REMOVE_TRIGGER, "RemoveTrigger", handle_remove_trigger},
+    {MBQ__V1__REQUEST__BODY_TEST_TRIGGER, "TestTrigger", handle_test_trigger},
+    {MBQ__V1__REQUEST__BODY_POOL_FLUSH, "PoolFlush", handle_pool_flush},
+    {MBQ__V1__REQUEST__BODY_POOL_INVALIDATE, "PoolInvalidate", handle_pool_invalidate},
+    {MBQ__V1__REQUEST__BODY_REATTACH, "Reattach", handle_reattach},
+    {MBQ__V1__REQUEST__BODY_ADOPT_TRIGGER, "AdoptTrigger", handle_adopt_trigger},
+    {MBQ__V1__REQUEST__BODY_BIND_POOL, "BindPool", handle_bind_pool},
+    {MBQ__V1__REQUEST__BODY_USAGE, "Usage", handle_usage},
+};
+
+static const struct request_type *request_type_of(Mbq__V1__Request__BodyCase kind)
 {
-    switch (b) {
-    case MBQ__V1__REQUEST__BODY_HELLO:
-        return "Hello";
-    case MBQ__V1__REQUEST__BODY_CREATE:
-        return "Create";
-    case MBQ__V1__REQUEST__BODY_OPEN:
-        return "Open";
-    case MBQ__V1__REQUEST__BODY_CLOSE:
-        return "Close";
-    case MBQ__V1__REQUEST__BODY_UNLINK:
-        return "Unlink";
-    case MBQ__V1__REQUEST__BODY_LIST:
-        return "List";
-    case MBQ__V1__REQUEST__BODY_STAT:
-        return "Stat";
-    case MBQ__V1__REQUEST__BODY_INSTALL_TRIGGER:
-        return "InstallTrigger";
-    case MBQ__V1__REQUEST__BODY_REMOVE_TRIGGER:
-        return "RemoveTrigger";
-    case MBQ__V1__REQUEST__BODY_TEST_TRIGGER:
-        return "TestTrigger";
-    case MBQ__V1__REQUEST__BODY_POOL_FLUSH:
-        return "PoolFlush";
-    case MBQ__V1__REQUEST__BODY_POOL_INVALIDATE:
-        return "PoolInvalidate";
-    case MBQ__V1__REQUEST__BODY_REATTACH:
-        return "Reattach";
-    case MBQ__V1__REQUEST__BODY_ADOPT_TRIGGER:
-        return "AdoptTrigger";
-    case MBQ__V1__REQUEST__BODY_BIND_POOL:
-        return "BindPool";
-    case MBQ__V1__REQUEST__BODY_USAGE:
-        return "Usage";
-    default:
-        return "?";
-    }
+    for (size_t i = 0; i < ARRAY_SIZE(request_types); i++)
+        if (request_types[i].kind == kind)
+            return &request_types[i];
+    return NULL;
+}
+
+static const char *request_name(Mbq__V1__Request__BodyCase kind)
+{
+    const struct request_type *t = request_type_of(kind);
+    return t ? t->name : "?";
 }
 
 static int session_call(Call *c, const Mbq__V1__Request *req)
 {
-    switch (req->body_case) {
-    case MBQ__V1__REQUEST__BODY_HELLO:
-        return handle_hello(c, req->hello);
-    case MBQ__V1__REQUEST__BODY_CREATE:
-        return handle_create(c, req->create);
-    case MBQ__V1__REQUEST__BODY_OPEN:
-        return handle_open(c, req->open);
-    case MBQ__V1__REQUEST__BODY_CLOSE:
-        return handle_close(c, req->close);
-    case MBQ__V1__REQUEST__BODY_UNLINK:
-        return handle_unlink(c, req->unlink);
-    case MBQ__V1__REQUEST__BODY_LIST:
-        return handle_list(c, req->list);
-    case MBQ__V1__REQUEST__BODY_STAT:
-        return handle_stat(c, req->stat);
-    case MBQ__V1__REQUEST__BODY_INSTALL_TRIGGER:
-        return handle_install_trigger(c, req->install_trigger);
-    case MBQ__V1__REQUEST__BODY_REMOVE_TRIGGER:
-        return handle_remove_trigger(c, req->remove_trigger);
-    case MBQ__V1__REQUEST__BODY_TEST_TRIGGER:
-        return handle_test_trigger(c, req->test_trigger);
-    case MBQ__V1__REQUEST__BODY_POOL_FLUSH:
-        return handle_pool_op(c, req->pool_flush->object_id, false);
-    case MBQ__V1__REQUEST__BODY_POOL_INVALIDATE:
-        return handle_pool_op(c, req->pool_invalidate->object_id, true);
-    case MBQ__V1__REQUEST__BODY_REATTACH:
-        return handle_reattach(c, req->reattach);
-    case MBQ__V1__REQUEST__BODY_ADOPT_TRIGGER:
-        return handle_adopt_trigger(c, req->adopt_trigger);
-    case MBQ__V1__REQUEST__BODY_BIND_POOL:
-        return handle_bind_pool(c, req->bind_pool);
-    case MBQ__V1__REQUEST__BODY_USAGE:
-        return handle_usage(c);
-    default:
-        c->fatal = true;
-        return call_fail(c, -EPROTO, "mbqd: request %" PRIu64 " has no body, or one this daemon "
-                                     "does not know", req->id);
-    }
+    const struct request_type *t = request_type_of(req->body_case);
+    if (t)
+        return t->handler(c, req);
+    c->fatal = true;
+    return call_fail(c, -EPROTO, "mbqd: request %" PRIu64 " has no body, or one this daemon "
+                                 "does not know", req->id);
 }
 
 int session_dispatch(Session *s, const uint8_t *buf, size_t len, struct wire_fds *fds)
@@ -1297,7 +1313,9 @@ int session_dispatch(Session *s, const uint8_t *buf, size_t len, struct wire_fds
     return 0;
 }
 
-void session_push_triggers_changed(Session *s, uint32_t object_id, const uint64_t *added_token,
+/* The trigger layer's listener (trigger_set_listener): Event{TriggersChanged}
+ * to s. */
+static void session_push_triggers_changed(Session *s, uint32_t object_id, const uint64_t *added_token,
                                    int added_fd, const uint64_t *removed, size_t n_removed)
 {
     Mbq__V1__TriggerFd tf = MBQ__V1__TRIGGER_FD__INIT, *tfp = &tf;

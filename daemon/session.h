@@ -2,13 +2,13 @@
 #ifndef MBQD_SESSION_H
 #define MBQD_SESSION_H
 
+#include "conn.h"
 #include "registry.h"
 
 #include <mbq.pb-c.h>
 #include <wire.h>
 
-typedef struct Conn Conn;
-typedef struct Server Server;
+typedef struct Reclaimer Reclaimer;
 typedef struct Session Session;
 
 /* Quotas: per user (--max-objects, --max-bytes), for all users together
@@ -32,7 +32,7 @@ typedef struct Handle {
 } Handle;
 
 struct Session {
-    Server *server;
+    Reclaimer *reclaimer; /* told when the session ends */
     Conn *conn;
     Registry *registry;
     const SessionLimits *limits;
@@ -49,17 +49,8 @@ struct Session {
     unsigned n_triggers;
 };
 
-/* The reasons a session ends. */
-enum session_end {
-    SESSION_END_EOF,      /* the client closed the connection, or died */
-    SESSION_END_ERROR,    /* a socket error */
-    SESSION_END_PROTOCOL, /* the client broke the protocol */
-    SESSION_END_SLOW,     /* the client did not read its messages */
-    SESSION_END_SHUTDOWN, /* the daemon is stopping */
-};
-
 /* Creates a session for a connection; takes pidfd. */
-int session_new(Session **ret, Server *server, Conn *conn, Registry *registry,
+int session_new(Session **ret, Reclaimer *reclaimer, Conn *conn, Registry *registry,
                 const SessionLimits *limits, uint64_t id, pid_t pid, uid_t uid, gid_t gid,
                 int pidfd);
 /* Ends a session: removes its triggers (telling the other sessions), closes
@@ -74,10 +65,5 @@ int session_dispatch(Session *s, const uint8_t *buf, size_t len, struct wire_fds
 /* Replies to a packet that could not be received whole, then the caller
  * drops the session. */
 void session_protocol_error(Session *s, int status, const char *error);
-
-/* Pushes Event{TriggersChanged} to s: one added trigger (token non-NULL,
- * with its eventfd) and/or removed tokens. */
-void session_push_triggers_changed(Session *s, uint32_t object_id, const uint64_t *added_token,
-                                   int added_fd, const uint64_t *removed, size_t n_removed);
 
 #endif

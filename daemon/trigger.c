@@ -3,7 +3,7 @@
  *
  * Role. Core Media runs a trigger's callback when its condition becomes
  * true; across processes, mbq makes each trigger an eventfd that the process
- * changing the queue writes (shm/bq.c evaluates the conditions). Every
+ * changing the queue writes (shm/bq_trigger.c evaluates the conditions). Every
  * process attached to the queue must therefore hold every trigger's eventfd:
  * the daemon creates it, keeps it open while the trigger exists, hands it to
  * the installer in the reply, to the other sessions in a TriggersChanged
@@ -79,6 +79,19 @@ int trigger_install(Handle *owner, int32_t condition, mbq_time time, int64_t thr
     return 0;
 }
 
+/* Who hears of changes to a queue's trigger set (the session layer). */
+static trigger_changed_fn *trigger_listener = trigger_changed_ignore;
+
+void trigger_changed_ignore(Session *s, uint32_t object_id, const uint64_t *added_token,
+                            int added_fd, const uint64_t *removed, size_t n_removed)
+{
+}
+
+void trigger_set_listener(trigger_changed_fn *fn)
+{
+    trigger_listener = fn ? fn : trigger_changed_ignore;
+}
+
 static const Session *trigger_owner_session(const Trigger *t)
 {
     return t->owner ? t->owner->session : NULL;
@@ -89,7 +102,7 @@ void trigger_announce(Trigger *t)
     list_for_each_safe(it, &t->object->handles) {
         Handle *h = list_entry(it, Handle, object_link);
         if (h->session != trigger_owner_session(t))
-            session_push_triggers_changed(h->session, t->object->id, &t->token, t->efd, NULL, 0);
+            trigger_listener(h->session, t->object->id, &t->token, t->efd, NULL, 0);
     }
 }
 
@@ -110,7 +123,7 @@ static void announce_removed(Object *o, const Session *except, const uint64_t *t
     list_for_each_safe(it, &o->handles) {
         Handle *h = list_entry(it, Handle, object_link);
         if (h->session != except)
-            session_push_triggers_changed(h->session, o->id, NULL, -1, tokens, n);
+            trigger_listener(h->session, o->id, NULL, -1, tokens, n);
     }
 }
 

@@ -8,6 +8,18 @@
 #include <mbq/time.h>
 
 typedef struct Handle Handle;
+typedef struct Session Session;
+
+/* How trigger.c reports a change of a queue's trigger set to a session that
+ * has the queue open: one added trigger (token non-NULL, with its eventfd,
+ * borrowed) and/or removed tokens. The session layer registers the one
+ * listener (session.c: it pushes Event{TriggersChanged}); trigger.c calls
+ * nothing above it. */
+typedef void trigger_changed_fn(Session *s, uint32_t object_id, const uint64_t *added_token,
+                                int added_fd, const uint64_t *removed, size_t n_removed);
+void trigger_set_listener(trigger_changed_fn *fn);
+/* The listener until one is set: ignores the change. */
+trigger_changed_fn trigger_changed_ignore;
 
 typedef struct Trigger {
     Object *object;

@@ -2,7 +2,8 @@
 # Installs the dependencies, builds mbq, and runs every test: the normal
 # build (warnings are errors), the whole suite again under AddressSanitizer
 # and UndefinedBehaviorSanitizer, the unit and integration tests under
-# ThreadSanitizer, the libFuzzer targets for a short bounded
+# ThreadSanitizer, clang at -O3 -DNDEBUG (unit tests) and an i686 build of
+# the layout, the libFuzzer targets for a short bounded
 # time each (clang; see scripts/fuzz.sh), and the tests under a real systemd booted
 # in systemd-nspawn (skipped, with the reason printed, where the machine
 # cannot run a container).
@@ -21,6 +22,19 @@ cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DMBQ_SANITIZE=ON -DMBQ_WERROR
 cmake --build build-asan -j"$jobs"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
   ctest --test-dir build-asan --output-on-failure -j"$jobs" -LE '^systemd$' "$@"
+
+# Other compilers and targets. clang at -O3 -DNDEBUG: assert()s vanish and
+# the optimiser takes the most liberties with undefined behaviour; the unit
+# tests run there. i686 (-m32): common/, the shm/ sources with layout
+# assertions and client/abi_twins.c only (MBQ_LAYERS_ONLY: nothing that needs
+# i386 libevent or protobuf-c), so that the _Static_asserts promising that
+# 32- and 64-bit processes agree on the segments are evaluated. Build only.
+CC=clang cmake -S . -B build-clang -DCMAKE_BUILD_TYPE=Release \
+  "-DCMAKE_C_FLAGS_RELEASE=-O3 -DNDEBUG" -DMBQ_WERROR=ON
+cmake --build build-clang -j"$jobs"
+ctest --test-dir build-clang --output-on-failure -j"$jobs" -L '^unit$'
+cmake -S . -B build-i686 -DMBQ_LAYERS_ONLY=ON -DCMAKE_C_FLAGS=-m32 -DMBQ_WERROR=ON
+cmake --build build-i686 -j"$jobs"
 
 # ThreadSanitizer over the unit and integration tests (the data plane's
 # threads within a process; processes are separate address spaces). A

@@ -1,15 +1,39 @@
-/* Buffer queue operations; the layout, locking and repair rules are in bq.h.
+/* Buffer queue: the ring, its locks, and the operations that change it
+ * (create/attach, enqueue, dequeue, copy of the head, end of data, reset,
+ * for-each); the layout, locking and repair rules are in bq.h.
  *
- * Reading guide: bq_lock_*() take the locks an operation needs and run the
- * repair when a lock comes back from a dead owner; the side_*() helpers keep
- * each side's running sums under its sequence counter; trigger evaluation
- * (trig_*) runs under the full lock and returns a mask of triggers that
- * fired, which the caller signals only after unlocking; trigger_sides and
- * the count gates say which enqueues and dequeues need it at all. */
-#include "bq_layout.h"
-
-#include "futex.h"
-#include "trace.h"
+ * The other parts: bq_sorted.c (settle and journalled shifts of sorted
+ * queues), bq_trigger.c (triggers), bq_inspect.c (counts, sums, times,
+ * statistics), bq_wait.c (blocking calls), bq_repair.c (repair); what they
+ * share is in bq_internal.h.
+ *
+ * Invariants of a sound queue (bq_repair_locked restores each one):
+ *  - head and tail only grow; 0 <= tail - head <= capacity; entry n lives
+ *    in slot n & mask while head <= n < tail (mask + 1 >= capacity);
+ *  - only the holder of the tail lock writes tail, the tail side's sums and
+ *    the slots at tail and beyond; only the holder of the head lock writes
+ *    head, the head side's sums, and (settling a sorted queue) the slots
+ *    below the tail it has seen; whatever needs the whole queue takes both,
+ *    tail first;
+ *  - a FIFO entry is published by the release store of its slot's seq
+ *    (tail + 1), before tail moves: a consumer may take it from then on
+ *    (consumer_tail), so a dequeuer can be one past the tail index, and
+ *    that is an empty queue (tail_seen);
+ *  - each side's sums (bytes, duration, ops) cover every entry that passed
+ *    it, and change under its sequence counter, the index last;
+ *  - the process-local copies of the other side's counter (head_cache,
+ *    tail_cache) only lag, so they err towards full (producer) or empty
+ *    (consumer), and are range-checked whenever they are reloaded;
+ *  - an entry's buffer reference is the queue's from before the entry is
+ *    in until after it is out, and every hand-over of it runs under a move
+ *    intent (struct bq_hooks; pool.h "Accounting");
+ *  - a lock that comes back from a dead owner marks the queue for repair,
+ *    which runs under both locks before anything reads the entries;
+ *  - triggers fire from under both locks and are signalled after them;
+ *    an operation in a trigger callback on its own queue is refused.
+ * Limits: one queue's producers (consumers) serialise on their side's lock;
+ * a queue holds at most BQ_MAX_CAPACITY entries. */
+#include "bq_internal.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -32,138 +56,7 @@ static bool bq_in_own_callback(const struct bq *q)
     return __builtin_expect(bq_in_callback != NULL, 0) && bq_in_callback == q->sh;
 }
 
-/* ---- times ---------------------------------------------------------------- */
-
-static mbq_time side_duration_load(const struct bq_side *s)
-{
-    uint64_t sf = atomic_load_explicit(&s->dur_scale_flags, memory_order_relaxed);
-    return (mbq_time){
-        .value = atomic_load_explicit(&s->dur_value, memory_order_relaxed),
-        .timescale = (int32_t)(uint32_t)sf,
-        .flags = (uint32_t)(sf >> 32),
-        .epoch = atomic_load_explicit(&s->dur_epoch, memory_order_relaxed),
-    };
-}
-
-static void side_duration_store(struct bq_side *s, mbq_time t)
-{
-    atomic_store_explicit(&s->dur_value, t.value, memory_order_relaxed);
-    atomic_store_explicit(&s->dur_scale_flags,
-                          (uint64_t)(uint32_t)t.timescale | (uint64_t)t.flags << 32,
-                          memory_order_relaxed);
-    atomic_store_explicit(&s->dur_epoch, t.epoch, memory_order_relaxed);
-}
-
-/* sum + d, where a non-numeric d counts as zero. The common case — equal
- * timescales, epoch 0, no overflow — stays out of mbq_time_add. */
-static mbq_time duration_accumulate(mbq_time sum, mbq_time d)
-{
-    if (!mbq_time_is_numeric(d))
-        return sum;
-    int64_t v;
-    if (sum.timescale == d.timescale && sum.epoch == 0 && d.epoch == 0 &&
-        sum.flags == MBQ_TIME_FLAG_VALID && d.flags == MBQ_TIME_FLAG_VALID &&
-        !__builtin_add_overflow(sum.value, d.value, &v)) {
-        sum.value = v;
-        return sum;
-    }
-    if (!mbq_time_is_numeric(sum))
-        sum = MBQ_TIME_ZERO;
-    return mbq_time_add(sum, d);
-}
-
-static mbq_time entry_key(const struct bq *q, const struct bq_entry *e)
-{
-    return q->order == BQ_ORDER_DTS ? e->dts : e->pts;
-}
-
-/* mbq_time_compare, with the common case — both plain numeric values on
- * the same timescale and epoch — compared in line. */
-static inline int32_t key_compare(const mbq_time *a, const mbq_time *b)
-{
-    if (__builtin_expect(a->flags == MBQ_TIME_FLAG_VALID && b->flags == MBQ_TIME_FLAG_VALID &&
-                             a->timescale == b->timescale && a->timescale > 0 &&
-                             a->epoch == b->epoch,
-                         1))
-        return (a->value > b->value) - (a->value < b->value);
-    return mbq_time_compare(*a, *b);
-}
-
-/* ---- slots: entries as stored (see struct bq_slot) ------------------------- */
-
-/* One read of a field a peer may change under us (the form of a slot). */
-#define RD_ONCE(x) (*(const volatile __typeof__(x) *)&(x))
-
-/* Whether t can be stored compact with the slot's timescale *ts (which the
- * first time with a timescale sets). */
-static inline bool time_fits(const mbq_time *t, int32_t *ts)
-{
-    if (t->epoch != 0 || t->flags >= BQ_SLOT_TS_ZERO)
-        return false;
-    if (t->timescale == 0 || t->timescale == *ts)
-        return true;
-    if (*ts != 0)
-        return false;
-    *ts = t->timescale;
-    return true;
-}
-
-static inline uint8_t time_flags_byte(const mbq_time *t)
-{
-    return (uint8_t)(t->flags | (t->timescale == 0 ? BQ_SLOT_TS_ZERO : 0));
-}
-
-static inline mbq_time time_unpack(int64_t value, int32_t ts, uint8_t f)
-{
-    return (mbq_time){.value = value,
-                      .timescale = f & BQ_SLOT_TS_ZERO ? 0 : ts,
-                      .flags = f & (BQ_SLOT_TS_ZERO - 1),
-                      .epoch = 0};
-}
-
-static inline bool attachments_zero(const uint8_t *a)
-{
-    uint64_t w[3];
-    memcpy(w, a, sizeof(w));
-    return (w[0] | w[1] | w[2]) == 0;
-}
-
-/* A queue's tag in the trace (shm/trace.h): its order and capacity. */
-#define BQ_TAG(q) ((uint64_t)((q)->order | (q)->capacity << 4) & 0xfff)
-
-/* Stores e at index i with the given seq (e->seq is ignored): every field
- * straight into the slot, in one burst, then seq with release — a FIFO
- * consumer polls the slot's mark (see consumer_tail). (Built in a local
- * first and copied, the slot cost a store-forwarding stall per 16 bytes.) */
-static inline void slot_store(struct bq *q, uint64_t i, const struct bq_entry *e, uint64_t seq)
-{
-    MBQ_TRACE((uint32_t)e->handle - 1, TR_PUB, e->handle,
-              BQ_TAG(q) | i << 16 | (uint64_t)(seq == i + 1) << 12);
-    struct bq_slot *sl = &q->slots[i & q->mask];
-    int32_t ts = 0;
-    bool compact = time_fits(&e->dts, &ts) && time_fits(&e->pts, &ts) &&
-                   time_fits(&e->duration, &ts) && attachments_zero(e->attachments);
-    if (__builtin_expect(!compact, 0)) {
-        struct bq_wide *w = &q->wide[i & q->mask];
-        w->dts = e->dts;
-        w->pts = e->pts;
-        w->duration = e->duration;
-        memcpy(w->attachments, e->attachments, sizeof(w->attachments));
-    }
-    sl->handle = e->handle;
-    sl->dts = e->dts.value;
-    sl->pts = e->pts.value;
-    sl->duration = e->duration.value;
-    sl->size = e->size;
-    sl->pool_id = e->pool_id;
-    sl->flags = e->flags;
-    sl->timescale = ts;
-    sl->dts_flags = time_flags_byte(&e->dts);
-    sl->pts_flags = time_flags_byte(&e->pts);
-    sl->duration_flags = time_flags_byte(&e->duration);
-    sl->wide = compact ? 0 : BQ_SLOT_WIDE;
-    __atomic_store_n(&sl->seq, seq, __ATOMIC_RELEASE);
-}
+/* ---- slots --------------------------------------------------------------- */
 
 void bq_slot_write(struct bq *q, uint64_t i, const struct bq_entry *e)
 {
@@ -178,7 +71,7 @@ void bq_slot_read(const struct bq *q, uint64_t i, struct bq_entry *out)
     out->size = sl->size;
     out->pool_id = sl->pool_id;
     out->flags = sl->flags;
-    if (__builtin_expect(RD_ONCE(sl->wide) != BQ_SLOT_WIDE, 1)) {
+    if (__builtin_expect(READ_ONCE(sl->wide) != BQ_SLOT_WIDE, 1)) {
         int32_t ts = sl->timescale;
         out->dts = time_unpack(sl->dts, ts, sl->dts_flags);
         out->pts = time_unpack(sl->pts, ts, sl->pts_flags);
@@ -193,250 +86,7 @@ void bq_slot_read(const struct bq *q, uint64_t i, struct bq_entry *out)
     }
 }
 
-/* Moves entry src to slot dst, wide part included. */
-static inline void slot_move(struct bq *q, uint64_t dst, uint64_t src)
-{
-    MBQ_TRACE((uint32_t)q->slots[src & q->mask].handle - 1, TR_MOVE, q->slots[src & q->mask].handle,
-              BQ_TAG(q) | dst << 16);
-    q->slots[dst & q->mask] = q->slots[src & q->mask];
-    if (q->slots[dst & q->mask].wide == BQ_SLOT_WIDE)
-        q->wide[dst & q->mask] = q->wide[src & q->mask];
-}
-
-/* A time of entry i, without reading the rest. */
-enum slot_time { SLOT_DTS, SLOT_PTS, SLOT_DURATION };
-static inline mbq_time slot_time(const struct bq *q, uint64_t i, enum slot_time which)
-{
-    const struct bq_slot *sl = &q->slots[i & q->mask];
-    if (__builtin_expect(sl->wide != BQ_SLOT_WIDE, 1)) {
-        int32_t ts = sl->timescale;
-        switch (which) {
-        case SLOT_DTS: return time_unpack(sl->dts, ts, sl->dts_flags);
-        case SLOT_PTS: return time_unpack(sl->pts, ts, sl->pts_flags);
-        default: return time_unpack(sl->duration, ts, sl->duration_flags);
-        }
-    }
-    const struct bq_wide *w = &q->wide[i & q->mask];
-    return which == SLOT_DTS ? w->dts : which == SLOT_PTS ? w->pts : w->duration;
-}
-
-/* The sort key of entry i (absolute index) of a sorted queue. */
-static inline mbq_time slot_key(const struct bq *q, uint64_t i)
-{
-    return slot_time(q, i, q->order == BQ_ORDER_DTS ? SLOT_DTS : SLOT_PTS);
-}
-
-/* ---- sides: running sums under a sequence counter ------------------------- */
-
-struct side_snap {
-    uint64_t index, bytes, ops;
-    mbq_time duration;
-};
-
-static inline void side_begin(struct bq_side *s)
-{
-    uint32_t v = atomic_load_explicit(&s->seq, memory_order_relaxed);
-    atomic_store_explicit(&s->seq, v + 1, memory_order_relaxed);
-    atomic_thread_fence(memory_order_release);
-}
-
-static inline void side_end(struct bq_side *s)
-{
-    uint32_t v = atomic_load_explicit(&s->seq, memory_order_relaxed);
-    atomic_store_explicit(&s->seq, v + 1, memory_order_release);
-}
-
-/* Adds d to the side's duration sum. The common case — both numeric with
- * the same timescale and epoch 0, no overflow — touches only the value word
- * and builds no mbq_time on the stack (passing those by value costs a
- * store-forwarding stall per field here). */
-static inline void side_add_duration(struct bq_side *s, const mbq_time *d)
-{
-    uint64_t sf = atomic_load_explicit(&s->dur_scale_flags, memory_order_relaxed);
-    int64_t v = atomic_load_explicit(&s->dur_value, memory_order_relaxed), sum;
-    if (__builtin_expect(d->flags == MBQ_TIME_FLAG_VALID && d->epoch == 0 && d->timescale > 0 &&
-                             sf == ((uint64_t)(uint32_t)d->timescale |
-                                    (uint64_t)MBQ_TIME_FLAG_VALID << 32) &&
-                             atomic_load_explicit(&s->dur_epoch, memory_order_relaxed) == 0 &&
-                             !__builtin_add_overflow(v, d->value, &sum),
-                         1)) {
-        atomic_store_explicit(&s->dur_value, sum, memory_order_relaxed);
-        return;
-    }
-    side_duration_store(s, duration_accumulate(side_duration_load(s), *d));
-}
-
-/* Accounts for e passing side s and moves its index to new_index. */
-static inline void side_pass(struct bq_side *s, const struct bq_entry *e, uint64_t new_index,
-                             bool count_op)
-{
-    side_begin(s);
-    atomic_store_explicit(&s->bytes, atomic_load_explicit(&s->bytes, memory_order_relaxed) +
-                                         e->size,
-                          memory_order_relaxed);
-    side_add_duration(s, &e->duration);
-    if (count_op)
-        atomic_store_explicit(&s->ops, atomic_load_explicit(&s->ops, memory_order_relaxed) + 1,
-                              memory_order_relaxed);
-    atomic_store_explicit(&s->index, new_index, memory_order_release);
-    side_end(s);
-}
-
-/* A consistent read of one side; false if it stayed mid-update (its writer
- * may have died: the caller falls back to the lock, which repairs). */
-static bool side_read(const struct bq_side *s, struct side_snap *out)
-{
-    for (int tries = 0; tries < 1000; tries++) {
-        uint32_t a = atomic_load_explicit(&s->seq, memory_order_acquire);
-        if (a & 1) {
-            cpu_relax();
-            continue;
-        }
-        out->index = atomic_load_explicit(&s->index, memory_order_relaxed);
-        out->bytes = atomic_load_explicit(&s->bytes, memory_order_relaxed);
-        out->ops = atomic_load_explicit(&s->ops, memory_order_relaxed);
-        out->duration = side_duration_load(s);
-        atomic_thread_fence(memory_order_acquire);
-        if (atomic_load_explicit(&s->seq, memory_order_relaxed) == a)
-            return true;
-    }
-    return false;
-}
-
-/* A read of one side without its sequence check, for when side_read cannot
- * get one: the fields may be from different moments. */
-static void side_peek(const struct bq_side *s, struct side_snap *out)
-{
-    out->index = atomic_load_explicit(&s->index, memory_order_acquire);
-    out->bytes = atomic_load_explicit(&s->bytes, memory_order_relaxed);
-    out->ops = atomic_load_explicit(&s->ops, memory_order_relaxed);
-    out->duration = side_duration_load(s);
-}
-
-static inline uint64_t load_index(const struct bq_side *s)
-{
-    return atomic_load_explicit(&s->index, memory_order_acquire);
-}
-
-/* The tail as a reader without the tail lock may count on it, given the
- * head it read before. A FIFO consumer takes an entry as soon as its
- * publish mark is set, which its producer does before it moves the tail
- * index (see consumer_tail): until it does, head is one past the index.
- * That is an empty queue, not a corrupt one. (Only one producer publishes
- * at a time, so it is never more than one.) */
-static inline uint64_t tail_seen(const struct bq *q, uint64_t head, uint64_t tail)
-{
-    return q->order == BQ_ORDER_FIFO && tail + 1 == head ? head : tail;
-}
-
-/* ---- locking and repair ------------------------------------------------- */
-
-static void bq_repair_locked(struct bq *q);
-
-static void bq_mark_repair(struct bq *q)
-{
-    atomic_fetch_or_explicit(&q->sh->flags, BQ_F_NEEDS_REPAIR, memory_order_relaxed);
-}
-
-static bool bq_needs_repair(struct bq *q)
-{
-    return atomic_load_explicit(&q->sh->flags, memory_order_relaxed) & BQ_F_NEEDS_REPAIR;
-}
-
-/* How each side's lock is held (what bslock_lock returned); the unlock
- * needs it, and it lives on the caller's stack because threads share a
- * struct bq. */
-struct bq_held {
-    int tail, head;
-};
-
-static inline bool bq_range_ok(const struct bq *q, uint64_t head, uint64_t tail);
-
-/* Where an entry with this key goes in a sorted queue: below every entry
- * from pos down to head whose key is greater (stable: after equal keys). */
-static inline uint64_t sorted_position(const struct bq *q, const mbq_time *key, uint64_t pos,
-                                       uint64_t head)
-{
-    for (mbq_time k; pos != head && (k = slot_key(q, pos - 1), key_compare(key, &k) < 0);)
-        pos--;
-    return pos;
-}
-
-/* Moves the entries [pos, from) up one slot and writes the journal's entry
- * (the caller fills it) at pos, journalled as kind with ops so that a death
- * half-way is rolled forward (bq_repair_locked). The journal stays active:
- * the caller clears it once the step it belongs to is complete. */
-static void journal_shift_in(struct bq *q, uint32_t kind, uint64_t from, uint64_t pos,
-                             uint64_t ops)
-{
-    struct bq_journal *j = &q->sh->journal;
-    j->pos = pos;
-    j->tail = from;
-    j->ops = ops;
-    atomic_store_explicit(&j->progress, from, memory_order_relaxed);
-    /* moves first, then active, then the slots (bq_count_refs) */
-    atomic_store_explicit(&j->moves, atomic_load_explicit(&j->moves, memory_order_relaxed) + 2,
-                          memory_order_relaxed);
-    atomic_store_explicit(&j->active, kind, memory_order_relaxed);
-    atomic_thread_fence(memory_order_release);
-    for (uint64_t k = from; k != pos; k--) {
-        slot_move(q, k, k - 1);
-        atomic_store_explicit(&j->progress, k - 1, memory_order_release);
-    }
-    bq_slot_write(q, pos, &j->entry);
-}
-
-/* Sorted queues: puts the entries appended since the last call in order,
- * so that the head is the least. Call with the head lock held, head and
- * tail range-checked, tail no later than the real one (a consumer's view).
- *
- * Producers only append (under the tail lock), so they never wait for the
- * consumer; whoever holds the head lock moves each entry that arrived below
- * its predecessor down past the larger keys — nothing for in-order input, a
- * short shift for mostly-ordered input. Only entries below tail move, and
- * producers write only at tail and beyond, so the two never meet. The move
- * is journalled (BQ_JOURNAL_SETTLE) and rolled forward if the mover dies.
- * head.order_mark records how far the entries are in order; it is only a
- * hint (out of range: everything from head is checked again). */
-static void bq_settle(struct bq *q, uint64_t head, uint64_t tail)
-{
-    if (q->order == BQ_ORDER_FIFO)
-        return;
-    struct bq_shared *sh = q->sh;
-    uint64_t s = atomic_load_explicit(&sh->head.order_mark, memory_order_relaxed);
-    if (s - head > tail - head) {
-        /* Beyond our view of tail: another consumer saw further and
-         * settled up to s, which covers our view — unless s is not below
-         * the real tail either (a scribble): then check everything. */
-        if (s - head <= q->capacity && s - head <= load_index(&sh->tail) - head)
-            return;
-        s = head;
-    }
-    if (s == tail)
-        return;
-    if (s == head)
-        s++; /* the head alone is in order */
-    mbq_time prev = slot_key(q, s - 1);
-    for (; s != tail; s++) {
-        mbq_time key = slot_key(q, s);
-        if (__builtin_expect(key_compare(&key, &prev) >= 0, 1)) {
-            prev = key;
-            continue;
-        }
-        bq_slot_read(q, s, &sh->journal.entry);
-        journal_shift_in(q, BQ_JOURNAL_SETTLE, s, sorted_position(q, &key, s - 1, head), 0);
-        /* [head, s] is in order now. Say so before the journal lets go: the
-         * entry at s + 1 may be below the largest key just moved up to s
-         * although no producer noted it (it was not below its own
-         * predecessor), which the repair accepts only at order_mark. A
-         * death before this store leaves the journal active, and the
-         * repair's roll-forward sets the mark instead. */
-        atomic_store_explicit(&sh->head.order_mark, s + 1, memory_order_relaxed);
-        atomic_store_explicit(&sh->journal.active, 0, memory_order_release);
-        /* prev stays: the entry now at s is the one that was at s - 1 */
-    }
-    atomic_store_explicit(&sh->head.order_mark, tail, memory_order_relaxed);
-}
+/* ---- locking ------------------------------------------------------------ */
 
 /* Takes both locks, tail first. Everything that walks the entries does so
  * under these, so the counters are checked here once: a walk never starts
@@ -444,7 +94,7 @@ static void bq_settle(struct bq *q, uint64_t head, uint64_t tail)
  * runs under both locks finds its entries in order. Returns 0, or -EBUSY
  * (see slock_lock) with neither lock held; a tail lock recovered from a
  * dead owner and let go unrepaired leaves the queue marked for repair. */
-static int bq_lock_full(struct bq *q, struct bq_held *out)
+int bq_lock_full(struct bq *q, struct bq_held *out)
 {
     struct bq_held h = {bslock_lock(&q->sh->tail.lock), 0};
     if (h.tail < 0)
@@ -467,7 +117,7 @@ static int bq_lock_full(struct bq *q, struct bq_held *out)
     return 0;
 }
 
-static void bq_unlock_full(struct bq *q, struct bq_held h)
+void bq_unlock_full(struct bq *q, struct bq_held h)
 {
     bslock_unlock(&q->sh->head.lock, h.head);
     bslock_unlock(&q->sh->tail.lock, h.tail);
@@ -477,7 +127,7 @@ static void bq_unlock_full(struct bq *q, struct bq_held h)
  * A lock recovered from a dead owner (or a queue already marked for repair)
  * is handed back and the repair done under both locks in order, so the
  * tail-then-head order is never broken. */
-static int bq_lock_side(struct bq *q, struct bq_side *s)
+int bq_lock_side(struct bq *q, struct bq_side *s)
 {
     for (;;) {
         int r = bslock_lock(&s->lock);
@@ -493,584 +143,6 @@ static int bq_lock_side(struct bq *q, struct bq_side *s)
             return e;
         bq_unlock_full(q, h);
     }
-}
-
-/* Index range check: the only way a corrupt counter could reach memory. */
-static inline bool bq_range_ok(const struct bq *q, uint64_t head, uint64_t tail)
-{
-    return tail - head <= q->capacity;
-}
-
-static int cmp_entry_seq(const void *a, const void *b, void *arg)
-{
-    const struct bq *q = arg;
-    const struct bq_entry *x = a, *y = b;
-    if (q) {
-        int32_t c = mbq_time_compare(entry_key(q, x), entry_key(q, y));
-        if (c)
-            return c;
-    }
-    return x->seq < y->seq ? -1 : x->seq > y->seq;
-}
-
-static void bq_repair_entries_locked(struct bq *q);
-static void trig_sides_locked(struct bq *q);
-
-/* Runs with both locks held. Brings the queue back to a consistent state
- * whatever a dead process or a scribbler left behind. It moves entries, so
- * it runs with journal.moves odd (see bq_count_refs). */
-static void bq_repair_locked(struct bq *q)
-{
-    _Atomic uint32_t *m = &q->sh->journal.moves;
-    atomic_store_explicit(m, atomic_load_explicit(m, memory_order_relaxed) | 1,
-                          memory_order_relaxed);
-    atomic_thread_fence(memory_order_release);
-    bq_repair_entries_locked(q);
-    atomic_store_explicit(m, (atomic_load_explicit(m, memory_order_relaxed) | 1) + 1,
-                          memory_order_release);
-}
-
-static void bq_repair_entries_locked(struct bq *q)
-{
-    struct bq_shared *sh = q->sh;
-    uint64_t head = atomic_load_explicit(&sh->head.index, memory_order_relaxed);
-    uint64_t tail = atomic_load_explicit(&sh->tail.index, memory_order_relaxed);
-    bool corrupt = false;
-
-    /* 1. Roll a journalled sorted insertion (or settling move) forward. */
-    struct bq_journal *j = &sh->journal;
-    uint32_t kind = atomic_load_explicit(&j->active, memory_order_acquire);
-    if (kind == BQ_JOURNAL_SETTLE) {
-        /* a consumer moving entry jt down to pos; tail does not change */
-        uint64_t jt = j->tail, pos = j->pos;
-        uint64_t prog = atomic_load_explicit(&j->progress, memory_order_relaxed);
-        if (bq_range_ok(q, head, tail) && jt - head < tail - head && pos - head <= jt - head &&
-            prog - pos <= jt - pos) {
-            for (uint64_t k = prog; k != pos; k--)
-                slot_move(q, k, k - 1);
-            bq_slot_write(q, pos, &j->entry);
-            /* the settle had [head, jt) in order and now [head, jt] is:
-             * the entry past jt may be below the key moved up to jt,
-             * unnoted, which step 3 accepts only at the mark */
-            atomic_store_explicit(&sh->head.order_mark, jt + 1, memory_order_relaxed);
-        } else {
-            corrupt = true;
-        }
-        atomic_store_explicit(&j->active, 0, memory_order_release);
-    } else if (kind) {
-        uint64_t jt = j->tail, pos = j->pos;
-        uint64_t prog = atomic_load_explicit(&j->progress, memory_order_relaxed);
-        if (tail == jt + 1) {
-            /* published already */
-        } else if (tail == jt && bq_range_ok(q, head, jt) && jt - head < q->capacity &&
-                   pos - head <= jt - head && prog - pos <= jt - pos) {
-            for (uint64_t k = prog; k != pos; k--)
-                slot_move(q, k, k - 1);
-            bq_slot_write(q, pos, &j->entry);
-            tail = jt + 1;
-            /* the dead writer may or may not have counted it: count from
-             * what the journal recorded before it began */
-            atomic_store_explicit(&sh->tail.ops, j->ops + 1, memory_order_relaxed);
-            if (tail - head > atomic_load_explicit(&sh->tail.high_water, memory_order_relaxed))
-                atomic_store_explicit(&sh->tail.high_water, tail - head, memory_order_relaxed);
-            atomic_store_explicit(&sh->tail.index, tail, memory_order_release);
-        } else {
-            corrupt = true;
-        }
-        atomic_store_explicit(&j->active, 0, memory_order_release);
-    }
-
-    /* 1b. A FIFO producer that died between storing its entry's publish
-     * mark (which consumers act on at once: consumer_tail) and moving tail:
-     * the entry is in the queue, and a consumer may have taken it already
-     * (head one past tail). Complete the append, so that the next producer
-     * does not write over it (losing its reference) and head never moves
-     * back over it (handing it out twice). */
-    if (q->order == BQ_ORDER_FIFO &&
-        __atomic_load_n(&q->slots[tail & q->mask].seq, __ATOMIC_ACQUIRE) == tail + 1 &&
-        (head == tail + 1 || tail - head < q->capacity)) {
-        MBQ_TRACE((uint32_t)q->slots[tail & q->mask].handle - 1, TR_COMPLETE,
-                  q->slots[tail & q->mask].handle, BQ_TAG(q) | tail << 16);
-        tail++;
-        atomic_store_explicit(&sh->tail.ops, atomic_load_explicit(&sh->tail.ops,
-                                                                  memory_order_relaxed) + 1,
-                              memory_order_relaxed);
-        atomic_store_explicit(&sh->tail.index, tail, memory_order_release);
-    }
-
-    /* 2. Counters. */
-    if (!bq_range_ok(q, head, tail)) {
-#ifdef MBQ_POOL_TRACE
-        for (uint64_t di = head; di != tail && di - head < 64; di++)
-            MBQ_TRACE((uint32_t)q->slots[di & q->mask].handle - 1, TR_DROPALL,
-                      q->slots[di & q->mask].handle, BQ_TAG(q) | di << 16);
-#endif
-        head = tail; /* the contents cannot be located: drop them */
-        atomic_store_explicit(&sh->head.index, head, memory_order_release);
-        corrupt = true;
-    }
-
-    /* 3. Sort order. Entries appended since the last settle may be out of
-     * order, but only where a producer noted it (see bq_settle): an entry
-     * below its predecessor is legitimate at the first unsettled index, or
-     * below the tail side's mark; anywhere else it is a scribble. */
-    uint64_t n = tail - head;
-    if (q->order != BQ_ORDER_FIFO && n > 1) {
-        uint64_t settled = atomic_load_explicit(&sh->head.order_mark, memory_order_relaxed);
-        uint64_t ooo_end = atomic_load_explicit(&sh->tail.order_mark, memory_order_relaxed);
-        if (settled - head > n)
-            settled = head;
-        if (ooo_end - head > n + 1) /* tail + 1: a producer died appending */
-            ooo_end = head;
-        bool sorted = true;
-        struct bq_entry a, b;
-        bq_slot_read(q, head, &b);
-        for (uint64_t i = head + 1; i - head < n; i++) {
-            a = b;
-            bq_slot_read(q, i, &b);
-            if (cmp_entry_seq(&a, &b, q) <= 0)
-                continue;
-            sorted = false;
-            if (i - head < settled - head || (i != settled && i - head >= ooo_end - head)) {
-                corrupt = true;
-                break;
-            }
-        }
-        if (!sorted) {
-            struct bq_entry *tmp = malloc(n * sizeof(*tmp));
-            if (tmp) {
-                for (uint64_t i = 0; i < n; i++)
-                    bq_slot_read(q, head + i, &tmp[i]);
-                qsort_r(tmp, n, sizeof(*tmp), cmp_entry_seq, q);
-                for (uint64_t i = 0; i < n; i++)
-                    bq_slot_write(q, head + i, &tmp[i]);
-                free(tmp);
-                sorted = true;
-            }
-        }
-        if (sorted) /* else out of memory: left for bq_settle */
-            atomic_store_explicit(&sh->head.order_mark, tail, memory_order_relaxed);
-    }
-    if (q->order != BQ_ORDER_FIFO) {
-        /* a producer that died mid-append may have left a last key that is
-         * not the last entry's */
-        if (n)
-            sh->tail.last_key = slot_key(q, tail - 1);
-    }
-
-    /* 4. Side sums, rebuilt from the live entries. */
-    uint64_t bytes = 0;
-    mbq_time dur = MBQ_TIME_ZERO;
-    for (uint64_t i = head; i != tail; i++) {
-        bytes += q->slots[i & q->mask].size;
-        dur = duration_accumulate(dur, slot_time(q, i, SLOT_DURATION));
-    }
-    uint32_t hs = atomic_load_explicit(&sh->head.seq, memory_order_relaxed);
-    uint32_t ts = atomic_load_explicit(&sh->tail.seq, memory_order_relaxed);
-    atomic_store_explicit(&sh->head.seq, (hs | 1) + 0, memory_order_relaxed);
-    atomic_store_explicit(&sh->tail.seq, (ts | 1) + 0, memory_order_relaxed);
-    atomic_thread_fence(memory_order_release);
-    atomic_store_explicit(&sh->head.bytes, 0, memory_order_relaxed);
-    side_duration_store(&sh->head, MBQ_TIME_ZERO);
-    atomic_store_explicit(&sh->tail.bytes, bytes, memory_order_relaxed);
-    side_duration_store(&sh->tail, dur);
-    atomic_store_explicit(&sh->head.seq, (hs | 1) + 1, memory_order_release);
-    atomic_store_explicit(&sh->tail.seq, (ts | 1) + 1, memory_order_release);
-
-    /* 5. Trigger table. */
-    uint32_t count = 0;
-    for (int i = 0; i < BQ_MAX_TRIGGERS; i++) {
-        struct bq_trigger *t = &sh->triggers[i];
-        uint32_t st = atomic_load_explicit(&t->state, memory_order_relaxed);
-        if (st == 0)
-            continue;
-        if (st != 1 || t->condition < 1 || t->condition > 12 || t->level > 1) {
-            atomic_store_explicit(&t->state, 0, memory_order_relaxed);
-            corrupt = true;
-            continue;
-        }
-        count++;
-    }
-    if (atomic_load_explicit(&sh->trigger_count, memory_order_relaxed) != count) {
-        atomic_store_explicit(&sh->trigger_count, count, memory_order_relaxed);
-        atomic_fetch_add_explicit(&sh->trigger_gen, 1, memory_order_relaxed);
-    }
-    trig_sides_locked(q);
-
-    uint32_t f = atomic_load_explicit(&sh->flags, memory_order_relaxed);
-    atomic_store_explicit(&sh->flags, f & BQ_F_END_OF_DATA, memory_order_relaxed);
-    atomic_fetch_add_explicit(&sh->repairs, 1, memory_order_relaxed);
-    if (corrupt)
-        atomic_fetch_add_explicit(&sh->corruptions, 1, memory_order_relaxed);
-}
-
-/* ---- triggers ------------------------------------------------------------- */
-
-static bool cond_uses_time(int32_t c)
-{
-    return (c >= 1 && c <= 4) || c == 12;
-}
-
-static bool cond_is_event(int32_t c)
-{
-    return c == BQ_TRIGGER_MIN_PTS_CHANGES || c == BQ_TRIGGER_MAX_PTS_CHANGES ||
-           c == BQ_TRIGGER_RESET;
-}
-
-struct bq_state {
-    uint64_t count;
-    mbq_time duration;
-    bool eod, head_ready;
-    bool have_pts;
-    mbq_time min_pts, max_pts;
-};
-
-/* Scans the live entries for the numeric PTS extremes; non-numeric ones are
- * skipped so that one invalid PTS cannot win "max" (it sorts above +inf). */
-static void scan_pts(struct bq *q, uint64_t head, uint64_t tail, mbq_time *min, mbq_time *max,
-                     mbq_time *end)
-{
-    mbq_time lo = MBQ_TIME_INVALID, hi = MBQ_TIME_INVALID, en = MBQ_TIME_INVALID;
-    for (uint64_t i = head; i != tail; i++) {
-        const mbq_time pts = slot_time(q, i, SLOT_PTS);
-        if (!mbq_time_is_numeric(pts))
-            continue;
-        if (!mbq_time_is_valid(lo) || mbq_time_compare(pts, lo) < 0)
-            lo = pts;
-        if (!mbq_time_is_valid(hi) || mbq_time_compare(pts, hi) > 0)
-            hi = pts;
-        if (end) {
-            const mbq_time d = slot_time(q, i, SLOT_DURATION);
-            mbq_time x = mbq_time_is_numeric(d) ? mbq_time_add(pts, d) : pts;
-            if (!mbq_time_is_valid(en) || mbq_time_compare(x, en) > 0)
-                en = x;
-        }
-    }
-    if (min)
-        *min = lo;
-    if (max)
-        *max = hi;
-    if (end)
-        *end = en;
-}
-
-static bool head_ready_locked(struct bq *q, uint64_t head, uint64_t tail)
-{
-    if (head == tail)
-        return false;
-    if (!q->hooks.is_ready)
-        return true;
-    const struct bq_slot *e = &q->slots[head & q->mask];
-    return q->hooks.is_ready(q->hooks.ctx, e->pool_id, e->handle);
-}
-
-/* Count, duration and end of data, from the side indices head and tail. */
-static void state_counts_locked(struct bq *q, uint64_t head, uint64_t tail, struct bq_state *st)
-{
-    struct bq_shared *sh = q->sh;
-    st->count = tail - head;
-    mbq_time a = side_duration_load(&sh->tail), b = side_duration_load(&sh->head);
-    st->duration = st->count ? mbq_time_subtract(a, b) : MBQ_TIME_ZERO;
-    st->eod = atomic_load_explicit(&sh->flags, memory_order_relaxed) & BQ_F_END_OF_DATA;
-}
-
-static void state_locked(struct bq *q, struct bq_state *st, bool want_pts)
-{
-    struct bq_shared *sh = q->sh;
-    uint64_t head = atomic_load_explicit(&sh->head.index, memory_order_relaxed);
-    uint64_t tail = atomic_load_explicit(&sh->tail.index, memory_order_relaxed);
-    state_counts_locked(q, head, tail, st);
-    st->head_ready = head_ready_locked(q, head, tail);
-    st->have_pts = want_pts;
-    if (want_pts)
-        scan_pts(q, head, tail, &st->min_pts, &st->max_pts, NULL);
-}
-
-static bool trig_level(const struct bq_trigger *t, const struct bq_state *st)
-{
-    switch (t->condition) {
-    case 1: return mbq_time_compare(st->duration, t->time) < 0;
-    case 2: return mbq_time_compare(st->duration, t->time) <= 0;
-    case 3: return mbq_time_compare(st->duration, t->time) > 0;
-    case 4: return mbq_time_compare(st->duration, t->time) >= 0;
-    case 7: return st->head_ready;
-    case 8: return st->eod && st->count == 0;
-    case 10: return (int64_t)st->count < t->threshold;
-    case 11: return (int64_t)st->count > t->threshold;
-    case 12:
-        return mbq_time_compare(st->duration, t->time) >= 0 &&
-               (int64_t)st->count > t->threshold;
-    default: return false; /* events */
-    }
-}
-
-/* A set of trigger slots (the ones that fired). */
-struct tmask {
-    uint64_t w[BQ_MAX_TRIGGERS / 64];
-};
-
-static inline void tmask_set(struct tmask *m, unsigned i)
-{
-    m->w[i / 64] |= 1ull << (i % 64);
-}
-
-static inline bool tmask_any(const struct tmask *m)
-{
-    uint64_t any = 0;
-    for (unsigned k = 0; k < BQ_MAX_TRIGGERS / 64; k++)
-        any |= m->w[k];
-    return any != 0;
-}
-
-/* One past the highest slot in use (install takes the lowest free one, so
- * a queue with few triggers scans few slots). Under both locks. */
-static inline int trig_hi(const struct bq *q)
-{
-    uint32_t hi = atomic_load_explicit(&q->sh->trigger_hi, memory_order_relaxed);
-    return hi < BQ_MAX_TRIGGERS ? (int)hi : BQ_MAX_TRIGGERS;
-}
-
-static bool needs_pts_scan(struct bq *q)
-{
-    for (int i = 0, hi = trig_hi(q); i < hi; i++) {
-        const struct bq_trigger *t = &q->sh->triggers[i];
-        if (atomic_load_explicit(&t->state, memory_order_relaxed) == 1 &&
-            (t->condition == 5 || t->condition == 6))
-            return true;
-    }
-    return false;
-}
-
-/* Which operations a condition's false->true edge can happen on (BQ_TRIG_*
- * in bq_layout.h). An enqueue adds one entry and, if its duration is a
- * plain non-negative one in the sum's timescale, adds to the duration; a
- * dequeue does the opposite. So "count below N", "duration below T" and
- * "end of data reached" can only turn true on a dequeue, "count above N",
- * "duration above T" and 12 only on an enqueue; the PTS changes and data
- * readiness on either; reset on neither (only bq_reset, which, like
- * end-of-data and drop-oldest, always takes both locks and evaluates). */
-static uint32_t cond_sides(uint32_t c)
-{
-    switch (c) {
-    case 1: case 2: return BQ_TRIG_DEQ | BQ_TRIG_ENQ_DUR;
-    case 3: case 4: case 12: return BQ_TRIG_ENQ | BQ_TRIG_DEQ_DUR;
-    case 8: case 10: return BQ_TRIG_DEQ;
-    case 11: return BQ_TRIG_ENQ;
-    case 9: return 0;
-    default: return BQ_TRIG_ENQ | BQ_TRIG_DEQ; /* 5, 6, 7 */
-    }
-}
-
-/* Recomputes trigger_sides and the count gates from the installed
- * triggers. Under both locks.
- *
- * The gates spare most evaluations of the side that can turn a count
- * trigger true. "count above N" (and 12, which needs it too) is false after
- * an enqueue that leaves at most N entries; the enqueuer holds the tail
- * lock, knows the tail, and its cached head is a lower bound of the head,
- * so tail + 1 - cached head bounds the count from above: at most the
- * smallest such N (enq_gate) and the enqueue cannot fire any of them.
- * Likewise "count below N" is false after a dequeue that leaves at least N
- * (and "end of data reached" after one that leaves at least 1); the
- * dequeuer's cached tail bounds the count from below. A change that leaves
- * the level false is not an edge, and the edge argument of
- * trig_eval_locked holds unchanged (it needs only that every change that
- * could take the level from false to true is evaluated). A condition of the
- * side without a count gate sets the gate so that nothing passes it. */
-static void trig_sides_locked(struct bq *q)
-{
-    struct bq_shared *sh = q->sh;
-    uint32_t m = 0;
-    int64_t enq_gate = INT64_MAX, deq_gate = INT64_MIN;
-    uint32_t hi = 0;
-    for (int i = 0; i < BQ_MAX_TRIGGERS; i++) {
-        const struct bq_trigger *t = &sh->triggers[i];
-        if (atomic_load_explicit(&t->state, memory_order_relaxed) != 1)
-            continue;
-        hi = (uint32_t)i + 1;
-        uint32_t c = t->condition, cs = cond_sides(c);
-        m |= cs;
-        if (cs & BQ_TRIG_ENQ) {
-            int64_t g = c == 11 || c == 12 ? t->threshold : INT64_MIN;
-            enq_gate = g < enq_gate ? g : enq_gate;
-        }
-        if (cs & BQ_TRIG_DEQ) {
-            int64_t g = c == 10 ? t->threshold : c == 8 ? 1 : INT64_MAX;
-            deq_gate = g > deq_gate ? g : deq_gate;
-        }
-    }
-    /* An enqueue that drops the oldest entry is also a dequeue. */
-    if (sh->full_policy == BQ_FULL_DROP_OLDEST && (m & (BQ_TRIG_DEQ | BQ_TRIG_DEQ_DUR))) {
-        m |= BQ_TRIG_ENQ;
-        enq_gate = INT64_MIN;
-    }
-    atomic_store_explicit(&sh->trigger_hi, hi, memory_order_relaxed);
-    atomic_store_explicit(&sh->enq_gate, enq_gate, memory_order_relaxed);
-    atomic_store_explicit(&sh->deq_gate, deq_gate, memory_order_relaxed);
-    atomic_store_explicit(&sh->trigger_sides, m, memory_order_relaxed);
-}
-
-/* Whether an enqueue at tail (tail lock held) leaves few enough entries to
- * pass every enqueue trigger's gate (see trig_sides_locked). */
-static inline bool enq_gated(struct bq *q, uint64_t tail)
-{
-    uint64_t head = atomic_load_explicit(&q->head_cache, memory_order_relaxed);
-    int64_t gate = atomic_load_explicit(&q->sh->enq_gate, memory_order_relaxed);
-    uint64_t after = tail + 1 - head; /* >= the real count after */
-    return head <= tail && gate >= 0 && after <= (uint64_t)gate;
-}
-
-/* Whether a dequeue at head (head lock held), with tail a lower bound of the
- * tail, leaves enough entries to pass every dequeue trigger's gate. */
-static inline bool deq_gated(struct bq *q, uint64_t head, uint64_t tail)
-{
-    int64_t gate = atomic_load_explicit(&q->sh->deq_gate, memory_order_relaxed);
-    if (gate == INT64_MAX || tail <= head)
-        return false;
-    uint64_t after = tail - head - 1; /* <= the real count after */
-    return gate <= 0 || after >= (uint64_t)gate;
-}
-
-/* Whether adding d to side s's duration sum cannot lower it: d is not
- * numeric (it counts as zero), or it is a plain non-negative value in the
- * sum's timescale that does not overflow (the sum then grows exactly, and
- * the queue's duration, the tail's sum minus the head's, moves by d). Any
- * other duration sends the operation to the locked evaluation. */
-static inline bool dur_monotone(const struct bq_side *s, const mbq_time *d)
-{
-    if (!mbq_time_is_numeric(*d))
-        return true;
-    uint64_t sf = atomic_load_explicit(&s->dur_scale_flags, memory_order_relaxed);
-    int64_t v = atomic_load_explicit(&s->dur_value, memory_order_relaxed), sum;
-    return d->flags == MBQ_TIME_FLAG_VALID && d->epoch == 0 && d->timescale > 0 &&
-           d->value >= 0 &&
-           sf == ((uint64_t)(uint32_t)d->timescale | (uint64_t)MBQ_TIME_FLAG_VALID << 32) &&
-           atomic_load_explicit(&s->dur_epoch, memory_order_relaxed) == 0 &&
-           !__builtin_add_overflow(v, d->value, &sum);
-}
-
-/* The state a level condition reads, before a mutation (no PTS scan, no
- * readiness: those conditions keep their stored level, see below). */
-static void state_before_locked(struct bq *q, struct bq_state *st)
-{
-    struct bq_shared *sh = q->sh;
-    uint64_t head = atomic_load_explicit(&sh->head.index, memory_order_relaxed);
-    uint64_t tail = atomic_load_explicit(&sh->tail.index, memory_order_relaxed);
-    state_counts_locked(q, head, tail, st);
-    st->head_ready = false;
-    st->have_pts = false;
-}
-
-/* Evaluates every installed trigger after a change; returns the mask of the
- * ones that fired (false->true edge, or the event happened). before is the
- * state just before the change, taken under the same hold of both locks
- * (NULL: nothing but readiness changed).
- *
- * Why no edge is lost or doubled although only some operations get here
- * (trigger_sides): a level condition's edge is judged on the state before
- * and after this one change, not on a stored level. Between two evaluated
- * changes, only operations of the sides that cannot turn the condition
- * true ran (each holds its side's lock and is one step), so the condition
- * can only have gone true->false then; the evaluated change holds both
- * locks, so nothing moves between its before and after. The edges counted
- * are thus exactly the changes that take the level from false to true —
- * those the evaluation of every change under both locks counted. Data
- * readiness (7) can change without a mutation (a buffer made ready), so it
- * keeps its stored level; with it installed every operation is evaluated,
- * so that level is never stale. */
-static struct tmask trig_eval_locked(struct bq *q, bool reset_event,
-                                     const struct bq_state *before)
-{
-    struct bq_shared *sh = q->sh;
-    struct tmask mask = {{0}};
-    if (atomic_load_explicit(&sh->trigger_count, memory_order_relaxed) == 0)
-        return mask;
-    struct bq_state st;
-    bool pts = needs_pts_scan(q);
-    state_locked(q, &st, pts);
-    bool min_changed = false, max_changed = false;
-    if (pts) {
-        min_changed = mbq_time_compare(st.min_pts, sh->last_min_pts) != 0;
-        max_changed = mbq_time_compare(st.max_pts, sh->last_max_pts) != 0;
-        sh->last_min_pts = st.min_pts;
-        sh->last_max_pts = st.max_pts;
-    }
-    if (!before)
-        before = &st;
-    for (int i = 0, hi = trig_hi(q); i < hi; i++) {
-        struct bq_trigger *t = &sh->triggers[i];
-        if (atomic_load_explicit(&t->state, memory_order_relaxed) != 1)
-            continue;
-        bool fire;
-        switch (t->condition) {
-        case 5: fire = min_changed; break;
-        case 6: fire = max_changed; break;
-        case 9: fire = reset_event; break;
-        case 7: {
-            bool level = trig_level(t, &st);
-            fire = level && !t->level;
-            t->level = level;
-            break;
-        }
-        default: {
-            bool level = trig_level(t, &st);
-            fire = level && !trig_level(t, before);
-            t->level = level;
-        }
-        }
-        if (fire) {
-            atomic_fetch_add_explicit(&t->fired, 1, memory_order_relaxed);
-            tmask_set(&mask, (unsigned)i);
-        }
-    }
-    return mask;
-}
-
-/* After unlocking: write the eventfd of each fired trigger this process
- * holds; leave the others pending for a process that holds theirs. */
-static void trig_signal(struct bq *q, struct tmask mask)
-{
-    for (unsigned k = 0; k < BQ_MAX_TRIGGERS / 64; k++) {
-        while (mask.w[k]) {
-            int i = (int)(k * 64) + __builtin_ctzll(mask.w[k]);
-            mask.w[k] &= mask.w[k] - 1;
-            struct bq_trigger *t = &q->sh->triggers[i];
-            uint64_t fg = atomic_load_explicit(&q->trigger_fd[i], memory_order_acquire);
-            int fd = (int)(uint32_t)fg;
-            if (fd >= 0 && (uint32_t)(fg >> 32) == t->gen) {
-                uint64_t one = 1;
-                ssize_t w = write(fd, &one, sizeof(one));
-                (void)w; /* EAGAIN: the counter is saturated, the reader will see it */
-            } else {
-                atomic_store_explicit(&t->pending, 1, memory_order_release);
-            }
-        }
-    }
-}
-
-/* A process's record of a trigger's eventfd: fd and the generation it was
- * given for, in one word so that a signalling thread reads a matching pair. */
-static inline uint64_t trigger_fd_pack(int fd, uint32_t gen)
-{
-    return (uint64_t)gen << 32 | (uint32_t)fd;
-}
-
-static uint64_t token_make(const struct bq *q, int slot, uint32_t gen)
-{
-    return (uint64_t)q->sh->nonce << 32 | (uint64_t)(gen & 0xffffff) << 8 | (uint64_t)slot;
-}
-
-/* The slot a token names, or -1. Call under the full lock. */
-static int token_slot(const struct bq *q, uint64_t token)
-{
-    int slot = (int)(token & 0xff);
-    if (slot >= BQ_MAX_TRIGGERS || (uint32_t)(token >> 32) != q->sh->nonce)
-        return -1;
-    const struct bq_trigger *t = &q->sh->triggers[slot];
-    if (atomic_load_explicit(&t->state, memory_order_relaxed) != 1 ||
-        (t->gen & 0xffffff) != (uint32_t)((token >> 8) & 0xffffff))
-        return -1;
-    return slot;
 }
 
 /* ---- create / attach ------------------------------------------------------ */
@@ -1200,56 +272,6 @@ static void bump_high_water(struct bq *q, uint64_t tail_after)
         ;
 }
 
-/* Sleepers (blocking dequeuers on data_seq, blocking enqueuers on
- * space_seq) count themselves and name themselves in a slot: see
- * futex_sleepers_enter in futex.h for how one killed asleep stops costing
- * its wakers a system call. */
-
-/* Wakes the sleepers counted in waiters, if any flagged themselves asleep.
- * This is a Dekker pair — waker: store its index, load waiters; sleeper:
- * add itself, load the index — made asymmetric: the sleeper (already ~25 us
- * into waiting) runs slock_heavy_barrier(), a barrier on every CPU running
- * a registered process, so the waker needs none on its fast path. A
- * process that could not register fences here instead. */
-static inline void wake_sleepers(_Atomic uint32_t *seq, _Atomic uint32_t *waiters,
-                                 _Atomic uint32_t *tids, unsigned n, _Atomic uint32_t *idle)
-{
-    if (__builtin_expect(!slock_membarrier_ready(), 0))
-        atomic_thread_fence(memory_order_seq_cst);
-    else
-        atomic_signal_fence(memory_order_seq_cst);
-    if (__builtin_expect(atomic_load_explicit(waiters, memory_order_seq_cst) != 0, 0))
-        futex_sleepers_wake(seq, waiters, tids, n, idle, slock_tid_alive);
-}
-
-/* Blocking dequeuers, woken by a producer after it stored tail. */
-static inline void wake_consumers(struct bq *q)
-{
-    struct bq_shared *sh = q->sh;
-    wake_sleepers(&sh->data_seq, &sh->data_waiters, sh->waiter_tid, BQ_WAITER_SLOTS,
-                  &q->idle_wakes);
-}
-
-/* Blocking enqueuers, woken by a consumer after it stored head. */
-static inline void wake_producers(struct bq *q)
-{
-    struct bq_shared *sh = q->sh;
-    wake_sleepers(&sh->space_seq, &sh->space_waiters, sh->space_tid, BQ_SPACE_WAITER_SLOTS,
-                  &q->idle_space_wakes);
-}
-
-/* A blocking dequeuer going to sleep: counted (data_waiters, which
- * producers read), then named in a slot if one is free (-1: none). */
-static int waiter_enter(struct bq_shared *sh)
-{
-    return futex_sleepers_enter(&sh->data_waiters, sh->waiter_tid, BQ_WAITER_SLOTS, slock_self());
-}
-
-static void waiter_leave(struct bq_shared *sh, int slot)
-{
-    futex_sleepers_leave(&sh->data_waiters, sh->waiter_tid, slot, slock_self());
-}
-
 /* The producer publishes the CPU it runs on when it changes (a load from
  * the rseq area in glibc: no system call). */
 static inline void note_producer_cpu(struct bq *q)
@@ -1322,153 +344,197 @@ static inline void note_append(struct bq *q, const struct bq_entry *e, uint64_t 
     t->last_key = q->order == BQ_ORDER_DTS ? e->dts : e->pts;
 }
 
-static int enqueue_impl(struct bq *q, const struct bq_entry *e, bool take, bool quiet)
+/* An enqueue, step by step: check the call (enqueue_check), take the
+ * queue's reference (enqueue_take_ref), take the locks it needs
+ * (enqueue_lock), then either append under the tail lock alone
+ * (enqueue_append_fast) or, with both locks or a full queue, make room
+ * (enqueue_room_locked), put the entry in its place (enqueue_place_locked)
+ * and evaluate the triggers; enqueue_finish lets go of everything. */
+
+/* The checks that need no lock: arguments, the trigger callback's own
+ * queue, the validation hook. */
+static inline int enqueue_check(struct bq *q, const struct bq_entry *e)
 {
     if (!q || !q->sh || !e || !e->handle)
         return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
     if (bq_in_own_callback(q))
         return MBQ_BQ_ERR_CANNOT_MODIFY_QUEUE_FROM_TRIGGER_CALLBACK;
-    if (q->hooks.validate) {
-        int v = q->hooks.validate(q->hooks.ctx, e);
-        if (v)
-            return v;
-    }
-    /* The queue's reference is taken before locking, so the critical
-     * section stays short; every failure below gives it back. With take,
-     * the caller's reference becomes the queue's instead. */
-    bool retained = !take && q->hooks.retain;
-    bool moving = retained && q->hooks.move_begin;
-    if (retained) {
-        /* The queue's new reference is covered from before the retain
-         * until the entry is in (or the reference given back). */
-        int v = moving ? q->hooks.move_begin(q->hooks.ctx, e->pool_id, e->handle, 0) : 0;
-        if (!v)
-            v = q->hooks.retain(q->hooks.ctx, e->pool_id, e->handle, false);
-        if (v) {
-            if (moving && q->hooks.move_end)
-                q->hooks.move_end(q->hooks.ctx, e->pool_id, 0);
-            return v;
-        }
-    }
+    if (q->hooks.validate)
+        return q->hooks.validate(q->hooks.ctx, e);
+    return 0;
+}
+
+/* How the enqueue holds the entry's reference: retained, it took a new one
+ * for the queue (to give back on failure); moving, under a move intent
+ * (to end in every case). */
+struct enq_ref {
+    bool retained, moving;
+};
+
+/* The queue's reference is taken before locking, so the critical section
+ * stays short; every failure gives it back. With take, the caller's
+ * reference becomes the queue's instead. The new reference is covered by
+ * a move intent from before the retain until the entry is in (or the
+ * reference given back). */
+static inline int enqueue_take_ref(struct bq *q, const struct bq_entry *e, bool take,
+                                   struct enq_ref *ref)
+{
+    ref->retained = !take && q->hooks.retain;
+    ref->moving = ref->retained && q->hooks.move_begin;
+    if (!ref->retained)
+        return 0;
+    int v = ref->moving ? q->hooks.move_begin(q->hooks.ctx, e->pool_id, e->handle, 0) : 0;
+    if (!v)
+        v = q->hooks.retain(q->hooks.ctx, e->pool_id, e->handle, false);
+    if (v && ref->moving && q->hooks.move_end)
+        q->hooks.move_end(q->hooks.ctx, e->pool_id, 0);
+    return v;
+}
+
+static inline void enqueue_move_end(struct bq *q, const struct bq_entry *e, struct enq_ref ref)
+{
+    if (ref.moving && q->hooks.move_end)
+        q->hooks.move_end(q->hooks.ctx, e->pool_id, 0);
+}
+
+/* With the tail lock held: whether an installed trigger may turn true on
+ * this enqueue after all — one installed while we waited for the lock, a
+ * count gate this tail does not pass, or a duration that could lower the
+ * queue's. Under the tail lock the trigger set cannot change (it changes
+ * only under both locks) and the tail is known. */
+static inline bool enqueue_must_evaluate(struct bq *q, const struct bq_entry *e)
+{
     struct bq_shared *sh = q->sh;
-    /* Both locks and an evaluation only when an installed trigger can turn
-     * true on this enqueue (see trig_eval_locked and trig_sides_locked):
-     * straight away when no count gate can spare it, else judged under the
-     * tail lock, where the trigger set cannot change (it changes only under
-     * both locks) and the tail is known. */
     uint32_t sides = atomic_load_explicit(&sh->trigger_sides, memory_order_relaxed);
-    bool full_lock = __builtin_expect(sides != 0, 0) && (sides & BQ_TRIG_ENQ) &&
-                     atomic_load_explicit(&sh->enq_gate, memory_order_relaxed) == INT64_MIN;
-    struct bq_held held = {0, 0};
-    int lr;
-    if (full_lock)
-        lr = bq_lock_full(q, &held);
-    else
-        lr = held.tail = bq_lock_side(q, &sh->tail);
-    if (lr >= 0 && !full_lock &&
-        __builtin_expect((sides = atomic_load_explicit(&sh->trigger_sides,
-                                                       memory_order_relaxed)) != 0, 0) &&
-        (((sides & BQ_TRIG_ENQ) &&
-          !enq_gated(q, atomic_load_explicit(&sh->tail.index, memory_order_relaxed))) ||
-         ((sides & BQ_TRIG_ENQ_DUR) && !dur_monotone(&sh->tail, &e->duration)))) {
-        /* a trigger was installed while we waited for the tail lock, or
-         * this entry's duration could lower the queue's */
-        bslock_unlock(&sh->tail.lock, held.tail);
-        lr = bq_lock_full(q, &held);
-        full_lock = true;
-    }
-    if (__builtin_expect(lr < 0, 0)) {
-        if (retained && q->hooks.release)
-            q->hooks.release(q->hooks.ctx, e->pool_id, e->handle);
-        return lr;
-    }
+    if (__builtin_expect(sides == 0, 1))
+        return false;
+    return ((sides & BQ_TRIG_ENQ) &&
+            !enq_gated(q, atomic_load_explicit(&sh->tail.index, memory_order_relaxed))) ||
+           ((sides & BQ_TRIG_ENQ_DUR) && !dur_monotone(&sh->tail, &e->duration));
+}
 
-    uint64_t tail, head, pos;
-    if (__builtin_expect(!full_lock, 1)) {
-        /* The common case, FIFO or sorted: room by the cached head (a lower
-         * bound, so a stale one errs towards the slow path below), not at
-         * end of data — an append under the tail lock alone. */
-        tail = atomic_load_explicit(&sh->tail.index, memory_order_relaxed);
-        head = atomic_load_explicit(&q->head_cache, memory_order_relaxed);
-        /* An entry out of order is left for the consumer to move (see
-         * bq_settle), but the real head is read for it: a scribbled head
-         * is then noticed here, as it is when the queue looks full. */
-        bool ooo = q->order != BQ_ORDER_FIFO && append_out_of_order(q, e);
-        if (ooo) {
-            head = load_index(&sh->head);
-            atomic_store_explicit(&q->head_cache, head, memory_order_relaxed);
-        }
-        if (__builtin_expect(tail - head < q->capacity &&
-                                 !(atomic_load_explicit(&sh->flags, memory_order_relaxed) &
-                                   BQ_F_END_OF_DATA),
-                             1)) {
-            write_slot(q, e, tail);
-            if (q->order != BQ_ORDER_FIFO)
-                note_append(q, e, tail, ooo);
-            side_pass(&sh->tail, e, tail + 1, true);
-            bump_high_water(q, tail + 1);
-            bslock_unlock(&sh->tail.lock, held.tail);
-            if (moving && q->hooks.move_end)
-                q->hooks.move_end(q->hooks.ctx, e->pool_id, 0);
-            note_producer_cpu(q);
-            wake_consumers(q);
-            return 0;
-        }
+/* Takes the locks this enqueue needs: both, with an evaluation, only when
+ * an installed trigger can turn true on it (see trig_eval_locked and
+ * trig_sides_locked) — straight away when no count gate can spare it, else
+ * as judged under the tail lock. Returns 0 with *full_lock saying which,
+ * or -EBUSY with nothing held. */
+static inline int enqueue_lock(struct bq *q, const struct bq_entry *e, struct bq_held *held,
+                               bool *full_lock)
+{
+    struct bq_shared *sh = q->sh;
+    uint32_t sides = atomic_load_explicit(&sh->trigger_sides, memory_order_relaxed);
+    *full_lock = __builtin_expect(sides != 0, 0) && (sides & BQ_TRIG_ENQ) &&
+                 atomic_load_explicit(&sh->enq_gate, memory_order_relaxed) == INT64_MIN;
+    *held = (struct bq_held){0, 0};
+    if (*full_lock)
+        return bq_lock_full(q, held);
+    int lr = held->tail = bq_lock_side(q, &sh->tail);
+    if (lr >= 0 && enqueue_must_evaluate(q, e)) {
+        bslock_unlock(&sh->tail.lock, held->tail);
+        *full_lock = true;
+        return bq_lock_full(q, held);
     }
+    return lr < 0 ? lr : 0;
+}
 
-    int r = 0;
-    bool have_head = full_lock, dropped = false;
-    struct bq_entry old = {0};
-    struct tmask fired = {{0}};
+/* The common case, FIFO or sorted, with the tail lock alone: room by the
+ * cached head (a lower bound, so a stale one errs towards the slow path),
+ * not at end of data — an append. Lets go of the tail lock and returns
+ * true once the entry is in; false (nothing changed, lock held) sends the
+ * enqueue to the slow path. */
+static inline bool enqueue_append_fast(struct bq *q, const struct bq_entry *e, int how)
+{
+    struct bq_shared *sh = q->sh;
+    uint64_t tail = atomic_load_explicit(&sh->tail.index, memory_order_relaxed);
+    uint64_t head = atomic_load_explicit(&q->head_cache, memory_order_relaxed);
+    /* An entry out of order is left for the consumer to move (see
+     * bq_settle), but the real head is read for it: a scribbled head is
+     * then noticed here, as it is when the queue looks full. */
+    bool ooo = q->order != BQ_ORDER_FIFO && append_out_of_order(q, e);
+    if (ooo) {
+        head = load_index(&sh->head);
+        atomic_store_explicit(&q->head_cache, head, memory_order_relaxed);
+    }
+    if (__builtin_expect(tail - head >= q->capacity ||
+                             (atomic_load_explicit(&sh->flags, memory_order_relaxed) &
+                              BQ_F_END_OF_DATA),
+                         0))
+        return false;
+    write_slot(q, e, tail);
+    if (q->order != BQ_ORDER_FIFO)
+        note_append(q, e, tail, ooo);
+    side_pass(&sh->tail, e, tail + 1, true);
+    bump_high_water(q, tail + 1);
+    bslock_unlock(&sh->tail.lock, how);
+    return true;
+}
+
+/* What the slow path holds and carries from step to step. */
+struct enq_slow {
+    struct bq_held held;
+    bool full_lock, have_head, dropped;
+    uint64_t head, tail;
+    struct bq_entry old; /* the entry dropped to make room */
     struct bq_state before;
-reread:
-    if (full_lock)
-        state_before_locked(q, &before);
-    tail = atomic_load_explicit(&sh->tail.index, memory_order_relaxed);
-    head = atomic_load_explicit(&q->head_cache, memory_order_relaxed);
+};
+
+/* Re-reads the counters under the locks held and makes sure there is room:
+ * 0 with c->head and c->tail set (the oldest entry dropped if the policy
+ * says so), ENQ_AGAIN when it just took the head lock too (everything must
+ * be read again), or the enqueue's error. */
+#define ENQ_AGAIN 1
+static int enqueue_room_locked(struct bq *q, struct enq_slow *c, bool quiet)
+{
+    struct bq_shared *sh = q->sh;
+    if (c->full_lock)
+        state_before_locked(q, &c->before);
+    uint64_t tail = atomic_load_explicit(&sh->tail.index, memory_order_relaxed);
+    uint64_t head = atomic_load_explicit(&q->head_cache, memory_order_relaxed);
     /* The cached head is a lower bound; reload it when it says full, when it
      * is out of range (another producer moved tail on), and whenever the
      * head lock is held anyway. */
-    if (have_head || tail - head >= q->capacity || head > tail) {
+    if (c->have_head || tail - head >= q->capacity || head > tail) {
         head = load_index(&sh->head);
         atomic_store_explicit(&q->head_cache, head, memory_order_relaxed);
     }
     if (!bq_range_ok(q, head, tail)) {
-        r = -EUCLEAN;
         bq_mark_repair(q);
-        goto out;
+        return -EUCLEAN;
     }
-    if (atomic_load_explicit(&sh->flags, memory_order_relaxed) & BQ_F_END_OF_DATA) {
-        r = MBQ_BQ_ERR_ENQUEUE_AFTER_END_OF_DATA;
-        goto out;
-    }
+    if (atomic_load_explicit(&sh->flags, memory_order_relaxed) & BQ_F_END_OF_DATA)
+        return MBQ_BQ_ERR_ENQUEUE_AFTER_END_OF_DATA;
     if (tail - head >= q->capacity) {
         if (q->full_policy != BQ_FULL_DROP_OLDEST) {
             if (!quiet) /* a blocking enqueue counts once, when it gives up */
                 atomic_fetch_add_explicit(&sh->tail.rejected_full, 1, memory_order_relaxed);
-            r = MBQ_BQ_ERR_QUEUE_IS_FULL;
-            goto out;
+            return MBQ_BQ_ERR_QUEUE_IS_FULL;
         }
-        if (!have_head) {
-            r = lock_head_after_tail(q, &held.head);
+        if (!c->have_head) {
+            int r = lock_head_after_tail(q, &c->held.head);
             if (r < 0)
-                goto out;
-            have_head = true;
-            goto reread; /* with both locks: re-read and re-check everything */
+                return r;
+            c->have_head = true;
+            return ENQ_AGAIN;
         }
-        if (tail - head >= q->capacity) {
-            old = drop_oldest_locked(q, head);
-            dropped = true;
-            head++;
-        }
+        c->old = drop_oldest_locked(q, head);
+        c->dropped = true;
+        head++;
     }
+    c->head = head;
+    c->tail = tail;
+    return 0;
+}
 
-    pos = tail;
-    if (have_head && q->order != BQ_ORDER_FIFO) {
-        /* Both locks are held anyway, and taking them settled the queue:
-         * insert in place rather than leave the move to a consumer. */
-        pos = sorted_position(q, q->order == BQ_ORDER_DTS ? &e->dts : &e->pts, tail, head);
-    }
+/* Puts e in its place and moves tail: appended, or — both locks held
+ * anyway, and taking them settled the queue — inserted in order in a sorted
+ * queue, through the journal, rather than left for a consumer to move. */
+static void enqueue_place_locked(struct bq *q, const struct bq_entry *e,
+                                 const struct enq_slow *c)
+{
+    struct bq_shared *sh = q->sh;
+    uint64_t tail = c->tail, pos = tail;
+    if (c->have_head && q->order != BQ_ORDER_FIFO)
+        pos = sorted_position(q, q->order == BQ_ORDER_DTS ? &e->dts : &e->pts, tail, c->head);
     if (pos == tail) {
         write_slot(q, e, tail);
         if (q->order != BQ_ORDER_FIFO)
@@ -1485,28 +551,85 @@ reread:
         atomic_store_explicit(&sh->head.order_mark, tail + 1, memory_order_relaxed);
     }
     bump_high_water(q, tail + 1);
-    if (full_lock)
-        fired = trig_eval_locked(q, false, &before);
+}
 
-out:
-    if (have_head)
-        bslock_unlock(&sh->head.lock, held.head);
-    bslock_unlock(&sh->tail.lock, held.tail);
+/* Lets go of the locks, then of what the enqueue held: on success the
+ * consumers are woken, on failure the queue's new reference goes back; the
+ * move intents end, the dropped entry's reference goes, and the fired
+ * triggers are signalled. Returns r. */
+static int enqueue_finish(struct bq *q, const struct bq_entry *e, int r, struct enq_ref ref,
+                          const struct enq_slow *c, struct tmask fired)
+{
+    struct bq_shared *sh = q->sh;
+    if (c->have_head)
+        bslock_unlock(&sh->head.lock, c->held.head);
+    bslock_unlock(&sh->tail.lock, c->held.tail);
     if (r == 0) {
         note_producer_cpu(q);
         wake_consumers(q);
-    }
-    else if (retained && q->hooks.release)
+    } else if (ref.retained && q->hooks.release) {
         q->hooks.release(q->hooks.ctx, e->pool_id, e->handle);
-    if (moving && q->hooks.move_end)
-        q->hooks.move_end(q->hooks.ctx, e->pool_id, 0);
-    if (dropped && q->hooks.release)
-        q->hooks.release(q->hooks.ctx, old.pool_id, old.handle);
-    if (dropped && q->hooks.move_end)
-        q->hooks.move_end(q->hooks.ctx, old.pool_id, 1);
+    }
+    enqueue_move_end(q, e, ref);
+    if (c->dropped && q->hooks.release)
+        q->hooks.release(q->hooks.ctx, c->old.pool_id, c->old.handle);
+    if (c->dropped && q->hooks.move_end)
+        q->hooks.move_end(q->hooks.ctx, c->old.pool_id, 1);
     if (tmask_any(&fired))
         trig_signal(q, fired);
     return r;
+}
+
+/* Everything but the common append: a full queue, end of data, a corrupt
+ * head, or both locks held for a trigger evaluation. */
+static __attribute__((noinline)) int enqueue_slow(struct bq *q, const struct bq_entry *e,
+                                                  bool quiet, struct enq_ref ref,
+                                                  struct bq_held held, bool full_lock)
+{
+    /* Field by field: old and before are read only once written (dropped,
+     * full_lock), and zeroing them would cost 200 bytes of stores here. */
+    struct enq_slow c;
+    c.held = held;
+    c.full_lock = full_lock;
+    c.have_head = full_lock;
+    c.dropped = false;
+    struct tmask fired = {{0}};
+    int r;
+    while ((r = enqueue_room_locked(q, &c, quiet)) == ENQ_AGAIN)
+        ;
+    if (r == 0) {
+        enqueue_place_locked(q, e, &c);
+        if (c.full_lock)
+            fired = trig_eval_locked(q, false, &c.before);
+    }
+    return enqueue_finish(q, e, r, ref, &c, fired);
+}
+
+int enqueue_impl(struct bq *q, const struct bq_entry *e, bool take, bool quiet)
+{
+    int r = enqueue_check(q, e);
+    if (r)
+        return r;
+    struct enq_ref ref;
+    r = enqueue_take_ref(q, e, take, &ref);
+    if (r)
+        return r;
+    struct bq_held held;
+    bool full_lock;
+    r = enqueue_lock(q, e, &held, &full_lock);
+    if (__builtin_expect(r < 0, 0)) {
+        if (ref.retained && q->hooks.release)
+            q->hooks.release(q->hooks.ctx, e->pool_id, e->handle);
+        enqueue_move_end(q, e, ref); /* the reference is given back: the move is over */
+        return r;
+    }
+    if (__builtin_expect(!full_lock, 1) && enqueue_append_fast(q, e, held.tail)) {
+        enqueue_move_end(q, e, ref);
+        note_producer_cpu(q);
+        wake_consumers(q);
+        return 0;
+    }
+    return enqueue_slow(q, e, quiet, ref, held, full_lock);
 }
 
 int bq_enqueue(struct bq *q, const struct bq_entry *e)
@@ -1519,192 +642,85 @@ int bq_enqueue_take(struct bq *q, const struct bq_entry *e)
     return enqueue_impl(q, e, true, false);
 }
 
-/* Full for a blocking enqueue's purposes, read without a lock: the real
- * head (a stale cached one would say full when it is not), a policy that
- * rejects, and no end of data (which the enqueue must report). */
-static bool bq_looks_full(struct bq *q)
+/* ---- dequeue -------------------------------------------------------------- */
+
+/* A dequeue, step by step: the lock-free empty answer, the locks it needs
+ * (the head lock alone, or both when an installed trigger can turn true on
+ * it), then under them dequeue_take_locked — counters, settle, read the
+ * head entry, the gates' verdict — and dequeue_hand_over_locked, which
+ * moves head once the entry's reference is covered by an intent. */
+
+/* dequeue_take_locked's answer when this dequeue must be evaluated after
+ * all: the caller lets go of the head lock and starts again with both. */
+#define DEQ_EVALUATE 1
+
+/* With the head lock held and out read: whether an installed trigger may
+ * turn true on this dequeue — it may leave few enough entries (the count
+ * gate, judged with tail a lower bound), or its duration could raise the
+ * queue's. */
+static inline bool dequeue_must_evaluate(struct bq *q, uint32_t sides, uint64_t head,
+                                         uint64_t tail, const struct bq_entry *out)
 {
-    struct bq_shared *sh = q->sh;
-    if (q->full_policy != BQ_FULL_FAIL ||
-        (atomic_load_explicit(&sh->flags, memory_order_relaxed) & BQ_F_END_OF_DATA))
-        return false;
-    uint64_t tail = atomic_load_explicit(&sh->tail.index, memory_order_acquire);
-    uint64_t head = atomic_load_explicit(&sh->head.index, memory_order_acquire);
-    atomic_store_explicit(&q->head_cache, head, memory_order_relaxed);
-    return tail - head >= q->capacity && head <= tail;
+    return ((sides & BQ_TRIG_DEQ) && !deq_gated(q, head, tail)) ||
+           ((sides & BQ_TRIG_DEQ_DUR) && !dur_monotone(&q->sh->head, &out->duration));
 }
 
-static inline bool bq_cancelled(const struct bq *q, uint32_t epoch)
+/* Hands the entry read at head over to the caller: not if it is not ready
+ * (if_ready), nor without an intent covering its reference (the entry then
+ * stays); else head moves past it, evaluated if both locks are held. */
+static inline int dequeue_hand_over_locked(struct bq *q, const struct bq_entry *out,
+                                           bool if_ready, bool full_lock, uint64_t head,
+                                           struct tmask *fired)
 {
-    return atomic_load_explicit(&q->sh->cancel_epoch, memory_order_seq_cst) != epoch;
-}
-
-static inline struct timespec ns_to_ts(uint64_t t)
-{
-    return (struct timespec){.tv_sec = (time_t)(t / 1000000000u),
-                             .tv_nsec = (long)(t % 1000000000u)};
-}
-
-/* Sleeps until a dequeue makes room (see wake_producers), then enqueues.
- * No spin: a consumer frees room at its own pace, and a producer that
- * waited for room has time to spare. */
-static int enqueue_wait_slow(struct bq *q, const struct bq_entry *e, bool take, uint32_t epoch,
-                             uint64_t deadline)
-{
-    struct bq_shared *sh = q->sh;
-    for (;;) {
-        int slot = futex_sleepers_enter(&sh->space_waiters, sh->space_tid,
-                                        BQ_SPACE_WAITER_SLOTS, slock_self());
-        slock_heavy_barrier(); /* the consumer's half of the pair: see wake_producers */
-        uint32_t seq = atomic_load_explicit(&sh->space_seq, memory_order_seq_cst);
-        int r = MBQ_BQ_ERR_QUEUE_IS_FULL;
-        if (bq_cancelled(q, epoch))
-            r = -ECANCELED;
-        else if (!bq_looks_full(q))
-            r = enqueue_impl(q, e, take, true);
-        uint64_t now = r == MBQ_BQ_ERR_QUEUE_IS_FULL ? mono_ns() : 0;
-        if (r != MBQ_BQ_ERR_QUEUE_IS_FULL || now >= deadline) {
-            futex_sleepers_leave(&sh->space_waiters, sh->space_tid, slot, slock_self());
-            if (r == MBQ_BQ_ERR_QUEUE_IS_FULL)
-                atomic_fetch_add_explicit(&sh->tail.rejected_full, 1, memory_order_relaxed);
-            return r;
-        }
-        /* In slices, so that a consumer that died before waking us (or a
-         * scribbled word) costs a bounded delay, not a hang. */
-        uint64_t until = deadline - now > 100000000u ? now + 100000000u : deadline;
-        struct timespec ts = ns_to_ts(until);
-        futex_wait(&sh->space_seq, seq, &ts);
-        futex_sleepers_leave(&sh->space_waiters, sh->space_tid, slot, slock_self());
-    }
-}
-
-static int enqueue_wait_impl(struct bq *q, const struct bq_entry *e, bool take,
-                             int64_t timeout_ns)
-{
-    if (!q || !q->sh)
-        return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
-    uint32_t epoch = atomic_load_explicit(&q->sh->cancel_epoch, memory_order_seq_cst);
-    /* A queue that looks full is not tried: a failed try would cost a
-     * reference round trip (retain, release) and a rejected_full count. */
-    if (!bq_looks_full(q)) {
-        int r = enqueue_impl(q, e, take, true);
-        if (r != MBQ_BQ_ERR_QUEUE_IS_FULL)
+    if (if_ready && q->hooks.is_ready &&
+        !q->hooks.is_ready(q->hooks.ctx, out->pool_id, out->handle))
+        return -EAGAIN;
+    if (q->hooks.move_begin) {
+        int r = q->hooks.move_begin(q->hooks.ctx, out->pool_id, out->handle, 0);
+        if (r != 0)
             return r;
     }
-    if (timeout_ns == 0) {
-        atomic_fetch_add_explicit(&q->sh->tail.rejected_full, 1, memory_order_relaxed);
-        return MBQ_BQ_ERR_QUEUE_IS_FULL;
-    }
-    uint64_t start = mono_ns();
-    uint64_t deadline = timeout_ns < 0 ? UINT64_MAX : start + (uint64_t)timeout_ns;
-    uint64_t prev = slock_set_deadline(timeout_ns < 0 ? 0 : deadline);
-    int r = enqueue_wait_slow(q, e, take, epoch, deadline);
-    slock_set_deadline(prev);
-    return r;
-}
-
-int bq_enqueue_wait(struct bq *q, const struct bq_entry *e, int64_t timeout_ns)
-{
-    return enqueue_wait_impl(q, e, false, timeout_ns);
-}
-
-int bq_enqueue_take_wait(struct bq *q, const struct bq_entry *e, int64_t timeout_ns)
-{
-    return enqueue_wait_impl(q, e, true, timeout_ns);
-}
-
-int bq_wait_room(struct bq *q, uint32_t epoch, int64_t timeout_ns)
-{
-    if (!q || !q->sh)
-        return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
-    if (bq_cancelled(q, epoch))
-        return -ECANCELED;
-    if (!bq_looks_full(q))
-        return 0;
-    if (timeout_ns == 0)
-        return MBQ_BQ_ERR_QUEUE_IS_FULL;
-    struct bq_shared *sh = q->sh;
-    uint64_t deadline = timeout_ns < 0 ? UINT64_MAX : mono_ns() + (uint64_t)timeout_ns;
-    for (;;) {
-        int slot = futex_sleepers_enter(&sh->space_waiters, sh->space_tid,
-                                        BQ_SPACE_WAITER_SLOTS, slock_self());
-        slock_heavy_barrier(); /* the consumer's half of the pair: see wake_producers */
-        uint32_t seq = atomic_load_explicit(&sh->space_seq, memory_order_seq_cst);
-        int r = bq_cancelled(q, epoch) ? -ECANCELED : bq_looks_full(q) ? 1 : 0;
-        uint64_t now = r == 1 ? mono_ns() : 0;
-        if (r != 1 || now >= deadline) {
-            futex_sleepers_leave(&sh->space_waiters, sh->space_tid, slot, slock_self());
-            return r == 1 ? MBQ_BQ_ERR_QUEUE_IS_FULL : r;
-        }
-        uint64_t until = deadline - now > 100000000u ? now + 100000000u : deadline;
-        struct timespec ts = ns_to_ts(until);
-        futex_wait(&sh->space_seq, seq, &ts);
-        futex_sleepers_leave(&sh->space_waiters, sh->space_tid, slot, slock_self());
-    }
-}
-
-void bq_note_rejected(struct bq *q)
-{
-    atomic_fetch_add_explicit(&q->sh->tail.rejected_full, 1, memory_order_relaxed);
-}
-
-int bq_cancel_waits(struct bq *q)
-{
-    if (!q || !q->sh)
-        return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
-    struct bq_shared *sh = q->sh;
-    /* The epoch first, then the words the sleepers compare: a sleeper that
-     * read a word before our bump returns from futex_wait at once, and one
-     * that read it after sees the new epoch. Woken unconditionally: the
-     * sleepers' counts are hints, and a cancel is rare. */
-    atomic_fetch_add_explicit(&sh->cancel_epoch, 1, memory_order_seq_cst);
-    atomic_fetch_add_explicit(&sh->data_seq, 1, memory_order_seq_cst);
-    atomic_fetch_add_explicit(&sh->space_seq, 1, memory_order_seq_cst);
-    futex_wake(&sh->data_seq, INT_MAX);
-    futex_wake(&sh->space_seq, INT_MAX);
+    struct bq_state before;
+    if (full_lock)
+        state_before_locked(q, &before);
+    MBQ_TRACE((uint32_t)out->handle - 1, TR_TAKE, out->handle, BQ_TAG(q) | head << 16 | 1 << 12);
+    side_pass(&q->sh->head, out, head + 1, true);
+    if (full_lock)
+        *fired = trig_eval_locked(q, false, &before);
     return 0;
 }
 
-uint32_t bq_cancel_epoch(const struct bq *q)
+/* Under the head lock (and the tail lock if full_lock): 0 with the head
+ * entry in out and head moved, -EAGAIN (empty, or not ready), -EUCLEAN (a
+ * corrupt pair of counters, marked for repair), a move_begin error, or
+ * DEQ_EVALUATE with nothing changed. */
+static inline int dequeue_take_locked(struct bq *q, struct bq_entry *out, bool if_ready,
+                                      bool full_lock, uint32_t sides, struct tmask *fired)
 {
-    return atomic_load_explicit(&q->sh->cancel_epoch, memory_order_seq_cst);
-}
-
-void bq_set_spin(struct bq *q, int64_t spin_ns)
-{
-    atomic_store_explicit(&q->spin_ns, spin_ns, memory_order_relaxed);
-}
-
-/* ---- dequeue -------------------------------------------------------------- */
-
-/* The consumer's view of tail: the cached one while it shows entries past
- * head, else a fresh load. */
-static inline uint64_t consumer_tail(struct bq *q, uint64_t head)
-{
-    uint64_t t = atomic_load_explicit(&q->tail_cache, memory_order_relaxed);
-    if (t - head - 1 < q->capacity) /* the cache shows entries */
-        return t;
-    if (q->order == BQ_ORDER_FIFO) {
-        /* In FIFO order entry i is published when its seq reads i + 1: the
-         * consumer looks at the entry it wants instead of the producer's
-         * index line, which then stays in the producer's cache. Every 64th
-         * empty answer is checked against the index, so a scribbled mark
-         * delays an entry, never strands it. */
-        if (__atomic_load_n(&q->slots[head & q->mask].seq, __ATOMIC_ACQUIRE) == head + 1) {
-            atomic_store_explicit(&q->tail_cache, head + 1, memory_order_relaxed);
-            return head + 1;
-        }
-        uint32_t n = atomic_load_explicit(&q->empty_polls, memory_order_relaxed) + 1;
-        atomic_store_explicit(&q->empty_polls, n, memory_order_relaxed);
-        if (n & 63)
-            return head;
+    struct bq_shared *sh = q->sh;
+    uint64_t head = atomic_load_explicit(&sh->head.index, memory_order_relaxed);
+    uint64_t tail;
+    if (full_lock) {
+        tail = load_index(&sh->tail);
+        atomic_store_explicit(&q->tail_cache, tail, memory_order_relaxed);
+    } else {
+        tail = consumer_tail(q, head);
     }
-    t = tail_seen(q, head, load_index(&q->sh->tail));
-    atomic_store_explicit(&q->tail_cache, t, memory_order_relaxed);
-    return t;
+    if (!bq_range_ok(q, head, tail)) {
+        bq_mark_repair(q);
+        return -EUCLEAN;
+    }
+    if (head == tail)
+        return -EAGAIN;
+    bq_settle(q, head, tail);
+    bq_slot_read(q, head, out);
+    if (__builtin_expect(!full_lock && sides != 0, 0) &&
+        dequeue_must_evaluate(q, sides, head, tail, out))
+        return DEQ_EVALUATE;
+    return dequeue_hand_over_locked(q, out, if_ready, full_lock, head, fired);
 }
 
-static int dequeue_common(struct bq *q, struct bq_entry *out, bool if_ready)
+int dequeue_common(struct bq *q, struct bq_entry *out, bool if_ready)
 {
     if (!q || !q->sh || !out)
         return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
@@ -1722,77 +738,30 @@ static int dequeue_common(struct bq *q, struct bq_entry *out, bool if_ready)
     uint32_t sides = atomic_load_explicit(&sh->trigger_sides, memory_order_relaxed);
     bool full_lock = __builtin_expect(sides != 0, 0) && (sides & BQ_TRIG_DEQ) &&
                      atomic_load_explicit(&sh->deq_gate, memory_order_relaxed) == INT64_MAX;
-    struct bq_held held;
-relock:
-    held = (struct bq_held){0, 0};
-    int lr;
-    if (full_lock)
-        lr = bq_lock_full(q, &held);
-    else
-        lr = held.head = bq_lock_side(q, &sh->head);
-    if (lr >= 0 && !full_lock)
-        sides = atomic_load_explicit(&sh->trigger_sides, memory_order_relaxed);
-    if (__builtin_expect(lr < 0, 0))
-        return lr;
-
-    int r = 0;
-    struct tmask fired = {{0}};
-    uint64_t head = atomic_load_explicit(&sh->head.index, memory_order_relaxed);
-    uint64_t tail;
-    if (full_lock) {
-        tail = load_index(&sh->tail);
-        atomic_store_explicit(&q->tail_cache, tail, memory_order_relaxed);
-    } else {
-        tail = consumer_tail(q, head);
-    }
-    if (!bq_range_ok(q, head, tail)) {
-        bq_mark_repair(q);
-        r = -EUCLEAN;
-    } else if (head == tail) {
-        r = -EAGAIN;
-    } else {
-        bq_settle(q, head, tail);
-        bq_slot_read(q, head, out);
-        if (__builtin_expect(!full_lock && (sides & BQ_TRIG_DEQ), 0) &&
-            !deq_gated(q, head, tail)) {
-            /* it may leave few enough entries to turn a trigger true */
+    for (;;) {
+        struct bq_held held = {0, 0};
+        int r = full_lock ? bq_lock_full(q, &held) : (held.head = bq_lock_side(q, &sh->head));
+        if (__builtin_expect(r < 0, 0))
+            return r;
+        if (!full_lock)
+            sides = atomic_load_explicit(&sh->trigger_sides, memory_order_relaxed);
+        struct tmask fired = {{0}};
+        r = dequeue_take_locked(q, out, if_ready, full_lock, sides, &fired);
+        if (r == DEQ_EVALUATE) {
             bslock_unlock(&sh->head.lock, held.head);
             full_lock = true;
-            goto relock;
+            continue;
         }
-        if (__builtin_expect(!full_lock && (sides & BQ_TRIG_DEQ_DUR), 0) &&
-            !dur_monotone(&sh->head, &out->duration)) {
-            /* its duration could raise the queue's: evaluate this one */
+        if (full_lock)
+            bq_unlock_full(q, held);
+        else
             bslock_unlock(&sh->head.lock, held.head);
-            full_lock = true;
-            goto relock;
-        }
-        if (if_ready && q->hooks.is_ready &&
-            !q->hooks.is_ready(q->hooks.ctx, out->pool_id, out->handle)) {
-            r = -EAGAIN;
-        } else if (q->hooks.move_begin &&
-                   (r = q->hooks.move_begin(q->hooks.ctx, out->pool_id, out->handle, 0)) != 0) {
-            /* no intent, no hand-over: the entry stays */
-        } else {
-            struct bq_state before;
-            if (full_lock)
-                state_before_locked(q, &before);
-            MBQ_TRACE((uint32_t)out->handle - 1, TR_TAKE, out->handle,
-                      BQ_TAG(q) | head << 16 | 1 << 12);
-            side_pass(&sh->head, out, head + 1, true);
-            if (full_lock)
-                fired = trig_eval_locked(q, false, &before);
-        }
+        if (r == 0)
+            wake_producers(q);
+        if (tmask_any(&fired))
+            trig_signal(q, fired);
+        return r;
     }
-    if (full_lock)
-        bq_unlock_full(q, held);
-    else
-        bslock_unlock(&sh->head.lock, held.head);
-    if (r == 0)
-        wake_producers(q);
-    if (tmask_any(&fired))
-        trig_signal(q, fired);
-    return r;
 }
 
 int bq_dequeue(struct bq *q, struct bq_entry *out)
@@ -1803,104 +772,6 @@ int bq_dequeue(struct bq *q, struct bq_entry *out)
 int bq_dequeue_if_ready(struct bq *q, struct bq_entry *out)
 {
     return dequeue_common(q, out, true);
-}
-
-static inline bool bq_looks_empty(struct bq *q)
-{
-    uint64_t head = atomic_load_explicit(&q->sh->head.index, memory_order_acquire);
-    return consumer_tail(q, head) == head;
-}
-
-static int dequeue_wait_slow(struct bq *q, struct bq_entry *out, uint32_t epoch,
-                             uint64_t start, uint64_t deadline);
-
-int bq_dequeue_wait(struct bq *q, struct bq_entry *out, int64_t timeout_ns)
-{
-    if (!q || !q->sh)
-        return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
-    /* Read before the first try: a cancel from here on is seen. */
-    uint32_t epoch = atomic_load_explicit(&q->sh->cancel_epoch, memory_order_seq_cst);
-    int r = dequeue_common(q, out, false);
-    if (r != -EAGAIN)
-        return r;
-    uint64_t start = mono_ns();
-    uint64_t deadline = timeout_ns < 0 ? UINT64_MAX : start + (uint64_t)timeout_ns;
-    /* From here on a lock held by someone who does not answer fails the call
-     * by its own deadline, not the (longer) wait limit. */
-    uint64_t prev = slock_set_deadline(timeout_ns < 0 ? 0 : deadline);
-    r = dequeue_wait_slow(q, out, epoch, start, deadline);
-    slock_set_deadline(prev);
-    return r;
-}
-
-static int dequeue_wait_slow(struct bq *q, struct bq_entry *out, uint32_t epoch,
-                             uint64_t start, uint64_t deadline)
-{
-    int r;
-    /* Spin first: a cross-vCPU wake costs ~25 us each way, so waiting that
-     * long on the cache line is cheaper than sleeping — unless the producer
-     * shares our CPU, when spinning only delays it: then no spin at all
-     * (the producer publishes its CPU when it moves). Otherwise the spin
-     * adapts: after 8 waits in a row whose spin found nothing, sleep at
-     * once, trying the spin on every 16th. A budget set with bq_set_spin
-     * replaces the adaptive one (0: never spin). */
-    static _Thread_local unsigned spin_misses, spin_tries;
-    int64_t budget = atomic_load_explicit(&q->spin_ns, memory_order_relaxed);
-    uint64_t spin_ns = budget < 0 ? BQ_SPIN_NS : (uint64_t)budget;
-    uint64_t spin_end = deadline - start > spin_ns ? start + spin_ns : deadline;
-    if (budget < 0 && spin_misses >= 8 && ++spin_tries % 16 != 0)
-        spin_end = start;
-    int cpu = sched_getcpu();
-    uint32_t pcpu = atomic_load_explicit(&q->sh->producer_cpu, memory_order_relaxed);
-    if (cpu >= 0 && pcpu == (uint32_t)cpu + 1)
-        spin_end = start;
-    for (unsigned i = 0; spin_end != start; i++) {
-        if (!bq_looks_empty(q)) {
-            r = dequeue_common(q, out, false);
-            if (r != -EAGAIN) {
-                spin_misses = 0;
-                return r;
-            }
-        }
-        cpu_relax();
-        if ((i & 63) == 63 && (mono_ns() >= spin_end || bq_cancelled(q, epoch)))
-            break;
-    }
-    if (spin_end != start)
-        spin_misses++;
-    struct bq_shared *sh = q->sh;
-    for (;;) {
-        int slot = waiter_enter(sh);
-        slock_heavy_barrier(); /* the producer's half of the pair: see wake_consumers */
-        uint32_t seq = atomic_load_explicit(&sh->data_seq, memory_order_seq_cst);
-        r = bq_cancelled(q, epoch) ? -ECANCELED : dequeue_common(q, out, false);
-        if (r == -EAGAIN && bq_is_at_end_of_data(q))
-            r = -ENODATA;
-        if (r != -EAGAIN) {
-            waiter_leave(sh, slot);
-            return r;
-        }
-        uint64_t now = mono_ns();
-        if (now >= deadline) {
-            waiter_leave(sh, slot);
-            return -ETIMEDOUT;
-        }
-        /* Sleep in slices so that a producer that died before waking us (or
-         * a scribbled futex word) costs a bounded delay, not a hang. */
-        uint64_t until = deadline - now > 100000000u ? now + 100000000u : deadline;
-        struct timespec ts = {.tv_sec = (time_t)(until / 1000000000u),
-                              .tv_nsec = (long)(until % 1000000000u)};
-        futex_wait(&sh->data_seq, seq, &ts);
-        waiter_leave(sh, slot);
-        if (bq_cancelled(q, epoch))
-            return -ECANCELED;
-        /* Woken (or a slice ended): the entry is most likely there. Take it
-         * before re-arming, which costs a heavy barrier — in this VM about
-         * as much as another wake-up. */
-        r = dequeue_common(q, out, false);
-        if (r != -EAGAIN)
-            return r;
-    }
 }
 
 int bq_copy_head(struct bq *q, struct bq_entry *out)
@@ -2035,539 +906,4 @@ int bq_for_each(struct bq *q, int (*cb)(struct bq_entry *e, void *ctx), void *ct
     }
     bq_unlock_full(q, held);
     return r;
-}
-
-#define RD_SLOT(x) (*(const volatile __typeof__(x) *)&(x))
-
-/* ---- references (for the pool's recount) --------------------------------- */
-
-int bq_count_refs(const struct bq *q, uint32_t pool_id, uint64_t handle, uint64_t *n)
-{
-    if (!q || !q->sh || !n)
-        return -EINVAL;
-    const struct bq_shared *sh = q->sh;
-    const struct bq_journal *j = &sh->journal;
-    uint32_t m = atomic_load_explicit(&j->moves, memory_order_acquire);
-    if ((m & 1) || atomic_load_explicit(&j->active, memory_order_acquire))
-        return -EAGAIN;
-    uint64_t head = atomic_load_explicit(&sh->head.index, memory_order_acquire);
-    uint64_t tail = atomic_load_explicit(&sh->tail.index, memory_order_acquire);
-    uint64_t end = tail;
-    /* In FIFO order an entry counts once its seq is stored, before tail
-     * moves (consumer_tail): a producer that died there left it in. */
-    if (q->order == BQ_ORDER_FIFO &&
-        __atomic_load_n(&q->slots[tail & q->mask].seq, __ATOMIC_ACQUIRE) == tail + 1)
-        end = tail + 1;
-    uint64_t k = 0;
-    if (head - tail != 1) { /* one past: empty (see dequeue) */
-        if (end - head > q->capacity)
-            return -EAGAIN; /* moving, or scribbled: not now */
-        for (uint64_t i = head; i != end; i++) {
-            const struct bq_slot *sl = &q->slots[i & q->mask];
-            k += RD_SLOT(sl->handle) == handle && RD_SLOT(sl->pool_id) == pool_id;
-        }
-    }
-    atomic_thread_fence(memory_order_acquire);
-    if (atomic_load_explicit(&j->moves, memory_order_relaxed) != m ||
-        atomic_load_explicit(&j->active, memory_order_relaxed))
-        return -EAGAIN;
-    *n = k;
-    return 0;
-}
-
-/* ---- inspection ----------------------------------------------------------- */
-
-/* A consistent snapshot of both sides without taking a lock: the consumer's
- * side is read before and after the producer's, and the pair is accepted
- * when the consumer's did not move in between. */
-static bool snapshot(struct bq *q, struct side_snap *t, struct side_snap *h)
-{
-    for (int tries = 0; tries < 100; tries++) {
-        struct side_snap h2;
-        if (!side_read(&q->sh->head, h) || !side_read(&q->sh->tail, t) ||
-            !side_read(&q->sh->head, &h2))
-            break;
-        t->index = tail_seen(q, h->index, t->index);
-        if (h2.index == h->index && bq_range_ok(q, h->index, t->index))
-            return true;
-    }
-    /* a side stuck mid-update or corrupt counters: repair under the lock
-     * (a side stuck because its writer stopped keeps the lock: no answer) */
-    bq_mark_repair(q);
-    struct bq_held held;
-    if (bq_lock_full(q, &held) < 0)
-        return false;
-    bool ok = side_read(&q->sh->head, h) && side_read(&q->sh->tail, t) &&
-              bq_range_ok(q, h->index, t->index);
-    bq_unlock_full(q, held);
-    return ok;
-}
-
-int64_t bq_count(struct bq *q)
-{
-    if (!q || !q->sh)
-        return 0;
-    for (int tries = 0; tries < 100; tries++) {
-        uint64_t h = atomic_load_explicit(&q->sh->head.index, memory_order_acquire);
-        uint64_t t = tail_seen(q, h, atomic_load_explicit(&q->sh->tail.index,
-                                                          memory_order_acquire));
-        if (atomic_load_explicit(&q->sh->head.index, memory_order_acquire) == h &&
-            bq_range_ok(q, h, t))
-            return (int64_t)(t - h);
-    }
-    struct side_snap t, h;
-    return snapshot(q, &t, &h) ? (int64_t)(t.index - h.index) : 0;
-}
-
-bool bq_is_empty(struct bq *q)
-{
-    return bq_count(q) == 0;
-}
-
-bool bq_contains_end_of_data(struct bq *q)
-{
-    if (!q || !q->sh)
-        return true;
-    return atomic_load_explicit(&q->sh->flags, memory_order_acquire) & BQ_F_END_OF_DATA;
-}
-
-bool bq_is_at_end_of_data(struct bq *q)
-{
-    if (!q || !q->sh)
-        return true;
-    return bq_contains_end_of_data(q) && bq_count(q) == 0;
-}
-
-uint64_t bq_total_size(struct bq *q)
-{
-    struct side_snap t, h;
-    if (!q || !q->sh || !snapshot(q, &t, &h) || t.index == h.index)
-        return 0;
-    return t.bytes - h.bytes;
-}
-
-mbq_time bq_duration(struct bq *q)
-{
-    struct side_snap t, h;
-    if (!q || !q->sh || !snapshot(q, &t, &h) || t.index == h.index)
-        return MBQ_TIME_ZERO;
-    return mbq_time_subtract(t.duration, h.duration);
-}
-
-static mbq_time head_time(struct bq *q, bool dts)
-{
-    if (!q || !q->sh)
-        return MBQ_TIME_INVALID;
-    mbq_time r = MBQ_TIME_INVALID;
-    int how = bq_lock_side(q, &q->sh->head);
-    if (how < 0)
-        return r;
-    uint64_t head = atomic_load_explicit(&q->sh->head.index, memory_order_relaxed);
-    uint64_t tail = tail_seen(q, head, load_index(&q->sh->tail));
-    if (head != tail && bq_range_ok(q, head, tail)) {
-        bq_settle(q, head, tail);
-        r = slot_time(q, head, dts ? SLOT_DTS : SLOT_PTS);
-    }
-    bslock_unlock(&q->sh->head.lock, how);
-    return r;
-}
-
-mbq_time bq_first_dts(struct bq *q)
-{
-    return head_time(q, true);
-}
-
-mbq_time bq_first_pts(struct bq *q)
-{
-    return head_time(q, false);
-}
-
-enum scan_what { SCAN_MIN_DTS, SCAN_MIN_PTS, SCAN_MAX_PTS, SCAN_END_PTS };
-
-static mbq_time scan_time(struct bq *q, enum scan_what what)
-{
-    if (!q || !q->sh)
-        return MBQ_TIME_INVALID;
-    mbq_time r = MBQ_TIME_INVALID;
-    struct bq_held held;
-    if (bq_lock_full(q, &held) < 0)
-        return r;
-    uint64_t head = atomic_load_explicit(&q->sh->head.index, memory_order_relaxed);
-    uint64_t tail = atomic_load_explicit(&q->sh->tail.index, memory_order_relaxed);
-    if (what == SCAN_MIN_DTS) {
-        for (uint64_t i = head; i != tail; i++) {
-            mbq_time d = slot_time(q, i, SLOT_DTS);
-            if (mbq_time_is_numeric(d) &&
-                (!mbq_time_is_valid(r) || mbq_time_compare(d, r) < 0))
-                r = d;
-        }
-    } else {
-        mbq_time lo, hi, end;
-        scan_pts(q, head, tail, &lo, &hi, &end);
-        r = what == SCAN_MIN_PTS ? lo : what == SCAN_MAX_PTS ? hi : end;
-    }
-    bq_unlock_full(q, held);
-    return r;
-}
-
-mbq_time bq_min_dts(struct bq *q)
-{
-    return scan_time(q, SCAN_MIN_DTS);
-}
-
-mbq_time bq_min_pts(struct bq *q)
-{
-    return scan_time(q, SCAN_MIN_PTS);
-}
-
-mbq_time bq_max_pts(struct bq *q)
-{
-    return scan_time(q, SCAN_MAX_PTS);
-}
-
-mbq_time bq_end_pts(struct bq *q)
-{
-    return scan_time(q, SCAN_END_PTS);
-}
-
-/* ---- trigger API ---------------------------------------------------------- */
-
-int bq_install_trigger(struct bq *q, int32_t condition, mbq_time time, int64_t threshold,
-                       int efd, uint64_t *token_out)
-{
-    if (!q || !q->sh || !token_out)
-        return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
-    if (condition < 1 || condition > 12)
-        return MBQ_BQ_ERR_INVALID_TRIGGER_CONDITION;
-    if (cond_uses_time(condition) && (!mbq_time_is_numeric(time) || time.epoch != 0))
-        return MBQ_BQ_ERR_BAD_TRIGGER_DURATION;
-    struct bq_shared *sh = q->sh;
-    struct bq_held held;
-    int lr = bq_lock_full(q, &held);
-    if (lr < 0)
-        return lr;
-    int slot = -1;
-    for (int i = 0; i < BQ_MAX_TRIGGERS && slot < 0; i++)
-        if (atomic_load_explicit(&sh->triggers[i].state, memory_order_relaxed) == 0)
-            slot = i;
-    if (slot < 0) {
-        bq_unlock_full(q, held);
-        return -ENOSPC;
-    }
-    struct bq_trigger *t = &sh->triggers[slot];
-    uint32_t gen = ((t->gen + 1) & 0xffffff) ? t->gen + 1 : 1;
-    *t = (struct bq_trigger){.condition = (uint32_t)condition,
-                             .gen = gen,
-                             .time = cond_uses_time(condition) ? time : MBQ_TIME_INVALID,
-                             .threshold = threshold,
-                             .owner_pid = (uint32_t)getpid()};
-    if (condition == 5 || condition == 6) {
-        uint64_t head = atomic_load_explicit(&sh->head.index, memory_order_relaxed);
-        uint64_t tail = atomic_load_explicit(&sh->tail.index, memory_order_relaxed);
-        scan_pts(q, head, tail, &sh->last_min_pts, &sh->last_max_pts, NULL);
-    }
-    struct tmask fired = {{0}};
-    if (!cond_is_event(condition)) {
-        struct bq_state st;
-        state_locked(q, &st, false);
-        t->level = trig_level(t, &st);
-        if (t->level) {
-            atomic_fetch_add_explicit(&t->fired, 1, memory_order_relaxed);
-            tmask_set(&fired, (unsigned)slot);
-        }
-    }
-    atomic_store_explicit(&t->state, 1, memory_order_release);
-    atomic_fetch_add_explicit(&sh->trigger_count, 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&sh->trigger_gen, 1, memory_order_relaxed);
-    trig_sides_locked(q);
-    *token_out = token_make(q, slot, gen);
-    atomic_store_explicit(&q->trigger_fd[slot], trigger_fd_pack(efd, gen), memory_order_release);
-    bq_unlock_full(q, held);
-    trig_signal(q, fired);
-    return 0;
-}
-
-int bq_remove_trigger(struct bq *q, uint64_t token)
-{
-    if (!q || !q->sh)
-        return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
-    struct bq_held held;
-    int lr = bq_lock_full(q, &held);
-    if (lr < 0)
-        return lr;
-    int slot = token_slot(q, token);
-    if (slot >= 0) {
-        atomic_store_explicit(&q->sh->triggers[slot].state, 0, memory_order_relaxed);
-        atomic_fetch_sub_explicit(&q->sh->trigger_count, 1, memory_order_relaxed);
-        atomic_fetch_add_explicit(&q->sh->trigger_gen, 1, memory_order_relaxed);
-        trig_sides_locked(q);
-        atomic_store_explicit(&q->trigger_fd[slot], trigger_fd_pack(-1, 0), memory_order_release);
-    }
-    bq_unlock_full(q, held);
-    return slot >= 0 ? 0 : MBQ_BQ_ERR_INVALID_TRIGGER_TOKEN;
-}
-
-int bq_test_trigger(struct bq *q, uint64_t token)
-{
-    if (!q || !q->sh)
-        return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
-    struct bq_held held;
-    int lr = bq_lock_full(q, &held);
-    if (lr < 0)
-        return lr;
-    int slot = token_slot(q, token), r = MBQ_BQ_ERR_INVALID_TRIGGER_TOKEN;
-    if (slot >= 0) {
-        struct bq_state st;
-        state_locked(q, &st, false);
-        r = trig_level(&q->sh->triggers[slot], &st);
-    }
-    bq_unlock_full(q, held);
-    return r;
-}
-
-int bq_set_trigger_fd(struct bq *q, uint64_t token, int efd)
-{
-    if (!q || !q->sh)
-        return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
-    if (efd < 0) {
-        /* Forgetting is process-local and needs no lock (nor waits behind a
-         * holder that does not let go): the slot's fd goes if it is still
-         * this token's generation. */
-        int slot = (int)(token & 0xff);
-        if (slot >= BQ_MAX_TRIGGERS)
-            return MBQ_BQ_ERR_INVALID_TRIGGER_TOKEN;
-        uint64_t fg = atomic_load_explicit(&q->trigger_fd[slot], memory_order_relaxed);
-        if ((uint32_t)(fg >> 32) != (uint32_t)((token >> 8) & 0xffffff) ||
-            !atomic_compare_exchange_strong_explicit(&q->trigger_fd[slot], &fg,
-                                                     trigger_fd_pack(-1, 0),
-                                                     memory_order_release, memory_order_relaxed))
-            return MBQ_BQ_ERR_INVALID_TRIGGER_TOKEN;
-        return 0;
-    }
-    struct bq_held held;
-    int lr = bq_lock_full(q, &held);
-    if (lr < 0)
-        return lr;
-    int slot = token_slot(q, token);
-    bool deliver = false;
-    if (slot >= 0) {
-        atomic_store_explicit(&q->trigger_fd[slot],
-                              trigger_fd_pack(efd, q->sh->triggers[slot].gen),
-                              memory_order_release);
-        deliver = efd >= 0 &&
-                  atomic_exchange_explicit(&q->sh->triggers[slot].pending, 0,
-                                           memory_order_acq_rel);
-    }
-    bq_unlock_full(q, held);
-    if (slot < 0)
-        return MBQ_BQ_ERR_INVALID_TRIGGER_TOKEN;
-    if (deliver) {
-        uint64_t one = 1;
-        ssize_t w = write(efd, &one, sizeof(one));
-        (void)w;
-    }
-    return 0;
-}
-
-bool bq_trigger_fds_complete(const struct bq *q)
-{
-    for (int i = 0; i < BQ_MAX_TRIGGERS; i++) {
-        const struct bq_trigger *t = &q->sh->triggers[i];
-        if (atomic_load_explicit(&t->state, memory_order_acquire) != 1)
-            continue;
-        uint64_t fg = atomic_load_explicit(&q->trigger_fd[i], memory_order_relaxed);
-        if ((int)(uint32_t)fg < 0 || (uint32_t)(fg >> 32) != t->gen)
-            return false;
-    }
-    return true;
-}
-
-int64_t bq_trigger_fired(struct bq *q, uint64_t token)
-{
-    if (!q || !q->sh)
-        return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
-    struct bq_held held;
-    int lr = bq_lock_full(q, &held);
-    if (lr < 0)
-        return lr;
-    int slot = token_slot(q, token);
-    int64_t r = slot >= 0 ? (int64_t)atomic_load_explicit(&q->sh->triggers[slot].fired,
-                                                           memory_order_relaxed)
-                          : MBQ_BQ_ERR_INVALID_TRIGGER_TOKEN;
-    bq_unlock_full(q, held);
-    return r;
-}
-
-int bq_note_data_ready(struct bq *q)
-{
-    if (!q || !q->sh)
-        return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
-    if (atomic_load_explicit(&q->sh->trigger_count, memory_order_relaxed) == 0)
-        return 0;
-    struct bq_held held;
-    int lr = bq_lock_full(q, &held);
-    if (lr < 0)
-        return lr;
-    struct tmask fired = trig_eval_locked(q, false, NULL);
-    bq_unlock_full(q, held);
-    trig_signal(q, fired);
-    return 0;
-}
-
-/* ---- locks others hold ----------------------------------------------------- */
-
-int bq_lock_owners(const struct bq *q, uint32_t owner[BQ_LOCKS])
-{
-    if (!q || !q->sh)
-        return -EINVAL;
-    const struct bq_side *side[2] = {&q->sh->tail, &q->sh->head};
-    for (int i = 0; i < 2; i++) {
-        const struct bslock *b = &side[i]->lock;
-        owner[2 * i] = slock_owner(&b->lock);
-        /* A bias names who is inside only while busy is set (revoked or
-         * not); a clear bias with busy set is a holder backing out, and
-         * stops nobody. */
-        uint32_t bias = atomic_load_explicit(&((struct bslock *)b)->bias, memory_order_relaxed);
-        owner[2 * i + 1] = atomic_load_explicit(&((struct bslock *)b)->busy, memory_order_relaxed)
-                               ? bias & SLOCK_TID_MASK
-                               : 0;
-    }
-    return 0;
-}
-
-int bq_break_lock(struct bq *q, int which, uint32_t owner)
-{
-    if (!q || !q->sh || which < 0 || which >= BQ_LOCKS || owner == 0)
-        return -EINVAL;
-    struct bslock *b = which < 2 ? &q->sh->tail.lock : &q->sh->head.lock;
-    if (which % 2 == 0) {
-        if (slock_take_from(&b->lock, owner) != SLOCK_RECOVERED)
-            return 0;
-        bq_mark_repair(q); /* whatever the owner did under it */
-        slock_unlock(&b->lock);
-    } else {
-        /* The bias: busy, written by the holder only, is given up for it.
-         * The bias word names owner, revoked or not (a revoker holding the
-         * slock may be waiting for owner to leave: clearing busy lets it in).
-         * A bias granted to anyone else since names that one: left alone. */
-        uint32_t bias = atomic_load_explicit(&b->bias, memory_order_relaxed);
-        if (!atomic_load_explicit(&b->busy, memory_order_relaxed) ||
-            (bias & SLOCK_TID_MASK) != owner ||
-            !atomic_compare_exchange_strong_explicit(&b->bias, &bias, owner | BSLOCK_REVOKED,
-                                                     memory_order_relaxed, memory_order_relaxed))
-            return 0;
-        bq_mark_repair(q);
-        atomic_store_explicit(&b->busy, 0, memory_order_release);
-    }
-    /* The repair runs under both locks: now, if they can be had at once. */
-    uint64_t prev = slock_set_deadline(mono_ns()); /* do not wait */
-    struct bq_held h;
-    if (bq_lock_full(q, &h) == 0)
-        bq_unlock_full(q, h);
-    slock_set_deadline(prev);
-    return 1;
-}
-
-/* ---- statistics and checking ---------------------------------------------- */
-
-int bq_stats(struct bq *q, struct bq_stats *out)
-{
-    if (!q || !q->sh || !out)
-        return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
-    struct bq_shared *sh = q->sh;
-    struct side_snap t, h;
-    bool approximate = false;
-    if (!snapshot(q, &t, &h)) {
-        /* A side stuck mid-update whose writer still holds the lock (stopped,
-         * or a forged owner), or counters the repair could not fix: answer
-         * with what the counters say now, marked approximate, rather than
-         * not at all. */
-        if (!(slock_owner(&sh->tail.lock.lock) || slock_owner(&sh->head.lock.lock)))
-            return -EUCLEAN;
-        approximate = true;
-        side_peek(&sh->tail, &t);
-        side_peek(&sh->head, &h);
-        if (!bq_range_ok(q, h.index, t.index))
-            h.index = t.index;
-    }
-    *out = (struct bq_stats){
-        .approximate = approximate,
-        .capacity = q->capacity,
-        .order = q->order,
-        .full_policy = q->full_policy,
-        .triggers = atomic_load_explicit(&sh->trigger_count, memory_order_relaxed),
-        .count = t.index - h.index,
-        .enqueued = t.ops,
-        .dequeued = h.ops,
-        .dropped = atomic_load_explicit(&sh->tail.dropped, memory_order_relaxed),
-        .rejected_full = atomic_load_explicit(&sh->tail.rejected_full, memory_order_relaxed),
-        .high_water = atomic_load_explicit(&sh->tail.high_water, memory_order_relaxed),
-        .repairs = atomic_load_explicit(&sh->repairs, memory_order_relaxed),
-        .corruptions = atomic_load_explicit(&sh->corruptions, memory_order_relaxed),
-        .total_size = t.index == h.index ? 0 : t.bytes - h.bytes,
-        .duration = t.index == h.index ? MBQ_TIME_ZERO
-                                       : mbq_time_subtract(t.duration, h.duration),
-        .end_of_data = atomic_load_explicit(&sh->flags, memory_order_relaxed) &
-                       BQ_F_END_OF_DATA,
-    };
-    return 0;
-}
-
-int bq_check(struct bq *q)
-{
-    if (!q || !q->sh)
-        return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
-    uint64_t before = atomic_load_explicit(&q->sh->corruptions, memory_order_relaxed);
-    bq_mark_repair(q);
-    struct bq_held held;
-    int lr = bq_lock_full(q, &held);
-    if (lr < 0)
-        return lr;
-    bq_unlock_full(q, held);
-    return atomic_load_explicit(&q->sh->corruptions, memory_order_relaxed) == before ? 0
-                                                                                    : -EUCLEAN;
-}
-
-/* ---- lock-free views for the library and mbqd ---- */
-
-uint32_t bq_trigger_gen(const struct bq *q)
-{
-    return atomic_load_explicit(&q->sh->trigger_gen, memory_order_acquire);
-}
-
-bool bq_trigger_pending_any(const struct bq *q)
-{
-    for (unsigned i = 0; i < BQ_MAX_TRIGGERS; i++)
-        if (atomic_load_explicit(&q->sh->triggers[i].pending, memory_order_relaxed))
-            return true;
-    return false;
-}
-
-uint32_t bq_nonce(const struct bq *q)
-{
-    return *(const volatile uint32_t *)&q->sh->nonce;
-}
-
-int bq_trigger_token_at(const struct bq *q, unsigned slot, uint64_t *token)
-{
-    if (slot >= BQ_MAX_TRIGGERS)
-        return -EINVAL;
-    const struct bq_trigger *t = &q->sh->triggers[slot];
-    if (atomic_load_explicit(&((struct bq_trigger *)t)->state, memory_order_acquire) != 1)
-        return 0;
-    *token = token_make(q, (int)slot, *(const volatile uint32_t *)&t->gen);
-    return 1;
-}
-
-uint64_t bq_progress(const struct bq *q)
-{
-    return (uint64_t)atomic_load_explicit(&q->sh->tail.seq, memory_order_relaxed) +
-           atomic_load_explicit(&q->sh->head.seq, memory_order_relaxed) +
-           atomic_load_explicit(&q->sh->trigger_gen, memory_order_relaxed);
-}
-
-uint32_t bq_waiter_owner(const struct bq *q, unsigned i)
-{
-    return i < BQ_WAITER_SLOTS ? atomic_load_explicit(&q->sh->waiter_tid[i], memory_order_relaxed)
-                               : 0;
 }

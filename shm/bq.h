@@ -19,7 +19,7 @@
  * the scanning getters, trigger changes, and the mutations that must
  * evaluate an installed trigger (those on the side where its condition can
  * turn true and near its threshold: see trig_eval_locked and
- * trig_sides_locked in bq.c) — take both, always tail first.
+ * trig_sides_locked in bq_trigger.c) — take both, always tail first.
  *
  * Each side also caches the other's counter in process memory (see struct
  * bq), so that a producer and a consumer that keep pace touch each other's
@@ -73,6 +73,10 @@
 
 #define BQ_MAX_CAPACITY (1u << 20)
 #define BQ_DEFAULT_CAPACITY 1024u /* what capacity 0 (Core Media: unbounded) gives */
+/* The capacity a queue asked with capacity cap gets (the one place 0 turns
+ * into the default; <mbq/mbq.h>'s MBQ_BUFFER_QUEUE_DEFAULT_CAPACITY is
+ * checked to agree in client/abi_twins.c). */
+#define BQ_CAPACITY_OR_DEFAULT(cap) ((cap) ? (cap) : BQ_DEFAULT_CAPACITY)
 #define BQ_MAX_TRIGGERS 128
 #define BQ_SPIN_NS 25000u /* blocking dequeue spins this long before sleeping */
 #define BQ_WAITER_SLOTS 16 /* sleeping dequeuers a producer can check on */
@@ -97,7 +101,19 @@ enum bq_trigger_condition {
     BQ_TRIGGER_DURATION_GE_AND_COUNT_GT = 12,
 };
 
-/* An entry as the queue's operations take and give it. */
+/* An entry as the queue's operations take and give it.
+ *
+ * Its times travel one way: the library copies them from the block at
+ * enqueue, after freezing the block's metadata (docs/DATAPLANE.md), and the
+ * slot keeps that copy unchanged until the entry leaves. The queue needs
+ * its own copy: it orders a sorted queue, sums durations and evaluates
+ * triggers in shared memory, in whichever process holds its lock, which
+ * need not map the buffer's pool (a pool is a process-local mapping; shm/
+ * queues name buffers by handle only). A dequeue hands the copy back in
+ * the entry because it reads the slot's line anyway (the duration leaves
+ * the sums), so unpacking the times costs a few register moves; a consumer
+ * of the library reads the buffer's metadata from its block, which the
+ * freeze keeps equal to the copy. */
 struct bq_entry {
     uint64_t handle; /* non-zero */
     uint64_t seq;    /* tail + 1 at enqueue: unique, increasing; in a FIFO queue

@@ -4,6 +4,8 @@
 #ifndef MBQ_SHM_FUTEX_H
 #define MBQ_SHM_FUTEX_H
 
+#include "common/clock.h" /* mono_ns(), mono_deadline_after_ns() */
+
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -45,21 +47,6 @@ static inline void cpu_relax(void)
 #elif defined(__aarch64__)
     __asm__ volatile("yield" ::: "memory");
 #endif
-}
-
-/* Monotonic clock in nanoseconds. */
-static inline uint64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static inline struct timespec mono_deadline_after_ns(uint64_t ns)
-{
-    uint64_t t = mono_ns() + ns;
-    return (struct timespec){.tv_sec = (time_t)(t / 1000000000u),
-                             .tv_nsec = (long)(t % 1000000000u)};
 }
 
 #endif

@@ -3,6 +3,8 @@
 
 #include "futex.h"
 
+#include "common/proc.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -116,25 +118,9 @@ bool slock_tid_alive(uint32_t tid)
             return false; /* see lock.h: only a scribble names one here */
         return id != 0 && atomic_load_explicit(&ids->live[id], memory_order_acquire) != 0;
     }
-    /* kill() resolves any task id, thread or process; EPERM means it exists. */
-    if (kill((pid_t)tid, 0) < 0 && errno == ESRCH)
-        return false;
-    /* A killed process stays a zombie until its parent reaps it, and kill()
-     * still finds it: ask /proc for its state. */
-    char path[64], buf[256];
-    snprintf(path, sizeof(path), "/proc/%u/stat", tid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return errno != ENOENT;
-    ssize_t n = read(fd, buf, sizeof(buf) - 1);
-    close(fd);
-    if (n <= 0)
-        return true;
-    buf[n] = 0;
-    const char *p = strrchr(buf, ')'); /* the name may contain anything */
-    if (!p || p[1] != ' ')
-        return true;
-    return p[2] != 'Z' && p[2] != 'X';
+    /* The one rule for "is this task gone" (common/proc.h): no such task,
+     * a zombie, or past PF_EXITING, which runs no more user code. */
+    return proc_state((pid_t)tid) == PROC_ALIVE;
 }
 
 /* Takes over a lock word w whose owner is dead; true if we now hold it. */

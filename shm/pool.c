@@ -6,6 +6,14 @@
  * offsets that follow from (block_size, block_count) alone, so a process that
  * attaches recomputes them and rejects a header that disagrees.
  *
+ * This file: the layout, create/attach, the lock, the free lists, freeing,
+ * the fast half of the client caches, and allocate/retain/release — what a
+ * buffer's life runs through. The other parts: pool_intent.c (intents and
+ * hand-overs), pool_cache.c (the caches' slow half), pool_age.c (age-out,
+ * flush, invalidate), pool_repair.c (list rebuild and check), pool_client.c
+ * (client slots, recount, reclaim), pool_meta.c (metadata, formats,
+ * attachments); what they share is in pool_internal.h.
+ *
  * Invariants, for a consistent pool, under the pool lock:
  *  - every block is in exactly one place: the warm list (state WARM,
  *    refcount 0, pages resident), the cold list (COLD, refcount 0, pages
@@ -36,10 +44,7 @@
  * the segment is read once and bounds-checked: a corrupt list is detected
  * (-EUCLEAN internally) and rebuilt from the descriptors by
  * pool_repair_locked(), never followed out of range or around a cycle. */
-#include "pool_layout.h"
-
-#include "futex.h"
-#include "trace.h"
+#include "pool_internal.h"
 
 #include <mbq/status.h>
 
@@ -103,22 +108,6 @@ _Static_assert(offsetof(struct pool_shared, reclaimed) == 192, "pool_shared layo
 _Static_assert(offsetof(struct pool_shared, audited) == 200, "pool_shared layout");
 _Static_assert(offsetof(struct pool_shared, spill_hint) == 208, "pool_shared layout");
 
-/* A read the compiler may not repeat: a peer can change the word between
- * two loads, and a check must hold for the value that is then used. */
-#define RD(x) (*(const volatile __typeof__(x) *)&(x))
-
-#define POOL_RC_MASK 0xffffffffull
-/* A client slot whose pid has this bit is being reclaimed by that pid. */
-#define POOL_PID_RECLAIMING 0x80000000u
-/* A dead client's slot whose holdings are released but whose intents wait
- * for a recount (pool_reclaim_dead_ex retries them): the bit alone, no pid,
- * so it names no live task. */
-#define POOL_PID_PENDING POOL_PID_RECLAIMING
-#define POOL_AUDIT64 ((uint64_t)POOL_RC_AUDIT)
-/* Blocks detached per round of age-out: bounds the stack and the time any
- * block spends AGING. */
-#define POOL_AGE_BATCH 64
-
 struct pool_layout {
     uint64_t clients_off, holdings_off, blocks_off, formats_off, attach_off, data_off, total;
 };
@@ -156,102 +145,8 @@ static int pool_layout_of(uint64_t block_size, uint32_t count, uint64_t page,
     return 0;
 }
 
-/* ---- ref word and handles ---- */
-
-static inline uint64_t ref_make(uint32_t gen, uint32_t rc)
-{
-    return (uint64_t)gen << 32 | rc;
-}
-static inline uint32_t ref_gen(uint64_t r)
-{
-    return (uint32_t)(r >> 32);
-}
-/* The refcount field without the audit bit (see POOL_RC_AUDIT). */
-static inline uint32_t ref_count(uint64_t r)
-{
-    return (uint32_t)(r & POOL_RC_MASK) & ~POOL_RC_AUDIT;
-}
-/* r with the audit bit cleared: what every change of a live ref word
- * starts from, so that it makes a recount's final CAS fail. */
-static inline uint64_t ref_plain(uint64_t r)
-{
-    return r & ~POOL_AUDIT64;
-}
-/* A refcount field of POOL_RC_CACHED | slot: free, in that client's cache
- * (see "Client caches" in pool.h). Never a count of references: retain
- * stops below it. */
-static inline bool rc_cached(uint32_t rc)
-{
-    return rc >= POOL_RC_CACHED;
-}
-static inline bool rc_live(uint32_t rc)
-{
-    return rc != 0 && rc < POOL_RC_CACHED;
-}
-static inline uint32_t rc_owner(uint32_t rc)
-{
-    return rc & ~POOL_RC_CACHED;
-}
-/* Generation 0 never appears in a handle, so that 0 is never a valid one. */
-static inline uint32_t gen_next(uint32_t g)
-{
-    return g + 1 ? g + 1 : 1;
-}
-
-static inline bool pool_decode(const struct pool *p, uint64_t h, uint32_t *idx, uint32_t *gen)
-{
-    uint32_t lo = (uint32_t)h, g = (uint32_t)(h >> 32);
-    if (lo == 0 || g == 0 || lo - 1 >= p->block_count)
-        return false;
-    *idx = lo - 1;
-    *gen = g;
-    return true;
-}
-
-static inline _Atomic uint32_t *pool_holding(const struct pool *p, uint32_t slot, uint32_t idx)
-{
-    return &p->holdings[(size_t)slot * p->block_count + idx];
-}
-
-static inline uint64_t pool_data_off(const struct pool *p)
-{
-    return (uint64_t)(p->data - (uint8_t *)p->seg.base);
-}
-
-/* How this process names itself in its client slot: by its client id where
- * it has one (shm/lock.h), so that the slot means the same process in every
- * pid namespace, else by its pid. */
-static uint32_t pool_self_id(void)
-{
-    uint32_t id = slock_identity();
-    return id ? SLOCK_CID | id << SLOCK_CID_SHIFT : (uint32_t)getpid();
-}
-
-/* A pid, tid or client id from the segment names a live task. Values that
- * cannot be owners count as dead, so a scribbled slot is reclaimed, not kept. */
-static bool pool_task_alive(uint32_t v)
-{
-    v &= ~POOL_PID_RECLAIMING;
-    if (v == 0 || v > SLOCK_TID_MASK)
-        return false;
-    return slock_tid_alive(v); /* a zombie (killed, not yet reaped) is dead */
-}
-
-/* The time a block joins the warm list. CLOCK_MONOTONIC_COARSE is the same
- * clock as mono_ns() read at tick resolution (1-10 ms, far below any useful
- * age-out period) and costs a third of it here (10 vs 30 ns through the
- * vDSO): with mono_ns() the clock read was 40% of an alloc+free pair. A
- * coarse stamp lags the precise clock by at most a tick, so a block may be
- * aged out that much early, which is harmless. */
-static inline uint64_t pool_clock_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 /* Returns the pages of count blocks from first to the kernel. */
-static int pool_punch(struct pool *p, uint32_t first, uint32_t count)
+int pool_punch(struct pool *p, uint32_t first, uint32_t count)
 {
     off_t off = (off_t)(pool_data_off(p) + (uint64_t)first * p->block_size);
     off_t len = (off_t)((uint64_t)count * p->block_size);
@@ -260,227 +155,17 @@ static int pool_punch(struct pool *p, uint32_t first, uint32_t count)
     return 0;
 }
 
-/* ---- repair ---- */
-
-/* Whether cached block idx (ref word r) is in the cache of the client its
- * refcount field names: that client is alive (it may take the block at any
- * moment) and lists the block among its published entries. */
-static bool pool_cache_holds(const struct pool *p, uint32_t idx, uint64_t r)
-{
-    uint32_t slot = rc_owner(ref_count(r));
-    if (slot >= POOL_MAX_CLIENTS)
-        return false;
-    const struct pool_client *c = &p->clients[slot];
-    uint32_t n = atomic_load_explicit(&c->cached, memory_order_acquire);
-    n = n > POOL_CACHE_MAX ? POOL_CACHE_MAX : n;
-    bool listed = false;
-    for (uint32_t i = 0; i < n && !listed; i++)
-        listed = atomic_load_explicit(&c->cache[i], memory_order_relaxed) == idx;
-    return listed && pool_task_alive(atomic_load_explicit(&c->pid, memory_order_acquire));
-}
-
-/* Takes cached block idx back from whichever cache has it, if its ref word
- * is still r: refcount 0 and the next generation in one CAS, so that its
- * owner's claim fails. The caller files it (pool lock held). */
-static bool pool_uncache_one(struct pool *p, uint32_t idx, uint64_t r)
-{
-    uint64_t r0 = r;
-    bool ok = rc_cached(ref_count(r)) &&
-           atomic_compare_exchange_strong_explicit(&p->blocks[idx].ref, &r,
-                                                   ref_make(gen_next(ref_gen(r)), 0),
-                                                   memory_order_acq_rel, memory_order_relaxed);
-    if (ok)
-        MBQ_TRACE(idx, TR_CACHE, r0, ref_make(gen_next(ref_gen(r0)), 0));
-    (void)r0;
-    return ok;
-}
-
-struct pool_warm_ent {
-    uint64_t freed_at;
-    uint32_t idx;
-};
-
-static int pool_warm_cmp(const void *a, const void *b)
-{
-    const struct pool_warm_ent *x = a, *y = b;
-    if (x->freed_at != y->freed_at)
-        return x->freed_at < y->freed_at ? -1 : 1;
-    return (x->idx > y->idx) - (x->idx < y->idx);
-}
-
-/* Rebuilds the free lists and counters from the block descriptors alone,
- * without following any link: after a lock holder died (its update may be
- * half done) or when a list was found corrupt. A block with references is
- * USED; a free block goes on the warm list if it was WARM (or was just
- * released and is still USED with refcount 0, unless the pool is
- * invalidated: then its pages are returned and it goes cold), on the cold
- * list otherwise. An AGING block whose ager is alive stays off the lists (the
- * ager puts it back); one whose ager is gone goes cold: its punch may not
- * have happened, which costs memory, not correctness. A cached block stays
- * in its owner's cache while the owner lives and lists it (it counts as
- * used: off the lists), else is taken back and goes warm. The warm list is rebuilt in freed_at order so that
- * age-out keeps working from the tail. */
-static void pool_repair_locked(struct pool *p)
-{
-    struct pool_shared *sh = p->sh;
-    const uint32_t n = p->block_count;
-    const uint64_t now = mono_ns();
-    const bool inv = (RD(sh->flags) & POOL_F_INVALIDATED) != 0;
-    struct pool_warm_ent *warm = malloc((size_t)n * sizeof(*warm));
-    uint32_t nwarm = 0, ncold = 0, nused = 0, cold_head = POOL_NONE;
-
-    for (uint32_t k = n; k-- > 0;) {
-        struct pool_block *b = &p->blocks[k];
-        uint64_t r = atomic_load_explicit(&b->ref, memory_order_acquire);
-        uint32_t st = RD(b->state);
-        b->prev = POOL_NONE;
-        b->next = POOL_NONE;
-        if (rc_cached(ref_count(r))) {
-            if (pool_cache_holds(p, k, r)) {
-                b->state = POOL_BLOCK_USED; /* off the lists */
-                nused++;
-                continue;
-            }
-            if (pool_uncache_one(p, k, r)) {
-                st = POOL_BLOCK_WARM; /* no live cache lists it: free it */
-                b->freed_at_ns = now;
-            }
-            r = atomic_load_explicit(&b->ref, memory_order_acquire);
-        }
-        if (ref_count(r) > 0) {
-            b->state = POOL_BLOCK_USED;
-            nused++;
-            continue;
-        }
-        if (st == POOL_BLOCK_AGING && pool_task_alive(RD(b->reserved0)))
-            continue;
-        if (st == POOL_BLOCK_WARM || (st == POOL_BLOCK_USED && !inv)) {
-            uint64_t f = RD(b->freed_at_ns);
-            if (st == POOL_BLOCK_USED || f > now)
-                b->freed_at_ns = now;
-            b->state = POOL_BLOCK_WARM;
-            if (warm)
-                warm[nwarm] = (struct pool_warm_ent){.freed_at = b->freed_at_ns, .idx = k};
-            nwarm++;
-            continue;
-        }
-        if (st == POOL_BLOCK_USED)
-            (void)pool_punch(p, k, 1); /* released into an invalidated pool */
-        b->state = POOL_BLOCK_COLD;
-        b->next = cold_head; /* descending k: the head ends up lowest */
-        cold_head = k;
-        ncold++;
-    }
-
-    /* Link the warm blocks oldest first, each at the head. Without memory to
-     * sort, index order: age-out may then stop early at a young tail until
-     * the next flush, which is a delay, not an error. */
-    uint32_t head = POOL_NONE, tail = POOL_NONE, linked = 0;
-    if (warm)
-        qsort(warm, nwarm, sizeof(*warm), pool_warm_cmp);
-    for (uint32_t j = 0, k = 0; j < nwarm; j++) {
-        uint32_t idx;
-        if (warm) {
-            idx = warm[j].idx;
-        } else {
-            while (k < n && RD(p->blocks[k].state) != POOL_BLOCK_WARM)
-                k++;
-            if (k >= n)
-                break;
-            idx = k++;
-        }
-        struct pool_block *b = &p->blocks[idx];
-        b->prev = POOL_NONE;
-        b->next = head;
-        if (head != POOL_NONE)
-            p->blocks[head].prev = idx;
-        else
-            tail = idx;
-        head = idx;
-        linked++;
-    }
-    free(warm);
-
-    sh->warm_head = head;
-    sh->warm_tail = tail;
-    sh->cold_head = cold_head;
-    sh->warm_count = linked;
-    sh->cold_count = ncold;
-    sh->used_count = nused;
-}
-
-/* Whether the lists and counters describe the descriptors exactly, with no
- * orphaned AGING block (its ager gone). O(block_count). used_count counts
- * the USED blocks, cached ones included: everything off the lists. A USED block with
- * refcount 0 passes: it is a release between its CAS and the lock, which is
- * normal under load and must not cost a rebuild; if its releaser died in
- * that instant, its intent still names the block, and the recount files it
- * (pool_audit). */
-static bool pool_lists_ok_locked(struct pool *p)
-{
-    struct pool_shared *sh = p->sh;
-    const uint32_t n = p->block_count;
-    uint32_t nwarm = 0, ncold = 0, nused = 0;
-
-    for (uint32_t k = 0; k < n; k++) {
-        struct pool_block *b = &p->blocks[k];
-        uint32_t rc = ref_count(atomic_load_explicit(&b->ref, memory_order_acquire));
-        uint32_t st = RD(b->state);
-        /* In use or cached: off the lists. (A cached block its owner does
-         * not list yet is normal, between its release and its publication:
-         * no reason to rebuild.) */
-        if (rc > 0 && st != POOL_BLOCK_USED)
-            return false;
-        switch (st) {
-        case POOL_BLOCK_WARM: nwarm++; break;
-        case POOL_BLOCK_COLD: ncold++; break;
-        case POOL_BLOCK_USED: nused++; break;
-        case POOL_BLOCK_AGING:
-            if (!pool_task_alive(RD(b->reserved0)))
-                return false;
-            break;
-        default: return false;
-        }
-    }
-    if (RD(sh->warm_count) != nwarm || RD(sh->cold_count) != ncold || RD(sh->used_count) != nused)
-        return false;
-
-    /* A walk that ends within n steps cannot have revisited a node; if every
-     * node it met has the list's state and it met as many as have that
-     * state, the list holds exactly those blocks. */
-    uint32_t prev = POOL_NONE, cur = RD(sh->warm_head), steps = 0;
-    while (cur != POOL_NONE) {
-        if (cur >= n || steps >= nwarm || RD(p->blocks[cur].state) != POOL_BLOCK_WARM ||
-            RD(p->blocks[cur].prev) != prev)
-            return false;
-        prev = cur;
-        cur = RD(p->blocks[cur].next);
-        steps++;
-    }
-    if (steps != nwarm || RD(sh->warm_tail) != prev)
-        return false;
-    cur = RD(sh->cold_head);
-    steps = 0;
-    while (cur != POOL_NONE) {
-        if (cur >= n || steps >= ncold || RD(p->blocks[cur].state) != POOL_BLOCK_COLD)
-            return false;
-        cur = RD(p->blocks[cur].next);
-        steps++;
-    }
-    return steps == ncold;
-}
-
 /* ---- lock ---- */
 
 /* 0 with the lock held (repaired first if a dead owner left it, or if a
  * caller that could not get the lock left work for a repair), or -EBUSY:
  * a live owner kept it past the wait limit (see slock_lock); not held. */
-static int pool_lock(struct pool *p)
+int pool_lock(struct pool *p)
 {
     int r = slock_lock(&p->sh->lock);
     if (__builtin_expect(r < 0, 0))
         return r;
-    if (r == SLOCK_RECOVERED || (RD(p->sh->flags) & POOL_F_NEEDS_REPAIR)) {
+    if (r == SLOCK_RECOVERED || (READ_ONCE(p->sh->flags) & POOL_F_NEEDS_REPAIR)) {
         /* Cleared first: a request made while the repair runs (a release
          * that read its block as referenced, then failed to get the lock)
          * stays for the next holder instead of being cleared with this. */
@@ -492,7 +177,7 @@ static int pool_lock(struct pool *p)
 
 /* A step that needed the lock and could not get it left a block for the
  * repair to file (a freed block still marked used): the next holder runs it. */
-static void pool_mark_repair(struct pool *p)
+void pool_mark_repair(struct pool *p)
 {
     /* release: the repair that clears the request (acquire) reads what
      * the step did before asking */
@@ -502,338 +187,42 @@ static void pool_mark_repair(struct pool *p)
 /* A block we punched while AGING, that we cannot file cold for want of the
  * lock: it is given up as an ager's that died (no ager), which the repair
  * files cold. Nobody else writes an AGING block whose ager is alive. */
-static void pool_orphan_aging(struct pool *p, uint32_t idx, uint32_t tid)
+void pool_orphan_aging(struct pool *p, uint32_t idx, uint32_t tid)
 {
     struct pool_block *b = &p->blocks[idx];
-    if (RD(b->state) == POOL_BLOCK_AGING && RD(b->reserved0) == tid)
+    if (READ_ONCE(b->state) == POOL_BLOCK_AGING && READ_ONCE(b->reserved0) == tid)
         __atomic_store_n(&b->reserved0, 0, __ATOMIC_RELAXED);
     pool_mark_repair(p);
-}
-
-static void pool_unlock(struct pool *p)
-{
-    slock_unlock(&p->sh->lock);
-}
-
-/* ---- intents (see "Accounting" in pool.h) ----
- *
- * A thread that moves a reference of block X first stores X's handle in its
- * intent record, then makes the move's steps, then clears the record. A
- * recount (pool_audit) of X sets POOL_RC_AUDIT in X's ref word, forces a
- * barrier on every CPU, reads every live slot's records, counts, and CASes
- * the ref word from what it saw. So a mover either is seen (the recount
- * gives up), or comes after the barrier: then it sees the audit bit before
- * its first step, and clears it (every CAS of a live ref word does, and the
- * steps that are not such a CAS check for it first), so the recount's
- * final CAS fails. The mover's half costs a store to its own record and a
- * load of the ref word it is about to use: no fence where the process is
- * registered for membarrier (slock_heavy_barrier reaches it), a fence
- * where it is not. */
-
-/* A thread's record of a slot: found through a small per-thread cache,
- * checked against the record's owner (a fork child, or a takeover, makes
- * it another thread's). */
-struct pool_itls {
-    const struct pool_client *c;
-    struct pool_intent *rec;
-    uint32_t tid;
-};
-static _Thread_local struct pool_itls pool_itls[4];
-static _Thread_local uint32_t pool_itls_next;
-
-/* Claims a record of slot c for thread tid: its own, a free one, or one
- * whose owner thread (of this process) has exited and left it clear. NULL
- * when all POOL_INTENTS are taken. */
-static struct pool_intent *pool_intent_claim(struct pool_client *c, uint32_t tid)
-{
-    struct pool_intent *rec = NULL;
-    for (unsigned i = 0; i < POOL_INTENTS && !rec; i++)
-        if (atomic_load_explicit(&c->intent[i].owner, memory_order_relaxed) == tid)
-            rec = &c->intent[i];
-    for (unsigned i = 0; i < POOL_INTENTS && !rec; i++) {
-        uint32_t o = 0;
-        if (atomic_compare_exchange_strong(&c->intent[i].owner, &o, tid))
-            rec = &c->intent[i];
-    }
-    /* Only a thread-id owner can be asked whether it exited. A client-id
-     * owner (lock.h: id and thread index) is not a task: tgkill would call
-     * every one of them dead and take a live thread's record between two of
-     * its moves. Its record passes to the next thread given its index (the
-     * lowest free one is given first), by the first loop. */
-    for (unsigned i = 0; i < POOL_INTENTS && !rec; i++) {
-        struct pool_intent *x = &c->intent[i];
-        uint32_t o = atomic_load_explicit(&x->owner, memory_order_acquire);
-        if ((o & SLOCK_CID) || atomic_load_explicit(&x->h[0], memory_order_relaxed) ||
-            atomic_load_explicit(&x->h[1], memory_order_relaxed) ||
-            !(syscall(SYS_tgkill, getpid(), (pid_t)o, 0) < 0 && errno == ESRCH))
-            continue;
-        if (atomic_compare_exchange_strong(&x->owner, &o, tid))
-            rec = x;
-    }
-    if (rec) {
-        uint32_t k = pool_itls_next++ & 3;
-        pool_itls[k] = (struct pool_itls){.c = c, .rec = rec, .tid = tid};
-    }
-    return rec;
-}
-
-/* The calling thread's record when it is not the mapping's first mover:
- * the thread-local cache, else a claim (which may make it the first). */
-static __attribute__((noinline, cold)) struct pool_intent *
-pool_intent_rec_slow(struct pool *p, uint32_t tid)
-{
-    struct pool_client *c = &p->clients[p->slot];
-    for (unsigned i = 0; i < 4; i++) {
-        const struct pool_itls *t = &pool_itls[i];
-        if (t->c == c && t->tid == tid &&
-            atomic_load_explicit(&t->rec->owner, memory_order_relaxed) == tid)
-            return t->rec;
-    }
-    struct pool_intent *rec = pool_intent_claim(c, tid);
-    uint32_t none = 0;
-    if (rec && atomic_load_explicit(&p->irec_tid, memory_order_relaxed) == 0) {
-        p->irec = rec; /* set once, before irec_tid names its thread */
-        atomic_compare_exchange_strong_explicit(&p->irec_tid, &none, tid, memory_order_release,
-                                                memory_order_relaxed);
-    }
-    return rec;
-}
-
-/* The calling thread's record in this process's slot, NULL when all are
- * taken. The mapping's first mover (usually its only one) finds it in
- * struct pool: two loads, no thread-local lookup. */
-static inline struct pool_intent *pool_intent_rec(struct pool *p)
-{
-    uint32_t tid = slock_self();
-    if (__builtin_expect(atomic_load_explicit(&p->irec_tid, memory_order_relaxed) == tid, 1)) {
-        struct pool_intent *rec = p->irec;
-        if (__builtin_expect(atomic_load_explicit(&rec->owner, memory_order_relaxed) == tid, 1))
-            return rec;
-    }
-    return pool_intent_rec_slow(p, tid);
-}
-
-/* What a move holds: the record word it set (w), or the slot's overflow
- * count it raised (ovf), or neither (nested in a move of the same block). */
-struct pool_itok {
-    _Atomic uint64_t *w;
-    _Atomic uint32_t *ovf;
-};
-
-/* A move without a record (all taken): counted as one of unknown block. */
-static __attribute__((noinline, cold)) struct pool_itok pool_intent_overflow(struct pool *p)
-{
-    _Atomic uint32_t *ovf = &p->clients[p->slot].intent_overflow;
-    atomic_fetch_add_explicit(ovf, 1, memory_order_seq_cst);
-    return (struct pool_itok){NULL, ovf};
-}
-
-/* Opens an intent for handle (0: the block is not chosen yet; the caller
- * names it with pool_intent_point before its first step). */
-static inline struct pool_itok pool_intent_open(struct pool *p, uint64_t handle)
-{
-    struct pool_intent *rec = pool_intent_rec(p);
-    if (__builtin_expect(rec != NULL, 1)) {
-        uint64_t h0 = atomic_load_explicit(&rec->h[0], memory_order_relaxed);
-        uint64_t h1 = atomic_load_explicit(&rec->h[1], memory_order_relaxed);
-        if (handle && (h0 == handle || h1 == handle))
-            return (struct pool_itok){NULL, NULL}; /* nested: the outer move covers it */
-        _Atomic uint64_t *w = h0 == 0 ? &rec->h[0] : h1 == 0 ? &rec->h[1] : NULL;
-        if (w) {
-            if (handle) {
-                atomic_store_explicit(w, handle, memory_order_relaxed);
-                MBQ_TRACE((uint32_t)handle - 1, TR_INTENT_SET, handle,
-                          (w - &rec->h[0]) | p->slot << 8);
-            }
-            return (struct pool_itok){w, NULL};
-        }
-    }
-    return pool_intent_overflow(p);
-}
-
-static inline void pool_intent_point(struct pool_itok t, uint64_t handle)
-{
-    MBQ_TRACE((uint32_t)handle - 1, TR_INTENT_SET, handle, t.w ? 0xaa : 0xbb);
-    if (t.w)
-        atomic_store_explicit(t.w, handle, memory_order_relaxed);
-}
-
-/* After the move's last step: what it did is visible before the record is
- * clear. */
-static inline void pool_intent_close(struct pool_itok t)
-{
-#ifdef MBQ_POOL_TRACE
-    if (t.w) {
-        uint64_t th = atomic_load_explicit(t.w, memory_order_relaxed);
-        MBQ_TRACE((uint32_t)th - 1, TR_INTENT_CLR, th, 0xcc);
-    }
-#endif
-    if (t.w)
-        atomic_store_explicit(t.w, 0, memory_order_release);
-    else if (t.ovf)
-        atomic_fetch_sub_explicit(t.ovf, 1, memory_order_release);
-}
-
-/* Clears a recount's audit bit, so that its final CAS fails. */
-static __attribute__((noinline, cold)) void pool_audit_spoil(_Atomic uint64_t *ref, uint64_t r)
-{
-    while ((r & POOL_AUDIT64) &&
-           !atomic_compare_exchange_weak_explicit(ref, &r, ref_plain(r), memory_order_acq_rel,
-                                                  memory_order_relaxed))
-        ;
-}
-
-/* Before a first step that is not a CAS of idx's ref word (a holding's
- * decrement, a queue's removal of an entry): the intent's store, then a
- * look at the ref word; a recount in progress is made to fail now, before
- * the step can change what it counts. */
-static inline void pool_intent_fence(struct pool *p, uint32_t idx)
-{
-    if (__builtin_expect(slock_membarrier_ready(), 1))
-        atomic_signal_fence(memory_order_seq_cst); /* slock_heavy_barrier fences us */
-    else
-        atomic_thread_fence(memory_order_seq_cst);
-    _Atomic uint64_t *ref = &p->blocks[idx].ref;
-    uint64_t r = atomic_load_explicit(ref, memory_order_relaxed);
-    if (__builtin_expect((r & POOL_AUDIT64) != 0, 0))
-        pool_audit_spoil(ref, r);
-}
-
-static inline uint64_t handle_make(uint32_t gen, uint32_t idx)
-{
-    return (uint64_t)gen << 32 | (idx + 1);
-}
-
-/* pool_move_begin for every case its fast path leaves out: a thread not
- * the mapping's first mover, no record, no membarrier, a recount to spoil. */
-static __attribute__((noinline)) void pool_move_begin_slow(struct pool *p, uint64_t handle,
-                                                           unsigned which)
-{
-    struct pool_intent *rec = pool_intent_rec(p);
-    MBQ_TRACE((uint32_t)handle - 1, TR_INTENT_SET, handle,
-              which | p->slot << 8 | (rec ? 0 : 0xff0000));
-    if (rec)
-        atomic_store_explicit(&rec->h[which], handle, memory_order_relaxed);
-    else
-        (void)pool_intent_overflow(p); /* ended by pool_move_end's which */
-    pool_intent_fence(p, (uint32_t)handle - 1);
-}
-
-/* The fast paths below are leaves (no register saved, one branch to a
- * slow path): they run on every dequeue and hand-over. Each takes a handle
- * already decoded (idx) and a pool already checked. */
-static inline bool pool_move_set_fast(struct pool *p, uint32_t idx, uint64_t handle,
-                                      unsigned which)
-{
-    const uint32_t tid = slock_tid_cache;
-    struct pool_intent *rec = p->irec;
-    if (__builtin_expect(tid == 0 ||
-                             atomic_load_explicit(&p->irec_tid, memory_order_relaxed) != tid ||
-                             atomic_load_explicit(&rec->owner, memory_order_relaxed) != tid ||
-                             !slock_membarrier_ready(),
-                         0))
-        return false;
-    atomic_store_explicit(&rec->h[which], handle, memory_order_relaxed);
-    MBQ_TRACE(idx, TR_INTENT_SET, handle, which | p->slot << 8 | 0x10000);
-    atomic_signal_fence(memory_order_seq_cst); /* slock_heavy_barrier fences us */
-    _Atomic uint64_t *ref = &p->blocks[idx].ref;
-    uint64_t r = atomic_load_explicit(ref, memory_order_relaxed);
-    if (__builtin_expect((r & POOL_AUDIT64) != 0, 0))
-        pool_audit_spoil(ref, r);
-    return true;
-}
-
-static inline bool pool_move_clear_fast(struct pool *p, unsigned which)
-{
-    const uint32_t tid = slock_tid_cache;
-    struct pool_intent *rec = p->irec;
-    if (__builtin_expect(tid == 0 ||
-                             atomic_load_explicit(&p->irec_tid, memory_order_relaxed) != tid ||
-                             atomic_load_explicit(&rec->owner, memory_order_relaxed) != tid,
-                         0))
-        return false;
-#ifdef MBQ_POOL_TRACE
-    {
-        uint64_t th = atomic_load_explicit(&rec->h[which], memory_order_relaxed);
-        MBQ_TRACE((uint32_t)th - 1, TR_INTENT_CLR, th, which | p->slot << 8 | 0x10000);
-    }
-#endif
-    atomic_store_explicit(&rec->h[which], 0, memory_order_release);
-    return true;
-}
-
-static __attribute__((noinline)) void pool_move_end_slow(struct pool *p, unsigned which)
-{
-    struct pool_intent *rec = pool_intent_rec(p);
-    if (rec) {
-#ifdef MBQ_POOL_TRACE
-        uint64_t th = atomic_load_explicit(&rec->h[which], memory_order_relaxed);
-        MBQ_TRACE((uint32_t)th - 1, TR_INTENT_CLR, th, which | p->slot << 8);
-#endif
-        atomic_store_explicit(&rec->h[which], 0, memory_order_release);
-        return;
-    }
-    _Atomic uint32_t *ovf = &p->clients[p->slot].intent_overflow;
-    if (atomic_load_explicit(ovf, memory_order_relaxed))
-        atomic_fetch_sub_explicit(ovf, 1, memory_order_release);
-}
-
-void pool_move_hold(struct pool *p)
-{
-    if (p && p->sh)
-        (void)pool_intent_overflow(p);
-}
-
-void pool_move_unhold(struct pool *p)
-{
-    if (p && p->sh)
-        pool_intent_close((struct pool_itok){NULL, &p->clients[p->slot].intent_overflow});
-}
-
-void pool_move_begin(struct pool *p, uint64_t handle, unsigned which)
-{
-    const uint32_t idx = (uint32_t)handle - 1;
-    if (__builtin_expect(!p || !p->sh || which > 1 || (handle >> 32) == 0 ||
-                             idx >= p->block_count,
-                         0))
-        return;
-    if (!pool_move_set_fast(p, idx, handle, which))
-        pool_move_begin_slow(p, handle, which);
-}
-
-void pool_move_end(struct pool *p, unsigned which)
-{
-    if (__builtin_expect(!p || !p->sh || which > 1, 0))
-        return;
-    if (!pool_move_clear_fast(p, which))
-        pool_move_end_slow(p, which);
 }
 
 /* ---- free lists (pool lock held) ----
  * Each operation checks everything it will rely on before it changes
  * anything, and returns -EUCLEAN without a change when the list is corrupt;
- * the caller then repairs. */
+ * the caller then repairs. One convention for every operation here (and in
+ * pool_age.c and pool_cache.c) that looks for a block: it returns how many
+ * it took — 1, or 0 when there is none — or -errno. */
 
-/* Unlinks the warm head into *out (POOL_NONE when the list is empty). */
-static int pool_pop_warm_locked(struct pool *p, uint32_t *out)
+/* Unlinks the warm head into *out: 1, or 0 with *out POOL_NONE when the
+ * list is empty, or -EUCLEAN. */
+int pool_pop_warm_locked(struct pool *p, uint32_t *out)
 {
     struct pool_shared *sh = p->sh;
     const uint32_t n = p->block_count;
-    uint32_t h = RD(sh->warm_head), cnt = RD(sh->warm_count);
+    uint32_t h = READ_ONCE(sh->warm_head), cnt = READ_ONCE(sh->warm_count);
     *out = POOL_NONE;
     if (h == POOL_NONE)
-        return RD(sh->warm_tail) == POOL_NONE && cnt == 0 ? 0 : -EUCLEAN;
+        return READ_ONCE(sh->warm_tail) == POOL_NONE && cnt == 0 ? 0 : -EUCLEAN;
     if (h >= n || cnt == 0)
         return -EUCLEAN;
     struct pool_block *b = &p->blocks[h];
-    if (RD(b->state) != POOL_BLOCK_WARM || RD(b->prev) != POOL_NONE)
+    if (READ_ONCE(b->state) != POOL_BLOCK_WARM || READ_ONCE(b->prev) != POOL_NONE)
         return -EUCLEAN;
-    uint32_t nx = RD(b->next);
+    uint32_t nx = READ_ONCE(b->next);
     if (nx == POOL_NONE) {
-        if (RD(sh->warm_tail) != h)
+        if (READ_ONCE(sh->warm_tail) != h)
             return -EUCLEAN;
-    } else if (nx >= n || nx == h || RD(p->blocks[nx].state) != POOL_BLOCK_WARM ||
-               RD(p->blocks[nx].prev) != h) {
+    } else if (nx >= n || nx == h || READ_ONCE(p->blocks[nx].state) != POOL_BLOCK_WARM ||
+               READ_ONCE(p->blocks[nx].prev) != h) {
         return -EUCLEAN;
     }
     sh->warm_head = nx;
@@ -844,44 +233,45 @@ static int pool_pop_warm_locked(struct pool *p, uint32_t *out)
     sh->warm_count = cnt - 1;
     b->next = POOL_NONE;
     *out = h;
-    return 0;
+    return 1;
 }
 
 static int pool_pop_cold_locked(struct pool *p, uint32_t *out)
 {
     struct pool_shared *sh = p->sh;
     const uint32_t n = p->block_count;
-    uint32_t h = RD(sh->cold_head), cnt = RD(sh->cold_count);
+    uint32_t h = READ_ONCE(sh->cold_head), cnt = READ_ONCE(sh->cold_count);
     *out = POOL_NONE;
     if (h == POOL_NONE)
         return cnt == 0 ? 0 : -EUCLEAN;
     if (h >= n || cnt == 0)
         return -EUCLEAN;
     struct pool_block *b = &p->blocks[h];
-    if (RD(b->state) != POOL_BLOCK_COLD)
+    if (READ_ONCE(b->state) != POOL_BLOCK_COLD)
         return -EUCLEAN;
-    uint32_t nx = RD(b->next);
-    if (nx != POOL_NONE && (nx >= n || nx == h || RD(p->blocks[nx].state) != POOL_BLOCK_COLD))
+    uint32_t nx = READ_ONCE(b->next);
+    if (nx != POOL_NONE &&
+        (nx >= n || nx == h || READ_ONCE(p->blocks[nx].state) != POOL_BLOCK_COLD))
         return -EUCLEAN;
     sh->cold_head = nx;
     sh->cold_count = cnt - 1;
     b->next = POOL_NONE;
     *out = h;
-    return 0;
+    return 1;
 }
 
 /* Puts a free block that is on no list at the warm head. On a corrupt list
  * the block is marked WARM and the lists are rebuilt, which links it. */
-static void pool_push_warm_locked(struct pool *p, uint32_t idx, uint64_t now)
+void pool_push_warm_locked(struct pool *p, uint32_t idx, uint64_t now)
 {
     struct pool_shared *sh = p->sh;
     const uint32_t n = p->block_count;
     struct pool_block *b = &p->blocks[idx];
-    uint32_t h = RD(sh->warm_head), cnt = RD(sh->warm_count);
+    uint32_t h = READ_ONCE(sh->warm_head), cnt = READ_ONCE(sh->warm_count);
     bool ok = h == POOL_NONE
-                  ? RD(sh->warm_tail) == POOL_NONE && cnt == 0
-                  : h < n && h != idx && RD(p->blocks[h].state) == POOL_BLOCK_WARM &&
-                        RD(p->blocks[h].prev) == POOL_NONE && cnt < n;
+                  ? READ_ONCE(sh->warm_tail) == POOL_NONE && cnt == 0
+                  : h < n && h != idx && READ_ONCE(p->blocks[h].state) == POOL_BLOCK_WARM &&
+                        READ_ONCE(p->blocks[h].prev) == POOL_NONE && cnt < n;
     b->state = POOL_BLOCK_WARM;
     b->freed_at_ns = now;
     if (!ok) {
@@ -898,15 +288,15 @@ static void pool_push_warm_locked(struct pool *p, uint32_t idx, uint64_t now)
     sh->warm_count = cnt + 1;
 }
 
-static void pool_push_cold_locked(struct pool *p, uint32_t idx)
+void pool_push_cold_locked(struct pool *p, uint32_t idx)
 {
     struct pool_shared *sh = p->sh;
     const uint32_t n = p->block_count;
     struct pool_block *b = &p->blocks[idx];
-    uint32_t h = RD(sh->cold_head), cnt = RD(sh->cold_count);
+    uint32_t h = READ_ONCE(sh->cold_head), cnt = READ_ONCE(sh->cold_count);
     bool ok = h == POOL_NONE ? cnt == 0
-                             : h < n && h != idx && RD(p->blocks[h].state) == POOL_BLOCK_COLD &&
-                                   cnt < n;
+                             : h < n && h != idx &&
+                                   READ_ONCE(p->blocks[h].state) == POOL_BLOCK_COLD && cnt < n;
     b->state = POOL_BLOCK_COLD;
     if (!ok) {
         pool_repair_locked(p);
@@ -918,69 +308,18 @@ static void pool_push_cold_locked(struct pool *p, uint32_t idx)
     sh->cold_count = cnt + 1;
 }
 
-/* Unlinks the warm tail if it was freed at least age ns before now (any
- * age when force) and marks it AGING for this thread. 1 with *out and its
- * ref word, 0 when there is nothing (old enough), -EUCLEAN. */
-static int pool_detach_tail_locked(struct pool *p, uint64_t now, uint64_t age, bool force,
-                                   uint32_t tid, uint32_t *out, uint64_t *ref_out)
-{
-    struct pool_shared *sh = p->sh;
-    const uint32_t n = p->block_count;
-    uint32_t t = RD(sh->warm_tail), cnt = RD(sh->warm_count);
-    if (t == POOL_NONE)
-        return RD(sh->warm_head) == POOL_NONE && cnt == 0 ? 0 : -EUCLEAN;
-    if (t >= n || cnt == 0)
-        return -EUCLEAN;
-    struct pool_block *b = &p->blocks[t];
-    if (RD(b->state) != POOL_BLOCK_WARM || RD(b->next) != POOL_NONE)
-        return -EUCLEAN;
-    if (!force) {
-        uint64_t f = RD(b->freed_at_ns);
-        if (now < f || now - f < age)
-            return 0; /* the tail is the oldest: nothing older to age out */
-    }
-    uint32_t pv = RD(b->prev);
-    if (pv == POOL_NONE) {
-        if (RD(sh->warm_head) != t)
-            return -EUCLEAN;
-    } else if (pv >= n || pv == t || RD(p->blocks[pv].state) != POOL_BLOCK_WARM ||
-               RD(p->blocks[pv].next) != t) {
-        return -EUCLEAN;
-    }
-    uint64_t r = atomic_load_explicit(&b->ref, memory_order_acquire);
-    if (ref_count(r) != 0)
-        return -EUCLEAN;
-    sh->warm_tail = pv;
-    if (pv == POOL_NONE)
-        sh->warm_head = POOL_NONE;
-    else
-        p->blocks[pv].next = POOL_NONE;
-    sh->warm_count = cnt - 1;
-    b->prev = POOL_NONE;
-    b->state = POOL_BLOCK_AGING;
-    b->reserved0 = tid;
-    *out = t;
-    *ref_out = r;
-    return 1;
-}
-
 /* Takes a free block (warm first, then cold) and gives it its first
- * reference. 0 with the index and generation, 1 when there is none,
+ * reference. 1 with the index and generation, 0 when there is none,
  * -EUCLEAN. */
 static int pool_take_locked(struct pool *p, struct pool_itok t, uint32_t *idx_out,
                             uint32_t *gen_out)
 {
     uint32_t idx;
     int e = pool_pop_warm_locked(p, &idx);
-    if (e < 0)
-        return e;
-    if (idx == POOL_NONE) {
+    if (e == 0)
         e = pool_pop_cold_locked(p, &idx);
-        if (e < 0)
-            return e;
-        if (idx == POOL_NONE)
-            return 1;
-    }
+    if (e <= 0)
+        return e;
     /* The block is off its list but still says WARM/COLD: if its ref word is
      * wrong, the repair that follows files it by its refcount. */
     struct pool_block *b = &p->blocks[idx];
@@ -997,40 +336,17 @@ static int pool_take_locked(struct pool *p, struct pool_itok t, uint32_t *idx_ou
         return -EUCLEAN;
     MBQ_TRACE(idx, TR_CLAIM, r, ref_make(gen, 1));
     b->state = POOL_BLOCK_USED;
-    p->sh->used_count = RD(p->sh->used_count) + 1;
+    p->sh->used_count = READ_ONCE(p->sh->used_count) + 1;
     *idx_out = idx;
     *gen_out = gen;
-    return 0;
+    return 1;
 }
 
 /* ---- freeing ---- */
 
-/* A block goes back on a list (pool lock held). */
-static inline void pool_used_dec_locked(struct pool *p)
-{
-    uint32_t used = RD(p->sh->used_count);
-    p->sh->used_count = used ? used - 1 : 0;
-}
-
-/* Wakes blocking allocators, if any flagged themselves asleep: a Dekker
- * pair — releaser: file the block (list or cache), load alloc_waiters;
- * allocator: raise alloc_waiters, heavy barrier, try again — asymmetric
- * as the queues' (see wake_consumers in bq.c), so a release pays a load. */
-static inline void pool_wake_allocators(struct pool *p)
-{
-    struct pool_shared *sh = p->sh;
-    if (__builtin_expect(!slock_membarrier_ready(), 0))
-        atomic_thread_fence(memory_order_seq_cst);
-    else
-        atomic_signal_fence(memory_order_seq_cst);
-    if (__builtin_expect(atomic_load_explicit(&sh->alloc_waiters, memory_order_seq_cst) != 0, 0))
-        futex_sleepers_wake(&sh->free_seq, &sh->alloc_waiters, sh->alloc_tid,
-                            POOL_ALLOC_WAITER_SLOTS, &p->idle_wakes, slock_tid_alive);
-}
-
 /* After the CAS that dropped idx's refcount to zero and made its ref word
  * expect: files the block as free. */
-static void pool_free_block(struct pool *p, uint32_t idx, uint64_t expect)
+void pool_free_block(struct pool *p, uint32_t idx, uint64_t expect)
 {
     struct pool_shared *sh = p->sh;
     struct pool_block *b = &p->blocks[idx];
@@ -1042,13 +358,13 @@ static void pool_free_block(struct pool *p, uint32_t idx, uint64_t expect)
     sh->frees++;
     /* A repair between our CAS and our lock may have filed the block, and it
      * may even have been allocated since: then it is not ours to file. */
-    if (RD(b->state) != POOL_BLOCK_USED ||
+    if (READ_ONCE(b->state) != POOL_BLOCK_USED ||
         atomic_load_explicit(&b->ref, memory_order_acquire) != expect) {
         pool_unlock(p);
         return;
     }
     pool_used_dec_locked(p);
-    if (!(RD(sh->flags) & POOL_F_INVALIDATED)) {
+    if (!(READ_ONCE(sh->flags) & POOL_F_INVALIDATED)) {
         pool_push_warm_locked(p, idx, pool_clock_ns());
         pool_unlock(p);
         pool_wake_allocators(p);
@@ -1065,7 +381,7 @@ static void pool_free_block(struct pool *p, uint32_t idx, uint64_t expect)
         pool_orphan_aging(p, idx, tid);
         return;
     }
-    if (RD(b->state) == POOL_BLOCK_AGING && RD(b->reserved0) == tid &&
+    if (READ_ONCE(b->state) == POOL_BLOCK_AGING && READ_ONCE(b->reserved0) == tid &&
         atomic_load_explicit(&b->ref, memory_order_acquire) == expect)
         pool_push_cold_locked(p, idx);
     pool_unlock(p);
@@ -1074,7 +390,7 @@ static void pool_free_block(struct pool *p, uint32_t idx, uint64_t expect)
 
 /* Drops up to k references on idx whatever its generation (for holdings,
  * which are counted per block, not per handle). Returns how many. */
-static uint32_t pool_drop_refs(struct pool *p, uint32_t idx, uint32_t k)
+uint32_t pool_drop_refs(struct pool *p, uint32_t idx, uint32_t k)
 {
     struct pool_block *b = &p->blocks[idx];
     uint64_t r = atomic_load_explicit(&b->ref, memory_order_acquire), nr;
@@ -1095,84 +411,18 @@ static uint32_t pool_drop_refs(struct pool *p, uint32_t idx, uint32_t k)
 
 /* ---- client caches (see pool.h) ---- */
 
-static inline struct pool_client *pool_self(const struct pool *p)
-{
-    return &p->clients[p->slot];
-}
-
-/* Not the owner: becomes it if there is none yet, or if the owner thread
- * has exited (checked at most every 10 ms, since other threads of the
- * process come here on every call). A thread that exited is not in the
- * middle of a cache operation, and the cache's state is in struct pool, so
- * it can be taken over as it is. A fork child's copy of the struct is
- * never its own (p->pid). */
-static bool pool_cache_adopt(struct pool *p, uint32_t self, uint32_t o)
-{
-    if (o != 0) {
-        uint64_t now = pool_clock_ns(),
-                 last = atomic_load_explicit(&p->cache.checked_ns, memory_order_relaxed);
-        if (now - last < 10000000u)
-            return false;
-        atomic_store_explicit(&p->cache.checked_ns, now, memory_order_relaxed);
-    }
-    if (pool_self_id() != p->pid)
-        return false;
-    if (o != 0 && !(syscall(SYS_tgkill, getpid(), (pid_t)o, 0) < 0 && errno == ESRCH))
-        return false; /* the owner lives */
-    return atomic_compare_exchange_strong_explicit(&p->cache.owner, &o, self,
-                                                   memory_order_acq_rel, memory_order_relaxed);
-}
-
 /* Whether the calling thread may use this process's cache: it is the
  * cache's owner, or becomes it (pool_cache_adopt). False also when the
  * pool has no caches or is invalidated. */
 static inline bool pool_cache_enter(struct pool *p)
 {
-    if (!p->cache.max || (RD(p->sh->flags) & POOL_F_INVALIDATED))
+    if (!p->cache.max || (READ_ONCE(p->sh->flags) & POOL_F_INVALIDATED))
         return false;
     /* the kernel id: the owner is checked with tgkill within this process */
     uint32_t self = slock_kernel_tid(), o = atomic_load_explicit(&p->cache.owner, memory_order_relaxed);
     if (__builtin_expect(o == self, 1))
         return true;
     return pool_cache_adopt(p, self, o);
-}
-
-/* Publishes the cache (count and entries) in our client slot, where
- * allocators that find the lists empty, age-out and repair look for it:
- * the entries from first on, then the count. */
-static inline void pool_cache_publish(struct pool *p, uint32_t first)
-{
-    struct pool_client *c = pool_self(p);
-    for (uint32_t i = first; i < p->cache.n; i++)
-        atomic_store_explicit(&c->cache[i], p->cache.idx[i], memory_order_relaxed);
-    atomic_store_explicit(&c->cached, p->cache.n, memory_order_release);
-}
-
-static inline void pool_counter_add(_Atomic uint64_t *ctr, uint64_t k)
-{
-    atomic_store_explicit(ctr, atomic_load_explicit(ctr, memory_order_relaxed) + k,
-                          memory_order_relaxed);
-}
-
-/* Gives cached block idx its first reference if its ref word is still r
- * (cached, by anyone): the one CAS that decides between the owner and any
- * other claimant. */
-static inline bool pool_claim_cached(struct pool *p, struct pool_itok t, uint32_t idx,
-                                     uint64_t r)
-{
-    if (!rc_cached(ref_count(r)))
-        return false;
-    /* Named before the CAS that makes the reference (release: the record is
-     * visible to whoever sees the new ref word). */
-    pool_intent_point(t, handle_make(ref_gen(r), idx));
-    uint64_t r0 = r;
-    bool ok = atomic_compare_exchange_strong_explicit(&p->blocks[idx].ref, &r,
-                                                   ref_make(ref_gen(r), 1),
-                                                   memory_order_acq_rel, memory_order_relaxed);
-    if (ok)
-        MBQ_TRACE(idx, TR_CLAIM, r0, ref_make(ref_gen(r0), 1) | 0x100000000000000ull);
-    (void)r0;
-    return ok;
 }
 
 /* Takes the newest block of our cache that nobody took meanwhile. */
@@ -1203,78 +453,6 @@ static bool pool_cache_pop(struct pool *p, struct pool_itok t, uint32_t *idx_out
     return false;
 }
 
-/* Moves up to half a cache of free blocks from the lists into our cache
- * (pool lock held). Warm blocks only: a cold one's pages are gone, and it
- * is handed out only when nothing else is left. Returns how many. */
-static uint32_t pool_cache_fill_locked(struct pool *p)
-{
-    struct pool_shared *sh = p->sh;
-    const uint32_t first = p->cache.n, want = p->cache.max / 2;
-    uint32_t got = 0;
-    /* The blocks most likely at the warm head: the last spill's. */
-    for (uint32_t i = 0; i < POOL_CACHE_MAX / 2; i++) {
-        uint32_t h = RD(sh->spill_hint[i]);
-        if (h < p->block_count)
-            __builtin_prefetch(&p->blocks[h], 1);
-    }
-    while (got < want) {
-        uint32_t idx;
-        if (pool_pop_warm_locked(p, &idx) < 0 || idx == POOL_NONE)
-            break; /* empty (or corrupt: the caller's slow path repairs) */
-        struct pool_block *b = &p->blocks[idx];
-        b->state = POOL_BLOCK_USED; /* off the lists, whatever follows */
-        b->freed_at_ns = 0;         /* age-out stamps it when it first sees it cached */
-        sh->used_count = RD(sh->used_count) + 1;
-        uint64_t r = atomic_load_explicit(&b->ref, memory_order_acquire);
-        uint32_t gen = ref_gen(r) ? ref_gen(r) : 1;
-        if (ref_count(r) != 0 ||
-            !atomic_compare_exchange_strong_explicit(&b->ref, &r,
-                                                     ref_make(gen, POOL_RC_CACHED | p->slot),
-                                                     memory_order_acq_rel, memory_order_relaxed))
-            break; /* a listed block with a refcount: a repair files it */
-        MBQ_TRACE(idx, TR_CACHE, ref_make(gen, 0), ref_make(gen, POOL_RC_CACHED | p->slot));
-        p->cache.idx[p->cache.n] = idx;
-        p->cache.gen[p->cache.n] = gen;
-        p->cache.n++;
-        got++;
-    }
-    pool_cache_publish(p, first);
-    return got;
-}
-
-/* Gives the older half of a full cache back to the warm list. */
-static void pool_cache_spill(struct pool *p)
-{
-    const uint32_t k = p->cache.n / 2, mine = POOL_RC_CACHED | p->slot;
-    if (pool_lock(p) < 0)
-        return; /* the cache stays full: the next free goes to the pool */
-    const uint64_t now = pool_clock_ns(); /* under the lock: the warm list stays in order */
-    for (uint32_t i = 0; i < k; i++) {
-        uint32_t idx = p->cache.idx[i];
-        uint64_t r = ref_make(p->cache.gen[i], mine);
-        /* Ours unless someone took it (or a flush took it back). */
-        if (atomic_compare_exchange_strong_explicit(&p->blocks[idx].ref, &r,
-                                                    ref_make(p->cache.gen[i], 0),
-                                                    memory_order_acq_rel, memory_order_relaxed)) {
-            MBQ_TRACE(idx, TR_CACHE, ref_make(p->cache.gen[i], mine), ref_make(p->cache.gen[i], 0));
-            pool_used_dec_locked(p);
-            pool_push_warm_locked(p, idx, now);
-        }
-    }
-    for (uint32_t i = 0; i < POOL_CACHE_MAX / 2; i++)
-        p->sh->spill_hint[i] = i < k ? p->cache.idx[i] : POOL_NONE;
-    memmove(p->cache.idx, p->cache.idx + k, (p->cache.n - k) * sizeof(p->cache.idx[0]));
-    memmove(p->cache.gen, p->cache.gen + k, (p->cache.n - k) * sizeof(p->cache.gen[0]));
-    p->cache.n -= k;
-    pool_cache_publish(p, 0);
-    const bool invalidated = RD(p->sh->flags) & POOL_F_INVALIDATED;
-    pool_unlock(p);
-    /* Invalidated since our caller looked (and flushed already, maybe):
-     * what we just listed as warm would wait for age-out. Return it now. */
-    if (__builtin_expect(invalidated, 0))
-        (void)pool_flush(p);
-}
-
 /* After the CAS that made idx a block of our cache (ref word now r): lists
  * it — unless the pool was invalidated meanwhile (an invalidated pool
  * recycles nothing): then the block goes back to the lists at once. */
@@ -1302,220 +480,6 @@ static void pool_cache_keep(struct pool *p, uint32_t idx, uint64_t r)
     pool_wake_allocators(p); /* another process's allocation can take it from the cache */
 }
 
-/* Claims idx for an allocation if it is cached by anyone. */
-static bool pool_steal_one(struct pool *p, struct pool_itok t, uint32_t idx, uint32_t *idx_out,
-                           uint32_t *gen_out)
-{
-    if (idx >= p->block_count)
-        return false;
-    uint64_t r = atomic_load_explicit(&p->blocks[idx].ref, memory_order_acquire);
-    if (!pool_claim_cached(p, t, idx, r))
-        return false;
-    *idx_out = idx;
-    *gen_out = ref_gen(r);
-    return true;
-}
-
-/* Takes a block from some client's cache (pool lock held): the last resort
- * of an allocation that found the lists empty. The clients' published
- * entries first; then, at most once a millisecond per process, every
- * descriptor, so that a cached block nobody lists (a release between its
- * CAS and its publication, or a cache whose owner lost track) is found too.
- * 0 with its index and generation (and the first reference), 1 when none. */
-static int pool_steal_locked(struct pool *p, struct pool_itok t, uint32_t *idx_out,
-                             uint32_t *gen_out)
-{
-    for (uint32_t s = 0; s < POOL_MAX_CLIENTS; s++) {
-        const struct pool_client *c = &p->clients[s];
-        uint32_t n = atomic_load_explicit(&c->cached, memory_order_acquire);
-        n = n > POOL_CACHE_MAX ? POOL_CACHE_MAX : n;
-        for (uint32_t i = 0; i < n; i++)
-            if (pool_steal_one(p, t, atomic_load_explicit(&c->cache[i], memory_order_relaxed),
-                               idx_out, gen_out))
-                return 0;
-    }
-    uint64_t now = pool_clock_ns();
-    if (p->last_scan_ns && now - p->last_scan_ns < 1000000u)
-        return 1;
-    for (uint32_t idx = 0; idx < p->block_count; idx++) {
-        if (pool_steal_one(p, t, idx, idx_out, gen_out)) {
-            p->last_scan_ns = 0;
-            return 0;
-        }
-    }
-    p->last_scan_ns = now;
-    return 1;
-}
-
-/* Takes block idx back into the warm list if it is cached (by slot, or by
- * anyone: POOL_NONE), pool lock held. stamped_before (age-out; 0: take it
- * now): a block is stamped the first time it is seen cached and taken one
- * period later. Returns whether it was taken. */
-static bool pool_uncache_if(struct pool *p, uint32_t idx, uint32_t slot, uint64_t now,
-                            uint64_t stamped_before)
-{
-    if (idx >= p->block_count)
-        return false;
-    struct pool_block *b = &p->blocks[idx];
-    uint64_t r = atomic_load_explicit(&b->ref, memory_order_acquire);
-    uint32_t rc = ref_count(r);
-    if (!rc_cached(rc) || (slot != POOL_NONE && rc_owner(rc) != slot))
-        return false;
-    if (stamped_before) {
-        uint64_t f = RD(b->freed_at_ns);
-        if (f == 0 || f > now) {
-            b->freed_at_ns = now; /* first seen: it goes one period from now */
-            return false;
-        }
-        if (f > stamped_before)
-            return false;
-    }
-    if (!pool_uncache_one(p, idx, r))
-        return false;
-    pool_used_dec_locked(p);
-    pool_push_warm_locked(p, idx, now);
-    return true;
-}
-
-/* Takes cached blocks back into the warm list (pool lock held): those of
- * client slot, or of every client (POOL_NONE), as pool_uncache_if. scan:
- * look at every descriptor (a dead client's published entries may be
- * stale; flush must miss nothing), else at the clients' published entries.
- * Returns how many. */
-static uint32_t pool_uncache_locked(struct pool *p, uint32_t slot, bool scan, uint64_t now,
-                                    uint64_t stamped_before)
-{
-    uint32_t taken = 0;
-    if (scan) {
-        for (uint32_t idx = 0; idx < p->block_count; idx++)
-            taken += pool_uncache_if(p, idx, slot, now, stamped_before);
-        return taken;
-    }
-    for (uint32_t s = 0; s < POOL_MAX_CLIENTS; s++) {
-        if (slot != POOL_NONE && s != slot)
-            continue;
-        const struct pool_client *c = &p->clients[s];
-        uint32_t n = atomic_load_explicit(&c->cached, memory_order_acquire);
-        n = n > POOL_CACHE_MAX ? POOL_CACHE_MAX : n;
-        for (uint32_t i = 0; i < n; i++)
-            taken += pool_uncache_if(p, atomic_load_explicit(&c->cache[i], memory_order_relaxed),
-                                     slot, now, stamped_before);
-    }
-    return taken;
-}
-
-/* Folds a client slot's counters into the pool's (pool lock held), before
- * the slot is freed or reused. */
-static void pool_fold_counters_locked(struct pool *p, uint32_t slot)
-{
-    struct pool_client *c = &p->clients[slot];
-    p->sh->allocs += atomic_exchange_explicit(&c->allocs, 0, memory_order_relaxed);
-    p->sh->frees += atomic_exchange_explicit(&c->frees, 0, memory_order_relaxed);
-    atomic_store_explicit(&c->cached, 0, memory_order_relaxed);
-}
-
-/* ---- client slots ---- */
-
-/* Releases every reference recorded for slot, which the caller has claimed
- * (its pid word is ours), and zeroes its holdings. */
-static uint64_t pool_reclaim_holdings(struct pool *p, uint32_t slot)
-{
-    uint64_t released = 0;
-    for (uint32_t i = 0; i < p->block_count; i++) {
-        _Atomic uint32_t *h = pool_holding(p, slot, i);
-        /* Load first: most rows are zero, and writing them would fault in
-         * pages nobody needs. */
-        if (atomic_load_explicit(h, memory_order_relaxed) == 0)
-            continue;
-        /* Holding first, refcount second, under our own intent: a
-         * reclaimer that dies in between is reclaimed in turn. */
-        uint64_t r = atomic_load_explicit(&p->blocks[i].ref, memory_order_relaxed);
-        const struct pool_itok t = pool_intent_open(p, handle_make(ref_gen(r), i));
-        pool_intent_fence(p, i);
-        uint32_t k = atomic_exchange_explicit(h, 0, memory_order_acq_rel);
-        MBQ_TRACE(i, TR_RECLAIM_HOLD, slot, k);
-        if (k)
-            released += pool_drop_refs(p, i, k);
-        pool_intent_close(t);
-    }
-    return released;
-}
-
-/* Finishes the reclaim of a client slot whose holdings were released (n
- * references): takes back the blocks it cached and folds its counters into
- * the pool's, before the slot is freed or reused. */
-static void pool_finish_slot(struct pool *p, uint32_t slot, uint64_t n)
-{
-    if (pool_lock(p) < 0) {
-        /* Cached blocks of the slot stay cached until a repair finds no
-         * live cache holds them; the counters are lost. */
-        pool_mark_repair(p);
-        return;
-    }
-    p->sh->reclaimed += n;
-    pool_uncache_locked(p, slot, true, pool_clock_ns(), 0);
-    pool_fold_counters_locked(p, slot);
-    pool_unlock(p);
-}
-
-/* Clears the intent records of a slot being reused. */
-static void pool_intents_forget(struct pool *p, uint32_t slot)
-{
-    struct pool_client *c = &p->clients[slot];
-    for (unsigned i = 0; i < POOL_INTENTS; i++) {
-#ifdef MBQ_POOL_TRACE
-        for (unsigned w = 0; w < 2; w++) {
-            uint64_t th = atomic_load_explicit(&c->intent[i].h[w], memory_order_relaxed);
-            if (th)
-                MBQ_TRACE((uint32_t)th - 1, TR_INTENT_FORGET, th, slot);
-        }
-#endif
-        atomic_store_explicit(&c->intent[i].h[0], 0, memory_order_relaxed);
-        atomic_store_explicit(&c->intent[i].h[1], 0, memory_order_relaxed);
-        atomic_store_explicit(&c->intent[i].owner, 0, memory_order_relaxed);
-    }
-    atomic_store_explicit(&c->intent_overflow, 0, memory_order_release);
-}
-
-/* Claims a client slot for this process: a free one, else one whose process
- * is dead, after releasing what that process held. The slot is marked as
- * being reclaimed by us first, so that no other reclaimer touches holdings
- * that are already ours. */
-static int pool_claim_slot(struct pool *p)
-{
-    uint32_t self = pool_self_id();
-    for (uint32_t s = 0; s < POOL_MAX_CLIENTS; s++) {
-        uint32_t v = 0;
-        if (atomic_compare_exchange_strong(&p->clients[s].pid, &v, self)) {
-            p->slot = s;
-            p->pid = self;
-            return 0;
-        }
-    }
-    /* A slot whose intents wait for a recount is taken last: reusing it
-     * drops them (a leak, never a wrong free). */
-    for (int pass = 0; pass < 2; pass++)
-        for (uint32_t s = 0; s < POOL_MAX_CLIENTS; s++) {
-            uint32_t v = atomic_load(&p->clients[s].pid);
-            if (v == 0 || (pass == 0 && v == POOL_PID_PENDING) || pool_task_alive(v) ||
-                !atomic_compare_exchange_strong(&p->clients[s].pid, &v,
-                                                self | POOL_PID_RECLAIMING))
-                continue;
-            pool_finish_slot(p, s, pool_reclaim_holdings(p, s));
-            pool_intents_forget(p, s);
-            atomic_store(&p->clients[s].pid, self);
-            p->slot = s;
-            p->pid = self;
-            return 0;
-        }
-    return -EUSERS;
-}
-
-static int pool_clamp_int(uint64_t v)
-{
-    return v > INT_MAX ? INT_MAX : (int)v;
-}
-
 /* ---- create / attach / detach ---- */
 
 /* How many free blocks a client may keep (see pool.h): half the pool, at
@@ -1528,6 +492,52 @@ static uint32_t pool_cache_max(uint32_t block_count)
     uint32_t m = block_count / 2;
     m = m > POOL_CACHE_MAX ? POOL_CACHE_MAX : m;
     return m >= 8 ? m : 0;
+}
+
+/* Faults a new pool's data in (pool_params.prefault): 0, or -ENOMEM when
+ * the kernel cannot (touching would only crash). */
+static int pool_prefault(struct pool *p, uint64_t page)
+{
+    size_t len = (size_t)(p->block_size * p->block_count);
+    if (madvise(p->data, len, MADV_POPULATE_WRITE) == 0)
+        return 0;
+    if (errno != EINVAL)
+        return -ENOMEM;
+    for (size_t off = 0; off < len; off += (size_t)page) /* kernel < 5.14 */
+        ((volatile uint8_t *)p->data)[off] = 0;
+    return 0;
+}
+
+/* A new pool's descriptors and lists: every block free, on the warm list
+ * if its pages were faulted in (warm), else on the cold list. The memfd is
+ * zero: times are already MBQ_TIME_INVALID and sizes 0. The warm list runs
+ * 0..n-1 from the head, the cold list likewise. */
+static void pool_init_lists(struct pool *p, bool warm)
+{
+    struct pool_shared *sh = p->sh;
+    const uint32_t n = p->block_count;
+    const uint64_t now = mono_ns();
+    const uint32_t state = warm ? POOL_BLOCK_WARM : POOL_BLOCK_COLD;
+    for (uint32_t i = 0; i < n; i++) {
+        struct pool_block *b = &p->blocks[i];
+        atomic_init(&b->ref, ref_make(1, 0));
+        b->state = state;
+        b->prev = warm && i > 0 ? i - 1 : POOL_NONE;
+        b->next = i + 1 < n ? i + 1 : POOL_NONE;
+        b->freed_at_ns = now;
+    }
+    sh->warm_head = sh->warm_tail = sh->cold_head = POOL_NONE;
+    for (uint32_t i = 0; i < POOL_CACHE_MAX / 2; i++)
+        sh->spill_hint[i] = POOL_NONE;
+    if (warm) {
+        sh->warm_head = 0;
+        sh->warm_tail = n - 1;
+        sh->warm_count = n;
+    } else {
+        sh->cold_head = 0;
+        sh->cold_count = n;
+    }
+    atomic_init(&sh->lock.word, 0);
 }
 
 int pool_create(const struct pool_params *params, struct pool *out)
@@ -1574,42 +584,11 @@ int pool_create(const struct pool_params *params, struct pool *out)
      * blocks, and a read of a hole would allocate its page later. */
     memset(p.clients, 0, POOL_MAX_CLIENTS * sizeof(struct pool_client));
 
-    if (params->prefault) {
-        size_t len = (size_t)(bs * n);
-        if (madvise(p.data, len, MADV_POPULATE_WRITE) < 0) {
-            if (errno != EINVAL) { /* ENOMEM: touching would only crash */
-                seg_close(&seg);
-                return MBQ_POOL_ERR_ALLOCATION_FAILED;
-            }
-            for (size_t off = 0; off < len; off += (size_t)page) /* kernel < 5.14 */
-                ((volatile uint8_t *)p.data)[off] = 0;
-        }
+    if (params->prefault && pool_prefault(&p, page) < 0) {
+        seg_close(&seg);
+        return MBQ_POOL_ERR_ALLOCATION_FAILED;
     }
-
-    /* The memfd is zero: times are already MBQ_TIME_INVALID and sizes 0. The
-     * warm list runs 0..n-1 from the head, the cold list likewise. */
-    const uint64_t now = mono_ns();
-    const uint32_t state = params->prefault ? POOL_BLOCK_WARM : POOL_BLOCK_COLD;
-    for (uint32_t i = 0; i < n; i++) {
-        struct pool_block *b = &p.blocks[i];
-        atomic_init(&b->ref, ref_make(1, 0));
-        b->state = state;
-        b->prev = params->prefault && i > 0 ? i - 1 : POOL_NONE;
-        b->next = i + 1 < n ? i + 1 : POOL_NONE;
-        b->freed_at_ns = now;
-    }
-    sh->warm_head = sh->warm_tail = sh->cold_head = POOL_NONE;
-    for (uint32_t i = 0; i < POOL_CACHE_MAX / 2; i++)
-        sh->spill_hint[i] = POOL_NONE;
-    if (params->prefault) {
-        sh->warm_head = 0;
-        sh->warm_tail = n - 1;
-        sh->warm_count = n;
-    } else {
-        sh->cold_head = 0;
-        sh->cold_count = n;
-    }
-    atomic_init(&sh->lock.word, 0);
+    pool_init_lists(&p, params->prefault);
 
     slock_membarrier_register(); /* see pool_intent_fence */
     if (pool_claim_slot(&p) < 0) { /* cannot happen on a fresh table */
@@ -1630,10 +609,10 @@ int pool_attach(int fd, struct pool *out)
         return r;
     const struct pool_shared *sh = seg.base;
     /* One read of each field; from here on only the local copies count. */
-    const uint64_t bs = RD(sh->block_size);
-    const uint32_t n = RD(sh->block_count);
-    const uint64_t co = RD(sh->clients_off), ho = RD(sh->holdings_off);
-    const uint64_t bo = RD(sh->blocks_off), dof = RD(sh->data_off);
+    const uint64_t bs = READ_ONCE(sh->block_size);
+    const uint32_t n = READ_ONCE(sh->block_count);
+    const uint64_t co = READ_ONCE(sh->clients_off), ho = READ_ONCE(sh->holdings_off);
+    const uint64_t bo = READ_ONCE(sh->blocks_off), dof = READ_ONCE(sh->data_off);
     struct pool_layout l;
     if (pool_layout_of(bs, n, pool_page_size(), &l) < 0 || co != l.clients_off ||
         ho != l.holdings_off || bo != l.blocks_off || dof != l.data_off ||
@@ -1687,72 +666,66 @@ void pool_detach(struct pool *p)
 
 /* ---- buffers ---- */
 
-static int pool_alloc_impl(struct pool *p, uint64_t size, uint64_t *handle_out, bool quiet)
+/* An allocation from this process's cache (refilled from the warm list
+ * when empty): true with the block's index and generation, its holding
+ * recorded. *lr gets the lock's error if the refill could not have it. */
+static inline bool pool_alloc_cached(struct pool *p, struct pool_itok t, uint32_t *idx,
+                                     uint32_t *gen, int *lr)
 {
-    if (!p || !p->sh || !handle_out || size == 0 || size > p->block_size)
-        return MBQ_POOL_ERR_INVALID_PARAMETER;
-    struct pool_shared *sh = p->sh;
-    uint32_t idx = 0, gen = 0;
-    bool cached = false;
-    /* The intent names each block before the CAS that claims it, and is
-     * cleared once the holding records the reference. */
-    const struct pool_itok t = pool_intent_open(p, 0);
-    int lr = 0;
-    if (pool_cache_enter(p)) {
-        cached = pool_cache_pop(p, t, &idx, &gen);
-        if (!cached && (lr = pool_lock(p)) == 0) {
-            /* Checked again under the lock, which invalidate sets the flag
-             * under: a pool invalidated since pool_cache_enter() (and
-             * flushed already, maybe) must not have its blocks cached. */
-            if (!(RD(sh->flags) & POOL_F_INVALIDATED) && pool_cache_fill_locked(p))
-                cached = pool_cache_pop(p, t, &idx, &gen);
-            pool_unlock(p);
-        }
-        if (cached) {
-            /* The holding right after the claim (the intent covers the
-             * two). A store,
-             * not an increment: the block was free, so this process held no
-             * reference to it (holdings never exceed references), and no
-             * other thread can take one before its handle is published. */
-            atomic_store_explicit(pool_holding(p, p->slot, idx), 1, memory_order_relaxed);
-            MBQ_TRACE(idx, TR_HOLD_SET, p->slot, 1);
-            pool_counter_add(&pool_self(p)->allocs, 1);
-        }
-    }
-    if (!cached) {
-        if (lr < 0 || (lr = pool_lock(p)) < 0) {
-            pool_intent_close(t);
-            return lr;
-        }
-        for (int attempt = 0;; attempt++) {
-            int e = pool_take_locked(p, t, &idx, &gen);
-            if (e > 0 && p->cache.max) /* no caches in this pool: nothing to take */
-                e = pool_steal_locked(p, t, &idx, &gen);
-            if (e == 0)
-                break;
-            if (e > 0) {
-                if (!quiet) /* a blocking allocation counts once, when it gives up */
-                    sh->alloc_failures++;
-                pool_unlock(p);
-                pool_intent_close(t);
-                return MBQ_POOL_ERR_ALLOCATION_FAILED;
-            }
-            if (attempt > 0) { /* still corrupt after a rebuild: give up, do not loop */
-                pool_unlock(p);
-                pool_intent_close(t);
-                return -EUCLEAN;
-            }
-            pool_repair_locked(p);
-        }
-        sh->allocs++;
-        atomic_fetch_add_explicit(pool_holding(p, p->slot, idx), 1, memory_order_relaxed);
-        MBQ_TRACE(idx, TR_HOLD_SET, p->slot, 0x101);
+    bool cached = pool_cache_pop(p, t, idx, gen);
+    if (!cached && (*lr = pool_lock(p)) == 0) {
+        /* Checked again under the lock, which invalidate sets the flag
+         * under: a pool invalidated since pool_cache_enter() (and
+         * flushed already, maybe) must not have its blocks cached. */
+        if (!(READ_ONCE(p->sh->flags) & POOL_F_INVALIDATED) && pool_cache_fill_locked(p))
+            cached = pool_cache_pop(p, t, idx, gen);
         pool_unlock(p);
     }
-    pool_intent_close(t);
+    if (cached) {
+        /* The holding right after the claim (the intent covers the two). A
+         * store, not an increment: the block was free, so this process held
+         * no reference to it (holdings never exceed references), and no
+         * other thread can take one before its handle is published. */
+        atomic_store_explicit(pool_holding(p, p->slot, *idx), 1, memory_order_relaxed);
+        MBQ_TRACE(*idx, TR_HOLD_SET, p->slot, 1);
+        pool_counter_add(&pool_self(p)->allocs, 1);
+    }
+    return cached;
+}
 
-    /* The block is ours alone until its handle is published. */
-    struct pool_block *b = &p->blocks[idx];
+/* An allocation from the lists (then other clients' caches) under the
+ * lock: 0 with the block's index and generation, its holding recorded;
+ * MBQ_POOL_ERR_ALLOCATION_FAILED when there is none; -EUCLEAN when the
+ * lists are still corrupt after a rebuild (no loop). Lock held. */
+static int pool_alloc_listed_locked(struct pool *p, struct pool_itok t, uint32_t *idx,
+                                    uint32_t *gen, bool quiet)
+{
+    struct pool_shared *sh = p->sh;
+    for (int attempt = 0;; attempt++) {
+        int e = pool_take_locked(p, t, idx, gen);
+        if (e == 0 && p->cache.max) /* no caches in this pool: nothing to take */
+            e = pool_steal_locked(p, t, idx, gen);
+        if (e > 0)
+            break;
+        if (e == 0) {
+            if (!quiet) /* a blocking allocation counts once, when it gives up */
+                sh->alloc_failures++;
+            return MBQ_POOL_ERR_ALLOCATION_FAILED;
+        }
+        if (attempt > 0) /* still corrupt after a rebuild: give up, do not loop */
+            return -EUCLEAN;
+        pool_repair_locked(p);
+    }
+    sh->allocs++;
+    atomic_fetch_add_explicit(pool_holding(p, p->slot, *idx), 1, memory_order_relaxed);
+    MBQ_TRACE(*idx, TR_HOLD_SET, p->slot, 0x101);
+    return 0;
+}
+
+/* A block just allocated, ours alone until its handle is published: its
+ * metadata reset to a new buffer's. */
+static inline void pool_block_init(struct pool_block *b, uint64_t size)
+{
     b->data_size = size;
     atomic_store_explicit(&b->ready, 1, memory_order_relaxed);
     atomic_store_explicit(&b->frozen, 0, memory_order_relaxed);
@@ -1766,6 +739,32 @@ static int pool_alloc_impl(struct pool *p, uint64_t size, uint64_t *handle_out, 
     b->pts = invalid;
     b->duration = invalid;
     memset(b->attachments, 0, sizeof(b->attachments));
+}
+
+static int pool_alloc_impl(struct pool *p, uint64_t size, uint64_t *handle_out, bool quiet)
+{
+    if (!p || !p->sh || !handle_out || size == 0 || size > p->block_size)
+        return MBQ_POOL_ERR_INVALID_PARAMETER;
+    uint32_t idx = 0, gen = 0;
+    /* The intent names each block before the CAS that claims it, and is
+     * cleared once the holding records the reference. */
+    const struct pool_itok t = pool_intent_open(p, 0);
+    int lr = 0;
+    bool cached = pool_cache_enter(p) && pool_alloc_cached(p, t, &idx, &gen, &lr);
+    if (!cached) {
+        if (lr < 0 || (lr = pool_lock(p)) < 0) {
+            pool_intent_close(t);
+            return lr;
+        }
+        int r = pool_alloc_listed_locked(p, t, &idx, &gen, quiet);
+        pool_unlock(p);
+        if (r) {
+            pool_intent_close(t);
+            return r;
+        }
+    }
+    pool_intent_close(t);
+    pool_block_init(&p->blocks[idx], size);
     *handle_out = (uint64_t)gen << 32 | (idx + 1);
     return 0;
 }
@@ -1857,6 +856,18 @@ int pool_retain(struct pool *p, uint64_t handle, bool by_client)
     return 0;
 }
 
+/* Takes one reference off a holding: false if it holds none. */
+static inline bool pool_holding_take(_Atomic uint32_t *hold)
+{
+    uint32_t h = atomic_load_explicit(hold, memory_order_relaxed);
+    do {
+        if (h == 0)
+            return false;
+    } while (!atomic_compare_exchange_weak_explicit(hold, &h, h - 1, memory_order_relaxed,
+                                                    memory_order_relaxed));
+    return true;
+}
+
 int pool_release(struct pool *p, uint64_t handle, bool by_client)
 {
     uint32_t idx, gen;
@@ -1876,15 +887,9 @@ int pool_release(struct pool *p, uint64_t handle, bool by_client)
         pool_intent_close(t);
         return -ESTALE;
     }
-    if (hold) {
-        uint32_t h = atomic_load_explicit(hold, memory_order_relaxed);
-        do {
-            if (h == 0) {
-                pool_intent_close(t);
-                return -EINVAL;
-            }
-        } while (!atomic_compare_exchange_weak_explicit(hold, &h, h - 1, memory_order_relaxed,
-                                                        memory_order_relaxed));
+    if (hold && !pool_holding_take(hold)) {
+        pool_intent_close(t);
+        return -EINVAL;
     }
     /* The last release bumps the generation in the same CAS, so every
      * outstanding handle is stale from this instant; with a cache it also
@@ -1913,70 +918,6 @@ int pool_release(struct pool *p, uint64_t handle, bool by_client)
     return 0;
 }
 
-int pool_disown(struct pool *p, uint64_t handle)
-{
-    uint32_t idx, gen;
-    if (!p || !p->sh || !pool_decode(p, handle, &idx, &gen))
-        return -EINVAL;
-    uint64_t r = atomic_load_explicit(&p->blocks[idx].ref, memory_order_acquire);
-    if (ref_gen(r) != gen || !rc_live(ref_count(r)))
-        return -ESTALE;
-    _Atomic uint32_t *hold = pool_holding(p, p->slot, idx);
-    /* Inside the caller's intent (pool_move_begin, which also made a
-     * recount in progress fail), which lasts until the entry is in. */
-    uint32_t h = atomic_load_explicit(hold, memory_order_relaxed);
-    do {
-        if (h == 0)
-            return -EINVAL; /* not ours to hand over */
-    } while (!atomic_compare_exchange_weak_explicit(hold, &h, h - 1, memory_order_relaxed,
-                                                    memory_order_relaxed));
-    MBQ_TRACE(idx, TR_DISOWN, handle, (h - 1) | p->slot << 8);
-    return 0;
-}
-
-int pool_adopt(struct pool *p, uint64_t handle)
-{
-    uint32_t idx, gen;
-    if (!p || !p->sh || !pool_decode(p, handle, &idx, &gen))
-        return -EINVAL;
-    /* The reference is on its way to a release here, which writes this
-     * line: fetch it for writing now, rather than shared now and again
-     * exclusive then (one transfer from the producer's core, not two). */
-    __builtin_prefetch(&p->blocks[idx].ref, 1);
-    /* And the head of the data, which the caller reads next, so that its
-     * miss overlaps the ref word's instead of following it. */
-    __builtin_prefetch(p->data + (size_t)idx * p->block_size, 0);
-    uint64_t r = atomic_load_explicit(&p->blocks[idx].ref, memory_order_acquire);
-    if (ref_gen(r) != gen || !rc_live(ref_count(r)))
-        return -ESTALE;
-    /* Inside the dequeue's intent (set before the entry left the queue,
-     * cleared by the caller once this holding is recorded). */
-    atomic_fetch_add_explicit(pool_holding(p, p->slot, idx), 1, memory_order_relaxed);
-    MBQ_TRACE(idx, TR_ADOPT, handle, p->slot << 8);
-    return 0;
-}
-
-int pool_disown_begin(struct pool *p, uint64_t handle)
-{
-    uint32_t idx, gen;
-    if (!p || !p->sh || !pool_decode(p, handle, &idx, &gen))
-        return -EINVAL;
-    if (!pool_move_set_fast(p, idx, handle, 0))
-        pool_move_begin_slow(p, handle, 0);
-    int r = pool_disown(p, handle);
-    if (__builtin_expect(r != 0, 0))
-        pool_move_end(p, 0);
-    return r;
-}
-
-int pool_adopt_end(struct pool *p, uint64_t handle)
-{
-    int r = pool_adopt(p, handle);
-    if (p && p->sh && !pool_move_clear_fast(p, 0))
-        pool_move_end_slow(p, 0);
-    return r;
-}
-
 struct pool_block *pool_block_of(struct pool *p, uint64_t handle)
 {
     uint32_t idx, gen;
@@ -1996,394 +937,6 @@ void *pool_data(struct pool *p, uint64_t handle)
     return p->data + (size_t)idx * p->block_size;
 }
 
-/* ---- age-out ---- */
-
-static void pool_sort_u32(uint32_t *v, uint32_t n)
-{
-    for (uint32_t i = 1; i < n; i++) {
-        uint32_t x = v[i], j = i;
-        for (; j > 0 && v[j - 1] > x; j--)
-            v[j] = v[j - 1];
-        v[j] = x;
-    }
-}
-
-/* Ages out warm blocks in batches: detach from the tail under the lock,
- * punch outside it (one fallocate per run of adjacent blocks), file them
- * cold under the lock. At most block_count blocks per call, so a peer
- * freeing blocks as fast as we age them cannot keep us here. */
-static int pool_age_out_impl(struct pool *p, uint64_t now, bool force)
-{
-    if (!p || !p->sh)
-        return -EINVAL;
-    struct pool_shared *sh = p->sh;
-    const uint32_t tid = slock_self();
-    uint32_t total = 0;
-    int err = 0;
-    bool repaired = false;
-
-    /* Client caches first: flush takes every cached block back; age-out
-     * the ones that sat in a cache a whole period (see pool.h). A lock that
-     * stays held fails the call, which mbqd retries on its next tick. */
-    if (pool_lock(p) < 0)
-        return -EBUSY;
-    const uint64_t period = RD(sh->age_out_ns);
-    if (force)
-        pool_uncache_locked(p, POOL_NONE, true, pool_clock_ns(), 0); /* miss none */
-    else if (now > period)
-        pool_uncache_locked(p, POOL_NONE, false, now, now - period);
-    pool_unlock(p);
-
-    while (total < p->block_count) {
-        uint32_t idx[POOL_AGE_BATCH], sorted[POOL_AGE_BATCH];
-        uint64_t ref[POOL_AGE_BATCH];
-        uint32_t k = 0;
-        if (pool_lock(p) < 0) {
-            err = -EBUSY;
-            break;
-        }
-        const uint64_t age = RD(sh->age_out_ns);
-        while (k < POOL_AGE_BATCH && total + k < p->block_count) {
-            int e = pool_detach_tail_locked(p, now, age, force, tid, &idx[k], &ref[k]);
-            if (e > 0) {
-                k++;
-                continue;
-            }
-            if (e < 0 && !repaired) {
-                /* Blocks we already detached are AGING under our live tid:
-                 * the rebuild leaves them to us. */
-                repaired = true;
-                pool_repair_locked(p);
-                continue;
-            }
-            if (e < 0)
-                err = -EUCLEAN;
-            break;
-        }
-        pool_unlock(p);
-        if (k == 0)
-            break;
-
-        memcpy(sorted, idx, k * sizeof(idx[0]));
-        pool_sort_u32(sorted, k);
-        for (uint32_t i = 0; i < k;) {
-            uint32_t j = i + 1;
-            while (j < k && sorted[j] == sorted[j - 1] + 1)
-                j++;
-            int e = pool_punch(p, sorted[i], j - i);
-            if (e < 0 && !err)
-                err = e;
-            i = j;
-        }
-
-        if (pool_lock(p) < 0) {
-            for (uint32_t i = 0; i < k; i++)
-                pool_orphan_aging(p, idx[i], tid);
-            err = -EBUSY;
-            break;
-        }
-        for (uint32_t i = 0; i < k; i++) {
-            struct pool_block *b = &p->blocks[idx[i]];
-            /* Still ours unless a repair filed it meanwhile. */
-            if (RD(b->state) == POOL_BLOCK_AGING && RD(b->reserved0) == tid &&
-                atomic_load_explicit(&b->ref, memory_order_acquire) == ref[i])
-                pool_push_cold_locked(p, idx[i]);
-        }
-        sh->aged_out += k;
-        pool_unlock(p);
-        total += k;
-        if (k < POOL_AGE_BATCH || err)
-            break;
-    }
-    if (err && total == 0)
-        return err;
-    return (int)total;
-}
-
-int pool_age_out(struct pool *p, uint64_t now_ns)
-{
-    return pool_age_out_impl(p, now_ns, false);
-}
-
-int pool_flush(struct pool *p)
-{
-    return pool_age_out_impl(p, 0, true);
-}
-
-int pool_invalidate(struct pool *p)
-{
-    if (!p || !p->sh)
-        return -EINVAL;
-    int r = pool_lock(p);
-    if (r < 0)
-        return r;
-    __atomic_fetch_or(&p->sh->flags, POOL_F_INVALIDATED, __ATOMIC_SEQ_CST); /* see pool_mark_repair */
-    /* The other half of pool_cache_keep's ordering: the flag, then the
-     * flush's reads of the ref words. */
-    atomic_thread_fence(memory_order_seq_cst);
-    pool_unlock(p);
-    return pool_flush(p);
-}
-
-/* ---- reclaim and recount ---- */
-
-/* Whether a live process may be moving block idx: a live slot (other than
- * those we are reclaiming) has an intent naming it, or has moves whose
- * blocks are unknown. */
-static bool pool_intent_live(struct pool *p, uint32_t idx)
-{
-    const uint32_t mine = pool_self_id() | POOL_PID_RECLAIMING;
-    for (uint32_t s = 0; s < POOL_MAX_CLIENTS; s++) {
-        struct pool_client *c = &p->clients[s];
-        uint32_t v = atomic_load_explicit(&c->pid, memory_order_acquire);
-        if (v == 0 || v == mine || !pool_task_alive(v))
-            continue;
-        if (atomic_load_explicit(&c->intent_overflow, memory_order_acquire))
-            return true;
-        for (unsigned i = 0; i < POOL_INTENTS; i++)
-            for (unsigned w = 0; w < 2; w++) {
-                uint64_t h = atomic_load_explicit(&c->intent[i].h[w], memory_order_acquire);
-                if (h && (uint32_t)h - 1 == idx)
-                    return true;
-            }
-    }
-    return false;
-}
-
-static inline __attribute__((always_inline)) int
-pool_audit_impl(struct pool *p, uint64_t handle, pool_count_fn count, void *ctx);
-int pool_audit(struct pool *p, uint64_t handle, pool_count_fn count, void *ctx)
-{
-    int res = pool_audit_impl(p, handle, count, ctx);
-#ifdef MBQ_POOL_TRACE
-    uint32_t ti, tg;
-    if (p && p->sh && pool_decode(p, handle, &ti, &tg))
-        MBQ_TRACE(ti, TR_AUDIT, atomic_load(&p->blocks[ti].ref),
-                  (uint64_t)(int64_t)res << 8 | 0xee);
-#endif
-    return res;
-}
-
-/* (Inlined: pool_audit without the trace is this.) */
-static inline __attribute__((always_inline)) int
-pool_audit_impl(struct pool *p, uint64_t handle, pool_count_fn count, void *ctx)
-{
-    uint32_t idx, gen;
-    if (!p || !p->sh)
-        return -EINVAL;
-    if (!pool_decode(p, handle, &idx, &gen))
-        return 0; /* a scribbled record names no block */
-    struct pool_block *b = &p->blocks[idx];
-    uint64_t r = atomic_load_explicit(&b->ref, memory_order_acquire);
-    uint32_t rc = ref_count(r);
-    if (rc == 0 && ref_gen(r) == gen_next(gen) && RD(b->state) == POOL_BLOCK_USED) {
-        /* A last release that died between its CAS and filing the block.
-         * pool_free_block files it only if it is still so, under the lock;
-         * a live releaser in that instant would file it itself. */
-        if (pool_intent_live(p, idx))
-            return -EAGAIN;
-        pool_free_block(p, idx, r);
-        return 0;
-    }
-    if (ref_gen(r) != gen || !rc_live(rc))
-        return 0; /* freed since (or cached): no reference of that generation is left */
-
-    /* 1. The audit bit: from here, any change of the ref word fails our
-     * final CAS. 2. A barrier on every CPU: a mover that stored its intent
-     * before it is seen below; one that did not sees the bit before its
-     * first step and clears it. */
-    if (!(r & POOL_AUDIT64)) {
-        uint64_t ra = r | POOL_AUDIT64;
-        if (!atomic_compare_exchange_strong_explicit(&b->ref, &r, ra, memory_order_seq_cst,
-                                                     memory_order_relaxed))
-            return -EAGAIN;
-        r = ra;
-    }
-    slock_heavy_barrier();
-    uint64_t n = 0;
-    if (pool_intent_live(p, idx))
-        goto busy;
-    /* 3. What holds references: every slot's holding, every queue entry. */
-    for (uint32_t s = 0; s < POOL_MAX_CLIENTS; s++)
-        n += atomic_load_explicit(pool_holding(p, s, idx), memory_order_acquire);
-    if (count) {
-        uint64_t q = 0;
-        if (count(ctx, handle, &q) < 0)
-            goto busy;
-        n += q;
-    }
-    MBQ_TRACE(idx, TR_AUDIT, rc | n << 32, r);
-    if (n >= rc) {
-        /* Exact (the dead mover finished, or had not begun), but only if
-         * nothing moved: a live move during the count (a copy into a queue:
-         * holding read before, entry read after) raises n past the rc read
-         * before it while the excess is still there. Then the word moved,
-         * our CAS fails, and the recount is retried. */
-        if (!atomic_compare_exchange_strong_explicit(&b->ref, &r, ref_plain(r),
-                                                     memory_order_acq_rel, memory_order_relaxed))
-            return -EAGAIN;
-        return 0;
-    }
-    /* 4. The excess goes, if nothing moved meanwhile. */
-    uint64_t nr = n == 0 ? ref_make(gen_next(gen), 0) : ref_make(gen, (uint32_t)n);
-    if (!atomic_compare_exchange_strong_explicit(&b->ref, &r, nr, memory_order_acq_rel,
-                                                 memory_order_relaxed))
-        return -EAGAIN;
-    __atomic_fetch_add(&p->sh->audited, (uint64_t)(rc - n), __ATOMIC_RELAXED);
-    if (n == 0)
-        pool_free_block(p, idx, nr);
-    return 1;
-busy:
-    atomic_compare_exchange_strong_explicit(&b->ref, &r, ref_plain(r), memory_order_acq_rel,
-                                            memory_order_relaxed);
-    return -EAGAIN;
-}
-
-/* Recounts the blocks the intents of slot (a dead client's, claimed by us)
- * name, and clears each record that is settled. Returns how many must be
- * retried. Without count, nothing is recounted: the records are cleared
- * and a reference a move left behind leaks. Moves whose block is unknown
- * (intent_overflow) leak likewise. */
-static unsigned pool_resolve_intents(struct pool *p, uint32_t slot, pool_count_fn count,
-                                     void *ctx)
-{
-    struct pool_client *c = &p->clients[slot];
-    unsigned left = 0;
-    for (unsigned i = 0; i < POOL_INTENTS; i++)
-        for (unsigned w = 0; w < 2; w++) {
-            uint64_t h = atomic_load_explicit(&c->intent[i].h[w], memory_order_acquire);
-            if (!h)
-                continue;
-            if (count && pool_audit(p, h, count, ctx) == -EAGAIN)
-                left++;
-            else {
-                MBQ_TRACE((uint32_t)h - 1, TR_INTENT_FORGET, h, slot | 0x100);
-                atomic_store_explicit(&c->intent[i].h[w], 0, memory_order_relaxed);
-            }
-        }
-    atomic_store_explicit(&c->intent_overflow, 0, memory_order_relaxed);
-    return left;
-}
-
-/* Reclaims slot, which the caller has claimed (its pid word is ours):
- * holdings, intents, cache. The slot is then free, or pending when a
- * recount must be retried. Returns the references released. */
-static uint64_t pool_reclaim_claimed(struct pool *p, uint32_t slot, pool_count_fn count,
-                                     void *ctx)
-{
-    uint64_t n = pool_reclaim_holdings(p, slot);
-    unsigned left = pool_resolve_intents(p, slot, count, ctx);
-    pool_finish_slot(p, slot, n);
-    if (left) {
-        atomic_store(&p->clients[slot].pid, POOL_PID_PENDING);
-        return n;
-    }
-    pool_intents_forget(p, slot);
-    atomic_store(&p->clients[slot].pid, 0);
-    return n;
-}
-
-int pool_reclaim_slot_ex(struct pool *p, uint32_t slot, pool_count_fn count, void *ctx)
-{
-    if (!p || !p->sh || slot >= POOL_MAX_CLIENTS)
-        return -EINVAL;
-    const uint32_t self = pool_self_id();
-    _Atomic uint32_t *pid = &p->clients[slot].pid;
-    uint32_t v = atomic_load(pid);
-    for (;;) {
-        if (v == 0)
-            return 0;
-        /* Another live process is reclaiming it: leave it to that one. */
-        if ((v & POOL_PID_RECLAIMING) && v != (self | POOL_PID_RECLAIMING) &&
-            pool_task_alive(v))
-            return 0;
-        if (atomic_compare_exchange_strong(pid, &v, self | POOL_PID_RECLAIMING))
-            break;
-    }
-    return pool_clamp_int(pool_reclaim_claimed(p, slot, count, ctx));
-}
-
-int pool_reclaim_slot(struct pool *p, uint32_t slot)
-{
-    return pool_reclaim_slot_ex(p, slot, NULL, NULL);
-}
-
-/* Reclaims the slots whose process is gone (only the pending ones). */
-static uint64_t pool_reclaim_dead_slots(struct pool *p, bool pending_only, pool_count_fn count,
-                                        void *ctx)
-{
-    const uint32_t self = pool_self_id();
-    uint64_t total = 0;
-    for (uint32_t s = 0; s < POOL_MAX_CLIENTS; s++) {
-        _Atomic uint32_t *pid = &p->clients[s].pid;
-        uint32_t v = atomic_load(pid);
-        if (v == 0 || (pending_only && v != POOL_PID_PENDING) || pool_task_alive(v) ||
-            !atomic_compare_exchange_strong(pid, &v, self | POOL_PID_RECLAIMING))
-            continue;
-        total += pool_reclaim_claimed(p, s, count, ctx);
-    }
-    return total;
-}
-
-bool pool_audit_pending(const struct pool *p)
-{
-    if (!p || !p->sh)
-        return false;
-    for (uint32_t s = 0; s < POOL_MAX_CLIENTS; s++)
-        if (atomic_load_explicit(&p->clients[s].pid, memory_order_relaxed) == POOL_PID_PENDING)
-            return true;
-    return false;
-}
-
-int pool_audit_retry(struct pool *p, pool_count_fn count, void *ctx)
-{
-    if (!p || !p->sh)
-        return -EINVAL;
-    pool_reclaim_dead_slots(p, true, count, ctx);
-    return pool_audit_pending(p) ? -EAGAIN : 0;
-}
-
-int pool_reclaim_dead_ex(struct pool *p, pool_count_fn count, void *ctx)
-{
-    if (!p || !p->sh)
-        return -EINVAL;
-    uint64_t total = pool_reclaim_dead_slots(p, false, count, ctx);
-    /* The full check: blocks left AGING by an ager that died, and lists or
-     * counters a peer scribbled on, are found here and the lists rebuilt.
-     * (mbqd reclaims per client, with pool_reclaim_slot_ex, when a
-     * connection drops; this sweep is for callers without a daemon.) */
-    if (pool_lock(p) < 0)
-        return pool_clamp_int(total);
-    if (!pool_lists_ok_locked(p))
-        pool_repair_locked(p);
-    pool_unlock(p);
-    return pool_clamp_int(total);
-}
-
-int pool_reclaim_dead(struct pool *p)
-{
-    return pool_reclaim_dead_ex(p, NULL, NULL);
-}
-
-/* ---- locks others hold ---- */
-
-uint32_t pool_lock_owner(const struct pool *p)
-{
-    return p && p->sh ? slock_owner(&p->sh->lock) : 0;
-}
-
-int pool_break_lock(struct pool *p, uint32_t owner)
-{
-    if (!p || !p->sh || owner == 0)
-        return -EINVAL;
-    if (slock_take_from(&p->sh->lock, owner) != SLOCK_RECOVERED)
-        return 0;
-    __atomic_fetch_and(&p->sh->flags, ~POOL_F_NEEDS_REPAIR, __ATOMIC_SEQ_CST); /* see pool_lock */
-    pool_repair_locked(p);
-    pool_unlock(p);
-    return 1;
-}
-
 /* ---- inspection ---- */
 
 int pool_stats(struct pool *p, struct pool_stats *out)
@@ -2399,29 +952,29 @@ int pool_stats(struct pool *p, struct pool_stats *out)
     /* mbqd asks: a lock that stays held gives figures read without it
      * rather than no answer. */
     bool locked = pool_lock(p) == 0;
-    uint64_t allocs = RD(sh->allocs), frees = RD(sh->frees);
+    uint64_t allocs = READ_ONCE(sh->allocs), frees = READ_ONCE(sh->frees);
     for (uint32_t s = 0; s < POOL_MAX_CLIENTS; s++) {
         allocs += atomic_load_explicit(&p->clients[s].allocs, memory_order_relaxed);
         frees += atomic_load_explicit(&p->clients[s].frees, memory_order_relaxed);
     }
-    uint32_t used = RD(sh->used_count);
+    uint32_t used = READ_ONCE(sh->used_count);
     if (cached > used)
         cached = used;
     *out = (struct pool_stats){
         .block_size = p->block_size,
         .block_count = p->block_count,
         .used = used - cached,
-        .warm = RD(sh->warm_count) + cached,
-        .cold = RD(sh->cold_count),
+        .warm = READ_ONCE(sh->warm_count) + cached,
+        .cold = READ_ONCE(sh->cold_count),
         .cached = cached,
         .allocs = allocs,
         .frees = frees,
-        .aged_out = RD(sh->aged_out),
-        .alloc_failures = RD(sh->alloc_failures),
-        .reclaimed = RD(sh->reclaimed),
-        .invalidated = (RD(sh->flags) & POOL_F_INVALIDATED) != 0,
+        .aged_out = READ_ONCE(sh->aged_out),
+        .alloc_failures = READ_ONCE(sh->alloc_failures),
+        .reclaimed = READ_ONCE(sh->reclaimed),
+        .invalidated = (READ_ONCE(sh->flags) & POOL_F_INVALIDATED) != 0,
         .approximate = !locked,
-        .audited = RD(sh->audited),
+        .audited = READ_ONCE(sh->audited),
     };
     for (uint32_t s = 0; s < POOL_MAX_CLIENTS; s++)
         out->audits_pending +=
@@ -2429,561 +982,6 @@ int pool_stats(struct pool *p, struct pool_stats *out)
     if (locked)
         pool_unlock(p);
     return 0;
-}
-
-bool pool_age_out_due(const struct pool *p)
-{
-    if (RD(p->sh->warm_count) != 0)
-        return true;
-    for (uint32_t s = 0; s < POOL_MAX_CLIENTS; s++)
-        if (atomic_load_explicit(&p->clients[s].cached, memory_order_relaxed) != 0)
-            return true;
-    return false;
-}
-
-uint64_t pool_held_by_self(struct pool *p)
-{
-    if (!p || !p->sh || p->slot >= POOL_MAX_CLIENTS)
-        return 0;
-    uint64_t sum = 0;
-    for (uint32_t i = 0; i < p->block_count; i++)
-        sum += atomic_load_explicit(pool_holding(p, p->slot, i), memory_order_relaxed);
-    return sum;
-}
-
-/* ---- metadata and the daemon's view ---- */
-
-int pool_read_meta(struct pool *p, uint64_t handle, uint64_t *size, mbq_time *dts,
-                   mbq_time *pts, mbq_time *duration)
-{
-    const struct pool_block *b = pool_block_of(p, handle);
-    if (!b)
-        return -ESTALE;
-    if (size) {
-        uint64_t n = RD(b->data_size);
-        *size = n > p->block_size ? p->block_size : n;
-    }
-    if (dts)
-        *dts = b->dts;
-    if (pts)
-        *pts = b->pts;
-    if (duration)
-        *duration = b->duration;
-    return 0;
-}
-
-/* A setter's block: live, and not frozen by an enqueue. The check is not
- * atomic with the store that follows: a thread that sets metadata while
- * another enqueues the same buffer races (its store may land after the
- * queue's copy), which is the caller's bug, as with any value shared
- * without order. */
-static struct pool_block *pool_block_mutable(struct pool *p, uint64_t handle, int *err)
-{
-    struct pool_block *b = pool_block_of(p, handle);
-    if (!b)
-        *err = -ESTALE;
-    else if (atomic_load_explicit(&b->frozen, memory_order_relaxed))
-        *err = -EPERM, b = NULL;
-    return b;
-}
-
-int pool_set_timing(struct pool *p, uint64_t handle, mbq_time dts, mbq_time pts,
-                    mbq_time duration)
-{
-    int err;
-    struct pool_block *b = pool_block_mutable(p, handle, &err);
-    if (!b)
-        return err;
-    b->dts = dts;
-    b->pts = pts;
-    b->duration = duration;
-    return 0;
-}
-
-int pool_set_data_size(struct pool *p, uint64_t handle, uint64_t size)
-{
-    int err;
-    struct pool_block *b = pool_block_mutable(p, handle, &err);
-    if (!b)
-        return err;
-    if (size > p->block_size)
-        return -EINVAL;
-    b->data_size = size;
-    return 0;
-}
-
-int pool_set_flags(struct pool *p, uint64_t handle, uint32_t flags)
-{
-    int err;
-    struct pool_block *b = pool_block_mutable(p, handle, &err);
-    if (!b)
-        return err;
-    b->flags = flags;
-    return 0;
-}
-
-int pool_get_flags(struct pool *p, uint64_t handle, uint32_t *flags)
-{
-    const struct pool_block *b = pool_block_of(p, handle);
-    if (!b)
-        return -ESTALE;
-    *flags = RD(b->flags);
-    return 0;
-}
-
-int pool_freeze(struct pool *p, uint64_t handle)
-{
-    struct pool_block *b = pool_block_of(p, handle);
-    if (!b)
-        return -ESTALE;
-    /* Stored once: a re-enqueue does not dirty the line again. */
-    if (atomic_load_explicit(&b->frozen, memory_order_relaxed))
-        return 0;
-    atomic_store_explicit(&b->frozen, 1, memory_order_relaxed);
-    return 1;
-}
-
-int pool_freeze_read_meta(struct pool *p, uint64_t handle, uint64_t *size, mbq_time *dts,
-                          mbq_time *pts, mbq_time *duration)
-{
-    struct pool_block *b = pool_block_of(p, handle);
-    if (!b)
-        return -ESTALE;
-    int froze = 0;
-    if (!atomic_load_explicit(&b->frozen, memory_order_relaxed)) {
-        atomic_store_explicit(&b->frozen, 1, memory_order_relaxed);
-        froze = 1;
-    }
-    const uint64_t n = RD(b->data_size);
-    *size = n > p->block_size ? p->block_size : n;
-    *dts = b->dts;
-    *pts = b->pts;
-    *duration = b->duration;
-    return froze;
-}
-
-void pool_thaw(struct pool *p, uint64_t handle)
-{
-    struct pool_block *b = pool_block_of(p, handle);
-    if (b)
-        atomic_store_explicit(&b->frozen, 0, memory_order_relaxed);
-}
-
-bool pool_is_frozen(struct pool *p, uint64_t handle)
-{
-    const struct pool_block *b = pool_block_of(p, handle);
-    return b && atomic_load_explicit(&((struct pool_block *)b)->frozen, memory_order_relaxed);
-}
-
-int pool_block_span(struct pool *p, uint64_t handle, int *fd, uint64_t *offset, uint64_t *len)
-{
-    if (!pool_block_of(p, handle))
-        return -ESTALE;
-    if (p->seg.fd < 0)
-        return -EBADF;
-    uint32_t idx = (uint32_t)handle - 1;
-    *fd = p->seg.fd;
-    *offset = pool_data_off(p) + (uint64_t)idx * p->block_size;
-    *len = p->block_size;
-    return 0;
-}
-
-int pool_set_ready(struct pool *p, uint64_t handle, bool ready)
-{
-    struct pool_block *b = pool_block_of(p, handle);
-    if (!b)
-        return -ESTALE;
-    atomic_store_explicit(&b->ready, ready ? 1u : 0u, memory_order_release);
-    return 0;
-}
-
-bool pool_is_ready(struct pool *p, uint64_t handle)
-{
-    const struct pool_block *b = pool_block_of(p, handle);
-    return b && atomic_load_explicit(&((struct pool_block *)b)->ready, memory_order_acquire) != 0;
-}
-
-/* ---- formats (see struct pool_format) ---- */
-
-static uint64_t fnv1a(const void *bytes, uint32_t len)
-{
-    const uint8_t *b = bytes;
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (uint32_t i = 0; i < len; i++)
-        h = (h ^ b[i]) * 0x100000001b3ull;
-    return h;
-}
-
-uint64_t pool_format_area_size(void)
-{
-    return POOL_FORMATS * (uint64_t)sizeof(struct pool_format);
-}
-
-int pool_format_intern(struct pool *p, const void *bytes, uint32_t len, uint64_t *id_out)
-{
-    if (!p || !p->sh || !bytes || len == 0 || len > POOL_FORMAT_MAX || !id_out)
-        return -EINVAL;
-    const uint64_t h = fnv1a(bytes, len);
-    int lr = pool_lock(p);
-    if (lr < 0)
-        return lr;
-    struct pool_shared *sh = p->sh;
-    const uint64_t clock = RD(sh->format_clock) + 1;
-    sh->format_clock = clock;
-    /* Under the lock no one else writes a slot: an odd seq is a writer that
-     * died mid-write, as good as an empty slot. */
-    int victim = -1;
-    uint64_t oldest = UINT64_MAX;
-    uint32_t seqs[POOL_FORMATS];
-    for (int i = 0; i < POOL_FORMATS; i++) {
-        struct pool_format *f = &p->formats[i];
-        const uint32_t seq = atomic_load_explicit(&f->seq, memory_order_relaxed);
-        seqs[i] = seq;
-        if (seq == 0 || (seq & 1))
-            continue;
-        if (RD(f->len) == len && RD(f->hash) == h && memcmp(f->bytes, bytes, len) == 0) {
-            f->stamp = clock;
-            pool_unlock(p);
-            *id_out = (uint64_t)seq << 32 | (uint32_t)(i + 1);
-            return 0;
-        }
-    }
-    /* A slot some live buffer carries is not recycled: the formats of
-     * buffers held or queued stay readable. One pass over the descriptors,
-     * on a new format only (rare). */
-    uint32_t in_use = 0;
-    for (uint32_t i = 0; i < p->block_count; i++) {
-        if (!rc_live(ref_count(atomic_load_explicit(&p->blocks[i].ref, memory_order_relaxed))))
-            continue;
-        const uint64_t id = RD(p->blocks[i].format);
-        const uint32_t lo = (uint32_t)id;
-        if (lo >= 1 && lo <= POOL_FORMATS && (uint32_t)(id >> 32) == seqs[lo - 1])
-            in_use |= 1u << (lo - 1);
-    }
-    for (int i = 0; i < POOL_FORMATS; i++) {
-        if (seqs[i] == 0 || (seqs[i] & 1)) {
-            if (oldest != 0)
-                victim = i, oldest = 0;
-            continue;
-        }
-        const uint64_t st = RD(p->formats[i].stamp);
-        if (!(in_use & (1u << i)) && st < oldest)
-            victim = i, oldest = st;
-    }
-    if (victim < 0) {
-        pool_unlock(p);
-        return -ENOSPC; /* every slot is carried by a live buffer */
-    }
-    struct pool_format *f = &p->formats[victim];
-    uint32_t seq = atomic_load_explicit(&f->seq, memory_order_relaxed);
-    const uint32_t busy = (seq & 1) ? seq : seq + 1;
-    uint32_t next = busy + 1;
-    if (next == 0)
-        next = 2; /* a wrapped seq: 0 means "never used" */
-    atomic_store_explicit(&f->seq, busy, memory_order_relaxed);
-    atomic_thread_fence(memory_order_release); /* readers see busy before new bytes */
-    f->len = len;
-    f->hash = h;
-    f->stamp = clock;
-    memcpy(f->bytes, bytes, len);
-    atomic_store_explicit(&f->seq, next, memory_order_release);
-    pool_unlock(p);
-    *id_out = (uint64_t)next << 32 | (uint32_t)(victim + 1);
-    return 0;
-}
-
-/* The slot an id names, or NULL for an id that names none. */
-static struct pool_format *pool_format_slot(const struct pool *p, uint64_t id)
-{
-    const uint32_t lo = (uint32_t)id, gen = (uint32_t)(id >> 32);
-    if (!p || !p->sh || lo == 0 || lo > POOL_FORMATS || gen == 0 || (gen & 1))
-        return NULL;
-    return &p->formats[lo - 1];
-}
-
-bool pool_format_current(const struct pool *p, uint64_t id)
-{
-    struct pool_format *f = pool_format_slot(p, id);
-    return f && atomic_load_explicit(&f->seq, memory_order_acquire) == (uint32_t)(id >> 32);
-}
-
-int pool_format_read(const struct pool *p, uint64_t id, void *buf, uint32_t cap,
-                     uint32_t *len_out)
-{
-    struct pool_format *f = pool_format_slot(p, id);
-    if (!f)
-        return -EBADMSG;
-    const uint32_t seq = atomic_load_explicit(&f->seq, memory_order_acquire);
-    if (seq != (uint32_t)(id >> 32))
-        return -ESTALE;
-    const uint32_t len = RD(f->len);
-    if (len == 0 || len > POOL_FORMAT_MAX)
-        return -EBADMSG;
-    if (len_out)
-        *len_out = len;
-    if (cap < len || !buf)
-        return -ERANGE;
-    memcpy(buf, f->bytes, len);
-    atomic_thread_fence(memory_order_acquire); /* the copy before the re-check */
-    if (atomic_load_explicit(&f->seq, memory_order_relaxed) != seq)
-        return -ESTALE;
-    return 0;
-}
-
-int pool_set_format(struct pool *p, uint64_t handle, uint64_t id)
-{
-    int err;
-    struct pool_block *b = pool_block_mutable(p, handle, &err);
-    if (!b)
-        return err;
-    if (id != 0 && !pool_format_slot(p, id))
-        return -EBADMSG;
-    if (id != 0 && !pool_format_current(p, id))
-        return -ESTALE;
-    b->format = id;
-    /* An intern that scanned the descriptors before this store may have
-     * recycled the slot meanwhile: checked again after it. */
-    atomic_thread_fence(memory_order_seq_cst);
-    if (id != 0 && !pool_format_current(p, id)) {
-        b->format = 0;
-        return -ESTALE;
-    }
-    return 0;
-}
-
-int pool_get_format(struct pool *p, uint64_t handle, uint64_t *id)
-{
-    const struct pool_block *b = pool_block_of(p, handle);
-    if (!b)
-        return -ESTALE;
-    *id = RD(b->format);
-    return 0;
-}
-
-/* ---- attachments ----
- *
- * A block's attachments are records in its POOL_ATTACH_MAX bytes of the
- * attachment area, the first attach_len bytes of it in use:
- * {key length 1..POOL_ATTACH_KEY_MAX, mode, value length (2 bytes, little
- * endian), key, value}. Read into a local copy first and parsed there, every
- * length checked against what is left: a record that runs past the end (a
- * scribbled area, or a holder killed while writing it) is -EBADMSG. */
-
-struct attach_view {
-    uint8_t area[POOL_ATTACH_MAX];
-    uint32_t len;
-};
-
-/* The block's attachments copied out, or -ESTALE / -EBADMSG. */
-static int attach_load(struct pool *p, uint64_t handle, struct attach_view *v)
-{
-    const struct pool_block *b = pool_block_of(p, handle);
-    if (!b)
-        return -ESTALE;
-    const uint32_t len = RD(b->attach_len);
-    if (len > POOL_ATTACH_MAX)
-        return -EBADMSG;
-    v->len = len;
-    memcpy(v->area, p->attach + (size_t)((uint32_t)handle - 1) * POOL_ATTACH_MAX, len);
-    return 0;
-}
-
-/* The record at off: 1 with its fields, 0 at the end, -EBADMSG. */
-static int attach_next(const struct attach_view *v, uint32_t off, uint32_t *klen, uint32_t *mode,
-                       uint32_t *vlen)
-{
-    if (off == v->len)
-        return 0;
-    if (v->len - off < 4)
-        return -EBADMSG;
-    *klen = v->area[off];
-    *mode = v->area[off + 1];
-    *vlen = (uint32_t)v->area[off + 2] | (uint32_t)v->area[off + 3] << 8;
-    if (*klen == 0 || *klen > POOL_ATTACH_KEY_MAX || *mode > 1 ||
-        (uint64_t)*klen + *vlen > v->len - off - 4)
-        return -EBADMSG;
-    return 1;
-}
-
-/* The offset of key's record, -ENOENT, or -EBADMSG. */
-static int attach_find(const struct attach_view *v, const char *key, uint32_t klen)
-{
-    uint32_t off = 0, kl, mode, vl;
-    int r;
-    while ((r = attach_next(v, off, &kl, &mode, &vl)) == 1) {
-        if (kl == klen && memcmp(v->area + off + 4, key, klen) == 0)
-            return (int)off;
-        off += 4 + kl + vl;
-    }
-    return r < 0 ? r : -ENOENT;
-}
-
-static void attach_cut(struct attach_view *v, uint32_t off)
-{
-    const uint32_t n = 4 + v->area[off] + ((uint32_t)v->area[off + 2] | (uint32_t)v->area[off + 3] << 8);
-    memmove(v->area + off, v->area + off + n, v->len - off - n);
-    v->len -= n;
-}
-
-static int attach_add(struct attach_view *v, const char *key, uint32_t klen, const void *val,
-                      uint32_t vlen, uint32_t mode)
-{
-    if ((uint64_t)v->len + 4 + klen + vlen > POOL_ATTACH_MAX)
-        return -ENOSPC;
-    uint8_t *r = v->area + v->len;
-    r[0] = (uint8_t)klen;
-    r[1] = (uint8_t)mode;
-    r[2] = (uint8_t)vlen;
-    r[3] = (uint8_t)(vlen >> 8);
-    memcpy(r + 4, key, klen);
-    if (vlen)
-        memcpy(r + 4 + klen, val, vlen);
-    v->len += 4 + klen + vlen;
-    return 0;
-}
-
-/* Writes v back to a mutable block: the bytes, then the length. */
-static int attach_store(struct pool *p, uint64_t handle, const struct attach_view *v)
-{
-    int err;
-    struct pool_block *b = pool_block_mutable(p, handle, &err);
-    if (!b)
-        return err;
-    memcpy(p->attach + (size_t)((uint32_t)handle - 1) * POOL_ATTACH_MAX, v->area, v->len);
-    atomic_thread_fence(memory_order_release);
-    b->attach_len = v->len;
-    return 0;
-}
-
-static bool attach_key_ok(const char *key, uint32_t *klen)
-{
-    if (!key)
-        return false;
-    size_t n = strnlen(key, POOL_ATTACH_KEY_MAX + 1);
-    *klen = (uint32_t)n;
-    return n >= 1 && n <= POOL_ATTACH_KEY_MAX;
-}
-
-int pool_attachment_set(struct pool *p, uint64_t handle, const char *key, const void *val,
-                    uint32_t vlen, bool propagate)
-{
-    uint32_t klen;
-    if (!attach_key_ok(key, &klen) || (!val && vlen) || vlen > POOL_ATTACH_MAX)
-        return -EINVAL;
-    int err;
-    if (!pool_block_mutable(p, handle, &err))
-        return err;
-    struct attach_view v;
-    int r = attach_load(p, handle, &v);
-    if (r < 0)
-        return r;
-    r = attach_find(&v, key, klen);
-    if (r == -EBADMSG)
-        return r;
-    if (r >= 0)
-        attach_cut(&v, (uint32_t)r);
-    r = attach_add(&v, key, klen, val, vlen, propagate ? 1u : 0u);
-    if (r < 0)
-        return r;
-    return attach_store(p, handle, &v);
-}
-
-int pool_attachment_get(struct pool *p, uint64_t handle, const char *key, void *buf, uint32_t cap,
-                    uint32_t *vlen_out, bool *propagate)
-{
-    uint32_t klen;
-    if (!attach_key_ok(key, &klen))
-        return -EINVAL;
-    struct attach_view v;
-    int r = attach_load(p, handle, &v);
-    if (r < 0)
-        return r;
-    r = attach_find(&v, key, klen);
-    if (r < 0)
-        return r;
-    const uint32_t off = (uint32_t)r;
-    const uint32_t vlen = (uint32_t)v.area[off + 2] | (uint32_t)v.area[off + 3] << 8;
-    if (vlen_out)
-        *vlen_out = vlen;
-    if (propagate)
-        *propagate = v.area[off + 1] != 0;
-    if (vlen > cap || (vlen && !buf))
-        return -ERANGE;
-    if (vlen)
-        memcpy(buf, v.area + off + 4 + klen, vlen);
-    return 0;
-}
-
-int pool_attachment_remove(struct pool *p, uint64_t handle, const char *key)
-{
-    struct attach_view v;
-    int err;
-    if (!pool_block_mutable(p, handle, &err))
-        return err;
-    int r = attach_load(p, handle, &v);
-    if (r < 0)
-        return r;
-    if (!key) {
-        v.len = 0;
-        return attach_store(p, handle, &v);
-    }
-    uint32_t klen;
-    if (!attach_key_ok(key, &klen))
-        return -EINVAL;
-    r = attach_find(&v, key, klen);
-    if (r < 0)
-        return r;
-    attach_cut(&v, (uint32_t)r);
-    return attach_store(p, handle, &v);
-}
-
-int pool_attachment_propagate(struct pool *dp, uint64_t dst, struct pool *sp, uint64_t src)
-{
-    int err;
-    if (!pool_block_mutable(dp, dst, &err))
-        return err;
-    struct attach_view s, d;
-    int r = attach_load(sp, src, &s);
-    if (r < 0)
-        return r;
-    r = attach_load(dp, dst, &d);
-    if (r < 0)
-        return r;
-    uint32_t off = 0, kl, mode, vl;
-    while ((r = attach_next(&s, off, &kl, &mode, &vl)) == 1) {
-        if (mode) {
-            char key[POOL_ATTACH_KEY_MAX + 1];
-            memcpy(key, s.area + off + 4, kl);
-            key[kl] = 0;
-            int f = attach_find(&d, key, kl);
-            if (f == -EBADMSG)
-                return f;
-            if (f >= 0)
-                attach_cut(&d, (uint32_t)f);
-            f = attach_add(&d, key, kl, s.area + off + 4 + kl, vl, mode);
-            if (f < 0)
-                return f;
-        }
-        off += 4 + kl + vl;
-    }
-    if (r < 0)
-        return r;
-    return attach_store(dp, dst, &d);
-}
-
-int pool_attachment_count(struct pool *p, uint64_t handle)
-{
-    struct attach_view v;
-    int r = attach_load(p, handle, &v);
-    if (r < 0)
-        return r;
-    uint32_t off = 0, kl, mode, vl;
-    int n = 0;
-    while ((r = attach_next(&v, off, &kl, &mode, &vl)) == 1) {
-        n++;
-        off += 4 + kl + vl;
-    }
-    return r < 0 ? r : n;
 }
 
 uint32_t pool_blocks_in_use(const struct pool *p)
@@ -2994,29 +992,11 @@ uint32_t pool_blocks_in_use(const struct pool *p)
     return n;
 }
 
-uint32_t pool_slot_owner(const struct pool *p, uint32_t slot)
-{
-    if (!p || !p->clients || slot >= POOL_MAX_CLIENTS)
-        return 0;
-    return atomic_load_explicit(&p->clients[slot].pid, memory_order_acquire);
-}
-
-uint64_t pool_slot_held(const struct pool *p, uint32_t slot)
-{
-    if (!p || !p->holdings || slot >= POOL_MAX_CLIENTS)
-        return 0;
-    const _Atomic uint32_t *row = p->holdings + (size_t)slot * p->block_count;
-    uint64_t sum = 0;
-    for (uint32_t i = 0; i < p->block_count; i++)
-        sum += atomic_load_explicit(&row[i], memory_order_relaxed);
-    return sum;
-}
-
 uint64_t pool_progress(const struct pool *p)
 {
     const struct pool_shared *sh = p->sh;
-    return RD(sh->allocs) + RD(sh->frees) + RD(sh->aged_out) + RD(sh->warm_count) +
-           RD(sh->used_count);
+    return READ_ONCE(sh->allocs) + READ_ONCE(sh->frees) + READ_ONCE(sh->aged_out) +
+           READ_ONCE(sh->warm_count) + READ_ONCE(sh->used_count);
 }
 
 uint64_t pool_overhead_per_block(void)

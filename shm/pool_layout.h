@@ -63,7 +63,7 @@ struct pool_intent {
 /* A client slot, written only by its owner (and by whoever reclaims it once
  * the owner is gone). */
 struct pool_client {
-    _Atomic uint32_t pid;    /* 0: free slot; POOL_PID_PENDING: see pool.c */
+    _Atomic uint32_t pid;    /* 0: free slot; POOL_PID_PENDING: see pool_internal.h */
     _Atomic uint32_t cached; /* entries of cache[] in use (a hint) */
     /* Allocations and frees this client made through its cache; the pool's
      * totals are the header's counters plus these. */
@@ -89,6 +89,7 @@ struct pool_shared {
     uint32_t warm_head, warm_tail; /* warm list: head = most recently freed */
     uint32_t cold_head;
     uint32_t warm_count, cold_count, used_count;
+    uint32_t pad_stats; /* explicit: i386 aligns a uint64_t member to 4, x86-64 to 8 */
     /* statistics */
     uint64_t allocs, frees, aged_out, alloc_failures, reclaimed;
     uint64_t audited; /* references dropped by recounts (pool_audit) */

@@ -23,7 +23,6 @@
 #include "log.h"
 #include "reclaim.h"
 #include "registry.h"
-#include "server.h"
 #include "session.h"
 #include "trigger.h"
 
@@ -32,7 +31,7 @@
 #include <string.h>
 #include <unistd.h>
 
-/* ---- what server.c and reclaim.c would provide ---- */
+/* ---- what conn.c and reclaim.c would provide ---- */
 
 int conn_send(Conn *c, const Mbq__V1__ServerMessage *msg, const int *fds, unsigned nfds)
 {
@@ -52,20 +51,6 @@ void conn_drop(Conn *c, enum session_end why, const char *detail)
     (void)c;
     (void)why;
     (void)detail;
-}
-
-Reclaimer *server_reclaimer(Server *srv)
-{
-    (void)srv;
-    return NULL;
-}
-
-bool server_pid_has_session(Server *srv, pid_t pid, const Session *except)
-{
-    (void)srv;
-    (void)pid;
-    (void)except;
-    return true;
 }
 
 void reclaimer_session_ended(Reclaimer *rc, pid_t pid, int pidfd, struct reclaim_outcome *ret)

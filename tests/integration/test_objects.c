@@ -859,6 +859,16 @@ static void invalid_arguments(void)
     qo.full_policy = (mbq_full_policy)9;
     CHECK(mbq_buffer_queue_create(c, "o/q1", &qo, &q) != 0);
     CHECK(q == NULL);
+    /* one rule for modes, library and daemon: permission bits only */
+    qo = h_bq_opts(4, MBQ_ORDER_FIFO);
+    qo.mode = 04644;
+    CHECK_STATUS(mbq_buffer_queue_create(c, "o/qsuid", &qo, &q), -EINVAL);
+    po = h_pool_opts(4096, 4);
+    po.mode = 01777;
+    CHECK_STATUS(mbq_pool_create(c, "o/psticky", &po, &p), -EINVAL);
+    mbq_simple_queue_options so = {.size = sizeof so, .mode = MBQ_MODE_MASK + 1};
+    CHECK_STATUS(mbq_simple_queue_create(c, "o/sqmode", 4, &so, &s), -EINVAL);
+    CHECK(q == NULL && p == NULL && s == NULL);
     /* capacity 0 is the default capacity, not unbounded */
     qo = h_bq_opts(0, MBQ_ORDER_FIFO);
     CHECK_STATUS(mbq_buffer_queue_create(c, "o/qdef", &qo, &q), 0);

@@ -1,0 +1,325 @@
+/* Blocking operations of a buffer queue: enqueue that waits for room,
+ * dequeue that waits for an entry, and their cancel.
+ *
+ * Role: the sleeping and spinning around the non-blocking bq_enqueue and
+ * bq_dequeue (bq.c), which do all the queue's work; nothing here touches an
+ * entry.
+ *
+ * Invariants:
+ *  - a sleeper counts itself (data_waiters or space_waiters) and runs the
+ *    heavy barrier before it reads the futex word and re-checks the queue;
+ *    its waker stores its index before it reads the count (wake_sleepers):
+ *    one of the two always sees the other, so no wake-up is lost;
+ *  - a sleeper names itself in a slot when one is free, so that a waker can
+ *    tell one killed asleep from a live one (futex.h);
+ *  - every sleep is a slice of at most 100 ms, so a waker that died before
+ *    waking, or a scribbled word, costs a bounded delay, never a hang;
+ *  - a wait reads the cancel epoch before its first try: a cancel from then
+ *    on makes it return -ECANCELED.
+ * Limits: the spin before a dequeue sleeps is BQ_SPIN_NS, adaptive (see
+ * dequeue_wait_slow) unless bq_set_spin fixed it. */
+#include "bq_internal.h"
+
+#include <mbq/status.h>
+
+#include <errno.h>
+#include <limits.h>
+#include <sched.h>
+#include <time.h>
+
+/* A blocking dequeuer going to sleep: counted (data_waiters, which
+ * producers read), then named in a slot if one is free (-1: none). */
+static int waiter_enter(struct bq_shared *sh)
+{
+    return futex_sleepers_enter(&sh->data_waiters, sh->waiter_tid, BQ_WAITER_SLOTS, slock_self());
+}
+
+static void waiter_leave(struct bq_shared *sh, int slot)
+{
+    futex_sleepers_leave(&sh->data_waiters, sh->waiter_tid, slot, slock_self());
+}
+
+/* ---- blocking enqueue ------------------------------------------------------ */
+
+/* Full for a blocking enqueue's purposes, read without a lock: the real
+ * head (a stale cached one would say full when it is not), a policy that
+ * rejects, and no end of data (which the enqueue must report). */
+static bool bq_looks_full(struct bq *q)
+{
+    struct bq_shared *sh = q->sh;
+    if (q->full_policy != BQ_FULL_FAIL ||
+        (atomic_load_explicit(&sh->flags, memory_order_relaxed) & BQ_F_END_OF_DATA))
+        return false;
+    uint64_t tail = atomic_load_explicit(&sh->tail.index, memory_order_acquire);
+    uint64_t head = atomic_load_explicit(&sh->head.index, memory_order_acquire);
+    atomic_store_explicit(&q->head_cache, head, memory_order_relaxed);
+    return tail - head >= q->capacity && head <= tail;
+}
+
+static inline bool bq_cancelled(const struct bq *q, uint32_t epoch)
+{
+    return atomic_load_explicit(&q->sh->cancel_epoch, memory_order_seq_cst) != epoch;
+}
+
+static inline struct timespec ns_to_ts(uint64_t t)
+{
+    return (struct timespec){.tv_sec = (time_t)(t / 1000000000u),
+                             .tv_nsec = (long)(t % 1000000000u)};
+}
+
+/* Sleeps until a dequeue makes room (see wake_producers), then enqueues.
+ * No spin: a consumer frees room at its own pace, and a producer that
+ * waited for room has time to spare. */
+static int enqueue_wait_slow(struct bq *q, const struct bq_entry *e, bool take, uint32_t epoch,
+                             uint64_t deadline)
+{
+    struct bq_shared *sh = q->sh;
+    for (;;) {
+        int slot = futex_sleepers_enter(&sh->space_waiters, sh->space_tid,
+                                        BQ_SPACE_WAITER_SLOTS, slock_self());
+        slock_heavy_barrier(); /* the consumer's half of the pair: see wake_producers */
+        uint32_t seq = atomic_load_explicit(&sh->space_seq, memory_order_seq_cst);
+        int r = MBQ_BQ_ERR_QUEUE_IS_FULL;
+        if (bq_cancelled(q, epoch))
+            r = -ECANCELED;
+        else if (!bq_looks_full(q))
+            r = enqueue_impl(q, e, take, true);
+        uint64_t now = r == MBQ_BQ_ERR_QUEUE_IS_FULL ? mono_ns() : 0;
+        if (r != MBQ_BQ_ERR_QUEUE_IS_FULL || now >= deadline) {
+            futex_sleepers_leave(&sh->space_waiters, sh->space_tid, slot, slock_self());
+            if (r == MBQ_BQ_ERR_QUEUE_IS_FULL)
+                atomic_fetch_add_explicit(&sh->tail.rejected_full, 1, memory_order_relaxed);
+            return r;
+        }
+        /* In slices, so that a consumer that died before waking us (or a
+         * scribbled word) costs a bounded delay, not a hang. */
+        uint64_t until = deadline - now > 100000000u ? now + 100000000u : deadline;
+        struct timespec ts = ns_to_ts(until);
+        futex_wait(&sh->space_seq, seq, &ts);
+        futex_sleepers_leave(&sh->space_waiters, sh->space_tid, slot, slock_self());
+    }
+}
+
+static int enqueue_wait_impl(struct bq *q, const struct bq_entry *e, bool take,
+                             int64_t timeout_ns)
+{
+    if (!q || !q->sh)
+        return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
+    uint32_t epoch = atomic_load_explicit(&q->sh->cancel_epoch, memory_order_seq_cst);
+    /* A queue that looks full is not tried: a failed try would cost a
+     * reference round trip (retain, release) and a rejected_full count. */
+    if (!bq_looks_full(q)) {
+        int r = enqueue_impl(q, e, take, true);
+        if (r != MBQ_BQ_ERR_QUEUE_IS_FULL)
+            return r;
+    }
+    if (timeout_ns == 0) {
+        atomic_fetch_add_explicit(&q->sh->tail.rejected_full, 1, memory_order_relaxed);
+        return MBQ_BQ_ERR_QUEUE_IS_FULL;
+    }
+    uint64_t start = mono_ns();
+    uint64_t deadline = timeout_ns < 0 ? UINT64_MAX : start + (uint64_t)timeout_ns;
+    uint64_t prev = slock_set_deadline(timeout_ns < 0 ? 0 : deadline);
+    int r = enqueue_wait_slow(q, e, take, epoch, deadline);
+    slock_set_deadline(prev);
+    return r;
+}
+
+int bq_enqueue_wait(struct bq *q, const struct bq_entry *e, int64_t timeout_ns)
+{
+    return enqueue_wait_impl(q, e, false, timeout_ns);
+}
+
+int bq_enqueue_take_wait(struct bq *q, const struct bq_entry *e, int64_t timeout_ns)
+{
+    return enqueue_wait_impl(q, e, true, timeout_ns);
+}
+
+int bq_wait_room(struct bq *q, uint32_t epoch, int64_t timeout_ns)
+{
+    if (!q || !q->sh)
+        return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
+    if (bq_cancelled(q, epoch))
+        return -ECANCELED;
+    if (!bq_looks_full(q))
+        return 0;
+    if (timeout_ns == 0)
+        return MBQ_BQ_ERR_QUEUE_IS_FULL;
+    struct bq_shared *sh = q->sh;
+    uint64_t deadline = timeout_ns < 0 ? UINT64_MAX : mono_ns() + (uint64_t)timeout_ns;
+    for (;;) {
+        int slot = futex_sleepers_enter(&sh->space_waiters, sh->space_tid,
+                                        BQ_SPACE_WAITER_SLOTS, slock_self());
+        slock_heavy_barrier(); /* the consumer's half of the pair: see wake_producers */
+        uint32_t seq = atomic_load_explicit(&sh->space_seq, memory_order_seq_cst);
+        int r = bq_cancelled(q, epoch) ? -ECANCELED : bq_looks_full(q) ? 1 : 0;
+        uint64_t now = r == 1 ? mono_ns() : 0;
+        if (r != 1 || now >= deadline) {
+            futex_sleepers_leave(&sh->space_waiters, sh->space_tid, slot, slock_self());
+            return r == 1 ? MBQ_BQ_ERR_QUEUE_IS_FULL : r;
+        }
+        uint64_t until = deadline - now > 100000000u ? now + 100000000u : deadline;
+        struct timespec ts = ns_to_ts(until);
+        futex_wait(&sh->space_seq, seq, &ts);
+        futex_sleepers_leave(&sh->space_waiters, sh->space_tid, slot, slock_self());
+    }
+}
+
+/* ---- cancel, spin ------------------------------------------------------------ */
+
+void bq_note_rejected(struct bq *q)
+{
+    atomic_fetch_add_explicit(&q->sh->tail.rejected_full, 1, memory_order_relaxed);
+}
+
+int bq_cancel_waits(struct bq *q)
+{
+    if (!q || !q->sh)
+        return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
+    struct bq_shared *sh = q->sh;
+    /* The epoch first, then the words the sleepers compare: a sleeper that
+     * read a word before our bump returns from futex_wait at once, and one
+     * that read it after sees the new epoch. Woken unconditionally: the
+     * sleepers' counts are hints, and a cancel is rare. */
+    atomic_fetch_add_explicit(&sh->cancel_epoch, 1, memory_order_seq_cst);
+    atomic_fetch_add_explicit(&sh->data_seq, 1, memory_order_seq_cst);
+    atomic_fetch_add_explicit(&sh->space_seq, 1, memory_order_seq_cst);
+    futex_wake(&sh->data_seq, INT_MAX);
+    futex_wake(&sh->space_seq, INT_MAX);
+    return 0;
+}
+
+uint32_t bq_cancel_epoch(const struct bq *q)
+{
+    return atomic_load_explicit(&q->sh->cancel_epoch, memory_order_seq_cst);
+}
+
+void bq_set_spin(struct bq *q, int64_t spin_ns)
+{
+    atomic_store_explicit(&q->spin_ns, spin_ns, memory_order_relaxed);
+}
+
+/* ---- blocking dequeue ------------------------------------------------------ */
+
+static inline bool bq_looks_empty(struct bq *q)
+{
+    uint64_t head = atomic_load_explicit(&q->sh->head.index, memory_order_acquire);
+    return consumer_tail(q, head) == head;
+}
+
+static int dequeue_wait_slow(struct bq *q, struct bq_entry *out, uint32_t epoch,
+                             uint64_t start, uint64_t deadline);
+
+int bq_dequeue_wait(struct bq *q, struct bq_entry *out, int64_t timeout_ns)
+{
+    if (!q || !q->sh)
+        return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
+    /* Read before the first try: a cancel from here on is seen. */
+    uint32_t epoch = atomic_load_explicit(&q->sh->cancel_epoch, memory_order_seq_cst);
+    int r = dequeue_common(q, out, false);
+    if (r != -EAGAIN)
+        return r;
+    uint64_t start = mono_ns();
+    uint64_t deadline = timeout_ns < 0 ? UINT64_MAX : start + (uint64_t)timeout_ns;
+    /* From here on a lock held by someone who does not answer fails the call
+     * by its own deadline, not the (longer) wait limit. */
+    uint64_t prev = slock_set_deadline(timeout_ns < 0 ? 0 : deadline);
+    r = dequeue_wait_slow(q, out, epoch, start, deadline);
+    slock_set_deadline(prev);
+    return r;
+}
+
+/* The adaptive spin's memory, per thread: waits in a row whose spin found
+ * nothing, and waits since the spin was last tried. */
+static _Thread_local unsigned spin_misses, spin_tries;
+
+/* When the spin of a wait that began at start ends (start: no spin). A
+ * cross-vCPU wake costs ~25 us each way, so waiting that long on the cache
+ * line is cheaper than sleeping — unless the producer shares our CPU, when
+ * spinning only delays it: then no spin at all (the producer publishes its
+ * CPU when it moves). Otherwise the spin adapts: after 8 waits in a row
+ * whose spin found nothing, sleep at once, trying the spin on every 16th.
+ * A budget set with bq_set_spin replaces the adaptive one (0: never spin). */
+static uint64_t dequeue_spin_end(struct bq *q, uint64_t start, uint64_t deadline)
+{
+    int64_t budget = atomic_load_explicit(&q->spin_ns, memory_order_relaxed);
+    uint64_t spin_ns = budget < 0 ? BQ_SPIN_NS : (uint64_t)budget;
+    uint64_t spin_end = deadline - start > spin_ns ? start + spin_ns : deadline;
+    if (budget < 0 && spin_misses >= 8 && ++spin_tries % 16 != 0)
+        spin_end = start;
+    int cpu = sched_getcpu();
+    uint32_t pcpu = atomic_load_explicit(&q->sh->producer_cpu, memory_order_relaxed);
+    if (cpu >= 0 && pcpu == (uint32_t)cpu + 1)
+        spin_end = start;
+    return spin_end;
+}
+
+/* Spins until spin_end for an entry: the dequeue's result, or -EAGAIN if
+ * none came (or a cancel ended the spin). */
+static int dequeue_spin(struct bq *q, struct bq_entry *out, uint32_t epoch, uint64_t start,
+                        uint64_t spin_end)
+{
+    for (unsigned i = 0; spin_end != start; i++) {
+        if (!bq_looks_empty(q)) {
+            int r = dequeue_common(q, out, false);
+            if (r != -EAGAIN) {
+                spin_misses = 0;
+                return r;
+            }
+        }
+        cpu_relax();
+        if ((i & 63) == 63 && (mono_ns() >= spin_end || bq_cancelled(q, epoch)))
+            break;
+    }
+    if (spin_end != start)
+        spin_misses++;
+    return -EAGAIN;
+}
+
+/* Sleeps until a producer wakes us (see wake_consumers), then dequeues;
+ * -ENODATA at end of data, -ETIMEDOUT at the deadline, -ECANCELED. */
+static int dequeue_sleep(struct bq *q, struct bq_entry *out, uint32_t epoch, uint64_t deadline)
+{
+    struct bq_shared *sh = q->sh;
+    for (;;) {
+        int slot = waiter_enter(sh);
+        slock_heavy_barrier(); /* the producer's half of the pair: see wake_consumers */
+        uint32_t seq = atomic_load_explicit(&sh->data_seq, memory_order_seq_cst);
+        int r = bq_cancelled(q, epoch) ? -ECANCELED : dequeue_common(q, out, false);
+        if (r == -EAGAIN && bq_is_at_end_of_data(q))
+            r = -ENODATA;
+        if (r != -EAGAIN) {
+            waiter_leave(sh, slot);
+            return r;
+        }
+        uint64_t now = mono_ns();
+        if (now >= deadline) {
+            waiter_leave(sh, slot);
+            return -ETIMEDOUT;
+        }
+        /* Sleep in slices so that a producer that died before waking us (or
+         * a scribbled futex word) costs a bounded delay, not a hang. */
+        uint64_t until = deadline - now > 100000000u ? now + 100000000u : deadline;
+        struct timespec ts = ns_to_ts(until);
+        futex_wait(&sh->data_seq, seq, &ts);
+        waiter_leave(sh, slot);
+        if (bq_cancelled(q, epoch))
+            return -ECANCELED;
+        /* Woken (or a slice ended): the entry is most likely there. Take it
+         * before re-arming, which costs a heavy barrier — in this VM about
+         * as much as another wake-up. */
+        r = dequeue_common(q, out, false);
+        if (r != -EAGAIN)
+            return r;
+    }
+}
+
+/* Spin first, then sleep. */
+static int dequeue_wait_slow(struct bq *q, struct bq_entry *out, uint32_t epoch,
+                             uint64_t start, uint64_t deadline)
+{
+    int r = dequeue_spin(q, out, epoch, start, dequeue_spin_end(q, start, deadline));
+    if (r != -EAGAIN)
+        return r;
+    return dequeue_sleep(q, out, epoch, deadline);
+}

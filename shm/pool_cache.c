@@ -1,0 +1,237 @@
+/* Client caches, the slow half: adoption of a process's cache by another
+ * of its threads, filling from the lists, spilling back, stealing from
+ * other caches, and taking cached blocks back (see "Client caches" in
+ * pool.h). The fast half — pop on allocate, keep on release — is in pool.c.
+ *
+ * Role: what moves blocks between the free lists and the caches, and
+ * between caches, under the pool lock or by CAS of the ref word.
+ *
+ * Invariants:
+ *  - a cached block is USED, on no list, with refcount field
+ *    POOL_RC_CACHED | slot (its owner's): never a count of references, so
+ *    retain stops below it; it leaves the cache only by one CAS of its ref
+ *    word — to refcount 1 (claimed by an allocation, the owner's or a
+ *    thief's) or to 0 with the next generation (taken back) — so exactly
+ *    one claimant wins;
+ *  - only the cache's owner thread writes p->cache and publishes it in its
+ *    client slot (entries first, then the count, with release); others
+ *    only read the published copy, and a block it lists may already be
+ *    gone (the CAS decides);
+ *  - an invalidated pool caches nothing: fill checks the flag under the
+ *    lock, and a spill that finds it set hands its blocks to the flush.
+ * Limits: POOL_CACHE_MAX entries per cache, half filled or spilled at a
+ * time; a cache whose owner died is taken back by the reclaim. */
+#include "pool_internal.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+/* Not the owner: becomes it if there is none yet, or if the owner thread
+ * has exited (checked at most every 10 ms, since other threads of the
+ * process come here on every call). A thread that exited is not in the
+ * middle of a cache operation, and the cache's state is in struct pool, so
+ * it can be taken over as it is. A fork child's copy of the struct is
+ * never its own (p->pid). */
+bool pool_cache_adopt(struct pool *p, uint32_t self, uint32_t o)
+{
+    if (o != 0) {
+        uint64_t now = pool_clock_ns(),
+                 last = atomic_load_explicit(&p->cache.checked_ns, memory_order_relaxed);
+        if (now - last < 10000000u)
+            return false;
+        atomic_store_explicit(&p->cache.checked_ns, now, memory_order_relaxed);
+    }
+    if (pool_self_id() != p->pid)
+        return false;
+    if (o != 0 && !(syscall(SYS_tgkill, getpid(), (pid_t)o, 0) < 0 && errno == ESRCH))
+        return false; /* the owner lives */
+    return atomic_compare_exchange_strong_explicit(&p->cache.owner, &o, self,
+                                                   memory_order_acq_rel, memory_order_relaxed);
+}
+
+/* Moves up to half a cache of free blocks from the lists into our cache
+ * (pool lock held). Warm blocks only: a cold one's pages are gone, and it
+ * is handed out only when nothing else is left. Returns how many. */
+uint32_t pool_cache_fill_locked(struct pool *p)
+{
+    struct pool_shared *sh = p->sh;
+    const uint32_t first = p->cache.n, want = p->cache.max / 2;
+    uint32_t got = 0;
+    /* The blocks most likely at the warm head: the last spill's. */
+    for (uint32_t i = 0; i < POOL_CACHE_MAX / 2; i++) {
+        uint32_t h = READ_ONCE(sh->spill_hint[i]);
+        if (h < p->block_count)
+            __builtin_prefetch(&p->blocks[h], 1);
+    }
+    while (got < want) {
+        uint32_t idx;
+        if (pool_pop_warm_locked(p, &idx) <= 0)
+            break; /* empty (or corrupt: the caller's slow path repairs) */
+        struct pool_block *b = &p->blocks[idx];
+        b->state = POOL_BLOCK_USED; /* off the lists, whatever follows */
+        b->freed_at_ns = 0;         /* age-out stamps it when it first sees it cached */
+        sh->used_count = READ_ONCE(sh->used_count) + 1;
+        uint64_t r = atomic_load_explicit(&b->ref, memory_order_acquire);
+        uint32_t gen = ref_gen(r) ? ref_gen(r) : 1;
+        if (ref_count(r) != 0 ||
+            !atomic_compare_exchange_strong_explicit(&b->ref, &r,
+                                                     ref_make(gen, POOL_RC_CACHED | p->slot),
+                                                     memory_order_acq_rel, memory_order_relaxed))
+            break; /* a listed block with a refcount: a repair files it */
+        MBQ_TRACE(idx, TR_CACHE, ref_make(gen, 0), ref_make(gen, POOL_RC_CACHED | p->slot));
+        p->cache.idx[p->cache.n] = idx;
+        p->cache.gen[p->cache.n] = gen;
+        p->cache.n++;
+        got++;
+    }
+    pool_cache_publish(p, first);
+    return got;
+}
+
+/* Gives the older half of a full cache back to the warm list. */
+void pool_cache_spill(struct pool *p)
+{
+    const uint32_t k = p->cache.n / 2, mine = POOL_RC_CACHED | p->slot;
+    if (pool_lock(p) < 0)
+        return; /* the cache stays full: the next free goes to the pool */
+    const uint64_t now = pool_clock_ns(); /* under the lock: the warm list stays in order */
+    for (uint32_t i = 0; i < k; i++) {
+        uint32_t idx = p->cache.idx[i];
+        uint64_t r = ref_make(p->cache.gen[i], mine);
+        /* Ours unless someone took it (or a flush took it back). */
+        if (atomic_compare_exchange_strong_explicit(&p->blocks[idx].ref, &r,
+                                                    ref_make(p->cache.gen[i], 0),
+                                                    memory_order_acq_rel, memory_order_relaxed)) {
+            MBQ_TRACE(idx, TR_CACHE, ref_make(p->cache.gen[i], mine), ref_make(p->cache.gen[i], 0));
+            pool_used_dec_locked(p);
+            pool_push_warm_locked(p, idx, now);
+        }
+    }
+    for (uint32_t i = 0; i < POOL_CACHE_MAX / 2; i++)
+        p->sh->spill_hint[i] = i < k ? p->cache.idx[i] : POOL_NONE;
+    memmove(p->cache.idx, p->cache.idx + k, (p->cache.n - k) * sizeof(p->cache.idx[0]));
+    memmove(p->cache.gen, p->cache.gen + k, (p->cache.n - k) * sizeof(p->cache.gen[0]));
+    p->cache.n -= k;
+    pool_cache_publish(p, 0);
+    const bool invalidated = READ_ONCE(p->sh->flags) & POOL_F_INVALIDATED;
+    pool_unlock(p);
+    /* Invalidated since our caller looked (and flushed already, maybe):
+     * what we just listed as warm would wait for age-out. Return it now. */
+    if (__builtin_expect(invalidated, 0))
+        (void)pool_flush(p);
+}
+
+/* Claims idx for an allocation if it is cached by anyone. */
+static bool pool_steal_one(struct pool *p, struct pool_itok t, uint32_t idx, uint32_t *idx_out,
+                           uint32_t *gen_out)
+{
+    if (idx >= p->block_count)
+        return false;
+    uint64_t r = atomic_load_explicit(&p->blocks[idx].ref, memory_order_acquire);
+    if (!pool_claim_cached(p, t, idx, r))
+        return false;
+    *idx_out = idx;
+    *gen_out = ref_gen(r);
+    return true;
+}
+
+/* Takes a block from some client's cache (pool lock held): the last resort
+ * of an allocation that found the lists empty. The clients' published
+ * entries first; then, at most once a millisecond per process, every
+ * descriptor, so that a cached block nobody lists (a release between its
+ * CAS and its publication, or a cache whose owner lost track) is found too.
+ * 1 with its index and generation (and the first reference), 0 when none. */
+int pool_steal_locked(struct pool *p, struct pool_itok t, uint32_t *idx_out,
+                      uint32_t *gen_out)
+{
+    for (uint32_t s = 0; s < POOL_MAX_CLIENTS; s++) {
+        const struct pool_client *c = &p->clients[s];
+        uint32_t n = atomic_load_explicit(&c->cached, memory_order_acquire);
+        n = n > POOL_CACHE_MAX ? POOL_CACHE_MAX : n;
+        for (uint32_t i = 0; i < n; i++)
+            if (pool_steal_one(p, t, atomic_load_explicit(&c->cache[i], memory_order_relaxed),
+                               idx_out, gen_out))
+                return 1;
+    }
+    uint64_t now = pool_clock_ns();
+    if (p->last_scan_ns && now - p->last_scan_ns < 1000000u)
+        return 0;
+    for (uint32_t idx = 0; idx < p->block_count; idx++) {
+        if (pool_steal_one(p, t, idx, idx_out, gen_out)) {
+            p->last_scan_ns = 0;
+            return 1;
+        }
+    }
+    p->last_scan_ns = now;
+    return 0;
+}
+
+/* Takes block idx back into the warm list if it is cached (by slot, or by
+ * anyone: POOL_NONE), pool lock held. stamped_before (age-out; 0: take it
+ * now): a block is stamped the first time it is seen cached and taken one
+ * period later. Returns whether it was taken. */
+static bool pool_uncache_if(struct pool *p, uint32_t idx, uint32_t slot, uint64_t now,
+                            uint64_t stamped_before)
+{
+    if (idx >= p->block_count)
+        return false;
+    struct pool_block *b = &p->blocks[idx];
+    uint64_t r = atomic_load_explicit(&b->ref, memory_order_acquire);
+    uint32_t rc = ref_count(r);
+    if (!rc_cached(rc) || (slot != POOL_NONE && rc_owner(rc) != slot))
+        return false;
+    if (stamped_before) {
+        uint64_t f = READ_ONCE(b->freed_at_ns);
+        if (f == 0 || f > now) {
+            b->freed_at_ns = now; /* first seen: it goes one period from now */
+            return false;
+        }
+        if (f > stamped_before)
+            return false;
+    }
+    if (!pool_uncache_one(p, idx, r))
+        return false;
+    pool_used_dec_locked(p);
+    pool_push_warm_locked(p, idx, now);
+    return true;
+}
+
+/* Takes cached blocks back into the warm list (pool lock held): those of
+ * client slot, or of every client (POOL_NONE), as pool_uncache_if. scan:
+ * look at every descriptor (a dead client's published entries may be
+ * stale; flush must miss nothing), else at the clients' published entries.
+ * Returns how many. */
+uint32_t pool_uncache_locked(struct pool *p, uint32_t slot, bool scan, uint64_t now,
+                             uint64_t stamped_before)
+{
+    uint32_t taken = 0;
+    if (scan) {
+        for (uint32_t idx = 0; idx < p->block_count; idx++)
+            taken += pool_uncache_if(p, idx, slot, now, stamped_before);
+        return taken;
+    }
+    for (uint32_t s = 0; s < POOL_MAX_CLIENTS; s++) {
+        if (slot != POOL_NONE && s != slot)
+            continue;
+        const struct pool_client *c = &p->clients[s];
+        uint32_t n = atomic_load_explicit(&c->cached, memory_order_acquire);
+        n = n > POOL_CACHE_MAX ? POOL_CACHE_MAX : n;
+        for (uint32_t i = 0; i < n; i++)
+            taken += pool_uncache_if(p, atomic_load_explicit(&c->cache[i], memory_order_relaxed),
+                                     slot, now, stamped_before);
+    }
+    return taken;
+}
+
+/* Folds a client slot's counters into the pool's (pool lock held), before
+ * the slot is freed or reused. */
+void pool_fold_counters_locked(struct pool *p, uint32_t slot)
+{
+    struct pool_client *c = &p->clients[slot];
+    p->sh->allocs += atomic_exchange_explicit(&c->allocs, 0, memory_order_relaxed);
+    p->sh->frees += atomic_exchange_explicit(&c->frees, 0, memory_order_relaxed);
+    atomic_store_explicit(&c->cached, 0, memory_order_relaxed);
+}
