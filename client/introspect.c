@@ -125,6 +125,43 @@ static int introspect_call(mbq_client *c, Mbq__V1__Request *req,
     return 0;
 }
 
+/* One page of a list: the objects after 'after' that fit one reply, copied
+ * into infos[*got..max). Returns the number the daemon counts from 'after'
+ * on (0 if it does not say), sets *more and the last name copied. */
+static int64_t list_page(mbq_client *client, const char *prefix, char *after, size_t after_len,
+                         mbq_object_info *infos, size_t stride, size_t max, size_t *got,
+                         bool *more)
+{
+    Mbq__V1__List ls = MBQ__V1__LIST__INIT;
+    ls.prefix = (char *)(prefix ? prefix : "");
+    ls.after = after;
+    Mbq__V1__Request req = MBQ__V1__REQUEST__INIT;
+    req.body_case = MBQ__V1__REQUEST__BODY_LIST;
+    req.list = &ls;
+    struct client_reply reply;
+    int r = introspect_call(client, &req, MBQ__V1__RESPONSE__BODY_LIST, &reply);
+    if (r < 0)
+        return r;
+    const Mbq__V1__ListReply *lr = reply.resp->list;
+    size_t n = lr->n_objects;
+    int64_t total = lr->total ? (int64_t)lr->total : (int64_t)n; /* an older mbqd: one page */
+    *more = lr->more && n > 0 && lr->objects[n - 1] && lr->objects[n - 1]->name &&
+            strcmp(lr->objects[n - 1]->name, after) > 0; /* a page must move on */
+    for (size_t i = 0; i < n && *got < max; i++) {
+        mbq_object_info full = {.size = sizeof(full)};
+        if (lr->objects[i])
+            info_from_object(&full, lr->objects[i]);
+        mbq_object_info *dst = (mbq_object_info *)((char *)infos + *got * stride);
+        memcpy(dst, &stride, sizeof(stride));
+        client_copy_out(dst, &full, sizeof(full));
+        (*got)++;
+    }
+    if (*more)
+        snprintf(after, after_len, "%s", lr->objects[n - 1]->name);
+    client_reply_done(&reply);
+    return total;
+}
+
 int mbq_list(mbq_client *client, const char *prefix, mbq_object_info *infos, size_t max)
 {
     if (!client || (max && !infos))
@@ -137,27 +174,22 @@ int mbq_list(mbq_client *client, const char *prefix, mbq_object_info *infos, siz
     }
     if (prefix && strlen(prefix) > 255)
         return -EINVAL;
-    Mbq__V1__List ls = MBQ__V1__LIST__INIT;
-    ls.prefix = (char *)(prefix ? prefix : "");
-    Mbq__V1__Request req = MBQ__V1__REQUEST__INIT;
-    req.body_case = MBQ__V1__REQUEST__BODY_LIST;
-    req.list = &ls;
-    struct client_reply reply;
-    int r = introspect_call(client, &req, MBQ__V1__RESPONSE__BODY_LIST, &reply);
-    if (r < 0)
-        return r;
-    const Mbq__V1__ListReply *lr = reply.resp->list;
-    size_t n = lr->n_objects;
-    for (size_t i = 0; i < n && i < max; i++) {
-        mbq_object_info full = {.size = sizeof(full)};
-        if (lr->objects[i])
-            info_from_object(&full, lr->objects[i]);
-        mbq_object_info *dst = (mbq_object_info *)((char *)infos + i * stride);
-        memcpy(dst, &stride, sizeof(stride));
-        client_copy_out(dst, &full, sizeof(full));
+    /* Page by page until infos is full or the list ends; the count is the
+     * first page's total (the objects there were then). */
+    char after[MBQ_NAME_MAX + 1] = "";
+    size_t got = 0;
+    bool more = false;
+    int64_t total = list_page(client, prefix, after, sizeof(after), infos, stride, max, &got, &more);
+    while (total >= 0 && more && got < max) {
+        int64_t t = list_page(client, prefix, after, sizeof(after), infos, stride, max, &got, &more);
+        if (t < 0)
+            total = t;
     }
-    client_reply_done(&reply);
-    return n > INT32_MAX ? INT32_MAX : (int)n;
+    if (total < 0)
+        return (int)total;
+    if ((int64_t)got > total)
+        total = (int64_t)got;
+    return total > INT32_MAX ? INT32_MAX : (int)total;
 }
 
 int mbq_stat(mbq_client *client, const char *name, mbq_object_info *info)

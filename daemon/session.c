@@ -772,6 +772,9 @@ static int handle_unlink(Call *c, const Mbq__V1__Request *request)
     return 0;
 }
 
+/* Lists in name order, one reply's worth (REPLY_BUDGET) at a time: a
+ * reply that could not hold every object says so (more), and the caller
+ * asks for the names after the last one it got. */
 static int handle_list(Call *c, const Mbq__V1__Request *request)
 {
     const Mbq__V1__List *req = request->list;
@@ -779,9 +782,10 @@ static int handle_list(Call *c, const Mbq__V1__Request *request)
     ssize_t all = registry_list(c->s->registry, req->prefix, &objs);
     if (all < 0)
         return (int)all;
+    const char *after = req->after ? req->after : "";
     ssize_t n = 0;
     for (ssize_t i = 0; i < all; i++)
-        if (session_may_see(c->s, objs[i]))
+        if ((!*after || strcmp(objs[i]->name, after) > 0) && session_may_see(c->s, objs[i]))
             objs[n++] = objs[i];
     _cleanup_(freep) InfoMsg *msgs = calloc((size_t)n + 1, sizeof(*msgs));
     _cleanup_(freep) Mbq__V1__ObjectInfo **ptrs = calloc((size_t)n + 1, sizeof(*ptrs));
@@ -799,13 +803,12 @@ static int handle_list(Call *c, const Mbq__V1__Request *request)
     Mbq__V1__ListReply lr = MBQ__V1__LIST_REPLY__INIT;
     lr.n_objects = k;
     lr.objects = ptrs;
+    lr.total = (uint64_t)n;
+    lr.more = k < (size_t)n;
     Mbq__V1__Response r = MBQ__V1__RESPONSE__INIT;
     r.body_case = MBQ__V1__RESPONSE__BODY_LIST;
     r.list = &lr;
-    char note[96] = "";
-    if (k < (size_t)n) /* the status stays 0: what is listed is right */
-        snprintf(note, sizeof(note), "mbqd: list truncated to %zu of %zd objects", k, n);
-    session_send_response(c->s, c->id, 0, note, &r, NULL, 0);
+    session_send_response(c->s, c->id, 0, "", &r, NULL, 0);
     c->replied = true;
     return 0;
 }
