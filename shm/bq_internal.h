@@ -28,6 +28,9 @@
 #include "common/macro.h" /* READ_ONCE */
 
 #include <sched.h>
+#if __has_include(<sys/rseq.h>)
+#include <sys/rseq.h>
+#endif
 #include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
@@ -462,13 +465,33 @@ static inline void wake_sleepers(_Atomic uint32_t *seq, _Atomic uint32_t *waiter
  * word claimed for want or made BQ_RUNNER_SHARED. */
 void bq_runner_claim(_Atomic uint64_t *runner, uint64_t cur, uint64_t want);
 
+/* The CPU this thread runs on, from the rseq area glibc registers (what
+ * sched_getcpu reads, without the call: the kernel rewrites the field
+ * before the thread returns to user space on another CPU); sched_getcpu()
+ * where glibc registered none. */
+static inline int bq_cpu(void)
+{
+#if __has_include(<sys/rseq.h>) && (defined(__x86_64__) || defined(__i386__))
+    if (__builtin_expect(__rseq_size != 0, 1)) {
+        const volatile uint32_t *id = &((const struct rseq *)((const char *)
+                                                                 __builtin_thread_pointer() +
+                                                             __rseq_offset))
+                                           ->cpu_id;
+        int32_t c = (int32_t)*id;
+        if (__builtin_expect(c >= 0, 1))
+            return c;
+    }
+#endif
+    return sched_getcpu();
+}
+
 /* Between a side's index store and its load of the other side's sleeper
  * count: records who runs it and where. Unchanged (the common case) it is
- * a load from the line the index store just wrote and the CPU number from
- * the rseq area, no barrier; changed, bq_runner_claim fences. */
+ * a load from the line the index store just wrote and one from the rseq
+ * area, no barrier; changed, bq_runner_claim fences. */
 static inline void bq_note_runner(_Atomic uint64_t *runner)
 {
-    int cpu = sched_getcpu();
+    int cpu = bq_cpu();
     uint64_t want = (uint64_t)slock_self() << 32 | (uint32_t)(cpu < 0 ? 0 : cpu + 1);
     uint64_t cur = atomic_load_explicit(runner, memory_order_relaxed);
     if (__builtin_expect(cur != want && cur != BQ_RUNNER_SHARED, 0))

@@ -93,7 +93,7 @@ static void bq_sleep_barrier(_Atomic uint64_t *runner)
 {
 #if defined(__x86_64__) || defined(__i386__)
     uint64_t r = atomic_load_explicit(runner, memory_order_acquire);
-    int cpu = sched_getcpu();
+    int cpu = bq_cpu();
     if (r != BQ_RUNNER_SHARED && cpu >= 0 && (uint32_t)r == (uint32_t)cpu + 1) {
         atomic_signal_fence(memory_order_seq_cst);
         return;
@@ -310,7 +310,7 @@ static uint64_t dequeue_spin_end(struct bq *q, uint64_t start, uint64_t deadline
     uint64_t spin_end = deadline - start > spin_ns ? start + spin_ns : deadline;
     if (budget < 0 && spin_misses >= 8 && ++spin_tries % 16 != 0)
         spin_end = start;
-    int cpu = sched_getcpu();
+    int cpu = bq_cpu();
     uint64_t runner = atomic_load_explicit(&q->sh->tail.runner, memory_order_relaxed);
     if (cpu >= 0 && runner != BQ_RUNNER_SHARED && (uint32_t)runner == (uint32_t)cpu + 1)
         spin_end = start;
