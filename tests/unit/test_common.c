@@ -99,6 +99,7 @@ static void test_cleanup_keeps_errno(void)
     {
         _cleanup_(freep) char *p = malloc(8);
         _cleanup_(closep) int fd = dup(0);
+        CHECK(p && fd >= 0);
         errno = EAGAIN;
     }
     CHECK_EQ(errno, EAGAIN);
