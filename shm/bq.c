@@ -272,18 +272,6 @@ static void bump_high_water(struct bq *q, uint64_t tail_after)
         ;
 }
 
-/* The producer publishes the CPU it runs on when it changes (a load from
- * the rseq area in glibc: no system call). */
-static inline void note_producer_cpu(struct bq *q)
-{
-    int cpu = sched_getcpu();
-    uint32_t v = cpu < 0 ? 0 : (uint32_t)cpu + 1;
-    if (__builtin_expect(atomic_load_explicit(&q->cpu_seen, memory_order_relaxed) != v, 0)) {
-        atomic_store_explicit(&q->cpu_seen, v, memory_order_relaxed);
-        atomic_store_explicit(&q->sh->producer_cpu, v, memory_order_relaxed);
-    }
-}
-
 /* Drops the head entry to make room; both locks held. Returns its handle so
  * the caller releases it after unlocking. */
 static struct bq_entry drop_oldest_locked(struct bq *q, uint64_t head)
@@ -565,7 +553,6 @@ static int enqueue_finish(struct bq *q, const struct bq_entry *e, int r, struct 
         bslock_unlock(&sh->head.lock, c->held.head);
     bslock_unlock(&sh->tail.lock, c->held.tail);
     if (r == 0) {
-        note_producer_cpu(q);
         wake_consumers(q);
     } else if (ref.retained && q->hooks.release) {
         q->hooks.release(q->hooks.ctx, e->pool_id, e->handle);
@@ -625,7 +612,6 @@ int enqueue_impl(struct bq *q, const struct bq_entry *e, bool take, bool quiet)
     }
     if (__builtin_expect(!full_lock, 1) && enqueue_append_fast(q, e, held.tail)) {
         enqueue_move_end(q, e, ref);
-        note_producer_cpu(q);
         wake_consumers(q);
         return 0;
     }
@@ -817,8 +803,9 @@ int bq_mark_end_of_data(struct bq *q)
     atomic_fetch_or_explicit(&q->sh->flags, BQ_F_END_OF_DATA, memory_order_relaxed);
     struct tmask fired = trig_eval_locked(q, false, &before);
     bq_unlock_full(q, held);
-    wake_consumers(q); /* blocked dequeuers return -ENODATA */
-    wake_producers(q); /* blocked enqueuers fail: enqueue after end of data */
+    /* Blocked dequeuers return -ENODATA, blocked enqueuers fail (enqueue
+     * after end of data); the fetch_or above is the waker's barrier. */
+    wake_after_rmw(q, true);
     trig_signal(q, fired);
     return 0;
 }
@@ -878,7 +865,7 @@ int bq_reset_if(struct bq *q, bool (*ready)(const struct bq_entry *e, void *ctx)
     atomic_fetch_and_explicit(&sh->flags, ~BQ_F_END_OF_DATA, memory_order_relaxed);
     struct tmask fired = trig_eval_locked(q, true, &before);
     bq_unlock_full(q, held);
-    wake_producers(q); /* room for blocked enqueuers */
+    wake_after_rmw(q, false); /* room for blocked enqueuers (the fetch_and fences) */
     trig_signal(q, fired);
     return 0;
 }

@@ -167,7 +167,6 @@ struct bq {
     _Atomic uint32_t empty_polls; /* FIFO consumer: see consumer_tail() */
     _Atomic uint32_t idle_wakes;  /* producer: wakes that woke nobody, in a row */
     _Atomic uint32_t idle_space_wakes; /* consumer: the same for blocked enqueuers */
-    _Atomic uint32_t cpu_seen;    /* producer: the producer_cpu it last stored */
     /* Blocking calls' spin before sleeping, in ns: < 0 adaptive (up to
      * BQ_SPIN_NS, none with the producer on this CPU or after spins that
      * found nothing), 0 never, > 0 that long whenever the peer is elsewhere. */

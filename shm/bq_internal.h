@@ -27,6 +27,10 @@
 
 #include "common/macro.h" /* READ_ONCE */
 
+#include <sched.h>
+#if __has_include(<sys/rseq.h>)
+#include <sys/rseq.h>
+#endif
 #include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
@@ -439,10 +443,12 @@ static inline bool dur_monotone(const struct bq_side *s, const mbq_time *d)
 
 /* Wakes the sleepers counted in waiters, if any flagged themselves asleep.
  * This is a Dekker pair — waker: store its index, load waiters; sleeper:
- * add itself, load the index — made asymmetric: the sleeper (already ~25 us
- * into waiting) runs slock_heavy_barrier(), a barrier on every CPU running
- * a registered process, so the waker needs none on its fast path. A
- * process that could not register fences here instead. */
+ * add itself, load the index — made asymmetric: the sleeper runs the heavy
+ * barrier (slock_heavy_barrier(), a barrier on every CPU running a
+ * registered process) unless its side's runner word proves it needless
+ * (bq_sleep_barrier in bq_wait.c, whose comment carries the argument), so
+ * the waker needs none on its fast path. A process that could not register
+ * fences here instead. */
 static inline void wake_sleepers(_Atomic uint32_t *seq, _Atomic uint32_t *waiters,
                                  _Atomic uint32_t *tids, unsigned n, _Atomic uint32_t *idle)
 {
@@ -454,10 +460,49 @@ static inline void wake_sleepers(_Atomic uint32_t *seq, _Atomic uint32_t *waiter
         futex_sleepers_wake(seq, waiters, tids, n, idle, slock_tid_alive);
 }
 
+/* A side's runner word: see bq_side.runner in bq_layout.h. */
+/* The rare half of bq_note_runner (bq_wait.c): a full barrier, then the
+ * word claimed for want or made BQ_RUNNER_SHARED. */
+void bq_runner_claim(_Atomic uint64_t *runner, uint64_t cur, uint64_t want);
+
+/* The CPU this thread runs on, from the rseq area glibc registers (what
+ * sched_getcpu reads, without the call: the kernel rewrites the field
+ * before the thread returns to user space on another CPU); sched_getcpu()
+ * where glibc registered none. */
+static inline int bq_cpu(void)
+{
+#if __has_include(<sys/rseq.h>) && (defined(__x86_64__) || defined(__i386__))
+    if (__builtin_expect(__rseq_size != 0, 1)) {
+        const volatile uint32_t *id = &((const struct rseq *)((const char *)
+                                                                 __builtin_thread_pointer() +
+                                                             __rseq_offset))
+                                           ->cpu_id;
+        int32_t c = (int32_t)*id;
+        if (__builtin_expect(c >= 0, 1))
+            return c;
+    }
+#endif
+    return sched_getcpu();
+}
+
+/* Between a side's index store and its load of the other side's sleeper
+ * count: records who runs it and where. Unchanged (the common case) it is
+ * a load from the line the index store just wrote and one from the rseq
+ * area, no barrier; changed, bq_runner_claim fences. */
+static inline void bq_note_runner(_Atomic uint64_t *runner)
+{
+    int cpu = bq_cpu();
+    uint64_t want = (uint64_t)slock_self() << 32 | (uint32_t)(cpu < 0 ? 0 : cpu + 1);
+    uint64_t cur = atomic_load_explicit(runner, memory_order_relaxed);
+    if (__builtin_expect(cur != want && cur != BQ_RUNNER_SHARED, 0))
+        bq_runner_claim(runner, cur, want);
+}
+
 /* Blocking dequeuers, woken by a producer after it stored tail. */
 static inline void wake_consumers(struct bq *q)
 {
     struct bq_shared *sh = q->sh;
+    bq_note_runner(&sh->tail.runner);
     wake_sleepers(&sh->data_seq, &sh->data_waiters, sh->waiter_tid, BQ_WAITER_SLOTS,
                   &q->idle_wakes);
 }
@@ -466,6 +511,20 @@ static inline void wake_consumers(struct bq *q)
 static inline void wake_producers(struct bq *q)
 {
     struct bq_shared *sh = q->sh;
+    bq_note_runner(&sh->head.runner);
+    wake_sleepers(&sh->space_seq, &sh->space_waiters, sh->space_tid, BQ_SPACE_WAITER_SLOTS,
+                  &q->idle_space_wakes);
+}
+
+/* The same for a caller whose last store to the queue was an atomic
+ * read-modify-write (end of data, a reset): that is the full barrier the
+ * pair needs, so it leaves the runner words to the sides' usual movers. */
+static inline void wake_after_rmw(struct bq *q, bool consumers)
+{
+    struct bq_shared *sh = q->sh;
+    if (consumers)
+        wake_sleepers(&sh->data_seq, &sh->data_waiters, sh->waiter_tid, BQ_WAITER_SLOTS,
+                      &q->idle_wakes);
     wake_sleepers(&sh->space_seq, &sh->space_waiters, sh->space_tid, BQ_SPACE_WAITER_SLOTS,
                   &q->idle_space_wakes);
 }

@@ -48,9 +48,20 @@ _Static_assert(sizeof(struct bq_wide) == 96, "bq_wide layout");
  * counter, sums, counters) is in the next pair, which the other side never
  * touches on the fast path. Sharing a line between them would make a
  * spinning peer pull it away between each of the writer's stores. */
+#define BQ_RUNNER_SHARED UINT64_MAX
+
 struct bq_side {
     _Atomic uint64_t index; /* tail or head: monotonic */
-    uint8_t pad0[120];
+    /* Who moves this side and where, on the line the side writes anyway:
+     * the thread that moved it last (its lock-owner id, high half) and the
+     * CPU it ran on (+1, low half; 0 unknown), or BQ_RUNNER_SHARED once two
+     * live threads have moved it (for good: from then on every sleeper on
+     * the other side pays the heavy barrier). A thread about to sleep on
+     * the other side reads it to tell whether it may skip that barrier
+     * (bq_sleep_barrier in bq_wait.c). Written only when it changes, with
+     * a full barrier; 0 in a new queue. */
+    _Atomic uint64_t runner;
+    uint8_t pad0[112];
     struct bslock lock;
     _Atomic uint32_t seq;   /* odd while the sums below are being changed */
     _Atomic uint64_t bytes; /* sum of sizes that passed this side */
@@ -157,10 +168,8 @@ struct bq_shared {
     /* Bumped by bq_cancel_waits: every blocked call that began before
      * returns -ECANCELED. */
     _Atomic uint32_t cancel_epoch;
-    /* The CPU (+1; 0: unknown) the last enqueue ran on, stored only when it
-     * changes: a blocking dequeuer on the same CPU does not spin, as the
-     * producer cannot run while it does. A hint, never trusted further. */
-    _Atomic uint32_t producer_cpu;
+    /* Once the CPU of the last enqueue; now tail.runner says it. */
+    uint32_t reserved2;
     uint8_t pad2[120 - 4 * BQ_WAITER_SLOTS - 16 - 4 * BQ_SPACE_WAITER_SLOTS];
     /* 384 */
     _Alignas(128) struct bq_journal journal;

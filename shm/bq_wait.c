@@ -7,9 +7,11 @@
  *
  * Invariants:
  *  - a sleeper counts itself (data_waiters or space_waiters) and runs the
- *    heavy barrier before it reads the futex word and re-checks the queue;
- *    its waker stores its index before it reads the count (wake_sleepers):
- *    one of the two always sees the other, so no wake-up is lost;
+ *    heavy barrier, unless the other side's runner word shows its mover on
+ *    this very CPU (bq_sleep_barrier), before it reads the futex word and
+ *    re-checks the queue; its waker stores its index, notes itself in its
+ *    side's runner word, then reads the count (wake_sleepers): one of the
+ *    two always sees the other, so no wake-up is lost;
  *  - a sleeper names itself in a slot when one is free, so that a waker can
  *    tell one killed asleep from a live one (futex.h);
  *  - every sleep is a slice of at most 100 ms, so a waker that died before
@@ -37,6 +39,67 @@ static int waiter_enter(struct bq_shared *sh)
 static void waiter_leave(struct bq_shared *sh, int slot)
 {
     futex_sleepers_leave(&sh->data_waiters, sh->waiter_tid, slot, slock_self());
+}
+
+/* ---- the sleeper's barrier ------------------------------------------------ */
+
+void bq_runner_claim(_Atomic uint64_t *runner, uint64_t cur, uint64_t want)
+{
+    uint32_t self = (uint32_t)(want >> 32);
+    for (;;) {
+        uint32_t owner = (uint32_t)(cur >> 32);
+        uint64_t next = cur == 0 || owner == self || !slock_tid_alive(owner) ? want
+                                                                             : BQ_RUNNER_SHARED;
+        /* A locked instruction, failed or not: the full barrier that the
+         * argument in bq_sleep_barrier counts on. */
+        if (atomic_compare_exchange_strong_explicit(runner, &cur, next, memory_order_seq_cst,
+                                                    memory_order_seq_cst) ||
+            cur == BQ_RUNNER_SHARED)
+            break;
+    }
+    atomic_thread_fence(memory_order_seq_cst);
+}
+
+/* The sleeper's half of the Dekker pair, run after it counted itself (a
+ * locked add, so its own store is ordered before its loads). The heavy
+ * barrier is there for one case: a waker on another CPU whose index store
+ * still sits in its store buffer while its load of the count already read
+ * 0. It is skipped when the other side's runner word names this CPU. Why
+ * that is safe (x86-TSO; a context switch is a full barrier, in the
+ * scheduler as for membarrier itself): take any waker W and its window, from
+ * its index store S through bq_note_runner to its count load L.
+ *  1. W was switched out or in within the window, or bq_note_runner took
+ *     bq_runner_claim: a full barrier lies between S and L, and with the
+ *     sleeper's locked add that is a plain Dekker pair.
+ *  2. Otherwise W ran the whole window on one CPU c, without a switch, and
+ *     found the word equal to (W, c) or shared. If shared, we read it
+ *     shared or read an older value, before it became shared: W's load of
+ *     the word came later and L later still, after our add — L sees us.
+ *     Else:
+ *     a. c is this CPU (the one sched_getcpu returned while we ran on it):
+ *        the window did not overlap our time on it, so it ended before we
+ *        were switched in (S drained by that switch: we see S) or began
+ *        after we ran here, after our add (L sees us).
+ *     b. c is another CPU, yet we read a value naming this one. If it came
+ *        before the (W, c) W found, in the word's order, we read it
+ *        before W's claim wrote (W, c), which preceded L: L sees us. The
+ *        values after (W, c) are W's own or shared (a live W's name is
+ *        never taken over; anyone else finding it makes it shared), so W
+ *        wrote it in a later window, on this CPU: after migrating (a
+ *        switch, S drained) and after S in store order — and we read the
+ *        word before the index: we see S.
+ * Elsewhere than x86 (weaker ordering of loads) the barrier always runs. */
+static void bq_sleep_barrier(_Atomic uint64_t *runner)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    uint64_t r = atomic_load_explicit(runner, memory_order_acquire);
+    int cpu = bq_cpu();
+    if (r != BQ_RUNNER_SHARED && cpu >= 0 && (uint32_t)r == (uint32_t)cpu + 1) {
+        atomic_signal_fence(memory_order_seq_cst);
+        return;
+    }
+#endif
+    slock_heavy_barrier();
 }
 
 /* ---- blocking enqueue ------------------------------------------------------ */
@@ -77,7 +140,7 @@ static int enqueue_wait_slow(struct bq *q, const struct bq_entry *e, bool take, 
     for (;;) {
         int slot = futex_sleepers_enter(&sh->space_waiters, sh->space_tid,
                                         BQ_SPACE_WAITER_SLOTS, slock_self());
-        slock_heavy_barrier(); /* the consumer's half of the pair: see wake_producers */
+        bq_sleep_barrier(&sh->head.runner); /* our half of the pair: see wake_producers */
         uint32_t seq = atomic_load_explicit(&sh->space_seq, memory_order_seq_cst);
         int r = MBQ_BQ_ERR_QUEUE_IS_FULL;
         if (bq_cancelled(q, epoch))
@@ -150,7 +213,7 @@ int bq_wait_room(struct bq *q, uint32_t epoch, int64_t timeout_ns)
     for (;;) {
         int slot = futex_sleepers_enter(&sh->space_waiters, sh->space_tid,
                                         BQ_SPACE_WAITER_SLOTS, slock_self());
-        slock_heavy_barrier(); /* the consumer's half of the pair: see wake_producers */
+        bq_sleep_barrier(&sh->head.runner); /* our half of the pair: see wake_producers */
         uint32_t seq = atomic_load_explicit(&sh->space_seq, memory_order_seq_cst);
         int r = bq_cancelled(q, epoch) ? -ECANCELED : bq_looks_full(q) ? 1 : 0;
         uint64_t now = r == 1 ? mono_ns() : 0;
@@ -236,8 +299,8 @@ static _Thread_local unsigned spin_misses, spin_tries;
 /* When the spin of a wait that began at start ends (start: no spin). A
  * cross-vCPU wake costs ~25 us each way, so waiting that long on the cache
  * line is cheaper than sleeping — unless the producer shares our CPU, when
- * spinning only delays it: then no spin at all (the producer publishes its
- * CPU when it moves). Otherwise the spin adapts: after 8 waits in a row
+ * spinning only delays it: then no spin at all (the tail's runner word
+ * names the producer's CPU). Otherwise the spin adapts: after 8 waits in a row
  * whose spin found nothing, sleep at once, trying the spin on every 16th.
  * A budget set with bq_set_spin replaces the adaptive one (0: never spin). */
 static uint64_t dequeue_spin_end(struct bq *q, uint64_t start, uint64_t deadline)
@@ -247,9 +310,9 @@ static uint64_t dequeue_spin_end(struct bq *q, uint64_t start, uint64_t deadline
     uint64_t spin_end = deadline - start > spin_ns ? start + spin_ns : deadline;
     if (budget < 0 && spin_misses >= 8 && ++spin_tries % 16 != 0)
         spin_end = start;
-    int cpu = sched_getcpu();
-    uint32_t pcpu = atomic_load_explicit(&q->sh->producer_cpu, memory_order_relaxed);
-    if (cpu >= 0 && pcpu == (uint32_t)cpu + 1)
+    int cpu = bq_cpu();
+    uint64_t runner = atomic_load_explicit(&q->sh->tail.runner, memory_order_relaxed);
+    if (cpu >= 0 && runner != BQ_RUNNER_SHARED && (uint32_t)runner == (uint32_t)cpu + 1)
         spin_end = start;
     return spin_end;
 }
@@ -283,7 +346,7 @@ static int dequeue_sleep(struct bq *q, struct bq_entry *out, uint32_t epoch, uin
     struct bq_shared *sh = q->sh;
     for (;;) {
         int slot = waiter_enter(sh);
-        slock_heavy_barrier(); /* the producer's half of the pair: see wake_consumers */
+        bq_sleep_barrier(&sh->tail.runner); /* our half of the pair: see wake_consumers */
         uint32_t seq = atomic_load_explicit(&sh->data_seq, memory_order_seq_cst);
         int r = bq_cancelled(q, epoch) ? -ECANCELED : dequeue_common(q, out, false);
         if (r == -EAGAIN && bq_is_at_end_of_data(q))

@@ -1,6 +1,7 @@
 /* Flow control across real processes: blocking enqueue and allocate, cancel,
- * sleepers killed asleep, and a blocking dequeue that does not spin with
- * its producer on the same CPU.
+ * sleepers killed asleep, a blocking dequeue that does not spin with its
+ * producer on the same CPU, and the runner words that let a sleeper skip
+ * the heavy barrier.
  *
  * The parent creates the objects and forks the waiters, which attach the
  * inherited fds as unrelated processes would. A waiter's report is its exit
@@ -13,6 +14,7 @@
 
 #include "bq_layout.h"
 #include "futex.h"
+#include "lock.h"
 #include "pool_layout.h"
 
 #include <mbq/status.h>
@@ -539,6 +541,97 @@ static void test_same_cpu_wait_does_not_spin(void)
     }
 }
 
+/* ---- the runner words ------------------------------------------------------------- */
+
+/* A sleeper skips its heavy barrier only if the other side's runner word
+ * names its CPU, which is sound only while one live thread moves that side
+ * (bq_sleep_barrier). So: one mover is named with its CPU; a second live
+ * mover makes the word shared for good. */
+struct mover {
+    struct bq *q;
+    int cpu;
+    _Atomic int done;
+};
+
+static void *mover_enqueue(void *arg)
+{
+    struct mover *m = arg;
+    pin(m->cpu);
+    struct bq_entry e = entry(7);
+    atomic_store(&m->done, bq_enqueue(m->q, &e) == 0 ? 1 : -1);
+    return NULL;
+}
+
+static void test_runner_word_names_one_mover(void)
+{
+    cpu_set_t old;
+    sched_getaffinity(0, sizeof old, &old);
+    int cpu = -1;
+    for (int i = 0; i < CPU_SETSIZE && cpu < 0; i++)
+        if (CPU_ISSET(i, &old))
+            cpu = i;
+    pin(cpu);
+    struct bq q;
+    struct bq_params p = {.capacity = 8, .order = BQ_ORDER_FIFO, .full_policy = BQ_FULL_FAIL};
+    REQUIRE(bq_create(&p, &q) == 0);
+    CHECK_EQ(atomic_load(&q.sh->tail.runner), 0);
+    struct bq_entry e = entry(1), out;
+    CHECK_EQ(bq_enqueue(&q, &e), 0);
+    uint64_t me = (uint64_t)slock_self() << 32 | (uint32_t)(cpu + 1);
+    CHECK_EQ(atomic_load(&q.sh->tail.runner), me);
+    CHECK_EQ(bq_dequeue(&q, &out), 0);
+    CHECK_EQ(atomic_load(&q.sh->head.runner), me);
+    /* A second thread, alive (joined only after the check) moves the tail. */
+    struct mover m = {.q = &q, .cpu = cpu};
+    pthread_t t;
+    REQUIRE(pthread_create(&t, NULL, mover_enqueue, &m) == 0);
+    while (atomic_load(&m.done) == 0)
+        sched_yield();
+    CHECK_EQ(atomic_load(&m.done), 1);
+    CHECK_EQ(atomic_load(&q.sh->tail.runner), BQ_RUNNER_SHARED);
+    pthread_join(t, NULL);
+    CHECK_EQ(bq_enqueue(&q, &e), 0);
+    CHECK_EQ(atomic_load(&q.sh->tail.runner), BQ_RUNNER_SHARED);
+    /* The head side keeps its single mover. */
+    CHECK_EQ(bq_dequeue(&q, &out), 0);
+    CHECK_EQ(atomic_load(&q.sh->head.runner), me);
+    bq_detach(&q);
+    sched_setaffinity(0, sizeof old, &old);
+}
+
+static int child_enqueue_once(void *arg)
+{
+    struct qargs *a = arg;
+    struct bq q;
+    if (bq_attach(a->fd, &q) < 0)
+        return 10;
+    struct bq_entry e = entry(5);
+    int r = bq_enqueue(&q, &e);
+    bq_detach(&q);
+    return r == 0 ? 0 : 11;
+}
+
+/* A producer that exited leaves its name in the word; the next producer
+ * takes the word over (the dead one has no store in flight) rather than
+ * making it shared, so a restarted producer keeps the same-CPU shortcut. */
+static void test_runner_word_taken_over_from_dead_mover(void)
+{
+    struct bq q;
+    struct bq_params p = {.capacity = 8, .order = BQ_ORDER_FIFO, .full_policy = BQ_FULL_FAIL};
+    REQUIRE(bq_create(&p, &q) == 0);
+    struct report *rep = shared_report();
+    struct qargs a = {.fd = q.seg.fd, .rep = rep, .cpu = -1};
+    CHECK_EQ(reap(spawn(child_enqueue_once, &a), 30000), 0);
+    uint64_t dead = atomic_load(&q.sh->tail.runner);
+    CHECK(dead != 0 && dead != BQ_RUNNER_SHARED);
+    CHECK((uint32_t)(dead >> 32) != slock_self());
+    struct bq_entry e = entry(1);
+    CHECK_EQ(bq_enqueue(&q, &e), 0);
+    CHECK_EQ((uint32_t)(atomic_load(&q.sh->tail.runner) >> 32), slock_self());
+    munmap(rep, 4096);
+    bq_detach(&q);
+}
+
 CHECK_MAIN(CASE(test_enqueue_wait_blocks_until_dequeue), CASE(test_enqueue_wait_times_out),
            CASE(test_cancel_wakes_enqueue_in_other_process),
            CASE(test_cancel_wakes_dequeue_in_other_process),
@@ -546,4 +639,5 @@ CHECK_MAIN(CASE(test_enqueue_wait_blocks_until_dequeue), CASE(test_enqueue_wait_
            CASE(test_enqueuer_killed_asleep_is_reaped),
            CASE(test_alloc_wait_woken_by_free_in_other_process),
            CASE(test_alloc_wait_woken_by_reclaim), CASE(test_allocator_killed_asleep_is_reaped),
-           CASE(test_same_cpu_wait_does_not_spin))
+           CASE(test_same_cpu_wait_does_not_spin), CASE(test_runner_word_names_one_mover),
+           CASE(test_runner_word_taken_over_from_dead_mover))
