@@ -2438,15 +2438,23 @@ static const struct tx_ops *solo_transport(const char *name, int *variant)
         *variant = TXV_MBQ_TRIGGER_IDLE;
         return &tx_mbq;
     }
+    if (strcmp(name, "mbq-small") == 0) {
+        *variant = TXV_MBQ_SMALL;
+        return &tx_mbq;
+    }
     return NULL;
 }
 
-static int run_solo(const char *name, long n)
+/* batch: messages sent before they are received (1..256): with 256 the
+ * queue runs full and the pool's blocks cycle as in a stream, so the
+ * footprint of the blocks (page or packed) shows without a second CPU. */
+static int run_solo(const char *name, long n, long batch)
 {
     int variant;
     const struct tx_ops *t = solo_transport(name, &variant);
-    if (!t || n < 1) {
-        fprintf(stderr, "bench_transports: --solo ring|mbq-bq|mbq|mbq-trigger|mbq-trigger-idle N\n");
+    if (!t || n < 1 || batch < 1 || batch > 256) {
+        fprintf(stderr, "bench_transports: --solo ring|mbq-bq|mbq|mbq-trigger|mbq-trigger-idle|"
+                        "mbq-small N [BATCH]\n");
         return 2;
     }
     if (t == &tx_mbq && !mbqd_start())
@@ -2455,7 +2463,7 @@ static int run_solo(const char *name, long n)
     struct tx_spec *s = &j->spec[0];
     snprintf(s->name, sizeof(s->name), "solo");
     s->fan = 1;
-    s->depth = 64;
+    s->depth = batch > 64 ? 256 : 64;
     s->payload = 64;
     s->wait = TX_POLL;
     s->variant = variant;
@@ -2472,22 +2480,35 @@ static int run_solo(const char *name, long n)
     if (r < 0)
         bench_die("%s: %s", name, mbq_status_string(r));
     bench_pin(BENCH_PARENT_CPU);
+    struct timespec c0, c1;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c0);
     uint64_t t0 = bench_mono_ns();
-    for (long i = 0; i < n; i++) {
-        void *p = loan_msg(j, t, tx);
-        if (!p)
-            break;
-        payload_write(p, 64, (uint64_t)i, false);
-        if (!send_msg(j, t, tx, p, (uint64_t)i))
-            break;
-        const void *q = recv_msg(j, t, rx, false);
-        if (!q || !payload_read(q, 64, (uint64_t)i, false)) {
-            job_fail(j, "message %ld lost", i);
-            break;
+    for (long i = 0; i < n && !job_failed(j); i += batch) {
+        long k = n - i < batch ? n - i : batch, sent = 0;
+        for (; sent < k; sent++) {
+            void *p = loan_msg(j, t, tx);
+            if (!p)
+                break;
+            payload_write(p, 64, (uint64_t)(i + sent), false);
+            if (!send_msg(j, t, tx, p, (uint64_t)(i + sent)))
+                break;
         }
-        t->done(rx, q);
+        for (long m = 0; m < sent; m++) {
+            const void *q = recv_msg(j, t, rx, false);
+            if (!q || !payload_read(q, 64, (uint64_t)(i + m), false)) {
+                job_fail(j, "message %ld lost", i + m);
+                break;
+            }
+            t->done(rx, q);
+        }
+        if (sent < k)
+            break;
     }
     double ns = (double)(bench_mono_ns() - t0) / (double)n;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c1);
+    /* CPU time: what a loaded machine's preemptions leave out of the figure. */
+    double cpu = ((double)(c1.tv_sec - c0.tv_sec) * 1e9 + (double)(c1.tv_nsec - c0.tv_nsec)) /
+                 (double)n;
     t->close_tx(tx);
     t->close_rx(rx);
     t->unprepare(s);
@@ -2495,8 +2516,9 @@ static int run_solo(const char *name, long n)
     if (job_failed(j))
         bench_die("%s", j->err);
     printf("RESULT solo_%s_ns_per_msg=%.1f ns (one process: loan, write, send, receive, read, "
-           "release)\n",
-           name, ns);
+           "release; batch %ld)\n",
+           name, ns, batch);
+    printf("RESULT solo_%s_cpu_ns_per_msg=%.1f ns\n", name, cpu);
     return 0;
 }
 
@@ -2526,9 +2548,9 @@ static void usage(FILE *to)
                 "  --placement-max S    before a busy-poll measurement across cores, wait at\n"
                 "                       most S s for the usual (mid) placement (default 3)\n"
                 "  --placement-budget S and at most S s in all (default 150)\n"
-                "  --solo T [N]         profiling aid: N messages through transport T (ring,\n"
-                "                       mbq-bq, mbq, mbq-trigger, mbq-trigger-idle) in one\n"
-                "                       process, no peers\n");
+                "  --solo T [N [B]]     profiling aid: N messages through transport T (ring,\n"
+                "                       mbq-bq, mbq, mbq-trigger, mbq-trigger-idle, mbq-small)\n"
+                "                       in one process, no peers, B sent before B received\n");
 }
 
 int main(int argc, char **argv)
@@ -2584,7 +2606,8 @@ int main(int argc, char **argv)
     machine_info();
     (void)bench_ns_per_tick(); /* calibrate once; every process inherits it */
     if (solo) {
-        int rc = run_solo(solo, optind < argc ? atol(argv[optind]) : 1000000);
+        int rc = run_solo(solo, optind < argc ? atol(argv[optind]) : 1000000,
+                          optind + 1 < argc ? atol(argv[optind + 1]) : 1);
         char p[1100];
         snprintf(p, sizeof(p), "%s/mbqd.log", run_dir);
         unlink(p);
