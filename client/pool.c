@@ -27,6 +27,8 @@
 #include <errno.h>
 
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 
 /* ---- the pool table ----------------------------------------------------------- */
@@ -76,6 +78,45 @@ static void cpool_table_remove_locked(mbq_client *c, struct mbq_pool *p)
     atomic_compare_exchange_strong(&c->last_pool, &expected, NULL);
 }
 
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+
+/* Gives this process page-table entries for the pool's pages that the memfd
+ * already holds, so that its first allocation of each block does not take
+ * a minor fault per page (~0.5 µs each, and a 4 MiB frame has 1,024). Only
+ * resident pages are populated: a hole (a block that aged out, or one never
+ * faulted in) stays a hole, since populating it would allocate and charge
+ * its memory. Best effort: failing leaves the faults where they were. */
+static void cpool_populate_mapping(struct pool *pool)
+{
+    long page = sysconf(_SC_PAGESIZE);
+    if (page <= 0 || !pool->data || pool->seg.size == 0)
+        return;
+    uint8_t *start = pool->data, *end = (uint8_t *)pool->seg.base + pool->seg.size;
+    if (start >= end)
+        return;
+    size_t pages = (size_t)(end - start) / (size_t)page;
+    unsigned char *vec = malloc(pages ? pages : 1);
+    if (!vec || mincore(start, pages * (size_t)page, vec) < 0) {
+        free(vec);
+        return;
+    }
+    for (size_t i = 0; i < pages;) {
+        if (!(vec[i] & 1)) {
+            i++;
+            continue;
+        }
+        size_t j = i;
+        while (j < pages && (vec[j] & 1))
+            j++;
+        if (madvise(start + i * (size_t)page, (j - i) * (size_t)page, MADV_POPULATE_WRITE) < 0)
+            break; /* kernel < 5.14 (EINVAL): nothing to gain from the rest */
+        i = j;
+    }
+    free(vec);
+}
+
 /* Turns a Create/Open reply into this client's mapping of the pool: a new
  * one, or the existing one with one more open. */
 static int cpool_adopt_locked(mbq_client *c, struct client_reply *reply,
@@ -101,6 +142,7 @@ static int cpool_adopt_locked(mbq_client *c, struct client_reply *reply,
         free(p);
         return r;
     }
+    cpool_populate_mapping(&p->pool);
     p->client = c;
     p->object_id = info->object_id;
     p->opens = 1;

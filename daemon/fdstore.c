@@ -198,6 +198,30 @@ static void collect_object(Object *o, void *ctx)
     }
 }
 
+/* A new memfd holding the len bytes at buf, sealed so that nobody, the
+ * manager included, can change it. Returns it, or -errno. */
+static int state_memfd(const uint8_t *buf, size_t len)
+{
+    _cleanup_(closep) int fd = memfd_create("mbqd-state", MFD_CLOEXEC | MFD_ALLOW_SEALING |
+                                                              MFD_NOEXEC_SEAL);
+    if (fd < 0 && errno == EINVAL)
+        fd = memfd_create("mbqd-state", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (fd < 0)
+        return -errno;
+    size_t done = 0;
+    while (done < len) {
+        ssize_t w = pwrite(fd, buf + done, len - done, (off_t)done);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return w < 0 ? -errno : -EIO;
+        done += (size_t)w;
+    }
+    if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) < 0)
+        return -errno;
+    return TAKE_FD(fd);
+}
+
 /* Serialises the registry into a new sealed memfd. Returns it, or -errno. */
 static int state_write(FdStore *st, uint64_t generation)
 {
@@ -257,27 +281,9 @@ static int state_write(FdStore *st, uint64_t generation)
     memcpy(h.magic, STATE_MAGIC, sizeof(h.magic));
     memcpy(buf, &h, sizeof(h));
 
-    fd = memfd_create("mbqd-state", MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_NOEXEC_SEAL);
-    if (fd < 0 && errno == EINVAL)
-        fd = memfd_create("mbqd-state", MFD_CLOEXEC | MFD_ALLOW_SEALING);
-    if (fd < 0) {
-        r = -errno;
-        goto out;
-    }
-    size_t total = sizeof(h) + len, done = 0;
-    while (done < total) {
-        ssize_t w = pwrite(fd, buf + done, total - done, (off_t)done);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0) {
-            r = w < 0 ? -errno : -EIO;
-            goto out;
-        }
-        done += (size_t)w;
-    }
-    /* Nobody, the manager included, can change it after this. */
-    if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) < 0)
-        r = -errno;
+    fd = state_memfd(buf, sizeof(h) + len);
+    if (fd < 0)
+        r = fd;
 out:
     for (size_t i = 0; i < c.n_objs; i++)
         free(c.objs[i].holders);

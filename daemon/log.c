@@ -165,31 +165,40 @@ static void log_report_suppressed(struct log_window *w)
     w->suppressed = 0;
 }
 
+/* Whom a line is about, for its rate limit: a user (CLIENT_UID, else
+ * OWNER_UID: a line about an object its owner's clients caused), else all
+ * pids together. false if the fields name no client. */
+static bool log_who(const struct log_field *fields, uint64_t *who, pid_t *pid)
+{
+    bool has_uid = false, has_pid = false;
+    uint64_t uid = 0;
+    for (const struct log_field *f = fields; f->key; f++) {
+        if (f->str)
+            continue;
+        if (strcmp(f->key, "CLIENT_UID") == 0 || (!has_uid && strcmp(f->key, "OWNER_UID") == 0)) {
+            has_uid = true;
+            uid = f->num;
+        } else if (strcmp(f->key, "CLIENT_PID") == 0) {
+            has_pid = true;
+            *pid = (pid_t)f->num;
+        }
+    }
+    /* A pid costs a fork, a uid does not come cheap: lines that name only
+     * a pid share one window per kind, or a user forking short-lived
+     * processes would get LOG_BURST lines each and fill the table. */
+    *who = has_uid ? (1ull << 32 | (uint32_t)uid) : LOG_WHO_PIDS;
+    return has_uid || has_pid;
+}
+
 /* Whether a line may be written now (counting it against its client). */
 static bool log_admit(enum log_level level, const struct log_field *fields, const char *fmt)
 {
     if (level == LOG_LEVEL_DEBUG || !fields || !log_clock)
         return true;
-    bool has_uid = false, has_pid = false;
-    uint64_t uid = 0, pid = 0;
-    for (const struct log_field *f = fields; f->key; f++) {
-        if (!f->str && strcmp(f->key, "CLIENT_UID") == 0) {
-            has_uid = true;
-            uid = f->num;
-        } else if (!f->str && !has_uid && strcmp(f->key, "OWNER_UID") == 0) {
-            has_uid = true; /* a line about an object its owner's clients caused */
-            uid = f->num;
-        } else if (!f->str && strcmp(f->key, "CLIENT_PID") == 0) {
-            has_pid = true;
-            pid = f->num;
-        }
-    }
-    if (!has_uid && !has_pid)
+    uint64_t who;
+    pid_t pid = 0;
+    if (!log_who(fields, &who, &pid))
         return true;
-    /* A pid costs a fork, a uid does not come cheap: lines that name only
-     * a pid share one window per kind, or a user forking short-lived
-     * processes would get LOG_BURST lines each and fill the table. */
-    uint64_t who = has_uid ? (1ull << 32 | (uint32_t)uid) : LOG_WHO_PIDS;
     uint64_t h = (who * 0x9e3779b97f4a7c15ull) ^ ((uintptr_t)fmt * 0xff51afd7ed558ccdull);
     uint64_t now = log_clock();
     /* This (client, kind)'s window among LOG_PROBE slots, else a free or
@@ -214,7 +223,7 @@ static bool log_admit(enum log_level level, const struct log_field *fields, cons
         log_overflow++; /* every slot nearby is busy: drop, and say so later */
         return false;
     }
-    w->last_pid = (pid_t)pid;
+    w->last_pid = pid;
     if (w->lines < LOG_BURST) {
         w->lines++;
         return true;

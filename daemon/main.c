@@ -99,8 +99,13 @@ struct options {
 struct daemon {
     struct event_base *base;
     Registry *registry;
+    PidWatch *pidwatch;
     Server *server;
     Systemd *sd;
+    FdStore *store;       /* NULL: no service manager to keep one */
+    Restorer *restorer;
+    struct restore_outcome restored;
+    struct event *ev_term, *ev_int, *ev_usr2, *ev_tick;
 };
 
 static void print_help(FILE *f)
@@ -167,6 +172,9 @@ static int parse_u64(const char *s, bool suffixes, uint64_t *ret)
     return 0;
 }
 
+/* Size (107 lines, complexity 21), kept: one case per option of the getopt
+ * switch, each a parse and a range check; split up, the options would no
+ * longer read as the list --help prints. */
 static int parse_options(int argc, char **argv, struct options *o)
 {
     enum { OPT_SOCKET = 256, OPT_LOG_LEVEL, OPT_MAX_OBJECTS, OPT_MAX_TRIGGERS, OPT_MAX_BYTES,
@@ -396,6 +404,129 @@ static unsigned fd_store_max(const struct options *o)
     return env ? env : DEFAULT_FD_STORE_MAX;
 }
 
+/* Where to listen when the manager passed no socket: --socket, or the
+ * default. 0 with *path (malloc'd), or -1 (said why). */
+static int socket_path_of(const struct options *opt, char **path)
+{
+    if (opt->socket_path)
+        *path = strdup(opt->socket_path);
+    else if (default_socket_path(path) < 0)
+        return -1;
+    return *path ? 0 : -1;
+}
+
+/* The loop, the registry, the process watcher, the server on listen_fd
+ * (taken; < 0: bind path) and the service manager interface. */
+static int daemon_start(struct daemon *d, const struct options *opt, int listen_fd, const char *path)
+{
+    _cleanup_(closep) int fd = listen_fd;
+    d->base = event_base_new();
+    if (!d->base) {
+        log_msg(LOG_LEVEL_ERROR, "cannot create the event loop");
+        return -ENOMEM;
+    }
+    int r = registry_new(&d->registry);
+    if (r < 0) {
+        log_msg(LOG_LEVEL_ERROR, "cannot create the registry: %s", strerror(-r));
+        return r;
+    }
+    registry_set_finalizer(d->registry, trigger_object_finalize);
+    registry_set_owner_pid(d->registry, identity_owner_pid);
+    r = pidwatch_new(&d->pidwatch, d->base);
+    if (r < 0) {
+        log_msg(LOG_LEVEL_ERROR, "cannot create the process watcher: %s", strerror(-r));
+        return r;
+    }
+    r = server_new(&d->server, d->base, d->registry, d->pidwatch, &opt->limits, path, TAKE_FD(fd));
+    if (r < 0)
+        return r; /* server_new said why */
+    r = systemd_new(&d->sd, d->base, opt->hang_after_ms);
+    if (r < 0)
+        log_msg(LOG_LEVEL_ERROR, "cannot set up the service manager interface: %s", strerror(-r));
+    return r;
+}
+
+/* The fd store (only with a manager to keep it), the client id table, and
+ * what the previous instance left (passed, freed here with whatever
+ * descriptor nobody took). */
+static int daemon_restore(struct daemon *d, const struct options *opt, struct systemd_fd *passed,
+                          int n_passed)
+{
+    unsigned store_max = fd_store_max(opt);
+    int r = 0;
+    if (systemd_notify_enabled() && store_max > 0) {
+        r = fdstore_new(&d->store, d->registry, store_max);
+        if (r < 0)
+            log_msg(LOG_LEVEL_ERROR, "cannot set up the fd store: %s", strerror(-r));
+    }
+    if (r == 0) {
+        r = identity_setup(d->base, passed, n_passed, d->store != NULL);
+        if (r < 0)
+            log_msg(LOG_LEVEL_ERROR, "cannot set up the client id table: %s", strerror(-r));
+    }
+    if (r == 0) {
+        r = restorer_new(&d->restorer, d->pidwatch, d->registry, d->server, d->store, passed,
+                         n_passed, &d->restored);
+        if (r < 0)
+            log_msg(LOG_LEVEL_ERROR, "cannot restore the stored objects: %s", strerror(-r));
+    }
+    systemd_fds_free(passed, n_passed); /* the array, and what nobody took */
+    return r;
+}
+
+static int daemon_add_events(struct daemon *d)
+{
+    d->ev_term = evsignal_new(d->base, SIGTERM, on_signal, d);
+    d->ev_int = evsignal_new(d->base, SIGINT, on_signal, d);
+    d->ev_usr2 = evsignal_new(d->base, SIGUSR2, on_sigusr2, d);
+    d->ev_tick = event_new(d->base, -1, EV_PERSIST, on_tick, d);
+    struct timeval tick = {0, AGE_OUT_INTERVAL_MS * 1000};
+    if (!d->ev_term || !d->ev_int || !d->ev_usr2 || !d->ev_tick || event_add(d->ev_term, NULL) < 0 ||
+        event_add(d->ev_int, NULL) < 0 || event_add(d->ev_usr2, NULL) < 0 ||
+        event_add(d->ev_tick, &tick) < 0) {
+        log_msg(LOG_LEVEL_ERROR, "cannot set up signal and timer events");
+        return -ENOMEM;
+    }
+    return 0;
+}
+
+/* "listening on", then READY=1 to the manager. */
+static void daemon_announce(struct daemon *d)
+{
+    log_msg_fields(LOG_LEVEL_INFO, LOG_FIELDS(LOG_STR("SOCKET", server_address(d->server))),
+                   "mbqd %s listening on %s%s", MBQ_VERSION_STRING, server_address(d->server),
+                   d->store ? "; objects are kept in the service manager's fd store" : "");
+    if (d->store)
+        log_msg(LOG_LEVEL_DEBUG, "fd store: %u of %u descriptors in use", fdstore_count(d->store),
+                fdstore_max(d->store));
+    if (systemd_watchdog_usec(d->sd))
+        log_msg(LOG_LEVEL_INFO, "watchdog: %" PRIu64 " ms", systemd_watchdog_usec(d->sd) / 1000);
+    char status[160];
+    status_text(d, status, sizeof(status));
+    if (d->restored.objects) {
+        size_t len = strlen(status);
+        snprintf(status + len, sizeof(status) - len, " (%u restored)", d->restored.objects);
+    }
+    systemd_ready(d->sd, status);
+}
+
+static void daemon_stop(struct daemon *d)
+{
+    struct event *evs[] = {d->ev_tick, d->ev_usr2, d->ev_int, d->ev_term};
+    for (size_t i = 0; i < ARRAY_SIZE(evs); i++)
+        if (evs[i])
+            event_free(evs[i]);
+    restorer_free(d->restorer);
+    /* Shutdown changes nothing in the store: it is the next instance's. */
+    fdstore_free(d->store);
+    server_free(d->server); /* before the registry: sessions hold objects */
+    pidwatch_free(d->pidwatch); /* after its subscribers */
+    registry_free(d->registry);
+    systemd_free(d->sd);
+    if (d->base)
+        event_base_free(d->base);
+}
+
 int main(int argc, char **argv)
 {
     struct options opt = {
@@ -423,107 +554,23 @@ int main(int argc, char **argv)
         return EXIT_FAILURE;
     }
     int listen_fd = take_listen_fd(passed, n_passed);
-
     _cleanup_(freep) char *path = NULL;
-    if (listen_fd < 0) {
-        if (opt.socket_path)
-            path = strdup(opt.socket_path);
-        else if (default_socket_path(&path) < 0) {
-            systemd_fds_free(passed, n_passed);
-            return EXIT_FAILURE;
-        }
-        if (!path) {
-            systemd_fds_free(passed, n_passed);
-            return EXIT_FAILURE;
-        }
+    if (listen_fd < 0 && socket_path_of(&opt, &path) < 0) {
+        systemd_fds_free(passed, n_passed);
+        return EXIT_FAILURE;
     }
 
     slock_set_wait_limit(MBQD_LOCK_WAIT_NS);
     slock_set_stuck_memo(MBQD_LOCK_STUCK_NS);
-    int ret = EXIT_FAILURE;
     struct daemon d = {0};
-    FdStore *store = NULL;
-    Restorer *restorer = NULL;
-    PidWatch *pidwatch = NULL;
-    struct event *ev_term = NULL, *ev_int = NULL, *ev_usr2 = NULL, *ev_tick = NULL;
-    d.base = event_base_new();
-    if (!d.base) {
-        log_msg(LOG_LEVEL_ERROR, "cannot create the event loop");
-        safe_close(listen_fd);
+    int ret = EXIT_FAILURE;
+    if (daemon_start(&d, &opt, listen_fd, path) < 0) {
+        systemd_fds_free(passed, n_passed);
         goto out;
     }
-    int r = registry_new(&d.registry);
-    if (r < 0) {
-        log_msg(LOG_LEVEL_ERROR, "cannot create the registry: %s", strerror(-r));
-        safe_close(listen_fd);
+    if (daemon_restore(&d, &opt, passed, n_passed) < 0 || daemon_add_events(&d) < 0)
         goto out;
-    }
-    registry_set_finalizer(d.registry, trigger_object_finalize);
-    registry_set_owner_pid(d.registry, identity_owner_pid);
-    r = pidwatch_new(&pidwatch, d.base);
-    if (r < 0) {
-        log_msg(LOG_LEVEL_ERROR, "cannot create the process watcher: %s", strerror(-r));
-        safe_close(listen_fd);
-        goto out;
-    }
-    r = server_new(&d.server, d.base, d.registry, pidwatch, &opt.limits, path, listen_fd);
-    if (r < 0)
-        goto out; /* server_new said why */
-    r = systemd_new(&d.sd, d.base, opt.hang_after_ms);
-    if (r < 0) {
-        log_msg(LOG_LEVEL_ERROR, "cannot set up the service manager interface: %s", strerror(-r));
-        goto out;
-    }
-
-    /* The fd store: only with a manager to keep it. */
-    unsigned store_max = fd_store_max(&opt);
-    if (systemd_notify_enabled() && store_max > 0) {
-        r = fdstore_new(&store, d.registry, store_max);
-        if (r < 0) {
-            log_msg(LOG_LEVEL_ERROR, "cannot set up the fd store: %s", strerror(-r));
-            goto out;
-        }
-    }
-    r = identity_setup(d.base, passed, n_passed, store != NULL);
-    if (r < 0) {
-        log_msg(LOG_LEVEL_ERROR, "cannot set up the client id table: %s", strerror(-r));
-        goto out;
-    }
-    struct restore_outcome restored;
-    r = restorer_new(&restorer, pidwatch, d.registry, d.server, store, passed, n_passed, &restored);
-    passed = systemd_fds_free(passed, n_passed);
-    if (r < 0) {
-        log_msg(LOG_LEVEL_ERROR, "cannot restore the stored objects: %s", strerror(-r));
-        goto out;
-    }
-
-    ev_term = evsignal_new(d.base, SIGTERM, on_signal, &d);
-    ev_int = evsignal_new(d.base, SIGINT, on_signal, &d);
-    ev_usr2 = evsignal_new(d.base, SIGUSR2, on_sigusr2, &d);
-    ev_tick = event_new(d.base, -1, EV_PERSIST, on_tick, &d);
-    struct timeval tick = {0, AGE_OUT_INTERVAL_MS * 1000};
-    if (!ev_term || !ev_int || !ev_usr2 || !ev_tick || event_add(ev_term, NULL) < 0 ||
-        event_add(ev_int, NULL) < 0 || event_add(ev_usr2, NULL) < 0 ||
-        event_add(ev_tick, &tick) < 0) {
-        log_msg(LOG_LEVEL_ERROR, "cannot set up signal and timer events");
-        goto out;
-    }
-
-    log_msg_fields(LOG_LEVEL_INFO, LOG_FIELDS(LOG_STR("SOCKET", server_address(d.server))),
-                   "mbqd %s listening on %s%s", MBQ_VERSION_STRING, server_address(d.server),
-                   store ? "; objects are kept in the service manager's fd store" : "");
-    if (store)
-        log_msg(LOG_LEVEL_DEBUG, "fd store: %u of %u descriptors in use", fdstore_count(store),
-                fdstore_max(store));
-    if (systemd_watchdog_usec(d.sd))
-        log_msg(LOG_LEVEL_INFO, "watchdog: %" PRIu64 " ms", systemd_watchdog_usec(d.sd) / 1000);
-    char status[160];
-    status_text(&d, status, sizeof(status));
-    if (restored.objects) {
-        size_t len = strlen(status);
-        snprintf(status + len, sizeof(status) - len, " (%u restored)", restored.objects);
-    }
-    systemd_ready(d.sd, status);
+    daemon_announce(&d);
 
     if (event_base_dispatch(d.base) < 0) {
         log_msg(LOG_LEVEL_ERROR, "the event loop failed");
@@ -533,27 +580,7 @@ int main(int argc, char **argv)
     log_msg(LOG_LEVEL_INFO, "stopping: closing %zu sessions, unmapping %zu objects",
             server_session_count(d.server), registry_count(d.registry));
     ret = EXIT_SUCCESS;
-
 out:
-    systemd_fds_free(passed, n_passed);
-    if (ev_tick)
-        event_free(ev_tick);
-    if (ev_usr2)
-        event_free(ev_usr2);
-    if (ev_int)
-        event_free(ev_int);
-    if (ev_term)
-        event_free(ev_term);
-    restorer_free(restorer);
-    /* Shutdown changes nothing in the store: it is the next instance's. */
-    store = fdstore_free(store);
-    server_free(d.server); /* before the registry: sessions hold objects */
-    pidwatch_free(pidwatch); /* after its subscribers */
-    registry_free(d.registry);
-    systemd_free(d.sd);
-    if (d.base)
-        event_base_free(d.base);
-    if (ret == EXIT_SUCCESS)
-        log_msg(LOG_LEVEL_INFO, "stopped");
+    daemon_stop(&d);
     return ret;
 }

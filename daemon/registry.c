@@ -553,6 +553,35 @@ static int object_attach(Object *o, int fd)
     return res;
 }
 
+/* A restored object's lists: the processes an unlinked object waits for,
+ * and a queue's bound pools (capped, without duplicates). 0 or -ENOMEM,
+ * with nothing allocated. */
+static int object_restore_lists(Object *o, const struct registry_restore *spec)
+{
+    if (spec->unlinked && spec->n_holders) {
+        o->waiting = calloc(spec->n_holders, sizeof(*o->waiting));
+        if (!o->waiting)
+            return -ENOMEM;
+        for (unsigned i = 0; i < spec->n_holders; i++)
+            if (spec->holders[i] > 0)
+                o->waiting[o->n_waiting++] = spec->holders[i];
+    }
+    if (o->kind == OBJECT_BUFFER_QUEUE && spec->n_bound) {
+        unsigned n = spec->n_bound < REGISTRY_MAX_BINDINGS ? spec->n_bound : REGISTRY_MAX_BINDINGS;
+        o->bound = calloc(n, sizeof(*o->bound));
+        if (!o->bound) {
+            free(o->waiting);
+            o->waiting = NULL;
+            return -ENOMEM;
+        }
+        o->cap_bound = n;
+        for (unsigned i = 0; i < n; i++)
+            if (spec->bound[i] && !registry_queue_may_carry(o, spec->bound[i]))
+                o->bound[o->n_bound++] = spec->bound[i];
+    }
+    return 0;
+}
+
 int registry_restore(Registry *r, const struct registry_restore *spec, int fd, Object **ret)
 {
     const struct object_config *c = &spec->config;
@@ -581,27 +610,10 @@ int registry_restore(Registry *r, const struct registry_restore *spec, int fd, O
     list_init(&o->triggers);
     list_init(&o->link);
     list_init(&o->pool_link);
-    if (spec->unlinked && spec->n_holders) {
-        o->waiting = calloc(spec->n_holders, sizeof(*o->waiting));
-        if (!o->waiting)
-            return -ENOMEM;
-        for (unsigned i = 0; i < spec->n_holders; i++)
-            if (spec->holders[i] > 0)
-                o->waiting[o->n_waiting++] = spec->holders[i];
-    }
-    if (c->kind == OBJECT_BUFFER_QUEUE && spec->n_bound) {
-        unsigned n = spec->n_bound < REGISTRY_MAX_BINDINGS ? spec->n_bound : REGISTRY_MAX_BINDINGS;
-        o->bound = calloc(n, sizeof(*o->bound));
-        if (!o->bound) {
-            free(o->waiting);
-            return -ENOMEM;
-        }
-        o->cap_bound = n;
-        for (unsigned i = 0; i < n; i++)
-            if (spec->bound[i] && !registry_queue_may_carry(o, spec->bound[i]))
-                o->bound[o->n_bound++] = spec->bound[i];
-    }
-    int res = object_attach(o, fd);
+    int res = object_restore_lists(o, spec);
+    if (res < 0)
+        return res;
+    res = object_attach(o, fd);
     if (res == 0) {
         res = user_charge(r, o->uid, object_segment_size(o));
         if (res < 0)

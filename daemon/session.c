@@ -588,6 +588,8 @@ static bool config_matches(const Object *o, const struct object_config *want, ch
     return true;
 }
 
+/* Size (96 lines), kept: the checks of a Create in the order a client's
+ * error messages follow (arguments, quotas, create-or-open), each one reply. */
 static int handle_create(Call *c, const Mbq__V1__Request *request)
 {
     const Mbq__V1__Create *req = request->create;
@@ -807,88 +809,74 @@ static int handle_list(Call *c, const Mbq__V1__Request *request)
     return 0;
 }
 
-static int handle_stat(Call *c, const Mbq__V1__Request *request)
-{
-    const Mbq__V1__Stat *req = request->stat;
-    Object *o = NULL;
-    int res = call_lookup_name(c, req->name, &o);
-    if (res < 0)
-        return res;
-    const Session *s = c->s;
-    if (!session_may_see(s, o))
-        return call_fail(c, -EACCES,
-                         "mbqd: permission denied: %s '%s' (owner %u:%u, mode %04o): Stat needs "
-                         "read and write access, as Open does",
-                         object_kind_name(o->kind), o->name, (unsigned)o->uid, (unsigned)o->gid,
-                         o->mode);
-    /* Who has it open (pids, uids, names) is for its owner and root. */
-    const bool details = registry_check_owner(o, s->uid) == 0;
-    struct object_stats st;
-    res = registry_object_stats(o, &st);
-    if (res < 0)
-        return call_fail(c, res, "mbqd: cannot read the counters of '%s': %s", o->name,
-                         status_name(res));
+/* The kind-specific counters of a Stat reply; they point into each other. */
+struct stat_bodies {
+    Mbq__V1__BufferQueueStats bq;
+    Mbq__V1__SimpleQueueStats sq;
+    Mbq__V1__PoolStats pool;
+    Mbq__V1__Time duration;
+};
 
-    InfoMsg m;
-    info_fill(&m, o);
-    Mbq__V1__StatReply sr = MBQ__V1__STAT_REPLY__INIT;
-    sr.object = &m.info;
-    Mbq__V1__BufferQueueStats bs = MBQ__V1__BUFFER_QUEUE_STATS__INIT;
-    Mbq__V1__SimpleQueueStats ss = MBQ__V1__SIMPLE_QUEUE_STATS__INIT;
-    Mbq__V1__PoolStats ps = MBQ__V1__POOL_STATS__INIT;
-    Mbq__V1__Time dur;
+static void stat_fill_counters(const Object *o, const struct object_stats *st,
+                               struct stat_bodies *b, Mbq__V1__StatReply *sr)
+{
     switch (o->kind) {
     case OBJECT_BUFFER_QUEUE:
-        bs.count = st.bq.count;
-        bs.enqueued = st.bq.enqueued;
-        bs.dequeued = st.bq.dequeued;
-        bs.dropped = st.bq.dropped;
-        bs.rejected_full = st.bq.rejected_full;
-        bs.high_water = st.bq.high_water;
-        bs.total_size = st.bq.total_size;
-        dur = time_to_proto(st.bq.duration);
-        bs.duration = &dur;
-        bs.end_of_data = st.bq.end_of_data;
-        bs.triggers = st.bq.triggers;
-        bs.repairs = st.bq.repairs;
-        bs.forged_entries = o->forged_entries;
-        bs.approximate = st.bq.approximate;
-        bs.lock_takeovers = lockwatch_broken(o->id);
-        sr.stats_case = MBQ__V1__STAT_REPLY__STATS_BUFFER_QUEUE;
-        sr.buffer_queue = &bs;
+        b->bq = (Mbq__V1__BufferQueueStats)MBQ__V1__BUFFER_QUEUE_STATS__INIT;
+        b->bq.count = st->bq.count;
+        b->bq.enqueued = st->bq.enqueued;
+        b->bq.dequeued = st->bq.dequeued;
+        b->bq.dropped = st->bq.dropped;
+        b->bq.rejected_full = st->bq.rejected_full;
+        b->bq.high_water = st->bq.high_water;
+        b->bq.total_size = st->bq.total_size;
+        b->duration = time_to_proto(st->bq.duration);
+        b->bq.duration = &b->duration;
+        b->bq.end_of_data = st->bq.end_of_data;
+        b->bq.triggers = st->bq.triggers;
+        b->bq.repairs = st->bq.repairs;
+        b->bq.forged_entries = o->forged_entries;
+        b->bq.approximate = st->bq.approximate;
+        b->bq.lock_takeovers = lockwatch_broken(o->id);
+        sr->stats_case = MBQ__V1__STAT_REPLY__STATS_BUFFER_QUEUE;
+        sr->buffer_queue = &b->bq;
         break;
     case OBJECT_SIMPLE_QUEUE:
-        ss.count = st.sq.count;
-        ss.capacity = st.sq.capacity;
-        sr.stats_case = MBQ__V1__STAT_REPLY__STATS_SIMPLE_QUEUE;
-        sr.simple_queue = &ss;
+        b->sq = (Mbq__V1__SimpleQueueStats)MBQ__V1__SIMPLE_QUEUE_STATS__INIT;
+        b->sq.count = st->sq.count;
+        b->sq.capacity = st->sq.capacity;
+        sr->stats_case = MBQ__V1__STAT_REPLY__STATS_SIMPLE_QUEUE;
+        sr->simple_queue = &b->sq;
         break;
     case OBJECT_POOL:
-        ps.block_size = st.pool.block_size;
-        ps.block_count = st.pool.block_count;
-        ps.used = st.pool.used;
-        ps.warm = st.pool.warm;
-        ps.cold = st.pool.cold;
-        ps.allocs = st.pool.allocs;
-        ps.frees = st.pool.frees;
-        ps.aged_out = st.pool.aged_out;
-        ps.invalidated = st.pool.invalidated;
-        ps.approximate = st.pool.approximate;
-        ps.lock_takeovers = lockwatch_broken(o->id);
-        sr.stats_case = MBQ__V1__STAT_REPLY__STATS_POOL;
-        sr.pool = &ps;
+        b->pool = (Mbq__V1__PoolStats)MBQ__V1__POOL_STATS__INIT;
+        b->pool.block_size = st->pool.block_size;
+        b->pool.block_count = st->pool.block_count;
+        b->pool.used = st->pool.used;
+        b->pool.warm = st->pool.warm;
+        b->pool.cold = st->pool.cold;
+        b->pool.allocs = st->pool.allocs;
+        b->pool.frees = st->pool.frees;
+        b->pool.aged_out = st->pool.aged_out;
+        b->pool.invalidated = st->pool.invalidated;
+        b->pool.approximate = st->pool.approximate;
+        b->pool.lock_takeovers = lockwatch_broken(o->id);
+        sr->stats_case = MBQ__V1__STAT_REPLY__STATS_POOL;
+        sr->pool = &b->pool;
         break;
     }
+}
 
-    _cleanup_(freep) Mbq__V1__ClientInfo *ci = calloc(o->open_count + 1, sizeof(*ci));
-    _cleanup_(freep) Mbq__V1__ClientInfo **cip = calloc(o->open_count + 1, sizeof(*cip));
-    if (!ci || !cip)
-        return -ENOMEM;
-    size_t used = mbq__v1__stat_reply__get_packed_size(&sr), k = 0;
+/* The sessions that have o open, into ci/cip (open_count + 1 each), as
+ * many as fit the reply after what sr already holds. Their number. */
+static size_t stat_fill_clients(Object *o, const Mbq__V1__StatReply *sr,
+                                Mbq__V1__ClientInfo *ci, Mbq__V1__ClientInfo **cip)
+{
+    size_t used = mbq__v1__stat_reply__get_packed_size(sr), k = 0;
     list_for_each_safe(it, &o->handles) {
         const Handle *h = list_entry(it, Handle, object_link);
         const Session *peer = h->session;
-        if (!details || k == o->open_count)
+        if (k == o->open_count)
             break;
         ci[k] = (Mbq__V1__ClientInfo)MBQ__V1__CLIENT_INFO__INIT;
         ci[k].session_id = peer->id;
@@ -906,7 +894,42 @@ static int handle_stat(Call *c, const Mbq__V1__Request *request)
         cip[k] = &ci[k];
         k++;
     }
-    sr.n_clients = k;
+    return k;
+}
+
+static int handle_stat(Call *c, const Mbq__V1__Request *request)
+{
+    const Mbq__V1__Stat *req = request->stat;
+    Object *o = NULL;
+    int res = call_lookup_name(c, req->name, &o);
+    if (res < 0)
+        return res;
+    const Session *s = c->s;
+    if (!session_may_see(s, o))
+        return call_fail(c, -EACCES,
+                         "mbqd: permission denied: %s '%s' (owner %u:%u, mode %04o): Stat needs "
+                         "read and write access, as Open does",
+                         object_kind_name(o->kind), o->name, (unsigned)o->uid, (unsigned)o->gid,
+                         o->mode);
+    struct object_stats st;
+    res = registry_object_stats(o, &st);
+    if (res < 0)
+        return call_fail(c, res, "mbqd: cannot read the counters of '%s': %s", o->name,
+                         status_name(res));
+
+    InfoMsg m;
+    info_fill(&m, o);
+    Mbq__V1__StatReply sr = MBQ__V1__STAT_REPLY__INIT;
+    sr.object = &m.info;
+    struct stat_bodies bodies;
+    stat_fill_counters(o, &st, &bodies, &sr);
+    _cleanup_(freep) Mbq__V1__ClientInfo *ci = calloc(o->open_count + 1, sizeof(*ci));
+    _cleanup_(freep) Mbq__V1__ClientInfo **cip = calloc(o->open_count + 1, sizeof(*cip));
+    if (!ci || !cip)
+        return -ENOMEM;
+    /* Who has it open (pids, uids, names) is for its owner and root. */
+    if (registry_check_owner(o, s->uid) == 0)
+        sr.n_clients = stat_fill_clients(o, &sr, ci, cip);
     sr.clients = cip;
     Mbq__V1__Response r = MBQ__V1__RESPONSE__INIT;
     r.body_case = MBQ__V1__RESPONSE__BODY_STAT;

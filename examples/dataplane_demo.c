@@ -1,23 +1,22 @@
 /* mbq data-plane demo: a producer process and a consumer process share a
- * memory pool and a buffer queue through sealed memfds, with no daemon.
+ * memory pool and a buffer queue through mbqd, using <mbq/mbq.h> only.
  *
- * The parent creates the pool and the queue, then forks a producer and a
- * consumer; each attaches to the segments from the inherited fds, as an
- * unrelated process given the fds would. The producer fills pool buffers with
- * synthetic NV12 frames (frame number, timestamps and a checksum in each)
- * at a fixed rate and enqueues them; the consumer blocks on the queue,
+ * The parent connects to mbqd (--socket, else $MBQ_SOCKET or the default
+ * path), creates a pool and a buffer queue under names of its own, then
+ * forks a producer and a consumer; each connects on its own and opens both
+ * by name, as an unrelated process would. The producer fills pool buffers
+ * with synthetic NV12 frames (frame number, timestamps and a checksum in
+ * each) at a fixed rate and enqueues them; the consumer blocks on the queue,
  * verifies every frame and its timestamp order, releases the buffer, and
- * prints what flows once a second. The producer marks end of data when done;
- * the consumer drains and prints a summary. The parent checks both exit
- * statuses and that every buffer went back to the pool. */
-#include "bq.h"
-#include "futex.h"
-#include "pool.h"
+ * prints what flows once a second. The producer marks end of data when
+ * done; the consumer drains and prints a summary. The parent checks both
+ * exit statuses and that every buffer went back to the pool, then unlinks
+ * the names. Start a daemon first, e.g. `mbqd --socket /tmp/mbq.sock &`. */
+#include <mbq/mbq.h>
 
 #include <errno.h>
 #include <getopt.h>
-#include <mbq/status.h>
-#include <sched.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,8 +24,6 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-
-#define DEMO_POOL_ID 1
 
 struct frame_header {
     uint64_t number;
@@ -37,6 +34,8 @@ struct frame_header {
 
 struct demo_opts {
     unsigned frames, fps, width, height, blocks;
+    const char *socket; /* NULL: the default */
+    char pool_name[64], queue_name[64];
 };
 
 static volatile sig_atomic_t stop_requested;
@@ -47,16 +46,11 @@ static void on_signal(int sig)
     stop_requested = 1;
 }
 
-/* The hooks that tie the queue's references to the pool. */
-static int hook_retain(void *ctx, uint32_t pool_id, uint64_t h, bool by_client)
+static uint64_t mono_ns(void)
 {
-    return pool_id == DEMO_POOL_ID ? pool_retain(ctx, h, by_client) : -EINVAL;
-}
-
-static void hook_release(void *ctx, uint32_t pool_id, uint64_t h)
-{
-    if (pool_id == DEMO_POOL_ID)
-        pool_release(ctx, h, false);
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
 static uint64_t checksum(const uint8_t *p, size_t n)
@@ -73,17 +67,55 @@ static size_t frame_bytes(const struct demo_opts *o)
     return (size_t)o->width * o->height * 3 / 2; /* NV12: Y plane + interleaved UV */
 }
 
-static int run_producer(int pool_fd, int q_fd, const struct demo_opts *o)
+/* What a child process holds: its own connection and handles. */
+struct side {
+    mbq_client *client;
+    mbq_pool *pool;
+    mbq_buffer_queue *queue;
+};
+
+static int side_open(struct side *sd, const struct demo_opts *o, const char *who)
 {
-    struct pool pool;
-    struct bq q;
-    if (pool_attach(pool_fd, &pool) < 0 || bq_attach(q_fd, &q) < 0)
+    *sd = (struct side){0};
+    int r = mbq_connect(o->socket, who, &sd->client);
+    if (r == 0)
+        r = mbq_pool_open(sd->client, o->pool_name, &sd->pool);
+    if (r == 0)
+        r = mbq_buffer_queue_open(sd->client, o->queue_name, &sd->queue);
+    if (r != 0)
+        fprintf(stderr, "%s: %s\n", who, mbq_status_string(r));
+    return r;
+}
+
+static void side_close(struct side *sd)
+{
+    mbq_buffer_queue_close(sd->queue);
+    mbq_pool_close(sd->pool);
+    mbq_disconnect(sd->client);
+}
+
+static void fill_frame(uint8_t *data, unsigned n, const struct demo_opts *o)
+{
+    struct frame_header *fh = (struct frame_header *)data;
+    uint8_t *pix = data + sizeof(*fh);
+    /* a moving gradient, so each frame differs */
+    for (unsigned y = 0; y < o->height; y++)
+        memset(pix + (size_t)y * o->width, (int)((y + n) & 0xff), o->width);
+    memset(pix + (size_t)o->width * o->height, 128, frame_bytes(o) - (size_t)o->width * o->height);
+    fh->number = n;
+    fh->width = o->width;
+    fh->height = o->height;
+    fh->checksum = checksum(pix, frame_bytes(o));
+}
+
+static int run_producer(const struct demo_opts *o)
+{
+    struct side sd;
+    if (side_open(&sd, o, "demo-producer") != 0)
         return 2;
-    bq_set_hooks(&q, &(struct bq_hooks){.ctx = &pool, .retain = hook_retain,
-                                        .release = hook_release});
     size_t bytes = sizeof(struct frame_header) + frame_bytes(o);
     uint64_t period = 1000000000ull / o->fps, start = mono_ns();
-    unsigned waits = 0;
+    int r = 0;
     for (unsigned n = 0; n < o->frames && !stop_requested; n++) {
         uint64_t due = start + n * period;
         struct timespec ts = {.tv_sec = (time_t)(due / 1000000000u),
@@ -91,51 +123,32 @@ static int run_producer(int pool_fd, int q_fd, const struct demo_opts *o)
         while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR &&
                !stop_requested)
             ;
-        uint64_t h;
-        int r;
         /* The pool is the back-pressure: if every block is in flight, the
-         * consumer is behind; wait for one to come back. */
-        while ((r = pool_alloc(&pool, bytes, &h)) == MBQ_POOL_ERR_ALLOCATION_FAILED &&
-               !stop_requested) {
-            waits++;
-            sched_yield();
-        }
-        if (r < 0)
+         * consumer is behind; wait (a second at most) for one to come back. */
+        mbq_buffer b;
+        r = mbq_pool_allocate_wait(sd.pool, bytes, 1000000000, &b);
+        if (r != 0)
             break;
-        uint8_t *data = pool_data(&pool, h);
-        struct frame_header *fh = (struct frame_header *)data;
-        uint8_t *pix = data + sizeof(*fh);
-        /* a moving gradient, so each frame differs */
-        for (unsigned y = 0; y < o->height; y++)
-            memset(pix + (size_t)y * o->width, (int)((y + n) & 0xff), o->width);
-        memset(pix + (size_t)o->width * o->height, 128, frame_bytes(o) - (size_t)o->width * o->height);
-        fh->number = n;
-        fh->width = o->width;
-        fh->height = o->height;
-        fh->checksum = checksum(pix, frame_bytes(o));
-        struct bq_entry e = {
-            .handle = h,
-            .pool_id = DEMO_POOL_ID,
-            .pts = mbq_time_make((int64_t)n, (int32_t)o->fps),
-            .dts = mbq_time_make((int64_t)n, (int32_t)o->fps),
-            .duration = mbq_time_make(1, (int32_t)o->fps),
-            .size = bytes,
-        };
-        fh->produced_ns = mono_ns();
-        r = bq_enqueue(&q, &e);
-        pool_release(&pool, h, true); /* the queue holds its own reference now */
+        uint8_t *data = mbq_buffer_get_data(b, NULL);
+        fill_frame(data, n, o);
+        mbq_time t = mbq_time_make((int64_t)n, (int32_t)o->fps);
+        mbq_buffer_set_timing(b, t, t, mbq_time_make(1, (int32_t)o->fps));
+        mbq_buffer_set_data_size(b, bytes);
+        ((struct frame_header *)data)->produced_ns = mono_ns();
+        r = mbq_buffer_queue_enqueue_and_release(sd.queue, b);
         if (r != 0) {
-            fprintf(stderr, "producer: enqueue failed: %d\n", r);
+            mbq_buffer_release(b);
             break;
         }
     }
-    bq_mark_end_of_data(&q);
-    printf("producer: done, %u frames of %ux%u NV12 (%zu bytes each)%s\n", o->frames, o->width,
-           o->height, bytes, waits ? ", waited for free buffers" : "");
+    if (r != 0)
+        fprintf(stderr, "producer: %s\n", mbq_status_string(r));
+    mbq_buffer_queue_mark_end_of_data(sd.queue);
+    printf("producer: done, %u frames of %ux%u NV12 (%zu bytes each)\n", o->frames, o->width,
+           o->height, bytes);
     fflush(stdout);
-    bq_detach(&q);
-    pool_detach(&pool);
-    return 0;
+    side_close(&sd);
+    return r != 0;
 }
 
 static int cmp_u64(const void *a, const void *b)
@@ -144,54 +157,56 @@ static int cmp_u64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-static int run_consumer(int pool_fd, int q_fd, const struct demo_opts *o)
+/* Whether the frame in b is the expected one, intact and after last_pts. */
+static bool frame_ok(mbq_buffer b, uint64_t expected, mbq_time last_pts, const struct demo_opts *o,
+                     uint64_t *produced_ns, mbq_time *pts)
 {
-    struct pool pool;
-    struct bq q;
-    if (pool_attach(pool_fd, &pool) < 0 || bq_attach(q_fd, &q) < 0)
+    const uint8_t *data = mbq_buffer_get_data(b, NULL);
+    mbq_time dts, dur;
+    if (!data || mbq_buffer_get_timing(b, &dts, pts, &dur) != 0)
+        return false;
+    const struct frame_header *fh = (const struct frame_header *)data;
+    *produced_ns = fh->produced_ns;
+    return fh->number == expected && fh->checksum == checksum(data + sizeof(*fh), frame_bytes(o)) &&
+           mbq_time_compare(*pts, last_pts) > 0;
+}
+
+static int run_consumer(const struct demo_opts *o)
+{
+    struct side sd;
+    if (side_open(&sd, o, "demo-consumer") != 0)
         return 2;
-    bq_set_hooks(&q, &(struct bq_hooks){.ctx = &pool, .retain = hook_retain,
-                                        .release = hook_release});
     uint64_t *lat = calloc(o->frames ? o->frames : 1, sizeof(*lat));
     if (!lat)
         return 2;
-    uint64_t expected = 0, bad = 0, second_start = mono_ns(), in_second = 0, total = 0;
+    uint64_t bad = 0, second_start = mono_ns(), in_second = 0, total = 0;
     mbq_time last_pts = MBQ_TIME_NEGATIVE_INFINITY;
     for (;;) {
-        struct bq_entry e;
-        int r = bq_dequeue_wait(&q, &e, 2000000000);
-        if (r == -ENODATA)
-            break;
-        if (r == -ETIMEDOUT && stop_requested)
+        mbq_buffer b;
+        int r = mbq_buffer_queue_dequeue_wait(sd.queue, 2000000000, &b);
+        if (r == -ENODATA || (r == -ETIMEDOUT && stop_requested))
             break;
         if (r != 0) {
-            fprintf(stderr, "consumer: dequeue failed: %d\n", r);
+            fprintf(stderr, "consumer: dequeue failed: %s\n", mbq_status_string(r));
             bad++;
             break;
         }
-        uint64_t now = mono_ns();
-        pool_adopt(&pool, e.handle);
-        const uint8_t *data = pool_data(&pool, e.handle);
-        const struct frame_header *fh = (const struct frame_header *)data;
-        if (!data || fh->number != expected ||
-            fh->checksum != checksum(data + sizeof(*fh), frame_bytes(o)) ||
-            mbq_time_compare(e.pts, last_pts) <= 0)
+        uint64_t now = mono_ns(), produced = now;
+        mbq_time pts = MBQ_TIME_INVALID;
+        if (!frame_ok(b, total, last_pts, o, &produced, &pts))
             bad++;
-        if (data && total < o->frames)
-            lat[total] = now - fh->produced_ns;
-        last_pts = e.pts;
-        expected = (data ? fh->number : expected) + 1;
-        pool_release(&pool, e.handle, true);
+        if (total < o->frames)
+            lat[total] = now - produced;
+        last_pts = pts;
+        mbq_buffer_release(b);
         total++;
         in_second++;
         if (now - second_start >= 1000000000u) {
-            struct pool_stats ps;
-            pool_stats(&pool, &ps);
             printf("consumer: frame %6llu  pts %7.3f s  %3llu fps  latency %5.1f us  "
-                   "queue depth %lld  pool %u/%u in use  errors %llu\n",
-                   (unsigned long long)(expected - 1), mbq_time_get_seconds(e.pts),
-                   (unsigned long long)in_second, (double)(now - fh->produced_ns) / 1e3,
-                   (long long)bq_count(&q), ps.used, ps.block_count, (unsigned long long)bad);
+                   "queue depth %lld  errors %llu\n",
+                   (unsigned long long)(total - 1), mbq_time_get_seconds(pts),
+                   (unsigned long long)in_second, (double)(now - produced) / 1e3,
+                   (long long)mbq_buffer_queue_get_buffer_count(sd.queue), (unsigned long long)bad);
             fflush(stdout);
             in_second = 0;
             second_start = now;
@@ -206,18 +221,62 @@ static int run_consumer(int pool_fd, int q_fd, const struct demo_opts *o)
            n ? lat[n - 1] / 1e3 : 0.0);
     fflush(stdout);
     free(lat);
-    bq_detach(&q);
-    pool_detach(&pool);
+    side_close(&sd);
     return bad || (total != o->frames && !stop_requested) ? 1 : 0;
 }
 
 static void usage(const char *argv0)
 {
     fprintf(stderr,
-            "usage: %s [--frames N] [--fps N] [--width W] [--height H] [--blocks N]\n"
+            "usage: %s [--socket PATH] [--frames N] [--fps N] [--width W] [--height H] "
+            "[--blocks N]\n"
             "Streams synthetic NV12 frames from a producer process to a consumer process\n"
-            "through an mbq pool and buffer queue in shared memory.\n",
+            "through an mbq pool and buffer queue in shared memory (mbqd must be running).\n",
             argv0);
+}
+
+/* Creates the pool and the queue the children open by name. */
+static int create_objects(mbq_client *c, const struct demo_opts *o, mbq_pool **pool,
+                          mbq_buffer_queue **queue)
+{
+    size_t bytes = sizeof(struct frame_header) + frame_bytes(o);
+    mbq_pool_options po = {.size = sizeof po, .block_size = bytes, .block_count = o->blocks,
+                           .exclusive = true};
+    int r = mbq_pool_create(c, o->pool_name, &po, pool);
+    if (r != 0) {
+        fprintf(stderr, "pool %s: %s\n", o->pool_name, mbq_status_string(r));
+        return r;
+    }
+    mbq_buffer_queue_options qo = {.size = sizeof qo, .capacity = o->blocks,
+                                   .order = MBQ_ORDER_PRESENTATION_TIME, .exclusive = true};
+    r = mbq_buffer_queue_create(c, o->queue_name, &qo, queue);
+    if (r != 0)
+        fprintf(stderr, "queue %s: %s\n", o->queue_name, mbq_status_string(r));
+    return r;
+}
+
+/* Runs the producer and the consumer; 0 if both succeeded. */
+static int run_children(const struct demo_opts *o)
+{
+    pid_t kids[2];
+    for (int i = 0; i < 2; i++) {
+        kids[i] = fork();
+        if (kids[i] < 0) {
+            perror("fork");
+            return 1;
+        }
+        if (kids[i] == 0)
+            _exit(i == 0 ? run_producer(o) : run_consumer(o));
+    }
+    int failed = 0;
+    for (int i = 0; i < 2; i++) {
+        int st;
+        while (waitpid(kids[i], &st, 0) < 0 && errno == EINTR)
+            ;
+        if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+            failed = 1;
+    }
+    return failed;
 }
 
 int main(int argc, char **argv)
@@ -226,11 +285,16 @@ int main(int argc, char **argv)
     static const struct option longopts[] = {
         {"frames", required_argument, NULL, 'n'}, {"fps", required_argument, NULL, 'f'},
         {"width", required_argument, NULL, 'w'},  {"height", required_argument, NULL, 'h'},
-        {"blocks", required_argument, NULL, 'b'}, {"help", no_argument, NULL, '?'},
+        {"blocks", required_argument, NULL, 'b'}, {"socket", required_argument, NULL, 's'},
+        {"help", no_argument, NULL, '?'},
         {0},
     };
     for (int c; (c = getopt_long(argc, argv, "", longopts, NULL)) != -1;) {
         unsigned long v = 0;
+        if (c == 's') {
+            o.socket = optarg;
+            continue;
+        }
         if (optarg) {
             char *end;
             v = strtoul(optarg, &end, 10);
@@ -250,61 +314,41 @@ int main(int argc, char **argv)
     }
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
+    snprintf(o.pool_name, sizeof o.pool_name, "demo/%d/pool", (int)getpid());
+    snprintf(o.queue_name, sizeof o.queue_name, "demo/%d/frames", (int)getpid());
 
-    size_t bytes = sizeof(struct frame_header) + frame_bytes(&o);
-    struct pool pool;
-    struct bq q;
-    int r = pool_create(&(struct pool_params){.block_size = bytes, .block_count = o.blocks,
-                                              .prefault = true},
-                        &pool);
-    if (r < 0) {
-        fprintf(stderr, "pool_create: %d\n", r);
+    mbq_client *c = NULL;
+    mbq_pool *pool = NULL;
+    mbq_buffer_queue *q = NULL;
+    int r = mbq_connect(o.socket, "demo", &c);
+    if (r != 0) {
+        fprintf(stderr, "cannot connect to mbqd: %s (start it first, or give --socket)\n",
+                mbq_status_string(r));
         return 1;
     }
-    r = bq_create(&(struct bq_params){.capacity = o.blocks, .order = BQ_ORDER_PTS}, &q);
-    if (r < 0) {
-        fprintf(stderr, "bq_create: %d\n", r);
-        return 1;
+    int failed = create_objects(c, &o, &pool, &q) != 0;
+    if (!failed) {
+        printf("mbq data-plane demo: pool of %u x %zu-byte blocks, buffer queue (sorted by PTS, "
+               "capacity %u), %u frames at %u fps\n",
+               o.blocks, sizeof(struct frame_header) + frame_bytes(&o), o.blocks, o.frames, o.fps);
+        fflush(stdout);
+        failed = run_children(&o);
     }
-    printf("mbq data-plane demo: pool of %u x %zu-byte blocks, buffer queue (sorted by PTS, "
-           "capacity %u), %u frames at %u fps\n",
-           o.blocks, bytes, o.blocks, o.frames, o.fps);
-    fflush(stdout);
-
-    pid_t kids[2];
-    for (int i = 0; i < 2; i++) {
-        kids[i] = fork();
-        if (kids[i] < 0) {
-            perror("fork");
-            return 1;
-        }
-        if (kids[i] == 0)
-            _exit(i == 0 ? run_producer(pool.seg.fd, q.seg.fd, &o)
-                         : run_consumer(pool.seg.fd, q.seg.fd, &o));
+    mbq_buffer_queue_stats qs = {.size = sizeof qs};
+    mbq_object_info pi = {.size = sizeof pi};
+    if (!failed && mbq_buffer_queue_get_stats(q, &qs) == 0 && mbq_stat(c, o.pool_name, &pi) == 0) {
+        printf("queue: %llu enqueued, %llu dequeued, high-water %llu; pool: %u of %u blocks in "
+               "use at exit\n",
+               (unsigned long long)qs.enqueued, (unsigned long long)qs.dequeued,
+               (unsigned long long)qs.high_water, pi.blocks_used, pi.block_count);
+        failed = pi.blocks_used != 0;
     }
-    int failed = 0;
-    for (int i = 0; i < 2; i++) {
-        int st;
-        while (waitpid(kids[i], &st, 0) < 0 && errno == EINTR)
-            ;
-        if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
-            failed = 1;
-    }
-    pool_reclaim_dead(&pool);
-    struct pool_stats ps;
-    pool_stats(&pool, &ps);
-    struct bq_stats qs;
-    bq_stats(&q, &qs);
-    printf("queue: %llu enqueued, %llu dequeued, high-water %llu; pool: %llu allocations, "
-           "%u of %u blocks in use at exit\n",
-           (unsigned long long)qs.enqueued, (unsigned long long)qs.dequeued,
-           (unsigned long long)qs.high_water, (unsigned long long)ps.allocs, ps.used,
-           ps.block_count);
-    if (ps.used != 0)
-        failed = 1;
     printf("%s\n", failed ? "FAILED" : "ok: every frame arrived intact and in order, "
                                        "every buffer returned to the pool");
-    bq_detach(&q);
-    pool_detach(&pool);
+    mbq_buffer_queue_close(q);
+    mbq_pool_close(pool);
+    mbq_unlink(c, o.queue_name);
+    mbq_unlink(c, o.pool_name);
+    mbq_disconnect(c);
     return failed;
 }

@@ -22,10 +22,13 @@
 #include <stdint.h>
 
 #define SQ_MAX_CAPACITY (1 << 24)
-/* Each value has a cache line of its own: with eight to a line, a consumer
- * that keeps up reads the line the producer is writing and the line bounces
- * between the cores up to eight times (measured: half the raw ring's rate). */
-#define SQ_SLOT_WORDS 8
+/* Values are packed, eight to a cache line. A consumer that keeps up reads
+ * the line the producer is writing, which costs one transfer each way per
+ * value: what a line per value costs too. A consumer that is behind reads
+ * eight values per transfer, and the producer takes the line back once per
+ * eight. The other side's counter is read only when the cached copy says
+ * full or empty, so a line per value bought nothing. */
+#define SQ_SLOT_WORDS 1
 
 struct sq_shared; /* sq_layout.h */
 

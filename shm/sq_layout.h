@@ -20,7 +20,8 @@ struct sq_shared {
     _Alignas(128) _Atomic uint64_t head; /* written by the consumer only */
     uint8_t pad2[120];
     /* uint64_t values[capacity * SQ_SLOT_WORDS] at values_offset; value i at
-     * word i * SQ_SLOT_WORDS */
+     * word i * SQ_SLOT_WORDS (layout 6: packed, SQ_SLOT_WORDS 1; layout 5
+     * had a cache line per value) */
 };
 _Static_assert(offsetof(struct sq_shared, tail) == 128, "sq layout");
 _Static_assert(offsetof(struct sq_shared, head) == 256, "sq layout");

@@ -469,6 +469,128 @@ static int cmd_stat(struct ctl *ctl, const char *name)
 
 /* ---- create / unlink ----------------------------------------------------------------- */
 
+/* What `create` was asked for. */
+struct create_args {
+    const char *kind, *name;
+    bool bq, sq, pool;
+    uint64_t capacity, block_size, blocks;
+    bool have_capacity, drop_oldest;
+    double age_out;
+    uint32_t mode;
+    mbq_buffer_queue_order order;
+};
+
+static bool parse_order(const char *s, mbq_buffer_queue_order *out)
+{
+    static const struct {
+        const char *name;
+        mbq_buffer_queue_order order;
+    } orders[] = {{"fifo", MBQ_ORDER_FIFO},
+                  {"pts", MBQ_ORDER_PRESENTATION_TIME},
+                  {"dts", MBQ_ORDER_DECODE_TIME}};
+    for (size_t i = 0; i < sizeof(orders) / sizeof(orders[0]); i++)
+        if (!strcmp(s, orders[i].name)) {
+            *out = orders[i].order;
+            return true;
+        }
+    return false;
+}
+
+/* One option of `create` (getopt's c, with optarg). EXIT_OK or a usage error. */
+static int create_option(struct ctl *ctl, struct create_args *a, int c)
+{
+    char *end;
+    switch (c) {
+    case 'c':
+        if (!parse_u64(optarg, a->sq ? (1u << 24) : (1u << 20), false, &a->capacity))
+            return usage_error("bad --capacity '%s'", optarg);
+        a->have_capacity = true;
+        return EXIT_OK;
+    case 'o':
+        return parse_order(optarg, &a->order)
+                   ? EXIT_OK
+                   : usage_error("bad --order '%s' (fifo, pts or dts)", optarg);
+    case 'd':
+        a->drop_oldest = true;
+        return EXIT_OK;
+    case 'b':
+        return parse_u64(optarg, UINT64_MAX, true, &a->block_size) && a->block_size
+                   ? EXIT_OK
+                   : usage_error("bad --block-size '%s'", optarg);
+    case 'n':
+        return parse_u64(optarg, UINT32_MAX, true, &a->blocks) && a->blocks
+                   ? EXIT_OK
+                   : usage_error("bad --blocks '%s'", optarg);
+    case 'a':
+        a->age_out = strtod(optarg, &end);
+        return !*end && a->age_out >= 0 && a->age_out <= 1e6
+                   ? EXIT_OK
+                   : usage_error("bad --age-out '%s' (seconds)", optarg);
+    case 'm':
+        return parse_mode(optarg, &a->mode)
+                   ? EXIT_OK
+                   : usage_error("bad --mode '%s' (octal, e.g. 0644)", optarg);
+    case 'j':
+        ctl->json = true;
+        return EXIT_OK;
+    case 's':
+        ctl->socket = optarg;
+        return EXIT_OK;
+    default:
+        return EXIT_USAGE;
+    }
+}
+
+/* Whether the options fit the kind. EXIT_OK or a usage error. */
+static int create_check(const struct create_args *a)
+{
+    if ((!a->bq && (a->order != MBQ_ORDER_FIFO || a->drop_oldest)) ||
+        (!a->pool && (a->block_size || a->blocks)) || (a->pool && a->have_capacity))
+        return usage_error("an option does not apply to a %s", a->kind);
+    if (a->sq && (!a->have_capacity || a->capacity == 0))
+        return usage_error("%s", "a simple queue needs --capacity N (1..16777216)");
+    if (a->pool && (!a->block_size || !a->blocks))
+        return usage_error("%s", "a pool needs --block-size N and --blocks N");
+    return EXIT_OK;
+}
+
+/* Creates the object (exclusively) and closes it again: it lives on in mbqd. */
+static int create_object(struct ctl *ctl, const struct create_args *a)
+{
+    int r;
+    if (a->bq) {
+        mbq_buffer_queue_options o = {
+            .size = sizeof(o),
+            .capacity = (uint32_t)a->capacity,
+            .order = a->order,
+            .full_policy = a->drop_oldest ? MBQ_FULL_DROP_OLDEST : MBQ_FULL_FAIL,
+            .mode = a->mode,
+            .exclusive = true};
+        mbq_buffer_queue *q;
+        r = mbq_buffer_queue_create(ctl->client, a->name, &o, &q);
+        if (r == 0)
+            mbq_buffer_queue_close(q);
+    } else if (a->sq) {
+        mbq_simple_queue_options o = {.size = sizeof(o), .mode = a->mode, .exclusive = true};
+        mbq_simple_queue *q;
+        r = mbq_simple_queue_create(ctl->client, a->name, (int32_t)a->capacity, &o, &q);
+        if (r == 0)
+            mbq_simple_queue_close(q);
+    } else {
+        mbq_pool_options o = {.size = sizeof(o),
+                              .block_size = a->block_size,
+                              .block_count = (uint32_t)a->blocks,
+                              .age_out_seconds = a->age_out,
+                              .mode = a->mode,
+                              .exclusive = true};
+        mbq_pool *p;
+        r = mbq_pool_create(ctl->client, a->name, &o, &p);
+        if (r == 0)
+            mbq_pool_close(p);
+    }
+    return r;
+}
+
 static int cmd_create(struct ctl *ctl, int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -485,113 +607,35 @@ static int cmd_create(struct ctl *ctl, int argc, char **argv)
     };
     if (argc < 3)
         return usage_error("%s", "create needs a kind (buffer-queue, simple-queue, pool) and a name");
-    const char *kind = argv[1], *name = argv[2];
-    bool bq = !strcmp(kind, "buffer-queue"), sq = !strcmp(kind, "simple-queue"),
-         pool = !strcmp(kind, "pool");
-    if (!bq && !sq && !pool)
-        return usage_error("unknown kind '%s' (buffer-queue, simple-queue or pool)", kind);
-    uint64_t capacity = 0, block_size = 0, blocks = 0;
-    bool have_capacity = false, drop_oldest = false;
-    double age_out = 0;
-    uint32_t mode = 0;
-    mbq_buffer_queue_order order = MBQ_ORDER_FIFO;
+    struct create_args a = {.kind = argv[1], .name = argv[2], .order = MBQ_ORDER_FIFO};
+    a.bq = !strcmp(a.kind, "buffer-queue");
+    a.sq = !strcmp(a.kind, "simple-queue");
+    a.pool = !strcmp(a.kind, "pool");
+    if (!a.bq && !a.sq && !a.pool)
+        return usage_error("unknown kind '%s' (buffer-queue, simple-queue or pool)", a.kind);
     /* options after the name: parse argv[2..] as its own vector (argv[2],
      * the name, stands where getopt expects the program name) */
     int oargc = argc - 2;
     char **oargv = argv + 2;
     optind = 0; /* glibc: start over */
-    int c;
-    while ((c = getopt_long(oargc, oargv, "", opts, NULL)) != -1) {
-        switch (c) {
-        case 'c':
-            if (!parse_u64(optarg, sq ? (1u << 24) : (1u << 20), false, &capacity))
-                return usage_error("bad --capacity '%s'", optarg);
-            have_capacity = true;
-            break;
-        case 'o':
-            if (!strcmp(optarg, "fifo"))
-                order = MBQ_ORDER_FIFO;
-            else if (!strcmp(optarg, "pts"))
-                order = MBQ_ORDER_PRESENTATION_TIME;
-            else if (!strcmp(optarg, "dts"))
-                order = MBQ_ORDER_DECODE_TIME;
-            else
-                return usage_error("bad --order '%s' (fifo, pts or dts)", optarg);
-            break;
-        case 'd': drop_oldest = true; break;
-        case 'b':
-            if (!parse_u64(optarg, UINT64_MAX, true, &block_size) || !block_size)
-                return usage_error("bad --block-size '%s'", optarg);
-            break;
-        case 'n':
-            if (!parse_u64(optarg, UINT32_MAX, true, &blocks) || !blocks)
-                return usage_error("bad --blocks '%s'", optarg);
-            break;
-        case 'a': {
-            char *end;
-            age_out = strtod(optarg, &end);
-            if (*end || !(age_out >= 0) || age_out > 1e6)
-                return usage_error("bad --age-out '%s' (seconds)", optarg);
-            break;
-        }
-        case 'm':
-            if (!parse_mode(optarg, &mode))
-                return usage_error("bad --mode '%s' (octal, e.g. 0644)", optarg);
-            break;
-        case 'j': ctl->json = true; break;
-        case 's': ctl->socket = optarg; break;
-        default: return EXIT_USAGE;
-        }
-    }
+    int c, r;
+    while ((c = getopt_long(oargc, oargv, "", opts, NULL)) != -1)
+        if ((r = create_option(ctl, &a, c)) != EXIT_OK)
+            return r;
     if (optind < oargc)
         return usage_error("unexpected argument '%s'", oargv[optind]);
-    if ((!bq && (order != MBQ_ORDER_FIFO || drop_oldest)) || (!pool && (block_size || blocks)) ||
-        (pool && have_capacity))
-        return usage_error("an option does not apply to a %s", kind);
-    if (sq && (!have_capacity || capacity == 0))
-        return usage_error("%s", "a simple queue needs --capacity N (1..16777216)");
-    if (pool && (!block_size || !blocks))
-        return usage_error("%s", "a pool needs --block-size N and --blocks N");
-
-    int r = ctl_connect(ctl);
-    if (r)
+    if ((r = create_check(&a)) != EXIT_OK)
         return r;
-    if (bq) {
-        mbq_buffer_queue_options o = {.size = sizeof(o),
-                                      .capacity = (uint32_t)capacity,
-                                      .order = order,
-                                      .full_policy = drop_oldest ? MBQ_FULL_DROP_OLDEST
-                                                                 : MBQ_FULL_FAIL,
-                                      .mode = mode,
-                                      .exclusive = true};
-        mbq_buffer_queue *q;
-        r = mbq_buffer_queue_create(ctl->client, name, &o, &q);
-        if (r == 0)
-            mbq_buffer_queue_close(q);
-    } else if (sq) {
-        mbq_simple_queue_options o = {.size = sizeof(o), .mode = mode, .exclusive = true};
-        mbq_simple_queue *q;
-        r = mbq_simple_queue_create(ctl->client, name, (int32_t)capacity, &o, &q);
-        if (r == 0)
-            mbq_simple_queue_close(q);
-    } else {
-        mbq_pool_options o = {.size = sizeof(o),
-                              .block_size = block_size,
-                              .block_count = (uint32_t)blocks,
-                              .age_out_seconds = age_out,
-                              .mode = mode,
-                              .exclusive = true};
-        mbq_pool *p;
-        r = mbq_pool_create(ctl->client, name, &o, &p);
-        if (r == 0)
-            mbq_pool_close(p);
-    }
+
+    if ((r = ctl_connect(ctl)))
+        return r;
+    r = create_object(ctl, &a);
     if (r < 0)
-        return fail("create", name, r);
+        return fail("create", a.name, r);
     if (ctl->json) {
         fputs("{\"created\":", stdout);
-        json_str(stdout, name);
-        printf(",\"kind\":\"%s\"}\n", kind);
+        json_str(stdout, a.name);
+        printf(",\"kind\":\"%s\"}\n", a.kind);
     }
     return EXIT_OK;
 }
@@ -733,7 +777,103 @@ static void on_signal(int sig)
     watch_stop = 1;
 }
 
-static int cmd_watch(struct ctl *ctl, int argc, char **argv)
+/* The state of `watch` between samples. */
+struct watch {
+    char **names; /* the objects named on the command line; none: all */
+    size_t nnames;
+    mbq_object_info *listed; /* without names: what mbq_list gave */
+    struct watch_row *rows;
+    size_t nrows;
+    struct watch_prev *prev; /* the counters of the last sample */
+    size_t nprev;
+};
+
+static void watch_done(struct watch *w)
+{
+    free(w->prev);
+    free(w->rows);
+    free(w->listed);
+}
+
+/* Without names: every object now, into w->listed, and their count into
+ * *n. EXIT_OK, or fail()'s status. */
+static int watch_list(struct ctl *ctl, struct watch *w, size_t *n)
+{
+    size_t max = 256;
+    int got;
+    for (;;) {
+        free(w->listed);
+        w->listed = calloc(max, sizeof(*w->listed));
+        if (!w->listed)
+            return fail("watch", NULL, -ENOMEM);
+        w->listed[0].size = sizeof(*w->listed);
+        got = mbq_list(ctl->client, NULL, w->listed, max);
+        if (got < 0 || (size_t)got <= max)
+            break;
+        max = (size_t)got + 16;
+    }
+    if (got < 0)
+        return fail("watch: list", NULL, got);
+    *n = (size_t)got;
+    return EXIT_OK;
+}
+
+/* The rates of row against the last sample (dt seconds ago). A simple queue
+ * keeps no counters: no rates. */
+static void watch_rates(const struct watch *w, struct watch_row *row, double dt)
+{
+    row->in_rate = row->out_rate = NAN;
+    uint64_t in, out;
+    counters_of(&row->info, &in, &out);
+    for (size_t k = 0; k < w->nprev && row->info.kind != MBQ_OBJECT_SIMPLE_QUEUE; k++) {
+        if (w->prev[k].object_id == row->info.object_id && w->prev[k].kind == row->info.kind &&
+            dt > 0) {
+            row->in_rate = (double)(in - w->prev[k].in) / dt;
+            row->out_rate = (double)(out - w->prev[k].out) / dt;
+        }
+    }
+}
+
+/* One sample: stat every object into w->rows, with rates; then remember
+ * the counters for the next. */
+static int watch_sample(struct ctl *ctl, struct watch *w, double dt)
+{
+    size_t n = w->nnames;
+    int r;
+    if (!w->nnames && (r = watch_list(ctl, w, &n)) != EXIT_OK)
+        return r;
+    free(w->rows);
+    w->rows = calloc(n ? n : 1, sizeof(*w->rows));
+    if (!w->rows)
+        return fail("watch", NULL, -ENOMEM);
+    w->nrows = 0;
+    for (size_t i = 0; i < n; i++) {
+        const char *name = w->nnames ? w->names[i] : w->listed[i].name;
+        struct watch_row *row = &w->rows[w->nrows];
+        row->info.size = sizeof(row->info);
+        r = mbq_stat(ctl->client, name, &row->info);
+        if (r == -ENOENT && !w->nnames)
+            continue; /* went away since the list */
+        if (r < 0)
+            return fail("watch: stat", name, r);
+        watch_rates(w, row, dt);
+        w->nrows++;
+    }
+    free(w->prev);
+    w->prev = calloc(w->nrows ? w->nrows : 1, sizeof(*w->prev));
+    if (!w->prev)
+        return fail("watch", NULL, -ENOMEM);
+    for (size_t i = 0; i < w->nrows; i++) {
+        w->prev[i].kind = w->rows[i].info.kind;
+        w->prev[i].object_id = w->rows[i].info.object_id;
+        counters_of(&w->rows[i].info, &w->prev[i].in, &w->prev[i].out);
+    }
+    w->nprev = w->nrows;
+    return EXIT_OK;
+}
+
+static int watch_options(struct ctl *ctl, int argc, char **argv, uint64_t *interval_ms,
+                         uint64_t *count)
 {
     static const struct option opts[] = {
         {"interval", required_argument, NULL, 'i'},
@@ -742,17 +882,16 @@ static int cmd_watch(struct ctl *ctl, int argc, char **argv)
         {"socket", required_argument, NULL, 's'},
         {0},
     };
-    uint64_t interval_ms = 1000, count = 0;
     optind = 0; /* glibc: start over on the command's own vector */
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
         case 'i':
-            if (!parse_u64(optarg, 3600000, false, &interval_ms) || interval_ms == 0)
+            if (!parse_u64(optarg, 3600000, false, interval_ms) || *interval_ms == 0)
                 return usage_error("bad --interval '%s' (milliseconds)", optarg);
             break;
         case 'n':
-            if (!parse_u64(optarg, UINT32_MAX, false, &count) || count == 0)
+            if (!parse_u64(optarg, UINT32_MAX, false, count) || *count == 0)
                 return usage_error("bad --count '%s'", optarg);
             break;
         case 'j': ctl->json = true; break;
@@ -760,95 +899,33 @@ static int cmd_watch(struct ctl *ctl, int argc, char **argv)
         default: return EXIT_USAGE;
         }
     }
-    char **names = argv + optind;
-    size_t nnames = (size_t)(argc - optind);
-    int r = ctl_connect(ctl);
-    if (r)
+    return EXIT_OK;
+}
+
+static int cmd_watch(struct ctl *ctl, int argc, char **argv)
+{
+    uint64_t interval_ms = 1000, count = 0;
+    int r = watch_options(ctl, argc, argv, &interval_ms, &count);
+    if (r != EXIT_OK)
+        return r;
+    struct watch w = {.names = argv + optind, .nnames = (size_t)(argc - optind)};
+    if ((r = ctl_connect(ctl)))
         return r;
 
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
     bool tty = !ctl->json && isatty(STDOUT_FILENO);
-    struct watch_prev *prev = NULL;
-    size_t nprev = 0;
-    struct watch_row *rows = NULL;
-    mbq_object_info *listed = NULL;
     double start = now_seconds(), last = start;
     int status = EXIT_OK;
     for (unsigned sample = 1; !watch_stop; sample++) {
-        /* which objects: the names given, or whatever exists now */
-        size_t n = nnames;
-        if (!nnames) {
-            size_t max = 256;
-            int got;
-            for (;;) {
-                free(listed);
-                listed = calloc(max, sizeof(*listed));
-                if (!listed) {
-                    status = fail("watch", NULL, -ENOMEM);
-                    goto out;
-                }
-                listed[0].size = sizeof(*listed);
-                got = mbq_list(ctl->client, NULL, listed, max);
-                if (got < 0 || (size_t)got <= max)
-                    break;
-                max = (size_t)got + 16;
-            }
-            if (got < 0) {
-                status = fail("watch: list", NULL, got);
-                goto out;
-            }
-            n = (size_t)got;
-        }
-        free(rows);
-        rows = calloc(n ? n : 1, sizeof(*rows));
-        if (!rows) {
-            status = fail("watch", NULL, -ENOMEM);
-            goto out;
-        }
-        double now = now_seconds(), dt = now - last;
-        size_t nrows = 0;
-        for (size_t i = 0; i < n; i++) {
-            const char *name = nnames ? names[i] : listed[i].name;
-            struct watch_row *row = &rows[nrows];
-            row->info.size = sizeof(row->info);
-            r = mbq_stat(ctl->client, name, &row->info);
-            if (r == -ENOENT && !nnames)
-                continue; /* went away since the list */
-            if (r < 0) {
-                status = fail("watch: stat", name, r);
-                goto out;
-            }
-            row->in_rate = row->out_rate = NAN;
-            uint64_t in, outc;
-            counters_of(&row->info, &in, &outc);
-            /* a simple queue keeps no counters: no rates */
-            for (size_t k = 0; k < nprev && row->info.kind != MBQ_OBJECT_SIMPLE_QUEUE; k++) {
-                if (prev[k].object_id == row->info.object_id && prev[k].kind == row->info.kind &&
-                    dt > 0) {
-                    row->in_rate = (double)(in - prev[k].in) / dt;
-                    row->out_rate = (double)(outc - prev[k].out) / dt;
-                }
-            }
-            nrows++;
-        }
-        free(prev);
-        prev = calloc(nrows ? nrows : 1, sizeof(*prev));
-        if (!prev) {
-            status = fail("watch", NULL, -ENOMEM);
-            goto out;
-        }
-        for (size_t i = 0; i < nrows; i++) {
-            prev[i].kind = rows[i].info.kind;
-            prev[i].object_id = rows[i].info.object_id;
-            counters_of(&rows[i].info, &prev[i].in, &prev[i].out);
-        }
-        nprev = nrows;
+        double now = now_seconds();
+        if ((status = watch_sample(ctl, &w, now - last)) != EXIT_OK)
+            break;
         last = now;
         if (ctl->json)
-            print_watch_json(rows, nrows, sample, now - start);
+            print_watch_json(w.rows, w.nrows, sample, now - start);
         else
-            print_watch_table(rows, nrows, sample, tty);
+            print_watch_table(w.rows, w.nrows, sample, tty);
         if (count && sample >= count)
             break;
         struct timespec ts = {.tv_sec = (time_t)(interval_ms / 1000),
@@ -856,10 +933,7 @@ static int cmd_watch(struct ctl *ctl, int argc, char **argv)
         while (!watch_stop && nanosleep(&ts, &ts) < 0 && errno == EINTR)
             ;
     }
-out:
-    free(prev);
-    free(rows);
-    free(listed);
+    watch_done(&w);
     return status;
 }
 

@@ -2,8 +2,8 @@
  *
  * Creates (or opens) the pool demo/frames and two buffer queues: demo/encode
  * (capacity 8, full policy "fail": the encoder path never loses a frame) and
- * demo/preview (capacity 4, "drop oldest": the preview sees the newest
- * frames). At a fixed rate, paced on absolute CLOCK_MONOTONIC deadlines, it
+ * demo/preview (capacity 1, "drop oldest": the preview always takes the
+ * newest frame). At a fixed rate, paced on absolute CLOCK_MONOTONIC deadlines, it
  * allocates a block, draws a synthetic NV12 frame with a header (number,
  * capture time, checksum), sets its timing (pts = dts = n/fps, duration
  * 1/fps), enqueues the same buffer into both queues (zero copy: the encoder's

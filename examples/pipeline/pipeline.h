@@ -23,7 +23,10 @@
 #define PIPELINE_ENCODE_QUEUE "demo/encode"
 #define PIPELINE_PREVIEW_QUEUE "demo/preview"
 #define PIPELINE_ENCODE_CAPACITY 8
-#define PIPELINE_PREVIEW_CAPACITY 4
+/* One slot, dropping the oldest: whatever the preview takes is the newest
+ * frame captured (a deeper queue would hand it the oldest it kept, several
+ * camera periods behind). */
+#define PIPELINE_PREVIEW_CAPACITY 1
 
 #define FRAME_MAGIC 0x4d425146u
 #define FRAME_HEADER_SIZE 64

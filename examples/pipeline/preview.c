@@ -2,9 +2,9 @@
  *
  * Opens the buffer queue demo/preview (retrying while mbq-capture has not
  * created it yet) and shows one frame per display refresh (--fps, default
- * 30, slower than the camera's 60). The queue holds 4 frames and drops the
- * oldest when full, so the preview always works on recent frames and never
- * slows the camera down: gaps in the frame numbers are drops, counted, not
+ * 30, slower than the camera's 60). The queue holds one frame and drops it
+ * when a newer one comes, so the preview always takes the newest frame and
+ * never slows the camera down: gaps in the frame numbers are drops, counted, not
  * errors. A corrupt frame, a frame number going back or a presentation time
  * that does not rise is an error. "Display" is a pass over a 1/8-scaled
  * picture. Once a second it prints the frame rate, latency and drops; at end

@@ -34,6 +34,7 @@
 
 #include "transports.h"
 #include "tx_kernel.h"
+#include "tx_floor.h"
 #include "tx_mbq.h"
 #include "tx_ring.h"
 #ifdef BENCH_HAVE_ICEORYX
@@ -1339,6 +1340,7 @@ static const struct bcase cases[] = {
      "Timed from the parent's loan/allocate to the release of the answer.",
      K_RTT, 64, false, TX_POLL, false, 64, 1, false, 0, 0, "ring", false,
      {{"ring", &tx_ring, 0, 0, 5000, 50000, 0},
+      {"floor", &tx_floor, 0, 0, 5000, 50000, 0},
       {"mbq-bq", &tx_bq, 0, 0, 5000, 50000, 0},
       {"mbq", &tx_mbq, 0, 0, 5000, 50000, 0},
       IOX_ENTRY("iceoryx", 2000, 20000),
@@ -1351,6 +1353,7 @@ static const struct bcase cases[] = {
      "pool size: the baseline of the 4 MiB ≈ 64 B target.",
      K_RTT, 4u << 20, false, TX_POLL, false, 8, 1, false, 0, 0, "ring", false,
      {{"ring", &tx_ring, 0, 0, 1000, 10000, 0},
+      {"floor", &tx_floor, 0, 0, 1000, 10000, 0},
       {"mbq", &tx_mbq, 0, 0, 1000, 10000, 0},
       {"mbq 64 B", &tx_mbq, 0, 0, 1000, 10000, 64},
       IOX_ENTRY("iceoryx", 1000, 10000),
@@ -1361,16 +1364,25 @@ static const struct bcase cases[] = {
      "the frame is really produced and consumed.",
      K_RTT, 4u << 20, true, TX_POLL, false, 8, 1, false, 0, 0, "ring", false,
      {{"ring", &tx_ring, 0, 0, 20, 200, 0},
+      {"floor", &tx_floor, 0, 0, 20, 200, 0},
       {"mbq", &tx_mbq, 0, 0, 20, 200, 0},
       IOX_ENTRY("iceoryx", 20, 200),
       {"mq", &tx_mq, 0, 0, 10, 100, 0},
       {"uds", &tx_uds, 0, 0, 10, 100, 0}}},
+    {"rtt1m_touch", "Round trip, 1 MiB payload touched, busy-poll, across cores",
+     "As rtt4m_touch with 1 MiB messages: every byte written and read each way.",
+     K_RTT, 1u << 20, true, TX_POLL, false, 8, 1, false, 0, 0, "ring", false,
+     {{"ring", &tx_ring, 0, 0, 50, 500, 0},
+      {"floor", &tx_floor, 0, 0, 50, 500, 0},
+      {"mbq", &tx_mbq, 0, 0, 50, 500, 0},
+      IOX_ENTRY("iceoryx", 50, 500)}},
     {"block_same", "Round trip, 64 B, blocking, both on the same core",
      "Both processes on CPU 0, each waiting in its transport's blocking call: a context switch "
      "per hop, no inter-processor wake-up. ring+futex spins ~25 us first, as mbq does.",
      K_RTT, 64, false, TX_BLOCK, true, 64, 1, false, 0, 0, "ring+eventfd", false,
      {{"ring+eventfd", &tx_ring, TXV_RING_EVENTFD, 0, 500, 5000, 0},
       {"ring+futex", &tx_ring, TXV_RING_FUTEX_SPIN, 0, 200, 2000, 0},
+      {"floor", &tx_floor, 0, 0, 200, 2000, 0},
       {"mbq", &tx_mbq, 0, 0, 200, 2000, 0},
       IOX_ENTRY("iceoryx", 500, 5000),
       {"mq", &tx_mq, 0, 0, 500, 5000, 0},
@@ -1382,6 +1394,7 @@ static const struct bcase cases[] = {
      "enqueue.",
      K_STREAM, 64, false, TX_BLOCK, true, 256, 1, false, 0, 0, "ring+eventfd", true,
      {{"ring+eventfd", &tx_ring, TXV_RING_EVENTFD, 0, 0, 1000000, 0},
+      {"floor", &tx_floor, 0, 0, 0, 1000000, 0},
       {"mbq-bq", &tx_bq, 0, 0, 0, 1000000, 0},
       {"mbq", &tx_mbq, 0, 0, 0, 1000000, 0},
       IOX_ENTRY("iceoryx", 0, 300000)}},
@@ -1403,6 +1416,7 @@ static const struct bcase cases[] = {
      K_RTT, 64, false, TX_BLOCK, false, 64, 1, false, 0, 0, "ring+futex", false,
      {{"ring+futex", &tx_ring, TXV_RING_FUTEX_SPIN, 0, 2000, 20000, 0},
       {"ring+eventfd", &tx_ring, TXV_RING_EVENTFD, 0, 300, 3000, 0},
+      {"floor", &tx_floor, 0, 0, 2000, 20000, 0},
       {"mbq-bq", &tx_bq, 0, 0, 2000, 20000, 0},
       {"mbq", &tx_mbq, 0, 0, 2000, 20000, 0},
       IOX_ENTRY("iceoryx", 300, 3000),
@@ -1416,6 +1430,7 @@ static const struct bcase cases[] = {
      {{"eventfd", &tx_ring, TXV_RING_EVENTFD, 0, 100, 1500, 0},
       {"futex", &tx_ring, TXV_RING_FUTEX, 0, 100, 1500, 0},
       {"ring+futex", &tx_ring, TXV_RING_FUTEX_SPIN, 0, 100, 1500, 0},
+      {"floor", &tx_floor, 0, 0, 100, 1500, 0},
       {"mbq-bq", &tx_bq, 0, 0, 100, 1500, 0},
       {"mbq", &tx_mbq, 0, 0, 100, 1500, 0},
       {"mbq-trigger", &tx_mbq, TXV_MBQ_TRIGGER, 0, 100, 1500, 0},
@@ -1427,6 +1442,8 @@ static const struct bcase cases[] = {
      "the time from the first loan to the consumer's last release.",
      K_STREAM, 64, false, TX_POLL, false, 256, 1, false, 0, 0, "ring", true,
      {{"ring", &tx_ring, 0, 0, 0, 5000000, 0},
+      {"floor", &tx_floor, 0, 0, 0, 5000000, 0},
+      {"floor b16", &tx_floor, TXV_FLOOR_BATCH16, 0, 0, 5000000, 0},
       {"mbq-bq", &tx_bq, 0, 0, 0, 5000000, 0},
       {"mbq", &tx_mbq, 0, 0, 0, 2000000, 0},
       {"mbq 64 B blocks", &tx_mbq, TXV_MBQ_SMALL, 0, 0, 2000000, 0},
@@ -1439,6 +1456,8 @@ static const struct bcase cases[] = {
      "queues (one allocation, two references); iceoryx delivers one chunk to two subscribers.",
      K_STREAM, 64, false, TX_POLL, false, 256, 2, false, 0, 0, "ring", true,
      {{"ring", &tx_ring, 0, 0, 0, 2000000, 0},
+      {"floor", &tx_floor, 0, 0, 0, 2000000, 0},
+      {"floor b16", &tx_floor, TXV_FLOOR_BATCH16, 0, 0, 2000000, 0},
       {"mbq", &tx_mbq, 0, 0, 0, 1000000, 0},
       IOX_ENTRY("iceoryx", 0, 300000),
       {"mq", &tx_mq, 0, 0, 0, 300000, 0},
@@ -2058,15 +2077,17 @@ static void write_cdf(const char *file, const char *case_id)
 static void write_plot_data(void)
 {
     const char *rtt_cases[] = {"rtt64", "rtt4m", "rtt4m_touch"};
-    const char *rtt_labels[] = {"ring", "mbq-bq", "mbq", "iceoryx", "mq", "uds"};
-    write_dat_group("rtt.dat", rtt_cases, 3, rtt_labels, 6, 1e-3);
+    const char *rtt_labels[] = {"ring", "floor", "mbq-bq", "mbq", "iceoryx", "mq", "uds"};
+    write_dat_group("rtt.dat", rtt_cases, 3, rtt_labels, 7, 1e-3);
     const char *blk_cases[] = {"block_same", "block_cross", "wake"};
-    const char *blk_labels[] = {"ring+futex", "ring+eventfd", "eventfd", "futex", "mbq-bq",
-                                "mbq",        "mbq-trigger",  "iceoryx", "mq",    "uds"};
-    write_dat_group("block.dat", blk_cases, 3, blk_labels, 10, 1e-3);
+    const char *blk_labels[] = {"ring+futex", "ring+eventfd", "eventfd",     "futex",
+                                "floor",      "mbq-bq",       "mbq",         "mbq-trigger",
+                                "iceoryx",    "mq",           "uds"};
+    write_dat_group("block.dat", blk_cases, 3, blk_labels, 11, 1e-3);
     const char *st_cases[] = {"stream64", "fanout"};
-    const char *st_labels[] = {"ring", "mbq-bq", "mbq", "iceoryx", "mq", "uds"};
-    write_dat_group("stream.dat", st_cases, 2, st_labels, 6, 1e-6);
+    const char *st_labels[] = {"ring", "floor", "floor b16", "mbq-bq", "mbq", "iceoryx", "mq",
+                               "uds"};
+    write_dat_group("stream.dat", st_cases, 2, st_labels, 8, 1e-6);
     const char *so_cases[] = {"sorted"};
     const char *so_labels[] = {"mbq fifo", "mbq pts", "mbq pts reordered", "mbq-bq fifo",
                                "mbq-bq pts reordered"};
@@ -2224,6 +2245,12 @@ static const struct target targets[] = {
      1.2, "p50 mbq dequeue_wait ÷ p50 eventfd, wake"},
     {"4 MiB hand-off ≈ 64 B hand-off (≤ 1.25×)", "rtt4m", "mbq", "rtt4m", "mbq 64 B", false,
      "<=", 1.25, "p50 mbq ÷ p50 mbq 64 B, rtt4m (the same round, depth and pool)"},
+    {"public path round trip ≤ 1.3× the zero-copy floor", "rtt64", "mbq", "rtt64", "floor",
+     false, "<=", 1.3, "p50 mbq ÷ p50 floor, rtt64"},
+    {"public path round trip ≥ 5× faster than iceoryx", "rtt64", "iceoryx", "rtt64", "mbq", false,
+     ">=", 5, "p50 iceoryx ÷ p50 mbq, rtt64"},
+    {"public path streaming ≥ 0.7× the zero-copy floor", "stream64", "mbq", "stream64", "floor",
+     true, ">=", 0.7, "rate mbq ÷ rate floor, stream64"},
     {"(internal queue) round trip ≤ 2× the raw ring", "rtt64", "mbq-bq", "rtt64", "ring", false,
      "<=", 2, "p50 mbq-bq ÷ p50 ring, rtt64 (shm/ API, no pool)"},
     {"(internal queue) streaming ≥ 0.5× the raw ring", "stream64", "mbq-bq", "stream64", "ring",
@@ -2263,6 +2290,58 @@ static void md_targets(FILE *f)
                 isnan(a.main) ? "not measured" : a.hi <= 1e7 ? "**met**" : "**not met**");
     }
     fprintf(f, "\n");
+}
+
+/* mbq against the zero-copy floor and the raw ring, in every case that has
+ * all three (or the floor and the case's own base): per-round cost ratios. */
+static void md_floor(FILE *f)
+{
+    fprintf(f, "| case | mbq × floor | min – max (rounds) | mbq × %s | min – max (rounds) | floor "
+               "× the same | floor b16 × the same |\n|---|---:|---:|---:|---:|---:|---:|\n",
+            "ring");
+    for (size_t ci = 0; ci < NCASES; ci++) {
+        const struct bcase *c = &cases[ci];
+        int em = find_entry((int)ci, "mbq"), ef = find_entry((int)ci, "floor");
+        int eb = find_entry((int)ci, "ring"), e16 = find_entry((int)ci, "floor b16");
+        const char *base = "ring";
+        if (eb < 0) {
+            eb = base_index(c);
+            base = c->base;
+        }
+        if (em < 0 || ef < 0 || !case_selected(c))
+            continue;
+        double lo, hi, lo2 = NAN, hi2 = NAN, r2 = NAN, r3 = NAN, r4 = NAN, x, y;
+        int n, n2 = 0, n3, n4;
+        /* cost ratios: time ÷ time, or for rates the other's rate ÷ mbq's */
+        double r = c->rate ? 1 / cross_ratio((int)ci, em, (int)ci, ef, true, &y, &x, &n)
+                           : cross_ratio((int)ci, em, (int)ci, ef, false, &x, &y, &n);
+        if (c->rate) {
+            lo = 1 / x;
+            hi = 1 / y;
+        } else {
+            lo = x;
+            hi = y;
+        }
+        if (eb >= 0) {
+            r2 = c->rate ? 1 / cross_ratio((int)ci, em, (int)ci, eb, true, &y, &x, &n2)
+                         : cross_ratio((int)ci, em, (int)ci, eb, false, &x, &y, &n2);
+            lo2 = c->rate ? 1 / x : x;
+            hi2 = c->rate ? 1 / y : y;
+            r3 = c->rate ? 1 / cross_ratio((int)ci, ef, (int)ci, eb, true, &y, &x, &n3)
+                         : cross_ratio((int)ci, ef, (int)ci, eb, false, &x, &y, &n3);
+            if (e16 >= 0)
+                r4 = 1 / cross_ratio((int)ci, e16, (int)ci, eb, true, &y, &x, &n4);
+        }
+        fprintf(f, "| %s (%s) | %.2f× | %.2f – %.2f (%d) | %.2f× | %.2f – %.2f (%d) | %.2f× | ",
+                c->id, base, r, lo, hi, n, r2, lo2, hi2, n2, r3);
+        if (isnan(r4))
+            fprintf(f, "– |\n");
+        else
+            fprintf(f, "%.2f× |\n", r4);
+    }
+    fprintf(f, "\nCost ratios (1.00× is as fast; for rates, the other's rate ÷ this one's), the "
+               "median of per-round ratios. Where a case has no raw ring, the ratio is to its "
+               "base (in brackets).\n\n");
 }
 
 static void md_limits(FILE *f)
@@ -2397,6 +2476,8 @@ static void write_summary(int argc, char **argv, double total_s)
                "and in the same placement state, if three rounds qualify, else every round's "
                "does.\n\n");
     md_targets(f);
+    fprintf(f, "## mbq against the zero-copy floor, every case\n\n");
+    md_floor(f);
     fprintf(f, "## The machine's own limits, from this run\n\n");
     md_limits(f);
     fprintf(f, "## Cases\n\nLatencies are per-run nearest-rank percentiles (timer pair "
@@ -2428,6 +2509,8 @@ static const struct tx_ops *solo_transport(const char *name, int *variant)
         return &tx_ring;
     if (strcmp(name, "mbq-bq") == 0)
         return &tx_bq;
+    if (strcmp(name, "floor") == 0)
+        return &tx_floor;
     if (strcmp(name, "mbq") == 0)
         return &tx_mbq;
     if (strcmp(name, "mbq-trigger") == 0) {
@@ -2453,8 +2536,8 @@ static int run_solo(const char *name, long n, long batch)
     int variant;
     const struct tx_ops *t = solo_transport(name, &variant);
     if (!t || n < 1 || batch < 1 || batch > 256) {
-        fprintf(stderr, "bench_transports: --solo ring|mbq-bq|mbq|mbq-trigger|mbq-trigger-idle|"
-                        "mbq-small N [BATCH]\n");
+        fprintf(stderr, "bench_transports: --solo ring|floor|mbq-bq|mbq|mbq-trigger|"
+                        "mbq-trigger-idle|mbq-small N [BATCH]\n");
         return 2;
     }
     if (t == &tx_mbq && !mbqd_start())
@@ -2549,8 +2632,9 @@ static void usage(FILE *to)
                 "                       most S s for the usual (mid) placement (default 3)\n"
                 "  --placement-budget S and at most S s in all (default 150)\n"
                 "  --solo T [N [B]]     profiling aid: N messages through transport T (ring,\n"
-                "                       mbq-bq, mbq, mbq-trigger, mbq-trigger-idle, mbq-small)\n"
-                "                       in one process, no peers, B sent before B received\n");
+                "                       floor, mbq-bq, mbq, mbq-trigger, mbq-trigger-idle,\n"
+                "                       mbq-small) in one process, no peers, B sent before B\n"
+                "                       received (default 1)\n");
 }
 
 int main(int argc, char **argv)

@@ -533,7 +533,7 @@ static void test_attach_rejects_wrong_kind(void)
 
 static void test_attach_rejects_bad_header_fields(void)
 {
-    /* 58 slots of one cache line each fill one page after the 384-byte header. */
+    /* The slots that fill one page after the 384-byte header (464 packed). */
     const uint32_t fit = (4096 - VALUES_OFFSET) / (8 * SQ_SLOT_WORDS);
     struct sq q;
     REQUIRE(sq_create((int32_t)fit, &q) == 0);
@@ -541,8 +541,8 @@ static void test_attach_rejects_bad_header_fields(void)
     struct sq_shared *raw = raw_map(q.seg.fd, q.seg.size);
     REQUIRE(raw);
 
-    static const uint32_t bad_caps[] = {0, 59, 4096, SQ_MAX_CAPACITY, SQ_MAX_CAPACITY + 1,
-                                        0x80000000u, UINT32_MAX};
+    const uint32_t bad_caps[] = {0, fit + 1, 4096, SQ_MAX_CAPACITY, SQ_MAX_CAPACITY + 1,
+                                 0x80000000u, UINT32_MAX};
     for (size_t i = 0; i < sizeof bad_caps / sizeof bad_caps[0]; i++) {
         raw->capacity = bad_caps[i];
         check_attach_rejected(q.seg.fd, -EBADMSG, "a corrupt capacity");

@@ -194,8 +194,13 @@ typedef struct mbq_pool_options {
 } mbq_pool_options;
 
 /* Creates (or, unless exclusive, opens: see "Create-or-open") a named pool. Its pages are
- * faulted in at creation so that allocation never faults, and the whole
- * segment is charged to the creating user (docs/MBQD.md, Quotas).
+ * faulted in at creation, and each process that creates or opens the pool
+ * maps the pages at that moment (its page tables are populated), so that
+ * allocating and writing a block does not fault. The exception is a block
+ * that aged out: a block left free for the age-out period has its pages
+ * returned, and the next allocation of it faults them in again (a few µs
+ * per page; docs/PERFORMANCE.md). The whole segment is charged to the
+ * creating user (docs/MBQD.md, Quotas).
  * Errors: -EINVAL (client, out or options NULL, bad name, size field
  * wrong, mode beyond 0777), MBQ_POOL_ERR_INVALID_PARAMETER (block size or
  * count 0 or too large), -EEXIST (exclusive, the name is another kind

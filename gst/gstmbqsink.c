@@ -1,0 +1,859 @@
+/* mbqsink: enqueues each buffer into one or more mbq buffer queues.
+ *
+ * Data path. A buffer whose only memory is a block of this sink's mbq pool
+ * (it came from the GstMbqBufferPool or GstMbqAllocator proposed in the
+ * allocation query) is enqueued as it is: its metadata is written onto the
+ * block and every queue takes its own reference; the GstMemory keeps the
+ * one it holds until GStreamer frees it. Any other buffer is copied once
+ * into a block allocated here, which is enqueued the same way and then
+ * released. A block already enqueued once has frozen metadata (mbq's "one
+ * owner of metadata" rule), so a pool buffer rendered twice is copied the
+ * second time.
+ *
+ * Waiting. full-policy=block waits for room (and, when copying, for a free
+ * block): bounded by `timeout` when upstream is live (then the buffer is
+ * dropped with a warning), without bound otherwise. Every wait is
+ * cancellable: unlock() cancels the waits of every queue and of the pool
+ * (mbq_*_cancel_waits), and waits are cut in 100 ms slices so that a wait
+ * that began just after the cancel still ends soon.
+ *
+ * Streams. EOS marks end of data on every queue. A queue found at end of
+ * data and empty when a new stream starts is reset (only end of data is
+ * cleared: it holds nothing); one that still holds the last stream's
+ * buffers refuses the new ones, and the sink fails with that reason. */
+#include "gstmbqsink.h"
+#include "gstmbq.h"
+#include "gstmbqpool.h"
+
+#include <errno.h>
+#include <string.h>
+
+#define GST_CAT_DEFAULT gst_mbq_debug
+
+#define WAIT_SLICE_NS ((gint64)(100 * GST_MSECOND))
+
+enum {
+    PROP_0,
+    PROP_SOCKET,
+    PROP_QUEUE,
+    PROP_POOL,
+    PROP_BLOCK_SIZE,
+    PROP_BLOCKS,
+    PROP_CREATE,
+    PROP_CAPACITY,
+    PROP_ORDER,
+    PROP_FULL_POLICY,
+    PROP_TIMEOUT,
+};
+
+#define DEFAULT_BLOCKS 32
+#define DEFAULT_CAPACITY 8
+#define DEFAULT_TIMEOUT GST_SECOND
+
+struct _GstMbqSink {
+    GstBaseSink parent;
+
+    /* properties, under the object lock; read at start */
+    gchar *socket, *queue, *pool;
+    guint64 block_size;
+    guint blocks, capacity;
+    gboolean create;
+    GstMbqOrder order;
+    GstMbqFullPolicy full_policy;
+    guint64 timeout;
+
+    /* streaming state, set in start/stop and the streaming thread; the
+     * pointers unlock() reads are published under state_lock */
+    GMutex state_lock;
+    GstMbqSession *session;
+    GPtrArray *queues; /* mbq_buffer_queue * */
+    gchar **names;
+    GstMbqAllocator *alloc; /* owns the mbq pool */
+    gchar *caps_str;
+    gboolean video; /* raw video caps: vinfo is their default layout */
+    GstVideoInfo vinfo;
+    mbq_format_id format_id;
+    gboolean format_valid;
+    gint upstream_live; /* -1: not asked yet */
+    gint flushing;
+    guint64 dropped;
+    /* settings copied at start */
+    GstMbqFullPolicy policy;
+    gint64 timeout_ns;
+};
+
+static GstStaticPadTemplate sink_template =
+    GST_STATIC_PAD_TEMPLATE("sink", GST_PAD_SINK, GST_PAD_ALWAYS, GST_STATIC_CAPS_ANY);
+
+G_DEFINE_TYPE(GstMbqSink, gst_mbq_sink, GST_TYPE_BASE_SINK)
+
+GType gst_mbq_order_get_type(void);
+GType gst_mbq_order_get_type(void)
+{
+    static GType type = 0;
+    static const GEnumValue values[] = {
+        {GST_MBQ_ORDER_FIFO, "First in, first out", "fifo"},
+        {GST_MBQ_ORDER_PTS, "Sorted by presentation time stamp", "pts"},
+        {GST_MBQ_ORDER_DTS, "Sorted by decode time stamp", "dts"},
+        {0, NULL, NULL},
+    };
+    if (g_once_init_enter(&type))
+        g_once_init_leave(&type, g_enum_register_static("GstMbqOrder", values));
+    return type;
+}
+
+GType gst_mbq_full_policy_get_type(void);
+GType gst_mbq_full_policy_get_type(void)
+{
+    static GType type = 0;
+    static const GEnumValue values[] = {
+        {GST_MBQ_FULL_BLOCK, "Wait for room (bounded by timeout when live)", "block"},
+        {GST_MBQ_FULL_DROP_OLDEST, "Drop the oldest queued buffer to make room", "drop-oldest"},
+        {GST_MBQ_FULL_DROP_NEWEST, "Drop the new buffer", "drop-newest"},
+        {GST_MBQ_FULL_FAIL, "Fail with an error", "fail"},
+        {0, NULL, NULL},
+    };
+    if (g_once_init_enter(&type))
+        g_once_init_leave(&type, g_enum_register_static("GstMbqFullPolicy", values));
+    return type;
+}
+
+static guint64 round_up_pages(guint64 n)
+{
+    return (n + 4095) & ~(guint64)4095;
+}
+
+/* ---- setup ------------------------------------------------------------------ */
+
+static void close_all(GstMbqSink *self)
+{
+    g_mutex_lock(&self->state_lock);
+    GPtrArray *queues = self->queues;
+    GstMbqAllocator *alloc = self->alloc;
+    GstMbqSession *session = self->session;
+    self->queues = NULL;
+    self->alloc = NULL;
+    self->session = NULL;
+    g_mutex_unlock(&self->state_lock);
+    if (queues) {
+        for (guint i = 0; i < queues->len; i++)
+            mbq_buffer_queue_close(g_ptr_array_index(queues, i));
+        g_ptr_array_free(queues, TRUE);
+    }
+    /* Buffers of the pool still alive elsewhere keep the allocator, and so
+     * the pool and the connection, until they are freed. */
+    if (alloc)
+        gst_object_unref(alloc);
+    gst_mbq_session_unref(session);
+    g_strfreev(self->names);
+    self->names = NULL;
+}
+
+static gboolean adopt_pool(GstMbqSink *self, mbq_pool *pool, const gchar *name)
+{
+    mbq_object_info *info = g_new0(mbq_object_info, 1);
+    info->size = sizeof *info;
+    int r = mbq_stat(self->session->client, name, info);
+    guint64 block_size = info->block_size;
+    g_free(info);
+    if (r < 0) {
+        gchar *why = gst_mbq_session_describe(self->session, r);
+        GST_ELEMENT_ERROR(self, RESOURCE, OPEN_WRITE, ("Cannot stat mbq pool %s", name),
+                          ("mbq_stat: %s", why));
+        g_free(why);
+        mbq_pool_close(pool);
+        return FALSE;
+    }
+    GstMbqAllocator *alloc = gst_mbq_allocator_new(self->session, pool, block_size);
+    alloc->alloc_timeout_ns = self->timeout_ns;
+    g_mutex_lock(&self->state_lock);
+    self->alloc = alloc;
+    g_mutex_unlock(&self->state_lock);
+    GST_INFO_OBJECT(self, "mbq pool %s: blocks of %" G_GUINT64_FORMAT " bytes", name, block_size);
+    return TRUE;
+}
+
+/* The pool, created (or opened) on first need: its block size comes from
+ * the property, the caps or the first buffer. */
+static gboolean ensure_pool(GstMbqSink *self, gsize size_hint, gboolean exact)
+{
+    if (self->alloc)
+        return TRUE;
+    GST_OBJECT_LOCK(self);
+    gchar *name = self->pool && *self->pool ? g_strdup(self->pool)
+                                             : g_strdup_printf("%s.pool", self->names[0]);
+    guint64 block_size = self->block_size;
+    guint blocks = self->blocks;
+    GST_OBJECT_UNLOCK(self);
+    if (block_size == 0 && exact) {
+        block_size = size_hint; /* raw video: every frame has this size */
+    } else if (block_size == 0) {
+        /* headroom for streams whose buffers vary (encoded, audio) */
+        guint64 b = 4096;
+        while (b < size_hint)
+            b <<= 1;
+        block_size = b;
+    }
+    mbq_pool_options o = {
+        .size = sizeof o,
+        .block_size = round_up_pages(block_size),
+        .block_count = blocks,
+        .flags = MBQ_OPEN_IF_EXISTS,
+    };
+    mbq_pool *pool = NULL;
+    int r = mbq_pool_create(self->session->client, name, &o, &pool);
+    if (r < 0) {
+        gchar *why = gst_mbq_session_describe(self->session, r);
+        GST_ELEMENT_ERROR(self, RESOURCE, OPEN_WRITE, ("Cannot create mbq pool %s", name),
+                          ("mbq_pool_create: %s", why));
+        g_free(why);
+        g_free(name);
+        return FALSE;
+    }
+    gboolean ok = adopt_pool(self, pool, name);
+    g_free(name);
+    return ok;
+}
+
+static gboolean gst_mbq_sink_start(GstBaseSink *bsink)
+{
+    GstMbqSink *self = GST_MBQ_SINK(bsink);
+    GST_OBJECT_LOCK(self);
+    gchar *socket = g_strdup(self->socket);
+    gchar *queue = g_strdup(self->queue);
+    gchar *pool_name = g_strdup(self->pool);
+    gboolean create = self->create, have_block_size = self->block_size > 0;
+    mbq_buffer_queue_options qo = {
+        .size = sizeof qo,
+        .capacity = self->capacity,
+        .order = (mbq_buffer_queue_order)self->order,
+        .full_policy =
+            self->full_policy == GST_MBQ_FULL_DROP_OLDEST ? MBQ_FULL_DROP_OLDEST : MBQ_FULL_FAIL,
+        .flags = MBQ_OPEN_IF_EXISTS,
+    };
+    self->policy = self->full_policy;
+    self->timeout_ns = self->timeout > (guint64)G_MAXINT64 ? G_MAXINT64 : (gint64)self->timeout;
+    GST_OBJECT_UNLOCK(self);
+
+    self->upstream_live = -1;
+    self->format_valid = FALSE;
+    self->dropped = 0;
+    g_atomic_int_set(&self->flushing, 0);
+
+    if (!queue || !*queue) {
+        GST_ELEMENT_ERROR(self, RESOURCE, SETTINGS, ("No queue name given"),
+                          ("the 'queue' property is required"));
+        goto fail;
+    }
+    self->names = g_strsplit(queue, ",", -1);
+    for (gchar **n = self->names; *n; n++) {
+        g_strstrip(*n);
+        if (!**n) {
+            GST_ELEMENT_ERROR(self, RESOURCE, SETTINGS, ("Empty queue name in '%s'", queue),
+                              (NULL));
+            goto fail;
+        }
+    }
+    int err = 0;
+    GstMbqSession *session = gst_mbq_session_connect(socket, "mbqsink", &err);
+    if (!session) {
+        GST_ELEMENT_ERROR(self, RESOURCE, OPEN_WRITE, ("Cannot connect to mbqd"),
+                          ("mbq_connect(%s): %s", socket ? socket : "default",
+                           mbq_status_string(err)));
+        goto fail;
+    }
+    GPtrArray *queues = g_ptr_array_new();
+    g_mutex_lock(&self->state_lock);
+    self->session = session;
+    self->queues = queues;
+    g_mutex_unlock(&self->state_lock);
+    for (gchar **n = self->names; *n; n++) {
+        mbq_buffer_queue *q = NULL;
+        int r = create ? mbq_buffer_queue_create(session->client, *n, &qo, &q)
+                       : mbq_buffer_queue_open(session->client, *n, &q);
+        if (r < 0) {
+            gchar *why = gst_mbq_session_describe(session, r);
+            if (r == -ENOENT)
+                GST_ELEMENT_ERROR(self, RESOURCE, NOT_FOUND, ("No mbq queue %s", *n),
+                                  ("mbq_buffer_queue_open: %s", why));
+            else
+                GST_ELEMENT_ERROR(self, RESOURCE, OPEN_WRITE,
+                                  ("Cannot %s mbq queue %s", create ? "create" : "open", *n),
+                                  ("%s: %s",
+                                   create ? "mbq_buffer_queue_create" : "mbq_buffer_queue_open",
+                                   why));
+            g_free(why);
+            goto fail;
+        }
+        g_mutex_lock(&self->state_lock);
+        g_ptr_array_add(queues, q);
+        g_mutex_unlock(&self->state_lock);
+    }
+    /* An existing pool, or a block size given: the pool now (so a missing
+     * permission shows at start); otherwise at the caps or first buffer. */
+    gchar *pname = pool_name && *pool_name ? g_strdup(pool_name)
+                                           : g_strdup_printf("%s.pool", self->names[0]);
+    mbq_pool *pool = NULL;
+    int r = mbq_pool_open(session->client, pname, &pool);
+    if (r == 0) {
+        gboolean ok = adopt_pool(self, pool, pname);
+        g_free(pname);
+        if (!ok)
+            goto fail;
+    } else {
+        g_free(pname);
+        if (r != -ENOENT || have_block_size) {
+            if (!ensure_pool(self, 0, FALSE))
+                goto fail;
+        }
+    }
+    g_free(socket);
+    g_free(queue);
+    g_free(pool_name);
+    return TRUE;
+fail:
+    close_all(self);
+    g_free(socket);
+    g_free(queue);
+    g_free(pool_name);
+    return FALSE;
+}
+
+static gboolean gst_mbq_sink_stop(GstBaseSink *bsink)
+{
+    GstMbqSink *self = GST_MBQ_SINK(bsink);
+    if (self->dropped)
+        GST_INFO_OBJECT(self, "%" G_GUINT64_FORMAT " buffers dropped", self->dropped);
+    close_all(self);
+    g_clear_pointer(&self->caps_str, g_free);
+    return TRUE;
+}
+
+static gboolean gst_mbq_sink_unlock(GstBaseSink *bsink)
+{
+    GstMbqSink *self = GST_MBQ_SINK(bsink);
+    g_atomic_int_set(&self->flushing, 1);
+    g_mutex_lock(&self->state_lock);
+    if (self->queues)
+        for (guint i = 0; i < self->queues->len; i++)
+            mbq_buffer_queue_cancel_waits(g_ptr_array_index(self->queues, i));
+    if (self->alloc)
+        mbq_pool_cancel_waits(self->alloc->pool);
+    g_mutex_unlock(&self->state_lock);
+    return TRUE;
+}
+
+static gboolean gst_mbq_sink_unlock_stop(GstBaseSink *bsink)
+{
+    g_atomic_int_set(&GST_MBQ_SINK(bsink)->flushing, 0);
+    return TRUE;
+}
+
+static gboolean gst_mbq_sink_set_caps(GstBaseSink *bsink, GstCaps *caps)
+{
+    GstMbqSink *self = GST_MBQ_SINK(bsink);
+    gchar *s = gst_caps_to_string(caps);
+    if (strlen(s) > MBQ_FORMAT_MAX) {
+        GST_ELEMENT_ERROR(self, STREAM, FORMAT, ("Caps too long for an mbq format"),
+                          ("%zu bytes, at most %d: %s", strlen(s), MBQ_FORMAT_MAX, s));
+        g_free(s);
+        return FALSE;
+    }
+    g_free(self->caps_str);
+    self->caps_str = s;
+    self->format_valid = FALSE;
+    self->video = gst_video_info_from_caps(&self->vinfo, caps);
+    if (!self->alloc && self->video)
+        return ensure_pool(self, GST_VIDEO_INFO_SIZE(&self->vinfo), TRUE);
+    return TRUE;
+}
+
+static gboolean gst_mbq_sink_propose_allocation(GstBaseSink *bsink, GstQuery *query)
+{
+    GstMbqSink *self = GST_MBQ_SINK(bsink);
+    GstCaps *caps = NULL;
+    gboolean need_pool = FALSE;
+    gst_query_parse_allocation(query, &caps, &need_pool);
+    if (!caps)
+        return TRUE;
+    GstVideoInfo vi;
+    guint64 size = 0;
+    if (gst_video_info_from_caps(&vi, caps))
+        size = GST_VIDEO_INFO_SIZE(&vi);
+    else if (self->alloc)
+        size = self->alloc->block_size;
+    else {
+        GST_OBJECT_LOCK(self);
+        size = self->block_size;
+        GST_OBJECT_UNLOCK(self);
+    }
+    if (size == 0 || !ensure_pool(self, size, TRUE))
+        return TRUE; /* no proposal: render copies */
+    if (size > self->alloc->block_size) {
+        GST_WARNING_OBJECT(self, "buffers of %" G_GUINT64_FORMAT " bytes do not fit the pool's blocks",
+                           size);
+        return TRUE;
+    }
+    if (need_pool) {
+        GstBufferPool *pool = gst_mbq_buffer_pool_new(self->alloc);
+        GstStructure *config = gst_buffer_pool_get_config(pool);
+        gst_buffer_pool_config_set_params(config, caps, (guint)size, 0, 0);
+        if (!gst_buffer_pool_set_config(pool, config)) {
+            gst_object_unref(pool);
+            return TRUE;
+        }
+        gst_query_add_allocation_pool(query, pool, (guint)size, 0, 0);
+        gst_object_unref(pool);
+    }
+    gst_query_add_allocation_param(query, GST_ALLOCATOR_CAST(self->alloc), NULL);
+    return TRUE;
+}
+
+/* ---- render ---------------------------------------------------------------- */
+
+static gboolean is_live(GstMbqSink *self)
+{
+    if (self->upstream_live < 0) {
+        gboolean live = FALSE, upstream_live = FALSE;
+        GstClockTime min, max;
+        if (gst_base_sink_query_latency(GST_BASE_SINK(self), &live, &upstream_live, &min, &max))
+            self->upstream_live = upstream_live ? 1 : 0;
+        else
+            self->upstream_live = 0;
+    }
+    return self->upstream_live == 1;
+}
+
+static int set_format(GstMbqSink *self, mbq_buffer b)
+{
+    if (!self->caps_str)
+        return 0;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        if (!self->format_valid) {
+            int r = mbq_pool_intern_format(self->alloc->pool, self->caps_str,
+                                           strlen(self->caps_str), &self->format_id);
+            if (r < 0)
+                return r;
+            self->format_valid = TRUE;
+        }
+        int r = mbq_buffer_set_format_id(b, self->format_id);
+        if (r != -ESTALE)
+            return r;
+        self->format_valid = FALSE; /* recycled while no buffer carried it */
+    }
+    return -ESTALE;
+}
+
+/* One enqueue under the policy. 0 (enqueued, or dropped by policy),
+ * -ECANCELED (flushing), or an error status. */
+static int enqueue_one(GstMbqSink *self, mbq_buffer_queue *q, const gchar *name, mbq_buffer b)
+{
+    gboolean reset_done = FALSE;
+    gint64 deadline = 0;
+    gboolean bounded = is_live(self);
+    if (bounded)
+        deadline = (gint64)gst_util_get_timestamp() + self->timeout_ns;
+    for (;;) {
+        if (g_atomic_int_get(&self->flushing))
+            return -ECANCELED;
+        int r;
+        if (self->policy == GST_MBQ_FULL_BLOCK) {
+            gint64 slice = WAIT_SLICE_NS;
+            if (bounded) {
+                gint64 left = deadline - (gint64)gst_util_get_timestamp();
+                if (left <= 0) {
+                    self->dropped++;
+                    GST_WARNING_OBJECT(self, "queue %s stayed full for %" G_GINT64_FORMAT
+                                       " ns: buffer dropped", name, self->timeout_ns);
+                    return 0;
+                }
+                slice = MIN(slice, left);
+            }
+            r = mbq_buffer_queue_enqueue_wait(q, b, slice);
+            if (r == MBQ_BQ_ERR_QUEUE_IS_FULL || r == -ECANCELED)
+                continue; /* a slice passed, or a cancel: flushing is looked at above */
+        } else {
+            r = mbq_buffer_queue_enqueue(q, b);
+            if (r == MBQ_BQ_ERR_QUEUE_IS_FULL) {
+                if (self->policy == GST_MBQ_FULL_DROP_NEWEST) {
+                    self->dropped++;
+                    return 0;
+                }
+                if (self->policy == GST_MBQ_FULL_DROP_OLDEST) {
+                    /* a queue opened with the fail policy: drop here */
+                    mbq_buffer old;
+                    if (mbq_buffer_queue_dequeue_and_retain(q, &old) == 0) {
+                        mbq_buffer_release(old);
+                        self->dropped++;
+                    }
+                    continue;
+                }
+            }
+        }
+        if (r == MBQ_BQ_ERR_ENQUEUE_AFTER_END_OF_DATA && !reset_done &&
+            mbq_buffer_queue_is_at_end_of_data(q)) {
+            /* the last stream's end, consumed: a new stream begins */
+            mbq_buffer_queue_reset(q);
+            reset_done = TRUE;
+            continue;
+        }
+        return r;
+    }
+}
+
+/* A raw video frame whose GstVideoMeta describes another layout than the
+ * caps' default (padded strides, planes elsewhere): consumers know only
+ * the caps, so it is copied into the default layout. */
+static gboolean needs_relayout(GstMbqSink *self, GstBuffer *buffer)
+{
+    if (!self->video)
+        return FALSE;
+    GstVideoMeta *m = gst_buffer_get_video_meta(buffer);
+    if (!m)
+        return FALSE;
+    for (guint i = 0; i < GST_VIDEO_INFO_N_PLANES(&self->vinfo); i++)
+        if (m->offset[i] != self->vinfo.offset[i] || m->stride[i] != self->vinfo.stride[i])
+            return TRUE;
+    return FALSE;
+}
+
+static gboolean copy_frame(GstMbqSink *self, GstBuffer *buffer, guint8 *data, gsize size)
+{
+    GstBuffer *dst = gst_buffer_new_wrapped_full(0, data, size, 0, size, NULL, NULL);
+    GstVideoFrame in, out;
+    gboolean ok = FALSE;
+    if (gst_video_frame_map(&in, &self->vinfo, buffer, GST_MAP_READ)) {
+        if (gst_video_frame_map(&out, &self->vinfo, dst, GST_MAP_WRITE)) {
+            ok = gst_video_frame_copy(&out, &in);
+            gst_video_frame_unmap(&out);
+        }
+        gst_video_frame_unmap(&in);
+    }
+    gst_buffer_unref(dst);
+    return ok;
+}
+
+static GstFlowReturn gst_mbq_sink_render(GstBaseSink *bsink, GstBuffer *buffer)
+{
+    GstMbqSink *self = GST_MBQ_SINK(bsink);
+    gsize size = gst_buffer_get_size(buffer);
+    gboolean relayout = needs_relayout(self, buffer);
+    if (relayout)
+        size = GST_VIDEO_INFO_SIZE(&self->vinfo);
+    if (!ensure_pool(self, size, FALSE))
+        return GST_FLOW_ERROR;
+
+    mbq_buffer b = {0};
+    gboolean have = FALSE, owned = FALSE;
+    GstMemory *mem = gst_buffer_n_memory(buffer) == 1 ? gst_buffer_peek_memory(buffer, 0) : NULL;
+    if (mem && !relayout && gst_is_mbq_memory(mem) && mem->allocator == GST_ALLOCATOR_CAST(self->alloc) &&
+        mem->offset == 0) {
+        b = gst_mbq_memory_get_buffer(mem);
+        int r = gst_mbq_buffer_set_meta(b, buffer, mem->size);
+        if (r == 0)
+            r = set_format(self, b);
+        if (r < 0) {
+            GST_DEBUG_OBJECT(self, "pool buffer not usable as it is (%s): copying",
+                             mbq_status_string(r));
+        } else {
+            have = TRUE;
+            GST_LOG_OBJECT(self, "zero copy: %" G_GSIZE_FORMAT " bytes", mem->size);
+        }
+    }
+    if (!have) {
+        if (size > self->alloc->block_size) {
+            GST_ELEMENT_ERROR(self, RESOURCE, NO_SPACE_LEFT,
+                              ("Buffer of %" G_GSIZE_FORMAT " bytes larger than the pool's blocks",
+                               size),
+                              ("blocks of %" G_GUINT64_FORMAT " bytes; set block-size (and use a "
+                               "new pool name)", self->alloc->block_size));
+            return GST_FLOW_ERROR;
+        }
+        gboolean bounded = self->policy != GST_MBQ_FULL_BLOCK || is_live(self);
+        gint64 deadline = (gint64)gst_util_get_timestamp() + self->timeout_ns;
+        for (;;) {
+            if (g_atomic_int_get(&self->flushing))
+                return GST_FLOW_FLUSHING;
+            gint64 slice = WAIT_SLICE_NS;
+            if (bounded) {
+                gint64 left = deadline - (gint64)gst_util_get_timestamp();
+                if (left <= 0) {
+                    if (self->policy == GST_MBQ_FULL_FAIL) {
+                        GST_ELEMENT_ERROR(self, RESOURCE, NO_SPACE_LEFT,
+                                          ("Every block of the mbq pool is in use"), (NULL));
+                        return GST_FLOW_ERROR;
+                    }
+                    self->dropped++;
+                    GST_WARNING_OBJECT(self, "no free block: buffer dropped");
+                    return GST_FLOW_OK;
+                }
+                slice = MIN(slice, left);
+            }
+            int r = mbq_pool_allocate_wait(self->alloc->pool, MAX(size, 1), slice, &b);
+            if (r == 0)
+                break;
+            if (r == MBQ_POOL_ERR_ALLOCATION_FAILED || r == -ECANCELED)
+                continue;
+            gchar *why = gst_mbq_session_describe(self->session, r);
+            GST_ELEMENT_ERROR(self, RESOURCE, WRITE, ("Cannot allocate an mbq block"),
+                              ("mbq_pool_allocate_wait: %s", why));
+            g_free(why);
+            return GST_FLOW_ERROR;
+        }
+        owned = TRUE;
+        guint8 *data = mbq_buffer_get_data(b, NULL);
+        if (relayout) {
+            if (!copy_frame(self, buffer, data, size)) {
+                mbq_buffer_release(b);
+                GST_ELEMENT_ERROR(self, STREAM, FAILED, ("Cannot map the video frame"), (NULL));
+                return GST_FLOW_ERROR;
+            }
+        } else {
+            gst_buffer_extract(buffer, 0, data, size);
+        }
+        int r = gst_mbq_buffer_set_meta(b, buffer, size);
+        if (r == 0)
+            r = set_format(self, b);
+        if (r < 0) {
+            mbq_buffer_release(b);
+            GST_ELEMENT_ERROR(self, STREAM, FAILED, ("Cannot set the buffer's metadata"),
+                              ("%s", mbq_status_string(r)));
+            return GST_FLOW_ERROR;
+        }
+    }
+
+    GstFlowReturn ret = GST_FLOW_OK;
+    for (guint i = 0; i < self->queues->len; i++) {
+        int r = enqueue_one(self, g_ptr_array_index(self->queues, i), self->names[i], b);
+        if (r == -ECANCELED) {
+            ret = GST_FLOW_FLUSHING;
+            break;
+        }
+        if (r < 0) {
+            gchar *why = gst_mbq_session_describe(self->session, r);
+            GST_ELEMENT_ERROR(self, RESOURCE, WRITE, ("Cannot enqueue into mbq queue %s",
+                                                      self->names[i]),
+                              ("mbq_buffer_queue_enqueue: %s", why));
+            g_free(why);
+            ret = GST_FLOW_ERROR;
+            break;
+        }
+    }
+    if (owned)
+        mbq_buffer_release(b);
+    return ret;
+}
+
+static gboolean gst_mbq_sink_event(GstBaseSink *bsink, GstEvent *event)
+{
+    GstMbqSink *self = GST_MBQ_SINK(bsink);
+    if (GST_EVENT_TYPE(event) == GST_EVENT_EOS && self->queues) {
+        for (guint i = 0; i < self->queues->len; i++) {
+            int r = mbq_buffer_queue_mark_end_of_data(g_ptr_array_index(self->queues, i));
+            if (r < 0)
+                GST_WARNING_OBJECT(self, "mark_end_of_data(%s): %s", self->names[i],
+                                   mbq_status_string(r));
+        }
+    }
+    return GST_BASE_SINK_CLASS(gst_mbq_sink_parent_class)->event(bsink, event);
+}
+
+/* ---- properties ----------------------------------------------------------- */
+
+static void gst_mbq_sink_set_property(GObject *object, guint prop_id, const GValue *value,
+                                      GParamSpec *pspec)
+{
+    GstMbqSink *self = GST_MBQ_SINK(object);
+    GST_OBJECT_LOCK(self);
+    switch (prop_id) {
+    case PROP_SOCKET:
+        g_free(self->socket);
+        self->socket = g_value_dup_string(value);
+        break;
+    case PROP_QUEUE:
+        g_free(self->queue);
+        self->queue = g_value_dup_string(value);
+        break;
+    case PROP_POOL:
+        g_free(self->pool);
+        self->pool = g_value_dup_string(value);
+        break;
+    case PROP_BLOCK_SIZE:
+        self->block_size = g_value_get_uint64(value);
+        break;
+    case PROP_BLOCKS:
+        self->blocks = g_value_get_uint(value);
+        break;
+    case PROP_CREATE:
+        self->create = g_value_get_boolean(value);
+        break;
+    case PROP_CAPACITY:
+        self->capacity = g_value_get_uint(value);
+        break;
+    case PROP_ORDER:
+        self->order = g_value_get_enum(value);
+        break;
+    case PROP_FULL_POLICY:
+        self->full_policy = g_value_get_enum(value);
+        break;
+    case PROP_TIMEOUT:
+        self->timeout = g_value_get_uint64(value);
+        break;
+    default:
+        G_OBJECT_WARN_INVALID_PROPERTY_ID(object, prop_id, pspec);
+        break;
+    }
+    GST_OBJECT_UNLOCK(self);
+}
+
+static void gst_mbq_sink_get_property(GObject *object, guint prop_id, GValue *value,
+                                      GParamSpec *pspec)
+{
+    GstMbqSink *self = GST_MBQ_SINK(object);
+    GST_OBJECT_LOCK(self);
+    switch (prop_id) {
+    case PROP_SOCKET:
+        g_value_set_string(value, self->socket);
+        break;
+    case PROP_QUEUE:
+        g_value_set_string(value, self->queue);
+        break;
+    case PROP_POOL:
+        g_value_set_string(value, self->pool);
+        break;
+    case PROP_BLOCK_SIZE:
+        g_value_set_uint64(value, self->block_size);
+        break;
+    case PROP_BLOCKS:
+        g_value_set_uint(value, self->blocks);
+        break;
+    case PROP_CREATE:
+        g_value_set_boolean(value, self->create);
+        break;
+    case PROP_CAPACITY:
+        g_value_set_uint(value, self->capacity);
+        break;
+    case PROP_ORDER:
+        g_value_set_enum(value, self->order);
+        break;
+    case PROP_FULL_POLICY:
+        g_value_set_enum(value, self->full_policy);
+        break;
+    case PROP_TIMEOUT:
+        g_value_set_uint64(value, self->timeout);
+        break;
+    default:
+        G_OBJECT_WARN_INVALID_PROPERTY_ID(object, prop_id, pspec);
+        break;
+    }
+    GST_OBJECT_UNLOCK(self);
+}
+
+static void gst_mbq_sink_finalize(GObject *object)
+{
+    GstMbqSink *self = GST_MBQ_SINK(object);
+    close_all(self);
+    g_free(self->caps_str);
+    g_free(self->socket);
+    g_free(self->queue);
+    g_free(self->pool);
+    g_mutex_clear(&self->state_lock);
+    G_OBJECT_CLASS(gst_mbq_sink_parent_class)->finalize(object);
+}
+
+static void gst_mbq_sink_class_init(GstMbqSinkClass *klass)
+{
+    GObjectClass *gobject = G_OBJECT_CLASS(klass);
+    GstElementClass *element = GST_ELEMENT_CLASS(klass);
+    GstBaseSinkClass *bsink = GST_BASE_SINK_CLASS(klass);
+    const GParamFlags rw = G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS | GST_PARAM_MUTABLE_READY;
+
+    gobject->set_property = gst_mbq_sink_set_property;
+    gobject->get_property = gst_mbq_sink_get_property;
+    gobject->finalize = gst_mbq_sink_finalize;
+
+    g_object_class_install_property(
+        gobject, PROP_SOCKET,
+        g_param_spec_string("socket", "Socket",
+                            "mbqd's socket path (NULL: $MBQ_SOCKET, else the library's default, "
+                            "$XDG_RUNTIME_DIR/mbq/mbqd.sock or /run/mbq/mbqd.sock for root)",
+                            NULL, rw));
+    g_object_class_install_property(
+        gobject, PROP_QUEUE,
+        g_param_spec_string("queue", "Queue",
+                            "Buffer queue name, or a comma-separated list (each buffer goes into "
+                            "every queue, no copy); required",
+                            NULL, rw));
+    g_object_class_install_property(
+        gobject, PROP_POOL,
+        g_param_spec_string("pool", "Pool",
+                            "mbq pool to allocate blocks from (NULL: '<first queue>.pool'); "
+                            "created if absent, opened if it exists",
+                            NULL, rw));
+    g_object_class_install_property(
+        gobject, PROP_BLOCK_SIZE,
+        g_param_spec_uint64("block-size", "Block size",
+                            "Bytes per block when the pool is created (0: from raw video caps, "
+                            "else the first buffer's size rounded up to a power of two)",
+                            0, G_MAXUINT32, 0, rw));
+    g_object_class_install_property(
+        gobject, PROP_BLOCKS,
+        g_param_spec_uint("blocks", "Blocks", "Blocks in the pool when it is created", 1, 1 << 20,
+                          DEFAULT_BLOCKS, rw));
+    g_object_class_install_property(
+        gobject, PROP_CREATE,
+        g_param_spec_boolean("create", "Create",
+                             "Create the queues if absent (open them if they exist); FALSE: "
+                             "open only, fail if absent",
+                             TRUE, rw));
+    g_object_class_install_property(
+        gobject, PROP_CAPACITY,
+        g_param_spec_uint("capacity", "Capacity", "Buffers per queue when it is created", 1,
+                          1 << 20, DEFAULT_CAPACITY, rw));
+    g_object_class_install_property(
+        gobject, PROP_ORDER,
+        g_param_spec_enum("order", "Order", "Queue order when it is created",
+                          gst_mbq_order_get_type(), GST_MBQ_ORDER_FIFO, rw));
+    g_object_class_install_property(
+        gobject, PROP_FULL_POLICY,
+        g_param_spec_enum("full-policy", "Full policy",
+                          "What to do when a queue is full (or, when copying, every block is "
+                          "in use)",
+                          gst_mbq_full_policy_get_type(), GST_MBQ_FULL_BLOCK, rw));
+    g_object_class_install_property(
+        gobject, PROP_TIMEOUT,
+        g_param_spec_uint64("timeout", "Timeout",
+                            "Longest wait for room or a block, in ns, when upstream is live "
+                            "(then the buffer is dropped); not live: no limit, cancellable",
+                            0, G_MAXUINT64, DEFAULT_TIMEOUT, rw));
+
+    gst_element_class_add_static_pad_template(element, &sink_template);
+    gst_element_class_set_static_metadata(
+        element, "mbq sink", "Sink", "Enqueues buffers into mbq buffer queues in shared memory",
+        "mbq");
+
+    bsink->start = GST_DEBUG_FUNCPTR(gst_mbq_sink_start);
+    bsink->stop = GST_DEBUG_FUNCPTR(gst_mbq_sink_stop);
+    bsink->unlock = GST_DEBUG_FUNCPTR(gst_mbq_sink_unlock);
+    bsink->unlock_stop = GST_DEBUG_FUNCPTR(gst_mbq_sink_unlock_stop);
+    bsink->set_caps = GST_DEBUG_FUNCPTR(gst_mbq_sink_set_caps);
+    bsink->propose_allocation = GST_DEBUG_FUNCPTR(gst_mbq_sink_propose_allocation);
+    bsink->render = GST_DEBUG_FUNCPTR(gst_mbq_sink_render);
+    bsink->event = GST_DEBUG_FUNCPTR(gst_mbq_sink_event);
+
+    gst_type_mark_as_plugin_api(gst_mbq_order_get_type(), 0);
+    gst_type_mark_as_plugin_api(gst_mbq_full_policy_get_type(), 0);
+}
+
+static void gst_mbq_sink_init(GstMbqSink *self)
+{
+    g_mutex_init(&self->state_lock);
+    self->blocks = DEFAULT_BLOCKS;
+    self->create = TRUE;
+    self->capacity = DEFAULT_CAPACITY;
+    self->order = GST_MBQ_ORDER_FIFO;
+    self->full_policy = GST_MBQ_FULL_BLOCK;
+    self->timeout = DEFAULT_TIMEOUT;
+    /* a transport, not a renderer: no clock sync unless asked */
+    gst_base_sink_set_sync(GST_BASE_SINK(self), FALSE);
+}
