@@ -3,7 +3,7 @@
  *
  * Role. Core Media runs a trigger's callback when its condition becomes
  * true; across processes, mbq makes each trigger an eventfd that the process
- * changing the queue writes (shm/bq.c evaluates the conditions). Every
+ * changing the queue writes (shm/bq_trigger.c evaluates the conditions). Every
  * process attached to the queue must therefore hold every trigger's eventfd:
  * the daemon creates it, keeps it open while the trigger exists, hands it to
  * the installer in the reply, to the other sessions in a TriggersChanged

@@ -164,6 +164,7 @@ static void gst_mbq_allocator_init(GstMbqAllocator *self)
     a->mem_copy = mbq_mem_copy;
     a->mem_is_span = mbq_mem_is_span;
     self->alloc_timeout_ns = GST_SECOND;
+    self->acquire_wait_ns = -1;
     /* not the default allocator for gst_allocator_alloc(NULL, ...) */
     GST_OBJECT_FLAG_SET(self, GST_ALLOCATOR_FLAG_CUSTOM_ALLOC);
 }
@@ -245,17 +246,44 @@ static gboolean gst_mbq_buffer_pool_stop(GstBufferPool *pool)
     return TRUE;
 }
 
+/* A buffer of ordinary memory laid out as a block would be: what a bounded
+ * acquire hands out when no block came free in time (see
+ * GstMbqAllocator's acquire_wait_ns). */
+static GstFlowReturn acquire_plain(GstMbqBufferPool *self, GstBuffer **out)
+{
+    GstBuffer *buf = gst_buffer_new_allocate(NULL, self->size, NULL);
+    if (!buf)
+        return GST_FLOW_ERROR;
+    if (self->add_video_meta) {
+        GstVideoInfo *vi = &self->info;
+        gst_buffer_add_video_meta_full(buf, GST_VIDEO_FRAME_FLAG_NONE, GST_VIDEO_INFO_FORMAT(vi),
+                                       GST_VIDEO_INFO_WIDTH(vi), GST_VIDEO_INFO_HEIGHT(vi),
+                                       GST_VIDEO_INFO_N_PLANES(vi), vi->offset, vi->stride);
+    }
+    GST_DEBUG_OBJECT(self, "no free block in time: a buffer of ordinary memory");
+    *out = buf;
+    return GST_FLOW_OK;
+}
+
 static GstFlowReturn gst_mbq_buffer_pool_acquire(GstBufferPool *pool, GstBuffer **out,
                                                  GstBufferPoolAcquireParams *params)
 {
     GstMbqBufferPool *self = GST_MBQ_BUFFER_POOL(pool);
     gboolean dontwait = params && (params->flags & GST_BUFFER_POOL_ACQUIRE_FLAG_DONTWAIT);
+    gint64 limit = __atomic_load_n(&self->allocator->acquire_wait_ns, __ATOMIC_RELAXED);
+    gint64 deadline = limit >= 0 ? (gint64)gst_util_get_timestamp() + limit : 0;
     mbq_buffer b;
     for (;;) {
         if (GST_BUFFER_POOL_IS_FLUSHING(pool))
             return GST_FLOW_FLUSHING;
-        int r = mbq_pool_allocate_wait(self->allocator->pool, self->size,
-                                       dontwait ? 0 : (gint64)GST_MBQ_WAIT_SLICE_NS, &b);
+        gint64 slice = dontwait ? 0 : (gint64)GST_MBQ_WAIT_SLICE_NS;
+        if (limit >= 0 && !dontwait) {
+            gint64 left = deadline - (gint64)gst_util_get_timestamp();
+            if (left <= 0)
+                return acquire_plain(self, out);
+            slice = MIN(slice, left);
+        }
+        int r = mbq_pool_allocate_wait(self->allocator->pool, self->size, slice, &b);
         if (r == 0)
             break;
         if (r == MBQ_POOL_ERR_ALLOCATION_FAILED && dontwait)

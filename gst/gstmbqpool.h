@@ -30,6 +30,13 @@ struct _GstMbqAllocator {
     /* how long gst_allocator_alloc() waits for a free block (ns, < 0: no
      * limit); the buffer pool's acquire waits cancellably instead */
     gint64 alloc_timeout_ns;
+    /* how long a buffer pool's acquire waits for a free block (ns, < 0:
+     * until flushed); the sink sets it from its policy and whether
+     * upstream is live. A bounded acquire that runs out hands out a
+     * buffer of ordinary memory instead, so that a live producer is never
+     * held up by a consumer that keeps every block: render then copies it
+     * into a block if one is free by then, or drops it by the policy. */
+    gint64 acquire_wait_ns; /* atomic */
 };
 
 /* Takes a session reference and the pool handle (closed at finalize). */

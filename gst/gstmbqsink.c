@@ -542,6 +542,11 @@ static GstFlowReturn gst_mbq_sink_render(GstBaseSink *bsink, GstBuffer *buffer)
         size = GST_VIDEO_INFO_SIZE(&self->vinfo);
     if (!ensure_pool(self, size, FALSE))
         return GST_FLOW_ERROR;
+    /* The producer's next acquire from our buffer pool may wait no longer
+     * for a block than render may wait for room (see acquire_wait_ns). */
+    gint64 acquire_wait =
+        self->policy != GST_MBQ_FULL_BLOCK || is_live(self) ? (gint64)self->timeout_ns : -1;
+    __atomic_store_n(&self->alloc->acquire_wait_ns, acquire_wait, __ATOMIC_RELAXED);
 
     mbq_buffer b = {0};
     gboolean have = FALSE, owned = FALSE;

@@ -620,6 +620,7 @@ int enqueue_impl(struct bq *q, const struct bq_entry *e, bool take, bool quiet)
     if (__builtin_expect(r < 0, 0)) {
         if (ref.retained && q->hooks.release)
             q->hooks.release(q->hooks.ctx, e->pool_id, e->handle);
+        enqueue_move_end(q, e, ref); /* the reference is given back: the move is over */
         return r;
     }
     if (__builtin_expect(!full_lock, 1) && enqueue_append_fast(q, e, held.tail)) {

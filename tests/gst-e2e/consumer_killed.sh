@@ -7,6 +7,10 @@
 #  2. block, live capture with timeout=100 ms: each frame that finds the
 #     queue full waits at most 100 ms and is dropped (with a warning); the
 #     capture finishes (exit 0), bounded.
+#  2b. the same with fewer blocks than the queue holds, so that the pool
+#     runs dry before the queue fills: the producer's buffer pool waits for
+#     a block no longer than the timeout either, then hands out ordinary
+#     memory, which the sink drops for want of a block; capture finishes.
 #  3. block, capture not live: it waits for room without a limit (a file
 #     source must not lose data) - the queue full, capture alive; Ctrl-C
 #     (SIGINT) ends it within seconds.
@@ -51,6 +55,15 @@ expect_exit capture2 "$p" 0
 note "2. block, live, timeout 100 ms: capture finished $(since "$mark") ms after the kill;" \
      "q/live took $(mbq_stat q/live enqueued) of 60 frames, holds $(mbq_stat q/live count)"
 
+# 2b. block, live, bounded wait, the pool runs dry first (nothing consumes)
+gst capture2b 60 videotestsrc is-live=true num-buffers=30 ! $caps \
+    ! mbqsink queue=q/dry pool=p/dry blocks=4 capacity=8 full-policy=block timeout=50000000
+p=$LAST_PID
+expect_exit capture2b "$p" 0
+[ "$(mbq_stat q/dry count)" = 4 ] || fail "q/dry holds $(mbq_stat q/dry count) frames, not its pool's 4 blocks"
+note "2b. block, live, 4 blocks for a queue of 8 and no consumer: capture finished;" \
+     "q/dry holds $(mbq_stat q/dry count)"
+
 # 3. block, not live: unbounded wait, ended by SIGINT
 gst consumer3 60 mbqsrc queue=q/file timeout=30000000000 ! fakesink
 c=$LAST_PID cg=$GST_PID
@@ -69,7 +82,7 @@ note "3. block, not live: capture waited with the queue full ($enq frames in), S
      "in $(since "$mark") ms (exit status $RC)"
 
 # Every process gone: the queues' frames are their only references.
-for k in drop live file; do
+for k in drop live dry file; do
     held=$(mbq_stat q/$k count)
     [ "$(mbq_stat p/$k blocks_used)" = "$held" ] ||
         fail "p/$k: $(mbq_stat p/$k blocks_used) blocks in use, q/$k holds $held"

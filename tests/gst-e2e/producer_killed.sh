@@ -11,14 +11,18 @@
 . "$(dirname "$0")/common.sh"
 need videotestsrc watchdog
 
-gst guarded 60 mbqsrc queue=cam/a timeout=30000000000 ! watchdog timeout=1000 ! fakesink
-g=$LAST_PID
-gst waiting 60 mbqsrc queue=cam/b timeout=30000000000 ! fakesink
-w=$LAST_PID wg=$GST_PID
+# Capture first: the watchdog counts from the consumer's start, and a
+# capture still starting up (a loaded machine, a sanitizer build) must not
+# look like a dead one.
 gst capture 60 videotestsrc is-live=true num-buffers=100000 \
     ! video/x-raw,format=I420,width=320,height=240,framerate=30/1 \
     ! mbqsink queue=cam/a,cam/b pool=cam/frames blocks=8 capacity=4 full-policy=drop-oldest
 p=$LAST_PID pg=$GST_PID
+mbq_wait_until 30 stat_at_least cam/a enqueued 2 || fail "capture made no frames"
+gst guarded 60 mbqsrc queue=cam/a timeout=30000000000 ! watchdog timeout=1000 ! fakesink
+g=$LAST_PID
+gst waiting 60 mbqsrc queue=cam/b timeout=30000000000 ! fakesink
+w=$LAST_PID wg=$GST_PID
 
 mbq_wait_until 30 stat_at_least cam/a dequeued 15 || fail "cam/a: fewer than 15 frames taken"
 kill -9 "$pg"
