@@ -147,7 +147,8 @@ static int pool_layout_of(uint64_t block_size, uint32_t count, uint64_t page,
     l->attach_off = l->formats_off + POOL_FORMATS * (uint64_t)sizeof(struct pool_format);
     l->data_off = round_up64(l->attach_off + (uint64_t)count * POOL_ATTACH_MAX, page);
     uint64_t data_len;
-    if (__builtin_mul_overflow(block_size, (uint64_t)count, &data_len) || data_len > UINT64_MAX - page)
+    if (__builtin_mul_overflow(block_size, (uint64_t)count, &data_len) ||
+        data_len > UINT64_MAX - page)
         return -1;
     /* Packed sub-page blocks may end inside a page: the segment still ends
      * on one. */

@@ -1405,7 +1405,8 @@ static void test_corruption_fuzz(void)
 
 CHECK_MAIN(CASE(test_params_errors), CASE(test_alloc_exhaustion), CASE(test_alloc_bad_size),
            CASE(test_refcount), CASE(test_stale_handle), CASE(test_lifo_reuse),
-           CASE(test_data_pages), CASE(test_small_blocks), CASE(test_age_out_punches), CASE(test_age_out_keeps_recent),
+           CASE(test_data_pages), CASE(test_small_blocks), CASE(test_age_out_punches),
+           CASE(test_age_out_keeps_recent),
            CASE(test_flush), CASE(test_invalidate), CASE(test_attach_second_mapping),
            CASE(test_attach_rejects_corrupt), CASE(test_client_slots), CASE(test_reclaim),
            CASE(test_lock_recovery_repair), CASE(test_alloc_repairs_corrupt_list), CASE(test_orphans),
