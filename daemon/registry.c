@@ -413,10 +413,10 @@ uint64_t registry_estimate_size(const struct object_config *c)
     case OBJECT_POOL:
         if (c->pool.block_size == 0 || c->pool.block_count == 0)
             return 0; /* refused by pool_create */
-        if (c->pool.block_size > UINT64_MAX - page)
+        size = pool_block_size_round(c->pool.block_size); /* sub-page: packed */
+        if (size == 0)
             return UINT64_MAX;
-        size = (c->pool.block_size + page - 1) / page * page +
-               pool_overhead_per_block();
+        size += pool_overhead_per_block();
         if (__builtin_mul_overflow(size, (uint64_t)c->pool.block_count, &n) ||
             __builtin_add_overflow(n, overhead + pool_format_area_size(), &n))
             return UINT64_MAX;

@@ -532,7 +532,7 @@ static int fail_store_full(Call *c, const char *what)
 
 /* Whether an existing object of the requested kind was made with the
  * configuration a Create asks for, as the segment would be made from it
- * (capacity 0 is the default, block sizes are whole pages, age-out 0 the
+ * (capacity 0 is the default, block sizes as pool_block_size_round makes them, age-out 0 the
  * default); if not, names the first difference in what. The mode is not
  * compared: it is a permission, not the object's shape. */
 static bool config_matches(const Object *o, const struct object_config *want, char *what,
@@ -565,9 +565,8 @@ static bool config_matches(const Object *o, const struct object_config *want, ch
         }
         return true;
     case OBJECT_POOL: {
-        const uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
-        uint64_t bs = want->pool.block_size;
-        bs = bs > UINT64_MAX - page ? bs : (bs + page - 1) / page * page;
+        uint64_t bs = pool_block_size_round(want->pool.block_size);
+        bs = bs ? bs : want->pool.block_size;
         uint64_t age = want->pool.age_out_ns ? want->pool.age_out_ns : POOL_DEFAULT_AGE_OUT_NS;
         if (bs != have->pool.block_size) {
             snprintf(what, n, "block size %" PRIu64 ", not %" PRIu64, have->pool.block_size, bs);

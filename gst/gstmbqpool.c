@@ -65,8 +65,13 @@ static GstMemory *gst_mbq_allocator_alloc(GstAllocator *allocator, gsize size,
     GstMbqAllocator *self = GST_MBQ_ALLOCATOR(allocator);
     gsize prefix = params ? params->prefix : 0, padding = params ? params->padding : 0;
     gsize align = params ? params->align : 0;
-    /* Blocks are page aligned: any alignment up to a page holds. */
-    if (align >= 4096 || prefix + size + padding > self->block_size) {
+    /* A block is aligned to the largest power of two that divides the block
+     * size, up to a page: page blocks to a page, packed sub-page blocks
+     * (64 B multiples) to 64 B at least. align is a mask (alignment - 1). */
+    guint64 block_align = self->block_size & (~self->block_size + 1);
+    if (block_align > 4096)
+        block_align = 4096;
+    if (align >= block_align || prefix + size + padding > self->block_size) {
         GST_WARNING_OBJECT(self, "cannot allocate %" G_GSIZE_FORMAT " bytes (block size %" G_GUINT64_FORMAT ")",
                            prefix + size + padding, self->block_size);
         return NULL;

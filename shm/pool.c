@@ -1,10 +1,14 @@
-/* Memory pools: page-granular blocks of one sealed memfd, shared by processes.
+/* Memory pools: the blocks of one sealed memfd, shared by processes.
  *
  * Role: the allocator behind mbq buffers (see pool.h for the contract). The
  * segment holds the header, the client slots, the per-client holdings, the
  * block descriptors and the page-aligned data area, in that order, at
  * offsets that follow from (block_size, block_count) alone, so a process that
- * attaches recomputes them and rejects a header that disagrees.
+ * attaches recomputes them and rejects a header that disagrees. Blocks are
+ * whole pages, or, below a page, packed at a multiple of a cache line
+ * (pool_block_size_round); a block's descriptor and ref word live in the
+ * descriptor table, never beside its payload, so packing changes no
+ * rule of the accounting, only what a punch may return (pool_punch).
  *
  * This file: the layout, create/attach, the lock, the free lists, freeing,
  * the fast half of the client caches, and allocate/retain/release — what a
@@ -128,7 +132,12 @@ static inline uint64_t round_up64(uint64_t n, uint64_t align)
 static int pool_layout_of(uint64_t block_size, uint32_t count, uint64_t page,
                           struct pool_layout *l)
 {
-    if (block_size == 0 || block_size % page != 0 || count == 0 || count > POOL_MAX_BLOCKS)
+    /* What pool_block_size_round makes, and nothing else: a forged size
+     * between the two forms (not a cache-line multiple below a page, not
+     * whole pages above) is refused, so no block straddles what the rules
+     * say it does. */
+    if (block_size == 0 || block_size % (block_size < page ? POOL_BLOCK_ALIGN : page) != 0 ||
+        count == 0 || count > POOL_MAX_BLOCKS)
         return -1;
     l->clients_off = round_up64(sizeof(struct pool_shared), 64);
     l->holdings_off = l->clients_off + POOL_MAX_CLIENTS * sizeof(struct pool_client);
@@ -139,18 +148,42 @@ static int pool_layout_of(uint64_t block_size, uint32_t count, uint64_t page,
     l->data_off = round_up64(l->attach_off + (uint64_t)count * POOL_ATTACH_MAX, page);
     uint64_t data_len;
     if (__builtin_mul_overflow(block_size, (uint64_t)count, &data_len) ||
-        __builtin_add_overflow(l->data_off, data_len, &l->total) ||
+        data_len > UINT64_MAX - page)
+        return -1;
+    /* Packed sub-page blocks may end inside a page: the segment still ends
+     * on one. */
+    data_len = round_up64(data_len, page);
+    if (__builtin_add_overflow(l->data_off, data_len, &l->total) ||
         l->total > (uint64_t)PTRDIFF_MAX)
         return -1;
     return 0;
 }
 
-/* Returns the pages of count blocks from first to the kernel. */
+uint64_t pool_block_size_round(uint64_t block_size)
+{
+    const uint64_t page = pool_page_size();
+    if (block_size == 0 || block_size > UINT64_MAX - page)
+        return 0;
+    return block_size < page ? round_up64(block_size, POOL_BLOCK_ALIGN)
+                             : round_up64(block_size, page);
+}
+
+/* Returns the pages of count adjacent blocks from first to the kernel: the
+ * whole pages inside their span only. With page-sized blocks that is all of
+ * it; with packed sub-page blocks a page the span shares with a block
+ * outside it stays resident (that block may be in use, and a punch would
+ * zero its bytes under its holder), so a lone small block returns nothing. */
 int pool_punch(struct pool *p, uint32_t first, uint32_t count)
 {
-    off_t off = (off_t)(pool_data_off(p) + (uint64_t)first * p->block_size);
-    off_t len = (off_t)((uint64_t)count * p->block_size);
-    if (fallocate(p->seg.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len) < 0)
+    const uint64_t page = pool_page_size();
+    uint64_t lo = pool_data_off(p) + (uint64_t)first * p->block_size;
+    uint64_t hi = lo + (uint64_t)count * p->block_size;
+    lo = round_up64(lo, page);
+    hi = hi / page * page;
+    if (hi <= lo)
+        return 0;
+    if (fallocate(p->seg.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)lo,
+                  (off_t)(hi - lo)) < 0)
         return -errno;
     return 0;
 }
@@ -498,7 +531,7 @@ static uint32_t pool_cache_max(uint32_t block_count)
  * the kernel cannot (touching would only crash). */
 static int pool_prefault(struct pool *p, uint64_t page)
 {
-    size_t len = (size_t)(p->block_size * p->block_count);
+    size_t len = (size_t)round_up64(p->block_size * p->block_count, page);
     if (madvise(p->data, len, MADV_POPULATE_WRITE) == 0)
         return 0;
     if (errno != EINVAL)
@@ -545,10 +578,9 @@ int pool_create(const struct pool_params *params, struct pool *out)
     if (!params || !out)
         return MBQ_POOL_ERR_INVALID_PARAMETER;
     const uint64_t page = pool_page_size();
-    if (params->block_size == 0 || params->block_size > UINT64_MAX - page ||
-        params->block_count == 0 || params->block_count > POOL_MAX_BLOCKS)
+    const uint64_t bs = pool_block_size_round(params->block_size);
+    if (bs == 0 || params->block_count == 0 || params->block_count > POOL_MAX_BLOCKS)
         return MBQ_POOL_ERR_INVALID_PARAMETER;
-    const uint64_t bs = round_up64(params->block_size, page);
     const uint32_t n = params->block_count;
     struct pool_layout l;
     if (pool_layout_of(bs, n, page, &l) < 0)

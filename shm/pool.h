@@ -2,8 +2,15 @@
  *
  * A pool is one segment: a header, a table of client slots, a table of
  * per-client holdings, a table of block descriptors, then the blocks
- * themselves, each a page-aligned run of whole pages (never sub-page). All
- * blocks of a pool have the same size, fixed at creation (a frame pool).
+ * themselves. All blocks of a pool have the same size, fixed at creation
+ * (a frame pool): from a page on, each block is a page-aligned run of whole
+ * pages; below a page (small messages), blocks are packed one after the
+ * other at a multiple of POOL_BLOCK_ALIGN (a cache line), so 64 blocks of
+ * 64 B share one page instead of taking 64 (pool_block_size_round).
+ * Packing changes one rule: age-out returns only the whole pages that a
+ * run of blocks aged out together covers; a page shared with a block that
+ * is not aging stays resident (see pool_punch). Every other rule below is
+ * the same for both forms.
  *
  * A buffer is an allocated block. Its descriptor carries a 64-bit word
  * {generation:32, refcount:32}; a handle is (generation << 32 | index + 1),
@@ -89,8 +96,12 @@
 #define POOL_DEFAULT_AGE_OUT_NS 500000000ull
 #define POOL_NONE 0xffffffffu
 
+/* A sub-page block's size is a multiple of this (a cache line), and so
+ * is its offset in the data area. */
+#define POOL_BLOCK_ALIGN 64u
+
 struct pool_params {
-    uint64_t block_size;  /* bytes, rounded up to whole pages; > 0 */
+    uint64_t block_size;  /* bytes, > 0; see pool_block_size_round */
     uint32_t block_count; /* 1..POOL_MAX_BLOCKS */
     uint64_t age_out_ns;  /* 0: POOL_DEFAULT_AGE_OUT_NS */
     bool prefault;        /* fault every page in at creation (default for frames) */
@@ -155,6 +166,11 @@ struct pool_stats {
     uint32_t audits_pending; /* dead slots whose intents wait for a recount */
     uint64_t audited;        /* references dropped by recounts */
 };
+
+/* The block size a pool made with block_size has: below a page, rounded
+ * up to a multiple of POOL_BLOCK_ALIGN (packed); from a page on, rounded up
+ * to whole pages. 0 for 0 or a size that cannot be rounded. */
+uint64_t pool_block_size_round(uint64_t block_size);
 
 /* Creates a pool and attaches the caller as its first client.
  * MBQ_POOL_ERR_INVALID_PARAMETER for bad params, MBQ_POOL_ERR_ALLOCATION_FAILED
@@ -285,7 +301,9 @@ int pool_freeze_read_meta(struct pool *p, uint64_t handle, uint64_t *size, mbq_t
                           mbq_time *pts, mbq_time *duration);
 bool pool_is_frozen(struct pool *p, uint64_t handle);
 /* The segment's fd (borrowed: owned by the mapping) and the block's offset
- * and length in it, for a consumer that maps the payload itself. 0,
+ * and length in it, for a consumer that maps the payload itself: the
+ * offset is page-aligned for page blocks, a multiple of POOL_BLOCK_ALIGN
+ * for sub-page ones (whose page holds other blocks too). 0,
  * -ESTALE, -EBADF (the mapping kept no fd). */
 int pool_block_span(struct pool *p, uint64_t handle, int *fd, uint64_t *offset, uint64_t *len);
 int pool_set_ready(struct pool *p, uint64_t handle, bool ready);

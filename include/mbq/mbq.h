@@ -64,6 +64,11 @@
  *    lists but no public installer accepts, is installed with
  *    mbq_buffer_queue_install_trigger_with_time_and_threshold().
  *  - Non-numeric buffer durations count as zero in the queue's duration.
+ *  - A pool serves one block size, fixed at creation (CMMemoryPool serves
+ *    any size): an allocation of more than the block size fails, and a
+ *    stream whose buffers grow (a resolution change) needs a new pool.
+ *    Blocks below a page are packed at 64-byte granularity, so a pool of
+ *    small messages costs no page per message (mbq_pool_options).
  *  - A buffer's metadata (size, timing, flags, format, attachments) is
  *    frozen by its first enqueue: setters then fail with -EPERM, so a
  *    consumer reads exactly what the queue ordered by (see
@@ -165,7 +170,7 @@ typedef struct mbq_pool mbq_pool;
 /* Create-or-open. A create (unless exclusive) opens an object that exists
  * under the name if it was made with the same options (the mode is not
  * compared: it is a permission); one made with other options (capacity,
- * order, full policy; block size as rounded to pages, block count, age-out)
+ * order, full policy; block size as rounded (see block_size), block count, age-out)
  * is refused with -EEXIST, and mbq_client_last_error() names the
  * difference. With MBQ_OPEN_IF_EXISTS in the options' flags, an existing
  * object of the same kind is opened whatever its options (what Core Media
@@ -174,7 +179,13 @@ typedef struct mbq_pool mbq_pool;
 
 typedef struct mbq_pool_options {
     size_t size;            /* sizeof(mbq_pool_options) */
-    uint64_t block_size;    /* bytes per block, rounded up to pages; required */
+    /* Bytes per block; required. From a page up, rounded up to whole pages
+     * (each block page-aligned); below a page, rounded up to a multiple of
+     * 64 and packed, several blocks to a page (64 B: 64 a page), so that
+     * small messages do not cost a page each. A pool of packed blocks
+     * returns on age-out only the pages no block outside the aging round
+     * shares (seldom, for 64 B blocks: their pages stay resident). */
+    uint64_t block_size;
     uint32_t block_count;   /* blocks in the pool; required */
     double age_out_seconds; /* 0: 0.5 s (kCMMemoryPoolOption_AgeOutPeriod) */
     uint32_t mode;          /* permission bits; 0: 0600 */
@@ -391,7 +402,9 @@ int mbq_buffer_copy_attachments(mbq_buffer dst, mbq_buffer src);
 /* The payload as a file: the pool's memfd (borrowed: owned by the library,
  * valid while the pool is open in this process; do not close it, dup it to
  * keep it) and the offset and length of the buffer's block in it, page
- * aligned, for GstFdMemory- or dmabuf-style consumers. A consumer must map
+ * aligned for a pool of page blocks (a multiple of 64 for packed blocks
+ * below a page: map the page below and add the rest), for GstFdMemory- or
+ * dmabuf-style consumers. A consumer must map
  * it read-only (PROT_READ, MAP_SHARED): the segment is sealed against
  * growing and shrinking, and a writable mapping could scribble on buffers
  * other processes own. The fd stays the same for every buffer of the pool.

@@ -1446,6 +1446,7 @@ static const struct bcase cases[] = {
       {"floor b16", &tx_floor, TXV_FLOOR_BATCH16, 0, 0, 5000000, 0},
       {"mbq-bq", &tx_bq, 0, 0, 0, 5000000, 0},
       {"mbq", &tx_mbq, 0, 0, 0, 2000000, 0},
+      {"mbq 64 B blocks", &tx_mbq, TXV_MBQ_SMALL, 0, 0, 2000000, 0},
       {"mbq b16", &tx_mbq, TXV_MBQ_BATCH16, 0, 0, 2000000, 0},
       IOX_ENTRY("iceoryx", 0, 500000),
       {"mq", &tx_mq, 0, 0, 0, 500000, 0},
@@ -2237,6 +2238,8 @@ static const struct target targets[] = {
      "rate mbq ÷ rate ring, stream64"},
     {"streaming ≥ 10× iceoryx", "stream64", "mbq", "stream64", "iceoryx", true, ">=", 10,
      "rate mbq ÷ rate iceoryx, stream64"},
+    {"64 B streaming from 64 B blocks ≥ 1.5× from page blocks", "stream64", "mbq 64 B blocks",
+     "stream64", "mbq", true, ">=", 1.5, "rate mbq 64 B blocks ÷ rate mbq, stream64"},
     {"blocking round trip ≤ 1.2× raw spin-then-futex", "block_cross", "mbq", "block_cross",
      "ring+futex", false, "<=", 1.2, "p50 mbq ÷ p50 ring+futex, block_cross"},
     {"wake after a real sleep ≤ 1.2× raw eventfd", "wake", "mbq", "wake", "eventfd", false, "<=",
@@ -2521,6 +2524,10 @@ static const struct tx_ops *solo_transport(const char *name, int *variant)
         *variant = TXV_MBQ_TRIGGER_IDLE;
         return &tx_mbq;
     }
+    if (strcmp(name, "mbq-small") == 0) {
+        *variant = TXV_MBQ_SMALL;
+        return &tx_mbq;
+    }
     if (strcmp(name, "mbq-pts-reordered") == 0) {
         *variant = TXV_MBQ_PTS_REORDER;
         return &tx_mbq;
@@ -2532,12 +2539,16 @@ static const struct tx_ops *solo_transport(const char *name, int *variant)
     return NULL;
 }
 
-static int run_solo(const char *name, long n)
+/* batch: messages sent before they are received (1..256): with 256 the
+ * queue runs full and the pool's blocks cycle as in a stream, so the
+ * footprint of the blocks (page or packed) shows without a second CPU. */
+static int run_solo(const char *name, long n, long batch)
 {
     int variant;
     const struct tx_ops *t = solo_transport(name, &variant);
-    if (!t || n < 1) {
-        fprintf(stderr, "bench_transports: --solo ring|floor|mbq-bq|mbq|mbq-trigger|mbq-trigger-idle N\n");
+    if (!t || n < 1 || batch < 1 || batch > 256) {
+        fprintf(stderr, "bench_transports: --solo ring|floor|mbq-bq|mbq|mbq-trigger|"
+                        "mbq-trigger-idle|mbq-small N [BATCH]\n");
         return 2;
     }
     if (t == &tx_mbq && !mbqd_start())
@@ -2546,7 +2557,7 @@ static int run_solo(const char *name, long n)
     struct tx_spec *s = &j->spec[0];
     snprintf(s->name, sizeof(s->name), "solo");
     s->fan = 1;
-    s->depth = 64;
+    s->depth = batch > 64 ? 256 : 64;
     s->payload = 64;
     s->wait = TX_POLL;
     s->variant = variant;
@@ -2563,22 +2574,35 @@ static int run_solo(const char *name, long n)
     if (r < 0)
         bench_die("%s: %s", name, mbq_status_string(r));
     bench_pin(BENCH_PARENT_CPU);
+    struct timespec c0, c1;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c0);
     uint64_t t0 = bench_mono_ns();
-    for (long i = 0; i < n; i++) {
-        void *p = loan_msg(j, t, tx);
-        if (!p)
-            break;
-        payload_write(p, 64, (uint64_t)i, false);
-        if (!send_msg(j, t, tx, p, (uint64_t)i))
-            break;
-        const void *q = recv_msg(j, t, rx, false);
-        if (!q || !payload_read(q, 64, (uint64_t)i, false)) {
-            job_fail(j, "message %ld lost", i);
-            break;
+    for (long i = 0; i < n && !job_failed(j); i += batch) {
+        long k = n - i < batch ? n - i : batch, sent = 0;
+        for (; sent < k; sent++) {
+            void *p = loan_msg(j, t, tx);
+            if (!p)
+                break;
+            payload_write(p, 64, (uint64_t)(i + sent), false);
+            if (!send_msg(j, t, tx, p, (uint64_t)(i + sent)))
+                break;
         }
-        t->done(rx, q);
+        for (long m = 0; m < sent; m++) {
+            const void *q = recv_msg(j, t, rx, false);
+            if (!q || !payload_read(q, 64, (uint64_t)(i + m), false)) {
+                job_fail(j, "message %ld lost", i + m);
+                break;
+            }
+            t->done(rx, q);
+        }
+        if (sent < k)
+            break;
     }
     double ns = (double)(bench_mono_ns() - t0) / (double)n;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c1);
+    /* CPU time: what a loaded machine's preemptions leave out of the figure. */
+    double cpu = ((double)(c1.tv_sec - c0.tv_sec) * 1e9 + (double)(c1.tv_nsec - c0.tv_nsec)) /
+                 (double)n;
     t->close_tx(tx);
     t->close_rx(rx);
     t->unprepare(s);
@@ -2586,8 +2610,9 @@ static int run_solo(const char *name, long n)
     if (job_failed(j))
         bench_die("%s", j->err);
     printf("RESULT solo_%s_ns_per_msg=%.1f ns (one process: loan, write, send, receive, read, "
-           "release)\n",
-           name, ns);
+           "release; batch %ld)\n",
+           name, ns, batch);
+    printf("RESULT solo_%s_cpu_ns_per_msg=%.1f ns\n", name, cpu);
     return 0;
 }
 
@@ -2617,9 +2642,10 @@ static void usage(FILE *to)
                 "  --placement-max S    before a busy-poll measurement across cores, wait at\n"
                 "                       most S s for the usual (mid) placement (default 3)\n"
                 "  --placement-budget S and at most S s in all (default 150)\n"
-                "  --solo T [N]         profiling aid: N messages through transport T (ring,\n"
-                "                       floor, mbq-bq, mbq, mbq-trigger, mbq-trigger-idle) in one\n"
-                "                       process, no peers\n");
+                "  --solo T [N [B]]     profiling aid: N messages through transport T (ring,\n"
+                "                       floor, mbq-bq, mbq, mbq-trigger, mbq-trigger-idle,\n"
+                "                       mbq-small) in one process, no peers, B sent before B\n"
+                "                       received (default 1)\n");
 }
 
 int main(int argc, char **argv)
@@ -2675,7 +2701,8 @@ int main(int argc, char **argv)
     machine_info();
     (void)bench_ns_per_tick(); /* calibrate once; every process inherits it */
     if (solo) {
-        int rc = run_solo(solo, optind < argc ? atol(argv[optind]) : 1000000);
+        int rc = run_solo(solo, optind < argc ? atol(argv[optind]) : 1000000,
+                          optind + 1 < argc ? atol(argv[optind + 1]) : 1);
         char p[1100];
         snprintf(p, sizeof(p), "%s/mbqd.log", run_dir);
         unlink(p);

@@ -50,6 +50,7 @@ enum {
     TXV_MBQ_TRIGGER = 12,     /* TX_BLOCK through a "count > 0" trigger eventfd */
     TXV_MBQ_TRIGGER_IDLE = 13, /* a trigger installed that never fires; waits as usual */
     TXV_MBQ_BATCH16 = 14,      /* the batched calls, 16 at a time (busy-poll, one consumer) */
+    TXV_MBQ_SMALL = 15,        /* the pool's blocks are the payload's size (sub-page, packed) */
 };
 
 #define TX_MAX_FAN 2

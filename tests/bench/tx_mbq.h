@@ -1,6 +1,7 @@
 /* mbq through its public library, against the mbqd the harness started.
  *
- * Per channel: one pool (the producer's frames: page-rounded blocks,
+ * Per channel: one pool (the producer's frames: page-rounded blocks, or
+ * with TXV_MBQ_SMALL blocks of the payload's size packed below a page;
  * depth + 16 of them, pre-faulted by mbqd) and one buffer queue per consumer,
  * created by the measuring process before it forks, opened by name by each
  * side on its own connection. A message is a buffer's whole life:
@@ -87,7 +88,9 @@ static int mbq_prepare(struct tx_spec *s)
     mbq_prepared++;
     char name[128];
     mbq_pool_options po = {.size = sizeof(po),
-                           .block_size = (s->payload + 4095) & ~(size_t)4095,
+                           .block_size = s->variant == TXV_MBQ_SMALL
+                                             ? s->payload
+                                             : (s->payload + 4095) & ~(size_t)4095,
                            .block_count = s->depth + 16,
                            .exclusive = true};
     mbq_obj_name(name, sizeof(name), s, "pool");

@@ -262,13 +262,17 @@ static int fifo_producer(int cmd, int rep, void *arg)
             r.status = e;
             break;
         }
-        struct fifo_payload *pl = mbq_buffer_get_data(b, NULL);
-        if (!pl) {
+        size_t cap = 0;
+        struct fifo_payload *pl = mbq_buffer_get_data(b, &cap);
+        if (!pl || cap < sizeof *pl) {
             r.status = -EFAULT;
             break;
         }
         pl->i = i;
         pl->not_i = ~i;
+        /* The rest of the block too, so that blocks that overlapped (packed
+         * sub-page ones placed wrong) would show in the consumer's check. */
+        memset((uint8_t *)pl + sizeof *pl, (int)(i & 0xff), cap - sizeof *pl);
         mbq_buffer_set_data_size(b, sizeof *pl);
         while ((e = mbq_buffer_queue_enqueue(q, b)) == MBQ_BQ_ERR_QUEUE_IS_FULL) {
             full++;
@@ -316,8 +320,12 @@ static int fifo_consumer(int cmd, int rep, void *arg)
             r.status = e;
             break;
         }
-        const struct fifo_payload *pl = mbq_buffer_get_data(b, NULL);
-        if (!pl || pl->i != expect || pl->not_i != ~expect ||
+        size_t cap = 0;
+        const struct fifo_payload *pl = mbq_buffer_get_data(b, &cap);
+        bool tail_ok = pl != NULL;
+        for (size_t k = sizeof *pl; pl && m.v[1] && k < cap; k++) /* v[1]: the tail is filled */
+            tail_ok &= ((const uint8_t *)pl)[k] == (uint8_t)(pl->i & 0xff);
+        if (!pl || pl->i != expect || pl->not_i != ~expect || !tail_ok ||
             mbq_buffer_get_data_size(b) != sizeof *pl) {
             if (bad++ < 5)
                 fprintf(stderr, "consumer %s: expected #%llu, got #%lld\n", m.s,
@@ -338,7 +346,8 @@ static int fifo_consumer(int cmd, int rep, void *arg)
     return 0;
 }
 
-static void fifo_100k_across_processes(void)
+/* block_size: page blocks (4096), or packed sub-page ones (64). */
+static void fifo_100k_across_processes_bs(uint64_t block_size)
 {
     REQUIRE(mbqd_start(&D) == 0);
     struct actor p, k;
@@ -348,7 +357,7 @@ static void fifo_100k_across_processes(void)
     REQUIRE(c);
     mbq_pool *pool = NULL;
     mbq_buffer_queue *q = NULL;
-    mbq_pool_options po = h_pool_opts(4096, 64);
+    mbq_pool_options po = h_pool_opts(block_size, 64);
     REQUIRE(mbq_pool_create(c, "dp/f/pool", &po, &pool) == 0);
     mbq_buffer_queue_options qo = h_bq_opts(64, MBQ_ORDER_FIFO);
     REQUIRE(mbq_buffer_queue_create(c, "dp/f/q", &qo, &q) == 0);
@@ -356,14 +365,15 @@ static void fifo_100k_across_processes(void)
     uint64_t t0 = h_now_ns();
     struct hmsg go = hmsg_op(OP_GO), pr, kr;
     snprintf(go.s, sizeof go.s, "dp/f/q");
+    go.v[1] = 1; /* fifo_producer fills each block's tail: check it */
     REQUIRE(h_write_full(k.cmd, &go, sizeof go) == 0);
     REQUIRE(h_write_full(p.cmd, &go, sizeof go) == 0);
     CHECK_EQ(actor_recv(&p, &pr, 100000), 0);
     CHECK_EQ(actor_recv(&k, &kr, 100000), 0);
     double secs = (double)(h_now_ns() - t0) / 1e9;
-    printf("fifo: %u buffers in %.3f s (%.0f/s); producer found the queue full %lld times, "
-           "the pool empty %lld times\n",
-           FIFO_N, secs, FIFO_N / secs, (long long)pr.v[0], (long long)pr.v[1]);
+    printf("fifo (%" PRIu64 " B blocks): %u buffers in %.3f s (%.0f/s); producer found the "
+           "queue full %lld times, the pool empty %lld times\n",
+           block_size, FIFO_N, secs, FIFO_N / secs, (long long)pr.v[0], (long long)pr.v[1]);
     CHECK_STATUS(pr.status, 0);
     CHECK_STATUS(kr.status, 0);
     CHECK_EQ(kr.v[0], FIFO_N);
@@ -373,6 +383,7 @@ static void fifo_100k_across_processes(void)
 
     mbq_object_info info;
     CHECK_STATUS(h_stat(c, "dp/f/pool", &info), 0);
+    CHECK_EQ(info.block_size, block_size);
     CHECK_EQ(info.blocks_used, 0);
     CHECK_EQ(info.allocations, FIFO_N);
     CHECK_EQ(info.frees, FIFO_N);
@@ -387,6 +398,16 @@ static void fifo_100k_across_processes(void)
     mbq_pool_close(pool);
     mbq_disconnect(c);
     CHECK_MBQD_STOP(&D);
+}
+
+static void fifo_100k_across_processes(void)
+{
+    fifo_100k_across_processes_bs(4096);
+}
+
+static void fifo_100k_small_blocks_across_processes(void)
+{
+    fifo_100k_across_processes_bs(64);
 }
 
 /* ---- fan-out -------------------------------------------------------------- */
@@ -840,4 +861,5 @@ static void buffer_and_queue_rules(void)
 }
 
 CHECK_MAIN(CASE(sorted_queue_across_processes), CASE(fifo_100k_across_processes),
+           CASE(fifo_100k_small_blocks_across_processes),
            CASE(fanout_two_queues_two_consumers), CASE(buffer_and_queue_rules))

@@ -18,6 +18,8 @@
  * wait): no leak at all. Then a fresh producer/consumer pair moves buffers
  * through each queue and checks them.
  *
+ * MBQ_TORTURE_BLOCK sets the pool's block size (default 4096; CTest runs
+ * it again as test_kill_torture_small with 64: packed sub-page blocks).
  * MBQ_TORTURE_KILLS sets the number of kills (default 1000, in every build:
  * about 15 s under ASan and 30 s under TSan on a loaded 2-vCPU machine),
  * MBQ_TORTURE_SEED the seed (default: from the clock; printed either way,
@@ -427,7 +429,11 @@ static void kill9_at_random_points_leaks_nothing(void)
     mbq_client *c = h_connect(&D, "owner");
     REQUIRE(c);
     mbq_pool *pool;
-    mbq_pool_options po = h_pool_opts(4096, POOL_BLOCKS);
+    /* MBQ_TORTURE_BLOCK: the pool's block size (64: packed sub-page blocks). */
+    const long bs = env_long("MBQ_TORTURE_BLOCK", 4096);
+    REQUIRE(bs >= 64);
+    printf("block size %ld (MBQ_TORTURE_BLOCK)\n", bs);
+    mbq_pool_options po = h_pool_opts((uint64_t)bs, POOL_BLOCKS);
     REQUIRE(mbq_pool_create(c, "t/pool", &po, &pool) == 0);
     mbq_buffer_queue *q[3];
     mbq_buffer_queue_options qo = h_bq_opts(8, MBQ_ORDER_FIFO);

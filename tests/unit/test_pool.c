@@ -79,6 +79,11 @@ static size_t resident_pages(void *addr, size_t len)
     return res;
 }
 
+static uint64_t round_up_u64(uint64_t n, uint64_t a)
+{
+    return (n + a - 1) / a * a;
+}
+
 static uint8_t *block_data(struct pool *p, uint32_t idx)
 {
     return p->data + (size_t)idx * p->block_size;
@@ -108,10 +113,18 @@ static void test_params_errors(void)
     CHECK_EQ(make_pool(&p, UINT64_MAX, 4, 0, false), MBQ_POOL_ERR_INVALID_PARAMETER);
     CHECK_EQ(make_pool(&p, UINT64_MAX / 2, 4, 0, false), MBQ_POOL_ERR_INVALID_PARAMETER);
 
-    /* block_size rounds up to whole pages; age-out defaults. */
+    /* block_size rounds up to whole pages from a page on, to a cache-line
+     * multiple below; age-out defaults. */
+    CHECK_EQ(pool_block_size_round(0), 0);
+    CHECK_EQ(pool_block_size_round(1), 64);
+    CHECK_EQ(pool_block_size_round(64), 64);
+    CHECK_EQ(pool_block_size_round(100), 128);
+    CHECK_EQ(pool_block_size_round(page_size() - 1), page_size());
+    CHECK_EQ(pool_block_size_round(page_size() + 1), 2 * page_size());
+    CHECK_EQ(pool_block_size_round(UINT64_MAX), 0);
     REQUIRE(make_pool(&p, 100, 3, 0, false) == 0);
     struct pool_stats s = stats_of(&p);
-    CHECK_EQ(s.block_size, page_size());
+    CHECK_EQ(s.block_size, 128);
     CHECK_EQ(s.block_count, 3);
     CHECK_EQ(p.sh->age_out_ns, POOL_DEFAULT_AGE_OUT_NS);
     CHECK_EQ(s.cold, 3);
@@ -306,6 +319,89 @@ static void test_data_pages(void)
         CHECK_EQ(bad, 0);
         CHECK_EQ(pool_release(&p, h[i], true), 0);
     }
+    pool_detach(&p);
+}
+
+/* Sub-page blocks: packed at a cache-line multiple, each its own bytes, its
+ * span in the memfd where its data is; a punch returns only pages no live
+ * block shares, and a live neighbour's bytes survive it. */
+static void test_small_blocks(void)
+{
+    struct pool p;
+    const uint64_t pg = page_size();
+    enum { N = 256 };
+    REQUIRE(make_pool(&p, 64, N, 0, true) == 0);
+    CHECK_EQ(p.block_size, 64);
+    CHECK_EQ(stats_of(&p).warm, N);
+    static uint64_t h[N];
+    static uint8_t *d[N];
+    for (int i = 0; i < N; i++) {
+        REQUIRE(pool_alloc(&p, 64, &h[i]) == 0);
+        d[i] = pool_data(&p, h[i]);
+        REQUIRE(d[i] != NULL);
+        CHECK_EQ((uintptr_t)d[i] % 64, 0);
+        CHECK(d[i] >= p.data && d[i] + 64 <= p.data + round_up_u64(N * 64, pg));
+        memset(d[i], i, 64);
+    }
+    CHECK_EQ(pool_alloc(&p, 1, &h[0]) == 0, false); /* exhausted: h[0] untouched */
+    int bad = 0;
+    for (int i = 0; i < N; i++) {
+        for (int k = 0; k < 64; k++)
+            bad |= d[i][k] != (uint8_t)i; /* no block overlaps another */
+        int fd;
+        uint64_t off, len;
+        CHECK_EQ(pool_block_span(&p, h[i], &fd, &off, &len), 0);
+        CHECK_EQ(off, (uint64_t)(d[i] - (uint8_t *)p.seg.base));
+        CHECK_EQ(len, 64);
+        CHECK_EQ(off % 64, 0);
+    }
+    CHECK_EQ(bad, 0);
+    CHECK_EQ(pool_alloc(&p, 65, &h[0]), MBQ_POOL_ERR_INVALID_PARAMETER);
+    /* A forged index one past the last block is no block. */
+    CHECK(pool_data(&p, ((uint64_t)1 << 32) | (N + 1)) == NULL);
+    for (int i = 0; i < N; i++)
+        CHECK_EQ(pool_release(&p, h[i], true), 0);
+    pool_detach(&p);
+
+    /* 2 KiB blocks, two a page. Block 1 stays held: flushing the rest
+     * returns pages 1..3 but not page 0, which block 1 shares with block 0,
+     * and block 1 keeps its bytes. */
+    REQUIRE(make_pool(&p, 2048, 8, 0, true) == 0);
+    uint64_t k[8];
+    for (int i = 0; i < 8; i++) {
+        REQUIRE(pool_alloc(&p, 2048, &k[i]) == 0);
+        memset(pool_data(&p, k[i]), 0x40 + i, 2048);
+    }
+    uint32_t held = 0;
+    for (int i = 0; i < 8; i++)
+        if (idx_of(k[i]) == 1)
+            held = (uint32_t)i;
+    for (int i = 0; i < 8; i++)
+        if ((uint32_t)i != held)
+            CHECK_EQ(pool_release(&p, k[i], true), 0);
+    long long before = file_blocks(p.seg.fd);
+    CHECK_EQ(resident_pages(p.data, 4 * pg), 4);
+    CHECK_EQ(pool_flush(&p), 7);
+    CHECK_EQ(stats_of(&p).cold, 7);
+    CHECK_EQ(before - file_blocks(p.seg.fd), (long long)(3 * pg / 512));
+    CHECK_EQ(resident_pages(p.data, pg), 1);
+    CHECK_EQ(resident_pages(p.data + pg, 3 * pg), 0);
+    const uint8_t *hd = pool_data(&p, k[held]);
+    bad = 0;
+    for (int i = 0; i < 2048; i++)
+        bad |= hd[i] != 0x40 + held;
+    CHECK_EQ(bad, 0);
+    /* Now block 1 goes too: alone it returns nothing (block 0 shares its
+     * page and aged in another round), and nothing breaks. */
+    CHECK_EQ(pool_release(&p, k[held], true), 0);
+    CHECK_EQ(pool_flush(&p), 1);
+    struct pool_stats s = stats_of(&p);
+    CHECK_EQ(s.cold, 8);
+    CHECK_EQ(s.used, 0);
+    for (int i = 0; i < 8; i++) /* every block still allocates */
+        REQUIRE(pool_alloc(&p, 1, &k[i]) == 0);
+    for (int i = 0; i < 8; i++)
+        CHECK_EQ(pool_release(&p, k[i], true), 0);
     pool_detach(&p);
 }
 
@@ -509,6 +605,8 @@ static void test_attach_rejects_corrupt(void)
     EXPECT_BAD(sh->block_size = page_size() + 1);
     EXPECT_BAD(sh->block_size = page_size() * 1000); /* layout beyond the segment */
     EXPECT_BAD(sh->block_size = UINT64_MAX - page_size() + 1);
+    EXPECT_BAD(sh->block_size = 96);                 /* sub-page, not a cache-line multiple */
+    EXPECT_BAD(sh->block_size = page_size() + 64);   /* above a page, not whole pages */
     EXPECT_BAD(sh->block_count = 0);
     EXPECT_BAD(sh->block_count = 9);
     EXPECT_BAD(sh->block_count = POOL_MAX_BLOCKS + 1);
@@ -1307,7 +1405,8 @@ static void test_corruption_fuzz(void)
 
 CHECK_MAIN(CASE(test_params_errors), CASE(test_alloc_exhaustion), CASE(test_alloc_bad_size),
            CASE(test_refcount), CASE(test_stale_handle), CASE(test_lifo_reuse),
-           CASE(test_data_pages), CASE(test_age_out_punches), CASE(test_age_out_keeps_recent),
+           CASE(test_data_pages), CASE(test_small_blocks), CASE(test_age_out_punches),
+           CASE(test_age_out_keeps_recent),
            CASE(test_flush), CASE(test_invalidate), CASE(test_attach_second_mapping),
            CASE(test_attach_rejects_corrupt), CASE(test_client_slots), CASE(test_reclaim),
            CASE(test_lock_recovery_repair), CASE(test_alloc_repairs_corrupt_list), CASE(test_orphans),
