@@ -515,6 +515,41 @@ int mbq_buffer_queue_cancel_waits(mbq_buffer_queue *queue);
  * consumer sharing a CPU, or power), > 0 up to that many nanoseconds
  * whenever the producer runs on another CPU. (An mbq extension.) */
 int mbq_buffer_queue_set_wait_spin(mbq_buffer_queue *queue, int64_t spin_ns);
+/* Batched calls (mbq extensions): many buffers in one call, each element
+ * exactly as its single-buffer call would handle it, in array order.
+ *  - enqueue_many: the queue takes a reference to each of buffers[0..n);
+ *    enqueue_and_release_many hands each of the caller's references over.
+ *    A batch stops at its first failure: *done (may be NULL) is the number
+ *    enqueued, a prefix of the array, and the return is 0 when all n were,
+ *    else the failing element's status (as enqueue's). The elements from
+ *    *done on are untouched: the caller still holds their references.
+ *  - A sorted queue inserts each element by its own time stamp; the full
+ *    policy applies per element (drop-oldest drops one entry for each
+ *    element that finds the queue full); each buffer's metadata is frozen
+ *    by its own enqueue; end of data marked during a batch fails the
+ *    elements after it (MBQ_BQ_ERR_ENQUEUE_AFTER_END_OF_DATA).
+ *  - Triggers: each element's change is evaluated, so no firing a
+ *    buffer-by-buffer sequence would cause is lost.
+ *  - dequeue_many: up to max buffers (at most MBQ_BATCH_MAX) from the
+ *    head into out[], each retained for the caller; returns how many (0:
+ *    empty), or the error of the first dequeue when it took nothing. An
+ *    error after the first buffer ends the batch short and is reported by
+ *    the next call (an entry of a pool not bound to the queue, dropped as
+ *    dequeue drops it, is then not reported). dequeue_wait_many waits as
+ *    dequeue_wait for the first buffer only, then takes what is there.
+ *  - release_many: releases each buffer; 0, or the first error (every
+ *    buffer is still tried).
+ * Crash safety as buffer by buffer: a process killed inside a batch leaks
+ * nothing (each reference moves under its own intent). */
+#define MBQ_BATCH_MAX 65536
+int mbq_buffer_queue_enqueue_many(mbq_buffer_queue *queue, const mbq_buffer *buffers, size_t n,
+                                  size_t *done);
+int mbq_buffer_queue_enqueue_and_release_many(mbq_buffer_queue *queue, const mbq_buffer *buffers,
+                                              size_t n, size_t *done);
+int mbq_buffer_queue_dequeue_many(mbq_buffer_queue *queue, mbq_buffer *out, size_t max);
+int mbq_buffer_queue_dequeue_wait_many(mbq_buffer_queue *queue, int64_t timeout_ns,
+                                       mbq_buffer *out, size_t max);
+int mbq_buffer_release_many(const mbq_buffer *buffers, size_t n);
 /* CMBufferQueueCopyHead: the head with a new reference for the caller.
  * -EAGAIN (empty, or the head kept changing pools), -ESTALE (its pool was
  * closed meanwhile), otherwise as dequeue (-ENOLINK included). */

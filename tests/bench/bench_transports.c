@@ -1446,6 +1446,7 @@ static const struct bcase cases[] = {
       {"floor b16", &tx_floor, TXV_FLOOR_BATCH16, 0, 0, 5000000, 0},
       {"mbq-bq", &tx_bq, 0, 0, 0, 5000000, 0},
       {"mbq", &tx_mbq, 0, 0, 0, 2000000, 0},
+      {"mbq b16", &tx_mbq, TXV_MBQ_BATCH16, 0, 0, 2000000, 0},
       IOX_ENTRY("iceoryx", 0, 500000),
       {"mq", &tx_mq, 0, 0, 0, 500000, 0},
       {"uds", &tx_uds, 0, 0, 0, 500000, 0}}},
@@ -2085,8 +2086,8 @@ static void write_plot_data(void)
     write_dat_group("block.dat", blk_cases, 3, blk_labels, 11, 1e-3);
     const char *st_cases[] = {"stream64", "fanout"};
     const char *st_labels[] = {"ring", "floor", "floor b16", "mbq-bq", "mbq", "iceoryx", "mq",
-                               "uds"};
-    write_dat_group("stream.dat", st_cases, 2, st_labels, 8, 1e-6);
+                               "uds", "mbq b16"};
+    write_dat_group("stream.dat", st_cases, 2, st_labels, 9, 1e-6);
     const char *so_cases[] = {"sorted"};
     const char *so_labels[] = {"mbq fifo", "mbq pts", "mbq pts reordered", "mbq-bq fifo",
                                "mbq-bq pts reordered"};
@@ -2248,6 +2249,8 @@ static const struct target targets[] = {
      ">=", 5, "p50 iceoryx ÷ p50 mbq, rtt64"},
     {"public path streaming ≥ 0.7× the zero-copy floor", "stream64", "mbq", "stream64", "floor",
      true, ">=", 0.7, "rate mbq ÷ rate floor, stream64"},
+    {"batched calls streaming ≥ 0.7× the floor's batch-of-16 form", "stream64", "mbq b16",
+     "stream64", "floor b16", true, ">=", 0.7, "rate mbq b16 ÷ rate floor b16, stream64"},
     {"(internal queue) round trip ≤ 2× the raw ring", "rtt64", "mbq-bq", "rtt64", "ring", false,
      "<=", 2, "p50 mbq-bq ÷ p50 ring, rtt64 (shm/ API, no pool)"},
     {"(internal queue) streaming ≥ 0.5× the raw ring", "stream64", "mbq-bq", "stream64", "ring",
@@ -2517,6 +2520,14 @@ static const struct tx_ops *solo_transport(const char *name, int *variant)
     if (strcmp(name, "mbq-trigger-idle") == 0) {
         *variant = TXV_MBQ_TRIGGER_IDLE;
         return &tx_mbq;
+    }
+    if (strcmp(name, "mbq-pts-reordered") == 0) {
+        *variant = TXV_MBQ_PTS_REORDER;
+        return &tx_mbq;
+    }
+    if (strcmp(name, "mbq-bq-pts-reordered") == 0) {
+        *variant = TXV_MBQ_PTS_REORDER;
+        return &tx_bq;
     }
     return NULL;
 }

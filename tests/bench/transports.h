@@ -49,6 +49,7 @@ enum {
     TXV_MBQ_PTS_REORDER = 11, /* sorted by PTS, PTS in B-frame order (0 3 1 2 ...) */
     TXV_MBQ_TRIGGER = 12,     /* TX_BLOCK through a "count > 0" trigger eventfd */
     TXV_MBQ_TRIGGER_IDLE = 13, /* a trigger installed that never fires; waits as usual */
+    TXV_MBQ_BATCH16 = 14,      /* the batched calls, 16 at a time (busy-poll, one consumer) */
 };
 
 #define TX_MAX_FAN 2

@@ -50,6 +50,10 @@ struct mbq_end {
     mbq_buffer cur;
     int trigger_fd;
     mbq_trigger_token token;
+    /* TXV_MBQ_BATCH16: the producer's buffers not yet enqueued, the
+     * consumer's burst not yet handed out and its buffers not yet released */
+    mbq_buffer pend[16], burst[16], rel[16];
+    unsigned npend, nburst, iburst, nrel;
 };
 
 static void mbq_obj_name(char *buf, size_t len, const struct tx_spec *s, const char *what)
@@ -212,13 +216,47 @@ static int mbq_connected(void *tx)
     return 1;
 }
 
+static int mbq_b16_flush(struct mbq_end *e);
+
 static void mbq_close(void *p)
 {
     struct mbq_end *e = p;
+    if (e->npend) /* the producer's last batch */
+        (void)mbq_b16_flush(e);
+    if (e->iburst < e->nburst) /* a consumer's burst not handed out */
+        mbq_buffer_release_many(e->burst + e->iburst, e->nburst - e->iburst);
+    if (e->nrel)
+        mbq_buffer_release_many(e->rel, e->nrel);
     for (unsigned i = 0; i < e->n; i++)
         mbq_buffer_queue_close(e->q[i]);
     mbq_pool_close(e->pool);
     free(e);
+}
+
+/* TXV_MBQ_BATCH16, producer: the held-back buffers into the queue in one
+ * call (what does not fit is retried as the consumer makes room). */
+static int mbq_b16_flush(struct mbq_end *e)
+{
+    unsigned sent = 0;
+    for (unsigned k = 0; sent < e->npend; k++) {
+        size_t done = 0;
+        int r = mbq_buffer_queue_enqueue_and_release_many(e->q[0], e->pend + sent,
+                                                          e->npend - sent, &done);
+        sent += (unsigned)done;
+        if (r == 0)
+            break;
+        if (r != MBQ_BQ_ERR_QUEUE_IS_FULL) {
+            mbq_buffer_release_many(e->pend + sent, e->npend - sent);
+            e->npend = 0;
+            return r;
+        }
+        if (k < 1000)
+            cpu_relax();
+        else
+            sched_yield();
+    }
+    e->npend = 0;
+    return 0;
 }
 
 static void *mbq_loan(void *tx, int *err)
@@ -239,6 +277,13 @@ static void *mbq_loan(void *tx, int *err)
         if (r != MBQ_POOL_ERR_ALLOCATION_FAILED) {
             *err = r;
             return NULL;
+        }
+        if (e->npend) { /* what this batch holds back may be what the consumer waits for */
+            r = mbq_b16_flush(e);
+            if (r != 0) {
+                *err = r;
+                return NULL;
+            }
         }
         if (i < 1000)
             cpu_relax();
@@ -263,6 +308,10 @@ static int mbq_send(void *tx, void *payload, uint64_t seq)
                                   (mbq_time){mbq_bench_pts(e->s->variant, seq), 90000,
                                              MBQ_TIME_FLAG_VALID, 0},
                                   (mbq_time){3000, 90000, MBQ_TIME_FLAG_VALID, 0});
+    if (r == 0 && e->s->variant == TXV_MBQ_BATCH16) {
+        e->pend[e->npend++] = e->cur;
+        return e->npend == 16 ? mbq_b16_flush(e) : 0;
+    }
     /* Every queue but the last takes its own reference; the last takes
      * over ours (enqueue + release in one step). */
     for (unsigned i = 0; r == 0 && i < e->n; i++) {
@@ -291,6 +340,23 @@ static const void *mbq_recv(void *rx, int *err)
 {
     struct mbq_end *e = rx;
     int r;
+    if (e->s->variant == TXV_MBQ_BATCH16) {
+        if (e->iburst == e->nburst) {
+            /* before it would poll an empty queue, as the floor's batch form */
+            if (e->nrel)
+                mbq_buffer_release_many(e->rel, e->nrel);
+            e->nrel = 0;
+            int n = mbq_buffer_queue_dequeue_many(e->q[0], e->burst, 16);
+            e->iburst = 0;
+            e->nburst = n > 0 ? (unsigned)n : 0;
+            if (n <= 0) {
+                *err = n < 0 ? n : -EAGAIN;
+                return NULL;
+            }
+        }
+        e->cur = e->burst[e->iburst++];
+        return mbq_buffer_get_data(e->cur, NULL);
+    }
     if (e->s->wait == TX_POLL) {
         r = mbq_buffer_queue_dequeue_and_retain(e->q[0], &e->cur);
     } else if (e->trigger_fd < 0) {
@@ -322,6 +388,14 @@ static void mbq_done(void *rx, const void *payload)
 {
     struct mbq_end *e = rx;
     (void)payload;
+    if (e->s->variant == TXV_MBQ_BATCH16) {
+        e->rel[e->nrel++] = e->cur;
+        if (e->nrel == 16) {
+            mbq_buffer_release_many(e->rel, e->nrel);
+            e->nrel = 0;
+        }
+        return;
+    }
     mbq_buffer_release(e->cur);
 }
 

@@ -5,7 +5,9 @@
  * release, enqueue and enqueue_and_release (and their blocking forms) into
  * a FIFO queue, a PTS-sorted drop-oldest queue and a small FIFO
  * drop-oldest queue, dequeue, dequeue_if_data_ready,
- * dequeue_wait (sometimes 2 ms on an empty queue), copy_head, reset (plain
+ * dequeue_wait (sometimes 2 ms on an empty queue), the batched calls
+ * (enqueue_many, enqueue_and_release_many, dequeue_many,
+ * dequeue_wait_many, release_many), copy_head, reset (plain
  * and with a callback), call_for_each, a few held allocations — choosing
  * each step with a seeded PRNG (every other batch: allocate and release
  * only, MBQ_TORTURE_MIX=all|alloc fixes one), and is killed with SIGKILL a random 0–5 ms
@@ -103,11 +105,55 @@ static int victim_alloc(struct loop *L, mbq_buffer *b)
     return r;
 }
 
+/* The batched calls (one step in eight): a batch of up to four handed over
+ * or copied into a queue, the rest released in one call; a burst dequeued
+ * (or waited for) and released in one call. */
+static void batch_step(struct loop *L, uint64_t r)
+{
+    mbq_buffer b[4];
+    mbq_buffer_queue *q = L->q[(r >> 8) % 3];
+    size_t k = 1 + (r >> 12) % 4, got = 0, done = 0;
+    switch ((r >> 16) % 4) {
+    case 0:
+    case 1:
+        while (got < k && victim_alloc(L, &b[got]) == 0) {
+            mbq_buffer_set_timing(b[got], MBQ_TIME_INVALID,
+                                  h_time((int64_t)((r >> 20) + got * 7) % 64, 1000),
+                                  h_time(1, 1000));
+            got++;
+        }
+        if ((r >> 16) % 4 == 0) {
+            mbq_buffer_queue_enqueue_and_release_many(q, b, got, &done);
+            mbq_buffer_release_many(b + done, got - done);
+        } else {
+            mbq_buffer_queue_enqueue_many(q, b, got, &done);
+            mbq_buffer_release_many(b, got);
+        }
+        break;
+    case 2: {
+        int n = mbq_buffer_queue_dequeue_many(q, b, k);
+        if (n > 0)
+            mbq_buffer_release_many(b, (size_t)n);
+        break;
+    }
+    case 3: {
+        int n = mbq_buffer_queue_dequeue_wait_many(q, 20000, b, k);
+        if (n > 0)
+            mbq_buffer_release_many(b, (size_t)n);
+        break;
+    }
+    }
+}
+
 static void step(struct loop *L)
 {
     uint64_t r = rng_next(&L->rng);
     if (alloc_only)
         r &= ~(uint64_t)15;
+    else if ((r >> 56) % 8 == 0) {
+        batch_step(L, r);
+        return;
+    }
     mbq_buffer b, c;
     mbq_buffer_queue *q = L->q[(r >> 8) % 3];
     int n = 0;
