@@ -14,7 +14,8 @@
  *    that died between the mark and the tail store has its append
  *    completed (repair_fifo_publish);
  *  - 0 <= tail - head <= capacity; counters out of range cannot locate the
- *    contents, which are dropped and reported (repair_counters);
+ *    contents, which are dropped and reported, both indices moved on past
+ *    any value a process may have cached (repair_counters);
  *  - a sorted queue's entries are in key order from head, except where a
  *    producer appended one out of order since the last settle (order_mark
  *    on either side); any other inversion is a scribble, reported, and the
@@ -150,19 +151,31 @@ static void repair_fifo_publish(struct bq *q, uint64_t head, uint64_t *tail)
     atomic_store_explicit(&sh->tail.index, t, memory_order_release);
 }
 
-/* Step 3: counters out of range cannot locate the contents: drop them
- * (head = tail). Returns true if it had to. */
-static bool repair_counters(struct bq *q, uint64_t *head, uint64_t tail)
+/* Step 3: counters out of range cannot locate the contents: drop them,
+ * both indices set to one value past every value either may have had
+ * before the scribble. Returns true if it had to.
+ * Why not head = tail: the indices only grow, and each process keeps a
+ * copy of the other side's (head_cache, tail_cache) trusted to lag. A tail
+ * scribbled backwards (tail 2 under head 10) would move head back with it,
+ * and a consumer's cached tail from before (up to head + capacity) would
+ * then show entries in slots the queue no longer holds: an enqueued entry
+ * is passed over for a stale one and head runs past tail. Of the two
+ * indices the one further on (in wraparound order) is at least the true
+ * head, and the true tail was at most capacity past it, so every cached
+ * copy lags the new value. */
+static bool repair_counters(struct bq *q, uint64_t *head, uint64_t *tail)
 {
-    if (bq_range_ok(q, *head, tail))
+    if (bq_range_ok(q, *head, *tail))
         return false;
 #ifdef MBQ_POOL_TRACE
-    for (uint64_t di = *head; di != tail && di - *head < 64; di++)
+    for (uint64_t di = *head; di != *tail && di - *head < 64; di++)
         MBQ_TRACE((uint32_t)q->slots[di & q->mask].handle - 1, TR_DROPALL,
                   q->slots[di & q->mask].handle, BQ_TAG(q) | di << 16);
 #endif
-    *head = tail;
-    atomic_store_explicit(&q->sh->head.index, tail, memory_order_release);
+    uint64_t top = (int64_t)(*tail - *head) < 0 ? *head : *tail;
+    *head = *tail = top + q->capacity;
+    atomic_store_explicit(&q->sh->tail.index, *tail, memory_order_release);
+    atomic_store_explicit(&q->sh->head.index, *head, memory_order_release);
     return true;
 }
 
@@ -299,7 +312,7 @@ static void bq_repair_entries_locked(struct bq *q)
     uint64_t tail = atomic_load_explicit(&sh->tail.index, memory_order_relaxed);
     bool corrupt = repair_journal(q, head, &tail);
     repair_fifo_publish(q, head, &tail);
-    corrupt |= repair_counters(q, &head, tail);
+    corrupt |= repair_counters(q, &head, &tail);
     corrupt |= repair_order(q, head, tail);
     repair_sums(q, head, tail);
     corrupt |= repair_triggers(q);

@@ -1471,6 +1471,67 @@ static void test_pin_wrapped_head(void)
     bq_detach(&q);
 }
 
+/* A tail counter scribbled backwards, below head (the fuzzer's case: a
+ * queue of 12 with head 10 and tail 19, tail planted to 2). The repair
+ * dropped the contents with head = tail = 2, moving head back; a consumer
+ * whose cached tail was 10 (its last look, as it emptied the queue before
+ * the 9 entries went in) then took that cache for entries in [head, 10):
+ * with head back within a capacity of it, a dequeue handed out a stale
+ * entry (one dequeued before, or one the repair dropped) from a queue
+ * holding none, or one from behind the entry enqueued, and left head past
+ * tail (count -1).
+ * The consumer here is a second attachment, as another process would be. */
+static void test_pin_tail_scribbled_back(void)
+{
+    for (uint32_t order = BQ_ORDER_FIFO; order <= BQ_ORDER_DTS; order++) {
+        struct bq p, c;
+        struct bq_params par = {.capacity = 12, .order = order};
+        REQUIRE(bq_create(&par, &p) == 0);
+        REQUIRE(bq_attach(p.seg.fd, &c) == 0);
+        uint64_t h = 0;
+        struct bq_entry e, o;
+        for (int i = 0; i < 10; i++) { /* head and tail 10; c's cached tail 10 */
+            e = (struct bq_entry){.handle = ++h, .pts = mbq_time_make((int64_t)h, 1)};
+            e.dts = e.pts;
+            REQUIRE(bq_enqueue(&p, &e) == 0);
+            REQUIRE(bq_dequeue(&c, &o) == 0 && o.handle == h);
+        }
+        for (int i = 0; i < 9; i++) { /* tail 19 */
+            e = (struct bq_entry){.handle = ++h, .pts = mbq_time_make((int64_t)h, 1)};
+            e.dts = e.pts;
+            REQUIRE(bq_enqueue(&p, &e) == 0);
+        }
+        REQUIRE(atomic_load(&p.sh->head.index) == 10 && atomic_load(&p.sh->tail.index) == 19);
+        atomic_store(&p.sh->tail.index, 2);
+        CHECK_EQ(bq_check(&p), -EUCLEAN); /* the contents cannot be located */
+        CHECK_EQ(bq_check(&p), 0);
+        CHECK_EQ(bq_count(&p), 0);
+        CHECK_EQ(bq_count(&c), 0);
+        /* entries go through one at a time, through both views, well past
+         * the consumer's stale cache */
+        for (int i = 0; i < 3 * 12; i++) {
+            e = (struct bq_entry){.handle = 100 + (uint64_t)i,
+                                  .pts = mbq_time_make(100 + i, 1)};
+            e.dts = e.pts;
+            o = (struct bq_entry){0};
+            CHECK_EQ(bq_enqueue(&p, &e), 0);
+            CHECK_EQ(bq_count(&c), 1);
+            CHECK_EQ(bq_dequeue(&c, &o), 0);
+            CHECK_EQ(o.handle, e.handle);
+            CHECK_EQ(bq_count(&p), 0);
+            /* and the queue is empty: nothing stale behind the entry */
+            CHECK_EQ(bq_dequeue(&c, &o), -EAGAIN);
+            CHECK_EQ(bq_count(&p), 0);
+            if (o.handle != e.handle)
+                break;
+        }
+        CHECK_EQ(bq_check(&p), 0);
+        bq_detach(&c);
+        bq_detach(&p);
+    }
+}
+
 CHECK_MAIN(CASE(test_scribble_buffer_queue), CASE(test_scribble_simple_queue),
            CASE(test_scribble_pool), CASE(test_pin_unchecked_walks),
-           CASE(test_pin_stuck_side_seq), CASE(test_pin_wrapped_head))
+           CASE(test_pin_stuck_side_seq), CASE(test_pin_wrapped_head),
+           CASE(test_pin_tail_scribbled_back))
