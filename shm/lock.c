@@ -239,8 +239,13 @@ int slock_lock(struct slock *l)
         slock_memo_hit(l, w & SLOCK_TID_MASK) && slock_tid_alive(w & SLOCK_TID_MASK))
         return -EBUSY;
     const uint64_t deadline = slock_wait_deadline();
-    /* A process that must not wait (limit 0) only tries. */
-    for (int i = 0; i < SLOCK_SPIN && slock_wait_limit() != 0; i++) {
+    /* A process that must not wait (limit 0) only tries. The spin is
+     * bounded in time, not in PAUSEs (whose length differs between CPUs by
+     * an order of magnitude): the clock is read every 64 rounds. */
+    const uint64_t spin_end = slock_wait_limit() != 0 ? mono_ns() + SLOCK_SPIN_NS : 0;
+    for (unsigned i = 0; spin_end; i++) {
+        if ((i & 63) == 63 && mono_ns() >= spin_end)
+            break;
         cpu_relax();
         w = atomic_load_explicit(&l->word, memory_order_relaxed);
         if (w == 0 && atomic_compare_exchange_weak_explicit(&l->word, &w, self,
@@ -350,11 +355,13 @@ static int bslock_revoke_until(struct bslock *b, bool wait)
      * not wake us: its exit is a plain store, so we poll), checking between
      * slices whether the holder died inside its section. */
     uint64_t slice = 50000;
+    uint64_t spin_end = wait ? mono_ns() + SLOCK_SPIN_NS : 0;
     for (unsigned i = 0; atomic_load_explicit(&b->busy, memory_order_acquire); i++) {
-        if (i < SLOCK_SPIN && wait) {
+        if (spin_end && ((i & 63) != 63 || mono_ns() < spin_end)) {
             cpu_relax();
             continue;
         }
+        spin_end = 0;
         if (!slock_tid_alive(holder)) {
             atomic_store_explicit(&b->busy, 0, memory_order_relaxed);
             r = SLOCK_RECOVERED;

@@ -66,7 +66,7 @@ bool slock_ids_alive(const struct slock_ids *ids, uint32_t id);
 uint32_t slock_ids_pid(const struct slock_ids *ids, uint32_t id);
 /* Forgets the pid recorded for id. */
 void slock_ids_clear_pid(struct slock_ids *ids, uint32_t id);
-#define SLOCK_SPIN 1000            /* ~25 us of pause on this class of machine */
+#define SLOCK_SPIN_NS 25000        /* spin this long (ns) before sleeping or failing */
 #define SLOCK_RECHECK_NS 20000000u /* 20 ms */
 #define SLOCK_WAIT_DEFAULT_NS 1000000000u /* 1 s: a client's bound on one lock */
 
