@@ -1491,13 +1491,15 @@ static void test_pin_tail_scribbled_back(void)
         uint64_t h = 0;
         struct bq_entry e, o;
         for (int i = 0; i < 10; i++) { /* head and tail 10; c's cached tail 10 */
-            e = (struct bq_entry){.handle = ++h, .pts = mbq_time_make((int64_t)h, 1)};
+            h++;
+            e = (struct bq_entry){.handle = h, .pts = mbq_time_make((int64_t)h, 1)};
             e.dts = e.pts;
             REQUIRE(bq_enqueue(&p, &e) == 0);
             REQUIRE(bq_dequeue(&c, &o) == 0 && o.handle == h);
         }
         for (int i = 0; i < 9; i++) { /* tail 19 */
-            e = (struct bq_entry){.handle = ++h, .pts = mbq_time_make((int64_t)h, 1)};
+            h++;
+            e = (struct bq_entry){.handle = h, .pts = mbq_time_make((int64_t)h, 1)};
             e.dts = e.pts;
             REQUIRE(bq_enqueue(&p, &e) == 0);
         }
