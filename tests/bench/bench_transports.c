@@ -2528,6 +2528,10 @@ static const struct tx_ops *solo_transport(const char *name, int *variant)
         *variant = TXV_MBQ_SMALL;
         return &tx_mbq;
     }
+    if (strcmp(name, "mbq-b16") == 0) { /* the batched calls; give BATCH a multiple of 16 */
+        *variant = TXV_MBQ_BATCH16;
+        return &tx_mbq;
+    }
     if (strcmp(name, "mbq-pts-reordered") == 0) {
         *variant = TXV_MBQ_PTS_REORDER;
         return &tx_mbq;
@@ -2548,7 +2552,7 @@ static int run_solo(const char *name, long n, long batch)
     const struct tx_ops *t = solo_transport(name, &variant);
     if (!t || n < 1 || batch < 1 || batch > 256) {
         fprintf(stderr, "bench_transports: --solo ring|floor|mbq-bq|mbq|mbq-trigger|"
-                        "mbq-trigger-idle|mbq-small N [BATCH]\n");
+                        "mbq-trigger-idle|mbq-small|mbq-b16 N [BATCH]\n");
         return 2;
     }
     if (t == &tx_mbq && !mbqd_start())
@@ -2644,7 +2648,8 @@ static void usage(FILE *to)
                 "  --placement-budget S and at most S s in all (default 150)\n"
                 "  --solo T [N [B]]     profiling aid: N messages through transport T (ring,\n"
                 "                       floor, mbq-bq, mbq, mbq-trigger, mbq-trigger-idle,\n"
-                "                       mbq-small) in one process, no peers, B sent before B\n"
+                "                       mbq-small, mbq-b16: the batched calls, B a multiple\n"
+                "                       of 16) in one process, no peers, B sent before B\n"
                 "                       received (default 1)\n");
 }
 
