@@ -89,7 +89,10 @@ _Static_assert(offsetof(struct pool_block, format) == 160, "pool_block layout");
 _Static_assert(offsetof(struct pool_block, pad) == 168, "pool_block layout");
 _Static_assert(sizeof(struct pool_format) == 4096, "pool_format is a page");
 _Static_assert(sizeof(struct pool_intent) == 32, "pool_intent is half a cache line");
-_Static_assert(sizeof(struct pool_client) == 128 + 32 * POOL_INTENTS, "pool_client layout");
+_Static_assert(sizeof(struct pool_run) == 320, "pool_run is five cache lines");
+_Static_assert(sizeof(struct pool_client) == 128 + 32 * POOL_INTENTS + 320 * POOL_RUNS,
+               "pool_client layout");
+_Static_assert(offsetof(struct pool_client, run) == 128 + 32 * POOL_INTENTS, "pool_client layout");
 _Static_assert(offsetof(struct pool_client, allocs) == 8, "pool_client layout");
 _Static_assert(offsetof(struct pool_client, intent_overflow) == 24, "pool_client layout");
 _Static_assert(offsetof(struct pool_client, cache) == 64, "pool_client layout");
@@ -1034,4 +1037,55 @@ uint64_t pool_progress(const struct pool *p)
 uint64_t pool_overhead_per_block(void)
 {
     return sizeof(struct pool_block) + POOL_MAX_CLIENTS * sizeof(uint32_t) + POOL_ATTACH_MAX;
+}
+
+/* ---- runs (pool.h, pool_run_begin) ---- */
+
+/* pool_release(by_client) of one block inside a run naming it: the run's
+ * record is the intent, and pool_run_begin made the look at the ref word
+ * that the intent's fence makes. */
+static int pool_release_in_run(struct pool *p, uint64_t handle, bool cache)
+{
+    uint32_t idx, gen;
+    if (!pool_decode(p, handle, &idx, &gen))
+        return -EINVAL;
+    struct pool_block *b = &p->blocks[idx];
+    _Atomic uint32_t *hold = pool_holding(p, p->slot, idx);
+    uint64_t r = atomic_load_explicit(&b->ref, memory_order_acquire);
+    if (ref_gen(r) != gen || !rc_live(ref_count(r)))
+        return -ESTALE;
+    if (!pool_holding_take(hold))
+        return -EINVAL;
+    const uint32_t free_rc = cache ? POOL_RC_CACHED | p->slot : 0;
+    if (cache && ref_count(r) == 1)
+        b->freed_at_ns = 0;
+    uint64_t nr;
+    do {
+        if (ref_gen(r) != gen || !rc_live(ref_count(r))) {
+            atomic_fetch_add_explicit(hold, 1, memory_order_relaxed);
+            return -ESTALE;
+        }
+        nr = ref_count(r) == 1 ? ref_make(gen_next(gen), free_rc) : ref_plain(r) - 1;
+    } while (!atomic_compare_exchange_weak_explicit(&b->ref, &r, nr, memory_order_seq_cst,
+                                                    memory_order_acquire));
+    MBQ_TRACE(idx, TR_RELEASE, nr, 1 | p->slot << 8 | 0x20000);
+    if (ref_count(nr) == 0)
+        pool_free_block(p, idx, nr);
+    else if (rc_cached(ref_count(nr)))
+        pool_cache_keep(p, idx, nr);
+    return 0;
+}
+
+int pool_release_run(struct pool *p, const uint64_t *handles, uint32_t n)
+{
+    if (!p || !p->sh || (n && !handles))
+        return -EINVAL;
+    const bool cache = n && pool_cache_enter(p);
+    int first = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        int r = pool_release_in_run(p, handles[i], cache);
+        if (r != 0 && first == 0)
+            first = r;
+    }
+    return first;
 }
