@@ -261,6 +261,26 @@ static inline void side_pass(struct bq_side *s, const struct bq_entry *e, uint64
     side_end(s);
 }
 
+/* side_pass for a run of n entries: the sums of all of them, and the
+ * index moved once. */
+static inline void side_pass_run(struct bq_side *s, const struct bq_entry *e, uint32_t n,
+                                 uint64_t new_index)
+{
+    uint64_t bytes = 0;
+    side_begin(s);
+    for (uint32_t i = 0; i < n; i++) {
+        bytes += e[i].size;
+        side_add_duration(s, &e[i].duration);
+    }
+    atomic_store_explicit(&s->bytes, atomic_load_explicit(&s->bytes, memory_order_relaxed) +
+                                         bytes,
+                          memory_order_relaxed);
+    atomic_store_explicit(&s->ops, atomic_load_explicit(&s->ops, memory_order_relaxed) + n,
+                          memory_order_relaxed);
+    atomic_store_explicit(&s->index, new_index, memory_order_release);
+    side_end(s);
+}
+
 static inline uint64_t load_index(const struct bq_side *s)
 {
     return atomic_load_explicit(&s->index, memory_order_acquire);
