@@ -49,26 +49,47 @@ int mbq_buffer_queue_enqueue_and_release_many(mbq_buffer_queue *queue, const mbq
     int r = 0;
     if (!queue || (n && !buffers))
         r = MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
-    for (; r == 0 && i < n; i++) {
-        r = mbq_buffer_queue_enqueue_and_release(queue, buffers[i]);
-        if (r != 0)
-            break;
+    while (r == 0 && i < n) {
+        uint32_t k = n - i > BQ_RUN_MAX ? BQ_RUN_MAX : (uint32_t)(n - i), did = 0;
+        r = bqueue_enqueue_release_run(queue, buffers + i, k, &did);
+        i += did;
+        if (r == BQUEUE_RUN_ONE) {
+            r = mbq_buffer_queue_enqueue_and_release(queue, buffers[i]);
+            i += r == 0;
+        }
     }
     if (done)
         *done = i;
     return r;
 }
 
-/* The count, or the first dequeue's error when it took nothing. A later
- * element's error ends the batch short: the caller sees it on its next
- * call (an empty queue, the common end, is not an error). */
-static int dequeue_rest(mbq_buffer_queue *queue, mbq_buffer *out, size_t max, size_t i, int r)
+/* Up to max buffers from the head into out[got..max), by runs (a run
+ * refused goes through the single dequeue, one buffer): the count, or the
+ * error that stopped it with nothing taken. An empty queue, the common
+ * end, is not an error; a later error ends the batch short, and the caller
+ * sees it on its next call. */
+static int dequeue_runs(mbq_buffer_queue *queue, mbq_buffer *out, size_t max, size_t got)
 {
-    while (r == 0 && ++i < max)
-        r = mbq_buffer_queue_dequeue_and_retain(queue, &out[i]);
-    if (i == 0 && r != 0)
+    int r = 0;
+    while (got < max) {
+        uint32_t k = max - got > BQ_RUN_MAX ? BQ_RUN_MAX : (uint32_t)(max - got);
+        r = bqueue_dequeue_run(queue, out + got, k);
+        if (r > 0) {
+            got += (size_t)r;
+            continue;
+        }
+        if (r == 0) {
+            r = mbq_buffer_queue_dequeue_and_retain(queue, &out[got]);
+            if (r == 0) {
+                got++;
+                continue;
+            }
+        }
+        break;
+    }
+    if (got == 0 && r != 0 && r != -EAGAIN)
         return r;
-    return (int)i;
+    return (int)got;
 }
 
 int mbq_buffer_queue_dequeue_many(mbq_buffer_queue *queue, mbq_buffer *out, size_t max)
@@ -77,12 +98,7 @@ int mbq_buffer_queue_dequeue_many(mbq_buffer_queue *queue, mbq_buffer *out, size
         return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
     if (max > MBQ_BATCH_MAX)
         max = MBQ_BATCH_MAX;
-    if (max == 0)
-        return 0;
-    int r = mbq_buffer_queue_dequeue_and_retain(queue, &out[0]);
-    if (r == -EAGAIN)
-        return 0;
-    return dequeue_rest(queue, out, max, 0, r);
+    return dequeue_runs(queue, out, max, 0);
 }
 
 int mbq_buffer_queue_dequeue_wait_many(mbq_buffer_queue *queue, int64_t timeout_ns,
@@ -98,7 +114,37 @@ int mbq_buffer_queue_dequeue_wait_many(mbq_buffer_queue *queue, int64_t timeout_
     int r = mbq_buffer_queue_dequeue_wait(queue, timeout_ns, &out[0]);
     if (r != 0)
         return r;
-    return dequeue_rest(queue, out, max, 0, 0);
+    return dequeue_runs(queue, out, max, 1);
+}
+
+/* Releases the run at buffers[0..): the prefix (up to BQ_RUN_MAX) of one
+ * pool, under one run intent, or the first buffer alone when the pool has
+ * no run record for this thread. *first: the first error. Returns how many
+ * it handled. */
+static size_t release_run(const mbq_buffer *b, size_t n, int *first)
+{
+    struct mbq_pool *p = b[0].pool_;
+    int r;
+    size_t k = 1;
+    uint64_t handles[BQ_RUN_MAX];
+    if (p && p->pool.sh) {
+        handles[0] = b[0].handle_;
+        while (k < n && k < BQ_RUN_MAX && b[k].pool_ == p) {
+            handles[k] = b[k].handle_;
+            k++;
+        }
+        if (pool_run_begin(&p->pool, handles, (uint32_t)k) == 0) {
+            r = pool_release_run(&p->pool, handles, (uint32_t)k);
+            pool_run_end(&p->pool);
+            if (r != 0 && *first == 0)
+                *first = r;
+            return k;
+        }
+    }
+    r = mbq_buffer_release(b[0]);
+    if (r != 0 && *first == 0)
+        *first = r;
+    return 1;
 }
 
 int mbq_buffer_release_many(const mbq_buffer *buffers, size_t n)
@@ -106,10 +152,7 @@ int mbq_buffer_release_many(const mbq_buffer *buffers, size_t n)
     if (n && !buffers)
         return -EINVAL;
     int first = 0;
-    for (size_t i = 0; i < n; i++) {
-        int r = mbq_buffer_release(buffers[i]);
-        if (r != 0 && first == 0)
-            first = r;
-    }
+    for (size_t i = 0; i < n;)
+        i += release_run(buffers + i, n - i, &first);
     return first;
 }
