@@ -1041,10 +1041,41 @@ uint64_t pool_overhead_per_block(void)
 
 /* ---- runs (pool.h, pool_run_begin) ---- */
 
+/* pool_cache_keep for a block of a release run: the same checks and the
+ * same filing, but the cache's publication, the frees counter and the
+ * allocators' wake-up are left to the end of the run (pool_release_run):
+ * the published entries are a hint (the ref word says whose a block is),
+ * and the wake-up's Dekker pair needs only that every block is filed
+ * before the load of alloc_waiters. *first: the lowest cache entry changed
+ * since the last publication. Returns whether the block went into the
+ * cache (else it went back to the lists). */
+static bool pool_cache_keep_run(struct pool *p, uint32_t idx, uint64_t r, uint32_t *first)
+{
+    if (__builtin_expect(__atomic_load_n(&p->sh->flags, __ATOMIC_SEQ_CST) & POOL_F_INVALIDATED,
+                         0)) {
+        uint64_t freed = ref_make(ref_gen(r), 0);
+        if (atomic_compare_exchange_strong_explicit(&p->blocks[idx].ref, &r, freed,
+                                                    memory_order_acq_rel, memory_order_relaxed))
+            pool_free_block(p, idx, freed);
+        return false;
+    }
+    if (p->cache.n == p->cache.max) {
+        pool_cache_spill(p); /* publishes the whole cache */
+        *first = p->cache.n;
+    }
+    if (p->cache.n < *first)
+        *first = p->cache.n;
+    p->cache.idx[p->cache.n] = idx;
+    p->cache.gen[p->cache.n] = ref_gen(r);
+    p->cache.n++;
+    return true;
+}
+
 /* pool_release(by_client) of one block inside a run naming it: the run's
  * record is the intent, and pool_run_begin made the look at the ref word
  * that the intent's fence makes. */
-static int pool_release_in_run(struct pool *p, uint64_t handle, bool cache)
+static int pool_release_in_run(struct pool *p, uint64_t handle, bool cache, uint32_t *first,
+                               uint32_t *kept)
 {
     uint32_t idx, gen;
     if (!pool_decode(p, handle, &idx, &gen))
@@ -1072,7 +1103,7 @@ static int pool_release_in_run(struct pool *p, uint64_t handle, bool cache)
     if (ref_count(nr) == 0)
         pool_free_block(p, idx, nr);
     else if (rc_cached(ref_count(nr)))
-        pool_cache_keep(p, idx, nr);
+        *kept += pool_cache_keep_run(p, idx, nr, first);
     return 0;
 }
 
@@ -1081,11 +1112,17 @@ int pool_release_run(struct pool *p, const uint64_t *handles, uint32_t n)
     if (!p || !p->sh || (n && !handles))
         return -EINVAL;
     const bool cache = n && pool_cache_enter(p);
-    int first = 0;
+    int err = 0;
+    uint32_t first = POOL_CACHE_MAX, kept = 0;
     for (uint32_t i = 0; i < n; i++) {
-        int r = pool_release_in_run(p, handles[i], cache);
-        if (r != 0 && first == 0)
-            first = r;
+        int r = pool_release_in_run(p, handles[i], cache, &first, &kept);
+        if (r != 0 && err == 0)
+            err = r;
     }
-    return first;
+    if (kept) {
+        pool_cache_publish(p, first < p->cache.n ? first : p->cache.n);
+        pool_counter_add(&pool_self(p)->frees, kept);
+        pool_wake_allocators(p); /* another process's allocation can take them */
+    }
+    return err;
 }
