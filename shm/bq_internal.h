@@ -263,15 +263,37 @@ static inline void side_pass(struct bq_side *s, const struct bq_entry *e, uint64
 
 /* side_pass for a run of n entries: the sums of all of them, and the
  * index moved once. */
+/* Whether d can join a run's duration sum held in sum: both plain
+ * non-negative values of one timescale and epoch 0, no overflow. Adding
+ * such values one by one or summed first gives the same result. */
+static inline bool run_duration_join(mbq_time *sum, const mbq_time *d)
+{
+    int64_t v;
+    if (d->flags != MBQ_TIME_FLAG_VALID || d->epoch != 0 || d->value < 0 ||
+        d->timescale != sum->timescale || __builtin_add_overflow(sum->value, d->value, &v))
+        return false;
+    sum->value = v;
+    return true;
+}
+
 static inline void side_pass_run(struct bq_side *s, const struct bq_entry *e, uint32_t n,
                                  uint64_t new_index)
 {
     uint64_t bytes = 0;
-    side_begin(s);
+    mbq_time sum = e[0].duration;
+    bool joined = sum.flags == MBQ_TIME_FLAG_VALID && sum.epoch == 0 && sum.value >= 0 &&
+                  sum.timescale > 0;
     for (uint32_t i = 0; i < n; i++) {
         bytes += e[i].size;
-        side_add_duration(s, &e[i].duration);
+        if (i > 0 && joined)
+            joined = run_duration_join(&sum, &e[i].duration);
     }
+    side_begin(s);
+    if (joined)
+        side_add_duration(s, &sum);
+    else
+        for (uint32_t i = 0; i < n; i++)
+            side_add_duration(s, &e[i].duration);
     atomic_store_explicit(&s->bytes, atomic_load_explicit(&s->bytes, memory_order_relaxed) +
                                          bytes,
                           memory_order_relaxed);

@@ -205,6 +205,52 @@ static void test_run_stops(void)
     bq_detach(&q);
 }
 
+/* The sums a run adds (summed first where the durations allow it) are the
+ * sums of the same entries added one by one, whatever their durations:
+ * one timescale, mixed ones, negative, invalid, indefinite. */
+static void test_run_sums_as_singles(void)
+{
+    static const mbq_time durs[][4] = {
+        {{10, 1000, MBQ_TIME_FLAG_VALID, 0}, {20, 1000, MBQ_TIME_FLAG_VALID, 0},
+         {30, 1000, MBQ_TIME_FLAG_VALID, 0}, {40, 1000, MBQ_TIME_FLAG_VALID, 0}},
+        {{10, 1000, MBQ_TIME_FLAG_VALID, 0}, {9000, 90000, MBQ_TIME_FLAG_VALID, 0},
+         {30, 1000, MBQ_TIME_FLAG_VALID, 0}, {1, 3, MBQ_TIME_FLAG_VALID, 0}},
+        {{10, 1000, MBQ_TIME_FLAG_VALID, 0}, {-5, 1000, MBQ_TIME_FLAG_VALID, 0},
+         {0, 0, 0, 0}, {30, 1000, MBQ_TIME_FLAG_VALID, 0}},
+        {{INT64_MAX - 5, 1000, MBQ_TIME_FLAG_VALID, 0}, {10, 1000, MBQ_TIME_FLAG_VALID, 0},
+         {0, 1000, MBQ_TIME_FLAG_VALID | MBQ_TIME_FLAG_INDEFINITE, 0},
+         {1, 1000, MBQ_TIME_FLAG_VALID, 1}},
+    };
+    for (size_t c = 0; c < sizeof durs / sizeof durs[0]; c++) {
+        struct bq a, b;
+        REQUIRE(mkq(16, BQ_ORDER_FIFO, BQ_FULL_FAIL, &a) == 0);
+        REQUIRE(mkq(16, BQ_ORDER_FIFO, BQ_FULL_FAIL, &b) == 0);
+        struct bq_entry in[4], out[4];
+        for (int i = 0; i < 4; i++) {
+            in[i] = mk((uint64_t)i + 1, 7, i);
+            in[i].duration = durs[c][i];
+            CHECK_EQ(bq_enqueue_take(&b, &in[i]), 0);
+        }
+        uint32_t done;
+        CHECK_EQ(bq_enqueue_run(&a, in, 4, &done), 0);
+        struct bq_stats sa = st(&a), sb = st(&b);
+        CHECK(memcmp(&sa.duration, &sb.duration, sizeof sa.duration) == 0);
+        CHECK_EQ(sa.total_size, sb.total_size);
+        CHECK_EQ(bq_dequeue_run(&a, out, 2), 2);
+        CHECK_EQ(bq_dequeue(&b, &out[0]), 0);
+        CHECK_EQ(bq_dequeue(&b, &out[1]), 0);
+        sa = st(&a);
+        sb = st(&b);
+        if (memcmp(&sa.duration, &sb.duration, sizeof sa.duration) != 0)
+            fprintf(stderr, "  case %zu: run %lld/%d, singles %lld/%d\n", c,
+                    (long long)sa.duration.value, sa.duration.timescale,
+                    (long long)sb.duration.value, sb.duration.timescale);
+        CHECK(memcmp(&sa.duration, &sb.duration, sizeof sa.duration) == 0);
+        bq_detach(&a);
+        bq_detach(&b);
+    }
+}
+
 static int efd_new(void)
 {
     return eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -464,6 +510,6 @@ static void test_pool_run_dead(void)
     pool_detach(&p);
 }
 
-CHECK_MAIN(CASE(test_run_order_and_counters), CASE(test_run_stops), CASE(test_run_triggers_once),
+CHECK_MAIN(CASE(test_run_order_and_counters), CASE(test_run_stops), CASE(test_run_sums_as_singles), CASE(test_run_triggers_once),
            CASE(test_run_sorted), CASE(test_run_marks_after_index), CASE(test_pool_run_moves),
            CASE(test_pool_run_dead))
