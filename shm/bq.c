@@ -967,6 +967,38 @@ static int run_room_locked(struct bq *q, uint32_t n, bool full_lock, uint64_t *t
     return 0;
 }
 
+/* The locks of a run: its side's (the tail's for an enqueue), or both when
+ * a trigger is installed — one evaluation for the run: a run only adds or
+ * only takes away, so a condition it crosses is crossed once. The set is
+ * looked at again under the side's lock (it changes only under both), so
+ * one installed while we waited is evaluated too. 0 or -EBUSY. */
+static int run_lock(struct bq *q, bool tail_side, struct bq_held *held, bool *full_lock)
+{
+    struct bq_shared *sh = q->sh;
+    struct bq_side *side = tail_side ? &sh->tail : &sh->head;
+    int *how = tail_side ? &held->tail : &held->head;
+    *held = (struct bq_held){0, 0};
+    *full_lock = atomic_load_explicit(&sh->trigger_sides, memory_order_relaxed) != 0;
+    if (*full_lock)
+        return bq_lock_full(q, held);
+    *how = bq_lock_side(q, side);
+    if (*how < 0 || atomic_load_explicit(&sh->trigger_sides, memory_order_relaxed) == 0)
+        return *how < 0 ? *how : 0;
+    bslock_unlock(&side->lock, *how);
+    *full_lock = true;
+    return bq_lock_full(q, held);
+}
+
+static void run_unlock(struct bq *q, bool tail_side, struct bq_held held, bool full_lock)
+{
+    if (full_lock)
+        bq_unlock_full(q, held);
+    else if (tail_side)
+        bslock_unlock(&q->sh->tail.lock, held.tail);
+    else
+        bslock_unlock(&q->sh->head.lock, held.head);
+}
+
 int bq_enqueue_run(struct bq *q, const struct bq_entry *e, uint32_t n, uint32_t *done)
 {
     if (done)
@@ -980,18 +1012,9 @@ int bq_enqueue_run(struct bq *q, const struct bq_entry *e, uint32_t n, uint32_t 
     if (n == 0)
         return verr;
     struct bq_shared *sh = q->sh;
-    /* Any installed trigger: both locks and one evaluation for the run
-     * (a run only adds, so a condition it crosses is crossed once). */
-    bool full_lock = atomic_load_explicit(&sh->trigger_sides, memory_order_relaxed) != 0;
-    struct bq_held held = {0, 0};
-    int r = full_lock ? bq_lock_full(q, &held) : (held.tail = bq_lock_side(q, &sh->tail));
-    if (r >= 0 && !full_lock &&
-        atomic_load_explicit(&sh->trigger_sides, memory_order_relaxed) != 0) {
-        /* installed while we waited: the set changes only under both locks */
-        bslock_unlock(&sh->tail.lock, held.tail);
-        full_lock = true;
-        r = bq_lock_full(q, &held);
-    }
+    struct bq_held held;
+    bool full_lock;
+    int r = run_lock(q, true, &held, &full_lock);
     if (r < 0)
         return r;
     struct bq_state before;
@@ -1013,10 +1036,7 @@ int bq_enqueue_run(struct bq *q, const struct bq_entry *e, uint32_t n, uint32_t 
         atomic_fetch_add_explicit(&sh->tail.rejected_full, 1, memory_order_relaxed);
         r = MBQ_BQ_ERR_QUEUE_IS_FULL;
     }
-    if (full_lock)
-        bq_unlock_full(q, held);
-    else
-        bslock_unlock(&sh->tail.lock, held.tail);
+    run_unlock(q, true, held, full_lock);
     if (k)
         wake_consumers(q);
     if (tmask_any(&fired))
@@ -1099,25 +1119,14 @@ int bq_dequeue_run(struct bq *q, struct bq_entry *out, uint32_t max)
     uint64_t h = atomic_load_explicit(&sh->head.index, memory_order_acquire);
     if (consumer_tail(q, h) == h)
         return -EAGAIN;
-    /* Any installed trigger: both locks and one evaluation for the run
-     * (a run only takes away, so a condition it crosses is crossed once). */
-    bool full_lock = atomic_load_explicit(&sh->trigger_sides, memory_order_relaxed) != 0;
-    struct bq_held held = {0, 0};
-    int r = full_lock ? bq_lock_full(q, &held) : (held.head = bq_lock_side(q, &sh->head));
-    if (r >= 0 && !full_lock &&
-        atomic_load_explicit(&sh->trigger_sides, memory_order_relaxed) != 0) {
-        bslock_unlock(&sh->head.lock, held.head); /* installed while we waited */
-        full_lock = true;
-        r = bq_lock_full(q, &held);
-    }
+    struct bq_held held;
+    bool full_lock;
+    int r = run_lock(q, false, &held, &full_lock);
     if (r < 0)
         return r;
     struct tmask fired = {{0}};
     r = run_take_locked(q, out, max, full_lock, &fired);
-    if (full_lock)
-        bq_unlock_full(q, held);
-    else
-        bslock_unlock(&sh->head.lock, held.head);
+    run_unlock(q, false, held, full_lock);
     if (r > 0)
         wake_producers(q);
     if (tmask_any(&fired))
