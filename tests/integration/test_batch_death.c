@@ -18,7 +18,7 @@
  *  - after the kills, with the queue reset, every block of the pool comes
  *    back (blocks in use 0, polled with a bound), and the pool's
  *    statistics are exact: its one client is the test.
- * MBQ_BATCH_KILLS sets the number of kills (default 1000), MBQ_BATCH_SEED
+ * MBQ_BATCH_KILLS sets the number of kills (default 600), MBQ_BATCH_SEED
  * the seed (printed). */
 #include "harness.h"
 
@@ -147,7 +147,7 @@ static long env_long(const char *name, long dflt)
 
 static void kill9_inside_batches_leaks_nothing(void)
 {
-    const long kills = env_long("MBQ_BATCH_KILLS", 1000);
+    const long kills = env_long("MBQ_BATCH_KILLS", 600);
     uint64_t seed = (uint64_t)env_long("MBQ_BATCH_SEED", (long)(h_now_ns() & 0x7fffffff));
     printf("seed=%" PRIu64 " kills=%ld (MBQ_BATCH_SEED, MBQ_BATCH_KILLS)\n", seed, kills);
     S = mmap(NULL, sizeof *S, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
