@@ -11,7 +11,9 @@
  * count trigger crossed by a run fires once, and one not crossed does
  * not; a sorted queue fed a run out of order hands it out in order, with
  * and without a trigger installed; a FIFO consumer polling the publish
- * marks never passes the tail index during a run.
+ * marks never passes the tail index during a run, and a producer killed
+ * between a run's index and its marks leaves a consistent queue; a run's
+ * sums are those of the same entries one by one.
  *
  * Pool: a run hands holdings over and releases blocks exactly as the
  * single calls do; a run record names its blocks to a recount, so a live
