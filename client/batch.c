@@ -2,27 +2,35 @@
  * release of many buffers in one call (<mbq/mbq.h>, "Batched calls").
  *
  * Role. A producer that has a burst of buffers ready, or a consumer that
- * drains what arrived, makes one call instead of one per buffer. Each
- * element goes through exactly the path its single-buffer call takes
- * (buffer_queue.c, pool.c): the same metadata freeze, the same pool binding,
- * the same full policy (drop-oldest drops as many entries as the batch
- * needs, one per element that finds the queue full), the same insertion
- * into a sorted queue, the same trigger evaluation and the same intent
- * record around every reference that changes hands.
+ * drains what arrived, makes one call instead of one per buffer, and pays
+ * per run of buffers what the single calls pay per buffer. A run is up to
+ * BQ_RUN_MAX consecutive buffers of one pool: one lock round of the queue
+ * (bq_enqueue_run, bq_dequeue_run: one index store, one trigger evaluation,
+ * one wake-up check) and one run intent in the pool (pool_run_begin: one
+ * record naming every block of the run). The runs themselves are at the
+ * end of buffer_queue.c, next to the hooks they share with the single
+ * calls. enqueue_many (a new reference per buffer) stays a loop over
+ * enqueue.
  *
  * Invariants.
- *  - Order: elements are handled in array order, and a batch stops at its
- *    first failure. Enqueued: a prefix of the array, the rest untouched
- *    (the caller still holds every reference of the rest, for the _release
- *    forms too). Dequeued: the queue's head entries, in dequeue order.
- *  - Crash safety: one intent per element, held only while that element's
- *    reference moves, so a process killed at any instruction of a batch is
- *    in the state of a process killed inside one single-buffer call, which
- *    the reclaim's recount (docs/DATAPLANE.md "Reclaim") already covers:
- *    the batch adds no state of its own to shared memory.
- *  - Triggers: evaluated by each element's mutation, so no edge is lost
- *    (a count crossing its threshold and back inside one batch fires as it
- *    would buffer by buffer). */
+ *  - Order and results: elements are handled in array order, with the
+ *    results of the single calls made one after the other, and a batch
+ *    stops at its first failure. Enqueued: a prefix of the array, the rest
+ *    untouched (the caller still holds every reference of the rest, for
+ *    the _release forms too). Dequeued: the queue's head entries, in
+ *    dequeue order.
+ *  - Where a run cannot go, the element goes through its single call: a
+ *    thread with no run record free, a drop-oldest queue that must drop, a
+ *    head entry whose pool is not mapped here or not yet known to be bound
+ *    to the queue (the single dequeue maps it and asks the daemon).
+ *  - Crash safety: a run's references move under its run intent, which
+ *    names every block of the run from before the first step of any move
+ *    until after the last, so a process killed at any instruction of a
+ *    batch leaves each block's refcount exact or one too high, and the
+ *    reclaim's recount settles it (docs/DATAPLANE.md "Run intents").
+ *  - Triggers: evaluated once per run, on the queue before and after it
+ *    (a run only adds or only takes away, so a count crossing its
+ *    threshold inside a run fires once, as buffer by buffer). */
 #include "internal.h"
 
 int mbq_buffer_queue_enqueue_many(mbq_buffer_queue *queue, const mbq_buffer *buffers, size_t n,
