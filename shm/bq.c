@@ -1,6 +1,6 @@
 /* Buffer queue: the ring, its locks, and the operations that change it
  * (create/attach, enqueue, dequeue, copy of the head, end of data, reset,
- * for-each); the layout, locking and repair rules are in bq.h.
+ * for-each, runs of entries); the layout, locking and repair rules are in bq.h.
  *
  * The other parts: bq_sorted.c (settle and journalled shifts of sorted
  * queues), bq_trigger.c (triggers), bq_inspect.c (counts, sums, times,
@@ -18,7 +18,8 @@
  *  - a FIFO entry is published by the release store of its slot's seq
  *    (tail + 1), before tail moves: a consumer may take it from then on
  *    (consumer_tail), so a dequeuer can be one past the tail index, and
- *    that is an empty queue (tail_seen);
+ *    that is an empty queue (tail_seen); a run (bq_enqueue_run) stores its
+ *    entries' marks after its index instead, so that this stays one;
  *  - each side's sums (bytes, duration, ops) cover every entry that passed
  *    it, and change under its sequence counter, the index last;
  *  - the process-local copies of the other side's counter (head_cache,

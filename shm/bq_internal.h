@@ -11,7 +11,9 @@
  *
  * Invariants these helpers keep (for the whole list see bq.c):
  *  - a slot is written by slot_store only, every field first and seq last
- *    with release (the FIFO publish mark, see consumer_tail);
+ *    with release (the FIFO publish mark, see consumer_tail); a FIFO run
+ *    stores it with the slot's previous mark and sets the marks after its
+ *    index (bq.c, run_place_locked);
  *  - a side's sums change only between side_begin and side_end, and its
  *    index last, with release (side_pass);
  *  - a counter pair read from the segment indexes nothing before
