@@ -434,9 +434,11 @@ static gboolean gst_mbq_sink_propose_allocation(GstBaseSink *bsink, GstQuery *qu
  * will find again: a consumer that notices (mbqsrc does, once its queue is
  * quiet) waits for the queue to appear on the new daemon. So before each
  * buffer (and at EOS) the sink looks at its control connection; when the
- * library says it is lost for good, the sink connects again and creates its
- * queues and its pool with the options it had (the pool with the block size
- * it had), retrying from 20 ms up to every 500 ms within reconnect-timeout.
+ * library says it is lost for good (-ENOTCONN), or that it reconnected to a
+ * daemon that came back without our objects (-EIDRM: systemd after `stop`,
+ * which drops the store), the sink connects again and creates its queues
+ * and its pool with the options it had (the pool with the block size it
+ * had), retrying from 20 ms up to every 500 ms within reconnect-timeout.
  * Buffers already in the old queues stay there for the consumer to drain;
  * buffers of the old pool held upstream stay valid (their allocator keeps
  * the old connection), and a reconfigure event makes upstream take a buffer
@@ -447,7 +449,8 @@ static gboolean connection_lost(GstMbqSink *self)
     struct pollfd p = {.fd = mbq_client_fd(self->session->client), .events = POLLIN};
     if (p.fd < 0 || poll(&p, 1, 0) <= 0)
         return FALSE;
-    return mbq_client_dispatch(self->session->client) == -ENOTCONN;
+    int r = mbq_client_dispatch(self->session->client);
+    return r == -ENOTCONN || r == -EIDRM; /* gone for good, or back without our objects */
 }
 
 static gboolean is_transient(int r)

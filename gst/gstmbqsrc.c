@@ -182,7 +182,8 @@ static gboolean connection_lost(GstMbqSrc *self)
     struct pollfd p = {.fd = mbq_client_fd(self->session->client), .events = POLLIN};
     if (p.fd < 0 || poll(&p, 1, 0) <= 0)
         return FALSE;
-    return mbq_client_dispatch(self->session->client) == -ENOTCONN;
+    int r = mbq_client_dispatch(self->session->client);
+    return r == -ENOTCONN || r == -EIDRM; /* gone for good, or back without the queue */
 }
 
 static gboolean gst_mbq_src_start(GstBaseSrc *bsrc)
