@@ -3,7 +3,8 @@
 # oneshot whose exit status nspawn returns). Checks mbqd under a real
 # systemd 252: socket activation, READY/STATUS, data streaming through
 # `systemctl restart` and through a watchdog kill (fd store), the unit's
-# hardening, and the journal fields. Each check prints PASS or FAIL with what
+# hardening, the journal fields, and GStreamer pipelines (mbqsink, mbqsrc)
+# through `systemctl restart` and through `stop` + start. Each check prints PASS or FAIL with what
 # it saw; the exit status is the number of failures (capped at 99).
 #
 # Results go to /ci-out (bind-mounted from the host): test.log, the stream
