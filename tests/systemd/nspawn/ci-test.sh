@@ -354,9 +354,10 @@ gst_result() {
 }
 # gst_check NAME NUM WHAT MAXLOST RECREATE RESTARTCMD...: a stream through
 # RESTARTCMD; RECREATE: whether mbqsink must have re-created its objects
-# (yes: the daemon came back without them; no: the store kept them).
+# and mbqsrc left its old queue for the new one (yes: the daemon came back
+# without them; no: the store kept them).
 gst_check() {
-    local name=$1 num=$2 what=$3 maxlost=$4 recreate=$5 crc prc count miss order pid0 pid1 at re=no
+    local name=$1 num=$2 what=$3 maxlost=$4 recreate=$5 crc prc count miss order pid0 pid1 at re=no moved=no
     shift 5
     gst_start "$name"
     if ! waitfor 60 gst_frames_at_least "$name" $((GN / 4)) || ! kill -0 "$GCPID" 2>/dev/null; then
@@ -373,11 +374,12 @@ gst_check() {
     local seen="$what mid-stream (MainPID $pid0 -> $pid1, consumer at $at/$GN frames after it);"
     seen="$seen capture rc=$prc, consumer rc=$crc; $count buffers, $miss of $GN offsets missing, timestamps $order"
     grep -q 'reconnected to mbqd' "$OUT/$name-capture.log" && re=yes
+    grep -q "queue ci/$name lost" "$OUT/$name-consumer.log" && moved=yes
     seen="$seen; sink: $(grep -m1 -o 'reconnected to mbqd.*' "$OUT/$name-capture.log" || echo 'kept its queue and pool')"
     seen="$seen; source: $(grep -m1 -o "queue ci/$name lost.*" "$OUT/$name-consumer.log" || echo 'stayed on its queue')"
     if [ $prc = 0 ] && [ $crc = 0 ] && [ "$pid1" != "$pid0" ] && [ "$at" -lt "$GN" ] &&
        [ "$order" = ok ] && [ "$miss" -le "$maxlost" ] && [ "$count" = $((GN - miss)) ] &&
-       [ "$re" = "$recreate" ]; then
+       [ "$re" = "$recreate" ] && [ "$moved" = "$recreate" ]; then
         pass "${num} GStreamer capture -> mbq -> consumer through $seen"
     else
         fail "${num} GStreamer capture -> mbq -> consumer through $seen (want: both rc 0, a new MainPID before the end, timestamps rising, at most $maxlost lost, re-created: $recreate)"
