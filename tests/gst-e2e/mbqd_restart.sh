@@ -15,7 +15,9 @@
 #  1. frames flowing when the daemon goes;
 #  2. the queue quiet (capture stopped with SIGSTOP across the restart):
 #     mbqsrc notices first and waits for the queue, which the sink creates
-#     again when the capture goes on.
+#     again when the capture goes on;
+#  3. the daemon does not come back: the sink gives up after its
+#     reconnect-timeout (1 s here) with an error that says so.
 . "$(dirname "$0")/common.sh"
 need videotestsrc x264enc mp4mux
 caps=video/x-raw,format=I420,width=320,height=240,framerate=30/1
@@ -85,4 +87,20 @@ kill -CONT "$capg"
 expect_exit capture2 "$cap" 0
 expect_exit encode2 "$enc" 0
 check_stream 2 cam/two 60 "$T/two.mp4"
+
+# 3. no daemon comes back
+gst capture3 60 videotestsrc is-live=true ! $caps \
+    ! mbqsink queue=cam/three full-policy=drop-newest reconnect-timeout=1000000000
+cap=$LAST_PID
+mbq_wait_until 30 stat_at_least cam/three enqueued 5 || fail "fewer than 5 frames enqueued"
+kill -9 "$MBQD_PID"
+wait "$MBQD_PID" 2>/dev/null || true
+MBQD_PID=
+mark=$(mbq_now_ms)
+reap "$cap"
+took=$(since "$mark")
+[ "$RC" != 0 ] && [ "$RC" != 124 ] || fail "3: capture ended with status $RC, expected an error"
+grep -q "Cannot reconnect to mbqd" "$T/capture3.log" || fail "3: the capture failed without saying why"
+[ "$took" -lt 10000 ] || fail "3: the capture took $took ms to give up (reconnect-timeout 1 s)"
+note "3. no daemon: the capture failed after $took ms: $(grep -m1 'ERROR: from element' "$T/capture3.log")"
 echo PASS
