@@ -16,8 +16,11 @@
 #  2. the queue quiet (capture stopped with SIGSTOP across the restart):
 #     mbqsrc notices first and waits for the queue, which the sink creates
 #     again when the capture goes on;
-#  3. the daemon does not come back: the sink gives up after its
+#  3. the capture killed (SIGKILL) just after it re-created its objects,
+#     and the consumer stopped: the new daemon gets every block back;
+#  4. the daemon does not come back: the sink gives up after its
 #     reconnect-timeout (1 s here) with an error that says so.
+# After 1 and 2 too, the re-created pool has every block back.
 . "$(dirname "$0")/common.sh"
 need videotestsrc x264enc mp4mux
 caps=video/x-raw,format=I420,width=320,height=240,framerate=30/1
@@ -30,15 +33,18 @@ restart_daemon() {
          "it lists $("$MBQCTL" list 2>/dev/null | tail -n +2 | wc -l) objects"
 }
 listed() { "$MBQCTL" list 2>/dev/null | grep -q "$1"; }
-# check_stream N NAME FRAMES FILE: capture and encoder both ended well, the
-# sink reconnected, the source left the old queue, the daemon lists the
-# re-created objects, and FILE holds FRAMES minus the frames the sink lost.
+# check_stream N NAME POOL FRAMES FILE: capture and encoder both ended
+# well, the sink reconnected, the source left the old queue, the daemon
+# lists the re-created objects and has every block of the pool back, and
+# FILE holds FRAMES minus the frames the sink lost.
 check_stream() {
-    local n=$1 name=$2 frames=$3 file=$4 lost want dur
+    local n=$1 name=$2 pool=$3 frames=$4 file=$5 lost want dur
     grep -q "reconnected to mbqd" "$T/capture$n.log" ||
         fail "$n: the sink did not reconnect: $(grep -m1 -i 'error\|warn' "$T/capture$n.log")"
     grep -q "queue $name lost" "$T/encode$n.log" || fail "$n: the encoder never left the old queue"
     listed "$name" || fail "$n: the new mbqd does not list the re-created queue $name"
+    mbq_wait_until 10 mbq_pool_idle "$pool" ||
+        fail "$n: the re-created pool $pool: $(mbq_stat "$pool" blocks_used) blocks still used"
     lost=$(grep -c "buffer lost" "$T/capture$n.log" || true)
     [ "$lost" -le 1 ] || fail "$n: the sink lost $lost frames (at most 1 allowed)"
     want=$((frames - lost))
@@ -67,7 +73,7 @@ note "1. mbqd killed while frames flow (the encoder had taken $(mbq_stat cam/enc
 restart_daemon
 expect_exit capture1 "$cap" 0
 expect_exit encode1 "$enc" 0
-check_stream 1 cam/encode 120 "$T/out.mp4"
+check_stream 1 cam/encode cam/frames 120 "$T/out.mp4"
 
 # 2. the queue quiet across the restart
 gst encode2 80 mbqsrc queue=cam/two timeout=5000000000 ! videoconvert \
@@ -86,21 +92,42 @@ note "   the encoder noticed: $(grep -m1 -o 'queue cam/two lost.*' "$T/encode2.l
 kill -CONT "$capg"
 expect_exit capture2 "$cap" 0
 expect_exit encode2 "$enc" 0
-check_stream 2 cam/two 60 "$T/two.mp4"
+check_stream 2 cam/two cam/two-frames 60 "$T/two.mp4"
 
-# 3. no daemon comes back
+# 3. the capture killed after its reconnection
+gst encode3 60 mbqsrc queue=cam/kill timeout=5000000000 ! fakesink
+enc=$LAST_PID encg=$GST_PID
 gst capture3 60 videotestsrc is-live=true ! $caps \
+    ! mbqsink queue=cam/kill pool=cam/kill-frames blocks=16 capacity=8 timeout=3000000000
+cap=$LAST_PID capg=$GST_PID
+mbq_wait_until 30 stat_at_least cam/kill dequeued 5 || fail "3: fewer than 5 frames taken"
+note "3. mbqd killed; then the capture (SIGKILL) once it reconnected, and the consumer"
+restart_daemon
+mbq_wait_until 20 grep -q "reconnected to mbqd" "$T/capture3.log" || fail "3: the sink did not reconnect"
+mbq_wait_until 30 stat_at_least cam/kill dequeued 5 || fail "3: fewer than 5 frames through the new queue"
+kill -9 "$capg"
+kill -STOP "$encg" # holding what it has: the blocks come back when it goes
+used=$(mbq_stat cam/kill-frames blocks_used)
+kill -9 "$encg"
+reap "$cap"
+reap "$enc"
+mbq_wait_until 10 mbq_pool_idle cam/kill-frames ||
+    fail "3: capture and encoder killed: $(mbq_stat cam/kill-frames blocks_used) blocks of the re-created pool still used"
+note "   blocks of the re-created pool in use: $used before the kills, 0 after"
+
+# 4. no daemon comes back
+gst capture4 60 videotestsrc is-live=true ! $caps \
     ! mbqsink queue=cam/three full-policy=drop-newest reconnect-timeout=1000000000
 cap=$LAST_PID
-mbq_wait_until 30 stat_at_least cam/three enqueued 5 || fail "fewer than 5 frames enqueued"
+mbq_wait_until 30 stat_at_least cam/three enqueued 5 || fail "4: fewer than 5 frames enqueued"
 kill -9 "$MBQD_PID"
 wait "$MBQD_PID" 2>/dev/null || true
 MBQD_PID=
 mark=$(mbq_now_ms)
 reap "$cap"
 took=$(since "$mark")
-[ "$RC" != 0 ] && [ "$RC" != 124 ] || fail "3: capture ended with status $RC, expected an error"
-grep -q "Cannot reconnect to mbqd" "$T/capture3.log" || fail "3: the capture failed without saying why"
-[ "$took" -lt 10000 ] || fail "3: the capture took $took ms to give up (reconnect-timeout 1 s)"
-note "3. no daemon: the capture failed after $took ms: $(grep -m1 'ERROR: from element' "$T/capture3.log")"
+[ "$RC" != 0 ] && [ "$RC" != 124 ] || fail "4: capture ended with status $RC, expected an error"
+grep -q "Cannot reconnect to mbqd" "$T/capture4.log" || fail "4: the capture failed without saying why"
+[ "$took" -lt 10000 ] || fail "4: the capture took $took ms to give up (reconnect-timeout 1 s)"
+note "4. no daemon: the capture failed after $took ms: $(grep -m1 'ERROR: from element' "$T/capture4.log")"
 echo PASS
