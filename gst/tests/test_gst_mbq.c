@@ -499,6 +499,45 @@ static void source_survives_daemon_restart(void)
     gst_harness_teardown(sink);
 }
 
+/* The daemon restarts without a store under a running pair: the sink
+ * notices before its next buffer, creates its queue and pool again on the
+ * new daemon and enqueues there; the source drains the old queue, notices,
+ * and opens the new one. */
+static void sink_survives_daemon_restart(void)
+{
+    GstHarness *sink = gst_harness_new_parse("mbqsink queue=rk/q pool=rk/p capacity=4 block-size=4096");
+    gst_harness_set_src_caps_str(sink, CAPS_A);
+    GstHarness *src = src_harness("mbqsrc queue=rk/q");
+    CHECK_EQ(gst_harness_push(sink, make_buffer(32, 1, 0)), GST_FLOW_OK);
+    CHECK_EQ(gst_harness_push(sink, make_buffer(32, 2, GST_SECOND)), GST_FLOW_OK);
+    GstBuffer *b = gst_harness_pull(src);
+    REQUIRE(b);
+    CHECK(buffer_is_filled(b, 1));
+    REQUIRE(restart_daemon());
+    mbq_object_info *info = g_new0(mbq_object_info, 1);
+    info->size = sizeof *info;
+    CHECK_STATUS(mbq_stat(observer, "rk/q", info), -ENOENT);
+    /* the old queue's second buffer, then the new queue's */
+    CHECK_EQ(gst_harness_push(sink, make_buffer(32, 3, 2 * GST_SECOND)), GST_FLOW_OK);
+    CHECK_STATUS(mbq_stat(observer, "rk/q", info), 0);
+    CHECK_STATUS(mbq_stat(observer, "rk/p", info), 0);
+    CHECK_EQ(info->block_size, 4096);
+    g_free(info);
+    CHECK(buffer_is_filled(b, 1)); /* a block of the old pool stays valid */
+    gst_buffer_unref(b);
+    for (guint8 fill = 2; fill <= 3; fill++) {
+        b = gst_harness_pull(src);
+        REQUIRE(b);
+        CHECK(buffer_is_filled(b, fill));
+        CHECK_EQ(GST_BUFFER_PTS(b), (fill - 1) * GST_SECOND);
+        gst_buffer_unref(b);
+    }
+    CHECK(gst_harness_push_event(sink, gst_event_new_eos()));
+    CHECK(pull_until_eos(src));
+    gst_harness_teardown(src);
+    gst_harness_teardown(sink);
+}
+
 int main(int argc, char **argv)
 {
     if (mbqd_start(&d) != 0)
@@ -521,8 +560,9 @@ int main(int argc, char **argv)
         {"max_held_copies_beyond_the_limit", max_held_copies_beyond_the_limit},
         {"state_changes_while_waiting", state_changes_while_waiting},
         {"errors_name_their_cause", errors_name_their_cause},
-        /* last: it replaces the daemon */
+        /* last: these replace the daemon */
         {"source_survives_daemon_restart", source_survives_daemon_restart},
+        {"sink_survives_daemon_restart", sink_survives_daemon_restart},
     };
     int rc = check_run(cases, sizeof cases / sizeof cases[0], argc, argv);
     mbq_disconnect(observer);
