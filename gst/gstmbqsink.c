@@ -337,8 +337,8 @@ static gboolean gst_mbq_sink_stop(GstBaseSink *bsink)
     if (self->dropped)
         GST_INFO_OBJECT(self, "%" G_GUINT64_FORMAT " buffers dropped", self->dropped);
     if (self->reconnects)
-        GST_INFO_OBJECT(self, "%u reconnections to mbqd; %" G_GUINT64_FORMAT " buffers lost in them",
-                        self->reconnects, self->lost);
+        GST_INFO_OBJECT(self, "%u reconnections to mbqd; %" G_GUINT64_FORMAT
+                        " buffers lost in them", self->reconnects, self->lost);
     close_all(self);
     g_clear_pointer(&self->caps_str, g_free);
     return TRUE;

@@ -505,7 +505,8 @@ static void source_survives_daemon_restart(void)
  * and opens the new one. */
 static void sink_survives_daemon_restart(void)
 {
-    GstHarness *sink = gst_harness_new_parse("mbqsink queue=rk/q pool=rk/p capacity=4 block-size=4096");
+    GstHarness *sink =
+        gst_harness_new_parse("mbqsink queue=rk/q pool=rk/p capacity=4 block-size=4096");
     gst_harness_set_src_caps_str(sink, CAPS_A);
     GstHarness *src = src_harness("mbqsrc queue=rk/q");
     CHECK_EQ(gst_harness_push(sink, make_buffer(32, 1, 0)), GST_FLOW_OK);
