@@ -86,8 +86,10 @@ struct _GstMbqSink {
     /* settings copied at start */
     GstMbqFullPolicy policy;
     gint64 timeout_ns;
-    /* reconnection (see reconnect()): unlock() signals state_cond */
+    /* reconnection (see reconnect()): unlock() signals state_cond; the
+     * block size of the pool to create again (0: none yet) */
     GCond state_cond;
+    guint64 lost_block_size;
     guint reconnects;
     guint64 lost;
 };
@@ -185,8 +187,14 @@ static gboolean adopt_pool(GstMbqSink *self, mbq_pool *pool, const gchar *name)
 
 /* The pool, created (or opened) on first need: its block size comes from
  * the property, the caps or the first buffer. */
+static GstFlowReturn reconnect(GstMbqSink *self);
+
 static gboolean ensure_pool(GstMbqSink *self, gsize size_hint, gboolean exact)
 {
+    if (self->alloc)
+        return TRUE;
+    if (!self->session && reconnect(self) != GST_FLOW_OK)
+        return FALSE; /* a reconnection a flush cut short: again */
     if (self->alloc)
         return TRUE;
     GST_OBJECT_LOCK(self);
@@ -248,6 +256,7 @@ static gboolean gst_mbq_sink_start(GstBaseSink *bsink)
     self->upstream_live = -1;
     self->format_valid = FALSE;
     self->dropped = 0;
+    self->lost_block_size = 0;
     self->reconnects = 0;
     self->lost = 0;
     g_atomic_int_set(&self->flushing, 0);
@@ -549,11 +558,14 @@ static gboolean wait_until(GstMbqSink *self, gint64 until)
     return !g_atomic_int_get(&self->flushing);
 }
 
-/* The connection is lost for good: connect again and re-create the
- * queues and the pool. OK, FLUSHING, or ERROR (posted). */
+/* The connection is lost for good (or a flush cut the last reconnection
+ * short: no session): connect again and re-create the queues and the
+ * pool. OK, FLUSHING, or ERROR (posted). */
 static GstFlowReturn reconnect(GstMbqSink *self)
 {
-    guint64 block_size = self->alloc ? self->alloc->block_size : 0;
+    if (self->alloc)
+        self->lost_block_size = self->alloc->block_size;
+    guint64 block_size = self->lost_block_size;
     GST_OBJECT_LOCK(self);
     gint64 budget_us = (gint64)MIN(self->reconnect_timeout / 1000, (guint64)G_MAXINT64 / 2);
     GST_OBJECT_UNLOCK(self);
@@ -597,7 +609,7 @@ static GstFlowReturn reconnect(GstMbqSink *self)
 /* Before a buffer or EOS: reconnects if the daemon went away for good. */
 static GstFlowReturn check_connection(GstMbqSink *self)
 {
-    if (!self->session || !connection_lost(self))
+    if (self->session && !connection_lost(self))
         return GST_FLOW_OK;
     return reconnect(self);
 }
@@ -860,7 +872,7 @@ static GstFlowReturn gst_mbq_sink_render(GstBaseSink *bsink, GstBuffer *buffer)
 static gboolean gst_mbq_sink_event(GstBaseSink *bsink, GstEvent *event)
 {
     GstMbqSink *self = GST_MBQ_SINK(bsink);
-    if (GST_EVENT_TYPE(event) == GST_EVENT_EOS && self->queues &&
+    if (GST_EVENT_TYPE(event) == GST_EVENT_EOS && self->names &&
         check_connection(self) != GST_FLOW_OK) {
         gst_event_unref(event);
         return FALSE;
