@@ -1051,17 +1051,22 @@ uint64_t pool_overhead_per_block(void)
  * cache (else it went back to the lists). */
 static bool pool_cache_keep_run(struct pool *p, uint32_t idx, uint64_t r, uint32_t *first)
 {
-    if (__builtin_expect(__atomic_load_n(&p->sh->flags, __ATOMIC_SEQ_CST) & POOL_F_INVALIDATED,
-                         0)) {
+    bool to_lists =
+        __atomic_load_n(&p->sh->flags, __ATOMIC_SEQ_CST) & POOL_F_INVALIDATED;
+    if (!to_lists && p->cache.n >= p->cache.max) {
+        pool_cache_spill(p); /* publishes the whole cache */
+        *first = p->cache.n;
+        to_lists = p->cache.n >= p->cache.max; /* the pool lock stayed held */
+    }
+    if (__builtin_expect(to_lists, 0)) {
+        /* Back to the lists (an invalidated pool caches nothing; a full
+         * cache that could not spill has no room): pool_free_block leaves
+         * it to a repair if it cannot take the lock either. */
         uint64_t freed = ref_make(ref_gen(r), 0);
         if (atomic_compare_exchange_strong_explicit(&p->blocks[idx].ref, &r, freed,
                                                     memory_order_acq_rel, memory_order_relaxed))
             pool_free_block(p, idx, freed);
         return false;
-    }
-    if (p->cache.n == p->cache.max) {
-        pool_cache_spill(p); /* publishes the whole cache */
-        *first = p->cache.n;
     }
     if (p->cache.n < *first)
         *first = p->cache.n;

@@ -549,6 +549,56 @@ static void test_pool_run_dead(void)
     pool_detach(&p);
 }
 
+/* A release run whose cache fills while another process holds the pool
+ * lock (stopped, say): the cache cannot spill, so the blocks that do not
+ * fit go back to the lists (or to a repair, flagged, when that lock is
+ * still held), never past the cache's end; once the holder is gone every
+ * block is back. */
+static void test_pool_release_run_lock_held(void)
+{
+    struct pool p;
+    struct pool_params pp = {.block_size = 4096, .block_count = 64};
+    REQUIRE(pool_create(&pp, &p) == 0);
+    uint64_t h[POOL_RUN_MAX];
+    for (int i = 0; i < POOL_RUN_MAX; i++)
+        REQUIRE(pool_alloc(&p, 64, &h[i]) == 0);
+    int ready[2];
+    REQUIRE(pipe(ready) == 0);
+    pid_t pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+        struct pool c;
+        if (pool_attach(p.seg.fd, &c) != 0 || pool_lock(&c) < 0)
+            _exit(2);
+        char b = 1;
+        if (write(ready[1], &b, 1) != 1)
+            _exit(3);
+        pause(); /* holds the pool lock until killed */
+        _exit(4);
+    }
+    char b;
+    REQUIRE(read(ready[0], &b, 1) == 1);
+    uint64_t limit = slock_wait_limit();
+    slock_set_wait_limit(10 * 1000000ull);
+    REQUIRE(pool_run_begin(&p, h, POOL_RUN_MAX) == 0);
+    CHECK_EQ(pool_release_run(&p, h, POOL_RUN_MAX), 0);
+    pool_run_end(&p);
+    CHECK(p.cache.n <= p.cache.max);
+    CHECK_EQ(pool_held_by_self(&p), 0);
+    kill(pid, SIGKILL);
+    int status;
+    REQUIRE(waitpid(pid, &status, 0) == pid);
+    slock_set_wait_limit(limit);
+    CHECK(pool_reclaim_dead_ex(&p, count_none, NULL) >= 0);
+    struct pool_stats s;
+    REQUIRE(pool_stats(&p, &s) == 0);
+    CHECK_EQ(s.used, 0);
+    CHECK_EQ(s.warm + s.cold, 64);
+    close(ready[0]);
+    close(ready[1]);
+    pool_detach(&p);
+}
+
 CHECK_MAIN(CASE(test_run_order_and_counters), CASE(test_run_stops), CASE(test_run_sums_as_singles), CASE(test_run_triggers_once),
            CASE(test_run_sorted), CASE(test_run_marks_after_index), CASE(test_run_killed_before_marks), CASE(test_pool_run_moves),
-           CASE(test_pool_run_dead))
+           CASE(test_pool_run_dead), CASE(test_pool_release_run_lock_held))
