@@ -183,20 +183,12 @@ static bool hook_is_ready(void *ctx, uint32_t pool_id, uint64_t handle)
 static int hook_validate(void *ctx, const struct bq_entry *e)
 {
     mbq_buffer_queue *q = ctx;
-    queue_validation_fn cb;
-    void *refcon;
-    unsigned s1, s2;
-    do { /* a seqlock read: retry while a set is writing, or wrote meanwhile */
-        s1 = atomic_load_explicit(&q->validation_seq, memory_order_acquire);
-        cb = atomic_load_explicit(&q->validation_cb, memory_order_relaxed);
-        refcon = atomic_load_explicit(&q->validation_refcon, memory_order_relaxed);
-        atomic_thread_fence(memory_order_acquire);
-        s2 = atomic_load_explicit(&q->validation_seq, memory_order_relaxed);
-    } while ((s1 & 1) || s1 != s2);
-    if (!cb)
+    /* One load: the record is never changed once published. */
+    const struct queue_validation *v = atomic_load_explicit(&q->validation, memory_order_acquire);
+    if (likely(!v))
         return 0;
     struct mbq_pool *p = cpool_table_lookup(q->client, e->pool_id, queue_hint);
-    return cb(q, (mbq_buffer){.pool_ = p, .handle_ = e->handle}, refcon);
+    return v->cb(q, (mbq_buffer){.pool_ = p, .handle_ = e->handle}, v->refcon);
 }
 
 /* The pools in which this thread holds a queue's move intent (which 0 and
@@ -403,6 +395,17 @@ static void queue_free(mbq_buffer_queue *q)
     for (unsigned i = 0; i < QUEUE_GRAVEYARD; i++)
         if (q->graveyard[i] >= 0)
             close(q->graveyard[i]);
+    struct queue_validation *v = (struct queue_validation *)atomic_load_explicit(
+        &q->validation, memory_order_relaxed);
+    if (v) {
+        v->retired = q->validation_retired;
+        q->validation_retired = v;
+    }
+    while (q->validation_retired) {
+        v = q->validation_retired;
+        q->validation_retired = v->retired;
+        free(v);
+    }
     free(q);
 }
 
@@ -1226,13 +1229,23 @@ int mbq_buffer_queue_set_validation_callback(mbq_buffer_queue *queue,
 {
     if (!queue)
         return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
+    struct queue_validation *v = NULL;
+    if (callback) {
+        v = malloc(sizeof(*v));
+        if (!v)
+            return -ENOMEM;
+        *v = (struct queue_validation){.cb = callback, .refcon = refcon};
+    }
     pthread_mutex_lock(&queue->client->lock);
-    unsigned s = atomic_load_explicit(&queue->validation_seq, memory_order_relaxed);
-    atomic_store_explicit(&queue->validation_seq, s + 1, memory_order_relaxed);
-    atomic_thread_fence(memory_order_release); /* odd before either field changes */
-    atomic_store_explicit(&queue->validation_cb, callback, memory_order_relaxed);
-    atomic_store_explicit(&queue->validation_refcon, refcon, memory_order_relaxed);
-    atomic_store_explicit(&queue->validation_seq, s + 2, memory_order_release);
+    /* The record replaced may be in use by an enqueue on another thread:
+     * it is freed with the handle. */
+    struct queue_validation *old = (struct queue_validation *)atomic_load_explicit(
+        &queue->validation, memory_order_relaxed);
+    if (old) {
+        old->retired = queue->validation_retired;
+        queue->validation_retired = old;
+    }
+    atomic_store_explicit(&queue->validation, v, memory_order_release);
     pthread_mutex_unlock(&queue->client->lock);
     return 0;
 }
