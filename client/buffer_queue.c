@@ -712,6 +712,22 @@ static int queue_enqueue_entry(mbq_buffer_queue *queue, struct mbq_pool *p,
     return r;
 }
 
+/* The hand-over's rest, after pool_handover_begin (the intent set and the
+ * caller's holding moved): the entry in, or the holding back. */
+static int queue_enqueue_handed(mbq_buffer_queue *queue, struct mbq_pool *p,
+                                const struct bq_entry *e)
+{
+    queue_sync_triggers(queue);
+    queue_hint = p;
+    int r = bq_enqueue_take(&queue->bq, e);
+    queue_hint = NULL;
+    if (unlikely(r != 0))
+        (void)pool_adopt(&p->pool, e->handle); /* still the caller's */
+    pool_move_end(&p->pool, 0);
+    queue_settle(queue);
+    return r;
+}
+
 /* The blocking forms: wait for room with nothing in flight (no intent, no
  * reference taken: a waiter killed asleep has nothing to roll back, and an
  * audit of the buffer is not held up), then enqueue; another producer may
@@ -747,41 +763,46 @@ static int queue_enqueue(mbq_buffer_queue *queue, mbq_buffer buffer, bool take, 
     if (!queue || !buffer.pool_ || !buffer.handle_)
         return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
     struct mbq_pool *p = buffer.pool_;
-    uint64_t size;
-    mbq_time dts, pts, duration;
+    const uint32_t pool_id = (uint32_t)p->object_id;
+    if (unlikely(!queue_pool_bound(queue, pool_id))) {
+        /* A stale buffer is refused as such, before the daemon is asked. */
+        if (!pool_block_of(&p->pool, buffer.handle_))
+            return -ESTALE;
+        int br = queue_bind_pool(queue, pool_id, false);
+        if (br < 0)
+            return br;
+    }
     /* Frozen first, read second: from here on the block's metadata is what
      * the queue copies, and what every consumer reads on the block. An
-     * enqueue that fails thaws what it froze (froze: 1). */
-    int froze = pool_freeze_read_meta(&p->pool, buffer.handle_, &size, &dts, &pts, &duration);
+     * enqueue that fails thaws what it froze (froze: 1). A hand-over that
+     * need not wait for room also moves the caller's holding to the queue
+     * in the same look at the block, under an intent that lasts until the
+     * entry is in: a death in between leaves the refcount one too high for
+     * the reclaimer's recount, never a buffer a queue names freed
+     * (shm/pool.h). */
+    const bool handed = take && !wait;
+    struct pool_meta m;
+    int froze = handed ? pool_handover_begin(&p->pool, buffer.handle_, &m)
+                       : pool_freeze_read_meta(&p->pool, buffer.handle_, &m.size, &m.dts,
+                                               &m.pts, &m.duration);
     if (froze < 0)
-        return -ESTALE;
-    if (unlikely(!queue_pool_bound(queue, (uint32_t)p->object_id))) {
-        int br = queue_bind_pool(queue, (uint32_t)p->object_id, false);
-        if (br < 0) {
-            if (froze)
-                pool_thaw(&p->pool, buffer.handle_);
-            return br;
-        }
-    }
+        return froze;
     /* Field by field: an initialiser zeroes the 128 bytes first (rep stos).
      * The attachments stay zero: no call reads them from a queue, and
      * without them the queue stores the entry in one line (bq_slot). */
     struct bq_entry e;
     e.handle = buffer.handle_;
     e.seq = 0;
-    e.dts = dts;
-    e.pts = pts;
-    e.duration = duration;
-    e.size = size;
-    e.pool_id = (uint32_t)p->object_id;
+    e.dts = m.dts;
+    e.pts = m.pts;
+    e.duration = m.duration;
+    e.size = m.size;
+    e.pool_id = pool_id;
     e.flags = 0;
     memset(e.attachments, 0, sizeof(e.attachments));
-    /* A hand-over moves the caller's holding to the queue first, under an
-     * intent that lasts until the entry is in: a death in between leaves
-     * the refcount one too high for the reclaimer's recount, never a
-     * buffer a queue names freed (shm/pool.h). */
-    int r = __builtin_expect(wait, 0) ? queue_enqueue_wait(queue, p, &e, take, timeout_ns)
-                                      : queue_enqueue_entry(queue, p, &e, take);
+    int r = handed                      ? queue_enqueue_handed(queue, p, &e)
+            : __builtin_expect(wait, 0) ? queue_enqueue_wait(queue, p, &e, take, timeout_ns)
+                                        : queue_enqueue_entry(queue, p, &e, take);
     if (unlikely(r != 0) && froze)
         pool_thaw(&p->pool, buffer.handle_);
     return r;
