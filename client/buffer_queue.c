@@ -691,23 +691,12 @@ static int queue_check_entry(mbq_buffer_queue *q, uint32_t pool_id)
 /* ---- data plane ------------------------------------------------------------------------ */
 
 static int queue_enqueue_entry(mbq_buffer_queue *queue, struct mbq_pool *p,
-                               const struct bq_entry *e, bool take)
+                               const struct bq_entry *e)
 {
-    int r = 0;
-    if (take) {
-        r = pool_disown_begin(&p->pool, e->handle);
-        if (r < 0)
-            return r;
-    }
     queue_sync_triggers(queue);
     queue_hint = p;
-    r = take ? bq_enqueue_take(&queue->bq, e) : bq_enqueue(&queue->bq, e);
+    int r = bq_enqueue(&queue->bq, e);
     queue_hint = NULL;
-    if (take) {
-        if (r != 0)
-            (void)pool_adopt(&p->pool, e->handle); /* still the caller's */
-        pool_move_end(&p->pool, 0);
-    }
     queue_settle(queue);
     return r;
 }
@@ -728,12 +717,11 @@ static int queue_enqueue_handed(mbq_buffer_queue *queue, struct mbq_pool *p,
     return r;
 }
 
-/* The blocking forms: wait for room with nothing in flight (no intent, no
- * reference taken: a waiter killed asleep has nothing to roll back, and an
- * audit of the buffer is not held up), then enqueue; another producer may
- * take the room first, and then the wait goes on. */
+/* The blocking form of a plain enqueue: wait for room, then enqueue;
+ * another producer may take the room first, and then the wait goes on (the
+ * hand-over's is in queue_handover). */
 static int queue_enqueue_wait(mbq_buffer_queue *queue, struct mbq_pool *p,
-                              const struct bq_entry *e, bool take, int64_t timeout_ns)
+                              const struct bq_entry *e, int64_t timeout_ns)
 {
     uint32_t epoch = bq_cancel_epoch(&queue->bq);
     uint64_t deadline = 0;
@@ -750,10 +738,80 @@ static int queue_enqueue_wait(mbq_buffer_queue *queue, struct mbq_pool *p,
             bq_note_rejected(&queue->bq); /* once per call, when it gives up */
         if (r != 0)
             return r;
-        r = queue_enqueue_entry(queue, p, e, take);
+        r = queue_enqueue_entry(queue, p, e);
         if (r != MBQ_BQ_ERR_QUEUE_IS_FULL || left == 0)
             return r;
     }
+}
+
+/* The entry of handle's block, from its frozen metadata m. Field by field:
+ * an initialiser zeroes the 128 bytes first (rep stos). The attachments
+ * stay zero: no call reads them from a queue, and without them the queue
+ * stores the entry in one line (bq_slot). */
+static inline void queue_entry_make(struct bq_entry *e, uint64_t handle, uint32_t pool_id,
+                                    const struct pool_meta *m)
+{
+    e->handle = handle;
+    e->seq = 0;
+    e->dts = m->dts;
+    e->pts = m->pts;
+    e->duration = m->duration;
+    e->size = m->size;
+    e->pool_id = pool_id;
+    e->flags = 0;
+    memset(e->attachments, 0, sizeof(e->attachments));
+}
+
+/* An enqueue that takes the caller's reference (enqueue_and_release). One
+ * look at the block (pool_handover_begin) freezes its metadata and reads it
+ * (what the queue copies is what every consumer reads on the block), and
+ * moves the caller's holding to the queue under an intent that lasts until
+ * the entry is in: a death in between leaves the refcount one too high for
+ * the reclaimer's recount, never a buffer a queue names freed (shm/pool.h).
+ * wait: room is waited for first, with nothing in flight (no intent, no
+ * holding moved: a waiter killed asleep has nothing to roll back, and an
+ * audit of the buffer is not held up); another producer may take the room
+ * first, and then the holding comes back and the wait goes on. A failed
+ * enqueue thaws what it froze. */
+static int queue_handover(mbq_buffer_queue *queue, struct mbq_pool *p, uint64_t handle,
+                          bool wait, int64_t timeout_ns)
+{
+    uint32_t epoch = 0;
+    uint64_t deadline = 0;
+    if (unlikely(wait)) {
+        epoch = bq_cancel_epoch(&queue->bq);
+        if (timeout_ns > 0)
+            deadline = mono_ns() + (uint64_t)timeout_ns;
+    }
+    int froze = 0, r;
+    for (;;) {
+        int64_t left = 0;
+        if (unlikely(wait)) {
+            left = timeout_ns;
+            if (timeout_ns > 0) {
+                uint64_t now = mono_ns();
+                left = now >= deadline ? 0 : (int64_t)(deadline - now);
+            }
+            r = bq_wait_room(&queue->bq, epoch, left);
+            if (r == MBQ_BQ_ERR_QUEUE_IS_FULL)
+                bq_note_rejected(&queue->bq); /* once per call, when it gives up */
+            if (r != 0)
+                break;
+        }
+        struct pool_meta m;
+        r = pool_handover_begin(&p->pool, handle, &m);
+        if (r < 0)
+            break;
+        froze |= r;
+        struct bq_entry e;
+        queue_entry_make(&e, handle, (uint32_t)p->object_id, &m);
+        r = queue_enqueue_handed(queue, p, &e);
+        if (likely(r == 0) || !wait || r != MBQ_BQ_ERR_QUEUE_IS_FULL || left == 0)
+            break;
+    }
+    if (unlikely(r != 0) && froze)
+        pool_thaw(&p->pool, handle);
+    return r;
 }
 
 /* wait: the blocking forms, with timeout_ns as bq_enqueue_wait takes it. */
@@ -772,37 +830,20 @@ static int queue_enqueue(mbq_buffer_queue *queue, mbq_buffer buffer, bool take, 
         if (br < 0)
             return br;
     }
+    if (take)
+        return queue_handover(queue, p, buffer.handle_, wait, timeout_ns);
     /* Frozen first, read second: from here on the block's metadata is what
      * the queue copies, and what every consumer reads on the block. An
-     * enqueue that fails thaws what it froze (froze: 1). A hand-over that
-     * need not wait for room also moves the caller's holding to the queue
-     * in the same look at the block, under an intent that lasts until the
-     * entry is in: a death in between leaves the refcount one too high for
-     * the reclaimer's recount, never a buffer a queue names freed
-     * (shm/pool.h). */
-    const bool handed = take && !wait;
+     * enqueue that fails thaws what it froze (froze: 1). */
     struct pool_meta m;
-    int froze = handed ? pool_handover_begin(&p->pool, buffer.handle_, &m)
-                       : pool_freeze_read_meta(&p->pool, buffer.handle_, &m.size, &m.dts,
-                                               &m.pts, &m.duration);
+    int froze = pool_freeze_read_meta(&p->pool, buffer.handle_, &m.size, &m.dts, &m.pts,
+                                      &m.duration);
     if (froze < 0)
         return froze;
-    /* Field by field: an initialiser zeroes the 128 bytes first (rep stos).
-     * The attachments stay zero: no call reads them from a queue, and
-     * without them the queue stores the entry in one line (bq_slot). */
     struct bq_entry e;
-    e.handle = buffer.handle_;
-    e.seq = 0;
-    e.dts = m.dts;
-    e.pts = m.pts;
-    e.duration = m.duration;
-    e.size = m.size;
-    e.pool_id = pool_id;
-    e.flags = 0;
-    memset(e.attachments, 0, sizeof(e.attachments));
-    int r = handed                      ? queue_enqueue_handed(queue, p, &e)
-            : __builtin_expect(wait, 0) ? queue_enqueue_wait(queue, p, &e, take, timeout_ns)
-                                        : queue_enqueue_entry(queue, p, &e, take);
+    queue_entry_make(&e, buffer.handle_, pool_id, &m);
+    int r = __builtin_expect(wait, 0) ? queue_enqueue_wait(queue, p, &e, timeout_ns)
+                                      : queue_enqueue_entry(queue, p, &e);
     if (unlikely(r != 0) && froze)
         pool_thaw(&p->pool, buffer.handle_);
     return r;
