@@ -395,15 +395,9 @@ static void queue_free(mbq_buffer_queue *q)
     for (unsigned i = 0; i < QUEUE_GRAVEYARD; i++)
         if (q->graveyard[i] >= 0)
             close(q->graveyard[i]);
-    struct queue_validation *v = (struct queue_validation *)atomic_load_explicit(
-        &q->validation, memory_order_relaxed);
-    if (v) {
-        v->retired = q->validation_retired;
-        q->validation_retired = v;
-    }
-    while (q->validation_retired) {
-        v = q->validation_retired;
-        q->validation_retired = v->retired;
+    while (q->validation_records) {
+        struct queue_validation *v = q->validation_records;
+        q->validation_records = v->next;
         free(v);
     }
     free(q);
@@ -1291,21 +1285,25 @@ int mbq_buffer_queue_set_validation_callback(mbq_buffer_queue *queue,
 {
     if (!queue)
         return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
+    pthread_mutex_lock(&queue->client->lock);
+    /* Records are never changed or freed while the handle is open (an
+     * enqueue on another thread may be calling through the one replaced):
+     * a pair set before is published again, so there are as many records
+     * as distinct pairs set. */
     struct queue_validation *v = NULL;
     if (callback) {
-        v = malloc(sizeof(*v));
-        if (!v)
+        for (v = queue->validation_records; v; v = v->next)
+            if (v->cb == callback && v->refcon == refcon)
+                break;
+        if (!v && (v = malloc(sizeof(*v))) != NULL) {
+            *v = (struct queue_validation){
+                .cb = callback, .refcon = refcon, .next = queue->validation_records};
+            queue->validation_records = v;
+        }
+        if (!v) {
+            pthread_mutex_unlock(&queue->client->lock);
             return -ENOMEM;
-        *v = (struct queue_validation){.cb = callback, .refcon = refcon};
-    }
-    pthread_mutex_lock(&queue->client->lock);
-    /* The record replaced may be in use by an enqueue on another thread:
-     * it is freed with the handle. */
-    struct queue_validation *old = (struct queue_validation *)atomic_load_explicit(
-        &queue->validation, memory_order_relaxed);
-    if (old) {
-        old->retired = queue->validation_retired;
-        queue->validation_retired = old;
+        }
     }
     atomic_store_explicit(&queue->validation, v, memory_order_release);
     pthread_mutex_unlock(&queue->client->lock);

@@ -86,7 +86,7 @@ typedef int (*queue_validation_fn)(mbq_buffer_queue *queue, mbq_buffer buffer, v
 struct queue_validation {
     queue_validation_fn cb;
     void *refcon;
-    struct queue_validation *retired; /* the record this one replaced */
+    struct queue_validation *next; /* the handle's records (validation_records) */
 };
 
 struct mbq_buffer_queue {
@@ -113,14 +113,13 @@ struct mbq_buffer_queue {
     /* A pool id (+1) the is_ready hook met but could not resolve under the
      * queue lock; the operation's wrapper opens it afterwards. 0: none. */
     _Atomic uint64_t missing_pool;
-    /* The validation callback and its refcon: one immutable record per
-     * set, published by one pointer (NULL: none), so that an enqueue reads
-     * a pair one set wrote with a single load. A record replaced stays
-     * allocated (on the retired list) until the handle is closed, since a
-     * reader may still be calling through it. Sets serialise on
-     * client->lock. */
+    /* The validation callback and its refcon: an immutable record per
+     * distinct pair, published by one pointer (NULL: none), so that an
+     * enqueue reads a pair one set wrote with a single load. Records stay
+     * allocated until the handle is closed, since a reader may still be
+     * calling through one replaced. Sets serialise on client->lock. */
     _Atomic(const struct queue_validation *) validation;
-    struct queue_validation *validation_retired;
+    struct queue_validation *validation_records;
     /* Pool ids the daemon confirmed bound to this queue (0: empty slot),
      * replaced round robin; see queue_pool_bound in buffer_queue.c. */
     _Atomic uint32_t bound[QUEUE_BOUND_CACHE];
