@@ -412,6 +412,20 @@ static void bqueue_close_locked(mbq_buffer_queue *q)
     queue_free(q);
 }
 
+static int queue_declare_producer_locked(mbq_buffer_queue *q)
+{
+    Mbq__V1__DeclareProducer dp = MBQ__V1__DECLARE_PRODUCER__INIT;
+    dp.object_id = q->object_id;
+    Mbq__V1__Request req = MBQ__V1__REQUEST__INIT;
+    req.body_case = MBQ__V1__REQUEST__BODY_DECLARE_PRODUCER;
+    req.declare_producer = &dp;
+    struct client_reply reply;
+    int r = client_call_locked(q->client, &req, &reply);
+    if (r == 0)
+        client_reply_done(&reply);
+    return r;
+}
+
 static int bqueue_reattach_locked(mbq_buffer_queue *q)
 {
     mbq_client *c = q->client;
@@ -474,6 +488,10 @@ static int bqueue_reattach_locked(mbq_buffer_queue *q)
     atomic_store_explicit(&q->trigger_gen_seen,
                           bq_trigger_gen(&q->bq),
                           memory_order_relaxed);
+    /* A producer still: the restarted daemon waits for this (or our exit)
+     * before it calls the queue's producers lost. */
+    if (q->producer)
+        return queue_declare_producer_locked(q);
     return 0;
 }
 
@@ -817,6 +835,32 @@ int mbq_buffer_queue_set_wait_spin(mbq_buffer_queue *queue, int64_t spin_ns)
     if (!queue)
         return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
     bq_set_spin(&queue->bq, spin_ns);
+    return 0;
+}
+
+int mbq_buffer_queue_declare_producer(mbq_buffer_queue *queue)
+{
+    if (!queue)
+        return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
+    mbq_client *c = queue->client;
+    pthread_mutex_lock(&c->lock);
+    int r = queue->lost ? -EIDRM : queue_declare_producer_locked(queue);
+    if (r == 0)
+        queue->producer = true;
+    pthread_mutex_unlock(&c->lock);
+    return r;
+}
+
+bool mbq_buffer_queue_is_producer_lost(mbq_buffer_queue *queue)
+{
+    return queue && bq_producer_lost(&queue->bq);
+}
+
+int mbq_buffer_queue_set_wait_through_producer_lost(mbq_buffer_queue *queue, bool wait)
+{
+    if (!queue)
+        return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
+    bq_set_ignore_lost(&queue->bq, wait);
     return 0;
 }
 
