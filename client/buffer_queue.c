@@ -412,10 +412,11 @@ static void bqueue_close_locked(mbq_buffer_queue *q)
     queue_free(q);
 }
 
-static int queue_declare_producer_locked(mbq_buffer_queue *q)
+static int queue_declare_producer_locked(mbq_buffer_queue *q, bool withdraw)
 {
     Mbq__V1__DeclareProducer dp = MBQ__V1__DECLARE_PRODUCER__INIT;
     dp.object_id = q->object_id;
+    dp.withdraw = withdraw;
     Mbq__V1__Request req = MBQ__V1__REQUEST__INIT;
     req.body_case = MBQ__V1__REQUEST__BODY_DECLARE_PRODUCER;
     req.declare_producer = &dp;
@@ -491,7 +492,7 @@ static int bqueue_reattach_locked(mbq_buffer_queue *q)
     /* A producer still: the restarted daemon waits for this (or our exit)
      * before it calls the queue's producers lost. */
     if (q->producer)
-        return queue_declare_producer_locked(q);
+        return queue_declare_producer_locked(q, false);
     return 0;
 }
 
@@ -646,6 +647,10 @@ void mbq_buffer_queue_close(mbq_buffer_queue *queue)
         if (queue->ntriggers == before)
             i++; /* not mine, or the removal failed: the connection will do it */
     }
+    /* This handle's declaration ends; another handle of this process on the
+     * same queue may still be a producer. */
+    if (!queue->lost && queue->producer)
+        (void)queue_declare_producer_locked(queue, true);
     if (!queue->lost)
         client_close_object_locked(c, queue->object_id);
     bqueue_close_locked(queue);
@@ -844,7 +849,9 @@ int mbq_buffer_queue_declare_producer(mbq_buffer_queue *queue)
         return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
     mbq_client *c = queue->client;
     pthread_mutex_lock(&c->lock);
-    int r = queue->lost ? -EIDRM : queue_declare_producer_locked(queue);
+    int r = queue->lost      ? -EIDRM
+            : queue->producer ? 0 /* once per handle */
+                              : queue_declare_producer_locked(queue, false);
     if (r == 0)
         queue->producer = true;
     pthread_mutex_unlock(&c->lock);

@@ -3,7 +3,9 @@
  *
  * Role. A client declares itself a producer of a queue it has open
  * (DeclareProducer); the declaration lives on its session's handle and ends
- * when the handle does (Close, or the session's end: the process exited,
+ * when the client withdraws it (libmbq does as it closes the queue handle
+ * that declared: a process may open a queue more than once) or when the
+ * handle ends (its last Close, or the session's end: the process exited,
  * was killed, disconnected). The daemon counts the declarations of each
  * queue and writes the count, with the pids of up to BQ_PRODUCER_PIDS
  * producers, into the queue's header (bq_producers_set). When the count
@@ -55,7 +57,7 @@ static void producers_update(Object *o, pid_t lost_pid)
         const Handle *h = list_entry(it, Handle, object_link);
         if (!h->producer)
             continue;
-        n++;
+        n += h->producer;
         uint32_t pid = (uint32_t)h->session->pid;
         if (npids < BQ_PRODUCER_PIDS && !pids_have(pids, npids, pid))
             pids[npids++] = pid;
@@ -91,9 +93,10 @@ static bool restored_remove(Object *o, pid_t pid)
 void producers_declare(Handle *h)
 {
     Object *o = h->object;
-    if (h->producer)
+    if (h->producer++ > 0) {
+        producers_update(o, 0);
         return;
-    h->producer = true;
+    }
     (void)restored_remove(o, h->session->pid); /* now counted by its handle */
     const bool was_lost = bq_producer_lost(&o->bq);
     producers_update(o, 0);
@@ -103,11 +106,19 @@ void producers_declare(Handle *h)
                    (int)h->session->pid, o->producers, was_lost ? ", producer lost cleared" : "");
 }
 
+void producers_withdraw(Handle *h)
+{
+    if (!h->producer)
+        return;
+    h->producer--;
+    producers_update(h->object, h->session->pid);
+}
+
 void producers_drop(Handle *h)
 {
     if (!h->producer)
         return;
-    h->producer = false;
+    h->producer = 0;
     producers_update(h->object, h->session->pid);
 }
 

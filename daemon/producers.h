@@ -5,9 +5,11 @@
 
 #include "session.h"
 
-/* DeclareProducer: h's session produces into h's queue. */
+/* DeclareProducer: h's session produces into h's queue (declare), or one
+ * of its declarations ends (withdraw; no-op without one). */
 void producers_declare(Handle *h);
-/* h stops being a producer (its queue closed, or its session ended). */
+void producers_withdraw(Handle *h);
+/* Every declaration of h ends (its queue closed, or its session ended). */
 void producers_drop(Handle *h);
 /* A restored queue: the producers the previous instance recorded in its
  * header become pids waiting to declare again or exit. */

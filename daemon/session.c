@@ -1190,10 +1190,14 @@ static int handle_bind_pool(Call *c, const Mbq__V1__Request *request)
 static int handle_declare_producer(Call *c, const Mbq__V1__Request *request)
 {
     Handle *h;
-    int r = call_handle_of_kind(c, request->declare_producer->object_id, OBJECT_BUFFER_QUEUE, &h);
+    const Mbq__V1__DeclareProducer *req = request->declare_producer;
+    int r = call_handle_of_kind(c, req->object_id, OBJECT_BUFFER_QUEUE, &h);
     if (r < 0)
         return r;
-    producers_declare(h);
+    if (req->withdraw)
+        producers_withdraw(h);
+    else
+        producers_declare(h);
     return 0;
 }
 

@@ -27,7 +27,7 @@ typedef struct Handle {
     Session *session;
     unsigned opens;    /* Create/Open replies minus Closes; > 0 */
     unsigned triggers; /* triggers this session installed on object */
-    bool producer;     /* DeclareProducer: counted in the queue's producers */
+    unsigned producer; /* DeclareProducer calls not withdrawn (producers.c) */
     struct list object_link;  /* Object.handles */
     struct list session_link; /* Session.handles */
 } Handle;
