@@ -285,6 +285,11 @@ static gboolean gst_mbq_sink_start(GstBaseSink *bsink)
             g_free(why);
             goto fail;
         }
+        /* A producer: its consumers are told when it goes (crash included). */
+        r = mbq_buffer_queue_declare_producer(q);
+        if (r < 0)
+            GST_WARNING_OBJECT(self, "queue %s: cannot declare a producer: %s", *n,
+                               mbq_status_string(r));
         g_mutex_lock(&self->state_lock);
         g_ptr_array_add(queues, q);
         g_mutex_unlock(&self->state_lock);

@@ -25,7 +25,14 @@
  * off from 20 ms to 500 ms; blocks already pushed stay valid (their
  * connection lives until they are freed). The data plane never reports a
  * lost daemon, so while the queue is quiet the source also looks at the
- * control connection every wait slice (connection_lost()). */
+ * control connection every wait slice (connection_lost()).
+ *
+ * Producer lost. When every producer that declared itself on the queue
+ * (mbqsink does) is gone — killed, crashed, or exited without end of data
+ * — the dequeue returns -EPIPE once the queue is empty, at once: the
+ * source then posts an error, or sends EOS, or waits on for the next
+ * producer, as on-producer-lost says. Buffers still queued are pushed
+ * first. */
 #include "gstmbqsrc.h"
 #include "gstmbq.h"
 
@@ -47,7 +54,29 @@ enum {
     PROP_WAIT_FOR_QUEUE,
     PROP_TIMEOUT,
     PROP_MAX_HELD,
+    PROP_ON_PRODUCER_LOST,
 };
+
+typedef enum {
+    GST_MBQ_SRC_PRODUCER_LOST_ERROR,
+    GST_MBQ_SRC_PRODUCER_LOST_EOS,
+    GST_MBQ_SRC_PRODUCER_LOST_WAIT,
+} GstMbqSrcProducerLost;
+
+#define GST_TYPE_MBQ_SRC_PRODUCER_LOST (gst_mbq_src_producer_lost_get_type())
+static GType gst_mbq_src_producer_lost_get_type(void)
+{
+    static GType type = 0;
+    static const GEnumValue values[] = {
+        {GST_MBQ_SRC_PRODUCER_LOST_ERROR, "Post an error (the pipeline fails)", "error"},
+        {GST_MBQ_SRC_PRODUCER_LOST_EOS, "Send end of stream", "eos"},
+        {GST_MBQ_SRC_PRODUCER_LOST_WAIT, "Wait for a producer to declare itself again", "wait"},
+        {0, NULL, NULL},
+    };
+    if (g_once_init_enter(&type))
+        g_once_init_leave(&type, g_enum_register_static("GstMbqSrcProducerLost", values));
+    return type;
+}
 
 struct _GstMbqSrc {
     GstPushSrc parent;
@@ -57,6 +86,7 @@ struct _GstMbqSrc {
     gboolean wait_for_queue;
     guint64 timeout;
     guint max_held;
+    GstMbqSrcProducerLost on_producer_lost;
 
     /* lock guards flushing, session and q against unlock() */
     GMutex lock;
@@ -70,6 +100,7 @@ struct _GstMbqSrc {
     gboolean wait;
     gint64 timeout_us;
     guint max;
+    GstMbqSrcProducerLost on_lost;
     int format_fd;
     mbq_format_id format_id;
     gchar *caps_str;
@@ -131,6 +162,8 @@ static GstFlowReturn open_queue(GstMbqSrc *self, gboolean wait, gboolean backoff
             mbq_buffer_queue *q = NULL;
             r = mbq_buffer_queue_open(s->client, self->qname, &q);
             if (r == 0) {
+                mbq_buffer_queue_set_wait_through_producer_lost(
+                    q, self->on_lost == GST_MBQ_SRC_PRODUCER_LOST_WAIT);
                 g_mutex_lock(&self->lock);
                 self->q = q;
                 g_mutex_unlock(&self->lock);
@@ -198,6 +231,7 @@ static gboolean gst_mbq_src_start(GstBaseSrc *bsrc)
     if (self->timeout && !self->timeout_us)
         self->timeout_us = 1;
     self->max = self->max_held;
+    self->on_lost = self->on_producer_lost;
     GST_OBJECT_UNLOCK(self);
     self->format_fd = -1;
     self->format_id = 0;
@@ -326,6 +360,20 @@ static GstFlowReturn update_caps(GstMbqSrc *self, mbq_buffer b)
     return GST_FLOW_OK;
 }
 
+/* Every producer of the queue is gone and the queue is empty (-EPIPE):
+ * error or EOS (the wait mode never gets here). */
+static GstFlowReturn producer_lost(GstMbqSrc *self)
+{
+    if (self->on_lost == GST_MBQ_SRC_PRODUCER_LOST_EOS) {
+        GST_WARNING_OBJECT(self, "queue %s: producer lost; end of stream", self->qname);
+        return GST_FLOW_EOS;
+    }
+    GST_ELEMENT_ERROR(self, RESOURCE, READ, ("The producer of mbq queue %s is gone", self->qname),
+                      ("every producer that declared itself on the queue exited or was killed "
+                       "without marking end of data (mbq_buffer_queue_dequeue_wait: -EPIPE)"));
+    return GST_FLOW_ERROR;
+}
+
 static GstFlowReturn gst_mbq_src_create(GstPushSrc *psrc, GstBuffer **out)
 {
     GstMbqSrc *self = GST_MBQ_SRC(psrc);
@@ -351,6 +399,8 @@ static GstFlowReturn gst_mbq_src_create(GstPushSrc *psrc, GstBuffer **out)
             GST_INFO_OBJECT(self, "end of data");
             return GST_FLOW_EOS;
         }
+        if (r == -EPIPE)
+            return producer_lost(self);
         if (r == -EIDRM || r == -ENOTCONN) {
             GST_WARNING_OBJECT(self, "queue %s lost (%s): opening it again", self->qname,
                                mbq_status_string(r));
@@ -433,6 +483,9 @@ static void gst_mbq_src_set_property(GObject *object, guint prop_id, const GValu
     case PROP_MAX_HELD:
         self->max_held = g_value_get_uint(value);
         break;
+    case PROP_ON_PRODUCER_LOST:
+        self->on_producer_lost = g_value_get_enum(value);
+        break;
     default:
         G_OBJECT_WARN_INVALID_PROPERTY_ID(object, prop_id, pspec);
         break;
@@ -464,6 +517,9 @@ static void gst_mbq_src_get_property(GObject *object, guint prop_id, GValue *val
         break;
     case PROP_MAX_HELD:
         g_value_set_uint(value, self->max_held);
+        break;
+    case PROP_ON_PRODUCER_LOST:
+        g_value_set_enum(value, self->on_producer_lost);
         break;
     default:
         G_OBJECT_WARN_INVALID_PROPERTY_ID(object, prop_id, pspec);
@@ -527,6 +583,14 @@ static void gst_mbq_src_class_init(GstMbqSrcClass *klass)
                           "Blocks downstream may hold at once (0: no limit); beyond it buffers "
                           "are copied and their blocks released at once",
                           0, G_MAXUINT, 0, rw));
+    g_object_class_install_property(
+        gobject, PROP_ON_PRODUCER_LOST,
+        g_param_spec_enum("on-producer-lost", "On producer lost",
+                          "What to do once the queue is empty and every producer that declared "
+                          "itself on it (mbqsink does) is gone without end of data (killed, "
+                          "crashed): error fails the pipeline, eos ends the stream, wait waits "
+                          "for a producer to come back (as for a slow one)",
+                          GST_TYPE_MBQ_SRC_PRODUCER_LOST, GST_MBQ_SRC_PRODUCER_LOST_ERROR, rw));
 
     gst_element_class_add_static_pad_template(element, &src_template);
     gst_element_class_set_static_metadata(element, "mbq source", "Source",
@@ -541,6 +605,7 @@ static void gst_mbq_src_class_init(GstMbqSrcClass *klass)
     bsrc->negotiate = GST_DEBUG_FUNCPTR(gst_mbq_src_negotiate);
     bsrc->query = GST_DEBUG_FUNCPTR(gst_mbq_src_query);
     psrc->create = GST_DEBUG_FUNCPTR(gst_mbq_src_create);
+    gst_type_mark_as_plugin_api(GST_TYPE_MBQ_SRC_PRODUCER_LOST, 0);
 }
 
 static void gst_mbq_src_init(GstMbqSrc *self)
