@@ -32,7 +32,15 @@
  * — the dequeue returns -EPIPE once the queue is empty, at once: the
  * source then posts an error, or sends EOS, or waits on for the next
  * producer, as on-producer-lost says. Buffers still queued are pushed
- * first. */
+ * first.
+ *
+ * Seeking. A queue has no positions to go back to. A non-live source takes
+ * a seek in time at rate 1 (GstBaseSrc flushes downstream first if it asks
+ * for it, and the wait is cancelled as at any unlock): the stream resumes
+ * with the next queued buffer whose PTS is at or after the seek's start,
+ * the ones before it released unpushed, so a seek forward skips a backlog
+ * and one backward changes nothing but the segment. A live source, or a
+ * seek in another format or at another rate, is refused (FALSE). */
 #include "gstmbqsrc.h"
 #include "gstmbq.h"
 
@@ -282,6 +290,33 @@ static gboolean gst_mbq_src_unlock_stop(GstBaseSrc *bsrc)
     return TRUE;
 }
 
+static gboolean gst_mbq_src_is_seekable(GstBaseSrc *bsrc)
+{
+    return !gst_base_src_is_live(bsrc);
+}
+
+static gboolean gst_mbq_src_do_seek(GstBaseSrc *bsrc, GstSegment *segment)
+{
+    if (segment->format != GST_FORMAT_TIME || segment->rate != 1.0) {
+        GST_DEBUG_OBJECT(bsrc, "refusing a seek in %s at rate %f: a queue plays forward in time",
+                         gst_format_get_name(segment->format), segment->rate);
+        return FALSE;
+    }
+    GST_DEBUG_OBJECT(bsrc, "seek: resuming at the first buffer from %" GST_TIME_FORMAT,
+                     GST_TIME_ARGS(segment->start));
+    return TRUE;
+}
+
+/* A buffer a seek skipped: its PTS before the segment's start. */
+static gboolean before_segment(GstMbqSrc *self, GstBuffer *gb)
+{
+    GstClockTime pts = GST_BUFFER_PTS(gb);
+    GST_OBJECT_LOCK(self);
+    GstClockTime start = GST_BASE_SRC(self)->segment.start;
+    GST_OBJECT_UNLOCK(self);
+    return GST_CLOCK_TIME_IS_VALID(pts) && pts < start;
+}
+
 static gboolean gst_mbq_src_negotiate(GstBaseSrc *bsrc)
 {
     return TRUE; /* caps come with the data (create) */
@@ -374,13 +409,13 @@ static GstFlowReturn producer_lost(GstMbqSrc *self)
     return GST_FLOW_ERROR;
 }
 
-static GstFlowReturn gst_mbq_src_create(GstPushSrc *psrc, GstBuffer **out)
+/* The next buffer from the queue: GST_FLOW_OK with *out, or how the
+ * stream ends (EOS, FLUSHING, ERROR posted). */
+static GstFlowReturn dequeue_next(GstMbqSrc *self, mbq_buffer *out)
 {
-    GstMbqSrc *self = GST_MBQ_SRC(psrc);
     GstFlowReturn ret;
     if (!self->q && (ret = open_queue(self, self->wait, FALSE)) != GST_FLOW_OK)
         return ret;
-
     mbq_buffer b;
     for (;;) {
         g_mutex_lock(&self->lock);
@@ -415,7 +450,15 @@ static GstFlowReturn gst_mbq_src_create(GstPushSrc *psrc, GstBuffer **out)
         g_free(why);
         return GST_FLOW_ERROR;
     }
+    *out = b;
+    return GST_FLOW_OK;
+}
 
+/* b as a GstBuffer: its block wrapped (or copied beyond max-held), its
+ * metadata mapped; b's reference is taken over either way. */
+static GstFlowReturn wrap_buffer(GstMbqSrc *self, mbq_buffer b, GstBuffer **out)
+{
+    GstFlowReturn ret;
     if ((ret = update_caps(self, b)) != GST_FLOW_OK) {
         mbq_buffer_release(b);
         return ret;
@@ -452,6 +495,27 @@ static GstFlowReturn gst_mbq_src_create(GstPushSrc *psrc, GstBuffer **out)
     GST_BUFFER_FLAG_UNSET(gb, GST_BUFFER_FLAG_TAG_MEMORY);
     *out = gb;
     return GST_FLOW_OK;
+}
+
+static GstFlowReturn gst_mbq_src_create(GstPushSrc *psrc, GstBuffer **out)
+{
+    GstMbqSrc *self = GST_MBQ_SRC(psrc);
+    for (;;) {
+        mbq_buffer b;
+        GstBuffer *gb;
+        GstFlowReturn ret = dequeue_next(self, &b);
+        if (ret == GST_FLOW_OK)
+            ret = wrap_buffer(self, b, &gb);
+        if (ret != GST_FLOW_OK)
+            return ret;
+        if (!before_segment(self, gb)) {
+            *out = gb;
+            return GST_FLOW_OK;
+        }
+        GST_LOG_OBJECT(self, "skipping %" GST_TIME_FORMAT ": before the seek's start",
+                       GST_TIME_ARGS(GST_BUFFER_PTS(gb)));
+        gst_buffer_unref(gb); /* the block goes back now */
+    }
 }
 
 /* ---- properties ----------------------------------------------------------- */
@@ -603,6 +667,8 @@ static void gst_mbq_src_class_init(GstMbqSrcClass *klass)
     bsrc->unlock = GST_DEBUG_FUNCPTR(gst_mbq_src_unlock);
     bsrc->unlock_stop = GST_DEBUG_FUNCPTR(gst_mbq_src_unlock_stop);
     bsrc->negotiate = GST_DEBUG_FUNCPTR(gst_mbq_src_negotiate);
+    bsrc->is_seekable = GST_DEBUG_FUNCPTR(gst_mbq_src_is_seekable);
+    bsrc->do_seek = GST_DEBUG_FUNCPTR(gst_mbq_src_do_seek);
     bsrc->query = GST_DEBUG_FUNCPTR(gst_mbq_src_query);
     psrc->create = GST_DEBUG_FUNCPTR(gst_mbq_src_create);
     gst_type_mark_as_plugin_api(GST_TYPE_MBQ_SRC_PRODUCER_LOST, 0);

@@ -7,9 +7,11 @@
  *     which declares itself one) goes without EOS, then posts an error
  *     (on-producer-lost=error, the default) or sends EOS (=eos), at once;
  *     with =wait it waits on and delivers a new producer's buffers;
- *   - mbqsrc reads a queue, which has no position to seek to: a seek,
- *     flushing or not, live or not, is answered FALSE and the stream goes on
- *     unharmed;
+ *   - mbqsrc reads a queue, which has no position to go back to: not live,
+ *     a flushing seek in time flushes downstream, sends the new segment and
+ *     resumes at the first queued buffer from its start; a live source, or
+ *     a seek at another rate or in another format, answers FALSE and the
+ *     stream goes on unharmed;
  *   - mbqsink blocked on a full queue (full-policy=block) is unblocked by
  *     FLUSH_START (the push returns FLUSHING) and drops nothing: what the
  *     queue held stays, and after FLUSH_STOP buffers flow again. */
@@ -163,21 +165,84 @@ static void source_waits_for_next_producer(void)
 
 /* ---- seeks ---------------------------------------------------------------- */
 
-static void source_refuses_seeks(void)
+/* Pulls events until one of type t (waits up to 60 s each); it, or NULL. */
+static GstEvent *pull_event_of(GstHarness *h, GstEventType t)
 {
-    const char *descs[] = {"mbqsrc queue=sk/q", "mbqsrc queue=sk/q is-live=true"};
+    for (int i = 0; i < 64; i++) {
+        GstEvent *e = gst_harness_pull_event(h);
+        if (!e || GST_EVENT_TYPE(e) == t)
+            return e;
+        gst_event_unref(e);
+    }
+    return NULL;
+}
+
+static GstEvent *time_seek(gdouble rate, GstFormat fmt, GstSeekFlags flags, gint64 start)
+{
+    return gst_event_new_seek(rate, fmt, flags, GST_SEEK_TYPE_SET, start, GST_SEEK_TYPE_NONE,
+                              GST_CLOCK_TIME_NONE);
+}
+
+/* Non-live: a flushing seek flushes downstream, sends the new segment and
+ * resumes at the first queued buffer from its start (earlier ones are
+ * released unpushed). */
+static void flushing_seek_flushes_and_resumes(void)
+{
     GstHarness *sink = sink_harness("mbqsink queue=sk/q pool=sk/pool blocks=8 capacity=8");
+    GstHarness *src = src_harness("mbqsrc queue=sk/q", NULL);
+    CHECK_EQ(gst_harness_push(sink, make_buffer(64, 1, 1 * GST_SECOND)), GST_FLOW_OK);
+    pull_pts(src, 1 * GST_SECOND);
+    /* the source waits on the empty queue: the seek must not wait for it */
+    CHECK(gst_harness_push_upstream_event(
+        src, time_seek(1.0, GST_FORMAT_TIME, GST_SEEK_FLAG_FLUSH, 3 * GST_SECOND)));
+    GstEvent *e = pull_event_of(src, GST_EVENT_FLUSH_START);
+    CHECK(e != NULL);
+    if (e)
+        gst_event_unref(e);
+    e = pull_event_of(src, GST_EVENT_FLUSH_STOP);
+    CHECK(e != NULL);
+    if (e)
+        gst_event_unref(e);
+    for (int i = 2; i <= 4; i++)
+        CHECK_EQ(gst_harness_push(sink, make_buffer(64, (guint8)i, (GstClockTime)i * GST_SECOND)),
+                 GST_FLOW_OK);
+    /* the new segment goes with the first buffer after the seek */
+    e = pull_event_of(src, GST_EVENT_SEGMENT);
+    CHECK(e != NULL);
+    if (e) {
+        const GstSegment *seg;
+        gst_event_parse_segment(e, &seg);
+        CHECK_EQ(seg->start, 3 * GST_SECOND);
+        gst_event_unref(e);
+    }
+    pull_pts(src, 3 * GST_SECOND); /* 2 s skipped */
+    pull_pts(src, 4 * GST_SECOND);
+    CHECK_EQ(stat_of("sk/q").count, 0);
+    gst_harness_teardown(src);
+    gst_harness_teardown(sink);
+}
+
+/* A live source, or a seek in another format or at another rate: FALSE,
+ * and the stream goes on with nothing lost or repeated. */
+static void other_seeks_are_refused(void)
+{
+    GstHarness *sink = sink_harness("mbqsink queue=sr/q pool=sr/pool blocks=8 capacity=8");
+    const char *descs[] = {"mbqsrc queue=sr/q is-live=true", "mbqsrc queue=sr/q"};
     for (unsigned k = 0; k < 2; k++) {
         GstHarness *src = src_harness(descs[k], NULL);
         CHECK_EQ(gst_harness_push(sink, make_buffer(64, 1, 1 * GST_SECOND)), GST_FLOW_OK);
         pull_pts(src, 1 * GST_SECOND);
-        GstSeekFlags flags[] = {GST_SEEK_FLAG_FLUSH, GST_SEEK_FLAG_NONE};
-        for (unsigned f = 0; f < 2; f++) {
-            GstEvent *seek = gst_event_new_seek(1.0, GST_FORMAT_TIME, flags[f], GST_SEEK_TYPE_SET,
-                                                0, GST_SEEK_TYPE_NONE, GST_CLOCK_TIME_NONE);
-            CHECK(!gst_harness_push_upstream_event(src, seek));
+        if (k == 0) { /* live: no seek at all */
+            CHECK(!gst_harness_push_upstream_event(
+                src, time_seek(1.0, GST_FORMAT_TIME, GST_SEEK_FLAG_FLUSH, 0)));
+            CHECK(!gst_harness_push_upstream_event(
+                src, time_seek(1.0, GST_FORMAT_TIME, GST_SEEK_FLAG_NONE, 0)));
+        } else { /* not live: only in time, at rate 1 */
+            CHECK(!gst_harness_push_upstream_event(
+                src, time_seek(2.0, GST_FORMAT_TIME, GST_SEEK_FLAG_FLUSH, 0)));
+            CHECK(!gst_harness_push_upstream_event(
+                src, time_seek(1.0, GST_FORMAT_BYTES, GST_SEEK_FLAG_FLUSH, 0)));
         }
-        /* the stream goes on: nothing lost, nothing repeated */
         CHECK_EQ(gst_harness_push(sink, make_buffer(64, 2, 2 * GST_SECOND)), GST_FLOW_OK);
         pull_pts(src, 2 * GST_SECOND);
         CHECK_EQ(gst_harness_buffers_in_queue(src), 0);
@@ -250,7 +315,8 @@ int main(int argc, char **argv)
         {"source_errors_when_producer_lost", source_errors_when_producer_lost},
         {"source_ends_stream_when_producer_lost", source_ends_stream_when_producer_lost},
         {"source_waits_for_next_producer", source_waits_for_next_producer},
-        {"source_refuses_seeks", source_refuses_seeks},
+        {"flushing_seek_flushes_and_resumes", flushing_seek_flushes_and_resumes},
+        {"other_seeks_are_refused", other_seeks_are_refused},
         {"sink_flush_unblocks_and_drops_nothing", sink_flush_unblocks_and_drops_nothing},
     };
     int rc = check_run(cases, sizeof cases / sizeof cases[0], argc, argv);
