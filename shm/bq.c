@@ -65,25 +65,7 @@ void bq_slot_write(struct bq *q, uint64_t i, const struct bq_entry *e)
 
 void bq_slot_read(const struct bq *q, uint64_t i, struct bq_entry *out)
 {
-    const struct bq_slot *sl = &q->slots[i & q->mask];
-    out->handle = sl->handle;
-    out->seq = sl->seq;
-    out->size = sl->size;
-    out->pool_id = sl->pool_id;
-    out->flags = sl->flags;
-    if (__builtin_expect(READ_ONCE(sl->wide) != BQ_SLOT_WIDE, 1)) {
-        int32_t ts = sl->timescale;
-        out->dts = time_unpack(sl->dts, ts, sl->dts_flags);
-        out->pts = time_unpack(sl->pts, ts, sl->pts_flags);
-        out->duration = time_unpack(sl->duration, ts, sl->duration_flags);
-        memset(out->attachments, 0, sizeof(out->attachments));
-    } else {
-        const struct bq_wide *w = &q->wide[i & q->mask];
-        out->dts = w->dts;
-        out->pts = w->pts;
-        out->duration = w->duration;
-        memcpy(out->attachments, w->attachments, sizeof(out->attachments));
-    }
+    slot_read(q, i, out);
 }
 
 /* ---- locking ------------------------------------------------------------ */
@@ -123,17 +105,15 @@ void bq_unlock_full(struct bq *q, struct bq_held h)
     bslock_unlock(&q->sh->tail.lock, h.tail);
 }
 
-/* Takes one side's lock; returns how it is held, or -EBUSY (nothing held).
- * A lock recovered from a dead owner (or a queue already marked for repair)
- * is handed back and the repair done under both locks in order, so the
- * tail-then-head order is never broken. */
-int bq_lock_side(struct bq *q, struct bq_side *s)
+/* bq_lock_side's rare half: the lock came back from a dead owner (or the
+ * queue is marked for repair); it is let go and the repair done under both
+ * locks, then taken again. */
+int bq_lock_side_repair(struct bq *q, struct bq_side *s, int r)
 {
     for (;;) {
-        int r = bslock_lock(&s->lock);
-        if (__builtin_expect(r >= 0 && r != SLOCK_RECOVERED && !bq_needs_repair(q), 1))
-            return r;
         if (r < 0)
+            return r;
+        if (r != SLOCK_RECOVERED && !bq_needs_repair(q))
             return r;
         bq_mark_repair(q);
         bslock_unlock(&s->lock, r);
@@ -142,6 +122,7 @@ int bq_lock_side(struct bq *q, struct bq_side *s)
         if (e < 0)
             return e;
         bq_unlock_full(q, h);
+        r = bslock_lock(&s->lock);
     }
 }
 
@@ -699,7 +680,7 @@ static inline int dequeue_take_locked(struct bq *q, struct bq_entry *out, bool i
     if (head == tail)
         return -EAGAIN;
     bq_settle(q, head, tail);
-    bq_slot_read(q, head, out);
+    slot_read(q, head, out);
     if (__builtin_expect(!full_lock && sides != 0, 0) &&
         dequeue_must_evaluate(q, sides, head, tail, out))
         return DEQ_EVALUATE;
