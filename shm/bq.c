@@ -420,7 +420,11 @@ static inline bool enqueue_append_fast(struct bq *q, const struct bq_entry *e, i
      * bq_settle), but the real head is read for it: a scribbled head is
      * then noticed here, as it is when the queue looks full. */
     bool ooo = q->order != BQ_ORDER_FIFO && append_out_of_order(q, e);
-    if (ooo) {
+    /* A cache that says full is reloaded here rather than on the slow path:
+     * a producer ahead of its consumer finds it so once per lap of the
+     * ring. The reload is range-checked as the slow path's is (a head past
+     * tail fails the test below, and the slow path reports it). */
+    if (ooo || __builtin_expect(tail - head >= q->capacity, 0)) {
         head = load_index(&sh->head);
         atomic_store_explicit(&q->head_cache, head, memory_order_relaxed);
     }

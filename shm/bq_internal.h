@@ -310,10 +310,13 @@ static inline void side_add_duration(struct bq_side *s, const mbq_time *d)
 {
     uint64_t sf = atomic_load_explicit(&s->dur_scale_flags, memory_order_relaxed);
     int64_t v = atomic_load_explicit(&s->dur_value, memory_order_relaxed), sum;
-    if (__builtin_expect(d->flags == MBQ_TIME_FLAG_VALID && d->epoch == 0 && d->timescale > 0 &&
-                             sf == ((uint64_t)(uint32_t)d->timescale |
-                                    (uint64_t)MBQ_TIME_FLAG_VALID << 32) &&
-                             atomic_load_explicit(&s->dur_epoch, memory_order_relaxed) == 0 &&
+    /* d's timescale and flags as the sum stores them: equal to the sum's
+     * and VALID, with a positive timescale, is one compare and a sign test */
+    uint64_t dsf = (uint64_t)(uint32_t)d->timescale | (uint64_t)d->flags << 32;
+    if (__builtin_expect(dsf == sf && (uint32_t)(sf >> 32) == MBQ_TIME_FLAG_VALID &&
+                             (int32_t)(uint32_t)sf > 0 &&
+                             (d->epoch | atomic_load_explicit(&s->dur_epoch,
+                                                              memory_order_relaxed)) == 0 &&
                              !__builtin_add_overflow(v, d->value, &sum),
                          1)) {
         atomic_store_explicit(&s->dur_value, sum, memory_order_relaxed);

@@ -2592,6 +2592,7 @@ static int run_solo(const char *name, long n, long batch)
         bench_die("%s: %s", name, mbq_status_string(r));
     bench_pin(BENCH_PARENT_CPU);
     struct timespec c0, c1;
+    bool sorted = txv_sorted(variant);
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c0);
     uint64_t t0 = bench_mono_ns();
     for (long i = 0; i < n && !job_failed(j); i += batch) {
@@ -2607,7 +2608,7 @@ static int run_solo(const char *name, long n, long batch)
         for (long m = 0; m < sent; m++) {
             const void *q = recv_msg(j, t, rx, false);
             /* a sorted queue hands a batch out in key order */
-            uint64_t seq = q && txv_sorted(variant) ? *(const volatile uint64_t *)q
+            uint64_t seq = q && sorted ? *(const volatile uint64_t *)q
                                                     : (uint64_t)(i + m);
             if (!q || seq - (uint64_t)i >= (uint64_t)sent || !payload_read(q, 64, seq, false)) {
                 job_fail(j, "message %ld lost", i + m);
