@@ -411,7 +411,8 @@ static inline int enqueue_lock(struct bq *q, const struct bq_entry *e, struct bq
  * not at end of data — an append. Lets go of the tail lock and returns
  * true once the entry is in; false (nothing changed, lock held) sends the
  * enqueue to the slow path. */
-static inline bool enqueue_append_fast(struct bq *q, const struct bq_entry *e, int how)
+static inline __attribute__((always_inline)) bool
+enqueue_append_fast(struct bq *q, const struct bq_entry *e, int how)
 {
     struct bq_shared *sh = q->sh;
     uint64_t tail = atomic_load_explicit(&sh->tail.index, memory_order_relaxed);
@@ -438,7 +439,7 @@ static inline bool enqueue_append_fast(struct bq *q, const struct bq_entry *e, i
         note_append(q, e, tail, ooo);
     side_pass(&sh->tail, e, tail + 1, true);
     bump_high_water(q, tail + 1);
-    bslock_unlock(&sh->tail.lock, how);
+    bslock_unlock_inline(&sh->tail.lock, how);
     return true;
 }
 
@@ -577,7 +578,11 @@ static __attribute__((noinline)) int enqueue_slow(struct bq *q, const struct bq_
     return enqueue_finish(q, e, r, ref, &c, fired);
 }
 
-int enqueue_impl(struct bq *q, const struct bq_entry *e, bool take, bool quiet)
+/* The enqueue, in line in each entry point below (their constant take and
+ * quiet fold away, and the public call pays one call, not two). */
+static inline __attribute__((always_inline)) int enqueue_body(struct bq *q,
+                                                              const struct bq_entry *e,
+                                                              bool take, bool quiet)
 {
     int r = enqueue_check(q, e);
     if (r)
@@ -603,14 +608,19 @@ int enqueue_impl(struct bq *q, const struct bq_entry *e, bool take, bool quiet)
     return enqueue_slow(q, e, quiet, ref, held, full_lock);
 }
 
+int enqueue_impl(struct bq *q, const struct bq_entry *e, bool take, bool quiet)
+{
+    return enqueue_body(q, e, take, quiet);
+}
+
 int bq_enqueue(struct bq *q, const struct bq_entry *e)
 {
-    return enqueue_impl(q, e, false, false);
+    return enqueue_body(q, e, false, false);
 }
 
 int bq_enqueue_take(struct bq *q, const struct bq_entry *e)
 {
-    return enqueue_impl(q, e, true, false);
+    return enqueue_body(q, e, true, false);
 }
 
 /* ---- dequeue -------------------------------------------------------------- */
@@ -665,8 +675,9 @@ static inline int dequeue_hand_over_locked(struct bq *q, const struct bq_entry *
  * entry in out and head moved, -EAGAIN (empty, or not ready), -EUCLEAN (a
  * corrupt pair of counters, marked for repair), a move_begin error, or
  * DEQ_EVALUATE with nothing changed. */
-static inline int dequeue_take_locked(struct bq *q, struct bq_entry *out, bool if_ready,
-                                      bool full_lock, uint32_t sides, struct tmask *fired)
+static inline __attribute__((always_inline)) int
+dequeue_take_locked(struct bq *q, struct bq_entry *out, bool if_ready, bool full_lock,
+                    uint32_t sides, struct tmask *fired)
 {
     struct bq_shared *sh = q->sh;
     uint64_t head = atomic_load_explicit(&sh->head.index, memory_order_relaxed);
@@ -691,7 +702,10 @@ static inline int dequeue_take_locked(struct bq *q, struct bq_entry *out, bool i
     return dequeue_hand_over_locked(q, out, if_ready, full_lock, head, fired);
 }
 
-int dequeue_common(struct bq *q, struct bq_entry *out, bool if_ready)
+/* The dequeue, in line in each entry point below (as enqueue_body). */
+static inline __attribute__((always_inline)) int dequeue_body(struct bq *q,
+                                                              struct bq_entry *out,
+                                                              bool if_ready)
 {
     if (!q || !q->sh || !out)
         return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
@@ -726,7 +740,7 @@ int dequeue_common(struct bq *q, struct bq_entry *out, bool if_ready)
         if (full_lock)
             bq_unlock_full(q, held);
         else
-            bslock_unlock(&sh->head.lock, held.head);
+            bslock_unlock_inline(&sh->head.lock, held.head);
         if (r == 0)
             wake_producers(q);
         if (tmask_any(&fired))
@@ -735,14 +749,19 @@ int dequeue_common(struct bq *q, struct bq_entry *out, bool if_ready)
     }
 }
 
+int dequeue_common(struct bq *q, struct bq_entry *out, bool if_ready)
+{
+    return dequeue_body(q, out, if_ready);
+}
+
 int bq_dequeue(struct bq *q, struct bq_entry *out)
 {
-    return dequeue_common(q, out, false);
+    return dequeue_body(q, out, false);
 }
 
 int bq_dequeue_if_ready(struct bq *q, struct bq_entry *out)
 {
-    return dequeue_common(q, out, true);
+    return dequeue_body(q, out, true);
 }
 
 int bq_copy_head(struct bq *q, struct bq_entry *out)

@@ -391,7 +391,7 @@ BQ_INTERNAL int bq_lock_side_repair(struct bq *q, struct bq_side *s, int r);
  * takes one. */
 static inline int bq_lock_side(struct bq *q, struct bq_side *s)
 {
-    int r = bslock_lock(&s->lock);
+    int r = bslock_lock_inline(&s->lock);
     if (__builtin_expect(r >= 0 && r != SLOCK_RECOVERED && !bq_needs_repair(q), 1))
         return r;
     return bq_lock_side_repair(q, s, r);
