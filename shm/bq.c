@@ -51,9 +51,11 @@ void bq_callback_scope(const struct bq *q)
     bq_in_callback = q ? q->sh : NULL;
 }
 
+/* Called once q->sh is known non-null, so one compare says it (NULL, the
+ * common value, never equals it). */
 static bool bq_in_own_callback(const struct bq *q)
 {
-    return __builtin_expect(bq_in_callback != NULL, 0) && bq_in_callback == q->sh;
+    return __builtin_expect(bq_in_callback == q->sh, 0);
 }
 
 /* ---- slots --------------------------------------------------------------- */
