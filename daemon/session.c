@@ -44,6 +44,7 @@
 #include "identity.h"
 #include "lockwatch.h"
 #include "log.h"
+#include "producers.h"
 #include "reclaim.h"
 #include "trigger.h"
 
@@ -157,10 +158,12 @@ Session *session_end(Session *s, enum session_end why, const char *detail)
         registry_batch_begin(s->registry);
     list_for_each_safe(it, &s->handles) {
         Handle *h = list_entry(it, Handle, session_link);
-        if (shutdown)
+        if (shutdown) {
             trigger_forget_all(h); /* clients keep their triggers */
-        else
+        } else {
             triggers += trigger_remove_all(h);
+            producers_drop(h); /* the queue's header keeps them at shutdown */
+        }
         handle_free(h);
         objects++;
     }
@@ -745,6 +748,7 @@ static int handle_close(Call *c, const Mbq__V1__Request *request)
         return -EBADF;
     if (--h->opens == 0) {
         trigger_remove_all(h);
+        producers_drop(h);
         handle_free(h);
     }
     return 0;
@@ -1182,6 +1186,21 @@ static int handle_bind_pool(Call *c, const Mbq__V1__Request *request)
     return 0;
 }
 
+/* The session produces into a queue it has open (producers.c). */
+static int handle_declare_producer(Call *c, const Mbq__V1__Request *request)
+{
+    Handle *h;
+    const Mbq__V1__DeclareProducer *req = request->declare_producer;
+    int r = call_handle_of_kind(c, req->object_id, OBJECT_BUFFER_QUEUE, &h);
+    if (r < 0)
+        return r;
+    if (req->withdraw)
+        producers_withdraw(h);
+    else
+        producers_declare(h);
+    return 0;
+}
+
 /* What each user is charged: the caller's own line, or every user's for
  * root. */
 static int handle_usage(Call *c, const Mbq__V1__Request *request)
@@ -1247,6 +1266,7 @@ static const struct request_type {
     {MBQ__V1__REQUEST__BODY_ADOPT_TRIGGER, "AdoptTrigger", handle_adopt_trigger},
     {MBQ__V1__REQUEST__BODY_BIND_POOL, "BindPool", handle_bind_pool},
     {MBQ__V1__REQUEST__BODY_USAGE, "Usage", handle_usage},
+    {MBQ__V1__REQUEST__BODY_DECLARE_PRODUCER, "DeclareProducer", handle_declare_producer},
 };
 
 static const struct request_type *request_type_of(Mbq__V1__Request__BodyCase kind)

@@ -499,7 +499,9 @@ int mbq_buffer_queue_dequeue_and_retain(mbq_buffer_queue *queue, mbq_buffer *out
 int mbq_buffer_queue_dequeue_if_data_ready_and_retain(mbq_buffer_queue *queue, mbq_buffer *out);
 /* Blocking dequeue: spins (see mbq_buffer_queue_set_wait_spin), then
  * sleeps until a buffer arrives or timeout_ns passes (< 0: no limit). 0,
- * -ETIMEDOUT, -ENODATA (empty and at end of data), -ECANCELED
+ * -ETIMEDOUT, -ENODATA (empty and at end of data), -EPIPE (empty, no end of
+ * data, and every declared producer is gone: see "Producers" below;
+ * returned at once, without waiting for the timeout), -ECANCELED
  * (mbq_buffer_queue_cancel_waits), or as dequeue. */
 int mbq_buffer_queue_dequeue_wait(mbq_buffer_queue *queue, int64_t timeout_ns, mbq_buffer *out);
 /* Blocking enqueue (back-pressure from the queue): as enqueue (or
@@ -531,6 +533,33 @@ int mbq_buffer_queue_cancel_waits(mbq_buffer_queue *queue);
  * consumer sharing a CPU, or power), > 0 up to that many nanoseconds
  * whenever the producer runs on another CPU. (An mbq extension.) */
 int mbq_buffer_queue_set_wait_spin(mbq_buffer_queue *queue, int64_t spin_ns);
+/* Producers (mbq extensions), so that a consumer can tell a dead producer
+ * from a slow one.
+ *  - declare_producer: this client produces into the queue. The daemon
+ *    counts the declared producers of each queue; a declaration ends when
+ *    the client closes the queue or its connection ends (the process
+ *    exited, crashed or was killed: kill -9 included, seen at once). It is
+ *    made again after the daemon restarts (the restarted daemon waits for
+ *    each producer of before to declare again or exit). Enqueueing does not
+ *    declare: a process that only relays or re-queues now and then should
+ *    not become a producer whose exit ends the stream. 0,
+ *    MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING, -EIDRM (a restarted daemon no
+ *    longer has the queue), control errors.
+ *  - When the last declared producer's declaration ends, the queue is
+ *    "producer lost": blocking dequeues (dequeue_wait, dequeue_wait_many)
+ *    deliver what is still queued, then return -EPIPE at once instead of
+ *    waiting (end of data, if marked, wins: -ENODATA). A new declaration
+ *    clears it, so a restarted producer resumes the stream. A queue on
+ *    which no producer ever declared is never producer lost. A stopped
+ *    (SIGSTOP) producer is still a producer. Non-blocking dequeues are
+ *    unchanged (-EAGAIN when empty); is_producer_lost tells the state
+ *    (false for NULL).
+ *  - set_wait_through_producer_lost: this handle's blocking dequeues wait
+ *    on through "producer lost" (for the next producer) as for a slow one.
+ * Thread safety: any thread; declare_producer takes the client's lock. */
+int mbq_buffer_queue_declare_producer(mbq_buffer_queue *queue);
+bool mbq_buffer_queue_is_producer_lost(mbq_buffer_queue *queue);
+int mbq_buffer_queue_set_wait_through_producer_lost(mbq_buffer_queue *queue, bool wait);
 /* Batched calls (mbq extensions): many buffers in one call, each element
  * exactly as its single-buffer call would handle it, in array order.
  *  - enqueue_many: the queue takes a reference to each of buffers[0..n);

@@ -616,6 +616,7 @@ enum {
     A_PRODUCE,      /* v0 = n */
     A_CONSUME,      /* v0 = n; reply v0 = consumed in order, v1 = errors */
     A_TRIGGER,      /* install a count > 100 trigger on cam/sorted; reply token in v0 */
+    A_DECLARE,      /* declare a producer of cam/stream (after A_OPEN_STREAM) */
 };
 
 static const int64_t sorted_pts[10] = {5, 2, 8, 1, 9, 3, 10, 4, 7, 6};
@@ -772,6 +773,9 @@ static int sd_actor(int cmd, int rep, void *arg)
         }
         case A_PRODUCE:
             r.status = actor_produce(&s, m.v[0]);
+            break;
+        case A_DECLARE:
+            r.status = mbq_buffer_queue_declare_producer(s.stream);
             break;
         case A_CONSUME:
             actor_consume(&s, m.v[0], &r);
@@ -1387,6 +1391,81 @@ static void stop_drops_store_body(void)
     mgr_cleanup(&M);
 }
 
+/* The producers of a queue across restarts: a producer that died while no
+ * daemon ran is gone for the next one, a live one stays a producer (from
+ * the queue's header, then its declaration made again as it reconnects),
+ * and one that never reconnects counts until it exits. Losing the last
+ * makes the consumer's blocking dequeue return -EPIPE, across a crash
+ * (SIGKILL) and a restart (SIGTERM) alike. */
+static void producers_survive_restart_body(void)
+{
+    REQUIRE(mgr_init(&M) == 0);
+    REQUIRE(mgr_start(&M, NULL) == 0);
+    REQUIRE(mgr_wait_ready(&M));
+    struct actor a, b;
+    struct hmsg r;
+    REQUIRE(actor_start(&a, sd_actor, "prod-a") == 0);
+    REQUIRE(actor_start(&b, sd_actor, "prod-b") == 0);
+    REQUIRE(call(&a, A_OPEN_STREAM, 0, NULL, &r) == 0);
+    CHECK_STATUS(r.status, 0);
+    REQUIRE(call(&b, A_OPEN_STREAM, 0, NULL, &r) == 0);
+    CHECK_STATUS(r.status, 0);
+    REQUIRE(call(&a, A_DECLARE, 0, NULL, &r) == 0);
+    CHECK_STATUS(r.status, 0);
+    REQUIRE(call(&b, A_DECLARE, 0, NULL, &r) == 0);
+    CHECK_STATUS(r.status, 0);
+    mbq_client *c = connect_client("consumer");
+    REQUIRE(c);
+    mbq_buffer_queue *q;
+    REQUIRE(mbq_buffer_queue_open(c, "cam/stream", &q) == 0);
+    mbq_buffer buf;
+    const int64_t short_ns = 200ll * 1000000ll, long_ns = 30ll * 1000000000ll;
+
+    /* Crash; b dies while no daemon runs; a lives on. */
+    mgr_kill(&M);
+    actor_kill(&b);
+    REQUIRE(mgr_start(&M, NULL) == 0);
+    REQUIRE(mgr_wait_ready(&M)); /* b's death is dealt with before READY=1 */
+    CHECK(!mbq_buffer_queue_is_producer_lost(q));
+    CHECK_STATUS(mbq_buffer_queue_dequeue_wait(q, short_ns, &buf), -ETIMEDOUT);
+    /* a reconnects (its next control call) and declares again */
+    REQUIRE(call(&a, A_STAT, 0, "cam/stream", &r) == 0);
+    CHECK_STATUS(r.status, 0);
+    CHECK(!mbq_buffer_queue_is_producer_lost(q));
+    CHECK_EQ(call(&a, A_PRODUCE, 1, NULL, &r), 0);
+    CHECK_STATUS(r.status, 0);
+    CHECK_STATUS(mbq_buffer_queue_dequeue_wait(q, long_ns, &buf), 0);
+    mbq_buffer_release(buf);
+    actor_kill(&a);
+    CHECK_STATUS(mbq_buffer_queue_dequeue_wait(q, long_ns, &buf), -EPIPE);
+
+    /* A new producer; a restart (SIGTERM); it never reconnects, then dies:
+     * the restored daemon watches it and calls the queue lost. */
+    struct actor d;
+    REQUIRE(actor_start(&d, sd_actor, "prod-d") == 0);
+    REQUIRE(call(&d, A_OPEN_STREAM, 0, NULL, &r) == 0);
+    CHECK_STATUS(r.status, 0);
+    REQUIRE(call(&d, A_DECLARE, 0, NULL, &r) == 0);
+    CHECK_STATUS(r.status, 0);
+    CHECK(!mbq_buffer_queue_is_producer_lost(q));
+    CHECK(mgr_stop(&M));
+    REQUIRE(mgr_start(&M, NULL) == 0);
+    REQUIRE(mgr_wait_ready(&M));
+    CHECK(!mbq_buffer_queue_is_producer_lost(q));
+    CHECK_STATUS(mbq_buffer_queue_dequeue_wait(q, short_ns, &buf), -ETIMEDOUT);
+    actor_kill(&d);
+    CHECK_STATUS(mbq_buffer_queue_dequeue_wait(q, long_ns, &buf), -EPIPE);
+    mbq_buffer_queue_close(q);
+    mbq_disconnect(c);
+    CHECK(mgr_stop(&M));
+}
+
+static void producers_survive_restart(void)
+{
+    producers_survive_restart_body();
+    mgr_cleanup(&M);
+}
+
 /* Each case, then its cleanup even if it stopped early. */
 static void notify_protocol(void)
 {
@@ -1426,4 +1505,5 @@ static void stop_drops_store(void)
 
 CHECK_MAIN(CASE(notify_protocol), CASE(crash_restores_everything), CASE(restore_drops_what_fails),
            CASE(restore_ignores_forged), CASE(restart_finishes_own_slots),
-           CASE(store_full_refuses), CASE(watchdog_hang_hook), CASE(stop_drops_store))
+           CASE(store_full_refuses), CASE(watchdog_hang_hook), CASE(stop_drops_store),
+           CASE(producers_survive_restart))
