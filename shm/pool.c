@@ -54,9 +54,11 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <signal.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -719,6 +721,52 @@ static struct pool pool_view(struct seg seg, const struct pool_layout *l,
     return p;
 }
 
+int pool_params_check(const struct pool_params *params, char *why, size_t n)
+{
+    const uint64_t page = pool_page_size();
+    struct pool_classes k;
+    struct pool_layout l;
+    if (params->nclasses > POOL_MAX_CLASSES) {
+        snprintf(why, n, "%u size classes, at most %u", params->nclasses, POOL_MAX_CLASSES);
+        return MBQ_POOL_ERR_INVALID_PARAMETER;
+    }
+    (void)pool_params_classes(params, &k);
+    uint64_t total = 0;
+    for (uint32_t c = 0; c < k.n; c++) {
+        const uint64_t asked = params->nclasses ? params->class_size[c] : params->block_size;
+        const char *cls = k.n > 1 ? "class " : "";
+        char num[16] = "";
+        if (k.n > 1)
+            snprintf(num, sizeof(num), "%u: ", c);
+        if (asked == 0 || k.count[c] == 0) {
+            snprintf(why, n, "%s%sblock size and count must be > 0", cls, num);
+            return MBQ_POOL_ERR_INVALID_PARAMETER;
+        }
+        if (k.size[c] == 0 || !pool_class_ok(k.size[c], k.count[c], page)) {
+            snprintf(why, n, "%s%sblock size %" PRIu64 " or count %u too large", cls, num,
+                     asked, k.count[c]);
+            return MBQ_POOL_ERR_INVALID_PARAMETER;
+        }
+        if (c && k.size[c] <= k.size[c - 1]) {
+            snprintf(why, n,
+                     "class %u: block size %" PRIu64 " (%" PRIu64 " rounded) is not above "
+                     "class %u's %" PRIu64 ": sizes must ascend",
+                     c, asked, k.size[c], c - 1, k.size[c - 1]);
+            return MBQ_POOL_ERR_INVALID_PARAMETER;
+        }
+        total += k.count[c];
+    }
+    if (total > POOL_MAX_BLOCKS) {
+        snprintf(why, n, "%" PRIu64 " blocks in all, at most %u", total, POOL_MAX_BLOCKS);
+        return MBQ_POOL_ERR_INVALID_PARAMETER;
+    }
+    if (pool_layout_of(&k, page, &l) < 0) {
+        snprintf(why, n, "the segment would be too large");
+        return MBQ_POOL_ERR_INVALID_PARAMETER;
+    }
+    return 0;
+}
+
 int pool_create(const struct pool_params *params, struct pool *out)
 {
     if (!params || !out)
@@ -1154,6 +1202,11 @@ void *pool_data(struct pool *p, uint64_t handle)
     if (!pool_block_of(p, handle))
         return NULL;
     return pool_blk_data(p, (uint32_t)handle - 1);
+}
+
+uint64_t pool_block_capacity(struct pool *p, uint64_t handle)
+{
+    return pool_block_of(p, handle) ? pool_blk_size(p, (uint32_t)handle - 1) : 0;
 }
 
 /* ---- inspection ---- */

@@ -112,6 +112,7 @@
 
 #include <mbq/time.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #define POOL_MAX_CLIENTS 64
@@ -224,6 +225,14 @@ struct pool_class_stats {
  * to whole pages. 0 for 0 or a size that cannot be rounded. */
 uint64_t pool_block_size_round(uint64_t block_size);
 
+/* 0 when pool_create would accept params' classes, sizes and counts, else
+ * MBQ_POOL_ERR_INVALID_PARAMETER with the first problem in why (n bytes):
+ * a size or count of 0, a size too large, sizes not ascending after
+ * rounding, too many classes or blocks, a segment too large. */
+int pool_params_check(const struct pool_params *params, char *why, size_t n);
+/* The capacity of handle's block (its class's block size), 0 for a stale
+ * or bad handle. */
+uint64_t pool_block_capacity(struct pool *p, uint64_t handle);
 /* Creates a pool and attaches the caller as its first client.
  * MBQ_POOL_ERR_INVALID_PARAMETER for bad params, MBQ_POOL_ERR_ALLOCATION_FAILED
  * when the segment cannot be made. */
