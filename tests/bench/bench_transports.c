@@ -1447,6 +1447,7 @@ static const struct bcase cases[] = {
       {"mbq-bq", &tx_bq, 0, 0, 0, 5000000, 0},
       {"mbq", &tx_mbq, 0, 0, 0, 2000000, 0},
       {"mbq 64 B blocks", &tx_mbq, TXV_MBQ_SMALL, 0, 0, 2000000, 0},
+      {"mbq 64 B classes", &tx_mbq, TXV_MBQ_CLASSES, 0, 0, 2000000, 0},
       {"mbq b16", &tx_mbq, TXV_MBQ_BATCH16, 0, 0, 2000000, 0},
       IOX_ENTRY("iceoryx", 0, 500000),
       {"mq", &tx_mq, 0, 0, 0, 500000, 0},
@@ -2528,6 +2529,10 @@ static const struct tx_ops *solo_transport(const char *name, int *variant)
         *variant = TXV_MBQ_SMALL;
         return &tx_mbq;
     }
+    if (strcmp(name, "mbq-classes") == 0) {
+        *variant = TXV_MBQ_CLASSES;
+        return &tx_mbq;
+    }
     if (strcmp(name, "mbq-pts-reordered") == 0) {
         *variant = TXV_MBQ_PTS_REORDER;
         return &tx_mbq;
@@ -2548,7 +2553,7 @@ static int run_solo(const char *name, long n, long batch)
     const struct tx_ops *t = solo_transport(name, &variant);
     if (!t || n < 1 || batch < 1 || batch > 256) {
         fprintf(stderr, "bench_transports: --solo ring|floor|mbq-bq|mbq|mbq-trigger|"
-                        "mbq-trigger-idle|mbq-small N [BATCH]\n");
+                        "mbq-trigger-idle|mbq-small|mbq-classes N [BATCH]\n");
         return 2;
     }
     if (t == &tx_mbq && !mbqd_start())
@@ -2644,7 +2649,7 @@ static void usage(FILE *to)
                 "  --placement-budget S and at most S s in all (default 150)\n"
                 "  --solo T [N [B]]     profiling aid: N messages through transport T (ring,\n"
                 "                       floor, mbq-bq, mbq, mbq-trigger, mbq-trigger-idle,\n"
-                "                       mbq-small) in one process, no peers, B sent before B\n"
+                "                       mbq-small, mbq-classes) in one process, no peers, B sent before B\n"
                 "                       received (default 1)\n");
 }
 

@@ -51,6 +51,7 @@ enum {
     TXV_MBQ_TRIGGER_IDLE = 13, /* a trigger installed that never fires; waits as usual */
     TXV_MBQ_BATCH16 = 14,      /* the batched calls, 16 at a time (busy-poll, one consumer) */
     TXV_MBQ_SMALL = 15,        /* the pool's blocks are the payload's size (sub-page, packed) */
+    TXV_MBQ_CLASSES = 20,      /* a pool of size classes: the payload's (packed), 4 KiB, 64 KiB */
 };
 
 #define TX_MAX_FAN 2
