@@ -1307,7 +1307,7 @@ struct entry {
     uint32_t payload; /* bytes; 0: the case's */
 };
 
-#define MAX_ENTRIES 10
+#define MAX_ENTRIES 11
 
 struct bcase {
     const char *id;
