@@ -458,9 +458,16 @@ bool mbq_buffer_is_valid(mbq_buffer buffer)
 
 void *mbq_buffer_get_data(mbq_buffer buffer, size_t *capacity)
 {
-    void *data = buffer.pool_ ? pool_data(&buffer.pool_->pool, buffer.handle_) : NULL;
-    if (capacity)
-        *capacity = data ? (size_t)pool_block_capacity(&buffer.pool_->pool, buffer.handle_) : 0;
+    if (!buffer.pool_) {
+        if (capacity)
+            *capacity = 0;
+        return NULL;
+    }
+    if (!capacity)
+        return pool_data(&buffer.pool_->pool, buffer.handle_);
+    uint64_t cap = 0;
+    void *data = pool_data_cap(&buffer.pool_->pool, buffer.handle_, &cap);
+    *capacity = (size_t)cap;
     return data;
 }
 

@@ -296,12 +296,14 @@ void pool_orphan_aging(struct pool *p, uint32_t idx, uint32_t tid)
  * list is empty, or -EUCLEAN. */
 int pool_pop_warm_locked(struct pool *p, uint32_t c, uint32_t *out)
 {
+    /* Copied: the stores below may alias p's fields for all the compiler knows. */
+    const uint32_t lo = p->cls[c].first, n = p->cls[c].count;
     struct pool_lists *L = p->cls[c].lists;
     uint32_t h = READ_ONCE(L->warm_head), cnt = READ_ONCE(L->warm_count);
     *out = POOL_NONE;
     if (h == POOL_NONE)
         return READ_ONCE(L->warm_tail) == POOL_NONE && cnt == 0 ? 0 : -EUCLEAN;
-    if (!pool_in_class(p, c, h) || cnt == 0)
+    if (h - lo >= n || cnt == 0)
         return -EUCLEAN;
     struct pool_block *b = &p->blocks[h];
     if (READ_ONCE(b->state) != POOL_BLOCK_WARM || READ_ONCE(b->prev) != POOL_NONE)
@@ -310,7 +312,7 @@ int pool_pop_warm_locked(struct pool *p, uint32_t c, uint32_t *out)
     if (nx == POOL_NONE) {
         if (READ_ONCE(L->warm_tail) != h)
             return -EUCLEAN;
-    } else if (!pool_in_class(p, c, nx) || nx == h || READ_ONCE(p->blocks[nx].state) != POOL_BLOCK_WARM ||
+    } else if (nx - lo >= n || nx == h || READ_ONCE(p->blocks[nx].state) != POOL_BLOCK_WARM ||
                READ_ONCE(p->blocks[nx].prev) != h) {
         return -EUCLEAN;
     }
@@ -327,19 +329,21 @@ int pool_pop_warm_locked(struct pool *p, uint32_t c, uint32_t *out)
 
 static int pool_pop_cold_locked(struct pool *p, uint32_t c, uint32_t *out)
 {
+    /* Copied: the stores below may alias p's fields for all the compiler knows. */
+    const uint32_t lo = p->cls[c].first, n = p->cls[c].count;
     struct pool_lists *L = p->cls[c].lists;
     uint32_t h = READ_ONCE(L->cold_head), cnt = READ_ONCE(L->cold_count);
     *out = POOL_NONE;
     if (h == POOL_NONE)
         return cnt == 0 ? 0 : -EUCLEAN;
-    if (!pool_in_class(p, c, h) || cnt == 0)
+    if (h - lo >= n || cnt == 0)
         return -EUCLEAN;
     struct pool_block *b = &p->blocks[h];
     if (READ_ONCE(b->state) != POOL_BLOCK_COLD)
         return -EUCLEAN;
     uint32_t nx = READ_ONCE(b->next);
     if (nx != POOL_NONE &&
-        (!pool_in_class(p, c, nx) || nx == h || READ_ONCE(p->blocks[nx].state) != POOL_BLOCK_COLD))
+        (nx - lo >= n || nx == h || READ_ONCE(p->blocks[nx].state) != POOL_BLOCK_COLD))
         return -EUCLEAN;
     L->cold_head = nx;
     L->cold_count = cnt - 1;
@@ -352,13 +356,13 @@ static int pool_pop_cold_locked(struct pool *p, uint32_t c, uint32_t *out)
  * the block is marked WARM and the lists are rebuilt, which links it. */
 void pool_push_warm_locked(struct pool *p, uint32_t idx, uint64_t now)
 {
-    const uint32_t c = pool_class_of(p, idx), n = p->cls[c].count;
+    const uint32_t c = pool_class_of(p, idx), lo = p->cls[c].first, n = p->cls[c].count;
     struct pool_lists *L = p->cls[c].lists;
     struct pool_block *b = &p->blocks[idx];
     uint32_t h = READ_ONCE(L->warm_head), cnt = READ_ONCE(L->warm_count);
     bool ok = h == POOL_NONE
                   ? READ_ONCE(L->warm_tail) == POOL_NONE && cnt == 0
-                  : pool_in_class(p, c, h) && h != idx && READ_ONCE(p->blocks[h].state) == POOL_BLOCK_WARM &&
+                  : h - lo < n && h != idx && READ_ONCE(p->blocks[h].state) == POOL_BLOCK_WARM &&
                         READ_ONCE(p->blocks[h].prev) == POOL_NONE && cnt < n;
     b->state = POOL_BLOCK_WARM;
     b->freed_at_ns = now;
@@ -378,12 +382,12 @@ void pool_push_warm_locked(struct pool *p, uint32_t idx, uint64_t now)
 
 void pool_push_cold_locked(struct pool *p, uint32_t idx)
 {
-    const uint32_t c = pool_class_of(p, idx), n = p->cls[c].count;
+    const uint32_t c = pool_class_of(p, idx), lo = p->cls[c].first, n = p->cls[c].count;
     struct pool_lists *L = p->cls[c].lists;
     struct pool_block *b = &p->blocks[idx];
     uint32_t h = READ_ONCE(L->cold_head), cnt = READ_ONCE(L->cold_count);
     bool ok = h == POOL_NONE ? cnt == 0
-                             : pool_in_class(p, c, h) && h != idx &&
+                             : h - lo < n && h != idx &&
                                    READ_ONCE(p->blocks[h].state) == POOL_BLOCK_COLD && cnt < n;
     b->state = POOL_BLOCK_COLD;
     if (!ok) {
@@ -514,8 +518,9 @@ static inline bool pool_cache_enter(struct pool *p)
 }
 
 /* Takes the newest block of class c in our cache (a pool of several
- * classes: see pool_cache_pop). */
-static bool pool_cache_pop_class(struct pool *p, uint32_t c, struct pool_itok t,
+ * classes: see pool_cache_pop). Out of line: a pool of one class never
+ * runs it. */
+static __attribute__((noinline)) bool pool_cache_pop_class(struct pool *p, uint32_t c, struct pool_itok t,
                                  uint32_t *idx_out, uint32_t *gen_out)
 {
     const uint32_t mine = POOL_RC_CACHED | p->slot;
@@ -557,7 +562,8 @@ static bool pool_cache_pop(struct pool *p, uint32_t c, struct pool_itok t, uint3
                 uint32_t nx = p->cache.idx[k - 1];
                 __builtin_prefetch(&p->blocks[nx], 1);
                 __builtin_prefetch((const uint8_t *)&p->blocks[nx] + 64, 1);
-                __builtin_prefetch(pool_blk_data(p, nx), 1);
+                if (p->nclasses <= 1) /* one class: no lookup for a hint */
+                    __builtin_prefetch(p->data + (size_t)nx * p->block_size, 1);
             }
             *idx_out = idx;
             *gen_out = gen;
@@ -1207,6 +1213,26 @@ void *pool_data(struct pool *p, uint64_t handle)
 uint64_t pool_block_capacity(struct pool *p, uint64_t handle)
 {
     return pool_block_of(p, handle) ? pool_blk_size(p, (uint32_t)handle - 1) : 0;
+}
+
+void *pool_data_cap(struct pool *p, uint64_t handle, uint64_t *cap)
+{
+    if (!pool_block_of(p, handle))
+        return NULL;
+    const uint32_t idx = (uint32_t)handle - 1;
+    *cap = pool_blk_size(p, idx);
+    return pool_blk_data(p, idx);
+}
+
+__attribute__((noinline)) uint64_t pool_blk_size_classed(const struct pool *p, uint32_t idx)
+{
+    return p->cls[pool_class_of(p, idx)].size;
+}
+
+__attribute__((noinline)) uint8_t *pool_blk_data_classed(const struct pool *p, uint32_t idx)
+{
+    const struct pool_cls *k = &p->cls[pool_class_of(p, idx)];
+    return k->data + (size_t)(idx - k->first) * k->size;
 }
 
 /* ---- inspection ---- */

@@ -233,6 +233,8 @@ int pool_params_check(const struct pool_params *params, char *why, size_t n);
 /* The capacity of handle's block (its class's block size), 0 for a stale
  * or bad handle. */
 uint64_t pool_block_capacity(struct pool *p, uint64_t handle);
+/* pool_data, and the block's capacity in *cap, in one lookup. */
+void *pool_data_cap(struct pool *p, uint64_t handle, uint64_t *cap);
 /* Creates a pool and attaches the caller as its first client.
  * MBQ_POOL_ERR_INVALID_PARAMETER for bad params, MBQ_POOL_ERR_ALLOCATION_FAILED
  * when the segment cannot be made. */

@@ -137,19 +137,23 @@ static inline uint32_t pool_class_of(const struct pool *p, uint32_t idx)
     return c;
 }
 
+/* A pool of several classes: out of line, so that a pool of one class
+ * pays one test for them (pool.c). */
+POOL_INTERNAL uint64_t pool_blk_size_classed(const struct pool *p, uint32_t idx);
+POOL_INTERNAL uint8_t *pool_blk_data_classed(const struct pool *p, uint32_t idx);
+
 static inline uint64_t pool_blk_size(const struct pool *p, uint32_t idx)
 {
     if (__builtin_expect(p->nclasses <= 1, 1))
         return p->block_size;
-    return p->cls[pool_class_of(p, idx)].size;
+    return pool_blk_size_classed(p, idx);
 }
 
 static inline uint8_t *pool_blk_data(const struct pool *p, uint32_t idx)
 {
     if (__builtin_expect(p->nclasses <= 1, 1))
         return p->data + (size_t)idx * p->block_size;
-    const struct pool_cls *k = &p->cls[pool_class_of(p, idx)];
-    return k->data + (size_t)(idx - k->first) * k->size;
+    return pool_blk_data_classed(p, idx);
 }
 
 /* Whether idx is a block of class c (a list of c may link no other). */
