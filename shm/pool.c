@@ -709,13 +709,12 @@ static struct pool pool_view(struct seg seg, const struct pool_layout *l,
         .block_size = k->size[k->n - 1],
         .block_count = l->count,
         .nclasses = k->n,
-        .cache.max = pool_cache_max(k->count[0]),
+        /* The cache is shared by the classes: its limit is the whole
+         * pool's (a refill takes at most half a class: see
+         * pool_cache_fill_locked). */
+        .cache.max = pool_cache_max(l->count),
     };
-    /* The cache is shared by the classes; its limit is the smallest
-     * class's (a class of fewer than 16 blocks: no caches). */
     for (uint32_t c = 0; c < k->n; c++) {
-        uint32_t m = pool_cache_max(k->count[c]);
-        p.cache.max = m < p.cache.max ? m : p.cache.max;
         p.cls[c] = (struct pool_cls){
             .size = k->size[c],
             .first = l->cfirst[c],

@@ -96,10 +96,11 @@
  *    no class that fits has a free block. A buffer's capacity is its
  *    block's size (pool_block_span's len), not n.
  *  - A client's cache is shared by the classes (POOL_CACHE_MAX blocks in
- *    all, the limit half the smallest class, as above): a free drops the
- *    block into it whatever its class, an allocation takes the newest
- *    cached block of the class it asks for, a refill fills from that
- *    class's warm list, a spill returns blocks to their own class's list.
+ *    all, the limit half of every class's blocks together, as above): a
+ *    free drops the block into it whatever its class, an allocation takes
+ *    the newest cached block of the class it asks for, a refill fills from
+ *    that class's warm list (at most half the class's blocks), a spill
+ *    returns blocks to their own class's list.
  *  - Age-out, flush and invalidate work per class's warm list; a punch
  *    never spans two classes.
  * A pool of one class (nclasses 0 or 1) has no class table and the layout

@@ -54,13 +54,17 @@ bool pool_cache_adopt(struct pool *p, uint32_t self, uint32_t o)
 
 /* Moves up to half a cache of free blocks of class c from its lists into
  * our cache (pool lock held), as many as there is room for (the classes
- * share the cache). Warm blocks only: a cold one's pages are gone, and it
+ * share the cache) and at most half the class. Warm blocks only: a cold one's pages are gone, and it
  * is handed out only when nothing else is left. Returns how many. */
 uint32_t pool_cache_fill_locked(struct pool *p, uint32_t c)
 {
     struct pool_shared *sh = p->sh;
     const uint32_t first = p->cache.n, room = p->cache.max - p->cache.n;
-    const uint32_t want = p->cache.max / 2 < room ? p->cache.max / 2 : room;
+    uint32_t want = p->cache.max / 2 < room ? p->cache.max / 2 : room;
+    /* A class's blocks are not all taken into one cache: at most half of
+     * them a refill (a pool of one class: its cache's half, as always). */
+    if (p->cls[c].count / 2 < want)
+        want = p->cls[c].count / 2;
     uint32_t got = 0;
     /* The blocks most likely at the warm head: the last spill's. */
     for (uint32_t i = 0; i < POOL_CACHE_MAX / 2; i++) {

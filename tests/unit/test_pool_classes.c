@@ -162,7 +162,18 @@ static void test_class_selection(void)
         CHECK_EQ(got, cls_size[want[i]]);
         CHECK_EQ(pool_release(&p, h, true), 0);
     }
+    /* The cache's limit is the pool's, not its smallest class's; a refill
+     * takes at most half a class (class 2 has 8 blocks: 4, one of them
+     * allocated). */
+    CHECK_EQ(p.cache.max, POOL_CACHE_MAX);
+    struct pool fresh; /* every block warm, the cache empty */
+    REQUIRE(make_classed(&fresh, true) == 0);
     uint64_t h;
+    REQUIRE(pool_alloc(&fresh, 5000, &h) == 0);
+    CHECK_EQ(cstats(&fresh, 2).cached, 3);
+    CHECK_EQ(fresh.cache.n, 3);
+    CHECK_EQ(pool_release(&fresh, h, true), 0);
+    pool_detach(&fresh);
     CHECK_EQ(pool_alloc(&p, 8193, &h), MBQ_POOL_ERR_INVALID_PARAMETER);
     CHECK_EQ(pool_alloc(&p, 0, &h), MBQ_POOL_ERR_INVALID_PARAMETER);
     struct pool_stats s;
