@@ -528,10 +528,13 @@ static __attribute__((noinline)) bool pool_cache_pop_class(struct pool *p, uint3
         uint32_t idx = p->cache.idx[k], gen = p->cache.gen[k];
         if (!pool_in_class(p, c, idx))
             continue;
-        /* Out of the cache whether we win it or not (someone took it). */
+        /* Out of the cache whether we win it or not (someone took it);
+         * the ones above move down (none, when it was the newest). */
         p->cache.n--;
-        memmove(p->cache.idx + k, p->cache.idx + k + 1, (p->cache.n - k) * sizeof(uint32_t));
-        memmove(p->cache.gen + k, p->cache.gen + k + 1, (p->cache.n - k) * sizeof(uint32_t));
+        for (uint32_t j = k; j < p->cache.n; j++) {
+            p->cache.idx[j] = p->cache.idx[j + 1];
+            p->cache.gen[j] = p->cache.gen[j + 1];
+        }
         pool_cache_publish(p, k);
         if (pool_claim_cached(p, t, idx, ref_make(gen, mine))) {
             *idx_out = idx;
@@ -1003,6 +1006,14 @@ static inline void pool_block_init(struct pool_block *b, uint64_t size)
     memset(b->attachments, 0, sizeof(b->attachments));
 }
 
+static inline uint32_t pool_class_for_inline(const struct pool *p, uint64_t size)
+{
+    uint32_t c = 0;
+    while (size > p->cls[c].size)
+        c++; /* ends: the last class's size is block_size, >= size */
+    return c;
+}
+
 uint32_t pool_class_for(const struct pool *p, uint64_t size)
 {
     if (!p || !p->sh || size == 0 || size > p->block_size)
@@ -1017,7 +1028,7 @@ static int pool_alloc_impl(struct pool *p, uint64_t size, uint64_t *handle_out, 
 {
     if (!p || !p->sh || !handle_out || size == 0 || size > p->block_size)
         return MBQ_POOL_ERR_INVALID_PARAMETER;
-    const uint32_t c = __builtin_expect(p->nclasses > 1, 0) ? pool_class_for(p, size) : 0;
+    const uint32_t c = __builtin_expect(p->nclasses > 1, 0) ? pool_class_for_inline(p, size) : 0;
     uint32_t idx = 0, gen = 0;
     /* The intent names each block before the CAS that claims it, and is
      * cleared once the holding records the reference. */
