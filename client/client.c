@@ -403,12 +403,16 @@ int client_reattach_locked(mbq_client *c, uint64_t object_id, Mbq__V1__ObjectKin
     req.body_case = MBQ__V1__REQUEST__BODY_REATTACH;
     req.reattach = &ra;
     int r = client_call_locked(c, &req, reply);
-    if (r < 0)
+    if (r < 0) {
+        if (!client_connection_failed(r))
+            c->objects_lost = true; /* refused: the caller marks it lost */
         return r;
+    }
     const Mbq__V1__ObjectInfo *info =
         reply->resp->body_case == MBQ__V1__RESPONSE__BODY_OBJECT ? reply->resp->object : NULL;
     if (!info || info->object_id != object_id || info->kind != kind) {
         client_reply_done(reply);
+        c->objects_lost = true;
         return -EPROTO;
     }
     return 0;
@@ -602,6 +606,10 @@ int mbq_client_dispatch(mbq_client *client)
     if (r == -ENOTCONN && client->restartable && !client->reconnecting &&
         client_reconnect_locked(client) == 0)
         r = client_dispatch_locked(client);
+    if (r == 0 && client->objects_lost) {
+        client->objects_lost = false; /* said once */
+        r = -EIDRM;
+    }
     pthread_mutex_unlock(&client->lock);
     return r;
 }

@@ -142,6 +142,9 @@ struct mbq_client {
     bool restartable;
     bool reconnecting;
     unsigned reconnects;
+    /* a reconnection found objects the daemon no longer has, and
+     * mbq_client_dispatch has not said so yet */
+    bool objects_lost;
     int call_timeout_ms;
     uint8_t *sendbuf, *recvbuf; /* WIRE_MAX_PACKET each */
     char last_error[400]; /* the daemon's text for the last failed request */

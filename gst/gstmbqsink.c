@@ -26,6 +26,7 @@
 #include "gstmbqpool.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <string.h>
 
 #define GST_CAT_DEFAULT gst_mbq_debug
@@ -44,11 +45,15 @@ enum {
     PROP_ORDER,
     PROP_FULL_POLICY,
     PROP_TIMEOUT,
+    PROP_RECONNECT_TIMEOUT,
 };
 
 #define DEFAULT_BLOCKS 32
 #define DEFAULT_CAPACITY 8
 #define DEFAULT_TIMEOUT GST_SECOND
+#define DEFAULT_RECONNECT_TIMEOUT (5 * GST_SECOND)
+#define RECONNECT_FIRST_US (20 * G_TIME_SPAN_MILLISECOND)
+#define RECONNECT_MAX_US (500 * G_TIME_SPAN_MILLISECOND)
 
 struct _GstMbqSink {
     GstBaseSink parent;
@@ -61,6 +66,7 @@ struct _GstMbqSink {
     GstMbqOrder order;
     GstMbqFullPolicy full_policy;
     guint64 timeout;
+    guint64 reconnect_timeout;
 
     /* streaming state, set in start/stop and the streaming thread; the
      * pointers unlock() reads are published under state_lock */
@@ -80,6 +86,12 @@ struct _GstMbqSink {
     /* settings copied at start */
     GstMbqFullPolicy policy;
     gint64 timeout_ns;
+    /* reconnection (see reconnect()): unlock() signals state_cond; the
+     * block size of the pool to create again (0: none yet) */
+    GCond state_cond;
+    guint64 lost_block_size;
+    guint reconnects;
+    guint64 lost;
 };
 
 static GstStaticPadTemplate sink_template =
@@ -175,8 +187,14 @@ static gboolean adopt_pool(GstMbqSink *self, mbq_pool *pool, const gchar *name)
 
 /* The pool, created (or opened) on first need: its block size comes from
  * the property, the caps or the first buffer. */
+static GstFlowReturn reconnect(GstMbqSink *self);
+
 static gboolean ensure_pool(GstMbqSink *self, gsize size_hint, gboolean exact)
 {
+    if (self->alloc)
+        return TRUE;
+    if (!self->session && reconnect(self) != GST_FLOW_OK)
+        return FALSE; /* a reconnection a flush cut short: again */
     if (self->alloc)
         return TRUE;
     GST_OBJECT_LOCK(self);
@@ -238,6 +256,9 @@ static gboolean gst_mbq_sink_start(GstBaseSink *bsink)
     self->upstream_live = -1;
     self->format_valid = FALSE;
     self->dropped = 0;
+    self->lost_block_size = 0;
+    self->reconnects = 0;
+    self->lost = 0;
     g_atomic_int_set(&self->flushing, 0);
 
     if (!queue || !*queue) {
@@ -324,6 +345,9 @@ static gboolean gst_mbq_sink_stop(GstBaseSink *bsink)
     GstMbqSink *self = GST_MBQ_SINK(bsink);
     if (self->dropped)
         GST_INFO_OBJECT(self, "%" G_GUINT64_FORMAT " buffers dropped", self->dropped);
+    if (self->reconnects)
+        GST_INFO_OBJECT(self, "%u reconnections to mbqd; %" G_GUINT64_FORMAT
+                        " buffers lost in them", self->reconnects, self->lost);
     close_all(self);
     g_clear_pointer(&self->caps_str, g_free);
     return TRUE;
@@ -339,6 +363,7 @@ static gboolean gst_mbq_sink_unlock(GstBaseSink *bsink)
             mbq_buffer_queue_cancel_waits(g_ptr_array_index(self->queues, i));
     if (self->alloc)
         mbq_pool_cancel_waits(self->alloc->pool);
+    g_cond_broadcast(&self->state_cond); /* a reconnection's wait */
     g_mutex_unlock(&self->state_lock);
     return TRUE;
 }
@@ -407,6 +432,186 @@ static gboolean gst_mbq_sink_propose_allocation(GstBaseSink *bsink, GstQuery *qu
     }
     gst_query_add_allocation_param(query, GST_ALLOCATOR_CAST(self->alloc), NULL);
     return TRUE;
+}
+
+/* ---- reconnection ------------------------------------------------------------
+ *
+ * A daemon that keeps its objects across restarts (systemd with the fd
+ * store) is the library's business: the dispatch below reconnects and the
+ * queues and pool go on. A daemon that comes back without them (no store,
+ * or a crash outside systemd) leaves this sink writing into queues nobody
+ * will find again: a consumer that notices (mbqsrc does, once its queue is
+ * quiet) waits for the queue to appear on the new daemon. So before each
+ * buffer (and at EOS) the sink looks at its control connection; when the
+ * library says it is lost for good (-ENOTCONN), or that it reconnected to a
+ * daemon that came back without our objects (-EIDRM: systemd after `stop`,
+ * which drops the store), the sink connects again and creates its queues
+ * and its pool with the options it had (the pool with the block size it
+ * had), retrying from 20 ms up to every 500 ms within reconnect-timeout.
+ * Buffers already in the old queues stay there for the consumer to drain;
+ * buffers of the old pool held upstream stay valid (their allocator keeps
+ * the old connection), and a reconfigure event makes upstream take a buffer
+ * pool of the new one. */
+
+static gboolean connection_lost(GstMbqSink *self)
+{
+    struct pollfd p = {.fd = mbq_client_fd(self->session->client), .events = POLLIN};
+    if (p.fd < 0 || poll(&p, 1, 0) <= 0)
+        return FALSE;
+    int r = mbq_client_dispatch(self->session->client);
+    return r == -ENOTCONN || r == -EIDRM; /* gone for good, or back without our objects */
+}
+
+static gboolean is_transient(int r)
+{
+    /* no daemon yet, no queue yet (create=false), a daemon gone again */
+    return r == -ENOENT || r == -ECONNREFUSED || r == -ENOTCONN || r == -EIDRM ||
+           r == -ETIMEDOUT || r == -ECONNRESET;
+}
+
+/* Forgets the lost connection's objects without a round trip: the session
+ * closes them when its last reference goes (mbq_disconnect), which buffers
+ * of the old pool still alive upstream may hold a while. */
+static void forget_objects(GstMbqSink *self)
+{
+    g_mutex_lock(&self->state_lock);
+    GPtrArray *queues = self->queues;
+    GstMbqAllocator *alloc = self->alloc;
+    GstMbqSession *session = self->session;
+    self->queues = NULL;
+    self->alloc = NULL;
+    self->session = NULL;
+    g_mutex_unlock(&self->state_lock);
+    if (queues)
+        g_ptr_array_free(queues, TRUE);
+    if (alloc)
+        gst_object_unref(alloc);
+    gst_mbq_session_unref(session);
+}
+
+/* One attempt: a new session with every queue and, if there was one, the
+ * pool (block_size > 0). 0 (published in self), or the failing status with
+ * *what naming the call. */
+static int reopen_once(GstMbqSink *self, guint64 block_size, const gchar **what)
+{
+    GST_OBJECT_LOCK(self);
+    gchar *socket = g_strdup(self->socket);
+    gchar *pname = self->pool && *self->pool ? g_strdup(self->pool)
+                                              : g_strdup_printf("%s.pool", self->names[0]);
+    gboolean create = self->create;
+    mbq_buffer_queue_options qo = {
+        .size = sizeof qo,
+        .capacity = self->capacity,
+        .order = (mbq_buffer_queue_order)self->order,
+        .full_policy =
+            self->full_policy == GST_MBQ_FULL_DROP_OLDEST ? MBQ_FULL_DROP_OLDEST : MBQ_FULL_FAIL,
+        .flags = MBQ_OPEN_IF_EXISTS,
+    };
+    mbq_pool_options po = {
+        .size = sizeof po,
+        .block_size = block_size,
+        .block_count = self->blocks,
+        .flags = MBQ_OPEN_IF_EXISTS,
+    };
+    GST_OBJECT_UNLOCK(self);
+    int r = 0;
+    *what = "mbq_connect";
+    GstMbqSession *s = gst_mbq_session_connect(socket, "mbqsink", &r);
+    GPtrArray *queues = g_ptr_array_new();
+    for (gchar **n = self->names; s && *n && r == 0; n++) {
+        mbq_buffer_queue *q = NULL;
+        *what = create ? "mbq_buffer_queue_create" : "mbq_buffer_queue_open";
+        r = create ? mbq_buffer_queue_create(s->client, *n, &qo, &q)
+                   : mbq_buffer_queue_open(s->client, *n, &q);
+        if (r == 0)
+            g_ptr_array_add(queues, q);
+    }
+    mbq_pool *pool = NULL;
+    if (s && r == 0 && block_size > 0) {
+        *what = "mbq_pool_create";
+        r = mbq_pool_create(s->client, pname, &po, &pool);
+    }
+    if (r == 0) {
+        g_mutex_lock(&self->state_lock);
+        self->session = s;
+        self->queues = queues;
+        g_mutex_unlock(&self->state_lock);
+        if (pool && !adopt_pool(self, pool, pname))
+            r = -EPROTO; /* posted */
+    } else {
+        g_ptr_array_free(queues, TRUE);
+        gst_mbq_session_unref(s); /* closes what it opened */
+    }
+    g_free(socket);
+    g_free(pname);
+    return r;
+}
+
+/* Waits until `until` (monotonic µs) or a flush; FALSE when flushing. */
+static gboolean wait_until(GstMbqSink *self, gint64 until)
+{
+    g_mutex_lock(&self->state_lock);
+    while (!g_atomic_int_get(&self->flushing) &&
+           g_cond_wait_until(&self->state_cond, &self->state_lock, until)) {
+    }
+    g_mutex_unlock(&self->state_lock);
+    return !g_atomic_int_get(&self->flushing);
+}
+
+/* The connection is lost for good (or a flush cut the last reconnection
+ * short: no session): connect again and re-create the queues and the
+ * pool. OK, FLUSHING, or ERROR (posted). */
+static GstFlowReturn reconnect(GstMbqSink *self)
+{
+    if (self->alloc)
+        self->lost_block_size = self->alloc->block_size;
+    guint64 block_size = self->lost_block_size;
+    GST_OBJECT_LOCK(self);
+    gint64 budget_us = (gint64)MIN(self->reconnect_timeout / 1000, (guint64)G_MAXINT64 / 2);
+    GST_OBJECT_UNLOCK(self);
+    if (budget_us == 0) {
+        GST_ELEMENT_ERROR(self, RESOURCE, WRITE, ("Lost the connection to mbqd"),
+                          ("mbqd went away without keeping its objects; reconnect-timeout=0"));
+        return GST_FLOW_ERROR;
+    }
+    GST_WARNING_OBJECT(self, "mbqd went away without keeping its objects: connecting again, "
+                       "re-creating the queues and the pool");
+    forget_objects(self);
+    gint64 start = g_get_monotonic_time(), retry = RECONNECT_FIRST_US;
+    for (;;) {
+        const gchar *what = NULL;
+        int r = reopen_once(self, block_size, &what);
+        if (r == 0) {
+            self->format_valid = FALSE; /* format ids belong to the pool */
+            self->reconnects++;
+            GST_WARNING_OBJECT(self, "reconnected to mbqd after %" G_GINT64_FORMAT " ms; "
+                               "queues and pool re-created",
+                               (g_get_monotonic_time() - start) / 1000);
+            gst_pad_push_event(GST_BASE_SINK_PAD(self), gst_event_new_reconfigure());
+            return GST_FLOW_OK;
+        }
+        if (r == -EPROTO && self->session)
+            return GST_FLOW_ERROR; /* adopt_pool posted why */
+        gint64 now = g_get_monotonic_time();
+        if (!is_transient(r) || now - start >= budget_us) {
+            GST_ELEMENT_ERROR(self, RESOURCE, WRITE, ("Cannot reconnect to mbqd"),
+                              ("%s: %s (%d), after %" G_GINT64_FORMAT " ms", what,
+                               mbq_status_string(r), r, (now - start) / 1000));
+            return GST_FLOW_ERROR;
+        }
+        GST_DEBUG_OBJECT(self, "not yet: %s: %s", what, mbq_status_string(r));
+        if (!wait_until(self, MIN(now + retry, start + budget_us)))
+            return GST_FLOW_FLUSHING;
+        retry = MIN(retry * 2, RECONNECT_MAX_US);
+    }
+}
+
+/* Before a buffer or EOS: reconnects if the daemon went away for good. */
+static GstFlowReturn check_connection(GstMbqSink *self)
+{
+    if (self->session && !connection_lost(self))
+        return GST_FLOW_OK;
+    return reconnect(self);
 }
 
 /* ---- render ---------------------------------------------------------------- */
@@ -536,6 +741,9 @@ static gboolean copy_frame(GstMbqSink *self, GstBuffer *buffer, guint8 *data, gs
 static GstFlowReturn gst_mbq_sink_render(GstBaseSink *bsink, GstBuffer *buffer)
 {
     GstMbqSink *self = GST_MBQ_SINK(bsink);
+    GstFlowReturn checked = check_connection(self);
+    if (checked != GST_FLOW_OK)
+        return checked;
     gsize size = gst_buffer_get_size(buffer);
     gboolean relayout = needs_relayout(self, buffer);
     if (relayout)
@@ -628,10 +836,17 @@ static GstFlowReturn gst_mbq_sink_render(GstBaseSink *bsink, GstBuffer *buffer)
     }
 
     GstFlowReturn ret = GST_FLOW_OK;
+    gboolean lost = FALSE;
     for (guint i = 0; i < self->queues->len; i++) {
         int r = enqueue_one(self, g_ptr_array_index(self->queues, i), self->names[i], b);
         if (r == -ECANCELED) {
             ret = GST_FLOW_FLUSHING;
+            break;
+        }
+        if (r == -ENOTCONN || r == -EIDRM) {
+            /* the daemon went between the check above and an enqueue that
+             * needed it (a pool's first into a queue) */
+            lost = TRUE;
             break;
         }
         if (r < 0) {
@@ -646,12 +861,22 @@ static GstFlowReturn gst_mbq_sink_render(GstBaseSink *bsink, GstBuffer *buffer)
     }
     if (owned)
         mbq_buffer_release(b);
+    if (lost) {
+        self->lost++;
+        GST_WARNING_OBJECT(self, "buffer lost: mbqd went away while it was enqueued");
+        ret = reconnect(self);
+    }
     return ret;
 }
 
 static gboolean gst_mbq_sink_event(GstBaseSink *bsink, GstEvent *event)
 {
     GstMbqSink *self = GST_MBQ_SINK(bsink);
+    if (GST_EVENT_TYPE(event) == GST_EVENT_EOS && self->names &&
+        check_connection(self) != GST_FLOW_OK) {
+        gst_event_unref(event);
+        return FALSE;
+    }
     if (GST_EVENT_TYPE(event) == GST_EVENT_EOS && self->queues) {
         for (guint i = 0; i < self->queues->len; i++) {
             int r = mbq_buffer_queue_mark_end_of_data(g_ptr_array_index(self->queues, i));
@@ -704,6 +929,9 @@ static void gst_mbq_sink_set_property(GObject *object, guint prop_id, const GVal
     case PROP_TIMEOUT:
         self->timeout = g_value_get_uint64(value);
         break;
+    case PROP_RECONNECT_TIMEOUT:
+        self->reconnect_timeout = g_value_get_uint64(value);
+        break;
     default:
         G_OBJECT_WARN_INVALID_PROPERTY_ID(object, prop_id, pspec);
         break;
@@ -747,6 +975,9 @@ static void gst_mbq_sink_get_property(GObject *object, guint prop_id, GValue *va
     case PROP_TIMEOUT:
         g_value_set_uint64(value, self->timeout);
         break;
+    case PROP_RECONNECT_TIMEOUT:
+        g_value_set_uint64(value, self->reconnect_timeout);
+        break;
     default:
         G_OBJECT_WARN_INVALID_PROPERTY_ID(object, prop_id, pspec);
         break;
@@ -763,6 +994,7 @@ static void gst_mbq_sink_finalize(GObject *object)
     g_free(self->queue);
     g_free(self->pool);
     g_mutex_clear(&self->state_lock);
+    g_cond_clear(&self->state_cond);
     G_OBJECT_CLASS(gst_mbq_sink_parent_class)->finalize(object);
 }
 
@@ -831,6 +1063,13 @@ static void gst_mbq_sink_class_init(GstMbqSinkClass *klass)
                             "Longest wait for room or a block, in ns, when upstream is live "
                             "(then the buffer is dropped); not live: no limit, cancellable",
                             0, G_MAXUINT64, DEFAULT_TIMEOUT, rw));
+    g_object_class_install_property(
+        gobject, PROP_RECONNECT_TIMEOUT,
+        g_param_spec_uint64("reconnect-timeout", "Reconnect timeout",
+                            "When mbqd restarts without keeping its objects: the longest wait, "
+                            "in ns, for it to come back, then the queues and the pool are "
+                            "created again (0: fail at once)",
+                            0, G_MAXUINT64, DEFAULT_RECONNECT_TIMEOUT, rw));
 
     gst_element_class_add_static_pad_template(element, &sink_template);
     gst_element_class_set_static_metadata(
@@ -853,6 +1092,8 @@ static void gst_mbq_sink_class_init(GstMbqSinkClass *klass)
 static void gst_mbq_sink_init(GstMbqSink *self)
 {
     g_mutex_init(&self->state_lock);
+    g_cond_init(&self->state_cond);
+    self->reconnect_timeout = DEFAULT_RECONNECT_TIMEOUT;
     self->blocks = DEFAULT_BLOCKS;
     self->create = TRUE;
     self->capacity = DEFAULT_CAPACITY;

@@ -175,14 +175,16 @@ static GstFlowReturn open_queue(GstMbqSrc *self, gboolean wait, gboolean backoff
  * notice (the queue stays mapped), so the control connection is looked at:
  * readable means pushed events or a hang-up, and mbq_client_dispatch()
  * either handles them, reconnects to a daemon that kept its objects (0),
- * or says the connection is lost for good (-ENOTCONN): the queue this
- * source has open is then an orphan that no producer will write again. */
+ * or says the connection is lost for good (-ENOTCONN) or that the daemon
+ * came back without the queue (-EIDRM): the queue this source has open is
+ * then an orphan that no producer will write again. */
 static gboolean connection_lost(GstMbqSrc *self)
 {
     struct pollfd p = {.fd = mbq_client_fd(self->session->client), .events = POLLIN};
     if (p.fd < 0 || poll(&p, 1, 0) <= 0)
         return FALSE;
-    return mbq_client_dispatch(self->session->client) == -ENOTCONN;
+    int r = mbq_client_dispatch(self->session->client);
+    return r == -ENOTCONN || r == -EIDRM; /* gone for good, or back without the queue */
 }
 
 static gboolean gst_mbq_src_start(GstBaseSrc *bsrc)

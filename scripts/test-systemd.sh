@@ -19,7 +19,8 @@
 #   MBQ_SYSTEMD_BUILD    build directory (default build-systemd)
 #   MBQ_CI_WATCHDOG_SEC  WatchdogSec for the test (drop-in; default 2; 0 keeps the unit's)
 #   MBQ_CI_UNIT_DIR      extra/overriding units to put in /etc/systemd/system
-#   MBQ_CI_STREAM_COUNT, MBQ_CI_STREAM_PACE_US, MBQ_CI_HANG   passed to ci-test.sh
+#   MBQ_CI_STREAM_COUNT, MBQ_CI_STREAM_PACE_US, MBQ_CI_HANG, MBQ_CI_GST_FRAMES
+#                        passed to ci-test.sh
 #   REQUIRE_NSPAWN=1     turn "infrastructure unusable" (2) into a failure (1)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,8 +30,11 @@ BUILD=${MBQ_SYSTEMD_BUILD:-$SRC/build-systemd}
 CACHE=${MBQ_NSPAWN_CACHE:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/mbq/nspawn-rootfs}
 SUITE=bookworm
 # What mbq needs at run time in the container (the daemon: libevent_core,
-# libsystemd; libmbq: libprotobuf-c), beyond systemd itself.
+# libsystemd; libmbq: libprotobuf-c), beyond systemd itself; and for the
+# GStreamer check (9 in ci-test.sh), gst-launch-1.0 with videotestsrc and
+# fakesink: the mbq plugin's run-time libraries come with them.
 INCLUDE=systemd,systemd-sysv,dbus,libsystemd0,libevent-core-2.1-7,libprotobuf-c1
+INCLUDE=$INCLUDE,gstreamer1.0-tools,gstreamer1.0-plugins-base
 # Bump when the rootfs recipe below changes: a new stamp means a new rootfs.
 ROOTFS_RECIPE=1
 FRESH=0
@@ -69,7 +73,8 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 need=()
 for p in debootstrap systemd-container build-essential cmake pkg-config libevent-dev \
-         libsystemd-dev libprotobuf-c-dev protobuf-c-compiler; do
+         libsystemd-dev libprotobuf-c-dev protobuf-c-compiler \
+         libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -160,6 +165,8 @@ unit=$(find "$UPPER/etc/systemd/system" "$UPPER/usr/lib/systemd/system" "$UPPER/
        -name mbqd.service -print -quit 2>/dev/null || true)
 [ -n "$unit" ] || die "no mbqd.service was installed (cmake --install put none in /usr/lib/systemd/system or /lib/systemd/system)"
 [ -n "$(find "$UPPER" -name mbqd.socket -print -quit)" ] || die "no mbqd.socket was installed"
+[ -n "$(find "$UPPER" -path '*/gstreamer-1.0/libgstmbq.so' -print -quit)" ] ||
+    die "cmake --install put no GStreamer plugin (gstreamer-1.0/libgstmbq.so) in $UPPER"
 wd=${MBQ_CI_WATCHDOG_SEC:-2}
 if [ "$wd" != 0 ] && grep -q '^WatchdogSec=' "$unit"; then
     mkdir -p "$UPPER/etc/systemd/system/mbqd.service.d"
@@ -168,7 +175,7 @@ if [ "$wd" != 0 ] && grep -q '^WatchdogSec=' "$unit"; then
 fi
 env_file=$LIBEXEC/ci-test.env
 : >"$env_file"
-for v in MBQ_CI_STREAM_COUNT MBQ_CI_STREAM_PACE_US MBQ_CI_HANG; do
+for v in MBQ_CI_STREAM_COUNT MBQ_CI_STREAM_PACE_US MBQ_CI_HANG MBQ_CI_GST_FRAMES; do
     [ -n "${!v:-}" ] && printf '%s=%q\n' "$v" "${!v}" >>"$env_file"
 done
 if [ -s "$env_file" ]; then

@@ -439,13 +439,16 @@ static void errors_name_their_cause(void)
 
 /* ---- daemon restart ------------------------------------------------------------ */
 
-/* Stops mbqd and starts a new one on the same socket (a daemon without a
- * store: every object is gone, as after a crash). */
-static bool restart_daemon(void)
+/* Stops mbqd; start_daemon() starts a new one on the same socket (a
+ * daemon without a store: every object is gone, as after a crash). */
+static bool stop_daemon(void)
 {
     kill(d.pid, SIGTERM);
-    if (h_wait_pid(d.pid, 20000) != 0)
-        return false;
+    return h_wait_pid(d.pid, 20000) == 0;
+}
+
+static bool start_daemon(void)
+{
     pid_t parent = getpid();
     fflush(NULL);
     pid_t pid = fork();
@@ -468,6 +471,11 @@ static bool restart_daemon(void)
         h_pause_us(10000);
     }
     return false;
+}
+
+static bool restart_daemon(void)
+{
+    return stop_daemon() && start_daemon();
 }
 
 static void source_survives_daemon_restart(void)
@@ -499,6 +507,110 @@ static void source_survives_daemon_restart(void)
     gst_harness_teardown(sink);
 }
 
+/* The daemon restarts without a store under a running pair: the sink
+ * notices before its next buffer, creates its queue and pool again on the
+ * new daemon and enqueues there; the source drains the old queue, notices,
+ * and opens the new one. */
+static void sink_survives_daemon_restart(void)
+{
+    GstHarness *sink =
+        gst_harness_new_parse("mbqsink queue=rk/q pool=rk/p capacity=4 block-size=4096");
+    gst_harness_set_src_caps_str(sink, CAPS_A);
+    GstHarness *src = src_harness("mbqsrc queue=rk/q");
+    CHECK_EQ(gst_harness_push(sink, make_buffer(32, 1, 0)), GST_FLOW_OK);
+    CHECK_EQ(gst_harness_push(sink, make_buffer(32, 2, GST_SECOND)), GST_FLOW_OK);
+    GstBuffer *b = gst_harness_pull(src);
+    REQUIRE(b);
+    CHECK(buffer_is_filled(b, 1));
+    REQUIRE(restart_daemon());
+    mbq_object_info *info = g_new0(mbq_object_info, 1);
+    info->size = sizeof *info;
+    CHECK_STATUS(mbq_stat(observer, "rk/q", info), -ENOENT);
+    /* the old queue's second buffer, then the new queue's */
+    CHECK_EQ(gst_harness_push(sink, make_buffer(32, 3, 2 * GST_SECOND)), GST_FLOW_OK);
+    CHECK_STATUS(mbq_stat(observer, "rk/q", info), 0);
+    CHECK_STATUS(mbq_stat(observer, "rk/p", info), 0);
+    CHECK_EQ(info->block_size, 4096);
+    g_free(info);
+    CHECK(buffer_is_filled(b, 1)); /* a block of the old pool stays valid */
+    gst_buffer_unref(b);
+    for (guint8 fill = 2; fill <= 3; fill++) {
+        b = gst_harness_pull(src);
+        REQUIRE(b);
+        CHECK(buffer_is_filled(b, fill));
+        CHECK_EQ(GST_BUFFER_PTS(b), (fill - 1) * GST_SECOND);
+        gst_buffer_unref(b);
+    }
+    CHECK(gst_harness_push_event(sink, gst_event_new_eos()));
+    CHECK(pull_until_eos(src));
+    gst_harness_teardown(src);
+    gst_harness_teardown(sink);
+}
+
+/* The sink's wait for a daemon to come back is cancellable: a flush ends
+ * it at once (reconnect-timeout is 30 s), and the next buffer after the
+ * flush tries again. The debug log says when the sink begins to wait. */
+static GMutex went_lock;
+static GCond went_cond;
+static gboolean went_away;
+
+static void watch_log(GstDebugCategory *cat, GstDebugLevel level, const gchar *file,
+                      const gchar *function, gint line, GObject *object, GstDebugMessage *message,
+                      gpointer data)
+{
+    (void)cat, (void)level, (void)file, (void)function, (void)line, (void)object, (void)data;
+    const gchar *text = gst_debug_message_get(message);
+    if (text && strstr(text, "mbqd went away")) {
+        g_mutex_lock(&went_lock);
+        went_away = TRUE;
+        g_cond_broadcast(&went_cond);
+        g_mutex_unlock(&went_lock);
+    }
+}
+
+static gpointer push_one(gpointer h)
+{
+    return GINT_TO_POINTER(gst_harness_push(h, make_buffer(32, 2, GST_SECOND)));
+}
+
+static void sink_reconnection_is_cancellable(void)
+{
+    GstHarness *sink = gst_harness_new_parse(
+        "mbqsink queue=rc/q block-size=4096 reconnect-timeout=30000000000");
+    gst_harness_set_src_caps_str(sink, CAPS_A);
+    CHECK_EQ(gst_harness_push(sink, make_buffer(32, 1, 0)), GST_FLOW_OK);
+    gst_debug_set_threshold_for_name("mbq", GST_LEVEL_WARNING);
+    gst_debug_add_log_function(watch_log, NULL, NULL);
+    REQUIRE(stop_daemon());
+    GThread *t = g_thread_new("push", push_one, sink);
+    gint64 until = g_get_monotonic_time() + 10 * G_TIME_SPAN_SECOND;
+    g_mutex_lock(&went_lock);
+    while (!went_away && g_cond_wait_until(&went_cond, &went_lock, until)) {
+    }
+    gboolean waiting = went_away;
+    g_mutex_unlock(&went_lock);
+    CHECK(waiting);
+    gint64 t0 = g_get_monotonic_time();
+    CHECK(gst_harness_push_event(sink, gst_event_new_flush_start()));
+    GstFlowReturn r = GPOINTER_TO_INT(g_thread_join(t));
+    CHECK_EQ(r, GST_FLOW_FLUSHING);
+    CHECK(g_get_monotonic_time() - t0 < 2 * G_TIME_SPAN_SECOND);
+    gst_debug_remove_log_function(watch_log);
+    gst_debug_unset_threshold_for_name("mbq");
+    CHECK(gst_harness_push_event(sink, gst_event_new_flush_stop(TRUE)));
+    REQUIRE(start_daemon());
+    /* the next buffer reconnects, with the pool's block size */
+    CHECK_EQ(gst_harness_push(sink, make_buffer(32, 3, 2 * GST_SECOND)), GST_FLOW_OK);
+    mbq_object_info *info = g_new0(mbq_object_info, 1);
+    info->size = sizeof *info;
+    CHECK_STATUS(mbq_stat(observer, "rc/q", info), 0);
+    CHECK_EQ(info->count, 1);
+    CHECK_STATUS(mbq_stat(observer, "rc/q.pool", info), 0);
+    CHECK_EQ(info->block_size, 4096);
+    g_free(info);
+    gst_harness_teardown(sink);
+}
+
 int main(int argc, char **argv)
 {
     if (mbqd_start(&d) != 0)
@@ -521,8 +633,10 @@ int main(int argc, char **argv)
         {"max_held_copies_beyond_the_limit", max_held_copies_beyond_the_limit},
         {"state_changes_while_waiting", state_changes_while_waiting},
         {"errors_name_their_cause", errors_name_their_cause},
-        /* last: it replaces the daemon */
+        /* last: these replace the daemon */
         {"source_survives_daemon_restart", source_survives_daemon_restart},
+        {"sink_survives_daemon_restart", sink_survives_daemon_restart},
+        {"sink_reconnection_is_cancellable", sink_reconnection_is_cancellable},
     };
     int rc = check_run(cases, sizeof cases / sizeof cases[0], argc, argv);
     mbq_disconnect(observer);

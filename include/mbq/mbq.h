@@ -147,8 +147,11 @@ uint32_t mbq_client_id(mbq_client *client);
 /* Handles what the daemon pushed (new trigger eventfds for open queues)
  * without blocking while the connection is up. When the daemon went away
  * and keeps its objects across restarts, reconnects (see mbq_connect; this
- * may block up to $MBQ_RECONNECT_TIMEOUT_MS). 0, or -ENOTCONN if the
- * daemon went away for good. */
+ * may block up to $MBQ_RECONNECT_TIMEOUT_MS). 0, -ENOTCONN if the daemon
+ * went away for good, or -EIDRM (once, then 0 again) if a reconnection
+ * made by this or an earlier call found the daemon without some of this
+ * client's objects (their control calls fail with -EIDRM): a long-lived
+ * client re-creates or re-opens them. */
 int mbq_client_dispatch(mbq_client *client);
 
 /* A static description of a status; never NULL. */

@@ -1448,6 +1448,8 @@ static void stop_drops_store_body(void)
     REQUIRE(mgr_wait_ready(&M));
     mbq_object_info info;
     CHECK_STATUS(h_stat(c, "s/pool", &info), -ENOENT); /* reconnected; gone */
+    CHECK_STATUS(mbq_client_dispatch(c), -EIDRM);      /* said once */
+    CHECK_STATUS(mbq_client_dispatch(c), 0);
     CHECK_STATUS(mbq_pool_flush(pool), -EIDRM);
     CHECK(mbq_buffer_is_valid(b)); /* the mapping lives on */
     CHECK_STATUS(mbq_buffer_release(b), 0);

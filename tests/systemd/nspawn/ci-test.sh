@@ -3,7 +3,8 @@
 # oneshot whose exit status nspawn returns). Checks mbqd under a real
 # systemd 252: socket activation, READY/STATUS, data streaming through
 # `systemctl restart` and through a watchdog kill (fd store), the unit's
-# hardening, and the journal fields. Each check prints PASS or FAIL with what
+# hardening, the journal fields, and GStreamer pipelines (mbqsink, mbqsrc)
+# through `systemctl restart` and through `stop` + start. Each check prints PASS or FAIL with what
 # it saw; the exit status is the number of failures (capped at 99).
 #
 # Results go to /ci-out (bind-mounted from the host): test.log, the stream
@@ -312,6 +313,88 @@ if [ -z "$warn" ]; then
     pass "6b journal: no warnings or errors from mbqd (besides the test hook's)"
 else
     fail "6b journal: mbqd logged warnings/errors in a clean run: $(echo "$warn" | head -5 | sed 's/^ *//' | tr '\n' '|')"
+fi
+
+# ---- 9. GStreamer through restarts ----------------------------------------------------------------
+# A capture pipeline (videotestsrc, live, 100 frames/s) into mbq through
+# mbqsink, and a consumer pipeline (mbqsrc ! fakesink) that prints every
+# buffer's pts and offset. mbqd is restarted mid-stream: 9a with
+# `systemctl restart` (the fd store keeps the objects: every frame must
+# arrive, in order), 9b with `systemctl stop` and a start (stop drops the
+# store: mbqsink re-creates its queue and pool, mbqsrc finds them; frames
+# in the old queue are delivered, at most one frame is lost).
+GN=${MBQ_CI_GST_FRAMES:-400}
+export GST_REGISTRY=$RUN/gst-registry.bin GST_DEBUG_NO_COLOR=1
+gst_frames() { local n; n=$(grep -c 'last-message = chain' "$OUT/$1-consumer.log" 2>/dev/null); echo "${n:-0}"; }
+gst_frames_at_least() { [ "$(gst_frames "$1")" -ge "$2" ] || ! kill -0 "$GCPID" 2>/dev/null; }
+# gst_start NAME: the consumer, then the capture, on queue ci/NAME
+gst_start() {
+    GST_DEBUG=mbq:4 timeout 120 gst-launch-1.0 -v mbqsrc queue="ci/$1" timeout=10000000000 \
+        ! fakesink silent=false >"$OUT/$1-consumer.log" 2>&1 &
+    GCPID=$!
+    GST_DEBUG=mbq:3 timeout 120 gst-launch-1.0 videotestsrc is-live=true num-buffers="$GN" \
+        ! video/x-raw,format=I420,width=160,height=120,framerate=100/1 \
+        ! mbqsink queue="ci/$1" pool="ci/$1-pool" blocks=16 capacity=8 timeout=5000000000 \
+        >"$OUT/$1-capture.log" 2>&1 &
+    GPPID=$!
+}
+# gst_result NAME: "frames missing first-pts-error" from the consumer's log:
+# how many buffers, how many offsets of 0..GN-1 are missing, and the first
+# pts that does not rise (or "ok").
+gst_result() {
+    grep -o 'pts: [0-9:.]*, duration: [^,]*, offset: [0-9]*' "$OUT/$1-consumer.log" |
+        awk -v n="$GN" '{
+            split($2, t, ":"); pts = (t[1] * 3600 + t[2] * 60 + t[3]) * 1e9; off = $6
+            if (NR > 1 && !(pts > prev) && bad == "") bad = "pts " prev " then " pts " at buffer " NR
+            prev = pts; seen[off] = 1; count++
+        } END {
+            for (i = 0; i < n; i++) if (!(i in seen)) miss++
+            printf "%d %d %s\n", count, miss + 0, bad == "" ? "ok" : bad
+        }' | tr -d ','
+}
+# gst_check NAME NUM WHAT MAXLOST RECREATE RESTARTCMD...: a stream through
+# RESTARTCMD; RECREATE: whether mbqsink must have re-created its objects
+# and mbqsrc left its old queue for the new one (yes: the daemon came back
+# without them; no: the store kept them).
+gst_check() {
+    local name=$1 num=$2 what=$3 maxlost=$4 recreate=$5 crc prc count miss order pid0 pid1 at re=no moved=no
+    shift 5
+    gst_start "$name"
+    if ! waitfor 60 gst_frames_at_least "$name" $((GN / 4)) || ! kill -0 "$GCPID" 2>/dev/null; then
+        fail "${num}a GStreamer: the stream did not start ($(gst_frames "$name") frames): $(tail -3 "$OUT/$name-consumer.log" "$OUT/$name-capture.log" | tr '\n' '|')"
+        kill "$GCPID" "$GPPID" 2>/dev/null; wait "$GCPID" "$GPPID" 2>/dev/null
+        return
+    fi
+    pid0=$(prop mbqd.service MainPID)
+    "$@"
+    pid1=$(prop mbqd.service MainPID); at=$(gst_frames "$name")
+    wait "$GPPID"; prc=$?
+    wait "$GCPID"; crc=$?
+    read -r count miss order < <(gst_result "$name")
+    local seen="$what mid-stream (MainPID $pid0 -> $pid1, consumer at $at/$GN frames after it);"
+    seen="$seen capture rc=$prc, consumer rc=$crc; $count buffers, $miss of $GN offsets missing, timestamps $order"
+    grep -q 'reconnected to mbqd' "$OUT/$name-capture.log" && re=yes
+    grep -q "queue ci/$name lost" "$OUT/$name-consumer.log" && moved=yes
+    seen="$seen; sink: $(grep -m1 -o 'reconnected to mbqd.*' "$OUT/$name-capture.log" || echo 'kept its queue and pool')"
+    seen="$seen; source: $(grep -m1 -o "queue ci/$name lost.*" "$OUT/$name-consumer.log" || echo 'stayed on its queue')"
+    if [ $prc = 0 ] && [ $crc = 0 ] && [ "$pid1" != "$pid0" ] && [ "$at" -lt "$GN" ] &&
+       [ "$order" = ok ] && [ "$miss" -le "$maxlost" ] && [ "$count" = $((GN - miss)) ] &&
+       [ "$re" = "$recreate" ] && [ "$moved" = "$recreate" ]; then
+        pass "${num} GStreamer capture -> mbq -> consumer through $seen"
+    else
+        fail "${num} GStreamer capture -> mbq -> consumer through $seen (want: both rc 0, a new MainPID before the end, timestamps rising, at most $maxlost lost, re-created: $recreate)"
+    fi
+}
+do_stop_start() {
+    systemctl reset-failed mbqd.service
+    timeout 60 systemctl stop mbqd.service 2>/dev/null
+    timeout 60 systemctl start mbqd.service
+}
+if ! command -v gst-launch-1.0 >/dev/null || ! gst-inspect-1.0 mbqsink >/dev/null 2>&1; then
+    fail "9 GStreamer: gst-launch-1.0 or the mbq plugin missing in the image: $(gst-inspect-1.0 mbqsink 2>&1 | head -2 | tr '\n' '|')"
+else
+    gst_check g9a 9a "systemctl restart (fd store)" 0 no do_restart
+    gst_check g9b 9b "systemctl stop + start (no store)" 1 yes do_stop_start
 fi
 
 # ---- 7. a clean stop ------------------------------------------------------------------------------------
