@@ -2,7 +2,8 @@
  * their errors, which class serves which size, exhaustion and the fallback
  * to a larger class, where each class's data lies, a second mapping and a
  * forged class table, the shared cache, age-out per class, a repair after
- * a holder died with the lock, and kill -9 of churning processes at many
+ * a holder died with the lock, the recount of a dead process's moves in
+ * two classes, and kill -9 of churning processes at many
  * points: every block of every class comes back. */
 #include "check.h"
 
@@ -411,6 +412,54 @@ static void test_repair_after_dead_holder(void)
     pool_detach(&p);
 }
 
+/* A process that died inside a retain of a block of the largest class
+ * (refcount raised, holding not recorded: what a kill -9 between the two
+ * leaves) and one that died after claiming a class-1 block before
+ * recording it: the reclaim recounts both blocks through their intents,
+ * drops the one excess reference and frees the unrecorded block; the
+ * block the parent holds keeps its reference. */
+static void test_audit_per_class(void)
+{
+    struct pool p;
+    REQUIRE(make_classed(&p, true) == 0);
+    uint64_t h;
+    REQUIRE(pool_alloc(&p, 6000, &h) == 0);
+    CHECK_EQ(class_of_handle(&p, h), 2);
+    pid_t pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+        struct pool c;
+        if (pool_attach(p.seg.fd, &c) != 0)
+            _exit(10);
+        const uint32_t idx = (uint32_t)h - 1;
+        pool_move_begin(&c, h, 0);
+        if (pool_retain(&c, h, true) != 0)
+            _exit(11);
+        atomic_store(&c.holdings[(size_t)c.slot * c.block_count + idx], 0);
+        uint64_t g;
+        if (pool_alloc(&c, 200, &g) != 0 || class_of_handle(&c, g) != 1)
+            _exit(12);
+        pool_move_begin(&c, g, 1);
+        atomic_store(&c.holdings[(size_t)c.slot * c.block_count + ((uint32_t)g - 1)], 0);
+        _exit(0); /* dies inside both moves */
+    }
+    int st;
+    REQUIRE(waitpid(pid, &st, 0) == pid);
+    REQUIRE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    CHECK_EQ((uint32_t)atomic_load(&p.blocks[(uint32_t)h - 1].ref), 2);
+    CHECK_EQ(cstats(&p, 1).used, 1);
+    CHECK(pool_reclaim_dead_ex(&p, no_queues, NULL) >= 0);
+    CHECK_EQ((uint32_t)atomic_load(&p.blocks[(uint32_t)h - 1].ref), 1); /* ours */
+    CHECK_EQ(cstats(&p, 1).used, 0);
+    struct pool_stats s;
+    REQUIRE(pool_stats(&p, &s) == 0);
+    CHECK_EQ(s.audits_pending, 0);
+    CHECK_EQ(s.audited, 2);
+    CHECK_EQ(pool_release(&p, h, true), 0);
+    check_whole(&p);
+    pool_detach(&p);
+}
+
 /* ---- kill -9 of churning processes ---- */
 
 /* Allocates random sizes (every class, and fallbacks), retains and
@@ -505,4 +554,5 @@ static void test_kill_torture(void)
 CHECK_MAIN(CASE(test_params_errors), CASE(test_class_selection), CASE(test_data_layout),
            CASE(test_exhaustion_fallback), CASE(test_shared_cache),
            CASE(test_attach_and_forged_table), CASE(test_flush_per_class),
-           CASE(test_repair_after_dead_holder), CASE(test_kill_torture))
+           CASE(test_repair_after_dead_holder), CASE(test_audit_per_class),
+           CASE(test_kill_torture))
