@@ -651,6 +651,11 @@ static int handle_create(Call *c, const Mbq__V1__Request *request)
         if (cfg.pool.nclasses && (cfg.pool.block_size || cfg.pool.block_count))
             return call_fail(c, MBQ_POOL_ERR_INVALID_PARAMETER,
                              "mbqd: pool '%s': size classes and a block size: give one", req->name);
+        if (cfg.pool.nclasses == 1) { /* one class is a pool of one block size */
+            cfg.pool.block_size = cfg.pool.class_size[0];
+            cfg.pool.block_count = cfg.pool.class_count[0];
+            cfg.pool.nclasses = 0;
+        }
         cfg.pool.prefault = true;
         break;
     default:

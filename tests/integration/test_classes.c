@@ -103,6 +103,22 @@ static void bad_classes_refused_clearly(void)
     mbq_buffer b;
     CHECK_STATUS(mbq_pool_allocate(p, 65537, &b), MBQ_POOL_ERR_INVALID_PARAMETER);
     mbq_pool_close(p);
+    /* One class is a pool of one block size, and is opened again by the
+     * same options or by that block size. */
+    po = h_pool_opts(0, 0);
+    po.class_count = 1;
+    po.classes[0] = (mbq_pool_class){1000, 8};
+    mbq_pool *one = NULL, *again = NULL, *plain = NULL;
+    CHECK_STATUS(mbq_pool_create(c, "good/one", &po, &one), 0);
+    CHECK_STATUS(mbq_pool_create(c, "good/one", &po, &again), 0);
+    mbq_pool_options bs = h_pool_opts(1024, 8);
+    CHECK_STATUS(mbq_pool_create(c, "good/one", &bs, &plain), 0);
+    CHECK_EQ(mbq_pool_get_classes(one, got, MBQ_POOL_MAX_CLASSES), 1);
+    CHECK_EQ(got[0].block_size, 1024);
+    CHECK_EQ(got[0].block_count, 8);
+    mbq_pool_close(plain);
+    mbq_pool_close(again);
+    mbq_pool_close(one);
     mbq_disconnect(c);
     CHECK_MBQD_STOP(&D);
 }
