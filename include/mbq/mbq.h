@@ -226,10 +226,13 @@ typedef struct mbq_pool_options {
      *    class; a process's cache of free blocks is shared by the classes;
      *  - each class costs its descriptors and per-client counts (about 450 B
      *    a block, as any pool block) and up to a page of padding.
-     * Bad classes (a size or count of 0, unordered or equal sizes, more
-     * than MBQ_POOL_MAX_CLASSES, too large) fail with
+     * Bad classes (a size or count of 0, unordered or equal sizes, too
+     * large, classes beside a block size) fail with
      * MBQ_POOL_ERR_INVALID_PARAMETER, and mbq_client_last_error() names the
-     * class and the problem. */
+     * class and the problem; nothing is created. class_count above
+     * MBQ_POOL_MAX_CLASSES, or 0 with no block size, fails the same way in
+     * the library, before any request (no explanation). One class is a
+     * pool of that one block size. */
     uint32_t class_count;
     mbq_pool_class classes[MBQ_POOL_MAX_CLASSES];
 } mbq_pool_options;
