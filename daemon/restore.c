@@ -44,6 +44,7 @@
 #include "log.h"
 #include "pidwatch.h"
 #include "producers.h"
+#include "proto_config.h"
 #include "server.h"
 #include "trigger.h"
 
@@ -192,10 +193,7 @@ static int config_from_stored(const Mbq__V1__StoredObject *so, struct object_con
         if (so->config_case != MBQ__V1__STORED_OBJECT__CONFIG_POOL || !so->pool)
             return -EINVAL;
         c->kind = OBJECT_POOL;
-        c->pool.block_size = so->pool->block_size;
-        c->pool.block_count = so->pool->block_count;
-        c->pool.age_out_ns = so->pool->age_out_ns;
-        return 0;
+        return proto_config_pool_params(so->pool, &c->pool) < 0 ? -EINVAL : 0;
     default:
         return -EINVAL;
     }

@@ -1307,7 +1307,7 @@ struct entry {
     uint32_t payload; /* bytes; 0: the case's */
 };
 
-#define MAX_ENTRIES 10
+#define MAX_ENTRIES 11
 
 struct bcase {
     const char *id;
@@ -1447,6 +1447,7 @@ static const struct bcase cases[] = {
       {"mbq-bq", &tx_bq, 0, 0, 0, 5000000, 0},
       {"mbq", &tx_mbq, 0, 0, 0, 2000000, 0},
       {"mbq 64 B blocks", &tx_mbq, TXV_MBQ_SMALL, 0, 0, 2000000, 0},
+      {"mbq 64 B classes", &tx_mbq, TXV_MBQ_CLASSES, 0, 0, 2000000, 0},
       {"mbq b16", &tx_mbq, TXV_MBQ_BATCH16, 0, 0, 2000000, 0},
       IOX_ENTRY("iceoryx", 0, 500000),
       {"mq", &tx_mq, 0, 0, 0, 500000, 0},
@@ -2534,6 +2535,10 @@ static const struct tx_ops *solo_transport(const char *name, int *variant)
         *variant = TXV_MBQ_SMALL;
         return &tx_mbq;
     }
+    if (strcmp(name, "mbq-classes") == 0) {
+        *variant = TXV_MBQ_CLASSES;
+        return &tx_mbq;
+    }
     /* the sorted case's input mixes, through the library or the queue alone */
     static const struct {
         const char *name;
@@ -2564,8 +2569,8 @@ static int run_solo(const char *name, long n, long batch)
     const struct tx_ops *t = solo_transport(name, &variant);
     if (!t || n < 1 || batch < 1 || batch > 256) {
         fprintf(stderr, "bench_transports: --solo ring|floor|mbq-bq|mbq|mbq-trigger|"
-                        "mbq-trigger-idle|mbq-small|{mbq,mbq-bq}-pts[-reordered|-late16|"
-                        "-random] N [BATCH]\n");
+                        "mbq-trigger-idle|mbq-small|mbq-classes|{mbq,mbq-bq}-pts[-reordered|"
+                        "-late16|-random] N [BATCH]\n");
         return 2;
     }
     if (t == &tx_mbq && !mbqd_start())
@@ -2665,9 +2670,9 @@ static void usage(FILE *to)
                 "  --placement-budget S and at most S s in all (default 150)\n"
                 "  --solo T [N [B]]     profiling aid: N messages through transport T (ring,\n"
                 "                       floor, mbq-bq, mbq, mbq-trigger, mbq-trigger-idle,\n"
-                "                       mbq-small; the sorted case's mbq-pts, mbq-pts-reordered,\n"
-                "                       mbq-pts-late16, mbq-pts-random and their mbq-bq-pts...\n"
-                "                       forms) in one process, no peers, B sent before B\n"
+                "                       mbq-small, mbq-classes; the sorted case's mbq-pts,\n"
+                "                       mbq-pts-reordered, mbq-pts-late16, mbq-pts-random and their\n"
+                "                       mbq-bq-pts... forms) in one process, no peers, B sent before B\n"
                 "                       received (default 1)\n");
 }
 

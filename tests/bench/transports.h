@@ -53,6 +53,7 @@ enum {
     TXV_MBQ_SMALL = 15,        /* the pool's blocks are the payload's size (sub-page, packed) */
     TXV_MBQ_PTS_LATE16 = 16,   /* sorted by PTS, one in sixteen late by three frames */
     TXV_MBQ_PTS_RANDOM = 17,   /* sorted by PTS, PTS in no order at all */
+    TXV_MBQ_CLASSES = 20,      /* a pool of size classes: the payload's (packed), 4 KiB, 64 KiB */
 };
 
 /* Whether variant v runs a queue sorted by PTS. */

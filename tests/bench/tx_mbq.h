@@ -1,7 +1,8 @@
 /* mbq through its public library, against the mbqd the harness started.
  *
  * Per channel: one pool (the producer's frames: page-rounded blocks, or
- * with TXV_MBQ_SMALL blocks of the payload's size packed below a page;
+ * with TXV_MBQ_SMALL blocks of the payload's size packed below a page, with
+ * TXV_MBQ_CLASSES a pool of three size classes whose first is that size;
  * depth + 16 of them, pre-faulted by mbqd) and one buffer queue per consumer,
  * created by the measuring process before it forks, opened by name by each
  * side on its own connection. A message is a buffer's whole life:
@@ -93,6 +94,16 @@ static int mbq_prepare(struct tx_spec *s)
                                              : (s->payload + 4095) & ~(size_t)4095,
                            .block_count = s->depth + 16,
                            .exclusive = true};
+    if (s->variant == TXV_MBQ_CLASSES) {
+        /* the payload's class first (the one this stream uses), then two
+         * larger ones it never touches */
+        po.block_size = 0;
+        po.block_count = 0;
+        po.class_count = 3;
+        po.classes[0] = (mbq_pool_class){s->payload, s->depth + 16};
+        po.classes[1] = (mbq_pool_class){4096 > s->payload ? 4096 : 2 * s->payload, 16};
+        po.classes[2] = (mbq_pool_class){65536 > 2 * s->payload ? 65536 : 4 * s->payload, 8};
+    }
     mbq_obj_name(name, sizeof(name), s, "pool");
     r = mbq_pool_create(mbq_cli, name, &po, &c->pool);
     if (r < 0)

@@ -1343,6 +1343,88 @@ static void restart_finishes_own_slots(void)
     mgr_cleanup(&M);
 }
 
+/* A pool of size classes across a crash of mbqd: the next mbqd restores
+ * it from the store with its classes (stat shows each class's figures,
+ * the buffers held across the crash count in their classes), a
+ * create-or-open with the same classes opens it and one with other
+ * classes is refused naming the difference, and once the buffers are
+ * released every class is whole. */
+static void restart_keeps_classes_body(void)
+{
+    REQUIRE(mgr_init(&M) == 0);
+    REQUIRE(mgr_start(&M, NULL) == 0);
+    REQUIRE(mgr_wait_ready(&M));
+    mbq_client *c = connect_client("classes");
+    REQUIRE(c);
+    mbq_pool_options po = h_pool_opts(0, 0);
+    po.class_count = 3;
+    po.classes[0] = (mbq_pool_class){64, 64};
+    po.classes[1] = (mbq_pool_class){1000, 16}; /* 1024 once rounded */
+    po.classes[2] = (mbq_pool_class){16384, 4};
+    mbq_pool *pool = NULL;
+    REQUIRE(mbq_pool_create(c, "rc/p", &po, &pool) == 0);
+    mbq_buffer b1, b2;
+    REQUIRE(mbq_pool_allocate(pool, 900, &b1) == 0);
+    REQUIRE(mbq_pool_allocate(pool, 10000, &b2) == 0);
+    size_t cap1 = 0, cap2 = 0;
+    memset(mbq_buffer_get_data(b1, &cap1), 0x11, 900);
+    memset(mbq_buffer_get_data(b2, &cap2), 0x22, 10000);
+    CHECK_EQ(cap1, 1024);
+    CHECK_EQ(cap2, 16384);
+    mgr_kill(&M);
+
+    REQUIRE(mgr_start(&M, NULL) == 0);
+    REQUIRE(mgr_wait_ready(&M));
+    mbq_object_info info;
+    CHECK_STATUS(h_stat(c, "rc/p", &info), 0); /* reconnects */
+    CHECK_EQ(info.pool_class_count, 3);
+    CHECK_EQ(info.block_size, 16384);
+    CHECK_EQ(info.block_count, 84);
+    CHECK_EQ(info.blocks_used, 2);
+    const uint32_t used[3] = {0, 1, 1}, size[3] = {64, 1024, 16384}, count[3] = {64, 16, 4};
+    for (uint32_t k = 0; k < 3 && k < info.pool_class_count; k++) {
+        CHECK_EQ(info.pool_classes[k].block_size, size[k]);
+        CHECK_EQ(info.pool_classes[k].block_count, count[k]);
+        CHECK_EQ(info.pool_classes[k].used, used[k]);
+    }
+    /* the same classes (as given, or as rounded) open it; others do not */
+    mbq_client *d = connect_client("classes-2");
+    REQUIRE(d);
+    mbq_pool *same = NULL;
+    CHECK_STATUS(mbq_pool_create(d, "rc/p", &po, &same), 0);
+    mbq_pool_class got[MBQ_POOL_MAX_CLASSES];
+    CHECK_EQ(mbq_pool_get_classes(same, got, MBQ_POOL_MAX_CLASSES), 3);
+    CHECK_EQ(got[1].block_size, 1024);
+    CHECK_EQ(got[2].block_count, 4);
+    po.classes[2].block_count = 5;
+    mbq_pool *other = NULL;
+    CHECK_STATUS(mbq_pool_create(d, "rc/p", &po, &other), -EEXIST);
+    char why[256];
+    mbq_client_last_error(d, why, sizeof why);
+    CHECK(strstr(why, "class 2") != NULL);
+    const uint8_t *p1 = mbq_buffer_get_data(b1, NULL), *p2 = mbq_buffer_get_data(b2, NULL);
+    CHECK(p1 && p1[899] == 0x11);
+    CHECK(p2 && p2[9999] == 0x22);
+    CHECK_STATUS(mbq_buffer_release(b1), 0);
+    CHECK_STATUS(mbq_buffer_release(b2), 0);
+    CHECK_STATUS(h_stat(c, "rc/p", &info), 0);
+    CHECK_EQ(info.blocks_used, 0);
+    for (uint32_t k = 0; k < info.pool_class_count; k++)
+        CHECK_EQ(info.pool_classes[k].warm + info.pool_classes[k].cold, count[k]);
+    mbq_pool_close(same);
+    mbq_disconnect(d);
+    mbq_pool_close(pool);
+    mbq_disconnect(c);
+    CHECK(mgr_stop(&M));
+    mgr_cleanup(&M);
+}
+
+static void restart_keeps_classes(void)
+{
+    restart_keeps_classes_body();
+    mgr_cleanup(&M);
+}
+
 /* `systemctl stop` then start (systemd 252 drops the store on stop): the
  * client reconnects to a daemon that does not have its objects any more.
  * Its mappings still work; their control calls say -EIDRM; the connection
@@ -1505,5 +1587,5 @@ static void stop_drops_store(void)
 
 CHECK_MAIN(CASE(notify_protocol), CASE(crash_restores_everything), CASE(restore_drops_what_fails),
            CASE(restore_ignores_forged), CASE(restart_finishes_own_slots),
-           CASE(store_full_refuses), CASE(watchdog_hang_hook), CASE(stop_drops_store),
-           CASE(producers_survive_restart))
+           CASE(restart_keeps_classes), CASE(store_full_refuses), CASE(watchdog_hang_hook),
+           CASE(stop_drops_store), CASE(producers_survive_restart))
