@@ -409,6 +409,21 @@ static void bqueue_close_locked(mbq_buffer_queue *q)
     queue_free(q);
 }
 
+static int queue_declare_producer_locked(mbq_buffer_queue *q, bool withdraw)
+{
+    Mbq__V1__DeclareProducer dp = MBQ__V1__DECLARE_PRODUCER__INIT;
+    dp.object_id = q->object_id;
+    dp.withdraw = withdraw;
+    Mbq__V1__Request req = MBQ__V1__REQUEST__INIT;
+    req.body_case = MBQ__V1__REQUEST__BODY_DECLARE_PRODUCER;
+    req.declare_producer = &dp;
+    struct client_reply reply;
+    int r = client_call_locked(q->client, &req, &reply);
+    if (r == 0)
+        client_reply_done(&reply);
+    return r;
+}
+
 static int bqueue_reattach_locked(mbq_buffer_queue *q)
 {
     mbq_client *c = q->client;
@@ -471,6 +486,10 @@ static int bqueue_reattach_locked(mbq_buffer_queue *q)
     atomic_store_explicit(&q->trigger_gen_seen,
                           bq_trigger_gen(&q->bq),
                           memory_order_relaxed);
+    /* A producer still: the restarted daemon waits for this (or our exit)
+     * before it calls the queue's producers lost. */
+    if (q->producer)
+        return queue_declare_producer_locked(q, false);
     return 0;
 }
 
@@ -625,6 +644,10 @@ void mbq_buffer_queue_close(mbq_buffer_queue *queue)
         if (queue->ntriggers == before)
             i++; /* not mine, or the removal failed: the connection will do it */
     }
+    /* This handle's declaration ends; another handle of this process on the
+     * same queue may still be a producer. */
+    if (!queue->lost && queue->producer)
+        (void)queue_declare_producer_locked(queue, true);
     if (!queue->lost)
         client_close_object_locked(c, queue->object_id);
     bqueue_close_locked(queue);
@@ -876,6 +899,34 @@ int mbq_buffer_queue_set_wait_spin(mbq_buffer_queue *queue, int64_t spin_ns)
     if (!queue)
         return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
     bq_set_spin(&queue->bq, spin_ns);
+    return 0;
+}
+
+int mbq_buffer_queue_declare_producer(mbq_buffer_queue *queue)
+{
+    if (!queue)
+        return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
+    mbq_client *c = queue->client;
+    pthread_mutex_lock(&c->lock);
+    int r = queue->lost      ? -EIDRM
+            : queue->producer ? 0 /* once per handle */
+                              : queue_declare_producer_locked(queue, false);
+    if (r == 0)
+        queue->producer = true;
+    pthread_mutex_unlock(&c->lock);
+    return r;
+}
+
+bool mbq_buffer_queue_is_producer_lost(mbq_buffer_queue *queue)
+{
+    return queue && bq_producer_lost(&queue->bq);
+}
+
+int mbq_buffer_queue_set_wait_through_producer_lost(mbq_buffer_queue *queue, bool wait)
+{
+    if (!queue)
+        return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
+    bq_set_ignore_lost(&queue->bq, wait);
     return 0;
 }
 

@@ -95,6 +95,7 @@ struct mbq_buffer_queue {
     uint64_t object_id;
     mbq_buffer_queue *next; /* client->queues */
     bool lost; /* a restarted daemon no longer has it (client->lock) */
+    bool producer; /* declared a producer: again after a reattach (client->lock) */
 
     /* Under client->lock. */
     struct queue_trigger triggers[QUEUE_MAX_TRIGGERS];

@@ -262,7 +262,8 @@ int pool_adopt(struct pool *p, uint64_t handle)
     __builtin_prefetch(&p->blocks[idx].ref, 1);
     /* And the head of the data, which the caller reads next, so that its
      * miss overlaps the ref word's instead of following it. */
-    __builtin_prefetch(p->data + (size_t)idx * p->block_size, 0);
+    if (p->nclasses <= 1) /* one class: no lookup for a hint */
+        __builtin_prefetch(p->data + (size_t)idx * p->block_size, 0);
     uint64_t r = atomic_load_explicit(&p->blocks[idx].ref, memory_order_acquire);
     if (ref_gen(r) != gen || !rc_live(ref_count(r)))
         return -ESTALE;
