@@ -319,8 +319,8 @@ int pool_handover_begin(struct pool *p, uint64_t handle, struct pool_meta *m)
         atomic_store_explicit(&b->frozen, 1, memory_order_relaxed);
         froze = 1;
     }
-    const uint64_t n = READ_ONCE(b->data_size);
-    m->size = n > p->block_size ? p->block_size : n;
+    const uint64_t n = READ_ONCE(b->data_size), cap = pool_blk_size(p, idx);
+    m->size = n > cap ? cap : n;
     m->dts = b->dts;
     m->pts = b->pts;
     m->duration = b->duration;
