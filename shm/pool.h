@@ -447,6 +447,15 @@ void pool_move_end(struct pool *p, unsigned which);
  * pool_disown (the intent is cleared again on failure); pool_adopt and
  * pool_move_end(which 0) (the intent is cleared whatever the result). */
 int pool_disown_begin(struct pool *p, uint64_t handle);
+/* A hand-over's first half in one lookup of the block (the enqueue that
+ * takes the caller's reference): pool_disown_begin, then
+ * pool_freeze_read_meta into *m. 1 or 0 as pool_freeze (the intent is
+ * set and the holding moved), -ESTALE or -EINVAL (nothing changed). */
+struct pool_meta {
+    uint64_t size;
+    mbq_time dts, pts, duration;
+};
+int pool_handover_begin(struct pool *p, uint64_t handle, struct pool_meta *m);
 /* A move that must outlive its intent record (a reset's release of an
  * entry deferred past the queue's unlock, while the library asks the
  * daemon about the entry's pool): while held, no block of the pool is

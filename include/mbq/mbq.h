@@ -690,7 +690,9 @@ int mbq_buffer_queue_call_for_each_buffer(mbq_buffer_queue *queue,
 /* CMBufferQueueSetValidationCallback, for this process's enqueues: a
  * non-zero return rejects the buffer and is returned by enqueue
  * (MBQ_BQ_ERR_INVALID_BUFFER is the conventional value). NULL removes it.
- * MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING (queue NULL). */
+ * MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING (queue NULL), -ENOMEM. Each
+ * distinct callback and refcon pair set keeps a small record until the
+ * queue handle is closed. */
 int mbq_buffer_queue_set_validation_callback(mbq_buffer_queue *queue,
                                              int (*callback)(mbq_buffer_queue *queue,
                                                              mbq_buffer buffer, void *refcon),
