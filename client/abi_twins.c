@@ -22,6 +22,9 @@ _Static_assert(MBQ_ORDER_DECODE_TIME == (int)BQ_ORDER_DTS, "order DTS");
 _Static_assert(MBQ_FULL_FAIL == (int)BQ_FULL_FAIL, "full policy fail");
 _Static_assert(MBQ_FULL_DROP_OLDEST == (int)BQ_FULL_DROP_OLDEST, "full policy drop oldest");
 
+/* Pools. */
+_Static_assert(MBQ_POOL_MAX_CLASSES == POOL_MAX_CLASSES, "size classes per pool");
+
 /* Trigger conditions (Core Media's numbers, both sides). */
 #define TWIN_TRIGGER(pub, shm) _Static_assert((int)(pub) == (int)(shm), #pub " == " #shm)
 TWIN_TRIGGER(MBQ_TRIGGER_WHEN_DURATION_BECOMES_LESS_THAN, BQ_TRIGGER_DURATION_LESS_THAN);

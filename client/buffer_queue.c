@@ -183,20 +183,12 @@ static bool hook_is_ready(void *ctx, uint32_t pool_id, uint64_t handle)
 static int hook_validate(void *ctx, const struct bq_entry *e)
 {
     mbq_buffer_queue *q = ctx;
-    queue_validation_fn cb;
-    void *refcon;
-    unsigned s1, s2;
-    do { /* a seqlock read: retry while a set is writing, or wrote meanwhile */
-        s1 = atomic_load_explicit(&q->validation_seq, memory_order_acquire);
-        cb = atomic_load_explicit(&q->validation_cb, memory_order_relaxed);
-        refcon = atomic_load_explicit(&q->validation_refcon, memory_order_relaxed);
-        atomic_thread_fence(memory_order_acquire);
-        s2 = atomic_load_explicit(&q->validation_seq, memory_order_relaxed);
-    } while ((s1 & 1) || s1 != s2);
-    if (!cb)
+    /* One load: the record is never changed once published. */
+    const struct queue_validation *v = atomic_load_explicit(&q->validation, memory_order_acquire);
+    if (likely(!v))
         return 0;
     struct mbq_pool *p = cpool_table_lookup(q->client, e->pool_id, queue_hint);
-    return cb(q, (mbq_buffer){.pool_ = p, .handle_ = e->handle}, refcon);
+    return v->cb(q, (mbq_buffer){.pool_ = p, .handle_ = e->handle}, v->refcon);
 }
 
 /* The pools in which this thread holds a queue's move intent (which 0 and
@@ -422,6 +414,11 @@ static void queue_free(mbq_buffer_queue *q)
     for (unsigned i = 0; i < QUEUE_GRAVEYARD; i++)
         if (q->graveyard[i] >= 0)
             close(q->graveyard[i]);
+    while (q->validation_records) {
+        struct queue_validation *v = q->validation_records;
+        q->validation_records = v->next;
+        free(v);
+    }
     free(q);
 }
 
@@ -429,6 +426,21 @@ static void bqueue_close_locked(mbq_buffer_queue *q)
 {
     queue_unlink_locked(q);
     queue_free(q);
+}
+
+static int queue_declare_producer_locked(mbq_buffer_queue *q, bool withdraw)
+{
+    Mbq__V1__DeclareProducer dp = MBQ__V1__DECLARE_PRODUCER__INIT;
+    dp.object_id = q->object_id;
+    dp.withdraw = withdraw;
+    Mbq__V1__Request req = MBQ__V1__REQUEST__INIT;
+    req.body_case = MBQ__V1__REQUEST__BODY_DECLARE_PRODUCER;
+    req.declare_producer = &dp;
+    struct client_reply reply;
+    int r = client_call_locked(q->client, &req, &reply);
+    if (r == 0)
+        client_reply_done(&reply);
+    return r;
 }
 
 static int bqueue_reattach_locked(mbq_buffer_queue *q)
@@ -493,6 +505,10 @@ static int bqueue_reattach_locked(mbq_buffer_queue *q)
     atomic_store_explicit(&q->trigger_gen_seen,
                           bq_trigger_gen(&q->bq),
                           memory_order_relaxed);
+    /* A producer still: the restarted daemon waits for this (or our exit)
+     * before it calls the queue's producers lost. */
+    if (q->producer)
+        return queue_declare_producer_locked(q, false);
     return 0;
 }
 
@@ -647,6 +663,10 @@ void mbq_buffer_queue_close(mbq_buffer_queue *queue)
         if (queue->ntriggers == before)
             i++; /* not mine, or the removal failed: the connection will do it */
     }
+    /* This handle's declaration ends; another handle of this process on the
+     * same queue may still be a producer. */
+    if (!queue->lost && queue->producer)
+        (void)queue_declare_producer_locked(queue, true);
     if (!queue->lost)
         client_close_object_locked(c, queue->object_id);
     bqueue_close_locked(queue);
@@ -707,33 +727,37 @@ static int queue_check_entry(mbq_buffer_queue *q, uint32_t pool_id)
 /* ---- data plane ------------------------------------------------------------------------ */
 
 static int queue_enqueue_entry(mbq_buffer_queue *queue, struct mbq_pool *p,
-                               const struct bq_entry *e, bool take)
+                               const struct bq_entry *e)
 {
-    int r = 0;
-    if (take) {
-        r = pool_disown_begin(&p->pool, e->handle);
-        if (r < 0)
-            return r;
-    }
     queue_sync_triggers(queue);
     queue_hint = p;
-    r = take ? bq_enqueue_take(&queue->bq, e) : bq_enqueue(&queue->bq, e);
+    int r = bq_enqueue(&queue->bq, e);
     queue_hint = NULL;
-    if (take) {
-        if (r != 0)
-            (void)pool_adopt(&p->pool, e->handle); /* still the caller's */
-        pool_move_end(&p->pool, 0);
-    }
     queue_settle(queue);
     return r;
 }
 
-/* The blocking forms: wait for room with nothing in flight (no intent, no
- * reference taken: a waiter killed asleep has nothing to roll back, and an
- * audit of the buffer is not held up), then enqueue; another producer may
- * take the room first, and then the wait goes on. */
+/* The hand-over's rest, after pool_handover_begin (the intent set and the
+ * caller's holding moved): the entry in, or the holding back. */
+static int queue_enqueue_handed(mbq_buffer_queue *queue, struct mbq_pool *p,
+                                const struct bq_entry *e)
+{
+    queue_sync_triggers(queue);
+    queue_hint = p;
+    int r = bq_enqueue_take(&queue->bq, e);
+    queue_hint = NULL;
+    if (unlikely(r != 0))
+        (void)pool_adopt(&p->pool, e->handle); /* still the caller's */
+    pool_move_end(&p->pool, 0);
+    queue_settle(queue);
+    return r;
+}
+
+/* The blocking form of a plain enqueue: wait for room, then enqueue;
+ * another producer may take the room first, and then the wait goes on (the
+ * hand-over's is in queue_handover). */
 static int queue_enqueue_wait(mbq_buffer_queue *queue, struct mbq_pool *p,
-                              const struct bq_entry *e, bool take, int64_t timeout_ns)
+                              const struct bq_entry *e, int64_t timeout_ns)
 {
     uint32_t epoch = bq_cancel_epoch(&queue->bq);
     uint64_t deadline = 0;
@@ -750,10 +774,80 @@ static int queue_enqueue_wait(mbq_buffer_queue *queue, struct mbq_pool *p,
             bq_note_rejected(&queue->bq); /* once per call, when it gives up */
         if (r != 0)
             return r;
-        r = queue_enqueue_entry(queue, p, e, take);
+        r = queue_enqueue_entry(queue, p, e);
         if (r != MBQ_BQ_ERR_QUEUE_IS_FULL || left == 0)
             return r;
     }
+}
+
+/* The entry of handle's block, from its frozen metadata m. Field by field:
+ * an initialiser zeroes the 128 bytes first (rep stos). The attachments
+ * stay zero: no call reads them from a queue, and without them the queue
+ * stores the entry in one line (bq_slot). */
+static inline void queue_entry_make(struct bq_entry *e, uint64_t handle, uint32_t pool_id,
+                                    const struct pool_meta *m)
+{
+    e->handle = handle;
+    e->seq = 0;
+    e->dts = m->dts;
+    e->pts = m->pts;
+    e->duration = m->duration;
+    e->size = m->size;
+    e->pool_id = pool_id;
+    e->flags = 0;
+    memset(e->attachments, 0, sizeof(e->attachments));
+}
+
+/* An enqueue that takes the caller's reference (enqueue_and_release). One
+ * look at the block (pool_handover_begin) freezes its metadata and reads it
+ * (what the queue copies is what every consumer reads on the block), and
+ * moves the caller's holding to the queue under an intent that lasts until
+ * the entry is in: a death in between leaves the refcount one too high for
+ * the reclaimer's recount, never a buffer a queue names freed (shm/pool.h).
+ * wait: room is waited for first, with nothing in flight (no intent, no
+ * holding moved: a waiter killed asleep has nothing to roll back, and an
+ * audit of the buffer is not held up); another producer may take the room
+ * first, and then the holding comes back and the wait goes on. A failed
+ * enqueue thaws what it froze. */
+static int queue_handover(mbq_buffer_queue *queue, struct mbq_pool *p, uint64_t handle,
+                          bool wait, int64_t timeout_ns)
+{
+    uint32_t epoch = 0;
+    uint64_t deadline = 0;
+    if (unlikely(wait)) {
+        epoch = bq_cancel_epoch(&queue->bq);
+        if (timeout_ns > 0)
+            deadline = mono_ns() + (uint64_t)timeout_ns;
+    }
+    int froze = 0, r;
+    for (;;) {
+        int64_t left = 0;
+        if (unlikely(wait)) {
+            left = timeout_ns;
+            if (timeout_ns > 0) {
+                uint64_t now = mono_ns();
+                left = now >= deadline ? 0 : (int64_t)(deadline - now);
+            }
+            r = bq_wait_room(&queue->bq, epoch, left);
+            if (r == MBQ_BQ_ERR_QUEUE_IS_FULL)
+                bq_note_rejected(&queue->bq); /* once per call, when it gives up */
+            if (r != 0)
+                break;
+        }
+        struct pool_meta m;
+        r = pool_handover_begin(&p->pool, handle, &m);
+        if (r < 0)
+            break;
+        froze |= r;
+        struct bq_entry e;
+        queue_entry_make(&e, handle, (uint32_t)p->object_id, &m);
+        r = queue_enqueue_handed(queue, p, &e);
+        if (likely(r == 0) || !wait || r != MBQ_BQ_ERR_QUEUE_IS_FULL || left == 0)
+            break;
+    }
+    if (unlikely(r != 0) && froze)
+        pool_thaw(&p->pool, handle);
+    return r;
 }
 
 /* wait: the blocking forms, with timeout_ns as bq_enqueue_wait takes it. */
@@ -763,41 +857,29 @@ static int queue_enqueue(mbq_buffer_queue *queue, mbq_buffer buffer, bool take, 
     if (!queue || !buffer.pool_ || !buffer.handle_)
         return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
     struct mbq_pool *p = buffer.pool_;
-    uint64_t size;
-    mbq_time dts, pts, duration;
+    const uint32_t pool_id = (uint32_t)p->object_id;
+    if (unlikely(!queue_pool_bound(queue, pool_id))) {
+        /* A stale buffer is refused as such, before the daemon is asked. */
+        if (!pool_block_of(&p->pool, buffer.handle_))
+            return -ESTALE;
+        int br = queue_bind_pool(queue, pool_id, false);
+        if (br < 0)
+            return br;
+    }
+    if (take)
+        return queue_handover(queue, p, buffer.handle_, wait, timeout_ns);
     /* Frozen first, read second: from here on the block's metadata is what
      * the queue copies, and what every consumer reads on the block. An
      * enqueue that fails thaws what it froze (froze: 1). */
-    int froze = pool_freeze_read_meta(&p->pool, buffer.handle_, &size, &dts, &pts, &duration);
+    struct pool_meta m;
+    int froze = pool_freeze_read_meta(&p->pool, buffer.handle_, &m.size, &m.dts, &m.pts,
+                                      &m.duration);
     if (froze < 0)
-        return -ESTALE;
-    if (unlikely(!queue_pool_bound(queue, (uint32_t)p->object_id))) {
-        int br = queue_bind_pool(queue, (uint32_t)p->object_id, false);
-        if (br < 0) {
-            if (froze)
-                pool_thaw(&p->pool, buffer.handle_);
-            return br;
-        }
-    }
-    /* Field by field: an initialiser zeroes the 128 bytes first (rep stos).
-     * The attachments stay zero: no call reads them from a queue, and
-     * without them the queue stores the entry in one line (bq_slot). */
+        return froze;
     struct bq_entry e;
-    e.handle = buffer.handle_;
-    e.seq = 0;
-    e.dts = dts;
-    e.pts = pts;
-    e.duration = duration;
-    e.size = size;
-    e.pool_id = (uint32_t)p->object_id;
-    e.flags = 0;
-    memset(e.attachments, 0, sizeof(e.attachments));
-    /* A hand-over moves the caller's holding to the queue first, under an
-     * intent that lasts until the entry is in: a death in between leaves
-     * the refcount one too high for the reclaimer's recount, never a
-     * buffer a queue names freed (shm/pool.h). */
-    int r = __builtin_expect(wait, 0) ? queue_enqueue_wait(queue, p, &e, take, timeout_ns)
-                                      : queue_enqueue_entry(queue, p, &e, take);
+    queue_entry_make(&e, buffer.handle_, pool_id, &m);
+    int r = __builtin_expect(wait, 0) ? queue_enqueue_wait(queue, p, &e, timeout_ns)
+                                      : queue_enqueue_entry(queue, p, &e);
     if (unlikely(r != 0) && froze)
         pool_thaw(&p->pool, buffer.handle_);
     return r;
@@ -836,6 +918,34 @@ int mbq_buffer_queue_set_wait_spin(mbq_buffer_queue *queue, int64_t spin_ns)
     if (!queue)
         return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
     bq_set_spin(&queue->bq, spin_ns);
+    return 0;
+}
+
+int mbq_buffer_queue_declare_producer(mbq_buffer_queue *queue)
+{
+    if (!queue)
+        return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
+    mbq_client *c = queue->client;
+    pthread_mutex_lock(&c->lock);
+    int r = queue->lost      ? -EIDRM
+            : queue->producer ? 0 /* once per handle */
+                              : queue_declare_producer_locked(queue, false);
+    if (r == 0)
+        queue->producer = true;
+    pthread_mutex_unlock(&c->lock);
+    return r;
+}
+
+bool mbq_buffer_queue_is_producer_lost(mbq_buffer_queue *queue)
+{
+    return queue && bq_producer_lost(&queue->bq);
+}
+
+int mbq_buffer_queue_set_wait_through_producer_lost(mbq_buffer_queue *queue, bool wait)
+{
+    if (!queue)
+        return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
+    bq_set_ignore_lost(&queue->bq, wait);
     return 0;
 }
 
@@ -1246,12 +1356,26 @@ int mbq_buffer_queue_set_validation_callback(mbq_buffer_queue *queue,
     if (!queue)
         return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
     pthread_mutex_lock(&queue->client->lock);
-    unsigned s = atomic_load_explicit(&queue->validation_seq, memory_order_relaxed);
-    atomic_store_explicit(&queue->validation_seq, s + 1, memory_order_relaxed);
-    atomic_thread_fence(memory_order_release); /* odd before either field changes */
-    atomic_store_explicit(&queue->validation_cb, callback, memory_order_relaxed);
-    atomic_store_explicit(&queue->validation_refcon, refcon, memory_order_relaxed);
-    atomic_store_explicit(&queue->validation_seq, s + 2, memory_order_release);
+    /* Records are never changed or freed while the handle is open (an
+     * enqueue on another thread may be calling through the one replaced):
+     * a pair set before is published again, so there are as many records
+     * as distinct pairs set. */
+    struct queue_validation *v = NULL;
+    if (callback) {
+        for (v = queue->validation_records; v; v = v->next)
+            if (v->cb == callback && v->refcon == refcon)
+                break;
+        if (!v && (v = malloc(sizeof(*v))) != NULL) {
+            *v = (struct queue_validation){
+                .cb = callback, .refcon = refcon, .next = queue->validation_records};
+            queue->validation_records = v;
+        }
+        if (!v) {
+            pthread_mutex_unlock(&queue->client->lock);
+            return -ENOMEM;
+        }
+    }
+    atomic_store_explicit(&queue->validation, v, memory_order_release);
     pthread_mutex_unlock(&queue->client->lock);
     return 0;
 }

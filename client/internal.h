@@ -82,12 +82,20 @@ typedef int (*queue_validation_fn)(mbq_buffer_queue *queue, mbq_buffer buffer, v
 
 #define QUEUE_BOUND_CACHE 8
 
+/* A buffer queue handle's validation callback (see validation below). */
+struct queue_validation {
+    queue_validation_fn cb;
+    void *refcon;
+    struct queue_validation *next; /* the handle's records (validation_records) */
+};
+
 struct mbq_buffer_queue {
     struct bq bq; /* the mapping and this process's trigger fds (shm/bq.h) */
     mbq_client *client;
     uint64_t object_id;
     mbq_buffer_queue *next; /* client->queues */
     bool lost; /* a restarted daemon no longer has it (client->lock) */
+    bool producer; /* declared a producer: again after a reattach (client->lock) */
 
     /* Under client->lock. */
     struct queue_trigger triggers[QUEUE_MAX_TRIGGERS];
@@ -106,13 +114,13 @@ struct mbq_buffer_queue {
     /* A pool id (+1) the is_ready hook met but could not resolve under the
      * queue lock; the operation's wrapper opens it afterwards. 0: none. */
     _Atomic uint64_t missing_pool;
-    /* The validation callback and its refcon, under a sequence counter
-     * (odd while a set writes them) so that an enqueue always reads a pair
-     * one set wrote: two slots flipped by each set could be rewritten under
-     * a reader by the set after next. Sets serialise on client->lock. */
-    _Atomic queue_validation_fn validation_cb;
-    _Atomic(void *) validation_refcon;
-    _Atomic unsigned validation_seq;
+    /* The validation callback and its refcon: an immutable record per
+     * distinct pair, published by one pointer (NULL: none), so that an
+     * enqueue reads a pair one set wrote with a single load. Records stay
+     * allocated until the handle is closed, since a reader may still be
+     * calling through one replaced. Sets serialise on client->lock. */
+    _Atomic(const struct queue_validation *) validation;
+    struct queue_validation *validation_records;
     /* Pool ids the daemon confirmed bound to this queue (0: empty slot),
      * replaced round robin; see queue_pool_bound in buffer_queue.c. */
     _Atomic uint32_t bound[QUEUE_BOUND_CACHE];

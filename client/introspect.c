@@ -87,6 +87,18 @@ static void info_from_stat(mbq_object_info *out, const Mbq__V1__StatReply *s)
         out->invalidated = p->invalidated;
         out->approximate = p->approximate;
         out->lock_takeovers = p->lock_takeovers;
+        for (size_t c = 0; c < p->n_classes && c < MBQ_POOL_MAX_CLASSES; c++) {
+            const Mbq__V1__PoolClassStats *k = p->classes[c];
+            if (!k)
+                break;
+            out->pool_classes[c].block_size = k->block_size;
+            out->pool_classes[c].block_count = k->block_count;
+            out->pool_classes[c].used = k->used;
+            out->pool_classes[c].warm = k->warm;
+            out->pool_classes[c].cold = k->cold;
+            out->pool_classes[c].cached = k->cached;
+            out->pool_class_count = (uint32_t)c + 1;
+        }
         break;
     }
     default: break;

@@ -260,16 +260,29 @@ int mbq_pool_create(mbq_client *client, const char *name, const mbq_pool_options
     mbq_pool_options o;
     if (!client_copy_options(&o, sizeof(o), options))
         return -EINVAL;
-    if (o.block_size == 0 || o.block_count == 0 || o.block_count > POOL_MAX_BLOCKS ||
-        !(o.age_out_seconds >= 0) || o.age_out_seconds > 1e9)
+    /* Classes are checked by mbqd, whose error names the problem; the
+     * count, which bounds the array, here. */
+    if ((o.class_count == 0 &&
+         (o.block_size == 0 || o.block_count == 0 || o.block_count > POOL_MAX_BLOCKS)) ||
+        o.class_count > MBQ_POOL_MAX_CLASSES || !(o.age_out_seconds >= 0) ||
+        o.age_out_seconds > 1e9)
         return MBQ_POOL_ERR_INVALID_PARAMETER;
     if (!objmode_valid(o.mode))
         return -EINVAL;
 
     Mbq__V1__PoolConfig cfg = MBQ__V1__POOL_CONFIG__INIT;
+    Mbq__V1__PoolClass cls[MBQ_POOL_MAX_CLASSES], *cls_ptr[MBQ_POOL_MAX_CLASSES];
     cfg.block_size = o.block_size;
     cfg.block_count = o.block_count;
     cfg.age_out_ns = (uint64_t)(o.age_out_seconds * 1e9 + 0.5);
+    for (uint32_t c = 0; c < o.class_count; c++) {
+        cls[c] = (Mbq__V1__PoolClass)MBQ__V1__POOL_CLASS__INIT;
+        cls[c].block_size = o.classes[c].block_size;
+        cls[c].block_count = o.classes[c].block_count;
+        cls_ptr[c] = &cls[c];
+    }
+    cfg.n_classes = o.class_count;
+    cfg.classes = cls_ptr;
     Mbq__V1__Create cr = MBQ__V1__CREATE__INIT;
     cr.name = (char *)name;
     cr.kind = MBQ__V1__OBJECT_KIND__POOL;
@@ -288,6 +301,19 @@ int mbq_pool_open(mbq_client *client, const char *name, mbq_pool **out)
     if (!objname_valid(name))
         return -EINVAL;
     return client_open_object(client, name, MBQ__V1__OBJECT_KIND__POOL, cpool_adopt_locked, out);
+}
+
+int mbq_pool_get_classes(mbq_pool *pool, mbq_pool_class *classes, size_t max)
+{
+    if (!pool || (!classes && max > 0))
+        return -EINVAL;
+    const struct pool *p = &pool->pool;
+    if (!p->sh)
+        return -ESTALE;
+    for (uint32_t c = 0; c < p->nclasses && c < max; c++)
+        classes[c] = (mbq_pool_class){.block_size = p->cls[c].size,
+                                      .block_count = p->cls[c].count};
+    return (int)p->nclasses;
 }
 
 void mbq_pool_close(mbq_pool *pool)
@@ -432,9 +458,16 @@ bool mbq_buffer_is_valid(mbq_buffer buffer)
 
 void *mbq_buffer_get_data(mbq_buffer buffer, size_t *capacity)
 {
-    void *data = buffer.pool_ ? pool_data(&buffer.pool_->pool, buffer.handle_) : NULL;
-    if (capacity)
-        *capacity = data ? (size_t)buffer.pool_->pool.block_size : 0;
+    if (!buffer.pool_) {
+        if (capacity)
+            *capacity = 0;
+        return NULL;
+    }
+    if (!capacity)
+        return pool_data(&buffer.pool_->pool, buffer.handle_);
+    uint64_t cap = 0;
+    void *data = pool_data_cap(&buffer.pool_->pool, buffer.handle_, &cap);
+    *capacity = (size_t)cap;
     return data;
 }
 

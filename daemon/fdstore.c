@@ -106,7 +106,7 @@ static uint64_t fnv1a64(const uint8_t *p, size_t n)
 /* One object's message and what it points into. */
 typedef struct StoredMsg {
     Mbq__V1__StoredObject obj;
-    union proto_config cfg;
+    struct proto_config cfg;
     uint32_t *holders;
 } StoredMsg;
 

@@ -394,6 +394,38 @@ const char *object_kind_name(enum object_kind kind)
 
 /* ---- creation and lookup ---- */
 
+/* Whether a mapped pool has the classes its recorded configuration says. */
+static bool pool_classes_are(const struct pool *p, const struct pool_params *pp)
+{
+    if ((p->nclasses > 1 ? p->nclasses : 0) != (pp->nclasses > 1 ? pp->nclasses : 0))
+        return false;
+    for (uint32_t k = 0; p->nclasses > 1 && k < p->nclasses; k++)
+        if (p->cls[k].size != pp->class_size[k] || p->cls[k].count != pp->class_count[k])
+            return false;
+    return true;
+}
+
+/* registry_estimate_size for a pool of several classes: each class's
+ * blocks and their descriptors, a page of padding per class, the class
+ * table. UINT64_MAX when it overflows; 0 when pool_create would refuse
+ * it anyway (a class of 0). */
+static uint64_t estimate_classes(const struct pool_params *pp, uint64_t overhead)
+{
+    uint64_t total = overhead + pool_format_area_size() + 4096;
+    for (uint32_t k = 0; k < pp->nclasses && k < POOL_MAX_CLASSES; k++) {
+        uint64_t size = pool_block_size_round(pp->class_size[k]), n;
+        if (pp->class_size[k] == 0 || pp->class_count[k] == 0)
+            return 0;
+        if (size == 0)
+            return UINT64_MAX;
+        size += pool_overhead_per_block();
+        if (__builtin_mul_overflow(size, (uint64_t)pp->class_count[k], &n) ||
+            __builtin_add_overflow(total, n + 4096, &total))
+            return UINT64_MAX;
+    }
+    return total;
+}
+
 uint64_t registry_estimate_size(const struct object_config *c)
 {
     const uint64_t page = 4096, overhead = 4 * page;
@@ -411,6 +443,8 @@ uint64_t registry_estimate_size(const struct object_config *c)
             return 0; /* refused by sq_create */
         return (uint64_t)c->sq_capacity * sizeof(uint64_t) + overhead;
     case OBJECT_POOL:
+        if (c->pool.nclasses > 1)
+            return estimate_classes(&c->pool, overhead);
         if (c->pool.block_size == 0 || c->pool.block_count == 0)
             return 0; /* refused by pool_create */
         size = pool_block_size_round(c->pool.block_size); /* sub-page: packed */
@@ -473,7 +507,10 @@ int registry_create(Registry *r, const char *name, const struct object_config *c
         if (res < 0)
             return res;
         seg_set_object_id(&o->pool.seg, o->id);
-        o->config.pool.block_size = o->pool.block_size;
+        o->config.pool.block_size = o->pool.block_size;   /* the largest class's */
+        o->config.pool.block_count = o->pool.block_count; /* every class's */
+        for (uint32_t c = 0; o->pool.nclasses > 1 && c < o->pool.nclasses; c++)
+            o->config.pool.class_size[c] = o->pool.cls[c].size; /* as rounded */
         if (o->config.pool.age_out_ns == 0)
             o->config.pool.age_out_ns = POOL_DEFAULT_AGE_OUT_NS;
         list_add_tail(&r->pools, &o->pool_link);
@@ -538,7 +575,8 @@ static int object_attach(Object *o, int fd)
         if (res < 0)
             return res;
         seg = &o->pool.seg;
-        if (o->pool.block_size != c->pool.block_size || o->pool.block_count != c->pool.block_count)
+        if (o->pool.block_size != c->pool.block_size ||
+            o->pool.block_count != c->pool.block_count || !pool_classes_are(&o->pool, &c->pool))
             res = -EBADMSG;
         break;
     default:

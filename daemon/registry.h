@@ -82,6 +82,12 @@ struct Object {
      * one of them might still come back (see registry_drop_waiting). */
     pid_t *waiting;
     unsigned n_waiting;
+    /* Buffer queues (producers.c): the declared producers counted, and
+     * after a restore the producers of before that have neither declared
+     * again nor exited. */
+    unsigned producers;
+    pid_t restored_producers[BQ_PRODUCER_PIDS];
+    unsigned n_restored_producers;
     struct list link;      /* Registry.objects */
     struct list pool_link; /* Registry.pools (pools only) */
     Object *hash_next[2];  /* chains of the name and id tables */

@@ -31,6 +31,7 @@
  * that may never reconnect. So the restorer subscribes to every such
  * process's exit (pidwatch.c: a pidfd, or without pidfds a look every
  * second): when it is gone,
+ * it stops counting as a producer of a queue (producers.c),
  * its unadopted triggers are removed, it stops keeping unlinked objects
  * alive, and unless it has a session again (whose end releases them as
  * usual) its pool references are released. A process already dead at
@@ -42,6 +43,8 @@
 #include "identity.h"
 #include "log.h"
 #include "pidwatch.h"
+#include "producers.h"
+#include "proto_config.h"
 #include "server.h"
 #include "trigger.h"
 
@@ -190,10 +193,7 @@ static int config_from_stored(const Mbq__V1__StoredObject *so, struct object_con
         if (so->config_case != MBQ__V1__STORED_OBJECT__CONFIG_POOL || !so->pool)
             return -EINVAL;
         c->kind = OBJECT_POOL;
-        c->pool.block_size = so->pool->block_size;
-        c->pool.block_count = so->pool->block_count;
-        c->pool.age_out_ns = so->pool->age_out_ns;
-        return 0;
+        return proto_config_pool_params(so->pool, &c->pool) < 0 ? -EINVAL : 0;
     default:
         return -EINVAL;
     }
@@ -259,6 +259,8 @@ static bool restore_object(Registry *r, const Mbq__V1__StoredObject *so, Entry *
         return false;
     }
     e->used = true;
+    if (o->kind == OBJECT_BUFFER_QUEUE)
+        producers_restore(o); /* the producers of before: watched with the other pids */
     log_msg_fields(LOG_LEVEL_DEBUG, LOG_FIELDS(LOG_STR("OBJECT", o->name), LOG_NUM("OBJECT_ID", o->id)),
                    "restore: %s %u '%s'%s", object_kind_name(o->kind), o->id, o->name,
                    o->unlinked ? " (unlinked)" : "");
@@ -309,6 +311,7 @@ struct gone {
 static void drop_waiting_on(Object *o, void *ctx)
 {
     struct gone *g = ctx;
+    producers_pid_gone(o, g->pid);
     if (registry_drop_waiting(o, g->pid))
         g->destroyed++;
 }
@@ -369,9 +372,15 @@ static void pids_add(struct pids *p, pid_t pid)
     p->v[p->n++] = pid;
 }
 
+static void collect_pid(pid_t pid, void *ctx)
+{
+    pids_add(ctx, pid);
+}
+
 static void collect_pids(Object *o, void *ctx)
 {
     struct pids *p = ctx;
+    producers_for_each_restored(o, collect_pid, p);
     list_for_each_safe(it, &o->triggers) {
         const Trigger *t = list_entry(it, Trigger, object_link);
         if (!t->owner)

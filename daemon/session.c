@@ -44,6 +44,7 @@
 #include "identity.h"
 #include "lockwatch.h"
 #include "log.h"
+#include "producers.h"
 #include "reclaim.h"
 #include "trigger.h"
 
@@ -157,10 +158,12 @@ Session *session_end(Session *s, enum session_end why, const char *detail)
         registry_batch_begin(s->registry);
     list_for_each_safe(it, &s->handles) {
         Handle *h = list_entry(it, Handle, session_link);
-        if (shutdown)
+        if (shutdown) {
             trigger_forget_all(h); /* clients keep their triggers */
-        else
+        } else {
             triggers += trigger_remove_all(h);
+            producers_drop(h); /* the queue's header keeps them at shutdown */
+        }
         handle_free(h);
         objects++;
     }
@@ -313,7 +316,7 @@ void session_protocol_error(Session *s, int status, const char *error)
 
 typedef struct InfoMsg {
     Mbq__V1__ObjectInfo info;
-    union proto_config cfg;
+    struct proto_config cfg;
 } InfoMsg;
 
 /* Fills m in place (it points into itself: never copy it). */
@@ -530,6 +533,29 @@ static int fail_store_full(Call *c, const char *what)
                      "(raise FileDescriptorStoreMax= and mbqd --fd-store-max)", what);
 }
 
+/* Whether a pool asked for with want's classes has have's (as created:
+ * sizes rounded); if not, names the first difference. A pool of one class
+ * compares its block size below. */
+static bool pool_classes_match(const struct pool_params *want, const struct pool_params *have,
+                               char *what, size_t n)
+{
+    const uint32_t wn = want->nclasses > 1 ? want->nclasses : 0;
+    const uint32_t hn = have->nclasses > 1 ? have->nclasses : 0;
+    if (wn != hn) {
+        snprintf(what, n, "%u size classes, not %u", hn ? hn : 1, wn ? wn : 1);
+        return false;
+    }
+    for (uint32_t c = 0; c < wn; c++) {
+        uint64_t bs = pool_block_size_round(want->class_size[c]);
+        if (bs != have->class_size[c] || want->class_count[c] != have->class_count[c]) {
+            snprintf(what, n, "class %u of %" PRIu64 " B x %u, not %" PRIu64 " B x %u", c,
+                     have->class_size[c], have->class_count[c], bs, want->class_count[c]);
+            return false;
+        }
+    }
+    return true;
+}
+
 /* Whether an existing object of the requested kind was made with the
  * configuration a Create asks for, as the segment would be made from it
  * (capacity 0 is the default, block sizes as pool_block_size_round makes them, age-out 0 the
@@ -565,14 +591,17 @@ static bool config_matches(const Object *o, const struct object_config *want, ch
         }
         return true;
     case OBJECT_POOL: {
+        if (!pool_classes_match(&want->pool, &have->pool, what, n))
+            return false;
+        const bool classed = have->pool.nclasses > 1; /* sizes and counts compared */
         uint64_t bs = pool_block_size_round(want->pool.block_size);
         bs = bs ? bs : want->pool.block_size;
         uint64_t age = want->pool.age_out_ns ? want->pool.age_out_ns : POOL_DEFAULT_AGE_OUT_NS;
-        if (bs != have->pool.block_size) {
+        if (!classed && bs != have->pool.block_size) {
             snprintf(what, n, "block size %" PRIu64 ", not %" PRIu64, have->pool.block_size, bs);
             return false;
         }
-        if (want->pool.block_count != have->pool.block_count) {
+        if (!classed && want->pool.block_count != have->pool.block_count) {
             snprintf(what, n, "%u blocks, not %u", have->pool.block_count,
                      want->pool.block_count);
             return false;
@@ -618,9 +647,18 @@ static int handle_create(Call *c, const Mbq__V1__Request *request)
     case MBQ__V1__CREATE__CONFIG_POOL:
         if (kind != OBJECT_POOL)
             goto mismatch;
-        cfg.pool.block_size = req->pool->block_size;
-        cfg.pool.block_count = req->pool->block_count;
-        cfg.pool.age_out_ns = req->pool->age_out_ns;
+        if (proto_config_pool_params(req->pool, &cfg.pool) < 0)
+            return call_fail(c, MBQ_POOL_ERR_INVALID_PARAMETER,
+                             "mbqd: pool '%s': %zu size classes, at most %u", req->name,
+                             req->pool->n_classes, POOL_MAX_CLASSES);
+        if (cfg.pool.nclasses && (cfg.pool.block_size || cfg.pool.block_count))
+            return call_fail(c, MBQ_POOL_ERR_INVALID_PARAMETER,
+                             "mbqd: pool '%s': size classes and a block size: give one", req->name);
+        if (cfg.pool.nclasses == 1) { /* one class is a pool of one block size */
+            cfg.pool.block_size = cfg.pool.class_size[0];
+            cfg.pool.block_count = cfg.pool.class_count[0];
+            cfg.pool.nclasses = 0;
+        }
         cfg.pool.prefault = true;
         break;
     default:
@@ -649,6 +687,9 @@ static int handle_create(Call *c, const Mbq__V1__Request *request)
         return session_open(c, o, true);
     }
 
+    char why[160];
+    if (kind == OBJECT_POOL && pool_params_check(&cfg.pool, why, sizeof why) < 0)
+        return call_fail(c, MBQ_POOL_ERR_INVALID_PARAMETER, "mbqd: pool '%s': %s", req->name, why);
     if (!registry_has_room(s->registry, 1))
         return fail_store_full(c, "object");
     /* The estimate errs high, so that what is created never exceeds what
@@ -745,6 +786,7 @@ static int handle_close(Call *c, const Mbq__V1__Request *request)
         return -EBADF;
     if (--h->opens == 0) {
         trigger_remove_all(h);
+        producers_drop(h);
         handle_free(h);
     }
     return 0;
@@ -817,8 +859,30 @@ struct stat_bodies {
     Mbq__V1__BufferQueueStats bq;
     Mbq__V1__SimpleQueueStats sq;
     Mbq__V1__PoolStats pool;
+    Mbq__V1__PoolClassStats cls[POOL_MAX_CLASSES];
+    Mbq__V1__PoolClassStats *cls_ptr[POOL_MAX_CLASSES];
     Mbq__V1__Time duration;
 };
+
+/* A pool of several classes: each class's figures, from its descriptors. */
+static void stat_fill_classes(const Object *o, struct stat_bodies *b)
+{
+    for (uint32_t c = 0; o->pool.nclasses > 1 && c < o->pool.nclasses; c++) {
+        struct pool_class_stats cs;
+        if (pool_class_stats(&o->pool, c, &cs) < 0)
+            break;
+        b->cls[c] = (Mbq__V1__PoolClassStats)MBQ__V1__POOL_CLASS_STATS__INIT;
+        b->cls[c].block_size = cs.block_size;
+        b->cls[c].block_count = cs.block_count;
+        b->cls[c].used = cs.used;
+        b->cls[c].warm = cs.warm;
+        b->cls[c].cold = cs.cold;
+        b->cls[c].cached = cs.cached;
+        b->cls_ptr[c] = &b->cls[c];
+        b->pool.n_classes = c + 1;
+    }
+    b->pool.classes = b->cls_ptr;
+}
 
 static void stat_fill_counters(const Object *o, const struct object_stats *st,
                                struct stat_bodies *b, Mbq__V1__StatReply *sr)
@@ -864,6 +928,7 @@ static void stat_fill_counters(const Object *o, const struct object_stats *st,
         b->pool.invalidated = st->pool.invalidated;
         b->pool.approximate = st->pool.approximate;
         b->pool.lock_takeovers = lockwatch_broken(o->id);
+        stat_fill_classes(o, b);
         sr->stats_case = MBQ__V1__STAT_REPLY__STATS_POOL;
         sr->pool = &b->pool;
         break;
@@ -1182,6 +1247,21 @@ static int handle_bind_pool(Call *c, const Mbq__V1__Request *request)
     return 0;
 }
 
+/* The session produces into a queue it has open (producers.c). */
+static int handle_declare_producer(Call *c, const Mbq__V1__Request *request)
+{
+    Handle *h;
+    const Mbq__V1__DeclareProducer *req = request->declare_producer;
+    int r = call_handle_of_kind(c, req->object_id, OBJECT_BUFFER_QUEUE, &h);
+    if (r < 0)
+        return r;
+    if (req->withdraw)
+        producers_withdraw(h);
+    else
+        producers_declare(h);
+    return 0;
+}
+
 /* What each user is charged: the caller's own line, or every user's for
  * root. */
 static int handle_usage(Call *c, const Mbq__V1__Request *request)
@@ -1247,6 +1327,7 @@ static const struct request_type {
     {MBQ__V1__REQUEST__BODY_ADOPT_TRIGGER, "AdoptTrigger", handle_adopt_trigger},
     {MBQ__V1__REQUEST__BODY_BIND_POOL, "BindPool", handle_bind_pool},
     {MBQ__V1__REQUEST__BODY_USAGE, "Usage", handle_usage},
+    {MBQ__V1__REQUEST__BODY_DECLARE_PRODUCER, "DeclareProducer", handle_declare_producer},
 };
 
 static const struct request_type *request_type_of(Mbq__V1__Request__BodyCase kind)

@@ -27,6 +27,7 @@ typedef struct Handle {
     Session *session;
     unsigned opens;    /* Create/Open replies minus Closes; > 0 */
     unsigned triggers; /* triggers this session installed on object */
+    unsigned producer; /* DeclareProducer calls not withdrawn (producers.c) */
     struct list object_link;  /* Object.handles */
     struct list session_link; /* Session.handles */
 } Handle;

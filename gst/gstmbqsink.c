@@ -233,6 +233,16 @@ static gboolean ensure_pool(GstMbqSink *self, gsize size_hint, gboolean exact)
     return ok;
 }
 
+/* The sink is a producer of each queue it writes: its consumers are told
+ * when it goes without EOS (a crash included). A failure costs only that. */
+static void declare_producer(GstMbqSink *self, mbq_buffer_queue *q, const char *name)
+{
+    int r = mbq_buffer_queue_declare_producer(q);
+    if (r < 0)
+        GST_WARNING_OBJECT(self, "queue %s: cannot declare a producer: %s", name,
+                           mbq_status_string(r));
+}
+
 static gboolean gst_mbq_sink_start(GstBaseSink *bsink)
 {
     GstMbqSink *self = GST_MBQ_SINK(bsink);
@@ -306,6 +316,7 @@ static gboolean gst_mbq_sink_start(GstBaseSink *bsink)
             g_free(why);
             goto fail;
         }
+        declare_producer(self, q, *n);
         g_mutex_lock(&self->state_lock);
         g_ptr_array_add(queues, q);
         g_mutex_unlock(&self->state_lock);
@@ -523,8 +534,10 @@ static int reopen_once(GstMbqSink *self, guint64 block_size, const gchar **what)
         *what = create ? "mbq_buffer_queue_create" : "mbq_buffer_queue_open";
         r = create ? mbq_buffer_queue_create(s->client, *n, &qo, &q)
                    : mbq_buffer_queue_open(s->client, *n, &q);
-        if (r == 0)
+        if (r == 0) {
+            declare_producer(self, q, *n);
             g_ptr_array_add(queues, q);
+        }
     }
     mbq_pool *pool = NULL;
     if (s && r == 0 && block_size > 0) {

@@ -25,7 +25,22 @@
  * off from 20 ms to 500 ms; blocks already pushed stay valid (their
  * connection lives until they are freed). The data plane never reports a
  * lost daemon, so while the queue is quiet the source also looks at the
- * control connection every wait slice (connection_lost()). */
+ * control connection every wait slice (connection_lost()).
+ *
+ * Producer lost. When every producer that declared itself on the queue
+ * (mbqsink does) is gone — killed, crashed, or exited without end of data
+ * — the dequeue returns -EPIPE once the queue is empty, at once: the
+ * source then posts an error, or sends EOS, or waits on for the next
+ * producer, as on-producer-lost says. Buffers still queued are pushed
+ * first.
+ *
+ * Seeking. A queue has no positions to go back to. A non-live source takes
+ * a seek in time at rate 1 (GstBaseSrc flushes downstream first if it asks
+ * for it, and the wait is cancelled as at any unlock): the stream resumes
+ * with the next queued buffer whose PTS is at or after the seek's start,
+ * the ones before it released unpushed, so a seek forward skips a backlog
+ * and one backward changes nothing but the segment. A live source, or a
+ * seek in another format or at another rate, is refused (FALSE). */
 #include "gstmbqsrc.h"
 #include "gstmbq.h"
 
@@ -47,7 +62,29 @@ enum {
     PROP_WAIT_FOR_QUEUE,
     PROP_TIMEOUT,
     PROP_MAX_HELD,
+    PROP_ON_PRODUCER_LOST,
 };
+
+typedef enum {
+    GST_MBQ_SRC_PRODUCER_LOST_ERROR,
+    GST_MBQ_SRC_PRODUCER_LOST_EOS,
+    GST_MBQ_SRC_PRODUCER_LOST_WAIT,
+} GstMbqSrcProducerLost;
+
+#define GST_TYPE_MBQ_SRC_PRODUCER_LOST (gst_mbq_src_producer_lost_get_type())
+static GType gst_mbq_src_producer_lost_get_type(void)
+{
+    static GType type = 0;
+    static const GEnumValue values[] = {
+        {GST_MBQ_SRC_PRODUCER_LOST_ERROR, "Post an error (the pipeline fails)", "error"},
+        {GST_MBQ_SRC_PRODUCER_LOST_EOS, "Send end of stream", "eos"},
+        {GST_MBQ_SRC_PRODUCER_LOST_WAIT, "Wait for a producer to declare itself again", "wait"},
+        {0, NULL, NULL},
+    };
+    if (g_once_init_enter(&type))
+        g_once_init_leave(&type, g_enum_register_static("GstMbqSrcProducerLost", values));
+    return type;
+}
 
 struct _GstMbqSrc {
     GstPushSrc parent;
@@ -57,6 +94,7 @@ struct _GstMbqSrc {
     gboolean wait_for_queue;
     guint64 timeout;
     guint max_held;
+    GstMbqSrcProducerLost on_producer_lost;
 
     /* lock guards flushing, session and q against unlock() */
     GMutex lock;
@@ -70,6 +108,7 @@ struct _GstMbqSrc {
     gboolean wait;
     gint64 timeout_us;
     guint max;
+    GstMbqSrcProducerLost on_lost;
     int format_fd;
     mbq_format_id format_id;
     gchar *caps_str;
@@ -131,6 +170,8 @@ static GstFlowReturn open_queue(GstMbqSrc *self, gboolean wait, gboolean backoff
             mbq_buffer_queue *q = NULL;
             r = mbq_buffer_queue_open(s->client, self->qname, &q);
             if (r == 0) {
+                mbq_buffer_queue_set_wait_through_producer_lost(
+                    q, self->on_lost == GST_MBQ_SRC_PRODUCER_LOST_WAIT);
                 g_mutex_lock(&self->lock);
                 self->q = q;
                 g_mutex_unlock(&self->lock);
@@ -200,6 +241,7 @@ static gboolean gst_mbq_src_start(GstBaseSrc *bsrc)
     if (self->timeout && !self->timeout_us)
         self->timeout_us = 1;
     self->max = self->max_held;
+    self->on_lost = self->on_producer_lost;
     GST_OBJECT_UNLOCK(self);
     self->format_fd = -1;
     self->format_id = 0;
@@ -248,6 +290,33 @@ static gboolean gst_mbq_src_unlock_stop(GstBaseSrc *bsrc)
     self->flushing = FALSE;
     g_mutex_unlock(&self->lock);
     return TRUE;
+}
+
+static gboolean gst_mbq_src_is_seekable(GstBaseSrc *bsrc)
+{
+    return !gst_base_src_is_live(bsrc);
+}
+
+static gboolean gst_mbq_src_do_seek(GstBaseSrc *bsrc, GstSegment *segment)
+{
+    if (segment->format != GST_FORMAT_TIME || segment->rate != 1.0) {
+        GST_DEBUG_OBJECT(bsrc, "refusing a seek in %s at rate %f: a queue plays forward in time",
+                         gst_format_get_name(segment->format), segment->rate);
+        return FALSE;
+    }
+    GST_DEBUG_OBJECT(bsrc, "seek: resuming at the first buffer from %" GST_TIME_FORMAT,
+                     GST_TIME_ARGS(segment->start));
+    return TRUE;
+}
+
+/* A buffer a seek skipped: its PTS before the segment's start. */
+static gboolean before_segment(GstMbqSrc *self, GstBuffer *gb)
+{
+    GstClockTime pts = GST_BUFFER_PTS(gb);
+    GST_OBJECT_LOCK(self);
+    GstClockTime start = GST_BASE_SRC(self)->segment.start;
+    GST_OBJECT_UNLOCK(self);
+    return GST_CLOCK_TIME_IS_VALID(pts) && pts < start;
 }
 
 static gboolean gst_mbq_src_negotiate(GstBaseSrc *bsrc)
@@ -328,13 +397,27 @@ static GstFlowReturn update_caps(GstMbqSrc *self, mbq_buffer b)
     return GST_FLOW_OK;
 }
 
-static GstFlowReturn gst_mbq_src_create(GstPushSrc *psrc, GstBuffer **out)
+/* Every producer of the queue is gone and the queue is empty (-EPIPE):
+ * error or EOS (the wait mode never gets here). */
+static GstFlowReturn producer_lost(GstMbqSrc *self)
 {
-    GstMbqSrc *self = GST_MBQ_SRC(psrc);
+    if (self->on_lost == GST_MBQ_SRC_PRODUCER_LOST_EOS) {
+        GST_WARNING_OBJECT(self, "queue %s: producer lost; end of stream", self->qname);
+        return GST_FLOW_EOS;
+    }
+    GST_ELEMENT_ERROR(self, RESOURCE, READ, ("The producer of mbq queue %s is gone", self->qname),
+                      ("every producer that declared itself on the queue exited or was killed "
+                       "without marking end of data (mbq_buffer_queue_dequeue_wait: -EPIPE)"));
+    return GST_FLOW_ERROR;
+}
+
+/* The next buffer from the queue: GST_FLOW_OK with *out, or how the
+ * stream ends (EOS, FLUSHING, ERROR posted). */
+static GstFlowReturn dequeue_next(GstMbqSrc *self, mbq_buffer *out)
+{
     GstFlowReturn ret;
     if (!self->q && (ret = open_queue(self, self->wait, FALSE)) != GST_FLOW_OK)
         return ret;
-
     mbq_buffer b;
     for (;;) {
         g_mutex_lock(&self->lock);
@@ -353,6 +436,8 @@ static GstFlowReturn gst_mbq_src_create(GstPushSrc *psrc, GstBuffer **out)
             GST_INFO_OBJECT(self, "end of data");
             return GST_FLOW_EOS;
         }
+        if (r == -EPIPE)
+            return producer_lost(self);
         if (r == -EIDRM || r == -ENOTCONN) {
             GST_WARNING_OBJECT(self, "queue %s lost (%s): opening it again", self->qname,
                                mbq_status_string(r));
@@ -367,7 +452,15 @@ static GstFlowReturn gst_mbq_src_create(GstPushSrc *psrc, GstBuffer **out)
         g_free(why);
         return GST_FLOW_ERROR;
     }
+    *out = b;
+    return GST_FLOW_OK;
+}
 
+/* b as a GstBuffer: its block wrapped (or copied beyond max-held), its
+ * metadata mapped; b's reference is taken over either way. */
+static GstFlowReturn wrap_buffer(GstMbqSrc *self, mbq_buffer b, GstBuffer **out)
+{
+    GstFlowReturn ret;
     if ((ret = update_caps(self, b)) != GST_FLOW_OK) {
         mbq_buffer_release(b);
         return ret;
@@ -406,6 +499,27 @@ static GstFlowReturn gst_mbq_src_create(GstPushSrc *psrc, GstBuffer **out)
     return GST_FLOW_OK;
 }
 
+static GstFlowReturn gst_mbq_src_create(GstPushSrc *psrc, GstBuffer **out)
+{
+    GstMbqSrc *self = GST_MBQ_SRC(psrc);
+    for (;;) {
+        mbq_buffer b;
+        GstBuffer *gb;
+        GstFlowReturn ret = dequeue_next(self, &b);
+        if (ret == GST_FLOW_OK)
+            ret = wrap_buffer(self, b, &gb);
+        if (ret != GST_FLOW_OK)
+            return ret;
+        if (!before_segment(self, gb)) {
+            *out = gb;
+            return GST_FLOW_OK;
+        }
+        GST_LOG_OBJECT(self, "skipping %" GST_TIME_FORMAT ": before the seek's start",
+                       GST_TIME_ARGS(GST_BUFFER_PTS(gb)));
+        gst_buffer_unref(gb); /* the block goes back now */
+    }
+}
+
 /* ---- properties ----------------------------------------------------------- */
 
 static void gst_mbq_src_set_property(GObject *object, guint prop_id, const GValue *value,
@@ -434,6 +548,9 @@ static void gst_mbq_src_set_property(GObject *object, guint prop_id, const GValu
         break;
     case PROP_MAX_HELD:
         self->max_held = g_value_get_uint(value);
+        break;
+    case PROP_ON_PRODUCER_LOST:
+        self->on_producer_lost = g_value_get_enum(value);
         break;
     default:
         G_OBJECT_WARN_INVALID_PROPERTY_ID(object, prop_id, pspec);
@@ -466,6 +583,9 @@ static void gst_mbq_src_get_property(GObject *object, guint prop_id, GValue *val
         break;
     case PROP_MAX_HELD:
         g_value_set_uint(value, self->max_held);
+        break;
+    case PROP_ON_PRODUCER_LOST:
+        g_value_set_enum(value, self->on_producer_lost);
         break;
     default:
         G_OBJECT_WARN_INVALID_PROPERTY_ID(object, prop_id, pspec);
@@ -529,6 +649,14 @@ static void gst_mbq_src_class_init(GstMbqSrcClass *klass)
                           "Blocks downstream may hold at once (0: no limit); beyond it buffers "
                           "are copied and their blocks released at once",
                           0, G_MAXUINT, 0, rw));
+    g_object_class_install_property(
+        gobject, PROP_ON_PRODUCER_LOST,
+        g_param_spec_enum("on-producer-lost", "On producer lost",
+                          "What to do once the queue is empty and every producer that declared "
+                          "itself on it (mbqsink does) is gone without end of data (killed, "
+                          "crashed): error fails the pipeline, eos ends the stream, wait waits "
+                          "for a producer to come back (as for a slow one)",
+                          GST_TYPE_MBQ_SRC_PRODUCER_LOST, GST_MBQ_SRC_PRODUCER_LOST_ERROR, rw));
 
     gst_element_class_add_static_pad_template(element, &src_template);
     gst_element_class_set_static_metadata(element, "mbq source", "Source",
@@ -541,8 +669,11 @@ static void gst_mbq_src_class_init(GstMbqSrcClass *klass)
     bsrc->unlock = GST_DEBUG_FUNCPTR(gst_mbq_src_unlock);
     bsrc->unlock_stop = GST_DEBUG_FUNCPTR(gst_mbq_src_unlock_stop);
     bsrc->negotiate = GST_DEBUG_FUNCPTR(gst_mbq_src_negotiate);
+    bsrc->is_seekable = GST_DEBUG_FUNCPTR(gst_mbq_src_is_seekable);
+    bsrc->do_seek = GST_DEBUG_FUNCPTR(gst_mbq_src_do_seek);
     bsrc->query = GST_DEBUG_FUNCPTR(gst_mbq_src_query);
     psrc->create = GST_DEBUG_FUNCPTR(gst_mbq_src_create);
+    gst_type_mark_as_plugin_api(GST_TYPE_MBQ_SRC_PRODUCER_LOST, 0);
 }
 
 static void gst_mbq_src_init(GstMbqSrc *self)

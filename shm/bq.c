@@ -52,9 +52,11 @@ void bq_callback_scope(const struct bq *q)
     bq_in_callback = q ? q->sh : NULL;
 }
 
+/* Called once q->sh is known non-null, so one compare says it (NULL, the
+ * common value, never equals it). */
 static bool bq_in_own_callback(const struct bq *q)
 {
-    return __builtin_expect(bq_in_callback != NULL, 0) && bq_in_callback == q->sh;
+    return __builtin_expect(bq_in_callback == q->sh, 0);
 }
 
 /* ---- slots --------------------------------------------------------------- */
@@ -66,25 +68,7 @@ void bq_slot_write(struct bq *q, uint64_t i, const struct bq_entry *e)
 
 void bq_slot_read(const struct bq *q, uint64_t i, struct bq_entry *out)
 {
-    const struct bq_slot *sl = &q->slots[i & q->mask];
-    out->handle = sl->handle;
-    out->seq = sl->seq;
-    out->size = sl->size;
-    out->pool_id = sl->pool_id;
-    out->flags = sl->flags;
-    if (__builtin_expect(READ_ONCE(sl->wide) != BQ_SLOT_WIDE, 1)) {
-        int32_t ts = sl->timescale;
-        out->dts = time_unpack(sl->dts, ts, sl->dts_flags);
-        out->pts = time_unpack(sl->pts, ts, sl->pts_flags);
-        out->duration = time_unpack(sl->duration, ts, sl->duration_flags);
-        memset(out->attachments, 0, sizeof(out->attachments));
-    } else {
-        const struct bq_wide *w = &q->wide[i & q->mask];
-        out->dts = w->dts;
-        out->pts = w->pts;
-        out->duration = w->duration;
-        memcpy(out->attachments, w->attachments, sizeof(out->attachments));
-    }
+    slot_read(q, i, out);
 }
 
 /* ---- locking ------------------------------------------------------------ */
@@ -124,17 +108,15 @@ void bq_unlock_full(struct bq *q, struct bq_held h)
     bslock_unlock(&q->sh->tail.lock, h.tail);
 }
 
-/* Takes one side's lock; returns how it is held, or -EBUSY (nothing held).
- * A lock recovered from a dead owner (or a queue already marked for repair)
- * is handed back and the repair done under both locks in order, so the
- * tail-then-head order is never broken. */
-int bq_lock_side(struct bq *q, struct bq_side *s)
+/* bq_lock_side's rare half: the lock came back from a dead owner (or the
+ * queue is marked for repair); it is let go and the repair done under both
+ * locks, then taken again. */
+int bq_lock_side_repair(struct bq *q, struct bq_side *s, int r)
 {
     for (;;) {
-        int r = bslock_lock(&s->lock);
-        if (__builtin_expect(r >= 0 && r != SLOCK_RECOVERED && !bq_needs_repair(q), 1))
-            return r;
         if (r < 0)
+            return r;
+        if (r != SLOCK_RECOVERED && !bq_needs_repair(q))
             return r;
         bq_mark_repair(q);
         bslock_unlock(&s->lock, r);
@@ -143,6 +125,7 @@ int bq_lock_side(struct bq *q, struct bq_side *s)
         if (e < 0)
             return e;
         bq_unlock_full(q, h);
+        r = bslock_lock(&s->lock);
     }
 }
 
@@ -431,7 +414,8 @@ static inline int enqueue_lock(struct bq *q, const struct bq_entry *e, struct bq
  * not at end of data — an append. Lets go of the tail lock and returns
  * true once the entry is in; false (nothing changed, lock held) sends the
  * enqueue to the slow path. */
-static inline bool enqueue_append_fast(struct bq *q, const struct bq_entry *e, int how)
+static inline __attribute__((always_inline)) bool
+enqueue_append_fast(struct bq *q, const struct bq_entry *e, int how)
 {
     struct bq_shared *sh = q->sh;
     uint64_t tail = atomic_load_explicit(&sh->tail.index, memory_order_relaxed);
@@ -440,7 +424,11 @@ static inline bool enqueue_append_fast(struct bq *q, const struct bq_entry *e, i
      * bq_settle), but the real head is read for it: a scribbled head is
      * then noticed here, as it is when the queue looks full. */
     bool ooo = q->order != BQ_ORDER_FIFO && append_out_of_order(q, e);
-    if (ooo) {
+    /* A cache that says full is reloaded here rather than on the slow path:
+     * a producer ahead of its consumer finds it so once per lap of the
+     * ring. The reload is range-checked as the slow path's is (a head past
+     * tail fails the test below, and the slow path reports it). */
+    if (ooo || __builtin_expect(tail - head >= q->capacity, 0)) {
         head = load_index(&sh->head);
         atomic_store_explicit(&q->head_cache, head, memory_order_relaxed);
     }
@@ -454,7 +442,7 @@ static inline bool enqueue_append_fast(struct bq *q, const struct bq_entry *e, i
         note_append(q, e, tail, ooo);
     side_pass(&sh->tail, e, tail + 1, true);
     bump_high_water(q, tail + 1);
-    bslock_unlock(&sh->tail.lock, how);
+    bslock_unlock_inline(&sh->tail.lock, how);
     return true;
 }
 
@@ -593,7 +581,11 @@ static __attribute__((noinline)) int enqueue_slow(struct bq *q, const struct bq_
     return enqueue_finish(q, e, r, ref, &c, fired);
 }
 
-int enqueue_impl(struct bq *q, const struct bq_entry *e, bool take, bool quiet)
+/* The enqueue, in line in each entry point below (their constant take and
+ * quiet fold away, and the public call pays one call, not two). */
+static inline __attribute__((always_inline)) int enqueue_body(struct bq *q,
+                                                              const struct bq_entry *e,
+                                                              bool take, bool quiet)
 {
     int r = enqueue_check(q, e);
     if (r)
@@ -619,14 +611,19 @@ int enqueue_impl(struct bq *q, const struct bq_entry *e, bool take, bool quiet)
     return enqueue_slow(q, e, quiet, ref, held, full_lock);
 }
 
+int enqueue_impl(struct bq *q, const struct bq_entry *e, bool take, bool quiet)
+{
+    return enqueue_body(q, e, take, quiet);
+}
+
 int bq_enqueue(struct bq *q, const struct bq_entry *e)
 {
-    return enqueue_impl(q, e, false, false);
+    return enqueue_body(q, e, false, false);
 }
 
 int bq_enqueue_take(struct bq *q, const struct bq_entry *e)
 {
-    return enqueue_impl(q, e, true, false);
+    return enqueue_body(q, e, true, false);
 }
 
 /* ---- dequeue -------------------------------------------------------------- */
@@ -681,8 +678,9 @@ static inline int dequeue_hand_over_locked(struct bq *q, const struct bq_entry *
  * entry in out and head moved, -EAGAIN (empty, or not ready), -EUCLEAN (a
  * corrupt pair of counters, marked for repair), a move_begin error, or
  * DEQ_EVALUATE with nothing changed. */
-static inline int dequeue_take_locked(struct bq *q, struct bq_entry *out, bool if_ready,
-                                      bool full_lock, uint32_t sides, struct tmask *fired)
+static inline __attribute__((always_inline)) int
+dequeue_take_locked(struct bq *q, struct bq_entry *out, bool if_ready, bool full_lock,
+                    uint32_t sides, struct tmask *fired)
 {
     struct bq_shared *sh = q->sh;
     uint64_t head = atomic_load_explicit(&sh->head.index, memory_order_relaxed);
@@ -700,14 +698,17 @@ static inline int dequeue_take_locked(struct bq *q, struct bq_entry *out, bool i
     if (head == tail)
         return -EAGAIN;
     bq_settle(q, head, tail);
-    bq_slot_read(q, head, out);
+    slot_read(q, head, out);
     if (__builtin_expect(!full_lock && sides != 0, 0) &&
         dequeue_must_evaluate(q, sides, head, tail, out))
         return DEQ_EVALUATE;
     return dequeue_hand_over_locked(q, out, if_ready, full_lock, head, fired);
 }
 
-int dequeue_common(struct bq *q, struct bq_entry *out, bool if_ready)
+/* The dequeue, in line in each entry point below (as enqueue_body). */
+static inline __attribute__((always_inline)) int dequeue_body(struct bq *q,
+                                                              struct bq_entry *out,
+                                                              bool if_ready)
 {
     if (!q || !q->sh || !out)
         return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
@@ -742,7 +743,7 @@ int dequeue_common(struct bq *q, struct bq_entry *out, bool if_ready)
         if (full_lock)
             bq_unlock_full(q, held);
         else
-            bslock_unlock(&sh->head.lock, held.head);
+            bslock_unlock_inline(&sh->head.lock, held.head);
         if (r == 0)
             wake_producers(q);
         if (tmask_any(&fired))
@@ -751,14 +752,19 @@ int dequeue_common(struct bq *q, struct bq_entry *out, bool if_ready)
     }
 }
 
+int dequeue_common(struct bq *q, struct bq_entry *out, bool if_ready)
+{
+    return dequeue_body(q, out, if_ready);
+}
+
 int bq_dequeue(struct bq *q, struct bq_entry *out)
 {
-    return dequeue_common(q, out, false);
+    return dequeue_body(q, out, false);
 }
 
 int bq_dequeue_if_ready(struct bq *q, struct bq_entry *out)
 {
-    return dequeue_common(q, out, true);
+    return dequeue_body(q, out, true);
 }
 
 int bq_copy_head(struct bq *q, struct bq_entry *out)

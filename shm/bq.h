@@ -79,6 +79,7 @@
 #define BQ_CAPACITY_OR_DEFAULT(cap) ((cap) ? (cap) : BQ_DEFAULT_CAPACITY)
 #define BQ_MAX_TRIGGERS 128
 #define BQ_SPIN_NS 25000u /* blocking dequeue spins this long before sleeping */
+#define BQ_PRODUCER_PIDS 6 /* producers' pids a queue's header remembers */
 #define BQ_WAITER_SLOTS 16 /* sleeping dequeuers a producer can check on */
 #define BQ_SPACE_WAITER_SLOTS 8 /* sleeping enqueuers a consumer can check on */
 
@@ -177,6 +178,7 @@ struct bq {
      * BQ_SPIN_NS, none with the producer on this CPU or after spins that
      * found nothing), 0 never, > 0 that long whenever the peer is elsewhere. */
     _Atomic int64_t spin_ns;
+    _Atomic bool ignore_lost; /* bq_set_ignore_lost */
     struct bq_hooks hooks;
     /* eventfds this process signals: generation << 32 | fd (fd -1: none) */
     _Atomic uint64_t trigger_fd[BQ_MAX_TRIGGERS];
@@ -245,8 +247,9 @@ int bq_enqueue_run(struct bq *q, const struct bq_entry *e, uint32_t n, uint32_t 
 int bq_dequeue_run(struct bq *q, struct bq_entry *out, uint32_t max);
 /* Blocks until an entry can be dequeued or timeout_ns passes (< 0: forever):
  * spins (see bq_set_spin), then sleeps on a futex. 0, -ETIMEDOUT, -ENODATA
- * (empty and end-of-data marked: nothing will come), -ECANCELED
- * (bq_cancel_waits), or as bq_dequeue. */
+ * (empty and end-of-data marked: nothing will come), -EPIPE (empty, no end
+ * of data, and every declared producer gone: see bq_producers_set; unless
+ * bq_set_ignore_lost), -ECANCELED (bq_cancel_waits), or as bq_dequeue. */
 int bq_dequeue_wait(struct bq *q, struct bq_entry *out, int64_t timeout_ns);
 /* Blocking enqueue: as bq_enqueue (or bq_enqueue_take), but a full queue
  * (policy fail) waits until a dequeue, a reset or end of data makes room,
@@ -275,6 +278,18 @@ int bq_cancel_waits(struct bq *q);
  * budget of this process's blocking calls on q (see struct bq). */
 uint32_t bq_cancel_epoch(const struct bq *q);
 void bq_set_spin(struct bq *q, int64_t spin_ns);
+/* Producers (mbqd's side; docs/DATAPLANE.md "Producers"). set: records n
+ * declared producers and their pids (up to BQ_PRODUCER_PIDS of pids[0..n)
+ * are kept); n > 0 clears "producer lost", n == 0 with lost sets it and
+ * wakes every blocked dequeuer, which then returns -EPIPE once the queue
+ * is empty. Takes no lock (a client holding one cannot delay it). get:
+ * the recorded count and pids (pids[BQ_PRODUCER_PIDS], 0 where free). */
+void bq_producers_set(struct bq *q, uint32_t n, const uint32_t *pids, bool lost);
+uint32_t bq_producers_get(const struct bq *q, uint32_t pids[BQ_PRODUCER_PIDS]);
+bool bq_producer_lost(const struct bq *q);
+/* This handle's blocking dequeues wait on through "producer lost" (a
+ * consumer that waits for a producer to come back). */
+void bq_set_ignore_lost(struct bq *q, bool ignore);
 /* The head, with a new reference for the caller (retain hook, by_client). */
 int bq_copy_head(struct bq *q, struct bq_entry *out);
 

@@ -136,6 +136,17 @@ static inline bool attachments_zero(const uint8_t *a)
     return (w[0] | w[1] | w[2]) == 0;
 }
 
+/* Whether e's three times are plain: one timescale ts (not 0) for all,
+ * epoch 0, flags below BQ_SLOT_TS_ZERO — the common case, which a slot
+ * stores and gives back with no work per time (a media stream's times all
+ * share its timescale). */
+static inline bool times_plain(const struct bq_entry *e, int32_t ts)
+{
+    return ts != 0 && e->pts.timescale == ts && e->duration.timescale == ts &&
+           (e->dts.epoch | e->pts.epoch | e->duration.epoch) == 0 &&
+           (e->dts.flags | e->pts.flags | e->duration.flags) < BQ_SLOT_TS_ZERO;
+}
+
 /* A queue's tag in the trace (shm/trace.h): its order and capacity. */
 #define BQ_TAG(q) ((uint64_t)((q)->order | (q)->capacity << 4) & 0xfff)
 
@@ -148,7 +159,24 @@ static inline void slot_store(struct bq *q, uint64_t i, const struct bq_entry *e
     MBQ_TRACE((uint32_t)e->handle - 1, TR_PUB, e->handle,
               BQ_TAG(q) | i << 16 | (uint64_t)(seq == i + 1) << 12);
     struct bq_slot *sl = &q->slots[i & q->mask];
-    int32_t ts = 0;
+    int32_t ts = e->dts.timescale;
+    if (__builtin_expect(times_plain(e, ts) && attachments_zero(e->attachments), 1)) {
+        sl->handle = e->handle;
+        sl->dts = e->dts.value;
+        sl->pts = e->pts.value;
+        sl->duration = e->duration.value;
+        sl->size = e->size;
+        sl->pool_id = e->pool_id;
+        sl->flags = e->flags;
+        sl->timescale = ts;
+        sl->dts_flags = (uint8_t)e->dts.flags;
+        sl->pts_flags = (uint8_t)e->pts.flags;
+        sl->duration_flags = (uint8_t)e->duration.flags;
+        sl->wide = 0;
+        __atomic_store_n(&sl->seq, seq, __ATOMIC_RELEASE);
+        return;
+    }
+    ts = 0;
     bool compact = time_fits(&e->dts, &ts) && time_fits(&e->pts, &ts) &&
                    time_fits(&e->duration, &ts) && attachments_zero(e->attachments);
     if (__builtin_expect(!compact, 0)) {
@@ -171,6 +199,39 @@ static inline void slot_store(struct bq *q, uint64_t i, const struct bq_entry *e
     sl->duration_flags = time_flags_byte(&e->duration);
     sl->wide = compact ? 0 : BQ_SLOT_WIDE;
     __atomic_store_n(&sl->seq, seq, __ATOMIC_RELEASE);
+}
+
+/* Reads entry i (every field; e->seq as stored). A compact slot whose times
+ * all have the slot's timescale (no BQ_SLOT_TS_ZERO flag) is copied out
+ * without unpacking each time. */
+static inline void slot_read(const struct bq *q, uint64_t i, struct bq_entry *out)
+{
+    const struct bq_slot *sl = &q->slots[i & q->mask];
+    out->handle = sl->handle;
+    out->seq = sl->seq;
+    out->size = sl->size;
+    out->pool_id = sl->pool_id;
+    out->flags = sl->flags;
+    uint8_t df = sl->dts_flags, pf = sl->pts_flags, uf = sl->duration_flags;
+    if (__builtin_expect(READ_ONCE(sl->wide) != BQ_SLOT_WIDE, 1)) {
+        int32_t ts = sl->timescale;
+        if (__builtin_expect(((df | pf | uf) & BQ_SLOT_TS_ZERO) == 0, 1)) {
+            out->dts = (mbq_time){.value = sl->dts, .timescale = ts, .flags = df};
+            out->pts = (mbq_time){.value = sl->pts, .timescale = ts, .flags = pf};
+            out->duration = (mbq_time){.value = sl->duration, .timescale = ts, .flags = uf};
+        } else {
+            out->dts = time_unpack(sl->dts, ts, df);
+            out->pts = time_unpack(sl->pts, ts, pf);
+            out->duration = time_unpack(sl->duration, ts, uf);
+        }
+        memset(out->attachments, 0, sizeof(out->attachments));
+    } else {
+        const struct bq_wide *w = &q->wide[i & q->mask];
+        out->dts = w->dts;
+        out->pts = w->pts;
+        out->duration = w->duration;
+        memcpy(out->attachments, w->attachments, sizeof(out->attachments));
+    }
 }
 
 /* Moves entry src to slot dst, wide part included. */
@@ -207,6 +268,22 @@ static inline mbq_time slot_key(const struct bq *q, uint64_t i)
     return slot_time(q, i, q->order == BQ_ORDER_DTS ? SLOT_DTS : SLOT_PTS);
 }
 
+/* Whether entry i of a sorted queue is in order after entry i - 1 as far as
+ * the slots alone tell: both compact, their keys plain valid values on one
+ * positive timescale, and i's not below. False means "compare the keys"
+ * (slot_key), not "out of order". */
+static inline bool slot_in_order(const struct bq *q, uint64_t i)
+{
+    const struct bq_slot *a = &q->slots[(i - 1) & q->mask], *b = &q->slots[i & q->mask];
+    bool dts = q->order == BQ_ORDER_DTS;
+    uint8_t fa = dts ? a->dts_flags : a->pts_flags, fb = dts ? b->dts_flags : b->pts_flags;
+    if (READ_ONCE(a->wide) == BQ_SLOT_WIDE || READ_ONCE(b->wide) == BQ_SLOT_WIDE ||
+        fa != MBQ_TIME_FLAG_VALID || fb != MBQ_TIME_FLAG_VALID || a->timescale <= 0 ||
+        a->timescale != b->timescale)
+        return false;
+    return (dts ? b->dts : b->pts) >= (dts ? a->dts : a->pts);
+}
+
 /* ---- sides: running sums under a sequence counter ------------------------- */
 
 struct side_snap {
@@ -235,10 +312,13 @@ static inline void side_add_duration(struct bq_side *s, const mbq_time *d)
 {
     uint64_t sf = atomic_load_explicit(&s->dur_scale_flags, memory_order_relaxed);
     int64_t v = atomic_load_explicit(&s->dur_value, memory_order_relaxed), sum;
-    if (__builtin_expect(d->flags == MBQ_TIME_FLAG_VALID && d->epoch == 0 && d->timescale > 0 &&
-                             sf == ((uint64_t)(uint32_t)d->timescale |
-                                    (uint64_t)MBQ_TIME_FLAG_VALID << 32) &&
-                             atomic_load_explicit(&s->dur_epoch, memory_order_relaxed) == 0 &&
+    /* d's timescale and flags as the sum stores them: equal to the sum's
+     * and VALID, with a positive timescale, is one compare and a sign test */
+    uint64_t dsf = (uint64_t)(uint32_t)d->timescale | (uint64_t)d->flags << 32;
+    if (__builtin_expect(dsf == sf && (uint32_t)(sf >> 32) == MBQ_TIME_FLAG_VALID &&
+                             (int32_t)(uint32_t)sf > 0 &&
+                             (d->epoch | atomic_load_explicit(&s->dur_epoch,
+                                                              memory_order_relaxed)) == 0 &&
                              !__builtin_add_overflow(v, d->value, &sum),
                          1)) {
         atomic_store_explicit(&s->dur_value, sum, memory_order_relaxed);
@@ -344,8 +424,22 @@ struct bq_held {
  * -EBUSY with neither held. */
 BQ_INTERNAL int bq_lock_full(struct bq *q, struct bq_held *out);
 BQ_INTERNAL void bq_unlock_full(struct bq *q, struct bq_held h);
-/* One side's lock (bq.c): how it is held, or -EBUSY. */
-BQ_INTERNAL int bq_lock_side(struct bq *q, struct bq_side *s);
+/* What bq_lock_side does when the lock came back from a dead owner or the
+ * queue is marked for repair (bq.c); r is what bslock_lock returned. */
+BQ_INTERNAL int bq_lock_side_repair(struct bq *q, struct bq_side *s, int r);
+
+/* One side's lock: how it is held, or -EBUSY. A lock recovered from a dead
+ * owner (or a queue already marked for repair) is handed back and the
+ * repair done under both locks in order, so the tail-then-head order is
+ * never broken (bq_lock_side_repair). Inline: every enqueue and dequeue
+ * takes one. */
+static inline int bq_lock_side(struct bq *q, struct bq_side *s)
+{
+    int r = bslock_lock_inline(&s->lock);
+    if (__builtin_expect(r >= 0 && r != SLOCK_RECOVERED && !bq_needs_repair(q), 1))
+        return r;
+    return bq_lock_side_repair(q, s, r);
+}
 
 /* The non-blocking enqueue and dequeue (bq.c), which the blocking ones in
  * bq_wait.c retry. quiet: a full queue is not counted as rejected (the
@@ -382,6 +476,9 @@ BQ_INTERNAL void bq_settle_sorted(struct bq *q, uint64_t head, uint64_t tail);
 static inline void bq_settle(struct bq *q, uint64_t head, uint64_t tail)
 {
     if (q->order == BQ_ORDER_FIFO)
+        return;
+    /* settled up to this tail already: the call would return at once */
+    if (atomic_load_explicit(&q->sh->head.order_mark, memory_order_relaxed) == tail)
         return;
     bq_settle_sorted(q, head, tail);
 }

@@ -128,6 +128,9 @@ _Static_assert(sizeof(struct bq_journal) == 192, "bq_journal layout");
 
 #define BQ_F_END_OF_DATA 1u
 #define BQ_F_NEEDS_REPAIR 2u
+/* Every declared producer is gone (set and cleared by mbqd alone; see
+ * bq_producers_set). */
+#define BQ_F_PRODUCER_LOST 4u
 
 struct bq_shared {
     struct seg_header hdr;
@@ -149,9 +152,12 @@ struct bq_shared {
      * turn any installed trigger true and needs no evaluation. */
     _Atomic int64_t enq_gate, deq_gate;
     _Atomic uint32_t trigger_hi; /* one past the highest trigger slot in use */
-    uint32_t reserved1;
+    /* Declared producers as mbqd counts them, and the pids of up to
+     * BQ_PRODUCER_PIDS of them (0: free) so that a restarted mbqd knows
+     * whose exit to wait for. Written by mbqd alone (bq_producers_set). */
+    _Atomic uint32_t producers;
     mbq_time last_min_pts, last_max_pts; /* for the PTS-change triggers */
-    uint8_t pad1[24];
+    _Atomic uint32_t producer_pid[BQ_PRODUCER_PIDS];
     /* 256: blocking dequeuers' futex word, written by producers */
     _Alignas(128) _Atomic uint32_t data_seq;
     _Atomic uint32_t data_waiters;
@@ -180,6 +186,7 @@ struct bq_shared {
 };
 _Static_assert(offsetof(struct bq_shared, flags) == 128, "bq layout");
 _Static_assert(offsetof(struct bq_shared, data_seq) == 256, "bq layout");
+_Static_assert(offsetof(struct bq_shared, producer_pid) + 4 * BQ_PRODUCER_PIDS <= 256, "bq layout");
 _Static_assert(offsetof(struct bq_shared, journal) == 384, "bq layout");
 _Static_assert(offsetof(struct bq_shared, cancel_epoch) < 384, "bq layout");
 _Static_assert(offsetof(struct bq_shared, tail) == 640, "bq layout");

@@ -318,7 +318,8 @@ static void bq_repair_entries_locked(struct bq *q)
     corrupt |= repair_triggers(q);
 
     uint32_t f = atomic_load_explicit(&sh->flags, memory_order_relaxed);
-    atomic_store_explicit(&sh->flags, f & BQ_F_END_OF_DATA, memory_order_relaxed);
+    atomic_store_explicit(&sh->flags, f & (BQ_F_END_OF_DATA | BQ_F_PRODUCER_LOST),
+                          memory_order_relaxed);
     atomic_fetch_add_explicit(&sh->repairs, 1, memory_order_relaxed);
     if (corrupt)
         atomic_fetch_add_explicit(&sh->corruptions, 1, memory_order_relaxed);

@@ -74,13 +74,15 @@ void bq_settle_sorted(struct bq *q, uint64_t head, uint64_t tail)
         return;
     if (s == head)
         s++; /* the head alone is in order */
-    mbq_time prev = slot_key(q, s - 1);
     for (; s != tail; s++) {
-        mbq_time key = slot_key(q, s);
-        if (__builtin_expect(key_compare(&key, &prev) >= 0, 1)) {
-            prev = key;
+        /* the common case judged on the slots' raw values (slot_in_order);
+         * else the keys compared in full. The entry at s - 1 is always the
+         * largest key so far: after a shift it is the one moved up. */
+        if (__builtin_expect(slot_in_order(q, s), 1))
             continue;
-        }
+        mbq_time key = slot_key(q, s), prev = slot_key(q, s - 1);
+        if (key_compare(&key, &prev) >= 0)
+            continue;
         bq_slot_read(q, s, &sh->journal.entry);
         journal_shift_in(q, BQ_JOURNAL_SETTLE, s, sorted_position(q, &key, s - 1, head), 0);
         /* [head, s] is in order now. Say so before the journal lets go: the
@@ -91,7 +93,6 @@ void bq_settle_sorted(struct bq *q, uint64_t head, uint64_t tail)
          * repair's roll-forward sets the mark instead. */
         atomic_store_explicit(&sh->head.order_mark, s + 1, memory_order_relaxed);
         atomic_store_explicit(&sh->journal.active, 0, memory_order_release);
-        /* prev stays: the entry now at s is the one that was at s - 1 */
     }
     atomic_store_explicit(&sh->head.order_mark, tail, memory_order_relaxed);
 }

@@ -17,7 +17,11 @@
  *  - every sleep is a slice of at most 100 ms, so a waker that died before
  *    waking, or a scribbled word, costs a bounded delay, never a hang;
  *  - a wait reads the cancel epoch before its first try: a cancel from then
- *    on makes it return -ECANCELED.
+ *    on makes it return -ECANCELED;
+ *  - "producer lost" is read after a try found the queue empty, then the
+ *    queue is tried once more: mbqd sets it only after the last producer's
+ *    process is gone, so an entry it enqueued is always delivered before
+ *    -EPIPE.
  * Limits: the spin before a dequeue sleeps is BQ_SPIN_NS, adaptive (see
  * dequeue_wait_slow) unless bq_set_spin fixed it. */
 #include "bq_internal.h"
@@ -262,6 +266,46 @@ void bq_set_spin(struct bq *q, int64_t spin_ns)
     atomic_store_explicit(&q->spin_ns, spin_ns, memory_order_relaxed);
 }
 
+/* ---- producers --------------------------------------------------------------- */
+
+void bq_producers_set(struct bq *q, uint32_t n, const uint32_t *pids, bool lost)
+{
+    struct bq_shared *sh = q->sh;
+    for (uint32_t i = 0; i < BQ_PRODUCER_PIDS; i++)
+        atomic_store_explicit(&sh->producer_pid[i], pids && i < n ? pids[i] : 0,
+                              memory_order_relaxed);
+    atomic_store_explicit(&sh->producers, n, memory_order_relaxed);
+    if (n > 0 || !lost) {
+        atomic_fetch_and_explicit(&sh->flags, ~BQ_F_PRODUCER_LOST, memory_order_seq_cst);
+        return;
+    }
+    /* As bq_cancel_waits: the flag, then the word sleepers compare, so that
+     * one that read the word before the bump returns from futex_wait at
+     * once and one that read it after sees the flag. */
+    atomic_fetch_or_explicit(&sh->flags, BQ_F_PRODUCER_LOST, memory_order_seq_cst);
+    atomic_fetch_add_explicit(&sh->data_seq, 1, memory_order_seq_cst);
+    futex_wake(&sh->data_seq, INT_MAX);
+}
+
+uint32_t bq_producers_get(const struct bq *q, uint32_t pids[BQ_PRODUCER_PIDS])
+{
+    for (uint32_t i = 0; i < BQ_PRODUCER_PIDS; i++)
+        pids[i] = atomic_load_explicit(&q->sh->producer_pid[i], memory_order_relaxed);
+    return atomic_load_explicit(&q->sh->producers, memory_order_relaxed);
+}
+
+bool bq_producer_lost(const struct bq *q)
+{
+    if (!q || !q->sh)
+        return false;
+    return atomic_load_explicit(&q->sh->flags, memory_order_acquire) & BQ_F_PRODUCER_LOST;
+}
+
+void bq_set_ignore_lost(struct bq *q, bool ignore)
+{
+    atomic_store_explicit(&q->ignore_lost, ignore, memory_order_relaxed);
+}
+
 /* ---- blocking dequeue ------------------------------------------------------ */
 
 static inline bool bq_looks_empty(struct bq *q)
@@ -273,6 +317,19 @@ static inline bool bq_looks_empty(struct bq *q)
 static int dequeue_wait_slow(struct bq *q, struct bq_entry *out, uint32_t epoch,
                              uint64_t start, uint64_t deadline);
 
+/* After a try found the queue empty (-EAGAIN): -ENODATA at end of data;
+ * -EPIPE if every producer is gone and one more try finds nothing (see the
+ * invariants); else that try's result. */
+static int dequeue_empty_verdict(struct bq *q, struct bq_entry *out)
+{
+    if (bq_is_at_end_of_data(q))
+        return -ENODATA;
+    if (!bq_producer_lost(q) || atomic_load_explicit(&q->ignore_lost, memory_order_relaxed))
+        return -EAGAIN;
+    int r = dequeue_common(q, out, false);
+    return r == -EAGAIN ? -EPIPE : r;
+}
+
 int bq_dequeue_wait(struct bq *q, struct bq_entry *out, int64_t timeout_ns)
 {
     if (!q || !q->sh)
@@ -280,6 +337,8 @@ int bq_dequeue_wait(struct bq *q, struct bq_entry *out, int64_t timeout_ns)
     /* Read before the first try: a cancel from here on is seen. */
     uint32_t epoch = atomic_load_explicit(&q->sh->cancel_epoch, memory_order_seq_cst);
     int r = dequeue_common(q, out, false);
+    if (r == -EAGAIN)
+        r = dequeue_empty_verdict(q, out);
     if (r != -EAGAIN)
         return r;
     uint64_t start = mono_ns();
@@ -349,8 +408,8 @@ static int dequeue_sleep(struct bq *q, struct bq_entry *out, uint32_t epoch, uin
         bq_sleep_barrier(&sh->tail.runner); /* our half of the pair: see wake_consumers */
         uint32_t seq = atomic_load_explicit(&sh->data_seq, memory_order_seq_cst);
         int r = bq_cancelled(q, epoch) ? -ECANCELED : dequeue_common(q, out, false);
-        if (r == -EAGAIN && bq_is_at_end_of_data(q))
-            r = -ENODATA;
+        if (r == -EAGAIN)
+            r = dequeue_empty_verdict(q, out);
         if (r != -EAGAIN) {
             waiter_leave(sh, slot);
             return r;

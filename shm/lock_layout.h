@@ -32,4 +32,28 @@ struct slock_ids {
     uint32_t pid[SLOCK_CID_MAX + 1];
 };
 
+/* bslock_lock and bslock_unlock with the bias holder's path in line, for a
+ * caller that takes the lock once per message (a queue's side): the same
+ * steps as bslock_lock's biased entry (see lock.h), else the call. */
+static inline int bslock_lock_inline(struct bslock *b)
+{
+    uint32_t self = slock_self();
+    if (__builtin_expect(atomic_load_explicit(&b->bias, memory_order_relaxed) == self, 1)) {
+        atomic_store_explicit(&b->busy, 1, memory_order_relaxed);
+        atomic_signal_fence(memory_order_seq_cst); /* the revoker's membarrier does the rest */
+        if (__builtin_expect(atomic_load_explicit(&b->bias, memory_order_relaxed) == self, 1))
+            return BSLOCK_BIASED;
+        atomic_store_explicit(&b->busy, 0, memory_order_release);
+    }
+    return bslock_lock(b);
+}
+
+static inline void bslock_unlock_inline(struct bslock *b, int how)
+{
+    if (__builtin_expect(how == BSLOCK_BIASED, 1))
+        atomic_store_explicit(&b->busy, 0, memory_order_release);
+    else
+        bslock_unlock(b, how);
+}
+
 #endif

@@ -54,9 +54,11 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <signal.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -108,8 +110,15 @@ _Static_assert(offsetof(struct pool_shared, age_out_ns) == 80, "pool_shared layo
 _Static_assert(offsetof(struct pool_shared, clients_off) == 88, "pool_shared layout");
 _Static_assert(offsetof(struct pool_shared, data_off) == 112, "pool_shared layout");
 _Static_assert(offsetof(struct pool_shared, lock) == 128, "pool_shared layout");
-_Static_assert(offsetof(struct pool_shared, warm_head) == 132, "pool_shared layout");
+_Static_assert(offsetof(struct pool_shared, lists) == 132, "pool_shared layout");
 _Static_assert(offsetof(struct pool_shared, used_count) == 152, "pool_shared layout");
+_Static_assert(offsetof(struct pool_shared, nclasses) == 156, "pool_shared layout");
+_Static_assert(sizeof(struct pool_lists) == 20, "pool_lists layout");
+_Static_assert(sizeof(struct pool_class_shared) == 48, "pool_class_shared layout");
+_Static_assert(offsetof(struct pool_class_shared, data_off) == 16, "pool_class_shared layout");
+_Static_assert(offsetof(struct pool_class_shared, lists) == 24, "pool_class_shared layout");
+_Static_assert(POOL_CLASSES_OFF >= sizeof(struct pool_shared) && POOL_CLASSES_OFF % 64 == 0,
+               "the class table follows the header");
 _Static_assert(offsetof(struct pool_shared, allocs) == 160, "pool_shared layout");
 _Static_assert(offsetof(struct pool_shared, reclaimed) == 192, "pool_shared layout");
 _Static_assert(offsetof(struct pool_shared, audited) == 200, "pool_shared layout");
@@ -117,6 +126,17 @@ _Static_assert(offsetof(struct pool_shared, spill_hint) == 208, "pool_shared lay
 
 struct pool_layout {
     uint64_t clients_off, holdings_off, blocks_off, formats_off, attach_off, data_off, total;
+    uint64_t cdata_off[POOL_MAX_CLASSES]; /* each class's data (cdata_off[0] == data_off) */
+    uint32_t cfirst[POOL_MAX_CLASSES];
+    uint32_t count; /* every class's blocks */
+};
+
+/* The classes of a pool, as pool_params gives them or a header and class
+ * table say: ncls 1..POOL_MAX_CLASSES, each a size and a count. */
+struct pool_classes {
+    uint32_t n;
+    uint64_t size[POOL_MAX_CLASSES];
+    uint32_t count[POOL_MAX_CLASSES];
 };
 
 static uint64_t pool_page_size(void)
@@ -130,34 +150,65 @@ static inline uint64_t round_up64(uint64_t n, uint64_t align)
     return (n + align - 1) / align * align;
 }
 
-/* The layout for these parameters, or -1 when they are out of range or the
- * segment would not fit in an address space. */
-static int pool_layout_of(uint64_t block_size, uint32_t count, uint64_t page,
-                          struct pool_layout *l)
+/* Whether one class is what pool_block_size_round makes, and nothing
+ * else: a forged size between the two forms (not a cache-line multiple
+ * below a page, not whole pages above) is refused, so no block straddles
+ * what the rules say it does. */
+static bool pool_class_ok(uint64_t block_size, uint32_t count, uint64_t page)
 {
-    /* What pool_block_size_round makes, and nothing else: a forged size
-     * between the two forms (not a cache-line multiple below a page, not
-     * whole pages above) is refused, so no block straddles what the rules
-     * say it does. */
-    if (block_size == 0 || block_size % (block_size < page ? POOL_BLOCK_ALIGN : page) != 0 ||
-        count == 0 || count > POOL_MAX_BLOCKS)
+    return block_size != 0 && block_size % (block_size < page ? POOL_BLOCK_ALIGN : page) == 0 &&
+           count != 0 && count <= POOL_MAX_BLOCKS;
+}
+
+/* Where each class's data goes, from data_off: 0 and the end in *end, or
+ * -1 on overflow. */
+static int pool_layout_data(const struct pool_classes *k, uint64_t page, struct pool_layout *l,
+                            uint64_t *end)
+{
+    uint64_t off = l->data_off;
+    for (uint32_t c = 0; c < k->n; c++) {
+        uint64_t len;
+        l->cdata_off[c] = off;
+        /* Packed sub-page blocks may end inside a page: the next class,
+         * and the segment's end, are still on one. */
+        if (__builtin_mul_overflow(k->size[c], (uint64_t)k->count[c], &len) ||
+            len > UINT64_MAX - page || __builtin_add_overflow(off, round_up64(len, page), &off))
+            return -1;
+    }
+    *end = off;
+    return 0;
+}
+
+/* The layout for these classes, or -1 when they are out of range (sizes
+ * not strictly ascending, a bad size or count, too many blocks) or the
+ * segment would not fit in an address space. */
+static int pool_layout_of(const struct pool_classes *k, uint64_t page, struct pool_layout *l)
+{
+    if (k->n == 0 || k->n > POOL_MAX_CLASSES)
         return -1;
-    l->clients_off = round_up64(sizeof(struct pool_shared), 64);
+    uint64_t total = 0;
+    for (uint32_t c = 0; c < k->n; c++) {
+        if (!pool_class_ok(k->size[c], k->count[c], page) ||
+            (c && k->size[c] <= k->size[c - 1]))
+            return -1;
+        l->cfirst[c] = (uint32_t)total;
+        total += k->count[c];
+    }
+    if (total > POOL_MAX_BLOCKS)
+        return -1;
+    const uint32_t count = (uint32_t)total;
+    l->count = count;
+    l->clients_off = k->n == 1 ? round_up64(sizeof(struct pool_shared), 64)
+                               : round_up64(POOL_CLASSES_OFF + (uint64_t)k->n *
+                                                                   sizeof(struct pool_class_shared),
+                                            64);
     l->holdings_off = l->clients_off + POOL_MAX_CLIENTS * sizeof(struct pool_client);
     l->blocks_off = round_up64(l->holdings_off + (uint64_t)POOL_MAX_CLIENTS * count *
                                                      sizeof(uint32_t), 64);
     l->formats_off = round_up64(l->blocks_off + (uint64_t)count * sizeof(struct pool_block), 64);
     l->attach_off = l->formats_off + POOL_FORMATS * (uint64_t)sizeof(struct pool_format);
     l->data_off = round_up64(l->attach_off + (uint64_t)count * POOL_ATTACH_MAX, page);
-    uint64_t data_len;
-    if (__builtin_mul_overflow(block_size, (uint64_t)count, &data_len) ||
-        data_len > UINT64_MAX - page)
-        return -1;
-    /* Packed sub-page blocks may end inside a page: the segment still ends
-     * on one. */
-    data_len = round_up64(data_len, page);
-    if (__builtin_add_overflow(l->data_off, data_len, &l->total) ||
-        l->total > (uint64_t)PTRDIFF_MAX)
+    if (pool_layout_data(k, page, l, &l->total) < 0 || l->total > (uint64_t)PTRDIFF_MAX)
         return -1;
     return 0;
 }
@@ -179,8 +230,14 @@ uint64_t pool_block_size_round(uint64_t block_size)
 int pool_punch(struct pool *p, uint32_t first, uint32_t count)
 {
     const uint64_t page = pool_page_size();
-    uint64_t lo = pool_data_off(p) + (uint64_t)first * p->block_size;
-    uint64_t hi = lo + (uint64_t)count * p->block_size;
+    /* A run of one class (the callers cut theirs at class boundaries);
+     * never past its class's end. */
+    const uint32_t c = pool_class_of(p, first);
+    const struct pool_cls *k = &p->cls[c];
+    if (count > k->first + k->count - first)
+        count = k->first + k->count - first;
+    uint64_t lo = (uint64_t)(k->data - (uint8_t *)p->seg.base) + (uint64_t)(first - k->first) * k->size;
+    uint64_t hi = lo + (uint64_t)count * k->size;
     lo = round_up64(lo, page);
     hi = hi / page * page;
     if (hi <= lo)
@@ -238,59 +295,61 @@ void pool_orphan_aging(struct pool *p, uint32_t idx, uint32_t tid)
  * pool_age.c and pool_cache.c) that looks for a block: it returns how many
  * it took — 1, or 0 when there is none — or -errno. */
 
-/* Unlinks the warm head into *out: 1, or 0 with *out POOL_NONE when the
+/* Unlinks class c's warm head into *out: 1, or 0 with *out POOL_NONE when the
  * list is empty, or -EUCLEAN. */
-int pool_pop_warm_locked(struct pool *p, uint32_t *out)
+int pool_pop_warm_locked(struct pool *p, uint32_t c, uint32_t *out)
 {
-    struct pool_shared *sh = p->sh;
-    const uint32_t n = p->block_count;
-    uint32_t h = READ_ONCE(sh->warm_head), cnt = READ_ONCE(sh->warm_count);
+    /* Copied: the stores below may alias p's fields for all the compiler knows. */
+    const uint32_t lo = p->cls[c].first, n = p->cls[c].count;
+    struct pool_lists *L = p->cls[c].lists;
+    uint32_t h = READ_ONCE(L->warm_head), cnt = READ_ONCE(L->warm_count);
     *out = POOL_NONE;
     if (h == POOL_NONE)
-        return READ_ONCE(sh->warm_tail) == POOL_NONE && cnt == 0 ? 0 : -EUCLEAN;
-    if (h >= n || cnt == 0)
+        return READ_ONCE(L->warm_tail) == POOL_NONE && cnt == 0 ? 0 : -EUCLEAN;
+    if (h - lo >= n || cnt == 0)
         return -EUCLEAN;
     struct pool_block *b = &p->blocks[h];
     if (READ_ONCE(b->state) != POOL_BLOCK_WARM || READ_ONCE(b->prev) != POOL_NONE)
         return -EUCLEAN;
     uint32_t nx = READ_ONCE(b->next);
     if (nx == POOL_NONE) {
-        if (READ_ONCE(sh->warm_tail) != h)
+        if (READ_ONCE(L->warm_tail) != h)
             return -EUCLEAN;
-    } else if (nx >= n || nx == h || READ_ONCE(p->blocks[nx].state) != POOL_BLOCK_WARM ||
+    } else if (nx - lo >= n || nx == h || READ_ONCE(p->blocks[nx].state) != POOL_BLOCK_WARM ||
                READ_ONCE(p->blocks[nx].prev) != h) {
         return -EUCLEAN;
     }
-    sh->warm_head = nx;
+    L->warm_head = nx;
     if (nx == POOL_NONE)
-        sh->warm_tail = POOL_NONE;
+        L->warm_tail = POOL_NONE;
     else
         p->blocks[nx].prev = POOL_NONE;
-    sh->warm_count = cnt - 1;
+    L->warm_count = cnt - 1;
     b->next = POOL_NONE;
     *out = h;
     return 1;
 }
 
-static int pool_pop_cold_locked(struct pool *p, uint32_t *out)
+static int pool_pop_cold_locked(struct pool *p, uint32_t c, uint32_t *out)
 {
-    struct pool_shared *sh = p->sh;
-    const uint32_t n = p->block_count;
-    uint32_t h = READ_ONCE(sh->cold_head), cnt = READ_ONCE(sh->cold_count);
+    /* Copied: the stores below may alias p's fields for all the compiler knows. */
+    const uint32_t lo = p->cls[c].first, n = p->cls[c].count;
+    struct pool_lists *L = p->cls[c].lists;
+    uint32_t h = READ_ONCE(L->cold_head), cnt = READ_ONCE(L->cold_count);
     *out = POOL_NONE;
     if (h == POOL_NONE)
         return cnt == 0 ? 0 : -EUCLEAN;
-    if (h >= n || cnt == 0)
+    if (h - lo >= n || cnt == 0)
         return -EUCLEAN;
     struct pool_block *b = &p->blocks[h];
     if (READ_ONCE(b->state) != POOL_BLOCK_COLD)
         return -EUCLEAN;
     uint32_t nx = READ_ONCE(b->next);
     if (nx != POOL_NONE &&
-        (nx >= n || nx == h || READ_ONCE(p->blocks[nx].state) != POOL_BLOCK_COLD))
+        (nx - lo >= n || nx == h || READ_ONCE(p->blocks[nx].state) != POOL_BLOCK_COLD))
         return -EUCLEAN;
-    sh->cold_head = nx;
-    sh->cold_count = cnt - 1;
+    L->cold_head = nx;
+    L->cold_count = cnt - 1;
     b->next = POOL_NONE;
     *out = h;
     return 1;
@@ -300,13 +359,13 @@ static int pool_pop_cold_locked(struct pool *p, uint32_t *out)
  * the block is marked WARM and the lists are rebuilt, which links it. */
 void pool_push_warm_locked(struct pool *p, uint32_t idx, uint64_t now)
 {
-    struct pool_shared *sh = p->sh;
-    const uint32_t n = p->block_count;
+    const uint32_t c = pool_class_of(p, idx), lo = p->cls[c].first, n = p->cls[c].count;
+    struct pool_lists *L = p->cls[c].lists;
     struct pool_block *b = &p->blocks[idx];
-    uint32_t h = READ_ONCE(sh->warm_head), cnt = READ_ONCE(sh->warm_count);
+    uint32_t h = READ_ONCE(L->warm_head), cnt = READ_ONCE(L->warm_count);
     bool ok = h == POOL_NONE
-                  ? READ_ONCE(sh->warm_tail) == POOL_NONE && cnt == 0
-                  : h < n && h != idx && READ_ONCE(p->blocks[h].state) == POOL_BLOCK_WARM &&
+                  ? READ_ONCE(L->warm_tail) == POOL_NONE && cnt == 0
+                  : h - lo < n && h != idx && READ_ONCE(p->blocks[h].state) == POOL_BLOCK_WARM &&
                         READ_ONCE(p->blocks[h].prev) == POOL_NONE && cnt < n;
     b->state = POOL_BLOCK_WARM;
     b->freed_at_ns = now;
@@ -317,21 +376,21 @@ void pool_push_warm_locked(struct pool *p, uint32_t idx, uint64_t now)
     b->prev = POOL_NONE;
     b->next = h;
     if (h == POOL_NONE)
-        sh->warm_tail = idx;
+        L->warm_tail = idx;
     else
         p->blocks[h].prev = idx;
-    sh->warm_head = idx;
-    sh->warm_count = cnt + 1;
+    L->warm_head = idx;
+    L->warm_count = cnt + 1;
 }
 
 void pool_push_cold_locked(struct pool *p, uint32_t idx)
 {
-    struct pool_shared *sh = p->sh;
-    const uint32_t n = p->block_count;
+    const uint32_t c = pool_class_of(p, idx), lo = p->cls[c].first, n = p->cls[c].count;
+    struct pool_lists *L = p->cls[c].lists;
     struct pool_block *b = &p->blocks[idx];
-    uint32_t h = READ_ONCE(sh->cold_head), cnt = READ_ONCE(sh->cold_count);
+    uint32_t h = READ_ONCE(L->cold_head), cnt = READ_ONCE(L->cold_count);
     bool ok = h == POOL_NONE ? cnt == 0
-                             : h < n && h != idx &&
+                             : h - lo < n && h != idx &&
                                    READ_ONCE(p->blocks[h].state) == POOL_BLOCK_COLD && cnt < n;
     b->state = POOL_BLOCK_COLD;
     if (!ok) {
@@ -340,20 +399,20 @@ void pool_push_cold_locked(struct pool *p, uint32_t idx)
     }
     b->prev = POOL_NONE;
     b->next = h;
-    sh->cold_head = idx;
-    sh->cold_count = cnt + 1;
+    L->cold_head = idx;
+    L->cold_count = cnt + 1;
 }
 
-/* Takes a free block (warm first, then cold) and gives it its first
- * reference. 1 with the index and generation, 0 when there is none,
+/* Takes a free block of class c (warm first, then cold) and gives it its
+ * first reference. 1 with the index and generation, 0 when there is none,
  * -EUCLEAN. */
-static int pool_take_locked(struct pool *p, struct pool_itok t, uint32_t *idx_out,
+static int pool_take_locked(struct pool *p, uint32_t c, struct pool_itok t, uint32_t *idx_out,
                             uint32_t *gen_out)
 {
     uint32_t idx;
-    int e = pool_pop_warm_locked(p, &idx);
+    int e = pool_pop_warm_locked(p, c, &idx);
     if (e == 0)
-        e = pool_pop_cold_locked(p, &idx);
+        e = pool_pop_cold_locked(p, c, &idx);
     if (e <= 0)
         return e;
     /* The block is off its list but still says WARM/COLD: if its ref word is
@@ -461,11 +520,42 @@ static inline bool pool_cache_enter(struct pool *p)
     return pool_cache_adopt(p, self, o);
 }
 
-/* Takes the newest block of our cache that nobody took meanwhile. */
-static bool pool_cache_pop(struct pool *p, struct pool_itok t, uint32_t *idx_out,
+/* Takes the newest block of class c in our cache (a pool of several
+ * classes: see pool_cache_pop). Out of line: a pool of one class never
+ * runs it. */
+static __attribute__((noinline)) bool pool_cache_pop_class(struct pool *p, uint32_t c, struct pool_itok t,
+                                 uint32_t *idx_out, uint32_t *gen_out)
+{
+    const uint32_t mine = POOL_RC_CACHED | p->slot;
+    for (uint32_t k = p->cache.n; k-- > 0;) {
+        uint32_t idx = p->cache.idx[k], gen = p->cache.gen[k];
+        if (!pool_in_class(p, c, idx))
+            continue;
+        /* Out of the cache whether we win it or not (someone took it);
+         * the ones above move down (none, when it was the newest). */
+        p->cache.n--;
+        for (uint32_t j = k; j < p->cache.n; j++) {
+            p->cache.idx[j] = p->cache.idx[j + 1];
+            p->cache.gen[j] = p->cache.gen[j + 1];
+        }
+        pool_cache_publish(p, k);
+        if (pool_claim_cached(p, t, idx, ref_make(gen, mine))) {
+            *idx_out = idx;
+            *gen_out = gen;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Takes the newest block of our cache that nobody took meanwhile (of
+ * class c, in a pool of several). */
+static bool pool_cache_pop(struct pool *p, uint32_t c, struct pool_itok t, uint32_t *idx_out,
                            uint32_t *gen_out)
 {
     const uint32_t mine = POOL_RC_CACHED | p->slot;
+    if (__builtin_expect(p->nclasses > 1, 0))
+        return pool_cache_pop_class(p, c, t, idx_out, gen_out);
     while (p->cache.n) {
         uint32_t k = --p->cache.n;
         uint32_t idx = p->cache.idx[k], gen = p->cache.gen[k];
@@ -478,7 +568,8 @@ static bool pool_cache_pop(struct pool *p, struct pool_itok t, uint32_t *idx_out
                 uint32_t nx = p->cache.idx[k - 1];
                 __builtin_prefetch(&p->blocks[nx], 1);
                 __builtin_prefetch((const uint8_t *)&p->blocks[nx] + 64, 1);
-                __builtin_prefetch(p->data + (size_t)nx * p->block_size, 1);
+                if (p->nclasses <= 1) /* one class: no lookup for a hint */
+                    __builtin_prefetch(p->data + (size_t)nx * p->block_size, 1);
             }
             *idx_out = idx;
             *gen_out = gen;
@@ -530,12 +621,12 @@ static uint32_t pool_cache_max(uint32_t block_count)
     return m >= 8 ? m : 0;
 }
 
-/* Faults a new pool's data in (pool_params.prefault): 0, or -ENOMEM when
- * the kernel cannot (touching would only crash). */
-static int pool_prefault(struct pool *p, uint64_t page)
+/* Faults a new pool's data in (pool_params.prefault): len bytes from the
+ * first class's. 0, or -ENOMEM when the kernel cannot (touching would only
+ * crash). */
+static int pool_prefault(struct pool *p, uint64_t len, uint64_t page)
 {
-    size_t len = (size_t)round_up64(p->block_size * p->block_count, page);
-    if (madvise(p->data, len, MADV_POPULATE_WRITE) == 0)
+    if (madvise(p->data, (size_t)len, MADV_POPULATE_WRITE) == 0)
         return 0;
     if (errno != EINVAL)
         return -ENOMEM;
@@ -544,36 +635,147 @@ static int pool_prefault(struct pool *p, uint64_t page)
     return 0;
 }
 
-/* A new pool's descriptors and lists: every block free, on the warm list
- * if its pages were faulted in (warm), else on the cold list. The memfd is
- * zero: times are already MBQ_TIME_INVALID and sizes 0. The warm list runs
- * 0..n-1 from the head, the cold list likewise. */
+/* A new pool's descriptors and lists: every block free, on its class's
+ * warm list if its pages were faulted in (warm), else on the cold list.
+ * The memfd is zero: times are already MBQ_TIME_INVALID and sizes 0. Each
+ * class's warm list runs from its first block at the head, the cold list
+ * likewise. */
 static void pool_init_lists(struct pool *p, bool warm)
 {
     struct pool_shared *sh = p->sh;
-    const uint32_t n = p->block_count;
     const uint64_t now = mono_ns();
     const uint32_t state = warm ? POOL_BLOCK_WARM : POOL_BLOCK_COLD;
-    for (uint32_t i = 0; i < n; i++) {
-        struct pool_block *b = &p->blocks[i];
-        atomic_init(&b->ref, ref_make(1, 0));
-        b->state = state;
-        b->prev = warm && i > 0 ? i - 1 : POOL_NONE;
-        b->next = i + 1 < n ? i + 1 : POOL_NONE;
-        b->freed_at_ns = now;
+    for (uint32_t c = 0; c < p->nclasses; c++) {
+        const uint32_t lo = p->cls[c].first, hi = lo + p->cls[c].count;
+        for (uint32_t i = lo; i < hi; i++) {
+            struct pool_block *b = &p->blocks[i];
+            atomic_init(&b->ref, ref_make(1, 0));
+            b->state = state;
+            b->prev = warm && i > lo ? i - 1 : POOL_NONE;
+            b->next = i + 1 < hi ? i + 1 : POOL_NONE;
+            b->freed_at_ns = now;
+        }
+        struct pool_lists *L = p->cls[c].lists;
+        *L = (struct pool_lists){.warm_head = POOL_NONE, .warm_tail = POOL_NONE,
+                                 .cold_head = POOL_NONE};
+        if (warm) {
+            L->warm_head = lo;
+            L->warm_tail = hi - 1;
+            L->warm_count = hi - lo;
+        } else {
+            L->cold_head = lo;
+            L->cold_count = hi - lo;
+        }
     }
-    sh->warm_head = sh->warm_tail = sh->cold_head = POOL_NONE;
     for (uint32_t i = 0; i < POOL_CACHE_MAX / 2; i++)
         sh->spill_hint[i] = POOL_NONE;
-    if (warm) {
-        sh->warm_head = 0;
-        sh->warm_tail = n - 1;
-        sh->warm_count = n;
-    } else {
-        sh->cold_head = 0;
-        sh->cold_count = n;
-    }
     atomic_init(&sh->lock.word, 0);
+}
+
+/* The classes params asks for, rounded (pool_block_size_round; a size that
+ * cannot be rounded becomes 0, which pool_layout_of refuses). */
+static int pool_params_classes(const struct pool_params *params, struct pool_classes *k)
+{
+    if (params->nclasses > POOL_MAX_CLASSES)
+        return -1;
+    if (params->nclasses == 0) {
+        *k = (struct pool_classes){.n = 1, .size = {pool_block_size_round(params->block_size)},
+                                   .count = {params->block_count}};
+        return 0;
+    }
+    k->n = params->nclasses;
+    for (uint32_t c = 0; c < k->n; c++) {
+        k->size[c] = pool_block_size_round(params->class_size[c]);
+        k->count[c] = params->class_count[c];
+    }
+    return 0;
+}
+
+/* The class table of a pool of several classes. */
+static struct pool_class_shared *pool_class_table(void *base)
+{
+    return (struct pool_class_shared *)((uint8_t *)base + POOL_CLASSES_OFF);
+}
+
+/* The process-local view of a mapped segment whose layout l (for classes
+ * k) was checked. */
+static struct pool pool_view(struct seg seg, const struct pool_layout *l,
+                             const struct pool_classes *k)
+{
+    uint8_t *base = seg.base;
+    struct pool p = {
+        .seg = seg,
+        .sh = seg.base,
+        .clients = (struct pool_client *)(base + l->clients_off),
+        .holdings = (_Atomic uint32_t *)(base + l->holdings_off),
+        .blocks = (struct pool_block *)(base + l->blocks_off),
+        .formats = (struct pool_format *)(base + l->formats_off),
+        .attach = base + l->attach_off,
+        .data = base + l->data_off,
+        .block_size = k->size[k->n - 1],
+        .block_count = l->count,
+        .nclasses = k->n,
+        /* The cache is shared by the classes: its limit is the whole
+         * pool's (a refill takes at most half a class: see
+         * pool_cache_fill_locked). */
+        .cache.max = pool_cache_max(l->count),
+    };
+    for (uint32_t c = 0; c < k->n; c++) {
+        p.cls[c] = (struct pool_cls){
+            .size = k->size[c],
+            .first = l->cfirst[c],
+            .count = k->count[c],
+            .data = base + l->cdata_off[c],
+            .lists = c ? &pool_class_table(base)[c].lists : &p.sh->lists,
+        };
+    }
+    return p;
+}
+
+int pool_params_check(const struct pool_params *params, char *why, size_t n)
+{
+    const uint64_t page = pool_page_size();
+    struct pool_classes k;
+    struct pool_layout l;
+    if (params->nclasses > POOL_MAX_CLASSES) {
+        snprintf(why, n, "%u size classes, at most %u", params->nclasses, POOL_MAX_CLASSES);
+        return MBQ_POOL_ERR_INVALID_PARAMETER;
+    }
+    (void)pool_params_classes(params, &k);
+    uint64_t total = 0;
+    for (uint32_t c = 0; c < k.n; c++) {
+        const uint64_t asked = params->nclasses ? params->class_size[c] : params->block_size;
+        const char *cls = k.n > 1 ? "class " : "";
+        char num[16] = "";
+        if (k.n > 1)
+            snprintf(num, sizeof(num), "%u: ", c);
+        if (asked == 0 || k.count[c] == 0) {
+            snprintf(why, n, "%s%sblock size and count must be > 0", cls, num);
+            return MBQ_POOL_ERR_INVALID_PARAMETER;
+        }
+        if (k.size[c] == 0 || !pool_class_ok(k.size[c], k.count[c], page)) {
+            snprintf(why, n, "%s%sblock size %" PRIu64 " or count %u too large", cls, num,
+                     asked, k.count[c]);
+            return MBQ_POOL_ERR_INVALID_PARAMETER;
+        }
+        if (c && k.size[c] <= k.size[c - 1]) {
+            snprintf(why, n,
+                     "class %u: block size %" PRIu64 " (%" PRIu64 " rounded) is not above "
+                     "class %u's %" PRIu64 ": sizes must ascend",
+                     c, asked, k.size[c], c - 1, k.size[c - 1]);
+            return MBQ_POOL_ERR_INVALID_PARAMETER;
+        }
+        total += k.count[c];
+    }
+    if (total > POOL_MAX_BLOCKS) {
+        snprintf(why, n, "%" PRIu64 " blocks in all, at most %u", total, POOL_MAX_BLOCKS);
+        return MBQ_POOL_ERR_INVALID_PARAMETER;
+    }
+    if (pool_layout_of(&k, page, &l) < 0) {
+        snprintf(why, n, "the segment would be too large");
+        return MBQ_POOL_ERR_INVALID_PARAMETER;
+    }
+    return 0;
 }
 
 int pool_create(const struct pool_params *params, struct pool *out)
@@ -581,34 +783,26 @@ int pool_create(const struct pool_params *params, struct pool *out)
     if (!params || !out)
         return MBQ_POOL_ERR_INVALID_PARAMETER;
     const uint64_t page = pool_page_size();
-    const uint64_t bs = pool_block_size_round(params->block_size);
-    if (bs == 0 || params->block_count == 0 || params->block_count > POOL_MAX_BLOCKS)
-        return MBQ_POOL_ERR_INVALID_PARAMETER;
-    const uint32_t n = params->block_count;
+    struct pool_classes k;
     struct pool_layout l;
-    if (pool_layout_of(bs, n, page, &l) < 0)
+    if (pool_params_classes(params, &k) < 0 || pool_layout_of(&k, page, &l) < 0)
         return MBQ_POOL_ERR_INVALID_PARAMETER;
 
     struct seg seg;
     if (seg_create("mbq-pool", (size_t)l.total, SEG_KIND_POOL, &seg) < 0)
         return MBQ_POOL_ERR_ALLOCATION_FAILED;
-    uint8_t *base = seg.base;
-    struct pool p = {
-        .seg = seg,
-        .sh = seg.base,
-        .clients = (struct pool_client *)(base + l.clients_off),
-        .holdings = (_Atomic uint32_t *)(base + l.holdings_off),
-        .blocks = (struct pool_block *)(base + l.blocks_off),
-        .formats = (struct pool_format *)(base + l.formats_off),
-        .attach = base + l.attach_off,
-        .data = base + l.data_off,
-        .block_size = bs,
-        .block_count = n,
-        .cache.max = pool_cache_max(n),
-    };
+    struct pool p = pool_view(seg, &l, &k);
     struct pool_shared *sh = p.sh;
-    sh->block_size = bs;
-    sh->block_count = n;
+    sh->block_size = k.size[0];
+    sh->block_count = l.count;
+    sh->nclasses = k.n > 1 ? k.n : 0;
+    for (uint32_t c = 0; k.n > 1 && c < k.n; c++)
+        pool_class_table(seg.base)[c] = (struct pool_class_shared){
+            .block_size = k.size[c],
+            .first = l.cfirst[c],
+            .count = k.count[c],
+            .data_off = l.cdata_off[c],
+        };
     sh->flags = 0;
     sh->age_out_ns = params->age_out_ns ? params->age_out_ns : POOL_DEFAULT_AGE_OUT_NS;
     sh->clients_off = l.clients_off;
@@ -619,7 +813,7 @@ int pool_create(const struct pool_params *params, struct pool *out)
      * blocks, and a read of a hole would allocate its page later. */
     memset(p.clients, 0, POOL_MAX_CLIENTS * sizeof(struct pool_client));
 
-    if (params->prefault && pool_prefault(&p, page) < 0) {
+    if (params->prefault && pool_prefault(&p, l.total - l.data_off, page) < 0) {
         seg_close(&seg);
         return MBQ_POOL_ERR_ALLOCATION_FAILED;
     }
@@ -634,6 +828,46 @@ int pool_create(const struct pool_params *params, struct pool *out)
     return 0;
 }
 
+/* The classes a mapped header (and class table) says, each field read
+ * once: -1 when the table does not fit in the mapping. */
+static int pool_read_classes(const struct seg *seg, struct pool_classes *k)
+{
+    const struct pool_shared *sh = seg->base;
+    const uint32_t n = READ_ONCE(sh->nclasses);
+    if (n <= 1) {
+        *k = (struct pool_classes){.n = 1, .size = {READ_ONCE(sh->block_size)},
+                                   .count = {READ_ONCE(sh->block_count)}};
+        return 0;
+    }
+    if (n > POOL_MAX_CLASSES ||
+        POOL_CLASSES_OFF + (uint64_t)n * sizeof(struct pool_class_shared) > seg->size)
+        return -1;
+    const struct pool_class_shared *t = pool_class_table(seg->base);
+    k->n = n;
+    for (uint32_t c = 0; c < n; c++) {
+        k->size[c] = READ_ONCE(t[c].block_size);
+        k->count[c] = READ_ONCE(t[c].count);
+    }
+    return 0;
+}
+
+/* Whether the class table agrees with the layout computed from it (the
+ * sizes and counts were checked by pool_layout_of). */
+static bool pool_class_table_ok(const struct seg *seg, const struct pool_classes *k,
+                                const struct pool_layout *l)
+{
+    const struct pool_shared *sh = seg->base;
+    if (k->n == 1)
+        return true;
+    const struct pool_class_shared *t = pool_class_table(seg->base);
+    if (READ_ONCE(sh->block_size) != k->size[0] || READ_ONCE(sh->block_count) != l->count)
+        return false;
+    for (uint32_t c = 0; c < k->n; c++)
+        if (READ_ONCE(t[c].first) != l->cfirst[c] || READ_ONCE(t[c].data_off) != l->cdata_off[c])
+            return false;
+    return true;
+}
+
 int pool_attach(int fd, struct pool *out)
 {
     if (!out)
@@ -644,31 +878,17 @@ int pool_attach(int fd, struct pool *out)
         return r;
     const struct pool_shared *sh = seg.base;
     /* One read of each field; from here on only the local copies count. */
-    const uint64_t bs = READ_ONCE(sh->block_size);
-    const uint32_t n = READ_ONCE(sh->block_count);
+    struct pool_classes k;
     const uint64_t co = READ_ONCE(sh->clients_off), ho = READ_ONCE(sh->holdings_off);
     const uint64_t bo = READ_ONCE(sh->blocks_off), dof = READ_ONCE(sh->data_off);
     struct pool_layout l;
-    if (pool_layout_of(bs, n, pool_page_size(), &l) < 0 || co != l.clients_off ||
-        ho != l.holdings_off || bo != l.blocks_off || dof != l.data_off ||
-        l.total > seg.size) {
+    if (pool_read_classes(&seg, &k) < 0 || pool_layout_of(&k, pool_page_size(), &l) < 0 ||
+        co != l.clients_off || ho != l.holdings_off || bo != l.blocks_off ||
+        dof != l.data_off || l.total > seg.size || !pool_class_table_ok(&seg, &k, &l)) {
         seg_close(&seg);
         return -EBADMSG;
     }
-    uint8_t *base = seg.base;
-    struct pool p = {
-        .seg = seg,
-        .sh = seg.base,
-        .clients = (struct pool_client *)(base + l.clients_off),
-        .holdings = (_Atomic uint32_t *)(base + l.holdings_off),
-        .blocks = (struct pool_block *)(base + l.blocks_off),
-        .formats = (struct pool_format *)(base + l.formats_off),
-        .attach = base + l.attach_off,
-        .data = base + l.data_off,
-        .block_size = bs,
-        .block_count = n,
-        .cache.max = pool_cache_max(n),
-    };
+    struct pool p = pool_view(seg, &l, &k);
     slock_membarrier_register(); /* see pool_intent_fence */
     r = pool_claim_slot(&p);
     if (r < 0) {
@@ -704,16 +924,16 @@ void pool_detach(struct pool *p)
 /* An allocation from this process's cache (refilled from the warm list
  * when empty): true with the block's index and generation, its holding
  * recorded. *lr gets the lock's error if the refill could not have it. */
-static inline bool pool_alloc_cached(struct pool *p, struct pool_itok t, uint32_t *idx,
-                                     uint32_t *gen, int *lr)
+static inline bool pool_alloc_cached(struct pool *p, uint32_t c, struct pool_itok t,
+                                     uint32_t *idx, uint32_t *gen, int *lr)
 {
-    bool cached = pool_cache_pop(p, t, idx, gen);
+    bool cached = pool_cache_pop(p, c, t, idx, gen);
     if (!cached && (*lr = pool_lock(p)) == 0) {
         /* Checked again under the lock, which invalidate sets the flag
          * under: a pool invalidated since pool_cache_enter() (and
          * flushed already, maybe) must not have its blocks cached. */
-        if (!(READ_ONCE(p->sh->flags) & POOL_F_INVALIDATED) && pool_cache_fill_locked(p))
-            cached = pool_cache_pop(p, t, idx, gen);
+        if (!(READ_ONCE(p->sh->flags) & POOL_F_INVALIDATED) && pool_cache_fill_locked(p, c))
+            cached = pool_cache_pop(p, c, t, idx, gen);
         pool_unlock(p);
     }
     if (cached) {
@@ -728,18 +948,31 @@ static inline bool pool_alloc_cached(struct pool *p, struct pool_itok t, uint32_
     return cached;
 }
 
+/* A block of class c0, or else of the next larger class that has one
+ * (pool.h "Size classes"): from the lists, then from other clients'
+ * caches. 1, 0 (none in any), -EUCLEAN. Lock held. */
+static int pool_take_any_locked(struct pool *p, uint32_t c0, struct pool_itok t, uint32_t *idx,
+                                uint32_t *gen)
+{
+    int e = 0;
+    for (uint32_t c = c0; e == 0 && c < p->nclasses; c++) {
+        e = pool_take_locked(p, c, t, idx, gen);
+        if (e == 0 && p->cache.max) /* no caches in this pool: nothing to take */
+            e = pool_steal_locked(p, c, t, idx, gen);
+    }
+    return e;
+}
+
 /* An allocation from the lists (then other clients' caches) under the
  * lock: 0 with the block's index and generation, its holding recorded;
  * MBQ_POOL_ERR_ALLOCATION_FAILED when there is none; -EUCLEAN when the
  * lists are still corrupt after a rebuild (no loop). Lock held. */
-static int pool_alloc_listed_locked(struct pool *p, struct pool_itok t, uint32_t *idx,
-                                    uint32_t *gen, bool quiet)
+static int pool_alloc_listed_locked(struct pool *p, uint32_t c, struct pool_itok t,
+                                    uint32_t *idx, uint32_t *gen, bool quiet)
 {
     struct pool_shared *sh = p->sh;
     for (int attempt = 0;; attempt++) {
-        int e = pool_take_locked(p, t, idx, gen);
-        if (e == 0 && p->cache.max) /* no caches in this pool: nothing to take */
-            e = pool_steal_locked(p, t, idx, gen);
+        int e = pool_take_any_locked(p, c, t, idx, gen);
         if (e > 0)
             break;
         if (e == 0) {
@@ -776,22 +1009,41 @@ static inline void pool_block_init(struct pool_block *b, uint64_t size)
     memset(b->attachments, 0, sizeof(b->attachments));
 }
 
+static inline uint32_t pool_class_for_inline(const struct pool *p, uint64_t size)
+{
+    uint32_t c = 0;
+    while (size > p->cls[c].size)
+        c++; /* ends: the last class's size is block_size, >= size */
+    return c;
+}
+
+uint32_t pool_class_for(const struct pool *p, uint64_t size)
+{
+    if (!p || !p->sh || size == 0 || size > p->block_size)
+        return POOL_NONE;
+    uint32_t c = 0;
+    while (size > p->cls[c].size)
+        c++; /* ends: the last class's size is block_size */
+    return c;
+}
+
 static int pool_alloc_impl(struct pool *p, uint64_t size, uint64_t *handle_out, bool quiet)
 {
     if (!p || !p->sh || !handle_out || size == 0 || size > p->block_size)
         return MBQ_POOL_ERR_INVALID_PARAMETER;
+    const uint32_t c = __builtin_expect(p->nclasses > 1, 0) ? pool_class_for_inline(p, size) : 0;
     uint32_t idx = 0, gen = 0;
     /* The intent names each block before the CAS that claims it, and is
      * cleared once the holding records the reference. */
     const struct pool_itok t = pool_intent_open(p, 0);
     int lr = 0;
-    bool cached = pool_cache_enter(p) && pool_alloc_cached(p, t, &idx, &gen, &lr);
+    bool cached = pool_cache_enter(p) && pool_alloc_cached(p, c, t, &idx, &gen, &lr);
     if (!cached) {
         if (lr < 0 || (lr = pool_lock(p)) < 0) {
             pool_intent_close(t);
             return lr;
         }
-        int r = pool_alloc_listed_locked(p, t, &idx, &gen, quiet);
+        int r = pool_alloc_listed_locked(p, c, t, &idx, &gen, quiet);
         pool_unlock(p);
         if (r) {
             pool_intent_close(t);
@@ -968,8 +1220,32 @@ void *pool_data(struct pool *p, uint64_t handle)
 {
     if (!pool_block_of(p, handle))
         return NULL;
-    uint32_t idx = (uint32_t)handle - 1;
-    return p->data + (size_t)idx * p->block_size;
+    return pool_blk_data(p, (uint32_t)handle - 1);
+}
+
+uint64_t pool_block_capacity(struct pool *p, uint64_t handle)
+{
+    return pool_block_of(p, handle) ? pool_blk_size(p, (uint32_t)handle - 1) : 0;
+}
+
+void *pool_data_cap(struct pool *p, uint64_t handle, uint64_t *cap)
+{
+    if (!pool_block_of(p, handle))
+        return NULL;
+    const uint32_t idx = (uint32_t)handle - 1;
+    *cap = pool_blk_size(p, idx);
+    return pool_blk_data(p, idx);
+}
+
+__attribute__((noinline)) uint64_t pool_blk_size_classed(const struct pool *p, uint32_t idx)
+{
+    return p->cls[pool_class_of(p, idx)].size;
+}
+
+__attribute__((noinline)) uint8_t *pool_blk_data_classed(const struct pool *p, uint32_t idx)
+{
+    const struct pool_cls *k = &p->cls[pool_class_of(p, idx)];
+    return k->data + (size_t)(idx - k->first) * k->size;
 }
 
 /* ---- inspection ---- */
@@ -992,15 +1268,19 @@ int pool_stats(struct pool *p, struct pool_stats *out)
         allocs += atomic_load_explicit(&p->clients[s].allocs, memory_order_relaxed);
         frees += atomic_load_explicit(&p->clients[s].frees, memory_order_relaxed);
     }
-    uint32_t used = READ_ONCE(sh->used_count);
+    uint32_t used = READ_ONCE(sh->used_count), warm = 0, cold = 0;
     if (cached > used)
         cached = used;
+    for (uint32_t c = 0; c < p->nclasses; c++) {
+        warm += READ_ONCE(p->cls[c].lists->warm_count);
+        cold += READ_ONCE(p->cls[c].lists->cold_count);
+    }
     *out = (struct pool_stats){
         .block_size = p->block_size,
         .block_count = p->block_count,
         .used = used - cached,
-        .warm = READ_ONCE(sh->warm_count) + cached,
-        .cold = READ_ONCE(sh->cold_count),
+        .warm = warm + cached,
+        .cold = cold,
         .cached = cached,
         .allocs = allocs,
         .frees = frees,
@@ -1010,12 +1290,37 @@ int pool_stats(struct pool *p, struct pool_stats *out)
         .invalidated = (READ_ONCE(sh->flags) & POOL_F_INVALIDATED) != 0,
         .approximate = !locked,
         .audited = READ_ONCE(sh->audited),
+        .nclasses = p->nclasses,
     };
     for (uint32_t s = 0; s < POOL_MAX_CLIENTS; s++)
         out->audits_pending +=
             atomic_load_explicit(&p->clients[s].pid, memory_order_relaxed) == POOL_PID_PENDING;
     if (locked)
         pool_unlock(p);
+    return 0;
+}
+
+int pool_class_stats(const struct pool *p, uint32_t c, struct pool_class_stats *out)
+{
+    if (!p || !p->sh || !out || c >= p->nclasses)
+        return -EINVAL;
+    const struct pool_cls *k = &p->cls[c];
+    *out = (struct pool_class_stats){.block_size = k->size, .block_count = k->count};
+    for (uint32_t i = k->first; i < k->first + k->count; i++) {
+        const struct pool_block *b = &p->blocks[i];
+        uint32_t rc = ref_count(atomic_load_explicit(&b->ref, memory_order_relaxed));
+        uint32_t st = READ_ONCE(b->state);
+        if (rc_cached(rc)) {
+            out->cached++;
+            out->warm++;
+        } else if (rc_live(rc) || st == POOL_BLOCK_USED) {
+            out->used++;
+        } else if (st == POOL_BLOCK_WARM) {
+            out->warm++;
+        } else {
+            out->cold++; /* COLD, or AGING on its way there */
+        }
+    }
     return 0;
 }
 
@@ -1030,8 +1335,11 @@ uint32_t pool_blocks_in_use(const struct pool *p)
 uint64_t pool_progress(const struct pool *p)
 {
     const struct pool_shared *sh = p->sh;
-    return READ_ONCE(sh->allocs) + READ_ONCE(sh->frees) + READ_ONCE(sh->aged_out) +
-           READ_ONCE(sh->warm_count) + READ_ONCE(sh->used_count);
+    uint64_t warm = 0;
+    for (uint32_t c = 0; c < p->nclasses; c++)
+        warm += READ_ONCE(p->cls[c].lists->warm_count);
+    return READ_ONCE(sh->allocs) + READ_ONCE(sh->frees) + READ_ONCE(sh->aged_out) + warm +
+           READ_ONCE(sh->used_count);
 }
 
 uint64_t pool_overhead_per_block(void)

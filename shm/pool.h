@@ -80,7 +80,31 @@
  *    cache still returns its pages (after two to three periods, not one).
  *  - A repair takes back the cached blocks no live client lists.
  * The statistics count cached blocks as warm (free and resident) and as
- * cached. */
+ * cached.
+ *
+ * Size classes. A pool may have up to POOL_MAX_CLASSES classes of block
+ * sizes (strictly ascending, each rounded as pool_block_size_round, each
+ * with its own block count), so that one pool serves allocations of any
+ * size up to the largest class (CMMemoryPool serves any size). The classes
+ * share the segment, the lock, the client slots, the holdings, the
+ * descriptors, the formats and every rule above; what is per class is the
+ * run of block indices (class 0 first), the data (each class's at a page
+ * boundary, packed below a page as above), and the warm and cold lists.
+ *  - An allocation of n bytes takes a block of the smallest class whose
+ *    size is >= n; when that class has no free block (lists and caches),
+ *    it falls back to the next larger class, and so on: it fails only when
+ *    no class that fits has a free block. A buffer's capacity is its
+ *    block's size (pool_block_span's len), not n.
+ *  - A client's cache is shared by the classes (POOL_CACHE_MAX blocks in
+ *    all, the limit half of every class's blocks together, as above): a
+ *    free drops the block into it whatever its class, an allocation takes
+ *    the newest cached block of the class it asks for, a refill fills from
+ *    that class's warm list (at most half the class's blocks), a spill
+ *    returns blocks to their own class's list.
+ *  - Age-out, flush and invalidate work per class's warm list; a punch
+ *    never spans two classes.
+ * A pool of one class (nclasses 0 or 1) has no class table and the layout
+ * of a pool without classes. */
 #ifndef MBQ_SHM_POOL_H
 #define MBQ_SHM_POOL_H
 
@@ -89,6 +113,7 @@
 
 #include <mbq/time.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #define POOL_MAX_CLIENTS 64
@@ -100,9 +125,19 @@
  * is its offset in the data area. */
 #define POOL_BLOCK_ALIGN 64u
 
+/* Size classes per pool (see "Size classes" above). */
+#define POOL_MAX_CLASSES 8
+
 struct pool_params {
-    uint64_t block_size;  /* bytes, > 0; see pool_block_size_round */
-    uint32_t block_count; /* 1..POOL_MAX_BLOCKS */
+    uint64_t block_size;  /* bytes, > 0; see pool_block_size_round (nclasses <= 1) */
+    uint32_t block_count; /* 1..POOL_MAX_BLOCKS (nclasses <= 1) */
+    /* 2..POOL_MAX_CLASSES: the classes instead of block_size/block_count,
+     * sizes strictly ascending after rounding, counts >= 1, the total at
+     * most POOL_MAX_BLOCKS. 0 or 1: one class (class_size[0] and
+     * class_count[0] when 1). */
+    uint32_t nclasses;
+    uint64_t class_size[POOL_MAX_CLASSES];
+    uint32_t class_count[POOL_MAX_CLASSES];
     uint64_t age_out_ns;  /* 0: POOL_DEFAULT_AGE_OUT_NS */
     bool prefault;        /* fault every page in at creation (default for frames) */
 };
@@ -122,6 +157,7 @@ struct pool_shared;
 struct pool_client;
 struct pool_block;
 struct pool_format;
+struct pool_lists;
 struct pool_run;
 #define POOL_F_NEEDS_REPAIR 2u /* a step could not take the lock: repair at the next */
 
@@ -134,8 +170,17 @@ struct pool {
     struct pool_format *formats; /* [POOL_FORMATS] */
     uint8_t *attach;             /* [block_count][POOL_ATTACH_MAX] */
     uint8_t *data;
-    uint64_t block_size; /* copied at attach: never re-read from shm */
-    uint32_t block_count;
+    uint64_t block_size; /* copied at attach: never re-read from shm; the largest class's */
+    uint32_t block_count; /* every class's */
+    uint32_t nclasses;    /* 1 for a pool of one class */
+    /* Per class, copied at attach: its block size, its blocks [first,
+     * first + count), its data, its free lists in the segment. */
+    struct pool_cls {
+        uint64_t size;
+        uint32_t first, count;
+        uint8_t *data;
+        struct pool_lists *lists;
+    } cls[POOL_MAX_CLASSES];
     uint32_t slot;       /* this process's client slot */
     uint32_t pid;        /* the process that claimed it */
     uint64_t last_scan_ns; /* see pool_steal_locked */
@@ -169,6 +214,15 @@ struct pool_stats {
     bool approximate; /* the pool lock stayed held: figures read without it */
     uint32_t audits_pending; /* dead slots whose intents wait for a recount */
     uint64_t audited;        /* references dropped by recounts */
+    uint32_t nclasses;       /* 1 for a pool of one class */
+};
+
+/* One class's figures (pool_class_stats): cached blocks counted in warm
+ * too, as in pool_stats. Counters of allocations are per pool, not per
+ * class. */
+struct pool_class_stats {
+    uint64_t block_size;
+    uint32_t block_count, used, warm, cold, cached;
 };
 
 /* The block size a pool made with block_size has: below a page, rounded
@@ -176,6 +230,16 @@ struct pool_stats {
  * to whole pages. 0 for 0 or a size that cannot be rounded. */
 uint64_t pool_block_size_round(uint64_t block_size);
 
+/* 0 when pool_create would accept params' classes, sizes and counts, else
+ * MBQ_POOL_ERR_INVALID_PARAMETER with the first problem in why (n bytes):
+ * a size or count of 0, a size too large, sizes not ascending after
+ * rounding, too many classes or blocks, a segment too large. */
+int pool_params_check(const struct pool_params *params, char *why, size_t n);
+/* The capacity of handle's block (its class's block size), 0 for a stale
+ * or bad handle. */
+uint64_t pool_block_capacity(struct pool *p, uint64_t handle);
+/* pool_data, and the block's capacity in *cap, in one lookup. */
+void *pool_data_cap(struct pool *p, uint64_t handle, uint64_t *cap);
 /* Creates a pool and attaches the caller as its first client.
  * MBQ_POOL_ERR_INVALID_PARAMETER for bad params, MBQ_POOL_ERR_ALLOCATION_FAILED
  * when the segment cannot be made. */
@@ -187,8 +251,9 @@ int pool_attach(int fd, struct pool *out);
 /* Releases every reference this process still holds, frees its slot, unmaps. */
 void pool_detach(struct pool *p);
 
-/* Allocates a block of at least size bytes (size <= block_size) with one
- * reference held by the caller. 0; MBQ_POOL_ERR_INVALID_PARAMETER (size 0 or
+/* Allocates a block of at least size bytes (size <= block_size, the
+ * largest class's; the class as in "Size classes") with one reference held
+ * by the caller. 0; MBQ_POOL_ERR_INVALID_PARAMETER (size 0 or
  * too big, handle_out NULL); MBQ_POOL_ERR_ALLOCATION_FAILED (no free block). */
 int pool_alloc(struct pool *p, uint64_t size, uint64_t *handle_out);
 /* As pool_alloc, but an empty pool waits until a block is freed (by any
@@ -386,6 +451,15 @@ void pool_move_end(struct pool *p, unsigned which);
  * pool_disown (the intent is cleared again on failure); pool_adopt and
  * pool_move_end(which 0) (the intent is cleared whatever the result). */
 int pool_disown_begin(struct pool *p, uint64_t handle);
+/* A hand-over's first half in one lookup of the block (the enqueue that
+ * takes the caller's reference): pool_disown_begin, then
+ * pool_freeze_read_meta into *m. 1 or 0 as pool_freeze (the intent is
+ * set and the holding moved), -ESTALE or -EINVAL (nothing changed). */
+struct pool_meta {
+    uint64_t size;
+    mbq_time dts, pts, duration;
+};
+int pool_handover_begin(struct pool *p, uint64_t handle, struct pool_meta *m);
 /* A move that must outlive its intent record (a reset's release of an
  * entry deferred past the queue's unlock, while the library asks the
  * daemon about the entry's pool): while held, no block of the pool is
@@ -418,6 +492,12 @@ uint32_t pool_disown_run(struct pool *p, const uint64_t *handles, uint32_t n, in
  * where it was; the others are released). */
 int pool_release_run(struct pool *p, const uint64_t *handles, uint32_t n);
 int pool_stats(struct pool *p, struct pool_stats *out);
+/* Class c's figures, from the descriptors without the lock (hints).
+ * 0, -EINVAL (c >= nclasses). */
+int pool_class_stats(const struct pool *p, uint32_t c, struct pool_class_stats *out);
+/* The class whose blocks an allocation of size bytes tries first, or
+ * POOL_NONE when size is 0 or larger than every class. */
+uint32_t pool_class_for(const struct pool *p, uint64_t size);
 /* The owner (thread id form, 0: none) the pool lock names now, for mbqd's
  * watch over owners that are not entitled to it. */
 uint32_t pool_lock_owner(const struct pool *p);

@@ -24,18 +24,17 @@
 #include <errno.h>
 #include <string.h>
 
-/* Unlinks the warm tail if it was freed at least age ns before now (any
+/* Unlinks class c's warm tail if it was freed at least age ns before now (any
  * age when force) and marks it AGING for this thread. 1 with *out and its
  * ref word, 0 when there is nothing (old enough), -EUCLEAN. */
-static int pool_detach_tail_locked(struct pool *p, uint64_t now, uint64_t age, bool force,
-                                   uint32_t tid, uint32_t *out, uint64_t *ref_out)
+static int pool_detach_tail_locked(struct pool *p, uint32_t c, uint64_t now, uint64_t age,
+                                   bool force, uint32_t tid, uint32_t *out, uint64_t *ref_out)
 {
-    struct pool_shared *sh = p->sh;
-    const uint32_t n = p->block_count;
-    uint32_t t = READ_ONCE(sh->warm_tail), cnt = READ_ONCE(sh->warm_count);
+    struct pool_lists *L = p->cls[c].lists;
+    uint32_t t = READ_ONCE(L->warm_tail), cnt = READ_ONCE(L->warm_count);
     if (t == POOL_NONE)
-        return READ_ONCE(sh->warm_head) == POOL_NONE && cnt == 0 ? 0 : -EUCLEAN;
-    if (t >= n || cnt == 0)
+        return READ_ONCE(L->warm_head) == POOL_NONE && cnt == 0 ? 0 : -EUCLEAN;
+    if (!pool_in_class(p, c, t) || cnt == 0)
         return -EUCLEAN;
     struct pool_block *b = &p->blocks[t];
     if (READ_ONCE(b->state) != POOL_BLOCK_WARM || READ_ONCE(b->next) != POOL_NONE)
@@ -47,21 +46,21 @@ static int pool_detach_tail_locked(struct pool *p, uint64_t now, uint64_t age, b
     }
     uint32_t pv = READ_ONCE(b->prev);
     if (pv == POOL_NONE) {
-        if (READ_ONCE(sh->warm_head) != t)
+        if (READ_ONCE(L->warm_head) != t)
             return -EUCLEAN;
-    } else if (pv >= n || pv == t || READ_ONCE(p->blocks[pv].state) != POOL_BLOCK_WARM ||
+    } else if (!pool_in_class(p, c, pv) || pv == t || READ_ONCE(p->blocks[pv].state) != POOL_BLOCK_WARM ||
                READ_ONCE(p->blocks[pv].next) != t) {
         return -EUCLEAN;
     }
     uint64_t r = atomic_load_explicit(&b->ref, memory_order_acquire);
     if (ref_count(r) != 0)
         return -EUCLEAN;
-    sh->warm_tail = pv;
+    L->warm_tail = pv;
     if (pv == POOL_NONE)
-        sh->warm_head = POOL_NONE;
+        L->warm_head = POOL_NONE;
     else
         p->blocks[pv].next = POOL_NONE;
-    sh->warm_count = cnt - 1;
+    L->warm_count = cnt - 1;
     b->prev = POOL_NONE;
     b->state = POOL_BLOCK_AGING;
     b->reserved0 = tid;
@@ -105,7 +104,7 @@ struct age_batch {
 };
 
 /* Step 2, under the lock: detaches up to a batch (and up to room more
- * blocks) of old enough blocks from the warm tail. A corrupt list is
+ * blocks) of old enough blocks from the warm tails, class by class. A corrupt list is
  * rebuilt once per call (*repaired) and the detach goes on; corrupt again,
  * *err is -EUCLEAN and the round ends. */
 static void age_detach_locked(struct pool *p, uint64_t now, bool force, uint32_t tid,
@@ -113,8 +112,9 @@ static void age_detach_locked(struct pool *p, uint64_t now, bool force, uint32_t
 {
     const uint64_t age = READ_ONCE(p->sh->age_out_ns);
     a->k = 0;
-    while (a->k < POOL_AGE_BATCH && a->k < room) {
-        int e = pool_detach_tail_locked(p, now, age, force, tid, &a->idx[a->k], &a->ref[a->k]);
+    for (uint32_t c = 0; c < p->nclasses && a->k < POOL_AGE_BATCH && a->k < room;) {
+        int e = pool_detach_tail_locked(p, c, now, age, force, tid, &a->idx[a->k],
+                                        &a->ref[a->k]);
         if (e > 0) {
             a->k++;
             continue;
@@ -126,9 +126,11 @@ static void age_detach_locked(struct pool *p, uint64_t now, bool force, uint32_t
             pool_repair_locked(p);
             continue;
         }
-        if (e < 0)
+        if (e < 0) {
             *err = -EUCLEAN;
-        break;
+            break;
+        }
+        c++; /* nothing (old enough) in this class */
     }
 }
 
@@ -142,8 +144,9 @@ static int age_punch(struct pool *p, const struct age_batch *a)
     pool_sort_u32(sorted, a->k);
     for (uint32_t i = 0; i < a->k;) {
         uint32_t j = i + 1;
-        while (j < a->k && sorted[j] == sorted[j - 1] + 1)
-            j++;
+        while (j < a->k && sorted[j] == sorted[j - 1] + 1 &&
+               pool_class_of(p, sorted[j]) == pool_class_of(p, sorted[i]))
+            j++; /* a run of one class: pool_punch spans no class boundary */
         int e = pool_punch(p, sorted[i], j - i);
         if (e < 0 && !err)
             err = e;
@@ -241,8 +244,9 @@ int pool_invalidate(struct pool *p)
 
 bool pool_age_out_due(const struct pool *p)
 {
-    if (READ_ONCE(p->sh->warm_count) != 0)
-        return true;
+    for (uint32_t c = 0; c < p->nclasses; c++)
+        if (READ_ONCE(p->cls[c].lists->warm_count) != 0)
+            return true;
     for (uint32_t s = 0; s < POOL_MAX_CLIENTS; s++)
         if (atomic_load_explicit(&p->clients[s].cached, memory_order_relaxed) != 0)
             return true;

@@ -52,13 +52,19 @@ bool pool_cache_adopt(struct pool *p, uint32_t self, uint32_t o)
                                                    memory_order_acq_rel, memory_order_relaxed);
 }
 
-/* Moves up to half a cache of free blocks from the lists into our cache
- * (pool lock held). Warm blocks only: a cold one's pages are gone, and it
+/* Moves up to half a cache of free blocks of class c from its lists into
+ * our cache (pool lock held), as many as there is room for (the classes
+ * share the cache) and at most half the class. Warm blocks only: a cold one's pages are gone, and it
  * is handed out only when nothing else is left. Returns how many. */
-uint32_t pool_cache_fill_locked(struct pool *p)
+uint32_t pool_cache_fill_locked(struct pool *p, uint32_t c)
 {
     struct pool_shared *sh = p->sh;
-    const uint32_t first = p->cache.n, want = p->cache.max / 2;
+    const uint32_t first = p->cache.n, room = p->cache.max - p->cache.n;
+    uint32_t want = p->cache.max / 2 < room ? p->cache.max / 2 : room;
+    /* A class's blocks are not all taken into one cache: at most half of
+     * them a refill (a pool of one class: its cache's half, as always). */
+    if (p->cls[c].count / 2 < want)
+        want = p->cls[c].count / 2;
     uint32_t got = 0;
     /* The blocks most likely at the warm head: the last spill's. */
     for (uint32_t i = 0; i < POOL_CACHE_MAX / 2; i++) {
@@ -68,7 +74,7 @@ uint32_t pool_cache_fill_locked(struct pool *p)
     }
     while (got < want) {
         uint32_t idx;
-        if (pool_pop_warm_locked(p, &idx) <= 0)
+        if (pool_pop_warm_locked(p, c, &idx) <= 0)
             break; /* empty (or corrupt: the caller's slow path repairs) */
         struct pool_block *b = &p->blocks[idx];
         b->state = POOL_BLOCK_USED; /* off the lists, whatever follows */
@@ -124,11 +130,11 @@ void pool_cache_spill(struct pool *p)
         (void)pool_flush(p);
 }
 
-/* Claims idx for an allocation if it is cached by anyone. */
-static bool pool_steal_one(struct pool *p, struct pool_itok t, uint32_t idx, uint32_t *idx_out,
-                           uint32_t *gen_out)
+/* Claims idx for an allocation of class c if it is cached by anyone. */
+static bool pool_steal_one(struct pool *p, uint32_t c, struct pool_itok t, uint32_t idx,
+                           uint32_t *idx_out, uint32_t *gen_out)
 {
-    if (idx >= p->block_count)
+    if (!pool_in_class(p, c, idx))
         return false;
     uint64_t r = atomic_load_explicit(&p->blocks[idx].ref, memory_order_acquire);
     if (!pool_claim_cached(p, t, idx, r))
@@ -143,8 +149,9 @@ static bool pool_steal_one(struct pool *p, struct pool_itok t, uint32_t idx, uin
  * entries first; then, at most once a millisecond per process, every
  * descriptor, so that a cached block nobody lists (a release between its
  * CAS and its publication, or a cache whose owner lost track) is found too.
- * 1 with its index and generation (and the first reference), 0 when none. */
-int pool_steal_locked(struct pool *p, struct pool_itok t, uint32_t *idx_out,
+ * Blocks of class k only. 1 with its index and generation (and the first
+ * reference), 0 when none. */
+int pool_steal_locked(struct pool *p, uint32_t k, struct pool_itok t, uint32_t *idx_out,
                       uint32_t *gen_out)
 {
     for (uint32_t s = 0; s < POOL_MAX_CLIENTS; s++) {
@@ -152,15 +159,16 @@ int pool_steal_locked(struct pool *p, struct pool_itok t, uint32_t *idx_out,
         uint32_t n = atomic_load_explicit(&c->cached, memory_order_acquire);
         n = n > POOL_CACHE_MAX ? POOL_CACHE_MAX : n;
         for (uint32_t i = 0; i < n; i++)
-            if (pool_steal_one(p, t, atomic_load_explicit(&c->cache[i], memory_order_relaxed),
+            if (pool_steal_one(p, k, t, atomic_load_explicit(&c->cache[i], memory_order_relaxed),
                                idx_out, gen_out))
                 return 1;
     }
     uint64_t now = pool_clock_ns();
     if (p->last_scan_ns && now - p->last_scan_ns < 1000000u)
         return 0;
-    for (uint32_t idx = 0; idx < p->block_count; idx++) {
-        if (pool_steal_one(p, t, idx, idx_out, gen_out)) {
+    const uint32_t lo = p->cls[k].first, hi = lo + p->cls[k].count;
+    for (uint32_t idx = lo; idx < hi; idx++) {
+        if (pool_steal_one(p, k, t, idx, idx_out, gen_out)) {
             p->last_scan_ns = 0;
             return 1;
         }

@@ -262,7 +262,8 @@ int pool_adopt(struct pool *p, uint64_t handle)
     __builtin_prefetch(&p->blocks[idx].ref, 1);
     /* And the head of the data, which the caller reads next, so that its
      * miss overlaps the ref word's instead of following it. */
-    __builtin_prefetch(p->data + (size_t)idx * p->block_size, 0);
+    if (p->nclasses <= 1) /* one class: no lookup for a hint */
+        __builtin_prefetch(p->data + (size_t)idx * p->block_size, 0);
     uint64_t r = atomic_load_explicit(&p->blocks[idx].ref, memory_order_acquire);
     if (ref_gen(r) != gen || !rc_live(ref_count(r)))
         return -ESTALE;
@@ -284,6 +285,46 @@ int pool_disown_begin(struct pool *p, uint64_t handle)
     if (__builtin_expect(r != 0, 0))
         pool_move_end(p, 0);
     return r;
+}
+
+int pool_handover_begin(struct pool *p, uint64_t handle, struct pool_meta *m)
+{
+    uint32_t idx, gen;
+    if (__builtin_expect(!p || !p->sh || !pool_decode(p, handle, &idx, &gen), 0))
+        return -ESTALE;
+    struct pool_block *b = &p->blocks[idx];
+    /* The intent first (it also makes a recount in progress fail), then
+     * the checks and the holding's decrement, as pool_disown_begin. */
+    if (!pool_move_set_fast(p, idx, handle, 0))
+        pool_move_begin_slow(p, handle, 0);
+    uint64_t r = atomic_load_explicit(&b->ref, memory_order_acquire);
+    if (__builtin_expect(ref_gen(r) != gen || !rc_live(ref_count(r)), 0)) {
+        pool_move_end(p, 0);
+        return -ESTALE;
+    }
+    _Atomic uint32_t *hold = pool_holding(p, p->slot, idx);
+    uint32_t h = atomic_load_explicit(hold, memory_order_relaxed);
+    do {
+        if (__builtin_expect(h == 0, 0)) {
+            pool_move_end(p, 0);
+            return -EINVAL; /* not ours to hand over */
+        }
+    } while (!atomic_compare_exchange_weak_explicit(hold, &h, h - 1, memory_order_relaxed,
+                                                    memory_order_relaxed));
+    MBQ_TRACE(idx, TR_DISOWN, handle, (h - 1) | p->slot << 8);
+    /* Frozen, then read: what the queue copies is what consumers read on
+     * the block. Stored once: a re-enqueue does not dirty the line. */
+    int froze = 0;
+    if (!atomic_load_explicit(&b->frozen, memory_order_relaxed)) {
+        atomic_store_explicit(&b->frozen, 1, memory_order_relaxed);
+        froze = 1;
+    }
+    const uint64_t n = READ_ONCE(b->data_size), cap = pool_blk_size(p, idx);
+    m->size = n > cap ? cap : n;
+    m->dts = b->dts;
+    m->pts = b->pts;
+    m->duration = b->duration;
+    return froze;
 }
 
 int pool_adopt_end(struct pool *p, uint64_t handle)

@@ -123,6 +123,45 @@ static inline uint64_t pool_data_off(const struct pool *p)
     return (uint64_t)(p->data - (uint8_t *)p->seg.base);
 }
 
+/* ---- size classes (pool.h "Size classes") ----
+ * A pool of one class takes the first branch of each: the class is 0,
+ * the data p->data, the size p->block_size. */
+
+/* The class of block idx (< block_count). */
+static inline uint32_t pool_class_of(const struct pool *p, uint32_t idx)
+{
+    uint32_t c = 0;
+    if (__builtin_expect(p->nclasses > 1, 0))
+        while (c + 1 < p->nclasses && idx >= p->cls[c + 1].first)
+            c++;
+    return c;
+}
+
+/* A pool of several classes: out of line, so that a pool of one class
+ * pays one test for them (pool.c). */
+POOL_INTERNAL uint64_t pool_blk_size_classed(const struct pool *p, uint32_t idx);
+POOL_INTERNAL uint8_t *pool_blk_data_classed(const struct pool *p, uint32_t idx);
+
+static inline uint64_t pool_blk_size(const struct pool *p, uint32_t idx)
+{
+    if (__builtin_expect(p->nclasses <= 1, 1))
+        return p->block_size;
+    return pool_blk_size_classed(p, idx);
+}
+
+static inline uint8_t *pool_blk_data(const struct pool *p, uint32_t idx)
+{
+    if (__builtin_expect(p->nclasses <= 1, 1))
+        return p->data + (size_t)idx * p->block_size;
+    return pool_blk_data_classed(p, idx);
+}
+
+/* Whether idx is a block of class c (a list of c may link no other). */
+static inline bool pool_in_class(const struct pool *p, uint32_t c, uint32_t idx)
+{
+    return idx - p->cls[c].first < p->cls[c].count;
+}
+
 /* ---- who we are, whether a task lives, the clock ---- */
 
 /* How this process names itself in its client slot: by its client id where
@@ -352,7 +391,7 @@ POOL_INTERNAL int pool_lock(struct pool *p);
 POOL_INTERNAL void pool_mark_repair(struct pool *p);
 POOL_INTERNAL void pool_orphan_aging(struct pool *p, uint32_t idx, uint32_t tid);
 POOL_INTERNAL int pool_punch(struct pool *p, uint32_t first, uint32_t count);
-POOL_INTERNAL int pool_pop_warm_locked(struct pool *p, uint32_t *out);
+POOL_INTERNAL int pool_pop_warm_locked(struct pool *p, uint32_t c, uint32_t *out);
 POOL_INTERNAL void pool_push_warm_locked(struct pool *p, uint32_t idx, uint64_t now);
 POOL_INTERNAL void pool_push_cold_locked(struct pool *p, uint32_t idx);
 POOL_INTERNAL void pool_free_block(struct pool *p, uint32_t idx, uint64_t expect);
@@ -361,9 +400,9 @@ POOL_INTERNAL uint32_t pool_drop_refs(struct pool *p, uint32_t idx, uint32_t k);
 
 /* pool_cache.c: the client caches' slow half. */
 POOL_INTERNAL bool pool_cache_adopt(struct pool *p, uint32_t self, uint32_t o);
-POOL_INTERNAL uint32_t pool_cache_fill_locked(struct pool *p);
+POOL_INTERNAL uint32_t pool_cache_fill_locked(struct pool *p, uint32_t c);
 POOL_INTERNAL void pool_cache_spill(struct pool *p);
-POOL_INTERNAL int pool_steal_locked(struct pool *p, struct pool_itok t, uint32_t *idx_out,
+POOL_INTERNAL int pool_steal_locked(struct pool *p, uint32_t c, struct pool_itok t, uint32_t *idx_out,
                                     uint32_t *gen_out);
 POOL_INTERNAL uint32_t pool_uncache_locked(struct pool *p, uint32_t slot, bool scan, uint64_t now,
                                            uint64_t stamped_before);

@@ -97,6 +97,15 @@ struct pool_client {
     struct pool_run run[POOL_RUNS];
 };
 
+/* A class's free lists (pool lock held): warm (head = most recently
+ * freed, ordered by freed_at_ns) and cold, each linking blocks of that
+ * class only. */
+struct pool_lists {
+    uint32_t warm_head, warm_tail;
+    uint32_t cold_head;
+    uint32_t warm_count, cold_count;
+};
+
 struct pool_shared {
     struct seg_header hdr;
     uint64_t block_size;
@@ -106,10 +115,21 @@ struct pool_shared {
     uint64_t clients_off, holdings_off, blocks_off, data_off; /* from segment start */
     uint64_t format_clock; /* interns so far (under the lock): the formats' LRU clock */
     _Alignas(64) struct slock lock;
-    uint32_t warm_head, warm_tail; /* warm list: head = most recently freed */
-    uint32_t cold_head;
-    uint32_t warm_count, cold_count, used_count;
-    uint32_t pad_stats; /* explicit: i386 aligns a uint64_t member to 4, x86-64 to 8 */
+    /* The first class's free lists (a pool of one class: all), also by
+     * their own names. */
+    union {
+        struct pool_lists lists;
+        struct {
+            uint32_t warm_head, warm_tail; /* warm list: head = most recently freed */
+            uint32_t cold_head;
+            uint32_t warm_count, cold_count;
+        };
+    };
+    uint32_t used_count;
+    /* Classes after the first are described in the class table at
+     * POOL_CLASSES_OFF (struct pool_class_shared); 0 or 1: one class, no
+     * table (the layout of a pool without classes). */
+    uint32_t nclasses;
     /* statistics */
     uint64_t allocs, frees, aged_out, alloc_failures, reclaimed;
     uint64_t audited; /* references dropped by recounts (pool_audit) */
@@ -144,6 +164,22 @@ struct pool_format {
     uint64_t reserved;
     uint8_t bytes[POOL_FORMAT_MAX];
 };
+
+/* A pool of several size classes (pool.h "Size classes") has this table
+ * right after its header: per class, its block size, its run of block
+ * indices [first, first + count), the offset of its data (page-aligned)
+ * and its free lists (the first class's in the header; its entry here
+ * holds none). Written at creation; attach recomputes every field from the
+ * sizes and counts and refuses a table that disagrees. */
+struct pool_class_shared {
+    uint64_t block_size;
+    uint32_t first, count;
+    uint64_t data_off;
+    struct pool_lists lists;
+    uint32_t pad;
+};
+
+#define POOL_CLASSES_OFF 320u
 
 #define POOL_F_INVALIDATED 1u
 

@@ -34,8 +34,8 @@ int pool_read_meta(struct pool *p, uint64_t handle, uint64_t *size, mbq_time *dt
     if (!b)
         return -ESTALE;
     if (size) {
-        uint64_t n = READ_ONCE(b->data_size);
-        *size = n > p->block_size ? p->block_size : n;
+        const uint64_t n = READ_ONCE(b->data_size), cap = pool_blk_size(p, (uint32_t)handle - 1);
+        *size = n > cap ? cap : n;
     }
     if (dts)
         *dts = b->dts;
@@ -80,7 +80,7 @@ int pool_set_data_size(struct pool *p, uint64_t handle, uint64_t size)
     struct pool_block *b = pool_block_mutable(p, handle, &err);
     if (!b)
         return err;
-    if (size > p->block_size)
+    if (size > pool_blk_size(p, (uint32_t)handle - 1))
         return -EINVAL;
     b->data_size = size;
     return 0;
@@ -128,8 +128,8 @@ int pool_freeze_read_meta(struct pool *p, uint64_t handle, uint64_t *size, mbq_t
         atomic_store_explicit(&b->frozen, 1, memory_order_relaxed);
         froze = 1;
     }
-    const uint64_t n = READ_ONCE(b->data_size);
-    *size = n > p->block_size ? p->block_size : n;
+    const uint64_t n = READ_ONCE(b->data_size), cap = pool_blk_size(p, (uint32_t)handle - 1);
+    *size = n > cap ? cap : n;
     *dts = b->dts;
     *pts = b->pts;
     *duration = b->duration;
@@ -157,8 +157,8 @@ int pool_block_span(struct pool *p, uint64_t handle, int *fd, uint64_t *offset, 
         return -EBADF;
     uint32_t idx = (uint32_t)handle - 1;
     *fd = p->seg.fd;
-    *offset = pool_data_off(p) + (uint64_t)idx * p->block_size;
-    *len = p->block_size;
+    *offset = (uint64_t)(pool_blk_data(p, idx) - (uint8_t *)p->seg.base);
+    *len = pool_blk_size(p, idx);
     return 0;
 }
 

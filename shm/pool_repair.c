@@ -105,17 +105,17 @@ static enum repair_place repair_file_block(struct pool *p, uint32_t k, uint64_t 
     return PLACE_COLD;
 }
 
-/* Links the nwarm WARM blocks oldest first, each at the head (warm: them,
- * sorted here; NULL: found by index, in index order). Returns how many it
- * linked, with the list's ends. */
-static uint32_t repair_link_warm(struct pool *p, struct pool_warm_ent *warm, uint32_t nwarm,
-                                 uint32_t *head_out, uint32_t *tail_out)
+/* Links the nwarm WARM blocks of class c oldest first, each at the head
+ * (warm: them, sorted here; NULL: found by index, in index order). Returns
+ * how many it linked, with the list's ends. */
+static uint32_t repair_link_warm(struct pool *p, uint32_t c, struct pool_warm_ent *warm,
+                                 uint32_t nwarm, uint32_t *head_out, uint32_t *tail_out)
 {
-    const uint32_t n = p->block_count;
+    const uint32_t n = p->cls[c].first + p->cls[c].count;
     uint32_t head = POOL_NONE, tail = POOL_NONE, linked = 0;
     if (warm)
         qsort(warm, nwarm, sizeof(*warm), pool_warm_cmp);
-    for (uint32_t j = 0, k = 0; j < nwarm; j++) {
+    for (uint32_t j = 0, k = p->cls[c].first; j < nwarm; j++) {
         uint32_t idx;
         if (warm) {
             idx = warm[j].idx;
@@ -148,17 +148,15 @@ static uint32_t repair_link_warm(struct pool *p, struct pool_warm_ent *warm, uin
  * the head ends up lowest), the warm list afterwards in freed_at order so
  * that age-out keeps working from the tail. Without memory to sort, index
  * order: age-out may then stop early at a young tail until the next flush,
- * which is a delay, not an error. */
-void pool_repair_locked(struct pool *p)
+ * which is a delay, not an error. Class by class: each class's lists link
+ * its own blocks only. Returns the class's blocks in use. */
+static uint32_t repair_class_locked(struct pool *p, uint32_t c, struct pool_warm_ent *warm,
+                                    uint64_t now, bool inv)
 {
-    struct pool_shared *sh = p->sh;
-    const uint32_t n = p->block_count;
-    const uint64_t now = mono_ns();
-    const bool inv = (READ_ONCE(sh->flags) & POOL_F_INVALIDATED) != 0;
-    struct pool_warm_ent *warm = malloc((size_t)n * sizeof(*warm));
     uint32_t nwarm = 0, ncold = 0, nused = 0, cold_head = POOL_NONE;
+    const uint32_t lo = p->cls[c].first;
 
-    for (uint32_t k = n; k-- > 0;) {
+    for (uint32_t k = lo + p->cls[c].count; k-- > lo;) {
         switch (repair_file_block(p, k, now, inv)) {
         case PLACE_USED: nused++; break;
         case PLACE_AGER: break;
@@ -176,18 +174,28 @@ void pool_repair_locked(struct pool *p)
         }
     }
     uint32_t head, tail;
-    uint32_t linked = repair_link_warm(p, warm, nwarm, &head, &tail);
-    free(warm);
+    uint32_t linked = repair_link_warm(p, c, warm, nwarm, &head, &tail);
+    *p->cls[c].lists = (struct pool_lists){.warm_head = head, .warm_tail = tail,
+                                           .cold_head = cold_head, .warm_count = linked,
+                                           .cold_count = ncold};
+    return nused;
+}
 
-    sh->warm_head = head;
-    sh->warm_tail = tail;
-    sh->cold_head = cold_head;
-    sh->warm_count = linked;
-    sh->cold_count = ncold;
+void pool_repair_locked(struct pool *p)
+{
+    struct pool_shared *sh = p->sh;
+    const uint64_t now = mono_ns();
+    const bool inv = (READ_ONCE(sh->flags) & POOL_F_INVALIDATED) != 0;
+    struct pool_warm_ent *warm = malloc((size_t)p->block_count * sizeof(*warm));
+    uint32_t nused = 0;
+    for (uint32_t c = 0; c < p->nclasses; c++)
+        nused += repair_class_locked(p, c, warm, now, inv);
+    free(warm);
     sh->used_count = nused;
 }
 
-static bool lists_walk_ok(const struct pool *p, uint32_t nwarm, uint32_t ncold);
+static bool lists_walk_ok(const struct pool *p, uint32_t c, uint32_t nwarm, uint32_t ncold);
+static bool class_ok_locked(struct pool *p, uint32_t c, uint32_t *nused);
 
 /* Whether the lists and counters describe the descriptors exactly, with no
  * orphaned AGING block (its ager gone). O(block_count). used_count counts
@@ -198,11 +206,21 @@ static bool lists_walk_ok(const struct pool *p, uint32_t nwarm, uint32_t ncold);
  * (pool_audit). */
 bool pool_lists_ok_locked(struct pool *p)
 {
-    struct pool_shared *sh = p->sh;
-    const uint32_t n = p->block_count;
-    uint32_t nwarm = 0, ncold = 0, nused = 0;
+    uint32_t nused = 0;
+    for (uint32_t c = 0; c < p->nclasses; c++)
+        if (!class_ok_locked(p, c, &nused))
+            return false;
+    return READ_ONCE(p->sh->used_count) == nused;
+}
 
-    for (uint32_t k = 0; k < n; k++) {
+/* pool_lists_ok_locked for class c, adding its USED blocks to *nused. */
+static bool class_ok_locked(struct pool *p, uint32_t c, uint32_t *nused)
+{
+    const struct pool_lists *L = p->cls[c].lists;
+    const uint32_t n = p->cls[c].first + p->cls[c].count;
+    uint32_t nwarm = 0, ncold = 0;
+
+    for (uint32_t k = p->cls[c].first; k < n; k++) {
         struct pool_block *b = &p->blocks[k];
         uint32_t rc = ref_count(atomic_load_explicit(&b->ref, memory_order_acquire));
         uint32_t st = READ_ONCE(b->state);
@@ -214,7 +232,7 @@ bool pool_lists_ok_locked(struct pool *p)
         switch (st) {
         case POOL_BLOCK_WARM: nwarm++; break;
         case POOL_BLOCK_COLD: ncold++; break;
-        case POOL_BLOCK_USED: nused++; break;
+        case POOL_BLOCK_USED: (*nused)++; break;
         case POOL_BLOCK_AGING:
             if (!pool_task_alive(READ_ONCE(b->reserved0)))
                 return false;
@@ -222,23 +240,21 @@ bool pool_lists_ok_locked(struct pool *p)
         default: return false;
         }
     }
-    if (READ_ONCE(sh->warm_count) != nwarm || READ_ONCE(sh->cold_count) != ncold ||
-        READ_ONCE(sh->used_count) != nused)
+    if (READ_ONCE(L->warm_count) != nwarm || READ_ONCE(L->cold_count) != ncold)
         return false;
-    return lists_walk_ok(p, nwarm, ncold);
+    return lists_walk_ok(p, c, nwarm, ncold);
 }
 
 /* Whether walking the lists meets exactly the nwarm WARM and ncold COLD
  * blocks. A walk that ends within n steps cannot have revisited a node; if
  * every node it met has the list's state and it met as many as have that
  * state, the list holds exactly those blocks. */
-static bool lists_walk_ok(const struct pool *p, uint32_t nwarm, uint32_t ncold)
+static bool lists_walk_ok(const struct pool *p, uint32_t c, uint32_t nwarm, uint32_t ncold)
 {
-    const struct pool_shared *sh = p->sh;
-    const uint32_t n = p->block_count;
+    const struct pool_lists *sh = p->cls[c].lists;
     uint32_t prev = POOL_NONE, cur = READ_ONCE(sh->warm_head), steps = 0;
     while (cur != POOL_NONE) {
-        if (cur >= n || steps >= nwarm || READ_ONCE(p->blocks[cur].state) != POOL_BLOCK_WARM ||
+        if (!pool_in_class(p, c, cur) || steps >= nwarm || READ_ONCE(p->blocks[cur].state) != POOL_BLOCK_WARM ||
             READ_ONCE(p->blocks[cur].prev) != prev)
             return false;
         prev = cur;
@@ -250,7 +266,7 @@ static bool lists_walk_ok(const struct pool *p, uint32_t nwarm, uint32_t ncold)
     cur = READ_ONCE(sh->cold_head);
     steps = 0;
     while (cur != POOL_NONE) {
-        if (cur >= n || steps >= ncold || READ_ONCE(p->blocks[cur].state) != POOL_BLOCK_COLD)
+        if (!pool_in_class(p, c, cur) || steps >= ncold || READ_ONCE(p->blocks[cur].state) != POOL_BLOCK_COLD)
             return false;
         cur = READ_ONCE(p->blocks[cur].next);
         steps++;

@@ -41,6 +41,7 @@ static const char usage_text[] =
     "                                     [--mode MODE]\n"
     "  create simple-queue NAME --capacity N [--mode MODE]\n"
     "  create pool NAME --block-size N --blocks N [--age-out SECONDS] [--mode MODE]\n"
+    "  create pool NAME --classes SIZExCOUNT[,SIZExCOUNT...] [--age-out SECONDS] [--mode MODE]\n"
     "  unlink NAME                        remove a name (the object lives while open)\n"
     "  usage                              objects and bytes charged to users (your own;\n"
     "                                     root: every user's); list --json has them too\n"
@@ -238,6 +239,19 @@ static double duration_seconds(mbq_time t)
 }
 
 /* Fields of an object as JSON members (no braces); stat adds the clients. */
+static void json_pool_classes(FILE *f, const mbq_object_info *o)
+{
+    fputs(",\"classes\":[", f);
+    for (uint32_t c = 0; c < o->pool_class_count && c < MBQ_POOL_MAX_CLASSES; c++)
+        fprintf(f,
+                "%s{\"block_size\":%" PRIu64 ",\"block_count\":%u,\"used\":%u,\"warm\":%u,"
+                "\"cold\":%u,\"cached\":%u}",
+                c ? "," : "", o->pool_classes[c].block_size, o->pool_classes[c].block_count,
+                o->pool_classes[c].used, o->pool_classes[c].warm, o->pool_classes[c].cold,
+                o->pool_classes[c].cached);
+    fputc(']', f);
+}
+
 static void json_object_fields(FILE *f, const mbq_object_info *o, bool with_stats)
 {
     fputs("\"name\":", f);
@@ -280,6 +294,8 @@ static void json_object_fields(FILE *f, const mbq_object_info *o, bool with_stat
         if (with_stats)
             fprintf(f, ",\"approximate\":%s,\"lock_takeovers\":%" PRIu64,
                     o->approximate ? "true" : "false", o->lock_takeovers);
+        if (with_stats && o->pool_class_count)
+            json_pool_classes(f, o);
         break;
     }
 }
@@ -431,6 +447,11 @@ static void print_stat_text(const mbq_object_info *o)
         printf("block size:    %" PRIu64 "\n", o->block_size);
         printf("blocks:        %u (used %u, warm %u, cold %u)\n", o->block_count, o->blocks_used,
                o->blocks_warm, o->blocks_cold);
+        for (uint32_t c = 0; c < o->pool_class_count && c < MBQ_POOL_MAX_CLASSES; c++)
+            printf("class %u:       %" PRIu64 " B x %u (used %u, warm %u, cold %u, cached %u)\n",
+                   c, o->pool_classes[c].block_size, o->pool_classes[c].block_count,
+                   o->pool_classes[c].used, o->pool_classes[c].warm, o->pool_classes[c].cold,
+                   o->pool_classes[c].cached);
         printf("allocations:   %" PRIu64 "\n", o->allocations);
         printf("frees:         %" PRIu64 "\n", o->frees);
         printf("aged out:      %" PRIu64 "\n", o->aged_out);
@@ -474,6 +495,8 @@ struct create_args {
     const char *kind, *name;
     bool bq, sq, pool;
     uint64_t capacity, block_size, blocks;
+    uint32_t nclasses;
+    mbq_pool_class classes[MBQ_POOL_MAX_CLASSES];
     bool have_capacity, drop_oldest;
     double age_out;
     uint32_t mode;
@@ -494,6 +517,32 @@ static bool parse_order(const char *s, mbq_buffer_queue_order *out)
             return true;
         }
     return false;
+}
+
+/* --classes SIZExCOUNT[,SIZExCOUNT...]: the pool's size classes, as given
+ * (mbqd checks their order and sizes). */
+static bool parse_classes(const char *s, struct create_args *a)
+{
+    a->nclasses = 0;
+    while (*s) {
+        char *end;
+        if (a->nclasses == MBQ_POOL_MAX_CLASSES || *s < '0' || *s > '9')
+            return false;
+        errno = 0;
+        unsigned long long size = strtoull(s, &end, 10);
+        if (errno || *end != 'x')
+            return false;
+        s = end + 1;
+        if (*s < '0' || *s > '9')
+            return false;
+        unsigned long long count = strtoull(s, &end, 10);
+        if (errno || count > UINT32_MAX || (*end && *end != ','))
+            return false;
+        a->classes[a->nclasses++] = (mbq_pool_class){.block_size = size,
+                                                     .block_count = (uint32_t)count};
+        s = *end ? end + 1 : end;
+    }
+    return a->nclasses > 0;
 }
 
 /* One option of `create` (getopt's c, with optarg). EXIT_OK or a usage error. */
@@ -521,6 +570,10 @@ static int create_option(struct ctl *ctl, struct create_args *a, int c)
         return parse_u64(optarg, UINT32_MAX, true, &a->blocks) && a->blocks
                    ? EXIT_OK
                    : usage_error("bad --blocks '%s'", optarg);
+    case 'C':
+        return parse_classes(optarg, a)
+                   ? EXIT_OK
+                   : usage_error("bad --classes '%s' (SIZExCOUNT[,SIZExCOUNT...], at most 8)", optarg);
     case 'a':
         a->age_out = strtod(optarg, &end);
         return !*end && a->age_out >= 0 && a->age_out <= 1e6
@@ -545,8 +598,13 @@ static int create_option(struct ctl *ctl, struct create_args *a, int c)
 static int create_check(const struct create_args *a)
 {
     if ((!a->bq && (a->order != MBQ_ORDER_FIFO || a->drop_oldest)) ||
-        (!a->pool && (a->block_size || a->blocks)) || (a->pool && a->have_capacity))
+        (!a->pool && (a->block_size || a->blocks || a->nclasses)) ||
+        (a->pool && a->have_capacity))
         return usage_error("an option does not apply to a %s", a->kind);
+    if (a->pool && a->nclasses && (a->block_size || a->blocks))
+        return usage_error("%s", "a pool takes --classes or --block-size and --blocks, not both");
+    if (a->pool && a->nclasses)
+        return EXIT_OK;
     if (a->sq && (!a->have_capacity || a->capacity == 0))
         return usage_error("%s", "a simple queue needs --capacity N (1..16777216)");
     if (a->pool && (!a->block_size || !a->blocks))
@@ -582,7 +640,9 @@ static int create_object(struct ctl *ctl, const struct create_args *a)
                               .block_count = (uint32_t)a->blocks,
                               .age_out_seconds = a->age_out,
                               .mode = a->mode,
-                              .exclusive = true};
+                              .exclusive = true,
+                              .class_count = a->nclasses};
+        memcpy(o.classes, a->classes, sizeof(o.classes));
         mbq_pool *p;
         r = mbq_pool_create(ctl->client, a->name, &o, &p);
         if (r == 0)
@@ -599,6 +659,7 @@ static int cmd_create(struct ctl *ctl, int argc, char **argv)
         {"drop-oldest", no_argument, NULL, 'd'},
         {"block-size", required_argument, NULL, 'b'},
         {"blocks", required_argument, NULL, 'n'},
+        {"classes", required_argument, NULL, 'C'},
         {"age-out", required_argument, NULL, 'a'},
         {"mode", required_argument, NULL, 'm'},
         {"json", no_argument, NULL, 'j'},

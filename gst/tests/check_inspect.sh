@@ -29,5 +29,5 @@ check() {
   done
 }
 check mbqsink socket queue pool block-size blocks create capacity order full-policy timeout
-check mbqsrc socket queue is-live wait-for-queue timeout max-held
+check mbqsrc socket queue is-live wait-for-queue timeout max-held on-producer-lost
 echo "check_inspect: every property of mbqsink and mbqsrc is documented"

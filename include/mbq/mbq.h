@@ -64,9 +64,10 @@
  *    lists but no public installer accepts, is installed with
  *    mbq_buffer_queue_install_trigger_with_time_and_threshold().
  *  - Non-numeric buffer durations count as zero in the queue's duration.
- *  - A pool serves one block size, fixed at creation (CMMemoryPool serves
- *    any size): an allocation of more than the block size fails, and a
- *    stream whose buffers grow (a resolution change) needs a new pool.
+ *  - A pool serves the block sizes fixed at its creation: one, or up to
+ *    MBQ_POOL_MAX_CLASSES size classes (mbq_pool_options.classes), so that
+ *    one pool serves allocations of any size up to its largest class as
+ *    CMMemoryPool does, though not beyond it: an allocation of more fails.
  *    Blocks below a page are packed at 64-byte granularity, so a pool of
  *    small messages costs no page per message (mbq_pool_options).
  *  - A buffer's metadata (size, timing, flags, format, attachments) is
@@ -180,6 +181,14 @@ typedef struct mbq_pool mbq_pool;
  * code that creates its queue once and shares it expects). */
 #define MBQ_OPEN_IF_EXISTS (1ull << 0)
 
+/* One size class of a pool (see mbq_pool_options.classes). */
+typedef struct mbq_pool_class {
+    uint64_t block_size;  /* rounded as mbq_pool_options.block_size is */
+    uint32_t block_count; /* >= 1 */
+} mbq_pool_class;
+
+#define MBQ_POOL_MAX_CLASSES 8
+
 typedef struct mbq_pool_options {
     size_t size;            /* sizeof(mbq_pool_options) */
     /* Bytes per block; required. From a page up, rounded up to whole pages
@@ -194,6 +203,38 @@ typedef struct mbq_pool_options {
     uint32_t mode;          /* permission bits; 0: 0600 */
     bool exclusive;         /* fail with -EEXIST if the name exists */
     uint64_t flags;         /* MBQ_OPEN_IF_EXISTS */
+    /* Size classes (an mbq extension; a caller built against an older
+     * header, whose size ends before these fields, has none). class_count
+     * 0: one block size (block_size, block_count). 1..MBQ_POOL_MAX_CLASSES:
+     * the pool has these classes instead, and block_size and block_count
+     * must be 0. The rules:
+     *  - each class's block size is rounded as block_size is (64 B below a
+     *    page, whole pages from one on) and the rounded sizes must ascend
+     *    strictly; each class has block_count >= 1 blocks; 2^20 blocks in
+     *    all at most;
+     *  - an allocation of n bytes takes a block of the smallest class whose
+     *    size is >= n, aligned as that class's blocks are (64 B, or a page);
+     *    when that class has no free block it takes one of the next larger
+     *    class that has one (never a smaller one), and fails with
+     *    MBQ_POOL_ERR_ALLOCATION_FAILED only when no class >= n has a free
+     *    block; n above the largest class: MBQ_POOL_ERR_INVALID_PARAMETER;
+     *  - a buffer's capacity (mbq_buffer_get_data) is its block's size,
+     *    which may exceed n (a larger class's, after a fallback);
+     *  - age-out returns each class's free blocks after the age-out period
+     *    like a pool of one size (packed classes keep pages that blocks
+     *    outside the aging round share); flush and invalidate act on every
+     *    class; a process's cache of free blocks is shared by the classes;
+     *  - each class costs its descriptors and per-client counts (about 450 B
+     *    a block, as any pool block) and up to a page of padding.
+     * Bad classes (a size or count of 0, unordered or equal sizes, too
+     * large, classes beside a block size) fail with
+     * MBQ_POOL_ERR_INVALID_PARAMETER, and mbq_client_last_error() names the
+     * class and the problem; nothing is created. class_count above
+     * MBQ_POOL_MAX_CLASSES, or 0 with no block size, fails the same way in
+     * the library, before any request (no explanation). One class is a
+     * pool of that one block size. */
+    uint32_t class_count;
+    mbq_pool_class classes[MBQ_POOL_MAX_CLASSES];
 } mbq_pool_options;
 
 /* Creates (or, unless exclusive, opens: see "Create-or-open") a named pool. Its pages are
@@ -221,6 +262,11 @@ int mbq_pool_create(mbq_client *client, const char *name, const mbq_pool_options
  * have the pool open: a pool has 64 client slots), -EMFILE, -EBADMSG,
  * control errors. */
 int mbq_pool_open(mbq_client *client, const char *name, mbq_pool **out);
+/* The pool's size classes, smallest first, into classes (max entries; may
+ * be NULL with max 0): returns how many it has (1 for a pool of one block
+ * size), -EINVAL (pool NULL, classes NULL with max > 0), -ESTALE (the pool
+ * was lost with its daemon connection). (An mbq extension.) */
+int mbq_pool_get_classes(mbq_pool *pool, mbq_pool_class *classes, size_t max);
 /* Releases the references this process holds on the pool's buffers. */
 void mbq_pool_close(mbq_pool *pool);
 /* CMMemoryPoolFlush: returns every cached free block's pages now.
@@ -238,7 +284,9 @@ typedef struct mbq_buffer {
 } mbq_buffer;
 
 /* Allocates a buffer of at least size bytes with one reference held by the
- * caller. MBQ_POOL_ERR_INVALID_PARAMETER (size 0 or above the block size),
+ * caller (in a pool of size classes, from the class the rules of
+ * mbq_pool_options.classes choose). MBQ_POOL_ERR_INVALID_PARAMETER (size 0
+ * or above the (largest) block size),
  * MBQ_POOL_ERR_ALLOCATION_FAILED (every block is in use). */
 int mbq_pool_allocate(mbq_pool *pool, size_t size, mbq_buffer *out);
 /* Blocking allocate (back-pressure from the pool): as allocate, but while
@@ -277,7 +325,8 @@ int mbq_buffer_retain(mbq_buffer buffer);
 int mbq_buffer_release(mbq_buffer buffer);
 bool mbq_buffer_is_valid(mbq_buffer buffer);
 /* The payload, mapped in this process; NULL for a stale buffer. capacity
- * (may be NULL) receives the block size. */
+ * (may be NULL) receives the block size (its class's, in a pool of size
+ * classes). */
 void *mbq_buffer_get_data(mbq_buffer buffer, size_t *capacity);
 /* Metadata a queue reads at enqueue: decode and presentation timestamps,
  * duration, and the bytes of payload that are meaningful. -ESTALE (freed
@@ -499,7 +548,9 @@ int mbq_buffer_queue_dequeue_and_retain(mbq_buffer_queue *queue, mbq_buffer *out
 int mbq_buffer_queue_dequeue_if_data_ready_and_retain(mbq_buffer_queue *queue, mbq_buffer *out);
 /* Blocking dequeue: spins (see mbq_buffer_queue_set_wait_spin), then
  * sleeps until a buffer arrives or timeout_ns passes (< 0: no limit). 0,
- * -ETIMEDOUT, -ENODATA (empty and at end of data), -ECANCELED
+ * -ETIMEDOUT, -ENODATA (empty and at end of data), -EPIPE (empty, no end of
+ * data, and every declared producer is gone: see "Producers" below;
+ * returned at once, without waiting for the timeout), -ECANCELED
  * (mbq_buffer_queue_cancel_waits), or as dequeue. */
 int mbq_buffer_queue_dequeue_wait(mbq_buffer_queue *queue, int64_t timeout_ns, mbq_buffer *out);
 /* Blocking enqueue (back-pressure from the queue): as enqueue (or
@@ -531,6 +582,33 @@ int mbq_buffer_queue_cancel_waits(mbq_buffer_queue *queue);
  * consumer sharing a CPU, or power), > 0 up to that many nanoseconds
  * whenever the producer runs on another CPU. (An mbq extension.) */
 int mbq_buffer_queue_set_wait_spin(mbq_buffer_queue *queue, int64_t spin_ns);
+/* Producers (mbq extensions), so that a consumer can tell a dead producer
+ * from a slow one.
+ *  - declare_producer: this client produces into the queue. The daemon
+ *    counts the declared producers of each queue; a declaration ends when
+ *    the client closes the queue or its connection ends (the process
+ *    exited, crashed or was killed: kill -9 included, seen at once). It is
+ *    made again after the daemon restarts (the restarted daemon waits for
+ *    each producer of before to declare again or exit). Enqueueing does not
+ *    declare: a process that only relays or re-queues now and then should
+ *    not become a producer whose exit ends the stream. 0,
+ *    MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING, -EIDRM (a restarted daemon no
+ *    longer has the queue), control errors.
+ *  - When the last declared producer's declaration ends, the queue is
+ *    "producer lost": blocking dequeues (dequeue_wait, dequeue_wait_many)
+ *    deliver what is still queued, then return -EPIPE at once instead of
+ *    waiting (end of data, if marked, wins: -ENODATA). A new declaration
+ *    clears it, so a restarted producer resumes the stream. A queue on
+ *    which no producer ever declared is never producer lost. A stopped
+ *    (SIGSTOP) producer is still a producer. Non-blocking dequeues are
+ *    unchanged (-EAGAIN when empty); is_producer_lost tells the state
+ *    (false for NULL).
+ *  - set_wait_through_producer_lost: this handle's blocking dequeues wait
+ *    on through "producer lost" (for the next producer) as for a slow one.
+ * Thread safety: any thread; declare_producer takes the client's lock. */
+int mbq_buffer_queue_declare_producer(mbq_buffer_queue *queue);
+bool mbq_buffer_queue_is_producer_lost(mbq_buffer_queue *queue);
+int mbq_buffer_queue_set_wait_through_producer_lost(mbq_buffer_queue *queue, bool wait);
 /* Batched calls (mbq extensions): many buffers in one call, in array order,
  * with the results of the single-buffer calls made one after the other.
  * enqueue_and_release_many, dequeue_many, dequeue_wait_many and
@@ -625,7 +703,9 @@ int mbq_buffer_queue_call_for_each_buffer(mbq_buffer_queue *queue,
 /* CMBufferQueueSetValidationCallback, for this process's enqueues: a
  * non-zero return rejects the buffer and is returned by enqueue
  * (MBQ_BQ_ERR_INVALID_BUFFER is the conventional value). NULL removes it.
- * MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING (queue NULL). */
+ * MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING (queue NULL), -ENOMEM. Each
+ * distinct callback and refcon pair set keeps a small record until the
+ * queue handle is closed. */
 int mbq_buffer_queue_set_validation_callback(mbq_buffer_queue *queue,
                                              int (*callback)(mbq_buffer_queue *queue,
                                                              mbq_buffer buffer, void *refcon),
@@ -821,6 +901,15 @@ typedef struct mbq_object_info {
     /* stat only, buffer queues and pools: */
     bool approximate;        /* a lock stayed held: counters read without it */
     uint64_t lock_takeovers; /* locks mbqd took from owners not entitled to them */
+    /* pool of size classes (stat only; pool_class_count 0 otherwise): each
+     * class's figures, warm counting free blocks kept in clients' caches
+     * too; block_size above (pool) is the largest class's, block_count every
+     * class's */
+    uint32_t pool_class_count;
+    struct {
+        uint64_t block_size;
+        uint32_t block_count, used, warm, cold, cached;
+    } pool_classes[MBQ_POOL_MAX_CLASSES];
 } mbq_object_info;
 
 /* What one user is charged: the objects it owns and their bytes, for as

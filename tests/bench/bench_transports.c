@@ -1307,7 +1307,7 @@ struct entry {
     uint32_t payload; /* bytes; 0: the case's */
 };
 
-#define MAX_ENTRIES 10
+#define MAX_ENTRIES 11
 
 struct bcase {
     const char *id;
@@ -1447,6 +1447,7 @@ static const struct bcase cases[] = {
       {"mbq-bq", &tx_bq, 0, 0, 0, 5000000, 0},
       {"mbq", &tx_mbq, 0, 0, 0, 2000000, 0},
       {"mbq 64 B blocks", &tx_mbq, TXV_MBQ_SMALL, 0, 0, 2000000, 0},
+      {"mbq 64 B classes", &tx_mbq, TXV_MBQ_CLASSES, 0, 0, 2000000, 0},
       {"mbq b16", &tx_mbq, TXV_MBQ_BATCH16, 0, 0, 2000000, 0},
       IOX_ENTRY("iceoryx", 0, 500000),
       {"mq", &tx_mq, 0, 0, 0, 500000, 0},
@@ -1464,15 +1465,20 @@ static const struct bcase cases[] = {
       {"mq", &tx_mq, 0, 0, 0, 300000, 0},
       {"uds", &tx_uds, 0, 0, 0, 300000, 0}}},
     {"sorted", "mbq sorted by PTS vs FIFO, 64 B streaming",
-     "FIFO, sorted with PTS in order, and sorted with PTS in B-frame order (0 3 1 2 per group "
-     "of four, so one entry in four is inserted out of order), through the library and the "
-     "queue alone (mbq-bq).",
+     "FIFO, and sorted by PTS with four input mixes: in order; B-frame order (0 3 1 2 per "
+     "group of four, so one entry in four arrives below its predecessor); late16 (one in "
+     "sixteen late by three frames: ... 11 13 14 15 12); random (a hash of the sequence "
+     "number), through the library and the queue alone (mbq-bq).",
      K_STREAM, 64, false, TX_POLL, false, 256, 1, true, 0, 0, "mbq fifo", true,
      {{"mbq fifo", &tx_mbq, 0, 0, 0, 1000000, 0},
       {"mbq pts", &tx_mbq, TXV_MBQ_PTS, 0, 0, 1000000, 0},
       {"mbq pts reordered", &tx_mbq, TXV_MBQ_PTS_REORDER, 0, 0, 1000000, 0},
+      {"mbq pts late16", &tx_mbq, TXV_MBQ_PTS_LATE16, 0, 0, 1000000, 0},
+      {"mbq pts random", &tx_mbq, TXV_MBQ_PTS_RANDOM, 0, 0, 300000, 0},
       {"mbq-bq fifo", &tx_bq, 0, 0, 0, 2000000, 0},
-      {"mbq-bq pts reordered", &tx_bq, TXV_MBQ_PTS_REORDER, 0, 0, 2000000, 0}}},
+      {"mbq-bq pts reordered", &tx_bq, TXV_MBQ_PTS_REORDER, 0, 0, 2000000, 0},
+      {"mbq-bq pts late16", &tx_bq, TXV_MBQ_PTS_LATE16, 0, 0, 2000000, 0},
+      {"mbq-bq pts random", &tx_bq, TXV_MBQ_PTS_RANDOM, 0, 0, 500000, 0}}},
     {"pool", "Allocate + free 4 MiB, one process",
      "mbq: mbq_pool_allocate + mbq_buffer_release of a cached (pre-faulted) block; malloc+free "
      "(glibc); a fresh anonymous mmap+munmap. '+touch' writes one byte per page in between, "
@@ -2090,9 +2096,10 @@ static void write_plot_data(void)
                                "uds", "mbq b16"};
     write_dat_group("stream.dat", st_cases, 2, st_labels, 9, 1e-6);
     const char *so_cases[] = {"sorted"};
-    const char *so_labels[] = {"mbq fifo", "mbq pts", "mbq pts reordered", "mbq-bq fifo",
-                               "mbq-bq pts reordered"};
-    write_dat_group("sorted.dat", so_cases, 1, so_labels, 5, 1e-6);
+    const char *so_labels[] = {"mbq fifo",         "mbq pts",           "mbq pts reordered",
+                               "mbq pts late16",   "mbq pts random",    "mbq-bq fifo",
+                               "mbq-bq pts reordered", "mbq-bq pts late16", "mbq-bq pts random"};
+    write_dat_group("sorted.dat", so_cases, 1, so_labels, 9, 1e-6);
     const char *po_cases[] = {"pool"};
     const char *po_labels[] = {"mbq", "malloc", "mmap", "mbq+touch", "malloc+touch",
                                "mmap+touch"};
@@ -2532,13 +2539,27 @@ static const struct tx_ops *solo_transport(const char *name, int *variant)
         *variant = TXV_MBQ_BATCH16;
         return &tx_mbq;
     }
-    if (strcmp(name, "mbq-pts-reordered") == 0) {
-        *variant = TXV_MBQ_PTS_REORDER;
+    if (strcmp(name, "mbq-classes") == 0) {
+        *variant = TXV_MBQ_CLASSES;
         return &tx_mbq;
     }
-    if (strcmp(name, "mbq-bq-pts-reordered") == 0) {
-        *variant = TXV_MBQ_PTS_REORDER;
-        return &tx_bq;
+    /* the sorted case's input mixes, through the library or the queue alone */
+    static const struct {
+        const char *name;
+        int variant;
+    } mixes[] = {{"pts", TXV_MBQ_PTS},
+                 {"pts-reordered", TXV_MBQ_PTS_REORDER},
+                 {"pts-late16", TXV_MBQ_PTS_LATE16},
+                 {"pts-random", TXV_MBQ_PTS_RANDOM}};
+    for (size_t k = 0; k < sizeof(mixes) / sizeof(mixes[0]); k++) {
+        if (strncmp(name, "mbq-bq-", 7) == 0 && strcmp(name + 7, mixes[k].name) == 0) {
+            *variant = mixes[k].variant;
+            return &tx_bq;
+        }
+        if (strncmp(name, "mbq-", 4) == 0 && strcmp(name + 4, mixes[k].name) == 0) {
+            *variant = mixes[k].variant;
+            return &tx_mbq;
+        }
     }
     return NULL;
 }
@@ -2552,7 +2573,8 @@ static int run_solo(const char *name, long n, long batch)
     const struct tx_ops *t = solo_transport(name, &variant);
     if (!t || n < 1 || batch < 1 || batch > 256) {
         fprintf(stderr, "bench_transports: --solo ring|floor|mbq-bq|mbq|mbq-trigger|"
-                        "mbq-trigger-idle|mbq-small|mbq-b16 N [BATCH]\n");
+                        "mbq-trigger-idle|mbq-small|mbq-b16|mbq-classes|{mbq,mbq-bq}-pts[-reordered|"
+                        "-late16|-random] N [BATCH]\n");
         return 2;
     }
     if (t == &tx_mbq && !mbqd_start())
@@ -2579,6 +2601,7 @@ static int run_solo(const char *name, long n, long batch)
         bench_die("%s: %s", name, mbq_status_string(r));
     bench_pin(BENCH_PARENT_CPU);
     struct timespec c0, c1;
+    bool sorted = txv_sorted(variant);
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c0);
     uint64_t t0 = bench_mono_ns();
     for (long i = 0; i < n && !job_failed(j); i += batch) {
@@ -2593,7 +2616,10 @@ static int run_solo(const char *name, long n, long batch)
         }
         for (long m = 0; m < sent; m++) {
             const void *q = recv_msg(j, t, rx, false);
-            if (!q || !payload_read(q, 64, (uint64_t)(i + m), false)) {
+            /* a sorted queue hands a batch out in key order */
+            uint64_t seq = q && sorted ? *(const volatile uint64_t *)q
+                                                    : (uint64_t)(i + m);
+            if (!q || seq - (uint64_t)i >= (uint64_t)sent || !payload_read(q, 64, seq, false)) {
                 job_fail(j, "message %ld lost", i + m);
                 break;
             }
@@ -2648,8 +2674,10 @@ static void usage(FILE *to)
                 "  --placement-budget S and at most S s in all (default 150)\n"
                 "  --solo T [N [B]]     profiling aid: N messages through transport T (ring,\n"
                 "                       floor, mbq-bq, mbq, mbq-trigger, mbq-trigger-idle,\n"
-                "                       mbq-small, mbq-b16: the batched calls, B a multiple\n"
-                "                       of 16) in one process, no peers, B sent before B\n"
+                "                       mbq-small, mbq-classes, mbq-b16: the batched calls, B a\n"
+                "                       multiple of 16; the sorted case's mbq-pts,\n"
+                "                       mbq-pts-reordered, mbq-pts-late16, mbq-pts-random and their\n"
+                "                       mbq-bq-pts... forms) in one process, no peers, B sent before B\n"
                 "                       received (default 1)\n");
 }
 

@@ -51,7 +51,17 @@ enum {
     TXV_MBQ_TRIGGER_IDLE = 13, /* a trigger installed that never fires; waits as usual */
     TXV_MBQ_BATCH16 = 14,      /* the batched calls, 16 at a time (busy-poll, one consumer) */
     TXV_MBQ_SMALL = 15,        /* the pool's blocks are the payload's size (sub-page, packed) */
+    TXV_MBQ_PTS_LATE16 = 16,   /* sorted by PTS, one in sixteen late by three frames */
+    TXV_MBQ_PTS_RANDOM = 17,   /* sorted by PTS, PTS in no order at all */
+    TXV_MBQ_CLASSES = 20,      /* a pool of size classes: the payload's (packed), 4 KiB, 64 KiB */
 };
+
+/* Whether variant v runs a queue sorted by PTS. */
+static inline bool txv_sorted(int v)
+{
+    return v == TXV_MBQ_PTS || v == TXV_MBQ_PTS_REORDER || v == TXV_MBQ_PTS_LATE16 ||
+           v == TXV_MBQ_PTS_RANDOM;
+}
 
 #define TX_MAX_FAN 2
 #define TX_SPIN_NS 25000u /* the spin window of the spin-then-sleep waits */

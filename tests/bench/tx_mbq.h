@@ -1,7 +1,8 @@
 /* mbq through its public library, against the mbqd the harness started.
  *
  * Per channel: one pool (the producer's frames: page-rounded blocks, or
- * with TXV_MBQ_SMALL blocks of the payload's size packed below a page;
+ * with TXV_MBQ_SMALL blocks of the payload's size packed below a page, with
+ * TXV_MBQ_CLASSES a pool of three size classes whose first is that size;
  * depth + 16 of them, pre-faulted by mbqd) and one buffer queue per consumer,
  * created by the measuring process before it forks, opened by name by each
  * side on its own connection. A message is a buffer's whole life:
@@ -93,12 +94,22 @@ static int mbq_prepare(struct tx_spec *s)
                                              : (s->payload + 4095) & ~(size_t)4095,
                            .block_count = s->depth + 16,
                            .exclusive = true};
+    if (s->variant == TXV_MBQ_CLASSES) {
+        /* the payload's class first (the one this stream uses), then two
+         * larger ones it never touches */
+        po.block_size = 0;
+        po.block_count = 0;
+        po.class_count = 3;
+        po.classes[0] = (mbq_pool_class){s->payload, s->depth + 16};
+        po.classes[1] = (mbq_pool_class){4096 > s->payload ? 4096 : 2 * s->payload, 16};
+        po.classes[2] = (mbq_pool_class){65536 > 2 * s->payload ? 65536 : 4 * s->payload, 8};
+    }
     mbq_obj_name(name, sizeof(name), s, "pool");
     r = mbq_pool_create(mbq_cli, name, &po, &c->pool);
     if (r < 0)
         return r;
     mbq_buffer_queue_options qo = {.size = sizeof(qo), .capacity = s->depth, .exclusive = true};
-    if (s->variant == TXV_MBQ_PTS || s->variant == TXV_MBQ_PTS_REORDER)
+    if (txv_sorted(s->variant))
         qo.order = MBQ_ORDER_PRESENTATION_TIME;
     for (unsigned i = 0; i < s->fan; i++) {
         char q[16];
@@ -296,11 +307,26 @@ static void *mbq_loan(void *tx, int *err)
     return mbq_buffer_get_data(e->cur, NULL);
 }
 
+/* The PTS of message seq in each input mix of a sorted queue: in order;
+ * B-frame order (0 3 1 2 per group of four: one in four below its
+ * predecessor); late16 (... 11 13 14 15 12 per group of sixteen: one in
+ * sixteen late by three frames); random (a hash of seq: no order left to
+ * exploit). */
 static inline int64_t mbq_bench_pts(int variant, uint64_t seq)
 {
-    static const int64_t shuffle[4] = {0, 3, 1, 2};
-    return variant == TXV_MBQ_PTS_REORDER ? (int64_t)((seq & ~3ull) + (uint64_t)shuffle[seq & 3])
-                                          : (int64_t)seq;
+    static const int64_t bframes[4] = {0, 3, 1, 2};
+    static const int64_t late16[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 12};
+    switch (variant) {
+    case TXV_MBQ_PTS_REORDER: return (int64_t)((seq & ~3ull) + (uint64_t)bframes[seq & 3]);
+    case TXV_MBQ_PTS_LATE16: return (int64_t)((seq & ~15ull) + (uint64_t)late16[seq & 15]);
+    case TXV_MBQ_PTS_RANDOM: {
+        uint64_t z = seq + 0x9e3779b97f4a7c15ull; /* splitmix64's finaliser */
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+        return (int64_t)((z ^ (z >> 31)) >> 2);
+    }
+    default: return (int64_t)seq;
+    }
 }
 
 static int mbq_send(void *tx, void *payload, uint64_t seq)
@@ -433,9 +459,7 @@ static int bqx_prepare(struct tx_spec *s)
 {
     if (s->payload != 64)
         return -ENOTSUP;
-    uint32_t order = s->variant == TXV_MBQ_PTS || s->variant == TXV_MBQ_PTS_REORDER
-                         ? BQ_ORDER_PTS
-                         : BQ_ORDER_FIFO;
+    uint32_t order = txv_sorted(s->variant) ? BQ_ORDER_PTS : BQ_ORDER_FIFO;
     /* each process works on its own copy of these (fork) */
     struct bq *q = calloc(TX_MAX_FAN, sizeof(*q));
     if (!q)

@@ -13,7 +13,8 @@
  *
  * Input:
  *     u8 kind       % 4: FIFO queue, PTS-sorted queue, simple queue, pool
- *     u8 traffic    entries (or blocks) put in before the corruption
+ *     u8 traffic    entries (or blocks) put in before the corruption; for a
+ *                   pool, its top bit makes it a pool of three size classes
  *     then patches: u32 offset (little endian, taken modulo the segment's
  *                   size), u8 length, length bytes
  *
@@ -154,14 +155,20 @@ static void fuzz_sq(unsigned traffic, const uint8_t *data, size_t n)
 
 static void fuzz_pool(unsigned traffic, const uint8_t *data, size_t n)
 {
+    /* traffic's top bit: a pool of three size classes (its class table and
+     * per-class lists scribbled too), allocations of every class */
+    const bool classes = traffic & 0x80;
     struct pool_params params = {.block_size = 4096, .block_count = 8, .prefault = false};
+    if (classes)
+        params = (struct pool_params){.nclasses = 3, .class_size = {64, 4096, 8192},
+                                      .class_count = {8, 4, 4}};
     struct pool creator, p;
     if (pool_create(&params, &creator) != 0)
         return;
     uint64_t handles[8];
     unsigned held = 0;
     for (unsigned i = 0; i < traffic % 8; i++)
-        if (pool_alloc(&creator, 100, &handles[held]) == 0)
+        if (pool_alloc(&creator, classes ? 1u + 1500u * i : 100u, &handles[held]) == 0)
             held++;
     patch(creator.seg.base, creator.seg.size, data, n);
     bury_owner(&creator.sh->lock.word);
@@ -169,8 +176,11 @@ static void fuzz_pool(unsigned traffic, const uint8_t *data, size_t n)
         struct pool_stats st;
         pool_stats(&p, &st);
         uint64_t h = 0;
-        if (pool_alloc(&p, 64, &h) == 0) {
-            (void)pool_data(&p, h);
+        if (pool_alloc(&p, classes ? 6000 : 64, &h) == 0) {
+            uint64_t cap = 0;
+            (void)pool_data_cap(&p, h, &cap);
+            struct pool_class_stats cs;
+            pool_class_stats(&p, p.nclasses - 1, &cs);
             pool_retain(&p, h, false);
             pool_release(&p, h, false);
             pool_release(&p, h, true);

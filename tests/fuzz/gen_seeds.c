@@ -3,7 +3,8 @@
  *     gen_seeds DIR
  * makes DIR/dispatch/ (request sequences in fuzz_dispatch's format: a
  * session, then sessions creating, opening, binding, listing, stating,
- * installing triggers, closing and unlinking each other's objects) and
+ * installing triggers, declaring producers, closing and unlinking each
+ * other's objects) and
  * DIR/shm/ (each segment kind with traffic and no patch, and with a few
  * patches over the header and the indices). */
 #include <mbq.pb-c.h>
@@ -146,6 +147,17 @@ static void unlink_name(unsigned s, const char *name)
     add(s, &r);
 }
 
+static void declare(unsigned s, uint64_t queue, bool withdraw)
+{
+    Mbq__V1__DeclareProducer dp = MBQ__V1__DECLARE_PRODUCER__INIT;
+    dp.object_id = queue;
+    dp.withdraw = withdraw;
+    Mbq__V1__Request r = MBQ__V1__REQUEST__INIT;
+    r.body_case = MBQ__V1__REQUEST__BODY_DECLARE_PRODUCER;
+    r.declare_producer = &dp;
+    add(s, &r);
+}
+
 static int save(const char *dir, const char *name, const void *data, size_t n)
 {
     char path[4096];
@@ -217,6 +229,20 @@ int main(int argc, char **argv)
     }
     usage(1);
     r |= flush_seed(d, "quota");
+
+    /* producers: two declare, one withdraws, one hangs up, one comes back */
+    create(1, "u/q", MBQ__V1__OBJECT_KIND__BUFFER_QUEUE, 0666);
+    open_by_name(2, "u/q");
+    declare(1, 1, false);
+    declare(2, 1, false);
+    declare(2, 1, true);
+    declare(2, 1, true);
+    list(0x81); /* session 1 hangs up and comes back */
+    open_by_name(1, "u/q");
+    declare(1, 1, false);
+    declare(0, 1, false); /* not open in session 0 */
+    close_id(1, 1);
+    r |= flush_seed(d, "producers");
 
     /* shm: each kind with traffic, clean and patched */
     static const uint8_t clean[4][2] = {{0, 5}, {1, 7}, {2, 4}, {3, 3}};

@@ -100,8 +100,9 @@ expect_exit capture2 "$cap" 0
 expect_exit encode2 "$enc" 0
 check_stream 2 cam/two cam/two-frames 60 "$T/two.mp4"
 
-# 3. the capture killed after its reconnection
-gst encode3 60 mbqsrc queue=cam/kill timeout=5000000000 ! fakesink
+# 3. the capture killed after its reconnection (the encoder waits on
+# through the loss of its producer, to be killed holding its blocks)
+gst encode3 60 mbqsrc queue=cam/kill timeout=5000000000 on-producer-lost=wait ! fakesink
 enc=$LAST_PID encg=$GST_PID
 gst capture3 60 videotestsrc is-live=true ! $caps \
     ! mbqsink queue=cam/kill pool=cam/kill-frames blocks=16 capacity=8 timeout=3000000000

@@ -794,6 +794,27 @@ static void case_foreign_objects(void)
             close(fd);
         }
     }
+    /* Declaring, or withdrawing, a producer of a queue this connection has
+     * not opened: refused, so no client ends another's declaration. */
+    for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++) {
+        for (int withdraw = 0; withdraw < 2; withdraw++) {
+            int fd = raw_session();
+            REQUIRE(fd >= 0);
+            Mbq__V1__Request rq = MBQ__V1__REQUEST__INIT;
+            Mbq__V1__DeclareProducer dp = MBQ__V1__DECLARE_PRODUCER__INIT;
+            dp.object_id = ids[i];
+            dp.withdraw = withdraw;
+            rq.id = 250;
+            rq.body_case = MBQ__V1__REQUEST__BODY_DECLARE_PRODUCER;
+            rq.declare_producer = &dp;
+            CHECK_EQ(send_request(fd, &rq), 0);
+            char what[96];
+            snprintf(what, sizeof what, "DeclareProducer (withdraw %d) on object %#llx not opened",
+                     withdraw, (unsigned long long)ids[i]);
+            expect_error_or_disconnect(fd, what);
+            close(fd);
+        }
+    }
     /* Open by a non-existent id; a Create whose kind and config disagree;
      * kind unspecified; a pool with no blocks */
     struct {

@@ -20,6 +20,10 @@
  *
  * MBQ_TORTURE_BLOCK sets the pool's block size (default 4096; CTest runs
  * it again as test_kill_torture_small with 64: packed sub-page blocks).
+ * MBQ_TORTURE_CLASSES=1 makes it a pool of three size classes (64 B x 32,
+ * 1 KiB x 16, 8 KiB x 16; test_kill_torture_classes) whose victims
+ * allocate sizes from 1 B to 8 KiB (every class, and fallbacks to larger
+ * ones): every block of every class must come back.
  * MBQ_TORTURE_KILLS sets the number of kills (default 1000, in every build:
  * about 15 s under ASan and 30 s under TSan on a loaded 2-vCPU machine),
  * MBQ_TORTURE_SEED the seed (default: from the clock; printed either way,
@@ -89,6 +93,7 @@ static void drop_one(mbq_buffer b)
 /* One step, chosen by the PRNG. Errors (a full queue, an empty one, a
  * pool momentarily without a free block) are part of the game. */
 static bool alloc_only; /* MBQ_TORTURE_MIX=alloc: allocate and release only */
+static bool classes;    /* MBQ_TORTURE_CLASSES=1: a pool of size classes */
 
 /* A victim's allocation: it writes over the block's first words, so that
  * a block freed under the survivor (which checks its own) is noticed. */
@@ -97,8 +102,9 @@ static int victim_alloc(struct loop *L, mbq_buffer *b)
     /* One time in four a blocking allocate (20 us, or 2 ms: a victim may
      * be killed asleep waiting for a block). */
     uint64_t w = rng_next(&L->rng);
-    int r = w % 4 ? mbq_pool_allocate(L->pool, 64, b)
-                  : mbq_pool_allocate_wait(L->pool, 64, (w >> 8) % 2 ? 20000 : 2000000, b);
+    const size_t size = classes ? 8 + (size_t)((w >> 16) % 8185) : 64;
+    int r = w % 4 ? mbq_pool_allocate(L->pool, size, b)
+                  : mbq_pool_allocate_wait(L->pool, size, (w >> 8) % 2 ? 20000 : 2000000, b);
     if (r == 0) {
         uint32_t *d = mbq_buffer_get_data(*b, NULL);
         if (d)
@@ -434,6 +440,16 @@ static void kill9_at_random_points_leaks_nothing(void)
     REQUIRE(bs >= 64);
     printf("block size %ld (MBQ_TORTURE_BLOCK)\n", bs);
     mbq_pool_options po = h_pool_opts((uint64_t)bs, POOL_BLOCKS);
+    classes = env_long("MBQ_TORTURE_CLASSES", 0) != 0;
+    if (classes) {
+        printf("size classes 64 x 32, 1024 x 16, 8192 x 16 (MBQ_TORTURE_CLASSES)\n");
+        po.block_size = 0;
+        po.block_count = 0;
+        po.class_count = 3;
+        po.classes[0] = (mbq_pool_class){64, 32};
+        po.classes[1] = (mbq_pool_class){1024, 16};
+        po.classes[2] = (mbq_pool_class){8192, 16};
+    }
     REQUIRE(mbq_pool_create(c, "t/pool", &po, &pool) == 0);
     mbq_buffer_queue *q[3];
     mbq_buffer_queue_options qo = h_bq_opts(8, MBQ_ORDER_FIFO);
@@ -547,6 +563,12 @@ static void kill9_at_random_points_leaks_nothing(void)
     } while (info.client_count != 1 && h_now_ns() < deadline && (h_pause_us(200), 1));
     CHECK_EQ(info.blocks_used, 0);
     CHECK_EQ(info.client_count, 1);
+    CHECK_EQ(info.pool_class_count, classes ? 3u : 0u);
+    for (uint32_t k = 0; k < info.pool_class_count; k++) {
+        CHECK_EQ(info.pool_classes[k].used, 0);
+        CHECK_EQ(info.pool_classes[k].warm + info.pool_classes[k].cold,
+                 info.pool_classes[k].block_count);
+    }
     for (int i = 0; i < 3; i++)
         mbq_buffer_queue_close(q[i]);
     mbq_pool_close(pool);

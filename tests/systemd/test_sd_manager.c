@@ -616,6 +616,7 @@ enum {
     A_PRODUCE,      /* v0 = n */
     A_CONSUME,      /* v0 = n; reply v0 = consumed in order, v1 = errors */
     A_TRIGGER,      /* install a count > 100 trigger on cam/sorted; reply token in v0 */
+    A_DECLARE,      /* declare a producer of cam/stream (after A_OPEN_STREAM) */
 };
 
 static const int64_t sorted_pts[10] = {5, 2, 8, 1, 9, 3, 10, 4, 7, 6};
@@ -772,6 +773,9 @@ static int sd_actor(int cmd, int rep, void *arg)
         }
         case A_PRODUCE:
             r.status = actor_produce(&s, m.v[0]);
+            break;
+        case A_DECLARE:
+            r.status = mbq_buffer_queue_declare_producer(s.stream);
             break;
         case A_CONSUME:
             actor_consume(&s, m.v[0], &r);
@@ -1339,6 +1343,88 @@ static void restart_finishes_own_slots(void)
     mgr_cleanup(&M);
 }
 
+/* A pool of size classes across a crash of mbqd: the next mbqd restores
+ * it from the store with its classes (stat shows each class's figures,
+ * the buffers held across the crash count in their classes), a
+ * create-or-open with the same classes opens it and one with other
+ * classes is refused naming the difference, and once the buffers are
+ * released every class is whole. */
+static void restart_keeps_classes_body(void)
+{
+    REQUIRE(mgr_init(&M) == 0);
+    REQUIRE(mgr_start(&M, NULL) == 0);
+    REQUIRE(mgr_wait_ready(&M));
+    mbq_client *c = connect_client("classes");
+    REQUIRE(c);
+    mbq_pool_options po = h_pool_opts(0, 0);
+    po.class_count = 3;
+    po.classes[0] = (mbq_pool_class){64, 64};
+    po.classes[1] = (mbq_pool_class){1000, 16}; /* 1024 once rounded */
+    po.classes[2] = (mbq_pool_class){16384, 4};
+    mbq_pool *pool = NULL;
+    REQUIRE(mbq_pool_create(c, "rc/p", &po, &pool) == 0);
+    mbq_buffer b1, b2;
+    REQUIRE(mbq_pool_allocate(pool, 900, &b1) == 0);
+    REQUIRE(mbq_pool_allocate(pool, 10000, &b2) == 0);
+    size_t cap1 = 0, cap2 = 0;
+    memset(mbq_buffer_get_data(b1, &cap1), 0x11, 900);
+    memset(mbq_buffer_get_data(b2, &cap2), 0x22, 10000);
+    CHECK_EQ(cap1, 1024);
+    CHECK_EQ(cap2, 16384);
+    mgr_kill(&M);
+
+    REQUIRE(mgr_start(&M, NULL) == 0);
+    REQUIRE(mgr_wait_ready(&M));
+    mbq_object_info info;
+    CHECK_STATUS(h_stat(c, "rc/p", &info), 0); /* reconnects */
+    CHECK_EQ(info.pool_class_count, 3);
+    CHECK_EQ(info.block_size, 16384);
+    CHECK_EQ(info.block_count, 84);
+    CHECK_EQ(info.blocks_used, 2);
+    const uint32_t used[3] = {0, 1, 1}, size[3] = {64, 1024, 16384}, count[3] = {64, 16, 4};
+    for (uint32_t k = 0; k < 3 && k < info.pool_class_count; k++) {
+        CHECK_EQ(info.pool_classes[k].block_size, size[k]);
+        CHECK_EQ(info.pool_classes[k].block_count, count[k]);
+        CHECK_EQ(info.pool_classes[k].used, used[k]);
+    }
+    /* the same classes (as given, or as rounded) open it; others do not */
+    mbq_client *d = connect_client("classes-2");
+    REQUIRE(d);
+    mbq_pool *same = NULL;
+    CHECK_STATUS(mbq_pool_create(d, "rc/p", &po, &same), 0);
+    mbq_pool_class got[MBQ_POOL_MAX_CLASSES];
+    CHECK_EQ(mbq_pool_get_classes(same, got, MBQ_POOL_MAX_CLASSES), 3);
+    CHECK_EQ(got[1].block_size, 1024);
+    CHECK_EQ(got[2].block_count, 4);
+    po.classes[2].block_count = 5;
+    mbq_pool *other = NULL;
+    CHECK_STATUS(mbq_pool_create(d, "rc/p", &po, &other), -EEXIST);
+    char why[256];
+    mbq_client_last_error(d, why, sizeof why);
+    CHECK(strstr(why, "class 2") != NULL);
+    const uint8_t *p1 = mbq_buffer_get_data(b1, NULL), *p2 = mbq_buffer_get_data(b2, NULL);
+    CHECK(p1 && p1[899] == 0x11);
+    CHECK(p2 && p2[9999] == 0x22);
+    CHECK_STATUS(mbq_buffer_release(b1), 0);
+    CHECK_STATUS(mbq_buffer_release(b2), 0);
+    CHECK_STATUS(h_stat(c, "rc/p", &info), 0);
+    CHECK_EQ(info.blocks_used, 0);
+    for (uint32_t k = 0; k < info.pool_class_count; k++)
+        CHECK_EQ(info.pool_classes[k].warm + info.pool_classes[k].cold, count[k]);
+    mbq_pool_close(same);
+    mbq_disconnect(d);
+    mbq_pool_close(pool);
+    mbq_disconnect(c);
+    CHECK(mgr_stop(&M));
+    mgr_cleanup(&M);
+}
+
+static void restart_keeps_classes(void)
+{
+    restart_keeps_classes_body();
+    mgr_cleanup(&M);
+}
+
 /* `systemctl stop` then start (systemd 252 drops the store on stop): the
  * client reconnects to a daemon that does not have its objects any more.
  * Its mappings still work; their control calls say -EIDRM; the connection
@@ -1387,6 +1473,81 @@ static void stop_drops_store_body(void)
     mgr_cleanup(&M);
 }
 
+/* The producers of a queue across restarts: a producer that died while no
+ * daemon ran is gone for the next one, a live one stays a producer (from
+ * the queue's header, then its declaration made again as it reconnects),
+ * and one that never reconnects counts until it exits. Losing the last
+ * makes the consumer's blocking dequeue return -EPIPE, across a crash
+ * (SIGKILL) and a restart (SIGTERM) alike. */
+static void producers_survive_restart_body(void)
+{
+    REQUIRE(mgr_init(&M) == 0);
+    REQUIRE(mgr_start(&M, NULL) == 0);
+    REQUIRE(mgr_wait_ready(&M));
+    struct actor a, b;
+    struct hmsg r;
+    REQUIRE(actor_start(&a, sd_actor, "prod-a") == 0);
+    REQUIRE(actor_start(&b, sd_actor, "prod-b") == 0);
+    REQUIRE(call(&a, A_OPEN_STREAM, 0, NULL, &r) == 0);
+    CHECK_STATUS(r.status, 0);
+    REQUIRE(call(&b, A_OPEN_STREAM, 0, NULL, &r) == 0);
+    CHECK_STATUS(r.status, 0);
+    REQUIRE(call(&a, A_DECLARE, 0, NULL, &r) == 0);
+    CHECK_STATUS(r.status, 0);
+    REQUIRE(call(&b, A_DECLARE, 0, NULL, &r) == 0);
+    CHECK_STATUS(r.status, 0);
+    mbq_client *c = connect_client("consumer");
+    REQUIRE(c);
+    mbq_buffer_queue *q;
+    REQUIRE(mbq_buffer_queue_open(c, "cam/stream", &q) == 0);
+    mbq_buffer buf;
+    const int64_t short_ns = 200ll * 1000000ll, long_ns = 30ll * 1000000000ll;
+
+    /* Crash; b dies while no daemon runs; a lives on. */
+    mgr_kill(&M);
+    actor_kill(&b);
+    REQUIRE(mgr_start(&M, NULL) == 0);
+    REQUIRE(mgr_wait_ready(&M)); /* b's death is dealt with before READY=1 */
+    CHECK(!mbq_buffer_queue_is_producer_lost(q));
+    CHECK_STATUS(mbq_buffer_queue_dequeue_wait(q, short_ns, &buf), -ETIMEDOUT);
+    /* a reconnects (its next control call) and declares again */
+    REQUIRE(call(&a, A_STAT, 0, "cam/stream", &r) == 0);
+    CHECK_STATUS(r.status, 0);
+    CHECK(!mbq_buffer_queue_is_producer_lost(q));
+    CHECK_EQ(call(&a, A_PRODUCE, 1, NULL, &r), 0);
+    CHECK_STATUS(r.status, 0);
+    CHECK_STATUS(mbq_buffer_queue_dequeue_wait(q, long_ns, &buf), 0);
+    mbq_buffer_release(buf);
+    actor_kill(&a);
+    CHECK_STATUS(mbq_buffer_queue_dequeue_wait(q, long_ns, &buf), -EPIPE);
+
+    /* A new producer; a restart (SIGTERM); it never reconnects, then dies:
+     * the restored daemon watches it and calls the queue lost. */
+    struct actor d;
+    REQUIRE(actor_start(&d, sd_actor, "prod-d") == 0);
+    REQUIRE(call(&d, A_OPEN_STREAM, 0, NULL, &r) == 0);
+    CHECK_STATUS(r.status, 0);
+    REQUIRE(call(&d, A_DECLARE, 0, NULL, &r) == 0);
+    CHECK_STATUS(r.status, 0);
+    CHECK(!mbq_buffer_queue_is_producer_lost(q));
+    CHECK(mgr_stop(&M));
+    REQUIRE(mgr_start(&M, NULL) == 0);
+    REQUIRE(mgr_wait_ready(&M));
+    CHECK(!mbq_buffer_queue_is_producer_lost(q));
+    CHECK_STATUS(mbq_buffer_queue_dequeue_wait(q, short_ns, &buf), -ETIMEDOUT);
+    actor_kill(&d);
+    CHECK_STATUS(mbq_buffer_queue_dequeue_wait(q, long_ns, &buf), -EPIPE);
+    mbq_buffer_queue_close(q);
+    mbq_disconnect(c);
+    CHECK(mgr_stop(&M));
+}
+
+static void producers_survive_restart(void)
+{
+    producers_survive_restart_body();
+    mgr_cleanup(&M);
+}
+
 /* Each case, then its cleanup even if it stopped early. */
 static void notify_protocol(void)
 {
@@ -1426,4 +1587,5 @@ static void stop_drops_store(void)
 
 CHECK_MAIN(CASE(notify_protocol), CASE(crash_restores_everything), CASE(restore_drops_what_fails),
            CASE(restore_ignores_forged), CASE(restart_finishes_own_slots),
-           CASE(store_full_refuses), CASE(watchdog_hang_hook), CASE(stop_drops_store))
+           CASE(restart_keeps_classes), CASE(store_full_refuses), CASE(watchdog_hang_hook),
+           CASE(stop_drops_store), CASE(producers_survive_restart))

@@ -691,6 +691,36 @@ static void test_sorted_invalid_pts_last(void)
     bq_detach(&q);
 }
 
+/* Keys on different timescales, so that a key's raw value says nothing
+ * about its order: the settle may compare raw values only within one
+ * timescale (slot_in_order), and must still hand everything out in time
+ * order — here with one entry in sixteen late by three, as the sorted
+ * benchmark's late16 input, each time on a timescale of its own. */
+static void test_sorted_mixed_timescales(void)
+{
+    refs_reset();
+    struct bq q;
+    REQUIRE(mkq(128, BQ_ORDER_PTS, BQ_FULL_FAIL, &q) == 0);
+    static const int32_t scales[4] = {1000, 90000, 1000000000, 48000};
+    static const int late16[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 12};
+    for (int i = 0; i < 96; i++) {
+        int64_t frame = (i & ~15) + late16[i & 15]; /* 1/30 s each */
+        int32_t ts = scales[(uint64_t)(rng() % 4)];
+        struct bq_entry e = mk((uint64_t)frame + 1, 0, 33, 1);
+        e.pts = mbq_time_make(frame * ts / 30, ts);
+        e.dts = e.pts;
+        e.duration = mbq_time_make(ts / 30, ts); /* one timescale: a compact slot */
+        CHECK_EQ(bq_enqueue(&q, &e), 0);
+    }
+    struct bq_entry e;
+    for (uint64_t h = 1; h <= 96; h++) {
+        REQUIRE(bq_dequeue(&q, &e) == 0);
+        CHECK_EQ(e.handle, h);
+    }
+    CHECK_EQ(bq_dequeue(&q, &e), -EAGAIN);
+    bq_detach(&q);
+}
+
 /* ---- readiness, copy head --------------------------------------------------- */
 
 static void test_dequeue_if_ready(void)
@@ -2395,6 +2425,7 @@ CHECK_MAIN(CASE(test_create_params), CASE(test_attach_shares_state), CASE(test_a
            CASE(test_validation_hook), CASE(test_sorted_pts_random),
            CASE(test_sorted_dts_random), CASE(test_sorted_stable_equal_keys),
            CASE(test_sorted_mostly_ordered), CASE(test_sorted_invalid_pts_last),
+           CASE(test_sorted_mixed_timescales),
            CASE(test_dequeue_if_ready), CASE(test_copy_head), CASE(test_end_of_data),
            CASE(test_dequeue_wait_timeout), CASE(test_reset), CASE(test_reset_if),
            CASE(test_for_each),

@@ -270,6 +270,62 @@ static void test_cancel_wakes_dequeue_in_other_process(void)
     cancel_case(false);
 }
 
+/* ---- producer lost ------------------------------------------------------------ */
+
+/* mbqd's bq_producers_set(n = 0, lost) wakes a dequeuer asleep in another
+ * process: it returns -EPIPE at once, not at its timeout; an entry still
+ * queued is taken first; a declaration (n > 0) clears it. */
+static void test_producer_lost_wakes_dequeue(void)
+{
+    struct bq q;
+    struct bq_params p = {.capacity = 4, .order = BQ_ORDER_FIFO, .full_policy = BQ_FULL_FAIL};
+    REQUIRE(bq_create(&p, &q) == 0);
+    uint32_t pid = (uint32_t)getpid();
+    bq_producers_set(&q, 1, &pid, false);
+    struct report *rep = shared_report();
+    REQUIRE(rep);
+    atomic_store(&rep->status, 1);
+    struct qargs a = {.fd = q.seg.fd, .rep = rep, .timeout_ns = 30 * SEC, .spin_ns = -2,
+                      .cpu = -1};
+    pid_t child = spawn(child_dequeue_wait, &a);
+    CHECK(wait_word(&q.sh->data_waiters, 1));
+    uint32_t seq0 = atomic_load(&q.sh->data_seq);
+    uint64_t t0 = mono_ns();
+    bq_producers_set(&q, 0, NULL, true);
+    /* woken, not left to its sleep's 100 ms slice */
+    CHECK(atomic_load(&q.sh->data_seq) != seq0);
+    CHECK_EQ(reap(child, 30000), 0);
+    CHECK_EQ(atomic_load(&rep->status), -EPIPE);
+    uint64_t lat = atomic_load(&rep->returned_ns) - t0;
+    printf("producer lost: a dequeue_wait asleep in another process returned after %.1f us\n",
+           (double)lat / 1e3);
+    CHECK(lat < 5ull * SEC); /* well inside its 30 s */
+    CHECK(bq_producer_lost(&q));
+    /* Queued entries first, then -EPIPE without waiting; end of data wins. */
+    struct bq_entry e = entry(3), out;
+    CHECK_EQ(bq_enqueue(&q, &e), 0);
+    CHECK_EQ(bq_dequeue_wait(&q, &out, 30 * SEC), 0);
+    CHECK_EQ(out.handle, 3);
+    CHECK_EQ(bq_dequeue_wait(&q, &out, 30 * SEC), -EPIPE);
+    CHECK_EQ(bq_dequeue(&q, &out), -EAGAIN); /* the non-blocking call is unchanged */
+    bq_set_ignore_lost(&q, true);
+    CHECK_EQ(bq_dequeue_wait(&q, &out, 1000000), -ETIMEDOUT);
+    bq_set_ignore_lost(&q, false);
+    /* A declaration clears it; the words say who. */
+    bq_producers_set(&q, 1, &pid, false);
+    CHECK(!bq_producer_lost(&q));
+    CHECK_EQ(bq_dequeue_wait(&q, &out, 1000000), -ETIMEDOUT);
+    uint32_t pids[BQ_PRODUCER_PIDS];
+    CHECK_EQ(bq_producers_get(&q, pids), 1);
+    CHECK_EQ(pids[0], pid);
+    CHECK_EQ(pids[1], 0);
+    bq_producers_set(&q, 0, NULL, true);
+    CHECK_EQ(bq_mark_end_of_data(&q), 0);
+    CHECK_EQ(bq_dequeue_wait(&q, &out, 30 * SEC), -ENODATA);
+    bq_detach(&q);
+    munmap(rep, 4096);
+}
+
 struct thread_wait {
     struct bq *q;
     int r;
@@ -635,6 +691,7 @@ static void test_runner_word_taken_over_from_dead_mover(void)
 CHECK_MAIN(CASE(test_enqueue_wait_blocks_until_dequeue), CASE(test_enqueue_wait_times_out),
            CASE(test_cancel_wakes_enqueue_in_other_process),
            CASE(test_cancel_wakes_dequeue_in_other_process),
+           CASE(test_producer_lost_wakes_dequeue),
            CASE(test_cancel_wakes_dequeue_in_other_thread),
            CASE(test_enqueuer_killed_asleep_is_reaped),
            CASE(test_alloc_wait_woken_by_free_in_other_process),
