@@ -244,7 +244,26 @@ static void hook_move_end(void *ctx, uint32_t pool_id, unsigned which)
         pool_move_end(&p->pool, which);
 }
 
+/* The pool in which this thread's dequeue run holds its run intent. */
+static _Thread_local struct mbq_pool *queue_run_pool;
+
+/* bq_dequeue_run's: one intent for a run of entries of a pool mapped here
+ * and known to be bound to the queue; anything else (and a thread without
+ * a run record) goes through the single dequeue, which sorts it out. */
+static int hook_run_begin(void *ctx, uint32_t pool_id, const uint64_t *handles, uint32_t n)
+{
+    mbq_buffer_queue *q = ctx;
+    struct mbq_pool *p = cpool_table_lookup(q->client, pool_id, queue_hint);
+    if (unlikely(!p || !queue_pool_bound(q, pool_id)))
+        return QUEUE_POOL_MISSING;
+    int r = pool_run_begin(&p->pool, handles, n);
+    if (r == 0)
+        queue_run_pool = p;
+    return r;
+}
+
 static const struct bq_hooks queue_hooks_template = {
+    .run_begin = hook_run_begin,
     .retain = hook_retain,
     .release = hook_release,
     .is_ready = hook_is_ready,
@@ -1518,4 +1537,120 @@ int mbq_buffer_queue_get_stats(mbq_buffer_queue *queue, mbq_buffer_queue_stats *
         .end_of_data = s.end_of_data,
     };
     return client_copy_out(stats, &full, sizeof(full)) ? 0 : -EINVAL;
+}
+
+/* ---- runs of the batched calls (batch.c) ---------------------------------------------- */
+
+/* The entries of b[0..n) (all of pool p), their metadata frozen: how many
+ * (a prefix: a stale buffer ends it), with froze's bit i set where this
+ * call froze b[i]. */
+static uint32_t queue_run_entries(struct mbq_pool *p, const mbq_buffer *b, uint32_t n,
+                                  struct bq_entry *e, uint64_t *handles, uint32_t *froze)
+{
+    *froze = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        int f = pool_freeze_read_meta(&p->pool, b[i].handle_, &e[i].size, &e[i].dts, &e[i].pts,
+                                      &e[i].duration);
+        if (f < 0)
+            return i;
+        *froze |= (uint32_t)(f > 0) << i;
+        e[i].handle = handles[i] = b[i].handle_;
+        e[i].seq = 0;
+        e[i].pool_id = (uint32_t)p->object_id;
+        e[i].flags = 0;
+        memset(e[i].attachments, 0, sizeof(e[i].attachments));
+    }
+    return n;
+}
+
+static void queue_run_thaw(struct mbq_pool *p, const mbq_buffer *b, uint32_t from, uint32_t to,
+                           uint32_t froze)
+{
+    for (uint32_t i = from; i < to; i++)
+        if (froze & (1u << i))
+            pool_thaw(&p->pool, b[i].handle_);
+}
+
+/* Under the run intent: the holdings of handles[0..k) go to the queue's
+ * entries, which go in; what did not go in is adopted back. *placed: how
+ * many went in. */
+static int queue_run_hand_over(mbq_buffer_queue *q, struct mbq_pool *p, const struct bq_entry *e,
+                               const uint64_t *handles, uint32_t k, uint32_t *placed)
+{
+    int derr;
+    uint32_t m = pool_disown_run(&p->pool, handles, k, &derr);
+    int r = derr;
+    *placed = 0;
+    if (m) {
+        queue_sync_triggers(q);
+        queue_hint = p;
+        int er = bq_enqueue_run(&q->bq, e, m, placed);
+        queue_hint = NULL;
+        if (er != 0)
+            r = er;
+        else if (*placed < m)
+            r = BQUEUE_RUN_ONE; /* drop-oldest: the next one drops, alone */
+    }
+    for (uint32_t j = *placed; j < m; j++)
+        (void)pool_adopt(&p->pool, handles[j]); /* still the caller's */
+    return r;
+}
+
+int bqueue_enqueue_release_run(mbq_buffer_queue *q, const mbq_buffer *b, uint32_t n,
+                               uint32_t *done)
+{
+    *done = 0;
+    struct mbq_pool *p = b[0].pool_;
+    if (!p || !b[0].handle_)
+        return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
+    if (!p->pool.sh)
+        return -ESTALE;
+    uint32_t k = 1;
+    while (k < n && k < BQ_RUN_MAX && b[k].pool_ == p && b[k].handle_)
+        k++;
+    if (unlikely(!queue_pool_bound(q, (uint32_t)p->object_id))) {
+        int br = queue_bind_pool(q, (uint32_t)p->object_id, false);
+        if (br < 0)
+            return br;
+    }
+    struct bq_entry e[BQ_RUN_MAX];
+    uint64_t handles[BQ_RUN_MAX];
+    uint32_t froze;
+    k = queue_run_entries(p, b, k, e, handles, &froze);
+    if (k == 0)
+        return -ESTALE;
+    if (pool_run_begin(&p->pool, handles, k) != 0) {
+        queue_run_thaw(p, b, 0, k, froze);
+        return BQUEUE_RUN_ONE;
+    }
+    uint32_t placed;
+    int r = queue_run_hand_over(q, p, e, handles, k, &placed);
+    pool_run_end(&p->pool);
+    queue_run_thaw(p, b, placed, k, froze);
+    queue_settle(q);
+    *done = placed;
+    return r;
+}
+
+int bqueue_dequeue_run(mbq_buffer_queue *q, mbq_buffer *out, uint32_t max)
+{
+    struct bq_entry e[BQ_RUN_MAX];
+    if (max > BQ_RUN_MAX)
+        max = BQ_RUN_MAX;
+    queue_sync_triggers(q);
+    queue_run_pool = NULL;
+    int r = bq_dequeue_run(&q->bq, e, max);
+    struct mbq_pool *p = queue_run_pool;
+    queue_run_pool = NULL;
+    queue_settle(q);
+    if (r <= 0 || !p)
+        return r > 0 ? -EPROTO : r;
+    /* The queue's references become the caller's (holdings), then the
+     * run's intent ends. */
+    int got = 0;
+    for (int i = 0; i < r; i++)
+        if (pool_adopt(&p->pool, e[i].handle) == 0)
+            out[got++] = (mbq_buffer){.pool_ = p, .handle_ = e[i].handle};
+    pool_run_end(&p->pool);
+    return got ? got : -ESTALE;
 }

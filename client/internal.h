@@ -248,6 +248,21 @@ void bqueue_learn_trigger_locked(mbq_client *c, uint64_t object_id, uint64_t tok
 /* A trigger went away: every handle of the object forgets it. */
 void bqueue_forget_trigger_locked(mbq_client *c, uint64_t object_id, uint64_t token);
 
+/* Runs of the batched calls (buffer_queue.c, for batch.c): up to
+ * BQ_RUN_MAX buffers of one pool under one queue lock round and one pool
+ * run intent. BQUEUE_RUN_ONE: the next buffer goes through the
+ * single-buffer call (no run record free, drop-oldest must drop, the head's
+ * pool not yet mapped or known to be bound). */
+#define BQUEUE_RUN_ONE 1
+/* enqueue_and_release of the prefix of b[0..n) that shares b[0]'s pool:
+ * *done of them went in; 0, BQUEUE_RUN_ONE, or the error that stopped it
+ * at b[*done] (the caller still holds b[*done..n)). */
+int bqueue_enqueue_release_run(mbq_buffer_queue *q, const mbq_buffer *b, uint32_t n,
+                               uint32_t *done);
+/* dequeue_and_retain of a run at the head: the count (1..max),
+ * BQUEUE_RUN_ONE - 1 (0: take the head alone), or -EAGAIN / an error. */
+int bqueue_dequeue_run(mbq_buffer_queue *q, mbq_buffer *out, uint32_t max);
+
 /* ---- object kinds --------------------------------------------------------- */
 
 /* What the connection (client.c) does over every object of a client, kind

@@ -4,7 +4,8 @@
  * its pid), how many references the process holds on each block. When a
  * process dies without releasing them (kill -9, crash), the daemon releases
  * them with pool_reclaim_slot_ex(), and recounts the blocks the process was
- * in the middle of moving (its intent records), counting the entries of
+ * in the middle of moving (its intent records, and the run records of
+ * its batched calls, each an intent on every block it names), counting the entries of
  * every buffer queue it serves (registry.c), so nothing leaks. A recount
  * that must wait is retried by registry_age_out() on the 100 ms timer.
  *

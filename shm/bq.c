@@ -1,6 +1,6 @@
 /* Buffer queue: the ring, its locks, and the operations that change it
  * (create/attach, enqueue, dequeue, copy of the head, end of data, reset,
- * for-each); the layout, locking and repair rules are in bq.h.
+ * for-each, runs of entries); the layout, locking and repair rules are in bq.h.
  *
  * The other parts: bq_sorted.c (settle and journalled shifts of sorted
  * queues), bq_trigger.c (triggers), bq_inspect.c (counts, sums, times,
@@ -18,7 +18,8 @@
  *  - a FIFO entry is published by the release store of its slot's seq
  *    (tail + 1), before tail moves: a consumer may take it from then on
  *    (consumer_tail), so a dequeuer can be one past the tail index, and
- *    that is an empty queue (tail_seen);
+ *    that is an empty queue (tail_seen); a run (bq_enqueue_run) stores its
+ *    entries' marks after its index instead, so that this stays one;
  *  - each side's sums (bytes, duration, ops) cover every entry that passed
  *    it, and change under its sequence counter, the index last;
  *  - the process-local copies of the other side's counter (head_cache,
@@ -898,5 +899,244 @@ int bq_for_each(struct bq *q, int (*cb)(struct bq_entry *e, void *ctx), void *ct
         }
     }
     bq_unlock_full(q, held);
+    return r;
+}
+
+/* ---- runs (bq_enqueue_run, bq_dequeue_run) -------------------------------- */
+
+/* The prefix of e[0..n) the run may take: entries with a handle that the
+ * validation hook accepts. *err: why it stops short. */
+static uint32_t run_valid_prefix(struct bq *q, const struct bq_entry *e, uint32_t n, int *err)
+{
+    *err = 0;
+    for (uint32_t k = 0; k < n; k++) {
+        if (!e[k].handle)
+            *err = MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
+        else if (q->hooks.validate)
+            *err = q->hooks.validate(q->hooks.ctx, &e[k]);
+        if (*err)
+            return k;
+    }
+    return n;
+}
+
+/* Writes e[0..k) at tail on, then moves tail once. In a FIFO queue an
+ * entry's publish mark (seq, which a consumer polls: consumer_tail) is set
+ * after the index: a consumer that follows the marks is then never more
+ * than the one entry tail_seen allows past the index, however long the
+ * run. Until then each slot keeps the mark of its previous lap, which
+ * names another index. A sorted queue notes each append as
+ * enqueue_append_fast does (its consumer settles). */
+static void run_place_locked(struct bq *q, const struct bq_entry *e, uint32_t k, uint64_t tail)
+{
+    struct bq_side *t = &q->sh->tail;
+    const bool fifo = q->order == BQ_ORDER_FIFO;
+    for (uint32_t i = 0; i < k; i++) {
+        uint64_t at = tail + i;
+        if (fifo) {
+            slot_store(q, at, &e[i], __atomic_load_n(&q->slots[at & q->mask].seq,
+                                                     __ATOMIC_RELAXED));
+        } else {
+            bool ooo = append_out_of_order(q, &e[i]);
+            write_slot(q, &e[i], at);
+            note_append(q, &e[i], at, ooo);
+        }
+    }
+    side_pass_run(t, e, k, tail + k);
+    if (fifo)
+        for (uint32_t i = 0; i < k; i++)
+            __atomic_store_n(&q->slots[(tail + i) & q->mask].seq, tail + i + 1,
+                             __ATOMIC_RELEASE);
+}
+
+/* Under the locks held: room for how many of n (0..n) at the tail read
+ * now, or the run's error. */
+static int run_room_locked(struct bq *q, uint32_t n, bool full_lock, uint64_t *tail_out,
+                           uint64_t *head_out, uint32_t *k_out)
+{
+    struct bq_shared *sh = q->sh;
+    uint64_t tail = atomic_load_explicit(&sh->tail.index, memory_order_relaxed);
+    uint64_t head = atomic_load_explicit(&q->head_cache, memory_order_relaxed);
+    if (full_lock || head > tail || tail - head + n > q->capacity) {
+        head = load_index(&sh->head);
+        atomic_store_explicit(&q->head_cache, head, memory_order_relaxed);
+    }
+    if (!bq_range_ok(q, head, tail)) {
+        bq_mark_repair(q);
+        return -EUCLEAN;
+    }
+    if (atomic_load_explicit(&sh->flags, memory_order_relaxed) & BQ_F_END_OF_DATA)
+        return MBQ_BQ_ERR_ENQUEUE_AFTER_END_OF_DATA;
+    uint64_t room = q->capacity - (tail - head);
+    *k_out = room < n ? (uint32_t)room : n;
+    *tail_out = tail;
+    *head_out = head;
+    return 0;
+}
+
+/* The locks of a run: its side's (the tail's for an enqueue), or both when
+ * a trigger is installed — one evaluation for the run: a run only adds or
+ * only takes away, so a condition it crosses is crossed once. The set is
+ * looked at again under the side's lock (it changes only under both), so
+ * one installed while we waited is evaluated too. 0 or -EBUSY. */
+static int run_lock(struct bq *q, bool tail_side, struct bq_held *held, bool *full_lock)
+{
+    struct bq_shared *sh = q->sh;
+    struct bq_side *side = tail_side ? &sh->tail : &sh->head;
+    int *how = tail_side ? &held->tail : &held->head;
+    *held = (struct bq_held){0, 0};
+    *full_lock = atomic_load_explicit(&sh->trigger_sides, memory_order_relaxed) != 0;
+    if (*full_lock)
+        return bq_lock_full(q, held);
+    *how = bq_lock_side(q, side);
+    if (*how < 0 || atomic_load_explicit(&sh->trigger_sides, memory_order_relaxed) == 0)
+        return *how < 0 ? *how : 0;
+    bslock_unlock(&side->lock, *how);
+    *full_lock = true;
+    return bq_lock_full(q, held);
+}
+
+static void run_unlock(struct bq *q, bool tail_side, struct bq_held held, bool full_lock)
+{
+    if (full_lock)
+        bq_unlock_full(q, held);
+    else if (tail_side)
+        bslock_unlock(&q->sh->tail.lock, held.tail);
+    else
+        bslock_unlock(&q->sh->head.lock, held.head);
+}
+
+int bq_enqueue_run(struct bq *q, const struct bq_entry *e, uint32_t n, uint32_t *done)
+{
+    if (done)
+        *done = 0;
+    if (!q || !q->sh || !e || !done || n == 0 || n > BQ_RUN_MAX)
+        return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
+    if (bq_in_own_callback(q))
+        return MBQ_BQ_ERR_CANNOT_MODIFY_QUEUE_FROM_TRIGGER_CALLBACK;
+    int verr;
+    n = run_valid_prefix(q, e, n, &verr);
+    if (n == 0)
+        return verr;
+    struct bq_shared *sh = q->sh;
+    struct bq_held held;
+    bool full_lock;
+    int r = run_lock(q, true, &held, &full_lock);
+    if (r < 0)
+        return r;
+    struct bq_state before;
+    if (full_lock)
+        state_before_locked(q, &before);
+    uint64_t tail = 0, head = 0;
+    uint32_t k = 0;
+    r = run_room_locked(q, n, full_lock, &tail, &head, &k);
+    struct tmask fired = {{0}};
+    if (r == 0 && k) {
+        run_place_locked(q, e, k, tail);
+        if (full_lock && q->order != BQ_ORDER_FIFO)
+            bq_settle(q, head, tail + k); /* evaluated on the queue in order */
+        bump_high_water(q, tail + k);
+        if (full_lock)
+            fired = trig_eval_locked(q, false, &before);
+    }
+    if (r == 0 && k < n && q->full_policy != BQ_FULL_DROP_OLDEST) {
+        atomic_fetch_add_explicit(&sh->tail.rejected_full, 1, memory_order_relaxed);
+        r = MBQ_BQ_ERR_QUEUE_IS_FULL;
+    }
+    run_unlock(q, true, held, full_lock);
+    if (k)
+        wake_consumers(q);
+    if (tmask_any(&fired))
+        trig_signal(q, fired);
+    *done = k;
+    /* All the valid prefix went in: the run stops at the entry refused. */
+    return r == 0 && k == n ? verr : r;
+}
+
+/* Under the head lock: the tail a run may take up to. The consumer's view
+ * (consumer_tail) may show a single entry by its mark; a run wants what the
+ * producer has published, so the index is read when that view is short. */
+static uint64_t run_tail_locked(struct bq *q, uint64_t head, uint32_t max, bool full_lock)
+{
+    if (full_lock) {
+        uint64_t t = load_index(&q->sh->tail);
+        atomic_store_explicit(&q->tail_cache, t, memory_order_relaxed);
+        return t;
+    }
+    uint64_t tail = consumer_tail(q, head);
+    if (tail - head < max) {
+        uint64_t t = tail_seen(q, head, load_index(&q->sh->tail));
+        if (t - head > tail - head && t - head <= q->capacity) {
+            tail = t;
+            atomic_store_explicit(&q->tail_cache, t, memory_order_relaxed);
+        }
+    }
+    return tail;
+}
+
+/* Under the locks: reads the run at head (entries of the head's pool, up
+ * to max) into out and hands it over, or nothing when the hook refuses.
+ * The count, 0, or -EAGAIN / -EUCLEAN. */
+static int run_take_locked(struct bq *q, struct bq_entry *out, uint32_t max, bool full_lock,
+                           struct tmask *fired)
+{
+    struct bq_shared *sh = q->sh;
+    uint64_t head = atomic_load_explicit(&sh->head.index, memory_order_relaxed);
+    uint64_t tail = run_tail_locked(q, head, max, full_lock);
+    if (!bq_range_ok(q, head, tail)) {
+        bq_mark_repair(q);
+        return -EUCLEAN;
+    }
+    if (head == tail)
+        return -EAGAIN;
+    bq_settle(q, head, tail);
+    uint32_t k = tail - head < max ? (uint32_t)(tail - head) : max;
+    uint64_t handles[BQ_RUN_MAX];
+    for (uint32_t i = 0; i < k; i++) {
+        bq_slot_read(q, head + i, &out[i]);
+        if (out[i].pool_id != out[0].pool_id) {
+            k = i;
+            break;
+        }
+        handles[i] = out[i].handle;
+    }
+    if (q->hooks.run_begin(q->hooks.ctx, out[0].pool_id, handles, k) != 0)
+        return 0;
+    struct bq_state before;
+    if (full_lock)
+        state_before_locked(q, &before);
+    for (uint32_t i = 0; i < k; i++)
+        MBQ_TRACE((uint32_t)out[i].handle - 1, TR_TAKE, out[i].handle,
+                  BQ_TAG(q) | (head + i) << 16 | 3 << 12);
+    side_pass_run(&sh->head, out, k, head + k);
+    if (full_lock)
+        *fired = trig_eval_locked(q, false, &before);
+    return (int)k;
+}
+
+int bq_dequeue_run(struct bq *q, struct bq_entry *out, uint32_t max)
+{
+    if (!q || !q->sh || !out || max == 0 || max > BQ_RUN_MAX)
+        return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
+    if (bq_in_own_callback(q))
+        return MBQ_BQ_ERR_CANNOT_MODIFY_QUEUE_FROM_TRIGGER_CALLBACK;
+    if (!q->hooks.run_begin)
+        return 0;
+    struct bq_shared *sh = q->sh;
+    uint64_t h = atomic_load_explicit(&sh->head.index, memory_order_acquire);
+    if (consumer_tail(q, h) == h)
+        return -EAGAIN;
+    struct bq_held held;
+    bool full_lock;
+    int r = run_lock(q, false, &held, &full_lock);
+    if (r < 0)
+        return r;
+    struct tmask fired = {{0}};
+    r = run_take_locked(q, out, max, full_lock, &fired);
+    run_unlock(q, false, held, full_lock);
+    if (r > 0)
+        wake_producers(q);
+    if (tmask_any(&fired))
+        trig_signal(q, fired);
     return r;
 }

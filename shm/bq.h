@@ -151,6 +151,12 @@ struct bq_hooks {
     bool (*is_ready)(void *ctx, uint32_t pool_id, uint64_t handle);
     /* CMBufferQueueSetValidationCallback: non-zero rejects the enqueue. */
     int (*validate)(void *ctx, const struct bq_entry *e);
+    /* bq_dequeue_run: the references of handles[0..n) (all of pool_id)
+     * are about to leave the queue: one intent for the run (pool.h,
+     * pool_run_begin), which the caller ends once it holds them all. A
+     * non-zero return changes nothing, and the caller takes the head
+     * alone (bq_dequeue). NULL: no runs. Called under the head lock. */
+    int (*run_begin)(void *ctx, uint32_t pool_id, const uint64_t *handles, uint32_t n);
 };
 
 struct bq {
@@ -219,6 +225,26 @@ int bq_enqueue_take(struct bq *q, const struct bq_entry *e);
  * move_begin hook's status. */
 int bq_dequeue(struct bq *q, struct bq_entry *out);
 int bq_dequeue_if_ready(struct bq *q, struct bq_entry *out);
+/* Runs: several entries in one lock round, with one index store, one
+ * update of the side's sums, one trigger evaluation and one wake-up check
+ * for all of them (at most BQ_RUN_MAX).
+ *
+ * bq_enqueue_run: bq_enqueue_take of e[0..n) in order (the queue takes
+ * over the caller's references). *done says how many went in, a prefix:
+ * 0 with *done == n; 0 with *done < n when the rest needs room that only
+ * dropping the oldest can make (the caller enqueues the next one alone,
+ * which drops); or the error that stopped the run at e[*done] (as
+ * bq_enqueue: a full queue, end of data, the validation hook's status...).
+ * A sorted queue notes each entry as an append (its consumer settles), or
+ * with a trigger installed settles before the evaluation.
+ *
+ * bq_dequeue_run: the head entries, up to max and as long as they name
+ * the head's pool, into out: the count, -EAGAIN (empty), or as bq_dequeue;
+ * 0 when the run_begin hook refused them (nothing changed: take the head
+ * alone with bq_dequeue, which sorts out an unmapped or unbound pool). */
+#define BQ_RUN_MAX 32
+int bq_enqueue_run(struct bq *q, const struct bq_entry *e, uint32_t n, uint32_t *done);
+int bq_dequeue_run(struct bq *q, struct bq_entry *out, uint32_t max);
 /* Blocks until an entry can be dequeued or timeout_ns passes (< 0: forever):
  * spins (see bq_set_spin), then sleeps on a futex. 0, -ETIMEDOUT, -ENODATA
  * (empty and end-of-data marked: nothing will come), -EPIPE (empty, no end

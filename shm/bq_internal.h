@@ -11,7 +11,9 @@
  *
  * Invariants these helpers keep (for the whole list see bq.c):
  *  - a slot is written by slot_store only, every field first and seq last
- *    with release (the FIFO publish mark, see consumer_tail);
+ *    with release (the FIFO publish mark, see consumer_tail); a FIFO run
+ *    stores it with the slot's previous mark and sets the marks after its
+ *    index (bq.c, run_place_locked);
  *  - a side's sums change only between side_begin and side_end, and its
  *    index last, with release (side_pass);
  *  - a counter pair read from the segment indexes nothing before
@@ -337,6 +339,48 @@ static inline void side_pass(struct bq_side *s, const struct bq_entry *e, uint64
     if (count_op)
         atomic_store_explicit(&s->ops, atomic_load_explicit(&s->ops, memory_order_relaxed) + 1,
                               memory_order_relaxed);
+    atomic_store_explicit(&s->index, new_index, memory_order_release);
+    side_end(s);
+}
+
+/* side_pass for a run of n entries: the sums of all of them, and the
+ * index moved once. */
+/* Whether d can join a run's duration sum held in sum: both plain
+ * non-negative values of one timescale and epoch 0, no overflow. Adding
+ * such values one by one or summed first gives the same result. */
+static inline bool run_duration_join(mbq_time *sum, const mbq_time *d)
+{
+    int64_t v;
+    if (d->flags != MBQ_TIME_FLAG_VALID || d->epoch != 0 || d->value < 0 ||
+        d->timescale != sum->timescale || __builtin_add_overflow(sum->value, d->value, &v))
+        return false;
+    sum->value = v;
+    return true;
+}
+
+static inline void side_pass_run(struct bq_side *s, const struct bq_entry *e, uint32_t n,
+                                 uint64_t new_index)
+{
+    uint64_t bytes = 0;
+    mbq_time sum = e[0].duration;
+    bool joined = sum.flags == MBQ_TIME_FLAG_VALID && sum.epoch == 0 && sum.value >= 0 &&
+                  sum.timescale > 0;
+    for (uint32_t i = 0; i < n; i++) {
+        bytes += e[i].size;
+        if (i > 0 && joined)
+            joined = run_duration_join(&sum, &e[i].duration);
+    }
+    side_begin(s);
+    if (joined)
+        side_add_duration(s, &sum);
+    else
+        for (uint32_t i = 0; i < n; i++)
+            side_add_duration(s, &e[i].duration);
+    atomic_store_explicit(&s->bytes, atomic_load_explicit(&s->bytes, memory_order_relaxed) +
+                                         bytes,
+                          memory_order_relaxed);
+    atomic_store_explicit(&s->ops, atomic_load_explicit(&s->ops, memory_order_relaxed) + n,
+                          memory_order_relaxed);
     atomic_store_explicit(&s->index, new_index, memory_order_release);
     side_end(s);
 }

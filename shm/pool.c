@@ -91,7 +91,10 @@ _Static_assert(offsetof(struct pool_block, format) == 160, "pool_block layout");
 _Static_assert(offsetof(struct pool_block, pad) == 168, "pool_block layout");
 _Static_assert(sizeof(struct pool_format) == 4096, "pool_format is a page");
 _Static_assert(sizeof(struct pool_intent) == 32, "pool_intent is half a cache line");
-_Static_assert(sizeof(struct pool_client) == 128 + 32 * POOL_INTENTS, "pool_client layout");
+_Static_assert(sizeof(struct pool_run) == 320, "pool_run is five cache lines");
+_Static_assert(sizeof(struct pool_client) == 128 + 32 * POOL_INTENTS + 320 * POOL_RUNS,
+               "pool_client layout");
+_Static_assert(offsetof(struct pool_client, run) == 128 + 32 * POOL_INTENTS, "pool_client layout");
 _Static_assert(offsetof(struct pool_client, allocs) == 8, "pool_client layout");
 _Static_assert(offsetof(struct pool_client, intent_overflow) == 24, "pool_client layout");
 _Static_assert(offsetof(struct pool_client, cache) == 64, "pool_client layout");
@@ -1342,4 +1345,97 @@ uint64_t pool_progress(const struct pool *p)
 uint64_t pool_overhead_per_block(void)
 {
     return sizeof(struct pool_block) + POOL_MAX_CLIENTS * sizeof(uint32_t) + POOL_ATTACH_MAX;
+}
+
+/* ---- runs (pool.h, pool_run_begin) ---- */
+
+/* pool_cache_keep for a block of a release run: the same checks and the
+ * same filing, but the cache's publication, the frees counter and the
+ * allocators' wake-up are left to the end of the run (pool_release_run):
+ * the published entries are a hint (the ref word says whose a block is),
+ * and the wake-up's Dekker pair needs only that every block is filed
+ * before the load of alloc_waiters. *first: the lowest cache entry changed
+ * since the last publication. Returns whether the block went into the
+ * cache (else it went back to the lists). */
+static bool pool_cache_keep_run(struct pool *p, uint32_t idx, uint64_t r, uint32_t *first)
+{
+    bool to_lists =
+        __atomic_load_n(&p->sh->flags, __ATOMIC_SEQ_CST) & POOL_F_INVALIDATED;
+    if (!to_lists && p->cache.n >= p->cache.max) {
+        pool_cache_spill(p); /* publishes the whole cache */
+        *first = p->cache.n;
+        to_lists = p->cache.n >= p->cache.max; /* the pool lock stayed held */
+    }
+    if (__builtin_expect(to_lists, 0)) {
+        /* Back to the lists (an invalidated pool caches nothing; a full
+         * cache that could not spill has no room): pool_free_block leaves
+         * it to a repair if it cannot take the lock either. */
+        uint64_t freed = ref_make(ref_gen(r), 0);
+        if (atomic_compare_exchange_strong_explicit(&p->blocks[idx].ref, &r, freed,
+                                                    memory_order_acq_rel, memory_order_relaxed))
+            pool_free_block(p, idx, freed);
+        return false;
+    }
+    if (p->cache.n < *first)
+        *first = p->cache.n;
+    p->cache.idx[p->cache.n] = idx;
+    p->cache.gen[p->cache.n] = ref_gen(r);
+    p->cache.n++;
+    return true;
+}
+
+/* pool_release(by_client) of one block inside a run naming it: the run's
+ * record is the intent, and pool_run_begin made the look at the ref word
+ * that the intent's fence makes. */
+static int pool_release_in_run(struct pool *p, uint64_t handle, bool cache, uint32_t *first,
+                               uint32_t *kept)
+{
+    uint32_t idx, gen;
+    if (!pool_decode(p, handle, &idx, &gen))
+        return -EINVAL;
+    struct pool_block *b = &p->blocks[idx];
+    _Atomic uint32_t *hold = pool_holding(p, p->slot, idx);
+    uint64_t r = atomic_load_explicit(&b->ref, memory_order_acquire);
+    if (ref_gen(r) != gen || !rc_live(ref_count(r)))
+        return -ESTALE;
+    if (!pool_holding_take(hold))
+        return -EINVAL;
+    const uint32_t free_rc = cache ? POOL_RC_CACHED | p->slot : 0;
+    if (cache && ref_count(r) == 1)
+        b->freed_at_ns = 0;
+    uint64_t nr;
+    do {
+        if (ref_gen(r) != gen || !rc_live(ref_count(r))) {
+            atomic_fetch_add_explicit(hold, 1, memory_order_relaxed);
+            return -ESTALE;
+        }
+        nr = ref_count(r) == 1 ? ref_make(gen_next(gen), free_rc) : ref_plain(r) - 1;
+    } while (!atomic_compare_exchange_weak_explicit(&b->ref, &r, nr, memory_order_seq_cst,
+                                                    memory_order_acquire));
+    MBQ_TRACE(idx, TR_RELEASE, nr, 1 | p->slot << 8 | 0x20000);
+    if (ref_count(nr) == 0)
+        pool_free_block(p, idx, nr);
+    else if (rc_cached(ref_count(nr)))
+        *kept += pool_cache_keep_run(p, idx, nr, first);
+    return 0;
+}
+
+int pool_release_run(struct pool *p, const uint64_t *handles, uint32_t n)
+{
+    if (!p || !p->sh || (n && !handles))
+        return -EINVAL;
+    const bool cache = n && pool_cache_enter(p);
+    int err = 0;
+    uint32_t first = POOL_CACHE_MAX, kept = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        int r = pool_release_in_run(p, handles[i], cache, &first, &kept);
+        if (r != 0 && err == 0)
+            err = r;
+    }
+    if (kept) {
+        pool_cache_publish(p, first < p->cache.n ? first : p->cache.n);
+        pool_counter_add(&pool_self(p)->frees, kept);
+        pool_wake_allocators(p); /* another process's allocation can take them */
+    }
+    return err;
 }

@@ -158,6 +158,7 @@ struct pool_client;
 struct pool_block;
 struct pool_format;
 struct pool_lists;
+struct pool_run;
 #define POOL_F_NEEDS_REPAIR 2u /* a step could not take the lock: repair at the next */
 
 struct pool {
@@ -199,6 +200,9 @@ struct pool {
      * this mapping (irec_tid), found without a thread-local lookup. */
     struct pool_intent *irec;
     _Atomic uint32_t irec_tid;
+    /* The same for run records (pool_run_begin). */
+    struct pool_run *rrec;
+    _Atomic uint32_t rrec_tid;
 };
 
 struct pool_stats {
@@ -464,6 +468,29 @@ int pool_handover_begin(struct pool *p, uint64_t handle, struct pool_meta *m);
 void pool_move_hold(struct pool *p);
 void pool_move_unhold(struct pool *p);
 int pool_adopt_end(struct pool *p, uint64_t handle);
+
+/* Runs: one intent over the moves of up to POOL_RUN_MAX blocks of p (a
+ * batch of hand-overs, dequeues or releases). pool_run_begin names every
+ * handle in the calling thread's run record before the first step of any
+ * of the moves (one fence for all of them); pool_run_end clears it after
+ * the last. In between, the thread moves those references with the _run
+ * calls below, or pool_adopt, which open no intent of their own; a death
+ * anywhere in between leaves each named block's refcount too high, never
+ * too low, and the reclaim recounts every one (as for an intent). One run
+ * per thread and pool at a time. begin: 0; -EINVAL (n 0 or above
+ * POOL_RUN_MAX); -EAGAIN when the thread has no run record (POOL_RUNS per
+ * client slot: make the moves one by one instead) or is in a run already. */
+#define POOL_RUN_LIMIT 32 /* POOL_RUN_MAX, for the callers outside shm/ */
+int pool_run_begin(struct pool *p, const uint64_t *handles, uint32_t n);
+void pool_run_end(struct pool *p);
+/* Inside a run naming them: pool_disown for handles[0..n) in order,
+ * stopping at the first that fails. Returns how many were handed over
+ * (their holdings dropped); *err (may be NULL) the first failure's error. */
+uint32_t pool_disown_run(struct pool *p, const uint64_t *handles, uint32_t n, int *err);
+/* Inside a run naming them: pool_release(by_client) of each of
+ * handles[0..n). 0, or the first error (that element's reference stays
+ * where it was; the others are released). */
+int pool_release_run(struct pool *p, const uint64_t *handles, uint32_t n);
 int pool_stats(struct pool *p, struct pool_stats *out);
 /* Class c's figures, from the descriptors without the lock (hints).
  * 0, -EINVAL (c >= nclasses). */

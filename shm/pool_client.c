@@ -88,6 +88,10 @@ void pool_intents_forget(struct pool *p, uint32_t slot)
         atomic_store_explicit(&c->intent[i].h[1], 0, memory_order_relaxed);
         atomic_store_explicit(&c->intent[i].owner, 0, memory_order_relaxed);
     }
+    for (unsigned i = 0; i < POOL_RUNS; i++) {
+        atomic_store_explicit(&c->run[i].n, 0, memory_order_relaxed);
+        atomic_store_explicit(&c->run[i].owner, 0, memory_order_relaxed);
+    }
     atomic_store_explicit(&c->intent_overflow, 0, memory_order_release);
 }
 
@@ -132,6 +136,30 @@ static int pool_clamp_int(uint64_t v)
 
 /* ---- recount ---- */
 
+/* The handles a run record names now: its count, bounded (a scribbled
+ * count reads as a full run). */
+static uint32_t pool_run_count(const struct pool_run *run)
+{
+    uint32_t n = atomic_load_explicit(&run->n, memory_order_acquire);
+    return n > POOL_RUN_MAX ? POOL_RUN_MAX : n;
+}
+
+/* Whether run names block idx. Read after the recount's barrier: a run
+ * begun before it is seen whole (its handles precede its count); one begun
+ * after it sees the audit bit at its begin and spoils the recount; a run
+ * that ended meanwhile has made all its steps, which the count after this
+ * sees. */
+static bool pool_run_names(const struct pool_run *run, uint32_t idx)
+{
+    uint32_t n = pool_run_count(run);
+    for (uint32_t k = 0; k < n; k++) {
+        uint64_t h = atomic_load_explicit(&run->h[k], memory_order_acquire);
+        if (h && (uint32_t)h - 1 == idx)
+            return true;
+    }
+    return false;
+}
+
 /* Whether a live process may be moving block idx: a live slot (other than
  * those we are reclaiming) has an intent naming it, or has moves whose
  * blocks are unknown. */
@@ -151,6 +179,9 @@ static bool pool_intent_live(struct pool *p, uint32_t idx)
                 if (h && (uint32_t)h - 1 == idx)
                     return true;
             }
+        for (unsigned i = 0; i < POOL_RUNS; i++)
+            if (pool_run_names(&c->run[i], idx))
+                return true;
     }
     return false;
 }
@@ -256,6 +287,33 @@ busy:
 
 /* ---- reclaim of dead clients ---- */
 
+/* The same for a dead slot's run record: every block it names is recounted
+ * as if an intent named it (a run is an intent on each of its blocks for
+ * its whole length, so a death at any point of it leaves each of them
+ * exact or one too high). Each settled handle is cleared; the run is over
+ * once all are. Returns how many must be retried. */
+static unsigned pool_resolve_run(struct pool *p, struct pool_run *run, uint32_t slot,
+                                 pool_count_fn count, void *ctx)
+{
+    uint32_t n = pool_run_count(run);
+    unsigned left = 0;
+    for (uint32_t k = 0; k < n; k++) {
+        uint64_t h = atomic_load_explicit(&run->h[k], memory_order_acquire);
+        if (!h)
+            continue;
+        if (count && pool_audit(p, h, count, ctx) == -EAGAIN) {
+            left++;
+            continue;
+        }
+        MBQ_TRACE((uint32_t)h - 1, TR_INTENT_FORGET, h, slot | 0x200);
+        atomic_store_explicit(&run->h[k], 0, memory_order_relaxed);
+    }
+    (void)slot;
+    if (!left)
+        atomic_store_explicit(&run->n, 0, memory_order_relaxed);
+    return left;
+}
+
 /* Recounts the blocks the intents of slot (a dead client's, claimed by us)
  * name, and clears each record that is settled. Returns how many must be
  * retried. Without count, nothing is recounted: the records are cleared
@@ -278,6 +336,8 @@ static unsigned pool_resolve_intents(struct pool *p, uint32_t slot, pool_count_f
                 atomic_store_explicit(&c->intent[i].h[w], 0, memory_order_relaxed);
             }
         }
+    for (unsigned i = 0; i < POOL_RUNS; i++)
+        left += pool_resolve_run(p, &c->run[i], slot, count, ctx);
     atomic_store_explicit(&c->intent_overflow, 0, memory_order_relaxed);
     return left;
 }

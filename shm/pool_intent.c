@@ -334,3 +334,107 @@ int pool_adopt_end(struct pool *p, uint64_t handle)
         pool_move_end_slow(p, 0);
     return r;
 }
+
+/* ---- runs: one intent over a run of moves (pool.h, pool_run_begin) ---- */
+
+/* Claims a run record of slot c for thread tid, as pool_intent_claim does
+ * for intent records: its own, a free one, or one whose owner thread (of
+ * this process, by thread id) has exited with no run open. */
+static struct pool_run *pool_run_claim(struct pool_client *c, uint32_t tid)
+{
+    for (unsigned i = 0; i < POOL_RUNS; i++)
+        if (atomic_load_explicit(&c->run[i].owner, memory_order_relaxed) == tid)
+            return &c->run[i];
+    for (unsigned i = 0; i < POOL_RUNS; i++) {
+        uint32_t o = 0;
+        if (atomic_compare_exchange_strong(&c->run[i].owner, &o, tid))
+            return &c->run[i];
+    }
+    for (unsigned i = 0; i < POOL_RUNS; i++) {
+        struct pool_run *x = &c->run[i];
+        uint32_t o = atomic_load_explicit(&x->owner, memory_order_acquire);
+        if ((o & SLOCK_CID) || atomic_load_explicit(&x->n, memory_order_relaxed) ||
+            !(syscall(SYS_tgkill, getpid(), (pid_t)o, 0) < 0 && errno == ESRCH))
+            continue;
+        if (atomic_compare_exchange_strong(&x->owner, &o, tid))
+            return x;
+    }
+    return NULL;
+}
+
+/* The calling thread's run record in this process's slot, NULL when all
+ * are taken; the mapping's first runner finds it in struct pool. */
+static inline struct pool_run *pool_run_rec(struct pool *p)
+{
+    const uint32_t tid = slock_self();
+    struct pool_run *rec = p->rrec;
+    if (__builtin_expect(atomic_load_explicit(&p->rrec_tid, memory_order_relaxed) == tid &&
+                             atomic_load_explicit(&rec->owner, memory_order_relaxed) == tid,
+                         1))
+        return rec;
+    rec = pool_run_claim(&p->clients[p->slot], tid);
+    uint32_t none = 0;
+    if (rec && atomic_load_explicit(&p->rrec_tid, memory_order_relaxed) == 0) {
+        p->rrec = rec; /* set once, before rrec_tid names its thread */
+        atomic_compare_exchange_strong_explicit(&p->rrec_tid, &none, tid, memory_order_release,
+                                                memory_order_relaxed);
+    }
+    return rec;
+}
+
+int pool_run_begin(struct pool *p, const uint64_t *handles, uint32_t n)
+{
+    if (!p || !p->sh || !handles || n == 0 || n > POOL_RUN_MAX)
+        return -EINVAL;
+    struct pool_run *run = pool_run_rec(p);
+    if (!run || atomic_load_explicit(&run->n, memory_order_relaxed) != 0)
+        return -EAGAIN;
+    /* The handles, then the count that makes a recount read them. */
+    for (uint32_t i = 0; i < n; i++) {
+        atomic_store_explicit(&run->h[i], handles[i], memory_order_relaxed);
+        MBQ_TRACE((uint32_t)handles[i] - 1, TR_INTENT_SET, handles[i], 0x20000 | p->slot << 8);
+    }
+    atomic_store_explicit(&run->n, n, memory_order_release);
+    /* One fence for the run, then the look at each ref word that
+     * pool_intent_fence makes per move: a recount in progress on any of
+     * the blocks is made to fail before a step can change what it counts. */
+    if (__builtin_expect(slock_membarrier_ready(), 1))
+        atomic_signal_fence(memory_order_seq_cst); /* slock_heavy_barrier fences us */
+    else
+        atomic_thread_fence(memory_order_seq_cst);
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t idx = (uint32_t)handles[i] - 1;
+        if (idx >= p->block_count)
+            continue; /* names no block: the step on it fails */
+        _Atomic uint64_t *ref = &p->blocks[idx].ref;
+        uint64_t r = atomic_load_explicit(ref, memory_order_relaxed);
+        if (__builtin_expect((r & POOL_AUDIT64) != 0, 0))
+            pool_audit_spoil(ref, r);
+    }
+    return 0;
+}
+
+void pool_run_end(struct pool *p)
+{
+    if (!p || !p->sh)
+        return;
+    struct pool_run *run = pool_run_rec(p);
+    if (!run)
+        return;
+    /* After the run's last step (release: what it did is visible first). */
+    atomic_store_explicit(&run->n, 0, memory_order_release);
+}
+
+uint32_t pool_disown_run(struct pool *p, const uint64_t *handles, uint32_t n, int *err)
+{
+    uint32_t i = 0;
+    int r = 0;
+    for (; i < n; i++) {
+        r = pool_disown(p, handles[i]);
+        if (r != 0)
+            break;
+    }
+    if (err)
+        *err = r;
+    return i;
+}

@@ -60,6 +60,25 @@ struct pool_intent {
     uint64_t pad;
 };
 
+/* Run records per client slot, and the moves one covers: a thread that
+ * moves the references of a run of blocks of the pool at once (a batch of
+ * enqueues, dequeues or releases, client/batch.c) names them all in one
+ * record instead of opening an intent per block. h[0..n) are handles, set
+ * before n (release); n is set before the first step of any of the moves
+ * and cleared (release) after the last, so each handle in it is an intent
+ * (struct pool_intent) that lasts the whole run. A recount reads a live
+ * slot's runs as it reads its intents, and recounts every block a dead
+ * slot's run names (shm/pool_client.c). Five cache lines. */
+#define POOL_RUNS 2
+#define POOL_RUN_MAX 32
+
+struct pool_run {
+    _Atomic uint32_t owner; /* as pool_intent.owner; 0: free */
+    _Atomic uint32_t n;     /* handles named, 0..POOL_RUN_MAX; 0: no run */
+    _Atomic uint64_t h[POOL_RUN_MAX];
+    uint64_t pad[7];
+};
+
 /* A client slot, written only by its owner (and by whoever reclaims it once
  * the owner is gone). */
 struct pool_client {
@@ -75,6 +94,7 @@ struct pool_client {
     uint8_t pad[36];
     _Atomic uint32_t cache[POOL_CACHE_MAX]; /* the cached blocks' indices (a hint) */
     struct pool_intent intent[POOL_INTENTS];
+    struct pool_run run[POOL_RUNS];
 };
 
 /* A class's free lists (pool lock held): warm (head = most recently

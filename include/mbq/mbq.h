@@ -609,21 +609,32 @@ int mbq_buffer_queue_set_wait_spin(mbq_buffer_queue *queue, int64_t spin_ns);
 int mbq_buffer_queue_declare_producer(mbq_buffer_queue *queue);
 bool mbq_buffer_queue_is_producer_lost(mbq_buffer_queue *queue);
 int mbq_buffer_queue_set_wait_through_producer_lost(mbq_buffer_queue *queue, bool wait);
-/* Batched calls (mbq extensions): many buffers in one call, each element
- * exactly as its single-buffer call would handle it, in array order.
+/* Batched calls (mbq extensions): many buffers in one call, in array order,
+ * with the results of the single-buffer calls made one after the other.
+ * enqueue_and_release_many, dequeue_many, dequeue_wait_many and
+ * release_many work by runs: up to 32 consecutive buffers of one pool go
+ * through one lock round of the queue (one index store, one trigger
+ * evaluation, one wake-up check) and one intent record of the pool, which
+ * is where their cost per buffer goes down; enqueue_many (which takes a
+ * new reference per buffer) is a loop over enqueue.
  *  - enqueue_many: the queue takes a reference to each of buffers[0..n);
  *    enqueue_and_release_many hands each of the caller's references over.
  *    A batch stops at its first failure: *done (may be NULL) is the number
  *    enqueued, a prefix of the array, and the return is 0 when all n were,
  *    else the failing element's status (as enqueue's). The elements from
  *    *done on are untouched: the caller still holds their references.
- *  - A sorted queue inserts each element by its own time stamp; the full
+ *  - A sorted queue orders each element by its own time stamp; the full
  *    policy applies per element (drop-oldest drops one entry for each
  *    element that finds the queue full); each buffer's metadata is frozen
  *    by its own enqueue; end of data marked during a batch fails the
- *    elements after it (MBQ_BQ_ERR_ENQUEUE_AFTER_END_OF_DATA).
- *  - Triggers: each element's change is evaluated, so no firing a
- *    buffer-by-buffer sequence would cause is lost.
+ *    elements after it (MBQ_BQ_ERR_ENQUEUE_AFTER_END_OF_DATA); the
+ *    validation callback sees each element before its run goes in, and the
+ *    batch stops at the first it refuses.
+ *  - Triggers are evaluated once per run, on the queue before and after
+ *    it: a run only adds (or only takes away), so a count or duration
+ *    condition it crosses fires once, as buffer by buffer; a condition
+ *    that would fire on every buffer of the run (min/max PTS changes)
+ *    fires once for the run.
  *  - dequeue_many: up to max buffers (at most MBQ_BATCH_MAX) from the
  *    head into out[], each retained for the caller; returns how many (0:
  *    empty), or the error of the first dequeue when it took nothing. An
@@ -633,8 +644,10 @@ int mbq_buffer_queue_set_wait_through_producer_lost(mbq_buffer_queue *queue, boo
  *    dequeue_wait for the first buffer only, then takes what is there.
  *  - release_many: releases each buffer; 0, or the first error (every
  *    buffer is still tried).
- * Crash safety as buffer by buffer: a process killed inside a batch leaks
- * nothing (each reference moves under its own intent). */
+ * Crash safety as buffer by buffer: a process killed at any instruction of
+ * a batch leaks no block and frees none twice (a run's references move
+ * under one intent that names every block of the run; see
+ * docs/DATAPLANE.md "Run intents"). */
 #define MBQ_BATCH_MAX 65536
 int mbq_buffer_queue_enqueue_many(mbq_buffer_queue *queue, const mbq_buffer *buffers, size_t n,
                                   size_t *done);

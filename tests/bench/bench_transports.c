@@ -2535,6 +2535,10 @@ static const struct tx_ops *solo_transport(const char *name, int *variant)
         *variant = TXV_MBQ_SMALL;
         return &tx_mbq;
     }
+    if (strcmp(name, "mbq-b16") == 0) { /* the batched calls; give BATCH a multiple of 16 */
+        *variant = TXV_MBQ_BATCH16;
+        return &tx_mbq;
+    }
     if (strcmp(name, "mbq-classes") == 0) {
         *variant = TXV_MBQ_CLASSES;
         return &tx_mbq;
@@ -2569,7 +2573,7 @@ static int run_solo(const char *name, long n, long batch)
     const struct tx_ops *t = solo_transport(name, &variant);
     if (!t || n < 1 || batch < 1 || batch > 256) {
         fprintf(stderr, "bench_transports: --solo ring|floor|mbq-bq|mbq|mbq-trigger|"
-                        "mbq-trigger-idle|mbq-small|mbq-classes|{mbq,mbq-bq}-pts[-reordered|"
+                        "mbq-trigger-idle|mbq-small|mbq-b16|mbq-classes|{mbq,mbq-bq}-pts[-reordered|"
                         "-late16|-random] N [BATCH]\n");
         return 2;
     }
@@ -2670,7 +2674,8 @@ static void usage(FILE *to)
                 "  --placement-budget S and at most S s in all (default 150)\n"
                 "  --solo T [N [B]]     profiling aid: N messages through transport T (ring,\n"
                 "                       floor, mbq-bq, mbq, mbq-trigger, mbq-trigger-idle,\n"
-                "                       mbq-small, mbq-classes; the sorted case's mbq-pts,\n"
+                "                       mbq-small, mbq-classes, mbq-b16: the batched calls, B a\n"
+                "                       multiple of 16; the sorted case's mbq-pts,\n"
                 "                       mbq-pts-reordered, mbq-pts-late16, mbq-pts-random and their\n"
                 "                       mbq-bq-pts... forms) in one process, no peers, B sent before B\n"
                 "                       received (default 1)\n");
