@@ -580,29 +580,57 @@ static bool pool_cache_pop(struct pool *p, uint32_t c, struct pool_itok t, uint3
     return false;
 }
 
-/* After the CAS that made idx a block of our cache (ref word now r): lists
- * it — unless the pool was invalidated meanwhile (an invalidated pool
- * recycles nothing): then the block goes back to the lists at once. */
-static void pool_cache_keep(struct pool *p, uint32_t idx, uint64_t r)
+/* Files idx, just made a block of our cache by our CAS (ref word now r),
+ * in the cache. The cache's publication, the frees counter and the
+ * allocators' wake-up are the caller's (pool_cache_keep; a release run does
+ * them once at its end, pool_release_run): the published entries are a hint
+ * (the ref word says whose a block is), and the wake-up's Dekker pair needs
+ * only that every block is filed before the load of alloc_waiters. *first:
+ * the lowest cache entry changed since the last publication. Returns whether
+ * the block went into the cache (else it went back to the lists).
+ *
+ * Our CAS, then the flag; invalidate sets the flag, then flushes. The two
+ * must not pass each other: the CAS and this load are seq_cst, and
+ * invalidate fences after its store (on x86 the CAS's lock prefix already
+ * orders them, and this load is a plain one). */
+static bool pool_cache_keep_run(struct pool *p, uint32_t idx, uint64_t r, uint32_t *first)
 {
-    /* Our CAS, then the flag; invalidate sets the flag, then flushes. The
-     * two must not pass each other: the CAS and this load are seq_cst, and
-     * invalidate fences after its store (on x86 the CAS's lock prefix
-     * already orders them, and this load is a plain one: no fence here). */
-    if (__builtin_expect(__atomic_load_n(&p->sh->flags, __ATOMIC_SEQ_CST) & POOL_F_INVALIDATED,
-                         0)) {
+    bool to_lists =
+        __atomic_load_n(&p->sh->flags, __ATOMIC_SEQ_CST) & POOL_F_INVALIDATED;
+    if (!to_lists && p->cache.n >= p->cache.max) {
+        pool_cache_spill(p); /* publishes the whole cache */
+        *first = p->cache.n;
+        to_lists = p->cache.n >= p->cache.max; /* the pool lock stayed held */
+    }
+    if (__builtin_expect(to_lists, 0)) {
+        /* Back to the lists (an invalidated pool caches nothing; a full
+         * cache that could not spill has no room): pool_free_block leaves
+         * it to a repair if it cannot take the lock either. */
         uint64_t freed = ref_make(ref_gen(r), 0);
         if (atomic_compare_exchange_strong_explicit(&p->blocks[idx].ref, &r, freed,
                                                     memory_order_acq_rel, memory_order_relaxed))
-            pool_free_block(p, idx, freed); /* counts the free */
-        return; /* else someone took it already */
+            pool_free_block(p, idx, freed);
+        return false;
     }
-    if (p->cache.n == p->cache.max)
-        pool_cache_spill(p);
+    if (p->cache.n < *first)
+        *first = p->cache.n;
     p->cache.idx[p->cache.n] = idx;
     p->cache.gen[p->cache.n] = ref_gen(r);
     p->cache.n++;
-    pool_cache_publish(p, p->cache.n - 1);
+    return true;
+}
+
+/* After the CAS that made idx a block of our cache (ref word now r): lists
+ * it — unless the pool was invalidated meanwhile (an invalidated pool
+ * recycles nothing), or the cache is full and its spill could not take the
+ * pool lock (a peer stopped holding it): then the block goes back to the
+ * lists at once, counted as freed there. */
+static void pool_cache_keep(struct pool *p, uint32_t idx, uint64_t r)
+{
+    uint32_t first = p->cache.n;
+    if (!pool_cache_keep_run(p, idx, r, &first))
+        return;
+    pool_cache_publish(p, first);
     pool_counter_add(&pool_self(p)->frees, 1);
     pool_wake_allocators(p); /* another process's allocation can take it from the cache */
 }
@@ -1348,41 +1376,6 @@ uint64_t pool_overhead_per_block(void)
 }
 
 /* ---- runs (pool.h, pool_run_begin) ---- */
-
-/* pool_cache_keep for a block of a release run: the same checks and the
- * same filing, but the cache's publication, the frees counter and the
- * allocators' wake-up are left to the end of the run (pool_release_run):
- * the published entries are a hint (the ref word says whose a block is),
- * and the wake-up's Dekker pair needs only that every block is filed
- * before the load of alloc_waiters. *first: the lowest cache entry changed
- * since the last publication. Returns whether the block went into the
- * cache (else it went back to the lists). */
-static bool pool_cache_keep_run(struct pool *p, uint32_t idx, uint64_t r, uint32_t *first)
-{
-    bool to_lists =
-        __atomic_load_n(&p->sh->flags, __ATOMIC_SEQ_CST) & POOL_F_INVALIDATED;
-    if (!to_lists && p->cache.n >= p->cache.max) {
-        pool_cache_spill(p); /* publishes the whole cache */
-        *first = p->cache.n;
-        to_lists = p->cache.n >= p->cache.max; /* the pool lock stayed held */
-    }
-    if (__builtin_expect(to_lists, 0)) {
-        /* Back to the lists (an invalidated pool caches nothing; a full
-         * cache that could not spill has no room): pool_free_block leaves
-         * it to a repair if it cannot take the lock either. */
-        uint64_t freed = ref_make(ref_gen(r), 0);
-        if (atomic_compare_exchange_strong_explicit(&p->blocks[idx].ref, &r, freed,
-                                                    memory_order_acq_rel, memory_order_relaxed))
-            pool_free_block(p, idx, freed);
-        return false;
-    }
-    if (p->cache.n < *first)
-        *first = p->cache.n;
-    p->cache.idx[p->cache.n] = idx;
-    p->cache.gen[p->cache.n] = ref_gen(r);
-    p->cache.n++;
-    return true;
-}
 
 /* pool_release(by_client) of one block inside a run naming it: the run's
  * record is the intent, and pool_run_begin made the look at the ref word

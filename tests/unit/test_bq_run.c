@@ -554,7 +554,11 @@ static void test_pool_run_dead(void)
  * fit go back to the lists (or to a repair, flagged, when that lock is
  * still held), never past the cache's end; once the holder is gone every
  * block is back. */
-static void test_pool_release_run_lock_held(void)
+/* A full cache whose spill cannot take the pool lock (another process
+ * stopped holding it) sends the block back to the lists: released by a run
+ * or (run false) one by one with pool_release, the cache never grows past
+ * its size, and every block is accounted for. */
+static void release_with_lock_held(bool run)
 {
     struct pool p;
     struct pool_params pp = {.block_size = 4096, .block_count = 64};
@@ -580,9 +584,16 @@ static void test_pool_release_run_lock_held(void)
     REQUIRE(read(ready[0], &b, 1) == 1);
     uint64_t limit = slock_wait_limit();
     slock_set_wait_limit(10 * 1000000ull);
-    REQUIRE(pool_run_begin(&p, h, POOL_RUN_MAX) == 0);
-    CHECK_EQ(pool_release_run(&p, h, POOL_RUN_MAX), 0);
-    pool_run_end(&p);
+    if (run) {
+        REQUIRE(pool_run_begin(&p, h, POOL_RUN_MAX) == 0);
+        CHECK_EQ(pool_release_run(&p, h, POOL_RUN_MAX), 0);
+        pool_run_end(&p);
+    } else {
+        for (int i = 0; i < POOL_RUN_MAX; i++) {
+            CHECK_EQ(pool_release(&p, h[i], true), 0);
+            CHECK(p.cache.n <= p.cache.max);
+        }
+    }
     CHECK(p.cache.n <= p.cache.max);
     CHECK_EQ(pool_held_by_self(&p), 0);
     kill(pid, SIGKILL);
@@ -599,6 +610,17 @@ static void test_pool_release_run_lock_held(void)
     pool_detach(&p);
 }
 
+static void test_pool_release_run_lock_held(void)
+{
+    release_with_lock_held(true);
+}
+
+static void test_pool_release_lock_held(void)
+{
+    release_with_lock_held(false);
+}
+
 CHECK_MAIN(CASE(test_run_order_and_counters), CASE(test_run_stops), CASE(test_run_sums_as_singles), CASE(test_run_triggers_once),
            CASE(test_run_sorted), CASE(test_run_marks_after_index), CASE(test_run_killed_before_marks), CASE(test_pool_run_moves),
-           CASE(test_pool_run_dead), CASE(test_pool_release_run_lock_held))
+           CASE(test_pool_run_dead), CASE(test_pool_release_run_lock_held),
+           CASE(test_pool_release_lock_held))
