@@ -455,6 +455,32 @@ struct enq_slow {
     struct bq_state before;
 };
 
+/* Under the tail lock: the tail, and a head to judge room for n more by.
+ * The cached head is a lower bound; it is reloaded when it leaves no room
+ * for n, when it is out of range (another producer moved tail on), and
+ * whenever the head lock is held anyway (reload). 0, -EUCLEAN (a corrupt
+ * pair, marked for repair) or the error of an enqueue after end of data. */
+static int producer_counters_locked(struct bq *q, bool reload, uint64_t n, uint64_t *head_out,
+                                    uint64_t *tail_out)
+{
+    struct bq_shared *sh = q->sh;
+    uint64_t tail = atomic_load_explicit(&sh->tail.index, memory_order_relaxed);
+    uint64_t head = atomic_load_explicit(&q->head_cache, memory_order_relaxed);
+    if (reload || head > tail || tail - head + n > q->capacity) {
+        head = load_index(&sh->head);
+        atomic_store_explicit(&q->head_cache, head, memory_order_relaxed);
+    }
+    if (!bq_range_ok(q, head, tail)) {
+        bq_mark_repair(q);
+        return -EUCLEAN;
+    }
+    if (atomic_load_explicit(&sh->flags, memory_order_relaxed) & BQ_F_END_OF_DATA)
+        return MBQ_BQ_ERR_ENQUEUE_AFTER_END_OF_DATA;
+    *head_out = head;
+    *tail_out = tail;
+    return 0;
+}
+
 /* Re-reads the counters under the locks held and makes sure there is room:
  * 0 with c->head and c->tail set (the oldest entry dropped if the policy
  * says so), ENQ_AGAIN when it just took the head lock too (everything must
@@ -465,21 +491,10 @@ static int enqueue_room_locked(struct bq *q, struct enq_slow *c, bool quiet)
     struct bq_shared *sh = q->sh;
     if (c->full_lock)
         state_before_locked(q, &c->before);
-    uint64_t tail = atomic_load_explicit(&sh->tail.index, memory_order_relaxed);
-    uint64_t head = atomic_load_explicit(&q->head_cache, memory_order_relaxed);
-    /* The cached head is a lower bound; reload it when it says full, when it
-     * is out of range (another producer moved tail on), and whenever the
-     * head lock is held anyway. */
-    if (c->have_head || tail - head >= q->capacity || head > tail) {
-        head = load_index(&sh->head);
-        atomic_store_explicit(&q->head_cache, head, memory_order_relaxed);
-    }
-    if (!bq_range_ok(q, head, tail)) {
-        bq_mark_repair(q);
-        return -EUCLEAN;
-    }
-    if (atomic_load_explicit(&sh->flags, memory_order_relaxed) & BQ_F_END_OF_DATA)
-        return MBQ_BQ_ERR_ENQUEUE_AFTER_END_OF_DATA;
+    uint64_t head, tail;
+    int r = producer_counters_locked(q, c->have_head, 1, &head, &tail);
+    if (r != 0)
+        return r;
     if (tail - head >= q->capacity) {
         if (q->full_policy != BQ_FULL_DROP_OLDEST) {
             if (!quiet) /* a blocking enqueue counts once, when it gives up */
@@ -487,7 +502,7 @@ static int enqueue_room_locked(struct bq *q, struct enq_slow *c, bool quiet)
             return MBQ_BQ_ERR_QUEUE_IS_FULL;
         }
         if (!c->have_head) {
-            int r = lock_head_after_tail(q, &c->held.head);
+            r = lock_head_after_tail(q, &c->held.head);
             if (r < 0)
                 return r;
             c->have_head = true;
@@ -954,19 +969,10 @@ static void run_place_locked(struct bq *q, const struct bq_entry *e, uint32_t k,
 static int run_room_locked(struct bq *q, uint32_t n, bool full_lock, uint64_t *tail_out,
                            uint64_t *head_out, uint32_t *k_out)
 {
-    struct bq_shared *sh = q->sh;
-    uint64_t tail = atomic_load_explicit(&sh->tail.index, memory_order_relaxed);
-    uint64_t head = atomic_load_explicit(&q->head_cache, memory_order_relaxed);
-    if (full_lock || head > tail || tail - head + n > q->capacity) {
-        head = load_index(&sh->head);
-        atomic_store_explicit(&q->head_cache, head, memory_order_relaxed);
-    }
-    if (!bq_range_ok(q, head, tail)) {
-        bq_mark_repair(q);
-        return -EUCLEAN;
-    }
-    if (atomic_load_explicit(&sh->flags, memory_order_relaxed) & BQ_F_END_OF_DATA)
-        return MBQ_BQ_ERR_ENQUEUE_AFTER_END_OF_DATA;
+    uint64_t head, tail;
+    int r = producer_counters_locked(q, full_lock, n, &head, &tail);
+    if (r != 0)
+        return r;
     uint64_t room = q->capacity - (tail - head);
     *k_out = room < n ? (uint32_t)room : n;
     *tail_out = tail;

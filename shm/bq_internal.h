@@ -160,31 +160,27 @@ static inline void slot_store(struct bq *q, uint64_t i, const struct bq_entry *e
               BQ_TAG(q) | i << 16 | (uint64_t)(seq == i + 1) << 12);
     struct bq_slot *sl = &q->slots[i & q->mask];
     int32_t ts = e->dts.timescale;
+    uint8_t df, pf, uf, wide = 0;
     if (__builtin_expect(times_plain(e, ts) && attachments_zero(e->attachments), 1)) {
-        sl->handle = e->handle;
-        sl->dts = e->dts.value;
-        sl->pts = e->pts.value;
-        sl->duration = e->duration.value;
-        sl->size = e->size;
-        sl->pool_id = e->pool_id;
-        sl->flags = e->flags;
-        sl->timescale = ts;
-        sl->dts_flags = (uint8_t)e->dts.flags;
-        sl->pts_flags = (uint8_t)e->pts.flags;
-        sl->duration_flags = (uint8_t)e->duration.flags;
-        sl->wide = 0;
-        __atomic_store_n(&sl->seq, seq, __ATOMIC_RELEASE);
-        return;
-    }
-    ts = 0;
-    bool compact = time_fits(&e->dts, &ts) && time_fits(&e->pts, &ts) &&
-                   time_fits(&e->duration, &ts) && attachments_zero(e->attachments);
-    if (__builtin_expect(!compact, 0)) {
-        struct bq_wide *w = &q->wide[i & q->mask];
-        w->dts = e->dts;
-        w->pts = e->pts;
-        w->duration = e->duration;
-        memcpy(w->attachments, e->attachments, sizeof(w->attachments));
+        /* the flags as they are: below BQ_SLOT_TS_ZERO, timescale not 0 */
+        df = (uint8_t)e->dts.flags;
+        pf = (uint8_t)e->pts.flags;
+        uf = (uint8_t)e->duration.flags;
+    } else {
+        ts = 0;
+        bool compact = time_fits(&e->dts, &ts) && time_fits(&e->pts, &ts) &&
+                       time_fits(&e->duration, &ts) && attachments_zero(e->attachments);
+        if (__builtin_expect(!compact, 0)) {
+            struct bq_wide *w = &q->wide[i & q->mask];
+            w->dts = e->dts;
+            w->pts = e->pts;
+            w->duration = e->duration;
+            memcpy(w->attachments, e->attachments, sizeof(w->attachments));
+            wide = BQ_SLOT_WIDE;
+        }
+        df = time_flags_byte(&e->dts);
+        pf = time_flags_byte(&e->pts);
+        uf = time_flags_byte(&e->duration);
     }
     sl->handle = e->handle;
     sl->dts = e->dts.value;
@@ -194,10 +190,10 @@ static inline void slot_store(struct bq *q, uint64_t i, const struct bq_entry *e
     sl->pool_id = e->pool_id;
     sl->flags = e->flags;
     sl->timescale = ts;
-    sl->dts_flags = time_flags_byte(&e->dts);
-    sl->pts_flags = time_flags_byte(&e->pts);
-    sl->duration_flags = time_flags_byte(&e->duration);
-    sl->wide = compact ? 0 : BQ_SLOT_WIDE;
+    sl->dts_flags = df;
+    sl->pts_flags = pf;
+    sl->duration_flags = uf;
+    sl->wide = wide;
     __atomic_store_n(&sl->seq, seq, __ATOMIC_RELEASE);
 }
 
