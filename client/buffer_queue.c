@@ -436,11 +436,7 @@ static int queue_declare_producer_locked(mbq_buffer_queue *q, bool withdraw)
     Mbq__V1__Request req = MBQ__V1__REQUEST__INIT;
     req.body_case = MBQ__V1__REQUEST__BODY_DECLARE_PRODUCER;
     req.declare_producer = &dp;
-    struct client_reply reply;
-    int r = client_call_locked(q->client, &req, &reply);
-    if (r == 0)
-        client_reply_done(&reply);
-    return r;
+    return client_request_locked(q->client, &req);
 }
 
 static int bqueue_reattach_locked(mbq_buffer_queue *q)
@@ -639,10 +635,7 @@ static int queue_remove_trigger_locked(mbq_buffer_queue *q, uint64_t token)
     Mbq__V1__Request req = MBQ__V1__REQUEST__INIT;
     req.body_case = MBQ__V1__REQUEST__BODY_REMOVE_TRIGGER;
     req.remove_trigger = &rt;
-    struct client_reply reply;
-    int r = client_call_locked(q->client, &req, &reply);
-    if (r == 0)
-        client_reply_done(&reply);
+    int r = client_request_locked(q->client, &req);
     /* Gone either way: our removal, or it was no longer installed. */
     if (r == 0 || r == MBQ_BQ_ERR_INVALID_TRIGGER_TOKEN)
         bqueue_forget_trigger_locked(q->client, q->object_id, token);

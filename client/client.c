@@ -241,6 +241,15 @@ void client_reply_done(struct client_reply *reply)
     *reply = (struct client_reply){.msg = NULL};
 }
 
+int client_request_locked(mbq_client *c, Mbq__V1__Request *req)
+{
+    struct client_reply reply;
+    int r = client_call_locked(c, req, &reply);
+    if (r == 0)
+        client_reply_done(&reply);
+    return r;
+}
+
 void client_close_object_locked(mbq_client *c, uint64_t object_id)
 {
     Mbq__V1__Close cl = MBQ__V1__CLOSE__INIT;
@@ -248,9 +257,7 @@ void client_close_object_locked(mbq_client *c, uint64_t object_id)
     Mbq__V1__Request req = MBQ__V1__REQUEST__INIT;
     req.body_case = MBQ__V1__REQUEST__BODY_CLOSE;
     req.close = &cl;
-    struct client_reply reply;
-    if (client_call_locked(c, &req, &reply) == 0)
-        client_reply_done(&reply);
+    (void)client_request_locked(c, &req);
 }
 
 /* ---- creating and opening objects ------------------------------------------- */
@@ -650,11 +657,8 @@ int mbq_unlink(mbq_client *client, const char *name)
     Mbq__V1__Request req = MBQ__V1__REQUEST__INIT;
     req.body_case = MBQ__V1__REQUEST__BODY_UNLINK;
     req.unlink = &ul;
-    struct client_reply reply;
     pthread_mutex_lock(&client->lock);
-    int r = client_call_locked(client, &req, &reply);
-    if (r == 0)
-        client_reply_done(&reply);
+    int r = client_request_locked(client, &req);
     pthread_mutex_unlock(&client->lock);
     return r;
 }

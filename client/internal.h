@@ -182,6 +182,9 @@ struct client_reply {
  * *reply filled (release with client_reply_done), the response's non-zero
  * status (nothing to release), or -ENOTCONN / -EPROTO / -errno. */
 int client_call_locked(mbq_client *c, Mbq__V1__Request *req, struct client_reply *reply);
+/* client_call_locked for a request whose reply carries nothing but its
+ * status: the reply is let go at once. */
+int client_request_locked(mbq_client *c, Mbq__V1__Request *req);
 void client_reply_done(struct client_reply *reply);
 /* mbq_client_dispatch with client->lock held: applies whatever events wait
  * on the socket, without blocking and without reconnecting (the data plane

@@ -349,11 +349,8 @@ static int cpool_simple_request(mbq_pool *pool, bool invalidate)
         req.body_case = MBQ__V1__REQUEST__BODY_POOL_FLUSH;
         req.pool_flush = &fl;
     }
-    struct client_reply reply;
     pthread_mutex_lock(&pool->client->lock);
-    int r = pool->lost ? -EIDRM : client_call_locked(pool->client, &req, &reply);
-    if (r == 0)
-        client_reply_done(&reply);
+    int r = pool->lost ? -EIDRM : client_request_locked(pool->client, &req);
     pthread_mutex_unlock(&pool->client->lock);
     return r;
 }
