@@ -137,7 +137,13 @@ static guint64 round_up_pages(guint64 n)
 
 /* ---- setup ------------------------------------------------------------------ */
 
-static void close_all(GstMbqSink *self)
+/* Lets go of the queues, the pool's allocator and the session. close:
+ * the queues are closed now (stop); else (a lost connection) they are
+ * forgotten without a round trip, and the session closes them when its last
+ * reference goes (mbq_disconnect), which buffers of the old pool still alive
+ * upstream may hold a while. Buffers of the pool alive elsewhere keep the
+ * allocator, and so the pool and the connection, until they are freed. */
+static void drop_objects(GstMbqSink *self, gboolean close_queues)
 {
     g_mutex_lock(&self->state_lock);
     GPtrArray *queues = self->queues;
@@ -148,15 +154,18 @@ static void close_all(GstMbqSink *self)
     self->session = NULL;
     g_mutex_unlock(&self->state_lock);
     if (queues) {
-        for (guint i = 0; i < queues->len; i++)
+        for (guint i = 0; close_queues && i < queues->len; i++)
             mbq_buffer_queue_close(g_ptr_array_index(queues, i));
         g_ptr_array_free(queues, TRUE);
     }
-    /* Buffers of the pool still alive elsewhere keep the allocator, and so
-     * the pool and the connection, until they are freed. */
     if (alloc)
         gst_object_unref(alloc);
     gst_mbq_session_unref(session);
+}
+
+static void close_all(GstMbqSink *self)
+{
+    drop_objects(self, TRUE);
     g_strfreev(self->names);
     self->names = NULL;
 }
@@ -480,26 +489,6 @@ static gboolean is_transient(int r)
            r == -ETIMEDOUT || r == -ECONNRESET;
 }
 
-/* Forgets the lost connection's objects without a round trip: the session
- * closes them when its last reference goes (mbq_disconnect), which buffers
- * of the old pool still alive upstream may hold a while. */
-static void forget_objects(GstMbqSink *self)
-{
-    g_mutex_lock(&self->state_lock);
-    GPtrArray *queues = self->queues;
-    GstMbqAllocator *alloc = self->alloc;
-    GstMbqSession *session = self->session;
-    self->queues = NULL;
-    self->alloc = NULL;
-    self->session = NULL;
-    g_mutex_unlock(&self->state_lock);
-    if (queues)
-        g_ptr_array_free(queues, TRUE);
-    if (alloc)
-        gst_object_unref(alloc);
-    gst_mbq_session_unref(session);
-}
-
 /* One attempt: a new session with every queue and, if there was one, the
  * pool (block_size > 0). 0 (published in self), or the failing status with
  * *what naming the call. */
@@ -589,7 +578,7 @@ static GstFlowReturn reconnect(GstMbqSink *self)
     }
     GST_WARNING_OBJECT(self, "mbqd went away without keeping its objects: connecting again, "
                        "re-creating the queues and the pool");
-    forget_objects(self);
+    drop_objects(self, FALSE);
     gint64 start = g_get_monotonic_time(), retry = RECONNECT_FIRST_US;
     for (;;) {
         const gchar *what = NULL;
