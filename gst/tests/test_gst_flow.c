@@ -15,34 +15,9 @@
  *   - mbqsink blocked on a full queue (full-policy=block) is unblocked by
  *     FLUSH_START (the push returns FLUSHING) and drops nothing: what the
  *     queue held stays, and after FLUSH_STOP buffers flow again. */
-#include "harness.h"
+#include "gst_common.h"
 
 #include <inttypes.h>
-
-#include <gst/check/gstharness.h>
-#include <gst/gst.h>
-
-static struct mbqd d;
-static mbq_client *observer;
-
-static mbq_object_info stat_of(const char *name)
-{
-    mbq_object_info info;
-    memset(&info, 0, sizeof info);
-    info.size = sizeof info;
-    int r = mbq_stat(observer, name, &info);
-    if (r != 0)
-        fprintf(stderr, "mbq_stat(%s): %s\n", name, mbq_status_string(r));
-    return info;
-}
-
-static GstBuffer *make_buffer(gsize size, guint8 fill, GstClockTime pts)
-{
-    GstBuffer *b = gst_buffer_new_allocate(NULL, size, NULL);
-    gst_buffer_memset(b, 0, fill, size);
-    GST_BUFFER_PTS(b) = pts;
-    return b;
-}
 
 static GstHarness *sink_harness(const char *desc)
 {
@@ -72,20 +47,6 @@ static void pull_pts(GstHarness *h, GstClockTime pts)
         return;
     CHECK_EQ(GST_BUFFER_PTS(b), pts);
     gst_buffer_unref(b);
-}
-
-static bool pull_until_eos(GstHarness *h)
-{
-    for (int i = 0; i < 64; i++) {
-        GstEvent *e = gst_harness_pull_event(h); /* waits up to 60 s */
-        if (!e)
-            return false;
-        bool eos = GST_EVENT_TYPE(e) == GST_EVENT_EOS;
-        gst_event_unref(e);
-        if (eos)
-            return true;
-    }
-    return false;
 }
 
 /* A producer that pushes n buffers (PTS first, first+1 s, ...) and goes
@@ -299,18 +260,6 @@ static void sink_flush_unblocks_and_drops_nothing(void)
 
 int main(int argc, char **argv)
 {
-    if (mbqd_start(&d) != 0)
-        return 1;
-    setenv("MBQ_SOCKET", d.sock, 1);
-    gst_init(NULL, NULL);
-    if (!gst_registry_find_plugin(gst_registry_get(), "mbq")) {
-        fprintf(stderr, "the mbq plugin is not in the registry (GST_PLUGIN_PATH?)\n");
-        mbqd_stop(&d);
-        return 1;
-    }
-    observer = h_connect(&d, "observer");
-    if (!observer)
-        return 1;
     static const struct check_case cases[] = {
         {"source_errors_when_producer_lost", source_errors_when_producer_lost},
         {"source_ends_stream_when_producer_lost", source_ends_stream_when_producer_lost},
@@ -319,10 +268,5 @@ int main(int argc, char **argv)
         {"other_seeks_are_refused", other_seeks_are_refused},
         {"sink_flush_unblocks_and_drops_nothing", sink_flush_unblocks_and_drops_nothing},
     };
-    int rc = check_run(cases, sizeof cases / sizeof cases[0], argc, argv);
-    mbq_disconnect(observer);
-    gst_deinit();
-    if (mbqd_stop(&d) != 0)
-        rc = 1;
-    return rc;
+    return gst_test_main(cases, sizeof cases / sizeof cases[0], argc, argv);
 }

@@ -11,25 +11,9 @@
  * changes to NULL complete while the elements wait on a full or empty
  * queue, and missing queues or bad properties fail with an error message
  * that says why. Pool and queue counters are read through mbq_stat. */
-#include "harness.h"
+#include "gst_common.h"
 
-#include <gst/check/gstharness.h>
-#include <gst/gst.h>
 #include <gst/video/video.h>
-
-static struct mbqd d;
-static mbq_client *observer;
-
-static mbq_object_info stat_of(const char *name)
-{
-    mbq_object_info info;
-    memset(&info, 0, sizeof info);
-    info.size = sizeof info;
-    int r = mbq_stat(observer, name, &info);
-    if (r != 0)
-        fprintf(stderr, "mbq_stat(%s): %s\n", name, mbq_status_string(r));
-    return info;
-}
 
 /* Polls a pool until no block is in use (blocks come back when GStreamer
  * frees buffers, possibly from a streaming thread that is stopping). */
@@ -43,14 +27,6 @@ static bool pool_drains(const char *name)
     }
     fprintf(stderr, "pool %s still has %u blocks in use\n", name, stat_of(name).blocks_used);
     return false;
-}
-
-static GstBuffer *make_buffer(gsize size, guint8 fill, GstClockTime pts)
-{
-    GstBuffer *b = gst_buffer_new_allocate(NULL, size, NULL);
-    gst_buffer_memset(b, 0, fill, size);
-    GST_BUFFER_PTS(b) = pts;
-    return b;
 }
 
 static bool buffer_is_filled(GstBuffer *b, guint8 fill)
@@ -73,20 +49,6 @@ static GstHarness *src_harness(const char *desc)
     GstHarness *h = gst_harness_new_parse(desc);
     gst_harness_play(h);
     return h;
-}
-
-static bool pull_until_eos(GstHarness *h)
-{
-    for (int i = 0; i < 64; i++) {
-        GstEvent *e = gst_harness_pull_event(h); /* waits up to 60 s */
-        if (!e)
-            return false;
-        bool eos = GST_EVENT_TYPE(e) == GST_EVENT_EOS;
-        gst_event_unref(e);
-        if (eos)
-            return true;
-    }
-    return false;
 }
 
 static bool caps_are(GstHarness *h, const char *s)
@@ -614,18 +576,6 @@ static void sink_reconnection_is_cancellable(void)
 
 int main(int argc, char **argv)
 {
-    if (mbqd_start(&d) != 0)
-        return 1;
-    setenv("MBQ_SOCKET", d.sock, 1);
-    gst_init(NULL, NULL);
-    if (!gst_registry_find_plugin(gst_registry_get(), "mbq")) {
-        fprintf(stderr, "the mbq plugin is not in the registry (GST_PLUGIN_PATH?)\n");
-        mbqd_stop(&d);
-        return 1;
-    }
-    observer = h_connect(&d, "observer");
-    if (!observer)
-        return 1;
     static const struct check_case cases[] = {
         {"roundtrip_caps_timing_flags", roundtrip_caps_timing_flags},
         {"pool_buffers_are_not_copied", pool_buffers_are_not_copied},
@@ -639,10 +589,5 @@ int main(int argc, char **argv)
         {"sink_survives_daemon_restart", sink_survives_daemon_restart},
         {"sink_reconnection_is_cancellable", sink_reconnection_is_cancellable},
     };
-    int rc = check_run(cases, sizeof cases / sizeof cases[0], argc, argv);
-    mbq_disconnect(observer);
-    gst_deinit();
-    if (mbqd_stop(&d) != 0)
-        rc = 1;
-    return rc;
+    return gst_test_main(cases, sizeof cases / sizeof cases[0], argc, argv);
 }
