@@ -385,6 +385,7 @@ static int bslock_revoke_until(struct bslock *b, bool wait)
             slice *= 2;
     }
     atomic_store_explicit(&b->bias, 0, memory_order_relaxed); /* under the slock, as every write */
+    b->revoked = r == SLOCK_RECOVERED ? 0 : holder; /* it may still be between its looks */
     uint32_t t = b->threshold ? b->threshold : BSLOCK_STREAK;
     b->threshold = t < BSLOCK_STREAK_MAX ? t * 2 : t;
     b->streak = 0;
@@ -408,6 +409,8 @@ static int bslock_enter_locked(struct bslock *b, int r, bool wait, uint32_t self
     }
     if (v == SLOCK_RECOVERED)
         r = SLOCK_RECOVERED;
+    if (b->revoked == self)
+        b->revoked = 0; /* it is past its looks at the bias */
     if (b->streak_tid == self) {
         b->streak++;
     } else {
@@ -428,19 +431,22 @@ int bslock_trylock(struct bslock *b)
 int bslock_lock(struct bslock *b)
 {
     uint32_t self = slock_self();
-    if (atomic_load_explicit(&b->bias, memory_order_relaxed) == self) {
-        atomic_store_explicit(&b->busy, 1, memory_order_relaxed);
-        /* Only a compiler barrier: the revoker's membarrier supplies the
-         * CPU-side one (see lock.h). */
-        atomic_signal_fence(memory_order_seq_cst);
-        if (__builtin_expect(atomic_load_explicit(&b->bias, memory_order_relaxed) == self, 1))
-            return BSLOCK_BIASED;
-        atomic_store_explicit(&b->busy, 0, memory_order_release);
-    }
+    if (bslock_bias_looks_mine(b, self) && bslock_bias_enter(b, self))
+        return BSLOCK_BIASED;
     int r = slock_lock(&b->lock);
     if (r < 0)
         return r;
     return bslock_enter_locked(b, r, true, self);
+}
+
+/* Whether no revoked holder may still be between its two looks at the
+ * bias (see lock.h): none recorded, or the one recorded has died. */
+static bool bslock_no_stale_holder(struct bslock *b)
+{
+    if (b->revoked != 0 && slock_tid_alive(b->revoked))
+        return false;
+    b->revoked = 0;
+    return true;
 }
 
 void bslock_unlock(struct bslock *b, int how)
@@ -451,10 +457,10 @@ void bslock_unlock(struct bslock *b, int how)
     }
     uint32_t t = b->threshold ? b->threshold : BSLOCK_STREAK;
     if (b->streak >= t && b->streak_tid == slock_self() &&
-        !(atomic_load_explicit(&b->lock.word, memory_order_relaxed) & SLOCK_WAITERS) &&
-        slock_membarrier_register()) {
-        b->streak = 0;
-        atomic_store_explicit(&b->bias, b->streak_tid, memory_order_relaxed);
+        !(atomic_load_explicit(&b->lock.word, memory_order_relaxed) & SLOCK_WAITERS)) {
+        b->streak = 0; /* given or not, the next try is a streak away */
+        if (bslock_no_stale_holder(b) && slock_membarrier_register())
+            atomic_store_explicit(&b->bias, b->streak_tid, memory_order_relaxed);
     }
     slock_unlock(&b->lock);
 }

@@ -159,6 +159,15 @@ int slock_take_from(struct slock *l, uint32_t owner);
  * holder that dies inside its section (busy stuck) is detected like a dead
  * slock owner: the revoker gets SLOCK_RECOVERED.
  *
+ * busy is one word for whoever holds the bias, so a holder whose bias was
+ * revoked while it stood between its first look at the bias and its store
+ * to busy (preempted there, say) would, on backing out, clear busy under
+ * the next holder's feet, and that holder's revoker would walk in beside
+ * it. So the revoked holder is remembered (revoked) until it next passes
+ * through the slock, which it does straight after backing out, and no new
+ * bias is given meanwhile unless it has died: at most one holder is ever
+ * between its two looks, and busy is then its alone.
+ *
  * Processes that may hold a bias register for expedited membarrier once;
  * where the kernel lacks it, no bias is ever given and this is an slock. */
 #define BSLOCK_STREAK 64u

@@ -6,6 +6,7 @@
 #include "lock.h"
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 struct slock {
@@ -18,9 +19,12 @@ struct bslock {
                                  * BSLOCK_REVOKED: revoked, and that thread
                                  * may still be inside (busy) */
     _Atomic uint32_t busy;      /* the bias holder is inside (written by it only) */
-    uint32_t streak_tid;        /* these three: under the slock */
+    uint32_t streak_tid;        /* these four: under the slock */
     uint32_t streak;
     uint32_t threshold;         /* 0: BSLOCK_STREAK */
+    uint32_t revoked;           /* the last holder whose bias was taken back,
+                                 * until it takes the slock itself (see
+                                 * lock.h: no bias is given while it lives) */
 };
 
 /* The liveness table mbqd writes and clients map read-only: live[id] != 0
@@ -32,19 +36,33 @@ struct slock_ids {
     uint32_t pid[SLOCK_CID_MAX + 1];
 };
 
+/* The bias holder's entry (see lock.h), in its two steps: the first look
+ * at the bias, then busy set and the second look, which backs out (busy
+ * cleared) when the bias is no longer the caller's. Apart so that a test
+ * can stop a thread between them, as a preemption there does. */
+static inline bool bslock_bias_looks_mine(const struct bslock *b, uint32_t self)
+{
+    return atomic_load_explicit(&((struct bslock *)b)->bias, memory_order_relaxed) == self;
+}
+
+static inline bool bslock_bias_enter(struct bslock *b, uint32_t self)
+{
+    atomic_store_explicit(&b->busy, 1, memory_order_relaxed);
+    atomic_signal_fence(memory_order_seq_cst); /* the revoker's membarrier does the rest */
+    if (__builtin_expect(atomic_load_explicit(&b->bias, memory_order_relaxed) == self, 1))
+        return true;
+    atomic_store_explicit(&b->busy, 0, memory_order_release);
+    return false;
+}
+
 /* bslock_lock and bslock_unlock with the bias holder's path in line, for a
- * caller that takes the lock once per message (a queue's side): the same
- * steps as bslock_lock's biased entry (see lock.h), else the call. */
+ * caller that takes the lock once per message (a queue's side). */
 static inline int bslock_lock_inline(struct bslock *b)
 {
     uint32_t self = slock_self();
-    if (__builtin_expect(atomic_load_explicit(&b->bias, memory_order_relaxed) == self, 1)) {
-        atomic_store_explicit(&b->busy, 1, memory_order_relaxed);
-        atomic_signal_fence(memory_order_seq_cst); /* the revoker's membarrier does the rest */
-        if (__builtin_expect(atomic_load_explicit(&b->bias, memory_order_relaxed) == self, 1))
-            return BSLOCK_BIASED;
-        atomic_store_explicit(&b->busy, 0, memory_order_release);
-    }
+    if (__builtin_expect(bslock_bias_looks_mine(b, self), 1) &&
+        __builtin_expect(bslock_bias_enter(b, self), 1))
+        return BSLOCK_BIASED;
     return bslock_lock(b);
 }
 

@@ -6,7 +6,9 @@
  * table says so; the owner words of a process's live threads are distinct
  * (the bias fast path enters on equality) and an exited thread's index is
  * reused; a revoker that gives up on a live bias holder leaves the bias
- * naming it, revoked, so that the next revoker waits for it again. */
+ * naming it, revoked, so that the next revoker waits for it again; a
+ * holder stopped between its two looks at the bias cannot let anyone in
+ * beside the next holder. */
 #include "check.h"
 
 #include <errno.h>
@@ -227,5 +229,88 @@ static void test_revoke_gives_up_and_keeps_the_holder(void)
     munmap(b, 4096);
 }
 
+/* ---- a holder stopped between its two looks at the bias ---------------- */
+
+/* The other thread: takes the lock over and over (the first time revokes
+ * our bias), then once more, and stays inside until told to leave. */
+struct taker {
+    struct bslock *b;
+    pthread_barrier_t inside, leave;
+    int how;
+};
+
+static void *take_and_hold(void *arg)
+{
+    struct taker *t = arg;
+    for (unsigned i = 0; i < 4 * BSLOCK_STREAK; i++) {
+        int how = bslock_lock(t->b);
+        if (how >= 0)
+            bslock_unlock(t->b, how);
+    }
+    t->how = bslock_lock(t->b);
+    pthread_barrier_wait(&t->inside);
+    pthread_barrier_wait(&t->leave);
+    if (t->how >= 0)
+        bslock_unlock(t->b, t->how);
+    return NULL;
+}
+
+/* A bias holder preempted after its first look at the bias (still its
+ * own) and before its store to busy, while another thread revokes the
+ * bias and earns one of its own, would clear busy under that thread's feet
+ * when it resumes and backs out, and then walk in beside it. The lock must
+ * keep them apart: no bias goes to the other thread while the stopped one
+ * has not come back through the lock, so the resumed one finds the lock
+ * held. */
+static void test_holder_stopped_between_its_looks(void)
+{
+    if (!slock_membarrier_register()) {
+        printf("# skipped: no expedited membarrier here, so no lock is ever biased\n");
+        return;
+    }
+    struct bslock b = {0};
+    uint32_t self = slock_self();
+    for (unsigned i = 0; i < 4 * BSLOCK_STREAK && atomic_load(&b.bias) != self; i++) {
+        int how = bslock_lock(&b);
+        REQUIRE(how >= 0);
+        bslock_unlock(&b, how);
+    }
+    REQUIRE(atomic_load(&b.bias) == self);
+    /* the first look: the bias is ours; here we stop */
+    REQUIRE(bslock_bias_looks_mine(&b, self));
+
+    struct taker t = {.b = &b};
+    pthread_barrier_init(&t.inside, NULL, 2);
+    pthread_barrier_init(&t.leave, NULL, 2);
+    pthread_t th;
+    REQUIRE(pthread_create(&th, NULL, take_and_hold, &t) == 0);
+    pthread_barrier_wait(&t.inside);
+    CHECK(t.how >= 0);
+    CHECK(t.how != BSLOCK_BIASED); /* no bias while we may be between looks */
+
+    /* we resume: the second look sends us out, and the lock is held */
+    CHECK(!bslock_bias_enter(&b, self));
+    slock_set_wait_limit(50000000u);
+    int how = bslock_lock(&b);
+    CHECK_EQ(how, -EBUSY);
+    if (how >= 0)
+        bslock_unlock(&b, how);
+    slock_set_wait_limit(SLOCK_WAIT_DEFAULT_NS);
+
+    pthread_barrier_wait(&t.leave);
+    pthread_join(th, NULL);
+    pthread_barrier_destroy(&t.inside);
+    pthread_barrier_destroy(&t.leave);
+
+    /* back through the lock, we may be given the bias again */
+    for (unsigned i = 0; i < 16 * BSLOCK_STREAK && atomic_load(&b.bias) != self; i++) {
+        how = bslock_lock(&b);
+        REQUIRE(how >= 0);
+        bslock_unlock(&b, how);
+    }
+    CHECK_EQ(atomic_load(&b.bias), self);
+}
+
 CHECK_MAIN(CASE(test_wait_limit_and_deadline), CASE(test_client_id_owners),
-           CASE(test_bias_with_client_ids), CASE(test_revoke_gives_up_and_keeps_the_holder))
+           CASE(test_bias_with_client_ids), CASE(test_revoke_gives_up_and_keeps_the_holder),
+           CASE(test_holder_stopped_between_its_looks))
