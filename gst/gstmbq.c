@@ -56,6 +56,27 @@ gchar *gst_mbq_session_describe(GstMbqSession *s, int status)
     return g_strdup_printf("%s (%d)", mbq_status_string(status), status);
 }
 
+void gst_mbq_stall_note(GstElement *e, gboolean *stalled, const gchar *object, const gchar *what)
+{
+    if (*stalled)
+        return;
+    *stalled = TRUE;
+    GST_ELEMENT_WARNING(e, RESOURCE, BUSY,
+                        ("A lock of mbq object %s is held by a process that does not let go: "
+                         "waiting", object),
+                        ("%s: %s; mbqd takes the lock back from a process not entitled to it, "
+                         "and a stopped one lets go when it resumes or exits",
+                         what, mbq_status_string(-EBUSY)));
+}
+
+void gst_mbq_stall_end(GstElement *e, gboolean *stalled, const gchar *object)
+{
+    if (!*stalled)
+        return;
+    *stalled = FALSE;
+    GST_INFO_OBJECT(e, "mbq object %s is free again", object);
+}
+
 mbq_time gst_mbq_time_from_clock(GstClockTime t)
 {
     if (!GST_CLOCK_TIME_IS_VALID(t) || t > (GstClockTime)G_MAXINT64)

@@ -36,6 +36,15 @@ void gst_mbq_session_unref(GstMbqSession *s);
 /* "<status text> (<daemon's explanation>)", newly allocated. */
 gchar *gst_mbq_session_describe(GstMbqSession *s, int status);
 
+/* A data-plane call failed with -EBUSY: a lock of the object stays held by
+ * a process that does not let go (stopped, hung, or one that scribbled the
+ * lock word; see <mbq/mbq.h>). The elements wait it out, as for a slow
+ * peer, rather than fail the pipeline: the first -EBUSY of a stall posts
+ * an element warning naming the object, and *stalled stays set until
+ * gst_mbq_stall_end, which logs how the stall ended. what: the call. */
+void gst_mbq_stall_note(GstElement *e, gboolean *stalled, const gchar *object, const gchar *what);
+void gst_mbq_stall_end(GstElement *e, gboolean *stalled, const gchar *object);
+
 /* GstClockTime <-> mbq_time (timescale 1e9; NONE <-> invalid). */
 mbq_time gst_mbq_time_from_clock(GstClockTime t);
 GstClockTime gst_mbq_time_to_clock(mbq_time t);

@@ -288,8 +288,9 @@ static GstFlowReturn gst_mbq_buffer_pool_acquire(GstBufferPool *pool, GstBuffer 
             break;
         if (r == MBQ_POOL_ERR_ALLOCATION_FAILED && dontwait)
             return GST_FLOW_EOS; /* GstBufferPool's "no buffer now" */
-        if (r == MBQ_POOL_ERR_ALLOCATION_FAILED || r == -ECANCELED)
-            continue; /* a slice passed, or a flush: looked at above */
+        if (r == MBQ_POOL_ERR_ALLOCATION_FAILED || r == -ECANCELED || r == -EBUSY)
+            continue; /* a slice passed (the pool empty, or its lock held by a
+                       * stopped process), or a flush: looked at above */
         GST_ERROR_OBJECT(self, "mbq_pool_allocate_wait: %s", mbq_status_string(r));
         return GST_FLOW_ERROR;
     }

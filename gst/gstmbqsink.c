@@ -83,6 +83,7 @@ struct _GstMbqSink {
     gint upstream_live; /* -1: not asked yet */
     gint flushing;
     guint64 dropped;
+    gboolean stalled; /* a call keeps finding a lock held (-EBUSY) */
     /* settings copied at start */
     GstMbqFullPolicy policy;
     gint64 timeout_ns;
@@ -697,6 +698,20 @@ static int enqueue_one(GstMbqSink *self, mbq_buffer_queue *q, const gchar *name,
                 }
             }
         }
+        if (r == -EBUSY) {
+            /* a lock held by a stopped peer: wait, as for a full queue (a
+             * live source's bound and flushing are looked at above) */
+            gst_mbq_stall_note(GST_ELEMENT(self), &self->stalled, name,
+                               "mbq_buffer_queue_enqueue");
+            if (bounded && (gint64)gst_util_get_timestamp() >= deadline) {
+                self->dropped++;
+                GST_WARNING_OBJECT(self, "queue %s stayed locked for %" G_GINT64_FORMAT
+                                   " ns: buffer dropped", name, self->timeout_ns);
+                return 0;
+            }
+            continue;
+        }
+        gst_mbq_stall_end(GST_ELEMENT(self), &self->stalled, name);
         if (r == MBQ_BQ_ERR_ENQUEUE_AFTER_END_OF_DATA && !reset_done &&
             mbq_buffer_queue_is_at_end_of_data(q)) {
             /* the last stream's end, consumed: a new stream begins */
@@ -805,6 +820,12 @@ static GstFlowReturn gst_mbq_sink_render(GstBaseSink *bsink, GstBuffer *buffer)
                 slice = MIN(slice, left);
             }
             int r = mbq_pool_allocate_wait(self->alloc->pool, MAX(size, 1), slice, &b);
+            if (r == -EBUSY) {
+                gst_mbq_stall_note(GST_ELEMENT(self), &self->stalled, "(the sink's pool)",
+                                   "mbq_pool_allocate_wait");
+                continue; /* as for an empty pool: bound and flushing above */
+            }
+            gst_mbq_stall_end(GST_ELEMENT(self), &self->stalled, "(the sink's pool)");
             if (r == 0)
                 break;
             if (r == MBQ_POOL_ERR_ALLOCATION_FAILED || r == -ECANCELED)

@@ -113,6 +113,7 @@ struct _GstMbqSrc {
     mbq_format_id format_id;
     gchar *caps_str;
     guint64 copied, wrapped;
+    gboolean stalled; /* the dequeue keeps finding a lock held (-EBUSY) */
 };
 
 static GstStaticPadTemplate src_template =
@@ -426,6 +427,13 @@ static GstFlowReturn dequeue_next(GstMbqSrc *self, mbq_buffer *out)
         if (flushing)
             return GST_FLOW_FLUSHING;
         int r = mbq_buffer_queue_dequeue_wait(self->q, WAIT_SLICE_NS, &b);
+        if (r == -EBUSY) {
+            /* a slice spent waiting for a lock: a stopped peer, as a slow one */
+            gst_mbq_stall_note(GST_ELEMENT(self), &self->stalled, self->qname,
+                               "mbq_buffer_queue_dequeue_wait");
+            continue;
+        }
+        gst_mbq_stall_end(GST_ELEMENT(self), &self->stalled, self->qname);
         if (r == 0)
             break;
         if (r == -ETIMEDOUT && connection_lost(self))

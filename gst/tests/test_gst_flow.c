@@ -14,10 +14,20 @@
  *     stream goes on unharmed;
  *   - mbqsink blocked on a full queue (full-policy=block) is unblocked by
  *     FLUSH_START (the push returns FLUSHING) and drops nothing: what the
- *     queue held stays, and after FLUSH_STOP buffers flow again. */
+ *     queue held stays, and after FLUSH_STOP buffers flow again;
+ *   - a process stopped (SIGSTOP) while it holds the queue's head or tail
+ *     lock stalls mbqsrc or mbqsink, which post a warning and wait, as for
+ *     a slow peer, rather than fail the pipeline; when it resumes the
+ *     stream goes on with nothing lost. */
 #include "gst_common.h"
+#include "segments.h"
+
+#include <bq_layout.h>
+#include <lock_layout.h>
 
 #include <inttypes.h>
+#include <signal.h>
+#include <sys/wait.h>
 
 static GstHarness *sink_harness(const char *desc)
 {
@@ -258,6 +268,187 @@ static void sink_flush_unblocks_and_drops_nothing(void)
     gst_harness_teardown(sink);
 }
 
+/* ---- a peer stopped inside a lock ------------------------------------------ */
+
+/* A client in a process of its own that has the queue open (so mbqd deems
+ * it entitled to the queue's locks and leaves them to it), takes the head
+ * or tail lock for real when told, as shm/ does, and stops inside it. */
+struct holder {
+    pid_t pid;
+    int cmd, ack; /* our ends */
+};
+
+static void holder_body(const char *queue, bool head, int cmd, int ack)
+{
+    mbq_client *c;
+    mbq_buffer_queue *q;
+    if (mbq_connect(d.sock, "holder", &c) != 0 || mbq_buffer_queue_open(c, queue, &q) != 0)
+        _exit(2);
+    mbq_object_info info;
+    memset(&info, 0, sizeof info);
+    info.size = sizeof info;
+    struct bq_shared *sh =
+        mbq_stat(c, queue, &info) == 0 ? test_segment_mapping(info.object_id) : NULL;
+    char x;
+    if (!sh || read(cmd, &x, 1) != 1)
+        _exit(3);
+    struct bslock *l = head ? &sh->head.lock : &sh->tail.lock;
+    int how = bslock_lock(l);
+    if (how < 0 || write(ack, "h", 1) != 1)
+        _exit(4);
+    raise(SIGSTOP); /* stopped inside, until continued */
+    bslock_unlock(l, how);
+    if (write(ack, "u", 1) != 1 || read(cmd, &x, 1) < 0)
+        _exit(5);
+    _exit(0);
+}
+
+/* Forked before the harnesses start their threads. */
+static bool holder_spawn(struct holder *h, const char *queue, bool head)
+{
+    int c[2], a[2];
+    if (pipe(c) != 0 || pipe(a) != 0)
+        return false;
+    fflush(NULL);
+    h->pid = fork();
+    if (h->pid == 0) {
+        close(c[1]);
+        close(a[0]);
+        holder_body(queue, head, c[0], a[1]);
+    }
+    close(c[0]);
+    close(a[1]);
+    h->cmd = c[1];
+    h->ack = a[0];
+    return h->pid > 0;
+}
+
+/* Tells it to take the lock; true once it holds it (and is stopping). */
+static bool holder_lock(struct holder *h)
+{
+    char x;
+    return write(h->cmd, "l", 1) == 1 && read(h->ack, &x, 1) == 1 && x == 'h';
+}
+
+/* Continues it; true once it has let go. */
+static bool holder_resume(struct holder *h)
+{
+    siginfo_t si;
+    char x;
+    /* it may not have stopped yet: wait until it has, then continue it */
+    if (waitid(P_PID, (id_t)h->pid, &si, WSTOPPED | WNOWAIT) != 0)
+        return false;
+    kill(h->pid, SIGCONT);
+    return read(h->ack, &x, 1) == 1 && x == 'u';
+}
+
+static void holder_finish(struct holder *h)
+{
+    close(h->cmd); /* its last read ends */
+    int st = 0;
+    CHECK_EQ(waitpid(h->pid, &st, 0), h->pid);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    close(h->ack);
+}
+
+/* The first warning or error on the bus (waits up to 30 s): a warning
+ * that names the stalled object, else the check fails. */
+static void expect_stall_warning(GstBus *bus, const char *object)
+{
+    GstMessage *m = gst_bus_timed_pop_filtered(bus, 30 * GST_SECOND,
+                                               GST_MESSAGE_WARNING | GST_MESSAGE_ERROR);
+    CHECK(m != NULL);
+    if (!m)
+        return;
+    GError *err = NULL;
+    gchar *dbg = NULL;
+    bool warning = GST_MESSAGE_TYPE(m) == GST_MESSAGE_WARNING;
+    if (warning)
+        gst_message_parse_warning(m, &err, &dbg);
+    else
+        gst_message_parse_error(m, &err, &dbg);
+    printf("%s: %s (%s)\n", warning ? "warning" : "error", err->message, dbg ? dbg : "");
+    CHECK(warning);
+    CHECK(strstr(err->message, object) != NULL);
+    CHECK(strstr(err->message, "does not let go") != NULL);
+    g_error_free(err);
+    g_free(dbg);
+    gst_message_unref(m);
+}
+
+static void no_error_on(GstBus *bus)
+{
+    GstMessage *m = gst_bus_pop_filtered(bus, GST_MESSAGE_ERROR);
+    CHECK(m == NULL);
+    if (m)
+        gst_message_unref(m);
+}
+
+static GstHarness *sink_harness_bus(const char *desc, GstBus **bus)
+{
+    GstHarness *h = gst_harness_new_parse(desc);
+    *bus = gst_bus_new();
+    gst_element_set_bus(h->element, *bus);
+    gst_harness_set_src_caps_str(h, "application/x-mbq-test");
+    gst_harness_play(h);
+    return h;
+}
+
+static void source_waits_out_a_stopped_lock_holder(void)
+{
+    mbq_buffer_queue *q = make_queue("st/head");
+    struct holder ho;
+    REQUIRE(holder_spawn(&ho, "st/head", true));
+    GstBus *bus;
+    GstHarness *src = src_harness("mbqsrc queue=st/head", &bus);
+    GstHarness *sink = sink_harness("mbqsink queue=st/head create=false pool=st/head.pool blocks=8");
+    CHECK_EQ(gst_harness_push(sink, make_buffer(64, 0, 0)), GST_FLOW_OK);
+    pull_pts(src, 0);
+    REQUIRE(holder_lock(&ho));
+    /* queued while the head lock is held: the source cannot take it */
+    CHECK_EQ(gst_harness_push(sink, make_buffer(64, 1, GST_SECOND)), GST_FLOW_OK);
+    expect_stall_warning(bus, "st/head");
+    CHECK(holder_resume(&ho));
+    pull_pts(src, GST_SECOND);
+    CHECK_EQ(gst_harness_push(sink, make_buffer(64, 2, 2 * GST_SECOND)), GST_FLOW_OK);
+    pull_pts(src, 2 * GST_SECOND);
+    no_error_on(bus);
+    holder_finish(&ho);
+    gst_harness_teardown(sink);
+    gst_harness_teardown(src);
+    gst_object_unref(bus);
+    mbq_buffer_queue_close(q);
+}
+
+static void sink_waits_out_a_stopped_lock_holder(void)
+{
+    mbq_buffer_queue *q = make_queue("st/tail");
+    struct holder ho;
+    REQUIRE(holder_spawn(&ho, "st/tail", false));
+    GstBus *bus;
+    /* the harness is a live source: the sink's wait is bounded by timeout */
+    GstHarness *sink = sink_harness_bus("mbqsink queue=st/tail create=false pool=st/tail.pool "
+                                        "blocks=8 timeout=60000000000", &bus);
+    GstHarness *src = src_harness("mbqsrc queue=st/tail", NULL);
+    CHECK_EQ(gst_harness_push(sink, make_buffer(64, 0, 0)), GST_FLOW_OK);
+    pull_pts(src, 0);
+    REQUIRE(holder_lock(&ho));
+    /* the push waits on the tail lock, in a thread of its own */
+    struct pusher ps = {.h = sink, .ret = GST_FLOW_ERROR};
+    GThread *t = g_thread_new("push", push_thread, &ps);
+    expect_stall_warning(bus, "st/tail");
+    CHECK(holder_resume(&ho));
+    g_thread_join(t);
+    CHECK_EQ(ps.ret, GST_FLOW_OK);
+    pull_pts(src, 9 * GST_SECOND);
+    no_error_on(bus);
+    holder_finish(&ho);
+    gst_harness_teardown(src);
+    gst_harness_teardown(sink);
+    gst_object_unref(bus);
+    mbq_buffer_queue_close(q);
+}
+
 int main(int argc, char **argv)
 {
     static const struct check_case cases[] = {
@@ -267,6 +458,8 @@ int main(int argc, char **argv)
         {"flushing_seek_flushes_and_resumes", flushing_seek_flushes_and_resumes},
         {"other_seeks_are_refused", other_seeks_are_refused},
         {"sink_flush_unblocks_and_drops_nothing", sink_flush_unblocks_and_drops_nothing},
+        {"source_waits_out_a_stopped_lock_holder", source_waits_out_a_stopped_lock_holder},
+        {"sink_waits_out_a_stopped_lock_holder", sink_waits_out_a_stopped_lock_holder},
     };
     return gst_test_main(cases, sizeof cases / sizeof cases[0], argc, argv);
 }

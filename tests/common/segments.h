@@ -46,12 +46,12 @@ static inline int test_attach_segment(uint64_t object_id, int (*attach)(int fd, 
                                       void (*detach)(void *obj), struct seg *(*seg_of)(void *obj),
                                       void *obj)
 {
-    DIR *d = opendir("/proc/self/fd");
-    if (!d)
+    DIR *dir = opendir("/proc/self/fd");
+    if (!dir)
         return -errno;
     int r = -ENOENT;
     struct dirent *e;
-    while (r < 0 && (e = readdir(d))) {
+    while (r < 0 && (e = readdir(dir))) {
         int fd = atoi(e->d_name);
         char link[PATH_MAX], path[64];
         snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
@@ -66,7 +66,7 @@ static inline int test_attach_segment(uint64_t object_id, int (*attach)(int fd, 
         else
             detach(obj);
     }
-    closedir(d);
+    closedir(dir);
     return r;
 }
 
