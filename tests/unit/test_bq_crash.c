@@ -513,6 +513,21 @@ static char task_state(pid_t pid)
     return p && p[1] == ' ' ? p[2] : 0;
 }
 
+/* The time pid has run on a CPU, in ns (/proc/PID/schedstat); 0 if unknown. */
+static uint64_t task_cpu_ns(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/schedstat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    unsigned long long ns = 0;
+    if (fscanf(f, "%llu", &ns) != 1)
+        ns = 0;
+    fclose(f);
+    return ns;
+}
+
 static void stop_holding(struct bq *q, void *arg)
 {
     int biased = *(int *)arg;
@@ -570,10 +585,15 @@ static void run_stopped_holder(int biased, const char *name)
     CHECK(poll(&pfd, 1, 10000) == 1);
     close(bp[0]);
     /* Watch it for 300 ms — it cannot finish, the lock is held — sampling
-     * its state every 10 ms: a sleeper is runnable only for its periodic
-     * rechecks, a spinner (even one that yields) always, whatever the load. */
+     * its state every 10 ms, and the CPU time it takes meanwhile: a sleeper
+     * runs only for its periodic rechecks (a few ms of CPU at most), a
+     * spinner (even one that yields) whenever it gets a CPU — 300 ms on an
+     * idle machine, and still tens of ms on a loaded one, where a sleeper's
+     * rechecks may wait long enough in the run queue to be seen runnable in
+     * many samples (so the samples are only shown). */
     int wfd = (int)syscall(SYS_pidfd_open, w, 0);
     int runnable = 0, samples = 0;
+    uint64_t cpu0 = task_cpu_ns(w), t0 = mono_ns();
     for (int i = 0; i < 30; i++) {
         if (wfd >= 0) {
             pfd = (struct pollfd){.fd = wfd, .events = POLLIN};
@@ -585,10 +605,13 @@ static void run_stopped_holder(int biased, const char *name)
     }
     if (wfd >= 0)
         close(wfd);
-    printf("# %s holder stopped: the waiter was runnable in %d of %d samples over 300 ms\n",
-           biased ? "biased" : "slock", runnable, samples);
+    uint64_t cpu = task_cpu_ns(w) - cpu0, span = mono_ns() - t0;
+    printf("# %s holder stopped: the waiter ran %.2f ms of %.0f ms, and was runnable in %d of %d "
+           "samples\n",
+           biased ? "biased" : "slock", (double)cpu / 1e6, (double)span / 1e6, runnable, samples);
     CHECK_EQ(samples, 30);
-    CHECK(runnable < 15); /* asleep, not spinning */
+    CHECK(cpu0 != 0);
+    CHECK(cpu < 20000000u); /* asleep, not spinning */
 
     /* the holder dies: the waiter gets through */
     kill(hd.pid, SIGKILL);
