@@ -11,7 +11,8 @@
  * producers, into the queue's header (bq_producers_set). When the count
  * falls to 0 from above it marks the queue "producer lost" and wakes its
  * blocked dequeuers, which return -EPIPE once the queue is empty; a new
- * declaration clears the mark.
+ * declaration clears the mark. Stat shows the count, the pids and the mark
+ * (producers_pids, producers_lost).
  *
  * Invariants.
  *  - The count is the daemon's, derived from its handles and, after a
@@ -47,27 +48,38 @@ static bool pids_have(const uint32_t *pids, unsigned n, uint32_t pid)
     return false;
 }
 
-/* Recounts o's producers and writes the header; lost_pid names the process
- * whose going made the change (0: none), for the log. */
-static void producers_update(Object *o, pid_t lost_pid)
+/* Counts o's producers (declarations, and restored pids) into *n; the pids
+ * of the first BQ_PRODUCER_PIDS distinct ones into pids, their number
+ * returned. */
+static unsigned producers_count(const Object *o, unsigned *n, uint32_t pids[BQ_PRODUCER_PIDS])
 {
-    uint32_t pids[BQ_PRODUCER_PIDS];
-    unsigned n = 0, npids = 0;
+    unsigned npids = 0;
+    *n = 0;
     list_for_each_safe(it, &o->handles) {
         const Handle *h = list_entry(it, Handle, object_link);
         if (!h->producer)
             continue;
-        n += h->producer;
+        *n += h->producer;
         uint32_t pid = (uint32_t)h->session->pid;
         if (npids < BQ_PRODUCER_PIDS && !pids_have(pids, npids, pid))
             pids[npids++] = pid;
     }
     for (unsigned i = 0; i < o->n_restored_producers; i++) {
-        n++;
+        (*n)++;
         uint32_t pid = (uint32_t)o->restored_producers[i];
         if (npids < BQ_PRODUCER_PIDS && !pids_have(pids, npids, pid))
             pids[npids++] = pid;
     }
+    return npids;
+}
+
+/* Recounts o's producers and writes the header; lost_pid names the process
+ * whose going made the change (0: none), for the log. */
+static void producers_update(Object *o, pid_t lost_pid)
+{
+    uint32_t pids[BQ_PRODUCER_PIDS];
+    unsigned n;
+    unsigned npids = producers_count(o, &n, pids);
     const bool lost = n == 0 && o->producers > 0;
     o->producers = n;
     bq_producers_set(&o->bq, npids, pids, lost);
@@ -156,4 +168,15 @@ void producers_for_each_restored(const Object *o, void (*fn)(pid_t pid, void *ct
 {
     for (unsigned i = 0; i < o->n_restored_producers; i++)
         fn(o->restored_producers[i], ctx);
+}
+
+unsigned producers_pids(const Object *o, uint32_t pids[BQ_PRODUCER_PIDS])
+{
+    unsigned n;
+    return producers_count(o, &n, pids);
+}
+
+bool producers_lost(const Object *o)
+{
+    return o->kind == OBJECT_BUFFER_QUEUE && bq_producer_lost(&o->bq);
 }

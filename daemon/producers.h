@@ -16,6 +16,11 @@ void producers_drop(Handle *h);
 void producers_restore(Object *o);
 /* pid, a process of before the restart, is gone. */
 void producers_pid_gone(Object *o, pid_t pid);
+/* Stat: the pids of up to BQ_PRODUCER_PIDS of o's producers (those the
+ * header names), their number; whether o is "producer lost" (the header's
+ * flag, which its blocking dequeuers obey). The count is o->producers. */
+unsigned producers_pids(const Object *o, uint32_t pids[BQ_PRODUCER_PIDS]);
+bool producers_lost(const Object *o);
 /* Calls fn for each pid a restored queue still waits for. */
 void producers_for_each_restored(const Object *o, void (*fn)(pid_t pid, void *ctx), void *ctx);
 

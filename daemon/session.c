@@ -12,9 +12,10 @@
  *
  * Visibility. List shows, and Stat answers about, only the objects the
  * caller may open (or owns); the clients of an object (pids, uids, names)
- * are shown to its owner and to root only; a request by id (Open,
- * Reattach, BindPool: ids a client may read from any segment) gets no
- * answer that names an object the caller may not see.
+ * and the pids of a queue's producers are shown to its owner and to root
+ * only; a request by id (Open, Reattach, BindPool: ids a client may read
+ * from any segment) gets no answer that names an object the caller may not
+ * see.
  *
  * After a daemon restart (restore.c), a client that reconnects sends
  * Reattach for each object it still maps (checked to be the very segment)
@@ -862,6 +863,7 @@ struct stat_bodies {
     Mbq__V1__PoolClassStats cls[POOL_MAX_CLASSES];
     Mbq__V1__PoolClassStats *cls_ptr[POOL_MAX_CLASSES];
     Mbq__V1__Time duration;
+    uint32_t producer_pids[BQ_PRODUCER_PIDS];
 };
 
 /* A pool of several classes: each class's figures, from its descriptors. */
@@ -905,6 +907,8 @@ static void stat_fill_counters(const Object *o, const struct object_stats *st,
         b->bq.forged_entries = o->forged_entries;
         b->bq.approximate = st->bq.approximate;
         b->bq.lock_takeovers = lockwatch_broken(o->id);
+        b->bq.producers = o->producers;
+        b->bq.producer_lost = producers_lost(o);
         sr->stats_case = MBQ__V1__STAT_REPLY__STATS_BUFFER_QUEUE;
         sr->buffer_queue = &b->bq;
         break;
@@ -953,8 +957,10 @@ static size_t stat_fill_clients(Object *o, const Mbq__V1__StatReply *sr,
         ci[k].name = (char *)peer->name;
         if (o->kind == OBJECT_POOL)
             ci[k].buffers_held = registry_pool_held_by_pid(o, peer->pid);
-        if (o->kind == OBJECT_BUFFER_QUEUE)
+        if (o->kind == OBJECT_BUFFER_QUEUE) {
             ci[k].triggers = h->triggers;
+            ci[k].producer = h->producer > 0;
+        }
         size_t sz = mbq__v1__client_info__get_packed_size(&ci[k]) + 8;
         if (used + sz > REPLY_BUDGET)
             break;
@@ -995,9 +1001,15 @@ static int handle_stat(Call *c, const Mbq__V1__Request *request)
     _cleanup_(freep) Mbq__V1__ClientInfo **cip = calloc(o->open_count + 1, sizeof(*cip));
     if (!ci || !cip)
         return -ENOMEM;
-    /* Who has it open (pids, uids, names) is for its owner and root. */
-    if (registry_check_owner(o, s->uid) == 0)
+    /* Who has it open (pids, uids, names) and who produces into it (pids)
+     * is for its owner and root. */
+    if (registry_check_owner(o, s->uid) == 0) {
+        if (o->kind == OBJECT_BUFFER_QUEUE) {
+            bodies.bq.n_producer_pids = producers_pids(o, bodies.producer_pids);
+            bodies.bq.producer_pids = bodies.producer_pids;
+        }
         sr.n_clients = stat_fill_clients(o, &sr, ci, cip);
+    }
     sr.clients = cip;
     Mbq__V1__Response r = MBQ__V1__RESPONSE__INIT;
     r.body_case = MBQ__V1__RESPONSE__BODY_STAT;
