@@ -21,6 +21,7 @@ _Static_assert(MBQ_ORDER_PRESENTATION_TIME == (int)BQ_ORDER_PTS, "order PTS");
 _Static_assert(MBQ_ORDER_DECODE_TIME == (int)BQ_ORDER_DTS, "order DTS");
 _Static_assert(MBQ_FULL_FAIL == (int)BQ_FULL_FAIL, "full policy fail");
 _Static_assert(MBQ_FULL_DROP_OLDEST == (int)BQ_FULL_DROP_OLDEST, "full policy drop oldest");
+_Static_assert(MBQ_PRODUCER_PIDS == BQ_PRODUCER_PIDS, "producers' pids a queue's header keeps");
 
 /* Pools. */
 _Static_assert(MBQ_POOL_MAX_CLASSES == POOL_MAX_CLASSES, "size classes per pool");

@@ -10,6 +10,10 @@
 #include <stdio.h>
 #include <string.h>
 
+_Static_assert(sizeof(((mbq_object_info *)0)->client_is_producer) ==
+                   sizeof(((mbq_object_info *)0)->clients) / sizeof(mbq_client_usage),
+               "a producer flag for each client");
+
 static void info_from_object(mbq_object_info *out, const Mbq__V1__ObjectInfo *o)
 {
     snprintf(out->name, sizeof(out->name), "%s", o->name ? o->name : "");
@@ -64,6 +68,10 @@ static void info_from_stat(mbq_object_info *out, const Mbq__V1__StatReply *s)
         out->forged_entries = b->forged_entries;
         out->approximate = b->approximate;
         out->lock_takeovers = b->lock_takeovers;
+        out->producers = b->producers;
+        out->producer_lost = b->producer_lost;
+        for (size_t i = 0; i < b->n_producer_pids && i < MBQ_PRODUCER_PIDS; i++)
+            out->producer_pids[out->producer_pid_count++] = b->producer_pids[i];
         break;
     }
     case MBQ__V1__STAT_REPLY__STATS_SIMPLE_QUEUE:
@@ -115,6 +123,7 @@ static void info_from_stat(mbq_object_info *out, const Mbq__V1__StatReply *s)
         snprintf(u->name, sizeof(u->name), "%s", ci->name ? ci->name : "");
         u->buffers_held = ci->buffers_held;
         u->triggers = ci->triggers;
+        out->client_is_producer[i] = ci->producer;
     }
 }
 

@@ -605,6 +605,8 @@ int mbq_buffer_queue_set_wait_spin(mbq_buffer_queue *queue, int64_t spin_ns);
  *    (false for NULL).
  *  - set_wait_through_producer_lost: this handle's blocking dequeues wait
  *    on through "producer lost" (for the next producer) as for a slow one.
+ *  - mbq_stat shows the declarations counted, the producers' pids, which
+ *    client declared and whether the queue is producer lost.
  * Thread safety: any thread; declare_producer takes the client's lock. */
 int mbq_buffer_queue_declare_producer(mbq_buffer_queue *queue);
 bool mbq_buffer_queue_is_producer_lost(mbq_buffer_queue *queue);
@@ -865,6 +867,10 @@ typedef enum mbq_object_kind {
     MBQ_OBJECT_POOL = 3,
 } mbq_object_kind;
 
+/* The producers' pids mbq_object_info gives, at most (as many as mbqd
+ * records in a queue's header). */
+#define MBQ_PRODUCER_PIDS 6
+
 typedef struct mbq_client_usage {
     uint32_t pid, uid;
     char name[64];
@@ -910,6 +916,16 @@ typedef struct mbq_object_info {
         uint64_t block_size;
         uint32_t block_count, used, warm, cold, cached;
     } pool_classes[MBQ_POOL_MAX_CLASSES];
+    /* buffer queue (stat only), see mbq_buffer_queue_declare_producer: the
+     * declarations of producers mbqd counts; the pids of up to
+     * MBQ_PRODUCER_PIDS of them (producer_pid_count 0 but for the owner and
+     * root, as clients); whether the queue is "producer lost"; and whether
+     * clients[i] declared itself a producer of it (owner and root only) */
+    uint32_t producers;
+    uint32_t producer_pid_count;
+    uint32_t producer_pids[MBQ_PRODUCER_PIDS];
+    bool producer_lost;
+    bool client_is_producer[32];
 } mbq_object_info;
 
 /* What one user is charged: the objects it owns and their bytes, for as
@@ -928,8 +944,9 @@ typedef struct mbq_user_usage {
  * too small, prefix longer than 255), control errors. */
 int mbq_list(mbq_client *client, const char *prefix, mbq_object_info *infos, size_t max);
 /* Everything the daemon knows about one object, with live counters; its
- * clients only for its owner and root. -EINVAL (bad name, size field),
- * -ENOENT, -EACCES (this user may not open it), control errors. */
+ * clients (and a queue's producers' pids) only for its owner and root.
+ * -EINVAL (bad name, size field), -ENOENT, -EACCES (this user may not open
+ * it), control errors. */
 int mbq_stat(mbq_client *client, const char *name, mbq_object_info *info);
 /* What users are charged: the caller's own line (root: every user's, by
  * uid) into max entries (the first one's size is the stride); total and
