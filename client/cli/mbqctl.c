@@ -275,6 +275,10 @@ static void json_object_fields(FILE *f, const mbq_object_info *o, bool with_stat
             fprintf(f, ",\"forged_entries\":%" PRIu64, o->forged_entries);
             fprintf(f, ",\"approximate\":%s,\"lock_takeovers\":%" PRIu64,
                     o->approximate ? "true" : "false", o->lock_takeovers);
+            fprintf(f, ",\"producers\":%u,\"producer_pids\":[", o->producers);
+            for (uint32_t i = 0; i < o->producer_pid_count && i < MBQ_PRODUCER_PIDS; i++)
+                fprintf(f, "%s%u", i ? "," : "", o->producer_pids[i]);
+            fprintf(f, "],\"producer_lost\":%s", o->producer_lost ? "true" : "false");
         }
         break;
     case MBQ_OBJECT_SIMPLE_QUEUE:
@@ -308,8 +312,11 @@ static void json_clients(FILE *f, const mbq_object_info *o)
         const mbq_client_usage *u = &o->clients[i];
         fprintf(f, "%s{\"pid\":%u,\"uid\":%u,\"name\":", i ? "," : "", u->pid, u->uid);
         json_str(f, u->name);
-        fprintf(f, ",\"buffers_held\":%" PRIu64 ",\"triggers\":%u}", u->buffers_held,
+        fprintf(f, ",\"buffers_held\":%" PRIu64 ",\"triggers\":%u", u->buffers_held,
                 u->triggers);
+        if (o->kind == MBQ_OBJECT_BUFFER_QUEUE)
+            fprintf(f, ",\"producer\":%s", o->client_is_producer[i] ? "true" : "false");
+        fputc('}', f);
     }
     fputs("]", f);
 }
@@ -438,6 +445,11 @@ static void print_stat_text(const mbq_object_info *o)
                o->forged_entries);
         printf("lock takeovers: %" PRIu64 "%s\n", o->lock_takeovers,
                o->approximate ? " (a lock stays held: figures approximate)" : "");
+        printf("producers:     %u", o->producers);
+        for (uint32_t i = 0; i < o->producer_pid_count && i < MBQ_PRODUCER_PIDS; i++)
+            printf("%s%u", i ? ", " : " (pid ", o->producer_pids[i]);
+        printf("%s\n", o->producer_pid_count ? ")" : "");
+        printf("producer lost: %s\n", o->producer_lost ? "yes" : "no");
         break;
     case MBQ_OBJECT_SIMPLE_QUEUE:
         printf("capacity:      %d\n", o->sq_capacity);
@@ -464,8 +476,9 @@ static void print_stat_text(const mbq_object_info *o)
     printf("clients:       %u\n", o->client_count);
     for (size_t i = 0; i < o->client_count && i < max; i++) {
         const mbq_client_usage *u = &o->clients[i];
-        printf("  pid %-8u uid %-6u %-20s buffers held %-6" PRIu64 " triggers %u\n", u->pid,
-               u->uid, u->name, u->buffers_held, u->triggers);
+        printf("  pid %-8u uid %-6u %-20s buffers held %-6" PRIu64 " triggers %u%s\n", u->pid,
+               u->uid, u->name, u->buffers_held, u->triggers,
+               o->kind == MBQ_OBJECT_BUFFER_QUEUE && o->client_is_producer[i] ? " producer" : "");
     }
 }
 
