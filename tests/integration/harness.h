@@ -28,6 +28,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <limits.h>
 #include <poll.h>
 #include <sched.h>
@@ -629,6 +630,55 @@ static inline int h_stat(mbq_client *c, const char *name, mbq_object_info *info)
     info->size = sizeof *info;
     return mbq_stat(c, name, info);
 }
+
+#ifdef MBQCTL_PATH
+/* Runs the freshly built mbqctl (a test that defines MBQCTL_PATH) on d's
+ * socket with args (NULL-terminated, at most 12), as uid:gid unless uid is
+ * 0 (then as the caller); its standard output into out (NUL-terminated, cut
+ * to n). Its exit status, as h_wait_pid's. */
+static inline int h_mbqctl_as(const struct mbqd *d, uid_t uid, gid_t gid, const char *const *args,
+                              char *out, size_t n)
+{
+    int fd[2];
+    if (pipe(fd) != 0)
+        return -1;
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0) {
+        close(fd[0]);
+        close(fd[1]);
+        return -1;
+    }
+    if (pid == 0) {
+        dup2(fd[1], 1);
+        close(fd[0]);
+        if (uid != 0 && (setgroups(0, NULL) < 0 || setgid(gid) < 0 || setuid(uid) < 0))
+            _exit(126);
+        const char *argv[16] = {MBQCTL_PATH};
+        size_t k = 1;
+        for (; args[k - 1] && k < 13; k++)
+            argv[k] = args[k - 1];
+        argv[k++] = "--socket";
+        argv[k++] = d->sock;
+        argv[k] = NULL;
+        execv(MBQCTL_PATH, (char *const *)argv);
+        _exit(127);
+    }
+    close(fd[1]);
+    size_t got = 0;
+    ssize_t r;
+    while (got + 1 < n && (r = read(fd[0], out + got, n - 1 - got)) > 0)
+        got += (size_t)r;
+    out[got] = 0;
+    close(fd[0]);
+    return h_wait_pid(pid, 20000);
+}
+
+static inline int h_mbqctl(const struct mbqd *d, const char *const *args, char *out, size_t n)
+{
+    return h_mbqctl_as(d, 0, 0, args, out, n);
+}
+#endif
 
 /* mbq_list into zeroed infos with their sizes set; the count or status. */
 static inline int h_list(mbq_client *c, const char *prefix, mbq_object_info *infos, size_t max)

@@ -231,50 +231,20 @@ static void one_pool_any_size_across_processes(void)
     CHECK_MBQD_STOP(&D);
 }
 
-/* Runs mbqctl with args (NULL-terminated) and its output into out. */
-static int mbqctl(const char *const *args, char *out, size_t n)
-{
-    int fd[2];
-    if (pipe(fd) != 0)
-        return -1;
-    pid_t pid = fork();
-    if (pid == 0) {
-        dup2(fd[1], 1);
-        close(fd[0]);
-        const char *argv[16] = {MBQCTL_PATH};
-        size_t k = 1;
-        for (; args[k - 1] && k < 13; k++)
-            argv[k] = args[k - 1];
-        argv[k++] = "--socket";
-        argv[k++] = D.sock;
-        argv[k] = NULL;
-        execv(MBQCTL_PATH, (char *const *)argv);
-        _exit(127);
-    }
-    close(fd[1]);
-    size_t got = 0;
-    ssize_t r;
-    while (got + 1 < n && (r = read(fd[0], out + got, n - 1 - got)) > 0)
-        got += (size_t)r;
-    out[got] = 0;
-    close(fd[0]);
-    return h_wait_pid(pid, 20000);
-}
-
 static void mbqctl_shows_classes(void)
 {
     REQUIRE(mbqd_start(&D) == 0);
     char out[8192];
     const char *create[] = {"create", "pool", "ctl/p", "--classes", "64x16,5000x4", NULL};
-    CHECK_EQ(mbqctl(create, out, sizeof out), 0);
+    CHECK_EQ(h_mbqctl(&D, create, out, sizeof out), 0);
     const char *bad[] = {"create", "pool", "ctl/q", "--classes", "4096x4,64x4", NULL};
-    CHECK(mbqctl(bad, out, sizeof out) != 0);
+    CHECK(h_mbqctl(&D, bad, out, sizeof out) != 0);
     const char *stat[] = {"stat", "ctl/p", NULL};
-    CHECK_EQ(mbqctl(stat, out, sizeof out), 0);
+    CHECK_EQ(h_mbqctl(&D, stat, out, sizeof out), 0);
     CHECK(strstr(out, "class 0:       64 B x 16") != NULL);
     CHECK(strstr(out, "class 1:       8192 B x 4") != NULL);
     const char *json[] = {"stat", "ctl/p", "--json", NULL};
-    CHECK_EQ(mbqctl(json, out, sizeof out), 0);
+    CHECK_EQ(h_mbqctl(&D, json, out, sizeof out), 0);
     CHECK(strstr(out, "\"classes\":[{\"block_size\":64,\"block_count\":16,\"used\":0") != NULL);
     CHECK(strstr(out, "{\"block_size\":8192,\"block_count\":4,") != NULL);
     CHECK_MBQD_STOP(&D);

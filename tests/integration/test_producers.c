@@ -17,12 +17,18 @@
  *     declaration;
  *   - end of data marked before the producer died wins (-ENODATA); a
  *     producer that closes the queue without it is lost too; a queue on
- *     which nobody declared never is.
+ *     which nobody declared never is;
+ *   - mbq_stat and `mbqctl stat` (text and --json) show the producers
+ *     count, their pids, which client declared and "producer lost" as it
+ *     comes and goes; another user sees the count and the state, not the
+ *     pids; a caller with an older, shorter mbq_object_info gets nothing
+ *     written past its size.
  * Every wait is on a pipe, a blocking call with a generous timeout, or a
  * bounded poll of mbq_stat for a condition (never a fixed sleep). */
 #include "harness.h"
 
 #include <inttypes.h>
+#include <stddef.h>
 
 static struct mbqd D;
 
@@ -119,7 +125,9 @@ struct fixture {
     mbq_buffer_queue *q;
 };
 
-static void setup(struct fixture *f)
+/* The daemon, and the consumer's pool and queue (mode: the queue's, 0:
+ * 0600). */
+static void setup_mode(struct fixture *f, uint32_t mode)
 {
     REQUIRE(mbqd_start(&D) == 0);
     f->c = h_connect(&D, "consumer");
@@ -127,7 +135,13 @@ static void setup(struct fixture *f)
     mbq_pool_options po = h_pool_opts(4096, 32);
     REQUIRE(mbq_pool_create(f->c, "p/pool", &po, &f->p) == 0);
     mbq_buffer_queue_options qo = h_bq_opts(16, MBQ_ORDER_FIFO);
+    qo.mode = mode;
     REQUIRE(mbq_buffer_queue_create(f->c, "p/q", &qo, &f->q) == 0);
+}
+
+static void setup(struct fixture *f)
+{
+    setup_mode(f, 0);
 }
 
 static void teardown(struct fixture *f)
@@ -324,6 +338,171 @@ static void end_of_data_wins_and_undeclared_never_lost(void)
     teardown(&f);
 }
 
+/* ---- what stat shows ---------------------------------------------------- */
+
+#define UID_OTHER 61341 /* not the queue's owner; needs root to become */
+
+/* The client of info with pid, or NULL; *producer: whether it declared. */
+static const mbq_client_usage *client_of(const mbq_object_info *info, pid_t pid, bool *producer)
+{
+    for (uint32_t i = 0; i < info->client_count && i < 32; i++)
+        if (info->clients[i].pid == (uint32_t)pid) {
+            *producer = info->client_is_producer[i];
+            return &info->clients[i];
+        }
+    return NULL;
+}
+
+/* Stat of p/q by its owner: n producers, the one pid given (0: none), and
+ * lost or not; every client is listed, and only producer_pid as producer. */
+static void expect_stat(mbq_client *c, uint32_t n, pid_t producer_pid, bool lost)
+{
+    mbq_object_info info;
+    CHECK_STATUS(h_stat(c, "p/q", &info), 0);
+    CHECK_EQ(info.producers, n);
+    CHECK_EQ(info.producer_pid_count, producer_pid ? 1 : 0);
+    if (producer_pid)
+        CHECK_EQ(info.producer_pids[0], (uint32_t)producer_pid);
+    CHECK_EQ(info.producer_lost, lost);
+    CHECK_EQ(info.client_count, info.open_count);
+    bool declared = true;
+    CHECK(client_of(&info, getpid(), &declared) != NULL);
+    CHECK(!declared); /* the consumer only consumes */
+    if (producer_pid) {
+        declared = false;
+        CHECK(client_of(&info, producer_pid, &declared) != NULL);
+        CHECK(declared);
+    }
+}
+
+/* `mbqctl stat p/q` (text, then --json) as uid (0: the caller) contains
+ * each of the NULL-terminated text and json strings. */
+static void expect_mbqctl(uid_t uid, const char *const *text, const char *const *json)
+{
+    char out[8192];
+    const char *stat[] = {"stat", "p/q", NULL};
+    const char *jstat[] = {"--json", "stat", "p/q", NULL};
+    CHECK_EQ(h_mbqctl_as(&D, uid, uid, stat, out, sizeof out), 0);
+    for (size_t i = 0; text[i]; i++)
+        if (!strstr(out, text[i])) {
+            fprintf(stderr, "mbqctl stat: no \"%s\" in:\n%s", text[i], out);
+            CHECK(false);
+        }
+    CHECK_EQ(h_mbqctl_as(&D, uid, uid, jstat, out, sizeof out), 0);
+    for (size_t i = 0; json[i]; i++)
+        if (!strstr(out, json[i])) {
+            fprintf(stderr, "mbqctl --json stat: no %s in:\n%s", json[i], out);
+            CHECK(false);
+        }
+}
+
+/* Another user's view: the count and the state, not who. */
+static int other_user_stat(void *arg)
+{
+    (void)arg;
+    CREQUIRE(setgroups(0, NULL) == 0 && setgid(UID_OTHER) == 0 && setuid(UID_OTHER) == 0);
+    mbq_client *c = h_connect(&D, "other");
+    CREQUIRE(c);
+    mbq_object_info info;
+    CHECK_STATUS(h_stat(c, "p/q", &info), 0);
+    CHECK_EQ(info.producers, 1);
+    CHECK(!info.producer_lost);
+    CHECK_EQ(info.producer_pid_count, 0);
+    CHECK_EQ(info.producer_pids[0], 0);
+    CHECK_EQ(info.client_count, 0);
+    mbq_disconnect(c);
+    return 0;
+}
+
+static void stat_shows_producers(void)
+{
+    struct fixture f;
+    setup_mode(&f, 0666);
+    REQUIRE(chmod(D.dir, 0755) == 0); /* for the other user's client */
+    expect_stat(f.c, 0, 0, false);
+    expect_mbqctl(0, (const char *const[]){"producers:     0\n", "producer lost: no\n", NULL},
+                  (const char *const[]){"\"producers\":0,\"producer_pids\":[],"
+                                        "\"producer_lost\":false",
+                                        "\"producer\":false}", NULL});
+
+    struct actor prod;
+    start_peer(&prod, true);
+    expect_stat(f.c, 1, prod.pid, false);
+    char text[64], json[96], client[64];
+    snprintf(text, sizeof text, "producers:     1 (pid %d)\n", (int)prod.pid);
+    snprintf(json, sizeof json, "\"producers\":1,\"producer_pids\":[%d],\"producer_lost\":false",
+             (int)prod.pid);
+    snprintf(client, sizeof client, "{\"pid\":%d,", (int)prod.pid);
+    expect_mbqctl(0, (const char *const[]){text, "producer lost: no\n", " producer\n", NULL},
+                  (const char *const[]){json, client, "\"producer\":true}", NULL});
+
+    /* Killed: the state is there once a blocking dequeue says so. */
+    actor_kill(&prod);
+    uint64_t ms;
+    CHECK_STATUS(dequeue_timed(f.q, &ms), -EPIPE);
+    expect_stat(f.c, 0, 0, true);
+    expect_mbqctl(0, (const char *const[]){"producers:     0\n", "producer lost: yes\n", NULL},
+                  (const char *const[]){"\"producers\":0,\"producer_pids\":[],"
+                                        "\"producer_lost\":true",
+                                        NULL});
+
+    /* A new declaration clears it (declared once the peer's setup returns). */
+    struct actor again;
+    start_peer(&again, true);
+    expect_stat(f.c, 1, again.pid, false);
+    snprintf(text, sizeof text, "producers:     1 (pid %d)\n", (int)again.pid);
+    expect_mbqctl(0, (const char *const[]){text, "producer lost: no\n", NULL},
+                  (const char *const[]){"\"producer_lost\":false", NULL});
+
+    if (geteuid() == 0) {
+        CHECK_EQ(run_in_child(other_user_stat, NULL), 0);
+        expect_mbqctl(UID_OTHER,
+                      (const char *const[]){"producers:     1\n", "producer lost: no\n",
+                                            "clients:       0\n", NULL},
+                      (const char *const[]){"\"producers\":1,\"producer_pids\":[],"
+                                            "\"producer_lost\":false",
+                                            "\"clients\":[]", NULL});
+    } else {
+        printf("# SKIP (part): needs root to stat as another user\n");
+    }
+    CHECK_ACTOR_OK(&again);
+    teardown(&f);
+}
+
+/* A caller built against the mbq_object_info before the producer fields
+ * (its size ends where they begin) gets its fields and nothing past them. */
+static void old_size_info_untouched_past_its_size(void)
+{
+    struct fixture f;
+    setup(&f);
+    CHECK_STATUS(mbq_buffer_queue_declare_producer(f.q), 0);
+    const size_t old = offsetof(mbq_object_info, producers);
+    union {
+        mbq_object_info info;
+        unsigned char bytes[sizeof(mbq_object_info)];
+    } u;
+    memset(&u, 0xa5, sizeof u);
+    u.info.size = old;
+    CHECK_STATUS(mbq_stat(f.c, "p/q", &u.info), 0);
+    CHECK_EQ(u.info.size, old);
+    CHECK(strcmp(u.info.name, "p/q") == 0);
+    CHECK_EQ(u.info.capacity, 16);
+    CHECK_EQ(u.info.client_count, 1);
+    size_t touched = 0;
+    for (size_t i = old; i < sizeof u.bytes; i++)
+        touched += u.bytes[i] != 0xa5;
+    CHECK_EQ(touched, 0);
+    /* the current size gets them */
+    mbq_object_info info;
+    CHECK_STATUS(h_stat(f.c, "p/q", &info), 0);
+    CHECK_EQ(info.producers, 1);
+    CHECK_EQ(info.producer_pid_count, 1);
+    CHECK_EQ(info.producer_pids[0], (uint32_t)getpid());
+    CHECK(info.client_is_producer[0]);
+    teardown(&f);
+}
+
 CHECK_MAIN(CASE(kill_producer_consumer_gets_epipe), CASE(two_producers_one_dies),
            CASE(stopped_producer_is_not_lost), CASE(others_cannot_end_a_declaration),
-           CASE(end_of_data_wins_and_undeclared_never_lost))
+           CASE(end_of_data_wins_and_undeclared_never_lost), CASE(stat_shows_producers),
+           CASE(old_size_info_untouched_past_its_size))
