@@ -1535,8 +1535,20 @@ static void producers_survive_restart_body(void)
     REQUIRE(mgr_wait_ready(&M));
     CHECK(!mbq_buffer_queue_is_producer_lost(q));
     CHECK_STATUS(mbq_buffer_queue_dequeue_wait(q, short_ns, &buf), -ETIMEDOUT);
+    /* Stat names the producer the restored daemon waits for. */
+    mbq_object_info info = {.size = sizeof info};
+    CHECK_STATUS(mbq_stat(c, "cam/stream", &info), 0);
+    CHECK_EQ(info.producers, 1);
+    CHECK_EQ(info.producer_pid_count, 1);
+    CHECK_EQ(info.producer_pids[0], (uint32_t)d.pid);
+    CHECK(!info.producer_lost);
     actor_kill(&d);
     CHECK_STATUS(mbq_buffer_queue_dequeue_wait(q, long_ns, &buf), -EPIPE);
+    info = (mbq_object_info){.size = sizeof info};
+    CHECK_STATUS(mbq_stat(c, "cam/stream", &info), 0);
+    CHECK_EQ(info.producers, 0);
+    CHECK_EQ(info.producer_pid_count, 0);
+    CHECK(info.producer_lost);
     mbq_buffer_queue_close(q);
     mbq_disconnect(c);
     CHECK(mgr_stop(&M));
