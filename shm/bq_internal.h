@@ -574,18 +574,18 @@ static inline bool dur_monotone(const struct bq_side *s, const mbq_time *d)
 /* ---- wake-ups and the consumer's view of tail ------------------------------ */
 
 /* Sleepers (blocking dequeuers on data_seq, blocking enqueuers on
- * space_seq) count themselves and name themselves in a slot: see
- * futex_sleepers_enter in futex.h for how one killed asleep stops costing
- * its wakers a system call. */
+ * space_seq) count themselves, name themselves in a slot and arm their word:
+ * see futex.h for why a waker calls futex_wake once per sleep, and why one
+ * killed asleep costs its wakers at most one call. */
 
-/* Wakes the sleepers counted in waiters, if any flagged themselves asleep.
- * This is a Dekker pair — waker: store its index, load waiters; sleeper:
- * add itself, load the index — made asymmetric: the sleeper runs the heavy
- * barrier (slock_heavy_barrier(), a barrier on every CPU running a
- * registered process) unless its side's runner word proves it needless
+/* Wakes the sleepers on seq, if one armed it (futex.h) and no waker has
+ * woken them since. This is a Dekker pair — waker: store its index, load
+ * seq; sleeper: arm seq, load the index — made asymmetric: the sleeper runs
+ * the heavy barrier (slock_heavy_barrier(), a barrier on every CPU running
+ * a registered process) unless its side's runner word proves it needless
  * (bq_sleep_barrier in bq_wait.c, whose comment carries the argument), so
  * the waker needs none on its fast path. A process that could not register
- * fences here instead. */
+ * fences here instead. waiters and tids are only for reaping. */
 static inline void wake_sleepers(_Atomic uint32_t *seq, _Atomic uint32_t *waiters,
                                  _Atomic uint32_t *tids, unsigned n, _Atomic uint32_t *idle)
 {
@@ -593,7 +593,7 @@ static inline void wake_sleepers(_Atomic uint32_t *seq, _Atomic uint32_t *waiter
         atomic_thread_fence(memory_order_seq_cst);
     else
         atomic_signal_fence(memory_order_seq_cst);
-    if (__builtin_expect(atomic_load_explicit(waiters, memory_order_seq_cst) != 0, 0))
+    if (__builtin_expect(futex_seq_armed(seq), 0))
         futex_sleepers_wake(seq, waiters, tids, n, idle, slock_tid_alive);
 }
 

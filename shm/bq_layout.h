@@ -158,16 +158,18 @@ struct bq_shared {
     _Atomic uint32_t producers;
     mbq_time last_min_pts, last_max_pts; /* for the PTS-change triggers */
     _Atomic uint32_t producer_pid[BQ_PRODUCER_PIDS];
-    /* 256: blocking dequeuers' futex word, written by producers */
+    /* 256: blocking dequeuers' futex word (armed by a sleeper, disarmed
+     * and bumped by the producer that wakes it: futex.h) and their count */
     _Alignas(128) _Atomic uint32_t data_seq;
     _Atomic uint32_t data_waiters;
     /* The tids of blocking dequeuers asleep (0: free), so that a producer
      * can tell one that died asleep from a live one (see wake_consumers). */
     _Atomic uint32_t waiter_tid[BQ_WAITER_SLOTS];
-    /* Blocking enqueuers' futex word, written by consumers, and their
-     * sleepers (as above). Consumers read space_waiters on every dequeue,
-     * producers data_waiters on every enqueue: the line is written only by
-     * a waiter going to sleep, so on the fast path both keep it shared. */
+    /* Blocking enqueuers' futex word, armed by them and disarmed by the
+     * consumer that wakes them, and their sleepers (as above). Consumers
+     * read space_seq on every dequeue, producers data_seq on every enqueue:
+     * the line is written only around a sleep, so on the fast path both
+     * keep it shared. */
     _Atomic uint32_t space_seq;
     _Atomic uint32_t space_waiters;
     _Atomic uint32_t space_tid[BQ_SPACE_WAITER_SLOTS];

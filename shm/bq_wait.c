@@ -6,12 +6,15 @@
  * entry.
  *
  * Invariants:
- *  - a sleeper counts itself (data_waiters or space_waiters) and runs the
- *    heavy barrier, unless the other side's runner word shows its mover on
- *    this very CPU (bq_sleep_barrier), before it reads the futex word and
- *    re-checks the queue; its waker stores its index, notes itself in its
- *    side's runner word, then reads the count (wake_sleepers): one of the
- *    two always sees the other, so no wake-up is lost;
+ *  - a sleeper counts itself (data_waiters or space_waiters), arms its
+ *    futex word (data_seq or space_seq, futex.h) and runs the heavy
+ *    barrier, unless the other side's runner word shows its mover on this
+ *    very CPU (bq_sleep_barrier), before it re-checks the queue; its waker
+ *    stores its index, notes itself in its side's runner word, then reads
+ *    the word (wake_sleepers): one of the two always sees the other, so no
+ *    wake-up is lost. The waker that finds the word armed disarms it and
+ *    wakes; the ones after it find it disarmed and make no call until the
+ *    sleeper, awake, has re-armed it;
  *  - a sleeper names itself in a slot when one is free, so that a waker can
  *    tell one killed asleep from a live one (futex.h);
  *  - every sleep is a slice of at most 100 ms, so a waker that died before
@@ -64,26 +67,30 @@ void bq_runner_claim(_Atomic uint64_t *runner, uint64_t cur, uint64_t want)
     atomic_thread_fence(memory_order_seq_cst);
 }
 
-/* The sleeper's half of the Dekker pair, run after it counted itself (a
- * locked add, so its own store is ordered before its loads). The heavy
+/* The sleeper's half of the Dekker pair, run after it armed its futex word
+ * (a locked or, so its own store is ordered before its loads). The heavy
  * barrier is there for one case: a waker on another CPU whose index store
- * still sits in its store buffer while its load of the count already read
- * 0. It is skipped when the other side's runner word names this CPU. Why
- * that is safe (x86-TSO; a context switch is a full barrier, in the
- * scheduler as for membarrier itself): take any waker W and its window, from
- * its index store S through bq_note_runner to its count load L.
+ * still sits in its store buffer while its load of the futex word already
+ * read it disarmed. It is skipped when the other side's runner word names
+ * this CPU. "L sees us" below means L reads our arming, or the value of a
+ * waker that disarmed it after our arming: that waker wakes us, and we arm
+ * again before any further sleep, after L in the word's order, so the pair
+ * holds for that arming. Why the skip is safe (x86-TSO; a context switch is
+ * a full barrier, in the scheduler as for membarrier itself): take any
+ * waker W and its window, from its index store S through bq_note_runner to
+ * its load L of the futex word.
  *  1. W was switched out or in within the window, or bq_note_runner took
  *     bq_runner_claim: a full barrier lies between S and L, and with the
- *     sleeper's locked add that is a plain Dekker pair.
+ *     sleeper's locked arming that is a plain Dekker pair.
  *  2. Otherwise W ran the whole window on one CPU c, without a switch, and
  *     found the word equal to (W, c) or shared. If shared, we read it
  *     shared or read an older value, before it became shared: W's load of
- *     the word came later and L later still, after our add — L sees us.
+ *     the word came later and L later still, after our arming — L sees us.
  *     Else:
  *     a. c is this CPU (the one sched_getcpu returned while we ran on it):
  *        the window did not overlap our time on it, so it ended before we
  *        were switched in (S drained by that switch: we see S) or began
- *        after we ran here, after our add (L sees us).
+ *        after we ran here, after our arming (L sees us).
  *     b. c is another CPU, yet we read a value naming this one. If it came
  *        before the (W, c) W found, in the word's order, we read it
  *        before W's claim wrote (W, c), which preceded L: L sees us. The
@@ -144,8 +151,8 @@ static int enqueue_wait_slow(struct bq *q, const struct bq_entry *e, bool take, 
     for (;;) {
         int slot = futex_sleepers_enter(&sh->space_waiters, sh->space_tid,
                                         BQ_SPACE_WAITER_SLOTS, slock_self());
+        uint32_t seq = futex_seq_arm(&sh->space_seq);
         bq_sleep_barrier(&sh->head.runner); /* our half of the pair: see wake_producers */
-        uint32_t seq = atomic_load_explicit(&sh->space_seq, memory_order_seq_cst);
         int r = MBQ_BQ_ERR_QUEUE_IS_FULL;
         if (bq_cancelled(q, epoch))
             r = -ECANCELED;
@@ -217,8 +224,8 @@ int bq_wait_room(struct bq *q, uint32_t epoch, int64_t timeout_ns)
     for (;;) {
         int slot = futex_sleepers_enter(&sh->space_waiters, sh->space_tid,
                                         BQ_SPACE_WAITER_SLOTS, slock_self());
+        uint32_t seq = futex_seq_arm(&sh->space_seq);
         bq_sleep_barrier(&sh->head.runner); /* our half of the pair: see wake_producers */
-        uint32_t seq = atomic_load_explicit(&sh->space_seq, memory_order_seq_cst);
         int r = bq_cancelled(q, epoch) ? -ECANCELED : bq_looks_full(q) ? 1 : 0;
         uint64_t now = r == 1 ? mono_ns() : 0;
         if (r != 1 || now >= deadline) {
@@ -249,8 +256,8 @@ int bq_cancel_waits(struct bq *q)
      * that read it after sees the new epoch. Woken unconditionally: the
      * sleepers' counts are hints, and a cancel is rare. */
     atomic_fetch_add_explicit(&sh->cancel_epoch, 1, memory_order_seq_cst);
-    atomic_fetch_add_explicit(&sh->data_seq, 1, memory_order_seq_cst);
-    atomic_fetch_add_explicit(&sh->space_seq, 1, memory_order_seq_cst);
+    futex_seq_bump(&sh->data_seq);
+    futex_seq_bump(&sh->space_seq);
     futex_wake(&sh->data_seq, INT_MAX);
     futex_wake(&sh->space_seq, INT_MAX);
     return 0;
@@ -283,7 +290,7 @@ void bq_producers_set(struct bq *q, uint32_t n, const uint32_t *pids, bool lost)
      * one that read the word before the bump returns from futex_wait at
      * once and one that read it after sees the flag. */
     atomic_fetch_or_explicit(&sh->flags, BQ_F_PRODUCER_LOST, memory_order_seq_cst);
-    atomic_fetch_add_explicit(&sh->data_seq, 1, memory_order_seq_cst);
+    futex_seq_bump(&sh->data_seq);
     futex_wake(&sh->data_seq, INT_MAX);
 }
 
@@ -405,8 +412,8 @@ static int dequeue_sleep(struct bq *q, struct bq_entry *out, uint32_t epoch, uin
     struct bq_shared *sh = q->sh;
     for (;;) {
         int slot = waiter_enter(sh);
+        uint32_t seq = futex_seq_arm(&sh->data_seq);
         bq_sleep_barrier(&sh->tail.runner); /* our half of the pair: see wake_consumers */
-        uint32_t seq = atomic_load_explicit(&sh->data_seq, memory_order_seq_cst);
         int r = bq_cancelled(q, epoch) ? -ECANCELED : dequeue_common(q, out, false);
         if (r == -EAGAIN)
             r = dequeue_empty_verdict(q, out);

@@ -68,10 +68,25 @@ void futex_sleepers_reap(_Atomic uint32_t *count, _Atomic uint32_t *tids, unsign
     }
 }
 
+void futex_seq_bump(_Atomic uint32_t *seq)
+{
+    uint32_t s = atomic_load_explicit(seq, memory_order_relaxed);
+    while (!atomic_compare_exchange_weak_explicit(seq, &s, (s | FUTEX_SEQ_ARMED) + 1,
+                                                  memory_order_seq_cst, memory_order_relaxed))
+        ;
+}
+
 void futex_sleepers_wake(_Atomic uint32_t *seq, _Atomic uint32_t *count, _Atomic uint32_t *tids,
                          unsigned n, _Atomic uint32_t *idle, bool (*alive)(uint32_t owner))
 {
-    atomic_fetch_add_explicit(seq, 1, memory_order_seq_cst);
+    /* Disarm and bump in one step: the sleepers armed on s are ours to
+     * wake; one that arms s + 1 afterwards re-checked after our change. */
+    uint32_t s = atomic_load_explicit(seq, memory_order_relaxed);
+    do {
+        if (!(s & FUTEX_SEQ_ARMED))
+            return; /* another waker disarmed it and wakes them */
+    } while (!atomic_compare_exchange_weak_explicit(seq, &s, s + 1, memory_order_seq_cst,
+                                                    memory_order_relaxed));
     if (futex_wake(seq, INT_MAX) > 0) {
         atomic_store_explicit(idle, 0, memory_order_relaxed);
     } else if (atomic_fetch_add_explicit(idle, 1, memory_order_relaxed) + 1 >= FUTEX_IDLE_WAKES) {

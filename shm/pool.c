@@ -585,7 +585,7 @@ static bool pool_cache_pop(struct pool *p, uint32_t c, struct pool_itok t, uint3
  * allocators' wake-up are the caller's (pool_cache_keep; a release run does
  * them once at its end, pool_release_run): the published entries are a hint
  * (the ref word says whose a block is), and the wake-up's Dekker pair needs
- * only that every block is filed before the load of alloc_waiters. *first:
+ * only that every block is filed before the load of free_seq. *first:
  * the lowest cache entry changed since the last publication. Returns whether
  * the block went into the cache (else it went back to the lists).
  *
@@ -1108,8 +1108,8 @@ int pool_alloc_wait(struct pool *p, uint64_t size, uint64_t *handle_out, int64_t
     for (;;) {
         int slot = futex_sleepers_enter(&sh->alloc_waiters, sh->alloc_tid,
                                         POOL_ALLOC_WAITER_SLOTS, slock_self());
+        uint32_t seq = futex_seq_arm(&sh->free_seq);
         slock_heavy_barrier(); /* the releaser's half: see pool_wake_allocators */
-        uint32_t seq = atomic_load_explicit(&sh->free_seq, memory_order_seq_cst);
         r = pool_cancelled(p, epoch) ? -ECANCELED : pool_alloc_impl(p, size, handle_out, true);
         uint64_t now = r == MBQ_POOL_ERR_ALLOCATION_FAILED ? mono_ns() : 0;
         if (r != MBQ_POOL_ERR_ALLOCATION_FAILED || now >= deadline) {
@@ -1138,7 +1138,7 @@ int pool_cancel_waits(struct pool *p)
         return MBQ_POOL_ERR_INVALID_PARAMETER;
     /* The epoch, then the word the sleepers compare (see bq_cancel_waits). */
     atomic_fetch_add_explicit(&p->sh->cancel_epoch, 1, memory_order_seq_cst);
-    atomic_fetch_add_explicit(&p->sh->free_seq, 1, memory_order_seq_cst);
+    futex_seq_bump(&p->sh->free_seq);
     futex_wake(&p->sh->free_seq, INT_MAX);
     return 0;
 }

@@ -325,10 +325,11 @@ static inline void pool_used_dec_locked(struct pool *p)
     p->sh->used_count = used ? used - 1 : 0;
 }
 
-/* Wakes blocking allocators, if any flagged themselves asleep: a Dekker
- * pair — releaser: file the block (list or cache), load alloc_waiters;
- * allocator: raise alloc_waiters, heavy barrier, try again — asymmetric
- * as the queues' (see wake_consumers in bq_internal.h), so a release pays a load. */
+/* Wakes blocking allocators, if one armed free_seq (futex.h) and no one
+ * woke them since: a Dekker pair — releaser: file the block (list or
+ * cache), load free_seq; allocator: arm free_seq, heavy barrier, try
+ * again — asymmetric as the queues' (see wake_consumers in bq_internal.h),
+ * so a release pays a load. */
 static inline void pool_wake_allocators(struct pool *p)
 {
     struct pool_shared *sh = p->sh;
@@ -336,7 +337,7 @@ static inline void pool_wake_allocators(struct pool *p)
         atomic_thread_fence(memory_order_seq_cst);
     else
         atomic_signal_fence(memory_order_seq_cst);
-    if (__builtin_expect(atomic_load_explicit(&sh->alloc_waiters, memory_order_seq_cst) != 0, 0))
+    if (__builtin_expect(futex_seq_armed(&sh->free_seq), 0))
         futex_sleepers_wake(&sh->free_seq, &sh->alloc_waiters, sh->alloc_tid,
                             POOL_ALLOC_WAITER_SLOTS, &p->idle_wakes, slock_tid_alive);
 }

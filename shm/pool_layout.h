@@ -137,10 +137,11 @@ struct pool_shared {
      * a hint for the next refill, which fetches them all at once instead of
      * one miss after another down the list. */
     uint32_t spill_hint[POOL_CACHE_MAX / 2];
-    /* 256: blocking allocators. free_seq is their futex word, bumped by a
-     * free that finds alloc_waiters non-zero; sleepers name themselves in
-     * alloc_tid (see futex_sleepers_enter). Written only by a waiter going
-     * to sleep, so every release reads the line without moving it. */
+    /* 256: blocking allocators. free_seq is their futex word, armed by a
+     * sleeper and disarmed and bumped by the free that finds it armed;
+     * sleepers count themselves in alloc_waiters and name themselves in
+     * alloc_tid (futex.h). Written only around a sleep, so every release
+     * reads the line without moving it. */
     _Alignas(64) _Atomic uint32_t free_seq;
     _Atomic uint32_t alloc_waiters;
     /* Bumped by pool_cancel_waits: blocked allocations return -ECANCELED. */

@@ -1183,10 +1183,9 @@ static void test_kill_holding_buffers(void)
     watchdog_disarm();
 }
 
-/* A blocking dequeuer killed while asleep leaves the waiters count raised;
- * the producer's wakes then wake nobody, and after a run of them it takes
- * the dead sleeper's slot and count back, so enqueues stop making a
- * futex_wake call for nobody. */
+/* A blocking dequeuer killed while asleep leaves its futex word armed and
+ * its count raised: the next enqueue's wake wakes nobody and disarms the
+ * word, and the enqueues after it make no futex_wake call for nobody. */
 static void test_kill_sleeping_dequeuer(void)
 {
     watchdog_arm("test_kill_sleeping_dequeuer");
@@ -1204,11 +1203,13 @@ static void test_kill_sleeping_dequeuer(void)
         (void)bq_dequeue_wait(&e, &out, -1); /* asleep until killed */
         _exit(2);
     }
-    /* Wait until it has named itself asleep (a condition, with a deadline). */
+    /* Wait until it has named itself asleep and armed its word (a
+     * condition, with a deadline). */
     bool named = false;
     for (uint64_t end = mono_ns() + 10000000000ull; !named && mono_ns() < end;) {
         for (int i = 0; i < BQ_WAITER_SLOTS; i++)
             named |= atomic_load(&sh->waiter_tid[i]) == (uint32_t)pid;
+        named &= (atomic_load(&sh->data_seq) & FUTEX_SEQ_ARMED) != 0;
         if (!named)
             sched_yield();
     }
@@ -1217,15 +1218,16 @@ static void test_kill_sleeping_dequeuer(void)
     int st = reap(pid, 5000);
     CHECK(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
     CHECK_EQ(atomic_load(&sh->data_waiters), 1); /* left raised by the dead sleeper */
+    uint32_t seq0 = atomic_load(&sh->data_seq);
+    CHECK(seq0 & FUTEX_SEQ_ARMED); /* and its word armed */
 
     for (uint64_t i = 1; i <= 100; i++) {
         struct bq_entry e = mk_entry(i, (int64_t)i, 10, 1), out;
         CHECK_EQ(bq_enqueue(&q, &e), 0);
         CHECK_EQ(bq_dequeue(&q, &out), 0);
     }
-    CHECK_EQ(atomic_load(&sh->data_waiters), 0);
-    for (int i = 0; i < BQ_WAITER_SLOTS; i++)
-        CHECK_EQ(atomic_load(&sh->waiter_tid[i]), 0);
+    CHECK_EQ(atomic_load(&sh->data_seq), seq0 + 1); /* one wake, then none */
+    CHECK_EQ(atomic_load(&q.idle_wakes), 1);
     bq_detach(&q);
     watchdog_disarm();
 }

@@ -91,6 +91,20 @@ static bool wait_word(_Atomic uint32_t *word, uint32_t want)
     return true;
 }
 
+/* Until a sleeper has armed the futex word (futex.h): it is then past
+ * counting itself and its last check, on its way into futex_wait or in it,
+ * and only a wake changes the word. */
+static bool wait_armed(_Atomic uint32_t *word)
+{
+    uint64_t deadline = mono_ns() + 30ull * SEC;
+    while (!(atomic_load(word) & FUTEX_SEQ_ARMED)) {
+        if (mono_ns() > deadline)
+            return false;
+        sched_yield();
+    }
+    return true;
+}
+
 static struct bq_entry entry(uint64_t handle)
 {
     struct bq_entry e;
@@ -186,15 +200,15 @@ static void test_enqueue_wait_blocks_until_dequeue(void)
     struct qargs a = {.fd = q.seg.fd, .rep = rep, .timeout_ns = 30 * SEC};
     pid_t pid = spawn(child_enqueue_wait, &a);
     /* It finds the queue full and goes to sleep... */
-    CHECK(wait_word(&q.sh->space_waiters, 1));
+    CHECK(wait_armed(&q.sh->space_seq));
     CHECK_EQ(atomic_load(&rep->status), 1); /* still waiting */
     /* ...until a dequeue in this process makes room. */
     struct bq_entry out;
     uint32_t seq0 = atomic_load(&q.sh->space_seq);
     uint64_t t0 = mono_ns();
     CHECK_EQ(bq_dequeue(&q, &out), 0);
-    /* The dequeue saw the sleeper flagged and woke it: not left to the
-     * sleep's 100 ms safety slice. */
+    /* The dequeue saw the word armed and woke the sleeper (disarming the
+     * word): not left to the sleep's 100 ms safety slice. */
     CHECK(atomic_load(&q.sh->space_seq) != seq0);
     CHECK_EQ(reap(pid, 30000), 0);
     CHECK_EQ(atomic_load(&rep->status), 0);
@@ -241,7 +255,7 @@ static void cancel_case(bool enqueue)
     struct qargs a = {.fd = q.seg.fd, .rep = rep, .timeout_ns = 30 * SEC, .spin_ns = -2,
                       .cpu = -1};
     pid_t pid = spawn(enqueue ? child_enqueue_wait : child_dequeue_wait, &a);
-    CHECK(wait_word(enqueue ? &q.sh->space_waiters : &q.sh->data_waiters, 1));
+    CHECK(wait_armed(enqueue ? &q.sh->space_seq : &q.sh->data_seq));
     uint64_t t0 = mono_ns();
     CHECK_EQ(bq_cancel_waits(&q), 0);
     CHECK_EQ(reap(pid, 30000), 0);
@@ -288,7 +302,7 @@ static void test_producer_lost_wakes_dequeue(void)
     struct qargs a = {.fd = q.seg.fd, .rep = rep, .timeout_ns = 30 * SEC, .spin_ns = -2,
                       .cpu = -1};
     pid_t child = spawn(child_dequeue_wait, &a);
-    CHECK(wait_word(&q.sh->data_waiters, 1));
+    CHECK(wait_armed(&q.sh->data_seq));
     uint32_t seq0 = atomic_load(&q.sh->data_seq);
     uint64_t t0 = mono_ns();
     bq_producers_set(&q, 0, NULL, true);
@@ -361,7 +375,12 @@ static void test_cancel_wakes_dequeue_in_other_thread(void)
 
 /* ---- sleepers killed asleep ------------------------------------------------------ */
 
-static void test_enqueuer_killed_asleep_is_reaped(void)
+/* A sleeper killed asleep leaves its word armed: it costs the next waker one
+ * futex_wake for nobody (which disarms the word), and no waker after it a
+ * system call. Its count and slot stay until a run of wakes for nobody
+ * (here forced by arming the word by hand before each dequeue, as sleepers
+ * that never reach futex_wait would) makes a waker reap them. */
+static void test_enqueuer_killed_asleep_costs_one_wake(void)
 {
     struct bq q;
     REQUIRE(make_full_queue(2, &q) == 0);
@@ -369,19 +388,33 @@ static void test_enqueuer_killed_asleep_is_reaped(void)
     REQUIRE(rep);
     struct qargs a = {.fd = q.seg.fd, .rep = rep, .timeout_ns = 30 * SEC};
     pid_t pid = spawn(child_enqueue_wait, &a);
-    CHECK(wait_word(&q.sh->space_waiters, 1));
+    CHECK(wait_armed(&q.sh->space_seq));
     kill(pid, SIGKILL);
     reap(pid, 30000);
     CHECK_EQ(atomic_load(&q.sh->space_waiters), 1); /* it died counted */
-    /* Dequeues find a sleeper counted and wake nobody; after a bounded
-     * number of such wakes one of them reaps the dead sleeper, and the
-     * dequeues after it make no system call for it. */
+    uint32_t seq0 = atomic_load(&q.sh->space_seq);
+    CHECK(seq0 & FUTEX_SEQ_ARMED); /* ...and armed */
+    struct bq_entry e = entry(99), out;
+    CHECK_EQ(bq_dequeue(&q, &out), 0);
+    CHECK_EQ(bq_enqueue(&q, &e), 0);
+    CHECK_EQ(atomic_load(&q.sh->space_seq), seq0 + 1); /* one wake, the word disarmed */
+    CHECK_EQ(atomic_load(&q.idle_space_wakes), 1);     /* it woke nobody */
     for (int i = 0; i < 2 * FUTEX_IDLE_WAKES; i++) {
-        struct bq_entry e = entry(100 + (uint64_t)i), out;
+        e = entry(100 + (uint64_t)i);
+        CHECK_EQ(bq_dequeue(&q, &out), 0);
+        CHECK_EQ(bq_enqueue(&q, &e), 0);
+    }
+    CHECK_EQ(atomic_load(&q.sh->space_seq), seq0 + 1); /* no wake since */
+    CHECK_EQ(atomic_load(&q.idle_space_wakes), 1);
+    for (int i = 0; i < FUTEX_IDLE_WAKES; i++) {
+        atomic_fetch_or(&q.sh->space_seq, FUTEX_SEQ_ARMED);
+        e = entry(300 + (uint64_t)i);
         CHECK_EQ(bq_dequeue(&q, &out), 0);
         CHECK_EQ(bq_enqueue(&q, &e), 0);
     }
     CHECK_EQ(atomic_load(&q.sh->space_waiters), 0);
+    for (int i = 0; i < BQ_SPACE_WAITER_SLOTS; i++)
+        CHECK_EQ(atomic_load(&q.sh->space_tid[i]), 0);
     bq_detach(&q);
     munmap(rep, 4096);
 }
@@ -444,7 +477,7 @@ static void test_alloc_wait_woken_by_free_in_other_process(void)
     atomic_store(&rep->status, 1);
     struct pargs a = {.fd = p.seg.fd, .rep = rep, .timeout_ns = 30 * SEC};
     pid_t pid = spawn(child_alloc_wait, &a);
-    CHECK(wait_word(&p.sh->alloc_waiters, 1));
+    CHECK(wait_armed(&p.sh->free_seq));
     CHECK_EQ(atomic_load(&rep->status), 1);
     uint32_t seq0 = atomic_load(&p.sh->free_seq);
     uint64_t t0 = mono_ns();
@@ -518,7 +551,9 @@ static void test_alloc_wait_woken_by_reclaim(void)
     munmap(rep, 4096);
 }
 
-static void test_allocator_killed_asleep_is_reaped(void)
+/* As test_enqueuer_killed_asleep_costs_one_wake, for a blocking allocator:
+ * one futex_wake for nobody, then none; reaped after a run of them. */
+static void test_allocator_killed_asleep_costs_one_wake(void)
 {
     struct pool p;
     REQUIRE(make_pool(1, &p) == 0);
@@ -528,11 +563,20 @@ static void test_allocator_killed_asleep_is_reaped(void)
     REQUIRE(rep);
     struct pargs a = {.fd = p.seg.fd, .rep = rep, .timeout_ns = 30 * SEC};
     pid_t pid = spawn(child_alloc_wait, &a);
-    CHECK(wait_word(&p.sh->alloc_waiters, 1));
+    CHECK(wait_armed(&p.sh->free_seq));
     kill(pid, SIGKILL);
     reap(pid, 30000);
     CHECK_EQ(atomic_load(&p.sh->alloc_waiters), 1);
+    uint32_t seq0 = atomic_load(&p.sh->free_seq);
+    CHECK(seq0 & FUTEX_SEQ_ARMED);
     for (int i = 0; i < 2 * FUTEX_IDLE_WAKES; i++) {
+        CHECK_EQ(pool_release(&p, h, true), 0);
+        CHECK_EQ(pool_alloc(&p, 1, &h), 0);
+    }
+    CHECK_EQ(atomic_load(&p.sh->free_seq), seq0 + 1); /* one wake, then none */
+    CHECK_EQ(atomic_load(&p.idle_wakes), 1);
+    for (int i = 0; i < FUTEX_IDLE_WAKES; i++) {
+        atomic_fetch_or(&p.sh->free_seq, FUTEX_SEQ_ARMED);
         CHECK_EQ(pool_release(&p, h, true), 0);
         CHECK_EQ(pool_alloc(&p, 1, &h), 0);
     }
@@ -693,8 +737,8 @@ CHECK_MAIN(CASE(test_enqueue_wait_blocks_until_dequeue), CASE(test_enqueue_wait_
            CASE(test_cancel_wakes_dequeue_in_other_process),
            CASE(test_producer_lost_wakes_dequeue),
            CASE(test_cancel_wakes_dequeue_in_other_thread),
-           CASE(test_enqueuer_killed_asleep_is_reaped),
+           CASE(test_enqueuer_killed_asleep_costs_one_wake),
            CASE(test_alloc_wait_woken_by_free_in_other_process),
-           CASE(test_alloc_wait_woken_by_reclaim), CASE(test_allocator_killed_asleep_is_reaped),
+           CASE(test_alloc_wait_woken_by_reclaim), CASE(test_allocator_killed_asleep_costs_one_wake),
            CASE(test_same_cpu_wait_does_not_spin), CASE(test_runner_word_names_one_mover),
            CASE(test_runner_word_taken_over_from_dead_mover))
