@@ -17,8 +17,9 @@
  *    sleeper, awake, has re-armed it;
  *  - a sleeper names itself in a slot when one is free, so that a waker can
  *    tell one killed asleep from a live one (futex.h);
- *  - every sleep is a slice of at most 100 ms, so a waker that died before
- *    waking, or a scribbled word, costs a bounded delay, never a hang;
+ *  - every sleep is a slice of at most 100 ms (futex_wait_slice), so a
+ *    waker that died before waking, or a scribbled word, costs a bounded
+ *    delay, never a hang;
  *  - a wait reads the cancel epoch before its first try: a cancel from then
  *    on makes it return -ECANCELED;
  *  - "producer lost" is read after a try found the queue empty, then the
@@ -26,7 +27,7 @@
  *    process is gone, so an entry it enqueued is always delivered before
  *    -EPIPE.
  * Limits: the spin before a dequeue sleeps is BQ_SPIN_NS, adaptive (see
- * dequeue_wait_slow) unless bq_set_spin fixed it. */
+ * dequeue_spin_ns) unless bq_set_spin fixed it. */
 #include "bq_internal.h"
 
 #include <mbq/status.h>
@@ -135,12 +136,6 @@ static inline bool bq_cancelled(const struct bq *q, uint32_t epoch)
     return atomic_load_explicit(&q->sh->cancel_epoch, memory_order_seq_cst) != epoch;
 }
 
-static inline struct timespec ns_to_ts(uint64_t t)
-{
-    return (struct timespec){.tv_sec = (time_t)(t / 1000000000u),
-                             .tv_nsec = (long)(t % 1000000000u)};
-}
-
 /* Sleeps until a dequeue makes room (see wake_producers), then enqueues.
  * No spin: a consumer frees room at its own pace, and a producer that
  * waited for room has time to spare. */
@@ -158,18 +153,15 @@ static int enqueue_wait_slow(struct bq *q, const struct bq_entry *e, bool take, 
             r = -ECANCELED;
         else if (!bq_looks_full(q))
             r = enqueue_impl(q, e, take, true);
-        uint64_t now = r == MBQ_BQ_ERR_QUEUE_IS_FULL ? mono_ns() : 0;
-        if (r != MBQ_BQ_ERR_QUEUE_IS_FULL || now >= deadline) {
+        /* In slices (futex_wait_slice): a consumer that died before
+         * waking us (or a scribbled word) costs a bounded delay. */
+        if (r != MBQ_BQ_ERR_QUEUE_IS_FULL ||
+            futex_wait_slice(&sh->space_seq, seq, deadline) == -ETIMEDOUT) {
             futex_sleepers_leave(&sh->space_waiters, sh->space_tid, slot, slock_self());
             if (r == MBQ_BQ_ERR_QUEUE_IS_FULL)
                 atomic_fetch_add_explicit(&sh->tail.rejected_full, 1, memory_order_relaxed);
             return r;
         }
-        /* In slices, so that a consumer that died before waking us (or a
-         * scribbled word) costs a bounded delay, not a hang. */
-        uint64_t until = deadline - now > 100000000u ? now + 100000000u : deadline;
-        struct timespec ts = ns_to_ts(until);
-        futex_wait(&sh->space_seq, seq, &ts);
         futex_sleepers_leave(&sh->space_waiters, sh->space_tid, slot, slock_self());
     }
 }
@@ -191,8 +183,7 @@ static int enqueue_wait_impl(struct bq *q, const struct bq_entry *e, bool take,
         atomic_fetch_add_explicit(&q->sh->tail.rejected_full, 1, memory_order_relaxed);
         return MBQ_BQ_ERR_QUEUE_IS_FULL;
     }
-    uint64_t start = mono_ns();
-    uint64_t deadline = timeout_ns < 0 ? UINT64_MAX : start + (uint64_t)timeout_ns;
+    uint64_t deadline = timeout_ns < 0 ? UINT64_MAX : mono_ns() + (uint64_t)timeout_ns;
     uint64_t prev = slock_set_deadline(timeout_ns < 0 ? 0 : deadline);
     int r = enqueue_wait_slow(q, e, take, epoch, deadline);
     slock_set_deadline(prev);
@@ -227,14 +218,10 @@ int bq_wait_room(struct bq *q, uint32_t epoch, int64_t timeout_ns)
         uint32_t seq = futex_seq_arm(&sh->space_seq);
         bq_sleep_barrier(&sh->head.runner); /* our half of the pair: see wake_producers */
         int r = bq_cancelled(q, epoch) ? -ECANCELED : bq_looks_full(q) ? 1 : 0;
-        uint64_t now = r == 1 ? mono_ns() : 0;
-        if (r != 1 || now >= deadline) {
+        if (r != 1 || futex_wait_slice(&sh->space_seq, seq, deadline) == -ETIMEDOUT) {
             futex_sleepers_leave(&sh->space_waiters, sh->space_tid, slot, slock_self());
             return r == 1 ? MBQ_BQ_ERR_QUEUE_IS_FULL : r;
         }
-        uint64_t until = deadline - now > 100000000u ? now + 100000000u : deadline;
-        struct timespec ts = ns_to_ts(until);
-        futex_wait(&sh->space_seq, seq, &ts);
         futex_sleepers_leave(&sh->space_waiters, sh->space_tid, slot, slock_self());
     }
 }
@@ -321,8 +308,10 @@ static inline bool bq_looks_empty(struct bq *q)
     return consumer_tail(q, head) == head;
 }
 
-static int dequeue_wait_slow(struct bq *q, struct bq_entry *out, uint32_t epoch,
-                             uint64_t start, uint64_t deadline);
+static uint64_t dequeue_spin_ns(struct bq *q);
+static int dequeue_spin(struct bq *q, struct bq_entry *out, uint32_t epoch, uint64_t start,
+                        uint64_t spin_end);
+static int dequeue_sleep(struct bq *q, struct bq_entry *out, uint32_t epoch, uint64_t deadline);
 
 /* After a try found the queue empty (-EAGAIN): -ENODATA at end of data;
  * -EPIPE if every producer is gone and one more try finds nothing (see the
@@ -348,12 +337,18 @@ int bq_dequeue_wait(struct bq *q, struct bq_entry *out, int64_t timeout_ns)
         r = dequeue_empty_verdict(q, out);
     if (r != -EAGAIN)
         return r;
-    uint64_t start = mono_ns();
+    /* The clock only for a deadline or a spin: a wait with neither (no
+     * timeout, the producer on this CPU) reads none. */
+    uint64_t spin_ns = dequeue_spin_ns(q);
+    uint64_t start = timeout_ns >= 0 || spin_ns ? mono_ns() : 0;
     uint64_t deadline = timeout_ns < 0 ? UINT64_MAX : start + (uint64_t)timeout_ns;
+    uint64_t spin_end = deadline - start > spin_ns ? start + spin_ns : deadline;
     /* From here on a lock held by someone who does not answer fails the call
      * by its own deadline, not the (longer) wait limit. */
     uint64_t prev = slock_set_deadline(timeout_ns < 0 ? 0 : deadline);
-    r = dequeue_wait_slow(q, out, epoch, start, deadline);
+    r = dequeue_spin(q, out, epoch, start, spin_end);
+    if (r == -EAGAIN)
+        r = dequeue_sleep(q, out, epoch, deadline);
     slock_set_deadline(prev);
     return r;
 }
@@ -362,25 +357,23 @@ int bq_dequeue_wait(struct bq *q, struct bq_entry *out, int64_t timeout_ns)
  * nothing, and waits since the spin was last tried. */
 static _Thread_local unsigned spin_misses, spin_tries;
 
-/* When the spin of a wait that began at start ends (start: no spin). A
- * cross-vCPU wake costs ~25 us each way, so waiting that long on the cache
- * line is cheaper than sleeping — unless the producer shares our CPU, when
- * spinning only delays it: then no spin at all (the tail's runner word
- * names the producer's CPU). Otherwise the spin adapts: after 8 waits in a row
- * whose spin found nothing, sleep at once, trying the spin on every 16th.
- * A budget set with bq_set_spin replaces the adaptive one (0: never spin). */
-static uint64_t dequeue_spin_end(struct bq *q, uint64_t start, uint64_t deadline)
+/* How long a wait spins before it sleeps (0: not at all). A cross-vCPU
+ * wake costs ~25 us each way, so waiting that long on the cache line is
+ * cheaper than sleeping — unless the producer shares our CPU, when spinning
+ * only delays it: then no spin at all (the tail's runner word names the
+ * producer's CPU). Otherwise the spin adapts: after 8 waits in a row whose
+ * spin found nothing, sleep at once, trying the spin on every 16th. A
+ * budget set with bq_set_spin replaces the adaptive one (0: never spin). */
+static uint64_t dequeue_spin_ns(struct bq *q)
 {
     int64_t budget = atomic_load_explicit(&q->spin_ns, memory_order_relaxed);
-    uint64_t spin_ns = budget < 0 ? BQ_SPIN_NS : (uint64_t)budget;
-    uint64_t spin_end = deadline - start > spin_ns ? start + spin_ns : deadline;
-    if (budget < 0 && spin_misses >= 8 && ++spin_tries % 16 != 0)
-        spin_end = start;
+    if (budget == 0 || (budget < 0 && spin_misses >= 8 && ++spin_tries % 16 != 0))
+        return 0;
     int cpu = bq_cpu();
     uint64_t runner = atomic_load_explicit(&q->sh->tail.runner, memory_order_relaxed);
     if (cpu >= 0 && runner != BQ_RUNNER_SHARED && (uint32_t)runner == (uint32_t)cpu + 1)
-        spin_end = start;
-    return spin_end;
+        return 0;
+    return budget < 0 ? BQ_SPIN_NS : (uint64_t)budget;
 }
 
 /* Spins until spin_end for an entry: the dequeue's result, or -EAGAIN if
@@ -421,16 +414,13 @@ static int dequeue_sleep(struct bq *q, struct bq_entry *out, uint32_t epoch, uin
             waiter_leave(sh, slot);
             return r;
         }
-        uint64_t now = mono_ns();
-        if (now >= deadline) {
+        /* Sleep in slices (futex_wait_slice) so that a producer that died
+         * before waking us (or a scribbled futex word) costs a bounded
+         * delay, not a hang. */
+        if (futex_wait_slice(&sh->data_seq, seq, deadline) == -ETIMEDOUT) {
             waiter_leave(sh, slot);
             return -ETIMEDOUT;
         }
-        /* Sleep in slices so that a producer that died before waking us (or
-         * a scribbled futex word) costs a bounded delay, not a hang. */
-        uint64_t until = deadline - now > 100000000u ? now + 100000000u : deadline;
-        struct timespec ts = ns_to_ts(until);
-        futex_wait(&sh->data_seq, seq, &ts);
         waiter_leave(sh, slot);
         if (bq_cancelled(q, epoch))
             return -ECANCELED;
@@ -441,14 +431,4 @@ static int dequeue_sleep(struct bq *q, struct bq_entry *out, uint32_t epoch, uin
         if (r != -EAGAIN)
             return r;
     }
-}
-
-/* Spin first, then sleep. */
-static int dequeue_wait_slow(struct bq *q, struct bq_entry *out, uint32_t epoch,
-                             uint64_t start, uint64_t deadline)
-{
-    int r = dequeue_spin(q, out, epoch, start, dequeue_spin_end(q, start, deadline));
-    if (r != -EAGAIN)
-        return r;
-    return dequeue_sleep(q, out, epoch, deadline);
 }

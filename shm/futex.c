@@ -20,6 +20,33 @@ int futex_wait(_Atomic uint32_t *word, uint32_t expected, const struct timespec 
     return -errno;
 }
 
+static _Atomic uint64_t futex_slice_ns = FUTEX_SLICE_NS;
+
+void futex_set_slice_ns(uint64_t ns)
+{
+    atomic_store_explicit(&futex_slice_ns, ns, memory_order_relaxed);
+}
+
+int futex_wait_slice(_Atomic uint32_t *word, uint32_t expected, uint64_t deadline)
+{
+    uint64_t slice = atomic_load_explicit(&futex_slice_ns, memory_order_relaxed);
+    if (deadline == UINT64_MAX) {
+        /* Relative: the kernel reads the clock it arms the timer on anyway. */
+        struct timespec rel = {.tv_sec = (time_t)(slice / 1000000000u),
+                               .tv_nsec = (long)(slice % 1000000000u)};
+        (void)syscall(SYS_futex, (uint32_t *)word, FUTEX_WAIT, expected, &rel, NULL, 0);
+        return 0;
+    }
+    uint64_t now = mono_ns();
+    if (now >= deadline)
+        return -ETIMEDOUT;
+    uint64_t until = deadline - now > slice ? now + slice : deadline;
+    struct timespec ts = {.tv_sec = (time_t)(until / 1000000000u),
+                          .tv_nsec = (long)(until % 1000000000u)};
+    (void)futex_wait(word, expected, &ts);
+    return 0;
+}
+
 int futex_wake(_Atomic uint32_t *word, int n)
 {
     long r = syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE, n, NULL, NULL, 0);

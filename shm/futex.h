@@ -18,6 +18,19 @@ int futex_wait(_Atomic uint32_t *word, uint32_t expected, const struct timespec 
 /* Wakes up to n sleepers; returns how many were woken, or -errno. */
 int futex_wake(_Atomic uint32_t *word, int n);
 
+/* One slice of a blocking call's sleep on *word while it reads expected:
+ * at most FUTEX_SLICE_NS, so that a waker that died before waking (or a
+ * scribbled word) costs a bounded delay, never a hang; less if the
+ * CLOCK_MONOTONIC deadline (UINT64_MAX: none) comes first. Without a
+ * deadline it reads no clock (the slice is relative). Returns 0 after
+ * sleeping (woken, timed out or interrupted: the caller checks again), or
+ * -ETIMEDOUT, without sleeping, when the deadline has passed. */
+#define FUTEX_SLICE_NS 100000000u
+int futex_wait_slice(_Atomic uint32_t *word, uint32_t expected, uint64_t deadline);
+/* Sets the slice for this process (tests: a long slice turns a lost wake-up
+ * from a 100 ms delay into a hang that a deadline catches). */
+void futex_set_slice_ns(uint64_t ns);
+
 /* Sleepers on a futex word (its "seq"), and the wakers that must reach them
  * without a system call when none is asleep.
  *

@@ -1111,17 +1111,13 @@ int pool_alloc_wait(struct pool *p, uint64_t size, uint64_t *handle_out, int64_t
         uint32_t seq = futex_seq_arm(&sh->free_seq);
         slock_heavy_barrier(); /* the releaser's half: see pool_wake_allocators */
         r = pool_cancelled(p, epoch) ? -ECANCELED : pool_alloc_impl(p, size, handle_out, true);
-        uint64_t now = r == MBQ_POOL_ERR_ALLOCATION_FAILED ? mono_ns() : 0;
-        if (r != MBQ_POOL_ERR_ALLOCATION_FAILED || now >= deadline) {
+        /* In slices (futex_wait_slice): a releaser that died before waking
+         * us costs a bounded delay, not a hang. */
+        if (r != MBQ_POOL_ERR_ALLOCATION_FAILED ||
+            futex_wait_slice(&sh->free_seq, seq, deadline) == -ETIMEDOUT) {
             futex_sleepers_leave(&sh->alloc_waiters, sh->alloc_tid, slot, slock_self());
             break;
         }
-        /* In slices: a releaser that died before waking us costs a bounded
-         * delay, not a hang. */
-        uint64_t until = deadline - now > 100000000u ? now + 100000000u : deadline;
-        struct timespec ts = {.tv_sec = (time_t)(until / 1000000000u),
-                              .tv_nsec = (long)(until % 1000000000u)};
-        futex_wait(&sh->free_seq, seq, &ts);
         futex_sleepers_leave(&sh->alloc_waiters, sh->alloc_tid, slot, slock_self());
     }
     slock_set_deadline(prev);
