@@ -419,6 +419,116 @@ static void test_enqueuer_killed_asleep_costs_one_wake(void)
     munmap(rep, 4096);
 }
 
+/* ---- one wake per sleep, no lost wake-up ------------------------------------------ */
+
+/* A consumer woken but not yet running (stopped here, as one waiting for
+ * its producer's CPU would be) costs the producer one futex_wake: the
+ * enqueues after the first find the word disarmed and make no call. */
+static void test_woken_sleeper_not_woken_again(void)
+{
+    struct bq q;
+    struct bq_params p = {.capacity = 64, .order = BQ_ORDER_FIFO, .full_policy = BQ_FULL_FAIL};
+    REQUIRE(bq_create(&p, &q) == 0);
+    struct report *rep = shared_report();
+    REQUIRE(rep);
+    atomic_store(&rep->status, 1);
+    struct qargs a = {.fd = q.seg.fd, .rep = rep, .timeout_ns = 30 * SEC, .spin_ns = 0,
+                      .cpu = -1};
+    pid_t pid = spawn(child_dequeue_wait, &a);
+    CHECK(wait_armed(&q.sh->data_seq));
+    kill(pid, SIGSTOP);
+    uint32_t seq0 = atomic_load(&q.sh->data_seq);
+    for (uint64_t i = 1; i <= 50; i++) {
+        struct bq_entry e = entry(i);
+        CHECK_EQ(bq_enqueue(&q, &e), 0);
+    }
+    CHECK_EQ(atomic_load(&q.sh->data_seq), seq0 + 1); /* one wake, then none */
+    CHECK_EQ(atomic_load(&q.idle_wakes), 0);           /* and it woke the sleeper */
+    kill(pid, SIGCONT);
+    CHECK_EQ(reap(pid, 30000), 0);
+    CHECK_EQ(atomic_load(&rep->status), 0);
+    CHECK_EQ(bq_count(&q), 49);
+    bq_detach(&q);
+    munmap(rep, 4096);
+}
+
+struct stream_args {
+    int fd;
+    uint64_t n;
+    int cpu;
+};
+
+static int child_stream_producer(void *arg)
+{
+    struct stream_args *a = arg;
+    pin(a->cpu);
+    struct bq q;
+    if (bq_attach(a->fd, &q) < 0)
+        return 10;
+    for (uint64_t i = 1; i <= a->n; i++) {
+        struct bq_entry e = entry(i);
+        if (bq_enqueue_wait(&q, &e, -1) != 0)
+            return 11;
+    }
+    return bq_mark_end_of_data(&q) == 0 ? 0 : 12;
+}
+
+static int child_stream_consumer(void *arg)
+{
+    struct stream_args *a = arg;
+    pin(a->cpu);
+    struct bq q;
+    if (bq_attach(a->fd, &q) < 0)
+        return 10;
+    uint64_t want = 1;
+    for (;; want++) {
+        struct bq_entry out;
+        int r = bq_dequeue_wait(&q, &out, -1);
+        if (r == -ENODATA)
+            break;
+        if (r != 0)
+            return 11;
+        if (out.handle != want)
+            return 12;
+    }
+    return want - 1 == a->n ? 0 : 13;
+}
+
+/* Both sides blocking (enqueue_wait on a 4-entry queue, dequeue_wait), in
+ * two processes, with the sleep slice raised from 100 ms to an hour: a
+ * lost wake-up, which the slice would otherwise turn into a delay, leaves
+ * a side asleep with work for it and the run misses its deadline. */
+static void stream_both_blocking(int producer_cpu, int consumer_cpu)
+{
+    struct bq q;
+    struct bq_params p = {.capacity = 4, .order = BQ_ORDER_FIFO, .full_policy = BQ_FULL_FAIL};
+    REQUIRE(bq_create(&p, &q) == 0);
+    futex_set_slice_ns(3600ull * SEC); /* inherited by the children */
+    struct stream_args pa = {.fd = q.seg.fd, .n = 200000, .cpu = producer_cpu};
+    struct stream_args ca = pa;
+    ca.cpu = consumer_cpu;
+    uint64_t t0 = mono_ns();
+    pid_t cons = spawn(child_stream_consumer, &ca);
+    pid_t prod = spawn(child_stream_producer, &pa);
+    CHECK_EQ(reap(prod, 40000), 0);
+    CHECK_EQ(reap(cons, 40000), 0);
+    printf("blocking stream of %llu entries, producer on CPU %d, consumer on CPU %d: %.0f ms\n",
+           (unsigned long long)pa.n, producer_cpu, consumer_cpu, (double)(mono_ns() - t0) / 1e6);
+    futex_set_slice_ns(FUTEX_SLICE_NS);
+    CHECK_EQ(bq_count(&q), 0);
+    bq_detach(&q);
+}
+
+static void test_blocking_stream_same_cpu_loses_no_wake(void)
+{
+    stream_both_blocking(0, 0);
+}
+
+static void test_blocking_stream_two_cpus_loses_no_wake(void)
+{
+    stream_both_blocking(0, sysconf(_SC_NPROCESSORS_ONLN) > 1 ? 1 : 0);
+}
+
 /* ---- blocking allocate -------------------------------------------------------- */
 
 struct pargs {
@@ -738,6 +848,9 @@ CHECK_MAIN(CASE(test_enqueue_wait_blocks_until_dequeue), CASE(test_enqueue_wait_
            CASE(test_producer_lost_wakes_dequeue),
            CASE(test_cancel_wakes_dequeue_in_other_thread),
            CASE(test_enqueuer_killed_asleep_costs_one_wake),
+           CASE(test_woken_sleeper_not_woken_again),
+           CASE(test_blocking_stream_same_cpu_loses_no_wake),
+           CASE(test_blocking_stream_two_cpus_loses_no_wake),
            CASE(test_alloc_wait_woken_by_free_in_other_process),
            CASE(test_alloc_wait_woken_by_reclaim), CASE(test_allocator_killed_asleep_costs_one_wake),
            CASE(test_same_cpu_wait_does_not_spin), CASE(test_runner_word_names_one_mover),
