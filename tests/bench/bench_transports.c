@@ -1383,6 +1383,7 @@ static const struct bcase cases[] = {
      {{"ring+eventfd", &tx_ring, TXV_RING_EVENTFD, 0, 500, 5000, 0},
       {"ring+futex", &tx_ring, TXV_RING_FUTEX_SPIN, 0, 200, 2000, 0},
       {"floor", &tx_floor, 0, 0, 200, 2000, 0},
+      {"mbq-bq", &tx_bq, 0, 0, 200, 2000, 0},
       {"mbq", &tx_mbq, 0, 0, 200, 2000, 0},
       IOX_ENTRY("iceoryx", 500, 5000),
       {"mq", &tx_mq, 0, 0, 500, 5000, 0},
