@@ -92,7 +92,13 @@ _Static_assert(offsetof(struct pool_block, pad) == 168, "pool_block layout");
 _Static_assert(sizeof(struct pool_format) == 4096, "pool_format is a page");
 _Static_assert(sizeof(struct pool_intent) == 32, "pool_intent is half a cache line");
 _Static_assert(sizeof(struct pool_run) == 320, "pool_run is five cache lines");
-_Static_assert(sizeof(struct pool_client) == 128 + 32 * POOL_INTENTS + 320 * POOL_RUNS,
+_Static_assert(sizeof(struct pool_outbox) == 256, "pool_outbox is four cache lines");
+_Static_assert(offsetof(struct pool_outbox, head) == 64 && offsetof(struct pool_outbox, idx) == 128,
+               "pool_outbox layout");
+_Static_assert((POOL_OUTBOX & (POOL_OUTBOX - 1)) == 0, "POOL_OUTBOX is a power of two");
+_Static_assert(sizeof(struct pool_client) == 128 + 32 * POOL_INTENTS + 320 * POOL_RUNS + 256,
+               "pool_client layout");
+_Static_assert(offsetof(struct pool_client, outbox) == 128 + 32 * POOL_INTENTS + 320 * POOL_RUNS,
                "pool_client layout");
 _Static_assert(offsetof(struct pool_client, run) == 128 + 32 * POOL_INTENTS, "pool_client layout");
 _Static_assert(offsetof(struct pool_client, allocs) == 8, "pool_client layout");
@@ -956,6 +962,10 @@ static inline bool pool_alloc_cached(struct pool *p, uint32_t c, struct pool_ito
                                      uint32_t *idx, uint32_t *gen, int *lr)
 {
     bool cached = pool_cache_pop(p, c, t, idx, gen);
+    /* Empty: a run of blocks some release handed back, without the lock
+     * (pool.h "Outboxes"), before the lists under it. */
+    if (!cached && pool_outbox_take(p))
+        cached = pool_cache_pop(p, c, t, idx, gen);
     if (!cached && (*lr = pool_lock(p)) == 0) {
         /* Checked again under the lock, which invalidate sets the flag
          * under: a pool invalidated since pool_cache_enter() (and
@@ -1375,9 +1385,10 @@ uint64_t pool_overhead_per_block(void)
 
 /* pool_release(by_client) of one block inside a run naming it: the run's
  * record is the intent, and pool_run_begin made the look at the ref word
- * that the intent's fence makes. */
+ * that the intent's fence makes. A block it frees, cached by us, goes to
+ * our outbox for whoever allocates next (*boxed), else to our cache. */
 static int pool_release_in_run(struct pool *p, uint64_t handle, bool cache, uint32_t *first,
-                               uint32_t *kept)
+                               uint32_t *kept, uint32_t *boxed)
 {
     uint32_t idx, gen;
     if (!pool_decode(p, handle, &idx, &gen))
@@ -1402,10 +1413,14 @@ static int pool_release_in_run(struct pool *p, uint64_t handle, bool cache, uint
     } while (!atomic_compare_exchange_weak_explicit(&b->ref, &r, nr, memory_order_seq_cst,
                                                     memory_order_acquire));
     MBQ_TRACE(idx, TR_RELEASE, nr, 1 | p->slot << 8 | 0x20000);
-    if (ref_count(nr) == 0)
+    if (ref_count(nr) == 0) {
         pool_free_block(p, idx, nr);
-    else if (rc_cached(ref_count(nr)))
-        *kept += pool_cache_keep_run(p, idx, nr, first);
+    } else if (rc_cached(ref_count(nr))) {
+        if (pool_outbox_put(p, idx))
+            ++*kept, ++*boxed;
+        else
+            *kept += pool_cache_keep_run(p, idx, nr, first);
+    }
     return 0;
 }
 
@@ -1415,14 +1430,17 @@ int pool_release_run(struct pool *p, const uint64_t *handles, uint32_t n)
         return -EINVAL;
     const bool cache = n && pool_cache_enter(p);
     int err = 0;
-    uint32_t first = POOL_CACHE_MAX, kept = 0;
+    uint32_t first = POOL_CACHE_MAX, kept = 0, boxed = 0;
     for (uint32_t i = 0; i < n; i++) {
-        int r = pool_release_in_run(p, handles[i], cache, &first, &kept);
+        int r = pool_release_in_run(p, handles[i], cache, &first, &kept, &boxed);
         if (r != 0 && err == 0)
             err = r;
     }
+    if (boxed)
+        pool_outbox_publish(p); /* one store of the tail for the run */
     if (kept) {
-        pool_cache_publish(p, first < p->cache.n ? first : p->cache.n);
+        if (kept > boxed)
+            pool_cache_publish(p, first < p->cache.n ? first : p->cache.n);
         pool_counter_add(&pool_self(p)->frees, kept);
         pool_wake_allocators(p); /* another process's allocation can take them */
     }

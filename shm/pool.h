@@ -82,6 +82,37 @@
  * The statistics count cached blocks as warm (free and resident) and as
  * cached.
  *
+ * Outboxes. A consumer that releases what a producer in another process
+ * allocates would fill its cache, spill it to the warm list under the
+ * lock, and the producer would refill from there under the lock: four
+ * lock rounds per 16 buffers, and every block linked into a list and out
+ * again. So a release run (pool_release_run) puts the blocks it frees,
+ * cached by their releaser as above, into the releaser's outbox (struct
+ * pool_outbox in its client slot: a ring of 32 indices written by the
+ * cache's owner alone) and publishes it once per run; an allocation that
+ * finds its own cache empty takes a whole outbox's worth at once — its
+ * own outbox first, then the one it last took from, then any — before it
+ * goes to the lock: a CAS of the outbox's head, then one CAS per block
+ * that makes the block cached by the taker (POOL_RC_CACHED | its slot).
+ * The blocks then cross between the processes as the floor's return ring
+ * makes them: the ring's lines once per run, each block's ref word once.
+ *  - An outbox's entries are hints like a cache's published ones: the
+ *    block's ref word says whose it is, so a stale or scribbled entry (a
+ *    block taken back by a flush, stolen, or reused since) fails its CAS
+ *    and is skipped; indices are bounds-checked, and an outbox whose
+ *    counters are more than 32 apart is ignored (its owner then caches as
+ *    before).
+ *  - A block is only ever cached by one slot, whether listed in its cache,
+ *    in its outbox, or in neither (a taker killed between its head CAS and
+ *    the block's CAS, or a releaser between its CAS and its entry): every
+ *    rule above for cached blocks holds for those in outboxes — a steal,
+ *    age-out, flush, the reclaim of a dead owner (which looks at every
+ *    descriptor) and a repair find them by their ref word; steal, age-out
+ *    and repair also read the outboxes' live entries as they read the
+ *    caches' published ones.
+ *  - A full outbox (takers behind by 32) sends the rest of a run to the
+ *    cache; an invalidated pool puts nothing in outboxes.
+ *
  * Size classes. A pool may have up to POOL_MAX_CLASSES classes of block
  * sizes (strictly ascending, each rounded as pool_block_size_round, each
  * with its own block count), so that one pool serves allocations of any
@@ -196,6 +227,13 @@ struct pool {
         uint32_t n, max;
         uint32_t idx[POOL_CACHE_MAX], gen[POOL_CACHE_MAX];
     } cache;
+    /* This process's outbox (see "Outboxes"), written by the cache's
+     * owner: the next entry to fill (tail), the takers' head as last read
+     * (reloaded only when the outbox looks full), and the slot whose
+     * outbox an empty cache last refilled from (where it looks first). */
+    struct {
+        uint32_t tail, head_c, from;
+    } obox;
     /* The intent record of the first thread to move a reference through
      * this mapping (irec_tid), found without a thread-local lookup. */
     struct pool_intent *irec;

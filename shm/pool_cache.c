@@ -1,7 +1,7 @@
 /* Client caches, the slow half: adoption of a process's cache by another
- * of its threads, filling from the lists, spilling back, stealing from
- * other caches, and taking cached blocks back (see "Client caches" in
- * pool.h). The fast half — pop on allocate, keep on release — is in pool.c.
+ * of its threads, filling from the lists, spilling back, refilling from
+ * the outboxes, stealing from other caches, and taking cached blocks back
+ * (see "Client caches" and "Outboxes" in pool.h). The fast half — pop on allocate, keep on release — is in pool.c.
  *
  * Role: what moves blocks between the free lists and the caches, and
  * between caches, under the pool lock or by CAS of the ref word.
@@ -162,6 +162,14 @@ int pool_steal_locked(struct pool *p, uint32_t k, struct pool_itok t, uint32_t *
             if (pool_steal_one(p, k, t, atomic_load_explicit(&c->cache[i], memory_order_relaxed),
                                idx_out, gen_out))
                 return 1;
+        uint32_t h;
+        n = pool_outbox_span(&c->outbox, &h);
+        for (uint32_t i = 0; i < n; i++)
+            if (pool_steal_one(p, k, t,
+                               atomic_load_explicit(&c->outbox.idx[(h + i) & (POOL_OUTBOX - 1)],
+                                                    memory_order_relaxed),
+                               idx_out, gen_out))
+                return 1;
     }
     uint64_t now = pool_clock_ns();
     if (p->last_scan_ns && now - p->last_scan_ns < 1000000u)
@@ -175,6 +183,81 @@ int pool_steal_locked(struct pool *p, uint32_t k, struct pool_itok t, uint32_t *
     }
     p->last_scan_ns = now;
     return 0;
+}
+
+/* ---- outboxes (pool.h "Outboxes") ---- */
+
+/* After the slot is claimed: the owner's view of its outbox. A reused
+ * slot's entries are left as they are: hints, checked by every taker. */
+void pool_outbox_init(struct pool *p)
+{
+    const struct pool_outbox *o = &p->clients[p->slot].outbox;
+    p->obox.tail = atomic_load_explicit(&o->tail, memory_order_relaxed);
+    p->obox.head_c = atomic_load_explicit(&o->head, memory_order_relaxed);
+    p->obox.from = p->slot;
+}
+
+/* Takes up to room blocks from outbox o into our cache: the entries, then
+ * the head's CAS that makes them ours to try (a taker that loses it tries
+ * again, a few times), then each block's CAS from cached (by anyone) to
+ * cached by us. The entries read before a successful CAS are the ones the
+ * owner wrote: it refills a slot only after it sees the head past it.
+ * Returns how many blocks it cached. */
+static uint32_t pool_outbox_take_from(struct pool *p, struct pool_outbox *o, uint32_t room)
+{
+    const uint32_t mine = POOL_RC_CACHED | p->slot;
+    uint32_t idx[POOL_OUTBOX], h, n = 0;
+    for (int tries = 0; tries < 4; tries++) {
+        n = pool_outbox_span(o, &h);
+        if (n == 0)
+            return 0;
+        n = n < room ? n : room;
+        for (uint32_t i = 0; i < n; i++)
+            idx[i] = atomic_load_explicit(&o->idx[(h + i) & (POOL_OUTBOX - 1)],
+                                          memory_order_relaxed);
+        if (atomic_compare_exchange_strong_explicit(&o->head, &h, h + n, memory_order_acq_rel,
+                                                    memory_order_relaxed))
+            break;
+        n = 0;
+    }
+    uint32_t got = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        if (idx[i] >= p->block_count)
+            continue; /* scribbled */
+        _Atomic uint64_t *ref = &p->blocks[idx[i]].ref;
+        uint64_t r = atomic_load_explicit(ref, memory_order_acquire);
+        if (!rc_cached(ref_count(r)) ||
+            !atomic_compare_exchange_strong_explicit(ref, &r, ref_make(ref_gen(r), mine),
+                                                     memory_order_acq_rel, memory_order_relaxed))
+            continue; /* taken back, stolen or reused since: a stale entry */
+        MBQ_TRACE(idx[i], TR_CACHE, r, ref_make(ref_gen(r), mine));
+        p->cache.idx[p->cache.n] = idx[i];
+        p->cache.gen[p->cache.n] = ref_gen(r);
+        p->cache.n++;
+        got++;
+    }
+    return got;
+}
+
+/* Refills our empty cache from the outboxes, without the lock (the cache's
+ * owner thread only): the one it last took from first (at first its own),
+ * then every other slot's, stopping at the first that gives any. Returns
+ * how many blocks it cached. */
+uint32_t pool_outbox_take(struct pool *p)
+{
+    const uint32_t first = p->cache.n, room = p->cache.max - p->cache.n;
+    if (room == 0)
+        return 0;
+    uint32_t from = p->obox.from < POOL_MAX_CLIENTS ? p->obox.from : p->slot, got = 0;
+    for (uint32_t k = 0; k < POOL_MAX_CLIENTS && got == 0; k++) {
+        uint32_t s = (from + k) % POOL_MAX_CLIENTS;
+        got = pool_outbox_take_from(p, &p->clients[s].outbox, room);
+        if (got)
+            p->obox.from = s;
+    }
+    if (got)
+        pool_cache_publish(p, first);
+    return got;
 }
 
 /* Takes block idx back into the warm list if it is cached (by slot, or by
@@ -230,6 +313,13 @@ uint32_t pool_uncache_locked(struct pool *p, uint32_t slot, bool scan, uint64_t 
         for (uint32_t i = 0; i < n; i++)
             taken += pool_uncache_if(p, atomic_load_explicit(&c->cache[i], memory_order_relaxed),
                                      slot, now, stamped_before);
+        uint32_t h;
+        n = pool_outbox_span(&c->outbox, &h);
+        for (uint32_t i = 0; i < n; i++)
+            taken += pool_uncache_if(
+                p, atomic_load_explicit(&c->outbox.idx[(h + i) & (POOL_OUTBOX - 1)],
+                                        memory_order_relaxed),
+                slot, now, stamped_before);
     }
     return taken;
 }

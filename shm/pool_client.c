@@ -107,6 +107,7 @@ int pool_claim_slot(struct pool *p)
         if (atomic_compare_exchange_strong(&p->clients[s].pid, &v, self)) {
             p->slot = s;
             p->pid = self;
+            pool_outbox_init(p);
             return 0;
         }
     }
@@ -124,6 +125,7 @@ int pool_claim_slot(struct pool *p)
             atomic_store(&p->clients[s].pid, self);
             p->slot = s;
             p->pid = self;
+            pool_outbox_init(p);
             return 0;
         }
     return -EUSERS;

@@ -364,6 +364,51 @@ static inline void pool_cache_publish(struct pool *p, uint32_t first)
     atomic_store_explicit(&c->cached, p->cache.n, memory_order_release);
 }
 
+/* ---- outboxes (pool.h "Outboxes") ---- */
+
+/* The live part of an outbox: [*head, *head + n). 0 when empty, or when
+ * its counters are more than POOL_OUTBOX apart (scribbled: ignored). */
+static inline uint32_t pool_outbox_span(const struct pool_outbox *o, uint32_t *head)
+{
+    uint32_t t = atomic_load_explicit(&o->tail, memory_order_acquire);
+    uint32_t h = atomic_load_explicit(&o->head, memory_order_acquire);
+    *head = h;
+    return t - h <= POOL_OUTBOX ? t - h : 0;
+}
+
+/* Appends idx, just made a block of our cache by our CAS, to our outbox
+ * (the cache's owner only; published by pool_outbox_publish): false when
+ * it is full, or the pool invalidated (the caller caches the block, or
+ * frees it). The flag is read after our CAS, as pool_cache_keep_run
+ * does. */
+static inline bool pool_outbox_put(struct pool *p, uint32_t idx)
+{
+    struct pool_outbox *o = &p->clients[p->slot].outbox;
+    if (__builtin_expect(p->obox.tail - p->obox.head_c >= POOL_OUTBOX, 0)) {
+        uint32_t h = atomic_load_explicit(&o->head, memory_order_acquire);
+        /* A head that no taker could have made (scribbled): the outbox
+         * starts again at our tail, its entries left as stale hints. */
+        if (p->obox.tail - h > POOL_OUTBOX &&
+            atomic_compare_exchange_strong_explicit(&o->head, &h, p->obox.tail,
+                                                    memory_order_acq_rel, memory_order_acquire))
+            h = p->obox.tail;
+        p->obox.head_c = h;
+        if (p->obox.tail - h >= POOL_OUTBOX)
+            return false; /* full (or scribbled again meanwhile) */
+    }
+    if (__atomic_load_n(&p->sh->flags, __ATOMIC_SEQ_CST) & POOL_F_INVALIDATED)
+        return false;
+    atomic_store_explicit(&o->idx[p->obox.tail & (POOL_OUTBOX - 1)], idx, memory_order_relaxed);
+    p->obox.tail++;
+    return true;
+}
+
+/* Makes what pool_outbox_put appended visible to takers. */
+static inline void pool_outbox_publish(struct pool *p)
+{
+    atomic_store_explicit(&p->clients[p->slot].outbox.tail, p->obox.tail, memory_order_release);
+}
+
 /* Gives cached block idx its first reference if its ref word is still r
  * (cached, by anyone): the one CAS that decides between the owner and any
  * other claimant. */
@@ -408,6 +453,8 @@ POOL_INTERNAL int pool_steal_locked(struct pool *p, uint32_t c, struct pool_itok
 POOL_INTERNAL uint32_t pool_uncache_locked(struct pool *p, uint32_t slot, bool scan, uint64_t now,
                                            uint64_t stamped_before);
 POOL_INTERNAL void pool_fold_counters_locked(struct pool *p, uint32_t slot);
+POOL_INTERNAL uint32_t pool_outbox_take(struct pool *p);
+POOL_INTERNAL void pool_outbox_init(struct pool *p);
 
 /* pool_repair.c: rebuild the lists and counters from the descriptors; tell
  * whether they describe the descriptors exactly. */

@@ -79,8 +79,29 @@ struct pool_run {
     uint64_t pad[7];
 };
 
+/* A client's outbox: free blocks its release runs hand to whoever
+ * allocates next, in any process (see "Outboxes" in pool.h). A ring of
+ * block indices with monotonic counters: the slot's cache owner appends
+ * at tail (entries first, then tail, with release, once per run); a taker
+ * reads the entries in [head, tail), then advances head by CAS, and makes
+ * each block its own by a CAS of the block's ref word. The entries are
+ * hints, as a cache's published ones: a block in an outbox is cached by
+ * its releaser (refcount field POOL_RC_CACHED | slot), and its ref word
+ * alone says whose it is. Tail, head and the entries are on lines of their
+ * own, so that one run moves each between the cores once. Four cache
+ * lines. */
+#define POOL_OUTBOX 32 /* a power of two */
+
+struct pool_outbox {
+    _Atomic uint32_t tail; /* written by the owner */
+    uint32_t pad0[15];
+    _Atomic uint32_t head; /* advanced by takers (CAS) */
+    uint32_t pad1[15];
+    _Atomic uint32_t idx[POOL_OUTBOX];
+};
+
 /* A client slot, written only by its owner (and by whoever reclaims it once
- * the owner is gone). */
+ * the owner is gone), but for its outbox's head. */
 struct pool_client {
     _Atomic uint32_t pid;    /* 0: free slot; POOL_PID_PENDING: see pool_internal.h */
     _Atomic uint32_t cached; /* entries of cache[] in use (a hint) */
@@ -95,6 +116,7 @@ struct pool_client {
     _Atomic uint32_t cache[POOL_CACHE_MAX]; /* the cached blocks' indices (a hint) */
     struct pool_intent intent[POOL_INTENTS];
     struct pool_run run[POOL_RUNS];
+    struct pool_outbox outbox;
 };
 
 /* A class's free lists (pool lock held): warm (head = most recently

@@ -27,7 +27,8 @@
 
 /* Whether cached block idx (ref word r) is in the cache of the client its
  * refcount field names: that client is alive (it may take the block at any
- * moment) and lists the block among its published entries. */
+ * moment) and lists the block among its published entries or in its
+ * outbox's live part. */
 static bool pool_cache_holds(const struct pool *p, uint32_t idx, uint64_t r)
 {
     uint32_t slot = rc_owner(ref_count(r));
@@ -39,6 +40,11 @@ static bool pool_cache_holds(const struct pool *p, uint32_t idx, uint64_t r)
     bool listed = false;
     for (uint32_t i = 0; i < n && !listed; i++)
         listed = atomic_load_explicit(&c->cache[i], memory_order_relaxed) == idx;
+    uint32_t h;
+    n = pool_outbox_span(&c->outbox, &h);
+    for (uint32_t i = 0; i < n && !listed; i++)
+        listed = atomic_load_explicit(&c->outbox.idx[(h + i) & (POOL_OUTBOX - 1)],
+                                      memory_order_relaxed) == idx;
     return listed && pool_task_alive(atomic_load_explicit(&c->pid, memory_order_acquire));
 }
 

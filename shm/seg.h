@@ -13,7 +13,7 @@
 #include <stdint.h>
 
 #define SEG_MAGIC 0x3151424du /* "MBQ1" little-endian */
-#define SEG_LAYOUT_VERSION 9u
+#define SEG_LAYOUT_VERSION 10u
 #define SEG_ALIGN 4096u
 
 enum seg_kind {

@@ -1403,6 +1403,241 @@ static void test_corruption_fuzz(void)
     pool_detach(&p);
 }
 
+/* ---- outboxes (pool.h "Outboxes") ---- */
+
+/* The live entries of slot s's outbox. */
+static uint32_t outbox_len(struct pool *p, uint32_t s)
+{
+    const struct pool_outbox *o = &p->clients[s].outbox;
+    return atomic_load(&o->tail) - atomic_load(&o->head);
+}
+
+/* Releases h[0..n) as one run (what mbq_buffer_release_many does). */
+static int release_as_run(struct pool *p, const uint64_t *h, uint32_t n)
+{
+    int r = pool_run_begin(p, h, n);
+    if (r != 0)
+        return r;
+    r = pool_release_run(p, h, n);
+    pool_run_end(p);
+    return r;
+}
+
+/* A release run hands its blocks to another client's next allocations
+ * through its outbox: one run in, taken whole by the empty cache of the
+ * allocator, without the lists; counters stay exact. */
+static void test_outbox_handoff(void)
+{
+    struct pool a, b;
+    REQUIRE(make_pool(&a, 4096, 64, 0, true) == 0);
+    int fd = dup(a.seg.fd);
+    REQUIRE(fd >= 0);
+    REQUIRE(pool_attach(fd, &b) == 0);
+    /* b hands a run of 16 to a (a queue between them, here a copy). */
+    uint64_t h[16], g[16];
+    for (int i = 0; i < 16; i++)
+        REQUIRE(pool_alloc(&b, 1, &h[i]) == 0);
+    for (int i = 0; i < 16; i++) {
+        REQUIRE(pool_retain(&a, h[i], true) == 0);
+        REQUIRE(pool_release(&b, h[i], true) == 0);
+    }
+    CHECK_EQ(cached_blocks(&a), 0);
+    CHECK_EQ(release_as_run(&a, h, 16), 0);
+    CHECK_EQ(outbox_len(&a, a.slot), 16);
+    CHECK_EQ(a.cache.n, 0); /* the run went to the outbox, not the cache */
+    for (int i = 0; i < 16; i++)
+        CHECK_EQ((uint32_t)atomic_load(&a.blocks[idx_of(h[i])].ref), POOL_RC_CACHED | a.slot);
+    const uint32_t warm = a.sh->warm_count;
+    /* b's cache is empty: its next allocations take a's run, newest last. */
+    REQUIRE(b.cache.n == 0);
+    for (int i = 0; i < 16; i++)
+        REQUIRE(pool_alloc(&b, 1, &g[i]) == 0);
+    CHECK_EQ(outbox_len(&a, a.slot), 0);
+    CHECK_EQ(a.sh->warm_count, warm); /* no block went through the lists */
+    for (int i = 0; i < 16; i++) {
+        bool found = false;
+        for (int j = 0; j < 16; j++)
+            found |= idx_of(g[i]) == idx_of(h[j]);
+        CHECK(found);
+        CHECK(pool_block_of(&b, h[i]) == NULL); /* the old handles are stale */
+    }
+    CHECK_EQ(b.obox.from, a.slot);
+    struct pool_stats s = stats_of(&a);
+    CHECK_EQ(s.used, 16);
+    CHECK_EQ(s.allocs, 32);
+    CHECK_EQ(s.frees, 16);
+    /* One process: its own run comes back to it. */
+    CHECK_EQ(release_as_run(&b, g, 16), 0);
+    CHECK_EQ(outbox_len(&b, b.slot), 16);
+    REQUIRE(pool_alloc(&b, 1, &g[0]) == 0);
+    CHECK_EQ(outbox_len(&b, b.slot), 0);
+    CHECK_EQ(b.obox.from, b.slot);
+    CHECK_EQ(b.cache.n, 15);
+    CHECK_EQ(pool_release(&b, g[0], true), 0);
+    s = stats_of(&a);
+    CHECK_EQ(s.used, 0);
+    CHECK_EQ(s.allocs, s.frees);
+    check_consistent(&a);
+    pool_detach(&b);
+    pool_detach(&a);
+}
+
+/* An outbox holds POOL_OUTBOX blocks: a run that finds it full caches the
+ * rest, and the owner reads the takers' head again only then; an
+ * invalidated pool puts nothing in it. */
+static void test_outbox_full_invalidated(void)
+{
+    struct pool p;
+    REQUIRE(make_pool(&p, 4096, 128, 0, true) == 0);
+    uint64_t more[48];
+    for (int i = 0; i < 48; i++)
+        REQUIRE(pool_alloc(&p, 1, &more[i]) == 0);
+    const uint32_t cached0 = p.cache.n;
+    CHECK_EQ(release_as_run(&p, more, 32), 0);
+    CHECK_EQ(outbox_len(&p, p.slot), POOL_OUTBOX);
+    CHECK_EQ(p.cache.n, cached0);
+    CHECK_EQ(release_as_run(&p, more + 32, 8), 0); /* full: to the cache */
+    CHECK_EQ(outbox_len(&p, p.slot), POOL_OUTBOX);
+    CHECK_EQ(p.cache.n, cached0 + 8);
+    /* Invalidated: the run's blocks go back to the lists, none to the
+     * outbox, and the invalidation takes back what the outbox had. */
+    (void)pool_invalidate(&p);
+    CHECK_EQ(cached_blocks(&p), 0);
+    CHECK_EQ(release_as_run(&p, more + 40, 8), 0);
+    CHECK_EQ(cached_blocks(&p), 0);
+    CHECK_EQ(outbox_len(&p, p.slot), POOL_OUTBOX); /* stale entries, no block */
+    struct pool_stats s = stats_of(&p);
+    CHECK_EQ(s.used, 0);
+    CHECK_EQ(s.allocs, s.frees);
+    check_consistent(&p);
+    pool_detach(&p);
+}
+
+/* Outbox entries are hints: stale ones (taken back by a flush), indices
+ * out of range and counters scribbled apart are skipped, and the owner
+ * starts again from a head no taker could have made; blocks a taker left
+ * cached but unlisted (killed between its head CAS and their CAS) are
+ * found by an allocation all the same. No block is lost or handed out
+ * twice. */
+static void test_outbox_stale_scribbled(void)
+{
+    struct pool a, b;
+    REQUIRE(make_pool(&a, 4096, 32, 0, true) == 0);
+    int fd = dup(a.seg.fd);
+    REQUIRE(fd >= 0);
+    REQUIRE(pool_attach(fd, &b) == 0);
+    struct pool_outbox *o = &a.clients[a.slot].outbox;
+    uint64_t h[32], x, y;
+    for (int i = 0; i < 16; i++)
+        REQUIRE(pool_alloc(&a, 1, &h[i]) == 0);
+    CHECK_EQ(release_as_run(&a, h, 16), 0);
+    (void)pool_flush(&a); /* the outbox's blocks taken back too */
+    CHECK_EQ(cached_blocks(&a), 0);
+    CHECK_EQ(outbox_len(&a, a.slot), 16); /* 16 stale entries */
+    REQUIRE(pool_alloc(&b, 1, &x) == 0); /* skips them all, takes from the lists */
+    CHECK_EQ(outbox_len(&a, a.slot), 0);
+    CHECK_EQ(b.cache.n, 0); /* all cold after the flush: nothing cached */
+
+    /* An index out of range among real ones. */
+    for (int i = 0; i < 8; i++)
+        REQUIRE(pool_alloc(&a, 1, &h[i]) == 0);
+    CHECK_EQ(release_as_run(&a, h, 8), 0);
+    atomic_store(&o->idx[(atomic_load(&o->head) + 3) & (POOL_OUTBOX - 1)], 0xfffffff0u);
+    REQUIRE(pool_alloc(&b, 1, &y) == 0);
+    CHECK_EQ(b.cache.n, 6); /* seven real ones taken, the bad one skipped */
+    CHECK_EQ(pool_release(&b, y, true), 0);
+    CHECK_EQ(pool_release(&b, x, true), 0);
+
+    /* A head scribbled ahead of the tail: takers ignore the outbox; its
+     * owner, once it looks full, starts it again. */
+    (void)pool_flush(&a);
+    atomic_store(&o->head, atomic_load(&o->tail) + 1000);
+    CHECK_EQ(pool_alloc(&b, 1, &x), 0);
+    CHECK_EQ(pool_release(&b, x, true), 0);
+    for (int round = 0; round < 5; round++) {
+        for (int i = 0; i < 8; i++)
+            REQUIRE(pool_alloc(&a, 1, &h[i]) == 0);
+        CHECK_EQ(release_as_run(&a, h, 8), 0);
+    }
+    CHECK(outbox_len(&a, a.slot) >= 8 && outbox_len(&a, a.slot) <= POOL_OUTBOX);
+
+    /* A taker killed between the head's CAS and the blocks': cached by a,
+     * listed nowhere. b's allocations find them all the same. */
+    (void)pool_flush(&a);
+    atomic_store(&o->head, atomic_load(&o->tail));
+    for (int i = 0; i < 16; i++)
+        REQUIRE(pool_alloc(&a, 1, &h[i]) == 0);
+    CHECK_EQ(release_as_run(&a, h, 16), 0);
+    CHECK_EQ(outbox_len(&a, a.slot), 16);
+    atomic_store(&o->head, atomic_load(&o->tail)); /* as the dead taker left it */
+    CHECK_EQ(cached_blocks(&a), 16);
+    b.last_scan_ns = 0;
+    for (int i = 0; i < 32; i++)
+        CHECK_EQ(pool_alloc(&b, 1, &h[i]), 0);
+    for (int i = 0; i < 32; i++)
+        for (int j = i + 1; j < 32; j++)
+            CHECK(idx_of(h[i]) != idx_of(h[j]));
+    CHECK_EQ(release_as_run(&b, h, 16), 0);
+    CHECK_EQ(release_as_run(&b, h + 16, 16), 0);
+    struct pool_stats s = stats_of(&a);
+    CHECK_EQ(s.used, 0);
+    CHECK_EQ(s.allocs, s.frees);
+    check_consistent(&a);
+    pool_detach(&b);
+    pool_detach(&a);
+}
+
+/* Age-out takes back blocks that sat in an outbox a whole period, and the
+ * reclaim of a dead client takes back those of its outbox. */
+static void test_outbox_age_reclaim(void)
+{
+    struct pool p;
+    const uint64_t age = 1000000000ull;
+    REQUIRE(make_pool(&p, 4096, 64, age, true) == 0);
+    uint64_t h[16];
+    for (int i = 0; i < 16; i++)
+        REQUIRE(pool_alloc(&p, 1, &h[i]) == 0);
+    CHECK_EQ(release_as_run(&p, h, 16), 0);
+    CHECK_EQ(outbox_len(&p, p.slot), 16);
+    const uint32_t cached = cached_blocks(&p);
+    CHECK(cached >= 16);
+    const uint64_t t = mono_ns();
+    (void)pool_age_out(&p, t); /* first sight: stamped */
+    CHECK_EQ(cached_blocks(&p), cached);
+    (void)pool_age_out(&p, t + age); /* a period on: taken back */
+    CHECK_EQ(cached_blocks(&p), 0);
+    check_consistent(&p);
+
+    pid_t pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+        struct pool c;
+        int fd = dup(p.seg.fd);
+        if (fd < 0 || pool_attach(fd, &c) != 0)
+            _exit(1);
+        uint64_t k[20];
+        for (int i = 0; i < 20; i++)
+            if (pool_alloc(&c, 1, &k[i]) != 0)
+                _exit(2);
+        if (release_as_run(&c, k, 19) != 0) /* one stays held */
+            _exit(3);
+        _exit(outbox_len(&c, c.slot) == 19 ? 0 : 4); /* no detach: as if killed */
+    }
+    int st = 0;
+    REQUIRE(waitpid(pid, &st, 0) == pid);
+    REQUIRE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    CHECK(cached_blocks(&p) >= 19);
+    CHECK_EQ(pool_reclaim_dead(&p), 1);
+    pool_flush(&p);
+    CHECK_EQ(cached_blocks(&p), 0);
+    struct pool_stats s = stats_of(&p);
+    CHECK_EQ(s.used, 0);
+    CHECK_EQ(s.warm + s.cold, 64);
+    CHECK_EQ(s.allocs, s.frees);
+    check_consistent(&p);
+    pool_detach(&p);
+}
+
 CHECK_MAIN(CASE(test_params_errors), CASE(test_alloc_exhaustion), CASE(test_alloc_bad_size),
            CASE(test_refcount), CASE(test_stale_handle), CASE(test_lifo_reuse),
            CASE(test_data_pages), CASE(test_small_blocks), CASE(test_age_out_punches),
@@ -1412,4 +1647,6 @@ CHECK_MAIN(CASE(test_params_errors), CASE(test_alloc_exhaustion), CASE(test_allo
            CASE(test_lock_recovery_repair), CASE(test_alloc_repairs_corrupt_list), CASE(test_orphans),
            CASE(test_corruption_fuzz), CASE(test_cache_reuse_and_counts), CASE(test_cache_steal),
            CASE(test_cache_reclaim), CASE(test_cache_flush_age_invalidate), CASE(test_disown),
-           CASE(test_cache_two_threads), CASE(test_cache_strays), CASE(test_cache_owner_exits))
+           CASE(test_cache_two_threads), CASE(test_cache_strays), CASE(test_cache_owner_exits),
+           CASE(test_outbox_handoff), CASE(test_outbox_full_invalidated),
+           CASE(test_outbox_stale_scribbled), CASE(test_outbox_age_reclaim))
