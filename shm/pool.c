@@ -1446,3 +1446,66 @@ int pool_release_run(struct pool *p, const uint64_t *handles, uint32_t n)
     }
     return err;
 }
+
+/* Claims the newest k blocks of our cache (a pool of one class) under one
+ * run intent: handles[0..) gets those it won (a block stolen or taken back
+ * since fails its CAS and is left out). Returns how many, or -EAGAIN when
+ * the thread has no run record (nothing taken). */
+static int pool_claim_run(struct pool *p, uint64_t size, uint64_t *handles, uint32_t k)
+{
+    const uint32_t mine = POOL_RC_CACHED | p->slot, top = p->cache.n;
+    for (uint32_t i = 0; i < k; i++)
+        handles[i] = handle_make(p->cache.gen[top - 1 - i], p->cache.idx[top - 1 - i]);
+    /* Named before the CASes that make the references. */
+    if (pool_run_begin(p, handles, k) != 0)
+        return -EAGAIN;
+    p->cache.n = top - k;
+    uint32_t got = 0;
+    for (uint32_t i = 0; i < k; i++) {
+        const uint32_t idx = (uint32_t)handles[i] - 1, gen = (uint32_t)(handles[i] >> 32);
+        if (!pool_claim_cached(p, (struct pool_itok){NULL, NULL}, idx, ref_make(gen, mine)))
+            continue;
+        /* A store, as in pool_alloc_cached: the block was free. */
+        atomic_store_explicit(pool_holding(p, p->slot, idx), 1, memory_order_relaxed);
+        MBQ_TRACE(idx, TR_HOLD_SET, p->slot, 2);
+        pool_block_init(&p->blocks[idx], size);
+        handles[got++] = handles[i];
+    }
+    pool_run_end(p);
+    pool_cache_publish(p, p->cache.n);
+    pool_counter_add(&pool_self(p)->allocs, got);
+    return (int)got;
+}
+
+int pool_alloc_run(struct pool *p, uint64_t size, uint64_t *handles, uint32_t n)
+{
+    if (!p || !p->sh || !handles || n == 0 || n > POOL_RUN_MAX || size == 0 ||
+        size > p->block_size)
+        return MBQ_POOL_ERR_INVALID_PARAMETER;
+    uint32_t got = 0;
+    if (p->nclasses <= 1 && pool_cache_enter(p)) {
+        while (got < n) {
+            if (p->cache.n == 0 && !pool_outbox_take(p)) {
+                /* Half a cache from the warm list, under the lock once. */
+                if (pool_lock(p) < 0)
+                    break;
+                if (!(READ_ONCE(p->sh->flags) & POOL_F_INVALIDATED))
+                    (void)pool_cache_fill_locked(p, 0);
+                pool_unlock(p);
+                if (p->cache.n == 0)
+                    break;
+            }
+            uint32_t k = n - got < p->cache.n ? n - got : p->cache.n;
+            int r = pool_claim_run(p, size, handles + got, k);
+            if (r < 0)
+                break;
+            got += (uint32_t)r;
+        }
+    }
+    if (got)
+        return (int)got;
+    /* Nothing by runs: the single allocation's every path (the lists, cold
+     * blocks, other caches, a repair), for one block. */
+    int r = pool_alloc(p, size, &handles[0]);
+    return r == 0 ? 1 : r;
+}

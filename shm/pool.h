@@ -90,9 +90,9 @@
  * cached by their releaser as above, into the releaser's outbox (struct
  * pool_outbox in its client slot: a ring of 32 indices written by the
  * cache's owner alone) and publishes it once per run; an allocation that
- * finds its own cache empty takes a whole outbox's worth at once — its
- * own outbox first, then the one it last took from, then any — before it
- * goes to the lock: a CAS of the outbox's head, then one CAS per block
+ * finds its own cache empty takes a whole outbox's worth at once — from
+ * the outbox it last took from (at first its own), else from the first
+ * other one that has any — before it goes to the lock: a CAS of the outbox's head, then one CAS per block
  * that makes the block cached by the taker (POOL_RC_CACHED | its slot).
  * The blocks then cross between the processes as the floor's return ring
  * makes them: the ring's lines once per run, each block's ref word once.
@@ -529,6 +529,17 @@ uint32_t pool_disown_run(struct pool *p, const uint64_t *handles, uint32_t n, in
  * handles[0..n). 0, or the first error (that element's reference stays
  * where it was; the others are released). */
 int pool_release_run(struct pool *p, const uint64_t *handles, uint32_t n);
+/* Allocates up to n (1..POOL_RUN_MAX) blocks of size bytes into
+ * handles[], as pool_alloc each, by runs of the calling thread's cache:
+ * the blocks a refill brings (from the outboxes, else half a cache from
+ * the warm list) are claimed under one run intent (pool_run_begin) that
+ * names them all, with one publication of the cache and of the counters.
+ * Where that cannot go (a pool of several classes, no cache for this
+ * thread, no run record, a cache that no refill can fill) it allocates as
+ * pool_alloc, one block. Returns how many (1..n; fewer when the pool ran
+ * short), MBQ_POOL_ERR_ALLOCATION_FAILED when it had none,
+ * MBQ_POOL_ERR_INVALID_PARAMETER, or -EUCLEAN as pool_alloc. */
+int pool_alloc_run(struct pool *p, uint64_t size, uint64_t *handles, uint32_t n);
 int pool_stats(struct pool *p, struct pool_stats *out);
 /* Class c's figures, from the descriptors without the lock (hints).
  * 0, -EINVAL (c >= nclasses). */

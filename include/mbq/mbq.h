@@ -659,6 +659,30 @@ int mbq_buffer_queue_dequeue_many(mbq_buffer_queue *queue, mbq_buffer *out, size
 int mbq_buffer_queue_dequeue_wait_many(mbq_buffer_queue *queue, int64_t timeout_ns,
                                        mbq_buffer *out, size_t max);
 int mbq_buffer_release_many(const mbq_buffer *buffers, size_t n);
+/* Allocates up to n buffers of at least size bytes each into out[0..),
+ * each with one reference held by the caller, as mbq_pool_allocate would
+ * one after the other (an mbq extension). Returns how many (1..n; fewer
+ * when the pool runs short, or when the hold limit of
+ * mbq_pool_set_hold_limit would be passed: the caller may use those and
+ * call again), 0 for n 0, or with none allocated:
+ * MBQ_POOL_ERR_ALLOCATION_FAILED (every block is in use),
+ * MBQ_POOL_ERR_INVALID_PARAMETER (pool NULL, out NULL with n > 0, size 0
+ * or above the (largest) block size), -EDQUOT (the hold limit is reached).
+ * n above MBQ_BATCH_MAX is taken as MBQ_BATCH_MAX.
+ * Where its cost goes down: the buffers come from this thread's cache in
+ * runs of up to 32, each run claimed under one intent record (one fence,
+ * one publication of the cache), and an empty cache is refilled at once
+ * with the blocks that another process's mbq_buffer_release_many handed
+ * back, without the pool's lock (see docs/DATAPLANE.md "Outboxes"). In a
+ * pool of several size classes, or from a thread that is not the one
+ * using this process's cache, it allocates one buffer per call of the
+ * single allocation. No blocking form: mbq_pool_allocate_wait waits for
+ * the first.
+ * Ownership: on success the caller owns the returned references, to be
+ * released (or enqueued with _and_release) like mbq_pool_allocate's; on
+ * error out[] is untouched. Thread safety: any thread. Crash safety as
+ * mbq_pool_allocate: a process killed inside the call leaks no block. */
+int mbq_pool_allocate_many(mbq_pool *pool, size_t size, mbq_buffer *out, size_t n);
 /* CMBufferQueueCopyHead: the head with a new reference for the caller.
  * -EAGAIN (empty, or the head kept changing pools), -ESTALE (its pool was
  * closed meanwhile), otherwise as dequeue (-ENOLINK included). */

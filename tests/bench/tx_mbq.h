@@ -16,6 +16,9 @@
  *             blocking: mbq_buffer_queue_dequeue_wait, or the eventfd of a
  *             "count > 0" trigger), read the payload, mbq_buffer_release.
  * That is the same work as iceoryx's loan/publish/take/release.
+ * TXV_MBQ_BATCH16 ("mbq b16") makes the same moves with the batched calls,
+ * 16 at a time: mbq_pool_allocate_many, enqueue_and_release_many,
+ * dequeue_many, release_many.
  *
  * tx_bq is the buffer queue alone through the internal shm/ API (no pool,
  * no library, no daemon): the entry carries the message header. It
@@ -56,6 +59,10 @@ struct mbq_end {
      * consumer's burst not yet handed out and its buffers not yet released */
     mbq_buffer pend[16], burst[16], rel[16];
     unsigned npend, nburst, iburst, nrel;
+    /* TXV_MBQ_BATCH16, producer: buffers allocated 16 at a time, not yet
+     * loaned */
+    mbq_buffer stash[16];
+    unsigned nstash, istash;
 };
 
 static void mbq_obj_name(char *buf, size_t len, const struct tx_spec *s, const char *what)
@@ -241,6 +248,8 @@ static void mbq_close(void *p)
         mbq_buffer_release_many(e->burst + e->iburst, e->nburst - e->iburst);
     if (e->nrel)
         mbq_buffer_release_many(e->rel, e->nrel);
+    if (e->istash < e->nstash) /* allocated, never loaned */
+        mbq_buffer_release_many(e->stash + e->istash, e->nstash - e->istash);
     for (unsigned i = 0; i < e->n; i++)
         mbq_buffer_queue_close(e->q[i]);
     mbq_pool_close(e->pool);
@@ -285,9 +294,22 @@ static void *mbq_loan(void *tx, int *err)
         return mbq_buffer_get_data(e->cur, NULL);
     }
     for (unsigned i = 0;; i++) {
-        int r = mbq_pool_allocate(e->pool, e->s->payload, &e->cur);
-        if (r == 0)
-            break;
+        int r = MBQ_POOL_ERR_ALLOCATION_FAILED;
+        if (e->s->variant == TXV_MBQ_BATCH16) { /* 16 allocated in one call */
+            if (e->istash == e->nstash) {
+                r = mbq_pool_allocate_many(e->pool, e->s->payload, e->stash, 16);
+                e->istash = 0;
+                e->nstash = r > 0 ? (unsigned)r : 0;
+            }
+            if (e->istash < e->nstash) {
+                e->cur = e->stash[e->istash++];
+                break;
+            }
+        } else {
+            r = mbq_pool_allocate(e->pool, e->s->payload, &e->cur);
+            if (r == 0)
+                break;
+        }
         if (r != MBQ_POOL_ERR_ALLOCATION_FAILED) {
             *err = r;
             return NULL;

@@ -1,12 +1,12 @@
 /* The batched calls (<mbq/mbq.h> "Batched calls") across processes and
  * their rules: a producer process streams 20,000 buffers in batches of 16
- * (enqueue_and_release_many, the unqueued rest retried) to a consumer
+ * (allocate_many, enqueue_and_release_many, the unqueued rest retried) to a consumer
  * process that drains bursts (dequeue_wait_many, release_many): no loss,
  * no duplicate, no reordering, every block back. In one process: partial
  * success on a full queue (a prefix enqueued, the caller keeps the rest),
  * drop-oldest per element, a sorted queue inserting each element, end of
  * data, frozen metadata, an empty dequeue, the edges of a count trigger,
- * and bad arguments. */
+ * allocate_many's counts and limits, and bad arguments. */
 #include "harness.h"
 
 #include <poll.h>
@@ -38,8 +38,18 @@ static int producer(int cmd, int rep, void *arg)
         for (uint64_t i = 0; i < STREAM_N && !r.status;) {
             mbq_buffer b[BATCH];
             size_t n = 0;
+            /* the batch's buffers in one call (the outboxes bring back what
+             * the consumer's release_many freed), the rest as they come */
+            int got = mbq_pool_allocate_many(pool, sizeof(struct payload), b,
+                                             STREAM_N - i < BATCH ? STREAM_N - i : BATCH);
+            if (got < 0 && got != MBQ_POOL_ERR_ALLOCATION_FAILED) {
+                r.status = got;
+                break;
+            }
+            if (got > 0)
+                r.v[3] += got; /* allocated by allocate_many */
             while (n < BATCH && i + n < STREAM_N) {
-                int e = h_alloc_retry(pool, sizeof(struct payload), &b[n]);
+                int e = (int)n < got ? 0 : h_alloc_retry(pool, sizeof(struct payload), &b[n]);
                 if (e != 0) {
                     r.status = e;
                     break;
@@ -140,9 +150,10 @@ static void batch_stream_across_processes(void)
     REQUIRE(h_write_full(p.cmd, &go, sizeof go) == 0);
     CHECK_EQ(actor_recv(&p, &pr, 100000), 0);
     CHECK_EQ(actor_recv(&k, &kr, 100000), 0);
-    printf("batch stream: %u buffers, producer found the queue full %lld times, largest burst "
-           "dequeued %lld\n",
-           STREAM_N, (long long)pr.v[0], (long long)kr.v[2]);
+    printf("batch stream: %u buffers, producer found the queue full %lld times, allocated "
+           "%lld by allocate_many, largest burst dequeued %lld\n",
+           STREAM_N, (long long)pr.v[0], (long long)pr.v[3], (long long)kr.v[2]);
+    CHECK(pr.v[3] >= STREAM_N / 2); /* the batched allocation did most of them */
     CHECK_STATUS(pr.status, 0);
     CHECK_STATUS(kr.status, 0);
     CHECK_EQ(kr.v[0], STREAM_N);
@@ -183,6 +194,73 @@ static int64_t pts_of(mbq_buffer b)
     if (mbq_buffer_get_timing(b, &dts, &pts, &dur) != 0)
         return -1;
     return pts.value;
+}
+
+/* mbq_pool_allocate_many: distinct buffers, each with one reference; the
+ * whole pool and then MBQ_POOL_ERR_ALLOCATION_FAILED; the hold limit; a
+ * pool of classes (one per call); bad arguments. pool has 64 blocks of
+ * 4096 bytes, none in use. */
+static void allocate_many_rules(mbq_client *c, mbq_pool *pool)
+{
+    mbq_buffer all[64 + 1];
+    memset(all, 0, sizeof all);
+    CHECK_EQ(mbq_pool_allocate_many(pool, 100, all, 40), 40); /* runs of 32 and 8 */
+    size_t n = 40;
+    for (;;) {
+        int r = mbq_pool_allocate_many(pool, 4096, all + n, 64 + 1 - n);
+        if (r < 0) {
+            CHECK_STATUS(r, MBQ_POOL_ERR_ALLOCATION_FAILED);
+            break;
+        }
+        CHECK(r >= 1 && (size_t)r <= 64 + 1 - n);
+        n += (size_t)r;
+        if (n > 64)
+            break;
+    }
+    CHECK_EQ(n, 64); /* every block, and not one more */
+    for (size_t i = 0; i < n; i++) {
+        CHECK(mbq_buffer_is_valid(all[i]));
+        CHECK(mbq_buffer_get_data(all[i], NULL) != NULL);
+        for (size_t j = i + 1; j < n; j++)
+            CHECK(all[i].handle_ != all[j].handle_ && (uint32_t)all[i].handle_ != (uint32_t)all[j].handle_);
+    }
+    uint64_t held = 0;
+    CHECK_STATUS(mbq_pool_get_held(pool, &held), 0);
+    CHECK_EQ(held, 64);
+    CHECK_STATUS(mbq_buffer_release_many(all, n), 0); /* one reference each */
+    CHECK_EQ(h_wait_pool_used(c, "r/pool", 0, 2000), 0);
+
+    /* the hold limit cuts a batch short, then refuses */
+    CHECK_STATUS(mbq_pool_set_hold_limit(pool, 10), 0);
+    CHECK_EQ(mbq_pool_allocate_many(pool, 64, all, 16), 10);
+    CHECK_EQ(mbq_pool_allocate_many(pool, 64, all + 10, 16), -EDQUOT);
+    CHECK_STATUS(mbq_pool_set_hold_limit(pool, 0), 0);
+    CHECK_STATUS(mbq_buffer_release_many(all, 10), 0);
+
+    /* arguments: out[] untouched on error */
+    all[0] = (mbq_buffer){0};
+    CHECK_EQ(mbq_pool_allocate_many(NULL, 64, all, 1), MBQ_POOL_ERR_INVALID_PARAMETER);
+    CHECK_EQ(mbq_pool_allocate_many(pool, 64, NULL, 1), MBQ_POOL_ERR_INVALID_PARAMETER);
+    CHECK_EQ(mbq_pool_allocate_many(pool, 0, all, 1), MBQ_POOL_ERR_INVALID_PARAMETER);
+    CHECK_EQ(mbq_pool_allocate_many(pool, 4097, all, 1), MBQ_POOL_ERR_INVALID_PARAMETER);
+    CHECK_EQ(all[0].handle_, 0);
+    CHECK_EQ(mbq_pool_allocate_many(pool, 64, all, 0), 0);
+    CHECK_EQ(mbq_pool_allocate_many(pool, 64, NULL, 0), 0);
+
+    /* a pool of classes: one buffer a call, of the class that fits */
+    mbq_pool *cp = NULL;
+    mbq_pool_options po = {.size = sizeof po, .class_count = 2, .exclusive = true};
+    po.classes[0] = (mbq_pool_class){64, 32};
+    po.classes[1] = (mbq_pool_class){4096, 8};
+    CHECK_STATUS(mbq_pool_create(c, "r/classes", &po, &cp), 0);
+    if (cp) {
+        CHECK_EQ(mbq_pool_allocate_many(cp, 64, all, 4), 1);
+        size_t cap = 0;
+        CHECK(mbq_buffer_get_data(all[0], &cap) != NULL);
+        CHECK_EQ(cap, 64);
+        CHECK_STATUS(mbq_buffer_release(all[0]), 0);
+        mbq_pool_close(cp);
+    }
 }
 
 static int rules_child(void *arg)
@@ -295,6 +373,8 @@ static int rules_child(void *arg)
     CHECK_EQ(mbq_buffer_queue_dequeue_many(qf, out, 0), 0);
     CHECK_STATUS(mbq_buffer_release_many(NULL, 0), 0);
 
+    CHECK_EQ(h_wait_pool_used(c, "r/pool", 0, 2000), 0);
+    allocate_many_rules(c, pool);
     CHECK_EQ(h_wait_pool_used(c, "r/pool", 0, 2000), 0);
     mbq_buffer_queue_close(qf);
     mbq_buffer_queue_close(qd);

@@ -1,7 +1,9 @@
 /* kill -9 inside the batched calls leaks no block and frees none twice
- * (the run intents of shm/pool.h, pool_run_begin).
+ * (the run intents of shm/pool.h, pool_run_begin, and the outboxes that
+ * hand a consumer's release runs to the producer's allocations).
  *
- * A producer process streams buffers in batches of 16 (allocate, write
+ * A producer process streams buffers in batches of 16 (allocate — one by
+ * one, or in the second case with allocate_many — write
  * the sequence number and its complement, enqueue_and_release_many, the
  * rest released) into a FIFO queue; a consumer process drains it with
  * dequeue_many (16) and release_many, checking each payload and marking
@@ -46,6 +48,10 @@ struct shared {
 
 static struct shared *S;
 
+/* The producer allocates its batches with mbq_pool_allocate_many (the
+ * outboxes' taker and the run that claims a batch), else one by one. */
+static bool many;
+
 static uint64_t rng_next(uint64_t *s)
 {
     uint64_t x = *s;
@@ -65,11 +71,17 @@ static int producer(void)
     mbq_buffer b[BATCH];
     size_t n = 0; /* held back: what the queue had no room for last time */
     for (;;) {
-        size_t done = 0, had = n;
-        while (n < BATCH && mbq_pool_allocate(pool, sizeof(struct payload), &b[n]) == 0) {
+        size_t done = 0, had = n, ready = n; /* b[n..ready): allocated, not yet filled */
+        if (many && n < BATCH) {
+            int got = mbq_pool_allocate_many(pool, sizeof(struct payload), b + n, BATCH - n);
+            if (got > 0)
+                ready = n + (size_t)got;
+        }
+        while (n < BATCH &&
+               (n < ready || mbq_pool_allocate(pool, sizeof(struct payload), &b[n]) == 0)) {
             uint64_t seq = atomic_fetch_add(&S->next_seq, 1);
             if (seq >= SEQ_MAX) {
-                mbq_buffer_release(b[n]);
+                mbq_buffer_release_many(b + n, ready > n ? ready - n : 1);
                 break;
             }
             struct payload *pl = mbq_buffer_get_data(b[n], NULL);
@@ -145,9 +157,9 @@ static long env_long(const char *name, long dflt)
     return v && *v ? strtol(v, NULL, 10) : dflt;
 }
 
-static void kill9_inside_batches_leaks_nothing(void)
+static void kill9_inside_batches(long default_kills)
 {
-    const long kills = env_long("MBQ_BATCH_KILLS", 600);
+    const long kills = env_long("MBQ_BATCH_KILLS", default_kills);
     uint64_t seed = (uint64_t)env_long("MBQ_BATCH_SEED", (long)(h_now_ns() & 0x7fffffff));
     printf("seed=%" PRIu64 " kills=%ld (MBQ_BATCH_SEED, MBQ_BATCH_KILLS)\n", seed, kills);
     S = mmap(NULL, sizeof *S, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
@@ -217,4 +229,17 @@ static void kill9_inside_batches_leaks_nothing(void)
     munmap(S, sizeof *S);
 }
 
-CHECK_MAIN(CASE(kill9_inside_batches_leaks_nothing))
+static void kill9_inside_batches_leaks_nothing(void)
+{
+    many = false;
+    kill9_inside_batches(600);
+}
+
+static void kill9_inside_allocate_many_leaks_nothing(void)
+{
+    many = true;
+    kill9_inside_batches(400);
+}
+
+CHECK_MAIN(CASE(kill9_inside_batches_leaks_nothing),
+           CASE(kill9_inside_allocate_many_leaks_nothing))
