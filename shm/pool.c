@@ -109,6 +109,8 @@ _Static_assert((POOL_RC_AUDIT & POOL_RC_CACHED) == 0 && POOL_MAX_CLIENTS <= POOL
                "the audit bit is neither a cache owner nor a cached marker");
 _Static_assert(sizeof(struct pool_shared) == 320, "pool_shared layout");
 _Static_assert(offsetof(struct pool_shared, free_seq) == 256, "pool_shared layout");
+_Static_assert(offsetof(struct pool_shared, outbox_slots) == 304 && POOL_MAX_CLIENTS <= 64,
+               "pool_shared layout");
 _Static_assert(offsetof(struct pool_shared, block_size) == 64, "pool_shared layout");
 _Static_assert(offsetof(struct pool_shared, block_count) == 72, "pool_shared layout");
 _Static_assert(offsetof(struct pool_shared, flags) == 76, "pool_shared layout");

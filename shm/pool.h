@@ -92,7 +92,9 @@
  * cache's owner alone) and publishes it once per run; an allocation that
  * finds its own cache empty takes a whole outbox's worth at once — from
  * the outbox it last took from (at first its own), else from the first
- * other one that has any — before it goes to the lock: a CAS of the outbox's head, then one CAS per block
+ * other one that has any, among the slots whose outboxes were ever used
+ * (the header's outbox_slots: a pool whose clients never release by runs
+ * costs an allocation one load) — before it goes to the lock: a CAS of the outbox's head, then one CAS per block
  * that makes the block cached by the taker (POOL_RC_CACHED | its slot).
  * The blocks then cross between the processes as the floor's return ring
  * makes them: the ring's lines once per run, each block's ref word once.
@@ -233,6 +235,7 @@ struct pool {
      * outbox an empty cache last refilled from (where it looks first). */
     struct {
         uint32_t tail, head_c, from;
+        bool announced; /* our slot's bit set in outbox_slots */
     } obox;
     /* The intent record of the first thread to move a reference through
      * this mapping (irec_tid), found without a thread-local lookup. */

@@ -195,6 +195,7 @@ void pool_outbox_init(struct pool *p)
     p->obox.tail = atomic_load_explicit(&o->tail, memory_order_relaxed);
     p->obox.head_c = atomic_load_explicit(&o->head, memory_order_relaxed);
     p->obox.from = p->slot;
+    p->obox.announced = false;
 }
 
 /* Takes up to room blocks from outbox o into our cache: the entries, then
@@ -241,16 +242,21 @@ static uint32_t pool_outbox_take_from(struct pool *p, struct pool_outbox *o, uin
 
 /* Refills our empty cache from the outboxes, without the lock (the cache's
  * owner thread only): the one it last took from first (at first its own),
- * then every other slot's, stopping at the first that gives any. Returns
- * how many blocks it cached. */
+ * then every other used one's (outbox_slots), stopping at the first that
+ * gives any. Returns how many blocks it cached. */
 uint32_t pool_outbox_take(struct pool *p)
 {
     const uint32_t first = p->cache.n, room = p->cache.max - p->cache.n;
-    if (room == 0)
+    uint64_t used = atomic_load_explicit(&p->sh->outbox_slots, memory_order_relaxed);
+    if (room == 0 || used == 0)
         return 0;
     uint32_t from = p->obox.from < POOL_MAX_CLIENTS ? p->obox.from : p->slot, got = 0;
-    for (uint32_t k = 0; k < POOL_MAX_CLIENTS && got == 0; k++) {
-        uint32_t s = (from + k) % POOL_MAX_CLIENTS;
+    /* the slots in used, from `from` on, wrapping around */
+    used = (used >> from) | (from ? used << (64 - from) : 0);
+    for (; used && got == 0; used &= used - 1) {
+        uint32_t s = (from + (uint32_t)__builtin_ctzll(used)) % 64;
+        if (s >= POOL_MAX_CLIENTS)
+            break;
         got = pool_outbox_take_from(p, &p->clients[s].outbox, room);
         if (got)
             p->obox.from = s;

@@ -398,6 +398,10 @@ static inline bool pool_outbox_put(struct pool *p, uint32_t idx)
     }
     if (__atomic_load_n(&p->sh->flags, __ATOMIC_SEQ_CST) & POOL_F_INVALIDATED)
         return false;
+    if (__builtin_expect(!p->obox.announced, 0)) {
+        atomic_fetch_or_explicit(&p->sh->outbox_slots, 1ull << p->slot, memory_order_relaxed);
+        p->obox.announced = true;
+    }
     atomic_store_explicit(&o->idx[p->obox.tail & (POOL_OUTBOX - 1)], idx, memory_order_relaxed);
     p->obox.tail++;
     return true;

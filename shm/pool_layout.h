@@ -169,7 +169,14 @@ struct pool_shared {
     /* Bumped by pool_cancel_waits: blocked allocations return -ECANCELED. */
     _Atomic uint32_t cancel_epoch;
     _Atomic uint32_t alloc_tid[POOL_ALLOC_WAITER_SLOTS];
-    uint8_t pad_wait[52 - 4 * POOL_ALLOC_WAITER_SLOTS];
+    uint32_t pad_wait;
+    /* The client slots whose outboxes have been used (bit s: slot s; set
+     * by an owner's first append, never cleared): where an allocation
+     * with an empty cache looks, so that a pool whose clients never
+     * release by runs costs it one load. A hint: a slot missing from it
+     * loses no block (steal, age-out and flush still find them). */
+    _Atomic uint64_t outbox_slots;
+    uint8_t pad_line[8];
 };
 
 /* The format area, between the descriptors and the data: POOL_FORMATS

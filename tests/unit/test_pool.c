@@ -1442,8 +1442,10 @@ static void test_outbox_handoff(void)
         REQUIRE(pool_release(&b, h[i], true) == 0);
     }
     CHECK_EQ(cached_blocks(&a), 0);
+    CHECK_EQ(atomic_load(&a.sh->outbox_slots), 0); /* no outbox used: none looked at */
     CHECK_EQ(release_as_run(&a, h, 16), 0);
     CHECK_EQ(outbox_len(&a, a.slot), 16);
+    CHECK_EQ(atomic_load(&a.sh->outbox_slots), 1ull << a.slot);
     CHECK_EQ(a.cache.n, 0); /* the run went to the outbox, not the cache */
     for (int i = 0; i < 16; i++)
         CHECK_EQ((uint32_t)atomic_load(&a.blocks[idx_of(h[i])].ref), POOL_RC_CACHED | a.slot);
