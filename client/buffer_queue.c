@@ -286,13 +286,12 @@ static bool queue_settle(mbq_buffer_queue *q)
     return true;
 }
 
-/* Before a mutation: catch up with trigger changes announced since this
- * handle last looked (see the top of the file). */
-static inline void queue_sync_triggers(mbq_buffer_queue *q)
+/* queue_sync_triggers when the generation moved: out of line, so that
+ * the check every mutation makes stays two loads and a branch whatever
+ * the inliner decides about the rest. */
+static __attribute__((noinline, cold)) void queue_sync_triggers_slow(mbq_buffer_queue *q,
+                                                                      uint32_t gen)
 {
-    uint32_t gen = bq_trigger_gen(&q->bq);
-    if (likely(gen == atomic_load_explicit(&q->trigger_gen_seen, memory_order_relaxed)))
-        return;
     mbq_client *c = q->client;
     /* Another thread in a control call holds the lock: its receive loop may
      * not reach the event; try again at the next operation. */
@@ -305,6 +304,16 @@ static inline void queue_sync_triggers(mbq_buffer_queue *q)
     if (bq_trigger_fds_complete(&q->bq))
         atomic_store_explicit(&q->trigger_gen_seen, gen, memory_order_relaxed);
     pthread_mutex_unlock(&c->lock);
+}
+
+/* Before a mutation: catch up with trigger changes announced since this
+ * handle last looked (see the top of the file). */
+static inline void queue_sync_triggers(mbq_buffer_queue *q)
+{
+    uint32_t gen = bq_trigger_gen(&q->bq);
+    if (likely(gen == atomic_load_explicit(&q->trigger_gen_seen, memory_order_relaxed)))
+        return;
+    queue_sync_triggers_slow(q, gen);
 }
 
 /* ---- trigger fds (client->lock held) ------------------------------------------- */
