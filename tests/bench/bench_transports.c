@@ -2522,6 +2522,10 @@ static const struct tx_ops *solo_transport(const char *name, int *variant)
         return &tx_bq;
     if (strcmp(name, "floor") == 0)
         return &tx_floor;
+    if (strcmp(name, "floor-b16") == 0) { /* its batch form; give BATCH a multiple of 16 */
+        *variant = TXV_FLOOR_BATCH16;
+        return &tx_floor;
+    }
     if (strcmp(name, "mbq") == 0)
         return &tx_mbq;
     if (strcmp(name, "mbq-trigger") == 0) {
@@ -2573,7 +2577,7 @@ static int run_solo(const char *name, long n, long batch)
     int variant;
     const struct tx_ops *t = solo_transport(name, &variant);
     if (!t || n < 1 || batch < 1 || batch > 256) {
-        fprintf(stderr, "bench_transports: --solo ring|floor|mbq-bq|mbq|mbq-trigger|"
+        fprintf(stderr, "bench_transports: --solo ring|floor|floor-b16|mbq-bq|mbq|mbq-trigger|"
                         "mbq-trigger-idle|mbq-small|mbq-b16|mbq-classes|{mbq,mbq-bq}-pts[-reordered|"
                         "-late16|-random] N [BATCH]\n");
         return 2;
@@ -2674,9 +2678,10 @@ static void usage(FILE *to)
                 "                       most S s for the usual (mid) placement (default 3)\n"
                 "  --placement-budget S and at most S s in all (default 150)\n"
                 "  --solo T [N [B]]     profiling aid: N messages through transport T (ring,\n"
-                "                       floor, mbq-bq, mbq, mbq-trigger, mbq-trigger-idle,\n"
-                "                       mbq-small, mbq-classes, mbq-b16: the batched calls, B a\n"
-                "                       multiple of 16; the sorted case's mbq-pts,\n"
+                "                       floor, floor-b16, mbq-bq, mbq, mbq-trigger,\n"
+                "                       mbq-trigger-idle, mbq-small, mbq-classes, mbq-b16: the\n"
+                "                       batched calls (floor-b16 and mbq-b16: B a multiple of\n"
+                "                       16); the sorted case's mbq-pts,\n"
                 "                       mbq-pts-reordered, mbq-pts-late16, mbq-pts-random and their\n"
                 "                       mbq-bq-pts... forms) in one process, no peers, B sent before B\n"
                 "                       received (default 1)\n");
