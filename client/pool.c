@@ -408,40 +408,6 @@ int mbq_pool_allocate(mbq_pool *pool, size_t size, mbq_buffer *out)
     return 0;
 }
 
-int mbq_pool_allocate_many(mbq_pool *pool, size_t size, mbq_buffer *out, size_t n)
-{
-    if (!pool || (n && !out))
-        return MBQ_POOL_ERR_INVALID_PARAMETER;
-    if (n == 0)
-        return 0;
-    if (n > MBQ_BATCH_MAX)
-        n = MBQ_BATCH_MAX;
-    uint32_t limit = atomic_load_explicit(&pool->hold_limit, memory_order_relaxed);
-    if (__builtin_expect(limit != 0, 0)) {
-        uint64_t held = pool_held_by_self(&pool->pool);
-        if (held >= limit)
-            return -EDQUOT;
-        if (n > limit - held)
-            n = (size_t)(limit - held);
-    }
-    size_t got = 0;
-    while (got < n) {
-        uint64_t h[POOL_RUN_LIMIT];
-        uint32_t k = n - got > POOL_RUN_LIMIT ? POOL_RUN_LIMIT : (uint32_t)(n - got);
-        int r = pool_alloc_run(&pool->pool, size, h, k);
-        if (r < 0) {
-            if (got == 0)
-                return r;
-            break; /* the pool ran short: what was allocated is the caller's */
-        }
-        for (int i = 0; i < r; i++)
-            out[got++] = (mbq_buffer){.pool_ = pool, .handle_ = h[i]};
-        if ((uint32_t)r < k)
-            break;
-    }
-    return (int)got;
-}
-
 int mbq_pool_allocate_wait(mbq_pool *pool, size_t size, int64_t timeout_ns, mbq_buffer *out)
 {
     if (!pool || !out)
