@@ -605,13 +605,17 @@ static void run_stopped_holder(int biased, const char *name)
     }
     if (wfd >= 0)
         close(wfd);
-    uint64_t cpu = task_cpu_ns(w) - cpu0, span = mono_ns() - t0;
+    /* (cpu0 may be 0: a task that has not yet been switched out since its
+     * fork has had none of its run time accounted) */
+    uint64_t cpu1 = task_cpu_ns(w), cpu = cpu1 - cpu0, span = mono_ns() - t0;
     printf("# %s holder stopped: the waiter ran %.2f ms of %.0f ms, and was runnable in %d of %d "
            "samples\n",
            biased ? "biased" : "slock", (double)cpu / 1e6, (double)span / 1e6, runnable, samples);
     CHECK_EQ(samples, 30);
-    CHECK(cpu0 != 0);
-    CHECK(cpu < 20000000u); /* asleep, not spinning */
+    if (cpu1 != 0)
+        CHECK(cpu < 20000000u); /* asleep, not spinning */
+    else
+        CHECK(runnable < 15); /* no schedstat here: the samples, on an idle machine */
 
     /* the holder dies: the waiter gets through */
     kill(hd.pid, SIGKILL);
