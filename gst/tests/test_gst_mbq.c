@@ -219,6 +219,57 @@ static void pool_buffers_are_not_copied(void)
     CHECK(pool_drains("zc/q.pool"));
 }
 
+/* The sink keeps no block once it has enqueued it: no last sample (which
+ * would hold the last frame's block, and free it on the next frame's path,
+ * before that frame is enqueued), so when the consumer has released every
+ * buffer the pool is empty while the sink still plays. */
+static void sink_holds_no_block(void)
+{
+    GstHarness *sink = gst_harness_new_parse("mbqsink queue=nb/q capacity=4 blocks=4");
+    GstElement *e = gst_harness_find_element(sink, "mbqsink");
+    REQUIRE(e);
+    gboolean last_sample = TRUE;
+    g_object_get(e, "enable-last-sample", &last_sample, NULL);
+    CHECK(!last_sample);
+    gst_object_unref(e);
+    gst_harness_set_src_caps_str(sink, ZC_CAPS);
+    GstCaps *caps = gst_caps_from_string(ZC_CAPS);
+    GstQuery *q = gst_query_new_allocation(caps, TRUE);
+    REQUIRE(gst_pad_peer_query(sink->srcpad, q));
+    REQUIRE(gst_query_get_n_allocation_pools(q) == 1);
+    GstBufferPool *pool = NULL;
+    guint size = 0, min = 0, max = 0;
+    gst_query_parse_nth_allocation_pool(q, 0, &pool, &size, &min, &max);
+    REQUIRE(pool);
+    GstStructure *config = gst_buffer_pool_get_config(pool);
+    gst_buffer_pool_config_set_params(config, caps, size, min, max);
+    CHECK(gst_buffer_pool_set_config(pool, config));
+    CHECK(gst_buffer_pool_set_active(pool, TRUE));
+    for (int i = 0; i < 3; i++) {
+        GstBuffer *b = NULL;
+        REQUIRE(gst_buffer_pool_acquire_buffer(pool, &b, NULL) == GST_FLOW_OK);
+        gst_buffer_memset(b, 0, (guint8)(0x10 + i), size);
+        GST_BUFFER_PTS(b) = i * GST_MSECOND;
+        CHECK_EQ(gst_harness_push(sink, b), GST_FLOW_OK);
+    }
+    CHECK_EQ(stat_of("nb/q").count, 3);
+    GstHarness *src = src_harness("mbqsrc queue=nb/q");
+    for (int i = 0; i < 3; i++) {
+        GstBuffer *b = gst_harness_pull(src);
+        REQUIRE(b);
+        CHECK(buffer_is_filled(b, (guint8)(0x10 + i)));
+        gst_buffer_unref(b);
+    }
+    /* the sink still plays, upstream holds nothing: no block in use */
+    CHECK_EQ(stat_of("nb/q.pool").blocks_used, 0);
+    gst_harness_teardown(src);
+    gst_buffer_pool_set_active(pool, FALSE);
+    gst_object_unref(pool);
+    gst_query_unref(q);
+    gst_caps_unref(caps);
+    gst_harness_teardown(sink);
+}
+
 /* A frame with padded strides (its GstVideoMeta says so) reaches the
  * consumer in the caps' default layout, which is all a consumer knows. */
 static void padded_video_frames_are_relaid(void)
@@ -579,6 +630,7 @@ int main(int argc, char **argv)
     static const struct check_case cases[] = {
         {"roundtrip_caps_timing_flags", roundtrip_caps_timing_flags},
         {"pool_buffers_are_not_copied", pool_buffers_are_not_copied},
+        {"sink_holds_no_block", sink_holds_no_block},
         {"padded_video_frames_are_relaid", padded_video_frames_are_relaid},
         {"fan_out_two_queues", fan_out_two_queues},
         {"max_held_copies_beyond_the_limit", max_held_copies_beyond_the_limit},
