@@ -923,6 +923,14 @@ int mbq_buffer_queue_set_wait_spin(mbq_buffer_queue *queue, int64_t spin_ns)
     return 0;
 }
 
+int mbq_buffer_queue_wake_ahead(mbq_buffer_queue *queue)
+{
+    if (!queue)
+        return MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING;
+    bq_wake_ahead(&queue->bq);
+    return 0;
+}
+
 int mbq_buffer_queue_declare_producer(mbq_buffer_queue *queue)
 {
     if (!queue)

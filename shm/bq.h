@@ -79,6 +79,7 @@
 #define BQ_CAPACITY_OR_DEFAULT(cap) ((cap) ? (cap) : BQ_DEFAULT_CAPACITY)
 #define BQ_MAX_TRIGGERS 128
 #define BQ_SPIN_NS 25000u /* blocking dequeue spins this long before sleeping */
+#define BQ_AHEAD_SPIN_NS 50000u /* and this long after a wake ahead found it empty */
 #define BQ_PRODUCER_PIDS 6 /* producers' pids a queue's header remembers */
 #define BQ_WAITER_SLOTS 16 /* sleeping dequeuers a producer can check on */
 #define BQ_SPACE_WAITER_SLOTS 8 /* sleeping enqueuers a consumer can check on */
@@ -174,6 +175,7 @@ struct bq {
     _Atomic uint32_t empty_polls; /* FIFO consumer: see consumer_tail() */
     _Atomic uint32_t idle_wakes;  /* producer: wakes that woke nobody, in a row */
     _Atomic uint32_t idle_space_wakes; /* consumer: the same for blocked enqueuers */
+    _Atomic uint32_t woken_ahead; /* consumer: entries its spin after a wake ahead took */
     /* Blocking calls' spin before sleeping, in ns: < 0 adaptive (up to
      * BQ_SPIN_NS, none with the producer on this CPU or after spins that
      * found nothing), 0 never, > 0 that long whenever the peer is elsewhere. */
@@ -278,6 +280,13 @@ int bq_cancel_waits(struct bq *q);
  * budget of this process's blocking calls on q (see struct bq). */
 uint32_t bq_cancel_epoch(const struct bq *q);
 void bq_set_spin(struct bq *q, int64_t spin_ns);
+/* A producer about to enqueue: wakes the dequeuers asleep on q now, so
+ * that their wake-up (tens of microseconds across processes in a VM)
+ * overlaps the producer's work before the enqueue. A dequeuer so woken
+ * finds the queue empty and spins for the entry up to BQ_AHEAD_SPIN_NS
+ * (none if its spin is 0 or the producer runs on its CPU), then sleeps
+ * again. No system call when nobody sleeps. Takes no lock. */
+void bq_wake_ahead(struct bq *q);
 /* Producers (mbqd's side; docs/DATAPLANE.md "Producers"). set: records n
  * declared producers and their pids (up to BQ_PRODUCER_PIDS of pids[0..n)
  * are kept); n > 0 clears "producer lost", n == 0 with lost sets it and

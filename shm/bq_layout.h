@@ -176,8 +176,11 @@ struct bq_shared {
     /* Bumped by bq_cancel_waits: every blocked call that began before
      * returns -ECANCELED. */
     _Atomic uint32_t cancel_epoch;
-    /* Once the CPU of the last enqueue; now tail.runner says it. */
-    uint32_t reserved2;
+    /* The CPU (+ 1) the last bq_wake_ahead ran on, 0 if none (the field
+     * once held the CPU of the last enqueue, which tail.runner now says): a
+     * dequeuer it woke does not spin for the entry on the producer's CPU.
+     * A hint only; it shares the line the wake writes anyway. */
+    _Atomic uint32_t ahead_cpu;
     uint8_t pad2[120 - 4 * BQ_WAITER_SLOTS - 16 - 4 * BQ_SPACE_WAITER_SLOTS];
     /* 384 */
     _Alignas(128) struct bq_journal journal;

@@ -27,7 +27,8 @@
  *    process is gone, so an entry it enqueued is always delivered before
  *    -EPIPE.
  * Limits: the spin before a dequeue sleeps is BQ_SPIN_NS, adaptive (see
- * dequeue_spin_ns) unless bq_set_spin fixed it. */
+ * dequeue_spin_ns) unless bq_set_spin fixed it; a dequeuer woken with
+ * nothing to take (bq_wake_ahead) spins up to BQ_AHEAD_SPIN_NS more. */
 #include "bq_internal.h"
 
 #include <mbq/status.h>
@@ -260,6 +261,23 @@ void bq_set_spin(struct bq *q, int64_t spin_ns)
     atomic_store_explicit(&q->spin_ns, spin_ns, memory_order_relaxed);
 }
 
+/* No pairing with the sleeper's barrier here: this wake is a hint. The
+ * enqueue that follows wakes as always, so a sleeper that this one misses,
+ * or that went back to sleep, is still woken by it; one this wake reached
+ * has disarmed the word, so that enqueue then makes no call. */
+void bq_wake_ahead(struct bq *q)
+{
+    struct bq_shared *sh = q->sh;
+    if (!futex_seq_armed(&sh->data_seq))
+        return;
+    /* Where we run now, not where the last enqueue ran (tail.runner): at a
+     * frame rate that was one frame ago, and either CPU since. */
+    int cpu = bq_cpu();
+    atomic_store_explicit(&sh->ahead_cpu, cpu < 0 ? 0 : (uint32_t)cpu + 1, memory_order_relaxed);
+    futex_sleepers_wake(&sh->data_seq, &sh->data_waiters, sh->waiter_tid, BQ_WAITER_SLOTS,
+                        &q->idle_wakes, slock_tid_alive);
+}
+
 /* ---- producers --------------------------------------------------------------- */
 
 void bq_producers_set(struct bq *q, uint32_t n, const uint32_t *pids, bool lost)
@@ -378,24 +396,59 @@ static uint64_t dequeue_spin_ns(struct bq *q)
 
 /* Spins until spin_end for an entry: the dequeue's result, or -EAGAIN if
  * none came (or a cancel ended the spin). */
-static int dequeue_spin(struct bq *q, struct bq_entry *out, uint32_t epoch, uint64_t start,
-                        uint64_t spin_end)
+static int spin_for_entry(struct bq *q, struct bq_entry *out, uint32_t epoch, uint64_t start,
+                          uint64_t spin_end)
 {
     for (unsigned i = 0; spin_end != start; i++) {
         if (!bq_looks_empty(q)) {
             int r = dequeue_common(q, out, false);
-            if (r != -EAGAIN) {
-                spin_misses = 0;
+            if (r != -EAGAIN)
                 return r;
-            }
         }
         cpu_relax();
         if ((i & 63) == 63 && (mono_ns() >= spin_end || bq_cancelled(q, epoch)))
             break;
     }
-    if (spin_end != start)
-        spin_misses++;
     return -EAGAIN;
+}
+
+/* The spin before sleeping, which the adaptive budget learns from. */
+static int dequeue_spin(struct bq *q, struct bq_entry *out, uint32_t epoch, uint64_t start,
+                        uint64_t spin_end)
+{
+    int r = spin_for_entry(q, out, epoch, start, spin_end);
+    if (r != -EAGAIN)
+        spin_misses = 0;
+    else if (spin_end != start)
+        spin_misses++;
+    return r;
+}
+
+/* Woken (the futex word moved) with nothing to take: most likely a
+ * producer's bq_wake_ahead, whose enqueue follows within microseconds, so
+ * spin for it rather than pay for another wake-up. Not at end of data, for
+ * a lost producer or after a cancel (woken for those: the caller's next try
+ * reports them), with the spin turned off, or on the CPU the waking
+ * producer ran on (ahead_cpu). Left out of the adaptive budget: a wake
+ * ahead says an entry is coming, whatever the spins before sleeping found. */
+static int dequeue_spin_after_wake(struct bq *q, struct bq_entry *out, uint32_t epoch,
+                                   uint64_t deadline)
+{
+    uint32_t flags = atomic_load_explicit(&q->sh->flags, memory_order_relaxed);
+    int cpu = bq_cpu();
+    if ((flags & (BQ_F_END_OF_DATA | BQ_F_PRODUCER_LOST)) ||
+        atomic_load_explicit(&q->spin_ns, memory_order_relaxed) == 0 ||
+        (cpu >= 0 && atomic_load_explicit(&q->sh->ahead_cpu, memory_order_relaxed) ==
+                         (uint32_t)cpu + 1))
+        return -EAGAIN;
+    uint64_t start = mono_ns();
+    if (start >= deadline)
+        return -EAGAIN;
+    uint64_t end = deadline - start > BQ_AHEAD_SPIN_NS ? start + BQ_AHEAD_SPIN_NS : deadline;
+    int r = spin_for_entry(q, out, epoch, start, end);
+    if (r == 0)
+        atomic_fetch_add_explicit(&q->woken_ahead, 1, memory_order_relaxed);
+    return r;
 }
 
 /* Sleeps until a producer wakes us (see wake_consumers), then dequeues;
@@ -421,6 +474,9 @@ static int dequeue_sleep(struct bq *q, struct bq_entry *out, uint32_t epoch, uin
             waiter_leave(sh, slot);
             return -ETIMEDOUT;
         }
+        /* A waker disarms and bumps the word; a slice that ran out leaves
+         * it as we armed it. */
+        bool woken = atomic_load_explicit(&sh->data_seq, memory_order_relaxed) != seq;
         waiter_leave(sh, slot);
         if (bq_cancelled(q, epoch))
             return -ECANCELED;
@@ -428,6 +484,8 @@ static int dequeue_sleep(struct bq *q, struct bq_entry *out, uint32_t epoch, uin
          * before re-arming, which costs a heavy barrier — in this VM about
          * as much as another wake-up. */
         r = dequeue_common(q, out, false);
+        if (r == -EAGAIN && woken)
+            r = dequeue_spin_after_wake(q, out, epoch, deadline);
         if (r != -EAGAIN)
             return r;
     }

@@ -582,6 +582,18 @@ int mbq_buffer_queue_cancel_waits(mbq_buffer_queue *queue);
  * consumer sharing a CPU, or power), > 0 up to that many nanoseconds
  * whenever the producer runs on another CPU. (An mbq extension.) */
 int mbq_buffer_queue_set_wait_spin(mbq_buffer_queue *queue, int64_t spin_ns);
+/* Wake ahead: a producer that is about to enqueue (within tens of
+ * microseconds) wakes the dequeuers asleep in dequeue_wait on this queue
+ * now, so that their wake-up, which costs tens of microseconds across
+ * processes, overlaps the producer's work before the enqueue instead of
+ * following it. A dequeuer so woken finds the queue empty and spins for the
+ * buffer up to ~50 us (not if its wait spin is 0, nor while the producer
+ * runs on its CPU), then sleeps again until the enqueue wakes it as usual:
+ * a wake ahead that no enqueue follows costs that spin, never a lost
+ * wake-up. No system call when no dequeuer sleeps. 0, or
+ * MBQ_BQ_ERR_REQUIRED_PARAMETER_MISSING. Takes no lock; any thread. (An
+ * mbq extension.) */
+int mbq_buffer_queue_wake_ahead(mbq_buffer_queue *queue);
 /* Producers (mbq extensions), so that a consumer can tell a dead producer
  * from a slow one.
  *  - declare_producer: this client produces into the queue. The daemon

@@ -373,6 +373,120 @@ static void test_cancel_wakes_dequeue_in_other_thread(void)
     bq_detach(&q);
 }
 
+/* ---- wake ahead ------------------------------------------------------------------- */
+
+struct ahead_wait {
+    struct bq *q;
+    int cpu;
+    int r;
+    uint64_t handle;
+    _Atomic pid_t tid;
+};
+
+static void *thread_dequeue_pinned(void *arg)
+{
+    struct ahead_wait *t = arg;
+    pin(t->cpu);
+    atomic_store(&t->tid, (pid_t)syscall(SYS_gettid));
+    struct bq_entry out;
+    t->r = bq_dequeue_wait(t->q, &out, 30 * SEC);
+    t->handle = t->r == 0 ? out.handle : 0;
+    return NULL;
+}
+
+/* Polls until thread tid of this process is blocked in futex(2) (its
+ * /proc syscall file names it), for at most 30 s: counted among the
+ * sleepers is not enough, as the count is raised before the sleeper's
+ * barrier and its read of the futex word. */
+static bool wait_in_futex(pid_t tid)
+{
+    char path[64], buf[64], want[16];
+    snprintf(path, sizeof path, "/proc/self/task/%d/syscall", (int)tid);
+    snprintf(want, sizeof want, "%d ", (int)SYS_futex);
+    uint64_t deadline = mono_ns() + 30ull * SEC;
+    while (mono_ns() < deadline) {
+        FILE *f = fopen(path, "re");
+        if (!f)
+            return false;
+        size_t n = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[n] = '\0';
+        if (strncmp(buf, want, strlen(want)) == 0)
+            return true;
+        sched_yield();
+    }
+    return false;
+}
+
+/* bq_wake_ahead: with nobody asleep it does nothing (the futex word does
+ * not move: no system call); a dequeuer asleep is woken at once (the word
+ * moves) and, finding nothing, spins for the entry instead of sleeping
+ * again, so an entry enqueued while it spins is taken by that spin (its
+ * handle's woken_ahead counts it). The wake ahead is sent once the sleeper
+ * is in futex(2) (a wake in its barrier is a hint it may miss, and the
+ * enqueue's wake covers it); the spin lasts ~50 us: an attempt whose
+ * enqueue came too late (this thread descheduled) is tried again, and the
+ * case fails only if no attempt of 50 saw the spin take the entry. Without
+ * the spin every attempt misses, whatever the timing. */
+static void test_wake_ahead_wakes_and_the_sleeper_spins(void)
+{
+    cpu_set_t set;
+    sched_getaffinity(0, sizeof set, &set);
+    int cpus[2], n = 0;
+    for (int i = 0; i < CPU_SETSIZE && n < 2; i++)
+        if (CPU_ISSET(i, &set))
+            cpus[n++] = i;
+    struct bq qp, qc;
+    struct bq_params p = {.capacity = 4, .order = BQ_ORDER_FIFO, .full_policy = BQ_FULL_FAIL};
+    REQUIRE(bq_create(&p, &qp) == 0);
+    REQUIRE(bq_attach(qp.seg.fd, &qc) == 0);
+    uint32_t seq0 = atomic_load(&qp.sh->data_seq);
+    bq_wake_ahead(&qp);
+    CHECK_EQ(atomic_load(&qp.sh->data_seq), seq0);
+    if (n < 2) {
+        printf("one CPU: the spin after a wake ahead is not tried (the producer shares it)\n");
+        bq_detach(&qc);
+        bq_detach(&qp);
+        return;
+    }
+    pin(cpus[0]);
+    int attempt = 0;
+    for (; attempt < 50; attempt++) {
+        uint32_t taken0 = atomic_load(&qc.woken_ahead);
+        struct ahead_wait t = {.q = &qc, .cpu = cpus[1], .r = 1};
+        pthread_t th;
+        REQUIRE(pthread_create(&th, NULL, thread_dequeue_pinned, &t) == 0);
+        CHECK(wait_word(&qp.sh->data_waiters, 1));
+        while (atomic_load(&t.tid) == 0)
+            sched_yield();
+        CHECK(wait_in_futex(atomic_load(&t.tid)));
+        seq0 = atomic_load(&qp.sh->data_seq);
+        bq_wake_ahead(&qp);
+        CHECK(atomic_load(&qp.sh->data_seq) != seq0);
+        /* Awake: it left the sleepers. Then 10 us of the producer's work
+         * (its first try, right after leaving, finds nothing), then the
+         * entry, while it spins. */
+        uint64_t until = mono_ns() + 5000000u;
+        while (atomic_load(&qp.sh->data_waiters) != 0 && mono_ns() < until)
+            cpu_relax();
+        until = mono_ns() + 10000u;
+        while (mono_ns() < until)
+            cpu_relax();
+        struct bq_entry e = entry(100 + (uint64_t)attempt);
+        CHECK_EQ(bq_enqueue(&qp, &e), 0);
+        pthread_join(th, NULL);
+        CHECK_EQ(t.r, 0);
+        CHECK_EQ(t.handle, 100 + (uint64_t)attempt);
+        if (atomic_load(&qc.woken_ahead) != taken0)
+            break;
+    }
+    printf("wake ahead: the woken dequeuer's spin took the entry at attempt %d\n", attempt + 1);
+    CHECK(attempt < 50);
+    sched_setaffinity(0, sizeof set, &set);
+    bq_detach(&qc);
+    bq_detach(&qp);
+}
+
 /* ---- sleepers killed asleep ------------------------------------------------------ */
 
 /* A sleeper killed asleep leaves its word armed: it costs the next waker one
@@ -847,6 +961,7 @@ CHECK_MAIN(CASE(test_enqueue_wait_blocks_until_dequeue), CASE(test_enqueue_wait_
            CASE(test_cancel_wakes_dequeue_in_other_process),
            CASE(test_producer_lost_wakes_dequeue),
            CASE(test_cancel_wakes_dequeue_in_other_thread),
+           CASE(test_wake_ahead_wakes_and_the_sleeper_spins),
            CASE(test_enqueuer_killed_asleep_costs_one_wake),
            CASE(test_woken_sleeper_not_woken_again),
            CASE(test_blocking_stream_same_cpu_loses_no_wake),
