@@ -25,7 +25,10 @@
  * off from 20 ms to 500 ms; blocks already pushed stay valid (their
  * connection lives until they are freed). The data plane never reports a
  * lost daemon, so while the queue is quiet the source also looks at the
- * control connection every wait slice (connection_lost()).
+ * control connection every wait slice (connection_lost()). The GstBuffer
+ * and the reference holder a wrapped block needs are allocated before the
+ * dequeue waits, so that after the wake-up only the block's own GstMemory
+ * is allocated on the buffer's path (see docs/PERFORMANCE.md).
  *
  * Producer lost. When every producer that declared itself on the queue
  * (mbqsink does) is gone — killed, crashed, or exited without end of data
@@ -114,12 +117,36 @@ struct _GstMbqSrc {
     gchar *caps_str;
     guint64 copied, wrapped;
     gboolean stalled; /* the dequeue keeps finding a lock held (-EBUSY) */
+    /* allocated before a wait, used after it (see "Waiting") */
+    GstBuffer *spare;
+    gpointer spare_held;
 };
 
 static GstStaticPadTemplate src_template =
     GST_STATIC_PAD_TEMPLATE("src", GST_PAD_SRC, GST_PAD_ALWAYS, GST_STATIC_CAPS_ANY);
 
 G_DEFINE_TYPE(GstMbqSrc, gst_mbq_src, GST_TYPE_PUSH_SRC)
+
+typedef struct {
+    GstMbqSession *session;
+    mbq_buffer b;
+} Held;
+
+/* The GstBuffer and the Held a wrapped block will need, allocated before
+ * the dequeue waits rather than after the wake-up, on the buffer's path. */
+static void make_spares(GstMbqSrc *self)
+{
+    if (!self->spare)
+        self->spare = gst_buffer_new();
+    if (!self->spare_held)
+        self->spare_held = g_new(Held, 1);
+}
+
+static void drop_spares(GstMbqSrc *self)
+{
+    gst_clear_buffer(&self->spare);
+    g_clear_pointer(&self->spare_held, g_free);
+}
 
 static void drop_queue(GstMbqSrc *self)
 {
@@ -269,6 +296,7 @@ static gboolean gst_mbq_src_stop(GstBaseSrc *bsrc)
     GST_INFO_OBJECT(self, "%" G_GUINT64_FORMAT " blocks wrapped, %" G_GUINT64_FORMAT " copied",
                     self->wrapped, self->copied);
     drop_queue(self);
+    drop_spares(self);
     return TRUE;
 }
 
@@ -334,11 +362,6 @@ static gboolean gst_mbq_src_query(GstBaseSrc *bsrc, GstQuery *query)
     }
     return GST_BASE_SRC_CLASS(gst_mbq_src_parent_class)->query(bsrc, query);
 }
-
-typedef struct {
-    GstMbqSession *session;
-    mbq_buffer b;
-} Held;
 
 static void held_free(gpointer p)
 {
@@ -420,6 +443,7 @@ static GstFlowReturn dequeue_next(GstMbqSrc *self, mbq_buffer *out)
     if (!self->q && (ret = open_queue(self, self->wait, FALSE)) != GST_FLOW_OK)
         return ret;
     mbq_buffer b;
+    make_spares(self);
     for (;;) {
         g_mutex_lock(&self->lock);
         gboolean flushing = self->flushing;
@@ -490,11 +514,12 @@ static GstFlowReturn wrap_buffer(GstMbqSrc *self, mbq_buffer b, GstBuffer **out)
         mbq_buffer_release(b);
         self->copied++;
     } else {
-        Held *h = g_new(Held, 1);
+        make_spares(self); /* made before the wait: see dequeue_next */
+        Held *h = g_steal_pointer(&self->spare_held);
         h->session = gst_mbq_session_ref(s);
         h->b = b;
         g_atomic_int_inc(&s->outstanding);
-        gb = gst_buffer_new();
+        gb = g_steal_pointer(&self->spare);
         gst_buffer_append_memory(
             gb, gst_memory_new_wrapped(GST_MEMORY_FLAG_READONLY, data, MAX(size, 1), 0, size, h,
                                        held_free));
@@ -606,6 +631,7 @@ static void gst_mbq_src_finalize(GObject *object)
 {
     GstMbqSrc *self = GST_MBQ_SRC(object);
     drop_queue(self);
+    drop_spares(self);
     g_free(self->socket);
     g_free(self->queue);
     g_free(self->qname);
