@@ -557,7 +557,9 @@ static void test_woken_sleeper_not_woken_again(void)
         CHECK_EQ(bq_enqueue(&q, &e), 0);
     }
     CHECK_EQ(atomic_load(&q.sh->data_seq), seq0 + 1); /* one wake, then none */
-    CHECK_EQ(atomic_load(&q.idle_wakes), 0);           /* and it woke the sleeper */
+    /* (Whether that one FUTEX_WAKE found the sleeper in the kernel's queue is
+     * not asked: a task stopped in futex(2) leaves the queue until it is
+     * continued, and then sees the word moved.) */
     kill(pid, SIGCONT);
     CHECK_EQ(reap(pid, 30000), 0);
     CHECK_EQ(atomic_load(&rep->status), 0);
