@@ -19,7 +19,10 @@
  *
  * Latency. What render does before the enqueue lies on every frame's path
  * to the consumer, so render does the enqueue's work and no more there.
- * With wake-ahead (the default), a buffer of the sink's pool first wakes
+ * With wake-ahead (off by default: on a quiet machine at 30 fps the
+ * consumer's spin often ran out before the enqueue, and its second wake-up
+ * made the median worse; see PERFORMANCE.md), a buffer of the sink's pool
+ * first wakes
  * the consumers that sleep on the queues (mbq_buffer_queue_wake_ahead), so
  * that their wake-up — the largest single cost, tens of microseconds
  * across processes — runs while render writes the metadata and enqueues;
@@ -1139,8 +1142,9 @@ static void gst_mbq_sink_class_init(GstMbqSinkClass *klass)
                              "Wake a sleeping consumer as a buffer of the sink's pool arrives, "
                              "before its metadata is written and it is enqueued, so that the "
                              "consumer's wake-up overlaps that work; the consumer spins for the "
-                             "buffer meanwhile (at most ~50 us)",
-                             TRUE, rw));
+                             "buffer meanwhile (at most ~50 us). Off by default: it helps "
+                             "under load, not on a quiet machine at low frame rates",
+                             FALSE, rw));
 
     gst_element_class_add_static_pad_template(element, &sink_template);
     gst_element_class_set_static_metadata(
@@ -1165,7 +1169,7 @@ static void gst_mbq_sink_init(GstMbqSink *self)
     g_mutex_init(&self->state_lock);
     g_cond_init(&self->state_cond);
     self->reconnect_timeout = DEFAULT_RECONNECT_TIMEOUT;
-    self->wake_ahead = TRUE;
+    self->wake_ahead = FALSE;
     self->blocks = DEFAULT_BLOCKS;
     self->create = TRUE;
     self->capacity = DEFAULT_CAPACITY;

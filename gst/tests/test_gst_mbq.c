@@ -228,10 +228,10 @@ static void sink_holds_no_block(void)
     GstHarness *sink = gst_harness_new_parse("mbqsink queue=nb/q capacity=4 blocks=4");
     GstElement *e = gst_harness_find_element(sink, "mbqsink");
     REQUIRE(e);
-    gboolean last_sample = TRUE, wake_ahead = FALSE;
+    gboolean last_sample = TRUE, wake_ahead = TRUE;
     g_object_get(e, "enable-last-sample", &last_sample, "wake-ahead", &wake_ahead, NULL);
     CHECK(!last_sample);
-    CHECK(wake_ahead); /* on by default; the wake itself: test_wait */
+    CHECK(!wake_ahead); /* off by default; the wake itself: test_wait */
     gst_object_unref(e);
     gst_harness_set_src_caps_str(sink, ZC_CAPS);
     GstCaps *caps = gst_caps_from_string(ZC_CAPS);
