@@ -36,6 +36,17 @@ static int make_pool(struct pool *p, uint64_t block_size, uint32_t count, uint64
     return pool_create(&prm, p);
 }
 
+/* A pool of count 4 KiB blocks (prefaulted) in *a, and a second
+ * attachment of it in *b, as another process would have. */
+static int make_pool_pair(struct pool *a, struct pool *b, uint32_t count)
+{
+    int r = make_pool(a, 4096, count, 0, true);
+    if (r != 0)
+        return r;
+    int fd = dup(a->seg.fd);
+    return fd < 0 ? -errno : pool_attach(fd, b);
+}
+
 static struct pool_stats stats_of(struct pool *p)
 {
     struct pool_stats s;
@@ -942,10 +953,7 @@ static void test_cache_reuse_and_counts(void)
 static void test_cache_steal(void)
 {
     struct pool a, b;
-    REQUIRE(make_pool(&a, 4096, 32, 0, true) == 0);
-    int fd = dup(a.seg.fd);
-    REQUIRE(fd >= 0);
-    REQUIRE(pool_attach(fd, &b) == 0);
+    REQUIRE(make_pool_pair(&a, &b, 32) == 0);
     uint64_t h[32];
     for (int round = 0; round < 3; round++) {
         struct pool *x = round % 2 ? &b : &a;
@@ -1088,10 +1096,7 @@ static void test_cache_flush_age_invalidate(void)
 static void test_disown(void)
 {
     struct pool a, b;
-    REQUIRE(make_pool(&a, 4096, 4, 0, true) == 0);
-    int fd = dup(a.seg.fd);
-    REQUIRE(fd >= 0);
-    REQUIRE(pool_attach(fd, &b) == 0);
+    REQUIRE(make_pool_pair(&a, &b, 4) == 0);
     uint64_t h;
     REQUIRE(pool_alloc(&a, 1, &h) == 0);
     CHECK_EQ(pool_disown(&b, h), -EINVAL); /* b holds none */
@@ -1429,10 +1434,7 @@ static int release_as_run(struct pool *p, const uint64_t *h, uint32_t n)
 static void test_outbox_handoff(void)
 {
     struct pool a, b;
-    REQUIRE(make_pool(&a, 4096, 64, 0, true) == 0);
-    int fd = dup(a.seg.fd);
-    REQUIRE(fd >= 0);
-    REQUIRE(pool_attach(fd, &b) == 0);
+    REQUIRE(make_pool_pair(&a, &b, 64) == 0);
     /* b hands a run of 16 to a (a queue between them, here a copy). */
     uint64_t h[16], g[16];
     for (int i = 0; i < 16; i++)
@@ -1524,10 +1526,7 @@ static void test_outbox_full_invalidated(void)
 static void test_outbox_stale_scribbled(void)
 {
     struct pool a, b;
-    REQUIRE(make_pool(&a, 4096, 32, 0, true) == 0);
-    int fd = dup(a.seg.fd);
-    REQUIRE(fd >= 0);
-    REQUIRE(pool_attach(fd, &b) == 0);
+    REQUIRE(make_pool_pair(&a, &b, 32) == 0);
     struct pool_outbox *o = &a.clients[a.slot].outbox;
     uint64_t h[32], x, y;
     for (int i = 0; i < 16; i++)

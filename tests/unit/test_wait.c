@@ -418,6 +418,19 @@ static bool wait_in_futex(pid_t tid)
     return false;
 }
 
+/* The first two CPUs this process may run on, in cpus: how many (0–2). */
+static int first_cpus(int cpus[2])
+{
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) != 0)
+        return 0;
+    int n = 0;
+    for (int i = 0; i < CPU_SETSIZE && n < 2; i++)
+        if (CPU_ISSET(i, &set))
+            cpus[n++] = i;
+    return n;
+}
+
 /* bq_wake_ahead: with nobody asleep it does nothing (the futex word does
  * not move: no system call); a dequeuer asleep is woken at once (the word
  * moves) and, finding nothing, spins for the entry instead of sleeping
@@ -430,12 +443,9 @@ static bool wait_in_futex(pid_t tid)
  * the spin every attempt misses, whatever the timing. */
 static void test_wake_ahead_wakes_and_the_sleeper_spins(void)
 {
-    cpu_set_t set;
+    cpu_set_t set; /* restored at the end */
     sched_getaffinity(0, sizeof set, &set);
-    int cpus[2], n = 0;
-    for (int i = 0; i < CPU_SETSIZE && n < 2; i++)
-        if (CPU_ISSET(i, &set))
-            cpus[n++] = i;
+    int cpus[2], n = first_cpus(cpus);
     struct bq qp, qc;
     struct bq_params p = {.capacity = 4, .order = BQ_ORDER_FIFO, .full_policy = BQ_FULL_FAIL};
     REQUIRE(bq_create(&p, &qp) == 0);
@@ -846,12 +856,7 @@ static uint64_t dequeue_wait_cpu(int consumer_cpu, int producer_cpu)
 
 static void test_same_cpu_wait_does_not_spin(void)
 {
-    cpu_set_t set;
-    sched_getaffinity(0, sizeof set, &set);
-    int cpus[2], n = 0;
-    for (int i = 0; i < CPU_SETSIZE && n < 2; i++)
-        if (CPU_ISSET(i, &set))
-            cpus[n++] = i;
+    int cpus[2], n = first_cpus(cpus);
     REQUIRE(n >= 1);
     uint64_t same = dequeue_wait_cpu(cpus[0], cpus[0]);
     printf("dequeue_wait 100 ms, producer on the same CPU: %.2f ms of CPU\n", (double)same / 1e6);
