@@ -272,6 +272,19 @@ static void declare_producer(GstMbqSink *self, mbq_buffer_queue *q, const char *
                            mbq_status_string(r));
 }
 
+/* The queues' options from the properties; object lock held. */
+static mbq_buffer_queue_options queue_options(GstMbqSink *self)
+{
+    return (mbq_buffer_queue_options){
+        .size = sizeof(mbq_buffer_queue_options),
+        .capacity = self->capacity,
+        .order = (mbq_buffer_queue_order)self->order,
+        .full_policy =
+            self->full_policy == GST_MBQ_FULL_DROP_OLDEST ? MBQ_FULL_DROP_OLDEST : MBQ_FULL_FAIL,
+        .flags = MBQ_OPEN_IF_EXISTS,
+    };
+}
+
 static gboolean gst_mbq_sink_start(GstBaseSink *bsink)
 {
     GstMbqSink *self = GST_MBQ_SINK(bsink);
@@ -280,14 +293,7 @@ static gboolean gst_mbq_sink_start(GstBaseSink *bsink)
     gchar *queue = g_strdup(self->queue);
     gchar *pool_name = g_strdup(self->pool);
     gboolean create = self->create, have_block_size = self->block_size > 0;
-    mbq_buffer_queue_options qo = {
-        .size = sizeof qo,
-        .capacity = self->capacity,
-        .order = (mbq_buffer_queue_order)self->order,
-        .full_policy =
-            self->full_policy == GST_MBQ_FULL_DROP_OLDEST ? MBQ_FULL_DROP_OLDEST : MBQ_FULL_FAIL,
-        .flags = MBQ_OPEN_IF_EXISTS,
-    };
+    mbq_buffer_queue_options qo = queue_options(self);
     self->policy = self->full_policy;
     self->timeout_ns = self->timeout > (guint64)G_MAXINT64 ? G_MAXINT64 : (gint64)self->timeout;
     self->wake = self->wake_ahead;
@@ -520,14 +526,7 @@ static int reopen_once(GstMbqSink *self, guint64 block_size, const gchar **what)
     gchar *pname = self->pool && *self->pool ? g_strdup(self->pool)
                                               : g_strdup_printf("%s.pool", self->names[0]);
     gboolean create = self->create;
-    mbq_buffer_queue_options qo = {
-        .size = sizeof qo,
-        .capacity = self->capacity,
-        .order = (mbq_buffer_queue_order)self->order,
-        .full_policy =
-            self->full_policy == GST_MBQ_FULL_DROP_OLDEST ? MBQ_FULL_DROP_OLDEST : MBQ_FULL_FAIL,
-        .flags = MBQ_OPEN_IF_EXISTS,
-    };
+    mbq_buffer_queue_options qo = queue_options(self);
     mbq_pool_options po = {
         .size = sizeof po,
         .block_size = block_size,
