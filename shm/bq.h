@@ -80,6 +80,7 @@
 #define BQ_MAX_TRIGGERS 128
 #define BQ_SPIN_NS 25000u /* blocking dequeue spins this long before sleeping */
 #define BQ_AHEAD_SPIN_NS 50000u /* and this long after a wake ahead found it empty */
+#define BQ_AHEAD_CPU_UNKNOWN 0xffffffffu /* a wake ahead from a thread whose CPU is unknown */
 #define BQ_PRODUCER_PIDS 6 /* producers' pids a queue's header remembers */
 #define BQ_WAITER_SLOTS 16 /* sleeping dequeuers a producer can check on */
 #define BQ_SPACE_WAITER_SLOTS 8 /* sleeping enqueuers a consumer can check on */

@@ -176,10 +176,11 @@ struct bq_shared {
     /* Bumped by bq_cancel_waits: every blocked call that began before
      * returns -ECANCELED. */
     _Atomic uint32_t cancel_epoch;
-    /* The CPU (+ 1) the last bq_wake_ahead ran on, 0 if none (the field
-     * once held the CPU of the last enqueue, which tail.runner now says): a
-     * dequeuer it woke does not spin for the entry on the producer's CPU.
-     * A hint only; it shares the line the wake writes anyway. */
+    /* The CPU (+ 1; BQ_AHEAD_CPU_UNKNOWN) the last bq_wake_ahead ran on,
+     * until a dequeuer it woke takes it (exchange for 0): that one, not on
+     * the producer's CPU, spins for the entry; 0 none pending (the field
+     * once held the CPU of the last enqueue, which tail.runner now says). A
+     * hint only; it shares the line the wake writes anyway. */
     _Atomic uint32_t ahead_cpu;
     uint8_t pad2[120 - 4 * BQ_WAITER_SLOTS - 16 - 4 * BQ_SPACE_WAITER_SLOTS];
     /* 384 */

@@ -273,7 +273,8 @@ void bq_wake_ahead(struct bq *q)
     /* Where we run now, not where the last enqueue ran (tail.runner): at a
      * frame rate that was one frame ago, and either CPU since. */
     int cpu = bq_cpu();
-    atomic_store_explicit(&sh->ahead_cpu, cpu < 0 ? 0 : (uint32_t)cpu + 1, memory_order_relaxed);
+    atomic_store_explicit(&sh->ahead_cpu, cpu < 0 ? BQ_AHEAD_CPU_UNKNOWN : (uint32_t)cpu + 1,
+                          memory_order_relaxed);
     futex_sleepers_wake(&sh->data_seq, &sh->data_waiters, sh->waiter_tid, BQ_WAITER_SLOTS,
                         &q->idle_wakes, slock_tid_alive);
 }
@@ -424,27 +425,35 @@ static int dequeue_spin(struct bq *q, struct bq_entry *out, uint32_t epoch, uint
     return r;
 }
 
-/* Woken (the futex word moved) with nothing to take: most likely a
- * producer's bq_wake_ahead, whose enqueue follows within microseconds, so
- * spin for it rather than pay for another wake-up. Not at end of data, for
- * a lost producer or after a cancel (woken for those: the caller's next try
- * reports them), with the spin turned off, or on the CPU the waking
- * producer ran on (ahead_cpu). Left out of the adaptive budget: a wake
- * ahead says an entry is coming, whatever the spins before sleeping found. */
+/* Woken (the futex word moved) with nothing to take after a producer's
+ * bq_wake_ahead, whose enqueue follows within microseconds: spin for it
+ * rather than pay for another wake-up. Only a dequeuer that takes the wake
+ * ahead's mark (ahead_cpu, exchanged for 0) spins: an ordinary wake that
+ * found nothing (several consumers woken by one enqueue, a reset), or the
+ * other sleepers one wake ahead woke, sleep again at once. Not at end of
+ * data, for a lost producer or after a cancel (woken for those: the
+ * caller's next try reports them), with the spin turned off, or on the CPU
+ * the waking producer ran on. At most BQ_AHEAD_SPIN_NS, or the handle's
+ * own spin budget if shorter. Left out of the adaptive budget: a wake ahead
+ * says an entry is coming, whatever the spins before sleeping found. */
 static int dequeue_spin_after_wake(struct bq *q, struct bq_entry *out, uint32_t epoch,
                                    uint64_t deadline)
 {
     uint32_t flags = atomic_load_explicit(&q->sh->flags, memory_order_relaxed);
-    int cpu = bq_cpu();
-    if ((flags & (BQ_F_END_OF_DATA | BQ_F_PRODUCER_LOST)) ||
-        atomic_load_explicit(&q->spin_ns, memory_order_relaxed) == 0 ||
-        (cpu >= 0 && atomic_load_explicit(&q->sh->ahead_cpu, memory_order_relaxed) ==
-                         (uint32_t)cpu + 1))
+    int64_t budget = atomic_load_explicit(&q->spin_ns, memory_order_relaxed);
+    if ((flags & (BQ_F_END_OF_DATA | BQ_F_PRODUCER_LOST)) || budget == 0 ||
+        atomic_load_explicit(&q->sh->ahead_cpu, memory_order_relaxed) == 0)
         return -EAGAIN;
+    uint32_t ahead = atomic_exchange_explicit(&q->sh->ahead_cpu, 0, memory_order_relaxed);
+    int cpu = bq_cpu();
+    if (ahead == 0 || (cpu >= 0 && ahead == (uint32_t)cpu + 1))
+        return -EAGAIN;
+    uint64_t spin = budget > 0 && (uint64_t)budget < BQ_AHEAD_SPIN_NS ? (uint64_t)budget
+                                                                      : BQ_AHEAD_SPIN_NS;
     uint64_t start = mono_ns();
     if (start >= deadline)
         return -EAGAIN;
-    uint64_t end = deadline - start > BQ_AHEAD_SPIN_NS ? start + BQ_AHEAD_SPIN_NS : deadline;
+    uint64_t end = deadline - start > spin ? start + spin : deadline;
     int r = spin_for_entry(q, out, epoch, start, end);
     if (r == 0)
         atomic_fetch_add_explicit(&q->woken_ahead, 1, memory_order_relaxed);

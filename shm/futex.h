@@ -57,7 +57,15 @@ void futex_set_slice_ns(uint64_t ns);
  * a waker reaps the entries of dead owners and their count
  * (futex_sleepers_reap). An entry is taken after the count is raised and
  * given back before it is lowered, so the count never drops below the
- * sleepers it covers. */
+ * sleepers it covers.
+ *
+ * Limits. A waker stopped or killed between its disarming compare-and-swap
+ * and its futex_wake leaves the sleepers of that value asleep, and the
+ * wakers after it find the word disarmed and make no call: they wake at the
+ * end of their slice (FUTEX_WAIT_SLICE_NS, 100 ms), re-check and go on — a
+ * delay, never a hang. A sleeper that arms and then returns without
+ * sleeping (its re-check found its condition, a timeout, a cancel) leaves
+ * the word armed: the next waker pays one futex_wake for nobody. */
 #define FUTEX_SEQ_ARMED 1u
 int futex_sleepers_enter(_Atomic uint32_t *count, _Atomic uint32_t *tids, unsigned n,
                          uint32_t self);
