@@ -964,9 +964,11 @@ static inline bool pool_alloc_cached(struct pool *p, uint32_t c, struct pool_ito
                                      uint32_t *idx, uint32_t *gen, int *lr)
 {
     bool cached = pool_cache_pop(p, c, t, idx, gen);
-    /* Empty: a run of blocks some release handed back, without the lock
-     * (pool.h "Outboxes"), before the lists under it. */
-    if (!cached && pool_outbox_take(p))
+    /* Empty (a pool of one class: the outboxes hold blocks of any class, and
+     * taking them for one class would strand the others here): a run of
+     * blocks some release handed back, without the lock (pool.h
+     * "Outboxes"), before the lists under it. */
+    if (!cached && p->nclasses <= 1 && pool_outbox_take(p))
         cached = pool_cache_pop(p, c, t, idx, gen);
     if (!cached && (*lr = pool_lock(p)) == 0) {
         /* Checked again under the lock, which invalidate sets the flag
@@ -1499,15 +1501,18 @@ int pool_alloc_run(struct pool *p, uint64_t size, uint64_t *handles, uint32_t n)
             }
             uint32_t k = n - got < p->cache.n ? n - got : p->cache.n;
             int r = pool_claim_run(p, size, handles + got, k);
-            if (r < 0)
-                break;
+            if (r <= 0)
+                break; /* no run record, or every claim lost: bounded */
             got += (uint32_t)r;
         }
     }
-    if (got)
-        return (int)got;
-    /* Nothing by runs: the single allocation's every path (the lists, cold
-     * blocks, other caches, a repair), for one block. */
-    int r = pool_alloc(p, size, &handles[0]);
-    return r == 0 ? 1 : r;
+    /* The rest one by one, through the single allocation's every path (the
+     * lists, cold blocks, other caches, a repair): the warm list running
+     * dry is not the pool running short. */
+    for (; got < n; got++) {
+        int r = pool_alloc(p, size, &handles[got]);
+        if (r != 0)
+            return got ? (int)got : r;
+    }
+    return (int)got;
 }

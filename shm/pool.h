@@ -107,11 +107,13 @@
  *  - A block is only ever cached by one slot, whether listed in its cache,
  *    in its outbox, or in neither (a taker killed between its head CAS and
  *    the block's CAS, or a releaser between its CAS and its entry): every
- *    rule above for cached blocks holds for those in outboxes — a steal,
- *    age-out, flush, the reclaim of a dead owner (which looks at every
- *    descriptor) and a repair find them by their ref word; steal, age-out
- *    and repair also read the outboxes' live entries as they read the
- *    caches' published ones.
+ *    rule above for cached blocks holds for those in outboxes — a steal
+ *    (once the lists are empty), a flush, the reclaim of a dead owner
+ *    (which looks at every descriptor) and a repair find them by their ref
+ *    word; steal, age-out and repair also read the outboxes' live entries
+ *    as they read the caches' published ones. Age-out reads only those
+ *    entries: blocks a killed taker left listed nowhere are not aged out
+ *    but stay free for a steal, a flush or their owner's exit.
  *  - A full outbox (takers behind by 32) sends the rest of a run to the
  *    cache; an invalidated pool puts nothing in outboxes.
  *
@@ -538,9 +540,9 @@ int pool_release_run(struct pool *p, const uint64_t *handles, uint32_t n);
  * the warm list) are claimed under one run intent (pool_run_begin) that
  * names them all, with one publication of the cache and of the counters.
  * Where that cannot go (a pool of several classes, no cache for this
- * thread, no run record, a cache that no refill can fill) it allocates as
- * pool_alloc, one block. Returns how many (1..n; fewer when the pool ran
- * short), MBQ_POOL_ERR_ALLOCATION_FAILED when it had none,
+ * thread, no run record, a cache that no refill can fill: cold blocks
+ * only) it allocates the rest as pool_alloc, one block at a time. Returns
+ * how many (1..n; fewer when the pool ran short), MBQ_POOL_ERR_ALLOCATION_FAILED when it had none,
  * MBQ_POOL_ERR_INVALID_PARAMETER, or -EUCLEAN as pool_alloc. */
 int pool_alloc_run(struct pool *p, uint64_t size, uint64_t *handles, uint32_t n);
 int pool_stats(struct pool *p, struct pool_stats *out);

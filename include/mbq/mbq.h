@@ -686,9 +686,10 @@ int mbq_buffer_release_many(const mbq_buffer *buffers, size_t n);
  * one publication of the cache), and an empty cache is refilled at once
  * with the blocks that another process's mbq_buffer_release_many handed
  * back, without the pool's lock (see docs/DATAPLANE.md "Outboxes"). In a
- * pool of several size classes, or from a thread that is not the one
- * using this process's cache, it allocates one buffer per call of the
- * single allocation. No blocking form: mbq_pool_allocate_wait waits for
+ * pool of several size classes, from a thread that is not the one using
+ * this process's cache, or beyond what the runs found (a pool whose free
+ * blocks are cold), it allocates the rest one by one, as
+ * mbq_pool_allocate. No blocking form: mbq_pool_allocate_wait waits for
  * the first.
  * Ownership: on success the caller owns the returned references, to be
  * released (or enqueued with _and_release) like mbq_pool_allocate's; on

@@ -247,18 +247,20 @@ static void allocate_many_rules(mbq_client *c, mbq_pool *pool)
     CHECK_EQ(mbq_pool_allocate_many(pool, 64, all, 0), 0);
     CHECK_EQ(mbq_pool_allocate_many(pool, 64, NULL, 0), 0);
 
-    /* a pool of classes: one buffer a call, of the class that fits */
+    /* a pool of classes: one by one (no runs), of the class that fits */
     mbq_pool *cp = NULL;
     mbq_pool_options po = {.size = sizeof po, .class_count = 2, .exclusive = true};
     po.classes[0] = (mbq_pool_class){64, 32};
     po.classes[1] = (mbq_pool_class){4096, 8};
     CHECK_STATUS(mbq_pool_create(c, "r/classes", &po, &cp), 0);
     if (cp) {
-        CHECK_EQ(mbq_pool_allocate_many(cp, 64, all, 4), 1);
-        size_t cap = 0;
-        CHECK(mbq_buffer_get_data(all[0], &cap) != NULL);
-        CHECK_EQ(cap, 64);
-        CHECK_STATUS(mbq_buffer_release(all[0]), 0);
+        CHECK_EQ(mbq_pool_allocate_many(cp, 64, all, 4), 4);
+        for (int i = 0; i < 4; i++) {
+            size_t cap = 0;
+            CHECK(mbq_buffer_get_data(all[i], &cap) != NULL);
+            CHECK_EQ(cap, 64);
+        }
+        CHECK_STATUS(mbq_buffer_release_many(all, 4), 0);
         mbq_pool_close(cp);
     }
 }

@@ -1639,6 +1639,31 @@ static void test_outbox_age_reclaim(void)
     pool_detach(&p);
 }
 
+/* pool_alloc_run on a pool whose blocks are all cold (not prefaulted, never
+ * used): the warm list gives no run, and the blocks come one by one — the
+ * full count, each once, not one per call; short only when the pool is. */
+static void test_alloc_run_cold_pool(void)
+{
+    struct pool p;
+    REQUIRE(make_pool(&p, 4096, 48, 0, false) == 0);
+    uint64_t h[48];
+    CHECK_EQ(pool_alloc_run(&p, 100, h, 32), 32);
+    CHECK_EQ(pool_alloc_run(&p, 100, h + 32, 32), 16); /* the pool ran short */
+    uint64_t x;
+    CHECK_EQ(pool_alloc_run(&p, 100, &x, 4), MBQ_POOL_ERR_ALLOCATION_FAILED);
+    int dup = 0;
+    for (int i = 0; i < 48; i++)
+        for (int j = 0; j < i; j++)
+            dup += (uint32_t)h[i] == (uint32_t)h[j];
+    CHECK_EQ(dup, 0);
+    CHECK_EQ(stats_of(&p).used, 48);
+    for (int i = 0; i < 48; i++)
+        CHECK_EQ(pool_release(&p, h[i], true), 0);
+    CHECK_EQ(stats_of(&p).used, 0);
+    check_consistent(&p);
+    pool_detach(&p);
+}
+
 CHECK_MAIN(CASE(test_params_errors), CASE(test_alloc_exhaustion), CASE(test_alloc_bad_size),
            CASE(test_refcount), CASE(test_stale_handle), CASE(test_lifo_reuse),
            CASE(test_data_pages), CASE(test_small_blocks), CASE(test_age_out_punches),
@@ -1650,4 +1675,5 @@ CHECK_MAIN(CASE(test_params_errors), CASE(test_alloc_exhaustion), CASE(test_allo
            CASE(test_cache_reclaim), CASE(test_cache_flush_age_invalidate), CASE(test_disown),
            CASE(test_cache_two_threads), CASE(test_cache_strays), CASE(test_cache_owner_exits),
            CASE(test_outbox_handoff), CASE(test_outbox_full_invalidated),
-           CASE(test_outbox_stale_scribbled), CASE(test_outbox_age_reclaim))
+           CASE(test_outbox_stale_scribbled), CASE(test_outbox_age_reclaim),
+           CASE(test_alloc_run_cold_pool))
