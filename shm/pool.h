@@ -86,7 +86,8 @@
  * allocates would fill its cache, spill it to the warm list under the
  * lock, and the producer would refill from there under the lock: four
  * lock rounds per 16 buffers, and every block linked into a list and out
- * again. So a release run (pool_release_run) puts the blocks it frees,
+ * again. So a release run (pool_release_run) in a pool of one class (a
+ * pool of classes has none: an outbox run mixes classes) puts the blocks it frees,
  * cached by their releaser as above, into the releaser's outbox (struct
  * pool_outbox in its client slot: a ring of 32 indices written by the
  * cache's owner alone) and publishes it once per run; an allocation that

@@ -378,11 +378,13 @@ static inline uint32_t pool_outbox_span(const struct pool_outbox *o, uint32_t *h
 
 /* Appends idx, just made a block of our cache by our CAS, to our outbox
  * (the cache's owner only; published by pool_outbox_publish): false when
- * it is full, or the pool invalidated (the caller caches the block, or
- * frees it). The flag is read after our CAS, as pool_cache_keep_run
- * does. */
+ * it is full, the pool invalidated, or a pool of several classes, whose
+ * allocations take no outbox runs (the caller caches the block, or frees
+ * it). The flag is read after our CAS, as pool_cache_keep_run does. */
 static inline bool pool_outbox_put(struct pool *p, uint32_t idx)
 {
+    if (__builtin_expect(p->nclasses > 1, 0))
+        return false;
     struct pool_outbox *o = &p->clients[p->slot].outbox;
     if (__builtin_expect(p->obox.tail - p->obox.head_c >= POOL_OUTBOX, 0)) {
         uint32_t h = atomic_load_explicit(&o->head, memory_order_acquire);
