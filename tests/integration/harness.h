@@ -635,7 +635,10 @@ static inline int h_stat(mbq_client *c, const char *name, mbq_object_info *info)
 /* Runs the freshly built mbqctl (a test that defines MBQCTL_PATH) on d's
  * socket with args (NULL-terminated, at most 12), as uid:gid unless uid is
  * 0 (then as the caller); its standard output into out (NUL-terminated, cut
- * to n). Its exit status, as h_wait_pid's. */
+ * to n). Its exit status, as h_wait_pid's; H_MBQCTL_UNREACHABLE when that
+ * user cannot reach the build tree's mbqctl (a checkout in a private
+ * directory). */
+#define H_MBQCTL_UNREACHABLE 125
 static inline int h_mbqctl_as(const struct mbqd *d, uid_t uid, gid_t gid, const char *const *args,
                               char *out, size_t n)
 {
@@ -654,6 +657,8 @@ static inline int h_mbqctl_as(const struct mbqd *d, uid_t uid, gid_t gid, const 
         close(fd[0]);
         if (uid != 0 && (setgroups(0, NULL) < 0 || setgid(gid) < 0 || setuid(uid) < 0))
             _exit(126);
+        if (uid != 0 && access(MBQCTL_PATH, X_OK) != 0)
+            _exit(H_MBQCTL_UNREACHABLE);
         const char *argv[16] = {MBQCTL_PATH};
         size_t k = 1;
         for (; args[k - 1] && k < 13; k++)

@@ -382,7 +382,14 @@ static void expect_mbqctl(uid_t uid, const char *const *text, const char *const 
     char out[8192];
     const char *stat[] = {"stat", "p/q", NULL};
     const char *jstat[] = {"--json", "stat", "p/q", NULL};
-    CHECK_EQ(h_mbqctl_as(&D, uid, uid, stat, out, sizeof out), 0);
+    int r = h_mbqctl_as(&D, uid, uid, stat, out, sizeof out);
+    if (r == H_MBQCTL_UNREACHABLE) {
+        /* the library's view as that user is checked apart (other_user_stat) */
+        printf("# skipped: mbqctl as uid %u: the build tree is not reachable to that user\n",
+               (unsigned)uid);
+        return;
+    }
+    CHECK_EQ(r, 0);
     for (size_t i = 0; text[i]; i++)
         if (!strstr(out, text[i])) {
             fprintf(stderr, "mbqctl stat: no \"%s\" in:\n%s", text[i], out);
